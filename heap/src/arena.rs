@@ -1,0 +1,664 @@
+//! The volatile arena: one reservation registered with a userfaultfd once, at creation, and
+//! unregistered only when dropped.
+//!
+//! Everything a collection cycle does to memory happens inside it through calls that take no
+//! `mmap_lock` for writing: COPY / ZEROPAGE / MOVE / CONTINUE to make pages present, and
+//! `MADV_DONTNEED` (anonymous) or a hole punch (memfd) to make them absent again. A page that is
+//! absent faults on first touch; the fault is delivered as SIGBUS to the toucher or as a
+//! message to a handler thread, depending on [`FaultDelivery`].
+//!
+//! ```text
+//!   base                                                         base + size
+//!   |--------------------------- one VMA, registered once ----------------|
+//!   (memfd backing adds a second, unregistered "fill view" of the same file)
+//! ```
+//!
+//! Invariants:
+//! - after [`VolatileArena::new`] returns, the arena makes no REGISTER / UNREGISTER and no
+//!   mmap / munmap / mremap / mprotect call until it is dropped; the counters in
+//!   [`ArenaStats`] are the proof, and the VMA count of the range (read from
+//!   `/proc/self/maps`) stays what it was at creation;
+//! - every public operation takes an *offset* range checked to be page aligned and inside the
+//!   arena; an address outside is an error, never undefined behaviour;
+//! - transient kernel results are absorbed here: EAGAIN with a partial count is retried from
+//!   where the kernel stopped, and EEXIST from a lost race is reported as
+//!   [`Resolution::AlreadyPresent`] (the page is there, which is what the caller wanted).
+
+use core::ffi::c_void;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use crate::sys::{Call, CallSnapshot, Errno, Sys, PAGE_SIZE};
+use crate::uffd::{
+    ContinueMode, CopyMode, ErrorKind, Feature, Features, MoveMode, RegisterMode, Uffd, UffdError,
+    UffdOptions,
+};
+
+/// What memory backs the arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// Private anonymous memory: COPY, ZEROPAGE and MOVE resolve faults.
+    Anonymous,
+    /// A memfd mapped twice: the registered view (MISSING | MINOR) and an unregistered fill
+    /// view; CONTINUE maps a page filled through the fill view.
+    Memfd,
+}
+
+/// How faults in the arena reach their resolver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultDelivery {
+    /// `UFFD_FEATURE_SIGBUS`: the faulting thread gets SIGBUS and resolves the page itself.
+    Sigbus,
+    /// Faults are queued on the descriptor for a handler thread to read.
+    Thread,
+}
+
+/// How fresh chunks are made present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PopulateMethod {
+    /// `UFFDIO_COPY` from a zero buffer: pages are private and writable at once (the default:
+    /// measured fastest of the methods that leave no further fault, see BENCHMARKS.md).
+    CopyZeros,
+    /// `UFFDIO_ZEROPAGE`: maps the shared zero page; the first write to each page takes a
+    /// kernel copy-on-write fault.
+    ZeroPage,
+}
+
+/// Configuration of an arena.
+#[derive(Debug, Clone)]
+pub struct ArenaConfig {
+    /// Bytes to reserve (rounded up to whole pages; at least one page).
+    pub size: usize,
+    /// Anonymous or memfd.
+    pub backing: Backing,
+    /// SIGBUS or handler thread.
+    pub delivery: FaultDelivery,
+    /// Also register the arena in WP mode with `WP_ASYNC` (barrier-free dirty tracking).
+    pub write_tracking: bool,
+    /// How [`VolatileArena::populate`] makes pages present.
+    pub populate: PopulateMethod,
+    /// The kernel to use (the real one unless a test injects faults). The arena counts its
+    /// calls on fresh counters.
+    pub sys: Sys,
+}
+
+impl ArenaConfig {
+    /// An anonymous, SIGBUS-delivered arena of `size` bytes on the real kernel.
+    pub fn new(size: usize) -> Self {
+        Self {
+            size,
+            backing: Backing::Anonymous,
+            delivery: FaultDelivery::Sigbus,
+            write_tracking: false,
+            populate: PopulateMethod::CopyZeros,
+            sys: Sys::real(),
+        }
+    }
+    /// Builder: backing.
+    pub fn backing(mut self, b: Backing) -> Self {
+        self.backing = b;
+        self
+    }
+    /// Builder: fault delivery.
+    pub fn delivery(mut self, d: FaultDelivery) -> Self {
+        self.delivery = d;
+        self
+    }
+    /// Builder: WP_ASYNC dirty tracking.
+    pub fn write_tracking(mut self, on: bool) -> Self {
+        self.write_tracking = on;
+        self
+    }
+    /// Builder: populate method.
+    pub fn populate(mut self, p: PopulateMethod) -> Self {
+        self.populate = p;
+        self
+    }
+    /// Builder: kernel.
+    pub fn sys(mut self, sys: Sys) -> Self {
+        self.sys = sys;
+        self
+    }
+}
+
+/// Arena errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArenaError {
+    /// A userfaultfd operation failed.
+    #[error(transparent)]
+    Uffd(#[from] UffdError),
+    /// Another system call failed.
+    #[error("{call} failed: {errno}")]
+    Sys {
+        /// The call.
+        call: &'static str,
+        /// Its error.
+        errno: Errno,
+    },
+    /// A range not inside the arena.
+    #[error("range offset {offset:#x} + {len:#x} is outside the arena of {size:#x} bytes")]
+    OutOfRange {
+        /// Offset asked for.
+        offset: usize,
+        /// Length asked for.
+        len: usize,
+        /// Arena size.
+        size: usize,
+    },
+    /// A range not page aligned, or empty.
+    #[error("range offset {offset:#x} + {len:#x} is not page aligned or is empty")]
+    Unaligned {
+        /// Offset asked for.
+        offset: usize,
+        /// Length asked for.
+        len: usize,
+    },
+    /// An operation that needs the other backing.
+    #[error("{0} needs a memfd-backed arena")]
+    NeedsMemfd(&'static str),
+    /// Bad configuration.
+    #[error("bad arena configuration: {0}")]
+    Config(String),
+}
+
+/// What a resolving call found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// This call mapped the pages.
+    Mapped,
+    /// Some page was already present (another resolver won the race); the rest were mapped.
+    AlreadyPresent,
+}
+
+/// Accounting of an arena since its creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArenaStats {
+    /// Every call made through the arena (including its userfaultfd) since creation.
+    pub calls_since_creation: CallSnapshot,
+    /// Every call including those made while creating it.
+    pub calls_total: CallSnapshot,
+    /// REGISTER calls in total (1 after creation).
+    pub registers: u64,
+    /// UNREGISTER calls in total (0 until drop).
+    pub unregisters: u64,
+    /// mmap + munmap + mremap + mprotect since creation (0).
+    pub mmap_family_since_creation: u64,
+    /// VMAs covering the arena now (from `/proc/self/maps`).
+    pub vmas: usize,
+}
+
+/// Bytes of the zero buffer used as the source of populate COPYs.
+const ZERO_CHUNK: usize = 256 * 1024;
+
+/// The volatile arena.
+#[derive(Debug)]
+pub struct VolatileArena {
+    base: usize,
+    size: usize,
+    fill_view: usize,
+    memfd: RawFd,
+    zero_src: usize,
+    config: ArenaConfig,
+    uffd: Arc<Uffd>,
+    sys: Sys,
+    after_creation: CallSnapshot,
+    vmas_at_creation: usize,
+}
+
+// SAFETY: the arena's raw addresses denote memory it owns for its whole life; all mutation of
+// that memory goes through the kernel, which serialises it per page.
+unsafe impl Send for VolatileArena {}
+// SAFETY: as above; every method takes `&self` and is safe to call concurrently.
+unsafe impl Sync for VolatileArena {}
+
+impl VolatileArena {
+    /// Reserve, map and register the arena.
+    pub fn new(config: ArenaConfig) -> Result<Self, ArenaError> {
+        if config.size == 0 {
+            return Err(ArenaError::Config("size must be at least one page".into()));
+        }
+        if crate::sys::os_page_size() != PAGE_SIZE {
+            return Err(ArenaError::Config(format!(
+                "page size {} is not supported (only {PAGE_SIZE})",
+                crate::sys::os_page_size()
+            )));
+        }
+        let size = config
+            .size
+            .checked_add(PAGE_SIZE - 1)
+            .ok_or_else(|| ArenaError::Config("size overflows".into()))?
+            / PAGE_SIZE
+            * PAGE_SIZE;
+        let sys = config.sys.with_fresh_counters();
+
+        let mut required = Features::NONE;
+        let mut optional = Features::of(&[Feature::Move, Feature::ThreadId, Feature::Poison]);
+        if config.delivery == FaultDelivery::Sigbus {
+            required = required.with(Feature::Sigbus);
+        }
+        if config.backing == Backing::Memfd {
+            required = required.with(Feature::MinorShmem);
+            optional = optional.with(Feature::MissingShmem);
+        }
+        if config.write_tracking {
+            required = required
+                .with(Feature::PagefaultFlagWp)
+                .with(Feature::WpAsync)
+                .with(Feature::WpUnpopulated);
+        }
+        let uffd = Arc::new(Uffd::open(
+            &sys,
+            UffdOptions {
+                required,
+                optional,
+                nonblocking: config.delivery == FaultDelivery::Thread,
+                allow_dev_node: false,
+            },
+        )?);
+
+        let mut arena = VolatileArena {
+            base: 0,
+            size,
+            fill_view: 0,
+            memfd: -1,
+            zero_src: 0,
+            config,
+            uffd,
+            sys,
+            after_creation: CallSnapshot::default(),
+            vmas_at_creation: 0,
+        };
+        // From here on, `Drop` releases whatever was set up if a later step fails.
+        arena.map()?;
+        let mut mode = RegisterMode::MISSING;
+        if arena.config.backing == Backing::Memfd {
+            mode = mode | RegisterMode::MINOR;
+        }
+        if arena.config.write_tracking {
+            mode = mode | RegisterMode::WP;
+        }
+        arena.uffd.register(arena.base, size, mode)?;
+        arena.after_creation = arena.sys.counters().snapshot();
+        arena.vmas_at_creation = arena.vma_count();
+        Ok(arena)
+    }
+
+    fn sys_err(call: &'static str) -> impl Fn(Errno) -> ArenaError {
+        move |errno| ArenaError::Sys { call, errno }
+    }
+
+    fn map(&mut self) -> Result<(), ArenaError> {
+        let size = self.size;
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: a fresh anonymous mapping at a kernel-chosen address replaces nothing.
+        let zero = unsafe {
+            self.sys.mmap(
+                core::ptr::null_mut(),
+                ZERO_CHUNK,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        }
+        .map_err(Self::sys_err("mmap (zero source)"))?;
+        self.zero_src = zero as usize;
+        match self.config.backing {
+            Backing::Anonymous => {
+                // SAFETY: a fresh mapping at a kernel-chosen address replaces nothing.
+                let p = unsafe {
+                    self.sys.mmap(
+                        core::ptr::null_mut(),
+                        size,
+                        rw,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                        -1,
+                        0,
+                    )
+                }
+                .map_err(Self::sys_err("mmap (arena)"))?;
+                self.base = p as usize;
+                // 4 KiB pages only: MOVE and per-page resolution work on base pages, and a
+                // transparent huge page would make one fault populate 512 of them.
+                // SAFETY: advice on our own fresh mapping; it discards nothing.
+                unsafe { self.sys.madvise(p, size, libc::MADV_NOHUGEPAGE) }
+                    .map_err(Self::sys_err("madvise(MADV_NOHUGEPAGE)"))?;
+            }
+            Backing::Memfd => {
+                let fd = self
+                    .sys
+                    .memfd_create(c"faultline-arena", libc::MFD_CLOEXEC)
+                    .map_err(Self::sys_err("memfd_create"))?;
+                self.memfd = fd;
+                self.sys
+                    .ftruncate(fd, size as i64)
+                    .map_err(Self::sys_err("ftruncate"))?;
+                // SAFETY: fresh shared mappings of our own memfd at kernel-chosen addresses.
+                let p = unsafe {
+                    self.sys.mmap(
+                        core::ptr::null_mut(),
+                        size,
+                        rw,
+                        libc::MAP_SHARED | libc::MAP_NORESERVE,
+                        fd,
+                        0,
+                    )
+                }
+                .map_err(Self::sys_err("mmap (arena view)"))?;
+                self.base = p as usize;
+                // SAFETY: as above.
+                let q = unsafe {
+                    self.sys.mmap(
+                        core::ptr::null_mut(),
+                        size,
+                        rw,
+                        libc::MAP_SHARED | libc::MAP_NORESERVE,
+                        fd,
+                        0,
+                    )
+                }
+                .map_err(Self::sys_err("mmap (fill view)"))?;
+                self.fill_view = q as usize;
+            }
+        }
+        Ok(())
+    }
+
+    /// First byte of the registered range.
+    pub fn base(&self) -> usize {
+        self.base
+    }
+    /// Bytes in the arena.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+    /// Whether `addr` lies inside the registered range.
+    pub fn contains(&self, addr: usize) -> bool {
+        addr >= self.base && addr - self.base < self.size
+    }
+    /// The configuration it was built with.
+    pub fn config(&self) -> &ArenaConfig {
+        &self.config
+    }
+    /// The userfaultfd the arena is registered with.
+    pub fn uffd(&self) -> &Arc<Uffd> {
+        &self.uffd
+    }
+    /// The kernel handle whose counters record the arena's calls.
+    pub fn sys(&self) -> &Sys {
+        &self.sys
+    }
+    /// Whether MOVE was negotiated.
+    pub fn can_move(&self) -> bool {
+        self.uffd.features().contains(Feature::Move) && self.config.backing == Backing::Anonymous
+    }
+
+    fn check(&self, offset: usize, len: usize) -> Result<usize, ArenaError> {
+        if len == 0 || offset % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
+            return Err(ArenaError::Unaligned { offset, len });
+        }
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Ok(self.base + offset),
+            _ => Err(ArenaError::OutOfRange {
+                offset,
+                len,
+                size: self.size,
+            }),
+        }
+    }
+
+    /// Address of the fill-view byte that aliases arena offset `offset` (memfd only).
+    pub fn fill_view_addr(&self, offset: usize) -> Result<usize, ArenaError> {
+        if self.config.backing != Backing::Memfd {
+            return Err(ArenaError::NeedsMemfd("the fill view"));
+        }
+        if offset >= self.size {
+            return Err(ArenaError::OutOfRange {
+                offset,
+                len: 1,
+                size: self.size,
+            });
+        }
+        Ok(self.fill_view + offset)
+    }
+
+    /// Run `op(done)` until the whole range is processed, retrying after EAGAIN from where the
+    /// kernel stopped and stepping over pages another resolver already mapped.
+    fn fill_loop(
+        &self,
+        len: usize,
+        mut op: impl FnMut(usize, usize) -> Result<usize, UffdError>,
+    ) -> Result<Resolution, ArenaError> {
+        let mut done = 0;
+        let mut res = Resolution::Mapped;
+        let mut stalls = 0;
+        while done < len {
+            match op(done, len - done) {
+                Ok(n) => done += n,
+                Err(UffdError {
+                    op: which,
+                    kind: ErrorKind::Again { done: n },
+                }) => {
+                    done += n;
+                    if n == 0 {
+                        // EAGAIN with no progress: the mm is changing under us (a racing
+                        // mremap or fork); back off, but do not spin forever.
+                        stalls += 1;
+                        if stalls > 1000 {
+                            return Err(ArenaError::Uffd(UffdError::new(
+                                which,
+                                ErrorKind::Again { done },
+                            )));
+                        }
+                        std::thread::yield_now();
+                    }
+                }
+                Err(UffdError {
+                    kind: ErrorKind::Exists,
+                    ..
+                }) => {
+                    // The first page of the rest is present: skip it, keep going.
+                    res = Resolution::AlreadyPresent;
+                    done += PAGE_SIZE;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(res)
+    }
+
+    /// Make `[offset, offset+len)` present and zero with the configured [`PopulateMethod`].
+    /// Pages already present are left as they are.
+    pub fn populate(&self, offset: usize, len: usize) -> Result<Resolution, ArenaError> {
+        self.populate_with(offset, len, self.config.populate)
+    }
+
+    /// [`Self::populate`] with an explicit method (benchmarks compare them).
+    pub fn populate_with(
+        &self,
+        offset: usize,
+        len: usize,
+        method: PopulateMethod,
+    ) -> Result<Resolution, ArenaError> {
+        let addr = self.check(offset, len)?;
+        match method {
+            PopulateMethod::CopyZeros => self.fill_loop(len, |at, rest| {
+                let n = rest.min(ZERO_CHUNK);
+                // SAFETY: `zero_src` is a readable zero mapping of ZERO_CHUNK bytes.
+                unsafe {
+                    self.uffd
+                        .copy(addr + at, self.zero_src as *const u8, n, CopyMode::NONE)
+                }
+            }),
+            PopulateMethod::ZeroPage => {
+                self.fill_loop(len, |at, rest| self.uffd.zeropage(addr + at, rest, false))
+            }
+        }
+    }
+
+    /// Resolve `[offset, offset+len)` by copying `src` into new pages (`UFFDIO_COPY`).
+    ///
+    /// # Safety
+    /// `src` must be readable for `len` bytes and hold what the pages should contain.
+    pub unsafe fn resolve_copy(
+        &self,
+        offset: usize,
+        src: *const u8,
+        len: usize,
+    ) -> Result<Resolution, ArenaError> {
+        let addr = self.check(offset, len)?;
+        self.fill_loop(len, |at, rest| {
+            // SAFETY: `src + at` is readable for `rest` bytes by the caller's contract.
+            unsafe { self.uffd.copy(addr + at, src.add(at), rest, CopyMode::NONE) }
+        })
+    }
+
+    /// Resolve `[dst, dst+len)` by moving the pages at `[src, src+len)` (offsets; `UFFDIO_MOVE`).
+    /// With `allow_holes`, source holes are skipped instead of failing with ENOENT.
+    ///
+    /// # Safety
+    /// The source pages vanish from `src`: nothing may read them there afterwards.
+    pub unsafe fn resolve_move(
+        &self,
+        dst: usize,
+        src: usize,
+        len: usize,
+        allow_holes: bool,
+    ) -> Result<Resolution, ArenaError> {
+        let d = self.check(dst, len)?;
+        let s = self.check(src, len)?;
+        if self.config.backing != Backing::Anonymous {
+            return Err(ArenaError::Config("MOVE needs an anonymous arena".into()));
+        }
+        let mode = if allow_holes {
+            MoveMode::ALLOW_SRC_HOLES
+        } else {
+            MoveMode::NONE
+        };
+        self.fill_loop(len, |at, rest| {
+            // SAFETY: forwarded from the caller's contract.
+            unsafe { self.uffd.move_pages(d + at, s + at, rest, mode) }
+        })
+    }
+
+    /// Resolve `[offset, offset+len)` by mapping the page-cache pages already filled through
+    /// the fill view (`UFFDIO_CONTINUE`; memfd only).
+    pub fn resolve_continue(&self, offset: usize, len: usize) -> Result<Resolution, ArenaError> {
+        let addr = self.check(offset, len)?;
+        if self.config.backing != Backing::Memfd {
+            return Err(ArenaError::NeedsMemfd("UFFDIO_CONTINUE"));
+        }
+        self.fill_loop(len, |at, rest| {
+            self.uffd
+                .continue_range(addr + at, rest, ContinueMode::NONE)
+        })
+    }
+
+    /// Make `[offset, offset+len)` absent again (the next touch faults): `MADV_DONTNEED` for
+    /// anonymous memory, a hole punch for a memfd (which also frees the page cache).
+    pub fn release(&self, offset: usize, len: usize) -> Result<(), ArenaError> {
+        let addr = self.check(offset, len)?;
+        match self.config.backing {
+            // SAFETY: discarding pages of our own arena is the purpose of this call.
+            Backing::Anonymous => unsafe {
+                self.sys
+                    .madvise(addr as *mut c_void, len, libc::MADV_DONTNEED)
+                    .map_err(Self::sys_err("madvise(MADV_DONTNEED)"))
+            },
+            Backing::Memfd => self
+                .sys
+                .fallocate(
+                    self.memfd,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    offset as i64,
+                    len as i64,
+                )
+                .map_err(Self::sys_err("fallocate(PUNCH_HOLE)")),
+        }
+    }
+
+    /// Wake threads waiting on faults in `[offset, offset+len)` (handler-thread delivery).
+    pub fn wake(&self, offset: usize, len: usize) -> Result<(), ArenaError> {
+        let addr = self.check(offset, len)?;
+        self.uffd.wake(addr, len).map_err(Into::into)
+    }
+
+    /// Write-protect (or unprotect) `[offset, offset+len)` (needs `write_tracking`).
+    pub fn write_protect(&self, offset: usize, len: usize, on: bool) -> Result<(), ArenaError> {
+        let addr = self.check(offset, len)?;
+        self.uffd
+            .writeprotect(addr, len, on, false)
+            .map_err(Into::into)
+    }
+
+    /// Number of VMAs overlapping the arena (and its fill view), read from `/proc/self/maps`.
+    /// Allocates; never call it from a signal handler.
+    pub fn vma_count(&self) -> usize {
+        let mut ranges = vec![(self.base, self.base + self.size)];
+        if self.fill_view != 0 {
+            ranges.push((self.fill_view, self.fill_view + self.size));
+        }
+        count_vmas(&ranges)
+    }
+
+    /// The VMA count measured right after creation.
+    pub fn vmas_at_creation(&self) -> usize {
+        self.vmas_at_creation
+    }
+
+    /// Calls made since creation, and the VMA count now.
+    pub fn stats(&self) -> ArenaStats {
+        let now = self.sys.counters().snapshot();
+        let since = now.since(&self.after_creation);
+        ArenaStats {
+            calls_since_creation: since,
+            calls_total: now,
+            registers: now.get(Call::UffdRegister),
+            unregisters: now.get(Call::UffdUnregister),
+            mmap_family_since_creation: since.mmap_family(),
+            vmas: self.vma_count(),
+        }
+    }
+}
+
+/// Count the lines of `/proc/self/maps` that overlap any of `ranges`.
+pub fn count_vmas(ranges: &[(usize, usize)]) -> usize {
+    let maps = match std::fs::read_to_string("/proc/self/maps") {
+        Ok(s) => s,
+        Err(_) => return 0,
+    };
+    maps.lines()
+        .filter_map(|line| {
+            let span = line.split_whitespace().next()?;
+            let (a, b) = span.split_once('-')?;
+            Some((
+                usize::from_str_radix(a, 16).ok()?,
+                usize::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .filter(|&(s, e)| ranges.iter().any(|&(rs, re)| s < re && e > rs))
+        .count()
+}
+
+impl Drop for VolatileArena {
+    fn drop(&mut self) {
+        if self.base != 0 {
+            // Unregister explicitly (munmap would do it implicitly) so the counters show the
+            // one UNREGISTER that ends the arena's life.
+            let _ = self.uffd.unregister(self.base, self.size);
+            // SAFETY: the arena owns this mapping and nothing refers to it any more.
+            let _ = unsafe { self.sys.munmap(self.base as *mut c_void, self.size) };
+        }
+        if self.fill_view != 0 {
+            // SAFETY: as above.
+            let _ = unsafe { self.sys.munmap(self.fill_view as *mut c_void, self.size) };
+        }
+        if self.zero_src != 0 {
+            // SAFETY: as above.
+            let _ = unsafe { self.sys.munmap(self.zero_src as *mut c_void, ZERO_CHUNK) };
+        }
+        if self.memfd >= 0 {
+            let _ = self.sys.close(self.memfd);
+        }
+    }
+}

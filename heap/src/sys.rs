@@ -1,0 +1,546 @@
+//! The kernel interface: every system call the heap makes goes through [`Kernel`].
+//!
+//! Two implementations exist: [`RealKernel`] (the system calls themselves) and
+//! [`crate::inject::FaultInjector`] (a wrapper that makes chosen calls fail with chosen errors,
+//! so that every error path can be driven by a test even where the kernel cannot be made to fail
+//! on demand). [`Sys`] pairs a kernel with a set of [`CallCounters`] and is what the rest of the
+//! crate holds.
+//!
+//! Invariants:
+//! - nothing outside this module and `inject` issues a system call for the heap; the counters in
+//!   [`Sys`] are therefore a complete record of the heap's calls (what the statistics report as
+//!   "register/unregister/mmap-family calls since creation");
+//! - every method is async-signal-safe in [`RealKernel`] (plain syscalls, no allocation, no
+//!   locks), so the SIGBUS fault path may use it;
+//! - errors are returned as [`Errno`], never read from a thread-local `errno` later.
+
+use core::ffi::{c_int, c_void, CStr};
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+pub use nix::errno::Errno;
+
+/// One kind of kernel call, for counting and for fault injection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Call {
+    Userfaultfd,
+    OpenDevUserfaultfd,
+    UffdApi,
+    UffdRegister,
+    UffdUnregister,
+    UffdWake,
+    UffdCopy,
+    UffdZeropage,
+    UffdMove,
+    UffdWriteprotect,
+    UffdContinue,
+    UffdPoison,
+    PagemapScan,
+    Read,
+    Open,
+    Close,
+    Mmap,
+    Munmap,
+    Mremap,
+    Mprotect,
+    Madvise,
+    MemfdCreate,
+    Ftruncate,
+    Fallocate,
+}
+
+impl Call {
+    /// Every call kind, in declaration order.
+    pub const ALL: [Call; 24] = [
+        Call::Userfaultfd,
+        Call::OpenDevUserfaultfd,
+        Call::UffdApi,
+        Call::UffdRegister,
+        Call::UffdUnregister,
+        Call::UffdWake,
+        Call::UffdCopy,
+        Call::UffdZeropage,
+        Call::UffdMove,
+        Call::UffdWriteprotect,
+        Call::UffdContinue,
+        Call::UffdPoison,
+        Call::PagemapScan,
+        Call::Read,
+        Call::Open,
+        Call::Close,
+        Call::Mmap,
+        Call::Munmap,
+        Call::Mremap,
+        Call::Mprotect,
+        Call::Madvise,
+        Call::MemfdCreate,
+        Call::Ftruncate,
+        Call::Fallocate,
+    ];
+    /// Number of call kinds.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Short lowercase name (used in statistics and JSON).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Call::Userfaultfd => "userfaultfd",
+            Call::OpenDevUserfaultfd => "dev_userfaultfd",
+            Call::UffdApi => "api",
+            Call::UffdRegister => "register",
+            Call::UffdUnregister => "unregister",
+            Call::UffdWake => "wake",
+            Call::UffdCopy => "copy",
+            Call::UffdZeropage => "zeropage",
+            Call::UffdMove => "move",
+            Call::UffdWriteprotect => "writeprotect",
+            Call::UffdContinue => "continue",
+            Call::UffdPoison => "poison",
+            Call::PagemapScan => "pagemap_scan",
+            Call::Read => "read",
+            Call::Open => "open",
+            Call::Close => "close",
+            Call::Mmap => "mmap",
+            Call::Munmap => "munmap",
+            Call::Mremap => "mremap",
+            Call::Mprotect => "mprotect",
+            Call::Madvise => "madvise",
+            Call::MemfdCreate => "memfd_create",
+            Call::Ftruncate => "ftruncate",
+            Call::Fallocate => "fallocate",
+        }
+    }
+
+    /// True for the calls that change the address-space layout (VMAs) and take the
+    /// `mmap_lock` for writing: mmap, munmap, mremap, mprotect.
+    pub const fn is_mmap_family(self) -> bool {
+        matches!(
+            self,
+            Call::Mmap | Call::Munmap | Call::Mremap | Call::Mprotect
+        )
+    }
+}
+
+/// The system calls the heap makes. Implementations must be async-signal-safe if they are used
+/// by an arena whose faults are delivered by SIGBUS.
+pub trait Kernel: Send + Sync + 'static {
+    /// `userfaultfd(2)`.
+    fn userfaultfd(&self, flags: c_int) -> Result<RawFd, Errno>;
+    /// `open(2)` (used for `/dev/userfaultfd` and `/proc/self/pagemap`).
+    fn open(&self, path: &CStr, flags: c_int) -> Result<RawFd, Errno>;
+    /// `ioctl(2)`; `call` names the request for counting and injection.
+    ///
+    /// # Safety
+    /// `arg` must be what `request` expects: a pointer to a live, writable struct of the
+    /// request's type, or an integer argument cast to a pointer for `_IO` requests.
+    unsafe fn ioctl(
+        &self,
+        fd: RawFd,
+        call: Call,
+        request: u64,
+        arg: *mut c_void,
+    ) -> Result<c_int, Errno>;
+    /// `read(2)` into `buf`.
+    fn read(&self, fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno>;
+    /// `close(2)`.
+    fn close(&self, fd: RawFd) -> Result<(), Errno>;
+    /// `mmap(2)`.
+    ///
+    /// # Safety
+    /// As `mmap(2)`: a `MAP_FIXED` mapping replaces whatever was at `addr`.
+    unsafe fn mmap(
+        &self,
+        addr: *mut c_void,
+        len: usize,
+        prot: c_int,
+        flags: c_int,
+        fd: RawFd,
+        offset: i64,
+    ) -> Result<*mut c_void, Errno>;
+    /// `munmap(2)`.
+    ///
+    /// # Safety
+    /// Nothing may use the range afterwards.
+    unsafe fn munmap(&self, addr: *mut c_void, len: usize) -> Result<(), Errno>;
+    /// `mremap(2)`.
+    ///
+    /// # Safety
+    /// As `mremap(2)`; the old range's contents move.
+    unsafe fn mremap(
+        &self,
+        old: *mut c_void,
+        old_len: usize,
+        new_len: usize,
+        flags: c_int,
+        new_addr: *mut c_void,
+    ) -> Result<*mut c_void, Errno>;
+    /// `mprotect(2)`.
+    ///
+    /// # Safety
+    /// Nothing may rely on the old protection of the range.
+    unsafe fn mprotect(&self, addr: *mut c_void, len: usize, prot: c_int) -> Result<(), Errno>;
+    /// `madvise(2)`.
+    ///
+    /// # Safety
+    /// `MADV_DONTNEED` discards the contents of the range.
+    unsafe fn madvise(&self, addr: *mut c_void, len: usize, advice: c_int) -> Result<(), Errno>;
+    /// `memfd_create(2)`.
+    fn memfd_create(&self, name: &CStr, flags: u32) -> Result<RawFd, Errno>;
+    /// `ftruncate(2)`.
+    fn ftruncate(&self, fd: RawFd, len: i64) -> Result<(), Errno>;
+    /// `fallocate(2)`.
+    fn fallocate(&self, fd: RawFd, mode: c_int, offset: i64, len: i64) -> Result<(), Errno>;
+}
+
+/// The real system calls.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealKernel;
+
+fn check(ret: c_int) -> Result<c_int, Errno> {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+impl Kernel for RealKernel {
+    fn userfaultfd(&self, flags: c_int) -> Result<RawFd, Errno> {
+        // SAFETY: the syscall takes an integer and returns a new descriptor or -1.
+        let r = unsafe { libc::syscall(libc::SYS_userfaultfd, flags as libc::c_long) };
+        if r < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(r as RawFd)
+        }
+    }
+
+    fn open(&self, path: &CStr, flags: c_int) -> Result<RawFd, Errno> {
+        // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
+        check(unsafe { libc::open(path.as_ptr(), flags) })
+    }
+
+    unsafe fn ioctl(
+        &self,
+        fd: RawFd,
+        _call: Call,
+        request: u64,
+        arg: *mut c_void,
+    ) -> Result<c_int, Errno> {
+        // SAFETY: forwarded from the caller's contract on `arg`.
+        check(unsafe { libc::ioctl(fd, request as libc::Ioctl, arg) })
+    }
+
+    fn read(&self, fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if r < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(r as usize)
+        }
+    }
+
+    fn close(&self, fd: RawFd) -> Result<(), Errno> {
+        // SAFETY: closing a descriptor number has no memory-safety effect on this process.
+        check(unsafe { libc::close(fd) }).map(drop)
+    }
+
+    unsafe fn mmap(
+        &self,
+        addr: *mut c_void,
+        len: usize,
+        prot: c_int,
+        flags: c_int,
+        fd: RawFd,
+        offset: i64,
+    ) -> Result<*mut c_void, Errno> {
+        // SAFETY: forwarded from the caller's contract.
+        let p = unsafe { libc::mmap(addr, len, prot, flags, fd, offset) };
+        if p == libc::MAP_FAILED {
+            Err(Errno::last())
+        } else {
+            Ok(p)
+        }
+    }
+
+    unsafe fn munmap(&self, addr: *mut c_void, len: usize) -> Result<(), Errno> {
+        // SAFETY: forwarded from the caller's contract.
+        check(unsafe { libc::munmap(addr, len) }).map(drop)
+    }
+
+    unsafe fn mremap(
+        &self,
+        old: *mut c_void,
+        old_len: usize,
+        new_len: usize,
+        flags: c_int,
+        new_addr: *mut c_void,
+    ) -> Result<*mut c_void, Errno> {
+        // SAFETY: forwarded from the caller's contract.
+        let p = unsafe { libc::mremap(old, old_len, new_len, flags, new_addr) };
+        if p == libc::MAP_FAILED {
+            Err(Errno::last())
+        } else {
+            Ok(p)
+        }
+    }
+
+    unsafe fn mprotect(&self, addr: *mut c_void, len: usize, prot: c_int) -> Result<(), Errno> {
+        // SAFETY: forwarded from the caller's contract.
+        check(unsafe { libc::mprotect(addr, len, prot) }).map(drop)
+    }
+
+    unsafe fn madvise(&self, addr: *mut c_void, len: usize, advice: c_int) -> Result<(), Errno> {
+        // SAFETY: forwarded from the caller's contract.
+        check(unsafe { libc::madvise(addr, len, advice) }).map(drop)
+    }
+
+    fn memfd_create(&self, name: &CStr, flags: u32) -> Result<RawFd, Errno> {
+        // SAFETY: `name` is a valid NUL-terminated string.
+        check(unsafe { libc::memfd_create(name.as_ptr(), flags) })
+    }
+
+    fn ftruncate(&self, fd: RawFd, len: i64) -> Result<(), Errno> {
+        // SAFETY: no memory is passed.
+        check(unsafe { libc::ftruncate(fd, len) }).map(drop)
+    }
+
+    fn fallocate(&self, fd: RawFd, mode: c_int, offset: i64, len: i64) -> Result<(), Errno> {
+        // SAFETY: no memory is passed.
+        check(unsafe { libc::fallocate(fd, mode, offset, len) }).map(drop)
+    }
+}
+
+/// Atomic per-call counters: how many times each [`Call`] was issued (successful or not).
+#[derive(Debug)]
+pub struct CallCounters {
+    counts: [AtomicU64; Call::COUNT],
+}
+
+impl Default for CallCounters {
+    fn default() -> Self {
+        Self {
+            counts: core::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl CallCounters {
+    /// Count one call of `call`.
+    #[inline]
+    pub fn bump(&self, call: Call) {
+        self.counts[call as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    /// How many calls of `call` so far.
+    pub fn get(&self, call: Call) -> u64 {
+        self.counts[call as usize].load(Ordering::Relaxed)
+    }
+    /// A copy of all counters.
+    pub fn snapshot(&self) -> CallSnapshot {
+        CallSnapshot {
+            counts: core::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A point-in-time copy of [`CallCounters`]; subtract two to get the calls of an interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CallSnapshot {
+    counts: [u64; Call::COUNT],
+}
+
+impl CallSnapshot {
+    /// Calls of `call` in this snapshot.
+    pub fn get(&self, call: Call) -> u64 {
+        self.counts[call as usize]
+    }
+    /// Sum of mmap, munmap, mremap and mprotect.
+    pub fn mmap_family(&self) -> u64 {
+        Call::ALL
+            .iter()
+            .filter(|c| c.is_mmap_family())
+            .map(|&c| self.get(c))
+            .sum()
+    }
+    /// `self - earlier`, call by call.
+    pub fn since(&self, earlier: &CallSnapshot) -> CallSnapshot {
+        CallSnapshot {
+            counts: core::array::from_fn(|i| self.counts[i].saturating_sub(earlier.counts[i])),
+        }
+    }
+    /// (name, count) pairs of the non-zero counters.
+    pub fn nonzero(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Call::ALL
+            .iter()
+            .map(|&c| (c.name(), self.get(c)))
+            .filter(|&(_, n)| n > 0)
+    }
+}
+
+/// A kernel plus the counters of the calls made through it. Cheap to clone (two `Arc`s).
+#[derive(Clone)]
+pub struct Sys {
+    kernel: Arc<dyn Kernel>,
+    counters: Arc<CallCounters>,
+}
+
+impl core::fmt::Debug for Sys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Sys").finish_non_exhaustive()
+    }
+}
+
+impl Default for Sys {
+    fn default() -> Self {
+        Self::real()
+    }
+}
+
+impl Sys {
+    /// The real kernel with fresh counters.
+    pub fn real() -> Self {
+        Self::new(Arc::new(RealKernel))
+    }
+    /// `kernel` with fresh counters.
+    pub fn new(kernel: Arc<dyn Kernel>) -> Self {
+        Self {
+            kernel,
+            counters: Arc::new(CallCounters::default()),
+        }
+    }
+    /// The same kernel with fresh counters (for a component that reports its own calls).
+    pub fn with_fresh_counters(&self) -> Self {
+        Self::new(self.kernel.clone())
+    }
+    /// The counters of calls made through this handle (and its clones).
+    pub fn counters(&self) -> &CallCounters {
+        &self.counters
+    }
+    /// The kernel, for components that count separately.
+    pub fn kernel(&self) -> &Arc<dyn Kernel> {
+        &self.kernel
+    }
+
+    pub(crate) fn userfaultfd(&self, flags: c_int) -> Result<RawFd, Errno> {
+        self.counters.bump(Call::Userfaultfd);
+        self.kernel.userfaultfd(flags)
+    }
+    pub(crate) fn open(&self, path: &CStr, flags: c_int) -> Result<RawFd, Errno> {
+        self.counters.bump(Call::Open);
+        self.kernel.open(path, flags)
+    }
+    /// # Safety
+    /// See [`Kernel::ioctl`].
+    pub(crate) unsafe fn ioctl(
+        &self,
+        fd: RawFd,
+        call: Call,
+        request: u64,
+        arg: *mut c_void,
+    ) -> Result<c_int, Errno> {
+        self.counters.bump(call);
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.kernel.ioctl(fd, call, request, arg) }
+    }
+    pub(crate) fn read(&self, fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
+        self.counters.bump(Call::Read);
+        self.kernel.read(fd, buf)
+    }
+    pub(crate) fn close(&self, fd: RawFd) -> Result<(), Errno> {
+        self.counters.bump(Call::Close);
+        self.kernel.close(fd)
+    }
+    /// # Safety
+    /// See [`Kernel::mmap`].
+    pub(crate) unsafe fn mmap(
+        &self,
+        addr: *mut c_void,
+        len: usize,
+        prot: c_int,
+        flags: c_int,
+        fd: RawFd,
+        offset: i64,
+    ) -> Result<*mut c_void, Errno> {
+        self.counters.bump(Call::Mmap);
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.kernel.mmap(addr, len, prot, flags, fd, offset) }
+    }
+    /// # Safety
+    /// See [`Kernel::munmap`].
+    pub(crate) unsafe fn munmap(&self, addr: *mut c_void, len: usize) -> Result<(), Errno> {
+        self.counters.bump(Call::Munmap);
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.kernel.munmap(addr, len) }
+    }
+    /// `mremap(2)`, counted (used only by the per-cycle choreography baseline).
+    ///
+    /// # Safety
+    /// See [`Kernel::mremap`].
+    pub unsafe fn mremap(
+        &self,
+        old: *mut c_void,
+        old_len: usize,
+        new_len: usize,
+        flags: c_int,
+        new_addr: *mut c_void,
+    ) -> Result<*mut c_void, Errno> {
+        self.counters.bump(Call::Mremap);
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.kernel.mremap(old, old_len, new_len, flags, new_addr) }
+    }
+    /// `mprotect(2)`, counted (used only by the per-cycle choreography baseline).
+    ///
+    /// # Safety
+    /// See [`Kernel::mprotect`].
+    pub unsafe fn mprotect(&self, addr: *mut c_void, len: usize, prot: c_int) -> Result<(), Errno> {
+        self.counters.bump(Call::Mprotect);
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.kernel.mprotect(addr, len, prot) }
+    }
+    /// # Safety
+    /// See [`Kernel::madvise`].
+    pub(crate) unsafe fn madvise(
+        &self,
+        addr: *mut c_void,
+        len: usize,
+        advice: c_int,
+    ) -> Result<(), Errno> {
+        self.counters.bump(Call::Madvise);
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.kernel.madvise(addr, len, advice) }
+    }
+    pub(crate) fn memfd_create(&self, name: &CStr, flags: u32) -> Result<RawFd, Errno> {
+        self.counters.bump(Call::MemfdCreate);
+        self.kernel.memfd_create(name, flags)
+    }
+    pub(crate) fn ftruncate(&self, fd: RawFd, len: i64) -> Result<(), Errno> {
+        self.counters.bump(Call::Ftruncate);
+        self.kernel.ftruncate(fd, len)
+    }
+    pub(crate) fn fallocate(
+        &self,
+        fd: RawFd,
+        mode: c_int,
+        offset: i64,
+        len: i64,
+    ) -> Result<(), Errno> {
+        self.counters.bump(Call::Fallocate);
+        self.kernel.fallocate(fd, mode, offset, len)
+    }
+}
+
+/// The system page size (4096 on every platform Faultline targets; checked at arena creation).
+pub const PAGE_SIZE: usize = 4096;
+
+/// The page size the kernel reports.
+pub fn os_page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let r = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if r <= 0 {
+        PAGE_SIZE
+    } else {
+        r as usize
+    }
+}
