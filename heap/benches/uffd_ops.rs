@@ -1,1 +1,613 @@
-fn main() {}
+//! Per-page cost of the userfaultfd operations the heap is built on, with their physical and
+//! kernel baselines, all measured in one run so the numbers can be compared with each other:
+//!
+//! 1. `first_touch/{write,read}`: an ordinary first-touch fault of an anonymous page on a plain,
+//!    unregistered mapping (one byte per page of a range freshly `MADV_DONTNEED`ed);
+//! 2. `uffd_{zeropage,copy,move,continue}/{1,16,512}`: one resolving ioctl of 1, 16 or 512 pages
+//!    into absent pages of a [`VolatileArena`] (CONTINUE on a memfd-backed arena whose page cache
+//!    was filled through the fill view; MOVE from pages of the same arena populated beforehand);
+//! 3. `populate_512/*`: [`VolatileArena::populate_with`] of 512 pages by `CopyZeros` and by
+//!    `ZeroPage`, alone and followed by a write to every page (the copy-on-write fault that
+//!    `ZeroPage` defers);
+//! 4. `fault_roundtrip/{sigbus_copy,thread_copy}`: a mutator's read of an absent arena page until
+//!    the read completes, the page resolved by `UFFDIO_COPY` either in the faulting thread's SIGBUS
+//!    handler or by a [`FaultReader`] handler thread; after the criterion run, a second pass times
+//!    every fault individually and prints the spread (percentiles);
+//! 5. `memcpy/{4KiB,2MiB}`: `memcpy` of one page (cache hot) and of 512 pages, the floor under
+//!    COPY.
+//!
+//! Every benchmark reports one *iteration* = one call (or one touch / one fault), with
+//! `Throughput::Elements(pages per call)`, so criterion's time per iteration divided by the page
+//! count is the cost per page.
+//!
+//! Invariants:
+//! - only the operation is timed: each benchmark works in *rounds* over one 512-page window
+//!   (`iter_custom`); a round's preparation (populating MOVE sources, filling the page cache for
+//!   CONTINUE) and its clean-up (`VolatileArena::release` / `MADV_DONTNEED`) run outside the
+//!   timed region, so every timed call maps pages that were absent;
+//! - every timed call succeeds or the benchmark panics (outside signal context); the contents
+//!   are checked once per benchmark before it is timed, so a broken operation cannot produce a
+//!   fast, wrong number;
+//! - no arena page is read while absent except in `fault_roundtrip`, where a resolver is
+//!   registered for exactly that arena (an unexpected fault elsewhere still crashes);
+//! - transparent huge pages are disabled on every mapping measured here (the arena does it
+//!   itself), so a fault maps one 4 KiB page.
+
+use std::cell::Cell;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
+use faultline_heap::fault::reader::FaultReader;
+use faultline_heap::fault::sigbus::{register_region, FaultOutcome};
+use faultline_heap::uffd::UffdEvent;
+use faultline_heap::{
+    ArenaConfig, Backing, FaultDelivery, PopulateMethod, Resolution, VolatileArena, PAGE_SIZE,
+};
+
+const PAGE: usize = PAGE_SIZE;
+/// Pages in the window one round works on (the largest call size).
+const ROUND_PAGES: usize = 512;
+const ROUND: usize = ROUND_PAGES * PAGE;
+/// Pages per call for the ioctl benchmarks.
+const SIZES: [usize; 3] = [1, 16, 512];
+/// Faults timed one by one in the spread pass of each delivery mode.
+const SPREAD_FAULTS: usize = 20_000;
+/// Byte written into source pages, so a mapped page can be told from a zero page.
+const PATTERN: u8 = 0xA5;
+
+/// One page-aligned page.
+#[repr(C, align(4096))]
+#[derive(Clone, Copy)]
+struct Page([u8; PAGE]);
+
+/// `n` page-aligned pages filled with [`PATTERN`] (so they are present and private).
+fn pattern_pages(n: usize) -> Vec<Page> {
+    vec![Page([PATTERN; PAGE]); n]
+}
+
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(700))
+        .measurement_time(Duration::from_secs(2));
+}
+
+/// Run `iters` timed calls of `pages` pages each, in rounds over the 512-page window.
+/// `prepare(len)` runs untimed before a round that will use the first `len` bytes of the window,
+/// `call(at)` is timed (`at` = byte offset of the call inside the window) and `reset(len)` runs
+/// untimed after the round. Returns the time spent in `call` only.
+fn rounds(
+    iters: u64,
+    pages: usize,
+    mut prepare: impl FnMut(usize),
+    mut call: impl FnMut(usize),
+    mut reset: impl FnMut(usize),
+) -> Duration {
+    let per_round = (ROUND_PAGES / pages) as u64;
+    let mut left = iters;
+    let mut total = Duration::ZERO;
+    while left > 0 {
+        let n = left.min(per_round) as usize;
+        let len = n * pages * PAGE;
+        prepare(len);
+        let start = Instant::now();
+        for k in 0..n {
+            call(k * pages * PAGE);
+        }
+        total += start.elapsed();
+        reset(len);
+        left -= n as u64;
+    }
+    total
+}
+
+fn arena(backing: Backing, delivery: FaultDelivery) -> VolatileArena {
+    VolatileArena::new(
+        ArenaConfig::new(2 * ROUND)
+            .backing(backing)
+            .delivery(delivery),
+    )
+    .expect("create a volatile arena (is userfaultfd available?)")
+}
+
+/// Read the byte at `addr` (a page of a mapping that is present or resolvable).
+fn read_at(addr: usize) -> u8 {
+    // SAFETY: callers pass an address inside a live mapping of this process that is present,
+    // or whose fault is resolved (SIGBUS resolver or handler thread) before the read completes.
+    unsafe { core::ptr::read_volatile(addr as *const u8) }
+}
+
+/// Write `v` at `addr` (same contract as [`read_at`], for a writable mapping).
+fn write_at(addr: usize, v: u8) {
+    // SAFETY: as in `read_at`; the mappings written here are PROT_READ | PROT_WRITE.
+    unsafe { core::ptr::write_volatile(addr as *mut u8, v) }
+}
+
+/// A plain anonymous private mapping, never registered with a userfaultfd.
+struct PlainMap {
+    base: usize,
+    len: usize,
+}
+
+impl PlainMap {
+    fn new(len: usize) -> Self {
+        // SAFETY: a fresh anonymous mapping at a kernel-chosen address replaces nothing.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(
+            p,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: advice on our own fresh mapping; it discards nothing.
+        let r = unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
+        assert_eq!(
+            r,
+            0,
+            "madvise(NOHUGEPAGE): {}",
+            std::io::Error::last_os_error()
+        );
+        PlainMap {
+            base: p as usize,
+            len,
+        }
+    }
+
+    /// Make `[base, base+len)` absent again.
+    fn discard(&self, len: usize) {
+        // SAFETY: discarding pages of our own mapping; nothing holds references into it.
+        let r = unsafe { libc::madvise(self.base as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+        assert_eq!(
+            r,
+            0,
+            "madvise(DONTNEED): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+impl Drop for PlainMap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is ours and nothing refers to it any more.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Ordinary first-touch faults.
+
+fn bench_first_touch(c: &mut Criterion) {
+    let map = PlainMap::new(ROUND);
+    let mut g = c.benchmark_group("first_touch");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("write", |b| {
+        b.iter_custom(|iters| {
+            rounds(
+                iters,
+                1,
+                |_| {},
+                |at| write_at(map.base + at, 1),
+                |len| map.discard(len),
+            )
+        })
+    });
+    g.bench_function("read", |b| {
+        b.iter_custom(|iters| {
+            rounds(
+                iters,
+                1,
+                |_| {},
+                |at| {
+                    black_box(read_at(map.base + at));
+                },
+                |len| map.discard(len),
+            )
+        })
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. The resolving ioctls.
+
+fn bench_zeropage(c: &mut Criterion) {
+    let a = arena(Backing::Anonymous, FaultDelivery::Sigbus);
+    a.populate_with(0, PAGE, PopulateMethod::ZeroPage).unwrap();
+    assert_eq!(read_at(a.base()), 0);
+    a.release(0, PAGE).unwrap();
+
+    let mut g = c.benchmark_group("uffd_zeropage");
+    configure(&mut g);
+    for pages in SIZES {
+        g.throughput(Throughput::Elements(pages as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(pages), &pages, |b, &pages| {
+            b.iter_custom(|iters| {
+                rounds(
+                    iters,
+                    pages,
+                    |_| {},
+                    |at| {
+                        a.populate_with(at, pages * PAGE, PopulateMethod::ZeroPage)
+                            .unwrap();
+                    },
+                    |len| a.release(0, len).unwrap(),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_copy(c: &mut Criterion) {
+    let a = arena(Backing::Anonymous, FaultDelivery::Sigbus);
+    let src = pattern_pages(ROUND_PAGES);
+    let src_at = |at: usize| src.as_ptr().cast::<u8>().wrapping_add(at);
+    // SAFETY: `src` holds ROUND bytes, so one page at offset 0 is readable.
+    assert_eq!(
+        unsafe { a.resolve_copy(0, src_at(0), PAGE) },
+        Ok(Resolution::Mapped)
+    );
+    assert_eq!(read_at(a.base()), PATTERN);
+    a.release(0, PAGE).unwrap();
+
+    let mut g = c.benchmark_group("uffd_copy");
+    configure(&mut g);
+    for pages in SIZES {
+        g.throughput(Throughput::Elements(pages as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(pages), &pages, |b, &pages| {
+            b.iter_custom(|iters| {
+                rounds(
+                    iters,
+                    pages,
+                    |_| {},
+                    |at| {
+                        // SAFETY: `at + pages * PAGE <= ROUND`, the size of `src`.
+                        unsafe { a.resolve_copy(at, src_at(at), pages * PAGE) }.unwrap();
+                    },
+                    |len| a.release(0, len).unwrap(),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_move(c: &mut Criterion) {
+    let a = arena(Backing::Anonymous, FaultDelivery::Sigbus);
+    if !a.can_move() {
+        eprintln!("uffd_move: UFFD_FEATURE_MOVE not offered by this kernel; skipped");
+        return;
+    }
+    // Destination window: [0, ROUND); source window: [ROUND, 2 * ROUND).
+    let src = pattern_pages(1);
+    // SAFETY: `src` is one readable page.
+    unsafe { a.resolve_copy(ROUND, src.as_ptr().cast(), PAGE) }.unwrap();
+    // SAFETY: the source page is not read at its old place afterwards.
+    assert_eq!(
+        unsafe { a.resolve_move(0, ROUND, PAGE, false) },
+        Ok(Resolution::Mapped)
+    );
+    assert_eq!(read_at(a.base()), PATTERN);
+    a.release(0, PAGE).unwrap();
+
+    let mut g = c.benchmark_group("uffd_move");
+    configure(&mut g);
+    for pages in SIZES {
+        g.throughput(Throughput::Elements(pages as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(pages), &pages, |b, &pages| {
+            b.iter_custom(|iters| {
+                rounds(
+                    iters,
+                    pages,
+                    // Sources: private zero-filled pages, present and exclusive (COPY).
+                    |len| {
+                        a.populate_with(ROUND, len, PopulateMethod::CopyZeros)
+                            .unwrap();
+                    },
+                    |at| {
+                        // SAFETY: nothing reads the source window; it is repopulated before
+                        // the next round.
+                        unsafe { a.resolve_move(at, ROUND + at, pages * PAGE, false) }.unwrap();
+                    },
+                    |len| a.release(0, len).unwrap(),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_continue(c: &mut Criterion) {
+    let a = arena(Backing::Memfd, FaultDelivery::Sigbus);
+    let fill = a.fill_view_addr(0).unwrap();
+    let src = pattern_pages(1);
+    // Fill the page cache of `[0, len)` through the unregistered fill view.
+    let fill_cache = |len: usize| {
+        for at in (0..len).step_by(PAGE) {
+            // SAFETY: the fill view is a live, writable, unregistered shared mapping of the
+            // whole arena and `at < len <= ROUND <= arena size`; `src` is one page.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    src.as_ptr().cast::<u8>(),
+                    (fill + at) as *mut u8,
+                    PAGE,
+                )
+            };
+        }
+    };
+    fill_cache(PAGE);
+    assert_eq!(a.resolve_continue(0, PAGE), Ok(Resolution::Mapped));
+    assert_eq!(read_at(a.base()), PATTERN);
+    a.release(0, PAGE).unwrap();
+
+    let mut g = c.benchmark_group("uffd_continue");
+    configure(&mut g);
+    for pages in SIZES {
+        g.throughput(Throughput::Elements(pages as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(pages), &pages, |b, &pages| {
+            b.iter_custom(|iters| {
+                rounds(
+                    iters,
+                    pages,
+                    fill_cache,
+                    |at| {
+                        a.resolve_continue(at, pages * PAGE).unwrap();
+                    },
+                    // The hole punch frees the page cache and unmaps the registered view.
+                    |len| a.release(0, len).unwrap(),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Populate methods.
+
+fn bench_populate(c: &mut Criterion) {
+    let a = arena(Backing::Anonymous, FaultDelivery::Sigbus);
+    let write_all = |len: usize| {
+        for at in (0..len).step_by(PAGE) {
+            write_at(a.base() + at, 1);
+        }
+    };
+    let variants: [(&str, PopulateMethod, bool); 4] = [
+        ("copy_zeros", PopulateMethod::CopyZeros, false),
+        ("zeropage", PopulateMethod::ZeroPage, false),
+        ("copy_zeros+write", PopulateMethod::CopyZeros, true),
+        ("zeropage+write", PopulateMethod::ZeroPage, true),
+    ];
+    for (_, method, write) in variants {
+        a.populate_with(0, ROUND, method).unwrap();
+        if write {
+            write_all(ROUND);
+        }
+        assert_eq!(read_at(a.base() + ROUND - PAGE), u8::from(write));
+        a.release(0, ROUND).unwrap();
+    }
+
+    let mut g = c.benchmark_group("populate_512");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(ROUND_PAGES as u64));
+    for (name, method, write) in variants {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rounds(
+                    iters,
+                    ROUND_PAGES,
+                    |_| {},
+                    |at| {
+                        a.populate_with(at, ROUND, method).unwrap();
+                        if write {
+                            write_all(ROUND);
+                        }
+                    },
+                    |len| a.release(0, len).unwrap(),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Fault round trip: SIGBUS in the faulting thread vs a handler thread.
+
+/// What the SIGBUS resolver needs; lives (boxed) until the region guard is dropped.
+struct SigbusCtx {
+    arena: VolatileArena,
+    page: Box<Page>,
+}
+
+/// Resolve the faulting page of `ctx.arena` by COPY of `ctx.page`. Async-signal-safe: the
+/// arena's resolve path makes one ioctl and bumps atomic counters; it allocates nothing.
+///
+/// # Safety
+/// `ctx` must point to a live [`SigbusCtx`] (it does while the region guard lives).
+unsafe fn resolve_by_copy(ctx: *const (), addr: usize) -> FaultOutcome {
+    // SAFETY: the caller's contract; the context is only read.
+    let ctx = unsafe { &*ctx.cast::<SigbusCtx>() };
+    if !ctx.arena.contains(addr) {
+        return FaultOutcome::NotMine;
+    }
+    let offset = (addr - ctx.arena.base()) & !(PAGE - 1);
+    // SAFETY: `page` is one live, readable page.
+    match unsafe { ctx.arena.resolve_copy(offset, ctx.page.0.as_ptr(), PAGE) } {
+        Ok(_) => FaultOutcome::Resolved,
+        // Chaining crashes the process with the default SIGBUS: loud, not a hang.
+        Err(_) => FaultOutcome::NotMine,
+    }
+}
+
+/// Time every one of `faults` reads of absent pages of `arena` individually; returns ns.
+fn fault_latencies(arena: &VolatileArena, faults: usize) -> Vec<u64> {
+    let mut out = Vec::with_capacity(faults);
+    while out.len() < faults {
+        let n = (faults - out.len()).min(ROUND_PAGES);
+        for k in 0..n {
+            let addr = arena.base() + k * PAGE;
+            let t = Instant::now();
+            let v = read_at(addr);
+            let dt = t.elapsed();
+            assert_eq!(v, PATTERN);
+            out.push(dt.as_nanos() as u64);
+        }
+        arena.release(0, n * PAGE).unwrap();
+    }
+    out
+}
+
+fn print_spread(label: &str, mut ns: Vec<u64>) {
+    ns.sort_unstable();
+    let q = |p: f64| ns[((ns.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "fault_roundtrip spread {label:<12} n={:<6} min={} p10={} p50={} p90={} p99={} p99.9={} max={} (ns per fault)",
+        ns.len(),
+        ns[0],
+        q(0.10),
+        q(0.50),
+        q(0.90),
+        q(0.99),
+        q(0.999),
+        ns[ns.len() - 1],
+    );
+}
+
+fn bench_fault_roundtrip(c: &mut Criterion) {
+    // SIGBUS delivery: the resolver runs in the faulting thread.
+    let ctx = Box::new(SigbusCtx {
+        arena: arena(Backing::Anonymous, FaultDelivery::Sigbus),
+        page: Box::new(Page([PATTERN; PAGE])),
+    });
+    // SAFETY: `ctx` outlives `guard` (dropped explicitly below, before `ctx`), and
+    // `resolve_by_copy` is async-signal-safe.
+    let guard = unsafe {
+        register_region(
+            ctx.arena.base(),
+            ctx.arena.size(),
+            resolve_by_copy,
+            (&raw const *ctx).cast(),
+        )
+    }
+    .expect("register the SIGBUS region");
+    let sig = &ctx.arena;
+    assert_eq!(read_at(sig.base()), PATTERN);
+    sig.release(0, PAGE).unwrap();
+
+    // Handler-thread delivery: a FaultReader resolves by COPY, which wakes the faulter.
+    let thr = Arc::new(arena(Backing::Anonymous, FaultDelivery::Thread));
+    let src = Box::new(Page([PATTERN; PAGE]));
+    let handler_arena = thr.clone();
+    let reader = FaultReader::spawn(thr.uffd().clone(), "bench-fault-reader", move |ev| {
+        if let UffdEvent::PageFault { address, .. } = *ev {
+            let a = &handler_arena;
+            let offset = (address - a.base()) & !(PAGE - 1);
+            // SAFETY: `src` (owned by this closure) is one live, readable page.
+            match unsafe { a.resolve_copy(offset, src.0.as_ptr(), PAGE) } {
+                Ok(Resolution::Mapped) => {}
+                // Someone else mapped it; the faulter may still sleep: wake it.
+                Ok(Resolution::AlreadyPresent) => a.wake(offset, PAGE).unwrap(),
+                Err(e) => {
+                    eprintln!("fault reader: {e}");
+                    std::process::abort();
+                }
+            }
+        }
+    })
+    .expect("spawn the fault reader");
+    assert_eq!(read_at(thr.base()), PATTERN);
+    thr.release(0, PAGE).unwrap();
+
+    let ran = [Cell::new(0u64), Cell::new(0u64)];
+    let mut g = c.benchmark_group("fault_roundtrip");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(1));
+    for (i, (name, a)) in [("sigbus_copy", sig), ("thread_copy", &*thr)]
+        .into_iter()
+        .enumerate()
+    {
+        let ran = &ran[i];
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                ran.set(ran.get() + iters);
+                rounds(
+                    iters,
+                    1,
+                    |_| {},
+                    |at| {
+                        black_box(read_at(a.base() + at));
+                    },
+                    |len| a.release(0, len).unwrap(),
+                )
+            })
+        });
+    }
+    g.finish();
+
+    // The spread pass runs only when criterion really measured (not under `cargo test`, not
+    // when filtered out or listing): a test run calls each routine once.
+    if ran[0].get() > 1000 {
+        print_spread("sigbus_copy", fault_latencies(sig, SPREAD_FAULTS));
+    }
+    if ran[1].get() > 1000 {
+        print_spread("thread_copy", fault_latencies(&thr, SPREAD_FAULTS));
+    }
+
+    drop(reader);
+    drop(guard);
+    drop(ctx);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. memcpy: the physical floor under COPY.
+
+fn bench_memcpy(c: &mut Criterion) {
+    let src = pattern_pages(ROUND_PAGES);
+    let mut dst = vec![Page([0; PAGE]); ROUND_PAGES];
+    let mut g = c.benchmark_group("memcpy");
+    configure(&mut g);
+    for (name, pages) in [("4KiB", 1usize), ("2MiB", ROUND_PAGES)] {
+        g.throughput(Throughput::Elements(pages as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                // SAFETY: both buffers hold ROUND_PAGES >= `pages` pages and do not overlap.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        black_box(src.as_ptr().cast::<u8>()),
+                        black_box(dst.as_mut_ptr().cast::<u8>()),
+                        pages * PAGE,
+                    )
+                };
+                black_box(&mut dst);
+            })
+        });
+    }
+    g.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    bench_first_touch(&mut c);
+    bench_zeropage(&mut c);
+    bench_copy(&mut c);
+    bench_move(&mut c);
+    bench_continue(&mut c);
+    bench_populate(&mut c);
+    bench_fault_roundtrip(&mut c);
+    bench_memcpy(&mut c);
+    c.final_summary();
+}

@@ -189,6 +189,8 @@ pub struct pm_scan_arg {
 }
 
 /// Request numbers, computed the way the kernel's `_IOR/_IOWR` macros do.
+// The macros return `ioctl_num_type`, whose width differs between libcs; the casts are needed.
+#[allow(clippy::unnecessary_cast)]
 pub mod req {
     use super::*;
     use core::mem::size_of;
