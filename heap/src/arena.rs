@@ -51,6 +51,10 @@ pub enum FaultDelivery {
     Sigbus,
     /// Faults are queued on the descriptor for a handler thread to read.
     Thread,
+    /// No userfaultfd at all: plain memory, for the stop-the-world fallback where uffd is
+    /// unavailable. Population is left to ordinary first-touch faults and "resolving" a page is
+    /// a plain copy into it.
+    Unregistered,
 }
 
 /// How fresh chunks are made present.
@@ -199,7 +203,7 @@ pub struct VolatileArena {
     memfd: RawFd,
     zero_src: usize,
     config: ArenaConfig,
-    uffd: Arc<Uffd>,
+    uffd: Option<Arc<Uffd>>,
     sys: Sys,
     after_creation: CallSnapshot,
     vmas_at_creation: usize,
@@ -246,15 +250,25 @@ impl VolatileArena {
                 .with(Feature::WpAsync)
                 .with(Feature::WpUnpopulated);
         }
-        let uffd = Arc::new(Uffd::open(
-            &sys,
-            UffdOptions {
-                required,
-                optional,
-                nonblocking: config.delivery == FaultDelivery::Thread,
-                allow_dev_node: false,
-            },
-        )?);
+        let uffd = if config.delivery == FaultDelivery::Unregistered {
+            if config.write_tracking || config.backing == Backing::Memfd {
+                return Err(ArenaError::Config(
+                    "an unregistered arena supports neither write tracking nor memfd backing"
+                        .into(),
+                ));
+            }
+            None
+        } else {
+            Some(Arc::new(Uffd::open(
+                &sys,
+                UffdOptions {
+                    required,
+                    optional,
+                    nonblocking: config.delivery == FaultDelivery::Thread,
+                    allow_dev_node: false,
+                },
+            )?))
+        };
 
         let mut arena = VolatileArena {
             base: 0,
@@ -277,7 +291,9 @@ impl VolatileArena {
         if arena.config.write_tracking {
             mode = mode | RegisterMode::WP;
         }
-        arena.uffd.register(arena.base, size, mode)?;
+        if let Some(u) = &arena.uffd {
+            u.register(arena.base, size, mode)?;
+        }
         arena.after_creation = arena.sys.counters().snapshot();
         arena.vmas_at_creation = arena.vma_count();
         Ok(arena)
@@ -380,9 +396,18 @@ impl VolatileArena {
     pub fn config(&self) -> &ArenaConfig {
         &self.config
     }
-    /// The userfaultfd the arena is registered with.
-    pub fn uffd(&self) -> &Arc<Uffd> {
-        &self.uffd
+    /// The userfaultfd the arena is registered with (`None` when unregistered).
+    pub fn uffd(&self) -> Option<&Arc<Uffd>> {
+        self.uffd.as_ref()
+    }
+    /// Whether the arena is registered with a userfaultfd (absent pages fault to a resolver).
+    pub fn is_registered(&self) -> bool {
+        self.uffd.is_some()
+    }
+    fn registered(&self, what: &'static str) -> Result<&Uffd, ArenaError> {
+        self.uffd
+            .as_deref()
+            .ok_or_else(|| ArenaError::Config(format!("{what} needs a registered arena")))
     }
     /// The kernel handle whose counters record the arena's calls.
     pub fn sys(&self) -> &Sys {
@@ -390,7 +415,10 @@ impl VolatileArena {
     }
     /// Whether MOVE was negotiated.
     pub fn can_move(&self) -> bool {
-        self.uffd.features().contains(Feature::Move) && self.config.backing == Backing::Anonymous
+        self.uffd
+            .as_ref()
+            .is_some_and(|u| u.features().contains(Feature::Move))
+            && self.config.backing == Backing::Anonymous
     }
 
     fn check(&self, offset: usize, len: usize) -> Result<usize, ArenaError> {
@@ -481,17 +509,18 @@ impl VolatileArena {
         method: PopulateMethod,
     ) -> Result<Resolution, ArenaError> {
         let addr = self.check(offset, len)?;
+        let Some(uffd) = self.uffd.as_deref() else {
+            // Plain memory: released pages read as zero and fault in on first touch.
+            return Ok(Resolution::Mapped);
+        };
         match method {
             PopulateMethod::CopyZeros => self.fill_loop(len, |at, rest| {
                 let n = rest.min(ZERO_CHUNK);
                 // SAFETY: `zero_src` is a readable zero mapping of ZERO_CHUNK bytes.
-                unsafe {
-                    self.uffd
-                        .copy(addr + at, self.zero_src as *const u8, n, CopyMode::NONE)
-                }
+                unsafe { uffd.copy(addr + at, self.zero_src as *const u8, n, CopyMode::NONE) }
             }),
             PopulateMethod::ZeroPage => {
-                self.fill_loop(len, |at, rest| self.uffd.zeropage(addr + at, rest, false))
+                self.fill_loop(len, |at, rest| uffd.zeropage(addr + at, rest, false))
             }
         }
     }
@@ -507,9 +536,15 @@ impl VolatileArena {
         len: usize,
     ) -> Result<Resolution, ArenaError> {
         let addr = self.check(offset, len)?;
+        let Some(uffd) = self.uffd.as_deref() else {
+            // SAFETY: the destination is inside our plain mapping; `src` is readable for `len`
+            // bytes by the caller's contract and does not overlap a page being filled.
+            unsafe { core::ptr::copy_nonoverlapping(src, addr as *mut u8, len) };
+            return Ok(Resolution::Mapped);
+        };
         self.fill_loop(len, |at, rest| {
             // SAFETY: `src + at` is readable for `rest` bytes by the caller's contract.
-            unsafe { self.uffd.copy(addr + at, src.add(at), rest, CopyMode::NONE) }
+            unsafe { uffd.copy(addr + at, src.add(at), rest, CopyMode::NONE) }
         })
     }
 
@@ -530,6 +565,7 @@ impl VolatileArena {
         if self.config.backing != Backing::Anonymous {
             return Err(ArenaError::Config("MOVE needs an anonymous arena".into()));
         }
+        let uffd = self.registered("UFFDIO_MOVE")?;
         let mode = if allow_holes {
             MoveMode::ALLOW_SRC_HOLES
         } else {
@@ -537,7 +573,7 @@ impl VolatileArena {
         };
         self.fill_loop(len, |at, rest| {
             // SAFETY: forwarded from the caller's contract.
-            unsafe { self.uffd.move_pages(d + at, s + at, rest, mode) }
+            unsafe { uffd.move_pages(d + at, s + at, rest, mode) }
         })
     }
 
@@ -548,9 +584,9 @@ impl VolatileArena {
         if self.config.backing != Backing::Memfd {
             return Err(ArenaError::NeedsMemfd("UFFDIO_CONTINUE"));
         }
+        let uffd = self.registered("UFFDIO_CONTINUE")?;
         self.fill_loop(len, |at, rest| {
-            self.uffd
-                .continue_range(addr + at, rest, ContinueMode::NONE)
+            uffd.continue_range(addr + at, rest, ContinueMode::NONE)
         })
     }
 
@@ -580,13 +616,15 @@ impl VolatileArena {
     /// Wake threads waiting on faults in `[offset, offset+len)` (handler-thread delivery).
     pub fn wake(&self, offset: usize, len: usize) -> Result<(), ArenaError> {
         let addr = self.check(offset, len)?;
-        self.uffd.wake(addr, len).map_err(Into::into)
+        self.registered("UFFDIO_WAKE")?
+            .wake(addr, len)
+            .map_err(Into::into)
     }
 
     /// Write-protect (or unprotect) `[offset, offset+len)` (needs `write_tracking`).
     pub fn write_protect(&self, offset: usize, len: usize, on: bool) -> Result<(), ArenaError> {
         let addr = self.check(offset, len)?;
-        self.uffd
+        self.registered("UFFDIO_WRITEPROTECT")?
             .writeprotect(addr, len, on, false)
             .map_err(Into::into)
     }
@@ -645,7 +683,9 @@ impl Drop for VolatileArena {
         if self.base != 0 {
             // Unregister explicitly (munmap would do it implicitly) so the counters show the
             // one UNREGISTER that ends the arena's life.
-            let _ = self.uffd.unregister(self.base, self.size);
+            if let Some(u) = &self.uffd {
+                let _ = u.unregister(self.base, self.size);
+            }
             // SAFETY: the arena owns this mapping and nothing refers to it any more.
             let _ = unsafe { self.sys.munmap(self.base as *mut c_void, self.size) };
         }

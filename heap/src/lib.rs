@@ -3,7 +3,8 @@
 //! The lowest layer of Faultline: a complete, typed Rust layer over userfaultfd ([`uffd`]), the
 //! `PAGEMAP_SCAN` dirty tracker ([`pagemap`]), the *volatile arena* registered once and never
 //! re-registered ([`arena`]), fault delivery by SIGBUS or handler thread ([`fault`]), the
-//! capability probe ([`probe`]), and the injectable kernel interface every call goes through
+//! capability probe ([`probe`]), the object model ([`object`]) and side bitmaps ([`bitmap`]),
+//! and the injectable kernel interface every call goes through
 //! ([`sys`], [`inject`]).
 //!
 //! Invariants of the crate:
@@ -16,8 +17,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod arena;
+pub mod bitmap;
 pub mod fault;
 pub mod inject;
+pub mod object;
 pub mod pagemap;
 pub mod probe;
 pub mod sys;
@@ -27,5 +30,11 @@ pub use arena::{
     ArenaConfig, ArenaError, ArenaStats, Backing, FaultDelivery, PopulateMethod, Resolution,
     VolatileArena,
 };
+pub use object::{
+    Address, Header, ObjectRef, Slot, TypeId, TypeInfo, TypeKind, TypeRegistry, Value, WORD,
+};
 pub use probe::Probe;
+
+#[doc(hidden)]
+pub use memoffset as __memoffset;
 pub use sys::{Call, Errno, Kernel, RealKernel, Sys, PAGE_SIZE};

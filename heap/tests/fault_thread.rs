@@ -26,20 +26,26 @@ fn handler_thread_resolves_faults() {
     let resolved = Arc::new(AtomicU64::new(0));
     let (a2, r2) = (arena.clone(), resolved.clone());
     let pattern: Vec<u8> = (0..PAGE_SIZE).map(|i| (i % 13) as u8).collect();
-    let mut reader = FaultReader::spawn(arena.uffd().clone(), "faultline-test-reader", move |ev| {
-        if let UffdEvent::PageFault { address, .. } = *ev {
-            let off = (address - a2.base()) & !(PAGE_SIZE - 1);
-            // SAFETY: `pattern` is a readable page. COPY wakes the faulting thread; if another
-            // fault on the same page was already resolved, the arena reports AlreadyPresent
-            // and we wake explicitly.
-            match unsafe { a2.resolve_copy(off, pattern.as_ptr(), PAGE_SIZE) } {
-                Ok(faultline_heap::Resolution::Mapped) => {}
-                Ok(faultline_heap::Resolution::AlreadyPresent) => a2.wake(off, PAGE_SIZE).unwrap(),
-                Err(e) => panic!("resolve failed: {e}"),
+    let mut reader = FaultReader::spawn(
+        arena.uffd().unwrap().clone(),
+        "faultline-test-reader",
+        move |ev| {
+            if let UffdEvent::PageFault { address, .. } = *ev {
+                let off = (address - a2.base()) & !(PAGE_SIZE - 1);
+                // SAFETY: `pattern` is a readable page. COPY wakes the faulting thread; if another
+                // fault on the same page was already resolved, the arena reports AlreadyPresent
+                // and we wake explicitly.
+                match unsafe { a2.resolve_copy(off, pattern.as_ptr(), PAGE_SIZE) } {
+                    Ok(faultline_heap::Resolution::Mapped) => {}
+                    Ok(faultline_heap::Resolution::AlreadyPresent) => {
+                        a2.wake(off, PAGE_SIZE).unwrap()
+                    }
+                    Err(e) => panic!("resolve failed: {e}"),
+                }
+                r2.fetch_add(1, Ordering::Relaxed);
             }
-            r2.fetch_add(1, Ordering::Relaxed);
-        }
-    })
+        },
+    )
     .unwrap();
     let base = arena.base();
     std::thread::scope(|s| {

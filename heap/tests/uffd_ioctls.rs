@@ -275,9 +275,10 @@ fn continue_maps_the_page_cache_page_of_a_memfd() {
     a.resolve_continue(PAGE_SIZE, PAGE_SIZE).unwrap();
     assert_eq!(read_byte(a.base() + PAGE_SIZE + 5), 0x33);
     // CONTINUE where the page cache has no page: the kernel refuses (EFAULT).
-    let e = a
-        .uffd()
-        .continue_range(a.base() + 2 * PAGE_SIZE, PAGE_SIZE, ContinueMode::NONE);
+    let e =
+        a.uffd()
+            .unwrap()
+            .continue_range(a.base() + 2 * PAGE_SIZE, PAGE_SIZE, ContinueMode::NONE);
     assert!(
         matches!(
             e.unwrap_err().kind,
@@ -288,6 +289,7 @@ fn continue_maps_the_page_cache_page_of_a_memfd() {
     // CONTINUE onto a mapped page: EEXIST.
     let e = a
         .uffd()
+        .unwrap()
         .continue_range(a.base() + PAGE_SIZE, PAGE_SIZE, ContinueMode::NONE);
     assert_eq!(e.unwrap_err().kind, ErrorKind::Exists);
     // Hole punch removes it from both views: the next CONTINUE has nothing to map.

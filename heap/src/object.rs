@@ -1,0 +1,507 @@
+//! The object model: addresses, the object header, type descriptors and slot values.
+//!
+//! # Object layout
+//!
+//! Every object starts with one header word, followed by its payload; objects are 8-byte
+//! aligned and a whole number of words long.
+//!
+//! ```text
+//!  header word (64 bits)
+//!  +----------------------+----------+----------------------------------+
+//!  | bits 0..24           | 24..32   | 32..64                           |
+//!  | type index           | flags    | length (elements or bytes)       |
+//!  +----------------------+----------+----------------------------------+
+//! ```
+//!
+//! | field  | bits   | meaning |
+//! |--------|--------|---------|
+//! | type   | 0..24  | index into the heap's [`TypeRegistry`]; 0 is the one-word filler |
+//! | flags  | 24..32 | reserved (0) |
+//! | length | 32..64 | element count of a reference array, byte count of a byte array, 0 otherwise |
+//!
+//! A zero word therefore reads as a one-word filler object: zero-filled memory (fresh pages,
+//! unused allocation-buffer tails) is a valid sequence of objects, which keeps every space
+//! linearly parseable for the verifier.
+//!
+//! # Slot values
+//!
+//! A reference slot holds a [`Value`]: `0` (null), the address of an object header (8-aligned,
+//! non-zero), or an embedder immediate whose low three bits are not all zero. The collector
+//! treats a slot as a reference exactly when its low three bits are zero and it is non-zero;
+//! embedders tag their immediates (fixnums, characters, booleans) with a non-zero low tag.
+//!
+//! Invariants:
+//! - [`ObjectRef`] is never null and always 8-aligned; it denotes a header, but it is only
+//!   *safe to dereference* while the object is reachable and the holder is between safepoints
+//!   (the gc crate's `Local` makes that a lifetime);
+//! - a type's size and reference offsets never change after registration; reference offsets
+//!   are word-aligned and lie inside the object.
+
+use core::fmt;
+use core::num::NonZeroUsize;
+
+/// Bytes per word.
+pub const WORD: usize = 8;
+
+/// A raw address: no promise about what is there.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Address(pub usize);
+
+impl Address {
+    /// The address `bytes` further on.
+    pub const fn add(self, bytes: usize) -> Address {
+        Address(self.0 + bytes)
+    }
+    /// Whether it is word aligned.
+    pub const fn is_word_aligned(self) -> bool {
+        self.0 % WORD == 0
+    }
+}
+
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+/// A reference to an object: the address of its header; never null, always word aligned.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef(NonZeroUsize);
+
+impl ObjectRef {
+    /// From a header address; `None` for null or unaligned addresses.
+    pub const fn from_address(a: usize) -> Option<ObjectRef> {
+        if a % WORD != 0 {
+            return None;
+        }
+        match NonZeroUsize::new(a) {
+            Some(n) => Some(ObjectRef(n)),
+            None => None,
+        }
+    }
+    /// The header address.
+    pub const fn address(self) -> usize {
+        self.0.get()
+    }
+    /// The address of payload word `i` (word 0 follows the header).
+    pub const fn payload_word(self, i: usize) -> usize {
+        self.0.get() + WORD * (1 + i)
+    }
+}
+
+impl fmt::Debug for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "obj@{:#x}", self.0.get())
+    }
+}
+
+/// The address of a slot holding a [`Value`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Slot(pub usize);
+
+/// The content of a reference slot: null, an object reference, or a tagged immediate.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Value(pub usize);
+
+impl Value {
+    /// The null value.
+    pub const NULL: Value = Value(0);
+    /// Mask of the tag bits that mark an immediate.
+    pub const TAG_MASK: usize = 0b111;
+
+    /// A reference to `o`.
+    pub const fn from_ref(o: ObjectRef) -> Value {
+        Value(o.address())
+    }
+    /// An immediate; `bits` must have a non-zero low tag (checked).
+    pub const fn immediate(bits: usize) -> Option<Value> {
+        if bits & Self::TAG_MASK == 0 {
+            None
+        } else {
+            Some(Value(bits))
+        }
+    }
+    /// Whether it holds an object reference.
+    pub const fn is_ref(self) -> bool {
+        self.0 != 0 && self.0 & Self::TAG_MASK == 0
+    }
+    /// Whether it is null.
+    pub const fn is_null(self) -> bool {
+        self.0 == 0
+    }
+    /// The reference, if it holds one.
+    pub const fn as_ref(self) -> Option<ObjectRef> {
+        if self.is_ref() {
+            ObjectRef::from_address(self.0)
+        } else {
+            None
+        }
+    }
+    /// The raw word.
+    pub const fn bits(self) -> usize {
+        self.0
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_null() {
+            write!(f, "null")
+        } else if self.is_ref() {
+            write!(f, "ref@{:#x}", self.0)
+        } else {
+            write!(f, "imm({:#x})", self.0)
+        }
+    }
+}
+
+/// A type's index in its registry.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct TypeId(pub u32);
+
+impl TypeId {
+    /// The one-word filler type (a zero header).
+    pub const FILLER: TypeId = TypeId(0);
+}
+
+/// The header word.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Header(pub u64);
+
+impl Header {
+    const TYPE_BITS: u32 = 24;
+    const TYPE_MASK: u64 = (1 << Self::TYPE_BITS) - 1;
+    /// Largest type index.
+    pub const MAX_TYPE: u32 = (1 << Self::TYPE_BITS) - 1;
+    /// Largest length.
+    pub const MAX_LEN: usize = u32::MAX as usize;
+
+    /// A header for type `t` with `len` elements or bytes.
+    pub const fn new(t: TypeId, len: u32) -> Header {
+        Header((t.0 as u64 & Self::TYPE_MASK) | ((len as u64) << 32))
+    }
+    /// The type index.
+    pub const fn type_id(self) -> TypeId {
+        TypeId((self.0 & Self::TYPE_MASK) as u32)
+    }
+    /// The flags byte.
+    pub const fn flags(self) -> u8 {
+        (self.0 >> 24) as u8
+    }
+    /// The length field.
+    pub const fn len(self) -> usize {
+        (self.0 >> 32) as usize
+    }
+    /// Whether the length field is zero.
+    pub const fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Header(type={}, len={})", self.type_id().0, self.len())
+    }
+}
+
+/// The shape of a type's objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TypeKind {
+    /// The one-word filler (type 0).
+    Filler,
+    /// A fixed-size payload of `payload_bytes` with reference slots at `ref_offsets` (byte
+    /// offsets from the start of the payload, word aligned).
+    Fixed {
+        /// Payload size in bytes (rounded up to words).
+        payload_bytes: usize,
+        /// Byte offsets of the reference slots within the payload.
+        ref_offsets: Vec<u32>,
+    },
+    /// `len` reference slots (a vector, an environment frame).
+    RefArray,
+    /// `len` bytes, no references (a string, a byte vector).
+    ByteArray,
+}
+
+/// A registered type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypeInfo {
+    /// A name for diagnostics.
+    pub name: String,
+    /// Its shape.
+    pub kind: TypeKind,
+}
+
+impl TypeInfo {
+    /// A fixed-size type: `payload_bytes` of payload with reference slots at `ref_offsets`.
+    pub fn fixed(name: &str, payload_bytes: usize, ref_offsets: &[usize]) -> TypeInfo {
+        TypeInfo {
+            name: name.to_string(),
+            kind: TypeKind::Fixed {
+                payload_bytes: payload_bytes.div_ceil(WORD) * WORD,
+                ref_offsets: ref_offsets.iter().map(|&o| o as u32).collect(),
+            },
+        }
+    }
+    /// An array of reference slots.
+    pub fn ref_array(name: &str) -> TypeInfo {
+        TypeInfo {
+            name: name.to_string(),
+            kind: TypeKind::RefArray,
+        }
+    }
+    /// An array of bytes.
+    pub fn byte_array(name: &str) -> TypeInfo {
+        TypeInfo {
+            name: name.to_string(),
+            kind: TypeKind::ByteArray,
+        }
+    }
+
+    /// Object size in words (header included) for an object of length `len`.
+    #[inline]
+    pub fn size_words(&self, len: usize) -> usize {
+        match &self.kind {
+            TypeKind::Filler => 1,
+            TypeKind::Fixed { payload_bytes, .. } => 1 + payload_bytes / WORD,
+            TypeKind::RefArray => 1 + len,
+            TypeKind::ByteArray => 1 + len.div_ceil(WORD),
+        }
+    }
+
+    /// Whether objects of this type carry a length.
+    pub fn is_array(&self) -> bool {
+        matches!(self.kind, TypeKind::RefArray | TypeKind::ByteArray)
+    }
+}
+
+/// Errors registering a type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TypeError {
+    /// A reference offset is unaligned or outside the payload.
+    #[error("type {name}: reference offset {offset} is not word aligned or lies outside its {size}-byte payload")]
+    BadOffset {
+        /// Type name.
+        name: String,
+        /// The offset.
+        offset: u32,
+        /// Payload size.
+        size: usize,
+    },
+    /// Alignment above one word.
+    #[error("type {name}: alignment {align} is above the heap's 8-byte object alignment")]
+    BadAlign {
+        /// Type name.
+        name: String,
+        /// Asked alignment.
+        align: usize,
+    },
+    /// Too many types.
+    #[error("too many types registered (at most {max})", max = Header::MAX_TYPE)]
+    Full,
+}
+
+/// The table of registered types, indexed by [`TypeId`]. Type 0 is the filler.
+#[derive(Clone, Debug)]
+pub struct TypeRegistry {
+    types: Vec<TypeInfo>,
+    /// Per type: reference-slot word indices within the object (header = word 0), for fixed
+    /// types; precomputed for the tracing loops.
+    ref_words: Vec<Vec<u32>>,
+}
+
+impl Default for TypeRegistry {
+    fn default() -> Self {
+        TypeRegistry {
+            types: vec![TypeInfo {
+                name: "filler".into(),
+                kind: TypeKind::Filler,
+            }],
+            ref_words: vec![Vec::new()],
+        }
+    }
+}
+
+impl TypeRegistry {
+    /// Register `info`, checking its layout.
+    pub fn register(&mut self, info: TypeInfo) -> Result<TypeId, TypeError> {
+        let mut words = Vec::new();
+        if let TypeKind::Fixed {
+            payload_bytes,
+            ref_offsets,
+        } = &info.kind
+        {
+            for &o in ref_offsets {
+                if o as usize % WORD != 0 || o as usize + WORD > *payload_bytes {
+                    return Err(TypeError::BadOffset {
+                        name: info.name.clone(),
+                        offset: o,
+                        size: *payload_bytes,
+                    });
+                }
+                words.push(1 + o / WORD as u32);
+            }
+            words.sort_unstable();
+            words.dedup();
+        }
+        if self.types.len() > Header::MAX_TYPE as usize {
+            return Err(TypeError::Full);
+        }
+        self.types.push(info);
+        self.ref_words.push(words);
+        Ok(TypeId(self.types.len() as u32 - 1))
+    }
+
+    /// Register a `#[repr(C)]` payload type of `size` bytes and `align` alignment.
+    pub fn register_layout(
+        &mut self,
+        name: &str,
+        size: usize,
+        align: usize,
+        ref_offsets: &[usize],
+    ) -> Result<TypeId, TypeError> {
+        if align > WORD {
+            return Err(TypeError::BadAlign {
+                name: name.into(),
+                align,
+            });
+        }
+        self.register(TypeInfo::fixed(name, size, ref_offsets))
+    }
+
+    /// The type of `id`, if registered.
+    #[inline]
+    pub fn get(&self, id: TypeId) -> Option<&TypeInfo> {
+        self.types.get(id.0 as usize)
+    }
+
+    /// Reference-slot word indices (header = word 0) of a fixed type.
+    #[inline]
+    pub fn ref_words(&self, id: TypeId) -> &[u32] {
+        &self.ref_words[id.0 as usize]
+    }
+
+    /// Number of registered types, the filler included.
+    pub fn len(&self) -> usize {
+        self.types.len()
+    }
+
+    /// Whether only the filler is registered.
+    pub fn is_empty(&self) -> bool {
+        self.types.len() <= 1
+    }
+
+    /// Size in words of the object whose header is `h`; `None` for an unknown type.
+    #[inline]
+    pub fn size_words(&self, h: Header) -> Option<usize> {
+        self.get(h.type_id()).map(|t| t.size_words(h.len()))
+    }
+
+    /// Call `f(word_index)` for every reference-slot word of an object with header `h`, whose
+    /// word index (header = 0) lies in `[lo, hi)`.
+    #[inline]
+    pub fn for_each_ref_word(&self, h: Header, lo: usize, hi: usize, mut f: impl FnMut(usize)) {
+        let id = h.type_id();
+        match self.types.get(id.0 as usize).map(|t| &t.kind) {
+            Some(TypeKind::Fixed { .. }) => {
+                for &w in self.ref_words(id) {
+                    let w = w as usize;
+                    if w >= lo && w < hi {
+                        f(w);
+                    }
+                }
+            }
+            Some(TypeKind::RefArray) => {
+                let end = (1 + h.len()).min(hi);
+                for w in lo.max(1)..end {
+                    f(w);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Describe a `#[repr(C)]` struct as a heap payload type: its size, alignment and the offsets of
+/// the named reference fields are computed with `memoffset`, so they cannot drift from the
+/// struct's definition.
+///
+/// ```
+/// use faultline_heap::{heap_type, object::TypeRegistry};
+/// #[repr(C)]
+/// struct Pair { car: usize, cdr: usize, tag: u64 }
+/// let mut reg = TypeRegistry::default();
+/// let pair = heap_type!(reg, Pair { car, cdr }).unwrap();
+/// assert_eq!(reg.get(pair).unwrap().size_words(0), 4); // header + 3 words
+/// ```
+#[macro_export]
+macro_rules! heap_type {
+    ($registry:expr, $ty:ident { $($field:ident),* $(,)? }) => {
+        $registry.register_layout(
+            stringify!($ty),
+            ::core::mem::size_of::<$ty>(),
+            ::core::mem::align_of::<$ty>(),
+            &[$($crate::__memoffset::offset_of!($ty, $field)),*],
+        )
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_its_fields() {
+        let h = Header::new(TypeId(0xab_cdef), 0xdead_beef);
+        assert_eq!(h.type_id(), TypeId(0xab_cdef));
+        assert_eq!(h.len(), 0xdead_beef);
+        assert_eq!(h.flags(), 0);
+        assert_eq!(Header(0).type_id(), TypeId::FILLER);
+    }
+
+    #[test]
+    fn values_distinguish_refs_from_immediates() {
+        assert!(Value(0x1000).is_ref());
+        assert!(!Value(0x1001).is_ref());
+        assert!(!Value::NULL.is_ref());
+        assert!(Value::immediate(8).is_none());
+        assert_eq!(Value::immediate(0x11).unwrap().as_ref(), None);
+        assert_eq!(ObjectRef::from_address(0), None);
+        assert_eq!(ObjectRef::from_address(12), None);
+    }
+
+    #[test]
+    fn registry_checks_layouts() {
+        let mut r = TypeRegistry::default();
+        assert!(r.register(TypeInfo::fixed("bad", 16, &[4])).is_err());
+        assert!(r.register(TypeInfo::fixed("bad", 16, &[16])).is_err());
+        let t = r.register(TypeInfo::fixed("ok", 20, &[8, 0])).unwrap();
+        assert_eq!(r.get(t).unwrap().size_words(0), 1 + 3);
+        assert_eq!(r.ref_words(t), &[1, 2]);
+        let a = r.register(TypeInfo::ref_array("arr")).unwrap();
+        let mut seen = vec![];
+        r.for_each_ref_word(Header::new(a, 5), 2, 4, |w| seen.push(w));
+        assert_eq!(seen, vec![2, 3]);
+        let b = r.register(TypeInfo::byte_array("bytes")).unwrap();
+        assert_eq!(r.size_words(Header::new(b, 9)), Some(3));
+        assert!(matches!(
+            r.register_layout("wide", 32, 16, &[]),
+            Err(TypeError::BadAlign { .. })
+        ));
+    }
+
+    #[test]
+    fn heap_type_macro_uses_field_offsets() {
+        #[repr(C)]
+        #[allow(dead_code)]
+        struct Node {
+            value: u64,
+            left: usize,
+            right: usize,
+        }
+        let mut r = TypeRegistry::default();
+        let t = heap_type!(r, Node { left, right }).unwrap();
+        assert_eq!(r.ref_words(t), &[2, 3]);
+        assert_eq!(r.get(t).unwrap().size_words(0), 4);
+    }
+}
