@@ -1,10 +1,30 @@
 //! # Faultline
 //!
-//! A managed heap for Rust-hosted language runtimes whose collector compacts concurrently, using
-//! Linux userfaultfd as its read barrier. This facade re-exports the public API of
-//! `faultline-heap` (the userfaultfd layer and volatile arena) and `faultline-gc` (the
-//! collector).
+//! A managed heap for Rust-hosted language runtimes whose collector compacts the heap, using
+//! Linux userfaultfd as its read barrier for concurrent compaction. This facade re-exports the
+//! embedding API of `faultline-gc` and the object model of `faultline-heap`.
+//!
+//! ```
+//! use faultline::{Heap, HeapConfig, TypeInfo, Value};
+//! let heap = Heap::new(HeapConfig::with_heap_size(4 << 20)).unwrap();
+//! let pair = heap.register_type(TypeInfo::fixed("pair", 16, &[0, 8])).unwrap();
+//! let mut m = heap.attach();
+//! let a = m.alloc(pair, 0).unwrap();
+//! let root = m.root(a);                      // survives collections
+//! m.collect().unwrap();                      // `a` may have moved; the root followed it
+//! let obj = root.get(&m).unwrap();           // a Local: valid until the next safepoint
+//! obj.set(1, Value::immediate(0x2a1).unwrap());
+//! assert_eq!(obj.get(1).bits(), 0x2a1);
+//! ```
+//!
+//! Invariant: nothing here adds behaviour; it only names the public API in one place.
 
 pub use faultline_gc as gc;
+pub use faultline_gc::{
+    AllocError, Barrier, ConfigError, CycleStats, FaultMode, GcMode, GlobalRoot, Heap, HeapConfig,
+    HeapError, Local, Mutator, Pause, Percentiles, Root, RootSource, Strategy, Trigger,
+    VerifyError, VerifyReport,
+};
 pub use faultline_heap as heap;
-pub use faultline_heap::{Probe, VolatileArena};
+pub use faultline_heap::object::{ObjectRef, TypeId, TypeInfo, TypeKind, TypeRegistry, Value};
+pub use faultline_heap::{heap_type, Probe, VolatileArena};

@@ -154,6 +154,25 @@ impl LiveWords {
         }
         sum as usize
     }
+    /// The live word of rank `r` (the `r`-th live word, 0-based), if there are more than `r`;
+    /// valid over the words covered by the last [`Self::compute_prefix`]. O(log n).
+    pub fn select(&self, r: usize, upto_word: usize) -> Option<usize> {
+        let n = upto_word.min(self.bits.num_words());
+        let i = self.prefix[..n]
+            .partition_point(|&p| p as usize <= r)
+            .checked_sub(1)?;
+        let mut bits = self.bits.word(i);
+        let mut k = r - self.prefix[i] as usize;
+        if k >= bits.count_ones() as usize {
+            return None;
+        }
+        while k > 0 {
+            bits &= bits - 1;
+            k -= 1;
+        }
+        Some(i * 64 + bits.trailing_zeros() as usize)
+    }
+
     /// Rank of word `w`: the live words before it. O(1).
     #[inline]
     pub fn rank(&self, w: usize) -> usize {
@@ -180,6 +199,11 @@ mod tests {
         assert_eq!(lw.rank(64), 8);
         assert_eq!(lw.rank(128), 4 + 68);
         assert_eq!(lw.rank(200), 74);
+        let n = lw.bits.num_words();
+        for w in [3, 6, 60, 64, 100, 129, 200] {
+            assert_eq!(lw.select(lw.rank(w), n), Some(w), "select(rank({w}))");
+        }
+        assert_eq!(lw.select(75, n), None);
     }
 
     #[test]

@@ -100,8 +100,11 @@ impl fmt::Debug for ObjectRef {
 pub struct Slot(pub usize);
 
 /// The content of a reference slot: null, an object reference, or a tagged immediate.
+///
+/// Only [`Value::NULL`], [`Value::from_ref`] and [`Value::immediate`] build one safely, so a
+/// value that looks like a reference always came from an object reference.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Value(pub usize);
+pub struct Value(usize);
 
 impl Value {
     /// The null value.
@@ -140,6 +143,14 @@ impl Value {
     /// The raw word.
     pub const fn bits(self) -> usize {
         self.0
+    }
+    /// A value from a raw slot word.
+    ///
+    /// # Safety
+    /// If `bits` has a zero low tag and is non-zero, it must be the address of a live object
+    /// header (the collector will trace and move it).
+    pub const unsafe fn from_bits(bits: usize) -> Value {
+        Value(bits)
     }
 }
 
@@ -461,8 +472,9 @@ mod tests {
 
     #[test]
     fn values_distinguish_refs_from_immediates() {
-        assert!(Value(0x1000).is_ref());
-        assert!(!Value(0x1001).is_ref());
+        // SAFETY: only inspected, never traced.
+        assert!(unsafe { Value::from_bits(0x1000) }.is_ref());
+        assert!(!Value::immediate(0x1001).unwrap().is_ref());
         assert!(!Value::NULL.is_ref());
         assert!(Value::immediate(8).is_none());
         assert_eq!(Value::immediate(0x11).unwrap().as_ref(), None);

@@ -1,0 +1,549 @@
+//! The collection cycle.
+//!
+//! # Stop-the-world cycle (`GcMode::StopTheWorld`)
+//!
+//! 1. **Stop** every mutator (the handshake of [`crate::heap`]); retire their allocation
+//!    buffers. (Optionally verify the heap.)
+//! 2. **Mark** from the roots (handles, value stacks, root sources, global roots): for each newly
+//!    reached object in the moving space, set its header bit in the mark bitmap and every one of
+//!    its words in the live-words bitmap; large objects get their page's mark bit. One thread, or
+//!    `gc_threads` threads stealing work from each other (crossbeam deques). (Optionally check
+//!    that the two bitmaps agree.)
+//! 3. **Plan** (Compressor style): prefix sums of the live-words bitmap; for every destination
+//!    page, the source object that lands on its first word (`select` + the mark bitmap). The new
+//!    address of any object is then `to + 8 * rank(word)`: O(1), no forwarding pointers.
+//! 4. **Update roots** and the reference fields of surviving large objects to new addresses.
+//! 5. **Compact**: fill destination pages in order, each from the source objects that land on
+//!    it (objects straddling a page edge are clipped, so filling one page reads only the old half
+//!    and writes only that page), rewriting the references they hold; map them into the other
+//!    half in batches (`UFFDIO_COPY`, or a plain copy on an unregistered arena).
+//! 6. **Release** the old half (`MADV_DONTNEED`), sweep dead large objects, switch halves, set
+//!    the next occupancy trigger. (Optionally verify again.) **Resume** the mutators.
+//!
+//! The page-filling code ([`Plan::fill_page`]) is what the concurrent compactor will run from
+//! its workers and fault handlers; stop-the-world mode runs it inside the pause.
+//!
+//! Invariants:
+//! - every function here runs with the world stopped by the calling thread (`gc_active`);
+//! - the old half stays intact until step 6, so filling a page never reads a filled page;
+//! - a cycle makes no mapping call (mmap/munmap/mremap/mprotect) and no (un)registration: only
+//!   COPY, MADV_DONTNEED and (for the large-object space) COPY of zeroes; the per-cycle call
+//!   counts in [`CycleStats`] show it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use crossbeam::deque::{Injector, Steal, Stealer, Worker};
+use faultline_heap::bitmap::{Bitmap, LiveWords};
+use faultline_heap::object::{Header, TypeId, TypeRegistry, WORD};
+use faultline_heap::{ArenaError, PAGE_SIZE};
+
+use crate::config::GcMode;
+use crate::heap::{HeapInner, SpState};
+use crate::mutator::MutatorShared;
+use crate::stats::{CycleStats, Pause, Trigger};
+use crate::verify::{self, VerifyError, VerifyReport};
+
+/// Words per page.
+const PAGE_WORDS: usize = PAGE_SIZE / WORD;
+/// Destination pages filled per COPY in stop-the-world compaction.
+const BATCH_PAGES: usize = 64;
+
+/// Collector-owned side tables, reused across cycles.
+pub(crate) struct CollectorState {
+    pub mark: Bitmap,
+    pub live: LiveWords,
+    pub first_obj: Vec<usize>,
+    pub buf: Vec<u8>,
+}
+
+impl CollectorState {
+    pub fn new(half_words: usize) -> Self {
+        CollectorState {
+            mark: Bitmap::new(half_words),
+            live: LiveWords::new(half_words),
+            first_obj: Vec::new(),
+            buf: vec![0; BATCH_PAGES * PAGE_SIZE],
+        }
+    }
+}
+
+/// Visit every root slot; `f` may rewrite it.
+pub(crate) fn visit_roots(inner: &HeapInner, g: &SpState, f: &mut dyn FnMut(&mut usize)) {
+    for m in &g.mutators {
+        // SAFETY: every mutator is stopped (or is the collecting thread itself, which is inside
+        // this call and touches no roots meanwhile).
+        let r = unsafe { m.roots_mut() };
+        for h in r.handles.iter_mut() {
+            f(h);
+        }
+        for s in r.stack.iter_mut() {
+            f(s);
+        }
+        for src in &r.sources {
+            src.for_each_root(&mut |a: &AtomicUsize| {
+                let mut v = a.load(Ordering::Relaxed);
+                f(&mut v);
+                a.store(v, Ordering::Relaxed);
+            });
+        }
+    }
+    let mut globals = inner.globals.lock().unwrap_or_else(PoisonError::into_inner);
+    for s in globals.slots.iter_mut() {
+        f(s);
+    }
+    drop(globals);
+    let sources = inner.sources.lock().unwrap_or_else(PoisonError::into_inner);
+    for src in sources.iter() {
+        src.for_each_root(&mut |a: &AtomicUsize| {
+            let mut v = a.load(Ordering::Relaxed);
+            f(&mut v);
+            a.store(v, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Read the header at `a`.
+#[inline]
+fn header(a: usize) -> Header {
+    // SAFETY: callers pass the address of a live object in present heap memory.
+    Header(unsafe { (a as *const u64).read() })
+}
+
+/// Everything marking needs.
+struct Marker<'a> {
+    from: usize,
+    from_top: usize,
+    mark: &'a Bitmap,
+    live: &'a Bitmap,
+    large: &'a crate::space::LargeSpace,
+    types: &'a TypeRegistry,
+}
+
+impl Marker<'_> {
+    /// Mark `v` if it is an unmarked object; true if this call marked it (scan it next).
+    #[inline]
+    fn try_mark(&self, v: usize) -> bool {
+        if v == 0 || v % WORD != 0 {
+            return false;
+        }
+        if v >= self.from && v < self.from_top {
+            let w = (v - self.from) / WORD;
+            if self.mark.set(w) {
+                let size = self.types.size_words(header(v)).unwrap_or(1);
+                self.live.set_range(w, w + size);
+                return true;
+            }
+            false
+        } else if self.large.contains(v) && v % PAGE_SIZE == 0 {
+            self.large.marks.set(self.large.page_of(v))
+        } else {
+            false
+        }
+    }
+
+    /// Call `f` with every reference held by the object at `obj`.
+    #[inline]
+    fn scan(&self, obj: usize, mut f: impl FnMut(usize)) {
+        let h = header(obj);
+        let size = self.types.size_words(h).unwrap_or(1);
+        self.types.for_each_ref_word(h, 0, size, |k| {
+            // SAFETY: a reference slot of a live object.
+            f(unsafe { ((obj + k * WORD) as *const usize).read() });
+        });
+    }
+
+    fn mark_serial(&self, roots: Vec<usize>) -> usize {
+        let mut stack: Vec<usize> = roots.into_iter().filter(|&r| self.try_mark(r)).collect();
+        let mut n = stack.len();
+        while let Some(o) = stack.pop() {
+            self.scan(o, |c| {
+                if self.try_mark(c) {
+                    n += 1;
+                    stack.push(c);
+                }
+            });
+        }
+        n
+    }
+
+    fn mark_parallel(&self, roots: Vec<usize>, threads: usize) -> usize {
+        let injector = Injector::new();
+        let pending = AtomicUsize::new(0);
+        let marked = AtomicUsize::new(0);
+        for r in roots {
+            if self.try_mark(r) {
+                pending.fetch_add(1, Ordering::SeqCst);
+                marked.fetch_add(1, Ordering::Relaxed);
+                injector.push(r);
+            }
+        }
+        let workers: Vec<Worker<usize>> = (0..threads).map(|_| Worker::new_lifo()).collect();
+        let stealers: Vec<Stealer<usize>> = workers.iter().map(Worker::stealer).collect();
+        std::thread::scope(|s| {
+            for w in workers {
+                let (injector, stealers, pending, marked) =
+                    (&injector, &stealers, &pending, &marked);
+                s.spawn(move || loop {
+                    let task = w.pop().or_else(|| {
+                        std::iter::repeat_with(|| {
+                            injector
+                                .steal_batch_and_pop(&w)
+                                .or_else(|| stealers.iter().map(Stealer::steal).collect())
+                        })
+                        .find(|s: &Steal<usize>| !s.is_retry())
+                        .and_then(Steal::success)
+                    });
+                    match task {
+                        Some(o) => {
+                            self.scan(o, |c| {
+                                if self.try_mark(c) {
+                                    pending.fetch_add(1, Ordering::SeqCst);
+                                    marked.fetch_add(1, Ordering::Relaxed);
+                                    w.push(c);
+                                }
+                            });
+                            pending.fetch_sub(1, Ordering::SeqCst);
+                        }
+                        None => {
+                            if pending.load(Ordering::SeqCst) == 0 {
+                                break;
+                            }
+                            std::thread::yield_now();
+                        }
+                    }
+                });
+            }
+        });
+        marked.into_inner()
+    }
+}
+
+/// The compaction plan of one cycle: where every live object of the old half goes.
+pub(crate) struct Plan<'a> {
+    /// Old half base.
+    pub from: usize,
+    /// Old half top (exclusive).
+    pub from_top: usize,
+    /// New half base.
+    pub to: usize,
+    /// Live words in total (the compacted size in words).
+    pub live_words: usize,
+    pub live: &'a LiveWords,
+    pub mark: &'a Bitmap,
+    pub types: &'a TypeRegistry,
+    /// Per destination page: word index (in the old half) of the object landing on its start.
+    pub first_obj: &'a [usize],
+}
+
+impl Plan<'_> {
+    /// New address of the object (or word) at old address `a`; other values unchanged.
+    #[inline]
+    pub fn forward(&self, v: usize) -> usize {
+        if v % WORD == 0 && v >= self.from && v < self.from_top {
+            self.to + WORD * self.live.rank((v - self.from) / WORD)
+        } else {
+            v
+        }
+    }
+
+    /// Fill destination page `page` into `out` (one page): copy the parts of the source
+    /// objects that land on it and rewrite the references in them. Reads only the old half.
+    pub fn fill_page(&self, page: usize, out: &mut [u8]) {
+        debug_assert_eq!(out.len(), PAGE_SIZE);
+        let dest_lo = page * PAGE_WORDS;
+        let dest_hi = ((page + 1) * PAGE_WORDS).min(self.live_words);
+        let limit = (self.from_top - self.from) / WORD;
+        let out_words = out.as_mut_ptr() as *mut usize;
+        let mut written = dest_lo;
+        let mut w = self.first_obj[page];
+        loop {
+            let new_w = self.live.rank(w);
+            if new_w >= dest_hi {
+                break;
+            }
+            let src = self.from + w * WORD;
+            let h = header(src);
+            let size = self.types.size_words(h).unwrap_or(1);
+            let lo = new_w.max(dest_lo);
+            let hi = (new_w + size).min(dest_hi);
+            // SAFETY: source words [w + lo - new_w, w + hi - new_w) lie inside a live object of
+            // the intact old half; the destination range lies inside `out` (lo..hi within the
+            // page).
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    (src + (lo - new_w) * WORD) as *const usize,
+                    out_words.add(lo - dest_lo),
+                    hi - lo,
+                );
+            }
+            self.types
+                .for_each_ref_word(h, lo - new_w, hi - new_w, |k| {
+                    // SAFETY: `new_w + k` lies in [lo, hi), inside `out`.
+                    unsafe {
+                        let slot = out_words.add(new_w + k - dest_lo);
+                        *slot = self.forward(*slot);
+                    }
+                });
+            written = hi;
+            if new_w + size >= dest_hi {
+                break;
+            }
+            match self.mark.next_set(w + size, limit) {
+                Some(n) => w = n,
+                None => break,
+            }
+        }
+        out[(written - dest_lo) * WORD..].fill(0);
+    }
+}
+
+/// Run one collection. Returns `Ok(None)` if another thread collected meanwhile.
+pub(crate) fn collect(
+    inner: &HeapInner,
+    me: Option<&Arc<MutatorShared>>,
+    trigger: Trigger,
+) -> Result<Option<CycleStats>, ArenaError> {
+    let t0 = Instant::now();
+    let Some(g) = inner.stop_the_world(me) else {
+        return Ok(None);
+    };
+    let tts = t0.elapsed();
+    let r = run_cycle(inner, &g, trigger, t0, tts);
+    inner.resume(g);
+    let mut stats = r?;
+    // Read /proc/self/maps after the pause: it allocates and takes time. Nothing but this
+    // heap's own calls could change the arena's VMAs, and those are counted in `calls`.
+    stats.vmas = (inner.arena.vmas_at_creation(), inner.arena.vma_count());
+    inner
+        .history
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(stats.clone());
+    if let Some(hook) = &inner.config.on_cycle {
+        hook(&stats);
+    }
+    Ok(Some(stats))
+}
+
+/// Verify with the world stopped.
+pub(crate) fn verify_stopped(
+    inner: &HeapInner,
+    me: Option<&Arc<MutatorShared>>,
+) -> Result<VerifyReport, VerifyError> {
+    loop {
+        if let Some(g) = inner.stop_the_world(me) {
+            let types = inner
+                .types
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let r = verify::verify_heap(inner, &g, &types);
+            inner.resume(g);
+            return r;
+        }
+    }
+}
+
+fn run_cycle(
+    inner: &HeapInner,
+    g: &SpState,
+    trigger: Trigger,
+    t0: Instant,
+    tts: Duration,
+) -> Result<CycleStats, ArenaError> {
+    let cfg = &inner.config;
+    let types = inner
+        .types
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let mut cs = inner
+        .collector
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let cs = &mut *cs;
+    let calls0 = inner.arena.sys().counters().snapshot();
+    let moving = &inner.moving;
+    let large = &inner.large;
+    let moving_before = moving.used();
+    let large_before = large.used();
+
+    if cfg.verify {
+        if let Err(e) = verify::verify_heap(inner, g, &types) {
+            panic!(
+                "heap verification failed before cycle {}: {e}",
+                inner.cycles.load(Ordering::Relaxed) + 1
+            );
+        }
+    }
+    // 1. Retire every allocation buffer (their unused tails are zero: fillers).
+    for m in &g.mutators {
+        m.tlab_cursor.store(0, Ordering::Relaxed);
+        m.tlab_limit.store(0, Ordering::Relaxed);
+    }
+
+    // 2. Mark.
+    let tm = Instant::now();
+    let from = moving.base();
+    let from_top = moving.top.load(Ordering::Relaxed);
+    let from_words = (from_top - from) / WORD;
+    let bitmap_words = from_words.div_ceil(64) + 1;
+    cs.mark.clear_words(bitmap_words);
+    cs.live.bits.clear_words(bitmap_words);
+    large.marks.clear();
+    let mut roots = Vec::new();
+    visit_roots(inner, g, &mut |s| roots.push(*s));
+    let marker = Marker {
+        from,
+        from_top,
+        mark: &cs.mark,
+        live: &cs.live.bits,
+        large,
+        types: &types,
+    };
+    let live_objects = if cfg.gc_threads > 1 {
+        marker.mark_parallel(roots, cfg.gc_threads)
+    } else {
+        marker.mark_serial(roots)
+    };
+    if cfg.verify {
+        if let Err(e) = verify::check_marks(&cs.mark, &cs.live.bits, from, from_words, &types) {
+            panic!(
+                "mark/live bitmaps disagree in cycle {}: {e}",
+                inner.cycles.load(Ordering::Relaxed) + 1
+            );
+        }
+    }
+    let mark_time = tm.elapsed();
+
+    // 3. Plan.
+    let tp = Instant::now();
+    let live_words = cs.live.compute_prefix(bitmap_words);
+    let pages = (live_words * WORD).div_ceil(PAGE_SIZE);
+    cs.first_obj.clear();
+    for p in 0..pages {
+        let w = cs
+            .live
+            .select(p * PAGE_WORDS, bitmap_words)
+            .expect("a destination page below the live size has a source word");
+        let start = cs
+            .mark
+            .prev_set(w)
+            .expect("every live word belongs to a marked object");
+        cs.first_obj.push(start);
+    }
+    let to_index = 1 - moving.current.load(Ordering::Relaxed);
+    let to = moving.half_base[to_index];
+    let plan = Plan {
+        from,
+        from_top,
+        to,
+        live_words,
+        live: &cs.live,
+        mark: &cs.mark,
+        types: &types,
+        first_obj: &cs.first_obj,
+    };
+    let plan_time = tp.elapsed();
+
+    // 4. Update roots and large objects' fields.
+    let tc = Instant::now();
+    visit_roots(inner, g, &mut |s| *s = plan.forward(*s));
+    {
+        let lg = large.lock();
+        for (&start, _) in lg.objects.iter() {
+            if large.marks.get(large.page_of(start)) {
+                let h = header(start);
+                let size = types.size_words(h).unwrap_or(1);
+                types.for_each_ref_word(h, 0, size, |k| {
+                    let slot = (start + k * WORD) as *mut usize;
+                    // SAFETY: a reference slot of a live large object (present, not moving).
+                    unsafe { *slot = plan.forward(*slot) };
+                });
+            }
+        }
+    }
+
+    // 5. Compact into the other half, a batch of pages per COPY.
+    let to_offset = moving.half_offset[to_index];
+    let mut p = 0;
+    while p < pages {
+        let n = BATCH_PAGES.min(pages - p);
+        for i in 0..n {
+            plan.fill_page(p + i, &mut cs.buf[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
+        }
+        // SAFETY: `buf` holds `n` filled pages.
+        unsafe {
+            inner
+                .arena
+                .resolve_copy(to_offset + p * PAGE_SIZE, cs.buf.as_ptr(), n * PAGE_SIZE)?;
+        }
+        p += n;
+    }
+    let compact_time = tc.elapsed();
+
+    // 6. Release the old half, sweep large objects, switch halves.
+    {
+        let mut pop = moving
+            .populated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old_end = (*pop).max(HeapInner::page_up(from_top));
+        if old_end > from {
+            inner
+                .arena
+                .release(from - inner.arena.base(), old_end - from)?;
+        }
+        moving.current.store(to_index, Ordering::Relaxed);
+        let new_top = to + live_words * WORD;
+        moving.top.store(new_top, Ordering::Relaxed);
+        *pop = to + pages * PAGE_SIZE;
+    }
+    large.sweep(&inner.arena)?;
+    let moving_after = moving.used();
+    let large_after = large.used();
+    let next = ((moving_after + large_after) as f64 * (1.0 + cfg.growth)) as usize;
+    inner
+        .trigger_bytes
+        .store(next.max(cfg.min_trigger_bytes), Ordering::Relaxed);
+
+    let cycle = inner.cycles.fetch_add(1, Ordering::Relaxed) + 1;
+    if cfg.verify {
+        if let Err(e) = verify::verify_heap(inner, g, &types) {
+            panic!("heap verification failed after cycle {cycle}: {e}");
+        }
+    }
+    let total = t0.elapsed();
+    let stats = CycleStats {
+        cycle,
+        mode: GcMode::StopTheWorld,
+        trigger,
+        pauses: vec![Pause {
+            kind: "stw",
+            duration: total,
+        }],
+        time_to_safepoint: tts,
+        mark: mark_time,
+        plan: plan_time,
+        compact: compact_time,
+        total,
+        moving_before,
+        moving_after,
+        large_before,
+        large_after,
+        live_objects,
+        pages_filled: pages,
+        calls: inner.arena.sys().counters().snapshot().since(&calls0),
+        vmas: (0, 0),
+        mutators: g.mutators.len(),
+    };
+    Ok(stats)
+}
+
+/// The size in words of the object at `a` (for the verifier).
+pub(crate) fn object_words(types: &TypeRegistry, a: usize) -> Option<(TypeId, usize)> {
+    let h = header(a);
+    types.size_words(h).map(|s| (h.type_id(), s))
+}

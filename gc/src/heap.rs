@@ -1,0 +1,423 @@
+//! The heap: the arena, its spaces, the type registry, the mutator registry with its
+//! stop-the-world handshake, global roots, and the entry points of collection.
+//!
+//! # Handshake
+//!
+//! ```text
+//!  collector: lock; gc_active = true; requested = true;
+//!             wait until every other mutator is PARKED or NATIVE;   <- time to safepoint
+//!             ... collect (the lock stays held) ...
+//!             requested = false; gc_active = false; notify_all; unlock
+//!  mutator at a safepoint poll: if requested { lock; state = PARKED; notify_all;
+//!             wait while gc_active; state = RUNNING }
+//!  native:    enter: lock; state = NATIVE; notify_all.  leave: lock; wait while gc_active;
+//!             state = RUNNING
+//! ```
+//!
+//! Invariants:
+//! - `SpState` (behind `sp.lock`) holds the list of attached mutators; a mutator's `state` only
+//!   changes under that lock, so the collector's "everyone stopped" check is exact;
+//! - while `gc_active` is set, no attached mutator other than the collector touches the heap or
+//!   its own roots: parked ones wait on the condition variable, native ones run code that
+//!   cannot reach the heap (the native closure is `Send`, so it cannot hold a `Root`,
+//!   a `Local` or the `Mutator`);
+//! - all mutation of shared collector state (bitmaps, spaces, the registry snapshot) happens
+//!   with `gc_active` set by the thread that set it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+
+use faultline_heap::arena::{ArenaConfig, FaultDelivery};
+use faultline_heap::object::{TypeError, TypeId, TypeInfo, TypeRegistry, Value};
+use faultline_heap::{ArenaError, VolatileArena, PAGE_SIZE};
+
+use crate::collector::CollectorState;
+use crate::config::{ConfigError, HeapConfig};
+use crate::mutator::{Mutator, MutatorShared, NATIVE, PARKED};
+use crate::space::{LargeSpace, MovingSpace};
+use crate::stats::{CycleStats, Trigger};
+
+/// Embedder root slots outside Faultline's own handles and stacks (a runtime's globals, say).
+///
+/// `for_each_root` is called only while every mutator is stopped; it must present every slot
+/// that may hold a reference, and the collector may store an updated value into each.
+pub trait RootSource: Send + Sync {
+    /// Call `visit` once for every root slot.
+    fn for_each_root(&self, visit: &mut dyn FnMut(&AtomicUsize));
+}
+
+/// Errors creating a heap.
+#[derive(Debug, thiserror::Error)]
+pub enum HeapError {
+    /// The configuration is invalid or unsupported.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The arena could not be created.
+    #[error("creating the heap's arena failed: {0}")]
+    Arena(#[from] ArenaError),
+}
+
+pub(crate) struct SpState {
+    pub mutators: Vec<Arc<MutatorShared>>,
+    pub gc_active: bool,
+}
+
+pub(crate) struct Safepoint {
+    pub requested: AtomicBool,
+    pub lock: Mutex<SpState>,
+    pub cv: Condvar,
+}
+
+impl Safepoint {
+    pub fn lock(&self) -> MutexGuard<'_, SpState> {
+        self.lock.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    pub fn wait<'a>(&self, g: MutexGuard<'a, SpState>) -> MutexGuard<'a, SpState> {
+        self.cv.wait(g).unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub(crate) struct HeapInner {
+    pub config: HeapConfig,
+    pub arena: VolatileArena,
+    pub moving: MovingSpace,
+    pub large: LargeSpace,
+    pub types: RwLock<Arc<TypeRegistry>>,
+    /// Every registry version ever published: mutators hold plain references into them, so
+    /// they live as long as the heap (a handful of small copies: types are registered rarely).
+    pub type_versions: Mutex<Vec<Arc<TypeRegistry>>>,
+    pub sp: Safepoint,
+    pub globals: Mutex<GlobalSlots>,
+    pub sources: Mutex<Vec<Arc<dyn RootSource>>>,
+    pub collector: Mutex<CollectorState>,
+    pub fallback_reason: Option<String>,
+    pub trigger_bytes: AtomicUsize,
+    pub cycles: AtomicU64,
+    pub next_mutator_id: AtomicU64,
+    pub history: Mutex<Vec<CycleStats>>,
+}
+
+#[derive(Default)]
+pub(crate) struct GlobalSlots {
+    pub slots: Vec<usize>,
+    pub free: Vec<usize>,
+}
+
+/// A handle to a heap. Cheap to clone; the heap lives until the last clone and the last
+/// mutator are gone.
+#[derive(Clone)]
+pub struct Heap {
+    pub(crate) inner: Arc<HeapInner>,
+}
+
+impl core::fmt::Debug for Heap {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Heap")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+static FALLBACK_SAID: AtomicBool = AtomicBool::new(false);
+
+impl Heap {
+    /// Build a heap. Bad configuration is rejected here; if userfaultfd is unavailable the
+    /// heap falls back to an unregistered arena and says why once (stderr and
+    /// [`Heap::fallback_reason`]).
+    pub fn new(config: HeapConfig) -> Result<Heap, HeapError> {
+        let config = config.validate()?;
+        let half = config.max_heap_bytes;
+        let los = config.large_object_space_bytes;
+        let size = 2 * half + los;
+        let mut fallback_reason = None;
+        let arena = if config.use_userfaultfd {
+            // Stop-the-world compaction never leaves a reachable page absent, so a fault is a
+            // bug: SIGBUS delivery (with no resolver registered) turns it into a crash instead
+            // of a thread blocked forever on an unread fault.
+            match VolatileArena::new(
+                ArenaConfig::new(size)
+                    .delivery(FaultDelivery::Sigbus)
+                    .sys(config.sys.clone()),
+            ) {
+                Ok(a) => a,
+                Err(e) => {
+                    let reason = match &e {
+                        ArenaError::Uffd(u) => faultline_heap::probe::explain(u).0,
+                        other => other.to_string(),
+                    };
+                    fallback_reason = Some(reason);
+                    VolatileArena::new(
+                        ArenaConfig::new(size)
+                            .delivery(FaultDelivery::Unregistered)
+                            .sys(config.sys.clone()),
+                    )?
+                }
+            }
+        } else {
+            fallback_reason = Some("userfaultfd disabled by configuration".into());
+            VolatileArena::new(
+                ArenaConfig::new(size)
+                    .delivery(FaultDelivery::Unregistered)
+                    .sys(config.sys.clone()),
+            )?
+        };
+        if let Some(r) = &fallback_reason {
+            if !FALLBACK_SAID.swap(true, Ordering::Relaxed) {
+                eprintln!("faultline: userfaultfd unavailable, using stop-the-world compaction on plain memory: {r}");
+            }
+        }
+        let base = arena.base();
+        let moving = MovingSpace {
+            half_bytes: half,
+            half_offset: [0, half],
+            half_base: [base, base + half],
+            current: AtomicUsize::new(0),
+            top: AtomicUsize::new(base),
+            populated: Mutex::new(base),
+        };
+        let large = LargeSpace::new(base + 2 * half, los);
+        let collector = CollectorState::new(half / 8);
+        let trigger = config.min_trigger_bytes.min(half);
+        let registry = Arc::new(TypeRegistry::default());
+        Ok(Heap {
+            inner: Arc::new(HeapInner {
+                arena,
+                moving,
+                large,
+                types: RwLock::new(registry.clone()),
+                type_versions: Mutex::new(vec![registry]),
+                sp: Safepoint {
+                    requested: AtomicBool::new(false),
+                    lock: Mutex::new(SpState {
+                        mutators: Vec::new(),
+                        gc_active: false,
+                    }),
+                    cv: Condvar::new(),
+                },
+                globals: Mutex::new(GlobalSlots::default()),
+                sources: Mutex::new(Vec::new()),
+                collector: Mutex::new(collector),
+                fallback_reason,
+                trigger_bytes: AtomicUsize::new(trigger),
+                cycles: AtomicU64::new(0),
+                next_mutator_id: AtomicU64::new(1),
+                history: Mutex::new(Vec::new()),
+                config,
+            }),
+        })
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &HeapConfig {
+        &self.inner.config
+    }
+
+    /// Why the heap runs without userfaultfd, if it does.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.inner.fallback_reason.as_deref()
+    }
+
+    /// Register an object type.
+    pub fn register_type(&self, info: TypeInfo) -> Result<TypeId, TypeError> {
+        let mut g = self
+            .inner
+            .types
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut reg = (**g).clone();
+        let id = reg.register(info)?;
+        let reg = Arc::new(reg);
+        self.inner
+            .type_versions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(reg.clone());
+        *g = reg;
+        Ok(id)
+    }
+
+    /// A snapshot of the type registry.
+    pub fn types(&self) -> Arc<TypeRegistry> {
+        self.inner
+            .types
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Attach the calling thread as a mutator (waits if a collection is running).
+    pub fn attach(&self) -> Mutator {
+        Mutator::attach(self.clone())
+    }
+
+    /// Add a heap-wide root source (a runtime's globals).
+    pub fn add_root_source(&self, src: Arc<dyn RootSource>) {
+        self.inner
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(src);
+    }
+
+    /// Collect now, from a thread that is not attached (an attached thread uses
+    /// [`Mutator::collect`]).
+    pub fn collect(&self) -> Result<(), ArenaError> {
+        crate::collector::collect(&self.inner, None, Trigger::Explicit).map(drop)
+    }
+
+    /// Verify the heap now (stops the world), from a thread that is not attached.
+    pub fn verify(&self) -> Result<crate::verify::VerifyReport, crate::verify::VerifyError> {
+        crate::collector::verify_stopped(&self.inner, None)
+    }
+
+    /// Completed cycles.
+    pub fn cycles(&self) -> u64 {
+        self.inner.cycles.load(Ordering::Relaxed)
+    }
+
+    /// Statistics of every completed cycle.
+    pub fn history(&self) -> Vec<CycleStats> {
+        self.inner
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Bytes in use now (moving space + large objects).
+    pub fn used_bytes(&self) -> usize {
+        self.inner.moving.used() + self.inner.large.used()
+    }
+
+    /// The arena's accounting (calls since creation, VMA count).
+    pub fn arena_stats(&self) -> faultline_heap::ArenaStats {
+        self.inner.arena.stats()
+    }
+
+    /// Whether the arena is registered with userfaultfd.
+    pub fn uses_userfaultfd(&self) -> bool {
+        self.inner.arena.is_registered()
+    }
+
+    /// Number of attached mutators.
+    pub fn mutator_count(&self) -> usize {
+        self.inner.sp.lock().mutators.len()
+    }
+}
+
+impl HeapInner {
+    /// Stop every mutator but `me`. Returns false (after parking `me` until the other
+    /// collection ends) if another thread is already collecting.
+    pub(crate) fn stop_the_world<'a>(
+        &'a self,
+        me: Option<&Arc<MutatorShared>>,
+    ) -> Option<MutexGuard<'a, SpState>> {
+        let mut g = self.sp.lock();
+        if g.gc_active {
+            // Someone else collects: behave as a parked mutator until it is done.
+            if let Some(me) = me {
+                me.state.store(PARKED, Ordering::SeqCst);
+                self.sp.cv.notify_all();
+            }
+            while g.gc_active {
+                g = self.sp.wait(g);
+            }
+            if let Some(me) = me {
+                me.state.store(crate::mutator::RUNNING, Ordering::SeqCst);
+            }
+            return None;
+        }
+        g.gc_active = true;
+        self.sp.requested.store(true, Ordering::SeqCst);
+        loop {
+            let all_stopped = g.mutators.iter().all(|m| {
+                me.is_some_and(|me| Arc::ptr_eq(me, m)) || {
+                    let s = m.state.load(Ordering::SeqCst);
+                    s == PARKED || s == NATIVE
+                }
+            });
+            if all_stopped {
+                return Some(g);
+            }
+            g = self.sp.wait(g);
+        }
+    }
+
+    /// Restart the world.
+    pub(crate) fn resume(&self, mut g: MutexGuard<'_, SpState>) {
+        self.sp.requested.store(false, Ordering::SeqCst);
+        g.gc_active = false;
+        drop(g);
+        self.sp.cv.notify_all();
+    }
+
+    /// Round `x` up to pages.
+    pub(crate) fn page_up(x: usize) -> usize {
+        x.div_ceil(PAGE_SIZE) * PAGE_SIZE
+    }
+}
+
+/// A root usable from any thread: a slot in the heap's global table.
+pub struct GlobalRoot {
+    heap: Heap,
+    index: usize,
+}
+
+impl GlobalRoot {
+    /// Root `v` globally.
+    pub fn new(heap: &Heap, v: Value) -> GlobalRoot {
+        let mut g = heap
+            .inner
+            .globals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let index = match g.free.pop() {
+            Some(i) => {
+                g.slots[i] = v.bits();
+                i
+            }
+            None => {
+                g.slots.push(v.bits());
+                g.slots.len() - 1
+            }
+        };
+        GlobalRoot {
+            heap: heap.clone(),
+            index,
+        }
+    }
+    /// The current value (valid until `m`'s next safepoint).
+    pub fn get(&self, _m: &Mutator) -> Value {
+        let g = self
+            .heap
+            .inner
+            .globals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // SAFETY: the slot holds a value rooted by this handle and updated by the collector.
+        unsafe { Value::from_bits(g.slots[self.index]) }
+    }
+    /// Replace the value.
+    pub fn set(&self, _m: &Mutator, v: Value) {
+        let mut g = self
+            .heap
+            .inner
+            .globals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        g.slots[self.index] = v.bits();
+    }
+}
+
+impl Drop for GlobalRoot {
+    fn drop(&mut self) {
+        let mut g = self
+            .heap
+            .inner
+            .globals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        g.slots[self.index] = 0;
+        g.free.push(self.index);
+    }
+}

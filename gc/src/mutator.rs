@@ -1,0 +1,621 @@
+//! Mutators: threads attached to a heap. Allocation, safepoints, native sections, and the
+//! per-mutator roots (handles and the value stack).
+//!
+//! # Reference validity
+//!
+//! A [`Value`] that refers to an object, and a [`Local`], are valid only until the mutator's
+//! next safepoint: an allocation, [`Mutator::safepoint`], [`Mutator::collect`] or a native
+//! section, where the collector may move every object. A [`Local`] borrows the mutator, and
+//! everything that can reach a safepoint takes `&mut Mutator`, so the compiler rejects a
+//! `Local` held across one. Values that must survive are kept in roots: a [`Root`] handle, the
+//! mutator's value stack, or a [`crate::RootSource`]; the collector updates those.
+//! [`Mutator::local`] checks that a value points into the heap's live part and at a known
+//! type, so a stale value held across a safepoint is caught with a panic naming the mistake
+//! rather than read as garbage.
+//!
+//! Invariants:
+//! - `MutatorShared::roots` is touched only by the owning thread while it is RUNNING, or by the
+//!   collector while the owner is PARKED or NATIVE (the handshake orders the accesses);
+//! - `[tlab_cursor, tlab_limit)` lies in the current half below the populated watermark, so the
+//!   allocation fast path is a bump and a header store: no syscall, no fault;
+//! - a `Mutator` never leaves its thread (`!Send`), and neither do `Root`s or `Local`s.
+
+use core::cell::{Cell, UnsafeCell};
+use core::marker::PhantomData;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use faultline_heap::object::{Header, ObjectRef, TypeId, TypeKind, TypeRegistry, Value, WORD};
+
+use crate::heap::{Heap, HeapInner, RootSource};
+use crate::stats::Trigger;
+
+pub(crate) const RUNNING: u8 = 0;
+pub(crate) const PARKED: u8 = 1;
+pub(crate) const NATIVE: u8 = 2;
+
+/// Allocation failures.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    /// The heap is full even after a full collection.
+    #[error("out of memory: {requested} bytes requested, {live} bytes live of a {capacity}-byte {space}")]
+    OutOfMemory {
+        /// Bytes asked for.
+        requested: usize,
+        /// Live bytes in that space after collecting.
+        live: usize,
+        /// Capacity of the space.
+        capacity: usize,
+        /// Which space.
+        space: &'static str,
+    },
+    /// The type is not registered.
+    #[error("type {0:?} is not registered")]
+    UnknownType(TypeId),
+    /// The length does not fit the header or the address space.
+    #[error("length {0} is too large")]
+    TooLarge(usize),
+    /// A length given for a fixed-size type.
+    #[error("type {0:?} is fixed-size; its length must be 0")]
+    NotAnArray(TypeId),
+    /// The kernel refused to make memory present.
+    #[error("the kernel refused memory: {0}")]
+    Kernel(String),
+}
+
+pub(crate) struct LocalRoots {
+    pub handles: Vec<usize>,
+    pub free: Vec<u32>,
+    pub stack: Vec<usize>,
+    pub sources: Vec<Arc<dyn RootSource>>,
+}
+
+pub(crate) struct MutatorShared {
+    pub id: u64,
+    pub state: AtomicU8,
+    pub tlab_cursor: AtomicUsize,
+    pub tlab_limit: AtomicUsize,
+    pub roots: UnsafeCell<LocalRoots>,
+}
+
+// SAFETY: `roots` is accessed by the owner while RUNNING and by the collector only while the
+// owner is stopped; the handshake (mutex + condvar) orders those accesses. Everything else is
+// atomic.
+unsafe impl Sync for MutatorShared {}
+// SAFETY: as above; the root sources are Send + Sync.
+unsafe impl Send for MutatorShared {}
+
+impl MutatorShared {
+    /// The roots, for the collector.
+    ///
+    /// # Safety
+    /// The owner must be stopped (PARKED or NATIVE) or be the caller.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn roots_mut(&self) -> &mut LocalRoots {
+        // SAFETY: exclusive by the caller's contract.
+        unsafe { &mut *self.roots.get() }
+    }
+}
+
+/// A thread attached to a heap.
+pub struct Mutator {
+    heap: Heap,
+    shared: Arc<MutatorShared>,
+    /// Points into one of the heap's retained registry versions (valid while `heap` lives).
+    types: Cell<*const TypeRegistry>,
+    allocs: u64,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl core::fmt::Debug for Mutator {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Mutator")
+            .field("id", &self.shared.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mutator {
+    pub(crate) fn attach(heap: Heap) -> Mutator {
+        let shared = Arc::new(MutatorShared {
+            id: heap.inner.next_mutator_id.fetch_add(1, Ordering::Relaxed),
+            state: AtomicU8::new(RUNNING),
+            tlab_cursor: AtomicUsize::new(0),
+            tlab_limit: AtomicUsize::new(0),
+            roots: UnsafeCell::new(LocalRoots {
+                handles: Vec::new(),
+                free: Vec::new(),
+                stack: Vec::new(),
+                sources: Vec::new(),
+            }),
+        });
+        {
+            let inner = &heap.inner;
+            let mut g = inner.sp.lock();
+            while g.gc_active {
+                g = inner.sp.wait(g);
+            }
+            g.mutators.push(shared.clone());
+        }
+        let types = Cell::new(Arc::as_ptr(&heap.types()));
+        Mutator {
+            heap,
+            shared,
+            types,
+            allocs: 0,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The heap.
+    pub fn heap(&self) -> &Heap {
+        &self.heap
+    }
+
+    fn inner(&self) -> &HeapInner {
+        &self.heap.inner
+    }
+
+    /// The cached type registry; refreshed when a type beyond it is seen.
+    fn types_for(&self, ty: TypeId) -> &TypeRegistry {
+        // SAFETY: the pointer targets a registry version retained by the heap, which `self`
+        // keeps alive.
+        let t = unsafe { &*self.types.get() };
+        if (ty.0 as usize) < t.len() {
+            return t;
+        }
+        self.types.set(Arc::as_ptr(&self.heap.types()));
+        // SAFETY: as above, the new version is retained by the heap too.
+        unsafe { &*self.types.get() }
+    }
+
+    /// The safepoint poll: if a collection is requested, stop here until it is done.
+    #[inline]
+    pub fn safepoint(&mut self) {
+        if self.inner().sp.requested.load(Ordering::Acquire) {
+            self.park();
+        }
+    }
+
+    #[cold]
+    fn park(&mut self) {
+        let inner = &self.heap.inner;
+        let mut g = inner.sp.lock();
+        while g.gc_active {
+            self.shared.state.store(PARKED, Ordering::SeqCst);
+            inner.sp.cv.notify_all();
+            g = inner.sp.wait(g);
+        }
+        self.shared.state.store(RUNNING, Ordering::SeqCst);
+    }
+
+    /// Run `f` in native state: collections may run meanwhile (the thread counts as stopped).
+    /// `f` cannot touch the heap: it is `Send`, so it holds no `Mutator`, `Root` or `Local`.
+    pub fn native<R>(&mut self, f: impl FnOnce() -> R + Send) -> R {
+        let inner = &self.heap.inner;
+        {
+            let _g = inner.sp.lock();
+            self.shared.state.store(NATIVE, Ordering::SeqCst);
+            inner.sp.cv.notify_all();
+        }
+        let r = f();
+        let mut g = inner.sp.lock();
+        while g.gc_active {
+            g = inner.sp.wait(g);
+        }
+        self.shared.state.store(RUNNING, Ordering::SeqCst);
+        drop(g);
+        r
+    }
+
+    /// Collect now.
+    pub fn collect(&mut self) -> Result<(), AllocError> {
+        self.collect_for(Trigger::Explicit)
+    }
+
+    fn collect_for(&mut self, t: Trigger) -> Result<(), AllocError> {
+        crate::collector::collect(&self.heap.inner, Some(&self.shared), t)
+            .map_err(|e| AllocError::Kernel(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Verify the heap now (stops the world).
+    pub fn verify(&mut self) -> Result<crate::verify::VerifyReport, crate::verify::VerifyError> {
+        crate::collector::verify_stopped(&self.heap.inner, Some(&self.shared))
+    }
+
+    fn type_size(&mut self, ty: TypeId, len: usize) -> Result<usize, AllocError> {
+        let info = match self.types_for(ty).get(ty) {
+            Some(i) if ty != TypeId::FILLER => i,
+            _ => return Err(AllocError::UnknownType(ty)),
+        };
+        if !info.is_array() && len != 0 {
+            return Err(AllocError::NotAnArray(ty));
+        }
+        if len > Header::MAX_LEN {
+            return Err(AllocError::TooLarge(len));
+        }
+        Ok(info.size_words(len) * WORD)
+    }
+
+    /// Allocate an object of type `ty` (with `len` elements or bytes for arrays, 0 otherwise),
+    /// zero-filled. The result is valid until the next safepoint.
+    #[inline]
+    pub fn alloc(&mut self, ty: TypeId, len: usize) -> Result<Value, AllocError> {
+        let bytes = self.type_size(ty, len)?;
+        if let Some(n) = self.inner().config.stress_every {
+            self.allocs += 1;
+            if self.allocs % n == 0 {
+                self.collect_for(Trigger::Stress)?;
+            }
+        }
+        if bytes < self.inner().config.large_object_threshold
+            && !self.inner().sp.requested.load(Ordering::Relaxed)
+        {
+            let cur = self.shared.tlab_cursor.load(Ordering::Relaxed);
+            if cur + bytes <= self.shared.tlab_limit.load(Ordering::Relaxed) {
+                self.shared
+                    .tlab_cursor
+                    .store(cur + bytes, Ordering::Relaxed);
+                return Ok(Self::init(cur, ty, len));
+            }
+        }
+        self.alloc_slow(ty, len, bytes)
+    }
+
+    fn init(addr: usize, ty: TypeId, len: usize) -> Value {
+        // SAFETY: `addr` is a fresh, present, zeroed, word-aligned block of the object's size
+        // handed to this mutator alone.
+        unsafe { (addr as *mut u64).write(Header::new(ty, len as u32).0) };
+        Value::from_ref(ObjectRef::from_address(addr).expect("heap addresses are aligned"))
+    }
+
+    #[cold]
+    fn alloc_slow(&mut self, ty: TypeId, len: usize, bytes: usize) -> Result<Value, AllocError> {
+        self.safepoint();
+        let large = bytes >= self.inner().config.large_object_threshold;
+        let mut collected = false;
+        loop {
+            let inner = &self.heap.inner;
+            let over_trigger = inner.moving.used() + inner.large.used()
+                >= inner.trigger_bytes.load(Ordering::Relaxed);
+            if over_trigger && !collected {
+                self.collect_for(Trigger::Occupancy)?;
+                collected = true;
+                continue;
+            }
+            let inner = &self.heap.inner;
+            let got = if large {
+                inner
+                    .large
+                    .alloc(&inner.arena, bytes)
+                    .map_err(|e| AllocError::Kernel(e.to_string()))?
+            } else {
+                // Retire the buffer (its tail stays zero: one-word fillers) and take a new one.
+                let tlab = inner.config.tlab_bytes.max(bytes);
+                match inner
+                    .moving
+                    .bump(&inner.arena, tlab, inner.config.populate_batch_bytes)
+                    .map_err(|e| AllocError::Kernel(e.to_string()))?
+                {
+                    Some(start) => {
+                        self.shared
+                            .tlab_cursor
+                            .store(start + bytes, Ordering::Relaxed);
+                        self.shared
+                            .tlab_limit
+                            .store(start + tlab, Ordering::Relaxed);
+                        Some(start)
+                    }
+                    None => None,
+                }
+            };
+            if let Some(addr) = got {
+                return Ok(Self::init(addr, ty, len));
+            }
+            if collected {
+                let inner = &self.heap.inner;
+                return Err(if large {
+                    AllocError::OutOfMemory {
+                        requested: bytes,
+                        live: inner.large.used(),
+                        capacity: inner.large.size,
+                        space: "large-object space",
+                    }
+                } else {
+                    AllocError::OutOfMemory {
+                        requested: bytes,
+                        live: inner.moving.used(),
+                        capacity: inner.moving.half_bytes,
+                        space: "moving space",
+                    }
+                });
+            }
+            self.collect_for(Trigger::Exhausted)?;
+            collected = true;
+        }
+    }
+
+    /// Access the object `v` refers to; `None` for null and immediates.
+    ///
+    /// # Panics
+    /// If `v` does not point at a live part of the heap or at an object of a known type: the
+    /// signature of a value held across a safepoint.
+    pub fn local(&self, v: Value) -> Option<Local<'_>> {
+        let o = v.as_ref()?;
+        let a = o.address();
+        let inner = self.inner();
+        let in_heap = inner.moving.contains_used(a) || inner.large.contains(a);
+        // SAFETY: only read when the address lies in present heap memory.
+        let h = in_heap.then(|| Header(unsafe { (a as *const u64).read() }));
+        match h {
+            Some(h)
+                if h.type_id() != TypeId::FILLER
+                    && (h.type_id().0 as usize) < self.types_for(h.type_id()).len() =>
+            {
+                Some(Local {
+                    obj: o,
+                    header: h,
+                    types: self.types_for(h.type_id()),
+                    _m: PhantomData,
+                })
+            }
+            _ => panic!(
+                "stale or forged reference {v:?}: not an object of this heap (was a Value held across a safepoint without a root?)"
+            ),
+        }
+    }
+
+    /// Create a handle that keeps `v` alive and up to date across collections.
+    pub fn root(&self, v: Value) -> Root {
+        // SAFETY: the owner thread, RUNNING.
+        let r = unsafe { self.shared.roots_mut() };
+        let index = match r.free.pop() {
+            Some(i) => {
+                r.handles[i as usize] = v.bits();
+                i
+            }
+            None => {
+                r.handles.push(v.bits());
+                (r.handles.len() - 1) as u32
+            }
+        };
+        Root {
+            shared: self.shared.clone(),
+            index,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Add a root source scanned with this mutator's roots.
+    pub fn add_root_source(&self, src: Arc<dyn RootSource>) {
+        // SAFETY: the owner thread, RUNNING.
+        unsafe { self.shared.roots_mut() }.sources.push(src);
+    }
+
+    // The value stack: a precise root area for an interpreter's operand stack and frames.
+
+    /// Push onto the value stack.
+    #[inline]
+    pub fn push(&self, v: Value) {
+        // SAFETY: the owner thread, RUNNING.
+        unsafe { self.shared.roots_mut() }.stack.push(v.bits());
+    }
+    /// Pop from the value stack.
+    #[inline]
+    pub fn pop(&self) -> Option<Value> {
+        // SAFETY: the owner thread; the stack holds valid values.
+        unsafe {
+            self.shared
+                .roots_mut()
+                .stack
+                .pop()
+                .map(|b| Value::from_bits(b))
+        }
+    }
+    /// Value-stack slot `i` (0 = bottom).
+    #[inline]
+    pub fn stack_get(&self, i: usize) -> Value {
+        // SAFETY: the owner thread; the stack holds valid values.
+        unsafe { Value::from_bits(self.shared.roots_mut().stack[i]) }
+    }
+    /// Set value-stack slot `i`.
+    #[inline]
+    pub fn stack_set(&self, i: usize, v: Value) {
+        // SAFETY: the owner thread, RUNNING.
+        unsafe { self.shared.roots_mut() }.stack[i] = v.bits();
+    }
+    /// Value-stack depth.
+    #[inline]
+    pub fn stack_len(&self) -> usize {
+        // SAFETY: the owner thread, RUNNING.
+        unsafe { self.shared.roots_mut() }.stack.len()
+    }
+    /// Shrink the value stack to `n` slots.
+    #[inline]
+    pub fn stack_truncate(&self, n: usize) {
+        // SAFETY: the owner thread, RUNNING.
+        unsafe { self.shared.roots_mut() }.stack.truncate(n);
+    }
+}
+
+impl Drop for Mutator {
+    fn drop(&mut self) {
+        let inner = &self.heap.inner;
+        let mut g = inner.sp.lock();
+        g.mutators.retain(|m| !Arc::ptr_eq(m, &self.shared));
+        drop(g);
+        inner.sp.cv.notify_all();
+    }
+}
+
+/// A handle on one object, updated by the collector when the object moves.
+pub struct Root {
+    shared: Arc<MutatorShared>,
+    index: u32,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Root {
+    /// The current value (valid until the next safepoint of `m`).
+    pub fn value(&self, _m: &Mutator) -> Value {
+        // SAFETY: the owner thread (Root is !Send); the slot holds a valid value.
+        unsafe { Value::from_bits(self.shared.roots_mut().handles[self.index as usize]) }
+    }
+    /// The object, borrowed from `m`: usable until `m`'s next safepoint.
+    pub fn get<'m>(&self, m: &'m Mutator) -> Option<Local<'m>> {
+        m.local(self.value(m))
+    }
+    /// Replace the rooted value.
+    pub fn set(&self, _m: &Mutator, v: Value) {
+        // SAFETY: the owner thread, RUNNING.
+        unsafe { self.shared.roots_mut() }.handles[self.index as usize] = v.bits();
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        // SAFETY: the owner thread (Root is !Send, and a native closure cannot hold it).
+        let r = unsafe { self.shared.roots_mut() };
+        r.handles[self.index as usize] = 0;
+        r.free.push(self.index);
+    }
+}
+
+/// Access to one object, valid until its mutator's next safepoint (enforced by the borrow).
+#[derive(Clone, Copy)]
+pub struct Local<'m> {
+    obj: ObjectRef,
+    header: Header,
+    types: &'m TypeRegistry,
+    _m: PhantomData<&'m Mutator>,
+}
+
+impl core::fmt::Debug for Local<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Local({:?}, {:?})", self.obj, self.header)
+    }
+}
+
+impl<'m> Local<'m> {
+    /// The reference as a value (to store in a field or a root).
+    pub fn value(&self) -> Value {
+        Value::from_ref(self.obj)
+    }
+    /// The object reference.
+    pub fn object(&self) -> ObjectRef {
+        self.obj
+    }
+    /// Its type.
+    pub fn type_id(&self) -> TypeId {
+        self.header.type_id()
+    }
+    /// Length of an array (elements or bytes); 0 for fixed-size objects.
+    pub fn len(&self) -> usize {
+        self.header.len()
+    }
+    /// Whether an array is empty (always true for fixed-size objects).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn kind(&self) -> &'m TypeKind {
+        &self
+            .types
+            .get(self.header.type_id())
+            .expect("checked at creation")
+            .kind
+    }
+    /// Payload words of the object.
+    pub fn payload_words(&self) -> usize {
+        self.types
+            .get(self.header.type_id())
+            .map_or(0, |t| t.size_words(self.header.len()))
+            - 1
+    }
+    fn is_ref_word(&self, i: usize) -> bool {
+        match self.kind() {
+            TypeKind::RefArray => true,
+            TypeKind::Fixed { .. } => self
+                .types
+                .ref_words(self.header.type_id())
+                .contains(&(1 + i as u32)),
+            _ => false,
+        }
+    }
+    fn word_addr(&self, i: usize) -> usize {
+        assert!(
+            i < self.payload_words() && !matches!(self.kind(), TypeKind::ByteArray),
+            "word {i} out of bounds for {:?}",
+            self.header
+        );
+        self.obj.payload_word(i)
+    }
+
+    /// Payload word `i` as a value (for arrays: element `i`).
+    pub fn get(&self, i: usize) -> Value {
+        let a = self.word_addr(i);
+        // SAFETY: an in-bounds payload word of a live object. Non-reference words are returned
+        // as values too; a non-reference word is never traced, whatever it holds.
+        unsafe { Value::from_bits((a as *const usize).read_volatile()) }
+    }
+    /// Store `v` into payload word `i`. A reference may only be stored into a reference slot.
+    pub fn set(&self, i: usize, v: Value) {
+        let a = self.word_addr(i);
+        assert!(
+            !v.is_ref() || self.is_ref_word(i),
+            "word {i} of {:?} is not a reference slot",
+            self.header
+        );
+        // SAFETY: an in-bounds payload word of a live object.
+        unsafe { (a as *mut usize).write_volatile(v.bits()) };
+    }
+    /// Raw payload word `i` (a non-reference data word).
+    pub fn word(&self, i: usize) -> u64 {
+        let a = self.word_addr(i);
+        // SAFETY: in bounds.
+        unsafe { (a as *const u64).read_volatile() }
+    }
+    /// Store raw bits into non-reference payload word `i`.
+    pub fn set_word(&self, i: usize, bits: u64) {
+        let a = self.word_addr(i);
+        assert!(
+            !self.is_ref_word(i),
+            "word {i} of {:?} is a reference slot",
+            self.header
+        );
+        // SAFETY: in bounds, and not a reference slot.
+        unsafe { (a as *mut u64).write_volatile(bits) };
+    }
+    fn byte_range(&self, offset: usize, n: usize) -> usize {
+        assert!(
+            matches!(self.kind(), TypeKind::ByteArray)
+                && offset.checked_add(n).is_some_and(|e| e <= self.len()),
+            "bytes {offset}..+{n} out of bounds for {:?}",
+            self.header
+        );
+        self.obj.payload_word(0) + offset
+    }
+    /// Copy bytes out of a byte array.
+    pub fn read_bytes(&self, offset: usize, dst: &mut [u8]) {
+        let a = self.byte_range(offset, dst.len());
+        // SAFETY: in bounds of the byte array.
+        unsafe { core::ptr::copy(a as *const u8, dst.as_mut_ptr(), dst.len()) };
+    }
+    /// Copy bytes into a byte array.
+    pub fn write_bytes(&self, offset: usize, src: &[u8]) {
+        let a = self.byte_range(offset, src.len());
+        // SAFETY: in bounds of the byte array; byte arrays hold no references.
+        unsafe { core::ptr::copy(src.as_ptr(), a as *mut u8, src.len()) };
+    }
+    /// The whole byte array as a vector.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len()];
+        self.read_bytes(0, &mut v);
+        v
+    }
+    /// The address of the first byte of a byte array, for handing to a system call (see the
+    /// documentation of `ensure_present` in concurrent mode).
+    pub fn byte_ptr(&self) -> *mut u8 {
+        self.byte_range(0, 0) as *mut u8
+    }
+}

@@ -1,0 +1,196 @@
+//! Collection telemetry: one record per cycle, and summaries over them.
+//!
+//! Invariant: every figure in a [`CycleStats`] is measured (clock readings, counter deltas of
+//! the arena's kernel handle, `/proc/self/maps`), never derived from configuration.
+
+use std::time::Duration;
+
+use faultline_heap::sys::{Call, CallSnapshot};
+
+use crate::config::GcMode;
+
+/// Why a cycle ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// `collect()` was called.
+    Explicit,
+    /// Occupancy reached the trigger.
+    Occupancy,
+    /// An allocation did not fit.
+    Exhausted,
+    /// Stress mode (every N allocations).
+    Stress,
+}
+
+impl Trigger {
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::Explicit => "explicit",
+            Trigger::Occupancy => "occupancy",
+            Trigger::Exhausted => "exhausted",
+            Trigger::Stress => "stress",
+        }
+    }
+}
+
+/// One pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pause {
+    /// Its name ("stw", later "initial-mark", "remark", "flip").
+    pub kind: &'static str,
+    /// How long mutators were stopped.
+    pub duration: Duration,
+}
+
+/// What one collection cycle did.
+#[derive(Debug, Clone)]
+pub struct CycleStats {
+    /// 1-based cycle number.
+    pub cycle: u64,
+    /// Collector mode.
+    pub mode: GcMode,
+    /// Why it ran.
+    pub trigger: Trigger,
+    /// Pauses of the cycle.
+    pub pauses: Vec<Pause>,
+    /// Time to stop the world (from the request to the last mutator parking).
+    pub time_to_safepoint: Duration,
+    /// Marking time.
+    pub mark: Duration,
+    /// Planning time.
+    pub plan: Duration,
+    /// Compaction (page filling) time.
+    pub compact: Duration,
+    /// Whole cycle.
+    pub total: Duration,
+    /// Moving-space bytes in use before / after.
+    pub moving_before: usize,
+    /// After.
+    pub moving_after: usize,
+    /// Large-object bytes before / after.
+    pub large_before: usize,
+    /// After.
+    pub large_after: usize,
+    /// Live objects found by marking.
+    pub live_objects: usize,
+    /// Destination pages filled.
+    pub pages_filled: usize,
+    /// Kernel calls made by the arena during the cycle.
+    pub calls: CallSnapshot,
+    /// VMAs covering the arena at heap creation and after the cycle.
+    pub vmas: (usize, usize),
+    /// Mutators attached.
+    pub mutators: usize,
+}
+
+impl CycleStats {
+    /// Bytes in use before the cycle.
+    pub fn heap_before(&self) -> usize {
+        self.moving_before + self.large_before
+    }
+    /// Bytes in use after the cycle.
+    pub fn heap_after(&self) -> usize {
+        self.moving_after + self.large_after
+    }
+    /// Sum of the pauses.
+    pub fn pause_total(&self) -> Duration {
+        self.pauses.iter().map(|p| p.duration).sum()
+    }
+    /// Longest pause.
+    pub fn pause_max(&self) -> Duration {
+        self.pauses
+            .iter()
+            .map(|p| p.duration)
+            .max()
+            .unwrap_or_default()
+    }
+    /// mmap + munmap + mremap + mprotect during the cycle.
+    pub fn mmap_family(&self) -> u64 {
+        self.calls.mmap_family()
+    }
+    /// REGISTER + UNREGISTER during the cycle.
+    pub fn registrations(&self) -> u64 {
+        self.calls.get(Call::UffdRegister) + self.calls.get(Call::UffdUnregister)
+    }
+
+    /// One GC-log line, in the spirit of the JVM's unified logging.
+    pub fn log_line(&self) -> String {
+        let pauses: Vec<String> = self
+            .pauses
+            .iter()
+            .map(|p| format!("{} {:.3}ms", p.kind, p.duration.as_secs_f64() * 1e3))
+            .collect();
+        format!(
+            "[gc] #{} {} ({}) pause: {} | heap {}K->{}K | live {} objs | pages {} | mmap-family {} register {} | vmas {}->{} | cycle {:.3}ms",
+            self.cycle,
+            match self.mode {
+                GcMode::StopTheWorld => "stw",
+                GcMode::Concurrent => "concurrent",
+            },
+            self.trigger.name(),
+            pauses.join(", "),
+            self.heap_before() / 1024,
+            self.heap_after() / 1024,
+            self.live_objects,
+            self.pages_filled,
+            self.mmap_family(),
+            self.registrations(),
+            self.vmas.0,
+            self.vmas.1,
+            self.total.as_secs_f64() * 1e3
+        )
+    }
+}
+
+/// Percentile summary of durations.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Percentiles {
+    /// Count.
+    pub count: usize,
+    /// Median.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Maximum.
+    pub max: Duration,
+    /// Sum.
+    pub total: Duration,
+}
+
+impl Percentiles {
+    /// Summarise `xs` (nearest-rank percentiles).
+    pub fn of(mut xs: Vec<Duration>) -> Self {
+        if xs.is_empty() {
+            return Percentiles::default();
+        }
+        xs.sort_unstable();
+        let rank = |p: f64| {
+            let r = ((p * xs.len() as f64).ceil() as usize).clamp(1, xs.len());
+            xs[r - 1]
+        };
+        Percentiles {
+            count: xs.len(),
+            p50: rank(0.50),
+            p99: rank(0.99),
+            max: *xs.last().unwrap_or(&Duration::ZERO),
+            total: xs.iter().sum(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let xs: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let p = Percentiles::of(xs);
+        assert_eq!(p.p50, Duration::from_millis(50));
+        assert_eq!(p.p99, Duration::from_millis(99));
+        assert_eq!(p.max, Duration::from_millis(100));
+        assert_eq!(p.count, 100);
+        assert_eq!(Percentiles::of(vec![]).count, 0);
+    }
+}

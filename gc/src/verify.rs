@@ -1,0 +1,195 @@
+//! Heap verification: every reachable object is well formed and every reference points at an
+//! object start in a live space.
+//!
+//! Checks, with the world stopped:
+//! 1. the current half parses from its base to `top` as a sequence of objects of registered
+//!    types (zero words are one-word fillers) that ends exactly at `top`;
+//! 2. every large object has a registered type and fits in its pages;
+//! 3. from the roots, every reachable reference points at an object start found by (1) or a
+//!    large object of (2) — never into the released half, never outside the heap;
+//! 4. ([`check_marks`], after marking) every marked object's words are all set in the
+//!    live-words bitmap, and the live-words bitmap holds nothing else.
+//!
+//! Invariant: verification reads the heap and writes nothing to it.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use faultline_heap::bitmap::Bitmap;
+use faultline_heap::object::{Header, TypeId, TypeRegistry, WORD};
+
+use crate::collector::{object_words, visit_roots};
+use crate::heap::{HeapInner, SpState};
+
+/// What a successful verification saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VerifyReport {
+    /// Objects parsed in the current half (fillers excluded).
+    pub objects: usize,
+    /// Reachable objects.
+    pub reachable: usize,
+    /// Large objects.
+    pub large_objects: usize,
+    /// Root slots holding references.
+    pub roots: usize,
+}
+
+/// A verification failure, with where it was found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct VerifyError(pub String);
+
+fn err<T>(s: String) -> Result<T, VerifyError> {
+    Err(VerifyError(s))
+}
+
+/// Verify the whole heap. The world must be stopped.
+pub(crate) fn verify_heap(
+    inner: &HeapInner,
+    g: &SpState,
+    types: &TypeRegistry,
+) -> Result<VerifyReport, VerifyError> {
+    let moving = &inner.moving;
+    let base = moving.base();
+    let top = moving.top.load(Ordering::Relaxed);
+    let mut report = VerifyReport::default();
+    // 1. Parse the current half.
+    let starts = Bitmap::new((top - base) / WORD + 1);
+    let mut a = base;
+    while a < top {
+        let Some((ty, size)) = object_words(types, a) else {
+            // SAFETY: `a` lies in the present, used part of the current half.
+            let h = Header(unsafe { (a as *const u64).read() });
+            return err(format!("object at {a:#x} has unregistered type ({h:?})"));
+        };
+        if a + size * WORD > top {
+            return err(format!(
+                "object at {a:#x} ({size} words) runs past top {top:#x}"
+            ));
+        }
+        if ty != TypeId::FILLER {
+            starts.set((a - base) / WORD);
+            report.objects += 1;
+        }
+        a += size * WORD;
+    }
+    // 2. Large objects.
+    let large = inner.large.lock();
+    for (&s, &len) in large.objects.iter() {
+        match object_words(types, s) {
+            Some((ty, size)) if ty != TypeId::FILLER && size * WORD <= len => {}
+            _ => return err(format!("large object at {s:#x} has a bad header or size")),
+        }
+        report.large_objects += 1;
+    }
+    // 3. Trace from the roots.
+    let check = |v: usize, what: &dyn Fn() -> String| -> Result<bool, VerifyError> {
+        if v == 0 || v % WORD != 0 {
+            return Ok(false);
+        }
+        if v >= base && v < top {
+            if !starts.get((v - base) / WORD) {
+                return err(format!("{}: {v:#x} is not an object start", what()));
+            }
+            Ok(true)
+        } else if inner.large.contains(v) {
+            if !large.objects.contains_key(&v) {
+                return err(format!("{}: {v:#x} is not a live large object", what()));
+            }
+            Ok(true)
+        } else if moving.in_other_half(v) {
+            err(format!("{}: {v:#x} points into the released half", what()))
+        } else if v >= base && v < moving.end() {
+            err(format!("{}: {v:#x} points above top {top:#x}", what()))
+        } else {
+            err(format!("{}: {v:#x} points outside the heap", what()))
+        }
+    };
+    let mut stack = Vec::new();
+    let mut first_err = None;
+    let mut root_index = 0usize;
+    visit_roots(inner, g, &mut |s| {
+        root_index += 1;
+        if first_err.is_some() {
+            return;
+        }
+        let v = *s;
+        match check(v, &|| format!("root slot #{root_index}")) {
+            Ok(true) => {
+                report.roots += 1;
+                stack.push(v);
+            }
+            Ok(false) => {}
+            Err(e) => first_err = Some(e),
+        }
+    });
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let mut seen = HashSet::new();
+    while let Some(o) = stack.pop() {
+        if !seen.insert(o) {
+            continue;
+        }
+        report.reachable += 1;
+        // SAFETY: `o` passed `check`: an object start in present memory.
+        let h = Header(unsafe { (o as *const u64).read() });
+        let size = types.size_words(h).unwrap_or(1);
+        let mut result = Ok(());
+        types.for_each_ref_word(h, 0, size, |k| {
+            if result.is_err() {
+                return;
+            }
+            // SAFETY: a slot inside a verified object.
+            let v = unsafe { ((o + k * WORD) as *const usize).read() };
+            match check(v, &|| {
+                format!(
+                    "word {k} of {:?} at {o:#x}",
+                    types
+                        .get(h.type_id())
+                        .map(|t| t.name.as_str())
+                        .unwrap_or("?")
+                )
+            }) {
+                Ok(true) => stack.push(v),
+                Ok(false) => {}
+                Err(e) => result = Err(e),
+            }
+        });
+        result?;
+    }
+    Ok(report)
+}
+
+/// Check that the mark and live-words bitmaps agree over the first `words` words at `from`.
+pub(crate) fn check_marks(
+    mark: &Bitmap,
+    live: &Bitmap,
+    from: usize,
+    words: usize,
+    types: &TypeRegistry,
+) -> Result<(), VerifyError> {
+    let mut sum = 0;
+    let mut w = 0;
+    while let Some(m) = mark.next_set(w, words) {
+        let Some((_, size)) = object_words(types, from + m * WORD) else {
+            return err(format!("marked word {m} holds no valid header"));
+        };
+        for i in m..m + size {
+            if !live.get(i) {
+                return err(format!(
+                    "live bit {i} missing inside the marked object at word {m}"
+                ));
+            }
+        }
+        sum += size;
+        w = m + size;
+    }
+    let ones = live.count_ones(words.div_ceil(64) + 1);
+    if ones != sum {
+        return err(format!(
+            "{ones} live words set but marked objects cover {sum}"
+        ));
+    }
+    Ok(())
+}

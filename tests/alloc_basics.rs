@@ -1,0 +1,85 @@
+//! Allocation of every object kind through the public API: fresh objects are zeroed, fields
+//! read back what was written, misuse is an error or a clear panic, and the allocation path
+//! made no mapping call.
+
+mod common;
+use common::*;
+use faultline::{AllocError, TypeId, Value};
+
+#[test]
+fn every_kind_allocates_zeroed_and_reads_back() {
+    let heap = heap(4 << 20);
+    let t = register(&heap);
+    let mut m = heap.attach();
+    let p = m.alloc(t.pair, 0).unwrap();
+    let pl = m.local(p).unwrap();
+    assert!(pl.get(0).is_null() && pl.get(1).is_null());
+    pl.set(0, fix(42));
+    assert_eq!(unfix(pl.get(0)), 42);
+    let v = m.alloc(t.vector, 100).unwrap();
+    let vl = m.local(v).unwrap();
+    assert_eq!(vl.len(), 100);
+    assert!((0..100).all(|i| vl.get(i).is_null()));
+    vl.set(99, p);
+    assert_eq!(vl.get(99), p);
+    let s = m.alloc(t.string, 13).unwrap();
+    let sl = m.local(s).unwrap();
+    sl.write_bytes(0, b"hello, world!");
+    assert_eq!(sl.to_bytes(), b"hello, world!");
+    let n = m.alloc(t.node, 0).unwrap();
+    m.local(n).unwrap().set_word(2, u64::MAX);
+    assert_eq!(m.local(n).unwrap().word(2), u64::MAX);
+    // Immediates are not references; NULL is not an object.
+    assert!(m.local(fix(1)).is_none());
+    assert!(m.local(Value::NULL).is_none());
+}
+
+#[test]
+fn misuse_is_an_error_or_a_clear_panic() {
+    let heap = heap(4 << 20);
+    let t = register(&heap);
+    let mut m = heap.attach();
+    assert_eq!(
+        m.alloc(TypeId(999), 0),
+        Err(AllocError::UnknownType(TypeId(999)))
+    );
+    assert_eq!(
+        m.alloc(TypeId::FILLER, 0),
+        Err(AllocError::UnknownType(TypeId::FILLER))
+    );
+    assert_eq!(m.alloc(t.pair, 3), Err(AllocError::NotAnArray(t.pair)));
+    assert!(matches!(
+        m.alloc(t.vector, 1 << 40),
+        Err(AllocError::TooLarge(_))
+    ));
+    let p = m.alloc(t.pair, 0).unwrap();
+    let n = m.alloc(t.node, 0).unwrap();
+    let nl = m.local(n).unwrap();
+    // A reference into a data word would hide it from the collector: refused.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| nl.set(2, p)));
+    assert!(r.is_err());
+    // Raw bits into a reference slot: refused.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| nl.set_word(0, 8)));
+    assert!(r.is_err());
+    // Out of bounds.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| nl.get(3)));
+    assert!(r.is_err());
+}
+
+#[test]
+fn allocation_makes_no_mapping_calls() {
+    let heap = heap(16 << 20);
+    let t = register(&heap);
+    let mut m = heap.attach();
+    let before = heap.arena_stats();
+    for _ in 0..100_000 {
+        m.alloc(t.pair, 0).unwrap();
+    }
+    let after = heap.arena_stats();
+    assert_eq!(
+        after.mmap_family_since_creation,
+        before.mmap_family_since_creation
+    );
+    assert_eq!(after.registers, u64::from(heap.uses_userfaultfd()));
+    assert_eq!(after.vmas, before.vmas);
+}
