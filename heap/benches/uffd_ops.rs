@@ -9,10 +9,12 @@
 //! 3. `populate_512/*`: [`VolatileArena::populate_with`] of 512 pages by `CopyZeros` and by
 //!    `ZeroPage`, alone and followed by a write to every page (the copy-on-write fault that
 //!    `ZeroPage` defers);
-//! 4. `fault_roundtrip/{sigbus_copy,thread_copy}`: a mutator's read of an absent arena page until
-//!    the read completes, the page resolved by `UFFDIO_COPY` either in the faulting thread's SIGBUS
-//!    handler or by a [`FaultReader`] handler thread; after the criterion run, a second pass times
-//!    every fault individually and prints the spread (percentiles);
+//! 4. `fault_roundtrip/{sigbus_copy,thread_copy_*}`: a mutator's read of an absent arena page
+//!    until the read completes, the page resolved by `UFFDIO_COPY` either in the faulting thread's
+//!    SIGBUS handler or by a [`FaultReader`] handler thread; the handler thread is measured on the
+//!    mutator's CPU (`same_cpu`), on another CPU (`cross_cpu`) and where the scheduler puts it
+//!    (`unpinned`), because the placement dominates its cost. After each criterion run a second
+//!    pass times every fault individually and prints the spread (percentiles) on stdout;
 //! 5. `memcpy/{4KiB,2MiB}`: `memcpy` of one page (cache hot) and of 512 pages, the floor under
 //!    COPY.
 //!
@@ -31,10 +33,13 @@
 //! - no arena page is read while absent except in `fault_roundtrip`, where a resolver is
 //!   registered for exactly that arena (an unexpected fault elsewhere still crashes);
 //! - transparent huge pages are disabled on every mapping measured here (the arena does it
-//!   itself), so a fault maps one 4 KiB page.
+//!   itself), so a fault maps one 4 KiB page;
+//! - CPU pinning is confined to `fault_roundtrip`: the main thread's original affinity is
+//!   restored when the group ends.
 
 use std::cell::Cell;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -474,8 +479,9 @@ fn fault_latencies(arena: &VolatileArena, faults: usize) -> Vec<u64> {
 fn print_spread(label: &str, mut ns: Vec<u64>) {
     ns.sort_unstable();
     let q = |p: f64| ns[((ns.len() - 1) as f64 * p).round() as usize];
+    let mean = ns.iter().sum::<u64>() / ns.len() as u64;
     println!(
-        "fault_roundtrip spread {label:<12} n={:<6} min={} p10={} p50={} p90={} p99={} p99.9={} max={} (ns per fault)",
+        "fault_roundtrip spread {label:<22} n={:<6} mean={mean} min={} p10={} p50={} p90={} p99={} p99.9={} max={} (ns per fault)",
         ns.len(),
         ns[0],
         q(0.10),
@@ -487,7 +493,62 @@ fn print_spread(label: &str, mut ns: Vec<u64>) {
     );
 }
 
+/// CPU the fault-reader thread should run on ([`ANY_CPU`]: wherever the scheduler puts it).
+/// Read by the handler at every event; it re-pins itself when the wish changes.
+static HANDLER_CPU: AtomicUsize = AtomicUsize::new(ANY_CPU);
+const ANY_CPU: usize = usize::MAX;
+
+/// The calling thread's CPU affinity mask.
+fn affinity() -> libc::cpu_set_t {
+    // SAFETY: `cpu_set_t` is plain old data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `set` is a live cpu_set_t of the size passed; 0 = the calling thread.
+    let r = unsafe { libc::sched_getaffinity(0, core::mem::size_of_val(&set), &mut set) };
+    assert_eq!(
+        r,
+        0,
+        "sched_getaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+    set
+}
+
+/// Restrict the calling thread to `set`.
+fn set_affinity(set: &libc::cpu_set_t) {
+    // SAFETY: `set` is a live cpu_set_t of the size passed; 0 = the calling thread.
+    let r = unsafe { libc::sched_setaffinity(0, core::mem::size_of_val(set), set) };
+    assert_eq!(
+        r,
+        0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The set holding `cpu` only (or `all` for [`ANY_CPU`]).
+fn cpu_set(cpu: usize, all: &libc::cpu_set_t) -> libc::cpu_set_t {
+    if cpu == ANY_CPU {
+        return *all;
+    }
+    // SAFETY: as in `affinity`.
+    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `cpu` < CPU_SETSIZE (it came from `cpus_in`); `set` is live.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    set
+}
+
+/// The CPUs in `set`, in order.
+fn cpus_in(set: &libc::cpu_set_t) -> Vec<usize> {
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` < CPU_SETSIZE; `set` is a live cpu_set_t.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, set) })
+        .collect()
+}
+
 fn bench_fault_roundtrip(c: &mut Criterion) {
+    let all = affinity();
+    let cpus = cpus_in(&all);
+
     // SIGBUS delivery: the resolver runs in the faulting thread.
     let ctx = Box::new(SigbusCtx {
         arena: arena(Backing::Anonymous, FaultDelivery::Sigbus),
@@ -512,7 +573,17 @@ fn bench_fault_roundtrip(c: &mut Criterion) {
     let thr = Arc::new(arena(Backing::Anonymous, FaultDelivery::Thread));
     let src = Box::new(Page([PATTERN; PAGE]));
     let handler_arena = thr.clone();
-    let reader = FaultReader::spawn(thr.uffd().clone(), "bench-fault-reader", move |ev| {
+    let uffd = thr
+        .uffd()
+        .expect("a Thread-delivery arena is registered")
+        .clone();
+    let mut pinned = ANY_CPU;
+    let reader = FaultReader::spawn(uffd, "bench-fault-reader", move |ev| {
+        let want = HANDLER_CPU.load(Ordering::Relaxed);
+        if want != pinned {
+            set_affinity(&cpu_set(want, &all));
+            pinned = want;
+        }
         if let UffdEvent::PageFault { address, .. } = *ev {
             let a = &handler_arena;
             let offset = (address - a.base()) & !(PAGE - 1);
@@ -532,15 +603,29 @@ fn bench_fault_roundtrip(c: &mut Criterion) {
     assert_eq!(read_at(thr.base()), PATTERN);
     thr.release(0, PAGE).unwrap();
 
-    let ran = [Cell::new(0u64), Cell::new(0u64)];
+    // (name, arena, mutator CPU, handler CPU). With handler-thread delivery the round trip
+    // depends on whether the two threads share a CPU (a local switch) or not (a cross-CPU
+    // wake-up of a possibly idle CPU, twice per fault), so both placements are measured, and
+    // the unpinned one shows what the scheduler picks.
+    let mut variants: Vec<(&str, &VolatileArena, usize, usize)> = vec![
+        ("sigbus_copy", sig, cpus[0], ANY_CPU),
+        ("thread_copy_same_cpu", &thr, cpus[0], cpus[0]),
+    ];
+    if let Some(&other) = cpus.get(1) {
+        variants.push(("thread_copy_cross_cpu", &thr, cpus[0], other));
+    }
+    variants.push(("thread_copy_unpinned", &thr, ANY_CPU, ANY_CPU));
+
     let mut g = c.benchmark_group("fault_roundtrip");
     configure(&mut g);
     g.throughput(Throughput::Elements(1));
-    for (i, (name, a)) in [("sigbus_copy", sig), ("thread_copy", &*thr)]
-        .into_iter()
-        .enumerate()
-    {
-        let ran = &ran[i];
+    for (name, a, mutator_cpu, handler_cpu) in variants {
+        set_affinity(&cpu_set(mutator_cpu, &all));
+        HANDLER_CPU.store(handler_cpu, Ordering::Relaxed);
+        // One untimed fault lets the handler apply its new placement.
+        assert_eq!(read_at(a.base()), PATTERN);
+        a.release(0, PAGE).unwrap();
+        let ran = Cell::new(0u64);
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 ran.set(ran.get() + iters);
@@ -555,17 +640,15 @@ fn bench_fault_roundtrip(c: &mut Criterion) {
                 )
             })
         });
+        // The spread pass runs only when criterion really measured (not under `cargo test`,
+        // not when filtered out or listing): a test run calls each routine once.
+        if ran.get() > 1000 {
+            print_spread(name, fault_latencies(a, SPREAD_FAULTS));
+        }
     }
     g.finish();
-
-    // The spread pass runs only when criterion really measured (not under `cargo test`, not
-    // when filtered out or listing): a test run calls each routine once.
-    if ran[0].get() > 1000 {
-        print_spread("sigbus_copy", fault_latencies(sig, SPREAD_FAULTS));
-    }
-    if ran[1].get() > 1000 {
-        print_spread("thread_copy", fault_latencies(&thr, SPREAD_FAULTS));
-    }
+    set_affinity(&all);
+    HANDLER_CPU.store(ANY_CPU, Ordering::Relaxed);
 
     drop(reader);
     drop(guard);

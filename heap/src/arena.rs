@@ -20,6 +20,8 @@
 //!   `/proc/self/maps`) stays what it was at creation;
 //! - every public operation takes an *offset* range checked to be page aligned and inside the
 //!   arena; an address outside is an error, never undefined behaviour;
+//! - no error path of a resolving call allocates (their errors are `Copy` data or static
+//!   strings), so a SIGBUS resolver may propagate them;
 //! - transient kernel results are absorbed here: EAGAIN with a partial count is retried from
 //!   where the kernel stopped, and EEXIST from a lost race is reported as
 //!   [`Resolution::AlreadyPresent`] (the page is there, which is what the caller wanted).
@@ -163,6 +165,13 @@ pub enum ArenaError {
     /// Bad configuration.
     #[error("bad arena configuration: {0}")]
     Config(String),
+    /// An operation that needs a userfaultfd on an unregistered arena. (A static message, so
+    /// that error paths reachable from a signal handler allocate nothing.)
+    #[error("{0} needs an arena registered with userfaultfd")]
+    NotRegistered(&'static str),
+    /// MOVE on a memfd arena.
+    #[error("UFFDIO_MOVE needs an anonymous arena")]
+    MoveNeedsAnonymous,
 }
 
 /// What a resolving call found.
@@ -236,13 +245,14 @@ impl VolatileArena {
         let sys = config.sys.with_fresh_counters();
 
         let mut required = Features::NONE;
-        let mut optional = Features::of(&[Feature::Move, Feature::ThreadId, Feature::Poison]);
+        let optional = Features::of(&[Feature::Move, Feature::ThreadId, Feature::Poison]);
         if config.delivery == FaultDelivery::Sigbus {
             required = required.with(Feature::Sigbus);
         }
         if config.backing == Backing::Memfd {
-            required = required.with(Feature::MinorShmem);
-            optional = optional.with(Feature::MissingShmem);
+            required = required
+                .with(Feature::MinorShmem)
+                .with(Feature::MissingShmem);
         }
         if config.write_tracking {
             required = required
@@ -405,9 +415,7 @@ impl VolatileArena {
         self.uffd.is_some()
     }
     fn registered(&self, what: &'static str) -> Result<&Uffd, ArenaError> {
-        self.uffd
-            .as_deref()
-            .ok_or_else(|| ArenaError::Config(format!("{what} needs a registered arena")))
+        self.uffd.as_deref().ok_or(ArenaError::NotRegistered(what))
     }
     /// The kernel handle whose counters record the arena's calls.
     pub fn sys(&self) -> &Sys {
@@ -563,7 +571,7 @@ impl VolatileArena {
         let d = self.check(dst, len)?;
         let s = self.check(src, len)?;
         if self.config.backing != Backing::Anonymous {
-            return Err(ArenaError::Config("MOVE needs an anonymous arena".into()));
+            return Err(ArenaError::MoveNeedsAnonymous);
         }
         let uffd = self.registered("UFFDIO_MOVE")?;
         let mode = if allow_holes {

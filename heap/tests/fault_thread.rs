@@ -62,3 +62,50 @@ fn handler_thread_resolves_faults() {
     assert!(reader.events() >= PAGES as u64);
     reader.stop();
 }
+
+#[test]
+fn a_reader_whose_descriptor_fails_records_why() {
+    if !uffd_available() {
+        return;
+    }
+    use faultline_heap::inject::{FaultInjector, Rule, Trigger};
+    use faultline_heap::sys::{Call, Errno, Sys};
+    let inj = Arc::new(FaultInjector::new(
+        vec![Rule::new(Call::Read, Errno::EIO, Trigger::Always)],
+        1,
+    ));
+    let arena = Arc::new(
+        VolatileArena::new(
+            ArenaConfig::new(PAGE_SIZE)
+                .delivery(FaultDelivery::Thread)
+                .sys(Sys::new(inj.clone())),
+        )
+        .unwrap(),
+    );
+    let mut reader = FaultReader::spawn(
+        arena.uffd().unwrap().clone(),
+        "faultline-test-reader-err",
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(reader.error(), None);
+    // A fault makes the descriptor readable; the (injected) read failure must be recorded.
+    let base = arena.base();
+    let toucher = std::thread::spawn(move || read_byte(base));
+    for _ in 0..5000 {
+        if reader.error().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(
+        reader.error().is_some_and(|e| e.contains("EIO")),
+        "{:?}",
+        reader.error()
+    );
+    assert!(inj.injected(Call::Read) >= 1);
+    // Nobody serves faults now: resolve the waiting toucher by hand (COPY wakes it).
+    arena.populate(0, PAGE_SIZE).unwrap();
+    assert_eq!(toucher.join().unwrap(), 0);
+    reader.stop();
+}

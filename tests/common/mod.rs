@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod shadow;
+
 use faultline::{Heap, HeapConfig, Mutator, TypeId, TypeInfo, Value};
 
 pub struct Types {

@@ -8,14 +8,16 @@
 //!   error, so it never busy-waits;
 //! - the descriptor must be non-blocking (so a spurious wake-up reads nothing instead of
 //!   blocking past a stop request);
-//! - the handler runs on the reader thread, not in signal context: it may allocate and lock.
+//! - the handler runs on the reader thread, not in signal context: it may allocate and lock;
+//! - a descriptor error ends the thread *and is recorded* ([`FaultReader::error`]), so a
+//!   runtime can tell "no more faults will be served" from "no faults happened".
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::os::fd::RawFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::uffd::{Uffd, UffdEvent};
+use crate::uffd::{Uffd, UffdError, UffdEvent};
 
 /// A running handler thread.
 #[derive(Debug)]
@@ -23,6 +25,7 @@ pub struct FaultReader {
     stop_fd: RawFd,
     thread: Option<JoinHandle<()>>,
     events: Arc<AtomicU64>,
+    error: Arc<Mutex<Option<String>>>,
 }
 
 impl FaultReader {
@@ -38,6 +41,13 @@ impl FaultReader {
         }
         let events = Arc::new(AtomicU64::new(0));
         let counter = events.clone();
+        let error = Arc::new(Mutex::new(None));
+        let error2 = error.clone();
+        let fail = move |what: String| {
+            *error2
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(what);
+        };
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
@@ -58,16 +68,17 @@ impl FaultReader {
                     // SAFETY: `fds` is a valid array of two pollfds.
                     let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
                     if r < 0 {
-                        if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                        let e = std::io::Error::last_os_error();
+                        if e.raw_os_error() == Some(libc::EINTR) {
                             continue;
                         }
-                        return;
+                        return fail(format!("poll: {e}"));
                     }
                     if fds[1].revents != 0 {
                         return;
                     }
                     if fds[0].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
-                        return;
+                        return fail("the userfaultfd reported POLLERR/POLLNVAL".into());
                     }
                     if fds[0].revents & libc::POLLIN != 0 {
                         loop {
@@ -79,7 +90,7 @@ impl FaultReader {
                                         handler(ev);
                                     }
                                 }
-                                Err(_) => return,
+                                Err(e) => return fail(UffdError::to_string(&e)),
                             }
                         }
                     }
@@ -89,12 +100,21 @@ impl FaultReader {
             stop_fd,
             thread: Some(thread),
             events,
+            error,
         })
     }
 
     /// Events read so far.
     pub fn events(&self) -> u64 {
         self.events.load(Ordering::Relaxed)
+    }
+
+    /// Why the thread stopped serving faults on its own, if it did.
+    pub fn error(&self) -> Option<String> {
+        self.error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Ask the thread to exit and wait for it.

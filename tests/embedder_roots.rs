@@ -1,0 +1,70 @@
+//! A runtime's own roots: a globals table reported through `RootSource` (heap-wide and
+//! per-mutator), the mutator's value stack, and `GlobalRoot` handles usable from any thread.
+//! The collector keeps what they hold alive and rewrites them when objects move.
+
+mod common;
+use common::*;
+use faultline::{GlobalRoot, RootSource, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+struct Globals(Vec<AtomicUsize>);
+impl RootSource for Globals {
+    fn for_each_root(&self, visit: &mut dyn FnMut(&AtomicUsize)) {
+        self.0.iter().for_each(visit);
+    }
+}
+
+#[test]
+fn root_sources_stacks_and_global_roots_are_updated() {
+    let heap = heap(8 << 20);
+    let t = register(&heap);
+    let globals = Arc::new(Globals((0..8).map(|_| AtomicUsize::new(0)).collect()));
+    heap.add_root_source(globals.clone());
+    let locals = Arc::new(Globals((0..2).map(|_| AtomicUsize::new(0)).collect()));
+    let mut m = heap.attach();
+    m.add_root_source(locals.clone());
+    for g in 0..8 {
+        list(&mut m, &t, 10 + g);
+        globals.0[g as usize].store(m.pop().unwrap().bits(), Ordering::Relaxed);
+    }
+    list(&mut m, &t, 5);
+    locals.0[1].store(m.pop().unwrap().bits(), Ordering::Relaxed);
+    locals.0[0].store(fix(77).bits(), Ordering::Relaxed); // an immediate: left alone
+    list(&mut m, &t, 3);
+    let global = GlobalRoot::new(&heap, m.pop().unwrap());
+    list(&mut m, &t, 4); // stays on the value stack
+    let old: Vec<usize> = globals
+        .0
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .collect();
+    for _ in 0..3 {
+        for _ in 0..5000 {
+            m.alloc(t.pair, 0).unwrap(); // garbage
+        }
+        m.collect().unwrap();
+    }
+    let load = |a: &AtomicUsize| {
+        // SAFETY: the slot is a root the collector keeps valid.
+        unsafe { Value::from_bits(a.load(Ordering::Relaxed)) }
+    };
+    for g in 0..8 {
+        assert_eq!(
+            read_list(&m, load(&globals.0[g])),
+            (0..10 + g as i64).collect::<Vec<_>>()
+        );
+    }
+    assert_ne!(
+        old[0],
+        globals.0[0].load(Ordering::Relaxed),
+        "objects moved; roots followed"
+    );
+    assert_eq!(read_list(&m, load(&locals.0[1])), vec![0, 1, 2, 3, 4]);
+    assert_eq!(unfix(load(&locals.0[0])), 77);
+    assert_eq!(read_list(&m, global.get(&m)), vec![0, 1, 2]);
+    assert_eq!(read_list(&m, m.stack_get(0)), vec![0, 1, 2, 3]);
+    // A GlobalRoot can be dropped from another thread.
+    std::thread::spawn(move || drop(global)).join().unwrap();
+    m.verify().unwrap();
+}
