@@ -31,7 +31,7 @@ use std::fmt;
 use std::sync::Arc;
 
 /// Maximum nesting depth of lists, vectors, quote sugar and datum comments.
-pub const MAX_DEPTH: usize = 256;
+pub const MAX_DEPTH: usize = 128;
 
 /// A region of a source file.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -51,7 +51,7 @@ pub struct Span {
 impl Span {
     /// Byte offset one past the last character.
     pub fn end(&self) -> usize {
-        self.offset + self.len
+        self.offset.saturating_add(self.len)
     }
 
     /// The span from the start of `self` to the end of `other` (same file, `other` not before
@@ -306,7 +306,9 @@ impl fmt::Display for ReadErrorKind {
                 i64::MIN,
                 i64::MAX
             ),
-            BadDot => f.write_str("unexpected '.': a dot must come before the last datum of a list"),
+            BadDot => {
+                f.write_str("unexpected '.': a dot must come before the last datum of a list")
+            }
             MissingDatum { after, found: None } => {
                 write!(f, "expected a datum after '{after}', found end of input")
             }
@@ -363,9 +365,7 @@ pub fn read_all(file: &str, src: &str) -> Result<Vec<Datum>, ReadError> {
     Ok(out)
 }
 
-/// Reads exactly one datum from `src` (trailing atmosphere allowed; further data are an error
-/// reported as an unexpected datum via [`ReadErrorKind::BadDot`]-free message). Returns `Ok(None)`
-/// on empty input.
+/// Reads the first datum of `src` (`Ok(None)` if there is none); what follows it is not examined.
 pub fn read_one(file: &str, src: &str) -> Result<Option<Datum>, ReadError> {
     Reader::new(file, src).read()
 }
@@ -653,12 +653,15 @@ impl<'a> Reader<'a> {
                 }
                 Some(c @ (')' | ']')) => {
                     if c != close {
-                        return self.err(ReadErrorKind::MismatchedClose { open, close: c }, self.span_here());
+                        return self.err(
+                            ReadErrorKind::MismatchedClose { open, close: c },
+                            self.span_here(),
+                        );
                     }
                     self.bump();
                     break;
                 }
-                Some('.') if !vector && self.peek2().is_none_or(is_delimiter) => {
+                Some('.') if !vector && self.peek2().map_or(true, is_delimiter) => {
                     let dot = self.span_here();
                     if items.is_empty() || tail.is_some() {
                         return self.err(ReadErrorKind::BadDot, dot);
@@ -945,4 +948,627 @@ fn parse_radix(digits: &str, radix: u32) -> Result<DatumKind, ReadErrorKind> {
     i64::from_str_radix(digits, radix)
         .map(DatumKind::Fixnum)
         .map_err(|_| ReadErrorKind::FixnumOverflow(format!("{prefix}{digits}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rd(src: &str) -> Vec<Datum> {
+        read_all("t.scm", src).unwrap_or_else(|e| panic!("read error for {src:?}: {e}"))
+    }
+
+    fn rd1(src: &str) -> Datum {
+        let mut v = rd(src);
+        assert_eq!(v.len(), 1, "expected one datum in {src:?}");
+        v.pop().unwrap()
+    }
+
+    fn err(src: &str) -> ReadError {
+        match read_all("t.scm", src) {
+            Ok(d) => panic!("expected an error for {src:?}, read {d:?}"),
+            Err(e) => e,
+        }
+    }
+
+    /// (line, col) of a span.
+    fn lc(span: &Span) -> (u32, u32) {
+        (span.line, span.col)
+    }
+
+    fn text<'a>(src: &'a str, span: &Span) -> &'a str {
+        &src[span.offset..span.end()]
+    }
+
+    /// Recomputes line:col from the byte offset and checks the span agrees.
+    fn check_span(src: &str, span: &Span) {
+        assert!(span.end() <= src.len(), "span {span:?} past end of {src:?}");
+        assert!(src.is_char_boundary(span.offset) && src.is_char_boundary(span.end()));
+        let before = &src[..span.offset];
+        let line = 1 + before.matches('\n').count() as u32;
+        let col = 1 + before.rsplit('\n').next().unwrap().chars().count() as u32;
+        assert_eq!(
+            (span.line, span.col),
+            (line, col),
+            "span {span:?} in {src:?}"
+        );
+    }
+
+    fn check_spans(src: &str, d: &Datum) {
+        check_span(src, &d.span);
+        match &d.kind {
+            DatumKind::List(xs) | DatumKind::Vector(xs) => {
+                xs.iter().for_each(|x| check_spans(src, x))
+            }
+            DatumKind::Dotted(xs, t) => {
+                xs.iter().for_each(|x| check_spans(src, x));
+                check_spans(src, t);
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn fixnums() {
+        assert_eq!(rd1("42").kind, DatumKind::Fixnum(42));
+        assert_eq!(rd1("-7").kind, DatumKind::Fixnum(-7));
+        assert_eq!(rd1("+5").kind, DatumKind::Fixnum(5));
+        assert_eq!(rd1("0").kind, DatumKind::Fixnum(0));
+        assert_eq!(rd1("9223372036854775807").kind, DatumKind::Fixnum(i64::MAX));
+        assert_eq!(
+            rd1("-9223372036854775808").kind,
+            DatumKind::Fixnum(i64::MIN)
+        );
+        let d = rd1("  123 ");
+        assert_eq!((lc(&d.span), d.span.offset, d.span.len), ((1, 3), 2, 3));
+    }
+
+    #[test]
+    fn fixnum_overflow_is_an_error() {
+        let e = err("(a\n  9223372036854775808)");
+        assert_eq!(
+            e.kind,
+            ReadErrorKind::FixnumOverflow("9223372036854775808".into())
+        );
+        assert_eq!(lc(&e.span), (2, 3));
+        assert_eq!(e.span.len, 19);
+        assert!(e
+            .to_string()
+            .starts_with("t.scm:2:3: integer literal 9223372036854775808 does not fit"));
+        let e = err("-9223372036854775809");
+        assert!(matches!(e.kind, ReadErrorKind::FixnumOverflow(_)));
+    }
+
+    #[test]
+    fn floats() {
+        let f = |s: &str| match rd1(s).kind {
+            DatumKind::Float(x) => x,
+            k => panic!("{s}: {k:?}"),
+        };
+        assert_eq!(f("1.5"), 1.5);
+        assert_eq!(f(".5"), 0.5);
+        assert_eq!(f("-.5"), -0.5);
+        assert_eq!(f("1."), 1.0);
+        assert_eq!(f("-2.5e-3"), -2.5e-3);
+        assert_eq!(f("1e3"), 1000.0);
+        assert_eq!(f("1E3"), 1000.0);
+        assert_eq!(f("+inf.0"), f64::INFINITY);
+        assert_eq!(f("-inf.0"), f64::NEG_INFINITY);
+        assert!(f("+nan.0").is_nan());
+        assert_eq!(f("1e999"), f64::INFINITY);
+    }
+
+    #[test]
+    fn symbols() {
+        for s in [
+            "x", "+", "-", "...", "->x", "a.b", "1+", "set!", "<=?", "λ", "1e", ".b", "-x", "+a",
+            "inf", "nan", "a#b",
+        ] {
+            assert_eq!(rd1(s).kind, DatumKind::Symbol(s.into()), "{s}");
+        }
+        // Case-sensitive.
+        assert_ne!(rd1("Foo").kind, rd1("foo").kind);
+        let d = rd(" foo bar");
+        assert_eq!(lc(&d[1].span), (1, 6));
+        assert_eq!(d[1].span.len, 3);
+    }
+
+    #[test]
+    fn booleans() {
+        for (s, b) in [
+            ("#t", true),
+            ("#f", false),
+            ("#true", true),
+            ("#false", false),
+        ] {
+            let d = rd1(s);
+            assert_eq!(d.kind, DatumKind::Bool(b));
+            assert_eq!(d.span.len, s.len());
+        }
+        let e = err("  #tru");
+        assert_eq!(e.kind, ReadErrorKind::BadHashSyntax("#tru".into()));
+        assert_eq!(lc(&e.span), (1, 3));
+    }
+
+    #[test]
+    fn characters() {
+        for (s, c) in [
+            (r"#\a", 'a'),
+            (r"#\A", 'A'),
+            (r"#\space", ' '),
+            (r"#\newline", '\n'),
+            (r"#\tab", '\t'),
+            (r"#\nul", '\0'),
+            (r"#\null", '\0'),
+            (r"#\return", '\r'),
+            (r"#\alarm", '\u{7}'),
+            (r"#\delete", '\u{7f}'),
+            (r"#\escape", '\u{1b}'),
+            (r"#\backspace", '\u{8}'),
+            (r"#\x41", 'A'),
+            (r"#\x3bb", 'λ'),
+            (r"#\x", 'x'),
+            (r"#\λ", 'λ'),
+            (r"#\(", '('),
+            (r"#\)", ')'),
+            (r"#\;", ';'),
+            ("#\\ ", ' '),
+        ] {
+            let d = rd1(s);
+            assert_eq!(d.kind, DatumKind::Char(c), "{s}");
+            assert_eq!(d.span.len, s.len(), "{s}");
+        }
+        // A character literal ends at a delimiter.
+        let d = rd1(r"(#\) #\a)");
+        assert_eq!(d.to_string(), r"(#\) #\a)");
+        let e = err("x #\\foo");
+        assert_eq!(e.kind, ReadErrorKind::BadCharName("foo".into()));
+        assert_eq!((lc(&e.span), e.span.len), ((1, 3), 5));
+        let e = err(r"#\xZZ");
+        assert_eq!(e.kind, ReadErrorKind::BadCharName("xZZ".into()));
+        let e = err(r"#\xD800");
+        assert!(matches!(e.kind, ReadErrorKind::BadCharName(_)));
+        let e = err("\n#\\");
+        assert_eq!(e.kind, ReadErrorKind::BadHashSyntax("#\\".into()));
+        assert_eq!(lc(&e.span), (2, 1));
+    }
+
+    #[test]
+    fn strings() {
+        let s = |src: &str| match rd1(src).kind {
+            DatumKind::Str(s) => s,
+            k => panic!("{src}: {k:?}"),
+        };
+        assert_eq!(s(r#""abc""#), "abc");
+        assert_eq!(s(r#""""#), "");
+        assert_eq!(s(r#""a\nb\tc\\d\"e""#), "a\nb\tc\\d\"e");
+        assert_eq!(s(r#""\r\a\0""#), "\r\u{7}\0");
+        assert_eq!(s(r#""\x41;\x3bb;""#), "Aλ");
+        assert_eq!(s("\"line1\nline2\""), "line1\nline2");
+        assert_eq!(s("\"ab\\\n    cd\""), "abcd");
+        assert_eq!(s("\"ab\\  \n\tcd\""), "abcd");
+        assert_eq!(s("\"héllo ☃\""), "héllo ☃");
+        let d = rd("x \"a\nb\" y");
+        assert_eq!((lc(&d[1].span), d[1].span.len), ((1, 3), 5));
+        assert_eq!(lc(&d[2].span), (2, 4));
+    }
+
+    #[test]
+    fn string_errors() {
+        let e = err("(display \"abc\\q\")");
+        assert_eq!(e.kind, ReadErrorKind::BadEscape("\\q".into()));
+        assert_eq!((lc(&e.span), e.span.len), ((1, 14), 2));
+        let e = err(r#""\x41""#);
+        assert!(matches!(e.kind, ReadErrorKind::BadEscape(_)));
+        let e = err(r#""\xFFFFFFFF;""#);
+        assert!(matches!(e.kind, ReadErrorKind::BadEscape(_)));
+        let e = err("(f\n  \"abc\ndef");
+        assert_eq!(e.kind, ReadErrorKind::UnterminatedString);
+        assert_eq!((lc(&e.span), e.span.len), ((2, 3), 1));
+        assert!(e.is_incomplete());
+        let e = err("\"abc\\");
+        assert_eq!(e.kind, ReadErrorKind::UnterminatedString);
+        assert_eq!(lc(&e.span), (1, 1));
+    }
+
+    #[test]
+    fn lists_and_positions() {
+        let src = "(a\n  bb\n\tλ c)";
+        let d = rd1(src);
+        let xs = d.as_list().unwrap();
+        assert_eq!(xs.len(), 4);
+        assert_eq!(lc(&xs[0].span), (1, 2));
+        assert_eq!(lc(&xs[1].span), (2, 3));
+        assert_eq!(lc(&xs[2].span), (3, 2));
+        assert_eq!(lc(&xs[3].span), (3, 4));
+        assert_eq!(xs[3].span.offset, src.find(" c").unwrap() + 1);
+        assert_eq!(text(src, &d.span), src);
+        check_spans(src, &d);
+
+        assert_eq!(rd1("()").kind, DatumKind::List(vec![]));
+        assert_eq!(rd1("( )").to_string(), "()");
+        assert_eq!(rd1("(a (b (c)) d)").to_string(), "(a (b (c)) d)");
+        assert_eq!(rd1("[a [b] (c)]").to_string(), "(a (b) (c))");
+        // CRLF line endings: '\r' is an ordinary column.
+        let d = rd("a\r\nbc");
+        assert_eq!(lc(&d[1].span), (2, 1));
+    }
+
+    #[test]
+    fn dotted_lists() {
+        let d = rd1("(a . b)");
+        match &d.kind {
+            DatumKind::Dotted(xs, t) => {
+                assert_eq!(xs.len(), 1);
+                assert!(t.is_symbol("b"));
+                assert_eq!(lc(&t.span), (1, 6));
+            }
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(rd1("(a b . c)").to_string(), "(a b . c)");
+        assert_eq!(rd1("(a . (b c))").to_string(), "(a b c)");
+        assert!(matches!(rd1("(a . (b c))").kind, DatumKind::List(_)));
+        assert_eq!(rd1("(a . ())").to_string(), "(a)");
+        assert_eq!(rd1("(a . (b . c))").to_string(), "(a b . c)");
+        assert_eq!(rd1("(a .b)").to_string(), "(a .b)");
+        assert_eq!(rd1("(a . 1.5)").to_string(), "(a . 1.5)");
+        assert_eq!(rd1("(a .5)").to_string(), "(a 0.5)");
+        assert_eq!(rd1("(a ...)").to_string(), "(a ...)");
+        assert_eq!(rd1("(a . #;x b)").to_string(), "(a . b)");
+    }
+
+    #[test]
+    fn dot_errors() {
+        for (src, at) in [
+            ("(. a)", (1, 2)),
+            ("(a .)", (1, 4)),
+            ("(a . b c)", (1, 4)),
+            ("(a . . b)", (1, 6)),
+            (" . a", (1, 2)),
+            ("#(a . b)", (1, 5)),
+        ] {
+            let e = err(src);
+            assert_eq!(e.kind, ReadErrorKind::BadDot, "{src}");
+            assert_eq!(lc(&e.span), at, "{src}");
+        }
+        let e = err("(a . ");
+        assert_eq!(e.kind, ReadErrorKind::UnterminatedList);
+        let e = err("(a . b");
+        assert_eq!(e.kind, ReadErrorKind::UnterminatedList);
+    }
+
+    #[test]
+    fn vectors() {
+        let d = rd1("#(1 \"two\" (3) #(4))");
+        match &d.kind {
+            DatumKind::Vector(xs) => {
+                assert_eq!(xs.len(), 4);
+                assert_eq!(lc(&xs[1].span), (1, 5));
+                assert!(matches!(xs[3].kind, DatumKind::Vector(_)));
+            }
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(rd1("#()").kind, DatumKind::Vector(vec![]));
+        let e = err("(x\n #(1 2");
+        assert_eq!(e.kind, ReadErrorKind::UnterminatedVector);
+        assert_eq!((lc(&e.span), e.span.len), ((2, 2), 2));
+        let e = err("#(1]");
+        assert_eq!(
+            e.kind,
+            ReadErrorKind::MismatchedClose {
+                open: '(',
+                close: ']'
+            }
+        );
+    }
+
+    #[test]
+    fn quote_sugar() {
+        let src = "  'x";
+        let d = rd1(src);
+        let xs = d.as_list().unwrap();
+        assert!(xs[0].is_symbol("quote"));
+        assert!(xs[1].is_symbol("x"));
+        assert_eq!(text(src, &d.span), "'x");
+        assert_eq!(text(src, &xs[0].span), "'");
+        assert_eq!(lc(&xs[1].span), (1, 4));
+        assert_eq!(rd1("'(a b)").to_string(), "'(a b)");
+        assert_eq!(rd1("' x").to_string(), "'x");
+        assert_eq!(rd1("''x").to_string(), "''x");
+        assert_eq!(rd1("`(a ,b ,@c)").to_string(), "`(a ,b ,@c)");
+        let d = rd1("`(a ,b ,@c)");
+        let inner = d.as_list().unwrap()[1].as_list().unwrap();
+        assert!(inner[1].as_list().unwrap()[0].is_symbol("unquote"));
+        assert!(inner[2].as_list().unwrap()[0].is_symbol("unquote-splicing"));
+        assert_eq!(rd1("(quote x)").to_string(), "'x");
+        assert_eq!(rd1("(quote x y)").to_string(), "(quote x y)");
+        // `'` is a delimiter: two data.
+        let two: Vec<String> = rd("a'b").iter().map(Datum::to_string).collect();
+        assert_eq!(two, ["a", "'b"]);
+    }
+
+    #[test]
+    fn missing_datum_after_prefix() {
+        let e = err("(a\n 'x ')");
+        assert_eq!(
+            e.kind,
+            ReadErrorKind::MissingDatum {
+                after: "'",
+                found: Some(')')
+            }
+        );
+        assert_eq!(lc(&e.span), (2, 5));
+        assert!(!e.is_incomplete());
+        let e = err("x '");
+        assert_eq!(
+            e.kind,
+            ReadErrorKind::MissingDatum {
+                after: "'",
+                found: None
+            }
+        );
+        assert!(e.is_incomplete());
+        let e = err("(a #;)");
+        assert_eq!(
+            e.kind,
+            ReadErrorKind::MissingDatum {
+                after: "#;",
+                found: Some(')')
+            }
+        );
+        assert_eq!(lc(&e.span), (1, 4));
+        let e = err(",@");
+        assert!(matches!(
+            e.kind,
+            ReadErrorKind::MissingDatum { after: ",@", .. }
+        ));
+    }
+
+    #[test]
+    fn comments() {
+        assert_eq!(rd("; only a comment").len(), 0);
+        assert_eq!(rd("").len(), 0);
+        let src =
+            "; c1\na ; c2\n#| block\n #| nested |# still |# b #;(ignored (data)) c #; #; d e f";
+        let d = rd(src);
+        let names: Vec<String> = d.iter().map(|x| x.to_string()).collect();
+        assert_eq!(names, ["a", "b", "c", "f"]);
+        assert_eq!(lc(&d[0].span), (2, 1));
+        assert_eq!(lc(&d[1].span), (4, 24));
+        assert_eq!(rd1("(a #| x |# b ; y\n c)").to_string(), "(a b c)");
+        assert_eq!(rd1("(a #;b)").to_string(), "(a)");
+        assert_eq!(rd1("(a#|x|#b)").to_string(), "(a#|x|#b)"); // `#` inside a token
+        assert_eq!(rd1("#|a|#x").to_string(), "x");
+    }
+
+    #[test]
+    fn comment_errors() {
+        let e = err("a\n  #| open #| nested |# ");
+        assert_eq!(e.kind, ReadErrorKind::UnterminatedBlockComment);
+        assert_eq!((lc(&e.span), e.span.len), ((2, 3), 2));
+        assert!(e.is_incomplete());
+        let e = err("#;");
+        assert!(matches!(
+            e.kind,
+            ReadErrorKind::MissingDatum { found: None, .. }
+        ));
+    }
+
+    #[test]
+    fn list_errors() {
+        let e = err("(define (f x)\n  (+ x 1)");
+        assert_eq!(e.kind, ReadErrorKind::UnterminatedList);
+        assert_eq!((lc(&e.span), e.span.len), ((1, 1), 1));
+        assert!(e.is_incomplete());
+        assert_eq!(e.message(), "unterminated list: no matching ')'");
+        // The innermost unterminated list is reported.
+        let e = err("(a\n (b");
+        assert_eq!(lc(&e.span), (2, 2));
+        let e = err("a ) b");
+        assert_eq!(e.kind, ReadErrorKind::UnexpectedClose(')'));
+        assert_eq!((lc(&e.span), e.span.len), ((1, 3), 1));
+        assert!(!e.is_incomplete());
+        let e = err("(a b))");
+        assert_eq!(lc(&e.span), (1, 6));
+        let e = err("]");
+        assert_eq!(e.kind, ReadErrorKind::UnexpectedClose(']'));
+        let e = err("(a\n  b]");
+        assert_eq!(
+            e.kind,
+            ReadErrorKind::MismatchedClose {
+                open: '(',
+                close: ']'
+            }
+        );
+        assert_eq!(lc(&e.span), (2, 4));
+        let e = err("[a)");
+        assert_eq!(
+            e.kind,
+            ReadErrorKind::MismatchedClose {
+                open: '[',
+                close: ')'
+            }
+        );
+    }
+
+    #[test]
+    fn hash_syntax() {
+        assert_eq!(rd1("#xFF").kind, DatumKind::Fixnum(255));
+        assert_eq!(rd1("#x-ff").kind, DatumKind::Fixnum(-255));
+        assert_eq!(rd1("#b101").kind, DatumKind::Fixnum(5));
+        assert_eq!(rd1("#o17").kind, DatumKind::Fixnum(15));
+        assert_eq!(rd1("#d10").kind, DatumKind::Fixnum(10));
+        assert_eq!(rd1("#X7fffffffffffffff").kind, DatumKind::Fixnum(i64::MAX));
+        let e = err("#x8000000000000000");
+        assert_eq!(
+            e.kind,
+            ReadErrorKind::FixnumOverflow("#x8000000000000000".into())
+        );
+        for (src, kind) in [
+            ("#xZZ", ReadErrorKind::BadNumber("#xZZ".into())),
+            ("#x", ReadErrorKind::BadNumber("#x".into())),
+            ("#b102", ReadErrorKind::BadNumber("#b102".into())),
+            ("#x+", ReadErrorKind::BadNumber("#x+".into())),
+            ("#q", ReadErrorKind::BadHashSyntax("#q".into())),
+            ("#", ReadErrorKind::BadHashSyntax("#".into())),
+            ("#[", ReadErrorKind::BadHashSyntax("#[".into())),
+            ("# a", ReadErrorKind::BadHashSyntax("# ".into())),
+            ("#é", ReadErrorKind::BadHashSyntax("#é".into())),
+        ] {
+            let e = err(src);
+            assert_eq!(e.kind, kind, "{src}");
+            assert_eq!(lc(&e.span), (1, 1), "{src}");
+        }
+        let e = err("(list 1\n   #z)");
+        assert_eq!(lc(&e.span), (2, 4));
+        assert_eq!(e.to_string(), "t.scm:2:4: bad '#' syntax '#z'");
+    }
+
+    #[test]
+    fn nesting_limit() {
+        let ok = format!("{}x{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert_eq!(rd(&ok).len(), 1);
+        let deep = format!(
+            "{}x{}",
+            "(".repeat(MAX_DEPTH + 1),
+            ")".repeat(MAX_DEPTH + 1)
+        );
+        let e = err(&deep);
+        assert_eq!(e.kind, ReadErrorKind::TooDeep);
+        assert_eq!(lc(&e.span), (1, MAX_DEPTH as u32 + 1));
+        assert_eq!(err(&"(".repeat(100_000)).kind, ReadErrorKind::TooDeep);
+        assert_eq!(
+            err(&format!("{}x", "'".repeat(100_000))).kind,
+            ReadErrorKind::TooDeep
+        );
+        assert_eq!(
+            err(&format!("{}x", "#;".repeat(100_000))).kind,
+            ReadErrorKind::TooDeep
+        );
+        assert_eq!(err(&"#(".repeat(100_000)).kind, ReadErrorKind::TooDeep);
+    }
+
+    #[test]
+    fn incremental_reader() {
+        let mut r = Reader::new("repl", "1 (a) \"s\" ; done\n");
+        assert_eq!(&**r.file(), "repl");
+        assert_eq!(r.read().unwrap().unwrap().to_string(), "1");
+        assert_eq!(r.read().unwrap().unwrap().to_string(), "(a)");
+        let s = r.read().unwrap().unwrap();
+        assert_eq!(&*s.span.file, "repl");
+        assert!(r.read().unwrap().is_none());
+        assert!(r.read().unwrap().is_none());
+        assert_eq!(read_one("f", "a b").unwrap().unwrap().to_string(), "a");
+        assert!(read_one("f", "  ").unwrap().is_none());
+    }
+
+    #[test]
+    fn display_writes_readable_data() {
+        let src = r#"(1 -2 1.5 -0.0 1e100 +inf.0 -inf.0 +nan.0 #t #f #\a #\space #\newline #\x0 "a\"b\\c\nd\x1;" sym (a . b) #(1 (2)) 'q `(a ,b ,@c) ())"#;
+        let d = rd1(src);
+        let printed = d.to_string();
+        assert_eq!(
+            printed,
+            r#"(1 -2 1.5 -0.0 1e100 +inf.0 -inf.0 +nan.0 #t #f #\a #\space #\newline #\nul "a\"b\\c\nd\x1;" sym (a . b) #(1 (2)) 'q `(a ,b ,@c) ())"#
+        );
+        assert!(rd1(&printed).same_as(&d));
+        assert_eq!(rd1("1.0").to_string(), "1.0");
+        assert_eq!(rd1("#\\x7").to_string(), "#\\alarm");
+        assert_eq!(rd1("#\\x1").to_string(), "#\\x1");
+    }
+
+    #[test]
+    fn same_as_ignores_spans() {
+        assert!(rd1("(a   b)").same_as(&rd1("\n(a b)")));
+        assert!(!rd1("(a b)").same_as(&rd1("(a . b)")));
+        assert!(!rd1("1").same_as(&rd1("1.0")));
+        assert!(!rd1("\"a\"").same_as(&rd1("a")));
+        assert!(!rd1("#(a)").same_as(&rd1("(a)")));
+        assert_ne!(rd1("(a   b)"), rd1("(a b)")); // `==` compares spans too
+    }
+
+    #[test]
+    fn span_helpers() {
+        let d = rd1("(ab cd)");
+        let xs = d.as_list().unwrap();
+        let joined = xs[0].span.to(&xs[1].span);
+        assert_eq!((joined.offset, joined.len), (1, 5));
+        assert_eq!(xs[1].span.to(&xs[0].span), xs[1].span);
+        assert_eq!(d.span.to_string(), "t.scm:1:1");
+    }
+
+    /// A datum with a dummy span.
+    fn mk(kind: DatumKind) -> Datum {
+        Datum::new(
+            kind,
+            Span {
+                file: Arc::from("gen"),
+                line: 1,
+                col: 1,
+                offset: 0,
+                len: 0,
+            },
+        )
+    }
+
+    fn arb_leaf() -> impl Strategy<Value = Datum> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| mk(DatumKind::Fixnum(n))),
+            any::<f64>().prop_map(|x| mk(DatumKind::Float(x))),
+            prop::sample::select(vec![0.0, -0.0, 1.5, 1e300, 5e-324, f64::INFINITY, f64::NAN])
+                .prop_map(|x| mk(DatumKind::Float(x))),
+            any::<bool>().prop_map(|b| mk(DatumKind::Bool(b))),
+            any::<char>().prop_map(|c| mk(DatumKind::Char(c))),
+            any::<String>().prop_map(|s| mk(DatumKind::Str(s))),
+            "[a-zA-Z!$%&*/:<=>?^_~λ][a-zA-Z0-9!$%&*/:<=>?^_~+.@-]{0,8}"
+                .prop_map(|s| mk(DatumKind::Symbol(s))),
+        ]
+    }
+
+    fn arb_datum() -> impl Strategy<Value = Datum> {
+        arb_leaf().prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(|v| mk(DatumKind::List(v))),
+                prop::collection::vec(inner.clone(), 0..6).prop_map(|v| mk(DatumKind::Vector(v))),
+                (prop::collection::vec(inner, 1..5), arb_leaf())
+                    .prop_map(|(v, t)| mk(DatumKind::Dotted(v, Box::new(t)))),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn write_then_read_round_trips(d in arb_datum()) {
+            let printed = d.to_string();
+            let back = read_all("rt", &printed).map_err(|e| TestCaseError::fail(format!("{printed:?}: {e}")))?;
+            prop_assert_eq!(back.len(), 1, "{:?}", printed);
+            prop_assert!(back[0].same_as(&d), "{:?} read back as {}", printed, back[0]);
+            check_spans(&printed, &back[0]);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let src = String::from_utf8_lossy(&bytes);
+            match read_all("fuzz", &src) {
+                Ok(data) => data.iter().for_each(|d| check_spans(&src, d)),
+                Err(e) => check_span(&src, &e.span),
+            }
+        }
+
+        #[test]
+        fn random_token_soup_never_panics(
+            toks in prop::collection::vec(prop::sample::select(vec![
+                "(", ")", "[", "]", "#(", "'", "`", ",", ",@", ".", "#;", "#|", "|#", ";", "\n",
+                "\"", "\\", "#\\", "#\\space", "#t", "#x", "1", "-", "1.5e", "a", " ", "\t", "λ",
+                "#", "\"a\\", "x\"",
+            ]), 0..40)
+        ) {
+            let src: String = toks.concat();
+            match read_all("fuzz", &src) {
+                Ok(data) => data.iter().for_each(|d| check_spans(&src, d)),
+                Err(e) => check_span(&src, &e.span),
+            }
+        }
+    }
 }
