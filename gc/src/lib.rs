@@ -18,6 +18,7 @@ pub mod collector;
 pub mod config;
 pub mod heap;
 pub mod mutator;
+pub mod pagestate;
 pub mod space;
 pub mod stats;
 pub mod verify;
