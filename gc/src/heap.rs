@@ -46,6 +46,21 @@ pub trait RootSource: Send + Sync {
     fn for_each_root(&self, visit: &mut dyn FnMut(&AtomicUsize));
 }
 
+/// The collector configuration in effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeInfo {
+    /// Collector mode.
+    pub mode: crate::config::GcMode,
+    /// Page-mapping strategy of concurrent compaction ("copy", "move", "minor").
+    pub strategy: Option<&'static str>,
+    /// Fault delivery of concurrent compaction ("sigbus", "thread").
+    pub faults: Option<&'static str>,
+    /// Concurrent-marking barrier ("satb", "wp_async").
+    pub barrier: Option<&'static str>,
+    /// Why userfaultfd (or a requested feature) is not used, if so.
+    pub fallback_reason: Option<String>,
+}
+
 /// Errors creating a heap.
 #[derive(Debug, thiserror::Error)]
 pub enum HeapError {
@@ -95,6 +110,8 @@ pub(crate) struct HeapInner {
     pub cycles: AtomicU64,
     pub next_mutator_id: AtomicU64,
     pub history: Mutex<Vec<CycleStats>>,
+    /// Mutator fault stalls (recorded by the fault resolvers, possibly in signal context).
+    pub fault_hist: crate::stats::AtomicHistogram,
 }
 
 #[derive(Default)]
@@ -202,6 +219,7 @@ impl Heap {
                 cycles: AtomicU64::new(0),
                 next_mutator_id: AtomicU64::new(1),
                 history: Mutex::new(Vec::new()),
+                fault_hist: crate::stats::AtomicHistogram::default(),
                 config,
             }),
         })
@@ -297,6 +315,24 @@ impl Heap {
     /// Whether the arena is registered with userfaultfd.
     pub fn uses_userfaultfd(&self) -> bool {
         self.inner.arena.is_registered()
+    }
+
+    /// Mutator fault stalls since the heap was created (zero in stop-the-world mode, where no
+    /// mutator ever touches an absent page).
+    pub fn fault_stats(&self) -> crate::stats::FaultStats {
+        self.inner.fault_hist.summary()
+    }
+
+    /// What actually runs: the mode, and for concurrent mode the strategy and fault delivery
+    /// chosen (after auto-selection and fallback).
+    pub fn mode_info(&self) -> ModeInfo {
+        ModeInfo {
+            mode: self.inner.config.mode,
+            strategy: None,
+            faults: None,
+            barrier: None,
+            fallback_reason: self.inner.fallback_reason.clone(),
+        }
     }
 
     /// Number of attached mutators.

@@ -25,7 +25,7 @@ pub mod verify;
 
 pub use config::{Barrier, ConfigError, FaultMode, GcMode, HeapConfig, Strategy};
 pub use faultline_heap as heap_layer;
-pub use heap::{GlobalRoot, Heap, HeapError, RootSource};
+pub use heap::{GlobalRoot, Heap, HeapError, ModeInfo, RootSource};
 pub use mutator::{AllocError, Local, Mutator, Root};
-pub use stats::{CycleStats, Pause, Percentiles, Trigger};
+pub use stats::{CycleStats, FaultStats, Pause, Percentiles, Trigger};
 pub use verify::{VerifyError, VerifyReport};

@@ -194,3 +194,105 @@ mod tests {
         assert_eq!(Percentiles::of(vec![]).count, 0);
     }
 }
+
+/// A lock-free, allocation-free histogram of durations in nanoseconds, safe to record into from
+/// a signal handler: log-linear buckets (4 per power of two, so a reported percentile is within
+/// 25 % of the true value, always rounded down to its bucket's lower bound).
+#[derive(Debug)]
+pub struct AtomicHistogram {
+    buckets: [core::sync::atomic::AtomicU64; 256],
+    max: core::sync::atomic::AtomicU64,
+}
+
+impl Default for AtomicHistogram {
+    fn default() -> Self {
+        AtomicHistogram {
+            buckets: core::array::from_fn(|_| core::sync::atomic::AtomicU64::new(0)),
+            max: core::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl AtomicHistogram {
+    fn bucket(ns: u64) -> usize {
+        if ns < 4 {
+            return ns as usize;
+        }
+        let lz = 63 - ns.leading_zeros() as usize;
+        let sub = ((ns >> (lz - 2)) & 3) as usize;
+        (lz * 4 + sub).min(255)
+    }
+    fn lower_bound(b: usize) -> u64 {
+        if b < 4 {
+            return b as u64;
+        }
+        let lz = b / 4;
+        let sub = (b % 4) as u64;
+        (1u64 << lz) | (sub << (lz - 2))
+    }
+    /// Record one duration (async-signal-safe).
+    pub fn record(&self, ns: u64) {
+        use core::sync::atomic::Ordering::Relaxed;
+        self.buckets[Self::bucket(ns)].fetch_add(1, Relaxed);
+        self.max.fetch_max(ns, Relaxed);
+    }
+    /// Count, p50, p99 and max.
+    pub fn summary(&self) -> FaultStats {
+        use core::sync::atomic::Ordering::Relaxed;
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let n: u64 = counts.iter().sum();
+        let at = |q: f64| -> Duration {
+            if n == 0 {
+                return Duration::ZERO;
+            }
+            let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
+            let mut acc = 0;
+            for (b, &c) in counts.iter().enumerate() {
+                acc += c;
+                if acc >= rank {
+                    return Duration::from_nanos(Self::lower_bound(b));
+                }
+            }
+            Duration::ZERO
+        };
+        FaultStats {
+            count: n,
+            p50: at(0.5),
+            p99: at(0.99),
+            max: Duration::from_nanos(self.max.load(Relaxed)),
+        }
+    }
+}
+
+/// Mutator fault stalls: how often mutators waited on a page, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FaultStats {
+    /// Faults taken by mutators.
+    pub count: u64,
+    /// Median stall (bucket lower bound).
+    pub p50: Duration,
+    /// 99th percentile stall (bucket lower bound).
+    pub p99: Duration,
+    /// Longest stall (exact).
+    pub max: Duration,
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+
+    #[test]
+    fn histogram_percentiles_are_within_a_bucket() {
+        let h = AtomicHistogram::default();
+        for ns in 1..=10_000u64 {
+            h.record(ns * 100);
+        }
+        let s = h.summary();
+        assert_eq!(s.count, 10_000);
+        let p50 = s.p50.as_nanos() as f64;
+        assert!((375_000.0..=500_000.0).contains(&p50), "{p50}");
+        assert!(s.p99.as_nanos() as f64 >= 0.75 * 990_000.0);
+        assert_eq!(s.max, Duration::from_nanos(1_000_000));
+        assert_eq!(AtomicHistogram::default().summary().count, 0);
+    }
+}
