@@ -299,32 +299,135 @@ impl Plan<'_> {
     }
 }
 
-/// Run one collection. Returns `Ok(None)` if another thread collected meanwhile.
-pub(crate) fn collect(
-    inner: &HeapInner,
-    me: Option<&Arc<MutatorShared>>,
-    trigger: Trigger,
-) -> Result<Option<CycleStats>, ArenaError> {
-    let t0 = Instant::now();
-    let Some(g) = inner.stop_the_world(me) else {
-        return Ok(None);
-    };
-    let tts = t0.elapsed();
-    let r = run_cycle(inner, &g, trigger, t0, tts);
-    inner.resume(g);
-    let mut stats = r?;
-    // Read /proc/self/maps after the pause: it allocates and takes time. Nothing but this
-    // heap's own calls could change the arena's VMAs, and those are counted in `calls`.
-    stats.vmas = (inner.arena.vmas_at_creation(), inner.arena.vma_count());
+impl Plan<'_> {
+    /// Destination page `k` is exactly old page `j` (fully live, same page offset): rewrite the
+    /// references held in old page `j` in place. Reads headers of objects that start on earlier
+    /// pages; writes only old page `j`.
+    pub fn update_in_place(&self, k: usize, j: usize) {
+        let dest_lo = k * PAGE_WORDS;
+        let dest_hi = dest_lo + PAGE_WORDS;
+        let limit = (self.from_top - self.from) / WORD;
+        let shift = j * PAGE_WORDS - dest_lo; // old word = new word + shift on this page
+        let mut w = self.first_obj[k];
+        loop {
+            let new_w = self.live.rank(w);
+            if new_w >= dest_hi {
+                break;
+            }
+            let h = header(self.from + w * WORD);
+            let size = self.types.size_words(h).unwrap_or(1);
+            let lo = new_w.max(dest_lo);
+            let hi = (new_w + size).min(dest_hi);
+            self.types
+                .for_each_ref_word(h, lo - new_w, hi - new_w, |kk| {
+                    let slot = (self.from + (new_w + kk + shift) * WORD) as *mut usize;
+                    // SAFETY: the slot lies on old page `j`, which only this fill reads and writes.
+                    unsafe { *slot = self.forward(*slot) };
+                });
+            if new_w + size >= dest_hi {
+                break;
+            }
+            match self.mark.next_set(w + size, limit) {
+                Some(n) => w = n,
+                None => break,
+            }
+        }
+    }
+}
+
+/// The outcome of the pause.
+enum CycleOutcome {
+    /// Stop-the-world: the cycle is complete.
+    Done(CycleStats),
+    /// Concurrent: the flip is done; compaction continues on a worker thread.
+    Flipped(CycleStats, faultline_heap::sys::CallSnapshot),
+}
+
+/// Record a completed cycle: history and the GC-log hook.
+pub(crate) fn record_cycle(inner: &HeapInner, stats: &CycleStats) {
     inner
         .history
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .push(stats.clone());
     if let Some(hook) = &inner.config.on_cycle {
-        hook(&stats);
+        hook(stats);
     }
-    Ok(Some(stats))
+}
+
+/// Verification after a concurrent cycle (whose compaction ends outside the pause): stops the
+/// world on the compaction thread. Called after the compaction is marked idle, so mutators
+/// waiting for it can reach their safepoints.
+pub(crate) fn verify_after_concurrent(inner: &HeapInner, cycle: u64) {
+    if inner.config.verify {
+        if let Err(e) = verify_stopped_now(inner) {
+            panic!("heap verification failed after concurrent cycle {cycle}: {e}");
+        }
+    }
+}
+
+fn verify_stopped_now(inner: &HeapInner) -> Result<VerifyReport, VerifyError> {
+    loop {
+        if let Some(g) = inner.stop_the_world(None) {
+            let types = inner
+                .types
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let r = verify::verify_heap(inner, &g, &types);
+            inner.resume(g);
+            return r;
+        }
+    }
+}
+
+/// Run one collection. Returns `Ok(None)` if another thread collected meanwhile.
+pub(crate) fn collect(
+    inner: &Arc<HeapInner>,
+    me: Option<&Arc<MutatorShared>>,
+    trigger: Trigger,
+) -> Result<Option<CycleStats>, ArenaError> {
+    let cycles_before = inner.cycles.load(Ordering::SeqCst);
+    loop {
+        // A cycle starts only when the previous compaction is complete.
+        inner.compaction.wait_idle();
+        let t0 = Instant::now();
+        let Some(g) = inner.stop_the_world(me) else {
+            // The world was stopped by another thread. If that was a collection, an implicit
+            // trigger is satisfied; an explicit one (and a stop for verification) runs its own.
+            if trigger != Trigger::Explicit && inner.cycles.load(Ordering::SeqCst) != cycles_before {
+                return Ok(None);
+            }
+            continue;
+        };
+        if inner.compaction.is_busy() {
+            inner.resume(g);
+            continue;
+        }
+        let tts = t0.elapsed();
+        let r = run_cycle(inner, &g, trigger, t0, tts);
+        inner.resume(g);
+        return match r? {
+            CycleOutcome::Done(mut stats) => {
+                // Read /proc/self/maps after the pause: it allocates and takes time. Nothing but
+                // this heap's own calls could change the arena's VMAs, and those are counted.
+                stats.vmas = (inner.arena.vmas_at_creation(), inner.arena.vma_count());
+                record_cycle(inner, &stats);
+                Ok(Some(stats))
+            }
+            CycleOutcome::Flipped(stats, calls0) => {
+                let heap = inner.clone();
+                let s2 = stats.clone();
+                std::thread::Builder::new()
+                    .name("faultline-compact".into())
+                    .spawn(move || crate::concurrent::run_compaction(heap, s2, t0, calls0))
+                    .map_err(|e| {
+                        ArenaError::Config(format!("spawning the compaction thread: {e}"))
+                    })?;
+                Ok(Some(stats))
+            }
+        };
+    }
 }
 
 /// Verify with the world stopped.
@@ -333,6 +436,7 @@ pub(crate) fn verify_stopped(
     me: Option<&Arc<MutatorShared>>,
 ) -> Result<VerifyReport, VerifyError> {
     loop {
+        inner.compaction.wait_idle();
         if let Some(g) = inner.stop_the_world(me) {
             let types = inner
                 .types
@@ -352,7 +456,7 @@ fn run_cycle(
     trigger: Trigger,
     t0: Instant,
     tts: Duration,
-) -> Result<CycleStats, ArenaError> {
+) -> Result<CycleOutcome, ArenaError> {
     let cfg = &inner.config;
     let types = inner
         .types
@@ -450,6 +554,7 @@ fn run_cycle(
 
     // 4. Update roots and large objects' fields.
     let tc = Instant::now();
+    let to_offset = moving.half_offset[to_index];
     visit_roots(inner, g, &mut |s| *s = plan.forward(*s));
     {
         let lg = large.lock();
@@ -466,8 +571,83 @@ fn run_cycle(
         }
     }
 
+    if inner.concurrent {
+        // 5'. Flip: sweep large objects, make the destination half current with every
+        //     destination page absent, and arm the compaction; workers and faults fill pages.
+        large.sweep(&inner.arena)?;
+        let from_populated = {
+            let mut pop = moving
+                .populated
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let old_end = (*pop).max(HeapInner::page_up(from_top));
+            moving.current.store(to_index, Ordering::Relaxed);
+            moving.top.store(to + pages * PAGE_SIZE, Ordering::Relaxed);
+            *pop = to + pages * PAGE_SIZE;
+            old_end
+        };
+        let pd = crate::concurrent::PlanData {
+            from,
+            from_top,
+            from_populated,
+            to,
+            to_offset,
+            from_offset: from - inner.arena.base(),
+            live_words,
+            pages,
+            first_obj: std::mem::take(&mut cs.first_obj),
+            src_pages: Vec::new(),
+            live: &cs.live,
+            mark: &cs.mark,
+            types: Some(types.clone()),
+        };
+        let moving_after = moving.used();
+        let large_after = large.used();
+        set_trigger(inner, moving_after + large_after);
+        let cycle = inner.cycles.fetch_add(1, Ordering::Relaxed) + 1;
+        let flip = t0.elapsed();
+        let stats = CycleStats {
+            cycle,
+            mode: GcMode::Concurrent,
+            trigger,
+            pauses: vec![Pause {
+                kind: "mark+flip",
+                duration: flip,
+            }],
+            time_to_safepoint: tts,
+            mark: mark_time,
+            plan: plan_time,
+            compact: Duration::ZERO,
+            total: flip,
+            moving_before,
+            moving_after,
+            large_before,
+            large_after,
+            live_objects,
+            pages_filled: pages,
+            calls: Default::default(),
+            vmas: (0, 0),
+            mutators: g.mutators.len(),
+            ..CycleStats::default()
+        };
+        if pages == 0 {
+            // Nothing to compact: finish in the pause.
+            if from_populated > from {
+                inner
+                    .arena
+                    .release(from - inner.arena.base(), from_populated - from)?;
+            }
+            let mut st = stats;
+            st.calls = inner.arena.sys().counters().snapshot().since(&calls0);
+            return Ok(CycleOutcome::Done(st));
+        }
+        // SAFETY: the world is stopped, the previous compaction finished (checked by
+        // `collect`), and no resolver is inside.
+        unsafe { inner.compaction.arm(pd) };
+        return Ok(CycleOutcome::Flipped(stats, calls0));
+    }
+
     // 5. Compact into the other half, a batch of pages per COPY.
-    let to_offset = moving.half_offset[to_index];
     let mut p = 0;
     while p < pages {
         let n = BATCH_PAGES.min(pages - p);
@@ -504,10 +684,7 @@ fn run_cycle(
     large.sweep(&inner.arena)?;
     let moving_after = moving.used();
     let large_after = large.used();
-    let next = ((moving_after + large_after) as f64 * (1.0 + cfg.growth)) as usize;
-    inner
-        .trigger_bytes
-        .store(next.max(cfg.min_trigger_bytes), Ordering::Relaxed);
+    set_trigger(inner, moving_after + large_after);
 
     let cycle = inner.cycles.fetch_add(1, Ordering::Relaxed) + 1;
     if cfg.verify {
@@ -538,8 +715,16 @@ fn run_cycle(
         calls: inner.arena.sys().counters().snapshot().since(&calls0),
         vmas: (0, 0),
         mutators: g.mutators.len(),
+        ..CycleStats::default()
     };
-    Ok(stats)
+    Ok(CycleOutcome::Done(stats))
+}
+
+fn set_trigger(inner: &HeapInner, used: usize) {
+    let next = (used as f64 * (1.0 + inner.config.growth)) as usize;
+    inner
+        .trigger_bytes
+        .store(next.max(inner.config.min_trigger_bytes), Ordering::Relaxed);
 }
 
 /// The size in words of the object at `a` (for the verifier).

@@ -221,9 +221,9 @@ impl HeapConfig {
         if self.stress_every == Some(0) {
             return bad("stress_every must be at least 1".into());
         }
-        if self.mode == GcMode::Concurrent {
+        if self.mode == GcMode::Concurrent && self.barrier == Barrier::WpAsync {
             return Err(ConfigError::Unsupported(
-                "GcMode::Concurrent is not implemented yet; use GcMode::StopTheWorld".into(),
+                "the wp_async marking barrier is not implemented yet; use Barrier::Satb".into(),
             ));
         }
         Ok(self)

@@ -93,7 +93,13 @@ impl Safepoint {
 }
 
 pub(crate) struct HeapInner {
+    /// Fault plumbing (the SIGBUS region or the handler thread); dropped first.
+    pub plumbing: std::sync::OnceLock<Plumbing>,
     pub config: HeapConfig,
+    /// Concurrent compaction is in effect (after auto-selection and fallback).
+    pub concurrent: bool,
+    pub compaction: crate::concurrent::Compaction,
+    pub delivery: Option<&'static str>,
     pub arena: VolatileArena,
     pub moving: MovingSpace,
     pub large: LargeSpace,
@@ -112,6 +118,21 @@ pub(crate) struct HeapInner {
     pub history: Mutex<Vec<CycleStats>>,
     /// Mutator fault stalls (recorded by the fault resolvers, possibly in signal context).
     pub fault_hist: crate::stats::AtomicHistogram,
+}
+
+/// How faults reach the compactor; kept alive as long as the heap.
+pub(crate) enum Plumbing {
+    /// The SIGBUS region of the moving space.
+    Sigbus(#[allow(dead_code)] faultline_heap::fault::sigbus::RegionGuard),
+    /// A handler thread reading the userfaultfd.
+    Thread(#[allow(dead_code)] faultline_heap::fault::reader::FaultReader),
+}
+
+impl Drop for HeapInner {
+    fn drop(&mut self) {
+        // Stop fault delivery before the arena (a field dropped later) is unmapped.
+        drop(self.plumbing.take());
+    }
 }
 
 #[derive(Default)]
@@ -146,8 +167,45 @@ impl Heap {
         let half = config.max_heap_bytes;
         let los = config.large_object_space_bytes;
         let size = 2 * half + los;
+        let plain = |sys: &faultline_heap::Sys| {
+            VolatileArena::new(
+                ArenaConfig::new(size)
+                    .delivery(FaultDelivery::Unregistered)
+                    .sys(sys.clone()),
+            )
+        };
         let mut fallback_reason = None;
-        let arena = if config.use_userfaultfd {
+        let mut concurrent = None;
+        if config.mode == crate::config::GcMode::Concurrent {
+            if !config.use_userfaultfd {
+                fallback_reason = Some("userfaultfd disabled by configuration".to_string());
+            } else {
+                match resolve_concurrent(&config) {
+                    Ok(choice) => concurrent = Some(choice),
+                    Err(reason) => fallback_reason = Some(reason),
+                }
+            }
+        }
+        let arena = if let Some((strategy, delivery)) = concurrent {
+            let backing = if strategy == crate::concurrent::MapStrategy::Minor {
+                faultline_heap::Backing::Memfd
+            } else {
+                faultline_heap::Backing::Anonymous
+            };
+            match VolatileArena::new(
+                ArenaConfig::new(size)
+                    .backing(backing)
+                    .delivery(delivery)
+                    .sys(config.sys.clone()),
+            ) {
+                Ok(a) => a,
+                Err(e) => {
+                    concurrent = None;
+                    fallback_reason = Some(format!("creating the concurrent arena failed: {e}"));
+                    plain(&config.sys)?
+                }
+            }
+        } else if config.use_userfaultfd && fallback_reason.is_none() {
             // Stop-the-world compaction never leaves a reachable page absent, so a fault is a
             // bug: SIGBUS delivery (with no resolver registered) turns it into a crash instead
             // of a thread blocked forever on an unread fault.
@@ -163,24 +221,18 @@ impl Heap {
                         other => other.to_string(),
                     };
                     fallback_reason = Some(reason);
-                    VolatileArena::new(
-                        ArenaConfig::new(size)
-                            .delivery(FaultDelivery::Unregistered)
-                            .sys(config.sys.clone()),
-                    )?
+                    plain(&config.sys)?
                 }
             }
         } else {
-            fallback_reason = Some("userfaultfd disabled by configuration".into());
-            VolatileArena::new(
-                ArenaConfig::new(size)
-                    .delivery(FaultDelivery::Unregistered)
-                    .sys(config.sys.clone()),
-            )?
+            if fallback_reason.is_none() {
+                fallback_reason = Some("userfaultfd disabled by configuration".into());
+            }
+            plain(&config.sys)?
         };
         if let Some(r) = &fallback_reason {
             if !FALLBACK_SAID.swap(true, Ordering::Relaxed) {
-                eprintln!("faultline: userfaultfd unavailable, using stop-the-world compaction on plain memory: {r}");
+                eprintln!("faultline: falling back to stop-the-world compaction: {r}");
             }
         }
         let base = arena.base();
@@ -196,8 +248,20 @@ impl Heap {
         let collector = CollectorState::new(half / 8);
         let trigger = config.min_trigger_bytes.min(half);
         let registry = Arc::new(TypeRegistry::default());
-        Ok(Heap {
+        let strategy = concurrent.map(|c| c.0);
+        let delivery = concurrent.map(|c| match c.1 {
+            FaultDelivery::Sigbus => "sigbus",
+            _ => "thread",
+        });
+        let heap = Heap {
             inner: Arc::new(HeapInner {
+                plumbing: std::sync::OnceLock::new(),
+                concurrent: concurrent.is_some(),
+                compaction: crate::concurrent::Compaction::new(
+                    half / PAGE_SIZE,
+                    strategy.unwrap_or(crate::concurrent::MapStrategy::Copy),
+                ),
+                delivery,
                 arena,
                 moving,
                 large,
@@ -222,7 +286,64 @@ impl Heap {
                 fault_hist: crate::stats::AtomicHistogram::default(),
                 config,
             }),
-        })
+        };
+        heap.install_plumbing()?;
+        Ok(heap)
+    }
+
+    fn install_plumbing(&self) -> Result<(), HeapError> {
+        let inner = &self.inner;
+        if !inner.concurrent {
+            return Ok(());
+        }
+        let ctx = Arc::as_ptr(inner) as usize;
+        let plumbing = if inner.delivery == Some("sigbus") {
+            // SAFETY: `ctx` is this HeapInner; the guard lives in its `plumbing` and is dropped
+            // first in its Drop, so the context outlives the registration; the resolver is
+            // async-signal-safe.
+            let guard = unsafe {
+                faultline_heap::fault::sigbus::register_region(
+                    inner.moving.half_base[0],
+                    2 * inner.moving.half_bytes,
+                    crate::concurrent::sigbus_resolver,
+                    ctx as *const (),
+                )
+            }
+            .map_err(|e| HeapError::Arena(ArenaError::Config(e.to_string())))?;
+            Plumbing::Sigbus(guard)
+        } else {
+            let uffd = inner
+                .arena
+                .uffd()
+                .ok_or(HeapError::Arena(ArenaError::NotRegistered(
+                    "fault handler thread",
+                )))?
+                .clone();
+            let reader = faultline_heap::fault::reader::FaultReader::spawn(
+                uffd,
+                "faultline-faults",
+                move |ev| {
+                    if let faultline_heap::uffd::UffdEvent::PageFault { address, .. } = *ev {
+                        // SAFETY: the reader is stopped (joined) in HeapInner's Drop before
+                        // any other field is dropped, so `ctx` is alive here.
+                        let inner = unsafe { &*(ctx as *const HeapInner) };
+                        crate::concurrent::resolve_fault(inner, address);
+                        // Whoever mapped the page woke the waiters on it; wake once more in
+                        // case the page was mapped before this fault was queued.
+                        let page = (address - inner.arena.base()) & !(PAGE_SIZE - 1);
+                        let _ = inner.arena.wake(page, PAGE_SIZE);
+                    }
+                },
+            )
+            .map_err(|e| {
+                HeapError::Arena(ArenaError::Config(format!(
+                    "spawning the fault handler thread: {e}"
+                )))
+            })?;
+            Plumbing::Thread(reader)
+        };
+        let _ = inner.plumbing.set(plumbing);
+        Ok(())
     }
 
     /// The validated configuration.
@@ -277,6 +398,13 @@ impl Heap {
             .push(src);
     }
 
+    /// Wait until a concurrent compaction in progress (if any) has finished and its cycle is
+    /// recorded in [`Heap::history`].
+    pub fn wait_for_compaction(&self) {
+        // The cycle is recorded before the compaction turns idle.
+        self.inner.compaction.wait_idle();
+    }
+
     /// Collect now, from a thread that is not attached (an attached thread uses
     /// [`Mutator::collect`]).
     pub fn collect(&self) -> Result<(), ArenaError> {
@@ -326,12 +454,17 @@ impl Heap {
     /// What actually runs: the mode, and for concurrent mode the strategy and fault delivery
     /// chosen (after auto-selection and fallback).
     pub fn mode_info(&self) -> ModeInfo {
+        let inner = &self.inner;
         ModeInfo {
-            mode: self.inner.config.mode,
-            strategy: None,
-            faults: None,
+            mode: if inner.concurrent {
+                crate::config::GcMode::Concurrent
+            } else {
+                crate::config::GcMode::StopTheWorld
+            },
+            strategy: inner.concurrent.then(|| inner.compaction.strategy.name()),
+            faults: inner.delivery,
             barrier: None,
-            fallback_reason: self.inner.fallback_reason.clone(),
+            fallback_reason: inner.fallback_reason.clone(),
         }
     }
 
@@ -456,4 +589,56 @@ impl Drop for GlobalRoot {
         g.slots[self.index] = 0;
         g.free.push(self.index);
     }
+}
+
+/// Choose the concurrent strategy and fault delivery from the probe, or say why not.
+fn resolve_concurrent(
+    config: &HeapConfig,
+) -> Result<(crate::concurrent::MapStrategy, FaultDelivery), String> {
+    use crate::concurrent::MapStrategy;
+    use crate::config::{FaultMode, Strategy};
+    let probe = faultline_heap::Probe::run_with(&config.sys);
+    if !probe.available {
+        return Err(probe
+            .reason
+            .unwrap_or_else(|| "userfaultfd unavailable".into()));
+    }
+    let why = |name: &str| {
+        probe
+            .capabilities
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.detail.clone())
+            .unwrap_or_else(|| format!("{name} unavailable"))
+    };
+    let strategy = match config.strategy {
+        Strategy::Auto if probe.has("move") => MapStrategy::Move,
+        Strategy::Auto | Strategy::Copy => MapStrategy::Copy,
+        Strategy::Move if probe.has("move") => MapStrategy::Move,
+        Strategy::Move => {
+            return Err(format!(
+                "the move strategy needs UFFDIO_MOVE: {}",
+                why("move")
+            ))
+        }
+        Strategy::Minor if probe.has("minor_shmem") => MapStrategy::Minor,
+        Strategy::Minor => {
+            return Err(format!(
+                "the minor strategy needs MINOR_SHMEM: {}",
+                why("minor_shmem")
+            ))
+        }
+    };
+    let delivery = match config.faults {
+        FaultMode::Auto if probe.has("sigbus") => FaultDelivery::Sigbus,
+        FaultMode::Auto | FaultMode::Thread => FaultDelivery::Thread,
+        FaultMode::Sigbus if probe.has("sigbus") => FaultDelivery::Sigbus,
+        FaultMode::Sigbus => {
+            return Err(format!(
+                "SIGBUS fault delivery needs UFFD_FEATURE_SIGBUS: {}",
+                why("sigbus")
+            ))
+        }
+    };
+    Ok((strategy, delivery))
 }

@@ -15,6 +15,7 @@
 //! comment.
 
 pub mod collector;
+pub mod concurrent;
 pub mod config;
 pub mod heap;
 pub mod mutator;

@@ -213,6 +213,21 @@ impl Mutator {
         self.collect_for(Trigger::Explicit)
     }
 
+    /// Make the pages of the object `v` refers to present, before handing its memory to a
+    /// system call.
+    ///
+    /// During concurrent compaction an object's page may still be absent, and the kernel does
+    /// not raise a user fault for its own accesses: a `read(2)` into an absent page of a byte
+    /// array fails with EFAULT (the descriptor is opened with `UFFD_USER_MODE_ONLY`). Call this
+    /// right before such a call; it is cheap when nothing is absent. The guarantee lasts until
+    /// the next safepoint.
+    pub fn ensure_present(&self, v: Value) {
+        if let Some(l) = self.local(v) {
+            let words = l.payload_words() + 1;
+            crate::concurrent::ensure_range(&self.heap.inner, l.object().address(), words * WORD);
+        }
+    }
+
     fn collect_for(&mut self, t: Trigger) -> Result<(), AllocError> {
         crate::collector::collect(&self.heap.inner, Some(&self.shared), t)
             .map_err(|e| AllocError::Kernel(e.to_string()))?;

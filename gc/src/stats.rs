@@ -82,6 +82,43 @@ pub struct CycleStats {
     pub vmas: (usize, usize),
     /// Mutators attached.
     pub mutators: usize,
+    /// Concurrent mode: destination pages filled by mutator faults (the rest by workers).
+    pub pages_by_fault: u64,
+    /// Move strategy: dense pages updated in place and moved with no copy.
+    pub pages_in_place: u64,
+    /// Move strategy: pages filled into a staging page and moved.
+    pub pages_staged: u64,
+    /// Pages mapped by `UFFDIO_COPY` (every page under the copy strategy; fallbacks otherwise).
+    pub pages_copied: u64,
+}
+
+impl Default for CycleStats {
+    fn default() -> Self {
+        CycleStats {
+            cycle: 0,
+            mode: GcMode::StopTheWorld,
+            trigger: Trigger::Explicit,
+            pauses: Vec::new(),
+            time_to_safepoint: Duration::ZERO,
+            mark: Duration::ZERO,
+            plan: Duration::ZERO,
+            compact: Duration::ZERO,
+            total: Duration::ZERO,
+            moving_before: 0,
+            moving_after: 0,
+            large_before: 0,
+            large_after: 0,
+            live_objects: 0,
+            pages_filled: 0,
+            calls: CallSnapshot::default(),
+            vmas: (0, 0),
+            mutators: 0,
+            pages_by_fault: 0,
+            pages_in_place: 0,
+            pages_staged: 0,
+            pages_copied: 0,
+        }
+    }
 }
 
 impl CycleStats {
@@ -122,7 +159,7 @@ impl CycleStats {
             .map(|p| format!("{} {:.3}ms", p.kind, p.duration.as_secs_f64() * 1e3))
             .collect();
         format!(
-            "[gc] #{} {} ({}) pause: {} | heap {}K->{}K | live {} objs | pages {} | mmap-family {} register {} | vmas {}->{} | cycle {:.3}ms",
+            "[gc] #{} {} ({}) pause: {} | heap {}K->{}K | live {} objs | pages {} (by faults {}) | mmap-family {} register {} | vmas {}->{} | cycle {:.3}ms",
             self.cycle,
             match self.mode {
                 GcMode::StopTheWorld => "stw",
@@ -134,6 +171,7 @@ impl CycleStats {
             self.heap_after() / 1024,
             self.live_objects,
             self.pages_filled,
+            self.pages_by_fault,
             self.mmap_family(),
             self.registrations(),
             self.vmas.0,
