@@ -1,0 +1,88 @@
+//! The shadow-model stress of the stop-the-world collector, run against concurrent compaction:
+//! for every strategy x fault-delivery combination, four mutator threads mutate their graphs
+//! while compaction runs (stress mode: a collection every few allocations; verification before
+//! each pause and after each compaction), and each graph is compared with its model after
+//! every collection its thread observes. 2,000 cycles per combination by default, 100x under
+//! `FAULTLINE_STRESS=long`.
+
+mod common;
+use common::shadow::{self, drive, Shadow};
+use common::stress_scale;
+use faultline::{FaultMode, GcMode, Heap, HeapConfig, Strategy};
+
+fn run(strategy: Strategy, faults: FaultMode) {
+    let heap = Heap::new(HeapConfig {
+        mode: GcMode::Concurrent,
+        strategy,
+        faults,
+        stress_every: Some(24),
+        verify: true,
+        ..HeapConfig::with_heap_size(2 << 20)
+    })
+    .unwrap();
+    let info = heap.mode_info();
+    assert_eq!(info.mode, GcMode::Concurrent, "{:?}", info.fallback_reason);
+    let t = shadow::register(&heap);
+    let target = stress_scale(2_000);
+    let totals: Vec<(u64, u64)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4u64)
+            .map(|i| {
+                let heap = heap.clone();
+                s.spawn(move || {
+                    let mut m = heap.attach();
+                    let mut sh = Shadow::new(&mut m, t, 0x1234 + i * 77, i + 1);
+                    drive(&mut m, &mut sh, target, u64::MAX);
+                    (sh.checks, sh.objects_checked)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    heap.wait_for_compaction();
+    let h = heap.history();
+    assert!(heap.cycles() >= target);
+    assert!(h.iter().all(|c| c.mode == GcMode::Concurrent));
+    assert!(h.iter().all(|c| c.mmap_family() == 0 && c.registrations() == 0));
+    assert!(totals.iter().all(|&(c, o)| c > 50 && o > 500), "{totals:?}");
+    let by_fault: u64 = h.iter().map(|c| c.pages_by_fault).sum();
+    assert!(by_fault > 0, "mutators resolved pages themselves");
+    assert!(h.iter().any(|c| c.mutators == 4));
+    eprintln!(
+        "{}/{}: {} concurrent cycles, 4 mutators, {} model checks, {} objects compared, {} pages by faults (in place {}, staged {}, copied {}), fault stalls {:?}",
+        info.strategy.unwrap(),
+        info.faults.unwrap(),
+        heap.cycles(),
+        totals.iter().map(|t| t.0).sum::<u64>(),
+        totals.iter().map(|t| t.1).sum::<u64>(),
+        by_fault,
+        h.iter().map(|c| c.pages_in_place).sum::<u64>(),
+        h.iter().map(|c| c.pages_staged).sum::<u64>(),
+        h.iter().map(|c| c.pages_copied).sum::<u64>(),
+        heap.fault_stats()
+    );
+}
+
+#[test]
+fn copy_sigbus() {
+    run(Strategy::Copy, FaultMode::Sigbus);
+}
+#[test]
+fn copy_thread() {
+    run(Strategy::Copy, FaultMode::Thread);
+}
+#[test]
+fn move_sigbus() {
+    run(Strategy::Move, FaultMode::Sigbus);
+}
+#[test]
+fn move_thread() {
+    run(Strategy::Move, FaultMode::Thread);
+}
+#[test]
+fn minor_sigbus() {
+    run(Strategy::Minor, FaultMode::Sigbus);
+}
+#[test]
+fn minor_thread() {
+    run(Strategy::Minor, FaultMode::Thread);
+}
