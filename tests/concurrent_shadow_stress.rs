@@ -42,7 +42,9 @@ fn run(strategy: Strategy, faults: FaultMode) {
     let h = heap.history();
     assert!(heap.cycles() >= target);
     assert!(h.iter().all(|c| c.mode == GcMode::Concurrent));
-    assert!(h.iter().all(|c| c.mmap_family() == 0 && c.registrations() == 0));
+    assert!(h
+        .iter()
+        .all(|c| c.mmap_family() == 0 && c.registrations() == 0));
     assert!(totals.iter().all(|&(c, o)| c > 50 && o > 500), "{totals:?}");
     let by_fault: u64 = h.iter().map(|c| c.pages_by_fault).sum();
     assert!(by_fault > 0, "mutators resolved pages themselves");

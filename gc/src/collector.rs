@@ -395,7 +395,8 @@ pub(crate) fn collect(
         let Some(g) = inner.stop_the_world(me) else {
             // The world was stopped by another thread. If that was a collection, an implicit
             // trigger is satisfied; an explicit one (and a stop for verification) runs its own.
-            if trigger != Trigger::Explicit && inner.cycles.load(Ordering::SeqCst) != cycles_before {
+            if trigger != Trigger::Explicit && inner.cycles.load(Ordering::SeqCst) != cycles_before
+            {
                 return Ok(None);
             }
             continue;

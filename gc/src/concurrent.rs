@@ -394,7 +394,8 @@ impl Compaction {
                         plan.update_in_place(k, j as usize);
                         let src = pd.from_offset + j as usize * PAGE_SIZE;
                         // SAFETY: old page j is read by no other destination page.
-                        if unsafe { arena.resolve_move(dst, src, PAGE_SIZE, false) }.is_ok() {
+                        let r = unsafe { arena.resolve_move(dst, src, PAGE_SIZE, false) };
+                        if r.is_ok() {
                             self.counters.in_place.fetch_add(1, Ordering::Relaxed);
                             self.release_readers(pd, k, Some(j));
                             return true;
@@ -416,7 +417,8 @@ impl Compaction {
                     plan.fill_page(k, out);
                     let src = pd.from_offset + s as usize * PAGE_SIZE;
                     // SAFETY: the staging page is ours; it vanishes from the old half.
-                    let ok = if unsafe { arena.resolve_move(dst, src, PAGE_SIZE, false) }.is_ok() {
+                    let r = unsafe { arena.resolve_move(dst, src, PAGE_SIZE, false) };
+                    let ok = if r.is_ok() {
                         self.counters.staged.fetch_add(1, Ordering::Relaxed);
                         true
                     } else {
@@ -466,14 +468,6 @@ fn plan_dst(inner: &HeapInner, k: usize) -> usize {
     pd.to_offset + k * PAGE_SIZE
 }
 
-/// Whether the page at `addr` is present (mincore; async-signal-safe).
-fn page_present(addr: usize) -> bool {
-    let mut v = 0u8;
-    // SAFETY: mincore only reads page tables for a page-aligned address.
-    let r = unsafe { libc::mincore((addr & !(PAGE_SIZE - 1)) as *mut _, PAGE_SIZE, &mut v) };
-    r == 0 && v & 1 == 1
-}
-
 /// Resolve a mutator fault at `addr`. Async-signal-safe: called from the SIGBUS handler.
 pub(crate) fn resolve_fault(inner: &HeapInner, addr: usize) -> FaultOutcome {
     let t0 = Instant::now();
@@ -503,7 +497,8 @@ pub(crate) fn resolve_fault(inner: &HeapInner, addr: usize) -> FaultOutcome {
     if outcome == FaultOutcome::NotMine {
         // A fault that raced with the end of compaction: the page is there now.
         let m = &inner.moving;
-        if addr >= m.base() && addr < m.top.load(Ordering::Acquire) && page_present(addr) {
+        if addr >= m.base() && addr < m.top.load(Ordering::Acquire) && inner.arena.page_mapped(addr)
+        {
             outcome = FaultOutcome::Resolved;
         }
     }
@@ -553,6 +548,11 @@ pub(crate) fn run_compaction(
     t_pause_start: Instant,
     calls0: faultline_heap::sys::CallSnapshot,
 ) {
+    if let Some(d) = inner.config.compaction_delay {
+        // Stress / test knob: leave every destination page absent for a while, so mutator
+        // faults (and kernel accesses) meet unfilled pages.
+        std::thread::sleep(d);
+    }
     let t0 = Instant::now();
     let c = &inner.compaction;
     // SAFETY: active until we clear it below.

@@ -90,6 +90,9 @@ pub struct HeapConfig {
     pub verify: bool,
     /// Stress: collect every N allocations of a mutator.
     pub stress_every: Option<u64>,
+    /// Stress / test knob: concurrent compaction workers wait this long after the flip before
+    /// filling pages, widening the window in which mutators meet absent pages.
+    pub compaction_delay: Option<std::time::Duration>,
     /// Use userfaultfd at all (false forces the unregistered stop-the-world arena).
     pub use_userfaultfd: bool,
     /// The kernel (the real one unless a test injects faults).
@@ -130,6 +133,7 @@ impl Default for HeapConfig {
             barrier: Barrier::Satb,
             verify: false,
             stress_every: None,
+            compaction_delay: None,
             use_userfaultfd: true,
             sys: Sys::real(),
             on_cycle: None,
@@ -282,9 +286,10 @@ mod tests {
             (
                 HeapConfig {
                     mode: GcMode::Concurrent,
+                    barrier: Barrier::WpAsync,
                     ..Default::default()
                 },
-                "Concurrent",
+                "wp_async",
             ),
         ];
         for (c, needle) in cases {

@@ -210,6 +210,9 @@ pub struct VolatileArena {
     size: usize,
     fill_view: usize,
     memfd: RawFd,
+    /// `/proc/self/pagemap`, for memfd arenas: whether *this view* maps a page (mincore only
+    /// tells page-cache residency for shared mappings).
+    pagemap: RawFd,
     zero_src: usize,
     config: ArenaConfig,
     uffd: Option<Arc<Uffd>>,
@@ -285,6 +288,7 @@ impl VolatileArena {
             size,
             fill_view: 0,
             memfd: -1,
+            pagemap: -1,
             zero_src: 0,
             config,
             uffd,
@@ -385,6 +389,10 @@ impl VolatileArena {
                 }
                 .map_err(Self::sys_err("mmap (fill view)"))?;
                 self.fill_view = q as usize;
+                self.pagemap = self
+                    .sys
+                    .open(c"/proc/self/pagemap", libc::O_RDONLY | libc::O_CLOEXEC)
+                    .map_err(Self::sys_err("open(/proc/self/pagemap)"))?;
             }
         }
         Ok(())
@@ -462,12 +470,14 @@ impl VolatileArena {
     /// kernel stopped and stepping over pages another resolver already mapped.
     fn fill_loop(
         &self,
+        addr: usize,
         len: usize,
         mut op: impl FnMut(usize, usize) -> Result<usize, UffdError>,
     ) -> Result<Resolution, ArenaError> {
         let mut done = 0;
         let mut res = Resolution::Mapped;
         let mut stalls = 0;
+        let mut nomem = 0;
         while done < len {
             match op(done, len - done) {
                 Ok(n) => done += n,
@@ -491,16 +501,48 @@ impl VolatileArena {
                 }
                 Err(UffdError {
                     kind: ErrorKind::Exists,
-                    ..
+                    op: which,
                 }) => {
-                    // The first page of the rest is present: skip it, keep going.
-                    res = Resolution::AlreadyPresent;
-                    done += PAGE_SIZE;
+                    // The first page of the rest is present (another resolver won): skip it and
+                    // keep going. Trust the page tables, not the error: if the page is in fact
+                    // absent, try it again (bounded).
+                    if self.page_mapped(addr + done) {
+                        res = Resolution::AlreadyPresent;
+                        done += PAGE_SIZE;
+                    } else {
+                        stalls += 1;
+                        if stalls > 1000 {
+                            return Err(UffdError::new(which, ErrorKind::Exists).into());
+                        }
+                    }
+                }
+                Err(UffdError {
+                    kind: ErrorKind::NoMemory,
+                    op: which,
+                }) if nomem < 100 => {
+                    // Transient memory pressure: back off and retry a bounded number of times.
+                    let _ = which;
+                    nomem += 1;
+                    std::thread::yield_now();
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         Ok(res)
+    }
+
+    /// Whether the arena page containing `addr` is mapped in the registered view (so touching it
+    /// does not fault). Async-signal-safe: `mincore` for anonymous memory, a `pread` of
+    /// `/proc/self/pagemap` for a memfd (whose page cache `mincore` would report instead).
+    pub fn page_mapped(&self, addr: usize) -> bool {
+        if self.pagemap < 0 {
+            return page_present(addr);
+        }
+        let mut entry = 0u64;
+        let off = (addr / PAGE_SIZE * 8) as i64;
+        // SAFETY: reading 8 bytes into a live u64 from our own descriptor.
+        let n = unsafe { libc::pread(self.pagemap, (&raw mut entry).cast(), 8, off) };
+        n == 8 && entry & (1 << 63) != 0
     }
 
     /// Make `[offset, offset+len)` present and zero with the configured [`PopulateMethod`].
@@ -522,13 +564,13 @@ impl VolatileArena {
             return Ok(Resolution::Mapped);
         };
         match method {
-            PopulateMethod::CopyZeros => self.fill_loop(len, |at, rest| {
+            PopulateMethod::CopyZeros => self.fill_loop(addr, len, |at, rest| {
                 let n = rest.min(ZERO_CHUNK);
                 // SAFETY: `zero_src` is a readable zero mapping of ZERO_CHUNK bytes.
                 unsafe { uffd.copy(addr + at, self.zero_src as *const u8, n, CopyMode::NONE) }
             }),
             PopulateMethod::ZeroPage => {
-                self.fill_loop(len, |at, rest| uffd.zeropage(addr + at, rest, false))
+                self.fill_loop(addr, len, |at, rest| uffd.zeropage(addr + at, rest, false))
             }
         }
     }
@@ -550,7 +592,7 @@ impl VolatileArena {
             unsafe { core::ptr::copy_nonoverlapping(src, addr as *mut u8, len) };
             return Ok(Resolution::Mapped);
         };
-        self.fill_loop(len, |at, rest| {
+        self.fill_loop(addr, len, |at, rest| {
             // SAFETY: `src + at` is readable for `rest` bytes by the caller's contract.
             unsafe { uffd.copy(addr + at, src.add(at), rest, CopyMode::NONE) }
         })
@@ -579,7 +621,7 @@ impl VolatileArena {
         } else {
             MoveMode::NONE
         };
-        self.fill_loop(len, |at, rest| {
+        self.fill_loop(d, len, |at, rest| {
             // SAFETY: forwarded from the caller's contract.
             unsafe { uffd.move_pages(d + at, s + at, rest, mode) }
         })
@@ -593,7 +635,7 @@ impl VolatileArena {
             return Err(ArenaError::NeedsMemfd("UFFDIO_CONTINUE"));
         }
         let uffd = self.registered("UFFDIO_CONTINUE")?;
-        self.fill_loop(len, |at, rest| {
+        self.fill_loop(addr, len, |at, rest| {
             uffd.continue_range(addr + at, rest, ContinueMode::NONE)
         })
     }
@@ -667,6 +709,14 @@ impl VolatileArena {
     }
 }
 
+/// Whether the page containing `addr` is present in this process (`mincore`; async-signal-safe).
+pub fn page_present(addr: usize) -> bool {
+    let mut v = 0u8;
+    // SAFETY: mincore only reads page-table state; the address is rounded down to its page.
+    let r = unsafe { libc::mincore((addr & !(PAGE_SIZE - 1)) as *mut c_void, PAGE_SIZE, &mut v) };
+    r == 0 && v & 1 == 1
+}
+
 /// Count the lines of `/proc/self/maps` that overlap any of `ranges`.
 pub fn count_vmas(ranges: &[(usize, usize)]) -> usize {
     let maps = match std::fs::read_to_string("/proc/self/maps") {
@@ -707,6 +757,9 @@ impl Drop for VolatileArena {
         }
         if self.memfd >= 0 {
             let _ = self.sys.close(self.memfd);
+        }
+        if self.pagemap >= 0 {
+            let _ = self.sys.close(self.pagemap);
         }
     }
 }
