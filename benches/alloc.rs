@@ -1,0 +1,191 @@
+//! Allocation cost per object: Faultline's [`Mutator::alloc`] against the system allocator
+//! (glibc `malloc` behind Rust's `System`), for objects of 16, 32 and 64 bytes *total* size.
+//!
+//! A Faultline object's size includes its 8-byte header, so the types registered here are
+//! `TypeInfo::fixed(name, 8 | 24 | 56, &[])`; the system allocator is asked for the same total
+//! size, `Box::new([0u64; 2 | 4 | 8])` (zero-filled, like a fresh Faultline object).
+//!
+//! Benchmarks (one criterion *iteration* = one object):
+//!
+//! 1. `faultline/{16,32,64}`: `m.alloc(ty, 0)` in a loop on the default configuration. The
+//!    timed loop includes everything the mutator pays per object apart from collections: the
+//!    bump-pointer fast path, the allocation-buffer (TLAB, 32 KiB) refill every 32 KiB, and
+//!    making fresh memory present in 256 KiB batches (`UFFDIO_COPY` of zeroes), which the refill
+//!    does when it crosses the populated watermark;
+//! 2. `faultline_prepopulated/{16,32,64}`: the same loop, but the whole moving half is made
+//!    present *outside* the timed region (`populate_batch_bytes` = the half, so the first
+//!    refill after a collection, done untimed, populates all of it): the bump fast path plus
+//!    TLAB refills, no system call;
+//! 3. `system_alloc_free/{16,32,64}`: `Box::new` immediately dropped: a `malloc` + `free` pair
+//!    that reuses one hot chunk of glibc's per-thread cache (the allocator's best case);
+//! 4. `system_alloc_only/{16,32,64}`: `Box::new` of as many objects as one Faultline epoch
+//!    holds, kept in a pre-sized `Vec` (one 8-byte store per object is timed with them); the
+//!    frees run outside the timed region, so the next round reuses freed chunks (glibc's
+//!    fastbins and tcache), as a program with a steady live size would.
+//!
+//! Invariants:
+//! - no collection runs inside a timed region: the heap's occupancy trigger is set to the whole
+//!   half, the benchmark empties the heap with `collect()` (untimed) before an epoch could
+//!   overflow, and it asserts that the cycle counter did not move across each timed loop;
+//! - nothing is rooted, so every collection finds the heap empty and compacts nothing;
+//! - every allocated value goes through `black_box`, so no allocation can be elided.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use faultline::{Heap, HeapConfig, Mutator, TypeId, TypeInfo};
+
+/// Bytes per moving half.
+const HALF: usize = 64 << 20;
+/// Bytes an epoch may allocate before the heap is emptied (leaves room for a last refill).
+const EPOCH_BYTES: usize = HALF - (1 << 20);
+
+/// A heap, its mutator and one fixed-size type of `size` bytes (header included).
+struct Subject {
+    heap: Heap,
+    m: Mutator,
+    ty: TypeId,
+    size: usize,
+    prepopulate: bool,
+    /// Bytes allocated since the last collection.
+    epoch_used: usize,
+}
+
+impl Subject {
+    fn new(size: usize, prepopulate: bool) -> Subject {
+        let base = HeapConfig::with_heap_size(HALF);
+        let cfg = HeapConfig {
+            min_trigger_bytes: HALF,
+            populate_batch_bytes: if prepopulate {
+                HALF
+            } else {
+                base.populate_batch_bytes
+            },
+            ..base
+        };
+        let heap = Heap::new(cfg).expect("heap");
+        if let Some(r) = heap.fallback_reason() {
+            eprintln!("alloc bench: heap without userfaultfd: {r}");
+        }
+        let ty = heap
+            .register_type(TypeInfo::fixed("obj", size - 8, &[]))
+            .expect("type");
+        let m = heap.attach();
+        let mut s = Subject {
+            heap,
+            m,
+            ty,
+            size,
+            prepopulate,
+            epoch_used: 0,
+        };
+        s.new_epoch();
+        s
+    }
+
+    /// Empty the heap (untimed) and, if asked, make the whole half present.
+    fn new_epoch(&mut self) {
+        self.m.collect().expect("collect");
+        if self.prepopulate {
+            // The first allocation refills the TLAB, which populates up to the next multiple of
+            // `populate_batch_bytes` = the whole half.
+            black_box(self.m.alloc(self.ty, 0).expect("alloc"));
+            self.epoch_used = self.size;
+        } else {
+            self.epoch_used = 0;
+        }
+    }
+
+    /// Time `iters` allocations, in loops that each fit in the current epoch.
+    fn run(&mut self, iters: u64) -> Duration {
+        let per_epoch = (EPOCH_BYTES / self.size) as u64;
+        let mut total = Duration::ZERO;
+        let mut left = iters;
+        while left > 0 {
+            let room = ((EPOCH_BYTES - self.epoch_used) / self.size) as u64;
+            if room == 0 {
+                self.new_epoch();
+                continue;
+            }
+            let n = left.min(room).min(per_epoch);
+            let cycles = self.heap.cycles();
+            let (m, ty) = (&mut self.m, self.ty);
+            let t = Instant::now();
+            for _ in 0..n {
+                black_box(m.alloc(ty, 0).expect("alloc"));
+            }
+            total += t.elapsed();
+            assert_eq!(
+                self.heap.cycles(),
+                cycles,
+                "a collection ran inside the timed region"
+            );
+            self.epoch_used += n as usize * self.size;
+            left -= n;
+        }
+        total
+    }
+}
+
+/// `Box::new` of `W` zeroed words, kept until outside the timed region.
+fn system_alloc_only<const W: usize>(iters: u64, keep: &mut Vec<Box<[u64; W]>>) -> Duration {
+    let per_round = keep.capacity() as u64;
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(per_round);
+        let t = Instant::now();
+        for _ in 0..n {
+            keep.push(black_box(Box::new([0u64; W])));
+        }
+        total += t.elapsed();
+        keep.clear(); // the frees: untimed
+        left -= n;
+    }
+    total
+}
+
+fn bench_size<const W: usize>(c: &mut Criterion) {
+    let size = W * 8;
+    let mut g = c.benchmark_group("alloc");
+    g.throughput(Throughput::Elements(1));
+
+    let mut s = Subject::new(size, false);
+    g.bench_function(BenchmarkId::new("faultline", size), |b| {
+        b.iter_custom(|iters| s.run(iters))
+    });
+    drop(s);
+
+    let mut s = Subject::new(size, true);
+    g.bench_function(BenchmarkId::new("faultline_prepopulated", size), |b| {
+        b.iter_custom(|iters| s.run(iters))
+    });
+    drop(s);
+
+    g.bench_function(BenchmarkId::new("system_alloc_free", size), |b| {
+        b.iter(|| drop(black_box(Box::new([0u64; W]))))
+    });
+
+    let mut keep: Vec<Box<[u64; W]>> = Vec::with_capacity(EPOCH_BYTES / size);
+    g.bench_function(BenchmarkId::new("system_alloc_only", size), |b| {
+        b.iter_custom(|iters| system_alloc_only::<W>(iters, &mut keep))
+    });
+    g.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    bench_size::<2>(c);
+    bench_size::<4>(c);
+    bench_size::<8>(c);
+}
+
+criterion_group! {
+    name = alloc;
+    config = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = benches
+}
+criterion_main!(alloc);

@@ -1,0 +1,273 @@
+//! The pause of one stop-the-world collection of a full heap (256 MiB of objects by default) at
+//! 10 %, 50 % and 90 % live, with its mark / plan / compact breakdown from [`CycleStats`].
+//!
+//! A plain `main` (no criterion): one sample is one collection of a freshly built heap, which
+//! takes a second or more to build, so each case runs a fixed number of times (5 by default)
+//! and the table gives the median pause with its min and max. The breakdown columns are those
+//! of the run whose pause is the median, so they add up.
+//!
+//! One run:
+//! 1. a heap whose moving half holds the objects (`with_heap_size(objects + 1 MiB)`), with the
+//!    occupancy trigger at the whole half so that no collection starts by itself;
+//! 2. **warm-up**: fill the half with garbage and collect it, so the measured cycle is a
+//!    steady-state one (collector tables already touched once, destination half released by a
+//!    previous cycle, as in a long-running program);
+//! 3. **build**: a root table (a `RefArray` of 1000 slots, rooted by a `Root` handle), then
+//!    32-byte nodes `{next, other, data}` until the objects fill the target size. Each node is
+//!    live with probability `live` (fixed-seed generator, so live and dead objects interleave at
+//!    random); `data` holds its allocation number; dead nodes are never linked. The i-th live
+//!    node is pushed on one of the table's 1000 chains (`next` = the chain's previous head), in
+//!    one of two shapes:
+//!    - `local`: runs of 64 consecutive live nodes go to the same chain (chain `i / 64 mod
+//!      1000`), and `other` points two nodes back in that chain: almost every reference points
+//!      at a neighbour in memory, as in lists and trees built in allocation order;
+//!    - `scattered`: chain `i mod 1000`, and `other` points at the head of a random chain: every
+//!      reference jumps about 1000 live nodes (tens to hundreds of KiB) away, so nearly every
+//!      step of marking is a cache and TLB miss. A worst case for the marker's locality;
+//! 4. **measure**: one `Mutator::collect()`; the figures are that cycle's [`CycleStats`];
+//! 5. **check** (untimed): the cycle marked exactly the live nodes + the table, and walking
+//!    every chain finds every live node, with decreasing allocation numbers and `other` fields
+//!    that are nodes.
+//!
+//! Columns: pause (`CycleStats::pause_total`); mark, plan, compact (`compact` includes the root
+//! update, step 4 of the cycle); other = pause - mark - plan - compact (stopping the world,
+//! releasing the old half with `MADV_DONTNEED`, the large-object sweep); live MiB =
+//! `moving_after`; heap MiB = `moving_before`; MiB/s = those divided by the pause.
+//!
+//! Environment: `FAULTLINE_BENCH_QUICK=1` shrinks the heap to 32 MiB and runs each case 3 times
+//! (a smoke run); `FAULTLINE_BENCH_RUNS=n` overrides the number of runs. Without `--bench` on
+//! the command line (`cargo test --benches`) it runs the smoke configuration once per case.
+//!
+//! Invariants: no collection happens except the warm-up and the measured one (asserted with the
+//! cycle counter); every value is used only between two safepoints (everything that must survive
+//! an allocation is in the rooted table); the memory footprint stays below about three times
+//! the object size (the two halves, of which only the live part of the destination is
+//! resident, plus bitmaps).
+
+use std::time::Duration;
+
+use faultline::{CycleStats, Heap, HeapConfig, TypeInfo, Value};
+
+/// Slots of the root table (8008 bytes: below the large-object threshold, so it lives, and
+/// moves, in the moving space like everything else).
+const CHAINS: usize = 1000;
+/// Node size in bytes: header + next + other + data.
+const NODE_BYTES: usize = 32;
+/// Consecutive live nodes per chain in the `local` shape.
+const RUN: usize = 64;
+
+/// How live nodes are linked (see the module documentation).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Local,
+    Scattered,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Local => "local",
+            Shape::Scattered => "scattered",
+        }
+    }
+}
+
+/// SplitMix64: a small, fixed-seed generator.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (((self.next() >> 32) * n as u64) >> 32) as usize
+    }
+    /// True with probability `p`.
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) < p
+    }
+}
+
+/// One measured collection.
+struct Sample {
+    stats: CycleStats,
+}
+
+impl Sample {
+    fn pause(&self) -> Duration {
+        self.stats.pause_total()
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn mib(b: usize) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+/// Build a heap of `object_bytes` of objects with a fraction `live` reachable, collect it once.
+fn run_once(object_bytes: usize, shape: Shape, live: f64, gc_threads: usize, seed: u64) -> Sample {
+    let half = object_bytes + (1 << 20);
+    let cfg = HeapConfig {
+        min_trigger_bytes: half,
+        gc_threads,
+        ..HeapConfig::with_heap_size(half)
+    };
+    let heap = Heap::new(cfg).expect("heap");
+    if let Some(r) = heap.fallback_reason() {
+        eprintln!("stw bench: heap without userfaultfd: {r}");
+    }
+    let node = heap
+        .register_type(TypeInfo::fixed("node", 24, &[0, 8]))
+        .expect("node type");
+    let table_ty = heap
+        .register_type(TypeInfo::ref_array("root-table"))
+        .expect("table type");
+    let mut m = heap.attach();
+
+    // 2. Warm-up: a full heap of garbage, collected.
+    for _ in 0..object_bytes / NODE_BYTES {
+        m.alloc(node, 0).expect("alloc");
+    }
+    m.collect().expect("warm-up collection");
+    assert_eq!(heap.cycles(), 1);
+
+    // 3. Build.
+    let mut rng = SplitMix(seed);
+    let t = m.alloc(table_ty, CHAINS).expect("table");
+    let table = m.root(t);
+    let nodes = (object_bytes - (CHAINS + 1) * 8) / NODE_BYTES;
+    let mut n_live = 0usize;
+    for seq in 1..=nodes as u64 {
+        let v = m.alloc(node, 0).expect("alloc");
+        if rng.chance(live) {
+            let tab = table.get(&m).expect("table");
+            let n = m.local(v).expect("node");
+            let (chain, other) = match shape {
+                Shape::Local => {
+                    let chain = (n_live / RUN) % CHAINS;
+                    let two_back = m.local(tab.get(chain)).map_or(Value::NULL, |p| p.get(0));
+                    (chain, two_back)
+                }
+                Shape::Scattered => (n_live % CHAINS, tab.get(rng.below(CHAINS))),
+            };
+            n.set(0, tab.get(chain));
+            n.set(1, other);
+            n.set_word(2, seq);
+            tab.set(chain, v);
+            n_live += 1;
+        }
+    }
+    assert_eq!(heap.cycles(), 1, "a collection ran while building");
+
+    // 4. Measure.
+    m.collect().expect("collection");
+    let stats = heap.history().last().expect("a cycle").clone();
+    assert_eq!(stats.cycle, 2);
+
+    // 5. Check.
+    assert_eq!(stats.live_objects, n_live + 1, "marked objects");
+    let mut found = 0usize;
+    let tab = table.get(&m).expect("table");
+    for c in 0..CHAINS {
+        let mut v = tab.get(c);
+        let mut prev = u64::MAX;
+        while let Some(n) = m.local(v) {
+            assert_eq!(n.type_id(), node);
+            let seq = n.word(2);
+            assert!(seq < prev, "chain {c} out of order");
+            prev = seq;
+            if let Some(o) = m.local(n.get(1)) {
+                assert_eq!(o.type_id(), node);
+            }
+            found += 1;
+            v = n.get(0);
+        }
+    }
+    assert_eq!(found, n_live, "live nodes reachable after the collection");
+    Sample { stats }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn main() {
+    let bench_mode = std::env::args().any(|a| a == "--bench");
+    let quick = !bench_mode
+        || std::env::var("FAULTLINE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let object_bytes: usize = if quick { 32 << 20 } else { 256 << 20 };
+    let default_runs = match (bench_mode, quick) {
+        (false, _) => 1,
+        (true, true) => 3,
+        (true, false) => 5,
+    };
+    let runs: usize = std::env::var("FAULTLINE_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default_runs);
+    let mut cases = Vec::new();
+    for shape in [Shape::Local, Shape::Scattered] {
+        for live in [0.1, 0.5, 0.9] {
+            cases.push((shape, live, 1));
+        }
+        cases.push((shape, 0.5, 2));
+    }
+
+    println!(
+        "stop-the-world collection of {} MiB of 32-byte nodes, {runs} run(s) per case (load average {})",
+        object_bytes >> 20,
+        loadavg()
+    );
+    println!(
+        "pause ms: median [min, max]; breakdown (ms) of the median run; MiB/s = MiB / median pause"
+    );
+    println!();
+    println!(
+        "| shape | live | gc threads | pause ms (median [min, max]) | mark | plan | compact | other | live MiB | heap MiB | live MiB/s | heap MiB/s | pages filled |"
+    );
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (ci, &(shape, live, threads)) in cases.iter().enumerate() {
+        let mut samples: Vec<Sample> = (0..runs)
+            .map(|r| {
+                let seed = 0x5eed + (ci * 100 + r) as u64;
+                run_once(object_bytes, shape, live, threads, seed)
+            })
+            .collect();
+        samples.sort_by_key(Sample::pause);
+        let med = &samples[samples.len() / 2].stats;
+        let pause = med.pause_total();
+        let other = pause.saturating_sub(med.mark + med.plan + med.compact);
+        let (lo, hi) = (samples[0].pause(), samples[samples.len() - 1].pause());
+        let secs = pause.as_secs_f64();
+        println!(
+            "| {} | {:.0} % | {} | {:.1} [{:.1}, {:.1}] | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {} |",
+            shape.name(),
+            live * 100.0,
+            threads,
+            ms(pause),
+            ms(lo),
+            ms(hi),
+            ms(med.mark),
+            ms(med.plan),
+            ms(med.compact),
+            ms(other),
+            mib(med.moving_after),
+            mib(med.moving_before),
+            mib(med.moving_after) / secs,
+            mib(med.moving_before) / secs,
+            med.pages_filled,
+        );
+    }
+    println!();
+    println!("load average at the end: {}", loadavg());
+}
