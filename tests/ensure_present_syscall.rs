@@ -26,7 +26,14 @@ fn read_into_a_heap_byte_array_during_compaction() {
         }
         let buf = m.alloc(t.string, 6000).unwrap(); // spans two pages, below the LOS threshold
         let root = m.root(buf);
-        m.collect().unwrap(); // flip: the array's new pages are absent for 300 ms
+        let before = root.value(&m);
+        m.collect().unwrap(); // starts the cycle: marking runs concurrently, then the flip
+                              // Keep reaching safepoints (the remark + flip pause needs us) until the flip moved the
+                              // array; its new pages then stay absent for 300 ms.
+        while root.value(&m) == before {
+            m.safepoint();
+            std::thread::sleep(Duration::from_micros(200));
+        }
         let v = root.value(&m);
         // Reading the header faults in (only) the header's page; aim at the next page, which
         // the array also covers and which is still absent.

@@ -336,11 +336,11 @@ impl Plan<'_> {
 }
 
 /// The outcome of the pause.
-enum CycleOutcome {
+pub(crate) enum CycleOutcome {
     /// Stop-the-world: the cycle is complete.
     Done(CycleStats),
     /// Concurrent: the flip is done; compaction continues on a worker thread.
-    Flipped(CycleStats, faultline_heap::sys::CallSnapshot),
+    Flipped(Box<CycleStats>, faultline_heap::sys::CallSnapshot, Instant),
 }
 
 /// Record a completed cycle: history and the GC-log hook.
@@ -389,8 +389,9 @@ pub(crate) fn collect(
 ) -> Result<Option<CycleStats>, ArenaError> {
     let cycles_before = inner.cycles.load(Ordering::SeqCst);
     loop {
-        // A cycle starts only when the previous compaction is complete.
-        inner.compaction.wait_idle();
+        // A cycle starts only when the previous one is complete (waiting counts as stopped,
+        // so the running cycle's remark pause is not held up by us).
+        inner.wait_idle_as(me);
         let t0 = Instant::now();
         let Some(g) = inner.stop_the_world(me) else {
             // The world was stopped by another thread. If that was a collection, an implicit
@@ -406,6 +407,18 @@ pub(crate) fn collect(
             continue;
         }
         let tts = t0.elapsed();
+        if inner.concurrent {
+            // Concurrent cycle: only the initial mark happens in this pause; the GC thread
+            // marks, remarks, flips and compacts.
+            let st = crate::marking::initial_mark(inner, &g, trigger, t0, tts);
+            inner.resume(g);
+            let heap = inner.clone();
+            return std::thread::Builder::new()
+                .name("faultline-gc".into())
+                .spawn(move || crate::marking::run(heap, st))
+                .map(|_| None)
+                .map_err(|e| ArenaError::Config(format!("spawning the GC thread: {e}")));
+        }
         let r = run_cycle(inner, &g, trigger, t0, tts);
         inner.resume(g);
         return match r? {
@@ -416,16 +429,16 @@ pub(crate) fn collect(
                 record_cycle(inner, &stats);
                 Ok(Some(stats))
             }
-            CycleOutcome::Flipped(stats, calls0) => {
+            CycleOutcome::Flipped(stats, calls0, start) => {
                 let heap = inner.clone();
-                let s2 = stats.clone();
+                let s2 = *stats.clone();
                 std::thread::Builder::new()
                     .name("faultline-compact".into())
-                    .spawn(move || crate::concurrent::run_compaction(heap, s2, t0, calls0))
+                    .spawn(move || crate::concurrent::run_compaction(heap, s2, start, calls0))
                     .map_err(|e| {
                         ArenaError::Config(format!("spawning the compaction thread: {e}"))
                     })?;
-                Ok(Some(stats))
+                Ok(Some(*stats))
             }
         };
     }
@@ -437,7 +450,7 @@ pub(crate) fn verify_stopped(
     me: Option<&Arc<MutatorShared>>,
 ) -> Result<VerifyReport, VerifyError> {
     loop {
-        inner.compaction.wait_idle();
+        inner.wait_idle_as(me);
         if let Some(g) = inner.stop_the_world(me) {
             let types = inner
                 .types
@@ -523,21 +536,84 @@ fn run_cycle(
     }
     let mark_time = tm.elapsed();
 
+    let pc = PauseCtx {
+        t0,
+        tts,
+        trigger,
+        calls0,
+        moving_before,
+        large_before,
+        mark_time,
+        live_objects,
+        from,
+        from_top,
+        bitmap_words,
+        pauses: Vec::new(),
+        cycle_start: t0,
+    };
+    plan_and_compact(inner, g, cs, &types, pc)
+}
+
+/// What the pause that ends marking hands to planning.
+pub(crate) struct PauseCtx {
+    pub t0: Instant,
+    pub tts: Duration,
+    pub trigger: Trigger,
+    pub calls0: faultline_heap::sys::CallSnapshot,
+    pub moving_before: usize,
+    pub large_before: usize,
+    pub mark_time: Duration,
+    pub live_objects: usize,
+    pub from: usize,
+    pub from_top: usize,
+    pub bitmap_words: usize,
+    /// Earlier pauses of the cycle (the initial mark of a concurrent cycle).
+    pub pauses: Vec<Pause>,
+    /// When the cycle began (its first pause).
+    pub cycle_start: Instant,
+}
+
+/// Steps 3-6 (or the flip of a concurrent cycle), with marking complete and the world stopped.
+pub(crate) fn plan_and_compact(
+    inner: &HeapInner,
+    g: &SpState,
+    cs: &mut CollectorState,
+    types_arc: &Arc<TypeRegistry>,
+    pc: PauseCtx,
+) -> Result<CycleOutcome, ArenaError> {
+    let cfg = &inner.config;
+    let moving = &inner.moving;
+    let large = &inner.large;
+    let PauseCtx {
+        t0,
+        tts,
+        trigger,
+        calls0,
+        moving_before,
+        large_before,
+        mark_time,
+        live_objects,
+        from,
+        from_top,
+        bitmap_words,
+        mut pauses,
+        cycle_start,
+    } = pc;
+    let types: &TypeRegistry = types_arc;
     // 3. Plan.
     let tp = Instant::now();
     let live_words = cs.live.compute_prefix(bitmap_words);
     let pages = (live_words * WORD).div_ceil(PAGE_SIZE);
     cs.first_obj.clear();
-    for p in 0..pages {
-        let w = cs
-            .live
-            .select(p * PAGE_WORDS, bitmap_words)
-            .expect("a destination page below the live size has a source word");
-        let start = cs
-            .mark
-            .prev_set(w)
-            .expect("every live word belongs to a marked object");
-        cs.first_obj.push(start);
+    {
+        let (mark, first_obj) = (&cs.mark, &mut cs.first_obj);
+        cs.live
+            .select_every(PAGE_WORDS, live_words, bitmap_words, |_, w| {
+                first_obj.push(
+                    mark.prev_set(w)
+                        .expect("every live word belongs to a marked object"),
+                );
+            });
     }
     let to_index = 1 - moving.current.load(Ordering::Relaxed);
     let to = moving.half_base[to_index];
@@ -548,7 +624,7 @@ fn run_cycle(
         live_words,
         live: &cs.live,
         mark: &cs.mark,
-        types: &types,
+        types,
         first_obj: &cs.first_obj,
     };
     let plan_time = tp.elapsed();
@@ -573,9 +649,9 @@ fn run_cycle(
     }
 
     if inner.concurrent {
-        // 5'. Flip: sweep large objects, make the destination half current with every
-        //     destination page absent, and arm the compaction; workers and faults fill pages.
-        large.sweep(&inner.arena)?;
+        // 5'. Flip: make the destination half current with every destination page absent, and
+        //     arm the compaction; workers and faults fill pages. Nothing below can fail: the
+        //     references already point at the new addresses.
         let from_populated = {
             let mut pop = moving
                 .populated
@@ -600,8 +676,11 @@ fn run_cycle(
             src_pages: Vec::new(),
             live: &cs.live,
             mark: &cs.mark,
-            types: Some(types.clone()),
+            types: Some(types_arc.clone()),
         };
+        if let Err(e) = large.sweep(&inner.arena) {
+            eprintln!("faultline: releasing dead large objects failed: {e}");
+        }
         let moving_after = moving.used();
         let large_after = large.used();
         set_trigger(inner, moving_after + large_after);
@@ -611,10 +690,18 @@ fn run_cycle(
             cycle,
             mode: GcMode::Concurrent,
             trigger,
-            pauses: vec![Pause {
-                kind: "mark+flip",
-                duration: flip,
-            }],
+            pauses: {
+                let kind = if pauses.is_empty() {
+                    "mark+flip"
+                } else {
+                    "remark+flip"
+                };
+                pauses.push(Pause {
+                    kind,
+                    duration: flip,
+                });
+                pauses
+            },
             time_to_safepoint: tts,
             mark: mark_time,
             plan: plan_time,
@@ -645,7 +732,7 @@ fn run_cycle(
         // SAFETY: the world is stopped, the previous compaction finished (checked by
         // `collect`), and no resolver is inside.
         unsafe { inner.compaction.arm(pd) };
-        return Ok(CycleOutcome::Flipped(stats, calls0));
+        return Ok(CycleOutcome::Flipped(Box::new(stats), calls0, cycle_start));
     }
 
     // 5. Compact into the other half, a batch of pages per COPY.
@@ -689,7 +776,7 @@ fn run_cycle(
 
     let cycle = inner.cycles.fetch_add(1, Ordering::Relaxed) + 1;
     if cfg.verify {
-        if let Err(e) = verify::verify_heap(inner, g, &types) {
+        if let Err(e) = verify::verify_heap(inner, g, types) {
             panic!("heap verification failed after cycle {cycle}: {e}");
         }
     }

@@ -308,6 +308,16 @@ impl Compaction {
         self.active.store(true, Ordering::SeqCst);
     }
 
+    /// A cycle begins (its initial mark): collections and verification wait for its end.
+    pub(crate) fn set_busy(&self) {
+        self.set_idle(false);
+    }
+
+    /// The cycle is over.
+    pub(crate) fn set_idle_now(&self) {
+        self.set_idle(true);
+    }
+
     /// Move strategy: which old pages each destination page reads, how many readers each old
     /// page has, and the initially free (unread, present) old pages.
     fn plan_readers(&self, pd: &mut PlanData) {

@@ -93,6 +93,16 @@ pub struct HeapConfig {
     /// Stress / test knob: concurrent compaction workers wait this long after the flip before
     /// filling pages, widening the window in which mutators meet absent pages.
     pub compaction_delay: Option<std::time::Duration>,
+    /// Concurrent marking: after marking, re-mark with the world stopped and panic if an
+    /// object reachable at the snapshot was not marked (Go's `gccheckmark`).
+    pub checkmark: bool,
+    /// Test hook called by the concurrent marker at [`crate::marking::MarkPoint`]s (it may
+    /// block, to force interleavings with mutators).
+    pub mark_hook: Option<crate::marking::MarkHook>,
+    /// Test-only: disable the SATB barrier, to prove that the race tests and checkmark catch a
+    /// collector that loses objects.
+    #[doc(hidden)]
+    pub debug_disable_barrier: bool,
     /// Use userfaultfd at all (false forces the unregistered stop-the-world arena).
     pub use_userfaultfd: bool,
     /// The kernel (the real one unless a test injects faults).
@@ -134,6 +144,9 @@ impl Default for HeapConfig {
             verify: false,
             stress_every: None,
             compaction_delay: None,
+            checkmark: false,
+            mark_hook: None,
+            debug_disable_barrier: false,
             use_userfaultfd: true,
             sys: Sys::real(),
             on_cycle: None,

@@ -99,6 +99,7 @@ pub(crate) struct HeapInner {
     /// Concurrent compaction is in effect (after auto-selection and fallback).
     pub concurrent: bool,
     pub compaction: crate::concurrent::Compaction,
+    pub marking: crate::marking::MarkingState,
     pub delivery: Option<&'static str>,
     pub arena: VolatileArena,
     pub moving: MovingSpace,
@@ -262,6 +263,7 @@ impl Heap {
                     strategy.unwrap_or(crate::concurrent::MapStrategy::Copy),
                 ),
                 delivery,
+                marking: crate::marking::MarkingState::default(),
                 arena,
                 moving,
                 large,
@@ -401,19 +403,23 @@ impl Heap {
     /// Wait until a concurrent compaction in progress (if any) has finished and its cycle is
     /// recorded in [`Heap::history`].
     pub fn wait_for_compaction(&self) {
-        // The cycle is recorded before the compaction turns idle.
-        self.inner.compaction.wait_idle();
+        // The cycle is recorded before it turns idle. From a thread attached to this heap, wait
+        // in native state so the cycle's remark pause can proceed.
+        let me = crate::mutator::attached_here(&self.inner);
+        self.inner.wait_idle_as(me.as_ref());
     }
 
     /// Collect now, from a thread that is not attached (an attached thread uses
     /// [`Mutator::collect`]).
     pub fn collect(&self) -> Result<(), ArenaError> {
-        crate::collector::collect(&self.inner, None, Trigger::Explicit).map(drop)
+        let me = crate::mutator::attached_here(&self.inner);
+        crate::collector::collect(&self.inner, me.as_ref(), Trigger::Explicit).map(drop)
     }
 
     /// Verify the heap now (stops the world), from a thread that is not attached.
     pub fn verify(&self) -> Result<crate::verify::VerifyReport, crate::verify::VerifyError> {
-        crate::collector::verify_stopped(&self.inner, None)
+        let me = crate::mutator::attached_here(&self.inner);
+        crate::collector::verify_stopped(&self.inner, me.as_ref())
     }
 
     /// Completed cycles.
@@ -456,6 +462,7 @@ impl Heap {
     pub fn mode_info(&self) -> ModeInfo {
         let inner = &self.inner;
         ModeInfo {
+            barrier: inner.concurrent.then_some("satb"),
             mode: if inner.concurrent {
                 crate::config::GcMode::Concurrent
             } else {
@@ -463,7 +470,6 @@ impl Heap {
             },
             strategy: inner.concurrent.then(|| inner.compaction.strategy.name()),
             faults: inner.delivery,
-            barrier: None,
             fallback_reason: inner.fallback_reason.clone(),
         }
     }
@@ -518,6 +524,30 @@ impl HeapInner {
         g.gc_active = false;
         drop(g);
         self.sp.cv.notify_all();
+    }
+
+    /// Wait for the running cycle (if any) to end. A mutator waits in native state, so the
+    /// cycle's pauses do not wait for it.
+    pub(crate) fn wait_idle_as(&self, me: Option<&Arc<MutatorShared>>) {
+        if !self.compaction.is_busy() {
+            return;
+        }
+        match me {
+            None => self.compaction.wait_idle(),
+            Some(me) => {
+                {
+                    let _g = self.sp.lock();
+                    me.state.store(NATIVE, Ordering::SeqCst);
+                    self.sp.cv.notify_all();
+                }
+                self.compaction.wait_idle();
+                let mut g = self.sp.lock();
+                while g.gc_active {
+                    g = self.sp.wait(g);
+                }
+                me.state.store(crate::mutator::RUNNING, Ordering::SeqCst);
+            }
+        }
     }
 
     /// Round `x` up to pages.

@@ -18,6 +18,7 @@ pub mod collector;
 pub mod concurrent;
 pub mod config;
 pub mod heap;
+pub mod marking;
 pub mod mutator;
 pub mod pagestate;
 pub mod space;

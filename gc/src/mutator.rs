@@ -30,6 +30,24 @@ use faultline_heap::object::{Header, ObjectRef, TypeId, TypeKind, TypeRegistry, 
 use crate::heap::{Heap, HeapInner, RootSource};
 use crate::stats::Trigger;
 
+thread_local! {
+    /// The mutators attached on this thread, by heap: lets heap-level waits from an attached
+    /// thread wait in native state (so they cannot hold up a pause).
+    static ATTACHED: core::cell::RefCell<Vec<(usize, Arc<MutatorShared>)>> =
+        const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// The mutator this thread has attached to `inner`, if any.
+pub(crate) fn attached_here(inner: &HeapInner) -> Option<Arc<MutatorShared>> {
+    let key = inner as *const HeapInner as usize;
+    ATTACHED.with(|a| {
+        a.borrow()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, m)| m.clone())
+    })
+}
+
 pub(crate) const RUNNING: u8 = 0;
 pub(crate) const PARKED: u8 = 1;
 pub(crate) const NATIVE: u8 = 2;
@@ -68,11 +86,14 @@ pub(crate) struct LocalRoots {
     pub free: Vec<u32>,
     pub stack: Vec<usize>,
     pub sources: Vec<Arc<dyn RootSource>>,
+    /// SATB entries not yet flushed to the heap's queue.
+    pub satb: Vec<usize>,
 }
 
 pub(crate) struct MutatorShared {
     pub id: u64,
     pub state: AtomicU8,
+    pub tlab_start: AtomicUsize,
     pub tlab_cursor: AtomicUsize,
     pub tlab_limit: AtomicUsize,
     pub roots: UnsafeCell<LocalRoots>,
@@ -120,6 +141,7 @@ impl Mutator {
         let shared = Arc::new(MutatorShared {
             id: heap.inner.next_mutator_id.fetch_add(1, Ordering::Relaxed),
             state: AtomicU8::new(RUNNING),
+            tlab_start: AtomicUsize::new(0),
             tlab_cursor: AtomicUsize::new(0),
             tlab_limit: AtomicUsize::new(0),
             roots: UnsafeCell::new(LocalRoots {
@@ -127,6 +149,7 @@ impl Mutator {
                 free: Vec::new(),
                 stack: Vec::new(),
                 sources: Vec::new(),
+                satb: Vec::with_capacity(crate::marking::SATB_BUFFER),
             }),
         });
         {
@@ -137,6 +160,10 @@ impl Mutator {
             }
             g.mutators.push(shared.clone());
         }
+        ATTACHED.with(|a| {
+            a.borrow_mut()
+                .push((Arc::as_ptr(&heap.inner) as usize, shared.clone()))
+        });
         let types = Cell::new(Arc::as_ptr(&heap.types()));
         Mutator {
             heap,
@@ -167,6 +194,31 @@ impl Mutator {
         self.types.set(Arc::as_ptr(&self.heap.types()));
         // SAFETY: as above, the new version is retained by the heap too.
         unsafe { &*self.types.get() }
+    }
+
+    /// The SATB barrier's slow path: log `old`, the reference being overwritten.
+    #[cold]
+    fn satb_log(&self, old: usize) {
+        if self.heap.inner.config.debug_disable_barrier {
+            return;
+        }
+        // SAFETY: the owner thread, RUNNING.
+        let r = unsafe { self.shared.roots_mut() };
+        r.satb.push(old);
+        if r.satb.len() >= crate::marking::SATB_BUFFER {
+            self.heap.inner.marking.flush(&mut r.satb);
+        }
+    }
+
+    /// Whether concurrent marking is on (the barrier's fast path: one load).
+    #[inline]
+    fn marking(&self) -> bool {
+        self.heap.inner.marking.active.load(Ordering::Relaxed)
+    }
+
+    /// Wait until the heap's running cycle (marking and compaction) is over, in native state.
+    pub fn wait_for_cycle(&mut self) {
+        self.heap.inner.wait_idle_as(Some(&self.shared));
     }
 
     /// The safepoint poll: if a collection is requested, stop here until it is done.
@@ -301,10 +353,17 @@ impl Mutator {
             }
             let inner = &self.heap.inner;
             let got = if large {
-                inner
+                let a = inner
                     .large
                     .alloc(&inner.arena, bytes)
-                    .map_err(|e| AllocError::Kernel(e.to_string()))?
+                    .map_err(|e| AllocError::Kernel(e.to_string()))?;
+                if let Some(a) = a {
+                    if inner.marking.active.load(Ordering::SeqCst) {
+                        // Allocated black.
+                        inner.large.marks.set(inner.large.page_of(a));
+                    }
+                }
+                a
             } else {
                 // Retire the buffer (its tail stays zero: one-word fillers) and take a new one.
                 let tlab = inner.config.tlab_bytes.max(bytes);
@@ -314,6 +373,15 @@ impl Mutator {
                     .map_err(|e| AllocError::Kernel(e.to_string()))?
                 {
                     Some(start) => {
+                        if inner.marking.active.load(Ordering::SeqCst) {
+                            // The old buffer's objects were allocated black: hand them to the
+                            // marker to walk.
+                            inner.marking.retire(
+                                self.shared.tlab_start.load(Ordering::Relaxed),
+                                self.shared.tlab_cursor.load(Ordering::Relaxed),
+                            );
+                        }
+                        self.shared.tlab_start.store(start, Ordering::Relaxed);
                         self.shared
                             .tlab_cursor
                             .store(start + bytes, Ordering::Relaxed);
@@ -372,7 +440,7 @@ impl Mutator {
                     obj: o,
                     header: h,
                     types: self.types_for(h.type_id()),
-                    _m: PhantomData,
+                    m: self,
                 })
             }
             _ => panic!(
@@ -458,6 +526,22 @@ impl Drop for Mutator {
     fn drop(&mut self) {
         let inner = &self.heap.inner;
         let mut g = inner.sp.lock();
+        // Hand over what marking needs from us: unflushed SATB entries, our black buffer.
+        // (Under the handshake lock: no pause can be in progress.)
+        // SAFETY: the owner thread, RUNNING.
+        let r = unsafe { self.shared.roots_mut() };
+        inner.marking.flush(&mut r.satb);
+        if inner.marking.active.load(Ordering::SeqCst) {
+            inner.marking.retire(
+                self.shared.tlab_start.load(Ordering::Relaxed),
+                self.shared.tlab_cursor.load(Ordering::Relaxed),
+            );
+        }
+        let key = Arc::as_ptr(&self.heap.inner) as usize;
+        ATTACHED.with(|a| {
+            a.borrow_mut()
+                .retain(|(k, m)| !(*k == key && Arc::ptr_eq(m, &self.shared)))
+        });
         g.mutators.retain(|m| !Arc::ptr_eq(m, &self.shared));
         drop(g);
         inner.sp.cv.notify_all();
@@ -503,7 +587,7 @@ pub struct Local<'m> {
     obj: ObjectRef,
     header: Header,
     types: &'m TypeRegistry,
-    _m: PhantomData<&'m Mutator>,
+    m: &'m Mutator,
 }
 
 impl core::fmt::Debug for Local<'_> {
@@ -569,9 +653,10 @@ impl<'m> Local<'m> {
     /// Payload word `i` as a value (for arrays: element `i`).
     pub fn get(&self, i: usize) -> Value {
         let a = self.word_addr(i);
-        // SAFETY: an in-bounds payload word of a live object. Non-reference words are returned
-        // as values too; a non-reference word is never traced, whatever it holds.
-        unsafe { Value::from_bits((a as *const usize).read_volatile()) }
+        // SAFETY: an in-bounds, word-aligned payload word of a live object (read atomically: the
+        // marker and other mutators may access it concurrently). Non-reference words are
+        // returned as values too; a non-reference word is never traced, whatever it holds.
+        unsafe { Value::from_bits(AtomicUsize::from_ptr(a as *mut usize).load(Ordering::Relaxed)) }
     }
     /// Store `v` into payload word `i`. A reference may only be stored into a reference slot.
     pub fn set(&self, i: usize, v: Value) {
@@ -581,8 +666,17 @@ impl<'m> Local<'m> {
             "word {i} of {:?} is not a reference slot",
             self.header
         );
-        // SAFETY: an in-bounds payload word of a live object.
-        unsafe { (a as *mut usize).write_volatile(v.bits()) };
+        // SAFETY: an in-bounds, word-aligned payload word of a live object. Slots are accessed
+        // atomically because the concurrent marker reads them while mutators run.
+        let slot = unsafe { AtomicUsize::from_ptr(a as *mut usize) };
+        if self.m.marking() {
+            // The SATB (Yuasa deletion) barrier: log the reference being overwritten.
+            let old = slot.load(Ordering::Relaxed);
+            if old != 0 && old % WORD == 0 {
+                self.m.satb_log(old);
+            }
+        }
+        slot.store(v.bits(), Ordering::Relaxed);
     }
     /// Raw payload word `i` (a non-reference data word).
     pub fn word(&self, i: usize) -> u64 {

@@ -1,0 +1,485 @@
+//! Concurrent marking with a snapshot-at-the-beginning (Yuasa deletion) write barrier.
+//!
+//! # The concurrent cycle
+//!
+//! 1. **Initial-mark pause** (O(roots)): retire allocation buffers; record `mark_top` (the
+//!    moving space's top: every object at or above it is allocated during marking, *black*);
+//!    copy the root values; clear the large-object marks; switch the barrier on. Resume.
+//! 2. **Concurrent mark** (GC thread): clear the side bitmaps, mark the root objects, trace.
+//!    Mutators run with the barrier on: [`crate::Local::set`] logs the reference it overwrites
+//!    into the mutator's SATB buffer, flushed to a global queue every 256 entries. Objects
+//!    allocated meanwhile are black: the buffers mutators retire while marking are walked by the
+//!    GC thread, which sets their mark and live bits without tracing them; large objects get
+//!    their mark bit at allocation. Precleaning: the GC thread keeps draining the flushed SATB
+//!    entries and retired buffers until both are empty.
+//! 3. **Remark pause**, then **flip** in the same pause: drain every mutator's unflushed SATB
+//!    entries and trace what they reach; walk the buffers still in use; (optionally checkmark);
+//!    switch the barrier off; plan; flip ([`crate::collector::plan_and_compact`]). Resume;
+//!    concurrent compaction follows on the same thread.
+//!
+//! Why nothing reachable is lost: every object reachable at the snapshot is either reached by
+//! tracing, or the last reference to it on the traced path was overwritten after the snapshot,
+//! and the barrier logged that reference; objects created after the snapshot are black. An
+//! object unreachable at the snapshot can never become reachable again.
+//!
+//! # Remark bound
+//!
+//! The remark pause traces from at most `mutators x 256` SATB entries (precleaning empties the
+//! global queue first) plus what only they reach, and walks at most one active allocation
+//! buffer per mutator (`tlab_bytes`); planning adds a pass over the live-words bitmap (one word
+//! per 64 heap words). Roots are not rescanned (the snapshot already holds them).
+//!
+//! Invariants:
+//! - `active` is true exactly between the end of the initial-mark pause and the remark pause;
+//!   the barrier reads it with one relaxed load;
+//! - heap slots are read by the marker and written by mutators with atomic (relaxed) accesses;
+//!   headers never change after allocation, so the marker reads them plainly;
+//! - the marker marks only objects below `mark_top` in the moving space; everything between
+//!   `mark_top` and `top` is black and reaches the bitmaps only through the buffer walks.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use faultline_heap::bitmap::Bitmap;
+use faultline_heap::object::{Header, TypeId, TypeRegistry, WORD};
+use faultline_heap::PAGE_SIZE;
+
+use crate::collector::{plan_and_compact, visit_roots, CycleOutcome, PauseCtx};
+use crate::heap::{HeapInner, SpState};
+use crate::stats::{Pause, Trigger};
+
+/// SATB entries a mutator buffers before flushing them to the global queue.
+pub const SATB_BUFFER: usize = 256;
+
+/// Points at which a test hook may park the marker (to force interleavings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkPoint {
+    /// Concurrent marking began (roots marked, nothing traced).
+    Started,
+    /// `n` objects have been traced so far.
+    Traced(usize),
+    /// Precleaning is done; the remark pause comes next.
+    BeforeRemark,
+}
+
+/// A hook called by the marker at each [`MarkPoint`].
+pub type MarkHook = Arc<dyn Fn(MarkPoint) + Send + Sync>;
+
+/// Shared marking state.
+#[derive(Debug, Default)]
+pub(crate) struct MarkingState {
+    /// The barrier is on.
+    pub active: AtomicBool,
+    /// Objects at or above this address were allocated during marking.
+    pub mark_top: AtomicUsize,
+    /// Flushed SATB entries.
+    pub satb: Mutex<Vec<usize>>,
+    /// Allocation buffers retired during marking: `[start, end)` of black objects.
+    pub retired: Mutex<Vec<(usize, usize)>>,
+    /// SATB entries logged (statistics).
+    pub logged: AtomicU64,
+}
+
+impl MarkingState {
+    pub(crate) fn flush(&self, buf: &mut Vec<usize>) {
+        if buf.is_empty() {
+            return;
+        }
+        self.logged.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.satb
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .append(buf);
+    }
+    pub(crate) fn retire(&self, start: usize, end: usize) {
+        if end > start && start >= self.mark_top.load(Ordering::Relaxed) {
+            self.retired
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((start, end));
+        }
+    }
+}
+
+/// What the initial-mark pause hands to the GC thread.
+pub(crate) struct MarkStart {
+    roots: Vec<usize>,
+    from: usize,
+    mark_top: usize,
+    cycle_start: Instant,
+    initial: Duration,
+    tts: Duration,
+    trigger: Trigger,
+    calls0: faultline_heap::sys::CallSnapshot,
+    moving_before: usize,
+    large_before: usize,
+}
+
+/// The initial-mark pause. The world is stopped; O(roots).
+pub(crate) fn initial_mark(
+    inner: &HeapInner,
+    g: &SpState,
+    trigger: Trigger,
+    t0: Instant,
+    tts: Duration,
+) -> MarkStart {
+    let types = inner
+        .types
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if inner.config.verify {
+        if let Err(e) = crate::verify::verify_heap(inner, g, &types) {
+            panic!(
+                "heap verification failed before cycle {}: {e}",
+                inner.cycles.load(Ordering::Relaxed) + 1
+            );
+        }
+    }
+    inner.compaction.set_busy();
+    let calls0 = inner.arena.sys().counters().snapshot();
+    for m in &g.mutators {
+        m.tlab_start.store(0, Ordering::Relaxed);
+        m.tlab_cursor.store(0, Ordering::Relaxed);
+        m.tlab_limit.store(0, Ordering::Relaxed);
+    }
+    let moving = &inner.moving;
+    let from = moving.base();
+    let mark_top = moving.top.load(Ordering::Relaxed);
+    let mut roots = Vec::new();
+    visit_roots(inner, g, &mut |s| roots.push(*s));
+    inner.large.marks.clear();
+    let ms = &inner.marking;
+    ms.mark_top.store(mark_top, Ordering::SeqCst);
+    ms.satb
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+    ms.retired
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+    ms.active.store(true, Ordering::SeqCst);
+    MarkStart {
+        roots,
+        from,
+        mark_top,
+        cycle_start: t0,
+        initial: t0.elapsed(),
+        tts,
+        trigger,
+        calls0,
+        moving_before: moving.used(),
+        large_before: inner.large.used(),
+    }
+}
+
+struct ConcMarker<'a> {
+    from: usize,
+    mark_top: usize,
+    mark: &'a Bitmap,
+    live: &'a Bitmap,
+    large: &'a crate::space::LargeSpace,
+    types: &'a TypeRegistry,
+    gray: Vec<usize>,
+    marked: usize,
+    traced: usize,
+}
+
+#[inline]
+fn load_slot(a: usize) -> usize {
+    // SAFETY: `a` is a word-aligned slot of a live object in present memory; mutators write
+    // slots with atomic stores too.
+    unsafe { core::sync::atomic::AtomicUsize::from_ptr(a as *mut usize) }.load(Ordering::Relaxed)
+}
+
+impl ConcMarker<'_> {
+    fn header(a: usize) -> Header {
+        // SAFETY: the header of a live object; headers never change after allocation.
+        Header(unsafe { (a as *const u64).read() })
+    }
+
+    fn shade(&mut self, v: usize) {
+        if v == 0 || v % WORD != 0 {
+            return;
+        }
+        if v >= self.from && v < self.mark_top {
+            let w = (v - self.from) / WORD;
+            if self.mark.set(w) {
+                let size = self.types.size_words(Self::header(v)).unwrap_or(1);
+                self.live.set_range(w, w + size);
+                self.marked += 1;
+                self.gray.push(v);
+            }
+        } else if self.large.contains(v)
+            && v % PAGE_SIZE == 0
+            && self.large.marks.set(self.large.page_of(v))
+        {
+            self.marked += 1;
+            self.gray.push(v);
+        }
+    }
+
+    fn scan(&mut self, o: usize) {
+        let h = Self::header(o);
+        let size = self.types.size_words(h).unwrap_or(1);
+        let mut kids = [0usize; 16];
+        let mut n = 0;
+        let types = self.types;
+        types.for_each_ref_word(h, 0, size, |k| {
+            let v = load_slot(o + k * WORD);
+            if n == kids.len() {
+                for &c in &kids {
+                    self.shade(c);
+                }
+                n = 0;
+            }
+            kids[n] = v;
+            n += 1;
+        });
+        for &c in &kids[..n] {
+            self.shade(c);
+        }
+        self.traced += 1;
+    }
+
+    /// Mark every object of a black buffer `[s, e)` without tracing it.
+    fn walk_black(&mut self, s: usize, e: usize) {
+        let mut a = s;
+        while a < e {
+            let h = Self::header(a);
+            let size = self.types.size_words(h).unwrap_or_else(|| {
+                panic!("black object at {a:#x} has an unregistered type ({h:?})")
+            });
+            if h.type_id() != TypeId::FILLER {
+                let w = (a - self.from) / WORD;
+                if self.mark.set(w) {
+                    self.live.set_range(w, w + size);
+                    self.marked += 1;
+                }
+            }
+            a += size * WORD;
+        }
+    }
+}
+
+/// The rest of a concurrent cycle, on the GC thread: concurrent mark, remark + flip pause,
+/// concurrent compaction.
+pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
+    let cfg = &inner.config;
+    let hook = |p: MarkPoint| {
+        if let Some(h) = &cfg.mark_hook {
+            h(p)
+        }
+    };
+    let types = inner
+        .types
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let mut cs_guard = inner
+        .collector
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let cs = &mut *cs_guard;
+    let tm = Instant::now();
+    // Clear the bitmaps over the whole half: black buffers may land anywhere above mark_top.
+    let half_bitmap_words = inner.moving.half_bytes / WORD / 64 + 1;
+    cs.mark.clear_words(half_bitmap_words);
+    cs.live.bits.clear_words(half_bitmap_words);
+    let ms = &inner.marking;
+    let mut m = ConcMarker {
+        from: st.from,
+        mark_top: st.mark_top,
+        mark: &cs.mark,
+        live: &cs.live.bits,
+        large: &inner.large,
+        types: &types,
+        gray: Vec::new(),
+        marked: 0,
+        traced: 0,
+    };
+    for &r in &st.roots {
+        m.shade(r);
+    }
+    hook(MarkPoint::Started);
+    // Trace and preclean until nothing is left to do concurrently.
+    loop {
+        while let Some(o) = m.gray.pop() {
+            m.scan(o);
+            if cfg.mark_hook.is_some() {
+                hook(MarkPoint::Traced(m.traced));
+            }
+            if m.traced % 4096 == 0 {
+                let satb =
+                    std::mem::take(&mut *ms.satb.lock().unwrap_or_else(PoisonError::into_inner));
+                for v in satb {
+                    m.shade(v);
+                }
+            }
+        }
+        let satb = std::mem::take(&mut *ms.satb.lock().unwrap_or_else(PoisonError::into_inner));
+        let retired =
+            std::mem::take(&mut *ms.retired.lock().unwrap_or_else(PoisonError::into_inner));
+        if satb.is_empty() && retired.is_empty() {
+            break;
+        }
+        for v in satb {
+            m.shade(v);
+        }
+        for (s, e) in retired {
+            m.walk_black(s, e);
+        }
+    }
+    let concurrent_mark = tm.elapsed();
+    hook(MarkPoint::BeforeRemark);
+
+    // Remark + flip pause.
+    let t0 = Instant::now();
+    let g = loop {
+        if let Some(g) = inner.stop_the_world(None) {
+            break g;
+        }
+    };
+    let tts = t0.elapsed();
+    for mu in &g.mutators {
+        // SAFETY: the world is stopped.
+        let roots = unsafe { mu.roots_mut() };
+        for v in roots.satb.drain(..) {
+            m.shade(v);
+        }
+        let (s, c) = (
+            mu.tlab_start.load(Ordering::Relaxed),
+            mu.tlab_cursor.load(Ordering::Relaxed),
+        );
+        if s >= st.mark_top && c > s {
+            m.walk_black(s, c);
+        }
+        mu.tlab_start.store(0, Ordering::Relaxed);
+        mu.tlab_cursor.store(0, Ordering::Relaxed);
+        mu.tlab_limit.store(0, Ordering::Relaxed);
+    }
+    loop {
+        let satb = std::mem::take(&mut *ms.satb.lock().unwrap_or_else(PoisonError::into_inner));
+        let retired =
+            std::mem::take(&mut *ms.retired.lock().unwrap_or_else(PoisonError::into_inner));
+        for v in satb {
+            m.shade(v);
+        }
+        for (s, e) in retired {
+            m.walk_black(s, e);
+        }
+        while let Some(o) = m.gray.pop() {
+            m.scan(o);
+        }
+        if ms
+            .satb
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+            && ms
+                .retired
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+        {
+            break;
+        }
+    }
+    ms.active.store(false, Ordering::SeqCst);
+    let live_objects = m.marked;
+    let from_top = inner.moving.top.load(Ordering::Relaxed);
+    let from_words = (from_top - st.from) / WORD;
+    if cfg.checkmark {
+        checkmark(&inner, &g, &cs.mark, st.from, st.mark_top, &types);
+    }
+    if cfg.verify {
+        if let Err(e) =
+            crate::verify::check_marks(&cs.mark, &cs.live.bits, st.from, from_words, &types)
+        {
+            panic!("mark/live bitmaps disagree after concurrent marking: {e}");
+        }
+    }
+    let pc = PauseCtx {
+        t0,
+        tts,
+        trigger: st.trigger,
+        calls0: st.calls0,
+        moving_before: st.moving_before,
+        large_before: st.large_before,
+        mark_time: concurrent_mark,
+        live_objects,
+        from: st.from,
+        from_top,
+        bitmap_words: from_words.div_ceil(64) + 1,
+        pauses: vec![Pause {
+            kind: "initial-mark",
+            duration: st.initial,
+        }],
+        cycle_start: st.cycle_start,
+    };
+    let _ = st.tts;
+    let outcome = plan_and_compact(&inner, &g, cs, &types, pc);
+    inner.resume(g);
+    drop(cs_guard);
+    match outcome {
+        Ok(CycleOutcome::Flipped(stats, calls0, start)) => {
+            crate::concurrent::run_compaction(inner, *stats, start, calls0);
+        }
+        Ok(CycleOutcome::Done(mut stats)) => {
+            stats.vmas = (inner.arena.vmas_at_creation(), inner.arena.vma_count());
+            crate::collector::record_cycle(&inner, &stats);
+            inner.compaction.set_idle_now();
+            crate::collector::verify_after_concurrent(&inner, stats.cycle);
+        }
+        Err(e) => {
+            // The concurrent flip has no fallible step after references change (see
+            // `plan_and_compact`), so this is an error before any object moved.
+            eprintln!("faultline: concurrent cycle failed before the flip: {e}");
+            inner.compaction.set_idle_now();
+        }
+    }
+}
+
+/// Checkmark (like Go's gccheckmark): re-mark everything reachable now, with the world
+/// stopped, into a fresh bitmap, and insist that concurrent marking marked every object it
+/// should have (everything reachable below `mark_top`).
+fn checkmark(
+    inner: &HeapInner,
+    g: &SpState,
+    mark: &Bitmap,
+    from: usize,
+    mark_top: usize,
+    types: &TypeRegistry,
+) {
+    let top = inner.moving.top.load(Ordering::Relaxed);
+    let seen = Bitmap::new((top - from) / WORD + 1);
+    let mut stack = Vec::new();
+    visit_roots(inner, g, &mut |s| stack.push(*s));
+    let mut large_seen = std::collections::HashSet::new();
+    while let Some(v) = stack.pop() {
+        if v == 0 || v % WORD != 0 {
+            continue;
+        }
+        let fresh = if v >= from && v < top {
+            let w = (v - from) / WORD;
+            if v < mark_top && !mark.get(w) {
+                panic!("checkmark: object at {v:#x} is reachable but was not marked by concurrent marking");
+            }
+            seen.set(w)
+        } else if inner.large.contains(v) {
+            if !inner.large.marks.get(inner.large.page_of(v)) {
+                panic!("checkmark: large object at {v:#x} is reachable but was not marked");
+            }
+            large_seen.insert(v)
+        } else {
+            false
+        };
+        if fresh {
+            let h = Header(load_slot(v) as u64);
+            let size = types.size_words(h).unwrap_or(1);
+            types.for_each_ref_word(h, 0, size, |k| stack.push(load_slot(v + k * WORD)));
+        }
+    }
+}
