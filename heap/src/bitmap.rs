@@ -173,6 +173,33 @@ impl LiveWords {
         Some(i * 64 + bits.trailing_zeros() as usize)
     }
 
+    /// Call `f(k, w)` with the live word `w` of rank `k * step`, for every `k` with
+    /// `k * step < total`: one linear pass over the bitmap (O(words + calls)), for building
+    /// per-page tables after [`Self::compute_prefix`].
+    pub fn select_every(
+        &self,
+        step: usize,
+        total: usize,
+        upto_word: usize,
+        mut f: impl FnMut(usize, usize),
+    ) {
+        let n = upto_word.min(self.bits.num_words());
+        let mut i = 0;
+        let mut k = 0;
+        while k * step < total {
+            let r = k * step;
+            while i + 1 < n && self.prefix[i + 1] as usize <= r {
+                i += 1;
+            }
+            let mut bits = self.bits.word(i);
+            for _ in 0..r - self.prefix[i] as usize {
+                bits &= bits - 1;
+            }
+            f(k, i * 64 + bits.trailing_zeros() as usize);
+            k += 1;
+        }
+    }
+
     /// Rank of word `w`: the live words before it. O(1).
     #[inline]
     pub fn rank(&self, w: usize) -> usize {
@@ -204,6 +231,10 @@ mod tests {
             assert_eq!(lw.select(lw.rank(w), n), Some(w), "select(rank({w}))");
         }
         assert_eq!(lw.select(75, n), None);
+        let mut got = vec![];
+        lw.select_every(10, total, n, |k, w| got.push((k, w)));
+        let want: Vec<_> = (0..8).map(|k| (k, lw.select(k * 10, n).unwrap())).collect();
+        assert_eq!(got, want);
     }
 
     #[test]
