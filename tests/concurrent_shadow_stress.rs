@@ -2,7 +2,7 @@
 //! for every strategy x fault-delivery combination, four mutator threads mutate their graphs
 //! while compaction runs (stress mode: a collection every few allocations; verification before
 //! each pause and after each compaction), and each graph is compared with its model after
-//! every collection its thread observes. 2,000 cycles per combination by default, 100x under
+//! every collection its thread observes; checkmark re-verifies every concurrent mark. 2,000 cycles per combination by default, 100x under
 //! `FAULTLINE_STRESS=long`.
 
 mod common;
@@ -17,6 +17,7 @@ fn run(strategy: Strategy, faults: FaultMode) {
         faults,
         stress_every: Some(24),
         verify: true,
+        checkmark: true,
         ..HeapConfig::with_heap_size(2 << 20)
     })
     .unwrap();

@@ -415,7 +415,18 @@ pub(crate) fn collect(
             let heap = inner.clone();
             return std::thread::Builder::new()
                 .name("faultline-gc".into())
-                .spawn(move || crate::marking::run(heap, st))
+                .spawn(move || {
+                    // A failure here (verification, checkmark) leaves references half-moved:
+                    // the heap cannot continue, so end the process loudly rather than leave
+                    // every mutator waiting for a cycle that will never finish.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        crate::marking::run(heap, st)
+                    }));
+                    if r.is_err() {
+                        eprintln!("faultline: the GC thread failed (see the panic above); aborting");
+                        std::process::abort();
+                    }
+                })
                 .map(|_| None)
                 .map_err(|e| ArenaError::Config(format!("spawning the GC thread: {e}")));
         }

@@ -1,0 +1,226 @@
+//! The classic lost-object races of concurrent marking, forced with a hook that parks the
+//! marker at chosen points while the mutator mutates:
+//! 1. a reference moved from an unscanned object into an already-scanned one;
+//! 2. a reference held only in a root while its last heap copy is overwritten;
+//! 3. objects (small and large) allocated during marking.
+//! Each scenario runs repeatedly at several park points, with checkmark and verification on.
+//! With the barrier disabled (a test-only switch), checkmark catches scenarios 1 and 2: run in a
+//! child process, which must die reporting it.
+
+mod common;
+use common::*;
+use faultline::gc::marking::MarkPoint;
+use faultline::{GcMode, Heap, HeapConfig, Mutator, Value};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// Parks the marker at one chosen point until released.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<(Option<MarkPoint>, bool, bool)>, // (park at, parked, released)
+    cv: Condvar,
+}
+
+impl Gate {
+    fn hook(self: &Arc<Self>) -> faultline::gc::marking::MarkHook {
+        let g = self.clone();
+        Arc::new(move |p| {
+            let mut s = g.state.lock().unwrap();
+            if s.0 == Some(p) {
+                s.1 = true;
+                g.cv.notify_all();
+                while !s.2 {
+                    s = g.cv.wait(s).unwrap();
+                }
+            }
+        })
+    }
+    fn arm(&self, p: MarkPoint) {
+        *self.state.lock().unwrap() = (Some(p), false, false);
+    }
+    fn wait_parked(&self) {
+        let mut s = self.state.lock().unwrap();
+        while !s.1 {
+            s = self.cv.wait(s).unwrap();
+        }
+    }
+    fn release(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.2 = true;
+        s.0 = None;
+        self.cv.notify_all();
+    }
+}
+
+fn heap(gate: &Arc<Gate>, broken: bool) -> Heap {
+    Heap::new(HeapConfig {
+        mode: GcMode::Concurrent,
+        checkmark: true,
+        verify: true,
+        mark_hook: Some(gate.hook()),
+        debug_disable_barrier: broken,
+        ..HeapConfig::with_heap_size(4 << 20)
+    })
+    .unwrap()
+}
+
+fn pair(m: &mut Mutator, t: &Types, car: Value, cdr: Value) -> Value {
+    m.push(car);
+    m.push(cdr);
+    cons(m, t);
+    m.pop().unwrap()
+}
+
+/// Start a cycle and run `mutate` while the marker is parked at `at`.
+fn during_marking(m: &mut Mutator, gate: &Gate, at: MarkPoint, mutate: impl FnOnce(&mut Mutator)) {
+    gate.arm(at);
+    m.collect().unwrap(); // the initial-mark pause; marking continues on the GC thread
+    gate.wait_parked();
+    mutate(m);
+    gate.release();
+    m.wait_for_cycle();
+}
+
+/// Scenario 1. Returns the value read back through A.
+fn moved_into_scanned(broken: bool, at: MarkPoint) -> i64 {
+    let gate = Arc::new(Gate::default());
+    let heap = heap(&gate, broken);
+    let t = register(&heap);
+    let mut m = heap.attach();
+    let c = pair(&mut m, &t, fix(42), Value::NULL);
+    m.push(c);
+    let c = m.pop().unwrap();
+    let b = pair(&mut m, &t, c, Value::NULL);
+    m.push(b); // stack[0] = B
+    let a = pair(&mut m, &t, Value::NULL, Value::NULL);
+    m.push(a); // stack[1] = A: the last root, so the marker scans it first
+    during_marking(&mut m, &gate, at, |m| {
+        let (b, a) = (m.stack_get(0), m.stack_get(1));
+        let c = m.local(b).unwrap().get(0);
+        m.local(a).unwrap().set(0, c); // into the scanned object
+        m.local(b).unwrap().set(0, Value::NULL); // deleted from the unscanned one
+    });
+    let a = m.local(m.stack_get(1)).unwrap();
+    let c = m.local(a.get(0)).expect("C survived");
+    unfix(c.get(0))
+}
+
+/// Scenario 2.
+fn root_only(broken: bool, at: MarkPoint) -> i64 {
+    let gate = Arc::new(Gate::default());
+    let heap = heap(&gate, broken);
+    let t = register(&heap);
+    let mut m = heap.attach();
+    let c = pair(&mut m, &t, fix(7), Value::NULL);
+    let a = pair(&mut m, &t, c, Value::NULL);
+    m.push(a); // stack[0] = A -> C
+    during_marking(&mut m, &gate, at, |m| {
+        let a = m.stack_get(0);
+        let c = m.local(a).unwrap().get(0);
+        m.push(c); // C now only in a root...
+        m.local(a).unwrap().set(0, Value::NULL); // ...its last heap copy overwritten
+    });
+    unfix(m.local(m.stack_get(1)).expect("C survived").get(0))
+}
+
+#[test]
+fn a_reference_moved_into_a_scanned_object_is_not_lost() {
+    for round in 0..10 {
+        for at in [
+            MarkPoint::Started,
+            MarkPoint::Traced(1),
+            MarkPoint::Traced(2),
+        ] {
+            assert_eq!(moved_into_scanned(false, at), 42, "round {round} at {at:?}");
+        }
+    }
+}
+
+#[test]
+fn a_reference_held_only_in_a_root_is_not_lost() {
+    for round in 0..10 {
+        for at in [MarkPoint::Started, MarkPoint::Traced(1)] {
+            assert_eq!(root_only(false, at), 7, "round {round} at {at:?}");
+        }
+    }
+}
+
+#[test]
+fn objects_allocated_during_marking_survive() {
+    for round in 0..10 {
+        let gate = Arc::new(Gate::default());
+        let heap = heap(&gate, false);
+        let t = register(&heap);
+        let mut m = heap.attach();
+        tree(&mut m, &t, 8, 1); // stack[0]: old data for the marker to chew on
+        let at = if round % 2 == 0 {
+            MarkPoint::Started
+        } else {
+            MarkPoint::Traced(50)
+        };
+        during_marking(&mut m, &gate, at, |m| {
+            // Enough allocation to retire several buffers (the black-buffer walk) ...
+            list(m, &t, 5000); // stack[1]
+            for _ in 0..20_000 {
+                m.alloc(t.pair, 0).unwrap();
+            }
+            // ... a large object allocated black ...
+            let big = m.alloc(t.vector, 4000).unwrap();
+            let l1 = m.stack_get(1);
+            m.local(big).unwrap().set(3999, l1);
+            m.push(big); // stack[2]
+                         // ... and a new object stored into an old one.
+            let n = pair(m, &t, fix(99), Value::NULL);
+            let root = m.local(m.stack_get(0)).unwrap();
+            root.set(0, n);
+        });
+        m.collect().unwrap(); // and one more full cycle over the result
+        m.wait_for_cycle();
+        let big = m.local(m.stack_get(2)).unwrap();
+        assert_eq!(read_list(&m, big.get(3999)), (0..5000).collect::<Vec<_>>());
+        let root = m.local(m.stack_get(0)).unwrap();
+        assert_eq!(unfix(m.local(root.get(0)).unwrap().get(0)), 99);
+        assert_eq!(read_list(&m, m.stack_get(1)).len(), 5000);
+        m.verify().unwrap();
+    }
+}
+
+/// Runs only in a child process: scenario 1 or 2 with the barrier disabled.
+#[test]
+fn broken_barrier_child() {
+    let Ok(which) = std::env::var("FAULTLINE_BROKEN_BARRIER") else {
+        return;
+    };
+    if which == "moved" {
+        moved_into_scanned(true, MarkPoint::Traced(1));
+    } else {
+        root_only(true, MarkPoint::Started);
+    }
+}
+
+#[test]
+fn without_the_barrier_checkmark_catches_the_loss() {
+    if std::env::var_os("FAULTLINE_BROKEN_BARRIER").is_some() {
+        return;
+    }
+    for which in ["moved", "root"] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "broken_barrier_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("FAULTLINE_BROKEN_BARRIER", which)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{which}: a lost object must not go unnoticed"
+        );
+        assert!(
+            err.contains("checkmark"),
+            "{which}: checkmark reports it: {err}"
+        );
+    }
+}
