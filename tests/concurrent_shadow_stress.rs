@@ -3,18 +3,24 @@
 //! while compaction runs (stress mode: a collection every few allocations; verification before
 //! each pause and after each compaction), and each graph is compared with its model after
 //! every collection its thread observes; checkmark re-verifies every concurrent mark. 2,000 cycles per combination by default, 100x under
-//! `FAULTLINE_STRESS=long`.
+//! `FAULTLINE_STRESS=long`. The SATB barrier runs with every combination; the barrier-free
+//! wp_async marking with the anonymous-arena ones (the minor strategy falls back to SATB).
 
 mod common;
 use common::shadow::{self, drive, Shadow};
 use common::stress_scale;
-use faultline::{FaultMode, GcMode, Heap, HeapConfig, Strategy};
+use faultline::{Barrier, FaultMode, GcMode, Heap, HeapConfig, Strategy};
 
 fn run(strategy: Strategy, faults: FaultMode) {
+    run_with(strategy, faults, Barrier::Satb)
+}
+
+fn run_with(strategy: Strategy, faults: FaultMode, barrier: Barrier) {
     let heap = Heap::new(HeapConfig {
         mode: GcMode::Concurrent,
         strategy,
         faults,
+        barrier,
         stress_every: Some(24),
         verify: true,
         checkmark: true,
@@ -23,6 +29,14 @@ fn run(strategy: Strategy, faults: FaultMode) {
     .unwrap();
     let info = heap.mode_info();
     assert_eq!(info.mode, GcMode::Concurrent, "{:?}", info.fallback_reason);
+    assert_eq!(
+        info.barrier,
+        Some(if barrier == Barrier::WpAsync {
+            "wp_async"
+        } else {
+            "satb"
+        })
+    );
     let t = shadow::register(&heap);
     let target = stress_scale(2_000);
     let totals: Vec<(u64, u64)> = std::thread::scope(|s| {
@@ -51,9 +65,10 @@ fn run(strategy: Strategy, faults: FaultMode) {
     assert!(by_fault > 0, "mutators resolved pages themselves");
     assert!(h.iter().any(|c| c.mutators == 4));
     eprintln!(
-        "{}/{}: {} concurrent cycles, 4 mutators, {} model checks, {} objects compared, {} pages by faults (in place {}, staged {}, copied {}), fault stalls {:?}",
+        "{}/{}/{}: {} concurrent cycles, 4 mutators, {} model checks, {} objects compared, {} pages by faults (in place {}, staged {}, copied {}), fault stalls {:?}",
         info.strategy.unwrap(),
         info.faults.unwrap(),
+        info.barrier.unwrap(),
         heap.cycles(),
         totals.iter().map(|t| t.0).sum::<u64>(),
         totals.iter().map(|t| t.1).sum::<u64>(),
@@ -88,4 +103,17 @@ fn minor_sigbus() {
 #[test]
 fn minor_thread() {
     run(Strategy::Minor, FaultMode::Thread);
+}
+
+#[test]
+fn copy_sigbus_wp_async() {
+    run_with(Strategy::Copy, FaultMode::Sigbus, Barrier::WpAsync);
+}
+#[test]
+fn move_thread_wp_async() {
+    run_with(Strategy::Move, FaultMode::Thread, Barrier::WpAsync);
+}
+#[test]
+fn move_sigbus_wp_async() {
+    run_with(Strategy::Move, FaultMode::Sigbus, Barrier::WpAsync);
 }

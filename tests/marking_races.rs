@@ -10,7 +10,7 @@
 mod common;
 use common::*;
 use faultline::gc::marking::MarkPoint;
-use faultline::{GcMode, Heap, HeapConfig, Mutator, Value};
+use faultline::{Barrier, GcMode, Heap, HeapConfig, Mutator, Value};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// Parks the marker at one chosen point until released.
@@ -51,9 +51,10 @@ impl Gate {
     }
 }
 
-fn heap(gate: &Arc<Gate>, broken: bool) -> Heap {
+fn heap(gate: &Arc<Gate>, broken: bool, barrier: Barrier) -> Heap {
     Heap::new(HeapConfig {
         mode: GcMode::Concurrent,
+        barrier,
         checkmark: true,
         verify: true,
         mark_hook: Some(gate.hook()),
@@ -80,10 +81,20 @@ fn during_marking(m: &mut Mutator, gate: &Gate, at: MarkPoint, mutate: impl FnOn
     m.wait_for_cycle();
 }
 
+fn name(b: Barrier) -> &'static str {
+    match b {
+        Barrier::Satb => "satb",
+        Barrier::WpAsync => "wp_async",
+    }
+}
+
+const BARRIERS: [Barrier; 2] = [Barrier::Satb, Barrier::WpAsync];
+
 /// Scenario 1. Returns the value read back through A.
-fn moved_into_scanned(broken: bool, at: MarkPoint) -> i64 {
+fn moved_into_scanned(broken: bool, at: MarkPoint, barrier: Barrier) -> i64 {
     let gate = Arc::new(Gate::default());
-    let heap = heap(&gate, broken);
+    let heap = heap(&gate, broken, barrier);
+    assert_eq!(heap.mode_info().barrier, Some(name(barrier)));
     let t = register(&heap);
     let mut m = heap.attach();
     let c = pair(&mut m, &t, fix(42), Value::NULL);
@@ -105,9 +116,9 @@ fn moved_into_scanned(broken: bool, at: MarkPoint) -> i64 {
 }
 
 /// Scenario 2.
-fn root_only(broken: bool, at: MarkPoint) -> i64 {
+fn root_only(broken: bool, at: MarkPoint, barrier: Barrier) -> i64 {
     let gate = Arc::new(Gate::default());
-    let heap = heap(&gate, broken);
+    let heap = heap(&gate, broken, barrier);
     let t = register(&heap);
     let mut m = heap.attach();
     let c = pair(&mut m, &t, fix(7), Value::NULL);
@@ -124,31 +135,40 @@ fn root_only(broken: bool, at: MarkPoint) -> i64 {
 
 #[test]
 fn a_reference_moved_into_a_scanned_object_is_not_lost() {
-    for round in 0..10 {
-        for at in [
-            MarkPoint::Started,
-            MarkPoint::Traced(1),
-            MarkPoint::Traced(2),
-        ] {
-            assert_eq!(moved_into_scanned(false, at), 42, "round {round} at {at:?}");
+    for barrier in BARRIERS {
+        for round in 0..10 {
+            for at in [
+                MarkPoint::Started,
+                MarkPoint::Traced(1),
+                MarkPoint::Traced(2),
+            ] {
+                let got = moved_into_scanned(false, at, barrier);
+                assert_eq!(got, 42, "{barrier:?} round {round} at {at:?}");
+            }
         }
     }
 }
 
 #[test]
 fn a_reference_held_only_in_a_root_is_not_lost() {
-    for round in 0..10 {
-        for at in [MarkPoint::Started, MarkPoint::Traced(1)] {
-            assert_eq!(root_only(false, at), 7, "round {round} at {at:?}");
+    for barrier in BARRIERS {
+        for round in 0..10 {
+            for at in [MarkPoint::Started, MarkPoint::Traced(1)] {
+                assert_eq!(
+                    root_only(false, at, barrier),
+                    7,
+                    "{barrier:?} round {round} at {at:?}"
+                );
+            }
         }
     }
 }
 
 #[test]
 fn objects_allocated_during_marking_survive() {
-    for round in 0..10 {
+    for round in 0..20 {
         let gate = Arc::new(Gate::default());
-        let heap = heap(&gate, false);
+        let heap = heap(&gate, false, BARRIERS[round % 2]);
         let t = register(&heap);
         let mut m = heap.attach();
         tree(&mut m, &t, 8, 1); // stack[0]: old data for the marker to chew on
@@ -190,10 +210,15 @@ fn broken_barrier_child() {
     let Ok(which) = std::env::var("FAULTLINE_BROKEN_BARRIER") else {
         return;
     };
-    if which == "moved" {
-        moved_into_scanned(true, MarkPoint::Traced(1));
+    let barrier = if which.ends_with("wp") {
+        Barrier::WpAsync
     } else {
-        root_only(true, MarkPoint::Started);
+        Barrier::Satb
+    };
+    if which.starts_with("moved") {
+        moved_into_scanned(true, MarkPoint::Traced(1), barrier);
+    } else {
+        root_only(true, MarkPoint::Started, barrier);
     }
 }
 
@@ -202,7 +227,7 @@ fn without_the_barrier_checkmark_catches_the_loss() {
     if std::env::var_os("FAULTLINE_BROKEN_BARRIER").is_some() {
         return;
     }
-    for which in ["moved", "root"] {
+    for which in ["moved", "root", "moved-wp", "root-wp"] {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",

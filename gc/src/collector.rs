@@ -423,7 +423,9 @@ pub(crate) fn collect(
                         crate::marking::run(heap, st)
                     }));
                     if r.is_err() {
-                        eprintln!("faultline: the GC thread failed (see the panic above); aborting");
+                        eprintln!(
+                            "faultline: the GC thread failed (see the panic above); aborting"
+                        );
                         std::process::abort();
                     }
                 })

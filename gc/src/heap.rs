@@ -100,6 +100,10 @@ pub(crate) struct HeapInner {
     pub concurrent: bool,
     pub compaction: crate::concurrent::Compaction,
     pub marking: crate::marking::MarkingState,
+    /// Concurrent marking is barrier-free (WP_ASYNC + PAGEMAP_SCAN) instead of SATB.
+    pub wp_marking: bool,
+    /// Why a requested wp_async barrier fell back to SATB, if it did.
+    pub barrier_fallback: Option<String>,
     pub delivery: Option<&'static str>,
     pub arena: VolatileArena,
     pub moving: MovingSpace,
@@ -187,6 +191,28 @@ impl Heap {
                 }
             }
         }
+        // The barrier-free marking mode needs WP_ASYNC + PAGEMAP_SCAN, and an anonymous arena.
+        let mut wp_marking = false;
+        let mut barrier_fallback = None;
+        if let Some((strategy, _)) = concurrent {
+            if config.barrier == crate::config::Barrier::WpAsync {
+                if strategy == crate::concurrent::MapStrategy::Minor {
+                    barrier_fallback = Some(
+                        "wp_async marking is not supported with the minor strategy (memfd arena); using the SATB barrier".to_string(),
+                    );
+                } else if !faultline_heap::Probe::run_with(&config.sys).has("wp_async") {
+                    barrier_fallback = Some(
+                        "WP_ASYNC or PAGEMAP_SCAN is unavailable; using the SATB barrier"
+                            .to_string(),
+                    );
+                } else {
+                    wp_marking = true;
+                }
+            }
+        }
+        if let Some(r) = &barrier_fallback {
+            eprintln!("faultline: {r}");
+        }
         let arena = if let Some((strategy, delivery)) = concurrent {
             let backing = if strategy == crate::concurrent::MapStrategy::Minor {
                 faultline_heap::Backing::Memfd
@@ -197,6 +223,7 @@ impl Heap {
                 ArenaConfig::new(size)
                     .backing(backing)
                     .delivery(delivery)
+                    .write_tracking(wp_marking)
                     .sys(config.sys.clone()),
             ) {
                 Ok(a) => a,
@@ -264,6 +291,8 @@ impl Heap {
                 ),
                 delivery,
                 marking: crate::marking::MarkingState::default(),
+                wp_marking: wp_marking && concurrent.is_some(),
+                barrier_fallback,
                 arena,
                 moving,
                 large,
@@ -462,7 +491,9 @@ impl Heap {
     pub fn mode_info(&self) -> ModeInfo {
         let inner = &self.inner;
         ModeInfo {
-            barrier: inner.concurrent.then_some("satb"),
+            barrier: inner
+                .concurrent
+                .then_some(if inner.wp_marking { "wp_async" } else { "satb" }),
             mode: if inner.concurrent {
                 crate::config::GcMode::Concurrent
             } else {
@@ -470,7 +501,10 @@ impl Heap {
             },
             strategy: inner.concurrent.then(|| inner.compaction.strategy.name()),
             faults: inner.delivery,
-            fallback_reason: inner.fallback_reason.clone(),
+            fallback_reason: inner
+                .fallback_reason
+                .clone()
+                .or_else(|| inner.barrier_fallback.clone()),
         }
     }
 

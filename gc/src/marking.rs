@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use faultline_heap::bitmap::Bitmap;
 use faultline_heap::object::{Header, TypeId, TypeRegistry, WORD};
+use faultline_heap::pagemap::PagemapScanner;
 use faultline_heap::PAGE_SIZE;
 
 use crate::collector::{plan_and_compact, visit_roots, CycleOutcome, PauseCtx};
@@ -69,14 +70,19 @@ pub type MarkHook = Arc<dyn Fn(MarkPoint) + Send + Sync>;
 /// Shared marking state.
 #[derive(Debug, Default)]
 pub(crate) struct MarkingState {
-    /// The barrier is on.
+    /// Marking is running (objects allocated now are black).
     pub active: AtomicBool,
+    /// The SATB barrier logs overwritten references (satb mode only).
+    pub barrier: AtomicBool,
     /// Objects at or above this address were allocated during marking.
     pub mark_top: AtomicUsize,
     /// Flushed SATB entries.
     pub satb: Mutex<Vec<usize>>,
     /// Allocation buffers retired during marking: `[start, end)` of black objects.
     pub retired: Mutex<Vec<(usize, usize)>>,
+    /// Large objects allocated during marking (black). Barrier-free mode scans them: under
+    /// incremental update a black object's contents must be traced too.
+    pub new_large: Mutex<Vec<usize>>,
     /// SATB entries logged (statistics).
     pub logged: AtomicU64,
 }
@@ -161,6 +167,7 @@ pub(crate) fn initial_mark(
         .unwrap_or_else(PoisonError::into_inner)
         .clear();
     ms.active.store(true, Ordering::SeqCst);
+    ms.barrier.store(!inner.wp_marking, Ordering::SeqCst);
     MarkStart {
         roots,
         from,
@@ -244,22 +251,50 @@ impl ConcMarker<'_> {
         self.traced += 1;
     }
 
-    /// Mark every object of a black buffer `[s, e)` without tracing it.
-    fn walk_black(&mut self, s: usize, e: usize) {
+    /// Mark every object of a black buffer `[s, e)`; with `trace` (barrier-free mode, where a
+    /// black object's contents are not covered by a barrier) also scan it.
+    fn walk_black_traced(&mut self, s: usize, e: usize, trace: bool) {
         let mut a = s;
         while a < e {
             let h = Self::header(a);
-            let size = self.types.size_words(h).unwrap_or_else(|| {
-                panic!("black object at {a:#x} has an unregistered type ({h:?})")
-            });
+            let size = self.types.size_words(h).unwrap_or(1);
             if h.type_id() != TypeId::FILLER {
                 let w = (a - self.from) / WORD;
                 if self.mark.set(w) {
                     self.live.set_range(w, w + size);
                     self.marked += 1;
                 }
+                if trace {
+                    self.scan(a);
+                }
             }
             a += size * WORD;
+        }
+    }
+
+    /// Rescan every marked object that overlaps the moving-space page at `pa` (barrier-free
+    /// mode: the page was written since it was last protected).
+    fn rescan_page(&mut self, pa: usize, top: usize) {
+        if pa < self.from || pa >= top {
+            return;
+        }
+        let lo = (pa - self.from) / WORD;
+        let hi = ((pa + PAGE_SIZE).min(top) - self.from) / WORD;
+        // The object straddling into the page from before it, if marked.
+        if lo > 0 {
+            if let Some(w) = self.mark.prev_set(lo - 1) {
+                let o = self.from + w * WORD;
+                let size = self.types.size_words(Self::header(o)).unwrap_or(1);
+                if w + size > lo {
+                    self.scan(o);
+                }
+            }
+        }
+        let mut w = lo;
+        while let Some(m) = self.mark.next_set(w, hi) {
+            let o = self.from + m * WORD;
+            self.scan(o);
+            w = m + 1;
         }
     }
 }
@@ -300,6 +335,14 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
         marked: 0,
         traced: 0,
     };
+    let wp = inner.wp_marking;
+    let scanner = if wp {
+        Some(arm_write_tracking(&inner, st.from))
+    } else {
+        None
+    };
+    // Test-only: with the barrier "disabled", barrier-free mode skips its rescans.
+    let rescans = !cfg.debug_disable_barrier;
     for &r in &st.roots {
         m.shade(r);
     }
@@ -329,7 +372,34 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
             m.shade(v);
         }
         for (s, e) in retired {
-            m.walk_black(s, e);
+            m.walk_black_traced(s, e, wp);
+        }
+    }
+    if wp {
+        scan_new_large(&inner, &mut m);
+    }
+    // Barrier-free mode: precleaning rescans the pages written since they were protected,
+    // until few remain (each round re-protects what it reports).
+    let mut preclean_rounds = 0;
+    if let Some(sc) = scanner.as_ref().filter(|_| rescans) {
+        loop {
+            let dirty = rescan_dirty(&inner, sc, &mut m);
+            while let Some(o) = m.gray.pop() {
+                m.scan(o);
+            }
+            let retired =
+                std::mem::take(&mut *ms.retired.lock().unwrap_or_else(PoisonError::into_inner));
+            for (s, e) in retired {
+                m.walk_black_traced(s, e, true);
+            }
+            scan_new_large(&inner, &mut m);
+            while let Some(o) = m.gray.pop() {
+                m.scan(o);
+            }
+            preclean_rounds += 1;
+            if dirty <= PRECLEAN_DONE || preclean_rounds >= PRECLEAN_ROUNDS {
+                break;
+            }
         }
     }
     let concurrent_mark = tm.elapsed();
@@ -354,11 +424,22 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
             mu.tlab_cursor.load(Ordering::Relaxed),
         );
         if s >= st.mark_top && c > s {
-            m.walk_black(s, c);
+            m.walk_black_traced(s, c, wp);
         }
         mu.tlab_start.store(0, Ordering::Relaxed);
         mu.tlab_cursor.store(0, Ordering::Relaxed);
         mu.tlab_limit.store(0, Ordering::Relaxed);
+    }
+    if let Some(sc) = scanner.as_ref().filter(|_| rescans) {
+        // Incremental update: roots are rescanned, and so is every page written since the
+        // last preclean round.
+        let mut roots = Vec::new();
+        visit_roots(&inner, &g, &mut |s| roots.push(*s));
+        for r in roots {
+            m.shade(r);
+        }
+        rescan_dirty(&inner, sc, &mut m);
+        scan_new_large(&inner, &mut m);
     }
     loop {
         let satb = std::mem::take(&mut *ms.satb.lock().unwrap_or_else(PoisonError::into_inner));
@@ -368,7 +449,7 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
             m.shade(v);
         }
         for (s, e) in retired {
-            m.walk_black(s, e);
+            m.walk_black_traced(s, e, wp);
         }
         while let Some(o) = m.gray.pop() {
             m.scan(o);
@@ -388,6 +469,11 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
         }
     }
     ms.active.store(false, Ordering::SeqCst);
+    ms.barrier.store(false, Ordering::SeqCst);
+    if wp {
+        let _ = inner.arena.set_populate_protected(false);
+    }
+    let _ = preclean_rounds;
     let live_objects = m.marked;
     let from_top = inner.moving.top.load(Ordering::Relaxed);
     let from_words = (from_top - st.from) / WORD;
@@ -442,6 +528,121 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
     }
 }
 
+/// Barrier-free marking is only correct if every write-protection and every scan succeeds:
+/// retry a transient failure a few times, and otherwise stop loudly (the GC thread's panic
+/// aborts the process) rather than mark from incomplete dirty information.
+fn must<T, E: std::fmt::Display>(what: &str, mut f: impl FnMut() -> Result<T, E>) -> T {
+    let mut last = None;
+    for _ in 0..100 {
+        match f() {
+            Ok(v) => return v,
+            Err(e) => last = Some(e.to_string()),
+        }
+        std::thread::yield_now();
+    }
+    panic!(
+        "barrier-free marking: {what} failed: {}",
+        last.unwrap_or_default()
+    );
+}
+
+/// Barrier-free mode: scan the large objects allocated (black) since the last call.
+fn scan_new_large(inner: &HeapInner, m: &mut ConcMarker<'_>) -> bool {
+    let objs = std::mem::take(
+        &mut *inner
+            .marking
+            .new_large
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    let any = !objs.is_empty();
+    for o in objs {
+        m.scan(o);
+    }
+    any
+}
+
+/// Barrier-free mode: stop precleaning when a round found at most this many written pages...
+const PRECLEAN_DONE: usize = 32;
+/// ...or after this many rounds.
+const PRECLEAN_ROUNDS: usize = 8;
+
+/// Barrier-free mode: write-protect the used moving space and the live large objects, and map
+/// fresh memory write-protected from now on, so `PAGEMAP_SCAN` reports every page written
+/// while marking runs. On the GC thread, before tracing starts (writes before this point meet
+/// only unscanned objects).
+fn arm_write_tracking(inner: &HeapInner, from: usize) -> PagemapScanner {
+    let arena = &inner.arena;
+    {
+        // Under the populate lock, so no chunk is made present between the flag and the
+        // protection.
+        let pop = inner
+            .moving
+            .populated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let _ = arena.set_populate_protected(true);
+        if *pop > from {
+            must("write-protecting the moving space", || {
+                arena.write_protect(from - arena.base(), *pop - from, true)
+            });
+        }
+    }
+    {
+        let lg = inner.large.lock();
+        for (&s, &l) in lg.objects.iter() {
+            must("write-protecting a large object", || {
+                arena.write_protect(s - arena.base(), l, true)
+            });
+        }
+    }
+    // (Pages written before this point need no rescan: nothing has been traced yet. The first
+    // precleaning round rescans them anyway, which is merely redundant.)
+    must("opening /proc/self/pagemap", || {
+        PagemapScanner::open(arena.sys())
+    })
+}
+
+/// Rescan the marked objects on every page written since the last scan (and re-protect the
+/// pages in the same call). Returns the number of written pages.
+fn rescan_dirty(inner: &HeapInner, sc: &PagemapScanner, m: &mut ConcMarker<'_>) -> usize {
+    let top = inner.moving.top.load(Ordering::Acquire);
+    let from = m.from;
+    let mut pages = Vec::new();
+    let span = HeapInner::page_up(top.max(from + PAGE_SIZE)) - from;
+    must("PAGEMAP_SCAN of the moving space", || {
+        pages.clear();
+        sc.written_pages(from, span, true, |s, l| {
+            pages.extend((0..l / PAGE_SIZE).map(|i| s + i * PAGE_SIZE))
+        })
+    });
+    let n = pages.len();
+    for pa in pages {
+        m.rescan_page(pa, top);
+    }
+    // Large objects: rescan the marked ones with a written page.
+    let objects: Vec<(usize, usize)> = inner
+        .large
+        .lock()
+        .objects
+        .iter()
+        .map(|(&s, &l)| (s, l))
+        .collect();
+    let mut large_dirty = 0;
+    for (s, l) in objects {
+        let written = must("PAGEMAP_SCAN of a large object", || {
+            sc.written_pages(s, l, true, |_, _| {})
+        });
+        if written > 0 {
+            large_dirty += written;
+            if inner.large.marks.get(inner.large.page_of(s)) {
+                m.scan(s);
+            }
+        }
+    }
+    n + large_dirty
+}
+
 /// Checkmark (like Go's gccheckmark): re-mark everything reachable now, with the world
 /// stopped, into a fresh bitmap, and insist that concurrent marking marked every object it
 /// should have (everything reachable below `mark_top`).
@@ -455,17 +656,43 @@ fn checkmark(
 ) {
     let top = inner.moving.top.load(Ordering::Relaxed);
     let seen = Bitmap::new((top - from) / WORD + 1);
-    let mut stack = Vec::new();
-    visit_roots(inner, g, &mut |s| stack.push(*s));
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    visit_roots(inner, g, &mut |s| stack.push((*s, 0)));
     let mut large_seen = std::collections::HashSet::new();
-    while let Some(v) = stack.pop() {
+    let describe = |p: usize| -> String {
+        if p == 0 {
+            return "a root".into();
+        }
+        let kind = if p >= from && p < mark_top {
+            if mark.get((p - from) / WORD) {
+                "marked old object"
+            } else {
+                "UNMARKED old object"
+            }
+        } else if p >= mark_top && p < top {
+            "black (allocated during marking) object"
+        } else if inner.large.contains(p) {
+            if inner.large.marks.get(inner.large.page_of(p)) {
+                "marked large object"
+            } else {
+                "UNMARKED large object"
+            }
+        } else {
+            "?"
+        };
+        format!("{kind} at {p:#x}")
+    };
+    while let Some((v, parent)) = stack.pop() {
         if v == 0 || v % WORD != 0 {
             continue;
         }
         let fresh = if v >= from && v < top {
             let w = (v - from) / WORD;
             if v < mark_top && !mark.get(w) {
-                panic!("checkmark: object at {v:#x} is reachable but was not marked by concurrent marking");
+                panic!(
+                    "checkmark: object at {v:#x} is reachable but was not marked by concurrent marking (referenced by {})",
+                    describe(parent)
+                );
             }
             seen.set(w)
         } else if inner.large.contains(v) {
@@ -479,7 +706,7 @@ fn checkmark(
         if fresh {
             let h = Header(load_slot(v) as u64);
             let size = types.size_words(h).unwrap_or(1);
-            types.for_each_ref_word(h, 0, size, |k| stack.push(load_slot(v + k * WORD)));
+            types.for_each_ref_word(h, 0, size, |k| stack.push((load_slot(v + k * WORD), v)));
         }
     }
 }

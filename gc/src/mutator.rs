@@ -184,6 +184,7 @@ impl Mutator {
     }
 
     /// The cached type registry; refreshed when a type beyond it is seen.
+    #[inline]
     fn types_for(&self, ty: TypeId) -> &TypeRegistry {
         // SAFETY: the pointer targets a registry version retained by the heap, which `self`
         // keeps alive.
@@ -213,7 +214,7 @@ impl Mutator {
     /// Whether concurrent marking is on (the barrier's fast path: one load).
     #[inline]
     fn marking(&self) -> bool {
-        self.heap.inner.marking.active.load(Ordering::Relaxed)
+        self.heap.inner.marking.barrier.load(Ordering::Relaxed)
     }
 
     /// Wait until the heap's running cycle (marking and compaction) is over, in native state.
@@ -291,6 +292,7 @@ impl Mutator {
         crate::collector::verify_stopped(&self.heap.inner, Some(&self.shared))
     }
 
+    #[inline]
     fn type_size(&mut self, ty: TypeId, len: usize) -> Result<usize, AllocError> {
         let info = match self.types_for(ty).get(ty) {
             Some(i) if ty != TypeId::FILLER => i,
@@ -330,6 +332,7 @@ impl Mutator {
         self.alloc_slow(ty, len, bytes)
     }
 
+    #[inline]
     fn init(addr: usize, ty: TypeId, len: usize) -> Value {
         // SAFETY: `addr` is a fresh, present, zeroed, word-aligned block of the object's size
         // handed to this mutator alone.
@@ -359,8 +362,16 @@ impl Mutator {
                     .map_err(|e| AllocError::Kernel(e.to_string()))?;
                 if let Some(a) = a {
                     if inner.marking.active.load(Ordering::SeqCst) {
-                        // Allocated black.
+                        // Allocated black (barrier-free marking also scans it).
                         inner.large.marks.set(inner.large.page_of(a));
+                        if inner.wp_marking {
+                            inner
+                                .marking
+                                .new_large
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .push(a);
+                        }
                     }
                 }
                 a

@@ -219,6 +219,9 @@ pub struct VolatileArena {
     sys: Sys,
     after_creation: CallSnapshot,
     vmas_at_creation: usize,
+    /// Populate write-protected (`UFFDIO_COPY_MODE_WP`), so writes to fresh memory are tracked
+    /// by `WP_ASYNC` (set while barrier-free marking runs).
+    populate_protected: core::sync::atomic::AtomicBool,
 }
 
 // SAFETY: the arena's raw addresses denote memory it owns for its whole life; all mutation of
@@ -295,6 +298,7 @@ impl VolatileArena {
             sys,
             after_creation: CallSnapshot::default(),
             vmas_at_creation: 0,
+            populate_protected: core::sync::atomic::AtomicBool::new(false),
         };
         // From here on, `Drop` releases whatever was set up if a later step fails.
         arena.map()?;
@@ -531,6 +535,18 @@ impl VolatileArena {
         Ok(res)
     }
 
+    /// Map freshly populated pages write-protected (or not). Needs `write_tracking`.
+    pub fn set_populate_protected(&self, on: bool) -> Result<(), ArenaError> {
+        if on && !self.config.write_tracking {
+            return Err(ArenaError::NotRegistered(
+                "write-protected population (write_tracking)",
+            ));
+        }
+        self.populate_protected
+            .store(on, core::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
     /// Whether the arena page containing `addr` is mapped in the registered view (so touching it
     /// does not fault). Async-signal-safe: `mincore` for anonymous memory, a `pread` of
     /// `/proc/self/pagemap` for a memfd (whose page cache `mincore` would report instead).
@@ -563,11 +579,19 @@ impl VolatileArena {
             // Plain memory: released pages read as zero and fault in on first touch.
             return Ok(Resolution::Mapped);
         };
+        let mode = if self
+            .populate_protected
+            .load(core::sync::atomic::Ordering::Acquire)
+        {
+            CopyMode::WP
+        } else {
+            CopyMode::NONE
+        };
         match method {
             PopulateMethod::CopyZeros => self.fill_loop(addr, len, |at, rest| {
                 let n = rest.min(ZERO_CHUNK);
                 // SAFETY: `zero_src` is a readable zero mapping of ZERO_CHUNK bytes.
-                unsafe { uffd.copy(addr + at, self.zero_src as *const u8, n, CopyMode::NONE) }
+                unsafe { uffd.copy(addr + at, self.zero_src as *const u8, n, mode) }
             }),
             PopulateMethod::ZeroPage => {
                 self.fill_loop(addr, len, |at, rest| uffd.zeropage(addr + at, rest, false))

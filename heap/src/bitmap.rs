@@ -12,7 +12,9 @@
 //! Invariants:
 //! - bits are set with atomic `fetch_or`, so parallel markers may set them concurrently;
 //!   clearing and the prefix computation happen while no marker runs;
-//! - `prefix` is valid only after [`LiveWords::compute_prefix`] and until the next bit is set.
+//! - `prefix` is valid only after [`LiveWords::compute_prefix`] and until the next bit is set;
+//! - prefix sums are 32-bit: a space holds at most 2^32 words (32 GiB; the heap configuration
+//!   enforces it).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
