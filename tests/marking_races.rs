@@ -3,8 +3,9 @@
 //! 1. a reference moved from an unscanned object into an already-scanned one;
 //! 2. a reference held only in a root while its last heap copy is overwritten;
 //! 3. objects (small and large) allocated during marking.
-//! Each scenario runs repeatedly at several park points, with checkmark and verification on.
-//! With the barrier disabled (a test-only switch), checkmark catches scenarios 1 and 2: run in a
+//!
+//! Each scenario runs repeatedly at several park points, for both barriers (SATB and the
+//! barrier-free wp_async mode), with checkmark and verification on. With the barrier disabled (a test-only switch), checkmark catches scenarios 1 and 2: run in a
 //! child process, which must die reporting it.
 
 mod common;
