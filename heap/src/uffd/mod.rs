@@ -596,3 +596,61 @@ impl Drop for Uffd {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(event: u8, arg: [u64; 3]) -> abi::uffd_msg {
+        abi::uffd_msg {
+            event,
+            arg,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_event_kind_decodes() {
+        let flags = abi::UFFD_PAGEFAULT_FLAG_WRITE | abi::UFFD_PAGEFAULT_FLAG_MINOR;
+        assert_eq!(
+            UffdEvent::decode(&msg(abi::UFFD_EVENT_PAGEFAULT, [flags, 0x5000, 77]), true),
+            UffdEvent::PageFault {
+                address: 0x5000,
+                write: true,
+                wp: false,
+                minor: true,
+                thread_id: Some(77)
+            }
+        );
+        assert_eq!(
+            UffdEvent::decode(&msg(abi::UFFD_EVENT_REMAP, [0x1000, 0x9000, 0x2000]), false),
+            UffdEvent::Remap {
+                from: 0x1000,
+                to: 0x9000,
+                len: 0x2000
+            }
+        );
+        assert_eq!(
+            UffdEvent::decode(&msg(abi::UFFD_EVENT_FORK, [12, 0, 0]), false),
+            UffdEvent::Fork { uffd: 12 }
+        );
+        assert_eq!(
+            UffdEvent::decode(&msg(abi::UFFD_EVENT_REMOVE, [0x1000, 0x3000, 0]), false),
+            UffdEvent::Remove {
+                start: 0x1000,
+                end: 0x3000
+            }
+        );
+        assert_eq!(
+            UffdEvent::decode(&msg(abi::UFFD_EVENT_UNMAP, [0x1000, 0x2000, 0]), false),
+            UffdEvent::Unmap {
+                start: 0x1000,
+                end: 0x2000
+            }
+        );
+        assert_eq!(
+            UffdEvent::decode(&msg(0x7f, [0; 3]), false),
+            UffdEvent::Unknown(0x7f)
+        );
+    }
+}
