@@ -661,7 +661,7 @@ impl<'a> Reader<'a> {
                     self.bump();
                     break;
                 }
-                Some('.') if !vector && self.peek2().map_or(true, is_delimiter) => {
+                Some('.') if !vector && self.peek2().is_none_or(is_delimiter) => {
                     let dot = self.span_here();
                     if items.is_empty() || tail.is_some() {
                         return self.err(ReadErrorKind::BadDot, dot);

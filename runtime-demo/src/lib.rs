@@ -1,0 +1,27 @@
+//! runtime-demo: a toy Scheme-like language runtime whose every value lives in the Faultline
+//! heap, embedded through the public `faultline` API only.
+//!
+//! Pipeline: [`reader`] (text to spanned data) → [`syntax`] (lexically addressed expression
+//! trees with tail-call flags) → [`compile`] (flat bytecode) → [`vm`] (the interpreter, one
+//! Faultline mutator per OS thread) with [`builtins`] (primitives), [`printer`] and the Scheme
+//! prelude. [`diag`] renders errors; [`report`] turns heap telemetry into the GC log, summary
+//! table and JSON; [`options`] maps command-line GC options onto a `HeapConfig`; [`fuzz`] is
+//! the entry point shared by the libFuzzer target and the stable fuzz smoke test.
+//!
+//! Invariant: nothing in this crate reaches into Faultline internals; the heap is used through
+//! `faultline::{Heap, Mutator, Local, Root, GlobalRoot, RootSource, ...}` only.
+
+pub mod builtins;
+pub mod compile;
+pub mod diag;
+pub mod fuzz;
+pub mod options;
+pub mod printer;
+pub mod reader;
+pub mod report;
+pub mod roots;
+pub mod syntax;
+pub mod value;
+pub mod vm;
+
+pub use vm::{ErrorKind, EvalError, RtError, Vm, VmConfig};

@@ -1,0 +1,179 @@
+//! Printing values: `display` (human-readable) and `write` (readable back where possible).
+//!
+//! Invariants:
+//! - Printing never allocates in the heap and never reaches a safepoint, so it may hold
+//!   references it reads in Rust variables.
+//! - Printing always terminates: nesting deeper than [`MAX_DEPTH`] prints as `...`, and once
+//!   more elements have been printed than the heap can hold (a cycle) the rest prints as `...`.
+//! - `write` output of numbers, booleans, characters, strings, symbols, lists and vectors reads
+//!   back as an equal datum (symbols that need `|...|` quoting are not quoted).
+
+use std::fmt::Write as _;
+
+use faultline::Value;
+
+use crate::builtins::{format_float, list_limit, MAX_DEPTH};
+use crate::value::{
+    as_char, as_prim, as_symbol, tag, unfix, EOF, FALSE, NIL, TAG_FIX, TAG_INTERNAL, TRUE, UNSPEC,
+};
+use crate::vm::Vm;
+
+/// The printed form of `v` (`write` style if `write`, else `display` style).
+pub fn to_string(vm: &Vm, v: Value, write: bool) -> String {
+    let mut out = String::new();
+    let mut budget = list_limit(vm);
+    print(vm, v, write, &mut out, 0, &mut budget);
+    out
+}
+
+fn char_name(c: char) -> Option<&'static str> {
+    Some(match c {
+        ' ' => "space",
+        '\n' => "newline",
+        '\t' => "tab",
+        '\0' => "nul",
+        '\r' => "return",
+        '\u{7}' => "alarm",
+        '\u{8}' => "backspace",
+        '\u{7f}' => "delete",
+        '\u{1b}' => "escape",
+        _ => return None,
+    })
+}
+
+fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:x};", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn print(vm: &Vm, v: Value, write: bool, out: &mut String, depth: usize, budget: &mut usize) {
+    if depth > MAX_DEPTH || *budget == 0 {
+        out.push_str("...");
+        return;
+    }
+    *budget -= 1;
+    if v.is_null() {
+        out.push_str("#<unassigned>");
+        return;
+    }
+    if !v.is_ref() {
+        match tag(v) {
+            TAG_FIX => {
+                let _ = write!(out, "{}", unfix(v));
+            }
+            TAG_INTERNAL => out.push_str("#<internal>"),
+            _ => {
+                if let Some(c) = as_char(v) {
+                    if write {
+                        match char_name(c) {
+                            Some(n) => {
+                                let _ = write!(out, "#\\{n}");
+                            }
+                            None if c.is_control() => {
+                                let _ = write!(out, "#\\x{:x}", c as u32);
+                            }
+                            None => {
+                                let _ = write!(out, "#\\{c}");
+                            }
+                        }
+                    } else {
+                        out.push(c);
+                    }
+                } else if let Some(id) = as_symbol(v) {
+                    out.push_str(&vm.shared.symbol_name(id));
+                } else if let Some(p) = as_prim(v) {
+                    let name = crate::builtins::PRIMS.get(p).map_or("?", |d| d.name);
+                    let _ = write!(out, "#<primitive {name}>");
+                } else {
+                    out.push_str(match v {
+                        x if x == TRUE => "#t",
+                        x if x == FALSE => "#f",
+                        x if x == NIL => "()",
+                        x if x == UNSPEC => "#<unspecified>",
+                        x if x == EOF => "#<eof>",
+                        _ => "#<unknown>",
+                    });
+                }
+            }
+        }
+        return;
+    }
+    let Some(l) = vm.m.local(v) else {
+        out.push_str("#<?>");
+        return;
+    };
+    let t = &vm.shared.types;
+    let ty = l.type_id();
+    if ty == t.pair {
+        out.push('(');
+        print(vm, l.get(0), write, out, depth + 1, budget);
+        let mut rest = l.get(1);
+        loop {
+            if rest == NIL {
+                break;
+            }
+            if *budget == 0 {
+                out.push_str(" ...");
+                break;
+            }
+            match vm.m.local(rest).filter(|r| r.type_id() == t.pair) {
+                Some(p) => {
+                    out.push(' ');
+                    print(vm, p.get(0), write, out, depth + 1, budget);
+                    rest = p.get(1);
+                }
+                None => {
+                    out.push_str(" . ");
+                    print(vm, rest, write, out, depth + 1, budget);
+                    break;
+                }
+            }
+        }
+        out.push(')');
+    } else if ty == t.flonum {
+        out.push_str(&format_float(f64::from_bits(l.word(0))));
+    } else if ty == t.string {
+        let s = String::from_utf8_lossy(&l.to_bytes()).into_owned();
+        if write {
+            write_string(&s, out);
+        } else {
+            out.push_str(&s);
+        }
+    } else if ty == t.vector {
+        out.push_str("#(");
+        for i in 0..l.len() {
+            if i > 0 {
+                out.push(' ');
+            }
+            print(vm, l.get(i), write, out, depth + 1, budget);
+        }
+        out.push(')');
+    } else if ty == t.closure {
+        let id = l.word(0) as usize;
+        match vm.code.protos.get(id).and_then(|p| p.name.as_deref()) {
+            Some(name) => {
+                let _ = write!(out, "#<procedure {name}>");
+            }
+            None => out.push_str("#<procedure>"),
+        }
+    } else if ty == t.thread {
+        let _ = write!(out, "#<thread {}>", l.word(0) + 1);
+    } else if ty == t.frame {
+        out.push_str("#<frame>");
+    } else {
+        out.push_str("#<object>");
+    }
+}

@@ -1,0 +1,1173 @@
+//! The virtual machine: a bytecode interpreter whose every value lives in the Faultline heap.
+//!
+//! # Machine state
+//!
+//! Each OS thread running Scheme code owns a [`Vm`]: one Faultline [`Mutator`] plus two
+//! registers, `pc` (an index into the shared [`Code`] store) and `bp` (the base of the current
+//! activation on the mutator's **value stack**). The value stack is the only place a value
+//! survives a safepoint, so it holds *everything*: operands, and the activation records
+//!
+//! ```text
+//!   bp+0  frame      the activation's heap frame (reference array: [parent, slots...])
+//!   bp+1  return pc  VM-internal word; HOST_RET when the caller is Rust
+//!   bp+2  caller bp  VM-internal word
+//!   bp+3  operands ...
+//! ```
+//!
+//! Variables live in heap frames (closures capture them), so a closure outlives its activation
+//! for free. Global variables and materialized constants live in [`SlotTable`]s registered as
+//! root sources.
+//!
+//! # Invariants
+//! - No `Value` that may be a reference is held in a Rust variable across anything that can
+//!   reach a safepoint (`alloc`, `safepoint`, `native`, `collect`): it is re-read from the value
+//!   stack, a frame, or a root table afterwards.
+//! - The interpreter never recurses in Rust for Scheme calls: a non-tail call pushes an
+//!   activation record on the value stack, a tail call overwrites the current one, so Scheme
+//!   recursion depth is bounded only by [`VmConfig::max_stack`] (a clean "stack depth exceeded"
+//!   error) and tail calls run in constant space. Rust recursion happens only over data
+//!   (printing, `equal?`, materializing constants), each bounded by a depth limit.
+//! - `m.safepoint()` is polled on every procedure call; since the compiler guarantees there are
+//!   no loops inside an activation, every loop passes a safepoint.
+//! - A runtime error unwinds the value stack to the host entry ([`Vm::apply`]) after recording
+//!   a backtrace of the call sites of the live activations.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use faultline::{AllocError, GlobalRoot, Heap, Local, Mutator, TypeId, Value};
+
+use crate::builtins::{self, PRIMS};
+use crate::compile::{Code, Gen, Op};
+use crate::diag::{Diagnostic, Frame, SourceMap};
+use crate::reader::{read_all, Datum, DatumKind, Span};
+use crate::roots::{SlotTable, MAX_SLOTS};
+use crate::syntax::{compile_program, SymbolId, SymbolTable};
+use crate::value::{self, as_internal, internal, Types, NIL, UNSPEC};
+
+/// Return-address word of an activation entered from Rust.
+const HOST_RET: usize = u32::MAX as usize;
+
+/// Limits and switches of a VM.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// Maximum value-stack depth in slots (activation records take 3 slots plus operands).
+    pub max_stack: usize,
+    /// Maximum number of procedure calls per thread (for fuzzing), if any.
+    pub max_steps: Option<u64>,
+    /// Wall-clock limit of the whole VM from its creation (for fuzzing), if any.
+    pub time_limit: Option<Duration>,
+    /// Maximum number of threads `spawn` may create over the VM's life.
+    pub max_threads: usize,
+    /// Maximum bytes of program output, if any.
+    pub output_limit: Option<usize>,
+    /// What `(command-line)` returns.
+    pub args: Vec<String>,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        VmConfig {
+            max_stack: 16 << 20,
+            max_steps: None,
+            time_limit: None,
+            max_threads: 256,
+            output_limit: None,
+            args: Vec::new(),
+        }
+    }
+}
+
+/// What kind of failure a [`RtError`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A program error (type error, unbound variable, arity, `error`, ...).
+    Runtime,
+    /// The heap is exhausted.
+    OutOfMemory,
+    /// A configured limit (steps, time, output, stack) was hit.
+    Limit,
+    /// `(exit n)`.
+    Exit(i32),
+}
+
+/// A runtime error with its location and backtrace.
+#[derive(Clone, Debug)]
+pub struct RtError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// Where it happened (the failing call or variable reference), once known.
+    pub span: Option<Span>,
+    /// Extra messages (e.g. the error of a joined thread).
+    pub notes: Vec<(Option<Span>, String)>,
+    /// Innermost call first.
+    pub backtrace: Vec<Frame>,
+}
+
+impl RtError {
+    /// A runtime error with no location yet.
+    pub fn new(message: impl Into<String>) -> RtError {
+        RtError {
+            kind: ErrorKind::Runtime,
+            message: message.into(),
+            span: None,
+            notes: Vec::new(),
+            backtrace: Vec::new(),
+        }
+    }
+
+    /// An error of another kind.
+    pub fn of(kind: ErrorKind, message: impl Into<String>) -> RtError {
+        RtError {
+            kind,
+            ..RtError::new(message)
+        }
+    }
+
+    /// As a diagnostic for rendering.
+    pub fn diagnostic(&self) -> Diagnostic {
+        let mut d = match &self.span {
+            Some(s) => Diagnostic::error(self.message.clone(), s.clone()),
+            None => Diagnostic::error_nowhere(self.message.clone()),
+        };
+        for (span, msg) in &self.notes {
+            d = d.with_note(span.clone(), msg.clone());
+        }
+        d.with_backtrace(self.backtrace.clone())
+    }
+}
+
+impl std::fmt::Display for RtError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.diagnostic())
+    }
+}
+
+impl From<AllocError> for RtError {
+    fn from(e: AllocError) -> RtError {
+        match e {
+            AllocError::OutOfMemory { .. } => RtError::of(ErrorKind::OutOfMemory, e.to_string()),
+            other => RtError::new(other.to_string()),
+        }
+    }
+}
+
+/// Result of the VM's operations.
+pub type R<T> = Result<T, RtError>;
+
+/// Where program output goes.
+pub struct Output {
+    sink: Box<dyn Write + Send>,
+    written: usize,
+    limit: Option<usize>,
+}
+
+impl Output {
+    fn write(&mut self, bytes: &[u8]) -> R<()> {
+        self.written += bytes.len();
+        if self.limit.is_some_and(|l| self.written > l) {
+            return Err(RtError::of(ErrorKind::Limit, "output limit exceeded"));
+        }
+        self.sink
+            .write_all(bytes)
+            .map_err(|e| RtError::new(format!("write failed: {e}")))
+    }
+}
+
+/// State of a thread created by `spawn`.
+pub(crate) enum ThreadSlot {
+    Running(JoinHandle<Result<GlobalRoot, RtError>>),
+    Joining,
+    Done(Result<GlobalRoot, RtError>),
+}
+
+/// What every thread of one program shares.
+pub struct Shared {
+    pub heap: Heap,
+    pub types: Types,
+    pub config: VmConfig,
+    pub(crate) globals: Arc<SlotTable>,
+    pub(crate) consts: Arc<SlotTable>,
+    pub(crate) code: RwLock<Arc<Code>>,
+    pub(crate) next_const: Mutex<u32>,
+    pub(crate) symbols: RwLock<SymbolTable>,
+    /// Primitive index by symbol id (for `PrimCall` ops).
+    pub(crate) prim_of: Vec<Option<u16>>,
+    pub(crate) out: Mutex<Output>,
+    pub(crate) threads: Mutex<Vec<ThreadSlot>>,
+    pub(crate) sources: Mutex<SourceMap>,
+    pub(crate) started: Instant,
+    pub(crate) inputs: AtomicU32,
+}
+
+impl Shared {
+    /// The symbol table (read access).
+    pub fn symbol_name(&self, id: SymbolId) -> String {
+        self.symbols
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .name(id)
+            .to_string()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a call did.
+enum Next {
+    /// A primitive returned this value (the procedure and arguments are popped).
+    Value(Value),
+    /// A closure was entered at `pc` with base `bp`.
+    Enter { pc: usize, bp: usize },
+}
+
+/// How a call links to its caller.
+#[derive(Clone, Copy)]
+enum Link {
+    Host,
+    Normal { ret: usize, bp: usize },
+    Tail { bp: usize },
+}
+
+/// One thread's interpreter.
+pub struct Vm {
+    pub shared: Arc<Shared>,
+    pub m: Mutator,
+    pub(crate) code: Arc<Code>,
+    steps: u64,
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm").field("steps", &self.steps).finish()
+    }
+}
+
+const PRELUDE: &str = include_str!("prelude.scm");
+
+impl Vm {
+    /// A VM on `heap` (whose runtime types are registered here: one VM per heap), writing
+    /// program output to `out`. Loads the prelude.
+    pub fn new(heap: Heap, config: VmConfig, out: Box<dyn Write + Send>) -> Result<Vm, String> {
+        let types = Types::register(&heap)?;
+        let globals = Arc::new(SlotTable::default());
+        let consts = Arc::new(SlotTable::default());
+        heap.add_root_source(globals.clone());
+        heap.add_root_source(consts.clone());
+        let mut symbols = SymbolTable::new();
+        let mut prim_of = Vec::new();
+        for (i, p) in PRIMS.iter().enumerate() {
+            let id = symbols.intern(p.name).0 as usize;
+            if prim_of.len() <= id {
+                prim_of.resize(id + 1, None);
+            }
+            if !p.special {
+                prim_of[id] = Some(i as u16);
+            }
+            globals.set(id, value::prim(i));
+        }
+        let limit = config.output_limit;
+        let shared = Arc::new(Shared {
+            heap: heap.clone(),
+            types,
+            config,
+            globals,
+            consts,
+            code: RwLock::new(Arc::new(Code::default())),
+            next_const: Mutex::new(0),
+            symbols: RwLock::new(symbols),
+            prim_of,
+            out: Mutex::new(Output {
+                sink: out,
+                written: 0,
+                limit,
+            }),
+            threads: Mutex::new(Vec::new()),
+            sources: Mutex::new(SourceMap::new()),
+            started: Instant::now(),
+            inputs: AtomicU32::new(0),
+        });
+        let mut vm = Vm::attach(shared, heap.attach());
+        vm.eval_source("<prelude>", PRELUDE)
+            .map_err(|e| format!("the prelude failed: {}", vm.render(&e)))?;
+        Ok(vm)
+    }
+
+    /// A VM for another thread of the same program.
+    pub(crate) fn attach(shared: Arc<Shared>, m: Mutator) -> Vm {
+        let code = shared
+            .code
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Vm {
+            shared,
+            m,
+            code,
+            steps: 0,
+        }
+    }
+
+    /// The heap.
+    pub fn heap(&self) -> &Heap {
+        &self.shared.heap
+    }
+
+    /// Flushes program output.
+    pub fn flush(&self) {
+        let _ = lock(&self.shared.out).sink.flush();
+    }
+
+    /// Writes program output.
+    pub(crate) fn write_out(&self, bytes: &[u8]) -> R<()> {
+        lock(&self.shared.out).write(bytes)
+    }
+
+    /// Writes to the program's output (for hosts such as the REPL).
+    pub fn write_out_public(&self, bytes: &[u8]) -> R<()> {
+        self.write_out(bytes)
+    }
+
+    /// Renders a diagnostic against the sources loaded so far.
+    pub fn render_diag(&self, d: &Diagnostic) -> String {
+        d.render(&lock(&self.shared.sources))
+    }
+
+    /// Renders a runtime error.
+    pub fn render(&self, e: &EvalError) -> String {
+        match e {
+            EvalError::Syntax(d) => self.render_diag(d),
+            EvalError::Runtime(r) => self.render_diag(&r.diagnostic()),
+        }
+    }
+
+    // ---- loading ----
+
+    /// Reads, compiles and runs every form of `src`; returns the last form's value.
+    pub fn eval_source(&mut self, file: &str, src: &str) -> Result<Value, EvalError> {
+        let forms = self.load(file, src)?;
+        let mut last = UNSPEC;
+        for id in forms {
+            last = self.run_toplevel(id).map_err(EvalError::Runtime)?;
+        }
+        Ok(last)
+    }
+
+    /// A fresh file name for the `n`th interactive input.
+    pub fn next_input_name(&self) -> String {
+        let n = self.shared.inputs.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("<repl:{n}>")
+    }
+
+    /// Reads and compiles `src` and materializes its constants; returns the top-level forms'
+    /// prototype ids (nothing has run yet).
+    pub fn load(&mut self, file: &str, src: &str) -> Result<Vec<u32>, EvalError> {
+        lock(&self.shared.sources).add(file, src);
+        let data = read_all(file, src).map_err(|e| EvalError::Syntax(e.into()))?;
+        let out = {
+            let mut syms = self
+                .shared
+                .symbols
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let tls = compile_program(&data, &mut syms).map_err(|e| EvalError::Syntax(e.into()))?;
+            let mut code_slot = self
+                .shared
+                .code
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut code = (**code_slot).clone();
+            let mut next_const = lock(&self.shared.next_const);
+            let prim_of = |s: SymbolId| {
+                self.shared
+                    .prim_of
+                    .get(s.0 as usize)
+                    .copied()
+                    .flatten()
+                    .map(usize::from)
+            };
+            let out = Gen::new(&mut code, &mut syms, &prim_of, &mut next_const).toplevels(&tls);
+            if *next_const as usize > MAX_SLOTS {
+                return Err(EvalError::Runtime(RtError::new(
+                    "too many constants in the program",
+                )));
+            }
+            *code_slot = Arc::new(code);
+            self.code = code_slot.clone();
+            out
+        };
+        for (slot, datum) in &out.pending {
+            self.materialize(datum).map_err(EvalError::Runtime)?;
+            let v = self.m.pop().unwrap_or(UNSPEC);
+            self.shared.consts.set(*slot as usize, v);
+        }
+        Ok(out.toplevels)
+    }
+
+    /// Pushes the heap value of a constant datum.
+    fn materialize(&mut self, d: &Datum) -> R<()> {
+        match &d.kind {
+            DatumKind::Fixnum(n) => {
+                let v = self.make_int(*n)?;
+                self.m.push(v);
+            }
+            DatumKind::Float(x) => {
+                let v = self.make_float(*x)?;
+                self.m.push(v);
+            }
+            DatumKind::Bool(b) => self.m.push(value::boolean(*b)),
+            DatumKind::Char(c) => self.m.push(value::character(*c)),
+            DatumKind::Str(s) => {
+                let v = self.make_string(s)?;
+                self.m.push(v);
+            }
+            DatumKind::Symbol(s) => {
+                let v = self.intern(s);
+                self.m.push(v);
+            }
+            DatumKind::List(items) => {
+                self.m.push(NIL);
+                self.materialize_prefix(items)?;
+            }
+            DatumKind::Dotted(items, tail) => {
+                self.materialize(tail)?;
+                self.materialize_prefix(items)?;
+            }
+            DatumKind::Vector(items) => {
+                let base = self.m.stack_len();
+                for it in items {
+                    self.materialize(it)?;
+                }
+                let v = self.m.alloc(self.shared.types.vector, items.len())?;
+                let l = self.obj(v)?;
+                for i in 0..items.len() {
+                    l.set(i, self.m.stack_get(base + i));
+                }
+                self.m.stack_truncate(base);
+                self.m.push(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// With a list tail on the stack top, conses `items` in front of it.
+    fn materialize_prefix(&mut self, items: &[Datum]) -> R<()> {
+        for it in items.iter().rev() {
+            self.materialize(it)?;
+            let top = self.m.stack_len() - 1;
+            self.cons_at(top, top - 1)?;
+        }
+        Ok(())
+    }
+
+    /// The symbol named `name` (interning it).
+    pub fn intern(&self, name: &str) -> Value {
+        let id = self
+            .shared
+            .symbols
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .intern(name);
+        value::symbol(id)
+    }
+
+    // ---- allocation helpers (all may reach a safepoint) ----
+
+    /// Access to an object (an internal error for a non-reference).
+    #[inline]
+    pub(crate) fn obj(&self, v: Value) -> R<Local<'_>> {
+        self.m
+            .local(v)
+            .ok_or_else(|| RtError::new(format!("internal error: {v:?} is not an object")))
+    }
+
+    /// The heap type of `v`, if it is a reference.
+    #[inline]
+    pub(crate) fn type_of(&self, v: Value) -> Option<TypeId> {
+        self.m.local(v).map(|l| l.type_id())
+    }
+
+    /// A flonum.
+    pub(crate) fn make_float(&mut self, x: f64) -> R<Value> {
+        let v = self.m.alloc(self.shared.types.flonum, 0)?;
+        self.obj(v)?.set_word(0, x.to_bits());
+        Ok(v)
+    }
+
+    /// An integer: a fixnum, or a flonum if it does not fit 61 bits.
+    pub(crate) fn make_int(&mut self, n: i64) -> R<Value> {
+        match value::fix(n) {
+            Some(v) => Ok(v),
+            None => self.make_float(n as f64),
+        }
+    }
+
+    /// A string.
+    pub(crate) fn make_string(&mut self, s: &str) -> R<Value> {
+        let v = self.m.alloc(self.shared.types.string, s.len())?;
+        self.obj(v)?.write_bytes(0, s.as_bytes());
+        Ok(v)
+    }
+
+    /// Makes a pair of the values in stack slots `car_at` and `cdr_at`; the pair replaces the
+    /// lower of the two slots and the stack is truncated just above it.
+    pub(crate) fn cons_at(&mut self, car_at: usize, cdr_at: usize) -> R<()> {
+        let p = self.m.alloc(self.shared.types.pair, 0)?;
+        let l = self.obj(p)?;
+        l.set(0, self.m.stack_get(car_at));
+        l.set(1, self.m.stack_get(cdr_at));
+        let at = car_at.min(cdr_at);
+        self.m.stack_truncate(at + 1);
+        self.m.stack_set(at, p);
+        Ok(())
+    }
+
+    // ---- running ----
+
+    /// Runs a top-level form.
+    pub fn run_toplevel(&mut self, id: u32) -> R<Value> {
+        let base = self.m.stack_len();
+        let r = self.enter_toplevel(id);
+        self.m.stack_truncate(base);
+        r
+    }
+
+    fn enter_toplevel(&mut self, id: u32) -> R<Value> {
+        let p = self.code.protos[id as usize].clone();
+        let frame = self
+            .m
+            .alloc(self.shared.types.frame, p.frame_len as usize)?;
+        let bp = self.m.stack_len();
+        self.m.push(frame);
+        self.m.push(internal(HOST_RET));
+        self.m.push(internal(0));
+        self.run(p.entry as usize, bp)
+    }
+
+    /// Calls the procedure below the top `argc` stack values with them as arguments; pops
+    /// them all, and returns the result.
+    pub fn apply(&mut self, argc: usize) -> R<Value> {
+        let base = self.m.stack_len() - argc - 1;
+        let r = match self.call(argc, Link::Host) {
+            Ok(Next::Value(v)) => Ok(v),
+            Ok(Next::Enter { pc, bp }) => self.run(pc, bp),
+            Err(e) => Err(e),
+        };
+        self.m.stack_truncate(base);
+        r
+    }
+
+    /// Counts a step and checks the limits and the safepoint.
+    #[inline]
+    fn tick(&mut self) -> R<()> {
+        self.steps += 1;
+        self.m.safepoint();
+        if self.steps & 0x3ff == 0 {
+            self.check_limits()?;
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn check_limits(&mut self) -> R<()> {
+        let c = &self.shared.config;
+        if c.max_steps.is_some_and(|n| self.steps > n) {
+            return Err(RtError::of(ErrorKind::Limit, "step limit exceeded"));
+        }
+        if c.time_limit
+            .is_some_and(|t| self.shared.started.elapsed() > t)
+        {
+            return Err(RtError::of(ErrorKind::Limit, "time limit exceeded"));
+        }
+        Ok(())
+    }
+
+    /// Calls the procedure at stack position `len - argc - 1` (see [`Next`]).
+    fn call(&mut self, mut argc: usize, link: Link) -> R<Next> {
+        self.tick()?;
+        loop {
+            let fpos = self.m.stack_len() - argc - 1;
+            let f = self.m.stack_get(fpos);
+            if let Some(p) = value::as_prim(f) {
+                let def = &PRIMS[p];
+                if def.name == "apply" {
+                    argc = self.spread_apply(fpos, argc)?;
+                    continue;
+                }
+                builtins::check_arity(def, argc)?;
+                let r = (def.f)(self, fpos + 1, argc)?;
+                self.m.stack_truncate(fpos);
+                return Ok(Next::Value(r));
+            }
+            let Some(l) = self
+                .m
+                .local(f)
+                .filter(|l| l.type_id() == self.shared.types.closure)
+            else {
+                return Err(RtError::new(format!(
+                    "not a procedure: {}",
+                    crate::printer::to_string(self, f, true)
+                )));
+            };
+            let id = l.word(0) as usize;
+            if id >= self.code.protos.len() {
+                self.refresh_code();
+            }
+            let p = &self.code.protos[id];
+            let (nparams, rest, frame_len, entry) = (
+                p.nparams as usize,
+                p.rest,
+                p.frame_len as usize,
+                p.entry as usize,
+            );
+            if argc < nparams || (!rest && argc > nparams) {
+                return Err(self.arity_error(id, argc));
+            }
+            if rest {
+                // The rest list goes on the stack top.
+                self.m.push(NIL);
+                for i in (nparams..argc).rev() {
+                    let top = self.m.stack_len() - 1;
+                    self.m.push(self.m.stack_get(fpos + 1 + i));
+                    self.cons_at(top + 1, top)?;
+                }
+            }
+            let frame = self.m.alloc(self.shared.types.frame, frame_len)?;
+            {
+                let fr = self.obj(frame)?;
+                let clo = self.obj(self.m.stack_get(fpos))?;
+                fr.set(0, clo.get(1));
+                for i in 0..nparams {
+                    fr.set(1 + i, self.m.stack_get(fpos + 1 + i));
+                }
+                if rest {
+                    fr.set(1 + nparams, self.m.stack_get(self.m.stack_len() - 1));
+                }
+            }
+            return Ok(match link {
+                Link::Tail { bp } => {
+                    self.m.stack_set(bp, frame);
+                    self.m.stack_truncate(bp + 3);
+                    Next::Enter { pc: entry, bp }
+                }
+                Link::Normal { ret, bp: caller } => {
+                    if fpos > self.shared.config.max_stack {
+                        return Err(RtError::of(
+                            ErrorKind::Limit,
+                            format!(
+                                "stack depth exceeded ({} value-stack slots)",
+                                self.shared.config.max_stack
+                            ),
+                        ));
+                    }
+                    self.m.stack_truncate(fpos);
+                    self.m.push(frame);
+                    self.m.push(internal(ret));
+                    self.m.push(internal(caller));
+                    Next::Enter {
+                        pc: entry,
+                        bp: fpos,
+                    }
+                }
+                Link::Host => {
+                    self.m.stack_truncate(fpos);
+                    self.m.push(frame);
+                    self.m.push(internal(HOST_RET));
+                    self.m.push(internal(0));
+                    Next::Enter {
+                        pc: entry,
+                        bp: fpos,
+                    }
+                }
+            });
+        }
+    }
+
+    #[cold]
+    fn arity_error(&self, id: usize, argc: usize) -> RtError {
+        let p = &self.code.protos[id];
+        let name = p.name.as_deref().unwrap_or("anonymous procedure");
+        let expects = match (p.nparams, p.rest) {
+            (1, false) => "1 argument".to_string(),
+            (n, false) => format!("{n} arguments"),
+            (1, true) => "at least 1 argument".to_string(),
+            (n, true) => format!("at least {n} arguments"),
+        };
+        RtError::new(format!(
+            "wrong number of arguments: `{name}` expects {expects}, got {argc}"
+        ))
+    }
+
+    /// `(apply f a ... list)` at `fpos`: rewrites the stack to `f a ... elements` and returns
+    /// the new argument count.
+    fn spread_apply(&mut self, fpos: usize, argc: usize) -> R<usize> {
+        if argc == 0 {
+            return Err(RtError::new(
+                "wrong number of arguments: `apply` expects at least 1 argument, got 0",
+            ));
+        }
+        let list = if argc >= 2 {
+            self.m.pop().unwrap_or(NIL)
+        } else {
+            NIL
+        };
+        // Drop `apply` itself: shift f and the fixed arguments down by one.
+        let n = self.m.stack_len();
+        for i in fpos..n - 1 {
+            self.m.stack_set(i, self.m.stack_get(i + 1));
+        }
+        self.m.stack_truncate(n - 1);
+        let mut count = argc.saturating_sub(2);
+        let mut cur = list;
+        let limit = builtins::list_limit(self);
+        while cur != NIL {
+            let Some(l) = self
+                .m
+                .local(cur)
+                .filter(|l| l.type_id() == self.shared.types.pair)
+            else {
+                return Err(RtError::new("apply: the last argument must be a list"));
+            };
+            if count > limit || self.m.stack_len() > self.shared.config.max_stack {
+                return Err(RtError::new("apply: argument list too long or circular"));
+            }
+            self.m.push(l.get(0));
+            cur = l.get(1);
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn refresh_code(&mut self) {
+        self.code = self
+            .shared
+            .code
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+    }
+
+    /// Slot `index` of the frame `depth` levels out from the current one.
+    #[inline]
+    fn frame_at(&self, bp: usize, depth: u32) -> R<Value> {
+        let mut env = self.m.stack_get(bp);
+        for _ in 0..depth {
+            env = self.obj(env)?.get(0);
+        }
+        Ok(env)
+    }
+
+    #[inline]
+    fn load_local(&self, bp: usize, depth: u32, index: u32) -> R<Value> {
+        let env = self.frame_at(bp, depth)?;
+        let v = self.obj(env)?.get(index as usize + 1);
+        if v.is_null() {
+            return Err(RtError::new(
+                "variable used before its definition (letrec restriction)",
+            ));
+        }
+        Ok(v)
+    }
+
+    #[inline]
+    fn pop(&self) -> Value {
+        self.m.pop().unwrap_or(UNSPEC)
+    }
+
+    #[inline]
+    fn global(&self, sym: u32) -> R<Value> {
+        let v = self.shared.globals.get(sym as usize);
+        if v.is_null() {
+            return Err(RtError::new(format!(
+                "unbound variable `{}`",
+                self.shared.symbol_name(SymbolId(sym))
+            )));
+        }
+        Ok(v)
+    }
+
+    /// The interpreter loop: runs from `pc` in the activation at `bp` until the activation
+    /// entered from the host returns.
+    fn run(&mut self, mut pc: usize, mut bp: usize) -> R<Value> {
+        macro_rules! tri {
+            ($e:expr, $site:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(e) => return Err(self.fail(e, $site, pc - 1, bp)),
+                }
+            };
+        }
+        loop {
+            let op = self.code.ops[pc];
+            pc += 1;
+            match op {
+                Op::Imm(v) => self.m.push(v),
+                Op::Const(s) => self.m.push(self.shared.consts.get(s as usize)),
+                Op::Local0(i) => {
+                    let v = tri!(self.load_local(bp, 0, i), None);
+                    self.m.push(v);
+                }
+                Op::Local1(i) => {
+                    let v = tri!(self.load_local(bp, 1, i), None);
+                    self.m.push(v);
+                }
+                Op::Local { depth, index } => {
+                    let v = tri!(self.load_local(bp, depth, index), None);
+                    self.m.push(v);
+                }
+                Op::SetLocal0(i) => {
+                    let v = self.pop();
+                    let env = self.m.stack_get(bp);
+                    tri!(self.obj(env), None).set(i as usize + 1, v);
+                }
+                Op::SetLocal { depth, index } => {
+                    let v = self.pop();
+                    let env = tri!(self.frame_at(bp, depth), None);
+                    tri!(self.obj(env), None).set(index as usize + 1, v);
+                }
+                Op::Global { sym, site } => {
+                    let v = tri!(self.global(sym), Some(site));
+                    self.m.push(v);
+                }
+                Op::SetGlobal { sym, site } => {
+                    tri!(self.global(sym), Some(site));
+                    let v = self.pop();
+                    self.shared.globals.set(sym as usize, v);
+                }
+                Op::DefGlobal(sym) => {
+                    let v = self.pop();
+                    self.shared.globals.set(sym as usize, v);
+                }
+                Op::Pop => {
+                    self.m.pop();
+                }
+                Op::Jump(t) => pc = t as usize,
+                Op::JumpIfFalse(t) => {
+                    if self.pop() == value::FALSE {
+                        pc = t as usize;
+                    }
+                }
+                Op::AndJump(t) => {
+                    let top = self.m.stack_len() - 1;
+                    if self.m.stack_get(top) == value::FALSE {
+                        pc = t as usize;
+                    } else {
+                        self.m.pop();
+                    }
+                }
+                Op::OrJump(t) => {
+                    let top = self.m.stack_len() - 1;
+                    if self.m.stack_get(top) != value::FALSE {
+                        pc = t as usize;
+                    } else {
+                        self.m.pop();
+                    }
+                }
+                Op::CaseImm { value, target } => {
+                    let key = self.m.stack_get(self.m.stack_len() - 1);
+                    if key == value {
+                        pc = target as usize;
+                    }
+                }
+                Op::CaseConst { slot, target } => {
+                    let key = self.m.stack_get(self.m.stack_len() - 1);
+                    let c = self.shared.consts.get(slot as usize);
+                    if builtins::eqv(self, key, c) {
+                        pc = target as usize;
+                    }
+                }
+                Op::Closure(id) => {
+                    let c = tri!(
+                        self.m
+                            .alloc(self.shared.types.closure, 0)
+                            .map_err(RtError::from),
+                        None
+                    );
+                    let l = tri!(self.obj(c), None);
+                    l.set_word(0, id as u64);
+                    l.set(1, self.m.stack_get(bp));
+                    self.m.push(c);
+                }
+                Op::Call { argc, site } => {
+                    let link = Link::Normal { ret: pc, bp };
+                    match tri!(self.call(argc as usize, link), Some(site)) {
+                        Next::Value(v) => self.m.push(v),
+                        Next::Enter { pc: p, bp: b } => {
+                            pc = p;
+                            bp = b;
+                        }
+                    }
+                }
+                Op::TailCall { argc, site } => {
+                    match tri!(self.call(argc as usize, Link::Tail { bp }), Some(site)) {
+                        Next::Value(v) => {
+                            self.m.push(v);
+                            match self.ret(&mut pc, &mut bp) {
+                                Some(v) => return Ok(v),
+                                None => continue,
+                            }
+                        }
+                        Next::Enter { pc: p, bp: b } => {
+                            pc = p;
+                            bp = b;
+                        }
+                    }
+                }
+                Op::PrimCall {
+                    sym,
+                    prim,
+                    argc,
+                    fast,
+                    site,
+                }
+                | Op::PrimTail {
+                    sym,
+                    prim,
+                    argc,
+                    fast,
+                    site,
+                } => {
+                    let tail = matches!(op, Op::PrimTail { .. });
+                    let argc = argc as usize;
+                    let g = self.shared.globals.get(sym as usize);
+                    if g == value::prim(prim as usize) {
+                        let base = self.m.stack_len() - argc;
+                        let r = match builtins::fast_path(self, fast, base) {
+                            Some(v) => v,
+                            None => tri!(
+                                builtins::call_prim(self, prim as usize, base, argc),
+                                Some(site)
+                            ),
+                        };
+                        self.m.stack_truncate(base);
+                        self.m.push(r);
+                        if tail {
+                            match self.ret(&mut pc, &mut bp) {
+                                Some(v) => return Ok(v),
+                                None => continue,
+                            }
+                        }
+                        continue;
+                    }
+                    // The global was redefined: call whatever it holds now.
+                    let g = tri!(self.global(sym), Some(site));
+                    let n = self.m.stack_len();
+                    self.m.push(g);
+                    for i in (n - argc..n).rev() {
+                        self.m.stack_set(i + 1, self.m.stack_get(i));
+                    }
+                    self.m.stack_set(n - argc, g);
+                    let link = if tail {
+                        Link::Tail { bp }
+                    } else {
+                        Link::Normal { ret: pc, bp }
+                    };
+                    match tri!(self.call(argc, link), Some(site)) {
+                        Next::Value(v) => {
+                            self.m.push(v);
+                            if tail {
+                                match self.ret(&mut pc, &mut bp) {
+                                    Some(v) => return Ok(v),
+                                    None => continue,
+                                }
+                            }
+                        }
+                        Next::Enter { pc: p, bp: b } => {
+                            pc = p;
+                            bp = b;
+                        }
+                    }
+                }
+                Op::Return => match self.ret(&mut pc, &mut bp) {
+                    Some(v) => return Ok(v),
+                    None => continue,
+                },
+            }
+        }
+    }
+
+    /// Returns the stack top from the activation at `bp`. `Some(v)` if it returns to the host.
+    #[inline]
+    fn ret(&mut self, pc: &mut usize, bp: &mut usize) -> Option<Value> {
+        let v = self.pop();
+        let ret = as_internal(self.m.stack_get(*bp + 1));
+        let caller = as_internal(self.m.stack_get(*bp + 2));
+        self.m.stack_truncate(*bp);
+        if ret == HOST_RET {
+            return Some(v);
+        }
+        self.m.push(v);
+        *pc = ret;
+        *bp = caller;
+        None
+    }
+
+    /// Completes an error raised at `pc` (the failing op) in the activation at `bp`: its span
+    /// and the backtrace of live activations.
+    #[cold]
+    fn fail(&self, mut e: RtError, site: Option<u32>, pc: usize, bp: usize) -> RtError {
+        let code = &self.code;
+        if e.span.is_none() {
+            e.span = match site {
+                Some(s) => code.sites.get(s as usize).cloned(),
+                None => code.proto_at(pc).map(|p| p.span.clone()),
+            };
+        }
+        let mut frames = Vec::new();
+        let mut cur_pc = pc;
+        let mut b = bp;
+        while b + 2 < self.m.stack_len() && frames.len() < 100_000 {
+            let ret = as_internal(self.m.stack_get(b + 1));
+            if ret == HOST_RET {
+                break;
+            }
+            let callee = code
+                .proto_at(cur_pc)
+                .and_then(|p| p.name.as_deref().map(str::to_string));
+            let call_site = match code.ops.get(ret.wrapping_sub(1)) {
+                Some(
+                    Op::Call { site, .. }
+                    | Op::PrimCall { site, .. }
+                    | Op::TailCall { site, .. }
+                    | Op::PrimTail { site, .. },
+                ) => code.sites.get(*site as usize).cloned(),
+                _ => None,
+            };
+            if let Some(call_site) = call_site {
+                frames.push(Frame { call_site, callee });
+            }
+            cur_pc = ret;
+            b = as_internal(self.m.stack_get(b + 2));
+        }
+        e.backtrace = frames;
+        e
+    }
+
+    // ---- threads ----
+
+    /// Starts `(spawn thunk)`: the thunk is at stack slot `at`.
+    pub(crate) fn spawn_thread(&mut self, at: usize) -> R<Value> {
+        let thunk = self.m.stack_get(at);
+        let index = {
+            let mut threads = lock(&self.shared.threads);
+            if threads.len() >= self.shared.config.max_threads {
+                return Err(RtError::of(
+                    ErrorKind::Limit,
+                    format!(
+                        "spawn: thread limit ({}) reached",
+                        self.shared.config.max_threads
+                    ),
+                ));
+            }
+            let root = GlobalRoot::new(&self.shared.heap, thunk);
+            let shared = self.shared.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("scheme-{}", threads.len() + 1))
+                .stack_size(64 << 20)
+                .spawn(move || {
+                    let m = shared.heap.attach();
+                    let mut vm = Vm::attach(shared.clone(), m);
+                    let f = root.get(&vm.m);
+                    drop(root);
+                    vm.m.push(f);
+                    let r = vm.apply(0);
+                    r.map(|v| GlobalRoot::new(&shared.heap, v))
+                })
+                .map_err(|e| RtError::new(format!("spawn: cannot start a thread: {e}")))?;
+            threads.push(ThreadSlot::Running(handle));
+            threads.len() - 1
+        };
+        let t = self.m.alloc(self.shared.types.thread, 0)?;
+        self.obj(t)?.set_word(0, index as u64);
+        Ok(t)
+    }
+
+    /// `(join t)`: waits for the thread (in a native section) and returns its result.
+    pub(crate) fn join_thread(&mut self, index: usize) -> R<Value> {
+        let slot = {
+            let mut threads = lock(&self.shared.threads);
+            match threads.get_mut(index) {
+                Some(s) => std::mem::replace(s, ThreadSlot::Joining),
+                None => return Err(RtError::new("join: unknown thread")),
+            }
+        };
+        let result = match slot {
+            ThreadSlot::Running(h) => match self.m.native(move || h.join()) {
+                Ok(r) => r,
+                Err(_) => Err(RtError::new(format!(
+                    "thread {} panicked (an internal error)",
+                    index + 1
+                ))),
+            },
+            ThreadSlot::Done(r) => r,
+            ThreadSlot::Joining => {
+                lock(&self.shared.threads)[index] = ThreadSlot::Joining;
+                return Err(RtError::new("join: the thread is being joined elsewhere"));
+            }
+        };
+        let out = match &result {
+            Ok(root) => Ok(root.get(&self.m)),
+            Err(e) => {
+                let mut err = RtError::of(
+                    match e.kind {
+                        ErrorKind::OutOfMemory => ErrorKind::OutOfMemory,
+                        ErrorKind::Exit(c) => ErrorKind::Exit(c),
+                        _ => ErrorKind::Runtime,
+                    },
+                    format!("joined thread {} failed: {}", index + 1, e.message),
+                );
+                err.notes.push((
+                    e.span.clone(),
+                    format!("thread {}: {}", index + 1, e.message),
+                ));
+                Err(err)
+            }
+        };
+        lock(&self.shared.threads)[index] = ThreadSlot::Done(result);
+        out
+    }
+
+    /// Waits for every thread not joined yet; returns the first failure among them.
+    pub fn join_all(&mut self) -> R<()> {
+        let n = lock(&self.shared.threads).len();
+        let mut first = Ok(());
+        for i in 0..n {
+            let running = matches!(lock(&self.shared.threads)[i], ThreadSlot::Running(_));
+            if running {
+                if let Err(e) = self.join_thread(i) {
+                    if first.is_ok() {
+                        first = Err(e);
+                    }
+                }
+            }
+        }
+        first
+    }
+}
+
+/// A failure of [`Vm::eval_source`].
+#[derive(Clone, Debug)]
+pub enum EvalError {
+    /// A read or compile error.
+    Syntax(Diagnostic),
+    /// A runtime error.
+    Runtime(RtError),
+}
+
+impl EvalError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            EvalError::Runtime(RtError {
+                kind: ErrorKind::Exit(c),
+                ..
+            }) => *c,
+            _ => 1,
+        }
+    }
+}

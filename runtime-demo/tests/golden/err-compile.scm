@@ -1,0 +1,2 @@
+(display "fine")
+(let ((x 1) (x 2)) x)

@@ -1,0 +1,5 @@
+(define (f)
+  (define a b)
+  (define b 1)
+  a)
+(f)

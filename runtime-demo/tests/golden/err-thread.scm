@@ -1,0 +1,4 @@
+(define t (spawn (lambda () (car '()))))
+(display "spawned")
+(newline)
+(join t)

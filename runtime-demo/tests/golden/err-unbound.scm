@@ -1,0 +1,6 @@
+(define (f x)
+  (+ x undefined-thing))
+(display "before")
+(newline)
+(f 1)
+(display "not reached")

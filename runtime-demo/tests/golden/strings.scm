@@ -1,0 +1,13 @@
+; Strings, characters and symbols.
+(define (show . xs) (for-each (lambda (x) (write x) (display " ")) xs) (newline))
+(show "hello" (string-length "hello") (string-length "λx") (string-ref "abc" 1) (substring "hello" 1 3) (substring "hello" 2))
+(show (string-append "foo" "bar" "") (string=? "a" "a" "a") (string<? "a" "b") (string>? "a" "b"))
+(show (string-copy "x") (string-upcase "MiXed") (string-downcase "MiXed") (make-string 3 #\z) (string #\a #\b))
+(show (string->list "abc") (list->string '(#\x #\y)) (string->symbol "sym") (symbol->string 'abc))
+(show (eq? 'abc (string->symbol "abc")) (symbol? 'a) (symbol? "a") (string? "a") (char? #\a))
+(show #\a #\space #\newline #\tab #\x41 (char->integer #\A) (integer->char 955) (char-upcase #\a) (char-downcase #\B))
+(show (char=? #\a #\a) (char<? #\a #\b) (char>? #\a #\b) (char-alphabetic? #\a) (char-numeric? #\5) (char-whitespace? #\space))
+(show "esc\"aped\\ \n\t" 'Hello 'with-dash)
+(display "display: ") (display "no quotes") (display #\!) (display 'sym) (newline)
+(write-char #\w) (write-char #\newline)
+(show (number->string 42) (string->number "17"))

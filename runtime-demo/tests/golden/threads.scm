@@ -1,0 +1,10 @@
+; spawn / join: threads are extra mutators of the same heap.
+(define (build n) (let loop ((i 0) (acc '())) (if (< i n) (loop (+ i 1) (cons i acc)) acc)))
+(define ts (map (lambda (k) (spawn (lambda () (apply + (build (* k 1000)))))) '(1 2 3)))
+(display (map join ts)) (newline)
+(define t (spawn (lambda () (vector 'from 'thread (list 1 2)))))
+(write (join t)) (newline)
+(write (join t)) (newline)
+(display (thread? t)) (newline)
+(define nested (spawn (lambda () (join (spawn (lambda () 'inner))))))
+(display (join nested)) (newline)
