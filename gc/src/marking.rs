@@ -2,6 +2,9 @@
 //!
 //! # The concurrent cycle
 //!
+//! (The barrier-free `wp_async` variant replaces the barrier with write-protection of the
+//! heap and `PAGEMAP_SCAN` rescans of written pages: incremental update, see `rescan_dirty`.)
+//!
 //! 1. **Initial-mark pause** (O(roots)): retire allocation buffers; record `mark_top` (the
 //!    moving space's top: every object at or above it is allocated during marking, *black*);
 //!    copy the root values; clear the large-object marks; switch the barrier on. Resume.
@@ -28,6 +31,12 @@
 //! global queue first) plus what only they reach, and walks at most one active allocation
 //! buffer per mutator (`tlab_bytes`); planning adds a pass over the live-words bitmap (one word
 //! per 64 heap words). Roots are not rescanned (the snapshot already holds them).
+//!
+//! In the barrier-free mode (`wp_async`) the remark rescans the roots, the marked objects on
+//! the pages written since the last precleaning round (precleaning repeats until a round finds
+//! at most 32 written pages, or 8 rounds ran), the active allocation buffers (one per mutator,
+//! scanned because black objects get no barrier) and the large objects allocated since the
+//! last round, plus what only those reach.
 //!
 //! Invariants:
 //! - `active` is true exactly between the end of the initial-mark pause and the remark pause;
