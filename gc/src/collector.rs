@@ -745,6 +745,13 @@ pub(crate) fn plan_and_compact(
         // SAFETY: the world is stopped, the previous compaction finished (checked by
         // `collect`), and no resolver is inside.
         unsafe { inner.compaction.arm(pd) };
+        // The pause lasts until arming is done (it runs with the world stopped): measure here.
+        let mut stats = stats;
+        let flip = t0.elapsed();
+        if let Some(p) = stats.pauses.last_mut() {
+            p.duration = flip;
+        }
+        stats.total = cycle_start.elapsed();
         return Ok(CycleOutcome::Flipped(Box::new(stats), calls0, cycle_start));
     }
 

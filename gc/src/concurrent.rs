@@ -329,13 +329,22 @@ impl Compaction {
             r.store(0, Ordering::Relaxed);
         }
         pd.src_pages.clear();
+        // First source word of every destination page in one linear pass; the last source word
+        // of page k is the live word just before the first of page k+1 (a `select` per page
+        // would cost O(pages log n) inside the pause).
+        let mut starts = Vec::with_capacity(pd.pages);
+        live.select_every(PAGE_WORDS, pd.live_words, bitmap_words, |_, w| {
+            starts.push(w)
+        });
+        let end_word = (pd.from_top - pd.from) / WORD;
         for k in 0..pd.pages {
             let first = pd.first_obj[k] / PAGE_WORDS;
-            let last_rank = ((k + 1) * PAGE_WORDS).min(pd.live_words) - 1;
-            let last = live
-                .select(last_rank, bitmap_words)
-                .expect("a live word for every destination word")
-                / PAGE_WORDS;
+            let last_word = match starts.get(k + 1) {
+                Some(&next) => live.bits.prev_set(next - 1),
+                None => live.bits.prev_set(end_word.saturating_sub(1)),
+            }
+            .expect("a live word for every destination word");
+            let last = last_word / PAGE_WORDS;
             pd.src_pages.push((first as u32, last as u32));
             for r in &self.readers[first..=last] {
                 r.fetch_add(1, Ordering::Relaxed);
