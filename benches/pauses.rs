@@ -7,7 +7,11 @@
 //! ```
 //!
 //! (`FAULTLINE_BENCH_QUICK=1` is the same as `--quick`.) Tables go to stdout and to
-//! `target/pauses-report.md` (under the workspace root); progress goes to stderr.
+//! `target/pauses-report.md` (under the workspace root); progress goes to stderr. The full run
+//! takes about 4 minutes on an idle 2-CPU machine, the quick one about 30 s. For diagnosis:
+//! `FAULTLINE_PAUSES_SIZES_MIB=64,256` (live sizes of section 1), `FAULTLINE_PAUSES_MODES=stw,
+//! copy/sigbus` (collector labels), `FAULTLINE_PAUSES_SECTIONS=pauses,floor,barrier` and
+//! `FAULTLINE_PAUSES_SLOW_US=N` (print every mutator step slower than N µs).
 //!
 //! Sections:
 //!
@@ -29,12 +33,16 @@
 //!    the phase they started in: idle, concurrent marking (until `Heap::cycles()` moves, which
 //!    happens in the remark+flip pause) or concurrent compaction (until the hook fires).
 //!    After the last cycle the whole structure is walked and checked (node count and id sum
-//!    per tree, cell count and value sum per list: the mutations preserve both).
+//!    per tree, cell count and value sum per list: the mutations preserve both). Besides the
+//!    collector's own `CycleStats`, the mutator times its `collect()` calls and its safepoint
+//!    polls: the longest poll of a concurrent cycle is the remark+flip pause as it saw it.
 //! 2. **Physical floor.** A raw SIGBUS + `UFFDIO_COPY` round trip (a `VolatileArena` with
 //!    SIGBUS delivery and a resolver registered with `register_region` that COPYs a prepared
 //!    page; every fault timed on its own), the same through a handler thread
-//!    (`FaultReader`), `UFFDIO_COPY` throughput in 1-, 16- and 64-page calls, and `memcpy`
-//!    bandwidth.
+//!    (`FaultReader`), `UFFDIO_COPY` throughput in 1-, 16- and 64-page calls, one-page COPY
+//!    and MOVE with and without a second thread of the process running (MOVE must flush the
+//!    source page's TLB entry on every CPU running the process), `memcpy` bandwidth, and a
+//!    scheduler-noise probe (how long a busy loop is kept off the CPU).
 //! 3. **Barrier cost.** A store-only workload (`B[i] = A[j]` on pairs of 1000-element
 //!    reference arrays; `A` holds every object, so no store ever drops the last reference to
 //!    anything) measured as stores/s: in a stop-the-world heap (barrier never on), and in
@@ -42,12 +50,15 @@
 //!    `debug_disable_barrier` test knob: a control that keeps the marker running but logs
 //!    nothing, safe for this workload for the reason just given) and with `Barrier::WpAsync`
 //!    (reported as unsupported if `Heap::new` refuses it, or as the barrier that actually ran
-//!    if it falls back). Collections run back to back, so marking is active most of the time;
-//!    each batch of stores is attributed to its phase.
+//!    if it falls back). The four heaps live side by side and take turns in interleaved
+//!    rounds (an idle window, then collections back to back), so load from other jobs falls
+//!    on all of them alike; each batch of stores is attributed to its phase.
 //!
 //! Invariants:
 //! - one heap per collector configuration and size (`Heap::fault_stats` is cumulative per
-//!   heap), dropped before the next is built;
+//!   heap); section 1 drops each heap before building the next;
+//! - a heap whose mutator stops polling (section 3 switching to another heap) has no cycle
+//!   running: every round ends with `wait_for_cycle()`, so no pause waits on an idle mutator;
 //! - no `Value` is held across a safepoint: everything that survives one is in a `Root` or on
 //!   the value stack (the borrow checker enforces this for `Local`s);
 //! - every cycle measured is an explicit one; cycles with another trigger are counted and
