@@ -338,9 +338,13 @@ impl Plan<'_> {
 /// The outcome of the pause.
 pub(crate) enum CycleOutcome {
     /// Stop-the-world: the cycle is complete.
-    Done(CycleStats),
+    Done(Box<CycleStats>),
     /// Concurrent: the flip is done; compaction continues on a worker thread.
-    Flipped(Box<CycleStats>, faultline_heap::sys::CallSnapshot, Instant),
+    Flipped(
+        Box<CycleStats>,
+        Box<faultline_heap::sys::CallSnapshot>,
+        Instant,
+    ),
 }
 
 /// Record a completed cycle: history and the GC-log hook.
@@ -435,7 +439,8 @@ pub(crate) fn collect(
         let r = run_cycle(inner, &g, trigger, t0, tts);
         inner.resume(g);
         return match r? {
-            CycleOutcome::Done(mut stats) => {
+            CycleOutcome::Done(stats) => {
+                let mut stats = *stats;
                 // Read /proc/self/maps after the pause: it allocates and takes time. Nothing but
                 // this heap's own calls could change the arena's VMAs, and those are counted.
                 stats.vmas = (inner.arena.vmas_at_creation(), inner.arena.vma_count());
@@ -447,7 +452,7 @@ pub(crate) fn collect(
                 let s2 = *stats.clone();
                 std::thread::Builder::new()
                     .name("faultline-compact".into())
-                    .spawn(move || crate::concurrent::run_compaction(heap, s2, start, calls0))
+                    .spawn(move || crate::concurrent::run_compaction(heap, s2, start, *calls0))
                     .map_err(|e| {
                         ArenaError::Config(format!("spawning the compaction thread: {e}"))
                     })?;
@@ -740,7 +745,7 @@ pub(crate) fn plan_and_compact(
             }
             let mut st = stats;
             st.calls = inner.arena.sys().counters().snapshot().since(&calls0);
-            return Ok(CycleOutcome::Done(st));
+            return Ok(CycleOutcome::Done(Box::new(st)));
         }
         // SAFETY: the world is stopped, the previous compaction finished (checked by
         // `collect`), and no resolver is inside.
@@ -752,7 +757,11 @@ pub(crate) fn plan_and_compact(
             p.duration = flip;
         }
         stats.total = cycle_start.elapsed();
-        return Ok(CycleOutcome::Flipped(Box::new(stats), calls0, cycle_start));
+        return Ok(CycleOutcome::Flipped(
+            Box::new(stats),
+            Box::new(calls0),
+            cycle_start,
+        ));
     }
 
     // 5. Compact into the other half, a batch of pages per COPY.
@@ -825,7 +834,7 @@ pub(crate) fn plan_and_compact(
         mutators: g.mutators.len(),
         ..CycleStats::default()
     };
-    Ok(CycleOutcome::Done(stats))
+    Ok(CycleOutcome::Done(Box::new(stats)))
 }
 
 fn set_trigger(inner: &HeapInner, used: usize) {

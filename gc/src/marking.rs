@@ -515,14 +515,21 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
         cycle_start: st.cycle_start,
     };
     let _ = st.tts;
-    let outcome = plan_and_compact(&inner, &g, cs, &types, pc);
+    let remark = t0.elapsed();
+    let mut outcome = plan_and_compact(&inner, &g, cs, &types, pc);
+    match &mut outcome {
+        Ok(CycleOutcome::Flipped(stats, _, _)) => stats.remark = remark,
+        Ok(CycleOutcome::Done(stats)) => stats.remark = remark,
+        Err(_) => {}
+    }
     inner.resume(g);
     drop(cs_guard);
     match outcome {
         Ok(CycleOutcome::Flipped(stats, calls0, start)) => {
-            crate::concurrent::run_compaction(inner, *stats, start, calls0);
+            crate::concurrent::run_compaction(inner, *stats, start, *calls0);
         }
-        Ok(CycleOutcome::Done(mut stats)) => {
+        Ok(CycleOutcome::Done(stats)) => {
+            let mut stats = *stats;
             stats.vmas = (inner.arena.vmas_at_creation(), inner.arena.vma_count());
             crate::collector::record_cycle(&inner, &stats);
             inner.compaction.set_idle_now();

@@ -82,6 +82,9 @@ pub struct CycleStats {
     pub vmas: (usize, usize),
     /// Mutators attached.
     pub mutators: usize,
+    /// Concurrent mode: the part of the remark+flip pause spent finishing marking (the rest is
+    /// planning and the flip).
+    pub remark: Duration,
     /// Concurrent mode: destination pages filled by mutator faults (the rest by workers).
     pub pages_by_fault: u64,
     /// Move strategy: dense pages updated in place and moved with no copy.
@@ -113,6 +116,7 @@ impl Default for CycleStats {
             calls: CallSnapshot::default(),
             vmas: (0, 0),
             mutators: 0,
+            remark: Duration::ZERO,
             pages_by_fault: 0,
             pages_in_place: 0,
             pages_staged: 0,
@@ -156,7 +160,19 @@ impl CycleStats {
         let pauses: Vec<String> = self
             .pauses
             .iter()
-            .map(|p| format!("{} {:.3}ms", p.kind, p.duration.as_secs_f64() * 1e3))
+            .map(|p| {
+                if p.kind == "remark+flip" {
+                    format!(
+                        "{} {:.3}ms (remark {:.3}ms, plan+flip {:.3}ms)",
+                        p.kind,
+                        p.duration.as_secs_f64() * 1e3,
+                        self.remark.as_secs_f64() * 1e3,
+                        p.duration.saturating_sub(self.remark).as_secs_f64() * 1e3
+                    )
+                } else {
+                    format!("{} {:.3}ms", p.kind, p.duration.as_secs_f64() * 1e3)
+                }
+            })
             .collect();
         format!(
             "[gc] #{} {} ({}) pause: {} | heap {}K->{}K | live {} objs | pages {} (by faults {}) | mmap-family {} register {} | vmas {}->{} | cycle {:.3}ms",

@@ -42,7 +42,19 @@ pub fn log_line(s: &CycleStats, faults: u64) -> String {
     let pauses: Vec<String> = s
         .pauses
         .iter()
-        .map(|p| format!("{} {:.3}ms", p.kind, ms(p.duration)))
+        .map(|p| {
+            if p.kind == "remark+flip" {
+                format!(
+                    "{} {:.3}ms (remark {:.3}, plan+flip {:.3})",
+                    p.kind,
+                    ms(p.duration),
+                    ms(s.remark),
+                    ms(p.duration.saturating_sub(s.remark))
+                )
+            } else {
+                format!("{} {:.3}ms", p.kind, ms(p.duration))
+            }
+        })
         .collect();
     format!(
         "[gc,cycle] GC({}) {} ({}) pauses: {} | heap {}K->{}K (moving {}K->{}K, large {}K->{}K) | live {} objs, {} pages | faults {} | syscalls: mmap-family {}, register {} | vmas {}->{} | cycle {:.3}ms (mark {:.3}, plan {:.3}, compact {:.3}, safepoint {:.3})",
