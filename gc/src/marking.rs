@@ -124,6 +124,7 @@ pub(crate) struct MarkStart {
     mark_top: usize,
     cycle_start: Instant,
     initial: Duration,
+    /// Time to safepoint of the initial-mark pause.
     tts: Duration,
     trigger: Trigger,
     calls0: faultline_heap::sys::CallSnapshot,
@@ -482,7 +483,6 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
     if wp {
         let _ = inner.arena.set_populate_protected(false);
     }
-    let _ = preclean_rounds;
     let live_objects = m.marked;
     let from_top = inner.moving.top.load(Ordering::Relaxed);
     let from_words = (from_top - st.from) / WORD;
@@ -498,7 +498,8 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
     }
     let pc = PauseCtx {
         t0,
-        tts,
+        // The cycle's time to safepoint: the longer of its two pauses'.
+        tts: tts.max(st.tts),
         trigger: st.trigger,
         calls0: st.calls0,
         moving_before: st.moving_before,
@@ -514,7 +515,6 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
         }],
         cycle_start: st.cycle_start,
     };
-    let _ = st.tts;
     let remark = t0.elapsed();
     let mut outcome = plan_and_compact(&inner, &g, cs, &types, pc);
     match &mut outcome {

@@ -7,9 +7,11 @@
 //! crate holds.
 //!
 //! Invariants:
-//! - nothing outside this module and `inject` issues a system call for the heap; the counters in
-//!   [`Sys`] are therefore a complete record of the heap's calls (what the statistics report as
-//!   "register/unregister/mmap-family calls since creation");
+//! - every mapping (mmap family, madvise), userfaultfd, memfd and `PAGEMAP_SCAN` call of the heap
+//!   goes through [`Sys`], so its counters are a complete record of those calls (what the
+//!   statistics report as "register/unregister/mmap-family calls since creation"). Plumbing
+//!   calls that touch no mapping (eventfd/poll of the handler thread, sigaction, futex, and the
+//!   read-only `mincore` / pagemap `pread` presence checks) are made directly;
 //! - every method is async-signal-safe in [`RealKernel`] (plain syscalls, no allocation, no
 //!   locks), so the SIGBUS fault path may use it;
 //! - errors are returned as [`Errno`], never read from a thread-local `errno` later.
