@@ -14,7 +14,7 @@ fn read_into_a_heap_byte_array_during_compaction() {
             mode: GcMode::Concurrent,
             strategy: Strategy::Copy,
             faults,
-            compaction_delay: Some(Duration::from_millis(300)),
+            compaction_delay: Some(Duration::from_secs(2)),
             ..HeapConfig::with_heap_size(8 << 20)
         })
         .unwrap();
@@ -29,7 +29,7 @@ fn read_into_a_heap_byte_array_during_compaction() {
         let before = root.value(&m);
         m.collect().unwrap(); // starts the cycle: marking runs concurrently, then the flip
                               // Keep reaching safepoints (the remark + flip pause needs us) until the flip moved the
-                              // array; its new pages then stay absent for 300 ms.
+                              // array; its new pages then stay absent for 2 s.
         while root.value(&m) == before {
             m.safepoint();
             std::thread::sleep(Duration::from_micros(200));
