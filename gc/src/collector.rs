@@ -364,23 +364,8 @@ pub(crate) fn record_cycle(inner: &HeapInner, stats: &CycleStats) {
 /// waiting for it can reach their safepoints.
 pub(crate) fn verify_after_concurrent(inner: &HeapInner, cycle: u64) {
     if inner.config.verify {
-        if let Err(e) = verify_stopped_now(inner) {
+        if let Err(e) = verify_stopped(inner, None) {
             panic!("heap verification failed after concurrent cycle {cycle}: {e}");
-        }
-    }
-}
-
-fn verify_stopped_now(inner: &HeapInner) -> Result<VerifyReport, VerifyError> {
-    loop {
-        if let Some(g) = inner.stop_the_world(None) {
-            let types = inner
-                .types
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            let r = verify::verify_heap(inner, &g, &types);
-            inner.resume(g);
-            return r;
         }
     }
 }

@@ -442,15 +442,15 @@ impl Mutator {
         let in_heap = inner.moving.contains_used(a) || inner.large.contains(a);
         // SAFETY: only read when the address lies in present heap memory.
         let h = in_heap.then(|| Header(unsafe { (a as *const u64).read() }));
-        match h {
-            Some(h)
-                if h.type_id() != TypeId::FILLER
-                    && (h.type_id().0 as usize) < self.types_for(h.type_id()).len() =>
+        let types = h.map(|h| self.types_for(h.type_id()));
+        match (h, types) {
+            (Some(h), Some(types))
+                if h.type_id() != TypeId::FILLER && (h.type_id().0 as usize) < types.len() =>
             {
                 Some(Local {
                     obj: o,
                     header: h,
-                    types: self.types_for(h.type_id()),
+                    types,
                     m: self,
                 })
             }
