@@ -25,7 +25,7 @@ pub mod space;
 pub mod stats;
 pub mod verify;
 
-pub use config::{Barrier, ConfigError, FaultMode, GcMode, HeapConfig, Strategy};
+pub use config::{Barrier, Choreography, ConfigError, FaultMode, GcMode, HeapConfig, Strategy};
 pub use faultline_heap as heap_layer;
 pub use heap::{GlobalRoot, Heap, HeapError, ModeInfo, RootSource};
 pub use mutator::{AllocError, Local, Mutator, Root};
