@@ -54,7 +54,6 @@ const BATCH_PAGES: usize = 64;
 pub(crate) struct CollectorState {
     pub mark: Bitmap,
     pub live: LiveWords,
-    pub first_obj: Vec<usize>,
     pub buf: Vec<u8>,
 }
 
@@ -63,7 +62,6 @@ impl CollectorState {
         CollectorState {
             mark: Bitmap::new(half_words),
             live: LiveWords::new(half_words),
-            first_obj: Vec::new(),
             buf: vec![0; BATCH_PAGES * PAGE_SIZE],
         }
     }
@@ -116,7 +114,7 @@ struct Marker<'a> {
     from: usize,
     from_top: usize,
     mark: &'a Bitmap,
-    live: &'a Bitmap,
+    live: &'a LiveWords,
     large: &'a crate::space::LargeSpace,
     types: &'a TypeRegistry,
 }
@@ -132,7 +130,7 @@ impl Marker<'_> {
             let w = (v - self.from) / WORD;
             if self.mark.set(w) {
                 let size = self.types.size_words(header(v)).unwrap_or(1);
-                self.live.set_range(w, w + size);
+                self.live.mark_range(w, w + size);
                 return true;
             }
             false
@@ -233,8 +231,8 @@ pub(crate) struct Plan<'a> {
     pub live: &'a LiveWords,
     pub mark: &'a Bitmap,
     pub types: &'a TypeRegistry,
-    /// Per destination page: word index (in the old half) of the object landing on its start.
-    pub first_obj: &'a [usize],
+    /// Bitmap words covering the old half's used part.
+    pub bitmap_words: usize,
 }
 
 impl Plan<'_> {
@@ -248,6 +246,21 @@ impl Plan<'_> {
         }
     }
 
+    /// Word index (in the old half) of the object that lands on the first word of destination
+    /// page `page`: the live word of rank `page * PAGE_WORDS` (a `select`, O(log n)) belongs
+    /// to the last marked object at or before it. Computed on demand, so planning builds no
+    /// per-page table; async-signal-safe (reads only).
+    #[inline]
+    pub fn first_obj(&self, page: usize) -> usize {
+        let w = self
+            .live
+            .select(page * PAGE_WORDS, self.bitmap_words)
+            .expect("a live word for every destination word");
+        self.mark
+            .prev_set(w)
+            .expect("every live word belongs to a marked object")
+    }
+
     /// Fill destination page `page` into `out` (one page): copy the parts of the source
     /// objects that land on it and rewrite the references in them. Reads only the old half.
     pub fn fill_page(&self, page: usize, out: &mut [u8]) {
@@ -257,7 +270,7 @@ impl Plan<'_> {
         let limit = (self.from_top - self.from) / WORD;
         let out_words = out.as_mut_ptr() as *mut usize;
         let mut written = dest_lo;
-        let mut w = self.first_obj[page];
+        let mut w = self.first_obj(page);
         loop {
             let new_w = self.live.rank(w);
             if new_w >= dest_hi {
@@ -308,7 +321,7 @@ impl Plan<'_> {
         let dest_hi = dest_lo + PAGE_WORDS;
         let limit = (self.from_top - self.from) / WORD;
         let shift = j * PAGE_WORDS - dest_lo; // old word = new word + shift on this page
-        let mut w = self.first_obj[k];
+        let mut w = self.first_obj(k);
         loop {
             let new_w = self.live.rank(w);
             if new_w >= dest_hi {
@@ -512,7 +525,7 @@ fn run_cycle(
     let from_words = (from_top - from) / WORD;
     let bitmap_words = from_words.div_ceil(64) + 1;
     cs.mark.clear_words(bitmap_words);
-    cs.live.bits.clear_words(bitmap_words);
+    cs.live.clear(bitmap_words);
     large.marks.clear();
     let mut roots = Vec::new();
     visit_roots(inner, g, &mut |s| roots.push(*s));
@@ -520,7 +533,7 @@ fn run_cycle(
         from,
         from_top,
         mark: &cs.mark,
-        live: &cs.live.bits,
+        live: &cs.live,
         large,
         types: &types,
     };
@@ -547,6 +560,7 @@ fn run_cycle(
         moving_before,
         large_before,
         mark_time,
+        plan_ahead: Duration::ZERO,
         live_objects,
         from,
         from_top,
@@ -566,6 +580,8 @@ pub(crate) struct PauseCtx {
     pub moving_before: usize,
     pub large_before: usize,
     pub mark_time: Duration,
+    /// Concurrent planning done before the pause (zero for stop-the-world).
+    pub plan_ahead: Duration,
     pub live_objects: usize,
     pub from: usize,
     pub from_top: usize,
@@ -595,6 +611,7 @@ pub(crate) fn plan_and_compact(
         moving_before,
         large_before,
         mark_time,
+        plan_ahead,
         live_objects,
         from,
         from_top,
@@ -603,21 +620,11 @@ pub(crate) fn plan_and_compact(
         cycle_start,
     } = pc;
     let types: &TypeRegistry = types_arc;
-    // 3. Plan.
+    // 3. Plan. In a concurrent cycle the chunk sums were computed before the pause
+    //    (`LiveWords::plan_ahead`); here only the chunks marking changed since are redone.
     let tp = Instant::now();
-    let live_words = cs.live.compute_prefix(bitmap_words);
+    let (live_words, chunks_redone) = cs.live.finish_prefix(bitmap_words);
     let pages = (live_words * WORD).div_ceil(PAGE_SIZE);
-    cs.first_obj.clear();
-    {
-        let (mark, first_obj) = (&cs.mark, &mut cs.first_obj);
-        cs.live
-            .select_every(PAGE_WORDS, live_words, bitmap_words, |_, w| {
-                first_obj.push(
-                    mark.prev_set(w)
-                        .expect("every live word belongs to a marked object"),
-                );
-            });
-    }
     let to_index = 1 - moving.current.load(Ordering::Relaxed);
     let to = moving.half_base[to_index];
     let plan = Plan {
@@ -628,7 +635,7 @@ pub(crate) fn plan_and_compact(
         live: &cs.live,
         mark: &cs.mark,
         types,
-        first_obj: &cs.first_obj,
+        bitmap_words,
     };
     let plan_time = tp.elapsed();
 
@@ -636,10 +643,15 @@ pub(crate) fn plan_and_compact(
     let tc = Instant::now();
     let to_offset = moving.half_offset[to_index];
     visit_roots(inner, g, &mut |s| *s = plan.forward(*s));
+    // The dead large objects: released now (stop-the-world) or when the concurrent compaction
+    // ends (off the pause; they stay allocated until then, so nothing reuses their space).
+    let mut large_dead = Vec::new();
     {
         let lg = large.lock();
-        for (&start, _) in lg.objects.iter() {
-            if large.marks.get(large.page_of(start)) {
+        for (&start, &len) in lg.objects.iter() {
+            if !large.marks.get(large.page_of(start)) {
+                large_dead.push((start, len));
+            } else {
                 let h = header(start);
                 let size = types.size_words(h).unwrap_or(1);
                 types.for_each_ref_word(h, 0, size, |k| {
@@ -675,15 +687,12 @@ pub(crate) fn plan_and_compact(
             from_offset: from - inner.arena.base(),
             live_words,
             pages,
-            first_obj: std::mem::take(&mut cs.first_obj),
-            src_pages: Vec::new(),
+            bitmap_words,
             live: &cs.live,
             mark: &cs.mark,
             types: Some(types_arc.clone()),
+            large_dead,
         };
-        if let Err(e) = large.sweep(&inner.arena) {
-            eprintln!("faultline: releasing dead large objects failed: {e}");
-        }
         let moving_after = moving.used();
         let large_after = large.used();
         set_trigger(inner, moving_after + large_after);
@@ -708,6 +717,8 @@ pub(crate) fn plan_and_compact(
             time_to_safepoint: tts,
             mark: mark_time,
             plan: plan_time,
+            plan_ahead,
+            plan_chunks_redone: chunks_redone,
             compact: Duration::ZERO,
             total: flip,
             moving_before,
@@ -723,6 +734,7 @@ pub(crate) fn plan_and_compact(
         };
         if pages == 0 {
             // Nothing to compact: finish in the pause.
+            large.release_dead(&inner.arena, &pd.large_dead)?;
             if from_populated > from {
                 inner
                     .arena
@@ -783,7 +795,7 @@ pub(crate) fn plan_and_compact(
         moving.top.store(new_top, Ordering::Relaxed);
         *pop = to + pages * PAGE_SIZE;
     }
-    large.sweep(&inner.arena)?;
+    large.release_dead(&inner.arena, &large_dead)?;
     let moving_after = moving.used();
     let large_after = large.used();
     set_trigger(inner, moving_after + large_after);
@@ -806,6 +818,7 @@ pub(crate) fn plan_and_compact(
         time_to_safepoint: tts,
         mark: mark_time,
         plan: plan_time,
+        plan_chunks_redone: chunks_redone,
         compact: compact_time,
         total,
         moving_before,
@@ -822,7 +835,7 @@ pub(crate) fn plan_and_compact(
     Ok(CycleOutcome::Done(Box::new(stats)))
 }
 
-fn set_trigger(inner: &HeapInner, used: usize) {
+pub(crate) fn set_trigger(inner: &HeapInner, used: usize) {
     let next = (used as f64 * (1.0 + inner.config.growth)) as usize;
     inner
         .trigger_bytes
