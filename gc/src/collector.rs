@@ -9,15 +9,20 @@
 //!    its words in the live-words bitmap; large objects get their page's mark bit. One thread, or
 //!    `gc_threads` threads stealing work from each other (crossbeam deques). (Optionally check
 //!    that the two bitmaps agree.)
-//! 3. **Plan** (Compressor style): prefix sums of the live-words bitmap; for every destination
-//!    page, the source object that lands on its first word (`select` + the mark bitmap). The new
-//!    address of any object is then `to + 8 * rank(word)`: O(1), no forwarding pointers.
+//! 3. **Plan** (Compressor style): prefix sums of the live-words bitmap, two-level (per 512 KiB
+//!    chunk, and per 64 words within a chunk). The new address of any object is then
+//!    `to + 8 * rank(word)`: O(1), no forwarding pointers; the source object that lands on a
+//!    destination page's first word is found on demand ([`Plan::first_obj`]: `select` + the
+//!    mark bitmap). A concurrent cycle computes the chunk sums before its pause
+//!    ([`faultline_heap::bitmap::LiveWords::plan_ahead`]) and the pause redoes only the chunks
+//!    marking changed since: the flip pause does not grow with the heap.
 //! 4. **Update roots** and the reference fields of surviving large objects to new addresses.
 //! 5. **Compact**: fill destination pages in order, each from the source objects that land on
 //!    it (objects straddling a page edge are clipped, so filling one page reads only the old half
 //!    and writes only that page), rewriting the references they hold; map them into the other
 //!    half in batches (`UFFDIO_COPY`, or a plain copy on an unregistered arena).
-//! 6. **Release** the old half (`MADV_DONTNEED`), sweep dead large objects, switch halves, set
+//! 6. **Release** the old half (`MADV_DONTNEED`), release dead large objects (a concurrent
+//!    cycle does both when its compaction ends), switch halves, set
 //!    the next occupancy trigger. (Optionally verify again.) **Resume** the mutators.
 //!
 //! The page-filling code ([`Plan::fill_page`]) is what the concurrent compactor will run from
@@ -222,6 +227,9 @@ impl Marker<'_> {
 pub(crate) struct Plan<'a> {
     /// Old half base.
     pub from: usize,
+    /// Where the old half's objects are read: `from`, or (per-cycle choreography) the mapping
+    /// its pages were moved to. Addresses are computed from `from`; memory is read at `src`.
+    pub src: usize,
     /// Old half top (exclusive).
     pub from_top: usize,
     /// New half base.
@@ -276,7 +284,7 @@ impl Plan<'_> {
             if new_w >= dest_hi {
                 break;
             }
-            let src = self.from + w * WORD;
+            let src = self.src + w * WORD;
             let h = header(src);
             let size = self.types.size_words(h).unwrap_or(1);
             let lo = new_w.max(dest_lo);
@@ -327,13 +335,13 @@ impl Plan<'_> {
             if new_w >= dest_hi {
                 break;
             }
-            let h = header(self.from + w * WORD);
+            let h = header(self.src + w * WORD);
             let size = self.types.size_words(h).unwrap_or(1);
             let lo = new_w.max(dest_lo);
             let hi = (new_w + size).min(dest_hi);
             self.types
                 .for_each_ref_word(h, lo - new_w, hi - new_w, |kk| {
-                    let slot = (self.from + (new_w + kk + shift) * WORD) as *mut usize;
+                    let slot = (self.src + (new_w + kk + shift) * WORD) as *mut usize;
                     // SAFETY: the slot lies on old page `j`, which only this fill reads and writes.
                     unsafe { *slot = self.forward(*slot) };
                 });
@@ -627,8 +635,9 @@ pub(crate) fn plan_and_compact(
     let pages = (live_words * WORD).div_ceil(PAGE_SIZE);
     let to_index = 1 - moving.current.load(Ordering::Relaxed);
     let to = moving.half_base[to_index];
-    let plan = Plan {
+    let mut plan = Plan {
         from,
+        src: from,
         from_top,
         to,
         live_words,
@@ -638,10 +647,48 @@ pub(crate) fn plan_and_compact(
         bitmap_words,
     };
     let plan_time = tp.elapsed();
+    let to_offset = moving.half_offset[to_index];
+
+    // The per-cycle choreography baseline (what the Android runtime does each cycle, measured
+    // against the volatile arena): register only the destination range, and move the old
+    // half's pages to a new mapping with mremap(MREMAP_DONTUNMAP), reading them there. Both
+    // happen before any reference changes: if either fails, this cycle compacts in the pause.
+    let mut flip_concurrently = inner.concurrent;
+    let mut detached = None;
+    if inner.concurrent && cfg.choreography == crate::config::Choreography::PerCycle && pages > 0 {
+        let old_end = {
+            let pop = moving
+                .populated
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (*pop).max(HeapInner::page_up(from_top))
+        };
+        let arena = &inner.arena;
+        let setup = arena
+            .register_range(to_offset, pages * PAGE_SIZE)
+            .and_then(|()| {
+                arena
+                    .detach_pages(from - arena.base(), old_end - from)
+                    .inspect_err(|_| {
+                        let _ = arena.unregister_range();
+                    })
+            });
+        match setup {
+            Ok(a) => {
+                detached = Some((a, old_end - from));
+                plan.src = a;
+            }
+            Err(e) => {
+                eprintln!(
+                    "faultline: per-cycle choreography failed ({e}); this cycle compacts in the pause"
+                );
+                flip_concurrently = false;
+            }
+        }
+    }
 
     // 4. Update roots and large objects' fields.
     let tc = Instant::now();
-    let to_offset = moving.half_offset[to_index];
     visit_roots(inner, g, &mut |s| *s = plan.forward(*s));
     // The dead large objects: released now (stop-the-world) or when the concurrent compaction
     // ends (off the pause; they stay allocated until then, so nothing reuses their space).
@@ -663,7 +710,7 @@ pub(crate) fn plan_and_compact(
         }
     }
 
-    if inner.concurrent {
+    if flip_concurrently {
         // 5'. Flip: make the destination half current with every destination page absent, and
         //     arm the compaction; workers and faults fill pages. Nothing below can fail: the
         //     references already point at the new addresses.
@@ -688,6 +735,8 @@ pub(crate) fn plan_and_compact(
             live_words,
             pages,
             bitmap_words,
+            src: plan.src,
+            detached,
             live: &cs.live,
             mark: &cs.mark,
             types: Some(types_arc.clone()),

@@ -5,7 +5,9 @@
 //! # Phases
 //!
 //! 1. **Flip** (in the pause, after marking and planning, see [`crate::collector`]): roots and
-//!    large objects are updated to new addresses; the destination half becomes current with
+//!    large objects are updated to new addresses (the states of the destination pages were
+//!    reset before the pause, [`Compaction::prepare`]; the pause resets only the pages the plan
+//!    grew by); the destination half becomes current with
 //!    `top` at the end of the compacted region (rounded to a page, so new allocation never
 //!    shares a page with compacted data); every destination page is UNPROCESSED and absent;
 //!    `active` is set.
@@ -14,7 +16,8 @@
 //!    it hit. Whoever wins a page's claim ([`crate::pagestate`]) fills it from the intact old
 //!    half and maps it; others wait on the page's futex.
 //! 3. **Finish**: when every page is MAPPED, `active` is cleared, in-flight resolvers drain
-//!    (`users`), the old half is released, and the cycle's statistics are completed.
+//!    (`users`), the old half and the large objects found dead at the flip are released, and
+//!    the cycle's statistics are completed.
 //!
 //! # Strategies
 //!
@@ -24,7 +27,9 @@
 //!   reader count fell to zero, or it held no live data) — and `UFFDIO_MOVE` it into place: no
 //!   kernel allocation, no second copy. A *dense* page (the destination page is exactly one
 //!   fully live old page at the same page offset) is updated in place and moved with no copy at
-//!   all. With no staging page free, the page is copied.
+//!   all. With no staging page free, the page is copied. The reader counts are built by the
+//!   compaction thread right after the flip (O(pages), out of the pause); pages filled before
+//!   they are ready are copied and keep their reads (their old pages never become staging).
 //! - **minor**: the arena is a memfd mapped twice; the page is filled through the unregistered
 //!   view (allocating the page-cache page) and mapped with `UFFDIO_CONTINUE`.
 //!
@@ -146,6 +151,12 @@ pub(crate) struct PlanData {
     pub pages: usize,
     /// Bitmap words covering the old half's used part.
     pub bitmap_words: usize,
+    /// Where the old half's pages are read (and staged): `from`, or the mapping the per-cycle
+    /// choreography moved them to.
+    pub src: usize,
+    /// Per-cycle choreography: the detached old-half pages `(address, length)`, unmapped at
+    /// the end (the destination range registered at the flip is unregistered then too).
+    pub detached: Option<(usize, usize)>,
     pub live: *const LiveWords,
     pub mark: *const Bitmap,
     pub types: Option<Arc<TypeRegistry>>,
@@ -171,6 +182,8 @@ impl PlanData {
             live_words: 0,
             pages: 0,
             bitmap_words: 0,
+            src: 0,
+            detached: None,
             live: core::ptr::null(),
             mark: core::ptr::null(),
             types: None,
@@ -185,6 +198,7 @@ impl PlanData {
     pub(crate) unsafe fn plan(&self) -> Plan<'_> {
         Plan {
             from: self.from,
+            src: self.src,
             from_top: self.from_top,
             to: self.to,
             live_words: self.live_words,
@@ -444,16 +458,16 @@ impl Compaction {
                     // Only this page still reads old page j: update it in place and move it.
                     if self.readers[j as usize].load(Ordering::Acquire) == 1 {
                         plan.update_in_place(k, j as usize);
-                        let src = pd.from_offset + j as usize * PAGE_SIZE;
+                        let src = pd.src + j as usize * PAGE_SIZE;
                         // SAFETY: old page j is read by no other destination page.
-                        let r = unsafe { arena.resolve_move(dst, src, PAGE_SIZE, false) };
+                        let r = unsafe { arena.resolve_move_from(dst, src, PAGE_SIZE, false) };
                         if r.is_ok() {
                             self.counters.in_place.fetch_add(1, Ordering::Relaxed);
                             self.release_readers(k, Some(j));
                             return true;
                         }
                         // The page stayed where it was (updated); copy it instead.
-                        let ok = self.copy_from(inner, pd.from + j as usize * PAGE_SIZE, dst);
+                        let ok = self.copy_from(inner, pd.src + j as usize * PAGE_SIZE, dst);
                         if ok {
                             self.release_readers(k, None);
                         }
@@ -461,15 +475,14 @@ impl Compaction {
                     }
                 }
                 if let Some(s) = self.free.pop() {
-                    let stage = pd.from + s as usize * PAGE_SIZE;
+                    let stage = pd.src + s as usize * PAGE_SIZE;
                     // SAFETY: staging page `s` is a present old-half page that no destination
                     // page reads; we popped it, so it is ours alone.
                     let out =
                         unsafe { core::slice::from_raw_parts_mut(stage as *mut u8, PAGE_SIZE) };
                     plan.fill_page(k, out);
-                    let src = pd.from_offset + s as usize * PAGE_SIZE;
                     // SAFETY: the staging page is ours; it vanishes from the old half.
-                    let r = unsafe { arena.resolve_move(dst, src, PAGE_SIZE, false) };
+                    let r = unsafe { arena.resolve_move_from(dst, stage, PAGE_SIZE, false) };
                     let ok = if r.is_ok() {
                         self.counters.staged.fetch_add(1, Ordering::Relaxed);
                         true
@@ -624,9 +637,23 @@ pub(crate) fn run_compaction(
     while c.users.load(Ordering::SeqCst) != 0 {
         std::thread::yield_now();
     }
-    let from_len = pd.from_populated - pd.from;
-    if from_len > 0 {
-        let _ = inner.arena.release(pd.from_offset, from_len);
+    if inner.config.choreography == crate::config::Choreography::PerCycle {
+        // The per-cycle baseline: unregister the destination range (VMAs merge) and unmap the
+        // detached old pages.
+        if let Err(e) = inner.arena.unregister_range() {
+            eprintln!("faultline: per-cycle choreography: unregistering failed: {e}");
+        }
+        if let Some((a, l)) = pd.detached {
+            // SAFETY: the detached mapping of this cycle; every page is filled, nobody reads it.
+            if let Err(e) = unsafe { inner.arena.unmap_detached(a, l) } {
+                eprintln!("faultline: per-cycle choreography: {e}");
+            }
+        }
+    } else {
+        let from_len = pd.from_populated - pd.from;
+        if from_len > 0 {
+            let _ = inner.arena.release(pd.from_offset, from_len);
+        }
     }
     if let Err(e) = inner.large.release_dead(&inner.arena, &pd.large_dead) {
         eprintln!("faultline: releasing dead large objects failed: {e}");
