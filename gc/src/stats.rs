@@ -172,11 +172,13 @@ impl CycleStats {
             .map(|p| {
                 if p.kind == "remark+flip" {
                     format!(
-                        "{} {:.3}ms (remark {:.3}ms, plan+flip {:.3}ms)",
+                        "{} {:.3}ms (remark {:.3}ms, plan+flip {:.3}ms; planned ahead {:.3}ms, {} chunks redone)",
                         p.kind,
                         p.duration.as_secs_f64() * 1e3,
                         self.remark.as_secs_f64() * 1e3,
-                        p.duration.saturating_sub(self.remark).as_secs_f64() * 1e3
+                        p.duration.saturating_sub(self.remark).as_secs_f64() * 1e3,
+                        self.plan_ahead.as_secs_f64() * 1e3,
+                        self.plan_chunks_redone
                     )
                 } else {
                     format!("{} {:.3}ms", p.kind, p.duration.as_secs_f64() * 1e3)
