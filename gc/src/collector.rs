@@ -33,7 +33,9 @@
 //! - the old half stays intact until step 6, so filling a page never reads a filled page;
 //! - a cycle makes no mapping call (mmap/munmap/mremap/mprotect) and no (un)registration: only
 //!   COPY, MADV_DONTNEED and (for the large-object space) COPY of zeroes; the per-cycle call
-//!   counts in [`CycleStats`] show it.
+//!   counts in [`CycleStats`] show it. The one exception is the deliberate per-cycle
+//!   choreography baseline (`Choreography::PerCycle`), which registers, mremaps, unregisters and
+//!   unmaps once per cycle, and counts those calls the same way.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
