@@ -632,11 +632,13 @@ pub(crate) fn plan_and_compact(
     };
     let plan_time = tp.elapsed();
 
-    // 4. Update roots and large objects' fields.
+    // 4. Update roots and large objects' fields (after making sure the destination half is
+    //    clean: the last failure point before references change).
     let tc = Instant::now();
     let to_offset = moving.half_offset[to_index];
+    crate::stress::prepare_destination(inner, to_offset, moving.half_bytes)?;
     visit_roots(inner, g, &mut |s| *s = plan.forward(*s));
-    {
+    if cfg.debug_break != Some(crate::stress::Breakage::SkipLargeObjectRefs) {
         let lg = large.lock();
         for (&start, _) in lg.objects.iter() {
             if large.marks.get(large.page_of(start)) {
@@ -724,9 +726,11 @@ pub(crate) fn plan_and_compact(
         if pages == 0 {
             // Nothing to compact: finish in the pause.
             if from_populated > from {
-                inner
-                    .arena
-                    .release(from - inner.arena.base(), from_populated - from)?;
+                crate::stress::release_old_half(
+                    inner,
+                    from - inner.arena.base(),
+                    from_populated - from,
+                );
             }
             let mut st = stats;
             st.calls = inner.arena.sys().counters().snapshot().since(&calls0);
@@ -774,9 +778,7 @@ pub(crate) fn plan_and_compact(
             .unwrap_or_else(PoisonError::into_inner);
         let old_end = (*pop).max(HeapInner::page_up(from_top));
         if old_end > from {
-            inner
-                .arena
-                .release(from - inner.arena.base(), old_end - from)?;
+            crate::stress::release_old_half(inner, from - inner.arena.base(), old_end - from);
         }
         moving.current.store(to_index, Ordering::Relaxed);
         let new_top = to + live_words * WORD;

@@ -572,6 +572,7 @@ pub(crate) fn run_compaction(
         // faults (and kernel accesses) meet unfilled pages.
         std::thread::sleep(d);
     }
+    crate::stress::phase_delay(&inner.config, crate::stress::Phase::BeforeCompaction);
     let t0 = Instant::now();
     let c = &inner.compaction;
     // SAFETY: active until we clear it below.
@@ -588,9 +589,7 @@ pub(crate) fn run_compaction(
         std::thread::yield_now();
     }
     let from_len = pd.from_populated - pd.from;
-    if from_len > 0 {
-        let _ = inner.arena.release(pd.from_offset, from_len);
-    }
+    crate::stress::release_old_half(&inner, pd.from_offset, from_len);
     stats.compact = t0.elapsed();
     stats.total = t_pause_start.elapsed();
     stats.calls = inner.arena.sys().counters().snapshot().since(&calls0);

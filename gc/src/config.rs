@@ -103,6 +103,18 @@ pub struct HeapConfig {
     /// collector that loses objects.
     #[doc(hidden)]
     pub debug_disable_barrier: bool,
+    /// Stress: collect at seeded random allocation intervals (see [`crate::stress`]).
+    pub stress_random: Option<crate::stress::StressRandom>,
+    /// Stress: sleep this long between the phases of a concurrent cycle (after the initial
+    /// mark, before the remark, before compaction), widening races with the mutators.
+    pub phase_delay: Option<std::time::Duration>,
+    /// Debug: poison released memory, so a stale read of a released page faults hard
+    /// (`UFFDIO_POISON`) or reads `faultline_heap::arena::POISON_WORD` (unregistered arena).
+    pub poison_released: bool,
+    /// Test-only: a deliberately broken collector, to prove the verifier and the shadow model
+    /// catch one.
+    #[doc(hidden)]
+    pub debug_break: Option<crate::stress::Breakage>,
     /// Use userfaultfd at all (false forces the unregistered stop-the-world arena).
     pub use_userfaultfd: bool,
     /// The kernel (the real one unless a test injects faults).
@@ -122,6 +134,9 @@ impl core::fmt::Debug for HeapConfig {
             .field("gc_threads", &self.gc_threads)
             .field("verify", &self.verify)
             .field("stress_every", &self.stress_every)
+            .field("stress_random", &self.stress_random)
+            .field("phase_delay", &self.phase_delay)
+            .field("poison_released", &self.poison_released)
             .finish_non_exhaustive()
     }
 }
@@ -147,6 +162,10 @@ impl Default for HeapConfig {
             checkmark: false,
             mark_hook: None,
             debug_disable_barrier: false,
+            stress_random: None,
+            phase_delay: None,
+            poison_released: false,
+            debug_break: None,
             use_userfaultfd: true,
             sys: Sys::real(),
             on_cycle: None,
@@ -238,6 +257,9 @@ impl HeapConfig {
         }
         if self.stress_every == Some(0) {
             return bad("stress_every must be at least 1".into());
+        }
+        if matches!(self.stress_random, Some(r) if r.one_in == 0) {
+            return bad("stress_random.one_in must be at least 1".into());
         }
         Ok(self)
     }

@@ -357,6 +357,7 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
         m.shade(r);
     }
     hook(MarkPoint::Started);
+    crate::stress::phase_delay(cfg, crate::stress::Phase::AfterInitialMark);
     // Trace and preclean until nothing is left to do concurrently.
     loop {
         while let Some(o) = m.gray.pop() {
@@ -414,6 +415,7 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
     }
     let concurrent_mark = tm.elapsed();
     hook(MarkPoint::BeforeRemark);
+    crate::stress::phase_delay(cfg, crate::stress::Phase::BeforeRemark);
 
     // Remark + flip pause.
     let t0 = Instant::now();

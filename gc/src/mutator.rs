@@ -317,6 +317,11 @@ impl Mutator {
             if self.allocs % n == 0 {
                 self.collect_for(Trigger::Stress)?;
             }
+        } else if let Some(r) = self.inner().config.stress_random {
+            self.allocs += 1;
+            if crate::stress::random_hit(r, self.shared.id, self.allocs) {
+                self.collect_for(Trigger::Stress)?;
+            }
         }
         if bytes < self.inner().config.large_object_threshold
             && !self.inner().sp.requested.load(Ordering::Relaxed)
