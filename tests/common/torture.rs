@@ -158,3 +158,26 @@ impl Drop for Watchdog {
         }
     }
 }
+
+/// The environment variable that tells a test binary it runs as a child scenario.
+pub const CHILD_VAR: &str = "FAULTLINE_TORTURE_CHILD";
+
+/// Which child scenario this process runs, if any.
+pub fn child_scenario() -> Option<String> {
+    std::env::var(CHILD_VAR).ok()
+}
+
+/// Run test `test` of this test binary in a child process with `CHILD_VAR=scenario`; returns
+/// its exit status and its stderr.
+pub fn run_child(test: &str, scenario: &str) -> (std::process::ExitStatus, String) {
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_VAR, scenario)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("spawning the child test process");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
