@@ -650,6 +650,9 @@ pub(crate) fn plan_and_compact(
     };
     let plan_time = tp.elapsed();
     let to_offset = moving.half_offset[to_index];
+    // Make sure the destination half is clean (a release the last cycle could not do is redone
+    // here): a failure point before any reference changes.
+    crate::stress::prepare_destination(inner, to_offset, moving.half_bytes)?;
 
     // The per-cycle choreography baseline (what the Android runtime does each cycle, measured
     // against the volatile arena): register only the destination range, and move the old
@@ -694,13 +697,14 @@ pub(crate) fn plan_and_compact(
     visit_roots(inner, g, &mut |s| *s = plan.forward(*s));
     // The dead large objects: released now (stop-the-world) or when the concurrent compaction
     // ends (off the pause; they stay allocated until then, so nothing reuses their space).
+    let skip_large_refs = cfg.debug_break == Some(crate::stress::Breakage::SkipLargeObjectRefs);
     let mut large_dead = Vec::new();
     {
         let lg = large.lock();
         for (&start, &len) in lg.objects.iter() {
             if !large.marks.get(large.page_of(start)) {
                 large_dead.push((start, len));
-            } else {
+            } else if !skip_large_refs {
                 let h = header(start);
                 let size = types.size_words(h).unwrap_or(1);
                 types.for_each_ref_word(h, 0, size, |k| {
@@ -787,9 +791,11 @@ pub(crate) fn plan_and_compact(
             // Nothing to compact: finish in the pause.
             large.release_dead(&inner.arena, &pd.large_dead)?;
             if from_populated > from {
-                inner
-                    .arena
-                    .release(from - inner.arena.base(), from_populated - from)?;
+                crate::stress::release_old_half(
+                    inner,
+                    from - inner.arena.base(),
+                    from_populated - from,
+                );
             }
             let mut st = stats;
             st.calls = inner.arena.sys().counters().snapshot().since(&calls0);
@@ -837,9 +843,7 @@ pub(crate) fn plan_and_compact(
             .unwrap_or_else(PoisonError::into_inner);
         let old_end = (*pop).max(HeapInner::page_up(from_top));
         if old_end > from {
-            inner
-                .arena
-                .release(from - inner.arena.base(), old_end - from)?;
+            crate::stress::release_old_half(inner, from - inner.arena.base(), old_end - from);
         }
         moving.current.store(to_index, Ordering::Relaxed);
         let new_top = to + live_words * WORD;

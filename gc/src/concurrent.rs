@@ -700,6 +700,7 @@ pub(crate) fn run_compaction(
         // faults (and kernel accesses) meet unfilled pages.
         std::thread::sleep(d);
     }
+    crate::stress::phase_delay(&inner.config, crate::stress::Phase::BeforeCompaction);
     let t0 = Instant::now();
     // SAFETY: active until we clear it below.
     let pd = unsafe { c.plan_data() };
@@ -728,9 +729,7 @@ pub(crate) fn run_compaction(
         }
     } else {
         let from_len = pd.from_populated - pd.from;
-        if from_len > 0 {
-            let _ = inner.arena.release(pd.from_offset, from_len);
-        }
+        crate::stress::release_old_half(&inner, pd.from_offset, from_len);
     }
     if let Err(e) = inner.large.release_dead(&inner.arena, &pd.large_dead) {
         eprintln!("faultline: releasing dead large objects failed: {e}");

@@ -123,6 +123,8 @@ pub(crate) struct HeapInner {
     pub history: Mutex<Vec<CycleStats>>,
     /// Mutator fault stalls (recorded by the fault resolvers, possibly in signal context).
     pub fault_hist: crate::stats::AtomicHistogram,
+    /// Released-half bookkeeping (failed releases, poisoning).
+    pub release: crate::stress::ReleaseState,
 }
 
 /// How faults reach the compactor; kept alive as long as the heap.
@@ -316,6 +318,7 @@ impl Heap {
                 next_mutator_id: AtomicU64::new(1),
                 history: Mutex::new(Vec::new()),
                 fault_hist: crate::stats::AtomicHistogram::default(),
+                release: crate::stress::ReleaseState::default(),
                 config,
             }),
         };
@@ -485,6 +488,12 @@ impl Heap {
     /// mutator ever touches an absent page).
     pub fn fault_stats(&self) -> crate::stats::FaultStats {
         self.inner.fault_hist.summary()
+    }
+
+    /// Old-half releases that failed (redone at the next flip) and pages poisoned in
+    /// `poison_released` mode, since creation.
+    pub fn release_stats(&self) -> crate::stress::ReleaseStats {
+        self.inner.release.stats()
     }
 
     /// What actually runs: the mode, and for concurrent mode the strategy and fault delivery

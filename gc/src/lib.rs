@@ -23,6 +23,7 @@ pub mod mutator;
 pub mod pagestate;
 pub mod space;
 pub mod stats;
+pub mod stress;
 pub mod verify;
 
 pub use config::{Barrier, Choreography, ConfigError, FaultMode, GcMode, HeapConfig, Strategy};
@@ -30,4 +31,5 @@ pub use faultline_heap as heap_layer;
 pub use heap::{GlobalRoot, Heap, HeapError, ModeInfo, RootSource};
 pub use mutator::{AllocError, Local, Mutator, Root};
 pub use stats::{CycleStats, FaultStats, Pause, Percentiles, Trigger};
+pub use stress::{Phase, ReleaseStats, StressRandom};
 pub use verify::{VerifyError, VerifyReport};

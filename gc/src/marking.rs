@@ -364,6 +364,7 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
         m.shade(r);
     }
     hook(MarkPoint::Started);
+    crate::stress::phase_delay(cfg, crate::stress::Phase::AfterInitialMark);
     // Trace and preclean until nothing is left to do concurrently.
     loop {
         while let Some(o) = m.gray.pop() {
@@ -432,6 +433,7 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
     inner.compaction.prepare((ahead * WORD).div_ceil(PAGE_SIZE));
     let plan_ahead = tplan.elapsed();
     hook(MarkPoint::BeforeRemark);
+    crate::stress::phase_delay(cfg, crate::stress::Phase::BeforeRemark);
 
     // Remark + flip pause.
     let t0 = Instant::now();

@@ -211,6 +211,21 @@ pub struct ArenaStats {
     pub vmas: usize,
 }
 
+/// The word [`VolatileArena::poison_released`] writes over released plain (unregistered)
+/// memory: a stale read of a released object sees this instead of plausible zeroes.
+pub const POISON_WORD: u64 = 0xDEAD_F00D_DEAD_F00D;
+
+/// How [`VolatileArena::poison_released`] poisoned a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoisonMethod {
+    /// `UFFDIO_POISON` markers: a touch raises SIGBUS (memory-error code).
+    Marker,
+    /// [`POISON_WORD`] written over plain memory.
+    Pattern,
+    /// Not possible on this arena (memfd backing, or POISON not negotiated).
+    None,
+}
+
 /// Bytes of the zero buffer used as the source of populate COPYs.
 const ZERO_CHUNK: usize = 256 * 1024;
 
@@ -811,6 +826,35 @@ impl VolatileArena {
                     len as i64,
                 )
                 .map_err(Self::sys_err("fallocate(PUNCH_HOLE)")),
+        }
+    }
+
+    /// Debug aid: make a stale access to the released range `[offset, offset+len)` visible.
+    /// On an anonymous registered arena with `UFFD_FEATURE_POISON`, `UFFDIO_POISON` installs
+    /// poison markers (any touch raises a hard SIGBUS that no fault handler claims); on an
+    /// unregistered arena the pages are filled with [`POISON_WORD`] (they become resident until
+    /// the range is released again). Anything else (memfd backing, POISON not negotiated) is left as
+    /// released and reported as [`PoisonMethod::None`]. The range must be released first.
+    pub fn poison_released(&self, offset: usize, len: usize) -> Result<PoisonMethod, ArenaError> {
+        let addr = self.check(offset, len)?;
+        match self.uffd.as_deref() {
+            Some(u)
+                if self.config.backing == Backing::Anonymous
+                    && u.features().contains(Feature::Poison) =>
+            {
+                self.fill_loop(addr, len, |at, rest| u.poison(addr + at, rest, false))?;
+                Ok(PoisonMethod::Marker)
+            }
+            Some(_) => Ok(PoisonMethod::None),
+            None => {
+                let words = len / core::mem::size_of::<u64>();
+                // SAFETY: `[addr, addr+len)` is inside our own unregistered, readable and
+                // writable arena mapping, and the caller released it: no object lives there.
+                unsafe {
+                    core::slice::from_raw_parts_mut(addr as *mut u64, words).fill(POISON_WORD)
+                };
+                Ok(PoisonMethod::Pattern)
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod shadow;
+pub mod torture;
 
 use faultline::{Heap, HeapConfig, Mutator, TypeId, TypeInfo, Value};
 
