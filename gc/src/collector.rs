@@ -396,7 +396,7 @@ pub(crate) fn collect(
             continue;
         }
         let tts = t0.elapsed();
-        if inner.concurrent {
+        if inner.concurrent_now() {
             // Concurrent cycle: only the initial mark happens in this pause; the GC thread
             // marks, remarks, flips and compacts.
             let st = crate::marking::initial_mark(inner, &g, trigger, t0, tts);
@@ -651,7 +651,7 @@ pub(crate) fn plan_and_compact(
         }
     }
 
-    if inner.concurrent {
+    if inner.concurrent_now() {
         // 5'. Flip: make the destination half current with every destination page absent, and
         //     arm the compaction; workers and faults fill pages. Nothing below can fail: the
         //     references already point at the new addresses.
