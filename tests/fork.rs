@@ -278,23 +278,9 @@ fn scenario(mode: GcMode, strategy: Strategy, faults: FaultMode, barrier: Barrie
     );
 }
 
-fn require_uffd() -> bool {
-    let p = faultline::heap::Probe::run();
-    if p.available {
-        return true;
-    }
-    assert!(
-        std::env::var_os("FAULTLINE_REQUIRE_UFFD").is_none_or(|v| v != "1"),
-        "userfaultfd required: {:?}",
-        p.reason
-    );
-    eprintln!("SKIPPED: userfaultfd unavailable: {:?}", p.reason);
-    false
-}
-
 #[test]
 fn fork_in_every_phase_copy_move_minor() {
-    if !require_uffd() {
+    if !uffd_or_skip("fork_in_every_phase_copy_move_minor") {
         return;
     }
     with_deadline(Duration::from_secs(300), "fork scenarios", || {
@@ -315,9 +301,11 @@ fn fork_in_every_phase_copy_move_minor() {
 
 #[test]
 fn fork_in_every_phase_wp_async() {
-    if !require_uffd() || !faultline::heap::Probe::run().has("wp_async") {
-        eprintln!("SKIPPED: wp_async unavailable");
-        assert!(std::env::var_os("FAULTLINE_REQUIRE_UFFD").is_none_or(|v| v != "1"));
+    if !uffd_or_skip("fork_in_every_phase_wp_async") {
+        return;
+    }
+    if !faultline::heap::Probe::run().has("wp_async") {
+        eprintln!("SKIPPED: fork_in_every_phase_wp_async: WP_ASYNC/PAGEMAP_SCAN unavailable");
         return;
     }
     with_deadline(
@@ -346,7 +334,7 @@ fn fork_in_every_phase_wp_async() {
 
 #[test]
 fn fork_a_stop_the_world_heap() {
-    if !require_uffd() {
+    if !uffd_or_skip("fork_a_stop_the_world_heap") {
         return;
     }
     with_deadline(Duration::from_secs(120), "fork (stop-the-world)", || {
@@ -364,7 +352,7 @@ fn fork_a_stop_the_world_heap() {
 /// arbitrary moments; every child attaches, reads a globally rooted tree and collects.
 #[test]
 fn fork_from_another_thread_while_cycles_run() {
-    if !require_uffd() {
+    if !uffd_or_skip("fork_from_another_thread_while_cycles_run") {
         return;
     }
     with_deadline(Duration::from_secs(300), "fork while cycles run", || {
