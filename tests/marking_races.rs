@@ -159,6 +159,9 @@ fn root_only(broken: bool, at: MarkPoint, barrier: Barrier) -> i64 {
 
 #[test]
 fn a_reference_moved_into_a_scanned_object_is_not_lost() {
+    if !uffd_or_skip("a_reference_moved_into_a_scanned_object_is_not_lost") {
+        return;
+    }
     for barrier in BARRIERS {
         for round in 0..10 {
             for at in [
@@ -187,6 +190,9 @@ fn a_reference_moved_into_a_scanned_large_object_is_not_lost() {
 
 #[test]
 fn a_reference_held_only_in_a_root_is_not_lost() {
+    if !uffd_or_skip("a_reference_held_only_in_a_root_is_not_lost") {
+        return;
+    }
     for barrier in BARRIERS {
         for round in 0..10 {
             for at in [MarkPoint::Started, MarkPoint::Traced(1)] {
@@ -202,6 +208,9 @@ fn a_reference_held_only_in_a_root_is_not_lost() {
 
 #[test]
 fn objects_allocated_during_marking_survive() {
+    if !uffd_or_skip("objects_allocated_during_marking_survive") {
+        return;
+    }
     for round in 0..20 {
         let gate = Arc::new(Gate::default());
         let heap = heap(&gate, false, BARRIERS[round % 2]);
@@ -260,6 +269,9 @@ fn broken_barrier_child() {
 
 #[test]
 fn without_the_barrier_checkmark_catches_the_loss() {
+    if !uffd_or_skip("without_the_barrier_checkmark_catches_the_loss") {
+        return;
+    }
     if std::env::var_os("FAULTLINE_BROKEN_BARRIER").is_some() {
         return;
     }

@@ -419,7 +419,7 @@ pub(crate) fn collect(
             continue;
         }
         let tts = t0.elapsed();
-        if inner.concurrent {
+        if inner.concurrent_now() {
             // Concurrent cycle: only the initial mark happens in this pause; the GC thread
             // marks, remarks, flips and compacts.
             let st = crate::marking::initial_mark(inner, &g, trigger, t0, tts);
@@ -658,9 +658,9 @@ pub(crate) fn plan_and_compact(
     // against the volatile arena): register only the destination range, and move the old
     // half's pages to a new mapping with mremap(MREMAP_DONTUNMAP), reading them there. Both
     // happen before any reference changes: if either fails, this cycle compacts in the pause.
-    let mut flip_concurrently = inner.concurrent;
+    let mut flip_concurrently = inner.concurrent_now();
     let mut detached = None;
-    if inner.concurrent && cfg.choreography == crate::config::Choreography::PerCycle && pages > 0 {
+    if flip_concurrently && cfg.choreography == crate::config::Choreography::PerCycle && pages > 0 {
         let old_end = {
             let pop = moving
                 .populated

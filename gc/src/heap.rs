@@ -137,8 +137,12 @@ pub(crate) enum Plumbing {
 
 impl Drop for HeapInner {
     fn drop(&mut self) {
-        // Stop fault delivery before the arena (a field dropped later) is unmapped.
-        drop(self.plumbing.take());
+        // Stop fault delivery before the arena (a field dropped later) is unmapped. In a forked
+        // child the handler thread does not exist: joining it would hang (see `fork`).
+        match self.plumbing.take() {
+            Some(p @ Plumbing::Thread(_)) if self.arena.is_forked() => std::mem::forget(p),
+            p => drop(p),
+        }
     }
 }
 
@@ -323,6 +327,7 @@ impl Heap {
             }),
         };
         heap.install_plumbing()?;
+        crate::fork::register(&heap.inner);
         Ok(heap)
     }
 
@@ -388,6 +393,9 @@ impl Heap {
 
     /// Why the heap runs without userfaultfd, if it does.
     pub fn fallback_reason(&self) -> Option<&str> {
+        if self.inner.arena.is_forked() {
+            return Some(crate::fork::FORKED_REASON);
+        }
         self.inner.fallback_reason.as_deref()
     }
 
@@ -500,20 +508,19 @@ impl Heap {
     /// chosen (after auto-selection and fallback).
     pub fn mode_info(&self) -> ModeInfo {
         let inner = &self.inner;
+        let concurrent = inner.concurrent_now();
         ModeInfo {
-            barrier: inner
-                .concurrent
-                .then_some(if inner.wp_marking { "wp_async" } else { "satb" }),
-            mode: if inner.concurrent {
+            barrier: concurrent.then_some(if inner.wp_marking { "wp_async" } else { "satb" }),
+            mode: if concurrent {
                 crate::config::GcMode::Concurrent
             } else {
                 crate::config::GcMode::StopTheWorld
             },
-            strategy: inner.concurrent.then(|| inner.compaction.strategy.name()),
-            faults: inner.delivery,
-            fallback_reason: inner
-                .fallback_reason
-                .clone()
+            strategy: concurrent.then(|| inner.compaction.strategy.name()),
+            faults: inner.delivery.filter(|_| concurrent),
+            fallback_reason: self
+                .fallback_reason()
+                .map(str::to_string)
                 .or_else(|| inner.barrier_fallback.clone()),
         }
     }
@@ -525,6 +532,12 @@ impl Heap {
 }
 
 impl HeapInner {
+    /// Concurrent compaction is in effect in this process (never in a forked child: see
+    /// [`crate::fork`]).
+    pub(crate) fn concurrent_now(&self) -> bool {
+        self.concurrent && !self.arena.is_forked()
+    }
+
     /// Stop every mutator but `me`. Returns false (after parking `me` until the other
     /// collection ends) if another thread is already collecting.
     pub(crate) fn stop_the_world<'a>(

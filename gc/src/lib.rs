@@ -11,12 +11,13 @@
 //! - [`collector`] runs the cycle; [`verify`] checks the heap; [`stats`] records every cycle.
 //!
 //! Invariants of the crate: the public API is safe; `unsafe` is confined to the modules that
-//! touch raw heap memory (`mutator`, `collector`, `verify`), each block with its `SAFETY`
+//! touch raw heap memory (`mutator`, `collector`, `verify`) and `fork` (the atfork handlers), each block with its `SAFETY`
 //! comment.
 
 pub mod collector;
 pub mod concurrent;
 pub mod config;
+pub mod fork;
 pub mod heap;
 pub mod marking;
 pub mod mutator;
