@@ -4,6 +4,10 @@
 #
 #   benches/peers/run.sh [--quick] [--sizes "64 1024"] [--peers "boehm java-g1"]
 #                        [--workloads "gcbench churn"] [--threads N] [--timeout SECONDS]
+#                        [--heap-factor F] [--out DIR]
+#
+# Java heaps are -Xms = -Xmx = F x the nominal live size (default F = 2, as Faultline's
+# max_heap_bytes), at least 64 MiB. --out (default target/peers) must be under the repository.
 #
 # Full: 64 MiB and 1 GiB nominal live; --quick: 4 and 16 MiB. Each run is bounded by
 # --timeout (default 900 s full, 120 s quick); a run that times out or fails is listed under
@@ -15,6 +19,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=$ROOT/target/peers
+HEAP_FACTOR=2
 SIZES="64 1024"
 PEERS="boehm boehm-incremental java-zgc java-shenandoah java-g1"
 WORKLOADS="binary-trees gcbench fragmentation churn"
@@ -29,7 +34,9 @@ while [ $# -gt 0 ]; do
     --workloads) WORKLOADS="$2"; shift ;;
     --threads) THREADS="$2"; shift ;;
     --timeout) TIMEOUT="$2"; shift ;;
-    *) echo "usage: $0 [--quick] [--sizes S] [--peers P] [--workloads W] [--threads N] [--timeout S]" >&2; exit 2 ;;
+    --heap-factor) HEAP_FACTOR="$2"; shift ;;
+    --out) OUT=$(mkdir -p "$2" && cd "$2" && pwd); shift ;;
+    *) echo "usage: $0 [--quick] [--sizes S] [--peers P] [--workloads W] [--threads N] [--timeout S] [--heap-factor F] [--out DIR]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -86,9 +93,9 @@ run_one() { # peer workload mib
       ;;
     java-*)
       [ -n "${JAVA_OK[$peer]:-}" ] || return 0
-      # Heap = 2 x nominal live, as Faultline's max_heap_bytes; at least 64 MiB so that every
-      # collector starts (JVM metadata, TLABs and region sizes dominate tiny heaps).
-      local heap=$(( mib * 2 )); [ $heap -lt 64 ] && heap=64
+      # Heap = F x nominal live (F = 2: Faultline's max_heap_bytes); at least 64 MiB so that
+      # every collector starts (JVM metadata, TLABs and region sizes dominate tiny heaps).
+      local heap=$(( mib * HEAP_FACTOR )); [ $heap -lt 64 ] && heap=64
       rm -f "$OUT/logs/$tag.safepoint.log" "$OUT/logs/$tag.gc.log"
       timeout "$TIMEOUT" java "${JGC[$peer]}" -Xms${heap}m -Xmx${heap}m -Xss64m \
         "-Xlog:safepoint:file=$OUT/logs/$tag.safepoint.log:timenanos,uptimenanos" \
@@ -107,7 +114,7 @@ run_one() { # peer workload mib
     log "$tag ok"
   else
     local why="exit $rc"; [ $rc = 124 ] && why="timed out after ${TIMEOUT}s"
-    FAILED+=("$tag: $why (logs: target/peers/logs/$tag.*)")
+    FAILED+=("$tag: $why (logs: ${OUT#"$ROOT"/}/logs/$tag.*)")
     log "$tag FAILED: $why"
   fi
 }
