@@ -4,10 +4,12 @@
 #
 #   benches/peers/run.sh [--quick] [--sizes "64 1024"] [--peers "boehm java-g1"]
 #                        [--workloads "gcbench churn"] [--threads N] [--timeout SECONDS]
-#                        [--heap-factor F] [--out DIR]
+#                        [--heap-factor F] [--out DIR] [--boehm-time-allocs]
 #
 # Java heaps are -Xms = -Xmx = F x the nominal live size (default F = 2, as Faultline's
 # max_heap_bytes), at least 64 MiB. --out (default target/peers) must be under the repository.
+# --boehm-time-allocs times every libgc allocation call and records those >= 50 us as stalls
+# (a diagnostic: it slows the Boehm runs down).
 #
 # Full: 64 MiB and 1 GiB nominal live; --quick: 4 and 16 MiB. Each run is bounded by
 # --timeout (default 900 s full, 120 s quick); a run that times out or fails is listed under
@@ -20,6 +22,7 @@ cd "$ROOT"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=$ROOT/target/peers
 HEAP_FACTOR=2
+BOEHM_EXTRA=()
 SIZES="64 1024"
 PEERS="boehm boehm-incremental java-zgc java-shenandoah java-g1"
 WORKLOADS="binary-trees gcbench fragmentation churn"
@@ -36,7 +39,8 @@ while [ $# -gt 0 ]; do
     --timeout) TIMEOUT="$2"; shift ;;
     --heap-factor) HEAP_FACTOR="$2"; shift ;;
     --out) OUT=$(mkdir -p "$2" && cd "$2" && pwd); shift ;;
-    *) echo "usage: $0 [--quick] [--sizes S] [--peers P] [--workloads W] [--threads N] [--timeout S] [--heap-factor F] [--out DIR]" >&2; exit 2 ;;
+    --boehm-time-allocs) BOEHM_EXTRA=(--time-allocs) ;;
+    *) echo "usage: $0 [--quick] [--sizes S] [--peers P] [--workloads W] [--threads N] [--timeout S] [--heap-factor F] [--out DIR] [--boehm-time-allocs]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -89,7 +93,7 @@ run_one() { # peer workload mib
       [ $BOEHM = 1 ] || return 0
       local inc=(); [ $peer = boehm-incremental ] && inc=(--incremental)
       timeout "$TIMEOUT" "$HELPER" boehm --workload "$w" --live-mib "$mib" "${tflag[@]}" "${inc[@]}" \
-        > "$OUT/logs/$tag.json" 2> "$OUT/logs/$tag.err"; rc=$?
+        "${BOEHM_EXTRA[@]}" > "$OUT/logs/$tag.json" 2> "$OUT/logs/$tag.err"; rc=$?
       ;;
     java-*)
       [ -n "${JAVA_OK[$peer]:-}" ] || return 0

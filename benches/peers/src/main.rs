@@ -1,7 +1,7 @@
 //! `faultline-peers`: the helper of `benches/peers/run.sh`.
 //!
 //! ```text
-//! faultline-peers boehm --workload W --live-mib N [--threads T] [--incremental]
+//! faultline-peers boehm --workload W --live-mib N [--threads T] [--incremental] [--time-allocs]
 //! faultline-peers java-record --peer P --workload W --live-mib N [--threads T]
 //!     --stdout F --safepoint-log F [--gc-log F] [--note-prefix TEXT]
 //! faultline-peers merge --records F [--missing TEXT]... [--failed TEXT]... --out F
@@ -163,6 +163,10 @@ fn boehm(a: &Args) -> Result<(), String> {
     // SAFETY: called once, first, from the main thread; the workloads keep every Obj on a
     // stack or in another object (boehm::workloads invariants).
     unsafe { boehm::init(incremental, 1 << 20) };
+    let time_allocs = a.flag("time-allocs");
+    if time_allocs {
+        boehm::time_allocations();
+    }
     let t0 = boehm::now_ns();
     let (checksum, mutator_tids) = boehm::workloads::run(w, live_mib, threads);
     let t1 = boehm::now_ns();
@@ -185,6 +189,7 @@ fn boehm(a: &Args) -> Result<(), String> {
             .collect()
     };
     let colls = in_window(&rep.collections);
+    let slow = in_window(&rep.slow_allocs);
     let stops = in_window(&rep.stopped);
     let max_ms = |v: &[(u64, u64)]| {
         v.iter()
@@ -205,6 +210,19 @@ fn boehm(a: &Args) -> Result<(), String> {
              allocation lock",
         )
     };
+    let timing = if time_allocs {
+        format!(
+            "; ALLOCATION TIMING ON (two clock reads per object: total_s is inflated): {} \
+             allocation calls of >= {} us in stalls_ms (per thread; they contain the world stops \
+             their thread ran), totalling {:.1} ms, max {:.2} ms",
+            slow.len(),
+            boehm::SLOW_ALLOC_NS / 1000,
+            slow.iter().map(|&(s, e)| (e - s) as f64 / 1e6).sum::<f64>(),
+            max_ms(&slow)
+        )
+    } else {
+        String::new()
+    };
     let note = format!(
         "{what}; {} collections (max {:.2} ms), {} world stops (max {:.2} ms); gc_no {}; heap \
          {} MiB at the end; {} libgc marker thread(s); gc_cpu = CPU of the collecting thread \
@@ -224,7 +242,7 @@ fn boehm(a: &Args) -> Result<(), String> {
         } else {
             String::new()
         }
-    );
+    ) + &timing;
     let mut r = PeerRecord {
         peer: if incremental {
             "boehm-incremental"
@@ -246,8 +264,8 @@ fn boehm(a: &Args) -> Result<(), String> {
         checksum: Some(checksum),
         checksum_ok: checksum == spec::expected_checksum(w, live_mib, threads),
         collections: Some(colls.len() as u64),
-        stalls_ms: Vec::new(),
-        stall_starts_s: Vec::new(),
+        stalls_ms: slow.iter().map(|&(s, e)| (e - s) as f64 / 1e6).collect(),
+        stall_starts_s: slow.iter().map(|&(s, _)| (s - t0) as f64 / 1e9).collect(),
         note,
     };
     r.sort_by_start();

@@ -45,18 +45,22 @@ pub struct PeerRecord {
 }
 
 impl PeerRecord {
-    /// Sorts pauses by start time (keeping the pairs together).
+    /// Sorts pauses and stalls by start time (keeping each length with its start).
     pub fn sort_by_start(&mut self) {
-        let mut pairs: Vec<(f64, f64)> = self
-            .pause_starts_s
-            .iter()
-            .copied()
-            .zip(self.pauses_ms.iter().copied())
-            .collect();
-        pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
-        self.pause_starts_s = pairs.iter().map(|p| p.0).collect();
-        self.pauses_ms = pairs.iter().map(|p| p.1).collect();
+        sort_pairs(&mut self.pause_starts_s, &mut self.pauses_ms);
+        sort_pairs(&mut self.stall_starts_s, &mut self.stalls_ms);
     }
+}
+
+fn sort_pairs(starts: &mut Vec<f64>, lengths: &mut Vec<f64>) {
+    let mut pairs: Vec<(f64, f64)> = starts
+        .iter()
+        .copied()
+        .zip(lengths.iter().copied())
+        .collect();
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    *starts = pairs.iter().map(|p| p.0).collect();
+    *lengths = pairs.iter().map(|p| p.1).collect();
 }
 
 /// `VmHWM` of this process, KiB.

@@ -246,7 +246,10 @@ mod tests {
         assert_eq!(gcb_rounds(4).first(), Some(&(4, 1024)));
         assert_eq!(gcb_rounds(4).last(), Some(&(14, 1)));
         assert_eq!(gcb_chunks(64), 256);
-        assert_eq!([4, 16, 64, 1024].map(frag_slots), [5_957, 23_831, 95_325, 1_525_201]);
+        assert_eq!(
+            [4, 16, 64, 1024].map(frag_slots),
+            [5_957, 23_831, 95_325, 1_525_201]
+        );
         assert_eq!(
             [4, 16, 64, 1024].map(|m| churn_slots(m, 2)),
             [2_114, 8_456, 33_825, 541_200]

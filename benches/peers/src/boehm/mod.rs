@@ -28,7 +28,7 @@
 use std::ffi::{c_int, c_void};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 
 pub mod workloads;
@@ -128,6 +128,32 @@ impl Obj {
 
 /// Allocates an object of `words` payload words whose first `refs` words are references.
 pub fn alloc(words: usize, refs: usize) -> Obj {
+    if !TIME_ALLOCS.load(Relaxed) {
+        return alloc_untimed(words, refs);
+    }
+    let t0 = now_ns();
+    let o = alloc_untimed(words, refs);
+    let d = now_ns().saturating_sub(t0);
+    if let Some(r) = RECORDER.get().filter(|_| d >= SLOW_ALLOC_NS) {
+        r.slow_allocs.push(t0, t0 + d);
+    }
+    o
+}
+
+/// Allocation calls at least this long are recorded when allocation timing is on.
+pub const SLOW_ALLOC_NS: u64 = 50_000;
+
+/// Whether [`alloc`] times every call (see [`time_allocations`]).
+static TIME_ALLOCS: AtomicBool = AtomicBool::new(false);
+
+/// Times every allocation call from now on and records those of at least
+/// [`SLOW_ALLOC_NS`]: what a mutator waits for inside libgc outside any world stop
+/// (incremental marking steps, lazy sweeping, heap growth). Costs two clock reads per object.
+pub fn time_allocations() {
+    TIME_ALLOCS.store(true, Relaxed);
+}
+
+fn alloc_untimed(words: usize, refs: usize) -> Obj {
     assert!(refs <= words && words < u32::MAX as usize);
     let bytes = (words + 1) * 8;
     // SAFETY: libgc is initialised (init() is the only way to reach this module's workloads);
@@ -175,6 +201,20 @@ impl Intervals {
             dropped: AtomicU64::new(0),
         }
     }
+    /// Appends a closed interval; safe from several threads at once (slots are claimed by
+    /// `fetch_add`; readers run after the writers are done).
+    fn push(&self, start: u64, end: u64) {
+        let i = self.len.fetch_add(1, Relaxed);
+        match (self.starts.get(i), self.ends.get(i)) {
+            (Some(s), Some(e)) => {
+                s.store(start, Relaxed);
+                e.store(end, Relaxed);
+            }
+            _ => {
+                self.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
     fn begin(&self, t: u64) {
         self.open.store(t, Relaxed);
     }
@@ -203,6 +243,8 @@ struct Recorder {
     collections: Intervals,
     /// GC_EVENT_PRE_STOP_WORLD .. GC_EVENT_POST_START_WORLD.
     stopped: Intervals,
+    /// Allocation calls of at least SLOW_ALLOC_NS (only with `time_allocations`).
+    slow_allocs: Intervals,
     cpu_open: AtomicU64,
     cpu_ns: AtomicU64,
 }
@@ -262,6 +304,7 @@ pub unsafe fn init(incremental: bool, capacity: usize) {
     let fresh = RECORDER.set(Recorder {
         collections: Intervals::new(capacity),
         stopped: Intervals::new(capacity),
+        slow_allocs: Intervals::new(capacity),
         cpu_open: AtomicU64::new(0),
         cpu_ns: AtomicU64::new(0),
     });
@@ -317,6 +360,7 @@ pub fn gcollect() {
 pub struct Report {
     pub collections: Vec<(u64, u64)>,
     pub stopped: Vec<(u64, u64)>,
+    pub slow_allocs: Vec<(u64, u64)>,
     pub dropped: u64,
     pub collector_thread_cpu_ns: u64,
     pub gc_no: u64,
@@ -331,7 +375,10 @@ pub fn report() -> Report {
     Report {
         collections: r.collections.snapshot(),
         stopped: r.stopped.snapshot(),
-        dropped: r.collections.dropped.load(Relaxed) + r.stopped.dropped.load(Relaxed),
+        slow_allocs: r.slow_allocs.snapshot(),
+        dropped: r.collections.dropped.load(Relaxed)
+            + r.stopped.dropped.load(Relaxed)
+            + r.slow_allocs.dropped.load(Relaxed),
         collector_thread_cpu_ns: r.cpu_ns.load(Relaxed),
         gc_no: gc_no as u64,
         heap_bytes: heap as u64,
