@@ -48,7 +48,6 @@ extern "C" {
     fn GC_enable_incremental();
     fn GC_malloc(bytes: usize) -> *mut c_void;
     fn GC_malloc_atomic(bytes: usize) -> *mut c_void;
-    fn GC_gcollect();
     fn GC_get_gc_no() -> usize;
     fn GC_get_heap_size() -> usize;
     fn GC_set_on_collection_event(f: Option<EventProc>);
@@ -194,8 +193,8 @@ struct Intervals {
 impl Intervals {
     fn new(cap: usize) -> Intervals {
         Intervals {
-            starts: (0..cap).map(|_| AtomicU64::new(0)).collect(),
-            ends: (0..cap).map(|_| AtomicU64::new(0)).collect(),
+            starts: zeroed_atomics(cap),
+            ends: zeroed_atomics(cap),
             len: AtomicUsize::new(0),
             open: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -236,6 +235,17 @@ impl Intervals {
             .map(|i| (self.starts[i].load(Relaxed), self.ends[i].load(Relaxed)))
             .collect()
     }
+}
+
+/// `cap` zeroed atomics from a zeroed allocation: large buffers come straight from `mmap` and
+/// stay untouched (out of the RSS being measured) until a slot is written.
+fn zeroed_atomics(cap: usize) -> Box<[AtomicU64]> {
+    let words: Box<[u64]> = vec![0u64; cap].into_boxed_slice();
+    let raw = Box::into_raw(words) as *mut [AtomicU64];
+    // SAFETY: AtomicU64 has the same size and bit validity as u64 and, on x86-64, the same
+    // alignment (8), so the slice's layout is unchanged; ownership moves from one Box to the
+    // other.
+    unsafe { Box::from_raw(raw) }
 }
 
 struct Recorder {
@@ -348,12 +358,6 @@ pub fn registered<R: Send>(f: impl FnOnce() -> R) -> R {
 pub fn gettid() -> u64 {
     // SAFETY: gettid takes no arguments and cannot fail.
     (unsafe { libc::gettid() }) as u64
-}
-
-/// Forces a full collection.
-pub fn gcollect() {
-    // SAFETY: libgc is initialised; a full collection has no other precondition.
-    unsafe { GC_gcollect() }
 }
 
 /// What the recorder and libgc report after a run.
