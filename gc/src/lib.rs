@@ -23,6 +23,7 @@ pub mod mutator;
 pub mod pagestate;
 pub mod space;
 pub mod stats;
+pub mod timeline;
 pub mod verify;
 
 pub use config::{Barrier, ConfigError, FaultMode, GcMode, HeapConfig, Strategy};
