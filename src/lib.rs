@@ -21,9 +21,9 @@
 
 pub use faultline_gc as gc;
 pub use faultline_gc::{
-    AllocError, Barrier, ConfigError, CycleStats, FaultMode, GcMode, GlobalRoot, Heap, HeapConfig,
-    HeapError, Local, Mutator, Pause, Percentiles, Root, RootSource, Strategy, Trigger,
-    VerifyError, VerifyReport,
+    AllocError, Barrier, Choreography, ConfigError, CycleStats, FaultMode, GcMode, GlobalRoot,
+    Heap, HeapConfig, HeapError, Local, Mutator, Pause, Percentiles, Root, RootSource, Strategy,
+    Trigger, VerifyError, VerifyReport,
 };
 pub use faultline_heap as heap;
 pub use faultline_heap::object::{ObjectRef, TypeId, TypeInfo, TypeKind, TypeRegistry, Value};

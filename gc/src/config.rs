@@ -54,6 +54,21 @@ pub enum Barrier {
     WpAsync,
 }
 
+/// How the heap uses the kernel's userfaultfd registration across collection cycles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Choreography {
+    /// The volatile arena: the whole arena is registered once at creation and every cycle
+    /// works inside it, so cycles make no VMA split or merge and take no `mmap_lock` for
+    /// writing.
+    #[default]
+    Arena,
+    /// What the Android runtime does each cycle, kept as a baseline to measure the arena
+    /// against: register only the used range at the flip (`UFFDIO_REGISTER`, a VMA split),
+    /// move the from-space pages away with `mremap(MREMAP_DONTUNMAP)`, and unregister at the
+    /// end of compaction (a VMA merge). Concurrent mode only.
+    PerCycle,
+}
+
 /// A callback invoked after every collection cycle (the GC log hook).
 pub type CycleHook = Arc<dyn Fn(&CycleStats) + Send + Sync>;
 
@@ -103,6 +118,9 @@ pub struct HeapConfig {
     /// collector that loses objects.
     #[doc(hidden)]
     pub debug_disable_barrier: bool,
+    /// Kernel choreography per cycle (concurrent mode): the volatile arena, or the per-cycle
+    /// register / mremap / unregister baseline.
+    pub choreography: Choreography,
     /// Use userfaultfd at all (false forces the unregistered stop-the-world arena).
     pub use_userfaultfd: bool,
     /// The kernel (the real one unless a test injects faults).
@@ -122,6 +140,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("gc_threads", &self.gc_threads)
             .field("verify", &self.verify)
             .field("stress_every", &self.stress_every)
+            .field("choreography", &self.choreography)
             .finish_non_exhaustive()
     }
 }
@@ -147,6 +166,7 @@ impl Default for HeapConfig {
             checkmark: false,
             mark_hook: None,
             debug_disable_barrier: false,
+            choreography: Choreography::Arena,
             use_userfaultfd: true,
             sys: Sys::real(),
             on_cycle: None,
@@ -238,6 +258,11 @@ impl HeapConfig {
         }
         if self.stress_every == Some(0) {
             return bad("stress_every must be at least 1".into());
+        }
+        if self.choreography == Choreography::PerCycle {
+            return Err(ConfigError::Unsupported(
+                "choreography = PerCycle is not built yet".into(),
+            ));
         }
         Ok(self)
     }

@@ -26,7 +26,7 @@ pub mod stats;
 pub mod timeline;
 pub mod verify;
 
-pub use config::{Barrier, ConfigError, FaultMode, GcMode, HeapConfig, Strategy};
+pub use config::{Barrier, Choreography, ConfigError, FaultMode, GcMode, HeapConfig, Strategy};
 pub use faultline_heap as heap_layer;
 pub use heap::{GlobalRoot, Heap, HeapError, ModeInfo, RootSource};
 pub use mutator::{AllocError, Local, Mutator, Root};
