@@ -9,9 +9,10 @@
 //!
 //! Options: `--quick` (or `FAULTLINE_BENCH_QUICK=1`), `--peers`, `--workloads a,b`,
 //! `--sizes-mib 64,1024`, `--modes stw,copy/sigbus`, `--out DIR` (default
-//! `<workspace>/target/bench-suite`). Output: `DIR/report.md`, `DIR/results.json`,
-//! `DIR/*.svg`, one JSON per run under `DIR/runs/`. Peers are read from
-//! `<workspace>/target/peers/results.json` when it exists (written by `benches/peers/run.sh`).
+//! `<workspace>/target/bench-suite`), `--peers-file FILE` (default
+//! `<workspace>/target/peers/results.json`, written by `benches/peers/run.sh`; read when it
+//! exists). Output: `DIR/report.md`, `DIR/results.json`, `DIR/*.svg`, one JSON per run under
+//! `DIR/runs/`.
 //!
 //! The parent re-executes this binary with `--child ...` for every (workload, size, mode) and
 //! for the bystander baseline, so each run has its own address space, its own peak RSS and no
@@ -46,6 +47,7 @@ struct Opts {
     sizes: Vec<usize>,
     modes: Vec<String>,
     out: PathBuf,
+    peers_file: PathBuf,
 }
 
 fn list_arg(args: &[String], name: &str) -> Option<Vec<String>> {
@@ -84,6 +86,10 @@ impl Opts {
                 .and_then(|v| v.into_iter().next())
                 .map(PathBuf::from)
                 .unwrap_or_else(|| workspace().join("target/bench-suite")),
+            peers_file: list_arg(args, "--peers-file")
+                .and_then(|v| v.into_iter().next())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace().join("target/peers/results.json")),
         }
     }
     /// Bytes allocated per byte of live data.
@@ -290,7 +296,7 @@ fn parent(opts: &Opts) -> i32 {
         pb.inc(1);
     }
     pb.finish_and_clear();
-    let peers = report::load_peers(&workspace().join("target/peers/results.json"));
+    let peers = report::load_peers(&opts.peers_file);
     // `cargo bench` appends `--bench`; it is not part of the command a reader types.
     let command = std::env::args()
         .skip(1)
