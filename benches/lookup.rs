@@ -57,12 +57,12 @@ impl SplitMix {
 
 /// A live-words bitmap over `words` words: objects of 2..=8 words, each live with p = 1/2.
 fn build(words: usize, rng: &mut SplitMix) -> (LiveWords, usize) {
-    let mut lw = LiveWords::new(words);
+    let lw = LiveWords::new(words);
     let mut w = 0;
     while w < words {
         let end = (w + 2 + rng.below(7)).min(words);
         if rng.next() & 1 == 0 {
-            lw.bits.set_range(w, end);
+            lw.mark_range(w, end);
         }
         w = end;
     }

@@ -986,16 +986,16 @@ fn compaction_rate(d: &ModeData) -> f64 {
 fn pause_tables(rep: &mut Report, runs: &[ModeRun]) {
     rep.line("### Pauses (ms, p50 / max over the cycles)");
     rep.line("");
-    rep.line("`stw`: the whole cycle in one pause. Concurrent: `initial-mark` (roots) and `remark+flip` (SATB drain, planning, root update, arming the compaction). Every pause includes its time to safepoint. `plan` is the planning part of the pause (p50); `ttsp` the longest time to safepoint. All of these are the collector's own figures (`CycleStats`). The last two columns are the mutator's view, timed by the benchmark: how long its `collect()` call blocked (stw: the whole pause; concurrent: the initial-mark pause plus starting the GC thread), and its longest safepoint poll per concurrent cycle (where it parked for the remark+flip pause: that pause from the mutator's side, minus the time the mutator took to reach the poll).");
+    rep.line("`stw`: the whole cycle in one pause. Concurrent: `initial-mark` (roots) and `remark+flip` (SATB drain, planning, root update, arming the compaction). Every pause includes its time to safepoint. `plan` is the planning part of the pause (p50); the split of the remark+flip pause (p50 of each part) is: time to safepoint, remark (SATB drain, active-buffer walks, in wp_async mode the root and dirty-page rescans), then plan+flip (finishing the plan made before the pause, root and large-object updates, arming the compaction); `planned ahead` is the concurrent planning done before the pause (p50); `ttsp` the longest time to safepoint. All of these are the collector's own figures (`CycleStats`). The last two columns are the mutator's view, timed by the benchmark: how long its `collect()` call blocked (stw: the whole pause; concurrent: the initial-mark pause plus starting the GC thread), and its longest safepoint poll per concurrent cycle (where it parked for the remark+flip pause: that pause from the mutator's side, minus the time the mutator took to reach the poll).");
     rep.line("");
-    rep.line("| live MiB | collector | cycles | stw | initial-mark | remark+flip | plan in pause | ttsp max | longest pause | other pause kinds | mutator: collect() call | mutator: longest park |");
-    rep.line("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
+    rep.line("| live MiB | collector | cycles | stw | initial-mark | remark+flip | remark+flip split: ttsp / remark / plan+flip | plan in pause | planned ahead | ttsp max | longest pause | other pause kinds | mutator: collect() call | mutator: longest park |");
+    rep.line("|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|---:|");
     for r in runs {
         let d = match &r.outcome {
             Ok(d) => d,
             Err(e) => {
                 rep.line(&format!(
-                    "| {} | {} | - | {e} | | | | | | | | |",
+                    "| {} | {} | - | {e} | | | | | | | | | | |",
                     r.live / MIB,
                     r.spec.label
                 ));
@@ -1021,15 +1021,37 @@ fn pause_tables(rep: &mut Report, runs: &[ModeRun]) {
             .max()
             .unwrap_or_default();
         let of = |xs: &[Duration]| (!xs.is_empty()).then(|| Percentiles::of(xs.to_vec()));
+        let rf = |c: &CycleStats| {
+            c.pauses
+                .iter()
+                .find(|p| p.kind == "remark+flip")
+                .map(|p| p.duration)
+        };
+        let split = if d.cycles.iter().any(|c| rf(c).is_some()) {
+            let conc: Vec<&CycleStats> = d.cycles.iter().filter(|c| rf(c).is_some()).collect();
+            let p50 = |f: &dyn Fn(&CycleStats) -> Duration| {
+                ms(Percentiles::of(conc.iter().map(|c| f(c)).collect()).p50)
+            };
+            format!(
+                "{} / {} / {}",
+                p50(&|c| c.time_to_safepoint.min(c.remark)),
+                p50(&|c| c.remark.saturating_sub(c.time_to_safepoint)),
+                p50(&|c| rf(c).unwrap_or_default().saturating_sub(c.remark)),
+            )
+        } else {
+            "-".to_string()
+        };
         rep.line(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.live / MIB,
             r.spec.label,
             d.cycles.len(),
             p50_max(pause_of(d, "stw")),
             p50_max(pause_of(d, "initial-mark")),
             p50_max(pause_of(d, "remark+flip")),
+            split,
             ms(pct(d, |c| c.plan).p50),
+            ms(pct(d, |c| c.plan_ahead).p50),
             ms(ttsp),
             ms(max_pause(d)),
             others.join("; "),

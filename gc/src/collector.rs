@@ -9,15 +9,20 @@
 //!    its words in the live-words bitmap; large objects get their page's mark bit. One thread, or
 //!    `gc_threads` threads stealing work from each other (crossbeam deques). (Optionally check
 //!    that the two bitmaps agree.)
-//! 3. **Plan** (Compressor style): prefix sums of the live-words bitmap; for every destination
-//!    page, the source object that lands on its first word (`select` + the mark bitmap). The new
-//!    address of any object is then `to + 8 * rank(word)`: O(1), no forwarding pointers.
+//! 3. **Plan** (Compressor style): prefix sums of the live-words bitmap, two-level (per 512 KiB
+//!    chunk, and per 64 words within a chunk). The new address of any object is then
+//!    `to + 8 * rank(word)`: O(1), no forwarding pointers; the source object that lands on a
+//!    destination page's first word is found on demand ([`Plan::first_obj`]: `select` + the
+//!    mark bitmap). A concurrent cycle computes the chunk sums before its pause
+//!    ([`faultline_heap::bitmap::LiveWords::plan_ahead`]) and the pause redoes only the chunks
+//!    marking changed since: the flip pause does not grow with the heap.
 //! 4. **Update roots** and the reference fields of surviving large objects to new addresses.
 //! 5. **Compact**: fill destination pages in order, each from the source objects that land on
 //!    it (objects straddling a page edge are clipped, so filling one page reads only the old half
 //!    and writes only that page), rewriting the references they hold; map them into the other
 //!    half in batches (`UFFDIO_COPY`, or a plain copy on an unregistered arena).
-//! 6. **Release** the old half (`MADV_DONTNEED`), sweep dead large objects, switch halves, set
+//! 6. **Release** the old half (`MADV_DONTNEED`), release dead large objects (a concurrent
+//!    cycle does both when its compaction ends), switch halves, set
 //!    the next occupancy trigger. (Optionally verify again.) **Resume** the mutators.
 //!
 //! The page-filling code ([`Plan::fill_page`]) is what the concurrent compactor will run from
@@ -54,7 +59,6 @@ const BATCH_PAGES: usize = 64;
 pub(crate) struct CollectorState {
     pub mark: Bitmap,
     pub live: LiveWords,
-    pub first_obj: Vec<usize>,
     pub buf: Vec<u8>,
 }
 
@@ -63,7 +67,6 @@ impl CollectorState {
         CollectorState {
             mark: Bitmap::new(half_words),
             live: LiveWords::new(half_words),
-            first_obj: Vec::new(),
             buf: vec![0; BATCH_PAGES * PAGE_SIZE],
         }
     }
@@ -116,7 +119,7 @@ struct Marker<'a> {
     from: usize,
     from_top: usize,
     mark: &'a Bitmap,
-    live: &'a Bitmap,
+    live: &'a LiveWords,
     large: &'a crate::space::LargeSpace,
     types: &'a TypeRegistry,
 }
@@ -132,7 +135,7 @@ impl Marker<'_> {
             let w = (v - self.from) / WORD;
             if self.mark.set(w) {
                 let size = self.types.size_words(header(v)).unwrap_or(1);
-                self.live.set_range(w, w + size);
+                self.live.mark_range(w, w + size);
                 return true;
             }
             false
@@ -224,6 +227,9 @@ impl Marker<'_> {
 pub(crate) struct Plan<'a> {
     /// Old half base.
     pub from: usize,
+    /// Where the old half's objects are read: `from`, or (per-cycle choreography) the mapping
+    /// its pages were moved to. Addresses are computed from `from`; memory is read at `src`.
+    pub src: usize,
     /// Old half top (exclusive).
     pub from_top: usize,
     /// New half base.
@@ -233,8 +239,8 @@ pub(crate) struct Plan<'a> {
     pub live: &'a LiveWords,
     pub mark: &'a Bitmap,
     pub types: &'a TypeRegistry,
-    /// Per destination page: word index (in the old half) of the object landing on its start.
-    pub first_obj: &'a [usize],
+    /// Bitmap words covering the old half's used part.
+    pub bitmap_words: usize,
 }
 
 impl Plan<'_> {
@@ -248,6 +254,21 @@ impl Plan<'_> {
         }
     }
 
+    /// Word index (in the old half) of the object that lands on the first word of destination
+    /// page `page`: the live word of rank `page * PAGE_WORDS` (a `select`, O(log n)) belongs
+    /// to the last marked object at or before it. Computed on demand, so planning builds no
+    /// per-page table; async-signal-safe (reads only).
+    #[inline]
+    pub fn first_obj(&self, page: usize) -> usize {
+        let w = self
+            .live
+            .select(page * PAGE_WORDS, self.bitmap_words)
+            .expect("a live word for every destination word");
+        self.mark
+            .prev_set(w)
+            .expect("every live word belongs to a marked object")
+    }
+
     /// Fill destination page `page` into `out` (one page): copy the parts of the source
     /// objects that land on it and rewrite the references in them. Reads only the old half.
     pub fn fill_page(&self, page: usize, out: &mut [u8]) {
@@ -257,13 +278,13 @@ impl Plan<'_> {
         let limit = (self.from_top - self.from) / WORD;
         let out_words = out.as_mut_ptr() as *mut usize;
         let mut written = dest_lo;
-        let mut w = self.first_obj[page];
+        let mut w = self.first_obj(page);
         loop {
             let new_w = self.live.rank(w);
             if new_w >= dest_hi {
                 break;
             }
-            let src = self.from + w * WORD;
+            let src = self.src + w * WORD;
             let h = header(src);
             let size = self.types.size_words(h).unwrap_or(1);
             let lo = new_w.max(dest_lo);
@@ -308,19 +329,19 @@ impl Plan<'_> {
         let dest_hi = dest_lo + PAGE_WORDS;
         let limit = (self.from_top - self.from) / WORD;
         let shift = j * PAGE_WORDS - dest_lo; // old word = new word + shift on this page
-        let mut w = self.first_obj[k];
+        let mut w = self.first_obj(k);
         loop {
             let new_w = self.live.rank(w);
             if new_w >= dest_hi {
                 break;
             }
-            let h = header(self.from + w * WORD);
+            let h = header(self.src + w * WORD);
             let size = self.types.size_words(h).unwrap_or(1);
             let lo = new_w.max(dest_lo);
             let hi = (new_w + size).min(dest_hi);
             self.types
                 .for_each_ref_word(h, lo - new_w, hi - new_w, |kk| {
-                    let slot = (self.from + (new_w + kk + shift) * WORD) as *mut usize;
+                    let slot = (self.src + (new_w + kk + shift) * WORD) as *mut usize;
                     // SAFETY: the slot lies on old page `j`, which only this fill reads and writes.
                     unsafe { *slot = self.forward(*slot) };
                 });
@@ -512,7 +533,7 @@ fn run_cycle(
     let from_words = (from_top - from) / WORD;
     let bitmap_words = from_words.div_ceil(64) + 1;
     cs.mark.clear_words(bitmap_words);
-    cs.live.bits.clear_words(bitmap_words);
+    cs.live.clear(bitmap_words);
     large.marks.clear();
     let mut roots = Vec::new();
     visit_roots(inner, g, &mut |s| roots.push(*s));
@@ -520,7 +541,7 @@ fn run_cycle(
         from,
         from_top,
         mark: &cs.mark,
-        live: &cs.live.bits,
+        live: &cs.live,
         large,
         types: &types,
     };
@@ -547,6 +568,7 @@ fn run_cycle(
         moving_before,
         large_before,
         mark_time,
+        plan_ahead: Duration::ZERO,
         live_objects,
         from,
         from_top,
@@ -566,6 +588,8 @@ pub(crate) struct PauseCtx {
     pub moving_before: usize,
     pub large_before: usize,
     pub mark_time: Duration,
+    /// Concurrent planning done before the pause (zero for stop-the-world).
+    pub plan_ahead: Duration,
     pub live_objects: usize,
     pub from: usize,
     pub from_top: usize,
@@ -595,6 +619,7 @@ pub(crate) fn plan_and_compact(
         moving_before,
         large_before,
         mark_time,
+        plan_ahead,
         live_objects,
         from,
         from_top,
@@ -603,43 +628,77 @@ pub(crate) fn plan_and_compact(
         cycle_start,
     } = pc;
     let types: &TypeRegistry = types_arc;
-    // 3. Plan.
+    // 3. Plan. In a concurrent cycle the chunk sums were computed before the pause
+    //    (`LiveWords::plan_ahead`); here only the chunks marking changed since are redone.
     let tp = Instant::now();
-    let live_words = cs.live.compute_prefix(bitmap_words);
+    let (live_words, chunks_redone) = cs.live.finish_prefix(bitmap_words);
     let pages = (live_words * WORD).div_ceil(PAGE_SIZE);
-    cs.first_obj.clear();
-    {
-        let (mark, first_obj) = (&cs.mark, &mut cs.first_obj);
-        cs.live
-            .select_every(PAGE_WORDS, live_words, bitmap_words, |_, w| {
-                first_obj.push(
-                    mark.prev_set(w)
-                        .expect("every live word belongs to a marked object"),
-                );
-            });
-    }
     let to_index = 1 - moving.current.load(Ordering::Relaxed);
     let to = moving.half_base[to_index];
-    let plan = Plan {
+    let mut plan = Plan {
         from,
+        src: from,
         from_top,
         to,
         live_words,
         live: &cs.live,
         mark: &cs.mark,
         types,
-        first_obj: &cs.first_obj,
+        bitmap_words,
     };
     let plan_time = tp.elapsed();
+    let to_offset = moving.half_offset[to_index];
+
+    // The per-cycle choreography baseline (what the Android runtime does each cycle, measured
+    // against the volatile arena): register only the destination range, and move the old
+    // half's pages to a new mapping with mremap(MREMAP_DONTUNMAP), reading them there. Both
+    // happen before any reference changes: if either fails, this cycle compacts in the pause.
+    let mut flip_concurrently = inner.concurrent;
+    let mut detached = None;
+    if inner.concurrent && cfg.choreography == crate::config::Choreography::PerCycle && pages > 0 {
+        let old_end = {
+            let pop = moving
+                .populated
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (*pop).max(HeapInner::page_up(from_top))
+        };
+        let arena = &inner.arena;
+        let setup = arena
+            .register_range(to_offset, pages * PAGE_SIZE)
+            .and_then(|()| {
+                arena
+                    .detach_pages(from - arena.base(), old_end - from)
+                    .inspect_err(|_| {
+                        let _ = arena.unregister_range();
+                    })
+            });
+        match setup {
+            Ok(a) => {
+                detached = Some((a, old_end - from));
+                plan.src = a;
+            }
+            Err(e) => {
+                eprintln!(
+                    "faultline: per-cycle choreography failed ({e}); this cycle compacts in the pause"
+                );
+                flip_concurrently = false;
+            }
+        }
+    }
 
     // 4. Update roots and large objects' fields.
     let tc = Instant::now();
-    let to_offset = moving.half_offset[to_index];
     visit_roots(inner, g, &mut |s| *s = plan.forward(*s));
+    // The dead large objects: released now (stop-the-world) or when the concurrent compaction
+    // ends (off the pause; they stay allocated until then, so nothing reuses their space).
+    let mut large_dead = Vec::new();
     {
         let lg = large.lock();
-        for (&start, _) in lg.objects.iter() {
-            if large.marks.get(large.page_of(start)) {
+        for (&start, &len) in lg.objects.iter() {
+            if !large.marks.get(large.page_of(start)) {
+                large_dead.push((start, len));
+            } else {
                 let h = header(start);
                 let size = types.size_words(h).unwrap_or(1);
                 types.for_each_ref_word(h, 0, size, |k| {
@@ -651,7 +710,7 @@ pub(crate) fn plan_and_compact(
         }
     }
 
-    if inner.concurrent {
+    if flip_concurrently {
         // 5'. Flip: make the destination half current with every destination page absent, and
         //     arm the compaction; workers and faults fill pages. Nothing below can fail: the
         //     references already point at the new addresses.
@@ -675,15 +734,14 @@ pub(crate) fn plan_and_compact(
             from_offset: from - inner.arena.base(),
             live_words,
             pages,
-            first_obj: std::mem::take(&mut cs.first_obj),
-            src_pages: Vec::new(),
+            bitmap_words,
+            src: plan.src,
+            detached,
             live: &cs.live,
             mark: &cs.mark,
             types: Some(types_arc.clone()),
+            large_dead,
         };
-        if let Err(e) = large.sweep(&inner.arena) {
-            eprintln!("faultline: releasing dead large objects failed: {e}");
-        }
         let moving_after = moving.used();
         let large_after = large.used();
         set_trigger(inner, moving_after + large_after);
@@ -708,6 +766,8 @@ pub(crate) fn plan_and_compact(
             time_to_safepoint: tts,
             mark: mark_time,
             plan: plan_time,
+            plan_ahead,
+            plan_chunks_redone: chunks_redone,
             compact: Duration::ZERO,
             total: flip,
             moving_before,
@@ -723,6 +783,7 @@ pub(crate) fn plan_and_compact(
         };
         if pages == 0 {
             // Nothing to compact: finish in the pause.
+            large.release_dead(&inner.arena, &pd.large_dead)?;
             if from_populated > from {
                 inner
                     .arena
@@ -783,7 +844,7 @@ pub(crate) fn plan_and_compact(
         moving.top.store(new_top, Ordering::Relaxed);
         *pop = to + pages * PAGE_SIZE;
     }
-    large.sweep(&inner.arena)?;
+    large.release_dead(&inner.arena, &large_dead)?;
     let moving_after = moving.used();
     let large_after = large.used();
     set_trigger(inner, moving_after + large_after);
@@ -806,6 +867,7 @@ pub(crate) fn plan_and_compact(
         time_to_safepoint: tts,
         mark: mark_time,
         plan: plan_time,
+        plan_chunks_redone: chunks_redone,
         compact: compact_time,
         total,
         moving_before,
@@ -822,7 +884,7 @@ pub(crate) fn plan_and_compact(
     Ok(CycleOutcome::Done(Box::new(stats)))
 }
 
-fn set_trigger(inner: &HeapInner, used: usize) {
+pub(crate) fn set_trigger(inner: &HeapInner, used: usize) {
     let next = (used as f64 * (1.0 + inner.config.growth)) as usize;
     inner
         .trigger_bytes

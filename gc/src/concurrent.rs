@@ -5,7 +5,9 @@
 //! # Phases
 //!
 //! 1. **Flip** (in the pause, after marking and planning, see [`crate::collector`]): roots and
-//!    large objects are updated to new addresses; the destination half becomes current with
+//!    large objects are updated to new addresses (the states of the destination pages were
+//!    reset before the pause, [`Compaction::prepare`]; the pause resets only the pages the plan
+//!    grew by); the destination half becomes current with
 //!    `top` at the end of the compacted region (rounded to a page, so new allocation never
 //!    shares a page with compacted data); every destination page is UNPROCESSED and absent;
 //!    `active` is set.
@@ -14,7 +16,8 @@
 //!    it hit. Whoever wins a page's claim ([`crate::pagestate`]) fills it from the intact old
 //!    half and maps it; others wait on the page's futex.
 //! 3. **Finish**: when every page is MAPPED, `active` is cleared, in-flight resolvers drain
-//!    (`users`), the old half is released, and the cycle's statistics are completed.
+//!    (`users`), the old half and the large objects found dead at the flip are released, and
+//!    the cycle's statistics are completed.
 //!
 //! # Strategies
 //!
@@ -24,7 +27,9 @@
 //!   reader count fell to zero, or it held no live data) — and `UFFDIO_MOVE` it into place: no
 //!   kernel allocation, no second copy. A *dense* page (the destination page is exactly one
 //!   fully live old page at the same page offset) is updated in place and moved with no copy at
-//!   all. With no staging page free, the page is copied.
+//!   all. With no staging page free, the page is copied. The reader counts are built by the
+//!   compaction thread right after the flip (O(pages), out of the pause); pages filled before
+//!   they are ready are copied and keep their reads (their old pages never become staging).
 //! - **minor**: the arena is a memfd mapped twice; the page is filled through the unregistered
 //!   view (allocating the page-cache page) and mapped with `UFFDIO_CONTINUE`.
 //!
@@ -144,12 +149,19 @@ pub(crate) struct PlanData {
     pub from_offset: usize,
     pub live_words: usize,
     pub pages: usize,
-    pub first_obj: Vec<usize>,
-    /// Move strategy: the old pages each destination page reads, inclusive.
-    pub src_pages: Vec<(u32, u32)>,
+    /// Bitmap words covering the old half's used part.
+    pub bitmap_words: usize,
+    /// Where the old half's pages are read (and staged): `from`, or the mapping the per-cycle
+    /// choreography moved them to.
+    pub src: usize,
+    /// Per-cycle choreography: the detached old-half pages `(address, length)`, unmapped at
+    /// the end (the destination range registered at the flip is unregistered then too).
+    pub detached: Option<(usize, usize)>,
     pub live: *const LiveWords,
     pub mark: *const Bitmap,
     pub types: Option<Arc<TypeRegistry>>,
+    /// Large objects found dead at the flip, released when the compaction ends.
+    pub large_dead: Vec<(usize, usize)>,
 }
 
 // SAFETY: the raw pointers target the collector's side tables, which are alive and read-only
@@ -169,11 +181,13 @@ impl PlanData {
             from_offset: 0,
             live_words: 0,
             pages: 0,
-            first_obj: Vec::new(),
-            src_pages: Vec::new(),
+            bitmap_words: 0,
+            src: 0,
+            detached: None,
             live: core::ptr::null(),
             mark: core::ptr::null(),
             types: None,
+            large_dead: Vec::new(),
         }
     }
 
@@ -184,6 +198,7 @@ impl PlanData {
     pub(crate) unsafe fn plan(&self) -> Plan<'_> {
         Plan {
             from: self.from,
+            src: self.src,
             from_top: self.from_top,
             to: self.to,
             live_words: self.live_words,
@@ -192,7 +207,7 @@ impl PlanData {
             // SAFETY: as above.
             mark: unsafe { &*self.mark },
             types: self.types.as_deref().expect("set at the flip"),
-            first_obj: &self.first_obj,
+            bitmap_words: self.bitmap_words,
         }
     }
 }
@@ -214,6 +229,16 @@ pub(crate) struct Compaction {
     plan: UnsafeCell<PlanData>,
     pub states: Vec<AtomicU32>,
     pub readers: Vec<AtomicU32>,
+    /// Move strategy: per destination page, the first and last old page it reads (packed
+    /// `first << 32 | last`); valid once `readers_ready` is set.
+    src: Vec<AtomicU64>,
+    /// Move strategy: `readers`, `src` and the free list are built (by the compaction thread,
+    /// after the flip). Until then every page is copied, and such pages never give their
+    /// reads back (their old pages simply never become staging pages).
+    readers_ready: AtomicBool,
+    /// Destination page states already reset to UNPROCESSED before the pause
+    /// ([`Compaction::prepare`]).
+    prepared: AtomicUsize,
     free: PageStack,
     pub strategy: MapStrategy,
     idle: Mutex<bool>,
@@ -239,6 +264,9 @@ impl Compaction {
             plan: UnsafeCell::new(PlanData::empty()),
             states: (0..half_pages).map(|_| AtomicU32::new(MAPPED)).collect(),
             readers: (0..half_pages).map(|_| AtomicU32::new(0)).collect(),
+            src: (0..half_pages).map(|_| AtomicU64::new(0)).collect(),
+            readers_ready: AtomicBool::new(false),
+            prepared: AtomicUsize::new(0),
             free: PageStack::new(half_pages),
             strategy,
             idle: Mutex::new(true),
@@ -280,18 +308,19 @@ impl Compaction {
     ///
     /// # Safety
     /// No compaction may be active and no resolver may be inside (`users == 0`).
-    pub(crate) unsafe fn arm(&self, mut pd: PlanData) {
+    pub(crate) unsafe fn arm(&self, pd: PlanData) {
         debug_assert!(!self.active.load(Ordering::SeqCst));
         while self.users.load(Ordering::SeqCst) != 0 {
             std::hint::spin_loop();
         }
-        for s in &self.states[..pd.pages] {
+        // Only the pages the plan grew by since `prepare` (black allocations and the objects
+        // the remark marked) are reset here.
+        let ready = self.prepared.swap(0, Ordering::Relaxed).min(pd.pages);
+        for s in &self.states[ready..pd.pages] {
             s.store(pagestate::UNPROCESSED, Ordering::Relaxed);
         }
         self.free.clear();
-        if self.strategy == MapStrategy::Move {
-            self.plan_readers(&mut pd);
-        }
+        self.readers_ready.store(false, Ordering::Relaxed);
         self.cursor.store(0, Ordering::Relaxed);
         for c in [
             &self.counters.by_worker,
@@ -308,6 +337,18 @@ impl Compaction {
         self.active.store(true, Ordering::SeqCst);
     }
 
+    /// Before the pause (concurrent planning): reset the states of the first `pages`
+    /// destination pages, the plan's lower bound (marking only adds live words), so that the
+    /// pause resets only the rest. Nothing reads the states while no compaction is active.
+    pub(crate) fn prepare(&self, pages: usize) {
+        debug_assert!(!self.active.load(Ordering::SeqCst));
+        let pages = pages.min(self.states.len());
+        for s in &self.states[..pages] {
+            s.store(pagestate::UNPROCESSED, Ordering::Relaxed);
+        }
+        self.prepared.store(pages, Ordering::Relaxed);
+    }
+
     /// A cycle begins (its initial mark): collections and verification wait for its end.
     pub(crate) fn set_busy(&self) {
         self.set_idle(false);
@@ -319,33 +360,35 @@ impl Compaction {
     }
 
     /// Move strategy: which old pages each destination page reads, how many readers each old
-    /// page has, and the initially free (unread, present) old pages.
-    fn plan_readers(&self, pd: &mut PlanData) {
-        // SAFETY: called from `arm` before `active` is set; the tables are alive.
-        let live = unsafe { &*pd.live };
-        let bitmap_words = (pd.from_top - pd.from).div_ceil(WORD).div_ceil(64) + 1;
+    /// page has, and the initially free (unread, present) old pages. Runs on the compaction
+    /// thread after the flip (O(pages), kept out of the pause); until it is done, pages are
+    /// copied.
+    fn plan_readers(&self, pd: &PlanData) {
+        // SAFETY: called while active; the tables are alive and unchanged.
+        let (live, mark) = unsafe { (&*pd.live, &*pd.mark) };
         let old_pages = (pd.from_populated - pd.from) / PAGE_SIZE;
         for r in &self.readers[..old_pages] {
             r.store(0, Ordering::Relaxed);
         }
-        pd.src_pages.clear();
         // First source word of every destination page in one linear pass; the last source word
-        // of page k is the live word just before the first of page k+1 (a `select` per page
-        // would cost O(pages log n) inside the pause).
+        // of page k is the live word just before the first of page k+1.
         let mut starts = Vec::with_capacity(pd.pages);
-        live.select_every(PAGE_WORDS, pd.live_words, bitmap_words, |_, w| {
+        live.select_every(PAGE_WORDS, pd.live_words, pd.bitmap_words, |_, w| {
             starts.push(w)
         });
         let end_word = (pd.from_top - pd.from) / WORD;
         for k in 0..pd.pages {
-            let first = pd.first_obj[k] / PAGE_WORDS;
+            let first = mark
+                .prev_set(starts[k])
+                .expect("every live word belongs to a marked object")
+                / PAGE_WORDS;
             let last_word = match starts.get(k + 1) {
                 Some(&next) => live.bits.prev_set(next - 1),
                 None => live.bits.prev_set(end_word.saturating_sub(1)),
             }
             .expect("a live word for every destination word");
             let last = last_word / PAGE_WORDS;
-            pd.src_pages.push((first as u32, last as u32));
+            self.src[k].store(((first as u64) << 32) | last as u64, Ordering::Relaxed);
             for r in &self.readers[first..=last] {
                 r.fetch_add(1, Ordering::Relaxed);
             }
@@ -355,12 +398,14 @@ impl Compaction {
                 self.free.push(j as u32);
             }
         }
+        self.readers_ready.store(true, Ordering::Release);
     }
 
     /// Destination page `k` is done: drop its claims on old pages, freeing those nobody reads
     /// any more (except `moved`, which is no longer present).
-    fn release_readers(&self, pd: &PlanData, k: usize, moved: Option<u32>) {
-        let (a, b) = pd.src_pages[k];
+    fn release_readers(&self, k: usize, moved: Option<u32>) {
+        let v = self.src[k].load(Ordering::Relaxed);
+        let (a, b) = ((v >> 32) as u32, v as u32);
         for j in a..=b {
             if self.readers[j as usize].fetch_sub(1, Ordering::AcqRel) == 1 && Some(j) != moved {
                 self.free.push(j);
@@ -375,8 +420,7 @@ impl Compaction {
         if r0 + PAGE_WORDS > pd.live_words {
             return None;
         }
-        let bitmap_words = (pd.from_top - pd.from).div_ceil(WORD).div_ceil(64) + 1;
-        let w0 = plan.live.select(r0, bitmap_words)?;
+        let w0 = plan.live.select(r0, pd.bitmap_words)?;
         if w0 % PAGE_WORDS != 0 {
             return None;
         }
@@ -406,37 +450,39 @@ impl Compaction {
                 plan.fill_page(k, out);
                 arena.resolve_continue(dst, PAGE_SIZE).is_ok()
             }
+            MapStrategy::Move if !self.readers_ready.load(Ordering::Acquire) => {
+                self.copy_page(inner, &plan, k)
+            }
             MapStrategy::Move => {
                 if let Some(j) = self.dense_source(pd, &plan, k) {
                     // Only this page still reads old page j: update it in place and move it.
                     if self.readers[j as usize].load(Ordering::Acquire) == 1 {
                         plan.update_in_place(k, j as usize);
-                        let src = pd.from_offset + j as usize * PAGE_SIZE;
+                        let src = pd.src + j as usize * PAGE_SIZE;
                         // SAFETY: old page j is read by no other destination page.
-                        let r = unsafe { arena.resolve_move(dst, src, PAGE_SIZE, false) };
+                        let r = unsafe { arena.resolve_move_from(dst, src, PAGE_SIZE, false) };
                         if r.is_ok() {
                             self.counters.in_place.fetch_add(1, Ordering::Relaxed);
-                            self.release_readers(pd, k, Some(j));
+                            self.release_readers(k, Some(j));
                             return true;
                         }
                         // The page stayed where it was (updated); copy it instead.
-                        let ok = self.copy_from(inner, pd.from + j as usize * PAGE_SIZE, dst);
+                        let ok = self.copy_from(inner, pd.src + j as usize * PAGE_SIZE, dst);
                         if ok {
-                            self.release_readers(pd, k, None);
+                            self.release_readers(k, None);
                         }
                         return ok;
                     }
                 }
                 if let Some(s) = self.free.pop() {
-                    let stage = pd.from + s as usize * PAGE_SIZE;
+                    let stage = pd.src + s as usize * PAGE_SIZE;
                     // SAFETY: staging page `s` is a present old-half page that no destination
                     // page reads; we popped it, so it is ours alone.
                     let out =
                         unsafe { core::slice::from_raw_parts_mut(stage as *mut u8, PAGE_SIZE) };
                     plan.fill_page(k, out);
-                    let src = pd.from_offset + s as usize * PAGE_SIZE;
                     // SAFETY: the staging page is ours; it vanishes from the old half.
-                    let r = unsafe { arena.resolve_move(dst, src, PAGE_SIZE, false) };
+                    let r = unsafe { arena.resolve_move_from(dst, stage, PAGE_SIZE, false) };
                     let ok = if r.is_ok() {
                         self.counters.staged.fetch_add(1, Ordering::Relaxed);
                         true
@@ -445,13 +491,13 @@ impl Compaction {
                         self.copy_from(inner, stage, dst)
                     };
                     if ok {
-                        self.release_readers(pd, k, None);
+                        self.release_readers(k, None);
                     }
                     return ok;
                 }
                 let ok = self.copy_page(inner, &plan, k);
                 if ok {
-                    self.release_readers(pd, k, None);
+                    self.release_readers(k, None);
                 }
                 ok
             }
@@ -567,13 +613,17 @@ pub(crate) fn run_compaction(
     t_pause_start: Instant,
     calls0: faultline_heap::sys::CallSnapshot,
 ) {
+    let c = &inner.compaction;
+    if c.strategy == MapStrategy::Move {
+        // SAFETY: active until we clear it below.
+        c.plan_readers(unsafe { c.plan_data() });
+    }
     if let Some(d) = inner.config.compaction_delay {
         // Stress / test knob: leave every destination page absent for a while, so mutator
         // faults (and kernel accesses) meet unfilled pages.
         std::thread::sleep(d);
     }
     let t0 = Instant::now();
-    let c = &inner.compaction;
     // SAFETY: active until we clear it below.
     let pd = unsafe { c.plan_data() };
     let threads = inner.config.gc_threads.max(1);
@@ -587,10 +637,29 @@ pub(crate) fn run_compaction(
     while c.users.load(Ordering::SeqCst) != 0 {
         std::thread::yield_now();
     }
-    let from_len = pd.from_populated - pd.from;
-    if from_len > 0 {
-        let _ = inner.arena.release(pd.from_offset, from_len);
+    if inner.config.choreography == crate::config::Choreography::PerCycle {
+        // The per-cycle baseline: unregister the destination range (VMAs merge) and unmap the
+        // detached old pages.
+        if let Err(e) = inner.arena.unregister_range() {
+            eprintln!("faultline: per-cycle choreography: unregistering failed: {e}");
+        }
+        if let Some((a, l)) = pd.detached {
+            // SAFETY: the detached mapping of this cycle; every page is filled, nobody reads it.
+            if let Err(e) = unsafe { inner.arena.unmap_detached(a, l) } {
+                eprintln!("faultline: per-cycle choreography: {e}");
+            }
+        }
+    } else {
+        let from_len = pd.from_populated - pd.from;
+        if from_len > 0 {
+            let _ = inner.arena.release(pd.from_offset, from_len);
+        }
     }
+    if let Err(e) = inner.large.release_dead(&inner.arena, &pd.large_dead) {
+        eprintln!("faultline: releasing dead large objects failed: {e}");
+    }
+    stats.large_after = inner.large.used();
+    crate::collector::set_trigger(&inner, inner.moving.used() + stats.large_after);
     stats.compact = t0.elapsed();
     stats.total = t_pause_start.elapsed();
     stats.calls = inner.arena.sys().counters().snapshot().since(&calls0);

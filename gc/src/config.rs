@@ -260,9 +260,19 @@ impl HeapConfig {
             return bad("stress_every must be at least 1".into());
         }
         if self.choreography == Choreography::PerCycle {
-            return Err(ConfigError::Unsupported(
-                "choreography = PerCycle is not built yet".into(),
-            ));
+            if self.mode != GcMode::Concurrent {
+                return bad("choreography = PerCycle needs mode = Concurrent".into());
+            }
+            if self.strategy == Strategy::Minor {
+                return Err(ConfigError::Unsupported(
+                    "choreography = PerCycle with the minor strategy (its memfd arena is registered MINOR once)".into(),
+                ));
+            }
+            if self.barrier == Barrier::WpAsync {
+                return Err(ConfigError::Unsupported(
+                    "choreography = PerCycle with the wp_async barrier (it needs the whole arena registered WP)".into(),
+                ));
+            }
         }
         Ok(self)
     }

@@ -226,6 +226,7 @@ impl Heap {
                     .backing(backing)
                     .delivery(delivery)
                     .write_tracking(wp_marking)
+                    .register_at_creation(config.choreography == crate::config::Choreography::Arena)
                     .sys(config.sys.clone()),
             ) {
                 Ok(a) => a,

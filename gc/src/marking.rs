@@ -50,7 +50,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use faultline_heap::bitmap::Bitmap;
+use faultline_heap::bitmap::{Bitmap, LiveWords};
 use faultline_heap::object::{Header, TypeId, TypeRegistry, WORD};
 use faultline_heap::pagemap::PagemapScanner;
 use faultline_heap::PAGE_SIZE;
@@ -196,7 +196,7 @@ struct ConcMarker<'a> {
     from: usize,
     mark_top: usize,
     mark: &'a Bitmap,
-    live: &'a Bitmap,
+    live: &'a LiveWords,
     large: &'a crate::space::LargeSpace,
     types: &'a TypeRegistry,
     gray: Vec<usize>,
@@ -225,7 +225,7 @@ impl ConcMarker<'_> {
             let w = (v - self.from) / WORD;
             if self.mark.set(w) {
                 let size = self.types.size_words(Self::header(v)).unwrap_or(1);
-                self.live.set_range(w, w + size);
+                self.live.mark_range(w, w + size);
                 self.marked += 1;
                 self.gray.push(v);
             }
@@ -271,7 +271,7 @@ impl ConcMarker<'_> {
             if h.type_id() != TypeId::FILLER {
                 let w = (a - self.from) / WORD;
                 if self.mark.set(w) {
-                    self.live.set_range(w, w + size);
+                    self.live.mark_range(w, w + size);
                     self.marked += 1;
                 }
                 if trace {
@@ -332,13 +332,13 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
     // Clear the bitmaps over the whole half: black buffers may land anywhere above mark_top.
     let half_bitmap_words = inner.moving.half_bytes / WORD / 64 + 1;
     cs.mark.clear_words(half_bitmap_words);
-    cs.live.bits.clear_words(half_bitmap_words);
+    cs.live.clear(half_bitmap_words);
     let ms = &inner.marking;
     let mut m = ConcMarker {
         from: st.from,
         mark_top: st.mark_top,
         mark: &cs.mark,
-        live: &cs.live.bits,
+        live: &cs.live,
         large: &inner.large,
         types: &types,
         gray: Vec::new(),
@@ -413,6 +413,17 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
         }
     }
     let concurrent_mark = tm.elapsed();
+
+    // Concurrent planning: the live-words prefix sums of everything marked so far, and the
+    // destination page states they imply (a lower bound: marking only adds live words). The
+    // remark pause then redoes only the chunks that changed (`LiveWords::finish_prefix`).
+    let tplan = Instant::now();
+    let planned_top = inner.moving.top.load(Ordering::Acquire);
+    let ahead = cs
+        .live
+        .plan_ahead(((planned_top - st.from) / WORD).div_ceil(64) + 1);
+    inner.compaction.prepare((ahead * WORD).div_ceil(PAGE_SIZE));
+    let plan_ahead = tplan.elapsed();
     hook(MarkPoint::BeforeRemark);
 
     // Remark + flip pause.
@@ -505,6 +516,7 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
         moving_before: st.moving_before,
         large_before: st.large_before,
         mark_time: concurrent_mark,
+        plan_ahead,
         live_objects,
         from: st.from,
         from_top,

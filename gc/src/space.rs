@@ -212,17 +212,27 @@ impl LargeSpace {
         g.free.insert(s, l);
     }
 
-    /// Free every unmarked object (releasing its pages); returns bytes freed.
-    pub fn sweep(&self, arena: &VolatileArena) -> Result<usize, ArenaError> {
-        let mut g = self.lock();
-        let dead: Vec<(usize, usize)> = g
+    /// The unmarked objects, `(start, length)`: dead after this cycle's marking.
+    pub fn dead(&self) -> Vec<(usize, usize)> {
+        self.lock()
             .objects
             .iter()
             .filter(|(&s, _)| !self.marks.get(self.page_of(s)))
             .map(|(&s, &l)| (s, l))
-            .collect();
+            .collect()
+    }
+
+    /// Free the objects `dead` (from [`Self::dead`] of this cycle: until this call they stay
+    /// allocated, so their space cannot be handed out again before their pages are released).
+    /// Returns bytes freed.
+    pub fn release_dead(
+        &self,
+        arena: &VolatileArena,
+        dead: &[(usize, usize)],
+    ) -> Result<usize, ArenaError> {
+        let mut g = self.lock();
         let mut freed = 0;
-        for (s, l) in dead {
+        for &(s, l) in dead {
             arena.release(s - arena.base(), l)?;
             g.objects.remove(&s);
             g.used -= l;
@@ -230,6 +240,12 @@ impl LargeSpace {
             freed += l;
         }
         Ok(freed)
+    }
+
+    /// Free every unmarked object (releasing its pages); returns bytes freed.
+    pub fn sweep(&self, arena: &VolatileArena) -> Result<usize, ArenaError> {
+        let dead = self.dead();
+        self.release_dead(arena, &dead)
     }
 
     /// Bytes held by objects.

@@ -58,8 +58,15 @@ pub struct CycleStats {
     pub time_to_safepoint: Duration,
     /// Marking time.
     pub mark: Duration,
-    /// Planning time.
+    /// Planning time inside the pause (stop-the-world: all of it; concurrent: finishing the
+    /// plan made before the pause).
     pub plan: Duration,
+    /// Concurrent mode: planning done before the remark+flip pause, beside the mutators.
+    pub plan_ahead: Duration,
+    /// Chunks (512 KiB of heap each) whose prefix sums were computed inside the pause:
+    /// every chunk for stop-the-world, only those marking changed after the concurrent
+    /// planning for concurrent mode.
+    pub plan_chunks_redone: usize,
     /// Compaction (page filling) time.
     pub compact: Duration,
     /// Whole cycle.
@@ -105,6 +112,8 @@ impl Default for CycleStats {
             time_to_safepoint: Duration::ZERO,
             mark: Duration::ZERO,
             plan: Duration::ZERO,
+            plan_ahead: Duration::ZERO,
+            plan_chunks_redone: 0,
             compact: Duration::ZERO,
             total: Duration::ZERO,
             moving_before: 0,
@@ -163,11 +172,13 @@ impl CycleStats {
             .map(|p| {
                 if p.kind == "remark+flip" {
                     format!(
-                        "{} {:.3}ms (remark {:.3}ms, plan+flip {:.3}ms)",
+                        "{} {:.3}ms (remark {:.3}ms, plan+flip {:.3}ms; planned ahead {:.3}ms, {} chunks redone)",
                         p.kind,
                         p.duration.as_secs_f64() * 1e3,
                         self.remark.as_secs_f64() * 1e3,
-                        p.duration.saturating_sub(self.remark).as_secs_f64() * 1e3
+                        p.duration.saturating_sub(self.remark).as_secs_f64() * 1e3,
+                        self.plan_ahead.as_secs_f64() * 1e3,
+                        self.plan_chunks_redone
                     )
                 } else {
                     format!("{} {:.3}ms", p.kind, p.duration.as_secs_f64() * 1e3)

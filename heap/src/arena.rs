@@ -83,6 +83,11 @@ pub struct ArenaConfig {
     pub write_tracking: bool,
     /// How [`VolatileArena::populate`] makes pages present.
     pub populate: PopulateMethod,
+    /// Register the whole arena at creation (the volatile arena, the default). Without it the
+    /// arena opens its userfaultfd but registers nothing: the per-cycle choreography baseline
+    /// registers one range at a time ([`VolatileArena::register_range`]), and everything
+    /// outside it behaves as plain memory.
+    pub register_at_creation: bool,
     /// The kernel to use (the real one unless a test injects faults). The arena counts its
     /// calls on fresh counters.
     pub sys: Sys,
@@ -97,6 +102,7 @@ impl ArenaConfig {
             delivery: FaultDelivery::Sigbus,
             write_tracking: false,
             populate: PopulateMethod::CopyZeros,
+            register_at_creation: true,
             sys: Sys::real(),
         }
     }
@@ -118,6 +124,11 @@ impl ArenaConfig {
     /// Builder: populate method.
     pub fn populate(mut self, p: PopulateMethod) -> Self {
         self.populate = p;
+        self
+    }
+    /// Builder: register the whole arena at creation (default) or one range at a time.
+    pub fn register_at_creation(mut self, on: bool) -> Self {
+        self.register_at_creation = on;
         self
     }
     /// Builder: kernel.
@@ -222,6 +233,10 @@ pub struct VolatileArena {
     /// Populate write-protected (`UFFDIO_COPY_MODE_WP`), so writes to fresh memory are tracked
     /// by `WP_ASYNC` (set while barrier-free marking runs).
     populate_protected: core::sync::atomic::AtomicBool,
+    /// Without `register_at_creation`: the one range registered now, `[start, end)` as
+    /// offsets (`end == 0`: none). Read lock-free by the fault path.
+    dyn_start: core::sync::atomic::AtomicUsize,
+    dyn_end: core::sync::atomic::AtomicUsize,
 }
 
 // SAFETY: the arena's raw addresses denote memory it owns for its whole life; all mutation of
@@ -299,6 +314,8 @@ impl VolatileArena {
             after_creation: CallSnapshot::default(),
             vmas_at_creation: 0,
             populate_protected: core::sync::atomic::AtomicBool::new(false),
+            dyn_start: core::sync::atomic::AtomicUsize::new(0),
+            dyn_end: core::sync::atomic::AtomicUsize::new(0),
         };
         // From here on, `Drop` releases whatever was set up if a later step fails.
         arena.map()?;
@@ -310,7 +327,14 @@ impl VolatileArena {
             mode = mode | RegisterMode::WP;
         }
         if let Some(u) = &arena.uffd {
-            u.register(arena.base, size, mode)?;
+            if arena.config.register_at_creation {
+                u.register(arena.base, size, mode)?;
+            } else if arena.config.backing != Backing::Anonymous || arena.config.write_tracking {
+                return Err(ArenaError::Config(
+                    "per-range registration supports only anonymous arenas without write tracking"
+                        .into(),
+                ));
+            }
         }
         arena.after_creation = arena.sys.counters().snapshot();
         arena.vmas_at_creation = arena.vma_count();
@@ -428,6 +452,90 @@ impl VolatileArena {
     }
     fn registered(&self, what: &'static str) -> Result<&Uffd, ArenaError> {
         self.uffd.as_deref().ok_or(ArenaError::NotRegistered(what))
+    }
+
+    /// The userfaultfd if `[addr, addr+len)` is registered (always, for an arena registered at
+    /// creation; else only inside the range registered now). Async-signal-safe.
+    fn uffd_over(&self, addr: usize, len: usize) -> Option<&Uffd> {
+        let u = self.uffd.as_deref()?;
+        if self.config.register_at_creation {
+            return Some(u);
+        }
+        let s = self.base + self.dyn_start.load(core::sync::atomic::Ordering::Acquire);
+        let e = self.base + self.dyn_end.load(core::sync::atomic::Ordering::Acquire);
+        (addr >= s && addr + len <= e).then_some(u)
+    }
+
+    /// Per-cycle choreography: register `[offset, offset+len)` for MISSING faults (a VMA split,
+    /// under the `mmap_lock` held for writing). One range at a time; the pages in it should be
+    /// absent. Needs an arena made without `register_at_creation`.
+    pub fn register_range(&self, offset: usize, len: usize) -> Result<(), ArenaError> {
+        let addr = self.check(offset, len)?;
+        if self.config.register_at_creation {
+            return Err(ArenaError::Config(
+                "register_range: the whole arena is registered already".into(),
+            ));
+        }
+        if self.dyn_end.load(core::sync::atomic::Ordering::Acquire) != 0 {
+            return Err(ArenaError::Config(
+                "register_range: a range is registered already".into(),
+            ));
+        }
+        let u = self.registered("UFFDIO_REGISTER")?;
+        u.register(addr, len, RegisterMode::MISSING)?;
+        self.dyn_start
+            .store(offset, core::sync::atomic::Ordering::Release);
+        self.dyn_end
+            .store(offset + len, core::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Per-cycle choreography: unregister the range [`Self::register_range`] registered (the
+    /// VMAs merge again, under the `mmap_lock` held for writing).
+    pub fn unregister_range(&self) -> Result<(), ArenaError> {
+        let s = self.dyn_start.load(core::sync::atomic::Ordering::Acquire);
+        let e = self.dyn_end.load(core::sync::atomic::Ordering::Acquire);
+        if e == 0 {
+            return Ok(());
+        }
+        let u = self.registered("UFFDIO_UNREGISTER")?;
+        u.unregister(self.base + s, e - s)?;
+        self.dyn_end.store(0, core::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Per-cycle choreography: move the pages of `[offset, offset+len)` to a new mapping with
+    /// `mremap(MREMAP_MAYMOVE | MREMAP_DONTUNMAP)` (what the Android runtime does to its
+    /// moving space at the flip); the range stays mapped, empty. Returns the new mapping's
+    /// address; release it with [`Self::unmap_detached`].
+    pub fn detach_pages(&self, offset: usize, len: usize) -> Result<usize, ArenaError> {
+        let addr = self.check(offset, len)?;
+        if self.config.backing != Backing::Anonymous {
+            return Err(ArenaError::MoveNeedsAnonymous);
+        }
+        // SAFETY: moves our own private anonymous pages to a fresh kernel-chosen address; the
+        // caller reads them there from now on (the old range stays mapped and reads as absent).
+        let p = unsafe {
+            self.sys.mremap(
+                addr as *mut c_void,
+                len,
+                len,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_DONTUNMAP,
+                core::ptr::null_mut(),
+            )
+        }
+        .map_err(Self::sys_err("mremap(MREMAP_DONTUNMAP)"))?;
+        Ok(p as usize)
+    }
+
+    /// Unmap a mapping returned by [`Self::detach_pages`].
+    ///
+    /// # Safety
+    /// `addr` and `len` are exactly a detached mapping of this arena, not used any more.
+    pub unsafe fn unmap_detached(&self, addr: usize, len: usize) -> Result<(), ArenaError> {
+        // SAFETY: by the caller's contract the mapping is ours and unused.
+        unsafe { self.sys.munmap(addr as *mut c_void, len) }
+            .map_err(Self::sys_err("munmap (detached pages)"))
     }
     /// The kernel handle whose counters record the arena's calls.
     pub fn sys(&self) -> &Sys {
@@ -575,7 +683,7 @@ impl VolatileArena {
         method: PopulateMethod,
     ) -> Result<Resolution, ArenaError> {
         let addr = self.check(offset, len)?;
-        let Some(uffd) = self.uffd.as_deref() else {
+        let Some(uffd) = self.uffd_over(addr, len) else {
             // Plain memory: released pages read as zero and fault in on first touch.
             return Ok(Resolution::Mapped);
         };
@@ -610,7 +718,7 @@ impl VolatileArena {
         len: usize,
     ) -> Result<Resolution, ArenaError> {
         let addr = self.check(offset, len)?;
-        let Some(uffd) = self.uffd.as_deref() else {
+        let Some(uffd) = self.uffd_over(addr, len) else {
             // SAFETY: the destination is inside our plain mapping; `src` is readable for `len`
             // bytes by the caller's contract and does not overlap a page being filled.
             unsafe { core::ptr::copy_nonoverlapping(src, addr as *mut u8, len) };
@@ -634,8 +742,27 @@ impl VolatileArena {
         len: usize,
         allow_holes: bool,
     ) -> Result<Resolution, ArenaError> {
-        let d = self.check(dst, len)?;
         let s = self.check(src, len)?;
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.resolve_move_from(dst, s, len, allow_holes) }
+    }
+
+    /// [`Self::resolve_move`] from an absolute source address (which may lie outside the arena,
+    /// e.g. in pages [`Self::detach_pages`] moved away).
+    ///
+    /// # Safety
+    /// The source pages vanish from `src`: nothing may read them there afterwards.
+    pub unsafe fn resolve_move_from(
+        &self,
+        dst: usize,
+        s: usize,
+        len: usize,
+        allow_holes: bool,
+    ) -> Result<Resolution, ArenaError> {
+        let d = self.check(dst, len)?;
+        if s % PAGE_SIZE != 0 {
+            return Err(ArenaError::Unaligned { offset: s, len });
+        }
         if self.config.backing != Backing::Anonymous {
             return Err(ArenaError::MoveNeedsAnonymous);
         }

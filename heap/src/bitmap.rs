@@ -1,22 +1,27 @@
 //! Side bitmaps over a space, one bit per word: the mark bitmap (a bit at each marked object's
 //! header word) and the live-words bitmap (a bit at every word of every marked object), plus the
-//! per-bitmap-word prefix sums that turn the live-words bitmap into an O(1) new-address lookup.
+//! two-level prefix sums that turn the live-words bitmap into an O(1) new-address lookup.
 //!
 //! ```text
-//!  bitmap word i covers heap words [64 i, 64 i + 64)
-//!  prefix[i]  = live words in bitmap words [0, i)
-//!  rank(w)    = prefix[w / 64] + popcount(live[w / 64] & ((1 << (w % 64)) - 1))
+//!  bitmap word i covers heap words [64 i, 64 i + 64); chunk c covers bitmap words
+//!  [1024 c, 1024 c + 1024) (512 KiB of heap)
+//!  chunk[c]   = live words in chunks [0, c)
+//!  block[i]   = live words in bitmap words [1024 (i / 1024), i)   (within i's chunk)
+//!  rank(w)    = chunk[w / 2^16] + block[w / 64] + popcount(live[w / 64] & ((1 << (w % 64)) - 1))
 //!  new(w)     = destination base + 8 * rank(w)
 //! ```
 //!
 //! Invariants:
 //! - bits are set with atomic `fetch_or`, so parallel markers may set them concurrently;
-//!   clearing and the prefix computation happen while no marker runs;
-//! - `prefix` is valid only after [`LiveWords::compute_prefix`] and until the next bit is set;
+//!   live bits are set only through [`LiveWords::mark_range`], which flags the chunks it
+//!   touches dirty after setting the bits; clearing happens while no marker runs;
+//! - block sums of a chunk are valid while its dirty flag is clear; the chunk sums (and so
+//!   `rank` and `select`) are valid only after [`LiveWords::finish_prefix`] (or
+//!   [`LiveWords::compute_prefix`]) and until the next bit is set;
 //! - prefix sums are 32-bit: a space holds at most 2^32 words (32 GiB; the heap configuration
 //!   enforces it).
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// An atomic bitmap with one bit per heap word.
 #[derive(Debug)]
@@ -125,12 +130,32 @@ impl Bitmap {
     }
 }
 
-/// The live-words bitmap and its prefix sums.
+/// Heap words per chunk of the two-level prefix sums (512 KiB of heap).
+pub const CHUNK_WORDS: usize = 1 << 16;
+/// Bitmap words per chunk.
+const CHUNK_BLOCKS: usize = CHUNK_WORDS / 64;
+
+/// The live-words bitmap and its two-level prefix sums.
+///
+/// `block[i]` counts the live words of bitmap words `[start of i's chunk, i)`, and `chunk[c]`
+/// the live words before chunk `c`. A chunk's block sums depend on that chunk's bits alone, so
+/// after marking changes a few chunks only those are recomputed ([`Self::finish_prefix`]) and
+/// the chunk sums redone (one entry per 512 KiB of heap): that is what lets the concurrent
+/// collector plan before its pause ([`Self::plan_ahead`]) and only patch the plan inside it.
+/// The sums are atomics (read with relaxed loads, as cheap as plain ones) so that planning
+/// needs no exclusive borrow while markers hold the bitmap.
 #[derive(Debug)]
 pub struct LiveWords {
     /// One bit per live word.
     pub bits: Bitmap,
-    prefix: Vec<u32>,
+    block: Vec<AtomicU32>,
+    chunk: Vec<AtomicUsize>,
+    /// Live words of each chunk as of its last block computation.
+    counts: Vec<AtomicUsize>,
+    /// Whether bits of the chunk changed since its block sums were computed.
+    dirty: Vec<AtomicBool>,
+    /// The bound (in bitmap words) of the block sums computed so far (0: nothing computed).
+    computed_words: AtomicUsize,
 }
 
 impl LiveWords {
@@ -138,33 +163,140 @@ impl LiveWords {
     pub fn new(words: usize) -> Self {
         let bits = Bitmap::new(words);
         let n = bits.num_words();
+        let chunks = n.div_ceil(CHUNK_BLOCKS);
         LiveWords {
             bits,
-            prefix: vec![0; n + 1],
+            block: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            chunk: (0..chunks + 1).map(|_| AtomicUsize::new(0)).collect(),
+            counts: (0..chunks).map(|_| AtomicUsize::new(0)).collect(),
+            dirty: (0..chunks).map(|_| AtomicBool::new(true)).collect(),
+            computed_words: AtomicUsize::new(0),
         }
     }
-    /// Compute the prefix sums over bitmap words `[0, upto_word)`; returns total live words.
-    pub fn compute_prefix(&mut self, upto_word: usize) -> usize {
+
+    /// Clear the bits of bitmap words `[0, upto_word)` and forget every computed sum (the start
+    /// of a cycle's marking, while no marker runs).
+    pub fn clear(&self, upto_word: usize) {
+        self.bits.clear_words(upto_word);
+        self.computed_words.store(0, Ordering::Relaxed);
+    }
+
+    /// Mark heap words `[from, to)` live. Markers call this (never `bits.set_range`), so that
+    /// it may run concurrently with [`Self::plan_ahead`].
+    #[inline]
+    pub fn mark_range(&self, from: usize, to: usize) {
+        if to <= from {
+            return;
+        }
+        self.bits.set_range(from, to);
+        // After the bits, with release: a planner whose swap (acquire) clears this store sees
+        // the bits; one whose swap came earlier finds the flag set again.
+        for d in &self.dirty[from / CHUNK_WORDS..=(to - 1) / CHUNK_WORDS] {
+            d.store(true, Ordering::Release);
+        }
+    }
+
+    /// Compute the block sums of chunk `c` over bitmap words below `n`; record its count.
+    fn compute_chunk(&self, c: usize, n: usize) {
+        self.dirty[c].swap(false, Ordering::Acquire);
+        let lo = c * CHUNK_BLOCKS;
+        let hi = ((c + 1) * CHUNK_BLOCKS).min(n);
         let mut sum = 0u32;
-        let n = upto_word.min(self.bits.num_words());
-        for i in 0..n {
-            self.prefix[i] = sum;
+        for i in lo..hi {
+            self.block[i].store(sum, Ordering::Relaxed);
             sum += self.bits.word(i).count_ones();
         }
-        for p in &mut self.prefix[n..] {
-            *p = sum;
-        }
-        sum as usize
+        self.counts[c].store(sum as usize, Ordering::Relaxed);
     }
+
+    /// Bring the block sums up to date over bitmap words `[0, n)`: every chunk that is dirty,
+    /// new, or was cut short by the previous bound. Returns the number of chunks computed.
+    fn refresh(&self, n: usize) -> usize {
+        let done = self.computed_words.load(Ordering::Relaxed);
+        let cut = if done == n { usize::MAX } else { done.min(n) };
+        let mut redone = 0;
+        for c in 0..n.div_ceil(CHUNK_BLOCKS) {
+            if (c + 1) * CHUNK_BLOCKS > cut || self.dirty[c].load(Ordering::Acquire) {
+                self.compute_chunk(c, n);
+                redone += 1;
+            }
+        }
+        self.computed_words.store(n, Ordering::Relaxed);
+        redone
+    }
+
+    /// Chunk prefix sums from the per-chunk counts; returns the total live words.
+    fn chunk_sums(&self, n: usize) -> usize {
+        let chunks = n.div_ceil(CHUNK_BLOCKS);
+        let mut sum = 0usize;
+        for c in 0..chunks {
+            self.chunk[c].store(sum, Ordering::Relaxed);
+            sum += self.counts[c].load(Ordering::Relaxed);
+        }
+        for p in &self.chunk[chunks..] {
+            p.store(sum, Ordering::Relaxed);
+        }
+        sum
+    }
+
+    fn bound(&self, upto_word: usize) -> usize {
+        upto_word.min(self.bits.num_words())
+    }
+
+    /// Compute the prefix sums over bitmap words `[0, upto_word)` from scratch; returns total
+    /// live words. With no marker running, the sums stay valid until the next bit is set.
+    pub fn compute_prefix(&self, upto_word: usize) -> usize {
+        self.computed_words.store(0, Ordering::Relaxed);
+        self.finish_prefix(upto_word).0
+    }
+
+    /// Plan ahead (concurrently with markers): compute the block sums of every chunk over
+    /// `[0, upto_word)` that needs it, and return the live words counted so far (a lower bound
+    /// of the final total: bits are only ever set within a cycle).
+    pub fn plan_ahead(&self, upto_word: usize) -> usize {
+        let n = self.bound(upto_word);
+        self.refresh(n);
+        (0..n.div_ceil(CHUNK_BLOCKS))
+            .map(|c| self.counts[c].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Finish the prefix sums over `[0, upto_word)` with no marker running: recompute only the
+    /// chunks whose bits changed since [`Self::plan_ahead`] (or that it did not cover), then
+    /// the chunk sums. Returns (total live words, chunks recomputed).
+    pub fn finish_prefix(&self, upto_word: usize) -> (usize, usize) {
+        let n = self.bound(upto_word);
+        let redone = self.refresh(n);
+        (self.chunk_sums(n), redone)
+    }
+
+    /// Live words before bitmap word `i` (valid after [`Self::finish_prefix`]).
+    #[inline]
+    fn prefix_at(&self, i: usize) -> usize {
+        self.chunk[i / CHUNK_BLOCKS].load(Ordering::Relaxed)
+            + self.block[i].load(Ordering::Relaxed) as usize
+    }
+
     /// The live word of rank `r` (the `r`-th live word, 0-based), if there are more than `r`;
-    /// valid over the words covered by the last [`Self::compute_prefix`]. O(log n).
+    /// valid over the words covered by the last [`Self::finish_prefix`]. O(log n).
     pub fn select(&self, r: usize, upto_word: usize) -> Option<usize> {
-        let n = upto_word.min(self.bits.num_words());
-        let i = self.prefix[..n]
-            .partition_point(|&p| p as usize <= r)
+        let n = self.bound(upto_word);
+        if n == 0 {
+            return None;
+        }
+        let chunks = n.div_ceil(CHUNK_BLOCKS);
+        let c = self.chunk[..chunks]
+            .partition_point(|p| p.load(Ordering::Relaxed) <= r)
             .checked_sub(1)?;
+        let in_chunk = r - self.chunk[c].load(Ordering::Relaxed);
+        let lo = c * CHUNK_BLOCKS;
+        let hi = ((c + 1) * CHUNK_BLOCKS).min(n);
+        let i = lo
+            + self.block[lo..hi]
+                .partition_point(|p| p.load(Ordering::Relaxed) as usize <= in_chunk)
+                .checked_sub(1)?;
         let mut bits = self.bits.word(i);
-        let mut k = r - self.prefix[i] as usize;
+        let mut k = in_chunk - self.block[i].load(Ordering::Relaxed) as usize;
         if k >= bits.count_ones() as usize {
             return None;
         }
@@ -177,7 +309,7 @@ impl LiveWords {
 
     /// Call `f(k, w)` with the live word `w` of rank `k * step`, for every `k` with
     /// `k * step < total`: one linear pass over the bitmap (O(words + calls)), for building
-    /// per-page tables after [`Self::compute_prefix`].
+    /// per-page tables after [`Self::finish_prefix`].
     pub fn select_every(
         &self,
         step: usize,
@@ -185,16 +317,16 @@ impl LiveWords {
         upto_word: usize,
         mut f: impl FnMut(usize, usize),
     ) {
-        let n = upto_word.min(self.bits.num_words());
+        let n = self.bound(upto_word);
         let mut i = 0;
         let mut k = 0;
         while k * step < total {
             let r = k * step;
-            while i + 1 < n && self.prefix[i + 1] as usize <= r {
+            while i + 1 < n && self.prefix_at(i + 1) <= r {
                 i += 1;
             }
             let mut bits = self.bits.word(i);
-            for _ in 0..r - self.prefix[i] as usize {
+            for _ in 0..r - self.prefix_at(i) {
                 bits &= bits - 1;
             }
             f(k, i * 64 + bits.trailing_zeros() as usize);
@@ -207,7 +339,7 @@ impl LiveWords {
     pub fn rank(&self, w: usize) -> usize {
         let i = w / 64;
         let below = self.bits.word(i) & ((1u64 << (w % 64)) - 1);
-        self.prefix[i] as usize + below.count_ones() as usize
+        self.prefix_at(i) + below.count_ones() as usize
     }
 }
 
@@ -217,10 +349,10 @@ mod tests {
 
     #[test]
     fn set_range_and_rank() {
-        let mut lw = LiveWords::new(1000);
-        lw.bits.set_range(3, 7);
-        lw.bits.set_range(60, 130);
-        lw.bits.set_range(200, 201);
+        let lw = LiveWords::new(1000);
+        lw.mark_range(3, 7);
+        lw.mark_range(60, 130);
+        lw.mark_range(200, 201);
         let total = lw.compute_prefix(lw.bits.num_words());
         assert_eq!(total, 4 + 70 + 1);
         assert_eq!(lw.rank(3), 0);
@@ -237,6 +369,64 @@ mod tests {
         lw.select_every(10, total, n, |k, w| got.push((k, w)));
         let want: Vec<_> = (0..8).map(|k| (k, lw.select(k * 10, n).unwrap())).collect();
         assert_eq!(got, want);
+    }
+
+    /// Naive rank over the bits.
+    fn naive_rank(lw: &LiveWords, w: usize) -> usize {
+        (0..w).filter(|&i| lw.bits.get(i)).count()
+    }
+
+    #[test]
+    fn planning_ahead_then_patching_matches_a_full_computation() {
+        // 5 chunks; marks before planning, marks after it in a few chunks (including words
+        // above the bound planned ahead), then finish: every rank and select must agree with
+        // a from-scratch computation.
+        let words = 5 * CHUNK_WORDS;
+        let lw = LiveWords::new(words);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = |m: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % m as u64) as usize
+        };
+        for _ in 0..3000 {
+            let a = rnd(3 * CHUNK_WORDS);
+            lw.mark_range(a, (a + 1 + rnd(40)).min(3 * CHUNK_WORDS));
+        }
+        let planned_bound = (3 * CHUNK_WORDS) / 64 + 1;
+        let ahead = lw.plan_ahead(planned_bound);
+        assert_eq!(ahead, naive_rank(&lw, 3 * CHUNK_WORDS));
+        // Later marks: one object in chunk 1, a run straddling chunks 2 and 3, black objects
+        // above the planned bound.
+        lw.mark_range(CHUNK_WORDS + 17, CHUNK_WORDS + 20);
+        lw.mark_range(3 * CHUNK_WORDS - 5, 3 * CHUNK_WORDS + 9);
+        lw.mark_range(4 * CHUNK_WORDS + 100, 4 * CHUNK_WORDS + 300);
+        let bound = words / 64;
+        let (total, redone) = lw.finish_prefix(bound);
+        // Chunk 0 and 4's untouched neighbours are not redone; chunks 1, 2, 3 (dirty, cut short,
+        // new) and 4 are.
+        assert_eq!(redone, 4, "only the changed and new chunks are recomputed");
+        assert_eq!(total, naive_rank(&lw, words));
+        let fresh = LiveWords::new(words);
+        for i in 0..words {
+            if lw.bits.get(i) {
+                fresh.mark_range(i, i + 1);
+            }
+        }
+        assert_eq!(fresh.compute_prefix(bound), total);
+        for _ in 0..20_000 {
+            let w = rnd(words);
+            assert_eq!(lw.rank(w), fresh.rank(w), "rank({w})");
+        }
+        for r in (0..total).step_by(97).chain([0, total - 1]) {
+            assert_eq!(lw.select(r, bound), fresh.select(r, bound), "select({r})");
+            let w = lw.select(r, bound).unwrap();
+            assert_eq!(lw.rank(w), r);
+        }
+        assert_eq!(lw.select(total, bound), None);
+        // A second finish with nothing changed recomputes nothing.
+        assert_eq!(lw.finish_prefix(bound), (total, 0));
     }
 
     #[test]

@@ -36,7 +36,7 @@ fn us(d: Duration) -> f64 {
 }
 
 /// One GC-log line for a cycle, in the spirit of JVM unified logging:
-/// `[gc,cycle] GC(3) stw (occupancy) pauses: stw 1.234ms | heap 4096K->1024K (moving 3000K->900K, large 1096K->124K) | live 1234 objs, 5 pages | faults 0 | syscalls: mmap-family 0, register 0 | vmas 1->1 | cycle 1.300ms (mark 0.4, plan 0.1, compact 0.7)`.
+/// `[gc,cycle] GC(3) stw (occupancy) pauses: stw 1.234ms | heap 4096K->1024K (moving 3000K->900K, large 1096K->124K) | live 1234 objs, 5 pages | faults 0 | syscalls: mmap-family 0, register 0 | vmas 1->1 | cycle 1.300ms (mark 0.4, plan ahead 0.0, plan in pause 0.1, compact 0.7, safepoint 0.0)`.
 /// `faults` is the number of mutator fault stalls since the previous line.
 pub fn log_line(s: &CycleStats, faults: u64) -> String {
     let pauses: Vec<String> = s
@@ -57,7 +57,7 @@ pub fn log_line(s: &CycleStats, faults: u64) -> String {
         })
         .collect();
     format!(
-        "[gc,cycle] GC({}) {} ({}) pauses: {} | heap {}K->{}K (moving {}K->{}K, large {}K->{}K) | live {} objs, {} pages | faults {} | syscalls: mmap-family {}, register {} | vmas {}->{} | cycle {:.3}ms (mark {:.3}, plan {:.3}, compact {:.3}, safepoint {:.3})",
+        "[gc,cycle] GC({}) {} ({}) pauses: {} | heap {}K->{}K (moving {}K->{}K, large {}K->{}K) | live {} objs, {} pages | faults {} | syscalls: mmap-family {}, register {} | vmas {}->{} | cycle {:.3}ms (mark {:.3}, plan ahead {:.3}, plan in pause {:.3}, compact {:.3}, safepoint {:.3})",
         s.cycle,
         mode_name(s.mode),
         s.trigger.name(),
@@ -77,6 +77,7 @@ pub fn log_line(s: &CycleStats, faults: u64) -> String {
         s.vmas.1,
         ms(s.total),
         ms(s.mark),
+        ms(s.plan_ahead),
         ms(s.plan),
         ms(s.compact),
         ms(s.time_to_safepoint),
