@@ -86,6 +86,9 @@ pub struct RunResult {
     pub register_per_cycle: Option<f64>,
     pub madvise_per_cycle: Option<f64>,
     pub longest_unit_ms: Option<f64>,
+    /// Allocation stalls of the mutators (out of memory: waited for a cycle, retried).
+    pub alloc_stalls: u64,
+    pub alloc_stall_s: f64,
     pub measured_live_mib: Option<f64>,
     pub allocated_mib: Option<f64>,
     pub threads: usize,
@@ -286,6 +289,8 @@ pub fn measure(
             r.longest_unit_ms = Some(w.longest_unit_ms);
             r.allocated_mib = Some(w.allocated as f64 / (1 << 20) as f64);
             r.threads = w.threads;
+            r.alloc_stalls = w.alloc_stalls;
+            r.alloc_stall_s = w.alloc_stall_s;
             r.status = match w.check {
                 Ok(()) if by.errors == 0 => "ok".into(),
                 Ok(()) => format!("failed: {} bystander errors", by.errors),

@@ -19,6 +19,9 @@
 //! its longest stall. At the end it checks what it built (node counts, checksums, slot tags)
 //! and reports a mismatch as a failure of the run.
 //!
+//! When the heap runs out of memory, the workload stalls and retries (see [`alloc`]); the
+//! stalls are counted and reported, never hidden.
+//!
 //! Invariants: no `Value` is held across an allocation or a safepoint (anything that must
 //! survive is on the mutator's value stack or in a `Root`); randomness is a fixed-seed
 //! SplitMix64, so every mode runs the same sequence of operations.
@@ -43,6 +46,9 @@ pub struct WorkResult {
     pub allocated: u64,
     /// Mutator threads.
     pub threads: usize,
+    /// Allocation stalls (out of memory: waited for a cycle and retried) and their total time.
+    pub alloc_stalls: u64,
+    pub alloc_stall_s: f64,
     /// The end-of-run check.
     pub check: Result<(), String>,
 }
@@ -99,6 +105,41 @@ fn unfix(v: Value) -> u64 {
     (v.bits() >> 3) as u64
 }
 
+thread_local! {
+    /// Allocation stalls of this thread: (count, total seconds).
+    static STALLS: std::cell::Cell<(u64, f64)> = const { std::cell::Cell::new((0, 0.0)) };
+}
+
+/// Allocate, and when the heap is out of memory, stall like a runtime would: wait for the
+/// running cycle to finish and retry, then run one more whole cycle and retry, before giving
+/// up. (A concurrent heap returns from an exhausted allocation's `collect()` after the
+/// initial mark, before anything is reclaimed.) Every stall is counted and timed. Nothing is
+/// held across this call by the callers, so waiting here is safe.
+fn alloc(m: &mut Mutator, ty: TypeId, len: usize) -> Result<Value, AllocError> {
+    let mut attempt = 0;
+    loop {
+        match m.alloc(ty, len) {
+            Err(AllocError::OutOfMemory { .. }) if attempt < 2 => {
+                let t = Instant::now();
+                if attempt == 1 {
+                    m.collect()?;
+                }
+                m.wait_for_cycle();
+                attempt += 1;
+                STALLS.with(|s| {
+                    let (n, secs) = s.get();
+                    s.set((n + 1, secs + t.elapsed().as_secs_f64()));
+                });
+            }
+            r => return r,
+        }
+    }
+}
+
+fn stalls() -> (u64, f64) {
+    STALLS.with(|s| s.get())
+}
+
 /// Times units of work between safepoint polls.
 struct Units {
     last: Instant,
@@ -148,7 +189,7 @@ fn bottom_up(m: &mut Mutator, t: &Types, d: u32) -> Result<u64, AllocError> {
     }
     let a = bottom_up(m, t, d - 1)?;
     let b = bottom_up(m, t, d - 1)?;
-    let n = m.alloc(t.node, 0)?;
+    let n = alloc(m, t.node, 0)?;
     let right = m.pop().expect("right subtree");
     let left = m.pop().expect("left subtree");
     let l = m.local(n).expect("fresh node");
@@ -167,7 +208,7 @@ fn top_down(m: &mut Mutator, t: &Types, at: usize, d: u32) -> Result<u64, AllocE
     }
     let mut n = 0;
     for side in 0..2 {
-        let c = m.alloc(t.node, 0)?;
+        let c = alloc(m, t.node, 0)?;
         m.local(c).expect("fresh node").set_word(2, d as u64 - 1);
         let parent = m.local(m.stack_get(at)).expect("parent node");
         parent.set(side, c);
@@ -251,6 +292,8 @@ fn binary_trees(heap: &Heap, t: Types, live: usize, budget: u64) -> Result<WorkR
         longest_unit_ms: units.longest,
         allocated,
         threads: 1,
+        alloc_stalls: stalls().0,
+        alloc_stall_s: stalls().1,
         check,
     })
 }
@@ -261,7 +304,7 @@ fn gcbench(heap: &Heap, t: Types, live: usize, budget: u64) -> Result<WorkResult
     // The long-lived array of doubles: 1/16 of the live size on top of it (large-object
     // space, not moved).
     let doubles = (live / 16 / 8).max(1024);
-    let arr = m.alloc(t.bytes, doubles * 8)?;
+    let arr = alloc(&mut m, t.bytes, doubles * 8)?;
     {
         let l = m.local(arr).expect("fresh array");
         let buf: Vec<u8> = (0..doubles)
@@ -272,7 +315,7 @@ fn gcbench(heap: &Heap, t: Types, live: usize, budget: u64) -> Result<WorkResult
     let arr = m.root(arr);
     // The long-lived tree, built top-down as GCBench does.
     let long_depth = depth_for(live as u64);
-    let r = m.alloc(t.node, 0)?;
+    let r = alloc(&mut m, t.node, 0)?;
     m.push(r);
     let at = m.stack_len() - 1;
     let long_nodes = 1 + top_down(&mut m, &t, at, long_depth - 1)?;
@@ -286,7 +329,7 @@ fn gcbench(heap: &Heap, t: Types, live: usize, budget: u64) -> Result<WorkResult
         let iters = (2u64 << 16) / (1u64 << d);
         for _ in 0..iters.max(1) {
             // Top-down.
-            let r = m.alloc(t.node, 0)?;
+            let r = alloc(&mut m, t.node, 0)?;
             m.push(r);
             let at = m.stack_len() - 1;
             let n = 1 + top_down(&mut m, &t, at, d)?;
@@ -333,6 +376,8 @@ fn gcbench(heap: &Heap, t: Types, live: usize, budget: u64) -> Result<WorkResult
         longest_unit_ms: units.longest,
         allocated,
         threads: 1,
+        alloc_stalls: stalls().0,
+        alloc_stall_s: stalls().1,
         check,
     })
 }
@@ -369,7 +414,7 @@ fn frag_alloc(
     let nslots = table.get(m).expect("table").len();
     if rng.below(4) == 0 {
         let k = 1 + rng.below(4);
-        let v = m.alloc(t.refs, k + 1)?;
+        let v = alloc(m, t.refs, k + 1)?;
         let tab = table.get(m).expect("table");
         let l = m.local(v).expect("fresh refs");
         for i in 0..k {
@@ -383,7 +428,7 @@ fn frag_alloc(
         tab.set(slot, v);
         Ok(8 * (k + 2))
     } else {
-        let v = m.alloc(t.bytes, size)?;
+        let v = alloc(m, t.bytes, size)?;
         let l = m.local(v).expect("fresh bytes");
         l.write_bytes(0, &tag.to_le_bytes());
         table.get(m).expect("table").set(slot, v);
@@ -413,7 +458,7 @@ fn fragmentation(
     let mut m = heap.attach();
     let cpu0 = thread_cpu();
     let slots = (live / frag_avg()).max(64);
-    let tv = m.alloc(t.refs, slots)?;
+    let tv = alloc(&mut m, t.refs, slots)?;
     let table = m.root(tv);
     let mut rng = Rng(0xf4a9);
     let mut tags = vec![0u64; slots];
@@ -432,7 +477,7 @@ fn fragmentation(
         allocated += frag_alloc(&mut m, &t, &table, &mut rng, s, tags[s])? as u64;
         // A short-lived temporary.
         let sz = frag_size(&mut rng).min(1024);
-        m.alloc(t.bytes, sz)?;
+        alloc(&mut m, t.bytes, sz)?;
         allocated += sz as u64 + 8;
         step += 1;
         if step % 16 == 0 {
@@ -455,6 +500,8 @@ fn fragmentation(
         longest_unit_ms: units.longest,
         allocated,
         threads: 1,
+        alloc_stalls: stalls().0,
+        alloc_stall_s: stalls().1,
         check,
     })
 }
@@ -463,7 +510,7 @@ fn fragmentation(
 fn build_list(m: &mut Mutator, t: &Types, base: u64, len: u64) -> Result<u64, AllocError> {
     m.push(Value::NULL);
     for i in (0..len).rev() {
-        let p = m.alloc(t.pair, 0)?;
+        let p = alloc(m, t.pair, 0)?;
         let tail = m.pop().expect("tail");
         let l = m.local(p).expect("fresh pair");
         l.set(0, fix(base + i));
@@ -510,6 +557,8 @@ fn churn(
         longest_unit_ms: 0.0,
         allocated: 0,
         threads,
+        alloc_stalls: 0,
+        alloc_stall_s: 0.0,
         check: Ok(()),
     };
     for h in handles {
@@ -519,6 +568,8 @@ fn churn(
         out.mutator_cpu_s += r.mutator_cpu_s;
         out.longest_unit_ms = out.longest_unit_ms.max(r.longest_unit_ms);
         out.allocated += r.allocated;
+        out.alloc_stalls += r.alloc_stalls;
+        out.alloc_stall_s += r.alloc_stall_s;
         if out.check.is_ok() {
             out.check = r.check;
         }
@@ -537,7 +588,7 @@ fn churn_thread(
     let cpu0 = thread_cpu();
     // Lists of 4..=28 cells (avg 16 x 24 B), plus the table.
     let slots = (live / (16 * 24 + 8)).max(16);
-    let tv = m.alloc(t.refs, slots)?;
+    let tv = alloc(&mut m, t.refs, slots)?;
     let table = m.root(tv);
     let mut rng = Rng(0xc4u64 + id as u64);
     let mut expect = vec![(0u64, 0u64); slots];
@@ -582,6 +633,8 @@ fn churn_thread(
         longest_unit_ms: units.longest,
         allocated,
         threads: 1,
+        alloc_stalls: stalls().0,
+        alloc_stall_s: stalls().1,
         check,
     })
 }
