@@ -174,7 +174,7 @@ pub fn markdown(
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
         peers.note
     );
-    let _ = writeln!(w, "Every (workload, live size, mode) ran in a fresh child process. Pauses are the collector's own (`CycleStats`: `stw`, or `initial-mark` + `remark+flip`, each including its time to safepoint), over every cycle of the run. MMU is computed from the world-stopped timeline (`Heap::pause_timeline`: stop requested to world released) over the whole run; n/a when the run is shorter than the window. `mutator longest` is the mutator's own view: its longest unit of work between two safepoint polls (includes pauses, fault stalls, TLAB refills, waiting for a previous cycle to end before starting the next one, allocation stalls). `alloc stalls`: allocations that found the heap out of memory, after which the workload waited for the running cycle (and, a second time, one more whole cycle) and retried: count and total seconds. Total: workload start to end plus any cycle still running. GC CPU: process CPU minus the mutator threads' and the bystander's own thread CPU (SIGBUS fault handling is on the mutators, so counted as mutator time). RSS: the child's VmHWM. Syscalls: means per cycle of the arena's own counted calls. Peers (marked *peer*) are computed from their raw pause lists.\n");
+    let _ = writeln!(w, "Every (workload, live size, mode) ran in a fresh child process. Pauses are the collector's own (`CycleStats`: `stw`, or `initial-mark` + `remark+flip`, each including its time to safepoint), over every cycle of the run. MMU is computed from the world-stopped timeline (`Heap::pause_timeline`: stop requested to world released) over the whole run; n/a when the run is shorter than the window. `mutator-view MMU`: over each mutator's work phase (after building), with every unit of work between two safepoint polls that took over 5 ms counted as lost time (work included, so a lower bound; lowest over the mutator threads): it shows waits the world-stopped timeline does not, such as an allocation waiting for the previous cycle to end. `mutator longest` is the mutator's own view: its longest unit of work between two safepoint polls (includes pauses, fault stalls, TLAB refills, waiting for a previous cycle to end before starting the next one, allocation stalls). `alloc stalls`: allocations that found the heap out of memory, after which the workload waited for the running cycle (and, a second time, one more whole cycle) and retried: count and total seconds. Total: workload start to end plus any cycle still running. GC CPU: process CPU minus the mutator threads' and the bystander's own thread CPU (SIGBUS fault handling is on the mutators, so counted as mutator time). RSS: the child's VmHWM. Syscalls: means per cycle of the arena's own counted calls. Peers (marked *peer*) are computed from their raw pause lists.\n");
     let mut keys: Vec<(String, u64)> = Vec::new();
     for r in results.iter().chain(peers.rows.iter()) {
         if r.workload != "-" && !keys.contains(&(r.workload.clone(), r.live_mib)) {
@@ -184,8 +184,8 @@ pub fn markdown(
     let _ = writeln!(w, "## Pauses, utilization, time, memory, syscalls\n");
     for (wl, mib) in &keys {
         let _ = writeln!(w, "### {wl} @ {mib} MiB live\n");
-        let _ = writeln!(w, "| mode | cycles | pause p50 ms | p99 | p99.9 | max | MMU 1 ms | 10 ms | 100 ms | total s | GC CPU s | peak RSS MiB | faults | stall p99 / max µs | uffd / cycle | mmap-family / cycle | register+unreg. / cycle | madvise / cycle | mutator longest ms | alloc stalls (s) | live after MiB | status |");
-        let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(w, "| mode | cycles | pause p50 ms | p99 | p99.9 | max | MMU 1 ms | 10 ms | 100 ms | mutator-view MMU 10 / 100 ms | total s | GC CPU s | peak RSS MiB | faults | stall p99 / max µs | uffd / cycle | mmap-family / cycle | register+unreg. / cycle | madvise / cycle | mutator longest ms | alloc stalls (s) | live after MiB | status |");
+        let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for r in results
             .iter()
             .chain(peers.rows.iter())
@@ -199,7 +199,7 @@ pub fn markdown(
             if !ok(r) {
                 let _ = writeln!(
                     w,
-                    "| {name} | | | | | | | | | | | | | | | | | | | | | {} |",
+                    "| {name} | | | | | | | | | | | | | | | | | | | | | | {} |",
                     r.status
                 );
                 continue;
@@ -207,7 +207,7 @@ pub fn markdown(
             let p = r.pause;
             let _ = writeln!(
                 w,
-                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.cycles,
                 p.map_or("-".into(), |p| f(p.p50)),
                 p.map_or("-".into(), |p| f(p.p99)),
@@ -216,6 +216,11 @@ pub fn markdown(
                 mmu_s(r.mmu_1ms),
                 mmu_s(r.mmu_10ms),
                 mmu_s(r.mmu_100ms),
+                if r.peer {
+                    "n/a".into()
+                } else {
+                    format!("{} / {}", mmu_s(r.mutator_mmu_10ms), mmu_s(r.mutator_mmu_100ms))
+                },
                 f(r.total_s),
                 opt(r.gc_cpu_s),
                 r.peak_rss_kib.map_or("n/a".into(), |k| format!("{:.0}", k as f64 / 1024.0)),

@@ -5,7 +5,9 @@
 //! - pauses: the collector's own `CycleStats::pauses` of every cycle (all triggers), and the
 //!   world-stopped intervals of `Heap::pause_timeline` (start = stop requested, end = world
 //!   released) for MMU; the mutator's own view is its longest unit of work between two
-//!   safepoint polls (`longest_unit_ms`), which also contains fault stalls and TLAB refills;
+//!   safepoint polls (`longest_unit_ms`), which also contains fault stalls, TLAB refills and
+//!   waits inside allocation (for a previous cycle to end), and a mutator-side MMU over the
+//!   work phase that counts every unit longer than 5 ms as lost (a lower bound);
 //! - total time: from the first allocation of the workload to its end plus the end of any
 //!   cycle still running (`wait_for_compaction`), so GC work left over is included;
 //! - GC CPU time: process CPU (`getrusage(RUSAGE_SELF)`, exited GC threads included) over the
@@ -72,6 +74,10 @@ pub struct RunResult {
     pub mmu_10ms: Option<f64>,
     pub mmu_100ms: Option<f64>,
     pub mmu_curve: Vec<(f64, f64)>,
+    /// The mutators' own view: MMU over each mutator's work phase with its units of work
+    /// longer than 5 ms counted as not mutator time (the lowest over the mutator threads).
+    pub mutator_mmu_10ms: Option<f64>,
+    pub mutator_mmu_100ms: Option<f64>,
     pub total_s: f64,
     pub gc_cpu_s: Option<f64>,
     pub mutator_cpu_s: Option<f64>,
@@ -202,7 +208,7 @@ pub fn measure(
     let cpu0 = metrics::process_cpu();
     let stop = Arc::new(AtomicBool::new(false));
     let by = bystander::spawn(start, stop.clone());
-    let work = workloads::run(workload, &heap, live, work_factor, threads);
+    let work = workloads::run(workload, &heap, live, work_factor, threads, start);
     heap.wait_for_compaction();
     let total = start.elapsed();
     let cpu = metrics::process_cpu() - cpu0;
@@ -289,6 +295,21 @@ pub fn measure(
             r.longest_unit_ms = Some(w.longest_unit_ms);
             r.allocated_mib = Some(w.allocated as f64 / (1 << 20) as f64);
             r.threads = w.threads;
+            let view_mmu = |win: f64| -> Option<f64> {
+                w.views
+                    .iter()
+                    .filter_map(|v| {
+                        let iv: Vec<(f64, f64)> = v
+                            .long_units
+                            .iter()
+                            .map(|&(a, b)| (a - v.from, b - v.from))
+                            .collect();
+                        metrics::mmu(&iv, v.to - v.from, win)
+                    })
+                    .reduce(f64::min)
+            };
+            r.mutator_mmu_10ms = view_mmu(1e-2);
+            r.mutator_mmu_100ms = view_mmu(1e-1);
             r.alloc_stalls = w.alloc_stalls;
             r.alloc_stall_s = w.alloc_stall_s;
             r.status = match w.check {

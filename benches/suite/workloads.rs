@@ -46,6 +46,8 @@ pub struct WorkResult {
     pub allocated: u64,
     /// Mutator threads.
     pub threads: usize,
+    /// Per mutator thread: its work phase and its long units of work.
+    pub views: Vec<MutatorView>,
     /// Allocation stalls (out of memory: waited for a cycle and retried) and their total time.
     pub alloc_stalls: u64,
     pub alloc_stall_s: f64,
@@ -116,6 +118,44 @@ thread_local! {
 /// initial mark, before anything is reclaimed.) Every stall is counted and timed. Nothing is
 /// held across this call by the callers, so waiting here is safe.
 fn alloc(m: &mut Mutator, ty: TypeId, len: usize) -> Result<Value, AllocError> {
+    if *TIME_ALLOCS {
+        let t = Instant::now();
+        let r = alloc_inner(m, ty, len);
+        let d = t.elapsed().as_secs_f64();
+        if d > 1e-3 {
+            SLOW_ALLOCS.with(|s| {
+                let (n, secs, max) = s.get();
+                s.set((n + 1, secs + d, max.max(d)));
+            });
+        }
+        return r;
+    }
+    alloc_inner(m, ty, len)
+}
+
+/// Diagnosis (`FAULTLINE_SUITE_TIME_ALLOCS=1`): time every allocation and report those over
+/// 1 ms (count, total, longest) on stderr. Off by default: two clock reads per allocation
+/// would slow the mutators measurably.
+static TIME_ALLOCS: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+    std::env::var("FAULTLINE_SUITE_TIME_ALLOCS").is_ok_and(|v| v == "1")
+});
+
+thread_local! {
+    static SLOW_ALLOCS: std::cell::Cell<(u64, f64, f64)> = const { std::cell::Cell::new((0, 0.0, 0.0)) };
+}
+
+/// Print this thread's slow allocations (diagnosis mode only).
+pub fn report_slow_allocs(who: &str) {
+    if *TIME_ALLOCS {
+        let (n, secs, max) = SLOW_ALLOCS.with(|s| s.get());
+        eprintln!(
+            "suite diagnosis: {who}: {n} allocations over 1 ms, {secs:.3} s in total, longest {:.1} ms",
+            max * 1e3
+        );
+    }
+}
+
+fn alloc_inner(m: &mut Mutator, ty: TypeId, len: usize) -> Result<Value, AllocError> {
     let mut attempt = 0;
     loop {
         match m.alloc(ty, len) {
@@ -141,24 +181,61 @@ fn stalls() -> (u64, f64) {
 }
 
 /// Times units of work between safepoint polls.
+///
+/// Units longer than [`LONG_UNIT`] are kept as intervals (seconds from the run's start): the
+/// mutator's own view of when it was held up, for a mutator-side MMU. A long unit is counted
+/// whole, its own work included, so that MMU is a lower bound.
 struct Units {
+    start: Instant,
+    first: Instant,
     last: Instant,
     longest: f64,
+    long: Vec<(f64, f64)>,
 }
 
+/// Units of work at least this long are recorded as intervals (no unit of these workloads
+/// does this much work between two polls when nothing holds it up; GCBench's largest tree is
+/// built between two polls and takes ~3 ms of work, so the threshold is above that).
+const LONG_UNIT: f64 = 5e-3;
+
 impl Units {
-    fn new() -> Units {
+    fn new(start: Instant) -> Units {
+        let now = Instant::now();
         Units {
-            last: Instant::now(),
+            start,
+            first: now,
+            last: now,
             longest: 0.0,
+            long: Vec::new(),
         }
     }
     fn poll(&mut self, m: &mut Mutator) {
         m.safepoint();
         let now = Instant::now();
-        self.longest = self.longest.max((now - self.last).as_secs_f64() * 1e3);
+        let d = (now - self.last).as_secs_f64();
+        self.longest = self.longest.max(d * 1e3);
+        if d >= LONG_UNIT {
+            let at = |t: Instant| (t - self.start).as_secs_f64();
+            self.long.push((at(self.last), at(now)));
+        }
         self.last = now;
     }
+    /// The work phase (first, last poll) and its long units, seconds from the run's start.
+    fn view(&self) -> MutatorView {
+        MutatorView {
+            from: (self.first - self.start).as_secs_f64(),
+            to: (self.last - self.start).as_secs_f64(),
+            long_units: self.long.clone(),
+        }
+    }
+}
+
+/// One mutator thread's view of its work phase.
+#[derive(Debug, Clone, Default)]
+pub struct MutatorView {
+    pub from: f64,
+    pub to: f64,
+    pub long_units: Vec<(f64, f64)>,
 }
 
 /// Run `name` on `heap` for a live set of `live` bytes and `work_factor x live` allocated.
@@ -168,15 +245,16 @@ pub fn run(
     live: usize,
     work_factor: f64,
     threads: usize,
+    start: Instant,
 ) -> Result<WorkResult, String> {
     let t = register(heap);
     let budget = (live as f64 * work_factor) as u64;
     let err = |e: AllocError| format!("{name}: allocation failed: {e}");
     match name {
-        "binary-trees" => binary_trees(heap, t, live, budget).map_err(err),
-        "gcbench" => gcbench(heap, t, live, budget).map_err(err),
-        "fragmentation" => fragmentation(heap, t, live, budget).map_err(err),
-        "churn" => churn(heap, t, live, budget, threads),
+        "binary-trees" => binary_trees(heap, t, live, budget, start).map_err(err),
+        "gcbench" => gcbench(heap, t, live, budget, start).map_err(err),
+        "fragmentation" => fragmentation(heap, t, live, budget, start).map_err(err),
+        "churn" => churn(heap, t, live, budget, threads, start),
         other => Err(format!("unknown workload {other}")),
     }
 }
@@ -257,13 +335,19 @@ fn depth_for(bytes: u64) -> u32 {
     d
 }
 
-fn binary_trees(heap: &Heap, t: Types, live: usize, budget: u64) -> Result<WorkResult, AllocError> {
+fn binary_trees(
+    heap: &Heap,
+    t: Types,
+    live: usize,
+    budget: u64,
+    start: Instant,
+) -> Result<WorkResult, AllocError> {
     let mut m = heap.attach();
     let cpu0 = thread_cpu();
     let long_depth = depth_for(live as u64);
     let long_nodes = bottom_up(&mut m, &t, long_depth)?;
     let long = m.root(m.pop().expect("long-lived tree"));
-    let mut units = Units::new();
+    let mut units = Units::new(start);
     let mut allocated = long_nodes * NODE_BYTES;
     let mut check = Ok(());
     let mut d = 4;
@@ -287,9 +371,11 @@ fn binary_trees(heap: &Heap, t: Types, live: usize, budget: u64) -> Result<WorkR
             Err(e) => Err(e),
         };
     }
+    report_slow_allocs(&format!("{:?}", std::thread::current().name()));
     Ok(WorkResult {
         mutator_cpu_s: thread_cpu() - cpu0,
         longest_unit_ms: units.longest,
+        views: vec![units.view()],
         allocated,
         threads: 1,
         alloc_stalls: stalls().0,
@@ -298,7 +384,13 @@ fn binary_trees(heap: &Heap, t: Types, live: usize, budget: u64) -> Result<WorkR
     })
 }
 
-fn gcbench(heap: &Heap, t: Types, live: usize, budget: u64) -> Result<WorkResult, AllocError> {
+fn gcbench(
+    heap: &Heap,
+    t: Types,
+    live: usize,
+    budget: u64,
+    start: Instant,
+) -> Result<WorkResult, AllocError> {
     let mut m = heap.attach();
     let cpu0 = thread_cpu();
     // The long-lived array of doubles: 1/16 of the live size on top of it (large-object
@@ -320,7 +412,7 @@ fn gcbench(heap: &Heap, t: Types, live: usize, budget: u64) -> Result<WorkResult
     let at = m.stack_len() - 1;
     let long_nodes = 1 + top_down(&mut m, &t, at, long_depth - 1)?;
     let long = m.root(m.pop().expect("long-lived tree"));
-    let mut units = Units::new();
+    let mut units = Units::new(start);
     let mut allocated = long_nodes * NODE_BYTES + doubles as u64 * 8;
     let mut check = Ok(());
     let mut d = 4u32;
@@ -371,9 +463,11 @@ fn gcbench(heap: &Heap, t: Types, live: usize, budget: u64) -> Result<WorkResult
             }
         }
     }
+    report_slow_allocs(&format!("{:?}", std::thread::current().name()));
     Ok(WorkResult {
         mutator_cpu_s: thread_cpu() - cpu0,
         longest_unit_ms: units.longest,
+        views: vec![units.view()],
         allocated,
         threads: 1,
         alloc_stalls: stalls().0,
@@ -454,6 +548,7 @@ fn fragmentation(
     t: Types,
     live: usize,
     budget: u64,
+    start: Instant,
 ) -> Result<WorkResult, AllocError> {
     let mut m = heap.attach();
     let cpu0 = thread_cpu();
@@ -468,7 +563,7 @@ fn fragmentation(
         *tag = (gen << 24) | s as u64;
         allocated += frag_alloc(&mut m, &t, &table, &mut rng, s, *tag)? as u64;
     }
-    let mut units = Units::new();
+    let mut units = Units::new(start);
     let mut step = 0u64;
     while allocated < budget {
         gen += 1;
@@ -495,9 +590,11 @@ fn fragmentation(
             break;
         }
     }
+    report_slow_allocs(&format!("{:?}", std::thread::current().name()));
     Ok(WorkResult {
         mutator_cpu_s: thread_cpu() - cpu0,
         longest_unit_ms: units.longest,
+        views: vec![units.view()],
         allocated,
         threads: 1,
         alloc_stalls: stalls().0,
@@ -537,6 +634,7 @@ fn churn(
     live: usize,
     budget: u64,
     threads: usize,
+    start: Instant,
 ) -> Result<WorkResult, String> {
     let per_thread_live = live / threads;
     let per_thread_budget = budget / threads as u64;
@@ -546,7 +644,7 @@ fn churn(
             std::thread::Builder::new()
                 .name(format!("churn-{i}"))
                 .spawn(move || {
-                    churn_thread(&heap, t, i, per_thread_live, per_thread_budget)
+                    churn_thread(&heap, t, i, per_thread_live, per_thread_budget, start)
                         .map_err(|e| format!("churn thread {i}: allocation failed: {e}"))
                 })
                 .expect("spawn a churn thread")
@@ -557,6 +655,7 @@ fn churn(
         longest_unit_ms: 0.0,
         allocated: 0,
         threads,
+        views: Vec::new(),
         alloc_stalls: 0,
         alloc_stall_s: 0.0,
         check: Ok(()),
@@ -569,6 +668,7 @@ fn churn(
         out.longest_unit_ms = out.longest_unit_ms.max(r.longest_unit_ms);
         out.allocated += r.allocated;
         out.alloc_stalls += r.alloc_stalls;
+        out.views.extend(r.views);
         out.alloc_stall_s += r.alloc_stall_s;
         if out.check.is_ok() {
             out.check = r.check;
@@ -583,6 +683,7 @@ fn churn_thread(
     id: usize,
     live: usize,
     budget: u64,
+    start: Instant,
 ) -> Result<WorkResult, AllocError> {
     let mut m = heap.attach();
     let cpu0 = thread_cpu();
@@ -606,7 +707,7 @@ fn churn_thread(
     for s in 0..slots {
         allocated += fill(&mut m, &mut rng, s, &mut expect)?;
     }
-    let mut units = Units::new();
+    let mut units = Units::new(start);
     while allocated < budget {
         let s = rng.below(slots);
         allocated += fill(&mut m, &mut rng, s, &mut expect)?;
@@ -628,9 +729,11 @@ fn churn_thread(
             break;
         }
     }
+    report_slow_allocs(&format!("{:?}", std::thread::current().name()));
     Ok(WorkResult {
         mutator_cpu_s: thread_cpu() - cpu0,
         longest_unit_ms: units.longest,
+        views: vec![units.view()],
         allocated,
         threads: 1,
         alloc_stalls: stalls().0,
