@@ -75,6 +75,8 @@ pub enum HeapError {
 pub(crate) struct SpState {
     pub mutators: Vec<Arc<MutatorShared>>,
     pub gc_active: bool,
+    /// Start and end of every stop of the world (see [`crate::timeline`]).
+    pub timeline: crate::timeline::PauseTimeline,
 }
 
 pub(crate) struct Safepoint {
@@ -310,6 +312,7 @@ impl Heap {
                     lock: Mutex::new(SpState {
                         mutators: Vec::new(),
                         gc_active: false,
+                        timeline: Default::default(),
                     }),
                     cv: Condvar::new(),
                 },
@@ -468,6 +471,12 @@ impl Heap {
         self.inner.cycles.load(Ordering::Relaxed)
     }
 
+    /// Start and end of every stop of the world so far (oldest first; see
+    /// [`crate::timeline`]), and how many intervals were not kept.
+    pub fn pause_timeline(&self) -> (Vec<(std::time::Instant, std::time::Instant)>, u64) {
+        self.inner.sp.lock().timeline.snapshot()
+    }
+
     /// Statistics of every completed cycle.
     pub fn history(&self) -> Vec<CycleStats> {
         self.inner
@@ -560,6 +569,7 @@ impl HeapInner {
             return None;
         }
         g.gc_active = true;
+        g.timeline.begin(std::time::Instant::now());
         self.sp.requested.store(true, Ordering::SeqCst);
         loop {
             let all_stopped = g.mutators.iter().all(|m| {
@@ -579,6 +589,7 @@ impl HeapInner {
     pub(crate) fn resume(&self, mut g: MutexGuard<'_, SpState>) {
         self.sp.requested.store(false, Ordering::SeqCst);
         g.gc_active = false;
+        g.timeline.end(std::time::Instant::now());
         drop(g);
         self.sp.cv.notify_all();
     }

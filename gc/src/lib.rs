@@ -25,6 +25,7 @@ pub mod pagestate;
 pub mod space;
 pub mod stats;
 pub mod stress;
+pub mod timeline;
 pub mod verify;
 
 pub use config::{Barrier, Choreography, ConfigError, FaultMode, GcMode, HeapConfig, Strategy};

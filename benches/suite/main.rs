@@ -1,0 +1,361 @@
+//! Pause-time and throughput suite (issue 7): workloads x live sizes x collector modes, each
+//! run in a fresh child process, with peers' results merged in; a Markdown report and SVG plots.
+//!
+//! ```text
+//! cargo bench -p faultline --bench suite -- --quick          # CI: 4 and 16 MiB, < 2 min
+//! cargo bench -p faultline --bench suite                     # full: 64 MiB and 1 GiB
+//! cargo bench -p faultline --bench suite -- --peers          # also run benches/peers/run.sh
+//! ```
+//!
+//! Options: `--quick` (or `FAULTLINE_BENCH_QUICK=1`), `--peers`, `--workloads a,b`,
+//! `--sizes-mib 64,1024`, `--modes stw,copy/sigbus`, `--out DIR` (default
+//! `<workspace>/target/bench-suite`), `--peers-file FILE` (default
+//! `<workspace>/target/peers/results.json`, written by `benches/peers/run.sh`; read when it
+//! exists). Output: `DIR/report.md`, `DIR/results.json`, `DIR/*.svg`, one JSON per run under
+//! `DIR/runs/`.
+//!
+//! The parent re-executes this binary with `--child ...` for every (workload, size, mode) and
+//! for the bystander baseline, so each run has its own address space, its own peak RSS and no
+//! heap left over from the previous one. Quick mode then checks every row (every mode ran,
+//! pauses > 0, percentiles ordered, MMU in [0, 1], syscall counts present, the workload's own
+//! check passed) and exits non-zero if one fails.
+//!
+//! Invariants: the figures in the report are the children's measurements, never edited; a mode
+//! that could not run is shown as "not available" with the heap's reason; the only timing
+//! facts asserted anywhere are orderings and ranges, never targets.
+
+mod bystander;
+mod metrics;
+mod modes;
+mod plots;
+mod report;
+mod run;
+mod workloads;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use run::RunResult;
+
+const MIB: usize = 1 << 20;
+
+struct Opts {
+    quick: bool,
+    peers: bool,
+    workloads: Vec<String>,
+    sizes: Vec<usize>,
+    modes: Vec<String>,
+    out: PathBuf,
+    peers_file: PathBuf,
+}
+
+fn list_arg(args: &[String], name: &str) -> Option<Vec<String>> {
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).map(|v| {
+        v.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Opts {
+        let quick = args.iter().any(|a| a == "--quick")
+            || std::env::var("FAULTLINE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let sizes = list_arg(args, "--sizes-mib")
+            .map(|v| v.iter().filter_map(|s| s.parse::<usize>().ok()).collect())
+            .unwrap_or_else(|| if quick { vec![4, 16] } else { vec![64, 1024] })
+            .into_iter()
+            .map(|m| m * MIB)
+            .collect();
+        Opts {
+            quick,
+            peers: args.iter().any(|a| a == "--peers"),
+            workloads: list_arg(args, "--workloads")
+                .unwrap_or_else(|| workloads::WORKLOADS.iter().map(|s| s.to_string()).collect()),
+            sizes,
+            modes: list_arg(args, "--modes")
+                .unwrap_or_else(|| modes::all().iter().map(|m| m.label.to_string()).collect()),
+            out: list_arg(args, "--out")
+                .and_then(|v| v.into_iter().next())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace().join("target/bench-suite")),
+            peers_file: list_arg(args, "--peers-file")
+                .and_then(|v| v.into_iter().next())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace().join("target/peers/results.json")),
+        }
+    }
+    /// Bytes allocated per byte of live data.
+    fn work_factor(&self) -> f64 {
+        if self.quick {
+            8.0
+        } else {
+            4.0
+        }
+    }
+    fn threads(&self) -> usize {
+        3
+    }
+    fn baseline_secs(&self) -> f64 {
+        if self.quick {
+            1.0
+        } else {
+            5.0
+        }
+    }
+    fn child_timeout(&self, live: usize) -> Duration {
+        Duration::from_secs(if self.quick {
+            60
+        } else if live >= 512 * MIB {
+            900
+        } else {
+            300
+        })
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        child(&args[i + 1..]);
+        return;
+    }
+    let opts = Opts::parse(&args);
+    std::process::exit(parent(&opts));
+}
+
+/// `--child <out.json> <workload|-> <live bytes> <mode|bystander-alone> <work factor>
+/// <threads> <baseline secs>`
+fn child(a: &[String]) {
+    let get = |i: usize| a.get(i).cloned().unwrap_or_default();
+    let out = PathBuf::from(get(0));
+    let live: usize = get(2).parse().unwrap_or(0);
+    let r = if get(3) == "bystander-alone" {
+        run::bystander_alone((live / MIB) as u64, get(6).parse().unwrap_or(1.0))
+    } else {
+        run::measure(
+            &get(1),
+            live,
+            &get(3),
+            get(4).parse().unwrap_or(4.0),
+            get(5).parse().unwrap_or(3),
+        )
+    };
+    let json = serde_json::to_string(&r).expect("a run record serialises");
+    if let Err(e) = std::fs::write(&out, json) {
+        eprintln!("suite child: writing {}: {e}", out.display());
+        std::process::exit(2);
+    }
+}
+
+/// One child to run.
+struct Job {
+    workload: String,
+    live: usize,
+    mode: String,
+}
+
+fn run_child(opts: &Opts, job: &Job, dir: &Path) -> RunResult {
+    let stem = format!(
+        "{}-{}MiB-{}",
+        job.workload,
+        job.live / MIB,
+        job.mode.replace('/', "_")
+    );
+    let out = dir.join(format!("{stem}.json"));
+    let errf = dir.join(format!("{stem}.stderr"));
+    let _ = std::fs::remove_file(&out);
+    let failed = |status: String| RunResult {
+        workload: job.workload.clone(),
+        live_mib: (job.live / MIB) as u64,
+        mode: job.mode.clone(),
+        status,
+        ..RunResult::default()
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return failed(format!("failed: current_exe: {e}")),
+    };
+    let stderr = std::fs::File::create(&errf)
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null());
+    let mut child = match Command::new(exe)
+        .arg("--child")
+        .arg(&out)
+        .arg(&job.workload)
+        .arg(job.live.to_string())
+        .arg(&job.mode)
+        .arg(opts.work_factor().to_string())
+        .arg(opts.threads().to_string())
+        .arg(opts.baseline_secs().to_string())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return failed(format!("failed: spawning the child: {e}")),
+    };
+    let limit = opts.child_timeout(job.live);
+    let t0 = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Ok(s),
+            Ok(None) if t0.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("failed: timed out after {limit:?}"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => break Err(format!("failed: waiting for the child: {e}")),
+        }
+    };
+    let tail = || {
+        std::fs::read_to_string(&errf)
+            .map(|s| {
+                let lines: Vec<&str> = s.lines().rev().take(3).collect();
+                lines.into_iter().rev().collect::<Vec<_>>().join(" / ")
+            })
+            .unwrap_or_default()
+    };
+    match status {
+        Err(e) => failed(e),
+        Ok(s) if !s.success() => failed(format!("failed: child exited with {s}: {}", tail())),
+        Ok(_) => match std::fs::read_to_string(&out)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<RunResult>(&t).map_err(|e| e.to_string()))
+        {
+            Ok(r) => r,
+            Err(e) => failed(format!("failed: reading the child's record: {e}")),
+        },
+    }
+}
+
+fn parent(opts: &Opts) -> i32 {
+    let started = Instant::now();
+    let runs_dir = opts.out.join("runs");
+    if let Err(e) = std::fs::create_dir_all(&runs_dir) {
+        eprintln!("suite: creating {}: {e}", runs_dir.display());
+        return 2;
+    }
+    if opts.peers {
+        run_peers(opts.quick);
+    }
+    let mut jobs = Vec::new();
+    for &live in &opts.sizes {
+        jobs.push(Job {
+            workload: "-".into(),
+            live,
+            mode: "bystander-alone".into(),
+        });
+        for w in &opts.workloads {
+            for m in &opts.modes {
+                jobs.push(Job {
+                    workload: w.clone(),
+                    live,
+                    mode: m.clone(),
+                });
+            }
+        }
+    }
+    let pb = indicatif::ProgressBar::new(jobs.len() as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .expect("a valid progress template"),
+    );
+    let mut results = Vec::new();
+    for job in &jobs {
+        pb.set_message(format!(
+            "{} @ {} MiB: {}",
+            job.workload,
+            job.live / MIB,
+            job.mode
+        ));
+        let t = Instant::now();
+        let r = run_child(opts, job, &runs_dir);
+        let line = format!(
+            "{:>14} {:>5} MiB {:<22} {:>7.1}s  {}",
+            job.workload,
+            job.live / MIB,
+            job.mode,
+            t.elapsed().as_secs_f64(),
+            r.status
+        );
+        if pb.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            pb.println(line);
+        }
+        results.push(r);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let peers = report::load_peers(&opts.peers_file);
+    // `cargo bench` appends `--bench`; it is not part of the command a reader types.
+    let command = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect::<Vec<_>>()
+        .join(" ");
+    let md = report::markdown(
+        &results,
+        &peers,
+        &opts.sizes,
+        opts.quick,
+        &command,
+        started.elapsed(),
+    );
+    let _ = std::fs::write(opts.out.join("report.md"), &md);
+    let mut all = results.clone();
+    all.extend(peers.rows.iter().cloned());
+    let _ = std::fs::write(
+        opts.out.join("results.json"),
+        serde_json::to_string_pretty(&all).unwrap_or_default(),
+    );
+    let plotted = plots::write_all(&opts.out, &all, &opts.sizes);
+    println!("{md}");
+    eprintln!(
+        "suite: report {} ({} SVG plots), {:.0} s",
+        opts.out.join("report.md").display(),
+        plotted,
+        started.elapsed().as_secs_f64()
+    );
+    let problems = report::sanity(&results, &opts.workloads, &opts.modes, &opts.sizes);
+    if problems.is_empty() {
+        0
+    } else {
+        for p in &problems {
+            eprintln!("suite: FAILED: {p}");
+        }
+        // The report is written either way; the failures are in it and listed above.
+        1
+    }
+}
+
+fn run_peers(quick: bool) {
+    let script = workspace().join("benches/peers/run.sh");
+    if !script.exists() {
+        eprintln!(
+            "suite: --peers: {} does not exist; no peers run",
+            script.display()
+        );
+        return;
+    }
+    let mut c = Command::new("bash");
+    c.arg(&script).current_dir(workspace());
+    if quick {
+        c.arg("--quick");
+    }
+    eprintln!("suite: running {}", script.display());
+    match c.status() {
+        Ok(s) if s.success() => {}
+        Ok(s) => eprintln!("suite: the peers script exited with {s}"),
+        Err(e) => eprintln!("suite: running the peers script: {e}"),
+    }
+}

@@ -1,0 +1,122 @@
+//! The collector modes the suite compares, built in one place (adding a mode is one line).
+//!
+//! Invariant: a mode's label names exactly the configuration [`heap_config`] builds, and a run
+//! whose heap does not run that configuration (a fallback, a refused option) is reported as
+//! "not available" with the heap's own reason, never measured under the wrong label.
+
+use faultline::{Barrier, Choreography, FaultMode, GcMode, HeapConfig, Strategy};
+
+/// One collector configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Mode {
+    pub label: &'static str,
+    pub gc: GcMode,
+    pub strategy: Strategy,
+    pub faults: FaultMode,
+    pub barrier: Barrier,
+    pub choreography: Choreography,
+}
+
+const fn conc(label: &'static str, strategy: Strategy, faults: FaultMode) -> Mode {
+    Mode {
+        label,
+        gc: GcMode::Concurrent,
+        strategy,
+        faults,
+        barrier: Barrier::Satb,
+        choreography: Choreography::Arena,
+    }
+}
+
+/// Every mode, in report order.
+pub fn all() -> Vec<Mode> {
+    vec![
+        Mode {
+            label: "stw",
+            gc: GcMode::StopTheWorld,
+            strategy: Strategy::Auto,
+            faults: FaultMode::Auto,
+            barrier: Barrier::Satb,
+            choreography: Choreography::Arena,
+        },
+        conc("copy/sigbus", Strategy::Copy, FaultMode::Sigbus),
+        conc("copy/thread", Strategy::Copy, FaultMode::Thread),
+        conc("move/sigbus", Strategy::Move, FaultMode::Sigbus),
+        conc("move/thread", Strategy::Move, FaultMode::Thread),
+        conc("minor/sigbus", Strategy::Minor, FaultMode::Sigbus),
+        conc("minor/thread", Strategy::Minor, FaultMode::Thread),
+        Mode {
+            barrier: Barrier::WpAsync,
+            ..conc("move/sigbus/wp_async", Strategy::Move, FaultMode::Sigbus)
+        },
+        Mode {
+            choreography: Choreography::PerCycle,
+            ..conc("move/sigbus/per-cycle", Strategy::Move, FaultMode::Sigbus)
+        },
+    ]
+}
+
+/// Look a mode up by label.
+pub fn by_label(label: &str) -> Option<Mode> {
+    all().into_iter().find(|m| m.label == label)
+}
+
+/// The heap configuration of `mode` for a live set of `live` bytes: a moving space of 4x the
+/// live set and no occupancy trigger below 2x, so cycles run at the live size measured and a
+/// concurrent cycle has 2x the live size of headroom for what mutators allocate meanwhile.
+pub fn heap_config(mode: &Mode, live: usize) -> HeapConfig {
+    let half = (4 * live).max(8 << 20);
+    HeapConfig {
+        mode: mode.gc,
+        strategy: mode.strategy,
+        faults: mode.faults,
+        barrier: mode.barrier,
+        choreography: mode.choreography,
+        min_trigger_bytes: 2 * live,
+        large_object_space_bytes: half,
+        ..HeapConfig::with_heap_size(half)
+    }
+}
+
+/// Check that the heap runs what `mode` asked for (the heap's own `mode_info`).
+pub fn check_running(mode: &Mode, heap: &faultline::Heap) -> Result<String, String> {
+    let mi = heap.mode_info();
+    let reason = mi.fallback_reason.clone().unwrap_or_default();
+    if mi.mode != mode.gc {
+        return Err(format!("fell back to {:?} ({reason})", mi.mode));
+    }
+    if mode.gc == GcMode::Concurrent {
+        let want_s = match mode.strategy {
+            Strategy::Copy => Some("copy"),
+            Strategy::Move => Some("move"),
+            Strategy::Minor => Some("minor"),
+            Strategy::Auto => None,
+        };
+        let want_f = match mode.faults {
+            FaultMode::Sigbus => Some("sigbus"),
+            FaultMode::Thread => Some("thread"),
+            FaultMode::Auto => None,
+        };
+        let want_b = match mode.barrier {
+            Barrier::Satb => "satb",
+            Barrier::WpAsync => "wp_async",
+        };
+        if want_s.is_some() && mi.strategy != want_s {
+            return Err(format!("strategy {:?} ran instead ({reason})", mi.strategy));
+        }
+        if want_f.is_some() && mi.faults != want_f {
+            return Err(format!("faults {:?} ran instead ({reason})", mi.faults));
+        }
+        if mi.barrier != Some(want_b) {
+            return Err(format!("barrier {:?} ran instead ({reason})", mi.barrier));
+        }
+    }
+    Ok(format!(
+        "{:?} strategy={} faults={} barrier={} choreography={:?}",
+        mi.mode,
+        mi.strategy.unwrap_or("-"),
+        mi.faults.unwrap_or("-"),
+        mi.barrier.unwrap_or("-"),
+        heap.config().choreography
+    ))
+}

@@ -1,0 +1,487 @@
+//! The Markdown report, the peers' rows, and the sanity checks of a run.
+//!
+//! Invariants:
+//! - peers' rows get the same statistics as ours, computed here from their raw pauses (MMU only
+//!   when they give pause start times; otherwise "n/a"), and are marked as peers;
+//! - the goals table compares figures of the same run and says "n/a" where a side is missing;
+//!   it states whether each goal is met, it never adjusts a figure to meet one.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::metrics;
+use super::run::RunResult;
+
+#[derive(Deserialize)]
+struct PeerFile {
+    peers: Vec<PeerRow>,
+}
+
+#[derive(Deserialize)]
+struct PeerRow {
+    peer: String,
+    workload: String,
+    live_mib: u64,
+    pauses_ms: Vec<f64>,
+    #[serde(default)]
+    pause_starts_s: Option<Vec<f64>>,
+    total_s: f64,
+    #[serde(default)]
+    gc_cpu_s: Option<f64>,
+    #[serde(default)]
+    peak_rss_kib: Option<u64>,
+    #[serde(default)]
+    note: String,
+}
+
+/// Peers' rows, and what went wrong reading them.
+pub struct Peers {
+    pub rows: Vec<RunResult>,
+    pub note: String,
+}
+
+pub fn load_peers(path: &Path) -> Peers {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(_) => {
+            return Peers {
+                rows: Vec::new(),
+                note: format!("no peers file ({} absent)", path.display()),
+            }
+        }
+    };
+    let file: PeerFile = match serde_json::from_str(&text) {
+        Ok(f) => f,
+        Err(e) => {
+            return Peers {
+                rows: Vec::new(),
+                note: format!("peers file {} unreadable: {e}", path.display()),
+            }
+        }
+    };
+    let rows = file
+        .peers
+        .into_iter()
+        .map(|p| {
+            let iv: Option<Vec<(f64, f64)>> = p.pause_starts_s.as_ref().and_then(|st| {
+                (st.len() == p.pauses_ms.len()).then(|| {
+                    let mut v: Vec<(f64, f64)> = st
+                        .iter()
+                        .zip(&p.pauses_ms)
+                        .map(|(&s, &d)| (s, s + d / 1e3))
+                        .collect();
+                    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    v
+                })
+            });
+            let mmu = |w: f64| iv.as_ref().and_then(|v| metrics::mmu(v, p.total_s, w));
+            RunResult {
+                workload: p.workload,
+                live_mib: p.live_mib,
+                mode: p.peer,
+                status: if p.pauses_ms.is_empty() && p.total_s <= 0.0 {
+                    format!("failed: {}", p.note)
+                } else {
+                    "ok".into()
+                },
+                info: p.note,
+                peer: true,
+                cycles: p.pauses_ms.len() as u64,
+                pause: metrics::percentiles_ms(&p.pauses_ms),
+                mmu_1ms: mmu(1e-3),
+                mmu_10ms: mmu(1e-2),
+                mmu_100ms: mmu(1e-1),
+                mmu_curve: iv
+                    .as_ref()
+                    .map(|v| metrics::mmu_curve(v, p.total_s))
+                    .unwrap_or_default(),
+                timeline_pauses: iv.as_ref().map_or(0, |v| v.len() as u64),
+                pauses_ms: p.pauses_ms,
+                total_s: p.total_s,
+                gc_cpu_s: p.gc_cpu_s,
+                peak_rss_kib: p.peak_rss_kib,
+                ..RunResult::default()
+            }
+        })
+        .collect::<Vec<_>>();
+    Peers {
+        note: format!("{} peer rows from {}", rows.len(), path.display()),
+        rows,
+    }
+}
+
+fn f(x: f64) -> String {
+    if x == 0.0 {
+        "0".into()
+    } else if x.abs() < 0.01 {
+        format!("{x:.4}")
+    } else if x.abs() < 1.0 {
+        format!("{x:.3}")
+    } else if x.abs() < 100.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn opt(x: Option<f64>) -> String {
+    x.map_or("n/a".into(), f)
+}
+
+fn mmu_s(x: Option<f64>) -> String {
+    x.map_or("n/a".into(), |u| format!("{u:.2}"))
+}
+
+fn pct3(p: &Option<metrics::Pct>) -> String {
+    p.map_or("-".into(), |p| {
+        format!("{} / {} / {}", f(p.p50), f(p.p99), f(p.max))
+    })
+}
+
+fn ok(r: &RunResult) -> bool {
+    r.status == "ok"
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() {
+        format!("{:.2}x", a / b)
+    } else {
+        "n/a".into()
+    }
+}
+
+pub fn markdown(
+    results: &[RunResult],
+    peers: &Peers,
+    sizes: &[usize],
+    quick: bool,
+    command: &str,
+    took: Duration,
+) -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(w, "# Faultline pause and throughput suite\n");
+    let _ = writeln!(
+        w,
+        "Command: `cargo bench -p faultline --bench suite -- {command}` ({} run, {:.0} s). Machine: {} CPUs, kernel {}, load average at the end {}. **The machine is shared with other builds: compare ratios within this run, not absolute figures across runs.** Peers: {}.\n",
+        if quick { "quick" } else { "full" },
+        took.as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        peers.note
+    );
+    let _ = writeln!(w, "Every (workload, live size, mode) ran in a fresh child process. Pauses are the collector's own (`CycleStats`: `stw`, or `initial-mark` + `remark+flip`, each including its time to safepoint), over every cycle of the run. MMU is computed from the world-stopped timeline (`Heap::pause_timeline`: stop requested to world released) over the whole run; n/a when the run is shorter than the window. `mutator-view MMU`: over each mutator's work phase (after building), with every unit of work between two safepoint polls that took over 5 ms counted as lost time (work included, so a lower bound; lowest over the mutator threads): it shows waits the world-stopped timeline does not, such as an allocation waiting for the previous cycle to end. `mutator longest` is the mutator's own view: its longest unit of work between two safepoint polls (includes pauses, fault stalls, TLAB refills, waiting for a previous cycle to end before starting the next one, allocation stalls). `alloc stalls`: allocations that found the heap out of memory, after which the workload waited for the running cycle (and, a second time, one more whole cycle) and retried: count and total seconds. Total: workload start to end plus any cycle still running. GC CPU: process CPU minus the mutator threads' and the bystander's own thread CPU (SIGBUS fault handling is on the mutators, so counted as mutator time). RSS: the child's VmHWM. Syscalls: means per cycle of the arena's own counted calls. Peers (marked *peer*) are computed from their raw pause lists.\n");
+    let mut keys: Vec<(String, u64)> = Vec::new();
+    for r in results.iter().chain(peers.rows.iter()) {
+        if r.workload != "-" && !keys.contains(&(r.workload.clone(), r.live_mib)) {
+            keys.push((r.workload.clone(), r.live_mib));
+        }
+    }
+    let _ = writeln!(w, "## Pauses, utilization, time, memory, syscalls\n");
+    for (wl, mib) in &keys {
+        let _ = writeln!(w, "### {wl} @ {mib} MiB live\n");
+        let _ = writeln!(w, "| mode | cycles | pause p50 ms | p99 | p99.9 | max | MMU 1 ms | 10 ms | 100 ms | mutator-view MMU 10 / 100 ms | total s | GC CPU s | peak RSS MiB | faults | stall p99 / max µs | uffd / cycle | mmap-family / cycle | register+unreg. / cycle | madvise / cycle | mutator longest ms | alloc stalls (s) | live after MiB | status |");
+        let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        for r in results
+            .iter()
+            .chain(peers.rows.iter())
+            .filter(|r| &r.workload == wl && r.live_mib == *mib)
+        {
+            let name = if r.peer {
+                format!("*peer* {}", r.mode)
+            } else {
+                r.mode.clone()
+            };
+            if !ok(r) {
+                let _ = writeln!(
+                    w,
+                    "| {name} | | | | | | | | | | | | | | | | | | | | | | {} |",
+                    r.status
+                );
+                continue;
+            }
+            let p = r.pause;
+            let _ = writeln!(
+                w,
+                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.cycles,
+                p.map_or("-".into(), |p| f(p.p50)),
+                p.map_or("-".into(), |p| f(p.p99)),
+                p.map_or("-".into(), |p| f(p.p999)),
+                p.map_or("-".into(), |p| f(p.max)),
+                mmu_s(r.mmu_1ms),
+                mmu_s(r.mmu_10ms),
+                mmu_s(r.mmu_100ms),
+                if r.peer {
+                    "n/a".into()
+                } else {
+                    format!("{} / {}", mmu_s(r.mutator_mmu_10ms), mmu_s(r.mutator_mmu_100ms))
+                },
+                f(r.total_s),
+                opt(r.gc_cpu_s),
+                r.peak_rss_kib.map_or("n/a".into(), |k| format!("{:.0}", k as f64 / 1024.0)),
+                if r.peer { "n/a".into() } else { r.faults.to_string() },
+                if r.peer { "n/a".into() } else { format!("{} / {}", f(r.fault_p99_us), f(r.fault_max_us)) },
+                opt(r.uffd_per_cycle),
+                opt(r.mmap_family_per_cycle),
+                opt(r.register_per_cycle),
+                opt(r.madvise_per_cycle),
+                opt(r.longest_unit_ms),
+                if r.peer {
+                    "n/a".into()
+                } else {
+                    format!("{} ({})", r.alloc_stalls, f(r.alloc_stall_s))
+                },
+                opt(r.measured_live_mib),
+                if r.peer { format!("ok ({})", r.info) } else { "ok".into() },
+            );
+        }
+        let _ = writeln!(w);
+    }
+
+    // Goals.
+    let _ = writeln!(w, "## Goals (measured, per workload)\n");
+    let _ = writeln!(w, "`STW max / conc. max`: the stop-the-world run's longest pause over the longest pause of the worst and of the best concurrent mode (goal >= 50x). `growth`: worst concurrent longest pause at the largest size over the smallest (goal: not growing). `conc. p99 / ZGC p99`: the best concurrent mode's p99 over ZGC's (goal <= 1). `conc. total / STW total`: best concurrent mode (goal <= 1.15). `conc. total / Boehm total` (goal <= 1).\n");
+    let _ = writeln!(w, "| workload | live MiB | STW max ms | conc. max ms: best (mode) / worst (mode) | STW max / conc. max (worst, best) | growth of worst conc. max | conc. p99 / ZGC p99 | best conc. total / STW total | conc. total / Boehm total |");
+    let _ = writeln!(w, "|---|---:|---:|---|---|---:|---:|---:|---:|");
+    let conc = |wl: &str, mib: u64| -> Vec<&RunResult> {
+        results
+            .iter()
+            .filter(|r| {
+                r.workload == wl
+                    && r.live_mib == mib
+                    && ok(r)
+                    && r.mode != "stw"
+                    && r.pause.is_some()
+            })
+            .collect()
+    };
+    let find = |set: &[RunResult], wl: &str, mib: u64, mode: &str| -> Option<RunResult> {
+        set.iter()
+            .find(|r| r.workload == wl && r.live_mib == mib && r.mode == mode && ok(r))
+            .cloned()
+    };
+    let small = sizes.iter().min().map_or(0, |&s| (s >> 20) as u64);
+    let large = sizes.iter().max().map_or(0, |&s| (s >> 20) as u64);
+    for (wl, mib) in &keys {
+        let cs = conc(wl, *mib);
+        if cs.is_empty() {
+            continue;
+        }
+        let maxp = |r: &RunResult| r.pause.map_or(0.0, |p| p.max);
+        let best = cs
+            .iter()
+            .min_by(|a, b| maxp(a).total_cmp(&maxp(b)))
+            .copied();
+        let worst = cs
+            .iter()
+            .max_by(|a, b| maxp(a).total_cmp(&maxp(b)))
+            .copied();
+        let stw = find(results, wl, *mib, "stw");
+        let stw_max = stw.as_ref().and_then(|r| r.pause).map(|p| p.max);
+        let growth = if *mib == large && large != small {
+            let lo = conc(wl, small).iter().map(|r| maxp(r)).fold(0.0, f64::max);
+            worst.map_or("n/a".into(), |wr| ratio(maxp(wr), lo))
+        } else {
+            "-".into()
+        };
+        let zgc = find(&peers.rows, wl, *mib, "java-zgc").and_then(|r| r.pause);
+        let best_p99 = cs
+            .iter()
+            .filter_map(|r| r.pause.map(|p| p.p99))
+            .fold(f64::INFINITY, f64::min);
+        let best_total = cs.iter().map(|r| r.total_s).fold(f64::INFINITY, f64::min);
+        let boehm = find(&peers.rows, wl, *mib, "boehm");
+        let _ = writeln!(
+            w,
+            "| {wl} | {mib} | {} | {} / {} | {} , {} | {growth} | {} | {} | {} |",
+            opt(stw_max),
+            best.map_or("-".into(), |r| format!("{} ({})", f(maxp(r)), r.mode)),
+            worst.map_or("-".into(), |r| format!("{} ({})", f(maxp(r)), r.mode)),
+            match (stw_max, worst) {
+                (Some(s), Some(c)) => ratio(s, maxp(c)),
+                _ => "n/a".into(),
+            },
+            match (stw_max, best) {
+                (Some(s), Some(c)) => ratio(s, maxp(c)),
+                _ => "n/a".into(),
+            },
+            zgc.map_or("n/a (no ZGC row)".into(), |z| ratio(best_p99, z.p99)),
+            stw.as_ref()
+                .map_or("n/a".into(), |s| ratio(best_total, s.total_s)),
+            boehm.map_or("n/a (no Boehm row)".into(), |b| ratio(
+                best_total, b.total_s
+            )),
+        );
+    }
+    let _ = writeln!(w);
+
+    // Bystander.
+    let _ = writeln!(w, "## Kernel citizenship: bystander thread latency\n");
+    let _ = writeln!(w, "A thread of the same process maps, touches and unmaps a 4 KiB page (`map`, takes `mmap_lock` for writing) and first-touches a page of its own region (`touch`), one operation every ~50 µs, while the workload runs. p50 / p99 / max in µs, split into samples that started during a GC cycle and the others; the baseline is the same thread alone in a process with no heap. Ratio: p99 during GC cycles over the baseline's p99 (the mutators also compete for the 2 CPUs, so outside-GC figures show the share that is CPU contention, not GC).\n");
+    for &size in sizes {
+        let mib = (size >> 20) as u64;
+        let base = results
+            .iter()
+            .find(|r| r.mode == "bystander-alone" && r.live_mib == mib && ok(r))
+            .and_then(|r| r.bystander.clone());
+        let _ = writeln!(
+            w,
+            "### {mib} MiB: baseline map {}, touch {}\n",
+            base.as_ref().map_or("n/a".into(), |b| pct3(&b.map_all)),
+            base.as_ref().map_or("n/a".into(), |b| pct3(&b.touch_all))
+        );
+        let _ = writeln!(w, "| workload | mode | map in GC | map outside | map p99 ratio | touch in GC | touch outside | touch p99 ratio |");
+        let _ = writeln!(w, "|---|---|---|---|---:|---|---|---:|");
+        for r in results
+            .iter()
+            .filter(|r| r.live_mib == mib && r.workload != "-" && ok(r))
+        {
+            let Some(b) = &r.bystander else { continue };
+            let rat = |x: &Option<metrics::Pct>, y: Option<&Option<metrics::Pct>>| match (x, y) {
+                (Some(x), Some(Some(y))) => ratio(x.p99, y.p99),
+                _ => "n/a".into(),
+            };
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.workload,
+                r.mode,
+                pct3(&b.map_in_gc),
+                pct3(&b.map_outside),
+                rat(&b.map_in_gc, base.as_ref().map(|b| &b.map_all)),
+                pct3(&b.touch_in_gc),
+                pct3(&b.touch_outside),
+                rat(&b.touch_in_gc, base.as_ref().map(|b| &b.touch_all)),
+            );
+        }
+        let _ = writeln!(w);
+    }
+
+    let bad: Vec<&RunResult> = results.iter().filter(|r| !ok(r)).collect();
+    if !bad.is_empty() {
+        let _ = writeln!(w, "## Runs that did not produce figures\n");
+        for r in bad {
+            let _ = writeln!(
+                w,
+                "- {} @ {} MiB, {}: {}",
+                r.workload, r.live_mib, r.mode, r.status
+            );
+        }
+        let _ = writeln!(w);
+    }
+    let _ = writeln!(w, "Plots: `pauses-<workload>-<MiB>.svg` (pause histogram per mode), `mmu-<workload>-<MiB>.svg` (MMU curves), `bystander-<MiB>.svg` (bystander map p99 per mode, in and outside GC cycles). Raw records: `results.json`, `runs/*.json`.");
+    s
+}
+
+/// Every problem that makes a run unusable: what CI checks in quick mode.
+pub fn sanity(
+    results: &[RunResult],
+    workloads: &[String],
+    modes: &[String],
+    sizes: &[usize],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for &size in sizes {
+        let mib = (size >> 20) as u64;
+        match results
+            .iter()
+            .find(|r| r.mode == "bystander-alone" && r.live_mib == mib)
+        {
+            Some(r) if ok(r) => {}
+            Some(r) => out.push(format!("bystander baseline @ {mib} MiB: {}", r.status)),
+            None => out.push(format!("bystander baseline @ {mib} MiB: no row")),
+        }
+        for wl in workloads {
+            for m in modes {
+                let id = format!("{wl} @ {mib} MiB, {m}");
+                let Some(r) = results
+                    .iter()
+                    .find(|r| &r.workload == wl && r.live_mib == mib && &r.mode == m)
+                else {
+                    out.push(format!("{id}: no row"));
+                    continue;
+                };
+                if !ok(r) {
+                    // The per-cycle baseline may be refused by the heap (not built yet): that
+                    // is reported, not a failure of the run.
+                    if !(m.ends_with("per-cycle") && r.status.starts_with("not available")) {
+                        out.push(format!("{id}: {}", r.status));
+                    }
+                    continue;
+                }
+                out.extend(check_row(r).into_iter().map(|e| format!("{id}: {e}")));
+            }
+        }
+    }
+    out
+}
+
+fn check_row(r: &RunResult) -> Vec<String> {
+    let mut e = Vec::new();
+    if r.cycles == 0 {
+        e.push("no GC cycle ran".into());
+    }
+    match r.pause {
+        None => e.push("no pauses recorded".into()),
+        Some(p) => {
+            if r.pauses_ms.iter().any(|&x| x <= 0.0 || !x.is_finite()) {
+                e.push("a pause <= 0 or not finite".into());
+            }
+            if !(p.p50 > 0.0 && p.p50 <= p.p99 && p.p99 <= p.p999 && p.p999 <= p.max * 1.001) {
+                e.push(format!("percentiles out of order: {p:?}"));
+            }
+        }
+    }
+    if r.timeline_pauses == 0 {
+        e.push("empty world-stopped timeline".into());
+    }
+    for (n, u) in [
+        ("1ms", r.mmu_1ms),
+        ("10ms", r.mmu_10ms),
+        ("100ms", r.mmu_100ms),
+    ] {
+        if let Some(u) = u {
+            if !(0.0..=1.0).contains(&u) {
+                e.push(format!("MMU {n} = {u} outside [0, 1]"));
+            }
+        }
+    }
+    if r.mmu_1ms.is_none() {
+        e.push("MMU at 1 ms missing".into());
+    }
+    if r.mmu_curve.iter().any(|&(_, u)| !(0.0..=1.0).contains(&u)) {
+        e.push("MMU curve outside [0, 1]".into());
+    }
+    if r.total_s.is_nan() || r.total_s <= 0.0 {
+        e.push("total time not positive".into());
+    }
+    if r.gc_cpu_s.is_none_or(|c| !c.is_finite() || c < 0.0) {
+        e.push("GC CPU time missing".into());
+    }
+    if r.peak_rss_kib.is_none_or(|k| k == 0) {
+        e.push("peak RSS missing".into());
+    }
+    if r.uffd_per_cycle.is_none()
+        || r.mmap_family_per_cycle.is_none()
+        || r.register_per_cycle.is_none()
+    {
+        e.push("syscall counts missing".into());
+    }
+    if r.mode != "stw" && r.uffd_per_cycle.is_some_and(|u| u <= 0.0) {
+        e.push("a concurrent mode made no userfaultfd call".into());
+    }
+    match &r.bystander {
+        None => e.push("no bystander figures".into()),
+        Some(b) => {
+            if b.map_all.is_none() || b.touch_all.is_none() {
+                e.push("bystander recorded nothing".into());
+            }
+        }
+    }
+    e
+}

@@ -1,0 +1,324 @@
+//! One measured run, inside a fresh child process: a workload at one live size under one
+//! collector mode (or the bystander alone, the baseline), written as one JSON record.
+//!
+//! What is measured and how:
+//! - pauses: the collector's own `CycleStats::pauses` of every cycle (all triggers), and the
+//!   world-stopped intervals of `Heap::pause_timeline` (start = stop requested, end = world
+//!   released) for MMU; the mutator's own view is its longest unit of work between two
+//!   safepoint polls (`longest_unit_ms`), which also contains fault stalls, TLAB refills and
+//!   waits inside allocation (for a previous cycle to end), and a mutator-side MMU over the
+//!   work phase that counts every unit longer than 5 ms as lost (a lower bound);
+//! - total time: from the first allocation of the workload to its end plus the end of any
+//!   cycle still running (`wait_for_compaction`), so GC work left over is included;
+//! - GC CPU time: process CPU (`getrusage(RUSAGE_SELF)`, exited GC threads included) over the
+//!   run minus the mutator threads' own CPU (`CLOCK_THREAD_CPUTIME_ID`, read by each mutator)
+//!   minus the bystander's, plus the wall time of the pauses that run on a mutator thread
+//!   (`stw` and `initial-mark`: the triggering mutator collects). SIGBUS fault resolution runs
+//!   on the mutator and counts as mutator time; a handler thread's resolution counts as GC;
+//! - peak RSS: `VmHWM` of this child process (fresh per run);
+//! - syscalls per cycle: `CycleStats::calls` (the arena's own counted kernel calls);
+//! - bystander: see `bystander.rs`; its samples are split by whether they started inside a
+//!   GC cycle (`[end - total, end]` of each cycle, end taken in the `on_cycle` hook).
+//!
+//! Invariant: a run reports `status = "ok"` only if the heap ran the requested mode and the
+//! workload's end-of-run check passed; otherwise the status says why.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use faultline::heap::sys::Call;
+use faultline::{CycleStats, Heap};
+use serde::{Deserialize, Serialize};
+
+use super::bystander::{self, Op, Sample};
+use super::metrics::{self, Pct};
+use super::{modes, workloads};
+
+/// Bystander latency split (µs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ByStats {
+    pub map_all: Option<Pct>,
+    pub touch_all: Option<Pct>,
+    pub map_in_gc: Option<Pct>,
+    pub touch_in_gc: Option<Pct>,
+    pub map_outside: Option<Pct>,
+    pub touch_outside: Option<Pct>,
+    pub errors: u64,
+    pub cpu_s: f64,
+}
+
+/// One row of the report (ours, or a peer's).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunResult {
+    pub workload: String,
+    pub live_mib: u64,
+    pub mode: String,
+    /// "ok", or why not.
+    pub status: String,
+    /// What ran (the heap's own mode info), or the peer's note.
+    pub info: String,
+    pub peer: bool,
+    pub cycles: u64,
+    pub triggers: BTreeMap<String, u64>,
+    /// Every pause, ms.
+    pub pauses_ms: Vec<f64>,
+    pub pause_kinds: Vec<String>,
+    pub pause: Option<Pct>,
+    /// Largest pause of each kind, ms.
+    pub pause_max_by_kind: BTreeMap<String, f64>,
+    /// World-stopped intervals on the timeline (count) and MMU at 1, 10, 100 ms.
+    pub timeline_pauses: u64,
+    pub mmu_1ms: Option<f64>,
+    pub mmu_10ms: Option<f64>,
+    pub mmu_100ms: Option<f64>,
+    pub mmu_curve: Vec<(f64, f64)>,
+    /// The mutators' own view: MMU over each mutator's work phase with its units of work
+    /// longer than 5 ms counted as not mutator time (the lowest over the mutator threads).
+    pub mutator_mmu_10ms: Option<f64>,
+    pub mutator_mmu_100ms: Option<f64>,
+    pub total_s: f64,
+    pub gc_cpu_s: Option<f64>,
+    pub mutator_cpu_s: Option<f64>,
+    pub peak_rss_kib: Option<u64>,
+    pub faults: u64,
+    pub fault_p50_us: f64,
+    pub fault_p99_us: f64,
+    pub fault_max_us: f64,
+    /// Per cycle, mean: uffd ioctls, mmap-family calls, REGISTER + UNREGISTER, madvise.
+    pub uffd_per_cycle: Option<f64>,
+    pub mmap_family_per_cycle: Option<f64>,
+    pub register_per_cycle: Option<f64>,
+    pub madvise_per_cycle: Option<f64>,
+    pub longest_unit_ms: Option<f64>,
+    /// Allocation stalls of the mutators (out of memory: waited for a cycle, retried).
+    pub alloc_stalls: u64,
+    pub alloc_stall_s: f64,
+    pub measured_live_mib: Option<f64>,
+    pub allocated_mib: Option<f64>,
+    pub threads: usize,
+    pub bystander: Option<ByStats>,
+}
+
+fn is_uffd(c: Call) -> bool {
+    matches!(
+        c,
+        Call::UffdApi
+            | Call::UffdRegister
+            | Call::UffdUnregister
+            | Call::UffdWake
+            | Call::UffdCopy
+            | Call::UffdZeropage
+            | Call::UffdMove
+            | Call::UffdWriteprotect
+            | Call::UffdContinue
+            | Call::UffdPoison
+    )
+}
+
+fn split_bystander(samples: &[Sample], cycles: &[(f64, f64)], errors: u64, cpu_s: f64) -> ByStats {
+    let in_gc = |s: &Sample| {
+        let t = s.at_ns as f64 * 1e-9;
+        cycles.iter().any(|&(a, b)| t >= a && t <= b)
+    };
+    let pick = |op: Op, f: &dyn Fn(&Sample) -> bool| {
+        metrics::percentiles_ns_as_us(samples.iter().filter(|s| s.op == op && f(s)).map(|s| s.ns))
+    };
+    ByStats {
+        map_all: pick(Op::Map, &|_| true),
+        touch_all: pick(Op::Touch, &|_| true),
+        map_in_gc: pick(Op::Map, &|s| in_gc(s)),
+        touch_in_gc: pick(Op::Touch, &|s| in_gc(s)),
+        map_outside: pick(Op::Map, &|s| !in_gc(s)),
+        touch_outside: pick(Op::Touch, &|s| !in_gc(s)),
+        errors,
+        cpu_s,
+    }
+}
+
+/// The baseline: the bystander alone in this process for `secs`.
+pub fn bystander_alone(live_mib: u64, secs: f64) -> RunResult {
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let h = bystander::spawn(start, stop.clone());
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    let out = h.join().expect("bystander thread");
+    let by = split_bystander(&out.samples, &[], out.errors, out.cpu_s);
+    RunResult {
+        workload: "-".into(),
+        live_mib,
+        mode: "bystander-alone".into(),
+        status: if out.errors == 0 && by.map_all.is_some() {
+            "ok".into()
+        } else {
+            format!("failed: {} bystander errors", out.errors)
+        },
+        info: "no heap in the process".into(),
+        total_s: start.elapsed().as_secs_f64(),
+        peak_rss_kib: metrics::status_kib("VmHWM"),
+        bystander: Some(by),
+        ..RunResult::default()
+    }
+}
+
+/// Run `workload` at `live` bytes under the mode labelled `mode_label`.
+pub fn measure(
+    workload: &str,
+    live: usize,
+    mode_label: &str,
+    work_factor: f64,
+    threads: usize,
+) -> RunResult {
+    let mut r = RunResult {
+        workload: workload.into(),
+        live_mib: (live >> 20) as u64,
+        mode: mode_label.into(),
+        ..RunResult::default()
+    };
+    let Some(mode) = modes::by_label(mode_label) else {
+        r.status = format!("failed: unknown mode {mode_label}");
+        return r;
+    };
+    let ends: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
+    let ends2 = ends.clone();
+    let mut cfg = modes::heap_config(&mode, live);
+    cfg.on_cycle = Some(Arc::new(move |s: &CycleStats| {
+        ends2
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((Instant::now(), s.total));
+    }));
+    let heap = match Heap::new(cfg) {
+        Ok(h) => h,
+        Err(e) => {
+            r.status = format!("not available: {e}");
+            return r;
+        }
+    };
+    match modes::check_running(&mode, &heap) {
+        Ok(info) => r.info = info,
+        Err(e) => {
+            r.status = format!("not available: {e}");
+            return r;
+        }
+    }
+    let start = Instant::now();
+    let cpu0 = metrics::process_cpu();
+    let stop = Arc::new(AtomicBool::new(false));
+    let by = bystander::spawn(start, stop.clone());
+    let work = workloads::run(workload, &heap, live, work_factor, threads, start);
+    heap.wait_for_compaction();
+    let total = start.elapsed();
+    let cpu = metrics::process_cpu() - cpu0;
+    stop.store(true, Ordering::Relaxed);
+    let by = by.join().expect("bystander thread");
+    r.total_s = total.as_secs_f64();
+    let history = heap.history();
+    let (timeline, dropped) = heap.pause_timeline();
+    // Cycle intervals for the bystander split, in seconds from the start.
+    let cycles: Vec<(f64, f64)> = ends
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|&(end, tot)| {
+            let e = end.saturating_duration_since(start).as_secs_f64();
+            (e - tot.as_secs_f64(), e)
+        })
+        .collect();
+    r.bystander = Some(split_bystander(&by.samples, &cycles, by.errors, by.cpu_s));
+    r.cycles = history.len() as u64;
+    for c in &history {
+        *r.triggers.entry(c.trigger.name().to_string()).or_default() += 1;
+        for p in &c.pauses {
+            let ms = p.duration.as_secs_f64() * 1e3;
+            r.pauses_ms.push(ms);
+            r.pause_kinds.push(p.kind.to_string());
+            let e = r.pause_max_by_kind.entry(p.kind.to_string()).or_default();
+            *e = e.max(ms);
+        }
+    }
+    r.pause = metrics::percentiles_ms(&r.pauses_ms);
+    let iv: Vec<(f64, f64)> = timeline
+        .iter()
+        .map(|&(a, b)| {
+            (
+                a.saturating_duration_since(start).as_secs_f64(),
+                b.saturating_duration_since(start).as_secs_f64(),
+            )
+        })
+        .collect();
+    r.timeline_pauses = iv.len() as u64 + dropped;
+    let run = r.total_s;
+    r.mmu_1ms = metrics::mmu(&iv, run, 1e-3);
+    r.mmu_10ms = metrics::mmu(&iv, run, 1e-2);
+    r.mmu_100ms = metrics::mmu(&iv, run, 1e-1);
+    r.mmu_curve = metrics::mmu_curve(&iv, run);
+    r.peak_rss_kib = metrics::status_kib("VmHWM");
+    let f = heap.fault_stats();
+    r.faults = f.count;
+    r.fault_p50_us = f.p50.as_secs_f64() * 1e6;
+    r.fault_p99_us = f.p99.as_secs_f64() * 1e6;
+    r.fault_max_us = f.max.as_secs_f64() * 1e6;
+    if !history.is_empty() {
+        let n = history.len() as f64;
+        let sum = |f: &dyn Fn(&CycleStats) -> u64| history.iter().map(f).sum::<u64>() as f64 / n;
+        r.uffd_per_cycle = Some(sum(&|c| {
+            Call::ALL
+                .iter()
+                .filter(|&&k| is_uffd(k))
+                .map(|&k| c.calls.get(k))
+                .sum()
+        }));
+        r.mmap_family_per_cycle = Some(sum(&|c| c.mmap_family()));
+        r.register_per_cycle = Some(sum(&|c| c.registrations()));
+        r.madvise_per_cycle = Some(sum(&|c| c.calls.get(Call::Madvise)));
+        r.measured_live_mib = history
+            .last()
+            .map(|c| c.heap_after() as f64 / (1 << 20) as f64);
+    }
+    match work {
+        Ok(w) => {
+            // Pauses that run on the mutator thread that triggered them (a whole stop-the-world
+            // cycle, an initial mark) are GC work inside a mutator's CPU time: moved over by
+            // their wall time (the collecting thread is busy for the whole pause).
+            let on_mutator: f64 = history
+                .iter()
+                .flat_map(|c| c.pauses.iter())
+                .filter(|p| p.kind == "stw" || p.kind == "initial-mark")
+                .map(|p| p.duration.as_secs_f64())
+                .sum();
+            let mutator = (w.mutator_cpu_s - on_mutator).max(0.0);
+            r.mutator_cpu_s = Some(mutator);
+            r.gc_cpu_s = Some((cpu - mutator - by.cpu_s).max(0.0));
+            r.longest_unit_ms = Some(w.longest_unit_ms);
+            r.allocated_mib = Some(w.allocated as f64 / (1 << 20) as f64);
+            r.threads = w.threads;
+            let view_mmu = |win: f64| -> Option<f64> {
+                w.views
+                    .iter()
+                    .filter_map(|v| {
+                        let iv: Vec<(f64, f64)> = v
+                            .long_units
+                            .iter()
+                            .map(|&(a, b)| (a - v.from, b - v.from))
+                            .collect();
+                        metrics::mmu(&iv, v.to - v.from, win)
+                    })
+                    .reduce(f64::min)
+            };
+            r.mutator_mmu_10ms = view_mmu(1e-2);
+            r.mutator_mmu_100ms = view_mmu(1e-1);
+            r.alloc_stalls = w.alloc_stalls;
+            r.alloc_stall_s = w.alloc_stall_s;
+            r.status = match w.check {
+                Ok(()) if by.errors == 0 => "ok".into(),
+                Ok(()) => format!("failed: {} bystander errors", by.errors),
+                Err(e) => format!("failed: check: {e}"),
+            };
+        }
+        Err(e) => r.status = format!("failed: {e}"),
+    }
+    r
+}

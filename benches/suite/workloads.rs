@@ -1,0 +1,743 @@
+//! The suite's workloads, written against the public embedding API only.
+//!
+//! - `binary-trees`: a long-lived complete binary tree of ~`live` bytes, then short-lived
+//!   trees of depth 4..=14 built bottom-up and walked, until the allocation budget is spent.
+//! - `gcbench`: GCBench's shape: a long-lived tree plus a long-lived array of doubles (a byte
+//!   array in the large-object space), then trees built top-down and bottom-up at depths
+//!   4, 6, ..., 16.
+//! - `fragmentation`: a table of slots holding a stable live set of mixed-size objects
+//!   (24 B to 2 KiB, a few 12 KiB large ones; byte arrays and small reference arrays that point
+//!   at other slots' byte arrays); every step replaces a random slot (so lifetimes are random,
+//!   geometric) and drops a short-lived temporary.
+//! - `churn`: several mutator threads, each owning a table of short lists (its share of the
+//!   live set); each step builds a fresh list, replaces a random one of its lists with it and
+//!   makes a short-lived garbage list.
+//!
+//! Every workload works until it has allocated `work_factor x live` bytes (the same amount of
+//! work in every mode, so total times compare), polling `safepoint()` after every unit of
+//! work; the longest unit (from one poll to the end of the next) is the mutator's own view of
+//! its longest stall. At the end it checks what it built (node counts, checksums, slot tags)
+//! and reports a mismatch as a failure of the run.
+//!
+//! When the heap runs out of memory, the workload stalls and retries (see [`alloc`]); the
+//! stalls are counted and reported, never hidden.
+//!
+//! Invariants: no `Value` is held across an allocation or a safepoint (anything that must
+//! survive is on the mutator's value stack or in a `Root`); randomness is a fixed-seed
+//! SplitMix64, so every mode runs the same sequence of operations.
+
+use std::time::Instant;
+
+use faultline::{AllocError, Heap, Mutator, Root, TypeId, TypeInfo, Value};
+
+use super::metrics::thread_cpu;
+
+/// The workloads, in report order.
+pub const WORKLOADS: [&str; 4] = ["binary-trees", "gcbench", "fragmentation", "churn"];
+
+/// What a workload measured about its mutators.
+#[derive(Debug, Clone)]
+pub struct WorkResult {
+    /// Sum of the mutator threads' CPU time, seconds.
+    pub mutator_cpu_s: f64,
+    /// Longest unit of work of any mutator, ms (includes pauses and fault stalls).
+    pub longest_unit_ms: f64,
+    /// Bytes the workload allocated.
+    pub allocated: u64,
+    /// Mutator threads.
+    pub threads: usize,
+    /// Per mutator thread: its work phase and its long units of work.
+    pub views: Vec<MutatorView>,
+    /// Allocation stalls (out of memory: waited for a cycle and retried) and their total time.
+    pub alloc_stalls: u64,
+    pub alloc_stall_s: f64,
+    /// The end-of-run check.
+    pub check: Result<(), String>,
+}
+
+/// Registered types.
+#[derive(Clone, Copy)]
+struct Types {
+    node: TypeId,
+    pair: TypeId,
+    refs: TypeId,
+    bytes: TypeId,
+}
+
+fn register(heap: &Heap) -> Types {
+    Types {
+        node: heap
+            .register_type(TypeInfo::fixed("node", 24, &[0, 8]))
+            .expect("node type"),
+        pair: heap
+            .register_type(TypeInfo::fixed("pair", 16, &[0, 8]))
+            .expect("pair type"),
+        refs: heap
+            .register_type(TypeInfo::ref_array("refs"))
+            .expect("ref array type"),
+        bytes: heap
+            .register_type(TypeInfo::byte_array("bytes"))
+            .expect("byte array type"),
+    }
+}
+
+const NODE_BYTES: u64 = 32;
+
+/// SplitMix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (((self.next() >> 32) * n as u64) >> 32) as usize
+    }
+}
+
+fn fix(n: u64) -> Value {
+    Value::immediate(((n as usize) << 3) | 1).expect("a tagged fixnum")
+}
+
+fn unfix(v: Value) -> u64 {
+    (v.bits() >> 3) as u64
+}
+
+thread_local! {
+    /// Allocation stalls of this thread: (count, total seconds).
+    static STALLS: std::cell::Cell<(u64, f64)> = const { std::cell::Cell::new((0, 0.0)) };
+}
+
+/// Allocate, and when the heap is out of memory, stall like a runtime would: wait for the
+/// running cycle to finish and retry, then run one more whole cycle and retry, before giving
+/// up. (A concurrent heap returns from an exhausted allocation's `collect()` after the
+/// initial mark, before anything is reclaimed.) Every stall is counted and timed. Nothing is
+/// held across this call by the callers, so waiting here is safe.
+fn alloc(m: &mut Mutator, ty: TypeId, len: usize) -> Result<Value, AllocError> {
+    if *TIME_ALLOCS {
+        let t = Instant::now();
+        let r = alloc_inner(m, ty, len);
+        let d = t.elapsed().as_secs_f64();
+        if d > 1e-3 {
+            SLOW_ALLOCS.with(|s| {
+                let (n, secs, max) = s.get();
+                s.set((n + 1, secs + d, max.max(d)));
+            });
+        }
+        return r;
+    }
+    alloc_inner(m, ty, len)
+}
+
+/// Diagnosis (`FAULTLINE_SUITE_TIME_ALLOCS=1`): time every allocation and report those over
+/// 1 ms (count, total, longest) on stderr. Off by default: two clock reads per allocation
+/// would slow the mutators measurably.
+static TIME_ALLOCS: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+    std::env::var("FAULTLINE_SUITE_TIME_ALLOCS").is_ok_and(|v| v == "1")
+});
+
+thread_local! {
+    static SLOW_ALLOCS: std::cell::Cell<(u64, f64, f64)> = const { std::cell::Cell::new((0, 0.0, 0.0)) };
+}
+
+/// Print this thread's slow allocations (diagnosis mode only).
+pub fn report_slow_allocs(who: &str) {
+    if *TIME_ALLOCS {
+        let (n, secs, max) = SLOW_ALLOCS.with(|s| s.get());
+        eprintln!(
+            "suite diagnosis: {who}: {n} allocations over 1 ms, {secs:.3} s in total, longest {:.1} ms",
+            max * 1e3
+        );
+    }
+}
+
+fn alloc_inner(m: &mut Mutator, ty: TypeId, len: usize) -> Result<Value, AllocError> {
+    let mut attempt = 0;
+    loop {
+        match m.alloc(ty, len) {
+            Err(AllocError::OutOfMemory { .. }) if attempt < 2 => {
+                let t = Instant::now();
+                if attempt == 1 {
+                    m.collect()?;
+                }
+                m.wait_for_cycle();
+                attempt += 1;
+                STALLS.with(|s| {
+                    let (n, secs) = s.get();
+                    s.set((n + 1, secs + t.elapsed().as_secs_f64()));
+                });
+            }
+            r => return r,
+        }
+    }
+}
+
+fn stalls() -> (u64, f64) {
+    STALLS.with(|s| s.get())
+}
+
+/// Times units of work between safepoint polls.
+///
+/// Units longer than [`LONG_UNIT`] are kept as intervals (seconds from the run's start): the
+/// mutator's own view of when it was held up, for a mutator-side MMU. A long unit is counted
+/// whole, its own work included, so that MMU is a lower bound.
+struct Units {
+    start: Instant,
+    first: Instant,
+    last: Instant,
+    longest: f64,
+    long: Vec<(f64, f64)>,
+}
+
+/// Units of work at least this long are recorded as intervals (no unit of these workloads
+/// does this much work between two polls when nothing holds it up; GCBench's largest tree is
+/// built between two polls and takes ~3 ms of work, so the threshold is above that).
+const LONG_UNIT: f64 = 5e-3;
+
+impl Units {
+    fn new(start: Instant) -> Units {
+        let now = Instant::now();
+        Units {
+            start,
+            first: now,
+            last: now,
+            longest: 0.0,
+            long: Vec::new(),
+        }
+    }
+    fn poll(&mut self, m: &mut Mutator) {
+        m.safepoint();
+        let now = Instant::now();
+        let d = (now - self.last).as_secs_f64();
+        self.longest = self.longest.max(d * 1e3);
+        if d >= LONG_UNIT {
+            let at = |t: Instant| (t - self.start).as_secs_f64();
+            self.long.push((at(self.last), at(now)));
+        }
+        self.last = now;
+    }
+    /// The work phase (first, last poll) and its long units, seconds from the run's start.
+    fn view(&self) -> MutatorView {
+        MutatorView {
+            from: (self.first - self.start).as_secs_f64(),
+            to: (self.last - self.start).as_secs_f64(),
+            long_units: self.long.clone(),
+        }
+    }
+}
+
+/// One mutator thread's view of its work phase.
+#[derive(Debug, Clone, Default)]
+pub struct MutatorView {
+    pub from: f64,
+    pub to: f64,
+    pub long_units: Vec<(f64, f64)>,
+}
+
+/// Run `name` on `heap` for a live set of `live` bytes and `work_factor x live` allocated.
+pub fn run(
+    name: &str,
+    heap: &Heap,
+    live: usize,
+    work_factor: f64,
+    threads: usize,
+    start: Instant,
+) -> Result<WorkResult, String> {
+    let t = register(heap);
+    let budget = (live as f64 * work_factor) as u64;
+    let err = |e: AllocError| format!("{name}: allocation failed: {e}");
+    match name {
+        "binary-trees" => binary_trees(heap, t, live, budget, start).map_err(err),
+        "gcbench" => gcbench(heap, t, live, budget, start).map_err(err),
+        "fragmentation" => fragmentation(heap, t, live, budget, start).map_err(err),
+        "churn" => churn(heap, t, live, budget, threads, start),
+        other => Err(format!("unknown workload {other}")),
+    }
+}
+
+/// Bottom-up: pushes the tree's root on the value stack. Returns the node count.
+fn bottom_up(m: &mut Mutator, t: &Types, d: u32) -> Result<u64, AllocError> {
+    if d == 0 {
+        m.push(Value::NULL);
+        return Ok(0);
+    }
+    let a = bottom_up(m, t, d - 1)?;
+    let b = bottom_up(m, t, d - 1)?;
+    let n = alloc(m, t.node, 0)?;
+    let right = m.pop().expect("right subtree");
+    let left = m.pop().expect("left subtree");
+    let l = m.local(n).expect("fresh node");
+    l.set(0, left);
+    l.set(1, right);
+    l.set_word(2, d as u64);
+    m.push(n);
+    Ok(a + b + 1)
+}
+
+/// Top-down (GCBench's `Populate`): the node at stack index `at` gets two fresh children,
+/// recursively. Returns the nodes allocated.
+fn top_down(m: &mut Mutator, t: &Types, at: usize, d: u32) -> Result<u64, AllocError> {
+    if d == 0 {
+        return Ok(0);
+    }
+    let mut n = 0;
+    for side in 0..2 {
+        let c = alloc(m, t.node, 0)?;
+        m.local(c).expect("fresh node").set_word(2, d as u64 - 1);
+        let parent = m.local(m.stack_get(at)).expect("parent node");
+        parent.set(side, c);
+        m.push(c);
+        let child_at = m.stack_len() - 1;
+        n += 1 + top_down(m, t, child_at, d - 1)?;
+        m.pop();
+    }
+    Ok(n)
+}
+
+/// Count the nodes of the tree on top of the value stack (popping it), on the mutator's value
+/// stack so that the walk can poll the safepoint every 1024 nodes (a long walk would
+/// otherwise hold up every pause's time to safepoint).
+fn count_nodes(m: &mut Mutator, t: &Types) -> Result<u64, String> {
+    let base = m.stack_len() - 1;
+    let mut n = 0u64;
+    let mut bad = false;
+    while m.stack_len() > base {
+        let v = m.pop().expect("walk stack");
+        if let Some(node) = m.local(v) {
+            if node.type_id() != t.node {
+                bad = true;
+                continue;
+            }
+            let (l, r) = (node.get(0), node.get(1));
+            n += 1;
+            m.push(l);
+            m.push(r);
+            if n % 1024 == 0 {
+                m.safepoint();
+            }
+        }
+    }
+    if bad {
+        return Err("a tree holds a non-node object".into());
+    }
+    Ok(n)
+}
+
+fn depth_for(bytes: u64) -> u32 {
+    let mut d = 1;
+    while NODE_BYTES * ((1u64 << (d + 1)) - 1) <= bytes {
+        d += 1;
+    }
+    d
+}
+
+fn binary_trees(
+    heap: &Heap,
+    t: Types,
+    live: usize,
+    budget: u64,
+    start: Instant,
+) -> Result<WorkResult, AllocError> {
+    let mut m = heap.attach();
+    let cpu0 = thread_cpu();
+    let long_depth = depth_for(live as u64);
+    let long_nodes = bottom_up(&mut m, &t, long_depth)?;
+    let long = m.root(m.pop().expect("long-lived tree"));
+    let mut units = Units::new(start);
+    let mut allocated = long_nodes * NODE_BYTES;
+    let mut check = Ok(());
+    let mut d = 4;
+    while allocated < budget {
+        let n = bottom_up(&mut m, &t, d)?;
+        match count_nodes(&mut m, &t) {
+            Ok(c) if c == n => {}
+            Ok(c) => check = Err(format!("a depth-{d} tree has {c} nodes, built {n}")),
+            Err(e) => check = Err(e),
+        }
+        allocated += n * NODE_BYTES;
+        d = if d >= 14 { 4 } else { d + 2 };
+        units.poll(&mut m);
+    }
+    m.push(long.value(&m));
+    let got = count_nodes(&mut m, &t);
+    if check.is_ok() {
+        check = match got {
+            Ok(c) if c == long_nodes => Ok(()),
+            Ok(c) => Err(format!("long-lived tree: {c} nodes, built {long_nodes}")),
+            Err(e) => Err(e),
+        };
+    }
+    report_slow_allocs(&format!("{:?}", std::thread::current().name()));
+    Ok(WorkResult {
+        mutator_cpu_s: thread_cpu() - cpu0,
+        longest_unit_ms: units.longest,
+        views: vec![units.view()],
+        allocated,
+        threads: 1,
+        alloc_stalls: stalls().0,
+        alloc_stall_s: stalls().1,
+        check,
+    })
+}
+
+fn gcbench(
+    heap: &Heap,
+    t: Types,
+    live: usize,
+    budget: u64,
+    start: Instant,
+) -> Result<WorkResult, AllocError> {
+    let mut m = heap.attach();
+    let cpu0 = thread_cpu();
+    // The long-lived array of doubles: 1/16 of the live size on top of it (large-object
+    // space, not moved).
+    let doubles = (live / 16 / 8).max(1024);
+    let arr = alloc(&mut m, t.bytes, doubles * 8)?;
+    {
+        let l = m.local(arr).expect("fresh array");
+        let buf: Vec<u8> = (0..doubles)
+            .flat_map(|i| (1.0 / (i as f64 + 1.0)).to_le_bytes())
+            .collect();
+        l.write_bytes(0, &buf);
+    }
+    let arr = m.root(arr);
+    // The long-lived tree, built top-down as GCBench does.
+    let long_depth = depth_for(live as u64);
+    let r = alloc(&mut m, t.node, 0)?;
+    m.push(r);
+    let at = m.stack_len() - 1;
+    let long_nodes = 1 + top_down(&mut m, &t, at, long_depth - 1)?;
+    let long = m.root(m.pop().expect("long-lived tree"));
+    let mut units = Units::new(start);
+    let mut allocated = long_nodes * NODE_BYTES + doubles as u64 * 8;
+    let mut check = Ok(());
+    let mut d = 4u32;
+    'outer: loop {
+        // GCBench: 2 x size(16) / size(d) trees of depth d, each way.
+        let iters = (2u64 << 16) / (1u64 << d);
+        for _ in 0..iters.max(1) {
+            // Top-down.
+            let r = alloc(&mut m, t.node, 0)?;
+            m.push(r);
+            let at = m.stack_len() - 1;
+            let n = 1 + top_down(&mut m, &t, at, d)?;
+            m.pop();
+            allocated += n * NODE_BYTES;
+            units.poll(&mut m);
+            // Bottom-up, then walked.
+            let n = bottom_up(&mut m, &t, d + 1)?;
+            match count_nodes(&mut m, &t) {
+                Ok(c) if c == n => {}
+                Ok(c) => check = Err(format!("a depth-{d} tree has {c} nodes, built {n}")),
+                Err(e) => check = Err(e),
+            }
+            allocated += n * NODE_BYTES;
+            units.poll(&mut m);
+            if allocated >= budget {
+                break 'outer;
+            }
+        }
+        d = if d >= 16 { 4 } else { d + 2 };
+    }
+    if check.is_ok() {
+        m.push(long.value(&m));
+        let got = count_nodes(&mut m, &t);
+        check = match got {
+            Ok(c) if c == long_nodes => Ok(()),
+            Ok(c) => Err(format!("long-lived tree: {c} nodes, built {long_nodes}")),
+            Err(e) => Err(e),
+        };
+    }
+    if check.is_ok() {
+        let l = arr.get(&m).expect("array root");
+        let mut b = [0u8; 8];
+        for i in (0..doubles).step_by(97) {
+            l.read_bytes(8 * i, &mut b);
+            if b != (1.0 / (i as f64 + 1.0)).to_le_bytes() {
+                check = Err(format!("array of doubles: element {i} changed"));
+                break;
+            }
+        }
+    }
+    report_slow_allocs(&format!("{:?}", std::thread::current().name()));
+    Ok(WorkResult {
+        mutator_cpu_s: thread_cpu() - cpu0,
+        longest_unit_ms: units.longest,
+        views: vec![units.view()],
+        allocated,
+        threads: 1,
+        alloc_stalls: stalls().0,
+        alloc_stall_s: stalls().1,
+        check,
+    })
+}
+
+/// A random object size for the fragmentation workload: log-uniform 24 B .. 2 KiB, and one
+/// in 200 a 12 KiB object (large-object space).
+fn frag_size(rng: &mut Rng) -> usize {
+    if rng.below(200) == 0 {
+        return 12 << 10;
+    }
+    let bits = 3 + rng.below(7); // 8 .. 1024 bytes of payload, times 1..2
+    (1usize << bits) + rng.below(1usize << bits)
+}
+
+/// Average object size of `frag_size` (estimated once, for sizing the table).
+fn frag_avg() -> usize {
+    let mut r = Rng(1);
+    let n = 10_000;
+    (0..n).map(|_| frag_size(&mut r) + 8).sum::<usize>() / n
+}
+
+/// Allocate the object for slot `slot` (generation `gen`): a byte array whose first word is
+/// the tag, or (one in four) a ref array of up to 4 references to other slots' byte arrays
+/// (then the tag is in the last element as a fixnum). Returns the bytes allocated.
+fn frag_alloc(
+    m: &mut Mutator,
+    t: &Types,
+    table: &Root,
+    rng: &mut Rng,
+    slot: usize,
+    tag: u64,
+) -> Result<usize, AllocError> {
+    let size = frag_size(rng);
+    let nslots = table.get(m).expect("table").len();
+    if rng.below(4) == 0 {
+        let k = 1 + rng.below(4);
+        let v = alloc(m, t.refs, k + 1)?;
+        let tab = table.get(m).expect("table");
+        let l = m.local(v).expect("fresh refs");
+        for i in 0..k {
+            let other = tab.get(rng.below(nslots));
+            // Only byte arrays are pointed at, so chains of ref arrays never form.
+            if m.local(other).is_some_and(|o| o.type_id() == t.bytes) {
+                l.set(i, other);
+            }
+        }
+        l.set(k, fix(tag));
+        tab.set(slot, v);
+        Ok(8 * (k + 2))
+    } else {
+        let v = alloc(m, t.bytes, size)?;
+        let l = m.local(v).expect("fresh bytes");
+        l.write_bytes(0, &tag.to_le_bytes());
+        table.get(m).expect("table").set(slot, v);
+        Ok(size + 8)
+    }
+}
+
+fn frag_tag_of(m: &Mutator, t: &Types, v: Value) -> Option<u64> {
+    let l = m.local(v)?;
+    if l.type_id() == t.bytes {
+        let mut b = [0u8; 8];
+        l.read_bytes(0, &mut b);
+        Some(u64::from_le_bytes(b))
+    } else if l.type_id() == t.refs {
+        Some(unfix(l.get(l.len() - 1)))
+    } else {
+        None
+    }
+}
+
+fn fragmentation(
+    heap: &Heap,
+    t: Types,
+    live: usize,
+    budget: u64,
+    start: Instant,
+) -> Result<WorkResult, AllocError> {
+    let mut m = heap.attach();
+    let cpu0 = thread_cpu();
+    let slots = (live / frag_avg()).max(64);
+    let tv = alloc(&mut m, t.refs, slots)?;
+    let table = m.root(tv);
+    let mut rng = Rng(0xf4a9);
+    let mut tags = vec![0u64; slots];
+    let mut allocated = 8 * slots as u64;
+    let mut gen = 1u64;
+    for (s, tag) in tags.iter_mut().enumerate() {
+        *tag = (gen << 24) | s as u64;
+        allocated += frag_alloc(&mut m, &t, &table, &mut rng, s, *tag)? as u64;
+    }
+    let mut units = Units::new(start);
+    let mut step = 0u64;
+    while allocated < budget {
+        gen += 1;
+        let s = rng.below(slots);
+        tags[s] = (gen << 24) | s as u64;
+        allocated += frag_alloc(&mut m, &t, &table, &mut rng, s, tags[s])? as u64;
+        // A short-lived temporary.
+        let sz = frag_size(&mut rng).min(1024);
+        alloc(&mut m, t.bytes, sz)?;
+        allocated += sz as u64 + 8;
+        step += 1;
+        if step % 16 == 0 {
+            units.poll(&mut m);
+        }
+    }
+    let mut check = Ok(());
+    for (s, &want) in tags.iter().enumerate() {
+        if s % 4096 == 0 {
+            m.safepoint();
+        }
+        let got = frag_tag_of(&m, &t, table.get(&m).expect("table").get(s));
+        if got != Some(want) {
+            check = Err(format!("slot {s}: tag {got:?}, expected {want}"));
+            break;
+        }
+    }
+    report_slow_allocs(&format!("{:?}", std::thread::current().name()));
+    Ok(WorkResult {
+        mutator_cpu_s: thread_cpu() - cpu0,
+        longest_unit_ms: units.longest,
+        views: vec![units.view()],
+        allocated,
+        threads: 1,
+        alloc_stalls: stalls().0,
+        alloc_stall_s: stalls().1,
+        check,
+    })
+}
+
+/// Build a list of `len` fixnums `base..base+len` on the value stack top; returns the bytes.
+fn build_list(m: &mut Mutator, t: &Types, base: u64, len: u64) -> Result<u64, AllocError> {
+    m.push(Value::NULL);
+    for i in (0..len).rev() {
+        let p = alloc(m, t.pair, 0)?;
+        let tail = m.pop().expect("tail");
+        let l = m.local(p).expect("fresh pair");
+        l.set(0, fix(base + i));
+        l.set(1, tail);
+        m.push(p);
+    }
+    Ok(len * 24)
+}
+
+fn list_sum(m: &Mutator, v: Value) -> (u64, u64) {
+    let (mut n, mut s) = (0, 0u64);
+    let mut v = v;
+    while let Some(p) = m.local(v) {
+        n += 1;
+        s = s.wrapping_add(unfix(p.get(0)));
+        v = p.get(1);
+    }
+    (n, s)
+}
+
+fn churn(
+    heap: &Heap,
+    t: Types,
+    live: usize,
+    budget: u64,
+    threads: usize,
+    start: Instant,
+) -> Result<WorkResult, String> {
+    let per_thread_live = live / threads;
+    let per_thread_budget = budget / threads as u64;
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let heap = heap.clone();
+            std::thread::Builder::new()
+                .name(format!("churn-{i}"))
+                .spawn(move || {
+                    churn_thread(&heap, t, i, per_thread_live, per_thread_budget, start)
+                        .map_err(|e| format!("churn thread {i}: allocation failed: {e}"))
+                })
+                .expect("spawn a churn thread")
+        })
+        .collect();
+    let mut out = WorkResult {
+        mutator_cpu_s: 0.0,
+        longest_unit_ms: 0.0,
+        allocated: 0,
+        threads,
+        views: Vec::new(),
+        alloc_stalls: 0,
+        alloc_stall_s: 0.0,
+        check: Ok(()),
+    };
+    for h in handles {
+        let r = h
+            .join()
+            .map_err(|_| "a churn thread panicked".to_string())??;
+        out.mutator_cpu_s += r.mutator_cpu_s;
+        out.longest_unit_ms = out.longest_unit_ms.max(r.longest_unit_ms);
+        out.allocated += r.allocated;
+        out.alloc_stalls += r.alloc_stalls;
+        out.views.extend(r.views);
+        out.alloc_stall_s += r.alloc_stall_s;
+        if out.check.is_ok() {
+            out.check = r.check;
+        }
+    }
+    Ok(out)
+}
+
+fn churn_thread(
+    heap: &Heap,
+    t: Types,
+    id: usize,
+    live: usize,
+    budget: u64,
+    start: Instant,
+) -> Result<WorkResult, AllocError> {
+    let mut m = heap.attach();
+    let cpu0 = thread_cpu();
+    // Lists of 4..=28 cells (avg 16 x 24 B), plus the table.
+    let slots = (live / (16 * 24 + 8)).max(16);
+    let tv = alloc(&mut m, t.refs, slots)?;
+    let table = m.root(tv);
+    let mut rng = Rng(0xc4u64 + id as u64);
+    let mut expect = vec![(0u64, 0u64); slots];
+    let mut allocated = 8 * slots as u64;
+    let mut base = 0u64;
+    let mut fill = |m: &mut Mutator, rng: &mut Rng, s: usize, expect: &mut [(u64, u64)]| {
+        let len = 4 + rng.below(25) as u64;
+        let bytes = build_list(m, &t, base, len)?;
+        let v = m.pop().expect("list");
+        table.get(m).expect("table").set(s, v);
+        expect[s] = (len, (base..base + len).fold(0u64, |a, x| a.wrapping_add(x)));
+        base += len;
+        Ok::<u64, AllocError>(bytes)
+    };
+    for s in 0..slots {
+        allocated += fill(&mut m, &mut rng, s, &mut expect)?;
+    }
+    let mut units = Units::new(start);
+    while allocated < budget {
+        let s = rng.below(slots);
+        allocated += fill(&mut m, &mut rng, s, &mut expect)?;
+        // Short-lived garbage.
+        allocated += build_list(&mut m, &t, 0, 8)?;
+        m.pop();
+        units.poll(&mut m);
+    }
+    let mut check = Ok(());
+    for (s, &want) in expect.iter().enumerate() {
+        if s % 1024 == 0 {
+            m.safepoint();
+        }
+        let got = list_sum(&m, table.get(&m).expect("table").get(s));
+        if got != want {
+            check = Err(format!(
+                "thread {id} slot {s}: list {got:?}, expected {want:?}"
+            ));
+            break;
+        }
+    }
+    report_slow_allocs(&format!("{:?}", std::thread::current().name()));
+    Ok(WorkResult {
+        mutator_cpu_s: thread_cpu() - cpu0,
+        longest_unit_ms: units.longest,
+        views: vec![units.view()],
+        allocated,
+        threads: 1,
+        alloc_stalls: stalls().0,
+        alloc_stall_s: stalls().1,
+        check,
+    })
+}

@@ -1,0 +1,74 @@
+//! Unit checks of the benchmark suite's metrics (`benches/suite/metrics.rs`, compiled here
+//! as a module so that `cargo test` runs them): the MMU definition and the percentile order.
+
+#[allow(dead_code)]
+#[path = "../benches/suite/metrics.rs"]
+mod metrics;
+
+use metrics::{mmu, percentiles_ms};
+
+#[test]
+fn mmu_of_one_pause() {
+    // 10 ms pause in a 1 s run.
+    let p = [(0.5, 0.51)];
+    assert_eq!(mmu(&p, 1.0, 0.005), Some(0.0));
+    let u = mmu(&p, 1.0, 0.1).unwrap();
+    assert!((u - 0.9).abs() < 1e-9, "{u}");
+    assert_eq!(mmu(&p, 1.0, 2.0), None);
+    assert_eq!(mmu(&[], 1.0, 0.1), Some(1.0));
+}
+
+#[test]
+fn percentiles_are_ordered() {
+    let xs: Vec<f64> = (1..=1000).map(|i| i as f64 / 10.0).collect();
+    let p = percentiles_ms(&xs).unwrap();
+    assert!(p.p50 <= p.p99 && p.p99 <= p.p999 && p.p999 <= p.max);
+    assert!((p.p50 - 50.0).abs() < 0.1, "{p:?}");
+    assert_eq!(p.max, 100.0);
+    assert!(percentiles_ms(&[]).is_none());
+}
+
+#[test]
+fn mmu_is_the_minimum_over_every_window() {
+    // Two 1 ms pauses 1 ms apart: MMU is not monotonic in the window width.
+    let p = [(0.001, 0.002), (0.003, 0.004)];
+    let at = |w: f64| mmu(&p, 0.010, w).unwrap();
+    assert!((at(0.002) - 0.5).abs() < 1e-9, "{}", at(0.002));
+    assert!((at(0.003) - 1.0 / 3.0).abs() < 1e-9, "{}", at(0.003));
+    // Against a brute force over window starts on a fine grid, for pseudo-random pauses.
+    let mut x = 0x1234_5678u64;
+    let mut rnd = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % 10_000) as f64 / 10_000.0
+    };
+    let mut pauses = Vec::new();
+    let mut t = 0.0;
+    for _ in 0..20 {
+        t += 0.01 + 0.05 * rnd();
+        let d = 0.02 * rnd();
+        pauses.push((t, t + d));
+        t += d;
+    }
+    let run = t + 0.01;
+    for w in [0.001, 0.01, 0.05, 0.2] {
+        let exact = mmu(&pauses, run, w).unwrap();
+        let mut brute: f64 = 1.0;
+        let steps = 20_000;
+        for i in 0..=steps {
+            let a = (run - w) * i as f64 / steps as f64;
+            let stopped: f64 = pauses
+                .iter()
+                .map(|&(s, e): &(f64, f64)| (e.min(a + w) - s.max(a)).max(0.0))
+                .sum();
+            brute = brute.min((w - stopped) / w);
+        }
+        // The exact minimum is never above a sampled one, and the grid gets within its step.
+        assert!(exact <= brute + 1e-9, "w {w}: {exact} > {brute}");
+        assert!(
+            brute - exact < 2.0 * (run / steps as f64) / w + 1e-9,
+            "w {w}: {exact} vs {brute}"
+        );
+    }
+}
