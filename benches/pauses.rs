@@ -2056,8 +2056,8 @@ fn barrier_section(opts: &Opts, rep: &mut Report) {
         cyc.as_secs_f64()
     ));
     rep.line("");
-    rep.line("| setting | what ran | stores/s idle | stores/s marking | stores/s compacting | marking / stw | marking / own idle | marking share of cycle time | cycles | remark+flip p50 / max ms |");
-    rep.line("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    rep.line("| setting | what ran | stores/s idle | stores/s marking | stores/s compacting | marking / stw | marking / own idle | marking share of cycle time | cycles | remark+flip p50 / max ms | wp_async: preclean rounds / last round's written pages / remark's written pages (p50) |");
+    rep.line("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let base = runs
         .first()
         .and_then(|r| r.outcome.as_ref().ok())
@@ -2067,7 +2067,7 @@ fn barrier_section(opts: &Opts, rep: &mut Report) {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("pauses: barrier setting \"{}\": {e}", r.spec.label);
-                rep.line(&format!("| {} | **{e}** | | | | | | | | |", r.spec.label));
+                rep.line(&format!("| {} | **{e}** | | | | | | | | | |", r.spec.label));
                 continue;
             }
         };
@@ -2100,8 +2100,23 @@ fn barrier_section(opts: &Opts, rep: &mut Report) {
                 format!("{} / {}", ms(p.p50), ms(p.max))
             }
         };
+        let wp = if d.cycles.iter().any(|c| c.preclean_rounds > 0) {
+            let p50 = |f: &dyn Fn(&CycleStats) -> usize| {
+                let mut xs: Vec<usize> = d.cycles.iter().map(f).collect();
+                xs.sort_unstable();
+                xs[xs.len() / 2]
+            };
+            format!(
+                "{} / {} / {}",
+                p50(&|c| c.preclean_rounds),
+                p50(&|c| c.preclean_last_dirty),
+                p50(&|c| c.remark_dirty_pages)
+            )
+        } else {
+            "-".into()
+        };
         rep.line(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.spec.label,
             d.info,
             f(d.idle.rate()),
@@ -2111,7 +2126,8 @@ fn barrier_section(opts: &Opts, rep: &mut Report) {
             ratio(d.mark.rate(), d.idle.rate()),
             share,
             d.cycles.len(),
-            remark
+            remark,
+            wp
         ));
     }
     rep.line("");

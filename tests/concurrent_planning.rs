@@ -61,6 +61,12 @@ fn chunks_redone(mode: GcMode, strategy: Strategy, barrier: Barrier) -> (usize, 
          plan in pause {:?}, planned ahead {:?}",
         last.plan_chunks_redone, last.plan, last.plan_ahead
     );
+    if barrier == Barrier::WpAsync {
+        // Barrier-free marking reports its precleaning and the remark's rescan.
+        assert!(last.preclean_rounds >= 1, "{last:?}");
+    } else {
+        assert_eq!((last.preclean_rounds, last.remark_dirty_pages), (0, 0));
+    }
     (last.plan_chunks_redone, chunks)
 }
 

@@ -43,7 +43,11 @@
 //! the pages written since the last precleaning round (precleaning repeats until a round finds
 //! at most 32 written pages, or 8 rounds ran), the active allocation buffers (one per mutator,
 //! scanned because black objects get no barrier) and the large objects allocated since the
-//! last round, plus what only those reach.
+//! last round, plus what only those reach. So its bound is the pages written since the last
+//! precleaning round, not a constant: a mutator that writes pages faster than a round rescans
+//! them keeps precleaning from converging. [`crate::CycleStats`] reports the rounds, the last
+//! round's written pages and the pages the remark rescanned (`preclean_rounds`,
+//! `preclean_last_dirty`, `remark_dirty_pages`).
 //!
 //! Invariants:
 //! - `active` is true exactly between the end of the initial-mark pause and the remark pause;
@@ -399,9 +403,11 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
     // Barrier-free mode: precleaning rescans the pages written since they were protected,
     // until few remain (each round re-protects what it reports).
     let mut preclean_rounds = 0;
+    let mut last_preclean_dirty = 0;
     if let Some(sc) = scanner.as_ref().filter(|_| rescans) {
         loop {
             let dirty = rescan_dirty(&inner, sc, &mut m);
+            last_preclean_dirty = dirty;
             while let Some(o) = m.gray.pop() {
                 m.scan(o);
             }
@@ -460,6 +466,7 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
         mu.tlab_cursor.store(0, Ordering::Relaxed);
         mu.tlab_limit.store(0, Ordering::Relaxed);
     }
+    let mut remark_dirty = 0;
     if let Some(sc) = scanner.as_ref().filter(|_| rescans) {
         // Incremental update: roots are rescanned, and so is every page written since the
         // last preclean round.
@@ -468,7 +475,7 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
         for r in roots {
             m.shade(r);
         }
-        rescan_dirty(&inner, sc, &mut m);
+        remark_dirty = rescan_dirty(&inner, sc, &mut m);
         scan_new_large(&inner, &mut m);
     }
     loop {
@@ -539,8 +546,12 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
     let remark = t0.elapsed();
     let mut outcome = plan_and_compact(&inner, &g, cs, &types, pc);
     match &mut outcome {
-        Ok(CycleOutcome::Flipped(stats, _, _)) => stats.remark = remark,
-        Ok(CycleOutcome::Done(stats)) => stats.remark = remark,
+        Ok(CycleOutcome::Flipped(stats, _, _)) | Ok(CycleOutcome::Done(stats)) => {
+            stats.remark = remark;
+            stats.preclean_rounds = preclean_rounds;
+            stats.preclean_last_dirty = last_preclean_dirty;
+            stats.remark_dirty_pages = remark_dirty;
+        }
         Err(_) => {}
     }
     inner.resume(g);

@@ -92,6 +92,13 @@ pub struct CycleStats {
     /// Concurrent mode: the part of the remark+flip pause spent finishing marking (the rest is
     /// planning and the flip).
     pub remark: Duration,
+    /// Barrier-free (`wp_async`) marking: precleaning rounds run before the remark pause.
+    pub preclean_rounds: usize,
+    /// Barrier-free marking: pages the last precleaning round found written.
+    pub preclean_last_dirty: usize,
+    /// Barrier-free marking: written pages the remark pause rescanned (its bound: pages written
+    /// since the last precleaning round).
+    pub remark_dirty_pages: usize,
     /// Concurrent mode: destination pages filled by mutator faults (the rest by workers).
     pub pages_by_fault: u64,
     /// Move strategy: dense pages updated in place and moved with no copy.
@@ -114,6 +121,9 @@ impl Default for CycleStats {
             plan: Duration::ZERO,
             plan_ahead: Duration::ZERO,
             plan_chunks_redone: 0,
+            preclean_rounds: 0,
+            preclean_last_dirty: 0,
+            remark_dirty_pages: 0,
             compact: Duration::ZERO,
             total: Duration::ZERO,
             moving_before: 0,
@@ -179,7 +189,14 @@ impl CycleStats {
                         p.duration.saturating_sub(self.remark).as_secs_f64() * 1e3,
                         self.plan_ahead.as_secs_f64() * 1e3,
                         self.plan_chunks_redone
-                    )
+                    ) + &if self.preclean_rounds > 0 {
+                        format!(
+                            " [wp_async: {} preclean rounds, last found {} written pages; remark rescanned {}]",
+                            self.preclean_rounds, self.preclean_last_dirty, self.remark_dirty_pages
+                        )
+                    } else {
+                        String::new()
+                    }
                 } else {
                     format!("{} {:.3}ms", p.kind, p.duration.as_secs_f64() * 1e3)
                 }
