@@ -1,13 +1,20 @@
-//! Large objects live in the non-moving large-object space: they keep their address, their
-//! references into the moving space are updated, they die when unreachable (their pages are
-//! released), and the space can be reused.
+//! Large objects without references (and, with `pin_large_ref_objects`, those with) live in
+//! the non-moving large-object space: they keep their address, their references into the
+//! moving space are updated, they die when unreachable (their pages are released), and the
+//! space can be reused. By default a large object with references lives in the moving space
+//! and is compacted (concurrently, page by page) like any other.
 
 mod common;
 use common::*;
 
 #[test]
 fn large_objects_do_not_move_but_their_fields_are_updated() {
-    let heap = heap(8 << 20);
+    // Large objects with references stay in the large-object space only when pinned.
+    let heap = faultline::Heap::new(faultline::HeapConfig {
+        pin_large_ref_objects: true,
+        ..faultline::HeapConfig::with_heap_size(8 << 20)
+    })
+    .unwrap();
     let t = register(&heap);
     let mut m = heap.attach();
     let big = m.alloc(t.vector, 10_000).unwrap(); // 80 KB: above the threshold
@@ -47,4 +54,56 @@ fn large_objects_do_not_move_but_their_fields_are_updated() {
     m.local(again).unwrap().read_bytes(99_990, &mut b);
     assert_eq!(b, [0; 10]);
     m.verify().unwrap();
+}
+
+#[test]
+fn large_reference_arrays_move_with_the_heap_by_default() {
+    for mode in [
+        faultline::GcMode::StopTheWorld,
+        faultline::GcMode::Concurrent,
+    ] {
+        let heap = faultline::Heap::new(faultline::HeapConfig {
+            mode,
+            verify: true,
+            ..faultline::HeapConfig::with_heap_size(16 << 20)
+        })
+        .unwrap();
+        let t = register(&heap);
+        let mut m = heap.attach();
+        // Garbage first, so compaction moves the array down.
+        for _ in 0..20_000 {
+            m.alloc(t.pair, 0).unwrap();
+        }
+        let big = m.alloc(t.vector, 100_000).unwrap(); // 800 KB of references
+        let root = m.root(big);
+        for i in (0..100_000).step_by(7) {
+            list(&mut m, &t, 2);
+            let l = m.pop().unwrap();
+            root.get(&m).unwrap().set(i, l);
+        }
+        let before = root.value(&m);
+        m.collect().unwrap();
+        m.wait_for_cycle();
+        heap.wait_for_compaction();
+        let h = heap.history();
+        let last = h.last().unwrap();
+        assert_eq!(
+            last.large_ref_slots, 0,
+            "{mode:?}: nothing to rewrite in the pause"
+        );
+        assert_eq!(
+            last.large_after, 0,
+            "{mode:?}: not in the large-object space"
+        );
+        assert_ne!(root.value(&m), before, "{mode:?}: the array moved");
+        let big = root.get(&m).unwrap();
+        for i in 0..100_000 {
+            if i % 7 == 0 {
+                assert_eq!(read_list(&m, big.get(i)), vec![0, 1], "{mode:?} slot {i}");
+            } else {
+                assert!(big.get(i).is_null(), "{mode:?} slot {i}");
+            }
+        }
+        m.verify().unwrap();
+    }
 }

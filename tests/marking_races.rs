@@ -55,6 +55,8 @@ impl Gate {
 fn heap(gate: &Arc<Gate>, broken: bool, barrier: Barrier) -> Heap {
     Heap::new(HeapConfig {
         mode: GcMode::Concurrent,
+        // Large vectors in the non-moving space: the scenarios cover its barrier paths too.
+        pin_large_ref_objects: true,
         barrier,
         checkmark: true,
         verify: true,

@@ -699,6 +699,8 @@ pub(crate) fn plan_and_compact(
     // ends (off the pause; they stay allocated until then, so nothing reuses their space).
     let skip_large_refs = cfg.debug_break == Some(crate::stress::Breakage::SkipLargeObjectRefs);
     let mut large_dead = Vec::new();
+    let t_large = Instant::now();
+    let mut large_slots = 0usize;
     {
         let lg = large.lock();
         for (&start, &len) in lg.objects.iter() {
@@ -711,10 +713,13 @@ pub(crate) fn plan_and_compact(
                     let slot = (start + k * WORD) as *mut usize;
                     // SAFETY: a reference slot of a live large object (present, not moving).
                     unsafe { *slot = plan.forward(*slot) };
+                    large_slots += 1;
                 });
             }
         }
     }
+
+    let large_refs_time = t_large.elapsed();
 
     if flip_concurrently {
         // 5'. Flip: make the destination half current with every destination page absent, and
@@ -774,6 +779,8 @@ pub(crate) fn plan_and_compact(
             plan: plan_time,
             plan_ahead,
             plan_chunks_redone: chunks_redone,
+            large_refs: large_refs_time,
+            large_ref_slots: large_slots,
             compact: Duration::ZERO,
             total: flip,
             moving_before,
@@ -874,6 +881,8 @@ pub(crate) fn plan_and_compact(
         mark: mark_time,
         plan: plan_time,
         plan_chunks_redone: chunks_redone,
+        large_refs: large_refs_time,
+        large_ref_slots: large_slots,
         compact: compact_time,
         total,
         moving_before,

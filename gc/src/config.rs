@@ -80,8 +80,16 @@ pub struct HeapConfig {
     pub max_heap_bytes: usize,
     /// Capacity of the non-moving large-object space in bytes.
     pub large_object_space_bytes: usize,
-    /// Objects of at least this many bytes go to the large-object space.
+    /// Objects of at least this many bytes that hold no references (byte arrays) go to the
+    /// non-moving large-object space; so do those that hold references if
+    /// `pin_large_ref_objects` is set.
     pub large_object_threshold: usize,
+    /// Put large objects that hold references in the non-moving large-object space too. Their
+    /// reference fields must then be rewritten inside the flip pause, which makes that pause
+    /// proportional to the reference slots of live large objects (about 10-20 ns a slot). Off
+    /// by default: such objects are bump-allocated in the moving space and compacted
+    /// concurrently, page by page, like every other object.
+    pub pin_large_ref_objects: bool,
     /// Thread-local allocation buffer size.
     pub tlab_bytes: usize,
     /// Fresh memory is made present in batches of this many bytes (one COPY of zeroes).
@@ -166,6 +174,7 @@ impl Default for HeapConfig {
             max_heap_bytes: 256 << 20,
             large_object_space_bytes: 256 << 20,
             large_object_threshold: 8 << 10,
+            pin_large_ref_objects: false,
             tlab_bytes: 32 << 10,
             populate_batch_bytes: 256 << 10,
             growth: 1.0,

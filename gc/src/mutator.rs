@@ -292,6 +292,15 @@ impl Mutator {
         crate::collector::verify_stopped(&self.heap.inner, Some(&self.shared))
     }
 
+    /// Whether objects of type `ty` (a registered type) can hold references.
+    fn holds_refs(&self, ty: TypeId) -> bool {
+        self.types_for(ty).get(ty).is_some_and(|i| match &i.kind {
+            faultline_heap::object::TypeKind::Fixed { ref_offsets, .. } => !ref_offsets.is_empty(),
+            faultline_heap::object::TypeKind::RefArray => true,
+            _ => false,
+        })
+    }
+
     #[inline]
     fn type_size(&mut self, ty: TypeId, len: usize) -> Result<usize, AllocError> {
         let info = match self.types_for(ty).get(ty) {
@@ -348,7 +357,8 @@ impl Mutator {
     #[cold]
     fn alloc_slow(&mut self, ty: TypeId, len: usize, bytes: usize) -> Result<Value, AllocError> {
         self.safepoint();
-        let large = bytes >= self.inner().config.large_object_threshold;
+        let large = bytes >= self.inner().config.large_object_threshold
+            && (self.inner().config.pin_large_ref_objects || !self.holds_refs(ty));
         // Collections tried for this allocation. A stop-the-world collection frees what it can
         // before it returns: one is enough. A concurrent one frees nothing until its flip, and
         // other mutators may take what it freed: up to `CONCURRENT_TRIES` full cycles.
@@ -363,7 +373,12 @@ impl Mutator {
             let inner = &self.heap.inner;
             let over_trigger = inner.moving.used() + inner.large.used()
                 >= inner.trigger_bytes.load(Ordering::Relaxed);
-            if over_trigger && collected == 0 {
+            // Pacing: while a concurrent cycle runs, crossing the occupancy trigger does not
+            // wait for it (the cycle frees memory at its flip and end; waiting would stall this
+            // mutator for the rest of the cycle). It keeps allocating into the headroom; only an
+            // allocation that finds the space exhausted waits (below).
+            let cycle_running = inner.concurrent_now() && inner.compaction.is_busy();
+            if over_trigger && collected == 0 && !cycle_running {
                 self.collect_for(Trigger::Occupancy)?;
                 collected = 1;
                 continue;

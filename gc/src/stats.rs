@@ -92,6 +92,12 @@ pub struct CycleStats {
     /// Concurrent mode: the part of the remark+flip pause spent finishing marking (the rest is
     /// planning and the flip).
     pub remark: Duration,
+    /// Time inside the pause spent updating the reference fields of live large objects (they
+    /// do not move, so their references are rewritten at the flip; proportional to the
+    /// reference slots they hold).
+    pub large_refs: Duration,
+    /// Reference slots of live large objects updated in the pause.
+    pub large_ref_slots: usize,
     /// Barrier-free (`wp_async`) marking: precleaning rounds run before the remark pause.
     pub preclean_rounds: usize,
     /// Barrier-free marking: pages the last precleaning round found written.
@@ -121,6 +127,8 @@ impl Default for CycleStats {
             plan: Duration::ZERO,
             plan_ahead: Duration::ZERO,
             plan_chunks_redone: 0,
+            large_refs: Duration::ZERO,
+            large_ref_slots: 0,
             preclean_rounds: 0,
             preclean_last_dirty: 0,
             remark_dirty_pages: 0,
@@ -182,13 +190,15 @@ impl CycleStats {
             .map(|p| {
                 if p.kind == "remark+flip" {
                     format!(
-                        "{} {:.3}ms (remark {:.3}ms, plan+flip {:.3}ms; planned ahead {:.3}ms, {} chunks redone)",
+                        "{} {:.3}ms (remark {:.3}ms, plan+flip {:.3}ms; planned ahead {:.3}ms, {} chunks redone; large-object refs {:.3}ms for {} slots)",
                         p.kind,
                         p.duration.as_secs_f64() * 1e3,
                         self.remark.as_secs_f64() * 1e3,
                         p.duration.saturating_sub(self.remark).as_secs_f64() * 1e3,
                         self.plan_ahead.as_secs_f64() * 1e3,
-                        self.plan_chunks_redone
+                        self.plan_chunks_redone,
+                        self.large_refs.as_secs_f64() * 1e3,
+                        self.large_ref_slots
                     ) + &if self.preclean_rounds > 0 {
                         format!(
                             " [wp_async: {} preclean rounds, last found {} written pages; remark rescanned {}]",
