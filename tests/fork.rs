@@ -412,3 +412,59 @@ fn fork_from_another_thread_while_cycles_run() {
         assert_eq!(check_tree(&m, root.get(&m), DEPTH, 7), NODES);
     });
 }
+
+/// The child drops its heap (the only handle it has): nothing joins the fault handler thread
+/// that does not exist there, and nothing unregisters the arena, which the inherited
+/// descriptor would do in the *parent*: afterwards the parent's mutator still faults absent
+/// pages in through that registration.
+#[test]
+fn the_child_can_drop_its_heap_and_the_parent_keeps_its_registration() {
+    if !uffd_or_skip("the_child_can_drop_its_heap") {
+        return;
+    }
+    with_deadline(Duration::from_secs(120), "drop in the child", || {
+        for (strategy, faults) in [
+            (Strategy::Copy, FaultMode::Thread),
+            (Strategy::Minor, FaultMode::Thread),
+            (Strategy::Move, FaultMode::Sigbus),
+        ] {
+            let heap = Heap::new(HeapConfig {
+                mode: GcMode::Concurrent,
+                strategy,
+                faults,
+                compaction_delay: Some(Duration::from_millis(100)),
+                ..HeapConfig::with_heap_size(4 << 20)
+            })
+            .unwrap();
+            let t = register(&heap);
+            let mut m = heap.attach();
+            tree(&mut m, &t, DEPTH, 3);
+            m.collect().unwrap();
+            heap.wait_for_compaction();
+            let mut slot = Some((heap, m));
+            let code = fork_and_wait(|| {
+                let (heap, m) = slot.take().unwrap();
+                assert_eq!(check_tree(&m, m.stack_get(0), DEPTH, 3), NODES);
+                drop(m);
+                drop(heap); // the last handle in the child: HeapInner and its arena go
+            });
+            assert_eq!(code, CHILD_OK, "{strategy:?}/{faults:?}");
+            let (heap, mut m) = slot.take().unwrap();
+            let before = heap.fault_stats().count;
+            let old = m.stack_get(0).bits();
+            m.collect().unwrap();
+            while m.stack_get(0).bits() == old {
+                m.safepoint();
+            }
+            // Read right after the flip: pages are absent and fault in through the parent's
+            // (still registered) arena.
+            assert_eq!(check_tree(&m, m.stack_get(0), DEPTH, 3), NODES);
+            assert!(
+                heap.fault_stats().count > before,
+                "{strategy:?}/{faults:?}: no fault"
+            );
+            heap.wait_for_compaction();
+            m.verify().unwrap();
+        }
+    });
+}
