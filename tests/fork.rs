@@ -468,3 +468,60 @@ fn the_child_can_drop_its_heap_and_the_parent_keeps_its_registration() {
         }
     });
 }
+
+/// Two threads, each attached to its own heap whose cycle is parked in marking, fork at the
+/// same moment. The second fork waits for the first; while it waits it must count as native in
+/// its heap, or the first fork (waiting for that heap's cycle, whose remark pause waits for
+/// the second thread) never finishes. Found by the nobody run of `.ci/torture-env`.
+#[test]
+fn two_threads_fork_at_once_while_their_cycles_are_parked() {
+    if !uffd_or_skip("two_threads_fork_at_once") {
+        return;
+    }
+    with_deadline(Duration::from_secs(120), "simultaneous forks", || {
+        for round in 0..stress_scale(3) {
+            let start = Arc::new(std::sync::Barrier::new(2));
+            let threads: Vec<_> = (0..2u64)
+                .map(|i| {
+                    let start = start.clone();
+                    std::thread::spawn(move || {
+                        let gate = Arc::new(Gate::default());
+                        let heap = Heap::new(HeapConfig {
+                            mode: GcMode::Concurrent,
+                            mark_hook: Some(gate.hook()),
+                            ..HeapConfig::with_heap_size(2 << 20)
+                        })
+                        .unwrap();
+                        let t = register(&heap);
+                        let mut m = heap.attach();
+                        tree(&mut m, &t, 8, 10 + i);
+                        gate.arm(if i == 0 {
+                            MarkPoint::Started
+                        } else {
+                            MarkPoint::BeforeRemark
+                        });
+                        m.collect().unwrap();
+                        gate.wait_parked();
+                        let g = gate.clone();
+                        std::thread::spawn(move || {
+                            std::thread::sleep(Duration::from_millis(20));
+                            g.release();
+                        });
+                        start.wait();
+                        let code = fork_and_wait(|| {
+                            assert_eq!(check_tree(&m, m.stack_get(0), 8, 10 + i), 255);
+                            m.collect().unwrap();
+                            m.verify().unwrap();
+                        });
+                        assert_eq!(code, CHILD_OK, "round {round} thread {i}");
+                        heap.wait_for_compaction();
+                        m.verify().unwrap();
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+        }
+    });
+}
