@@ -531,3 +531,97 @@ fn two_threads_fork_at_once_while_their_cycles_are_parked() {
         }
     });
 }
+
+/// After a fork, pages the parent has not written since are shared copy-on-write with the
+/// child, and `UFFDIO_MOVE` refuses them (`EBUSY`). Leaf strings compacted in place (dense
+/// pages: no reference to rewrite, so never written) meet exactly that while the child is
+/// alive: the move strategy must copy those pages instead, and both processes keep intact data.
+#[test]
+fn move_copies_pages_shared_with_a_live_child() {
+    if !uffd_or_skip("move_copies_pages_shared_with_a_live_child") {
+        return;
+    }
+    with_deadline(Duration::from_secs(120), "EBUSY after fork", || {
+        const N: usize = 1500;
+        let heap = Heap::new(HeapConfig {
+            mode: GcMode::Concurrent,
+            strategy: Strategy::Move,
+            verify: true,
+            ..HeapConfig::with_heap_size(8 << 20)
+        })
+        .unwrap();
+        assert_eq!(heap.mode_info().strategy, Some("move"));
+        let t = register(&heap);
+        let mut m = heap.attach();
+        let v = m.alloc(t.vector, N).unwrap();
+        m.push(v);
+        for i in 0..N {
+            let s = m.alloc(t.string, 248).unwrap();
+            m.local(s)
+                .unwrap()
+                .write_bytes(0, &[(i % 251) as u8 + 1; 248]);
+            m.local(m.stack_get(0)).unwrap().set(i, s);
+        }
+        let check = |m: &Mutator| {
+            let v = m.local(m.stack_get(0)).unwrap();
+            for i in 0..N {
+                let s = m.local(v.get(i)).unwrap();
+                assert_eq!(s.to_bytes(), vec![(i % 251) as u8 + 1; 248], "string {i}");
+            }
+        };
+        m.collect().unwrap();
+        heap.wait_for_compaction();
+        check(&m);
+        // Control: the same compaction with no child around moves every page.
+        m.collect().unwrap();
+        heap.wait_for_compaction();
+        let control = heap.history().last().cloned().unwrap();
+        assert!(control.pages_in_place + control.pages_staged > 40);
+        let mut fds = [0; 2];
+        // SAFETY: a pipe for the child to wait on.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child only reads the heap, waits on the pipe and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut b = 0u8;
+                // SAFETY: reading one byte from our pipe; blocks until the parent is done.
+                unsafe { libc::read(fds[0], (&raw mut b).cast(), 1) };
+                check(&m);
+                m.collect().unwrap();
+                check(&m);
+                m.verify().unwrap();
+            }))
+            .is_ok();
+            // SAFETY: end the child at once.
+            unsafe { libc::_exit(if ok { CHILD_OK } else { CHILD_PANICKED }) };
+        }
+        // The child is alive and shares every page with us: compact now.
+        m.collect().unwrap();
+        heap.wait_for_compaction();
+        check(&m);
+        m.verify().unwrap();
+        let last = heap.history().last().cloned().unwrap();
+        // SAFETY: let the child go on, then reap it.
+        let status = unsafe {
+            libc::write(fds[1], [1u8].as_ptr().cast(), 1);
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+            status
+        };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == CHILD_OK);
+        eprintln!(
+            "no child: in place {}, staged {}, copied {}; child alive: in place {}, staged {}, copied {}",
+            control.pages_in_place, control.pages_staged, control.pages_copied,
+            last.pages_in_place, last.pages_staged, last.pages_copied
+        );
+        // The string pages (about 90) are refused and copied instead.
+        assert!(
+            last.pages_copied >= control.pages_copied + 40,
+            "too few pages met EBUSY: copied {} (control {})",
+            last.pages_copied,
+            control.pages_copied
+        );
+    });
+}
