@@ -284,25 +284,30 @@ fn handlers(after: bool) {
     list(&mut m, &t, 1000);
     m.collect().unwrap();
     heap.wait_for_compaction();
-    let old_tree = m.stack_get(0).bits();
     let (sigbus0, _) = faultline::heap::fault::sigbus::counts();
     let foreign0 = FOREIGN.load(Ordering::SeqCst);
     // A cycle; wait for its flip, then read everything while the workers are held back: the
-    // reads fault on absent pages and the heap resolves them.
-    m.collect().unwrap();
-    let t0 = Instant::now();
-    while m.stack_get(0).bits() == old_tree {
-        assert!(t0.elapsed() < Duration::from_secs(20), "no flip");
-        m.safepoint();
+    // reads fault on absent pages and the heap resolves them. On a loaded machine the window
+    // can close before the reads start: then try another cycle (bounded).
+    let mut resolved = 0;
+    for _attempt in 0..5 {
+        let before = m.stack_get(0).bits();
+        m.collect().unwrap();
+        let t0 = Instant::now();
+        while m.stack_get(0).bits() == before {
+            assert!(t0.elapsed() < Duration::from_secs(20), "no flip");
+            m.safepoint();
+        }
+        let faults0 = heap.fault_stats().count;
+        assert_eq!(check_tree(&m, m.stack_get(0), 12, 1), 4095);
+        assert_eq!(read_list(&m, m.stack_get(1)), (0..1000).collect::<Vec<_>>());
+        resolved = heap.fault_stats().count - faults0;
+        if resolved > 0 {
+            break;
+        }
+        heap.wait_for_compaction();
     }
-    let faults0 = heap.fault_stats().count;
-    assert_eq!(check_tree(&m, m.stack_get(0), 12, 1), 4095);
-    assert_eq!(read_list(&m, m.stack_get(1)), (0..1000).collect::<Vec<_>>());
-    let resolved = heap.fault_stats().count - faults0;
-    assert!(
-        resolved > 0,
-        "the reads took no fault: the window closed too early"
-    );
+    assert!(resolved > 0, "the reads never took a fault in 5 cycles");
     // The runtime's own faults reach the runtime (through Faultline's chain, or first).
     assert_eq!(read_byte(GUARD_PAGE.load(Ordering::SeqCst)), 0);
     assert_eq!(OWN_SEGV.load(Ordering::SeqCst), 1);

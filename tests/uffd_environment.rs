@@ -54,7 +54,8 @@ fn exercise() -> Heap {
     drive(&mut m, &mut sh, 40, u64::MAX);
     heap.wait_for_compaction();
     assert!(heap.cycles() >= 40);
-    assert!(sh.checks >= 40);
+    // One check per cycle change this mutator observes (several cycles can pass in one step).
+    assert!(sh.checks >= 10, "{} checks", sh.checks);
     m.verify().unwrap();
     assert_eq!(
         heap.arena_stats().calls_total.get(Call::OpenDevUserfaultfd),

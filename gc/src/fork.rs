@@ -7,13 +7,15 @@
 //! Faultline therefore makes fork a quiescent point, with three `pthread_atfork` handlers
 //! (installed once, when the first heap is created) over a registry of live heaps:
 //!
-//! 1. *prepare* (forking thread, before the fork), for every live heap: wait until no cycle is
-//!    in progress (marking, remark, flip and compaction all finish: every destination page is
-//!    mapped), as a native mutator if the forking thread is attached, so the cycle's pauses do
-//!    not wait for it; then stop the world and keep it stopped (`gc_active` stays set, the
+//! 1. *prepare* (forking thread, before the fork): turn native in every heap the thread is
+//!    attached to (so no pause waits for it from here on); wait for any other thread's fork to
+//!    finish; then for every live heap: wait until no cycle is in progress (marking, remark,
+//!    flip and compaction all finish: every destination page is mapped), stop the world and
+//!    keep it stopped (`gc_active` stays set, the
 //!    safepoint lock is released), so no new cycle phase can start and every other mutator is
 //!    parked at a safepoint or in native code while the address space is copied;
-//! 2. *parent*: restart the world of every heap; nothing else changes;
+//! 2. *parent*: restart the world of every heap and leave native state (waiting, like any
+//!    mutator leaving native code, if a pause began meanwhile); nothing else changes;
 //! 3. *child*: the arena detects that it is in a forked child (the fork generation, see
 //!    `faultline_heap::fork`) and from then on never touches the userfaultfd; a memfd arena
 //!    is replaced by a private copy; the heap runs every later cycle stop-the-world on plain
@@ -42,14 +44,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
 
 use crate::heap::HeapInner;
-use crate::mutator::{attached_here, NATIVE};
+use crate::mutator::{attached_here, MutatorShared, NATIVE};
 
 /// The fallback reason a heap reports in a forked child.
 pub const FORKED_REASON: &str =
     "forked child: the userfaultfd belongs to the parent process; collections run stop-the-world on plain memory";
 
 static REGISTRY: Mutex<Vec<Weak<HeapInner>>> = Mutex::new(Vec::new());
-static HELD: Mutex<Vec<Arc<HeapInner>>> = Mutex::new(Vec::new());
+static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
+
+/// A heap stopped by *prepare*, and the forking thread's mutator of it (if attached) with the
+/// state it had before it turned native for the fork.
+struct Held {
+    heap: Arc<HeapInner>,
+    me: Option<(Arc<MutatorShared>, u8)>,
+}
 /// Set from *prepare* to *parent*/*child*: two threads forking at once would otherwise each
 /// stop some heaps and wait for the others'. An atomic, not a lock, so a child never inherits
 /// it held.
@@ -77,32 +86,12 @@ pub(crate) fn register(inner: &Arc<HeapInner>) {
     reg.push(Arc::downgrade(inner));
 }
 
-/// Make `inner` quiescent: no cycle in progress, the world stopped by this thread.
-fn quiesce(inner: &HeapInner) {
-    let me = attached_here(inner);
+/// Make `inner` quiescent: no cycle in progress, the world stopped by this thread. The calling
+/// thread's own mutator (if any) is already native.
+fn quiesce(inner: &HeapInner, me: Option<&Arc<MutatorShared>>) {
     loop {
-        if inner.compaction.is_busy() {
-            // Wait as a native mutator (restoring the state we had: the fork may be issued
-            // from inside a native section) so the running cycle's pauses can proceed.
-            match &me {
-                None => inner.compaction.wait_idle(),
-                Some(me) => {
-                    let was = {
-                        let _g = inner.sp.lock();
-                        let was = me.state.swap(NATIVE, Ordering::SeqCst);
-                        inner.sp.cv.notify_all();
-                        was
-                    };
-                    inner.compaction.wait_idle();
-                    let mut g = inner.sp.lock();
-                    while g.gc_active {
-                        g = inner.sp.wait(g);
-                    }
-                    me.state.store(was, Ordering::SeqCst);
-                }
-            }
-        }
-        let Some(g) = inner.stop_the_world(me.as_ref()) else {
+        inner.compaction.wait_idle();
+        let Some(g) = inner.stop_the_world(me) else {
             continue; // Someone else stopped the world; try again when they are done.
         };
         if inner.compaction.is_busy() {
@@ -118,51 +107,75 @@ fn quiesce(inner: &HeapInner) {
 }
 
 extern "C" fn prepare() {
-    while FORKING
-        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
     let heaps: Vec<Arc<HeapInner>> = REGISTRY
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .iter()
         .filter_map(Weak::upgrade)
         .collect();
-    for h in &heaps {
-        quiesce(h);
+    // First turn native in every heap this thread is attached to: from here on it may wait
+    // (for another fork, for a cycle), and no pause of those heaps may wait for it meanwhile.
+    let held: Vec<Held> = heaps
+        .into_iter()
+        .map(|heap| {
+            let me = attached_here(&heap).map(|m| {
+                let _g = heap.sp.lock();
+                let was = m.state.swap(NATIVE, Ordering::SeqCst);
+                heap.sp.cv.notify_all();
+                (m, was)
+            });
+            Held { heap, me }
+        })
+        .collect();
+    while FORKING
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    *HELD.lock().unwrap_or_else(PoisonError::into_inner) = heaps;
+    for h in &held {
+        quiesce(&h.heap, h.me.as_ref().map(|m| &m.0));
+    }
+    *HELD.lock().unwrap_or_else(PoisonError::into_inner) = held;
 }
 
-fn release_all() -> Vec<Arc<HeapInner>> {
-    let heaps = std::mem::take(&mut *HELD.lock().unwrap_or_else(PoisonError::into_inner));
-    for h in &heaps {
-        let g = h.sp.lock();
-        h.resume(g);
+/// Restart every held heap's world, then leave native state as a mutator does (waiting for a
+/// pause that may have started in between).
+fn release_all(child: bool) {
+    let held = std::mem::take(&mut *HELD.lock().unwrap_or_else(PoisonError::into_inner));
+    for h in &held {
+        if child {
+            // The arena already knows it is forked (its generation changed in the heap layer's
+            // child handler); a memfd arena still shares its pages with the parent until
+            // detached.
+            if let Err(e) = h.heap.arena.detach_after_fork() {
+                // Continuing would write into the parent's heap.
+                eprintln!(
+                    "faultline: forked child cannot detach a memfd arena from the parent: {e}"
+                );
+                std::process::abort();
+            }
+        }
+        let g = h.heap.sp.lock();
+        h.heap.resume(g);
     }
-    heaps
+    for h in &held {
+        if let Some((m, was)) = &h.me {
+            let mut g = h.heap.sp.lock();
+            while g.gc_active {
+                g = h.heap.sp.wait(g);
+            }
+            m.state.store(*was, Ordering::SeqCst);
+        }
+    }
+    drop(held);
+    FORKING.store(false, Ordering::Release);
 }
 
 extern "C" fn parent() {
-    drop(release_all());
-    FORKING.store(false, Ordering::Release);
+    release_all(false);
 }
 
 extern "C" fn child() {
-    let heaps = std::mem::take(&mut *HELD.lock().unwrap_or_else(PoisonError::into_inner));
-    for h in &heaps {
-        // The arena already knows it is forked (its generation changed in the heap layer's
-        // child handler); a memfd arena still shares its pages with the parent until detached.
-        if let Err(e) = h.arena.detach_after_fork() {
-            // Continuing would write into the parent's heap.
-            eprintln!("faultline: forked child cannot detach a memfd arena from the parent: {e}");
-            std::process::abort();
-        }
-        let g = h.sp.lock();
-        h.resume(g);
-    }
-    drop(heaps);
-    FORKING.store(false, Ordering::Release);
+    release_all(true);
 }
