@@ -11,12 +11,20 @@ use std::sync::Arc;
 fn four_mutators_across_collections() {
     let heap = heap(8 << 20);
     let t = Arc::new(register(&heap));
+    // Every round starts with all four threads attached (waiting in a native section, which
+    // does not hold collections up), so collections really run with several mutators whatever
+    // the scheduler does.
+    let start = Arc::new(std::sync::Barrier::new(4));
     std::thread::scope(|s| {
         for id in 0..4i64 {
-            let (heap, t) = (heap.clone(), t.clone());
+            let (heap, t, start) = (heap.clone(), t.clone(), start.clone());
             s.spawn(move || {
                 for round in 0..5 {
                     let mut m = heap.attach();
+                    let b = start.clone();
+                    m.native(move || {
+                        b.wait();
+                    });
                     list(&mut m, &t, 50 + id);
                     let keep = m.root(m.pop().unwrap());
                     for i in 0..20_000 {
