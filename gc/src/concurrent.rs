@@ -514,7 +514,15 @@ impl Compaction {
     fn move_run(&self, inner: &HeapInner, pd: &PlanData, k: usize, n: usize) -> usize {
         let mut stage = [0u32; WORKER_BATCH];
         let mut got = 0;
-        if n > 1 {
+        // A dense page (one fully live old page at the same offset, read by nobody else) is
+        // moved with no copy at all by the page-by-page path: keep that for runs that have one.
+        // SAFETY: called only while active.
+        let plan = unsafe { pd.plan() };
+        let has_dense = (0..n).any(|i| {
+            self.dense_source(pd, &plan, k + i)
+                .is_some_and(|j| self.readers[j as usize].load(Ordering::Acquire) == 1)
+        });
+        if n > 1 && !has_dense {
             while got < n {
                 match self.free.pop() {
                     Some(s) => {
@@ -529,8 +537,6 @@ impl Compaction {
         let contiguous = n > 1 && got == n && stage[..n].windows(2).all(|w| w[1] == w[0] + 1);
         let mut mapped = 0;
         if contiguous {
-            // SAFETY: active.
-            let plan = unsafe { pd.plan() };
             let first = pd.src + stage[0] as usize * PAGE_SIZE;
             for i in 0..n {
                 // SAFETY: staging pages `stage[0] + i` are present old-half pages that no
