@@ -1,6 +1,7 @@
 //! Parsing what a HotSpot (JDK 17) run of `Workloads.java` leaves behind: the unified-logging
-//! safepoint log, ZGC allocation stalls from the GC log, and the program's own stdout (clock
-//! readings, checksum, peak RSS, per-thread CPU ticks).
+//! safepoint log, ZGC allocation and relocation stalls from the GC log, and the program's own
+//! stdout (clock readings, checksum, peak RSS, per-thread CPU time); [`build_record`] turns
+//! them into one results.json record.
 //!
 //! The logs must be written with the `timenanos` decoration first
 //! (`-Xlog:safepoint:file=sp.log:timenanos,uptimenanos`): `timenanos` is `os::javaTimeNanos`,
@@ -12,7 +13,9 @@
 //!   reach the safepoint + cleanup + at safepoint; all of it with Java threads stopped);
 //! - only safepoints that *end* after `start_ns` and *start* before `end_ns` are kept, and their
 //!   start times are reported relative to `start_ns`;
-//! - lines that do not parse are counted, never silently turned into zeros.
+//! - lines that do not parse are counted, never silently turned into zeros (a safepoint line
+//!   that does not parse makes [`build_record`] fail);
+//! - stalls are per thread and never enter the pauses.
 
 use crate::record::PeerRecord;
 use crate::spec::{self, Workload};
