@@ -2,7 +2,8 @@
 //! multi-threaded shadow-model stress with verification, with a watchdog: if no mutator makes
 //! progress for `FAULTLINE_WATCHDOG_SECS` (default 60) the process aborts with a diagnostic, so
 //! a hang fails CI instead of hanging it. Short by default (400 cycles, one seed); under
-//! `FAULTLINE_STRESS=long` 8,000 cycles for each of four seeds. `FAULTLINE_TORTURE_SEED` replaces the seed list with one seed.
+//! `FAULTLINE_STRESS=long` 8,000 cycles for each of four seeds. `FAULTLINE_TORTURE_SEED`
+//! replaces the seed list with one seed.
 //!
 //! Only errors with a documented recovery are injected (transient EAGAIN/ENOMEM/EINTR, lost
 //! races EEXIST, MOVE's EBUSY/ENOENT fallbacks, failed releases and poisoning); the persistent
