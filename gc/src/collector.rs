@@ -761,10 +761,13 @@ pub(crate) fn plan_and_compact(
             plan.fill_page(p + i, &mut cs.buf[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
         }
         // SAFETY: `buf` holds `n` filled pages.
-        unsafe {
+        let r = unsafe {
             inner
                 .arena
-                .resolve_copy(to_offset + p * PAGE_SIZE, cs.buf.as_ptr(), n * PAGE_SIZE)?;
+                .resolve_copy(to_offset + p * PAGE_SIZE, cs.buf.as_ptr(), n * PAGE_SIZE)
+        };
+        if let Err(e) = r {
+            crate::stress::fatal_after_flip("stop-the-world compaction", &e);
         }
         p += n;
     }

@@ -166,6 +166,14 @@ pub(crate) fn release_old_half(inner: &HeapInner, offset: usize, len: usize) {
     }
 }
 
+/// A kernel error after references already point into the new half (a destination page
+/// that cannot be mapped even after the arena's retries): the heap cannot continue, and
+/// returning the error would leave every reference dangling. End the process loudly.
+pub(crate) fn fatal_after_flip(what: &str, e: &ArenaError) -> ! {
+    eprintln!("faultline: {what} failed after references were updated: {e}; aborting");
+    std::process::abort()
+}
+
 /// Before a flip into the half at `to_offset`: release again whatever the last cycle left
 /// present or poisoned there. With the world stopped, before any reference changes.
 pub(crate) fn prepare_destination(
