@@ -11,7 +11,7 @@
 
 mod common;
 use common::shadow::{self, Shadow};
-use common::torture::{long, secs_from_env, Record, Watchdog};
+use common::torture::{child_scenario, long, run_child, secs_from_env, Record, Watchdog};
 use faultline::heap::inject::{FaultInjector, Rule, Trigger};
 use faultline::heap::sys::{Call, Errno, Sys};
 use faultline::heap::PAGE_SIZE;
@@ -175,5 +175,25 @@ fn random_errors_wp_async() {
         FaultMode::Sigbus,
         Barrier::WpAsync,
         true,
+    );
+}
+
+#[test]
+fn the_watchdog_turns_a_hang_into_a_failure() {
+    if child_scenario().is_some() {
+        let progress = Arc::new(AtomicU64::new(0));
+        let _dog = Watchdog::new("a stalled child", progress, Duration::from_millis(300));
+        std::thread::sleep(Duration::from_secs(30));
+        eprintln!("child: the watchdog did not fire");
+        std::process::exit(0);
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let t0 = Instant::now();
+    let (status, err) = run_child("the_watchdog_turns_a_hang_into_a_failure", "stall");
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}\n{err}");
+    assert!(err.contains("a stalled child made no progress"), "{err}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(25),
+        "the child was not stopped early"
     );
 }

@@ -349,11 +349,11 @@ pub(crate) enum CycleOutcome {
 
 /// Record a completed cycle: history and the GC-log hook.
 pub(crate) fn record_cycle(inner: &HeapInner, stats: &CycleStats) {
-    inner
-        .history
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(stats.clone());
+    {
+        let mut h = inner.history.lock().unwrap_or_else(PoisonError::into_inner);
+        h.push(stats.clone());
+        crate::stress::trim_history(&mut h, inner.config.history_limit);
+    }
     if let Some(hook) = &inner.config.on_cycle {
         hook(stats);
     }
