@@ -141,6 +141,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("stress_random", &self.stress_random)
             .field("phase_delay", &self.phase_delay)
             .field("poison_released", &self.poison_released)
+            .field("history_limit", &self.history_limit)
             .finish_non_exhaustive()
     }
 }
