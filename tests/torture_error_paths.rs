@@ -6,7 +6,10 @@
 //!   failures), with the heap still verifying and the shadow model still matching;
 //! - fallback to stop-the-world with a reason (userfaultfd refused), or to COPY (MOVE EBUSY);
 //! - a failed release of the old half redone before the next flip (MADV_DONTNEED, hole punch);
-//! - ignored-but-harmless (close and munmap at teardown).
+//! - ignored-but-harmless (close and munmap at teardown);
+//! - a loud end of the process where continuing would corrupt the heap (a destination page of
+//!   stop-the-world compaction that cannot be mapped after the references moved: a child
+//!   process must die with SIGABRT and say why).
 //!
 //! The matrix is self-checking: the last step fails if any `Call` variant was never injected,
 //! so a new kernel call without an error-path row turns CI red. All rows run in one test (in
@@ -15,7 +18,7 @@
 
 mod common;
 use common::shadow::{self, drive, Shadow};
-use common::torture::Record;
+use common::torture::{child_scenario, run_child, Record};
 use faultline::heap::arena::{ArenaConfig, Backing, FaultDelivery, PopulateMethod};
 use faultline::heap::inject::{FaultInjector, Rule, Trigger};
 use faultline::heap::pagemap::PagemapScanner;
@@ -838,4 +841,37 @@ fn common_scratch(pages: usize) -> usize {
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+fn persistent_copy_failure_after_the_flip_ends_the_process_loudly() {
+    if child_scenario().is_some() {
+        let rules = [Rule::new(Call::UffdCopy, Errno::EFAULT, Trigger::Always)];
+        let inj = injector(&rules);
+        let heap = Heap::new(HeapConfig {
+            sys: Sys::new(inj.clone()),
+            ..HeapConfig::with_heap_size(1 << 20)
+        })
+        .unwrap();
+        assert!(heap.uses_userfaultfd());
+        let t = shadow::register(&heap);
+        let mut mu = heap.attach();
+        let keep = mu.alloc(t.node, 6).unwrap();
+        let _root = mu.root(keep);
+        inj.arm();
+        let r = mu.collect();
+        eprintln!("child: collect returned {r:?}");
+        std::process::exit(0);
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let (status, err) = run_child(
+        "persistent_copy_failure_after_the_flip_ends_the_process_loudly",
+        "stw-copy-efault",
+    );
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}\n{err}");
+    assert!(
+        err.contains("failed after references were updated") && err.contains("EFAULT"),
+        "{err}"
+    );
+    assert!(!err.contains("collect returned"), "{err}");
 }

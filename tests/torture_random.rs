@@ -1,8 +1,9 @@
 //! Random (seeded) kernel-error injection over every call a concurrent cycle makes, under the
 //! multi-threaded shadow-model stress with verification, with a watchdog: if no mutator makes
 //! progress for `FAULTLINE_WATCHDOG_SECS` (default 60) the process aborts with a diagnostic, so
-//! a hang fails CI instead of hanging it. Short by default; under `FAULTLINE_STRESS=long` 100x
-//! the cycles and more seeds. `FAULTLINE_TORTURE_SEED` replaces the seed list with one seed.
+//! a hang fails CI instead of hanging it. Short by default (400 cycles, one seed); under
+//! `FAULTLINE_STRESS=long` 8,000 cycles for each of four seeds. `FAULTLINE_TORTURE_SEED`
+//! replaces the seed list with one seed.
 //!
 //! Only errors with a documented recovery are injected (transient EAGAIN/ENOMEM/EINTR, lost
 //! races EEXIST, MOVE's EBUSY/ENOENT fallbacks, failed releases and poisoning); the persistent
@@ -10,8 +11,7 @@
 
 mod common;
 use common::shadow::{self, Shadow};
-use common::stress_scale;
-use common::torture::{long, secs_from_env, Record, Watchdog};
+use common::torture::{child_scenario, long, run_child, secs_from_env, Record, Watchdog};
 use faultline::heap::inject::{FaultInjector, Rule, Trigger};
 use faultline::heap::sys::{Call, Errno, Sys};
 use faultline::heap::PAGE_SIZE;
@@ -47,7 +47,7 @@ fn seeds() -> Vec<u64> {
         return vec![s];
     }
     if long() {
-        (1..=8).map(|i| 0x5eed_0000 + i).collect()
+        (1..=4).map(|i| 0x5eed_0000 + i).collect()
     } else {
         vec![0x5eed_0001]
     }
@@ -74,7 +74,8 @@ fn torture(name: &str, strategy: Strategy, faults: FaultMode, barrier: Barrier, 
         .unwrap();
         assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
         let t = shadow::register(&heap);
-        let target = stress_scale(400);
+        // 400 cycles per seed; 8,000 under FAULTLINE_STRESS=long.
+        let target = if long() { 8_000 } else { 400 };
         let progress = Arc::new(AtomicU64::new(0));
         let _dog = Watchdog::new("torture_random", progress.clone(), stall);
         inj.arm();
@@ -174,5 +175,25 @@ fn random_errors_wp_async() {
         FaultMode::Sigbus,
         Barrier::WpAsync,
         true,
+    );
+}
+
+#[test]
+fn the_watchdog_turns_a_hang_into_a_failure() {
+    if child_scenario().is_some() {
+        let progress = Arc::new(AtomicU64::new(0));
+        let _dog = Watchdog::new("a stalled child", progress, Duration::from_millis(300));
+        std::thread::sleep(Duration::from_secs(30));
+        eprintln!("child: the watchdog did not fire");
+        std::process::exit(0);
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let t0 = Instant::now();
+    let (status, err) = run_child("the_watchdog_turns_a_hang_into_a_failure", "stall");
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}\n{err}");
+    assert!(err.contains("a stalled child made no progress"), "{err}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(25),
+        "the child was not stopped early"
     );
 }

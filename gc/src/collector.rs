@@ -372,11 +372,11 @@ pub(crate) enum CycleOutcome {
 
 /// Record a completed cycle: history and the GC-log hook.
 pub(crate) fn record_cycle(inner: &HeapInner, stats: &CycleStats) {
-    inner
-        .history
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(stats.clone());
+    {
+        let mut h = inner.history.lock().unwrap_or_else(PoisonError::into_inner);
+        h.push(stats.clone());
+        crate::stress::trim_history(&mut h, inner.config.history_limit);
+    }
     if let Some(hook) = &inner.config.on_cycle {
         hook(stats);
     }
@@ -833,10 +833,13 @@ pub(crate) fn plan_and_compact(
             plan.fill_page(p + i, &mut cs.buf[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
         }
         // SAFETY: `buf` holds `n` filled pages.
-        unsafe {
+        let r = unsafe {
             inner
                 .arena
-                .resolve_copy(to_offset + p * PAGE_SIZE, cs.buf.as_ptr(), n * PAGE_SIZE)?;
+                .resolve_copy(to_offset + p * PAGE_SIZE, cs.buf.as_ptr(), n * PAGE_SIZE)
+        };
+        if let Err(e) = r {
+            crate::stress::fatal_after_flip("stop-the-world compaction", &e);
         }
         p += n;
     }

@@ -141,6 +141,10 @@ pub struct HeapConfig {
     /// catch one.
     #[doc(hidden)]
     pub debug_break: Option<crate::stress::Breakage>,
+    /// Keep at most about this many cycles in [`crate::Heap::history`] (the oldest are
+    /// dropped). `None` keeps every cycle: about half a KiB per cycle, forever, which a
+    /// long-running process sees as resident-set growth (the 10-minute soak found it).
+    pub history_limit: Option<usize>,
     /// Use userfaultfd at all (false forces the unregistered stop-the-world arena).
     pub use_userfaultfd: bool,
     /// The kernel (the real one unless a test injects faults).
@@ -164,6 +168,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("stress_random", &self.stress_random)
             .field("phase_delay", &self.phase_delay)
             .field("poison_released", &self.poison_released)
+            .field("history_limit", &self.history_limit)
             .finish_non_exhaustive()
     }
 }
@@ -195,6 +200,7 @@ impl Default for HeapConfig {
             phase_delay: None,
             poison_released: false,
             debug_break: None,
+            history_limit: None,
             use_userfaultfd: true,
             sys: Sys::real(),
             on_cycle: None,

@@ -166,6 +166,25 @@ pub(crate) fn release_old_half(inner: &HeapInner, offset: usize, len: usize) {
     }
 }
 
+/// A kernel error after references already point into the new half (a destination page
+/// that cannot be mapped even after the arena's retries): the heap cannot continue, and
+/// returning the error would leave every reference dangling. End the process loudly.
+pub(crate) fn fatal_after_flip(what: &str, e: &ArenaError) -> ! {
+    eprintln!("faultline: {what} failed after references were updated: {e}; aborting");
+    std::process::abort()
+}
+
+/// Drop the oldest recorded cycles beyond `limit`, in batches (amortised O(1) per cycle: the
+/// history holds between `limit` and `2 * limit` entries).
+pub(crate) fn trim_history(h: &mut Vec<crate::stats::CycleStats>, limit: Option<usize>) {
+    if let Some(limit) = limit {
+        let limit = limit.max(1);
+        if h.len() >= 2 * limit {
+            h.drain(..h.len() - limit);
+        }
+    }
+}
+
 /// Before a flip into the half at `to_offset`: release again whatever the last cycle left
 /// present or poisoned there. With the world stopped, before any reference changes.
 pub(crate) fn prepare_destination(
@@ -186,4 +205,45 @@ pub(crate) fn prepare_destination(
     inner.arena.release(o, l)?;
     st.dirty_len.store(0, Ordering::Release);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::CycleStats;
+
+    #[test]
+    fn history_is_trimmed_to_its_limit_keeping_the_newest() {
+        let mut h = Vec::new();
+        for cycle in 1..=1000u64 {
+            h.push(CycleStats {
+                cycle,
+                ..CycleStats::default()
+            });
+            trim_history(&mut h, Some(10));
+            assert!(h.len() < 20);
+            assert_eq!(h.last().unwrap().cycle, cycle);
+        }
+        assert!(h.len() >= 10);
+        assert!(h.windows(2).all(|w| w[1].cycle == w[0].cycle + 1));
+        let mut unbounded = vec![CycleStats::default(); 50];
+        trim_history(&mut unbounded, None);
+        assert_eq!(unbounded.len(), 50);
+    }
+
+    #[test]
+    fn random_hits_are_seeded_and_about_one_in_n() {
+        let r = StressRandom {
+            one_in: 50,
+            seed: 3,
+        };
+        let hits: Vec<u64> = (0..100_000).filter(|&n| random_hit(r, 1, n)).collect();
+        assert!((1_500..2_500).contains(&hits.len()), "{}", hits.len());
+        let again: Vec<u64> = (0..100_000).filter(|&n| random_hit(r, 1, n)).collect();
+        assert_eq!(hits, again);
+        let other: Vec<u64> = (0..100_000)
+            .filter(|&n| random_hit(StressRandom { seed: 4, ..r }, 1, n))
+            .collect();
+        assert_ne!(hits, other);
+    }
 }

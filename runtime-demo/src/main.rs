@@ -90,6 +90,18 @@ struct GcArgs {
     /// Collect every N allocations (per thread).
     #[arg(long, value_name = "N")]
     gc_stress: Option<u64>,
+    /// Collect at seeded random allocation intervals of mean N (per thread).
+    #[arg(long, value_name = "N")]
+    gc_stress_random: Option<u64>,
+    /// Seed of --gc-stress-random.
+    #[arg(long, value_name = "SEED")]
+    gc_stress_seed: Option<u64>,
+    /// Sleep this many milliseconds between the phases of a concurrent cycle (widens races).
+    #[arg(long, value_name = "MS")]
+    gc_phase_delay: Option<u64>,
+    /// Poison released memory, so a stale read faults (or reads a poison pattern).
+    #[arg(long)]
+    gc_poison: bool,
 }
 
 impl GcArgs {
@@ -102,6 +114,10 @@ impl GcArgs {
             barrier: self.barrier,
             verify: self.verify,
             stress: self.gc_stress,
+            stress_random: self.gc_stress_random,
+            stress_seed: self.gc_stress_seed,
+            phase_delay_ms: self.gc_phase_delay,
+            poison: self.gc_poison,
         }
     }
 }

@@ -55,6 +55,14 @@ pub struct GcOptions {
     pub barrier: Option<BarrierArg>,
     pub verify: bool,
     pub stress: Option<u64>,
+    /// `--gc-stress-random N`: seeded random collection intervals of mean N.
+    pub stress_random: Option<u64>,
+    /// `--gc-stress-seed S` (with `--gc-stress-random`; default 1).
+    pub stress_seed: Option<u64>,
+    /// `--gc-phase-delay MS` (concurrent only).
+    pub phase_delay_ms: Option<u64>,
+    /// `--gc-poison`.
+    pub poison: bool,
 }
 
 /// Default heap size (the moving space; the arena reserves twice this plus the large-object
@@ -99,6 +107,7 @@ impl GcOptions {
                 ("--strategy", self.strategy.is_some()),
                 ("--faults", self.faults.is_some()),
                 ("--barrier", self.barrier.is_some()),
+                ("--gc-phase-delay", self.phase_delay_ms.is_some()),
             ];
             if let Some((name, _)) = only.iter().find(|(_, given)| *given) {
                 return Err(format!(
@@ -146,6 +155,22 @@ impl GcOptions {
             }
             c.stress_every = Some(n);
         }
+        match (self.stress, self.stress_random, self.stress_seed) {
+            (Some(_), Some(_), _) => {
+                return Err("--gc-stress and --gc-stress-random exclude each other".into())
+            }
+            (_, None, Some(_)) => return Err("--gc-stress-seed needs --gc-stress-random".into()),
+            (_, Some(0), _) => return Err("--gc-stress-random must be at least 1".into()),
+            (_, Some(n), seed) => {
+                c.stress_random = Some(faultline::StressRandom {
+                    one_in: n,
+                    seed: seed.unwrap_or(1),
+                })
+            }
+            _ => {}
+        }
+        c.phase_delay = self.phase_delay_ms.map(std::time::Duration::from_millis);
+        c.poison_released = self.poison;
         Ok(c)
     }
 }
@@ -203,5 +228,60 @@ mod tests {
         assert_eq!(c.strategy, Strategy::Move);
         assert_eq!(c.faults, FaultMode::Thread);
         assert_eq!(c.barrier, Barrier::WpAsync);
+    }
+
+    #[test]
+    fn stress_switches_map_onto_the_config() {
+        let o = GcOptions {
+            gc: Some(GcArg::Concurrent),
+            stress_random: Some(40),
+            stress_seed: Some(9),
+            phase_delay_ms: Some(3),
+            poison: true,
+            ..Default::default()
+        };
+        let c = o.heap_config().unwrap();
+        assert_eq!(
+            c.stress_random,
+            Some(faultline::StressRandom {
+                one_in: 40,
+                seed: 9
+            })
+        );
+        assert_eq!(c.phase_delay, Some(std::time::Duration::from_millis(3)));
+        assert!(c.poison_released);
+        for (o, needle) in [
+            (
+                GcOptions {
+                    phase_delay_ms: Some(1),
+                    ..Default::default()
+                },
+                "--gc-phase-delay",
+            ),
+            (
+                GcOptions {
+                    stress: Some(5),
+                    stress_random: Some(5),
+                    ..Default::default()
+                },
+                "exclude",
+            ),
+            (
+                GcOptions {
+                    stress_seed: Some(5),
+                    ..Default::default()
+                },
+                "--gc-stress-seed",
+            ),
+            (
+                GcOptions {
+                    stress_random: Some(0),
+                    ..Default::default()
+                },
+                "--gc-stress-random",
+            ),
+        ] {
+            assert!(o.heap_config().unwrap_err().contains(needle), "{needle}");
+        }
     }
 }

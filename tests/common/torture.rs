@@ -34,7 +34,7 @@ pub struct Record {
     pub collections: u64,
     /// Largest number of mutator threads used at once.
     pub mutator_threads: u64,
-    /// Mutator faults taken (pages resolved by faulting mutators).
+    /// Mutator faults taken (`Heap::fault_stats().count`, cumulative since creation).
     pub faults: u64,
     /// Shadow-model comparisons made.
     pub model_checks: u64,
@@ -47,7 +47,8 @@ pub struct Record {
 }
 
 impl Record {
-    /// Add what a heap did: its cycles, fault count, and the largest mutator count of a cycle.
+    /// Add what a heap did: its cycles, fault count, and the largest mutator count of a cycle
+    /// (over the recorded history).
     pub fn add_heap(&mut self, heap: &Heap) {
         let h = heap.history();
         self.collections += heap.cycles();
@@ -57,7 +58,7 @@ impl Record {
         self.mutator_threads = self
             .mutator_threads
             .max(h.iter().map(|c| c.mutators as u64).max().unwrap_or(0));
-        self.faults += h.iter().map(|c| c.pages_by_fault).sum::<u64>();
+        self.faults += heap.fault_stats().count;
     }
     /// Add an injector's injected counts per call.
     pub fn add_injector(&mut self, inj: &FaultInjector) {
