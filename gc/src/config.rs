@@ -142,7 +142,8 @@ pub struct HeapConfig {
     #[doc(hidden)]
     pub debug_break: Option<crate::stress::Breakage>,
     /// Keep at most about this many cycles in [`crate::Heap::history`] (the oldest are
-    /// dropped). `None` keeps every cycle: about half a KiB per cycle, forever, which a
+    /// dropped; [`crate::Heap::cycles`] still counts them all). Default 16,384 (about 8 MiB at
+    /// most). `None` keeps every cycle: about half a KiB per cycle, forever, which a
     /// long-running process sees as resident-set growth (the 10-minute soak found it).
     pub history_limit: Option<usize>,
     /// Use userfaultfd at all (false forces the unregistered stop-the-world arena).
@@ -200,7 +201,7 @@ impl Default for HeapConfig {
             phase_delay: None,
             poison_released: false,
             debug_break: None,
-            history_limit: None,
+            history_limit: Some(16_384),
             use_userfaultfd: true,
             sys: Sys::real(),
             on_cycle: None,

@@ -131,7 +131,7 @@ impl RunStats {
             barrier: info.barrier,
             uses_userfaultfd: heap.uses_userfaultfd(),
             fallback_reason: info.fallback_reason,
-            cycles: history.len(),
+            cycles: heap.cycles() as usize,
             pauses: Percentiles::of(pauses),
             gc_time: history.iter().map(|c| c.total).sum(),
             faults: heap.fault_stats(),
