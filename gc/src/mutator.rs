@@ -222,6 +222,17 @@ impl Mutator {
         self.heap.inner.wait_idle_as(Some(&self.shared));
     }
 
+    /// Wait, in native state (the cycle's pauses do not wait for us), until the heap has
+    /// flipped more than `flips` times or no cycle is running any more.
+    fn wait_for_flip(&mut self, flips: u64) {
+        let inner = self.heap.inner.clone();
+        self.native(move || {
+            while inner.cycles.load(Ordering::SeqCst) <= flips && inner.compaction.is_busy() {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        });
+    }
+
     /// The safepoint poll: if a collection is requested, stop here until it is done.
     #[inline]
     pub fn safepoint(&mut self) {
@@ -454,11 +465,13 @@ impl Mutator {
                     }
                 });
             }
+            let flips = self.heap.inner.cycles.load(Ordering::SeqCst);
             self.collect_for(Trigger::Exhausted)?;
-            // A concurrent cycle frees nothing until its flip: wait for it to finish before
-            // the retry (without this, a mutator outrunning the collector fails with
-            // OutOfMemory while most of the heap is garbage; found by the soak test).
-            self.wait_for_cycle();
+            // A concurrent cycle frees nothing until its flip: wait for a flip before the retry
+            // (without this, a mutator outrunning the collector fails with OutOfMemory while
+            // most of the heap is garbage; found by the soak test). Not for the end of the
+            // compaction: after the flip the new half is free above the compacted data.
+            self.wait_for_flip(flips);
             collected += 1;
         }
     }
