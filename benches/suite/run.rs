@@ -68,6 +68,10 @@ pub struct RunResult {
     pub pause: Option<Pct>,
     /// Largest pause of each kind, ms.
     pub pause_max_by_kind: BTreeMap<String, f64>,
+    /// Longest remark part of a remark+flip pause (`CycleStats::remark`) and longest time to
+    /// safepoint of any cycle, ms.
+    pub remark_max_ms: f64,
+    pub ttsp_max_ms: f64,
     /// World-stopped intervals on the timeline (count) and MMU at 1, 10, 100 ms.
     pub timeline_pauses: u64,
     pub mmu_1ms: Option<f64>,
@@ -231,6 +235,8 @@ pub fn measure(
     r.cycles = history.len() as u64;
     for c in &history {
         *r.triggers.entry(c.trigger.name().to_string()).or_default() += 1;
+        r.remark_max_ms = r.remark_max_ms.max(c.remark.as_secs_f64() * 1e3);
+        r.ttsp_max_ms = r.ttsp_max_ms.max(c.time_to_safepoint.as_secs_f64() * 1e3);
         for p in &c.pauses {
             let ms = p.duration.as_secs_f64() * 1e3;
             r.pauses_ms.push(ms);
