@@ -22,8 +22,8 @@
 pub use faultline_gc as gc;
 pub use faultline_gc::{
     AllocError, Barrier, Choreography, ConfigError, CycleStats, FaultMode, GcMode, GlobalRoot,
-    Heap, HeapConfig, HeapError, Local, Mutator, Pause, Percentiles, Root, RootSource, Strategy,
-    Trigger, VerifyError, VerifyReport,
+    Heap, HeapConfig, HeapError, Local, Mutator, Pause, Percentiles, ReleaseStats, Root,
+    RootSource, Strategy, StressRandom, Trigger, VerifyError, VerifyReport,
 };
 pub use faultline_heap as heap;
 pub use faultline_heap::object::{ObjectRef, TypeId, TypeInfo, TypeKind, TypeRegistry, Value};

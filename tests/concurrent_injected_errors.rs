@@ -6,6 +6,7 @@
 
 mod common;
 use common::shadow::{self, drive, Shadow};
+use common::uffd_or_skip;
 use faultline::heap::inject::{FaultInjector, Rule, Trigger};
 use faultline::heap::sys::{Call, Errno, Sys};
 use faultline::heap::PAGE_SIZE;
@@ -51,6 +52,9 @@ fn stress_with(
 
 #[test]
 fn copy_absorbs_partial_copies_enomem_and_false_eexist() {
+    if !uffd_or_skip("copy_absorbs_partial_copies_enomem_and_false_eexist") {
+        return;
+    }
     let inj = stress_with(
         Strategy::Copy,
         FaultMode::Sigbus,
@@ -78,6 +82,9 @@ fn copy_absorbs_partial_copies_enomem_and_false_eexist() {
 
 #[test]
 fn move_falls_back_on_ebusy_and_retries_partial_moves() {
+    if !uffd_or_skip("move_falls_back_on_ebusy_and_retries_partial_moves") {
+        return;
+    }
     let inj = stress_with(
         Strategy::Move,
         FaultMode::Sigbus,
@@ -101,6 +108,9 @@ fn move_falls_back_on_ebusy_and_retries_partial_moves() {
 
 #[test]
 fn minor_retries_continue_errors_with_the_handler_thread() {
+    if !uffd_or_skip("minor_retries_continue_errors_with_the_handler_thread") {
+        return;
+    }
     let inj = stress_with(
         Strategy::Minor,
         FaultMode::Thread,
@@ -132,6 +142,9 @@ fn minor_retries_continue_errors_with_the_handler_thread() {
 
 #[test]
 fn persistent_enomem_fails_allocation_cleanly_and_the_heap_recovers() {
+    if !uffd_or_skip("persistent_enomem_fails_allocation_cleanly_and_the_heap_recovers") {
+        return;
+    }
     let inj = Arc::new(
         FaultInjector::new(
             vec![Rule::new(Call::UffdCopy, Errno::ENOMEM, Trigger::Always)],

@@ -16,6 +16,9 @@ fn run(strategy: Strategy, faults: FaultMode) {
 }
 
 fn run_with(strategy: Strategy, faults: FaultMode, barrier: Barrier) {
+    if !common::uffd_or_skip(&format!("concurrent shadow stress {strategy:?}/{faults:?}")) {
+        return;
+    }
     let heap = Heap::new(HeapConfig {
         mode: GcMode::Concurrent,
         strategy,

@@ -8,6 +8,9 @@ use faultline::{FaultMode, GcMode, Heap, HeapConfig, Strategy};
 
 #[test]
 fn each_combination_compacts_concurrently() {
+    if !uffd_or_skip("each_combination_compacts_concurrently") {
+        return;
+    }
     for strategy in [Strategy::Copy, Strategy::Move, Strategy::Minor] {
         for faults in [FaultMode::Sigbus, FaultMode::Thread] {
             let heap = Heap::new(HeapConfig {

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 #[test]
 fn read_into_a_heap_byte_array_during_compaction() {
+    if !uffd_or_skip("read_into_a_heap_byte_array_during_compaction") {
+        return;
+    }
     for faults in [FaultMode::Sigbus, FaultMode::Thread] {
         let heap = Heap::new(HeapConfig {
             mode: GcMode::Concurrent,

@@ -116,6 +116,29 @@ fn moved_into_scanned(broken: bool, at: MarkPoint, barrier: Barrier) -> i64 {
     unfix(c.get(0))
 }
 
+/// Scenario 1 with a large object (non-moving space, its own dirty tracking in wp_async mode)
+/// as the already-scanned holder.
+fn moved_into_scanned_large(at: MarkPoint, barrier: Barrier) -> i64 {
+    let gate = Arc::new(Gate::default());
+    let heap = heap(&gate, false, barrier);
+    let t = register(&heap);
+    let mut m = heap.attach();
+    let c = pair(&mut m, &t, fix(43), Value::NULL);
+    let b = pair(&mut m, &t, c, Value::NULL);
+    m.push(b); // stack[0] = B -> C
+    let a = m.alloc(t.vector, 3000).unwrap(); // 24 KB: the large-object space
+    m.push(a); // stack[1] = A: the last root, so the marker scans it first
+    during_marking(&mut m, &gate, at, |m| {
+        let (b, a) = (m.stack_get(0), m.stack_get(1));
+        let c = m.local(b).unwrap().get(0);
+        m.local(a).unwrap().set(2999, c); // into the scanned large object (its last page)
+        m.local(b).unwrap().set(0, Value::NULL); // deleted from the unscanned one
+    });
+    let a = m.local(m.stack_get(1)).unwrap();
+    let c = m.local(a.get(2999)).expect("C survived");
+    unfix(c.get(0))
+}
+
 /// Scenario 2.
 fn root_only(broken: bool, at: MarkPoint, barrier: Barrier) -> i64 {
     let gate = Arc::new(Gate::default());
@@ -136,6 +159,9 @@ fn root_only(broken: bool, at: MarkPoint, barrier: Barrier) -> i64 {
 
 #[test]
 fn a_reference_moved_into_a_scanned_object_is_not_lost() {
+    if !uffd_or_skip("a_reference_moved_into_a_scanned_object_is_not_lost") {
+        return;
+    }
     for barrier in BARRIERS {
         for round in 0..10 {
             for at in [
@@ -151,7 +177,22 @@ fn a_reference_moved_into_a_scanned_object_is_not_lost() {
 }
 
 #[test]
+fn a_reference_moved_into_a_scanned_large_object_is_not_lost() {
+    for barrier in BARRIERS {
+        for round in 0..10 {
+            for at in [MarkPoint::Started, MarkPoint::Traced(1)] {
+                let got = moved_into_scanned_large(at, barrier);
+                assert_eq!(got, 43, "{barrier:?} round {round} at {at:?}");
+            }
+        }
+    }
+}
+
+#[test]
 fn a_reference_held_only_in_a_root_is_not_lost() {
+    if !uffd_or_skip("a_reference_held_only_in_a_root_is_not_lost") {
+        return;
+    }
     for barrier in BARRIERS {
         for round in 0..10 {
             for at in [MarkPoint::Started, MarkPoint::Traced(1)] {
@@ -167,6 +208,9 @@ fn a_reference_held_only_in_a_root_is_not_lost() {
 
 #[test]
 fn objects_allocated_during_marking_survive() {
+    if !uffd_or_skip("objects_allocated_during_marking_survive") {
+        return;
+    }
     for round in 0..20 {
         let gate = Arc::new(Gate::default());
         let heap = heap(&gate, false, BARRIERS[round % 2]);
@@ -225,6 +269,9 @@ fn broken_barrier_child() {
 
 #[test]
 fn without_the_barrier_checkmark_catches_the_loss() {
+    if !uffd_or_skip("without_the_barrier_checkmark_catches_the_loss") {
+        return;
+    }
     if std::env::var_os("FAULTLINE_BROKEN_BARRIER").is_some() {
         return;
     }

@@ -33,7 +33,9 @@
 //! - the old half stays intact until step 6, so filling a page never reads a filled page;
 //! - a cycle makes no mapping call (mmap/munmap/mremap/mprotect) and no (un)registration: only
 //!   COPY, MADV_DONTNEED and (for the large-object space) COPY of zeroes; the per-cycle call
-//!   counts in [`CycleStats`] show it.
+//!   counts in [`CycleStats`] show it. The one exception is the deliberate per-cycle
+//!   choreography baseline (`Choreography::PerCycle`), which registers, mremaps, unregisters and
+//!   unmaps once per cycle, and counts those calls the same way.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
@@ -417,7 +419,7 @@ pub(crate) fn collect(
             continue;
         }
         let tts = t0.elapsed();
-        if inner.concurrent {
+        if inner.concurrent_now() {
             // Concurrent cycle: only the initial mark happens in this pause; the GC thread
             // marks, remarks, flips and compacts.
             let st = crate::marking::initial_mark(inner, &g, trigger, t0, tts);
@@ -648,14 +650,17 @@ pub(crate) fn plan_and_compact(
     };
     let plan_time = tp.elapsed();
     let to_offset = moving.half_offset[to_index];
+    // Make sure the destination half is clean (a release the last cycle could not do is redone
+    // here): a failure point before any reference changes.
+    crate::stress::prepare_destination(inner, to_offset, moving.half_bytes)?;
 
     // The per-cycle choreography baseline (what the Android runtime does each cycle, measured
     // against the volatile arena): register only the destination range, and move the old
     // half's pages to a new mapping with mremap(MREMAP_DONTUNMAP), reading them there. Both
     // happen before any reference changes: if either fails, this cycle compacts in the pause.
-    let mut flip_concurrently = inner.concurrent;
+    let mut flip_concurrently = inner.concurrent_now();
     let mut detached = None;
-    if inner.concurrent && cfg.choreography == crate::config::Choreography::PerCycle && pages > 0 {
+    if flip_concurrently && cfg.choreography == crate::config::Choreography::PerCycle && pages > 0 {
         let old_end = {
             let pop = moving
                 .populated
@@ -692,13 +697,14 @@ pub(crate) fn plan_and_compact(
     visit_roots(inner, g, &mut |s| *s = plan.forward(*s));
     // The dead large objects: released now (stop-the-world) or when the concurrent compaction
     // ends (off the pause; they stay allocated until then, so nothing reuses their space).
+    let skip_large_refs = cfg.debug_break == Some(crate::stress::Breakage::SkipLargeObjectRefs);
     let mut large_dead = Vec::new();
     {
         let lg = large.lock();
         for (&start, &len) in lg.objects.iter() {
             if !large.marks.get(large.page_of(start)) {
                 large_dead.push((start, len));
-            } else {
+            } else if !skip_large_refs {
                 let h = header(start);
                 let size = types.size_words(h).unwrap_or(1);
                 types.for_each_ref_word(h, 0, size, |k| {
@@ -785,9 +791,11 @@ pub(crate) fn plan_and_compact(
             // Nothing to compact: finish in the pause.
             large.release_dead(&inner.arena, &pd.large_dead)?;
             if from_populated > from {
-                inner
-                    .arena
-                    .release(from - inner.arena.base(), from_populated - from)?;
+                crate::stress::release_old_half(
+                    inner,
+                    from - inner.arena.base(),
+                    from_populated - from,
+                );
             }
             let mut st = stats;
             st.calls = inner.arena.sys().counters().snapshot().since(&calls0);
@@ -835,9 +843,7 @@ pub(crate) fn plan_and_compact(
             .unwrap_or_else(PoisonError::into_inner);
         let old_end = (*pop).max(HeapInner::page_up(from_top));
         if old_end > from {
-            inner
-                .arena
-                .release(from - inner.arena.base(), old_end - from)?;
+            crate::stress::release_old_half(inner, from - inner.arena.base(), old_end - from);
         }
         moving.current.store(to_index, Ordering::Relaxed);
         let new_top = to + live_words * WORD;

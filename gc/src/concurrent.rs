@@ -27,7 +27,10 @@
 //!   reader count fell to zero, or it held no live data) — and `UFFDIO_MOVE` it into place: no
 //!   kernel allocation, no second copy. A *dense* page (the destination page is exactly one
 //!   fully live old page at the same page offset) is updated in place and moved with no copy at
-//!   all. With no staging page free, the page is copied. The reader counts are built by the
+//!   all. With no staging page free, the page is copied. Workers claim runs of up to 16
+//!   contiguous pages and, when as many contiguous staging pages are free, map the run with one
+//!   MOVE: a MOVE flushes the source's TLB entries on every CPU running the process, so one
+//!   flush per run instead of per page. The reader counts are built by the
 //!   compaction thread right after the flip (O(pages), out of the pause); pages filled before
 //!   they are ready are copied and keep their reads (their old pages never become staging).
 //! - **minor**: the arena is a memfd mapped twice; the page is filled through the unregistered
@@ -504,6 +507,80 @@ impl Compaction {
         }
     }
 
+    /// Move strategy, worker side: destination pages `[k, k+n)` are claimed by the caller. If
+    /// `n` contiguous staging pages are free, fill them and map the run with one MOVE; else
+    /// (or for what a failed MOVE left unmapped) map page by page. Publishes or unclaims every
+    /// page of the run; returns how many it mapped.
+    fn move_run(&self, inner: &HeapInner, pd: &PlanData, k: usize, n: usize) -> usize {
+        let mut stage = [0u32; WORKER_BATCH];
+        let mut got = 0;
+        if n > 1 {
+            while got < n {
+                match self.free.pop() {
+                    Some(s) => {
+                        stage[got] = s;
+                        got += 1;
+                    }
+                    None => break,
+                }
+            }
+            stage[..got].sort_unstable();
+        }
+        let contiguous = n > 1 && got == n && stage[..n].windows(2).all(|w| w[1] == w[0] + 1);
+        let mut mapped = 0;
+        if contiguous {
+            // SAFETY: active.
+            let plan = unsafe { pd.plan() };
+            let first = pd.src + stage[0] as usize * PAGE_SIZE;
+            for i in 0..n {
+                // SAFETY: staging pages `stage[0] + i` are present old-half pages that no
+                // destination page reads; we popped them, so they are ours alone.
+                let out = unsafe {
+                    core::slice::from_raw_parts_mut((first + i * PAGE_SIZE) as *mut u8, PAGE_SIZE)
+                };
+                plan.fill_page(k + i, out);
+            }
+            let dst = pd.to_offset + k * PAGE_SIZE;
+            // SAFETY: the staging pages are ours; they vanish from the old half.
+            let r = unsafe {
+                inner
+                    .arena
+                    .resolve_move_from(dst, first, n * PAGE_SIZE, false)
+            };
+            for i in 0..n {
+                let d = pd.to + (k + i) * PAGE_SIZE;
+                // After a failed MOVE a page is either in place (moved before the failure) or
+                // still in its staging page (not moved): copy those.
+                let ok = r.is_ok()
+                    || inner.arena.page_mapped(d)
+                    || self.copy_from(inner, first + i * PAGE_SIZE, d - inner.arena.base());
+                if ok {
+                    if r.is_ok() {
+                        self.counters.staged.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.release_readers(k + i, None);
+                    pagestate::publish::<_, Futex>(&self.states[k + i]);
+                    mapped += 1;
+                } else {
+                    pagestate::unclaim::<_, Futex>(&self.states[k + i]);
+                }
+            }
+            return mapped;
+        }
+        for &s in &stage[..got] {
+            self.free.push(s);
+        }
+        for i in 0..n {
+            if self.fill_and_map(inner, pd, k + i) {
+                pagestate::publish::<_, Futex>(&self.states[k + i]);
+                mapped += 1;
+            } else {
+                pagestate::unclaim::<_, Futex>(&self.states[k + i]);
+            }
+        }
+        mapped
+    }
+
     fn copy_page(&self, inner: &HeapInner, plan: &Plan<'_>, k: usize) -> bool {
         let mut buf = PageBuf([0; PAGE_SIZE]);
         plan.fill_page(k, &mut buf.0);
@@ -623,6 +700,7 @@ pub(crate) fn run_compaction(
         // faults (and kernel accesses) meet unfilled pages.
         std::thread::sleep(d);
     }
+    crate::stress::phase_delay(&inner.config, crate::stress::Phase::BeforeCompaction);
     let t0 = Instant::now();
     // SAFETY: active until we clear it below.
     let pd = unsafe { c.plan_data() };
@@ -651,9 +729,7 @@ pub(crate) fn run_compaction(
         }
     } else {
         let from_len = pd.from_populated - pd.from;
-        if from_len > 0 {
-            let _ = inner.arena.release(pd.from_offset, from_len);
-        }
+        crate::stress::release_old_half(&inner, pd.from_offset, from_len);
     }
     if let Err(e) = inner.large.release_dead(&inner.arena, &pd.large_dead) {
         eprintln!("faultline: releasing dead large objects failed: {e}");
@@ -684,6 +760,23 @@ fn worker(inner: &HeapInner, pd: &PlanData) {
         let end = (start + WORKER_BATCH).min(pd.pages);
         let mut k = start;
         while k < end {
+            if c.strategy == MapStrategy::Move && c.readers_ready.load(Ordering::Acquire) {
+                // Claim a run of contiguous pages; with as many contiguous staging pages, fill
+                // them and map the run with one MOVE (one TLB flush for the run, not one per
+                // page).
+                let mut n = 0;
+                while k + n < end && pagestate::claim(&c.states[k + n]) == pagestate::Claim::Won {
+                    n += 1;
+                }
+                if n > 0 {
+                    let done = c.move_run(inner, pd, k, n);
+                    c.counters
+                        .by_worker
+                        .fetch_add(done as u64, Ordering::Relaxed);
+                    k += n;
+                    continue;
+                }
+            }
             if c.strategy == MapStrategy::Copy {
                 // Claim a run of contiguous pages and map them with one COPY.
                 let mut n = 0;

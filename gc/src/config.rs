@@ -121,6 +121,18 @@ pub struct HeapConfig {
     /// Kernel choreography per cycle (concurrent mode): the volatile arena, or the per-cycle
     /// register / mremap / unregister baseline.
     pub choreography: Choreography,
+    /// Stress: collect at seeded random allocation intervals (see [`crate::stress`]).
+    pub stress_random: Option<crate::stress::StressRandom>,
+    /// Stress: sleep this long between the phases of a concurrent cycle (after the initial
+    /// mark, before the remark, before compaction), widening races with the mutators.
+    pub phase_delay: Option<std::time::Duration>,
+    /// Debug: poison released memory, so a stale read of a released page faults hard
+    /// (`UFFDIO_POISON`) or reads `faultline_heap::arena::POISON_WORD` (unregistered arena).
+    pub poison_released: bool,
+    /// Test-only: a deliberately broken collector, to prove the verifier and the shadow model
+    /// catch one.
+    #[doc(hidden)]
+    pub debug_break: Option<crate::stress::Breakage>,
     /// Use userfaultfd at all (false forces the unregistered stop-the-world arena).
     pub use_userfaultfd: bool,
     /// The kernel (the real one unless a test injects faults).
@@ -141,6 +153,9 @@ impl core::fmt::Debug for HeapConfig {
             .field("verify", &self.verify)
             .field("stress_every", &self.stress_every)
             .field("choreography", &self.choreography)
+            .field("stress_random", &self.stress_random)
+            .field("phase_delay", &self.phase_delay)
+            .field("poison_released", &self.poison_released)
             .finish_non_exhaustive()
     }
 }
@@ -167,6 +182,10 @@ impl Default for HeapConfig {
             mark_hook: None,
             debug_disable_barrier: false,
             choreography: Choreography::Arena,
+            stress_random: None,
+            phase_delay: None,
+            poison_released: false,
+            debug_break: None,
             use_userfaultfd: true,
             sys: Sys::real(),
             on_cycle: None,
@@ -273,6 +292,9 @@ impl HeapConfig {
                     "choreography = PerCycle with the wp_async barrier (it needs the whole arena registered WP)".into(),
                 ));
             }
+        }
+        if matches!(self.stress_random, Some(r) if r.one_in == 0) {
+            return bad("stress_random.one_in must be at least 1".into());
         }
         Ok(self)
     }

@@ -125,6 +125,8 @@ pub(crate) struct HeapInner {
     pub history: Mutex<Vec<CycleStats>>,
     /// Mutator fault stalls (recorded by the fault resolvers, possibly in signal context).
     pub fault_hist: crate::stats::AtomicHistogram,
+    /// Released-half bookkeeping (failed releases, poisoning).
+    pub release: crate::stress::ReleaseState,
 }
 
 /// How faults reach the compactor; kept alive as long as the heap.
@@ -137,8 +139,12 @@ pub(crate) enum Plumbing {
 
 impl Drop for HeapInner {
     fn drop(&mut self) {
-        // Stop fault delivery before the arena (a field dropped later) is unmapped.
-        drop(self.plumbing.take());
+        // Stop fault delivery before the arena (a field dropped later) is unmapped. In a forked
+        // child the handler thread does not exist: joining it would hang (see `fork`).
+        match self.plumbing.take() {
+            Some(p @ Plumbing::Thread(_)) if self.arena.is_forked() => std::mem::forget(p),
+            p => drop(p),
+        }
     }
 }
 
@@ -319,10 +325,12 @@ impl Heap {
                 next_mutator_id: AtomicU64::new(1),
                 history: Mutex::new(Vec::new()),
                 fault_hist: crate::stats::AtomicHistogram::default(),
+                release: crate::stress::ReleaseState::default(),
                 config,
             }),
         };
         heap.install_plumbing()?;
+        crate::fork::register(&heap.inner);
         Ok(heap)
     }
 
@@ -388,6 +396,9 @@ impl Heap {
 
     /// Why the heap runs without userfaultfd, if it does.
     pub fn fallback_reason(&self) -> Option<&str> {
+        if self.inner.arena.is_forked() {
+            return Some(crate::fork::FORKED_REASON);
+        }
         self.inner.fallback_reason.as_deref()
     }
 
@@ -496,24 +507,29 @@ impl Heap {
         self.inner.fault_hist.summary()
     }
 
+    /// Old-half releases that failed (redone at the next flip) and pages poisoned in
+    /// `poison_released` mode, since creation.
+    pub fn release_stats(&self) -> crate::stress::ReleaseStats {
+        self.inner.release.stats()
+    }
+
     /// What actually runs: the mode, and for concurrent mode the strategy and fault delivery
     /// chosen (after auto-selection and fallback).
     pub fn mode_info(&self) -> ModeInfo {
         let inner = &self.inner;
+        let concurrent = inner.concurrent_now();
         ModeInfo {
-            barrier: inner
-                .concurrent
-                .then_some(if inner.wp_marking { "wp_async" } else { "satb" }),
-            mode: if inner.concurrent {
+            barrier: concurrent.then_some(if inner.wp_marking { "wp_async" } else { "satb" }),
+            mode: if concurrent {
                 crate::config::GcMode::Concurrent
             } else {
                 crate::config::GcMode::StopTheWorld
             },
-            strategy: inner.concurrent.then(|| inner.compaction.strategy.name()),
-            faults: inner.delivery,
-            fallback_reason: inner
-                .fallback_reason
-                .clone()
+            strategy: concurrent.then(|| inner.compaction.strategy.name()),
+            faults: inner.delivery.filter(|_| concurrent),
+            fallback_reason: self
+                .fallback_reason()
+                .map(str::to_string)
                 .or_else(|| inner.barrier_fallback.clone()),
         }
     }
@@ -525,6 +541,12 @@ impl Heap {
 }
 
 impl HeapInner {
+    /// Concurrent compaction is in effect in this process (never in a forked child: see
+    /// [`crate::fork`]).
+    pub(crate) fn concurrent_now(&self) -> bool {
+        self.concurrent && !self.arena.is_forked()
+    }
+
     /// Stop every mutator but `me`. Returns false (after parking `me` until the other
     /// collection ends) if another thread is already collecting.
     pub(crate) fn stop_the_world<'a>(

@@ -11,18 +11,20 @@
 //! - [`collector`] runs the cycle; [`verify`] checks the heap; [`stats`] records every cycle.
 //!
 //! Invariants of the crate: the public API is safe; `unsafe` is confined to the modules that
-//! touch raw heap memory (`mutator`, `collector`, `verify`), each block with its `SAFETY`
+//! touch raw heap memory (`mutator`, `collector`, `verify`) and `fork` (the atfork handlers), each block with its `SAFETY`
 //! comment.
 
 pub mod collector;
 pub mod concurrent;
 pub mod config;
+pub mod fork;
 pub mod heap;
 pub mod marking;
 pub mod mutator;
 pub mod pagestate;
 pub mod space;
 pub mod stats;
+pub mod stress;
 pub mod timeline;
 pub mod verify;
 
@@ -31,4 +33,5 @@ pub use faultline_heap as heap_layer;
 pub use heap::{GlobalRoot, Heap, HeapError, ModeInfo, RootSource};
 pub use mutator::{AllocError, Local, Mutator, Root};
 pub use stats::{CycleStats, FaultStats, Pause, Percentiles, Trigger};
+pub use stress::{Phase, ReleaseStats, StressRandom};
 pub use verify::{VerifyError, VerifyReport};

@@ -15,10 +15,14 @@
 //!    GC thread, which sets their mark and live bits without tracing them; large objects get
 //!    their mark bit at allocation. Precleaning: the GC thread keeps draining the flushed SATB
 //!    entries and retired buffers until both are empty.
-//! 3. **Remark pause**, then **flip** in the same pause: drain every mutator's unflushed SATB
+//! 3. **Concurrent planning** (GC thread, mutators running): the live-words prefix sums of
+//!    every 512 KiB chunk of what is marked so far, and the destination page states that plan
+//!    implies (`LiveWords::plan_ahead`, `Compaction::prepare`).
+//! 4. **Remark pause**, then **flip** in the same pause: drain every mutator's unflushed SATB
 //!    entries and trace what they reach; walk the buffers still in use; (optionally checkmark);
-//!    switch the barrier off; plan; flip ([`crate::collector::plan_and_compact`]). Resume;
-//!    concurrent compaction follows on the same thread.
+//!    switch the barrier off; finish the plan (recompute the chunks marked since step 3, then
+//!    the per-chunk sums); flip ([`crate::collector::plan_and_compact`]). Resume; concurrent
+//!    compaction follows on the same thread.
 //!
 //! Why nothing reachable is lost: every object reachable at the snapshot is either reached by
 //! tracing, or the last reference to it on the traced path was overwritten after the snapshot,
@@ -29,8 +33,11 @@
 //!
 //! The remark pause traces from at most `mutators x 256` SATB entries (precleaning empties the
 //! global queue first) plus what only they reach, and walks at most one active allocation
-//! buffer per mutator (`tlab_bytes`); planning adds a pass over the live-words bitmap (one word
-//! per 64 heap words). Roots are not rescanned (the snapshot already holds them).
+//! buffer per mutator (`tlab_bytes`); finishing the plan recomputes only the chunks (512 KiB of
+//! heap each) in which the remark or black allocation since the concurrent planning set live
+//! bits, plus one pass over the per-chunk sums (one entry per 512 KiB: 2,048 per GiB). The flip
+//! then updates the roots and the reference fields of live large objects. Roots are not
+//! rescanned (the snapshot already holds them).
 //!
 //! In the barrier-free mode (`wp_async`) the remark rescans the roots, the marked objects on
 //! the pages written since the last precleaning round (precleaning repeats until a round finds
@@ -357,6 +364,7 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
         m.shade(r);
     }
     hook(MarkPoint::Started);
+    crate::stress::phase_delay(cfg, crate::stress::Phase::AfterInitialMark);
     // Trace and preclean until nothing is left to do concurrently.
     loop {
         while let Some(o) = m.gray.pop() {
@@ -425,6 +433,7 @@ pub(crate) fn run(inner: Arc<HeapInner>, st: MarkStart) {
     inner.compaction.prepare((ahead * WORD).div_ceil(PAGE_SIZE));
     let plan_ahead = tplan.elapsed();
     hook(MarkPoint::BeforeRemark);
+    crate::stress::phase_delay(cfg, crate::stress::Phase::BeforeRemark);
 
     // Remark + flip pause.
     let t0 = Instant::now();
@@ -648,24 +657,32 @@ fn rescan_dirty(inner: &HeapInner, sc: &PagemapScanner, m: &mut ConcMarker<'_>) 
     for pa in pages {
         m.rescan_page(pa, top);
     }
-    // Large objects: rescan the marked ones with a written page.
-    let objects: Vec<(usize, usize)> = inner
-        .large
-        .lock()
-        .objects
-        .iter()
-        .map(|(&s, &l)| (s, l))
-        .collect();
-    let mut large_dirty = 0;
-    for (s, l) in objects {
-        let written = must("PAGEMAP_SCAN of a large object", || {
-            sc.written_pages(s, l, true, |_, _| {})
-        });
-        if written > 0 {
-            large_dirty += written;
-            if inner.large.marks.get(inner.large.page_of(s)) {
-                m.scan(s);
+    // Large objects: one scan of the whole large-object space (its free parts are absent and
+    // report nothing), each written page mapped back to the object that holds it; the marked
+    // ones are rescanned once.
+    let mut regions = Vec::new();
+    let (lb, ls) = (inner.large.base, inner.large.size);
+    let large_dirty = must("PAGEMAP_SCAN of the large-object space", || {
+        regions.clear();
+        sc.written_pages(lb, ls, true, |s, l| regions.push((s, l)))
+    });
+    let mut objects = Vec::new();
+    {
+        let lg = inner.large.lock();
+        for (s, l) in regions {
+            for (&start, &len) in lg.objects.range(..s + l).rev() {
+                if start + len <= s {
+                    break;
+                }
+                objects.push(start);
             }
+        }
+    }
+    objects.sort_unstable();
+    objects.dedup();
+    for o in objects {
+        if inner.large.marks.get(inner.large.page_of(o)) {
+            m.scan(o);
         }
     }
     n + large_dirty

@@ -317,6 +317,11 @@ impl Mutator {
             if self.allocs % n == 0 {
                 self.collect_for(Trigger::Stress)?;
             }
+        } else if let Some(r) = self.inner().config.stress_random {
+            self.allocs += 1;
+            if crate::stress::random_hit(r, self.shared.id, self.allocs) {
+                self.collect_for(Trigger::Stress)?;
+            }
         }
         if bytes < self.inner().config.large_object_threshold
             && !self.inner().sp.requested.load(Ordering::Relaxed)
@@ -344,14 +349,23 @@ impl Mutator {
     fn alloc_slow(&mut self, ty: TypeId, len: usize, bytes: usize) -> Result<Value, AllocError> {
         self.safepoint();
         let large = bytes >= self.inner().config.large_object_threshold;
-        let mut collected = false;
+        // Collections tried for this allocation. A stop-the-world collection frees what it can
+        // before it returns: one is enough. A concurrent one frees nothing until its flip, and
+        // other mutators may take what it freed: up to `CONCURRENT_TRIES` full cycles.
+        const CONCURRENT_TRIES: u32 = 4;
+        let tries = if self.heap.inner.concurrent {
+            CONCURRENT_TRIES
+        } else {
+            1
+        };
+        let mut collected = 0;
         loop {
             let inner = &self.heap.inner;
             let over_trigger = inner.moving.used() + inner.large.used()
                 >= inner.trigger_bytes.load(Ordering::Relaxed);
-            if over_trigger && !collected {
+            if over_trigger && collected == 0 {
                 self.collect_for(Trigger::Occupancy)?;
-                collected = true;
+                collected = 1;
                 continue;
             }
             let inner = &self.heap.inner;
@@ -407,7 +421,7 @@ impl Mutator {
             if let Some(addr) = got {
                 return Ok(Self::init(addr, ty, len));
             }
-            if collected {
+            if collected >= tries {
                 let inner = &self.heap.inner;
                 return Err(if large {
                     AllocError::OutOfMemory {
@@ -426,7 +440,11 @@ impl Mutator {
                 });
             }
             self.collect_for(Trigger::Exhausted)?;
-            collected = true;
+            // A concurrent cycle frees nothing until its flip: wait for it to finish before
+            // the retry (without this, a mutator outrunning the collector fails with
+            // OutOfMemory while most of the heap is garbage; found by the soak test).
+            self.wait_for_cycle();
+            collected += 1;
         }
     }
 

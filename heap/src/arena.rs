@@ -211,6 +211,21 @@ pub struct ArenaStats {
     pub vmas: usize,
 }
 
+/// The word [`VolatileArena::poison_released`] writes over released plain (unregistered)
+/// memory: a stale read of a released object sees this instead of plausible zeroes.
+pub const POISON_WORD: u64 = 0xDEAD_F00D_DEAD_F00D;
+
+/// How [`VolatileArena::poison_released`] poisoned a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoisonMethod {
+    /// `UFFDIO_POISON` markers: a touch raises SIGBUS (memory-error code).
+    Marker,
+    /// [`POISON_WORD`] written over plain memory.
+    Pattern,
+    /// Not possible on this arena (memfd backing, or POISON not negotiated).
+    None,
+}
+
 /// Bytes of the zero buffer used as the source of populate COPYs.
 const ZERO_CHUNK: usize = 256 * 1024;
 
@@ -237,6 +252,11 @@ pub struct VolatileArena {
     /// offsets (`end == 0`: none). Read lock-free by the fault path.
     dyn_start: core::sync::atomic::AtomicUsize,
     dyn_end: core::sync::atomic::AtomicUsize,
+    /// The [`crate::fork::generation`] the arena was created in: in a forked child the
+    /// userfaultfd (which still refers to the parent's address space) is never used.
+    fork_gen: u64,
+    /// A forked child has replaced the memfd view with a private copy.
+    privatized: core::sync::atomic::AtomicBool,
 }
 
 // SAFETY: the arena's raw addresses denote memory it owns for its whole life; all mutation of
@@ -264,6 +284,7 @@ impl VolatileArena {
             / PAGE_SIZE
             * PAGE_SIZE;
         let sys = config.sys.with_fresh_counters();
+        let fork_gen = crate::fork::generation();
 
         let mut required = Features::NONE;
         let optional = Features::of(&[Feature::Move, Feature::ThreadId, Feature::Poison]);
@@ -316,6 +337,8 @@ impl VolatileArena {
             populate_protected: core::sync::atomic::AtomicBool::new(false),
             dyn_start: core::sync::atomic::AtomicUsize::new(0),
             dyn_end: core::sync::atomic::AtomicUsize::new(0),
+            fork_gen,
+            privatized: core::sync::atomic::AtomicBool::new(false),
         };
         // From here on, `Drop` releases whatever was set up if a later step fails.
         arena.map()?;
@@ -443,21 +466,39 @@ impl VolatileArena {
         &self.config
     }
     /// The userfaultfd the arena is registered with (`None` when unregistered).
+    /// `None` in a forked child too: the descriptor there refers to the parent's memory.
     pub fn uffd(&self) -> Option<&Arc<Uffd>> {
-        self.uffd.as_ref()
+        self.live_uffd_arc()
     }
     /// Whether the arena is registered with a userfaultfd (absent pages fault to a resolver).
+    /// False in a forked child, whose copy of the arena is plain memory.
     pub fn is_registered(&self) -> bool {
-        self.uffd.is_some()
+        self.live_uffd_arc().is_some()
+    }
+    /// Whether this process is a `fork(2)` child of the one that created the arena. Its copy
+    /// of the arena is then unregistered plain memory and the userfaultfd is never touched.
+    /// Async-signal-safe.
+    pub fn is_forked(&self) -> bool {
+        crate::fork::is_foreign(self.fork_gen)
+    }
+    fn live_uffd_arc(&self) -> Option<&Arc<Uffd>> {
+        if self.is_forked() {
+            None
+        } else {
+            self.uffd.as_ref()
+        }
+    }
+    fn live_uffd(&self) -> Option<&Uffd> {
+        self.live_uffd_arc().map(|u| &**u)
     }
     fn registered(&self, what: &'static str) -> Result<&Uffd, ArenaError> {
-        self.uffd.as_deref().ok_or(ArenaError::NotRegistered(what))
+        self.live_uffd().ok_or(ArenaError::NotRegistered(what))
     }
 
     /// The userfaultfd if `[addr, addr+len)` is registered (always, for an arena registered at
     /// creation; else only inside the range registered now). Async-signal-safe.
     fn uffd_over(&self, addr: usize, len: usize) -> Option<&Uffd> {
-        let u = self.uffd.as_deref()?;
+        let u = self.live_uffd()?;
         if self.config.register_at_creation {
             return Some(u);
         }
@@ -543,8 +584,7 @@ impl VolatileArena {
     }
     /// Whether MOVE was negotiated.
     pub fn can_move(&self) -> bool {
-        self.uffd
-            .as_ref()
+        self.live_uffd()
             .is_some_and(|u| u.features().contains(Feature::Move))
             && self.config.backing == Backing::Anonymous
     }
@@ -565,7 +605,7 @@ impl VolatileArena {
 
     /// Address of the fill-view byte that aliases arena offset `offset` (memfd only).
     pub fn fill_view_addr(&self, offset: usize) -> Result<usize, ArenaError> {
-        if self.config.backing != Backing::Memfd {
+        if self.config.backing != Backing::Memfd || self.is_forked() {
             return Err(ArenaError::NeedsMemfd("the fill view"));
         }
         if offset >= self.size {
@@ -659,7 +699,7 @@ impl VolatileArena {
     /// does not fault). Async-signal-safe: `mincore` for anonymous memory, a `pread` of
     /// `/proc/self/pagemap` for a memfd (whose page cache `mincore` would report instead).
     pub fn page_mapped(&self, addr: usize) -> bool {
-        if self.pagemap < 0 {
+        if self.pagemap < 0 || self.is_forked() {
             return page_present(addr);
         }
         let mut entry = 0u64;
@@ -795,7 +835,14 @@ impl VolatileArena {
     /// anonymous memory, a hole punch for a memfd (which also frees the page cache).
     pub fn release(&self, offset: usize, len: usize) -> Result<(), ArenaError> {
         let addr = self.check(offset, len)?;
-        match self.config.backing {
+        // In a forked child a memfd arena has been made private (see `detach_after_fork`):
+        // punching the memfd would free the parent's pages.
+        let backing = if self.is_forked() {
+            Backing::Anonymous
+        } else {
+            self.config.backing
+        };
+        match backing {
             // SAFETY: discarding pages of our own arena is the purpose of this call.
             Backing::Anonymous => unsafe {
                 self.sys
@@ -814,6 +861,35 @@ impl VolatileArena {
         }
     }
 
+    /// Debug aid: make a stale access to the released range `[offset, offset+len)` visible.
+    /// On an anonymous registered arena with `UFFD_FEATURE_POISON`, `UFFDIO_POISON` installs
+    /// poison markers (any touch raises a hard SIGBUS that no fault handler claims); on an
+    /// unregistered arena the pages are filled with [`POISON_WORD`] (they become resident until
+    /// the range is released again). Anything else (memfd backing, POISON not negotiated) is left as
+    /// released and reported as [`PoisonMethod::None`]. The range must be released first.
+    pub fn poison_released(&self, offset: usize, len: usize) -> Result<PoisonMethod, ArenaError> {
+        let addr = self.check(offset, len)?;
+        match self.uffd_over(addr, len) {
+            Some(u)
+                if self.config.backing == Backing::Anonymous
+                    && u.features().contains(Feature::Poison) =>
+            {
+                self.fill_loop(addr, len, |at, rest| u.poison(addr + at, rest, false))?;
+                Ok(PoisonMethod::Marker)
+            }
+            Some(_) => Ok(PoisonMethod::None),
+            None => {
+                let words = len / core::mem::size_of::<u64>();
+                // SAFETY: `[addr, addr+len)` is inside our own unregistered, readable and
+                // writable arena mapping, and the caller released it: no object lives there.
+                unsafe {
+                    core::slice::from_raw_parts_mut(addr as *mut u64, words).fill(POISON_WORD)
+                };
+                Ok(PoisonMethod::Pattern)
+            }
+        }
+    }
+
     /// Wake threads waiting on faults in `[offset, offset+len)` (handler-thread delivery).
     pub fn wake(&self, offset: usize, len: usize) -> Result<(), ArenaError> {
         let addr = self.check(offset, len)?;
@@ -828,6 +904,90 @@ impl VolatileArena {
         self.registered("UFFDIO_WRITEPROTECT")?
             .writeprotect(addr, len, on, false)
             .map_err(Into::into)
+    }
+
+    /// In a forked child, cut the arena's memory loose from the parent's.
+    ///
+    /// An anonymous arena is already private to the child (copy-on-write). A memfd arena's
+    /// views are `MAP_SHARED`: the child's writes would land in the parent's heap. Its contents
+    /// are copied into a private anonymous mapping that replaces the view at the same address
+    /// (only the memfd's data extents are read, with `pread`, so no hole of the parent's page
+    /// cache is filled). Afterwards the arena behaves as an unregistered anonymous arena. Does
+    /// nothing in the process that created the arena, or when already done.
+    pub fn detach_after_fork(&self) -> Result<(), ArenaError> {
+        if !self.is_forked() || self.config.backing != Backing::Memfd || self.base == 0 {
+            return Ok(());
+        }
+        if self
+            .privatized
+            .swap(true, core::sync::atomic::Ordering::AcqRel)
+        {
+            return Ok(());
+        }
+        let size = self.size;
+        // SAFETY: a fresh private mapping at a kernel-chosen address replaces nothing.
+        let copy = unsafe {
+            self.sys.mmap(
+                core::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        }
+        .map_err(Self::sys_err("mmap (private copy after fork)"))? as usize;
+        let mut pos: i64 = 0;
+        while (pos as usize) < size {
+            // SAFETY: lseek on our own memfd; SEEK_DATA/SEEK_HOLE only report extents.
+            let data = unsafe { libc::lseek(self.memfd, pos, libc::SEEK_DATA) };
+            if data < 0 {
+                break; // ENXIO: no data after `pos`.
+            }
+            // SAFETY: as above.
+            let hole = unsafe { libc::lseek(self.memfd, data, libc::SEEK_HOLE) };
+            let end = if hole < 0 {
+                size as i64
+            } else {
+                hole.min(size as i64)
+            };
+            let mut at = data;
+            while at < end {
+                // SAFETY: `copy + at .. copy + end` lies inside our fresh private mapping.
+                let n = unsafe {
+                    libc::pread(
+                        self.memfd,
+                        (copy + at as usize) as *mut c_void,
+                        (end - at) as usize,
+                        at,
+                    )
+                };
+                if n <= 0 {
+                    let errno = Errno::last();
+                    // SAFETY: our own fresh mapping, referenced by nothing.
+                    let _ = unsafe { self.sys.munmap(copy as *mut c_void, size) };
+                    return Err(ArenaError::Sys {
+                        call: "pread (private copy after fork)",
+                        errno,
+                    });
+                }
+                at += n as i64;
+            }
+            pos = end;
+        }
+        // SAFETY: moves our private copy over the arena's shared view, same size, same address;
+        // nothing else in this (single-threaded, freshly forked) process is using either range.
+        unsafe {
+            self.sys.mremap(
+                copy as *mut c_void,
+                size,
+                size,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                self.base as *mut c_void,
+            )
+        }
+        .map_err(Self::sys_err("mremap (private copy after fork)"))?;
+        Ok(())
     }
 
     /// Number of VMAs overlapping the arena (and its fill view), read from `/proc/self/maps`.
@@ -892,7 +1052,8 @@ impl Drop for VolatileArena {
         if self.base != 0 {
             // Unregister explicitly (munmap would do it implicitly) so the counters show the
             // one UNREGISTER that ends the arena's life.
-            if let Some(u) = &self.uffd {
+            // Never in a forked child: the descriptor would unregister the parent's range.
+            if let Some(u) = self.live_uffd() {
                 let _ = u.unregister(self.base, self.size);
             }
             // SAFETY: the arena owns this mapping and nothing refers to it any more.

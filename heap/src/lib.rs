@@ -8,7 +8,7 @@
 //! ([`sys`], [`inject`]).
 //!
 //! Invariants of the crate:
-//! - `unsafe` lives in small modules (`sys`, `uffd`, `pagemap`, `arena`, `fault`), each block
+//! - `unsafe` lives in small modules (`sys`, `uffd`, `pagemap`, `arena`, `fault`, `fork`), each block
 //!   with a `// SAFETY:` comment; everything exported is safe to call unless marked `unsafe`;
 //! - every mapping, userfaultfd and memfd system call goes through [`sys::Sys`], which counts
 //!   it, so statistics about kernel calls are complete by construction;
@@ -19,6 +19,7 @@
 pub mod arena;
 pub mod bitmap;
 pub mod fault;
+pub mod fork;
 pub mod inject;
 pub mod object;
 pub mod pagemap;

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod shadow;
+pub mod torture;
 
 use faultline::{Heap, HeapConfig, Mutator, TypeId, TypeInfo, Value};
 
@@ -131,4 +132,21 @@ pub fn stress_scale(n: u64) -> u64 {
     } else {
         n
     }
+}
+
+/// Whether userfaultfd can be used here. If not, the calling test is skipped visibly (a
+/// `SKIPPED` line naming it and the reason), unless `FAULTLINE_REQUIRE_UFFD` is set (to
+/// anything but `0`), in which case the skip is a failure.
+pub fn uffd_or_skip(test: &str) -> bool {
+    let probe = faultline::Probe::run();
+    if probe.available {
+        return true;
+    }
+    let reason = probe.reason.unwrap_or_else(|| "unknown".into());
+    assert!(
+        std::env::var("FAULTLINE_REQUIRE_UFFD").map_or(true, |v| v == "0"),
+        "{test}: userfaultfd is required (FAULTLINE_REQUIRE_UFFD) but unavailable: {reason}"
+    );
+    eprintln!("SKIPPED: {test}: needs userfaultfd, unavailable here: {reason}");
+    false
 }

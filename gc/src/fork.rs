@@ -1,0 +1,168 @@
+//! `fork(2)` while heaps are live.
+//!
+//! A child of `fork` gets a copy of every heap, but not the parent's threads (GC workers, the
+//! fault handler thread, other mutators) and not a usable userfaultfd: the inherited descriptor
+//! still acts on the *parent's* address space, and the child's copy of the arena is no longer
+//! registered, so a destination page the parent had not filled yet would read as zeroes there.
+//! Faultline therefore makes fork a quiescent point, with three `pthread_atfork` handlers
+//! (installed once, when the first heap is created) over a registry of live heaps:
+//!
+//! 1. *prepare* (forking thread, before the fork), for every live heap: wait until no cycle is
+//!    in progress (marking, remark, flip and compaction all finish: every destination page is
+//!    mapped), as a native mutator if the forking thread is attached, so the cycle's pauses do
+//!    not wait for it; then stop the world and keep it stopped (`gc_active` stays set, the
+//!    safepoint lock is released), so no new cycle phase can start and every other mutator is
+//!    parked at a safepoint or in native code while the address space is copied;
+//! 2. *parent*: restart the world of every heap; nothing else changes;
+//! 3. *child*: the arena detects that it is in a forked child (the fork generation, see
+//!    `faultline_heap::fork`) and from then on never touches the userfaultfd; a memfd arena
+//!    is replaced by a private copy; the heap runs every later cycle stop-the-world on plain
+//!    memory ([`HeapInner::concurrent_now`]) and reports [`FORKED_REASON`] as its fallback
+//!    reason; the world is restarted. Mutators of threads that do not exist in the child stay
+//!    parked (or native) forever: their roots stay roots, and they never hold up a pause.
+//!
+//! Invariants:
+//! - between *prepare* and *parent*/*child*, every registered heap has `gc_active` set by the
+//!   forking thread and no cycle in progress; the list of those heaps is `HELD`;
+//! - the child never issues a userfaultfd ioctl, never joins a thread, and never reads a page
+//!   the parent left absent (there is none: compaction was complete);
+//! - the registry holds weak references only: it never keeps a heap alive;
+//! - forks are serialised (`FORKING`): one thread's *prepare* never waits on a heap another
+//!   forking thread holds stopped.
+//!
+//! Limits (documented in the README): forking from inside the collector (an `on_cycle` or
+//! `mark_hook` callback, which run while a cycle is in progress) deadlocks, as would any other
+//! wait for the end of the running cycle there; a thread that is *not* a mutator but is inside
+//! a heap call at the moment of the fork (e.g. [`crate::Heap::verify`] from an unattached
+//! thread) may leave a lock held in the child, as with any multi-threaded fork; a thread
+//! attached to several heaps can hold up *prepare* (parked in one heap's pause, it cannot
+//! reach a safepoint of the next), exactly as it would hold up two simultaneous collections.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
+
+use crate::heap::HeapInner;
+use crate::mutator::{attached_here, NATIVE};
+
+/// The fallback reason a heap reports in a forked child.
+pub const FORKED_REASON: &str =
+    "forked child: the userfaultfd belongs to the parent process; collections run stop-the-world on plain memory";
+
+static REGISTRY: Mutex<Vec<Weak<HeapInner>>> = Mutex::new(Vec::new());
+static HELD: Mutex<Vec<Arc<HeapInner>>> = Mutex::new(Vec::new());
+/// Set from *prepare* to *parent*/*child*: two threads forking at once would otherwise each
+/// stop some heaps and wait for the others'. An atomic, not a lock, so a child never inherits
+/// it held.
+static FORKING: AtomicBool = AtomicBool::new(false);
+static INSTALL: Once = Once::new();
+
+/// Add a heap to the fork registry (and install the atfork handlers the first time).
+pub(crate) fn register(inner: &Arc<HeapInner>) {
+    INSTALL.call_once(|| {
+        // The arena's own child handler (the fork generation) must be in place too; asking for
+        // the generation installs it.
+        let _ = faultline_heap::fork::generation();
+        // SAFETY: the three handlers are plain functions valid for the life of the process.
+        let r = unsafe {
+            libc::pthread_atfork(
+                Some(prepare as unsafe extern "C" fn()),
+                Some(parent as unsafe extern "C" fn()),
+                Some(child as unsafe extern "C" fn()),
+            )
+        };
+        assert_eq!(r, 0, "pthread_atfork failed: {r}");
+    });
+    let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    reg.retain(|w| w.strong_count() > 0);
+    reg.push(Arc::downgrade(inner));
+}
+
+/// Make `inner` quiescent: no cycle in progress, the world stopped by this thread.
+fn quiesce(inner: &HeapInner) {
+    let me = attached_here(inner);
+    loop {
+        if inner.compaction.is_busy() {
+            // Wait as a native mutator (restoring the state we had: the fork may be issued
+            // from inside a native section) so the running cycle's pauses can proceed.
+            match &me {
+                None => inner.compaction.wait_idle(),
+                Some(me) => {
+                    let was = {
+                        let _g = inner.sp.lock();
+                        let was = me.state.swap(NATIVE, Ordering::SeqCst);
+                        inner.sp.cv.notify_all();
+                        was
+                    };
+                    inner.compaction.wait_idle();
+                    let mut g = inner.sp.lock();
+                    while g.gc_active {
+                        g = inner.sp.wait(g);
+                    }
+                    me.state.store(was, Ordering::SeqCst);
+                }
+            }
+        }
+        let Some(g) = inner.stop_the_world(me.as_ref()) else {
+            continue; // Someone else stopped the world; try again when they are done.
+        };
+        if inner.compaction.is_busy() {
+            // A cycle started between the wait and the stop: let it run and wait again.
+            inner.resume(g);
+            continue;
+        }
+        // Keep the world stopped (gc_active stays set) but release the lock, so the child
+        // does not inherit it held.
+        drop(g);
+        return;
+    }
+}
+
+extern "C" fn prepare() {
+    while FORKING
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let heaps: Vec<Arc<HeapInner>> = REGISTRY
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for h in &heaps {
+        quiesce(h);
+    }
+    *HELD.lock().unwrap_or_else(PoisonError::into_inner) = heaps;
+}
+
+fn release_all() -> Vec<Arc<HeapInner>> {
+    let heaps = std::mem::take(&mut *HELD.lock().unwrap_or_else(PoisonError::into_inner));
+    for h in &heaps {
+        let g = h.sp.lock();
+        h.resume(g);
+    }
+    heaps
+}
+
+extern "C" fn parent() {
+    drop(release_all());
+    FORKING.store(false, Ordering::Release);
+}
+
+extern "C" fn child() {
+    let heaps = std::mem::take(&mut *HELD.lock().unwrap_or_else(PoisonError::into_inner));
+    for h in &heaps {
+        // The arena already knows it is forked (its generation changed in the heap layer's
+        // child handler); a memfd arena still shares its pages with the parent until detached.
+        if let Err(e) = h.arena.detach_after_fork() {
+            // Continuing would write into the parent's heap.
+            eprintln!("faultline: forked child cannot detach a memfd arena from the parent: {e}");
+            std::process::abort();
+        }
+        let g = h.sp.lock();
+        h.resume(g);
+    }
+    drop(heaps);
+    FORKING.store(false, Ordering::Release);
+}

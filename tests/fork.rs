@@ -1,0 +1,414 @@
+//! `fork(2)` while attached to a heap, in every phase of a cycle (idle, concurrent marking,
+//! before remark + flip, concurrent compaction), for every strategy, fault delivery and
+//! barrier, plus a mutator running cycles non-stop while another thread forks.
+//!
+//! The child must get a complete, working heap: it reads the whole object graph and checks
+//! every payload (a page the parent had not filled would read as zeroes there), reports the
+//! documented fallback (stop-the-world, no userfaultfd, `fork::FORKED_REASON`), allocates,
+//! collects and verifies, then `_exit`s with a code. The parent waits with a deadline (a hang
+//! fails the test instead of hanging CI), checks that the fork waited for the running cycle to
+//! finish, and carries on collecting concurrently and verifying (after a fork, the move
+//! strategy meets `EBUSY` on pages shared with the child and falls back to copying).
+
+mod common;
+use common::*;
+use faultline::gc::fork::FORKED_REASON;
+use faultline::gc::marking::MarkPoint;
+use faultline::{Barrier, FaultMode, GcMode, GlobalRoot, Heap, HeapConfig, Mutator, Strategy};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+const DEPTH: u32 = 10;
+const NODES: usize = (1 << DEPTH) - 1;
+const LIST: i64 = 500;
+
+/// Exit codes of the child.
+const CHILD_OK: i32 = 0;
+const CHILD_PANICKED: i32 = 3;
+
+/// Run `f` on another thread; fail (instead of hanging) if it takes longer than `limit`.
+fn with_deadline(limit: Duration, what: &str, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(())) => {}
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("{what}: no result after {limit:?} (hang)"),
+    }
+}
+
+/// Fork; in the child run `child` and `_exit` with its verdict; in the parent wait for the
+/// child with a deadline and return its exit code.
+fn fork_and_wait(child: impl FnOnce()) -> i32 {
+    // SAFETY: the child only runs `child` (heap code, which is fork-aware) and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).is_ok();
+        // SAFETY: ends the child without running the parent's atexit handlers or destructors.
+        unsafe { libc::_exit(if ok { CHILD_OK } else { CHILD_PANICKED }) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            if libc::WIFEXITED(status) {
+                return libc::WEXITSTATUS(status);
+            }
+            panic!("child died by signal {}", libc::WTERMSIG(status));
+        }
+        assert!(r == 0, "waitpid: {}", std::io::Error::last_os_error());
+        if Instant::now() > deadline {
+            // SAFETY: killing our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: reaping it.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            panic!("child hung (killed after 60 s)");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// What the child does with its copy of the heap: everything a runtime would.
+fn child_work(m: &mut Mutator, t: &Types) {
+    let heap = m.heap().clone();
+    assert!(
+        !heap.uses_userfaultfd(),
+        "the child must not use the parent's userfaultfd"
+    );
+    assert_eq!(heap.fallback_reason(), Some(FORKED_REASON));
+    let info = heap.mode_info();
+    assert_eq!(info.mode, GcMode::StopTheWorld);
+    assert_eq!(info.fallback_reason.as_deref(), Some(FORKED_REASON));
+    // The whole graph, every payload: a zero page would fail here.
+    let n = m.stack_len();
+    assert_eq!(check_tree(m, m.stack_get(n - 1), DEPTH, 1), NODES);
+    assert_eq!(
+        read_list(m, m.stack_get(n - 2)),
+        (0..LIST).collect::<Vec<_>>()
+    );
+    m.verify().expect("the child's heap verifies");
+    let cycles0 = heap.cycles();
+    for round in 0..3 {
+        list(m, t, 300);
+        for _ in 0..5000 {
+            m.alloc(t.pair, 0).unwrap();
+        }
+        m.collect().unwrap();
+        assert_eq!(read_list(m, m.pop().unwrap()), (0..300).collect::<Vec<_>>());
+        assert_eq!(
+            check_tree(m, m.stack_get(n - 1), DEPTH, 1),
+            NODES,
+            "round {round}"
+        );
+        assert_eq!(read_list(m, m.stack_get(n - 2)).len(), LIST as usize);
+    }
+    assert!(heap.cycles() >= cycles0 + 3);
+    let h = heap.history();
+    let mine = &h[h.len() - 3..];
+    assert!(mine.iter().all(|c| c.mode == GcMode::StopTheWorld));
+    // No userfaultfd call at all in the child's cycles.
+    assert!(
+        mine.iter()
+            .all(|c| c.calls.get(faultline::heap::Call::UffdCopy) == 0
+                && c.calls.get(faultline::heap::Call::UffdMove) == 0
+                && c.calls.get(faultline::heap::Call::UffdContinue) == 0),
+        "{:?}",
+        mine.iter().map(|c| c.calls).collect::<Vec<_>>()
+    );
+    m.verify()
+        .expect("the child's heap verifies after collecting");
+}
+
+/// Parks the marker at one chosen point until released.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<(Option<MarkPoint>, bool, bool)>, // (park at, parked, released)
+    cv: Condvar,
+}
+
+impl Gate {
+    fn hook(self: &Arc<Self>) -> faultline::gc::marking::MarkHook {
+        let g = self.clone();
+        Arc::new(move |p| {
+            let mut s = g.state.lock().unwrap();
+            if s.0 == Some(p) {
+                s.1 = true;
+                g.cv.notify_all();
+                while !s.2 {
+                    s = g.cv.wait(s).unwrap();
+                }
+            }
+        })
+    }
+    fn arm(&self, p: MarkPoint) {
+        *self.state.lock().unwrap() = (Some(p), false, false);
+    }
+    fn wait_parked(&self) {
+        let mut s = self.state.lock().unwrap();
+        while !s.1 {
+            s = self.cv.wait(s).unwrap();
+        }
+    }
+    fn release(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.2 = true;
+        s.0 = None;
+        self.cv.notify_all();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Idle,
+    Marking,
+    BeforeRemark,
+    Compaction,
+}
+
+fn scenario(mode: GcMode, strategy: Strategy, faults: FaultMode, barrier: Barrier, phase: Phase) {
+    let gate = Arc::new(Gate::default());
+    let heap = Heap::new(HeapConfig {
+        mode,
+        strategy,
+        faults,
+        barrier,
+        verify: true,
+        mark_hook: Some(gate.hook()),
+        compaction_delay: (phase == Phase::Compaction).then(|| Duration::from_millis(50)),
+        ..HeapConfig::with_heap_size(4 << 20)
+    })
+    .unwrap();
+    let what = format!("{mode:?}/{strategy:?}/{faults:?}/{barrier:?}/{phase:?}");
+    if mode == GcMode::Concurrent {
+        let info = heap.mode_info();
+        assert_eq!(info.mode, GcMode::Concurrent, "{what}: {info:?}");
+    }
+    assert!(heap.uses_userfaultfd(), "{what}");
+    let t = register(&heap);
+    let mut m = heap.attach();
+    list(&mut m, &t, LIST);
+    tree(&mut m, &t, DEPTH, 1);
+    // One full cycle first, so live data sits in a compacted half.
+    m.collect().unwrap();
+    heap.wait_for_compaction();
+    for _ in 0..3000 {
+        m.alloc(t.pair, 0).unwrap();
+    }
+    let recorded0 = heap.history().len();
+    let released = Arc::new(AtomicBool::new(false));
+    match phase {
+        Phase::Idle => {}
+        Phase::Marking | Phase::BeforeRemark => {
+            gate.arm(if phase == Phase::Marking {
+                MarkPoint::Started
+            } else {
+                MarkPoint::BeforeRemark
+            });
+            m.collect().unwrap();
+            gate.wait_parked();
+            // The fork below must wait for the cycle; release the marker a little later.
+            let (g, r) = (gate.clone(), released.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                r.store(true, Ordering::SeqCst);
+                g.release();
+            });
+        }
+        Phase::Compaction => {
+            // Start a cycle and wait for its flip: the roots then hold new-half addresses,
+            // and the workers are still held back by `compaction_delay`.
+            let before = m.stack_get(m.stack_len() - 1).bits();
+            m.collect().unwrap();
+            let t0 = Instant::now();
+            while m.stack_get(m.stack_len() - 1).bits() == before {
+                assert!(t0.elapsed() < Duration::from_secs(20), "{what}: no flip");
+                m.safepoint();
+                std::thread::yield_now();
+            }
+            assert_eq!(
+                heap.history().len(),
+                recorded0,
+                "{what}: cycle already over"
+            );
+        }
+    }
+    let code = fork_and_wait(|| child_work(&mut m, &t));
+    assert_eq!(code, CHILD_OK, "{what}: the child failed");
+    if phase != Phase::Idle {
+        // The fork happened only after the running cycle had finished.
+        assert!(released.load(Ordering::SeqCst) || phase == Phase::Compaction);
+        assert!(
+            heap.history().len() > recorded0,
+            "{what}: fork did not wait for the cycle"
+        );
+    }
+    // The parent carries on, still concurrent, and its heap stays intact.
+    assert_eq!(heap.fallback_reason(), None, "{what}");
+    assert!(heap.uses_userfaultfd(), "{what}");
+    for _ in 0..3 {
+        for _ in 0..5000 {
+            m.alloc(t.pair, 0).unwrap();
+        }
+        m.collect().unwrap();
+        let n = m.stack_len();
+        assert_eq!(
+            check_tree(&m, m.stack_get(n - 1), DEPTH, 1),
+            NODES,
+            "{what}"
+        );
+        assert_eq!(read_list(&m, m.stack_get(n - 2)).len(), LIST as usize);
+    }
+    heap.wait_for_compaction();
+    m.verify().unwrap();
+    let h = heap.history();
+    assert!(h.iter().all(|c| c.mode == mode), "{what}");
+    let last = &h[h.len() - 3..];
+    eprintln!(
+        "{what}: parent after fork: pages staged {}, copied {}, in place {}",
+        last.iter().map(|c| c.pages_staged).sum::<u64>(),
+        last.iter().map(|c| c.pages_copied).sum::<u64>(),
+        last.iter().map(|c| c.pages_in_place).sum::<u64>(),
+    );
+}
+
+#[test]
+fn fork_in_every_phase_copy_move_minor() {
+    if !uffd_or_skip("fork_in_every_phase_copy_move_minor") {
+        return;
+    }
+    with_deadline(Duration::from_secs(300), "fork scenarios", || {
+        for strategy in [Strategy::Copy, Strategy::Move, Strategy::Minor] {
+            for faults in [FaultMode::Sigbus, FaultMode::Thread] {
+                for phase in [
+                    Phase::Idle,
+                    Phase::Marking,
+                    Phase::BeforeRemark,
+                    Phase::Compaction,
+                ] {
+                    scenario(GcMode::Concurrent, strategy, faults, Barrier::Satb, phase);
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn fork_in_every_phase_wp_async() {
+    if !uffd_or_skip("fork_in_every_phase_wp_async") {
+        return;
+    }
+    if !faultline::heap::Probe::run().has("wp_async") {
+        eprintln!("SKIPPED: fork_in_every_phase_wp_async: WP_ASYNC/PAGEMAP_SCAN unavailable");
+        return;
+    }
+    with_deadline(
+        Duration::from_secs(300),
+        "fork scenarios (wp_async)",
+        || {
+            for strategy in [Strategy::Copy, Strategy::Move] {
+                for phase in [
+                    Phase::Idle,
+                    Phase::Marking,
+                    Phase::BeforeRemark,
+                    Phase::Compaction,
+                ] {
+                    scenario(
+                        GcMode::Concurrent,
+                        strategy,
+                        FaultMode::Sigbus,
+                        Barrier::WpAsync,
+                        phase,
+                    );
+                }
+            }
+        },
+    );
+}
+
+#[test]
+fn fork_a_stop_the_world_heap() {
+    if !uffd_or_skip("fork_a_stop_the_world_heap") {
+        return;
+    }
+    with_deadline(Duration::from_secs(120), "fork (stop-the-world)", || {
+        scenario(
+            GcMode::StopTheWorld,
+            Strategy::Auto,
+            FaultMode::Auto,
+            Barrier::Satb,
+            Phase::Idle,
+        );
+    });
+}
+
+/// A mutator thread runs concurrent cycles back to back while an unattached thread forks at
+/// arbitrary moments; every child attaches, reads a globally rooted tree and collects.
+#[test]
+fn fork_from_another_thread_while_cycles_run() {
+    if !uffd_or_skip("fork_from_another_thread_while_cycles_run") {
+        return;
+    }
+    with_deadline(Duration::from_secs(300), "fork while cycles run", || {
+        let heap = Heap::new(HeapConfig {
+            mode: GcMode::Concurrent,
+            verify: true,
+            ..HeapConfig::with_heap_size(4 << 20)
+        })
+        .unwrap();
+        let t = Arc::new(register(&heap));
+        let stop = Arc::new(AtomicBool::new(false));
+        let root = {
+            let mut m = heap.attach();
+            tree(&mut m, &t, DEPTH, 7);
+            Arc::new(GlobalRoot::new(&heap, m.pop().unwrap()))
+        };
+        let worker = {
+            let (heap, t, stop) = (heap.clone(), t.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut m = heap.attach();
+                while !stop.load(Ordering::Relaxed) {
+                    list(&mut m, &t, 200);
+                    for _ in 0..2000 {
+                        m.alloc(t.pair, 0).unwrap();
+                    }
+                    m.collect().unwrap();
+                    assert_eq!(read_list(&m, m.pop().unwrap()).len(), 200);
+                }
+            })
+        };
+        let forks = stress_scale(6);
+        let cycles0 = heap.cycles();
+        for i in 0..forks {
+            std::thread::sleep(Duration::from_millis(7 + 13 * (i % 4)));
+            let (h2, t2, r2) = (heap.clone(), t.clone(), root.clone());
+            let code = fork_and_wait(move || {
+                assert_eq!(h2.fallback_reason(), Some(FORKED_REASON));
+                h2.verify().expect("child verifies (unattached)");
+                let mut m = h2.attach();
+                let v = r2.get(&m);
+                assert_eq!(check_tree(&m, v, DEPTH, 7), NODES);
+                list(&mut m, &t2, 100);
+                m.collect().unwrap();
+                assert_eq!(read_list(&m, m.pop().unwrap()).len(), 100);
+                let v = r2.get(&m);
+                assert_eq!(check_tree(&m, v, DEPTH, 7), NODES);
+                m.verify().unwrap();
+            });
+            assert_eq!(code, CHILD_OK, "fork {i}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        worker.join().unwrap();
+        assert!(heap.cycles() > cycles0, "the worker ran cycles meanwhile");
+        heap.wait_for_compaction();
+        heap.verify().unwrap();
+        let m = heap.attach();
+        assert_eq!(check_tree(&m, root.get(&m), DEPTH, 7), NODES);
+    });
+}

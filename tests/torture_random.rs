@@ -1,0 +1,178 @@
+//! Random (seeded) kernel-error injection over every call a concurrent cycle makes, under the
+//! multi-threaded shadow-model stress with verification, with a watchdog: if no mutator makes
+//! progress for `FAULTLINE_WATCHDOG_SECS` (default 60) the process aborts with a diagnostic, so
+//! a hang fails CI instead of hanging it. Short by default; under `FAULTLINE_STRESS=long` 100x
+//! the cycles and more seeds. `FAULTLINE_TORTURE_SEED` replaces the seed list with one seed.
+//!
+//! Only errors with a documented recovery are injected (transient EAGAIN/ENOMEM/EINTR, lost
+//! races EEXIST, MOVE's EBUSY/ENOENT fallbacks, failed releases and poisoning); the persistent
+//! failures and their typed errors are the error-path matrix's subject.
+
+mod common;
+use common::shadow::{self, Shadow};
+use common::stress_scale;
+use common::torture::{long, secs_from_env, Record, Watchdog};
+use faultline::heap::inject::{FaultInjector, Rule, Trigger};
+use faultline::heap::sys::{Call, Errno, Sys};
+use faultline::heap::PAGE_SIZE;
+use faultline::{Barrier, FaultMode, GcMode, Heap, HeapConfig, Strategy};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn rules() -> Vec<Rule> {
+    let r = |call, errno, one_in| Rule::new(call, errno, Trigger::Random { one_in });
+    vec![
+        Rule::again_after(Call::UffdCopy, PAGE_SIZE, Trigger::Random { one_in: 9 }),
+        r(Call::UffdCopy, Errno::ENOMEM, 17),
+        r(Call::UffdCopy, Errno::EEXIST, 23),
+        r(Call::UffdMove, Errno::EBUSY, 7),
+        r(Call::UffdMove, Errno::ENOENT, 19),
+        r(Call::UffdMove, Errno::EAGAIN, 11),
+        r(Call::UffdContinue, Errno::EAGAIN, 9),
+        r(Call::UffdContinue, Errno::ENOMEM, 17),
+        r(Call::UffdPoison, Errno::EINVAL, 5),
+        r(Call::UffdWriteprotect, Errno::EAGAIN, 7),
+        r(Call::PagemapScan, Errno::EINTR, 7),
+        r(Call::Madvise, Errno::EIO, 13),
+        r(Call::Fallocate, Errno::EIO, 7),
+    ]
+}
+
+fn seeds() -> Vec<u64> {
+    if let Some(s) = std::env::var("FAULTLINE_TORTURE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return vec![s];
+    }
+    if long() {
+        (1..=8).map(|i| 0x5eed_0000 + i).collect()
+    } else {
+        vec![0x5eed_0001]
+    }
+}
+
+fn torture(name: &str, strategy: Strategy, faults: FaultMode, barrier: Barrier, poison: bool) {
+    let t0 = Instant::now();
+    let mut rec = Record::default();
+    let stall = secs_from_env("FAULTLINE_WATCHDOG_SECS", Duration::from_secs(60));
+    for seed in seeds() {
+        let inj = Arc::new(FaultInjector::new(rules(), seed).disarmed());
+        let heap = Heap::new(HeapConfig {
+            mode: GcMode::Concurrent,
+            strategy,
+            faults,
+            barrier,
+            poison_released: poison,
+            stress_every: Some(24),
+            verify: true,
+            checkmark: true,
+            sys: Sys::new(inj.clone()),
+            ..HeapConfig::with_heap_size(2 << 20)
+        })
+        .unwrap();
+        assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
+        let t = shadow::register(&heap);
+        let target = stress_scale(400);
+        let progress = Arc::new(AtomicU64::new(0));
+        let _dog = Watchdog::new("torture_random", progress.clone(), stall);
+        inj.arm();
+        let checks: u64 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..3u64)
+                .map(|i| {
+                    let heap = heap.clone();
+                    let progress = progress.clone();
+                    s.spawn(move || {
+                        let mut m = heap.attach();
+                        let mut sh = Shadow::new(&mut m, t, seed ^ i, i + 1);
+                        let mut last = heap.cycles();
+                        while heap.cycles() < target {
+                            sh.step(&mut m);
+                            progress.fetch_add(1, Ordering::Relaxed);
+                            let c = heap.cycles();
+                            if c != last {
+                                sh.check(&m);
+                                last = c;
+                                if sh.checks % 500 == 0 {
+                                    sh.prune();
+                                }
+                            }
+                        }
+                        sh.check(&m);
+                        sh.checks
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        heap.wait_for_compaction();
+        inj.disarm();
+        heap.verify().unwrap();
+        let injected: u64 = inj.injected_summary().iter().map(|&(_, n)| n).sum();
+        assert!(
+            injected > 50,
+            "seed {seed:#x}: {:?}",
+            inj.injected_summary()
+        );
+        assert!(checks >= target, "seed {seed:#x}: {checks} model checks");
+        eprintln!(
+            "{name} seed {seed:#x}: {} cycles, {checks} model checks, injected {:?}, releases {:?}",
+            heap.cycles(),
+            inj.injected_summary()
+                .iter()
+                .map(|&(c, n)| format!("{}={n}", c.name()))
+                .collect::<Vec<_>>(),
+            heap.release_stats()
+        );
+        rec.add_heap(&heap);
+        rec.add_injector(&inj);
+        rec.model_checks += checks;
+    }
+    rec.duration = t0.elapsed();
+    rec.write(name);
+}
+
+#[test]
+fn random_errors_copy_sigbus() {
+    torture(
+        "random_copy_sigbus",
+        Strategy::Copy,
+        FaultMode::Sigbus,
+        Barrier::Satb,
+        false,
+    );
+}
+
+#[test]
+fn random_errors_move_thread_poisoned() {
+    torture(
+        "random_move_thread_poison",
+        Strategy::Move,
+        FaultMode::Thread,
+        Barrier::Satb,
+        true,
+    );
+}
+
+#[test]
+fn random_errors_minor_sigbus() {
+    torture(
+        "random_minor_sigbus",
+        Strategy::Minor,
+        FaultMode::Sigbus,
+        Barrier::Satb,
+        false,
+    );
+}
+
+#[test]
+fn random_errors_wp_async() {
+    torture(
+        "random_copy_wp_async",
+        Strategy::Copy,
+        FaultMode::Sigbus,
+        Barrier::WpAsync,
+        true,
+    );
+}
