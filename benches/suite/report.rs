@@ -250,7 +250,7 @@ pub fn markdown(
 
     // Pause anatomy.
     let _ = writeln!(w, "## Longest pause of each kind\n");
-    let _ = writeln!(w, "Per run, ms: the longest pause of each kind; `remark part`: the longest remark share of a remark+flip pause (`CycleStats::remark`, the rest is planning and the flip); `ttsp`: the longest time to safepoint of any cycle (inside the pauses).\n");
+    let _ = writeln!(w, "Per run, ms: the longest pause of each kind; `remark part`: the longest remark share of a remark+flip pause (`CycleStats::remark`, the rest is planning and the flip); `ttsp`: the longest time to safepoint of any cycle (inside the pauses). n/a: not in the run's record (recorded by an older version of the suite).\n");
     let _ = writeln!(
         w,
         "| workload | live MiB | mode | longest by kind | remark part | ttsp |"
@@ -269,8 +269,8 @@ pub fn markdown(
             r.live_mib,
             r.mode,
             kinds.join(", "),
-            f(r.remark_max_ms),
-            f(r.ttsp_max_ms)
+            opt(r.remark_max_ms),
+            opt(r.ttsp_max_ms)
         );
     }
     let _ = writeln!(w);
