@@ -7,7 +7,9 @@
 //! cargo bench -p faultline --bench suite -- --peers          # also run benches/peers/run.sh
 //! ```
 //!
-//! Options: `--quick` (or `FAULTLINE_BENCH_QUICK=1`), `--peers`, `--workloads a,b`,
+//! Options: `--quick` (or `FAULTLINE_BENCH_QUICK=1`), `--peers`, `--report-only` (run
+//! nothing: rebuild the report and plots from `DIR/runs/*.json` and the peers file),
+//! `--workloads a,b`,
 //! `--sizes-mib 64,1024`, `--modes stw,copy/sigbus`, `--out DIR` (default
 //! `<workspace>/target/bench-suite`), `--peers-file FILE` (default
 //! `<workspace>/target/peers/results.json`, written by `benches/peers/run.sh`; read when it
@@ -43,6 +45,8 @@ const MIB: usize = 1 << 20;
 struct Opts {
     quick: bool,
     peers: bool,
+    /// Do not run anything: rebuild the report from `DIR/runs/*.json` (and the peers file).
+    report_only: bool,
     workloads: Vec<String>,
     sizes: Vec<usize>,
     modes: Vec<String>,
@@ -77,6 +81,7 @@ impl Opts {
         Opts {
             quick,
             peers: args.iter().any(|a| a == "--peers"),
+            report_only: args.iter().any(|a| a == "--report-only"),
             workloads: list_arg(args, "--workloads")
                 .unwrap_or_else(|| workloads::WORKLOADS.iter().map(|s| s.to_string()).collect()),
             sizes,
@@ -270,7 +275,25 @@ fn parent(opts: &Opts) -> i32 {
             .expect("a valid progress template"),
     );
     let mut results = Vec::new();
-    for job in &jobs {
+    if opts.report_only {
+        // The records of an earlier run, in the order a run would produce them.
+        for job in &jobs {
+            let path = runs_dir.join(format!(
+                "{}-{}MiB-{}.json",
+                job.workload,
+                job.live / MIB,
+                job.mode.replace('/', "_")
+            ));
+            match std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<RunResult>(&t).ok())
+            {
+                Some(r) => results.push(r),
+                None => eprintln!("suite: --report-only: no record {}", path.display()),
+            }
+        }
+    }
+    for job in jobs.iter().filter(|_| !opts.report_only) {
         pb.set_message(format!(
             "{} @ {} MiB: {}",
             job.workload,

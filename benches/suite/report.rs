@@ -166,7 +166,12 @@ pub fn markdown(
     let _ = writeln!(w, "# Faultline pause and throughput suite\n");
     let _ = writeln!(
         w,
-        "Command: `cargo bench -p faultline --bench suite -- {command}` ({} run, {:.0} s). Machine: {} CPUs, kernel {}, load average at the end {}. **The machine is shared with other builds: compare ratios within this run, not absolute figures across runs.** Peers: {}.\n",
+        "Command: `cargo bench -p faultline --bench suite{}` ({} run, {:.0} s). Machine: {} CPUs, kernel {}, load average at the end {}. **The machine is shared with other builds: compare ratios within this run, not absolute figures across runs.** Peers: {}.\n",
+        if command.is_empty() {
+            String::new()
+        } else {
+            format!(" -- {command}")
+        },
         if quick { "quick" } else { "full" },
         took.as_secs_f64(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -242,6 +247,33 @@ pub fn markdown(
         }
         let _ = writeln!(w);
     }
+
+    // Pause anatomy.
+    let _ = writeln!(w, "## Longest pause of each kind\n");
+    let _ = writeln!(w, "Per run, ms: the longest pause of each kind; `remark part`: the longest remark share of a remark+flip pause (`CycleStats::remark`, the rest is planning and the flip); `ttsp`: the longest time to safepoint of any cycle (inside the pauses). n/a: not in the run's record (recorded by an older version of the suite).\n");
+    let _ = writeln!(
+        w,
+        "| workload | live MiB | mode | longest by kind | remark part | ttsp |"
+    );
+    let _ = writeln!(w, "|---|---:|---|---|---:|---:|");
+    for r in results.iter().filter(|r| ok(r) && r.workload != "-") {
+        let kinds: Vec<String> = r
+            .pause_max_by_kind
+            .iter()
+            .map(|(k, v)| format!("{k} {}", f(*v)))
+            .collect();
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.workload,
+            r.live_mib,
+            r.mode,
+            kinds.join(", "),
+            opt(r.remark_max_ms),
+            opt(r.ttsp_max_ms)
+        );
+    }
+    let _ = writeln!(w);
 
     // Goals.
     let _ = writeln!(w, "## Goals (measured, per workload)\n");

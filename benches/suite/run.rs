@@ -49,8 +49,10 @@ pub struct ByStats {
     pub cpu_s: f64,
 }
 
-/// One row of the report (ours, or a peer's).
+/// One row of the report (ours, or a peer's). Fields missing from a stored record (written by
+/// an older version of the suite) read as their defaults.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunResult {
     pub workload: String,
     pub live_mib: u64,
@@ -68,6 +70,10 @@ pub struct RunResult {
     pub pause: Option<Pct>,
     /// Largest pause of each kind, ms.
     pub pause_max_by_kind: BTreeMap<String, f64>,
+    /// Longest remark part of a remark+flip pause (`CycleStats::remark`) and longest time to
+    /// safepoint of any cycle, ms.
+    pub remark_max_ms: Option<f64>,
+    pub ttsp_max_ms: Option<f64>,
     /// World-stopped intervals on the timeline (count) and MMU at 1, 10, 100 ms.
     pub timeline_pauses: u64,
     pub mmu_1ms: Option<f64>,
@@ -231,6 +237,10 @@ pub fn measure(
     r.cycles = history.len() as u64;
     for c in &history {
         *r.triggers.entry(c.trigger.name().to_string()).or_default() += 1;
+        let remark = c.remark.as_secs_f64() * 1e3;
+        let ttsp = c.time_to_safepoint.as_secs_f64() * 1e3;
+        r.remark_max_ms = Some(r.remark_max_ms.map_or(remark, |x| x.max(remark)));
+        r.ttsp_max_ms = Some(r.ttsp_max_ms.map_or(ttsp, |x| x.max(ttsp)));
         for p in &c.pauses {
             let ms = p.duration.as_secs_f64() * 1e3;
             r.pauses_ms.push(ms);
