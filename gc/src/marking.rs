@@ -250,12 +250,22 @@ impl ConcMarker<'_> {
     }
 
     fn scan(&mut self, o: usize) {
+        self.scan_words(o, 0, usize::MAX);
+    }
+
+    /// Shade the references held in words `[from_k, to_k)` of the object at `o` (word 0 is
+    /// its header; `to_k` is clipped to the object's size).
+    fn scan_words(&mut self, o: usize, from_k: usize, to_k: usize) {
         let h = Self::header(o);
         let size = self.types.size_words(h).unwrap_or(1);
+        let to_k = to_k.min(size);
+        if from_k >= to_k {
+            return;
+        }
         let mut kids = [0usize; 16];
         let mut n = 0;
         let types = self.types;
-        types.for_each_ref_word(h, 0, size, |k| {
+        types.for_each_ref_word(h, from_k, to_k, |k| {
             let v = load_slot(o + k * WORD);
             if n == kids.len() {
                 for &c in &kids {
@@ -301,20 +311,23 @@ impl ConcMarker<'_> {
         }
         let lo = (pa - self.from) / WORD;
         let hi = ((pa + PAGE_SIZE).min(top) - self.from) / WORD;
+        // Only the words on this page: a write elsewhere in a large object marks that page
+        // written, and its rescan covers it. (Rescanning whole objects made a written page of
+        // a multi-megabyte array cost the whole array.)
         // The object straddling into the page from before it, if marked.
         if lo > 0 {
             if let Some(w) = self.mark.prev_set(lo - 1) {
                 let o = self.from + w * WORD;
                 let size = self.types.size_words(Self::header(o)).unwrap_or(1);
                 if w + size > lo {
-                    self.scan(o);
+                    self.scan_words(o, lo - w, hi - w);
                 }
             }
         }
         let mut w = lo;
         while let Some(m) = self.mark.next_set(w, hi) {
             let o = self.from + m * WORD;
-            self.scan(o);
+            self.scan_words(o, 0, hi - m);
             w = m + 1;
         }
     }
@@ -669,15 +682,16 @@ fn rescan_dirty(inner: &HeapInner, sc: &PagemapScanner, m: &mut ConcMarker<'_>) 
         m.rescan_page(pa, top);
     }
     // Large objects: one scan of the whole large-object space (its free parts are absent and
-    // report nothing), each written page mapped back to the object that holds it; the marked
-    // ones are rescanned once.
+    // report nothing), each written page mapped back to the object that holds it; the words of
+    // marked objects on written pages are rescanned.
     let mut regions = Vec::new();
     let (lb, ls) = (inner.large.base, inner.large.size);
     let large_dirty = must("PAGEMAP_SCAN of the large-object space", || {
         regions.clear();
         sc.written_pages(lb, ls, true, |s, l| regions.push((s, l)))
     });
-    let mut objects = Vec::new();
+    // (object, first word, end word) on the written pages.
+    let mut parts = Vec::new();
     {
         let lg = inner.large.lock();
         for (s, l) in regions {
@@ -685,15 +699,15 @@ fn rescan_dirty(inner: &HeapInner, sc: &PagemapScanner, m: &mut ConcMarker<'_>) 
                 if start + len <= s {
                     break;
                 }
-                objects.push(start);
+                let a = s.max(start);
+                let b = (s + l).min(start + len);
+                parts.push((start, (a - start) / WORD, (b - start) / WORD));
             }
         }
     }
-    objects.sort_unstable();
-    objects.dedup();
-    for o in objects {
+    for (o, a, b) in parts {
         if inner.large.marks.get(inner.large.page_of(o)) {
-            m.scan(o);
+            m.scan_words(o, a, b);
         }
     }
     n + large_dirty
