@@ -237,6 +237,9 @@ fn verifier_only_concurrent(broken: bool) {
         mode: GcMode::Concurrent,
         verify: true,
         debug_break: broken.then_some(Breakage::SkipLargeObjectRefs),
+        // Large objects with references stay in the large-object space, whose reference
+        // update the breakage skips.
+        pin_large_ref_objects: true,
         ..HeapConfig::with_heap_size(2 << 20)
     })
     .unwrap();
@@ -281,6 +284,7 @@ fn broken_scenario(s: &str) {
         verify,
         stress_every: Some(16),
         debug_break: (!s.starts_with("control")).then_some(Breakage::SkipLargeObjectRefs),
+        pin_large_ref_objects: true,
         ..HeapConfig::with_heap_size(2 << 20)
     })
     .unwrap();

@@ -226,6 +226,9 @@ pub enum PoisonMethod {
     None,
 }
 
+/// Bytes released per `MADV_DONTNEED` call (the `mmap_lock` is dropped between pieces).
+const RELEASE_PIECE: usize = 8 << 20;
+
 /// Bytes of the zero buffer used as the source of populate COPYs.
 const ZERO_CHUNK: usize = 256 * 1024;
 
@@ -843,12 +846,23 @@ impl VolatileArena {
             self.config.backing
         };
         match backing {
-            // SAFETY: discarding pages of our own arena is the purpose of this call.
-            Backing::Anonymous => unsafe {
-                self.sys
-                    .madvise(addr as *mut c_void, len, libc::MADV_DONTNEED)
-                    .map_err(Self::sys_err("madvise(MADV_DONTNEED)"))
-            },
+            // In pieces: `MADV_DONTNEED` holds the `mmap_lock` (for reading) while it zaps, and a
+            // whole released half (gigabytes) would keep any other thread's mmap/munmap waiting
+            // for as long (measured: a bystander's 4 KiB mmap took up to 0.3 s).
+            Backing::Anonymous => {
+                let mut at = 0;
+                while at < len {
+                    let n = (len - at).min(RELEASE_PIECE);
+                    // SAFETY: discarding pages of our own arena is the purpose of this call.
+                    unsafe {
+                        self.sys
+                            .madvise((addr + at) as *mut c_void, n, libc::MADV_DONTNEED)
+                            .map_err(Self::sys_err("madvise(MADV_DONTNEED)"))?
+                    };
+                    at += n;
+                }
+                Ok(())
+            }
             Backing::Memfd => self
                 .sys
                 .fallocate(
