@@ -14,6 +14,9 @@ fn config(stress_every: u64, gc_threads: usize) -> HeapConfig {
         stress_every: Some(stress_every),
         verify: true,
         gc_threads,
+        // The big reference arrays stay in the large-object space here, so its reference
+        // updating is stressed too (the concurrent stresses move them with the heap).
+        pin_large_ref_objects: true,
         ..HeapConfig::with_heap_size(2 << 20)
     }
 }

@@ -20,7 +20,7 @@ const THREADS: u64 = 3;
 /// Trees per thread, and their depth (255 nodes each).
 const RING: usize = 48;
 const DEPTH: u32 = 8;
-/// Large objects per thread (reference arrays of 2,000 slots: 16 KiB, large-object space).
+/// Large objects per thread (reference arrays of 2,000 slots: 16 KiB).
 const LARGE: usize = 4;
 /// The moving space (one half of the arena): about 4x the reachable live set (~1.2 MiB). The
 /// live size after a concurrent cycle is larger (objects allocated during a cycle survive it)

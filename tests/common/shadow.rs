@@ -6,7 +6,8 @@
 //! - node: a reference array `[fix(id), fix(checksum(id)), f0, f1, f2, f3]`;
 //! - blob: a byte array whose bytes are a function of its id (and whose first 8 bytes are the
 //!   id), attached to node fields;
-//! - big: a large reference array (large-object space) `[fix(id), fix(checksum), f...]`.
+//! - big: a large reference array `[fix(id), fix(checksum), f...]` (in the large-object space
+//!   with `pin_large_ref_objects`, else in the moving space).
 //!
 //! Invariants: the driver never holds a `Value` across an allocation (everything that must
 //! survive is on the value stack); the model is pruned to its reachable part periodically so
@@ -19,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 
 pub const ROOTS: usize = 16;
 pub const FIELDS: usize = 4;
-const BIG_FIELDS: usize = 1100; // > 8 KiB: large-object space
+const BIG_FIELDS: usize = 1100; // > 8 KiB: a large object
 
 #[derive(Clone, Copy)]
 pub struct ShadowTypes {
