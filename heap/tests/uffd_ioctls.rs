@@ -420,16 +420,30 @@ fn closed_descriptor_is_an_error_not_ub() {
     assert_eq!(e.kind, ErrorKind::Closed);
     let mut evs = [faultline_heap::uffd::UffdEvent::Unknown(0); 2];
     assert_eq!(u.read_events(&mut evs).unwrap_err().kind, ErrorKind::Closed);
-    // A descriptor closed behind the wrapper's back: the kernel says EBADF.
+    // A descriptor closed behind the wrapper's back: the kernel says EBADF. In a forked
+    // child, which has one thread: in this multi-threaded test process another test could
+    // open a descriptor that reuses the number between the close and the ioctl.
     let u2 = open(&[]);
-    // SAFETY: deliberately closing the wrapper's descriptor to test the error path; the
-    // wrapper's own close on drop then fails harmlessly with EBADF.
-    unsafe { libc::close(u2.as_raw_fd()) };
-    assert_eq!(
-        u2.register(m.base, m.len, RegisterMode::MISSING)
-            .unwrap_err()
-            .kind,
-        ErrorKind::BadDescriptor
+    // SAFETY: the child only closes a descriptor, makes one ioctl through the wrapper (no
+    // allocation on its error path that could meet a lock held at the fork) and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // SAFETY: deliberately closing the wrapper's descriptor to test the error path.
+        unsafe { libc::close(u2.as_raw_fd()) };
+        let ok = matches!(
+            u2.register(m.base, m.len, RegisterMode::MISSING),
+            Err(e) if e.kind == ErrorKind::BadDescriptor
+        );
+        // SAFETY: ends the child at once.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "register on a closed descriptor did not fail with EBADF (status {status})"
     );
 }
 
