@@ -48,6 +48,9 @@ fn stress(heap: &Heap, cycles: u64) {
 
 #[test]
 fn per_cycle_choreography_passes_the_shadow_stress_and_makes_its_calls_every_cycle() {
+    if !common::uffd_or_skip("per_cycle_choreography_passes_the_shadow_stress") {
+        return;
+    }
     let cycles = common::stress_scale(300);
     for strategy in [Strategy::Copy, Strategy::Move] {
         for faults in [FaultMode::Sigbus, FaultMode::Thread] {
@@ -125,6 +128,9 @@ fn per_cycle_choreography_limits_are_reported() {
 
 #[test]
 fn a_failed_register_or_mremap_compacts_that_cycle_in_its_pause() {
+    if !common::uffd_or_skip("a_failed_register_or_mremap_compacts_that_cycle_in_its_pause") {
+        return;
+    }
     for (call, errno) in [
         (Call::UffdRegister, Errno::ENOMEM),
         (Call::Mremap, Errno::ENOMEM),

@@ -79,6 +79,9 @@ fn stop_the_world_plans_every_chunk_in_its_pause() {
 
 #[test]
 fn the_concurrent_pause_redoes_only_the_chunks_marking_changed() {
+    if !uffd_or_skip("the_concurrent_pause_redoes_only_the_chunks_marking_changed") {
+        return;
+    }
     for (strategy, barrier) in [
         (Strategy::Copy, Barrier::Satb),
         (Strategy::Move, Barrier::Satb),
@@ -97,6 +100,9 @@ fn the_concurrent_pause_redoes_only_the_chunks_marking_changed() {
 
 #[test]
 fn dead_large_objects_are_released_after_compaction_without_taking_new_ones() {
+    if !uffd_or_skip("dead_large_objects_are_released_after_compaction_without_taking_new_ones") {
+        return;
+    }
     let heap = Heap::new(HeapConfig {
         mode: GcMode::Concurrent,
         strategy: Strategy::Copy,

@@ -185,6 +185,9 @@ fn a_reference_moved_into_a_scanned_object_is_not_lost() {
 
 #[test]
 fn a_reference_moved_into_a_scanned_large_object_is_not_lost() {
+    if !uffd_or_skip("a_reference_moved_into_a_scanned_large_object_is_not_lost") {
+        return;
+    }
     for barrier in BARRIERS {
         for round in 0..10 {
             for at in [MarkPoint::Started, MarkPoint::Traced(1)] {

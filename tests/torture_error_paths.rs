@@ -225,6 +225,9 @@ fn arena(size_pages: usize) -> ArenaConfig {
 
 #[test]
 fn every_kernel_call_has_its_error_paths_driven() {
+    if !common::uffd_or_skip("every_kernel_call_has_its_error_paths_driven") {
+        return;
+    }
     let t0 = Instant::now();
     let mut m = Matrix::default();
 
@@ -845,6 +848,9 @@ fn open_fds() -> usize {
 
 #[test]
 fn persistent_copy_failure_after_the_flip_ends_the_process_loudly() {
+    if !common::uffd_or_skip("persistent_copy_failure_after_the_flip_ends_the_process_loudly") {
+        return;
+    }
     if child_scenario().is_some() {
         let rules = [Rule::new(Call::UffdCopy, Errno::EFAULT, Trigger::Always)];
         let inj = injector(&rules);

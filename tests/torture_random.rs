@@ -136,6 +136,9 @@ fn torture(name: &str, strategy: Strategy, faults: FaultMode, barrier: Barrier, 
 
 #[test]
 fn random_errors_copy_sigbus() {
+    if !common::uffd_or_skip("random_errors_copy_sigbus") {
+        return;
+    }
     torture(
         "random_copy_sigbus",
         Strategy::Copy,
@@ -147,6 +150,9 @@ fn random_errors_copy_sigbus() {
 
 #[test]
 fn random_errors_move_thread_poisoned() {
+    if !common::uffd_or_skip("random_errors_move_thread_poisoned") {
+        return;
+    }
     torture(
         "random_move_thread_poison",
         Strategy::Move,
@@ -158,6 +164,9 @@ fn random_errors_move_thread_poisoned() {
 
 #[test]
 fn random_errors_minor_sigbus() {
+    if !common::uffd_or_skip("random_errors_minor_sigbus") {
+        return;
+    }
     torture(
         "random_minor_sigbus",
         Strategy::Minor,
@@ -169,6 +178,9 @@ fn random_errors_minor_sigbus() {
 
 #[test]
 fn random_errors_wp_async() {
+    if !common::uffd_or_skip("random_errors_wp_async") {
+        return;
+    }
     torture(
         "random_copy_wp_async",
         Strategy::Copy,

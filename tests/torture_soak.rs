@@ -96,6 +96,9 @@ fn churn(m: &mut Mutator, t: &Types, seed: u64, deadline: Instant, progress: &At
 
 #[test]
 fn soak_rss_does_not_creep() {
+    if !common::uffd_or_skip("soak_rss_does_not_creep") {
+        return;
+    }
     let secs = secs_from_env(
         "FAULTLINE_SOAK_SECS",
         Duration::from_secs(if long() { 600 } else { 10 }),
