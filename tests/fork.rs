@@ -11,12 +11,13 @@
 //! strategy meets `EBUSY` on pages shared with the child and falls back to copying).
 
 mod common;
+use common::gate::Gate;
 use common::*;
 use faultline::gc::fork::FORKED_REASON;
 use faultline::gc::marking::MarkPoint;
 use faultline::{Barrier, FaultMode, GcMode, GlobalRoot, Heap, HeapConfig, Mutator, Strategy};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const DEPTH: u32 = 10;
@@ -124,44 +125,6 @@ fn child_work(m: &mut Mutator, t: &Types) {
     );
     m.verify()
         .expect("the child's heap verifies after collecting");
-}
-
-/// Parks the marker at one chosen point until released.
-#[derive(Default)]
-struct Gate {
-    state: Mutex<(Option<MarkPoint>, bool, bool)>, // (park at, parked, released)
-    cv: Condvar,
-}
-
-impl Gate {
-    fn hook(self: &Arc<Self>) -> faultline::gc::marking::MarkHook {
-        let g = self.clone();
-        Arc::new(move |p| {
-            let mut s = g.state.lock().unwrap();
-            if s.0 == Some(p) {
-                s.1 = true;
-                g.cv.notify_all();
-                while !s.2 {
-                    s = g.cv.wait(s).unwrap();
-                }
-            }
-        })
-    }
-    fn arm(&self, p: MarkPoint) {
-        *self.state.lock().unwrap() = (Some(p), false, false);
-    }
-    fn wait_parked(&self) {
-        let mut s = self.state.lock().unwrap();
-        while !s.1 {
-            s = self.cv.wait(s).unwrap();
-        }
-    }
-    fn release(&self) {
-        let mut s = self.state.lock().unwrap();
-        s.2 = true;
-        s.0 = None;
-        self.cv.notify_all();
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

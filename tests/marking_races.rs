@@ -9,48 +9,11 @@
 //! child process, which must die reporting it.
 
 mod common;
+use common::gate::Gate;
 use common::*;
 use faultline::gc::marking::MarkPoint;
 use faultline::{Barrier, GcMode, Heap, HeapConfig, Mutator, Value};
-use std::sync::{Arc, Condvar, Mutex};
-
-/// Parks the marker at one chosen point until released.
-#[derive(Default)]
-struct Gate {
-    state: Mutex<(Option<MarkPoint>, bool, bool)>, // (park at, parked, released)
-    cv: Condvar,
-}
-
-impl Gate {
-    fn hook(self: &Arc<Self>) -> faultline::gc::marking::MarkHook {
-        let g = self.clone();
-        Arc::new(move |p| {
-            let mut s = g.state.lock().unwrap();
-            if s.0 == Some(p) {
-                s.1 = true;
-                g.cv.notify_all();
-                while !s.2 {
-                    s = g.cv.wait(s).unwrap();
-                }
-            }
-        })
-    }
-    fn arm(&self, p: MarkPoint) {
-        *self.state.lock().unwrap() = (Some(p), false, false);
-    }
-    fn wait_parked(&self) {
-        let mut s = self.state.lock().unwrap();
-        while !s.1 {
-            s = self.cv.wait(s).unwrap();
-        }
-    }
-    fn release(&self) {
-        let mut s = self.state.lock().unwrap();
-        s.2 = true;
-        s.0 = None;
-        self.cv.notify_all();
-    }
-}
+use std::sync::Arc;
 
 fn heap(gate: &Arc<Gate>, broken: bool, barrier: Barrier) -> Heap {
     heap_pinning(gate, broken, barrier, true)

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod gate;
 pub mod shadow;
 pub mod torture;
 
