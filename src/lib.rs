@@ -1,8 +1,8 @@
 //! # Faultline
 //!
 //! A managed heap for Rust-hosted language runtimes whose collector compacts the heap, using
-//! Linux userfaultfd as its read barrier for concurrent compaction. This facade re-exports the
-//! embedding API of `faultline-gc` and the object model of `faultline-heap`.
+//! Linux userfaultfd as its read barrier for concurrent compaction. This facade names the
+//! embedding API in one place: everything an embedder touches, and nothing else.
 //!
 //! ```
 //! use faultline::{Heap, HeapConfig, TypeInfo, Value};
@@ -19,12 +19,19 @@
 //!
 //! Invariant: nothing here adds behaviour; it only names the public API in one place.
 
-pub use faultline_gc as gc;
 pub use faultline_gc::{
-    AllocError, Barrier, Choreography, ConfigError, CycleStats, FaultMode, GcMode, GlobalRoot,
-    Heap, HeapConfig, HeapError, Local, Mutator, Pause, Percentiles, ReleaseStats, Root,
-    RootSource, Strategy, StressRandom, Trigger, VerifyError, VerifyReport,
+    AllocError, Barrier, Choreography, ConfigError, CycleHook, CycleStats, DebugConfig,
+    FaultMode, FaultStats, GcMode, GlobalRoot, Heap, HeapConfig, HeapError, Local, MarkHook,
+    MarkPoint, ModeInfo, Mutator, Pause, Percentiles, Phase, ReleaseStats, Root, RootSource,
+    Strategy, StressRandom, Trigger, VerifyError, VerifyReport, FORKED_REASON,
 };
-pub use faultline_heap as heap;
-pub use faultline_heap::object::{ObjectRef, TypeId, TypeInfo, TypeKind, TypeRegistry, Value};
-pub use faultline_heap::{heap_type, Probe, VolatileArena};
+pub use faultline_heap::object::{ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry, Value};
+pub use faultline_heap::{heap_type, ArenaError, ArenaStats, Capability, Probe, PAGE_SIZE};
+
+/// Internals for the workspace's own tests and benches (the kernel layer, fault injection, the
+/// collector's test hooks). Not part of the API: no stability, no documentation promises.
+#[doc(hidden)]
+pub mod testing {
+    pub use faultline_gc::testing::*;
+    pub use faultline_heap as heap;
+}

@@ -7,73 +7,22 @@
 
 use std::sync::Arc;
 
-use faultline_heap::{Sys, PAGE_SIZE};
+use faultline_heap::PAGE_SIZE;
 
+use crate::debug::DebugConfig;
+use crate::mode::{Barrier, Choreography, FaultMode, GcMode, Strategy};
 use crate::stats::CycleStats;
-
-/// Which collector runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GcMode {
-    /// Mark, plan and compact inside one pause (also the fallback when userfaultfd is
-    /// unavailable).
-    StopTheWorld,
-    /// Short pauses; compaction (and marking) run beside the mutators.
-    Concurrent,
-}
-
-/// How destination pages are mapped by the concurrent compactor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    /// MOVE if the probe says it works, else COPY.
-    Auto,
-    /// Fill a buffer, `UFFDIO_COPY`.
-    Copy,
-    /// Fill a staging page, `UFFDIO_MOVE`.
-    Move,
-    /// memfd arena, fill through a second view, `UFFDIO_CONTINUE`.
-    Minor,
-}
-
-/// How mutator faults are delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultMode {
-    /// SIGBUS if available, else handler thread.
-    Auto,
-    /// SIGBUS in the faulting thread.
-    Sigbus,
-    /// Handler thread(s).
-    Thread,
-}
-
-/// The write barrier used by concurrent marking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Barrier {
-    /// Snapshot-at-the-beginning deletion barrier.
-    Satb,
-    /// No barrier: userfaultfd write-protect + PAGEMAP_SCAN.
-    WpAsync,
-}
-
-/// How the heap uses the kernel's userfaultfd registration across collection cycles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Choreography {
-    /// The volatile arena: the whole arena is registered once at creation and every cycle
-    /// works inside it, so cycles make no VMA split or merge and take no `mmap_lock` for
-    /// writing.
-    #[default]
-    Arena,
-    /// What the Android runtime does each cycle, kept as a baseline to measure the arena
-    /// against: register only the used range at the flip (`UFFDIO_REGISTER`, a VMA split),
-    /// move the from-space pages away with `mremap(MREMAP_DONTUNMAP)`, and unregister at the
-    /// end of compaction (a VMA merge). Concurrent mode only.
-    PerCycle,
-}
 
 /// A callback invoked after every collection cycle (the GC log hook).
 pub type CycleHook = Arc<dyn Fn(&CycleStats) + Send + Sync>;
 
 /// Heap configuration.
+///
+/// Build one with [`HeapConfig::with_heap_size`] (or `default()`), then set fields directly
+/// or with the builder methods ([`HeapConfig::mode`], [`HeapConfig::with`], ...); the struct
+/// is `#[non_exhaustive]`, so new options never break an embedder's code.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct HeapConfig {
     /// Capacity of the moving space in bytes (one half of the arena; the arena reserves twice
     /// this in virtual address space, but only live data is ever resident).
@@ -99,8 +48,13 @@ pub struct HeapConfig {
     pub growth: f64,
     /// The lowest occupancy trigger.
     pub min_trigger_bytes: usize,
-    /// Threads used for marking (1: the collecting thread alone).
+    /// Threads that mark in a stop-the-world cycle (1: the collecting thread alone; more:
+    /// work-stealing parallel marking). Concurrent marking is one GC thread whatever this
+    /// says. Also the default number of compaction workers (see `compaction_workers`).
     pub gc_threads: usize,
+    /// Threads that fill destination pages in a concurrent compaction (mutator faults fill
+    /// pages too). `None`: as many as `gc_threads`.
+    pub compaction_workers: Option<usize>,
     /// Collector mode.
     pub mode: GcMode,
     /// Page-mapping strategy (concurrent mode).
@@ -109,38 +63,9 @@ pub struct HeapConfig {
     pub faults: FaultMode,
     /// Marking barrier (concurrent mode).
     pub barrier: Barrier,
-    /// Verify the heap before and after every collection.
-    pub verify: bool,
-    /// Stress: collect every N allocations of a mutator.
-    pub stress_every: Option<u64>,
-    /// Stress / test knob: concurrent compaction workers wait this long after the flip before
-    /// filling pages, widening the window in which mutators meet absent pages.
-    pub compaction_delay: Option<std::time::Duration>,
-    /// Concurrent marking: after marking, re-mark with the world stopped and panic if an
-    /// object reachable at the snapshot was not marked (Go's `gccheckmark`).
-    pub checkmark: bool,
-    /// Test hook called by the concurrent marker at [`crate::marking::MarkPoint`]s (it may
-    /// block, to force interleavings with mutators).
-    pub mark_hook: Option<crate::marking::MarkHook>,
-    /// Test-only: disable the SATB barrier, to prove that the race tests and checkmark catch a
-    /// collector that loses objects.
-    #[doc(hidden)]
-    pub debug_disable_barrier: bool,
     /// Kernel choreography per cycle (concurrent mode): the volatile arena, or the per-cycle
     /// register / mremap / unregister baseline.
     pub choreography: Choreography,
-    /// Stress: collect at seeded random allocation intervals (see [`crate::stress`]).
-    pub stress_random: Option<crate::stress::StressRandom>,
-    /// Stress: sleep this long between the phases of a concurrent cycle (after the initial
-    /// mark, before the remark, before compaction), widening races with the mutators.
-    pub phase_delay: Option<std::time::Duration>,
-    /// Debug: poison released memory, so a stale read of a released page faults hard
-    /// (`UFFDIO_POISON`) or reads `faultline_heap::arena::POISON_WORD` (unregistered arena).
-    pub poison_released: bool,
-    /// Test-only: a deliberately broken collector, to prove the verifier and the shadow model
-    /// catch one.
-    #[doc(hidden)]
-    pub debug_break: Option<crate::stress::Breakage>,
     /// Keep at most about this many cycles in [`crate::Heap::history`] (the oldest are
     /// dropped; [`crate::Heap::cycles`] still counts them all). Default 16,384 (about 8 MiB at
     /// most). `None` keeps every cycle: about half a KiB per cycle, forever, which a
@@ -148,10 +73,10 @@ pub struct HeapConfig {
     pub history_limit: Option<usize>,
     /// Use userfaultfd at all (false forces the unregistered stop-the-world arena).
     pub use_userfaultfd: bool,
-    /// The kernel (the real one unless a test injects faults).
-    pub sys: Sys,
     /// Called after every cycle.
     pub on_cycle: Option<CycleHook>,
+    /// Debug, stress and test knobs (all off by default).
+    pub debug: DebugConfig,
 }
 
 impl core::fmt::Debug for HeapConfig {
@@ -163,13 +88,13 @@ impl core::fmt::Debug for HeapConfig {
             .field("tlab_bytes", &self.tlab_bytes)
             .field("mode", &self.mode)
             .field("gc_threads", &self.gc_threads)
-            .field("verify", &self.verify)
-            .field("stress_every", &self.stress_every)
+            .field("compaction_workers", &self.compaction_workers)
+            .field("strategy", &self.strategy)
+            .field("faults", &self.faults)
+            .field("barrier", &self.barrier)
             .field("choreography", &self.choreography)
-            .field("stress_random", &self.stress_random)
-            .field("phase_delay", &self.phase_delay)
-            .field("poison_released", &self.poison_released)
             .field("history_limit", &self.history_limit)
+            .field("debug", &self.debug)
             .finish_non_exhaustive()
     }
 }
@@ -186,25 +111,16 @@ impl Default for HeapConfig {
             growth: 1.0,
             min_trigger_bytes: 4 << 20,
             gc_threads: 1,
+            compaction_workers: None,
             mode: GcMode::StopTheWorld,
             strategy: Strategy::Auto,
             faults: FaultMode::Auto,
             barrier: Barrier::Satb,
-            verify: false,
-            stress_every: None,
-            compaction_delay: None,
-            checkmark: false,
-            mark_hook: None,
-            debug_disable_barrier: false,
             choreography: Choreography::Arena,
-            stress_random: None,
-            phase_delay: None,
-            poison_released: false,
-            debug_break: None,
             history_limit: Some(16_384),
             use_userfaultfd: true,
-            sys: Sys::real(),
             on_cycle: None,
+            debug: DebugConfig::default(),
         }
     }
 }
@@ -233,6 +149,50 @@ impl HeapConfig {
             min_trigger_bytes: (bytes / 4).clamp(64 << 10, 4 << 20),
             ..HeapConfig::default()
         }
+    }
+
+    /// Apply `f` to the configuration (for setting several fields in one expression):
+    /// `HeapConfig::with_heap_size(1 << 20).with(|c| c.debug.verify = true)`.
+    pub fn with(mut self, f: impl FnOnce(&mut HeapConfig)) -> Self {
+        f(&mut self);
+        self
+    }
+
+    /// Set the collector mode.
+    pub fn mode(mut self, mode: GcMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Concurrent mode with the given strategy and fault delivery.
+    pub fn concurrent(mut self, strategy: Strategy, faults: FaultMode) -> Self {
+        self.mode = GcMode::Concurrent;
+        self.strategy = strategy;
+        self.faults = faults;
+        self
+    }
+
+    /// Set the concurrent-marking barrier.
+    pub fn barrier(mut self, barrier: Barrier) -> Self {
+        self.barrier = barrier;
+        self
+    }
+
+    /// Set the GC-log hook, called after every cycle.
+    pub fn on_cycle(mut self, hook: CycleHook) -> Self {
+        self.on_cycle = Some(hook);
+        self
+    }
+
+    /// Set the debug, stress and test knobs.
+    pub fn debug(mut self, debug: DebugConfig) -> Self {
+        self.debug = debug;
+        self
+    }
+
+    /// Compaction workers in effect (`compaction_workers`, or `gc_threads` when unset).
+    pub(crate) fn workers(&self) -> usize {
+        self.compaction_workers.unwrap_or(self.gc_threads).max(1)
     }
 
     /// Check the configuration and round sizes to pages.
@@ -285,13 +245,19 @@ impl HeapConfig {
                 self.growth
             ));
         }
+        if self.compaction_workers == Some(0) || self.compaction_workers.is_some_and(|n| n > 64) {
+            return bad(format!(
+                "compaction_workers = {:?} must lie in [1, 64]",
+                self.compaction_workers
+            ));
+        }
         if self.gc_threads == 0 || self.gc_threads > 64 {
             return bad(format!(
                 "gc_threads = {} must lie in [1, 64]",
                 self.gc_threads
             ));
         }
-        if self.stress_every == Some(0) {
+        if self.debug.stress_every == Some(0) {
             return bad("stress_every must be at least 1".into());
         }
         if self.choreography == Choreography::PerCycle {
@@ -309,7 +275,7 @@ impl HeapConfig {
                 ));
             }
         }
-        if matches!(self.stress_random, Some(r) if r.one_in == 0) {
+        if matches!(self.debug.stress_random, Some(r) if r.one_in == 0) {
             return bad("stress_random.one_in must be at least 1".into());
         }
         Ok(self)
@@ -359,11 +325,12 @@ mod tests {
                 "growth",
             ),
             (
-                HeapConfig {
-                    stress_every: Some(0),
-                    ..Default::default()
-                },
+                HeapConfig::default().with(|c| c.debug.stress_every = Some(0)),
                 "stress_every",
+            ),
+            (
+                HeapConfig::default().with(|c| c.compaction_workers = Some(0)),
+                "compaction_workers",
             ),
         ];
         for (c, needle) in cases {

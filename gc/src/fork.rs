@@ -19,7 +19,7 @@
 //! 3. *child*: the arena detects that it is in a forked child (the fork generation, see
 //!    `faultline_heap::fork`) and from then on never touches the userfaultfd; a memfd arena
 //!    is replaced by a private copy; the heap runs every later cycle stop-the-world on plain
-//!    memory ([`HeapInner::concurrent_now`]) and reports [`FORKED_REASON`] as its fallback
+//!    memory (`HeapInner::concurrent_now`) and reports [`FORKED_REASON`] as its fallback
 //!    reason; the world is restarted. Mutators of threads that do not exist in the child stay
 //!    parked (or native) forever: their roots stay roots, and they never hold up a pause.
 //!
@@ -43,8 +43,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
 
-use crate::heap::HeapInner;
-use crate::mutator::{attached_here, MutatorShared, NATIVE};
+use crate::inner::HeapInner;
+use crate::safepoint::{attached_here, Me, MutatorShared, NATIVE};
 
 /// The fallback reason a heap reports in a forked child.
 pub const FORKED_REASON: &str =
@@ -88,15 +88,15 @@ pub(crate) fn register(inner: &Arc<HeapInner>) {
 
 /// Make `inner` quiescent: no cycle in progress, the world stopped by this thread. The calling
 /// thread's own mutator (if any) is already native.
-fn quiesce(inner: &HeapInner, me: Option<&Arc<MutatorShared>>) {
+fn quiesce(inner: &HeapInner, me: Me<'_>) {
     loop {
-        inner.compaction.wait_idle();
-        let Some(g) = inner.stop_the_world(me) else {
+        inner.gate.wait_idle();
+        let Some(g) = inner.sp.stop_the_world(me) else {
             continue; // Someone else stopped the world; try again when they are done.
         };
-        if inner.compaction.is_busy() {
+        if inner.gate.is_busy() {
             // A cycle started between the wait and the stop: let it run and wait again.
-            inner.resume(g);
+            inner.sp.resume(g);
             continue;
         }
         // Keep the world stopped (gc_active stays set) but release the lock, so the child
@@ -118,10 +118,10 @@ extern "C" fn prepare() {
     let held: Vec<Held> = heaps
         .into_iter()
         .map(|heap| {
-            let me = attached_here(&heap).map(|m| {
+            let me = attached_here(heap.key()).map(|m| {
                 let _g = heap.sp.lock();
                 let was = m.state.swap(NATIVE, Ordering::SeqCst);
-                heap.sp.cv.notify_all();
+                heap.sp.notify();
                 (m, was)
             });
             Held { heap, me }
@@ -157,7 +157,7 @@ fn release_all(child: bool) {
             }
         }
         let g = h.heap.sp.lock();
-        h.heap.resume(g);
+        h.heap.sp.resume(g);
     }
     for h in &held {
         if let Some((m, was)) = &h.me {

@@ -2,36 +2,94 @@
 //!
 //! Faultline's collector, and the embedding API a language runtime programs against.
 //!
+//! ## The embedding API (public)
+//!
 //! - [`Heap`] (built from a [`HeapConfig`]) owns the volatile arena and its spaces; types are
-//!   registered with [`Heap::register_type`] (see `faultline_heap::heap_type!`).
+//!   registered with [`Heap::register_type`].
 //! - A thread attaches with [`Heap::attach`] and gets a [`Mutator`]: allocation
 //!   ([`Mutator::alloc`]), the safepoint poll, native sections, handles ([`Root`]), a precise
 //!   value stack, and object access through [`Local`]s that cannot outlive a safepoint.
-//! - Runtimes report their own root slots through [`RootSource`].
-//! - [`collector`] runs the cycle; [`verify`] checks the heap; [`stats`] records every cycle.
+//! - Runtimes report their own root slots through [`RootSource`]; [`GlobalRoot`]s are usable
+//!   from any thread.
+//! - Telemetry: [`CycleStats`] per cycle ([`Heap::history`], the `on_cycle` hook),
+//!   [`FaultStats`], [`ModeInfo`] (what runs and why).
+//!
+//! ## Where things live (all internal modules are private to the crate)
+//!
+//! | concern | module |
+//! |---|---|
+//! | the cycle: its numbered phases, both collectors, who runs what | `cycle` |
+//! | safepoint handshake: stop / resume, thread states, per-mutator shared state | `safepoint` |
+//! | roots: handles, value stack, global roots, root sources | `roots` |
+//! | marking: the shared tracer (plain / atomic slot access) | `trace` |
+//! | concurrent marking: SATB queue, precleaning, remark, barrier-free rescans | `marking` |
+//! | planning: rank-based new addresses, page pieces, page filling | `plan` |
+//! | concurrent compaction: page filling and mapping (copy / move / minor), workers | `compaction` |
+//! | the page state machine (claim / publish / wait by futex) | `pagestate` |
+//! | the fault path, SIGBUS and handler thread, to a mapped page | `fault` |
+//! | releasing the old half, poisoning, a clean destination | `release` |
+//! | per-cycle register / mremap / unregister baseline | `choreography` |
+//! | whether a cycle is in progress | `phase` |
+//! | the moving space (two halves) and the large-object space | `space` |
+//! | the arena itself, the uffd layer, the kernel interface | crate `faultline-heap` |
+//! | modes requested and resolved (one probe run) | `mode` |
+//! | configuration; debug, stress and test knobs | `config`, `debug` |
+//! | the heap's data, and the public handle | `inner`, `heap` |
+//! | mutators, `Root`, `Local`, allocation | `mutator` |
+//! | fork handling | `fork` |
+//! | verification, checkmark | `verify` |
+//! | statistics, the pause timeline | `stats`, `timeline` |
+//!
+//! Module layering (no circles): `heap` → `mutator` → `cycle` → (`marking`, `compaction`,
+//! `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` → (`safepoint`,
+//! `roots`, `space`, `phase`, `stats`, `config`, `mode`, `debug`).
 //!
 //! Invariants of the crate: the public API is safe; `unsafe` is confined to the modules that
-//! touch raw heap memory (`mutator`, `collector`, `verify`) and `fork` (the atfork handlers), each block with its `SAFETY`
-//! comment.
+//! touch raw heap memory or kernel plumbing (`trace`, `plan`, `compaction`, `fault`, `cycle`'s
+//! flip, `mutator`, `safepoint`, `verify`, `fork`), each block with its `SAFETY` comment.
 
-pub mod collector;
-pub mod concurrent;
-pub mod config;
-pub mod fork;
-pub mod heap;
-pub mod marking;
-pub mod mutator;
-pub mod pagestate;
-pub mod space;
-pub mod stats;
-pub mod stress;
-pub mod timeline;
-pub mod verify;
+mod choreography;
+mod compaction;
+mod config;
+mod cycle;
+mod debug;
+mod fault;
+mod fork;
+mod heap;
+mod inner;
+mod marking;
+mod mode;
+mod mutator;
+mod pagestate;
+mod phase;
+mod plan;
+mod release;
+mod roots;
+mod safepoint;
+mod space;
+mod stats;
+mod timeline;
+mod trace;
+mod verify;
 
-pub use config::{Barrier, Choreography, ConfigError, FaultMode, GcMode, HeapConfig, Strategy};
-pub use faultline_heap as heap_layer;
-pub use heap::{GlobalRoot, Heap, HeapError, ModeInfo, RootSource};
+pub use config::{ConfigError, CycleHook, HeapConfig};
+pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};
+pub use fork::FORKED_REASON;
+pub use heap::{GlobalRoot, Heap, HeapError};
+pub use mode::{Barrier, Choreography, FaultMode, GcMode, ModeInfo, Strategy};
 pub use mutator::{AllocError, Local, Mutator, Root};
+pub use release::ReleaseStats;
+pub use roots::RootSource;
 pub use stats::{CycleStats, FaultStats, Pause, Percentiles, Trigger};
-pub use stress::{Phase, ReleaseStats, StressRandom};
 pub use verify::{VerifyError, VerifyReport};
+
+/// Internals that the workspace's own tests and the loom model need. Not part of the API:
+/// no stability, no documentation promises.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::debug::Breakage;
+    /// The page state machine (for the loom model).
+    pub mod pagestate {
+        pub use crate::pagestate::*;
+    }
+}

@@ -14,43 +14,24 @@
 //! rather than read as garbage.
 //!
 //! Invariants:
-//! - `MutatorShared::roots` is touched only by the owning thread while it is RUNNING, or by the
-//!   collector while the owner is PARKED or NATIVE (the handshake orders the accesses);
+//! - the mutator's roots (`MutatorShared::roots`, see [`crate::safepoint`]) are touched only by
+//!   the owning thread while it is RUNNING, or by the collector while the owner is stopped;
 //! - `[tlab_cursor, tlab_limit)` lies in the current half below the populated watermark, so the
 //!   allocation fast path is a bump and a header store: no syscall, no fault;
 //! - a `Mutator` never leaves its thread (`!Send`), and neither do `Root`s or `Local`s.
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::Cell;
 use core::marker::PhantomData;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use faultline_heap::object::{Header, ObjectRef, TypeId, TypeKind, TypeRegistry, Value, WORD};
 
-use crate::heap::{Heap, HeapInner, RootSource};
+use crate::inner::{Heap, HeapInner};
+use crate::marking::SATB_BUFFER;
+use crate::roots::RootSource;
+use crate::safepoint::{note_attached, note_detached, MutatorShared};
 use crate::stats::Trigger;
-
-thread_local! {
-    /// The mutators attached on this thread, by heap: lets heap-level waits from an attached
-    /// thread wait in native state (so they cannot hold up a pause).
-    static ATTACHED: core::cell::RefCell<Vec<(usize, Arc<MutatorShared>)>> =
-        const { core::cell::RefCell::new(Vec::new()) };
-}
-
-/// The mutator this thread has attached to `inner`, if any.
-pub(crate) fn attached_here(inner: &HeapInner) -> Option<Arc<MutatorShared>> {
-    let key = inner as *const HeapInner as usize;
-    ATTACHED.with(|a| {
-        a.borrow()
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, m)| m.clone())
-    })
-}
-
-pub(crate) const RUNNING: u8 = 0;
-pub(crate) const PARKED: u8 = 1;
-pub(crate) const NATIVE: u8 = 2;
 
 /// Allocation failures.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,43 +62,6 @@ pub enum AllocError {
     Kernel(String),
 }
 
-pub(crate) struct LocalRoots {
-    pub handles: Vec<usize>,
-    pub free: Vec<u32>,
-    pub stack: Vec<usize>,
-    pub sources: Vec<Arc<dyn RootSource>>,
-    /// SATB entries not yet flushed to the heap's queue.
-    pub satb: Vec<usize>,
-}
-
-pub(crate) struct MutatorShared {
-    pub id: u64,
-    pub state: AtomicU8,
-    pub tlab_start: AtomicUsize,
-    pub tlab_cursor: AtomicUsize,
-    pub tlab_limit: AtomicUsize,
-    pub roots: UnsafeCell<LocalRoots>,
-}
-
-// SAFETY: `roots` is accessed by the owner while RUNNING and by the collector only while the
-// owner is stopped; the handshake (mutex + condvar) orders those accesses. Everything else is
-// atomic.
-unsafe impl Sync for MutatorShared {}
-// SAFETY: as above; the root sources are Send + Sync.
-unsafe impl Send for MutatorShared {}
-
-impl MutatorShared {
-    /// The roots, for the collector.
-    ///
-    /// # Safety
-    /// The owner must be stopped (PARKED or NATIVE) or be the caller.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn roots_mut(&self) -> &mut LocalRoots {
-        // SAFETY: exclusive by the caller's contract.
-        unsafe { &mut *self.roots.get() }
-    }
-}
-
 /// A thread attached to a heap.
 pub struct Mutator {
     heap: Heap,
@@ -138,32 +82,12 @@ impl core::fmt::Debug for Mutator {
 
 impl Mutator {
     pub(crate) fn attach(heap: Heap) -> Mutator {
-        let shared = Arc::new(MutatorShared {
-            id: heap.inner.next_mutator_id.fetch_add(1, Ordering::Relaxed),
-            state: AtomicU8::new(RUNNING),
-            tlab_start: AtomicUsize::new(0),
-            tlab_cursor: AtomicUsize::new(0),
-            tlab_limit: AtomicUsize::new(0),
-            roots: UnsafeCell::new(LocalRoots {
-                handles: Vec::new(),
-                free: Vec::new(),
-                stack: Vec::new(),
-                sources: Vec::new(),
-                satb: Vec::with_capacity(crate::marking::SATB_BUFFER),
-            }),
-        });
-        {
-            let inner = &heap.inner;
-            let mut g = inner.sp.lock();
-            while g.gc_active {
-                g = inner.sp.wait(g);
-            }
-            g.mutators.push(shared.clone());
-        }
-        ATTACHED.with(|a| {
-            a.borrow_mut()
-                .push((Arc::as_ptr(&heap.inner) as usize, shared.clone()))
-        });
+        let shared = Arc::new(MutatorShared::new(
+            heap.inner.next_mutator_id.fetch_add(1, Ordering::Relaxed),
+            SATB_BUFFER,
+        ));
+        heap.inner.sp.attach(shared.clone());
+        note_attached(heap.inner.key(), &shared);
         let types = Cell::new(Arc::as_ptr(&heap.types()));
         Mutator {
             heap,
@@ -200,13 +124,13 @@ impl Mutator {
     /// The SATB barrier's slow path: log `old`, the reference being overwritten.
     #[cold]
     fn satb_log(&self, old: usize) {
-        if self.heap.inner.config.debug_disable_barrier {
+        if self.heap.inner.config.debug.disable_barrier {
             return;
         }
         // SAFETY: the owner thread, RUNNING.
         let r = unsafe { self.shared.roots_mut() };
         r.satb.push(old);
-        if r.satb.len() >= crate::marking::SATB_BUFFER {
+        if r.satb.len() >= SATB_BUFFER {
             self.heap.inner.marking.flush(&mut r.satb);
         }
     }
@@ -227,7 +151,7 @@ impl Mutator {
     fn wait_for_flip(&mut self, flips: u64) {
         let inner = self.heap.inner.clone();
         self.native(move || {
-            while inner.cycles.load(Ordering::SeqCst) <= flips && inner.compaction.is_busy() {
+            while inner.cycles.load(Ordering::SeqCst) <= flips && inner.gate.is_busy() {
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
         });
@@ -243,32 +167,16 @@ impl Mutator {
 
     #[cold]
     fn park(&mut self) {
-        let inner = &self.heap.inner;
-        let mut g = inner.sp.lock();
-        while g.gc_active {
-            self.shared.state.store(PARKED, Ordering::SeqCst);
-            inner.sp.cv.notify_all();
-            g = inner.sp.wait(g);
-        }
-        self.shared.state.store(RUNNING, Ordering::SeqCst);
+        self.heap.inner.sp.park(&self.shared);
     }
 
     /// Run `f` in native state: collections may run meanwhile (the thread counts as stopped).
     /// `f` cannot touch the heap: it is `Send`, so it holds no `Mutator`, `Root` or `Local`.
     pub fn native<R>(&mut self, f: impl FnOnce() -> R + Send) -> R {
-        let inner = &self.heap.inner;
-        {
-            let _g = inner.sp.lock();
-            self.shared.state.store(NATIVE, Ordering::SeqCst);
-            inner.sp.cv.notify_all();
-        }
+        let sp = &self.heap.inner.sp;
+        sp.enter_native(&self.shared);
         let r = f();
-        let mut g = inner.sp.lock();
-        while g.gc_active {
-            g = inner.sp.wait(g);
-        }
-        self.shared.state.store(RUNNING, Ordering::SeqCst);
-        drop(g);
+        sp.leave_native(&self.shared);
         r
     }
 
@@ -288,19 +196,22 @@ impl Mutator {
     pub fn ensure_present(&self, v: Value) {
         if let Some(l) = self.local(v) {
             let words = l.payload_words() + 1;
-            crate::concurrent::ensure_range(&self.heap.inner, l.object().address(), words * WORD);
+            let inner = &self.heap.inner;
+            inner
+                .compaction
+                .ensure_range(&inner.arena, l.object().address(), words * WORD);
         }
     }
 
     fn collect_for(&mut self, t: Trigger) -> Result<(), AllocError> {
-        crate::collector::collect(&self.heap.inner, Some(&self.shared), t)
+        crate::cycle::collect(&self.heap.inner, Some(&self.shared), t)
             .map_err(|e| AllocError::Kernel(e.to_string()))?;
         Ok(())
     }
 
     /// Verify the heap now (stops the world).
     pub fn verify(&mut self) -> Result<crate::verify::VerifyReport, crate::verify::VerifyError> {
-        crate::collector::verify_stopped(&self.heap.inner, Some(&self.shared))
+        crate::cycle::verify_stopped(&self.heap.inner, Some(&self.shared))
     }
 
     /// Whether objects of type `ty` (a registered type) can hold references.
@@ -332,14 +243,14 @@ impl Mutator {
     #[inline]
     pub fn alloc(&mut self, ty: TypeId, len: usize) -> Result<Value, AllocError> {
         let bytes = self.type_size(ty, len)?;
-        if let Some(n) = self.inner().config.stress_every {
+        if let Some(n) = self.inner().config.debug.stress_every {
             self.allocs += 1;
             if self.allocs % n == 0 {
                 self.collect_for(Trigger::Stress)?;
             }
-        } else if let Some(r) = self.inner().config.stress_random {
+        } else if let Some(r) = self.inner().config.debug.stress_random {
             self.allocs += 1;
-            if crate::stress::random_hit(r, self.shared.id, self.allocs) {
+            if crate::debug::random_hit(r, self.shared.id, self.allocs) {
                 self.collect_for(Trigger::Stress)?;
             }
         }
@@ -374,7 +285,7 @@ impl Mutator {
         // before it returns: one is enough. A concurrent one frees nothing until its flip, and
         // other mutators may take what it freed: up to `CONCURRENT_TRIES` full cycles.
         const CONCURRENT_TRIES: u32 = 4;
-        let tries = if self.heap.inner.concurrent {
+        let tries = if self.heap.inner.mode.concurrent() {
             CONCURRENT_TRIES
         } else {
             1
@@ -382,13 +293,12 @@ impl Mutator {
         let mut collected = 0;
         loop {
             let inner = &self.heap.inner;
-            let over_trigger = inner.moving.used() + inner.large.used()
-                >= inner.trigger_bytes.load(Ordering::Relaxed);
+            let over_trigger = inner.used() >= inner.trigger_bytes.load(Ordering::Relaxed);
             // Pacing: while a concurrent cycle runs, crossing the occupancy trigger does not
             // wait for it (the cycle frees memory at its flip and end; waiting would stall this
             // mutator for the rest of the cycle). It keeps allocating into the headroom; only an
             // allocation that finds the space exhausted waits (below).
-            let cycle_running = inner.concurrent_now() && inner.compaction.is_busy();
+            let cycle_running = inner.concurrent_now() && inner.gate.is_busy();
             if over_trigger && collected == 0 && !cycle_running {
                 self.collect_for(Trigger::Occupancy)?;
                 collected = 1;
@@ -404,13 +314,8 @@ impl Mutator {
                     if inner.marking.active.load(Ordering::SeqCst) {
                         // Allocated black (barrier-free marking also scans it).
                         inner.large.marks.set(inner.large.page_of(a));
-                        if inner.wp_marking {
-                            inner
-                                .marking
-                                .new_large
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .push(a);
+                        if inner.mode.wp_marking {
+                            inner.marking.note_new_large(a);
                         }
                     }
                 }
@@ -594,14 +499,10 @@ impl Drop for Mutator {
                 self.shared.tlab_cursor.load(Ordering::Relaxed),
             );
         }
-        let key = Arc::as_ptr(&self.heap.inner) as usize;
-        ATTACHED.with(|a| {
-            a.borrow_mut()
-                .retain(|(k, m)| !(*k == key && Arc::ptr_eq(m, &self.shared)))
-        });
+        note_detached(inner.key(), &self.shared);
         g.mutators.retain(|m| !Arc::ptr_eq(m, &self.shared));
         drop(g);
-        inner.sp.cv.notify_all();
+        inner.sp.notify();
     }
 }
 

@@ -212,17 +212,116 @@ impl LargeSpace {
         g.free.insert(s, l);
     }
 
-    /// The unmarked objects, `(start, length)`: dead after this cycle's marking.
-    pub fn dead(&self) -> Vec<(usize, usize)> {
-        self.lock()
-            .objects
-            .iter()
-            .filter(|(&s, _)| !self.marks.get(self.page_of(s)))
-            .map(|(&s, &l)| (s, l))
-            .collect()
+    /// Free the objects `dead` (found unmarked by this cycle's flip: until this call they stay
+    /// allocated, so their space cannot be handed out again before their pages are released).
+    /// Returns bytes freed.
+    pub fn release_dead(
+        &self,
+        arena: &VolatileArena,
+        dead: &[(usize, usize)],
+    ) -> Result<usize, ArenaError> {
+        let mut g = self.lock();
+        let mut freed = 0;
+        for &(s, l) in dead {
+            arena.release(s - arena.base(), l)?;
+            g.objects.remove(&s);
+            g.used -= l;
+            Self::insert_free(&mut g, s, l);
+            freed += l;
+        }
+        Ok(freed)
     }
 
-    /// Free the objects `dead` (from [`Self::dead`] of this cycle: until this call they stay
+    /// Bytes held by objects.
+    pub used: usize,
+}
+
+/// The non-moving large-object space.
+#[derive(Debug)]
+pub struct LargeSpace {
+    /// Absolute base.
+    pub base: usize,
+    /// Bytes.
+    pub size: usize,
+    /// Mark bits, one per page (set at an object's first page).
+    pub marks: Bitmap,
+    /// Free list and object table.
+    pub inner: Mutex<LargeInner>,
+}
+
+impl LargeSpace {
+    /// A space of `size` bytes at `base`.
+    pub fn new(base: usize, size: usize) -> Self {
+        let mut inner = LargeInner::default();
+        if size > 0 {
+            inner.free.insert(base, size);
+        }
+        LargeSpace {
+            base,
+            size,
+            marks: Bitmap::new((size / PAGE_SIZE).max(1)),
+            inner: Mutex::new(inner),
+        }
+    }
+
+    /// Lock the bookkeeping (a poisoned lock is still consistent: every update is one step).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, LargeInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `a` lies inside the space.
+    #[inline]
+    pub fn contains(&self, a: usize) -> bool {
+        a >= self.base && a < self.base + self.size
+    }
+
+    /// Page index of `a`.
+    #[inline]
+    pub fn page_of(&self, a: usize) -> usize {
+        (a - self.base) / PAGE_SIZE
+    }
+
+    /// Allocate `bytes` (rounded to pages), first fit; present and zeroed.
+    pub fn alloc(&self, arena: &VolatileArena, bytes: usize) -> Result<Option<usize>, ArenaError> {
+        let len = bytes.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let mut g = self.lock();
+        let Some((&start, &flen)) = g.free.iter().find(|(_, &l)| l >= len) else {
+            return Ok(None);
+        };
+        g.free.remove(&start);
+        if flen > len {
+            g.free.insert(start + len, flen - len);
+        }
+        if let Err(e) = arena.populate(start - arena.base(), len) {
+            // Give the range back: nothing was handed out.
+            Self::insert_free(&mut g, start, len);
+            return Err(e);
+        }
+        g.objects.insert(start, len);
+        g.used += len;
+        Ok(Some(start))
+    }
+
+    fn insert_free(g: &mut LargeInner, start: usize, len: usize) {
+        let mut s = start;
+        let mut l = len;
+        if let Some((&ps, &pl)) = g.free.range(..s).next_back() {
+            if ps + pl == s {
+                g.free.remove(&ps);
+                s = ps;
+                l += pl;
+            }
+        }
+        if let Some(&nl) = g.free.get(&(s + l)) {
+            g.free.remove(&(s + l));
+            l += nl;
+        }
+        g.free.insert(s, l);
+    }
+
+    /// Free the objects `dead` (found unmarked by this cycle's flip: until this call they stay
     /// allocated, so their space cannot be handed out again before their pages are released).
     /// Returns bytes freed.
     pub fn release_dead(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use faultline_heap::sys::{Call, CallSnapshot};
 
-use crate::config::GcMode;
+use crate::mode::GcMode;
 
 /// Why a cycle ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,6 +271,17 @@ impl Percentiles {
     }
 }
 
+/// Drop the oldest recorded cycles beyond `limit`, in batches (amortised O(1) per cycle: the
+/// history holds between `limit` and `2 * limit` entries).
+pub(crate) fn trim_history(h: &mut Vec<CycleStats>, limit: Option<usize>) {
+    if let Some(limit) = limit {
+        let limit = limit.max(1);
+        if h.len() >= 2 * limit {
+            h.drain(..h.len() - limit);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,5 +397,29 @@ mod histogram_tests {
         assert!(s.p99.as_nanos() as f64 >= 0.75 * 990_000.0);
         assert_eq!(s.max, Duration::from_nanos(1_000_000));
         assert_eq!(AtomicHistogram::default().summary().count, 0);
+    }
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+
+    #[test]
+    fn history_is_trimmed_to_its_limit_keeping_the_newest() {
+        let mut h = Vec::new();
+        for cycle in 1..=1000u64 {
+            h.push(CycleStats {
+                cycle,
+                ..CycleStats::default()
+            });
+            trim_history(&mut h, Some(10));
+            assert!(h.len() < 20);
+            assert_eq!(h.last().unwrap().cycle, cycle);
+        }
+        assert!(h.len() >= 10);
+        assert!(h.windows(2).all(|w| w[1].cycle == w[0].cycle + 1));
+        let mut unbounded = vec![CycleStats::default(); 50];
+        trim_history(&mut unbounded, None);
+        assert_eq!(unbounded.len(), 50);
     }
 }

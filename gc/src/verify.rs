@@ -8,9 +8,12 @@
 //! 3. from the roots, every reachable reference points at an object start found by (1) or a
 //!    large object of (2) — never into the released half, never outside the heap;
 //! 4. ([`check_marks`], after marking) every marked object's words are all set in the
-//!    live-words bitmap, and the live-words bitmap holds nothing else.
+//!    live-words bitmap, and the live-words bitmap holds nothing else;
+//! 5. ([`checkmark`], after concurrent marking, like Go's `gccheckmark`) everything reachable
+//!    now and allocated before marking began was marked.
 //!
-//! Invariant: verification reads the heap and writes nothing to it.
+//! Invariant: verification reads the heap and writes nothing to it; it runs only with the
+//! world stopped by the calling thread.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -18,8 +21,28 @@ use std::sync::atomic::Ordering;
 use faultline_heap::bitmap::Bitmap;
 use faultline_heap::object::{Header, TypeId, TypeRegistry, WORD};
 
-use crate::collector::{object_words, visit_roots};
-use crate::heap::{HeapInner, SpState};
+use crate::roots::HeapRoots;
+use crate::safepoint::{visit_roots, SpState};
+use crate::space::{LargeSpace, MovingSpace};
+use crate::trace::{header, Atomic, SlotAccess};
+
+/// What verification reads: the stopped world's roots and the two spaces.
+pub(crate) struct HeapView<'a> {
+    /// The stopped world (its mutators' roots).
+    pub g: &'a SpState,
+    /// Heap-wide roots.
+    pub roots: &'a HeapRoots,
+    /// The moving space.
+    pub moving: &'a MovingSpace,
+    /// The large-object space.
+    pub large: &'a LargeSpace,
+}
+
+/// The type and size in words of the object at `a`, if its header names a registered type.
+fn object_words(types: &TypeRegistry, a: usize) -> Option<(TypeId, usize)> {
+    let h = header(a);
+    types.size_words(h).map(|s| (h.type_id(), s))
+}
 
 /// What a successful verification saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,11 +68,10 @@ fn err<T>(s: String) -> Result<T, VerifyError> {
 
 /// Verify the whole heap. The world must be stopped.
 pub(crate) fn verify_heap(
-    inner: &HeapInner,
-    g: &SpState,
+    view: &HeapView<'_>,
     types: &TypeRegistry,
 ) -> Result<VerifyReport, VerifyError> {
-    let moving = &inner.moving;
+    let moving = view.moving;
     let base = moving.base();
     let top = moving.top.load(Ordering::Relaxed);
     let mut report = VerifyReport::default();
@@ -74,7 +96,7 @@ pub(crate) fn verify_heap(
         a += size * WORD;
     }
     // 2. Large objects.
-    let large = inner.large.lock();
+    let large = view.large.lock();
     for (&s, &len) in large.objects.iter() {
         match object_words(types, s) {
             Some((ty, size)) if ty != TypeId::FILLER && size * WORD <= len => {}
@@ -92,7 +114,7 @@ pub(crate) fn verify_heap(
                 return err(format!("{}: {v:#x} is not an object start", what()));
             }
             Ok(true)
-        } else if inner.large.contains(v) {
+        } else if view.large.contains(v) {
             if !large.objects.contains_key(&v) {
                 return err(format!("{}: {v:#x} is not a live large object", what()));
             }
@@ -108,7 +130,7 @@ pub(crate) fn verify_heap(
     let mut stack = Vec::new();
     let mut first_err = None;
     let mut root_index = 0usize;
-    visit_roots(inner, g, &mut |s| {
+    visit_roots(view.g, view.roots, &mut |s| {
         root_index += 1;
         if first_err.is_some() {
             return;
@@ -192,4 +214,71 @@ pub(crate) fn check_marks(
         ));
     }
     Ok(())
+}
+
+/// Checkmark (like Go's gccheckmark): re-mark everything reachable now, with the world
+/// stopped, into a fresh bitmap, and insist that concurrent marking marked every object it
+/// should have (everything reachable below `mark_top`).
+pub(crate) fn checkmark(
+    view: &HeapView<'_>,
+    mark: &Bitmap,
+    from: usize,
+    mark_top: usize,
+    types: &TypeRegistry,
+) {
+    let top = view.moving.top.load(Ordering::Relaxed);
+    let seen = Bitmap::new((top - from) / WORD + 1);
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    visit_roots(view.g, view.roots, &mut |s| stack.push((*s, 0)));
+    let mut large_seen = std::collections::HashSet::new();
+    let describe = |p: usize| -> String {
+        if p == 0 {
+            return "a root".into();
+        }
+        let kind = if p >= from && p < mark_top {
+            if mark.get((p - from) / WORD) {
+                "marked old object"
+            } else {
+                "UNMARKED old object"
+            }
+        } else if p >= mark_top && p < top {
+            "black (allocated during marking) object"
+        } else if view.large.contains(p) {
+            if view.large.marks.get(view.large.page_of(p)) {
+                "marked large object"
+            } else {
+                "UNMARKED large object"
+            }
+        } else {
+            "?"
+        };
+        format!("{kind} at {p:#x}")
+    };
+    while let Some((v, parent)) = stack.pop() {
+        if v == 0 || v % WORD != 0 {
+            continue;
+        }
+        let fresh = if v >= from && v < top {
+            let w = (v - from) / WORD;
+            if v < mark_top && !mark.get(w) {
+                panic!(
+                    "checkmark: object at {v:#x} is reachable but was not marked by concurrent marking (referenced by {})",
+                    describe(parent)
+                );
+            }
+            seen.set(w)
+        } else if view.large.contains(v) {
+            if !view.large.marks.get(view.large.page_of(v)) {
+                panic!("checkmark: large object at {v:#x} is reachable but was not marked");
+            }
+            large_seen.insert(v)
+        } else {
+            false
+        };
+        if fresh {
+            let h = Header(Atomic::load(v) as u64);
+            let size = types.size_words(h).unwrap_or(1);
+            types.for_each_ref_word(h, 0, size, |k| stack.push((Atomic::load(v + k * WORD), v)));
+        }
+    }
 }

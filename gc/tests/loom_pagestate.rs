@@ -3,10 +3,10 @@
 //! every page is filled exactly once, that nobody proceeds past a page before it is mapped, and
 //! that no waiter is left asleep (a lost wake-up shows up as a deadlock, which loom reports).
 //!
-//! Invariant: the model uses the production functions of `faultline_gc::pagestate`, only with
+//! Invariant: the model uses the production functions of `faultline_gc::testing::pagestate`, only with
 //! loom's atomics and a sleep that yields to loom's scheduler.
 
-use faultline_gc::pagestate::{ensure, Sleeper, StateWord, MAPPED};
+use faultline_gc::testing::pagestate::{ensure, Sleeper, StateWord, MAPPED};
 use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use loom::sync::{Arc, Condvar, Mutex};
 

@@ -1,0 +1,599 @@
+//! Concurrent compaction: the shared state of one compaction (destination page states, the
+//! move strategy's staging pages) and the code that fills and maps destination pages, for the
+//! compaction workers and for mutator faults alike.
+//!
+//! After the flip pause every reference already holds its object's new address; destination
+//! pages are filled while mutators run, and a mutator that touches a page before it is filled
+//! takes a userfault that fills exactly that page ([`crate::fault`]). Whoever wins a page's
+//! claim ([`crate::pagestate`]) fills it from the intact old half and maps it; others wait on
+//! the page's futex.
+//!
+//! # Strategies
+//!
+//! - **copy**: fill a buffer, `UFFDIO_COPY` (workers batch contiguous claimed pages into one
+//!   call);
+//! - **move**: fill a *staging page* — an old-half page no destination page still reads (its
+//!   reader count fell to zero, or it held no live data) — and `UFFDIO_MOVE` it into place: no
+//!   kernel allocation, no second copy. A *dense* page (the destination page is exactly one
+//!   fully live old page at the same page offset) is updated in place and moved with no copy at
+//!   all. With no staging page free, the page is copied. Workers claim runs of up to 16
+//!   contiguous pages and, when as many contiguous staging pages are free, map the run with one
+//!   MOVE. The reader counts are built by the compaction thread right after the flip
+//!   ([`Compaction::plan_readers`], O(pages), out of the pause); pages filled before they are
+//!   ready are copied and keep their reads (their old pages never become staging pages).
+//! - **minor**: the arena is a memfd mapped twice; the page is filled through the unregistered
+//!   view (allocating the page-cache page) and mapped with `UFFDIO_CONTINUE`.
+//!
+//! Invariants:
+//! - `plan` is written only in the flip pause ([`Compaction::arm`]) while `active` is false and
+//!   `users` is zero; while `active`, it is read-only, and the side tables it holds are not
+//!   touched (the next cycle starts only after this compaction has finished);
+//! - the old half is never written while `active`, except a staging page or a dense page whose
+//!   reader count proved that no destination page will read it again;
+//! - everything a fault calls (`ensure_page` and what it calls) allocates nothing and takes no
+//!   lock: page buffers are on the stack, waits are futex waits, errors are `Copy` data;
+//! - a page is MAPPED only after its contents are complete and mapped (see `pagestate`).
+
+use core::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use faultline_heap::object::WORD;
+use faultline_heap::{VolatileArena, PAGE_SIZE};
+
+use crate::mode::MapStrategy;
+use crate::pagestate::{self, Futex, MAPPED};
+use crate::plan::{Plan, PAGE_WORDS};
+
+/// Pages a worker fills per COPY (and the longest run mapped with one MOVE).
+const WORKER_BATCH: usize = 16;
+
+/// Per-cycle counters of how pages were mapped.
+#[derive(Debug, Default)]
+pub(crate) struct PageCounters {
+    /// Pages mapped by compaction workers.
+    pub by_worker: AtomicU64,
+    /// Pages mapped by mutator faults.
+    pub by_fault: AtomicU64,
+    /// Dense pages updated in place and moved (move strategy).
+    pub in_place: AtomicU64,
+    /// Pages filled into a staging page and moved (move strategy).
+    pub staged: AtomicU64,
+    /// Pages copied.
+    pub copied: AtomicU64,
+}
+
+impl PageCounters {
+    fn reset(&self) {
+        for c in [
+            &self.by_worker,
+            &self.by_fault,
+            &self.in_place,
+            &self.staged,
+            &self.copied,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The shared state of concurrent compaction (see the module invariants).
+pub(crate) struct Compaction {
+    /// A compaction is in progress: faults in the destination range are ours.
+    pub active: AtomicBool,
+    /// Resolvers inside the fault path (the plan may not be replaced while non-zero).
+    pub users: AtomicU32,
+    plan: UnsafeCell<Option<Plan>>,
+    /// Per destination page: UNPROCESSED / CLAIMED / MAPPED (see `pagestate`).
+    pub states: Vec<AtomicU32>,
+    /// Move strategy: per old page, how many destination pages still read it.
+    readers: Vec<AtomicU32>,
+    /// Move strategy: per destination page, the first and last old page it reads (packed
+    /// `first << 32 | last`); valid once `readers_ready` is set.
+    src: Vec<AtomicU64>,
+    /// Move strategy: `readers`, `src` and the free list are built (by the compaction thread,
+    /// after the flip). Until then every page is copied, and such pages never give their
+    /// reads back (their old pages simply never become staging pages).
+    readers_ready: AtomicBool,
+    /// Destination page states already reset to UNPROCESSED before the pause
+    /// ([`Compaction::prepare`]).
+    prepared: AtomicUsize,
+    free: PageStack,
+    /// The page-mapping strategy.
+    pub strategy: MapStrategy,
+    /// How pages were mapped in this compaction.
+    pub counters: PageCounters,
+    cursor: AtomicUsize,
+}
+
+// SAFETY: `plan` follows the discipline in the module invariants (written only while no
+// reader can exist); everything else is atomic.
+unsafe impl Sync for Compaction {}
+// SAFETY: as above; the plan holds only `Arc`s and plain data.
+unsafe impl Send for Compaction {}
+
+#[repr(C, align(4096))]
+struct PageBuf([u8; PAGE_SIZE]);
+
+impl Compaction {
+    /// State for a half of `half_pages` pages (every page MAPPED: no compaction).
+    pub(crate) fn new(half_pages: usize, strategy: MapStrategy) -> Self {
+        Compaction {
+            active: AtomicBool::new(false),
+            users: AtomicU32::new(0),
+            plan: UnsafeCell::new(None),
+            states: (0..half_pages).map(|_| AtomicU32::new(MAPPED)).collect(),
+            readers: (0..half_pages).map(|_| AtomicU32::new(0)).collect(),
+            src: (0..half_pages).map(|_| AtomicU64::new(0)).collect(),
+            readers_ready: AtomicBool::new(false),
+            prepared: AtomicUsize::new(0),
+            free: PageStack::new(half_pages),
+            strategy,
+            counters: PageCounters::default(),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// The plan of the active compaction.
+    ///
+    /// # Safety
+    /// Only while `active` with the use announced in `users`, or by the thread that armed it
+    /// until it clears `active`.
+    pub(crate) unsafe fn plan(&self) -> &Plan {
+        // SAFETY: by the caller's contract no writer exists, and `arm` installed a plan.
+        unsafe { (*self.plan.get()).as_ref() }.expect("a compaction is armed")
+    }
+
+    /// Install the plan of a new compaction and arm it. Called in the pause, with the world
+    /// stopped and the previous compaction finished.
+    ///
+    /// # Safety
+    /// No compaction may be active and no resolver may be inside (`users == 0`).
+    pub(crate) unsafe fn arm(&self, plan: Plan) {
+        debug_assert!(!self.active.load(Ordering::SeqCst));
+        while self.users.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
+        // Only the pages the plan grew by since `prepare` (black allocations and the objects
+        // the remark marked) are reset here.
+        let ready = self.prepared.swap(0, Ordering::Relaxed).min(plan.pages);
+        for s in &self.states[ready..plan.pages] {
+            s.store(pagestate::UNPROCESSED, Ordering::Relaxed);
+        }
+        self.free.clear();
+        self.readers_ready.store(false, Ordering::Relaxed);
+        self.cursor.store(0, Ordering::Relaxed);
+        self.counters.reset();
+        // SAFETY: no reader exists (caller's contract).
+        unsafe { *self.plan.get() = Some(plan) };
+        self.active.store(true, Ordering::SeqCst);
+    }
+
+    /// Every page is mapped: disarm, and wait until no resolver is inside.
+    pub(crate) fn disarm(&self) {
+        self.active.store(false, Ordering::SeqCst);
+        while self.users.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Before the pause (concurrent planning): reset the states of the first `pages`
+    /// destination pages, the plan's lower bound (marking only adds live words), so that the
+    /// pause resets only the rest. Nothing reads the states while no compaction is active.
+    pub(crate) fn prepare(&self, pages: usize) {
+        debug_assert!(!self.active.load(Ordering::SeqCst));
+        let pages = pages.min(self.states.len());
+        for s in &self.states[..pages] {
+            s.store(pagestate::UNPROCESSED, Ordering::Relaxed);
+        }
+        self.prepared.store(pages, Ordering::Relaxed);
+    }
+
+    /// Right after the flip, on the compaction thread: build the move strategy's reader
+    /// tables (a no-op for the other strategies). `old_pages` is the number of present
+    /// old-half pages (the staging pool).
+    pub(crate) fn after_flip(&self, old_pages: usize) {
+        if self.strategy == MapStrategy::Move {
+            // SAFETY: active (armed by this cycle's flip) until the caller disarms it.
+            self.plan_readers(unsafe { self.plan() }, old_pages);
+        }
+    }
+
+    /// Fill and map every destination page with `threads` workers (mutator faults fill pages
+    /// meanwhile); returns when every page is MAPPED. On the compaction thread, while active.
+    pub(crate) fn run_workers(&self, arena: &VolatileArena, threads: usize) {
+        // SAFETY: active (armed by this cycle's flip) until the caller disarms it.
+        let pd = unsafe { self.plan() };
+        std::thread::scope(|s| {
+            for _ in 0..threads.max(1) {
+                s.spawn(|| worker(self, arena, pd));
+            }
+        });
+    }
+
+    /// Make every destination page of `[addr, addr+len)` present (for memory handed to a
+    /// system call). Not for signal context (it may wait).
+    pub(crate) fn ensure_range(&self, arena: &VolatileArena, addr: usize, len: usize) {
+        self.users.fetch_add(1, Ordering::SeqCst);
+        if self.active.load(Ordering::SeqCst) {
+            // SAFETY: active, and our use is announced.
+            let pd = unsafe { self.plan() };
+            let end = (addr + len).min(pd.to + pd.pages * PAGE_SIZE);
+            let mut a = addr.max(pd.to) & !(PAGE_SIZE - 1);
+            while a < end {
+                let k = (a - pd.to) / PAGE_SIZE;
+                self.ensure_page(arena, pd, k);
+                a += PAGE_SIZE;
+            }
+        }
+        self.users.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Move strategy: which old pages each destination page reads, how many readers each old
+    /// page has, and the initially free (unread, present) old pages. Runs on the compaction
+    /// thread after the flip (O(pages), kept out of the pause); until it is done, pages are
+    /// copied.
+    fn plan_readers(&self, pd: &Plan, old_pages: usize) {
+        let (live, mark) = (pd.live(), pd.mark());
+        for r in &self.readers[..old_pages] {
+            r.store(0, Ordering::Relaxed);
+        }
+        // First source word of every destination page in one linear pass; the last source word
+        // of page k is the live word just before the first of page k+1.
+        let mut starts = Vec::with_capacity(pd.pages);
+        live.select_every(PAGE_WORDS, pd.live_words, pd.bitmap_words, |_, w| {
+            starts.push(w)
+        });
+        let end_word = (pd.from_top - pd.from) / WORD;
+        for k in 0..pd.pages {
+            let first = mark
+                .prev_set(starts[k])
+                .expect("every live word belongs to a marked object")
+                / PAGE_WORDS;
+            let last_word = match starts.get(k + 1) {
+                Some(&next) => live.bits.prev_set(next - 1),
+                None => live.bits.prev_set(end_word.saturating_sub(1)),
+            }
+            .expect("a live word for every destination word");
+            let last = last_word / PAGE_WORDS;
+            self.src[k].store(((first as u64) << 32) | last as u64, Ordering::Relaxed);
+            for r in &self.readers[first..=last] {
+                r.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for (j, r) in self.readers[..old_pages].iter().enumerate() {
+            if r.load(Ordering::Relaxed) == 0 {
+                self.free.push(j as u32);
+            }
+        }
+        self.readers_ready.store(true, Ordering::Release);
+    }
+
+    /// Destination page `k` is done: drop its claims on old pages, freeing those nobody reads
+    /// any more (except `moved`, which is no longer present).
+    fn release_readers(&self, k: usize, moved: Option<u32>) {
+        let v = self.src[k].load(Ordering::Relaxed);
+        let (a, b) = ((v >> 32) as u32, v as u32);
+        for j in a..=b {
+            if self.readers[j as usize].fetch_sub(1, Ordering::AcqRel) == 1 && Some(j) != moved {
+                self.free.push(j);
+            }
+        }
+    }
+
+    /// If destination page `k` is exactly one fully live old page at the same page offset,
+    /// that page's index.
+    fn dense_source(&self, pd: &Plan, k: usize) -> Option<u32> {
+        let r0 = k * PAGE_WORDS;
+        if r0 + PAGE_WORDS > pd.live_words {
+            return None;
+        }
+        let w0 = pd.live().select(r0, pd.bitmap_words)?;
+        if w0 % PAGE_WORDS != 0 {
+            return None;
+        }
+        let first_word = w0 / 64;
+        if (first_word..first_word + PAGE_WORDS / 64).all(|i| pd.live().bits.word(i) == u64::MAX) {
+            Some((w0 / PAGE_WORDS) as u32)
+        } else {
+            None
+        }
+    }
+
+    /// Fill and map destination page `k` (the caller won its claim). Async-signal-safe.
+    fn fill_and_map(&self, arena: &VolatileArena, pd: &Plan, k: usize) -> bool {
+        let plan = pd;
+        let dst = pd.to_offset + k * PAGE_SIZE;
+        match self.strategy {
+            MapStrategy::Copy => self.copy_page(arena, plan, k),
+            MapStrategy::Minor => {
+                let Ok(view) = arena.fill_view_addr(dst) else {
+                    return false;
+                };
+                // SAFETY: the fill view page aliases destination page `k`, which we claimed; it
+                // is unregistered, so writing it only allocates its page-cache page.
+                let out = unsafe { core::slice::from_raw_parts_mut(view as *mut u8, PAGE_SIZE) };
+                plan.fill_page(k, out);
+                arena.resolve_continue(dst, PAGE_SIZE).is_ok()
+            }
+            MapStrategy::Move if !self.readers_ready.load(Ordering::Acquire) => {
+                self.copy_page(arena, plan, k)
+            }
+            MapStrategy::Move => {
+                if let Some(j) = self.dense_source(pd, k) {
+                    // Only this page still reads old page j: update it in place and move it.
+                    if self.readers[j as usize].load(Ordering::Acquire) == 1 {
+                        plan.update_in_place(k, j as usize);
+                        let src = pd.src + j as usize * PAGE_SIZE;
+                        // SAFETY: old page j is read by no other destination page.
+                        let r = unsafe { arena.resolve_move_from(dst, src, PAGE_SIZE, false) };
+                        if r.is_ok() {
+                            self.counters.in_place.fetch_add(1, Ordering::Relaxed);
+                            self.release_readers(k, Some(j));
+                            return true;
+                        }
+                        // The page stayed where it was (updated); copy it instead.
+                        let ok = self.copy_from(arena, pd.src + j as usize * PAGE_SIZE, dst);
+                        if ok {
+                            self.release_readers(k, None);
+                        }
+                        return ok;
+                    }
+                }
+                if let Some(s) = self.free.pop() {
+                    let stage = pd.src + s as usize * PAGE_SIZE;
+                    // SAFETY: staging page `s` is a present old-half page that no destination
+                    // page reads; we popped it, so it is ours alone.
+                    let out =
+                        unsafe { core::slice::from_raw_parts_mut(stage as *mut u8, PAGE_SIZE) };
+                    plan.fill_page(k, out);
+                    // SAFETY: the staging page is ours; it vanishes from the old half.
+                    let r = unsafe { arena.resolve_move_from(dst, stage, PAGE_SIZE, false) };
+                    let ok = if r.is_ok() {
+                        self.counters.staged.fetch_add(1, Ordering::Relaxed);
+                        true
+                    } else {
+                        // MOVE refused (e.g. EBUSY after a fork): copy the filled staging page.
+                        self.copy_from(arena, stage, dst)
+                    };
+                    if ok {
+                        self.release_readers(k, None);
+                    }
+                    return ok;
+                }
+                let ok = self.copy_page(arena, plan, k);
+                if ok {
+                    self.release_readers(k, None);
+                }
+                ok
+            }
+        }
+    }
+
+    /// Move strategy, worker side: destination pages `[k, k+n)` are claimed by the caller. If
+    /// `n` contiguous staging pages are free, fill them and map the run with one MOVE; else
+    /// (or for what a failed MOVE left unmapped) map page by page. Publishes or unclaims every
+    /// page of the run; returns how many it mapped.
+    fn move_run(&self, arena: &VolatileArena, pd: &Plan, k: usize, n: usize) -> usize {
+        let mut stage = [0u32; WORKER_BATCH];
+        let mut got = 0;
+        // A dense page (one fully live old page at the same offset, read by nobody else) is
+        // moved with no copy at all by the page-by-page path: keep that for runs that have one.
+        let plan = pd;
+        let has_dense = (0..n).any(|i| {
+            self.dense_source(pd, k + i)
+                .is_some_and(|j| self.readers[j as usize].load(Ordering::Acquire) == 1)
+        });
+        if n > 1 && !has_dense {
+            while got < n {
+                match self.free.pop() {
+                    Some(s) => {
+                        stage[got] = s;
+                        got += 1;
+                    }
+                    None => break,
+                }
+            }
+            stage[..got].sort_unstable();
+        }
+        let contiguous = n > 1 && got == n && stage[..n].windows(2).all(|w| w[1] == w[0] + 1);
+        let mut mapped = 0;
+        if contiguous {
+            let first = pd.src + stage[0] as usize * PAGE_SIZE;
+            for i in 0..n {
+                // SAFETY: staging pages `stage[0] + i` are present old-half pages that no
+                // destination page reads; we popped them, so they are ours alone.
+                let out = unsafe {
+                    core::slice::from_raw_parts_mut((first + i * PAGE_SIZE) as *mut u8, PAGE_SIZE)
+                };
+                plan.fill_page(k + i, out);
+            }
+            let dst = pd.to_offset + k * PAGE_SIZE;
+            // SAFETY: the staging pages are ours; they vanish from the old half.
+            let r = unsafe { arena.resolve_move_from(dst, first, n * PAGE_SIZE, false) };
+            for i in 0..n {
+                let d = pd.to + (k + i) * PAGE_SIZE;
+                // After a failed MOVE a page is either in place (moved before the failure) or
+                // still in its staging page (not moved): copy those.
+                let ok = r.is_ok()
+                    || arena.page_mapped(d)
+                    || self.copy_from(arena, first + i * PAGE_SIZE, d - arena.base());
+                if ok {
+                    if r.is_ok() {
+                        self.counters.staged.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.release_readers(k + i, None);
+                    pagestate::publish::<_, Futex>(&self.states[k + i]);
+                    mapped += 1;
+                } else {
+                    pagestate::unclaim::<_, Futex>(&self.states[k + i]);
+                }
+            }
+            return mapped;
+        }
+        for &s in &stage[..got] {
+            self.free.push(s);
+        }
+        for i in 0..n {
+            if self.fill_and_map(arena, pd, k + i) {
+                pagestate::publish::<_, Futex>(&self.states[k + i]);
+                mapped += 1;
+            } else {
+                pagestate::unclaim::<_, Futex>(&self.states[k + i]);
+            }
+        }
+        mapped
+    }
+
+    fn copy_page(&self, arena: &VolatileArena, plan: &Plan, k: usize) -> bool {
+        let mut buf = PageBuf([0; PAGE_SIZE]);
+        plan.fill_page(k, &mut buf.0);
+        self.copy_from(arena, buf.0.as_ptr() as usize, plan.to_offset + k * PAGE_SIZE)
+    }
+
+    fn copy_from(&self, arena: &VolatileArena, src: usize, dst_offset: usize) -> bool {
+        self.counters.copied.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `src` is a readable page (a filled buffer or a present heap page).
+        unsafe { arena.resolve_copy(dst_offset, src as *const u8, PAGE_SIZE) }.is_ok()
+    }
+
+    /// Make destination page `k` mapped (claim and fill, or wait). Async-signal-safe.
+    pub(crate) fn ensure_page(&self, arena: &VolatileArena, pd: &Plan, k: usize) -> bool {
+        pagestate::ensure::<_, Futex>(&self.states[k], || self.fill_and_map(arena, pd, k))
+    }
+}
+
+fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan) {
+    let mut buf = vec![0u8; WORKER_BATCH * PAGE_SIZE];
+    loop {
+        let start = c.cursor.fetch_add(WORKER_BATCH, Ordering::Relaxed);
+        if start >= pd.pages {
+            break;
+        }
+        let end = (start + WORKER_BATCH).min(pd.pages);
+        let mut k = start;
+        while k < end {
+            if c.strategy == MapStrategy::Move && c.readers_ready.load(Ordering::Acquire) {
+                // Claim a run of contiguous pages; with as many contiguous staging pages, fill
+                // them and map the run with one MOVE (one TLB flush for the run, not one per
+                // page).
+                let mut n = 0;
+                while k + n < end && pagestate::claim(&c.states[k + n]) == pagestate::Claim::Won {
+                    n += 1;
+                }
+                if n > 0 {
+                    let done = c.move_run(arena, pd, k, n);
+                    c.counters
+                        .by_worker
+                        .fetch_add(done as u64, Ordering::Relaxed);
+                    k += n;
+                    continue;
+                }
+            }
+            if c.strategy == MapStrategy::Copy {
+                // Claim a run of contiguous pages and map them with one COPY.
+                let mut n = 0;
+                while k + n < end && pagestate::claim(&c.states[k + n]) == pagestate::Claim::Won {
+                    n += 1;
+                }
+                if n > 0 {
+                    let plan = pd;
+                    for i in 0..n {
+                        plan.fill_page(k + i, &mut buf[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
+                    }
+                    // SAFETY: `buf` holds `n` filled pages.
+                    let ok = unsafe {
+                        arena.resolve_copy(pd.to_offset + k * PAGE_SIZE, buf.as_ptr(), n * PAGE_SIZE)
+                    }
+                    .is_ok();
+                    for i in 0..n {
+                        if ok {
+                            pagestate::publish::<_, Futex>(&c.states[k + i]);
+                        } else {
+                            pagestate::unclaim::<_, Futex>(&c.states[k + i]);
+                        }
+                    }
+                    if ok {
+                        c.counters.by_worker.fetch_add(n as u64, Ordering::Relaxed);
+                        c.counters.copied.fetch_add(n as u64, Ordering::Relaxed);
+                        k += n;
+                        continue;
+                    }
+                }
+            }
+            if c.ensure_page(arena, pd, k) {
+                c.counters.by_worker.fetch_add(1, Ordering::Relaxed);
+            }
+            k += 1;
+        }
+    }
+    // Pages claimed by mutators may still be in flight: wait for all of them, and fill any
+    // whose fill failed (a transient kernel error) ourselves, backing off between tries.
+    for (k, s) in c.states[..pd.pages].iter().enumerate() {
+        let mut tries = 0u32;
+        while !pagestate::wait_mapped::<_, Futex>(s) {
+            c.ensure_page(arena, pd, k);
+            tries += 1;
+            if tries > 10_000 {
+                // References already point at this page: the heap cannot continue without it.
+                eprintln!("faultline: destination page {k} could not be mapped after {tries} attempts; aborting");
+                std::process::abort();
+            }
+            if tries > 10 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+/// A lock-free stack of page indices (Treiber stack with an ABA tag), async-signal-safe.
+struct PageStack {
+    head: AtomicU64,
+    next: Vec<AtomicU32>,
+}
+
+const NIL: u32 = u32::MAX;
+
+impl PageStack {
+    fn new(n: usize) -> Self {
+        PageStack {
+            head: AtomicU64::new(NIL as u64),
+            next: (0..n).map(|_| AtomicU32::new(NIL)).collect(),
+        }
+    }
+    fn clear(&self) {
+        self.head.store(NIL as u64, Ordering::SeqCst);
+    }
+    fn push(&self, i: u32) {
+        let mut h = self.head.load(Ordering::Acquire);
+        loop {
+            self.next[i as usize].store(h as u32, Ordering::Relaxed);
+            let new = ((h >> 32).wrapping_add(1) << 32) | i as u64;
+            match self
+                .head
+                .compare_exchange_weak(h, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(a) => h = a,
+            }
+        }
+    }
+    fn pop(&self) -> Option<u32> {
+        let mut h = self.head.load(Ordering::Acquire);
+        loop {
+            let i = h as u32;
+            if i == NIL {
+                return None;
+            }
+            let next = self.next[i as usize].load(Ordering::Relaxed);
+            let new = ((h >> 32).wrapping_add(1) << 32) | next as u64;
+            match self
+                .head
+                .compare_exchange_weak(h, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(i),
+                Err(a) => h = a,
+            }
+        }
+    }
+}
+

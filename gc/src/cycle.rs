@@ -1,0 +1,785 @@
+//! The collection cycle: one numbered list of phases for both collectors, and the code that
+//! drives them. Each phase's work lives in its own module; this one decides what runs when, on
+//! which thread, with the world stopped or not, and hands each phase the pieces of
+//! [`HeapInner`] it needs.
+//!
+//! # Stop-the-world cycle (`GcMode::StopTheWorld`, and the fallback without userfaultfd)
+//!
+//! All on the thread that asked for the collection, inside **one pause**:
+//!
+//! 1. **Stop** every mutator ([`crate::safepoint`]); retire their allocation buffers.
+//!    (`debug.verify`: verify the heap.)
+//! 2. **Mark** from the roots (handles, value stacks, root sources, global roots) with the
+//!    tracer ([`crate::trace`], plain slot access): one thread, or `gc_threads` threads
+//!    stealing work. (`debug.verify`: check that the mark and live-words bitmaps agree.)
+//! 3. **Plan** ([`crate::plan`]): the two-level prefix sums of the live-words bitmap; the new
+//!    address of any object is then O(1).
+//! 4. **Flip**: make sure the destination half is clean ([`crate::release`]); rewrite the
+//!    roots and the reference fields of live large objects to new addresses.
+//! 5. **Compact** in the pause: fill destination pages in order and map them into the other
+//!    half in batches of 64 pages (`UFFDIO_COPY`, or a plain copy on an unregistered arena).
+//! 6. **Finish**: release the old half (`MADV_DONTNEED`, [`crate::release`]) and the dead large
+//!    objects, switch halves, set the next occupancy trigger. (`debug.verify`: verify.)
+//!    **Resume** the mutators; record the cycle.
+//!
+//! # Concurrent cycle (`GcMode::Concurrent`)
+//!
+//! 1. **Initial-mark pause** (requesting thread, O(roots)): stop; retire allocation buffers;
+//!    record `mark_top` (every object at or above it is allocated during marking: black); copy
+//!    the root values; clear the large-object marks; **barrier on** (SATB logging, or nothing
+//!    for barrier-free marking); the cycle is now busy ([`crate::phase`]). Resume. A
+//!    `faultline-gc` thread takes over.
+//! 2. **Concurrent mark** (GC thread, mutators running; [`crate::marking`]): clear the side
+//!    bitmaps; barrier-free mode write-protects the heap (`UFFDIO_WRITEPROTECT`, WP_ASYNC);
+//!    shade the roots, trace (atomic slot access), preclean (drain flushed SATB entries and
+//!    retired buffers; barrier-free: `PAGEMAP_SCAN` the written pages and rescan them).
+//! 3. **Concurrent plan** (GC thread): the prefix sums of every chunk marked so far
+//!    (`LiveWords::plan_ahead`), and the destination page states they imply
+//!    (`Compaction::prepare`).
+//! 4. **Remark + flip pause** (GC thread): stop; drain every mutator's unflushed SATB entries,
+//!    walk the buffers in use (barrier-free: rescan roots and written pages); trace to the
+//!    end; **barrier off**; (`debug.checkmark`, `debug.verify`: check the marks); finish the
+//!    plan (only the chunks marked since phase 3); then the **flip** shared with
+//!    stop-the-world (step 4 above): roots and large objects rewritten, the destination half
+//!    made current with every destination page absent, the compaction **armed**
+//!    ([`crate::compaction`]; per-cycle choreography: `UFFDIO_REGISTER` + `mremap` here,
+//!    [`crate::choreography`]). Resume.
+//! 5. **Concurrent compaction** (GC thread + `compaction_workers` workers, and every mutator
+//!    that faults: [`crate::fault`]): destination pages are filled and mapped with
+//!    `UFFDIO_COPY`, `UFFDIO_MOVE` or `UFFDIO_CONTINUE`.
+//! 6. **Finish** (GC thread): disarm; release the old half and the large objects found dead at
+//!    the flip (per-cycle choreography: `UFFDIO_UNREGISTER` + `munmap`); set the next trigger;
+//!    record the cycle; the cycle is idle. (`debug.verify`: verify, in a pause of its own.)
+//!
+//! The arena's rule holds in both: a cycle makes no `mmap`/`munmap`/`mremap`/`mprotect` call
+//! and no (un)registration (except the deliberate `PerCycle` baseline), and the calls it does
+//! make are counted in [`CycleStats::calls`].
+//!
+//! Invariants:
+//! - cycles never overlap: a cycle starts only when the previous one is idle, checked with the
+//!   world stopped;
+//! - the old half stays intact until the finish phase (except the move strategy's staging
+//!   pages, see [`crate::compaction`]), so filling a page never reads a filled page;
+//! - after the flip begins rewriting references, nothing may fail: kernel errors past that
+//!   point end the process ([`crate::release::fatal_after_flip`]) rather than leave references
+//!   dangling.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use faultline_heap::object::{TypeRegistry, WORD};
+use faultline_heap::pagemap::PagemapScanner;
+use faultline_heap::sys::CallSnapshot;
+use faultline_heap::{ArenaError, PAGE_SIZE};
+
+use crate::choreography;
+use crate::debug::{Breakage, MarkPoint, Phase};
+use crate::inner::{page_up, HeapInner, BATCH_PAGES};
+use crate::marking::{self, ConcMarker, MarkCtx, MarkReport};
+use crate::mode::{Choreography, GcMode};
+use crate::plan::Plan;
+use crate::release::{fatal_after_flip, prepare_destination, release_old_half};
+use crate::safepoint::{visit_roots, Me, SpState};
+use crate::stats::{trim_history, CycleStats, Pause, Trigger};
+use crate::trace::{header, Atomic, Plain, Tracer};
+use crate::verify::{self, HeapView, VerifyError, VerifyReport};
+
+/// What verification sees of `inner` with the world stopped (`g`).
+fn view<'a>(inner: &'a HeapInner, g: &'a SpState) -> HeapView<'a> {
+    HeapView {
+        g,
+        roots: &inner.roots,
+        moving: &inner.moving,
+        large: &inner.large,
+    }
+}
+
+/// The roots' current values (a stopped world).
+fn root_values(inner: &HeapInner, g: &SpState) -> Vec<usize> {
+    let mut roots = Vec::new();
+    visit_roots(g, &inner.roots, &mut |s| roots.push(*s));
+    roots
+}
+
+/// Run one collection. Returns `Ok(None)` if another thread collected meanwhile, or if a
+/// concurrent cycle was started (it continues on its own thread).
+pub(crate) fn collect(
+    inner: &Arc<HeapInner>,
+    me: Me<'_>,
+    trigger: Trigger,
+) -> Result<Option<CycleStats>, ArenaError> {
+    let cycles_before = inner.cycles.load(Ordering::SeqCst);
+    loop {
+        // A cycle starts only when the previous one is complete (waiting counts as stopped,
+        // so the running cycle's remark pause is not held up by us).
+        inner.wait_idle_as(me);
+        let t0 = Instant::now();
+        let Some(g) = inner.sp.stop_the_world(me) else {
+            // The world was stopped by another thread. If that was a collection, an implicit
+            // trigger is satisfied; an explicit one (and a stop for verification) runs its own.
+            if trigger != Trigger::Explicit && inner.cycles.load(Ordering::SeqCst) != cycles_before
+            {
+                return Ok(None);
+            }
+            continue;
+        };
+        if inner.gate.is_busy() {
+            inner.sp.resume(g);
+            continue;
+        }
+        let tts = t0.elapsed();
+        if inner.concurrent_now() {
+            // Concurrent phase 1; the GC thread does the rest.
+            let st = initial_mark(inner, &g, trigger, t0, tts);
+            inner.sp.resume(g);
+            let heap = inner.clone();
+            return std::thread::Builder::new()
+                .name("faultline-gc".into())
+                .spawn(move || {
+                    // A failure here (verification, checkmark) leaves references half-moved:
+                    // the heap cannot continue, so end the process loudly rather than leave
+                    // every mutator waiting for a cycle that will never finish.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_concurrent(heap, st)
+                    }));
+                    if r.is_err() {
+                        eprintln!(
+                            "faultline: the GC thread failed (see the panic above); aborting"
+                        );
+                        std::process::abort();
+                    }
+                })
+                .map(|_| None)
+                .map_err(|e| ArenaError::Config(format!("spawning the GC thread: {e}")));
+        }
+        let r = stw_cycle(inner, &g, trigger, t0, tts);
+        inner.sp.resume(g);
+        let mut stats = r?;
+        // Read /proc/self/maps after the pause: it allocates and takes time. Nothing but this
+        // heap's own calls could change the arena's VMAs, and those are counted.
+        stats.vmas = (inner.arena.vmas_at_creation(), inner.arena.vma_count());
+        record_cycle(inner, &stats);
+        return Ok(Some(stats));
+    }
+}
+
+/// Verify with the world stopped (waiting for a running cycle to end first).
+pub(crate) fn verify_stopped(inner: &HeapInner, me: Me<'_>) -> Result<VerifyReport, VerifyError> {
+    loop {
+        inner.wait_idle_as(me);
+        if let Some(g) = inner.sp.stop_the_world(me) {
+            let types = inner.types();
+            let r = verify::verify_heap(&view(inner, &g), &types);
+            inner.sp.resume(g);
+            return r;
+        }
+    }
+}
+
+/// `debug.verify`: verify with the world stopped by the caller, panicking on failure.
+fn verify_or_panic(inner: &HeapInner, g: &SpState, types: &TypeRegistry, when: &str) {
+    if inner.config.debug.verify {
+        if let Err(e) = verify::verify_heap(&view(inner, g), types) {
+            panic!("heap verification failed {when}: {e}");
+        }
+    }
+}
+
+/// What the pause that ends marking hands to planning and the flip.
+struct PauseCtx {
+    /// When this pause began.
+    t0: Instant,
+    tts: Duration,
+    trigger: Trigger,
+    calls0: CallSnapshot,
+    moving_before: usize,
+    large_before: usize,
+    mark_time: Duration,
+    /// Concurrent planning done before the pause (zero for stop-the-world).
+    plan_ahead: Duration,
+    live_objects: usize,
+    from: usize,
+    from_top: usize,
+    bitmap_words: usize,
+    /// Earlier pauses of the cycle (the initial mark of a concurrent cycle).
+    pauses: Vec<Pause>,
+    /// When the cycle began (its first pause).
+    cycle_start: Instant,
+}
+
+/// What the finish phase of a concurrent cycle does, decided at its flip.
+struct Finish {
+    /// The old half's used and present range `[from, from_populated)`.
+    from: usize,
+    from_populated: usize,
+    /// Per-cycle choreography: the detached old-half pages, unmapped at the end.
+    detached: Option<choreography::Detached>,
+    /// Large objects found dead at the flip, released when the compaction ends.
+    large_dead: Vec<(usize, usize)>,
+    calls0: CallSnapshot,
+    cycle_start: Instant,
+}
+
+/// The outcome of a flip.
+enum Flip {
+    /// The cycle is complete (stop-the-world, or nothing to compact).
+    Done(Box<CycleStats>),
+    /// The compaction is armed; phases 5 and 6 follow on the GC thread.
+    Armed(Box<CycleStats>, Box<Finish>),
+}
+
+/// Stop-the-world phases 1-6, with the world stopped.
+fn stw_cycle(
+    inner: &HeapInner,
+    g: &SpState,
+    trigger: Trigger,
+    t0: Instant,
+    tts: Duration,
+) -> Result<CycleStats, ArenaError> {
+    let types = inner.types();
+    let mut scratch = inner.scratch.lock().unwrap_or_else(PoisonError::into_inner);
+    let calls0 = inner.arena.sys().counters().snapshot();
+    let moving = &inner.moving;
+    let large = &inner.large;
+    let moving_before = moving.used();
+    let large_before = large.used();
+    let next = inner.cycles.load(Ordering::Relaxed) + 1;
+    verify_or_panic(inner, g, &types, &format!("before cycle {next}"));
+    // 1. Retire every allocation buffer (their unused tails are zero: fillers).
+    for m in &g.mutators {
+        m.tlab_cursor.store(0, Ordering::Relaxed);
+        m.tlab_limit.store(0, Ordering::Relaxed);
+    }
+
+    // 2. Mark.
+    let tm = Instant::now();
+    let from = moving.base();
+    let from_top = moving.top.load(Ordering::Relaxed);
+    let from_words = (from_top - from) / WORD;
+    let bitmap_words = from_words.div_ceil(64) + 1;
+    let tables = &inner.tables;
+    tables.mark.clear_words(bitmap_words);
+    tables.live.clear(bitmap_words);
+    large.marks.clear();
+    let roots = root_values(inner, g);
+    let tracer: Tracer<'_, Plain> =
+        Tracer::new(from, from_top, &tables.mark, &tables.live, large, &types);
+    let live_objects = if inner.config.gc_threads > 1 {
+        tracer.trace_parallel(roots, inner.config.gc_threads)
+    } else {
+        tracer.trace_serial(roots)
+    };
+    if inner.config.debug.verify {
+        if let Err(e) =
+            verify::check_marks(&tables.mark, &tables.live.bits, from, from_words, &types)
+        {
+            panic!("mark/live bitmaps disagree in cycle {next}: {e}");
+        }
+    }
+    let pc = PauseCtx {
+        t0,
+        tts,
+        trigger,
+        calls0,
+        moving_before,
+        large_before,
+        mark_time: tm.elapsed(),
+        plan_ahead: Duration::ZERO,
+        live_objects,
+        from,
+        from_top,
+        bitmap_words,
+        pauses: Vec::new(),
+        cycle_start: t0,
+    };
+    // 3-6.
+    match flip(inner, g, &types, pc, false, &mut scratch)? {
+        Flip::Done(stats) => Ok(*stats),
+        Flip::Armed(..) => unreachable!("a stop-the-world flip compacts in the pause"),
+    }
+}
+
+/// Concurrent phase 1: the initial-mark pause. The world is stopped; O(roots).
+fn initial_mark(
+    inner: &HeapInner,
+    g: &SpState,
+    trigger: Trigger,
+    t0: Instant,
+    tts: Duration,
+) -> MarkStart {
+    let types = inner.types();
+    let next = inner.cycles.load(Ordering::Relaxed) + 1;
+    verify_or_panic(inner, g, &types, &format!("before cycle {next}"));
+    inner.gate.set_busy();
+    let calls0 = inner.arena.sys().counters().snapshot();
+    for m in &g.mutators {
+        m.retire_tlab();
+    }
+    let moving = &inner.moving;
+    let from = moving.base();
+    let mark_top = moving.top.load(Ordering::Relaxed);
+    let roots = root_values(inner, g);
+    inner.large.marks.clear();
+    inner.marking.begin(mark_top, !inner.mode.wp_marking);
+    MarkStart {
+        roots,
+        from,
+        mark_top,
+        cycle_start: t0,
+        initial: t0.elapsed(),
+        tts,
+        trigger,
+        calls0,
+        moving_before: moving.used(),
+        large_before: inner.large.used(),
+    }
+}
+
+/// What the initial-mark pause hands to the GC thread.
+struct MarkStart {
+    roots: Vec<usize>,
+    from: usize,
+    mark_top: usize,
+    cycle_start: Instant,
+    initial: Duration,
+    /// Time to safepoint of the initial-mark pause.
+    tts: Duration,
+    trigger: Trigger,
+    calls0: CallSnapshot,
+    moving_before: usize,
+    large_before: usize,
+}
+
+/// Concurrent phases 2-6, on the GC thread.
+fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
+    let cfg = &inner.config;
+    let types = inner.types();
+    let mut scratch = inner.scratch.lock().unwrap_or_else(PoisonError::into_inner);
+    let tables = inner.tables.clone();
+    let tm = Instant::now();
+    // 2. Concurrent mark. Clear the bitmaps over the whole half: black buffers may land
+    //    anywhere above mark_top.
+    let half_bitmap_words = inner.moving.half_bytes / WORD / 64 + 1;
+    tables.mark.clear_words(half_bitmap_words);
+    tables.live.clear(half_bitmap_words);
+    let ctx = MarkCtx {
+        arena: &inner.arena,
+        moving: &inner.moving,
+        large: &inner.large,
+        state: &inner.marking,
+        debug: &cfg.debug,
+        wp: inner.mode.wp_marking,
+    };
+    let mut m = ConcMarker::new(Tracer::<Atomic>::new(
+        st.from,
+        st.mark_top,
+        &tables.mark,
+        &tables.live,
+        &inner.large,
+        &types,
+    ));
+    let mut report = MarkReport::default();
+    let scanner: Option<PagemapScanner> =
+        marking::concurrent_mark(&ctx, &mut m, &st.roots, &mut report);
+    let concurrent_mark = tm.elapsed();
+
+    // 3. Concurrent plan: the live-words prefix sums of everything marked so far, and the
+    //    destination page states they imply (a lower bound: marking only adds live words).
+    let tplan = Instant::now();
+    let planned_top = inner.moving.top.load(Ordering::Acquire);
+    let ahead = tables
+        .live
+        .plan_ahead(((planned_top - st.from) / WORD).div_ceil(64) + 1);
+    inner
+        .compaction
+        .prepare((ahead * WORD).div_ceil(PAGE_SIZE));
+    let plan_ahead = tplan.elapsed();
+    cfg.debug.mark_point(MarkPoint::BeforeRemark);
+    cfg.debug.phase_delay(Phase::BeforeRemark);
+
+    // 4. Remark + flip pause.
+    let t0 = Instant::now();
+    let g = inner.sp.stop_the_world_as(None);
+    let tts = t0.elapsed();
+    marking::remark(
+        &ctx,
+        &mut m,
+        &g,
+        scanner.as_ref(),
+        || root_values(&inner, &g),
+        &mut report,
+    );
+    let live_objects = m.marked;
+    let from_top = inner.moving.top.load(Ordering::Relaxed);
+    let from_words = (from_top - st.from) / WORD;
+    if cfg.debug.checkmark {
+        verify::checkmark(&view(&inner, &g), &tables.mark, st.from, st.mark_top, &types);
+    }
+    if cfg.debug.verify {
+        if let Err(e) =
+            verify::check_marks(&tables.mark, &tables.live.bits, st.from, from_words, &types)
+        {
+            panic!("mark/live bitmaps disagree after concurrent marking: {e}");
+        }
+    }
+    let pc = PauseCtx {
+        t0,
+        // The cycle's time to safepoint: the longer of its two pauses'.
+        tts: tts.max(st.tts),
+        trigger: st.trigger,
+        calls0: st.calls0,
+        moving_before: st.moving_before,
+        large_before: st.large_before,
+        mark_time: concurrent_mark,
+        plan_ahead,
+        live_objects,
+        from: st.from,
+        from_top,
+        bitmap_words: from_words.div_ceil(64) + 1,
+        pauses: vec![Pause {
+            kind: "initial-mark",
+            duration: st.initial,
+        }],
+        cycle_start: st.cycle_start,
+    };
+    let remark = t0.elapsed();
+    drop(m);
+    let mut outcome = flip(&inner, &g, &types, pc, true, &mut scratch);
+    if let Ok(Flip::Armed(stats, _) | Flip::Done(stats)) = &mut outcome {
+        stats.remark = remark;
+        stats.preclean_rounds = report.preclean_rounds;
+        stats.preclean_last_dirty = report.preclean_last_dirty;
+        stats.remark_dirty_pages = report.remark_dirty_pages;
+    }
+    inner.sp.resume(g);
+    drop(scratch);
+    match outcome {
+        Ok(Flip::Armed(stats, finish)) => compact_and_finish(inner, *stats, *finish),
+        Ok(Flip::Done(stats)) => {
+            let mut stats = *stats;
+            stats.vmas = (inner.arena.vmas_at_creation(), inner.arena.vma_count());
+            record_cycle(&inner, &stats);
+            inner.gate.set_idle();
+            verify_after_concurrent(&inner, stats.cycle);
+        }
+        Err(e) => {
+            // The concurrent flip has no fallible step after references change (see `flip`),
+            // so this is an error before any object moved.
+            eprintln!("faultline: concurrent cycle failed before the flip: {e}");
+            inner.gate.set_idle();
+        }
+    }
+}
+
+/// Phase 3 (finishing the plan) and the flip (stop-the-world phase 4, concurrent phase 4's
+/// end), with marking complete and the world stopped; then either stop-the-world phases 5-6,
+/// or arming the concurrent compaction.
+fn flip(
+    inner: &HeapInner,
+    g: &SpState,
+    types: &Arc<TypeRegistry>,
+    pc: PauseCtx,
+    concurrent: bool,
+    buf: &mut [u8],
+) -> Result<Flip, ArenaError> {
+    let cfg = &inner.config;
+    let moving = &inner.moving;
+    let large = &inner.large;
+    let arena = &inner.arena;
+    let PauseCtx {
+        t0,
+        tts,
+        trigger,
+        calls0,
+        moving_before,
+        large_before,
+        mark_time,
+        plan_ahead,
+        live_objects,
+        from,
+        from_top,
+        bitmap_words,
+        mut pauses,
+        cycle_start,
+    } = pc;
+    // 3. Plan. In a concurrent cycle the chunk sums were computed before the pause; here only
+    //    the chunks marking changed since are redone.
+    let tp = Instant::now();
+    let (live_words, chunks_redone) = inner.tables.live.finish_prefix(bitmap_words);
+    let pages = (live_words * WORD).div_ceil(PAGE_SIZE);
+    let to_index = 1 - moving.current.load(Ordering::Relaxed);
+    let to = moving.half_base[to_index];
+    let to_offset = moving.half_offset[to_index];
+    let mut plan = Plan {
+        from,
+        src: from,
+        from_top,
+        to,
+        to_offset,
+        live_words,
+        pages,
+        bitmap_words,
+        tables: inner.tables.clone(),
+        types: types.clone(),
+    };
+    let plan_time = tp.elapsed();
+    // 4. Make sure the destination half is clean (a release the last cycle could not do is
+    //    redone here): a failure point before any reference changes.
+    prepare_destination(arena, &inner.release, to_offset, moving.half_bytes)?;
+
+    // Per-cycle choreography: register the destination range and detach the old half's pages
+    // before any reference changes; if either fails, this cycle compacts in the pause.
+    let mut flip_concurrently = concurrent && inner.concurrent_now();
+    let mut detached = None;
+    if flip_concurrently && cfg.choreography == Choreography::PerCycle && pages > 0 {
+        let old_end = {
+            let pop = moving
+                .populated
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (*pop).max(page_up(from_top))
+        };
+        match choreography::setup(arena, to_offset, pages * PAGE_SIZE, from, old_end) {
+            Ok(d) => {
+                plan.src = d.0;
+                detached = Some(d);
+            }
+            Err(e) => {
+                eprintln!(
+                    "faultline: per-cycle choreography failed ({e}); this cycle compacts in the pause"
+                );
+                flip_concurrently = false;
+            }
+        }
+    }
+
+    // 4. Update roots and large objects' fields.
+    let tc = Instant::now();
+    visit_roots(g, &inner.roots, &mut |s| *s = plan.forward(*s));
+    // The dead large objects: released now (stop-the-world) or when the concurrent compaction
+    // ends (off the pause; they stay allocated until then, so nothing reuses their space).
+    let skip_large_refs = cfg.debug.breakage == Some(Breakage::SkipLargeObjectRefs);
+    let mut large_dead = Vec::new();
+    let t_large = Instant::now();
+    let mut large_slots = 0usize;
+    {
+        let lg = large.lock();
+        for (&start, &len) in lg.objects.iter() {
+            if !large.marks.get(large.page_of(start)) {
+                large_dead.push((start, len));
+            } else if !skip_large_refs {
+                let h = header(start);
+                let size = types.size_words(h).unwrap_or(1);
+                types.for_each_ref_word(h, 0, size, |k| {
+                    let slot = (start + k * WORD) as *mut usize;
+                    // SAFETY: a reference slot of a live large object (present, not moving).
+                    unsafe { *slot = plan.forward(*slot) };
+                    large_slots += 1;
+                });
+            }
+        }
+    }
+    let large_refs_time = t_large.elapsed();
+    let mut stats = CycleStats {
+        trigger,
+        time_to_safepoint: tts,
+        mark: mark_time,
+        plan: plan_time,
+        plan_ahead,
+        plan_chunks_redone: chunks_redone,
+        large_refs: large_refs_time,
+        large_ref_slots: large_slots,
+        moving_before,
+        large_before,
+        live_objects,
+        pages_filled: pages,
+        mutators: g.mutators.len(),
+        ..CycleStats::default()
+    };
+
+    if flip_concurrently {
+        // Make the destination half current with every destination page absent, and arm the
+        // compaction; workers and faults fill pages. Nothing below can fail: the references
+        // already point at the new addresses.
+        let from_populated = {
+            let mut pop = moving
+                .populated
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let old_end = (*pop).max(page_up(from_top));
+            moving.current.store(to_index, Ordering::Relaxed);
+            moving.top.store(to + pages * PAGE_SIZE, Ordering::Relaxed);
+            *pop = to + pages * PAGE_SIZE;
+            old_end
+        };
+        stats.mode = GcMode::Concurrent;
+        stats.moving_after = moving.used();
+        stats.large_after = large.used();
+        inner.set_trigger(stats.moving_after + stats.large_after);
+        stats.cycle = inner.cycles.fetch_add(1, Ordering::Relaxed) + 1;
+        let kind = if pauses.is_empty() {
+            "mark+flip"
+        } else {
+            "remark+flip"
+        };
+        pauses.push(Pause {
+            kind,
+            duration: t0.elapsed(),
+        });
+        stats.pauses = pauses;
+        let finish = Finish {
+            from,
+            from_populated,
+            detached,
+            large_dead,
+            calls0,
+            cycle_start,
+        };
+        if pages == 0 {
+            // Nothing to compact: finish in the pause.
+            large.release_dead(arena, &finish.large_dead)?;
+            if from_populated > from {
+                release_old_half(
+                    arena,
+                    &inner.release,
+                    cfg.debug.poison_released,
+                    from - arena.base(),
+                    from_populated - from,
+                );
+            }
+            stats.total = t0.elapsed();
+            stats.calls = arena.sys().counters().snapshot().since(&calls0);
+            return Ok(Flip::Done(Box::new(stats)));
+        }
+        // SAFETY: the world is stopped, the previous compaction finished (checked by
+        // `collect`), and no resolver is inside.
+        unsafe { inner.compaction.arm(plan) };
+        // The pause lasts until arming is done (it runs with the world stopped): measure here.
+        if let Some(p) = stats.pauses.last_mut() {
+            p.duration = t0.elapsed();
+        }
+        stats.total = cycle_start.elapsed();
+        return Ok(Flip::Armed(Box::new(stats), Box::new(finish)));
+    }
+
+    // 5. Compact into the other half, a batch of pages per COPY.
+    let mut p = 0;
+    while p < pages {
+        let n = BATCH_PAGES.min(pages - p);
+        for i in 0..n {
+            plan.fill_page(p + i, &mut buf[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
+        }
+        // SAFETY: `buf` holds `n` filled pages.
+        let r = unsafe { arena.resolve_copy(to_offset + p * PAGE_SIZE, buf.as_ptr(), n * PAGE_SIZE) };
+        if let Err(e) = r {
+            fatal_after_flip("stop-the-world compaction", &e);
+        }
+        p += n;
+    }
+    stats.compact = tc.elapsed();
+
+    // 6. Release the old half, sweep large objects, switch halves.
+    {
+        let mut pop = moving
+            .populated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old_end = (*pop).max(page_up(from_top));
+        if old_end > from {
+            release_old_half(
+                arena,
+                &inner.release,
+                cfg.debug.poison_released,
+                from - arena.base(),
+                old_end - from,
+            );
+        }
+        moving.current.store(to_index, Ordering::Relaxed);
+        moving.top.store(to + live_words * WORD, Ordering::Relaxed);
+        *pop = to + pages * PAGE_SIZE;
+    }
+    large.release_dead(arena, &large_dead)?;
+    stats.moving_after = moving.used();
+    stats.large_after = large.used();
+    inner.set_trigger(stats.moving_after + stats.large_after);
+    stats.cycle = inner.cycles.fetch_add(1, Ordering::Relaxed) + 1;
+    verify_or_panic(inner, g, types, &format!("after cycle {}", stats.cycle));
+    let total = t0.elapsed();
+    stats.mode = GcMode::StopTheWorld;
+    stats.pauses = vec![Pause {
+        kind: "stw",
+        duration: total,
+    }];
+    stats.total = total;
+    stats.calls = arena.sys().counters().snapshot().since(&calls0);
+    Ok(Flip::Done(Box::new(stats)))
+}
+
+/// Concurrent phases 5 (compaction) and 6 (finish), on the GC thread, holding the heap alive.
+fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Finish) {
+    let c = &inner.compaction;
+    let arena = &inner.arena;
+    // 5. Compaction.
+    c.after_flip((finish.from_populated - finish.from) / PAGE_SIZE);
+    if let Some(d) = inner.config.debug.compaction_delay {
+        // Stress / test knob: leave every destination page absent for a while, so mutator
+        // faults (and kernel accesses) meet unfilled pages.
+        std::thread::sleep(d);
+    }
+    inner.config.debug.phase_delay(Phase::BeforeCompaction);
+    let t0 = Instant::now();
+    c.run_workers(arena, inner.config.workers());
+    // 6. Finish. Every page is mapped: nobody needs the old half or the plan any more.
+    c.disarm();
+    if inner.config.choreography == Choreography::PerCycle {
+        choreography::teardown(arena, finish.detached);
+    } else {
+        release_old_half(
+            arena,
+            &inner.release,
+            inner.config.debug.poison_released,
+            finish.from - arena.base(),
+            finish.from_populated - finish.from,
+        );
+    }
+    if let Err(e) = inner.large.release_dead(arena, &finish.large_dead) {
+        eprintln!("faultline: releasing dead large objects failed: {e}");
+    }
+    stats.large_after = inner.large.used();
+    inner.set_trigger(inner.moving.used() + stats.large_after);
+    stats.compact = t0.elapsed();
+    stats.total = finish.cycle_start.elapsed();
+    stats.calls = arena.sys().counters().snapshot().since(&finish.calls0);
+    stats.vmas = (arena.vmas_at_creation(), arena.vma_count());
+    stats.pages_by_fault = c.counters.by_fault.load(Ordering::Relaxed);
+    stats.pages_in_place = c.counters.in_place.load(Ordering::Relaxed);
+    stats.pages_staged = c.counters.staged.load(Ordering::Relaxed);
+    stats.pages_copied = c.counters.copied.load(Ordering::Relaxed);
+    record_cycle(&inner, &stats);
+    inner.gate.set_idle();
+    verify_after_concurrent(&inner, stats.cycle);
+}
+
+/// Record a completed cycle: history and the GC-log hook.
+fn record_cycle(inner: &HeapInner, stats: &CycleStats) {
+    {
+        let mut h = inner.history.lock().unwrap_or_else(PoisonError::into_inner);
+        h.push(stats.clone());
+        trim_history(&mut h, inner.config.history_limit);
+    }
+    if let Some(hook) = &inner.config.on_cycle {
+        hook(stats);
+    }
+}
+
+/// Verification after a concurrent cycle (whose compaction ends outside the pause): stops the
+/// world on the GC thread. Called after the cycle is idle, so mutators waiting for it can
+/// reach their safepoints.
+fn verify_after_concurrent(inner: &HeapInner, cycle: u64) {
+    if inner.config.debug.verify {
+        if let Err(e) = verify_stopped(inner, None) {
+            panic!("heap verification failed after concurrent cycle {cycle}: {e}");
+        }
+    }
+}

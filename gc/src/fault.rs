@@ -1,0 +1,153 @@
+//! The fault path: how a mutator's touch of an unfilled destination page becomes a filled,
+//! mapped page, for both deliveries.
+//!
+//! ```text
+//!  SIGBUS delivery:   faulting thread -> faultline_heap::fault::sigbus handler
+//!                       -> sigbus_resolver (this file) -> resolve_fault
+//!  thread delivery:   faulting thread sleeps in the kernel; the handler thread
+//!                     (faultline_heap::fault::reader) reads the event -> on_fault_event
+//!                       -> resolve_fault, then wakes the faulting thread
+//!  resolve_fault:     destination page k of the active compaction?
+//!                       -> Compaction::ensure_page (crate::compaction): claim the page
+//!                          (crate::pagestate) and fill it from the plan (crate::plan) and map
+//!                          it (UFFDIO_COPY / MOVE / CONTINUE through the arena), or wait on
+//!                          the page's futex for the thread that claimed it
+//! ```
+//!
+//! Invariants:
+//! - [`resolve_fault`] is async-signal-safe: no allocation, no lock, no panic (errors are
+//!   retried a bounded number of times, then the fault is left to the next handler);
+//! - a fault is claimed only for an address inside the destination range of the active
+//!   compaction, or (after the end) inside the current half's used and present part; any other
+//!   fault is not ours and is chained (a stray access still crashes as it would);
+//! - the resolver's context is the heap's `HeapInner`, kept alive until the plumbing (dropped
+//!   first in `HeapInner`'s `Drop`) is gone.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use faultline_heap::arena::ArenaError;
+use faultline_heap::fault::reader::FaultReader;
+use faultline_heap::fault::sigbus::{register_region, FaultOutcome};
+use faultline_heap::uffd::UffdEvent;
+use faultline_heap::{VolatileArena, PAGE_SIZE};
+
+use crate::compaction::Compaction;
+use crate::inner::{HeapInner, Plumbing};
+use crate::mode::Delivery;
+use crate::pagestate::{StateWord, MAPPED};
+use crate::space::MovingSpace;
+use crate::stats::AtomicHistogram;
+
+/// Resolve a mutator fault at `addr`: make its page present if it belongs to the active
+/// compaction (or already is). Async-signal-safe: called from the SIGBUS handler.
+pub(crate) fn resolve_fault(
+    c: &Compaction,
+    arena: &VolatileArena,
+    moving: &MovingSpace,
+    stalls: &AtomicHistogram,
+    addr: usize,
+) -> FaultOutcome {
+    let t0 = Instant::now();
+    c.users.fetch_add(1, Ordering::SeqCst);
+    let mut outcome = FaultOutcome::NotMine;
+    if c.active.load(Ordering::SeqCst) {
+        // SAFETY: active, and our use is announced in `users`.
+        let pd = unsafe { c.plan() };
+        if addr >= pd.to && addr < pd.to + pd.pages * PAGE_SIZE {
+            let k = (addr - pd.to) / PAGE_SIZE;
+            // A failed fill (a transient kernel error such as ENOMEM) gives the claim back;
+            // try again a bounded number of times before letting the fault through.
+            for _ in 0..1000 {
+                if c.ensure_page(arena, pd, k) {
+                    c.counters.by_fault.fetch_add(1, Ordering::Relaxed);
+                }
+                if StateWord::load(&c.states[k]) == MAPPED {
+                    outcome = FaultOutcome::Resolved;
+                    break;
+                }
+                // SAFETY: sched_yield has no preconditions (and is async-signal-safe).
+                unsafe { libc::sched_yield() };
+            }
+        }
+    }
+    if outcome == FaultOutcome::NotMine {
+        // A fault that raced with the end of compaction: the page is there now.
+        if addr >= moving.base() && addr < moving.top.load(Ordering::Acquire) && arena.page_mapped(addr)
+        {
+            outcome = FaultOutcome::Resolved;
+        }
+    }
+    c.users.fetch_sub(1, Ordering::SeqCst);
+    if outcome == FaultOutcome::Resolved {
+        stalls.record(t0.elapsed().as_nanos().min(u64::MAX as u128) as u64);
+    }
+    outcome
+}
+
+/// Resolve a fault of the heap `inner`.
+fn resolve_in(inner: &HeapInner, addr: usize) -> FaultOutcome {
+    resolve_fault(
+        &inner.compaction,
+        &inner.arena,
+        &inner.moving,
+        &inner.fault_hist,
+        addr,
+    )
+}
+
+/// The SIGBUS resolver registered for the moving space.
+///
+/// # Safety
+/// `ctx` is the heap's `HeapInner`, alive while the region is registered.
+unsafe fn sigbus_resolver(ctx: *const (), addr: usize) -> FaultOutcome {
+    // SAFETY: by the registration's contract.
+    let inner = unsafe { &*(ctx as *const HeapInner) };
+    resolve_in(inner, addr)
+}
+
+/// Install the fault plumbing of a concurrent heap: register the moving space's SIGBUS region,
+/// or start the handler thread. The caller stores the result in `inner.plumbing`, which
+/// `HeapInner`'s `Drop` drops first.
+pub(crate) fn install(inner: &Arc<HeapInner>, delivery: Delivery) -> Result<Plumbing, ArenaError> {
+    let ctx = Arc::as_ptr(inner) as usize;
+    match delivery {
+        Delivery::Sigbus => {
+            // SAFETY: `ctx` is this HeapInner; the guard lives in its `plumbing` and is dropped
+            // first in its Drop, so the context outlives the registration; the resolver is
+            // async-signal-safe.
+            let guard = unsafe {
+                register_region(
+                    inner.moving.half_base[0],
+                    2 * inner.moving.half_bytes,
+                    sigbus_resolver,
+                    ctx as *const (),
+                )
+            }
+            .map_err(|e| ArenaError::Config(e.to_string()))?;
+            Ok(Plumbing::Sigbus(guard))
+        }
+        Delivery::Thread => {
+            let uffd = inner
+                .arena
+                .uffd()
+                .ok_or(ArenaError::NotRegistered("fault handler thread"))?
+                .clone();
+            let reader = FaultReader::spawn(uffd, "faultline-faults", move |ev| {
+                if let UffdEvent::PageFault { address, .. } = *ev {
+                    // SAFETY: the reader is stopped (joined) in HeapInner's Drop before any
+                    // other field is dropped, so `ctx` is alive here.
+                    let inner = unsafe { &*(ctx as *const HeapInner) };
+                    resolve_in(inner, address);
+                    // Whoever mapped the page woke the waiters on it; wake once more in case
+                    // the page was mapped before this fault was queued.
+                    let page = (address - inner.arena.base()) & !(PAGE_SIZE - 1);
+                    let _ = inner.arena.wake(page, PAGE_SIZE);
+                }
+            })
+            .map_err(|e| ArenaError::Config(format!("spawning the fault handler thread: {e}")))?;
+            Ok(Plumbing::Thread(reader))
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The heap's shared data ([`HeapInner`]) and the public handle to it ([`Heap`]).
+//!
+//! `HeapInner` is plain data: one field per subsystem, each owning its own invariants (see the
+//! module of its type). Code that runs a phase of the cycle receives the pieces it needs from
+//! [`crate::cycle`]; only the cycle driver, the mutator API and the fork handlers see the whole.
+//!
+//! Fields and what guards them:
+//! - `config`, `mode`: immutable after creation;
+//! - `arena`, `moving`, `large`: see `faultline_heap::arena` and [`crate::space`];
+//! - `sp`: the safepoint handshake; `gc_active` in it guards every field written in a pause;
+//! - `gate`: whether a cycle is in progress ([`crate::phase`]);
+//! - `marking`: the concurrent marker's shared state ([`crate::marking`]);
+//! - `compaction`: the concurrent compaction's shared state ([`crate::compaction`]);
+//! - `tables`: the mark and live-words bitmaps, written by marking and read by the plan of the
+//!   same cycle (cycles never overlap: `gate`);
+//! - `scratch`: the stop-the-world compaction buffer, behind its mutex (held by the cycle);
+//! - `types`, `type_versions`: the registry, behind its lock; every version ever published is
+//!   kept, because mutators hold plain references into them;
+//! - `roots`: heap-wide roots ([`crate::roots`]), behind their own mutexes;
+//! - `trigger_bytes`, `cycles`, `flips`: atomics written by the cycle;
+//! - `history`, `fault_hist`, `release`: statistics, behind a mutex or atomic;
+//! - `plumbing`: the fault delivery, set once after creation and dropped first.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+
+use faultline_heap::fault::reader::FaultReader;
+use faultline_heap::fault::sigbus::RegionGuard;
+use faultline_heap::object::TypeRegistry;
+use faultline_heap::{VolatileArena, PAGE_SIZE};
+
+use crate::compaction::Compaction;
+use crate::config::HeapConfig;
+use crate::marking::MarkingState;
+use crate::mode::ResolvedMode;
+use crate::phase::CycleGate;
+use crate::plan::SideTables;
+use crate::release::ReleaseState;
+use crate::roots::HeapRoots;
+use crate::safepoint::{Me, Safepoint};
+use crate::space::{LargeSpace, MovingSpace};
+use crate::stats::{AtomicHistogram, CycleStats};
+
+/// Destination pages filled per COPY in stop-the-world compaction.
+pub(crate) const BATCH_PAGES: usize = 64;
+
+/// How faults reach the compactor; kept alive as long as the heap.
+pub(crate) enum Plumbing {
+    /// The SIGBUS region of the moving space.
+    Sigbus(#[allow(dead_code)] RegionGuard),
+    /// A handler thread reading the userfaultfd.
+    Thread(#[allow(dead_code)] FaultReader),
+}
+
+/// Everything a heap is made of (see the module documentation for what guards each field).
+pub(crate) struct HeapInner {
+    /// Fault plumbing (the SIGBUS region or the handler thread); dropped first.
+    pub plumbing: OnceLock<Plumbing>,
+    /// The validated configuration.
+    pub config: HeapConfig,
+    /// What runs (resolved once at creation).
+    pub mode: ResolvedMode,
+    /// Concurrent compaction state.
+    pub compaction: Compaction,
+    /// Concurrent marking state.
+    pub marking: MarkingState,
+    /// Whether a cycle is in progress.
+    pub gate: CycleGate,
+    /// The volatile arena.
+    pub arena: VolatileArena,
+    /// The moving space.
+    pub moving: MovingSpace,
+    /// The large-object space.
+    pub large: LargeSpace,
+    /// Mark and live-words bitmaps.
+    pub tables: Arc<SideTables>,
+    /// Stop-the-world compaction buffer (also serialises the cycle's pause work).
+    pub scratch: Mutex<Vec<u8>>,
+    /// The current type registry.
+    pub types: RwLock<Arc<TypeRegistry>>,
+    /// Every registry version ever published: mutators hold plain references into them, so
+    /// they live as long as the heap (a handful of small copies: types are registered rarely).
+    pub type_versions: Mutex<Vec<Arc<TypeRegistry>>>,
+    /// The safepoint handshake.
+    pub sp: Safepoint,
+    /// Heap-wide roots.
+    pub roots: HeapRoots,
+    /// Occupancy at which the next cycle starts.
+    pub trigger_bytes: AtomicUsize,
+    /// Cycles that reached their flip (a stop-the-world cycle flips at its end).
+    pub cycles: AtomicU64,
+    /// Next mutator id.
+    pub next_mutator_id: AtomicU64,
+    /// Recorded cycles (bounded by `config.history_limit`).
+    pub history: Mutex<Vec<CycleStats>>,
+    /// Mutator fault stalls (recorded by the fault resolver, possibly in signal context).
+    pub fault_hist: AtomicHistogram,
+    /// Released-half bookkeeping (failed releases, poisoning).
+    pub release: ReleaseState,
+}
+
+impl Drop for HeapInner {
+    fn drop(&mut self) {
+        // Stop fault delivery before the arena (a field dropped later) is unmapped. In a forked
+        // child the handler thread does not exist: joining it would hang (see `fork`).
+        match self.plumbing.take() {
+            Some(p @ Plumbing::Thread(_)) if self.arena.is_forked() => std::mem::forget(p),
+            p => drop(p),
+        }
+    }
+}
+
+impl HeapInner {
+    /// Concurrent compaction is in effect in this process (never in a forked child: see
+    /// [`crate::fork`]).
+    pub(crate) fn concurrent_now(&self) -> bool {
+        self.mode.concurrent() && !self.arena.is_forked()
+    }
+
+    /// This heap's identity within the process (for the per-thread attachment registry).
+    pub(crate) fn key(&self) -> usize {
+        self as *const HeapInner as usize
+    }
+
+    /// A snapshot of the type registry.
+    pub(crate) fn types(&self) -> Arc<TypeRegistry> {
+        self.types
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Wait for the running cycle (if any) to end. A mutator waits in native state, so the
+    /// cycle's pauses do not wait for it.
+    pub(crate) fn wait_idle_as(&self, me: Me<'_>) {
+        if !self.gate.is_busy() {
+            return;
+        }
+        self.sp.wait_native(me, || self.gate.wait_idle());
+    }
+
+    /// Bytes in use (moving space + large objects).
+    pub(crate) fn used(&self) -> usize {
+        self.moving.used() + self.large.used()
+    }
+
+    /// Set the next occupancy trigger from the bytes in use after a cycle.
+    pub(crate) fn set_trigger(&self, used: usize) {
+        let next = (used as f64 * (1.0 + self.config.growth)) as usize;
+        self.trigger_bytes
+            .store(next.max(self.config.min_trigger_bytes), Ordering::Relaxed);
+    }
+}
+
+/// Round `x` up to pages.
+pub(crate) fn page_up(x: usize) -> usize {
+    x.div_ceil(PAGE_SIZE) * PAGE_SIZE
+}
+
+/// A handle to a heap. Cheap to clone; the heap lives until the last clone and the last
+/// mutator are gone.
+#[derive(Clone)]
+pub struct Heap {
+    pub(crate) inner: Arc<HeapInner>,
+}

@@ -1,0 +1,376 @@
+//! Collector modes: what the embedder asks for ([`GcMode`], [`Strategy`], [`FaultMode`],
+//! [`Barrier`], [`Choreography`]) and what actually runs ([`ResolvedMode`], reported to the
+//! embedder as [`ModeInfo`]).
+//!
+//! The request is resolved **once**, when the heap is created, from **one** run of the
+//! capability probe ([`ResolvedMode::resolve`]); every later decision reads the resolved mode,
+//! never the request or the probe again. Each choice records why it was made, in words an
+//! embedder can act on.
+//!
+//! Invariants:
+//! - a [`ResolvedMode`] with `gc == GcMode::Concurrent` always has a strategy and a delivery
+//!   (the `Option`s are `Some`), and `Auto` never survives resolution;
+//! - the resolved mode changes afterwards in one way only: the arena could not be created as
+//!   resolved ([`ResolvedMode::fall_back`]), which turns it stop-the-world and records why.
+
+use faultline_heap::Probe;
+
+/// Which collector runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcMode {
+    /// Mark, plan and compact inside one pause (also the fallback when userfaultfd is
+    /// unavailable).
+    StopTheWorld,
+    /// Short pauses; compaction (and marking) run beside the mutators.
+    Concurrent,
+}
+
+impl GcMode {
+    /// Short name (`"stw"`, `"concurrent"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GcMode::StopTheWorld => "stw",
+            GcMode::Concurrent => "concurrent",
+        }
+    }
+}
+
+/// How destination pages are mapped by the concurrent compactor (the request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// MOVE if the probe says it works, else COPY.
+    Auto,
+    /// Fill a buffer, `UFFDIO_COPY`.
+    Copy,
+    /// Fill a staging page, `UFFDIO_MOVE`.
+    Move,
+    /// memfd arena, fill through a second view, `UFFDIO_CONTINUE`.
+    Minor,
+}
+
+impl Strategy {
+    /// Short name (`"auto"`, `"copy"`, `"move"`, `"minor"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Auto => "auto",
+            Strategy::Copy => "copy",
+            Strategy::Move => "move",
+            Strategy::Minor => "minor",
+        }
+    }
+}
+
+/// How mutator faults are delivered (the request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultMode {
+    /// SIGBUS if available, else handler thread.
+    Auto,
+    /// SIGBUS in the faulting thread.
+    Sigbus,
+    /// A handler thread reading the userfaultfd.
+    Thread,
+}
+
+impl FaultMode {
+    /// Short name (`"auto"`, `"sigbus"`, `"thread"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultMode::Auto => "auto",
+            FaultMode::Sigbus => "sigbus",
+            FaultMode::Thread => "thread",
+        }
+    }
+}
+
+/// The write barrier used by concurrent marking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Barrier {
+    /// Snapshot-at-the-beginning deletion barrier.
+    Satb,
+    /// No barrier: userfaultfd write-protect + PAGEMAP_SCAN.
+    WpAsync,
+}
+
+impl Barrier {
+    /// Short name (`"satb"`, `"wp_async"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Barrier::Satb => "satb",
+            Barrier::WpAsync => "wp_async",
+        }
+    }
+}
+
+/// How the heap uses the kernel's userfaultfd registration across collection cycles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Choreography {
+    /// The volatile arena: the whole arena is registered once at creation and every cycle
+    /// works inside it, so cycles make no VMA split or merge and take no `mmap_lock` for
+    /// writing.
+    #[default]
+    Arena,
+    /// What the Android runtime does each cycle, kept as a baseline to measure the arena
+    /// against: register only the used range at the flip (`UFFDIO_REGISTER`, a VMA split),
+    /// move the from-space pages away with `mremap(MREMAP_DONTUNMAP)`, and unregister at the
+    /// end of compaction (a VMA merge). Concurrent mode only.
+    PerCycle,
+}
+
+impl Choreography {
+    /// Short name (`"arena"`, `"per-cycle"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Choreography::Arena => "arena",
+            Choreography::PerCycle => "per-cycle",
+        }
+    }
+}
+
+/// The page-mapping strategy in effect (resolved: never `Auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MapStrategy {
+    /// `UFFDIO_COPY` from a filled buffer.
+    Copy,
+    /// `UFFDIO_MOVE` of a filled staging page (or of a dense page updated in place).
+    Move,
+    /// `UFFDIO_CONTINUE` of a page filled through the memfd's second view.
+    Minor,
+}
+
+impl MapStrategy {
+    /// The public name of the strategy.
+    pub(crate) fn public(self) -> Strategy {
+        match self {
+            MapStrategy::Copy => Strategy::Copy,
+            MapStrategy::Move => Strategy::Move,
+            MapStrategy::Minor => Strategy::Minor,
+        }
+    }
+}
+
+/// The fault delivery in effect (resolved: never `Auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// SIGBUS in the faulting thread.
+    Sigbus,
+    /// A handler thread reading the userfaultfd.
+    Thread,
+}
+
+impl Delivery {
+    /// The public name of the delivery.
+    pub(crate) fn public(self) -> FaultMode {
+        match self {
+            Delivery::Sigbus => FaultMode::Sigbus,
+            Delivery::Thread => FaultMode::Thread,
+        }
+    }
+}
+
+/// What runs, resolved once at heap creation from the request and one probe run.
+#[derive(Debug, Clone)]
+pub(crate) struct ResolvedMode {
+    /// Collector mode.
+    pub gc: GcMode,
+    /// Page-mapping strategy (concurrent mode only).
+    pub strategy: Option<MapStrategy>,
+    /// Fault delivery (concurrent mode only).
+    pub delivery: Option<Delivery>,
+    /// Concurrent marking is barrier-free (WP_ASYNC + PAGEMAP_SCAN) instead of SATB.
+    pub wp_marking: bool,
+    /// Kernel choreography per cycle.
+    pub choreography: Choreography,
+    /// Why userfaultfd (concurrent compaction, or uffd at all) is not used, if so.
+    pub fallback_reason: Option<String>,
+    /// Why a requested wp_async barrier fell back to SATB, if it did.
+    pub barrier_fallback: Option<String>,
+    /// Why each choice was made, one line each ("strategy: move (auto: UFFDIO_MOVE works)").
+    pub reasons: Vec<String>,
+}
+
+/// The request a [`ResolvedMode`] is resolved from (the relevant part of the configuration).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ModeRequest {
+    pub gc: GcMode,
+    pub strategy: Strategy,
+    pub faults: FaultMode,
+    pub barrier: Barrier,
+    pub choreography: Choreography,
+    pub use_userfaultfd: bool,
+}
+
+impl ResolvedMode {
+    /// Resolve `req`. `probe` runs the capability probe; it is called at most once, and only
+    /// when userfaultfd is wanted.
+    pub(crate) fn resolve(req: ModeRequest, probe: impl FnOnce() -> Probe) -> ResolvedMode {
+        let mut r = ResolvedMode {
+            gc: GcMode::StopTheWorld,
+            strategy: None,
+            delivery: None,
+            wp_marking: false,
+            choreography: req.choreography,
+            fallback_reason: None,
+            barrier_fallback: None,
+            reasons: Vec::new(),
+        };
+        if !req.use_userfaultfd {
+            r.fallback_reason = Some("userfaultfd disabled by configuration".into());
+            r.reasons
+                .push("gc: stw (use_userfaultfd = false in the configuration)".into());
+            return r;
+        }
+        if req.gc == GcMode::StopTheWorld {
+            // No probe: the stop-the-world arena is registered (SIGBUS delivery, so a stray
+            // fault crashes instead of hanging) if userfaultfd works, and plain otherwise.
+            r.reasons.push("gc: stw (requested)".into());
+            return r;
+        }
+        let probe = probe();
+        if !probe.available {
+            let why = probe
+                .reason
+                .clone()
+                .unwrap_or_else(|| "userfaultfd unavailable".into());
+            r.reasons.push(format!("gc: stw ({why})"));
+            r.fallback_reason = Some(why);
+            return r;
+        }
+        let why = |name: &str| {
+            probe
+                .capabilities
+                .iter()
+                .find(|c| c.name == name)
+                .and_then(|c| c.detail.clone())
+                .unwrap_or_else(|| format!("{name} unavailable"))
+        };
+        let strategy = match req.strategy {
+            Strategy::Auto if probe.has("move") => {
+                r.reasons
+                    .push("strategy: move (auto: UFFDIO_MOVE works here)".into());
+                MapStrategy::Move
+            }
+            Strategy::Auto => {
+                r.reasons.push(format!(
+                    "strategy: copy (auto: UFFDIO_MOVE does not work here: {})",
+                    why("move")
+                ));
+                MapStrategy::Copy
+            }
+            Strategy::Copy => {
+                r.reasons.push("strategy: copy (requested)".into());
+                MapStrategy::Copy
+            }
+            Strategy::Move if probe.has("move") => {
+                r.reasons.push("strategy: move (requested)".into());
+                MapStrategy::Move
+            }
+            Strategy::Move => {
+                return r.fall_back(format!(
+                    "the move strategy needs UFFDIO_MOVE: {}",
+                    why("move")
+                ))
+            }
+            Strategy::Minor if probe.has("minor_shmem") => {
+                r.reasons.push("strategy: minor (requested)".into());
+                MapStrategy::Minor
+            }
+            Strategy::Minor => {
+                return r.fall_back(format!(
+                    "the minor strategy needs MINOR_SHMEM: {}",
+                    why("minor_shmem")
+                ))
+            }
+        };
+        let delivery = match req.faults {
+            FaultMode::Auto if probe.has("sigbus") => {
+                r.reasons
+                    .push("faults: sigbus (auto: UFFD_FEATURE_SIGBUS works here)".into());
+                Delivery::Sigbus
+            }
+            FaultMode::Auto => {
+                r.reasons.push(format!(
+                    "faults: thread (auto: SIGBUS delivery does not work here: {})",
+                    why("sigbus")
+                ));
+                Delivery::Thread
+            }
+            FaultMode::Thread => {
+                r.reasons.push("faults: thread (requested)".into());
+                Delivery::Thread
+            }
+            FaultMode::Sigbus if probe.has("sigbus") => {
+                r.reasons.push("faults: sigbus (requested)".into());
+                Delivery::Sigbus
+            }
+            FaultMode::Sigbus => {
+                return r.fall_back(format!(
+                    "SIGBUS fault delivery needs UFFD_FEATURE_SIGBUS: {}",
+                    why("sigbus")
+                ))
+            }
+        };
+        // The barrier-free marking mode needs WP_ASYNC + PAGEMAP_SCAN, and an anonymous arena.
+        if req.barrier == Barrier::WpAsync {
+            if strategy == MapStrategy::Minor {
+                r.barrier_fallback = Some(
+                    "wp_async marking is not supported with the minor strategy (memfd arena); using the SATB barrier".into(),
+                );
+            } else if !probe.has("wp_async") {
+                r.barrier_fallback =
+                    Some("WP_ASYNC or PAGEMAP_SCAN is unavailable; using the SATB barrier".into());
+            } else {
+                r.wp_marking = true;
+                r.reasons.push("barrier: wp_async (requested)".into());
+            }
+        } else {
+            r.reasons.push("barrier: satb (requested)".into());
+        }
+        if let Some(b) = &r.barrier_fallback {
+            r.reasons.push(format!("barrier: satb ({b})"));
+        }
+        r.reasons.push(format!(
+            "choreography: {} (requested)",
+            req.choreography.name()
+        ));
+        r.gc = GcMode::Concurrent;
+        r.strategy = Some(strategy);
+        r.delivery = Some(delivery);
+        r
+    }
+
+    /// Concurrent compaction is not possible: run stop-the-world and say why.
+    pub(crate) fn fall_back(mut self, why: String) -> ResolvedMode {
+        self.gc = GcMode::StopTheWorld;
+        self.strategy = None;
+        self.delivery = None;
+        self.wp_marking = false;
+        self.reasons.push(format!("gc: stw ({why})"));
+        self.fallback_reason = Some(why);
+        self
+    }
+
+    /// Concurrent compaction is in effect (before any fork).
+    pub(crate) fn concurrent(&self) -> bool {
+        self.gc == GcMode::Concurrent
+    }
+}
+
+/// The collector configuration in effect, as reported to the embedder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ModeInfo {
+    /// Collector mode.
+    pub mode: GcMode,
+    /// Page-mapping strategy of concurrent compaction (never `Auto`).
+    pub strategy: Option<Strategy>,
+    /// Fault delivery of concurrent compaction (never `Auto`).
+    pub faults: Option<FaultMode>,
+    /// Concurrent-marking barrier.
+    pub barrier: Option<Barrier>,
+    /// Kernel choreography (meaningful in concurrent mode).
+    pub choreography: Choreography,
+    /// Why userfaultfd (or a requested feature) is not used, if so.
+    pub fallback_reason: Option<String>,
+    /// Why each choice was made, one line each.
+    pub reasons: Vec<String>,
+}

@@ -1,0 +1,136 @@
+//! Releasing the old half: every cycle gives the pages of the half it compacted from back to
+//! the kernel (`MADV_DONTNEED`, in pieces), optionally poisoning them, and makes sure the next
+//! destination half is clean before a flip.
+//!
+//! Invariants:
+//! - at a flip, the destination half has no present page and no poison marker: a range of the
+//!   old half whose release failed, or that was poisoned, is recorded in [`ReleaseState`] and
+//!   released again by [`prepare_destination`] before any reference changes; if that fails the
+//!   cycle fails before anything moved (a present page there would be read by a mutator
+//!   instead of faulting, or refuse a fill with EEXIST);
+//! - [`release_old_half`] never fails: a failed release is recorded, not propagated, because
+//!   it happens after references point into the new half;
+//! - nothing here runs in signal context.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use faultline_heap::arena::PoisonMethod;
+use faultline_heap::{ArenaError, VolatileArena, PAGE_SIZE};
+
+/// Released-half bookkeeping and debug counters.
+#[derive(Debug, Default)]
+pub(crate) struct ReleaseState {
+    /// Arena offset and length of a range that must be released before it is a destination
+    /// again (len 0: none).
+    dirty_offset: AtomicUsize,
+    dirty_len: AtomicUsize,
+    /// Pages poisoned since creation.
+    pub poisoned_pages: AtomicU64,
+    /// Releases of an old half that failed (and were redone at the next flip).
+    pub failed_releases: AtomicU64,
+}
+
+/// What [`crate::Heap::release_stats`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReleaseStats {
+    /// Pages poisoned (markers or pattern) since creation.
+    pub poisoned_pages: u64,
+    /// Releases of an old half that failed and were redone at the next flip.
+    pub failed_releases: u64,
+}
+
+impl ReleaseState {
+    pub(crate) fn stats(&self) -> ReleaseStats {
+        ReleaseStats {
+            poisoned_pages: self.poisoned_pages.load(Ordering::Relaxed),
+            failed_releases: self.failed_releases.load(Ordering::Relaxed),
+        }
+    }
+
+    fn mark_dirty(&self, offset: usize, len: usize) {
+        // Only the half just released can be dirty: a later release replaces the record only
+        // after `prepare_destination` cleared it (one flip per cycle).
+        let (o, l) = (
+            self.dirty_offset.load(Ordering::Acquire),
+            self.dirty_len.load(Ordering::Acquire),
+        );
+        let (o, l) = if l == 0 {
+            (offset, len)
+        } else {
+            let lo = o.min(offset);
+            (lo, (o + l).max(offset + len) - lo)
+        };
+        self.dirty_offset.store(o, Ordering::Release);
+        self.dirty_len.store(l, Ordering::Release);
+    }
+}
+
+/// Release `[offset, offset+len)` of the old half at the end of a cycle, poisoning it in
+/// `poison_released` mode. Never fails (see the module invariants); the failure is counted
+/// and the range is redone at the next flip.
+pub(crate) fn release_old_half(
+    arena: &VolatileArena,
+    st: &ReleaseState,
+    poison: bool,
+    offset: usize,
+    len: usize,
+) {
+    if len == 0 {
+        return;
+    }
+    let mut released = false;
+    for _ in 0..3 {
+        if arena.release(offset, len).is_ok() {
+            released = true;
+            break;
+        }
+    }
+    if !released {
+        st.failed_releases.fetch_add(1, Ordering::Relaxed);
+        st.mark_dirty(offset, len);
+        return;
+    }
+    if poison {
+        match arena.poison_released(offset, len) {
+            Ok(PoisonMethod::None) => {}
+            Ok(_) => {
+                st.poisoned_pages
+                    .fetch_add((len / PAGE_SIZE) as u64, Ordering::Relaxed);
+                st.mark_dirty(offset, len);
+            }
+            // A partial poison leaves markers behind: clear them at the flip like the rest.
+            Err(_) => st.mark_dirty(offset, len),
+        }
+    }
+}
+
+/// Before a flip into the half at `to_offset`: release again whatever the last cycle left
+/// present or poisoned there. With the world stopped, before any reference changes.
+pub(crate) fn prepare_destination(
+    arena: &VolatileArena,
+    st: &ReleaseState,
+    to_offset: usize,
+    half_bytes: usize,
+) -> Result<(), ArenaError> {
+    let (o, l) = (
+        st.dirty_offset.load(Ordering::Acquire),
+        st.dirty_len.load(Ordering::Acquire),
+    );
+    if l == 0 || o + l <= to_offset || o >= to_offset + half_bytes {
+        return Ok(());
+    }
+    // A plain release undoes both: it frees what a failed release left present, and
+    // MADV_DONTNEED drops poison markers and the poison pattern.
+    arena.release(o, l)?;
+    st.dirty_len.store(0, Ordering::Release);
+    Ok(())
+}
+
+/// A kernel error after references already point into the new half (a destination page
+/// that cannot be mapped even after the arena's retries): the heap cannot continue, and
+/// returning the error would leave every reference dangling. End the process loudly.
+pub(crate) fn fatal_after_flip(what: &str, e: &ArenaError) -> ! {
+    eprintln!("faultline: {what} failed after references were updated: {e}; aborting")
+    ;
+    std::process::abort()
+}
