@@ -34,7 +34,7 @@ pub use arena::{
 pub use object::{
     Address, Header, ObjectRef, Slot, TypeId, TypeInfo, TypeKind, TypeRegistry, Value, WORD,
 };
-pub use probe::Probe;
+pub use probe::{Capability, CapabilityCheck, Probe};
 
 #[doc(hidden)]
 pub use memoffset as __memoffset;
