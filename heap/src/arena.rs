@@ -700,16 +700,16 @@ impl VolatileArena {
 
     /// Whether the arena page containing `addr` is mapped in the registered view (so touching it
     /// does not fault). Async-signal-safe: `mincore` for anonymous memory, a `pread` of
-    /// `/proc/self/pagemap` for a memfd (whose page cache `mincore` would report instead).
+    /// `/proc/self/pagemap` for a memfd (whose page cache `mincore` would report instead), both
+    /// through the arena's [`Sys`]. A failed call reads as "not mapped".
     pub fn page_mapped(&self, addr: usize) -> bool {
         if self.pagemap < 0 || self.is_forked() {
-            return page_present(addr);
+            return page_present_via(&self.sys, addr);
         }
-        let mut entry = 0u64;
+        let mut entry = [0u8; 8];
         let off = (addr / PAGE_SIZE * 8) as i64;
-        // SAFETY: reading 8 bytes into a live u64 from our own descriptor.
-        let n = unsafe { libc::pread(self.pagemap, (&raw mut entry).cast(), 8, off) };
-        n == 8 && entry & (1 << 63) != 0
+        let n = self.sys.pread(self.pagemap, &mut entry, off);
+        n == Ok(8) && u64::from_ne_bytes(entry) & (1 << 63) != 0
     }
 
     /// Make `[offset, offset+len)` present and zero with the configured [`PopulateMethod`].
@@ -951,41 +951,42 @@ impl VolatileArena {
             )
         }
         .map_err(Self::sys_err("mmap (private copy after fork)"))? as usize;
+        let fail = |call: &'static str, errno: Errno| {
+            // SAFETY: our own fresh mapping, referenced by nothing.
+            let _ = unsafe { self.sys.munmap(copy as *mut c_void, size) };
+            ArenaError::Sys { call, errno }
+        };
         let mut pos: i64 = 0;
         while (pos as usize) < size {
-            // SAFETY: lseek on our own memfd; SEEK_DATA/SEEK_HOLE only report extents.
-            let data = unsafe { libc::lseek(self.memfd, pos, libc::SEEK_DATA) };
-            if data < 0 {
-                break; // ENXIO: no data after `pos`.
-            }
-            // SAFETY: as above.
-            let hole = unsafe { libc::lseek(self.memfd, data, libc::SEEK_HOLE) };
-            let end = if hole < 0 {
-                size as i64
-            } else {
-                hole.min(size as i64)
+            let data = match self.sys.lseek(self.memfd, pos, libc::SEEK_DATA) {
+                Ok(d) => d,
+                // No data after `pos`.
+                Err(Errno::ENXIO) => break,
+                Err(errno) => {
+                    return Err(fail("lseek(SEEK_DATA) (private copy after fork)", errno))
+                }
+            };
+            // If the hole cannot be found, copy to the end (holes read as zero).
+            let end = match self.sys.lseek(self.memfd, data, libc::SEEK_HOLE) {
+                Ok(hole) => hole.min(size as i64),
+                Err(_) => size as i64,
             };
             let mut at = data;
             while at < end {
-                // SAFETY: `copy + at .. copy + end` lies inside our fresh private mapping.
-                let n = unsafe {
-                    libc::pread(
-                        self.memfd,
-                        (copy + at as usize) as *mut c_void,
+                // SAFETY: `copy + at .. copy + end` lies inside our fresh private mapping
+                // (`end <= size`), which nothing else references.
+                let buf = unsafe {
+                    core::slice::from_raw_parts_mut(
+                        (copy + at as usize) as *mut u8,
                         (end - at) as usize,
-                        at,
                     )
                 };
-                if n <= 0 {
-                    let errno = Errno::last();
-                    // SAFETY: our own fresh mapping, referenced by nothing.
-                    let _ = unsafe { self.sys.munmap(copy as *mut c_void, size) };
-                    return Err(ArenaError::Sys {
-                        call: "pread (private copy after fork)",
-                        errno,
-                    });
+                match self.sys.pread(self.memfd, buf, at) {
+                    Ok(n) if n > 0 => at += n as i64,
+                    // End of file inside the file's size: the memfd shrank under us.
+                    Ok(_) => return Err(fail("pread (private copy after fork)", Errno::EIO)),
+                    Err(errno) => return Err(fail("pread (private copy after fork)", errno)),
                 }
-                at += n as i64;
             }
             pos = end;
         }
@@ -1034,12 +1035,27 @@ impl VolatileArena {
     }
 }
 
-/// Whether the page containing `addr` is present in this process (`mincore`; async-signal-safe).
+/// Whether the page containing `addr` is present in this process (`mincore` on the real
+/// kernel, uncounted; async-signal-safe). An arena checks its own pages through its [`Sys`]
+/// instead ([`VolatileArena::page_mapped`]).
 pub fn page_present(addr: usize) -> bool {
-    let mut v = 0u8;
-    // SAFETY: mincore only reads page-table state; the address is rounded down to its page.
-    let r = unsafe { libc::mincore((addr & !(PAGE_SIZE - 1)) as *mut c_void, PAGE_SIZE, &mut v) };
-    r == 0 && v & 1 == 1
+    let mut v = [0u8; 1];
+    crate::sys::Kernel::mincore(
+        &crate::sys::RealKernel,
+        addr & !(PAGE_SIZE - 1),
+        PAGE_SIZE,
+        &mut v,
+    )
+    .is_ok()
+        && v[0] & 1 == 1
+}
+
+/// [`page_present`] through `sys` (counted as [`Call::Mincore`]); a failed call reads as absent.
+fn page_present_via(sys: &Sys, addr: usize) -> bool {
+    let mut v = [0u8; 1];
+    sys.mincore(addr & !(PAGE_SIZE - 1), PAGE_SIZE, &mut v)
+        .is_ok()
+        && v[0] & 1 == 1
 }
 
 /// Count the lines of `/proc/self/maps` that overlap any of `ranges`.

@@ -372,6 +372,27 @@ impl Kernel for FaultInjector {
             None => self.inner.fallocate(fd, mode, offset, len),
         }
     }
+
+    fn lseek(&self, fd: RawFd, offset: i64, whence: c_int) -> Result<i64, Errno> {
+        match self.decide(Call::Lseek) {
+            Some(r) => Err(r.errno),
+            None => self.inner.lseek(fd, offset, whence),
+        }
+    }
+
+    fn pread(&self, fd: RawFd, buf: &mut [u8], offset: i64) -> Result<usize, Errno> {
+        match self.decide(Call::Pread) {
+            Some(r) => Err(r.errno),
+            None => self.inner.pread(fd, buf, offset),
+        }
+    }
+
+    fn mincore(&self, addr: usize, len: usize, vec: &mut [u8]) -> Result<(), Errno> {
+        match self.decide(Call::Mincore) {
+            Some(r) => Err(r.errno),
+            None => self.inner.mincore(addr, len, vec),
+        }
+    }
 }
 
 /// Write `-errno` into the result field of a fill-type ioctl struct, as the kernel does.
