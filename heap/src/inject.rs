@@ -27,11 +27,19 @@ pub enum Trigger {
     /// On every armed call from the n-th on (1-based).
     From(u64),
     /// On the calls numbered `start .. start + count` (1-based).
-    Range { start: u64, count: u64 },
+    Range {
+        /// First call number that fails (1-based).
+        start: u64,
+        /// How many consecutive calls fail.
+        count: u64,
+    },
     /// On every call.
     Always,
     /// With probability 1/`one_in`, from a seeded generator shared by the injector.
-    Random { one_in: u64 },
+    Random {
+        /// The inverse probability (0 never fires).
+        one_in: u64,
+    },
 }
 
 /// One injection rule.
