@@ -1,11 +1,17 @@
 //! The volatile arena: one reservation registered with a userfaultfd once, at creation, and
 //! unregistered only when dropped.
 //!
+//! This module owns [`VolatileArena`] (its mappings, its memfd, its userfaultfd and its
+//! [`Sys`] counters), its configuration ([`ArenaConfig`], [`Backing`], [`FaultDelivery`],
+//! [`PopulateMethod`]) and its results ([`ArenaError`], [`Resolution`], [`ArenaStats`],
+//! [`PoisonMethod`]).
+//!
 //! Everything a collection cycle does to memory happens inside it through calls that take no
 //! `mmap_lock` for writing: COPY / ZEROPAGE / MOVE / CONTINUE to make pages present, and
 //! `MADV_DONTNEED` (anonymous) or a hole punch (memfd) to make them absent again. A page that is
 //! absent faults on first touch; the fault is delivered as SIGBUS to the toucher or as a
-//! message to a handler thread, depending on [`FaultDelivery`].
+//! message to a handler thread, depending on [`FaultDelivery`]. ([`FaultDelivery::Unregistered`]
+//! arenas have no userfaultfd at all: plain memory for the stop-the-world fallback.)
 //!
 //! ```text
 //!   base                                                         base + size
@@ -14,17 +20,31 @@
 //! ```
 //!
 //! Invariants:
-//! - after [`VolatileArena::new`] returns, the arena makes no REGISTER / UNREGISTER and no
-//!   mmap / munmap / mremap / mprotect call until it is dropped; the counters in
-//!   [`ArenaStats`] are the proof, and the VMA count of the range (read from
-//!   `/proc/self/maps`) stays what it was at creation;
-//! - every public operation takes an *offset* range checked to be page aligned and inside the
-//!   arena; an address outside is an error, never undefined behaviour;
+//! - after [`VolatileArena::new`] returns, populating, resolving, releasing, poisoning, waking
+//!   and write-protecting make no REGISTER / UNREGISTER and no mmap / munmap / mremap /
+//!   mprotect call until the arena is dropped; the counters in [`ArenaStats`] are the proof,
+//!   and the VMA count of the range (read from `/proc/self/maps`) stays what it was at
+//!   creation. The only methods that do make such calls say so: the per-cycle choreography
+//!   baseline ([`VolatileArena::register_range`], [`VolatileArena::unregister_range`],
+//!   [`VolatileArena::detach_pages`], [`VolatileArena::unmap_detached`]) and
+//!   [`VolatileArena::detach_after_fork`] (in a forked child only);
+//! - ranges are *offsets* from [`VolatileArena::base`], checked to be page aligned, non-empty
+//!   and inside the arena (an offset outside is an error, never undefined behaviour), for every
+//!   method that takes a range, with these exceptions, which take or return absolute
+//!   addresses: [`VolatileArena::contains`] and [`VolatileArena::page_mapped`] take an address
+//!   (any address is allowed); [`VolatileArena::resolve_move_from`] takes a destination offset
+//!   and an absolute, page-aligned source address (possibly outside the arena);
+//!   [`VolatileArena::detach_pages`] returns the address of the detached mapping and
+//!   [`VolatileArena::unmap_detached`] takes it back; [`VolatileArena::fill_view_addr`] takes
+//!   a byte offset (any alignment, inside the arena) and returns a fill-view address;
 //! - no error path of a resolving call allocates (their errors are `Copy` data or static
 //!   strings), so a SIGBUS resolver may propagate them;
 //! - transient kernel results are absorbed here: EAGAIN with a partial count is retried from
-//!   where the kernel stopped, and EEXIST from a lost race is reported as
-//!   [`Resolution::AlreadyPresent`] (the page is there, which is what the caller wanted).
+//!   where the kernel stopped (at most 1000 times without progress), ENOMEM is retried at most
+//!   100 times, and EEXIST from a lost race is reported as [`Resolution::AlreadyPresent`] (the
+//!   page is there, which is what the caller wanted);
+//! - every system call goes through the arena's [`Sys`] (presence checks and the memfd copy
+//!   after fork included).
 
 use core::ffi::c_void;
 use std::os::fd::RawFd;

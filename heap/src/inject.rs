@@ -1,6 +1,9 @@
 //! A fault-injecting [`Kernel`]: wraps another kernel and makes chosen calls fail with chosen
 //! errors, at chosen counts or at random with a seed.
 //!
+//! This module owns [`FaultInjector`] and its [`Rule`]s and [`Trigger`]s. It overrides every
+//! [`Kernel`] method, so a rule can target every [`Call`].
+//!
 //! Invariants:
 //! - the rule set is fixed when the injector is built; evaluating a rule touches only atomics,
 //!   so the injector stays async-signal-safe and lock-free like the kernel it wraps (it may sit

@@ -672,3 +672,28 @@ pub fn os_page_size() -> usize {
         r as usize
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_call_in_declaration_order_with_distinct_names() {
+        for (i, c) in Call::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?}");
+        }
+        let mut names: Vec<_> = Call::ALL.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Call::COUNT);
+    }
+
+    #[test]
+    fn mincore_refuses_a_short_vector_without_calling_the_kernel() {
+        let mut v = [0u8; 1];
+        assert_eq!(
+            RealKernel.mincore(0, 2 * PAGE_SIZE, &mut v),
+            Err(Errno::EINVAL)
+        );
+    }
+}
