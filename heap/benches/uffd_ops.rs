@@ -261,10 +261,8 @@ fn bench_copy(c: &mut Criterion) {
     let src = pattern_pages(ROUND_PAGES);
     let src_at = |at: usize| src.as_ptr().cast::<u8>().wrapping_add(at);
     // SAFETY: `src` holds ROUND bytes, so one page at offset 0 is readable.
-    assert_eq!(
-        unsafe { a.resolve_copy(0, src_at(0), PAGE) },
-        Ok(Resolution::Mapped)
-    );
+    let r = unsafe { a.resolve_copy(0, src_at(0), PAGE) };
+    assert_eq!(r, Ok(Resolution::Mapped));
     assert_eq!(read_at(a.base()), PATTERN);
     a.release(0, PAGE).unwrap();
 
@@ -301,10 +299,8 @@ fn bench_move(c: &mut Criterion) {
     // SAFETY: `src` is one readable page.
     unsafe { a.resolve_copy(ROUND, src.as_ptr().cast(), PAGE) }.unwrap();
     // SAFETY: the source page is not read at its old place afterwards.
-    assert_eq!(
-        unsafe { a.resolve_move(0, ROUND, PAGE, false) },
-        Ok(Resolution::Mapped)
-    );
+    let r = unsafe { a.resolve_move(0, ROUND, PAGE, false) };
+    assert_eq!(r, Ok(Resolution::Mapped));
     assert_eq!(read_at(a.base()), PATTERN);
     a.release(0, PAGE).unwrap();
 

@@ -1,11 +1,17 @@
 //! The volatile arena: one reservation registered with a userfaultfd once, at creation, and
 //! unregistered only when dropped.
 //!
+//! This module owns [`VolatileArena`] (its mappings, its memfd, its userfaultfd and its
+//! [`Sys`] counters), its configuration ([`ArenaConfig`], [`Backing`], [`FaultDelivery`],
+//! [`PopulateMethod`]) and its results ([`ArenaError`], [`Resolution`], [`ArenaStats`],
+//! [`PoisonMethod`]).
+//!
 //! Everything a collection cycle does to memory happens inside it through calls that take no
 //! `mmap_lock` for writing: COPY / ZEROPAGE / MOVE / CONTINUE to make pages present, and
 //! `MADV_DONTNEED` (anonymous) or a hole punch (memfd) to make them absent again. A page that is
 //! absent faults on first touch; the fault is delivered as SIGBUS to the toucher or as a
-//! message to a handler thread, depending on [`FaultDelivery`].
+//! message to a handler thread, depending on [`FaultDelivery`]. ([`FaultDelivery::Unregistered`]
+//! arenas have no userfaultfd at all: plain memory for the stop-the-world fallback.)
 //!
 //! ```text
 //!   base                                                         base + size
@@ -14,17 +20,31 @@
 //! ```
 //!
 //! Invariants:
-//! - after [`VolatileArena::new`] returns, the arena makes no REGISTER / UNREGISTER and no
-//!   mmap / munmap / mremap / mprotect call until it is dropped; the counters in
-//!   [`ArenaStats`] are the proof, and the VMA count of the range (read from
-//!   `/proc/self/maps`) stays what it was at creation;
-//! - every public operation takes an *offset* range checked to be page aligned and inside the
-//!   arena; an address outside is an error, never undefined behaviour;
+//! - after [`VolatileArena::new`] returns, populating, resolving, releasing, poisoning, waking
+//!   and write-protecting make no REGISTER / UNREGISTER and no mmap / munmap / mremap /
+//!   mprotect call until the arena is dropped; the counters in [`ArenaStats`] are the proof,
+//!   and the VMA count of the range (read from `/proc/self/maps`) stays what it was at
+//!   creation. The only methods that do make such calls say so: the per-cycle choreography
+//!   baseline ([`VolatileArena::register_range`], [`VolatileArena::unregister_range`],
+//!   [`VolatileArena::detach_pages`], [`VolatileArena::unmap_detached`]) and
+//!   [`VolatileArena::detach_after_fork`] (in a forked child only);
+//! - ranges are *offsets* from [`VolatileArena::base`], checked to be page aligned, non-empty
+//!   and inside the arena (an offset outside is an error, never undefined behaviour), for every
+//!   method that takes a range, with these exceptions, which take or return absolute
+//!   addresses: [`VolatileArena::contains`] and [`VolatileArena::page_mapped`] take an address
+//!   (any address is allowed); [`VolatileArena::resolve_move_from`] takes a destination offset
+//!   and an absolute, page-aligned source address (possibly outside the arena);
+//!   [`VolatileArena::detach_pages`] returns the address of the detached mapping and
+//!   [`VolatileArena::unmap_detached`] takes it back; [`VolatileArena::fill_view_addr`] takes
+//!   a byte offset (any alignment, inside the arena) and returns a fill-view address;
 //! - no error path of a resolving call allocates (their errors are `Copy` data or static
 //!   strings), so a SIGBUS resolver may propagate them;
 //! - transient kernel results are absorbed here: EAGAIN with a partial count is retried from
-//!   where the kernel stopped, and EEXIST from a lost race is reported as
-//!   [`Resolution::AlreadyPresent`] (the page is there, which is what the caller wanted).
+//!   where the kernel stopped (at most 1000 times without progress), ENOMEM is retried at most
+//!   100 times, and EEXIST from a lost race is reported as [`Resolution::AlreadyPresent`] (the
+//!   page is there, which is what the caller wanted);
+//! - every system call goes through the arena's [`Sys`] (presence checks and the memfd copy
+//!   after fork included).
 
 use core::ffi::c_void;
 use std::os::fd::RawFd;
@@ -700,16 +720,16 @@ impl VolatileArena {
 
     /// Whether the arena page containing `addr` is mapped in the registered view (so touching it
     /// does not fault). Async-signal-safe: `mincore` for anonymous memory, a `pread` of
-    /// `/proc/self/pagemap` for a memfd (whose page cache `mincore` would report instead).
+    /// `/proc/self/pagemap` for a memfd (whose page cache `mincore` would report instead), both
+    /// through the arena's [`Sys`]. A failed call reads as "not mapped".
     pub fn page_mapped(&self, addr: usize) -> bool {
         if self.pagemap < 0 || self.is_forked() {
-            return page_present(addr);
+            return page_present_via(&self.sys, addr);
         }
-        let mut entry = 0u64;
+        let mut entry = [0u8; 8];
         let off = (addr / PAGE_SIZE * 8) as i64;
-        // SAFETY: reading 8 bytes into a live u64 from our own descriptor.
-        let n = unsafe { libc::pread(self.pagemap, (&raw mut entry).cast(), 8, off) };
-        n == 8 && entry & (1 << 63) != 0
+        let n = self.sys.pread(self.pagemap, &mut entry, off);
+        n == Ok(8) && u64::from_ne_bytes(entry) & (1 << 63) != 0
     }
 
     /// Make `[offset, offset+len)` present and zero with the configured [`PopulateMethod`].
@@ -951,41 +971,42 @@ impl VolatileArena {
             )
         }
         .map_err(Self::sys_err("mmap (private copy after fork)"))? as usize;
+        let fail = |call: &'static str, errno: Errno| {
+            // SAFETY: our own fresh mapping, referenced by nothing.
+            let _ = unsafe { self.sys.munmap(copy as *mut c_void, size) };
+            ArenaError::Sys { call, errno }
+        };
         let mut pos: i64 = 0;
         while (pos as usize) < size {
-            // SAFETY: lseek on our own memfd; SEEK_DATA/SEEK_HOLE only report extents.
-            let data = unsafe { libc::lseek(self.memfd, pos, libc::SEEK_DATA) };
-            if data < 0 {
-                break; // ENXIO: no data after `pos`.
-            }
-            // SAFETY: as above.
-            let hole = unsafe { libc::lseek(self.memfd, data, libc::SEEK_HOLE) };
-            let end = if hole < 0 {
-                size as i64
-            } else {
-                hole.min(size as i64)
+            let data = match self.sys.lseek(self.memfd, pos, libc::SEEK_DATA) {
+                Ok(d) => d,
+                // No data after `pos`.
+                Err(Errno::ENXIO) => break,
+                Err(errno) => {
+                    return Err(fail("lseek(SEEK_DATA) (private copy after fork)", errno))
+                }
+            };
+            // If the hole cannot be found, copy to the end (holes read as zero).
+            let end = match self.sys.lseek(self.memfd, data, libc::SEEK_HOLE) {
+                Ok(hole) => hole.min(size as i64),
+                Err(_) => size as i64,
             };
             let mut at = data;
             while at < end {
-                // SAFETY: `copy + at .. copy + end` lies inside our fresh private mapping.
-                let n = unsafe {
-                    libc::pread(
-                        self.memfd,
-                        (copy + at as usize) as *mut c_void,
+                // SAFETY: `copy + at .. copy + end` lies inside our fresh private mapping
+                // (`end <= size`), which nothing else references.
+                let buf = unsafe {
+                    core::slice::from_raw_parts_mut(
+                        (copy + at as usize) as *mut u8,
                         (end - at) as usize,
-                        at,
                     )
                 };
-                if n <= 0 {
-                    let errno = Errno::last();
-                    // SAFETY: our own fresh mapping, referenced by nothing.
-                    let _ = unsafe { self.sys.munmap(copy as *mut c_void, size) };
-                    return Err(ArenaError::Sys {
-                        call: "pread (private copy after fork)",
-                        errno,
-                    });
+                match self.sys.pread(self.memfd, buf, at) {
+                    Ok(n) if n > 0 => at += n as i64,
+                    // End of file inside the file's size: the memfd shrank under us.
+                    Ok(_) => return Err(fail("pread (private copy after fork)", Errno::EIO)),
+                    Err(errno) => return Err(fail("pread (private copy after fork)", errno)),
                 }
-                at += n as i64;
             }
             pos = end;
         }
@@ -1034,12 +1055,27 @@ impl VolatileArena {
     }
 }
 
-/// Whether the page containing `addr` is present in this process (`mincore`; async-signal-safe).
+/// Whether the page containing `addr` is present in this process (`mincore` on the real
+/// kernel, uncounted; async-signal-safe). An arena checks its own pages through its [`Sys`]
+/// instead ([`VolatileArena::page_mapped`]).
 pub fn page_present(addr: usize) -> bool {
-    let mut v = 0u8;
-    // SAFETY: mincore only reads page-table state; the address is rounded down to its page.
-    let r = unsafe { libc::mincore((addr & !(PAGE_SIZE - 1)) as *mut c_void, PAGE_SIZE, &mut v) };
-    r == 0 && v & 1 == 1
+    let mut v = [0u8; 1];
+    crate::sys::Kernel::mincore(
+        &crate::sys::RealKernel,
+        addr & !(PAGE_SIZE - 1),
+        PAGE_SIZE,
+        &mut v,
+    )
+    .is_ok()
+        && v[0] & 1 == 1
+}
+
+/// [`page_present`] through `sys` (counted as [`Call::Mincore`]); a failed call reads as absent.
+fn page_present_via(sys: &Sys, addr: usize) -> bool {
+    let mut v = [0u8; 1];
+    sys.mincore(addr & !(PAGE_SIZE - 1), PAGE_SIZE, &mut v)
+        .is_ok()
+        && v[0] & 1 == 1
 }
 
 /// Count the lines of `/proc/self/maps` that overlap any of `ranges`.

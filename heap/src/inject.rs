@@ -1,6 +1,9 @@
 //! A fault-injecting [`Kernel`]: wraps another kernel and makes chosen calls fail with chosen
 //! errors, at chosen counts or at random with a seed.
 //!
+//! This module owns [`FaultInjector`] and its [`Rule`]s and [`Trigger`]s. It overrides every
+//! [`Kernel`] method, so a rule can target every [`Call`].
+//!
 //! Invariants:
 //! - the rule set is fixed when the injector is built; evaluating a rule touches only atomics,
 //!   so the injector stays async-signal-safe and lock-free like the kernel it wraps (it may sit
@@ -27,11 +30,19 @@ pub enum Trigger {
     /// On every armed call from the n-th on (1-based).
     From(u64),
     /// On the calls numbered `start .. start + count` (1-based).
-    Range { start: u64, count: u64 },
+    Range {
+        /// First call number that fails (1-based).
+        start: u64,
+        /// How many consecutive calls fail.
+        count: u64,
+    },
     /// On every call.
     Always,
     /// With probability 1/`one_in`, from a seeded generator shared by the injector.
-    Random { one_in: u64 },
+    Random {
+        /// The inverse probability (0 never fires).
+        one_in: u64,
+    },
 }
 
 /// One injection rule.
@@ -370,6 +381,27 @@ impl Kernel for FaultInjector {
         match self.decide(Call::Fallocate) {
             Some(r) => Err(r.errno),
             None => self.inner.fallocate(fd, mode, offset, len),
+        }
+    }
+
+    fn lseek(&self, fd: RawFd, offset: i64, whence: c_int) -> Result<i64, Errno> {
+        match self.decide(Call::Lseek) {
+            Some(r) => Err(r.errno),
+            None => self.inner.lseek(fd, offset, whence),
+        }
+    }
+
+    fn pread(&self, fd: RawFd, buf: &mut [u8], offset: i64) -> Result<usize, Errno> {
+        match self.decide(Call::Pread) {
+            Some(r) => Err(r.errno),
+            None => self.inner.pread(fd, buf, offset),
+        }
+    }
+
+    fn mincore(&self, addr: usize, len: usize, vec: &mut [u8]) -> Result<(), Errno> {
+        match self.decide(Call::Mincore) {
+            Some(r) => Err(r.errno),
+            None => self.inner.mincore(addr, len, vec),
         }
     }
 }

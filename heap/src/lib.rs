@@ -1,17 +1,33 @@
 //! # faultline-heap
 //!
-//! The lowest layer of Faultline: a complete, typed Rust layer over userfaultfd ([`uffd`]), the
-//! `PAGEMAP_SCAN` dirty tracker ([`pagemap`]), the *volatile arena* registered once and never
-//! re-registered ([`arena`]), fault delivery by SIGBUS or handler thread ([`fault`]), the
-//! capability probe ([`probe`]), the object model ([`object`]) and side bitmaps ([`bitmap`]),
-//! and the injectable kernel interface every call goes through
-//! ([`sys`], [`inject`]).
+//! The lowest layer of Faultline: a typed Rust layer over userfaultfd, the volatile arena built
+//! on it, fault delivery, the object model and the side bitmaps. The collector itself (spaces,
+//! marking, compaction) lives in the `faultline-gc` crate.
+//!
+//! Modules:
+//! - [`arena`]: the *volatile arena*, registered once and never re-registered
+//!   ([`VolatileArena`]);
+//! - [`uffd`]: the userfaultfd layer: safe wrappers over every ioctl, typed features and
+//!   errors, and the kernel UAPI ([`uffd::abi`]);
+//! - [`pagemap`]: the `PAGEMAP_SCAN` dirty tracker;
+//! - [`fault`]: fault delivery, by SIGBUS to the faulting thread ([`fault::sigbus`]) or by a
+//!   handler thread ([`fault::reader`]);
+//! - [`fork`]: fork detection, so a forked child never uses its parent's userfaultfd;
+//! - [`object`]: the object model (addresses, headers, type descriptors, slot values);
+//! - [`bitmap`]: the side bitmaps (mark bits, live words and their prefix sums);
+//! - [`probe`]: the capability probe ([`Probe`], [`Capability`]);
+//! - [`sys`]: the kernel interface every heap system call goes through ([`Sys`], [`Kernel`],
+//!   [`Call`]);
+//! - [`inject`]: a fault-injecting [`Kernel`] for tests.
 //!
 //! Invariants of the crate:
-//! - `unsafe` lives in small modules (`sys`, `uffd`, `pagemap`, `arena`, `fault`, `fork`), each block
-//!   with a `// SAFETY:` comment; everything exported is safe to call unless marked `unsafe`;
-//! - every mapping, userfaultfd and memfd system call goes through [`sys::Sys`], which counts
-//!   it, so statistics about kernel calls are complete by construction;
+//! - `unsafe` lives in the modules that talk to the kernel or to raw memory (`sys`, `inject`,
+//!   `uffd`, `pagemap`, `arena`, `fault`, `fork`, `probe`'s scratch-arena checks), each block
+//!   with a `// SAFETY:` comment; everything exported is safe to call unless marked `unsafe`
+//!   (such as the constructor `object::Value::from_bits`, whose contract is documented);
+//! - every system call on heap memory, a userfaultfd, a memfd or `/proc/self/pagemap` goes
+//!   through [`sys::Sys`], which counts it, so statistics about kernel calls are complete by
+//!   construction (the plumbing calls made directly are listed in [`sys`]);
 //! - no kernel result is unwrapped: every failure is a typed error.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -34,7 +50,7 @@ pub use arena::{
 pub use object::{
     Address, Header, ObjectRef, Slot, TypeId, TypeInfo, TypeKind, TypeRegistry, Value, WORD,
 };
-pub use probe::Probe;
+pub use probe::{Capability, CapabilityCheck, Probe};
 
 #[doc(hidden)]
 pub use memoffset as __memoffset;

@@ -1,16 +1,23 @@
 //! The capability probe: what this kernel and process allow, and why not when they don't.
 //!
-//! Each capability is checked by *doing* it on a small scratch arena (a MOVE between two pages,
-//! a MINOR registration of a memfd, a write tracked by WP_ASYNC and found by PAGEMAP_SCAN), not
-//! only by reading feature bits: a seccomp filter or a kernel quirk can refuse an operation the
-//! feature word offers.
+//! This module owns [`Probe`] (the findings), [`Capability`] (what is checked, by typed name)
+//! and [`explain`] (the reason and remedy for a refused userfaultfd). Every capability but
+//! [`Capability::Sigbus`] is checked by *doing* it on a small scratch arena (a MOVE between two
+//! pages, a MINOR registration of a memfd and a CONTINUE, a write tracked by WP_ASYNC and found
+//! by PAGEMAP_SCAN), not only by reading feature bits: a seccomp filter or a kernel quirk can
+//! refuse an operation the feature word offers. SIGBUS delivery is read from the feature word
+//! (there is no ioctl to refuse).
 //!
 //! Invariants:
 //! - the probe never changes system state (no sysctl, no privileges) and releases everything it
 //!   maps before returning;
-//! - `reason` is `None` exactly when `available` is true; every failure carries a reason and a
-//!   remedy derived from the errno (ENOSYS: kernel config or seccomp; EPERM: policy; EINVAL:
-//!   kernel too old).
+//! - `reason` and `remedy` are `None` exactly when `available` is true; a refused userfaultfd
+//!   carries both, derived from the errno (ENOSYS: kernel config or seccomp; EPERM: policy;
+//!   EINVAL: kernel too old);
+//! - when `available`, `capabilities` holds one [`CapabilityCheck`] per [`Capability`] in
+//!   [`Capability::ALL`] order, whose `detail` is `None` exactly when `ok`; so
+//!   [`Probe::detail`] is `None` exactly when [`Probe::supports`] is true;
+//! - the JSON and table output name capabilities by [`Capability::name`].
 
 use serde_json::{json, Value};
 
@@ -19,14 +26,64 @@ use crate::pagemap::PagemapScanner;
 use crate::sys::{Sys, PAGE_SIZE};
 use crate::uffd::{ErrorKind, Features, IoctlSet, OpenMethod, Uffd, UffdError};
 
-/// One checked capability.
+/// One capability the probe checks. [`Capability::name`] is the key used in the probe's JSON
+/// (`capabilities.<name>`) and in its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Capability {
+    /// `UFFD_FEATURE_SIGBUS`: faults delivered as SIGBUS to the faulting thread (checked from
+    /// the feature word only: a seccomp filter cannot refuse a signal).
+    Sigbus,
+    /// `UFFDIO_MOVE` works on an anonymous arena (checked by moving a page).
+    Move,
+    /// `UFFD_FEATURE_MINOR_SHMEM` + `UFFDIO_CONTINUE` work on a memfd arena (checked by filling a
+    /// page through the fill view and mapping it with CONTINUE).
+    MinorShmem,
+    /// `UFFD_FEATURE_WP_ASYNC` write tracking read back by `PAGEMAP_SCAN` (checked by writing one
+    /// page and finding exactly that page).
+    WpAsync,
+}
+
+impl Capability {
+    /// Every capability, in the order the probe checks and reports them.
+    pub const ALL: [Capability; 4] = [
+        Capability::Sigbus,
+        Capability::Move,
+        Capability::MinorShmem,
+        Capability::WpAsync,
+    ];
+
+    /// Short name (`"sigbus"`, `"move"`, `"minor_shmem"`, `"wp_async"`), as printed by the probe.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Capability::Sigbus => "sigbus",
+            Capability::Move => "move",
+            Capability::MinorShmem => "minor_shmem",
+            Capability::WpAsync => "wp_async",
+        }
+    }
+
+    /// The capability called `name` (the inverse of [`Capability::name`]).
+    pub fn from_name(name: &str) -> Option<Capability> {
+        Capability::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl core::fmt::Display for Capability {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The outcome of checking one [`Capability`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Capability {
-    /// Short name (`"sigbus"`, `"move"`, `"minor_shmem"`, `"wp_async"`).
+pub struct CapabilityCheck {
+    /// What was checked.
+    pub capability: Capability,
+    /// `capability.name()` (kept as a field for callers that match on the string).
     pub name: &'static str,
     /// Whether it works here.
     pub ok: bool,
-    /// Why not, when it does not.
+    /// Why not, when it does not (`None` exactly when `ok`).
     pub detail: Option<String>,
 }
 
@@ -43,8 +100,9 @@ pub struct Probe {
     pub features: Features,
     /// Ioctls the kernel offers.
     pub ioctls: IoctlSet,
-    /// Functional checks.
-    pub capabilities: Vec<Capability>,
+    /// One check per [`Capability`], in [`Capability::ALL`] order (empty when userfaultfd is
+    /// unavailable: nothing was checked).
+    pub capabilities: Vec<CapabilityCheck>,
     /// Why userfaultfd is unavailable.
     pub reason: Option<String>,
     /// What to do about it.
@@ -80,14 +138,17 @@ fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn cap(name: &'static str, r: Result<(), String>) -> Capability {
+fn cap(capability: Capability, r: Result<(), String>) -> CapabilityCheck {
+    let name = capability.name();
     match r {
-        Ok(()) => Capability {
+        Ok(()) => CapabilityCheck {
+            capability,
             name,
             ok: true,
             detail: None,
         },
-        Err(d) => Capability {
+        Err(d) => CapabilityCheck {
+            capability,
             name,
             ok: false,
             detail: Some(d),
@@ -196,10 +257,10 @@ impl Probe {
             Err("UFFD_FEATURE_SIGBUS not offered (needs Linux 4.14)".into())
         };
         let capabilities = vec![
-            cap("sigbus", sigbus),
-            cap("move", check_move(sys)),
-            cap("minor_shmem", check_minor(sys)),
-            cap("wp_async", check_wp_async(sys)),
+            cap(Capability::Sigbus, sigbus),
+            cap(Capability::Move, check_move(sys)),
+            cap(Capability::MinorShmem, check_minor(sys)),
+            cap(Capability::WpAsync, check_wp_async(sys)),
         ];
         Probe {
             available: true,
@@ -213,9 +274,32 @@ impl Probe {
         }
     }
 
-    /// Whether the named capability works.
+    /// The check of `c` (`None` when userfaultfd is unavailable and nothing was checked).
+    pub fn check(&self, c: Capability) -> Option<&CapabilityCheck> {
+        self.capabilities.iter().find(|k| k.capability == c)
+    }
+
+    /// Whether `c` works here.
+    pub fn supports(&self, c: Capability) -> bool {
+        self.check(c).is_some_and(|k| k.ok)
+    }
+
+    /// Why `c` does not work here: its check's detail, or the probe's [`Probe::reason`] when
+    /// userfaultfd itself is unavailable. `None` exactly when [`Probe::supports`] is true.
+    pub fn detail(&self, c: Capability) -> Option<&str> {
+        match self.check(c) {
+            Some(k) if k.ok => None,
+            Some(k) => Some(k.detail.as_deref().unwrap_or("check failed")),
+            None => Some(self.reason.as_deref().unwrap_or("userfaultfd unavailable")),
+        }
+    }
+
+    /// Whether the capability named `name` works.
+    ///
+    /// Superseded by [`Probe::supports`] (typed); kept until its last callers move over.
+    #[doc(hidden)]
     pub fn has(&self, name: &str) -> bool {
-        self.capabilities.iter().any(|c| c.name == name && c.ok)
+        Capability::from_name(name).is_some_and(|c| self.supports(c))
     }
 
     /// The findings as one JSON object (`available`, `features`, `reason`, ...).
@@ -279,5 +363,95 @@ impl Probe {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A probe as the kernel would leave it when userfaultfd works and `failing` does not.
+    fn probe_with(failing: Option<Capability>) -> Probe {
+        Probe {
+            available: true,
+            open_method: Some(OpenMethod::Syscall),
+            kernel: "test".into(),
+            features: Features::NONE,
+            ioctls: IoctlSet::default(),
+            capabilities: Capability::ALL
+                .into_iter()
+                .map(|c| {
+                    let r = if Some(c) == failing {
+                        Err(format!("{c} refused"))
+                    } else {
+                        Ok(())
+                    };
+                    cap(c, r)
+                })
+                .collect(),
+            reason: None,
+            remedy: None,
+        }
+    }
+
+    #[test]
+    fn names_are_the_printed_keys_and_round_trip() {
+        let names: Vec<_> = Capability::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names, ["sigbus", "move", "minor_shmem", "wp_async"]);
+        for c in Capability::ALL {
+            assert_eq!(Capability::from_name(c.name()), Some(c));
+            assert_eq!(c.to_string(), c.name());
+        }
+        assert_eq!(Capability::from_name("poison"), None);
+        assert_eq!(Capability::from_name("MOVE"), None);
+    }
+
+    #[test]
+    fn supports_and_detail_agree_with_the_checks() {
+        for failing in Capability::ALL {
+            let p = probe_with(Some(failing));
+            for c in Capability::ALL {
+                let k = p.check(c).unwrap();
+                assert_eq!(k.capability, c);
+                assert_eq!(k.name, c.name());
+                assert_eq!(p.supports(c), c != failing);
+                assert_eq!(p.detail(c).is_none(), p.supports(c));
+                // The superseded string lookup answers the same.
+                assert_eq!(p.has(c.name()), p.supports(c));
+            }
+            assert_eq!(
+                p.detail(failing),
+                Some(format!("{failing} refused").as_str())
+            );
+            let j = p.to_json();
+            assert_eq!(j["capabilities"][failing.name()]["ok"], false);
+            assert_eq!(
+                j["capabilities"][failing.name()]["detail"],
+                format!("{failing} refused")
+            );
+        }
+        let all = probe_with(None);
+        assert!(Capability::ALL.into_iter().all(|c| all.supports(c)));
+        assert!(!all.has("no_such_capability"));
+    }
+
+    #[test]
+    fn without_userfaultfd_every_detail_is_the_reason() {
+        let p = Probe {
+            available: false,
+            open_method: None,
+            kernel: "test".into(),
+            features: Features::NONE,
+            ioctls: IoctlSet::default(),
+            capabilities: Vec::new(),
+            reason: Some("denied".into()),
+            remedy: Some("allow it".into()),
+        };
+        for c in Capability::ALL {
+            assert!(p.check(c).is_none());
+            assert!(!p.supports(c));
+            assert!(!p.has(c.name()));
+            assert_eq!(p.detail(c), Some("denied"));
+        }
     }
 }

@@ -1,20 +1,28 @@
-//! The kernel interface: every system call the heap makes goes through [`Kernel`].
+//! The kernel interface: every system call the heap makes on its memory, its userfaultfd, its
+//! memfd and `/proc/self/pagemap` goes through [`Kernel`].
 //!
-//! Two implementations exist: [`RealKernel`] (the system calls themselves) and
-//! [`crate::inject::FaultInjector`] (a wrapper that makes chosen calls fail with chosen errors,
-//! so that every error path can be driven by a test even where the kernel cannot be made to fail
-//! on demand). [`Sys`] pairs a kernel with a set of [`CallCounters`] and is what the rest of the
-//! crate holds.
+//! This module owns the [`Kernel`] trait, [`Call`] (one kind per system call or ioctl, for
+//! counting and fault injection), [`RealKernel`] and [`Sys`]. Two kernels exist: [`RealKernel`]
+//! (the system calls themselves) and [`crate::inject::FaultInjector`] (a wrapper that makes
+//! chosen calls fail with chosen errors, so that every error path can be driven by a test even
+//! where the kernel cannot be made to fail on demand). [`Sys`] pairs a kernel with a set of
+//! [`CallCounters`] and is what the rest of the crate holds.
 //!
 //! Invariants:
-//! - every mapping (mmap family, madvise), userfaultfd, memfd and `PAGEMAP_SCAN` call of the heap
-//!   goes through [`Sys`], so its counters are a complete record of those calls (what the
-//!   statistics report as "register/unregister/mmap-family calls since creation"). Plumbing
-//!   calls that touch no mapping (eventfd/poll of the handler thread, sigaction, futex, and the
-//!   read-only `mincore` / pagemap `pread` presence checks) are made directly;
+//! - every mapping (mmap family, madvise), userfaultfd, memfd (including the `lseek` / `pread`
+//!   walk that copies it after fork), `PAGEMAP_SCAN` and presence-check (`mincore`, pagemap
+//!   `pread`) call of the heap goes through [`Sys`], so its counters are a complete record of
+//!   those calls (what the statistics report as "register/unregister/mmap-family calls since
+//!   creation"). Plumbing calls that touch no heap memory are made directly: the eventfd and
+//!   `poll(2)` of the fault reader thread ([`crate::fault::reader`]), `sigaction` of the SIGBUS
+//!   handler ([`crate::fault::sigbus`]), `pthread_atfork` ([`crate::fork`]), `sysconf`
+//!   ([`os_page_size`]), and the free function [`crate::arena::page_present`], which asks the
+//!   real kernel uncounted (an arena's own checks use its [`Sys`]);
 //! - every method is async-signal-safe in [`RealKernel`] (plain syscalls, no allocation, no
 //!   locks), so the SIGBUS fault path may use it;
-//! - errors are returned as [`Errno`], never read from a thread-local `errno` later.
+//! - errors are returned as [`Errno`], never read from a thread-local `errno` later;
+//! - [`Call`] discriminants index the counters: [`Call::ALL`] lists every variant in
+//!   declaration order, and new variants are appended.
 
 use core::ffi::{c_int, c_void, CStr};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -27,35 +35,69 @@ pub use nix::errno::Errno;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum Call {
+    /// `userfaultfd(2)`.
     Userfaultfd,
+    /// The `/dev/userfaultfd` fallback: counted once per attempt and once for its
+    /// `USERFAULTFD_IOC_NEW` ioctl (injected there); opening the node counts as [`Call::Open`].
     OpenDevUserfaultfd,
+    /// `UFFDIO_API`.
     UffdApi,
+    /// `UFFDIO_REGISTER`.
     UffdRegister,
+    /// `UFFDIO_UNREGISTER`.
     UffdUnregister,
+    /// `UFFDIO_WAKE`.
     UffdWake,
+    /// `UFFDIO_COPY`.
     UffdCopy,
+    /// `UFFDIO_ZEROPAGE`.
     UffdZeropage,
+    /// `UFFDIO_MOVE`.
     UffdMove,
+    /// `UFFDIO_WRITEPROTECT`.
     UffdWriteprotect,
+    /// `UFFDIO_CONTINUE`.
     UffdContinue,
+    /// `UFFDIO_POISON`.
     UffdPoison,
+    /// The `PAGEMAP_SCAN` ioctl on `/proc/self/pagemap`.
     PagemapScan,
+    /// `read(2)` of userfaultfd messages.
     Read,
+    /// `open(2)` (`/dev/userfaultfd`, `/proc/self/pagemap`).
     Open,
+    /// `close(2)`.
     Close,
+    /// `mmap(2)`.
     Mmap,
+    /// `munmap(2)`.
     Munmap,
+    /// `mremap(2)`.
     Mremap,
+    /// `mprotect(2)`.
     Mprotect,
+    /// `madvise(2)`.
     Madvise,
+    /// `memfd_create(2)`.
     MemfdCreate,
+    /// `ftruncate(2)`.
     Ftruncate,
+    /// `fallocate(2)` (the hole punch that releases memfd pages).
     Fallocate,
+    /// `lseek(2)` with `SEEK_DATA` / `SEEK_HOLE` (the memfd walk of
+    /// [`crate::arena::VolatileArena::detach_after_fork`]).
+    Lseek,
+    /// `pread(2)`: a `/proc/self/pagemap` entry (memfd presence check) or memfd contents
+    /// (the copy of [`crate::arena::VolatileArena::detach_after_fork`]).
+    Pread,
+    /// `mincore(2)` (anonymous presence check of
+    /// [`crate::arena::VolatileArena::page_mapped`]).
+    Mincore,
 }
 
 impl Call {
     /// Every call kind, in declaration order.
-    pub const ALL: [Call; 24] = [
+    pub const ALL: [Call; 27] = [
         Call::Userfaultfd,
         Call::OpenDevUserfaultfd,
         Call::UffdApi,
@@ -80,6 +122,9 @@ impl Call {
         Call::MemfdCreate,
         Call::Ftruncate,
         Call::Fallocate,
+        Call::Lseek,
+        Call::Pread,
+        Call::Mincore,
     ];
     /// Number of call kinds.
     pub const COUNT: usize = Self::ALL.len();
@@ -111,6 +156,9 @@ impl Call {
             Call::MemfdCreate => "memfd_create",
             Call::Ftruncate => "ftruncate",
             Call::Fallocate => "fallocate",
+            Call::Lseek => "lseek",
+            Call::Pread => "pread",
+            Call::Mincore => "mincore",
         }
     }
 
@@ -193,6 +241,60 @@ pub trait Kernel: Send + Sync + 'static {
     fn ftruncate(&self, fd: RawFd, len: i64) -> Result<(), Errno>;
     /// `fallocate(2)`.
     fn fallocate(&self, fd: RawFd, mode: c_int, offset: i64, len: i64) -> Result<(), Errno>;
+    /// `lseek(2)`; returns the new offset. The arena uses `SEEK_DATA` / `SEEK_HOLE` on its memfd.
+    ///
+    /// The default makes the real call (so a kernel written before this method existed keeps
+    /// its old behaviour); a wrapping kernel should forward to its inner kernel.
+    fn lseek(&self, fd: RawFd, offset: i64, whence: c_int) -> Result<i64, Errno> {
+        real_lseek(fd, offset, whence)
+    }
+    /// `pread(2)` into `buf` at file offset `offset`; returns the bytes read (0 at end of file).
+    ///
+    /// The default makes the real call, as for [`Kernel::lseek`].
+    fn pread(&self, fd: RawFd, buf: &mut [u8], offset: i64) -> Result<usize, Errno> {
+        real_pread(fd, buf, offset)
+    }
+    /// `mincore(2)` of `[addr, addr+len)` into `vec` (one byte per page; bit 0 set when the
+    /// page is resident). Only page tables are read, never the memory itself. Fails with
+    /// `EINVAL` without calling the kernel when `vec` holds fewer than `len / PAGE_SIZE` bytes
+    /// (rounded up).
+    ///
+    /// The default makes the real call, as for [`Kernel::lseek`].
+    fn mincore(&self, addr: usize, len: usize, vec: &mut [u8]) -> Result<(), Errno> {
+        real_mincore(addr, len, vec)
+    }
+}
+
+fn real_lseek(fd: RawFd, offset: i64, whence: c_int) -> Result<i64, Errno> {
+    // SAFETY: lseek passes no memory; on a bad descriptor it fails with EBADF.
+    let r = unsafe { libc::lseek(fd, offset, whence) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r)
+    }
+}
+
+fn real_pread(fd: RawFd, buf: &mut [u8], offset: i64) -> Result<usize, Errno> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+    let r = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), offset) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+fn real_mincore(addr: usize, len: usize, vec: &mut [u8]) -> Result<(), Errno> {
+    // Pages are at least PAGE_SIZE bytes on every Linux target, so this many bytes always
+    // suffice for the kernel's one byte per page.
+    if vec.len() < len.div_ceil(PAGE_SIZE) {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: mincore only reads page-table state of the range (an unmapped or unaligned range
+    // is an error, not a memory access) and writes at most `len / page size` bytes (rounded up)
+    // into `vec`, which holds at least that many.
+    check(unsafe { libc::mincore(addr as *mut c_void, len, vec.as_mut_ptr()) }).map(drop)
 }
 
 /// The real system calls.
@@ -312,6 +414,18 @@ impl Kernel for RealKernel {
     fn fallocate(&self, fd: RawFd, mode: c_int, offset: i64, len: i64) -> Result<(), Errno> {
         // SAFETY: no memory is passed.
         check(unsafe { libc::fallocate(fd, mode, offset, len) }).map(drop)
+    }
+
+    fn lseek(&self, fd: RawFd, offset: i64, whence: c_int) -> Result<i64, Errno> {
+        real_lseek(fd, offset, whence)
+    }
+
+    fn pread(&self, fd: RawFd, buf: &mut [u8], offset: i64) -> Result<usize, Errno> {
+        real_pread(fd, buf, offset)
+    }
+
+    fn mincore(&self, addr: usize, len: usize, vec: &mut [u8]) -> Result<(), Errno> {
+        real_mincore(addr, len, vec)
     }
 }
 
@@ -531,6 +645,18 @@ impl Sys {
         self.counters.bump(Call::Fallocate);
         self.kernel.fallocate(fd, mode, offset, len)
     }
+    pub(crate) fn lseek(&self, fd: RawFd, offset: i64, whence: c_int) -> Result<i64, Errno> {
+        self.counters.bump(Call::Lseek);
+        self.kernel.lseek(fd, offset, whence)
+    }
+    pub(crate) fn pread(&self, fd: RawFd, buf: &mut [u8], offset: i64) -> Result<usize, Errno> {
+        self.counters.bump(Call::Pread);
+        self.kernel.pread(fd, buf, offset)
+    }
+    pub(crate) fn mincore(&self, addr: usize, len: usize, vec: &mut [u8]) -> Result<(), Errno> {
+        self.counters.bump(Call::Mincore);
+        self.kernel.mincore(addr, len, vec)
+    }
 }
 
 /// The system page size (4096 on every platform Faultline targets; checked at arena creation).
@@ -544,5 +670,30 @@ pub fn os_page_size() -> usize {
         PAGE_SIZE
     } else {
         r as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_call_in_declaration_order_with_distinct_names() {
+        for (i, c) in Call::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?}");
+        }
+        let mut names: Vec<_> = Call::ALL.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Call::COUNT);
+    }
+
+    #[test]
+    fn mincore_refuses_a_short_vector_without_calling_the_kernel() {
+        let mut v = [0u8; 1];
+        assert_eq!(
+            RealKernel.mincore(0, 2 * PAGE_SIZE, &mut v),
+            Err(Errno::EINVAL)
+        );
     }
 }

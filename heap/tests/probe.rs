@@ -3,7 +3,7 @@
 
 use faultline_heap::inject::{FaultInjector, Rule, Trigger};
 use faultline_heap::sys::{Call, Errno, Sys};
-use faultline_heap::Probe;
+use faultline_heap::{Capability, Probe};
 use std::sync::Arc;
 
 #[test]
@@ -55,6 +55,10 @@ fn refusals_carry_reason_and_remedy() {
         assert_eq!(j["available"], false);
         let reason = j["reason"].as_str().unwrap();
         assert!(reason.contains(needle), "{errno}: {reason}");
+        for c in Capability::ALL {
+            assert!(!p.supports(c));
+            assert_eq!(p.detail(c), Some(reason));
+        }
         assert!(j["remedy"].as_str().is_some_and(|r| !r.is_empty()));
         assert!(j["features"].as_array().unwrap().is_empty());
     }
@@ -73,10 +77,30 @@ fn a_refused_capability_is_reported_not_fatal() {
         return;
     }
     assert!(!p.has("move"));
+    assert!(!p.supports(Capability::Move));
+    assert!(p.detail(Capability::Move).unwrap().contains("EINVAL"));
     let j = p.to_json();
     assert_eq!(j["capabilities"]["move"]["ok"], false);
     assert!(j["capabilities"]["move"]["detail"]
         .as_str()
         .unwrap()
         .contains("EINVAL"));
+}
+
+#[test]
+fn typed_accessors_match_the_json() {
+    let p = Probe::run();
+    let j = p.to_json();
+    for c in Capability::ALL {
+        assert_eq!(p.supports(c), p.has(c.name()));
+        assert_eq!(p.detail(c).is_none(), p.supports(c));
+        if p.available {
+            assert_eq!(j["capabilities"][c.name()]["ok"], p.supports(c));
+            assert_eq!(
+                j["capabilities"][c.name()]["detail"].as_str(),
+                p.detail(c),
+                "{c}"
+            );
+        }
+    }
 }

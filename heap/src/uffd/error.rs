@@ -16,18 +16,31 @@ use crate::sys::Errno;
 /// The operation that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
+    /// Opening the descriptor (`userfaultfd(2)` or `/dev/userfaultfd`).
     Open,
+    /// `UFFDIO_API`.
     Api,
+    /// `UFFDIO_REGISTER`.
     Register,
+    /// `UFFDIO_UNREGISTER`.
     Unregister,
+    /// `UFFDIO_COPY`.
     Copy,
+    /// `UFFDIO_ZEROPAGE`.
     Zeropage,
+    /// `UFFDIO_MOVE`.
     Move,
+    /// `UFFDIO_CONTINUE`.
     Continue,
+    /// `UFFDIO_WRITEPROTECT`.
     Writeprotect,
+    /// `UFFDIO_WAKE`.
     Wake,
+    /// `UFFDIO_POISON`.
     Poison,
+    /// `read(2)` of fault messages.
     Read,
+    /// The `PAGEMAP_SCAN` ioctl.
     PagemapScan,
 }
 
@@ -59,7 +72,10 @@ pub enum ErrorKind {
     Exists,
     /// EAGAIN: the kernel stopped after `done` bytes (mmap changes in flight, or a later page
     /// failed); the rest may be retried from `start + done`.
-    Again { done: usize },
+    Again {
+        /// Bytes processed before the kernel stopped.
+        done: usize,
+    },
     /// ENOENT: MOVE found a hole in the source (without ALLOW_SRC_HOLES), or the mm is gone.
     NoEntry,
     /// EBUSY: MOVE source page is shared (not anon-exclusive) or pinned.
@@ -84,7 +100,12 @@ pub enum ErrorKind {
     /// The operation needs a feature that was not negotiated by `UFFDIO_API`.
     NotNegotiated(Feature),
     /// An address or length that is not page aligned, or a zero or overflowing length.
-    Unaligned { addr: usize, len: usize },
+    Unaligned {
+        /// Address asked for.
+        addr: usize,
+        /// Length asked for.
+        len: usize,
+    },
     /// Any other errno.
     Other(Errno),
 }

@@ -12,22 +12,39 @@ use core::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum Feature {
+    /// `UFFD_FEATURE_PAGEFAULT_FLAG_WP`: write-protect mode faults.
     PagefaultFlagWp = 0,
+    /// `UFFD_FEATURE_EVENT_FORK`: fork events (never negotiated by Faultline).
     EventFork = 1,
+    /// `UFFD_FEATURE_EVENT_REMAP`: mremap events.
     EventRemap = 2,
+    /// `UFFD_FEATURE_EVENT_REMOVE`: madvise(DONTNEED/REMOVE) events.
     EventRemove = 3,
+    /// `UFFD_FEATURE_MISSING_HUGETLBFS`: MISSING mode on hugetlbfs.
     MissingHugetlbfs = 4,
+    /// `UFFD_FEATURE_MISSING_SHMEM`: MISSING mode on shmem (memfd).
     MissingShmem = 5,
+    /// `UFFD_FEATURE_EVENT_UNMAP`: munmap events.
     EventUnmap = 6,
+    /// `UFFD_FEATURE_SIGBUS`: faults raise SIGBUS in the faulting thread.
     Sigbus = 7,
+    /// `UFFD_FEATURE_THREAD_ID`: fault messages carry the faulting thread id.
     ThreadId = 8,
+    /// `UFFD_FEATURE_MINOR_HUGETLBFS`: MINOR mode on hugetlbfs.
     MinorHugetlbfs = 9,
+    /// `UFFD_FEATURE_MINOR_SHMEM`: MINOR mode (and CONTINUE) on shmem.
     MinorShmem = 10,
+    /// `UFFD_FEATURE_EXACT_ADDRESS`: fault addresses are not page-rounded.
     ExactAddress = 11,
+    /// `UFFD_FEATURE_WP_HUGETLBFS_SHMEM`: WP mode on hugetlbfs and shmem.
     WpHugetlbfsShmem = 12,
+    /// `UFFD_FEATURE_WP_UNPOPULATED`: WP applies to unpopulated pages too.
     WpUnpopulated = 13,
+    /// `UFFD_FEATURE_POISON`: `UFFDIO_POISON`.
     Poison = 14,
+    /// `UFFD_FEATURE_WP_ASYNC`: write faults on WP pages resolved in-kernel.
     WpAsync = 15,
+    /// `UFFD_FEATURE_MOVE`: `UFFDIO_MOVE`.
     Move = 16,
 }
 
@@ -148,15 +165,25 @@ impl fmt::Debug for Features {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum IoctlKind {
+    /// `UFFDIO_REGISTER`.
     Register = 0x00,
+    /// `UFFDIO_UNREGISTER`.
     Unregister = 0x01,
+    /// `UFFDIO_WAKE`.
     Wake = 0x02,
+    /// `UFFDIO_COPY`.
     Copy = 0x03,
+    /// `UFFDIO_ZEROPAGE`.
     Zeropage = 0x04,
+    /// `UFFDIO_MOVE`.
     Move = 0x05,
+    /// `UFFDIO_WRITEPROTECT`.
     Writeprotect = 0x06,
+    /// `UFFDIO_CONTINUE`.
     Continue = 0x07,
+    /// `UFFDIO_POISON`.
     Poison = 0x08,
+    /// `UFFDIO_API`.
     Api = 0x3F,
 }
 

@@ -74,13 +74,33 @@ pub enum UffdEvent {
         thread_id: Option<u32>,
     },
     /// The process forked; `uffd` is the child's descriptor (EVENT_FORK).
-    Fork { uffd: RawFd },
+    Fork {
+        /// The child's userfaultfd.
+        uffd: RawFd,
+    },
     /// A registered range was mremap'ed (EVENT_REMAP).
-    Remap { from: usize, to: usize, len: usize },
+    Remap {
+        /// Old start address.
+        from: usize,
+        /// New start address.
+        to: usize,
+        /// Length in bytes.
+        len: usize,
+    },
     /// A registered range was released by madvise (EVENT_REMOVE).
-    Remove { start: usize, end: usize },
+    Remove {
+        /// First byte.
+        start: usize,
+        /// One past the last byte.
+        end: usize,
+    },
     /// A registered range was unmapped (EVENT_UNMAP).
-    Unmap { start: usize, end: usize },
+    Unmap {
+        /// First byte.
+        start: usize,
+        /// One past the last byte.
+        end: usize,
+    },
     /// An event code Faultline does not know.
     Unknown(u8),
 }
