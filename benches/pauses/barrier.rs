@@ -14,6 +14,7 @@ use faultline::{
 use super::common::rng::SplitMix;
 use super::common::types::{fix, PAIR_BYTES};
 use super::common::MIB;
+use super::measure::count_cycles;
 use super::opts::Opts;
 use super::progress::{stage, tick};
 use super::report::{count, ms, rate, Report};
@@ -152,20 +153,15 @@ pub struct BarrierHeap {
 
 pub fn setup_barrier(spec: BarrierSpec, live: usize) -> Result<BarrierHeap, String> {
     let half = (2 * live).max(4 * MIB);
-    let recorded = Arc::new(AtomicU64::new(0));
-    let hook_count = recorded.clone();
-    let cfg = HeapConfig {
+    let (cfg, recorded) = count_cycles(HeapConfig {
         mode: spec.mode,
         barrier: spec.barrier,
         strategy: Strategy::Auto,
         faults: FaultMode::Auto,
         debug_disable_barrier: spec.disable_logging,
         min_trigger_bytes: half,
-        on_cycle: Some(Arc::new(move |_: &CycleStats| {
-            hook_count.fetch_add(1, Ordering::SeqCst);
-        })),
         ..HeapConfig::with_heap_size(half)
-    };
+    });
     let heap = Heap::new(cfg).map_err(|e| format!("`Heap::new` refused it: {e}"))?;
     let mi = heap.mode_info();
     if mi.mode != spec.mode {

@@ -90,6 +90,20 @@ pub fn modes() -> Vec<Mode> {
     modes
 }
 
+/// `cfg` with an `on_cycle` hook that counts the cycles the heap has recorded, and that count
+/// (a concurrent cycle is over, compaction included, when it moves).
+pub fn count_cycles(cfg: HeapConfig) -> (HeapConfig, Arc<AtomicU64>) {
+    let recorded = Arc::new(AtomicU64::new(0));
+    let hook_count = recorded.clone();
+    let cfg = HeapConfig {
+        on_cycle: Some(Arc::new(move |_: &CycleStats| {
+            hook_count.fetch_add(1, Ordering::SeqCst);
+        })),
+        ..cfg
+    };
+    (cfg, recorded)
+}
+
 /// What one configuration measured.
 pub struct ModeData {
     pub info: String,
@@ -136,20 +150,15 @@ pub fn run_mode_inner(
     shape: Shape,
 ) -> Result<ModeData, String> {
     let half = (2 * shape.live_bytes()).max(4 * MIB);
-    let recorded = Arc::new(AtomicU64::new(0));
-    let hook_count = recorded.clone();
-    let cfg = HeapConfig {
+    let (cfg, recorded) = count_cycles(HeapConfig {
         mode: spec.gc,
         strategy: spec.strategy,
         faults: spec.faults,
         gc_threads: spec.gc_threads,
         // No occupancy-triggered cycles: only the explicit ones are measured.
         min_trigger_bytes: half,
-        on_cycle: Some(Arc::new(move |_: &CycleStats| {
-            hook_count.fetch_add(1, Ordering::SeqCst);
-        })),
         ..HeapConfig::with_heap_size(half)
-    };
+    });
     let heap = Heap::new(cfg).map_err(|e| format!("Heap::new failed: {e}"))?;
     let mi = heap.mode_info();
     if mi.mode != spec.gc {
