@@ -36,6 +36,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use faultline::{Heap, HeapConfig, Mutator, TypeId, TypeInfo};
 
+#[path = "common/mod.rs"]
+mod common;
+
 /// Bytes per moving half.
 const HALF: usize = 64 << 20;
 /// Bytes an epoch may allocate before the heap is emptied (leaves room for a last refill).
@@ -182,10 +185,7 @@ fn benches(c: &mut Criterion) {
 
 criterion_group! {
     name = alloc;
-    config = Criterion::default()
-        .sample_size(30)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = common::criterion_config();
     targets = benches
 }
 criterion_main!(alloc);

@@ -30,30 +30,18 @@
 //! anything is timed.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use faultline::heap::bitmap::LiveWords;
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::rng::SplitMix;
+
 /// Queries per index array (a power of two).
 const QUERIES: usize = 1 << 20;
-
-/// SplitMix64: a small, fixed-seed generator (no external crate needed).
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `[0, n)` (multiply-shift; the bias is negligible for these `n`).
-    fn below(&mut self, n: usize) -> usize {
-        (((self.next() >> 32) * n as u64) >> 32) as usize
-    }
-}
 
 /// A live-words bitmap over `words` words: objects of 2..=8 words, each live with p = 1/2.
 fn build(words: usize, rng: &mut SplitMix) -> (LiveWords, usize) {
@@ -163,10 +151,7 @@ fn benches(c: &mut Criterion) {
 
 criterion_group! {
     name = lookup;
-    config = Criterion::default()
-        .sample_size(30)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = common::criterion_config();
     targets = benches
 }
 criterion_main!(lookup);

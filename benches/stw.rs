@@ -46,13 +46,18 @@
 
 use std::time::Duration;
 
-use faultline::{CycleStats, Heap, HeapConfig, TypeInfo, Value};
+use faultline::{CycleStats, Heap, HeapConfig, Value};
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::rng::SplitMix;
+use common::types::{node_type, ref_array_type, NODE_BYTES};
+use common::{loadavg, mib, quick_env};
 
 /// Slots of the root table (8008 bytes: below the large-object threshold, so it lives, and
 /// moves, in the moving space like everything else).
 const CHAINS: usize = 1000;
-/// Node size in bytes: header + next + other + data.
-const NODE_BYTES: usize = 32;
 /// Consecutive live nodes per chain in the `local` shape.
 const RUN: usize = 64;
 
@@ -72,26 +77,6 @@ impl Shape {
     }
 }
 
-/// SplitMix64: a small, fixed-seed generator.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (((self.next() >> 32) * n as u64) >> 32) as usize
-    }
-    /// True with probability `p`.
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) < p
-    }
-}
-
 /// One measured collection.
 struct Sample {
     stats: CycleStats,
@@ -107,10 +92,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn mib(b: usize) -> f64 {
-    b as f64 / (1 << 20) as f64
-}
-
 /// Build a heap of `object_bytes` of objects with a fraction `live` reachable, collect it once.
 fn run_once(object_bytes: usize, shape: Shape, live: f64, gc_threads: usize, seed: u64) -> Sample {
     let half = object_bytes + (1 << 20);
@@ -123,12 +104,8 @@ fn run_once(object_bytes: usize, shape: Shape, live: f64, gc_threads: usize, see
     if let Some(r) = heap.fallback_reason() {
         eprintln!("stw bench: heap without userfaultfd: {r}");
     }
-    let node = heap
-        .register_type(TypeInfo::fixed("node", 24, &[0, 8]))
-        .expect("node type");
-    let table_ty = heap
-        .register_type(TypeInfo::ref_array("root-table"))
-        .expect("table type");
+    let node = node_type(&heap);
+    let table_ty = ref_array_type(&heap, "root-table");
     let mut m = heap.attach();
 
     // 2. Warm-up: a full heap of garbage, collected.
@@ -194,16 +171,9 @@ fn run_once(object_bytes: usize, shape: Shape, live: f64, gc_threads: usize, see
     Sample { stats }
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 fn main() {
     let bench_mode = std::env::args().any(|a| a == "--bench");
-    let quick = !bench_mode
-        || std::env::var("FAULTLINE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let quick = !bench_mode || quick_env();
     let object_bytes: usize = if quick { 32 << 20 } else { 256 << 20 };
     let default_runs = match (bench_mode, quick) {
         (false, _) => 1,

@@ -26,6 +26,9 @@
 //! that could not run is shown as "not available" with the heap's reason; the only timing
 //! facts asserted anywhere are orderings and ranges, never targets.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod bystander;
 mod metrics;
 mod modes;
@@ -38,9 +41,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{quick_env, MIB};
 use run::RunResult;
-
-const MIB: usize = 1 << 20;
 
 struct Opts {
     quick: bool,
@@ -70,8 +72,7 @@ fn workspace() -> PathBuf {
 
 impl Opts {
     fn parse(args: &[String]) -> Opts {
-        let quick = args.iter().any(|a| a == "--quick")
-            || std::env::var("FAULTLINE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let quick = args.iter().any(|a| a == "--quick") || quick_env();
         let sizes = list_arg(args, "--sizes-mib")
             .map(|v| v.iter().filter_map(|s| s.parse::<usize>().ok()).collect())
             .unwrap_or_else(|| if quick { vec![4, 16] } else { vec![64, 1024] })

@@ -1,4 +1,5 @@
-//! The collector modes the suite compares, built in one place (adding a mode is one line).
+//! The collector modes the suite compares: the shared stop-the-world mode and concurrent
+//! grid (`common::modes`) plus the suite's own variants (adding a mode is one line).
 //!
 //! Invariant: a mode's label names exactly the configuration [`heap_config`] builds, and a run
 //! whose heap does not run that configuration (a fallback, a refused option) is reported as
@@ -6,54 +7,24 @@
 
 use faultline::{Barrier, Choreography, FaultMode, GcMode, HeapConfig, Strategy};
 
-/// One collector configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct Mode {
-    pub label: &'static str,
-    pub gc: GcMode,
-    pub strategy: Strategy,
-    pub faults: FaultMode,
-    pub barrier: Barrier,
-    pub choreography: Choreography,
-}
-
-const fn conc(label: &'static str, strategy: Strategy, faults: FaultMode) -> Mode {
-    Mode {
-        label,
-        gc: GcMode::Concurrent,
-        strategy,
-        faults,
-        barrier: Barrier::Satb,
-        choreography: Choreography::Arena,
-    }
-}
+pub use super::common::modes::Mode;
+use super::common::modes::{concurrent, CONCURRENT, STW};
 
 /// Every mode, in report order.
 pub fn all() -> Vec<Mode> {
-    vec![
-        Mode {
-            label: "stw",
-            gc: GcMode::StopTheWorld,
-            strategy: Strategy::Auto,
-            faults: FaultMode::Auto,
-            barrier: Barrier::Satb,
-            choreography: Choreography::Arena,
-        },
-        conc("copy/sigbus", Strategy::Copy, FaultMode::Sigbus),
-        conc("copy/thread", Strategy::Copy, FaultMode::Thread),
-        conc("move/sigbus", Strategy::Move, FaultMode::Sigbus),
-        conc("move/thread", Strategy::Move, FaultMode::Thread),
-        conc("minor/sigbus", Strategy::Minor, FaultMode::Sigbus),
-        conc("minor/thread", Strategy::Minor, FaultMode::Thread),
+    let mut all = vec![STW];
+    all.extend(CONCURRENT);
+    all.extend([
         Mode {
             barrier: Barrier::WpAsync,
-            ..conc("move/sigbus/wp_async", Strategy::Move, FaultMode::Sigbus)
+            ..concurrent("move/sigbus/wp_async", Strategy::Move, FaultMode::Sigbus)
         },
         Mode {
             choreography: Choreography::PerCycle,
-            ..conc("move/sigbus/per-cycle", Strategy::Move, FaultMode::Sigbus)
+            ..concurrent("move/sigbus/per-cycle", Strategy::Move, FaultMode::Sigbus)
         },
-    ]
+    ]);
+    all
 }
 
 /// Look a mode up by label.

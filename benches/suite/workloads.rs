@@ -30,6 +30,9 @@ use std::time::Instant;
 
 use faultline::{AllocError, Heap, Mutator, Root, TypeId, TypeInfo, Value};
 
+use super::common::rng::SplitMix;
+use super::common::types;
+use super::common::types::{fix, node_type, pair_type, ref_array_type, unfix};
 use super::metrics::thread_cpu;
 
 /// The workloads, in report order.
@@ -66,46 +69,16 @@ struct Types {
 
 fn register(heap: &Heap) -> Types {
     Types {
-        node: heap
-            .register_type(TypeInfo::fixed("node", 24, &[0, 8]))
-            .expect("node type"),
-        pair: heap
-            .register_type(TypeInfo::fixed("pair", 16, &[0, 8]))
-            .expect("pair type"),
-        refs: heap
-            .register_type(TypeInfo::ref_array("refs"))
-            .expect("ref array type"),
+        node: node_type(heap),
+        pair: pair_type(heap),
+        refs: ref_array_type(heap, "refs"),
         bytes: heap
             .register_type(TypeInfo::byte_array("bytes"))
             .expect("byte array type"),
     }
 }
 
-const NODE_BYTES: u64 = 32;
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (((self.next() >> 32) * n as u64) >> 32) as usize
-    }
-}
-
-fn fix(n: u64) -> Value {
-    Value::immediate(((n as usize) << 3) | 1).expect("a tagged fixnum")
-}
-
-fn unfix(v: Value) -> u64 {
-    (v.bits() >> 3) as u64
-}
+const NODE_BYTES: u64 = types::NODE_BYTES as u64;
 
 thread_local! {
     /// Allocation stalls of this thread: (count, total seconds).
@@ -478,7 +451,7 @@ fn gcbench(
 
 /// A random object size for the fragmentation workload: log-uniform 24 B .. 2 KiB, and one
 /// in 200 a 12 KiB object (large-object space).
-fn frag_size(rng: &mut Rng) -> usize {
+fn frag_size(rng: &mut SplitMix) -> usize {
     if rng.below(200) == 0 {
         return 12 << 10;
     }
@@ -488,7 +461,7 @@ fn frag_size(rng: &mut Rng) -> usize {
 
 /// Average object size of `frag_size` (estimated once, for sizing the table).
 fn frag_avg() -> usize {
-    let mut r = Rng(1);
+    let mut r = SplitMix(1);
     let n = 10_000;
     (0..n).map(|_| frag_size(&mut r) + 8).sum::<usize>() / n
 }
@@ -500,7 +473,7 @@ fn frag_alloc(
     m: &mut Mutator,
     t: &Types,
     table: &Root,
-    rng: &mut Rng,
+    rng: &mut SplitMix,
     slot: usize,
     tag: u64,
 ) -> Result<usize, AllocError> {
@@ -555,7 +528,7 @@ fn fragmentation(
     let slots = (live / frag_avg()).max(64);
     let tv = alloc(&mut m, t.refs, slots)?;
     let table = m.root(tv);
-    let mut rng = Rng(0xf4a9);
+    let mut rng = SplitMix(0xf4a9);
     let mut tags = vec![0u64; slots];
     let mut allocated = 8 * slots as u64;
     let mut gen = 1u64;
@@ -691,11 +664,11 @@ fn churn_thread(
     let slots = (live / (16 * 24 + 8)).max(16);
     let tv = alloc(&mut m, t.refs, slots)?;
     let table = m.root(tv);
-    let mut rng = Rng(0xc4u64 + id as u64);
+    let mut rng = SplitMix(0xc4u64 + id as u64);
     let mut expect = vec![(0u64, 0u64); slots];
     let mut allocated = 8 * slots as u64;
     let mut base = 0u64;
-    let mut fill = |m: &mut Mutator, rng: &mut Rng, s: usize, expect: &mut [(u64, u64)]| {
+    let mut fill = |m: &mut Mutator, rng: &mut SplitMix, s: usize, expect: &mut [(u64, u64)]| {
         let len = 4 + rng.below(25) as u64;
         let bytes = build_list(m, &t, base, len)?;
         let v = m.pop().expect("list");
