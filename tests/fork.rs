@@ -273,7 +273,7 @@ fn fork_in_every_phase_wp_async() {
     if !uffd_or_skip("fork_in_every_phase_wp_async") {
         return;
     }
-    if !faultline::heap::Probe::run().has("wp_async") {
+    if !faultline::Probe::run().supports(faultline::Capability::WpAsync) {
         eprintln!("SKIPPED: fork_in_every_phase_wp_async: WP_ASYNC/PAGEMAP_SCAN unavailable");
         return;
     }

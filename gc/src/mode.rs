@@ -13,7 +13,7 @@
 //! - the resolved mode changes afterwards in one way only: the arena could not be created as
 //!   resolved ([`ResolvedMode::fall_back`]), which turns it stop-the-world and records why.
 
-use faultline_heap::Probe;
+use faultline_heap::{Capability, Probe};
 
 /// Which collector runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,16 +235,13 @@ impl ResolvedMode {
             r.fallback_reason = Some(why);
             return r;
         }
-        let why = |name: &str| {
+        let why = |c: Capability| {
             probe
-                .capabilities
-                .iter()
-                .find(|c| c.name == name)
-                .and_then(|c| c.detail.clone())
-                .unwrap_or_else(|| format!("{name} unavailable"))
+                .detail(c)
+                .map_or_else(|| format!("{} unavailable", c.name()), str::to_string)
         };
         let strategy = match req.strategy {
-            Strategy::Auto if probe.has("move") => {
+            Strategy::Auto if probe.supports(Capability::Move) => {
                 r.reasons
                     .push("strategy: move (auto: UFFDIO_MOVE works here)".into());
                 MapStrategy::Move
@@ -252,7 +249,7 @@ impl ResolvedMode {
             Strategy::Auto => {
                 r.reasons.push(format!(
                     "strategy: copy (auto: UFFDIO_MOVE does not work here: {})",
-                    why("move")
+                    why(Capability::Move)
                 ));
                 MapStrategy::Copy
             }
@@ -260,29 +257,29 @@ impl ResolvedMode {
                 r.reasons.push("strategy: copy (requested)".into());
                 MapStrategy::Copy
             }
-            Strategy::Move if probe.has("move") => {
+            Strategy::Move if probe.supports(Capability::Move) => {
                 r.reasons.push("strategy: move (requested)".into());
                 MapStrategy::Move
             }
             Strategy::Move => {
                 return r.fall_back(format!(
                     "the move strategy needs UFFDIO_MOVE: {}",
-                    why("move")
+                    why(Capability::Move)
                 ))
             }
-            Strategy::Minor if probe.has("minor_shmem") => {
+            Strategy::Minor if probe.supports(Capability::MinorShmem) => {
                 r.reasons.push("strategy: minor (requested)".into());
                 MapStrategy::Minor
             }
             Strategy::Minor => {
                 return r.fall_back(format!(
                     "the minor strategy needs MINOR_SHMEM: {}",
-                    why("minor_shmem")
+                    why(Capability::MinorShmem)
                 ))
             }
         };
         let delivery = match req.faults {
-            FaultMode::Auto if probe.has("sigbus") => {
+            FaultMode::Auto if probe.supports(Capability::Sigbus) => {
                 r.reasons
                     .push("faults: sigbus (auto: UFFD_FEATURE_SIGBUS works here)".into());
                 Delivery::Sigbus
@@ -290,7 +287,7 @@ impl ResolvedMode {
             FaultMode::Auto => {
                 r.reasons.push(format!(
                     "faults: thread (auto: SIGBUS delivery does not work here: {})",
-                    why("sigbus")
+                    why(Capability::Sigbus)
                 ));
                 Delivery::Thread
             }
@@ -298,14 +295,14 @@ impl ResolvedMode {
                 r.reasons.push("faults: thread (requested)".into());
                 Delivery::Thread
             }
-            FaultMode::Sigbus if probe.has("sigbus") => {
+            FaultMode::Sigbus if probe.supports(Capability::Sigbus) => {
                 r.reasons.push("faults: sigbus (requested)".into());
                 Delivery::Sigbus
             }
             FaultMode::Sigbus => {
                 return r.fall_back(format!(
                     "SIGBUS fault delivery needs UFFD_FEATURE_SIGBUS: {}",
-                    why("sigbus")
+                    why(Capability::Sigbus)
                 ))
             }
         };
@@ -315,7 +312,7 @@ impl ResolvedMode {
                 r.barrier_fallback = Some(
                     "wp_async marking is not supported with the minor strategy (memfd arena); using the SATB barrier".into(),
                 );
-            } else if !probe.has("wp_async") {
+            } else if !probe.supports(Capability::WpAsync) {
                 r.barrier_fallback =
                     Some("WP_ASYNC or PAGEMAP_SCAN is unavailable; using the SATB barrier".into());
             } else {

@@ -294,14 +294,6 @@ impl Probe {
         }
     }
 
-    /// Whether the capability named `name` works.
-    ///
-    /// Superseded by [`Probe::supports`] (typed); kept until its last callers move over.
-    #[doc(hidden)]
-    pub fn has(&self, name: &str) -> bool {
-        Capability::from_name(name).is_some_and(|c| self.supports(c))
-    }
-
     /// The findings as one JSON object (`available`, `features`, `reason`, ...).
     pub fn to_json(&self) -> Value {
         let caps: serde_json::Map<String, Value> = self
@@ -432,7 +424,7 @@ mod tests {
         }
         let all = probe_with(None);
         assert!(Capability::ALL.into_iter().all(|c| all.supports(c)));
-        assert!(!all.has("no_such_capability"));
+        assert!(Capability::from_name("no_such_capability").is_none());
     }
 
     #[test]
