@@ -58,15 +58,15 @@ struct Subject {
 impl Subject {
     fn new(size: usize, prepopulate: bool) -> Subject {
         let base = HeapConfig::with_heap_size(HALF);
-        let cfg = HeapConfig {
-            min_trigger_bytes: HALF,
-            populate_batch_bytes: if prepopulate {
-                HALF
-            } else {
-                base.populate_batch_bytes
-            },
-            ..base
+        let batch = if prepopulate {
+            HALF
+        } else {
+            base.populate_batch_bytes
         };
+        let cfg = base.with(|c| {
+            c.min_trigger_bytes = HALF;
+            c.populate_batch_bytes = batch;
+        });
         let heap = Heap::new(cfg).expect("heap");
         if let Some(r) = heap.fallback_reason() {
             eprintln!("alloc bench: heap without userfaultfd: {r}");

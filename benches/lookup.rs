@@ -33,7 +33,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use faultline::heap::bitmap::LiveWords;
+use faultline::testing::heap::bitmap::LiveWords;
 
 #[path = "common/mod.rs"]
 mod common;

@@ -95,11 +95,10 @@ fn ms(d: Duration) -> f64 {
 /// Build a heap of `object_bytes` of objects with a fraction `live` reachable, collect it once.
 fn run_once(object_bytes: usize, shape: Shape, live: f64, gc_threads: usize, seed: u64) -> Sample {
     let half = object_bytes + (1 << 20);
-    let cfg = HeapConfig {
-        min_trigger_bytes: half,
-        gc_threads,
-        ..HeapConfig::with_heap_size(half)
-    };
+    let cfg = HeapConfig::with_heap_size(half).with(|c| {
+        c.min_trigger_bytes = half;
+        c.gc_threads = gc_threads;
+    });
     let heap = Heap::new(cfg).expect("heap");
     if let Some(r) = heap.fallback_reason() {
         eprintln!("stw bench: heap without userfaultfd: {r}");

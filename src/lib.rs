@@ -20,12 +20,14 @@
 //! Invariant: nothing here adds behaviour; it only names the public API in one place.
 
 pub use faultline_gc::{
-    AllocError, Barrier, Choreography, ConfigError, CycleHook, CycleStats, DebugConfig,
-    FaultMode, FaultStats, GcMode, GlobalRoot, Heap, HeapConfig, HeapError, Local, MarkHook,
-    MarkPoint, ModeInfo, Mutator, Pause, Percentiles, Phase, ReleaseStats, Root, RootSource,
-    Strategy, StressRandom, Trigger, VerifyError, VerifyReport, FORKED_REASON,
+    AllocError, Barrier, Choreography, ConfigError, CycleHook, CycleStats, DebugConfig, FaultMode,
+    FaultStats, GcMode, GlobalRoot, Heap, HeapConfig, HeapError, Local, MarkHook, MarkPoint,
+    ModeInfo, Mutator, Pause, Percentiles, Phase, ReleaseStats, Root, RootSource, Strategy,
+    StressRandom, Trigger, VerifyError, VerifyReport, FORKED_REASON,
 };
-pub use faultline_heap::object::{ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry, Value};
+pub use faultline_heap::object::{
+    ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry, Value,
+};
 pub use faultline_heap::{heap_type, ArenaError, ArenaStats, Capability, Probe, PAGE_SIZE};
 
 /// Internals for the workspace's own tests and benches (the kernel layer, fault injection, the

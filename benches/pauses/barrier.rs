@@ -153,15 +153,14 @@ pub struct BarrierHeap {
 
 pub fn setup_barrier(spec: BarrierSpec, live: usize) -> Result<BarrierHeap, String> {
     let half = (2 * live).max(4 * MIB);
-    let (cfg, recorded) = count_cycles(HeapConfig {
-        mode: spec.mode,
-        barrier: spec.barrier,
-        strategy: Strategy::Auto,
-        faults: FaultMode::Auto,
-        debug_disable_barrier: spec.disable_logging,
-        min_trigger_bytes: half,
-        ..HeapConfig::with_heap_size(half)
-    });
+    let (cfg, recorded) = count_cycles(HeapConfig::with_heap_size(half).with(|c| {
+        c.mode = spec.mode;
+        c.barrier = spec.barrier;
+        c.strategy = Strategy::Auto;
+        c.faults = FaultMode::Auto;
+        c.debug.disable_barrier = spec.disable_logging;
+        c.min_trigger_bytes = half;
+    }));
     let heap = Heap::new(cfg).map_err(|e| format!("`Heap::new` refused it: {e}"))?;
     let mi = heap.mode_info();
     if mi.mode != spec.mode {
@@ -174,9 +173,9 @@ pub fn setup_barrier(spec: BarrierSpec, live: usize) -> Result<BarrierHeap, Stri
     let info = format!(
         "{:?}, barrier {}, strategy {}, faults {}{}",
         mi.mode,
-        mi.barrier.unwrap_or("none"),
-        mi.strategy.unwrap_or("-"),
-        mi.faults.unwrap_or("-"),
+        mi.barrier.map_or("none", |b| b.name()),
+        mi.strategy.map_or("-", |s| s.name()),
+        mi.faults.map_or("-", |f| f.name()),
         mi.fallback_reason
             .map(|r| format!(" (note: {r})"))
             .unwrap_or_default()

@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use faultline::heap::fault::reader::FaultReader;
-use faultline::heap::fault::sigbus::{register_region, FaultOutcome};
-use faultline::heap::uffd::UffdEvent;
-use faultline::heap::{ArenaConfig, FaultDelivery, PAGE_SIZE};
-use faultline::VolatileArena;
+use faultline::testing::heap::fault::reader::FaultReader;
+use faultline::testing::heap::fault::sigbus::{register_region, FaultOutcome};
+use faultline::testing::heap::uffd::UffdEvent;
+use faultline::testing::heap::VolatileArena;
+use faultline::testing::heap::{ArenaConfig, FaultDelivery, PAGE_SIZE};
 
 use super::common::{mib, MIB};
 use super::opts::Opts;

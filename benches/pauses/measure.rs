@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use faultline::gc::FaultStats;
+use faultline::FaultStats;
 use faultline::{CycleStats, GcMode, Heap, HeapConfig, Trigger};
 
 use super::common::modes::{Mode, CONCURRENT, STW};
@@ -95,12 +95,9 @@ pub fn modes() -> Vec<Mode> {
 pub fn count_cycles(cfg: HeapConfig) -> (HeapConfig, Arc<AtomicU64>) {
     let recorded = Arc::new(AtomicU64::new(0));
     let hook_count = recorded.clone();
-    let cfg = HeapConfig {
-        on_cycle: Some(Arc::new(move |_: &CycleStats| {
-            hook_count.fetch_add(1, Ordering::SeqCst);
-        })),
-        ..cfg
-    };
+    let cfg = cfg.on_cycle(Arc::new(move |_: &CycleStats| {
+        hook_count.fetch_add(1, Ordering::SeqCst);
+    }));
     (cfg, recorded)
 }
 
@@ -115,7 +112,7 @@ pub struct ModeData {
     pub compact: PhaseAcc,
     pub build: Duration,
     pub check: Result<(), String>,
-    pub arena: faultline::heap::ArenaStats,
+    pub arena: faultline::testing::heap::ArenaStats,
     /// Per cycle: how long the mutator's `collect()` call took (stw: the whole pause as the
     /// mutator saw it; concurrent: the initial-mark pause and starting the GC thread).
     pub collect_calls: Vec<Duration>,
@@ -150,15 +147,14 @@ pub fn run_mode_inner(
     shape: Shape,
 ) -> Result<ModeData, String> {
     let half = (2 * shape.live_bytes()).max(4 * MIB);
-    let (cfg, recorded) = count_cycles(HeapConfig {
-        mode: spec.gc,
-        strategy: spec.strategy,
-        faults: spec.faults,
-        gc_threads: spec.gc_threads,
+    let (cfg, recorded) = count_cycles(HeapConfig::with_heap_size(half).with(|c| {
+        c.mode = spec.gc;
+        c.strategy = spec.strategy;
+        c.faults = spec.faults;
+        c.gc_threads = spec.gc_threads;
         // No occupancy-triggered cycles: only the explicit ones are measured.
-        min_trigger_bytes: half,
-        ..HeapConfig::with_heap_size(half)
-    });
+        c.min_trigger_bytes = half;
+    }));
     let heap = Heap::new(cfg).map_err(|e| format!("Heap::new failed: {e}"))?;
     let mi = heap.mode_info();
     if mi.mode != spec.gc {
@@ -171,9 +167,9 @@ pub fn run_mode_inner(
     let info = format!(
         "{:?} strategy={} faults={} barrier={} uffd={}{}",
         mi.mode,
-        mi.strategy.unwrap_or("-"),
-        mi.faults.unwrap_or("-"),
-        mi.barrier.unwrap_or("-"),
+        mi.strategy.map_or("-", |s| s.name()),
+        mi.faults.map_or("-", |f| f.name()),
+        mi.barrier.map_or("-", |b| b.name()),
         heap.uses_userfaultfd(),
         mi.fallback_reason
             .map(|r| format!(" (note: {r})"))

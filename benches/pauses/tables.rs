@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use faultline::heap::PAGE_SIZE;
+use faultline::testing::heap::PAGE_SIZE;
 use faultline::{CycleStats, GcMode, Percentiles, Strategy};
 
 use super::common::{mib, MIB};

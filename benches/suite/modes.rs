@@ -37,16 +37,15 @@ pub fn by_label(label: &str) -> Option<Mode> {
 /// concurrent cycle has 2x the live size of headroom for what mutators allocate meanwhile.
 pub fn heap_config(mode: &Mode, live: usize) -> HeapConfig {
     let half = (4 * live).max(8 << 20);
-    HeapConfig {
-        mode: mode.gc,
-        strategy: mode.strategy,
-        faults: mode.faults,
-        barrier: mode.barrier,
-        choreography: mode.choreography,
-        min_trigger_bytes: 2 * live,
-        large_object_space_bytes: half,
-        ..HeapConfig::with_heap_size(half)
-    }
+    HeapConfig::with_heap_size(half).with(|c| {
+        c.mode = mode.gc;
+        c.strategy = mode.strategy;
+        c.faults = mode.faults;
+        c.barrier = mode.barrier;
+        c.choreography = mode.choreography;
+        c.min_trigger_bytes = 2 * live;
+        c.large_object_space_bytes = half;
+    })
 }
 
 /// Check that the heap runs what `mode` asked for (the heap's own `mode_info`).
@@ -57,21 +56,9 @@ pub fn check_running(mode: &Mode, heap: &faultline::Heap) -> Result<String, Stri
         return Err(format!("fell back to {:?} ({reason})", mi.mode));
     }
     if mode.gc == GcMode::Concurrent {
-        let want_s = match mode.strategy {
-            Strategy::Copy => Some("copy"),
-            Strategy::Move => Some("move"),
-            Strategy::Minor => Some("minor"),
-            Strategy::Auto => None,
-        };
-        let want_f = match mode.faults {
-            FaultMode::Sigbus => Some("sigbus"),
-            FaultMode::Thread => Some("thread"),
-            FaultMode::Auto => None,
-        };
-        let want_b = match mode.barrier {
-            Barrier::Satb => "satb",
-            Barrier::WpAsync => "wp_async",
-        };
+        let want_s = (mode.strategy != Strategy::Auto).then_some(mode.strategy);
+        let want_f = (mode.faults != FaultMode::Auto).then_some(mode.faults);
+        let want_b = mode.barrier;
         if want_s.is_some() && mi.strategy != want_s {
             return Err(format!("strategy {:?} ran instead ({reason})", mi.strategy));
         }
@@ -85,9 +72,9 @@ pub fn check_running(mode: &Mode, heap: &faultline::Heap) -> Result<String, Stri
     Ok(format!(
         "{:?} strategy={} faults={} barrier={} choreography={:?}",
         mi.mode,
-        mi.strategy.unwrap_or("-"),
-        mi.faults.unwrap_or("-"),
-        mi.barrier.unwrap_or("-"),
+        mi.strategy.map_or("-", |s| s.name()),
+        mi.faults.map_or("-", |f| f.name()),
+        mi.barrier.map_or("-", |b| b.name()),
         heap.config().choreography
     ))
 }

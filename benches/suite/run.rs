@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use faultline::heap::sys::Call;
+use faultline::testing::heap::sys::Call;
 use faultline::{CycleStats, Heap};
 use serde::{Deserialize, Serialize};
 

@@ -447,7 +447,11 @@ impl Compaction {
     fn copy_page(&self, arena: &VolatileArena, plan: &Plan, k: usize) -> bool {
         let mut buf = PageBuf([0; PAGE_SIZE]);
         plan.fill_page(k, &mut buf.0);
-        self.copy_from(arena, buf.0.as_ptr() as usize, plan.to_offset + k * PAGE_SIZE)
+        self.copy_from(
+            arena,
+            buf.0.as_ptr() as usize,
+            plan.to_offset + k * PAGE_SIZE,
+        )
     }
 
     fn copy_from(&self, arena: &VolatileArena, src: usize, dst_offset: usize) -> bool {
@@ -502,7 +506,11 @@ fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan) {
                     }
                     // SAFETY: `buf` holds `n` filled pages.
                     let ok = unsafe {
-                        arena.resolve_copy(pd.to_offset + k * PAGE_SIZE, buf.as_ptr(), n * PAGE_SIZE)
+                        arena.resolve_copy(
+                            pd.to_offset + k * PAGE_SIZE,
+                            buf.as_ptr(),
+                            n * PAGE_SIZE,
+                        )
                     }
                     .is_ok();
                     for i in 0..n {
@@ -596,4 +604,3 @@ impl PageStack {
         }
     }
 }
-

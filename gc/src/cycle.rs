@@ -391,9 +391,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     let ahead = tables
         .live
         .plan_ahead(((planned_top - st.from) / WORD).div_ceil(64) + 1);
-    inner
-        .compaction
-        .prepare((ahead * WORD).div_ceil(PAGE_SIZE));
+    inner.compaction.prepare((ahead * WORD).div_ceil(PAGE_SIZE));
     let plan_ahead = tplan.elapsed();
     cfg.debug.mark_point(MarkPoint::BeforeRemark);
     cfg.debug.phase_delay(Phase::BeforeRemark);
@@ -414,7 +412,13 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     let from_top = inner.moving.top.load(Ordering::Relaxed);
     let from_words = (from_top - st.from) / WORD;
     if cfg.debug.checkmark {
-        verify::checkmark(&view(&inner, &g), &tables.mark, st.from, st.mark_top, &types);
+        verify::checkmark(
+            &view(&inner, &g),
+            &tables.mark,
+            st.from,
+            st.mark_top,
+            &types,
+        );
     }
     if cfg.debug.verify {
         if let Err(e) =
@@ -671,7 +675,8 @@ fn flip(
             plan.fill_page(p + i, &mut buf[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
         }
         // SAFETY: `buf` holds `n` filled pages.
-        let r = unsafe { arena.resolve_copy(to_offset + p * PAGE_SIZE, buf.as_ptr(), n * PAGE_SIZE) };
+        let r =
+            unsafe { arena.resolve_copy(to_offset + p * PAGE_SIZE, buf.as_ptr(), n * PAGE_SIZE) };
         if let Err(e) = r {
             fatal_after_flip("stop-the-world compaction", &e);
         }

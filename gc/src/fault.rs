@@ -74,7 +74,9 @@ pub(crate) fn resolve_fault(
     }
     if outcome == FaultOutcome::NotMine {
         // A fault that raced with the end of compaction: the page is there now.
-        if addr >= moving.base() && addr < moving.top.load(Ordering::Acquire) && arena.page_mapped(addr)
+        if addr >= moving.base()
+            && addr < moving.top.load(Ordering::Acquire)
+            && arena.page_mapped(addr)
         {
             outcome = FaultOutcome::Resolved;
         }

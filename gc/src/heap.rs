@@ -17,8 +17,8 @@ use faultline_heap::{ArenaError, Backing, Probe, VolatileArena, PAGE_SIZE};
 
 use crate::compaction::Compaction;
 use crate::config::{ConfigError, HeapConfig};
-use crate::inner::{HeapInner, BATCH_PAGES};
 pub use crate::inner::Heap;
+use crate::inner::{HeapInner, BATCH_PAGES};
 use crate::marking::MarkingState;
 use crate::mode::{
     Barrier, Choreography, Delivery, GcMode, MapStrategy, ModeInfo, ModeRequest, ResolvedMode,
@@ -374,4 +374,3 @@ impl Drop for GlobalRoot {
         g.free.push(self.index);
     }
 }
-

@@ -130,7 +130,6 @@ pub(crate) fn prepare_destination(
 /// that cannot be mapped even after the arena's retries): the heap cannot continue, and
 /// returning the error would leave every reference dangling. End the process loudly.
 pub(crate) fn fatal_after_flip(what: &str, e: &ArenaError) -> ! {
-    eprintln!("faultline: {what} failed after references were updated: {e}; aborting")
-    ;
+    eprintln!("faultline: {what} failed after references were updated: {e}; aborting");
     std::process::abort()
 }
