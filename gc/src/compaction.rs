@@ -42,7 +42,7 @@ use faultline_heap::{VolatileArena, PAGE_SIZE};
 
 use crate::mode::MapStrategy;
 use crate::pagestate::{self, Futex, MAPPED};
-use crate::plan::{Plan, PAGE_WORDS};
+use crate::plan::{DestPage, OldPage, Plan, PAGE_WORDS};
 
 /// Pages a worker fills per COPY (and the longest run mapped with one MOVE).
 const WORKER_BATCH: usize = 16;
@@ -84,7 +84,7 @@ pub(crate) struct Compaction {
     pub users: AtomicU32,
     plan: UnsafeCell<Option<Plan>>,
     /// Per destination page: UNPROCESSED / CLAIMED / MAPPED (see `pagestate`).
-    pub states: Vec<AtomicU32>,
+    states: Vec<AtomicU32>,
     /// Move strategy: per old page, how many destination pages still read it.
     readers: Vec<AtomicU32>,
     /// Move strategy: per destination page, the first and last old page it reads (packed
@@ -220,8 +220,9 @@ impl Compaction {
             let end = (addr + len).min(pd.to + pd.pages * PAGE_SIZE);
             let mut a = addr.max(pd.to) & !(PAGE_SIZE - 1);
             while a < end {
-                let k = (a - pd.to) / PAGE_SIZE;
-                self.ensure_page(arena, pd, k);
+                if let Some(k) = pd.dest_page_at(a) {
+                    self.ensure_page(arena, pd, k);
+                }
                 a += PAGE_SIZE;
             }
         }
@@ -245,24 +246,24 @@ impl Compaction {
         });
         let end_word = (pd.from_top - pd.from) / WORD;
         for k in 0..pd.pages {
-            let first = mark
-                .prev_set(starts[k])
-                .expect("every live word belongs to a marked object")
-                / PAGE_WORDS;
+            let first = OldPage::of_word(
+                mark.prev_set(starts[k])
+                    .expect("every live word belongs to a marked object"),
+            );
             let last_word = match starts.get(k + 1) {
                 Some(&next) => live.bits.prev_set(next - 1),
                 None => live.bits.prev_set(end_word.saturating_sub(1)),
             }
             .expect("a live word for every destination word");
-            let last = last_word / PAGE_WORDS;
-            self.src[k].store(((first as u64) << 32) | last as u64, Ordering::Relaxed);
-            for r in &self.readers[first..=last] {
+            let last = OldPage::of_word(last_word);
+            self.src[k].store(((first.0 as u64) << 32) | last.0 as u64, Ordering::Relaxed);
+            for r in &self.readers[first.index()..=last.index()] {
                 r.fetch_add(1, Ordering::Relaxed);
             }
         }
         for (j, r) in self.readers[..old_pages].iter().enumerate() {
             if r.load(Ordering::Relaxed) == 0 {
-                self.free.push(j as u32);
+                self.free.push(OldPage(j as u32));
             }
         }
         self.readers_ready.store(true, Ordering::Release);
@@ -270,20 +271,32 @@ impl Compaction {
 
     /// Destination page `k` is done: drop its claims on old pages, freeing those nobody reads
     /// any more (except `moved`, which is no longer present).
-    fn release_readers(&self, k: usize, moved: Option<u32>) {
-        let v = self.src[k].load(Ordering::Relaxed);
+    fn release_readers(&self, k: DestPage, moved: Option<OldPage>) {
+        let v = self.src[k.0].load(Ordering::Relaxed);
         let (a, b) = ((v >> 32) as u32, v as u32);
-        for j in a..=b {
-            if self.readers[j as usize].fetch_sub(1, Ordering::AcqRel) == 1 && Some(j) != moved {
+        for j in (a..=b).map(OldPage) {
+            if self.readers(j).fetch_sub(1, Ordering::AcqRel) == 1 && Some(j) != moved {
                 self.free.push(j);
             }
         }
     }
 
+    /// The reader count of old page `j`.
+    #[inline]
+    fn readers(&self, j: OldPage) -> &AtomicU32 {
+        &self.readers[j.index()]
+    }
+
+    /// The state word of destination page `k`.
+    #[inline]
+    pub(crate) fn state(&self, k: DestPage) -> &AtomicU32 {
+        &self.states[k.0]
+    }
+
     /// If destination page `k` is exactly one fully live old page at the same page offset,
     /// that page's index.
-    fn dense_source(&self, pd: &Plan, k: usize) -> Option<u32> {
-        let r0 = k * PAGE_WORDS;
+    fn dense_source(&self, pd: &Plan, k: DestPage) -> Option<OldPage> {
+        let r0 = k.first_rank();
         if r0 + PAGE_WORDS > pd.live_words {
             return None;
         }
@@ -293,16 +306,16 @@ impl Compaction {
         }
         let first_word = w0 / 64;
         if (first_word..first_word + PAGE_WORDS / 64).all(|i| pd.live().bits.word(i) == u64::MAX) {
-            Some((w0 / PAGE_WORDS) as u32)
+            Some(OldPage::of_word(w0))
         } else {
             None
         }
     }
 
     /// Fill and map destination page `k` (the caller won its claim). Async-signal-safe.
-    fn fill_and_map(&self, arena: &VolatileArena, pd: &Plan, k: usize) -> bool {
+    fn fill_and_map(&self, arena: &VolatileArena, pd: &Plan, k: DestPage) -> bool {
         let plan = pd;
-        let dst = pd.to_offset + k * PAGE_SIZE;
+        let dst = pd.dest_offset(k);
         match self.strategy {
             MapStrategy::Copy => self.copy_page(arena, plan, k),
             MapStrategy::Minor => {
@@ -321,9 +334,9 @@ impl Compaction {
             MapStrategy::Move => {
                 if let Some(j) = self.dense_source(pd, k) {
                     // Only this page still reads old page j: update it in place and move it.
-                    if self.readers[j as usize].load(Ordering::Acquire) == 1 {
-                        plan.update_in_place(k, j as usize);
-                        let src = pd.src + j as usize * PAGE_SIZE;
+                    if self.readers(j).load(Ordering::Acquire) == 1 {
+                        plan.update_in_place(k, j);
+                        let src = pd.old_page_addr(j);
                         // SAFETY: old page j is read by no other destination page.
                         let r = unsafe { arena.resolve_move_from(dst, src, PAGE_SIZE, false) };
                         if r.is_ok() {
@@ -332,7 +345,7 @@ impl Compaction {
                             return true;
                         }
                         // The page stayed where it was (updated); copy it instead.
-                        let ok = self.copy_from(arena, pd.src + j as usize * PAGE_SIZE, dst);
+                        let ok = self.copy_from(arena, src, dst);
                         if ok {
                             self.release_readers(k, None);
                         }
@@ -340,7 +353,7 @@ impl Compaction {
                     }
                 }
                 if let Some(s) = self.free.pop() {
-                    let stage = pd.src + s as usize * PAGE_SIZE;
+                    let stage = pd.old_page_addr(s);
                     // SAFETY: staging page `s` is a present old-half page that no destination
                     // page reads; we popped it, so it is ours alone.
                     let out =
@@ -373,15 +386,15 @@ impl Compaction {
     /// `n` contiguous staging pages are free, fill them and map the run with one MOVE; else
     /// (or for what a failed MOVE left unmapped) map page by page. Publishes or unclaims every
     /// page of the run; returns how many it mapped.
-    fn move_run(&self, arena: &VolatileArena, pd: &Plan, k: usize, n: usize) -> usize {
-        let mut stage = [0u32; WORKER_BATCH];
+    fn move_run(&self, arena: &VolatileArena, pd: &Plan, k: DestPage, n: usize) -> usize {
+        let mut stage = [OldPage(0); WORKER_BATCH];
         let mut got = 0;
         // A dense page (one fully live old page at the same offset, read by nobody else) is
         // moved with no copy at all by the page-by-page path: keep that for runs that have one.
         let plan = pd;
         let has_dense = (0..n).any(|i| {
-            self.dense_source(pd, k + i)
-                .is_some_and(|j| self.readers[j as usize].load(Ordering::Acquire) == 1)
+            self.dense_source(pd, k.plus(i))
+                .is_some_and(|j| self.readers(j).load(Ordering::Acquire) == 1)
         });
         if n > 1 && !has_dense {
             while got < n {
@@ -395,23 +408,23 @@ impl Compaction {
             }
             stage[..got].sort_unstable();
         }
-        let contiguous = n > 1 && got == n && stage[..n].windows(2).all(|w| w[1] == w[0] + 1);
+        let contiguous = n > 1 && got == n && stage[..n].windows(2).all(|w| w[1].0 == w[0].0 + 1);
         let mut mapped = 0;
         if contiguous {
-            let first = pd.src + stage[0] as usize * PAGE_SIZE;
+            let first = pd.old_page_addr(stage[0]);
             for i in 0..n {
                 // SAFETY: staging pages `stage[0] + i` are present old-half pages that no
                 // destination page reads; we popped them, so they are ours alone.
                 let out = unsafe {
                     core::slice::from_raw_parts_mut((first + i * PAGE_SIZE) as *mut u8, PAGE_SIZE)
                 };
-                plan.fill_page(k + i, out);
+                plan.fill_page(k.plus(i), out);
             }
-            let dst = pd.to_offset + k * PAGE_SIZE;
+            let dst = pd.dest_offset(k);
             // SAFETY: the staging pages are ours; they vanish from the old half.
             let r = unsafe { arena.resolve_move_from(dst, first, n * PAGE_SIZE, false) };
             for i in 0..n {
-                let d = pd.to + (k + i) * PAGE_SIZE;
+                let d = pd.dest_addr(k.plus(i));
                 // After a failed MOVE a page is either in place (moved before the failure) or
                 // still in its staging page (not moved): copy those.
                 let ok = r.is_ok()
@@ -421,11 +434,11 @@ impl Compaction {
                     if r.is_ok() {
                         self.counters.staged.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.release_readers(k + i, None);
-                    pagestate::publish::<_, Futex>(&self.states[k + i]);
+                    self.release_readers(k.plus(i), None);
+                    pagestate::publish::<_, Futex>(self.state(k.plus(i)));
                     mapped += 1;
                 } else {
-                    pagestate::unclaim::<_, Futex>(&self.states[k + i]);
+                    pagestate::unclaim::<_, Futex>(self.state(k.plus(i)));
                 }
             }
             return mapped;
@@ -434,24 +447,20 @@ impl Compaction {
             self.free.push(s);
         }
         for i in 0..n {
-            if self.fill_and_map(arena, pd, k + i) {
-                pagestate::publish::<_, Futex>(&self.states[k + i]);
+            if self.fill_and_map(arena, pd, k.plus(i)) {
+                pagestate::publish::<_, Futex>(self.state(k.plus(i)));
                 mapped += 1;
             } else {
-                pagestate::unclaim::<_, Futex>(&self.states[k + i]);
+                pagestate::unclaim::<_, Futex>(self.state(k.plus(i)));
             }
         }
         mapped
     }
 
-    fn copy_page(&self, arena: &VolatileArena, plan: &Plan, k: usize) -> bool {
+    fn copy_page(&self, arena: &VolatileArena, plan: &Plan, k: DestPage) -> bool {
         let mut buf = PageBuf([0; PAGE_SIZE]);
         plan.fill_page(k, &mut buf.0);
-        self.copy_from(
-            arena,
-            buf.0.as_ptr() as usize,
-            plan.to_offset + k * PAGE_SIZE,
-        )
+        self.copy_from(arena, buf.0.as_ptr() as usize, plan.dest_offset(k))
     }
 
     fn copy_from(&self, arena: &VolatileArena, src: usize, dst_offset: usize) -> bool {
@@ -461,8 +470,8 @@ impl Compaction {
     }
 
     /// Make destination page `k` mapped (claim and fill, or wait). Async-signal-safe.
-    pub(crate) fn ensure_page(&self, arena: &VolatileArena, pd: &Plan, k: usize) -> bool {
-        pagestate::ensure::<_, Futex>(&self.states[k], || self.fill_and_map(arena, pd, k))
+    pub(crate) fn ensure_page(&self, arena: &VolatileArena, pd: &Plan, k: DestPage) -> bool {
+        pagestate::ensure::<_, Futex>(self.state(k), || self.fill_and_map(arena, pd, k))
     }
 }
 
@@ -474,14 +483,17 @@ fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan) {
             break;
         }
         let end = (start + WORKER_BATCH).min(pd.pages);
-        let mut k = start;
+        let mut k = DestPage(start);
+        let end = DestPage(end);
         while k < end {
             if c.strategy == MapStrategy::Move && c.readers_ready.load(Ordering::Acquire) {
                 // Claim a run of contiguous pages; with as many contiguous staging pages, fill
                 // them and map the run with one MOVE (one TLB flush for the run, not one per
                 // page).
                 let mut n = 0;
-                while k + n < end && pagestate::claim(&c.states[k + n]) == pagestate::Claim::Won {
+                while k.plus(n) < end
+                    && pagestate::claim(c.state(k.plus(n))) == pagestate::Claim::Won
+                {
                     n += 1;
                 }
                 if n > 0 {
@@ -489,41 +501,39 @@ fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan) {
                     c.counters
                         .by_worker
                         .fetch_add(done as u64, Ordering::Relaxed);
-                    k += n;
+                    k = k.plus(n);
                     continue;
                 }
             }
             if c.strategy == MapStrategy::Copy {
                 // Claim a run of contiguous pages and map them with one COPY.
                 let mut n = 0;
-                while k + n < end && pagestate::claim(&c.states[k + n]) == pagestate::Claim::Won {
+                while k.plus(n) < end
+                    && pagestate::claim(c.state(k.plus(n))) == pagestate::Claim::Won
+                {
                     n += 1;
                 }
                 if n > 0 {
                     let plan = pd;
                     for i in 0..n {
-                        plan.fill_page(k + i, &mut buf[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
+                        plan.fill_page(k.plus(i), &mut buf[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
                     }
                     // SAFETY: `buf` holds `n` filled pages.
                     let ok = unsafe {
-                        arena.resolve_copy(
-                            pd.to_offset + k * PAGE_SIZE,
-                            buf.as_ptr(),
-                            n * PAGE_SIZE,
-                        )
+                        arena.resolve_copy(pd.dest_offset(k), buf.as_ptr(), n * PAGE_SIZE)
                     }
                     .is_ok();
                     for i in 0..n {
                         if ok {
-                            pagestate::publish::<_, Futex>(&c.states[k + i]);
+                            pagestate::publish::<_, Futex>(c.state(k.plus(i)));
                         } else {
-                            pagestate::unclaim::<_, Futex>(&c.states[k + i]);
+                            pagestate::unclaim::<_, Futex>(c.state(k.plus(i)));
                         }
                     }
                     if ok {
                         c.counters.by_worker.fetch_add(n as u64, Ordering::Relaxed);
                         c.counters.copied.fetch_add(n as u64, Ordering::Relaxed);
-                        k += n;
+                        k = k.plus(n);
                         continue;
                     }
                 }
@@ -531,19 +541,19 @@ fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan) {
             if c.ensure_page(arena, pd, k) {
                 c.counters.by_worker.fetch_add(1, Ordering::Relaxed);
             }
-            k += 1;
+            k = k.plus(1);
         }
     }
     // Pages claimed by mutators may still be in flight: wait for all of them, and fill any
     // whose fill failed (a transient kernel error) ourselves, backing off between tries.
-    for (k, s) in c.states[..pd.pages].iter().enumerate() {
+    for k in (0..pd.pages).map(DestPage) {
         let mut tries = 0u32;
-        while !pagestate::wait_mapped::<_, Futex>(s) {
+        while !pagestate::wait_mapped::<_, Futex>(c.state(k)) {
             c.ensure_page(arena, pd, k);
             tries += 1;
             if tries > 10_000 {
                 // References already point at this page: the heap cannot continue without it.
-                eprintln!("faultline: destination page {k} could not be mapped after {tries} attempts; aborting");
+                eprintln!("faultline: destination page {} could not be mapped after {tries} attempts; aborting", k.0);
                 std::process::abort();
             }
             if tries > 10 {
@@ -571,7 +581,8 @@ impl PageStack {
     fn clear(&self) {
         self.head.store(NIL as u64, Ordering::SeqCst);
     }
-    fn push(&self, i: u32) {
+    fn push(&self, page: OldPage) {
+        let i = page.0;
         let mut h = self.head.load(Ordering::Acquire);
         loop {
             self.next[i as usize].store(h as u32, Ordering::Relaxed);
@@ -585,7 +596,7 @@ impl PageStack {
             }
         }
     }
-    fn pop(&self) -> Option<u32> {
+    fn pop(&self) -> Option<OldPage> {
         let mut h = self.head.load(Ordering::Acquire);
         loop {
             let i = h as u32;
@@ -598,7 +609,7 @@ impl PageStack {
                 .head
                 .compare_exchange_weak(h, new, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return Some(i),
+                Ok(_) => return Some(OldPage(i)),
                 Err(a) => h = a,
             }
         }

@@ -78,7 +78,7 @@ use crate::debug::{Breakage, MarkPoint, Phase};
 use crate::inner::{page_up, HeapInner, BATCH_PAGES};
 use crate::marking::{self, ConcMarker, MarkCtx, MarkReport};
 use crate::mode::{Choreography, GcMode};
-use crate::plan::Plan;
+use crate::plan::{DestPage, Plan};
 use crate::release::{fatal_after_flip, prepare_destination, release_old_half};
 use crate::safepoint::{visit_roots, Me, SpState};
 use crate::stats::{trim_history, CycleStats, Pause, Trigger};
@@ -672,7 +672,10 @@ fn flip(
     while p < pages {
         let n = BATCH_PAGES.min(pages - p);
         for i in 0..n {
-            plan.fill_page(p + i, &mut buf[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
+            plan.fill_page(
+                DestPage(p + i),
+                &mut buf[i * PAGE_SIZE..(i + 1) * PAGE_SIZE],
+            );
         }
         // SAFETY: `buf` holds `n` filled pages.
         let r =

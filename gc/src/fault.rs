@@ -55,15 +55,14 @@ pub(crate) fn resolve_fault(
     if c.active.load(Ordering::SeqCst) {
         // SAFETY: active, and our use is announced in `users`.
         let pd = unsafe { c.plan() };
-        if addr >= pd.to && addr < pd.to + pd.pages * PAGE_SIZE {
-            let k = (addr - pd.to) / PAGE_SIZE;
+        if let Some(k) = pd.dest_page_at(addr) {
             // A failed fill (a transient kernel error such as ENOMEM) gives the claim back;
             // try again a bounded number of times before letting the fault through.
             for _ in 0..1000 {
                 if c.ensure_page(arena, pd, k) {
                     c.counters.by_fault.fetch_add(1, Ordering::Relaxed);
                 }
-                if StateWord::load(&c.states[k]) == MAPPED {
+                if StateWord::load(c.state(k)) == MAPPED {
                     outcome = FaultOutcome::Resolved;
                     break;
                 }

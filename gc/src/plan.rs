@@ -56,6 +56,42 @@ impl SideTables {
     }
 }
 
+/// A page of the new half, counted from its base. Destination page `k` receives the live words
+/// of compacted rank `[k * PAGE_WORDS, (k + 1) * PAGE_WORDS)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct DestPage(pub usize);
+
+impl DestPage {
+    /// The page `i` pages after this one.
+    #[inline]
+    pub(crate) fn plus(self, i: usize) -> DestPage {
+        DestPage(self.0 + i)
+    }
+    /// Compacted rank of its first word.
+    #[inline]
+    pub(crate) fn first_rank(self) -> usize {
+        self.0 * PAGE_WORDS
+    }
+}
+
+/// A page of the old half, counted from its base (a source page, or the move strategy's
+/// staging page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct OldPage(pub u32);
+
+impl OldPage {
+    /// The old page holding old-half word `w`.
+    #[inline]
+    pub(crate) fn of_word(w: usize) -> OldPage {
+        OldPage((w / PAGE_WORDS) as u32)
+    }
+    /// Its index.
+    #[inline]
+    pub(crate) fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
 /// One object's part of a destination page: the source object at old word `w` (header `h`,
 /// `size` words) lands at new word `new_w`; words `[lo, hi)` (new-word indices, clipped to the
 /// page) of it are on this page.
@@ -111,6 +147,31 @@ impl Plan {
         &self.tables.mark
     }
 
+    /// The destination page holding address `a`, if `a` lies in this plan's destination range.
+    #[inline]
+    pub(crate) fn dest_page_at(&self, a: usize) -> Option<DestPage> {
+        (a >= self.to && a < self.to + self.pages * PAGE_SIZE)
+            .then(|| DestPage((a - self.to) / PAGE_SIZE))
+    }
+
+    /// Address of destination page `k`.
+    #[inline]
+    pub(crate) fn dest_addr(&self, k: DestPage) -> usize {
+        self.to + k.0 * PAGE_SIZE
+    }
+
+    /// Arena offset of destination page `k` (what the arena's resolve calls take).
+    #[inline]
+    pub(crate) fn dest_offset(&self, k: DestPage) -> usize {
+        self.to_offset + k.0 * PAGE_SIZE
+    }
+
+    /// Where old page `j` is read (and, for a staging page, written).
+    #[inline]
+    pub(crate) fn old_page_addr(&self, j: OldPage) -> usize {
+        self.src + j.index() * PAGE_SIZE
+    }
+
     /// New address of the object (or word) at old address `v`; other values unchanged.
     #[inline]
     pub(crate) fn forward(&self, v: usize) -> usize {
@@ -125,10 +186,10 @@ impl Plan {
     /// page `page`: the live word of rank `page * PAGE_WORDS` (a `select`, O(log n)) belongs
     /// to the last marked object at or before it.
     #[inline]
-    pub(crate) fn first_obj(&self, page: usize) -> usize {
+    pub(crate) fn first_obj(&self, page: DestPage) -> usize {
         let w = self
             .live()
-            .select(page * PAGE_WORDS, self.bitmap_words)
+            .select(page.first_rank(), self.bitmap_words)
             .expect("a live word for every destination word");
         self.mark()
             .prev_set(w)
@@ -136,12 +197,12 @@ impl Plan {
     }
 
     /// The objects that land on destination page `page`, each clipped to the page, in order.
-    pub(crate) fn pieces(&self, page: usize) -> Pieces<'_> {
-        let dest_lo = page * PAGE_WORDS;
+    pub(crate) fn pieces(&self, page: DestPage) -> Pieces<'_> {
+        let dest_lo = page.first_rank();
         Pieces {
             plan: self,
             dest_lo,
-            dest_hi: ((page + 1) * PAGE_WORDS).min(self.live_words),
+            dest_hi: page.plus(1).first_rank().min(self.live_words),
             limit: (self.from_top - self.from) / WORD,
             next: (dest_lo < self.live_words).then(|| self.first_obj(page)),
         }
@@ -149,9 +210,9 @@ impl Plan {
 
     /// Fill destination page `page` into `out` (one page): copy the parts of the source
     /// objects that land on it and rewrite the references in them. Reads only the old half.
-    pub(crate) fn fill_page(&self, page: usize, out: &mut [u8]) {
+    pub(crate) fn fill_page(&self, page: DestPage, out: &mut [u8]) {
         debug_assert_eq!(out.len(), PAGE_SIZE);
-        let dest_lo = page * PAGE_WORDS;
+        let dest_lo = page.first_rank();
         let out_words = out.as_mut_ptr() as *mut usize;
         let mut written = dest_lo;
         for p in self.pieces(page) {
@@ -182,8 +243,9 @@ impl Plan {
     /// Destination page `k` is exactly old page `j` (fully live, same page offset): rewrite the
     /// references held in old page `j` in place. Reads headers of objects that start on earlier
     /// pages; writes only old page `j`.
-    pub(crate) fn update_in_place(&self, k: usize, j: usize) {
-        let shift = j * PAGE_WORDS - k * PAGE_WORDS; // old word = new word + shift on this page
+    pub(crate) fn update_in_place(&self, k: DestPage, j: OldPage) {
+        // Old word = new word + shift on this page.
+        let shift = j.index() * PAGE_WORDS - k.first_rank();
         for p in self.pieces(k) {
             self.types
                 .for_each_ref_word(p.h, p.lo - p.new_w, p.hi - p.new_w, |kk| {
