@@ -24,7 +24,8 @@ use std::sync::Arc;
 use faultline::Value;
 
 use crate::reader::{Datum, DatumKind, Span};
-use crate::syntax::{CaseClause, Const, Expr, Lambda, LocalAddr, SymbolId, SymbolTable, TopLevel};
+use crate::symbols::{SymbolId, SymbolTable};
+use crate::syntax::{CaseClause, Const, Expr, Lambda, LocalAddr, TopLevel};
 use crate::value::{self, NIL};
 
 /// One instruction.

@@ -296,7 +296,8 @@ fn render_backtrace(out: &mut String, frames: &[Frame]) {
 mod tests {
     use super::*;
     use crate::reader::read_all;
-    use crate::syntax::{compile_program, SymbolTable};
+    use crate::symbols::SymbolTable;
+    use crate::syntax::compile_program;
     use proptest::prelude::*;
     use std::sync::Arc;
 

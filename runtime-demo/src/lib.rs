@@ -20,6 +20,7 @@ pub mod printer;
 pub mod reader;
 pub mod report;
 pub mod roots;
+pub mod symbols;
 pub mod syntax;
 pub mod value;
 pub mod vm;

@@ -32,12 +32,12 @@
 //! - The compiler never panics: malformed forms are [`CompileError`]s carrying the span of the
 //!   offending (sub)form; nesting beyond [`MAX_NESTING`] is an error, not a stack overflow.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::reader::{Datum, DatumKind, Span};
+use crate::symbols::{SymbolId, SymbolTable};
 
 /// Maximum nesting of expressions being compiled (the reader's nesting limit keeps read data
 /// well below it).
@@ -68,54 +68,6 @@ pub const KEYWORDS: &[&str] = &[
     "else",
     "=>",
 ];
-
-/// An interned global symbol.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SymbolId(pub u32);
-
-/// The symbol table shared by compiler and VM: ids are dense indices into `names`.
-#[derive(Clone, Debug, Default)]
-pub struct SymbolTable {
-    names: Vec<String>,
-    ids: HashMap<String, SymbolId>,
-}
-
-impl SymbolTable {
-    pub fn new() -> SymbolTable {
-        SymbolTable::default()
-    }
-
-    /// The id of `name`, interning it if new.
-    pub fn intern(&mut self, name: &str) -> SymbolId {
-        if let Some(&id) = self.ids.get(name) {
-            return id;
-        }
-        let id = SymbolId(self.names.len() as u32);
-        self.names.push(name.to_string());
-        self.ids.insert(name.to_string(), id);
-        id
-    }
-
-    /// The id of `name` if it was interned.
-    pub fn lookup(&self, name: &str) -> Option<SymbolId> {
-        self.ids.get(name).copied()
-    }
-
-    /// The name of `id` (`"<unknown symbol>"` for an id not from this table).
-    pub fn name(&self, id: SymbolId) -> &str {
-        self.names
-            .get(id.0 as usize)
-            .map_or("<unknown symbol>", String::as_str)
-    }
-
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-}
 
 /// A resolved local variable: walk `depth` frames outward, then take slot `index`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

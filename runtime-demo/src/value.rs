@@ -34,7 +34,7 @@
 
 use faultline::{Heap, TypeId, TypeInfo, Value};
 
-use crate::syntax::SymbolId;
+use crate::symbols::SymbolId;
 
 /// Tag of a fixnum.
 pub const TAG_FIX: usize = 1;

@@ -45,7 +45,8 @@ use crate::compile::{Code, Gen, Op};
 use crate::diag::{Diagnostic, Frame, SourceMap};
 use crate::reader::{read_all, Datum, DatumKind, Span};
 use crate::roots::{SlotTable, MAX_SLOTS};
-use crate::syntax::{compile_program, SymbolId, SymbolTable};
+use crate::symbols::{SymbolId, SymbolTable};
+use crate::syntax::compile_program;
 use crate::value::{self, as_internal, internal, Types, NIL, UNSPEC};
 
 /// Return-address word of an activation entered from Rust.
