@@ -26,7 +26,8 @@ use crate::value::{
     self, as_char, as_prim, as_symbol, boolean, character, fix, is_fix, unfix, FALSE, NIL, TRUE,
     UNSPEC,
 };
-use crate::vm::{ErrorKind, RtError, Vm, R};
+use crate::error::{ErrorKind, RtError, R};
+use crate::vm::Vm;
 
 /// A primitive's implementation.
 pub type PrimFn = fn(&mut Vm, usize, usize) -> R<Value>;

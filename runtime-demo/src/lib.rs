@@ -14,6 +14,7 @@
 pub mod builtins;
 pub mod compile;
 pub mod diag;
+pub mod error;
 pub mod fuzz;
 pub mod options;
 pub mod printer;
@@ -25,4 +26,5 @@ pub mod syntax;
 pub mod value;
 pub mod vm;
 
-pub use vm::{ErrorKind, EvalError, RtError, Vm, VmConfig};
+pub use error::{ErrorKind, EvalError, RtError};
+pub use vm::{Vm, VmConfig};

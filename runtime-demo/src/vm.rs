@@ -38,12 +38,13 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use faultline::{AllocError, GlobalRoot, Heap, Local, Mutator, TypeId, Value};
+use faultline::{GlobalRoot, Heap, Local, Mutator, TypeId, Value};
 
 use crate::builtins::{self, PRIMS};
 use crate::compile::{Code, Gen, Op};
 use crate::diag::{Diagnostic, Frame, SourceMap};
-use crate::reader::{read_all, Datum, DatumKind, Span};
+use crate::error::{ErrorKind, EvalError, RtError, R};
+use crate::reader::{read_all, Datum, DatumKind};
 use crate::roots::{SlotTable, MAX_SLOTS};
 use crate::symbols::{SymbolId, SymbolTable};
 use crate::syntax::compile_program;
@@ -81,83 +82,6 @@ impl Default for VmConfig {
         }
     }
 }
-
-/// What kind of failure a [`RtError`] is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// A program error (type error, unbound variable, arity, `error`, ...).
-    Runtime,
-    /// The heap is exhausted.
-    OutOfMemory,
-    /// A configured limit (steps, time, output, stack) was hit.
-    Limit,
-    /// `(exit n)`.
-    Exit(i32),
-}
-
-/// A runtime error with its location and backtrace.
-#[derive(Clone, Debug)]
-pub struct RtError {
-    pub kind: ErrorKind,
-    pub message: String,
-    /// Where it happened (the failing call or variable reference), once known.
-    pub span: Option<Span>,
-    /// Extra messages (e.g. the error of a joined thread).
-    pub notes: Vec<(Option<Span>, String)>,
-    /// Innermost call first.
-    pub backtrace: Vec<Frame>,
-}
-
-impl RtError {
-    /// A runtime error with no location yet.
-    pub fn new(message: impl Into<String>) -> RtError {
-        RtError {
-            kind: ErrorKind::Runtime,
-            message: message.into(),
-            span: None,
-            notes: Vec::new(),
-            backtrace: Vec::new(),
-        }
-    }
-
-    /// An error of another kind.
-    pub fn of(kind: ErrorKind, message: impl Into<String>) -> RtError {
-        RtError {
-            kind,
-            ..RtError::new(message)
-        }
-    }
-
-    /// As a diagnostic for rendering.
-    pub fn diagnostic(&self) -> Diagnostic {
-        let mut d = match &self.span {
-            Some(s) => Diagnostic::error(self.message.clone(), s.clone()),
-            None => Diagnostic::error_nowhere(self.message.clone()),
-        };
-        for (span, msg) in &self.notes {
-            d = d.with_note(span.clone(), msg.clone());
-        }
-        d.with_backtrace(self.backtrace.clone())
-    }
-}
-
-impl std::fmt::Display for RtError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.diagnostic())
-    }
-}
-
-impl From<AllocError> for RtError {
-    fn from(e: AllocError) -> RtError {
-        match e {
-            AllocError::OutOfMemory { .. } => RtError::of(ErrorKind::OutOfMemory, e.to_string()),
-            other => RtError::new(other.to_string()),
-        }
-    }
-}
-
-/// Result of the VM's operations.
-pub type R<T> = Result<T, RtError>;
 
 /// Where program output goes.
 pub struct Output {
@@ -1148,27 +1072,5 @@ impl Vm {
             }
         }
         first
-    }
-}
-
-/// A failure of [`Vm::eval_source`].
-#[derive(Clone, Debug)]
-pub enum EvalError {
-    /// A read or compile error.
-    Syntax(Diagnostic),
-    /// A runtime error.
-    Runtime(RtError),
-}
-
-impl EvalError {
-    /// The process exit code for this error.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            EvalError::Runtime(RtError {
-                kind: ErrorKind::Exit(c),
-                ..
-            }) => *c,
-            _ => 1,
-        }
     }
 }
