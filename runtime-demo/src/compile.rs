@@ -16,6 +16,10 @@
 //!   vectors) get a slot in the VM's constant table, returned in [`Output::pending`] to be
 //!   materialized in the heap before the code runs.
 //!
+//! The generator does not know the primitive table: which globals name primitives, and the
+//! inline fast-path code of a call to one, come from the [`PrimLookup`] the VM passes to
+//! [`Gen::new`] (a `PrimCall` op records both; the VM re-checks the global when it runs).
+//!
 //! Invariant: codegen never panics and recursion is bounded by the compiler's
 //! [`crate::syntax::MAX_NESTING`].
 
@@ -139,12 +143,18 @@ pub struct Output {
     pub pending: Vec<(u32, Datum)>,
 }
 
+/// How the compiler learns about primitives: for a global name and an argument count, the
+/// index of the primitive the global names when compiling (if any) and the inline fast-path
+/// code for such a call (0: none). The VM supplies it from its primitive table, so the
+/// compiler does not depend on the primitives.
+pub type PrimLookup<'a> = dyn Fn(SymbolId, usize) -> Option<(usize, u8)> + 'a;
+
 /// Code generator state for one batch.
 pub struct Gen<'a> {
     code: &'a mut Code,
     symbols: &'a mut SymbolTable,
-    /// Primitive index of a global name, if it names one.
-    prim_of: &'a dyn Fn(SymbolId) -> Option<usize>,
+    /// See [`PrimLookup`].
+    prim_of: &'a PrimLookup<'a>,
     /// Next free constant slot.
     next_const: &'a mut u32,
     out: Output,
@@ -184,10 +194,12 @@ enum ConstRep {
 }
 
 impl<'a> Gen<'a> {
+    /// A generator appending to `code`, interning into `symbols`, resolving primitives through
+    /// `prim_of` and numbering constant slots from `*next_const` (advanced as slots are used).
     pub fn new(
         code: &'a mut Code,
         symbols: &'a mut SymbolTable,
-        prim_of: &'a dyn Fn(SymbolId) -> Option<usize>,
+        prim_of: &'a PrimLookup<'a>,
         next_const: &'a mut u32,
     ) -> Gen<'a> {
         Gen {
@@ -497,9 +509,8 @@ impl<'a> Gen<'a> {
     fn call(&mut self, buf: &mut Buf, func: &Expr, args: &[Expr], span: &Span, tail: bool) {
         let site = self.site(span);
         if let Expr::GlobalRef { sym, .. } = func {
-            if let Some(prim) = (self.prim_of)(*sym) {
+            if let Some((prim, fast)) = (self.prim_of)(*sym, args.len()) {
                 if let (Ok(prim), Ok(argc)) = (u16::try_from(prim), u8::try_from(args.len())) {
-                    let fast = crate::builtins::fast_code(prim as usize, argc as usize);
                     for a in args {
                         self.value(buf, a);
                     }
@@ -564,7 +575,7 @@ mod tests {
         let mut code = Code::default();
         let mut next = 0;
         let car = syms.intern("car");
-        let prim_of = move |s: SymbolId| (s == car).then_some(0);
+        let prim_of = move |s: SymbolId, _argc: usize| (s == car).then_some((0, 0));
         let out = Gen::new(&mut code, &mut syms, &prim_of, &mut next).toplevels(&tls);
         (code, out)
     }

@@ -308,13 +308,15 @@ impl Vm {
                 .unwrap_or_else(PoisonError::into_inner);
             let mut code = (**code_slot).clone();
             let mut next_const = lock(&self.shared.next_const);
-            let prim_of = |s: SymbolId| {
-                self.shared
+            let prim_of = |s: SymbolId, argc: usize| {
+                let p = self
+                    .shared
                     .prim_of
                     .get(s.0 as usize)
                     .copied()
                     .flatten()
-                    .map(usize::from)
+                    .map(usize::from)?;
+                Some((p, builtins::fast_code(p, argc)))
             };
             let out = Gen::new(&mut code, &mut syms, &prim_of, &mut next_const).toplevels(&tls);
             if *next_const as usize > MAX_SLOTS {
