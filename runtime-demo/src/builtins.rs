@@ -11,20 +11,22 @@
 //! - Primitives never call back into Scheme code (higher-order procedures such as `map` are
 //!   written in Scheme in the prelude; `apply` is handled by the VM's call path), so the VM
 //!   never recurses in Rust.
-//! - Traversals of possibly circular data are bounded by [`list_limit`] (more pairs than the
-//!   heap can hold means a cycle) or by a depth limit, so a primitive always terminates.
+//! - Traversals of possibly circular data are bounded by [`value::list_limit`] (more pairs
+//!   than the heap can hold means a cycle) or by [`MAX_DEPTH`], so a primitive always
+//!   terminates.
 //! - Numbers: fixnums (61-bit) and flonums only. Exact integer operations that overflow the
 //!   fixnum range return flonums; `/` of exact integers that do not divide evenly returns a
 //!   flonum (there are no rationals); exact division by zero is an error.
 
 use std::cmp::Ordering;
 
-use faultline::Value;
+use faultline::{Heap, Mutator, Value};
 
-use crate::printer;
+use crate::printer::{self, format_float, PrintEnv};
+use crate::symbols::SymbolId;
 use crate::value::{
-    self, as_char, as_prim, as_symbol, boolean, character, fix, is_fix, unfix, FALSE, NIL, TRUE,
-    UNSPEC,
+    self, as_char, as_prim, as_symbol, boolean, character, fix, is_fix, unfix, Types, FALSE,
+    MAX_DEPTH, NIL, TRUE, UNSPEC,
 };
 use crate::error::{ErrorKind, RtError, R};
 use crate::vm::Vm;
@@ -155,14 +157,11 @@ pub fn fast_path(vm: &mut Vm, code: u8, base: usize) -> Option<Value> {
     }
 }
 
-/// More pairs than this cannot exist in the heap: a longer traversal is a cycle.
-pub fn list_limit(vm: &Vm) -> usize {
-    let c = vm.heap().config();
-    (c.max_heap_bytes + c.large_object_space_bytes) / 16 + 16
+/// More pairs than the heap can hold (see [`value::list_limit`]): a longer traversal is a cycle.
+#[inline]
+fn list_limit(vm: &Vm) -> usize {
+    value::list_limit(vm.heap())
 }
-
-/// Depth limit of recursive traversals (`equal?`, printing).
-pub const MAX_DEPTH: usize = 10_000;
 
 #[inline]
 fn arg(vm: &Vm, base: usize, i: usize) -> Value {
@@ -650,17 +649,6 @@ fn lcm(vm: &mut Vm, base: usize, argc: usize) -> R<Value> {
         };
     }
     vm.make_int(l)
-}
-
-/// Formats a flonum the way `write` shows it.
-pub fn format_float(x: f64) -> String {
-    if x.is_nan() {
-        "+nan.0".into()
-    } else if x.is_infinite() {
-        if x > 0.0 { "+inf.0" } else { "-inf.0" }.into()
-    } else {
-        format!("{x:?}")
-    }
 }
 
 fn number_to_string(vm: &mut Vm, base: usize, argc: usize) -> R<Value> {
@@ -1525,6 +1513,27 @@ fn join(vm: &mut Vm, b: usize, _: usize) -> R<Value> {
         _ => return Err(type_err(vm, "join", "a thread", t)),
     };
     vm.join_thread(idx)
+}
+
+impl PrintEnv for Vm {
+    fn heap(&self) -> &Heap {
+        Vm::heap(self)
+    }
+    fn mutator(&self) -> &Mutator {
+        &self.m
+    }
+    fn types(&self) -> &Types {
+        &self.shared.types
+    }
+    fn symbol_name(&self, id: SymbolId) -> String {
+        self.shared.symbol_name(id)
+    }
+    fn procedure_name(&self, id: usize) -> Option<&str> {
+        self.code.protos.get(id).and_then(|p| p.name.as_deref())
+    }
+    fn primitive_name(&self, index: usize) -> &str {
+        PRIMS.get(index).map_or("?", |d| d.name)
+    }
 }
 
 /// Every primitive. Names are bound as globals when a VM starts.

@@ -651,7 +651,7 @@ impl Vm {
         self.m.stack_truncate(n - 1);
         let mut count = argc.saturating_sub(2);
         let mut cur = list;
-        let limit = builtins::list_limit(self);
+        let limit = value::list_limit(self.heap());
         while cur != NIL {
             let Some(l) = self
                 .m
