@@ -3,6 +3,11 @@
 //! A primitive is a Rust function called with its arguments on the VM's value stack
 //! (`stack[base..base + argc]`); it returns one value, and the VM pops the arguments. The
 //! table [`PRIMS`] gives each one its name and arity, which the VM checks before the call.
+//! Primitives work on the machine state of [`crate::machine`] and never import the interpreter
+//! ([`crate::vm`]), which dispatches to them through [`PRIMS`]; [`fast_code`] / [`fast_path`]
+//! are the inline fast paths of hot primitives (the compiler gets the codes through the VM's
+//! lookup). The printer's view of a [`Vm`] ([`PrintEnv`]) is implemented here, since primitive
+//! names come from [`PRIMS`].
 //!
 //! Invariants:
 //! - A primitive that allocates re-reads its arguments from the stack after every allocation
@@ -29,7 +34,7 @@ use crate::value::{
     MAX_DEPTH, NIL, TRUE, UNSPEC,
 };
 use crate::error::{ErrorKind, RtError, R};
-use crate::vm::Vm;
+use crate::machine::Vm;
 
 /// A primitive's implementation.
 pub type PrimFn = fn(&mut Vm, usize, usize) -> R<Value>;

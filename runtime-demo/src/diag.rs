@@ -1,4 +1,4 @@
-//! Diagnostics: rendering read, compile and (later) runtime errors for people.
+//! Diagnostics: rendering read, compile and runtime errors for people.
 //!
 //! A rendered diagnostic looks like
 //!

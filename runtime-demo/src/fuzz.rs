@@ -14,7 +14,7 @@ use std::time::Duration;
 use faultline::{Heap, HeapConfig};
 
 use crate::error::EvalError;
-use crate::vm::{Vm, VmConfig};
+use crate::machine::{Vm, VmConfig};
 
 /// How a fuzz input ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

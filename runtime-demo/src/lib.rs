@@ -16,6 +16,7 @@ pub mod compile;
 pub mod diag;
 pub mod error;
 pub mod fuzz;
+pub mod machine;
 pub mod options;
 pub mod printer;
 pub mod reader;
@@ -27,4 +28,4 @@ pub mod value;
 pub mod vm;
 
 pub use error::{ErrorKind, EvalError, RtError};
-pub use vm::{Vm, VmConfig};
+pub use machine::{Vm, VmConfig};

@@ -1,6 +1,7 @@
-//! The compiler: [`Datum`] trees to resolved [`Expr`] trees for a fast tree-walking interpreter.
+//! The compiler front end: [`Datum`] trees to resolved, lexically addressed [`Expr`] trees with
+//! tail calls marked, which [`crate::compile`] turns into bytecode for the VM.
 //!
-//! Invariants of the output (what the VM may rely on):
+//! Invariants of the output (what code generation and the VM may rely on):
 //! - **Frames.** Every procedure activation has exactly one frame, a vector of
 //!   [`Lambda::frame_size`] slots: slots `0..nparams` hold the required arguments, slot
 //!   `nparams` the rest list if [`Lambda::rest`], and the remaining slots the variables bound

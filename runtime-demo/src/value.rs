@@ -30,7 +30,8 @@
 //! Invariants:
 //! - A fixnum always fits 61 bits: arithmetic that leaves the range [`FIX_MIN`]..=[`FIX_MAX`]
 //!   promotes its result to a flonum (the numeric tower here is fixnum + flonum; there are no
-//!   bignums or rationals). Integer literals outside the range are read as flonums too.
+//!   bignums or rationals). Integer literals outside the range (but within `i64`, beyond which
+//!   the reader rejects them) become flonums when their constants are materialized.
 //! - Null (`Value::NULL`) is never a Scheme value: in a frame slot it means "not yet assigned"
 //!   (a letrec violation if read), in a global slot "unbound".
 //! - VM-internal words (tag `110`) only ever appear on the VM's value stack, never in objects.
