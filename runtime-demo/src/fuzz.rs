@@ -14,7 +14,7 @@ use std::time::Duration;
 use faultline::{Heap, HeapConfig};
 
 use crate::error::EvalError;
-use crate::machine::{Vm, VmConfig};
+use crate::vm::{Vm, VmConfig};
 
 /// How a fuzz input ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

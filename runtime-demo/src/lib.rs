@@ -8,6 +8,19 @@
 //! table and JSON; [`options`] maps command-line GC options onto a `HeapConfig`; [`fuzz`] is
 //! the entry point shared by the libFuzzer target and the stable fuzz smoke test.
 //!
+//! Layering (each module imports only modules on earlier lines; `tools/modcycles.py` checks
+//! that there is no import circle):
+//! 1. [`symbols`], [`reader`], [`report`]: nothing in the crate;
+//! 2. [`value`] (value encoding, heap layouts, traversal bounds), [`syntax`] (the front end),
+//!    [`options`];
+//! 3. [`roots`], [`diag`], [`printer`] (values and symbols only; everything else through
+//!    [`printer::PrintEnv`]), [`compile`] (knows no primitive: the VM passes it a lookup);
+//! 4. [`error`], then [`machine`] (the state primitives work on: [`Vm`] and what its threads
+//!    share);
+//! 5. [`builtins`] (the primitive table and implementations, over the machine);
+//! 6. [`vm`] (loading and the interpreter loop; wires the primitives into the machine and the
+//!    compiler), then [`fuzz`].
+//!
 //! Invariant: nothing in this crate reaches into Faultline internals; the heap is used through
 //! `faultline::{Heap, Mutator, Local, Root, GlobalRoot, RootSource, ...}` only.
 
