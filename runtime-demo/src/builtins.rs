@@ -27,14 +27,14 @@ use std::cmp::Ordering;
 
 use faultline::{Heap, Mutator, Value};
 
+use crate::error::{ErrorKind, RtError, R};
+use crate::machine::Vm;
 use crate::printer::{self, format_float, PrintEnv};
 use crate::symbols::SymbolId;
 use crate::value::{
     self, as_char, as_prim, as_symbol, boolean, character, fix, is_fix, unfix, Types, FALSE,
     MAX_DEPTH, NIL, TRUE, UNSPEC,
 };
-use crate::error::{ErrorKind, RtError, R};
-use crate::machine::Vm;
 
 /// A primitive's implementation.
 pub type PrimFn = fn(&mut Vm, usize, usize) -> R<Value>;
@@ -44,11 +44,15 @@ pub const MANY: u16 = u16::MAX;
 
 /// A primitive.
 pub struct PrimDef {
+    /// The name it is bound to as a global.
     pub name: &'static str,
+    /// Minimum number of arguments.
     pub min: u16,
+    /// Maximum number of arguments ([`MANY`]: no maximum).
     pub max: u16,
     /// Handled by the VM itself (not callable through `PrimCall`).
     pub special: bool,
+    /// The implementation.
     pub f: PrimFn,
 }
 

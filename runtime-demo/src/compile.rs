@@ -44,15 +44,35 @@ pub enum Op {
     /// Push slot `index` of the enclosing frame.
     Local1(u32),
     /// Push a local `depth` frames out.
-    Local { depth: u32, index: u32 },
+    Local {
+        /// Frames to walk outward.
+        depth: u32,
+        /// Slot in that frame.
+        index: u32,
+    },
     /// Pop into slot `index` of the current frame.
     SetLocal0(u32),
     /// Pop into a local `depth` frames out.
-    SetLocal { depth: u32, index: u32 },
+    SetLocal {
+        /// Frames to walk outward.
+        depth: u32,
+        /// Slot in that frame.
+        index: u32,
+    },
     /// Push a global (error if unbound).
-    Global { sym: u32, site: u32 },
+    Global {
+        /// The global's symbol id.
+        sym: u32,
+        /// Site of the reference.
+        site: u32,
+    },
     /// Pop into an existing global (error if unbound).
-    SetGlobal { sym: u32, site: u32 },
+    SetGlobal {
+        /// The global's symbol id.
+        sym: u32,
+        /// Site of the `set!`.
+        site: u32,
+    },
     /// Pop into a global, defining it.
     DefGlobal(u32),
     /// Drop the top of the stack.
@@ -66,32 +86,62 @@ pub enum Op {
     /// If the top is true, jump keeping it; else pop it.
     OrJump(u32),
     /// If the top is `eqv?` to the immediate, jump (the key stays on the stack).
-    CaseImm { value: Value, target: u32 },
+    CaseImm {
+        /// The datum, an immediate.
+        value: Value,
+        /// Where the matching clause starts.
+        target: u32,
+    },
     /// If the top is `eqv?` to the constant, jump (the key stays on the stack).
-    CaseConst { slot: u32, target: u32 },
+    CaseConst {
+        /// Constant-table slot of the datum.
+        slot: u32,
+        /// Where the matching clause starts.
+        target: u32,
+    },
     /// Push a closure of prototype `id` over the current frame.
     Closure(u32),
     /// Call the procedure below the top `argc` values.
-    Call { argc: u32, site: u32 },
+    Call {
+        /// Number of arguments.
+        argc: u32,
+        /// Site of the call.
+        site: u32,
+    },
     /// Tail call: the callee replaces the current activation.
-    TailCall { argc: u32, site: u32 },
+    TailCall {
+        /// Number of arguments.
+        argc: u32,
+        /// Site of the call.
+        site: u32,
+    },
     /// Call of a global that named primitive `prim` when compiled: the arguments are on the
     /// stack (no procedure below them). If the global still holds that primitive it is called
     /// directly (through an inline fast path if `fast` is non-zero, see
     /// [`crate::builtins::fast_code`]), otherwise the global's value is called like `Call`.
     PrimCall {
+        /// The global called.
         sym: u32,
+        /// The primitive it held when compiled.
         prim: u16,
+        /// Number of arguments.
         argc: u8,
+        /// Inline fast-path code (0: none).
         fast: u8,
+        /// Site of the call.
         site: u32,
     },
     /// As `PrimCall`, in tail position (returns the primitive's result, or tail-calls).
     PrimTail {
+        /// The global called.
         sym: u32,
+        /// The primitive it held when compiled.
         prim: u16,
+        /// Number of arguments.
         argc: u8,
+        /// Inline fast-path code (0: none).
         fast: u8,
+        /// Site of the call.
         site: u32,
     },
     /// Return the top of the stack.
@@ -120,8 +170,11 @@ pub struct Proto {
 /// The code store.
 #[derive(Clone, Debug, Default)]
 pub struct Code {
+    /// The instructions of every prototype.
     pub ops: Vec<Op>,
+    /// Prototypes by id (closures name them in their word 0).
     pub protos: Vec<Proto>,
+    /// Source spans that ops name by index (`site`).
     pub sites: Vec<Span>,
 }
 

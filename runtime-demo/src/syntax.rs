@@ -73,7 +73,9 @@ pub const KEYWORDS: &[&str] = &[
 /// A resolved local variable: walk `depth` frames outward, then take slot `index`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LocalAddr {
+    /// Frames to walk outward (0: the current frame).
     pub depth: u32,
+    /// Slot in that frame.
     pub index: u32,
 }
 
@@ -84,7 +86,9 @@ pub struct ConstId(pub u32);
 /// A constant: a quoted or self-evaluating datum.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Const {
+    /// Its id, dense per top-level form.
     pub id: ConstId,
+    /// The datum.
     pub datum: Datum,
 }
 
@@ -95,33 +99,48 @@ pub enum Expr {
     Const(Const),
     /// The unspecified value (`(if #f #f)`, a `when` whose test fails, ...).
     Unspecified,
+    /// A local variable.
     LocalRef(LocalAddr),
     /// A global variable; `span` is the reference (for "unbound variable" errors).
     GlobalRef {
+        /// The global.
         sym: SymbolId,
+        /// The reference.
         span: Span,
     },
     /// Assigns a local (`set!`, and initialization of `let`-family and internal-define slots);
     /// yields the unspecified value.
     SetLocal {
+        /// The slot.
         addr: LocalAddr,
+        /// The new value.
         value: Box<Expr>,
     },
     /// `set!` of a global; `span` is the whole `set!` form.
     SetGlobal {
+        /// The global.
         sym: SymbolId,
+        /// The new value.
         value: Box<Expr>,
+        /// The `set!` form.
         span: Span,
     },
     /// Top-level `define`; yields the unspecified value.
     DefineGlobal {
+        /// The global.
         sym: SymbolId,
+        /// Its value.
         value: Box<Expr>,
+        /// The `define` form.
         span: Span,
     },
+    /// `(if test then else)`; a missing else branch is [`Expr::Unspecified`].
     If {
+        /// The test.
         test: Box<Expr>,
+        /// Evaluated if the test is true.
         then: Box<Expr>,
+        /// Evaluated otherwise.
         else_: Box<Expr>,
     },
     /// Evaluates operands left to right, stopping at the first false one (yielding `#f`);
@@ -132,8 +151,11 @@ pub enum Expr {
     /// Evaluates `key`, then the body of the first clause with a datum `eqv?` to it, else
     /// `default`.
     Case {
+        /// The key.
         key: Box<Expr>,
+        /// The clauses, in order.
         clauses: Vec<CaseClause>,
+        /// Evaluated when no clause matches.
         default: Box<Expr>,
     },
     /// Evaluates all elements in order, yielding the last one's value. At least two elements.
@@ -142,9 +164,13 @@ pub enum Expr {
     Lambda(Arc<Lambda>),
     /// A procedure call; `span` is the whole call form (the call site, for backtraces).
     Call {
+        /// The procedure.
         func: Box<Expr>,
+        /// The arguments.
         args: Vec<Expr>,
+        /// Whether the call is in tail position.
         tail: bool,
+        /// The call form.
         span: Span,
     },
 }
@@ -152,7 +178,9 @@ pub enum Expr {
 /// One clause of [`Expr::Case`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct CaseClause {
+    /// The data the key is compared with.
     pub data: Vec<Const>,
+    /// What the clause evaluates to.
     pub body: Expr,
 }
 
@@ -165,6 +193,7 @@ pub struct Lambda {
     pub rest: bool,
     /// Slots of a frame of this procedure (parameters included).
     pub frame_size: u32,
+    /// The body, in tail context.
     pub body: Expr,
     /// The name it was defined or bound under, if any (for backtraces).
     pub name: Option<Arc<str>>,
@@ -175,11 +204,13 @@ pub struct Lambda {
 /// A compiled top-level form.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TopLevel {
+    /// The form, compiled.
     pub body: Expr,
     /// Slots of the frame the form runs in.
     pub frame_size: u32,
     /// Number of constants; their ids are `0..const_count`.
     pub const_count: u32,
+    /// The whole form.
     pub span: Span,
 }
 
@@ -196,7 +227,9 @@ impl TopLevel {
 /// A compile error: a message and the span of the offending form.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompileError {
+    /// What is wrong.
     pub message: String,
+    /// The offending form.
     pub span: Span,
 }
 

@@ -182,12 +182,19 @@ pub const MAX_DEPTH: usize = 10_000;
 /// The heap types of the runtime, registered once per heap.
 #[derive(Clone, Copy, Debug)]
 pub struct Types {
+    /// Pairs.
     pub pair: TypeId,
+    /// Flonums.
     pub flonum: TypeId,
+    /// Strings.
     pub string: TypeId,
+    /// Vectors.
     pub vector: TypeId,
+    /// Closures.
     pub closure: TypeId,
+    /// Activation frames.
     pub frame: TypeId,
+    /// Threads (`spawn` results).
     pub thread: TypeId,
 }
 
