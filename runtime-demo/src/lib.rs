@@ -8,8 +8,8 @@
 //! table and JSON; [`options`] maps command-line GC options onto a `HeapConfig`; [`fuzz`] is
 //! the entry point shared by the libFuzzer target and the stable fuzz smoke test.
 //!
-//! Layering (each module imports only modules on earlier lines; `tools/modcycles.py` checks
-//! that there is no import circle):
+//! Layering (each module imports only modules on earlier lines, so there is no import
+//! circle):
 //! 1. [`symbols`], [`reader`], [`report`]: nothing in the crate;
 //! 2. [`value`] (value encoding, heap layouts, traversal bounds), [`syntax`] (the front end),
 //!    [`options`];
