@@ -7,7 +7,7 @@
 //!
 //! Stack discipline (what the interpreter may rely on):
 //! - every expression compiled in value context pushes exactly one value; in effect context
-//!   ([`Gen::effect`]) it pushes nothing;
+//!   (`Gen::effect`) it pushes nothing;
 //! - a procedure body is compiled in tail context: every path ends in `Return`, `TailCall` or
 //!   `PrimTail`, so control never runs off the end of a prototype's range;
 //! - top-level forms are prototypes with no parameters whose calls are never tail calls

@@ -1,19 +1,19 @@
-//! The machine state every primitive works on: [`Vm`] (one thread's mutator, registers and
-//! code snapshot), [`Shared`] (what all threads of one program share: heap, types, root
+//! The machine state every primitive works on: [`Vm`] (one thread's mutator, code snapshot and
+//! step count), [`Shared`] (what all threads of one program share: heap, types, root
 //! tables, code, symbols, output, threads), [`VmConfig`], and the operations below the
 //! interpreter: allocation helpers, interning, program output, error rendering, and threads.
 //!
 //! The interpreter ([`crate::vm`]) and the primitives ([`crate::builtins`]) both build on this
 //! module; it depends on neither. A spawned thread runs its thunk through
-//! [`Shared::thread_main`], which the interpreter installs when it creates the program.
+//! `Shared::thread_main`, which the interpreter installs when it creates the program.
 //!
 //! Invariants:
 //! - Every allocation helper may reach a safepoint: a caller holding a `Value` that may be a
 //!   reference in a Rust variable across one must re-read it afterwards (from the value stack,
-//!   a frame or a root table). [`Vm::cons_at`] takes its operands as stack slots for this reason.
-//! - [`Shared::globals`] slot `i` is the global variable named by `SymbolId(i)`; a null slot is
-//!   unbound. Constants live in [`Shared::consts`] at the slots the compiler assigned.
-//! - [`Vm::code`] is a snapshot of [`Shared::code`], which only grows: an op index or prototype
+//!   a frame or a root table). `Vm::cons_at` takes its operands as stack slots for this reason.
+//! - `Shared::globals` slot `i` is the global variable named by `SymbolId(i)`; a null slot is
+//!   unbound. Constants live in `Shared::consts` at the slots the compiler assigned.
+//! - `Vm::code` is a snapshot of `Shared::code`, which only grows: an op index or prototype
 //!   id valid in a snapshot stays valid in every later one.
 //! - A thread's result leaves it as a [`GlobalRoot`], so it survives collections until `join`
 //!   reads it back onto the joiner's stack.
