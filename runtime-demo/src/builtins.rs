@@ -3,6 +3,11 @@
 //! A primitive is a Rust function called with its arguments on the VM's value stack
 //! (`stack[base..base + argc]`); it returns one value, and the VM pops the arguments. The
 //! table [`PRIMS`] gives each one its name and arity, which the VM checks before the call.
+//! Primitives work on the machine state of [`crate::machine`] and never import the interpreter
+//! ([`crate::vm`]), which dispatches to them through [`PRIMS`]; [`fast_code`] / [`fast_path`]
+//! are the inline fast paths of hot primitives (the compiler gets the codes through the VM's
+//! lookup). The printer's view of a [`Vm`] ([`PrintEnv`]) is implemented here, since primitive
+//! names come from [`PRIMS`].
 //!
 //! Invariants:
 //! - A primitive that allocates re-reads its arguments from the stack after every allocation
@@ -11,22 +16,25 @@
 //! - Primitives never call back into Scheme code (higher-order procedures such as `map` are
 //!   written in Scheme in the prelude; `apply` is handled by the VM's call path), so the VM
 //!   never recurses in Rust.
-//! - Traversals of possibly circular data are bounded by [`list_limit`] (more pairs than the
-//!   heap can hold means a cycle) or by a depth limit, so a primitive always terminates.
+//! - Traversals of possibly circular data are bounded by [`value::list_limit`] (more pairs
+//!   than the heap can hold means a cycle) or by [`MAX_DEPTH`], so a primitive always
+//!   terminates.
 //! - Numbers: fixnums (61-bit) and flonums only. Exact integer operations that overflow the
 //!   fixnum range return flonums; `/` of exact integers that do not divide evenly returns a
 //!   flonum (there are no rationals); exact division by zero is an error.
 
 use std::cmp::Ordering;
 
-use faultline::Value;
+use faultline::{Heap, Mutator, Value};
 
-use crate::printer;
+use crate::error::{ErrorKind, RtError, R};
+use crate::machine::Vm;
+use crate::printer::{self, format_float, PrintEnv};
+use crate::symbols::SymbolId;
 use crate::value::{
-    self, as_char, as_prim, as_symbol, boolean, character, fix, is_fix, unfix, FALSE, NIL, TRUE,
-    UNSPEC,
+    self, as_char, as_prim, as_symbol, boolean, character, fix, is_fix, unfix, Types, FALSE,
+    MAX_DEPTH, NIL, TRUE, UNSPEC,
 };
-use crate::vm::{ErrorKind, RtError, Vm, R};
 
 /// A primitive's implementation.
 pub type PrimFn = fn(&mut Vm, usize, usize) -> R<Value>;
@@ -36,11 +44,15 @@ pub const MANY: u16 = u16::MAX;
 
 /// A primitive.
 pub struct PrimDef {
+    /// The name it is bound to as a global.
     pub name: &'static str,
+    /// Minimum number of arguments.
     pub min: u16,
+    /// Maximum number of arguments ([`MANY`]: no maximum).
     pub max: u16,
     /// Handled by the VM itself (not callable through `PrimCall`).
     pub special: bool,
+    /// The implementation.
     pub f: PrimFn,
 }
 
@@ -154,14 +166,11 @@ pub fn fast_path(vm: &mut Vm, code: u8, base: usize) -> Option<Value> {
     }
 }
 
-/// More pairs than this cannot exist in the heap: a longer traversal is a cycle.
-pub fn list_limit(vm: &Vm) -> usize {
-    let c = vm.heap().config();
-    (c.max_heap_bytes + c.large_object_space_bytes) / 16 + 16
+/// More pairs than the heap can hold (see [`value::list_limit`]): a longer traversal is a cycle.
+#[inline]
+fn list_limit(vm: &Vm) -> usize {
+    value::list_limit(vm.heap())
 }
-
-/// Depth limit of recursive traversals (`equal?`, printing).
-pub const MAX_DEPTH: usize = 10_000;
 
 #[inline]
 fn arg(vm: &Vm, base: usize, i: usize) -> Value {
@@ -649,17 +658,6 @@ fn lcm(vm: &mut Vm, base: usize, argc: usize) -> R<Value> {
         };
     }
     vm.make_int(l)
-}
-
-/// Formats a flonum the way `write` shows it.
-pub fn format_float(x: f64) -> String {
-    if x.is_nan() {
-        "+nan.0".into()
-    } else if x.is_infinite() {
-        if x > 0.0 { "+inf.0" } else { "-inf.0" }.into()
-    } else {
-        format!("{x:?}")
-    }
 }
 
 fn number_to_string(vm: &mut Vm, base: usize, argc: usize) -> R<Value> {
@@ -1524,6 +1522,27 @@ fn join(vm: &mut Vm, b: usize, _: usize) -> R<Value> {
         _ => return Err(type_err(vm, "join", "a thread", t)),
     };
     vm.join_thread(idx)
+}
+
+impl PrintEnv for Vm {
+    fn heap(&self) -> &Heap {
+        Vm::heap(self)
+    }
+    fn mutator(&self) -> &Mutator {
+        &self.m
+    }
+    fn types(&self) -> &Types {
+        &self.shared.types
+    }
+    fn symbol_name(&self, id: SymbolId) -> String {
+        self.shared.symbol_name(id)
+    }
+    fn procedure_name(&self, id: usize) -> Option<&str> {
+        self.code.protos.get(id).and_then(|p| p.name.as_deref())
+    }
+    fn primitive_name(&self, index: usize) -> &str {
+        PRIMS.get(index).map_or("?", |d| d.name)
+    }
 }
 
 /// Every primitive. Names are bound as globals when a VM starts.

@@ -7,7 +7,7 @@
 //!
 //! Stack discipline (what the interpreter may rely on):
 //! - every expression compiled in value context pushes exactly one value; in effect context
-//!   ([`Gen::effect`]) it pushes nothing;
+//!   (`Gen::effect`) it pushes nothing;
 //! - a procedure body is compiled in tail context: every path ends in `Return`, `TailCall` or
 //!   `PrimTail`, so control never runs off the end of a prototype's range;
 //! - top-level forms are prototypes with no parameters whose calls are never tail calls
@@ -15,6 +15,10 @@
 //! - constants that are immediates become `Imm` ops; the others (strings, flonums, lists,
 //!   vectors) get a slot in the VM's constant table, returned in [`Output::pending`] to be
 //!   materialized in the heap before the code runs.
+//!
+//! The generator does not know the primitive table: which globals name primitives, and the
+//! inline fast-path code of a call to one, come from the [`PrimLookup`] the VM passes to
+//! [`Gen::new`] (a `PrimCall` op records both; the VM re-checks the global when it runs).
 //!
 //! Invariant: codegen never panics and recursion is bounded by the compiler's
 //! [`crate::syntax::MAX_NESTING`].
@@ -24,7 +28,8 @@ use std::sync::Arc;
 use faultline::Value;
 
 use crate::reader::{Datum, DatumKind, Span};
-use crate::syntax::{CaseClause, Const, Expr, Lambda, LocalAddr, SymbolId, SymbolTable, TopLevel};
+use crate::symbols::{SymbolId, SymbolTable};
+use crate::syntax::{CaseClause, Const, Expr, Lambda, LocalAddr, TopLevel};
 use crate::value::{self, NIL};
 
 /// One instruction.
@@ -39,15 +44,35 @@ pub enum Op {
     /// Push slot `index` of the enclosing frame.
     Local1(u32),
     /// Push a local `depth` frames out.
-    Local { depth: u32, index: u32 },
+    Local {
+        /// Frames to walk outward.
+        depth: u32,
+        /// Slot in that frame.
+        index: u32,
+    },
     /// Pop into slot `index` of the current frame.
     SetLocal0(u32),
     /// Pop into a local `depth` frames out.
-    SetLocal { depth: u32, index: u32 },
+    SetLocal {
+        /// Frames to walk outward.
+        depth: u32,
+        /// Slot in that frame.
+        index: u32,
+    },
     /// Push a global (error if unbound).
-    Global { sym: u32, site: u32 },
+    Global {
+        /// The global's symbol id.
+        sym: u32,
+        /// Site of the reference.
+        site: u32,
+    },
     /// Pop into an existing global (error if unbound).
-    SetGlobal { sym: u32, site: u32 },
+    SetGlobal {
+        /// The global's symbol id.
+        sym: u32,
+        /// Site of the `set!`.
+        site: u32,
+    },
     /// Pop into a global, defining it.
     DefGlobal(u32),
     /// Drop the top of the stack.
@@ -61,32 +86,62 @@ pub enum Op {
     /// If the top is true, jump keeping it; else pop it.
     OrJump(u32),
     /// If the top is `eqv?` to the immediate, jump (the key stays on the stack).
-    CaseImm { value: Value, target: u32 },
+    CaseImm {
+        /// The datum, an immediate.
+        value: Value,
+        /// Where the matching clause starts.
+        target: u32,
+    },
     /// If the top is `eqv?` to the constant, jump (the key stays on the stack).
-    CaseConst { slot: u32, target: u32 },
+    CaseConst {
+        /// Constant-table slot of the datum.
+        slot: u32,
+        /// Where the matching clause starts.
+        target: u32,
+    },
     /// Push a closure of prototype `id` over the current frame.
     Closure(u32),
     /// Call the procedure below the top `argc` values.
-    Call { argc: u32, site: u32 },
+    Call {
+        /// Number of arguments.
+        argc: u32,
+        /// Site of the call.
+        site: u32,
+    },
     /// Tail call: the callee replaces the current activation.
-    TailCall { argc: u32, site: u32 },
+    TailCall {
+        /// Number of arguments.
+        argc: u32,
+        /// Site of the call.
+        site: u32,
+    },
     /// Call of a global that named primitive `prim` when compiled: the arguments are on the
     /// stack (no procedure below them). If the global still holds that primitive it is called
     /// directly (through an inline fast path if `fast` is non-zero, see
     /// [`crate::builtins::fast_code`]), otherwise the global's value is called like `Call`.
     PrimCall {
+        /// The global called.
         sym: u32,
+        /// The primitive it held when compiled.
         prim: u16,
+        /// Number of arguments.
         argc: u8,
+        /// Inline fast-path code (0: none).
         fast: u8,
+        /// Site of the call.
         site: u32,
     },
     /// As `PrimCall`, in tail position (returns the primitive's result, or tail-calls).
     PrimTail {
+        /// The global called.
         sym: u32,
+        /// The primitive it held when compiled.
         prim: u16,
+        /// Number of arguments.
         argc: u8,
+        /// Inline fast-path code (0: none).
         fast: u8,
+        /// Site of the call.
         site: u32,
     },
     /// Return the top of the stack.
@@ -115,8 +170,11 @@ pub struct Proto {
 /// The code store.
 #[derive(Clone, Debug, Default)]
 pub struct Code {
+    /// The instructions of every prototype.
     pub ops: Vec<Op>,
+    /// Prototypes by id (closures name them in their word 0).
     pub protos: Vec<Proto>,
+    /// Source spans that ops name by index (`site`).
     pub sites: Vec<Span>,
 }
 
@@ -138,12 +196,18 @@ pub struct Output {
     pub pending: Vec<(u32, Datum)>,
 }
 
+/// How the compiler learns about primitives: for a global name and an argument count, the
+/// index of the primitive the global names when compiling (if any) and the inline fast-path
+/// code for such a call (0: none). The VM supplies it from its primitive table, so the
+/// compiler does not depend on the primitives.
+pub type PrimLookup<'a> = dyn Fn(SymbolId, usize) -> Option<(usize, u8)> + 'a;
+
 /// Code generator state for one batch.
 pub struct Gen<'a> {
     code: &'a mut Code,
     symbols: &'a mut SymbolTable,
-    /// Primitive index of a global name, if it names one.
-    prim_of: &'a dyn Fn(SymbolId) -> Option<usize>,
+    /// See [`PrimLookup`].
+    prim_of: &'a PrimLookup<'a>,
     /// Next free constant slot.
     next_const: &'a mut u32,
     out: Output,
@@ -183,10 +247,12 @@ enum ConstRep {
 }
 
 impl<'a> Gen<'a> {
+    /// A generator appending to `code`, interning into `symbols`, resolving primitives through
+    /// `prim_of` and numbering constant slots from `*next_const` (advanced as slots are used).
     pub fn new(
         code: &'a mut Code,
         symbols: &'a mut SymbolTable,
-        prim_of: &'a dyn Fn(SymbolId) -> Option<usize>,
+        prim_of: &'a PrimLookup<'a>,
         next_const: &'a mut u32,
     ) -> Gen<'a> {
         Gen {
@@ -496,9 +562,8 @@ impl<'a> Gen<'a> {
     fn call(&mut self, buf: &mut Buf, func: &Expr, args: &[Expr], span: &Span, tail: bool) {
         let site = self.site(span);
         if let Expr::GlobalRef { sym, .. } = func {
-            if let Some(prim) = (self.prim_of)(*sym) {
+            if let Some((prim, fast)) = (self.prim_of)(*sym, args.len()) {
                 if let (Ok(prim), Ok(argc)) = (u16::try_from(prim), u8::try_from(args.len())) {
-                    let fast = crate::builtins::fast_code(prim as usize, argc as usize);
                     for a in args {
                         self.value(buf, a);
                     }
@@ -563,7 +628,7 @@ mod tests {
         let mut code = Code::default();
         let mut next = 0;
         let car = syms.intern("car");
-        let prim_of = move |s: SymbolId| (s == car).then_some(0);
+        let prim_of = move |s: SymbolId, _argc: usize| (s == car).then_some((0, 0));
         let out = Gen::new(&mut code, &mut syms, &prim_of, &mut next).toplevels(&tls);
         (code, out)
     }

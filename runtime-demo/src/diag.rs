@@ -1,4 +1,4 @@
-//! Diagnostics: rendering read, compile and (later) runtime errors for people.
+//! Diagnostics: rendering read, compile and runtime errors for people.
 //!
 //! A rendered diagnostic looks like
 //!
@@ -33,8 +33,11 @@ pub const BACKTRACE_LIMIT: usize = 10;
 /// How serious a diagnostic is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Severity {
+    /// An error.
     Error,
+    /// A warning.
     Warning,
+    /// A note.
     Note,
 }
 
@@ -51,23 +54,31 @@ impl fmt::Display for Severity {
 /// A secondary message, with or without its own location.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {
+    /// Where it applies, if anywhere.
     pub span: Option<Span>,
+    /// The text.
     pub message: String,
 }
 
 /// One backtrace entry: a call site and, if known, the name of the procedure called there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
+    /// Where the call was made.
     pub call_site: Span,
+    /// The procedure called there, if it has a name.
     pub callee: Option<String>,
 }
 
 /// A message about a place in the source.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// How serious it is.
     pub severity: Severity,
+    /// The main message.
     pub message: String,
+    /// Where it happened, if known.
     pub span: Option<Span>,
+    /// Secondary messages.
     pub notes: Vec<Note>,
     /// Innermost call first.
     pub backtrace: Vec<Frame>,
@@ -198,6 +209,7 @@ pub struct SourceMap {
 }
 
 impl SourceMap {
+    /// An empty map.
     pub fn new() -> SourceMap {
         SourceMap::default()
     }
@@ -296,7 +308,8 @@ fn render_backtrace(out: &mut String, frames: &[Frame]) {
 mod tests {
     use super::*;
     use crate::reader::read_all;
-    use crate::syntax::{compile_program, SymbolTable};
+    use crate::symbols::SymbolTable;
+    use crate::syntax::compile_program;
     use proptest::prelude::*;
     use std::sync::Arc;
 

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use faultline::{Heap, HeapConfig};
 
-use crate::vm::{EvalError, Vm, VmConfig};
+use crate::error::EvalError;
+use crate::vm::{Vm, VmConfig};
 
 /// How a fuzz input ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,20 +8,37 @@
 //! table and JSON; [`options`] maps command-line GC options onto a `HeapConfig`; [`fuzz`] is
 //! the entry point shared by the libFuzzer target and the stable fuzz smoke test.
 //!
+//! Layering (each module imports only modules on earlier lines, so there is no import
+//! circle):
+//! 1. [`symbols`], [`reader`], [`report`]: nothing in the crate;
+//! 2. [`value`] (value encoding, heap layouts, traversal bounds), [`syntax`] (the front end),
+//!    [`options`];
+//! 3. [`roots`], [`diag`], [`printer`] (values and symbols only; everything else through
+//!    [`printer::PrintEnv`]), [`compile`] (knows no primitive: the VM passes it a lookup);
+//! 4. [`error`], then [`machine`] (the state primitives work on: [`Vm`] and what its threads
+//!    share);
+//! 5. [`builtins`] (the primitive table and implementations, over the machine);
+//! 6. [`vm`] (loading and the interpreter loop; wires the primitives into the machine and the
+//!    compiler), then [`fuzz`].
+//!
 //! Invariant: nothing in this crate reaches into Faultline internals; the heap is used through
 //! `faultline::{Heap, Mutator, Local, Root, GlobalRoot, RootSource, ...}` only.
 
 pub mod builtins;
 pub mod compile;
 pub mod diag;
+pub mod error;
 pub mod fuzz;
+pub mod machine;
 pub mod options;
 pub mod printer;
 pub mod reader;
 pub mod report;
 pub mod roots;
+pub mod symbols;
 pub mod syntax;
 pub mod value;
 pub mod vm;
 
-pub use vm::{ErrorKind, EvalError, RtError, Vm, VmConfig};
+pub use error::{ErrorKind, EvalError, RtError};
+pub use machine::{Vm, VmConfig};

@@ -23,37 +23,53 @@ pub enum GcArg {
 /// `--strategy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum StrategyArg {
+    /// `Strategy::Auto`: MOVE if the probe says it works, else COPY.
     Auto,
+    /// `Strategy::Copy`: fill a buffer, `UFFDIO_COPY`.
     Copy,
+    /// `Strategy::Move`: fill a staging page, `UFFDIO_MOVE`.
     Move,
+    /// `Strategy::Minor`: memfd arena filled through a second view, `UFFDIO_CONTINUE`.
     Minor,
 }
 
 /// `--faults`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FaultsArg {
+    /// `FaultMode::Auto`: SIGBUS if available, else a handler thread.
     Auto,
+    /// `FaultMode::Sigbus`: SIGBUS in the faulting thread.
     Sigbus,
+    /// `FaultMode::Thread`: handler thread(s).
     Thread,
 }
 
 /// `--barrier`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BarrierArg {
+    /// `Barrier::Satb`: snapshot-at-the-beginning deletion barrier.
     Satb,
     #[value(name = "wp_async")]
+    /// `Barrier::WpAsync`: no barrier; userfaultfd write-protect and `PAGEMAP_SCAN`.
     WpAsync,
 }
 
 /// The GC options of `run` (and `repl`).
 #[derive(Clone, Debug, Default)]
 pub struct GcOptions {
+    /// `--heap SIZE` in bytes (default [`DEFAULT_HEAP`]).
     pub heap: Option<usize>,
+    /// `--gc stw|concurrent`.
     pub gc: Option<GcArg>,
+    /// `--strategy`.
     pub strategy: Option<StrategyArg>,
+    /// `--faults`.
     pub faults: Option<FaultsArg>,
+    /// `--barrier`.
     pub barrier: Option<BarrierArg>,
+    /// `--verify`.
     pub verify: bool,
+    /// `--gc-stress N`: a collection every N allocations.
     pub stress: Option<u64>,
     /// `--gc-stress-random N`: seeded random collection intervals of mean N.
     pub stress_random: Option<u64>,

@@ -1,5 +1,9 @@
 //! Printing values: `display` (human-readable) and `write` (readable back where possible).
 //!
+//! The printer depends only on the value encoding ([`crate::value`]) and symbol ids; what it
+//! needs from a running program (reading heap objects, the names of symbols, procedures and
+//! primitives) it asks through [`PrintEnv`], which the VM implements.
+//!
 //! Invariants:
 //! - Printing never allocates in the heap and never reaches a safepoint, so it may hold
 //!   references it reads in Rust variables.
@@ -10,20 +14,48 @@
 
 use std::fmt::Write as _;
 
-use faultline::Value;
+use faultline::{Heap, Mutator, Value};
 
-use crate::builtins::{format_float, list_limit, MAX_DEPTH};
+use crate::symbols::SymbolId;
 use crate::value::{
-    as_char, as_prim, as_symbol, tag, unfix, EOF, FALSE, NIL, TAG_FIX, TAG_INTERNAL, TRUE, UNSPEC,
+    as_char, as_prim, as_symbol, list_limit, tag, unfix, Types, EOF, FALSE, MAX_DEPTH, NIL,
+    TAG_FIX, TAG_INTERNAL, TRUE, UNSPEC,
 };
-use crate::vm::Vm;
+
+/// What printing reads besides the value itself. None of these may allocate or reach a
+/// safepoint.
+pub trait PrintEnv {
+    /// The heap the values live in (its size bounds list traversals).
+    fn heap(&self) -> &Heap;
+    /// The mutator through which heap objects are read.
+    fn mutator(&self) -> &Mutator;
+    /// The runtime's heap types.
+    fn types(&self) -> &Types;
+    /// The name of symbol `id`.
+    fn symbol_name(&self, id: SymbolId) -> String;
+    /// The name of procedure prototype `id`, if it has one.
+    fn procedure_name(&self, id: usize) -> Option<&str>;
+    /// The name of primitive `index` (`"?"` for an unknown index).
+    fn primitive_name(&self, index: usize) -> &str;
+}
 
 /// The printed form of `v` (`write` style if `write`, else `display` style).
-pub fn to_string(vm: &Vm, v: Value, write: bool) -> String {
+pub fn to_string<E: PrintEnv + ?Sized>(env: &E, v: Value, write: bool) -> String {
     let mut out = String::new();
-    let mut budget = list_limit(vm);
-    print(vm, v, write, &mut out, 0, &mut budget);
+    let mut budget = list_limit(env.heap());
+    print(env, v, write, &mut out, 0, &mut budget);
     out
+}
+
+/// Formats a flonum the way `write` shows it.
+pub fn format_float(x: f64) -> String {
+    if x.is_nan() {
+        "+nan.0".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "+inf.0" } else { "-inf.0" }.into()
+    } else {
+        format!("{x:?}")
+    }
 }
 
 fn char_name(c: char) -> Option<&'static str> {
@@ -59,7 +91,14 @@ fn write_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
-fn print(vm: &Vm, v: Value, write: bool, out: &mut String, depth: usize, budget: &mut usize) {
+fn print<E: PrintEnv + ?Sized>(
+    vm: &E,
+    v: Value,
+    write: bool,
+    out: &mut String,
+    depth: usize,
+    budget: &mut usize,
+) {
     if depth > MAX_DEPTH || *budget == 0 {
         out.push_str("...");
         return;
@@ -93,9 +132,9 @@ fn print(vm: &Vm, v: Value, write: bool, out: &mut String, depth: usize, budget:
                         out.push(c);
                     }
                 } else if let Some(id) = as_symbol(v) {
-                    out.push_str(&vm.shared.symbol_name(id));
+                    out.push_str(&vm.symbol_name(id));
                 } else if let Some(p) = as_prim(v) {
-                    let name = crate::builtins::PRIMS.get(p).map_or("?", |d| d.name);
+                    let name = vm.primitive_name(p);
                     let _ = write!(out, "#<primitive {name}>");
                 } else {
                     out.push_str(match v {
@@ -111,11 +150,11 @@ fn print(vm: &Vm, v: Value, write: bool, out: &mut String, depth: usize, budget:
         }
         return;
     }
-    let Some(l) = vm.m.local(v) else {
+    let Some(l) = vm.mutator().local(v) else {
         out.push_str("#<?>");
         return;
     };
-    let t = &vm.shared.types;
+    let t = vm.types();
     let ty = l.type_id();
     if ty == t.pair {
         out.push('(');
@@ -129,7 +168,7 @@ fn print(vm: &Vm, v: Value, write: bool, out: &mut String, depth: usize, budget:
                 out.push_str(" ...");
                 break;
             }
-            match vm.m.local(rest).filter(|r| r.type_id() == t.pair) {
+            match vm.mutator().local(rest).filter(|r| r.type_id() == t.pair) {
                 Some(p) => {
                     out.push(' ');
                     print(vm, p.get(0), write, out, depth + 1, budget);
@@ -163,7 +202,7 @@ fn print(vm: &Vm, v: Value, write: bool, out: &mut String, depth: usize, budget:
         out.push(')');
     } else if ty == t.closure {
         let id = l.word(0) as usize;
-        match vm.code.protos.get(id).and_then(|p| p.name.as_deref()) {
+        match vm.procedure_name(id) {
             Some(name) => {
                 let _ = write!(out, "#<procedure {name}>");
             }

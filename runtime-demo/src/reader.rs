@@ -76,27 +76,37 @@ impl fmt::Display for Span {
 /// A datum read from source: a value and where it came from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Datum {
+    /// What was read.
     pub kind: DatumKind,
+    /// Where it was read from.
     pub span: Span,
 }
 
 /// The shape of a [`Datum`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum DatumKind {
+    /// An integer literal (full `i64` range).
     Fixnum(i64),
+    /// A float literal.
     Float(f64),
+    /// `#t` / `#f`.
     Bool(bool),
+    /// A character literal.
     Char(char),
+    /// A string literal (escapes resolved).
     Str(String),
+    /// A symbol.
     Symbol(String),
     /// A proper list; `()` is the empty one.
     List(Vec<Datum>),
     /// An improper list `(a b . c)`: non-empty prefix; the tail is never a (dotted) list.
     Dotted(Vec<Datum>, Box<Datum>),
+    /// A vector `#(...)`.
     Vector(Vec<Datum>),
 }
 
 impl Datum {
+    /// A datum of `kind` read from `span`.
     pub fn new(kind: DatumKind, span: Span) -> Datum {
         Datum { kind, span }
     }
@@ -262,7 +272,12 @@ pub enum ReadErrorKind {
     /// A closing delimiter with no list open.
     UnexpectedClose(char),
     /// A closing delimiter of the wrong kind, e.g. `(a]`.
-    MismatchedClose { open: char, close: char },
+    MismatchedClose {
+        /// The opening delimiter.
+        open: char,
+        /// The closing delimiter met.
+        close: char,
+    },
     /// An unknown or malformed string escape (the text of the escape).
     BadEscape(String),
     /// A `#` not followed by valid syntax (the text read).
@@ -277,7 +292,9 @@ pub enum ReadErrorKind {
     BadDot,
     /// A prefix (`'`, `#;`, ...) with no datum after it; `found` is the closer met, `None` at EOF.
     MissingDatum {
+        /// The prefix.
         after: &'static str,
+        /// The closer met instead, `None` at end of input.
         found: Option<char>,
     },
     /// Nesting deeper than [`MAX_DEPTH`].
@@ -324,7 +341,9 @@ impl fmt::Display for ReadErrorKind {
 /// A read error and where it happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadError {
+    /// What went wrong.
     pub kind: ReadErrorKind,
+    /// Where.
     pub span: Span,
 }
 
@@ -400,6 +419,7 @@ fn closer_for(open: char) -> char {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader at the start of `src`, whose spans name `file`.
     pub fn new(file: &str, src: &'a str) -> Reader<'a> {
         Reader {
             file: Arc::from(file),

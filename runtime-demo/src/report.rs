@@ -87,20 +87,35 @@ pub fn log_line(s: &CycleStats, faults: u64) -> String {
 /// Aggregates over a run.
 #[derive(Debug, Clone)]
 pub struct RunStats {
+    /// Collector mode (`stw` or `concurrent`).
     pub mode: &'static str,
+    /// Concurrent strategy in effect, if any.
     pub strategy: Option<&'static str>,
+    /// Fault delivery in effect, if any.
     pub fault_delivery: Option<&'static str>,
+    /// Barrier in effect, if any.
     pub barrier: Option<&'static str>,
+    /// Whether the heap uses userfaultfd.
     pub uses_userfaultfd: bool,
+    /// Why the heap fell back from what was asked, if it did.
     pub fallback_reason: Option<String>,
+    /// Number of collection cycles.
     pub cycles: usize,
+    /// Pause-time percentiles over every pause of every cycle.
     pub pauses: Percentiles,
+    /// Total collector time over all cycles.
     pub gc_time: Duration,
+    /// Mutator fault stalls.
     pub faults: faultline::gc::FaultStats,
+    /// userfaultfd ioctl counts over the run, by name.
     pub uffd: [(&'static str, u64); 8],
+    /// Mapping system calls made during cycles, by name.
     pub vm_syscalls_in_cycles: [(&'static str, u64); 4],
+    /// Fewest and most arena VMAs seen.
     pub arena_vmas: (usize, usize),
+    /// Peak resident set size, if measurable.
     pub peak_rss: Option<u64>,
+    /// Wall-clock time of the run.
     pub total: Duration,
 }
 

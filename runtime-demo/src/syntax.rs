@@ -1,6 +1,7 @@
-//! The compiler: [`Datum`] trees to resolved [`Expr`] trees for a fast tree-walking interpreter.
+//! The compiler front end: [`Datum`] trees to resolved, lexically addressed [`Expr`] trees with
+//! tail calls marked, which [`crate::compile`] turns into bytecode for the VM.
 //!
-//! Invariants of the output (what the VM may rely on):
+//! Invariants of the output (what code generation and the VM may rely on):
 //! - **Frames.** Every procedure activation has exactly one frame, a vector of
 //!   [`Lambda::frame_size`] slots: slots `0..nparams` hold the required arguments, slot
 //!   `nparams` the rest list if [`Lambda::rest`], and the remaining slots the variables bound
@@ -32,12 +33,12 @@
 //! - The compiler never panics: malformed forms are [`CompileError`]s carrying the span of the
 //!   offending (sub)form; nesting beyond [`MAX_NESTING`] is an error, not a stack overflow.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::reader::{Datum, DatumKind, Span};
+use crate::symbols::{SymbolId, SymbolTable};
 
 /// Maximum nesting of expressions being compiled (the reader's nesting limit keeps read data
 /// well below it).
@@ -69,58 +70,12 @@ pub const KEYWORDS: &[&str] = &[
     "=>",
 ];
 
-/// An interned global symbol.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SymbolId(pub u32);
-
-/// The symbol table shared by compiler and VM: ids are dense indices into `names`.
-#[derive(Clone, Debug, Default)]
-pub struct SymbolTable {
-    names: Vec<String>,
-    ids: HashMap<String, SymbolId>,
-}
-
-impl SymbolTable {
-    pub fn new() -> SymbolTable {
-        SymbolTable::default()
-    }
-
-    /// The id of `name`, interning it if new.
-    pub fn intern(&mut self, name: &str) -> SymbolId {
-        if let Some(&id) = self.ids.get(name) {
-            return id;
-        }
-        let id = SymbolId(self.names.len() as u32);
-        self.names.push(name.to_string());
-        self.ids.insert(name.to_string(), id);
-        id
-    }
-
-    /// The id of `name` if it was interned.
-    pub fn lookup(&self, name: &str) -> Option<SymbolId> {
-        self.ids.get(name).copied()
-    }
-
-    /// The name of `id` (`"<unknown symbol>"` for an id not from this table).
-    pub fn name(&self, id: SymbolId) -> &str {
-        self.names
-            .get(id.0 as usize)
-            .map_or("<unknown symbol>", String::as_str)
-    }
-
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-}
-
 /// A resolved local variable: walk `depth` frames outward, then take slot `index`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LocalAddr {
+    /// Frames to walk outward (0: the current frame).
     pub depth: u32,
+    /// Slot in that frame.
     pub index: u32,
 }
 
@@ -131,7 +86,9 @@ pub struct ConstId(pub u32);
 /// A constant: a quoted or self-evaluating datum.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Const {
+    /// Its id, dense per top-level form.
     pub id: ConstId,
+    /// The datum.
     pub datum: Datum,
 }
 
@@ -142,33 +99,48 @@ pub enum Expr {
     Const(Const),
     /// The unspecified value (`(if #f #f)`, a `when` whose test fails, ...).
     Unspecified,
+    /// A local variable.
     LocalRef(LocalAddr),
     /// A global variable; `span` is the reference (for "unbound variable" errors).
     GlobalRef {
+        /// The global.
         sym: SymbolId,
+        /// The reference.
         span: Span,
     },
     /// Assigns a local (`set!`, and initialization of `let`-family and internal-define slots);
     /// yields the unspecified value.
     SetLocal {
+        /// The slot.
         addr: LocalAddr,
+        /// The new value.
         value: Box<Expr>,
     },
     /// `set!` of a global; `span` is the whole `set!` form.
     SetGlobal {
+        /// The global.
         sym: SymbolId,
+        /// The new value.
         value: Box<Expr>,
+        /// The `set!` form.
         span: Span,
     },
     /// Top-level `define`; yields the unspecified value.
     DefineGlobal {
+        /// The global.
         sym: SymbolId,
+        /// Its value.
         value: Box<Expr>,
+        /// The `define` form.
         span: Span,
     },
+    /// `(if test then else)`; a missing else branch is [`Expr::Unspecified`].
     If {
+        /// The test.
         test: Box<Expr>,
+        /// Evaluated if the test is true.
         then: Box<Expr>,
+        /// Evaluated otherwise.
         else_: Box<Expr>,
     },
     /// Evaluates operands left to right, stopping at the first false one (yielding `#f`);
@@ -179,8 +151,11 @@ pub enum Expr {
     /// Evaluates `key`, then the body of the first clause with a datum `eqv?` to it, else
     /// `default`.
     Case {
+        /// The key.
         key: Box<Expr>,
+        /// The clauses, in order.
         clauses: Vec<CaseClause>,
+        /// Evaluated when no clause matches.
         default: Box<Expr>,
     },
     /// Evaluates all elements in order, yielding the last one's value. At least two elements.
@@ -189,9 +164,13 @@ pub enum Expr {
     Lambda(Arc<Lambda>),
     /// A procedure call; `span` is the whole call form (the call site, for backtraces).
     Call {
+        /// The procedure.
         func: Box<Expr>,
+        /// The arguments.
         args: Vec<Expr>,
+        /// Whether the call is in tail position.
         tail: bool,
+        /// The call form.
         span: Span,
     },
 }
@@ -199,7 +178,9 @@ pub enum Expr {
 /// One clause of [`Expr::Case`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct CaseClause {
+    /// The data the key is compared with.
     pub data: Vec<Const>,
+    /// What the clause evaluates to.
     pub body: Expr,
 }
 
@@ -212,6 +193,7 @@ pub struct Lambda {
     pub rest: bool,
     /// Slots of a frame of this procedure (parameters included).
     pub frame_size: u32,
+    /// The body, in tail context.
     pub body: Expr,
     /// The name it was defined or bound under, if any (for backtraces).
     pub name: Option<Arc<str>>,
@@ -222,11 +204,13 @@ pub struct Lambda {
 /// A compiled top-level form.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TopLevel {
+    /// The form, compiled.
     pub body: Expr,
     /// Slots of the frame the form runs in.
     pub frame_size: u32,
     /// Number of constants; their ids are `0..const_count`.
     pub const_count: u32,
+    /// The whole form.
     pub span: Span,
 }
 
@@ -243,7 +227,9 @@ impl TopLevel {
 /// A compile error: a message and the span of the offending form.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompileError {
+    /// What is wrong.
     pub message: String,
+    /// The offending form.
     pub span: Span,
 }
 

@@ -24,17 +24,21 @@
 //! | `frame`   | reference array: element 0 = enclosing frame (or null), then the slots    |
 //! | `thread`  | fixed, 1 data word: index into the VM's thread table                      |
 //!
+//! Bounds of traversals over heap data ([`list_limit`], [`MAX_DEPTH`]) are here too, next to
+//! the layouts they follow from. This module depends only on [`crate::symbols`].
+//!
 //! Invariants:
 //! - A fixnum always fits 61 bits: arithmetic that leaves the range [`FIX_MIN`]..=[`FIX_MAX`]
 //!   promotes its result to a flonum (the numeric tower here is fixnum + flonum; there are no
-//!   bignums or rationals). Integer literals outside the range are read as flonums too.
+//!   bignums or rationals). Integer literals outside the range (but within `i64`, beyond which
+//!   the reader rejects them) become flonums when their constants are materialized.
 //! - Null (`Value::NULL`) is never a Scheme value: in a frame slot it means "not yet assigned"
 //!   (a letrec violation if read), in a global slot "unbound".
 //! - VM-internal words (tag `110`) only ever appear on the VM's value stack, never in objects.
 
 use faultline::{Heap, TypeId, TypeInfo, Value};
 
-use crate::syntax::SymbolId;
+use crate::symbols::SymbolId;
 
 /// Tag of a fixnum.
 pub const TAG_FIX: usize = 1;
@@ -165,15 +169,32 @@ pub fn as_internal(v: Value) -> usize {
     v.bits() >> 3
 }
 
+/// More pairs than this cannot exist in `heap` (a pair takes 16 bytes): a traversal of a list
+/// longer than this has met a cycle.
+pub fn list_limit(heap: &Heap) -> usize {
+    let c = heap.config();
+    (c.max_heap_bytes + c.large_object_space_bytes) / 16 + 16
+}
+
+/// Depth limit of recursive traversals of heap data (`equal?`, printing).
+pub const MAX_DEPTH: usize = 10_000;
+
 /// The heap types of the runtime, registered once per heap.
 #[derive(Clone, Copy, Debug)]
 pub struct Types {
+    /// Pairs.
     pub pair: TypeId,
+    /// Flonums.
     pub flonum: TypeId,
+    /// Strings.
     pub string: TypeId,
+    /// Vectors.
     pub vector: TypeId,
+    /// Closures.
     pub closure: TypeId,
+    /// Activation frames.
     pub frame: TypeId,
+    /// Threads (`spawn` results).
     pub thread: TypeId,
 }
 

@@ -1,8 +1,15 @@
 //! The virtual machine: a bytecode interpreter whose every value lives in the Faultline heap.
 //!
+//! This is the top layer of the runtime. It loads programs (read, compile with
+//! [`crate::syntax`] and [`crate::compile`], materialize constants) and runs their bytecode on
+//! the machine state of [`crate::machine`], calling the primitives of [`crate::builtins`]. It
+//! is also where the primitive table is wired in: [`Vm::new`] binds every primitive's name as
+//! a global and gives the compiler its primitive lookup, and installs the body of spawned
+//! threads in the shared state. Nothing below this module imports it.
+//!
 //! # Machine state
 //!
-//! Each OS thread running Scheme code owns a [`Vm`]: one Faultline [`Mutator`] plus two
+//! Each OS thread running Scheme code owns a [`Vm`]: one Faultline [`faultline::Mutator`] plus two
 //! registers, `pc` (an index into the shared [`Code`] store) and `bp` (the base of the current
 //! activation on the mutator's **value stack**). The value stack is the only place a value
 //! survives a safepoint, so it holds *everything*: operands, and the activation records
@@ -35,188 +42,25 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use faultline::{AllocError, GlobalRoot, Heap, Local, Mutator, TypeId, Value};
+use faultline::{GlobalRoot, Heap, Value};
 
 use crate::builtins::{self, PRIMS};
 use crate::compile::{Code, Gen, Op};
-use crate::diag::{Diagnostic, Frame, SourceMap};
-use crate::reader::{read_all, Datum, DatumKind, Span};
+use crate::diag::{Frame, SourceMap};
+use crate::error::{ErrorKind, EvalError, RtError, R};
+use crate::machine::{lock, Output, Shared};
+use crate::reader::{read_all, Datum, DatumKind};
 use crate::roots::{SlotTable, MAX_SLOTS};
-use crate::syntax::{compile_program, SymbolId, SymbolTable};
+use crate::symbols::{SymbolId, SymbolTable};
+use crate::syntax::compile_program;
 use crate::value::{self, as_internal, internal, Types, NIL, UNSPEC};
+
+pub use crate::machine::{Vm, VmConfig};
 
 /// Return-address word of an activation entered from Rust.
 const HOST_RET: usize = u32::MAX as usize;
-
-/// Limits and switches of a VM.
-#[derive(Clone, Debug)]
-pub struct VmConfig {
-    /// Maximum value-stack depth in slots (activation records take 3 slots plus operands).
-    pub max_stack: usize,
-    /// Maximum number of procedure calls per thread (for fuzzing), if any.
-    pub max_steps: Option<u64>,
-    /// Wall-clock limit of the whole VM from its creation (for fuzzing), if any.
-    pub time_limit: Option<Duration>,
-    /// Maximum number of threads `spawn` may create over the VM's life.
-    pub max_threads: usize,
-    /// Maximum bytes of program output, if any.
-    pub output_limit: Option<usize>,
-    /// What `(command-line)` returns.
-    pub args: Vec<String>,
-}
-
-impl Default for VmConfig {
-    fn default() -> Self {
-        VmConfig {
-            max_stack: 16 << 20,
-            max_steps: None,
-            time_limit: None,
-            max_threads: 256,
-            output_limit: None,
-            args: Vec::new(),
-        }
-    }
-}
-
-/// What kind of failure a [`RtError`] is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// A program error (type error, unbound variable, arity, `error`, ...).
-    Runtime,
-    /// The heap is exhausted.
-    OutOfMemory,
-    /// A configured limit (steps, time, output, stack) was hit.
-    Limit,
-    /// `(exit n)`.
-    Exit(i32),
-}
-
-/// A runtime error with its location and backtrace.
-#[derive(Clone, Debug)]
-pub struct RtError {
-    pub kind: ErrorKind,
-    pub message: String,
-    /// Where it happened (the failing call or variable reference), once known.
-    pub span: Option<Span>,
-    /// Extra messages (e.g. the error of a joined thread).
-    pub notes: Vec<(Option<Span>, String)>,
-    /// Innermost call first.
-    pub backtrace: Vec<Frame>,
-}
-
-impl RtError {
-    /// A runtime error with no location yet.
-    pub fn new(message: impl Into<String>) -> RtError {
-        RtError {
-            kind: ErrorKind::Runtime,
-            message: message.into(),
-            span: None,
-            notes: Vec::new(),
-            backtrace: Vec::new(),
-        }
-    }
-
-    /// An error of another kind.
-    pub fn of(kind: ErrorKind, message: impl Into<String>) -> RtError {
-        RtError {
-            kind,
-            ..RtError::new(message)
-        }
-    }
-
-    /// As a diagnostic for rendering.
-    pub fn diagnostic(&self) -> Diagnostic {
-        let mut d = match &self.span {
-            Some(s) => Diagnostic::error(self.message.clone(), s.clone()),
-            None => Diagnostic::error_nowhere(self.message.clone()),
-        };
-        for (span, msg) in &self.notes {
-            d = d.with_note(span.clone(), msg.clone());
-        }
-        d.with_backtrace(self.backtrace.clone())
-    }
-}
-
-impl std::fmt::Display for RtError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.diagnostic())
-    }
-}
-
-impl From<AllocError> for RtError {
-    fn from(e: AllocError) -> RtError {
-        match e {
-            AllocError::OutOfMemory { .. } => RtError::of(ErrorKind::OutOfMemory, e.to_string()),
-            other => RtError::new(other.to_string()),
-        }
-    }
-}
-
-/// Result of the VM's operations.
-pub type R<T> = Result<T, RtError>;
-
-/// Where program output goes.
-pub struct Output {
-    sink: Box<dyn Write + Send>,
-    written: usize,
-    limit: Option<usize>,
-}
-
-impl Output {
-    fn write(&mut self, bytes: &[u8]) -> R<()> {
-        self.written += bytes.len();
-        if self.limit.is_some_and(|l| self.written > l) {
-            return Err(RtError::of(ErrorKind::Limit, "output limit exceeded"));
-        }
-        self.sink
-            .write_all(bytes)
-            .map_err(|e| RtError::new(format!("write failed: {e}")))
-    }
-}
-
-/// State of a thread created by `spawn`.
-pub(crate) enum ThreadSlot {
-    Running(JoinHandle<Result<GlobalRoot, RtError>>),
-    Joining,
-    Done(Result<GlobalRoot, RtError>),
-}
-
-/// What every thread of one program shares.
-pub struct Shared {
-    pub heap: Heap,
-    pub types: Types,
-    pub config: VmConfig,
-    pub(crate) globals: Arc<SlotTable>,
-    pub(crate) consts: Arc<SlotTable>,
-    pub(crate) code: RwLock<Arc<Code>>,
-    pub(crate) next_const: Mutex<u32>,
-    pub(crate) symbols: RwLock<SymbolTable>,
-    /// Primitive index by symbol id (for `PrimCall` ops).
-    pub(crate) prim_of: Vec<Option<u16>>,
-    pub(crate) out: Mutex<Output>,
-    pub(crate) threads: Mutex<Vec<ThreadSlot>>,
-    pub(crate) sources: Mutex<SourceMap>,
-    pub(crate) started: Instant,
-    pub(crate) inputs: AtomicU32,
-}
-
-impl Shared {
-    /// The symbol table (read access).
-    pub fn symbol_name(&self, id: SymbolId) -> String {
-        self.symbols
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .name(id)
-            .to_string()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// What a call did.
 enum Next {
@@ -232,20 +76,6 @@ enum Link {
     Host,
     Normal { ret: usize, bp: usize },
     Tail { bp: usize },
-}
-
-/// One thread's interpreter.
-pub struct Vm {
-    pub shared: Arc<Shared>,
-    pub m: Mutator,
-    pub(crate) code: Arc<Code>,
-    steps: u64,
-}
-
-impl std::fmt::Debug for Vm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vm").field("steps", &self.steps).finish()
-    }
 }
 
 const PRELUDE: &str = include_str!("prelude.scm");
@@ -282,68 +112,17 @@ impl Vm {
             next_const: Mutex::new(0),
             symbols: RwLock::new(symbols),
             prim_of,
-            out: Mutex::new(Output {
-                sink: out,
-                written: 0,
-                limit,
-            }),
+            out: Mutex::new(Output::new(out, limit)),
             threads: Mutex::new(Vec::new()),
             sources: Mutex::new(SourceMap::new()),
             started: Instant::now(),
             inputs: AtomicU32::new(0),
+            thread_main,
         });
         let mut vm = Vm::attach(shared, heap.attach());
         vm.eval_source("<prelude>", PRELUDE)
             .map_err(|e| format!("the prelude failed: {}", vm.render(&e)))?;
         Ok(vm)
-    }
-
-    /// A VM for another thread of the same program.
-    pub(crate) fn attach(shared: Arc<Shared>, m: Mutator) -> Vm {
-        let code = shared
-            .code
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        Vm {
-            shared,
-            m,
-            code,
-            steps: 0,
-        }
-    }
-
-    /// The heap.
-    pub fn heap(&self) -> &Heap {
-        &self.shared.heap
-    }
-
-    /// Flushes program output.
-    pub fn flush(&self) {
-        let _ = lock(&self.shared.out).sink.flush();
-    }
-
-    /// Writes program output.
-    pub(crate) fn write_out(&self, bytes: &[u8]) -> R<()> {
-        lock(&self.shared.out).write(bytes)
-    }
-
-    /// Writes to the program's output (for hosts such as the REPL).
-    pub fn write_out_public(&self, bytes: &[u8]) -> R<()> {
-        self.write_out(bytes)
-    }
-
-    /// Renders a diagnostic against the sources loaded so far.
-    pub fn render_diag(&self, d: &Diagnostic) -> String {
-        d.render(&lock(&self.shared.sources))
-    }
-
-    /// Renders a runtime error.
-    pub fn render(&self, e: &EvalError) -> String {
-        match e {
-            EvalError::Syntax(d) => self.render_diag(d),
-            EvalError::Runtime(r) => self.render_diag(&r.diagnostic()),
-        }
     }
 
     // ---- loading ----
@@ -383,13 +162,15 @@ impl Vm {
                 .unwrap_or_else(PoisonError::into_inner);
             let mut code = (**code_slot).clone();
             let mut next_const = lock(&self.shared.next_const);
-            let prim_of = |s: SymbolId| {
-                self.shared
+            let prim_of = |s: SymbolId, argc: usize| {
+                let p = self
+                    .shared
                     .prim_of
                     .get(s.0 as usize)
                     .copied()
                     .flatten()
-                    .map(usize::from)
+                    .map(usize::from)?;
+                Some((p, builtins::fast_code(p, argc)))
             };
             let out = Gen::new(&mut code, &mut syms, &prim_of, &mut next_const).toplevels(&tls);
             if *next_const as usize > MAX_SLOTS {
@@ -462,68 +243,6 @@ impl Vm {
             let top = self.m.stack_len() - 1;
             self.cons_at(top, top - 1)?;
         }
-        Ok(())
-    }
-
-    /// The symbol named `name` (interning it).
-    pub fn intern(&self, name: &str) -> Value {
-        let id = self
-            .shared
-            .symbols
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .intern(name);
-        value::symbol(id)
-    }
-
-    // ---- allocation helpers (all may reach a safepoint) ----
-
-    /// Access to an object (an internal error for a non-reference).
-    #[inline]
-    pub(crate) fn obj(&self, v: Value) -> R<Local<'_>> {
-        self.m
-            .local(v)
-            .ok_or_else(|| RtError::new(format!("internal error: {v:?} is not an object")))
-    }
-
-    /// The heap type of `v`, if it is a reference.
-    #[inline]
-    pub(crate) fn type_of(&self, v: Value) -> Option<TypeId> {
-        self.m.local(v).map(|l| l.type_id())
-    }
-
-    /// A flonum.
-    pub(crate) fn make_float(&mut self, x: f64) -> R<Value> {
-        let v = self.m.alloc(self.shared.types.flonum, 0)?;
-        self.obj(v)?.set_word(0, x.to_bits());
-        Ok(v)
-    }
-
-    /// An integer: a fixnum, or a flonum if it does not fit 61 bits.
-    pub(crate) fn make_int(&mut self, n: i64) -> R<Value> {
-        match value::fix(n) {
-            Some(v) => Ok(v),
-            None => self.make_float(n as f64),
-        }
-    }
-
-    /// A string.
-    pub(crate) fn make_string(&mut self, s: &str) -> R<Value> {
-        let v = self.m.alloc(self.shared.types.string, s.len())?;
-        self.obj(v)?.write_bytes(0, s.as_bytes());
-        Ok(v)
-    }
-
-    /// Makes a pair of the values in stack slots `car_at` and `cdr_at`; the pair replaces the
-    /// lower of the two slots and the stack is truncated just above it.
-    pub(crate) fn cons_at(&mut self, car_at: usize, cdr_at: usize) -> R<()> {
-        let p = self.m.alloc(self.shared.types.pair, 0)?;
-        let l = self.obj(p)?;
-        l.set(0, self.m.stack_get(car_at));
-        l.set(1, self.m.stack_get(cdr_at));
-        let at = car_at.min(cdr_at);
-        self.m.stack_truncate(at + 1);
-        self.m.stack_set(at, p);
         Ok(())
     }
 
@@ -724,7 +443,7 @@ impl Vm {
         self.m.stack_truncate(n - 1);
         let mut count = argc.saturating_sub(2);
         let mut cur = list;
-        let limit = builtins::list_limit(self);
+        let limit = value::list_limit(self.heap());
         while cur != NIL {
             let Some(l) = self
                 .m
@@ -741,15 +460,6 @@ impl Vm {
             count += 1;
         }
         Ok(count)
-    }
-
-    fn refresh_code(&mut self) {
-        self.code = self
-            .shared
-            .code
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
     }
 
     /// Slot `index` of the frame `depth` levels out from the current one.
@@ -1047,127 +757,16 @@ impl Vm {
         e.backtrace = frames;
         e
     }
-
-    // ---- threads ----
-
-    /// Starts `(spawn thunk)`: the thunk is at stack slot `at`.
-    pub(crate) fn spawn_thread(&mut self, at: usize) -> R<Value> {
-        let thunk = self.m.stack_get(at);
-        let index = {
-            let mut threads = lock(&self.shared.threads);
-            if threads.len() >= self.shared.config.max_threads {
-                return Err(RtError::of(
-                    ErrorKind::Limit,
-                    format!(
-                        "spawn: thread limit ({}) reached",
-                        self.shared.config.max_threads
-                    ),
-                ));
-            }
-            let root = GlobalRoot::new(&self.shared.heap, thunk);
-            let shared = self.shared.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("scheme-{}", threads.len() + 1))
-                .stack_size(64 << 20)
-                .spawn(move || {
-                    let m = shared.heap.attach();
-                    let mut vm = Vm::attach(shared.clone(), m);
-                    let f = root.get(&vm.m);
-                    drop(root);
-                    vm.m.push(f);
-                    let r = vm.apply(0);
-                    r.map(|v| GlobalRoot::new(&shared.heap, v))
-                })
-                .map_err(|e| RtError::new(format!("spawn: cannot start a thread: {e}")))?;
-            threads.push(ThreadSlot::Running(handle));
-            threads.len() - 1
-        };
-        let t = self.m.alloc(self.shared.types.thread, 0)?;
-        self.obj(t)?.set_word(0, index as u64);
-        Ok(t)
-    }
-
-    /// `(join t)`: waits for the thread (in a native section) and returns its result.
-    pub(crate) fn join_thread(&mut self, index: usize) -> R<Value> {
-        let slot = {
-            let mut threads = lock(&self.shared.threads);
-            match threads.get_mut(index) {
-                Some(s) => std::mem::replace(s, ThreadSlot::Joining),
-                None => return Err(RtError::new("join: unknown thread")),
-            }
-        };
-        let result = match slot {
-            ThreadSlot::Running(h) => match self.m.native(move || h.join()) {
-                Ok(r) => r,
-                Err(_) => Err(RtError::new(format!(
-                    "thread {} panicked (an internal error)",
-                    index + 1
-                ))),
-            },
-            ThreadSlot::Done(r) => r,
-            ThreadSlot::Joining => {
-                lock(&self.shared.threads)[index] = ThreadSlot::Joining;
-                return Err(RtError::new("join: the thread is being joined elsewhere"));
-            }
-        };
-        let out = match &result {
-            Ok(root) => Ok(root.get(&self.m)),
-            Err(e) => {
-                let mut err = RtError::of(
-                    match e.kind {
-                        ErrorKind::OutOfMemory => ErrorKind::OutOfMemory,
-                        ErrorKind::Exit(c) => ErrorKind::Exit(c),
-                        _ => ErrorKind::Runtime,
-                    },
-                    format!("joined thread {} failed: {}", index + 1, e.message),
-                );
-                err.notes.push((
-                    e.span.clone(),
-                    format!("thread {}: {}", index + 1, e.message),
-                ));
-                Err(err)
-            }
-        };
-        lock(&self.shared.threads)[index] = ThreadSlot::Done(result);
-        out
-    }
-
-    /// Waits for every thread not joined yet; returns the first failure among them.
-    pub fn join_all(&mut self) -> R<()> {
-        let n = lock(&self.shared.threads).len();
-        let mut first = Ok(());
-        for i in 0..n {
-            let running = matches!(lock(&self.shared.threads)[i], ThreadSlot::Running(_));
-            if running {
-                if let Err(e) = self.join_thread(i) {
-                    if first.is_ok() {
-                        first = Err(e);
-                    }
-                }
-            }
-        }
-        first
-    }
 }
 
-/// A failure of [`Vm::eval_source`].
-#[derive(Clone, Debug)]
-pub enum EvalError {
-    /// A read or compile error.
-    Syntax(Diagnostic),
-    /// A runtime error.
-    Runtime(RtError),
-}
-
-impl EvalError {
-    /// The process exit code for this error.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            EvalError::Runtime(RtError {
-                kind: ErrorKind::Exit(c),
-                ..
-            }) => *c,
-            _ => 1,
-        }
-    }
+/// The body of a thread started by `spawn` (see [`crate::machine::ThreadMain`]): a VM of its
+/// own on the same program, calling the thunk with no arguments.
+fn thread_main(shared: Arc<Shared>, root: GlobalRoot) -> Result<GlobalRoot, RtError> {
+    let m = shared.heap.attach();
+    let mut vm = Vm::attach(shared.clone(), m);
+    let f = root.get(&vm.m);
+    drop(root);
+    vm.m.push(f);
+    let r = vm.apply(0);
+    r.map(|v| GlobalRoot::new(&shared.heap, v))
 }
