@@ -28,6 +28,7 @@ pub use faultline_gc::{
 pub use faultline_heap::object::{
     ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry, Value,
 };
+pub use faultline_heap::sys::{Call, CallSnapshot};
 pub use faultline_heap::{heap_type, ArenaError, ArenaStats, Capability, Probe, PAGE_SIZE};
 
 /// Internals for the workspace's own tests and benches (the kernel layer, fault injection, the

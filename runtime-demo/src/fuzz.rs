@@ -39,11 +39,10 @@ pub fn eval_with(data: &[u8], max_steps: u64) -> Outcome {
     let Ok(src) = std::str::from_utf8(data) else {
         return Outcome::Skipped;
     };
-    let config = HeapConfig {
-        stress_every: Some(17),
-        verify: true,
-        ..HeapConfig::with_heap_size(512 << 10)
-    };
+    let config = HeapConfig::with_heap_size(512 << 10).with(|c| {
+        c.debug.stress_every = Some(17);
+        c.debug.verify = true;
+    });
     let heap = Heap::new(config).expect("a small stop-the-world heap can always be created");
     let vm_config = VmConfig {
         max_stack: 100_000,

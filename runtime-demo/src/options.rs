@@ -164,12 +164,12 @@ impl GcOptions {
                 BarrierArg::WpAsync => Barrier::WpAsync,
             };
         }
-        c.verify = self.verify;
+        c.debug.verify = self.verify;
         if let Some(n) = self.stress {
             if n == 0 {
                 return Err("--gc-stress must be at least 1".into());
             }
-            c.stress_every = Some(n);
+            c.debug.stress_every = Some(n);
         }
         match (self.stress, self.stress_random, self.stress_seed) {
             (Some(_), Some(_), _) => {
@@ -178,15 +178,15 @@ impl GcOptions {
             (_, None, Some(_)) => return Err("--gc-stress-seed needs --gc-stress-random".into()),
             (_, Some(0), _) => return Err("--gc-stress-random must be at least 1".into()),
             (_, Some(n), seed) => {
-                c.stress_random = Some(faultline::StressRandom {
+                c.debug.stress_random = Some(faultline::StressRandom {
                     one_in: n,
                     seed: seed.unwrap_or(1),
                 })
             }
             _ => {}
         }
-        c.phase_delay = self.phase_delay_ms.map(std::time::Duration::from_millis);
-        c.poison_released = self.poison;
+        c.debug.phase_delay = self.phase_delay_ms.map(std::time::Duration::from_millis);
+        c.debug.poison_released = self.poison;
         Ok(c)
     }
 }
@@ -258,14 +258,17 @@ mod tests {
         };
         let c = o.heap_config().unwrap();
         assert_eq!(
-            c.stress_random,
+            c.debug.stress_random,
             Some(faultline::StressRandom {
                 one_in: 40,
                 seed: 9
             })
         );
-        assert_eq!(c.phase_delay, Some(std::time::Duration::from_millis(3)));
-        assert!(c.poison_released);
+        assert_eq!(
+            c.debug.phase_delay,
+            Some(std::time::Duration::from_millis(3))
+        );
+        assert!(c.debug.poison_released);
         for (o, needle) in [
             (
                 GcOptions {

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use faultline::heap::sys::Call;
+use faultline::Call;
 use faultline::{CycleStats, GcMode, Heap, Percentiles};
 use serde_json::{json, Value as Json};
 
@@ -106,7 +106,7 @@ pub struct RunStats {
     /// Total collector time over all cycles.
     pub gc_time: Duration,
     /// Mutator fault stalls.
-    pub faults: faultline::gc::FaultStats,
+    pub faults: faultline::FaultStats,
     /// userfaultfd ioctl counts over the run, by name.
     pub uffd: [(&'static str, u64); 8],
     /// Mapping system calls made during cycles, by name.
@@ -141,9 +141,9 @@ impl RunStats {
         }
         RunStats {
             mode: mode_name(info.mode),
-            strategy: info.strategy,
-            fault_delivery: info.faults,
-            barrier: info.barrier,
+            strategy: info.strategy.map(|s| s.name()),
+            fault_delivery: info.faults.map(|f| f.name()),
+            barrier: info.barrier.map(|b| b.name()),
             uses_userfaultfd: heap.uses_userfaultfd(),
             fallback_reason: info.fallback_reason,
             cycles: heap.cycles() as usize,
