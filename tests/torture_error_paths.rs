@@ -781,6 +781,73 @@ fn every_kernel_call_has_its_error_paths_driven() {
         assert!(heap.release_stats().failed_releases >= 1);
     }
 
+    {
+        m.row("mincore ENOMEM: a failed presence check of an anonymous arena reads as absent");
+        let rules = [Rule::new(Call::Mincore, Errno::ENOMEM, Trigger::Always)];
+        let inj = injector(&rules);
+        let a = VolatileArena::new(arena(2).sys(Sys::new(inj.clone()))).unwrap();
+        a.populate(0, PAGE_SIZE).unwrap();
+        assert!(a.page_mapped(a.base()));
+        inj.arm();
+        assert!(!a.page_mapped(a.base()), "a failed mincore reads as absent");
+        inj.disarm();
+        assert!(a.page_mapped(a.base()));
+        m.tally(&inj, &rules);
+    }
+    {
+        m.row("pread EIO: a failed pagemap read of a memfd arena reads as absent");
+        let rules = [Rule::new(Call::Pread, Errno::EIO, Trigger::Always)];
+        let inj = injector(&rules);
+        let a = VolatileArena::new(arena(2).backing(Backing::Memfd).sys(Sys::new(inj.clone())))
+            .unwrap();
+        a.populate(0, PAGE_SIZE).unwrap();
+        assert!(a.page_mapped(a.base()));
+        inj.arm();
+        assert!(!a.page_mapped(a.base()), "a failed pread reads as absent");
+        inj.disarm();
+        m.tally(&inj, &rules);
+    }
+    {
+        m.row("lseek EINVAL: a forked child's private copy of a memfd arena fails with a typed error naming lseek(SEEK_DATA); the parent is untouched");
+        let rules = [Rule::new(Call::Lseek, Errno::EINVAL, Trigger::Nth(1))];
+        let inj = injector(&rules);
+        let a = VolatileArena::new(arena(2).backing(Backing::Memfd).sys(Sys::new(inj.clone())))
+            .unwrap();
+        a.populate(0, PAGE_SIZE).unwrap();
+        // SAFETY: the page was just populated.
+        unsafe { (a.base() as *mut u64).write_volatile(0xA0) };
+        // SAFETY: the child makes only system calls through the arena's `Sys` (errors are
+        // `Copy` data and static strings) and `_exit`s, so it meets no lock held at the fork.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            inj.arm();
+            let r = a.detach_after_fork();
+            let code = match r {
+                Err(faultline::ArenaError::Sys {
+                    call: "lseek(SEEK_DATA) (private copy after fork)",
+                    errno: Errno::EINVAL,
+                }) if inj.injected(Call::Lseek) == 1 => 0,
+                Err(_) => 3,
+                Ok(()) => 4,
+            };
+            // SAFETY: ends the child at once, running no destructor of the parent's state.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: reaping our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status:#x}"
+        );
+        // SAFETY: page 0 is populated and never released.
+        assert_eq!(unsafe { (a.base() as *const u64).read_volatile() }, 0xA0);
+        // The injection happened in the child (its exit code says so): count it here.
+        *m.injected.entry(Call::Lseek).or_default() += 1;
+        m.errnos.entry(Call::Lseek).or_default().push(Errno::EINVAL);
+    }
+
     // --- the self-check ------------------------------------------------------------------------
     let missing: Vec<&str> = Call::ALL
         .iter()
