@@ -11,9 +11,10 @@
 //!    attached to (so no pause waits for it from here on); wait for any other thread's fork to
 //!    finish; then for every live heap: wait until no cycle is in progress (marking, remark,
 //!    flip and compaction all finish: every destination page is mapped), stop the world and
-//!    keep it stopped (`gc_active` stays set, the
-//!    safepoint lock is released), so no new cycle phase can start and every other mutator is
-//!    parked at a safepoint or in native code while the address space is copied;
+//!    keep it stopped, *holding the safepoint lock* across the fork, so no new cycle phase can
+//!    start, every other mutator is parked at a safepoint or in native code while the address
+//!    space is copied, and no other thread can be inside the handshake's critical section at
+//!    the fork (the child would inherit the lock held by a thread that does not exist there);
 //! 2. *parent*: restart the world of every heap and leave native state (waiting, like any
 //!    mutator leaving native code, if a pause began meanwhile); nothing else changes;
 //! 3. *child*: the arena detects that it is in a forked child (the fork generation, see
@@ -25,7 +26,11 @@
 //!
 //! Invariants:
 //! - between *prepare* and *parent*/*child*, every registered heap has `gc_active` set by the
-//!   forking thread and no cycle in progress; the list of those heaps is `HELD`;
+//!   forking thread, its safepoint lock held by that thread, and no cycle in progress; the list
+//!   of those heaps (with the lock guards) is the forking thread's `HELD`;
+//! - no lock that a mutator in native code may take is held across the fork by anyone else:
+//!   the safepoint lock is held by the forking thread, and whether a cycle is in progress
+//!   ([`crate::phase`]) is an atomic word with futex waits, no lock;
 //! - the child never issues a userfaultfd ioctl, never joins a thread, and never reads a page
 //!   the parent left absent (there is none: compaction was complete);
 //! - the registry holds weak references only: it never keeps a heap alive;
@@ -40,22 +45,34 @@
 //! attached to several heaps can hold up *prepare* (parked in one heap's pause, it cannot
 //! reach a safepoint of the next), exactly as it would hold up two simultaneous collections.
 
+use core::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 
 use crate::inner::HeapInner;
-use crate::safepoint::{attached_here, Me, MutatorShared, NATIVE};
+use crate::safepoint::{attached_here, Me, MutatorShared, SpState, NATIVE};
 
 /// The fallback reason a heap reports in a forked child.
 pub const FORKED_REASON: &str =
     "forked child: the userfaultfd belongs to the parent process; collections run stop-the-world on plain memory";
 
 static REGISTRY: Mutex<Vec<Weak<HeapInner>>> = Mutex::new(Vec::new());
-static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
 
-/// A heap stopped by *prepare*, and the forking thread's mutator of it (if attached) with the
-/// state it had before it turned native for the fork.
+thread_local! {
+    /// The heaps *prepare* stopped, for *parent* / *child*: the three handlers run on the
+    /// forking thread (in the child, that thread is the only one), so a thread-local carries
+    /// them, safepoint-lock guards included.
+    static HELD: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A heap stopped by *prepare*: its safepoint lock, held across the fork, and the forking
+/// thread's mutator of it (if attached) with the state it had before it turned native.
 struct Held {
+    /// The safepoint lock of `heap`, held from *prepare* to *parent* / *child*, so that no other
+    /// thread is inside the handshake's critical section when the address space is copied (a
+    /// child would inherit the lock held by a thread that does not exist there). Declared
+    /// before `heap`, so it is dropped first.
+    guard: Option<MutexGuard<'static, SpState>>,
     heap: Arc<HeapInner>,
     me: Option<(Arc<MutatorShared>, u8)>,
 }
@@ -86,9 +103,9 @@ pub(crate) fn register(inner: &Arc<HeapInner>) {
     reg.push(Arc::downgrade(inner));
 }
 
-/// Make `inner` quiescent: no cycle in progress, the world stopped by this thread. The calling
-/// thread's own mutator (if any) is already native.
-fn quiesce(inner: &HeapInner, me: Me<'_>) {
+/// Make `inner` quiescent: no cycle in progress, the world stopped by this thread, and its
+/// safepoint lock held (returned). The calling thread's own mutator (if any) is already native.
+fn quiesce<'a>(inner: &'a HeapInner, me: Me<'_>) -> MutexGuard<'a, SpState> {
     loop {
         inner.gate.wait_idle();
         let Some(g) = inner.sp.stop_the_world(me) else {
@@ -99,10 +116,10 @@ fn quiesce(inner: &HeapInner, me: Me<'_>) {
             inner.sp.resume(g);
             continue;
         }
-        // Keep the world stopped (gc_active stays set) but release the lock, so the child
-        // does not inherit it held.
-        drop(g);
-        return;
+        // Keep the world stopped and the lock held through the fork: a thread leaving native
+        // code or parking takes this lock, and one that held it at the fork would leave it held
+        // in the child forever.
+        return g;
     }
 }
 
@@ -115,7 +132,7 @@ extern "C" fn prepare() {
         .collect();
     // First turn native in every heap this thread is attached to: from here on it may wait
     // (for another fork, for a cycle), and no pause of those heaps may wait for it meanwhile.
-    let held: Vec<Held> = heaps
+    let mut held: Vec<Held> = heaps
         .into_iter()
         .map(|heap| {
             let me = attached_here(heap.key()).map(|m| {
@@ -124,7 +141,11 @@ extern "C" fn prepare() {
                 heap.sp.notify();
                 (m, was)
             });
-            Held { heap, me }
+            Held {
+                guard: None,
+                heap,
+                me,
+            }
         })
         .collect();
     while FORKING
@@ -133,17 +154,21 @@ extern "C" fn prepare() {
     {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    for h in &held {
-        quiesce(&h.heap, h.me.as_ref().map(|m| &m.0));
+    for h in &mut held {
+        let g = quiesce(&h.heap, h.me.as_ref().map(|m| &m.0));
+        // SAFETY: the guard borrows `h.heap.sp`, which lives as long as the `Arc` stored beside
+        // it in the same `Held`; the guard field is dropped (or taken) before that `Arc`.
+        let g: MutexGuard<'static, SpState> = unsafe { core::mem::transmute(g) };
+        h.guard = Some(g);
     }
-    *HELD.lock().unwrap_or_else(PoisonError::into_inner) = held;
+    HELD.with(|x| *x.borrow_mut() = held);
 }
 
 /// Restart every held heap's world, then leave native state as a mutator does (waiting for a
 /// pause that may have started in between).
 fn release_all(child: bool) {
-    let held = std::mem::take(&mut *HELD.lock().unwrap_or_else(PoisonError::into_inner));
-    for h in &held {
+    let mut held = HELD.with(|x| std::mem::take(&mut *x.borrow_mut()));
+    for h in &mut held {
         if child {
             // The arena already knows it is forked (its generation changed in the heap layer's
             // child handler); a memfd arena still shares its pages with the parent until
@@ -156,7 +181,10 @@ fn release_all(child: bool) {
                 std::process::abort();
             }
         }
-        let g = h.heap.sp.lock();
+        let g = h
+            .guard
+            .take()
+            .expect("prepare holds every heap's safepoint lock");
         h.heap.sp.resume(g);
     }
     for h in &held {
