@@ -28,6 +28,17 @@ const LIST: i64 = 500;
 const CHILD_OK: i32 = 0;
 const CHILD_PANICKED: i32 = 3;
 
+/// The tests of this binary run one at a time: a fork copies the whole process, so a sibling
+/// test's fork would share this test's heap pages copy-on-write with a child for a while, and
+/// `UFFDIO_MOVE` refuses such pages (`EBUSY`), which changes what a move-strategy test counts.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Run `f` on another thread; fail (instead of hanging) if it takes longer than `limit`.
 fn with_deadline(limit: Duration, what: &str, f: impl FnOnce() + Send + 'static) {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -249,6 +260,7 @@ fn scenario(mode: GcMode, strategy: Strategy, faults: FaultMode, barrier: Barrie
 
 #[test]
 fn fork_in_every_phase_copy_move_minor() {
+    let _serial = serial();
     if !uffd_or_skip("fork_in_every_phase_copy_move_minor") {
         return;
     }
@@ -270,6 +282,7 @@ fn fork_in_every_phase_copy_move_minor() {
 
 #[test]
 fn fork_in_every_phase_wp_async() {
+    let _serial = serial();
     if !uffd_or_skip("fork_in_every_phase_wp_async") {
         return;
     }
@@ -303,6 +316,7 @@ fn fork_in_every_phase_wp_async() {
 
 #[test]
 fn fork_a_stop_the_world_heap() {
+    let _serial = serial();
     if !uffd_or_skip("fork_a_stop_the_world_heap") {
         return;
     }
@@ -321,6 +335,7 @@ fn fork_a_stop_the_world_heap() {
 /// arbitrary moments; every child attaches, reads a globally rooted tree and collects.
 #[test]
 fn fork_from_another_thread_while_cycles_run() {
+    let _serial = serial();
     if !uffd_or_skip("fork_from_another_thread_while_cycles_run") {
         return;
     }
@@ -387,6 +402,7 @@ fn fork_from_another_thread_while_cycles_run() {
 /// pages in through that registration.
 #[test]
 fn the_child_can_drop_its_heap_and_the_parent_keeps_its_registration() {
+    let _serial = serial();
     if !uffd_or_skip("the_child_can_drop_its_heap") {
         return;
     }
@@ -442,6 +458,7 @@ fn the_child_can_drop_its_heap_and_the_parent_keeps_its_registration() {
 /// the second thread) never finishes. Found by the nobody run of `.ci/torture-env`.
 #[test]
 fn two_threads_fork_at_once_while_their_cycles_are_parked() {
+    let _serial = serial();
     if !uffd_or_skip("two_threads_fork_at_once") {
         return;
     }
@@ -498,6 +515,7 @@ fn two_threads_fork_at_once_while_their_cycles_are_parked() {
 /// alive: the move strategy must copy those pages instead, and both processes keep intact data.
 #[test]
 fn move_copies_pages_shared_with_a_live_child() {
+    let _serial = serial();
     if !uffd_or_skip("move_copies_pages_shared_with_a_live_child") {
         return;
     }
