@@ -24,6 +24,7 @@ use faultline::testing::heap::inject::{FaultInjector, Rule, Trigger};
 use faultline::testing::heap::pagemap::PagemapScanner;
 use faultline::testing::heap::sys::{Call, Errno, Kernel, RealKernel, Sys};
 use faultline::testing::heap::uffd::{ErrorKind, Features, Op, Uffd, UffdEvent, UffdOptions};
+use faultline::testing::heap::ArenaOffset;
 use faultline::testing::heap::VolatileArena;
 use faultline::testing::heap::PAGE_SIZE;
 use faultline::{Barrier, FaultMode, GcMode, Heap, HeapConfig, Strategy};
@@ -357,7 +358,7 @@ fn every_kernel_call_has_its_error_paths_driven() {
         let inj = injector(&rules);
         let a = VolatileArena::new(arena(4).sys(Sys::new(inj.clone()))).unwrap();
         inj.arm();
-        let e = a.wake(0, PAGE_SIZE).unwrap_err().to_string();
+        let e = a.wake(ArenaOffset(0), PAGE_SIZE).unwrap_err().to_string();
         assert!(e.contains("UFFDIO_WAKE") && e.contains("ESRCH"), "{e}");
         m.tally(&inj, &rules);
     }
@@ -374,7 +375,7 @@ fn every_kernel_call_has_its_error_paths_driven() {
             let a = VolatileArena::new(arena(8).sys(Sys::new(inj.clone()))).unwrap();
             inj.arm();
             let e = a
-                .populate_with(0, 4 * PAGE_SIZE, PopulateMethod::ZeroPage)
+                .populate_with(ArenaOffset(0), 4 * PAGE_SIZE, PopulateMethod::ZeroPage)
                 .unwrap_err();
             match e {
                 faultline::testing::heap::ArenaError::Uffd(u) => {
@@ -383,7 +384,7 @@ fn every_kernel_call_has_its_error_paths_driven() {
                 other => panic!("{other}"),
             }
             inj.disarm();
-            a.populate_with(0, 4 * PAGE_SIZE, PopulateMethod::ZeroPage)
+            a.populate_with(ArenaOffset(0), 4 * PAGE_SIZE, PopulateMethod::ZeroPage)
                 .unwrap();
             m.tally(&inj, &rules);
         }
@@ -396,7 +397,7 @@ fn every_kernel_call_has_its_error_paths_driven() {
         let inj = injector(&rules);
         let a = VolatileArena::new(arena(8).sys(Sys::new(inj.clone()))).unwrap();
         inj.arm();
-        a.populate_with(0, 8 * PAGE_SIZE, PopulateMethod::ZeroPage)
+        a.populate_with(ArenaOffset(0), 8 * PAGE_SIZE, PopulateMethod::ZeroPage)
             .unwrap();
         assert!((0..8).all(|i| a.page_mapped(a.base() + i * PAGE_SIZE)));
         assert_eq!(inj.injected(Call::UffdZeropage), 3);
@@ -578,11 +579,11 @@ fn every_kernel_call_has_its_error_paths_driven() {
         let inj = injector(&rules);
         let sys = Sys::new(inj.clone());
         let a = VolatileArena::new(arena(8).write_tracking(true).sys(sys.clone())).unwrap();
-        a.populate(0, 4 * PAGE_SIZE).unwrap();
+        a.populate(ArenaOffset(0), 4 * PAGE_SIZE).unwrap();
         let sc = PagemapScanner::open(&sys).unwrap();
         inj.arm();
         let e = a
-            .write_protect(0, 4 * PAGE_SIZE, true)
+            .write_protect(ArenaOffset(0), 4 * PAGE_SIZE, true)
             .unwrap_err()
             .to_string();
         assert!(
@@ -786,7 +787,7 @@ fn every_kernel_call_has_its_error_paths_driven() {
         let rules = [Rule::new(Call::Mincore, Errno::ENOMEM, Trigger::Always)];
         let inj = injector(&rules);
         let a = VolatileArena::new(arena(2).sys(Sys::new(inj.clone()))).unwrap();
-        a.populate(0, PAGE_SIZE).unwrap();
+        a.populate(ArenaOffset(0), PAGE_SIZE).unwrap();
         assert!(a.page_mapped(a.base()));
         inj.arm();
         assert!(!a.page_mapped(a.base()), "a failed mincore reads as absent");
@@ -800,7 +801,7 @@ fn every_kernel_call_has_its_error_paths_driven() {
         let inj = injector(&rules);
         let a = VolatileArena::new(arena(2).backing(Backing::Memfd).sys(Sys::new(inj.clone())))
             .unwrap();
-        a.populate(0, PAGE_SIZE).unwrap();
+        a.populate(ArenaOffset(0), PAGE_SIZE).unwrap();
         assert!(a.page_mapped(a.base()));
         inj.arm();
         assert!(!a.page_mapped(a.base()), "a failed pread reads as absent");
@@ -813,7 +814,7 @@ fn every_kernel_call_has_its_error_paths_driven() {
         let inj = injector(&rules);
         let a = VolatileArena::new(arena(2).backing(Backing::Memfd).sys(Sys::new(inj.clone())))
             .unwrap();
-        a.populate(0, PAGE_SIZE).unwrap();
+        a.populate(ArenaOffset(0), PAGE_SIZE).unwrap();
         // SAFETY: the page was just populated.
         unsafe { (a.base() as *mut u64).write_volatile(0xA0) };
         // SAFETY: the child makes only system calls through the arena's `Sys` (errors are

@@ -2,6 +2,7 @@
 //! `UFFDIO_COPY` throughput, one-page COPY against MOVE with and without a second running
 //! thread, `memcpy` bandwidth and scheduler noise, measured on bare arenas (no heap).
 
+use faultline::testing::heap::ArenaOffset;
 use std::hint::black_box;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -47,7 +48,7 @@ pub unsafe fn resolve_by_copy(ctx: *const (), addr: usize) -> FaultOutcome {
     // SAFETY: `page` is one live, readable page.
     match unsafe {
         ctx.arena
-            .resolve_copy(offset, ctx.page.0.as_ptr(), PAGE_SIZE)
+            .resolve_copy(ArenaOffset(offset), ctx.page.0.as_ptr(), PAGE_SIZE)
     } {
         Ok(_) => FaultOutcome::Resolved,
         // Chaining crashes the process with the default SIGBUS: loud, not a hang.
@@ -82,7 +83,7 @@ pub fn fault_latencies(arena: &VolatileArena, n: usize) -> Vec<u64> {
             }
         }
         arena
-            .release(0, k_max * PAGE_SIZE)
+            .release(ArenaOffset(0), k_max * PAGE_SIZE)
             .expect("release the round's pages");
         warm = false;
         tick();
@@ -151,7 +152,7 @@ pub fn thread_roundtrip(n: usize) -> Result<Spread, String> {
         if let UffdEvent::PageFault { address, .. } = *ev {
             let offset = (address - a2.base()) & !(PAGE_SIZE - 1);
             // SAFETY: `page` is one live, readable page.
-            let _ = unsafe { a2.resolve_copy(offset, page.0.as_ptr(), PAGE_SIZE) };
+            let _ = unsafe { a2.resolve_copy(ArenaOffset(offset), page.0.as_ptr(), PAGE_SIZE) };
         }
     })
     .map_err(|e| format!("spawning the fault reader: {e}"))?;
@@ -173,13 +174,13 @@ pub fn copy_throughput(bytes: usize, pages: usize, reps: usize) -> Result<(f64, 
         let mut off = 0;
         while off < bytes {
             // SAFETY: `src` is readable for `pages` pages.
-            unsafe { arena.resolve_copy(off, src.as_ptr(), pages * PAGE_SIZE) }
+            unsafe { arena.resolve_copy(ArenaOffset(off), src.as_ptr(), pages * PAGE_SIZE) }
                 .map_err(|e| format!("UFFDIO_COPY: {e}"))?;
             off += pages * PAGE_SIZE;
         }
         best = best.min(t.elapsed());
         arena
-            .release(0, bytes)
+            .release(ArenaOffset(0), bytes)
             .map_err(|e| format!("release: {e}"))?;
         tick();
     }
@@ -215,26 +216,35 @@ pub fn copy_move_per_page(pages: usize, spinner: bool, reps: usize) -> Result<(f
             let t = Instant::now();
             for i in 0..pages {
                 // SAFETY: `page` is one readable page.
-                unsafe { arena.resolve_copy(len + i * PAGE_SIZE, page.0.as_ptr(), PAGE_SIZE) }
-                    .map_err(|e| format!("UFFDIO_COPY: {e}"))?;
+                unsafe {
+                    arena.resolve_copy(ArenaOffset(len + i * PAGE_SIZE), page.0.as_ptr(), PAGE_SIZE)
+                }
+                .map_err(|e| format!("UFFDIO_COPY: {e}"))?;
             }
             copy = copy.min(t.elapsed());
             arena
-                .release(len, len)
+                .release(ArenaOffset(len), len)
                 .map_err(|e| format!("release: {e}"))?;
             arena
-                .populate(0, len)
+                .populate(ArenaOffset(0), len)
                 .map_err(|e| format!("populate: {e}"))?;
             let t = Instant::now();
             for i in 0..pages {
                 // SAFETY: the source pages are ours, present, and never read again before
                 // the release below.
-                unsafe { arena.resolve_move(len + i * PAGE_SIZE, i * PAGE_SIZE, PAGE_SIZE, false) }
-                    .map_err(|e| format!("UFFDIO_MOVE: {e}"))?;
+                unsafe {
+                    arena.resolve_move(
+                        ArenaOffset(len + i * PAGE_SIZE),
+                        ArenaOffset(i * PAGE_SIZE),
+                        PAGE_SIZE,
+                        false,
+                    )
+                }
+                .map_err(|e| format!("UFFDIO_MOVE: {e}"))?;
             }
             mv = mv.min(t.elapsed());
             arena
-                .release(0, 2 * len)
+                .release(ArenaOffset(0), 2 * len)
                 .map_err(|e| format!("release: {e}"))?;
             tick();
         }

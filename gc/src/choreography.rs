@@ -11,7 +11,7 @@
 //! succeeds or leaves the arena as it was (the cycle then compacts in the pause); [`teardown`]
 //! runs after every destination page is mapped, when nothing reads the detached pages.
 
-use faultline_heap::{ArenaError, VolatileArena};
+use faultline_heap::{ArenaError, ArenaOffset, VolatileArena};
 
 /// The detached old-half pages of one cycle: `(address, length)`.
 pub(crate) type Detached = (usize, usize);
@@ -20,13 +20,13 @@ pub(crate) type Detached = (usize, usize);
 /// pages `[from, old_end)`; returns where they can be read now.
 pub(crate) fn setup(
     arena: &VolatileArena,
-    to_offset: usize,
+    to_offset: ArenaOffset,
     len: usize,
     from: usize,
     old_end: usize,
 ) -> Result<Detached, ArenaError> {
     arena.register_range(to_offset, len)?;
-    match arena.detach_pages(from - arena.base(), old_end - from) {
+    match arena.detach_pages(arena.offset_of(from), old_end - from) {
         Ok(a) => Ok((a, old_end - from)),
         Err(e) => {
             let _ = arena.unregister_range();

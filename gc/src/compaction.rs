@@ -38,7 +38,7 @@ use core::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use faultline_heap::object::WORD;
-use faultline_heap::{VolatileArena, PAGE_SIZE};
+use faultline_heap::{ArenaOffset, VolatileArena, PAGE_SIZE};
 
 use crate::mode::MapStrategy;
 use crate::pagestate::{self, Futex, MAPPED};
@@ -429,7 +429,7 @@ impl Compaction {
                 // still in its staging page (not moved): copy those.
                 let ok = r.is_ok()
                     || arena.page_mapped(d)
-                    || self.copy_from(arena, first + i * PAGE_SIZE, d - arena.base());
+                    || self.copy_from(arena, first + i * PAGE_SIZE, arena.offset_of(d));
                 if ok {
                     if r.is_ok() {
                         self.counters.staged.fetch_add(1, Ordering::Relaxed);
@@ -463,7 +463,7 @@ impl Compaction {
         self.copy_from(arena, buf.0.as_ptr() as usize, plan.dest_offset(k))
     }
 
-    fn copy_from(&self, arena: &VolatileArena, src: usize, dst_offset: usize) -> bool {
+    fn copy_from(&self, arena: &VolatileArena, src: usize, dst_offset: ArenaOffset) -> bool {
         self.counters.copied.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `src` is a readable page (a filled buffer or a present heap page).
         unsafe { arena.resolve_copy(dst_offset, src as *const u8, PAGE_SIZE) }.is_ok()

@@ -648,7 +648,7 @@ fn flip(
                     arena,
                     &inner.release,
                     cfg.debug.poison_released,
-                    from - arena.base(),
+                    arena.offset_of(from),
                     from_populated - from,
                 );
             }
@@ -678,8 +678,9 @@ fn flip(
             );
         }
         // SAFETY: `buf` holds `n` filled pages.
-        let r =
-            unsafe { arena.resolve_copy(to_offset + p * PAGE_SIZE, buf.as_ptr(), n * PAGE_SIZE) };
+        let r = unsafe {
+            arena.resolve_copy(plan.dest_offset(DestPage(p)), buf.as_ptr(), n * PAGE_SIZE)
+        };
         if let Err(e) = r {
             fatal_after_flip("stop-the-world compaction", &e);
         }
@@ -699,7 +700,7 @@ fn flip(
                 arena,
                 &inner.release,
                 cfg.debug.poison_released,
-                from - arena.base(),
+                arena.offset_of(from),
                 old_end - from,
             );
         }
@@ -747,7 +748,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
             arena,
             &inner.release,
             inner.config.debug.poison_released,
-            finish.from - arena.base(),
+            arena.offset_of(finish.from),
             finish.from_populated - finish.from,
         );
     }

@@ -31,7 +31,7 @@ use faultline_heap::arena::ArenaError;
 use faultline_heap::fault::reader::FaultReader;
 use faultline_heap::fault::sigbus::{register_region, FaultOutcome};
 use faultline_heap::uffd::UffdEvent;
-use faultline_heap::{VolatileArena, PAGE_SIZE};
+use faultline_heap::{ArenaOffset, VolatileArena, PAGE_SIZE};
 
 use crate::compaction::Compaction;
 use crate::inner::{HeapInner, Plumbing};
@@ -144,7 +144,7 @@ pub(crate) fn install(inner: &Arc<HeapInner>, delivery: Delivery) -> Result<Plum
                     // Whoever mapped the page woke the waiters on it; wake once more in case
                     // the page was mapped before this fault was queued.
                     let page = (address - inner.arena.base()) & !(PAGE_SIZE - 1);
-                    let _ = inner.arena.wake(page, PAGE_SIZE);
+                    let _ = inner.arena.wake(ArenaOffset(page), PAGE_SIZE);
                 }
             })
             .map_err(|e| ArenaError::Config(format!("spawning the fault handler thread: {e}")))?;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use faultline_heap::arena::{ArenaConfig, FaultDelivery};
 use faultline_heap::object::{TypeError, TypeId, TypeInfo, TypeRegistry, Value};
-use faultline_heap::{ArenaError, Backing, Probe, VolatileArena, PAGE_SIZE};
+use faultline_heap::{ArenaError, ArenaOffset, Backing, Probe, VolatileArena, PAGE_SIZE};
 
 use crate::compaction::Compaction;
 use crate::config::{ConfigError, HeapConfig};
@@ -137,7 +137,7 @@ impl Heap {
         let base = arena.base();
         let moving = MovingSpace {
             half_bytes: half,
-            half_offset: [0, half],
+            half_offset: [ArenaOffset(0), ArenaOffset(half)],
             half_base: [base, base + half],
             current: AtomicUsize::new(0),
             top: AtomicUsize::new(base),

@@ -448,7 +448,7 @@ fn arm_write_tracking(ctx: &MarkCtx<'_>, from: usize) -> PagemapScanner {
         let _ = arena.set_populate_protected(true);
         if *pop > from {
             must("write-protecting the moving space", || {
-                arena.write_protect(from - arena.base(), *pop - from, true)
+                arena.write_protect(arena.offset_of(from), *pop - from, true)
             });
         }
     }
@@ -456,7 +456,7 @@ fn arm_write_tracking(ctx: &MarkCtx<'_>, from: usize) -> PagemapScanner {
         let lg = ctx.large.lock();
         for (&s, &l) in lg.objects.iter() {
             must("write-protecting a large object", || {
-                arena.write_protect(s - arena.base(), l, true)
+                arena.write_protect(arena.offset_of(s), l, true)
             });
         }
     }

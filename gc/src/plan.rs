@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use faultline_heap::bitmap::{Bitmap, LiveWords};
 use faultline_heap::object::{Header, TypeRegistry, WORD};
-use faultline_heap::PAGE_SIZE;
+use faultline_heap::{ArenaOffset, PAGE_SIZE};
 
 use crate::trace::header;
 
@@ -121,7 +121,7 @@ pub(crate) struct Plan {
     /// New half base.
     pub to: usize,
     /// Arena offset of the new half's base.
-    pub to_offset: usize,
+    pub to_offset: ArenaOffset,
     /// Live words in total (the compacted size in words).
     pub live_words: usize,
     /// Destination pages (`live_words` rounded up to pages).
@@ -162,8 +162,8 @@ impl Plan {
 
     /// Arena offset of destination page `k` (what the arena's resolve calls take).
     #[inline]
-    pub(crate) fn dest_offset(&self, k: DestPage) -> usize {
-        self.to_offset + k.0 * PAGE_SIZE
+    pub(crate) fn dest_offset(&self, k: DestPage) -> ArenaOffset {
+        self.to_offset.plus(k.0 * PAGE_SIZE)
     }
 
     /// Where old page `j` is read (and, for a staging page, written).

@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use faultline_heap::arena::PoisonMethod;
-use faultline_heap::{ArenaError, VolatileArena, PAGE_SIZE};
+use faultline_heap::{ArenaError, ArenaOffset, VolatileArena, PAGE_SIZE};
 
 /// Released-half bookkeeping and debug counters.
 #[derive(Debug, Default)]
@@ -72,7 +72,7 @@ pub(crate) fn release_old_half(
     arena: &VolatileArena,
     st: &ReleaseState,
     poison: bool,
-    offset: usize,
+    offset: ArenaOffset,
     len: usize,
 ) {
     if len == 0 {
@@ -87,7 +87,7 @@ pub(crate) fn release_old_half(
     }
     if !released {
         st.failed_releases.fetch_add(1, Ordering::Relaxed);
-        st.mark_dirty(offset, len);
+        st.mark_dirty(offset.get(), len);
         return;
     }
     if poison {
@@ -96,10 +96,10 @@ pub(crate) fn release_old_half(
             Ok(_) => {
                 st.poisoned_pages
                     .fetch_add((len / PAGE_SIZE) as u64, Ordering::Relaxed);
-                st.mark_dirty(offset, len);
+                st.mark_dirty(offset.get(), len);
             }
             // A partial poison leaves markers behind: clear them at the flip like the rest.
-            Err(_) => st.mark_dirty(offset, len),
+            Err(_) => st.mark_dirty(offset.get(), len),
         }
     }
 }
@@ -109,9 +109,10 @@ pub(crate) fn release_old_half(
 pub(crate) fn prepare_destination(
     arena: &VolatileArena,
     st: &ReleaseState,
-    to_offset: usize,
+    to_offset: ArenaOffset,
     half_bytes: usize,
 ) -> Result<(), ArenaError> {
+    let to_offset = to_offset.get();
     let (o, l) = (
         st.dirty_offset.load(Ordering::Acquire),
         st.dirty_len.load(Ordering::Acquire),
@@ -121,7 +122,7 @@ pub(crate) fn prepare_destination(
     }
     // A plain release undoes both: it frees what a failed release left present, and
     // MADV_DONTNEED drops poison markers and the poison pattern.
-    arena.release(o, l)?;
+    arena.release(ArenaOffset(o), l)?;
     st.dirty_len.store(0, Ordering::Release);
     Ok(())
 }

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use faultline_heap::bitmap::Bitmap;
-use faultline_heap::{ArenaError, VolatileArena, PAGE_SIZE};
+use faultline_heap::{ArenaError, ArenaOffset, VolatileArena, PAGE_SIZE};
 
 /// The moving space (two halves).
 #[derive(Debug)]
@@ -29,7 +29,7 @@ pub struct MovingSpace {
     /// Bytes per half.
     pub half_bytes: usize,
     /// Arena offset of each half.
-    pub half_offset: [usize; 2],
+    pub half_offset: [ArenaOffset; 2],
     /// Absolute address of each half.
     pub half_base: [usize; 2],
     /// Index of the current half (changes only inside a pause).
@@ -110,7 +110,7 @@ impl MovingSpace {
         let base = self.base();
         let target = ((upto - base).div_ceil(batch) * batch).min(self.half_bytes) + base;
         let from = *pop;
-        arena.populate(from - arena.base(), target - from)?;
+        arena.populate(arena.offset_of(from), target - from)?;
         *pop = target;
         Ok(())
     }
@@ -185,7 +185,7 @@ impl LargeSpace {
         if flen > len {
             g.free.insert(start + len, flen - len);
         }
-        if let Err(e) = arena.populate(start - arena.base(), len) {
+        if let Err(e) = arena.populate(arena.offset_of(start), len) {
             // Give the range back: nothing was handed out.
             Self::insert_free(&mut g, start, len);
             return Err(e);
@@ -223,7 +223,7 @@ impl LargeSpace {
         let mut g = self.lock();
         let mut freed = 0;
         for &(s, l) in dead {
-            arena.release(s - arena.base(), l)?;
+            arena.release(arena.offset_of(s), l)?;
             g.objects.remove(&s);
             g.used -= l;
             Self::insert_free(&mut g, s, l);

@@ -48,6 +48,7 @@ use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use faultline_heap::fault::reader::FaultReader;
 use faultline_heap::fault::sigbus::{register_region, FaultOutcome};
 use faultline_heap::uffd::UffdEvent;
+use faultline_heap::ArenaOffset;
 use faultline_heap::{
     ArenaConfig, Backing, FaultDelivery, PopulateMethod, Resolution, VolatileArena, PAGE_SIZE,
 };
@@ -230,9 +231,10 @@ fn bench_first_touch(c: &mut Criterion) {
 
 fn bench_zeropage(c: &mut Criterion) {
     let a = arena(Backing::Anonymous, FaultDelivery::Sigbus);
-    a.populate_with(0, PAGE, PopulateMethod::ZeroPage).unwrap();
+    a.populate_with(ArenaOffset(0), PAGE, PopulateMethod::ZeroPage)
+        .unwrap();
     assert_eq!(read_at(a.base()), 0);
-    a.release(0, PAGE).unwrap();
+    a.release(ArenaOffset(0), PAGE).unwrap();
 
     let mut g = c.benchmark_group("uffd_zeropage");
     configure(&mut g);
@@ -245,10 +247,10 @@ fn bench_zeropage(c: &mut Criterion) {
                     pages,
                     |_| {},
                     |at| {
-                        a.populate_with(at, pages * PAGE, PopulateMethod::ZeroPage)
+                        a.populate_with(ArenaOffset(at), pages * PAGE, PopulateMethod::ZeroPage)
                             .unwrap();
                     },
-                    |len| a.release(0, len).unwrap(),
+                    |len| a.release(ArenaOffset(0), len).unwrap(),
                 )
             })
         });
@@ -261,10 +263,10 @@ fn bench_copy(c: &mut Criterion) {
     let src = pattern_pages(ROUND_PAGES);
     let src_at = |at: usize| src.as_ptr().cast::<u8>().wrapping_add(at);
     // SAFETY: `src` holds ROUND bytes, so one page at offset 0 is readable.
-    let r = unsafe { a.resolve_copy(0, src_at(0), PAGE) };
+    let r = unsafe { a.resolve_copy(ArenaOffset(0), src_at(0), PAGE) };
     assert_eq!(r, Ok(Resolution::Mapped));
     assert_eq!(read_at(a.base()), PATTERN);
-    a.release(0, PAGE).unwrap();
+    a.release(ArenaOffset(0), PAGE).unwrap();
 
     let mut g = c.benchmark_group("uffd_copy");
     configure(&mut g);
@@ -278,9 +280,10 @@ fn bench_copy(c: &mut Criterion) {
                     |_| {},
                     |at| {
                         // SAFETY: `at + pages * PAGE <= ROUND`, the size of `src`.
-                        unsafe { a.resolve_copy(at, src_at(at), pages * PAGE) }.unwrap();
+                        unsafe { a.resolve_copy(ArenaOffset(at), src_at(at), pages * PAGE) }
+                            .unwrap();
                     },
-                    |len| a.release(0, len).unwrap(),
+                    |len| a.release(ArenaOffset(0), len).unwrap(),
                 )
             })
         });
@@ -297,12 +300,12 @@ fn bench_move(c: &mut Criterion) {
     // Destination window: [0, ROUND); source window: [ROUND, 2 * ROUND).
     let src = pattern_pages(1);
     // SAFETY: `src` is one readable page.
-    unsafe { a.resolve_copy(ROUND, src.as_ptr().cast(), PAGE) }.unwrap();
+    unsafe { a.resolve_copy(ArenaOffset(ROUND), src.as_ptr().cast(), PAGE) }.unwrap();
     // SAFETY: the source page is not read at its old place afterwards.
-    let r = unsafe { a.resolve_move(0, ROUND, PAGE, false) };
+    let r = unsafe { a.resolve_move(ArenaOffset(0), ArenaOffset(ROUND), PAGE, false) };
     assert_eq!(r, Ok(Resolution::Mapped));
     assert_eq!(read_at(a.base()), PATTERN);
-    a.release(0, PAGE).unwrap();
+    a.release(ArenaOffset(0), PAGE).unwrap();
 
     let mut g = c.benchmark_group("uffd_move");
     configure(&mut g);
@@ -315,15 +318,23 @@ fn bench_move(c: &mut Criterion) {
                     pages,
                     // Sources: private zero-filled pages, present and exclusive (COPY).
                     |len| {
-                        a.populate_with(ROUND, len, PopulateMethod::CopyZeros)
+                        a.populate_with(ArenaOffset(ROUND), len, PopulateMethod::CopyZeros)
                             .unwrap();
                     },
                     |at| {
                         // SAFETY: nothing reads the source window; it is repopulated before
                         // the next round.
-                        unsafe { a.resolve_move(at, ROUND + at, pages * PAGE, false) }.unwrap();
+                        unsafe {
+                            a.resolve_move(
+                                ArenaOffset(at),
+                                ArenaOffset(ROUND + at),
+                                pages * PAGE,
+                                false,
+                            )
+                        }
+                        .unwrap();
                     },
-                    |len| a.release(0, len).unwrap(),
+                    |len| a.release(ArenaOffset(0), len).unwrap(),
                 )
             })
         });
@@ -333,7 +344,7 @@ fn bench_move(c: &mut Criterion) {
 
 fn bench_continue(c: &mut Criterion) {
     let a = arena(Backing::Memfd, FaultDelivery::Sigbus);
-    let fill = a.fill_view_addr(0).unwrap();
+    let fill = a.fill_view_addr(ArenaOffset(0)).unwrap();
     let src = pattern_pages(1);
     // Fill the page cache of `[0, len)` through the unregistered fill view.
     let fill_cache = |len: usize| {
@@ -350,9 +361,12 @@ fn bench_continue(c: &mut Criterion) {
         }
     };
     fill_cache(PAGE);
-    assert_eq!(a.resolve_continue(0, PAGE), Ok(Resolution::Mapped));
+    assert_eq!(
+        a.resolve_continue(ArenaOffset(0), PAGE),
+        Ok(Resolution::Mapped)
+    );
     assert_eq!(read_at(a.base()), PATTERN);
-    a.release(0, PAGE).unwrap();
+    a.release(ArenaOffset(0), PAGE).unwrap();
 
     let mut g = c.benchmark_group("uffd_continue");
     configure(&mut g);
@@ -365,10 +379,10 @@ fn bench_continue(c: &mut Criterion) {
                     pages,
                     fill_cache,
                     |at| {
-                        a.resolve_continue(at, pages * PAGE).unwrap();
+                        a.resolve_continue(ArenaOffset(at), pages * PAGE).unwrap();
                     },
                     // The hole punch frees the page cache and unmaps the registered view.
-                    |len| a.release(0, len).unwrap(),
+                    |len| a.release(ArenaOffset(0), len).unwrap(),
                 )
             })
         });
@@ -393,12 +407,12 @@ fn bench_populate(c: &mut Criterion) {
         ("zeropage+write", PopulateMethod::ZeroPage, true),
     ];
     for (_, method, write) in variants {
-        a.populate_with(0, ROUND, method).unwrap();
+        a.populate_with(ArenaOffset(0), ROUND, method).unwrap();
         if write {
             write_all(ROUND);
         }
         assert_eq!(read_at(a.base() + ROUND - PAGE), u8::from(write));
-        a.release(0, ROUND).unwrap();
+        a.release(ArenaOffset(0), ROUND).unwrap();
     }
 
     let mut g = c.benchmark_group("populate_512");
@@ -412,12 +426,12 @@ fn bench_populate(c: &mut Criterion) {
                     ROUND_PAGES,
                     |_| {},
                     |at| {
-                        a.populate_with(at, ROUND, method).unwrap();
+                        a.populate_with(ArenaOffset(at), ROUND, method).unwrap();
                         if write {
                             write_all(ROUND);
                         }
                     },
-                    |len| a.release(0, len).unwrap(),
+                    |len| a.release(ArenaOffset(0), len).unwrap(),
                 )
             })
         });
@@ -447,7 +461,10 @@ unsafe fn resolve_by_copy(ctx: *const (), addr: usize) -> FaultOutcome {
     }
     let offset = (addr - ctx.arena.base()) & !(PAGE - 1);
     // SAFETY: `page` is one live, readable page.
-    match unsafe { ctx.arena.resolve_copy(offset, ctx.page.0.as_ptr(), PAGE) } {
+    match unsafe {
+        ctx.arena
+            .resolve_copy(ArenaOffset(offset), ctx.page.0.as_ptr(), PAGE)
+    } {
         Ok(_) => FaultOutcome::Resolved,
         // Chaining crashes the process with the default SIGBUS: loud, not a hang.
         Err(_) => FaultOutcome::NotMine,
@@ -467,7 +484,7 @@ fn fault_latencies(arena: &VolatileArena, faults: usize) -> Vec<u64> {
             assert_eq!(v, PATTERN);
             out.push(dt.as_nanos() as u64);
         }
-        arena.release(0, n * PAGE).unwrap();
+        arena.release(ArenaOffset(0), n * PAGE).unwrap();
     }
     out
 }
@@ -563,7 +580,7 @@ fn bench_fault_roundtrip(c: &mut Criterion) {
     .expect("register the SIGBUS region");
     let sig = &ctx.arena;
     assert_eq!(read_at(sig.base()), PATTERN);
-    sig.release(0, PAGE).unwrap();
+    sig.release(ArenaOffset(0), PAGE).unwrap();
 
     // Handler-thread delivery: a FaultReader resolves by COPY, which wakes the faulter.
     let thr = Arc::new(arena(Backing::Anonymous, FaultDelivery::Thread));
@@ -584,10 +601,10 @@ fn bench_fault_roundtrip(c: &mut Criterion) {
             let a = &handler_arena;
             let offset = (address - a.base()) & !(PAGE - 1);
             // SAFETY: `src` (owned by this closure) is one live, readable page.
-            match unsafe { a.resolve_copy(offset, src.0.as_ptr(), PAGE) } {
+            match unsafe { a.resolve_copy(ArenaOffset(offset), src.0.as_ptr(), PAGE) } {
                 Ok(Resolution::Mapped) => {}
                 // Someone else mapped it; the faulter may still sleep: wake it.
-                Ok(Resolution::AlreadyPresent) => a.wake(offset, PAGE).unwrap(),
+                Ok(Resolution::AlreadyPresent) => a.wake(ArenaOffset(offset), PAGE).unwrap(),
                 Err(e) => {
                     eprintln!("fault reader: {e}");
                     std::process::abort();
@@ -597,7 +614,7 @@ fn bench_fault_roundtrip(c: &mut Criterion) {
     })
     .expect("spawn the fault reader");
     assert_eq!(read_at(thr.base()), PATTERN);
-    thr.release(0, PAGE).unwrap();
+    thr.release(ArenaOffset(0), PAGE).unwrap();
 
     // (name, arena, mutator CPU, handler CPU). With handler-thread delivery the round trip
     // depends on whether the two threads share a CPU (a local switch) or not (a cross-CPU
@@ -620,7 +637,7 @@ fn bench_fault_roundtrip(c: &mut Criterion) {
         HANDLER_CPU.store(handler_cpu, Ordering::Relaxed);
         // One untimed fault lets the handler apply its new placement.
         assert_eq!(read_at(a.base()), PATTERN);
-        a.release(0, PAGE).unwrap();
+        a.release(ArenaOffset(0), PAGE).unwrap();
         let ran = Cell::new(0u64);
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -632,7 +649,7 @@ fn bench_fault_roundtrip(c: &mut Criterion) {
                     |at| {
                         black_box(read_at(a.base() + at));
                     },
-                    |len| a.release(0, len).unwrap(),
+                    |len| a.release(ArenaOffset(0), len).unwrap(),
                 )
             })
         });

@@ -56,6 +56,26 @@ use crate::uffd::{
     UffdOptions,
 };
 
+/// A byte offset from the arena's base: what the arena's range operations take, as opposed to
+/// an absolute address (`VolatileArena::contains`, `page_mapped` and the source of
+/// `resolve_move_from` take addresses). Convert with [`VolatileArena::offset_of`] and
+/// [`VolatileArena::addr_of`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ArenaOffset(pub usize);
+
+impl ArenaOffset {
+    /// The offset in bytes.
+    #[inline]
+    pub const fn get(self) -> usize {
+        self.0
+    }
+    /// The offset `bytes` further on.
+    #[inline]
+    pub const fn plus(self, bytes: usize) -> ArenaOffset {
+        ArenaOffset(self.0 + bytes)
+    }
+}
+
 /// What memory backs the arena.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backing {
@@ -476,6 +496,19 @@ impl VolatileArena {
     pub fn base(&self) -> usize {
         self.base
     }
+    /// The offset of absolute address `addr` (which must lie at or above the base).
+    #[inline]
+    pub fn offset_of(&self, addr: usize) -> ArenaOffset {
+        debug_assert!(addr >= self.base);
+        ArenaOffset(addr - self.base)
+    }
+
+    /// The absolute address of `offset`.
+    #[inline]
+    pub fn addr_of(&self, offset: ArenaOffset) -> usize {
+        self.base + offset.0
+    }
+
     /// Bytes in the arena.
     pub fn size(&self) -> usize {
         self.size
@@ -533,7 +566,8 @@ impl VolatileArena {
     /// Per-cycle choreography: register `[offset, offset+len)` for MISSING faults (a VMA split,
     /// under the `mmap_lock` held for writing). One range at a time; the pages in it should be
     /// absent. Needs an arena made without `register_at_creation`.
-    pub fn register_range(&self, offset: usize, len: usize) -> Result<(), ArenaError> {
+    pub fn register_range(&self, offset: ArenaOffset, len: usize) -> Result<(), ArenaError> {
+        let offset = offset.get();
         let addr = self.check(offset, len)?;
         if self.config.register_at_creation {
             return Err(ArenaError::Config(
@@ -572,7 +606,8 @@ impl VolatileArena {
     /// `mremap(MREMAP_MAYMOVE | MREMAP_DONTUNMAP)` (what the Android runtime does to its
     /// moving space at the flip); the range stays mapped, empty. Returns the new mapping's
     /// address; release it with [`Self::unmap_detached`].
-    pub fn detach_pages(&self, offset: usize, len: usize) -> Result<usize, ArenaError> {
+    pub fn detach_pages(&self, offset: ArenaOffset, len: usize) -> Result<usize, ArenaError> {
+        let offset = offset.get();
         let addr = self.check(offset, len)?;
         if self.config.backing != Backing::Anonymous {
             return Err(ArenaError::MoveNeedsAnonymous);
@@ -627,7 +662,8 @@ impl VolatileArena {
     }
 
     /// Address of the fill-view byte that aliases arena offset `offset` (memfd only).
-    pub fn fill_view_addr(&self, offset: usize) -> Result<usize, ArenaError> {
+    pub fn fill_view_addr(&self, offset: ArenaOffset) -> Result<usize, ArenaError> {
+        let offset = offset.get();
         if self.config.backing != Backing::Memfd || self.is_forked() {
             return Err(ArenaError::NeedsMemfd("the fill view"));
         }
@@ -734,17 +770,19 @@ impl VolatileArena {
 
     /// Make `[offset, offset+len)` present and zero with the configured [`PopulateMethod`].
     /// Pages already present are left as they are.
-    pub fn populate(&self, offset: usize, len: usize) -> Result<Resolution, ArenaError> {
-        self.populate_with(offset, len, self.config.populate)
+    pub fn populate(&self, offset: ArenaOffset, len: usize) -> Result<Resolution, ArenaError> {
+        let offset = offset.get();
+        self.populate_with(ArenaOffset(offset), len, self.config.populate)
     }
 
     /// [`Self::populate`] with an explicit method (benchmarks compare them).
     pub fn populate_with(
         &self,
-        offset: usize,
+        offset: ArenaOffset,
         len: usize,
         method: PopulateMethod,
     ) -> Result<Resolution, ArenaError> {
+        let offset = offset.get();
         let addr = self.check(offset, len)?;
         let Some(uffd) = self.uffd_over(addr, len) else {
             // Plain memory: released pages read as zero and fault in on first touch.
@@ -776,10 +814,11 @@ impl VolatileArena {
     /// `src` must be readable for `len` bytes and hold what the pages should contain.
     pub unsafe fn resolve_copy(
         &self,
-        offset: usize,
+        offset: ArenaOffset,
         src: *const u8,
         len: usize,
     ) -> Result<Resolution, ArenaError> {
+        let offset = offset.get();
         let addr = self.check(offset, len)?;
         let Some(uffd) = self.uffd_over(addr, len) else {
             // SAFETY: the destination is inside our plain mapping; `src` is readable for `len`
@@ -800,14 +839,15 @@ impl VolatileArena {
     /// The source pages vanish from `src`: nothing may read them there afterwards.
     pub unsafe fn resolve_move(
         &self,
-        dst: usize,
-        src: usize,
+        dst: ArenaOffset,
+        src: ArenaOffset,
         len: usize,
         allow_holes: bool,
     ) -> Result<Resolution, ArenaError> {
+        let (dst, src) = (dst.get(), src.get());
         let s = self.check(src, len)?;
         // SAFETY: forwarded from the caller's contract.
-        unsafe { self.resolve_move_from(dst, s, len, allow_holes) }
+        unsafe { self.resolve_move_from(ArenaOffset(dst), s, len, allow_holes) }
     }
 
     /// [`Self::resolve_move`] from an absolute source address (which may lie outside the arena,
@@ -817,11 +857,12 @@ impl VolatileArena {
     /// The source pages vanish from `src`: nothing may read them there afterwards.
     pub unsafe fn resolve_move_from(
         &self,
-        dst: usize,
+        dst: ArenaOffset,
         s: usize,
         len: usize,
         allow_holes: bool,
     ) -> Result<Resolution, ArenaError> {
+        let dst = dst.get();
         let d = self.check(dst, len)?;
         if s % PAGE_SIZE != 0 {
             return Err(ArenaError::Unaligned { offset: s, len });
@@ -843,7 +884,12 @@ impl VolatileArena {
 
     /// Resolve `[offset, offset+len)` by mapping the page-cache pages already filled through
     /// the fill view (`UFFDIO_CONTINUE`; memfd only).
-    pub fn resolve_continue(&self, offset: usize, len: usize) -> Result<Resolution, ArenaError> {
+    pub fn resolve_continue(
+        &self,
+        offset: ArenaOffset,
+        len: usize,
+    ) -> Result<Resolution, ArenaError> {
+        let offset = offset.get();
         let addr = self.check(offset, len)?;
         if self.config.backing != Backing::Memfd {
             return Err(ArenaError::NeedsMemfd("UFFDIO_CONTINUE"));
@@ -856,7 +902,8 @@ impl VolatileArena {
 
     /// Make `[offset, offset+len)` absent again (the next touch faults): `MADV_DONTNEED` for
     /// anonymous memory, a hole punch for a memfd (which also frees the page cache).
-    pub fn release(&self, offset: usize, len: usize) -> Result<(), ArenaError> {
+    pub fn release(&self, offset: ArenaOffset, len: usize) -> Result<(), ArenaError> {
+        let offset = offset.get();
         let addr = self.check(offset, len)?;
         // In a forked child a memfd arena has been made private (see `detach_after_fork`):
         // punching the memfd would free the parent's pages.
@@ -901,7 +948,12 @@ impl VolatileArena {
     /// unregistered arena the pages are filled with [`POISON_WORD`] (they become resident until
     /// the range is released again). Anything else (memfd backing, POISON not negotiated) is left as
     /// released and reported as [`PoisonMethod::None`]. The range must be released first.
-    pub fn poison_released(&self, offset: usize, len: usize) -> Result<PoisonMethod, ArenaError> {
+    pub fn poison_released(
+        &self,
+        offset: ArenaOffset,
+        len: usize,
+    ) -> Result<PoisonMethod, ArenaError> {
+        let offset = offset.get();
         let addr = self.check(offset, len)?;
         match self.uffd_over(addr, len) {
             Some(u)
@@ -925,7 +977,8 @@ impl VolatileArena {
     }
 
     /// Wake threads waiting on faults in `[offset, offset+len)` (handler-thread delivery).
-    pub fn wake(&self, offset: usize, len: usize) -> Result<(), ArenaError> {
+    pub fn wake(&self, offset: ArenaOffset, len: usize) -> Result<(), ArenaError> {
+        let offset = offset.get();
         let addr = self.check(offset, len)?;
         self.registered("UFFDIO_WAKE")?
             .wake(addr, len)
@@ -933,7 +986,13 @@ impl VolatileArena {
     }
 
     /// Write-protect (or unprotect) `[offset, offset+len)` (needs `write_tracking`).
-    pub fn write_protect(&self, offset: usize, len: usize, on: bool) -> Result<(), ArenaError> {
+    pub fn write_protect(
+        &self,
+        offset: ArenaOffset,
+        len: usize,
+        on: bool,
+    ) -> Result<(), ArenaError> {
+        let offset = offset.get();
         let addr = self.check(offset, len)?;
         self.registered("UFFDIO_WRITEPROTECT")?
             .writeprotect(addr, len, on, false)

@@ -44,8 +44,8 @@ pub mod sys;
 pub mod uffd;
 
 pub use arena::{
-    ArenaConfig, ArenaError, ArenaStats, Backing, FaultDelivery, PopulateMethod, Resolution,
-    VolatileArena,
+    ArenaConfig, ArenaError, ArenaOffset, ArenaStats, Backing, FaultDelivery, PopulateMethod,
+    Resolution, VolatileArena,
 };
 pub use object::{
     Address, Header, ObjectRef, Slot, TypeId, TypeInfo, TypeKind, TypeRegistry, Value, WORD,

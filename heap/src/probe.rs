@@ -21,6 +21,7 @@
 
 use serde_json::{json, Value};
 
+use crate::arena::ArenaOffset;
 use crate::arena::{ArenaConfig, Backing, FaultDelivery, VolatileArena};
 use crate::pagemap::PagemapScanner;
 use crate::sys::{Sys, PAGE_SIZE};
@@ -166,9 +167,10 @@ fn check_move(sys: &Sys) -> Result<(), String> {
     if !a.can_move() {
         return Err("UFFD_FEATURE_MOVE not offered (needs Linux 6.8)".into());
     }
-    a.populate(0, PAGE_SIZE).map_err(|e| e.to_string())?;
+    a.populate(ArenaOffset(0), PAGE_SIZE)
+        .map_err(|e| e.to_string())?;
     // SAFETY: the scratch arena's page 0 is ours and unused.
-    unsafe { a.resolve_move(PAGE_SIZE, 0, PAGE_SIZE, false) }
+    unsafe { a.resolve_move(ArenaOffset(PAGE_SIZE), ArenaOffset(0), PAGE_SIZE, false) }
         .map(drop)
         .map_err(|e| e.to_string())
 }
@@ -181,10 +183,12 @@ fn check_minor(sys: &Sys) -> Result<(), String> {
             .sys(sys.clone()),
     )
     .map_err(|e| e.to_string())?;
-    let view = a.fill_view_addr(0).map_err(|e| e.to_string())?;
+    let view = a
+        .fill_view_addr(ArenaOffset(0))
+        .map_err(|e| e.to_string())?;
     // SAFETY: the fill view is an unregistered shared mapping of the scratch memfd.
     unsafe { (view as *mut u8).write_volatile(0x5a) };
-    a.resolve_continue(0, PAGE_SIZE)
+    a.resolve_continue(ArenaOffset(0), PAGE_SIZE)
         .map_err(|e| e.to_string())?;
     // SAFETY: the page was just mapped by CONTINUE.
     let seen = unsafe { (a.base() as *const u8).read_volatile() };
@@ -205,7 +209,8 @@ fn check_wp_async(sys: &Sys) -> Result<(), String> {
             .sys(sys.clone()),
     )
     .map_err(|e| e.to_string())?;
-    a.populate(0, 4 * PAGE_SIZE).map_err(|e| e.to_string())?;
+    a.populate(ArenaOffset(0), 4 * PAGE_SIZE)
+        .map_err(|e| e.to_string())?;
     let scanner = PagemapScanner::open(sys).map_err(|e| format!("PAGEMAP_SCAN: {e}"))?;
     // Clear the written state left by populating, then write one page.
     scanner

@@ -11,6 +11,7 @@ mod common;
 use common::*;
 use faultline_heap::arena::{ArenaConfig, Backing, FaultDelivery, VolatileArena};
 use faultline_heap::sys::Call;
+use faultline_heap::ArenaOffset;
 use faultline_heap::PAGE_SIZE;
 
 fn scale(n: usize) -> usize {
@@ -43,7 +44,7 @@ fn ten_thousand_cycles_without_vma_changes() {
     for cycle in 0..cycles {
         let (from, to) = if cycle % 2 == 0 { (0, half) } else { (half, 0) };
         // "Allocation" into the current half.
-        a.populate(from, half).unwrap();
+        a.populate(ArenaOffset(from), half).unwrap();
         for p in 0..HALF_PAGES {
             // SAFETY: the page was just populated.
             unsafe {
@@ -63,10 +64,11 @@ fn ten_thousand_cycles_without_vma_changes() {
                     )
                 };
                 // SAFETY: `buf` is a readable page.
-                unsafe { a.resolve_copy(dst, buf.as_ptr(), PAGE_SIZE) }.unwrap();
+                unsafe { a.resolve_copy(ArenaOffset(dst), buf.as_ptr(), PAGE_SIZE) }.unwrap();
             } else {
                 // SAFETY: nothing reads the source page after the move.
-                unsafe { a.resolve_move(dst, src, PAGE_SIZE, false) }.unwrap();
+                unsafe { a.resolve_move(ArenaOffset(dst), ArenaOffset(src), PAGE_SIZE, false) }
+                    .unwrap();
             }
         }
         for p in 0..HALF_PAGES {
@@ -75,12 +77,12 @@ fn ten_thousand_cycles_without_vma_changes() {
             assert_eq!(v, (cycle * 1000 + p) as u64, "cycle {cycle} page {p}");
         }
         // Release the old half (its moved-out pages are already holes) and swap.
-        a.release(from, half).unwrap();
+        a.release(ArenaOffset(from), half).unwrap();
         if cycle % 500 == 0 {
             assert_eq!(a.vma_count(), vmas, "VMA count changed at cycle {cycle}");
         }
         // Leave the destination half empty for the next cycle's compaction target.
-        a.release(to, half).unwrap();
+        a.release(ArenaOffset(to), half).unwrap();
     }
     let s = a.stats();
     assert_eq!(s.registers, 1);
@@ -110,14 +112,14 @@ fn memfd_cycles_by_continue_without_vma_changes() {
     let cycles = scale(1_000);
     for cycle in 0..cycles {
         let (from, to) = if cycle % 2 == 0 { (0, half) } else { (half, 0) };
-        a.populate(from, half).unwrap();
+        a.populate(ArenaOffset(from), half).unwrap();
         for p in 0..HALF_PAGES {
             // SAFETY: populated above.
             unsafe { ((a.base() + from + p * PAGE_SIZE) as *mut u64).write((cycle + p) as u64) };
         }
         for p in 0..HALF_PAGES {
             // Fill through the unregistered view, then map with CONTINUE.
-            let view = a.fill_view_addr(to + p * PAGE_SIZE).unwrap();
+            let view = a.fill_view_addr(ArenaOffset(to + p * PAGE_SIZE)).unwrap();
             // SAFETY: source present; the fill view is writable and unregistered.
             unsafe {
                 core::ptr::copy_nonoverlapping(
@@ -127,14 +129,14 @@ fn memfd_cycles_by_continue_without_vma_changes() {
                 )
             };
         }
-        a.resolve_continue(to, half).unwrap();
+        a.resolve_continue(ArenaOffset(to), half).unwrap();
         for p in 0..HALF_PAGES {
             // SAFETY: mapped by CONTINUE.
             let v = unsafe { ((a.base() + to + p * PAGE_SIZE) as *const u64).read() };
             assert_eq!(v, (cycle + p) as u64);
         }
-        a.release(from, half).unwrap();
-        a.release(to, half).unwrap();
+        a.release(ArenaOffset(from), half).unwrap();
+        a.release(ArenaOffset(to), half).unwrap();
         assert!(!present(a.base() + to));
     }
     let s = a.stats();
@@ -154,32 +156,35 @@ fn misuse_is_an_error_not_undefined_behaviour() {
     let a = VolatileArena::new(ArenaConfig::new(4 * PAGE_SIZE).delivery(FaultDelivery::Thread))
         .unwrap();
     assert!(matches!(
-        a.populate(PAGE_SIZE * 3, PAGE_SIZE * 2),
+        a.populate(ArenaOffset(PAGE_SIZE * 3), PAGE_SIZE * 2),
         Err(ArenaError::OutOfRange { .. })
     ));
     assert!(matches!(
-        a.populate(usize::MAX - PAGE_SIZE + 1, PAGE_SIZE),
+        a.populate(ArenaOffset(usize::MAX - PAGE_SIZE + 1), PAGE_SIZE),
         Err(ArenaError::OutOfRange { .. })
     ));
     assert!(matches!(
-        a.populate(1, PAGE_SIZE),
+        a.populate(ArenaOffset(1), PAGE_SIZE),
         Err(ArenaError::Unaligned { .. })
     ));
-    assert!(matches!(a.release(0, 0), Err(ArenaError::Unaligned { .. })));
     assert!(matches!(
-        a.release(0, 100),
+        a.release(ArenaOffset(0), 0),
+        Err(ArenaError::Unaligned { .. })
+    ));
+    assert!(matches!(
+        a.release(ArenaOffset(0), 100),
         Err(ArenaError::Unaligned { .. })
     ));
     // SAFETY: rejected before any memory is touched.
-    let r = unsafe { a.resolve_move(0, 8 * PAGE_SIZE, PAGE_SIZE, true) };
+    let r = unsafe { a.resolve_move(ArenaOffset(0), ArenaOffset(8 * PAGE_SIZE), PAGE_SIZE, true) };
     assert!(matches!(r, Err(ArenaError::OutOfRange { .. })));
     assert!(matches!(
-        a.fill_view_addr(0),
+        a.fill_view_addr(ArenaOffset(0)),
         Err(ArenaError::NeedsMemfd(_))
     ));
     assert!(
         matches!(
-            a.write_protect(0, PAGE_SIZE, true),
+            a.write_protect(ArenaOffset(0), PAGE_SIZE, true),
             Err(ArenaError::Uffd(_))
         ),
         "WP not negotiated"
@@ -191,14 +196,18 @@ fn misuse_is_an_error_not_undefined_behaviour() {
     // Nothing above reached the kernel's mapping calls.
     assert_eq!(a.stats().mmap_family_since_creation, 0);
     // ZEROPAGE population leaves readable zero pages.
-    a.populate_with(0, PAGE_SIZE, faultline_heap::PopulateMethod::ZeroPage)
-        .unwrap();
+    a.populate_with(
+        ArenaOffset(0),
+        PAGE_SIZE,
+        faultline_heap::PopulateMethod::ZeroPage,
+    )
+    .unwrap();
     assert_eq!(read_byte(a.base() + 5), 0);
     // Populating a range that is partly present keeps the present page and fills the rest.
     // SAFETY: page 0 is present (zero page; the write takes a kernel CoW fault).
     unsafe { (a.base() as *mut u8).write_volatile(7) };
     assert_eq!(
-        a.populate(0, 3 * PAGE_SIZE).unwrap(),
+        a.populate(ArenaOffset(0), 3 * PAGE_SIZE).unwrap(),
         faultline_heap::Resolution::AlreadyPresent
     );
     assert_eq!(read_byte(a.base()), 7);

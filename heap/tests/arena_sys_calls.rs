@@ -12,6 +12,7 @@ use faultline_heap::arena::{ArenaConfig, ArenaError, Backing, FaultDelivery, Vol
 use faultline_heap::inject::{FaultInjector, Rule, Trigger};
 use faultline_heap::sys::{Call, Errno, Sys};
 use faultline_heap::uffd::Uffd;
+use faultline_heap::ArenaOffset;
 use faultline_heap::PAGE_SIZE;
 use std::sync::Arc;
 
@@ -44,7 +45,7 @@ fn anonymous_presence_check_is_a_counted_injectable_mincore() {
         Trigger::Always,
     )]);
     let a = arena(Backing::Anonymous, 2, &inj);
-    a.populate(0, PAGE_SIZE).unwrap();
+    a.populate(ArenaOffset(0), PAGE_SIZE).unwrap();
     let before = a.sys().counters().get(Call::Mincore);
     assert!(a.page_mapped(a.base()));
     assert!(!a.page_mapped(a.base() + PAGE_SIZE));
@@ -63,7 +64,7 @@ fn memfd_presence_check_is_a_counted_injectable_pagemap_pread() {
     }
     let inj = injector(vec![Rule::new(Call::Pread, Errno::EIO, Trigger::Always)]);
     let a = arena(Backing::Memfd, 2, &inj);
-    a.populate(0, PAGE_SIZE).unwrap();
+    a.populate(ArenaOffset(0), PAGE_SIZE).unwrap();
     let before = a.sys().counters().get(Call::Pread);
     assert!(a.page_mapped(a.base()));
     assert!(!a.page_mapped(a.base() + PAGE_SIZE));
@@ -110,7 +111,7 @@ fn in_forked_child(
 fn memfd_with_data(inj: &Arc<FaultInjector>) -> VolatileArena {
     let a = arena(Backing::Memfd, 4, inj);
     for p in [0, 2] {
-        a.populate(p * PAGE_SIZE, PAGE_SIZE).unwrap();
+        a.populate(ArenaOffset(p * PAGE_SIZE), PAGE_SIZE).unwrap();
         // SAFETY: the page was just populated.
         unsafe { ((a.base() + p * PAGE_SIZE) as *mut u64).write_volatile(0xA0 + p as u64) };
     }

@@ -11,6 +11,7 @@ use common::*;
 use core::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use faultline_heap::arena::{ArenaConfig, FaultDelivery, VolatileArena};
 use faultline_heap::fault::sigbus::{self, FaultOutcome};
+use faultline_heap::ArenaOffset;
 use faultline_heap::PAGE_SIZE;
 use std::os::unix::process::ExitStatusExt;
 
@@ -31,7 +32,10 @@ extern "C" fn runtime_handler(_sig: i32, info: *mut libc::siginfo_t, _ctx: *mut 
 unsafe fn zero_resolver(ctx: *const (), addr: usize) -> FaultOutcome {
     // SAFETY: ctx is the arena registered below, alive until the guard drops.
     let arena = unsafe { &*(ctx as *const VolatileArena) };
-    match arena.populate((addr - arena.base()) & !(PAGE_SIZE - 1), PAGE_SIZE) {
+    match arena.populate(
+        ArenaOffset((addr - arena.base()) & !(PAGE_SIZE - 1)),
+        PAGE_SIZE,
+    ) {
         Ok(_) => FaultOutcome::Resolved,
         Err(_) => FaultOutcome::NotMine,
     }

@@ -10,6 +10,7 @@ use common::*;
 use core::sync::atomic::{AtomicU64, Ordering};
 use faultline_heap::arena::{ArenaConfig, FaultDelivery, VolatileArena};
 use faultline_heap::fault::sigbus::{self, FaultOutcome};
+use faultline_heap::ArenaOffset;
 use faultline_heap::PAGE_SIZE;
 
 struct Ctx {
@@ -26,7 +27,7 @@ unsafe fn resolve(ctx: *const (), addr: usize) -> FaultOutcome {
     // SAFETY: `pattern` is readable for a page.
     match unsafe {
         ctx.arena
-            .resolve_copy(offset, ctx.pattern.as_ptr(), PAGE_SIZE)
+            .resolve_copy(ArenaOffset(offset), ctx.pattern.as_ptr(), PAGE_SIZE)
     } {
         Ok(_) => {
             ctx.resolved.fetch_add(1, Ordering::Relaxed);

@@ -10,6 +10,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use faultline_heap::arena::{ArenaConfig, FaultDelivery, VolatileArena};
 use faultline_heap::fault::reader::FaultReader;
 use faultline_heap::uffd::UffdEvent;
+use faultline_heap::ArenaOffset;
 use faultline_heap::PAGE_SIZE;
 use std::sync::Arc;
 
@@ -35,10 +36,10 @@ fn handler_thread_resolves_faults() {
                 // SAFETY: `pattern` is a readable page. COPY wakes the faulting thread; if another
                 // fault on the same page was already resolved, the arena reports AlreadyPresent
                 // and we wake explicitly.
-                match unsafe { a2.resolve_copy(off, pattern.as_ptr(), PAGE_SIZE) } {
+                match unsafe { a2.resolve_copy(ArenaOffset(off), pattern.as_ptr(), PAGE_SIZE) } {
                     Ok(faultline_heap::Resolution::Mapped) => {}
                     Ok(faultline_heap::Resolution::AlreadyPresent) => {
-                        a2.wake(off, PAGE_SIZE).unwrap()
+                        a2.wake(ArenaOffset(off), PAGE_SIZE).unwrap()
                     }
                     Err(e) => panic!("resolve failed: {e}"),
                 }
@@ -105,7 +106,7 @@ fn a_reader_whose_descriptor_fails_records_why() {
     );
     assert!(inj.injected(Call::Read) >= 1);
     // Nobody serves faults now: resolve the waiting toucher by hand (COPY wakes it).
-    arena.populate(0, PAGE_SIZE).unwrap();
+    arena.populate(ArenaOffset(0), PAGE_SIZE).unwrap();
     assert_eq!(toucher.join().unwrap(), 0);
     reader.stop();
 }

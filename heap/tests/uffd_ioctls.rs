@@ -12,6 +12,7 @@ use faultline_heap::uffd::{
     ContinueMode, CopyMode, ErrorKind, Feature, Features, IoctlKind, MoveMode, RegisterMode, Uffd,
     UffdOptions,
 };
+use faultline_heap::ArenaOffset;
 use std::sync::Arc;
 
 fn open(features: &[Feature]) -> Uffd {
@@ -269,10 +270,11 @@ fn continue_maps_the_page_cache_page_of_a_memfd() {
             .delivery(FaultDelivery::Thread),
     )
     .unwrap();
-    let view = a.fill_view_addr(PAGE_SIZE).unwrap();
+    let view = a.fill_view_addr(ArenaOffset(PAGE_SIZE)).unwrap();
     // SAFETY: the fill view is an unregistered mapping of the arena's memfd.
     unsafe { core::ptr::write_bytes(view as *mut u8, 0x33, PAGE_SIZE) };
-    a.resolve_continue(PAGE_SIZE, PAGE_SIZE).unwrap();
+    a.resolve_continue(ArenaOffset(PAGE_SIZE), PAGE_SIZE)
+        .unwrap();
     assert_eq!(read_byte(a.base() + PAGE_SIZE + 5), 0x33);
     // CONTINUE where the page cache has no page: the kernel refuses (EFAULT).
     let e =
@@ -293,12 +295,12 @@ fn continue_maps_the_page_cache_page_of_a_memfd() {
         .continue_range(a.base() + PAGE_SIZE, PAGE_SIZE, ContinueMode::NONE);
     assert_eq!(e.unwrap_err().kind, ErrorKind::Exists);
     // Hole punch removes it from both views: the next CONTINUE has nothing to map.
-    a.release(PAGE_SIZE, PAGE_SIZE).unwrap();
+    a.release(ArenaOffset(PAGE_SIZE), PAGE_SIZE).unwrap();
     assert!(!present(a.base() + PAGE_SIZE));
     // CONTINUE on an anonymous arena is refused before the kernel.
     let anon =
         VolatileArena::new(ArenaConfig::new(PAGE_SIZE).delivery(FaultDelivery::Thread)).unwrap();
-    assert!(anon.resolve_continue(0, PAGE_SIZE).is_err());
+    assert!(anon.resolve_continue(ArenaOffset(0), PAGE_SIZE).is_err());
     let e = open(&[]).continue_range(anon.base(), PAGE_SIZE, ContinueMode::NONE);
     assert_eq!(
         e.unwrap_err().kind,
@@ -509,7 +511,7 @@ fn injected_eagain_reports_the_partial_count_and_the_arena_retries() {
     .unwrap();
     inj.arm();
     // SAFETY: `src` is readable for four pages.
-    unsafe { a.resolve_copy(0, src.as_ptr(), 4 * PAGE_SIZE) }.unwrap();
+    unsafe { a.resolve_copy(ArenaOffset(0), src.as_ptr(), 4 * PAGE_SIZE) }.unwrap();
     assert_eq!(inj.injected(Call::UffdCopy), 2);
     for i in 0..4 {
         assert_eq!(read_byte(a.base() + i * PAGE_SIZE), 5);
@@ -537,15 +539,21 @@ fn injected_errors_surface_as_their_kinds() {
                 .sys(Sys::new(inj.clone())),
         )
         .unwrap();
-        a.populate(PAGE_SIZE, PAGE_SIZE).unwrap();
+        a.populate(ArenaOffset(PAGE_SIZE), PAGE_SIZE).unwrap();
         inj.arm();
         let src = page_of(1);
         let r = match call {
             // SAFETY: `src` readable.
-            Call::UffdCopy => unsafe { a.resolve_copy(0, src.as_ptr(), PAGE_SIZE) },
+            Call::UffdCopy => unsafe { a.resolve_copy(ArenaOffset(0), src.as_ptr(), PAGE_SIZE) },
             // SAFETY: page 1 is ours.
-            Call::UffdMove => unsafe { a.resolve_move(0, PAGE_SIZE, PAGE_SIZE, false) },
-            _ => a.populate_with(0, PAGE_SIZE, faultline_heap::PopulateMethod::ZeroPage),
+            Call::UffdMove => unsafe {
+                a.resolve_move(ArenaOffset(0), ArenaOffset(PAGE_SIZE), PAGE_SIZE, false)
+            },
+            _ => a.populate_with(
+                ArenaOffset(0),
+                PAGE_SIZE,
+                faultline_heap::PopulateMethod::ZeroPage,
+            ),
         };
         match r {
             Err(ArenaError::Uffd(e)) => assert_eq!(e.kind, kind, "{call:?}"),
