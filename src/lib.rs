@@ -17,6 +17,14 @@
 //! assert_eq!(obj.get(1).bits(), 0x2a1);
 //! ```
 //!
+//! Where the machinery lives: the cycle (both collectors, as one numbered list of phases) in
+//! `gc/src/cycle.rs`; the fault path (SIGBUS or handler thread to a mapped page) in
+//! `gc/src/fault.rs`, page filling and mapping in `gc/src/compaction.rs`, the page state
+//! machine in `gc/src/pagestate.rs`; marking in `gc/src/trace.rs` (the tracer) and
+//! `gc/src/marking.rs` (concurrent marking); planning in `gc/src/plan.rs`; the safepoint
+//! handshake in `gc/src/safepoint.rs`; the volatile arena in `heap/src/arena.rs` and the
+//! userfaultfd layer in `heap/src/uffd/`. The README's layout table has the rest.
+//!
 //! Invariant: nothing here adds behaviour; it only names the public API in one place.
 
 pub use faultline_gc::{
