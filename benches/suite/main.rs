@@ -34,6 +34,7 @@ mod metrics;
 mod modes;
 mod plots;
 mod report;
+mod request;
 mod run;
 mod workloads;
 
