@@ -10,23 +10,22 @@
 
 mod common;
 use common::shadow::{self, drive, Shadow};
-use faultline::heap::inject::{FaultInjector, Rule, Trigger};
-use faultline::heap::sys::{Call, Errno, Sys};
+use faultline::testing::heap::inject::{FaultInjector, Rule, Trigger};
+use faultline::testing::heap::sys::{Call, Errno, Sys};
 use faultline::{
     Barrier, Choreography, ConfigError, FaultMode, GcMode, Heap, HeapConfig, HeapError, Strategy,
 };
 use std::sync::Arc;
 
 fn config(strategy: Strategy, faults: FaultMode, choreography: Choreography) -> HeapConfig {
-    HeapConfig {
-        mode: GcMode::Concurrent,
-        strategy,
-        faults,
-        choreography,
-        stress_every: Some(24),
-        verify: true,
-        ..HeapConfig::with_heap_size(2 << 20)
-    }
+    HeapConfig::with_heap_size(2 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.strategy = strategy;
+        c.faults = faults;
+        c.choreography = choreography;
+        c.debug.stress_every = Some(24);
+        c.debug.verify = true;
+    })
 }
 
 fn stress(heap: &Heap, cycles: u64) {
@@ -99,10 +98,10 @@ fn per_cycle_choreography_limits_are_reported() {
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("accepted"),
     };
-    let e = bad(HeapConfig {
-        mode: GcMode::StopTheWorld,
-        ..config(Strategy::Copy, FaultMode::Sigbus, Choreography::PerCycle)
-    });
+    let e = bad(
+        config(Strategy::Copy, FaultMode::Sigbus, Choreography::PerCycle)
+            .with(|c| c.mode = GcMode::StopTheWorld),
+    );
     assert!(
         matches!(&e, ConfigError::Invalid(m) if m.contains("mode = Concurrent")),
         "{e}"
@@ -116,10 +115,10 @@ fn per_cycle_choreography_limits_are_reported() {
         matches!(&e, ConfigError::Unsupported(m) if m.contains("minor")),
         "{e}"
     );
-    let e = bad(HeapConfig {
-        barrier: Barrier::WpAsync,
-        ..config(Strategy::Copy, FaultMode::Sigbus, Choreography::PerCycle)
-    });
+    let e = bad(
+        config(Strategy::Copy, FaultMode::Sigbus, Choreography::PerCycle)
+            .with(|c| c.barrier = Barrier::WpAsync),
+    );
     assert!(
         matches!(&e, ConfigError::Unsupported(m) if m.contains("wp_async")),
         "{e}"
@@ -147,10 +146,10 @@ fn a_failed_register_or_mremap_compacts_that_cycle_in_its_pause() {
             )
             .disarmed(),
         );
-        let heap = Heap::new(HeapConfig {
-            sys: Sys::new(inj.clone()),
-            ..config(Strategy::Move, FaultMode::Sigbus, Choreography::PerCycle)
-        })
+        let heap = Heap::new(
+            config(Strategy::Move, FaultMode::Sigbus, Choreography::PerCycle)
+                .with(|c| c.debug.sys = Sys::new(inj.clone())),
+        )
         .unwrap();
         inj.arm();
         stress(&heap, 150);

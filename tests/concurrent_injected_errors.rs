@@ -7,9 +7,9 @@
 mod common;
 use common::shadow::{self, drive, Shadow};
 use common::uffd_or_skip;
-use faultline::heap::inject::{FaultInjector, Rule, Trigger};
-use faultline::heap::sys::{Call, Errno, Sys};
-use faultline::heap::PAGE_SIZE;
+use faultline::testing::heap::inject::{FaultInjector, Rule, Trigger};
+use faultline::testing::heap::sys::{Call, Errno, Sys};
+use faultline::testing::heap::PAGE_SIZE;
 use faultline::{AllocError, FaultMode, GcMode, Heap, HeapConfig, Strategy};
 use std::sync::Arc;
 
@@ -20,15 +20,14 @@ fn stress_with(
     cycles: u64,
 ) -> Arc<FaultInjector> {
     let inj = Arc::new(FaultInjector::new(rules, 0xfee1).disarmed());
-    let heap = Heap::new(HeapConfig {
-        mode: GcMode::Concurrent,
-        strategy,
-        faults,
-        stress_every: Some(24),
-        verify: true,
-        sys: Sys::new(inj.clone()),
-        ..HeapConfig::with_heap_size(2 << 20)
-    })
+    let heap = Heap::new(HeapConfig::with_heap_size(2 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.strategy = strategy;
+        c.faults = faults;
+        c.debug.stress_every = Some(24);
+        c.debug.verify = true;
+        c.debug.sys = Sys::new(inj.clone());
+    }))
     .unwrap();
     assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
     let t = shadow::register(&heap);
@@ -152,10 +151,9 @@ fn persistent_enomem_fails_allocation_cleanly_and_the_heap_recovers() {
         )
         .disarmed(),
     );
-    let heap = Heap::new(HeapConfig {
-        sys: Sys::new(inj.clone()),
-        ..HeapConfig::with_heap_size(4 << 20)
-    })
+    let heap = Heap::new(
+        HeapConfig::with_heap_size(4 << 20).with(|c| c.debug.sys = Sys::new(inj.clone())),
+    )
     .unwrap();
     let t = shadow::register(&heap);
     let mut m = heap.attach();

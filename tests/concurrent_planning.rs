@@ -28,15 +28,14 @@ fn build(heap: &Heap, lists: usize) -> (faultline::Mutator, Types) {
 }
 
 fn chunks_redone(mode: GcMode, strategy: Strategy, barrier: Barrier) -> (usize, usize) {
-    let heap = Heap::new(HeapConfig {
-        mode,
-        strategy,
-        barrier,
-        verify: true,
+    let heap = Heap::new(HeapConfig::with_heap_size(64 << 20).with(|c| {
+        c.mode = mode;
+        c.strategy = strategy;
+        c.barrier = barrier;
+        c.debug.verify = true;
         // No cycle before the explicit one.
-        min_trigger_bytes: 60 << 20,
-        ..HeapConfig::with_heap_size(64 << 20)
-    })
+        c.min_trigger_bytes = 60 << 20;
+    }))
     .unwrap();
     assert_eq!(heap.mode_info().mode, mode);
     // ~ 40 lists x 20,000 live pairs x 16 B + as much garbage: about 25 MiB, ~50 chunks.
@@ -103,13 +102,12 @@ fn dead_large_objects_are_released_after_compaction_without_taking_new_ones() {
     if !uffd_or_skip("dead_large_objects_are_released_after_compaction_without_taking_new_ones") {
         return;
     }
-    let heap = Heap::new(HeapConfig {
-        mode: GcMode::Concurrent,
-        strategy: Strategy::Copy,
-        verify: true,
-        compaction_delay: Some(std::time::Duration::from_millis(300)),
-        ..HeapConfig::with_heap_size(16 << 20)
-    })
+    let heap = Heap::new(HeapConfig::with_heap_size(16 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.strategy = Strategy::Copy;
+        c.debug.verify = true;
+        c.debug.compaction_delay = Some(std::time::Duration::from_millis(300));
+    }))
     .unwrap();
     let t = register(&heap);
     let mut m = heap.attach();

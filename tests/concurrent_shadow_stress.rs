@@ -19,27 +19,19 @@ fn run_with(strategy: Strategy, faults: FaultMode, barrier: Barrier) {
     if !common::uffd_or_skip(&format!("concurrent shadow stress {strategy:?}/{faults:?}")) {
         return;
     }
-    let heap = Heap::new(HeapConfig {
-        mode: GcMode::Concurrent,
-        strategy,
-        faults,
-        barrier,
-        stress_every: Some(24),
-        verify: true,
-        checkmark: true,
-        ..HeapConfig::with_heap_size(2 << 20)
-    })
+    let heap = Heap::new(HeapConfig::with_heap_size(2 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.strategy = strategy;
+        c.faults = faults;
+        c.barrier = barrier;
+        c.debug.stress_every = Some(24);
+        c.debug.verify = true;
+        c.debug.checkmark = true;
+    }))
     .unwrap();
     let info = heap.mode_info();
     assert_eq!(info.mode, GcMode::Concurrent, "{:?}", info.fallback_reason);
-    assert_eq!(
-        info.barrier,
-        Some(if barrier == Barrier::WpAsync {
-            "wp_async"
-        } else {
-            "satb"
-        })
-    );
+    assert_eq!(info.barrier, Some(barrier));
     let t = shadow::register(&heap);
     let target = stress_scale(2_000);
     let totals: Vec<(u64, u64)> = std::thread::scope(|s| {

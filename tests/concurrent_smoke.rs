@@ -13,13 +13,12 @@ fn each_combination_compacts_concurrently() {
     }
     for strategy in [Strategy::Copy, Strategy::Move, Strategy::Minor] {
         for faults in [FaultMode::Sigbus, FaultMode::Thread] {
-            let heap = Heap::new(HeapConfig {
-                mode: GcMode::Concurrent,
-                strategy,
-                faults,
-                verify: true,
-                ..HeapConfig::with_heap_size(16 << 20)
-            })
+            let heap = Heap::new(HeapConfig::with_heap_size(16 << 20).with(|c| {
+                c.mode = GcMode::Concurrent;
+                c.strategy = strategy;
+                c.faults = faults;
+                c.debug.verify = true;
+            }))
             .unwrap();
             let info = heap.mode_info();
             assert_eq!(info.mode, GcMode::Concurrent, "{:?}", info.fallback_reason);

@@ -13,13 +13,12 @@ fn read_into_a_heap_byte_array_during_compaction() {
         return;
     }
     for faults in [FaultMode::Sigbus, FaultMode::Thread] {
-        let heap = Heap::new(HeapConfig {
-            mode: GcMode::Concurrent,
-            strategy: Strategy::Copy,
-            faults,
-            compaction_delay: Some(Duration::from_secs(2)),
-            ..HeapConfig::with_heap_size(8 << 20)
-        })
+        let heap = Heap::new(HeapConfig::with_heap_size(8 << 20).with(|c| {
+            c.mode = GcMode::Concurrent;
+            c.strategy = Strategy::Copy;
+            c.faults = faults;
+            c.debug.compaction_delay = Some(Duration::from_secs(2));
+        }))
         .unwrap();
         assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
         let t = register(&heap);
@@ -41,7 +40,7 @@ fn read_into_a_heap_byte_array_during_compaction() {
         // Reading the header faults in (only) the header's page; aim at the next page, which
         // the array also covers and which is still absent.
         let start = m.local(v).unwrap().byte_ptr() as usize;
-        let target = (start + 1).next_multiple_of(faultline::heap::PAGE_SIZE);
+        let target = (start + 1).next_multiple_of(faultline::testing::heap::PAGE_SIZE);
         let offset = target - start;
         assert!(offset + 100 <= 6000);
         let ptr = target as *mut u8;

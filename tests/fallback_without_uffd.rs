@@ -4,8 +4,8 @@
 
 mod common;
 use common::shadow::{self, drive, Shadow};
-use faultline::heap::inject::{FaultInjector, Rule, Trigger};
-use faultline::heap::sys::{Call, Errno, Sys};
+use faultline::testing::heap::inject::{FaultInjector, Rule, Trigger};
+use faultline::testing::heap::sys::{Call, Errno, Sys};
 use faultline::{Heap, HeapConfig, HeapError};
 use std::sync::Arc;
 
@@ -14,12 +14,11 @@ fn refused(errno: Errno) -> Heap {
         vec![Rule::new(Call::Userfaultfd, errno, Trigger::Always)],
         7,
     ));
-    Heap::new(HeapConfig {
-        sys: Sys::new(inj),
-        stress_every: Some(8),
-        verify: true,
-        ..HeapConfig::with_heap_size(2 << 20)
-    })
+    Heap::new(HeapConfig::with_heap_size(2 << 20).with(|c| {
+        c.debug.sys = Sys::new(inj);
+        c.debug.stress_every = Some(8);
+        c.debug.verify = true;
+    }))
     .expect("the heap falls back instead of failing")
 }
 
@@ -50,11 +49,8 @@ fn refused_uffd_falls_back_with_a_reason() {
 
 #[test]
 fn disabling_uffd_by_configuration_says_so() {
-    let heap = Heap::new(HeapConfig {
-        use_userfaultfd: false,
-        ..HeapConfig::with_heap_size(1 << 20)
-    })
-    .unwrap();
+    let heap =
+        Heap::new(HeapConfig::with_heap_size(1 << 20).with(|c| c.use_userfaultfd = false)).unwrap();
     assert_eq!(
         heap.fallback_reason(),
         Some("userfaultfd disabled by configuration")
@@ -63,28 +59,17 @@ fn disabling_uffd_by_configuration_says_so() {
 
 #[test]
 fn bad_configuration_is_rejected_at_creation() {
-    let e = Heap::new(HeapConfig {
-        gc_threads: 0,
-        ..HeapConfig::default()
-    })
-    .unwrap_err();
+    let e = Heap::new(HeapConfig::default().with(|c| c.gc_threads = 0)).unwrap_err();
     assert!(matches!(e, HeapError::Config(_)));
     assert!(e.to_string().contains("gc_threads"), "{e}");
-    let e = Heap::new(HeapConfig {
-        max_heap_bytes: 10,
-        ..HeapConfig::default()
-    })
-    .unwrap_err();
+    let e = Heap::new(HeapConfig::default().with(|c| c.max_heap_bytes = 10)).unwrap_err();
     assert!(e.to_string().contains("max_heap_bytes"), "{e}");
     // An arena that cannot even be mapped is an error, not a panic.
     let inj = Arc::new(FaultInjector::new(
         vec![Rule::new(Call::Mmap, Errno::ENOMEM, Trigger::Always)],
         1,
     ));
-    let e = Heap::new(HeapConfig {
-        sys: Sys::new(inj),
-        ..HeapConfig::with_heap_size(1 << 20)
-    })
-    .unwrap_err();
+    let e = Heap::new(HeapConfig::with_heap_size(1 << 20).with(|c| c.debug.sys = Sys::new(inj)))
+        .unwrap_err();
     assert!(matches!(e, HeapError::Arena(_)), "{e}");
 }

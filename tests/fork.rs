@@ -13,8 +13,8 @@
 mod common;
 use common::gate::Gate;
 use common::*;
-use faultline::gc::fork::FORKED_REASON;
-use faultline::gc::marking::MarkPoint;
+use faultline::MarkPoint;
+use faultline::FORKED_REASON;
 use faultline::{Barrier, FaultMode, GcMode, GlobalRoot, Heap, HeapConfig, Mutator, Strategy};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -116,10 +116,11 @@ fn child_work(m: &mut Mutator, t: &Types) {
     assert!(mine.iter().all(|c| c.mode == GcMode::StopTheWorld));
     // No userfaultfd call at all in the child's cycles.
     assert!(
-        mine.iter()
-            .all(|c| c.calls.get(faultline::heap::Call::UffdCopy) == 0
-                && c.calls.get(faultline::heap::Call::UffdMove) == 0
-                && c.calls.get(faultline::heap::Call::UffdContinue) == 0),
+        mine.iter().all(
+            |c| c.calls.get(faultline::testing::heap::Call::UffdCopy) == 0
+                && c.calls.get(faultline::testing::heap::Call::UffdMove) == 0
+                && c.calls.get(faultline::testing::heap::Call::UffdContinue) == 0
+        ),
         "{:?}",
         mine.iter().map(|c| c.calls).collect::<Vec<_>>()
     );
@@ -137,16 +138,15 @@ enum Phase {
 
 fn scenario(mode: GcMode, strategy: Strategy, faults: FaultMode, barrier: Barrier, phase: Phase) {
     let gate = Arc::new(Gate::default());
-    let heap = Heap::new(HeapConfig {
-        mode,
-        strategy,
-        faults,
-        barrier,
-        verify: true,
-        mark_hook: Some(gate.hook()),
-        compaction_delay: (phase == Phase::Compaction).then(|| Duration::from_millis(50)),
-        ..HeapConfig::with_heap_size(4 << 20)
-    })
+    let heap = Heap::new(HeapConfig::with_heap_size(4 << 20).with(|c| {
+        c.mode = mode;
+        c.strategy = strategy;
+        c.faults = faults;
+        c.barrier = barrier;
+        c.debug.verify = true;
+        c.debug.mark_hook = Some(gate.hook());
+        c.debug.compaction_delay = (phase == Phase::Compaction).then(|| Duration::from_millis(50));
+    }))
     .unwrap();
     let what = format!("{mode:?}/{strategy:?}/{faults:?}/{barrier:?}/{phase:?}");
     if mode == GcMode::Concurrent {
@@ -325,11 +325,10 @@ fn fork_from_another_thread_while_cycles_run() {
         return;
     }
     with_deadline(Duration::from_secs(300), "fork while cycles run", || {
-        let heap = Heap::new(HeapConfig {
-            mode: GcMode::Concurrent,
-            verify: true,
-            ..HeapConfig::with_heap_size(4 << 20)
-        })
+        let heap = Heap::new(HeapConfig::with_heap_size(4 << 20).with(|c| {
+            c.mode = GcMode::Concurrent;
+            c.debug.verify = true;
+        }))
         .unwrap();
         let t = Arc::new(register(&heap));
         let stop = Arc::new(AtomicBool::new(false));
@@ -397,13 +396,12 @@ fn the_child_can_drop_its_heap_and_the_parent_keeps_its_registration() {
             (Strategy::Minor, FaultMode::Thread),
             (Strategy::Move, FaultMode::Sigbus),
         ] {
-            let heap = Heap::new(HeapConfig {
-                mode: GcMode::Concurrent,
-                strategy,
-                faults,
-                compaction_delay: Some(Duration::from_millis(100)),
-                ..HeapConfig::with_heap_size(4 << 20)
-            })
+            let heap = Heap::new(HeapConfig::with_heap_size(4 << 20).with(|c| {
+                c.mode = GcMode::Concurrent;
+                c.strategy = strategy;
+                c.faults = faults;
+                c.debug.compaction_delay = Some(Duration::from_millis(100));
+            }))
             .unwrap();
             let t = register(&heap);
             let mut m = heap.attach();
@@ -455,11 +453,10 @@ fn two_threads_fork_at_once_while_their_cycles_are_parked() {
                     let start = start.clone();
                     std::thread::spawn(move || {
                         let gate = Arc::new(Gate::default());
-                        let heap = Heap::new(HeapConfig {
-                            mode: GcMode::Concurrent,
-                            mark_hook: Some(gate.hook()),
-                            ..HeapConfig::with_heap_size(2 << 20)
-                        })
+                        let heap = Heap::new(HeapConfig::with_heap_size(2 << 20).with(|c| {
+                            c.mode = GcMode::Concurrent;
+                            c.debug.mark_hook = Some(gate.hook());
+                        }))
                         .unwrap();
                         let t = register(&heap);
                         let mut m = heap.attach();
@@ -506,16 +503,15 @@ fn move_copies_pages_shared_with_a_live_child() {
     }
     with_deadline(Duration::from_secs(120), "EBUSY after fork", || {
         const N: usize = 1500;
-        let heap = Heap::new(HeapConfig {
-            mode: GcMode::Concurrent,
-            strategy: Strategy::Move,
-            verify: true,
+        let heap = Heap::new(HeapConfig::with_heap_size(8 << 20).with(|c| {
+            c.mode = GcMode::Concurrent;
+            c.strategy = Strategy::Move;
+            c.debug.verify = true;
             // The vector stays put: the test is about the strings' pages.
-            pin_large_ref_objects: true,
-            ..HeapConfig::with_heap_size(8 << 20)
-        })
+            c.pin_large_ref_objects = true;
+        }))
         .unwrap();
-        assert_eq!(heap.mode_info().strategy, Some("move"));
+        assert_eq!(heap.mode_info().strategy, Some(faultline::Strategy::Move));
         let t = register(&heap);
         let mut m = heap.attach();
         let v = m.alloc(t.vector, N).unwrap();

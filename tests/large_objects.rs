@@ -10,10 +10,9 @@ use common::*;
 #[test]
 fn large_objects_do_not_move_but_their_fields_are_updated() {
     // Large objects with references stay in the large-object space only when pinned.
-    let heap = faultline::Heap::new(faultline::HeapConfig {
-        pin_large_ref_objects: true,
-        ..faultline::HeapConfig::with_heap_size(8 << 20)
-    })
+    let heap = faultline::Heap::new(
+        faultline::HeapConfig::with_heap_size(8 << 20).with(|c| c.pin_large_ref_objects = true),
+    )
     .unwrap();
     let t = register(&heap);
     let mut m = heap.attach();
@@ -62,12 +61,12 @@ fn large_reference_arrays_move_with_the_heap_by_default() {
         faultline::GcMode::StopTheWorld,
         faultline::GcMode::Concurrent,
     ] {
-        let heap = faultline::Heap::new(faultline::HeapConfig {
-            mode,
-            verify: true,
-            ..faultline::HeapConfig::with_heap_size(16 << 20)
-        })
-        .unwrap();
+        let heap =
+            faultline::Heap::new(faultline::HeapConfig::with_heap_size(16 << 20).with(|c| {
+                c.mode = mode;
+                c.debug.verify = true;
+            }))
+            .unwrap();
         let t = register(&heap);
         let mut m = heap.attach();
         // Garbage first, so compaction moves the array down.

@@ -11,7 +11,7 @@
 mod common;
 use common::gate::Gate;
 use common::*;
-use faultline::gc::marking::MarkPoint;
+use faultline::MarkPoint;
 use faultline::{Barrier, GcMode, Heap, HeapConfig, Mutator, Value};
 use std::sync::Arc;
 
@@ -20,18 +20,17 @@ fn heap(gate: &Arc<Gate>, broken: bool, barrier: Barrier) -> Heap {
 }
 
 fn heap_pinning(gate: &Arc<Gate>, broken: bool, barrier: Barrier, pin: bool) -> Heap {
-    Heap::new(HeapConfig {
-        mode: GcMode::Concurrent,
+    Heap::new(HeapConfig::with_heap_size(4 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
         // Large vectors in the non-moving space (by default): the scenarios cover its barrier
         // paths too.
-        pin_large_ref_objects: pin,
-        barrier,
-        checkmark: true,
-        verify: true,
-        mark_hook: Some(gate.hook()),
-        debug_disable_barrier: broken,
-        ..HeapConfig::with_heap_size(4 << 20)
-    })
+        c.pin_large_ref_objects = pin;
+        c.barrier = barrier;
+        c.debug.checkmark = true;
+        c.debug.verify = true;
+        c.debug.mark_hook = Some(gate.hook());
+        c.debug.disable_barrier = broken;
+    }))
     .unwrap()
 }
 
@@ -52,20 +51,13 @@ fn during_marking(m: &mut Mutator, gate: &Gate, at: MarkPoint, mutate: impl FnOn
     m.wait_for_cycle();
 }
 
-fn name(b: Barrier) -> &'static str {
-    match b {
-        Barrier::Satb => "satb",
-        Barrier::WpAsync => "wp_async",
-    }
-}
-
 const BARRIERS: [Barrier; 2] = [Barrier::Satb, Barrier::WpAsync];
 
 /// Scenario 1. Returns the value read back through A.
 fn moved_into_scanned(broken: bool, at: MarkPoint, barrier: Barrier) -> i64 {
     let gate = Arc::new(Gate::default());
     let heap = heap(&gate, broken, barrier);
-    assert_eq!(heap.mode_info().barrier, Some(name(barrier)));
+    assert_eq!(heap.mode_info().barrier, Some(barrier));
     let t = register(&heap);
     let mut m = heap.attach();
     let c = pair(&mut m, &t, fix(42), Value::NULL);

@@ -10,15 +10,14 @@ use common::stress_scale;
 use faultline::{Heap, HeapConfig};
 
 fn config(stress_every: u64, gc_threads: usize) -> HeapConfig {
-    HeapConfig {
-        stress_every: Some(stress_every),
-        verify: true,
-        gc_threads,
+    HeapConfig::with_heap_size(2 << 20).with(|c| {
+        c.debug.stress_every = Some(stress_every);
+        c.debug.verify = true;
+        c.gc_threads = gc_threads;
         // The big reference arrays stay in the large-object space here, so its reference
         // updating is stressed too (the concurrent stresses move them with the heap).
-        pin_large_ref_objects: true,
-        ..HeapConfig::with_heap_size(2 << 20)
-    }
+        c.pin_large_ref_objects = true;
+    })
 }
 
 #[test]

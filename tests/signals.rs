@@ -237,18 +237,17 @@ fn stray_faults_kill_with_the_same_signal_as_without_faultline() {
 }
 
 fn compacting_heap() -> Heap {
-    let heap = Heap::new(HeapConfig {
-        mode: GcMode::Concurrent,
-        strategy: Strategy::Copy,
-        faults: FaultMode::Sigbus,
-        compaction_delay: Some(Duration::from_millis(300)),
-        verify: true,
-        ..HeapConfig::with_heap_size(4 << 20)
-    })
+    let heap = Heap::new(HeapConfig::with_heap_size(4 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.strategy = Strategy::Copy;
+        c.faults = FaultMode::Sigbus;
+        c.debug.compaction_delay = Some(Duration::from_millis(300));
+        c.debug.verify = true;
+    }))
     .unwrap();
     assert_eq!(
         heap.mode_info().faults,
-        Some("sigbus"),
+        Some(faultline::FaultMode::Sigbus),
         "{:?}",
         heap.mode_info()
     );
@@ -284,7 +283,7 @@ fn handlers(after: bool) {
     list(&mut m, &t, 1000);
     m.collect().unwrap();
     heap.wait_for_compaction();
-    let (sigbus0, _) = faultline::heap::fault::sigbus::counts();
+    let (sigbus0, _) = faultline::testing::heap::fault::sigbus::counts();
     let foreign0 = FOREIGN.load(Ordering::SeqCst);
     // A cycle; wait for its flip, then read everything while the workers are held back: the
     // reads fault on absent pages and the heap resolves them. On a loaded machine the window
@@ -329,16 +328,16 @@ fn handlers(after: bool) {
 
     // Late SIGBUS on a page whose compaction has finished: absorbed by Faultline.
     let foreign1 = FOREIGN.load(Ordering::SeqCst);
-    let (res1, chained1) = faultline::heap::fault::sigbus::counts();
+    let (res1, chained1) = faultline::testing::heap::fault::sigbus::counts();
     let live = m.stack_get(0).bits();
     late_sigbus(live);
-    let (res2, chained2) = faultline::heap::fault::sigbus::counts();
+    let (res2, chained2) = faultline::testing::heap::fault::sigbus::counts();
     assert_eq!(res2, res1 + 1, "the late fault was resolved (absorbed)");
     assert_eq!(chained2, chained1, "and not passed on");
     if !after {
         assert_eq!(FOREIGN.load(Ordering::SeqCst), foreign1);
     }
-    assert!(faultline::heap::fault::sigbus::counts().0 > sigbus0);
+    assert!(faultline::testing::heap::fault::sigbus::counts().0 > sigbus0);
     let old_tree = m.stack_get(0).bits();
     m.collect().unwrap();
     heap.wait_for_compaction();
@@ -350,7 +349,7 @@ fn handlers(after: bool) {
     // (last: in the `after` order Faultline's own chain then restores the default action).
     let foreign2 = FOREIGN.load(Ordering::SeqCst);
     late_sigbus(old_tree);
-    let (_, chained3) = faultline::heap::fault::sigbus::counts();
+    let (_, chained3) = faultline::testing::heap::fault::sigbus::counts();
     if !after {
         assert_eq!(chained3, chained2 + 1);
         assert_eq!(FOREIGN.load(Ordering::SeqCst), foreign2 + 1);

@@ -19,13 +19,14 @@
 mod common;
 use common::shadow::{self, drive, Shadow};
 use common::torture::{child_scenario, run_child, Record};
-use faultline::heap::arena::{ArenaConfig, Backing, FaultDelivery, PopulateMethod};
-use faultline::heap::inject::{FaultInjector, Rule, Trigger};
-use faultline::heap::pagemap::PagemapScanner;
-use faultline::heap::sys::{Call, Errno, Kernel, RealKernel, Sys};
-use faultline::heap::uffd::{ErrorKind, Features, Op, Uffd, UffdEvent, UffdOptions};
-use faultline::heap::PAGE_SIZE;
-use faultline::{Barrier, FaultMode, GcMode, Heap, HeapConfig, Strategy, VolatileArena};
+use faultline::testing::heap::arena::{ArenaConfig, Backing, FaultDelivery, PopulateMethod};
+use faultline::testing::heap::inject::{FaultInjector, Rule, Trigger};
+use faultline::testing::heap::pagemap::PagemapScanner;
+use faultline::testing::heap::sys::{Call, Errno, Kernel, RealKernel, Sys};
+use faultline::testing::heap::uffd::{ErrorKind, Features, Op, Uffd, UffdEvent, UffdOptions};
+use faultline::testing::heap::VolatileArena;
+use faultline::testing::heap::PAGE_SIZE;
+use faultline::{Barrier, FaultMode, GcMode, Heap, HeapConfig, Strategy};
 use std::collections::BTreeMap;
 use std::ffi::{c_int, c_void, CStr};
 use std::os::fd::RawFd;
@@ -92,11 +93,10 @@ fn shadow_run(
     cycles: u64,
     threads: u64,
 ) -> Heap {
-    let heap = Heap::new(HeapConfig {
-        sys: Sys::new(inj.clone()),
-        verify: true,
-        ..cfg
-    })
+    let heap = Heap::new(cfg.with(|c| {
+        c.debug.sys = Sys::new(inj.clone());
+        c.debug.verify = true;
+    }))
     .expect("heap");
     let t = shadow::register(&heap);
     inj.arm();
@@ -127,20 +127,16 @@ fn shadow_run(
 }
 
 fn concurrent(strategy: Strategy, faults: FaultMode) -> HeapConfig {
-    HeapConfig {
-        mode: GcMode::Concurrent,
-        strategy,
-        faults,
-        stress_every: Some(24),
-        ..HeapConfig::with_heap_size(2 << 20)
-    }
+    HeapConfig::with_heap_size(2 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.strategy = strategy;
+        c.faults = faults;
+        c.debug.stress_every = Some(24);
+    })
 }
 
 fn stw() -> HeapConfig {
-    HeapConfig {
-        stress_every: Some(16),
-        ..HeapConfig::with_heap_size(2 << 20)
-    }
+    HeapConfig::with_heap_size(2 << 20).with(|c| c.debug.stress_every = Some(16))
 }
 
 /// A kernel whose `open("/dev/userfaultfd")` opens `/dev/null` instead, so that the
@@ -242,13 +238,12 @@ fn every_kernel_call_has_its_error_paths_driven() {
         let rules = [Rule::new(Call::Userfaultfd, errno, Trigger::Always)];
         let inj = injector(&rules);
         inj.arm();
-        let heap = Heap::new(HeapConfig {
-            sys: Sys::new(inj.clone()),
-            mode: GcMode::Concurrent,
-            verify: true,
-            stress_every: Some(8),
-            ..HeapConfig::with_heap_size(1 << 20)
-        })
+        let heap = Heap::new(HeapConfig::with_heap_size(1 << 20).with(|c| {
+            c.debug.sys = Sys::new(inj.clone());
+            c.mode = GcMode::Concurrent;
+            c.debug.verify = true;
+            c.debug.stress_every = Some(8);
+        }))
         .expect("fallback, not failure");
         assert_eq!(heap.mode_info().mode, GcMode::StopTheWorld);
         let reason = heap.fallback_reason().expect("a reason");
@@ -336,7 +331,7 @@ fn every_kernel_call_has_its_error_paths_driven() {
         u.register(
             scratch,
             2 * PAGE_SIZE,
-            faultline::heap::uffd::RegisterMode::MISSING,
+            faultline::testing::heap::uffd::RegisterMode::MISSING,
         )
         .unwrap();
         inj.arm();
@@ -382,7 +377,7 @@ fn every_kernel_call_has_its_error_paths_driven() {
                 .populate_with(0, 4 * PAGE_SIZE, PopulateMethod::ZeroPage)
                 .unwrap_err();
             match e {
-                faultline::heap::ArenaError::Uffd(u) => {
+                faultline::testing::heap::ArenaError::Uffd(u) => {
                     assert_eq!((u.op, u.kind), (Op::Zeropage, kind))
                 }
                 other => panic!("{other}"),
@@ -421,10 +416,9 @@ fn every_kernel_call_has_its_error_paths_driven() {
         m.row("UFFDIO_COPY ENOMEM persistent at populate: allocation fails with ENOMEM, then recovers");
         let rules = [Rule::new(Call::UffdCopy, Errno::ENOMEM, Trigger::Always)];
         let inj = injector(&rules);
-        let heap = Heap::new(HeapConfig {
-            sys: Sys::new(inj.clone()),
-            ..HeapConfig::with_heap_size(2 << 20)
-        })
+        let heap = Heap::new(
+            HeapConfig::with_heap_size(2 << 20).with(|c| c.debug.sys = Sys::new(inj.clone())),
+        )
         .unwrap();
         let t = shadow::register(&heap);
         let mut mu = heap.attach();
@@ -534,10 +528,7 @@ fn every_kernel_call_has_its_error_paths_driven() {
         let inj = injector(&rules);
         let heap = shadow_run(
             &mut m,
-            HeapConfig {
-                poison_released: true,
-                ..concurrent(Strategy::Move, FaultMode::Sigbus)
-            },
+            concurrent(Strategy::Move, FaultMode::Sigbus).with(|c| c.debug.poison_released = true),
             &inj,
             &rules,
             40,
@@ -565,17 +556,16 @@ fn every_kernel_call_has_its_error_paths_driven() {
         let inj = injector(&rules);
         let heap = shadow_run(
             &mut m,
-            HeapConfig {
-                barrier: Barrier::WpAsync,
-                checkmark: true,
-                ..concurrent(Strategy::Copy, FaultMode::Sigbus)
-            },
+            concurrent(Strategy::Copy, FaultMode::Sigbus).with(|c| {
+                c.barrier = Barrier::WpAsync;
+                c.debug.checkmark = true;
+            }),
             &inj,
             &rules,
             30,
             2,
         );
-        assert_eq!(heap.mode_info().barrier, Some("wp_async"));
+        assert_eq!(heap.mode_info().barrier, Some(faultline::Barrier::WpAsync));
         assert!(inj.injected(Call::UffdWriteprotect) > 0);
         assert!(inj.injected(Call::PagemapScan) > 0);
     }
@@ -632,12 +622,11 @@ fn every_kernel_call_has_its_error_paths_driven() {
         let inj = injector(&rules);
         let fds_before = open_fds();
         {
-            let heap = Heap::new(HeapConfig {
-                sys: Sys::new(inj.clone()),
-                mode: GcMode::Concurrent,
-                strategy: Strategy::Minor,
-                ..HeapConfig::with_heap_size(1 << 20)
-            })
+            let heap = Heap::new(HeapConfig::with_heap_size(1 << 20).with(|c| {
+                c.debug.sys = Sys::new(inj.clone());
+                c.mode = GcMode::Concurrent;
+                c.strategy = Strategy::Minor;
+            }))
             .unwrap();
             let t = shadow::register(&heap);
             let mut mu = heap.attach();
@@ -663,11 +652,10 @@ fn every_kernel_call_has_its_error_paths_driven() {
         let rules = [Rule::new(Call::Mmap, Errno::ENOMEM, Trigger::Nth(2))];
         let inj = injector(&rules);
         inj.arm();
-        let e = Heap::new(HeapConfig {
-            sys: Sys::new(inj.clone()),
-            use_userfaultfd: false,
-            ..HeapConfig::with_heap_size(1 << 20)
-        })
+        let e = Heap::new(HeapConfig::with_heap_size(1 << 20).with(|c| {
+            c.debug.sys = Sys::new(inj.clone());
+            c.use_userfaultfd = false;
+        }))
         .unwrap_err();
         assert!(e.to_string().contains("ENOMEM"), "{e}");
         m.tally(&inj, &rules);
@@ -683,12 +671,11 @@ fn every_kernel_call_has_its_error_paths_driven() {
         ];
         let inj = injector(&rules);
         let sys = Sys::new(inj.clone());
-        let heap = Heap::new(HeapConfig {
-            sys: sys.clone(),
-            mode: GcMode::Concurrent,
-            stress_every: Some(8),
-            ..HeapConfig::with_heap_size(1 << 20)
-        })
+        let heap = Heap::new(HeapConfig::with_heap_size(1 << 20).with(|c| {
+            c.debug.sys = sys.clone();
+            c.mode = GcMode::Concurrent;
+            c.debug.stress_every = Some(8);
+        }))
         .unwrap();
         inj.arm();
         {
@@ -745,12 +732,11 @@ fn every_kernel_call_has_its_error_paths_driven() {
         let inj = injector(&rules);
         let heap = shadow_run(
             &mut m,
-            HeapConfig {
-                mode,
-                strategy,
-                faults: FaultMode::Sigbus,
-                ..stw()
-            },
+            stw().with(|c| {
+                c.mode = mode;
+                c.strategy = strategy;
+                c.faults = FaultMode::Sigbus;
+            }),
             &inj,
             &rules,
             30,
@@ -793,6 +779,73 @@ fn every_kernel_call_has_its_error_paths_driven() {
         );
         assert_eq!(inj.injected(Call::Fallocate), 3);
         assert!(heap.release_stats().failed_releases >= 1);
+    }
+
+    {
+        m.row("mincore ENOMEM: a failed presence check of an anonymous arena reads as absent");
+        let rules = [Rule::new(Call::Mincore, Errno::ENOMEM, Trigger::Always)];
+        let inj = injector(&rules);
+        let a = VolatileArena::new(arena(2).sys(Sys::new(inj.clone()))).unwrap();
+        a.populate(0, PAGE_SIZE).unwrap();
+        assert!(a.page_mapped(a.base()));
+        inj.arm();
+        assert!(!a.page_mapped(a.base()), "a failed mincore reads as absent");
+        inj.disarm();
+        assert!(a.page_mapped(a.base()));
+        m.tally(&inj, &rules);
+    }
+    {
+        m.row("pread EIO: a failed pagemap read of a memfd arena reads as absent");
+        let rules = [Rule::new(Call::Pread, Errno::EIO, Trigger::Always)];
+        let inj = injector(&rules);
+        let a = VolatileArena::new(arena(2).backing(Backing::Memfd).sys(Sys::new(inj.clone())))
+            .unwrap();
+        a.populate(0, PAGE_SIZE).unwrap();
+        assert!(a.page_mapped(a.base()));
+        inj.arm();
+        assert!(!a.page_mapped(a.base()), "a failed pread reads as absent");
+        inj.disarm();
+        m.tally(&inj, &rules);
+    }
+    {
+        m.row("lseek EINVAL: a forked child's private copy of a memfd arena fails with a typed error naming lseek(SEEK_DATA); the parent is untouched");
+        let rules = [Rule::new(Call::Lseek, Errno::EINVAL, Trigger::Nth(1))];
+        let inj = injector(&rules);
+        let a = VolatileArena::new(arena(2).backing(Backing::Memfd).sys(Sys::new(inj.clone())))
+            .unwrap();
+        a.populate(0, PAGE_SIZE).unwrap();
+        // SAFETY: the page was just populated.
+        unsafe { (a.base() as *mut u64).write_volatile(0xA0) };
+        // SAFETY: the child makes only system calls through the arena's `Sys` (errors are
+        // `Copy` data and static strings) and `_exit`s, so it meets no lock held at the fork.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            inj.arm();
+            let r = a.detach_after_fork();
+            let code = match r {
+                Err(faultline::ArenaError::Sys {
+                    call: "lseek(SEEK_DATA) (private copy after fork)",
+                    errno: Errno::EINVAL,
+                }) if inj.injected(Call::Lseek) == 1 => 0,
+                Err(_) => 3,
+                Ok(()) => 4,
+            };
+            // SAFETY: ends the child at once, running no destructor of the parent's state.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: reaping our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status:#x}"
+        );
+        // SAFETY: page 0 is populated and never released.
+        assert_eq!(unsafe { (a.base() as *const u64).read_volatile() }, 0xA0);
+        // The injection happened in the child (its exit code says so): count it here.
+        *m.injected.entry(Call::Lseek).or_default() += 1;
+        m.errnos.entry(Call::Lseek).or_default().push(Errno::EINVAL);
     }
 
     // --- the self-check ------------------------------------------------------------------------
@@ -854,10 +907,9 @@ fn persistent_copy_failure_after_the_flip_ends_the_process_loudly() {
     if child_scenario().is_some() {
         let rules = [Rule::new(Call::UffdCopy, Errno::EFAULT, Trigger::Always)];
         let inj = injector(&rules);
-        let heap = Heap::new(HeapConfig {
-            sys: Sys::new(inj.clone()),
-            ..HeapConfig::with_heap_size(1 << 20)
-        })
+        let heap = Heap::new(
+            HeapConfig::with_heap_size(1 << 20).with(|c| c.debug.sys = Sys::new(inj.clone())),
+        )
         .unwrap();
         assert!(heap.uses_userfaultfd());
         let t = shadow::register(&heap);

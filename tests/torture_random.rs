@@ -12,9 +12,9 @@
 mod common;
 use common::shadow::{self, Shadow};
 use common::torture::{child_scenario, long, run_child, secs_from_env, Record, Watchdog};
-use faultline::heap::inject::{FaultInjector, Rule, Trigger};
-use faultline::heap::sys::{Call, Errno, Sys};
-use faultline::heap::PAGE_SIZE;
+use faultline::testing::heap::inject::{FaultInjector, Rule, Trigger};
+use faultline::testing::heap::sys::{Call, Errno, Sys};
+use faultline::testing::heap::PAGE_SIZE;
 use faultline::{Barrier, FaultMode, GcMode, Heap, HeapConfig, Strategy};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -59,18 +59,17 @@ fn torture(name: &str, strategy: Strategy, faults: FaultMode, barrier: Barrier, 
     let stall = secs_from_env("FAULTLINE_WATCHDOG_SECS", Duration::from_secs(60));
     for seed in seeds() {
         let inj = Arc::new(FaultInjector::new(rules(), seed).disarmed());
-        let heap = Heap::new(HeapConfig {
-            mode: GcMode::Concurrent,
-            strategy,
-            faults,
-            barrier,
-            poison_released: poison,
-            stress_every: Some(24),
-            verify: true,
-            checkmark: true,
-            sys: Sys::new(inj.clone()),
-            ..HeapConfig::with_heap_size(2 << 20)
-        })
+        let heap = Heap::new(HeapConfig::with_heap_size(2 << 20).with(|c| {
+            c.mode = GcMode::Concurrent;
+            c.strategy = strategy;
+            c.faults = faults;
+            c.barrier = barrier;
+            c.debug.poison_released = poison;
+            c.debug.stress_every = Some(24);
+            c.debug.verify = true;
+            c.debug.checkmark = true;
+            c.debug.sys = Sys::new(inj.clone());
+        }))
         .unwrap();
         assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
         let t = shadow::register(&heap);

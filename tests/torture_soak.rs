@@ -107,24 +107,23 @@ fn soak_rss_does_not_creep() {
     let s2 = samples.clone();
     // Live set: 3 threads x 48 trees x 255 nodes x 32 bytes ~ 1.2 MiB, plus small trees held by
     // the large objects (the largest `moving_after` of the run is reported).
-    let heap = Heap::new(HeapConfig {
-        mode: GcMode::Concurrent,
-        strategy: Strategy::Auto,
-        faults: FaultMode::Auto,
-        verify: true,
+    let heap = Heap::new(HeapConfig::with_heap_size(HEAP).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.strategy = Strategy::Auto;
+        c.faults = FaultMode::Auto;
+        c.debug.verify = true;
         // Without a limit the cycle history alone grows ~0.5 KiB per cycle: over 10 minutes
         // (~23,000 cycles) the resident set crept from 15 to 24 MiB, which this test caught.
-        history_limit: Some(1024),
+        c.history_limit = Some(1024);
         // The heap is sized for the moving live set above; the large objects live beside it in
         // the large-object space, as this soak was designed.
-        pin_large_ref_objects: true,
-        on_cycle: Some(Arc::new(move |c| {
+        c.pin_large_ref_objects = true;
+        c.on_cycle = Some(Arc::new(move |c| {
             s2.lock()
                 .unwrap()
                 .push((rss_bytes(), c.moving_after + c.large_after))
-        })),
-        ..HeapConfig::with_heap_size(HEAP)
-    })
+        }));
+    }))
     .unwrap();
     assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
     let t = common::register(&heap);

@@ -14,18 +14,17 @@
 mod common;
 use common::shadow::{self, drive, Shadow};
 use common::torture::{child_scenario, run_child, Record};
-use faultline::gc::stress::Breakage;
-use faultline::heap::arena::POISON_WORD;
+use faultline::testing::heap::arena::POISON_WORD;
+use faultline::testing::Breakage;
 use faultline::{FaultMode, GcMode, Heap, HeapConfig, Strategy, StressRandom, Trigger};
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 fn random_run(seed: u64) -> (Vec<usize>, u64, u64) {
-    let heap = Heap::new(HeapConfig {
-        stress_random: Some(StressRandom { one_in: 50, seed }),
-        verify: true,
-        ..HeapConfig::with_heap_size(4 << 20)
-    })
+    let heap = Heap::new(HeapConfig::with_heap_size(4 << 20).with(|c| {
+        c.debug.stress_random = Some(StressRandom { one_in: 50, seed });
+        c.debug.verify = true;
+    }))
     .unwrap();
     let t = shadow::register(&heap);
     let mut m = heap.attach();
@@ -54,14 +53,12 @@ fn random_intervals_are_seeded_and_reproducible() {
     assert!((20..=200).contains(&cycles), "{cycles} cycles");
     let gaps: std::collections::HashSet<usize> = a.windows(2).map(|w| w[1] ^ w[0]).collect();
     assert!(gaps.len() > 5, "intervals vary");
-    assert!(HeapConfig {
-        stress_random: Some(StressRandom { one_in: 0, seed: 1 }),
-        ..HeapConfig::default()
-    }
-    .validate()
-    .unwrap_err()
-    .to_string()
-    .contains("stress_random"));
+    assert!(HeapConfig::default()
+        .with(|c| c.debug.stress_random = Some(StressRandom { one_in: 0, seed: 1 }))
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("stress_random"));
     let mut r = Record {
         verified_collections: cycles * 3,
         collections: cycles * 3,
@@ -81,18 +78,17 @@ fn phase_delays_widen_every_concurrent_cycle() {
     }
     let t0 = Instant::now();
     let delay = Duration::from_millis(5);
-    let heap = Heap::new(HeapConfig {
-        mode: GcMode::Concurrent,
-        strategy: Strategy::Copy,
-        faults: FaultMode::Sigbus,
+    let heap = Heap::new(HeapConfig::with_heap_size(16 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.strategy = Strategy::Copy;
+        c.faults = FaultMode::Sigbus;
         // No allocation-triggered stress: a mutator that asks for a cycle while one runs waits
         // for it in native state, so with long (delayed) cycles every mutator would sit out the
         // widened windows. A separate thread triggers the cycles instead.
-        phase_delay: Some(delay),
-        verify: true,
-        checkmark: true,
-        ..HeapConfig::with_heap_size(16 << 20)
-    })
+        c.debug.phase_delay = Some(delay);
+        c.debug.verify = true;
+        c.debug.checkmark = true;
+    }))
     .unwrap();
     assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
     let t = shadow::register(&heap);
@@ -174,12 +170,11 @@ fn moved_object(heap: &Heap) -> usize {
 fn a_stale_read_of_released_memory_is_caught() {
     if let Some(s) = child_scenario() {
         // Child: read a released page of a registered arena; reaching the print is a failure.
-        let heap = Heap::new(HeapConfig {
-            mode: GcMode::Concurrent,
-            faults: FaultMode::Thread,
-            poison_released: s == "poisoned",
-            ..HeapConfig::with_heap_size(1 << 20)
-        })
+        let heap = Heap::new(HeapConfig::with_heap_size(1 << 20).with(|c| {
+            c.mode = GcMode::Concurrent;
+            c.faults = FaultMode::Thread;
+            c.debug.poison_released = s == "poisoned";
+        }))
         .unwrap();
         assert!(heap.uses_userfaultfd());
         let old = moved_object(&heap);
@@ -193,11 +188,10 @@ fn a_stale_read_of_released_memory_is_caught() {
     let t0 = Instant::now();
     // Plain memory (no userfaultfd): the stale read returns the poison word, not zero.
     for poison in [false, true] {
-        let heap = Heap::new(HeapConfig {
-            use_userfaultfd: false,
-            poison_released: poison,
-            ..HeapConfig::with_heap_size(1 << 20)
-        })
+        let heap = Heap::new(HeapConfig::with_heap_size(1 << 20).with(|c| {
+            c.use_userfaultfd = false;
+            c.debug.poison_released = poison;
+        }))
         .unwrap();
         let old = moved_object(&heap);
         // SAFETY: `old` lies in the unregistered arena's released half: plain, mapped,
@@ -247,15 +241,14 @@ fn a_stale_read_of_released_memory_is_caught() {
 /// collected repeatedly, with no mutator ever reading a field (the verifier after each cycle,
 /// on the GC thread, is the only check).
 fn verifier_only_concurrent(broken: bool) {
-    let heap = Heap::new(HeapConfig {
-        mode: GcMode::Concurrent,
-        verify: true,
-        debug_break: broken.then_some(Breakage::SkipLargeObjectRefs),
+    let heap = Heap::new(HeapConfig::with_heap_size(2 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.debug.verify = true;
+        c.debug.breakage = broken.then_some(Breakage::SkipLargeObjectRefs);
         // Large objects with references stay in the large-object space, whose reference
         // update the breakage skips.
-        pin_large_ref_objects: true,
-        ..HeapConfig::with_heap_size(2 << 20)
-    })
+        c.pin_large_ref_objects = true;
+    }))
     .unwrap();
     assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
     let t = shadow::register(&heap);
@@ -293,14 +286,13 @@ fn broken_scenario(s: &str) {
         "shadow" | "control-shadow" => (GcMode::StopTheWorld, false),
         other => panic!("unknown scenario {other}"),
     };
-    let heap = Heap::new(HeapConfig {
-        mode,
-        verify,
-        stress_every: Some(16),
-        debug_break: (!s.starts_with("control")).then_some(Breakage::SkipLargeObjectRefs),
-        pin_large_ref_objects: true,
-        ..HeapConfig::with_heap_size(2 << 20)
-    })
+    let heap = Heap::new(HeapConfig::with_heap_size(2 << 20).with(|c| {
+        c.mode = mode;
+        c.debug.verify = verify;
+        c.debug.stress_every = Some(16);
+        c.debug.breakage = (!s.starts_with("control")).then_some(Breakage::SkipLargeObjectRefs);
+        c.pin_large_ref_objects = true;
+    }))
     .unwrap();
     let t = shadow::register(&heap);
     let mut m = heap.attach();

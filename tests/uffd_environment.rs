@@ -10,7 +10,7 @@
 
 mod common;
 use common::shadow::{self, drive, Shadow};
-use faultline::heap::Call;
+use faultline::testing::heap::Call;
 use faultline::{GcMode, Heap, HeapConfig};
 
 const UFFD_USER_MODE_ONLY: libc::c_int = 1;
@@ -41,12 +41,11 @@ fn euid() -> u32 {
 
 /// A concurrent heap; it must work (fall back or not) and never open `/dev/userfaultfd`.
 fn exercise() -> Heap {
-    let heap = Heap::new(HeapConfig {
-        mode: GcMode::Concurrent,
-        verify: true,
-        stress_every: Some(16),
-        ..HeapConfig::with_heap_size(2 << 20)
-    })
+    let heap = Heap::new(HeapConfig::with_heap_size(2 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.debug.verify = true;
+        c.debug.stress_every = Some(16);
+    }))
     .expect("the heap is created, falling back if it must");
     let t = shadow::register(&heap);
     let mut m = heap.attach();

@@ -46,9 +46,16 @@
 //! `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` → (`safepoint`,
 //! `roots`, `space`, `phase`, `stats`, `config`, `mode`, `debug`, `waits`).
 //!
-//! Invariants of the crate: the public API is safe; `unsafe` is confined to the modules that
-//! touch raw heap memory or kernel plumbing (`trace`, `plan`, `compaction`, `fault`, `cycle`'s
-//! flip, `mutator`, `safepoint`, `verify`, `fork`), each block with its `SAFETY` comment.
+//! Invariants of the crate: the public API is safe; `unsafe` appears only where raw heap
+//! memory, a kernel call or a cross-thread handoff is touched, each block with its `SAFETY`
+//! comment:
+//! - raw heap memory: `trace` (slot and header reads), `plan` (page filling), `compaction`
+//!   (staging pages, the armed plan), `cycle` (large-object slots at the flip), `verify`,
+//!   `mutator` (object access, allocation), `heap` (global-root values);
+//! - per-mutator roots read by the collector with the world stopped: `safepoint`, `marking`
+//!   (the remark);
+//! - kernel plumbing: `fault` (the SIGBUS resolver's context), `pagestate` (futex),
+//!   `choreography` (unmapping the detached pages), `fork` (the atfork handlers).
 
 mod choreography;
 mod compaction;

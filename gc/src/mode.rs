@@ -371,3 +371,14 @@ pub struct ModeInfo {
     /// Why each choice was made, one line each.
     pub reasons: Vec<String>,
 }
+
+macro_rules! display_by_name {
+    ($($t:ty),*) => {$(
+        impl core::fmt::Display for $t {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    )*};
+}
+display_by_name!(GcMode, Strategy, FaultMode, Barrier, Choreography);

@@ -9,9 +9,11 @@
 //! everything that can reach a safepoint takes `&mut Mutator`, so the compiler rejects a
 //! `Local` held across one. Values that must survive are kept in roots: a [`Root`] handle, the
 //! mutator's value stack, or a [`crate::RootSource`]; the collector updates those.
-//! [`Mutator::local`] checks that a value points into the heap's live part and at a known
-//! type, so a stale value held across a safepoint is caught with a panic naming the mistake
-//! rather than read as garbage.
+//! [`Mutator::local`] checks that a value points into the heap's live part and at a plausible
+//! header of a known type, and panics naming the mistake otherwise. That check is a heuristic,
+//! not a guarantee: a stale value that happens to land on a live object's start, or inside a
+//! byte array whose bytes look like a header, passes it (the sound replacement is issue 13's
+//! work).
 //!
 //! Invariants:
 //! - the mutator's roots (`MutatorShared::roots`, see [`crate::safepoint`]) are touched only by
@@ -390,7 +392,8 @@ impl Mutator {
     ///
     /// # Panics
     /// If `v` does not point at a live part of the heap or at an object of a known type: the
-    /// signature of a value held across a safepoint.
+    /// usual signature of a value held across a safepoint (not every stale value is caught:
+    /// see the module documentation).
     pub fn local(&self, v: Value) -> Option<Local<'_>> {
         let o = v.as_ref()?;
         let a = o.address();

@@ -3,7 +3,7 @@
 //!
 //! Invariants:
 //! - an interval is opened only by the thread that set `gc_active` (in
-//!   `HeapInner::stop_the_world`) and closed by `HeapInner::resume` of that same stop, both
+//!   `Safepoint::stop_the_world`) and closed by `Safepoint::resume` of that same stop, both
 //!   under the safepoint lock, so intervals never overlap and are recorded in time order;
 //! - the start is the moment the stop was requested (so it includes the time to safepoint, as
 //!   the pauses of `CycleStats` do), the end the moment the world was released;

@@ -4,7 +4,7 @@
 //! Invariant: at most one park point is armed at a time; `release` disarms it, so a later
 //! pass through the same point does not park again.
 
-use faultline::gc::marking::{MarkHook, MarkPoint};
+use faultline::{MarkHook, MarkPoint};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// Parks the marker at one chosen point until released.

@@ -47,7 +47,7 @@ impl RegistryShim<'_> {
         size: usize,
         align: usize,
         offsets: &[usize],
-    ) -> Result<TypeId, faultline::heap::object::TypeError> {
+    ) -> Result<TypeId, faultline::testing::heap::object::TypeError> {
         assert!(align <= 8);
         self.0.register_type(TypeInfo::fixed(name, size, offsets))
     }

@@ -11,8 +11,8 @@
 
 #![allow(dead_code)]
 
-use faultline::heap::inject::FaultInjector;
-use faultline::heap::sys::Call;
+use faultline::testing::heap::inject::FaultInjector;
+use faultline::testing::heap::sys::Call;
 use faultline::Heap;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,7 +52,7 @@ impl Record {
     pub fn add_heap(&mut self, heap: &Heap) {
         let h = heap.history();
         self.collections += heap.cycles();
-        if heap.config().verify {
+        if heap.config().debug.verify {
             self.verified_collections += heap.cycles();
         }
         self.mutator_threads = self

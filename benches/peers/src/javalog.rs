@@ -148,9 +148,13 @@ pub fn window(points: &[Safepoint], start_ns: u64, end_ns: u64) -> (Vec<f64>, Ve
 /// What `Workloads.java` prints on stdout.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProgramOutput {
+    /// When the workload started (`System.nanoTime`), ns.
     pub start_ns: Option<u64>,
+    /// When the workload ended (`System.nanoTime`), ns.
     pub end_ns: Option<u64>,
+    /// The workload's checksum.
     pub checksum: Option<u64>,
+    /// Peak resident set of the JVM (VmHWM), KiB.
     pub vmhwm_kib: Option<u64>,
     /// Every JVM thread at the end of the workload.
     pub tasks: Vec<Task>,
@@ -236,9 +240,13 @@ pub fn gc_cpu_seconds(tasks: &[Task], ticks_per_s: u64) -> Option<f64> {
 
 /// The inputs of one Java run, already read.
 pub struct RunFiles<'a> {
+    /// The peer's name (`zgc`, `shenandoah`, `g1`).
     pub peer: &'a str,
+    /// The workload run.
     pub workload: Workload,
+    /// Live size of the workload, MiB.
     pub live_mib: u64,
+    /// Mutator threads.
     pub threads: u64,
     /// The program's stdout.
     pub stdout: &'a str,

@@ -30,12 +30,14 @@ pub struct PeerRecord {
     pub peak_rss_kib: Option<u64>,
     /// The checksum the program printed, and whether it equals `spec::expected_checksum`.
     pub checksum: Option<u64>,
+    /// Whether `checksum` equals `spec::expected_checksum`.
     pub checksum_ok: bool,
     /// Per-thread waits for the collector that are not world stops (ZGC allocation and
     /// relocation stalls), ms, and their starts in seconds after the workload started. Not in
     /// `pauses_ms`; threads may stall at the same time.
     #[serde(default)]
     pub stalls_ms: Vec<f64>,
+    /// Start of each stall in `stalls_ms`, seconds after the workload started.
     #[serde(default)]
     pub stall_starts_s: Vec<f64>,
     /// Collections (Boehm: GC_EVENT_START..END intervals; Java: safepoints in the window).

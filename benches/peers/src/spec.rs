@@ -42,9 +42,13 @@ impl Rng {
 /// The workloads, by their names in results.json.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
+    /// Binary trees (the Benchmarks Game's shape).
     BinaryTrees,
+    /// Boehm's GCBench.
     GcBench,
+    /// Objects of random sizes, a fraction kept (fragments the heap).
     Fragmentation,
+    /// Several mutators replacing parts of a shared structure.
     Churn,
 }
 
