@@ -25,7 +25,7 @@ HEAP_FACTOR=2
 BOEHM_EXTRA=()
 SIZES="64 1024"
 PEERS="boehm boehm-incremental java-zgc java-shenandoah java-g1"
-WORKLOADS="binary-trees gcbench fragmentation churn"
+WORKLOADS="binary-trees gcbench fragmentation churn request"
 THREADS=2
 TIMEOUT=
 QUICK=0
@@ -87,7 +87,7 @@ fi
 # 4. Runs.
 run_one() { # peer workload mib
   local peer=$1 w=$2 mib=$3 tag="$1-$2-$3" rc
-  local tflag=() ; [ "$w" = churn ] && tflag=(--threads "$THREADS")
+  local tflag=() ; { [ "$w" = churn ] || [ "$w" = request ]; } && tflag=(--threads "$THREADS")
   case $peer in
     boehm|boehm-incremental)
       [ $BOEHM = 1 ] || return 0

@@ -35,6 +35,20 @@ struct PeerRow {
     peak_rss_kib: Option<u64>,
     #[serde(default)]
     note: String,
+    /// The request workload's metered latency (ms).
+    #[serde(default)]
+    metered: Option<PeerMetered>,
+}
+
+#[derive(Deserialize)]
+struct PeerMetered {
+    count: u64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+    rate_hz: f64,
+    achieved_hz: f64,
 }
 
 /// Peers' rows, and what went wrong reading them.
@@ -103,6 +117,18 @@ pub fn load_peers(path: &Path) -> Peers {
                 total_s: p.total_s,
                 gc_cpu_s: p.gc_cpu_s,
                 peak_rss_kib: p.peak_rss_kib,
+                metered: p.metered.map(|m| super::request::MeteredResult {
+                    latency: Some(metrics::Pct {
+                        count: m.count,
+                        p50: m.p50,
+                        p99: m.p99,
+                        p999: m.p999,
+                        max: m.max,
+                    }),
+                    requests: m.count,
+                    rate_hz: m.rate_hz,
+                    achieved_hz: m.achieved_hz,
+                }),
                 ..RunResult::default()
             }
         })

@@ -74,9 +74,10 @@ impl Args {
         Workload::parse(w).ok_or_else(|| format!("unknown workload {w}"))
     }
     fn threads(&self, w: Workload) -> Result<u64, String> {
-        let t = self.num("threads", Some(if w == Workload::Churn { 2 } else { 1 }))?;
-        if w != Workload::Churn && t != 1 {
-            return Err("--threads applies to churn only".into());
+        let multi = matches!(w, Workload::Churn | Workload::Request);
+        let t = self.num("threads", Some(if multi { 2 } else { 1 }))?;
+        if !multi && t != 1 {
+            return Err("--threads applies to churn and request only".into());
         }
         Ok(t.max(1))
     }
@@ -266,6 +267,7 @@ fn boehm(a: &Args) -> Result<(), String> {
         collections: Some(colls.len() as u64),
         stalls_ms: slow.iter().map(|&(s, e)| (e - s) as f64 / 1e6).collect(),
         stall_starts_s: slow.iter().map(|&(s, _)| (s - t0) as f64 / 1e9).collect(),
+        metered: boehm::workloads::take_metered(),
         note,
     };
     r.sort_by_start();

@@ -74,6 +74,21 @@ pub struct Obj {
 }
 
 impl Obj {
+    /// The object's address, to hand to another registered thread (see [`Obj::from_addr`]).
+    pub fn addr(self) -> usize {
+        self.header.as_ptr() as usize
+    }
+    /// The object at `addr`.
+    ///
+    /// # Safety
+    /// `addr` came from [`Obj::addr`] of an object that is still reachable from a scanned
+    /// root (a registered thread's stack) while the result is used.
+    pub unsafe fn from_addr(addr: usize) -> Obj {
+        Obj {
+            header: NonNull::new(addr as *mut u64).expect("a non-null object address"),
+            _not_send: PhantomData,
+        }
+    }
     fn header(self) -> u64 {
         // SAFETY: `header` is the first word of a live object (module invariant).
         unsafe { self.header.as_ptr().read() }
