@@ -277,7 +277,6 @@ fn serve(
         units.poll(&mut m);
     }
     let served_s = secs(Instant::now());
-    drop(one);
     Ok((
         WorkResult {
             mutator_cpu_s: thread_cpu() - cpu0,

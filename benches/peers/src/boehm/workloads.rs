@@ -279,9 +279,8 @@ fn request_thread(
 ) -> (u64, Vec<u64>, u64) {
     // SAFETY: the table is kept reachable by the main thread (a registered stack) until every
     // request thread has been joined.
-    let table = Table {
-        top: unsafe { Obj::from_addr(table) },
-    };
+    let top = unsafe { Obj::from_addr(table) };
+    let table = Table { top };
     let slots = spec::request_slots(live_mib);
     let mut rng = Rng::new(spec::request_seed(t));
     let one = |rng: &mut Rng| -> u64 {
