@@ -767,6 +767,30 @@ mod tests {
         assert!(reg.logs()[0].detached.is_some());
     }
 
+    /// The recording cost (`cargo test --release -p faultline-gc --lib -- --ignored
+    /// recording_cost --nocapture`): one span (two clock reads, counters, one ring slot) and
+    /// one leaf record.
+    #[test]
+    #[ignore]
+    fn recording_cost() {
+        let reg = WaitRegistry::default();
+        let a = reg.attach(1);
+        let n = 2_000_000u32;
+        let t = Instant::now();
+        for _ in 0..n {
+            drop(Span::begin(WaitCause::AllocStall));
+        }
+        let span = t.elapsed() / n;
+        let t = Instant::now();
+        for _ in 0..n {
+            let now = Instant::now();
+            record(WaitCause::FaultStall, now, now + LOG_MIN);
+        }
+        let leaf = t.elapsed() / n;
+        println!("span (unlogged, < LOG_MIN): {span:?}; logged leaf record incl. one clock read: {leaf:?}");
+        a.detach(&reg);
+    }
+
     #[test]
     fn the_ring_drops_the_oldest_and_says_so() {
         let reg = WaitRegistry::default();
