@@ -10,7 +10,9 @@
 //! Options: `--quick` (or `FAULTLINE_BENCH_QUICK=1`), `--peers`, `--report-only` (run
 //! nothing: rebuild the report and plots from `DIR/runs/*.json` and the peers file),
 //! `--workloads a,b`,
-//! `--sizes-mib 64,1024`, `--modes stw,copy/sigbus`, `--out DIR` (default
+//! `--sizes-mib 64,1024`, `--modes stw,copy/sigbus`, `--heap-factor F` (the moving space's
+//! half is F x the live size, default 4; for equal-memory runs next to
+//! `benches/peers/run.sh --heap-factor F`), `--out DIR` (default
 //! `<workspace>/target/bench-suite`), `--peers-file FILE` (default
 //! `<workspace>/target/peers/results.json`, written by `benches/peers/run.sh`; read when it
 //! exists). Output: `DIR/report.md`, `DIR/results.json`, `DIR/*.svg`, one JSON per run under
@@ -55,6 +57,8 @@ struct Opts {
     modes: Vec<String>,
     out: PathBuf,
     peers_file: PathBuf,
+    /// Moving half = this x the live size (`--heap-factor`, default 4).
+    heap_factor: Option<f64>,
 }
 
 fn list_arg(args: &[String], name: &str) -> Option<Vec<String>> {
@@ -93,6 +97,8 @@ impl Opts {
                 .and_then(|v| v.into_iter().next())
                 .map(PathBuf::from)
                 .unwrap_or_else(|| workspace().join("target/bench-suite")),
+            heap_factor: list_arg(args, "--heap-factor")
+                .and_then(|v| v.first().and_then(|f| f.parse().ok())),
             peers_file: list_arg(args, "--peers-file")
                 .and_then(|v| v.into_iter().next())
                 .map(PathBuf::from)
@@ -193,7 +199,11 @@ fn run_child(opts: &Opts, job: &Job, dir: &Path) -> RunResult {
     let stderr = std::fs::File::create(&errf)
         .map(Stdio::from)
         .unwrap_or_else(|_| Stdio::null());
-    let mut child = match Command::new(exe)
+    let mut cmd = Command::new(exe);
+    if let Some(f) = opts.heap_factor {
+        cmd.env("FAULTLINE_SUITE_HEAP_FACTOR", f.to_string());
+    }
+    let mut child = match cmd
         .arg("--child")
         .arg(&out)
         .arg(&job.workload)

@@ -550,10 +550,11 @@ fn check_row(r: &RunResult) -> Vec<String> {
 }
 
 /// Cause names in report order (`faultline::WaitCause::ALL`).
-const CAUSES: [(&str, &str); 6] = [
+const CAUSES: [(&str, &str); 7] = [
     ("pause", "pause"),
     ("time-to-safepoint", "ttsp"),
     ("flip", "flip"),
+    ("cycle-end", "cycle end"),
     ("alloc-stall", "alloc"),
     ("fault-stall", "fault"),
     ("assist", "assist"),
@@ -575,7 +576,7 @@ fn mib(kib: Option<u64>) -> String {
 /// of issue 14 measured on them.
 fn headline(w: &mut String, results: &[RunResult], peers: &Peers, keys: &[(String, u64)]) {
     let _ = writeln!(w, "## Mutator latency and footprint (the headline)\n");
-    let _ = writeln!(w, "What the application saw. `longest wait`: the longest single wait of any mutator, of any cause, inclusive of what happened inside it (`Heap::mutator_waits`; JSON `longest_wait_ms`). Causes, each `count / total ms / max ms`, totals exclusive of nested waits: `pause` (parked at a safepoint after every mutator stopped), `ttsp` (parked while other mutators were still on their way to a safepoint), `flip` (space exhausted during a cycle: waited for its flip), `alloc` (the allocation slow path: refills, triggering or running a collection, minus the above), `fault` (resolving a fault on a page not yet compacted, SIGBUS delivery only: handler-thread faults are in the `faults` column of the pause table), `assist` (mark assists). `wait MMU`: mutator-side minimum utilization from the heap's logged wait intervals (union of the intervals; lowest over the mutators; waits under 10 µs are counted but not logged, `unlogged ms`). `metered p50/p99/p99.9/max`: the request workload's latency from each request's scheduled start (ms). Footprint: peak RSS (VmHWM), the configured heap (one half of the moving space + the large-object space) and peak RSS over the measured live size. Peers: their pauses stand in for waits (no per-cause split) and their MMU is the world-stopped one.\n");
+    let _ = writeln!(w, "What the application saw. `longest wait`: the longest single wait of any mutator, of any cause, inclusive of what happened inside it (`Heap::mutator_waits`; JSON `longest_wait_ms`). Causes, each `count / total ms / max ms`, totals exclusive of nested waits: `pause` (parked at a safepoint after every mutator stopped), `ttsp` (parked while other mutators were still on their way to a safepoint), `flip` (space exhausted during a cycle: waited for its flip), `cycle end` (a collection was requested while a cycle still ran, so the mutator waited for that cycle to end; or the workload's own `wait_for_cycle` after an out-of-memory), `alloc` (the allocation slow path: refills, triggering or running a collection, minus the above), `fault` (resolving a fault on a page not yet compacted, SIGBUS delivery only: handler-thread faults are in the `faults` column of the pause table), `assist` (mark assists). `wait MMU`: mutator-side minimum utilization from the heap's logged wait intervals (union of the intervals; lowest over the mutators; waits under 10 µs are counted but not logged, `unlogged ms`). `metered p50/p99/p99.9/max`: the request workload's latency from each request's scheduled start (ms). Footprint: peak RSS (VmHWM), the configured heap (one half of the moving space + the large-object space) and peak RSS over the measured live size. Peers: their pauses stand in for waits (no per-cause split) and their MMU is the world-stopped one.\n");
     for (wl, mib_live) in keys {
         let rows: Vec<&RunResult> = results
             .iter()

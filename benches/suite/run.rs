@@ -133,6 +133,8 @@ pub struct RunResult {
     /// Footprint: the configured heap (`HeapConfig::max_heap_bytes`, one half of the moving
     /// space, plus the large-object space), MiB; the peak RSS is `peak_rss_kib`.
     pub heap_mib: Option<f64>,
+    /// The configured heap over the nominal live size (`--heap-factor`).
+    pub heap_factor: Option<f64>,
     pub large_space_mib: Option<f64>,
     /// The request workload's metered latency (ms) and rates.
     pub metered: Option<super::request::MeteredResult>,
@@ -228,6 +230,7 @@ pub fn measure(
             .push((Instant::now(), s.total));
     }));
     r.heap_mib = Some(cfg.max_heap_bytes as f64 / (1 << 20) as f64);
+    r.heap_factor = Some(modes::heap_factor());
     r.large_space_mib = Some(cfg.large_object_space_bytes as f64 / (1 << 20) as f64);
     let heap = match Heap::new(cfg) {
         Ok(h) => h,

@@ -138,6 +138,7 @@ impl HeapInner {
         if !self.gate.is_busy() {
             return;
         }
+        let _wait = crate::waits::Span::begin(crate::waits::WaitCause::CycleEnd);
         self.sp.wait_native(me, || self.gate.wait_idle());
     }
 

@@ -8,6 +8,7 @@
 //! | [`WaitCause::TimeToSafepoint`] | a parked mutator (`Safepoint::park`, a second collector) | arrival at the poll .. the last mutator stopped |
 //! | [`WaitCause::Pause`] | same, and a native section returning into a pause | the last mutator stopped .. the world released |
 //! | [`WaitCause::Flip`] | `Mutator::wait_for_flip` (space exhausted, a cycle running) | the whole wait, minus nested waits |
+//! | [`WaitCause::CycleEnd`] | `HeapInner::wait_idle_as` (a collection requested while a cycle runs, `wait_for_cycle`) | the whole wait, minus nested waits |
 //! | [`WaitCause::AllocStall`] | the allocation slow path (TLAB refill, triggering or running a collection) | the slow path, minus nested waits |
 //! | [`WaitCause::FaultStall`] | `fault::resolve_fault`, SIGBUS delivery (in the faulting thread) | the resolution |
 //! | [`WaitCause::Assist`] | reserved for mark assists: [`record`]`(WaitCause::Assist, start, end)` | the assist |
@@ -54,6 +55,10 @@ pub enum WaitCause {
     TimeToSafepoint,
     /// The space was exhausted while a concurrent cycle ran: waited for its flip.
     Flip,
+    /// Waited for the running cycle to end: a collection was requested (the occupancy
+    /// trigger, exhausted space, an explicit collection) while a cycle was still running, or
+    /// the mutator called `wait_for_cycle`.
+    CycleEnd,
     /// The allocation slow path (refill, triggering or running a collection), minus the
     /// waits above that happened inside it.
     AllocStall,
@@ -65,10 +70,11 @@ pub enum WaitCause {
 
 impl WaitCause {
     /// Every cause, in report order.
-    pub const ALL: [WaitCause; 6] = [
+    pub const ALL: [WaitCause; 7] = [
         WaitCause::Pause,
         WaitCause::TimeToSafepoint,
         WaitCause::Flip,
+        WaitCause::CycleEnd,
         WaitCause::AllocStall,
         WaitCause::FaultStall,
         WaitCause::Assist,
@@ -80,6 +86,7 @@ impl WaitCause {
             WaitCause::Pause => "pause",
             WaitCause::TimeToSafepoint => "time-to-safepoint",
             WaitCause::Flip => "flip",
+            WaitCause::CycleEnd => "cycle-end",
             WaitCause::AllocStall => "alloc-stall",
             WaitCause::FaultStall => "fault-stall",
             WaitCause::Assist => "assist",
