@@ -22,7 +22,11 @@
 //! for the bystander baseline, so each run has its own address space, its own peak RSS and no
 //! heap left over from the previous one. Quick mode then checks every row (every mode ran,
 //! pauses > 0, percentiles ordered, MMU in [0, 1], syscall counts present, the workload's own
-//! check passed) and exits non-zero if one fails.
+//! check passed; and issue 14's figures: every wait cause present with max <= total,
+//! `longest_wait_ms` at least every cause's max, the wait MMU in [0, 1] and 0 at windows the
+//! longest wait covers, the footprint present, the request workload's metered percentiles
+//! ordered, one per request, at a rate no higher than scheduled) and exits non-zero if one
+//! fails. The report leads with the mutators' latency (`report::headline`).
 //!
 //! Invariants: the figures in the report are the children's measurements, never edited; a mode
 //! that could not run is shown as "not available" with the heap's reason; the only timing

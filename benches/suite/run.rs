@@ -2,6 +2,11 @@
 //! collector mode (or the bystander alone, the baseline), written as one JSON record.
 //!
 //! What is measured and how:
+//! - the mutators' waits (the headline): the heap's own record (`Heap::mutator_waits`: count,
+//!   total, max per cause; the longest wait of any cause) and a mutator-side MMU at 1, 10,
+//!   100 ms and a curve from the logged wait intervals (`Heap::mutator_wait_log`, per mutator
+//!   over its attached life, the lowest over the mutators); the footprint (peak RSS, the
+//!   configured heap); the request workload's metered latency (`request.rs`);
 //! - pauses: the collector's own `CycleStats::pauses` of every cycle (all triggers), and the
 //!   world-stopped intervals of `Heap::pause_timeline` (start = stop requested, end = world
 //!   released) for MMU; the mutator's own view is its longest unit of work between two
