@@ -27,6 +27,11 @@
 //!
 //! Invariant: nothing here adds behaviour; it only names the public API in one place.
 
+/// Mutator waits by cause ([`Heap::mutator_waits`], [`Heap::mutator_wait_log`]).
+pub use faultline_gc::{
+    merge_intervals, mmu_from_intervals, MutatorWaitLog, MutatorWaits, WaitCause, WaitInterval,
+    WaitStats,
+};
 pub use faultline_gc::{
     AllocError, Barrier, Choreography, ConfigError, CycleHook, CycleStats, DebugConfig, FaultMode,
     FaultStats, GcMode, GlobalRoot, Heap, HeapConfig, HeapError, Local, MarkHook, MarkPoint,

@@ -72,3 +72,48 @@ fn mmu_is_the_minimum_over_every_window() {
         );
     }
 }
+
+#[test]
+fn metered_latency_counts_queueing_behind_a_stall() {
+    use metrics::Schedule;
+    // One request every 1 ms, each taking 0.1 ms; request 3 is held up by a 10 ms stall.
+    let s = Schedule {
+        origin: 0.0,
+        interval: 1e-3,
+    };
+    let mut service = vec![1e-4; 20];
+    service[3] = 10e-3 + 1e-4;
+    let lat = s.replay(&service);
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+    assert!(close(lat[0], 1e-4) && close(lat[2], 1e-4));
+    assert!(close(lat[3], 10.1e-3));
+    // Request 4 was scheduled at 4 ms but could start only at 13.1 ms: its latency is 9.2 ms,
+    // although its own service time is 0.1 ms.
+    assert!(close(lat[4], 9.2e-3), "{}", lat[4]);
+    // The queue drains by 0.9 ms per request: request 12 still waits 1.9 ms, request 14
+    // 0.1 ms, request 15 is on time again.
+    assert!(close(lat[12], 2.0e-3), "{}", lat[12]);
+    assert!(close(lat[14], 0.2e-3), "{}", lat[14]);
+    assert!(close(lat[15], 1e-4), "{}", lat[15]);
+    // Never negative: a request done before its scheduled time (clock skew) counts as 0.
+    assert_eq!(s.latency(5, 0.0), 0.0);
+}
+
+#[test]
+fn metered_percentiles_merge_and_order() {
+    let mut a = metrics::Metered::default();
+    let mut b = metrics::Metered::default();
+    for i in 1..=990 {
+        a.record(i as f64 * 1e-6);
+    }
+    for _ in 0..10 {
+        b.record(0.05);
+    }
+    a.merge(&b);
+    let p = a.percentiles_ms().unwrap();
+    assert_eq!(p.count, 1000);
+    assert!(p.p50 <= p.p99 && p.p99 <= p.p999 && p.p999 <= p.max);
+    assert!((p.max - 50.0).abs() < 1e-9);
+    assert!(p.p50 < 1.0 && p.p999 > 40.0, "{p:?}");
+    assert!(metrics::Metered::default().percentiles_ms().is_none());
+}

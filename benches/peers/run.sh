@@ -7,7 +7,8 @@
 #                        [--heap-factor F] [--out DIR] [--boehm-time-allocs]
 #
 # Java heaps are -Xms = -Xmx = F x the nominal live size (default F = 2, as Faultline's
-# max_heap_bytes), at least 64 MiB. --out (default target/peers) must be under the repository.
+# max_heap_bytes), at least 64 MiB. An explicit --heap-factor also limits Boehm's heap to the
+# same size (GC_set_max_heap_size), for equal-memory comparisons (issue 14). --out (default target/peers) must be under the repository.
 # --boehm-time-allocs times every libgc allocation call and records those >= 50 us as stalls
 # (a diagnostic: it slows the Boehm runs down).
 #
@@ -23,9 +24,10 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=$ROOT/target/peers
 HEAP_FACTOR=2
 BOEHM_EXTRA=()
+BOEHM_LIMIT=
 SIZES="64 1024"
 PEERS="boehm boehm-incremental java-zgc java-shenandoah java-g1"
-WORKLOADS="binary-trees gcbench fragmentation churn"
+WORKLOADS="binary-trees gcbench fragmentation churn request"
 THREADS=2
 TIMEOUT=
 QUICK=0
@@ -37,7 +39,7 @@ while [ $# -gt 0 ]; do
     --workloads) WORKLOADS="$2"; shift ;;
     --threads) THREADS="$2"; shift ;;
     --timeout) TIMEOUT="$2"; shift ;;
-    --heap-factor) HEAP_FACTOR="$2"; shift ;;
+    --heap-factor) HEAP_FACTOR="$2"; BOEHM_LIMIT=1; shift ;;
     --out) OUT=$(mkdir -p "$2" && cd "$2" && pwd); shift ;;
     --boehm-time-allocs) BOEHM_EXTRA=(--time-allocs) ;;
     *) echo "usage: $0 [--quick] [--sizes S] [--peers P] [--workloads W] [--threads N] [--timeout S] [--heap-factor F] [--out DIR] [--boehm-time-allocs]" >&2; exit 2 ;;
@@ -87,12 +89,13 @@ fi
 # 4. Runs.
 run_one() { # peer workload mib
   local peer=$1 w=$2 mib=$3 tag="$1-$2-$3" rc
-  local tflag=() ; [ "$w" = churn ] && tflag=(--threads "$THREADS")
+  local tflag=() ; { [ "$w" = churn ] || [ "$w" = request ]; } && tflag=(--threads "$THREADS")
   case $peer in
     boehm|boehm-incremental)
       [ $BOEHM = 1 ] || return 0
       local inc=(); [ $peer = boehm-incremental ] && inc=(--incremental)
-      timeout "$TIMEOUT" "$HELPER" boehm --workload "$w" --live-mib "$mib" "${tflag[@]}" "${inc[@]}" \
+      local bmax=(); [ -n "$BOEHM_LIMIT" ] && bmax=(--max-heap-mib $(( mib * HEAP_FACTOR < 64 ? 64 : mib * HEAP_FACTOR )))
+      timeout "$TIMEOUT" "$HELPER" boehm --workload "$w" --live-mib "$mib" "${tflag[@]}" "${inc[@]}" "${bmax[@]}" \
         "${BOEHM_EXTRA[@]}" > "$OUT/logs/$tag.json" 2> "$OUT/logs/$tag.err"; rc=$?
       ;;
     java-*)

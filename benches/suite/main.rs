@@ -10,7 +10,9 @@
 //! Options: `--quick` (or `FAULTLINE_BENCH_QUICK=1`), `--peers`, `--report-only` (run
 //! nothing: rebuild the report and plots from `DIR/runs/*.json` and the peers file),
 //! `--workloads a,b`,
-//! `--sizes-mib 64,1024`, `--modes stw,copy/sigbus`, `--out DIR` (default
+//! `--sizes-mib 64,1024`, `--modes stw,copy/sigbus`, `--heap-factor F` (the moving space's
+//! half is F x the live size, default 4; for equal-memory runs next to
+//! `benches/peers/run.sh --heap-factor F`), `--out DIR` (default
 //! `<workspace>/target/bench-suite`), `--peers-file FILE` (default
 //! `<workspace>/target/peers/results.json`, written by `benches/peers/run.sh`; read when it
 //! exists). Output: `DIR/report.md`, `DIR/results.json`, `DIR/*.svg`, one JSON per run under
@@ -20,7 +22,11 @@
 //! for the bystander baseline, so each run has its own address space, its own peak RSS and no
 //! heap left over from the previous one. Quick mode then checks every row (every mode ran,
 //! pauses > 0, percentiles ordered, MMU in [0, 1], syscall counts present, the workload's own
-//! check passed) and exits non-zero if one fails.
+//! check passed; and issue 14's figures: every wait cause present with max <= total,
+//! `longest_wait_ms` at least every cause's max, the wait MMU in [0, 1] and 0 at windows the
+//! longest wait covers, the footprint present, the request workload's metered percentiles
+//! ordered, one per request, at a rate no higher than scheduled) and exits non-zero if one
+//! fails. The report leads with the mutators' latency (`report::headline`).
 //!
 //! Invariants: the figures in the report are the children's measurements, never edited; a mode
 //! that could not run is shown as "not available" with the heap's reason; the only timing
@@ -34,6 +40,7 @@ mod metrics;
 mod modes;
 mod plots;
 mod report;
+mod request;
 mod run;
 mod workloads;
 
@@ -54,6 +61,8 @@ struct Opts {
     modes: Vec<String>,
     out: PathBuf,
     peers_file: PathBuf,
+    /// Moving half = this x the live size (`--heap-factor`, default 4).
+    heap_factor: Option<f64>,
 }
 
 fn list_arg(args: &[String], name: &str) -> Option<Vec<String>> {
@@ -92,6 +101,8 @@ impl Opts {
                 .and_then(|v| v.into_iter().next())
                 .map(PathBuf::from)
                 .unwrap_or_else(|| workspace().join("target/bench-suite")),
+            heap_factor: list_arg(args, "--heap-factor")
+                .and_then(|v| v.first().and_then(|f| f.parse().ok())),
             peers_file: list_arg(args, "--peers-file")
                 .and_then(|v| v.into_iter().next())
                 .map(PathBuf::from)
@@ -192,7 +203,11 @@ fn run_child(opts: &Opts, job: &Job, dir: &Path) -> RunResult {
     let stderr = std::fs::File::create(&errf)
         .map(Stdio::from)
         .unwrap_or_else(|_| Stdio::null());
-    let mut child = match Command::new(exe)
+    let mut cmd = Command::new(exe);
+    if let Some(f) = opts.heap_factor {
+        cmd.env("FAULTLINE_SUITE_HEAP_FACTOR", f.to_string());
+    }
+    let mut child = match cmd
         .arg("--child")
         .arg(&out)
         .arg(&job.workload)

@@ -145,3 +145,88 @@ pub fn status_kib(field: &str) -> Option<u64> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
 }
+
+/// Metered latency (DaCapo Chopin's measure): each request is timed from its *scheduled*
+/// start on a fixed arrival schedule, so a request queued behind a stall counts the stall.
+///
+/// Invariants: the schedule is evenly spaced (`interval` apart from `origin`, the "smoothed"
+/// arrival schedule: no bursts); a request never starts before its scheduled time; its latency
+/// is `done - scheduled` (never negative: clamped at 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    /// Scheduled start of request 0, seconds.
+    pub origin: f64,
+    /// Time between two scheduled starts, seconds.
+    pub interval: f64,
+}
+
+impl Schedule {
+    /// Scheduled start of request `i`, seconds.
+    pub fn at(&self, i: u64) -> f64 {
+        self.origin + i as f64 * self.interval
+    }
+    /// Metered latency of request `i` completed at `done` (seconds).
+    pub fn latency(&self, i: u64, done: f64) -> f64 {
+        (done - self.at(i)).max(0.0)
+    }
+    /// Replay a queue (for checks of the arithmetic): request `i` takes `service[i]` seconds
+    /// and starts at the later of its scheduled time and the previous request's end. Returns
+    /// every metered latency.
+    #[allow(dead_code)]
+    pub fn replay(&self, service: &[f64]) -> Vec<f64> {
+        let mut free = f64::NEG_INFINITY;
+        service
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| {
+                let start = self.at(i as u64).max(free);
+                free = start + s;
+                self.latency(i as u64, free)
+            })
+            .collect()
+    }
+}
+
+/// An hdrhistogram of metered latencies in nanoseconds, mergeable across threads.
+pub struct Metered {
+    hist: Histogram<u64>,
+    max_ns: u64,
+}
+
+impl Default for Metered {
+    fn default() -> Self {
+        Metered {
+            hist: Histogram::new(3).expect("a 3-digit histogram"),
+            max_ns: 0,
+        }
+    }
+}
+
+impl Metered {
+    /// Record one latency (seconds).
+    pub fn record(&mut self, secs: f64) {
+        let ns = (secs * 1e9).round().max(1.0) as u64;
+        self.hist.record(ns).expect("auto-resizing histogram");
+        self.max_ns = self.max_ns.max(ns);
+    }
+    /// Add another thread's latencies.
+    pub fn merge(&mut self, o: &Metered) {
+        self.hist.add(&o.hist).expect("auto-resizing histogram");
+        self.max_ns = self.max_ns.max(o.max_ns);
+    }
+    /// p50 / p99 / p99.9 / max in milliseconds (`None` if nothing was recorded).
+    pub fn percentiles_ms(&self) -> Option<Pct> {
+        if self.hist.is_empty() {
+            return None;
+        }
+        let max = self.max_ns as f64 / 1e6;
+        let q = |p: f64| (self.hist.value_at_quantile(p) as f64 / 1e6).min(max);
+        Some(Pct {
+            count: self.hist.len(),
+            p50: q(0.5),
+            p99: q(0.99),
+            p999: q(0.999),
+            max,
+        })
+    }
+}

@@ -32,20 +32,32 @@ pub fn by_label(label: &str) -> Option<Mode> {
     all().into_iter().find(|m| m.label == label)
 }
 
-/// The heap configuration of `mode` for a live set of `live` bytes: a moving space of 4x the
-/// live set and no occupancy trigger below 2x, so cycles run at the live size measured and a
-/// concurrent cycle has 2x the live size of headroom for what mutators allocate meanwhile.
+/// The heap configuration of `mode` for a live set of `live` bytes: a moving space of
+/// `factor` x the live set (default 4: `FAULTLINE_SUITE_HEAP_FACTOR`, set by `--heap-factor`)
+/// and no occupancy trigger below `factor / 2` x, so with the default cycles run at the live
+/// size measured and a concurrent cycle has 2x the live size of headroom for what mutators
+/// allocate meanwhile.
 pub fn heap_config(mode: &Mode, live: usize) -> HeapConfig {
-    let half = (4 * live).max(8 << 20);
+    let factor = heap_factor();
+    let half = ((factor * live as f64) as usize).max(8 << 20);
     HeapConfig::with_heap_size(half).with(|c| {
         c.mode = mode.gc;
         c.strategy = mode.strategy;
         c.faults = mode.faults;
         c.barrier = mode.barrier;
         c.choreography = mode.choreography;
-        c.min_trigger_bytes = 2 * live;
+        c.min_trigger_bytes = (factor / 2.0 * live as f64) as usize;
         c.large_object_space_bytes = half;
     })
+}
+
+/// The configured heap over the live size (see [`heap_config`]).
+pub fn heap_factor() -> f64 {
+    std::env::var("FAULTLINE_SUITE_HEAP_FACTOR")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&f: &f64| f >= 1.0)
+        .unwrap_or(4.0)
 }
 
 /// Check that the heap runs what `mode` asked for (the heap's own `mode_info`).

@@ -35,6 +35,20 @@ struct PeerRow {
     peak_rss_kib: Option<u64>,
     #[serde(default)]
     note: String,
+    /// The request workload's metered latency (ms).
+    #[serde(default)]
+    metered: Option<PeerMetered>,
+}
+
+#[derive(Deserialize)]
+struct PeerMetered {
+    count: u64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+    rate_hz: f64,
+    achieved_hz: f64,
 }
 
 /// Peers' rows, and what went wrong reading them.
@@ -103,6 +117,18 @@ pub fn load_peers(path: &Path) -> Peers {
                 total_s: p.total_s,
                 gc_cpu_s: p.gc_cpu_s,
                 peak_rss_kib: p.peak_rss_kib,
+                metered: p.metered.map(|m| super::request::MeteredResult {
+                    latency: Some(metrics::Pct {
+                        count: m.count,
+                        p50: m.p50,
+                        p99: m.p99,
+                        p999: m.p999,
+                        max: m.max,
+                    }),
+                    requests: m.count,
+                    rate_hz: m.rate_hz,
+                    achieved_hz: m.achieved_hz,
+                }),
                 ..RunResult::default()
             }
         })
@@ -179,14 +205,18 @@ pub fn markdown(
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
         peers.note
     );
-    let _ = writeln!(w, "Every (workload, live size, mode) ran in a fresh child process. Pauses are the collector's own (`CycleStats`: `stw`, or `initial-mark` + `remark+flip`, each including its time to safepoint), over every cycle of the run. MMU is computed from the world-stopped timeline (`Heap::pause_timeline`: stop requested to world released) over the whole run; n/a when the run is shorter than the window. `mutator-view MMU`: over each mutator's work phase (after building), with every unit of work between two safepoint polls that took over 5 ms counted as lost time (work included, so a lower bound; lowest over the mutator threads): it shows waits the world-stopped timeline does not, such as an allocation waiting for the previous cycle to end. `mutator longest` is the mutator's own view: its longest unit of work between two safepoint polls (includes pauses, fault stalls, TLAB refills, waiting for a previous cycle to end before starting the next one, allocation stalls). `alloc stalls`: allocations that found the heap out of memory, after which the workload waited for the running cycle (and, a second time, one more whole cycle) and retried: count and total seconds. Total: workload start to end plus any cycle still running. GC CPU: process CPU minus the mutator threads' and the bystander's own thread CPU (SIGBUS fault handling is on the mutators, so counted as mutator time). RSS: the child's VmHWM. Syscalls: means per cycle of the arena's own counted calls. Peers (marked *peer*) are computed from their raw pause lists.\n");
+    let _ = writeln!(w, "Every (workload, live size, mode) ran in a fresh child process. The report leads with what the mutators saw (their waits as the heap recorded them, a mutator-side MMU from those wait intervals, the request workload's metered latency, the footprint); the collector's pauses follow. Pauses are the collector's own (`CycleStats`: `stw`, or `initial-mark` + `remark+flip`, each including its time to safepoint), over every cycle of the run. MMU is computed from the world-stopped timeline (`Heap::pause_timeline`: stop requested to world released) over the whole run; n/a when the run is shorter than the window. `mutator-view MMU`: over each mutator's work phase (after building), with every unit of work between two safepoint polls that took over 5 ms counted as lost time (work included, so a lower bound; lowest over the mutator threads): it shows waits the world-stopped timeline does not, such as an allocation waiting for the previous cycle to end. `mutator longest` is the mutator's own view: its longest unit of work between two safepoint polls (includes pauses, fault stalls, TLAB refills, waiting for a previous cycle to end before starting the next one, allocation stalls). `alloc stalls`: allocations that found the heap out of memory, after which the workload waited for the running cycle (and, a second time, one more whole cycle) and retried: count and total seconds. Total: workload start to end plus any cycle still running. GC CPU: process CPU minus the mutator threads' and the bystander's own thread CPU (SIGBUS fault handling is on the mutators, so counted as mutator time). RSS: the child's VmHWM. Syscalls: means per cycle of the arena's own counted calls. Peers (marked *peer*) are computed from their raw pause lists.\n");
     let mut keys: Vec<(String, u64)> = Vec::new();
     for r in results.iter().chain(peers.rows.iter()) {
         if r.workload != "-" && !keys.contains(&(r.workload.clone(), r.live_mib)) {
             keys.push((r.workload.clone(), r.live_mib));
         }
     }
-    let _ = writeln!(w, "## Pauses, utilization, time, memory, syscalls\n");
+    headline(w, results, peers, &keys);
+    let _ = writeln!(
+        w,
+        "## Collector pauses, utilization, time, memory, syscalls\n"
+    );
     for (wl, mib) in &keys {
         let _ = writeln!(w, "### {wl} @ {mib} MiB live\n");
         let _ = writeln!(w, "| mode | cycles | pause p50 ms | p99 | p99.9 | max | MMU 1 ms | 10 ms | 100 ms | mutator-view MMU 10 / 100 ms | total s | GC CPU s | peak RSS MiB | faults | stall p99 / max µs | uffd / cycle | mmap-family / cycle | register+unreg. / cycle | madvise / cycle | mutator longest ms | alloc stalls (s) | live after MiB | status |");
@@ -507,12 +537,322 @@ fn check_row(r: &RunResult) -> Vec<String> {
     if r.mode != "stw" && r.uffd_per_cycle.is_some_and(|u| u <= 0.0) {
         e.push("a concurrent mode made no userfaultfd call".into());
     }
+    e.extend(check_waits(r));
     match &r.bystander {
         None => e.push("no bystander figures".into()),
         Some(b) => {
             if b.map_all.is_none() || b.touch_all.is_none() {
                 e.push("bystander recorded nothing".into());
             }
+        }
+    }
+    e
+}
+
+/// Cause names in report order (`faultline::WaitCause::ALL`).
+const CAUSES: [(&str, &str); 7] = [
+    ("pause", "pause"),
+    ("time-to-safepoint", "ttsp"),
+    ("flip", "flip"),
+    ("cycle-end", "cycle end"),
+    ("alloc-stall", "alloc"),
+    ("fault-stall", "fault"),
+    ("assist", "assist"),
+];
+
+fn wait_cell(r: &RunResult, cause: &str) -> String {
+    match r.waits.get(cause) {
+        Some(c) if c.count > 0 => format!("{} / {} / {}", c.count, f(c.total_ms), f(c.max_ms)),
+        Some(_) => "0".into(),
+        None => "n/a".into(),
+    }
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or("n/a".into(), |k| format!("{:.0}", k as f64 / 1024.0))
+}
+
+/// The headline: the mutators' latency and the footprint, per (workload, size), and the goals
+/// of issue 14 measured on them.
+fn headline(w: &mut String, results: &[RunResult], peers: &Peers, keys: &[(String, u64)]) {
+    let _ = writeln!(w, "## Mutator latency and footprint (the headline)\n");
+    let _ = writeln!(w, "What the application saw. `longest wait`: the longest single wait of any mutator, of any cause, inclusive of what happened inside it (`Heap::mutator_waits`; JSON `longest_wait_ms`). Causes, each `count / total ms / max ms`, totals exclusive of nested waits: `pause` (parked at a safepoint after every mutator stopped), `ttsp` (parked while other mutators were still on their way to a safepoint), `flip` (space exhausted during a cycle: waited for its flip), `cycle end` (a collection was requested while a cycle still ran, so the mutator waited for that cycle to end; or the workload's own `wait_for_cycle` after an out-of-memory), `alloc` (the allocation slow path: refills, triggering or running a collection, minus the above), `fault` (resolving a fault on a page not yet compacted, SIGBUS delivery only: handler-thread faults are in the `faults` column of the pause table), `assist` (mark assists). `wait MMU`: mutator-side minimum utilization from the heap's logged wait intervals (union of the intervals; lowest over the mutators; waits under 10 µs are counted but not logged, `unlogged ms`). `metered p50/p99/p99.9/max`: the request workload's latency from each request's scheduled start (ms). Footprint: peak RSS (VmHWM), the configured heap (one half of the moving space + the large-object space) and peak RSS over the measured live size. Peers: their pauses stand in for waits (no per-cause split) and their MMU is the world-stopped one.\n");
+    for (wl, mib_live) in keys {
+        let rows: Vec<&RunResult> = results
+            .iter()
+            .chain(peers.rows.iter())
+            .filter(|r| &r.workload == wl && r.live_mib == *mib_live)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let request = rows.iter().any(|r| r.metered.is_some());
+        let _ = writeln!(w, "### {wl} @ {mib_live} MiB live\n");
+        let mut head =
+            String::from("| mode | longest wait ms (cause) | wait MMU 1 / 10 / 100 ms |");
+        if request {
+            head.push_str(" metered p50 / p99 / p99.9 / max ms | achieved / scheduled req/s |");
+        }
+        for (_, short) in CAUSES {
+            head.push_str(&format!(" {short} |"));
+        }
+        head.push_str(" unlogged ms | peak RSS MiB | heap + LOS MiB | RSS / live | total s | longest pause ms | status |");
+        let _ = writeln!(w, "{head}");
+        let ncol = head.matches('|').count() - 1;
+        let _ = writeln!(w, "|---|{}", "---:|".repeat(ncol - 2) + "---|");
+        for r in rows {
+            let name = if r.peer {
+                format!("*peer* {}", r.mode)
+            } else {
+                r.mode.clone()
+            };
+            if !ok(r) {
+                let _ = writeln!(w, "| {name} |{} {} |", " |".repeat(ncol - 2), r.status);
+                continue;
+            }
+            let mut line = format!(
+                "| {name} | {} | {} |",
+                match (r.longest_wait_ms, &r.longest_wait_cause) {
+                    (Some(x), Some(c)) => format!("{} ({c})", f(x)),
+                    (Some(x), None) => f(x),
+                    (None, _) if r.peer => r
+                        .pause
+                        .map_or("n/a".into(), |p| format!("{} (pause)", f(p.max))),
+                    (None, _) => "n/a".into(),
+                },
+                if r.peer {
+                    format!(
+                        "{} / {} / {} (stw)",
+                        mmu_s(r.mmu_1ms),
+                        mmu_s(r.mmu_10ms),
+                        mmu_s(r.mmu_100ms)
+                    )
+                } else {
+                    format!(
+                        "{} / {} / {}",
+                        mmu_s(r.wait_mmu_1ms),
+                        mmu_s(r.wait_mmu_10ms),
+                        mmu_s(r.wait_mmu_100ms)
+                    )
+                },
+            );
+            if request {
+                let m = r.metered.as_ref();
+                line.push_str(&format!(
+                    " {} | {} |",
+                    m.and_then(|m| m.latency).map_or("n/a".into(), |p| format!(
+                        "{} / {} / {} / {}",
+                        f(p.p50),
+                        f(p.p99),
+                        f(p.p999),
+                        f(p.max)
+                    )),
+                    m.map_or("n/a".into(), |m| format!(
+                        "{:.0} / {:.0}",
+                        m.achieved_hz, m.rate_hz
+                    )),
+                ));
+            }
+            for (cause, _) in CAUSES {
+                line.push_str(&format!(
+                    " {} |",
+                    if r.peer {
+                        "n/a".into()
+                    } else {
+                        wait_cell(r, cause)
+                    }
+                ));
+            }
+            let live = r.measured_live_mib.unwrap_or(r.live_mib as f64);
+            line.push_str(&format!(
+                " {} | {} | {} | {} | {} | {} | {} |",
+                if r.peer {
+                    "n/a".into()
+                } else {
+                    f(r.waits_unlogged_ms)
+                },
+                mib(r.peak_rss_kib),
+                match (r.heap_mib, r.large_space_mib) {
+                    (Some(h), Some(l)) => format!("{} + {}", f(h), f(l)),
+                    _ => "n/a".into(),
+                },
+                r.peak_rss_kib
+                    .map_or("n/a".into(), |k| ratio(k as f64 / 1024.0, live)),
+                f(r.total_s),
+                r.pause.map_or("-".into(), |p| f(p.max)),
+                if r.peer {
+                    format!("ok ({})", r.info)
+                } else {
+                    "ok".into()
+                },
+            ));
+            let _ = writeln!(w, "{line}");
+        }
+        let _ = writeln!(w);
+    }
+
+    let _ = writeln!(w, "### Goals on the mutators' latency (issue 14)\n");
+    let _ = writeln!(w, "Per workload and size, for every concurrent mode: the longest wait over the stop-the-world run's longest pause (goal <= 0.10) and in ms (goal <= 50), the wait MMU at 100 ms (goal >= 0.7); for the request workload, Faultline's best metered p99 over ZGC's and Shenandoah's at the same size (goal <= 1; the peers' heap is `-Xmx` = their own setting, see the equal-memory note in BENCHMARKS.md). A goal is *met* or *missed*; n/a when a figure is missing.\n");
+    let _ = writeln!(w, "| workload | live MiB | mode | longest wait ms | / STW max pause | <= 50 ms | wait MMU 100 ms | metered p99 ms | / ZGC p99 | / Shenandoah p99 |");
+    let _ = writeln!(w, "|---|---:|---|---:|---:|---|---:|---:|---:|---:|");
+    let met = |b: bool| if b { "met" } else { "missed" };
+    for (wl, mib_live) in keys {
+        let stw = results
+            .iter()
+            .find(|r| &r.workload == wl && r.live_mib == *mib_live && r.mode == "stw" && ok(r))
+            .and_then(|r| r.pause.map(|p| p.max));
+        let peer_p99 = |name: &str| {
+            peers
+                .rows
+                .iter()
+                .find(|r| &r.workload == wl && r.live_mib == *mib_live && r.mode == name && ok(r))
+                .and_then(|r| r.metered.as_ref().and_then(|m| m.latency).map(|p| p.p99))
+        };
+        for r in results.iter().filter(|r| {
+            &r.workload == wl && r.live_mib == *mib_live && r.mode != "stw" && !r.peer && ok(r)
+        }) {
+            let lw = r.longest_wait_ms;
+            let p99 = r.metered.as_ref().and_then(|m| m.latency).map(|p| p.p99);
+            let rel = |x: Option<f64>, y: Option<f64>| match (x, y) {
+                (Some(x), Some(y)) if y > 0.0 => {
+                    format!("{} ({})", ratio(x, y), met(x <= y * 0.10 + f64::EPSILON))
+                }
+                _ => "n/a".into(),
+            };
+            let vs = |peer: &str| match (p99, peer_p99(peer)) {
+                (Some(a), Some(b)) => format!("{} ({})", ratio(a, b), met(a <= b)),
+                (Some(_), None) => format!("n/a (no {peer} row)"),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                w,
+                "| {wl} | {mib_live} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.mode,
+                opt(lw),
+                rel(lw, stw),
+                lw.map_or("n/a".into(), |x| met(x <= 50.0).to_string()),
+                r.wait_mmu_100ms
+                    .map_or("n/a".into(), |u| format!("{u:.2} ({})", met(u >= 0.7))),
+                opt(p99),
+                vs("java-zgc"),
+                vs("java-shenandoah"),
+            );
+        }
+    }
+    let _ = writeln!(w);
+}
+
+/// The figures of issue 14 are present and sane: every cause recorded, per-cause max within
+/// total and within the longest wait, wait MMU in [0, 1] and consistent with the longest wait,
+/// the footprint present, the request workload's metered latency ordered and no shorter than
+/// its longest wait suggests it could be (orderings and ranges, not targets).
+fn check_waits(r: &RunResult) -> Vec<String> {
+    let mut e = Vec::new();
+    for (cause, _) in CAUSES {
+        match r.waits.get(cause) {
+            None => e.push(format!("wait cause {cause} missing")),
+            Some(c) => {
+                if !(c.total_ms >= 0.0 && c.max_ms >= 0.0 && c.max_ms <= c.total_ms + 1e-6) {
+                    e.push(format!(
+                        "wait cause {cause}: max {} > total {}",
+                        c.max_ms, c.total_ms
+                    ));
+                }
+                if (c.count == 0) != (c.total_ms == 0.0) && c.total_ms > 0.0 {
+                    e.push(format!("wait cause {cause}: time without a count"));
+                }
+            }
+        }
+    }
+    let longest = r.longest_wait_ms;
+    match longest {
+        None => e.push("longest_wait_ms missing".into()),
+        Some(l) => {
+            let max_cause = r.waits.values().map(|c| c.max_ms).fold(0.0, f64::max);
+            if !(l.is_finite() && l >= 0.0 && l + 1e-6 >= max_cause) {
+                e.push(format!(
+                    "longest wait {l} ms below a cause's max {max_cause} ms"
+                ));
+            }
+            if l > r.total_s * 1e3 + 1.0 {
+                e.push(format!("longest wait {l} ms longer than the run"));
+            }
+            if l > 0.0 && r.longest_wait_cause.is_none() {
+                e.push("longest wait without a cause".into());
+            }
+        }
+    }
+    // Every run parks or at least refills: something must have been recorded.
+    if r.waits.get("alloc-stall").is_none_or(|c| c.count == 0) {
+        e.push("no allocation slow path recorded".into());
+    }
+    if r.mode == "stw" && r.cycles > 0 && r.threads > 1 {
+        // In a stop-the-world run with several mutators, either one parked, or every pause
+        // ran while the others were in native code (the request workload's idle threads).
+        let parked = r.waits.get("pause").map_or(0, |c| c.count);
+        if parked == 0 && r.metered.is_none() {
+            e.push("several mutators, cycles, but no mutator ever parked".into());
+        }
+    }
+    let mmu = [r.wait_mmu_1ms, r.wait_mmu_10ms, r.wait_mmu_100ms];
+    if mmu[0].is_none() {
+        e.push("wait MMU at 1 ms missing".into());
+    }
+    for u in mmu.iter().flatten() {
+        if !(0.0..=1.0).contains(u) {
+            e.push(format!("wait MMU {u} outside [0, 1]"));
+        }
+    }
+    // MMU is not monotonic in the window, but a window no longer than the longest wait fits
+    // inside it (its mutator lived at least that long, so it is in the minimum): the MMU at
+    // that window is 0 (when the wait was logged: >= 10 µs, nothing dropped).
+    if let (Some(l), 0) = (longest, r.waits_dropped) {
+        for (w, u) in [(1.0, mmu[0]), (10.0, mmu[1]), (100.0, mmu[2])] {
+            if let Some(u) = u.filter(|_| l >= w) {
+                if u > 1e-6 {
+                    e.push(format!(
+                        "wait MMU {u} at {w} ms, but a wait of {l} ms covers a whole window"
+                    ));
+                }
+            }
+        }
+    }
+    if r.wait_mmu_curve
+        .iter()
+        .any(|&(_, u)| !(0.0..=1.0).contains(&u))
+    {
+        e.push("wait MMU curve outside [0, 1]".into());
+    }
+    if r.heap_mib.is_none_or(|h| h <= 0.0) {
+        e.push("configured heap missing".into());
+    }
+    if r.workload == "request" {
+        match r.metered.as_ref() {
+            None => e.push("request workload without metered latency".into()),
+            Some(m) => match m.latency {
+                None => e.push("no request was metered".into()),
+                Some(p) => {
+                    if !(p.p50 > 0.0
+                        && p.p50 <= p.p99
+                        && p.p99 <= p.p999
+                        && p.p999 <= p.max * 1.001)
+                    {
+                        e.push(format!("metered percentiles out of order: {p:?}"));
+                    }
+                    if p.count != m.requests {
+                        e.push(format!("{} requests, {} metered", m.requests, p.count));
+                    }
+                    if !(m.achieved_hz > 0.0 && m.achieved_hz <= m.rate_hz * 1.05) {
+                        e.push(format!(
+                            "achieved rate {} not in (0, scheduled {}]",
+                            m.achieved_hz, m.rate_hz
+                        ));
+                    }
+                    if p.max * 1e3 > r.total_s * 1e6 {
+                        e.push("a request took longer than the run".into());
+                    }
+                }
+            },
         }
     }
     e

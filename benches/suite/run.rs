@@ -2,6 +2,11 @@
 //! collector mode (or the bystander alone, the baseline), written as one JSON record.
 //!
 //! What is measured and how:
+//! - the mutators' waits (the headline): the heap's own record (`Heap::mutator_waits`: count,
+//!   total, max per cause; the longest wait of any cause) and a mutator-side MMU at 1, 10,
+//!   100 ms and a curve from the logged wait intervals (`Heap::mutator_wait_log`, per mutator
+//!   over its attached life, the lowest over the mutators); the footprint (peak RSS, the
+//!   configured heap); the request workload's metered latency (`request.rs`);
 //! - pauses: the collector's own `CycleStats::pauses` of every cycle (all triggers), and the
 //!   world-stopped intervals of `Heap::pause_timeline` (start = stop requested, end = world
 //!   released) for MMU; the mutator's own view is its longest unit of work between two
@@ -47,6 +52,14 @@ pub struct ByStats {
     pub touch_outside: Option<Pct>,
     pub errors: u64,
     pub cpu_s: f64,
+}
+
+/// One cause's waits in a run (every mutator).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WaitRow {
+    pub count: u64,
+    pub total_ms: f64,
+    pub max_ms: f64,
 }
 
 /// One row of the report (ours, or a peer's). Fields missing from a stored record (written by
@@ -105,6 +118,31 @@ pub struct RunResult {
     pub allocated_mib: Option<f64>,
     pub threads: usize,
     pub bystander: Option<ByStats>,
+    /// The mutators' waits as the heap recorded them (`Heap::mutator_waits`), by cause name
+    /// (`WaitCause::name`): count, total (exclusive of nested waits) and longest, ms.
+    pub waits: BTreeMap<String, WaitRow>,
+    /// The longest single wait of any mutator, of any cause (inclusive), ms, and its cause.
+    pub longest_wait_ms: Option<f64>,
+    pub longest_wait_cause: Option<String>,
+    /// Mutator-side MMU from the heap's logged wait intervals (`Heap::mutator_wait_log`): per
+    /// mutator over its attached life, the lowest over the mutators; and its curve.
+    pub wait_mmu_1ms: Option<f64>,
+    pub wait_mmu_10ms: Option<f64>,
+    pub wait_mmu_100ms: Option<f64>,
+    pub wait_mmu_curve: Vec<(f64, f64)>,
+    /// Waits too short to log (< `faultline::waits::LOG_MIN`): count and total ms; intervals
+    /// lost from the rings.
+    pub waits_unlogged: u64,
+    pub waits_unlogged_ms: f64,
+    pub waits_dropped: u64,
+    /// Footprint: the configured heap (`HeapConfig::max_heap_bytes`, one half of the moving
+    /// space, plus the large-object space), MiB; the peak RSS is `peak_rss_kib`.
+    pub heap_mib: Option<f64>,
+    /// The configured heap over the nominal live size (`--heap-factor`).
+    pub heap_factor: Option<f64>,
+    pub large_space_mib: Option<f64>,
+    /// The request workload's metered latency (ms) and rates.
+    pub metered: Option<super::request::MeteredResult>,
 }
 
 fn is_uffd(c: Call) -> bool {
@@ -196,6 +234,9 @@ pub fn measure(
             .unwrap_or_else(PoisonError::into_inner)
             .push((Instant::now(), s.total));
     }));
+    r.heap_mib = Some(cfg.max_heap_bytes as f64 / (1 << 20) as f64);
+    r.heap_factor = Some(modes::heap_factor());
+    r.large_space_mib = Some(cfg.large_object_space_bytes as f64 / (1 << 20) as f64);
     let heap = match Heap::new(cfg) {
         Ok(h) => h,
         Err(e) => {
@@ -266,6 +307,7 @@ pub fn measure(
     r.mmu_100ms = metrics::mmu(&iv, run, 1e-1);
     r.mmu_curve = metrics::mmu_curve(&iv, run);
     r.peak_rss_kib = metrics::status_kib("VmHWM");
+    mutator_waits(&heap, &mut r);
     let f = heap.fault_stats();
     r.faults = f.count;
     r.fault_p50_us = f.p50.as_secs_f64() * 1e6;
@@ -322,6 +364,7 @@ pub fn measure(
             r.mutator_mmu_100ms = view_mmu(1e-1);
             r.alloc_stalls = w.alloc_stalls;
             r.alloc_stall_s = w.alloc_stall_s;
+            r.metered = w.metered;
             r.status = match w.check {
                 Ok(()) if by.errors == 0 => "ok".into(),
                 Ok(()) => format!("failed: {} bystander errors", by.errors),
@@ -331,4 +374,41 @@ pub fn measure(
         Err(e) => r.status = format!("failed: {e}"),
     }
     r
+}
+
+/// The heap's own record of the mutators' waits: by cause, the longest, and a mutator-side MMU
+/// from the logged intervals (the lowest over the mutators that lived at least a window).
+fn mutator_waits(heap: &Heap, r: &mut RunResult) {
+    let w = heap.mutator_waits();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for (cause, s) in &w.by_cause {
+        r.waits.insert(
+            cause.name().to_string(),
+            WaitRow {
+                count: s.count,
+                total_ms: ms(s.total),
+                max_ms: ms(s.max),
+            },
+        );
+    }
+    r.longest_wait_ms = Some(ms(w.longest));
+    r.longest_wait_cause = w.longest_cause.map(|c| c.name().to_string());
+    r.waits_unlogged = w.unlogged;
+    r.waits_unlogged_ms = ms(w.unlogged_time);
+    r.waits_dropped = w.dropped;
+    let logs = heap.mutator_wait_log();
+    let now = Instant::now();
+    let at = |win: f64| -> Option<f64> {
+        logs.iter()
+            .filter_map(|l| l.mmu(Duration::from_secs_f64(win), now))
+            .reduce(f64::min)
+    };
+    r.wait_mmu_1ms = at(1e-3);
+    r.wait_mmu_10ms = at(1e-2);
+    r.wait_mmu_100ms = at(1e-1);
+    let mut win = 1e-4;
+    while let Some(u) = at(win) {
+        r.wait_mmu_curve.push((win, u));
+        win *= 1.25;
+    }
 }

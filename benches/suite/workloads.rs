@@ -9,6 +9,9 @@
 //!   (24 B to 2 KiB, a few 12 KiB large ones; byte arrays and small reference arrays that point
 //!   at other slots' byte arrays); every step replaces a random slot (so lifetimes are random,
 //!   geometric) and drops a short-lived temporary.
+//! - `request`: request-style, metered latency (see `request.rs`): threads serve requests at a
+//!   fixed arrival rate against a shared cache (a FIFO-evicted table of entries, each a node
+//!   with a 1-4 KiB byte array and a short list), latency from each request's scheduled start.
 //! - `churn`: several mutator threads, each owning a table of short lists (its share of the
 //!   live set); each step builds a fresh list, replaces a random one of its lists with it and
 //!   makes a short-lived garbage list.
@@ -36,7 +39,13 @@ use super::common::types::{fix, node_type, pair_type, ref_array_type, unfix};
 use super::metrics::thread_cpu;
 
 /// The workloads, in report order.
-pub const WORKLOADS: [&str; 4] = ["binary-trees", "gcbench", "fragmentation", "churn"];
+pub const WORKLOADS: [&str; 5] = [
+    "binary-trees",
+    "gcbench",
+    "fragmentation",
+    "churn",
+    "request",
+];
 
 /// What a workload measured about its mutators.
 #[derive(Debug, Clone)]
@@ -54,17 +63,19 @@ pub struct WorkResult {
     /// Allocation stalls (out of memory: waited for a cycle and retried) and their total time.
     pub alloc_stalls: u64,
     pub alloc_stall_s: f64,
+    /// The request workload's metered latency (`None` for the others).
+    pub metered: Option<super::request::MeteredResult>,
     /// The end-of-run check.
     pub check: Result<(), String>,
 }
 
 /// Registered types.
 #[derive(Clone, Copy)]
-struct Types {
-    node: TypeId,
-    pair: TypeId,
-    refs: TypeId,
-    bytes: TypeId,
+pub(super) struct Types {
+    pub(super) node: TypeId,
+    pub(super) pair: TypeId,
+    pub(super) refs: TypeId,
+    pub(super) bytes: TypeId,
 }
 
 fn register(heap: &Heap) -> Types {
@@ -90,7 +101,7 @@ thread_local! {
 /// up. (A concurrent heap returns from an exhausted allocation's `collect()` after the
 /// initial mark, before anything is reclaimed.) Every stall is counted and timed. Nothing is
 /// held across this call by the callers, so waiting here is safe.
-fn alloc(m: &mut Mutator, ty: TypeId, len: usize) -> Result<Value, AllocError> {
+pub(super) fn alloc(m: &mut Mutator, ty: TypeId, len: usize) -> Result<Value, AllocError> {
     if *TIME_ALLOCS {
         let t = Instant::now();
         let r = alloc_inner(m, ty, len);
@@ -149,7 +160,7 @@ fn alloc_inner(m: &mut Mutator, ty: TypeId, len: usize) -> Result<Value, AllocEr
     }
 }
 
-fn stalls() -> (u64, f64) {
+pub(super) fn stalls() -> (u64, f64) {
     STALLS.with(|s| s.get())
 }
 
@@ -158,11 +169,11 @@ fn stalls() -> (u64, f64) {
 /// Units longer than [`LONG_UNIT`] are kept as intervals (seconds from the run's start): the
 /// mutator's own view of when it was held up, for a mutator-side MMU. A long unit is counted
 /// whole, its own work included, so that MMU is a lower bound.
-struct Units {
+pub(super) struct Units {
     start: Instant,
     first: Instant,
     last: Instant,
-    longest: f64,
+    pub(super) longest: f64,
     long: Vec<(f64, f64)>,
 }
 
@@ -172,7 +183,7 @@ struct Units {
 const LONG_UNIT: f64 = 5e-3;
 
 impl Units {
-    fn new(start: Instant) -> Units {
+    pub(super) fn new(start: Instant) -> Units {
         let now = Instant::now();
         Units {
             start,
@@ -182,7 +193,7 @@ impl Units {
             long: Vec::new(),
         }
     }
-    fn poll(&mut self, m: &mut Mutator) {
+    pub(super) fn poll(&mut self, m: &mut Mutator) {
         m.safepoint();
         let now = Instant::now();
         let d = (now - self.last).as_secs_f64();
@@ -194,7 +205,7 @@ impl Units {
         self.last = now;
     }
     /// The work phase (first, last poll) and its long units, seconds from the run's start.
-    fn view(&self) -> MutatorView {
+    pub(super) fn view(&self) -> MutatorView {
         MutatorView {
             from: (self.first - self.start).as_secs_f64(),
             to: (self.last - self.start).as_secs_f64(),
@@ -228,6 +239,7 @@ pub fn run(
         "gcbench" => gcbench(heap, t, live, budget, start).map_err(err),
         "fragmentation" => fragmentation(heap, t, live, budget, start).map_err(err),
         "churn" => churn(heap, t, live, budget, threads, start),
+        "request" => super::request::run(heap, t, live, budget, threads, start),
         other => Err(format!("unknown workload {other}")),
     }
 }
@@ -353,6 +365,7 @@ fn binary_trees(
         threads: 1,
         alloc_stalls: stalls().0,
         alloc_stall_s: stalls().1,
+        metered: None,
         check,
     })
 }
@@ -445,6 +458,7 @@ fn gcbench(
         threads: 1,
         alloc_stalls: stalls().0,
         alloc_stall_s: stalls().1,
+        metered: None,
         check,
     })
 }
@@ -572,6 +586,7 @@ fn fragmentation(
         threads: 1,
         alloc_stalls: stalls().0,
         alloc_stall_s: stalls().1,
+        metered: None,
         check,
     })
 }
@@ -631,6 +646,7 @@ fn churn(
         views: Vec::new(),
         alloc_stalls: 0,
         alloc_stall_s: 0.0,
+        metered: None,
         check: Ok(()),
     };
     for h in handles {
@@ -711,6 +727,7 @@ fn churn_thread(
         threads: 1,
         alloc_stalls: stalls().0,
         alloc_stall_s: stalls().1,
+        metered: None,
         check,
     })
 }

@@ -83,6 +83,7 @@ pub(crate) fn resolve_fault(
     c.users.fetch_sub(1, Ordering::SeqCst);
     if outcome == FaultOutcome::Resolved {
         stalls.record(t0.elapsed().as_nanos().min(u64::MAX as u128) as u64);
+        crate::waits::record(crate::waits::WaitCause::FaultStall, t0, Instant::now());
     }
     outcome
 }

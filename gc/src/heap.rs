@@ -168,6 +168,7 @@ impl Heap {
             history: Mutex::new(Vec::new()),
             fault_hist: AtomicHistogram::default(),
             release: ReleaseState::default(),
+            waits: Default::default(),
             config,
         });
         if let Some(delivery) = inner.mode.delivery.filter(|_| inner.mode.concurrent()) {
@@ -287,6 +288,19 @@ impl Heap {
     /// mutator ever touches an absent page).
     pub fn fault_stats(&self) -> crate::stats::FaultStats {
         self.inner.fault_hist.summary()
+    }
+
+    /// Every mutator's waits by cause since the heap was created (attached and detached
+    /// mutators): count, total and longest per cause, and the longest wait of any cause. See
+    /// [`crate::WaitCause`] for what each cause covers.
+    pub fn mutator_waits(&self) -> crate::waits::MutatorWaits {
+        self.inner.waits.summary()
+    }
+
+    /// The logged wait intervals of every attached mutator and of the most recently detached
+    /// ones (bounded rings: see [`crate::MutatorWaitLog`]), for mutator-side MMU curves.
+    pub fn mutator_wait_log(&self) -> Vec<crate::waits::MutatorWaitLog> {
+        self.inner.waits.logs()
     }
 
     /// Old-half releases that failed (redone at the next flip) and pages poisoned in

@@ -18,7 +18,7 @@
 //!   kept, because mutators hold plain references into them;
 //! - `roots`: heap-wide roots ([`crate::roots`]), behind their own mutexes;
 //! - `trigger_bytes`, `cycles`, `flips`: atomics written by the cycle;
-//! - `history`, `fault_hist`, `release`: statistics, behind a mutex or atomic;
+//! - `history`, `fault_hist`, `release`, `waits`: statistics, behind a mutex or atomic;
 //! - `plumbing`: the fault delivery, set once after creation and dropped first.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -97,6 +97,8 @@ pub(crate) struct HeapInner {
     pub fault_hist: AtomicHistogram,
     /// Released-half bookkeeping (failed releases, poisoning).
     pub release: ReleaseState,
+    /// Every mutator's waits by cause ([`crate::waits`]).
+    pub waits: crate::waits::WaitRegistry,
 }
 
 impl Drop for HeapInner {
@@ -136,6 +138,7 @@ impl HeapInner {
         if !self.gate.is_busy() {
             return;
         }
+        let _wait = crate::waits::Span::begin(crate::waits::WaitCause::CycleEnd);
         self.sp.wait_native(me, || self.gate.wait_idle());
     }
 

@@ -12,7 +12,8 @@
 //! - Runtimes report their own root slots through [`RootSource`]; [`GlobalRoot`]s are usable
 //!   from any thread.
 //! - Telemetry: [`CycleStats`] per cycle ([`Heap::history`], the `on_cycle` hook),
-//!   [`FaultStats`], [`ModeInfo`] (what runs and why).
+//!   [`FaultStats`], [`ModeInfo`] (what runs and why), and the mutators' own waits by cause
+//!   ([`Heap::mutator_waits`], [`Heap::mutator_wait_log`]).
 //!
 //! ## Where things live (all internal modules are private to the crate)
 //!
@@ -39,10 +40,11 @@
 //! | fork handling | `fork` |
 //! | verification, checkmark | `verify` |
 //! | statistics, the pause timeline | `stats`, `timeline` |
+//! | mutator waits by cause, per-mutator interval logs, mutator-side MMU | `waits` |
 //!
 //! Module layering (no circles): `heap` → `mutator` → `cycle` → (`marking`, `compaction`,
 //! `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` → (`safepoint`,
-//! `roots`, `space`, `phase`, `stats`, `config`, `mode`, `debug`).
+//! `roots`, `space`, `phase`, `stats`, `config`, `mode`, `debug`, `waits`).
 //!
 //! Invariants of the crate: the public API is safe; `unsafe` appears only where raw heap
 //! memory, a kernel call or a cross-thread handoff is touched, each block with its `SAFETY`
@@ -78,6 +80,7 @@ mod stats;
 mod timeline;
 mod trace;
 mod verify;
+mod waits;
 
 pub use config::{ConfigError, CycleHook, HeapConfig};
 pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};
@@ -89,6 +92,10 @@ pub use release::ReleaseStats;
 pub use roots::RootSource;
 pub use stats::{CycleStats, FaultStats, Pause, Percentiles, Trigger};
 pub use verify::{VerifyError, VerifyReport};
+pub use waits::{
+    merge_intervals, mmu_from_intervals, MutatorWaitLog, MutatorWaits, WaitCause, WaitInterval,
+    WaitStats,
+};
 
 /// Internals that the workspace's own tests and the loom model need. Not part of the API:
 /// no stability, no documentation promises.

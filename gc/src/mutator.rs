@@ -71,6 +71,7 @@ pub struct Mutator {
     /// Points into one of the heap's retained registry versions (valid while `heap` lives).
     types: Cell<*const TypeRegistry>,
     allocs: u64,
+    waits: crate::waits::Attachment,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -91,11 +92,13 @@ impl Mutator {
         heap.inner.sp.attach(shared.clone());
         note_attached(heap.inner.key(), &shared);
         let types = Cell::new(Arc::as_ptr(&heap.types()));
+        let waits = heap.inner.waits.attach(shared.id);
         Mutator {
             heap,
             shared,
             types,
             allocs: 0,
+            waits,
             _not_send: PhantomData,
         }
     }
@@ -151,6 +154,7 @@ impl Mutator {
     /// Wait, in native state (the cycle's pauses do not wait for us), until the heap has
     /// flipped more than `flips` times or no cycle is running any more.
     fn wait_for_flip(&mut self, flips: u64) {
+        let _wait = crate::waits::Span::begin(crate::waits::WaitCause::Flip);
         let inner = self.heap.inner.clone();
         self.native(move || {
             while inner.cycles.load(Ordering::SeqCst) <= flips && inner.gate.is_busy() {
@@ -280,6 +284,7 @@ impl Mutator {
 
     #[cold]
     fn alloc_slow(&mut self, ty: TypeId, len: usize, bytes: usize) -> Result<Value, AllocError> {
+        let _wait = crate::waits::Span::begin(crate::waits::WaitCause::AllocStall);
         self.safepoint();
         let large = bytes >= self.inner().config.large_object_threshold
             && (self.inner().config.pin_large_ref_objects || !self.holds_refs(ty));
@@ -503,6 +508,7 @@ impl Drop for Mutator {
             );
         }
         note_detached(inner.key(), &self.shared);
+        self.waits.detach(&inner.waits);
         g.mutators.retain(|m| !Arc::ptr_eq(m, &self.shared));
         drop(g);
         inner.sp.notify();

@@ -107,6 +107,8 @@ pub(crate) struct SpState {
     pub gc_active: bool,
     /// Start and end of every stop of the world (see [`crate::timeline`]).
     pub timeline: PauseTimeline,
+    /// When the last mutator of the latest stop of the world stopped (for `crate::waits`).
+    pub stopped_at: Option<std::time::Instant>,
 }
 
 /// The handshake of one heap.
@@ -125,6 +127,7 @@ impl Default for Safepoint {
                 mutators: Vec::new(),
                 gc_active: false,
                 timeline: PauseTimeline::default(),
+                stopped_at: None,
             }),
             cv: Condvar::new(),
         }
@@ -156,6 +159,7 @@ impl Safepoint {
         let mut g = self.lock();
         if g.gc_active {
             // Someone else collects: behave as a parked mutator until it is done.
+            let arrived = std::time::Instant::now();
             if let Some(me) = me {
                 me.state.store(PARKED, Ordering::SeqCst);
                 self.notify();
@@ -165,6 +169,7 @@ impl Safepoint {
             }
             if let Some(me) = me {
                 me.state.store(RUNNING, Ordering::SeqCst);
+                crate::waits::record_parked(arrived, g.stopped_at, std::time::Instant::now());
             }
             return None;
         }
@@ -179,6 +184,7 @@ impl Safepoint {
                 }
             });
             if all_stopped {
+                g.stopped_at = Some(std::time::Instant::now());
                 return Some(g);
             }
             g = self.wait(g);
@@ -205,13 +211,18 @@ impl Safepoint {
 
     /// The mutator `me` stops at a poll until the pause ends.
     pub(crate) fn park(&self, me: &MutatorShared) {
+        let arrived = std::time::Instant::now();
         let mut g = self.lock();
+        let waited = g.gc_active;
         while g.gc_active {
             me.state.store(PARKED, Ordering::SeqCst);
             self.notify();
             g = self.wait(g);
         }
         me.state.store(RUNNING, Ordering::SeqCst);
+        if waited {
+            crate::waits::record_parked(arrived, g.stopped_at, std::time::Instant::now());
+        }
     }
 
     /// `me` enters a native section.
@@ -223,11 +234,17 @@ impl Safepoint {
 
     /// `me` leaves a native section (waiting for a pause in progress to end).
     pub(crate) fn leave_native(&self, me: &MutatorShared) {
+        let arrived = std::time::Instant::now();
         let mut g = self.lock();
+        let waited = g.gc_active;
         while g.gc_active {
             g = self.wait(g);
         }
         me.state.store(RUNNING, Ordering::SeqCst);
+        if waited {
+            // Came back from native code into a pause: the rest of the pause is a wait.
+            crate::waits::record_parked(arrived, None, std::time::Instant::now());
+        }
     }
 
     /// Run `f` (a wait) in native state if the calling thread is a mutator of this heap, so

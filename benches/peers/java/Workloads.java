@@ -1,4 +1,4 @@
-// The four peer workloads of benches/peers/WORKLOADS.md for HotSpot collectors.
+// The five peer workloads of benches/peers/WORKLOADS.md for HotSpot collectors.
 //
 //   java [GC options] -cp target/peers/java Workloads <workload> <live-mib> [threads]
 //
@@ -208,6 +208,121 @@ public final class Workloads {
         return acc;
     }
 
+    // ---- request (WORKLOADS.md 5): metered latency against a shared cache ----
+
+    static final long REQUEST_ENTRY_BYTES = 32 + 8 + 2560 + 3 * 32;
+    static final double REQUEST_RATE_HZ = 30000.0;
+
+    /** A cache entry: its bytes (word 0 = the key), a 3-node list, the key. */
+    static final class Entry {
+        final long[] bytes;
+        final Node list;
+        final long key;
+
+        Entry(long[] b, Node l, long k) {
+            bytes = b;
+            list = l;
+            key = k;
+        }
+    }
+
+    static long requestSlots(long live) {
+        return Math.max(64, live / REQUEST_ENTRY_BYTES);
+    }
+
+    static Entry requestEntry(long key, int words) {
+        long[] b = new long[words];
+        for (int i = 0; i < words; i++) b[i] = i == 0 ? key : key ^ i;
+        Node list = null;
+        for (long j = 0; j < 3; j++) list = new Node(list, null, key + j);
+        return new Entry(b, list, key);
+    }
+
+    static long requestCheck(Entry e) {
+        if (e == null) return 1;
+        boolean ok = e.bytes[0] == e.key;
+        long want = e.key + 3;
+        for (Node n = e.list; n != null; n = n.left) {
+            want--;
+            ok &= n.value == want;
+        }
+        return ok && want == e.key ? 1 : 0;
+    }
+
+    static long nearestRank(long[] sorted, double q) {
+        if (sorted.length == 0) return 0;
+        int k = (int) Math.min(sorted.length, Math.max(1, (long) Math.ceil(q * sorted.length)));
+        return sorted[k - 1];
+    }
+
+    static String requestMetered;
+
+    static long request(long live, int threads) throws InterruptedException {
+        final long slots = requestSlots(live);
+        final Entry[][] table = new Entry[(int) ((slots + TABLE_CHUNK - 1) / TABLE_CHUNK)][TABLE_CHUNK];
+        final java.util.concurrent.atomic.AtomicLong clock = new java.util.concurrent.atomic.AtomicLong();
+        final long fill = (slots + threads - 1) / threads;
+        final long n = Math.max(4 * live / REQUEST_ENTRY_BYTES, slots) / threads;
+        final long[] sums = new long[threads];
+        final long[][] lats = new long[threads][];
+        final long[] served = new long[threads];
+        Thread[] ts = new Thread[threads];
+        for (int t = 0; t < threads; t++) {
+            final int id = t;
+            ts[t] = new Thread(() -> {
+                Rng rng = new Rng(SEED + 0x100 + id);
+                long check = 0;
+                long[] lat = new long[(int) n];
+                double interval = threads * 1e9 / REQUEST_RATE_HZ;
+                double offset = interval * id / threads;
+                long origin = 0;
+                for (long i = 0; i < fill + n; i++) {
+                    if (i == fill) origin = System.nanoTime() + 20_000_000L;
+                    long at = 0;
+                    if (i >= fill) {
+                        at = origin + (long) ((i - fill) * interval + offset);
+                        long wait = at - System.nanoTime();
+                        if (wait > 0) java.util.concurrent.locks.LockSupport.parkNanos(wait);
+                        while (System.nanoTime() < at) java.util.concurrent.locks.LockSupport.parkNanos(at - System.nanoTime());
+                    }
+                    long s = rng.below(slots);
+                    check += requestCheck(table[(int) (s / TABLE_CHUNK)][(int) (s % TABLE_CHUNK)]);
+                    long key = clock.getAndIncrement();
+                    int words = (int) ((1024 + 8 * rng.below(385)) / 8);
+                    Entry e = requestEntry(key, words);
+                    long k = key % slots;
+                    table[(int) (k / TABLE_CHUNK)][(int) (k % TABLE_CHUNK)] = e;
+                    if (i >= fill) lat[(int) (i - fill)] = Math.max(0, System.nanoTime() - at);
+                }
+                sums[id] = check;
+                lats[id] = lat;
+                served[id] = System.nanoTime() - origin;
+            }, "mutator-" + t);
+            ts[t].start();
+        }
+        long acc = 0;
+        long longest = 1;
+        int total = 0;
+        for (int t = 0; t < threads; t++) {
+            ts[t].join();
+            acc += sums[t];
+            longest = Math.max(longest, served[t]);
+            total += lats[t].length;
+        }
+        long[] all = new long[total];
+        int at = 0;
+        for (int t = 0; t < threads; t++) {
+            System.arraycopy(lats[t], 0, all, at, lats[t].length);
+            at += lats[t].length;
+        }
+        java.util.Arrays.sort(all);
+        requestMetered = "metered_ns=" + all.length + " " + nearestRank(all, 0.5) + " " + nearestRank(all, 0.99)
+                + " " + nearestRank(all, 0.999) + " " + nearestRank(all, 1.0) + "\n"
+                + "rate_hz=" + REQUEST_RATE_HZ + "\n"
+                + "achieved_hz=" + (all.length / (longest / 1e9)) + "\n";
+        return acc;
+    }
+
     public static void main(String[] args) throws Exception {
         String w = args[0];
         long live = Long.parseLong(args[1]) << 20;
@@ -219,6 +334,7 @@ public final class Workloads {
             case "gcbench": checksum = gcbench(live); break;
             case "fragmentation": checksum = fragmentation(live); break;
             case "churn": checksum = churn(live, threads); break;
+            case "request": checksum = request(live, threads); break;
             default: throw new IllegalArgumentException("unknown workload " + w);
         }
         long end = System.nanoTime();
@@ -226,6 +342,7 @@ public final class Workloads {
         out.append("start_ns=").append(start).append('\n');
         out.append("end_ns=").append(end).append('\n');
         out.append("checksum=").append(Long.toUnsignedString(checksum)).append('\n');
+        if (requestMetered != null) out.append(requestMetered);
         for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
             if (line.startsWith("VmHWM:")) {
                 out.append("vmhwm_kib=").append(line.substring(6).replace("kB", "").trim()).append('\n');

@@ -158,6 +158,9 @@ pub struct ProgramOutput {
     pub vmhwm_kib: Option<u64>,
     /// Every JVM thread at the end of the workload.
     pub tasks: Vec<Task>,
+    /// The request workload: `metered_ns=<count> <p50> <p99> <p99.9> <max>` (nearest rank),
+    /// `rate_hz=`, `achieved_hz=`.
+    pub metered: Option<crate::record::MeteredLatency>,
 }
 
 /// One thread's CPU time as `Workloads.java` read it from `/proc/self/task/<tid>`.
@@ -191,6 +194,34 @@ pub fn parse_program_output(text: &str) -> ProgramOutput {
         let Some((k, v)) = line.split_once('=') else {
             continue;
         };
+        if k.trim() == "metered_ns" {
+            let n: Vec<u64> = v
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            if let [count, p50, p99, p999, max] = n[..] {
+                let ms = |x: u64| x as f64 / 1e6;
+                let m = out.metered.get_or_insert(crate::record::MeteredLatency {
+                    count: 0,
+                    p50: 0.0,
+                    p99: 0.0,
+                    p999: 0.0,
+                    max: 0.0,
+                    rate_hz: 0.0,
+                    achieved_hz: 0.0,
+                });
+                (m.count, m.p50, m.p99, m.p999, m.max) =
+                    (count, ms(p50), ms(p99), ms(p999), ms(max));
+            }
+            continue;
+        }
+        if let (Some(m), Ok(x)) = (out.metered.as_mut(), v.trim().parse::<f64>()) {
+            match k.trim() {
+                "rate_hz" => m.rate_hz = x,
+                "achieved_hz" => m.achieved_hz = x,
+                _ => {}
+            }
+        }
         let v = v.trim().parse().ok();
         match k.trim() {
             "start_ns" => out.start_ns = v,
@@ -347,6 +378,7 @@ pub fn build_record(f: &RunFiles) -> Result<PeerRecord, String> {
             .iter()
             .map(|s| (s.start_ns() as f64 - start as f64) / 1e9)
             .collect(),
+        metered: out.metered.clone(),
         note,
     };
     r.sort_by_start();

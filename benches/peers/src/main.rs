@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! faultline-peers boehm --workload W --live-mib N [--threads T] [--incremental] [--time-allocs]
+//!                       [--max-heap-mib M]
 //! faultline-peers java-record --peer P --workload W --live-mib N [--threads T]
 //!     --stdout F --safepoint-log F [--gc-log F] [--note-prefix TEXT]
 //! faultline-peers merge --records F [--missing TEXT]... [--failed TEXT]... --out F
@@ -74,9 +75,10 @@ impl Args {
         Workload::parse(w).ok_or_else(|| format!("unknown workload {w}"))
     }
     fn threads(&self, w: Workload) -> Result<u64, String> {
-        let t = self.num("threads", Some(if w == Workload::Churn { 2 } else { 1 }))?;
-        if w != Workload::Churn && t != 1 {
-            return Err("--threads applies to churn only".into());
+        let multi = matches!(w, Workload::Churn | Workload::Request);
+        let t = self.num("threads", Some(if multi { 2 } else { 1 }))?;
+        if !multi && t != 1 {
+            return Err("--threads applies to churn and request only".into());
         }
         Ok(t.max(1))
     }
@@ -160,9 +162,11 @@ fn boehm(a: &Args) -> Result<(), String> {
     let live_mib = a.num("live-mib", None)?;
     let threads = a.threads(w)?;
     let incremental = a.flag("incremental");
+    let max_heap_mib = a.num("max-heap-mib", Some(0))?;
+    let max_heap = (max_heap_mib > 0).then_some((max_heap_mib as usize) << 20);
     // SAFETY: called once, first, from the main thread; the workloads keep every Obj on a
     // stack or in another object (boehm::workloads invariants).
-    unsafe { boehm::init(incremental, 1 << 20) };
+    unsafe { boehm::init(incremental, 1 << 20, max_heap) };
     let time_allocs = a.flag("time-allocs");
     if time_allocs {
         boehm::time_allocations();
@@ -228,7 +232,7 @@ fn boehm(a: &Args) -> Result<(), String> {
          {} MiB at the end; {} libgc marker thread(s); gc_cpu = CPU of the collecting thread \
          inside GC_EVENT_START..END + all CPU of libgc's marker threads (null in incremental \
          mode: its marking steps are not bracketed by events){}; lazy sweeping inside allocation \
-         is not counted; peak RSS = VmHWM; libgc default settings (no heap limit, \
+         is not counted; peak RSS = VmHWM; libgc default settings ({}, \
          GC_free_space_divisor 3)",
         colls.len(),
         max_ms(&colls),
@@ -241,6 +245,11 @@ fn boehm(a: &Args) -> Result<(), String> {
             format!("; {} intervals dropped (buffer full)", rep.dropped)
         } else {
             String::new()
+        },
+        if max_heap_mib > 0 {
+            format!("GC_set_max_heap_size {max_heap_mib} MiB")
+        } else {
+            "no heap limit".to_string()
         }
     ) + &timing;
     let mut r = PeerRecord {
@@ -266,6 +275,7 @@ fn boehm(a: &Args) -> Result<(), String> {
         collections: Some(colls.len() as u64),
         stalls_ms: slow.iter().map(|&(s, e)| (e - s) as f64 / 1e6).collect(),
         stall_starts_s: slow.iter().map(|&(s, _)| (s - t0) as f64 / 1e9).collect(),
+        metered: boehm::workloads::take_metered(),
         note,
     };
     r.sort_by_start();

@@ -40,10 +40,50 @@ pub struct PeerRecord {
     /// Start of each stall in `stalls_ms`, seconds after the workload started.
     #[serde(default)]
     pub stall_starts_s: Vec<f64>,
+    /// The request workload's metered latency (each request timed from its scheduled start;
+    /// allocation stalls inside requests are folded in); `None` for the other workloads.
+    #[serde(default)]
+    pub metered: Option<MeteredLatency>,
     /// Collections (Boehm: GC_EVENT_START..END intervals; Java: safepoints in the window).
     pub collections: Option<u64>,
     /// What the pauses are, and anything that makes the row incomparable.
     pub note: String,
+}
+
+/// Metered latency of the request workload (nearest-rank percentiles, `spec::nearest_rank`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MeteredLatency {
+    /// Requests metered.
+    pub count: u64,
+    /// Percentiles and maximum, ms.
+    pub p50: f64,
+    /// 99th percentile, ms.
+    pub p99: f64,
+    /// 99.9th percentile, ms.
+    pub p999: f64,
+    /// Longest, ms.
+    pub max: f64,
+    /// Scheduled arrival rate, requests per second.
+    pub rate_hz: f64,
+    /// Requests served per second of the serving phase.
+    pub achieved_hz: f64,
+}
+
+impl MeteredLatency {
+    /// From every latency in ns (any order).
+    pub fn from_ns(mut v: Vec<u64>, rate_hz: f64, achieved_hz: f64) -> MeteredLatency {
+        v.sort_unstable();
+        let ms = |q: f64| crate::spec::nearest_rank(&v, q) as f64 / 1e6;
+        MeteredLatency {
+            count: v.len() as u64,
+            p50: ms(0.5),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: ms(1.0),
+            rate_hz,
+            achieved_hz,
+        }
+    }
 }
 
 impl PeerRecord {
@@ -149,6 +189,7 @@ mod tests {
             checksum_ok: false,
             stalls_ms: Vec::new(),
             stall_starts_s: Vec::new(),
+            metered: None,
             collections: None,
             note: String::new(),
         };

@@ -50,15 +50,18 @@ pub enum Workload {
     Fragmentation,
     /// Several mutators replacing parts of a shared structure.
     Churn,
+    /// Requests at a fixed arrival rate against a shared cache; metered latency.
+    Request,
 }
 
 impl Workload {
-    /// All four, in report order.
-    pub const ALL: [Workload; 4] = [
+    /// All five, in report order.
+    pub const ALL: [Workload; 5] = [
         Workload::BinaryTrees,
         Workload::GcBench,
         Workload::Fragmentation,
         Workload::Churn,
+        Workload::Request,
     ];
     /// The name used on command lines and in results.json.
     pub fn name(self) -> &'static str {
@@ -67,6 +70,7 @@ impl Workload {
             Workload::GcBench => "gcbench",
             Workload::Fragmentation => "fragmentation",
             Workload::Churn => "churn",
+            Workload::Request => "request",
         }
     }
     /// Parses a name produced by [`Workload::name`].
@@ -169,6 +173,42 @@ pub fn churn_seed(t: u64) -> u64 {
     SEED.wrapping_add(t + 1)
 }
 
+/// request: nominal bytes of one cache entry (node 32 + byte array 8 + 2560 mean + 3 list
+/// nodes of 32).
+pub const REQUEST_ENTRY_BYTES: u64 = 32 + 8 + 2560 + 3 * 32;
+/// request: scheduled arrival rate, requests per second, all threads together.
+pub const REQUEST_RATE_HZ: f64 = 30_000.0;
+
+/// request: slots of the shared cache.
+pub fn request_slots(live_mib: u64) -> u64 {
+    (live_bytes(live_mib) / REQUEST_ENTRY_BYTES).max(64)
+}
+
+/// request: unmetered requests per thread that fill the cache first.
+pub fn request_fill(live_mib: u64, threads: u64) -> u64 {
+    request_slots(live_mib).div_ceil(threads)
+}
+
+/// request: metered requests per thread (4 x the live size allocated in all).
+pub fn request_count(live_mib: u64, threads: u64) -> u64 {
+    (4 * live_bytes(live_mib) / REQUEST_ENTRY_BYTES).max(request_slots(live_mib)) / threads
+}
+
+/// The seed of request thread `t`.
+pub fn request_seed(t: u64) -> u64 {
+    SEED.wrapping_add(0x100 + t)
+}
+
+/// Nearest-rank percentile `q` (0..=1) of sorted `v` (0 if empty): the definition every
+/// implementation of the request workload uses.
+pub fn nearest_rank(v: &[u64], q: f64) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    let k = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[k - 1]
+}
+
 /// The checksum an implementation must print for this workload.
 pub fn expected_checksum(w: Workload, live_mib: u64, threads: u64) -> u64 {
     match w {
@@ -216,6 +256,10 @@ pub fn expected_checksum(w: Workload, live_mib: u64, threads: u64) -> u64 {
                 .iter()
                 .fold(acc, |a, &v| a.wrapping_add(v.wrapping_mul(nodes)))
         }),
+        // Every request (fill included) that read a whole entry or an empty slot counts 1.
+        Workload::Request => {
+            threads * (request_fill(live_mib, threads) + request_count(live_mib, threads))
+        }
     }
 }
 

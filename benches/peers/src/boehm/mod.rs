@@ -45,6 +45,7 @@ type EventProc = extern "C" fn(c_int);
 #[link(name = "gc")]
 extern "C" {
     fn GC_init();
+    fn GC_set_max_heap_size(n: usize);
     fn GC_enable_incremental();
     fn GC_malloc(bytes: usize) -> *mut c_void;
     fn GC_malloc_atomic(bytes: usize) -> *mut c_void;
@@ -74,6 +75,21 @@ pub struct Obj {
 }
 
 impl Obj {
+    /// The object's address, to hand to another registered thread (see [`Obj::from_addr`]).
+    pub fn addr(self) -> usize {
+        self.header.as_ptr() as usize
+    }
+    /// The object at `addr`.
+    ///
+    /// # Safety
+    /// `addr` came from [`Obj::addr`] of an object that is still reachable from a scanned
+    /// root (a registered thread's stack) while the result is used.
+    pub unsafe fn from_addr(addr: usize) -> Obj {
+        Obj {
+            header: NonNull::new(addr as *mut u64).expect("a non-null object address"),
+            _not_send: PhantomData,
+        }
+    }
     fn header(self) -> u64 {
         // SAFETY: `header` is the first word of a live object (module invariant).
         unsafe { self.header.as_ptr().read() }
@@ -304,13 +320,14 @@ extern "C" fn on_event(ev: c_int) {
 }
 
 /// Initialises libgc (incremental mode or not) with room for `capacity` recorded intervals
-/// of each kind, and allows other threads to register.
+/// of each kind, and allows other threads to register. `max_heap` (bytes), if given, is the
+/// heap limit (`GC_set_max_heap_size`: libgc fails an allocation rather than grow past it).
 ///
 /// # Safety
 ///
 /// Call once, from the main thread, before any other function of this module; afterwards
 /// never store an [`Obj`] outside a stack, registers or another object (module invariants).
-pub unsafe fn init(incremental: bool, capacity: usize) {
+pub unsafe fn init(incremental: bool, capacity: usize, max_heap: Option<usize>) {
     let fresh = RECORDER.set(Recorder {
         collections: Intervals::new(capacity),
         stopped: Intervals::new(capacity),
@@ -329,6 +346,9 @@ pub unsafe fn init(incremental: bool, capacity: usize) {
             GC_init();
         }
         GC_allow_register_threads();
+        if let Some(n) = max_heap {
+            GC_set_max_heap_size(n);
+        }
     }
 }
 

@@ -1,10 +1,14 @@
-//! The four workloads of WORKLOADS.md on libgc, in safe code over [`super::Obj`].
+//! The five workloads of WORKLOADS.md on libgc, in safe code over [`super::Obj`].
 //!
 //! Invariants: the random draws happen in exactly the order WORKLOADS.md gives (so the
 //! checksums equal `spec::expected_checksum`); every `Obj` lives in a local variable or in
 //! another object, never in Rust heap memory (see the parent module).
 
-use super::{alloc, gettid, registered, Obj};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use super::{alloc, gettid, now_ns, registered, Obj};
+use crate::record::MeteredLatency;
 use crate::spec::{self, Rng, Workload};
 
 /// A `{left, right, value}` node (2 references, 1 data word: 32 nominal bytes).
@@ -217,7 +221,135 @@ pub fn run(w: Workload, live_mib: u64, threads: u64) -> (u64, Vec<u64>) {
         Workload::GcBench => (gcbench(live_mib), Vec::new()),
         Workload::Fragmentation => (fragmentation(live_mib), Vec::new()),
         Workload::Churn => churn(live_mib, threads),
+        Workload::Request => request(live_mib, threads),
     };
     tids.push(gettid());
     (checksum, tids)
+}
+
+/// The request workload's latencies (ns) and achieved rate, left for the runner.
+static METERED: Mutex<Option<(Vec<u64>, f64)>> = Mutex::new(None);
+
+/// The metered latency of the last request run (`None` after another workload).
+pub fn take_metered() -> Option<MeteredLatency> {
+    let (v, achieved) = METERED.lock().ok()?.take()?;
+    Some(MeteredLatency::from_ns(v, spec::REQUEST_RATE_HZ, achieved))
+}
+
+/// A cache entry for `key`: node {bytes, list, key}; bytes = `words` data words (word 0 = the
+/// key, the rest written); list = 3 nodes holding key+2, key+1, key (head first).
+fn request_entry(key: u64, words: usize) -> Obj {
+    let bytes = alloc(words, 0);
+    for i in 0..words {
+        bytes.set(i, if i == 0 { key } else { key ^ i as u64 });
+    }
+    let mut list = None;
+    for j in 0..3u64 {
+        list = Some(node(list, None, key + j));
+    }
+    let e = alloc(3, 2);
+    e.set_ref(0, Some(bytes));
+    e.set_ref(1, list);
+    e.set(2, key);
+    e
+}
+
+/// 1 if the entry in `slot` is whole (or the slot is empty), 0 otherwise.
+fn request_check(e: Option<Obj>) -> u64 {
+    let Some(e) = e else { return 1 };
+    let key = e.get(2);
+    let bytes = e.get_ref(0).expect("entry bytes");
+    let mut ok = bytes.get(0) == key;
+    let mut n = e.get_ref(1);
+    let mut want = key + 3;
+    while let Some(x) = n {
+        want -= 1;
+        ok &= x.get(2) == want;
+        n = x.get_ref(0);
+    }
+    u64::from(ok && want == key)
+}
+
+fn request_thread(
+    table: usize,
+    clock: &AtomicU64,
+    live_mib: u64,
+    threads: u64,
+    t: u64,
+) -> (u64, Vec<u64>, u64) {
+    // SAFETY: the table is kept reachable by the main thread (a registered stack) until every
+    // request thread has been joined.
+    let top = unsafe { Obj::from_addr(table) };
+    let table = Table { top };
+    let slots = spec::request_slots(live_mib);
+    let mut rng = Rng::new(spec::request_seed(t));
+    let one = |rng: &mut Rng| -> u64 {
+        let s = rng.below(slots);
+        let ok = request_check(table.chunk(s).get_ref((s % spec::TABLE_CHUNK) as usize));
+        let key = clock.fetch_add(1, Ordering::Relaxed);
+        let words = (1024 + 8 * rng.below(385)) as usize / 8;
+        let e = request_entry(key, words);
+        table.set(key % slots, e);
+        ok
+    };
+    let mut check = 0;
+    for _ in 0..spec::request_fill(live_mib, threads) {
+        check += one(&mut rng);
+    }
+    let n = spec::request_count(live_mib, threads);
+    let interval = threads as f64 * 1e9 / spec::REQUEST_RATE_HZ;
+    let offset = interval * t as f64 / threads as f64;
+    let origin = now_ns() + 20_000_000;
+    let mut lat = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let at = origin + (i as f64 * interval + offset) as u64;
+        let now = now_ns();
+        if at > now {
+            std::thread::sleep(std::time::Duration::from_nanos(at - now));
+        }
+        check += one(&mut rng);
+        lat.push(now_ns().saturating_sub(at));
+    }
+    (check, lat, now_ns().saturating_sub(origin))
+}
+
+/// The request workload (WORKLOADS.md 5): `threads` threads serve requests against one shared
+/// cache at a fixed total arrival rate; latency from each request's scheduled start.
+fn request(live_mib: u64, threads: u64) -> (u64, Vec<u64>) {
+    let slots = spec::request_slots(live_mib);
+    let table = Table::new(slots);
+    let addr = table.top.addr();
+    let clock = AtomicU64::new(0);
+    let (sum, tids, lat, secs) = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                let clock = &clock;
+                sc.spawn(move || {
+                    registered(|| {
+                        let (c, l, ns) = request_thread(addr, clock, live_mib, threads, t);
+                        (gettid(), c, l, ns)
+                    })
+                })
+            })
+            .collect();
+        let mut sum = 0u64;
+        let mut tids = Vec::new();
+        let mut lat = Vec::new();
+        let mut secs: f64 = 0.0;
+        for h in hs {
+            let (tid, c, l, ns) = h.join().expect("request thread panicked");
+            sum += c;
+            tids.push(tid);
+            lat.extend(l);
+            secs = secs.max(ns as f64 / 1e9);
+        }
+        (sum, tids, lat, secs)
+    });
+    // The table stays reachable from this stack until here.
+    std::hint::black_box(table.top);
+    let achieved = lat.len() as f64 / secs.max(1e-9);
+    if let Ok(mut m) = METERED.lock() {
+        *m = Some((lat, achieved));
+    }
+    (sum, tids)
 }

@@ -1,0 +1,318 @@
+//! The request workload (issue 14): a server's shape, measured the way DaCapo Chopin measures
+//! latency.
+//!
+//! `threads` mutator threads serve requests against one shared cache: a table of `slots`
+//! entries reachable from a [`GlobalRoot`], evicted first-in first-out (a shared clock picks
+//! the slot each new entry replaces, so every entry lives `slots` requests: an LRU under a
+//! uniform access pattern). An entry is a node whose first slot holds a byte array of
+//! 1-4 KiB (its first 8 bytes are the key) and whose second slot holds a 3-node list; its data
+//! word is the key. A request reads a random entry (checks its key against its bytes, reads
+//! its list), builds a new entry (allocates and writes ~2.7 KiB) and installs it.
+//!
+//! Arrivals: a fixed total rate (`FAULTLINE_SUITE_REQUEST_RATE`, default 30 000 requests/s),
+//! evenly spaced per thread and staggered across threads (a smoothed schedule, no bursts). A
+//! thread ahead of its schedule sleeps in a native section (so no pause waits for it, as a
+//! server blocked in I/O); a thread behind it starts at once. Latency is measured from each
+//! request's *scheduled* start ([`Schedule`]), so a request queued behind a stall counts the
+//! stall; allocation stalls are inside requests and so are folded in.
+//!
+//! Invariants: nothing is held across an allocation or a safepoint except through the value
+//! stack, a `Root` or the `GlobalRoot`; the end-of-run check walks every entry and compares its
+//! data word, its bytes and its list with the key it was built for.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use faultline::{AllocError, GlobalRoot, Heap, Mutator, Value};
+use serde::{Deserialize, Serialize};
+
+use super::common::rng::SplitMix;
+use super::metrics::{thread_cpu, Metered, Pct, Schedule};
+use super::workloads::{alloc, stalls, Types, Units, WorkResult};
+
+/// Mean bytes an entry occupies (node 32 + bytes ~2.5 KiB + 3 nodes 96).
+const ENTRY_BYTES: usize = 32 + 2560 + 8 + 3 * 32;
+
+/// The request workload's own figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MeteredResult {
+    /// Metered latency (ms) of every request served.
+    pub latency: Option<Pct>,
+    /// Requests served (metered; the initial fill is not).
+    pub requests: u64,
+    /// Scheduled arrival rate, requests per second (all threads).
+    pub rate_hz: f64,
+    /// Requests served per second of the serving phase (below `rate_hz`: fell behind).
+    pub achieved_hz: f64,
+}
+
+fn rate() -> f64 {
+    std::env::var("FAULTLINE_SUITE_REQUEST_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&r: &f64| r > 0.0)
+        .unwrap_or(30_000.0)
+}
+
+/// Run the request workload.
+pub fn run(
+    heap: &Heap,
+    t: Types,
+    live: usize,
+    budget: u64,
+    threads: usize,
+    start: Instant,
+) -> Result<WorkResult, String> {
+    let slots = (live / ENTRY_BYTES).max(64);
+    let table = {
+        let mut m = heap.attach();
+        let v = alloc(&mut m, t.refs, slots).map_err(|e| format!("request: table: {e}"))?;
+        Arc::new(GlobalRoot::new(heap, v))
+    };
+    let clock = Arc::new(AtomicU64::new(0));
+    // Fill the cache (not metered), split over the threads.
+    let rate = rate();
+    let per_thread = rate / threads as f64;
+    let requests = (budget / ENTRY_BYTES as u64).max(slots as u64) / threads as u64;
+    let origin = Instant::now() + Duration::from_millis(20);
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let heap = heap.clone();
+            let table = table.clone();
+            let clock = clock.clone();
+            std::thread::Builder::new()
+                .name(format!("request-{i}"))
+                .spawn(move || {
+                    let sched = Schedule {
+                        origin: 0.0,
+                        interval: 1.0 / per_thread,
+                    };
+                    // Stagger: thread i's requests sit i/threads of an interval later.
+                    let offset = sched.interval * i as f64 / threads as f64;
+                    serve(
+                        &heap,
+                        t,
+                        &table,
+                        &clock,
+                        slots,
+                        slots.div_ceil(threads),
+                        i,
+                        requests,
+                        sched,
+                        offset,
+                        origin,
+                        start,
+                    )
+                    .map_err(|e| format!("request thread {i}: allocation failed: {e}"))
+                })
+                .expect("spawn a request thread")
+        })
+        .collect();
+    let mut out = WorkResult {
+        mutator_cpu_s: 0.0,
+        longest_unit_ms: 0.0,
+        allocated: 0,
+        threads,
+        views: Vec::new(),
+        alloc_stalls: 0,
+        alloc_stall_s: 0.0,
+        metered: None,
+        check: Ok(()),
+    };
+    let mut lat = Metered::default();
+    let mut served = 0;
+    let mut serving_s: f64 = 0.0;
+    for h in handles {
+        let (r, m, secs) = h
+            .join()
+            .map_err(|_| "a request thread panicked".to_string())??;
+        out.mutator_cpu_s += r.mutator_cpu_s;
+        out.longest_unit_ms = out.longest_unit_ms.max(r.longest_unit_ms);
+        out.allocated += r.allocated;
+        out.alloc_stalls += r.alloc_stalls;
+        out.alloc_stall_s += r.alloc_stall_s;
+        out.views.extend(r.views);
+        lat.merge(&m);
+        served += requests;
+        serving_s = serving_s.max(secs);
+        if out.check.is_ok() {
+            out.check = r.check;
+        }
+    }
+    if out.check.is_ok() {
+        out.check = check(heap, t, &table, slots);
+    }
+    out.metered = Some(MeteredResult {
+        latency: lat.percentiles_ms(),
+        requests: served,
+        rate_hz: rate,
+        achieved_hz: served as f64 / serving_s.max(1e-9),
+    });
+    Ok(out)
+}
+
+/// Build an entry for `key` and leave it on the value stack. Returns the bytes allocated.
+fn build_entry(m: &mut Mutator, t: &Types, key: u64, len: usize) -> Result<u64, AllocError> {
+    let b = alloc(m, t.bytes, len)?;
+    {
+        let l = m.local(b).expect("byte array");
+        let mut buf = [0u8; 64];
+        buf[..8].copy_from_slice(&key.to_le_bytes());
+        for (j, x) in buf[8..].iter_mut().enumerate() {
+            *x = (key as u8).wrapping_add(j as u8);
+        }
+        // Mutate the whole array (a few KiB), 64 bytes at a time.
+        let mut off = 0;
+        while off + 64 <= len {
+            l.write_bytes(off, &buf);
+            off += 64;
+        }
+    }
+    m.push(b);
+    m.push(Value::NULL);
+    for j in 0..3u64 {
+        let n = alloc(m, t.node, 0)?;
+        let next = m.pop().expect("list");
+        let l = m.local(n).expect("node");
+        l.set(0, next);
+        l.set_word(2, key + j);
+        m.push(n);
+    }
+    let e = alloc(m, t.node, 0)?;
+    let list = m.pop().expect("list");
+    let bytes = m.pop().expect("bytes");
+    let l = m.local(e).expect("entry");
+    l.set(0, bytes);
+    l.set(1, list);
+    l.set_word(2, key);
+    m.push(e);
+    Ok((8 + len.next_multiple_of(8) + 4 * 32) as u64)
+}
+
+/// Check one entry: its key, bytes and list agree. `None` if the slot is empty.
+fn entry_ok(m: &Mutator, e: Value) -> Option<Result<u64, String>> {
+    let l = m.local(e)?;
+    let key = l.word(2);
+    let b = m.local(l.get(0)).expect("entry bytes");
+    let mut k = [0u8; 8];
+    b.read_bytes(0, &mut k);
+    if u64::from_le_bytes(k) != key {
+        return Some(Err(format!(
+            "entry {key}: bytes say {}",
+            u64::from_le_bytes(k)
+        )));
+    }
+    let mut n = l.get(1);
+    let mut want = key + 3;
+    while let Some(x) = m.local(n) {
+        want -= 1;
+        if x.word(2) != want {
+            return Some(Err(format!("entry {key}: list has {}", x.word(2))));
+        }
+        n = x.get(0);
+    }
+    Some(if want == key {
+        Ok(key)
+    } else {
+        Err(format!("entry {key}: short list"))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    heap: &Heap,
+    t: Types,
+    table: &GlobalRoot,
+    clock: &AtomicU64,
+    slots: usize,
+    fill: usize,
+    id: usize,
+    requests: u64,
+    sched: Schedule,
+    offset: f64,
+    origin: Instant,
+    start: Instant,
+) -> Result<(WorkResult, Metered, f64), AllocError> {
+    let mut m = heap.attach();
+    let cpu0 = thread_cpu();
+    let mut rng = SplitMix(0x5e7 + id as u64);
+    let mut allocated = 0;
+    let mut bad = Ok(());
+    let mut one = |m: &mut Mutator, rng: &mut SplitMix| -> Result<(), AllocError> {
+        // Read a random entry.
+        let tv = table.get(m);
+        let e = m.local(tv).expect("table").get(rng.below(slots));
+        if let Some(Err(e)) = entry_ok(m, e) {
+            if bad.is_ok() {
+                bad = Err(e);
+            }
+        }
+        // Build and install a new one.
+        let key = clock.fetch_add(1, Ordering::Relaxed);
+        let len = 1024 + 8 * rng.below(385);
+        allocated += build_entry(m, &t, key, len)?;
+        let e = m.pop().expect("entry");
+        let tv = table.get(m);
+        m.local(tv).expect("table").set(key as usize % slots, e);
+        Ok(())
+    };
+    // Fill (this thread's share of the cache), not metered.
+    for _ in 0..fill {
+        one(&mut m, &mut rng)?;
+        m.safepoint();
+    }
+    let mut lat = Metered::default();
+    let mut units = Units::new(start);
+    let secs = |t: Instant| t.saturating_duration_since(origin).as_secs_f64();
+    for i in 0..requests {
+        let at = sched.at(i) + offset;
+        let now = secs(Instant::now());
+        if at > now {
+            let d = Duration::from_secs_f64(at - now);
+            m.native(move || std::thread::sleep(d));
+        }
+        one(&mut m, &mut rng)?;
+        lat.record(sched.latency(i, secs(Instant::now()) - offset));
+        units.poll(&mut m);
+    }
+    let served_s = secs(Instant::now());
+    Ok((
+        WorkResult {
+            mutator_cpu_s: thread_cpu() - cpu0,
+            longest_unit_ms: units.longest,
+            allocated,
+            threads: 1,
+            views: vec![units.view()],
+            alloc_stalls: stalls().0,
+            alloc_stall_s: stalls().1,
+            metered: None,
+            check: bad,
+        },
+        lat,
+        served_s,
+    ))
+}
+
+/// Every entry in the table is whole.
+fn check(heap: &Heap, _t: Types, table: &GlobalRoot, slots: usize) -> Result<(), String> {
+    let mut m = heap.attach();
+    let mut seen = 0;
+    for s in 0..slots {
+        if s % 1024 == 0 {
+            m.safepoint();
+        }
+        let tv = table.get(&m);
+        let e = m.local(tv).expect("table").get(s);
+        match entry_ok(&m, e) {
+            Some(Ok(key)) if key as usize % slots == s => seen += 1,
+            Some(Ok(key)) => return Err(format!("slot {s} holds key {key}")),
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    if seen * 2 < slots {
+        return Err(format!("only {seen} of {slots} slots filled"));
+    }
+    Ok(())
+}

@@ -1,0 +1,821 @@
+//! Mutator waits by cause: every interval in which a mutator thread waited for the collector
+//! instead of running its own code, recorded by the heap itself (issue 14).
+//!
+//! # What is recorded, and where
+//!
+//! | cause | recorded at | interval |
+//! |---|---|---|
+//! | [`WaitCause::TimeToSafepoint`] | a parked mutator (`Safepoint::park`, a second collector) | arrival at the poll .. the last mutator stopped |
+//! | [`WaitCause::Pause`] | same, and a native section returning into a pause | the last mutator stopped .. the world released |
+//! | [`WaitCause::Flip`] | `Mutator::wait_for_flip` (space exhausted, a cycle running) | the whole wait, minus nested waits |
+//! | [`WaitCause::CycleEnd`] | `HeapInner::wait_idle_as` (a collection requested while a cycle runs, `wait_for_cycle`) | the whole wait, minus nested waits |
+//! | [`WaitCause::AllocStall`] | the allocation slow path (TLAB refill, triggering or running a collection) | the slow path, minus nested waits |
+//! | [`WaitCause::FaultStall`] | `fault::resolve_fault`, SIGBUS delivery (in the faulting thread) | the resolution |
+//! | [`WaitCause::Assist`] | reserved for mark assists: [`record`]`(WaitCause::Assist, start, end)` | the assist |
+//!
+//! Faults resolved by the *handler thread* (thread delivery) are not attributed here: the
+//! faulting thread sleeps in the kernel and the handler does not know which mutator it is;
+//! they are in `Heap::fault_stats` only (which counts both deliveries).
+//!
+//! # Ownership and invariants
+//!
+//! - Each attached [`crate::Mutator`] owns one [`WaitLog`] (through an [`Attachment`]); the
+//!   heap's [`WaitRegistry`] holds it too, so it can be read from any thread and outlives the
+//!   mutator (the last [`RETIRED_KEEP`] detached logs are kept whole; older ones are folded
+//!   into the registry's totals and their intervals forgotten).
+//! - The log of the mutator most recently attached on a thread is that thread's *current*
+//!   log: a thread-local raw pointer that owns one strong count (taken at attach, given back
+//!   when that mutator detaches). Recording functions take no mutator argument: they write to
+//!   the current log, and do nothing on a thread without one (a GC worker, the fault handler
+//!   thread). A thread with mutators of two heaps records into the newest one's log.
+//! - Recording is async-signal-safe (it runs in the SIGBUS handler): a const-initialised
+//!   thread-local read, clock reads, and atomic operations on memory allocated at attach. No
+//!   allocation, no lock, no panic.
+//! - Per-cause counters (count, total, max) are exact. Totals are *exclusive*: a span that
+//!   contains other recorded waits (an allocation slow path that parks at a pause) counts only
+//!   its own remainder, so the causes add up to the time waited. The ring logs *inclusive*
+//!   intervals; an MMU is computed over their union, so nesting never counts twice.
+//! - The ring keeps the last [`LOG_CAPACITY`] intervals of at least [`LOG_MIN`] (shorter ones
+//!   are counted, never logged: their count and sum are reported as `unlogged`); an older
+//!   interval that was overwritten is counted in `dropped`. A slot is published by a sequence
+//!   word written last (seqlock), so a reader never returns a torn interval.
+
+use core::cell::Cell;
+use std::collections::VecDeque;
+use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Why a mutator waited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WaitCause {
+    /// Parked at a safepoint while the world was stopped (after every mutator had stopped).
+    Pause,
+    /// Parked at a safepoint while other mutators were still on their way to one.
+    TimeToSafepoint,
+    /// The space was exhausted while a concurrent cycle ran: waited for its flip.
+    Flip,
+    /// Waited for the running cycle to end: a collection was requested (the occupancy
+    /// trigger, exhausted space, an explicit collection) while a cycle was still running, or
+    /// the mutator called `wait_for_cycle`.
+    CycleEnd,
+    /// The allocation slow path (refill, triggering or running a collection), minus the
+    /// waits above that happened inside it.
+    AllocStall,
+    /// Resolving a fault on a page not yet compacted (SIGBUS delivery).
+    FaultStall,
+    /// Marking or compaction work done by an allocating mutator (mark assists).
+    Assist,
+}
+
+impl WaitCause {
+    /// Every cause, in report order.
+    pub const ALL: [WaitCause; 7] = [
+        WaitCause::Pause,
+        WaitCause::TimeToSafepoint,
+        WaitCause::Flip,
+        WaitCause::CycleEnd,
+        WaitCause::AllocStall,
+        WaitCause::FaultStall,
+        WaitCause::Assist,
+    ];
+
+    /// A short, stable name (used as a key in reports).
+    pub fn name(self) -> &'static str {
+        match self {
+            WaitCause::Pause => "pause",
+            WaitCause::TimeToSafepoint => "time-to-safepoint",
+            WaitCause::Flip => "flip",
+            WaitCause::CycleEnd => "cycle-end",
+            WaitCause::AllocStall => "alloc-stall",
+            WaitCause::FaultStall => "fault-stall",
+            WaitCause::Assist => "assist",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn from_index(i: u8) -> Option<WaitCause> {
+        WaitCause::ALL.get(i as usize).copied()
+    }
+}
+
+/// Intervals each mutator's ring keeps.
+pub const LOG_CAPACITY: usize = 64 * 1024;
+/// Intervals shorter than this are counted but not logged.
+pub const LOG_MIN: Duration = Duration::from_micros(10);
+/// Detached mutators whose logs are kept whole.
+pub const RETIRED_KEEP: usize = 64;
+
+const CAUSES: usize = WaitCause::ALL.len();
+const INDEX_BITS: u32 = 56;
+const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+
+/// The process-wide origin of the logs' nanosecond timestamps.
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+fn ns_since(epoch: Instant, t: Instant) -> u64 {
+    t.saturating_duration_since(epoch)
+        .as_nanos()
+        .min(u64::MAX as u128) as u64
+}
+
+/// One logged interval: `seq` = (index + 1) | cause << 56, written last.
+#[derive(Default)]
+struct Slot {
+    seq: AtomicU64,
+    start: AtomicU64,
+    end: AtomicU64,
+}
+
+/// Per-cause counters.
+#[derive(Default)]
+struct Counters {
+    count: [AtomicU64; CAUSES],
+    total_ns: [AtomicU64; CAUSES],
+    max_ns: [AtomicU64; CAUSES],
+}
+
+/// One mutator's waits: exact counters and a ring of recent intervals.
+pub(crate) struct WaitLog {
+    mutator: u64,
+    epoch: Instant,
+    attached_ns: u64,
+    /// 0 while attached.
+    detached_ns: AtomicU64,
+    counters: Counters,
+    /// Longest single (inclusive) wait, and its cause.
+    longest_ns: AtomicU64,
+    longest_cause: AtomicU8,
+    /// Sum of every exclusive duration recorded: lets a span subtract what happened inside it.
+    recorded_ns: AtomicU64,
+    unlogged: AtomicU64,
+    unlogged_ns: AtomicU64,
+    /// Intervals ever logged (the next slot is `head % LOG_CAPACITY`).
+    head: AtomicU64,
+    slots: Box<[Slot]>,
+}
+
+fn zeroed_slots(n: usize) -> Box<[Slot]> {
+    let layout = std::alloc::Layout::array::<Slot>(n).expect("a small array layout");
+    // SAFETY: `layout` has a non-zero size; all-zero bytes are a valid `Slot` (three atomics);
+    // the pointer comes from the global allocator with this exact layout, which is what
+    // `Box<[Slot]>` frees it with. Zeroed allocation keeps untouched pages out of the RSS.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut Slot;
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Box::from_raw(core::ptr::slice_from_raw_parts_mut(p, n))
+    }
+}
+
+impl WaitLog {
+    fn new(mutator: u64) -> WaitLog {
+        let epoch = *EPOCH.get_or_init(Instant::now);
+        WaitLog {
+            mutator,
+            epoch,
+            attached_ns: ns_since(epoch, Instant::now()),
+            detached_ns: AtomicU64::new(0),
+            counters: Counters::default(),
+            longest_ns: AtomicU64::new(0),
+            longest_cause: AtomicU8::new(0),
+            recorded_ns: AtomicU64::new(0),
+            unlogged: AtomicU64::new(0),
+            unlogged_ns: AtomicU64::new(0),
+            head: AtomicU64::new(0),
+            slots: zeroed_slots(LOG_CAPACITY),
+        }
+    }
+
+    /// Count `exclusive_ns` against each of `parts`, and log `[start, end]` as one wait of
+    /// cause `outer`. Async-signal-safe.
+    fn record_parts(
+        &self,
+        outer: WaitCause,
+        start: Instant,
+        end: Instant,
+        parts: &[(WaitCause, u64)],
+    ) {
+        let c = &self.counters;
+        let mut sum = 0;
+        for &(cause, ns) in parts {
+            let i = cause.index();
+            c.count[i].fetch_add(1, Ordering::Relaxed);
+            c.total_ns[i].fetch_add(ns, Ordering::Relaxed);
+            c.max_ns[i].fetch_max(ns, Ordering::Relaxed);
+            sum += ns;
+        }
+        self.recorded_ns.fetch_add(sum, Ordering::Relaxed);
+        let s = ns_since(self.epoch, start);
+        let e = ns_since(self.epoch, end).max(s);
+        if self.longest_ns.fetch_max(e - s, Ordering::Relaxed) < e - s {
+            self.longest_cause.store(outer as u8, Ordering::Relaxed);
+        }
+        if e - s < LOG_MIN.as_nanos() as u64 {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+            self.unlogged_ns.fetch_add(e - s, Ordering::Relaxed);
+            return;
+        }
+        let i = self.head.fetch_add(1, Ordering::Relaxed);
+        let slot = &self.slots[(i % LOG_CAPACITY as u64) as usize];
+        slot.seq.store(0, Ordering::Relaxed);
+        fence(Ordering::Release);
+        slot.start.store(s, Ordering::Relaxed);
+        slot.end.store(e, Ordering::Relaxed);
+        slot.seq.store(
+            ((i + 1) & INDEX_MASK) | (outer as u64) << INDEX_BITS,
+            Ordering::Release,
+        );
+    }
+
+    fn stats(&self, cause: WaitCause) -> WaitStats {
+        let i = cause.index();
+        let c = &self.counters;
+        WaitStats {
+            count: c.count[i].load(Ordering::Relaxed),
+            total: Duration::from_nanos(c.total_ns[i].load(Ordering::Relaxed)),
+            max: Duration::from_nanos(c.max_ns[i].load(Ordering::Relaxed)),
+        }
+    }
+
+    fn snapshot(&self) -> MutatorWaitLog {
+        let head = self.head.load(Ordering::Acquire);
+        let first = head.saturating_sub(LOG_CAPACITY as u64);
+        let mut intervals = Vec::with_capacity((head - first) as usize);
+        let at = |ns: u64| self.epoch + Duration::from_nanos(ns);
+        for i in first..head {
+            let slot = &self.slots[(i % LOG_CAPACITY as u64) as usize];
+            let s1 = slot.seq.load(Ordering::Acquire);
+            let (start, end) = (
+                slot.start.load(Ordering::Relaxed),
+                slot.end.load(Ordering::Relaxed),
+            );
+            fence(Ordering::Acquire);
+            let s2 = slot.seq.load(Ordering::Relaxed);
+            if s1 != s2 || s1 & INDEX_MASK != (i + 1) & INDEX_MASK {
+                continue; // being written or overwritten right now
+            }
+            if let Some(cause) = WaitCause::from_index((s1 >> INDEX_BITS) as u8) {
+                intervals.push(WaitInterval {
+                    start: at(start),
+                    end: at(end),
+                    cause,
+                });
+            }
+        }
+        intervals.sort_by_key(|w| w.start);
+        let detached = self.detached_ns.load(Ordering::Relaxed);
+        MutatorWaitLog {
+            mutator: self.mutator,
+            attached: at(self.attached_ns),
+            detached: (detached != 0).then(|| at(detached)),
+            intervals,
+            dropped: first,
+            unlogged: self.unlogged.load(Ordering::Relaxed),
+            unlogged_time: Duration::from_nanos(self.unlogged_ns.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's current log (owns one strong count of an `Arc<WaitLog>`), or null.
+    static CURRENT: Cell<*const WaitLog> = const { Cell::new(core::ptr::null()) };
+}
+
+/// Run `f` on this thread's current log, if there is one. Async-signal-safe.
+fn with_current(f: impl FnOnce(&WaitLog)) {
+    let p = CURRENT.try_with(Cell::get).unwrap_or(core::ptr::null());
+    if !p.is_null() {
+        // SAFETY: a non-null CURRENT owns a strong count (see the module invariants), which is
+        // given back only on this thread after CURRENT was changed; a signal handler running
+        // on this thread sees either the old value (still counted) or the new one.
+        f(unsafe { &*p });
+    }
+}
+
+/// Record a wait of `cause` from `start` to `end` on this thread's mutator (nothing if the
+/// thread has none). For leaf waits: mark assists (`record(WaitCause::Assist, start, end)`),
+/// faults. Async-signal-safe.
+pub(crate) fn record(cause: WaitCause, start: Instant, end: Instant) {
+    with_current(|l| {
+        let ns = ns_since(start, end);
+        l.record_parts(cause, start, end, &[(cause, ns)]);
+    });
+}
+
+/// Record a wait at a safepoint: parked from `arrived` to `released`; every mutator had
+/// stopped at `stopped` (the part before it is time to safepoint).
+pub(crate) fn record_parked(arrived: Instant, stopped: Option<Instant>, released: Instant) {
+    with_current(|l| {
+        let stopped = stopped
+            .unwrap_or(arrived)
+            .clamp(arrived, released.max(arrived));
+        let ttsp = ns_since(arrived, stopped);
+        let pause = ns_since(stopped, released);
+        let parts = [
+            (WaitCause::TimeToSafepoint, ttsp),
+            (WaitCause::Pause, pause),
+        ];
+        let from = if ttsp == 0 { 1 } else { 0 };
+        l.record_parts(WaitCause::Pause, arrived, released, &parts[from..]);
+    });
+}
+
+/// A wait that may contain other recorded waits: recorded when dropped, with its own time
+/// minus theirs (e.g. `let _w = Span::begin(WaitCause::AllocStall);`).
+pub(crate) struct Span {
+    cause: WaitCause,
+    start: Instant,
+    nested0: u64,
+}
+
+impl Span {
+    /// Start a span now.
+    pub(crate) fn begin(cause: WaitCause) -> Span {
+        let mut nested0 = 0;
+        with_current(|l| nested0 = l.recorded_ns.load(Ordering::Relaxed));
+        Span {
+            cause,
+            start: Instant::now(),
+            nested0,
+        }
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        let end = Instant::now();
+        with_current(|l| {
+            let nested = l.recorded_ns.load(Ordering::Relaxed) - self.nested0;
+            let own = ns_since(self.start, end).saturating_sub(nested);
+            l.record_parts(self.cause, self.start, end, &[(self.cause, own)]);
+        });
+    }
+}
+
+/// Count and durations of one cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WaitStats {
+    /// Waits recorded.
+    pub count: u64,
+    /// Their total (exclusive of nested waits of other causes).
+    pub total: Duration,
+    /// The longest one (exclusive).
+    pub max: Duration,
+}
+
+impl WaitStats {
+    fn add(&mut self, o: WaitStats) {
+        self.count += o.count;
+        self.total += o.total;
+        self.max = self.max.max(o.max);
+    }
+}
+
+/// Every mutator's waits, by cause (from `Heap::mutator_waits`).
+#[derive(Debug, Clone, Default)]
+pub struct MutatorWaits {
+    /// Per cause, in [`WaitCause::ALL`] order.
+    pub by_cause: Vec<(WaitCause, WaitStats)>,
+    /// The longest single wait of any cause (inclusive of what happened inside it), and the
+    /// cause it was recorded under.
+    pub longest: Duration,
+    /// The cause of `longest` (`None` if nothing waited).
+    pub longest_cause: Option<WaitCause>,
+    /// Mutators counted (attached now, or detached).
+    pub mutators: usize,
+    /// Waits shorter than [`LOG_MIN`]: counted above but not in the interval logs.
+    pub unlogged: u64,
+    /// Their total time.
+    pub unlogged_time: Duration,
+    /// Intervals no longer in the logs: overwritten in a ring, or forgotten with a detached
+    /// mutator's log beyond the last [`RETIRED_KEEP`].
+    pub dropped: u64,
+}
+
+impl MutatorWaits {
+    /// The figures of one cause.
+    pub fn get(&self, cause: WaitCause) -> WaitStats {
+        self.by_cause
+            .iter()
+            .find(|(c, _)| *c == cause)
+            .map(|&(_, s)| s)
+            .unwrap_or_default()
+    }
+
+    /// Total time waited, every cause.
+    pub fn total(&self) -> Duration {
+        self.by_cause.iter().map(|(_, s)| s.total).sum()
+    }
+}
+
+/// One logged wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitInterval {
+    /// When the mutator started waiting.
+    pub start: Instant,
+    /// When it ran again.
+    pub end: Instant,
+    /// The outermost cause.
+    pub cause: WaitCause,
+}
+
+/// One mutator's logged waits (from `Heap::mutator_wait_log`).
+#[derive(Debug, Clone)]
+pub struct MutatorWaitLog {
+    /// The mutator's id within the heap.
+    pub mutator: u64,
+    /// When it attached.
+    pub attached: Instant,
+    /// When it detached (`None`: still attached).
+    pub detached: Option<Instant>,
+    /// The logged waits, oldest first (may overlap: a span and the waits inside it).
+    pub intervals: Vec<WaitInterval>,
+    /// Older intervals overwritten in the ring.
+    pub dropped: u64,
+    /// Waits shorter than [`LOG_MIN`], counted but not logged, and their total time.
+    pub unlogged: u64,
+    /// See `unlogged`.
+    pub unlogged_time: Duration,
+}
+
+impl MutatorWaitLog {
+    /// Minimum mutator utilisation of this mutator for `window`, from its logged waits, over
+    /// its attached life (up to `now` if still attached; from its oldest kept interval if
+    /// older ones were dropped). `None` if that span is shorter than the window.
+    pub fn mmu(&self, window: Duration, now: Instant) -> Option<f64> {
+        let from = if self.dropped > 0 {
+            self.intervals.first().map_or(self.attached, |w| w.start)
+        } else {
+            self.attached
+        };
+        let to = self.detached.unwrap_or(now);
+        let secs = |t: Instant| t.saturating_duration_since(from).as_secs_f64();
+        let iv: Vec<(f64, f64)> = self
+            .intervals
+            .iter()
+            .map(|w| (secs(w.start), secs(w.end)))
+            .collect();
+        mmu_from_intervals(&iv, secs(to), window.as_secs_f64())
+    }
+}
+
+/// Merge possibly overlapping intervals (any order) into sorted disjoint ones.
+pub fn merge_intervals(iv: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut v: Vec<(f64, f64)> = iv.iter().copied().filter(|(a, b)| b > a).collect();
+    v.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let mut out: Vec<(f64, f64)> = Vec::with_capacity(v.len());
+    for (a, b) in v {
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// Minimum mutator utilisation for a window of `w` seconds over a run `[0, run]` in which the
+/// mutator waited during `waits` (seconds from the run's start; any order, may overlap): the
+/// minimum over every window `[t, t + w]` inside the run of (w - waited time in it) / w.
+/// `None` if `w <= 0` or the run is shorter than `w`. O(n log n).
+pub fn mmu_from_intervals(waits: &[(f64, f64)], run: f64, w: f64) -> Option<f64> {
+    if w <= 0.0 || run < w || !run.is_finite() {
+        return None;
+    }
+    let iv: Vec<(f64, f64)> = merge_intervals(waits)
+        .into_iter()
+        .map(|(a, b)| (a.max(0.0), b.min(run)))
+        .filter(|(a, b)| b > a)
+        .collect();
+    // prefix[i] = waited time of intervals before i.
+    let mut prefix = Vec::with_capacity(iv.len() + 1);
+    prefix.push(0.0);
+    for &(a, b) in &iv {
+        prefix.push(prefix.last().copied().unwrap_or(0.0) + (b - a));
+    }
+    // Waited time in [0, t].
+    let waited_until = |t: f64| -> f64 {
+        let k = iv.partition_point(|&(a, _)| a < t);
+        let mut s = prefix[k];
+        if k > 0 {
+            let (a, b) = iv[k - 1];
+            s -= b - a;
+            s += (b.min(t) - a).max(0.0);
+        }
+        s
+    };
+    // The waited time in a window is piecewise linear in its position, with breakpoints where
+    // its start or end crosses an interval edge: the worst window starts at an interval start
+    // or ends at an interval end (or sits at the run's edges).
+    let mut worst: f64 = 0.0;
+    let mut consider = |t: f64| {
+        let t = t.clamp(0.0, run - w);
+        worst = worst.max(waited_until(t + w) - waited_until(t));
+    };
+    consider(0.0);
+    consider(run - w);
+    for &(a, b) in &iv {
+        consider(a);
+        consider(b - w);
+    }
+    Some(((w - worst) / w).clamp(0.0, 1.0))
+}
+
+/// The heap's view of every mutator's log.
+#[derive(Default)]
+pub(crate) struct WaitRegistry {
+    inner: Mutex<RegistryState>,
+}
+
+#[derive(Default)]
+struct RegistryState {
+    live: Vec<Arc<WaitLog>>,
+    retired: VecDeque<Arc<WaitLog>>,
+    /// Counters of logs no longer kept.
+    folded: [WaitStats; CAUSES],
+    folded_longest: (Duration, Option<WaitCause>),
+    folded_mutators: usize,
+    folded_unlogged: (u64, Duration),
+    folded_dropped: u64,
+}
+
+impl WaitRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RegistryState> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new mutator `id` attaches on this thread: its log becomes the thread's current one.
+    pub(crate) fn attach(&self, id: u64) -> Attachment {
+        let log = Arc::new(WaitLog::new(id));
+        self.lock().live.push(log.clone());
+        let raw = Arc::into_raw(log.clone());
+        let old = CURRENT.with(|c| c.replace(raw));
+        if !old.is_null() {
+            // SAFETY: a non-null CURRENT owns one strong count (from `Arc::into_raw` above, at
+            // an earlier attach); CURRENT no longer points at it.
+            drop(unsafe { Arc::from_raw(old) });
+        }
+        Attachment { log }
+    }
+
+    /// Totals over every mutator.
+    pub(crate) fn summary(&self) -> MutatorWaits {
+        let g = self.lock();
+        let mut per = g.folded;
+        let (mut longest, mut longest_cause) = g.folded_longest;
+        let (mut unlogged, mut unlogged_time) = g.folded_unlogged;
+        let mut dropped = g.folded_dropped;
+        for l in g.live.iter().chain(g.retired.iter()) {
+            for c in WaitCause::ALL {
+                per[c.index()].add(l.stats(c));
+            }
+            let lo = Duration::from_nanos(l.longest_ns.load(Ordering::Relaxed));
+            if lo > longest {
+                longest = lo;
+                longest_cause = WaitCause::from_index(l.longest_cause.load(Ordering::Relaxed));
+            }
+            unlogged += l.unlogged.load(Ordering::Relaxed);
+            unlogged_time += Duration::from_nanos(l.unlogged_ns.load(Ordering::Relaxed));
+            dropped += l
+                .head
+                .load(Ordering::Relaxed)
+                .saturating_sub(LOG_CAPACITY as u64);
+        }
+        MutatorWaits {
+            by_cause: WaitCause::ALL
+                .iter()
+                .map(|&c| (c, per[c.index()]))
+                .collect(),
+            longest,
+            longest_cause,
+            mutators: g.folded_mutators + g.live.len() + g.retired.len(),
+            unlogged,
+            unlogged_time,
+            dropped,
+        }
+    }
+
+    /// Every kept log (attached mutators first, then the most recently detached).
+    pub(crate) fn logs(&self) -> Vec<MutatorWaitLog> {
+        let logs: Vec<Arc<WaitLog>> = {
+            let g = self.lock();
+            g.live.iter().chain(g.retired.iter()).cloned().collect()
+        };
+        logs.iter().map(|l| l.snapshot()).collect()
+    }
+
+    fn detach(&self, log: &Arc<WaitLog>) {
+        let mut g = self.lock();
+        g.live.retain(|l| !Arc::ptr_eq(l, log));
+        g.retired.push_back(log.clone());
+        while g.retired.len() > RETIRED_KEEP {
+            let Some(old) = g.retired.pop_front() else {
+                break;
+            };
+            for c in WaitCause::ALL {
+                g.folded[c.index()].add(old.stats(c));
+            }
+            let lo = Duration::from_nanos(old.longest_ns.load(Ordering::Relaxed));
+            if lo > g.folded_longest.0 {
+                g.folded_longest = (
+                    lo,
+                    WaitCause::from_index(old.longest_cause.load(Ordering::Relaxed)),
+                );
+            }
+            g.folded_mutators += 1;
+            g.folded_unlogged.0 += old.unlogged.load(Ordering::Relaxed);
+            g.folded_unlogged.1 += Duration::from_nanos(old.unlogged_ns.load(Ordering::Relaxed));
+            g.folded_dropped += old.head.load(Ordering::Relaxed);
+        }
+    }
+}
+
+/// A mutator's membership in the wait registry; detaches (and stops being the thread's current
+/// log) when dropped, on the mutator's own thread.
+pub(crate) struct Attachment {
+    log: Arc<WaitLog>,
+}
+
+impl Attachment {
+    /// Detach from `reg` (call once, from the mutator's drop, on its thread).
+    pub(crate) fn detach(&self, reg: &WaitRegistry) {
+        let log = &self.log;
+        log.detached_ns.store(
+            ns_since(log.epoch, Instant::now()).max(1),
+            Ordering::Relaxed,
+        );
+        let mine = Arc::as_ptr(log);
+        let was = CURRENT.with(|c| {
+            if c.get() == mine {
+                c.replace(core::ptr::null())
+            } else {
+                core::ptr::null()
+            }
+        });
+        if !was.is_null() {
+            // SAFETY: CURRENT owned this count and no longer points at it.
+            drop(unsafe { Arc::from_raw(was) });
+        }
+        reg.detach(log);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: Option<f64>, b: f64) -> bool {
+        a.is_some_and(|a| (a - b).abs() < 1e-9)
+    }
+
+    #[test]
+    fn mmu_of_no_waits_is_one() {
+        assert!(close(mmu_from_intervals(&[], 1.0, 0.1), 1.0));
+        assert_eq!(mmu_from_intervals(&[], 0.05, 0.1), None);
+        assert_eq!(mmu_from_intervals(&[], 1.0, 0.0), None);
+    }
+
+    #[test]
+    fn mmu_of_one_wait() {
+        // 20 ms waited at 0.5 s in a 1 s run.
+        let iv = [(0.5, 0.52)];
+        assert!(close(mmu_from_intervals(&iv, 1.0, 0.1), 0.8));
+        assert!(close(mmu_from_intervals(&iv, 1.0, 0.01), 0.0));
+        assert!(close(mmu_from_intervals(&iv, 1.0, 1.0), 0.98));
+    }
+
+    #[test]
+    fn mmu_merges_nested_and_overlapping_waits() {
+        // A slow path [0.1, 0.13] containing a pause [0.11, 0.12], and an overlapping wait.
+        let iv = [(0.11, 0.12), (0.1, 0.13), (0.125, 0.14)];
+        assert_eq!(merge_intervals(&iv), vec![(0.1, 0.14)]);
+        assert!(close(mmu_from_intervals(&iv, 1.0, 0.1), 0.6));
+    }
+
+    #[test]
+    fn mmu_finds_the_worst_window_between_waits() {
+        // Two 10 ms waits 50 ms apart: a 100 ms window holds both.
+        let iv = [(0.2, 0.21), (0.26, 0.27), (0.8, 0.81)];
+        assert!(close(mmu_from_intervals(&iv, 1.0, 0.1), 0.8));
+        // A 60 ms window: both waits fit exactly.
+        assert!(close(mmu_from_intervals(&iv, 1.0, 0.07), 1.0 - 0.02 / 0.07));
+        // Waits clipped to the run.
+        assert!(close(mmu_from_intervals(&[(-1.0, 0.05)], 1.0, 0.1), 0.5));
+    }
+
+    #[test]
+    fn mmu_matches_brute_force() {
+        let mut x = 12345u64;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 10_000) as f64 / 10_000.0
+        };
+        for _ in 0..20 {
+            let iv: Vec<(f64, f64)> = (0..15)
+                .map(|_| {
+                    let a = rnd();
+                    (a, a + rnd() * 0.05)
+                })
+                .collect();
+            let w = 0.01 + rnd() * 0.2;
+            let merged = merge_intervals(&iv);
+            let mut worst: f64 = 0.0;
+            let mut t = 0.0;
+            while t <= 1.0 - w {
+                let s: f64 = merged
+                    .iter()
+                    .map(|&(a, b)| (b.min(t + w).min(1.0) - a.max(t)).max(0.0))
+                    .sum();
+                worst = worst.max(s);
+                t += 1e-4;
+            }
+            let m = mmu_from_intervals(&iv, 1.0, w).expect("run longer than w");
+            assert!(m <= (w - worst) / w + 1e-9, "{m} vs {}", (w - worst) / w);
+            assert!(m >= (w - worst) / w - 2e-4 / w - 1e-9);
+        }
+    }
+
+    #[test]
+    fn spans_count_only_their_own_time_and_the_ring_keeps_intervals() {
+        let reg = WaitRegistry::default();
+        let a = reg.attach(7);
+        {
+            let _s = Span::begin(WaitCause::AllocStall);
+            let t0 = Instant::now();
+            std::thread::sleep(Duration::from_millis(3));
+            record_parked(t0, Some(t0 + Duration::from_millis(1)), Instant::now());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let w = reg.summary();
+        let pause = w.get(WaitCause::Pause);
+        let ttsp = w.get(WaitCause::TimeToSafepoint);
+        let alloc = w.get(WaitCause::AllocStall);
+        assert_eq!((pause.count, ttsp.count, alloc.count), (1, 1, 1));
+        assert_eq!(ttsp.total, Duration::from_millis(1));
+        assert!(pause.total >= Duration::from_millis(2));
+        assert!(alloc.total >= Duration::from_millis(2));
+        assert!(alloc.total < Duration::from_millis(3 + 2) + Duration::from_millis(50));
+        assert!(w.longest >= Duration::from_millis(5));
+        assert_eq!(w.longest_cause, Some(WaitCause::AllocStall));
+        let logs = reg.logs();
+        assert_eq!(logs.len(), 1);
+        assert_eq!(logs[0].intervals.len(), 2);
+        assert_eq!(logs[0].intervals[0].cause, WaitCause::AllocStall);
+        a.detach(&reg);
+        // Detached: nothing more is recorded on this thread.
+        record(WaitCause::Assist, Instant::now(), Instant::now());
+        assert_eq!(reg.summary().get(WaitCause::Assist).count, 0);
+        assert!(reg.logs()[0].detached.is_some());
+    }
+
+    /// The recording cost (`cargo test --release -p faultline-gc --lib -- --ignored
+    /// recording_cost --nocapture`): one span (two clock reads, counters, one ring slot) and
+    /// one leaf record.
+    #[test]
+    #[ignore]
+    fn recording_cost() {
+        let reg = WaitRegistry::default();
+        let a = reg.attach(1);
+        let n = 2_000_000u32;
+        let t = Instant::now();
+        for _ in 0..n {
+            drop(Span::begin(WaitCause::AllocStall));
+        }
+        let span = t.elapsed() / n;
+        let t = Instant::now();
+        for _ in 0..n {
+            let now = Instant::now();
+            record(WaitCause::FaultStall, now, now + LOG_MIN);
+        }
+        let leaf = t.elapsed() / n;
+        println!("span (unlogged, < LOG_MIN): {span:?}; logged leaf record incl. one clock read: {leaf:?}");
+        a.detach(&reg);
+    }
+
+    #[test]
+    fn the_ring_drops_the_oldest_and_says_so() {
+        let reg = WaitRegistry::default();
+        let a = reg.attach(1);
+        let t = Instant::now();
+        let n = LOG_CAPACITY + 10;
+        for i in 0..n {
+            let s = t + Duration::from_micros(100 * i as u64);
+            record(WaitCause::FaultStall, s, s + Duration::from_micros(20));
+        }
+        // Too short to log: counted only.
+        record(WaitCause::FaultStall, t, t + Duration::from_micros(1));
+        let log = &reg.logs()[0];
+        assert_eq!(log.dropped, 10);
+        assert_eq!(log.intervals.len(), LOG_CAPACITY);
+        assert_eq!(log.unlogged, 1);
+        assert_eq!(reg.summary().get(WaitCause::FaultStall).count, n as u64 + 1);
+        assert_eq!(reg.summary().dropped, 10);
+        a.detach(&reg);
+    }
+}
