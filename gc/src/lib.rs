@@ -30,6 +30,7 @@
 //! | releasing the old half, poisoning, a clean destination | `release` |
 //! | per-cycle register / mremap / unregister baseline | `choreography` |
 //! | whether a cycle is in progress | `phase` |
+//! | pacing: when a concurrent cycle starts, mark assists owed, the GC CPU budget | `pacer` |
 //! | the moving space (two halves) and the large-object space | `space` |
 //! | the arena itself, the uffd layer, the kernel interface | crate `faultline-heap` |
 //! | modes requested and resolved (one probe run) | `mode` |
@@ -42,7 +43,7 @@
 //!
 //! Module layering (no circles): `heap` → `mutator` → `cycle` → (`marking`, `compaction`,
 //! `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` → (`safepoint`,
-//! `roots`, `space`, `phase`, `stats`, `config`, `mode`, `debug`).
+//! `roots`, `space`, `phase`, `pacer`, `stats`, `config`, `mode`, `debug`).
 //!
 //! Invariants of the crate: the public API is safe; `unsafe` appears only where raw heap
 //! memory, a kernel call or a cross-thread handoff is touched, each block with its `SAFETY`
@@ -67,6 +68,7 @@ mod inner;
 mod marking;
 mod mode;
 mod mutator;
+mod pacer;
 mod pagestate;
 mod phase;
 mod plan;
@@ -79,7 +81,7 @@ mod timeline;
 mod trace;
 mod verify;
 
-pub use config::{ConfigError, CycleHook, HeapConfig};
+pub use config::{default_gc_threads, ConfigError, CycleHook, HeapConfig, DEFAULT_GC_CPU_BUDGET};
 pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};
 pub use fork::FORKED_REASON;
 pub use heap::{GlobalRoot, Heap, HeapError};
@@ -87,7 +89,7 @@ pub use mode::{Barrier, Choreography, FaultMode, GcMode, ModeInfo, Strategy};
 pub use mutator::{AllocError, Local, Mutator, Root};
 pub use release::ReleaseStats;
 pub use roots::RootSource;
-pub use stats::{CycleStats, FaultStats, Pause, Percentiles, Trigger};
+pub use stats::{CycleStats, FaultStats, PaceStats, Pause, Percentiles, Trigger};
 pub use verify::{VerifyError, VerifyReport};
 
 /// Internals that the workspace's own tests and the loom model need. Not part of the API:

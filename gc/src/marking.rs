@@ -173,6 +173,8 @@ pub(crate) struct ConcMarker<'a> {
     pub marked: usize,
     /// Objects scanned.
     pub traced: usize,
+    /// Bytes of objects scanned (the pacer's marking speed).
+    pub scanned_bytes: usize,
 }
 
 impl<'a> ConcMarker<'a> {
@@ -183,6 +185,7 @@ impl<'a> ConcMarker<'a> {
             gray: Vec::new(),
             marked: 0,
             traced: 0,
+            scanned_bytes: 0,
         }
     }
 
@@ -205,6 +208,7 @@ impl<'a> ConcMarker<'a> {
         if from_k >= to_k.min(size) {
             return;
         }
+        self.scanned_bytes += (to_k.min(size) - from_k) * WORD;
         let (t, gray, marked) = (&self.t, &mut self.gray, &mut self.marked);
         t.for_each_ref(o, from_k, to_k, |c| {
             if t.shade(c) {

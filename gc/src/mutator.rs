@@ -352,6 +352,13 @@ impl Mutator {
                 }
             };
             if let Some(addr) = got {
+                // The pacer's allocation rate counts what the slow path hands out.
+                let inner = &self.heap.inner;
+                inner.pacer.note_alloc(if large {
+                    bytes
+                } else {
+                    inner.config.tlab_bytes.max(bytes)
+                });
                 return Ok(Self::init(addr, ty, len));
             }
             if collected >= tries {
@@ -378,7 +385,11 @@ impl Mutator {
             // (without this, a mutator outrunning the collector fails with OutOfMemory while
             // most of the heap is garbage; found by the soak test). Not for the end of the
             // compaction: after the flip the new half is free above the compacted data.
+            let waited = std::time::Instant::now();
             self.wait_for_flip(flips);
+            if self.heap.inner.mode.concurrent() {
+                self.heap.inner.pacer.note_flip_wait(waited.elapsed());
+            }
             collected += 1;
         }
     }

@@ -113,6 +113,45 @@ pub struct CycleStats {
     pub pages_staged: u64,
     /// Pages mapped by `UFFDIO_COPY` (every page under the copy strategy; fallbacks otherwise).
     pub pages_copied: u64,
+    /// Concurrent mode: the pacer's decision for this cycle, how it turned out, and what the
+    /// mutators paid (assists, waits for the flip). All zero for stop-the-world cycles.
+    pub pacing: PaceStats,
+}
+
+/// The pacer's record of one concurrent cycle (see `gc/src/pacer.rs`).
+///
+/// Assists and flip waits are counted from the previous cycle's record to this one's, so a
+/// wait that began during one cycle and ended after its flip is counted in the next record.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PaceStats {
+    /// Bytes in use at which this cycle was set to start (0: the occupancy trigger).
+    pub trigger_bytes: usize,
+    /// Predicted time from the initial mark to the flip (zero: nothing measured yet).
+    pub predicted_to_flip: Duration,
+    /// Actual time from the initial mark to the flip.
+    pub actual_to_flip: Duration,
+    /// Smoothed allocation rate, bytes/s, at this cycle's start.
+    pub alloc_rate: f64,
+    /// Smoothed marking speed of all markers (and assists) together, bytes/s.
+    pub mark_rate: f64,
+    /// Smoothed compaction speed, bytes/s.
+    pub compact_rate: f64,
+    /// The trigger decided for the next cycle.
+    pub next_trigger_bytes: usize,
+    /// Concurrent markers that traced this cycle (the GC thread included).
+    pub markers: usize,
+    /// Mark assists done by allocating mutators.
+    pub assists: u64,
+    /// Their total time.
+    pub assist_time: Duration,
+    /// The longest one.
+    pub assist_max: Duration,
+    /// Bytes of objects they scanned.
+    pub assist_bytes: u64,
+    /// Allocations that found the space exhausted and waited for a flip (the last resort).
+    pub flip_waits: u64,
+    /// Their total waiting time.
+    pub flip_wait_time: Duration,
 }
 
 impl Default for CycleStats {
@@ -148,6 +187,7 @@ impl Default for CycleStats {
             pages_in_place: 0,
             pages_staged: 0,
             pages_copied: 0,
+            pacing: PaceStats::default(),
         }
     }
 }
@@ -212,8 +252,29 @@ impl CycleStats {
                 }
             })
             .collect();
+        let p = &self.pacing;
+        let pacing = if self.mode == GcMode::Concurrent {
+            format!(
+                " | pace: trigger {}K, to flip predicted {:.3}ms actual {:.3}ms, alloc {:.1}MB/s, mark {:.1}MB/s x{} markers, next trigger {}K | assists {} ({:.3}ms, max {:.3}ms, {}K scanned), flip waits {} ({:.3}ms)",
+                p.trigger_bytes / 1024,
+                p.predicted_to_flip.as_secs_f64() * 1e3,
+                p.actual_to_flip.as_secs_f64() * 1e3,
+                p.alloc_rate / 1e6,
+                p.mark_rate / 1e6,
+                p.markers,
+                p.next_trigger_bytes / 1024,
+                p.assists,
+                p.assist_time.as_secs_f64() * 1e3,
+                p.assist_max.as_secs_f64() * 1e3,
+                p.assist_bytes / 1024,
+                p.flip_waits,
+                p.flip_wait_time.as_secs_f64() * 1e3,
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "[gc] #{} {} ({}) pause: {} | heap {}K->{}K | live {} objs | pages {} (by faults {}) | mmap-family {} register {} | vmas {}->{} | cycle {:.3}ms",
+            "[gc] #{} {} ({}) pause: {} | heap {}K->{}K | live {} objs | pages {} (by faults {}) | mmap-family {} register {} | vmas {}->{} | cycle {:.3}ms{}",
             self.cycle,
             match self.mode {
                 GcMode::StopTheWorld => "stw",
@@ -230,7 +291,8 @@ impl CycleStats {
             self.registrations(),
             self.vmas.0,
             self.vmas.1,
-            self.total.as_secs_f64() * 1e3
+            self.total.as_secs_f64() * 1e3,
+            pacing
         )
     }
 }
