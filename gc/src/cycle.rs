@@ -382,14 +382,17 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         debug: &cfg.debug,
         wp: inner.mode.wp_marking,
     };
-    let mut m = ConcMarker::new(Tracer::<Atomic>::new(
-        st.from,
-        st.mark_top,
-        &tables.mark,
-        &tables.live,
-        &inner.large,
-        &types,
-    ));
+    let mut m = ConcMarker::new(
+        Tracer::<Atomic>::new(
+            st.from,
+            st.mark_top,
+            &tables.mark,
+            &tables.live,
+            &inner.large,
+            &types,
+        ),
+        &inner.marking.pool,
+    );
     let mut report = MarkReport::default();
     let scanner: Option<PagemapScanner> =
         marking::concurrent_mark(&ctx, &mut m, &st.roots, &mut report);

@@ -23,6 +23,7 @@
 //! | roots: handles, value stack, global roots, root sources | `roots` |
 //! | marking: the shared tracer (plain / atomic slot access) | `trace` |
 //! | concurrent marking: SATB queue, precleaning, remark, barrier-free rescans | `marking` |
+//! | the gray objects shared by markers and assists (work-stealing deques) | `graypool` |
 //! | planning: rank-based new addresses, page pieces, page filling | `plan` |
 //! | concurrent compaction: page filling and mapping (copy / move / minor), workers | `compaction` |
 //! | the page state machine (claim / publish / wait by futex) | `pagestate` |
@@ -43,7 +44,7 @@
 //!
 //! Module layering (no circles): `heap` → `mutator` → `cycle` → (`marking`, `compaction`,
 //! `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` → (`safepoint`,
-//! `roots`, `space`, `phase`, `pacer`, `stats`, `config`, `mode`, `debug`).
+//! `roots`, `space`, `phase`, `pacer`, `graypool`, `stats`, `config`, `mode`, `debug`).
 //!
 //! Invariants of the crate: the public API is safe; `unsafe` appears only where raw heap
 //! memory, a kernel call or a cross-thread handoff is touched, each block with its `SAFETY`
@@ -63,6 +64,7 @@ mod cycle;
 mod debug;
 mod fault;
 mod fork;
+mod graypool;
 mod heap;
 mod inner;
 mod marking;

@@ -46,6 +46,7 @@ use faultline_heap::pagemap::PagemapScanner;
 use faultline_heap::{VolatileArena, PAGE_SIZE};
 
 use crate::debug::{DebugConfig, MarkPoint};
+use crate::graypool::{GrayLocal, GrayPool};
 use crate::safepoint::SpState;
 use crate::space::{LargeSpace, MovingSpace};
 use crate::trace::{header, size_words, Atomic, Tracer};
@@ -76,6 +77,8 @@ pub(crate) struct MarkingState {
     pub new_large: Mutex<Vec<usize>>,
     /// SATB entries logged (statistics).
     pub logged: AtomicU64,
+    /// The gray objects, shared by the markers and the mutators' assists.
+    pub pool: GrayPool,
 }
 
 fn take<T>(m: &Mutex<Vec<T>>) -> Vec<T> {
@@ -116,6 +119,11 @@ impl MarkingState {
 
     /// Phase 1 (initial-mark pause): start marking with `mark_top` as the black boundary.
     pub(crate) fn begin(&self, mark_top: usize, satb_barrier: bool) {
+        debug_assert_eq!(
+            self.pool.pending(),
+            0,
+            "gray objects left from the last cycle"
+        );
         self.mark_top.store(mark_top, Ordering::SeqCst);
         self.satb
             .lock()
@@ -164,11 +172,12 @@ pub(crate) struct MarkCtx<'a> {
     pub wp: bool,
 }
 
-/// The concurrent marker: the shared tracer (atomic slot access) plus a gray stack.
+/// A concurrent marker: the shared tracer (atomic slot access) plus its part of the shared
+/// gray set ([`GrayLocal`]): the GC thread's, a helper marker's or an assist's.
 pub(crate) struct ConcMarker<'a> {
     /// The tracer over `[from, mark_top)`.
     pub t: Tracer<'a, Atomic>,
-    gray: Vec<usize>,
+    gray: GrayLocal<'a>,
     /// Objects shaded.
     pub marked: usize,
     /// Objects scanned.
@@ -178,18 +187,22 @@ pub(crate) struct ConcMarker<'a> {
 }
 
 impl<'a> ConcMarker<'a> {
-    /// A marker with an empty gray stack.
-    pub(crate) fn new(t: Tracer<'a, Atomic>) -> Self {
+    /// A marker whose deque others may steal from.
+    pub(crate) fn new(t: Tracer<'a, Atomic>, pool: &'a GrayPool) -> Self {
+        Self::with(t, GrayLocal::shared(pool))
+    }
+
+    fn with(t: Tracer<'a, Atomic>, gray: GrayLocal<'a>) -> Self {
         ConcMarker {
             t,
-            gray: Vec::new(),
+            gray,
             marked: 0,
             traced: 0,
             scanned_bytes: 0,
         }
     }
 
-    /// Shade `v`; a newly shaded object goes on the gray stack.
+    /// Shade `v`; a newly shaded object becomes gray.
     pub(crate) fn shade(&mut self, v: usize) {
         if self.t.shade(v) {
             self.marked += 1;
@@ -209,7 +222,7 @@ impl<'a> ConcMarker<'a> {
             return;
         }
         self.scanned_bytes += (to_k.min(size) - from_k) * WORD;
-        let (t, gray, marked) = (&self.t, &mut self.gray, &mut self.marked);
+        let (t, gray, marked) = (&self.t, &self.gray, &mut self.marked);
         t.for_each_ref(o, from_k, to_k, |c| {
             if t.shade(c) {
                 *marked += 1;
@@ -219,11 +232,40 @@ impl<'a> ConcMarker<'a> {
         self.traced += 1;
     }
 
-    /// Scan gray objects until none is left, calling `each` after every scan.
+    /// Scan one gray object (ours or stolen); false if none could be taken now.
+    fn step(&mut self) -> bool {
+        match self.gray.pop() {
+            Some(o) => {
+                self.scan(o);
+                self.gray.finished();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Scan gray objects until none is left anywhere (other markers and assists may still
+    /// hold some: wait for them), calling `each` after every scan.
     fn drain(&mut self, mut each: impl FnMut(&mut Self)) {
-        while let Some(o) = self.gray.pop() {
-            self.scan(o);
-            each(self);
+        let mut idle = 0u32;
+        loop {
+            if self.step() {
+                idle = 0;
+                each(self);
+                continue;
+            }
+            if self.gray.pool().pending() == 0 {
+                break;
+            }
+            // Another worker holds the rest (and may push more): back off.
+            idle += 1;
+            if idle < 64 {
+                std::hint::spin_loop();
+            } else if idle < 128 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(20));
+            }
         }
     }
 
