@@ -50,7 +50,6 @@ impl GrayPool {
 
     /// Whether there may be work to take without waiting (the injector or a marker's deque
     /// holds some).
-    #[allow(dead_code)] // mark assists use it (next step)
     pub(crate) fn has_work(&self) -> bool {
         !self.injector.is_empty()
             || self
@@ -115,7 +114,6 @@ impl<'p> GrayLocal<'p> {
 
     /// A private deque (an assist): nobody steals from it; what is left goes back to the
     /// injector.
-    #[allow(dead_code)] // mark assists use it (next step)
     pub(crate) fn private(pool: &'p GrayPool) -> Self {
         GrayLocal {
             pool,

@@ -359,6 +359,13 @@ impl Mutator {
                 } else {
                     inner.config.tlab_bytes.max(bytes)
                 });
+                // Mark assist: an allocator that outruns marking pays with a bounded slice of
+                // marking work (see `crate::pacer`).
+                if inner.config.mark_assists && inner.marking.active.load(Ordering::Relaxed) {
+                    if let Some(want) = inner.pacer.assist_target() {
+                        crate::marking::assist(inner, Some(want - inner.pacer.scanned().min(want)));
+                    }
+                }
                 return Ok(Self::init(addr, ty, len));
             }
             if collected >= tries {
@@ -380,6 +387,22 @@ impl Mutator {
                 });
             }
             let flips = self.heap.inner.cycles.load(Ordering::SeqCst);
+            let inner = &self.heap.inner;
+            if inner.concurrent_now() && inner.gate.is_busy() {
+                // The space is exhausted while a concurrent cycle runs: help it to its flip
+                // (assists, one bounded slice at a time, polling between them), then wait for
+                // the flip: the last resort. Not counted as a collection tried: it ends at the
+                // running cycle's flip or end.
+                if inner.config.mark_assists {
+                    while crate::marking::assist(&self.heap.inner, None) > 0 {
+                        self.safepoint();
+                    }
+                }
+                let waited = std::time::Instant::now();
+                self.wait_for_flip(flips);
+                self.heap.inner.pacer.note_flip_wait(waited.elapsed());
+                continue;
+            }
             self.collect_for(Trigger::Exhausted)?;
             // A concurrent cycle frees nothing until its flip: wait for a flip before the retry
             // (without this, a mutator outrunning the collector fails with OutOfMemory while

@@ -7,7 +7,8 @@
 //!
 //! - the **allocation rate**: bytes handed to mutators by the allocation slow path (allocation
 //!   buffers and large objects; `allocated`, monotonic) per second of wall time, sampled at
-//!   every cycle's start and smoothed (EWMA, weight [`SMOOTHING`]);
+//!   every cycle's start and finish (at least 1 ms apart) and smoothed (EWMA, weight
+//!   [`SMOOTHING`]);
 //! - the **marking speed**: bytes the markers and assists scanned per second of concurrent
 //!   marking (all markers together), smoothed likewise;
 //! - the **cycle overhead**: the rest of the time from the initial mark to the flip (precleaning,
@@ -60,9 +61,14 @@ use crate::stats::PaceStats;
 pub(crate) const SMOOTHING: f64 = 0.5;
 /// Safety margin on the bytes a cycle is predicted to need.
 pub(crate) const MARGIN: f64 = 0.25;
-/// The longest single assist: slices end after this much work time.
-#[allow(dead_code)] // mark assists use it (next step)
+/// The longest single assist: slices end after this much work time (checked every
+/// [`ASSIST_CHECK`] objects, so one assist stays well under a millisecond).
 pub(crate) const ASSIST_SLICE: Duration = Duration::from_micros(500);
+/// Objects an assist scans between two looks at the clock.
+pub(crate) const ASSIST_CHECK: usize = 16;
+/// An allocating mutator assists only once marking is behind by at least this many bytes of
+/// scanning (no assist for a rounding error; Go over-assists by 64 KiB for the same reason).
+pub(crate) const ASSIST_MIN_DEBT: usize = 16 << 10;
 
 /// The pure trigger arithmetic's inputs (bytes, bytes per second, seconds).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -192,7 +198,6 @@ impl Pacer {
     }
 
     /// An assist ran for `d` and scanned `bytes`.
-    #[allow(dead_code)] // mark assists use it (next step)
     pub(crate) fn note_assist(&self, d: Duration, bytes: usize) {
         self.assists.fetch_add(1, Ordering::Relaxed);
         self.assist_ns.fetch_add(ns(d), Ordering::Relaxed);
@@ -206,20 +211,30 @@ impl Pacer {
         self.flip_wait_ns.fetch_add(ns(d), Ordering::Relaxed);
     }
 
+    /// Sample the allocation rate since the last sample (taken at every cycle's start and
+    /// finish, so allocation during a cycle counts too).
+    fn sample(&self, s: &mut PaceState) {
+        let now = Instant::now();
+        let allocated = self.allocated.load(Ordering::Relaxed);
+        match s.last_sample {
+            Some((t, a)) => {
+                let dt = now.duration_since(t).as_secs_f64();
+                if dt > 1e-3 {
+                    s.alloc_rate = ewma(s.alloc_rate, allocated.saturating_sub(a) as f64 / dt);
+                    s.last_sample = Some((now, allocated));
+                }
+            }
+            None => s.last_sample = Some((now, allocated)),
+        }
+    }
+
     /// Initial-mark pause: sample the allocation rate and set the cycle's assist budget.
     /// `headroom` is what mutators may allocate before the space runs out. Returns the
     /// decision this cycle started under.
     pub(crate) fn begin_cycle(&self, used: usize, headroom: usize) -> Decision {
-        let now = Instant::now();
         let allocated = self.allocated.load(Ordering::Relaxed);
         let mut s = self.state();
-        if let Some((t, a)) = s.last_sample {
-            let dt = now.duration_since(t).as_secs_f64();
-            if dt > 1e-4 {
-                s.alloc_rate = ewma(s.alloc_rate, (allocated - a) as f64 / dt);
-            }
-        }
-        s.last_sample = Some((now, allocated));
+        self.sample(&mut s);
         // Expected mark work: what the last cycle found live, or half of what is in use before
         // anything was measured.
         let goal = if s.live > 0 { s.live } else { used / 2 };
@@ -234,7 +249,6 @@ impl Pacer {
         s.decision
     }
 
-    #[allow(dead_code)] // mark assists use it (next step)
     /// Bytes a mutator should have scanned so far (all markers and assists together) for
     /// marking to keep pace with allocation, or `None` if marking is ahead. Behind means: the
     /// fraction of the headroom allocated exceeds the fraction of the mark goal scanned.
@@ -246,7 +260,7 @@ impl Pacer {
         let headroom = self.budget.headroom.load(Ordering::Relaxed) as f64;
         let goal = self.budget.mark_goal.load(Ordering::Relaxed) as f64;
         let want = ((alloc as f64 / headroom).min(1.0) * goal) as usize;
-        (want > self.scanned()).then_some(want)
+        (want > self.scanned() + ASSIST_MIN_DEBT).then_some(want)
     }
 
     /// The concurrent mark ended: `traced` seconds of tracing scanned this cycle's bytes;
@@ -272,6 +286,7 @@ impl Pacer {
         compacted: (usize, Duration),
     ) -> Decision {
         let mut s = self.state();
+        self.sample(&mut s);
         s.live = live;
         let secs = compacted.1.as_secs_f64();
         if secs > 1e-5 && compacted.0 > 0 {
@@ -398,7 +413,10 @@ mod tests {
         // A quarter of the headroom allocated, nothing scanned: 2 MiB owed.
         p.note_alloc(4 * MIB);
         assert_eq!(p.assist_target(), Some(2 * MIB));
-        p.note_scanned(2 * MIB);
+        // Less than the minimum debt behind: no assist.
+        p.note_scanned(2 * MIB - ASSIST_MIN_DEBT);
+        assert_eq!(p.assist_target(), None);
+        p.note_scanned(ASSIST_MIN_DEBT);
         assert_eq!(p.assist_target(), None);
         // Allocation beyond the headroom asks for the whole goal, no more.
         p.note_alloc(64 * MIB);
