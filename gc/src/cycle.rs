@@ -381,6 +381,8 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         state: &inner.marking,
         debug: &cfg.debug,
         wp: inner.mode.wp_marking,
+        threads: cfg.gc_threads,
+        pacer: &inner.pacer,
     };
     let mut m = ConcMarker::new(
         Tracer::<Atomic>::new(
@@ -397,8 +399,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     let scanner: Option<PagemapScanner> =
         marking::concurrent_mark(&ctx, &mut m, &st.roots, &mut report);
     let concurrent_mark = tm.elapsed();
-    inner.pacer.note_scanned(m.scanned_bytes);
-    m.scanned_bytes = 0;
+    m.publish(&inner.pacer);
 
     // 3. Concurrent plan: the live-words prefix sums of everything marked so far, and the
     //    destination page states they imply (a lower bound: marking only adds live words).
@@ -464,7 +465,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         cycle_start: st.cycle_start,
     };
     let remark = t0.elapsed();
-    inner.pacer.note_scanned(m.scanned_bytes);
+    m.publish(&inner.pacer);
     drop(m);
     let to_flip = st.cycle_start.elapsed();
     inner.pacer.end_mark(concurrent_mark, to_flip);
@@ -473,7 +474,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         stats.pacing.trigger_bytes = st.pace.trigger;
         stats.pacing.predicted_to_flip = st.pace.predicted;
         stats.pacing.actual_to_flip = to_flip;
-        stats.pacing.markers = 1;
+        stats.pacing.markers = cfg.gc_threads;
         stats.remark = remark;
         stats.preclean_rounds = report.preclean_rounds;
         stats.preclean_last_dirty = report.preclean_last_dirty;

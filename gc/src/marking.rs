@@ -49,7 +49,7 @@ use faultline_heap::{VolatileArena, PAGE_SIZE};
 use crate::debug::{DebugConfig, MarkPoint};
 use crate::graypool::{GrayLocal, GrayPool};
 use crate::inner::HeapInner;
-use crate::pacer::{ASSIST_CHECK, ASSIST_SLICE};
+use crate::pacer::{Pacer, ASSIST_CHECK, ASSIST_SLICE};
 use crate::safepoint::SpState;
 use crate::space::{LargeSpace, MovingSpace};
 use crate::trace::{header, size_words, Atomic, Tracer};
@@ -82,6 +82,9 @@ pub(crate) struct MarkingState {
     pub logged: AtomicU64,
     /// The gray objects, shared by the markers and the mutators' assists.
     pub pool: GrayPool,
+    /// With a mark hook: objects traced by all markers together in this cycle (the count
+    /// [`MarkPoint::Traced`] reports).
+    pub traced_total: AtomicUsize,
 }
 
 fn take<T>(m: &Mutex<Vec<T>>) -> Vec<T> {
@@ -173,6 +176,10 @@ pub(crate) struct MarkCtx<'a> {
     pub debug: &'a DebugConfig,
     /// Barrier-free marking.
     pub wp: bool,
+    /// Markers that share the mark (the GC thread and `threads - 1` helpers), `gc_threads`.
+    pub threads: usize,
+    /// The pacer (bytes scanned, published as marking goes).
+    pub pacer: &'a Pacer,
 }
 
 /// A concurrent marker: the shared tracer (atomic slot access) plus its part of the shared
@@ -185,8 +192,10 @@ pub(crate) struct ConcMarker<'a> {
     pub marked: usize,
     /// Objects scanned.
     pub traced: usize,
-    /// Bytes of objects scanned (the pacer's marking speed).
+    /// Bytes of objects scanned and not yet published to the pacer.
     pub scanned_bytes: usize,
+    /// With a mark hook: the cycle's count of objects traced by all markers.
+    count_all: Option<&'a AtomicUsize>,
 }
 
 impl<'a> ConcMarker<'a> {
@@ -202,6 +211,7 @@ impl<'a> ConcMarker<'a> {
             marked: 0,
             traced: 0,
             scanned_bytes: 0,
+            count_all: None,
         }
     }
 
@@ -235,12 +245,21 @@ impl<'a> ConcMarker<'a> {
         self.traced += 1;
     }
 
+    /// Hand the bytes scanned since the last call to the pacer (assists compare them with
+    /// what mutators allocated).
+    pub(crate) fn publish(&mut self, pacer: &Pacer) {
+        pacer.note_scanned(std::mem::take(&mut self.scanned_bytes));
+    }
+
     /// Scan one gray object (ours or stolen); false if none could be taken now.
     fn step(&mut self) -> bool {
         match self.gray.pop() {
             Some(o) => {
                 self.scan(o);
                 self.gray.finished();
+                if let Some(c) = self.count_all {
+                    c.fetch_add(1, Ordering::SeqCst);
+                }
                 true
             }
             None => false,
@@ -357,12 +376,77 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> usize {
         }
     }
     let bytes = m.scanned_bytes;
+    m.publish(&inner.pacer);
     drop(m);
     if bytes > 0 {
-        inner.pacer.note_scanned(bytes);
         inner.pacer.note_assist(t0.elapsed(), bytes);
     }
     bytes
+}
+
+/// In the remark pause, gray objects pending below which the drain does not start helper
+/// markers (a bounded, usually small remainder). Concurrent drains always start them: they
+/// begin from a few roots whose children fan out.
+const HELP_MIN: usize = 64;
+/// A helper publishes its scanned bytes every this many objects.
+const PUBLISH_EVERY: usize = 1024;
+
+/// Drain the shared gray pool to empty with `m` (the GC thread's marker, calling `each` after
+/// every scan) and `ctx.threads - 1` helper markers, all stealing work from each other and
+/// from assists. Helpers live for one drain (scoped threads); a drain that starts with fewer
+/// than `help_min` gray objects (or none) runs on the GC thread alone.
+fn drain_shared(
+    ctx: &MarkCtx<'_>,
+    m: &mut ConcMarker<'_>,
+    help_min: usize,
+    mut each: impl FnMut(&mut ConcMarker<'_>),
+) {
+    let pool = &ctx.state.pool;
+    if ctx.threads <= 1 || pool.pending() < help_min.max(1) {
+        m.drain(|m| {
+            if m.traced % PUBLISH_EVERY == 0 {
+                m.publish(ctx.pacer);
+            }
+            each(m);
+        });
+        m.publish(ctx.pacer);
+        return;
+    }
+    let pacer = ctx.pacer;
+    let marked: usize = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..ctx.threads)
+            .filter_map(|i| {
+                let (t, count_all) = (m.t.clone(), m.count_all);
+                std::thread::Builder::new()
+                    .name(format!("faultline-mark-{i}"))
+                    .spawn_scoped(s, move || {
+                        let mut h = ConcMarker::new(t, pool);
+                        h.count_all = count_all;
+                        h.drain(|h| {
+                            if h.traced % PUBLISH_EVERY == 0 {
+                                h.publish(pacer);
+                            }
+                        });
+                        h.publish(pacer);
+                        h.marked
+                    })
+                    // Without a helper the GC thread marks alone: slower, still complete.
+                    .ok()
+            })
+            .collect();
+        m.drain(|m| {
+            if m.traced % PUBLISH_EVERY == 0 {
+                m.publish(pacer);
+            }
+            each(m);
+        });
+        helpers
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .sum()
+    });
+    m.publish(pacer);
+    m.marked += marked;
 }
 
 /// What concurrent marking found, for the cycle's statistics.
@@ -380,9 +464,9 @@ pub(crate) struct MarkReport {
 /// (drain flushed SATB entries and retired buffers; barrier-free: rescan written pages) until
 /// nothing is left to do concurrently. Returns the barrier-free scanner (armed before tracing)
 /// for the remark.
-pub(crate) fn concurrent_mark(
-    ctx: &MarkCtx<'_>,
-    m: &mut ConcMarker<'_>,
+pub(crate) fn concurrent_mark<'a>(
+    ctx: &MarkCtx<'a>,
+    m: &mut ConcMarker<'a>,
     roots: &[usize],
     report: &mut MarkReport,
 ) -> Option<PagemapScanner> {
@@ -397,10 +481,24 @@ pub(crate) fn concurrent_mark(
     ctx.debug.mark_point(MarkPoint::Started);
     ctx.debug.phase_delay(crate::debug::Phase::AfterInitialMark);
     let hooked = ctx.debug.mark_hook.is_some();
+    // With a hook, `Traced(n)` is reported for n = 1, 2, ... objects traced by all markers
+    // together, each once and in order, by the GC thread (helpers keep marking while it is
+    // parked in the hook).
+    let mut reported = 0;
+    let mut report_traced = |ms: &MarkingState| {
+        let total = ms.traced_total.load(Ordering::SeqCst);
+        while reported < total {
+            reported += 1;
+            ctx.debug.mark_point(MarkPoint::Traced(reported));
+        }
+    };
+    if hooked {
+        m.count_all = Some(&ms.traced_total);
+    }
     loop {
-        m.drain(|m| {
+        drain_shared(ctx, m, 0, |m| {
             if hooked {
-                ctx.debug.mark_point(MarkPoint::Traced(m.traced));
+                report_traced(ms);
             }
             if m.traced % 4096 == 0 {
                 for v in take(&ms.satb) {
@@ -408,6 +506,9 @@ pub(crate) fn concurrent_mark(
                 }
             }
         });
+        if hooked {
+            report_traced(ms);
+        }
         let satb = take(&ms.satb);
         let retired = take(&ms.retired);
         if satb.is_empty() && retired.is_empty() {
@@ -427,12 +528,12 @@ pub(crate) fn concurrent_mark(
         loop {
             let dirty = rescan_dirty(ctx, sc, m);
             report.preclean_last_dirty = dirty;
-            m.drain(|_| {});
+            drain_shared(ctx, m, 0, |_| {});
             for (s, e) in take(&ms.retired) {
                 m.walk_black(s, e, true);
             }
             scan_new_large(ms, m);
-            m.drain(|_| {});
+            drain_shared(ctx, m, 0, |_| {});
             report.preclean_rounds += 1;
             if dirty <= PRECLEAN_DONE || report.preclean_rounds >= PRECLEAN_ROUNDS {
                 break;
@@ -487,7 +588,7 @@ pub(crate) fn remark(
         for (s, e) in take(&ms.retired) {
             m.walk_black(s, e, wp);
         }
-        m.drain(|_| {});
+        drain_shared(ctx, m, HELP_MIN, |_| {});
         if ms.queues_empty() {
             break;
         }
