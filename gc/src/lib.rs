@@ -24,6 +24,7 @@
 //! | marking: the shared tracer (plain / atomic slot access) | `trace` |
 //! | concurrent marking: SATB queue, precleaning, remark, barrier-free rescans | `marking` |
 //! | the gray objects shared by markers and assists (work-stealing deques) | `graypool` |
+//! | mark assists: a bounded slice of marking in the allocation slow path | `assist` |
 //! | planning: rank-based new addresses, page pieces, page filling | `plan` |
 //! | concurrent compaction: page filling and mapping (copy / move / minor), workers | `compaction` |
 //! | the page state machine (claim / publish / wait by futex) | `pagestate` |
@@ -42,9 +43,10 @@
 //! | verification, checkmark | `verify` |
 //! | statistics, the pause timeline | `stats`, `timeline` |
 //!
-//! Module layering (no circles): `heap` → `mutator` → `cycle` → (`marking`, `compaction`,
-//! `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` → (`safepoint`,
-//! `roots`, `space`, `phase`, `pacer`, `graypool`, `stats`, `config`, `mode`, `debug`).
+//! Module layering (no circles): `heap` → `mutator` → (`cycle`, `assist`) → (`marking`,
+//! `compaction`, `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` →
+//! (`safepoint`, `roots`, `space`, `phase`, `pacer`, `graypool`, `stats`, `config`, `mode`,
+//! `debug`).
 //!
 //! Invariants of the crate: the public API is safe; `unsafe` appears only where raw heap
 //! memory, a kernel call or a cross-thread handoff is touched, each block with its `SAFETY`
@@ -57,6 +59,7 @@
 //! - kernel plumbing: `fault` (the SIGBUS resolver's context), `pagestate` (futex),
 //!   `choreography` (unmapping the detached pages), `fork` (the atfork handlers).
 
+mod assist;
 mod choreography;
 mod compaction;
 mod config;

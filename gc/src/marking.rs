@@ -40,7 +40,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
 
 use faultline_heap::object::{TypeId, WORD};
 use faultline_heap::pagemap::PagemapScanner;
@@ -48,8 +47,7 @@ use faultline_heap::{VolatileArena, PAGE_SIZE};
 
 use crate::debug::{DebugConfig, MarkPoint};
 use crate::graypool::{GrayLocal, GrayPool};
-use crate::inner::HeapInner;
-use crate::pacer::{Pacer, ASSIST_CHECK, ASSIST_SLICE};
+use crate::pacer::Pacer;
 use crate::safepoint::SpState;
 use crate::space::{LargeSpace, MovingSpace};
 use crate::trace::{header, size_words, Atomic, Tracer};
@@ -204,7 +202,8 @@ impl<'a> ConcMarker<'a> {
         Self::with(t, GrayLocal::shared(pool))
     }
 
-    fn with(t: Tracer<'a, Atomic>, gray: GrayLocal<'a>) -> Self {
+    /// A marker over `gray` (an assist's private deque, or a marker's shared one).
+    pub(crate) fn with(t: Tracer<'a, Atomic>, gray: GrayLocal<'a>) -> Self {
         ConcMarker {
             t,
             gray,
@@ -252,7 +251,7 @@ impl<'a> ConcMarker<'a> {
     }
 
     /// Scan one gray object (ours or stolen); false if none could be taken now.
-    fn step(&mut self) -> bool {
+    pub(crate) fn step(&mut self) -> bool {
         match self.gray.pop() {
             Some(o) => {
                 self.scan(o);
@@ -339,49 +338,6 @@ impl<'a> ConcMarker<'a> {
             w = m + 1;
         }
     }
-}
-
-/// A mark assist (a mutator's allocation slow path, marking active): scan gray objects from
-/// the shared pool until this assist has scanned `owed` bytes (`None`: until the slice ends),
-/// the pool is empty, or [`ASSIST_SLICE`] has passed. Returns the bytes scanned (0: there was
-/// nothing to take). Leftover gray objects go back to the pool. Counted in the pacer.
-///
-/// Safe with respect to the cycle: the pool holds objects only between the concurrent
-/// marker's first shade (after the bitmaps are cleared) and the remark, and a mutator cannot
-/// be inside an assist during a pause (it polls no safepoint here).
-pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> usize {
-    let ms = &inner.marking;
-    if !ms.active.load(Ordering::SeqCst) || !ms.pool.has_work() {
-        return 0;
-    }
-    let t0 = Instant::now();
-    let types = inner.types();
-    let tables = &inner.tables;
-    let mut m = ConcMarker::with(
-        Tracer::<Atomic>::new(
-            inner.moving.base(),
-            ms.mark_top.load(Ordering::SeqCst),
-            &tables.mark,
-            &tables.live,
-            &inner.large,
-            &types,
-        ),
-        GrayLocal::private(&ms.pool),
-    );
-    while m.step() {
-        if owed.is_some_and(|o| m.scanned_bytes >= o)
-            || (m.traced % ASSIST_CHECK == 0 && t0.elapsed() >= ASSIST_SLICE)
-        {
-            break;
-        }
-    }
-    let bytes = m.scanned_bytes;
-    m.publish(&inner.pacer);
-    drop(m);
-    if bytes > 0 {
-        inner.pacer.note_assist(t0.elapsed(), bytes);
-    }
-    bytes
 }
 
 /// In the remark pause, gray objects pending below which the drain does not start helper

@@ -363,7 +363,7 @@ impl Mutator {
                 // marking work (see `crate::pacer`).
                 if inner.config.mark_assists && inner.marking.active.load(Ordering::Relaxed) {
                     if let Some(want) = inner.pacer.assist_target() {
-                        crate::marking::assist(inner, Some(want - inner.pacer.scanned().min(want)));
+                        crate::assist::assist(inner, Some(want - inner.pacer.scanned().min(want)));
                     }
                 }
                 return Ok(Self::init(addr, ty, len));
@@ -394,7 +394,7 @@ impl Mutator {
                 // the flip: the last resort. Not counted as a collection tried: it ends at the
                 // running cycle's flip or end.
                 if inner.config.mark_assists {
-                    while crate::marking::assist(&self.heap.inner, None) > 0 {
+                    while crate::assist::assist(&self.heap.inner, None) > 0 {
                         self.safepoint();
                     }
                 }
