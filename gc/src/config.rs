@@ -55,8 +55,9 @@ pub struct HeapConfig {
     /// work-stealing parallel marking) and in a concurrent cycle (the GC thread and
     /// `gc_threads - 1` helpers share the gray objects by work stealing, as do mutators'
     /// mark assists). Also the default number of compaction workers (see
-    /// `compaction_workers`). Default: `ceil(gc_cpu_budget x CPUs)` with the default budget
-    /// (1 on up to 4 CPUs, 2 on 8, 4 on 16), from `std::thread::available_parallelism`.
+    /// `compaction_workers`). Default: [`default_gc_threads`]: `ceil(gc_cpu_budget x CPUs)`
+    /// with the default budget (1 on up to 4 CPUs, 2 on 8, 4 on 16), or
+    /// `FAULTLINE_GC_THREADS` from the environment.
     pub gc_threads: usize,
     /// The share of the machine's CPUs that concurrent marking may use on its own, in
     /// (0, 1]; default 0.25 (Go's figure). It sets the default `gc_threads`, and the pacer
@@ -159,8 +160,18 @@ pub enum ConfigError {
 /// The default GC CPU budget ([`HeapConfig::gc_cpu_budget`]).
 pub const DEFAULT_GC_CPU_BUDGET: f64 = 0.25;
 
-/// Marking threads for a CPU budget: `ceil(budget x CPUs)`, at least 1 and at most 64.
+/// Marking threads for a CPU budget: `ceil(budget x CPUs)` (CPUs from
+/// `std::thread::available_parallelism`), at least 1 and at most 64. The environment variable
+/// `FAULTLINE_GC_THREADS`, if set to a number in [1, 64], overrides it (for benchmarks and
+/// deployments that cannot change the embedder's configuration).
 pub fn default_gc_threads(budget: f64) -> usize {
+    if let Some(n) = std::env::var("FAULTLINE_GC_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=64).contains(n))
+    {
+        return n;
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     ((budget * cpus as f64).ceil() as usize).clamp(1, 64)
 }
