@@ -32,7 +32,11 @@
 //! 2. **Concurrent mark** (GC thread, mutators running; [`crate::marking`]): clear the side
 //!    bitmaps; barrier-free mode write-protects the heap (`UFFDIO_WRITEPROTECT`, WP_ASYNC);
 //!    shade the roots, trace (atomic slot access), preclean (drain flushed SATB entries and
-//!    retired buffers; barrier-free: `PAGEMAP_SCAN` the written pages and rescan them).
+//!    retired buffers; barrier-free: `PAGEMAP_SCAN` the written pages and rescan them), with
+//!    `gc_threads` markers and the mutators' mark assists sharing the gray objects. SATB: the
+//!    flat remark's **handshake**: each running mutator hands its SATB buffer over at its
+//!    next allocation slow path (no global stop; waited for at most 2 ms), and what arrives
+//!    is precleaned, so the remark traces only what was logged since.
 //! 3. **Concurrent plan** (GC thread): the prefix sums of every chunk marked so far
 //!    (`LiveWords::plan_ahead`), and the destination page states they imply
 //!    (`Compaction::prepare`).
@@ -81,7 +85,7 @@ use crate::mode::{Choreography, GcMode};
 use crate::pacer::Decision;
 use crate::plan::{DestPage, Plan};
 use crate::release::{fatal_after_flip, prepare_destination, release_old_half};
-use crate::safepoint::{visit_roots, Me, SpState};
+use crate::safepoint::{visit_roots, Me, SpState, RUNNING};
 use crate::stats::{trim_history, CycleStats, PaceStats, Pause, Trigger};
 use crate::trace::{header, Atomic, Plain, Tracer};
 use crate::verify::{self, HeapView, VerifyError, VerifyReport};
@@ -398,6 +402,17 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     let mut report = MarkReport::default();
     let scanner: Option<PagemapScanner> =
         marking::concurrent_mark(&ctx, &mut m, &st.roots, &mut report);
+    if !ctx.wp {
+        // 2b. The flat remark's SATB handshake (no global stop).
+        let running = inner
+            .sp
+            .lock()
+            .mutators
+            .iter()
+            .filter(|mu| mu.state.load(Ordering::Relaxed) == RUNNING)
+            .count();
+        marking::satb_handshake(&ctx, &mut m, running, &mut report);
+    }
     let concurrent_mark = tm.elapsed();
     m.publish(&inner.pacer);
 
@@ -479,6 +494,8 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         stats.preclean_rounds = report.preclean_rounds;
         stats.preclean_last_dirty = report.preclean_last_dirty;
         stats.remark_dirty_pages = report.remark_dirty_pages;
+        stats.handshake = report.handshake;
+        stats.remark_satb_entries = report.remark_satb_entries;
     }
     inner.sp.resume(g);
     drop(scratch);

@@ -40,6 +40,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use faultline_heap::object::{TypeId, WORD};
 use faultline_heap::pagemap::PagemapScanner;
@@ -83,6 +84,12 @@ pub(crate) struct MarkingState {
     /// With a mark hook: objects traced by all markers together in this cycle (the count
     /// [`MarkPoint::Traced`] reports).
     pub traced_total: AtomicUsize,
+    /// The flat remark's SATB handshake: its epoch. A mutator that has not answered the
+    /// current epoch hands its SATB buffer over at its next allocation slow path
+    /// ([`MarkingState::answer_handshake`]).
+    pub flush_epoch: AtomicU64,
+    /// Mutators that answered the current handshake.
+    pub flush_acks: AtomicUsize,
 }
 
 fn take<T>(m: &Mutex<Vec<T>>) -> Vec<T> {
@@ -100,6 +107,21 @@ impl MarkingState {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .append(buf);
+    }
+
+    /// A mutator's answer to the SATB handshake (its allocation slow path, RUNNING, owning
+    /// `buf`): if a handshake newer than `seen` is open, flush `buf` to the global queue and
+    /// count the answer.
+    #[inline]
+    pub(crate) fn answer_handshake(&self, seen: &mut u64, buf: &mut Vec<usize>) {
+        let e = self.flush_epoch.load(Ordering::Acquire);
+        if e != *seen {
+            *seen = e;
+            if self.barrier.load(Ordering::Relaxed) {
+                self.flush(buf);
+            }
+            self.flush_acks.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// A mutator retires the allocation buffer `[start, end)` while marking runs: its objects
@@ -414,6 +436,50 @@ pub(crate) struct MarkReport {
     pub preclean_last_dirty: usize,
     /// Written pages the remark rescanned.
     pub remark_dirty_pages: usize,
+    /// SATB mode: mutators the handshake waited for (RUNNING when it began), and those that
+    /// answered before the remark.
+    pub handshake: (usize, usize),
+    /// SATB mode: entries the remark took from mutators' unflushed buffers.
+    pub remark_satb_entries: usize,
+}
+
+/// The flat remark's handshake waits at most this long for the running mutators' answers.
+pub(crate) const HANDSHAKE_WAIT: Duration = Duration::from_millis(2);
+
+/// End of phase 2, SATB mode (GC thread, mutators running): the flat remark's handshake. Ask
+/// every mutator to hand over its SATB buffer at its next allocation slow path (no global
+/// stop), preclean what arrives, until the `running` mutators answered or [`HANDSHAKE_WAIT`]
+/// passed; then drain to empty. The remark then traces only what was logged since each
+/// mutator's answer (and the whole buffer of one that did not answer: correctness never
+/// depends on the handshake).
+pub(crate) fn satb_handshake<'a>(
+    ctx: &MarkCtx<'a>,
+    m: &mut ConcMarker<'a>,
+    running: usize,
+    report: &mut MarkReport,
+) {
+    let ms = ctx.state;
+    ms.flush_acks.store(0, Ordering::SeqCst);
+    ms.flush_epoch.fetch_add(1, Ordering::SeqCst);
+    let t0 = Instant::now();
+    loop {
+        let answered = ms.flush_acks.load(Ordering::SeqCst);
+        let waited = answered >= running || t0.elapsed() >= HANDSHAKE_WAIT;
+        for v in take(&ms.satb) {
+            m.shade(v);
+        }
+        for (s, e) in take(&ms.retired) {
+            m.walk_black(s, e, false);
+        }
+        drain_shared(ctx, m, 0, |_| {});
+        if waited && ms.queues_empty() {
+            report.handshake = (running, answered.min(running));
+            return;
+        }
+        if !waited {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
 }
 
 /// Phase 2 (GC thread, mutators running): shade the snapshot's roots, trace, and preclean
@@ -516,6 +582,7 @@ pub(crate) fn remark(
     for mu in &g.mutators {
         // SAFETY: the world is stopped.
         let r = unsafe { mu.roots_mut() };
+        report.remark_satb_entries += r.satb.len();
         for v in r.satb.drain(..) {
             m.shade(v);
         }
@@ -663,4 +730,35 @@ fn rescan_dirty(ctx: &MarkCtx<'_>, sc: &PagemapScanner, m: &mut ConcMarker<'_>) 
         }
     }
     n + large_dirty
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mutator_answers_each_handshake_once_handing_its_buffer_over() {
+        let ms = MarkingState::default();
+        ms.begin(0, true);
+        let mut seen = 0;
+        let mut buf = vec![8, 16, 24];
+        // No handshake open: nothing happens.
+        ms.answer_handshake(&mut seen, &mut buf);
+        assert_eq!(buf.len(), 3);
+        assert_eq!(ms.flush_acks.load(Ordering::SeqCst), 0);
+        // A handshake: the buffer goes to the global queue, the answer is counted once.
+        ms.flush_epoch.fetch_add(1, Ordering::SeqCst);
+        ms.answer_handshake(&mut seen, &mut buf);
+        ms.answer_handshake(&mut seen, &mut buf);
+        assert!(buf.is_empty());
+        assert_eq!(take(&ms.satb), vec![8, 16, 24]);
+        assert_eq!(ms.flush_acks.load(Ordering::SeqCst), 1);
+        // With the barrier off (marking over), an answer hands nothing over.
+        ms.end();
+        ms.flush_epoch.fetch_add(1, Ordering::SeqCst);
+        buf.push(32);
+        ms.answer_handshake(&mut seen, &mut buf);
+        assert_eq!(buf, vec![32]);
+        assert_eq!(ms.flush_acks.load(Ordering::SeqCst), 2);
+    }
 }

@@ -71,6 +71,8 @@ pub struct Mutator {
     /// Points into one of the heap's retained registry versions (valid while `heap` lives).
     types: Cell<*const TypeRegistry>,
     allocs: u64,
+    /// The last SATB handshake epoch this mutator answered (see `crate::marking`).
+    satb_epoch: u64,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -96,6 +98,7 @@ impl Mutator {
             shared,
             types,
             allocs: 0,
+            satb_epoch: 0,
             _not_send: PhantomData,
         }
     }
@@ -281,6 +284,13 @@ impl Mutator {
     #[cold]
     fn alloc_slow(&mut self, ty: TypeId, len: usize, bytes: usize) -> Result<Value, AllocError> {
         self.safepoint();
+        // The flat remark's handshake: hand the SATB buffer over if the marker asks.
+        // SAFETY: the owner thread, RUNNING.
+        let r = unsafe { self.shared.roots_mut() };
+        self.heap
+            .inner
+            .marking
+            .answer_handshake(&mut self.satb_epoch, &mut r.satb);
         let large = bytes >= self.inner().config.large_object_threshold
             && (self.inner().config.pin_large_ref_objects || !self.holds_refs(ty));
         // Collections tried for this allocation. A stop-the-world collection frees what it can

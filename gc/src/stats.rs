@@ -105,6 +105,12 @@ pub struct CycleStats {
     /// Barrier-free marking: written pages the remark pause rescanned (its bound: pages written
     /// since the last precleaning round).
     pub remark_dirty_pages: usize,
+    /// SATB mode: (mutators running when the flat remark's handshake began, those that handed
+    /// their SATB buffer over before the remark).
+    pub handshake: (usize, usize),
+    /// SATB mode: entries the remark took from mutators' unflushed SATB buffers (its bound:
+    /// what was logged since each mutator's handshake answer).
+    pub remark_satb_entries: usize,
     /// Concurrent mode: destination pages filled by mutator faults (the rest by workers).
     pub pages_by_fault: u64,
     /// Move strategy: dense pages updated in place and moved with no copy.
@@ -171,6 +177,8 @@ impl Default for CycleStats {
             preclean_rounds: 0,
             preclean_last_dirty: 0,
             remark_dirty_pages: 0,
+            handshake: (0, 0),
+            remark_satb_entries: 0,
             compact: Duration::ZERO,
             total: Duration::ZERO,
             moving_before: 0,
@@ -245,7 +253,10 @@ impl CycleStats {
                             self.preclean_rounds, self.preclean_last_dirty, self.remark_dirty_pages
                         )
                     } else {
-                        String::new()
+                        format!(
+                            " [satb handshake {}/{} mutators; remark took {} entries]",
+                            self.handshake.1, self.handshake.0, self.remark_satb_entries
+                        )
                     }
                 } else {
                     format!("{} {:.3}ms", p.kind, p.duration.as_secs_f64() * 1e3)
