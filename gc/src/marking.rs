@@ -14,6 +14,15 @@
 //!   repeats until a round finds at most [`PRECLEAN_DONE`] written pages, or
 //!   [`PRECLEAN_ROUNDS`] rounds ran; the remark rescans the roots and the pages written since.
 //!
+//! - **Shared gray work**: the gray objects live in a work-stealing pool
+//!   ([`crate::graypool`]): the GC thread's marker, `gc_threads - 1` helper markers (scoped
+//!   threads started for each concurrent drain) and mutators' mark assists
+//!   ([`crate::assist`]) all take from it and push to it; a drain ends when no gray object is
+//!   pending anywhere.
+//! - **Flat remark** (SATB): before the remark pause, [`satb_handshake`] asks each mutator to
+//!   hand its SATB buffer over at its next allocation slow path (no global stop; at most
+//!   [`HANDSHAKE_WAIT`]), and precleans what arrives.
+//!
 //! Why nothing reachable is lost (SATB): every object reachable at the snapshot is either
 //! reached by tracing, or the last reference to it on the traced path was overwritten after
 //! the snapshot, and the barrier logged that reference; objects created after the snapshot are
@@ -22,7 +31,8 @@
 //! # Remark bound
 //!
 //! SATB: the remark traces from at most `mutators x 256` SATB entries (precleaning empties the
-//! global queue first) plus what only they reach, and walks at most one active allocation
+//! global queue first; after the handshake, a mutator that answered holds only what it logged
+//! since) plus what only they reach, and walks at most one active allocation
 //! buffer per mutator. Barrier-free: the pages written since the last precleaning round, the
 //! active allocation buffers (black objects get no barrier) and the large objects allocated
 //! since the last round, plus what only those reach; [`crate::CycleStats`] reports the rounds,
@@ -36,7 +46,11 @@
 //! - the marker marks only objects below `mark_top` in the moving space; everything between
 //!   `mark_top` and `top` is black and reaches the bitmaps only through the buffer walks;
 //! - the SATB queue, the retired buffers and the new large objects are each behind their own
-//!   mutex, taken briefly by mutators (flush, retire, large allocation) and by the marker.
+//!   mutex, taken briefly by mutators (flush, retire, large allocation) and by the marker;
+//! - the gray pool is empty outside marking (see [`crate::graypool`]); helper markers live
+//!   only inside one drain, so none runs outside the GC thread's marking phases;
+//! - the handshake never makes correctness depend on an answer: the remark still drains
+//!   every mutator's buffer.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};

@@ -39,7 +39,7 @@
 //! the fraction of the cycle's headroom allocated so far exceeds the fraction of the expected
 //! mark work scanned so far ([`Pacer::assist_target`]); it then scans gray objects until the
 //! two fractions meet, in slices of at most [`ASSIST_SLICE`] (see
-//! [`crate::marking::assist`]). Waiting for the flip is the last resort, when the space is
+//! [`crate::assist::assist`]). Waiting for the flip is the last resort, when the space is
 //! exhausted and no marking work is left to take; it is counted.
 //!
 //! Invariants:
