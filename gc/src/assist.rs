@@ -1,6 +1,8 @@
 //! Mark assists: an allocating mutator that outruns concurrent marking does a bounded slice
 //! of the marking itself, from the shared gray pool ([`crate::graypool`]), so a fast allocator
-//! slows down smoothly instead of stopping at the space's end for a whole cycle. When it
+//! slows down smoothly instead of stopping at the space's end for a whole cycle. Compaction
+//! assists ([`compaction_assist`]): a mutator whose allocation found the space exhausted
+//! after the flip fills destination pages instead of sleeping until the compaction ends. When it
 //! assists and how much it owes is the pacer's decision ([`crate::pacer`]); the allocation
 //! slow path ([`crate::mutator`]) calls [`assist`].
 //!
@@ -62,4 +64,16 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> usize {
         inner.pacer.note_assist(t0.elapsed(), bytes);
     }
     bytes
+}
+
+/// A compaction assist: fill destination pages of the running compaction for at most
+/// [`ASSIST_SLICE`]. Returns the pages taken (0: no compaction active, or nothing left to
+/// take). Counted in the pacer.
+pub(crate) fn compaction_assist(inner: &HeapInner) -> usize {
+    let t0 = Instant::now();
+    let pages = inner.compaction.assist(&inner.arena, ASSIST_SLICE);
+    if pages > 0 {
+        inner.pacer.note_compaction_assist(t0.elapsed(), pages);
+    }
+    pages
 }

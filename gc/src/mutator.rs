@@ -400,11 +400,14 @@ impl Mutator {
             let inner = &self.heap.inner;
             if inner.concurrent_now() && inner.gate.is_busy() {
                 // The space is exhausted while a concurrent cycle runs: help it to its flip
-                // (assists, one bounded slice at a time, polling between them), then wait for
-                // the flip: the last resort. Not counted as a collection tried: it ends at the
+                // (mark assists) or to its end (compaction assists), one bounded slice at a
+                // time, polling between them; then wait for the flip: the last resort. Not counted as a collection tried: it ends at the
                 // running cycle's flip or end.
                 if inner.config.mark_assists {
                     while crate::assist::assist(&self.heap.inner, None) > 0 {
+                        self.safepoint();
+                    }
+                    while crate::assist::compaction_assist(&self.heap.inner) > 0 {
                         self.safepoint();
                     }
                 }

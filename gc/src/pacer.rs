@@ -40,7 +40,8 @@
 //! mark work scanned so far ([`Pacer::assist_target`]); it then scans gray objects until the
 //! two fractions meet, in slices of at most [`ASSIST_SLICE`] (see
 //! [`crate::assist::assist`]). Waiting for the flip is the last resort, when the space is
-//! exhausted and no marking work is left to take; it is counted.
+//! exhausted and no marking work (or, after the flip, no compaction work: compaction assists)
+//! is left to take; it is counted.
 //!
 //! Invariants:
 //! - `allocated`, `scanned` and the assist / flip-wait counters are monotonic or reset only at a
@@ -169,6 +170,9 @@ pub(crate) struct Pacer {
     assist_bytes: AtomicU64,
     flip_waits: AtomicU64,
     flip_wait_ns: AtomicU64,
+    compaction_assists: AtomicU64,
+    compaction_assist_ns: AtomicU64,
+    compaction_assist_pages: AtomicU64,
 }
 
 fn ns(d: Duration) -> u64 {
@@ -203,6 +207,15 @@ impl Pacer {
         self.assist_ns.fetch_add(ns(d), Ordering::Relaxed);
         self.assist_max_ns.fetch_max(ns(d), Ordering::Relaxed);
         self.assist_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A compaction assist ran for `d` and took `pages` destination pages.
+    pub(crate) fn note_compaction_assist(&self, d: Duration, pages: usize) {
+        self.compaction_assists.fetch_add(1, Ordering::Relaxed);
+        self.compaction_assist_ns
+            .fetch_add(ns(d), Ordering::Relaxed);
+        self.compaction_assist_pages
+            .fetch_add(pages as u64, Ordering::Relaxed);
     }
 
     /// A mutator waited `d` for a flip (the space was exhausted).
@@ -325,6 +338,9 @@ impl Pacer {
             assist_bytes: self.assist_bytes.swap(0, Ordering::Relaxed),
             flip_waits: self.flip_waits.swap(0, Ordering::Relaxed),
             flip_wait_time: d(&self.flip_wait_ns),
+            compaction_assists: self.compaction_assists.swap(0, Ordering::Relaxed),
+            compaction_assist_time: d(&self.compaction_assist_ns),
+            compaction_assist_pages: self.compaction_assist_pages.swap(0, Ordering::Relaxed),
             markers: 0,
         }
     }

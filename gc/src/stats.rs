@@ -158,6 +158,13 @@ pub struct PaceStats {
     pub flip_waits: u64,
     /// Their total waiting time.
     pub flip_wait_time: Duration,
+    /// Compaction assists: slices of page filling done by mutators whose allocation found the
+    /// space exhausted after the flip (instead of sleeping until the compaction ends).
+    pub compaction_assists: u64,
+    /// Their total time.
+    pub compaction_assist_time: Duration,
+    /// Destination pages they took.
+    pub compaction_assist_pages: u64,
 }
 
 impl Default for CycleStats {
@@ -266,7 +273,7 @@ impl CycleStats {
         let p = &self.pacing;
         let pacing = if self.mode == GcMode::Concurrent {
             format!(
-                " | pace: trigger {}K, to flip predicted {:.3}ms actual {:.3}ms, alloc {:.1}MB/s, mark {:.1}MB/s x{} markers, next trigger {}K | assists {} ({:.3}ms, max {:.3}ms, {}K scanned), flip waits {} ({:.3}ms)",
+                " | pace: trigger {}K, to flip predicted {:.3}ms actual {:.3}ms, alloc {:.1}MB/s, mark {:.1}MB/s x{} markers, next trigger {}K | assists {} ({:.3}ms, max {:.3}ms, {}K scanned), compaction assists {} ({:.3}ms, {} pages), flip waits {} ({:.3}ms)",
                 p.trigger_bytes / 1024,
                 p.predicted_to_flip.as_secs_f64() * 1e3,
                 p.actual_to_flip.as_secs_f64() * 1e3,
@@ -278,6 +285,9 @@ impl CycleStats {
                 p.assist_time.as_secs_f64() * 1e3,
                 p.assist_max.as_secs_f64() * 1e3,
                 p.assist_bytes / 1024,
+                p.compaction_assists,
+                p.compaction_assist_time.as_secs_f64() * 1e3,
+                p.compaction_assist_pages,
                 p.flip_waits,
                 p.flip_wait_time.as_secs_f64() * 1e3,
             )
