@@ -35,8 +35,8 @@ pub use faultline_gc::{
 pub use faultline_gc::{
     AllocError, Barrier, Choreography, ConfigError, CycleHook, CycleStats, DebugConfig, FaultMode,
     FaultStats, GcMode, GlobalRoot, Heap, HeapConfig, HeapError, Local, MarkHook, MarkPoint,
-    ModeInfo, Mutator, Pause, Percentiles, Phase, ReleaseStats, Root, RootSource, Strategy,
-    StressRandom, Trigger, VerifyError, VerifyReport, FORKED_REASON,
+    ModeInfo, Mutator, PaceStats, Pause, Percentiles, Phase, ReleaseStats, Root, RootSource,
+    Strategy, StressRandom, Trigger, VerifyError, VerifyReport, FORKED_REASON,
 };
 pub use faultline_heap::object::{
     ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry, Value,

@@ -5,15 +5,32 @@
 //! 3. objects (small and large) allocated during marking.
 //!
 //! Each scenario runs repeatedly at several park points, for both barriers (SATB and the
-//! barrier-free wp_async mode), with checkmark and verification on. With the barrier disabled (a test-only switch), checkmark catches scenarios 1 and 2: run in a
-//! child process, which must die reporting it.
+//! barrier-free wp_async mode), with checkmark and verification on, with one concurrent
+//! marker and with two sharing the mark by work stealing (`gc_threads = 2`: the helper keeps
+//! marking while the GC thread's marker is parked). With the barrier disabled (a test-only
+//! switch), checkmark catches scenarios 1 and 2 (one marker, so that the parked marker
+//! really leaves the race window open): run in a child process, which must die reporting it.
 
 mod common;
 use common::gate::Gate;
 use common::*;
 use faultline::MarkPoint;
 use faultline::{Barrier, GcMode, Heap, HeapConfig, Mutator, Value};
+use std::cell::Cell;
 use std::sync::Arc;
+
+thread_local! {
+    /// `gc_threads` of the heaps this test thread builds (each test runs on its own thread).
+    static THREADS: Cell<usize> = const { Cell::new(1) };
+}
+
+/// Run `f` once with one concurrent marker and once with two.
+fn with_markers(mut f: impl FnMut(usize)) {
+    for n in [1, 2] {
+        THREADS.with(|t| t.set(n));
+        f(n);
+    }
+}
 
 fn heap(gate: &Arc<Gate>, broken: bool, barrier: Barrier) -> Heap {
     heap_pinning(gate, broken, barrier, true)
@@ -30,6 +47,7 @@ fn heap_pinning(gate: &Arc<Gate>, broken: bool, barrier: Barrier, pin: bool) -> 
         c.debug.verify = true;
         c.debug.mark_hook = Some(gate.hook());
         c.debug.disable_barrier = broken;
+        c.gc_threads = if broken { 1 } else { THREADS.with(Cell::get) };
     }))
     .unwrap()
 }
@@ -124,18 +142,20 @@ fn a_reference_moved_into_a_scanned_object_is_not_lost() {
     if !uffd_or_skip("a_reference_moved_into_a_scanned_object_is_not_lost") {
         return;
     }
-    for barrier in BARRIERS {
-        for round in 0..10 {
-            for at in [
-                MarkPoint::Started,
-                MarkPoint::Traced(1),
-                MarkPoint::Traced(2),
-            ] {
-                let got = moved_into_scanned(false, at, barrier);
-                assert_eq!(got, 42, "{barrier:?} round {round} at {at:?}");
+    with_markers(|n| {
+        for barrier in BARRIERS {
+            for round in 0..10 {
+                for at in [
+                    MarkPoint::Started,
+                    MarkPoint::Traced(1),
+                    MarkPoint::Traced(2),
+                ] {
+                    let got = moved_into_scanned(false, at, barrier);
+                    assert_eq!(got, 42, "{barrier:?} x{n} round {round} at {at:?}");
+                }
             }
         }
-    }
+    });
 }
 
 #[test]
@@ -143,18 +163,23 @@ fn a_reference_moved_into_a_scanned_large_object_is_not_lost() {
     if !uffd_or_skip("a_reference_moved_into_a_scanned_large_object_is_not_lost") {
         return;
     }
-    for barrier in BARRIERS {
-        for round in 0..10 {
-            for at in [MarkPoint::Started, MarkPoint::Traced(1)] {
-                // Pinned (large-object space) and moving (a multi-page array in the moving
-                // space, whose written page alone is rescanned in wp_async mode).
-                for pin in [true, false] {
-                    let got = moved_into_scanned_large(at, barrier, pin);
-                    assert_eq!(got, 43, "{barrier:?} pin {pin} round {round} at {at:?}");
+    with_markers(|n| {
+        for barrier in BARRIERS {
+            for round in 0..10 {
+                for at in [MarkPoint::Started, MarkPoint::Traced(1)] {
+                    // Pinned (large-object space) and moving (a multi-page array in the moving
+                    // space, whose written page alone is rescanned in wp_async mode).
+                    for pin in [true, false] {
+                        let got = moved_into_scanned_large(at, barrier, pin);
+                        assert_eq!(
+                            got, 43,
+                            "{barrier:?} x{n} pin {pin} round {round} at {at:?}"
+                        );
+                    }
                 }
             }
         }
-    }
+    });
 }
 
 #[test]
@@ -162,17 +187,19 @@ fn a_reference_held_only_in_a_root_is_not_lost() {
     if !uffd_or_skip("a_reference_held_only_in_a_root_is_not_lost") {
         return;
     }
-    for barrier in BARRIERS {
-        for round in 0..10 {
-            for at in [MarkPoint::Started, MarkPoint::Traced(1)] {
-                assert_eq!(
-                    root_only(false, at, barrier),
-                    7,
-                    "{barrier:?} round {round} at {at:?}"
-                );
+    with_markers(|n| {
+        for barrier in BARRIERS {
+            for round in 0..10 {
+                for at in [MarkPoint::Started, MarkPoint::Traced(1)] {
+                    assert_eq!(
+                        root_only(false, at, barrier),
+                        7,
+                        "{barrier:?} x{n} round {round} at {at:?}"
+                    );
+                }
             }
         }
-    }
+    });
 }
 
 #[test]
@@ -180,7 +207,9 @@ fn objects_allocated_during_marking_survive() {
     if !uffd_or_skip("objects_allocated_during_marking_survive") {
         return;
     }
-    for round in 0..20 {
+    for round in 0..40 {
+        // Rounds 20..40 with two markers.
+        THREADS.with(|t| t.set(1 + round / 20));
         let gate = Arc::new(Gate::default());
         let heap = heap(&gate, false, BARRIERS[round % 2]);
         let t = register(&heap);

@@ -46,6 +46,8 @@ use crate::plan::{DestPage, OldPage, Plan, PAGE_WORDS};
 
 /// Pages a worker fills per COPY (and the longest run mapped with one MOVE).
 const WORKER_BATCH: usize = 16;
+/// Destination pages a compaction assist takes at a time.
+const ASSIST_BATCH: usize = 4;
 
 /// Per-cycle counters of how pages were mapped.
 #[derive(Debug, Default)]
@@ -227,6 +229,34 @@ impl Compaction {
             }
         }
         self.users.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// A compaction assist (a mutator whose allocation found the space exhausted while this
+    /// compaction runs, so that it helps the cycle end instead of sleeping): fill destination
+    /// pages from the workers' cursor, a batch at a time, until `budget` has passed or no batch
+    /// is left. Returns the pages taken. Not for signal context (it may wait on a page).
+    /// Pages of a batch this call took and did not finish are filled by the workers' final
+    /// pass, which waits for every page.
+    pub(crate) fn assist(&self, arena: &VolatileArena, budget: std::time::Duration) -> usize {
+        self.users.fetch_add(1, Ordering::SeqCst);
+        let mut taken = 0;
+        if self.active.load(Ordering::SeqCst) {
+            // SAFETY: active, and our use is announced (`disarm` waits for `users == 0`).
+            let pd = unsafe { self.plan() };
+            let t0 = std::time::Instant::now();
+            while t0.elapsed() < budget {
+                let start = self.cursor.fetch_add(ASSIST_BATCH, Ordering::Relaxed);
+                if start >= pd.pages {
+                    break;
+                }
+                for k in start..(start + ASSIST_BATCH).min(pd.pages) {
+                    self.ensure_page(arena, pd, DestPage(k));
+                    taken += 1;
+                }
+            }
+        }
+        self.users.fetch_sub(1, Ordering::SeqCst);
+        taken
     }
 
     /// Move strategy: which old pages each destination page reads, how many readers each old

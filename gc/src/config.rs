@@ -43,15 +43,32 @@ pub struct HeapConfig {
     pub tlab_bytes: usize,
     /// Fresh memory is made present in batches of this many bytes (one COPY of zeroes).
     pub populate_batch_bytes: usize,
-    /// A collection starts when the heap reaches `max(min_trigger_bytes, live after the last
-    /// collection * (1 + growth))`.
+    /// Stop-the-world: a collection starts when the heap reaches `max(min_trigger_bytes, live
+    /// after the last collection * (1 + growth))`. Concurrent mode: that is the heap-growth
+    /// goal, and the pacer starts a cycle earlier when the measured allocation rate and
+    /// marking speed say the cycle would otherwise not reach its flip before the moving space
+    /// runs out (see [`crate::PaceStats`]).
     pub growth: f64,
-    /// The lowest occupancy trigger.
+    /// The lowest occupancy trigger (goal, in concurrent mode).
     pub min_trigger_bytes: usize,
-    /// Threads that mark in a stop-the-world cycle (1: the collecting thread alone; more:
-    /// work-stealing parallel marking). Concurrent marking is one GC thread whatever this
-    /// says. Also the default number of compaction workers (see `compaction_workers`).
+    /// Threads that mark: in a stop-the-world cycle (1: the collecting thread alone; more:
+    /// work-stealing parallel marking) and in a concurrent cycle (the GC thread and
+    /// `gc_threads - 1` helpers share the gray objects by work stealing, as do mutators'
+    /// mark assists). Also the default number of compaction workers (see
+    /// `compaction_workers`). Default: [`default_gc_threads`]: `ceil(gc_cpu_budget x CPUs)`
+    /// with the default budget (1 on up to 4 CPUs, 2 on 8, 4 on 16), or
+    /// `FAULTLINE_GC_THREADS` from the environment.
     pub gc_threads: usize,
+    /// The share of the machine's CPUs that concurrent marking may use on its own, in
+    /// (0, 1]; default 0.25 (Go's figure). It sets the default `gc_threads`, and the pacer
+    /// plans with the marking speed those threads reach; mutators that allocate faster than
+    /// those markers mark pay **mark assists** on top of the budget (counted in
+    /// [`crate::PaceStats`]).
+    pub gc_cpu_budget: f64,
+    /// Concurrent mode: allocating mutators do mark assists when they outrun marking (on by
+    /// default). Off: they only wait for the flip when the space is exhausted (the behaviour
+    /// before pacing; for comparisons).
+    pub mark_assists: bool,
     /// Threads that fill destination pages in a concurrent compaction (mutator faults fill
     /// pages too). `None`: as many as `gc_threads`.
     pub compaction_workers: Option<usize>,
@@ -88,6 +105,8 @@ impl core::fmt::Debug for HeapConfig {
             .field("tlab_bytes", &self.tlab_bytes)
             .field("mode", &self.mode)
             .field("gc_threads", &self.gc_threads)
+            .field("gc_cpu_budget", &self.gc_cpu_budget)
+            .field("mark_assists", &self.mark_assists)
             .field("compaction_workers", &self.compaction_workers)
             .field("strategy", &self.strategy)
             .field("faults", &self.faults)
@@ -110,7 +129,9 @@ impl Default for HeapConfig {
             populate_batch_bytes: 256 << 10,
             growth: 1.0,
             min_trigger_bytes: 4 << 20,
-            gc_threads: 1,
+            gc_threads: default_gc_threads(DEFAULT_GC_CPU_BUDGET),
+            gc_cpu_budget: DEFAULT_GC_CPU_BUDGET,
+            mark_assists: true,
             compaction_workers: None,
             mode: GcMode::StopTheWorld,
             strategy: Strategy::Auto,
@@ -134,6 +155,25 @@ pub enum ConfigError {
     /// An option that is not implemented (yet).
     #[error("unsupported heap configuration: {0}")]
     Unsupported(String),
+}
+
+/// The default GC CPU budget ([`HeapConfig::gc_cpu_budget`]).
+pub const DEFAULT_GC_CPU_BUDGET: f64 = 0.25;
+
+/// Marking threads for a CPU budget: `ceil(budget x CPUs)` (CPUs from
+/// `std::thread::available_parallelism`), at least 1 and at most 64. The environment variable
+/// `FAULTLINE_GC_THREADS`, if set to a number in [1, 64], overrides it (for benchmarks and
+/// deployments that cannot change the embedder's configuration).
+pub fn default_gc_threads(budget: f64) -> usize {
+    if let Some(n) = std::env::var("FAULTLINE_GC_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=64).contains(n))
+    {
+        return n;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    ((budget * cpus as f64).ceil() as usize).clamp(1, 64)
 }
 
 fn round_up(x: usize, to: usize) -> usize {
@@ -245,6 +285,12 @@ impl HeapConfig {
                 self.growth
             ));
         }
+        if !(self.gc_cpu_budget > 0.0 && self.gc_cpu_budget <= 1.0) {
+            return bad(format!(
+                "gc_cpu_budget = {} must lie in (0, 1]",
+                self.gc_cpu_budget
+            ));
+        }
         if self.compaction_workers == Some(0) || self.compaction_workers.is_some_and(|n| n > 64) {
             return bad(format!(
                 "compaction_workers = {:?} must lie in [1, 64]",
@@ -331,6 +377,10 @@ mod tests {
             (
                 HeapConfig::default().with(|c| c.compaction_workers = Some(0)),
                 "compaction_workers",
+            ),
+            (
+                HeapConfig::default().with(|c| c.gc_cpu_budget = 0.0),
+                "gc_cpu_budget",
             ),
         ];
         for (c, needle) in cases {

@@ -32,7 +32,11 @@
 //! 2. **Concurrent mark** (GC thread, mutators running; [`crate::marking`]): clear the side
 //!    bitmaps; barrier-free mode write-protects the heap (`UFFDIO_WRITEPROTECT`, WP_ASYNC);
 //!    shade the roots, trace (atomic slot access), preclean (drain flushed SATB entries and
-//!    retired buffers; barrier-free: `PAGEMAP_SCAN` the written pages and rescan them).
+//!    retired buffers; barrier-free: `PAGEMAP_SCAN` the written pages and rescan them), with
+//!    `gc_threads` markers and the mutators' mark assists sharing the gray objects. SATB: the
+//!    flat remark's **handshake**: each running mutator hands its SATB buffer over at its
+//!    next allocation slow path (no global stop; waited for at most 2 ms), and what arrives
+//!    is precleaned, so the remark traces only what was logged since.
 //! 3. **Concurrent plan** (GC thread): the prefix sums of every chunk marked so far
 //!    (`LiveWords::plan_ahead`), and the destination page states they imply
 //!    (`Compaction::prepare`).
@@ -78,10 +82,11 @@ use crate::debug::{Breakage, MarkPoint, Phase};
 use crate::inner::{page_up, HeapInner, BATCH_PAGES};
 use crate::marking::{self, ConcMarker, MarkCtx, MarkReport};
 use crate::mode::{Choreography, GcMode};
+use crate::pacer::Decision;
 use crate::plan::{DestPage, Plan};
 use crate::release::{fatal_after_flip, prepare_destination, release_old_half};
-use crate::safepoint::{visit_roots, Me, SpState};
-use crate::stats::{trim_history, CycleStats, Pause, Trigger};
+use crate::safepoint::{visit_roots, Me, SpState, RUNNING};
+use crate::stats::{trim_history, CycleStats, PaceStats, Pause, Trigger};
 use crate::trace::{header, Atomic, Plain, Tracer};
 use crate::verify::{self, HeapView, VerifyError, VerifyReport};
 
@@ -321,8 +326,16 @@ fn initial_mark(
     let mark_top = moving.top.load(Ordering::Relaxed);
     let roots = root_values(inner, g);
     inner.large.marks.clear();
+    // The pacer's budget for this cycle: what mutators may allocate before the space runs out
+    // (less a refill per mutator), against the mark work expected.
+    let used = inner.used();
+    let reserve = g.mutators.len().max(1) * inner.config.tlab_bytes;
+    let pace = inner
+        .pacer
+        .begin_cycle(used, inner.capacity().saturating_sub(used + reserve));
     inner.marking.begin(mark_top, !inner.mode.wp_marking);
     MarkStart {
+        pace,
         roots,
         from,
         mark_top,
@@ -338,6 +351,8 @@ fn initial_mark(
 
 /// What the initial-mark pause hands to the GC thread.
 struct MarkStart {
+    /// The pacer's decision this cycle started under.
+    pace: Decision,
     roots: Vec<usize>,
     from: usize,
     mark_top: usize,
@@ -370,19 +385,36 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         state: &inner.marking,
         debug: &cfg.debug,
         wp: inner.mode.wp_marking,
+        threads: cfg.gc_threads,
+        pacer: &inner.pacer,
     };
-    let mut m = ConcMarker::new(Tracer::<Atomic>::new(
-        st.from,
-        st.mark_top,
-        &tables.mark,
-        &tables.live,
-        &inner.large,
-        &types,
-    ));
+    let mut m = ConcMarker::new(
+        Tracer::<Atomic>::new(
+            st.from,
+            st.mark_top,
+            &tables.mark,
+            &tables.live,
+            &inner.large,
+            &types,
+        ),
+        &inner.marking.pool,
+    );
     let mut report = MarkReport::default();
     let scanner: Option<PagemapScanner> =
         marking::concurrent_mark(&ctx, &mut m, &st.roots, &mut report);
+    if !ctx.wp {
+        // 2b. The flat remark's SATB handshake (no global stop).
+        let running = inner
+            .sp
+            .lock()
+            .mutators
+            .iter()
+            .filter(|mu| mu.state.load(Ordering::Relaxed) == RUNNING)
+            .count();
+        marking::satb_handshake(&ctx, &mut m, running, &mut report);
+    }
     let concurrent_mark = tm.elapsed();
+    m.publish(&inner.pacer);
 
     // 3. Concurrent plan: the live-words prefix sums of everything marked so far, and the
     //    destination page states they imply (a lower bound: marking only adds live words).
@@ -448,13 +480,22 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         cycle_start: st.cycle_start,
     };
     let remark = t0.elapsed();
+    m.publish(&inner.pacer);
     drop(m);
+    let to_flip = st.cycle_start.elapsed();
+    inner.pacer.end_mark(concurrent_mark, to_flip);
     let mut outcome = flip(&inner, &g, &types, pc, true, &mut scratch);
     if let Ok(Flip::Armed(stats, _) | Flip::Done(stats)) = &mut outcome {
+        stats.pacing.trigger_bytes = st.pace.trigger;
+        stats.pacing.predicted_to_flip = st.pace.predicted;
+        stats.pacing.actual_to_flip = to_flip;
+        stats.pacing.markers = cfg.gc_threads;
         stats.remark = remark;
         stats.preclean_rounds = report.preclean_rounds;
         stats.preclean_last_dirty = report.preclean_last_dirty;
         stats.remark_dirty_pages = report.remark_dirty_pages;
+        stats.handshake = report.handshake;
+        stats.remark_satb_entries = report.remark_satb_entries;
     }
     inner.sp.resume(g);
     drop(scratch);
@@ -463,6 +504,8 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         Ok(Flip::Done(stats)) => {
             let mut stats = *stats;
             stats.vmas = (inner.arena.vmas_at_creation(), inner.arena.vma_count());
+            pace_next(&inner, stats.heap_after(), (0, Duration::ZERO));
+            take_pace_stats(&inner, &mut stats);
             record_cycle(&inner, &stats);
             inner.gate.set_idle();
             verify_after_concurrent(&inner, stats.cycle);
@@ -620,7 +663,7 @@ fn flip(
         stats.mode = GcMode::Concurrent;
         stats.moving_after = moving.used();
         stats.large_after = large.used();
-        inner.set_trigger(stats.moving_after + stats.large_after);
+        // No cycle starts before this one is finished; the finish decides the next trigger.
         stats.cycle = inner.cycles.fetch_add(1, Ordering::Relaxed) + 1;
         let kind = if pauses.is_empty() {
             "mark+flip"
@@ -756,8 +799,12 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
         eprintln!("faultline: releasing dead large objects failed: {e}");
     }
     stats.large_after = inner.large.used();
-    inner.set_trigger(inner.moving.used() + stats.large_after);
     stats.compact = t0.elapsed();
+    pace_next(
+        &inner,
+        stats.heap_after(),
+        (stats.pages_filled * PAGE_SIZE, stats.compact),
+    );
     stats.total = finish.cycle_start.elapsed();
     stats.calls = arena.sys().counters().snapshot().since(&finish.calls0);
     stats.vmas = (arena.vmas_at_creation(), arena.vma_count());
@@ -765,9 +812,39 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     stats.pages_in_place = c.counters.in_place.load(Ordering::Relaxed);
     stats.pages_staged = c.counters.staged.load(Ordering::Relaxed);
     stats.pages_copied = c.counters.copied.load(Ordering::Relaxed);
+    take_pace_stats(&inner, &mut stats);
     record_cycle(&inner, &stats);
     inner.gate.set_idle();
     verify_after_concurrent(&inner, stats.cycle);
+}
+
+/// Concurrent mode, a cycle finishing: the pacer decides the next trigger from the bytes in
+/// use now, the cycle's live bytes and its compaction (`(bytes, time)`); the occupancy goal
+/// is computed as stop-the-world's trigger would be.
+fn pace_next(inner: &HeapInner, live: usize, compacted: (usize, Duration)) {
+    let used = inner.used();
+    let d = inner.pacer.finish_cycle(
+        used,
+        live,
+        inner.capacity(),
+        inner.occupancy_goal(used),
+        compacted,
+    );
+    inner.trigger_bytes.store(d.trigger, Ordering::Relaxed);
+}
+
+/// Fill a concurrent cycle's pacing record (the decision fields were set at its flip).
+fn take_pace_stats(inner: &HeapInner, stats: &mut CycleStats) {
+    let p = stats.pacing;
+    let started = Decision {
+        trigger: p.trigger_bytes,
+        predicted: p.predicted_to_flip,
+        need: 0,
+    };
+    stats.pacing = PaceStats {
+        markers: p.markers,
+        ..inner.pacer.take_stats(started, p.actual_to_flip)
+    };
 }
 
 /// Record a completed cycle: history and the GC-log hook.
@@ -780,6 +857,17 @@ fn record_cycle(inner: &HeapInner, stats: &CycleStats) {
     if let Some(hook) = &inner.config.on_cycle {
         hook(stats);
     }
+    if gc_trace() {
+        eprintln!("{}", stats.log_line());
+    }
+}
+
+/// `FAULTLINE_GC_LOG` set (to anything but `0`) in the environment: every cycle's GC-log line
+/// goes to standard error (as Go's `GODEBUG=gctrace=1`), for runs whose embedder installs no
+/// `on_cycle` hook of its own. Read once.
+fn gc_trace() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("FAULTLINE_GC_LOG").is_some_and(|v| v != "0"))
 }
 
 /// Verification after a concurrent cycle (whose compaction ends outside the pause): stops the

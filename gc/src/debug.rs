@@ -63,7 +63,8 @@ pub enum Phase {
 pub enum MarkPoint {
     /// Concurrent marking began (roots marked, nothing traced).
     Started,
-    /// `n` objects have been traced so far.
+    /// `n` objects have been traced so far, by all concurrent markers together (reported by
+    /// the GC thread for every `n` in order; helper markers keep tracing while it is parked).
     Traced(usize),
     /// Precleaning is done; the remark pause comes next.
     BeforeRemark,

@@ -24,6 +24,7 @@ use crate::mode::{
     Barrier, Choreography, Delivery, GcMode, MapStrategy, ModeInfo, ModeRequest, ResolvedMode,
 };
 use crate::mutator::Mutator;
+use crate::pacer::Pacer;
 use crate::phase::CycleGate;
 use crate::plan::SideTables;
 use crate::release::ReleaseState;
@@ -163,6 +164,7 @@ impl Heap {
             sp: Safepoint::default(),
             roots: HeapRoots::default(),
             trigger_bytes: AtomicUsize::new(trigger),
+            pacer: Pacer::default(),
             cycles: AtomicU64::new(0),
             next_mutator_id: AtomicU64::new(1),
             history: Mutex::new(Vec::new()),

@@ -17,7 +17,9 @@
 //! - `types`, `type_versions`: the registry, behind its lock; every version ever published is
 //!   kept, because mutators hold plain references into them;
 //! - `roots`: heap-wide roots ([`crate::roots`]), behind their own mutexes;
-//! - `trigger_bytes`, `cycles`, `flips`: atomics written by the cycle;
+//! - `trigger_bytes`, `cycles`, `flips`: atomics written by the cycle (concurrent mode: the
+//!   trigger is the pacer's decision);
+//! - `pacer`: allocation and marking rates, the assist budget ([`crate::pacer`]);
 //! - `history`, `fault_hist`, `release`, `waits`: statistics, behind a mutex or atomic;
 //! - `plumbing`: the fault delivery, set once after creation and dropped first.
 
@@ -33,6 +35,7 @@ use crate::compaction::Compaction;
 use crate::config::HeapConfig;
 use crate::marking::MarkingState;
 use crate::mode::ResolvedMode;
+use crate::pacer::Pacer;
 use crate::phase::CycleGate;
 use crate::plan::SideTables;
 use crate::release::ReleaseState;
@@ -87,6 +90,8 @@ pub(crate) struct HeapInner {
     pub roots: HeapRoots,
     /// Occupancy at which the next cycle starts.
     pub trigger_bytes: AtomicUsize,
+    /// The pacer (concurrent mode).
+    pub pacer: Pacer,
     /// Cycles that reached their flip (a stop-the-world cycle flips at its end).
     pub cycles: AtomicU64,
     /// Next mutator id.
@@ -147,11 +152,23 @@ impl HeapInner {
         self.moving.used() + self.large.used()
     }
 
-    /// Set the next occupancy trigger from the bytes in use after a cycle.
-    pub(crate) fn set_trigger(&self, used: usize) {
+    /// The occupancy trigger for the bytes in use after a cycle: `max(min_trigger_bytes,
+    /// used x (1 + growth))` (the concurrent pacer's goal).
+    pub(crate) fn occupancy_goal(&self, used: usize) -> usize {
         let next = (used as f64 * (1.0 + self.config.growth)) as usize;
+        next.max(self.config.min_trigger_bytes)
+    }
+
+    /// Set the next occupancy trigger from the bytes in use after a cycle (stop-the-world).
+    pub(crate) fn set_trigger(&self, used: usize) {
         self.trigger_bytes
-            .store(next.max(self.config.min_trigger_bytes), Ordering::Relaxed);
+            .store(self.occupancy_goal(used), Ordering::Relaxed);
+    }
+
+    /// Bytes mutators can hold before an allocation fails: the moving half plus the large
+    /// objects in use (the pacer's capacity).
+    pub(crate) fn capacity(&self) -> usize {
+        self.moving.half_bytes + self.large.used()
     }
 }
 

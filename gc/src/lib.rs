@@ -24,6 +24,8 @@
 //! | roots: handles, value stack, global roots, root sources | `roots` |
 //! | marking: the shared tracer (plain / atomic slot access) | `trace` |
 //! | concurrent marking: SATB queue, precleaning, remark, barrier-free rescans | `marking` |
+//! | the gray objects shared by markers and assists (work-stealing deques) | `graypool` |
+//! | mark assists: a bounded slice of marking in the allocation slow path | `assist` |
 //! | planning: rank-based new addresses, page pieces, page filling | `plan` |
 //! | concurrent compaction: page filling and mapping (copy / move / minor), workers | `compaction` |
 //! | the page state machine (claim / publish / wait by futex) | `pagestate` |
@@ -31,6 +33,7 @@
 //! | releasing the old half, poisoning, a clean destination | `release` |
 //! | per-cycle register / mremap / unregister baseline | `choreography` |
 //! | whether a cycle is in progress | `phase` |
+//! | pacing: when a concurrent cycle starts, mark assists owed, the GC CPU budget | `pacer` |
 //! | the moving space (two halves) and the large-object space | `space` |
 //! | the arena itself, the uffd layer, the kernel interface | crate `faultline-heap` |
 //! | modes requested and resolved (one probe run) | `mode` |
@@ -42,9 +45,10 @@
 //! | statistics, the pause timeline | `stats`, `timeline` |
 //! | mutator waits by cause, per-mutator interval logs, mutator-side MMU | `waits` |
 //!
-//! Module layering (no circles): `heap` → `mutator` → `cycle` → (`marking`, `compaction`,
-//! `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` → (`safepoint`,
-//! `roots`, `space`, `phase`, `stats`, `config`, `mode`, `debug`, `waits`).
+//! Module layering (no circles): `heap` → `mutator` → (`cycle`, `assist`) → (`marking`,
+//! `compaction`, `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` →
+//! (`safepoint`, `roots`, `space`, `phase`, `pacer`, `graypool`, `stats`, `config`, `mode`,
+//! `debug`, `waits`).
 //!
 //! Invariants of the crate: the public API is safe; `unsafe` appears only where raw heap
 //! memory, a kernel call or a cross-thread handoff is touched, each block with its `SAFETY`
@@ -57,6 +61,7 @@
 //! - kernel plumbing: `fault` (the SIGBUS resolver's context), `pagestate` (futex),
 //!   `choreography` (unmapping the detached pages), `fork` (the atfork handlers).
 
+mod assist;
 mod choreography;
 mod compaction;
 mod config;
@@ -64,11 +69,13 @@ mod cycle;
 mod debug;
 mod fault;
 mod fork;
+mod graypool;
 mod heap;
 mod inner;
 mod marking;
 mod mode;
 mod mutator;
+mod pacer;
 mod pagestate;
 mod phase;
 mod plan;
@@ -82,7 +89,7 @@ mod trace;
 mod verify;
 mod waits;
 
-pub use config::{ConfigError, CycleHook, HeapConfig};
+pub use config::{default_gc_threads, ConfigError, CycleHook, HeapConfig, DEFAULT_GC_CPU_BUDGET};
 pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};
 pub use fork::FORKED_REASON;
 pub use heap::{GlobalRoot, Heap, HeapError};
@@ -90,7 +97,7 @@ pub use mode::{Barrier, Choreography, FaultMode, GcMode, ModeInfo, Strategy};
 pub use mutator::{AllocError, Local, Mutator, Root};
 pub use release::ReleaseStats;
 pub use roots::RootSource;
-pub use stats::{CycleStats, FaultStats, Pause, Percentiles, Trigger};
+pub use stats::{CycleStats, FaultStats, PaceStats, Pause, Percentiles, Trigger};
 pub use verify::{VerifyError, VerifyReport};
 pub use waits::{
     merge_intervals, mmu_from_intervals, MutatorWaitLog, MutatorWaits, WaitCause, WaitInterval,

@@ -14,6 +14,15 @@
 //!   repeats until a round finds at most [`PRECLEAN_DONE`] written pages, or
 //!   [`PRECLEAN_ROUNDS`] rounds ran; the remark rescans the roots and the pages written since.
 //!
+//! - **Shared gray work**: the gray objects live in a work-stealing pool
+//!   ([`crate::graypool`]): the GC thread's marker, `gc_threads - 1` helper markers (scoped
+//!   threads started for each concurrent drain) and mutators' mark assists
+//!   ([`crate::assist`]) all take from it and push to it; a drain ends when no gray object is
+//!   pending anywhere.
+//! - **Flat remark** (SATB): before the remark pause, [`satb_handshake`] asks each mutator to
+//!   hand its SATB buffer over at its next allocation slow path (no global stop; at most
+//!   [`HANDSHAKE_WAIT`]), and precleans what arrives.
+//!
 //! Why nothing reachable is lost (SATB): every object reachable at the snapshot is either
 //! reached by tracing, or the last reference to it on the traced path was overwritten after
 //! the snapshot, and the barrier logged that reference; objects created after the snapshot are
@@ -22,7 +31,8 @@
 //! # Remark bound
 //!
 //! SATB: the remark traces from at most `mutators x 256` SATB entries (precleaning empties the
-//! global queue first) plus what only they reach, and walks at most one active allocation
+//! global queue first; after the handshake, a mutator that answered holds only what it logged
+//! since) plus what only they reach, and walks at most one active allocation
 //! buffer per mutator. Barrier-free: the pages written since the last precleaning round, the
 //! active allocation buffers (black objects get no barrier) and the large objects allocated
 //! since the last round, plus what only those reach; [`crate::CycleStats`] reports the rounds,
@@ -36,16 +46,23 @@
 //! - the marker marks only objects below `mark_top` in the moving space; everything between
 //!   `mark_top` and `top` is black and reaches the bitmaps only through the buffer walks;
 //! - the SATB queue, the retired buffers and the new large objects are each behind their own
-//!   mutex, taken briefly by mutators (flush, retire, large allocation) and by the marker.
+//!   mutex, taken briefly by mutators (flush, retire, large allocation) and by the marker;
+//! - the gray pool is empty outside marking (see [`crate::graypool`]); helper markers live
+//!   only inside one drain, so none runs outside the GC thread's marking phases;
+//! - the handshake never makes correctness depend on an answer: the remark still drains
+//!   every mutator's buffer.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use faultline_heap::object::{TypeId, WORD};
 use faultline_heap::pagemap::PagemapScanner;
 use faultline_heap::{VolatileArena, PAGE_SIZE};
 
 use crate::debug::{DebugConfig, MarkPoint};
+use crate::graypool::{GrayLocal, GrayPool};
+use crate::pacer::Pacer;
 use crate::safepoint::SpState;
 use crate::space::{LargeSpace, MovingSpace};
 use crate::trace::{header, size_words, Atomic, Tracer};
@@ -76,6 +93,17 @@ pub(crate) struct MarkingState {
     pub new_large: Mutex<Vec<usize>>,
     /// SATB entries logged (statistics).
     pub logged: AtomicU64,
+    /// The gray objects, shared by the markers and the mutators' assists.
+    pub pool: GrayPool,
+    /// With a mark hook: objects traced by all markers together in this cycle (the count
+    /// [`MarkPoint::Traced`] reports).
+    pub traced_total: AtomicUsize,
+    /// The flat remark's SATB handshake: its epoch. A mutator that has not answered the
+    /// current epoch hands its SATB buffer over at its next allocation slow path
+    /// ([`MarkingState::answer_handshake`]).
+    pub flush_epoch: AtomicU64,
+    /// Mutators that answered the current handshake.
+    pub flush_acks: AtomicUsize,
 }
 
 fn take<T>(m: &Mutex<Vec<T>>) -> Vec<T> {
@@ -93,6 +121,21 @@ impl MarkingState {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .append(buf);
+    }
+
+    /// A mutator's answer to the SATB handshake (its allocation slow path, RUNNING, owning
+    /// `buf`): if a handshake newer than `seen` is open, flush `buf` to the global queue and
+    /// count the answer.
+    #[inline]
+    pub(crate) fn answer_handshake(&self, seen: &mut u64, buf: &mut Vec<usize>) {
+        let e = self.flush_epoch.load(Ordering::Acquire);
+        if e != *seen {
+            *seen = e;
+            if self.barrier.load(Ordering::Relaxed) {
+                self.flush(buf);
+            }
+            self.flush_acks.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// A mutator retires the allocation buffer `[start, end)` while marking runs: its objects
@@ -116,6 +159,11 @@ impl MarkingState {
 
     /// Phase 1 (initial-mark pause): start marking with `mark_top` as the black boundary.
     pub(crate) fn begin(&self, mark_top: usize, satb_barrier: bool) {
+        debug_assert_eq!(
+            self.pool.pending(),
+            0,
+            "gray objects left from the last cycle"
+        );
         self.mark_top.store(mark_top, Ordering::SeqCst);
         self.satb
             .lock()
@@ -162,31 +210,47 @@ pub(crate) struct MarkCtx<'a> {
     pub debug: &'a DebugConfig,
     /// Barrier-free marking.
     pub wp: bool,
+    /// Markers that share the mark (the GC thread and `threads - 1` helpers), `gc_threads`.
+    pub threads: usize,
+    /// The pacer (bytes scanned, published as marking goes).
+    pub pacer: &'a Pacer,
 }
 
-/// The concurrent marker: the shared tracer (atomic slot access) plus a gray stack.
+/// A concurrent marker: the shared tracer (atomic slot access) plus its part of the shared
+/// gray set ([`GrayLocal`]): the GC thread's, a helper marker's or an assist's.
 pub(crate) struct ConcMarker<'a> {
     /// The tracer over `[from, mark_top)`.
     pub t: Tracer<'a, Atomic>,
-    gray: Vec<usize>,
+    gray: GrayLocal<'a>,
     /// Objects shaded.
     pub marked: usize,
     /// Objects scanned.
     pub traced: usize,
+    /// Bytes of objects scanned and not yet published to the pacer.
+    pub scanned_bytes: usize,
+    /// With a mark hook: the cycle's count of objects traced by all markers.
+    count_all: Option<&'a AtomicUsize>,
 }
 
 impl<'a> ConcMarker<'a> {
-    /// A marker with an empty gray stack.
-    pub(crate) fn new(t: Tracer<'a, Atomic>) -> Self {
+    /// A marker whose deque others may steal from.
+    pub(crate) fn new(t: Tracer<'a, Atomic>, pool: &'a GrayPool) -> Self {
+        Self::with(t, GrayLocal::shared(pool))
+    }
+
+    /// A marker over `gray` (an assist's private deque, or a marker's shared one).
+    pub(crate) fn with(t: Tracer<'a, Atomic>, gray: GrayLocal<'a>) -> Self {
         ConcMarker {
             t,
-            gray: Vec::new(),
+            gray,
             marked: 0,
             traced: 0,
+            scanned_bytes: 0,
+            count_all: None,
         }
     }
 
-    /// Shade `v`; a newly shaded object goes on the gray stack.
+    /// Shade `v`; a newly shaded object becomes gray.
     pub(crate) fn shade(&mut self, v: usize) {
         if self.t.shade(v) {
             self.marked += 1;
@@ -205,7 +269,8 @@ impl<'a> ConcMarker<'a> {
         if from_k >= to_k.min(size) {
             return;
         }
-        let (t, gray, marked) = (&self.t, &mut self.gray, &mut self.marked);
+        self.scanned_bytes += (to_k.min(size) - from_k) * WORD;
+        let (t, gray, marked) = (&self.t, &self.gray, &mut self.marked);
         t.for_each_ref(o, from_k, to_k, |c| {
             if t.shade(c) {
                 *marked += 1;
@@ -215,11 +280,52 @@ impl<'a> ConcMarker<'a> {
         self.traced += 1;
     }
 
-    /// Scan gray objects until none is left, calling `each` after every scan.
+    /// Hand the bytes scanned since the last call to the pacer (assists compare them with
+    /// what mutators allocated).
+    pub(crate) fn publish(&mut self, pacer: &Pacer) {
+        pacer.note_scanned(std::mem::take(&mut self.scanned_bytes));
+    }
+
+    /// Scan one gray object (ours or stolen); false if none could be taken now.
+    pub(crate) fn step(&mut self) -> bool {
+        match self.gray.pop() {
+            Some(o) => {
+                self.scan(o);
+                self.gray.finished();
+                if let Some(c) = self.count_all {
+                    c.fetch_add(1, Ordering::SeqCst);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Scan gray objects until none is left anywhere (other markers and assists may still
+    /// hold some: wait for them), calling `each` after every scan.
     fn drain(&mut self, mut each: impl FnMut(&mut Self)) {
-        while let Some(o) = self.gray.pop() {
-            self.scan(o);
-            each(self);
+        let mut idle = 0u32;
+        loop {
+            if self.step() {
+                idle = 0;
+                each(self);
+                continue;
+            }
+            if self.gray.pool().pending() == 0 {
+                break;
+            }
+            // Another worker holds the rest (and may push more): back off, spinning briefly,
+            // then yielding, then sleeping 20 us doubling up to 320 us (an idle helper must
+            // not take a CPU from the mutators: the GC CPU budget).
+            idle += 1;
+            if idle < 64 {
+                std::hint::spin_loop();
+            } else if idle < 80 {
+                std::thread::yield_now();
+            } else {
+                let us = 20u64 << (idle - 80).min(4);
+                std::thread::sleep(Duration::from_micros(us));
+            }
         }
     }
 
@@ -273,6 +379,71 @@ impl<'a> ConcMarker<'a> {
     }
 }
 
+/// In the remark pause, gray objects pending below which the drain does not start helper
+/// markers (a bounded, usually small remainder). Concurrent drains always start them: they
+/// begin from a few roots whose children fan out.
+const HELP_MIN: usize = 64;
+/// A helper publishes its scanned bytes every this many objects.
+const PUBLISH_EVERY: usize = 1024;
+
+/// Drain the shared gray pool to empty with `m` (the GC thread's marker, calling `each` after
+/// every scan) and `ctx.threads - 1` helper markers, all stealing work from each other and
+/// from assists. Helpers live for one drain (scoped threads); a drain that starts with fewer
+/// than `help_min` gray objects (or none) runs on the GC thread alone.
+fn drain_shared(
+    ctx: &MarkCtx<'_>,
+    m: &mut ConcMarker<'_>,
+    help_min: usize,
+    mut each: impl FnMut(&mut ConcMarker<'_>),
+) {
+    let pool = &ctx.state.pool;
+    if ctx.threads <= 1 || pool.pending() < help_min.max(1) {
+        m.drain(|m| {
+            if m.traced % PUBLISH_EVERY == 0 {
+                m.publish(ctx.pacer);
+            }
+            each(m);
+        });
+        m.publish(ctx.pacer);
+        return;
+    }
+    let pacer = ctx.pacer;
+    let marked: usize = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..ctx.threads)
+            .filter_map(|i| {
+                let (t, count_all) = (m.t.clone(), m.count_all);
+                std::thread::Builder::new()
+                    .name(format!("faultline-mark-{i}"))
+                    .spawn_scoped(s, move || {
+                        let mut h = ConcMarker::new(t, pool);
+                        h.count_all = count_all;
+                        h.drain(|h| {
+                            if h.traced % PUBLISH_EVERY == 0 {
+                                h.publish(pacer);
+                            }
+                        });
+                        h.publish(pacer);
+                        h.marked
+                    })
+                    // Without a helper the GC thread marks alone: slower, still complete.
+                    .ok()
+            })
+            .collect();
+        m.drain(|m| {
+            if m.traced % PUBLISH_EVERY == 0 {
+                m.publish(pacer);
+            }
+            each(m);
+        });
+        helpers
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .sum()
+    });
+    m.publish(pacer);
+    m.marked += marked;
+}
+
 /// What concurrent marking found, for the cycle's statistics.
 #[derive(Debug, Default)]
 pub(crate) struct MarkReport {
@@ -282,15 +453,59 @@ pub(crate) struct MarkReport {
     pub preclean_last_dirty: usize,
     /// Written pages the remark rescanned.
     pub remark_dirty_pages: usize,
+    /// SATB mode: mutators the handshake waited for (RUNNING when it began), and those that
+    /// answered before the remark.
+    pub handshake: (usize, usize),
+    /// SATB mode: entries the remark took from mutators' unflushed buffers.
+    pub remark_satb_entries: usize,
+}
+
+/// The flat remark's handshake waits at most this long for the running mutators' answers.
+pub(crate) const HANDSHAKE_WAIT: Duration = Duration::from_millis(2);
+
+/// End of phase 2, SATB mode (GC thread, mutators running): the flat remark's handshake. Ask
+/// every mutator to hand over its SATB buffer at its next allocation slow path (no global
+/// stop), preclean what arrives, until the `running` mutators answered or [`HANDSHAKE_WAIT`]
+/// passed; then drain to empty. The remark then traces only what was logged since each
+/// mutator's answer (and the whole buffer of one that did not answer: correctness never
+/// depends on the handshake).
+pub(crate) fn satb_handshake<'a>(
+    ctx: &MarkCtx<'a>,
+    m: &mut ConcMarker<'a>,
+    running: usize,
+    report: &mut MarkReport,
+) {
+    let ms = ctx.state;
+    ms.flush_acks.store(0, Ordering::SeqCst);
+    ms.flush_epoch.fetch_add(1, Ordering::SeqCst);
+    let t0 = Instant::now();
+    loop {
+        let answered = ms.flush_acks.load(Ordering::SeqCst);
+        let waited = answered >= running || t0.elapsed() >= HANDSHAKE_WAIT;
+        for v in take(&ms.satb) {
+            m.shade(v);
+        }
+        for (s, e) in take(&ms.retired) {
+            m.walk_black(s, e, false);
+        }
+        drain_shared(ctx, m, 0, |_| {});
+        if waited && ms.queues_empty() {
+            report.handshake = (running, answered.min(running));
+            return;
+        }
+        if !waited {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
 }
 
 /// Phase 2 (GC thread, mutators running): shade the snapshot's roots, trace, and preclean
 /// (drain flushed SATB entries and retired buffers; barrier-free: rescan written pages) until
 /// nothing is left to do concurrently. Returns the barrier-free scanner (armed before tracing)
 /// for the remark.
-pub(crate) fn concurrent_mark(
-    ctx: &MarkCtx<'_>,
-    m: &mut ConcMarker<'_>,
+pub(crate) fn concurrent_mark<'a>(
+    ctx: &MarkCtx<'a>,
+    m: &mut ConcMarker<'a>,
     roots: &[usize],
     report: &mut MarkReport,
 ) -> Option<PagemapScanner> {
@@ -305,10 +520,24 @@ pub(crate) fn concurrent_mark(
     ctx.debug.mark_point(MarkPoint::Started);
     ctx.debug.phase_delay(crate::debug::Phase::AfterInitialMark);
     let hooked = ctx.debug.mark_hook.is_some();
+    // With a hook, `Traced(n)` is reported for n = 1, 2, ... objects traced by all markers
+    // together, each once and in order, by the GC thread (helpers keep marking while it is
+    // parked in the hook).
+    let mut reported = 0;
+    let mut report_traced = |ms: &MarkingState| {
+        let total = ms.traced_total.load(Ordering::SeqCst);
+        while reported < total {
+            reported += 1;
+            ctx.debug.mark_point(MarkPoint::Traced(reported));
+        }
+    };
+    if hooked {
+        m.count_all = Some(&ms.traced_total);
+    }
     loop {
-        m.drain(|m| {
+        drain_shared(ctx, m, 0, |m| {
             if hooked {
-                ctx.debug.mark_point(MarkPoint::Traced(m.traced));
+                report_traced(ms);
             }
             if m.traced % 4096 == 0 {
                 for v in take(&ms.satb) {
@@ -316,6 +545,9 @@ pub(crate) fn concurrent_mark(
                 }
             }
         });
+        if hooked {
+            report_traced(ms);
+        }
         let satb = take(&ms.satb);
         let retired = take(&ms.retired);
         if satb.is_empty() && retired.is_empty() {
@@ -335,12 +567,12 @@ pub(crate) fn concurrent_mark(
         loop {
             let dirty = rescan_dirty(ctx, sc, m);
             report.preclean_last_dirty = dirty;
-            m.drain(|_| {});
+            drain_shared(ctx, m, 0, |_| {});
             for (s, e) in take(&ms.retired) {
                 m.walk_black(s, e, true);
             }
             scan_new_large(ms, m);
-            m.drain(|_| {});
+            drain_shared(ctx, m, 0, |_| {});
             report.preclean_rounds += 1;
             if dirty <= PRECLEAN_DONE || report.preclean_rounds >= PRECLEAN_ROUNDS {
                 break;
@@ -367,6 +599,7 @@ pub(crate) fn remark(
     for mu in &g.mutators {
         // SAFETY: the world is stopped.
         let r = unsafe { mu.roots_mut() };
+        report.remark_satb_entries += r.satb.len();
         for v in r.satb.drain(..) {
             m.shade(v);
         }
@@ -395,7 +628,7 @@ pub(crate) fn remark(
         for (s, e) in take(&ms.retired) {
             m.walk_black(s, e, wp);
         }
-        m.drain(|_| {});
+        drain_shared(ctx, m, HELP_MIN, |_| {});
         if ms.queues_empty() {
             break;
         }
@@ -514,4 +747,35 @@ fn rescan_dirty(ctx: &MarkCtx<'_>, sc: &PagemapScanner, m: &mut ConcMarker<'_>) 
         }
     }
     n + large_dirty
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mutator_answers_each_handshake_once_handing_its_buffer_over() {
+        let ms = MarkingState::default();
+        ms.begin(0, true);
+        let mut seen = 0;
+        let mut buf = vec![8, 16, 24];
+        // No handshake open: nothing happens.
+        ms.answer_handshake(&mut seen, &mut buf);
+        assert_eq!(buf.len(), 3);
+        assert_eq!(ms.flush_acks.load(Ordering::SeqCst), 0);
+        // A handshake: the buffer goes to the global queue, the answer is counted once.
+        ms.flush_epoch.fetch_add(1, Ordering::SeqCst);
+        ms.answer_handshake(&mut seen, &mut buf);
+        ms.answer_handshake(&mut seen, &mut buf);
+        assert!(buf.is_empty());
+        assert_eq!(take(&ms.satb), vec![8, 16, 24]);
+        assert_eq!(ms.flush_acks.load(Ordering::SeqCst), 1);
+        // With the barrier off (marking over), an answer hands nothing over.
+        ms.end();
+        ms.flush_epoch.fetch_add(1, Ordering::SeqCst);
+        buf.push(32);
+        ms.answer_handshake(&mut seen, &mut buf);
+        assert_eq!(buf, vec![32]);
+        assert_eq!(ms.flush_acks.load(Ordering::SeqCst), 2);
+    }
 }

@@ -72,6 +72,8 @@ pub struct Mutator {
     types: Cell<*const TypeRegistry>,
     allocs: u64,
     waits: crate::waits::Attachment,
+    /// The last SATB handshake epoch this mutator answered (see `crate::marking`).
+    satb_epoch: u64,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -99,6 +101,7 @@ impl Mutator {
             types,
             allocs: 0,
             waits,
+            satb_epoch: 0,
             _not_send: PhantomData,
         }
     }
@@ -286,6 +289,13 @@ impl Mutator {
     fn alloc_slow(&mut self, ty: TypeId, len: usize, bytes: usize) -> Result<Value, AllocError> {
         let _wait = crate::waits::Span::begin(crate::waits::WaitCause::AllocStall);
         self.safepoint();
+        // The flat remark's handshake: hand the SATB buffer over if the marker asks.
+        // SAFETY: the owner thread, RUNNING.
+        let r = unsafe { self.shared.roots_mut() };
+        self.heap
+            .inner
+            .marking
+            .answer_handshake(&mut self.satb_epoch, &mut r.satb);
         let large = bytes >= self.inner().config.large_object_threshold
             && (self.inner().config.pin_large_ref_objects || !self.holds_refs(ty));
         // Collections tried for this allocation. A stop-the-world collection frees what it can
@@ -357,6 +367,20 @@ impl Mutator {
                 }
             };
             if let Some(addr) = got {
+                // The pacer's allocation rate counts what the slow path hands out.
+                let inner = &self.heap.inner;
+                inner.pacer.note_alloc(if large {
+                    bytes
+                } else {
+                    inner.config.tlab_bytes.max(bytes)
+                });
+                // Mark assist: an allocator that outruns marking pays with a bounded slice of
+                // marking work (see `crate::pacer`).
+                if inner.config.mark_assists && inner.marking.active.load(Ordering::Relaxed) {
+                    if let Some(want) = inner.pacer.assist_target() {
+                        crate::assist::assist(inner, Some(want - inner.pacer.scanned().min(want)));
+                    }
+                }
                 return Ok(Self::init(addr, ty, len));
             }
             if collected >= tries {
@@ -378,12 +402,35 @@ impl Mutator {
                 });
             }
             let flips = self.heap.inner.cycles.load(Ordering::SeqCst);
+            let inner = &self.heap.inner;
+            if inner.concurrent_now() && inner.gate.is_busy() {
+                // The space is exhausted while a concurrent cycle runs: help it to its flip
+                // (mark assists) or to its end (compaction assists), one bounded slice at a
+                // time, polling between them; then wait for the flip: the last resort. Not counted as a collection tried: it ends at the
+                // running cycle's flip or end.
+                if inner.config.mark_assists {
+                    while crate::assist::assist(&self.heap.inner, None) > 0 {
+                        self.safepoint();
+                    }
+                    while crate::assist::compaction_assist(&self.heap.inner) > 0 {
+                        self.safepoint();
+                    }
+                }
+                let waited = std::time::Instant::now();
+                self.wait_for_flip(flips);
+                self.heap.inner.pacer.note_flip_wait(waited.elapsed());
+                continue;
+            }
             self.collect_for(Trigger::Exhausted)?;
             // A concurrent cycle frees nothing until its flip: wait for a flip before the retry
             // (without this, a mutator outrunning the collector fails with OutOfMemory while
             // most of the heap is garbage; found by the soak test). Not for the end of the
             // compaction: after the flip the new half is free above the compacted data.
+            let waited = std::time::Instant::now();
             self.wait_for_flip(flips);
+            if self.heap.inner.mode.concurrent() {
+                self.heap.inner.pacer.note_flip_wait(waited.elapsed());
+            }
             collected += 1;
         }
     }

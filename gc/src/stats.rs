@@ -105,6 +105,12 @@ pub struct CycleStats {
     /// Barrier-free marking: written pages the remark pause rescanned (its bound: pages written
     /// since the last precleaning round).
     pub remark_dirty_pages: usize,
+    /// SATB mode: (mutators running when the flat remark's handshake began, those that handed
+    /// their SATB buffer over before the remark).
+    pub handshake: (usize, usize),
+    /// SATB mode: entries the remark took from mutators' unflushed SATB buffers (its bound:
+    /// what was logged since each mutator's handshake answer).
+    pub remark_satb_entries: usize,
     /// Concurrent mode: destination pages filled by mutator faults (the rest by workers).
     pub pages_by_fault: u64,
     /// Move strategy: dense pages updated in place and moved with no copy.
@@ -113,6 +119,52 @@ pub struct CycleStats {
     pub pages_staged: u64,
     /// Pages mapped by `UFFDIO_COPY` (every page under the copy strategy; fallbacks otherwise).
     pub pages_copied: u64,
+    /// Concurrent mode: the pacer's decision for this cycle, how it turned out, and what the
+    /// mutators paid (assists, waits for the flip). All zero for stop-the-world cycles.
+    pub pacing: PaceStats,
+}
+
+/// The pacer's record of one concurrent cycle (see `gc/src/pacer.rs`).
+///
+/// Assists and flip waits are counted from the previous cycle's record to this one's, so a
+/// wait that began during one cycle and ended after its flip is counted in the next record.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PaceStats {
+    /// Bytes in use at which this cycle was set to start (0: the occupancy trigger).
+    pub trigger_bytes: usize,
+    /// Predicted time from the initial mark to the flip (zero: nothing measured yet).
+    pub predicted_to_flip: Duration,
+    /// Actual time from the initial mark to the flip.
+    pub actual_to_flip: Duration,
+    /// Smoothed allocation rate, bytes/s, at this cycle's start.
+    pub alloc_rate: f64,
+    /// Smoothed marking speed of all markers (and assists) together, bytes/s.
+    pub mark_rate: f64,
+    /// Smoothed compaction speed, bytes/s.
+    pub compact_rate: f64,
+    /// The trigger decided for the next cycle.
+    pub next_trigger_bytes: usize,
+    /// Concurrent markers that traced this cycle (the GC thread included).
+    pub markers: usize,
+    /// Mark assists done by allocating mutators.
+    pub assists: u64,
+    /// Their total time.
+    pub assist_time: Duration,
+    /// The longest one.
+    pub assist_max: Duration,
+    /// Bytes of objects they scanned.
+    pub assist_bytes: u64,
+    /// Allocations that found the space exhausted and waited for a flip (the last resort).
+    pub flip_waits: u64,
+    /// Their total waiting time.
+    pub flip_wait_time: Duration,
+    /// Compaction assists: slices of page filling done by mutators whose allocation found the
+    /// space exhausted after the flip (instead of sleeping until the compaction ends).
+    pub compaction_assists: u64,
+    /// Their total time.
+    pub compaction_assist_time: Duration,
+    /// Destination pages they took.
+    pub compaction_assist_pages: u64,
 }
 
 impl Default for CycleStats {
@@ -132,6 +184,8 @@ impl Default for CycleStats {
             preclean_rounds: 0,
             preclean_last_dirty: 0,
             remark_dirty_pages: 0,
+            handshake: (0, 0),
+            remark_satb_entries: 0,
             compact: Duration::ZERO,
             total: Duration::ZERO,
             moving_before: 0,
@@ -148,6 +202,7 @@ impl Default for CycleStats {
             pages_in_place: 0,
             pages_staged: 0,
             pages_copied: 0,
+            pacing: PaceStats::default(),
         }
     }
 }
@@ -205,15 +260,42 @@ impl CycleStats {
                             self.preclean_rounds, self.preclean_last_dirty, self.remark_dirty_pages
                         )
                     } else {
-                        String::new()
+                        format!(
+                            " [satb handshake {}/{} mutators; remark took {} entries]",
+                            self.handshake.1, self.handshake.0, self.remark_satb_entries
+                        )
                     }
                 } else {
                     format!("{} {:.3}ms", p.kind, p.duration.as_secs_f64() * 1e3)
                 }
             })
             .collect();
+        let p = &self.pacing;
+        let pacing = if self.mode == GcMode::Concurrent {
+            format!(
+                " | pace: trigger {}K, to flip predicted {:.3}ms actual {:.3}ms, alloc {:.1}MB/s, mark {:.1}MB/s x{} markers, next trigger {}K | assists {} ({:.3}ms, max {:.3}ms, {}K scanned), compaction assists {} ({:.3}ms, {} pages), flip waits {} ({:.3}ms)",
+                p.trigger_bytes / 1024,
+                p.predicted_to_flip.as_secs_f64() * 1e3,
+                p.actual_to_flip.as_secs_f64() * 1e3,
+                p.alloc_rate / 1e6,
+                p.mark_rate / 1e6,
+                p.markers,
+                p.next_trigger_bytes / 1024,
+                p.assists,
+                p.assist_time.as_secs_f64() * 1e3,
+                p.assist_max.as_secs_f64() * 1e3,
+                p.assist_bytes / 1024,
+                p.compaction_assists,
+                p.compaction_assist_time.as_secs_f64() * 1e3,
+                p.compaction_assist_pages,
+                p.flip_waits,
+                p.flip_wait_time.as_secs_f64() * 1e3,
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "[gc] #{} {} ({}) pause: {} | heap {}K->{}K | live {} objs | pages {} (by faults {}) | mmap-family {} register {} | vmas {}->{} | cycle {:.3}ms",
+            "[gc] #{} {} ({}) pause: {} | heap {}K->{}K | live {} objs | pages {} (by faults {}) | mmap-family {} register {} | vmas {}->{} | cycle {:.3}ms{}",
             self.cycle,
             match self.mode {
                 GcMode::StopTheWorld => "stw",
@@ -230,7 +312,8 @@ impl CycleStats {
             self.registrations(),
             self.vmas.0,
             self.vmas.1,
-            self.total.as_secs_f64() * 1e3
+            self.total.as_secs_f64() * 1e3,
+            pacing
         )
     }
 }

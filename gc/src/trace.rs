@@ -92,6 +92,20 @@ pub(crate) struct Tracer<'a, A: SlotAccess> {
     pub access: PhantomData<A>,
 }
 
+impl<A: SlotAccess> Clone for Tracer<'_, A> {
+    fn clone(&self) -> Self {
+        Tracer {
+            from: self.from,
+            limit: self.limit,
+            mark: self.mark,
+            live: self.live,
+            large: self.large,
+            types: self.types,
+            access: PhantomData,
+        }
+    }
+}
+
 impl<'a, A: SlotAccess> Tracer<'a, A> {
     /// A tracer over `[from, limit)` of the moving space and the large-object space.
     pub(crate) fn new(

@@ -11,7 +11,7 @@
 //! | [`WaitCause::CycleEnd`] | `HeapInner::wait_idle_as` (a collection requested while a cycle runs, `wait_for_cycle`) | the whole wait, minus nested waits |
 //! | [`WaitCause::AllocStall`] | the allocation slow path (TLAB refill, triggering or running a collection) | the slow path, minus nested waits |
 //! | [`WaitCause::FaultStall`] | `fault::resolve_fault`, SIGBUS delivery (in the faulting thread) | the resolution |
-//! | [`WaitCause::Assist`] | reserved for mark assists: [`record`]`(WaitCause::Assist, start, end)` | the assist |
+//! | [`WaitCause::Assist`] | `assist::assist` (marking) and `assist::compaction_assist` (filling pages), in the allocation slow path | the assist (only one that did work) |
 //!
 //! Faults resolved by the *handler thread* (thread delivery) are not attributed here: the
 //! faulting thread sleeps in the kernel and the handler does not know which mutator it is;

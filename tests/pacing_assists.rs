@@ -1,0 +1,107 @@
+//! Pacing and mark assists under pressure: three mutators allocate fast in concurrent mode
+//! while each keeps a large structure alive and mutates it, with verification and checkmark
+//! on. Mutators that outrun marking must do mark assists (counted in the cycles' pacing
+//! records), the pacer must record its decisions, and the heap must verify; with one marking
+//! thread and with two sharing the mark (and the assists) by work stealing.
+//!
+//! No timing is asserted: only that assists happened, that every figure is present and sane,
+//! and that nothing reachable was lost.
+
+mod common;
+use common::*;
+use faultline::{GcMode, Heap, HeapConfig, Mutator};
+
+/// One mutator: a tree of depth `d` kept alive and checked, garbage allocated in between,
+/// and the tree's leaves' parents rewired now and then (SATB traffic while marking).
+fn worker(heap: &Heap, t: &Types, id: u64, rounds: usize, d: u32) {
+    let mut m: Mutator = heap.attach();
+    tree(&mut m, t, d, id);
+    for round in 0..rounds {
+        for i in 0..40_000 {
+            let p = m.alloc(t.pair, 0).unwrap();
+            if i % 64 == 0 {
+                // Swap the two subtrees of the root and back: overwrites references.
+                let root = m.local(m.stack_get(0)).unwrap();
+                let (l, r) = (root.get(0), root.get(1));
+                root.set(0, r);
+                root.set(1, l);
+                root.set(0, l);
+                root.set(1, r);
+            }
+            let _ = p;
+        }
+        if round % 4 == 0 {
+            assert_eq!(check_tree(&m, m.stack_get(0), d, id), (1 << d) - 1);
+        }
+    }
+    assert_eq!(check_tree(&m, m.stack_get(0), d, id), (1 << d) - 1);
+    m.verify().unwrap();
+}
+
+fn run(gc_threads: usize) {
+    let heap = Heap::new(HeapConfig::with_heap_size(16 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.gc_threads = gc_threads;
+        c.debug.verify = true;
+        c.debug.checkmark = true;
+    }))
+    .unwrap();
+    assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
+    let t = register(&heap);
+    let mut assists = 0;
+    for attempt in 0..8 {
+        std::thread::scope(|s| {
+            for id in 1..=3u64 {
+                let (heap, t) = (&heap, &t);
+                s.spawn(move || worker(heap, t, id + 10 * attempt, 24, 15));
+            }
+        });
+        heap.wait_for_compaction();
+        let h = heap.history();
+        assists = h.iter().map(|c| c.pacing.assists).sum::<u64>();
+        if assists > 0 {
+            break;
+        }
+    }
+    let h = heap.history();
+    assert!(h.len() >= 2, "{} cycles", h.len());
+    for c in &h {
+        assert_eq!(c.mode, GcMode::Concurrent);
+        let p = &c.pacing;
+        assert!(p.actual_to_flip > std::time::Duration::ZERO, "{p:?}");
+        assert!(p.assist_max <= p.assist_time, "{p:?}");
+        assert!(p.assist_bytes > 0 || p.assists == 0, "{p:?}");
+        assert!(p.markers >= 1 && p.markers <= gc_threads, "{p:?}");
+        assert!(p.next_trigger_bytes > 0, "{p:?}");
+        assert!(c.log_line().contains("assists"), "{}", c.log_line());
+    }
+    // After the first cycle the pacer has rates and sets the trigger from them.
+    assert!(h.iter().skip(1).all(|c| c.pacing.trigger_bytes > 0));
+    assert!(h.iter().skip(1).any(|c| c.pacing.mark_rate > 0.0));
+    let waits: u64 = h.iter().map(|c| c.pacing.flip_waits).sum();
+    eprintln!(
+        "gc_threads {gc_threads}: {} cycles, {assists} assists ({:?} total, longest {:?}), {waits} flip waits; last: {}",
+        h.len(),
+        h.iter().map(|c| c.pacing.assist_time).sum::<std::time::Duration>(),
+        h.iter().map(|c| c.pacing.assist_max).max().unwrap_or_default(),
+        h.last().unwrap().log_line()
+    );
+    assert!(assists > 0, "no mark assist in {} cycles", h.len());
+    heap.attach().verify().unwrap();
+}
+
+#[test]
+fn fast_allocators_assist_one_marker() {
+    if !uffd_or_skip("fast_allocators_assist_one_marker") {
+        return;
+    }
+    run(1);
+}
+
+#[test]
+fn fast_allocators_assist_two_markers() {
+    if !uffd_or_skip("fast_allocators_assist_two_markers") {
+        return;
+    }
+    run(2);
+}
