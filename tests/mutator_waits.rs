@@ -41,7 +41,10 @@ fn a_mutator_parked_while_another_collects_records_a_pause() {
     poller.join().unwrap();
     let w = heap.mutator_waits();
     let pause = w.get(WaitCause::Pause);
-    assert!(pause.count >= 3, "{w:?}");
+    // At least one park: one park may span several collections (the collector can restart the
+    // world and stop it again before the parked poller runs; it then stays parked). Below, the
+    // log shows that every stop of the world was covered by a parked interval.
+    assert!(pause.count >= 1, "{w:?}");
     assert!(
         pause.total > Duration::ZERO && pause.max <= pause.total,
         "{w:?}"
@@ -63,12 +66,18 @@ fn a_mutator_parked_while_another_collects_records_a_pause() {
         .flat_map(|l| l.intervals.iter())
         .filter(|i| i.cause == WaitCause::Pause)
         .collect();
-    assert!(
-        parked.len() as u64 + w.unlogged >= 3,
-        "{} parked intervals logged, {} unlogged",
-        parked.len(),
-        w.unlogged
-    );
+    // Every stop of the world (the three collections, and any the allocation triggered) ended
+    // while the poller was parked: some logged park covers the moment the world was released.
+    let (stops, _) = heap.pause_timeline();
+    assert!(stops.len() >= 3, "{} stops", stops.len());
+    for (s, e) in &stops {
+        assert!(
+            parked.iter().any(|i| i.start <= *e && i.end >= *e),
+            "the stop {:?}..{:?} is covered by no parked interval of the poller",
+            s,
+            e
+        );
+    }
     for l in &logs {
         assert!(l.detached.is_some() || l.mutator != 0);
         if let Some(u) = l.mmu(Duration::from_micros(100), Instant::now()) {
