@@ -29,7 +29,9 @@
 //! | the fault path, SIGBUS and handler thread, to a mapped page | `fault` |
 //! | releasing the old half, poisoning, a clean destination | `release` |
 //! | per-cycle register / mremap / unregister baseline | `choreography` |
-//! | whether a cycle is in progress | `phase` |
+//! | whether a cycle is in progress, and its phase | `phase` |
+//! | which user callback the thread is inside (re-entrancy refusals) | `reentry` |
+//! | collection and attach errors | `error` |
 //! | the moving space (two halves) and the large-object space | `space` |
 //! | the arena itself, the uffd layer, the kernel interface | crate `faultline-heap` |
 //! | modes requested and resolved (one probe run) | `mode` |
@@ -42,7 +44,7 @@
 //!
 //! Module layering (no circles): `heap` → `mutator` → `cycle` → (`marking`, `compaction`,
 //! `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` → (`safepoint`,
-//! `roots`, `space`, `phase`, `stats`, `config`, `mode`, `debug`).
+//! `roots`, `space`, `phase`, `stats`, `config`, `mode`, `debug`) → (`error`, `reentry`).
 //!
 //! Invariants of the crate: the public API is safe; `unsafe` appears only where raw heap
 //! memory, a kernel call or a cross-thread handoff is touched, each block with its `SAFETY`
@@ -60,6 +62,7 @@ mod compaction;
 mod config;
 mod cycle;
 mod debug;
+mod error;
 mod fault;
 mod fork;
 mod heap;
@@ -70,6 +73,7 @@ mod mutator;
 mod pagestate;
 mod phase;
 mod plan;
+mod reentry;
 mod release;
 mod roots;
 mod safepoint;
@@ -81,13 +85,16 @@ mod verify;
 
 pub use config::{ConfigError, CycleHook, HeapConfig};
 pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};
+pub use error::{AttachError, CollectError};
 pub use fork::FORKED_REASON;
 pub use heap::{GlobalRoot, Heap, HeapError};
 pub use mode::{Barrier, Choreography, FaultMode, GcMode, ModeInfo, Strategy};
 pub use mutator::{AllocError, Local, Mutator, Root};
+pub use phase::CyclePhase;
+pub use reentry::Callback;
 pub use release::ReleaseStats;
 pub use roots::RootSource;
-pub use stats::{CycleStats, FaultStats, Pause, Percentiles, Trigger};
+pub use stats::{CycleStats, FaultStats, MutatorTts, Pause, Percentiles, Trigger};
 pub use verify::{VerifyError, VerifyReport};
 
 /// Internals that the workspace's own tests and the loom model need. Not part of the API:
