@@ -13,7 +13,8 @@ use crate::debug::DebugConfig;
 use crate::mode::{Barrier, Choreography, FaultMode, GcMode, Strategy};
 use crate::stats::CycleStats;
 
-/// A callback invoked after every collection cycle (the GC log hook).
+/// A callback invoked after every collection cycle (the GC log hook; see
+/// [`HeapConfig::on_cycle`] for what it may not do).
 pub type CycleHook = Arc<dyn Fn(&CycleStats) + Send + Sync>;
 
 /// Heap configuration.
@@ -74,7 +75,11 @@ pub struct HeapConfig {
     pub history_limit: Option<usize>,
     /// Use userfaultfd at all (false forces the unregistered stop-the-world arena).
     pub use_userfaultfd: bool,
-    /// Called after every cycle.
+    /// Called after every cycle, once it is recorded and before it counts as over: on the
+    /// thread that collected (stop-the-world) or on the collector's thread (concurrent). A
+    /// collection, verification or wait for the cycle requested from inside it is refused
+    /// with [`crate::CollectError::Reentrant`] (it would wait for itself); an allocation in it
+    /// that needs a collection defers an occupancy trigger and is refused on exhaustion.
     pub on_cycle: Option<CycleHook>,
     /// Debug, stress and test knobs (all off by default).
     pub debug: DebugConfig,

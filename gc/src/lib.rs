@@ -11,8 +11,19 @@
 //!   value stack, and object access through [`Local`]s that cannot outlive a safepoint.
 //! - Runtimes report their own root slots through [`RootSource`]; [`GlobalRoot`]s are usable
 //!   from any thread.
-//! - Telemetry: [`CycleStats`] per cycle ([`Heap::history`], the `on_cycle` hook),
-//!   [`FaultStats`], [`ModeInfo`] (what runs and why).
+//! - Handles know their owner: a [`Root`] belongs to its mutator, a [`GlobalRoot`] to its heap
+//!   (heaps have process-unique ids, [`Heap::id`]); misuse panics naming the mistake, and a
+//!   reference of another heap is refused on every store. One mutator per heap per thread
+//!   ([`Heap::try_attach`], [`AttachError`]).
+//! - Cycle control: [`Mutator::collect`] / [`Heap::collect`] run a whole cycle and wait for
+//!   it; [`Mutator::start_collection`] returns after the initial mark in concurrent mode;
+//!   [`Heap::wait_for_cycle`], [`Heap::phase`] ([`CyclePhase`]), [`Heap::cycles`] (completed)
+//!   and [`Heap::flips`].
+//! - Errors: [`CollectError`] (re-entrant requests from a [`Callback`] are refused with
+//!   [`CollectError::Reentrant`], never left to deadlock), wrapped by [`AllocError`].
+//! - Telemetry: [`CycleStats`] per cycle ([`Heap::history`], the `on_cycle` hook) with the
+//!   time to safepoint of every mutator ([`MutatorTts`]; name them with
+//!   [`Heap::attach_named`]), [`FaultStats`], [`ModeInfo`] (what runs and why).
 //!
 //! ## Where things live (all internal modules are private to the crate)
 //!
