@@ -22,8 +22,10 @@ pub enum CollectError {
         /// The callback the request came from.
         callback: Callback,
     },
-    /// A kernel call of the collection failed before any object moved (the heap is intact).
-    /// The [`ArenaError`] names the call and its errno where known.
+    /// A kernel call of the collection failed where failing is allowed (failures after
+    /// references were rewritten end the process instead): the heap stays consistent and
+    /// usable. The [`ArenaError`] names the call and its errno where known
+    /// ([`ArenaError::Sys`], [`ArenaError::Uffd`]).
     #[error("the collection failed in the kernel: {0}")]
     Kernel(#[source] ArenaError),
     /// The concurrent collector's thread could not be started.
