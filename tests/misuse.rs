@@ -526,6 +526,52 @@ fn heap_collect_from_an_attached_thread_is_its_mutators_collect() {
     );
 }
 
+#[test]
+fn a_failed_collection_is_a_typed_error() {
+    use faultline::testing::heap::inject::{FaultInjector, Rule, Trigger};
+    use faultline::testing::heap::sys::{Call, Errno, Sys};
+    use faultline::{AllocError, ArenaError};
+    expect_ok("a_failed_collection_is_a_typed_error", || {
+        // Every release of a half fails: the first cycle records its old half as dirty, the
+        // second must clean it before its flip (its destination) and cannot: the collection
+        // fails before any reference changes, with the call and errno.
+        let inj = Arc::new(
+            FaultInjector::new(
+                vec![Rule::new(Call::Madvise, Errno::EINVAL, Trigger::Always)],
+                1,
+            )
+            .disarmed(),
+        );
+        let heap = Heap::new(stw(4 << 20).with(|c| c.debug.sys = Sys::new(inj.clone()))).unwrap();
+        let t = register(&heap);
+        let mut m = heap.attach();
+        list(&mut m, &t, 100);
+        inj.arm();
+        let mut errors = Vec::new();
+        for _ in 0..3 {
+            if let Err(e) = m.collect() {
+                errors.push(e);
+            }
+        }
+        inj.disarm();
+        let e = errors.first().expect("a collection failed");
+        assert!(
+            matches!(e, CollectError::Kernel(ArenaError::Sys { call, errno }) if call.starts_with("madvise") && *errno == Errno::EINVAL),
+            "{e:?}"
+        );
+        // Allocation wraps the same typed error.
+        let a: AllocError = e.clone().into();
+        assert!(
+            matches!(a, AllocError::Collect(CollectError::Kernel(_))),
+            "{a}"
+        );
+        // Nothing was lost, and collections work again.
+        m.collect().unwrap();
+        assert_eq!(read_list(&m, m.stack_get(0)), (0..100).collect::<Vec<_>>());
+        m.verify().unwrap();
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Cycle control and diagnostics.
 
