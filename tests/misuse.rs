@@ -357,6 +357,85 @@ fn collect_inside_on_cycle_concurrent() {
 }
 
 #[test]
+fn mutator_requests_inside_on_cycle_on_the_gc_thread() {
+    if std::env::var(CASE_VAR).is_err()
+        && !uffd_or_skip("mutator_requests_inside_on_cycle_on_the_gc_thread")
+    {
+        return;
+    }
+    expect_ok("mutator_requests_inside_on_cycle_on_the_gc_thread", || {
+        // Concurrent mode: the hook runs on the collector's thread, which may attach.
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let slot: Arc<Mutex<Option<(Heap, faultline::TypeId)>>> = Arc::default();
+        let (s2, h2) = (seen.clone(), slot.clone());
+        let heap = Heap::new(concurrent(4 << 20).on_cycle(Arc::new(move |_| {
+            let Some((h, pair)) = h2.lock().unwrap().clone() else {
+                return;
+            };
+            let mut hm = h.attach_named("hook");
+            let mut out = s2.lock().unwrap();
+            out.push(format!("{:?}", hm.collect()));
+            out.push(format!("{:?}", hm.wait_for_cycle()));
+            // An allocation that fits does not need a collection: it works.
+            out.push(format!("alloc ok: {}", hm.alloc(pair, 0).is_ok()));
+        })))
+        .unwrap();
+        assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
+        let t = register(&heap);
+        *slot.lock().unwrap() = Some((heap.clone(), t.pair));
+        let mut m = heap.attach();
+        m.collect().unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(
+            seen[0].contains("Reentrant") && seen[0].contains("OnCycle"),
+            "{seen:?}"
+        );
+        assert!(
+            seen[1].contains("Reentrant") && seen[1].contains("wait_for_cycle"),
+            "{seen:?}"
+        );
+        assert_eq!(seen[2], "alloc ok: true", "{seen:?}");
+        assert_eq!(heap.cycles(), 1);
+        *slot.lock().unwrap() = None;
+    });
+}
+
+#[test]
+fn collect_inside_the_mark_hook() {
+    if std::env::var(CASE_VAR).is_err() && !uffd_or_skip("collect_inside_the_mark_hook") {
+        return;
+    }
+    expect_ok("collect_inside_the_mark_hook", || {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let slot: Arc<Mutex<Option<Heap>>> = Arc::default();
+        let (s2, h2) = (seen.clone(), slot.clone());
+        let heap = Heap::new(concurrent(4 << 20).with(|c| {
+            c.debug.mark_hook = Some(Arc::new(move |_| {
+                if let Some(h) = h2.lock().unwrap().clone() {
+                    s2.lock().unwrap().push(format!("{:?}", h.collect()));
+                }
+            }))
+        }))
+        .unwrap();
+        *slot.lock().unwrap() = Some(heap.clone());
+        let t = register(&heap);
+        let mut m = heap.attach();
+        list(&mut m, &t, 100);
+        m.collect().unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert!(!seen.is_empty());
+        for s in &seen {
+            assert!(
+                s.contains("Reentrant") && s.contains("MarkHook"),
+                "{seen:?}"
+            );
+        }
+        *slot.lock().unwrap() = None;
+    });
+}
+
+#[test]
 fn wait_for_compaction_inside_on_cycle_panics() {
     expect_panic(
         "wait_for_compaction_inside_on_cycle_panics",
