@@ -89,7 +89,7 @@ impl Subject {
 
     /// Empty the heap (untimed) and, if asked, make the whole half present.
     fn new_epoch(&mut self) {
-        self.m.collect().expect("collect");
+        self.m.start_collection().expect("collect");
         if self.prepopulate {
             // The first allocation refills the TLAB, which populates up to the next multiple of
             // `populate_batch_bytes` = the whole half.
@@ -112,7 +112,7 @@ impl Subject {
                 continue;
             }
             let n = left.min(room).min(per_epoch);
-            let cycles = self.heap.cycles();
+            let cycles = self.heap.flips();
             let (m, ty) = (&mut self.m, self.ty);
             let t = Instant::now();
             for _ in 0..n {
@@ -120,7 +120,7 @@ impl Subject {
             }
             total += t.elapsed();
             assert_eq!(
-                self.heap.cycles(),
+                self.heap.flips(),
                 cycles,
                 "a collection ran inside the timed region"
             );

@@ -33,10 +33,11 @@ pub use faultline_gc::{
     WaitStats,
 };
 pub use faultline_gc::{
-    AllocError, Barrier, Choreography, ConfigError, CycleHook, CycleStats, DebugConfig, FaultMode,
-    FaultStats, GcMode, GlobalRoot, Heap, HeapConfig, HeapError, Local, MarkHook, MarkPoint,
-    ModeInfo, Mutator, PaceStats, Pause, Percentiles, Phase, ReleaseStats, Root, RootSource,
-    Strategy, StressRandom, Trigger, VerifyError, VerifyReport, FORKED_REASON,
+    AllocError, AttachError, Barrier, Callback, Choreography, CollectError, ConfigError, CycleHook,
+    CyclePhase, CycleStats, DebugConfig, FaultMode, FaultStats, GcMode, GlobalRoot, Heap,
+    HeapConfig, HeapError, Local, MarkHook, MarkPoint, ModeInfo, Mutator, MutatorTts, PaceStats,
+    Pause, Percentiles, Phase, ReleaseStats, Root, RootSource, Strategy, StressRandom, Trigger,
+    VerifyError, VerifyReport, FORKED_REASON,
 };
 pub use faultline_heap::object::{
     ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry, Value,

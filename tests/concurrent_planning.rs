@@ -40,13 +40,13 @@ fn chunks_redone(mode: GcMode, strategy: Strategy, barrier: Barrier) -> (usize, 
     assert_eq!(heap.mode_info().mode, mode);
     // ~ 40 lists x 20,000 live pairs x 16 B + as much garbage: about 25 MiB, ~50 chunks.
     let (mut m, t) = build(&heap, 40);
-    m.collect().unwrap();
+    m.start_collection().unwrap();
     // Mutate and allocate while the cycle runs (black allocations during marking).
     for _ in 0..5_000 {
         m.alloc(t.pair, 0).unwrap();
         m.safepoint();
     }
-    m.wait_for_cycle();
+    m.wait_for_cycle().unwrap();
     heap.wait_for_compaction();
     for i in 0..40 {
         assert_eq!(read_list(&m, m.stack_get(i)).len(), 20_000);
@@ -115,10 +115,10 @@ fn dead_large_objects_are_released_after_compaction_without_taking_new_ones() {
     // A dead large object, then a cycle: its release waits for the end of the compaction.
     let dead = m.alloc(t.string, 200_000).unwrap();
     m.local(dead).unwrap().write_bytes(0, b"dead");
-    let c0 = heap.cycles();
-    m.collect().unwrap();
+    let c0 = heap.flips();
+    m.start_collection().unwrap();
     // Until the flip (the cycle count moves in the remark+flip pause).
-    while heap.cycles() == c0 {
+    while heap.flips() == c0 {
         m.safepoint();
         std::thread::yield_now();
     }
@@ -142,8 +142,8 @@ fn dead_large_objects_are_released_after_compaction_without_taking_new_ones() {
     // Its space is reusable, and the survivor survives the next cycle too.
     let again = m.alloc(t.string, 200_000).unwrap();
     assert_eq!(m.local(again).unwrap().to_bytes()[..4], [0; 4]);
-    m.collect().unwrap();
-    m.wait_for_cycle();
+    m.start_collection().unwrap();
+    m.wait_for_cycle().unwrap();
     heap.wait_for_compaction();
     assert_eq!(root.get(&m).unwrap().to_bytes(), pattern);
     m.verify().unwrap();

@@ -50,7 +50,7 @@ fn run_with(strategy: Strategy, faults: FaultMode, barrier: Barrier) {
     });
     heap.wait_for_compaction();
     let h = heap.history();
-    assert!(heap.cycles() >= target);
+    assert!(heap.flips() >= target);
     assert!(h.iter().all(|c| c.mode == GcMode::Concurrent));
     assert!(h
         .iter()
@@ -64,7 +64,7 @@ fn run_with(strategy: Strategy, faults: FaultMode, barrier: Barrier) {
         info.strategy.unwrap(),
         info.faults.unwrap(),
         info.barrier.unwrap(),
-        heap.cycles(),
+        heap.flips(),
         totals.iter().map(|t| t.0).sum::<u64>(),
         totals.iter().map(|t| t.1).sum::<u64>(),
         by_fault,

@@ -30,7 +30,7 @@ fn each_combination_compacts_concurrently() {
                 for _ in 0..20_000 {
                     m.alloc(t.pair, 0).unwrap();
                 }
-                m.collect().unwrap();
+                m.start_collection().unwrap();
                 // Read everything right away: most pages are still absent and fault in.
                 assert_eq!(check_tree(&m, m.stack_get(m.stack_len() - 1), 12, 1), 4095);
                 assert_eq!(read_list(&m, m.stack_get(m.stack_len() - 2)).len(), 2000);

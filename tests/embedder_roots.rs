@@ -43,7 +43,7 @@ fn root_sources_stacks_and_global_roots_are_updated() {
         for _ in 0..5000 {
             m.alloc(t.pair, 0).unwrap(); // garbage
         }
-        m.collect().unwrap();
+        m.start_collection().unwrap();
     }
     let load = |a: &AtomicUsize| {
         // SAFETY: the slot is a root the collector keeps valid.

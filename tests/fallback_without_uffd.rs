@@ -36,7 +36,7 @@ fn refused_uffd_falls_back_with_a_reason() {
         let mut m = heap.attach();
         let mut sh = Shadow::new(&mut m, t, errno as u64, 1);
         drive(&mut m, &mut sh, 300, u64::MAX);
-        assert!(heap.cycles() >= 300);
+        assert!(heap.flips() >= 300);
         assert!(sh.checks >= 300);
         // Plain memory: no userfaultfd calls at all, and still no mapping calls per cycle.
         assert!(heap

@@ -106,13 +106,13 @@ fn child_work(m: &mut Mutator, t: &Types) {
         (0..LIST).collect::<Vec<_>>()
     );
     m.verify().expect("the child's heap verifies");
-    let cycles0 = heap.cycles();
+    let cycles0 = heap.flips();
     for round in 0..3 {
         list(m, t, 300);
         for _ in 0..5000 {
             m.alloc(t.pair, 0).unwrap();
         }
-        m.collect().unwrap();
+        m.start_collection().unwrap();
         assert_eq!(read_list(m, m.pop().unwrap()), (0..300).collect::<Vec<_>>());
         assert_eq!(
             check_tree(m, m.stack_get(n - 1), DEPTH, 1),
@@ -121,7 +121,7 @@ fn child_work(m: &mut Mutator, t: &Types) {
         );
         assert_eq!(read_list(m, m.stack_get(n - 2)).len(), LIST as usize);
     }
-    assert!(heap.cycles() >= cycles0 + 3);
+    assert!(heap.flips() >= cycles0 + 3);
     let h = heap.history();
     let mine = &h[h.len() - 3..];
     assert!(mine.iter().all(|c| c.mode == GcMode::StopTheWorld));
@@ -170,7 +170,7 @@ fn scenario(mode: GcMode, strategy: Strategy, faults: FaultMode, barrier: Barrie
     list(&mut m, &t, LIST);
     tree(&mut m, &t, DEPTH, 1);
     // One full cycle first, so live data sits in a compacted half.
-    m.collect().unwrap();
+    m.start_collection().unwrap();
     heap.wait_for_compaction();
     for _ in 0..3000 {
         m.alloc(t.pair, 0).unwrap();
@@ -185,7 +185,7 @@ fn scenario(mode: GcMode, strategy: Strategy, faults: FaultMode, barrier: Barrie
             } else {
                 MarkPoint::BeforeRemark
             });
-            m.collect().unwrap();
+            m.start_collection().unwrap();
             gate.wait_parked();
             // The fork below must wait for the cycle; release the marker a little later.
             let (g, r) = (gate.clone(), released.clone());
@@ -202,7 +202,7 @@ fn scenario(mode: GcMode, strategy: Strategy, faults: FaultMode, barrier: Barrie
             let mut caught = false;
             for _attempt in 0..5 {
                 let before = m.stack_get(m.stack_len() - 1).bits();
-                m.collect().unwrap();
+                m.start_collection().unwrap();
                 let t0 = Instant::now();
                 while m.stack_get(m.stack_len() - 1).bits() == before {
                     assert!(t0.elapsed() < Duration::from_secs(20), "{what}: no flip");
@@ -236,7 +236,7 @@ fn scenario(mode: GcMode, strategy: Strategy, faults: FaultMode, barrier: Barrie
         for _ in 0..5000 {
             m.alloc(t.pair, 0).unwrap();
         }
-        m.collect().unwrap();
+        m.start_collection().unwrap();
         let n = m.stack_len();
         assert_eq!(
             check_tree(&m, m.stack_get(n - 1), DEPTH, 1),
@@ -361,13 +361,13 @@ fn fork_from_another_thread_while_cycles_run() {
                     for _ in 0..2000 {
                         m.alloc(t.pair, 0).unwrap();
                     }
-                    m.collect().unwrap();
+                    m.start_collection().unwrap();
                     assert_eq!(read_list(&m, m.pop().unwrap()).len(), 200);
                 }
             })
         };
         let forks = stress_scale(6);
-        let cycles0 = heap.cycles();
+        let cycles0 = heap.flips();
         for i in 0..forks {
             std::thread::sleep(Duration::from_millis(7 + 13 * (i % 4)));
             let (h2, t2, r2) = (heap.clone(), t.clone(), root.clone());
@@ -378,7 +378,7 @@ fn fork_from_another_thread_while_cycles_run() {
                 let v = r2.get(&m);
                 assert_eq!(check_tree(&m, v, DEPTH, 7), NODES);
                 list(&mut m, &t2, 100);
-                m.collect().unwrap();
+                m.start_collection().unwrap();
                 assert_eq!(read_list(&m, m.pop().unwrap()).len(), 100);
                 let v = r2.get(&m);
                 assert_eq!(check_tree(&m, v, DEPTH, 7), NODES);
@@ -388,7 +388,7 @@ fn fork_from_another_thread_while_cycles_run() {
         }
         stop.store(true, Ordering::Relaxed);
         worker.join().unwrap();
-        assert!(heap.cycles() > cycles0, "the worker ran cycles meanwhile");
+        assert!(heap.flips() > cycles0, "the worker ran cycles meanwhile");
         heap.wait_for_compaction();
         heap.verify().unwrap();
         let m = heap.attach();
@@ -422,7 +422,7 @@ fn the_child_can_drop_its_heap_and_the_parent_keeps_its_registration() {
             let t = register(&heap);
             let mut m = heap.attach();
             tree(&mut m, &t, DEPTH, 3);
-            m.collect().unwrap();
+            m.start_collection().unwrap();
             heap.wait_for_compaction();
             let mut slot = Some((heap, m));
             let code = fork_and_wait(|| {
@@ -435,7 +435,7 @@ fn the_child_can_drop_its_heap_and_the_parent_keeps_its_registration() {
             let (heap, mut m) = slot.take().unwrap();
             let before = heap.fault_stats().count;
             let old = m.stack_get(0).bits();
-            m.collect().unwrap();
+            m.start_collection().unwrap();
             while m.stack_get(0).bits() == old {
                 m.safepoint();
             }
@@ -483,7 +483,7 @@ fn two_threads_fork_at_once_while_their_cycles_are_parked() {
                         } else {
                             MarkPoint::BeforeRemark
                         });
-                        m.collect().unwrap();
+                        m.start_collection().unwrap();
                         gate.wait_parked();
                         let g = gate.clone();
                         std::thread::spawn(move || {
@@ -493,7 +493,7 @@ fn two_threads_fork_at_once_while_their_cycles_are_parked() {
                         start.wait();
                         let code = fork_and_wait(|| {
                             assert_eq!(check_tree(&m, m.stack_get(0), 8, 10 + i), 255);
-                            m.collect().unwrap();
+                            m.start_collection().unwrap();
                             m.verify().unwrap();
                         });
                         assert_eq!(code, CHILD_OK, "round {round} thread {i}");
@@ -548,11 +548,11 @@ fn move_copies_pages_shared_with_a_live_child() {
                 assert_eq!(s.to_bytes(), vec![(i % 251) as u8 + 1; 248], "string {i}");
             }
         };
-        m.collect().unwrap();
+        m.start_collection().unwrap();
         heap.wait_for_compaction();
         check(&m);
         // Control: the same compaction with no child around moves every page.
-        m.collect().unwrap();
+        m.start_collection().unwrap();
         heap.wait_for_compaction();
         let control = heap.history().last().cloned().unwrap();
         assert!(control.pages_in_place + control.pages_staged > 40);
@@ -568,7 +568,7 @@ fn move_copies_pages_shared_with_a_live_child() {
                 // SAFETY: reading one byte from our pipe; blocks until the parent is done.
                 unsafe { libc::read(fds[0], (&raw mut b).cast(), 1) };
                 check(&m);
-                m.collect().unwrap();
+                m.start_collection().unwrap();
                 check(&m);
                 m.verify().unwrap();
             }))
@@ -577,7 +577,7 @@ fn move_copies_pages_shared_with_a_live_child() {
             unsafe { libc::_exit(if ok { CHILD_OK } else { CHILD_PANICKED }) };
         }
         // The child is alive and shares every page with us: compact now.
-        m.collect().unwrap();
+        m.start_collection().unwrap();
         heap.wait_for_compaction();
         check(&m);
         m.verify().unwrap();

@@ -22,13 +22,13 @@ fn rooted_structures_survive_and_move() {
         m.pop();
     }
     let before = root.value(&m);
-    m.collect().unwrap();
+    m.start_collection().unwrap();
     let after = root.value(&m);
     assert_ne!(before, after, "the list head moved (compaction)");
     assert_eq!(read_list(&m, after), (0..1000).collect::<Vec<_>>());
     assert_eq!(check_tree(&m, troot.value(&m), 10, 1), 1023);
     for _ in 0..5 {
-        m.collect().unwrap();
+        m.start_collection().unwrap();
     }
     assert_eq!(read_list(&m, root.value(&m)), (0..1000).collect::<Vec<_>>());
     let v = m.verify().unwrap();
@@ -42,7 +42,7 @@ fn rooted_structures_survive_and_move() {
     );
     assert!(h[0].moving_after < h[0].moving_before);
     drop(root);
-    m.collect().unwrap();
+    m.start_collection().unwrap();
     assert!(
         heap.history().last().unwrap().moving_after < last.moving_after,
         "dropping the root freed the list"
@@ -59,7 +59,7 @@ fn a_stale_value_is_caught_not_read_as_garbage() {
         m.alloc(t.pair, 0).unwrap();
     }
     let stale = m.alloc(t.pair, 0).unwrap();
-    m.collect().unwrap();
+    m.start_collection().unwrap();
     // `stale` was not rooted: it now points into the released half.
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         m.local(stale).map(|l| l.len())

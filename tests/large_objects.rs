@@ -27,8 +27,8 @@ fn large_objects_do_not_move_but_their_fields_are_updated() {
     m.local(bytes).unwrap().write_bytes(99_990, b"0123456789");
     let broot = m.root(bytes);
     let addr = root.value(&m);
-    m.collect().unwrap();
-    m.collect().unwrap();
+    m.start_collection().unwrap();
+    m.start_collection().unwrap();
     assert_eq!(root.value(&m), addr, "large objects do not move");
     let big = root.get(&m).unwrap();
     for i in (0..10_000).step_by(997) {
@@ -41,7 +41,7 @@ fn large_objects_do_not_move_but_their_fields_are_updated() {
     assert!(used >= 180_000);
     drop(broot);
     drop(root);
-    m.collect().unwrap();
+    m.start_collection().unwrap();
     assert_eq!(
         heap.history().last().unwrap().large_after,
         0,
@@ -81,8 +81,8 @@ fn large_reference_arrays_move_with_the_heap_by_default() {
             root.get(&m).unwrap().set(i, l);
         }
         let before = root.value(&m);
-        m.collect().unwrap();
-        m.wait_for_cycle();
+        m.start_collection().unwrap();
+        m.wait_for_cycle().unwrap();
         heap.wait_for_compaction();
         let h = heap.history();
         let last = h.last().unwrap();

@@ -62,11 +62,11 @@ fn pair(m: &mut Mutator, t: &Types, car: Value, cdr: Value) -> Value {
 /// Start a cycle and run `mutate` while the marker is parked at `at`.
 fn during_marking(m: &mut Mutator, gate: &Gate, at: MarkPoint, mutate: impl FnOnce(&mut Mutator)) {
     gate.arm(at);
-    m.collect().unwrap(); // the initial-mark pause; marking continues on the GC thread
+    m.start_collection().unwrap(); // the initial-mark pause; marking continues on the GC thread
     gate.wait_parked();
     mutate(m);
     gate.release();
-    m.wait_for_cycle();
+    m.wait_for_cycle().unwrap();
 }
 
 const BARRIERS: [Barrier; 2] = [Barrier::Satb, Barrier::WpAsync];
@@ -236,8 +236,8 @@ fn objects_allocated_during_marking_survive() {
             let root = m.local(m.stack_get(0)).unwrap();
             root.set(0, n);
         });
-        m.collect().unwrap(); // and one more full cycle over the result
-        m.wait_for_cycle();
+        m.start_collection().unwrap(); // and one more full cycle over the result
+        m.wait_for_cycle().unwrap();
         let big = m.local(m.stack_get(2)).unwrap();
         assert_eq!(read_list(&m, big.get(3999)), (0..5000).collect::<Vec<_>>());
         let root = m.local(m.stack_get(0)).unwrap();

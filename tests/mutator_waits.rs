@@ -109,7 +109,7 @@ fn touching_an_unfilled_page_records_a_fault_stall() {
         let buf = m.alloc(t.string, 6000).unwrap();
         let root = m.root(buf);
         let before = root.value(&m);
-        m.collect().unwrap();
+        m.start_collection().unwrap();
         // Keep polling (the remark + flip pause needs us) until the flip moved the array; its
         // new pages then stay absent for 500 ms.
         while root.value(&m) == before {

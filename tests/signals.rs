@@ -281,7 +281,7 @@ fn handlers(after: bool) {
     let mut m = heap.attach();
     tree(&mut m, &t, 12, 1);
     list(&mut m, &t, 1000);
-    m.collect().unwrap();
+    m.start_collection().unwrap();
     heap.wait_for_compaction();
     let (sigbus0, _) = faultline::testing::heap::fault::sigbus::counts();
     let foreign0 = FOREIGN.load(Ordering::SeqCst);
@@ -291,7 +291,7 @@ fn handlers(after: bool) {
     let mut resolved = 0;
     for _attempt in 0..5 {
         let before = m.stack_get(0).bits();
-        m.collect().unwrap();
+        m.start_collection().unwrap();
         let t0 = Instant::now();
         while m.stack_get(0).bits() == before {
             assert!(t0.elapsed() < Duration::from_secs(20), "no flip");
@@ -339,7 +339,7 @@ fn handlers(after: bool) {
     }
     assert!(faultline::testing::heap::fault::sigbus::counts().0 > sigbus0);
     let old_tree = m.stack_get(0).bits();
-    m.collect().unwrap();
+    m.start_collection().unwrap();
     heap.wait_for_compaction();
     assert_ne!(m.stack_get(0).bits(), old_tree);
     // The heap still works (and `old_tree` now lies in the released half).
@@ -375,7 +375,7 @@ fn stray(scenario: &str) {
         let t = register(&heap);
         let mut m = heap.attach();
         tree(&mut m, &t, 10, 1);
-        m.collect().unwrap();
+        m.start_collection().unwrap();
         assert!(check_tree(&m, m.stack_get(0), 10, 1) > 0);
         Some((heap, m))
     } else {

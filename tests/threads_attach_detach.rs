@@ -30,7 +30,7 @@ fn four_mutators_across_collections() {
                     for i in 0..20_000 {
                         m.alloc(t.pair, 0).unwrap();
                         if i % 5000 == 0 && id == round % 4 {
-                            m.collect().unwrap();
+                            m.start_collection().unwrap();
                         }
                         m.safepoint();
                     }
@@ -45,7 +45,7 @@ fn four_mutators_across_collections() {
         }
     });
     assert!(
-        heap.cycles() >= 5,
+        heap.flips() >= 5,
         "collections ran while threads were attached"
     );
     assert!(heap.history().iter().any(|c| c.mutators >= 2));
@@ -76,9 +76,9 @@ fn native_sections_do_not_block_collections() {
     let mut m = heap.attach();
     for _ in 0..3 {
         m.alloc(t.pair, 0).unwrap();
-        m.collect().unwrap(); // would hang if the native thread had to reach a safepoint
+        m.start_collection().unwrap(); // would hang if the native thread had to reach a safepoint
     }
     stop.store(true, Ordering::SeqCst);
     sleeper.join().unwrap();
-    assert_eq!(heap.cycles(), 3);
+    assert_eq!(heap.flips(), 3);
 }

@@ -119,7 +119,7 @@ fn shadow_run(
     inj.disarm();
     heap.verify()
         .expect("the heap verifies after injected errors");
-    assert!(heap.cycles() >= cycles);
+    assert!(heap.flips() >= cycles);
     assert!(checks >= cycles.min(10), "shadow checks {checks}");
     m.record.add_heap(&heap);
     m.record.model_checks += checks;
@@ -918,7 +918,7 @@ fn persistent_copy_failure_after_the_flip_ends_the_process_loudly() {
         let keep = mu.alloc(t.node, 6).unwrap();
         let _root = mu.root(keep);
         inj.arm();
-        let r = mu.collect();
+        let r = mu.start_collection();
         eprintln!("child: collect returned {r:?}");
         std::process::exit(0);
     }

@@ -86,11 +86,11 @@ fn torture(name: &str, strategy: Strategy, faults: FaultMode, barrier: Barrier, 
                     s.spawn(move || {
                         let mut m = heap.attach();
                         let mut sh = Shadow::new(&mut m, t, seed ^ i, i + 1);
-                        let mut last = heap.cycles();
-                        while heap.cycles() < target {
+                        let mut last = heap.flips();
+                        while heap.flips() < target {
                             sh.step(&mut m);
                             progress.fetch_add(1, Ordering::Relaxed);
-                            let c = heap.cycles();
+                            let c = heap.flips();
                             if c != last {
                                 sh.check(&m);
                                 last = c;
@@ -118,7 +118,7 @@ fn torture(name: &str, strategy: Strategy, faults: FaultMode, barrier: Barrier, 
         assert!(checks >= target, "seed {seed:#x}: {checks} model checks");
         eprintln!(
             "{name} seed {seed:#x}: {} cycles, {checks} model checks, injected {:?}, releases {:?}",
-            heap.cycles(),
+            heap.flips(),
             inj.injected_summary()
                 .iter()
                 .map(|&(c, n)| format!("{}={n}", c.name()))

@@ -161,7 +161,7 @@ fn soak_rss_does_not_creep() {
     let allowed = first + (first / 10).max(4 << 20);
     eprintln!(
         "soak: {elapsed:?}, {THREADS} threads, {} cycles, {steps} replacements, largest live after a cycle {} KiB (moving space {} KiB), RSS first-quarter max {} KiB, last-quarter max {} KiB (allowed {} KiB), fault stalls {:?}",
-        heap.cycles(),
+        heap.flips(),
         live_after >> 10,
         HEAP >> 10,
         first >> 10,

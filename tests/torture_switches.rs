@@ -36,7 +36,7 @@ fn random_run(seed: u64) -> (Vec<usize>, u64, u64) {
         .all(|c| c.trigger == Trigger::Stress || c.trigger == Trigger::Occupancy));
     (
         h.iter().map(|c| c.moving_before).collect(),
-        heap.cycles(),
+        heap.flips(),
         sh.checks,
     )
 }
@@ -95,8 +95,8 @@ fn phase_delays_widen_every_concurrent_cycle() {
     let checks: u64 = std::thread::scope(|s| {
         let trigger = heap.clone();
         s.spawn(move || {
-            while trigger.cycles() < 60 {
-                trigger.collect().unwrap();
+            while trigger.flips() < 60 {
+                trigger.start_collection().unwrap();
                 std::thread::sleep(Duration::from_millis(1));
             }
         });
@@ -159,7 +159,7 @@ fn moved_object(heap: &Heap) -> usize {
     let v = m.alloc(t.node, 6).unwrap();
     let old = v.as_ref().unwrap().address();
     let root = m.root(v);
-    m.collect().unwrap();
+    m.start_collection().unwrap();
     heap.wait_for_compaction();
     let now = root.value(&m);
     assert_ne!(now.as_ref().unwrap().address(), old, "the object moved");
@@ -265,12 +265,12 @@ fn verifier_only_concurrent(broken: bool) {
         for _ in 0..200 {
             m.alloc(t.blob, 100).unwrap();
         }
-        m.collect().unwrap();
+        m.start_collection().unwrap();
         heap.wait_for_compaction();
     }
     eprintln!(
         "scenario verifier-only: {} cycles, nothing caught",
-        heap.cycles()
+        heap.flips()
     );
 }
 
@@ -302,7 +302,7 @@ fn broken_scenario(s: &str) {
     heap.verify().unwrap();
     eprintln!(
         "scenario {s}: {} cycles, {} model checks, nothing caught",
-        heap.cycles(),
+        heap.flips(),
         sh.checks
     );
 }

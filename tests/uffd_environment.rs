@@ -52,7 +52,7 @@ fn exercise() -> Heap {
     let mut sh = Shadow::new(&mut m, t, 11, 1);
     drive(&mut m, &mut sh, 40, u64::MAX);
     heap.wait_for_compaction();
-    assert!(heap.cycles() >= 40);
+    assert!(heap.flips() >= 40);
     // One check per cycle change this mutator observes (several cycles can pass in one step).
     assert!(sh.checks >= 10, "{} checks", sh.checks);
     m.verify().unwrap();

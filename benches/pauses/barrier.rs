@@ -233,16 +233,17 @@ pub fn barrier_round(bh: &mut BarrierHeap, idle: Duration, cyc: Duration) -> Res
                 if Instant::now() >= end {
                     break;
                 }
-                bh.m.wait_for_cycle();
+                bh.m.wait_for_cycle().unwrap();
                 let rec = bh.recorded.load(Ordering::SeqCst);
-                let flips = bh.heap.cycles();
-                bh.m.collect().map_err(|e| format!("collect: {e}"))?;
+                let flips = bh.heap.flips();
+                bh.m.start_collection()
+                    .map_err(|e| format!("collect: {e}"))?;
                 in_cycle = Some((rec, flips));
                 t0 = Instant::now();
                 flips
             }
         };
-        let acc = if bh.heap.cycles() == flips {
+        let acc = if bh.heap.flips() == flips {
             &mut bh.mark
         } else {
             &mut bh.compact
@@ -255,7 +256,7 @@ pub fn barrier_round(bh: &mut BarrierHeap, idle: Duration, cyc: Duration) -> Res
         t0 = t1;
         tick();
     }
-    bh.m.wait_for_cycle();
+    bh.m.wait_for_cycle().unwrap();
     Ok(())
 }
 

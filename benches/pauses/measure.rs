@@ -189,8 +189,8 @@ pub fn run_mode_inner(
     let tb = Instant::now();
     let w = build_world(&mut m, t, shape).map_err(|e| format!("building: {e}"))?;
     let build = tb.elapsed();
-    if heap.cycles() != 0 {
-        return Err(format!("{} cycle(s) ran while building", heap.cycles()));
+    if heap.flips() != 0 {
+        return Err(format!("{} cycle(s) ran while building", heap.flips()));
     }
     let concurrent = spec.gc == GcMode::Concurrent;
     let mut rng = SplitMix(0x5eed ^ live as u64);
@@ -227,15 +227,15 @@ pub fn run_mode_inner(
             tick();
         }
         let recorded_before = recorded.load(Ordering::SeqCst);
-        let flips_before = heap.cycles();
+        let flips_before = heap.flips();
         let tc = Instant::now();
-        m.collect().map_err(|e| format!("collect: {e}"))?;
+        m.start_collection().map_err(|e| format!("collect: {e}"))?;
         collect_calls.push(tc.elapsed());
         let mut park = Duration::ZERO;
         if concurrent {
             let mut t0 = Instant::now();
             while recorded.load(Ordering::SeqCst) == recorded_before {
-                let (acc, phase) = if heap.cycles() == flips_before {
+                let (acc, phase) = if heap.flips() == flips_before {
                     (&mut mark, "marking")
                 } else {
                     (&mut compact, "compacting")
@@ -252,7 +252,7 @@ pub fn run_mode_inner(
                 t0 = t2;
                 tick();
             }
-            m.wait_for_cycle();
+            m.wait_for_cycle().unwrap();
             parks.push(park);
         }
     }

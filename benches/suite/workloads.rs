@@ -146,9 +146,9 @@ fn alloc_inner(m: &mut Mutator, ty: TypeId, len: usize) -> Result<Value, AllocEr
             Err(AllocError::OutOfMemory { .. }) if attempt < 2 => {
                 let t = Instant::now();
                 if attempt == 1 {
-                    m.collect()?;
+                    m.start_collection()?;
                 }
-                m.wait_for_cycle();
+                m.wait_for_cycle().unwrap();
                 attempt += 1;
                 STALLS.with(|s| {
                     let (n, secs) = s.get();

@@ -13,7 +13,8 @@ use crate::debug::DebugConfig;
 use crate::mode::{Barrier, Choreography, FaultMode, GcMode, Strategy};
 use crate::stats::CycleStats;
 
-/// A callback invoked after every collection cycle (the GC log hook).
+/// A callback invoked after every collection cycle (the GC log hook; see
+/// [`HeapConfig::on_cycle`] for what it may not do).
 pub type CycleHook = Arc<dyn Fn(&CycleStats) + Send + Sync>;
 
 /// Heap configuration.
@@ -25,7 +26,8 @@ pub type CycleHook = Arc<dyn Fn(&CycleStats) + Send + Sync>;
 #[non_exhaustive]
 pub struct HeapConfig {
     /// Capacity of the moving space in bytes (one half of the arena; the arena reserves twice
-    /// this in virtual address space, but only live data is ever resident).
+    /// this in virtual address space; resident memory follows the data in use, plus the
+    /// collector's side tables, which are sized by this capacity).
     pub max_heap_bytes: usize,
     /// Capacity of the non-moving large-object space in bytes.
     pub large_object_space_bytes: usize,
@@ -90,7 +92,11 @@ pub struct HeapConfig {
     pub history_limit: Option<usize>,
     /// Use userfaultfd at all (false forces the unregistered stop-the-world arena).
     pub use_userfaultfd: bool,
-    /// Called after every cycle.
+    /// Called after every cycle, once it is recorded and before it counts as over: on the
+    /// thread that collected (stop-the-world) or on the collector's thread (concurrent). A
+    /// collection, verification or wait for the cycle requested from inside it is refused
+    /// with [`crate::CollectError::Reentrant`] (it would wait for itself); an allocation in it
+    /// that needs a collection defers an occupancy trigger and is refused on exhaustion.
     pub on_cycle: Option<CycleHook>,
     /// Debug, stress and test knobs (all off by default).
     pub debug: DebugConfig,
@@ -181,13 +187,22 @@ fn round_up(x: usize, to: usize) -> usize {
 }
 
 impl HeapConfig {
-    /// A configuration with a moving space of `bytes`.
+    /// A configuration with a moving space of `bytes`. Every size derived from the default is
+    /// scaled down for small heaps so that the result is valid for any `bytes` from the
+    /// 64 KiB minimum up: the allocation buffer (`tlab_bytes`) is at most a quarter of the
+    /// space, the large-object threshold at most half an allocation buffer.
     pub fn with_heap_size(bytes: usize) -> Self {
+        let d = HeapConfig::default();
+        // A multiple of 8, at least the 1 KiB minimum, at most a quarter of the space; the
+        // default for heaps of 128 KiB and up.
+        let tlab_bytes = (bytes / 4 / 8 * 8).clamp(1024, d.tlab_bytes);
         HeapConfig {
             max_heap_bytes: bytes,
             large_object_space_bytes: bytes.max(1 << 20),
             min_trigger_bytes: (bytes / 4).clamp(64 << 10, 4 << 20),
-            ..HeapConfig::default()
+            tlab_bytes,
+            large_object_threshold: d.large_object_threshold.min(tlab_bytes / 2),
+            ..d
         }
     }
 
@@ -240,7 +255,7 @@ impl HeapConfig {
         let bad = |s: String| Err(ConfigError::Invalid(s));
         if self.max_heap_bytes < 64 << 10 {
             return bad(format!(
-                "max_heap_bytes = {} is below the 64 KiB minimum",
+                "max_heap_bytes (the size given to with_heap_size) = {} is below the 64 KiB minimum",
                 self.max_heap_bytes
             ));
         }
@@ -331,6 +346,18 @@ impl HeapConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_heap_size_is_valid_for_every_size_from_the_minimum() {
+        for kib in (64..=1024).step_by(4) {
+            let c = HeapConfig::with_heap_size(kib << 10);
+            if let Err(e) = c.validate() {
+                panic!("with_heap_size({kib} KiB) is refused: {e}");
+            }
+        }
+        let e = HeapConfig::with_heap_size(32 << 10).validate().unwrap_err();
+        assert!(e.to_string().contains("with_heap_size"), "{e}");
+    }
 
     #[test]
     fn bad_values_are_rejected_with_their_name() {

@@ -79,14 +79,17 @@ use faultline_heap::{ArenaError, PAGE_SIZE};
 
 use crate::choreography;
 use crate::debug::{Breakage, MarkPoint, Phase};
+use crate::error::CollectError;
 use crate::inner::{page_up, HeapInner, BATCH_PAGES};
 use crate::marking::{self, ConcMarker, MarkCtx, MarkReport};
 use crate::mode::{Choreography, GcMode};
 use crate::pacer::Decision;
+use crate::phase::CyclePhase;
 use crate::plan::{DestPage, Plan};
+use crate::reentry::{self, Callback};
 use crate::release::{fatal_after_flip, prepare_destination, release_old_half};
 use crate::safepoint::{visit_roots, Me, SpState, RUNNING};
-use crate::stats::{trim_history, CycleStats, PaceStats, Pause, Trigger};
+use crate::stats::{merge_tts, trim_history, CycleStats, MutatorTts, PaceStats, Pause, Trigger};
 use crate::trace::{header, Atomic, Plain, Tracer};
 use crate::verify::{self, HeapView, VerifyError, VerifyReport};
 
@@ -107,13 +110,23 @@ fn root_values(inner: &HeapInner, g: &SpState) -> Vec<usize> {
     roots
 }
 
+/// Refuse `request` if the calling thread is inside a callback run by a collection.
+pub(crate) fn refuse_reentry(request: &'static str) -> Result<(), CollectError> {
+    match reentry::current() {
+        Some(callback) => Err(CollectError::Reentrant { request, callback }),
+        None => Ok(()),
+    }
+}
+
 /// Run one collection. Returns `Ok(None)` if another thread collected meanwhile, or if a
-/// concurrent cycle was started (it continues on its own thread).
+/// concurrent cycle was started (it continues on its own thread). Refused from inside a
+/// callback ([`crate::reentry`]).
 pub(crate) fn collect(
     inner: &Arc<HeapInner>,
     me: Me<'_>,
     trigger: Trigger,
-) -> Result<Option<CycleStats>, ArenaError> {
+) -> Result<Option<CycleStats>, CollectError> {
+    refuse_reentry("collect")?;
     let cycles_before = inner.cycles.load(Ordering::SeqCst);
     loop {
         // A cycle starts only when the previous one is complete (waiting counts as stopped,
@@ -156,9 +169,10 @@ pub(crate) fn collect(
                     }
                 })
                 .map(|_| None)
-                .map_err(|e| ArenaError::Config(format!("spawning the GC thread: {e}")));
+                .map_err(|e| CollectError::Spawn(e.to_string()));
         }
         let r = stw_cycle(inner, &g, trigger, t0, tts);
+        inner.gate.set_phase(CyclePhase::Idle);
         inner.sp.resume(g);
         let mut stats = r?;
         // Read /proc/self/maps after the pause: it allocates and takes time. Nothing but this
@@ -171,6 +185,7 @@ pub(crate) fn collect(
 
 /// Verify with the world stopped (waiting for a running cycle to end first).
 pub(crate) fn verify_stopped(inner: &HeapInner, me: Me<'_>) -> Result<VerifyReport, VerifyError> {
+    refuse_reentry("verify").map_err(|e| VerifyError(e.to_string()))?;
     loop {
         inner.wait_idle_as(me);
         if let Some(g) = inner.sp.stop_the_world(me) {
@@ -209,6 +224,8 @@ struct PauseCtx {
     bitmap_words: usize,
     /// Earlier pauses of the cycle (the initial mark of a concurrent cycle).
     pauses: Vec<Pause>,
+    /// Time to safepoint per mutator, the worst over the cycle's pauses so far.
+    tts_by_mutator: Vec<MutatorTts>,
     /// When the cycle began (its first pause).
     cycle_start: Instant,
 }
@@ -251,6 +268,7 @@ fn stw_cycle(
     let large_before = large.used();
     let next = inner.cycles.load(Ordering::Relaxed) + 1;
     verify_or_panic(inner, g, &types, &format!("before cycle {next}"));
+    inner.gate.set_phase(CyclePhase::Marking);
     // 1. Retire every allocation buffer (their unused tails are zero: fillers).
     for m in &g.mutators {
         m.tlab_cursor.store(0, Ordering::Relaxed);
@@ -296,6 +314,7 @@ fn stw_cycle(
         from_top,
         bitmap_words,
         pauses: Vec::new(),
+        tts_by_mutator: g.tts_by_mutator(),
         cycle_start: t0,
     };
     // 3-6.
@@ -346,6 +365,7 @@ fn initial_mark(
         calls0,
         moving_before: moving.used(),
         large_before: inner.large.used(),
+        tts_by_mutator: g.tts_by_mutator(),
     }
 }
 
@@ -364,6 +384,8 @@ struct MarkStart {
     calls0: CallSnapshot,
     moving_before: usize,
     large_before: usize,
+    /// Time to safepoint per mutator in the initial-mark pause.
+    tts_by_mutator: Vec<MutatorTts>,
 }
 
 /// Concurrent phases 2-6, on the GC thread.
@@ -432,6 +454,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     let t0 = Instant::now();
     let g = inner.sp.stop_the_world_as(None);
     let tts = t0.elapsed();
+    inner.gate.set_phase(CyclePhase::Remark);
     marking::remark(
         &ctx,
         &mut m,
@@ -477,6 +500,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
             kind: "initial-mark",
             duration: st.initial,
         }],
+        tts_by_mutator: merge_tts(st.tts_by_mutator, g.tts_by_mutator()),
         cycle_start: st.cycle_start,
     };
     let remark = t0.elapsed();
@@ -500,7 +524,10 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     inner.sp.resume(g);
     drop(scratch);
     match outcome {
-        Ok(Flip::Armed(stats, finish)) => compact_and_finish(inner, *stats, *finish),
+        Ok(Flip::Armed(stats, finish)) => {
+            inner.gate.set_phase(CyclePhase::Compacting);
+            compact_and_finish(inner, *stats, *finish)
+        }
         Ok(Flip::Done(stats)) => {
             let mut stats = *stats;
             stats.vmas = (inner.arena.vmas_at_creation(), inner.arena.vma_count());
@@ -548,6 +575,7 @@ fn flip(
         from_top,
         bitmap_words,
         mut pauses,
+        tts_by_mutator,
         cycle_start,
     } = pc;
     // 3. Plan. In a concurrent cycle the chunk sums were computed before the pause; here only
@@ -642,6 +670,7 @@ fn flip(
         live_objects,
         pages_filled: pages,
         mutators: g.mutators.len(),
+        mutator_tts: tts_by_mutator,
         ..CycleStats::default()
     };
 
@@ -711,6 +740,7 @@ fn flip(
     }
 
     // 5. Compact into the other half, a batch of pages per COPY.
+    inner.gate.set_phase(CyclePhase::Compacting);
     let mut p = 0;
     while p < pages {
         let n = BATCH_PAGES.min(pages - p);
@@ -854,7 +884,10 @@ fn record_cycle(inner: &HeapInner, stats: &CycleStats) {
         h.push(stats.clone());
         trim_history(&mut h, inner.config.history_limit);
     }
+    inner.completed.fetch_add(1, Ordering::SeqCst);
     if let Some(hook) = &inner.config.on_cycle {
+        // Requests from the hook that would wait for this cycle are refused (`reentry`).
+        let _scope = reentry::enter(Callback::OnCycle);
         hook(stats);
     }
     if gc_trace() {

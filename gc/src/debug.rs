@@ -136,6 +136,7 @@ impl DebugConfig {
     /// Call the mark hook, if any.
     pub(crate) fn mark_point(&self, p: MarkPoint) {
         if let Some(h) = &self.mark_hook {
+            let _scope = crate::reentry::enter(crate::reentry::Callback::MarkHook);
             h(p)
         }
     }

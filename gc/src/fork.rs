@@ -103,6 +103,19 @@ pub(crate) fn register(inner: &Arc<HeapInner>) {
     reg.push(Arc::downgrade(inner));
 }
 
+/// The id of the live heap whose arena holds `addr`, if any (the registry of heaps also
+/// answers this, for misuse messages naming the heap a foreign reference belongs to).
+pub(crate) fn heap_owning(addr: usize) -> Option<u64> {
+    let heaps: Vec<Arc<HeapInner>> = REGISTRY
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .collect();
+    // The lock is released before the strong references drop (a heap may end here).
+    heaps.iter().find(|h| h.arena.contains(addr)).map(|h| h.id)
+}
+
 /// Make `inner` quiescent: no cycle in progress, the world stopped by this thread, and its
 /// safepoint lock held (returned). The calling thread's own mutator (if any) is already native.
 fn quiesce<'a>(inner: &'a HeapInner, me: Me<'_>) -> MutexGuard<'a, SpState> {

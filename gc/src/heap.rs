@@ -17,6 +17,7 @@ use faultline_heap::{ArenaError, ArenaOffset, Backing, Probe, VolatileArena, PAG
 
 use crate::compaction::Compaction;
 use crate::config::{ConfigError, HeapConfig};
+use crate::error::{AttachError, CollectError};
 pub use crate::inner::Heap;
 use crate::inner::{HeapInner, BATCH_PAGES};
 use crate::marking::MarkingState;
@@ -25,7 +26,7 @@ use crate::mode::{
 };
 use crate::mutator::Mutator;
 use crate::pacer::Pacer;
-use crate::phase::CycleGate;
+use crate::phase::{CycleGate, CyclePhase};
 use crate::plan::SideTables;
 use crate::release::ReleaseState;
 use crate::roots::{HeapRoots, RootSource};
@@ -149,6 +150,7 @@ impl Heap {
         let registry = Arc::new(TypeRegistry::default());
         let strategy = mode.strategy.unwrap_or(MapStrategy::Copy);
         let inner = Arc::new(HeapInner {
+            id: crate::inner::next_heap_id(),
             plumbing: OnceLock::new(),
             compaction: Compaction::new(half / PAGE_SIZE, strategy),
             marking: MarkingState::default(),
@@ -166,6 +168,7 @@ impl Heap {
             trigger_bytes: AtomicUsize::new(trigger),
             pacer: Pacer::default(),
             cycles: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
             next_mutator_id: AtomicU64::new(1),
             history: Mutex::new(Vec::new()),
             fault_hist: AtomicHistogram::default(),
@@ -218,9 +221,40 @@ impl Heap {
         self.inner.types()
     }
 
-    /// Attach the calling thread as a mutator (waits if a collection is running).
+    /// This heap's id: unique within the process, never reused (named in misuse messages and
+    /// [`AttachError`]).
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// Attach the calling thread as a mutator (waits if a collection's pause is in progress).
+    ///
+    /// # Panics
+    /// If this thread already has a mutator of this heap (a thread's second mutator would
+    /// never reach a safepoint while the first runs, so every collection would wait for it
+    /// forever), or from inside a root source: see [`Heap::try_attach`].
     pub fn attach(&self) -> Mutator {
-        Mutator::attach(self.clone())
+        self.try_attach()
+            .unwrap_or_else(|e| panic!("Heap::attach: {e}"))
+    }
+
+    /// Attach the calling thread as a mutator named `name` (named in [`CycleStats`]'
+    /// time-to-safepoint figures and the GC log line).
+    ///
+    /// # Panics
+    /// As [`Heap::attach`].
+    pub fn attach_named(&self, name: &str) -> Mutator {
+        Mutator::attach(self.clone(), Some(name))
+            .unwrap_or_else(|e| panic!("Heap::attach_named: {e}"))
+    }
+
+    /// Attach the calling thread as a mutator, or say why not.
+    ///
+    /// # Errors
+    /// [`AttachError::AlreadyAttached`] if this thread already has a mutator of this heap;
+    /// [`AttachError::Reentrant`] from inside [`RootSource::for_each_root`].
+    pub fn try_attach(&self) -> Result<Mutator, AttachError> {
+        Mutator::attach(self.clone(), None)
     }
 
     /// Add a heap-wide root source (a runtime's globals).
@@ -228,32 +262,78 @@ impl Heap {
         self.inner.roots.add_source(src);
     }
 
-    /// Wait until a concurrent compaction in progress (if any) has finished and its cycle is
-    /// recorded in [`Heap::history`].
-    pub fn wait_for_compaction(&self) {
-        // The cycle is recorded before it turns idle. From a thread attached to this heap, wait
-        // in native state so the cycle's remark pause can proceed.
-        let me = attached_here(self.inner.key());
-        self.inner.wait_idle_as(me.as_ref());
+    /// Where the heap's collection cycle is now (see [`CyclePhase`]).
+    pub fn phase(&self) -> CyclePhase {
+        self.inner.gate.phase()
     }
 
-    /// Collect now, from a thread that is not attached (an attached thread uses
-    /// [`Mutator::collect`]).
-    pub fn collect(&self) -> Result<(), ArenaError> {
+    /// Wait until the running cycle (if any) has finished, compaction included, and is
+    /// recorded in [`Heap::history`]. From a thread attached to this heap, the wait is in
+    /// native state (the cycle's pauses do not wait for it).
+    ///
+    /// # Errors
+    /// [`CollectError::Reentrant`] from inside a callback run by a collection (the `on_cycle`
+    /// hook runs before its cycle is over: waiting there would wait for itself).
+    pub fn wait_for_cycle(&self) -> Result<(), CollectError> {
+        crate::cycle::refuse_reentry("wait_for_cycle")?;
+        let me = attached_here(self.inner.key());
+        self.inner.wait_idle_as(me.as_ref());
+        Ok(())
+    }
+
+    /// [`Heap::wait_for_cycle`] for callers that want no `Result`.
+    ///
+    /// # Panics
+    /// From inside a callback run by a collection (where `wait_for_cycle` returns
+    /// [`CollectError::Reentrant`]).
+    pub fn wait_for_compaction(&self) {
+        if let Err(e) = self.wait_for_cycle() {
+            panic!("Heap::wait_for_compaction: {e}");
+        }
+    }
+
+    /// Run a full collection and wait for it to complete (concurrent mode: compaction
+    /// included). From a thread attached to this heap, this is [`Mutator::collect`] of that
+    /// thread's mutator (it waits in native state).
+    ///
+    /// # Errors
+    /// [`CollectError::Reentrant`] from inside a callback run by a collection;
+    /// [`CollectError::Kernel`] if a kernel call failed before any object moved.
+    pub fn collect(&self) -> Result<(), CollectError> {
+        self.start_collection()?;
+        let me = attached_here(self.inner.key());
+        self.inner.wait_idle_as(me.as_ref());
+        Ok(())
+    }
+
+    /// Start a collection: stop-the-world mode runs the whole cycle; concurrent mode returns
+    /// after the initial-mark pause (see [`Mutator::start_collection`]).
+    ///
+    /// # Errors
+    /// As [`Heap::collect`].
+    pub fn start_collection(&self) -> Result<(), CollectError> {
         let me = attached_here(self.inner.key());
         crate::cycle::collect(&self.inner, me.as_ref(), Trigger::Explicit).map(drop)
     }
 
-    /// Verify the heap now (stops the world), from a thread that is not attached.
+    /// Verify the heap now (stops the world; waits for a running cycle to end first). Refused
+    /// (a [`crate::VerifyError`] naming the mistake) from inside a callback run by a
+    /// collection.
     pub fn verify(&self) -> Result<crate::verify::VerifyReport, crate::verify::VerifyError> {
         let me = attached_here(self.inner.key());
         crate::cycle::verify_stopped(&self.inner, me.as_ref())
     }
 
-    /// Cycles that reached their flip (a concurrent cycle counts from its flip; its
-    /// compaction may still be running).
+    /// Completed cycles: a concurrent cycle counts once its compaction has finished and it is
+    /// recorded (see [`Heap::flips`] for cycles that reached their flip).
     pub fn cycles(&self) -> u64 {
-        self.inner.cycles.load(Ordering::Relaxed)
+        self.inner.completed.load(Ordering::SeqCst)
+    }
+
+    /// Cycles that reached their flip (a concurrent cycle counts from its flip, while its
+    /// compaction may still be running; a stop-the-world cycle flips inside its pause).
+    pub fn flips(&self) -> u64 {
+        self.inner.cycles.load(Ordering::SeqCst)
     }
 
     /// Start and end of every stop of the world so far (oldest first; see
@@ -346,14 +426,39 @@ impl Heap {
 }
 
 /// A root usable from any thread: a slot in the heap's global table.
+///
+/// It keeps its heap alive (so it never answers for another heap mapped at the same address)
+/// and must be read and written with a mutator of that heap: every accessor checks.
 pub struct GlobalRoot {
     heap: Heap,
     index: usize,
 }
 
 impl GlobalRoot {
+    /// Panic unless `m` is a mutator of this root's heap.
+    fn check_heap(&self, m: &Mutator, what: &'static str) {
+        if m.heap().inner.id != self.heap.inner.id {
+            panic!(
+                "{what}: this GlobalRoot belongs to heap #{}, but was used with a mutator of heap #{}",
+                self.heap.inner.id,
+                m.heap().inner.id
+            );
+        }
+    }
+
     /// Root `v` globally.
+    ///
+    /// # Panics
+    /// If `v` is a reference that does not point into `heap`.
     pub fn new(heap: &Heap, v: Value) -> GlobalRoot {
+        if let Some(o) = v.as_ref() {
+            if !heap.inner.arena.contains(o.address()) {
+                panic!(
+                    "GlobalRoot::new: {v:?} is not a reference into heap #{}: references cannot cross heaps",
+                    heap.inner.id
+                );
+            }
+        }
         let mut g = heap.inner.roots.globals();
         let index = match g.free.pop() {
             Some(i) => {
@@ -371,13 +476,29 @@ impl GlobalRoot {
         }
     }
     /// The current value (valid until `m`'s next safepoint).
-    pub fn get(&self, _m: &Mutator) -> Value {
+    ///
+    /// # Panics
+    /// If `m` is a mutator of another heap.
+    pub fn get(&self, m: &Mutator) -> Value {
+        self.check_heap(m, "GlobalRoot::get");
         let g = self.heap.inner.roots.globals();
         // SAFETY: the slot holds a value rooted by this handle and updated by the collector.
         unsafe { Value::from_bits(g.slots[self.index]) }
     }
     /// Replace the value.
-    pub fn set(&self, _m: &Mutator, v: Value) {
+    ///
+    /// # Panics
+    /// If `m` is a mutator of another heap, or `v` a reference of another heap.
+    pub fn set(&self, m: &Mutator, v: Value) {
+        self.check_heap(m, "GlobalRoot::set");
+        if let Some(o) = v.as_ref() {
+            if !self.heap.inner.arena.contains(o.address()) {
+                panic!(
+                    "GlobalRoot::set: {v:?} is not a reference into heap #{}: references cannot cross heaps",
+                    self.heap.inner.id
+                );
+            }
+        }
         let mut g = self.heap.inner.roots.globals();
         g.slots[self.index] = v.bits();
     }

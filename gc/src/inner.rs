@@ -17,13 +17,22 @@
 //! - `types`, `type_versions`: the registry, behind its lock; every version ever published is
 //!   kept, because mutators hold plain references into them;
 //! - `roots`: heap-wide roots ([`crate::roots`]), behind their own mutexes;
-//! - `trigger_bytes`, `cycles`, `flips`: atomics written by the cycle (concurrent mode: the
-//!   trigger is the pacer's decision);
+//! - `id`: unique per process, never reused (handles carry it to detect use with another heap);
+//! - `trigger_bytes`, `cycles` (flips), `completed`: atomics written by the cycle (concurrent
+//!   mode: the trigger is the pacer's decision);
 //! - `pacer`: allocation and marking rates, the assist budget ([`crate::pacer`]);
 //! - `history`, `fault_hist`, `release`, `waits`: statistics, behind a mutex or atomic;
 //! - `plumbing`: the fault delivery, set once after creation and dropped first.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// The next heap id (ids are never reused within a process).
+static NEXT_HEAP_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh heap id.
+pub(crate) fn next_heap_id() -> u64 {
+    NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed)
+}
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use faultline_heap::fault::reader::FaultReader;
@@ -57,6 +66,8 @@ pub(crate) enum Plumbing {
 
 /// Everything a heap is made of (see the module documentation for what guards each field).
 pub(crate) struct HeapInner {
+    /// Unique per process, never reused.
+    pub id: u64,
     /// Fault plumbing (the SIGBUS region or the handler thread); dropped first.
     pub plumbing: OnceLock<Plumbing>,
     /// The validated configuration.
@@ -94,6 +105,8 @@ pub(crate) struct HeapInner {
     pub pacer: Pacer,
     /// Cycles that reached their flip (a stop-the-world cycle flips at its end).
     pub cycles: AtomicU64,
+    /// Cycles completed and recorded (a concurrent cycle counts when its compaction is done).
+    pub completed: AtomicU64,
     /// Next mutator id.
     pub next_mutator_id: AtomicU64,
     /// Recorded cycles (bounded by `config.history_limit`).
@@ -124,9 +137,10 @@ impl HeapInner {
         self.mode.concurrent() && !self.arena.is_forked()
     }
 
-    /// This heap's identity within the process (for the per-thread attachment registry).
-    pub(crate) fn key(&self) -> usize {
-        self as *const HeapInner as usize
+    /// This heap's identity within the process (for the per-thread attachment registry):
+    /// its id, never reused, so a registry entry can never match a later heap.
+    pub(crate) fn key(&self) -> u64 {
+        self.id
     }
 
     /// A snapshot of the type registry.

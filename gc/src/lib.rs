@@ -11,9 +11,20 @@
 //!   value stack, and object access through [`Local`]s that cannot outlive a safepoint.
 //! - Runtimes report their own root slots through [`RootSource`]; [`GlobalRoot`]s are usable
 //!   from any thread.
-//! - Telemetry: [`CycleStats`] per cycle ([`Heap::history`], the `on_cycle` hook),
-//!   [`FaultStats`], [`ModeInfo`] (what runs and why), and the mutators' own waits by cause
-//!   ([`Heap::mutator_waits`], [`Heap::mutator_wait_log`]).
+//! - Handles know their owner: a [`Root`] belongs to its mutator, a [`GlobalRoot`] to its heap
+//!   (heaps have process-unique ids, [`Heap::id`]); misuse panics naming the mistake, and a
+//!   reference of another heap is refused on every store. One mutator per heap per thread
+//!   ([`Heap::try_attach`], [`AttachError`]).
+//! - Cycle control: [`Mutator::collect`] / [`Heap::collect`] run a whole cycle and wait for
+//!   it; [`Mutator::start_collection`] returns after the initial mark in concurrent mode;
+//!   [`Heap::wait_for_cycle`], [`Heap::phase`] ([`CyclePhase`]), [`Heap::cycles`] (completed)
+//!   and [`Heap::flips`].
+//! - Errors: [`CollectError`] (re-entrant requests from a [`Callback`] are refused with
+//!   [`CollectError::Reentrant`], never left to deadlock), wrapped by [`AllocError`].
+//! - Telemetry: [`CycleStats`] per cycle ([`Heap::history`], the `on_cycle` hook) with the
+//!   time to safepoint of every mutator ([`MutatorTts`]; name them with
+//!   [`Heap::attach_named`]), [`FaultStats`], [`ModeInfo`] (what runs and why), and the mutators' own waits by
+//!   cause ([`Heap::mutator_waits`], [`Heap::mutator_wait_log`]).
 //!
 //! ## Where things live (all internal modules are private to the crate)
 //!
@@ -32,8 +43,10 @@
 //! | the fault path, SIGBUS and handler thread, to a mapped page | `fault` |
 //! | releasing the old half, poisoning, a clean destination | `release` |
 //! | per-cycle register / mremap / unregister baseline | `choreography` |
-//! | whether a cycle is in progress | `phase` |
+//! | whether a cycle is in progress, and its phase | `phase` |
 //! | pacing: when a concurrent cycle starts, mark assists owed, the GC CPU budget | `pacer` |
+//! | which user callback the thread is inside (re-entrancy refusals) | `reentry` |
+//! | collection and attach errors | `error` |
 //! | the moving space (two halves) and the large-object space | `space` |
 //! | the arena itself, the uffd layer, the kernel interface | crate `faultline-heap` |
 //! | modes requested and resolved (one probe run) | `mode` |
@@ -48,7 +61,7 @@
 //! Module layering (no circles): `heap` → `mutator` → (`cycle`, `assist`) → (`marking`,
 //! `compaction`, `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` →
 //! (`safepoint`, `roots`, `space`, `phase`, `pacer`, `graypool`, `stats`, `config`, `mode`,
-//! `debug`, `waits`).
+//! `debug`, `waits`) → (`error`, `reentry`).
 //!
 //! Invariants of the crate: the public API is safe; `unsafe` appears only where raw heap
 //! memory, a kernel call or a cross-thread handoff is touched, each block with its `SAFETY`
@@ -67,6 +80,7 @@ mod compaction;
 mod config;
 mod cycle;
 mod debug;
+mod error;
 mod fault;
 mod fork;
 mod graypool;
@@ -79,6 +93,7 @@ mod pacer;
 mod pagestate;
 mod phase;
 mod plan;
+mod reentry;
 mod release;
 mod roots;
 mod safepoint;
@@ -91,13 +106,16 @@ mod waits;
 
 pub use config::{default_gc_threads, ConfigError, CycleHook, HeapConfig, DEFAULT_GC_CPU_BUDGET};
 pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};
+pub use error::{AttachError, CollectError};
 pub use fork::FORKED_REASON;
 pub use heap::{GlobalRoot, Heap, HeapError};
 pub use mode::{Barrier, Choreography, FaultMode, GcMode, ModeInfo, Strategy};
 pub use mutator::{AllocError, Local, Mutator, Root};
+pub use phase::CyclePhase;
+pub use reentry::Callback;
 pub use release::ReleaseStats;
 pub use roots::RootSource;
-pub use stats::{CycleStats, FaultStats, PaceStats, Pause, Percentiles, Trigger};
+pub use stats::{CycleStats, FaultStats, MutatorTts, PaceStats, Pause, Percentiles, Trigger};
 pub use verify::{VerifyError, VerifyReport};
 pub use waits::{
     merge_intervals, mmu_from_intervals, MutatorWaitLog, MutatorWaits, WaitCause, WaitInterval,

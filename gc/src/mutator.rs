@@ -15,6 +15,15 @@
 //! byte array whose bytes look like a header, passes it (the sound replacement is issue 13's
 //! work).
 //!
+//! # Ownership
+//!
+//! Handles know their owner. A [`Root`] belongs to the mutator that created it (it keeps that
+//! mutator's root storage alive, so it can always answer): using it with another mutator, or
+//! after its mutator was dropped (its slot is no longer scanned, so its value would be
+//! stale), panics naming the mistake. A reference is stored into an object, a root or the
+//! value stack only if it points into this mutator's heap: storing another heap's reference
+//! panics. A thread has at most one mutator per heap ([`crate::AttachError`]).
+//!
 //! Invariants:
 //! - the mutator's roots (`MutatorShared::roots`, see [`crate::safepoint`]) are touched only by
 //!   the owning thread while it is RUNNING, or by the collector while the owner is stopped;
@@ -29,10 +38,12 @@ use std::sync::Arc;
 
 use faultline_heap::object::{Header, ObjectRef, TypeId, TypeKind, TypeRegistry, Value, WORD};
 
+use crate::error::{AttachError, CollectError};
 use crate::inner::{Heap, HeapInner};
 use crate::marking::SATB_BUFFER;
+use crate::reentry;
 use crate::roots::RootSource;
-use crate::safepoint::{note_attached, note_detached, MutatorShared};
+use crate::safepoint::{attached_here, note_attached, note_detached, MutatorShared};
 use crate::stats::Trigger;
 
 /// Allocation failures.
@@ -59,15 +70,23 @@ pub enum AllocError {
     /// A length given for a fixed-size type.
     #[error("type {0:?} is fixed-size; its length must be 0")]
     NotAnArray(TypeId),
-    /// The kernel refused to make memory present.
+    /// The kernel refused to make memory present for the allocation.
     #[error("the kernel refused memory: {0}")]
     Kernel(String),
+    /// A collection the allocation needed failed, or was refused (an allocation that must
+    /// collect, from inside a callback that runs as part of a collection).
+    #[error(transparent)]
+    Collect(#[from] CollectError),
 }
 
 /// A thread attached to a heap.
 pub struct Mutator {
     heap: Heap,
     shared: Arc<MutatorShared>,
+    /// The heap's arena, `[arena_base, arena_base + arena_size)`: where this heap's references
+    /// point (cached here for the cross-heap check on stores).
+    arena_base: usize,
+    arena_size: usize,
     /// Points into one of the heap's retained registry versions (valid while `heap` lives).
     types: Cell<*const TypeRegistry>,
     allocs: u64,
@@ -81,21 +100,36 @@ impl core::fmt::Debug for Mutator {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Mutator")
             .field("id", &self.shared.id)
+            .field("name", &self.shared.name)
+            .field("heap", &self.shared.heap_id)
             .finish_non_exhaustive()
     }
 }
 
 impl Mutator {
-    pub(crate) fn attach(heap: Heap) -> Mutator {
+    pub(crate) fn attach(heap: Heap, name: Option<&str>) -> Result<Mutator, AttachError> {
+        if let Some(cb @ reentry::Callback::RootSource) = reentry::current() {
+            return Err(AttachError::Reentrant(cb));
+        }
+        if let Some(m) = attached_here(heap.inner.key()) {
+            return Err(AttachError::AlreadyAttached {
+                heap: heap.inner.id,
+                mutator: m.id,
+            });
+        }
         let shared = Arc::new(MutatorShared::new(
             heap.inner.next_mutator_id.fetch_add(1, Ordering::Relaxed),
+            heap.inner.id,
+            name.map(Arc::from),
             SATB_BUFFER,
         ));
         heap.inner.sp.attach(shared.clone());
         note_attached(heap.inner.key(), &shared);
         let types = Cell::new(Arc::as_ptr(&heap.types()));
         let waits = heap.inner.waits.attach(shared.id);
-        Mutator {
+        Ok(Mutator {
+            arena_base: heap.inner.arena.base(),
+            arena_size: heap.inner.arena.size(),
             heap,
             shared,
             types,
@@ -103,7 +137,7 @@ impl Mutator {
             waits,
             satb_epoch: 0,
             _not_send: PhantomData,
-        }
+        })
     }
 
     /// The heap.
@@ -115,6 +149,41 @@ impl Mutator {
         &self.heap.inner
     }
 
+    /// This mutator's id (unique within its heap, 1-based; named in statistics).
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The name given at [`crate::Heap::attach_named`], if any.
+    pub fn name(&self) -> Option<&str> {
+        self.shared.name.as_deref()
+    }
+
+    /// Panic unless `v` is null, an immediate, or a reference into this mutator's heap.
+    #[inline]
+    fn check_ours(&self, v: Value, what: &'static str) {
+        if let Some(o) = v.as_ref() {
+            if o.address().wrapping_sub(self.arena_base) >= self.arena_size {
+                self.foreign(v, what);
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn foreign(&self, v: Value, what: &'static str) -> ! {
+        let a = v.as_ref().map_or(0, |o| o.address());
+        match crate::fork::heap_owning(a) {
+            Some(other) => panic!(
+                "{what}: {v:?} is a reference of heap #{other}, not of this mutator's heap #{}: references cannot cross heaps",
+                self.shared.heap_id
+            ),
+            None => panic!(
+                "{what}: {v:?} is not a reference into this mutator's heap #{} (a forged value, or a reference of a heap that was dropped)",
+                self.shared.heap_id
+            ),
+        }
+    }
     /// The cached type registry; refreshed when a type beyond it is seen.
     #[inline]
     fn types_for(&self, ty: TypeId) -> &TypeRegistry {
@@ -149,9 +218,17 @@ impl Mutator {
         self.heap.inner.marking.barrier.load(Ordering::Relaxed)
     }
 
-    /// Wait until the heap's running cycle (marking and compaction) is over, in native state.
-    pub fn wait_for_cycle(&mut self) {
+    /// Wait until the heap's running cycle (marking and compaction) is over and recorded, in
+    /// native state (the cycle's pauses do not wait for this mutator). Returns at once if no
+    /// cycle runs.
+    ///
+    /// # Errors
+    /// [`CollectError::Reentrant`] from inside a callback run by a collection (the `on_cycle`
+    /// hook runs before its cycle is over: waiting there would wait for itself).
+    pub fn wait_for_cycle(&mut self) -> Result<(), CollectError> {
+        crate::cycle::refuse_reentry("wait_for_cycle")?;
         self.heap.inner.wait_idle_as(Some(&self.shared));
+        Ok(())
     }
 
     /// Wait, in native state (the cycle's pauses do not wait for us), until the heap has
@@ -189,9 +266,32 @@ impl Mutator {
         r
     }
 
-    /// Collect now.
-    pub fn collect(&mut self) -> Result<(), AllocError> {
-        self.collect_for(Trigger::Explicit)
+    /// Run a full collection and wait for it to complete: in concurrent mode, this returns
+    /// after the cycle's compaction has finished and the cycle is recorded (the mutator waits
+    /// in native state meanwhile). See [`Mutator::start_collection`] for the variant that
+    /// does not wait.
+    ///
+    /// # Errors
+    /// [`CollectError::Reentrant`] from inside a callback that runs as part of a collection
+    /// (the `on_cycle` hook, a root source, the mark hook): the request is refused, not
+    /// deferred. [`CollectError::Kernel`] if a kernel call failed before any object moved.
+    pub fn collect(&mut self) -> Result<(), CollectError> {
+        self.start_collection()?;
+        self.heap.inner.wait_idle_as(Some(&self.shared));
+        Ok(())
+    }
+
+    /// Start a collection. Stop-the-world mode: the whole cycle runs before this returns.
+    /// Concurrent mode: returns after the initial-mark pause; marking and compaction continue
+    /// on the collector's thread ([`Mutator::wait_for_cycle`] waits for the end,
+    /// [`crate::Heap::phase`] tells where it is). If a cycle is running, waits for it to end
+    /// first (in native state) and then starts a new one.
+    ///
+    /// # Errors
+    /// As [`Mutator::collect`].
+    pub fn start_collection(&mut self) -> Result<(), CollectError> {
+        crate::cycle::collect(&self.heap.inner, Some(&self.shared), Trigger::Explicit)?;
+        Ok(())
     }
 
     /// Make the pages of the object `v` refers to present, before handing its memory to a
@@ -212,13 +312,20 @@ impl Mutator {
         }
     }
 
+    /// A collection for an allocation. Inside a callback run by a collection, an occupancy or
+    /// stress trigger is deferred (the allocation proceeds if it fits; the next allocation
+    /// outside the callback triggers); an exhausted space is refused with
+    /// [`CollectError::Reentrant`].
     fn collect_for(&mut self, t: Trigger) -> Result<(), AllocError> {
-        crate::cycle::collect(&self.heap.inner, Some(&self.shared), t)
-            .map_err(|e| AllocError::Kernel(e.to_string()))?;
+        if reentry::current().is_some() && matches!(t, Trigger::Occupancy | Trigger::Stress) {
+            return Ok(());
+        }
+        crate::cycle::collect(&self.heap.inner, Some(&self.shared), t)?;
         Ok(())
     }
 
-    /// Verify the heap now (stops the world).
+    /// Verify the heap now (stops the world). Refused (a [`crate::VerifyError`] naming the
+    /// mistake) from inside a callback run by a collection.
     pub fn verify(&mut self) -> Result<crate::verify::VerifyReport, crate::verify::VerifyError> {
         crate::cycle::verify_stopped(&self.heap.inner, Some(&self.shared))
     }
@@ -443,6 +550,7 @@ impl Mutator {
     /// see the module documentation).
     pub fn local(&self, v: Value) -> Option<Local<'_>> {
         let o = v.as_ref()?;
+        self.check_ours(v, "Mutator::local");
         let a = o.address();
         let inner = self.inner();
         let in_heap = inner.moving.contains_used(a) || inner.large.contains(a);
@@ -466,8 +574,13 @@ impl Mutator {
         }
     }
 
-    /// Create a handle that keeps `v` alive and up to date across collections.
+    /// Create a handle that keeps `v` alive and up to date across collections. The handle
+    /// belongs to this mutator (see the module documentation, "Ownership").
+    ///
+    /// # Panics
+    /// If `v` is a reference of another heap.
     pub fn root(&self, v: Value) -> Root {
+        self.check_ours(v, "Mutator::root");
         // SAFETY: the owner thread, RUNNING.
         let r = unsafe { self.shared.roots_mut() };
         let index = match r.free.pop() {
@@ -496,8 +609,12 @@ impl Mutator {
     // The value stack: a precise root area for an interpreter's operand stack and frames.
 
     /// Push onto the value stack.
+    ///
+    /// # Panics
+    /// If `v` is a reference of another heap.
     #[inline]
     pub fn push(&self, v: Value) {
+        self.check_ours(v, "Mutator::push");
         // SAFETY: the owner thread, RUNNING.
         unsafe { self.shared.roots_mut() }.stack.push(v.bits());
     }
@@ -520,8 +637,12 @@ impl Mutator {
         unsafe { Value::from_bits(self.shared.roots_mut().stack[i]) }
     }
     /// Set value-stack slot `i`.
+    ///
+    /// # Panics
+    /// If `v` is a reference of another heap.
     #[inline]
     pub fn stack_set(&self, i: usize, v: Value) {
+        self.check_ours(v, "Mutator::stack_set");
         // SAFETY: the owner thread, RUNNING.
         unsafe { self.shared.roots_mut() }.stack[i] = v.bits();
     }
@@ -556,6 +677,8 @@ impl Drop for Mutator {
         }
         note_detached(inner.key(), &self.shared);
         self.waits.detach(&inner.waits);
+        // Roots of this mutator are no longer scanned: they refuse to be read from now on.
+        self.shared.detached.store(true, Ordering::SeqCst);
         g.mutators.retain(|m| !Arc::ptr_eq(m, &self.shared));
         drop(g);
         inner.sp.notify();
@@ -563,6 +686,11 @@ impl Drop for Mutator {
 }
 
 /// A handle on one object, updated by the collector when the object moves.
+///
+/// A `Root` belongs to the [`Mutator`] that created it and must be used with that mutator:
+/// every accessor takes it and checks. It keeps its mutator's root storage alive (not the
+/// mutator), so a misuse is always answered with a panic naming it, never with another
+/// object.
 pub struct Root {
     shared: Arc<MutatorShared>,
     index: u32,
@@ -570,17 +698,65 @@ pub struct Root {
 }
 
 impl Root {
+    /// Panic unless `m` is this root's mutator (alive: it is borrowed).
+    #[inline]
+    fn check_owner(&self, m: &Mutator, what: &'static str) {
+        if !Arc::ptr_eq(&self.shared, &m.shared) {
+            self.wrong_owner(m, what);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wrong_owner(&self, m: &Mutator, what: &'static str) -> ! {
+        let mine = &self.shared;
+        if mine.detached.load(Ordering::SeqCst) {
+            panic!(
+                "{what}: this Root's Mutator (#{} of heap #{}) was dropped; a Root dies with its Mutator (keep the Mutator alive, or use a GlobalRoot)",
+                mine.id, mine.heap_id
+            );
+        } else if mine.heap_id != m.shared.heap_id {
+            panic!(
+                "{what}: this Root belongs to heap #{}, but was used with a mutator of heap #{}",
+                mine.heap_id, m.shared.heap_id
+            );
+        } else {
+            panic!(
+                "{what}: this Root belongs to mutator #{} but was used with mutator #{} of the same heap #{} (roots are per mutator)",
+                mine.id, m.shared.id, mine.heap_id
+            );
+        }
+    }
+
     /// The current value (valid until the next safepoint of `m`).
-    pub fn value(&self, _m: &Mutator) -> Value {
-        // SAFETY: the owner thread (Root is !Send); the slot holds a valid value.
+    ///
+    /// # Panics
+    /// If `m` is not the mutator that created this root (or that mutator was dropped).
+    pub fn value(&self, m: &Mutator) -> Value {
+        self.read(m, "Root::value")
+    }
+
+    fn read(&self, m: &Mutator, what: &'static str) -> Value {
+        self.check_owner(m, what);
+        // SAFETY: `m` is the owner, borrowed (so alive and RUNNING on this thread: Root is
+        // !Send); the slot holds a valid value updated by the collector.
         unsafe { Value::from_bits(self.shared.roots_mut().handles[self.index as usize]) }
     }
+
     /// The object, borrowed from `m`: usable until `m`'s next safepoint.
+    ///
+    /// # Panics
+    /// As [`Root::value`].
     pub fn get<'m>(&self, m: &'m Mutator) -> Option<Local<'m>> {
-        m.local(self.value(m))
+        m.local(self.read(m, "Root::get"))
     }
     /// Replace the rooted value.
-    pub fn set(&self, _m: &Mutator, v: Value) {
+    ///
+    /// # Panics
+    /// As [`Root::value`], and if `v` is a reference of another heap.
+    pub fn set(&self, m: &Mutator, v: Value) {
+        self.check_owner(m, "Root::set");
+        m.check_ours(v, "Root::set");
         // SAFETY: the owner thread, RUNNING.
         unsafe { self.shared.roots_mut() }.handles[self.index as usize] = v.bits();
     }
@@ -673,8 +849,13 @@ impl<'m> Local<'m> {
         unsafe { Value::from_bits(AtomicUsize::from_ptr(a as *mut usize).load(Ordering::Relaxed)) }
     }
     /// Store `v` into payload word `i`. A reference may only be stored into a reference slot.
+    ///
+    /// # Panics
+    /// If `i` is out of bounds, if a reference goes into a non-reference word, or if `v` is a
+    /// reference of another heap.
     pub fn set(&self, i: usize, v: Value) {
         let a = self.word_addr(i);
+        self.m.check_ours(v, "Local::set");
         assert!(
             !v.is_ref() || self.is_ref_word(i),
             "word {i} of {:?} is not a reference slot",

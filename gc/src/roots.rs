@@ -16,10 +16,17 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::reentry::{self, Callback};
+
 /// Embedder root slots outside Faultline's own handles and stacks (a runtime's globals, say).
 ///
 /// `for_each_root` is called only while every mutator is stopped; it must present every slot
 /// that may hold a reference, and the collector may store an updated value into each.
+///
+/// It runs with the world stopped by the calling thread: it must not collect, verify, wait for
+/// a cycle, attach, drop a mutator or add a root source. Those requests are refused there
+/// (collections and waits with [`crate::CollectError::Reentrant`], the others with a panic
+/// naming the mistake) instead of deadlocking.
 pub trait RootSource: Send + Sync {
     /// Call `visit` once for every root slot.
     fn for_each_root(&self, visit: &mut dyn FnMut(&AtomicUsize));
@@ -65,7 +72,13 @@ impl HeapRoots {
     }
 
     /// Add a heap-wide root source.
+    ///
+    /// # Panics
+    /// From inside a root source (the sources are being visited: it would deadlock).
     pub(crate) fn add_source(&self, src: Arc<dyn RootSource>) {
+        if reentry::current() == Some(Callback::RootSource) {
+            panic!("add_root_source called from inside RootSource::for_each_root (the root sources are being visited): it would deadlock");
+        }
         self.sources
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -89,6 +102,7 @@ impl HeapRoots {
 /// Visit the slots of one root source through `f` (which may rewrite them).
 pub(crate) fn visit_source(src: &dyn RootSource, f: &mut dyn FnMut(&mut usize)) {
     use std::sync::atomic::Ordering;
+    let _scope = reentry::enter(Callback::RootSource);
     src.for_each_root(&mut |a: &AtomicUsize| {
         let mut v = a.load(Ordering::Relaxed);
         f(&mut v);

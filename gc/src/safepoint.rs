@@ -28,8 +28,12 @@
 //!   collector only with the world stopped.
 
 use core::cell::{RefCell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::reentry::{self, Callback};
+use crate::stats::MutatorTts;
 
 use crate::roots::{visit_source, HeapRoots, LocalRoots};
 use crate::timeline::PauseTimeline;
@@ -45,6 +49,16 @@ pub(crate) const NATIVE: u8 = 2;
 pub(crate) struct MutatorShared {
     /// Unique within the heap (1-based).
     pub id: u64,
+    /// The heap's id (see [`crate::inner::HeapInner::id`]).
+    pub heap_id: u64,
+    /// The name given at attach, if any (for diagnostics).
+    pub name: Option<Arc<str>>,
+    /// Set when the `Mutator` is dropped: its roots are no longer scanned, so a `Root` still
+    /// pointing here must not be read.
+    pub detached: AtomicBool,
+    /// Time to safepoint in the last stop of the world, in nanoseconds (0 if it was already
+    /// stopped, or is the thread that stopped the world). Written under the safepoint lock.
+    pub last_tts_ns: AtomicU64,
     /// RUNNING, PARKED or NATIVE (changed under the safepoint lock).
     pub state: AtomicU8,
     /// Start of the current allocation buffer.
@@ -66,9 +80,13 @@ unsafe impl Send for MutatorShared {}
 
 impl MutatorShared {
     /// A running mutator with empty roots.
-    pub(crate) fn new(id: u64, satb_capacity: usize) -> Self {
+    pub(crate) fn new(id: u64, heap_id: u64, name: Option<Arc<str>>, satb_capacity: usize) -> Self {
         MutatorShared {
             id,
+            heap_id,
+            name,
+            detached: AtomicBool::new(false),
+            last_tts_ns: AtomicU64::new(0),
             state: AtomicU8::new(RUNNING),
             tlab_start: AtomicUsize::new(0),
             tlab_cursor: AtomicUsize::new(0),
@@ -109,6 +127,30 @@ pub(crate) struct SpState {
     pub timeline: PauseTimeline,
     /// When the last mutator of the latest stop of the world stopped (for `crate::waits`).
     pub stopped_at: Option<std::time::Instant>,
+    /// When the stop in progress began (`None` when the world runs).
+    pub stop_began: Option<Instant>,
+}
+
+impl SpState {
+    /// Time to safepoint of every mutator in the last (or current) stop of the world.
+    pub(crate) fn tts_by_mutator(&self) -> Vec<MutatorTts> {
+        self.mutators
+            .iter()
+            .map(|m| MutatorTts {
+                mutator: m.id,
+                name: m.name.as_deref().map(str::to_string),
+                time: Duration::from_nanos(m.last_tts_ns.load(Ordering::Relaxed)),
+            })
+            .collect()
+    }
+
+    /// `me` stops for the pause in progress (under the lock): record its time to safepoint.
+    fn note_stopped(&self, me: &MutatorShared) {
+        if let Some(t0) = self.stop_began {
+            let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            me.last_tts_ns.store(ns, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The handshake of one heap.
@@ -128,6 +170,7 @@ impl Default for Safepoint {
                 gc_active: false,
                 timeline: PauseTimeline::default(),
                 stopped_at: None,
+                stop_began: None,
             }),
             cv: Condvar::new(),
         }
@@ -139,7 +182,16 @@ pub(crate) type Me<'a> = Option<&'a Arc<MutatorShared>>;
 
 impl Safepoint {
     /// Take the safepoint lock.
+    ///
+    /// # Panics
+    /// From inside [`crate::RootSource::for_each_root`], which runs with the world stopped by
+    /// the calling thread (the lock held): taking it again would deadlock.
     pub(crate) fn lock(&self) -> MutexGuard<'_, SpState> {
+        if reentry::current() == Some(Callback::RootSource) {
+            panic!(
+                "a heap operation that needs the safepoint (attach, dropping a Mutator, a native section, mutator_count, pause_timeline) was called from inside RootSource::for_each_root, which runs with the world stopped by this thread: it would deadlock"
+            );
+        }
         self.lock.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -161,6 +213,7 @@ impl Safepoint {
             // Someone else collects: behave as a parked mutator until it is done.
             let arrived = std::time::Instant::now();
             if let Some(me) = me {
+                g.note_stopped(me);
                 me.state.store(PARKED, Ordering::SeqCst);
                 self.notify();
             }
@@ -174,7 +227,12 @@ impl Safepoint {
             return None;
         }
         g.gc_active = true;
-        g.timeline.begin(std::time::Instant::now());
+        let now = Instant::now();
+        g.timeline.begin(now);
+        g.stop_began = Some(now);
+        for m in &g.mutators {
+            m.last_tts_ns.store(0, Ordering::Relaxed);
+        }
         self.requested.store(true, Ordering::SeqCst);
         loop {
             let all_stopped = g.mutators.iter().all(|m| {
@@ -204,7 +262,8 @@ impl Safepoint {
     pub(crate) fn resume(&self, mut g: MutexGuard<'_, SpState>) {
         self.requested.store(false, Ordering::SeqCst);
         g.gc_active = false;
-        g.timeline.end(std::time::Instant::now());
+        g.stop_began = None;
+        g.timeline.end(Instant::now());
         drop(g);
         self.notify();
     }
@@ -215,6 +274,9 @@ impl Safepoint {
         let mut g = self.lock();
         let waited = g.gc_active;
         while g.gc_active {
+            if me.state.load(Ordering::Relaxed) == RUNNING {
+                g.note_stopped(me);
+            }
             me.state.store(PARKED, Ordering::SeqCst);
             self.notify();
             g = self.wait(g);
@@ -227,7 +289,10 @@ impl Safepoint {
 
     /// `me` enters a native section.
     pub(crate) fn enter_native(&self, me: &MutatorShared) {
-        let _g = self.lock();
+        let g = self.lock();
+        if g.gc_active {
+            g.note_stopped(me);
+        }
         me.state.store(NATIVE, Ordering::SeqCst);
         self.notify();
     }
@@ -294,16 +359,16 @@ pub(crate) fn visit_roots(g: &SpState, heap: &HeapRoots, f: &mut dyn FnMut(&mut 
 thread_local! {
     /// The mutators attached on this thread, by heap key: lets heap-level waits from an
     /// attached thread wait in native state (so they cannot hold up a pause).
-    static ATTACHED: RefCell<Vec<(usize, Arc<MutatorShared>)>> = const { RefCell::new(Vec::new()) };
+    static ATTACHED: RefCell<Vec<(u64, Arc<MutatorShared>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Record that this thread attached `m` to the heap identified by `key`.
-pub(crate) fn note_attached(key: usize, m: &Arc<MutatorShared>) {
+pub(crate) fn note_attached(key: u64, m: &Arc<MutatorShared>) {
     ATTACHED.with(|a| a.borrow_mut().push((key, m.clone())));
 }
 
 /// Forget `m` (it detaches).
-pub(crate) fn note_detached(key: usize, m: &Arc<MutatorShared>) {
+pub(crate) fn note_detached(key: u64, m: &Arc<MutatorShared>) {
     ATTACHED.with(|a| {
         a.borrow_mut()
             .retain(|(k, x)| !(*k == key && Arc::ptr_eq(x, m)))
@@ -311,7 +376,7 @@ pub(crate) fn note_detached(key: usize, m: &Arc<MutatorShared>) {
 }
 
 /// The mutator this thread has attached to the heap identified by `key`, if any.
-pub(crate) fn attached_here(key: usize) -> Option<Arc<MutatorShared>> {
+pub(crate) fn attached_here(key: u64) -> Option<Arc<MutatorShared>> {
     ATTACHED.with(|a| {
         a.borrow()
             .iter()

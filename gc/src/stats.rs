@@ -43,6 +43,40 @@ pub struct Pause {
     pub duration: Duration,
 }
 
+/// One mutator's time to safepoint in a cycle: from the request to stop the world until it
+/// stopped (parked at a poll or entered a native section); the worst over the cycle's pauses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MutatorTts {
+    /// The mutator's id ([`crate::Mutator::id`]).
+    pub mutator: u64,
+    /// Its name, if it was attached with [`crate::Heap::attach_named`].
+    pub name: Option<String>,
+    /// How long the pause waited for it (zero if it was already stopped, or requested the
+    /// pause itself).
+    pub time: Duration,
+}
+
+impl MutatorTts {
+    /// `name #id`, or `#id` for an unnamed mutator.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => format!("{n} #{}", self.mutator),
+            None => format!("#{}", self.mutator),
+        }
+    }
+}
+
+/// Merge two per-mutator time-to-safepoint lists (the worst of each mutator).
+pub(crate) fn merge_tts(mut a: Vec<MutatorTts>, b: Vec<MutatorTts>) -> Vec<MutatorTts> {
+    for t in b {
+        match a.iter_mut().find(|x| x.mutator == t.mutator) {
+            Some(x) => x.time = x.time.max(t.time),
+            None => a.push(t),
+        }
+    }
+    a
+}
+
 /// What one collection cycle did.
 #[derive(Debug, Clone)]
 pub struct CycleStats {
@@ -89,6 +123,9 @@ pub struct CycleStats {
     pub vmas: (usize, usize),
     /// Mutators attached.
     pub mutators: usize,
+    /// Time to safepoint of every mutator stopped by the cycle's pauses (the worst over its
+    /// pauses); see [`CycleStats::slowest_mutator`].
+    pub mutator_tts: Vec<MutatorTts>,
     /// Concurrent mode: the part of the remark+flip pause spent finishing marking (the rest is
     /// planning and the flip).
     pub remark: Duration,
@@ -197,6 +234,7 @@ impl Default for CycleStats {
             calls: CallSnapshot::default(),
             vmas: (0, 0),
             mutators: 0,
+            mutator_tts: Vec::new(),
             remark: Duration::ZERO,
             pages_by_fault: 0,
             pages_in_place: 0,
@@ -235,6 +273,12 @@ impl CycleStats {
     /// REGISTER + UNREGISTER during the cycle.
     pub fn registrations(&self) -> u64 {
         self.calls.get(Call::UffdRegister) + self.calls.get(Call::UffdUnregister)
+    }
+
+    /// The mutator that held the cycle's pauses up longest (the largest time to safepoint),
+    /// if any mutator was stopped.
+    pub fn slowest_mutator(&self) -> Option<&MutatorTts> {
+        self.mutator_tts.iter().max_by_key(|t| t.time)
     }
 
     /// One GC-log line, in the spirit of the JVM's unified logging.
@@ -295,7 +339,7 @@ impl CycleStats {
             String::new()
         };
         format!(
-            "[gc] #{} {} ({}) pause: {} | heap {}K->{}K | live {} objs | pages {} (by faults {}) | mmap-family {} register {} | vmas {}->{} | cycle {:.3}ms{}",
+            "[gc] #{} {} ({}) pause: {} | tts {:.3}ms{} | heap {}K->{}K | live {} objs | pages {} (by faults {}) | mmap-family {} register {} | vmas {}->{} | cycle {:.3}ms{}",
             self.cycle,
             match self.mode {
                 GcMode::StopTheWorld => "stw",
@@ -303,6 +347,15 @@ impl CycleStats {
             },
             self.trigger.name(),
             pauses.join(", "),
+            self.time_to_safepoint.as_secs_f64() * 1e3,
+            match self.slowest_mutator() {
+                Some(t) if !t.time.is_zero() => format!(
+                    " (longest: mutator {} {:.3}ms)",
+                    t.label(),
+                    t.time.as_secs_f64() * 1e3
+                ),
+                _ => String::new(),
+            },
             self.heap_before() / 1024,
             self.heap_after() / 1024,
             self.live_objects,

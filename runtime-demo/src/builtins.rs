@@ -1487,7 +1487,8 @@ fn runtime(vm: &mut Vm, _: usize, _: usize) -> R<Value> {
     vm.make_int(ms)
 }
 fn gc(vm: &mut Vm, _: usize, _: usize) -> R<Value> {
-    vm.m.collect()?;
+    // Starts a cycle (concurrent mode: returns after the initial mark, as before).
+    vm.m.start_collection()?;
     Ok(UNSPEC)
 }
 fn heap_used(vm: &mut Vm, _: usize, _: usize) -> R<Value> {

@@ -10,7 +10,7 @@
 //!   conversion), which the command line reports with exit code 1 like other program errors;
 //!   `(exit n)` travels as [`ErrorKind::Exit`] and becomes exit code `n`.
 
-use faultline::AllocError;
+use faultline::{AllocError, CollectError};
 
 use crate::diag::{Diagnostic, Frame};
 use crate::reader::Span;
@@ -88,6 +88,12 @@ impl From<AllocError> for RtError {
             AllocError::OutOfMemory { .. } => RtError::of(ErrorKind::OutOfMemory, e.to_string()),
             other => RtError::new(other.to_string()),
         }
+    }
+}
+
+impl From<CollectError> for RtError {
+    fn from(e: CollectError) -> RtError {
+        RtError::new(e.to_string())
     }
 }
 

@@ -146,7 +146,7 @@ impl RunStats {
             barrier: info.barrier.map(|b| b.name()),
             uses_userfaultfd: heap.uses_userfaultfd(),
             fallback_reason: info.fallback_reason,
-            cycles: heap.cycles() as usize,
+            cycles: heap.cycles() as usize, // completed cycles: one GC-log line each
             pauses: Percentiles::of(pauses),
             gc_time: history.iter().map(|c| c.total).sum(),
             faults: heap.fault_stats(),

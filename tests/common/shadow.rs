@@ -320,12 +320,12 @@ impl Shadow {
 /// Returns the number of checks made.
 pub fn drive(m: &mut Mutator, sh: &mut Shadow, until_cycles: u64, max_steps: u64) -> u64 {
     let heap = m.heap().clone();
-    let mut last = heap.cycles();
+    let mut last = heap.flips();
     let mut steps = 0;
-    while heap.cycles() < until_cycles && steps < max_steps {
+    while heap.flips() < until_cycles && steps < max_steps {
         sh.step(m);
         steps += 1;
-        let c = heap.cycles();
+        let c = heap.flips();
         if c != last {
             sh.check(m);
             last = c;

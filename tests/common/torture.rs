@@ -51,9 +51,9 @@ impl Record {
     /// (over the recorded history).
     pub fn add_heap(&mut self, heap: &Heap) {
         let h = heap.history();
-        self.collections += heap.cycles();
+        self.collections += heap.flips();
         if heap.config().debug.verify {
-            self.verified_collections += heap.cycles();
+            self.verified_collections += heap.flips();
         }
         self.mutator_threads = self
             .mutator_threads

@@ -1,0 +1,59 @@
+//! The embedding API's error types for collections and attaching (allocation errors live with
+//! allocation, [`crate::AllocError`], which wraps [`CollectError`]).
+//!
+//! Invariant: every message names what the embedder did or set, never an internal field.
+
+use faultline_heap::ArenaError;
+
+use crate::reentry::Callback;
+
+/// Why a collection (or a wait for one) did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CollectError {
+    /// A collection, verification or wait for the cycle was requested from inside a callback
+    /// that runs as part of a collection. It would wait for itself (or deadlock on the
+    /// safepoint lock), so it is refused: do it after the callback returns (for example, set
+    /// a flag in the callback and collect from the mutator's loop).
+    #[error("{request} called from inside {callback}, which runs as part of a collection: it would wait for itself, so it is refused (do it after the callback returns)")]
+    Reentrant {
+        /// What was asked for (`"collect"`, `"verify"`, ...).
+        request: &'static str,
+        /// The callback the request came from.
+        callback: Callback,
+    },
+    /// A kernel call of the collection failed where failing is allowed (failures after
+    /// references were rewritten end the process instead): the heap stays consistent and
+    /// usable. The [`ArenaError`] names the call and its errno where known
+    /// ([`ArenaError::Sys`], [`ArenaError::Uffd`]).
+    #[error("the collection failed in the kernel: {0}")]
+    Kernel(#[source] ArenaError),
+    /// The concurrent collector's thread could not be started.
+    #[error("starting the GC thread failed: {0}")]
+    Spawn(String),
+}
+
+impl From<ArenaError> for CollectError {
+    fn from(e: ArenaError) -> Self {
+        CollectError::Kernel(e)
+    }
+}
+
+/// Why a thread could not attach to a heap.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttachError {
+    /// The calling thread already has a mutator of this heap. A thread's second mutator would
+    /// never reach a safepoint while the first one runs (or waits), so any collection would
+    /// wait for it forever: use the existing mutator, or drop it first.
+    #[error("this thread already has mutator #{mutator} of heap #{heap}: one mutator per heap per thread (use that one, or drop it first)")]
+    AlreadyAttached {
+        /// The heap's id ([`crate::Heap::id`]).
+        heap: u64,
+        /// The existing mutator's id ([`crate::Mutator::id`]).
+        mutator: u64,
+    },
+    /// `attach` was called from inside a callback that runs with the world stopped.
+    #[error("attach called from inside {0}, which runs with the world stopped: it would deadlock")]
+    Reentrant(Callback),
+}

@@ -1,0 +1,763 @@
+//! Misuse of the embedding API, one test per case of issue 13's "Why" that has a defined
+//! outcome: a returned error, or a panic whose message names the mistake; never a hang, never
+//! another object.
+//!
+//! Every case runs in a child process (this test binary re-executed with `MISUSE_CASE` naming
+//! the case, `--exact` selecting the test): the parent checks the child's exit status and, for
+//! panics, the message on its stderr. A watchdog kills a child that runs longer than
+//! [`WATCHDOG`], so a hang fails the test instead of stalling CI. Cases whose outcome is an
+//! error are checked inside the child (a failed assertion fails its exit status).
+//!
+//! Cases not defined yet are listed `#[ignore = "..."]` with the reason, so they show up.
+
+mod common;
+use common::*;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use faultline::{
+    AttachError, Callback, CollectError, CyclePhase, GcMode, GlobalRoot, Heap, HeapConfig,
+    RootSource, Value,
+};
+
+/// The environment variable naming the case a child process runs.
+const CASE_VAR: &str = "MISUSE_CASE";
+/// A child running longer than this is killed: the case hangs.
+const WATCHDOG: Duration = Duration::from_secs(30);
+
+/// How a child ended.
+struct Child {
+    status: std::process::ExitStatus,
+    stderr: String,
+}
+
+/// Run `case` (the name of a test of this binary) in a child process under the watchdog.
+fn run_child(case: &str) -> Child {
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([case, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CASE_VAR, case)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning the child");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("waiting for the child") {
+            break st;
+        }
+        if t0.elapsed() > WATCHDOG {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = reader.join().unwrap_or_default();
+            panic!("{case}: the child hung (killed after {WATCHDOG:?}); its stderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Child {
+        status,
+        stderr: reader.join().unwrap_or_default(),
+    }
+}
+
+/// In the child: run `body`. In the parent: run the child and require that it panicked with a
+/// message containing every one of `needles`.
+fn expect_panic(case: &str, needles: &[&str], body: impl FnOnce()) {
+    if std::env::var(CASE_VAR).as_deref() == Ok(case) {
+        body();
+        eprintln!("MISUSE: {case} returned without panicking");
+        return;
+    }
+    let c = run_child(case);
+    assert!(
+        !c.status.success(),
+        "{case}: expected a panic, the child succeeded; stderr:\n{}",
+        c.stderr
+    );
+    assert!(
+        c.stderr.contains("panicked"),
+        "{case}: the child failed without a panic ({}); stderr:\n{}",
+        c.status,
+        c.stderr
+    );
+    for n in needles {
+        assert!(
+            c.stderr.contains(n),
+            "{case}: the panic message does not say {n:?}; stderr:\n{}",
+            c.stderr
+        );
+    }
+}
+
+/// In the child: run `body` (its assertions check the defined outcome). In the parent: require
+/// that the child succeeded within the watchdog.
+fn expect_ok(case: &str, body: impl FnOnce()) {
+    if std::env::var(CASE_VAR).as_deref() == Ok(case) {
+        body();
+        return;
+    }
+    let c = run_child(case);
+    assert!(
+        c.status.success(),
+        "{case}: the child failed ({}); stderr:\n{}",
+        c.status,
+        c.stderr
+    );
+}
+
+fn stw(bytes: usize) -> HeapConfig {
+    HeapConfig::with_heap_size(bytes).mode(GcMode::StopTheWorld)
+}
+
+fn concurrent(bytes: usize) -> HeapConfig {
+    HeapConfig::with_heap_size(bytes).mode(GcMode::Concurrent)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handles with no owner.
+
+#[test]
+fn root_used_after_its_mutator_was_dropped() {
+    expect_panic(
+        "root_used_after_its_mutator_was_dropped",
+        &["Root::get", "was dropped", "a Root dies with its Mutator"],
+        || {
+            let heap = heap(4 << 20);
+            let t = register(&heap);
+            let mut m = heap.attach();
+            let a = m.alloc(t.pair, 0).unwrap();
+            let r = m.root(a);
+            drop(m);
+            let mut m2 = heap.attach();
+            // Garbage over the old object's place, then a collection: the old root is not
+            // scanned any more.
+            for _ in 0..1000 {
+                m2.alloc(t.pair, 0).unwrap();
+            }
+            m2.collect().unwrap();
+            let _ = r.get(&m2);
+        },
+    );
+}
+
+#[test]
+fn root_used_with_a_mutator_of_another_heap() {
+    expect_panic(
+        "root_used_with_a_mutator_of_another_heap",
+        &["Root::value", "belongs to heap #", "mutator of heap #"],
+        || {
+            let a = heap(4 << 20);
+            let b = heap(4 << 20);
+            let ta = register(&a);
+            let ma = a.attach();
+            let mb = b.attach();
+            let mut ma = ma;
+            let v = ma.alloc(ta.pair, 0).unwrap();
+            let r = ma.root(v);
+            let _ = r.value(&mb);
+        },
+    );
+}
+
+#[test]
+fn root_of_a_dropped_heap_used_with_a_new_heap() {
+    expect_panic(
+        "root_of_a_dropped_heap_used_with_a_new_heap",
+        &["Root::get", "was dropped"],
+        || {
+            let a = heap(4 << 20);
+            let t = register(&a);
+            let mut m = a.attach();
+            let v = m.alloc(t.pair, 0).unwrap();
+            let r = m.root(v);
+            drop(m);
+            drop(a);
+            // A new heap of the same size: often mapped at the same address.
+            let b = heap(4 << 20);
+            let tb = register(&b);
+            let mut mb = b.attach();
+            mb.alloc(tb.pair, 0).unwrap();
+            let _ = r.get(&mb);
+        },
+    );
+}
+
+#[test]
+fn global_root_used_with_a_mutator_of_another_heap() {
+    expect_panic(
+        "global_root_used_with_a_mutator_of_another_heap",
+        &["GlobalRoot::get", "belongs to heap #", "mutator of heap #"],
+        || {
+            let a = heap(4 << 20);
+            let t = register(&a);
+            let mut m = a.attach();
+            let v = m.alloc(t.pair, 0).unwrap();
+            let g = GlobalRoot::new(&a, v);
+            drop(m);
+            // The last handle of heap A is dropped, but the global root keeps it alive; the
+            // new heap is a different one, and the global root says so.
+            drop(a);
+            let b = heap(4 << 20);
+            let mb = b.attach();
+            let _ = g.get(&mb);
+        },
+    );
+}
+
+#[test]
+fn global_root_keeps_its_heap_alive() {
+    expect_ok("global_root_keeps_its_heap_alive", || {
+        let a = heap(4 << 20);
+        let t = register(&a);
+        let mut m = a.attach();
+        let v = m.alloc(t.pair, 0).unwrap();
+        m.local(v).unwrap().set(0, fix(42));
+        let g = GlobalRoot::new(&a, v);
+        drop(m);
+        let id = a.id();
+        drop(a);
+        let b = heap(4 << 20);
+        assert_ne!(b.id(), id, "heap ids are never reused");
+        drop(b);
+        // Heap A still lives (through the global root's handle): a new mutator of it would
+        // need a Heap handle, which the embedder dropped; the object stays rooted.
+        drop(g);
+    });
+}
+
+#[test]
+fn local_set_storing_a_reference_of_another_heap() {
+    expect_panic(
+        "local_set_storing_a_reference_of_another_heap",
+        &[
+            "Local::set",
+            "is a reference of heap #",
+            "references cannot cross heaps",
+        ],
+        || {
+            let a = heap(4 << 20);
+            let b = heap(4 << 20);
+            let (ta, tb) = (register(&a), register(&b));
+            let mut ma = a.attach();
+            let mut mb = b.attach();
+            let pa = ma.alloc(ta.pair, 0).unwrap();
+            let pb = mb.alloc(tb.pair, 0).unwrap();
+            ma.local(pa).unwrap().set(0, pb);
+        },
+    );
+}
+
+#[test]
+fn root_set_and_push_refuse_references_of_another_heap() {
+    expect_panic(
+        "root_set_and_push_refuse_references_of_another_heap",
+        &["Mutator::push", "references cannot cross heaps"],
+        || {
+            let a = heap(4 << 20);
+            let b = heap(4 << 20);
+            let (ta, tb) = (register(&a), register(&b));
+            let mut ma = a.attach();
+            let mut mb = b.attach();
+            let pa = ma.alloc(ta.pair, 0).unwrap();
+            let pb = mb.alloc(tb.pair, 0).unwrap();
+            let r = ma.root(pa);
+            let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                r.set(&ma, pb);
+            }));
+            assert!(
+                refused.is_err(),
+                "Root::set accepted another heap's reference"
+            );
+            ma.push(pb);
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hangs instead of errors.
+
+/// Collect (and friends) from inside the `on_cycle` hook: refused with `Reentrant`.
+fn collect_in_on_cycle(config: HeapConfig) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let slot: Arc<Mutex<Option<Heap>>> = Arc::default();
+    let (s2, h2) = (seen.clone(), slot.clone());
+    let heap = Heap::new(config.on_cycle(Arc::new(move |_| {
+        let Some(h) = h2.lock().unwrap().clone() else {
+            return;
+        };
+        let mut out = s2.lock().unwrap();
+        match h.collect() {
+            Err(CollectError::Reentrant {
+                request: "collect",
+                callback: Callback::OnCycle,
+            }) => out.push("collect refused".into()),
+            other => out.push(format!("collect: {other:?}")),
+        }
+        match h.start_collection() {
+            Err(CollectError::Reentrant { .. }) => out.push("start refused".into()),
+            other => out.push(format!("start_collection: {other:?}")),
+        }
+        match h.wait_for_cycle() {
+            Err(CollectError::Reentrant { .. }) => out.push("wait refused".into()),
+            other => out.push(format!("wait_for_cycle: {other:?}")),
+        }
+        match h.verify() {
+            Err(e) if e.to_string().contains("on_cycle") => out.push("verify refused".into()),
+            other => out.push(format!("verify: {other:?}")),
+        }
+    })))
+    .unwrap();
+    *slot.lock().unwrap() = Some(heap.clone());
+    let t = register(&heap);
+    let mut m = heap.attach();
+    list(&mut m, &t, 100);
+    m.collect().unwrap();
+    m.collect().unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 8, "{seen:?}");
+    for chunk in seen.chunks(4) {
+        assert_eq!(
+            chunk,
+            [
+                "collect refused",
+                "start refused",
+                "wait refused",
+                "verify refused"
+            ],
+            "{seen:?}"
+        );
+    }
+    assert_eq!(heap.cycles(), 2, "no cycle ran from the hook");
+    assert_eq!(read_list(&m, m.stack_get(0)), (0..100).collect::<Vec<_>>());
+    *slot.lock().unwrap() = None;
+}
+
+#[test]
+fn collect_inside_on_cycle_stop_the_world() {
+    expect_ok("collect_inside_on_cycle_stop_the_world", || {
+        collect_in_on_cycle(stw(4 << 20))
+    });
+}
+
+#[test]
+fn collect_inside_on_cycle_concurrent() {
+    expect_ok("collect_inside_on_cycle_concurrent", || {
+        collect_in_on_cycle(concurrent(4 << 20))
+    });
+}
+
+#[test]
+fn mutator_requests_inside_on_cycle_on_the_gc_thread() {
+    if std::env::var(CASE_VAR).is_err()
+        && !uffd_or_skip("mutator_requests_inside_on_cycle_on_the_gc_thread")
+    {
+        return;
+    }
+    expect_ok("mutator_requests_inside_on_cycle_on_the_gc_thread", || {
+        // Concurrent mode: the hook runs on the collector's thread, which may attach.
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let slot: Arc<Mutex<Option<(Heap, faultline::TypeId)>>> = Arc::default();
+        let (s2, h2) = (seen.clone(), slot.clone());
+        let heap = Heap::new(concurrent(4 << 20).on_cycle(Arc::new(move |_| {
+            let Some((h, pair)) = h2.lock().unwrap().clone() else {
+                return;
+            };
+            let mut hm = h.attach_named("hook");
+            let mut out = s2.lock().unwrap();
+            out.push(format!("{:?}", hm.collect()));
+            out.push(format!("{:?}", hm.wait_for_cycle()));
+            // An allocation that fits does not need a collection: it works.
+            out.push(format!("alloc ok: {}", hm.alloc(pair, 0).is_ok()));
+        })))
+        .unwrap();
+        assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
+        let t = register(&heap);
+        *slot.lock().unwrap() = Some((heap.clone(), t.pair));
+        let mut m = heap.attach();
+        m.collect().unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(
+            seen[0].contains("Reentrant") && seen[0].contains("OnCycle"),
+            "{seen:?}"
+        );
+        assert!(
+            seen[1].contains("Reentrant") && seen[1].contains("wait_for_cycle"),
+            "{seen:?}"
+        );
+        assert_eq!(seen[2], "alloc ok: true", "{seen:?}");
+        assert_eq!(heap.cycles(), 1);
+        *slot.lock().unwrap() = None;
+    });
+}
+
+#[test]
+fn collect_inside_the_mark_hook() {
+    if std::env::var(CASE_VAR).is_err() && !uffd_or_skip("collect_inside_the_mark_hook") {
+        return;
+    }
+    expect_ok("collect_inside_the_mark_hook", || {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let slot: Arc<Mutex<Option<Heap>>> = Arc::default();
+        let (s2, h2) = (seen.clone(), slot.clone());
+        let heap = Heap::new(concurrent(4 << 20).with(|c| {
+            c.debug.mark_hook = Some(Arc::new(move |_| {
+                if let Some(h) = h2.lock().unwrap().clone() {
+                    s2.lock().unwrap().push(format!("{:?}", h.collect()));
+                }
+            }))
+        }))
+        .unwrap();
+        *slot.lock().unwrap() = Some(heap.clone());
+        let t = register(&heap);
+        let mut m = heap.attach();
+        list(&mut m, &t, 100);
+        m.collect().unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert!(!seen.is_empty());
+        for s in &seen {
+            assert!(
+                s.contains("Reentrant") && s.contains("MarkHook"),
+                "{seen:?}"
+            );
+        }
+        *slot.lock().unwrap() = None;
+    });
+}
+
+#[test]
+fn wait_for_compaction_inside_on_cycle_panics() {
+    expect_panic(
+        "wait_for_compaction_inside_on_cycle_panics",
+        &["wait_for_compaction", "on_cycle", "refused"],
+        || {
+            let slot: Arc<Mutex<Option<Heap>>> = Arc::default();
+            let h2 = slot.clone();
+            let heap = Heap::new(stw(4 << 20).on_cycle(Arc::new(move |_| {
+                if let Some(h) = h2.lock().unwrap().clone() {
+                    h.wait_for_compaction();
+                }
+            })))
+            .unwrap();
+            *slot.lock().unwrap() = Some(heap.clone());
+            let mut m = heap.attach();
+            m.collect().unwrap();
+        },
+    );
+}
+
+/// A root source that asks for a collection (and a verification) while it is visited.
+struct Greedy {
+    heap: Mutex<Option<Heap>>,
+    slot: AtomicUsize,
+    outcomes: Mutex<Vec<String>>,
+}
+
+impl RootSource for Greedy {
+    fn for_each_root(&self, visit: &mut dyn FnMut(&std::sync::atomic::AtomicUsize)) {
+        visit(&self.slot);
+        let Some(h) = self.heap.lock().unwrap().clone() else {
+            return;
+        };
+        let mut out = self.outcomes.lock().unwrap();
+        match h.collect() {
+            Err(CollectError::Reentrant {
+                callback: Callback::RootSource,
+                ..
+            }) => out.push("collect refused".into()),
+            other => out.push(format!("collect: {other:?}")),
+        }
+        match h.verify() {
+            Err(e) if e.to_string().contains("RootSource::for_each_root") => {
+                out.push("verify refused".into())
+            }
+            other => out.push(format!("verify: {other:?}")),
+        }
+    }
+}
+
+fn collect_in_root_source(config: HeapConfig) {
+    let heap = Heap::new(config).unwrap();
+    let t = register(&heap);
+    let src = Arc::new(Greedy {
+        heap: Mutex::new(Some(heap.clone())),
+        slot: AtomicUsize::new(0),
+        outcomes: Mutex::default(),
+    });
+    heap.add_root_source(src.clone());
+    let mut m = heap.attach();
+    let v = m.alloc(t.pair, 0).unwrap();
+    m.local(v).unwrap().set(0, fix(7));
+    src.slot.store(v.bits(), Ordering::Relaxed);
+    m.collect().unwrap();
+    let out = src.outcomes.lock().unwrap().clone();
+    assert!(!out.is_empty());
+    for pair in out.chunks(2) {
+        assert_eq!(pair, ["collect refused", "verify refused"], "{out:?}");
+    }
+    // The slot was updated and the object kept.
+    // SAFETY: the slot holds the bits of a value rooted by this source, updated by the
+    // collector at every move (no safepoint since the collection returned).
+    let v = unsafe { Value::from_bits(src.slot.load(Ordering::Relaxed)) };
+    assert_eq!(unfix(m.local(v).unwrap().get(0)), 7);
+    *src.heap.lock().unwrap() = None;
+}
+
+#[test]
+fn collect_inside_root_source_stop_the_world() {
+    expect_ok("collect_inside_root_source_stop_the_world", || {
+        collect_in_root_source(stw(4 << 20))
+    });
+}
+
+#[test]
+fn collect_inside_root_source_concurrent() {
+    expect_ok("collect_inside_root_source_concurrent", || {
+        collect_in_root_source(concurrent(4 << 20))
+    });
+}
+
+/// A root source that takes the safepoint lock while visited (attach).
+struct Attacher(Heap);
+impl RootSource for Attacher {
+    fn for_each_root(&self, _: &mut dyn FnMut(&std::sync::atomic::AtomicUsize)) {
+        let r = self.0.try_attach();
+        assert!(
+            matches!(r, Err(AttachError::Reentrant(Callback::RootSource))),
+            "{r:?}"
+        );
+        // Anything else that needs the safepoint lock panics naming the mistake.
+        let _ = self.0.mutator_count();
+    }
+}
+
+#[test]
+fn safepoint_calls_inside_root_source_panic() {
+    expect_panic(
+        "safepoint_calls_inside_root_source_panic",
+        &["RootSource::for_each_root", "world stopped", "deadlock"],
+        || {
+            let heap = heap(4 << 20);
+            heap.add_root_source(Arc::new(Attacher(heap.clone())));
+            let mut m = heap.attach();
+            m.collect().unwrap();
+        },
+    );
+}
+
+#[test]
+fn two_mutators_of_one_heap_on_one_thread() {
+    expect_panic(
+        "two_mutators_of_one_heap_on_one_thread",
+        &[
+            "Heap::attach",
+            "already has mutator #",
+            "one mutator per heap per thread",
+        ],
+        || {
+            let heap = heap(4 << 20);
+            let m1 = heap.attach();
+            match heap.try_attach() {
+                Err(AttachError::AlreadyAttached { heap: h, mutator }) => {
+                    assert_eq!((h, mutator), (heap.id(), m1.id()));
+                }
+                other => panic!("try_attach: {other:?}"),
+            }
+            // After the first detaches, attaching again is fine.
+            drop(m1);
+            let m2 = heap.attach();
+            // Mutators of two heaps on one thread are fine too.
+            let other = common::heap(1 << 20);
+            let _m3 = other.attach();
+            let _second = heap.attach(); // panics
+            drop(m2);
+        },
+    );
+}
+
+#[test]
+fn heap_collect_from_an_attached_thread_is_its_mutators_collect() {
+    expect_ok(
+        "heap_collect_from_an_attached_thread_is_its_mutators_collect",
+        || {
+            for config in [stw(4 << 20), concurrent(4 << 20)] {
+                let heap = Heap::new(config).unwrap();
+                let t = register(&heap);
+                let mut m = heap.attach();
+                list(&mut m, &t, 50);
+                heap.collect().unwrap();
+                heap.verify().unwrap();
+                heap.wait_for_cycle().unwrap();
+                assert_eq!(heap.cycles(), 1);
+                assert_eq!(read_list(&m, m.stack_get(0)), (0..50).collect::<Vec<_>>());
+            }
+        },
+    );
+}
+
+#[test]
+fn a_failed_collection_is_a_typed_error() {
+    use faultline::testing::heap::inject::{FaultInjector, Rule, Trigger};
+    use faultline::testing::heap::sys::{Call, Errno, Sys};
+    use faultline::{AllocError, ArenaError};
+    expect_ok("a_failed_collection_is_a_typed_error", || {
+        // Every release of a half fails: the first cycle records its old half as dirty, the
+        // second must clean it before its flip (its destination) and cannot: the collection
+        // fails before any reference changes, with the call and errno.
+        let inj = Arc::new(
+            FaultInjector::new(
+                vec![Rule::new(Call::Madvise, Errno::EINVAL, Trigger::Always)],
+                1,
+            )
+            .disarmed(),
+        );
+        let heap = Heap::new(stw(4 << 20).with(|c| c.debug.sys = Sys::new(inj.clone()))).unwrap();
+        let t = register(&heap);
+        let mut m = heap.attach();
+        list(&mut m, &t, 100);
+        inj.arm();
+        let mut errors = Vec::new();
+        for _ in 0..3 {
+            if let Err(e) = m.collect() {
+                errors.push(e);
+            }
+        }
+        inj.disarm();
+        let e = errors.first().expect("a collection failed");
+        assert!(
+            matches!(e, CollectError::Kernel(ArenaError::Sys { call, errno }) if call.starts_with("madvise") && *errno == Errno::EINVAL),
+            "{e:?}"
+        );
+        // Allocation wraps the same typed error.
+        let a: AllocError = e.clone().into();
+        assert!(
+            matches!(a, AllocError::Collect(CollectError::Kernel(_))),
+            "{a}"
+        );
+        // Nothing was lost, and collections work again.
+        m.collect().unwrap();
+        assert_eq!(read_list(&m, m.stack_get(0)), (0..100).collect::<Vec<_>>());
+        m.verify().unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cycle control and diagnostics.
+
+#[test]
+fn collect_waits_for_the_whole_cycle_and_start_collection_does_not() {
+    if std::env::var(CASE_VAR).is_err()
+        && !uffd_or_skip("collect_waits_for_the_whole_cycle_and_start_collection_does_not")
+    {
+        return;
+    }
+    expect_ok(
+        "collect_waits_for_the_whole_cycle_and_start_collection_does_not",
+        || {
+            let heap = Heap::new(
+                concurrent(8 << 20)
+                    .with(|c| c.debug.compaction_delay = Some(Duration::from_millis(300))),
+            )
+            .unwrap();
+            let t = register(&heap);
+            let mut m = heap.attach();
+            list(&mut m, &t, 1000);
+            assert_eq!(heap.phase(), CyclePhase::Idle);
+            m.collect().unwrap();
+            assert_eq!(heap.phase(), CyclePhase::Idle);
+            assert_eq!((heap.cycles(), heap.flips()), (1, 1));
+            assert_eq!(heap.history().len(), 1);
+
+            m.start_collection().unwrap();
+            let mut seen = vec![heap.phase()];
+            let t0 = Instant::now();
+            while heap.phase() != CyclePhase::Idle && t0.elapsed() < Duration::from_secs(20) {
+                m.safepoint();
+                let p = heap.phase();
+                if seen.last() != Some(&p) {
+                    seen.push(p);
+                }
+            }
+            assert!(seen.contains(&CyclePhase::Compacting), "{seen:?}");
+            m.wait_for_cycle().unwrap();
+            assert_eq!((heap.cycles(), heap.flips()), (2, 2));
+            assert_eq!(read_list(&m, m.stack_get(0)), (0..1000).collect::<Vec<_>>());
+        },
+    );
+}
+
+#[test]
+fn the_mutator_that_held_a_pause_up_is_named() {
+    expect_ok("the_mutator_that_held_a_pause_up_is_named", || {
+        let heap = heap(4 << 20);
+        let ready = Arc::new(AtomicBool::new(false));
+        let spinner = {
+            let (heap, ready) = (heap.clone(), ready.clone());
+            std::thread::spawn(move || {
+                let mut m = heap.attach_named("verify-loop");
+                ready.store(true, Ordering::SeqCst);
+                // A loop without safepoint polls holds every pause up.
+                let t0 = Instant::now();
+                while t0.elapsed() < Duration::from_millis(300) {
+                    std::hint::spin_loop();
+                }
+                m.safepoint();
+            })
+        };
+        let mut m = heap.attach_named("main");
+        while !ready.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        m.collect().unwrap();
+        spinner.join().unwrap();
+        let h = heap.history();
+        let s = h.last().unwrap();
+        let slow = s.slowest_mutator().expect("a mutator was stopped");
+        assert_eq!(slow.name.as_deref(), Some("verify-loop"), "{s:?}");
+        assert!(slow.time >= Duration::from_millis(150), "{slow:?}");
+        assert!(s.time_to_safepoint >= slow.time);
+        let line = s.log_line();
+        assert!(line.contains("longest: mutator verify-loop #"), "{line}");
+    });
+}
+
+#[test]
+fn with_heap_size_accepts_the_minimum() {
+    expect_ok("with_heap_size_accepts_the_minimum", || {
+        let heap = Heap::new(HeapConfig::with_heap_size(64 << 10)).unwrap();
+        let t = register(&heap);
+        let mut m = heap.attach();
+        list(&mut m, &t, 100);
+        m.collect().unwrap();
+        assert_eq!(read_list(&m, m.stack_get(0)), (0..100).collect::<Vec<_>>());
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Not defined by this work yet (shown as ignored, with the reason).
+
+#[test]
+#[ignore = "stale Value inside a live byte array: needs the object-start record (issue 13 item 1, soundness of Value)"]
+fn stale_value_inside_a_live_byte_array() {}
+
+#[test]
+#[ignore = "stale Value on a new object's start: needs the object-start record and a generation (issue 13 item 1)"]
+fn stale_value_on_a_new_objects_start() {}
+
+#[test]
+#[ignore = "read(2) into a byte array during compaction (EFAULT after a partial write): needs pinning (issue 13 item 3)"]
+fn read_into_a_byte_array_during_compaction() {}
+
+#[test]
+#[ignore = "pread(2) into a byte array during compaction (silent short read): needs pinning (issue 13 item 3)"]
+fn pread_into_a_byte_array_during_compaction() {}
