@@ -416,17 +416,7 @@ impl Kernel for RealKernel {
         check(unsafe { libc::fallocate(fd, mode, offset, len) }).map(drop)
     }
 
-    fn lseek(&self, fd: RawFd, offset: i64, whence: c_int) -> Result<i64, Errno> {
-        real_lseek(fd, offset, whence)
-    }
-
-    fn pread(&self, fd: RawFd, buf: &mut [u8], offset: i64) -> Result<usize, Errno> {
-        real_pread(fd, buf, offset)
-    }
-
-    fn mincore(&self, addr: usize, len: usize, vec: &mut [u8]) -> Result<(), Errno> {
-        real_mincore(addr, len, vec)
-    }
+    // lseek, pread and mincore: the trait's defaults make the real calls.
 }
 
 /// Atomic per-call counters: how many times each [`Call`] was issued (successful or not).
