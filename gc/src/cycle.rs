@@ -48,12 +48,14 @@
 //!    made current with every destination page absent, the compaction **armed**
 //!    ([`crate::compaction`]; per-cycle choreography: `UFFDIO_REGISTER` + `mremap` here,
 //!    [`crate::choreography`]). Resume.
-//! 5. **Concurrent compaction** (GC thread + `compaction_workers` workers, and every mutator
-//!    that faults: [`crate::fault`]): destination pages are filled and mapped with
+//! 5. **Concurrent compaction** (GC thread + `compaction_workers` workers, every mutator that
+//!    faults: [`crate::fault`], and every mutator whose allocation finds the space exhausted:
+//!    compaction assists, [`crate::assist`]): destination pages are filled and mapped with
 //!    `UFFDIO_COPY`, `UFFDIO_MOVE` or `UFFDIO_CONTINUE`.
 //! 6. **Finish** (GC thread): disarm; release the old half and the large objects found dead at
-//!    the flip (per-cycle choreography: `UFFDIO_UNREGISTER` + `munmap`); set the next trigger;
-//!    record the cycle; the cycle is idle. (`debug.verify`: verify, in a pause of its own.)
+//!    the flip (per-cycle choreography: `UFFDIO_UNREGISTER` + `munmap`); the pacer sets the
+//!    next trigger ([`crate::pacer`]); record the cycle; the cycle is idle. (`debug.verify`:
+//!    verify, in a pause of its own.)
 //!
 //! The arena's rule holds in both: a cycle makes no `mmap`/`munmap`/`mremap`/`mprotect` call
 //! and no (un)registration (except the deliberate `PerCycle` baseline), and the calls it does

@@ -336,8 +336,8 @@ impl Heap {
         self.inner.cycles.load(Ordering::SeqCst)
     }
 
-    /// Start and end of every stop of the world so far (oldest first; see
-    /// [`crate::timeline`]), and how many intervals were not kept.
+    /// Start and end of every stop of the world so far (oldest first; at most about a
+    /// million are kept), and how many intervals were not kept.
     pub fn pause_timeline(&self) -> (Vec<(std::time::Instant, std::time::Instant)>, u64) {
         self.inner.sp.lock().timeline.snapshot()
     }

@@ -388,12 +388,12 @@ pub struct MutatorWaits {
     pub longest_cause: Option<WaitCause>,
     /// Mutators counted (attached now, or detached).
     pub mutators: usize,
-    /// Waits shorter than [`LOG_MIN`]: counted above but not in the interval logs.
+    /// Waits shorter than `LOG_MIN` (10 µs): counted above but not in the interval logs.
     pub unlogged: u64,
     /// Their total time.
     pub unlogged_time: Duration,
     /// Intervals no longer in the logs: overwritten in a ring, or forgotten with a detached
-    /// mutator's log beyond the last [`RETIRED_KEEP`].
+    /// mutator's log beyond the last `RETIRED_KEEP` (64).
     pub dropped: u64,
 }
 
@@ -437,7 +437,7 @@ pub struct MutatorWaitLog {
     pub intervals: Vec<WaitInterval>,
     /// Older intervals overwritten in the ring.
     pub dropped: u64,
-    /// Waits shorter than [`LOG_MIN`], counted but not logged, and their total time.
+    /// Waits shorter than `LOG_MIN` (10 µs), counted but not logged, and their total time.
     pub unlogged: u64,
     /// See `unlogged`.
     pub unlogged_time: Duration,
