@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::rng::SplitMix;
 use super::metrics::{thread_cpu, Metered, Pct, Schedule};
-use super::workloads::{alloc, stalls, Types, Units, WorkResult};
+use super::workloads::{alloc, Types, Units, WorkResult};
 
 /// Mean bytes an entry occupies (node 32 + bytes ~2.5 KiB + 3 nodes 96).
 const ENTRY_BYTES: usize = 32 + 2560 + 8 + 3 * 32;
@@ -109,17 +109,7 @@ pub fn run(
                 .expect("spawn a request thread")
         })
         .collect();
-    let mut out = WorkResult {
-        mutator_cpu_s: 0.0,
-        longest_unit_ms: 0.0,
-        allocated: 0,
-        threads,
-        views: Vec::new(),
-        alloc_stalls: 0,
-        alloc_stall_s: 0.0,
-        metered: None,
-        check: Ok(()),
-    };
+    let mut out = WorkResult::empty(threads);
     let mut lat = Metered::default();
     let mut served = 0;
     let mut serving_s: f64 = 0.0;
@@ -278,17 +268,7 @@ fn serve(
     }
     let served_s = secs(Instant::now());
     Ok((
-        WorkResult {
-            mutator_cpu_s: thread_cpu() - cpu0,
-            longest_unit_ms: units.longest,
-            allocated,
-            threads: 1,
-            views: vec![units.view()],
-            alloc_stalls: stalls().0,
-            alloc_stall_s: stalls().1,
-            metered: None,
-            check: bad,
-        },
+        WorkResult::one_thread(cpu0, &units, allocated, bad),
         lat,
         served_s,
     ))

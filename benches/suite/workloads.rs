@@ -69,6 +69,45 @@ pub struct WorkResult {
     pub check: Result<(), String>,
 }
 
+impl WorkResult {
+    /// The aggregate of `threads` mutator threads, before any thread's result is folded in.
+    pub(super) fn empty(threads: usize) -> WorkResult {
+        WorkResult {
+            mutator_cpu_s: 0.0,
+            longest_unit_ms: 0.0,
+            allocated: 0,
+            threads,
+            views: Vec::new(),
+            alloc_stalls: 0,
+            alloc_stall_s: 0.0,
+            metered: None,
+            check: Ok(()),
+        }
+    }
+
+    /// One mutator thread's result: its CPU time since `cpu0`, its units of work, what it
+    /// allocated, its allocation stalls (this thread's counters) and its end-of-run check.
+    pub(super) fn one_thread(
+        cpu0: f64,
+        units: &Units,
+        allocated: u64,
+        check: Result<(), String>,
+    ) -> WorkResult {
+        let (alloc_stalls, alloc_stall_s) = stalls();
+        WorkResult {
+            mutator_cpu_s: thread_cpu() - cpu0,
+            longest_unit_ms: units.longest,
+            allocated,
+            threads: 1,
+            views: vec![units.view()],
+            alloc_stalls,
+            alloc_stall_s,
+            metered: None,
+            check,
+        }
+    }
+}
+
 /// Registered types.
 #[derive(Clone, Copy)]
 pub(super) struct Types {
@@ -357,17 +396,7 @@ fn binary_trees(
         };
     }
     report_slow_allocs(&format!("{:?}", std::thread::current().name()));
-    Ok(WorkResult {
-        mutator_cpu_s: thread_cpu() - cpu0,
-        longest_unit_ms: units.longest,
-        views: vec![units.view()],
-        allocated,
-        threads: 1,
-        alloc_stalls: stalls().0,
-        alloc_stall_s: stalls().1,
-        metered: None,
-        check,
-    })
+    Ok(WorkResult::one_thread(cpu0, &units, allocated, check))
 }
 
 fn gcbench(
@@ -450,17 +479,7 @@ fn gcbench(
         }
     }
     report_slow_allocs(&format!("{:?}", std::thread::current().name()));
-    Ok(WorkResult {
-        mutator_cpu_s: thread_cpu() - cpu0,
-        longest_unit_ms: units.longest,
-        views: vec![units.view()],
-        allocated,
-        threads: 1,
-        alloc_stalls: stalls().0,
-        alloc_stall_s: stalls().1,
-        metered: None,
-        check,
-    })
+    Ok(WorkResult::one_thread(cpu0, &units, allocated, check))
 }
 
 /// A random object size for the fragmentation workload: log-uniform 24 B .. 2 KiB, and one
@@ -578,17 +597,7 @@ fn fragmentation(
         }
     }
     report_slow_allocs(&format!("{:?}", std::thread::current().name()));
-    Ok(WorkResult {
-        mutator_cpu_s: thread_cpu() - cpu0,
-        longest_unit_ms: units.longest,
-        views: vec![units.view()],
-        allocated,
-        threads: 1,
-        alloc_stalls: stalls().0,
-        alloc_stall_s: stalls().1,
-        metered: None,
-        check,
-    })
+    Ok(WorkResult::one_thread(cpu0, &units, allocated, check))
 }
 
 /// Build a list of `len` fixnums `base..base+len` on the value stack top; returns the bytes.
@@ -638,17 +647,7 @@ fn churn(
                 .expect("spawn a churn thread")
         })
         .collect();
-    let mut out = WorkResult {
-        mutator_cpu_s: 0.0,
-        longest_unit_ms: 0.0,
-        allocated: 0,
-        threads,
-        views: Vec::new(),
-        alloc_stalls: 0,
-        alloc_stall_s: 0.0,
-        metered: None,
-        check: Ok(()),
-    };
+    let mut out = WorkResult::empty(threads);
     for h in handles {
         let r = h
             .join()
@@ -719,15 +718,5 @@ fn churn_thread(
         }
     }
     report_slow_allocs(&format!("{:?}", std::thread::current().name()));
-    Ok(WorkResult {
-        mutator_cpu_s: thread_cpu() - cpu0,
-        longest_unit_ms: units.longest,
-        views: vec![units.view()],
-        allocated,
-        threads: 1,
-        alloc_stalls: stalls().0,
-        alloc_stall_s: stalls().1,
-        metered: None,
-        check,
-    })
+    Ok(WorkResult::one_thread(cpu0, &units, allocated, check))
 }

@@ -82,8 +82,10 @@ pub(crate) fn resolve_fault(
     }
     c.users.fetch_sub(1, Ordering::SeqCst);
     if outcome == FaultOutcome::Resolved {
-        stalls.record(t0.elapsed().as_nanos().min(u64::MAX as u128) as u64);
-        crate::waits::record(crate::waits::WaitCause::FaultStall, t0, Instant::now());
+        // One clock read for both records (this runs in the faulting thread's SIGBUS handler).
+        let end = Instant::now();
+        stalls.record((end - t0).as_nanos().min(u64::MAX as u128) as u64);
+        crate::waits::record(crate::waits::WaitCause::FaultStall, t0, end);
     }
     outcome
 }
