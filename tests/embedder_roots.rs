@@ -1,16 +1,16 @@
 //! A runtime's own roots: a globals table reported through `RootSource` (heap-wide and
 //! per-mutator), the mutator's value stack, and `GlobalRoot` handles usable from any thread.
-//! The collector keeps what they hold alive and rewrites them when objects move.
+//! The collector keeps what they hold alive and rewrites them when objects move; the slots
+//! of a root source are read back through the mutator, with no `unsafe`.
 
 mod common;
 use common::*;
-use faultline::{GlobalRoot, RootSource, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use faultline::{GlobalRoot, RootSlot, RootSource};
 use std::sync::Arc;
 
-struct Globals(Vec<AtomicUsize>);
+struct Globals(Vec<RootSlot>);
 impl RootSource for Globals {
-    fn for_each_root(&self, visit: &mut dyn FnMut(&AtomicUsize)) {
+    fn for_each_root(&self, visit: &mut dyn FnMut(&RootSlot)) {
         self.0.iter().for_each(visit);
     }
 }
@@ -19,36 +19,31 @@ impl RootSource for Globals {
 fn root_sources_stacks_and_global_roots_are_updated() {
     let heap = heap(8 << 20);
     let t = register(&heap);
-    let globals = Arc::new(Globals((0..8).map(|_| AtomicUsize::new(0)).collect()));
+    let globals = Arc::new(Globals((0..8).map(|_| RootSlot::new()).collect()));
     heap.add_root_source(globals.clone());
-    let locals = Arc::new(Globals((0..2).map(|_| AtomicUsize::new(0)).collect()));
+    let locals = Arc::new(Globals((0..2).map(|_| RootSlot::new()).collect()));
     let mut m = heap.attach();
     m.add_root_source(locals.clone());
     for g in 0..8 {
         list(&mut m, &t, 10 + g);
-        globals.0[g as usize].store(m.pop().unwrap().bits(), Ordering::Relaxed);
+        let v = m.pop().unwrap();
+        m.store(&globals.0[g as usize], v);
     }
     list(&mut m, &t, 5);
-    locals.0[1].store(m.pop().unwrap().bits(), Ordering::Relaxed);
-    locals.0[0].store(fix(77).bits(), Ordering::Relaxed); // an immediate: left alone
+    let v = m.pop().unwrap();
+    m.store(&locals.0[1], v);
+    m.store(&locals.0[0], fix(77)); // an immediate: left alone
     list(&mut m, &t, 3);
     let global = GlobalRoot::new(&heap, m.pop().unwrap());
     list(&mut m, &t, 4); // stays on the value stack
-    let old: Vec<usize> = globals
-        .0
-        .iter()
-        .map(|a| a.load(Ordering::Relaxed))
-        .collect();
+    let old: Vec<usize> = globals.0.iter().map(|a| m.load(a).bits()).collect();
     for _ in 0..3 {
         for _ in 0..5000 {
             m.alloc(t.pair, 0).unwrap(); // garbage
         }
         m.start_collection().unwrap();
     }
-    let load = |a: &AtomicUsize| {
-        // SAFETY: the slot is a root the collector keeps valid.
-        unsafe { Value::from_bits(a.load(Ordering::Relaxed)) }
-    };
+    let load = |a: &RootSlot| m.load(a);
     for g in 0..8 {
         assert_eq!(
             read_list(&m, load(&globals.0[g])),
@@ -57,7 +52,7 @@ fn root_sources_stacks_and_global_roots_are_updated() {
     }
     assert_ne!(
         old[0],
-        globals.0[0].load(Ordering::Relaxed),
+        load(&globals.0[0]).bits(),
         "objects moved; roots followed"
     );
     assert_eq!(read_list(&m, load(&locals.0[1])), vec![0, 1, 2, 3, 4]);

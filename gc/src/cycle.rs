@@ -631,8 +631,10 @@ fn flip(
         }
     }
 
-    // 4. Update roots and large objects' fields.
+    // 4. Update roots and large objects' fields. A new era first: every `Value` read before
+    //    this pause is stale from here on (objects move, dead ones are freed).
     let tc = Instant::now();
+    inner.roots.new_era();
     visit_roots(g, &inner.roots, &mut |s| *s = plan.forward(*s));
     // The dead large objects: released now (stop-the-world) or when the concurrent compaction
     // ends (off the pause; they stay allocated until then, so nothing reuses their space).

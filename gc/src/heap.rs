@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use faultline_heap::arena::{ArenaConfig, FaultDelivery};
-use faultline_heap::object::{TypeError, TypeId, TypeInfo, TypeRegistry, Value};
+use faultline_heap::object::{TypeError, TypeId, TypeInfo, TypeRegistry};
 use faultline_heap::{ArenaError, ArenaOffset, Backing, Probe, VolatileArena, PAGE_SIZE};
 
 use crate::compaction::Compaction;
@@ -33,6 +33,7 @@ use crate::roots::{HeapRoots, RootSource};
 use crate::safepoint::{attached_here, Safepoint};
 use crate::space::{LargeSpace, MovingSpace};
 use crate::stats::{AtomicHistogram, CycleStats, Trigger};
+use crate::value::Value;
 
 /// Errors creating a heap.
 #[derive(Debug, thiserror::Error)]
@@ -449,17 +450,23 @@ impl GlobalRoot {
     /// Root `v` globally.
     ///
     /// # Panics
-    /// If `v` is a reference that does not point into `heap`.
+    /// If `v` is a reference of another heap, or a stale one (read before a collection).
     pub fn new(heap: &Heap, v: Value) -> GlobalRoot {
-        if let Some(o) = v.as_ref() {
-            if !heap.inner.arena.contains(o.address()) {
-                panic!(
-                    "GlobalRoot::new: {v:?} is not a reference into heap #{}: references cannot cross heaps",
-                    heap.inner.id
-                );
-            }
-        }
+        // Checked under the table's lock: a collection rewrites the table under it, after
+        // starting its new era, so a value that passes here is updated by that collection.
         let mut g = heap.inner.roots.globals();
+        if v.is_ref() && v.era() != heap.inner.roots.era() {
+            drop(g);
+            let why = if heap.inner.arena.contains(v.bits()) {
+                "it is stale (read before a collection and held without a root)"
+            } else {
+                "it is not a reference of this heap: references cannot cross heaps"
+            };
+            panic!(
+                "GlobalRoot::new: {v:?} cannot be rooted in heap #{}: {why}",
+                heap.inner.id
+            );
+        }
         let index = match g.free.pop() {
             Some(i) => {
                 g.slots[i] = v.bits();
@@ -482,8 +489,8 @@ impl GlobalRoot {
     pub fn get(&self, m: &Mutator) -> Value {
         self.check_heap(m, "GlobalRoot::get");
         let g = self.heap.inner.roots.globals();
-        // SAFETY: the slot holds a value rooted by this handle and updated by the collector.
-        unsafe { Value::from_bits(g.slots[self.index]) }
+        // A root: the collector keeps the slot current.
+        Value::minted(g.slots[self.index], m.era())
     }
     /// Replace the value.
     ///
@@ -491,14 +498,7 @@ impl GlobalRoot {
     /// If `m` is a mutator of another heap, or `v` a reference of another heap.
     pub fn set(&self, m: &Mutator, v: Value) {
         self.check_heap(m, "GlobalRoot::set");
-        if let Some(o) = v.as_ref() {
-            if !self.heap.inner.arena.contains(o.address()) {
-                panic!(
-                    "GlobalRoot::set: {v:?} is not a reference into heap #{}: references cannot cross heaps",
-                    self.heap.inner.id
-                );
-            }
-        }
+        m.check_ours(v, "GlobalRoot::set");
         let mut g = self.heap.inner.roots.globals();
         g.slots[self.index] = v.bits();
     }

@@ -9,8 +9,11 @@
 //! - A thread attaches with [`Heap::attach`] and gets a [`Mutator`]: allocation
 //!   ([`Mutator::alloc`]), the safepoint poll, native sections, handles ([`Root`]), a precise
 //!   value stack, and object access through [`Local`]s that cannot outlive a safepoint.
-//! - Runtimes report their own root slots through [`RootSource`]; [`GlobalRoot`]s are usable
-//!   from any thread.
+//! - Runtimes report their own root slots ([`RootSlot`]s) through [`RootSource`];
+//!   [`GlobalRoot`]s are usable from any thread.
+//! - A [`Value`] records the era it was read in and is checked on every conversion back to an
+//!   object: a stale or foreign value is refused, never read as whatever lies at its address
+//!   (module `value`).
 //! - Handles know their owner: a [`Root`] belongs to its mutator, a [`GlobalRoot`] to its heap
 //!   (heaps have process-unique ids, [`Heap::id`]); misuse panics naming the mistake, and a
 //!   reference of another heap is refused on every store. One mutator per heap per thread
@@ -33,6 +36,7 @@
 //! | the cycle: its numbered phases, both collectors, who runs what | `cycle` |
 //! | safepoint handshake: stop / resume, thread states, per-mutator shared state | `safepoint` |
 //! | roots: handles, value stack, global roots, root sources | `roots` |
+//! | `Value` and its era (stale and foreign values refused), `RootSlot` | `value` |
 //! | marking: the shared tracer (plain / atomic slot access) | `trace` |
 //! | concurrent marking: SATB queue, precleaning, remark, barrier-free rescans | `marking` |
 //! | the gray objects shared by markers and assists (work-stealing deques) | `graypool` |
@@ -61,14 +65,14 @@
 //! Module layering (no circles): `heap` → `mutator` → (`cycle`, `assist`) → (`marking`,
 //! `compaction`, `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` →
 //! (`safepoint`, `roots`, `space`, `phase`, `pacer`, `graypool`, `stats`, `config`, `mode`,
-//! `debug`, `waits`) → (`error`, `reentry`).
+//! `debug`, `waits`) → (`error`, `reentry`, `value`).
 //!
 //! Invariants of the crate: the public API is safe; `unsafe` appears only where raw heap
 //! memory, a kernel call or a cross-thread handoff is touched, each block with its `SAFETY`
 //! comment:
 //! - raw heap memory: `trace` (slot and header reads), `plan` (page filling), `compaction`
 //!   (staging pages, the armed plan), `cycle` (large-object slots at the flip), `verify`,
-//!   `mutator` (object access, allocation), `heap` (global-root values);
+//!   `mutator` (object access, allocation);
 //! - per-mutator roots read by the collector with the world stopped: `safepoint`, `marking`
 //!   (the remark);
 //! - kernel plumbing: `fault` (the SIGBUS resolver's context), `pagestate` (futex),
@@ -101,6 +105,7 @@ mod space;
 mod stats;
 mod timeline;
 mod trace;
+mod value;
 mod verify;
 mod waits;
 
@@ -116,6 +121,7 @@ pub use reentry::Callback;
 pub use release::ReleaseStats;
 pub use roots::RootSource;
 pub use stats::{CycleStats, FaultStats, MutatorTts, PaceStats, Pause, Percentiles, Trigger};
+pub use value::{RootSlot, Value};
 pub use verify::{VerifyError, VerifyReport};
 pub use waits::{
     merge_intervals, mmu_from_intervals, MutatorWaitLog, MutatorWaits, WaitCause, WaitInterval,

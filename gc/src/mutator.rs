@@ -8,12 +8,16 @@
 //! section, where the collector may move every object. A [`Local`] borrows the mutator, and
 //! everything that can reach a safepoint takes `&mut Mutator`, so the compiler rejects a
 //! `Local` held across one. Values that must survive are kept in roots: a [`Root`] handle, the
-//! mutator's value stack, or a [`crate::RootSource`]; the collector updates those.
-//! [`Mutator::local`] checks that a value points into the heap's live part and at a plausible
-//! header of a known type, and panics naming the mistake otherwise. That check is a heuristic,
-//! not a guarantee: a stale value that happens to land on a live object's start, or inside a
-//! byte array whose bytes look like a header, passes it (the sound replacement is issue 13's
-//! work).
+//! mutator's value stack, a [`crate::GlobalRoot`] or a [`crate::RootSlot`] of a
+//! [`crate::RootSource`]; the collector updates those.
+//!
+//! A `Value` cannot be checked by the compiler (it is `Copy` and has no lifetime), so it is
+//! checked at run time: it records the heap's era it was read in (see [`crate::value`]), and
+//! every conversion back to an object ([`Mutator::local`], a store into a field, a root or
+//! the value stack) refuses, with a panic naming the mistake, a value of another era: one held
+//! across a collection, or one of another heap. A value that passes names exactly the object
+//! it was read as: no sequence of safe calls reaches memory that is not the object it names.
+//! [`Mutator::value_from_bits`] is the `unsafe` escape hatch for runtimes that keep raw words.
 //!
 //! # Ownership
 //!
@@ -36,7 +40,7 @@ use core::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use faultline_heap::object::{Header, ObjectRef, TypeId, TypeKind, TypeRegistry, Value, WORD};
+use faultline_heap::object::{Header, ObjectRef, TypeId, TypeKind, TypeRegistry, WORD};
 
 use crate::error::{AttachError, CollectError};
 use crate::inner::{Heap, HeapInner};
@@ -45,6 +49,7 @@ use crate::reentry;
 use crate::roots::RootSource;
 use crate::safepoint::{attached_here, note_attached, note_detached, MutatorShared};
 use crate::stats::Trigger;
+use crate::value::{RootSlot, Value};
 
 /// Allocation failures.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,30 +164,77 @@ impl Mutator {
         self.shared.name.as_deref()
     }
 
-    /// Panic unless `v` is null, an immediate, or a reference into this mutator's heap.
+    /// Panic unless `v` is null, an immediate, or a reference of this mutator's heap read in
+    /// the current era.
     #[inline]
-    fn check_ours(&self, v: Value, what: &'static str) {
-        if let Some(o) = v.as_ref() {
-            if o.address().wrapping_sub(self.arena_base) >= self.arena_size {
-                self.foreign(v, what);
-            }
+    pub(crate) fn check_ours(&self, v: Value, what: &'static str) {
+        if v.is_ref() && v.era() != self.era() {
+            self.not_current(v, what);
         }
+    }
+
+    /// The heap's current era (fixed while this mutator runs: eras change only in pauses).
+    #[inline]
+    pub(crate) fn era(&self) -> u64 {
+        self.heap.inner.roots.era()
     }
 
     #[cold]
     #[inline(never)]
-    fn foreign(&self, v: Value, what: &'static str) -> ! {
-        let a = v.as_ref().map_or(0, |o| o.address());
+    fn not_current(&self, v: Value, what: &'static str) -> ! {
+        let a = v.bits();
+        let heap = self.shared.heap_id;
+        if v.era() == 0 {
+            panic!(
+                "{what}: {v:?} does not name an object: it was read from a non-reference word (raw data), not from a reference slot, a root or an allocation"
+            );
+        }
+        let ours = a.wrapping_sub(self.arena_base) < self.arena_size;
         match crate::fork::heap_owning(a) {
-            Some(other) => panic!(
-                "{what}: {v:?} is a reference of heap #{other}, not of this mutator's heap #{}: references cannot cross heaps",
-                self.shared.heap_id
+            Some(other) if !ours => panic!(
+                "{what}: {v:?} is a reference of heap #{other}, not of this mutator's heap #{heap}: references cannot cross heaps"
             ),
-            None => panic!(
-                "{what}: {v:?} is not a reference into this mutator's heap #{} (a forged value, or a reference of a heap that was dropped)",
-                self.shared.heap_id
+            _ if ours => panic!(
+                "{what}: stale reference {v:?}: it was read before a collection of heap #{heap} (now in era {}) and held across a safepoint without a root; keep it in a Root, the value stack, a GlobalRoot or a RootSlot",
+                self.era()
+            ),
+            _ => panic!(
+                "{what}: {v:?} is not a reference of this mutator's heap #{heap} (a reference of a heap that was dropped, or of another heap)"
             ),
         }
+    }
+
+    /// A value from a raw slot word, valid in the current era: the escape hatch for runtimes
+    /// that keep references as raw words (read back with [`Value::bits`]).
+    ///
+    /// # Safety
+    /// If `bits` is non-zero with a zero low tag, it must be the address of a live object
+    /// header of this mutator's heap, current in this era: a word stored since the last
+    /// safepoint from a `Value` of this heap, or kept in memory the collector updates.
+    #[inline]
+    pub unsafe fn value_from_bits(&self, bits: usize) -> Value {
+        Value::minted(bits, self.era())
+    }
+
+    /// The value in an embedder's root slot (see [`crate::RootSource`]).
+    ///
+    /// # Panics
+    /// If the slot holds a reference that is not current: the slot was not presented to this
+    /// heap's collector by a registered root source (so a collection did not update it), or it
+    /// belongs to another heap.
+    pub fn load(&self, slot: &RootSlot) -> Value {
+        let v = slot.peek();
+        self.check_ours(v, "Mutator::load (RootSlot)");
+        v
+    }
+
+    /// Store `v` into an embedder's root slot (see [`crate::RootSource`]).
+    ///
+    /// # Panics
+    /// If `v` is a reference of another heap or a stale one.
+    pub fn store(&self, slot: &RootSlot, v: Value) {
+        self.check_ours(v, "Mutator::store (RootSlot)");
+        slot.put(v);
     }
     /// The cached type registry; refreshed when a type beyond it is seen.
     #[inline]
@@ -378,18 +430,18 @@ impl Mutator {
                 self.shared
                     .tlab_cursor
                     .store(cur + bytes, Ordering::Relaxed);
-                return Ok(Self::init(cur, ty, len));
+                return Ok(self.init(cur, ty, len));
             }
         }
         self.alloc_slow(ty, len, bytes)
     }
 
     #[inline]
-    fn init(addr: usize, ty: TypeId, len: usize) -> Value {
+    fn init(&self, addr: usize, ty: TypeId, len: usize) -> Value {
         // SAFETY: `addr` is a fresh, present, zeroed, word-aligned block of the object's size
         // handed to this mutator alone.
         unsafe { (addr as *mut u64).write(Header::new(ty, len as u32).0) };
-        Value::from_ref(ObjectRef::from_address(addr).expect("heap addresses are aligned"))
+        Value::minted(addr, self.era())
     }
 
     #[cold]
@@ -488,7 +540,7 @@ impl Mutator {
                         crate::assist::assist(inner, Some(want - inner.pacer.scanned().min(want)));
                     }
                 }
-                return Ok(Self::init(addr, ty, len));
+                return Ok(self.init(addr, ty, len));
             }
             if collected >= tries {
                 let inner = &self.heap.inner;
@@ -545,9 +597,8 @@ impl Mutator {
     /// Access the object `v` refers to; `None` for null and immediates.
     ///
     /// # Panics
-    /// If `v` does not point at a live part of the heap or at an object of a known type: the
-    /// usual signature of a value held across a safepoint (not every stale value is caught:
-    /// see the module documentation).
+    /// If `v` is stale (read before a collection and held across a safepoint without a root),
+    /// of another heap, or was read from a non-reference word: see the module documentation.
     pub fn local(&self, v: Value) -> Option<Local<'_>> {
         let o = v.as_ref()?;
         self.check_ours(v, "Mutator::local");
@@ -564,12 +615,16 @@ impl Mutator {
                 Some(Local {
                     obj: o,
                     header: h,
+                    era: v.era(),
                     types,
                     m: self,
                 })
             }
+            // Unreachable from safe code with a correct collector (the era check passed): a
+            // broken `value_from_bits` contract, or a slot the collector failed to update
+            // (the torture suite's deliberate breakage lands here).
             _ => panic!(
-                "stale or forged reference {v:?}: not an object of this heap (was a Value held across a safepoint without a root?)"
+                "Mutator::local: {v:?} is current but names no object of this heap (a raw word given to `value_from_bits` that was not a live object's address, or a collector bug)"
             ),
         }
     }
@@ -627,14 +682,14 @@ impl Mutator {
                 .roots_mut()
                 .stack
                 .pop()
-                .map(|b| Value::from_bits(b))
+                .map(|b| Value::minted(b, self.era()))
         }
     }
     /// Value-stack slot `i` (0 = bottom).
     #[inline]
     pub fn stack_get(&self, i: usize) -> Value {
-        // SAFETY: the owner thread; the stack holds valid values.
-        unsafe { Value::from_bits(self.shared.roots_mut().stack[i]) }
+        // SAFETY: the owner thread, RUNNING.
+        Value::minted(unsafe { self.shared.roots_mut() }.stack[i], self.era())
     }
     /// Set value-stack slot `i`.
     ///
@@ -739,8 +794,10 @@ impl Root {
     fn read(&self, m: &Mutator, what: &'static str) -> Value {
         self.check_owner(m, what);
         // SAFETY: `m` is the owner, borrowed (so alive and RUNNING on this thread: Root is
-        // !Send); the slot holds a valid value updated by the collector.
-        unsafe { Value::from_bits(self.shared.roots_mut().handles[self.index as usize]) }
+        // !Send).
+        let bits = unsafe { self.shared.roots_mut() }.handles[self.index as usize];
+        // The slot is a root: the collector keeps it current.
+        Value::minted(bits, m.era())
     }
 
     /// The object, borrowed from `m`: usable until `m`'s next safepoint.
@@ -776,6 +833,8 @@ impl Drop for Root {
 pub struct Local<'m> {
     obj: ObjectRef,
     header: Header,
+    /// The era the object was reached in (the values read from it are minted in it).
+    era: u64,
     types: &'m TypeRegistry,
     m: &'m Mutator,
 }
@@ -789,7 +848,7 @@ impl core::fmt::Debug for Local<'_> {
 impl<'m> Local<'m> {
     /// The reference as a value (to store in a field or a root).
     pub fn value(&self) -> Value {
-        Value::from_ref(self.obj)
+        Value::minted(self.obj.address(), self.era)
     }
     /// The object reference.
     pub fn object(&self) -> ObjectRef {
@@ -840,13 +899,19 @@ impl<'m> Local<'m> {
         self.obj.payload_word(i)
     }
 
-    /// Payload word `i` as a value (for arrays: element `i`).
+    /// Payload word `i` as a value (for arrays: element `i`). A non-reference word is
+    /// returned as a value too, but one that never names an object (see [`crate::value`]).
     pub fn get(&self, i: usize) -> Value {
         let a = self.word_addr(i);
         // SAFETY: an in-bounds, word-aligned payload word of a live object (read atomically: the
-        // marker and other mutators may access it concurrently). Non-reference words are
-        // returned as values too; a non-reference word is never traced, whatever it holds.
-        unsafe { Value::from_bits(AtomicUsize::from_ptr(a as *mut usize).load(Ordering::Relaxed)) }
+        // marker and other mutators may access it concurrently).
+        let bits = unsafe { AtomicUsize::from_ptr(a as *mut usize).load(Ordering::Relaxed) };
+        if self.is_ref_word(i) {
+            // A reference slot of a live object: null, an immediate or a current reference.
+            Value::minted(bits, self.era)
+        } else {
+            Value::minted(bits, 0)
+        }
     }
     /// Store `v` into payload word `i`. A reference may only be stored into a reference slot.
     ///

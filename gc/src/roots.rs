@@ -9,19 +9,25 @@
 //! Invariants:
 //! - a root slot holds a `Value`'s bits: 0 (null), an immediate, or the address of a live
 //!   object; the collector rewrites object addresses in place when objects move;
+//! - `HeapRoots::era` is the heap's era (see [`crate::value`]): changed only while the world is
+//!   stopped, before any root is rewritten; root-source slots are stamped with it on each visit;
 //! - `LocalRoots` is touched only by its owning thread while it runs, or by the collector while
 //!   the owner is stopped (see [`crate::safepoint`]); `HeapRoots` is behind its own mutexes,
 //!   which the collector takes only while the world is stopped.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::reentry::{self, Callback};
+use crate::value::{next_era, RootSlot};
 
 /// Embedder root slots outside Faultline's own handles and stacks (a runtime's globals, say).
 ///
 /// `for_each_root` is called only while every mutator is stopped; it must present every slot
-/// that may hold a reference, and the collector may store an updated value into each.
+/// that may hold a reference, and the collector may store an updated value into each. The
+/// embedder reads and writes its slots through a mutator ([`crate::Mutator::load`],
+/// [`crate::Mutator::store`]), with no `unsafe`; a slot it does not present goes stale at the
+/// next collection and is refused on read.
 ///
 /// It runs with the world stopped by the calling thread: it must not collect, verify, wait for
 /// a cycle, attach, drop a mutator or add a root source. Those requests are refused there
@@ -29,7 +35,7 @@ use crate::reentry::{self, Callback};
 /// naming the mistake) instead of deadlocking.
 pub trait RootSource: Send + Sync {
     /// Call `visit` once for every root slot.
-    fn for_each_root(&self, visit: &mut dyn FnMut(&AtomicUsize));
+    fn for_each_root(&self, visit: &mut dyn FnMut(&RootSlot));
 }
 
 /// The roots owned by one mutator.
@@ -57,15 +63,37 @@ pub(crate) struct GlobalSlots {
 }
 
 /// Heap-wide roots.
-#[derive(Default)]
 pub(crate) struct HeapRoots {
+    /// The heap's era: a `Value` naming an object is valid only in the era it was read in.
+    pub era: AtomicU64,
     /// `GlobalRoot` slots.
     pub globals: Mutex<GlobalSlots>,
     /// Heap-wide root sources.
     pub sources: Mutex<Vec<Arc<dyn RootSource>>>,
 }
 
+impl Default for HeapRoots {
+    fn default() -> Self {
+        HeapRoots {
+            era: AtomicU64::new(next_era()),
+            globals: Mutex::default(),
+            sources: Mutex::default(),
+        }
+    }
+}
+
 impl HeapRoots {
+    /// The current era.
+    #[inline]
+    pub(crate) fn era(&self) -> u64 {
+        self.era.load(Ordering::Relaxed)
+    }
+
+    /// Start a new era: objects are about to move or be freed (the world is stopped).
+    pub(crate) fn new_era(&self) {
+        self.era.store(next_era(), Ordering::Relaxed);
+    }
+
     /// Lock the global table (a poisoned lock is still consistent: every update is one step).
     pub(crate) fn globals(&self) -> std::sync::MutexGuard<'_, GlobalSlots> {
         self.globals.lock().unwrap_or_else(PoisonError::into_inner)
@@ -94,18 +122,14 @@ impl HeapRoots {
         drop(globals);
         let sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
         for src in sources.iter() {
-            visit_source(src.as_ref(), f);
+            visit_source(src.as_ref(), self.era(), f);
         }
     }
 }
 
-/// Visit the slots of one root source through `f` (which may rewrite them).
-pub(crate) fn visit_source(src: &dyn RootSource, f: &mut dyn FnMut(&mut usize)) {
-    use std::sync::atomic::Ordering;
+/// Visit the slots of one root source through `f` (which may rewrite them); each is current
+/// in `era` afterwards.
+pub(crate) fn visit_source(src: &dyn RootSource, era: u64, f: &mut dyn FnMut(&mut usize)) {
     let _scope = reentry::enter(Callback::RootSource);
-    src.for_each_root(&mut |a: &AtomicUsize| {
-        let mut v = a.load(Ordering::Relaxed);
-        f(&mut v);
-        a.store(v, Ordering::Relaxed);
-    });
+    src.for_each_root(&mut |slot: &RootSlot| slot.visit(era, f));
 }

@@ -24,7 +24,7 @@
 //! - `unsafe` lives in the modules that talk to the kernel or to raw memory (`sys`, `inject`,
 //!   `uffd`, `pagemap`, `arena`, `fault`, `fork`, `probe`'s scratch-arena checks), each block
 //!   with a `// SAFETY:` comment; everything exported is safe to call unless marked `unsafe`
-//!   (such as the constructor `object::Value::from_bits`, whose contract is documented);
+//!   (its contract is documented);
 //! - every system call on heap memory, a userfaultfd, a memfd or `/proc/self/pagemap` goes
 //!   through [`sys::Sys`], which counts it, so statistics about kernel calls are complete by
 //!   construction (the plumbing calls made directly are listed in [`sys`]);
@@ -48,7 +48,7 @@ pub use arena::{
     Resolution, VolatileArena,
 };
 pub use object::{
-    Address, Header, ObjectRef, Slot, TypeId, TypeInfo, TypeKind, TypeRegistry, Value, WORD,
+    Address, Header, ObjectRef, Slot, TypeId, TypeInfo, TypeKind, TypeRegistry, WORD,
 };
 pub use probe::{Capability, CapabilityCheck, Probe};
 

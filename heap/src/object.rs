@@ -25,10 +25,11 @@
 //!
 //! # Slot values
 //!
-//! A reference slot holds a [`Value`]: `0` (null), the address of an object header (8-aligned,
+//! A reference slot holds a value word: `0` (null), the address of an object header (8-aligned,
 //! non-zero), or an embedder immediate whose low three bits are not all zero. The collector
 //! treats a slot as a reference exactly when its low three bits are zero and it is non-zero;
 //! embedders tag their immediates (fixnums, characters, booleans) with a non-zero low tag.
+//! (The embedder's checked `Value`, which also records when it was read, is the gc crate's.)
 //!
 //! Invariants:
 //! - [`ObjectRef`] is never null and always 8-aligned; it denotes a header, but it is only
@@ -95,76 +96,9 @@ impl fmt::Debug for ObjectRef {
     }
 }
 
-/// The address of a slot holding a [`Value`].
+/// The address of a slot holding a value word.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Slot(pub usize);
-
-/// The content of a reference slot: null, an object reference, or a tagged immediate.
-///
-/// Only [`Value::NULL`], [`Value::from_ref`] and [`Value::immediate`] build one safely, so a
-/// value that looks like a reference always came from an object reference.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Value(usize);
-
-impl Value {
-    /// The null value.
-    pub const NULL: Value = Value(0);
-    /// Mask of the tag bits that mark an immediate.
-    pub const TAG_MASK: usize = 0b111;
-
-    /// A reference to `o`.
-    pub const fn from_ref(o: ObjectRef) -> Value {
-        Value(o.address())
-    }
-    /// An immediate; `bits` must have a non-zero low tag (checked).
-    pub const fn immediate(bits: usize) -> Option<Value> {
-        if bits & Self::TAG_MASK == 0 {
-            None
-        } else {
-            Some(Value(bits))
-        }
-    }
-    /// Whether it holds an object reference.
-    pub const fn is_ref(self) -> bool {
-        self.0 != 0 && self.0 & Self::TAG_MASK == 0
-    }
-    /// Whether it is null.
-    pub const fn is_null(self) -> bool {
-        self.0 == 0
-    }
-    /// The reference, if it holds one.
-    pub const fn as_ref(self) -> Option<ObjectRef> {
-        if self.is_ref() {
-            ObjectRef::from_address(self.0)
-        } else {
-            None
-        }
-    }
-    /// The raw word.
-    pub const fn bits(self) -> usize {
-        self.0
-    }
-    /// A value from a raw slot word.
-    ///
-    /// # Safety
-    /// If `bits` has a zero low tag and is non-zero, it must be the address of a live object
-    /// header (the collector will trace and move it).
-    pub const unsafe fn from_bits(bits: usize) -> Value {
-        Value(bits)
-    }
-}
-
-impl fmt::Debug for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_null() {
-            write!(f, "null")
-        } else if self.is_ref() {
-            write!(f, "ref@{:#x}", self.0)
-        } else {
-            write!(f, "imm({:#x})", self.0)
-        }
-    }
-}
 
 /// A type's index in its registry.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
@@ -471,13 +405,7 @@ mod tests {
     }
 
     #[test]
-    fn values_distinguish_refs_from_immediates() {
-        // SAFETY: only inspected, never traced.
-        assert!(unsafe { Value::from_bits(0x1000) }.is_ref());
-        assert!(!Value::immediate(0x1001).unwrap().is_ref());
-        assert!(!Value::NULL.is_ref());
-        assert!(Value::immediate(8).is_none());
-        assert_eq!(Value::immediate(0x11).unwrap().as_ref(), None);
+    fn object_refs_are_aligned_and_non_null() {
         assert_eq!(ObjectRef::from_address(0), None);
         assert_eq!(ObjectRef::from_address(12), None);
     }

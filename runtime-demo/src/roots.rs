@@ -1,22 +1,22 @@
 //! Embedder root tables: the global variables and the materialized constants of the program.
 //!
-//! A [`SlotTable`] is an append-only, lock-free table of root slots (`AtomicUsize` words
-//! holding [`Value`] bits), registered with the heap as a [`RootSource`]. Slots live in chunks
+//! A [`SlotTable`] is an append-only, lock-free table of root slots ([`RootSlot`]s, read and
+//! written through a mutator, which checks every value), registered with the heap as a
+//! [`RootSource`]. Slots live in chunks
 //! allocated on first write and never freed or moved, so a slot index stays valid for the life
 //! of the table and readers need no lock.
 //!
 //! Invariants:
-//! - A slot only ever holds the bits of a valid [`Value`] (stored by [`SlotTable::set`]) or 0
-//!   (null: "unbound" / "not yet materialized"); the collector, which scans the table while every
+//! - A slot only ever holds a valid [`Value`] (stored by [`SlotTable::set`]) or null
+//!   ("unbound" / "not yet materialized"); the collector, which scans the table while every
 //!   mutator is stopped, rewrites reference slots to the objects' new addresses.
 //! - Mutators read and write slots with relaxed atomics; the collector's updates are ordered
 //!   before a mutator's next read by the safepoint handshake (a mutex), so a value read after a
-//!   safepoint is current.
+//!   safepoint is current (and the mutator's check of the slot's era proves it).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use faultline::{RootSource, Value};
+use faultline::{Mutator, RootSlot, RootSource, Value};
 
 const CHUNK_BITS: usize = 10;
 const CHUNK: usize = 1 << CHUNK_BITS;
@@ -28,7 +28,7 @@ pub const MAX_SLOTS: usize = CHUNK * MAX_CHUNKS;
 
 /// A chunked, append-only table of root slots.
 pub struct SlotTable {
-    chunks: Box<[OnceLock<Box<[AtomicUsize]>>]>,
+    chunks: Box<[OnceLock<Box<[RootSlot]>>]>,
 }
 
 impl Default for SlotTable {
@@ -47,35 +47,31 @@ impl std::fmt::Debug for SlotTable {
 }
 
 impl SlotTable {
-    /// The value in slot `i` (null if it was never set).
+    /// The value in slot `i` (null if it was never set), read by `m`.
     #[inline]
-    pub fn get(&self, i: usize) -> Value {
-        let bits = match self.chunks.get(i >> CHUNK_BITS).and_then(OnceLock::get) {
-            Some(chunk) => chunk[i & (CHUNK - 1)].load(Ordering::Relaxed),
-            None => 0,
-        };
-        // SAFETY: slots only hold bits stored from valid `Value`s (see `set`) or 0, and as a
-        // registered root source every reference slot is kept pointing at its object's current
-        // address by the collector; the caller uses the value only until its next safepoint.
-        unsafe { Value::from_bits(bits) }
+    pub fn get(&self, m: &Mutator, i: usize) -> Value {
+        match self.chunks.get(i >> CHUNK_BITS).and_then(OnceLock::get) {
+            Some(chunk) => m.load(&chunk[i & (CHUNK - 1)]),
+            None => Value::NULL,
+        }
     }
 
-    /// Stores `v` in slot `i`. Returns false if `i` is beyond [`MAX_SLOTS`].
-    pub fn set(&self, i: usize, v: Value) -> bool {
+    /// Stores `v` in slot `i` through `m`. Returns false if `i` is beyond [`MAX_SLOTS`].
+    pub fn set(&self, m: &Mutator, i: usize, v: Value) -> bool {
         let Some(cell) = self.chunks.get(i >> CHUNK_BITS) else {
             return false;
         };
-        let chunk = cell.get_or_init(|| (0..CHUNK).map(|_| AtomicUsize::new(0)).collect());
-        chunk[i & (CHUNK - 1)].store(v.bits(), Ordering::Relaxed);
+        let chunk = cell.get_or_init(|| (0..CHUNK).map(|_| RootSlot::new()).collect());
+        m.store(&chunk[i & (CHUNK - 1)], v);
         true
     }
 }
 
 impl RootSource for SlotTable {
-    fn for_each_root(&self, visit: &mut dyn FnMut(&AtomicUsize)) {
+    fn for_each_root(&self, visit: &mut dyn FnMut(&RootSlot)) {
         for chunk in self.chunks.iter().filter_map(OnceLock::get) {
             for slot in chunk.iter() {
-                if slot.load(Ordering::Relaxed) != 0 {
+                if !slot.is_null() {
                     visit(slot);
                 }
             }
@@ -90,14 +86,16 @@ mod tests {
 
     #[test]
     fn slots_start_null_and_keep_values() {
+        let heap = faultline::Heap::new(faultline::HeapConfig::with_heap_size(1 << 20)).unwrap();
+        let m = heap.attach();
         let t = SlotTable::default();
-        assert!(t.get(5).is_null());
-        assert!(t.get(MAX_SLOTS + 10).is_null());
-        assert!(t.set(5, fix(42).unwrap()));
-        assert!(t.set(70_000, fix(-1).unwrap()));
-        assert!(!t.set(MAX_SLOTS, fix(1).unwrap()));
-        assert_eq!(unfix(t.get(5)), 42);
-        assert_eq!(unfix(t.get(70_000)), -1);
+        assert!(t.get(&m, 5).is_null());
+        assert!(t.get(&m, MAX_SLOTS + 10).is_null());
+        assert!(t.set(&m, 5, fix(42).unwrap()));
+        assert!(t.set(&m, 70_000, fix(-1).unwrap()));
+        assert!(!t.set(&m, MAX_SLOTS, fix(1).unwrap()));
+        assert_eq!(unfix(t.get(&m, 5)), 42);
+        assert_eq!(unfix(t.get(&m, 70_000)), -1);
         let mut n = 0;
         t.for_each_root(&mut |_| n += 1);
         assert_eq!(n, 2);

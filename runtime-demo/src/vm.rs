@@ -91,6 +91,7 @@ impl Vm {
         heap.add_root_source(consts.clone());
         let mut symbols = SymbolTable::new();
         let mut prim_of = Vec::new();
+        let mut prim_globals = Vec::new();
         for (i, p) in PRIMS.iter().enumerate() {
             let id = symbols.intern(p.name).0 as usize;
             if prim_of.len() <= id {
@@ -99,7 +100,7 @@ impl Vm {
             if !p.special {
                 prim_of[id] = Some(i as u16);
             }
-            globals.set(id, value::prim(i));
+            prim_globals.push((id, value::prim(i)));
         }
         let limit = config.output_limit;
         let shared = Arc::new(Shared {
@@ -120,6 +121,9 @@ impl Vm {
             thread_main,
         });
         let mut vm = Vm::attach(shared, heap.attach());
+        for (id, p) in prim_globals {
+            vm.shared.globals.set(&vm.m, id, p);
+        }
         vm.eval_source("<prelude>", PRELUDE)
             .map_err(|e| format!("the prelude failed: {}", vm.render(&e)))?;
         Ok(vm)
@@ -185,7 +189,7 @@ impl Vm {
         for (slot, datum) in &out.pending {
             self.materialize(datum).map_err(EvalError::Runtime)?;
             let v = self.m.pop().unwrap_or(UNSPEC);
-            self.shared.consts.set(*slot as usize, v);
+            self.shared.consts.set(&self.m, *slot as usize, v);
         }
         Ok(out.toplevels)
     }
@@ -491,7 +495,7 @@ impl Vm {
 
     #[inline]
     fn global(&self, sym: u32) -> R<Value> {
-        let v = self.shared.globals.get(sym as usize);
+        let v = self.shared.globals.get(&self.m, sym as usize);
         if v.is_null() {
             return Err(RtError::new(format!(
                 "unbound variable `{}`",
@@ -517,7 +521,7 @@ impl Vm {
             pc += 1;
             match op {
                 Op::Imm(v) => self.m.push(v),
-                Op::Const(s) => self.m.push(self.shared.consts.get(s as usize)),
+                Op::Const(s) => self.m.push(self.shared.consts.get(&self.m, s as usize)),
                 Op::Local0(i) => {
                     let v = tri!(self.load_local(bp, 0, i), None);
                     self.m.push(v);
@@ -547,11 +551,11 @@ impl Vm {
                 Op::SetGlobal { sym, site } => {
                     tri!(self.global(sym), Some(site));
                     let v = self.pop();
-                    self.shared.globals.set(sym as usize, v);
+                    self.shared.globals.set(&self.m, sym as usize, v);
                 }
                 Op::DefGlobal(sym) => {
                     let v = self.pop();
-                    self.shared.globals.set(sym as usize, v);
+                    self.shared.globals.set(&self.m, sym as usize, v);
                 }
                 Op::Pop => {
                     self.m.pop();
@@ -586,7 +590,7 @@ impl Vm {
                 }
                 Op::CaseConst { slot, target } => {
                     let key = self.m.stack_get(self.m.stack_len() - 1);
-                    let c = self.shared.consts.get(slot as usize);
+                    let c = self.shared.consts.get(&self.m, slot as usize);
                     if builtins::eqv(self, key, c) {
                         pc = target as usize;
                     }
@@ -644,7 +648,7 @@ impl Vm {
                 } => {
                     let tail = matches!(op, Op::PrimTail { .. });
                     let argc = argc as usize;
-                    let g = self.shared.globals.get(sym as usize);
+                    let g = self.shared.globals.get(&self.m, sym as usize);
                     if g == value::prim(prim as usize) {
                         let base = self.m.stack_len() - argc;
                         let r = match builtins::fast_path(self, fast, base) {
