@@ -28,11 +28,11 @@ fn read_into_a_heap_byte_array_during_compaction() {
         }
         let buf = m.alloc(t.string, 6000).unwrap(); // spans two pages, below the LOS threshold
         let root = m.root(buf);
-        let before = root.value(&m);
+        let before = root.value(&m).bits();
         m.start_collection().unwrap(); // starts the cycle: marking runs concurrently, then the flip
                                        // Keep reaching safepoints (the remark + flip pause needs us) until the flip moved the
                                        // array; its new pages then stay absent for 2 s.
-        while root.value(&m) == before {
+        while root.value(&m).bits() == before {
             m.safepoint();
             std::thread::sleep(Duration::from_micros(200));
         }

@@ -9,6 +9,8 @@
 //! - A thread attaches with [`Heap::attach`] and gets a [`Mutator`]: allocation
 //!   ([`Mutator::alloc`]), the safepoint poll, native sections, handles ([`Root`]), a precise
 //!   value stack, and object access through [`Local`]s that cannot outlive a safepoint.
+//! - Heap memory and system calls: [`Mutator::read_into`] and its family (any rooted byte
+//!   array, every mode), [`Mutator::alloc_pinned`] and [`Pin`] (non-moving, always present).
 //! - Runtimes report their own root slots ([`RootSlot`]s) through [`RootSource`];
 //!   [`GlobalRoot`]s are usable from any thread.
 //! - A [`Value`] records the era it was read in and is checked on every conversion back to an
@@ -57,12 +59,13 @@
 //! | configuration; debug, stress and test knobs | `config`, `debug` |
 //! | the heap's data, and the public handle | `inner`, `heap` |
 //! | mutators, `Root`, `Local`, allocation | `mutator` |
+//! | heap memory and system calls: pinned objects, safe reads and writes of byte arrays | `io` |
 //! | fork handling | `fork` |
 //! | verification, checkmark | `verify` |
 //! | statistics, the pause timeline | `stats`, `timeline` |
 //! | mutator waits by cause, per-mutator interval logs, mutator-side MMU | `waits` |
 //!
-//! Module layering (no circles): `heap` → `mutator` → (`cycle`, `assist`) → (`marking`,
+//! Module layering (no circles): `io` → `heap` → `mutator` → (`cycle`, `assist`) → (`marking`,
 //! `compaction`, `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` →
 //! (`safepoint`, `roots`, `space`, `phase`, `pacer`, `graypool`, `stats`, `config`, `mode`,
 //! `debug`, `waits`) → (`error`, `reentry`, `value`).
@@ -76,7 +79,8 @@
 //! - per-mutator roots read by the collector with the world stopped: `safepoint`, `marking`
 //!   (the remark);
 //! - kernel plumbing: `fault` (the SIGBUS resolver's context), `pagestate` (futex),
-//!   `choreography` (unmapping the detached pages), `fork` (the atfork handlers).
+//!   `choreography` (unmapping the detached pages), `fork` (the atfork handlers), `io`
+//!   (read / write system calls on pinned byte arrays and on the I/O buffer).
 
 mod assist;
 mod choreography;
@@ -90,6 +94,7 @@ mod fork;
 mod graypool;
 mod heap;
 mod inner;
+mod io;
 mod marking;
 mod mode;
 mod mutator;
@@ -114,6 +119,7 @@ pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};
 pub use error::{AttachError, CollectError};
 pub use fork::FORKED_REASON;
 pub use heap::{GlobalRoot, Heap, HeapError};
+pub use io::{Pin, PinError};
 pub use mode::{Barrier, Choreography, FaultMode, GcMode, ModeInfo, Strategy};
 pub use mutator::{AllocError, Local, Mutator, Root};
 pub use phase::CyclePhase;

@@ -98,6 +98,8 @@ pub struct Mutator {
     waits: crate::waits::Attachment,
     /// The last SATB handshake epoch this mutator answered (see `crate::marking`).
     satb_epoch: u64,
+    /// The buffer of the I/O methods for moving-space arrays (`crate::io`), kept for reuse.
+    io_buf: Vec<u8>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -141,6 +143,7 @@ impl Mutator {
             allocs: 0,
             waits,
             satb_epoch: 0,
+            io_buf: Vec::new(),
             _not_send: PhantomData,
         })
     }
@@ -152,6 +155,22 @@ impl Mutator {
 
     fn inner(&self) -> &HeapInner {
         &self.heap.inner
+    }
+
+    /// Whether `addr` lies in the non-moving (large-object) space.
+    pub(crate) fn non_moving(&self, addr: usize) -> bool {
+        self.inner().large.contains(addr)
+    }
+
+    /// The I/O buffer (see `crate::io`).
+    pub(crate) fn io_buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.io_buf
+    }
+
+    /// Allocate in the non-moving space whatever the size (see `Mutator::alloc_pinned`).
+    pub(crate) fn alloc_non_moving(&mut self, ty: TypeId, len: usize) -> Result<Value, AllocError> {
+        let bytes = self.type_size(ty, len)?;
+        self.alloc_slow(ty, len, bytes, true)
     }
 
     /// This mutator's id (unique within its heap, 1-based; named in statistics).
@@ -353,7 +372,9 @@ impl Mutator {
     /// not raise a user fault for its own accesses: a `read(2)` into an absent page of a byte
     /// array fails with EFAULT (the descriptor is opened with `UFFD_USER_MODE_ONLY`). Call this
     /// right before such a call; it is cheap when nothing is absent. The guarantee lasts until
-    /// the next safepoint.
+    /// the next safepoint, so it does not cover a blocking call (a native section is a
+    /// safepoint): for those, use the safe I/O methods ([`Mutator::read_into`] and its family)
+    /// or a pinned array ([`Mutator::alloc_pinned`], [`Mutator::pin`]).
     pub fn ensure_present(&self, v: Value) {
         if let Some(l) = self.local(v) {
             let words = l.payload_words() + 1;
@@ -433,7 +454,7 @@ impl Mutator {
                 return Ok(self.init(cur, ty, len));
             }
         }
-        self.alloc_slow(ty, len, bytes)
+        self.alloc_slow(ty, len, bytes, false)
     }
 
     #[inline]
@@ -445,7 +466,13 @@ impl Mutator {
     }
 
     #[cold]
-    fn alloc_slow(&mut self, ty: TypeId, len: usize, bytes: usize) -> Result<Value, AllocError> {
+    fn alloc_slow(
+        &mut self,
+        ty: TypeId,
+        len: usize,
+        bytes: usize,
+        non_moving: bool,
+    ) -> Result<Value, AllocError> {
         let _wait = crate::waits::Span::begin(crate::waits::WaitCause::AllocStall);
         self.safepoint();
         // The flat remark's handshake: hand the SATB buffer over if the marker asks.
@@ -455,8 +482,9 @@ impl Mutator {
             .inner
             .marking
             .answer_handshake(&mut self.satb_epoch, &mut r.satb);
-        let large = bytes >= self.inner().config.large_object_threshold
-            && (self.inner().config.pin_large_ref_objects || !self.holds_refs(ty));
+        let large = non_moving
+            || (bytes >= self.inner().config.large_object_threshold
+                && (self.inner().config.pin_large_ref_objects || !self.holds_refs(ty)));
         // Collections tried for this allocation. A stop-the-world collection frees what it can
         // before it returns: one is enough. A concurrent one frees nothing until its flip, and
         // other mutators may take what it freed: up to `CONCURRENT_TRIES` full cycles.
@@ -865,6 +893,10 @@ impl<'m> Local<'m> {
     /// Whether an array is empty (always true for fixed-size objects).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Its type's kind.
+    pub(crate) fn kind_of(&self) -> &'m TypeKind {
+        self.kind()
     }
     fn kind(&self) -> &'m TypeKind {
         &self
