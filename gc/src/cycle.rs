@@ -636,6 +636,17 @@ fn flip(
     let tc = Instant::now();
     inner.roots.new_era();
     visit_roots(g, &inner.roots, &mut |s| *s = plan.forward(*s));
+    // Identity hashes follow their objects (and die with them).
+    let t_hashes = Instant::now();
+    let hashed_objects = inner.hashes.rekey(|a| {
+        if a >= from && a < from_top {
+            plan.mark().get((a - from) / WORD).then(|| plan.forward(a))
+        } else if large.contains(a) {
+            large.marks.get(large.page_of(a)).then_some(a)
+        } else {
+            None
+        }
+    });
     // The dead large objects: released now (stop-the-world) or when the concurrent compaction
     // ends (off the pause; they stay allocated until then, so nothing reuses their space).
     let skip_large_refs = cfg.debug.breakage == Some(Breakage::SkipLargeObjectRefs);
@@ -669,6 +680,8 @@ fn flip(
         plan_chunks_redone: chunks_redone,
         large_refs: large_refs_time,
         large_ref_slots: large_slots,
+        hashed_objects,
+        rekey_hashes: t_hashes.elapsed(),
         moving_before,
         large_before,
         live_objects,

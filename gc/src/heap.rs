@@ -166,6 +166,7 @@ impl Heap {
             type_versions: Mutex::new(vec![registry]),
             sp: Safepoint::default(),
             roots: HeapRoots::default(),
+            hashes: Default::default(),
             trigger_bytes: AtomicUsize::new(trigger),
             pacer: Pacer::default(),
             cycles: AtomicU64::new(0),

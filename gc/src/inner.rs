@@ -99,6 +99,8 @@ pub(crate) struct HeapInner {
     pub sp: Safepoint,
     /// Heap-wide roots.
     pub roots: HeapRoots,
+    /// Identity hash codes of the objects asked for one (rewritten in the flip pause).
+    pub hashes: crate::hashes::IdentityHashes,
     /// Occupancy at which the next cycle starts.
     pub trigger_bytes: AtomicUsize,
     /// The pacer (concurrent mode).

@@ -38,6 +38,7 @@
 //! | the cycle: its numbered phases, both collectors, who runs what | `cycle` |
 //! | safepoint handshake: stop / resume, thread states, per-mutator shared state | `safepoint` |
 //! | roots: handles, value stack, global roots, root sources | `roots` |
+//! | identity hash codes that survive moves (a side table re-keyed at the flip) | `hashes` |
 //! | `Value` and its era (stale and foreign values refused), `RootSlot` | `value` |
 //! | marking: the shared tracer (plain / atomic slot access) | `trace` |
 //! | concurrent marking: SATB queue, precleaning, remark, barrier-free rescans | `marking` |
@@ -92,6 +93,7 @@ mod error;
 mod fault;
 mod fork;
 mod graypool;
+mod hashes;
 mod heap;
 mod inner;
 mod io;

@@ -657,6 +657,18 @@ impl Mutator {
         }
     }
 
+    /// The identity hash code of the object `v` names: the same for that object for as long as
+    /// it lives, wherever the collector moves it (unlike [`Value::bits`], or `Value`'s own
+    /// `Hash`, which follow its address); `None` for null and immediates. Kept in a side
+    /// table, not in the object (see the `hashes` module for the cost).
+    ///
+    /// # Panics
+    /// As [`Mutator::local`].
+    pub fn identity_hash(&self, v: Value) -> Option<u64> {
+        let l = self.local(v)?;
+        Some(self.inner().hashes.get(l.object().address()))
+    }
+
     /// Create a handle that keeps `v` alive and up to date across collections. The handle
     /// belongs to this mutator (see the module documentation, "Ownership").
     ///

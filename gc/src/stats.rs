@@ -135,6 +135,11 @@ pub struct CycleStats {
     pub large_refs: Duration,
     /// Reference slots of live large objects updated in the pause.
     pub large_ref_slots: usize,
+    /// Objects with an identity hash that survived this cycle (their table entries were
+    /// re-keyed in the flip pause).
+    pub hashed_objects: usize,
+    /// Time spent re-keying the identity-hash table in the flip pause.
+    pub rekey_hashes: Duration,
     /// Barrier-free (`wp_async`) marking: precleaning rounds run before the remark pause.
     pub preclean_rounds: usize,
     /// Barrier-free marking: pages the last precleaning round found written.
@@ -218,6 +223,8 @@ impl Default for CycleStats {
             plan_chunks_redone: 0,
             large_refs: Duration::ZERO,
             large_ref_slots: 0,
+            hashed_objects: 0,
+            rekey_hashes: Duration::ZERO,
             preclean_rounds: 0,
             preclean_last_dirty: 0,
             remark_dirty_pages: 0,
