@@ -82,6 +82,7 @@ impl Heap {
                 use_userfaultfd: config.use_userfaultfd,
             },
             || Probe::run_with(&sys),
+            crate::mode::measured_mapping,
         );
         if let Some(r) = &mode.barrier_fallback {
             eprintln!("faultline: {r}");

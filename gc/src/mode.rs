@@ -5,7 +5,8 @@
 //! The request is resolved **once**, when the heap is created, from **one** run of the
 //! capability probe ([`ResolvedMode::resolve`]); every later decision reads the resolved mode,
 //! never the request or the probe again. Each choice records why it was made, in words an
-//! embedder can act on.
+//! embedder can act on. `Strategy::Auto` follows a measurement of this kernel (copy against
+//! move per page, [`faultline_heap::calibrate`], once per process), not mere availability.
 //!
 //! Invariants:
 //! - a [`ResolvedMode`] with `gc == GcMode::Concurrent` always has a strategy and a delivery
@@ -13,6 +14,7 @@
 //! - the resolved mode changes afterwards in one way only: the arena could not be created as
 //!   resolved ([`ResolvedMode::fall_back`]), which turns it stop-the-world and records why.
 
+use faultline_heap::calibrate::MappingCost;
 use faultline_heap::{Capability, Probe};
 
 /// Which collector runs.
@@ -38,7 +40,9 @@ impl GcMode {
 /// How destination pages are mapped by the concurrent compactor (the request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
-    /// MOVE if the probe says it works, else COPY.
+    /// COPY or MOVE, whichever this kernel maps pages with more cheaply: measured once per
+    /// process when MOVE is available ([`AUTO_MOVE_MAX_RATIO`]; the figures are in the mode's
+    /// reasons), COPY otherwise.
     Auto,
     /// Fill a buffer, `UFFDIO_COPY`.
     Copy,
@@ -184,8 +188,49 @@ pub(crate) struct ResolvedMode {
     pub fallback_reason: Option<String>,
     /// Why a requested wp_async barrier fell back to SATB, if it did.
     pub barrier_fallback: Option<String>,
-    /// Why each choice was made, one line each ("strategy: move (auto: UFFDIO_MOVE works)").
+    /// Why each choice was made, one line each ("strategy: copy (requested)").
     pub reasons: Vec<String>,
+}
+
+/// `Strategy::Auto` picks move when its measured cost per page is at most this fraction of
+/// copy's (move recycles old pages but, on kernels without batched TLB flushes, pays a
+/// shootdown per call; copy is the simpler path, so a tie goes to copy).
+pub const AUTO_MOVE_MAX_RATIO: f64 = 0.8;
+
+/// `Strategy::Auto` with both copy and move available: pick by `cost` (a measurement, or why
+/// it failed), with the reason line.
+pub(crate) fn auto_strategy(cost: Result<MappingCost, String>) -> (MapStrategy, String) {
+    match cost {
+        Ok(c) if c.move_over_copy() <= AUTO_MOVE_MAX_RATIO => (
+            MapStrategy::Move,
+            format!(
+                "strategy: move (auto, measured: move costs {:.2}x copy per page, at most {AUTO_MOVE_MAX_RATIO}: {c})",
+                c.move_over_copy()
+            ),
+        ),
+        Ok(c) => (
+            MapStrategy::Copy,
+            format!(
+                "strategy: copy (auto, measured: move costs {:.2}x copy per page, more than {AUTO_MOVE_MAX_RATIO}: {c})",
+                c.move_over_copy()
+            ),
+        ),
+        Err(e) => (
+            MapStrategy::Copy,
+            format!("strategy: copy (auto: measuring copy against move failed: {e})"),
+        ),
+    }
+}
+
+/// The process's measurement of copy against move, taken once (a few milliseconds) by the
+/// first heap that needs it, through the real kernel.
+pub(crate) fn measured_mapping() -> Result<MappingCost, String> {
+    static COST: std::sync::OnceLock<Result<MappingCost, String>> = std::sync::OnceLock::new();
+    COST.get_or_init(|| {
+        faultline_heap::calibrate::measure_mapping(&faultline_heap::Sys::real())
+            .map_err(|e| e.to_string())
+    })
+    .clone()
 }
 
 /// The request a [`ResolvedMode`] is resolved from (the relevant part of the configuration).
@@ -202,7 +247,13 @@ pub(crate) struct ModeRequest {
 impl ResolvedMode {
     /// Resolve `req`. `probe` runs the capability probe; it is called at most once, and only
     /// when userfaultfd is wanted.
-    pub(crate) fn resolve(req: ModeRequest, probe: impl FnOnce() -> Probe) -> ResolvedMode {
+    /// `calibrate` measures copy against move ([`faultline_heap::calibrate`]); it is called at
+    /// most once, and only when `Strategy::Auto` has both to choose from.
+    pub(crate) fn resolve(
+        req: ModeRequest,
+        probe: impl FnOnce() -> Probe,
+        calibrate: impl FnOnce() -> Result<MappingCost, String>,
+    ) -> ResolvedMode {
         let mut r = ResolvedMode {
             gc: GcMode::StopTheWorld,
             strategy: None,
@@ -242,9 +293,9 @@ impl ResolvedMode {
         };
         let strategy = match req.strategy {
             Strategy::Auto if probe.supports(Capability::Move) => {
-                r.reasons
-                    .push("strategy: move (auto: UFFDIO_MOVE works here)".into());
-                MapStrategy::Move
+                let (s, why) = auto_strategy(calibrate());
+                r.reasons.push(why);
+                s
             }
             Strategy::Auto => {
                 r.reasons.push(format!(
@@ -382,3 +433,32 @@ macro_rules! display_by_name {
     )*};
 }
 display_by_name!(GcMode, Strategy, FaultMode, Barrier, Choreography);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cost(copy: f64, mv: f64) -> MappingCost {
+        MappingCost {
+            copy_single_ns: copy,
+            copy_run_ns: copy / 2.0,
+            move_single_ns: mv,
+            move_run_ns: mv / 2.0,
+        }
+    }
+
+    #[test]
+    fn auto_follows_the_measurement() {
+        let (s, why) = auto_strategy(Ok(cost(1000.0, 3000.0)));
+        assert_eq!(s, MapStrategy::Copy);
+        assert!(why.contains("3.00x") && why.contains("measured"), "{why}");
+        let (s, why) = auto_strategy(Ok(cost(1000.0, 400.0)));
+        assert_eq!(s, MapStrategy::Move);
+        assert!(why.contains("0.40x"), "{why}");
+        // A tie goes to copy.
+        assert_eq!(auto_strategy(Ok(cost(1000.0, 900.0))).0, MapStrategy::Copy);
+        let (s, why) = auto_strategy(Err("UFFDIO_MOVE: ENOMEM".into()));
+        assert_eq!(s, MapStrategy::Copy);
+        assert!(why.contains("failed: UFFDIO_MOVE: ENOMEM"), "{why}");
+    }
+}

@@ -16,6 +16,8 @@
 //! - [`object`]: the object model (addresses, headers, type descriptors, slot values);
 //! - [`bitmap`]: the side bitmaps (mark bits, live words and their prefix sums);
 //! - [`probe`]: the capability probe ([`Probe`], [`Capability`]);
+//! - [`calibrate`]: what this kernel gives (copy vs move per page, measured), for the
+//!   strategy choice;
 //! - [`sys`]: the kernel interface every heap system call goes through ([`Sys`], [`Kernel`],
 //!   [`Call`]);
 //! - [`inject`]: a fault-injecting [`Kernel`] for tests.
@@ -34,6 +36,7 @@
 
 pub mod arena;
 pub mod bitmap;
+pub mod calibrate;
 pub mod fault;
 pub mod fork;
 pub mod inject;

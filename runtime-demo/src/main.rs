@@ -137,6 +137,10 @@ fn make_heap(gc: &GcArgs, slot: &Arc<Mutex<Option<Heap>>>) -> Result<Heap, ExitC
         Ok(h) => {
             if gc.gc_log {
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(h.clone());
+                // What runs and why (measured figures included for `--strategy auto`).
+                for r in &h.mode_info().reasons {
+                    eprintln!("[gc,mode] {r}");
+                }
             }
             Ok(h)
         }
