@@ -623,6 +623,7 @@ impl Mutator {
     }
 
     /// Access the object `v` refers to; `None` for null and immediates.
+    #[inline]
     ///
     /// # Panics
     /// If `v` is stale (read before a collection and held across a safepoint without a root),
@@ -640,10 +641,21 @@ impl Mutator {
             (Some(h), Some(types))
                 if h.type_id() != TypeId::FILLER && (h.type_id().0 as usize) < types.len() =>
             {
+                // The type's facts every access needs, looked up once here.
+                let info = types.get(h.type_id()).expect("checked above");
+                let shape = match &info.kind {
+                    TypeKind::Fixed { .. } => Shape::Fixed,
+                    TypeKind::RefArray => Shape::RefArray,
+                    TypeKind::ByteArray => Shape::ByteArray,
+                    TypeKind::Filler => Shape::ByteArray,
+                };
                 Some(Local {
                     obj: o,
                     header: h,
                     era: v.era(),
+                    words: info.size_words(h.len()) - 1,
+                    shape,
+                    refs: types.ref_words(h.type_id()),
                     types,
                     m: self,
                 })
@@ -868,6 +880,17 @@ impl Drop for Root {
     }
 }
 
+/// What a [`Local`]'s accessors may do with its object (from its type, looked up once).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Shape {
+    /// Fixed-size: words, some of them reference slots.
+    Fixed,
+    /// Every payload word is a reference slot.
+    RefArray,
+    /// Bytes only.
+    ByteArray,
+}
+
 /// Access to one object, valid until its mutator's next safepoint (enforced by the borrow).
 #[derive(Clone, Copy)]
 pub struct Local<'m> {
@@ -875,6 +898,12 @@ pub struct Local<'m> {
     header: Header,
     /// The era the object was reached in (the values read from it are minted in it).
     era: u64,
+    /// Payload words.
+    words: usize,
+    /// Which accessors apply.
+    shape: Shape,
+    /// Reference-slot word indices (header = 0) of a fixed type; empty otherwise.
+    refs: &'m [u32],
     types: &'m TypeRegistry,
     m: &'m Mutator,
 }
@@ -918,33 +947,34 @@ impl<'m> Local<'m> {
             .kind
     }
     /// Payload words of the object.
+    #[inline]
     pub fn payload_words(&self) -> usize {
-        self.types
-            .get(self.header.type_id())
-            .map_or(0, |t| t.size_words(self.header.len()))
-            - 1
+        self.words
     }
+    #[inline]
     fn is_ref_word(&self, i: usize) -> bool {
-        match self.kind() {
-            TypeKind::RefArray => true,
-            TypeKind::Fixed { .. } => self
-                .types
-                .ref_words(self.header.type_id())
-                .contains(&(1 + i as u32)),
-            _ => false,
+        match self.shape {
+            Shape::RefArray => true,
+            Shape::Fixed => self.refs.contains(&(1 + i as u32)),
+            Shape::ByteArray => false,
         }
     }
+    #[inline]
     fn word_addr(&self, i: usize) -> usize {
-        assert!(
-            i < self.payload_words() && !matches!(self.kind(), TypeKind::ByteArray),
-            "word {i} out of bounds for {:?}",
-            self.header
-        );
+        if i >= self.words || self.shape == Shape::ByteArray {
+            self.word_out_of_bounds(i);
+        }
         self.obj.payload_word(i)
+    }
+    #[cold]
+    #[inline(never)]
+    fn word_out_of_bounds(&self, i: usize) -> ! {
+        panic!("word {i} out of bounds for {:?}", self.header)
     }
 
     /// Payload word `i` as a value (for arrays: element `i`). A non-reference word is
     /// returned as a value too, but one that never names an object (see [`crate::value`]).
+    #[inline]
     pub fn get(&self, i: usize) -> Value {
         let a = self.word_addr(i);
         // SAFETY: an in-bounds, word-aligned payload word of a live object (read atomically: the
@@ -962,6 +992,7 @@ impl<'m> Local<'m> {
     /// # Panics
     /// If `i` is out of bounds, if a reference goes into a non-reference word, or if `v` is a
     /// reference of another heap.
+    #[inline]
     pub fn set(&self, i: usize, v: Value) {
         let a = self.word_addr(i);
         self.m.check_ours(v, "Local::set");
@@ -983,12 +1014,14 @@ impl<'m> Local<'m> {
         slot.store(v.bits(), Ordering::Relaxed);
     }
     /// Raw payload word `i` (a non-reference data word).
+    #[inline]
     pub fn word(&self, i: usize) -> u64 {
         let a = self.word_addr(i);
         // SAFETY: in bounds.
         unsafe { (a as *const u64).read_volatile() }
     }
     /// Store raw bits into non-reference payload word `i`.
+    #[inline]
     pub fn set_word(&self, i: usize, bits: u64) {
         let a = self.word_addr(i);
         assert!(
@@ -1001,7 +1034,7 @@ impl<'m> Local<'m> {
     }
     fn byte_range(&self, offset: usize, n: usize) -> usize {
         assert!(
-            matches!(self.kind(), TypeKind::ByteArray)
+            self.shape == Shape::ByteArray
                 && offset.checked_add(n).is_some_and(|e| e <= self.len()),
             "bytes {offset}..+{n} out of bounds for {:?}",
             self.header

@@ -94,7 +94,10 @@ fn summary_gc_log_and_stats_json() {
         .filter(|l| l.starts_with("[gc,cycle] GC("))
         .count();
     assert!(log_lines > 0, "{err}");
-    assert!(err.contains("[gc,mode] gc: "), "the log says what runs and why: {err}");
+    assert!(
+        err.contains("[gc,mode] gc: "),
+        "the log says what runs and why: {err}"
+    );
     let summary = &err[err.find("== GC summary ==").expect("summary")..];
     for key in [
         "mode",
