@@ -83,3 +83,52 @@ fn allocation_makes_no_mapping_calls() {
     assert_eq!(after.registers, u64::from(heap.uses_userfaultfd()));
     assert_eq!(after.vmas, before.vmas);
 }
+
+/// Byte copies at every alignment round-trip, and two mutators racing on one array see only
+/// bytes someone wrote (the accessors use atomics: a race is stale data, never UB).
+#[test]
+fn byte_copies_at_any_alignment_and_under_races() {
+    let heap = heap(4 << 20);
+    let t = register(&heap);
+    let mut m = heap.attach();
+    let s = m.alloc(t.string, 100).unwrap();
+    let pattern: Vec<u8> = (0..100u8).map(|i| i.wrapping_mul(37)).collect();
+    for off in 0..9 {
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 60] {
+            let l = m.local(s).unwrap();
+            l.write_bytes(0, &[0; 100]);
+            l.write_bytes(off, &pattern[..len]);
+            let back = l.to_bytes();
+            assert_eq!(
+                &back[off..off + len],
+                &pattern[..len],
+                "offset {off} len {len}"
+            );
+            assert!(back[..off]
+                .iter()
+                .chain(&back[off + len..])
+                .all(|&b| b == 0));
+        }
+    }
+    m.local(s).unwrap().write_bytes(0, &[0; 100]);
+    let g = faultline::GlobalRoot::new(&heap, s);
+    let h2 = heap.clone();
+    let writer = std::thread::spawn(move || {
+        let m2 = h2.attach();
+        for k in 0..20_000 {
+            let v = g.get(&m2);
+            m2.local(v)
+                .unwrap()
+                .write_bytes(3, &[if k % 2 == 0 { 0xaa } else { 0x55 }; 90]);
+        }
+    });
+    let mut buf = [0u8; 90];
+    while !writer.is_finished() {
+        m.local(s).unwrap().read_bytes(3, &mut buf);
+        assert!(
+            buf.iter().all(|&b| b == 0xaa || b == 0x55 || b == 0),
+            "{buf:?}"
+        );
+    }
+    m.native(|| writer.join().unwrap());
+}

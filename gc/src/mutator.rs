@@ -33,11 +33,14 @@
 //!   the owning thread while it is RUNNING, or by the collector while the owner is stopped;
 //! - `[tlab_cursor, tlab_limit)` lies in the current half below the populated watermark, so the
 //!   allocation fast path is a bump and a header store: no syscall, no fault;
-//! - a `Mutator` never leaves its thread (`!Send`), and neither do `Root`s or `Local`s.
+//! - a `Mutator` never leaves its thread (`!Send`), and neither do `Root`s or `Local`s;
+//! - the accessors read and write heap memory only with (relaxed) atomics, words or bytes:
+//!   mutators on several threads may touch one object at once, and a race then yields old or
+//!   new contents, never undefined behaviour.
 
 use core::cell::Cell;
 use core::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use faultline_heap::object::{Header, ObjectRef, TypeId, TypeKind, TypeRegistry, WORD};
@@ -880,6 +883,56 @@ impl Drop for Root {
     }
 }
 
+// Byte copies between heap byte arrays and Rust memory. Heap memory is shared between threads
+// (two mutators may access one array at once), so it is read and written only with relaxed
+// atomics: a race gives mixed old and new bytes, never undefined behaviour. Whole aligned
+// words go as `AtomicU64`, the unaligned ends byte by byte.
+
+/// Copy `dst.len()` bytes from heap address `a` into `dst`.
+fn racy_copy_out(a: usize, dst: &mut [u8]) {
+    let n = dst.len();
+    let mut i = 0;
+    while i < n && (a + i) % WORD != 0 {
+        // SAFETY: `[a, a + n)` lies in a live byte array (the caller checked the range).
+        dst[i] = unsafe { AtomicU8::from_ptr((a + i) as *mut u8) }.load(Ordering::Relaxed);
+        i += 1;
+    }
+    while i + WORD <= n {
+        // SAFETY: as above, and `a + i` is word-aligned.
+        let w = unsafe { AtomicU64::from_ptr((a + i) as *mut u64) }.load(Ordering::Relaxed);
+        dst[i..i + WORD].copy_from_slice(&w.to_ne_bytes());
+        i += WORD;
+    }
+    while i < n {
+        // SAFETY: as above.
+        dst[i] = unsafe { AtomicU8::from_ptr((a + i) as *mut u8) }.load(Ordering::Relaxed);
+        i += 1;
+    }
+}
+
+/// Copy `src` to heap address `a`.
+fn racy_copy_in(src: &[u8], a: usize) {
+    let n = src.len();
+    let mut i = 0;
+    while i < n && (a + i) % WORD != 0 {
+        // SAFETY: `[a, a + n)` lies in a live byte array (the caller checked the range); byte
+        // arrays hold no references.
+        unsafe { AtomicU8::from_ptr((a + i) as *mut u8) }.store(src[i], Ordering::Relaxed);
+        i += 1;
+    }
+    while i + WORD <= n {
+        let w = u64::from_ne_bytes(src[i..i + WORD].try_into().expect("a word"));
+        // SAFETY: as above, and `a + i` is word-aligned.
+        unsafe { AtomicU64::from_ptr((a + i) as *mut u64) }.store(w, Ordering::Relaxed);
+        i += WORD;
+    }
+    while i < n {
+        // SAFETY: as above.
+        unsafe { AtomicU8::from_ptr((a + i) as *mut u8) }.store(src[i], Ordering::Relaxed);
+        i += 1;
+    }
+}
+
 /// What a [`Local`]'s accessors may do with its object (from its type, looked up once).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Shape {
@@ -1017,8 +1070,9 @@ impl<'m> Local<'m> {
     #[inline]
     pub fn word(&self, i: usize) -> u64 {
         let a = self.word_addr(i);
-        // SAFETY: in bounds.
-        unsafe { (a as *const u64).read_volatile() }
+        // SAFETY: an in-bounds, word-aligned payload word; atomic because another mutator may
+        // write it at the same time (a race on heap data is then a stale value, never UB).
+        unsafe { AtomicU64::from_ptr(a as *mut u64) }.load(Ordering::Relaxed)
     }
     /// Store raw bits into non-reference payload word `i`.
     #[inline]
@@ -1029,8 +1083,8 @@ impl<'m> Local<'m> {
             "word {i} of {:?} is a reference slot",
             self.header
         );
-        // SAFETY: in bounds, and not a reference slot.
-        unsafe { (a as *mut u64).write_volatile(bits) };
+        // SAFETY: in bounds, word-aligned, and not a reference slot; atomic as in `word`.
+        unsafe { AtomicU64::from_ptr(a as *mut u64) }.store(bits, Ordering::Relaxed);
     }
     fn byte_range(&self, offset: usize, n: usize) -> usize {
         assert!(
@@ -1044,14 +1098,12 @@ impl<'m> Local<'m> {
     /// Copy bytes out of a byte array.
     pub fn read_bytes(&self, offset: usize, dst: &mut [u8]) {
         let a = self.byte_range(offset, dst.len());
-        // SAFETY: in bounds of the byte array.
-        unsafe { core::ptr::copy(a as *const u8, dst.as_mut_ptr(), dst.len()) };
+        racy_copy_out(a, dst);
     }
     /// Copy bytes into a byte array.
     pub fn write_bytes(&self, offset: usize, src: &[u8]) {
         let a = self.byte_range(offset, src.len());
-        // SAFETY: in bounds of the byte array; byte arrays hold no references.
-        unsafe { core::ptr::copy(src.as_ptr(), a as *mut u8, src.len()) };
+        racy_copy_in(src, a);
     }
     /// The whole byte array as a vector.
     pub fn to_bytes(&self) -> Vec<u8> {
