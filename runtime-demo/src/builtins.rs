@@ -766,6 +766,17 @@ fn equal_rec(vm: &Vm, mut a: Value, mut b: Value, depth: usize, budget: &mut usi
 fn eq_p(vm: &mut Vm, b: usize, _: usize) -> R<Value> {
     Ok(boolean(arg(vm, b, 0) == arg(vm, b, 1)))
 }
+/// `(eq-hash obj)`: a non-negative fixnum, equal for `eq?` objects and stable while the object
+/// lives, however often the collector moves it (the heap's identity hash; immediates hash
+/// their bits).
+fn eq_hash(vm: &mut Vm, b: usize, _: usize) -> R<Value> {
+    let v = arg(vm, b, 0);
+    let h = match vm.m.identity_hash(v) {
+        Some(h) => h,
+        None => (v.bits() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    };
+    Ok(fix((h >> 8) as i64).expect("56 bits fit a fixnum"))
+}
 fn eqv_p(vm: &mut Vm, b: usize, _: usize) -> R<Value> {
     Ok(boolean(eqv(vm, arg(vm, b, 0), arg(vm, b, 1))))
 }
@@ -1593,6 +1604,7 @@ pub static PRIMS: &[PrimDef] = &[
     p("number->string", 1, 2, number_to_string),
     p("string->number", 1, 1, string_to_number),
     p("eq?", 2, 2, eq_p),
+    p("eq-hash", 1, 1, eq_hash),
     p("eqv?", 2, 2, eqv_p),
     p("equal?", 2, 2, equal_p),
     p("not", 1, 1, not),

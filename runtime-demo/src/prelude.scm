@@ -91,3 +91,27 @@
     (cond ((null? l) #f)
           ((pred (car l)) i)
           (else (loop (cdr l) (+ i 1))))))
+
+; Identity hash tables: buckets chosen by `eq-hash`, which is stable while a key lives, however
+; often the collector moves it (no rehash after a collection).
+(define (make-eq-table) (vector 'eq-table (make-vector 64 '()) 0))
+
+(define (eq-table-bucket t k)
+  (let ((b (vector-ref t 1)))
+    (modulo (eq-hash k) (vector-length b))))
+
+(define (eq-table-ref t k default)
+  (let ((e (assq k (vector-ref (vector-ref t 1) (eq-table-bucket t k)))))
+    (if e (cdr e) default)))
+
+(define (eq-table-set! t k v)
+  (let* ((buckets (vector-ref t 1))
+         (i (eq-table-bucket t k))
+         (e (assq k (vector-ref buckets i))))
+    (if e
+        (set-cdr! e v)
+        (begin
+          (vector-set! buckets i (cons (cons k v) (vector-ref buckets i)))
+          (vector-set! t 2 (+ 1 (vector-ref t 2)))))))
+
+(define (eq-table-count t) (vector-ref t 2))

@@ -1,5 +1,5 @@
 ;; args: --heap 1M
-(define (grow acc) (grow (cons (make-vector 100 0) acc)))
+(define (grow acc) (grow (make-vector 100 acc)))
 (display "growing")
 (newline)
 (grow '())
