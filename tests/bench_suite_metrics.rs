@@ -5,7 +5,7 @@
 #[path = "../benches/suite/metrics.rs"]
 mod metrics;
 
-use metrics::{mmu, percentiles_ms};
+use metrics::{mmu, next_footprint_factor, percentiles_ms};
 
 #[test]
 fn mmu_of_one_pause() {
@@ -116,4 +116,20 @@ fn metered_percentiles_merge_and_order() {
     assert!((p.max - 50.0).abs() < 1e-9);
     assert!(p.p50 < 1.0 && p.p999 > 40.0, "{p:?}");
     assert!(metrics::Metered::default().percentiles_ms().is_none());
+}
+
+#[test]
+fn the_footprint_factor_follows_the_overshoot() {
+    // At factor 3 the run used 5x the live size: next try 3 * 3 / 5 * 0.9 = 1.62.
+    let f = next_footprint_factor(true, Some(5.0), 3.0, 3.0).unwrap();
+    assert!((f - 1.62).abs() < 1e-9, "{f}");
+    // Never below 1x; at 1x there is nothing left to try.
+    assert_eq!(
+        next_footprint_factor(true, Some(100.0), 1.2, 2.0),
+        Some(1.0)
+    );
+    assert_eq!(next_footprint_factor(true, Some(100.0), 1.0, 2.0), None);
+    // A failed run, or one without an RSS, ends the search.
+    assert_eq!(next_footprint_factor(false, Some(5.0), 3.0, 3.0), None);
+    assert_eq!(next_footprint_factor(true, None, 3.0, 3.0), None);
 }

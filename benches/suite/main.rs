@@ -9,7 +9,9 @@
 //!
 //! Options: `--quick` (or `FAULTLINE_BENCH_QUICK=1`), `--peers`, `--report-only` (run
 //! nothing: rebuild the report and plots from `DIR/runs/*.json` and the peers file),
-//! `--workloads a,b`,
+//! `--workloads a,b`, `--footprints 2,3` (equal memory: after the main runs, every mode is
+//! calibrated to a peak RSS of at most B x the live size and reported side by side with the
+//! peers' measured RSS; see `footprint.rs`),
 //! `--sizes-mib 64,1024`, `--modes stw,copy/sigbus`, `--heap-factor F` (the moving space's
 //! half is F x the live size, default 4; for equal-memory runs next to
 //! `benches/peers/run.sh --heap-factor F`), `--out DIR` (default
@@ -36,6 +38,7 @@
 mod common;
 
 mod bystander;
+mod footprint;
 mod metrics;
 mod modes;
 mod plots;
@@ -63,6 +66,9 @@ struct Opts {
     peers_file: PathBuf,
     /// Moving half = this x the live size (`--heap-factor`, default 4).
     heap_factor: Option<f64>,
+    /// Equal-memory bounds (`--footprints 2,3`: peak RSS at most B x live), calibrated per
+    /// mode after the main runs (`footprint`).
+    footprints: Vec<f64>,
 }
 
 fn list_arg(args: &[String], name: &str) -> Option<Vec<String>> {
@@ -103,6 +109,14 @@ impl Opts {
                 .unwrap_or_else(|| workspace().join("target/bench-suite")),
             heap_factor: list_arg(args, "--heap-factor")
                 .and_then(|v| v.first().and_then(|f| f.parse().ok())),
+            footprints: list_arg(args, "--footprints")
+                .map(|v| {
+                    v.iter()
+                        .filter_map(|f| f.parse().ok())
+                        .filter(|&f: &f64| f >= 1.0)
+                        .collect()
+                })
+                .unwrap_or_default(),
             peers_file: list_arg(args, "--peers-file")
                 .and_then(|v| v.into_iter().next())
                 .map(PathBuf::from)
@@ -177,14 +191,18 @@ struct Job {
     workload: String,
     live: usize,
     mode: String,
+    /// An equal-memory run: the heap factor to use and the bound it is calibrated to.
+    footprint: Option<(f64, f64)>,
 }
 
 fn run_child(opts: &Opts, job: &Job, dir: &Path) -> RunResult {
     let stem = format!(
-        "{}-{}MiB-{}",
+        "{}-{}MiB-{}{}",
         job.workload,
         job.live / MIB,
-        job.mode.replace('/', "_")
+        job.mode.replace('/', "_"),
+        job.footprint
+            .map_or(String::new(), |(_, b)| format!("-fp{b}"))
     );
     let out = dir.join(format!("{stem}.json"));
     let errf = dir.join(format!("{stem}.stderr"));
@@ -204,7 +222,7 @@ fn run_child(opts: &Opts, job: &Job, dir: &Path) -> RunResult {
         .map(Stdio::from)
         .unwrap_or_else(|_| Stdio::null());
     let mut cmd = Command::new(exe);
-    if let Some(f) = opts.heap_factor {
+    if let Some(f) = job.footprint.map(|(f, _)| f).or(opts.heap_factor) {
         cmd.env("FAULTLINE_SUITE_HEAP_FACTOR", f.to_string());
     }
     let mut child = match cmd
@@ -274,6 +292,7 @@ fn parent(opts: &Opts) -> i32 {
             workload: "-".into(),
             live,
             mode: "bystander-alone".into(),
+            footprint: None,
         });
         for w in &opts.workloads {
             for m in &opts.modes {
@@ -281,6 +300,7 @@ fn parent(opts: &Opts) -> i32 {
                     workload: w.clone(),
                     live,
                     mode: m.clone(),
+                    footprint: None,
                 });
             }
         }
@@ -335,6 +355,11 @@ fn parent(opts: &Opts) -> i32 {
         pb.inc(1);
     }
     pb.finish_and_clear();
+    let fp_results = if opts.report_only {
+        Vec::new()
+    } else {
+        equal_memory(opts, &runs_dir)
+    };
     let peers = report::load_peers(&opts.peers_file);
     // `cargo bench` appends `--bench`; it is not part of the command a reader types.
     let command = std::env::args()
@@ -350,8 +375,16 @@ fn parent(opts: &Opts) -> i32 {
         &command,
         started.elapsed(),
     );
+    // The equal-memory section goes right after the headline (before the collector's pauses).
+    let mut fp_md = String::new();
+    footprint::section(&mut fp_md, &fp_results, &peers.rows);
+    let md = match md.find("## Collector pauses") {
+        Some(at) if !fp_md.is_empty() => format!("{}{fp_md}{}", &md[..at], &md[at..]),
+        _ => md + &fp_md,
+    };
     let _ = std::fs::write(opts.out.join("report.md"), &md);
     let mut all = results.clone();
+    all.extend(fp_results.iter().cloned());
     all.extend(peers.rows.iter().cloned());
     let _ = std::fs::write(
         opts.out.join("results.json"),
@@ -365,7 +398,8 @@ fn parent(opts: &Opts) -> i32 {
         plotted,
         started.elapsed().as_secs_f64()
     );
-    let problems = report::sanity(&results, &opts.workloads, &opts.modes, &opts.sizes);
+    let mut problems = report::sanity(&results, &opts.workloads, &opts.modes, &opts.sizes);
+    problems.extend(footprint::sanity(&fp_results));
     if problems.is_empty() {
         0
     } else {
@@ -375,6 +409,53 @@ fn parent(opts: &Opts) -> i32 {
         // The report is written either way; the failures are in it and listed above.
         1
     }
+}
+
+/// The equal-memory runs: every (size, workload, mode) calibrated to each bound (see
+/// `footprint`).
+fn equal_memory(opts: &Opts, dir: &Path) -> Vec<RunResult> {
+    let mut out = Vec::new();
+    for &bound in &opts.footprints {
+        for &live in &opts.sizes {
+            for w in &opts.workloads {
+                for m in &opts.modes {
+                    let mut factor = bound;
+                    let mut tries = 0;
+                    let r = loop {
+                        tries += 1;
+                        let job = Job {
+                            workload: w.clone(),
+                            live,
+                            mode: m.clone(),
+                            footprint: Some((factor, bound)),
+                        };
+                        let mut r = run_child(opts, &job, dir);
+                        r.heap_factor = Some(factor);
+                        let next = footprint::next_factor(&r, factor, bound);
+                        eprintln!(
+                            "{:>14} {:>5} MiB {:<22} <= {bound}x: factor {factor:.2}, RSS / live {}, {}",
+                            w,
+                            live / MIB,
+                            m,
+                            footprint::rss_ratio(&r).map_or("n/a".into(), |x| format!("{x:.2}")),
+                            r.status
+                        );
+                        match next {
+                            Some(f) if !footprint::fits(&r, bound) && tries < footprint::TRIES => {
+                                factor = f
+                            }
+                            _ => break r,
+                        }
+                    };
+                    let mut r = r;
+                    r.footprint_bound = Some(bound);
+                    r.footprint_tries = Some(tries);
+                    out.push(r);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn run_peers(quick: bool) {

@@ -230,3 +230,20 @@ impl Metered {
         })
     }
 }
+
+/// Equal-memory calibration (`footprint.rs`): the next heap factor after a run at `factor`
+/// whose peak RSS was `rss_over_live` x the live size missed `bound`, scaled by the overshoot
+/// with a 10 % margin and never below 1x; `None` when there is nothing smaller worth trying (the
+/// run failed, its RSS is unknown, or it is already at 1x).
+pub fn next_footprint_factor(
+    ran: bool,
+    rss_over_live: Option<f64>,
+    factor: f64,
+    bound: f64,
+) -> Option<f64> {
+    if !ran {
+        return None;
+    }
+    let next = (factor * bound / rss_over_live? * 0.9).max(1.0);
+    (next < factor - 0.01).then_some(next)
+}

@@ -143,6 +143,10 @@ pub struct RunResult {
     pub large_space_mib: Option<f64>,
     /// The request workload's metered latency (ms) and rates.
     pub metered: Option<super::request::MeteredResult>,
+    /// Equal-memory runs (`--footprints`): the bound (peak RSS over live) this run was
+    /// calibrated to, and how many runs the calibration took (this one is the last).
+    pub footprint_bound: Option<f64>,
+    pub footprint_tries: Option<u32>,
 }
 
 fn is_uffd(c: Call) -> bool {
