@@ -941,3 +941,69 @@ fn a_value_read_from_a_field_is_current_and_usable() {
 // `read_into` / `pread_into` family and pinned arrays): tests/pinned_io.rs. The raw route
 // (`Local::byte_ptr` handed to the kernel by `unsafe` code) still gets EFAULT on an absent
 // page, as tests/ensure_present_syscall.rs shows.
+
+/// A root source holding one slot, registered when the test says.
+struct OneSlot(RootSlot);
+impl RootSource for OneSlot {
+    fn for_each_root(&self, visit: &mut dyn FnMut(&RootSlot)) {
+        visit(&self.0);
+    }
+}
+
+#[test]
+fn a_root_slot_registered_after_it_went_stale_stays_stale() {
+    expect_panic(
+        "a_root_slot_registered_after_it_went_stale_stays_stale",
+        &["Mutator::load", "stale reference"],
+        || {
+            let heap = heap(4 << 20);
+            let t = register(&heap);
+            let mut m = heap.attach();
+            let src = Arc::new(OneSlot(RootSlot::new()));
+            let v = m.alloc(t.pair, 0).unwrap();
+            m.store(&src.0, v);
+            m.collect().unwrap(); // not registered yet: the slot goes stale
+            heap.add_root_source(src.clone());
+            // Later collections neither trace nor rewrite the stale word...
+            for _ in 0..3 {
+                for _ in 0..2000 {
+                    m.alloc(t.pair, 0).unwrap();
+                }
+                m.collect().unwrap();
+            }
+            m.verify().unwrap();
+            // ...and reading it is refused.
+            let _ = m.load(&src.0);
+        },
+    );
+}
+
+#[test]
+fn a_root_slot_of_one_heap_presented_to_another() {
+    expect_panic(
+        "a_root_slot_of_one_heap_presented_to_another",
+        &[
+            "Mutator::load",
+            "is a reference of heap #",
+            "cannot cross heaps",
+        ],
+        || {
+            let a = heap(4 << 20);
+            let b = heap(4 << 20);
+            let (ta, _) = (register(&a), register(&b));
+            let mut ma = a.attach();
+            let mut mb = b.attach();
+            let src = Arc::new(OneSlot(RootSlot::new()));
+            let v = ma.alloc(ta.pair, 0).unwrap();
+            ma.local(v).unwrap().set(0, fix(3));
+            ma.store(&src.0, v);
+            // Heap B's collections see a reference that is not theirs and leave it alone.
+            b.add_root_source(src.clone());
+            mb.collect().unwrap();
+            mb.verify().unwrap();
+            // Heap A still reads it (A never collected).
+            assert_eq!(unfix(ma.local(ma.load(&src.0)).unwrap().get(0)), 3);
+            let _ = mb.load(&src.0);
+        },
+    );
+}

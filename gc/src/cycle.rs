@@ -636,6 +636,7 @@ fn flip(
     let tc = Instant::now();
     inner.roots.new_era();
     visit_roots(g, &inner.roots, &mut |s| *s = plan.forward(*s));
+    inner.roots.end_forwarding();
     // Identity hashes follow their objects (and die with them).
     let t_hashes = Instant::now();
     let hashed_objects = inner.hashes.rekey(|a| {

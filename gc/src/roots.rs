@@ -10,7 +10,10 @@
 //! - a root slot holds a `Value`'s bits: 0 (null), an immediate, or the address of a live
 //!   object; the collector rewrites object addresses in place when objects move;
 //! - `HeapRoots::era` is the heap's era (see [`crate::value`]): changed only while the world is
-//!   stopped, before any root is rewritten; root-source slots are stamped with it on each visit;
+//!   stopped, before any root is rewritten; between [`HeapRoots::new_era`] and
+//!   [`HeapRoots::end_forwarding`] (the flip's root update) root-source slots are visited if
+//!   current in the previous era and stamped with the new one, at every other visit if current
+//!   in the era (and stamped with it);
 //! - `LocalRoots` is touched only by its owning thread while it runs, or by the collector while
 //!   the owner is stopped (see [`crate::safepoint`]); `HeapRoots` is behind its own mutexes,
 //!   which the collector takes only while the world is stopped.
@@ -66,6 +69,8 @@ pub(crate) struct GlobalSlots {
 pub(crate) struct HeapRoots {
     /// The heap's era: a `Value` naming an object is valid only in the era it was read in.
     pub era: AtomicU64,
+    /// The era before the current one, while the flip forwards the roots (else 0).
+    forwarding_from: AtomicU64,
     /// `GlobalRoot` slots.
     pub globals: Mutex<GlobalSlots>,
     /// Heap-wide root sources.
@@ -76,6 +81,7 @@ impl Default for HeapRoots {
     fn default() -> Self {
         HeapRoots {
             era: AtomicU64::new(next_era()),
+            forwarding_from: AtomicU64::new(0),
             globals: Mutex::default(),
             sources: Mutex::default(),
         }
@@ -89,9 +95,26 @@ impl HeapRoots {
         self.era.load(Ordering::Relaxed)
     }
 
-    /// Start a new era: objects are about to move or be freed (the world is stopped).
+    /// Start a new era: objects are about to move or be freed (the world is stopped), and the
+    /// roots are about to be forwarded (until [`HeapRoots::end_forwarding`]).
     pub(crate) fn new_era(&self) {
+        self.forwarding_from.store(self.era(), Ordering::Relaxed);
         self.era.store(next_era(), Ordering::Relaxed);
+    }
+
+    /// The flip's root update is done.
+    pub(crate) fn end_forwarding(&self) {
+        self.forwarding_from.store(0, Ordering::Relaxed);
+    }
+
+    /// The eras a root-source slot is visited from and stamped with (see the module
+    /// invariants).
+    pub(crate) fn visit_eras(&self) -> (u64, u64) {
+        let era = self.era();
+        match self.forwarding_from.load(Ordering::Relaxed) {
+            0 => (era, era),
+            from => (from, era),
+        }
     }
 
     /// Lock the global table (a poisoned lock is still consistent: every update is one step).
@@ -122,14 +145,14 @@ impl HeapRoots {
         drop(globals);
         let sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
         for src in sources.iter() {
-            visit_source(src.as_ref(), self.era(), f);
+            visit_source(src.as_ref(), self.visit_eras(), f);
         }
     }
 }
 
-/// Visit the slots of one root source through `f` (which may rewrite them); each is current
-/// in `era` afterwards.
-pub(crate) fn visit_source(src: &dyn RootSource, era: u64, f: &mut dyn FnMut(&mut usize)) {
+/// Visit the slots of one root source through `f` (which may rewrite them), those current in
+/// `eras.0`; each visited one is current in `eras.1` afterwards.
+pub(crate) fn visit_source(src: &dyn RootSource, eras: (u64, u64), f: &mut dyn FnMut(&mut usize)) {
     let _scope = reentry::enter(Callback::RootSource);
-    src.for_each_root(&mut |slot: &RootSlot| slot.visit(era, f));
+    src.for_each_root(&mut |slot: &RootSlot| slot.visit(eras.0, eras.1, f));
 }

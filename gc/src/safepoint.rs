@@ -350,7 +350,7 @@ pub(crate) fn visit_roots(g: &SpState, heap: &HeapRoots, f: &mut dyn FnMut(&mut 
             f(s);
         }
         for src in &r.sources {
-            visit_source(src.as_ref(), heap.era(), f);
+            visit_source(src.as_ref(), heap.visit_eras(), f);
         }
     }
     heap.visit(f);

@@ -24,9 +24,11 @@
 //!   can be compared and stored as data but never names an object;
 //! - eras are never reused (a 64-bit counter shared by all heaps), so equal eras mean the same
 //!   heap and no collection in between;
-//! - a [`RootSlot`] holds bits and the era they are valid in; the collector stamps the era of
-//!   every slot it visits, so a slot that no registered root source presents goes stale like a
-//!   `Value` and is refused on read.
+//! - a [`RootSlot`] holds bits and the era they are valid in. The collector visits (traces,
+//!   forwards) a slot only if it holds null, an immediate, or a reference of the era the
+//!   collection starts from, and stamps the new era on what it visited; a slot holding a stale
+//!   reference (one no registered source presented at an earlier collection) or another heap's
+//!   is neither traced nor rewritten, stays stale, and is refused on read.
 
 use core::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -157,11 +159,17 @@ impl RootSlot {
         self.bits.store(v.bits, Ordering::Relaxed);
         self.era.store(v.era, Ordering::Relaxed);
     }
-    /// The collector's visit: `f` may rewrite the word; the slot is current in `era` after.
-    pub(crate) fn visit(&self, era: u64, f: &mut dyn FnMut(&mut usize)) {
-        let mut bits = self.bits.load(Ordering::Relaxed);
+    /// The collector's visit (see the module invariants): if the slot is current in `from`,
+    /// `f` sees (and may rewrite) the word, and the slot is current in `to` after; otherwise
+    /// it is left alone.
+    pub(crate) fn visit(&self, from: u64, to: u64, f: &mut dyn FnMut(&mut usize)) {
+        let v = self.peek();
+        if v.is_ref() && v.era != from {
+            return;
+        }
+        let mut bits = v.bits;
         f(&mut bits);
-        self.put(Value::minted(bits, era));
+        self.put(Value::minted(bits, to));
     }
 }
 
@@ -194,7 +202,10 @@ mod tests {
         assert!(s.is_null());
         s.put(Value::minted(0x2000, 3));
         assert_eq!(s.peek(), Value::minted(0x2000, 3));
-        s.visit(4, &mut |w| *w += 0x1000);
+        s.visit(3, 4, &mut |w| *w += 0x1000);
+        assert_eq!(s.peek(), Value::minted(0x3000, 4));
+        // Not current in the era a visit starts from (stale, or another heap's): untouched.
+        s.visit(9, 10, &mut |_| panic!("a stale slot is not visited"));
         assert_eq!(s.peek(), Value::minted(0x3000, 4));
         s.put(Value::immediate(0x11).unwrap());
         assert_eq!(s.peek().era(), 0);
