@@ -146,6 +146,20 @@ pub fn status_kib(field: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Resident and proportional set size of this process, KiB (`/proc/self/smaps_rollup`: `Rss`
+/// counts a memfd page once per mapping of it, so the minor strategy's two views count it
+/// twice; `Pss` counts it once).
+pub fn rss_pss_kib() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(':'))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("Rss")?, field("Pss")?))
+}
+
 /// Metered latency (DaCapo Chopin's measure): each request is timed from its *scheduled*
 /// start on a fixed arrival schedule, so a request queued behind a stall counts the stall.
 ///

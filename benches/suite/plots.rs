@@ -56,6 +56,12 @@ pub fn write_all(dir: &Path, rows: &[RunResult], sizes: &[usize]) -> usize {
             Ok(()) => n += 1,
             Err(e) => eprintln!("suite: plot {}: {e}", p.display()),
         }
+        let p = dir.join(format!("footprint-{wl}-{mib}.svg"));
+        let title = format!("{wl} @ {mib} MiB live: PSS (solid) and RSS (thin) over time, MiB");
+        match footprint_plot(&p, &title, &set) {
+            Ok(()) => n += 1,
+            Err(e) => eprintln!("suite: plot {}: {e}", p.display()),
+        }
     }
     for &size in sizes {
         let mib = (size >> 20) as u64;
@@ -166,6 +172,56 @@ fn mmu_plot(path: &Path, title: &str, set: &[&RunResult]) -> Res {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn footprint_plot(path: &Path, title: &str, set: &[&RunResult]) -> Res {
+    let runs: Vec<&&RunResult> = set
+        .iter()
+        .filter(|r| !r.footprint_timeline.is_empty() && r.footprint_bound.is_none())
+        .collect();
+    let t_max = runs
+        .iter()
+        .flat_map(|r| r.footprint_timeline.iter().map(|s| s.0))
+        .fold(0.1f64, f64::max);
+    let m_max = runs
+        .iter()
+        .flat_map(|r| r.footprint_timeline.iter().map(|s| s.1.max(s.2)))
+        .fold(1.0f64, f64::max);
+    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0f64..t_max, 0.0f64..m_max * 1.05)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds from the start")
+        .y_desc("MiB")
+        .draw()?;
+    for (i, r) in runs.iter().enumerate() {
+        let c = color(i);
+        chart
+            .draw_series(LineSeries::new(
+                r.footprint_timeline.iter().map(|&(t, _, pss)| (t, pss)),
+                c.stroke_width(2),
+            ))?
+            .label(label(r))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
+        chart.draw_series(LineSeries::new(
+            r.footprint_timeline.iter().map(|&(t, rss, _)| (t, rss)),
+            c.stroke_width(1),
+        ))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;

@@ -528,6 +528,23 @@ fn check_row(r: &RunResult) -> Vec<String> {
     if r.peak_rss_kib.is_none_or(|k| k == 0) {
         e.push("peak RSS missing".into());
     }
+    // The footprint timeline: present, in time order, and PSS never above RSS (a page counts
+    // at most once in PSS, at least once in RSS); its peak PSS within the peak RSS.
+    if r.footprint_timeline.is_empty() {
+        e.push("footprint timeline missing".into());
+    }
+    if r.footprint_timeline.windows(2).any(|w| w[1].0 < w[0].0)
+        || r.footprint_timeline
+            .iter()
+            .any(|&(_, rss, pss)| pss > rss + 0.01)
+    {
+        e.push("footprint timeline out of order, or PSS above RSS".into());
+    }
+    if let (Some(pss), Some(rss)) = (r.peak_pss_kib, r.peak_rss_kib) {
+        if pss > rss {
+            e.push(format!("peak PSS {pss} KiB above peak RSS {rss} KiB"));
+        }
+    }
     if r.uffd_per_cycle.is_none()
         || r.mmap_family_per_cycle.is_none()
         || r.register_per_cycle.is_none()
@@ -576,7 +593,7 @@ fn mib(kib: Option<u64>) -> String {
 /// of issue 14 measured on them.
 fn headline(w: &mut String, results: &[RunResult], peers: &Peers, keys: &[(String, u64)]) {
     let _ = writeln!(w, "## Mutator latency and footprint (the headline)\n");
-    let _ = writeln!(w, "What the application saw. `longest wait`: the longest single wait of any mutator, of any cause, inclusive of what happened inside it (`Heap::mutator_waits`; JSON `longest_wait_ms`). Causes, each `count / total ms / max ms`, totals exclusive of nested waits: `pause` (parked at a safepoint after every mutator stopped), `ttsp` (parked while other mutators were still on their way to a safepoint), `flip` (space exhausted during a cycle: waited for its flip), `cycle end` (a collection was requested while a cycle still ran, so the mutator waited for that cycle to end; or the workload's own `wait_for_cycle` after an out-of-memory), `alloc` (the allocation slow path: refills, triggering or running a collection, minus the above), `fault` (resolving a fault on a page not yet compacted, SIGBUS delivery only: handler-thread faults are in the `faults` column of the pause table), `assist` (mark assists). `wait MMU`: mutator-side minimum utilization from the heap's logged wait intervals (union of the intervals; lowest over the mutators; waits under 10 µs are counted but not logged, `unlogged ms`). `metered p50/p99/p99.9/max`: the request workload's latency from each request's scheduled start (ms). Footprint: peak RSS (VmHWM), the configured heap (one half of the moving space + the large-object space) and peak RSS over the measured live size. Peers: their pauses stand in for waits (no per-cause split) and their MMU is the world-stopped one.\n");
+    let _ = writeln!(w, "What the application saw. `longest wait`: the longest single wait of any mutator, of any cause, inclusive of what happened inside it (`Heap::mutator_waits`; JSON `longest_wait_ms`). Causes, each `count / total ms / max ms`, totals exclusive of nested waits: `pause` (parked at a safepoint after every mutator stopped), `ttsp` (parked while other mutators were still on their way to a safepoint), `flip` (space exhausted during a cycle: waited for its flip), `cycle end` (a collection was requested while a cycle still ran, so the mutator waited for that cycle to end; or the workload's own `wait_for_cycle` after an out-of-memory), `alloc` (the allocation slow path: refills, triggering or running a collection, minus the above), `fault` (resolving a fault on a page not yet compacted, SIGBUS delivery only: handler-thread faults are in the `faults` column of the pause table), `assist` (mark assists). `wait MMU`: mutator-side minimum utilization from the heap's logged wait intervals (union of the intervals; lowest over the mutators; waits under 10 µs are counted but not logged, `unlogged ms`). `metered p50/p99/p99.9/max`: the request workload's latency from each request's scheduled start (ms). Footprint: peak RSS (VmHWM), peak PSS (the highest `smaps_rollup` sample: a memfd page mapped in both of the minor strategy's views counts once; sampled, so it can miss a short peak; `footprint-<workload>-<MiB>.svg` plots both over time), the configured heap (one half of the moving space + the large-object space) and peak RSS over the measured live size. Peers: their pauses stand in for waits (no per-cause split) and their MMU is the world-stopped one.\n");
     for (wl, mib_live) in keys {
         let rows: Vec<&RunResult> = results
             .iter()
@@ -596,7 +613,7 @@ fn headline(w: &mut String, results: &[RunResult], peers: &Peers, keys: &[(Strin
         for (_, short) in CAUSES {
             head.push_str(&format!(" {short} |"));
         }
-        head.push_str(" unlogged ms | peak RSS MiB | heap + LOS MiB | RSS / live | total s | longest pause ms | status |");
+        head.push_str(" unlogged ms | peak RSS MiB | peak PSS MiB | heap + LOS MiB | RSS / live | total s | longest pause ms | status |");
         let _ = writeln!(w, "{head}");
         let ncol = head.matches('|').count() - 1;
         let _ = writeln!(w, "|---|{}", "---:|".repeat(ncol - 2) + "---|");
@@ -665,13 +682,14 @@ fn headline(w: &mut String, results: &[RunResult], peers: &Peers, keys: &[(Strin
             }
             let live = r.measured_live_mib.unwrap_or(r.live_mib as f64);
             line.push_str(&format!(
-                " {} | {} | {} | {} | {} | {} | {} |",
+                " {} | {} | {} | {} | {} | {} | {} | {} |",
                 if r.peer {
                     "n/a".into()
                 } else {
                     f(r.waits_unlogged_ms)
                 },
                 mib(r.peak_rss_kib),
+                mib(r.peak_pss_kib),
                 match (r.heap_mib, r.large_space_mib) {
                     (Some(h), Some(l)) => format!("{} + {}", f(h), f(l)),
                     _ => "n/a".into(),

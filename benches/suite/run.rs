@@ -147,6 +147,46 @@ pub struct RunResult {
     /// calibrated to, and how many runs the calibration took (this one is the last).
     pub footprint_bound: Option<f64>,
     pub footprint_tries: Option<u32>,
+    /// Footprint over time: (seconds from the start, RSS MiB, PSS MiB), sampled from
+    /// `/proc/self/smaps_rollup`; the peak PSS (memfd pages counted once), KiB.
+    pub footprint_timeline: Vec<(f64, f64, f64)>,
+    pub peak_pss_kib: Option<u64>,
+}
+
+/// Footprint samples: (seconds from the start, RSS MiB, PSS MiB).
+type FootprintSamples = Vec<(f64, f64, f64)>;
+
+/// Sample the footprint (RSS and PSS) until `stop`: every 50 ms up to 64 MiB live, every 200
+/// ms above (a `smaps_rollup` read walks the page tables under the mmap lock, for reading:
+/// rare enough not to disturb what is measured). Returns the samples and the sampler thread's
+/// own CPU seconds (not counted as GC CPU).
+fn footprint_sampler(
+    start: Instant,
+    live: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(FootprintSamples, f64)> {
+    let every = if live <= 64 << 20 {
+        Duration::from_millis(50)
+    } else {
+        Duration::from_millis(200)
+    };
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let cpu0 = metrics::thread_cpu();
+        loop {
+            if let Some((rss, pss)) = metrics::rss_pss_kib() {
+                out.push((
+                    start.elapsed().as_secs_f64(),
+                    rss as f64 / 1024.0,
+                    pss as f64 / 1024.0,
+                ));
+            }
+            if stop.load(Ordering::Relaxed) {
+                return (out, metrics::thread_cpu() - cpu0);
+            }
+            std::thread::sleep(every);
+        }
+    })
 }
 
 fn is_uffd(c: Call) -> bool {
@@ -259,12 +299,20 @@ pub fn measure(
     let cpu0 = metrics::process_cpu();
     let stop = Arc::new(AtomicBool::new(false));
     let by = bystander::spawn(start, stop.clone());
+    let sampler = footprint_sampler(start, live, stop.clone());
     let work = workloads::run(workload, &heap, live, work_factor, threads, start);
     heap.wait_for_compaction();
     let total = start.elapsed();
     let cpu = metrics::process_cpu() - cpu0;
     stop.store(true, Ordering::Relaxed);
     let by = by.join().expect("bystander thread");
+    let (timeline, sampler_cpu_s) = sampler.join().expect("footprint sampler");
+    r.footprint_timeline = timeline;
+    r.peak_pss_kib = r
+        .footprint_timeline
+        .iter()
+        .map(|&(_, _, pss)| (pss * 1024.0) as u64)
+        .max();
     r.total_s = total.as_secs_f64();
     let history = heap.history();
     let (timeline, dropped) = heap.pause_timeline();
@@ -347,7 +395,7 @@ pub fn measure(
                 .sum();
             let mutator = (w.mutator_cpu_s - on_mutator).max(0.0);
             r.mutator_cpu_s = Some(mutator);
-            r.gc_cpu_s = Some((cpu - mutator - by.cpu_s).max(0.0));
+            r.gc_cpu_s = Some((cpu - mutator - by.cpu_s - sampler_cpu_s).max(0.0));
             r.longest_unit_ms = Some(w.longest_unit_ms);
             r.allocated_mib = Some(w.allocated as f64 / (1 << 20) as f64);
             r.threads = w.threads;
