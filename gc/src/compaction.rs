@@ -62,6 +62,8 @@ pub(crate) struct PageCounters {
     pub staged: AtomicU64,
     /// Pages copied.
     pub copied: AtomicU64,
+    /// Copy strategy: old-half pages released during the compaction (every reader mapped).
+    pub released_early: AtomicU64,
 }
 
 impl PageCounters {
@@ -72,6 +74,7 @@ impl PageCounters {
             &self.in_place,
             &self.staged,
             &self.copied,
+            &self.released_early,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -190,13 +193,47 @@ impl Compaction {
         self.prepared.store(pages, Ordering::Relaxed);
     }
 
-    /// Right after the flip, on the compaction thread: build the move strategy's reader
-    /// tables (a no-op for the other strategies). `old_pages` is the number of present
-    /// old-half pages (the staging pool).
+    /// Right after the flip, on the compaction thread: build the reader tables of the move
+    /// strategy (staging) and of the copy strategy (early release); a no-op for minor.
+    /// `old_pages` is the number of present old-half pages.
     pub(crate) fn after_flip(&self, old_pages: usize) {
-        if self.strategy == MapStrategy::Move {
-            // SAFETY: active (armed by this cycle's flip) until the caller disarms it.
-            self.plan_readers(unsafe { self.plan() }, old_pages);
+        // SAFETY: active (armed by this cycle's flip) until the caller disarms it.
+        let pd = unsafe { self.plan() };
+        if self.strategy == MapStrategy::Move || self.releases_early(pd) {
+            self.plan_readers(pd, old_pages);
+        }
+    }
+
+    /// Copy strategy, arena choreography: an old-half page is released as soon as every
+    /// destination page that reads it is mapped (workers release them in batches), so the two
+    /// halves are never both fully resident. (The move strategy recycles those pages as staging
+    /// pages instead; with the per-cycle choreography the old pages are detached elsewhere.)
+    fn releases_early(&self, pd: &Plan) -> bool {
+        self.strategy == MapStrategy::Copy && pd.src == pd.from
+    }
+
+    /// Release the old pages nobody reads any more (copy strategy, see `releases_early`), in
+    /// runs of contiguous pages. A failed release is left to the end of the cycle, which
+    /// releases the whole old half anyway. Not for signal context (it sorts a local buffer).
+    fn release_unread(&self, arena: &VolatileArena, pd: &Plan) {
+        let mut pages = Vec::new();
+        while let Some(j) = self.free.pop() {
+            pages.push(j.0);
+        }
+        pages.sort_unstable();
+        let mut i = 0;
+        while i < pages.len() {
+            let mut n = 1;
+            while i + n < pages.len() && pages[i + n] == pages[i] + n as u32 {
+                n += 1;
+            }
+            let at = arena.offset_of(pd.old_page_addr(OldPage(pages[i])));
+            if arena.release(at, n * PAGE_SIZE).is_ok() {
+                self.counters
+                    .released_early
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+            i += n;
         }
     }
 
@@ -347,7 +384,15 @@ impl Compaction {
         let plan = pd;
         let dst = pd.dest_offset(k);
         match self.strategy {
-            MapStrategy::Copy => self.copy_page(arena, plan, k),
+            MapStrategy::Copy => {
+                // Only a page filled after the reader tables were built gives its reads back.
+                let counted = self.readers_ready.load(Ordering::Acquire) && self.releases_early(pd);
+                let ok = self.copy_page(arena, plan, k);
+                if ok && counted {
+                    self.release_readers(k, None);
+                }
+                ok
+            }
             MapStrategy::Minor => {
                 let Ok(view) = arena.fill_view_addr(dst) else {
                     return false;
@@ -537,6 +582,7 @@ fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan) {
             }
             if c.strategy == MapStrategy::Copy {
                 // Claim a run of contiguous pages and map them with one COPY.
+                let counted = c.readers_ready.load(Ordering::Acquire) && c.releases_early(pd);
                 let mut n = 0;
                 while k.plus(n) < end
                     && pagestate::claim(c.state(k.plus(n))) == pagestate::Claim::Won
@@ -555,6 +601,9 @@ fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan) {
                     .is_ok();
                     for i in 0..n {
                         if ok {
+                            if counted {
+                                c.release_readers(k.plus(i), None);
+                            }
                             pagestate::publish::<_, Futex>(c.state(k.plus(i)));
                         } else {
                             pagestate::unclaim::<_, Futex>(c.state(k.plus(i)));
@@ -563,6 +612,9 @@ fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan) {
                     if ok {
                         c.counters.by_worker.fetch_add(n as u64, Ordering::Relaxed);
                         c.counters.copied.fetch_add(n as u64, Ordering::Relaxed);
+                        if counted {
+                            c.release_unread(arena, pd);
+                        }
                         k = k.plus(n);
                         continue;
                     }

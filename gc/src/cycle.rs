@@ -860,6 +860,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     stats.pages_in_place = c.counters.in_place.load(Ordering::Relaxed);
     stats.pages_staged = c.counters.staged.load(Ordering::Relaxed);
     stats.pages_copied = c.counters.copied.load(Ordering::Relaxed);
+    stats.pages_released_early = c.counters.released_early.load(Ordering::Relaxed);
     take_pace_stats(&inner, &mut stats);
     record_cycle(&inner, &stats);
     inner.gate.set_idle();

@@ -161,6 +161,9 @@ pub struct CycleStats {
     pub pages_staged: u64,
     /// Pages mapped by `UFFDIO_COPY` (every page under the copy strategy; fallbacks otherwise).
     pub pages_copied: u64,
+    /// Copy strategy: old-half pages released during the compaction, as soon as every page
+    /// reading them was mapped (the rest are released when it ends).
+    pub pages_released_early: u64,
     /// Concurrent mode: the pacer's decision for this cycle, how it turned out, and what the
     /// mutators paid (assists, waits for the flip). All zero for stop-the-world cycles.
     pub pacing: PaceStats,
@@ -247,6 +250,7 @@ impl Default for CycleStats {
             pages_in_place: 0,
             pages_staged: 0,
             pages_copied: 0,
+            pages_released_early: 0,
             pacing: PaceStats::default(),
         }
     }
