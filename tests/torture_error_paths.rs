@@ -220,8 +220,15 @@ fn arena(size_pages: usize) -> ArenaConfig {
     ArenaConfig::new(size_pages * PAGE_SIZE).delivery(FaultDelivery::Thread)
 }
 
+/// The two tests of this binary run one at a time: the descriptor count below must not see
+/// the other test's probe (a scratch userfaultfd) or its child's pipes come and go.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn every_kernel_call_has_its_error_paths_driven() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !common::uffd_or_skip("every_kernel_call_has_its_error_paths_driven") {
         return;
     }
@@ -621,7 +628,18 @@ fn every_kernel_call_has_its_error_paths_driven() {
             Rule::new(Call::Munmap, Errno::EINVAL, Trigger::Nth(1)),
         ];
         let inj = injector(&rules);
-        let fds_before = open_fds();
+        // Heaps dropped earlier in this test may still be closing their descriptors on their
+        // own threads (a GC or fault-reader thread holds the heap until it exits): count once
+        // the number has settled.
+        let mut fds_before = open_fds();
+        for _ in 0..100 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let now = open_fds();
+            if now == fds_before {
+                break;
+            }
+            fds_before = now;
+        }
         {
             let heap = Heap::new(HeapConfig::with_heap_size(1 << 20).with(|c| {
                 c.debug.sys = Sys::new(inj.clone());
@@ -902,6 +920,9 @@ fn open_fds() -> usize {
 
 #[test]
 fn persistent_copy_failure_after_the_flip_ends_the_process_loudly() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !common::uffd_or_skip("persistent_copy_failure_after_the_flip_ends_the_process_loudly") {
         return;
     }
