@@ -1,5 +1,6 @@
 //! Allocation cost per object: Faultline's [`Mutator::alloc`] against the system allocator
-//! (glibc `malloc` behind Rust's `System`), for objects of 16, 32 and 64 bytes *total* size.
+//! (glibc `malloc` behind Rust's `System`) and Boehm's collector (`GC_malloc`,
+//! `GC_malloc_atomic`), for objects of 16, 32 and 64 bytes *total* size, in the same run.
 //!
 //! A Faultline object's size includes its 8-byte header, so the types registered here are
 //! `TypeInfo::fixed(name, 8 | 24 | 56, &[])`; the system allocator is asked for the same total
@@ -21,7 +22,23 @@
 //! 4. `system_alloc_only/{16,32,64}`: `Box::new` of as many objects as one Faultline epoch
 //!    holds, kept in a pre-sized `Vec` (one 8-byte store per object is timed with them); the
 //!    frees run outside the timed region, so the next round reuses freed chunks (glibc's
-//!    fastbins and tcache), as a program with a steady live size would.
+//!    fastbins and tcache), as a program with a steady live size would;
+//! 5. `boehm_gc_malloc/{16,32,64}`: `GC_malloc(size)` (zeroed, like a Faultline object), the
+//!    result dropped at once, libgc in its default configuration. Its collections (each finds
+//!    nothing live) run inside the timed loop, amortised, as Faultline's refills do; with
+//!    nothing live its heap stays at its initial 192 KiB (cache-resident), so it collects once
+//!    per ~64 KiB allocated. The number of collections per row is printed. libgc's
+//!    `GC_all_interior_pointers` (on by default) adds one byte per object before rounding to
+//!    its 16-byte granules, so a 16-byte request takes 32 bytes;
+//! 6. `boehm_gc_malloc_atomic/{16,32,64}`: the same with `GC_malloc_atomic` (not zeroed, never
+//!    scanned);
+//! 7. `boehm_gc_malloc_64m/...`, `boehm_gc_malloc_atomic_64m/...`: rows 5 and 6 again after
+//!    libgc's heap is grown to Faultline's half (64 MiB, `GC_expand_hp`): the same memory as
+//!    Faultline, collections about once per 20 MiB, but the heap no longer fits in the caches.
+//!    The Boehm rows run after all the others (growing the heap cannot be undone).
+//!
+//! The Boehm rows need `libgc.so.1` (Debian's `libgc1`, loaded at run time, see
+//! `common/boehm.rs`); without it they are left out with a note on stderr.
 //!
 //! Invariants:
 //! - no collection runs inside a timed region: the heap's occupancy trigger is set to the whole
@@ -33,11 +50,18 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use core::ffi::c_void;
+
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use faultline::{Heap, HeapConfig, Mutator, TypeId, TypeInfo};
 
 #[path = "common/mod.rs"]
 mod common;
+
+use common::boehm::Boehm;
 
 /// Bytes per moving half.
 const HALF: usize = 64 << 20;
@@ -149,6 +173,30 @@ fn system_alloc_only<const W: usize>(iters: u64, keep: &mut Vec<Box<[u64; W]>>) 
     total
 }
 
+/// One Boehm row: `alloc(size)` per iteration, the object dropped at once; prints how many
+/// collections libgc ran during the row.
+fn boehm_row(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    size: usize,
+    gc: &Boehm,
+    alloc: impl Fn(usize) -> *mut c_void,
+) {
+    let before = gc.collections();
+    g.bench_function(BenchmarkId::new(name, size), |b| {
+        b.iter(|| {
+            let p = alloc(black_box(size));
+            assert!(!p.is_null(), "libgc out of memory");
+            black_box(p)
+        })
+    });
+    eprintln!(
+        "alloc bench: {name}/{size}: {} libgc collections during the row, libgc heap {} KiB",
+        gc.collections() - before,
+        gc.heap_size() >> 10
+    );
+}
+
 fn bench_size<const W: usize>(c: &mut Criterion) {
     let size = W * 8;
     let mut g = c.benchmark_group("alloc");
@@ -174,6 +222,34 @@ fn bench_size<const W: usize>(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("system_alloc_only", size), |b| {
         b.iter_custom(|iters| system_alloc_only::<W>(iters, &mut keep))
     });
+    drop(keep);
+
+    g.finish();
+}
+
+/// The Boehm rows of every size: first with libgc's default heap, then with its heap grown to
+/// `HALF` (growing cannot be undone, so each configuration runs for all sizes in turn).
+fn bench_boehm(c: &mut Criterion) {
+    let gc = match Boehm::get() {
+        Ok(gc) => gc,
+        Err(e) => {
+            eprintln!("alloc bench: Boehm rows left out: {e}");
+            return;
+        }
+    };
+    let mut g = c.benchmark_group("alloc");
+    g.throughput(Throughput::Elements(1));
+    for suffix in ["", "_64m"] {
+        if !suffix.is_empty() {
+            assert!(gc.expand_heap_to(HALF), "GC_expand_hp failed");
+        }
+        for size in [16, 32, 64] {
+            let name = format!("boehm_gc_malloc{suffix}");
+            boehm_row(&mut g, &name, size, &gc, |n| gc.malloc(n));
+            let name = format!("boehm_gc_malloc_atomic{suffix}");
+            boehm_row(&mut g, &name, size, &gc, |n| gc.malloc_atomic(n));
+        }
+    }
     g.finish();
 }
 
@@ -181,6 +257,7 @@ fn benches(c: &mut Criterion) {
     bench_size::<2>(c);
     bench_size::<4>(c);
     bench_size::<8>(c);
+    bench_boehm(c);
 }
 
 criterion_group! {
