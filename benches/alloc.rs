@@ -37,6 +37,9 @@
 //!    Faultline, collections about once per 20 MiB, but the heap no longer fits in the caches.
 //!    The Boehm rows run after all the others (growing the heap cannot be undone).
 //!
+//! After rows 1 and 2 of each size the bench prints the cost of fresh memory per 4 KiB page:
+//! (row 1 - row 2) x objects per page, from the mean of all their timed loops.
+//!
 //! The Boehm rows need `libgc.so.1` (Debian's `libgc1`, loaded at run time, see
 //! `common/boehm.rs`); without it they are left out with a note on stderr.
 //!
@@ -77,6 +80,9 @@ struct Subject {
     prepopulate: bool,
     /// Bytes allocated since the last collection.
     epoch_used: usize,
+    /// Every timed loop so far (warm-up included): time and allocations.
+    timed: Duration,
+    timed_allocs: u64,
 }
 
 impl Subject {
@@ -106,6 +112,8 @@ impl Subject {
             size,
             prepopulate,
             epoch_used: 0,
+            timed: Duration::ZERO,
+            timed_allocs: 0,
         };
         s.new_epoch();
         s
@@ -142,7 +150,10 @@ impl Subject {
             for _ in 0..n {
                 black_box(m.alloc(ty, 0).expect("alloc"));
             }
-            total += t.elapsed();
+            let dt = t.elapsed();
+            total += dt;
+            self.timed += dt;
+            self.timed_allocs += n;
             assert_eq!(
                 self.heap.flips(),
                 cycles,
@@ -152,6 +163,11 @@ impl Subject {
             left -= n;
         }
         total
+    }
+
+    /// Mean ns per allocation over every timed loop so far.
+    fn mean_ns(&self) -> f64 {
+        self.timed.as_nanos() as f64 / self.timed_allocs.max(1) as f64
     }
 }
 
@@ -206,13 +222,22 @@ fn bench_size<const W: usize>(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("faultline", size), |b| {
         b.iter_custom(|iters| s.run(iters))
     });
+    let fresh = s.mean_ns();
     drop(s);
 
     let mut s = Subject::new(size, true);
     g.bench_function(BenchmarkId::new("faultline_prepopulated", size), |b| {
         b.iter_custom(|iters| s.run(iters))
     });
+    let present = s.mean_ns();
     drop(s);
+    // Issue 16 item 3: what fresh memory adds, per page (means over all timed loops, warm-up
+    // included, so close to but not the medians criterion prints).
+    eprintln!(
+        "alloc bench: fresh memory at {size} B: {fresh:.2} - {present:.2} ns per object \
+         = {:.0} ns per 4 KiB page (default config minus pre-populated, mean of all loops)",
+        (fresh - present) * (4096 / size) as f64
+    );
 
     g.bench_function(BenchmarkId::new("system_alloc_free", size), |b| {
         b.iter(|| drop(black_box(Box::new([0u64; W]))))
