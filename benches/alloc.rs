@@ -37,8 +37,11 @@
 //!    Faultline, collections about once per 20 MiB, but the heap no longer fits in the caches.
 //!    The Boehm rows run after all the others (growing the heap cannot be undone).
 //!
-//! After rows 1 and 2 of each size the bench prints the cost of fresh memory per 4 KiB page:
-//! (row 1 - row 2) x objects per page, from the mean of all their timed loops.
+//! After rows 1 and 2 of each size the bench prints the cost of fresh memory per 4 KiB page
+//! (issue 16 item 3) two ways: the net cost, (row 1 - row 2) x objects per page from the mean of
+//! all their timed loops (populating in batches, minus the cache misses row 2 pays writing
+//! pages populated long before); and the direct cost, the time of row 2's untimed populating
+//! refills over the pages they made resident (`/proc/self/statm`).
 //!
 //! The Boehm rows need `libgc.so.1` (Debian's `libgc1`, loaded at run time, see
 //! `common/boehm.rs`); without it they are left out with a note on stderr.
@@ -83,6 +86,10 @@ struct Subject {
     /// Every timed loop so far (warm-up included): time and allocations.
     timed: Duration,
     timed_allocs: u64,
+    /// Pre-populated subjects: time in the populating refills, and the pages they made
+    /// resident.
+    populate_time: Duration,
+    populated_pages: u64,
 }
 
 impl Subject {
@@ -114,6 +121,8 @@ impl Subject {
             epoch_used: 0,
             timed: Duration::ZERO,
             timed_allocs: 0,
+            populate_time: Duration::ZERO,
+            populated_pages: 0,
         };
         s.new_epoch();
         s
@@ -124,8 +133,13 @@ impl Subject {
         self.m.start_collection().expect("collect");
         if self.prepopulate {
             // The first allocation refills the TLAB, which populates up to the next multiple of
-            // `populate_batch_bytes` = the whole half.
+            // `populate_batch_bytes` = the whole half. Timed apart, with the pages it made
+            // resident, for the direct cost of populating a page.
+            let rss = resident_pages();
+            let t = Instant::now();
             black_box(self.m.alloc(self.ty, 0).expect("alloc"));
+            self.populate_time += t.elapsed();
+            self.populated_pages += resident_pages().saturating_sub(rss);
             self.epoch_used = self.size;
         } else {
             self.epoch_used = 0;
@@ -169,6 +183,14 @@ impl Subject {
     fn mean_ns(&self) -> f64 {
         self.timed.as_nanos() as f64 / self.timed_allocs.max(1) as f64
     }
+}
+
+/// Resident pages of this process (`/proc/self/statm`), 0 if unreadable.
+fn resident_pages() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// `Box::new` of `W` zeroed words, kept until outside the timed region.
@@ -230,6 +252,14 @@ fn bench_size<const W: usize>(c: &mut Criterion) {
         b.iter_custom(|iters| s.run(iters))
     });
     let present = s.mean_ns();
+    if s.populated_pages > 0 {
+        eprintln!(
+            "alloc bench: populating (untimed refills of the pre-populated row, UFFDIO_COPY of \
+             zeroes): {:.0} ns per 4 KiB page over {} pages",
+            s.populate_time.as_nanos() as f64 / s.populated_pages as f64,
+            s.populated_pages
+        );
+    }
     drop(s);
     // Issue 16 item 3: what fresh memory adds, per page (means over all timed loops, warm-up
     // included, so close to but not the medians criterion prints).
