@@ -26,15 +26,15 @@
 //! 5. `boehm_gc_malloc/{16,32,64}`: `GC_malloc(size)` (zeroed, like a Faultline object), the
 //!    result dropped at once, libgc in its default configuration. Its collections (each finds
 //!    nothing live) run inside the timed loop, amortised, as Faultline's refills do; with
-//!    nothing live its heap stays at its initial 192 KiB (cache-resident), so it collects once
-//!    per ~64 KiB allocated. The number of collections per row is printed. libgc's
+//!    nothing live its heap stays at 128-192 KiB (cache-resident), so it collects about once
+//!    per 100 KiB allocated. The number of collections per row is printed. libgc's
 //!    `GC_all_interior_pointers` (on by default) adds one byte per object before rounding to
 //!    its 16-byte granules, so a 16-byte request takes 32 bytes;
 //! 6. `boehm_gc_malloc_atomic/{16,32,64}`: the same with `GC_malloc_atomic` (not zeroed, never
 //!    scanned);
 //! 7. `boehm_gc_malloc_64m/...`, `boehm_gc_malloc_atomic_64m/...`: rows 5 and 6 again after
 //!    libgc's heap is grown to Faultline's half (64 MiB, `GC_expand_hp`): the same memory as
-//!    Faultline, collections about once per 20 MiB, but the heap no longer fits in the caches.
+//!    Faultline, collections hundreds of times rarer, but the heap no longer fits in the caches.
 //!    The Boehm rows run after all the others (growing the heap cannot be undone).
 //!
 //! After rows 1 and 2 of each size the bench prints the cost of fresh memory per 4 KiB page

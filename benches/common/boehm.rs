@@ -152,9 +152,8 @@ impl Boehm {
         unsafe { (self.f.heap_size)() }
     }
 
-    /// Grow libgc's heap to at least `bytes` (`GC_expand_hp`), so that it collects once per
-    /// about a third of that much allocation (its default free-space divisor) rather than once
-    /// per a third of its 192 KiB initial heap. Returns whether libgc could.
+    /// Grow libgc's heap to at least `bytes` (`GC_expand_hp`), so that it collects far less
+    /// often than with its small initial heap. Returns whether libgc could.
     pub fn expand_heap_to(&self, bytes: usize) -> bool {
         let have = self.heap_size();
         // SAFETY: as for `malloc`; any size is valid (0 on failure).
