@@ -1,5 +1,6 @@
 //! Allocation cost per object: Faultline's [`Mutator::alloc`] against the system allocator
-//! (glibc `malloc` behind Rust's `System`), for objects of 16, 32 and 64 bytes *total* size.
+//! (glibc `malloc` behind Rust's `System`) and Boehm's collector (`GC_malloc`,
+//! `GC_malloc_atomic`), for objects of 16, 32 and 64 bytes *total* size, in the same run.
 //!
 //! A Faultline object's size includes its 8-byte header, so the types registered here are
 //! `TypeInfo::fixed(name, 8 | 24 | 56, &[])`; the system allocator is asked for the same total
@@ -21,7 +22,29 @@
 //! 4. `system_alloc_only/{16,32,64}`: `Box::new` of as many objects as one Faultline epoch
 //!    holds, kept in a pre-sized `Vec` (one 8-byte store per object is timed with them); the
 //!    frees run outside the timed region, so the next round reuses freed chunks (glibc's
-//!    fastbins and tcache), as a program with a steady live size would.
+//!    fastbins and tcache), as a program with a steady live size would;
+//! 5. `boehm_gc_malloc/{16,32,64}`: `GC_malloc(size)` (zeroed, like a Faultline object), the
+//!    result dropped at once, libgc in its default configuration. Its collections (each finds
+//!    nothing live) run inside the timed loop, amortised, as Faultline's refills do; with
+//!    nothing live its heap stays at 128-192 KiB (cache-resident), so it collects about once
+//!    per 100 KiB allocated. The number of collections per row is printed. libgc's
+//!    `GC_all_interior_pointers` (on by default) adds one byte per object before rounding to
+//!    its 16-byte granules, so a 16-byte request takes 32 bytes;
+//! 6. `boehm_gc_malloc_atomic/{16,32,64}`: the same with `GC_malloc_atomic` (not zeroed, never
+//!    scanned);
+//! 7. `boehm_gc_malloc_64m/...`, `boehm_gc_malloc_atomic_64m/...`: rows 5 and 6 again after
+//!    libgc's heap is grown to Faultline's half (64 MiB, `GC_expand_hp`): the same memory as
+//!    Faultline, collections hundreds of times rarer, but the heap no longer fits in the caches.
+//!    The Boehm rows run after all the others (growing the heap cannot be undone).
+//!
+//! After rows 1 and 2 of each size the bench prints the cost of fresh memory per 4 KiB page
+//! (issue 16 item 3) two ways: the net cost, (row 1 - row 2) x objects per page from the mean of
+//! all their timed loops (populating in batches, minus the cache misses row 2 pays writing
+//! pages populated long before); and the direct cost, the time of row 2's untimed populating
+//! refills over the pages they made resident (`/proc/self/statm`).
+//!
+//! The Boehm rows need `libgc.so.1` (Debian's `libgc1`, loaded at run time, see
+//! `common/boehm.rs`); without it they are left out with a note on stderr.
 //!
 //! Invariants:
 //! - no collection runs inside a timed region: the heap's occupancy trigger is set to the whole
@@ -33,11 +56,18 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use core::ffi::c_void;
+
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use faultline::{Heap, HeapConfig, Mutator, TypeId, TypeInfo};
 
 #[path = "common/mod.rs"]
 mod common;
+
+use common::boehm::Boehm;
 
 /// Bytes per moving half.
 const HALF: usize = 64 << 20;
@@ -53,6 +83,13 @@ struct Subject {
     prepopulate: bool,
     /// Bytes allocated since the last collection.
     epoch_used: usize,
+    /// Every timed loop so far (warm-up included): time and allocations.
+    timed: Duration,
+    timed_allocs: u64,
+    /// Pre-populated subjects: time in the populating refills, and the pages they made
+    /// resident.
+    populate_time: Duration,
+    populated_pages: u64,
 }
 
 impl Subject {
@@ -82,6 +119,10 @@ impl Subject {
             size,
             prepopulate,
             epoch_used: 0,
+            timed: Duration::ZERO,
+            timed_allocs: 0,
+            populate_time: Duration::ZERO,
+            populated_pages: 0,
         };
         s.new_epoch();
         s
@@ -92,8 +133,13 @@ impl Subject {
         self.m.start_collection().expect("collect");
         if self.prepopulate {
             // The first allocation refills the TLAB, which populates up to the next multiple of
-            // `populate_batch_bytes` = the whole half.
+            // `populate_batch_bytes` = the whole half. Timed apart, with the pages it made
+            // resident, for the direct cost of populating a page.
+            let rss = resident_pages();
+            let t = Instant::now();
             black_box(self.m.alloc(self.ty, 0).expect("alloc"));
+            self.populate_time += t.elapsed();
+            self.populated_pages += resident_pages().saturating_sub(rss);
             self.epoch_used = self.size;
         } else {
             self.epoch_used = 0;
@@ -118,7 +164,10 @@ impl Subject {
             for _ in 0..n {
                 black_box(m.alloc(ty, 0).expect("alloc"));
             }
-            total += t.elapsed();
+            let dt = t.elapsed();
+            total += dt;
+            self.timed += dt;
+            self.timed_allocs += n;
             assert_eq!(
                 self.heap.flips(),
                 cycles,
@@ -129,6 +178,19 @@ impl Subject {
         }
         total
     }
+
+    /// Mean ns per allocation over every timed loop so far.
+    fn mean_ns(&self) -> f64 {
+        self.timed.as_nanos() as f64 / self.timed_allocs.max(1) as f64
+    }
+}
+
+/// Resident pages of this process (`/proc/self/statm`), 0 if unreadable.
+fn resident_pages() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// `Box::new` of `W` zeroed words, kept until outside the timed region.
@@ -149,6 +211,30 @@ fn system_alloc_only<const W: usize>(iters: u64, keep: &mut Vec<Box<[u64; W]>>) 
     total
 }
 
+/// One Boehm row: `alloc(size)` per iteration, the object dropped at once; prints how many
+/// collections libgc ran during the row.
+fn boehm_row(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    size: usize,
+    gc: &Boehm,
+    alloc: impl Fn(usize) -> *mut c_void,
+) {
+    let before = gc.collections();
+    g.bench_function(BenchmarkId::new(name, size), |b| {
+        b.iter(|| {
+            let p = alloc(black_box(size));
+            assert!(!p.is_null(), "libgc out of memory");
+            black_box(p)
+        })
+    });
+    eprintln!(
+        "alloc bench: {name}/{size}: {} libgc collections during the row, libgc heap {} KiB",
+        gc.collections() - before,
+        gc.heap_size() >> 10
+    );
+}
+
 fn bench_size<const W: usize>(c: &mut Criterion) {
     let size = W * 8;
     let mut g = c.benchmark_group("alloc");
@@ -158,13 +244,30 @@ fn bench_size<const W: usize>(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("faultline", size), |b| {
         b.iter_custom(|iters| s.run(iters))
     });
+    let fresh = s.mean_ns();
     drop(s);
 
     let mut s = Subject::new(size, true);
     g.bench_function(BenchmarkId::new("faultline_prepopulated", size), |b| {
         b.iter_custom(|iters| s.run(iters))
     });
+    let present = s.mean_ns();
+    if s.populated_pages > 0 {
+        eprintln!(
+            "alloc bench: populating (untimed refills of the pre-populated row, UFFDIO_COPY of \
+             zeroes): {:.0} ns per 4 KiB page over {} pages",
+            s.populate_time.as_nanos() as f64 / s.populated_pages as f64,
+            s.populated_pages
+        );
+    }
     drop(s);
+    // Issue 16 item 3: what fresh memory adds, per page (means over all timed loops, warm-up
+    // included, so close to but not the medians criterion prints).
+    eprintln!(
+        "alloc bench: fresh memory at {size} B: {fresh:.2} - {present:.2} ns per object \
+         = {:.0} ns per 4 KiB page (default config minus pre-populated, mean of all loops)",
+        (fresh - present) * (4096 / size) as f64
+    );
 
     g.bench_function(BenchmarkId::new("system_alloc_free", size), |b| {
         b.iter(|| drop(black_box(Box::new([0u64; W]))))
@@ -174,6 +277,34 @@ fn bench_size<const W: usize>(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("system_alloc_only", size), |b| {
         b.iter_custom(|iters| system_alloc_only::<W>(iters, &mut keep))
     });
+    drop(keep);
+
+    g.finish();
+}
+
+/// The Boehm rows of every size: first with libgc's default heap, then with its heap grown to
+/// `HALF` (growing cannot be undone, so each configuration runs for all sizes in turn).
+fn bench_boehm(c: &mut Criterion) {
+    let gc = match Boehm::get() {
+        Ok(gc) => gc,
+        Err(e) => {
+            eprintln!("alloc bench: Boehm rows left out: {e}");
+            return;
+        }
+    };
+    let mut g = c.benchmark_group("alloc");
+    g.throughput(Throughput::Elements(1));
+    for suffix in ["", "_64m"] {
+        if !suffix.is_empty() {
+            assert!(gc.expand_heap_to(HALF), "GC_expand_hp failed");
+        }
+        for size in [16, 32, 64] {
+            let name = format!("boehm_gc_malloc{suffix}");
+            boehm_row(&mut g, &name, size, &gc, |n| gc.malloc(n));
+            let name = format!("boehm_gc_malloc_atomic{suffix}");
+            boehm_row(&mut g, &name, size, &gc, |n| gc.malloc_atomic(n));
+        }
+    }
     g.finish();
 }
 
@@ -181,6 +312,7 @@ fn benches(c: &mut Criterion) {
     bench_size::<2>(c);
     bench_size::<4>(c);
     bench_size::<8>(c);
+    bench_boehm(c);
 }
 
 criterion_group! {

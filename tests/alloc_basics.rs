@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use faultline::{AllocError, TypeId, Value};
+use faultline::{AllocError, TypeId, TypeInfo, Value};
 
 #[test]
 fn every_kind_allocates_zeroed_and_reads_back() {
@@ -131,4 +131,62 @@ fn byte_copies_at_any_alignment_and_under_races() {
         );
     }
     m.native(|| writer.join().unwrap());
+}
+
+/// The allocation fast path takes sizes from the mutator's own table: every kind and length
+/// gets exactly the registry's size (consecutive small objects of a fresh buffer are adjacent),
+/// including types registered after the mutator attached, and misuse of those is still an
+/// error.
+#[test]
+fn fast_path_sizes_match_the_registry() {
+    let heap = heap(4 << 20);
+    let t = register(&heap);
+    let big = heap
+        .register_type(TypeInfo::fixed("big", 9000, &[]))
+        .unwrap();
+    let mut m = heap.attach();
+    // Registered after `attach`: the mutator's table does not have them yet.
+    let late_fixed = heap
+        .register_type(TypeInfo::fixed("late", 40, &[8]))
+        .unwrap();
+    let late_refs = heap
+        .register_type(TypeInfo::ref_array("late-refs"))
+        .unwrap();
+    let late_bytes = heap
+        .register_type(TypeInfo::byte_array("late-bytes"))
+        .unwrap();
+    assert_eq!(
+        m.alloc(late_fixed, 1),
+        Err(AllocError::NotAnArray(late_fixed))
+    );
+    let mut seq = vec![(t.pair, 0), (t.node, 0), (late_fixed, 0)];
+    for len in 0..20 {
+        seq.extend([
+            (t.vector, len),
+            (t.string, len),
+            (late_refs, len),
+            (late_bytes, len),
+        ]);
+    }
+    seq.extend([(late_fixed, 0), (t.pair, 0)]);
+    let types = heap.types();
+    let size = |ty: TypeId, len: usize| types.get(ty).unwrap().size_words(len) * 8;
+    let total: usize = seq.iter().map(|&(ty, len)| size(ty, len)).sum();
+    assert!(total < 16 << 10, "the sequence fits one allocation buffer");
+    // The first allocation takes a fresh buffer (32 KiB at this heap size); the rest bump it.
+    let mut prev = (t.pair, 0, m.alloc(t.pair, 0).unwrap());
+    for (ty, len) in seq {
+        let v = m.alloc(ty, len).unwrap();
+        let (pty, plen, pv) = prev;
+        let gap = v.as_ref().unwrap().address() - pv.as_ref().unwrap().address();
+        assert_eq!(gap, size(pty, plen), "after {pty:?} len {plen}");
+        let l = m.local(v).unwrap();
+        assert_eq!((l.type_id(), l.len()), (ty, len));
+        prev = (ty, len, v);
+    }
+    // A fixed type above the large-object threshold leaves the fast path for the large space.
+    let b = m.alloc(big, 0).unwrap();
+    assert_eq!(m.local(b).unwrap().payload_words(), 9000 / 8);
+    m.verify()
+        .expect("the heap parses with the sizes the fast path used");
 }

@@ -2,6 +2,7 @@
 //! `#[path = "common/mod.rs"] mod common;` (from `benches/*.rs`) or
 //! `#[path = "../common/mod.rs"] mod common;` (from `benches/*/main.rs`).
 //!
+//! - [`boehm`]: Boehm's `GC_malloc` / `GC_malloc_atomic`, loaded from `libgc.so.1` at run time;
 //! - [`rng`]: the fixed-seed SplitMix64 generator every bench draws its random numbers from;
 //! - [`modes`]: the collector configurations the pause benches compare (the stop-the-world
 //!   mode and the concurrent strategy x fault-delivery grid);
@@ -16,6 +17,7 @@
 // Every bench uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod boehm;
 pub mod modes;
 pub mod rng;
 pub mod types;

@@ -43,7 +43,7 @@ use core::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use faultline_heap::object::{Header, ObjectRef, TypeId, TypeKind, TypeRegistry, WORD};
+use faultline_heap::object::{Header, ObjectRef, TypeId, TypeInfo, TypeKind, TypeRegistry, WORD};
 
 use crate::error::{AttachError, CollectError};
 use crate::inner::{Heap, HeapInner};
@@ -87,6 +87,58 @@ pub enum AllocError {
     Collect(#[from] CollectError),
 }
 
+/// One type's entry in the allocation fast path's size table: an object of length `len` takes
+/// `base + round_up(len * per_elem, WORD)` bytes, header included (the same as
+/// [`TypeInfo::size_words`]). Fixed types have `per_elem` 0 and take only `len` 0; reference
+/// arrays have `per_elem` `WORD`, byte arrays 1.
+#[derive(Clone, Copy, Debug)]
+struct AllocSize {
+    base: u32,
+    per_elem: u32,
+}
+
+impl AllocSize {
+    /// Not on the fast path (the filler, or a fixed size of 4 GiB or more): a base no fast-path
+    /// limit lets through.
+    const NONE: AllocSize = AllocSize {
+        base: u32::MAX,
+        per_elem: 0,
+    };
+
+    fn of(t: &TypeInfo) -> AllocSize {
+        match t.kind {
+            TypeKind::Filler => AllocSize::NONE,
+            TypeKind::Fixed { .. } => u32::try_from(t.size_words(0) * WORD)
+                .map_or(AllocSize::NONE, |base| AllocSize { base, per_elem: 0 }),
+            TypeKind::RefArray => AllocSize {
+                base: WORD as u32,
+                per_elem: WORD as u32,
+            },
+            TypeKind::ByteArray => AllocSize {
+                base: WORD as u32,
+                per_elem: 1,
+            },
+        }
+    }
+
+    /// The entries of `types` from type id `from` on.
+    fn table(types: &TypeRegistry, from: usize) -> Vec<AllocSize> {
+        (from..types.len())
+            .map(|i| {
+                types
+                    .get(TypeId(i as u32))
+                    .map_or(AllocSize::NONE, AllocSize::of)
+            })
+            .collect()
+    }
+
+    /// Bytes of an object of length `len`, for `len <= Header::MAX_LEN` (so no overflow).
+    #[inline(always)]
+    fn bytes(self, len: usize) -> usize {
+        self.base as usize + (len * self.per_elem as usize).next_multiple_of(WORD)
+    }
+}
+
 /// A thread attached to a heap.
 pub struct Mutator {
     heap: Heap,
@@ -97,6 +149,14 @@ pub struct Mutator {
     arena_size: usize,
     /// Points into one of the heap's retained registry versions (valid while `heap` lives).
     types: Cell<*const TypeRegistry>,
+    /// The allocation fast path's size table, indexed by type id: one entry per type registered
+    /// when it was last extended (at attach, and by the slow path on a type beyond it).
+    /// Registered types never change, so an entry stays valid for the heap's life.
+    sizes: Vec<AllocSize>,
+    /// Objects of fewer bytes may take the fast path: the large-object threshold capped at
+    /// `u32::MAX` (so [`AllocSize::NONE`] never passes), or 0 in the stress modes (every
+    /// allocation then takes the slow path, which counts it).
+    fast_limit: usize,
     allocs: u64,
     waits: crate::waits::Attachment,
     /// The last SATB handshake epoch this mutator answered (see `crate::marking`).
@@ -135,14 +195,27 @@ impl Mutator {
         ));
         heap.inner.sp.attach(shared.clone());
         note_attached(heap.inner.key(), &shared);
-        let types = Cell::new(Arc::as_ptr(&heap.types()));
+        let registry = heap.types();
+        let sizes = AllocSize::table(&registry, 0);
+        let types = Cell::new(Arc::as_ptr(&registry));
         let waits = heap.inner.waits.attach(shared.id);
+        let debug = &heap.inner.config.debug;
+        let fast_limit = if debug.stress_every.is_some() || debug.stress_random.is_some() {
+            0
+        } else {
+            heap.inner
+                .config
+                .large_object_threshold
+                .min(u32::MAX as usize)
+        };
         Ok(Mutator {
             arena_base: heap.inner.arena.base(),
             arena_size: heap.inner.arena.size(),
             heap,
             shared,
             types,
+            sizes,
+            fast_limit,
             allocs: 0,
             waits,
             satb_epoch: 0,
@@ -173,7 +246,7 @@ impl Mutator {
     /// Allocate in the non-moving space whatever the size (see `Mutator::alloc_pinned`).
     pub(crate) fn alloc_non_moving(&mut self, ty: TypeId, len: usize) -> Result<Value, AllocError> {
         let bytes = self.type_size(ty, len)?;
-        self.alloc_slow(ty, len, bytes, true)
+        self.alloc_refill(ty, len, bytes, true)
     }
 
     /// This mutator's id (unique within its heap, 1-based; named in statistics).
@@ -432,9 +505,51 @@ impl Mutator {
 
     /// Allocate an object of type `ty` (with `len` elements or bytes for arrays, 0 otherwise),
     /// zero-filled. The result is valid until the next safepoint.
+    ///
+    /// The fast path, inlined into the caller: the size from the mutator's table (a
+    /// bounds-checked load; for a fixed type and a constant `len` of 0 the length arithmetic
+    /// folds away), the safepoint poll, the bump and the header store. Everything else (an
+    /// unknown or newly registered type, a bad length, a large object, a full buffer, a
+    /// requested safepoint, the stress modes) goes to the out-of-line slow path, which checks
+    /// again from scratch.
     #[inline]
     pub fn alloc(&mut self, ty: TypeId, len: usize) -> Result<Value, AllocError> {
+        if let Some(&s) = self.sizes.get(ty.0 as usize) {
+            // `len` within the header's field, and 0 unless the type is an array.
+            if len <= Header::MAX_LEN && (len == 0 || s.per_elem != 0) {
+                let bytes = s.bytes(len);
+                if bytes < self.fast_limit && !self.inner().sp.requested.load(Ordering::Relaxed) {
+                    let cur = self.shared.tlab_cursor.load(Ordering::Relaxed);
+                    if cur + bytes <= self.shared.tlab_limit.load(Ordering::Relaxed) {
+                        self.shared
+                            .tlab_cursor
+                            .store(cur + bytes, Ordering::Relaxed);
+                        return Ok(self.init(cur, ty, len));
+                    }
+                }
+            }
+        }
+        self.alloc_slow(ty, len)
+    }
+
+    #[inline]
+    fn init(&self, addr: usize, ty: TypeId, len: usize) -> Value {
+        // SAFETY: `addr` is a fresh, present, zeroed, word-aligned block of the object's size
+        // handed to this mutator alone.
+        unsafe { (addr as *mut u64).write(Header::new(ty, len as u32).0) };
+        Value::minted(addr, self.era())
+    }
+
+    /// Everything the fast path leaves: the checks with their errors, the size table's
+    /// extension, the stress modes, then the bump if it fits after all, or a refill.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&mut self, ty: TypeId, len: usize) -> Result<Value, AllocError> {
         let bytes = self.type_size(ty, len)?;
+        if ty.0 as usize >= self.sizes.len() {
+            let more = AllocSize::table(self.types_for(ty), self.sizes.len());
+            self.sizes.extend(more);
+        }
         if let Some(n) = self.inner().config.debug.stress_every {
             self.allocs += 1;
             if self.allocs % n == 0 {
@@ -457,19 +572,13 @@ impl Mutator {
                 return Ok(self.init(cur, ty, len));
             }
         }
-        self.alloc_slow(ty, len, bytes, false)
+        self.alloc_refill(ty, len, bytes, false)
     }
 
-    #[inline]
-    fn init(&self, addr: usize, ty: TypeId, len: usize) -> Value {
-        // SAFETY: `addr` is a fresh, present, zeroed, word-aligned block of the object's size
-        // handed to this mutator alone.
-        unsafe { (addr as *mut u64).write(Header::new(ty, len as u32).0) };
-        Value::minted(addr, self.era())
-    }
-
+    /// A new allocation buffer or a large object, collecting if needed.
     #[cold]
-    fn alloc_slow(
+    #[inline(never)]
+    fn alloc_refill(
         &mut self,
         ty: TypeId,
         len: usize,
