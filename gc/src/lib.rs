@@ -9,6 +9,9 @@
 //! - A thread attaches with [`Heap::attach`] and gets a [`Mutator`]: allocation
 //!   ([`Mutator::alloc`]), the safepoint poll, native sections, handles ([`Root`]), a precise
 //!   value stack, and object access through [`Local`]s that cannot outlive a safepoint.
+//! - Typed layouts: [`heap_struct!`] declares a heap type from a Rust struct;
+//!   [`Heap::register_struct`] registers it (a [`HeapType`]), whose [`HeapType::view`] gives a
+//!   [`Typed`] view reading and writing fields by name, type-checked (module `typed`).
 //! - Runtimes report their own root slots ([`RootSlot`]s) through [`RootSource`];
 //!   [`GlobalRoot`]s are usable from any thread.
 //! - A [`Value`] records the era it was read in and is checked on every conversion back to an
@@ -36,6 +39,7 @@
 //! | the cycle: its numbered phases, both collectors, who runs what | `cycle` |
 //! | safepoint handshake: stop / resume, thread states, per-mutator shared state | `safepoint` |
 //! | roots: handles, value stack, global roots, root sources | `roots` |
+//! | typed layouts: `heap_struct!`, `HeapType`, `Typed` views | `typed` |
 //! | `Value` and its era (stale and foreign values refused), `RootSlot` | `value` |
 //! | marking: the shared tracer (plain / atomic slot access) | `trace` |
 //! | concurrent marking: SATB queue, precleaning, remark, barrier-free rescans | `marking` |
@@ -65,14 +69,14 @@
 //! Module layering (no circles): `heap` → `mutator` → (`cycle`, `assist`) → (`marking`,
 //! `compaction`, `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` →
 //! (`safepoint`, `roots`, `space`, `phase`, `pacer`, `graypool`, `stats`, `config`, `mode`,
-//! `debug`, `waits`) → (`error`, `reentry`, `value`).
+//! `debug`, `waits`) → (`error`, `reentry`, `value`); `typed` sits on `mutator` and `inner`.
 //!
 //! Invariants of the crate: the public API is safe; `unsafe` appears only where raw heap
 //! memory, a kernel call or a cross-thread handoff is touched, each block with its `SAFETY`
 //! comment:
 //! - raw heap memory: `trace` (slot and header reads), `plan` (page filling), `compaction`
 //!   (staging pages, the armed plan), `cycle` (large-object slots at the flip), `verify`,
-//!   `mutator` (object access, allocation);
+//!   `mutator` (object access, allocation), `typed` (field access, checked at compile time);
 //! - per-mutator roots read by the collector with the world stopped: `safepoint`, `marking`
 //!   (the remark);
 //! - kernel plumbing: `fault` (the SIGBUS resolver's context), `pagestate` (futex),
@@ -105,6 +109,7 @@ mod space;
 mod stats;
 mod timeline;
 mod trace;
+mod typed;
 mod value;
 mod verify;
 mod waits;
@@ -121,6 +126,7 @@ pub use reentry::Callback;
 pub use release::ReleaseStats;
 pub use roots::RootSource;
 pub use stats::{CycleStats, FaultStats, MutatorTts, PaceStats, Pause, Percentiles, Trigger};
+pub use typed::{Field, FieldInfo, FieldKey, HeapStruct, HeapType, Ref, Typed, WrongType};
 pub use value::{RootSlot, Value};
 pub use verify::{VerifyError, VerifyReport};
 pub use waits::{

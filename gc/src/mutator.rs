@@ -179,6 +179,12 @@ impl Mutator {
         self.heap.inner.roots.era()
     }
 
+    /// The id of this mutator's heap.
+    #[inline]
+    pub(crate) fn heap_id(&self) -> u64 {
+        self.shared.heap_id
+    }
+
     #[cold]
     #[inline(never)]
     fn not_current(&self, v: Value, what: &'static str) -> ! {
@@ -926,8 +932,21 @@ impl<'m> Local<'m> {
             "word {i} of {:?} is not a reference slot",
             self.header
         );
-        // SAFETY: an in-bounds, word-aligned payload word of a live object. Slots are accessed
-        // atomically because the concurrent marker reads them while mutators run.
+        // SAFETY: an in-bounds, word-aligned payload word of a live object, a reference slot
+        // of its type (asserted above), and `v` was checked by `check_ours`.
+        unsafe { self.store_slot(a, v) };
+    }
+
+    /// The store shared by [`Local::set`] and typed views (`crate::typed`): the SATB barrier,
+    /// then the store.
+    ///
+    /// # Safety
+    /// `a` is the address of a reference slot of this object (word aligned, in its payload,
+    /// a reference word of its type), and `v` passed [`Mutator::check_ours`].
+    #[inline]
+    pub(crate) unsafe fn store_slot(&self, a: usize, v: Value) {
+        // SAFETY: the caller's contract. Slots are accessed atomically because the concurrent
+        // marker reads them while mutators run.
         let slot = unsafe { AtomicUsize::from_ptr(a as *mut usize) };
         if self.m.marking() {
             // The SATB (Yuasa deletion) barrier: log the reference being overwritten.
@@ -937,6 +956,34 @@ impl<'m> Local<'m> {
             }
         }
         slot.store(v.bits(), Ordering::Relaxed);
+    }
+
+    /// The load shared by [`Local::get`] and typed views: a reference slot's value, minted in
+    /// the era the object was reached in.
+    ///
+    /// # Safety
+    /// `a` is the address of a reference slot of this object (word aligned, in its payload,
+    /// a reference word of its type).
+    #[inline]
+    pub(crate) unsafe fn load_slot(&self, a: usize) -> Value {
+        // SAFETY: the caller's contract (read atomically: the marker and other mutators may
+        // access it concurrently).
+        let bits = unsafe { AtomicUsize::from_ptr(a as *mut usize).load(Ordering::Relaxed) };
+        // A reference slot of a live object: null, an immediate or a current reference.
+        Value::minted(bits, self.era)
+    }
+
+    /// The mutator this access borrows.
+    #[inline]
+    pub(crate) fn mutator(&self) -> &'m Mutator {
+        self.m
+    }
+
+    /// The name of this object's type (for diagnostics).
+    pub(crate) fn type_name(&self) -> &'m str {
+        self.types
+            .get(self.header.type_id())
+            .map_or("?", |t| t.name.as_str())
     }
     /// Raw payload word `i` (a non-reference data word).
     pub fn word(&self, i: usize) -> u64 {

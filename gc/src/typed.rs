@@ -1,0 +1,600 @@
+//! Typed layouts: heap types declared from Rust structs, fields read and written by name.
+//!
+//! [`heap_struct!`](crate::heap_struct) declares a `#[repr(C)]` struct whose fields are
+//! reference slots ([`Ref`]) or plain data (the integer types, `f32`, `f64`, `bool`, byte
+//! arrays `[u8; N]`). The struct is the layout: it is never instantiated; the macro derives
+//! [`HeapStruct`] for it (name, payload size, and every field's offset, size and kind, taken
+//! from the struct with `size_of` and `offset_of!`, so they cannot drift from the declaration)
+//! and one associated constant per field, a [`FieldKey`] named like the field.
+//!
+//! ```
+//! use faultline_gc::{heap_struct, Heap, HeapConfig, Ref, Value};
+//!
+//! heap_struct! {
+//!     /// A cons cell that counts its uses.
+//!     pub struct Pair {
+//!         /// The head.
+//!         pub car: Ref,
+//!         /// The tail.
+//!         pub cdr: Ref,
+//!         pub count: u64,
+//!         pub ratio: f64,
+//!         pub tag: [u8; 4],
+//!     }
+//! }
+//!
+//! let heap = Heap::new(HeapConfig::with_heap_size(4 << 20)).unwrap();
+//! let pairs = heap.register_struct::<Pair>().unwrap(); // once per heap (idempotent)
+//! let mut m = heap.attach();
+//! let v = pairs.alloc(&mut m).unwrap();                // zero-filled
+//! let p = pairs.view(m.local(v).unwrap()).unwrap();    // checks the type, once
+//! p.set(Pair::car, Value::immediate(0x11).unwrap());
+//! p.set(Pair::cdr, v);                                 // references keep the barrier
+//! p.set(Pair::count, 3);
+//! p.set(Pair::ratio, 0.5);
+//! p.set(Pair::tag, *b"abcd");
+//! assert_eq!(p.get(Pair::count), 3);
+//! assert_eq!(p.get(Pair::cdr), v);
+//! assert_eq!(&p.get(Pair::tag), b"abcd");
+//! ```
+//!
+//! `p.set(Pair::count, 1.5)` or `p.get(Other::field)` do not compile: a key carries its struct
+//! and its field type. Registration is [`crate::Heap::register_struct`] (a [`HeapType`]:
+//! the type id in one heap); [`HeapType::view`] turns a [`crate::Local`] into a [`Typed`]
+//! view after checking the object's type, or returns [`WrongType`].
+//!
+//! # Cost
+//!
+//! A field's offset is a const generic of its key, checked against the layout at compile
+//! time; a typed access is the same load or store as [`crate::Local::get`] /
+//! [`crate::Local::set`] / [`crate::Local::word`] minus their bounds and slot-kind checks.
+//! Reference stores go through the same crate-internal store as `Local::set`: the heap and era
+//! check of the stored value, then the SATB barrier, then the store.
+//!
+//! Invariants:
+//! - an object reached through a [`Typed<T>`] view was allocated with `T`'s registration in
+//!   this heap: a view is only built by [`HeapType::view`], which checks the heap id and the
+//!   header's type id, and a [`HeapType`] is only built by registering `T`'s layout
+//!   ([`HeapStruct::SIZE`], and the offsets of the [`HeapStruct::FIELDS`] that are references);
+//! - every access is validated at compile time against the same constants: a reference access
+//!   at an offset that `FIELDS` lists as a reference, a data access in bounds of `SIZE`,
+//!   aligned for its type and overlapping no reference slot. So the trait is safe to implement
+//!   by hand: a wrong implementation is refused at registration or at compile time, never a
+//!   store of data into a reference slot or an access outside the object;
+//! - data fields hold types for which every bit pattern is valid (`bool` is read as a byte,
+//!   non-zero meaning `true`): reading a field written through the word-index path, or never
+//!   written, is defined;
+//! - [`Field`] is sealed: its loads and stores take a slot only this module builds.
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::mem::{align_of, size_of};
+use std::sync::PoisonError;
+
+use faultline_heap::object::{TypeError, TypeId, TypeInfo, WORD};
+
+use crate::inner::Heap;
+use crate::mutator::{AllocError, Local, Mutator};
+use crate::value::Value;
+
+/// The type of a reference field in a [`heap_struct!`](crate::heap_struct): the slot holds a
+/// [`Value`] (null, an immediate or a reference) and is traced by the collector. One word,
+/// word aligned. Never constructed: it only names a slot in a layout.
+#[repr(C, align(8))]
+pub struct Ref(u64);
+
+/// A field type of a [`heap_struct!`](crate::heap_struct): [`Ref`], `u8`..`u64`, `i8`..`i64`,
+/// `usize`, `isize`, `f32`, `f64`, `bool`, or `[u8; N]`. Sealed.
+pub trait Field: sealed::Sealed + 'static {
+    /// What a read returns and a write takes: [`Value`] for [`Ref`], the type itself otherwise.
+    type Value;
+    /// Whether it is a reference slot.
+    const IS_REF: bool;
+    /// Read the field.
+    #[doc(hidden)]
+    fn load(slot: sealed::Slot<'_, '_>) -> Self::Value;
+    /// Write the field.
+    #[doc(hidden)]
+    fn store(slot: sealed::Slot<'_, '_>, v: Self::Value);
+}
+
+mod sealed {
+    use crate::mutator::Local;
+
+    pub trait Sealed {}
+
+    /// A validated field of a live object: built only by [`super::Typed`] after its
+    /// compile-time check, so `addr` is in the object's payload, aligned for the field's type,
+    /// and a reference slot exactly when the field type is `Ref`.
+    pub struct Slot<'a, 'm> {
+        pub(super) local: &'a Local<'m>,
+        pub(super) addr: usize,
+    }
+}
+
+impl sealed::Sealed for Ref {}
+impl Field for Ref {
+    type Value = Value;
+    const IS_REF: bool = true;
+    #[inline(always)]
+    fn load(slot: sealed::Slot<'_, '_>) -> Value {
+        // SAFETY: a `Slot` of a `Ref` field is a reference slot of the object (the module
+        // invariants).
+        unsafe { slot.local.load_slot(slot.addr) }
+    }
+    #[inline(always)]
+    fn store(slot: sealed::Slot<'_, '_>, v: Value) {
+        slot.local.mutator().check_ours(v, "Typed::set");
+        // SAFETY: a reference slot of the object (as above); `v` passed `check_ours`.
+        unsafe { slot.local.store_slot(slot.addr, v) }
+    }
+}
+
+macro_rules! scalar_fields {
+    ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl Field for $t {
+            type Value = $t;
+            const IS_REF: bool = false;
+            #[inline(always)]
+            fn load(slot: sealed::Slot<'_, '_>) -> $t {
+                // SAFETY: in bounds of a live object's payload, aligned for the type, not a
+                // reference slot; every bit pattern is a valid value of the type.
+                unsafe { (slot.addr as *const $t).read_volatile() }
+            }
+            #[inline(always)]
+            fn store(slot: sealed::Slot<'_, '_>, v: $t) {
+                // SAFETY: as for `load`; the bytes overlap no reference slot.
+                unsafe { (slot.addr as *mut $t).write_volatile(v) }
+            }
+        }
+    )*};
+}
+scalar_fields!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize, f32, f64);
+
+impl sealed::Sealed for bool {}
+impl Field for bool {
+    type Value = bool;
+    const IS_REF: bool = false;
+    #[inline(always)]
+    fn load(slot: sealed::Slot<'_, '_>) -> bool {
+        // SAFETY: in bounds, not a reference slot; read as a byte, so any bit pattern is fine.
+        unsafe { (slot.addr as *const u8).read_volatile() != 0 }
+    }
+    #[inline(always)]
+    fn store(slot: sealed::Slot<'_, '_>, v: bool) {
+        // SAFETY: in bounds, not a reference slot.
+        unsafe { (slot.addr as *mut u8).write_volatile(v as u8) }
+    }
+}
+
+impl<const N: usize> sealed::Sealed for [u8; N] {}
+impl<const N: usize> Field for [u8; N] {
+    type Value = [u8; N];
+    const IS_REF: bool = false;
+    #[inline(always)]
+    fn load(slot: sealed::Slot<'_, '_>) -> [u8; N] {
+        let mut out = [0u8; N];
+        // SAFETY: `N` bytes in bounds of the payload, overlapping no reference slot; `out` is
+        // a distinct local buffer.
+        unsafe { core::ptr::copy_nonoverlapping(slot.addr as *const u8, out.as_mut_ptr(), N) };
+        out
+    }
+    #[inline(always)]
+    fn store(slot: sealed::Slot<'_, '_>, v: [u8; N]) {
+        // SAFETY: as for `load`.
+        unsafe { core::ptr::copy_nonoverlapping(v.as_ptr(), slot.addr as *mut u8, N) };
+    }
+}
+
+/// One field of a [`HeapStruct`] layout: its name, byte offset in the payload, size, and
+/// whether it is a reference slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FieldInfo {
+    name: &'static str,
+    offset: usize,
+    size: usize,
+    is_ref: bool,
+}
+
+impl FieldInfo {
+    /// A field of type `F` at byte `offset` of the payload.
+    pub const fn new<F: Field>(name: &'static str, offset: usize) -> FieldInfo {
+        FieldInfo {
+            name,
+            offset,
+            size: size_of::<F>(),
+            is_ref: F::IS_REF,
+        }
+    }
+    /// The field's name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+    /// Byte offset in the payload (the word after the header is offset 0).
+    pub const fn offset(&self) -> usize {
+        self.offset
+    }
+    /// Size in bytes.
+    pub const fn size(&self) -> usize {
+        self.size
+    }
+    /// Whether it is a reference slot.
+    pub const fn is_ref(&self) -> bool {
+        self.is_ref
+    }
+}
+
+/// A heap type declared from a Rust struct; implemented by
+/// [`heap_struct!`](crate::heap_struct). Safe to implement by hand (see the module
+/// invariants): registration and every access are checked against these constants.
+pub trait HeapStruct: 'static {
+    /// Its name, for diagnostics.
+    const NAME: &'static str;
+    /// Payload size in bytes (rounded up to whole words when registered).
+    const SIZE: usize;
+    /// Its fields.
+    const FIELDS: &'static [FieldInfo];
+}
+
+/// Whether an access to a field of type `F` at byte `off` fits `T`'s layout (evaluated at
+/// compile time by every typed access).
+const fn access_fits<T: HeapStruct, F: Field>(off: usize) -> bool {
+    let size = size_of::<F>();
+    if off % align_of::<F>() != 0 || off > T::SIZE || size > T::SIZE - off {
+        return false;
+    }
+    let fields = T::FIELDS;
+    let mut i = 0;
+    while i < fields.len() {
+        let f = fields[i];
+        if f.is_ref {
+            if F::IS_REF && f.offset == off {
+                return true;
+            }
+            if !F::IS_REF && off < f.offset + WORD && f.offset < off + size {
+                return false;
+            }
+        }
+        i += 1;
+    }
+    !F::IS_REF
+}
+
+/// The name of a field of a [`HeapStruct`] `T`, of type `F`, at byte offset `OFF` of the
+/// payload: the associated constants [`heap_struct!`](crate::heap_struct) generates (`Pair::car`)
+/// are keys, passed to [`Typed::get`] and [`Typed::set`].
+pub struct FieldKey<T, F, const OFF: usize> {
+    name: &'static str,
+    _t: PhantomData<fn() -> (T, F)>,
+}
+
+impl<T, F, const OFF: usize> Clone for FieldKey<T, F, OFF> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T, F, const OFF: usize> Copy for FieldKey<T, F, OFF> {}
+
+impl<T, F, const OFF: usize> fmt::Debug for FieldKey<T, F, OFF> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FieldKey({} at +{OFF})", self.name)
+    }
+}
+
+impl<T, F, const OFF: usize> FieldKey<T, F, OFF> {
+    /// A key (used by [`heap_struct!`](crate::heap_struct); any key is checked against `T`'s
+    /// layout where it is used).
+    #[doc(hidden)]
+    pub const fn __new(name: &'static str) -> Self {
+        FieldKey {
+            name,
+            _t: PhantomData,
+        }
+    }
+    /// The field's name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+    /// Its byte offset in the payload.
+    pub const fn offset(&self) -> usize {
+        OFF
+    }
+}
+
+impl<T: HeapStruct, F: Field, const OFF: usize> FieldKey<T, F, OFF> {
+    /// Compile-time proof that the key fits `T`'s layout (see [`access_fits`]).
+    const FITS: () = assert!(
+        access_fits::<T, F>(OFF),
+        "field key does not fit its HeapStruct's layout (out of bounds, misaligned, a data field over a reference slot, or a reference field the layout does not list)"
+    );
+}
+
+/// The registration of the heap struct `T` in one heap: its [`TypeId`] there. From
+/// [`crate::Heap::register_struct`]; allocates objects of `T` and checks objects for being
+/// of `T`. Cheap to copy; usable from any thread.
+pub struct HeapType<T> {
+    heap: u64,
+    ty: TypeId,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for HeapType<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for HeapType<T> {}
+
+impl<T: HeapStruct> fmt::Debug for HeapType<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "HeapType<{}>({:?} of heap #{})",
+            T::NAME,
+            self.ty,
+            self.heap
+        )
+    }
+}
+
+/// A view refused: the object is not of the struct the view asked for.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("object of type {found_name} ({found:?}) is not a {expected} ({expected_id:?})")]
+pub struct WrongType {
+    /// The struct asked for.
+    pub expected: &'static str,
+    /// Its type id in the heap.
+    pub expected_id: TypeId,
+    /// The object's type.
+    pub found: TypeId,
+    /// The object's type name.
+    pub found_name: String,
+}
+
+impl<T: HeapStruct> HeapType<T> {
+    /// The type id in its heap (for the word-index API, e.g. [`Mutator::alloc`]).
+    pub fn type_id(&self) -> TypeId {
+        self.ty
+    }
+
+    /// The id of the heap it is registered in.
+    pub fn heap_id(&self) -> u64 {
+        self.heap
+    }
+
+    #[inline]
+    fn check_heap(&self, m: &Mutator, what: &'static str) {
+        if m.heap_id() != self.heap {
+            self.wrong_heap(m, what);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wrong_heap(&self, m: &Mutator, what: &'static str) -> ! {
+        panic!(
+            "{what}: HeapType<{}> was registered in heap #{}, but used with a mutator of heap #{} (register the struct in each heap)",
+            T::NAME,
+            self.heap,
+            m.heap_id()
+        )
+    }
+
+    /// Allocate a zero-filled `T` (valid until the next safepoint, as [`Mutator::alloc`]).
+    ///
+    /// # Panics
+    /// If `m` belongs to another heap than this registration.
+    #[inline]
+    pub fn alloc(&self, m: &mut Mutator) -> Result<Value, AllocError> {
+        self.check_heap(m, "HeapType::alloc");
+        m.alloc(self.ty, 0)
+    }
+
+    /// View `local` as a `T`: checks once that its type is this registration.
+    ///
+    /// # Errors
+    /// [`WrongType`] if the object is of another type.
+    ///
+    /// # Panics
+    /// If `local` belongs to another heap than this registration.
+    #[inline]
+    pub fn view<'m>(&self, local: Local<'m>) -> Result<Typed<'m, T>, WrongType> {
+        self.check_heap(local.mutator(), "HeapType::view");
+        if local.type_id() == self.ty {
+            Ok(Typed {
+                local,
+                _t: PhantomData,
+            })
+        } else {
+            Err(self.wrong_type(&local))
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wrong_type(&self, local: &Local<'_>) -> WrongType {
+        WrongType {
+            expected: T::NAME,
+            expected_id: self.ty,
+            found: local.type_id(),
+            found_name: local.type_name().to_string(),
+        }
+    }
+
+    /// Whether `local` is a `T`.
+    pub fn is(&self, local: &Local<'_>) -> bool {
+        local.mutator().heap_id() == self.heap && local.type_id() == self.ty
+    }
+}
+
+/// An object of the heap struct `T`, valid until its mutator's next safepoint (it holds a
+/// [`Local`]). Fields are read and written by key: `p.get(Pair::car)`, `p.set(Pair::count, 1)`.
+pub struct Typed<'m, T> {
+    local: Local<'m>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Typed<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Typed<'_, T> {}
+
+impl<T: HeapStruct> fmt::Debug for Typed<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Typed<{}>({:?})", T::NAME, self.local.object())
+    }
+}
+
+impl<'m, T: HeapStruct> Typed<'m, T> {
+    /// The object as a value (to store in a field or a root).
+    #[inline]
+    pub fn value(&self) -> Value {
+        self.local.value()
+    }
+    /// The untyped access.
+    #[inline]
+    pub fn local(&self) -> Local<'m> {
+        self.local
+    }
+
+    #[inline(always)]
+    fn slot<F: Field, const OFF: usize>(&self) -> sealed::Slot<'_, 'm> {
+        #[allow(clippy::let_unit_value)]
+        let () = FieldKey::<T, F, OFF>::FITS;
+        sealed::Slot {
+            local: &self.local,
+            addr: self.local.object().payload_word(0) + OFF,
+        }
+    }
+
+    /// Read a field: a [`Value`] for a [`Ref`] field, the field's type otherwise.
+    #[inline(always)]
+    pub fn get<F: Field, const OFF: usize>(&self, _field: FieldKey<T, F, OFF>) -> F::Value {
+        F::load(self.slot::<F, OFF>())
+    }
+
+    /// Write a field. A reference field keeps the collector's barrier.
+    ///
+    /// # Panics
+    /// If `v` is a stale reference or one of another heap (as [`Local::set`]).
+    #[inline(always)]
+    pub fn set<F: Field, const OFF: usize>(&self, _field: FieldKey<T, F, OFF>, v: F::Value) {
+        F::store(self.slot::<F, OFF>(), v)
+    }
+}
+
+impl Heap {
+    /// Register the heap struct `T` (declared with [`heap_struct!`](crate::heap_struct)):
+    /// once per heap; registering it again returns the same [`HeapType`].
+    ///
+    /// # Errors
+    /// As [`Heap::register_type`] (a hand-written [`HeapStruct`] whose reference offsets are
+    /// misaligned or outside its size; too many types).
+    pub fn register_struct<T: HeapStruct>(&self) -> Result<HeapType<T>, TypeError> {
+        let mut map = self
+            .inner
+            .structs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let key = core::any::TypeId::of::<T>();
+        let ty = match map.get(&key) {
+            Some(&ty) => ty,
+            None => {
+                let refs: Vec<usize> = T::FIELDS
+                    .iter()
+                    .filter(|f| f.is_ref)
+                    .map(|f| f.offset)
+                    .collect();
+                let ty = self.register_type(TypeInfo::fixed(T::NAME, T::SIZE, &refs))?;
+                map.insert(key, ty);
+                ty
+            }
+        };
+        Ok(HeapType {
+            heap: self.id(),
+            ty,
+            _t: PhantomData,
+        })
+    }
+}
+
+/// Declare a heap type from a Rust struct, with fields read and written by name.
+///
+/// ```
+/// faultline_gc::heap_struct! {
+///     /// A tree node.
+///     pub struct Node {
+///         pub left: faultline_gc::Ref,
+///         pub right: faultline_gc::Ref,
+///         /// Payload.
+///         pub key: i64,
+///         pub seen: bool,
+///     }
+/// }
+/// ```
+///
+/// Generates the struct itself with `#[repr(C)]` (the layout; it is never instantiated),
+/// [`HeapStruct`] for it, and per field an associated constant of the same name and
+/// visibility: a [`FieldKey`] for [`Typed::get`] / [`Typed::set`]. Field types: [`Ref`]
+/// (reference slots), integers, `f32`, `f64`, `bool`, `[u8; N]`. Register with
+/// [`crate::Heap::register_struct`]. No generics or lifetimes; attributes on the struct and
+/// fields are kept (field docs document the keys too).
+#[macro_export]
+macro_rules! heap_struct {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $(
+                $(#[$fmeta:meta])*
+                $fvis:vis $field:ident : $fty:ty
+            ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[allow(dead_code)]
+        $vis struct $name {
+            $(
+                #[doc = ::core::concat!(
+                    "Layout of field `", ::core::stringify!($field), "` (the struct is never ",
+                    "instantiated: read and write it with the key `", ::core::stringify!($name),
+                    "::", ::core::stringify!($field), "`)."
+                )]
+                $(#[$fmeta])*
+                $fvis $field: $fty,
+            )*
+        }
+
+        impl $crate::HeapStruct for $name {
+            const NAME: &'static str = ::core::stringify!($name);
+            const SIZE: usize = ::core::mem::size_of::<$name>();
+            const FIELDS: &'static [$crate::FieldInfo] = &[
+                $(
+                    $crate::FieldInfo::new::<$fty>(
+                        ::core::stringify!($field),
+                        ::core::mem::offset_of!($name, $field),
+                    ),
+                )*
+            ];
+        }
+
+        #[allow(non_upper_case_globals)]
+        impl $name {
+            $(
+                #[doc = ::core::concat!(
+                    "Field `", ::core::stringify!($field), "` (`", ::core::stringify!($fty),
+                    "`) of [`", ::core::stringify!($name), "`]: a key for `Typed::get` / `Typed::set`."
+                )]
+                $(#[$fmeta])*
+                $fvis const $field: $crate::FieldKey<
+                    $name,
+                    $fty,
+                    { ::core::mem::offset_of!($name, $field) },
+                > = $crate::FieldKey::__new(::core::stringify!($field));
+            )*
+        }
+    };
+}
