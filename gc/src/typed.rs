@@ -38,8 +38,53 @@
 //! assert_eq!(&p.get(Pair::tag), b"abcd");
 //! ```
 //!
-//! `p.set(Pair::count, 1.5)` or `p.get(Other::field)` do not compile: a key carries its struct
-//! and its field type. Registration is [`crate::Heap::register_struct`] (a [`HeapType`]:
+//! A key carries its struct and its field type, so mistakes do not compile. A value of the
+//! wrong type:
+//!
+//! ```compile_fail,E0308
+//! # use faultline_gc::{heap_struct, Heap, HeapConfig, Ref};
+//! # heap_struct! { struct Pair { car: Ref, count: u64 } }
+//! # let heap = Heap::new(HeapConfig::with_heap_size(4 << 20)).unwrap();
+//! # let pairs = heap.register_struct::<Pair>().unwrap();
+//! # let mut m = heap.attach();
+//! # let v = pairs.alloc(&mut m).unwrap();
+//! let p = pairs.view(m.local(v).unwrap()).unwrap();
+//! p.set(Pair::count, 1.5);
+//! ```
+//!
+//! a field of another struct:
+//!
+//! ```compile_fail,E0308
+//! # use faultline_gc::{heap_struct, Heap, HeapConfig, Ref};
+//! # heap_struct! { struct Pair { car: Ref, count: u64 } }
+//! # heap_struct! { struct Other { count: u64 } }
+//! # let heap = Heap::new(HeapConfig::with_heap_size(4 << 20)).unwrap();
+//! # let pairs = heap.register_struct::<Pair>().unwrap();
+//! # let mut m = heap.attach();
+//! # let v = pairs.alloc(&mut m).unwrap();
+//! let p = pairs.view(m.local(v).unwrap()).unwrap();
+//! let n: u64 = p.get(Other::count);
+//! ```
+//!
+//! a field type that is not a [`Field`] (here `char`, which not every bit pattern is):
+//!
+//! ```compile_fail,E0277
+//! faultline_gc::heap_struct! { struct Bad { c: char } }
+//! ```
+//!
+//! and a key built by hand that does not fit the layout (a data field over a reference slot)
+//! is refused when the access is compiled:
+//!
+//! ```compile_fail,E0080
+//! # use faultline_gc::{heap_struct, FieldKey, Heap, HeapConfig, Ref};
+//! # heap_struct! { struct Pair { car: Ref, count: u64 } }
+//! # let heap = Heap::new(HeapConfig::with_heap_size(4 << 20)).unwrap();
+//! # let pairs = heap.register_struct::<Pair>().unwrap();
+//! # let mut m = heap.attach();
+//! # let v = pairs.alloc(&mut m).unwrap();
+//! let p = pairs.view(m.local(v).unwrap()).unwrap();
+//! p.set(FieldKey::<Pair, u64, 0>::__new("forged"), 0x1000); // would forge a reference
+//! ``` Registration is [`crate::Heap::register_struct`] (a [`HeapType`]:
 //! the type id in one heap); [`HeapType::view`] turns a [`crate::Local`] into a [`Typed`]
 //! view after checking the object's type, or returns [`WrongType`].
 //!
