@@ -84,8 +84,10 @@
 //! # let v = pairs.alloc(&mut m).unwrap();
 //! let p = pairs.view(m.local(v).unwrap()).unwrap();
 //! p.set(FieldKey::<Pair, u64, 0>::__new("forged"), 0x1000); // would forge a reference
-//! ``` Registration is [`crate::Heap::register_struct`] (a [`HeapType`]:
-//! the type id in one heap); [`HeapType::view`] turns a [`crate::Local`] into a [`Typed`]
+//! ```
+//!
+//! Registration is [`crate::Heap::register_struct`] (a [`HeapType`]: the type id in one
+//! heap); [`HeapType::view`] turns a [`crate::Local`] into a [`Typed`]
 //! view after checking the object's type, or returns [`WrongType`].
 //!
 //! # Cost
