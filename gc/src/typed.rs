@@ -628,7 +628,9 @@ macro_rules! heap_struct {
             ];
         }
 
-        #[allow(non_upper_case_globals)]
+        // Keys are named like their fields; a field never accessed by name is no mistake (the
+        // collector still traces it), so unused keys do not warn.
+        #[allow(non_upper_case_globals, dead_code)]
         impl $name {
             $(
                 #[doc = ::core::concat!(
@@ -644,4 +646,105 @@ macro_rules! heap_struct {
             )*
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HeapConfig;
+
+    crate::heap_struct! {
+        /// A test layout: a reference, packed small fields, a byte array.
+        struct Mixed {
+            r: Ref,
+            small: u32,
+            flag: bool,
+            bytes: [u8; 3],
+            wide: f64,
+        }
+    }
+
+    /// A hand-written implementation whose reference offset is misaligned.
+    struct Crooked;
+    impl HeapStruct for Crooked {
+        const NAME: &'static str = "crooked";
+        const SIZE: usize = 16;
+        const FIELDS: &'static [FieldInfo] = &[FieldInfo::new::<Ref>("r", 4)];
+    }
+
+    /// A hand-written implementation that is consistent.
+    struct Hand;
+    impl HeapStruct for Hand {
+        const NAME: &'static str = "hand";
+        const SIZE: usize = 24;
+        const FIELDS: &'static [FieldInfo] = &[
+            FieldInfo::new::<u64>("a", 0),
+            FieldInfo::new::<Ref>("r", 8),
+            FieldInfo::new::<i64>("b", 16),
+        ];
+    }
+
+    #[test]
+    fn the_macro_records_the_struct_layout() {
+        assert_eq!(Mixed::SIZE, 24);
+        let f: Vec<_> = Mixed::FIELDS
+            .iter()
+            .map(|f| (f.name(), f.offset(), f.size(), f.is_ref()))
+            .collect();
+        assert_eq!(
+            f,
+            [
+                ("r", 0, 8, true),
+                ("small", 8, 4, false),
+                ("flag", 12, 1, false),
+                ("bytes", 13, 3, false),
+                ("wide", 16, 8, false),
+            ]
+        );
+        assert_eq!(Mixed::bytes.offset(), 13);
+    }
+
+    #[test]
+    fn accesses_are_checked_against_the_layout() {
+        // Declared fields fit.
+        assert!(access_fits::<Mixed, Ref>(0));
+        assert!(access_fits::<Mixed, u32>(8));
+        assert!(access_fits::<Mixed, [u8; 3]>(13));
+        assert!(access_fits::<Mixed, f64>(16));
+        // A reference where the layout has none; data over the reference slot; misaligned;
+        // out of bounds (also with an offset beyond the size, no overflow).
+        assert!(!access_fits::<Mixed, Ref>(8));
+        assert!(!access_fits::<Mixed, u64>(0));
+        assert!(!access_fits::<Mixed, u8>(7));
+        assert!(!access_fits::<Mixed, u32>(10));
+        assert!(!access_fits::<Mixed, u64>(24));
+        assert!(!access_fits::<Mixed, u64>(usize::MAX - 7));
+        assert!(!access_fits::<Mixed, [u8; 9]>(16));
+        // Undeclared but harmless data accesses are allowed (padding, halves of a word).
+        assert!(access_fits::<Mixed, u32>(20));
+        assert!(access_fits::<Hand, u64>(16) && !access_fits::<Hand, u64>(8));
+    }
+
+    #[test]
+    fn hand_written_layouts_are_registered_or_refused() {
+        let heap = Heap::new(HeapConfig::with_heap_size(4 << 20)).unwrap();
+        assert!(matches!(
+            heap.register_struct::<Crooked>(),
+            Err(TypeError::BadOffset { offset: 4, .. })
+        ));
+        let hand = heap.register_struct::<Hand>().unwrap();
+        assert_eq!(heap.types().ref_words(hand.type_id()), &[2]);
+        let mixed = heap.register_struct::<Mixed>().unwrap();
+        let mut m = heap.attach();
+        let v = hand.alloc(&mut m).unwrap();
+        let l = m.local(v).unwrap();
+        assert!(hand.is(&l) && !mixed.is(&l));
+        let e = mixed.view(l).unwrap_err();
+        assert_eq!((e.expected, e.found_name.as_str()), ("Mixed", "hand"));
+        let key = FieldKey::<Hand, Ref, 8>::__new("r");
+        let h = hand.view(l).unwrap();
+        h.set(key, v);
+        assert_eq!(h.get(key), v);
+        assert_eq!(l.get(1), v);
+    }
 }
