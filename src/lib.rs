@@ -27,6 +27,11 @@
 //!
 //! Invariant: nothing here adds behaviour; it only names the public API in one place.
 
+/// Typed layouts: a heap type declared from a Rust struct ([`heap_struct!`]), its registration
+/// ([`Heap::register_struct`], a [`HeapType`]) and views reading fields by name ([`Typed`]).
+pub use faultline_gc::{
+    heap_struct, Field, FieldInfo, FieldKey, HeapStruct, HeapType, Ref, Typed, WrongType,
+};
 /// Mutator waits by cause ([`Heap::mutator_waits`], [`Heap::mutator_wait_log`]).
 pub use faultline_gc::{
     merge_intervals, mmu_from_intervals, MutatorWaitLog, MutatorWaits, WaitCause, WaitInterval,
@@ -41,7 +46,7 @@ pub use faultline_gc::{
 };
 pub use faultline_heap::object::{ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry};
 pub use faultline_heap::sys::{Call, CallSnapshot};
-pub use faultline_heap::{heap_type, ArenaError, ArenaStats, Capability, Probe, PAGE_SIZE};
+pub use faultline_heap::{ArenaError, ArenaStats, Capability, Probe, PAGE_SIZE};
 
 /// Internals for the workspace's own tests and benches (the kernel layer, fault injection, the
 /// collector's test hooks). Not part of the API: no stability, no documentation promises.

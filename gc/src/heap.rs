@@ -165,6 +165,7 @@ impl Heap {
             scratch: Mutex::new(vec![0; BATCH_PAGES * PAGE_SIZE]),
             types: RwLock::new(registry.clone()),
             type_versions: Mutex::new(vec![registry]),
+            structs: Mutex::default(),
             sp: Safepoint::default(),
             roots: HeapRoots::default(),
             hashes: Default::default(),

@@ -15,7 +15,8 @@
 //!   same cycle (cycles never overlap: `gate`);
 //! - `scratch`: the stop-the-world compaction buffer, behind its mutex (held by the cycle);
 //! - `types`, `type_versions`: the registry, behind its lock; every version ever published is
-//!   kept, because mutators hold plain references into them;
+//!   kept, because mutators hold plain references into them; `structs`: the heap structs
+//!   registered (each once), behind its mutex (held while registering);
 //! - `roots`: heap-wide roots ([`crate::roots`]), behind their own mutexes;
 //! - `id`: unique per process, never reused (handles carry it to detect use with another heap);
 //! - `trigger_bytes`, `cycles` (flips), `completed`: atomics written by the cycle (concurrent
@@ -95,6 +96,10 @@ pub(crate) struct HeapInner {
     /// Every registry version ever published: mutators hold plain references into them, so
     /// they live as long as the heap (a handful of small copies: types are registered rarely).
     pub type_versions: Mutex<Vec<Arc<TypeRegistry>>>,
+    /// Heap structs registered so far ([`crate::Heap::register_struct`]): the Rust type's id
+    /// to its type id here (registration is once per struct).
+    pub structs:
+        Mutex<std::collections::HashMap<core::any::TypeId, faultline_heap::object::TypeId>>,
     /// The safepoint handshake.
     pub sp: Safepoint,
     /// Heap-wide roots.

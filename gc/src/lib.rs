@@ -11,6 +11,9 @@
 //!   value stack, and object access through [`Local`]s that cannot outlive a safepoint.
 //! - Heap memory and system calls: [`Mutator::read_into`] and its family (any rooted byte
 //!   array, every mode), [`Mutator::alloc_pinned`] and [`Pin`] (non-moving, always present).
+//! - Typed layouts: [`heap_struct!`] declares a heap type from a Rust struct;
+//!   [`Heap::register_struct`] registers it (a [`HeapType`]), whose [`HeapType::view`] gives a
+//!   [`Typed`] view reading and writing fields by name, type-checked (module `typed`).
 //! - Runtimes report their own root slots ([`RootSlot`]s) through [`RootSource`];
 //!   [`GlobalRoot`]s are usable from any thread.
 //! - A [`Value`] records the era it was read in and is checked on every conversion back to an
@@ -39,6 +42,7 @@
 //! | safepoint handshake: stop / resume, thread states, per-mutator shared state | `safepoint` |
 //! | roots: handles, value stack, global roots, root sources | `roots` |
 //! | identity hash codes that survive moves (a side table re-keyed at the flip) | `hashes` |
+//! | typed layouts: `heap_struct!`, `HeapType`, `Typed` views | `typed` |
 //! | `Value` and its era (stale and foreign values refused), `RootSlot` | `value` |
 //! | marking: the shared tracer (plain / atomic slot access) | `trace` |
 //! | concurrent marking: SATB queue, precleaning, remark, barrier-free rescans | `marking` |
@@ -69,14 +73,14 @@
 //! Module layering (no circles): `io` → `heap` → `mutator` → (`cycle`, `assist`) → (`marking`,
 //! `compaction`, `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` →
 //! (`safepoint`, `roots`, `space`, `phase`, `pacer`, `graypool`, `stats`, `config`, `mode`,
-//! `debug`, `waits`) → (`error`, `reentry`, `value`).
+//! `debug`, `waits`) → (`error`, `reentry`, `value`); `typed` sits on `mutator` and `inner`.
 //!
 //! Invariants of the crate: the public API is safe; `unsafe` appears only where raw heap
 //! memory, a kernel call or a cross-thread handoff is touched, each block with its `SAFETY`
 //! comment:
 //! - raw heap memory: `trace` (slot and header reads), `plan` (page filling), `compaction`
 //!   (staging pages, the armed plan), `cycle` (large-object slots at the flip), `verify`,
-//!   `mutator` (object access, allocation);
+//!   `mutator` (object access, allocation), `typed` (field access, checked at compile time);
 //! - per-mutator roots read by the collector with the world stopped: `safepoint`, `marking`
 //!   (the remark);
 //! - kernel plumbing: `fault` (the SIGBUS resolver's context), `pagestate` (futex),
@@ -112,6 +116,7 @@ mod space;
 mod stats;
 mod timeline;
 mod trace;
+mod typed;
 mod value;
 mod verify;
 mod waits;
@@ -129,6 +134,7 @@ pub use reentry::Callback;
 pub use release::ReleaseStats;
 pub use roots::RootSource;
 pub use stats::{CycleStats, FaultStats, MutatorTts, PaceStats, Pause, Percentiles, Trigger};
+pub use typed::{Field, FieldInfo, FieldKey, HeapStruct, HeapType, Ref, Typed, WrongType};
 pub use value::{RootSlot, Value};
 pub use verify::{VerifyError, VerifyReport};
 pub use waits::{

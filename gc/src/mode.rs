@@ -41,7 +41,7 @@ impl GcMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     /// COPY or MOVE, whichever this kernel maps pages with more cheaply: measured once per
-    /// process when MOVE is available ([`AUTO_MOVE_MAX_RATIO`]; the figures are in the mode's
+    /// process when MOVE is available (move must cost at most 0.8x copy; the figures are in the mode's
     /// reasons), COPY otherwise.
     Auto,
     /// Fill a buffer, `UFFDIO_COPY`.

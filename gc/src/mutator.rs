@@ -12,7 +12,7 @@
 //! [`crate::RootSource`]; the collector updates those.
 //!
 //! A `Value` cannot be checked by the compiler (it is `Copy` and has no lifetime), so it is
-//! checked at run time: it records the heap's era it was read in (see [`crate::value`]), and
+//! checked at run time: it records the heap's era it was read in (see the `value` module), and
 //! every conversion back to an object ([`Mutator::local`], a store into a field, a root or
 //! the value stack) refuses, with a panic naming the mistake, a value of another era: one held
 //! across a collection, or one of another heap. A value that passes names exactly the object
@@ -272,6 +272,12 @@ impl Mutator {
     #[inline]
     pub(crate) fn era(&self) -> u64 {
         self.heap.inner.roots.era()
+    }
+
+    /// The id of this mutator's heap.
+    #[inline]
+    pub(crate) fn heap_id(&self) -> u64 {
+        self.shared.heap_id
     }
 
     #[cold]
@@ -998,7 +1004,7 @@ impl Drop for Root {
 // words go as `AtomicU64`, the unaligned ends byte by byte.
 
 /// Copy `dst.len()` bytes from heap address `a` into `dst`.
-fn racy_copy_out(a: usize, dst: &mut [u8]) {
+pub(crate) fn racy_copy_out(a: usize, dst: &mut [u8]) {
     let n = dst.len();
     let mut i = 0;
     while i < n && (a + i) % WORD != 0 {
@@ -1020,7 +1026,7 @@ fn racy_copy_out(a: usize, dst: &mut [u8]) {
 }
 
 /// Copy `src` to heap address `a`.
-fn racy_copy_in(src: &[u8], a: usize) {
+pub(crate) fn racy_copy_in(src: &[u8], a: usize) {
     let n = src.len();
     let mut i = 0;
     while i < n && (a + i) % WORD != 0 {
@@ -1135,7 +1141,7 @@ impl<'m> Local<'m> {
     }
 
     /// Payload word `i` as a value (for arrays: element `i`). A non-reference word is
-    /// returned as a value too, but one that never names an object (see [`crate::value`]).
+    /// returned as a value too, but one that never names an object (see the `value` module).
     #[inline]
     pub fn get(&self, i: usize) -> Value {
         let a = self.word_addr(i);
@@ -1163,8 +1169,21 @@ impl<'m> Local<'m> {
             "word {i} of {:?} is not a reference slot",
             self.header
         );
-        // SAFETY: an in-bounds, word-aligned payload word of a live object. Slots are accessed
-        // atomically because the concurrent marker reads them while mutators run.
+        // SAFETY: an in-bounds, word-aligned payload word of a live object, a reference slot
+        // of its type (asserted above), and `v` was checked by `check_ours`.
+        unsafe { self.store_slot(a, v) };
+    }
+
+    /// The store shared by [`Local::set`] and typed views (`crate::typed`): the SATB barrier,
+    /// then the store.
+    ///
+    /// # Safety
+    /// `a` is the address of a reference slot of this object (word aligned, in its payload,
+    /// a reference word of its type), and `v` passed [`Mutator::check_ours`].
+    #[inline]
+    pub(crate) unsafe fn store_slot(&self, a: usize, v: Value) {
+        // SAFETY: the caller's contract. Slots are accessed atomically because the concurrent
+        // marker reads them while mutators run.
         let slot = unsafe { AtomicUsize::from_ptr(a as *mut usize) };
         if self.m.marking() {
             // The SATB (Yuasa deletion) barrier: log the reference being overwritten.
@@ -1174,6 +1193,34 @@ impl<'m> Local<'m> {
             }
         }
         slot.store(v.bits(), Ordering::Relaxed);
+    }
+
+    /// The load shared by [`Local::get`] and typed views: a reference slot's value, minted in
+    /// the era the object was reached in.
+    ///
+    /// # Safety
+    /// `a` is the address of a reference slot of this object (word aligned, in its payload,
+    /// a reference word of its type).
+    #[inline]
+    pub(crate) unsafe fn load_slot(&self, a: usize) -> Value {
+        // SAFETY: the caller's contract (read atomically: the marker and other mutators may
+        // access it concurrently).
+        let bits = unsafe { AtomicUsize::from_ptr(a as *mut usize).load(Ordering::Relaxed) };
+        // A reference slot of a live object: null, an immediate or a current reference.
+        Value::minted(bits, self.era)
+    }
+
+    /// The mutator this access borrows.
+    #[inline]
+    pub(crate) fn mutator(&self) -> &'m Mutator {
+        self.m
+    }
+
+    /// The name of this object's type (for diagnostics).
+    pub(crate) fn type_name(&self) -> &'m str {
+        self.types
+            .get(self.header.type_id())
+            .map_or("?", |t| t.name.as_str())
     }
     /// Raw payload word `i` (a non-reference data word).
     #[inline]

@@ -55,6 +55,4 @@ pub use object::{
 };
 pub use probe::{Capability, CapabilityCheck, Probe};
 
-#[doc(hidden)]
-pub use memoffset as __memoffset;
 pub use sys::{Call, Errno, Kernel, RealKernel, Sys, PAGE_SIZE};

@@ -37,6 +37,9 @@
 //!   (the gc crate's `Local` makes that a lifetime);
 //! - a type's size and reference offsets never change after registration; reference offsets
 //!   are word-aligned and lie inside the object.
+//!
+//! (Types declared from Rust structs, with fields accessed by name, are the gc crate's
+//! `heap_struct!`; this module only sees the resulting [`TypeInfo`].)
 
 use core::fmt;
 use core::num::NonZeroUsize;
@@ -233,14 +236,6 @@ pub enum TypeError {
         /// Payload size.
         size: usize,
     },
-    /// Alignment above one word.
-    #[error("type {name}: alignment {align} is above the heap's 8-byte object alignment")]
-    BadAlign {
-        /// Type name.
-        name: String,
-        /// Asked alignment.
-        align: usize,
-    },
     /// Too many types.
     #[error("too many types registered (at most {max})", max = Header::MAX_TYPE)]
     Full,
@@ -297,23 +292,6 @@ impl TypeRegistry {
         Ok(TypeId(self.types.len() as u32 - 1))
     }
 
-    /// Register a `#[repr(C)]` payload type of `size` bytes and `align` alignment.
-    pub fn register_layout(
-        &mut self,
-        name: &str,
-        size: usize,
-        align: usize,
-        ref_offsets: &[usize],
-    ) -> Result<TypeId, TypeError> {
-        if align > WORD {
-            return Err(TypeError::BadAlign {
-                name: name.into(),
-                align,
-            });
-        }
-        self.register(TypeInfo::fixed(name, size, ref_offsets))
-    }
-
     /// The type of `id`, if registered.
     #[inline]
     pub fn get(&self, id: TypeId) -> Option<&TypeInfo> {
@@ -367,30 +345,6 @@ impl TypeRegistry {
     }
 }
 
-/// Describe a `#[repr(C)]` struct as a heap payload type: its size, alignment and the offsets of
-/// the named reference fields are computed with `memoffset`, so they cannot drift from the
-/// struct's definition.
-///
-/// ```
-/// use faultline_heap::{heap_type, object::TypeRegistry};
-/// #[repr(C)]
-/// struct Pair { car: usize, cdr: usize, tag: u64 }
-/// let mut reg = TypeRegistry::default();
-/// let pair = heap_type!(reg, Pair { car, cdr }).unwrap();
-/// assert_eq!(reg.get(pair).unwrap().size_words(0), 4); // header + 3 words
-/// ```
-#[macro_export]
-macro_rules! heap_type {
-    ($registry:expr, $ty:ident { $($field:ident),* $(,)? }) => {
-        $registry.register_layout(
-            stringify!($ty),
-            ::core::mem::size_of::<$ty>(),
-            ::core::mem::align_of::<$ty>(),
-            &[$($crate::__memoffset::offset_of!($ty, $field)),*],
-        )
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,24 +378,5 @@ mod tests {
         assert_eq!(seen, vec![2, 3]);
         let b = r.register(TypeInfo::byte_array("bytes")).unwrap();
         assert_eq!(r.size_words(Header::new(b, 9)), Some(3));
-        assert!(matches!(
-            r.register_layout("wide", 32, 16, &[]),
-            Err(TypeError::BadAlign { .. })
-        ));
-    }
-
-    #[test]
-    fn heap_type_macro_uses_field_offsets() {
-        #[repr(C)]
-        #[allow(dead_code)]
-        struct Node {
-            value: u64,
-            left: usize,
-            right: usize,
-        }
-        let mut r = TypeRegistry::default();
-        let t = heap_type!(r, Node { left, right }).unwrap();
-        assert_eq!(r.ref_words(t), &[2, 3]);
-        assert_eq!(r.get(t).unwrap().size_words(0), 4);
     }
 }

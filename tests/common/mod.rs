@@ -11,45 +11,36 @@ pub mod gate;
 pub mod shadow;
 pub mod torture;
 
-use faultline::{Heap, HeapConfig, Mutator, TypeId, TypeInfo, Value};
+use faultline::{heap_struct, Heap, HeapConfig, HeapType, Mutator, Ref, TypeId, TypeInfo, Value};
 
 pub struct Types {
     pub pair: TypeId,
     pub node: TypeId,
+    /// `node`, typed.
+    pub nodes: HeapType<Node>,
     pub vector: TypeId,
     pub string: TypeId,
 }
 
-#[repr(C)]
-pub struct Node {
-    pub left: usize,
-    pub right: usize,
-    pub data: u64,
+heap_struct! {
+    /// A binary tree node with a data word (payload words: left, right, data).
+    pub struct Node {
+        pub left: Ref,
+        pub right: Ref,
+        pub data: u64,
+    }
 }
 
 pub fn register(heap: &Heap) -> Types {
+    let nodes = heap.register_struct::<Node>().unwrap();
     Types {
         pair: heap
             .register_type(TypeInfo::fixed("pair", 16, &[0, 8]))
             .unwrap(),
-        node: faultline::heap_type!(RegistryShim(heap), Node { left, right }).unwrap(),
+        node: nodes.type_id(),
+        nodes,
         vector: heap.register_type(TypeInfo::ref_array("vector")).unwrap(),
         string: heap.register_type(TypeInfo::byte_array("string")).unwrap(),
-    }
-}
-
-/// Lets `heap_type!` register straight into a heap.
-pub struct RegistryShim<'a>(pub &'a Heap);
-impl RegistryShim<'_> {
-    pub fn register_layout(
-        &self,
-        name: &str,
-        size: usize,
-        align: usize,
-        offsets: &[usize],
-    ) -> Result<TypeId, faultline::testing::heap::object::TypeError> {
-        assert!(align <= 8);
-        self.0.register_type(TypeInfo::fixed(name, size, offsets))
     }
 }
 
@@ -106,13 +97,13 @@ pub fn tree(m: &mut Mutator, t: &Types, d: u32, id: u64) {
     }
     tree(m, t, d - 1, id * 2);
     tree(m, t, d - 1, id * 2 + 1);
-    let n = m.alloc(t.node, 0).unwrap();
+    let n = t.nodes.alloc(m).unwrap();
     let right = m.pop().unwrap();
     let left = m.pop().unwrap();
-    let l = m.local(n).unwrap();
-    l.set(0, left);
-    l.set(1, right);
-    l.set_word(2, id);
+    let l = t.nodes.view(m.local(n).unwrap()).unwrap();
+    l.set(Node::left, left);
+    l.set(Node::right, right);
+    l.set(Node::data, id);
     m.push(n);
 }
 
@@ -123,8 +114,14 @@ pub fn check_tree(m: &Mutator, v: Value, d: u32, id: u64) -> usize {
         return 0;
     }
     let n = m.local(v).expect("tree node");
+    // The word-index path and the typed path must agree (same layout).
     assert_eq!(n.word(2), id, "node payload");
-    1 + check_tree(m, n.get(0), d - 1, id * 2) + check_tree(m, n.get(1), d - 1, id * 2 + 1)
+    // (Registration is idempotent: this is the heap's one `Node` type.)
+    let nodes = m.heap().register_struct::<Node>().unwrap();
+    let n = nodes.view(n).expect("a Node");
+    assert_eq!(n.get(Node::data), id, "node payload (typed)");
+    1 + check_tree(m, n.get(Node::left), d - 1, id * 2)
+        + check_tree(m, n.get(Node::right), d - 1, id * 2 + 1)
 }
 
 pub fn stress_scale(n: u64) -> u64 {
