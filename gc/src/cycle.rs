@@ -94,6 +94,7 @@ use crate::safepoint::{visit_roots, Me, SpState, RUNNING};
 use crate::stats::{merge_tts, trim_history, CycleStats, MutatorTts, PaceStats, Pause, Trigger};
 use crate::trace::{header, Atomic, Plain, Tracer};
 use crate::verify::{self, HeapView, VerifyError, VerifyReport};
+use crate::weak::Liveness;
 
 /// What verification sees of `inner` with the world stopped (`g`).
 fn view<'a>(inner: &'a HeapInner, g: &'a SpState) -> HeapView<'a> {
@@ -290,11 +291,26 @@ fn stw_cycle(
     let roots = root_values(inner, g);
     let tracer: Tracer<'_, Plain> =
         Tracer::new(from, from_top, &tables.mark, &tables.live, large, &types);
-    let live_objects = if inner.config.gc_threads > 1 {
-        tracer.trace_parallel(roots, inner.config.gc_threads)
-    } else {
-        tracer.trace_serial(roots)
+    let trace = |roots: Vec<usize>| {
+        if inner.config.gc_threads > 1 {
+            tracer.trace_parallel(roots, inner.config.gc_threads)
+        } else {
+            tracer.trace_serial(roots)
+        }
     };
+    let mut live_objects = trace(roots);
+    // 2b. Ephemerons: the fix-point over the values of live keys ([`crate::weak`]).
+    let liveness = Liveness {
+        from,
+        limit: from_top,
+        top: from_top,
+        mark: &tables.mark,
+        large,
+    };
+    inner
+        .roots
+        .weak
+        .ephemeron_fixpoint(&liveness, true, |vals| live_objects += trace(vals.to_vec()));
     if inner.config.debug.verify {
         if let Err(e) =
             verify::check_marks(&tables.mark, &tables.live.bits, from, from_words, &types)
@@ -437,6 +453,23 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
             .count();
         marking::satb_handshake(&ctx, &mut m, running, &mut report);
     }
+    // 2c. Ephemerons, concurrently: mark the values of keys marked so far (the remark pause
+    //     finishes the fix-point; see `crate::weak`). Objects above `mark_top` are black.
+    if inner.roots.weak.has_ephemerons() {
+        let liveness = Liveness {
+            from: st.from,
+            limit: st.mark_top,
+            top: st.from + inner.moving.half_bytes,
+            mark: &tables.mark,
+            large: &inner.large,
+        };
+        inner
+            .roots
+            .weak
+            .ephemeron_fixpoint(&liveness, false, |vals| {
+                marking::trace_from(&ctx, &mut m, vals, false)
+            });
+    }
     let concurrent_mark = tm.elapsed();
     m.publish(&inner.pacer);
 
@@ -465,8 +498,23 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         || root_values(&inner, &g),
         &mut report,
     );
-    let live_objects = m.marked;
     let from_top = inner.moving.top.load(Ordering::Relaxed);
+    // Ephemerons: finish the fix-point in the pause (weak references are cleared at the flip,
+    // in this same pause: see `crate::weak`).
+    let liveness = Liveness {
+        from: st.from,
+        limit: st.mark_top,
+        top: from_top,
+        mark: &tables.mark,
+        large: &inner.large,
+    };
+    inner
+        .roots
+        .weak
+        .ephemeron_fixpoint(&liveness, true, |vals| {
+            marking::trace_from(&ctx, &mut m, vals, true)
+        });
+    let live_objects = m.marked;
     let from_words = (from_top - st.from) / WORD;
     if cfg.debug.checkmark {
         verify::checkmark(
@@ -636,6 +684,19 @@ fn flip(
     let tc = Instant::now();
     inner.roots.new_era();
     visit_roots(g, &inner.roots, &mut |s| *s = plan.forward(*s));
+    // Weak references, ephemerons, finalization: cleared, freed, delivered or forwarded, in
+    // the pause that decided (marking is complete: every live object is marked, those
+    // allocated during marking included).
+    let weak = inner.roots.weak.sweep(
+        &Liveness {
+            from,
+            limit: from_top,
+            top: from_top,
+            mark: &inner.tables.mark,
+            large,
+        },
+        |a| plan.forward(a),
+    );
     // The dead large objects: released now (stop-the-world) or when the concurrent compaction
     // ends (off the pause; they stay allocated until then, so nothing reuses their space).
     let skip_large_refs = cfg.debug.breakage == Some(Breakage::SkipLargeObjectRefs);
@@ -675,6 +736,7 @@ fn flip(
         pages_filled: pages,
         mutators: g.mutators.len(),
         mutator_tts: tts_by_mutator,
+        weak,
         ..CycleStats::default()
     };
 

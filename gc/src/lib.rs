@@ -59,12 +59,14 @@
 //! | mutators, `Root`, `Local`, allocation | `mutator` |
 //! | fork handling | `fork` |
 //! | verification, checkmark | `verify` |
+//! | weak references, ephemerons, finalization: the weak table, fix-point, the flip's sweep | `weak` |
+//! | their embedding API (`Mutator::new_weak`, `FinalizationQueue`) | `weakref` |
 //! | statistics, the pause timeline | `stats`, `timeline` |
 //! | mutator waits by cause, per-mutator interval logs, mutator-side MMU | `waits` |
 //!
-//! Module layering (no circles): `heap` → `mutator` → (`cycle`, `assist`) → (`marking`,
+//! Module layering (no circles): `heap` → (`mutator`, `weakref`) → (`cycle`, `assist`) → (`marking`,
 //! `compaction`, `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` →
-//! (`safepoint`, `roots`, `space`, `phase`, `pacer`, `graypool`, `stats`, `config`, `mode`,
+//! (`safepoint`, `roots` → `weak`, `space`, `phase`, `pacer`, `graypool`, `stats`, `config`, `mode`,
 //! `debug`, `waits`) → (`error`, `reentry`, `value`).
 //!
 //! Invariants of the crate: the public API is safe; `unsafe` appears only where raw heap
@@ -108,6 +110,8 @@ mod trace;
 mod value;
 mod verify;
 mod waits;
+mod weak;
+mod weakref;
 
 pub use config::{default_gc_threads, ConfigError, CycleHook, HeapConfig, DEFAULT_GC_CPU_BUDGET};
 pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};
@@ -127,6 +131,8 @@ pub use waits::{
     merge_intervals, mmu_from_intervals, MutatorWaitLog, MutatorWaits, WaitCause, WaitInterval,
     WaitStats,
 };
+pub use weak::WeakStats;
+pub use weakref::FinalizationQueue;
 
 /// Internals that the workspace's own tests and the loom model need. Not part of the API:
 /// no stability, no documentation promises.

@@ -639,6 +639,21 @@ pub(crate) fn remark(
     }
 }
 
+/// Shade `values` and trace from them to completion with the shared gray pool: the ephemeron
+/// fix-point's marking ([`crate::weak`]), concurrently after phase 2 (`in_pause` false) or in
+/// the remark pause after [`remark`] (true: helpers only for a large remainder).
+pub(crate) fn trace_from(
+    ctx: &MarkCtx<'_>,
+    m: &mut ConcMarker<'_>,
+    values: &[usize],
+    in_pause: bool,
+) {
+    for &v in values {
+        m.shade(v);
+    }
+    drain_shared(ctx, m, if in_pause { HELP_MIN } else { 0 }, |_| {});
+}
+
 /// Barrier-free marking is only correct if every write-protection and every scan succeeds:
 /// retry a transient failure a few times, and otherwise stop loudly (the GC thread's panic
 /// aborts the process) rather than mark from incomplete dirty information.
