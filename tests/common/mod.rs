@@ -10,6 +10,7 @@
 pub mod gate;
 pub mod shadow;
 pub mod torture;
+pub mod weak_shadow;
 
 use faultline::{Heap, HeapConfig, Mutator, TypeId, TypeInfo, Value};
 
