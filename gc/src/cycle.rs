@@ -307,10 +307,17 @@ fn stw_cycle(
         mark: &tables.mark,
         large,
     };
+    // (Parallel tracing starts threads: worth it only for a large round.)
     inner
         .roots
         .weak
-        .ephemeron_fixpoint(&liveness, true, |vals| live_objects += trace(vals.to_vec()));
+        .ephemeron_fixpoint(&liveness, true, |vals| {
+            live_objects += if vals.len() >= 256 {
+                trace(vals.to_vec())
+            } else {
+                tracer.trace_serial(vals.to_vec())
+            }
+        });
     if inner.config.debug.verify {
         if let Err(e) =
             verify::check_marks(&tables.mark, &tables.live.bits, from, from_words, &types)

@@ -148,7 +148,13 @@ impl Heap {
         };
         let large = LargeSpace::new(base + 2 * half, config.large_object_space_bytes);
         let trigger = config.min_trigger_bytes.min(half);
-        let registry = Arc::new(TypeRegistry::default());
+        // The weak-box type is registered first, here: a type registered while a concurrent
+        // cycle runs would be unknown to that cycle's registry snapshot.
+        let mut registry = TypeRegistry::default();
+        let weak_box = registry
+            .register(TypeInfo::fixed(crate::weak::BOX_TYPE_NAME, 8, &[]))
+            .expect("a fresh registry has room");
+        let registry = Arc::new(registry);
         let strategy = mode.strategy.unwrap_or(MapStrategy::Copy);
         let inner = Arc::new(HeapInner {
             id: crate::inner::next_heap_id(),
@@ -165,7 +171,7 @@ impl Heap {
             types: RwLock::new(registry.clone()),
             type_versions: Mutex::new(vec![registry]),
             sp: Safepoint::default(),
-            roots: HeapRoots::default(),
+            roots: HeapRoots::with_weak_box(weak_box),
             trigger_bytes: AtomicUsize::new(trigger),
             pacer: Pacer::default(),
             cycles: AtomicU64::new(0),

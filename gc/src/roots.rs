@@ -89,6 +89,14 @@ impl Default for HeapRoots {
 }
 
 impl HeapRoots {
+    /// Heap roots whose weak table uses `weak_box` as the weak-box type.
+    pub(crate) fn with_weak_box(weak_box: faultline_heap::object::TypeId) -> HeapRoots {
+        HeapRoots {
+            weak: WeakTables::new(weak_box),
+            ..HeapRoots::default()
+        }
+    }
+
     /// The current era.
     #[inline]
     pub(crate) fn era(&self) -> u64 {

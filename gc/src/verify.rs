@@ -152,10 +152,7 @@ pub(crate) fn verify_heap(
     //     and finalization targets are objects (not yet swept garbage at worst, whose
     //     contents are intact until the next flip: traced like the rest).
     let weak = &view.roots.weak;
-    let box_type = *weak
-        .box_type
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let box_type = weak.box_type;
     for (i, e) in weak.entries() {
         match check(e.boxa, &|| format!("weak entry {i}'s box")) {
             Ok(true) => {}

@@ -3,8 +3,8 @@
 //!
 //! # Representation
 //!
-//! A *weak box* is a small heap object of a built-in type (`faultline.weak-box`, registered on
-//! first use) whose one payload word is an index into the heap's **weak table** (this module's
+//! A *weak box* is a small heap object of a built-in type (`faultline.weak-box`, registered
+//! when the heap is created, so it is type 1 and embedders' types start at 2) whose one payload word is an index into the heap's **weak table** (this module's
 //! [`WeakTables`], kept outside the heap). Entry `i` holds the box's address, a *key* and a
 //! *value*:
 //! - a weak reference ([`crate::Mutator::new_weak`]) is an entry with a key (the referent) and
@@ -156,8 +156,8 @@ struct Tables {
 #[derive(Default)]
 pub(crate) struct WeakTables {
     t: Mutex<Tables>,
-    /// The weak-box type, once registered.
-    pub box_type: Mutex<Option<TypeId>>,
+    /// The weak-box type (registered when the heap is created; `None` only in unit tests).
+    pub box_type: Option<TypeId>,
     next_queue: AtomicU64,
     /// The running cycle's counts so far (the fix-point's), completed by the sweep.
     cycle: Mutex<WeakStats>,
@@ -201,6 +201,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl WeakTables {
+    /// An empty table whose boxes have type `box_type`.
+    pub(crate) fn new(box_type: TypeId) -> WeakTables {
+        WeakTables {
+            box_type: Some(box_type),
+            ..WeakTables::default()
+        }
+    }
+
     /// Add an entry for the box at `boxa`; returns its index (to store in the box).
     pub(crate) fn insert(&self, e: Entry) -> u64 {
         let mut t = lock(&self.t);

@@ -21,32 +21,22 @@
 //! - a box is accepted only if its table entry names it back: a box whose index word was
 //!   overwritten, or a value that is not a box, is refused with a panic naming the mistake.
 
-use faultline_heap::object::{TypeId, TypeInfo};
+use faultline_heap::object::TypeId;
 
 use crate::heap::Heap;
 use crate::mutator::{AllocError, Mutator};
 use crate::value::Value;
-use crate::weak::{Entry, WeakStats, BOX_TYPE_NAME};
+use crate::weak::{Entry, WeakStats};
 
 impl Mutator {
-    /// The weak-box type, registered on first use.
-    fn weak_box_type(&self) -> Result<TypeId, AllocError> {
-        let inner = &self.heap().inner;
-        let mut g = inner
+    /// The weak-box type (registered when the heap was created).
+    fn weak_box_type(&self) -> TypeId {
+        self.heap()
+            .inner
             .roots
             .weak
             .box_type
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(t) = *g {
-            return Ok(t);
-        }
-        let t = self
-            .heap()
-            .register_type(TypeInfo::fixed(BOX_TYPE_NAME, 8, &[]))
-            .map_err(|e| AllocError::Kernel(format!("registering the weak-box type: {e}")))?;
-        *g = Some(t);
-        Ok(t)
+            .expect("registered at heap creation")
     }
 
     /// Allocate a box for `key` and `value` (carried across the allocation on the value stack)
@@ -54,7 +44,7 @@ impl Mutator {
     fn new_box(&mut self, key: Value, value: Value, ephemeron: bool) -> Result<Value, AllocError> {
         self.check_ours(key, "Mutator::new_weak/new_ephemeron (key)");
         self.check_ours(value, "Mutator::new_ephemeron (value)");
-        let ty = self.weak_box_type()?;
+        let ty = self.weak_box_type();
         let sp = self.stack_len();
         self.push(key);
         self.push(value);
@@ -84,14 +74,7 @@ impl Mutator {
     /// If `b` is not a weak box or ephemeron of this heap (or its index word was overwritten),
     /// or is stale.
     fn box_entry(&self, b: Value, what: &'static str) -> Entry {
-        let ty = *self
-            .heap()
-            .inner
-            .roots
-            .weak
-            .box_type
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ty = Some(self.weak_box_type());
         let l = self
             .local(b)
             .unwrap_or_else(|| panic!("{what}: {b:?} is not a weak box (null or an immediate)"));
@@ -158,15 +141,8 @@ impl Mutator {
 
     /// Whether `v` is a weak box or ephemeron of this heap (not stale).
     pub fn is_weak_box(&self, v: Value) -> bool {
-        let ty = *self
-            .heap()
-            .inner
-            .roots
-            .weak
-            .box_type
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        ty.is_some() && self.local(v).is_some_and(|l| Some(l.type_id()) == ty)
+        let ty = self.weak_box_type();
+        self.local(v).is_some_and(|l| l.type_id() == ty)
     }
 
     /// Whether `v` is an ephemeron (a weak box made by [`Mutator::new_ephemeron`]).
