@@ -11,11 +11,16 @@
 //!    (`debug.verify`: verify the heap.)
 //! 2. **Mark** from the roots (handles, value stacks, root sources, global roots) with the
 //!    tracer ([`crate::trace`], plain slot access): one thread, or `gc_threads` threads
-//!    stealing work. (`debug.verify`: check that the mark and live-words bitmaps agree.)
+//!    stealing work; then the **ephemeron fix-point** ([`crate::weak`]: values of marked
+//!    keys, until none is left). (`debug.verify`: check that the mark and live-words bitmaps
+//!    agree.)
 //! 3. **Plan** ([`crate::plan`]): the two-level prefix sums of the live-words bitmap; the new
 //!    address of any object is then O(1).
 //! 4. **Flip**: make sure the destination half is clean ([`crate::release`]); rewrite the
-//!    roots and the reference fields of live large objects to new addresses.
+//!    roots and the reference fields of live large objects to new addresses; **sweep the
+//!    weak table** ([`crate::weak`]): weak references and ephemerons of dead keys cleared,
+//!    entries of dead boxes freed, held values of dead finalization targets delivered, the
+//!    rest forwarded (the same pause that decided what is dead).
 //! 5. **Compact** in the pause: fill destination pages in order and map them into the other
 //!    half in batches of 64 pages (`UFFDIO_COPY`, or a plain copy on an unregistered arena).
 //! 6. **Finish**: release the old half (`MADV_DONTNEED`, [`crate::release`]) and the dead large
@@ -42,7 +47,8 @@
 //!    (`Compaction::prepare`).
 //! 4. **Remark + flip pause** (GC thread): stop; drain every mutator's unflushed SATB entries,
 //!    walk the buffers in use (barrier-free: rescan roots and written pages); trace to the
-//!    end; **barrier off**; (`debug.checkmark`, `debug.verify`: check the marks); finish the
+//!    end; **barrier off**; finish the ephemeron fix-point (a first pass ran concurrently
+//!    at the end of phase 2); (`debug.checkmark`, `debug.verify`: check the marks); finish the
 //!    plan (only the chunks marked since phase 3); then the **flip** shared with
 //!    stop-the-world (step 4 above): roots and large objects rewritten, the destination half
 //!    made current with every destination page absent, the compaction **armed**

@@ -14,6 +14,10 @@
 //!   repeats until a round finds at most [`PRECLEAN_DONE`] written pages, or
 //!   [`PRECLEAN_ROUNDS`] rounds ran; the remark rescans the roots and the pages written since.
 //!
+//! - **Weak references** ([`crate::weak`]): a reference read out of the weak table while
+//!   `active` is logged in the reader's SATB buffer in either mode (the keep-alive barrier;
+//!   the remark drains every buffer); ephemeron values are marked by [`trace_from`], once
+//!   after concurrent marking and again in the remark pause.
 //! - **Shared gray work**: the gray objects live in a work-stealing pool
 //!   ([`crate::graypool`]): the GC thread's marker, `gc_threads - 1` helper markers (scoped
 //!   threads started for each concurrent drain) and mutators' mark assists
