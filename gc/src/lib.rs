@@ -18,6 +18,11 @@
 //!   (heaps have process-unique ids, [`Heap::id`]); misuse panics naming the mistake, and a
 //!   reference of another heap is refused on every store. One mutator per heap per thread
 //!   ([`Heap::try_attach`], [`AttachError`]).
+//! - Weak references: [`Mutator::new_weak`] / [`Mutator::weak_get`] (cleared in the pause
+//!   that finds the referent dead), ephemerons ([`Mutator::new_ephemeron`],
+//!   [`Mutator::ephemeron_value`]) for weak tables, and [`FinalizationQueue`] (post-mortem
+//!   cleanup: a dead target's held value is delivered to the queue); counts in
+//!   [`CycleStats::weak`] and [`Heap::weak_stats`] ([`WeakStats`]).
 //! - Cycle control: [`Mutator::collect`] / [`Heap::collect`] run a whole cycle and wait for
 //!   it; [`Mutator::start_collection`] returns after the initial mark in concurrent mode;
 //!   [`Heap::wait_for_cycle`], [`Heap::phase`] ([`CyclePhase`]), [`Heap::cycles`] (completed)
