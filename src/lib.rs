@@ -39,10 +39,11 @@ pub use faultline_gc::{
 };
 pub use faultline_gc::{
     AllocError, AttachError, Barrier, Callback, Choreography, CollectError, ConfigError, CycleHook,
-    CyclePhase, CycleStats, DebugConfig, FaultMode, FaultStats, GcMode, GlobalRoot, Heap,
-    HeapConfig, HeapError, Local, MarkHook, MarkPoint, ModeInfo, Mutator, MutatorTts, PaceStats,
-    Pause, Percentiles, Phase, Pin, PinError, ReleaseStats, Root, RootSlot, RootSource, Strategy,
-    StressRandom, Trigger, Value, VerifyError, VerifyReport, FORKED_REASON,
+    CyclePhase, CycleStats, DebugConfig, FaultMode, FaultStats, FinalizationQueue, GcMode,
+    GlobalRoot, Heap, HeapConfig, HeapError, Local, MarkHook, MarkPoint, ModeInfo, Mutator,
+    MutatorTts, PaceStats, Pause, Percentiles, Phase, Pin, PinError, ReleaseStats, Root, RootSlot,
+    RootSource, Strategy, StressRandom, Trigger, Value, VerifyError, VerifyReport, WeakStats,
+    FORKED_REASON,
 };
 pub use faultline_heap::object::{ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry};
 pub use faultline_heap::sys::{Call, CallSnapshot};

@@ -11,11 +11,16 @@
 //!    (`debug.verify`: verify the heap.)
 //! 2. **Mark** from the roots (handles, value stacks, root sources, global roots) with the
 //!    tracer ([`crate::trace`], plain slot access): one thread, or `gc_threads` threads
-//!    stealing work. (`debug.verify`: check that the mark and live-words bitmaps agree.)
+//!    stealing work; then the **ephemeron fix-point** ([`crate::weak`]: values of marked
+//!    keys, until none is left). (`debug.verify`: check that the mark and live-words bitmaps
+//!    agree.)
 //! 3. **Plan** ([`crate::plan`]): the two-level prefix sums of the live-words bitmap; the new
 //!    address of any object is then O(1).
 //! 4. **Flip**: make sure the destination half is clean ([`crate::release`]); rewrite the
-//!    roots and the reference fields of live large objects to new addresses.
+//!    roots and the reference fields of live large objects to new addresses; **sweep the
+//!    weak table** ([`crate::weak`]): weak references and ephemerons of dead keys cleared,
+//!    entries of dead boxes freed, held values of dead finalization targets delivered, the
+//!    rest forwarded (the same pause that decided what is dead).
 //! 5. **Compact** in the pause: fill destination pages in order and map them into the other
 //!    half in batches of 64 pages (`UFFDIO_COPY`, or a plain copy on an unregistered arena).
 //! 6. **Finish**: release the old half (`MADV_DONTNEED`, [`crate::release`]) and the dead large
@@ -42,7 +47,8 @@
 //!    (`Compaction::prepare`).
 //! 4. **Remark + flip pause** (GC thread): stop; drain every mutator's unflushed SATB entries,
 //!    walk the buffers in use (barrier-free: rescan roots and written pages); trace to the
-//!    end; **barrier off**; (`debug.checkmark`, `debug.verify`: check the marks); finish the
+//!    end; **barrier off**; finish the ephemeron fix-point (a first pass ran concurrently
+//!    at the end of phase 2); (`debug.checkmark`, `debug.verify`: check the marks); finish the
 //!    plan (only the chunks marked since phase 3); then the **flip** shared with
 //!    stop-the-world (step 4 above): roots and large objects rewritten, the destination half
 //!    made current with every destination page absent, the compaction **armed**
@@ -94,6 +100,7 @@ use crate::safepoint::{visit_roots, Me, SpState, RUNNING};
 use crate::stats::{merge_tts, trim_history, CycleStats, MutatorTts, PaceStats, Pause, Trigger};
 use crate::trace::{header, Atomic, Plain, Tracer};
 use crate::verify::{self, HeapView, VerifyError, VerifyReport};
+use crate::weak::Liveness;
 
 /// What verification sees of `inner` with the world stopped (`g`).
 fn view<'a>(inner: &'a HeapInner, g: &'a SpState) -> HeapView<'a> {
@@ -290,11 +297,33 @@ fn stw_cycle(
     let roots = root_values(inner, g);
     let tracer: Tracer<'_, Plain> =
         Tracer::new(from, from_top, &tables.mark, &tables.live, large, &types);
-    let live_objects = if inner.config.gc_threads > 1 {
-        tracer.trace_parallel(roots, inner.config.gc_threads)
-    } else {
-        tracer.trace_serial(roots)
+    let trace = |roots: Vec<usize>| {
+        if inner.config.gc_threads > 1 {
+            tracer.trace_parallel(roots, inner.config.gc_threads)
+        } else {
+            tracer.trace_serial(roots)
+        }
     };
+    let mut live_objects = trace(roots);
+    // 2b. Ephemerons: the fix-point over the values of live keys ([`crate::weak`]).
+    let liveness = Liveness {
+        from,
+        limit: from_top,
+        top: from_top,
+        mark: &tables.mark,
+        large,
+    };
+    // (Parallel tracing starts threads: worth it only for a large round.)
+    inner
+        .roots
+        .weak
+        .ephemeron_fixpoint(&liveness, true, |vals| {
+            live_objects += if vals.len() >= 256 {
+                trace(vals.to_vec())
+            } else {
+                tracer.trace_serial(vals.to_vec())
+            }
+        });
     if inner.config.debug.verify {
         if let Err(e) =
             verify::check_marks(&tables.mark, &tables.live.bits, from, from_words, &types)
@@ -437,6 +466,23 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
             .count();
         marking::satb_handshake(&ctx, &mut m, running, &mut report);
     }
+    // 2c. Ephemerons, concurrently: mark the values of keys marked so far (the remark pause
+    //     finishes the fix-point; see `crate::weak`). Objects above `mark_top` are black.
+    if inner.roots.weak.has_ephemerons() {
+        let liveness = Liveness {
+            from: st.from,
+            limit: st.mark_top,
+            top: st.from + inner.moving.half_bytes,
+            mark: &tables.mark,
+            large: &inner.large,
+        };
+        inner
+            .roots
+            .weak
+            .ephemeron_fixpoint(&liveness, false, |vals| {
+                marking::trace_from(&ctx, &mut m, vals, false)
+            });
+    }
     let concurrent_mark = tm.elapsed();
     m.publish(&inner.pacer);
 
@@ -465,8 +511,23 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         || root_values(&inner, &g),
         &mut report,
     );
-    let live_objects = m.marked;
     let from_top = inner.moving.top.load(Ordering::Relaxed);
+    // Ephemerons: finish the fix-point in the pause (weak references are cleared at the flip,
+    // in this same pause: see `crate::weak`).
+    let liveness = Liveness {
+        from: st.from,
+        limit: st.mark_top,
+        top: from_top,
+        mark: &tables.mark,
+        large: &inner.large,
+    };
+    inner
+        .roots
+        .weak
+        .ephemeron_fixpoint(&liveness, true, |vals| {
+            marking::trace_from(&ctx, &mut m, vals, true)
+        });
+    let live_objects = m.marked;
     let from_words = (from_top - st.from) / WORD;
     if cfg.debug.checkmark {
         verify::checkmark(
@@ -648,6 +709,19 @@ fn flip(
             None
         }
     });
+    // Weak references, ephemerons, finalization: cleared, freed, delivered or forwarded, in
+    // the pause that decided (marking is complete: every live object is marked, those
+    // allocated during marking included).
+    let weak = inner.roots.weak.sweep(
+        &Liveness {
+            from,
+            limit: from_top,
+            top: from_top,
+            mark: &inner.tables.mark,
+            large,
+        },
+        |a| plan.forward(a),
+    );
     // The dead large objects: released now (stop-the-world) or when the concurrent compaction
     // ends (off the pause; they stay allocated until then, so nothing reuses their space).
     let skip_large_refs = cfg.debug.breakage == Some(Breakage::SkipLargeObjectRefs);
@@ -689,6 +763,7 @@ fn flip(
         pages_filled: pages,
         mutators: g.mutators.len(),
         mutator_tts: tts_by_mutator,
+        weak,
         ..CycleStats::default()
     };
 

@@ -149,7 +149,13 @@ impl Heap {
         };
         let large = LargeSpace::new(base + 2 * half, config.large_object_space_bytes);
         let trigger = config.min_trigger_bytes.min(half);
-        let registry = Arc::new(TypeRegistry::default());
+        // The weak-box type is registered first, here: a type registered while a concurrent
+        // cycle runs would be unknown to that cycle's registry snapshot.
+        let mut registry = TypeRegistry::default();
+        let weak_box = registry
+            .register(TypeInfo::fixed(crate::weak::BOX_TYPE_NAME, 8, &[]))
+            .expect("a fresh registry has room");
+        let registry = Arc::new(registry);
         let strategy = mode.strategy.unwrap_or(MapStrategy::Copy);
         let inner = Arc::new(HeapInner {
             id: crate::inner::next_heap_id(),
@@ -167,7 +173,7 @@ impl Heap {
             type_versions: Mutex::new(vec![registry]),
             structs: Mutex::default(),
             sp: Safepoint::default(),
-            roots: HeapRoots::default(),
+            roots: HeapRoots::with_weak_box(weak_box),
             hashes: Default::default(),
             trigger_bytes: AtomicUsize::new(trigger),
             pacer: Pacer::default(),

@@ -23,6 +23,11 @@
 //!   (heaps have process-unique ids, [`Heap::id`]); misuse panics naming the mistake, and a
 //!   reference of another heap is refused on every store. One mutator per heap per thread
 //!   ([`Heap::try_attach`], [`AttachError`]).
+//! - Weak references: [`Mutator::new_weak`] / [`Mutator::weak_get`] (cleared in the pause
+//!   that finds the referent dead), ephemerons ([`Mutator::new_ephemeron`],
+//!   [`Mutator::ephemeron_value`]) for weak tables, and [`FinalizationQueue`] (post-mortem
+//!   cleanup: a dead target's held value is delivered to the queue); counts in
+//!   [`CycleStats::weak`] and [`Heap::weak_stats`] ([`WeakStats`]).
 //! - Cycle control: [`Mutator::collect`] / [`Heap::collect`] run a whole cycle and wait for
 //!   it; [`Mutator::start_collection`] returns after the initial mark in concurrent mode;
 //!   [`Heap::wait_for_cycle`], [`Heap::phase`] ([`CyclePhase`]), [`Heap::cycles`] (completed)
@@ -67,13 +72,16 @@
 //! | heap memory and system calls: pinned objects, safe reads and writes of byte arrays | `io` |
 //! | fork handling | `fork` |
 //! | verification, checkmark | `verify` |
+//! | weak references, ephemerons, finalization: the weak table, fix-point, the flip's sweep | `weak` |
+//! | their embedding API (`Mutator::new_weak`, `FinalizationQueue`) | `weakref` |
 //! | statistics, the pause timeline | `stats`, `timeline` |
 //! | mutator waits by cause, per-mutator interval logs, mutator-side MMU | `waits` |
 //!
-//! Module layering (no circles): `io` → `heap` → `mutator` → (`cycle`, `assist`) → (`marking`,
-//! `compaction`, `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) → `inner` →
-//! (`safepoint`, `roots`, `space`, `phase`, `pacer`, `graypool`, `stats`, `config`, `mode`,
-//! `debug`, `waits`) → (`error`, `reentry`, `value`); `typed` sits on `mutator` and `inner`.
+//! Module layering (no circles): `io` → `heap` → (`mutator`, `weakref`) → (`cycle`, `assist`) →
+//! (`marking`, `compaction`, `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) →
+//! `inner` → (`safepoint`, `roots` → `weak`, `space`, `phase`, `pacer`, `graypool`, `stats`,
+//! `config`, `mode`, `debug`, `waits`) → (`error`, `reentry`, `value`); `typed` sits on
+//! `mutator` and `inner`.
 //!
 //! Invariants of the crate: the public API is safe; `unsafe` appears only where raw heap
 //! memory, a kernel call or a cross-thread handoff is touched, each block with its `SAFETY`
@@ -120,6 +128,8 @@ mod typed;
 mod value;
 mod verify;
 mod waits;
+mod weak;
+mod weakref;
 
 pub use config::{default_gc_threads, ConfigError, CycleHook, HeapConfig, DEFAULT_GC_CPU_BUDGET};
 pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};
@@ -141,6 +151,8 @@ pub use waits::{
     merge_intervals, mmu_from_intervals, MutatorWaitLog, MutatorWaits, WaitCause, WaitInterval,
     WaitStats,
 };
+pub use weak::WeakStats;
+pub use weakref::FinalizationQueue;
 
 /// Internals that the workspace's own tests and the loom model need. Not part of the API:
 /// no stability, no documentation promises.

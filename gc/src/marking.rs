@@ -14,6 +14,10 @@
 //!   repeats until a round finds at most [`PRECLEAN_DONE`] written pages, or
 //!   [`PRECLEAN_ROUNDS`] rounds ran; the remark rescans the roots and the pages written since.
 //!
+//! - **Weak references** ([`crate::weak`]): a reference read out of the weak table while
+//!   `active` is logged in the reader's SATB buffer in either mode (the keep-alive barrier;
+//!   the remark drains every buffer); ephemeron values are marked by [`trace_from`], once
+//!   after concurrent marking and again in the remark pause.
 //! - **Shared gray work**: the gray objects live in a work-stealing pool
 //!   ([`crate::graypool`]): the GC thread's marker, `gc_threads - 1` helper markers (scoped
 //!   threads started for each concurrent drain) and mutators' mark assists
@@ -637,6 +641,21 @@ pub(crate) fn remark(
     if wp {
         let _ = ctx.arena.set_populate_protected(false);
     }
+}
+
+/// Shade `values` and trace from them to completion with the shared gray pool: the ephemeron
+/// fix-point's marking ([`crate::weak`]), concurrently after phase 2 (`in_pause` false) or in
+/// the remark pause after [`remark`] (true: helpers only for a large remainder).
+pub(crate) fn trace_from(
+    ctx: &MarkCtx<'_>,
+    m: &mut ConcMarker<'_>,
+    values: &[usize],
+    in_pause: bool,
+) {
+    for &v in values {
+        m.shade(v);
+    }
+    drain_shared(ctx, m, if in_pause { HELP_MIN } else { 0 }, |_| {});
 }
 
 /// Barrier-free marking is only correct if every write-protection and every scan succeeds:

@@ -365,6 +365,21 @@ impl Mutator {
         }
     }
 
+    /// The keep-alive barrier of weak references ([`crate::weak`]): while concurrent marking
+    /// runs (either barrier mode), log `a`, a reference just read out of the weak table, into
+    /// this mutator's SATB buffer, so the remark shades it.
+    #[inline]
+    pub(crate) fn keep_alive(&self, a: usize) {
+        if a != 0 && a % WORD == 0 && self.heap.inner.marking.active.load(Ordering::Relaxed) {
+            // SAFETY: the owner thread, RUNNING (`&self`: a Mutator never leaves its thread).
+            let r = unsafe { self.shared.roots_mut() };
+            r.satb.push(a);
+            if r.satb.len() >= SATB_BUFFER {
+                self.heap.inner.marking.flush(&mut r.satb);
+            }
+        }
+    }
+
     /// Whether concurrent marking is on (the barrier's fast path: one load).
     #[inline]
     fn marking(&self) -> bool {

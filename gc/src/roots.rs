@@ -3,8 +3,9 @@
 //! - per mutator ([`LocalRoots`]): `Root` handles, the precise value stack, the mutator's
 //!   root sources, and its unflushed SATB entries (not roots, but owned and handed over the
 //!   same way);
-//! - per heap ([`HeapRoots`]): the global-root table (`GlobalRoot` handles) and heap-wide
-//!   [`RootSource`]s.
+//! - per heap ([`HeapRoots`]): the global-root table (`GlobalRoot` handles), heap-wide
+//!   [`RootSource`]s, and the strong slots of the weak table ([`crate::weak`]: finalization
+//!   held values, pending and delivered).
 //!
 //! Invariants:
 //! - a root slot holds a `Value`'s bits: 0 (null), an immediate, or the address of a live
@@ -23,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::reentry::{self, Callback};
 use crate::value::{next_era, RootSlot};
+use crate::weak::WeakTables;
 
 /// Embedder root slots outside Faultline's own handles and stacks (a runtime's globals, say).
 ///
@@ -75,6 +77,9 @@ pub(crate) struct HeapRoots {
     pub globals: Mutex<GlobalSlots>,
     /// Heap-wide root sources.
     pub sources: Mutex<Vec<Arc<dyn RootSource>>>,
+    /// Weak references, ephemerons and finalization ([`crate::weak`]): only its held values
+    /// are roots.
+    pub weak: WeakTables,
 }
 
 impl Default for HeapRoots {
@@ -84,11 +89,20 @@ impl Default for HeapRoots {
             forwarding_from: AtomicU64::new(0),
             globals: Mutex::default(),
             sources: Mutex::default(),
+            weak: WeakTables::default(),
         }
     }
 }
 
 impl HeapRoots {
+    /// Heap roots whose weak table uses `weak_box` as the weak-box type.
+    pub(crate) fn with_weak_box(weak_box: faultline_heap::object::TypeId) -> HeapRoots {
+        HeapRoots {
+            weak: WeakTables::new(weak_box),
+            ..HeapRoots::default()
+        }
+    }
+
     /// The current era.
     #[inline]
     pub(crate) fn era(&self) -> u64 {
@@ -147,6 +161,8 @@ impl HeapRoots {
         for src in sources.iter() {
             visit_source(src.as_ref(), self.visit_eras(), f);
         }
+        drop(sources);
+        self.weak.visit_strong(f);
     }
 }
 

@@ -167,6 +167,9 @@ pub struct CycleStats {
     /// Concurrent mode: the pacer's decision for this cycle, how it turned out, and what the
     /// mutators paid (assists, waits for the flip). All zero for stop-the-world cycles.
     pub pacing: PaceStats,
+    /// Weak references, ephemerons and finalization: what this cycle cleared and delivered,
+    /// and its pause time for them.
+    pub weak: crate::weak::WeakStats,
 }
 
 /// The pacer's record of one concurrent cycle (see `gc/src/pacer.rs`).
@@ -252,6 +255,7 @@ impl Default for CycleStats {
             pages_copied: 0,
             pages_released_early: 0,
             pacing: PaceStats::default(),
+            weak: crate::weak::WeakStats::default(),
         }
     }
 }
@@ -378,6 +382,26 @@ impl CycleStats {
             self.vmas.1,
             self.total.as_secs_f64() * 1e3,
             pacing
+        ) + &self.weak_log()
+    }
+
+    /// The GC-log part on weak processing (empty when the heap has no weak references).
+    fn weak_log(&self) -> String {
+        let w = &self.weak;
+        if w.entries + w.registrations + w.boxes_freed + w.finalized == 0 {
+            return String::new();
+        }
+        format!(
+            " | weak: {} entries, cleared {} weak + {} ephemerons, {} boxes freed, {} finalized ({} pending), ephemeron rounds {} ({} values), {:.3}ms in pause",
+            w.entries,
+            w.weak_cleared,
+            w.ephemerons_cleared,
+            w.boxes_freed,
+            w.finalized,
+            w.registrations,
+            w.ephemeron_rounds,
+            w.ephemeron_values_marked,
+            w.pause_time.as_secs_f64() * 1e3
         )
     }
 }

@@ -148,6 +148,39 @@ pub(crate) fn verify_heap(
     if let Some(e) = first_err {
         return Err(e);
     }
+    // 3b. The weak table: every entry's box is a weak box naming the entry back; keys, values
+    //     and finalization targets are objects (not yet swept garbage at worst, whose
+    //     contents are intact until the next flip: traced like the rest).
+    let weak = &view.roots.weak;
+    let box_type = weak.box_type;
+    for (i, e) in weak.entries() {
+        match check(e.boxa, &|| format!("weak entry {i}'s box")) {
+            Ok(true) => {}
+            Ok(false) => return err(format!("weak entry {i} has no box ({:#x})", e.boxa)),
+            Err(e) => return Err(e),
+        }
+        let h = header(e.boxa);
+        // SAFETY: `e.boxa` passed `check`: an object start in present memory; word 1 is
+        // within the box (two words).
+        let index = unsafe { ((e.boxa + WORD) as *const u64).read() };
+        if Some(h.type_id()) != box_type || index != i as u64 {
+            return err(format!(
+                "weak entry {i}: {:#x} is not its weak box (type {:?}, index word {index})",
+                e.boxa,
+                h.type_id()
+            ));
+        }
+        for (v, what) in [(e.key, "key"), (e.value, "value")] {
+            if check(v, &|| format!("weak entry {i}'s {what}"))? {
+                stack.push(v);
+            }
+        }
+    }
+    for t in weak.targets() {
+        if check(t, &|| "a finalization target".to_string())? {
+            stack.push(t);
+        }
+    }
     let mut seen = HashSet::new();
     while let Some(o) = stack.pop() {
         if !seen.insert(o) {
@@ -254,7 +287,46 @@ pub(crate) fn checkmark(
         };
         format!("{kind} at {p:#x}")
     };
-    while let Some((v, parent)) = stack.pop() {
+    // Ephemerons: a value is reachable if its box and its key are (the fix-point, run below
+    // each time the stack empties).
+    let ephemerons: Vec<(usize, usize, usize)> = view
+        .roots
+        .weak
+        .entries()
+        .into_iter()
+        .filter(|(_, e)| e.ephemeron)
+        .map(|(_, e)| (e.boxa, e.key, e.value))
+        .collect();
+    let mut ephemerons_done = vec![false; ephemerons.len()];
+    loop {
+        if stack.is_empty() {
+            let reached = |a: usize, seen: &Bitmap, large_seen: &HashSet<usize>| {
+                if a == 0 || a % WORD != 0 {
+                    true
+                } else if a >= from && a < top {
+                    seen.get((a - from) / WORD)
+                } else if view.large.contains(a) {
+                    large_seen.contains(&a)
+                } else {
+                    true
+                }
+            };
+            for (i, &(b, k, v)) in ephemerons.iter().enumerate() {
+                if !ephemerons_done[i]
+                    && reached(b, &seen, &large_seen)
+                    && reached(k, &seen, &large_seen)
+                {
+                    ephemerons_done[i] = true;
+                    stack.push((v, b));
+                }
+            }
+            if stack.is_empty() {
+                break;
+            }
+        }
+        let Some((v, parent)) = stack.pop() else {
+            continue;
+        };
         if v == 0 || v % WORD != 0 {
             continue;
         }

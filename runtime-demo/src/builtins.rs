@@ -1502,6 +1502,81 @@ fn gc(vm: &mut Vm, _: usize, _: usize) -> R<Value> {
     vm.m.start_collection()?;
     Ok(UNSPEC)
 }
+fn gc_full(vm: &mut Vm, _: usize, _: usize) -> R<Value> {
+    // A whole cycle, waited for (concurrent mode too): what it finds dead is cleared.
+    vm.m.collect()?;
+    Ok(UNSPEC)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weak boxes, ephemerons, finalization (the heap's weak references: `Mutator::new_weak` and
+// friends; a cleared box reads as the default, `#f` unless given)
+
+fn weak_arg(vm: &Vm, who: &str, v: Value) -> R<()> {
+    if vm.m.is_weak_box(v) {
+        Ok(())
+    } else {
+        Err(type_err(vm, who, "a weak box or ephemeron", v))
+    }
+}
+fn or_default(vm: &Vm, v: Value, base: usize, argc: usize) -> Value {
+    if !v.is_null() {
+        v
+    } else if argc == 2 {
+        arg(vm, base, 1)
+    } else {
+        FALSE
+    }
+}
+fn make_weak_box(vm: &mut Vm, b: usize, _: usize) -> R<Value> {
+    Ok(vm.m.new_weak(arg(vm, b, 0))?)
+}
+fn weak_box_value(vm: &mut Vm, b: usize, argc: usize) -> R<Value> {
+    let w = arg(vm, b, 0);
+    weak_arg(vm, "weak-box-value", w)?;
+    Ok(or_default(vm, vm.m.weak_get(w), b, argc))
+}
+fn is_weak_box(vm: &mut Vm, b: usize, _: usize) -> R<Value> {
+    let v = arg(vm, b, 0);
+    Ok(boolean(vm.m.is_weak_box(v) && !vm.m.is_ephemeron(v)))
+}
+fn make_ephemeron(vm: &mut Vm, b: usize, _: usize) -> R<Value> {
+    Ok(vm.m.new_ephemeron(arg(vm, b, 0), arg(vm, b, 1))?)
+}
+fn ephemeron_key(vm: &mut Vm, b: usize, argc: usize) -> R<Value> {
+    let e = arg(vm, b, 0);
+    weak_arg(vm, "ephemeron-key", e)?;
+    Ok(or_default(vm, vm.m.weak_get(e), b, argc))
+}
+fn ephemeron_value(vm: &mut Vm, b: usize, argc: usize) -> R<Value> {
+    let e = arg(vm, b, 0);
+    weak_arg(vm, "ephemeron-value", e)?;
+    Ok(or_default(vm, vm.m.ephemeron_value(e), b, argc))
+}
+fn is_ephemeron(vm: &mut Vm, b: usize, _: usize) -> R<Value> {
+    let v = arg(vm, b, 0);
+    Ok(boolean(vm.m.is_weak_box(v) && vm.m.is_ephemeron(v)))
+}
+fn register_finalizer(vm: &mut Vm, b: usize, _: usize) -> R<Value> {
+    let target = arg(vm, b, 0);
+    if !target.is_ref() {
+        return Err(type_err(vm, "register-finalizer!", "a heap object", target));
+    }
+    vm.shared.finalizers.register(&vm.m, target, arg(vm, b, 1));
+    Ok(UNSPEC)
+}
+fn take_finalized(vm: &mut Vm, _: usize, _: usize) -> R<Value> {
+    let got = vm.shared.finalizers.take(&vm.m);
+    let base = vm.m.stack_len();
+    for v in got {
+        vm.m.push(v);
+    }
+    let top = vm.m.stack_len();
+    let l = list_from_stack(vm, base, top);
+    vm.m.stack_truncate(base);
+    l
+}
+
 fn heap_used(vm: &mut Vm, _: usize, _: usize) -> R<Value> {
     let n = vm.heap().used_bytes() as i64;
     vm.make_int(n)
@@ -1693,6 +1768,16 @@ pub static PRIMS: &[PrimDef] = &[
     p("runtime", 0, 0, runtime),
     p("gc", 0, 0, gc),
     p("heap-used", 0, 0, heap_used),
+    p("gc-full", 0, 0, gc_full),
+    p("make-weak-box", 1, 1, make_weak_box),
+    p("weak-box-value", 1, 2, weak_box_value),
+    p("weak-box?", 1, 1, is_weak_box),
+    p("make-ephemeron", 2, 2, make_ephemeron),
+    p("ephemeron-key", 1, 2, ephemeron_key),
+    p("ephemeron-value", 1, 2, ephemeron_value),
+    p("ephemeron?", 1, 1, is_ephemeron),
+    p("register-finalizer!", 2, 2, register_finalizer),
+    p("take-finalized", 0, 0, take_finalized),
     p("void", 0, MANY, void),
     p("command-line", 0, 0, command_line),
     p("spawn", 1, 1, spawn),

@@ -120,6 +120,8 @@ pub struct Shared {
     pub(crate) inputs: AtomicU32,
     /// How a spawned thread runs its thunk (installed by the interpreter).
     pub(crate) thread_main: ThreadMain,
+    /// The program's finalization queue (`register-finalizer!`, `take-finalized`).
+    pub(crate) finalizers: faultline::FinalizationQueue,
 }
 
 /// The body of a spawned thread: attach a [`Vm`] to the program, call the thunk (held by the

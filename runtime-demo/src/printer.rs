@@ -212,6 +212,12 @@ fn print<E: PrintEnv + ?Sized>(
         let _ = write!(out, "#<thread {}>", l.word(0) + 1);
     } else if ty == t.frame {
         out.push_str("#<frame>");
+    } else if vm.mutator().is_weak_box(v) {
+        out.push_str(if vm.mutator().is_ephemeron(v) {
+            "#<ephemeron>"
+        } else {
+            "#<weak-box>"
+        });
     } else {
         out.push_str("#<object>");
     }

@@ -119,6 +119,7 @@ impl Vm {
             started: Instant::now(),
             inputs: AtomicU32::new(0),
             thread_main,
+            finalizers: faultline::FinalizationQueue::new(&heap),
         });
         let mut vm = Vm::attach(shared, heap.attach());
         for (id, p) in prim_globals {

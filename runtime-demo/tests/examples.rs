@@ -67,11 +67,12 @@ fn check(mode: &Mode, runs: &[(&str, &str)], extra: &[String]) {
     }
 }
 
-const SMALL: [(&str, &str); 4] = [
+const SMALL: [(&str, &str); 5] = [
     ("binary-trees", "6"),
     ("gcbench", "6"),
     ("closures", "100"),
     ("threads", "10"),
+    ("weak", "100"),
 ];
 
 #[test]
@@ -90,6 +91,7 @@ fn examples_default_sizes_stw() {
             ("gcbench", "14"),
             ("closures", "100000"),
             ("threads", "1500"),
+            ("weak", "1000"),
         ],
         &[],
     );

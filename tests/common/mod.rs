@@ -10,6 +10,7 @@
 pub mod gate;
 pub mod shadow;
 pub mod torture;
+pub mod weak_shadow;
 
 use faultline::{heap_struct, Heap, HeapConfig, HeapType, Mutator, Ref, TypeId, TypeInfo, Value};
 

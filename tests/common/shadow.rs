@@ -36,7 +36,7 @@ pub fn register(heap: &Heap) -> ShadowTypes {
 }
 
 #[derive(Clone)]
-enum Obj {
+pub enum Obj {
     Node(Vec<Option<u64>>),
     Blob(usize),
 }
@@ -57,14 +57,14 @@ impl Rng {
     }
 }
 
-fn fix(n: u64) -> Value {
+pub fn fix(n: u64) -> Value {
     Value::immediate(((n as usize) << 3) | 1).unwrap()
 }
-fn unfix(v: Value) -> u64 {
+pub fn unfix(v: Value) -> u64 {
     assert_eq!(v.bits() & 7, 1, "expected a fixnum, found {v:?}");
     (v.bits() >> 3) as u64
 }
-fn checksum(id: u64) -> u64 {
+pub fn checksum(id: u64) -> u64 {
     (id.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 8) & ((1 << 50) - 1)
 }
 fn blob_byte(id: u64, i: usize) -> u8 {
@@ -74,10 +74,10 @@ fn blob_byte(id: u64, i: usize) -> u8 {
 /// One mutator's graph and its model. Roots are the value-stack slots `base..base+ROOTS`.
 pub struct Shadow {
     pub t: ShadowTypes,
-    objs: HashMap<u64, Obj>,
-    roots: Vec<Option<u64>>,
-    base: usize,
-    next_id: u64,
+    pub objs: HashMap<u64, Obj>,
+    pub roots: Vec<Option<u64>>,
+    pub base: usize,
+    pub next_id: u64,
     pub rng: Rng,
     pub checks: u64,
     pub objects_checked: u64,
@@ -101,7 +101,7 @@ impl Shadow {
         }
     }
 
-    fn id_of(&self, m: &Mutator, v: Value) -> Option<u64> {
+    pub fn id_of(&self, m: &Mutator, v: Value) -> Option<u64> {
         let l = m.local(v)?;
         if l.type_id() == self.t.blob {
             let mut b = [0u8; 8];
@@ -113,7 +113,7 @@ impl Shadow {
     }
 
     /// A random reachable object: (value, id), walking from a random root.
-    fn pick(&mut self, m: &Mutator) -> Option<(Value, u64)> {
+    pub fn pick(&mut self, m: &Mutator) -> Option<(Value, u64)> {
         let r = self.rng.below(ROOTS as u64) as usize;
         let mut v = m.stack_get(self.base + r);
         let mut id = self.roots[r]?;
