@@ -1,5 +1,5 @@
 //! An embedder's tour in one program, with no `unsafe`: a heap type declared from a struct,
-//! a pinned buffer filled by `read(2)` from a pipe while cycles run, a weak table (ephemerons
+//! a pinned buffer filled by `read(2)` from a socket while cycles run, a weak table (ephemerons
 //! keyed by objects) and a finalization queue that hears about dead objects.
 //!
 //! ```text
@@ -58,9 +58,9 @@ fn main() {
         roots.push(session);
     }
 
-    // A producer thread writes into a pipe; session 0 reads it into its pinned buffer in a
+    // A producer thread writes into a socket; session 0 reads it into its pinned buffer in a
     // native section (collections go on meanwhile) while this thread allocates garbage.
-    let (r, w) = std::io::pipe().expect("a pipe");
+    let (r, w) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
     let producer = std::thread::spawn(move || {
         let mut w = w;
         for k in 0..64u8 {
