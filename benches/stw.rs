@@ -32,7 +32,10 @@
 //! Columns: pause (`CycleStats::pause_total`); mark, plan, compact (`compact` includes the root
 //! update, step 4 of the cycle); other = pause - mark - plan - compact (stopping the world,
 //! releasing the old half with `MADV_DONTNEED`, the large-object sweep); live MiB =
-//! `moving_after`; heap MiB = `moving_before`; MiB/s = those divided by the pause.
+//! `moving_after`; heap MiB = `moving_before`; MiB/s = those divided by the pause; compact
+//! MiB/s = live MiB / compact, and its ratio to the `memcpy` bandwidth of the same run (a copy
+//! between two resident buffers as large as the heap, median of 5, measured before and after
+//! the cases; the table's ratio uses the mean of the two).
 //!
 //! Environment: `FAULTLINE_BENCH_QUICK=1` shrinks the heap to 32 MiB and runs each case 3 times
 //! (a smoke run); `FAULTLINE_BENCH_RUNS=n` overrides the number of runs. Without `--bench` on
@@ -44,7 +47,8 @@
 //! the object size (the two halves, of which only the live part of the destination is
 //! resident, plus bitmaps).
 
-use std::time::Duration;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 use faultline::{CycleStats, Heap, HeapConfig, Value};
 
@@ -86,6 +90,22 @@ impl Sample {
     fn pause(&self) -> Duration {
         self.stats.pause_total()
     }
+}
+
+/// memcpy MiB/s between two resident buffers of `bytes` (median of `reps`).
+fn memcpy_bandwidth(bytes: usize, reps: usize) -> f64 {
+    let src = vec![0x5au8; bytes];
+    let mut dst = vec![0xa5u8; bytes];
+    let mut xs: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            dst.copy_from_slice(black_box(&src));
+            black_box(&mut dst);
+            mib(bytes) / t.elapsed().as_secs_f64()
+        })
+        .collect();
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
 }
 
 fn ms(d: Duration) -> f64 {
@@ -200,11 +220,13 @@ fn main() {
     println!(
         "pause ms: median [min, max]; breakdown (ms) of the median run; MiB/s = MiB / median pause"
     );
+    let memcpy_before = memcpy_bandwidth(object_bytes, 5);
     println!();
     println!(
-        "| shape | live | gc threads | pause ms (median [min, max]) | mark | plan | compact | other | live MiB | heap MiB | live MiB/s | heap MiB/s | pages filled |"
+        "| shape | live | gc threads | pause ms (median [min, max]) | mark | plan | compact | other | live MiB | heap MiB | live MiB/s | heap MiB/s | pages filled | compact MiB/s | / memcpy |"
     );
-    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
     for (ci, &(shape, live, threads)) in cases.iter().enumerate() {
         let mut samples: Vec<Sample> = (0..runs)
             .map(|r| {
@@ -218,8 +240,9 @@ fn main() {
         let other = pause.saturating_sub(med.mark + med.plan + med.compact);
         let (lo, hi) = (samples[0].pause(), samples[samples.len() - 1].pause());
         let secs = pause.as_secs_f64();
-        println!(
-            "| {} | {:.0} % | {} | {:.1} [{:.1}, {:.1}] | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {} |",
+        let compact_bw = mib(med.moving_after) / med.compact.as_secs_f64();
+        let row = format!(
+            "| {} | {:.0} % | {} | {:.1} [{:.1}, {:.1}] | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {:.0} |",
             shape.name(),
             live * 100.0,
             threads,
@@ -235,6 +258,27 @@ fn main() {
             mib(med.moving_after) / secs,
             mib(med.moving_before) / secs,
             med.pages_filled,
+            compact_bw,
+        );
+        println!("{row} {:.2} (vs {memcpy_before:.0}) |", compact_bw / memcpy_before);
+        rows.push((row, compact_bw));
+    }
+    let memcpy_after = memcpy_bandwidth(object_bytes, 5);
+    let memcpy = (memcpy_before + memcpy_after) / 2.0;
+    println!();
+    println!(
+        "memcpy of {} MiB: {memcpy_before:.0} MiB/s before the cases, {memcpy_after:.0} MiB/s after (mean {memcpy:.0}); compaction against the mean:",
+        object_bytes >> 20
+    );
+    println!();
+    println!("| shape | live | gc threads | compact MiB/s | / memcpy |");
+    println!("|---|---:|---:|---:|---:|");
+    for (&(shape, live, threads), (_, bw)) in cases.iter().zip(&rows) {
+        println!(
+            "| {} | {:.0} % | {threads} | {bw:.0} | {:.2} |",
+            shape.name(),
+            live * 100.0,
+            bw / memcpy
         );
     }
     println!();
