@@ -442,14 +442,10 @@ impl Compaction {
         let mut mapped = 0;
         if contiguous {
             let first = pd.old_page_addr(stage[0]);
-            for i in 0..n {
-                // SAFETY: staging pages `stage[0] + i` are present old-half pages that no
-                // destination page reads; we popped them, so they are ours alone.
-                let out = unsafe {
-                    core::slice::from_raw_parts_mut((first + i * PAGE_SIZE) as *mut u8, PAGE_SIZE)
-                };
-                plan.fill_page(k.plus(i), out);
-            }
+            // SAFETY: staging pages `stage[0] .. stage[0] + n` are present old-half pages that
+            // no destination page reads; we popped them, so they are ours alone.
+            let out = unsafe { core::slice::from_raw_parts_mut(first as *mut u8, n * PAGE_SIZE) };
+            plan.fill_pages(k, out);
             let dst = pd.dest_offset(k);
             // SAFETY: the staging pages are ours; they vanish from the old half.
             let r = unsafe { arena.resolve_move_from(dst, first, n * PAGE_SIZE, false) };
@@ -544,10 +540,7 @@ fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan) {
                     n += 1;
                 }
                 if n > 0 {
-                    let plan = pd;
-                    for i in 0..n {
-                        plan.fill_page(k.plus(i), &mut buf[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
-                    }
+                    pd.fill_pages(k, &mut buf[..n * PAGE_SIZE]);
                     // SAFETY: `buf` holds `n` filled pages.
                     let ok = unsafe {
                         arena.resolve_copy(pd.dest_offset(k), buf.as_ptr(), n * PAGE_SIZE)

@@ -746,12 +746,7 @@ fn flip(
     let mut p = 0;
     while p < pages {
         let n = BATCH_PAGES.min(pages - p);
-        for i in 0..n {
-            plan.fill_page(
-                DestPage(p + i),
-                &mut buf[i * PAGE_SIZE..(i + 1) * PAGE_SIZE],
-            );
-        }
+        plan.fill_pages(DestPage(p), &mut buf[..n * PAGE_SIZE]);
         // SAFETY: `buf` holds `n` filled pages.
         let r = unsafe {
             arena.resolve_copy(plan.dest_offset(DestPage(p)), buf.as_ptr(), n * PAGE_SIZE)

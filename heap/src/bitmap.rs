@@ -105,6 +105,30 @@ impl Bitmap {
             bits = self.word(word);
         }
     }
+    /// The first clear bit at or after `i`, or `limit` if bits `[i, limit)` are all set (the
+    /// end of a run of set bits: with the live-words bitmap, of a run of live words). Bits past
+    /// the bitmap's end read as clear.
+    #[inline]
+    pub fn next_clear(&self, i: usize, limit: usize) -> usize {
+        if i >= limit {
+            return limit;
+        }
+        let mut word = i / 64;
+        let mut bits = !self.word(word) & (u64::MAX << (i % 64));
+        loop {
+            if bits != 0 {
+                return (word * 64 + bits.trailing_zeros() as usize).min(limit);
+            }
+            word += 1;
+            if word * 64 >= limit {
+                return limit;
+            }
+            if word >= self.words.len() {
+                return word * 64;
+            }
+            bits = !self.word(word);
+        }
+    }
     /// The last set bit at or before `i`.
     pub fn prev_set(&self, i: usize) -> Option<usize> {
         let mut word = i / 64;
@@ -442,5 +466,13 @@ mod tests {
         assert_eq!(b.prev_set(130), Some(130));
         assert_eq!(b.prev_set(4), None);
         assert_eq!(b.count_ones(b.num_words()), 2);
+        assert_eq!(b.next_clear(5, 300), 6);
+        assert_eq!(b.next_clear(4, 300), 4);
+        b.set_range(60, 200);
+        assert_eq!(b.next_clear(60, 300), 200);
+        assert_eq!(b.next_clear(63, 150), 150);
+        assert_eq!(b.next_clear(150, 150), 150);
+        b.set_range(200, 320);
+        assert_eq!(b.next_clear(70, 1000), 320);
     }
 }
