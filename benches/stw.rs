@@ -33,7 +33,8 @@
 //! update, step 4 of the cycle); other = pause - mark - plan - compact (stopping the world,
 //! releasing the old half with `MADV_DONTNEED`, the large-object sweep); live MiB =
 //! `moving_after`; heap MiB = `moving_before`; MiB/s = those divided by the pause; compact
-//! MiB/s = live MiB / compact, and its ratio to the `memcpy` bandwidth of the same run (a copy
+//! MiB/s = live MiB / compact, with its split (`CycleStats::compact_fill`: filling pages,
+//! `compact_map`: the `UFFDIO_COPY` calls), and its ratio to the `memcpy` bandwidth of the same run (a copy
 //! between two resident buffers as large as the heap, median of 5, measured before and after
 //! the cases; the table's ratio uses the mean of the two).
 //!
@@ -223,9 +224,11 @@ fn main() {
     let memcpy_before = memcpy_bandwidth(object_bytes, 5);
     println!();
     println!(
-        "| shape | live | gc threads | pause ms (median [min, max]) | mark | plan | compact | other | live MiB | heap MiB | live MiB/s | heap MiB/s | pages filled | compact MiB/s | / memcpy |"
+        "| shape | live | gc threads | pause ms (median [min, max]) | mark | plan | compact | other | live MiB | heap MiB | live MiB/s | heap MiB/s | pages filled | fill | map | compact MiB/s | / memcpy |"
     );
-    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     let mut rows = Vec::new();
     for (ci, &(shape, live, threads)) in cases.iter().enumerate() {
         let mut samples: Vec<Sample> = (0..runs)
@@ -242,7 +245,7 @@ fn main() {
         let secs = pause.as_secs_f64();
         let compact_bw = mib(med.moving_after) / med.compact.as_secs_f64();
         let row = format!(
-            "| {} | {:.0} % | {} | {:.1} [{:.1}, {:.1}] | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {:.0} |",
+            "| {} | {:.0} % | {} | {:.1} [{:.1}, {:.1}] | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {:.0} |",
             shape.name(),
             live * 100.0,
             threads,
@@ -258,9 +261,14 @@ fn main() {
             mib(med.moving_after) / secs,
             mib(med.moving_before) / secs,
             med.pages_filled,
+            ms(med.compact_fill),
+            ms(med.compact_map),
             compact_bw,
         );
-        println!("{row} {:.2} (vs {memcpy_before:.0}) |", compact_bw / memcpy_before);
+        println!(
+            "{row} {:.2} (vs {memcpy_before:.0}) |",
+            compact_bw / memcpy_before
+        );
         rows.push((row, compact_bw));
     }
     let memcpy_after = memcpy_bandwidth(object_bytes, 5);

@@ -36,6 +36,7 @@
 
 use core::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use faultline_heap::object::WORD;
 use faultline_heap::{ArenaOffset, VolatileArena, PAGE_SIZE};
@@ -62,9 +63,22 @@ pub(crate) struct PageCounters {
     pub staged: AtomicU64,
     /// Pages copied.
     pub copied: AtomicU64,
+    /// Nanoseconds workers spent filling batches of pages (see `CycleStats::compact_fill`).
+    pub fill_ns: AtomicU64,
+    /// Nanoseconds workers spent mapping batches of pages.
+    pub map_ns: AtomicU64,
 }
 
 impl PageCounters {
+    /// Account a batch filled from `t_fill` and mapped from `t_map` until now.
+    fn time(&self, t_fill: Instant, t_map: Instant) {
+        let now = Instant::now();
+        let ns = |d: std::time::Duration| d.as_nanos() as u64;
+        self.fill_ns
+            .fetch_add(ns(t_map - t_fill), Ordering::Relaxed);
+        self.map_ns.fetch_add(ns(now - t_map), Ordering::Relaxed);
+    }
+
     fn reset(&self) {
         for c in [
             &self.by_worker,
@@ -72,6 +86,8 @@ impl PageCounters {
             &self.in_place,
             &self.staged,
             &self.copied,
+            &self.fill_ns,
+            &self.map_ns,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -445,10 +461,13 @@ impl Compaction {
             // SAFETY: staging pages `stage[0] .. stage[0] + n` are present old-half pages that
             // no destination page reads; we popped them, so they are ours alone.
             let out = unsafe { core::slice::from_raw_parts_mut(first as *mut u8, n * PAGE_SIZE) };
+            let t_fill = Instant::now();
             plan.fill_pages(k, out);
+            let t_map = Instant::now();
             let dst = pd.dest_offset(k);
             // SAFETY: the staging pages are ours; they vanish from the old half.
             let r = unsafe { arena.resolve_move_from(dst, first, n * PAGE_SIZE, false) };
+            self.counters.time(t_fill, t_map);
             for i in 0..n {
                 let d = pd.dest_addr(k.plus(i));
                 // After a failed MOVE a page is either in place (moved before the failure) or
@@ -540,12 +559,15 @@ fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan) {
                     n += 1;
                 }
                 if n > 0 {
+                    let t_fill = Instant::now();
                     pd.fill_pages(k, &mut buf[..n * PAGE_SIZE]);
+                    let t_map = Instant::now();
                     // SAFETY: `buf` holds `n` filled pages.
                     let ok = unsafe {
                         arena.resolve_copy(pd.dest_offset(k), buf.as_ptr(), n * PAGE_SIZE)
                     }
                     .is_ok();
+                    c.counters.time(t_fill, t_map);
                     for i in 0..n {
                         if ok {
                             pagestate::publish::<_, Futex>(c.state(k.plus(i)));

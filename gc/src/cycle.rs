@@ -746,11 +746,15 @@ fn flip(
     let mut p = 0;
     while p < pages {
         let n = BATCH_PAGES.min(pages - p);
+        let t_fill = Instant::now();
         plan.fill_pages(DestPage(p), &mut buf[..n * PAGE_SIZE]);
+        let t_map = Instant::now();
+        stats.compact_fill += t_map - t_fill;
         // SAFETY: `buf` holds `n` filled pages.
         let r = unsafe {
             arena.resolve_copy(plan.dest_offset(DestPage(p)), buf.as_ptr(), n * PAGE_SIZE)
         };
+        stats.compact_map += t_map.elapsed();
         if let Err(e) = r {
             fatal_after_flip("stop-the-world compaction", &e);
         }
@@ -839,6 +843,8 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     stats.pages_in_place = c.counters.in_place.load(Ordering::Relaxed);
     stats.pages_staged = c.counters.staged.load(Ordering::Relaxed);
     stats.pages_copied = c.counters.copied.load(Ordering::Relaxed);
+    stats.compact_fill = Duration::from_nanos(c.counters.fill_ns.load(Ordering::Relaxed));
+    stats.compact_map = Duration::from_nanos(c.counters.map_ns.load(Ordering::Relaxed));
     take_pace_stats(&inner, &mut stats);
     record_cycle(&inner, &stats);
     inner.gate.set_idle();
