@@ -266,8 +266,6 @@ impl Plan {
         }
         let total = r_end - r0;
         let out_words = out.as_mut_ptr() as *mut usize;
-        let limit = (self.from_top - self.from) / WORD;
-        let bits = &self.live().bits;
 
         // 1. Copy the runs of live words.
         let w_first = self
@@ -275,29 +273,9 @@ impl Plan {
             .select(r0, self.bitmap_words)
             .expect("a live word for every destination word");
         let mut w = w_first;
-        let mut d = 0;
-        loop {
-            let run_end = bits.next_clear(w, limit);
-            let len = (run_end - w).min(total - d);
-            // SAFETY: source words [w, w + len) are live words of the intact old half (present
-            // memory, read at `src`); destination words [d, d + len) lie inside `out`
-            // (d + len <= total <= n * PAGE_WORDS). `out` never overlaps the words read: it is
-            // a buffer, or a page no destination page reads any more.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    (self.src + w * WORD) as *const usize,
-                    out_words.add(d),
-                    len,
-                );
-            }
-            d += len;
-            if d == total {
-                break;
-            }
-            w = bits
-                .next_set(run_end, limit)
-                .expect("a live word for every destination word");
-        }
+        // SAFETY: `out` holds n * PAGE_WORDS >= total words and never overlaps the words read
+        // (it is a buffer, or a page no destination page reads any more).
+        unsafe { self.copy_live::<false>(&mut w, out_words, total) };
         out[total * WORD..].fill(0);
 
         // 2. Forward the references, object by object, in `out`.
@@ -307,37 +285,101 @@ impl Plan {
             .expect("every live word belongs to a marked object");
         // Every word of a marked object is live, so the words [start, w_first) precede rank
         // r0 directly.
-        let mut pos = r0 - (w_first - start);
-        let mut h = header(self.src + start * WORD);
-        loop {
+        let mut walk = ObjWalk {
+            pos: r0 - (w_first - start),
+            header: Some(header(self.src + start * WORD)),
+        };
+        // SAFETY: `out` holds destination words [r0, r_end), copied above.
+        unsafe { self.forward_refs(&mut walk, out_words, r0, r0, r_end) };
+    }
+
+    /// Copy the next `count` live words of the old half, in rank order, to `dst`: runs of set
+    /// bits of the live-words bitmap, one copy each. `*w` is where the search for the next
+    /// live word starts; it is left just after the last word copied.
+    ///
+    /// # Safety
+    /// `dst` must be writable for `count` words; there must be `count` live words at or
+    /// after `*w`. With `OVERLAP` false, `dst` must not overlap any word read; with `OVERLAP`
+    /// true it may overlap them only at lower addresses (the in-place slide).
+    #[inline(always)]
+    unsafe fn copy_live<const OVERLAP: bool>(&self, w: &mut usize, dst: *mut usize, count: usize) {
+        let limit = (self.from_top - self.from) / WORD;
+        let bits = &self.live().bits;
+        let mut d = 0;
+        while d < count {
+            let s = bits
+                .next_set(*w, limit)
+                .expect("a live word for every destination word");
+            let len = (bits.next_clear(s, limit) - s).min(count - d);
+            let from = (self.src + s * WORD) as *const usize;
+            // SAFETY: source words [s, s + len) are live words of the old half (present memory,
+            // read at `src`); destination words [d, d + len) are writable by the caller's
+            // contract, which also rules out (or orders) any overlap.
+            unsafe {
+                if OVERLAP {
+                    core::ptr::copy(from, dst.add(d), len);
+                } else {
+                    core::ptr::copy_nonoverlapping(from, dst.add(d), len);
+                }
+            }
+            d += len;
+            *w = s + len;
+        }
+    }
+
+    /// Forward every reference slot in destination words `[lo, hi)`, walking the objects from
+    /// `walk` on (each object's header is at its first destination word, or given in
+    /// `walk.header`). Destination word `r` is at `base + (r - base_rank)`. On return `walk`
+    /// is the object holding word `hi` (or starting there, header not yet read).
+    ///
+    /// # Safety
+    /// Destination words `[max(walk.pos, base_rank), hi)` must be copied, at `base`, and
+    /// `walk` must describe an object starting at or before `lo` that lies back to back
+    /// with the following ones up to `hi`.
+    #[inline(always)]
+    unsafe fn forward_refs(
+        &self,
+        walk: &mut ObjWalk,
+        base: *mut usize,
+        base_rank: usize,
+        lo: usize,
+        hi: usize,
+    ) {
+        while walk.pos < hi {
+            let pos = walk.pos;
+            // SAFETY: `pos` lies in [lo, hi) when the header is not given: a copied word.
+            let h = walk
+                .header
+                .unwrap_or_else(|| Header(unsafe { *base.add(pos - base_rank) } as u64));
             let l = self.types.scan_layout(h);
             let size = l.size_words(h);
-            let (lo, hi) = (r0.max(pos) - pos, (pos + size).min(r_end) - pos);
-            // Word `k` of this object is word `pos + k - r0` of `out`.
+            let (a, b) = (lo.max(pos) - pos, (pos + size).min(hi) - pos);
+            // Word `k` of this object is destination word `pos + k`.
             let fwd = |k: usize| {
-                // SAFETY: `pos + k` lies in [r0, r_end) (a reference slot among the object's
-                // words [lo, hi)): inside `out`, already copied.
+                // SAFETY: `pos + k` lies in [lo, hi) (a reference slot among the object's
+                // words [a, b)): a copied word.
                 unsafe {
-                    let slot = out_words.add(pos + k - r0);
+                    let slot = base.add(pos + k - base_rank);
                     *slot = self.forward(*slot);
                 }
             };
-            match l.ref_slots(h, lo, hi) {
+            match l.ref_slots(h, a, b) {
                 RefSlots::Mask(mut m) => {
                     while m != 0 {
                         fwd(m.trailing_zeros() as usize);
                         m &= m - 1;
                     }
                 }
-                RefSlots::Range(a, b) => (a..b).for_each(fwd),
-                RefSlots::Registry => self.types.for_each_ref_word(h, lo, hi, fwd),
+                RefSlots::Range(x, y) => (x..y).for_each(fwd),
+                RefSlots::Registry => self.types.for_each_ref_word(h, a, b, fwd),
             }
-            pos += size;
-            if pos >= r_end {
-                break;
+            if pos + size > hi {
+                // The object goes on past `hi`: the next call continues it.
+                walk.header = Some(h);
+                return;
             }
-            // SAFETY: `pos` lies in [r0, r_end): a header word copied into `out` above.
-            h = Header(unsafe { *out_words.add(pos - r0) } as u64);
+            walk.pos = pos + size;
+            walk.header = None;
         }
     }
 
@@ -390,6 +432,13 @@ impl Plan {
                 });
         }
     }
+}
+
+/// Where the reference pass of page filling stands: the object whose first destination
+/// word is `pos`, with its header if already read (`None`: read it at `pos`, copied).
+struct ObjWalk {
+    pos: usize,
+    header: Option<Header>,
 }
 
 /// The iterator of [`Plan::pieces`].
