@@ -17,9 +17,12 @@
 //! 4. **Flip**: make sure the destination half is clean ([`crate::release`]); rewrite the
 //!    roots and the reference fields of live large objects to new addresses.
 //! 5. **Compact** in the pause: fill destination pages in order and map them into the other
-//!    half in batches of 64 pages (`UFFDIO_COPY`, or a plain copy on an unregistered arena).
+//!    half in batches of 64 pages (`UFFDIO_COPY`, or a plain copy on an unregistered arena);
+//!    or, with [`crate::StwCompaction::Slide`], slide the live words down within the current
+//!    half ([`crate::plan::Plan::slide`]: no kernel call per page).
 //! 6. **Finish**: release the old half (`MADV_DONTNEED`, [`crate::release`]) and the dead large
-//!    objects, switch halves, set the next occupancy trigger. (`debug.verify`: verify.)
+//!    objects, switch halves (sliding: release the current half's free tail, keep the
+//!    halves), set the next occupancy trigger. (`debug.verify`: verify.)
 //!    **Resume** the mutators; record the cycle.
 //!
 //! # Concurrent cycle (`GcMode::Concurrent`)
@@ -84,12 +87,12 @@ use crate::debug::{Breakage, MarkPoint, Phase};
 use crate::error::CollectError;
 use crate::inner::{page_up, HeapInner, BATCH_PAGES};
 use crate::marking::{self, ConcMarker, MarkCtx, MarkReport};
-use crate::mode::{Choreography, GcMode};
+use crate::mode::{Choreography, GcMode, StwCompaction};
 use crate::pacer::Decision;
 use crate::phase::CyclePhase;
 use crate::plan::{DestPage, Plan};
 use crate::reentry::{self, Callback};
-use crate::release::{fatal_after_flip, prepare_destination, release_old_half};
+use crate::release::{fatal_after_flip, prepare_destination, release_free_tail, release_old_half};
 use crate::safepoint::{visit_roots, Me, SpState, RUNNING};
 use crate::stats::{merge_tts, trim_history, CycleStats, MutatorTts, PaceStats, Pause, Trigger};
 use crate::trace::{header, Atomic, Plain, Tracer};
@@ -631,6 +634,13 @@ fn flip(
         }
     }
 
+    // A stop-the-world flip that slides in place: the plan's destination is its own half.
+    let slide = !flip_concurrently && cfg.stw_compaction == StwCompaction::Slide;
+    if slide {
+        plan.to = from;
+        plan.to_offset = arena.offset_of(from);
+    }
+
     // 4. Update roots and large objects' fields.
     let tc = Instant::now();
     visit_roots(g, &inner.roots, &mut |s| *s = plan.forward(*s));
@@ -741,10 +751,18 @@ fn flip(
         return Ok(Flip::Armed(Box::new(stats), Box::new(finish)));
     }
 
-    // 5. Compact into the other half, a batch of pages per COPY.
     inner.gate.set_phase(CyclePhase::Compacting);
+    if slide {
+        // 5. Compact in place.
+        let t_fill = Instant::now();
+        // SAFETY: the world is stopped and nothing else reads or writes the moving space; the
+        // plan's destination is its own source half, present up to its used end.
+        unsafe { plan.slide() };
+        stats.compact_fill = t_fill.elapsed();
+    }
+    // 5. Compact into the other half, a batch of pages per COPY.
     let mut p = 0;
-    while p < pages {
+    while p < pages && !slide {
         let n = BATCH_PAGES.min(pages - p);
         let t_fill = Instant::now();
         plan.fill_pages(DestPage(p), &mut buf[..n * PAGE_SIZE]);
@@ -769,7 +787,13 @@ fn flip(
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let old_end = (*pop).max(page_up(from_top));
-        if old_end > from {
+        if slide {
+            // The halves stay: release the free tail of this one.
+            *pop = release_free_tail(arena, from + pages * PAGE_SIZE, old_end);
+            moving
+                .top
+                .store(from + live_words * WORD, Ordering::Relaxed);
+        } else if old_end > from {
             release_old_half(
                 arena,
                 &inner.release,
@@ -778,9 +802,11 @@ fn flip(
                 old_end - from,
             );
         }
-        moving.current.store(to_index, Ordering::Relaxed);
-        moving.top.store(to + live_words * WORD, Ordering::Relaxed);
-        *pop = to + pages * PAGE_SIZE;
+        if !slide {
+            moving.current.store(to_index, Ordering::Relaxed);
+            moving.top.store(to + live_words * WORD, Ordering::Relaxed);
+            *pop = to + pages * PAGE_SIZE;
+        }
     }
     large.release_dead(arena, &large_dead)?;
     stats.moving_after = moving.used();

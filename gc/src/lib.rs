@@ -109,7 +109,7 @@ pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};
 pub use error::{AttachError, CollectError};
 pub use fork::FORKED_REASON;
 pub use heap::{GlobalRoot, Heap, HeapError};
-pub use mode::{Barrier, Choreography, FaultMode, GcMode, ModeInfo, Strategy};
+pub use mode::{Barrier, Choreography, FaultMode, GcMode, ModeInfo, Strategy, StwCompaction};
 pub use mutator::{AllocError, Local, Mutator, Root};
 pub use phase::CyclePhase;
 pub use reentry::Callback;

@@ -37,6 +37,10 @@ use crate::trace::header;
 /// Words per page.
 pub(crate) const PAGE_WORDS: usize = PAGE_SIZE / WORD;
 
+/// Destination words an in-place slide produces before forwarding their references (256 KiB:
+/// the chunk is still in the L2 cache when the reference pass reads it back).
+pub(crate) const SLIDE_CHUNK_WORDS: usize = 64 * PAGE_WORDS;
+
 /// The collector's side tables over one half: the mark bitmap (object starts) and the
 /// live-words bitmap with its prefix sums. All updates are atomic bit operations (`&self`).
 pub(crate) struct SideTables {
@@ -293,6 +297,72 @@ impl Plan {
         unsafe { self.forward_refs(&mut walk, out_words, r0, r0, r_end) };
     }
 
+    /// Stop-the-world compaction in place ([`crate::StwCompaction::Slide`]): the plan's
+    /// destination is its own old half (`to == from == src`). Destination words are produced
+    /// in chunks of [`SLIDE_CHUNK_WORDS`]: the chunk's live words slide down (one `memmove`
+    /// per run, none for a run already in place), then its references are forwarded while it
+    /// is in cache. Finally the words from the compacted end to the end of its page are
+    /// zeroed (one-word fillers, as a filled page's tail is).
+    ///
+    /// Sliding down in rank order never overwrites a word not yet read: the live word of rank
+    /// `r` lies at word `w >= r`, and every word written before it is read has a rank below
+    /// `r`. Forwarding reads only the side tables, and the reference pass reads headers from
+    /// the slid words; nothing reads the old layout after it moved.
+    ///
+    /// # Safety
+    /// The world is stopped and nothing else reads or writes the half while this runs;
+    /// `to == from == src`, and the half's pages up to `pages` are present.
+    pub(crate) unsafe fn slide(&self) {
+        debug_assert!(self.to == self.from && self.src == self.from);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has `popcnt`; the rest is the caller's contract.
+            unsafe { self.slide_popcnt() };
+            return;
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.slide_impl() };
+    }
+
+    /// [`Plan::slide`] compiled with `popcnt` (see [`Plan::fill_pages_popcnt`]).
+    ///
+    /// # Safety
+    /// The CPU must have `popcnt`; and [`Plan::slide`]'s contract.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    unsafe fn slide_popcnt(&self) {
+        // SAFETY: forwarded.
+        unsafe { self.slide_impl() };
+    }
+
+    #[inline(always)]
+    unsafe fn slide_impl(&self) {
+        let base = self.src as *mut usize;
+        let total = self.live_words;
+        let mut w = 0;
+        // The first live word is the header of the first live object: rank 0.
+        let mut walk = ObjWalk {
+            pos: 0,
+            header: None,
+        };
+        let mut r = 0;
+        while r < total {
+            let n = SLIDE_CHUNK_WORDS.min(total - r);
+            // SAFETY: words [r, r + n) of the half are present and ours (the caller's
+            // contract); every word read lies at or above the word it moves to, and above
+            // every word written before it (see above): the copy only moves words down.
+            unsafe { self.copy_live::<true>(&mut w, base.add(r), n) };
+            // SAFETY: destination words [r, r + n) were just slid into place at `base + r`;
+            // the walk's object started at or before `r` and its header, if not given, is a
+            // slid word.
+            unsafe { self.forward_refs(&mut walk, base, 0, r, r + n) };
+            r += n;
+        }
+        // SAFETY: words [total, pages * PAGE_WORDS) lie on the last destination page, present
+        // and ours; nothing live is there any more.
+        unsafe { core::ptr::write_bytes(base.add(total), 0, self.pages * PAGE_WORDS - total) };
+    }
+
     /// Copy the next `count` live words of the old half, in rank order, to `dst`: runs of set
     /// bits of the live-words bitmap, one copy each. `*w` is where the search for the next
     /// live word starts; it is left just after the last word copied.
@@ -317,7 +387,10 @@ impl Plan {
             // contract, which also rules out (or orders) any overlap.
             unsafe {
                 if OVERLAP {
-                    core::ptr::copy(from, dst.add(d), len);
+                    let to = dst.add(d);
+                    if !core::ptr::eq(to, from) {
+                        core::ptr::copy(from, to, len);
+                    }
                 } else {
                     core::ptr::copy_nonoverlapping(from, dst.add(d), len);
                 }
