@@ -1,5 +1,7 @@
 //! The pause of one stop-the-world collection of a full heap (256 MiB of objects by default) at
-//! 10 %, 50 % and 90 % live, with its mark / plan / compact breakdown from [`CycleStats`].
+//! 10 %, 50 % and 90 % live, with its mark / plan / compact breakdown from [`CycleStats`]; each
+//! with the default compaction into the other half (`StwCompaction::Copy`), and again sliding
+//! in place (`StwCompaction::Slide`).
 //!
 //! A plain `main` (no criterion): one sample is one collection of a freshly built heap, which
 //! takes a second or more to build, so each case runs a fixed number of times (5 by default)
@@ -51,7 +53,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use faultline::{CycleStats, Heap, HeapConfig, Value};
+use faultline::{CycleStats, Heap, HeapConfig, StwCompaction, Value};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -114,11 +116,19 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Build a heap of `object_bytes` of objects with a fraction `live` reachable, collect it once.
-fn run_once(object_bytes: usize, shape: Shape, live: f64, gc_threads: usize, seed: u64) -> Sample {
+fn run_once(
+    object_bytes: usize,
+    shape: Shape,
+    live: f64,
+    gc_threads: usize,
+    compaction: StwCompaction,
+    seed: u64,
+) -> Sample {
     let half = object_bytes + (1 << 20);
     let cfg = HeapConfig::with_heap_size(half).with(|c| {
         c.min_trigger_bytes = half;
         c.gc_threads = gc_threads;
+        c.stw_compaction = compaction;
     });
     let heap = Heap::new(cfg).expect("heap");
     if let Some(r) = heap.fallback_reason() {
@@ -208,9 +218,12 @@ fn main() {
     let mut cases = Vec::new();
     for shape in [Shape::Local, Shape::Scattered] {
         for live in [0.1, 0.5, 0.9] {
-            cases.push((shape, live, 1));
+            cases.push((shape, live, 1, StwCompaction::Copy));
         }
-        cases.push((shape, 0.5, 2));
+        cases.push((shape, 0.5, 2, StwCompaction::Copy));
+        for live in [0.1, 0.5, 0.9] {
+            cases.push((shape, live, 1, StwCompaction::Slide));
+        }
     }
 
     println!(
@@ -224,17 +237,17 @@ fn main() {
     let memcpy_before = memcpy_bandwidth(object_bytes, 5);
     println!();
     println!(
-        "| shape | live | gc threads | pause ms (median [min, max]) | mark | plan | compact | other | live MiB | heap MiB | live MiB/s | heap MiB/s | pages filled | fill | map | compact MiB/s | / memcpy |"
+        "| shape | live | gc threads | compaction | pause ms (median [min, max]) | mark | plan | compact | other | live MiB | heap MiB | live MiB/s | heap MiB/s | pages filled | fill | map | compact MiB/s | / memcpy |"
     );
     println!(
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let mut rows = Vec::new();
-    for (ci, &(shape, live, threads)) in cases.iter().enumerate() {
+    for (ci, &(shape, live, threads, compaction)) in cases.iter().enumerate() {
         let mut samples: Vec<Sample> = (0..runs)
             .map(|r| {
                 let seed = 0x5eed + (ci * 100 + r) as u64;
-                run_once(object_bytes, shape, live, threads, seed)
+                run_once(object_bytes, shape, live, threads, compaction, seed)
             })
             .collect();
         samples.sort_by_key(Sample::pause);
@@ -245,10 +258,11 @@ fn main() {
         let secs = pause.as_secs_f64();
         let compact_bw = mib(med.moving_after) / med.compact.as_secs_f64();
         let row = format!(
-            "| {} | {:.0} % | {} | {:.1} [{:.1}, {:.1}] | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {:.0} |",
+            "| {} | {:.0} % | {} | {} | {:.1} [{:.1}, {:.1}] | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {:.0} |",
             shape.name(),
             live * 100.0,
             threads,
+            compaction.name(),
             ms(pause),
             ms(lo),
             ms(hi),
@@ -279,13 +293,14 @@ fn main() {
         object_bytes >> 20
     );
     println!();
-    println!("| shape | live | gc threads | compact MiB/s | / memcpy |");
-    println!("|---|---:|---:|---:|---:|");
-    for (&(shape, live, threads), (_, bw)) in cases.iter().zip(&rows) {
+    println!("| shape | live | gc threads | compaction | compact MiB/s | / memcpy |");
+    println!("|---|---:|---:|---|---:|---:|");
+    for (&(shape, live, threads, compaction), (_, bw)) in cases.iter().zip(&rows) {
         println!(
-            "| {} | {:.0} % | {threads} | {bw:.0} | {:.2} |",
+            "| {} | {:.0} % | {threads} | {} | {bw:.0} | {:.2} |",
             shape.name(),
             live * 100.0,
+            compaction.name(),
             bw / memcpy
         );
     }
