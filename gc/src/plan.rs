@@ -384,15 +384,18 @@ impl Plan {
             let from = (self.src + s * WORD) as *const usize;
             // SAFETY: source words [s, s + len) are live words of the old half (present memory,
             // read at `src`); destination words [d, d + len) are writable by the caller's
-            // contract, which also rules out (or orders) any overlap.
+            // contract, which also rules out any overlap, or (`OVERLAP`) puts the destination
+            // below the source.
             unsafe {
-                if OVERLAP {
-                    let to = dst.add(d);
-                    if !core::ptr::eq(to, from) {
-                        core::ptr::copy(from, to, len);
-                    }
+                let to = dst.add(d);
+                if OVERLAP && core::ptr::eq(to, from) {
+                    // Already in place (a dense prefix of the half).
+                } else if len <= SHORT_RUN_WORDS {
+                    copy_short_run(from, to, len);
+                } else if OVERLAP {
+                    core::ptr::copy(from, to, len);
                 } else {
-                    core::ptr::copy_nonoverlapping(from, dst.add(d), len);
+                    core::ptr::copy_nonoverlapping(from, to, len);
                 }
             }
             d += len;
@@ -418,33 +421,46 @@ impl Plan {
         lo: usize,
         hi: usize,
     ) {
+        // Values, not paths through `self`: the stores through `base` below would otherwise
+        // make the compiler reload every table pointer after each one.
+        let fwd = Forwarder {
+            ranker: self.live().ranker(),
+            from: self.from,
+            from_top: self.from_top,
+            to: self.to,
+        };
+        let layouts = self.types.scan_table();
         while walk.pos < hi {
             let pos = walk.pos;
             // SAFETY: `pos` lies in [lo, hi) when the header is not given: a copied word.
             let h = walk
                 .header
                 .unwrap_or_else(|| Header(unsafe { *base.add(pos - base_rank) } as u64));
-            let l = self.types.scan_layout(h);
+            let l = layouts.get(h);
             let size = l.size_words(h);
             let (a, b) = (lo.max(pos) - pos, (pos + size).min(hi) - pos);
-            // Word `k` of this object is destination word `pos + k`.
-            let fwd = |k: usize| {
-                // SAFETY: `pos + k` lies in [lo, hi) (a reference slot among the object's
-                // words [a, b)): a copied word.
-                unsafe {
-                    let slot = base.add(pos + k - base_rank);
-                    *slot = self.forward(*slot);
-                }
-            };
+            // Word `k` of this object is destination word `pos + k`, at `obj + k`.
+            let obj = base.wrapping_add(pos).wrapping_sub(base_rank);
+            // Each `k` below is a reference slot among the object's words [a, b), so destination
+            // word `pos + k` lies in [lo, hi): a copied word.
             match l.ref_slots(h, a, b) {
                 RefSlots::Mask(mut m) => {
                     while m != 0 {
-                        fwd(m.trailing_zeros() as usize);
+                        // SAFETY: a copied word (above).
+                        unsafe { fwd.slot(obj.add(m.trailing_zeros() as usize)) };
                         m &= m - 1;
                     }
                 }
-                RefSlots::Range(x, y) => (x..y).for_each(fwd),
-                RefSlots::Registry => self.types.for_each_ref_word(h, a, b, fwd),
+                RefSlots::Range(x, y) => {
+                    for k in x..y {
+                        // SAFETY: a copied word (above).
+                        unsafe { fwd.slot(obj.add(k)) };
+                    }
+                }
+                RefSlots::Registry => self.types.for_each_ref_word(h, a, b, |k| {
+                    // SAFETY: a copied word (above).
+                    unsafe { fwd.slot(obj.add(k)) }
+                }),
             }
             if pos + size > hi {
                 // The object goes on past `hi`: the next call continues it.
@@ -503,6 +519,81 @@ impl Plan {
                     // writes.
                     unsafe { *slot = self.forward(*slot) };
                 });
+        }
+    }
+}
+
+/// The new-address formula with its inputs held by value (see [`faultline_heap::bitmap::Ranker`]),
+/// for the reference pass.
+#[derive(Clone, Copy)]
+struct Forwarder<'a> {
+    ranker: faultline_heap::bitmap::Ranker<'a>,
+    from: usize,
+    from_top: usize,
+    to: usize,
+}
+
+impl Forwarder<'_> {
+    /// Rewrite the reference slot at `slot` to its new address ([`Plan::forward`]).
+    ///
+    /// # Safety
+    /// `slot` must be readable and writable.
+    #[inline(always)]
+    unsafe fn slot(self, slot: *mut usize) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let v = *slot;
+            if v % WORD == 0 && v >= self.from && v < self.from_top {
+                *slot = self.to + WORD * self.ranker.rank((v - self.from) / WORD);
+            }
+        }
+    }
+}
+
+/// Runs of at most this many words are copied inline ([`copy_short_run`]), not by a call.
+const SHORT_RUN_WORDS: usize = 16;
+
+/// Copy `len <= SHORT_RUN_WORDS` words from `from` to `to`, front to back, four at a time:
+/// each group of words is read before it is written, so a destination below an overlapping
+/// source (the in-place slide) is copied correctly.
+///
+/// # Safety
+/// `from` readable and `to` writable for `len` words; `to <= from` if they overlap.
+#[inline(always)]
+unsafe fn copy_short_run(from: *const usize, to: *mut usize, len: usize) {
+    let mut i = 0;
+    // SAFETY: every index is below `len` (the caller's contract covers [0, len)).
+    unsafe {
+        while i + 4 <= len {
+            let a = from.add(i).read();
+            let b = from.add(i + 1).read();
+            let c = from.add(i + 2).read();
+            let d = from.add(i + 3).read();
+            to.add(i).write(a);
+            to.add(i + 1).write(b);
+            to.add(i + 2).write(c);
+            to.add(i + 3).write(d);
+            i += 4;
+        }
+        if i < len {
+            let a = from.add(i).read();
+            let b = if i + 1 < len {
+                from.add(i + 1).read()
+            } else {
+                0
+            };
+            let c = if i + 2 < len {
+                from.add(i + 2).read()
+            } else {
+                0
+            };
+            to.add(i).write(a);
+            if i + 1 < len {
+                to.add(i + 1).write(b);
+            }
+            if i + 2 < len {
+                to.add(i + 2).write(c);
+            }
         }
     }
 }
@@ -663,6 +754,28 @@ mod tests {
     fn bytes(v: &mut [u64]) -> &mut [u8] {
         // SAFETY: reinterpreting initialised `u64`s as bytes, same length in bytes.
         unsafe { core::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, v.len() * WORD) }
+    }
+
+    #[test]
+    fn sliding_in_place_matches_filling_by_pieces() {
+        // 392 pages of old half: every destination page fits in it.
+        for (seed, live) in [(11, 0.1), (12, 0.5), (13, 0.9), (14, 1.0), (15, 0.02)] {
+            let mut f = fixture(seed, live, 392 * PAGE_WORDS);
+            f.plan.to = f.plan.from;
+            let pd = &f.plan;
+            let mut want = pages(pd.pages);
+            for k in 0..pd.pages {
+                let page = &mut want[k * PAGE_WORDS..(k + 1) * PAGE_WORDS];
+                pd.fill_page_by_pieces(DestPage(k), bytes(page));
+            }
+            // SAFETY: nothing else touches the fixture's half; `to == from == src`.
+            unsafe { pd.slide() };
+            let got = &f._old[..pd.pages * PAGE_WORDS];
+            for k in 0..pd.pages {
+                let r = k * PAGE_WORDS..(k + 1) * PAGE_WORDS;
+                assert!(got[r.clone()] == want[r], "seed {seed}: page {k} differs");
+            }
+        }
     }
 
     #[test]

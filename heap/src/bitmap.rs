@@ -87,6 +87,7 @@ impl Bitmap {
         self.words.len()
     }
     /// The first set bit at or after `i`, below `limit`.
+    #[inline]
     pub fn next_set(&self, i: usize, limit: usize) -> Option<usize> {
         if i >= limit {
             return None;
@@ -358,12 +359,45 @@ impl LiveWords {
         }
     }
 
+    /// The tables [`Self::rank`] reads, as a value ([`Ranker`]).
+    #[inline]
+    pub fn ranker(&self) -> Ranker<'_> {
+        Ranker {
+            bits: &self.bits.words,
+            block: &self.block,
+            chunk: &self.chunk,
+        }
+    }
+
     /// Rank of word `w`: the live words before it. O(1).
     #[inline]
     pub fn rank(&self, w: usize) -> usize {
         let i = w / 64;
         let below = self.bits.word(i) & ((1u64 << (w % 64)) - 1);
         self.prefix_at(i) + below.count_ones() as usize
+    }
+}
+
+/// [`LiveWords::rank`] over slices held by value: for loops that also write memory through raw
+/// pointers, where the compiler must otherwise reload a `&LiveWords`'s vectors after every
+/// write (it cannot prove the write missed them). Valid while the `LiveWords` is (same
+/// conditions as `rank`).
+#[derive(Clone, Copy, Debug)]
+pub struct Ranker<'a> {
+    bits: &'a [AtomicU64],
+    block: &'a [AtomicU32],
+    chunk: &'a [AtomicUsize],
+}
+
+impl Ranker<'_> {
+    /// Rank of word `w` (as [`LiveWords::rank`]).
+    #[inline]
+    pub fn rank(self, w: usize) -> usize {
+        let i = w / 64;
+        let below = self.bits[i].load(Ordering::Relaxed) & ((1u64 << (w % 64)) - 1);
+        self.chunk[i / CHUNK_BLOCKS].load(Ordering::Relaxed)
+            + self.block[i].load(Ordering::Relaxed) as usize
+            + below.count_ones() as usize
     }
 }
 
@@ -384,6 +418,9 @@ mod tests {
         assert_eq!(lw.rank(64), 8);
         assert_eq!(lw.rank(128), 4 + 68);
         assert_eq!(lw.rank(200), 74);
+        for w in 0..1000 {
+            assert_eq!(lw.ranker().rank(w), lw.rank(w));
+        }
         let n = lw.bits.num_words();
         for w in [3, 6, 60, 64, 100, 129, 200] {
             assert_eq!(lw.select(lw.rank(w), n), Some(w), "select(rank({w}))");

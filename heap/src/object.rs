@@ -424,6 +424,21 @@ impl ScanLayout {
     }
 }
 
+/// The registry's [`ScanLayout`]s by type index ([`TypeRegistry::scan_table`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ScanTable<'a>(&'a [ScanLayout]);
+
+impl ScanTable<'_> {
+    /// As [`TypeRegistry::scan_layout`].
+    #[inline]
+    pub fn get(self, h: Header) -> ScanLayout {
+        self.0
+            .get(h.type_id().0 as usize)
+            .copied()
+            .unwrap_or(ScanLayout::FILLER)
+    }
+}
+
 /// The reference slots of part of an object ([`ScanLayout::ref_slots`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefSlots {
@@ -533,6 +548,13 @@ impl TypeRegistry {
     #[inline]
     pub fn size_words(&self, h: Header) -> Option<usize> {
         self.get(h.type_id()).map(|t| t.size_words(h.len()))
+    }
+
+    /// Every type's [`ScanLayout`] as a value ([`ScanTable`]), for loops that write memory
+    /// through raw pointers (see [`crate::bitmap::Ranker`] for why).
+    #[inline]
+    pub fn scan_table(&self) -> ScanTable<'_> {
+        ScanTable(&self.scan)
     }
 
     /// The [`ScanLayout`] of the object whose header is `h` (an unknown type reads as the
@@ -660,6 +682,7 @@ mod tests {
             for len in [0usize, 1, 7, 8, 9, 70] {
                 let h = Header::new(t, len as u32);
                 let l = r.scan_layout(h);
+                assert_eq!(r.scan_table().get(h), l);
                 assert_eq!(Some(l.size_words(h)), r.size_words(h).or(Some(1)), "{t:?}");
                 let size = l.size_words(h);
                 for lo in [0, 1, 2, 5, 63, 64, 65, 127, 128] {
