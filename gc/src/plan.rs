@@ -13,18 +13,26 @@
 //! - The source object that lands on the first word of destination page `k` is found on
 //!   demand ([`Plan::first_obj`]: a `select` of rank `k * PAGE_WORDS`, then the mark bitmap's
 //!   previous set bit): planning builds no per-page table.
+//! - Filling pages ([`Plan::fill_pages`], one page or a run of them) works in two passes: the
+//!   runs of live words are copied with one `memcpy` each, found in the live-words bitmap;
+//!   then the objects, now back to back in the output, are walked there and their references
+//!   forwarded. Destination words are ranks, so an object straddling a page edge is split at
+//!   the same word whichever pages a call covers, and filling one page never touches another
+//!   destination page.
 //! - [`Plan::pieces`] walks the objects that land on one destination page, each clipped to the
-//!   page ([`Piece`]); filling a page ([`Plan::fill_page`]) and updating a dense page in place
-//!   ([`Plan::update_in_place`]) both use it, so an object straddling a page edge is split the
-//!   same way everywhere and filling one page never touches another destination page.
+//!   page ([`Piece`]): updating a dense page in place ([`Plan::update_in_place`]) uses it, and
+//!   the tests use it as the reference fill.
+//! - [`Plan::slide`] is the stop-the-world compaction in place (`to == from`): the same two
+//!   passes, a chunk at a time, over the half itself.
 //!
 //! Invariants:
 //! - a `Plan` is immutable once built; the side tables it holds ([`SideTables`]) are not
 //!   modified while a plan built from them is in use (the next cycle's marking starts only
 //!   after the compaction using it has finished);
 //! - everything here reads only the old half (at `src`) and writes only the output it is given
-//!   (or, for `update_in_place`, the one old page it is given): async-signal-safe, no
-//!   allocation, no lock.
+//!   (or, for `update_in_place`, the one old page it is given; for `slide`, with the world
+//!   stopped, the half itself, each word written only once every word it could overwrite was
+//!   read): async-signal-safe, no allocation, no lock.
 
 use std::sync::Arc;
 
