@@ -135,6 +135,11 @@ struct PageBuf([u8; PAGE_SIZE]);
 impl Compaction {
     /// State for a half of `half_pages` pages (every page MAPPED: no compaction).
     pub(crate) fn new(half_pages: usize, strategy: MapStrategy) -> Self {
+        // Page filling asks whether the CPU has `popcnt` (`Plan::fill_pages`); the answer is
+        // cached by the standard library after the first question. Ask it here, outside any
+        // signal handler, so a fault's fill only ever reads the cached answer.
+        #[cfg(target_arch = "x86_64")]
+        let _ = std::arch::is_x86_feature_detected!("popcnt");
         Compaction {
             active: AtomicBool::new(false),
             users: AtomicU32::new(0),
