@@ -1,5 +1,7 @@
 //! The pause of one stop-the-world collection of a full heap (256 MiB of objects by default) at
-//! 10 %, 50 % and 90 % live, with its mark / plan / compact breakdown from [`CycleStats`].
+//! 10 %, 50 % and 90 % live, with its mark / plan / compact breakdown from [`CycleStats`]; each
+//! with the default compaction into the other half (`StwCompaction::Copy`), and again sliding
+//! in place (`StwCompaction::Slide`).
 //!
 //! A plain `main` (no criterion): one sample is one collection of a freshly built heap, which
 //! takes a second or more to build, so each case runs a fixed number of times (5 by default)
@@ -32,7 +34,11 @@
 //! Columns: pause (`CycleStats::pause_total`); mark, plan, compact (`compact` includes the root
 //! update, step 4 of the cycle); other = pause - mark - plan - compact (stopping the world,
 //! releasing the old half with `MADV_DONTNEED`, the large-object sweep); live MiB =
-//! `moving_after`; heap MiB = `moving_before`; MiB/s = those divided by the pause.
+//! `moving_after`; heap MiB = `moving_before`; MiB/s = those divided by the pause; compact
+//! MiB/s = live MiB / compact, with its split (`CycleStats::compact_fill`: filling pages,
+//! `compact_map`: the `UFFDIO_COPY` calls), and its ratio to the `memcpy` bandwidth of the same run (a copy
+//! between two resident buffers as large as the heap, median of 5, measured before and after
+//! the cases; the table's ratio uses the mean of the two).
 //!
 //! Environment: `FAULTLINE_BENCH_QUICK=1` shrinks the heap to 32 MiB and runs each case 3 times
 //! (a smoke run); `FAULTLINE_BENCH_RUNS=n` overrides the number of runs. Without `--bench` on
@@ -44,9 +50,10 @@
 //! the object size (the two halves, of which only the live part of the destination is
 //! resident, plus bitmaps).
 
-use std::time::Duration;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
 
-use faultline::{CycleStats, Heap, HeapConfig, Value};
+use faultline::{CycleStats, Heap, HeapConfig, StwCompaction, Value};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -88,16 +95,40 @@ impl Sample {
     }
 }
 
+/// memcpy MiB/s between two resident buffers of `bytes` (median of `reps`).
+fn memcpy_bandwidth(bytes: usize, reps: usize) -> f64 {
+    let src = vec![0x5au8; bytes];
+    let mut dst = vec![0xa5u8; bytes];
+    let mut xs: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            dst.copy_from_slice(black_box(&src));
+            black_box(&mut dst);
+            mib(bytes) / t.elapsed().as_secs_f64()
+        })
+        .collect();
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
 /// Build a heap of `object_bytes` of objects with a fraction `live` reachable, collect it once.
-fn run_once(object_bytes: usize, shape: Shape, live: f64, gc_threads: usize, seed: u64) -> Sample {
+fn run_once(
+    object_bytes: usize,
+    shape: Shape,
+    live: f64,
+    gc_threads: usize,
+    compaction: StwCompaction,
+    seed: u64,
+) -> Sample {
     let half = object_bytes + (1 << 20);
     let cfg = HeapConfig::with_heap_size(half).with(|c| {
         c.min_trigger_bytes = half;
         c.gc_threads = gc_threads;
+        c.stw_compaction = compaction;
     });
     let heap = Heap::new(cfg).expect("heap");
     if let Some(r) = heap.fallback_reason() {
@@ -187,9 +218,12 @@ fn main() {
     let mut cases = Vec::new();
     for shape in [Shape::Local, Shape::Scattered] {
         for live in [0.1, 0.5, 0.9] {
-            cases.push((shape, live, 1));
+            cases.push((shape, live, 1, StwCompaction::Copy));
         }
-        cases.push((shape, 0.5, 2));
+        cases.push((shape, 0.5, 2, StwCompaction::Copy));
+        for live in [0.1, 0.5, 0.9] {
+            cases.push((shape, live, 1, StwCompaction::Slide));
+        }
     }
 
     println!(
@@ -200,16 +234,20 @@ fn main() {
     println!(
         "pause ms: median [min, max]; breakdown (ms) of the median run; MiB/s = MiB / median pause"
     );
+    let memcpy_before = memcpy_bandwidth(object_bytes, 5);
     println!();
     println!(
-        "| shape | live | gc threads | pause ms (median [min, max]) | mark | plan | compact | other | live MiB | heap MiB | live MiB/s | heap MiB/s | pages filled |"
+        "| shape | live | gc threads | compaction | pause ms (median [min, max]) | mark | plan | compact | other | live MiB | heap MiB | live MiB/s | heap MiB/s | pages filled | fill | map | compact MiB/s | / memcpy |"
     );
-    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (ci, &(shape, live, threads)) in cases.iter().enumerate() {
+    println!(
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let mut rows = Vec::new();
+    for (ci, &(shape, live, threads, compaction)) in cases.iter().enumerate() {
         let mut samples: Vec<Sample> = (0..runs)
             .map(|r| {
                 let seed = 0x5eed + (ci * 100 + r) as u64;
-                run_once(object_bytes, shape, live, threads, seed)
+                run_once(object_bytes, shape, live, threads, compaction, seed)
             })
             .collect();
         samples.sort_by_key(Sample::pause);
@@ -218,11 +256,13 @@ fn main() {
         let other = pause.saturating_sub(med.mark + med.plan + med.compact);
         let (lo, hi) = (samples[0].pause(), samples[samples.len() - 1].pause());
         let secs = pause.as_secs_f64();
-        println!(
-            "| {} | {:.0} % | {} | {:.1} [{:.1}, {:.1}] | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {} |",
+        let compact_bw = mib(med.moving_after) / med.compact.as_secs_f64();
+        let row = format!(
+            "| {} | {:.0} % | {} | {} | {:.1} [{:.1}, {:.1}] | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {:.0} |",
             shape.name(),
             live * 100.0,
             threads,
+            compaction.name(),
             ms(pause),
             ms(lo),
             ms(hi),
@@ -235,6 +275,33 @@ fn main() {
             mib(med.moving_after) / secs,
             mib(med.moving_before) / secs,
             med.pages_filled,
+            ms(med.compact_fill),
+            ms(med.compact_map),
+            compact_bw,
+        );
+        println!(
+            "{row} {:.2} (vs {memcpy_before:.0}) |",
+            compact_bw / memcpy_before
+        );
+        rows.push((row, compact_bw));
+    }
+    let memcpy_after = memcpy_bandwidth(object_bytes, 5);
+    let memcpy = (memcpy_before + memcpy_after) / 2.0;
+    println!();
+    println!(
+        "memcpy of {} MiB: {memcpy_before:.0} MiB/s before the cases, {memcpy_after:.0} MiB/s after (mean {memcpy:.0}); compaction against the mean:",
+        object_bytes >> 20
+    );
+    println!();
+    println!("| shape | live | gc threads | compaction | compact MiB/s | / memcpy |");
+    println!("|---|---:|---:|---|---:|---:|");
+    for (&(shape, live, threads, compaction), (_, bw)) in cases.iter().zip(&rows) {
+        println!(
+            "| {} | {:.0} % | {threads} | {} | {bw:.0} | {:.2} |",
+            shape.name(),
+            live * 100.0,
+            compaction.name(),
+            bw / memcpy
         );
     }
     println!();

@@ -96,3 +96,14 @@ fn identity_hashes_survive_concurrent_cycles() {
         }
     }
 }
+
+#[test]
+fn identity_hashes_survive_sliding_collections() {
+    check(
+        "stw/slide",
+        HeapConfig::with_heap_size(8 << 20).with(|c| {
+            c.mode = GcMode::StopTheWorld;
+            c.stw_compaction = faultline::StwCompaction::Slide;
+        }),
+    );
+}

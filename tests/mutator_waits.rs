@@ -121,6 +121,13 @@ fn touching_an_unfilled_page_records_a_fault_stall() {
         let faults0 = heap.fault_stats().count;
         let mut b = [0u8; 16];
         root.get(&m).unwrap().read_bytes(4000, &mut b); // touches an absent page
+                                                        // With handler-thread delivery the handler records the fault after the page is mapped
+                                                        // (which is what wakes us): give it the time to do so (bounded: a missing record
+                                                        // still fails), rather than race it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while heap.fault_stats().count == faults0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert!(
             heap.fault_stats().count > faults0,
             "{faults:?}: no fault taken"

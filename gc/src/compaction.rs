@@ -36,6 +36,7 @@
 
 use core::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use faultline_heap::object::WORD;
 use faultline_heap::{ArenaOffset, VolatileArena, PAGE_SIZE};
@@ -64,9 +65,22 @@ pub(crate) struct PageCounters {
     pub copied: AtomicU64,
     /// Copy strategy: old-half pages released during the compaction (every reader mapped).
     pub released_early: AtomicU64,
+    /// Nanoseconds workers spent filling batches of pages (see `CycleStats::compact_fill`).
+    pub fill_ns: AtomicU64,
+    /// Nanoseconds workers spent mapping batches of pages.
+    pub map_ns: AtomicU64,
 }
 
 impl PageCounters {
+    /// Account a batch filled from `t_fill` and mapped from `t_map` until now.
+    fn time(&self, t_fill: Instant, t_map: Instant) {
+        let now = Instant::now();
+        let ns = |d: std::time::Duration| d.as_nanos() as u64;
+        self.fill_ns
+            .fetch_add(ns(t_map - t_fill), Ordering::Relaxed);
+        self.map_ns.fetch_add(ns(now - t_map), Ordering::Relaxed);
+    }
+
     fn reset(&self) {
         for c in [
             &self.by_worker,
@@ -75,6 +89,8 @@ impl PageCounters {
             &self.staged,
             &self.copied,
             &self.released_early,
+            &self.fill_ns,
+            &self.map_ns,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -122,6 +138,11 @@ struct PageBuf([u8; PAGE_SIZE]);
 impl Compaction {
     /// State for a half of `half_pages` pages (every page MAPPED: no compaction).
     pub(crate) fn new(half_pages: usize, strategy: MapStrategy) -> Self {
+        // Page filling asks whether the CPU has `popcnt` (`Plan::fill_pages`); the answer is
+        // cached by the standard library after the first question. Ask it here, outside any
+        // signal handler, so a fault's fill only ever reads the cached answer.
+        #[cfg(target_arch = "x86_64")]
+        let _ = std::arch::is_x86_feature_detected!("popcnt");
         Compaction {
             active: AtomicBool::new(false),
             users: AtomicU32::new(0),
@@ -487,17 +508,16 @@ impl Compaction {
         let mut mapped = 0;
         if contiguous {
             let first = pd.old_page_addr(stage[0]);
-            for i in 0..n {
-                // SAFETY: staging pages `stage[0] + i` are present old-half pages that no
-                // destination page reads; we popped them, so they are ours alone.
-                let out = unsafe {
-                    core::slice::from_raw_parts_mut((first + i * PAGE_SIZE) as *mut u8, PAGE_SIZE)
-                };
-                plan.fill_page(k.plus(i), out);
-            }
+            // SAFETY: staging pages `stage[0] .. stage[0] + n` are present old-half pages that
+            // no destination page reads; we popped them, so they are ours alone.
+            let out = unsafe { core::slice::from_raw_parts_mut(first as *mut u8, n * PAGE_SIZE) };
+            let t_fill = Instant::now();
+            plan.fill_pages(k, out);
+            let t_map = Instant::now();
             let dst = pd.dest_offset(k);
             // SAFETY: the staging pages are ours; they vanish from the old half.
             let r = unsafe { arena.resolve_move_from(dst, first, n * PAGE_SIZE, false) };
+            self.counters.time(t_fill, t_map);
             for i in 0..n {
                 let d = pd.dest_addr(k.plus(i));
                 // After a failed MOVE a page is either in place (moved before the failure) or
@@ -590,15 +610,15 @@ fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan) {
                     n += 1;
                 }
                 if n > 0 {
-                    let plan = pd;
-                    for i in 0..n {
-                        plan.fill_page(k.plus(i), &mut buf[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
-                    }
+                    let t_fill = Instant::now();
+                    pd.fill_pages(k, &mut buf[..n * PAGE_SIZE]);
+                    let t_map = Instant::now();
                     // SAFETY: `buf` holds `n` filled pages.
                     let ok = unsafe {
                         arena.resolve_copy(pd.dest_offset(k), buf.as_ptr(), n * PAGE_SIZE)
                     }
                     .is_ok();
+                    c.counters.time(t_fill, t_map);
                     for i in 0..n {
                         if ok {
                             if counted {

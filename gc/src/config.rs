@@ -10,7 +10,7 @@ use std::sync::Arc;
 use faultline_heap::PAGE_SIZE;
 
 use crate::debug::DebugConfig;
-use crate::mode::{Barrier, Choreography, FaultMode, GcMode, Strategy};
+use crate::mode::{Barrier, Choreography, FaultMode, GcMode, Strategy, StwCompaction};
 use crate::stats::CycleStats;
 
 /// A callback invoked after every collection cycle (the GC log hook; see
@@ -82,6 +82,9 @@ pub struct HeapConfig {
     pub faults: FaultMode,
     /// Marking barrier (concurrent mode).
     pub barrier: Barrier,
+    /// How stop-the-world cycles compact: into the other half (`Copy`, the default) or in
+    /// place (`Slide`); see [`StwCompaction`].
+    pub stw_compaction: StwCompaction,
     /// Kernel choreography per cycle (concurrent mode): the volatile arena, or the per-cycle
     /// register / mremap / unregister baseline.
     pub choreography: Choreography,
@@ -117,6 +120,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("strategy", &self.strategy)
             .field("faults", &self.faults)
             .field("barrier", &self.barrier)
+            .field("stw_compaction", &self.stw_compaction)
             .field("choreography", &self.choreography)
             .field("history_limit", &self.history_limit)
             .field("debug", &self.debug)
@@ -143,6 +147,7 @@ impl Default for HeapConfig {
             strategy: Strategy::Auto,
             faults: FaultMode::Auto,
             barrier: Barrier::Satb,
+            stw_compaction: StwCompaction::Copy,
             choreography: Choreography::Arena,
             history_limit: Some(16_384),
             use_userfaultfd: true,

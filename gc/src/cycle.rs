@@ -22,9 +22,12 @@
 //!    entries of dead boxes freed, held values of dead finalization targets delivered, the
 //!    rest forwarded (the same pause that decided what is dead).
 //! 5. **Compact** in the pause: fill destination pages in order and map them into the other
-//!    half in batches of 64 pages (`UFFDIO_COPY`, or a plain copy on an unregistered arena).
+//!    half in batches of 64 pages (`UFFDIO_COPY`, or a plain copy on an unregistered arena);
+//!    or, with [`crate::StwCompaction::Slide`], slide the live words down within the current
+//!    half ([`crate::plan::Plan::slide`]: no kernel call per page).
 //! 6. **Finish**: release the old half (`MADV_DONTNEED`, [`crate::release`]) and the dead large
-//!    objects, switch halves, set the next occupancy trigger. (`debug.verify`: verify.)
+//!    objects, switch halves (sliding: release the current half's free tail, keep the
+//!    halves), set the next occupancy trigger. (`debug.verify`: verify.)
 //!    **Resume** the mutators; record the cycle.
 //!
 //! # Concurrent cycle (`GcMode::Concurrent`)
@@ -90,12 +93,12 @@ use crate::debug::{Breakage, MarkPoint, Phase};
 use crate::error::CollectError;
 use crate::inner::{page_up, HeapInner, BATCH_PAGES};
 use crate::marking::{self, ConcMarker, MarkCtx, MarkReport};
-use crate::mode::{Choreography, GcMode};
+use crate::mode::{Choreography, GcMode, StwCompaction};
 use crate::pacer::Decision;
 use crate::phase::CyclePhase;
 use crate::plan::{DestPage, Plan};
 use crate::reentry::{self, Callback};
-use crate::release::{fatal_after_flip, prepare_destination, release_old_half};
+use crate::release::{fatal_after_flip, prepare_destination, release_free_tail, release_old_half};
 use crate::safepoint::{visit_roots, Me, SpState, RUNNING};
 use crate::stats::{merge_tts, trim_history, CycleStats, MutatorTts, PaceStats, Pause, Trigger};
 use crate::trace::{header, Atomic, Plain, Tracer};
@@ -692,6 +695,13 @@ fn flip(
         }
     }
 
+    // A stop-the-world flip that slides in place: the plan's destination is its own half.
+    let slide = !flip_concurrently && cfg.stw_compaction == StwCompaction::Slide;
+    if slide {
+        plan.to = from;
+        plan.to_offset = arena.offset_of(from);
+    }
+
     // 4. Update roots and large objects' fields. A new era first: every `Value` read before
     //    this pause is stale from here on (objects move, dead ones are freed).
     let tc = Instant::now();
@@ -832,21 +842,28 @@ fn flip(
         return Ok(Flip::Armed(Box::new(stats), Box::new(finish)));
     }
 
-    // 5. Compact into the other half, a batch of pages per COPY.
     inner.gate.set_phase(CyclePhase::Compacting);
+    if slide {
+        // 5. Compact in place.
+        let t_fill = Instant::now();
+        // SAFETY: the world is stopped and nothing else reads or writes the moving space; the
+        // plan's destination is its own source half, present up to its used end.
+        unsafe { plan.slide() };
+        stats.compact_fill = t_fill.elapsed();
+    }
+    // 5. Compact into the other half, a batch of pages per COPY.
     let mut p = 0;
-    while p < pages {
+    while p < pages && !slide {
         let n = BATCH_PAGES.min(pages - p);
-        for i in 0..n {
-            plan.fill_page(
-                DestPage(p + i),
-                &mut buf[i * PAGE_SIZE..(i + 1) * PAGE_SIZE],
-            );
-        }
+        let t_fill = Instant::now();
+        plan.fill_pages(DestPage(p), &mut buf[..n * PAGE_SIZE]);
+        let t_map = Instant::now();
+        stats.compact_fill += t_map - t_fill;
         // SAFETY: `buf` holds `n` filled pages.
         let r = unsafe {
             arena.resolve_copy(plan.dest_offset(DestPage(p)), buf.as_ptr(), n * PAGE_SIZE)
         };
+        stats.compact_map += t_map.elapsed();
         if let Err(e) = r {
             fatal_after_flip("stop-the-world compaction", &e);
         }
@@ -861,7 +878,13 @@ fn flip(
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let old_end = (*pop).max(page_up(from_top));
-        if old_end > from {
+        if slide {
+            // The halves stay: release the free tail of this one.
+            *pop = release_free_tail(arena, from + pages * PAGE_SIZE, old_end);
+            moving
+                .top
+                .store(from + live_words * WORD, Ordering::Relaxed);
+        } else if old_end > from {
             release_old_half(
                 arena,
                 &inner.release,
@@ -870,9 +893,11 @@ fn flip(
                 old_end - from,
             );
         }
-        moving.current.store(to_index, Ordering::Relaxed);
-        moving.top.store(to + live_words * WORD, Ordering::Relaxed);
-        *pop = to + pages * PAGE_SIZE;
+        if !slide {
+            moving.current.store(to_index, Ordering::Relaxed);
+            moving.top.store(to + live_words * WORD, Ordering::Relaxed);
+            *pop = to + pages * PAGE_SIZE;
+        }
     }
     large.release_dead(arena, &large_dead)?;
     stats.moving_after = moving.used();
@@ -936,6 +961,8 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     stats.pages_staged = c.counters.staged.load(Ordering::Relaxed);
     stats.pages_copied = c.counters.copied.load(Ordering::Relaxed);
     stats.pages_released_early = c.counters.released_early.load(Ordering::Relaxed);
+    stats.compact_fill = Duration::from_nanos(c.counters.fill_ns.load(Ordering::Relaxed));
+    stats.compact_map = Duration::from_nanos(c.counters.map_ns.load(Ordering::Relaxed));
     take_pace_stats(&inner, &mut stats);
     record_cycle(&inner, &stats);
     inner.gate.set_idle();

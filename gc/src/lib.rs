@@ -137,7 +137,7 @@ pub use error::{AttachError, CollectError};
 pub use fork::FORKED_REASON;
 pub use heap::{GlobalRoot, Heap, HeapError};
 pub use io::{Pin, PinError};
-pub use mode::{Barrier, Choreography, FaultMode, GcMode, ModeInfo, Strategy};
+pub use mode::{Barrier, Choreography, FaultMode, GcMode, ModeInfo, Strategy, StwCompaction};
 pub use mutator::{AllocError, Local, Mutator, Root};
 pub use phase::CyclePhase;
 pub use reentry::Callback;

@@ -105,6 +105,34 @@ impl Barrier {
     }
 }
 
+/// How a stop-the-world cycle compacts (also a concurrent heap's cycle that compacts in the
+/// pause).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StwCompaction {
+    /// Into the other half, as the concurrent collector does: destination pages are filled
+    /// into a buffer and mapped with `UFFDIO_COPY` in batches of 64 pages (a plain copy on an
+    /// arena without userfaultfd); the old half is released and the halves alternate.
+    #[default]
+    Copy,
+    /// In place (Lisp-2 style sliding, with the same rank-based plan): every run of live words
+    /// moves down within the current half with one `memmove`, references are rewritten in a
+    /// second pass over each slid chunk while it is in cache, and the free tail is released
+    /// (`MADV_DONTNEED`). No kernel call per page, no second copy of the live data. The halves
+    /// do not alternate; `debug.poison_released` does not poison the tail (it stays in the
+    /// current half and is handed out again).
+    Slide,
+}
+
+impl StwCompaction {
+    /// Short name (`"copy"`, `"slide"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            StwCompaction::Copy => "copy",
+            StwCompaction::Slide => "slide",
+        }
+    }
+}
+
 /// How the heap uses the kernel's userfaultfd registration across collection cycles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Choreography {

@@ -13,29 +13,41 @@
 //! - The source object that lands on the first word of destination page `k` is found on
 //!   demand ([`Plan::first_obj`]: a `select` of rank `k * PAGE_WORDS`, then the mark bitmap's
 //!   previous set bit): planning builds no per-page table.
+//! - Filling pages ([`Plan::fill_pages`], one page or a run of them) works in two passes: the
+//!   runs of live words are copied with one `memcpy` each, found in the live-words bitmap;
+//!   then the objects, now back to back in the output, are walked there and their references
+//!   forwarded. Destination words are ranks, so an object straddling a page edge is split at
+//!   the same word whichever pages a call covers, and filling one page never touches another
+//!   destination page.
 //! - [`Plan::pieces`] walks the objects that land on one destination page, each clipped to the
-//!   page ([`Piece`]); filling a page ([`Plan::fill_page`]) and updating a dense page in place
-//!   ([`Plan::update_in_place`]) both use it, so an object straddling a page edge is split the
-//!   same way everywhere and filling one page never touches another destination page.
+//!   page ([`Piece`]): updating a dense page in place ([`Plan::update_in_place`]) uses it, and
+//!   the tests use it as the reference fill.
+//! - [`Plan::slide`] is the stop-the-world compaction in place (`to == from`): the same two
+//!   passes, a chunk at a time, over the half itself.
 //!
 //! Invariants:
 //! - a `Plan` is immutable once built; the side tables it holds ([`SideTables`]) are not
 //!   modified while a plan built from them is in use (the next cycle's marking starts only
 //!   after the compaction using it has finished);
 //! - everything here reads only the old half (at `src`) and writes only the output it is given
-//!   (or, for `update_in_place`, the one old page it is given): async-signal-safe, no
-//!   allocation, no lock.
+//!   (or, for `update_in_place`, the one old page it is given; for `slide`, with the world
+//!   stopped, the half itself, each word written only once every word it could overwrite was
+//!   read): async-signal-safe, no allocation, no lock.
 
 use std::sync::Arc;
 
 use faultline_heap::bitmap::{Bitmap, LiveWords};
-use faultline_heap::object::{Header, TypeRegistry, WORD};
+use faultline_heap::object::{Header, RefSlots, TypeRegistry, WORD};
 use faultline_heap::{ArenaOffset, PAGE_SIZE};
 
 use crate::trace::header;
 
 /// Words per page.
 pub(crate) const PAGE_WORDS: usize = PAGE_SIZE / WORD;
+
+/// Destination words an in-place slide produces before forwarding their references (256 KiB:
+/// the chunk is still in the L2 cache when the reference pass reads it back).
+pub(crate) const SLIDE_CHUNK_WORDS: usize = 64 * PAGE_WORDS;
 
 /// The collector's side tables over one half: the mark bitmap (object starts) and the
 /// live-words bitmap with its prefix sums. All updates are atomic bit operations (`&self`).
@@ -98,6 +110,7 @@ impl OldPage {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Piece {
     /// Old word index of the object's header.
+    #[cfg_attr(not(test), allow(dead_code))] // read by the tests' reference fill
     pub w: usize,
     /// New word index of the object's header.
     pub new_w: usize,
@@ -210,7 +223,267 @@ impl Plan {
 
     /// Fill destination page `page` into `out` (one page): copy the parts of the source
     /// objects that land on it and rewrite the references in them. Reads only the old half.
+    #[inline]
     pub(crate) fn fill_page(&self, page: DestPage, out: &mut [u8]) {
+        debug_assert_eq!(out.len(), PAGE_SIZE);
+        self.fill_pages(page, out);
+    }
+
+    /// Fill the `out.len() / PAGE_SIZE` destination pages from `first` on into `out`, in two
+    /// passes over the output:
+    ///
+    /// 1. **copy**: the live words of compacted ranks `[r0, r_end)` are runs of set bits in
+    ///    the live-words bitmap; each run is copied with one `memcpy` (one `select` finds the
+    ///    first source word, then `next_clear` / `next_set` walk the bitmap), and the words
+    ///    past the compacted end are zeroed;
+    /// 2. **update**: the objects now lie back to back in `out`, so they are walked there
+    ///    (header, size, next header) with no mark-bitmap search and no per-object `rank`; the
+    ///    first one may start before `r0` (its header is read in the old half, found with the
+    ///    mark bitmap as [`Plan::first_obj`] does). Every reference slot in `out` is forwarded.
+    ///
+    /// The result is the same, word for word, as filling each page from its [`Plan::pieces`].
+    /// Reads only the old half (and `out`); writes only `out`.
+    pub(crate) fn fill_pages(&self, first: DestPage, out: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has the `popcnt` instruction.
+            unsafe { self.fill_pages_popcnt(first, out) };
+            return;
+        }
+        self.fill_pages_impl(first, out);
+    }
+
+    /// [`Plan::fill_pages`] compiled with the `popcnt` instruction (every `rank` of the
+    /// reference pass counts bits; the baseline x86-64 target has no such instruction and
+    /// counts them with a dozen shifts and masks).
+    ///
+    /// # Safety
+    /// The CPU must have `popcnt`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    unsafe fn fill_pages_popcnt(&self, first: DestPage, out: &mut [u8]) {
+        self.fill_pages_impl(first, out);
+    }
+
+    #[inline(always)]
+    fn fill_pages_impl(&self, first: DestPage, out: &mut [u8]) {
+        debug_assert_eq!(out.len() % PAGE_SIZE, 0);
+        debug_assert_eq!(out.as_ptr() as usize % WORD, 0);
+        let n = out.len() / PAGE_SIZE;
+        let r0 = first.first_rank();
+        let r_end = first.plus(n).first_rank().min(self.live_words);
+        if r0 >= r_end {
+            out.fill(0);
+            return;
+        }
+        let total = r_end - r0;
+        let out_words = out.as_mut_ptr() as *mut usize;
+
+        // 1. Copy the runs of live words.
+        let w_first = self
+            .live()
+            .select(r0, self.bitmap_words)
+            .expect("a live word for every destination word");
+        let mut w = w_first;
+        // SAFETY: `out` holds n * PAGE_WORDS >= total words and never overlaps the words read
+        // (it is a buffer, or a page no destination page reads any more).
+        unsafe { self.copy_live::<false>(&mut w, out_words, total) };
+        out[total * WORD..].fill(0);
+
+        // 2. Forward the references, object by object, in `out`.
+        let start = self
+            .mark()
+            .prev_set(w_first)
+            .expect("every live word belongs to a marked object");
+        // Every word of a marked object is live, so the words [start, w_first) precede rank
+        // r0 directly.
+        let mut walk = ObjWalk {
+            pos: r0 - (w_first - start),
+            header: Some(header(self.src + start * WORD)),
+        };
+        // SAFETY: `out` holds destination words [r0, r_end), copied above.
+        unsafe { self.forward_refs(&mut walk, out_words, r0, r0, r_end) };
+    }
+
+    /// Stop-the-world compaction in place ([`crate::StwCompaction::Slide`]): the plan's
+    /// destination is its own old half (`to == from == src`). Destination words are produced
+    /// in chunks of [`SLIDE_CHUNK_WORDS`]: the chunk's live words slide down (one `memmove`
+    /// per run, none for a run already in place), then its references are forwarded while it
+    /// is in cache. Finally the words from the compacted end to the end of its page are
+    /// zeroed (one-word fillers, as a filled page's tail is).
+    ///
+    /// Sliding down in rank order never overwrites a word not yet read: the live word of rank
+    /// `r` lies at word `w >= r`, and every word written before it is read has a rank below
+    /// `r`. Forwarding reads only the side tables, and the reference pass reads headers from
+    /// the slid words; nothing reads the old layout after it moved.
+    ///
+    /// # Safety
+    /// The world is stopped and nothing else reads or writes the half while this runs;
+    /// `to == from == src`, and the half's pages up to `pages` are present.
+    pub(crate) unsafe fn slide(&self) {
+        debug_assert!(self.to == self.from && self.src == self.from);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has `popcnt`; the rest is the caller's contract.
+            unsafe { self.slide_popcnt() };
+            return;
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.slide_impl() };
+    }
+
+    /// [`Plan::slide`] compiled with `popcnt` (see [`Plan::fill_pages_popcnt`]).
+    ///
+    /// # Safety
+    /// The CPU must have `popcnt`; and [`Plan::slide`]'s contract.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    unsafe fn slide_popcnt(&self) {
+        // SAFETY: forwarded.
+        unsafe { self.slide_impl() };
+    }
+
+    #[inline(always)]
+    unsafe fn slide_impl(&self) {
+        let base = self.src as *mut usize;
+        let total = self.live_words;
+        let mut w = 0;
+        // The first live word is the header of the first live object: rank 0.
+        let mut walk = ObjWalk {
+            pos: 0,
+            header: None,
+        };
+        let mut r = 0;
+        while r < total {
+            let n = SLIDE_CHUNK_WORDS.min(total - r);
+            // SAFETY: words [r, r + n) of the half are present and ours (the caller's
+            // contract); every word read lies at or above the word it moves to, and above
+            // every word written before it (see above): the copy only moves words down.
+            unsafe { self.copy_live::<true>(&mut w, base.add(r), n) };
+            // SAFETY: destination words [r, r + n) were just slid into place at `base + r`;
+            // the walk's object started at or before `r` and its header, if not given, is a
+            // slid word.
+            unsafe { self.forward_refs(&mut walk, base, 0, r, r + n) };
+            r += n;
+        }
+        // SAFETY: words [total, pages * PAGE_WORDS) lie on the last destination page, present
+        // and ours; nothing live is there any more.
+        unsafe { core::ptr::write_bytes(base.add(total), 0, self.pages * PAGE_WORDS - total) };
+    }
+
+    /// Copy the next `count` live words of the old half, in rank order, to `dst`: runs of set
+    /// bits of the live-words bitmap, one copy each. `*w` is where the search for the next
+    /// live word starts; it is left just after the last word copied.
+    ///
+    /// # Safety
+    /// `dst` must be writable for `count` words; there must be `count` live words at or
+    /// after `*w`. With `OVERLAP` false, `dst` must not overlap any word read; with `OVERLAP`
+    /// true it may overlap them only at lower addresses (the in-place slide).
+    #[inline(always)]
+    unsafe fn copy_live<const OVERLAP: bool>(&self, w: &mut usize, dst: *mut usize, count: usize) {
+        let limit = (self.from_top - self.from) / WORD;
+        let bits = &self.live().bits;
+        let mut d = 0;
+        while d < count {
+            let s = bits
+                .next_set(*w, limit)
+                .expect("a live word for every destination word");
+            let len = (bits.next_clear(s, limit) - s).min(count - d);
+            let from = (self.src + s * WORD) as *const usize;
+            // SAFETY: source words [s, s + len) are live words of the old half (present memory,
+            // read at `src`); destination words [d, d + len) are writable by the caller's
+            // contract, which also rules out any overlap, or (`OVERLAP`) puts the destination
+            // below the source.
+            unsafe {
+                let to = dst.add(d);
+                if OVERLAP && core::ptr::eq(to, from) {
+                    // Already in place (a dense prefix of the half).
+                } else if len <= SHORT_RUN_WORDS {
+                    copy_short_run(from, to, len);
+                } else if OVERLAP {
+                    core::ptr::copy(from, to, len);
+                } else {
+                    core::ptr::copy_nonoverlapping(from, to, len);
+                }
+            }
+            d += len;
+            *w = s + len;
+        }
+    }
+
+    /// Forward every reference slot in destination words `[lo, hi)`, walking the objects from
+    /// `walk` on (each object's header is at its first destination word, or given in
+    /// `walk.header`). Destination word `r` is at `base + (r - base_rank)`. On return `walk`
+    /// is the object holding word `hi` (or starting there, header not yet read).
+    ///
+    /// # Safety
+    /// Destination words `[max(walk.pos, base_rank), hi)` must be copied, at `base`, and
+    /// `walk` must describe an object starting at or before `lo` that lies back to back
+    /// with the following ones up to `hi`.
+    #[inline(always)]
+    unsafe fn forward_refs(
+        &self,
+        walk: &mut ObjWalk,
+        base: *mut usize,
+        base_rank: usize,
+        lo: usize,
+        hi: usize,
+    ) {
+        // Values, not paths through `self`: the stores through `base` below would otherwise
+        // make the compiler reload every table pointer after each one.
+        let fwd = Forwarder {
+            ranker: self.live().ranker(),
+            from: self.from,
+            from_top: self.from_top,
+            to: self.to,
+        };
+        let layouts = self.types.scan_table();
+        while walk.pos < hi {
+            let pos = walk.pos;
+            // SAFETY: `pos` lies in [lo, hi) when the header is not given: a copied word.
+            let h = walk
+                .header
+                .unwrap_or_else(|| Header(unsafe { *base.add(pos - base_rank) } as u64));
+            let l = layouts.get(h);
+            let size = l.size_words(h);
+            let (a, b) = (lo.max(pos) - pos, (pos + size).min(hi) - pos);
+            // Word `k` of this object is destination word `pos + k`, at `obj + k`.
+            let obj = base.wrapping_add(pos).wrapping_sub(base_rank);
+            // Each `k` below is a reference slot among the object's words [a, b), so destination
+            // word `pos + k` lies in [lo, hi): a copied word.
+            match l.ref_slots(h, a, b) {
+                RefSlots::Mask(mut m) => {
+                    while m != 0 {
+                        // SAFETY: a copied word (above).
+                        unsafe { fwd.slot(obj.add(m.trailing_zeros() as usize)) };
+                        m &= m - 1;
+                    }
+                }
+                RefSlots::Range(x, y) => {
+                    for k in x..y {
+                        // SAFETY: a copied word (above).
+                        unsafe { fwd.slot(obj.add(k)) };
+                    }
+                }
+                RefSlots::Registry => self.types.for_each_ref_word(h, a, b, |k| {
+                    // SAFETY: a copied word (above).
+                    unsafe { fwd.slot(obj.add(k)) }
+                }),
+            }
+            if pos + size > hi {
+                // The object goes on past `hi`: the next call continues it.
+                walk.header = Some(h);
+                return;
+            }
+            walk.pos = pos + size;
+            walk.header = None;
+        }
+    }
+
+    /// The page-by-page fill that [`Plan::fill_pages`] replaced: one [`Plan::pieces`] walk, one
+    /// copy per object. Kept as the tests' reference.
+    #[cfg(test)]
+    pub(crate) fn fill_page_by_pieces(&self, page: DestPage, out: &mut [u8]) {
         debug_assert_eq!(out.len(), PAGE_SIZE);
         let dest_lo = page.first_rank();
         let out_words = out.as_mut_ptr() as *mut usize;
@@ -258,6 +531,88 @@ impl Plan {
     }
 }
 
+/// The new-address formula with its inputs held by value (see [`faultline_heap::bitmap::Ranker`]),
+/// for the reference pass.
+#[derive(Clone, Copy)]
+struct Forwarder<'a> {
+    ranker: faultline_heap::bitmap::Ranker<'a>,
+    from: usize,
+    from_top: usize,
+    to: usize,
+}
+
+impl Forwarder<'_> {
+    /// Rewrite the reference slot at `slot` to its new address ([`Plan::forward`]).
+    ///
+    /// # Safety
+    /// `slot` must be readable and writable.
+    #[inline(always)]
+    unsafe fn slot(self, slot: *mut usize) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let v = *slot;
+            if v % WORD == 0 && v >= self.from && v < self.from_top {
+                *slot = self.to + WORD * self.ranker.rank((v - self.from) / WORD);
+            }
+        }
+    }
+}
+
+/// Runs of at most this many words are copied inline ([`copy_short_run`]), not by a call.
+const SHORT_RUN_WORDS: usize = 16;
+
+/// Copy `len <= SHORT_RUN_WORDS` words from `from` to `to`, front to back, four at a time:
+/// each group of words is read before it is written, so a destination below an overlapping
+/// source (the in-place slide) is copied correctly.
+///
+/// # Safety
+/// `from` readable and `to` writable for `len` words; `to <= from` if they overlap.
+#[inline(always)]
+unsafe fn copy_short_run(from: *const usize, to: *mut usize, len: usize) {
+    let mut i = 0;
+    // SAFETY: every index is below `len` (the caller's contract covers [0, len)).
+    unsafe {
+        while i + 4 <= len {
+            let a = from.add(i).read();
+            let b = from.add(i + 1).read();
+            let c = from.add(i + 2).read();
+            let d = from.add(i + 3).read();
+            to.add(i).write(a);
+            to.add(i + 1).write(b);
+            to.add(i + 2).write(c);
+            to.add(i + 3).write(d);
+            i += 4;
+        }
+        if i < len {
+            let a = from.add(i).read();
+            let b = if i + 1 < len {
+                from.add(i + 1).read()
+            } else {
+                0
+            };
+            let c = if i + 2 < len {
+                from.add(i + 2).read()
+            } else {
+                0
+            };
+            to.add(i).write(a);
+            if i + 1 < len {
+                to.add(i + 1).write(b);
+            }
+            if i + 2 < len {
+                to.add(i + 2).write(c);
+            }
+        }
+    }
+}
+
+/// Where the reference pass of page filling stands: the object whose first destination
+/// word is `pos`, with its header if already read (`None`: read it at `pos`, copied).
+struct ObjWalk {
+    pos: usize,
+    header: Option<Header>,
+}
+
 /// The iterator of [`Plan::pieces`].
 pub(crate) struct Pieces<'a> {
     plan: &'a Plan,
@@ -292,5 +647,177 @@ impl Iterator for Pieces<'_> {
             lo: new_w.max(self.dest_lo),
             hi: (new_w + size).min(self.dest_hi),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline_heap::object::{TypeId, TypeInfo};
+
+    /// A xorshift generator (fixed seed: the tests are deterministic).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// An old half in a `Vec` (objects of every layout, a fraction `live` of them marked), its
+    /// side tables and a plan over it.
+    struct Fixture {
+        _old: Vec<u64>,
+        plan: Plan,
+    }
+
+    fn fixture(seed: u64, live: f64, words: usize) -> Fixture {
+        let mut r = TypeRegistry::default();
+        let plain = r.register(TypeInfo::fixed("plain", 16, &[])).unwrap();
+        let pair = r.register(TypeInfo::fixed("pair", 24, &[0, 8])).unwrap();
+        let wide = r
+            .register(TypeInfo::fixed("wide", 640, &[0, 8, 512, 632]))
+            .unwrap();
+        let arr = r.register(TypeInfo::ref_array("arr")).unwrap();
+        let bytes = r.register(TypeInfo::byte_array("bytes")).unwrap();
+        let mut rng = Rng(seed | 1);
+        let mut old = vec![0u64; words];
+        let from = old.as_mut_ptr() as usize;
+        let tables = Arc::new(SideTables::new(words + 128));
+        // Lay the objects out.
+        let mut objs = Vec::new();
+        let mut w = 0;
+        loop {
+            let (t, len) = match rng.below(20) {
+                0 => (TypeId::FILLER, 0),
+                1..=8 => (pair, 0),
+                9..=11 => (plain, 0),
+                12 => (wide, 0),
+                13..=16 => {
+                    let max = if rng.below(8) == 0 { 1500 } else { 40 };
+                    (arr, rng.below(max))
+                }
+                _ => (bytes, rng.below(100)),
+            };
+            let h = Header::new(t, len as u32);
+            let size = r.size_words(h).unwrap();
+            if w + size > words {
+                break;
+            }
+            if t != TypeId::FILLER {
+                old[w] = h.0;
+                objs.push((w, h, size));
+            }
+            w += size;
+        }
+        let used = w;
+        // Fill the payloads: references to objects (live or not: forwarding does not care),
+        // null, immediates, addresses outside the half, and plain data.
+        for &(w, _, size) in &objs {
+            for k in 1..size {
+                old[w + k] = match rng.below(6) {
+                    0 => 0,
+                    1 => (rng.next() | 1) & 0xffff,
+                    2 => 0x10_0000 + 8 * rng.below(1000) as u64,
+                    _ => {
+                        let (o, _, _) = objs[rng.below(objs.len())];
+                        (from + o * WORD) as u64
+                    }
+                };
+            }
+        }
+        for &(w, _, size) in &objs {
+            if (rng.next() % 1000) as f64 / 1000.0 < live {
+                tables.mark.set(w);
+                tables.live.mark_range(w, w + size);
+            }
+        }
+        let bitmap_words = used.div_ceil(64) + 1;
+        let live_words = tables.live.compute_prefix(bitmap_words);
+        let plan = Plan {
+            from,
+            src: from,
+            from_top: from + used * WORD,
+            to: 0x7000_0000_0000,
+            to_offset: ArenaOffset(0),
+            live_words,
+            pages: (live_words * WORD).div_ceil(PAGE_SIZE),
+            bitmap_words,
+            tables,
+            types: Arc::new(r),
+        };
+        Fixture { _old: old, plan }
+    }
+
+    /// Word-aligned page buffers.
+    fn pages(n: usize) -> Vec<u64> {
+        vec![0xdead_beef; n * PAGE_WORDS]
+    }
+
+    fn bytes(v: &mut [u64]) -> &mut [u8] {
+        // SAFETY: reinterpreting initialised `u64`s as bytes, same length in bytes.
+        unsafe { core::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, v.len() * WORD) }
+    }
+
+    #[test]
+    fn sliding_in_place_matches_filling_by_pieces() {
+        // 392 pages of old half: every destination page fits in it.
+        for (seed, live) in [(11, 0.1), (12, 0.5), (13, 0.9), (14, 1.0), (15, 0.02)] {
+            let mut f = fixture(seed, live, 392 * PAGE_WORDS);
+            f.plan.to = f.plan.from;
+            let pd = &f.plan;
+            let mut want = pages(pd.pages);
+            for k in 0..pd.pages {
+                let page = &mut want[k * PAGE_WORDS..(k + 1) * PAGE_WORDS];
+                pd.fill_page_by_pieces(DestPage(k), bytes(page));
+            }
+            // SAFETY: nothing else touches the fixture's half; `to == from == src`.
+            unsafe { pd.slide() };
+            let got = &f._old[..pd.pages * PAGE_WORDS];
+            for k in 0..pd.pages {
+                let r = k * PAGE_WORDS..(k + 1) * PAGE_WORDS;
+                assert!(got[r.clone()] == want[r], "seed {seed}: page {k} differs");
+            }
+        }
+    }
+
+    #[test]
+    fn filling_runs_of_pages_matches_filling_by_pieces() {
+        for (seed, live) in [(1, 0.1), (2, 0.5), (3, 0.9), (4, 1.0), (5, 0.02)] {
+            let f = fixture(seed, live, 200_000);
+            let pd = &f.plan;
+            assert!(pd.pages > 2, "seed {seed}: {} pages", pd.pages);
+            // Reference: page by page from the pieces, one page past the end included.
+            let total = pd.pages + 1;
+            let mut want = pages(total);
+            for k in 0..total {
+                let page = &mut want[k * PAGE_WORDS..(k + 1) * PAGE_WORDS];
+                pd.fill_page_by_pieces(DestPage(k), bytes(page));
+            }
+            for batch in [1, 3, 16, total] {
+                let mut got = pages(total);
+                let mut k = 0;
+                while k < total {
+                    let n = batch.min(total - k);
+                    pd.fill_pages(
+                        DestPage(k),
+                        bytes(&mut got[k * PAGE_WORDS..(k + n) * PAGE_WORDS]),
+                    );
+                    k += n;
+                }
+                for k in 0..total {
+                    let r = k * PAGE_WORDS..(k + 1) * PAGE_WORDS;
+                    assert!(
+                        got[r.clone()] == want[r.clone()],
+                        "seed {seed}, batch {batch}: page {k} differs"
+                    );
+                }
+            }
+        }
     }
 }

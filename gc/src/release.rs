@@ -104,6 +104,32 @@ pub(crate) fn release_old_half(
     }
 }
 
+/// After an in-place slide ([`crate::StwCompaction::Slide`]): release the current half's free
+/// tail `[new_end, old_end)` (page aligned; `old_end` was the populated watermark). Returns
+/// the new watermark: `new_end`, or, if the release failed, `old_end`, with the tail made
+/// present again and zeroed so that allocation may hand it out (the space's invariant:
+/// present below the watermark, absent above, fresh memory zero). Never fails: this runs
+/// after references were updated, so a kernel error in the fallback ends the process.
+pub(crate) fn release_free_tail(arena: &VolatileArena, new_end: usize, old_end: usize) -> usize {
+    if old_end <= new_end {
+        return new_end;
+    }
+    let (offset, len) = (arena.offset_of(new_end), old_end - new_end);
+    for _ in 0..3 {
+        if arena.release(offset, len).is_ok() {
+            return new_end;
+        }
+    }
+    // Some pieces may be released already: bring those back (zero pages), then zero the rest.
+    if let Err(e) = arena.populate(offset, len) {
+        fatal_after_flip("keeping the free tail after a failed release", &e);
+    }
+    // SAFETY: [new_end, old_end) lies in the current half, present now (populated above) and
+    // holding no live object (the slide moved every live word below `new_end`).
+    unsafe { core::ptr::write_bytes(new_end as *mut u8, 0, len) };
+    old_end
+}
+
 /// Before a flip into the half at `to_offset`: release again whatever the last cycle left
 /// present or poisoned there. With the world stopped, before any reference changes.
 pub(crate) fn prepare_destination(

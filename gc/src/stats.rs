@@ -103,6 +103,14 @@ pub struct CycleStats {
     pub plan_chunks_redone: usize,
     /// Compaction (page filling) time.
     pub compact: Duration,
+    /// The part of the compaction spent filling destination pages (copying live words and
+    /// rewriting references), summed over the threads that fill batches of pages: the pausing
+    /// thread (stop-the-world) or the compaction workers (concurrent). Pages filled one at a
+    /// time by mutator faults and assists are not timed (they are not clock-read per page).
+    pub compact_fill: Duration,
+    /// The part of the compaction spent in the calls that map filled pages (`UFFDIO_COPY`,
+    /// `UFFDIO_MOVE`, `UFFDIO_CONTINUE`), summed as [`CycleStats::compact_fill`] is.
+    pub compact_map: Duration,
     /// Whole cycle.
     pub total: Duration,
     /// Moving-space bytes in use before / after.
@@ -237,6 +245,8 @@ impl Default for CycleStats {
             handshake: (0, 0),
             remark_satb_entries: 0,
             compact: Duration::ZERO,
+            compact_fill: Duration::ZERO,
+            compact_map: Duration::ZERO,
             total: Duration::ZERO,
             moving_before: 0,
             moving_after: 0,

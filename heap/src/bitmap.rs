@@ -87,6 +87,7 @@ impl Bitmap {
         self.words.len()
     }
     /// The first set bit at or after `i`, below `limit`.
+    #[inline]
     pub fn next_set(&self, i: usize, limit: usize) -> Option<usize> {
         if i >= limit {
             return None;
@@ -103,6 +104,30 @@ impl Bitmap {
                 return None;
             }
             bits = self.word(word);
+        }
+    }
+    /// The first clear bit at or after `i`, or `limit` if bits `[i, limit)` are all set (the
+    /// end of a run of set bits: with the live-words bitmap, of a run of live words). Bits past
+    /// the bitmap's end read as clear.
+    #[inline]
+    pub fn next_clear(&self, i: usize, limit: usize) -> usize {
+        if i >= limit {
+            return limit;
+        }
+        let mut word = i / 64;
+        let mut bits = !self.word(word) & (u64::MAX << (i % 64));
+        loop {
+            if bits != 0 {
+                return (word * 64 + bits.trailing_zeros() as usize).min(limit);
+            }
+            word += 1;
+            if word * 64 >= limit {
+                return limit;
+            }
+            if word >= self.words.len() {
+                return word * 64;
+            }
+            bits = !self.word(word);
         }
     }
     /// The last set bit at or before `i`.
@@ -334,12 +359,45 @@ impl LiveWords {
         }
     }
 
+    /// The tables [`Self::rank`] reads, as a value ([`Ranker`]).
+    #[inline]
+    pub fn ranker(&self) -> Ranker<'_> {
+        Ranker {
+            bits: &self.bits.words,
+            block: &self.block,
+            chunk: &self.chunk,
+        }
+    }
+
     /// Rank of word `w`: the live words before it. O(1).
     #[inline]
     pub fn rank(&self, w: usize) -> usize {
         let i = w / 64;
         let below = self.bits.word(i) & ((1u64 << (w % 64)) - 1);
         self.prefix_at(i) + below.count_ones() as usize
+    }
+}
+
+/// [`LiveWords::rank`] over slices held by value: for loops that also write memory through raw
+/// pointers, where the compiler must otherwise reload a `&LiveWords`'s vectors after every
+/// write (it cannot prove the write missed them). Valid while the `LiveWords` is (same
+/// conditions as `rank`).
+#[derive(Clone, Copy, Debug)]
+pub struct Ranker<'a> {
+    bits: &'a [AtomicU64],
+    block: &'a [AtomicU32],
+    chunk: &'a [AtomicUsize],
+}
+
+impl Ranker<'_> {
+    /// Rank of word `w` (as [`LiveWords::rank`]).
+    #[inline]
+    pub fn rank(self, w: usize) -> usize {
+        let i = w / 64;
+        let below = self.bits[i].load(Ordering::Relaxed) & ((1u64 << (w % 64)) - 1);
+        self.chunk[i / CHUNK_BLOCKS].load(Ordering::Relaxed)
+            + self.block[i].load(Ordering::Relaxed) as usize
+            + below.count_ones() as usize
     }
 }
 
@@ -360,6 +418,9 @@ mod tests {
         assert_eq!(lw.rank(64), 8);
         assert_eq!(lw.rank(128), 4 + 68);
         assert_eq!(lw.rank(200), 74);
+        for w in 0..1000 {
+            assert_eq!(lw.ranker().rank(w), lw.rank(w));
+        }
         let n = lw.bits.num_words();
         for w in [3, 6, 60, 64, 100, 129, 200] {
             assert_eq!(lw.select(lw.rank(w), n), Some(w), "select(rank({w}))");
@@ -442,5 +503,13 @@ mod tests {
         assert_eq!(b.prev_set(130), Some(130));
         assert_eq!(b.prev_set(4), None);
         assert_eq!(b.count_ones(b.num_words()), 2);
+        assert_eq!(b.next_clear(5, 300), 6);
+        assert_eq!(b.next_clear(4, 300), 4);
+        b.set_range(60, 200);
+        assert_eq!(b.next_clear(60, 300), 200);
+        assert_eq!(b.next_clear(63, 150), 150);
+        assert_eq!(b.next_clear(150, 150), 150);
+        b.set_range(200, 320);
+        assert_eq!(b.next_clear(70, 1000), 320);
     }
 }

@@ -241,6 +241,144 @@ pub enum TypeError {
     Full,
 }
 
+/// What a [`ScanLayout`] describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ScanKind {
+    /// No references, `fixed_words` words (the filler, a fixed type without references, and
+    /// every unknown type, which reads as a one-word filler).
+    Plain,
+    /// A fixed type whose reference slots are the set bits of `ref_mask`.
+    FixedMask,
+    /// A fixed type with a reference slot at word 64 or beyond: the registry's slot list.
+    FixedList,
+    /// A reference array.
+    RefArray,
+    /// A byte array.
+    ByteArray,
+}
+
+/// A type's layout as the collector's inner loops want it: a few words, read with one lookup
+/// and no pointer chasing (the compaction's page filling walks every live object with it).
+///
+/// ```text
+///  kind        size in words (header included)   reference slots (word indices, header = 0)
+///  Plain       fixed_words                       none
+///  FixedMask   fixed_words                       the set bits of ref_mask (all below 64)
+///  FixedList   fixed_words                       TypeRegistry::ref_words
+///  RefArray    1 + len                           [1, 1 + len)
+///  ByteArray   1 + ceil(len / 8)                 none
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanLayout {
+    kind: ScanKind,
+    fixed_words: usize,
+    ref_mask: u64,
+}
+
+impl ScanLayout {
+    /// The one-word filler (and what an unknown type reads as).
+    const FILLER: ScanLayout = ScanLayout {
+        kind: ScanKind::Plain,
+        fixed_words: 1,
+        ref_mask: 0,
+    };
+
+    fn of(info: &TypeInfo, ref_words: &[u32]) -> ScanLayout {
+        match &info.kind {
+            TypeKind::Filler => ScanLayout::FILLER,
+            TypeKind::Fixed { .. } => {
+                let fixed_words = info.size_words(0);
+                let (kind, ref_mask) = if ref_words.is_empty() {
+                    (ScanKind::Plain, 0)
+                } else if ref_words.iter().all(|&w| w < 64) {
+                    let m = ref_words.iter().fold(0u64, |m, &w| m | 1 << w);
+                    (ScanKind::FixedMask, m)
+                } else {
+                    (ScanKind::FixedList, 0)
+                };
+                ScanLayout {
+                    kind,
+                    fixed_words,
+                    ref_mask,
+                }
+            }
+            TypeKind::RefArray => ScanLayout {
+                kind: ScanKind::RefArray,
+                fixed_words: 0,
+                ref_mask: 0,
+            },
+            TypeKind::ByteArray => ScanLayout {
+                kind: ScanKind::ByteArray,
+                fixed_words: 0,
+                ref_mask: 0,
+            },
+        }
+    }
+
+    /// Size in words (header included) of the object whose header is `h`.
+    #[inline]
+    pub fn size_words(self, h: Header) -> usize {
+        match self.kind {
+            ScanKind::Plain | ScanKind::FixedMask | ScanKind::FixedList => self.fixed_words,
+            ScanKind::RefArray => 1 + h.len(),
+            ScanKind::ByteArray => 1 + h.len().div_ceil(WORD),
+        }
+    }
+
+    /// Whether objects of this layout may hold references.
+    #[inline]
+    pub fn has_refs(self) -> bool {
+        !matches!(self.kind, ScanKind::Plain | ScanKind::ByteArray)
+    }
+
+    /// The reference slots among words `[lo, hi)` (header = 0) of the object whose header is
+    /// `h`, in a form a loop can walk without a callback.
+    #[inline]
+    pub fn ref_slots(self, h: Header, lo: usize, hi: usize) -> RefSlots {
+        match self.kind {
+            ScanKind::Plain | ScanKind::ByteArray => RefSlots::Mask(0),
+            ScanKind::FixedMask => {
+                if lo >= 64 || lo >= hi {
+                    return RefSlots::Mask(0);
+                }
+                let below_hi = if hi >= 64 { u64::MAX } else { (1u64 << hi) - 1 };
+                RefSlots::Mask(self.ref_mask & below_hi & (u64::MAX << lo))
+            }
+            ScanKind::FixedList => RefSlots::Registry,
+            ScanKind::RefArray => {
+                let (a, b) = (lo.max(1), (1 + h.len()).min(hi));
+                RefSlots::Range(a, b.max(a))
+            }
+        }
+    }
+}
+
+/// The registry's [`ScanLayout`]s by type index ([`TypeRegistry::scan_table`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ScanTable<'a>(&'a [ScanLayout]);
+
+impl ScanTable<'_> {
+    /// As [`TypeRegistry::scan_layout`].
+    #[inline]
+    pub fn get(self, h: Header) -> ScanLayout {
+        self.0
+            .get(h.type_id().0 as usize)
+            .copied()
+            .unwrap_or(ScanLayout::FILLER)
+    }
+}
+
+/// The reference slots of part of an object ([`ScanLayout::ref_slots`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefSlots {
+    /// The set bits are the slots' word indices.
+    Mask(u64),
+    /// Every word index in `[start, end)`.
+    Range(usize, usize),
+    /// Ask [`TypeRegistry::for_each_ref_word`].
+    Registry,
+}
+
 /// The table of registered types, indexed by [`TypeId`]. Type 0 is the filler.
 #[derive(Clone, Debug)]
 pub struct TypeRegistry {
@@ -248,6 +386,8 @@ pub struct TypeRegistry {
     /// Per type: reference-slot word indices within the object (header = word 0), for fixed
     /// types; precomputed for the tracing loops.
     ref_words: Vec<Vec<u32>>,
+    /// Per type: its [`ScanLayout`] (derived from `types` and `ref_words` at registration).
+    scan: Vec<ScanLayout>,
 }
 
 impl Default for TypeRegistry {
@@ -258,6 +398,7 @@ impl Default for TypeRegistry {
                 kind: TypeKind::Filler,
             }],
             ref_words: vec![Vec::new()],
+            scan: vec![ScanLayout::FILLER],
         }
     }
 }
@@ -287,6 +428,7 @@ impl TypeRegistry {
         if self.types.len() > Header::MAX_TYPE as usize {
             return Err(TypeError::Full);
         }
+        self.scan.push(ScanLayout::of(&info, &words));
         self.types.push(info);
         self.ref_words.push(words);
         Ok(TypeId(self.types.len() as u32 - 1))
@@ -318,6 +460,46 @@ impl TypeRegistry {
     #[inline]
     pub fn size_words(&self, h: Header) -> Option<usize> {
         self.get(h.type_id()).map(|t| t.size_words(h.len()))
+    }
+
+    /// Every type's [`ScanLayout`] as a value ([`ScanTable`]), for loops that write memory
+    /// through raw pointers (see [`crate::bitmap::Ranker`] for why).
+    #[inline]
+    pub fn scan_table(&self) -> ScanTable<'_> {
+        ScanTable(&self.scan)
+    }
+
+    /// The [`ScanLayout`] of the object whose header is `h` (an unknown type reads as the
+    /// one-word filler, as in [`Self::size_words`]).
+    #[inline]
+    pub fn scan_layout(&self, h: Header) -> ScanLayout {
+        self.scan
+            .get(h.type_id().0 as usize)
+            .copied()
+            .unwrap_or(ScanLayout::FILLER)
+    }
+
+    /// [`Self::for_each_ref_word`] with the object's layout already looked up (`l` is
+    /// `self.scan_layout(h)`): the same slots, in the same order.
+    #[inline]
+    pub fn for_each_ref_word_in(
+        &self,
+        h: Header,
+        l: ScanLayout,
+        lo: usize,
+        hi: usize,
+        mut f: impl FnMut(usize),
+    ) {
+        match l.ref_slots(h, lo, hi) {
+            RefSlots::Mask(mut m) => {
+                while m != 0 {
+                    f(m.trailing_zeros() as usize);
+                    m &= m - 1;
+                }
+            }
+            RefSlots::Range(a, b) => (a..b).for_each(f),
+            RefSlots::Registry => self.for_each_ref_word(h, lo, hi, f),
+        }
     }
 
     /// Call `f(word_index)` for every reference-slot word of an object with header `h`, whose
@@ -362,6 +544,40 @@ mod tests {
     fn object_refs_are_aligned_and_non_null() {
         assert_eq!(ObjectRef::from_address(0), None);
         assert_eq!(ObjectRef::from_address(12), None);
+    }
+
+    #[test]
+    fn scan_layouts_agree_with_the_registry() {
+        let mut r = TypeRegistry::default();
+        let types = [
+            r.register(TypeInfo::fixed("plain", 24, &[])).unwrap(),
+            r.register(TypeInfo::fixed("pair", 24, &[0, 8])).unwrap(),
+            r.register(TypeInfo::fixed("gappy", 40, &[32, 8])).unwrap(),
+            r.register(TypeInfo::fixed("wide", 1024, &[0, 496, 504, 1016]))
+                .unwrap(),
+            r.register(TypeInfo::ref_array("arr")).unwrap(),
+            r.register(TypeInfo::byte_array("bytes")).unwrap(),
+            TypeId::FILLER,
+            TypeId(999),
+        ];
+        for t in types {
+            for len in [0usize, 1, 7, 8, 9, 70] {
+                let h = Header::new(t, len as u32);
+                let l = r.scan_layout(h);
+                assert_eq!(r.scan_table().get(h), l);
+                assert_eq!(Some(l.size_words(h)), r.size_words(h).or(Some(1)), "{t:?}");
+                let size = l.size_words(h);
+                for lo in [0, 1, 2, 5, 63, 64, 65, 127, 128] {
+                    for hi in [lo + 1, lo + 3, 64, 65, 200] {
+                        let (mut a, mut b) = (vec![], vec![]);
+                        r.for_each_ref_word(h, lo, hi.min(size.max(lo + 1)), |w| a.push(w));
+                        r.for_each_ref_word_in(h, l, lo, hi.min(size.max(lo + 1)), |w| b.push(w));
+                        assert_eq!(a, b, "{t:?} len {len} [{lo}, {hi})");
+                        assert!(l.has_refs() || a.is_empty());
+                    }
+                }
+            }
+        }
     }
 
     #[test]
