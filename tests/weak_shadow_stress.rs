@@ -130,10 +130,15 @@ fn concurrent(strategy: Strategy, faults: FaultMode, barrier: Barrier) {
     assert!(heap.history().iter().all(|c| c.mode == GcMode::Concurrent));
     summary(
         &format!(
-            "concurrent {}/{}/{}",
+            "concurrent {}/{}/{}{}",
             info.strategy.unwrap(),
             info.faults.unwrap(),
-            info.barrier.unwrap()
+            info.barrier.unwrap(),
+            if info.barrier == Some(barrier) {
+                String::new()
+            } else {
+                format!(" ({barrier:?} requested: not supported with this strategy)")
+            }
         ),
         &heap,
         &c,
