@@ -1007,3 +1007,50 @@ fn a_root_slot_of_one_heap_presented_to_another() {
         },
     );
 }
+
+/// Registering a type while a concurrent cycle runs waits for the cycle to end (the cycle
+/// parses objects with the types it began with; a type it did not know made it misparse the
+/// new objects: "mark/live bitmaps disagree"), from an attached thread without holding up the
+/// cycle's pauses; the new type's objects then survive verified collections.
+#[test]
+fn registering_a_type_while_a_concurrent_cycle_runs() {
+    expect_ok("registering_a_type_while_a_concurrent_cycle_runs", || {
+        let heap = Heap::new(concurrent(8 << 20).with(|c| {
+            c.debug.verify = true;
+            c.debug.compaction_delay = Some(Duration::from_millis(200));
+        }))
+        .unwrap();
+        let t = register(&heap);
+        let mut m = heap.attach();
+        for _ in 0..5000 {
+            m.alloc(t.pair, 0).unwrap();
+        }
+        m.start_collection().unwrap();
+        let cycles = heap.cycles();
+        assert_ne!(heap.phase(), CyclePhase::Idle, "the cycle is running");
+        // From the attached thread: waits (in native state) for the cycle's end.
+        let late = heap
+            .register_type(faultline::TypeInfo::fixed("late", 24, &[0]))
+            .unwrap();
+        assert!(heap.cycles() > cycles, "registration waited for the cycle");
+        let keep = m.root(Value::NULL);
+        for i in 0..20_000 {
+            let v = m.alloc(late, 0).unwrap();
+            m.local(v).unwrap().set(0, keep.value(&m));
+            keep.set(&m, v);
+            if i % 5000 == 0 {
+                let _ = m.start_collection();
+                // And from another thread, while this cycle may run.
+                let h = heap.clone();
+                let other = std::thread::spawn(move || {
+                    h.register_type(faultline::TypeInfo::fixed("later", 8, &[]))
+                        .unwrap()
+                });
+                // Joined in a native section: the cycle's pauses must not wait for us.
+                m.native(|| other.join().unwrap());
+            }
+        }
+        m.collect().unwrap();
+        m.verify().unwrap();
+    });
+}

@@ -207,13 +207,34 @@ impl Heap {
         self.inner.mode.fallback_reason.as_deref()
     }
 
-    /// Register an object type.
+    /// Register an object type. While a concurrent cycle runs, this waits for it to end (in
+    /// native state from a thread attached to this heap, so the cycle's pauses do not wait for
+    /// it): the cycle parses objects with the types it started with.
+    ///
+    /// # Errors
+    /// A bad layout or a full registry; [`TypeError::InsideCollection`] from inside a callback
+    /// run by a collection while its cycle is still running (waiting would wait for itself).
     pub fn register_type(&self, info: TypeInfo) -> Result<TypeId, TypeError> {
-        let mut g = self
-            .inner
-            .types
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        // A concurrent cycle parses objects with the registry it took when it began (marking
+        // walks new allocation buffers, planning sizes every object): a type registered while
+        // it runs would be unknown to it. So registration waits for the running cycle to end
+        // (in native state from an attached thread, as `wait_for_cycle`). Checked under the
+        // registry's lock: a cycle marks itself busy before it takes its registry, so either
+        // it takes this registration or this registration waits for it.
+        let mut g = loop {
+            let g = self
+                .inner
+                .types
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !self.inner.gate.is_busy() {
+                break g;
+            }
+            drop(g);
+            if let Err(e) = self.wait_for_cycle() {
+                return Err(TypeError::InsideCollection(e.to_string()));
+            }
+        };
         let mut reg = (**g).clone();
         let id = reg.register(info)?;
         let reg = Arc::new(reg);

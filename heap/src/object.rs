@@ -239,6 +239,10 @@ pub enum TypeError {
     /// Too many types.
     #[error("too many types registered (at most {max})", max = Header::MAX_TYPE)]
     Full,
+    /// Registration waits for a running collection cycle to end, which a callback run by that
+    /// collection cannot do.
+    #[error("a type cannot be registered from inside a callback run by a collection ({0})")]
+    InsideCollection(String),
 }
 
 /// What a [`ScanLayout`] describes.
