@@ -528,8 +528,11 @@ fn check_row(r: &RunResult) -> Vec<String> {
     if r.peak_rss_kib.is_none_or(|k| k == 0) {
         e.push("peak RSS missing".into());
     }
-    // The footprint timeline: present, in time order, and PSS never above RSS (a page counts
-    // at most once in PSS, at least once in RSS); its peak PSS within the peak RSS.
+    // The footprint timeline: present, in time order, and in each sample PSS never above RSS
+    // (both from the same `smaps_rollup` read: a page counts at most once in PSS, at least once
+    // in RSS). Not compared with `VmHWM`: that is the kernel's RSS counter, which pages moved
+    // by UFFDIO_MOVE can leave below what `smaps_rollup` counts (seen in CI: peak PSS 95.7
+    // MiB, VmHWM 92.8 MiB, move/sigbus).
     if r.footprint_timeline.is_empty() {
         e.push("footprint timeline missing".into());
     }
@@ -539,11 +542,6 @@ fn check_row(r: &RunResult) -> Vec<String> {
             .any(|&(_, rss, pss)| pss > rss + 0.01)
     {
         e.push("footprint timeline out of order, or PSS above RSS".into());
-    }
-    if let (Some(pss), Some(rss)) = (r.peak_pss_kib, r.peak_rss_kib) {
-        if pss > rss {
-            e.push(format!("peak PSS {pss} KiB above peak RSS {rss} KiB"));
-        }
     }
     if r.uffd_per_cycle.is_none()
         || r.mmap_family_per_cycle.is_none()
