@@ -19,9 +19,25 @@ use super::run::RunResult;
 /// Runs per (workload, size, mode, bound) at most.
 pub const TRIES: u32 = 3;
 
-/// Peak RSS over the live size, if measured.
+/// Peak RSS in MiB: the larger of `VmHWM` and the highest sampled `smaps_rollup` RSS (pages
+/// moved by UFFDIO_MOVE can leave the kernel's RSS counter, hence `VmHWM`, below what
+/// `smaps_rollup` counts).
+pub fn peak_rss_mib(r: &RunResult) -> Option<f64> {
+    let hwm = r.peak_rss_kib.map(|k| k as f64 / 1024.0);
+    let sampled = r
+        .footprint_timeline
+        .iter()
+        .map(|s| s.1)
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    match (hwm, sampled) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Peak RSS (see [`peak_rss_mib`]) over the live size, if measured.
 pub fn rss_ratio(r: &RunResult) -> Option<f64> {
-    let rss = r.peak_rss_kib? as f64 / 1024.0;
+    let rss = peak_rss_mib(r)?;
     (r.live_mib > 0).then(|| rss / r.live_mib as f64)
 }
 
@@ -45,7 +61,7 @@ pub fn section(w: &mut String, rows: &[RunResult], peers: &[RunResult]) {
         w,
         "## Equal memory: configurations chosen by measured peak RSS\n"
     );
-    let _ = writeln!(w, "Each mode was calibrated to a peak RSS of at most B x the live size: first run with the moving half at B x live, then (up to {TRIES} runs) with the factor scaled down by the measured overshoot; the row is the last run. `fits` when its peak RSS is within the bound; otherwise the mode *cannot run at this footprint* (its lowest RSS, or why it failed). Peers run at their own settings (`-Xmx`, `GC_set_max_heap_size` bound the heap, not the RSS) and are judged by their measured RSS the same way.\n");
+    let _ = writeln!(w, "Peak RSS here is the larger of `VmHWM` and the highest sampled `smaps_rollup` RSS (pages moved by UFFDIO_MOVE can leave the kernel's RSS counter below what `smaps_rollup` counts). Each mode was calibrated to a peak RSS of at most B x the live size: first run with the moving half at B x live, then (up to {TRIES} runs) with the factor scaled down by the measured overshoot; the row is the last run. `fits` when its peak RSS is within the bound; otherwise the mode *cannot run at this footprint* (its lowest RSS, or why it failed). Peers run at their own settings (`-Xmx`, `GC_set_max_heap_size` bound the heap, not the RSS) and are judged by their measured RSS the same way.\n");
     let mut keys: Vec<(String, u64, u64)> = Vec::new();
     for r in rows {
         let b = (r.footprint_bound.unwrap_or(0.0) * 100.0) as u64;
@@ -69,8 +85,7 @@ pub fn section(w: &mut String, rows: &[RunResult], peers: &[RunResult]) {
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} |",
                 r.mode,
                 factor,
-                r.peak_rss_kib
-                    .map_or("n/a".into(), |k| format!("{:.0}", k as f64 / 1024.0)),
+                peak_rss_mib(r).map_or("n/a".into(), |m| format!("{m:.0}")),
                 rss_ratio(r).map_or("n/a".to_string(), |x| format!("{x:.2}x")),
                 if fits(r, bound) {
                     "yes"
