@@ -1014,6 +1014,9 @@ fn a_root_slot_of_one_heap_presented_to_another() {
 /// cycle's pauses; the new type's objects then survive verified collections.
 #[test]
 fn registering_a_type_while_a_concurrent_cycle_runs() {
+    if !uffd_or_skip("registering_a_type_while_a_concurrent_cycle_runs") {
+        return;
+    }
     expect_ok("registering_a_type_while_a_concurrent_cycle_runs", || {
         let heap = Heap::new(concurrent(8 << 20).with(|c| {
             c.debug.verify = true;
