@@ -24,15 +24,8 @@ pub const TRIES: u32 = 3;
 /// `smaps_rollup` counts).
 pub fn peak_rss_mib(r: &RunResult) -> Option<f64> {
     let hwm = r.peak_rss_kib.map(|k| k as f64 / 1024.0);
-    let sampled = r
-        .footprint_timeline
-        .iter()
-        .map(|s| s.1)
-        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
-    match (hwm, sampled) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    }
+    let sampled = r.footprint_timeline.iter().map(|s| s.1);
+    hwm.into_iter().chain(sampled).reduce(f64::max)
 }
 
 /// Peak RSS (see [`peak_rss_mib`]) over the live size, if measured.
