@@ -27,6 +27,9 @@ pub(crate) struct IdentityHashes {
 #[derive(Default, Debug)]
 struct Table {
     by_addr: HashMap<usize, u64>,
+    /// An empty map kept for the next re-keying (its capacity reused: the pause allocates
+    /// nothing once the table's size is steady).
+    spare: HashMap<usize, u64>,
     next: u64,
 }
 
@@ -63,13 +66,15 @@ impl IdentityHashes {
         if t.by_addr.is_empty() {
             return 0;
         }
-        let old = std::mem::take(&mut t.by_addr);
+        let spare = std::mem::take(&mut t.spare);
+        let mut old = std::mem::replace(&mut t.by_addr, spare);
         t.by_addr.reserve(old.len());
-        for (a, h) in old {
+        for (a, h) in old.drain() {
             if let Some(n) = moved(a) {
                 t.by_addr.insert(n, h);
             }
         }
+        t.spare = old;
         t.by_addr.len()
     }
 
