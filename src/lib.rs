@@ -45,6 +45,7 @@ pub use faultline_gc::{
     RootSource, Strategy, StressRandom, StwCompaction, Trigger, Value, VerifyError, VerifyReport,
     WeakStats, FORKED_REASON,
 };
+pub use faultline_gc::{Layout, Obj};
 pub use faultline_heap::object::{ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry};
 pub use faultline_heap::sys::{Call, CallSnapshot};
 pub use faultline_heap::{ArenaError, ArenaStats, Capability, Probe, PAGE_SIZE};

@@ -125,6 +125,7 @@ mod stats;
 mod timeline;
 mod trace;
 mod typed;
+mod unchecked;
 mod value;
 mod verify;
 mod waits;
@@ -145,6 +146,7 @@ pub use release::ReleaseStats;
 pub use roots::RootSource;
 pub use stats::{CycleStats, FaultStats, MutatorTts, PaceStats, Pause, Percentiles, Trigger};
 pub use typed::{Field, FieldInfo, FieldKey, HeapStruct, HeapType, Ref, Typed, WrongType};
+pub use unchecked::{Layout, Obj};
 pub use value::{RootSlot, Value};
 pub use verify::{VerifyError, VerifyReport};
 pub use waits::{
