@@ -130,21 +130,18 @@ pub fn fast_path(vm: &mut Vm, code: u8, base: usize) -> Option<Value> {
     match code {
         0 => None,
         1 | 2 => {
-            let l = vm.m.local(a())?;
-            (l.type_id() == vm.shared.types.pair).then(|| l.get((code - 1) as usize))
+            let l = vm.m.obj(a(), &vm.shared.types.lay.pair)?;
+            Some(l.get((code - 1) as usize))
         }
         3 => {
             let p = vm.m.alloc(vm.shared.types.pair, 0).ok()?;
-            let l = vm.m.local(p)?;
+            let l = vm.m.obj(p, &vm.shared.types.lay.pair)?;
             l.set(0, arg(vm, base, 0));
             l.set(1, arg(vm, base, 1));
             Some(p)
         }
         4 => Some(boolean(a() == NIL)),
-        5 => Some(boolean(
-            vm.m.local(a())
-                .is_some_and(|l| l.type_id() == vm.shared.types.pair),
-        )),
+        5 => Some(boolean(vm.m.type_of(a()) == Some(vm.shared.types.pair))),
         6 => Some(boolean(a() == FALSE)),
         7 => Some(boolean(a() == arg(vm, base, 1))),
         _ => {

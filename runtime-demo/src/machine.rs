@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use faultline::{GlobalRoot, Heap, Local, Mutator, TypeId, Value};
+use faultline::{GlobalRoot, Heap, Layout, Local, Mutator, Obj, TypeId, Value};
 
 use crate::compile::Code;
 use crate::diag::{Diagnostic, SourceMap};
@@ -139,6 +139,16 @@ impl Shared {
     }
 }
 
+/// The internal error of [`Vm::known`].
+#[cold]
+#[inline(never)]
+fn not_of_type(v: Value, layout: &Layout) -> RtError {
+    RtError::new(format!(
+        "internal error: {v:?} is not an object of type {:?}",
+        layout.type_id()
+    ))
+}
+
 /// Locks `m`, ignoring poisoning (a panicking thread leaves the data consistent).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -229,16 +239,33 @@ impl Vm {
             .ok_or_else(|| RtError::new(format!("internal error: {v:?} is not an object")))
     }
 
+    /// The object `v` names as one of the type of `layout` (an internal error for anything
+    /// else): validated once, then accessed with index checks only (see `faultline::Obj`).
+    #[inline]
+    pub(crate) fn known(&self, v: Value, layout: &Layout) -> R<Obj<'_>> {
+        match self.m.obj(v, layout) {
+            Some(o) => Ok(o),
+            None => Err(not_of_type(v, layout)),
+        }
+    }
+
+    /// The activation frame `v` (an internal error if it is not one).
+    #[inline]
+    pub(crate) fn frame(&self, v: Value) -> R<Obj<'_>> {
+        self.known(v, &self.shared.types.lay.frame)
+    }
+
     /// The heap type of `v`, if it is a reference.
     #[inline]
     pub(crate) fn type_of(&self, v: Value) -> Option<TypeId> {
-        self.m.local(v).map(|l| l.type_id())
+        self.m.type_of(v)
     }
 
     /// A flonum.
     pub(crate) fn make_float(&mut self, x: f64) -> R<Value> {
         let v = self.m.alloc(self.shared.types.flonum, 0)?;
-        self.obj(v)?.set_word(0, x.to_bits());
+        self.known(v, &self.shared.types.lay.flonum)?
+            .set_word(0, x.to_bits());
         Ok(v)
     }
 
@@ -261,7 +288,7 @@ impl Vm {
     /// lower of the two slots and the stack is truncated just above it.
     pub(crate) fn cons_at(&mut self, car_at: usize, cdr_at: usize) -> R<()> {
         let p = self.m.alloc(self.shared.types.pair, 0)?;
-        let l = self.obj(p)?;
+        let l = self.known(p, &self.shared.types.lay.pair)?;
         l.set(0, self.m.stack_get(car_at));
         l.set(1, self.m.stack_get(cdr_at));
         let at = car_at.min(cdr_at);

@@ -36,7 +36,7 @@
 //!   (a letrec violation if read), in a global slot "unbound".
 //! - VM-internal words (tag `110`) only ever appear on the VM's value stack, never in objects.
 
-use faultline::{Heap, TypeId, TypeInfo, Value};
+use faultline::{Heap, Layout, TypeId, TypeInfo, Value};
 
 use crate::symbols::SymbolId;
 
@@ -196,20 +196,57 @@ pub struct Types {
     pub frame: TypeId,
     /// Threads (`spawn` results).
     pub thread: TypeId,
+    /// The layouts of the types the interpreter's hot paths touch, for checked-once access
+    /// (`Mutator::obj`): the type check of an access is one header compare.
+    pub lay: Layouts,
+}
+
+/// Layouts of the runtime's types (see [`Types::lay`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Layouts {
+    /// Pairs: payload words 0 (car) and 1 (cdr), both reference slots.
+    pub pair: Layout,
+    /// Flonums: payload word 0, data.
+    pub flonum: Layout,
+    /// Vectors: reference arrays.
+    pub vector: Layout,
+    /// Closures: word 0 the prototype id (data), word 1 the captured frame (reference).
+    pub closure: Layout,
+    /// Frames: reference arrays, element 0 the enclosing frame.
+    pub frame: Layout,
 }
 
 impl Types {
     /// Registers the runtime's types in `heap`.
     pub fn register(heap: &Heap) -> Result<Types, String> {
         let reg = |info: TypeInfo| heap.register_type(info).map_err(|e| format!("{e:?}"));
+        let pair = reg(TypeInfo::fixed("pair", 16, &[0, 8]))?;
+        let flonum = reg(TypeInfo::fixed("flonum", 8, &[]))?;
+        let string = reg(TypeInfo::byte_array("string"))?;
+        let vector = reg(TypeInfo::ref_array("vector"))?;
+        let closure = reg(TypeInfo::fixed("closure", 16, &[8]))?;
+        let frame = reg(TypeInfo::ref_array("frame"))?;
+        let thread = reg(TypeInfo::fixed("thread", 8, &[]))?;
+        let layout = |ty| {
+            heap.layout(ty)
+                .ok_or_else(|| format!("no layout for the registered type {ty:?}"))
+        };
+        let lay = Layouts {
+            pair: layout(pair)?,
+            flonum: layout(flonum)?,
+            vector: layout(vector)?,
+            closure: layout(closure)?,
+            frame: layout(frame)?,
+        };
         Ok(Types {
-            pair: reg(TypeInfo::fixed("pair", 16, &[0, 8]))?,
-            flonum: reg(TypeInfo::fixed("flonum", 8, &[]))?,
-            string: reg(TypeInfo::byte_array("string"))?,
-            vector: reg(TypeInfo::ref_array("vector"))?,
-            closure: reg(TypeInfo::fixed("closure", 16, &[8]))?,
-            frame: reg(TypeInfo::ref_array("frame"))?,
-            thread: reg(TypeInfo::fixed("thread", 8, &[]))?,
+            pair,
+            flonum,
+            string,
+            vector,
+            closure,
+            frame,
+            thread,
+            lay,
         })
     }
 }

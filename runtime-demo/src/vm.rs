@@ -328,11 +328,7 @@ impl Vm {
                 self.m.stack_truncate(fpos);
                 return Ok(Next::Value(r));
             }
-            let Some(l) = self
-                .m
-                .local(f)
-                .filter(|l| l.type_id() == self.shared.types.closure)
-            else {
+            let Some(l) = self.m.obj(f, &self.shared.types.lay.closure) else {
                 return Err(RtError::new(format!(
                     "not a procedure: {}",
                     crate::printer::to_string(self, f, true)
@@ -363,8 +359,8 @@ impl Vm {
             }
             let frame = self.m.alloc(self.shared.types.frame, frame_len)?;
             {
-                let fr = self.obj(frame)?;
-                let clo = self.obj(self.m.stack_get(fpos))?;
+                let fr = self.frame(frame)?;
+                let clo = self.known(self.m.stack_get(fpos), &self.shared.types.lay.closure)?;
                 fr.set(0, clo.get(1));
                 for i in 0..nparams {
                     fr.set(1 + i, self.m.stack_get(fpos + 1 + i));
@@ -450,11 +446,7 @@ impl Vm {
         let mut cur = list;
         let limit = value::list_limit(self.heap());
         while cur != NIL {
-            let Some(l) = self
-                .m
-                .local(cur)
-                .filter(|l| l.type_id() == self.shared.types.pair)
-            else {
+            let Some(l) = self.m.obj(cur, &self.shared.types.lay.pair) else {
                 return Err(RtError::new("apply: the last argument must be a list"));
             };
             if count > limit || self.m.stack_len() > self.shared.config.max_stack {
@@ -472,7 +464,7 @@ impl Vm {
     fn frame_at(&self, bp: usize, depth: u32) -> R<Value> {
         let mut env = self.m.stack_get(bp);
         for _ in 0..depth {
-            env = self.obj(env)?.get(0);
+            env = self.frame(env)?.get(0);
         }
         Ok(env)
     }
@@ -480,7 +472,7 @@ impl Vm {
     #[inline]
     fn load_local(&self, bp: usize, depth: u32, index: u32) -> R<Value> {
         let env = self.frame_at(bp, depth)?;
-        let v = self.obj(env)?.get(index as usize + 1);
+        let v = self.frame(env)?.get(index as usize + 1);
         if v.is_null() {
             return Err(RtError::new(
                 "variable used before its definition (letrec restriction)",
@@ -538,12 +530,12 @@ impl Vm {
                 Op::SetLocal0(i) => {
                     let v = self.pop();
                     let env = self.m.stack_get(bp);
-                    tri!(self.obj(env), None).set(i as usize + 1, v);
+                    tri!(self.frame(env), None).set(i as usize + 1, v);
                 }
                 Op::SetLocal { depth, index } => {
                     let v = self.pop();
                     let env = tri!(self.frame_at(bp, depth), None);
-                    tri!(self.obj(env), None).set(index as usize + 1, v);
+                    tri!(self.frame(env), None).set(index as usize + 1, v);
                 }
                 Op::Global { sym, site } => {
                     let v = tri!(self.global(sym), Some(site));
@@ -603,7 +595,7 @@ impl Vm {
                             .map_err(RtError::from),
                         None
                     );
-                    let l = tri!(self.obj(c), None);
+                    let l = tri!(self.known(c, &self.shared.types.lay.closure), None);
                     l.set_word(0, id as u64);
                     l.set(1, self.m.stack_get(bp));
                     self.m.push(c);
