@@ -12,14 +12,15 @@
 //!   reference in a Rust variable across one must re-read it afterwards (from the value stack,
 //!   a frame or a root table). `Vm::cons_at` takes its operands as stack slots for this reason.
 //! - `Shared::globals` slot `i` is the global variable named by `SymbolId(i)`; a null slot is
-//!   unbound. Constants live in `Shared::consts` at the slots the compiler assigned.
+//!   unbound. `Shared::prim_rebound[i]` is set before any store into the slot of a
+//!   primitive's name other than the binding of the primitive itself at start-up. Constants live in `Shared::consts` at the slots the compiler assigned.
 //! - `Vm::code` is a snapshot of `Shared::code`, which only grows: an op index or prototype
 //!   id valid in a snapshot stays valid in every later one.
 //! - A thread's result leaves it as a [`GlobalRoot`], so it survives collections until `join`
 //!   reads it back onto the joiner's stack.
 
 use std::io::Write;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -113,6 +114,10 @@ pub struct Shared {
     pub(crate) symbols: RwLock<SymbolTable>,
     /// Primitive index by symbol id (for `PrimCall` ops).
     pub(crate) prim_of: Vec<Option<u16>>,
+    /// By symbol id (as `prim_of`): whether the global of a primitive's name was ever assigned
+    /// after the primitives were bound. While it was not, a `PrimCall` of it needs not read
+    /// the global to know it still holds the primitive.
+    pub(crate) prim_rebound: Vec<AtomicBool>,
     pub(crate) out: Mutex<Output>,
     pub(crate) threads: Mutex<Vec<ThreadSlot>>,
     pub(crate) sources: Mutex<SourceMap>,

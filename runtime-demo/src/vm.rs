@@ -40,7 +40,7 @@
 //!   a backtrace of the call sites of the live activations.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -112,6 +112,7 @@ impl Vm {
             code: RwLock::new(Arc::new(Code::default())),
             next_const: Mutex::new(0),
             symbols: RwLock::new(symbols),
+            prim_rebound: prim_of.iter().map(|_| AtomicBool::new(false)).collect(),
             prim_of,
             out: Mutex::new(Output::new(out, limit)),
             threads: Mutex::new(Vec::new()),
@@ -498,6 +499,25 @@ impl Vm {
         Ok(v)
     }
 
+    /// Before a store into global `sym`: if it names a primitive, the global may no longer
+    /// hold it (see [`Vm::still_prim`]).
+    #[inline]
+    fn note_rebound(&self, sym: u32) {
+        if let Some(f) = self.shared.prim_rebound.get(sym as usize) {
+            f.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether global `sym` holds primitive `prim`: known without reading it while the
+    /// global was never assigned after start-up (it then holds the primitive bound there).
+    #[inline]
+    fn still_prim(&self, sym: u32, prim: u16) -> bool {
+        match self.shared.prim_rebound.get(sym as usize) {
+            Some(f) if !f.load(Ordering::Relaxed) => true,
+            _ => self.shared.globals.get(&self.m, sym as usize) == value::prim(prim as usize),
+        }
+    }
+
     /// The interpreter loop: runs from `pc` in the activation at `bp` until the activation
     /// entered from the host returns.
     fn run(&mut self, mut pc: usize, mut bp: usize) -> R<Value> {
@@ -544,10 +564,12 @@ impl Vm {
                 Op::SetGlobal { sym, site } => {
                     tri!(self.global(sym), Some(site));
                     let v = self.pop();
+                    self.note_rebound(sym);
                     self.shared.globals.set(&self.m, sym as usize, v);
                 }
                 Op::DefGlobal(sym) => {
                     let v = self.pop();
+                    self.note_rebound(sym);
                     self.shared.globals.set(&self.m, sym as usize, v);
                 }
                 Op::Pop => {
@@ -641,8 +663,7 @@ impl Vm {
                 } => {
                     let tail = matches!(op, Op::PrimTail { .. });
                     let argc = argc as usize;
-                    let g = self.shared.globals.get(&self.m, sym as usize);
-                    if g == value::prim(prim as usize) {
+                    if self.still_prim(sym, prim) {
                         let base = self.m.stack_len() - argc;
                         let r = match builtins::fast_path(self, fast, base) {
                             Some(v) => v,
