@@ -1,0 +1,15 @@
+;;; Primitive names rebound at run time: calls compiled before the rebinding (inline
+;;; primitive calls) see the new value, with and without a fast path, tail or not.
+(define (first-of l) (car l))
+(define (first-of-tail l) (if #t (car l) 0))
+(define (sum a b) (+ a b))
+(define (third l) (list-ref l 2))
+(display (list (first-of '(1 2)) (first-of-tail '(1 2)) (sum 5 3) (third '(a b c))))
+(newline)
+(define (car x) 'mine)
+(set! + -)
+(define (list-ref l k) k)
+(display (list (first-of '(1 2)) (first-of-tail '(1 2)) (sum 5 3) (third '(a b c))))
+(newline)
+(display (cdr '(1 2)))
+(newline)
