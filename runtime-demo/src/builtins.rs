@@ -131,13 +131,20 @@ pub fn fast_path(vm: &mut Vm, code: u8, base: usize) -> Option<Value> {
         0 => None,
         1 | 2 => {
             let l = vm.m.obj(a(), &vm.shared.types.lay.pair)?;
-            Some(l.get((code - 1) as usize))
+            // SAFETY: `code - 1` is 0 or 1, a reference slot of a pair (the pair layout,
+            // checked in `Types::register`), and `l` was validated as a pair.
+            Some(unsafe { l.get_unchecked((code - 1) as usize) })
         }
         3 => {
             let p = vm.m.alloc(vm.shared.types.pair, 0).ok()?;
             let l = vm.m.obj(p, &vm.shared.types.lay.pair)?;
-            l.set(0, arg(vm, base, 0));
-            l.set(1, arg(vm, base, 1));
+            // SAFETY: words 0 and 1 of a pair are reference slots (the pair layout, checked in
+            // `Types::register`); both values are read from the value stack after the
+            // allocation, the last safepoint.
+            unsafe {
+                l.set_unchecked(0, arg(vm, base, 0));
+                l.set_unchecked(1, arg(vm, base, 1));
+            }
             Some(p)
         }
         4 => Some(boolean(a() == NIL)),

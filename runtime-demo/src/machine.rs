@@ -294,8 +294,13 @@ impl Vm {
     pub(crate) fn cons_at(&mut self, car_at: usize, cdr_at: usize) -> R<()> {
         let p = self.m.alloc(self.shared.types.pair, 0)?;
         let l = self.known(p, &self.shared.types.lay.pair)?;
-        l.set(0, self.m.stack_get(car_at));
-        l.set(1, self.m.stack_get(cdr_at));
+        // SAFETY: payload words 0 and 1 of a pair are reference slots (the pair layout,
+        // checked in `Types::register`); both values are read from the value stack after the
+        // allocation, the last safepoint, so they are current values of this heap.
+        unsafe {
+            l.set_unchecked(0, self.m.stack_get(car_at));
+            l.set_unchecked(1, self.m.stack_get(cdr_at));
+        }
         let at = car_at.min(cdr_at);
         self.m.stack_truncate(at + 1);
         self.m.stack_set(at, p);

@@ -197,7 +197,9 @@ pub struct Types {
     /// Threads (`spawn` results).
     pub thread: TypeId,
     /// The layouts of the types the interpreter's hot paths touch, for checked-once access
-    /// (`Mutator::obj`): the type check of an access is one header compare.
+    /// (`Mutator::obj`): the type check of an access is one header compare. Their reference
+    /// slots are checked once here, so the interpreter's `unsafe` unchecked accessors
+    /// (`Obj::get_unchecked`, `Obj::set_unchecked`) can rely on them.
     pub lay: Layouts,
 }
 
@@ -238,6 +240,13 @@ impl Types {
             closure: layout(closure)?,
             frame: layout(frame)?,
         };
+        // The facts the interpreter's unchecked accesses rely on (their SAFETY comments cite
+        // this check): a pair's words 0 and 1 and a closure's word 1 are reference slots, and
+        // every element of a frame is.
+        let (l, c, f) = (&lay.pair, &lay.closure, &lay.frame);
+        if !(l.is_ref_word(0) && l.is_ref_word(1) && c.is_ref_word(1) && f.is_ref_word(0)) {
+            return Err("the runtime's layouts do not have their reference slots".into());
+        }
         Ok(Types {
             pair,
             flonum,

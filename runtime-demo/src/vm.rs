@@ -362,12 +362,28 @@ impl Vm {
             {
                 let fr = self.frame(frame)?;
                 let clo = self.known(self.m.stack_get(fpos), &self.shared.types.lay.closure)?;
-                fr.set(0, clo.get(1));
-                for i in 0..nparams {
-                    fr.set(1 + i, self.m.stack_get(fpos + 1 + i));
+                // One bounds check for the whole fill (the compiler sizes a prototype's frame
+                // for its parameters; this does not take that on trust).
+                if fr.payload_words() < 1 + nparams + usize::from(rest) {
+                    return Err(RtError::new(
+                        "internal error: a frame too small for its arguments",
+                    ));
                 }
-                if rest {
-                    fr.set(1 + nparams, self.m.stack_get(self.m.stack_len() - 1));
+                // SAFETY: `fr` is a frame (a reference array, every element a reference slot)
+                // of at least `1 + nparams + rest` elements (checked just above), so every
+                // index below is an in-bounds reference slot; `closure` word 1 is a reference
+                // slot of the closure layout (checked in `Types::register`); every stored value
+                // was read from the value stack or a reference slot after the allocation, the
+                // last safepoint, so it is null, an immediate or a current reference of this
+                // heap.
+                unsafe {
+                    fr.set_unchecked(0, clo.get_unchecked(1));
+                    for i in 0..nparams {
+                        fr.set_unchecked(1 + i, self.m.stack_get(fpos + 1 + i));
+                    }
+                    if rest {
+                        fr.set_unchecked(1 + nparams, self.m.stack_get(self.m.stack_len() - 1));
+                    }
                 }
             }
             return Ok(match link {
@@ -619,7 +635,10 @@ impl Vm {
                     );
                     let l = tri!(self.known(c, &self.shared.types.lay.closure), None);
                     l.set_word(0, id as u64);
-                    l.set(1, self.m.stack_get(bp));
+                    // SAFETY: word 1 of a closure is a reference slot (the closure layout,
+                    // checked in `Types::register`); the frame was read from the value stack
+                    // after the allocation, the last safepoint.
+                    unsafe { l.set_unchecked(1, self.m.stack_get(bp)) };
                     self.m.push(c);
                 }
                 Op::Call { argc, site } => {
