@@ -124,7 +124,7 @@ impl Mutator {
     ///
     /// # Panics
     /// As [`Mutator::local`] for a stale or foreign reference; if `layout` is another heap's.
-    #[inline]
+    #[inline(always)]
     pub fn obj(&self, v: Value, layout: &Layout) -> Option<Obj<'_>> {
         let o = v.as_ref()?;
         self.check_ours(v, "Mutator::obj");
@@ -132,10 +132,7 @@ impl Mutator {
             foreign_layout(layout, self.heap_id());
         }
         let a = o.address();
-        // SAFETY: `v` is a reference current in this era of this mutator's heap (checked just
-        // above), so it holds the address of a live object's header (the `value` module's
-        // invariant); read atomically, as the collector may set header flags meanwhile.
-        let h = Header(unsafe { AtomicU64::from_ptr(a as *mut u64) }.load(Ordering::Relaxed));
+        let h = self.header_of(v, a);
         if h.type_id() != layout.ty {
             return None;
         }
@@ -164,10 +161,34 @@ impl Mutator {
     pub fn type_of(&self, v: Value) -> Option<TypeId> {
         let o = v.as_ref()?;
         self.check_ours(v, "Mutator::type_of");
-        // SAFETY: as in `Mutator::obj`: a current reference of this heap names a live header.
-        let h = unsafe { AtomicU64::from_ptr(o.address() as *mut u64) }.load(Ordering::Relaxed);
-        Some(Header(h).type_id())
+        Some(self.header_of(v, o.address()).type_id())
     }
+
+    /// The header of the object at `a`, the address of `v`, a reference current in this era
+    /// of this heap (checked by the caller). That alone proves `a` names a live object (the
+    /// `value` module's invariant); the range check is [`Mutator::local`]'s defence against a
+    /// broken `value_from_bits` contract or a collector bug: a panic instead of a read outside
+    /// the heap's used memory. Always inlined: out of line, the call costs an interpreter more
+    /// than the checks.
+    #[inline(always)]
+    fn header_of(&self, v: Value, a: usize) -> Header {
+        let inner = &self.heap().inner;
+        if !(inner.moving.contains_used(a) || inner.large.contains(a)) {
+            names_no_object(v);
+        }
+        // SAFETY: `a` is the address of a live object's header (the era invariant, above) in
+        // the used part of the heap; read atomically, as the collector may set header flags
+        // meanwhile.
+        Header(unsafe { AtomicU64::from_ptr(a as *mut u64) }.load(Ordering::Relaxed))
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn names_no_object(v: Value) -> ! {
+    panic!(
+        "Mutator::obj: {v:?} is current but names no object of this heap (a raw word given to `value_from_bits` that was not a live object's address, or a collector bug)"
+    )
 }
 
 #[cold]
