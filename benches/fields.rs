@@ -18,7 +18,12 @@
 //! - `visit_read/{index,typed}`: one iteration reaches a node from the array
 //!   (`Mutator::local`, plus the type check of `HeapType::view` on the typed side) and reads its
 //!   4 fields: what an interpreter pays per object;
-//! - `visit_write/{index,typed}`: the same with the 3 writes.
+//! - `visit_write/{index,typed}`: the same with the 3 writes;
+//! - `visit_read/obj`, `visit_write/obj`: the same through checked-once access
+//!   ([`faultline::Mutator::obj`] with the type's [`faultline::Layout`], then [`faultline::Obj`]'s
+//!   index-checked accessors): what an interpreter that knows its types pays per object
+//!   (issue 16, item 6); `visit_read/obj_unchecked` reads with the `unsafe` unchecked
+//!   accessors instead.
 //!
 //! Invariants: both paths touch the same objects in the same order; every read feeds
 //! `black_box`, every written value comes through `black_box`, so nothing is elided; the
@@ -28,7 +33,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use faultline::{heap_struct, Heap, HeapConfig, HeapType, Local, Mutator, Ref, Root, TypeInfo};
+use faultline::{
+    heap_struct, Heap, HeapConfig, HeapType, Local, Mutator, Obj, Ref, Root, TypeInfo,
+};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -120,6 +127,22 @@ fn read_typed(p: &faultline::Typed<'_, Node>) -> u64 {
         ^ p.get(Node::weight).to_bits()
 }
 
+#[inline(always)]
+fn read_obj(o: &Obj<'_>) -> u64 {
+    (o.get(LEFT).bits() ^ o.get(RIGHT).bits()) as u64 ^ o.word(KEY) ^ o.word(WEIGHT)
+}
+
+#[inline(always)]
+fn read_obj_unchecked(o: &Obj<'_>) -> u64 {
+    // SAFETY: `Node` has 4 payload words (LEFT and RIGHT are its reference slots), so every
+    // index is in bounds and the two `get_unchecked` reads are of reference slots.
+    unsafe {
+        (o.get_unchecked(LEFT).bits() ^ o.get_unchecked(RIGHT).bits()) as u64
+            ^ o.word_unchecked(KEY)
+            ^ o.word_unchecked(WEIGHT)
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let s = Subject::new();
     let m = &s.m;
@@ -127,6 +150,8 @@ fn benches(c: &mut Criterion) {
     let values: Vec<_> = (0..N).map(|i| arr.get(i)).collect();
     let locals: Vec<Local<'_>> = values.iter().map(|&v| m.local(v).unwrap()).collect();
     let views: Vec<_> = locals.iter().map(|&l| s.nodes.view(l).unwrap()).collect();
+    let layout = s.heap.layout(s.nodes.type_id()).unwrap();
+    assert!(layout.is_ref_word(LEFT) && layout.is_ref_word(RIGHT) && !layout.is_ref_word(KEY));
 
     let mut g = c.benchmark_group("fields");
     g.throughput(Throughput::Elements(4));
@@ -160,6 +185,23 @@ fn benches(c: &mut Criterion) {
                     .view(m.local(black_box(values[i])).unwrap())
                     .unwrap();
                 black_box(read_typed(&p));
+            })
+        })
+    });
+    g.bench_function("visit_read/obj", |b| {
+        b.iter_custom(|iters| {
+            s.timed(iters, |i| {
+                let o = m.obj(black_box(values[i]), &layout).unwrap();
+                black_box(read_obj(&o));
+            })
+        })
+    });
+    g.bench_function("visit_read/obj_unchecked", |b| {
+        b.iter_custom(|iters| {
+            s.timed(iters, |i| {
+                let o = m.obj(black_box(values[i]), &layout).unwrap();
+                assert_eq!(o.payload_words(), WEIGHT + 1);
+                black_box(read_obj_unchecked(&o));
             })
         })
     });
@@ -205,6 +247,16 @@ fn benches(c: &mut Criterion) {
                 p.set(Node::left, black_box(values[(i + 1) % N]));
                 p.set(Node::key, black_box(i as u64));
                 p.set(Node::weight, black_box(0.25f64));
+            })
+        })
+    });
+    g.bench_function("visit_write/obj", |b| {
+        b.iter_custom(|iters| {
+            s.timed(iters, |i| {
+                let o = m.obj(black_box(values[i]), &layout).unwrap();
+                o.set(LEFT, black_box(values[(i + 1) % N]));
+                o.set_word(KEY, black_box(i as u64));
+                o.set_word(WEIGHT, black_box(0.25f64).to_bits());
             })
         })
     });
