@@ -220,8 +220,8 @@ impl Num {
 }
 
 fn flonum(vm: &Vm, v: Value) -> Option<f64> {
-    let l = vm.m.local(v)?;
-    (l.type_id() == vm.shared.types.flonum).then(|| f64::from_bits(l.word(0)))
+    let l = vm.m.obj(v, &vm.shared.types.lay.flonum)?;
+    Some(f64::from_bits(l.word(0)))
 }
 
 fn num_of(vm: &Vm, v: Value) -> Option<Num> {
@@ -831,15 +831,15 @@ fn is_thread(vm: &mut Vm, b: usize, _: usize) -> R<Value> {
 // Pairs and lists
 
 fn pair_field(vm: &Vm, who: &str, v: Value, i: usize) -> R<Value> {
-    match vm.m.local(v) {
-        Some(l) if l.type_id() == vm.shared.types.pair => Ok(l.get(i)),
+    match vm.m.obj(v, &vm.shared.types.lay.pair) {
+        Some(l) => Ok(l.get(i)),
         _ => Err(type_err(vm, who, "a pair", v)),
     }
 }
 
 fn cons(vm: &mut Vm, base: usize, _: usize) -> R<Value> {
     let p = vm.m.alloc(vm.shared.types.pair, 0)?;
-    let l = vm.obj(p)?;
+    let l = vm.known(p, &vm.shared.types.lay.pair)?;
     l.set(0, arg(vm, base, 0));
     l.set(1, arg(vm, base, 1));
     Ok(p)
@@ -882,8 +882,8 @@ fn cadddr(vm: &mut Vm, b: usize, _: usize) -> R<Value> {
 
 fn set_field(vm: &mut Vm, base: usize, who: &str, i: usize) -> R<Value> {
     let v = arg(vm, base, 0);
-    match vm.m.local(v) {
-        Some(l) if l.type_id() == vm.shared.types.pair => {
+    match vm.m.obj(v, &vm.shared.types.lay.pair) {
+        Some(l) => {
             l.set(i, arg(vm, base, 1));
             Ok(UNSPEC)
         }
@@ -919,8 +919,8 @@ fn spill_list(vm: &mut Vm, who: &str, v: Value) -> R<usize> {
     let mut n = 0;
     let mut cur = v;
     while cur != NIL {
-        match vm.m.local(cur) {
-            Some(l) if l.type_id() == vm.shared.types.pair => {
+        match vm.m.obj(cur, &vm.shared.types.lay.pair) {
+            Some(l) => {
                 vm.m.push(l.get(0));
                 cur = l.get(1);
             }
@@ -936,11 +936,8 @@ fn spill_list(vm: &mut Vm, who: &str, v: Value) -> R<usize> {
 
 /// The length of a proper list, or `None` for improper and circular ones.
 fn list_length(vm: &Vm, v: Value) -> Option<usize> {
-    let pair = vm.shared.types.pair;
-    let next = |x: Value| -> Option<Value> {
-        let l = vm.m.local(x)?;
-        (l.type_id() == pair).then(|| l.get(1))
-    };
+    let pair = vm.shared.types.lay.pair;
+    let next = |x: Value| -> Option<Value> { Some(vm.m.obj(x, &pair)?.get(1)) };
     let (mut slow, mut fast, mut n) = (v, v, 0usize);
     loop {
         if fast == NIL {
@@ -1006,8 +1003,8 @@ fn reverse(vm: &mut Vm, base: usize, _: usize) -> R<Value> {
         if cur == NIL {
             break;
         }
-        let (head, next) = match vm.m.local(cur) {
-            Some(l) if l.type_id() == vm.shared.types.pair => (l.get(0), l.get(1)),
+        let (head, next) = match vm.m.obj(cur, &vm.shared.types.lay.pair) {
+            Some(l) => (l.get(0), l.get(1)),
             _ => return Err(type_err(vm, "reverse", "a proper list", arg(vm, base, 0))),
         };
         n += 1;
@@ -1030,8 +1027,8 @@ fn list_tail_of(vm: &Vm, who: &str, base: usize) -> R<Value> {
     let k = index(vm, who, arg(vm, base, 1))?;
     let mut v = arg(vm, base, 0);
     for _ in 0..k {
-        v = match vm.m.local(v) {
-            Some(l) if l.type_id() == vm.shared.types.pair => l.get(1),
+        v = match vm.m.obj(v, &vm.shared.types.lay.pair) {
+            Some(l) => l.get(1),
             _ => return Err(RtError::new(format!("{who}: index {k} is out of range"))),
         };
     }
@@ -1042,8 +1039,8 @@ fn list_tail(vm: &mut Vm, b: usize, _: usize) -> R<Value> {
 }
 fn list_ref(vm: &mut Vm, b: usize, _: usize) -> R<Value> {
     let t = list_tail_of(vm, "list-ref", b)?;
-    match vm.m.local(t) {
-        Some(l) if l.type_id() == vm.shared.types.pair => Ok(l.get(0)),
+    match vm.m.obj(t, &vm.shared.types.lay.pair) {
+        Some(l) => Ok(l.get(0)),
         _ => Err(RtError::new(format!(
             "list-ref: index {} is out of range",
             describe(vm, arg(vm, b, 1))
@@ -1056,10 +1053,7 @@ fn mem_generic(vm: &mut Vm, base: usize, who: &str, kind: u8) -> R<Value> {
     let mut cur = arg(vm, base, 1);
     let limit = list_limit(vm);
     for _ in 0..limit {
-        let Some(l) =
-            vm.m.local(cur)
-                .filter(|l| l.type_id() == vm.shared.types.pair)
-        else {
+        let Some(l) = vm.m.obj(cur, &vm.shared.types.lay.pair) else {
             return Ok(FALSE);
         };
         let hit = match kind {
@@ -1089,10 +1083,7 @@ fn ass_generic(vm: &mut Vm, base: usize, who: &str, kind: u8) -> R<Value> {
     let mut cur = arg(vm, base, 1);
     let limit = list_limit(vm);
     for _ in 0..limit {
-        let Some(l) =
-            vm.m.local(cur)
-                .filter(|l| l.type_id() == vm.shared.types.pair)
-        else {
+        let Some(l) = vm.m.obj(cur, &vm.shared.types.lay.pair) else {
             return Ok(FALSE);
         };
         let entry = l.get(0);
@@ -1365,9 +1356,9 @@ fn list_to_string(vm: &mut Vm, base: usize, _: usize) -> R<Value> {
 // ---------------------------------------------------------------------------------------------
 // Vectors
 
-fn vector_arg<'a>(vm: &'a Vm, who: &str, v: Value) -> R<faultline::Local<'a>> {
-    match vm.m.local(v) {
-        Some(l) if l.type_id() == vm.shared.types.vector => Ok(l),
+fn vector_arg<'a>(vm: &'a Vm, who: &str, v: Value) -> R<faultline::Obj<'a>> {
+    match vm.m.obj(v, &vm.shared.types.lay.vector) {
+        Some(l) => Ok(l),
         _ => Err(type_err(vm, who, "a vector", v)),
     }
 }
@@ -1376,7 +1367,7 @@ fn make_vector(vm: &mut Vm, base: usize, argc: usize) -> R<Value> {
     let n = index(vm, "make-vector", arg(vm, base, 0))?;
     let v = vm.m.alloc(vm.shared.types.vector, n)?;
     let fill = if argc == 2 { arg(vm, base, 1) } else { FALSE };
-    let l = vm.obj(v)?;
+    let l = vm.known(v, &vm.shared.types.lay.vector)?;
     for i in 0..n {
         l.set(i, fill);
     }
@@ -1384,7 +1375,7 @@ fn make_vector(vm: &mut Vm, base: usize, argc: usize) -> R<Value> {
 }
 fn vector(vm: &mut Vm, base: usize, argc: usize) -> R<Value> {
     let v = vm.m.alloc(vm.shared.types.vector, argc)?;
-    let l = vm.obj(v)?;
+    let l = vm.known(v, &vm.shared.types.lay.vector)?;
     for i in 0..argc {
         l.set(i, arg(vm, base, i));
     }
