@@ -750,7 +750,7 @@ impl VolatileArena {
             ));
         }
         self.populate_protected
-            .store(on, core::sync::atomic::Ordering::Release);
+            .store(on, core::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -790,13 +790,13 @@ impl VolatileArena {
         };
         let mode = if self
             .populate_protected
-            .load(core::sync::atomic::Ordering::Acquire)
+            .load(core::sync::atomic::Ordering::SeqCst)
         {
             CopyMode::WP
         } else {
             CopyMode::NONE
         };
-        match method {
+        let r = match method {
             PopulateMethod::CopyZeros => self.fill_loop(addr, len, |at, rest| {
                 let n = rest.min(ZERO_CHUNK);
                 // SAFETY: `zero_src` is a readable zero mapping of ZERO_CHUNK bytes.
@@ -805,7 +805,34 @@ impl VolatileArena {
             PopulateMethod::ZeroPage => {
                 self.fill_loop(addr, len, |at, rest| uffd.zeropage(addr + at, rest, false))
             }
+        }?;
+        // Populating runs without the caller's lock: write tracking may have been switched on
+        // (and the range write-protected, possibly before these pages were present) while the
+        // pages were being mapped unprotected. Protect them now, before the caller hands them
+        // out, so no write to them escapes tracking.
+        if !mode.contains(CopyMode::WP)
+            && self
+                .populate_protected
+                .load(core::sync::atomic::Ordering::SeqCst)
+        {
+            uffd.writeprotect(addr, len, true, false)?;
         }
+        Ok(r)
+    }
+
+    /// Fill `out` with the residency of `[offset, offset+len)`, one byte per page, bit 0 set
+    /// for a page present in this process (`mincore`; for an anonymous arena, whether the
+    /// page is mapped). `out` must hold at least `len / PAGE_SIZE` bytes.
+    pub fn residency(
+        &self,
+        offset: ArenaOffset,
+        len: usize,
+        out: &mut [u8],
+    ) -> Result<(), ArenaError> {
+        let addr = self.check(offset.get(), len)?;
+        self.sys
+            .mincore(addr, len, out)
+            .map_err(Self::sys_err("mincore"))
     }
 
     /// Resolve `[offset, offset+len)` by copying `src` into new pages (`UFFDIO_COPY`).
