@@ -117,11 +117,15 @@ pub(crate) fn release_old_half(
 }
 
 impl crate::inner::HeapInner {
-    /// Bytes the mutators may allocate before the occupancy trigger: what recycling covers.
+    /// Bytes the mutators may allocate before the next flip, about: up to the occupancy
+    /// trigger or goal, whichever is higher (a concurrent cycle starts at its trigger but frees
+    /// nothing before its flip, near the goal). What recycling covers.
     pub(crate) fn fresh_headroom(&self) -> usize {
+        let used = self.used();
         self.trigger_bytes
             .load(Ordering::Relaxed)
-            .saturating_sub(self.used())
+            .max(self.occupancy_goal(used))
+            .saturating_sub(used)
     }
 }
 
