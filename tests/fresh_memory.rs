@@ -4,8 +4,10 @@
 //!
 //! Checks, for every strategy and delivery: fresh objects read zero although their memory held
 //! garbage in the cycle before; live data survives; recycling happened where it applies
-//! (anonymous arenas with `UFFDIO_MOVE`), not where it does not (the memfd of the minor
-//! strategy) or when switched off; and no cycle made a mapping or registration call.
+//! (anonymous arenas with `UFFDIO_MOVE`: stop-the-world and the move strategy; the copy
+//! strategy's compaction releases the old pages early, as soon as nothing reads them, so
+//! little or nothing is left to recycle at its end), not where it does not (the memfd of the
+//! minor strategy) or when switched off; and no cycle made a mapping or registration call.
 
 mod common;
 use common::*;
@@ -74,7 +76,9 @@ fn every_mode_hands_out_zeroed_recycled_memory() {
         if memfd || !can_move {
             assert_eq!(recycled, 0, "{mode:?} {strategy:?} {faults:?}");
         } else {
-            // assert!(recycled > 0, "{mode:?} {strategy:?} {faults:?}");
+            if mode == GcMode::StopTheWorld || strategy == Strategy::Move {
+                assert!(recycled > 0, "{mode:?} {strategy:?} {faults:?}");
+            }
         }
     }
 }
