@@ -63,6 +63,11 @@ pub struct MovingSpace {
     dirty_hi: AtomicUsize,
 }
 
+/// How many times a refill yields while another refill makes its pages present, before it
+/// makes them present itself (each round is a `sched_yield`: about a microsecond when no other
+/// thread wants the CPU, a time slice when one does).
+const READY_WAIT_ROUNDS: usize = 64;
+
 #[inline]
 fn page_down(a: usize) -> usize {
     a & !(PAGE_SIZE - 1)
@@ -185,6 +190,14 @@ impl MovingSpace {
                 page_down(from).max(ready)
             };
             if upto <= *pop {
+                if !gap {
+                    // Another refill is making these pages present: let it finish (briefly)
+                    // rather than racing it page by page.
+                    drop(pop);
+                    if self.wait_ready(upto) {
+                        return Ok(());
+                    }
+                }
                 (start, page_up(upto), false)
             } else {
                 let target = ((upto - base).div_ceil(batch) * batch).min(self.half_bytes) + base;
@@ -202,6 +215,21 @@ impl MovingSpace {
         }
         self.publish(start, target);
         Ok(())
+    }
+
+    /// Wait a bounded while (yielding the CPU) for `ready` to pass `upto`; false if it did not
+    /// (the claimer is slow, preempted or failed: the caller then populates its own pages).
+    fn wait_ready(&self, upto: usize) -> bool {
+        for _ in 0..READY_WAIT_ROUNDS {
+            if self.ready.load(Ordering::Acquire) >= upto {
+                return true;
+            }
+            if self.gap.load(Ordering::Acquire) {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        self.ready.load(Ordering::Acquire) >= upto
     }
 
     /// Record that `[start, end)` is present; advance `ready` over it if it joins it.
