@@ -159,9 +159,10 @@ pub fn measure_mapping(sys: &Sys) -> Result<MappingCost, ArenaError> {
 /// Pages per call when [`measure_fresh`] populates or moves (a refill's populate batch, and
 /// recycling's run).
 pub const FRESH_RUN_PAGES: usize = 64;
-/// Pages per round of [`measure_fresh`] (4 MiB: larger than this machine's L2, as a half's
-/// worth of old pages is).
-const FRESH_PAGES: usize = 1024;
+/// Pages per round of [`measure_fresh`]: 64 MiB, twice this machine's L3, so that the old
+/// pages are as cold as a half's worth of them is when a cycle ends (and the zeroing pays
+/// for fetching them, as a refill does).
+const FRESH_PAGES: usize = 16384;
 
 /// Measured cost of one page of fresh memory each way, ns per page (issue 16 item 3): the
 /// minimum over a few rounds of each component.
