@@ -117,15 +117,13 @@ pub(crate) fn release_old_half(
 }
 
 impl crate::inner::HeapInner {
-    /// Bytes the mutators may allocate before the next flip, about: up to the occupancy
-    /// trigger or goal, whichever is higher (a concurrent cycle starts at its trigger but frees
-    /// nothing before its flip, near the goal). What recycling covers.
+    /// Bytes the mutators may allocate before the next flip, about: up to the occupancy goal
+    /// for the bytes in use now (the next stop-the-world trigger; a concurrent cycle starts
+    /// earlier, at its paced trigger, but frees nothing before its flip, near the goal). What
+    /// recycling covers: no more, so a heap that shrank keeps no more pages than it will use.
     pub(crate) fn fresh_headroom(&self) -> usize {
         let used = self.used();
-        self.trigger_bytes
-            .load(Ordering::Relaxed)
-            .max(self.occupancy_goal(used))
-            .saturating_sub(used)
+        self.occupancy_goal(used).saturating_sub(used)
     }
 }
 
