@@ -45,6 +45,14 @@ pub struct HeapConfig {
     pub tlab_bytes: usize,
     /// Fresh memory is made present in batches of this many bytes (one COPY of zeroes).
     pub populate_batch_bytes: usize,
+    /// Recycle the old half's pages as the new half's fresh memory (on by default): at the end
+    /// of a cycle, up to the allocation headroom before the next trigger, the pages the old
+    /// half still holds are moved (`UFFDIO_MOVE`, in runs) above the new half's populated end
+    /// instead of being released, and each allocation-buffer refill zeroes its own part in user
+    /// space; the rest is released as before. Needs an anonymous arena registered with
+    /// userfaultfd and `UFFDIO_MOVE`; elsewhere (memfd backing, plain memory, a forked child,
+    /// `debug.poison_released`), and off, every fresh page is a `UFFDIO_COPY` of zeroes.
+    pub recycle_old_half: bool,
     /// Stop-the-world: a collection starts when the heap reaches `max(min_trigger_bytes, live
     /// after the last collection * (1 + growth))`. Concurrent mode: that is the heap-growth
     /// goal, and the pacer starts a cycle earlier when the measured allocation rate and
@@ -112,6 +120,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("large_object_space_bytes", &self.large_object_space_bytes)
             .field("large_object_threshold", &self.large_object_threshold)
             .field("tlab_bytes", &self.tlab_bytes)
+            .field("recycle_old_half", &self.recycle_old_half)
             .field("mode", &self.mode)
             .field("gc_threads", &self.gc_threads)
             .field("gc_cpu_budget", &self.gc_cpu_budget)
@@ -137,6 +146,7 @@ impl Default for HeapConfig {
             pin_large_ref_objects: false,
             tlab_bytes: 32 << 10,
             populate_batch_bytes: 256 << 10,
+            recycle_old_half: true,
             growth: 1.0,
             min_trigger_bytes: 4 << 20,
             gc_threads: default_gc_threads(DEFAULT_GC_CPU_BUDGET),

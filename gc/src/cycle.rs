@@ -98,7 +98,7 @@ use crate::pacer::Decision;
 use crate::phase::CyclePhase;
 use crate::plan::{DestPage, Plan};
 use crate::reentry::{self, Callback};
-use crate::release::{fatal_after_flip, prepare_destination, release_free_tail, release_old_half};
+use crate::release::{fatal_after_flip, finish_old_half, prepare_destination, release_free_tail};
 use crate::safepoint::{visit_roots, Me, SpState, RUNNING};
 use crate::stats::{merge_tts, trim_history, CycleStats, MutatorTts, PaceStats, Pause, Trigger};
 use crate::trace::{header, Atomic, Plain, Tracer};
@@ -790,6 +790,7 @@ fn flip(
             moving.current.store(to_index, Ordering::Relaxed);
             moving.top.store(to + pages * PAGE_SIZE, Ordering::Relaxed);
             *pop = to + pages * PAGE_SIZE;
+            moving.reset_watermarks(*pop);
             old_end
         };
         stats.mode = GcMode::Concurrent;
@@ -817,16 +818,17 @@ fn flip(
         };
         if pages == 0 {
             // Nothing to compact: finish in the pause.
+            stats.pages_recycled = finish_old_half(
+                arena,
+                moving,
+                &inner.release,
+                cfg.debug.poison_released,
+                cfg.recycle_old_half,
+                from,
+                from_populated,
+                inner.fresh_headroom(),
+            );
             large.release_dead(arena, &finish.large_dead)?;
-            if from_populated > from {
-                release_old_half(
-                    arena,
-                    &inner.release,
-                    cfg.debug.poison_released,
-                    arena.offset_of(from),
-                    from_populated - from,
-                );
-            }
             stats.total = t0.elapsed();
             stats.calls = arena.sys().counters().snapshot().since(&calls0);
             return Ok(Flip::Done(Box::new(stats)));
@@ -871,8 +873,8 @@ fn flip(
     }
     stats.compact = tc.elapsed();
 
-    // 6. Release the old half, sweep large objects, switch halves.
-    {
+    // 6. Switch halves, recycle or release the old half, sweep large objects.
+    let old_end = {
         let mut pop = moving
             .populated
             .lock()
@@ -884,20 +886,25 @@ fn flip(
             moving
                 .top
                 .store(from + live_words * WORD, Ordering::Relaxed);
-        } else if old_end > from {
-            release_old_half(
-                arena,
-                &inner.release,
-                cfg.debug.poison_released,
-                arena.offset_of(from),
-                old_end - from,
-            );
-        }
-        if !slide {
+        } else {
             moving.current.store(to_index, Ordering::Relaxed);
             moving.top.store(to + live_words * WORD, Ordering::Relaxed);
             *pop = to + pages * PAGE_SIZE;
         }
+        moving.reset_watermarks(*pop);
+        old_end
+    };
+    if !slide {
+        stats.pages_recycled = finish_old_half(
+            arena,
+            moving,
+            &inner.release,
+            cfg.debug.poison_released,
+            cfg.recycle_old_half,
+            from,
+            old_end,
+            inner.fresh_headroom(),
+        );
     }
     large.release_dead(arena, &large_dead)?;
     stats.moving_after = moving.used();
@@ -935,12 +942,15 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     if inner.config.choreography == Choreography::PerCycle {
         choreography::teardown(arena, finish.detached);
     } else {
-        release_old_half(
+        stats.pages_recycled = finish_old_half(
             arena,
+            &inner.moving,
             &inner.release,
             inner.config.debug.poison_released,
-            arena.offset_of(finish.from),
-            finish.from_populated - finish.from,
+            inner.config.recycle_old_half,
+            finish.from,
+            finish.from_populated,
+            inner.fresh_headroom(),
         );
     }
     if let Err(e) = inner.large.release_dead(arena, &finish.large_dead) {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use faultline_heap::arena::{ArenaConfig, FaultDelivery};
 use faultline_heap::object::{TypeError, TypeId, TypeInfo, TypeRegistry};
-use faultline_heap::{ArenaError, ArenaOffset, Backing, Probe, VolatileArena, PAGE_SIZE};
+use faultline_heap::{ArenaError, Backing, Probe, VolatileArena, PAGE_SIZE};
 
 use crate::compaction::Compaction;
 use crate::config::{ConfigError, HeapConfig};
@@ -139,14 +139,7 @@ impl Heap {
             }
         }
         let base = arena.base();
-        let moving = MovingSpace {
-            half_bytes: half,
-            half_offset: [ArenaOffset(0), ArenaOffset(half)],
-            half_base: [base, base + half],
-            current: AtomicUsize::new(0),
-            top: AtomicUsize::new(base),
-            populated: Mutex::new(base),
-        };
+        let moving = MovingSpace::new(base, half);
         let large = LargeSpace::new(base + 2 * half, config.large_object_space_bytes);
         let trigger = config.min_trigger_bytes.min(half);
         // The weak-box type is registered first, here: a type registered while a concurrent

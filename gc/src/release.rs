@@ -10,12 +10,24 @@
 //!   instead of faulting, or refuse a fill with EEXIST);
 //! - [`release_old_half`] never fails: a failed release is recorded, not propagated, because
 //!   it happens after references point into the new half;
-//! - nothing here runs in signal context.
+//! - nothing here runs in signal context;
+//! - recycling ([`recycle_old_half`]) moves only pages of the old half, after its compaction
+//!   finished (nothing reads them any more), into pages the current half's claimed end
+//!   hands it ([`MovingSpace::claim_recycled`]): absent pages no refill populates, marked dirty
+//!   before the move, so a refill zeroes whatever of them it hands out; every claimed range is
+//!   made present (moved, or a `UFFDIO_COPY` of zeroes after a failed move) before it is
+//!   published, or recorded as a gap that refills fill. Recycling never fails: what it does
+//!   not move is released as before.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use faultline_heap::arena::PoisonMethod;
 use faultline_heap::{ArenaError, ArenaOffset, VolatileArena, PAGE_SIZE};
+
+use crate::space::MovingSpace;
+
+/// Pages moved per `UFFDIO_MOVE` call when recycling (one claim of the current half each).
+pub(crate) const RECYCLE_RUN_PAGES: usize = 64;
 
 /// Released-half bookkeeping and debug counters.
 #[derive(Debug, Default)]
@@ -104,6 +116,113 @@ pub(crate) fn release_old_half(
     }
 }
 
+impl crate::inner::HeapInner {
+    /// Bytes the mutators may allocate before the next flip, about: up to the occupancy goal
+    /// for the bytes in use now (the next stop-the-world trigger; a concurrent cycle starts
+    /// earlier, at its paced trigger, but frees nothing before its flip, near the goal). What
+    /// recycling covers: no more, so a heap that shrank keeps no more pages than it will use.
+    pub(crate) fn fresh_headroom(&self) -> usize {
+        let used = self.used();
+        self.occupancy_goal(used).saturating_sub(used)
+    }
+}
+
+/// Recycle up to `want` bytes of the pages the old half `[from, from_end)` still holds (its
+/// compaction finished) as fresh memory of the current half: runs of present pages (found with
+/// one `mincore`) are moved with `UFFDIO_MOVE`, at most [`RECYCLE_RUN_PAGES`] per call, to the
+/// current half's claimed end. Returns the pages moved. Never fails (see the module
+/// invariants): a failed move makes its claimed range present with zeroes and ends recycling;
+/// the caller releases the old half afterwards as before (its moved pages are absent already).
+pub(crate) fn recycle_old_half(
+    arena: &VolatileArena,
+    moving: &MovingSpace,
+    from: usize,
+    from_end: usize,
+    want: usize,
+) -> usize {
+    if want == 0 || from_end <= from || !arena.can_move() {
+        return 0;
+    }
+    let n = (from_end - from) / PAGE_SIZE;
+    let mut present = vec![0u8; n];
+    if arena
+        .residency(arena.offset_of(from), n * PAGE_SIZE, &mut present)
+        .is_err()
+    {
+        return 0;
+    }
+    let mut left = want.div_ceil(PAGE_SIZE);
+    let mut moved = 0;
+    let mut i = 0;
+    while i < n && left > 0 {
+        if present[i] & 1 == 0 {
+            i += 1;
+            continue;
+        }
+        let cap = RECYCLE_RUN_PAGES.min(left);
+        let mut j = i + 1;
+        while j < n && j - i < cap && present[j] & 1 == 1 {
+            j += 1;
+        }
+        let (dst, k) = moving.claim_recycled(j - i);
+        if k == 0 {
+            break;
+        }
+        let len = k * PAGE_SIZE;
+        // SAFETY: the source pages lie in the old half, whose compaction has finished: no
+        // reference points there and nothing reads them again (the rest of the half is
+        // released next).
+        let r = unsafe {
+            arena.resolve_move(
+                arena.offset_of(dst),
+                arena.offset_of(from + i * PAGE_SIZE),
+                len,
+                false,
+            )
+        };
+        if r.is_err() {
+            // Some pages may have moved before the error (dirty, zeroed by the refills that
+            // take them); make the rest of the claim present, and stop.
+            match arena.populate(arena.offset_of(dst), len) {
+                Ok(_) => moving.publish(dst, dst + len),
+                Err(_) => moving.note_gap(),
+            }
+            break;
+        }
+        moving.publish(dst, dst + len);
+        moved += k;
+        left -= k;
+        i += k;
+    }
+    moved
+}
+
+/// End of a cycle for the old half `[from, from_end)`: recycle what the current half will
+/// allocate before the next trigger (`want` bytes; see [`recycle_old_half`]) if `recycle`,
+/// then release the whole range as [`release_old_half`] does. Returns the pages recycled.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finish_old_half(
+    arena: &VolatileArena,
+    moving: &MovingSpace,
+    st: &ReleaseState,
+    poison: bool,
+    recycle: bool,
+    from: usize,
+    from_end: usize,
+    want: usize,
+) -> usize {
+    if from_end <= from {
+        return 0;
+    }
+    let pages = if recycle && !poison {
+        recycle_old_half(arena, moving, from, from_end, want)
+    } else {
+        0
+    };
+    release_old_half(arena, st, poison, arena.offset_of(from), from_end - from);
+    pages
+}
+
 /// After an in-place slide ([`crate::StwCompaction::Slide`]): release the current half's free
 /// tail `[new_end, old_end)` (page aligned; `old_end` was the populated watermark). Returns
 /// the new watermark: `new_end`, or, if the release failed, `old_end`, with the tail made
@@ -159,4 +278,210 @@ pub(crate) fn prepare_destination(
 pub(crate) fn fatal_after_flip(what: &str, e: &ArenaError) -> ! {
     eprintln!("faultline: {what} failed after references were updated: {e}; aborting");
     std::process::abort()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline_heap::arena::{ArenaConfig, Backing, FaultDelivery};
+    use faultline_heap::inject::{FaultInjector, Rule, Trigger};
+    use faultline_heap::{Call, Capability, Errno, Probe, Sys};
+    use std::sync::Arc;
+
+    /// Pages per half of the test arenas.
+    const HALF_PAGES: usize = 256;
+    const HALF: usize = HALF_PAGES * PAGE_SIZE;
+    /// Pages of the old half that hold garbage.
+    const OLD_PAGES: usize = 160;
+
+    fn move_here(test: &str) -> bool {
+        let ok = Probe::run().supports(Capability::Move);
+        if !ok {
+            eprintln!("SKIPPED: {test}: UFFDIO_MOVE unavailable here");
+        }
+        ok
+    }
+
+    /// An anonymous registered arena of two halves (half 0 current), with `OLD_PAGES` pages of
+    /// half 1 present and filled with garbage, as an old half is after its compaction.
+    fn setup(rules: Vec<Rule>) -> (VolatileArena, MovingSpace, Arc<FaultInjector>) {
+        let inj = Arc::new(FaultInjector::new(rules, 7).disarmed());
+        let arena = VolatileArena::new(
+            ArenaConfig::new(2 * HALF)
+                .backing(Backing::Anonymous)
+                .delivery(FaultDelivery::Sigbus)
+                .sys(Sys::new(inj.clone())),
+        )
+        .unwrap();
+        let moving = MovingSpace::new(arena.base(), HALF);
+        arena
+            .populate(ArenaOffset(HALF), OLD_PAGES * PAGE_SIZE)
+            .unwrap();
+        let old = arena.base() + HALF;
+        // SAFETY: the range was just made present and belongs to this test alone.
+        unsafe { core::ptr::write_bytes(old as *mut u8, 0xa5, OLD_PAGES * PAGE_SIZE) };
+        inj.arm();
+        (arena, moving, inj)
+    }
+
+    fn present_pages(arena: &VolatileArena, addr: usize, pages: usize) -> usize {
+        let mut v = vec![0u8; pages];
+        arena
+            .residency(arena.offset_of(addr), pages * PAGE_SIZE, &mut v)
+            .unwrap();
+        v.iter().filter(|&&b| b & 1 == 1).count()
+    }
+
+    /// Bump the whole current half in buffers of `bytes` (not a page multiple, so buffers
+    /// share pages), checking each reads zero before writing garbage over it.
+    fn allocate_all(arena: &VolatileArena, moving: &MovingSpace, bytes: usize) -> usize {
+        let mut n = 0;
+        while let Some(a) = moving.bump(arena, bytes, 8 * PAGE_SIZE).unwrap() {
+            // SAFETY: `bump` handed `[a, a + bytes)` to this caller, present.
+            let s = unsafe { core::slice::from_raw_parts_mut(a as *mut u8, bytes) };
+            assert!(
+                s.iter().all(|&b| b == 0),
+                "fresh buffer {n} at {a:#x} not zero"
+            );
+            s.fill(0x5a);
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn recycled_pages_move_and_refills_hand_them_out_zeroed() {
+        if !move_here("recycled_pages_move_and_refills_hand_them_out_zeroed") {
+            return;
+        }
+        let (arena, moving, inj) = setup(vec![]);
+        let old = arena.base() + HALF;
+        let want = 100 * PAGE_SIZE;
+        let moved = recycle_old_half(&arena, &moving, old, old + HALF, want);
+        assert_eq!(moved, 100);
+        assert_eq!(
+            inj.seen(Call::UffdMove),
+            100usize.div_ceil(RECYCLE_RUN_PAGES) as u64
+        );
+        // The moved pages left the old half and sit at the current half's start.
+        assert_eq!(present_pages(&arena, old, HALF_PAGES), OLD_PAGES - 100);
+        assert_eq!(present_pages(&arena, arena.base(), HALF_PAGES), 100);
+        let copies = inj.seen(Call::UffdCopy);
+        let n = allocate_all(&arena, &moving, 3000);
+        assert_eq!(n, HALF / 3000);
+        // The recycled pages needed no COPY; the rest (156 pages) did, in 8-page batches.
+        let more = inj.seen(Call::UffdCopy) - copies;
+        assert!(more > 0 && more <= 30, "{more} COPY calls");
+        release_old_half(
+            &arena,
+            &ReleaseState::default(),
+            false,
+            ArenaOffset(HALF),
+            HALF,
+        );
+        assert_eq!(present_pages(&arena, old, HALF_PAGES), 0);
+    }
+
+    #[test]
+    fn a_failed_move_makes_its_claim_present_and_stops() {
+        if !move_here("a_failed_move_makes_its_claim_present_and_stops") {
+            return;
+        }
+        let (arena, moving, inj) = setup(vec![Rule::new(
+            Call::UffdMove,
+            Errno::EBUSY,
+            Trigger::Nth(2),
+        )]);
+        let old = arena.base() + HALF;
+        let moved = recycle_old_half(&arena, &moving, old, old + HALF, HALF);
+        assert_eq!(
+            moved, RECYCLE_RUN_PAGES,
+            "the first run moved, the second failed"
+        );
+        assert_eq!(inj.injected(Call::UffdMove), 1);
+        // The failed run's claim is present (zero pages), and everything refills hand out
+        // reads zero.
+        assert_eq!(
+            present_pages(&arena, arena.base(), HALF_PAGES),
+            2 * RECYCLE_RUN_PAGES
+        );
+        allocate_all(&arena, &moving, 4000);
+    }
+
+    #[test]
+    fn a_failed_fallback_leaves_a_gap_that_the_next_refill_fills() {
+        if !move_here("a_failed_fallback_leaves_a_gap_that_the_next_refill_fills") {
+            return;
+        }
+        let (arena, moving, inj) = setup(vec![
+            Rule::new(Call::UffdMove, Errno::ENOENT, Trigger::Nth(1)),
+            Rule::new(Call::UffdCopy, Errno::EFAULT, Trigger::Nth(1)),
+        ]);
+        let old = arena.base() + HALF;
+        assert_eq!(recycle_old_half(&arena, &moving, old, old + HALF, HALF), 0);
+        assert_eq!(inj.injected(Call::UffdMove), 1);
+        assert_eq!(inj.injected(Call::UffdCopy), 1);
+        allocate_all(&arena, &moving, 5000);
+    }
+
+    #[test]
+    fn a_failed_residency_check_recycles_nothing() {
+        if !move_here("a_failed_residency_check_recycles_nothing") {
+            return;
+        }
+        let (arena, moving, inj) = setup(vec![Rule::new(
+            Call::Mincore,
+            Errno::ENOMEM,
+            Trigger::Always,
+        )]);
+        let old = arena.base() + HALF;
+        assert_eq!(recycle_old_half(&arena, &moving, old, old + HALF, HALF), 0);
+        assert_eq!(inj.injected(Call::Mincore), 1);
+        assert_eq!(inj.seen(Call::UffdMove), 0);
+        allocate_all(&arena, &moving, 3000);
+    }
+
+    #[test]
+    fn a_failed_populate_is_an_error_and_the_next_refill_fills_the_hole() {
+        if !move_here("a_failed_populate_is_an_error_and_the_next_refill_fills_the_hole") {
+            return;
+        }
+        let (arena, moving, inj) = setup(vec![Rule::new(
+            Call::UffdCopy,
+            Errno::EFAULT,
+            Trigger::Nth(1),
+        )]);
+        assert!(moving.bump(&arena, 3000, 8 * PAGE_SIZE).is_err());
+        assert_eq!(inj.injected(Call::UffdCopy), 1);
+        // The failed buffer's pages (below `top` now) are made present by the next refill.
+        let a = moving.bump(&arena, 3000, 8 * PAGE_SIZE).unwrap().unwrap();
+        assert_eq!(a, arena.base() + 3000);
+        assert_eq!(present_pages(&arena, arena.base(), 2), 2);
+    }
+
+    #[test]
+    fn concurrent_refills_get_disjoint_zeroed_present_buffers() {
+        if !move_here("concurrent_refills_get_disjoint_zeroed_present_buffers") {
+            return;
+        }
+        let mut recycled = 0;
+        for _ in 0..20 {
+            let (arena, moving, _inj) = setup(vec![]);
+            let old = arena.base() + HALF;
+            let (arena, moving) = (&arena, &moving);
+            std::thread::scope(|s| {
+                let recycler =
+                    s.spawn(move || recycle_old_half(arena, moving, old, old + HALF, HALF));
+                let refills: Vec<_> = (0..3)
+                    .map(|_| s.spawn(move || allocate_all(arena, moving, 3000)))
+                    .collect();
+                let total: usize = refills.into_iter().map(|h| h.join().unwrap()).sum();
+                assert_eq!(total, HALF / 3000);
+                let r = recycler.join().unwrap();
+                assert!(r <= OLD_PAGES);
+                recycled += r;
+            });
+        }
+        eprintln!("pages recycled while refills ran: {recycled} in 20 rounds");
+    }
 }

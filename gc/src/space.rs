@@ -9,16 +9,28 @@
 //! Invariants:
 //! - `top` only grows between collections, by CAS, and never passes the current half's end;
 //!   `[half base, top)` is a parseable sequence of objects (zero words are one-word fillers);
-//! - `populated` (guarded by its mutex) is the page-aligned end of the memory made present in
-//!   the current half; every buffer handed out lies below it, so the allocation path never
-//!   faults; everything from it to the half's end is absent;
+//! - `populated` (guarded by its mutex) is the page-aligned end of the memory *claimed* in the
+//!   current half: every page below it is present, or being made present by a refill or a
+//!   recycling step in flight (never at a pause: refills and recycling finish before one);
+//!   everything from it to the half's end is absent. The mutex guards bookkeeping only: no
+//!   kernel call is made while it is held, so refills of different mutators make their
+//!   memory present in parallel;
+//! - `ready` (at most `populated`) is the page-aligned end of the memory known present: a
+//!   refill whose range ends below it makes no call at all. It advances only over ranges whose
+//!   population finished, in address order (a range that finishes early waits in `pending`);
+//! - every buffer handed out is present and zero: a refill makes its own pages present (a lost
+//!   race with another populating refill is an `EEXIST` the arena steps over: `UFFDIO_COPY`
+//!   never overwrites a present page) and zeroes the part of its own range that lies in the
+//!   `dirty` range, the pages recycled from the old half ([`crate::release`]), whose contents
+//!   are garbage. The dirty range is extended *before* recycled pages are moved in, and reset
+//!   at every flip;
 //! - the large-object space hands out whole pages; each object's pages are made present when it
 //!   is allocated and released when it dies; its bookkeeping is behind one mutex (large objects
 //!   are rare), its mark bits are atomic (one bit per page, set at the object's first page).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use faultline_heap::bitmap::Bitmap;
 use faultline_heap::{ArenaError, ArenaOffset, VolatileArena, PAGE_SIZE};
@@ -36,11 +48,54 @@ pub struct MovingSpace {
     pub current: AtomicUsize,
     /// Bump pointer in the current half (absolute).
     pub top: AtomicUsize,
-    /// End of present memory in the current half (absolute, page aligned).
+    /// End of claimed memory in the current half (absolute, page aligned; see the module
+    /// invariants).
     pub populated: Mutex<usize>,
+    /// End of memory known present (absolute, page aligned, at most `populated`).
+    ready: AtomicUsize,
+    /// Finished populations above `ready`, waiting for one below them.
+    pending: Mutex<Vec<(usize, usize)>>,
+    /// A population failed after its claim: the pages between `ready` and `populated` may
+    /// hold a hole, so refills populate from `ready` until it catches up.
+    gap: AtomicBool,
+    /// Recycled pages `[dirty_lo, dirty_hi)` in the current half: present, contents garbage.
+    dirty_lo: AtomicUsize,
+    dirty_hi: AtomicUsize,
+}
+
+/// How many times a refill yields while another refill makes its pages present, before it
+/// makes them present itself (each round is a `sched_yield`: about a microsecond when no other
+/// thread wants the CPU, a time slice when one does).
+const READY_WAIT_ROUNDS: usize = 64;
+
+#[inline]
+fn page_down(a: usize) -> usize {
+    a & !(PAGE_SIZE - 1)
+}
+
+#[inline]
+fn page_up(a: usize) -> usize {
+    a.div_ceil(PAGE_SIZE) * PAGE_SIZE
 }
 
 impl MovingSpace {
+    /// A moving space of two halves of `half_bytes` each at `base` (half 0 current, empty).
+    pub fn new(base: usize, half_bytes: usize) -> Self {
+        MovingSpace {
+            half_bytes,
+            half_offset: [ArenaOffset(0), ArenaOffset(half_bytes)],
+            half_base: [base, base + half_bytes],
+            current: AtomicUsize::new(0),
+            top: AtomicUsize::new(base),
+            populated: Mutex::new(base),
+            ready: AtomicUsize::new(base),
+            pending: Mutex::new(Vec::with_capacity(8)),
+            gap: AtomicBool::new(false),
+            dirty_lo: AtomicUsize::new(0),
+            dirty_hi: AtomicUsize::new(0),
+        }
+    }
+
     /// Base of the current half.
     #[inline]
     pub fn base(&self) -> usize {
@@ -66,7 +121,14 @@ impl MovingSpace {
         a >= other && a < other + self.half_bytes
     }
 
-    /// Carve `bytes` off the current half; `None` if it is full. Makes the memory present.
+    fn lock_populated(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.populated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Carve `bytes` off the current half; `None` if it is full. Makes the memory present and
+    /// zero.
     pub fn bump(
         &self,
         arena: &VolatileArena,
@@ -89,30 +151,163 @@ impl MovingSpace {
                 Err(actual) => cur = actual,
             }
         };
-        self.ensure_populated(arena, start + bytes, batch)?;
+        self.ensure_populated(arena, start, start + bytes, batch)?;
+        self.zero_recycled(start, start + bytes);
         Ok(Some(start))
     }
 
-    /// Make the current half present up to `upto` (rounded up to `batch`, capped at the end).
+    /// Make `[from, upto)` of the current half present: at once if it lies below `ready`;
+    /// else this refill claims the pages from `populated` up to `upto` rounded up to `batch`
+    /// (capped at the half's end) and makes them present, with no lock held during the kernel
+    /// call. Pages of its range that another refill claimed and has not finished are made
+    /// present here too (whoever comes second steps over them), so no refill waits for
+    /// another.
     pub fn ensure_populated(
         &self,
         arena: &VolatileArena,
+        from: usize,
         upto: usize,
         batch: usize,
     ) -> Result<(), ArenaError> {
-        let mut pop = self
-            .populated
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if upto <= *pop {
+        if upto <= self.ready.load(Ordering::Acquire) {
             return Ok(());
         }
         let base = self.base();
-        let target = ((upto - base).div_ceil(batch) * batch).min(self.half_bytes) + base;
-        let from = *pop;
-        arena.populate(arena.offset_of(from), target - from)?;
-        *pop = target;
+        let (start, target, claimed) = {
+            let mut pop = self.lock_populated();
+            let ready = self.ready.load(Ordering::Acquire);
+            if upto <= ready {
+                return Ok(());
+            }
+            let gap = self.gap.load(Ordering::Acquire);
+            if gap && ready >= *pop {
+                self.gap.store(false, Ordering::Release);
+            }
+            // After a failed population, start at `ready` so the hole is filled.
+            let start = if gap {
+                ready
+            } else {
+                page_down(from).max(ready)
+            };
+            if upto <= *pop {
+                if !gap {
+                    // Another refill is making these pages present: let it finish (briefly)
+                    // rather than racing it page by page.
+                    drop(pop);
+                    if self.wait_ready(upto) {
+                        return Ok(());
+                    }
+                }
+                (start, page_up(upto), false)
+            } else {
+                let target = ((upto - base).div_ceil(batch) * batch).min(self.half_bytes) + base;
+                let claimed_from = *pop;
+                *pop = target;
+                (start.min(claimed_from), target, true)
+            }
+        };
+        if let Err(e) = arena.populate(arena.offset_of(start), target - start) {
+            if claimed {
+                // The claim stays (later claims may follow it); refills fill the hole.
+                self.gap.store(true, Ordering::Release);
+            }
+            return Err(e);
+        }
+        self.publish(start, target);
         Ok(())
+    }
+
+    /// Wait a bounded while (yielding the CPU) for `ready` to pass `upto`; false if it did not
+    /// (the claimer is slow, preempted or failed: the caller then populates its own pages).
+    fn wait_ready(&self, upto: usize) -> bool {
+        for _ in 0..READY_WAIT_ROUNDS {
+            if self.ready.load(Ordering::Acquire) >= upto {
+                return true;
+            }
+            if self.gap.load(Ordering::Acquire) {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        self.ready.load(Ordering::Acquire) >= upto
+    }
+
+    /// Record that `[start, end)` is present; advance `ready` over it if it joins it.
+    pub(crate) fn publish(&self, start: usize, end: usize) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let ready = self.ready.load(Ordering::Acquire);
+        if start > ready {
+            pending.push((start, end));
+            return;
+        }
+        let mut hi = ready.max(end);
+        loop {
+            let before = pending.len();
+            pending.retain(|&(s, e)| {
+                if s <= hi {
+                    hi = hi.max(e);
+                    false
+                } else {
+                    true
+                }
+            });
+            if pending.len() == before {
+                break;
+            }
+        }
+        self.ready.store(hi, Ordering::Release);
+    }
+
+    /// Claim `pages` pages (fewer at the half's end) at the claimed end for recycled memory:
+    /// the range is marked dirty first, so that a refill which makes any of its pages present
+    /// meanwhile zeroes them. Returns the claimed range's start and page count (0: no room).
+    /// Publish the range with [`Self::publish`] once its pages are present.
+    pub(crate) fn claim_recycled(&self, pages: usize) -> (usize, usize) {
+        let mut pop = self.lock_populated();
+        let end = self.end();
+        let n = pages.min((end - *pop) / PAGE_SIZE);
+        if n == 0 {
+            return (*pop, 0);
+        }
+        let start = *pop;
+        if self.dirty_hi.load(Ordering::Relaxed) <= self.dirty_lo.load(Ordering::Relaxed) {
+            self.dirty_lo.store(start, Ordering::Release);
+        }
+        self.dirty_hi
+            .store(start + n * PAGE_SIZE, Ordering::Release);
+        *pop = start + n * PAGE_SIZE;
+        (start, n)
+    }
+
+    /// Mark a claimed range as unfillable: refills populate from `ready` from now on.
+    pub(crate) fn note_gap(&self) {
+        self.gap.store(true, Ordering::Release);
+    }
+
+    /// Zero the part of `[start, end)` (a refill's own, fresh range) that lies in the recycled
+    /// pages.
+    fn zero_recycled(&self, start: usize, end: usize) {
+        let lo = self.dirty_lo.load(Ordering::Acquire).max(start);
+        let hi = self.dirty_hi.load(Ordering::Acquire).min(end);
+        if lo < hi {
+            // SAFETY: `[lo, hi)` lies in `[start, end)`, which the caller's CAS on `top` gave
+            // to this refill alone and which `ensure_populated` made present; no object lives
+            // there yet (it is above the old `top`), and nothing else writes it.
+            unsafe { core::ptr::write_bytes(lo as *mut u8, 0, hi - lo) };
+        }
+    }
+
+    /// At a flip (world stopped, no refill or recycling in flight), after `populated` was set
+    /// to `end` for the new current half: everything below `end` is present and zero.
+    pub fn reset_watermarks(&self, end: usize) {
+        self.ready.store(end, Ordering::Release);
+        self.gap.store(false, Ordering::Release);
+        self.dirty_lo.store(0, Ordering::Release);
+        self.dirty_hi.store(0, Ordering::Release);
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }
 

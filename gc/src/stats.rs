@@ -165,6 +165,9 @@ pub struct CycleStats {
     pub pages_by_fault: u64,
     /// Move strategy: dense pages updated in place and moved with no copy.
     pub pages_in_place: u64,
+    /// Pages of the old half recycled as the new half's fresh memory (`UFFDIO_MOVE`; see
+    /// [`crate::HeapConfig::recycle_old_half`]) at the end of this cycle.
+    pub pages_recycled: usize,
     /// Move strategy: pages filled into a staging page and moved.
     pub pages_staged: u64,
     /// Pages mapped by `UFFDIO_COPY` (every page under the copy strategy; fallbacks otherwise).
@@ -261,6 +264,7 @@ impl Default for CycleStats {
             remark: Duration::ZERO,
             pages_by_fault: 0,
             pages_in_place: 0,
+            pages_recycled: 0,
             pages_staged: 0,
             pages_copied: 0,
             pages_released_early: 0,

@@ -750,7 +750,7 @@ impl VolatileArena {
             ));
         }
         self.populate_protected
-            .store(on, core::sync::atomic::Ordering::Release);
+            .store(on, core::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -790,13 +790,13 @@ impl VolatileArena {
         };
         let mode = if self
             .populate_protected
-            .load(core::sync::atomic::Ordering::Acquire)
+            .load(core::sync::atomic::Ordering::SeqCst)
         {
             CopyMode::WP
         } else {
             CopyMode::NONE
         };
-        match method {
+        let r = match method {
             PopulateMethod::CopyZeros => self.fill_loop(addr, len, |at, rest| {
                 let n = rest.min(ZERO_CHUNK);
                 // SAFETY: `zero_src` is a readable zero mapping of ZERO_CHUNK bytes.
@@ -805,7 +805,49 @@ impl VolatileArena {
             PopulateMethod::ZeroPage => {
                 self.fill_loop(addr, len, |at, rest| uffd.zeropage(addr + at, rest, false))
             }
+        }?;
+        // Populating runs without the caller's lock: write tracking may have been switched on
+        // (and the range write-protected, possibly before these pages were present) while the
+        // pages were being mapped unprotected. Protect them now, before the caller hands them
+        // out, so no write to them escapes tracking.
+        if !mode.contains(CopyMode::WP)
+            && self
+                .populate_protected
+                .load(core::sync::atomic::Ordering::SeqCst)
+        {
+            // Transient results (EAGAIN: the mm is changing; ENOMEM) are retried, boundedly,
+            // as the resolving calls' are.
+            let mut tries = 0;
+            loop {
+                match uffd.writeprotect(addr, len, true, false) {
+                    Ok(()) => break,
+                    Err(UffdError {
+                        kind: ErrorKind::Again { .. } | ErrorKind::NoMemory,
+                        ..
+                    }) if tries < 1000 => {
+                        tries += 1;
+                        std::thread::yield_now();
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
+        Ok(r)
+    }
+
+    /// Fill `out` with the residency of `[offset, offset+len)`, one byte per page, bit 0 set
+    /// for a page present in this process (`mincore`; for an anonymous arena, whether the
+    /// page is mapped). `out` must hold at least `len / PAGE_SIZE` bytes.
+    pub fn residency(
+        &self,
+        offset: ArenaOffset,
+        len: usize,
+        out: &mut [u8],
+    ) -> Result<(), ArenaError> {
+        let addr = self.check(offset.get(), len)?;
+        self.sys
+            .mincore(addr, len, out)
+            .map_err(Self::sys_err("mincore"))
     }
 
     /// Resolve `[offset, offset+len)` by copying `src` into new pages (`UFFDIO_COPY`).
@@ -1182,5 +1224,108 @@ impl Drop for VolatileArena {
         if self.pagemap >= 0 {
             let _ = self.sys.close(self.pagemap);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inject::{FaultInjector, Rule, Trigger};
+    use crate::probe::{Capability, Probe};
+    use std::sync::{OnceLock, Weak};
+
+    /// Whether the page at `addr` is mapped write-protected by userfaultfd
+    /// (`/proc/self/pagemap` bit 57, `PM_UFFD_WP`).
+    fn uffd_wp(addr: usize) -> bool {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open("/proc/self/pagemap").unwrap();
+        let mut e = [0u8; 8];
+        f.read_exact_at(&mut e, (addr / PAGE_SIZE * 8) as u64)
+            .unwrap();
+        u64::from_ne_bytes(e) & (1 << 57) != 0
+    }
+
+    /// A write-tracking arena whose kernel switches write-protected population on right after
+    /// its first `UFFDIO_COPY` (as barrier-free marking does when it starts while a refill is
+    /// populating), with `rules` on top.
+    fn tracking_arena(rules: Vec<Rule>) -> Option<(Arc<VolatileArena>, Arc<FaultInjector>)> {
+        if !Probe::run().supports(Capability::WpAsync) {
+            eprintln!("SKIPPED: write tracking unavailable here");
+            return None;
+        }
+        let cell: Arc<OnceLock<Weak<VolatileArena>>> = Arc::new(OnceLock::new());
+        let c = cell.clone();
+        let inj = Arc::new(
+            FaultInjector::new(rules, 3)
+                .after_call(
+                    Call::UffdCopy,
+                    Arc::new(move || {
+                        if let Some(a) = c.get().and_then(Weak::upgrade) {
+                            a.set_populate_protected(true).unwrap();
+                        }
+                    }),
+                )
+                .disarmed(),
+        );
+        let arena = Arc::new(
+            VolatileArena::new(
+                ArenaConfig::new(64 * PAGE_SIZE)
+                    .write_tracking(true)
+                    .sys(Sys::new(inj.clone())),
+            )
+            .unwrap(),
+        );
+        cell.set(Arc::downgrade(&arena)).unwrap();
+        inj.arm();
+        Some((arena, inj))
+    }
+
+    #[test]
+    fn pages_populated_while_tracking_starts_end_up_protected() {
+        let Some((arena, inj)) = tracking_arena(vec![Rule::new(
+            Call::UffdWriteprotect,
+            Errno::EAGAIN,
+            Trigger::Nth(1),
+        )]) else {
+            return;
+        };
+        arena.populate(ArenaOffset(0), 4 * PAGE_SIZE).unwrap();
+        // The COPY mapped them writable; the flag flipped meanwhile, so populate protected them
+        // (after one EAGAIN, retried).
+        assert_eq!(inj.injected(Call::UffdWriteprotect), 1);
+        assert_eq!(inj.seen(Call::UffdWriteprotect), 2);
+        for p in 0..4 {
+            assert!(uffd_wp(arena.base() + p * PAGE_SIZE), "page {p}");
+        }
+        // From now on population is protected at once (COPY mode WP): no further protect.
+        arena
+            .populate(ArenaOffset(8 * PAGE_SIZE), PAGE_SIZE)
+            .unwrap();
+        assert_eq!(inj.seen(Call::UffdWriteprotect), 2);
+        assert!(uffd_wp(arena.base() + 8 * PAGE_SIZE));
+    }
+
+    #[test]
+    fn a_failing_late_protection_is_an_error() {
+        let Some((arena, inj)) = tracking_arena(vec![Rule::new(
+            Call::UffdWriteprotect,
+            Errno::EIO,
+            Trigger::Always,
+        )]) else {
+            return;
+        };
+        assert!(arena.populate(ArenaOffset(0), PAGE_SIZE).is_err());
+        assert_eq!(inj.injected(Call::UffdWriteprotect), 1);
+    }
+
+    #[test]
+    fn without_tracking_nothing_is_protected() {
+        if !Probe::run().supports(Capability::WpAsync) {
+            return;
+        }
+        let arena =
+            VolatileArena::new(ArenaConfig::new(16 * PAGE_SIZE).write_tracking(true)).unwrap();
+        arena.populate(ArenaOffset(0), PAGE_SIZE).unwrap();
+        assert!(!uffd_wp(arena.base()));
     }
 }

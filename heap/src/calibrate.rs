@@ -156,6 +156,140 @@ pub fn measure_mapping(sys: &Sys) -> Result<MappingCost, ArenaError> {
     })
 }
 
+/// Pages per call when [`measure_fresh`] populates or moves (a refill's populate batch, and
+/// recycling's run).
+pub const FRESH_RUN_PAGES: usize = 64;
+/// Pages per round of [`measure_fresh`]: 64 MiB, twice this machine's L3, so that the old
+/// pages are as cold as a half's worth of them is when a cycle ends (and the zeroing pays
+/// for fetching them, as a refill does).
+const FRESH_PAGES: usize = 16384;
+
+/// Measured cost of one page of fresh memory each way, ns per page (issue 16 item 3): the
+/// minimum over a few rounds of each component.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FreshCost {
+    /// Today's way, release: `MADV_DONTNEED` of written pages (the old half at a cycle's end).
+    pub release_ns: f64,
+    /// Today's way, populate: `UFFDIO_COPY` of zeroes, [`FRESH_RUN_PAGES`] per call (a
+    /// refill crossing the populated end).
+    pub copy_zeros_ns: f64,
+    /// Recycling: `UFFDIO_MOVE` of written pages, [`FRESH_RUN_PAGES`] per call.
+    pub move_ns: f64,
+    /// Recycling: zeroing the moved page in user space (what a refill does).
+    pub zero_ns: f64,
+    /// Recycling: `MADV_DONTNEED` of the old range after its pages moved away (empty).
+    pub release_empty_ns: f64,
+    /// Whether another thread of the process ran meanwhile (as mutators do while a
+    /// concurrent cycle ends; a move then costs a TLB shootdown per page on kernels before
+    /// 6.19).
+    pub with_thread: bool,
+}
+
+impl FreshCost {
+    /// Today's way in total: release + COPY of zeroes.
+    pub fn copy_zeros_total(&self) -> f64 {
+        self.release_ns + self.copy_zeros_ns
+    }
+    /// Recycling in total: move + zero + release of the emptied range.
+    pub fn recycle_total(&self) -> f64 {
+        self.move_ns + self.zero_ns + self.release_empty_ns
+    }
+}
+
+impl core::fmt::Display for FreshCost {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "CopyZeros {:.0} ns per page (release {:.0} + COPY of zeroes {:.0}); recycle {:.0} ns \
+             per page (MOVE {:.0} + zero in user space {:.0} + release of the emptied range \
+             {:.0}); {} pages per call, {}",
+            self.copy_zeros_total(),
+            self.release_ns,
+            self.copy_zeros_ns,
+            self.recycle_total(),
+            self.move_ns,
+            self.zero_ns,
+            self.release_empty_ns,
+            FRESH_RUN_PAGES,
+            if self.with_thread {
+                "another thread running"
+            } else {
+                "no other thread running"
+            }
+        )
+    }
+}
+
+/// Time both ways of providing fresh pages on a scratch arena created through `sys` (see
+/// [`FreshCost`]): today's release + `UFFDIO_COPY` of zeroes, and recycling (move the written
+/// page, zero it in user space, release the emptied range). With `with_thread`, another
+/// thread of the process spins meanwhile. Takes some tens of milliseconds.
+pub fn measure_fresh(sys: &Sys, with_thread: bool) -> Result<FreshCost, ArenaError> {
+    let window = FRESH_PAGES * PAGE_SIZE;
+    let run = FRESH_RUN_PAGES * PAGE_SIZE;
+    // [0, window): the new half's fresh pages; [window, 2 window): the old half's pages.
+    let arena = VolatileArena::new(
+        ArenaConfig::new(2 * window)
+            .backing(Backing::Anonymous)
+            .delivery(FaultDelivery::Sigbus)
+            .sys(sys.clone()),
+    )?;
+    if !arena.can_move() {
+        return Err(ArenaError::Config(
+            "UFFDIO_MOVE is not offered by this kernel".into(),
+        ));
+    }
+    let (dst, src) = (arena.base(), arena.base() + window);
+    // The old half's pages: present and written, as a cycle leaves them.
+    let dirty = |arena: &VolatileArena| -> Result<(), ArenaError> {
+        arena.populate_with(ArenaOffset(window), window, PopulateMethod::CopyZeros)?;
+        // SAFETY: `[src, src + window)` was just made present and is private to this function.
+        unsafe { core::ptr::write_bytes(src as *mut u8, 0xa5, window) };
+        Ok(())
+    };
+    let _spinner = with_thread.then(Spinner::start);
+    let per_page = |d: std::time::Duration| d.as_nanos() as f64 / FRESH_PAGES as f64;
+    let mut best = [f64::INFINITY; 5];
+    for _ in 0..ROUNDS {
+        // Today: release the old pages, COPY zeroes into the new ones.
+        dirty(&arena)?;
+        let t = Instant::now();
+        arena.release(ArenaOffset(window), window)?;
+        best[0] = best[0].min(per_page(t.elapsed()));
+        let t = Instant::now();
+        for at in (0..window).step_by(run) {
+            arena.populate_with(ArenaOffset(at), run, PopulateMethod::CopyZeros)?;
+        }
+        best[1] = best[1].min(per_page(t.elapsed()));
+        arena.release(ArenaOffset(0), window)?;
+        // Recycling: move the old pages, zero them, release the emptied range.
+        dirty(&arena)?;
+        let t = Instant::now();
+        for at in (0..window).step_by(run) {
+            // SAFETY: nothing reads the source pages after they moved.
+            unsafe { arena.resolve_move(ArenaOffset(at), ArenaOffset(window + at), run, false) }?;
+        }
+        best[2] = best[2].min(per_page(t.elapsed()));
+        let t = Instant::now();
+        // SAFETY: `[dst, dst + window)` is present (just moved in) and private to this
+        // function.
+        unsafe { core::ptr::write_bytes(dst as *mut u8, 0, window) };
+        best[3] = best[3].min(per_page(t.elapsed()));
+        let t = Instant::now();
+        arena.release(ArenaOffset(window), window)?;
+        best[4] = best[4].min(per_page(t.elapsed()));
+        arena.release(ArenaOffset(0), window)?;
+    }
+    Ok(FreshCost {
+        release_ns: best[0],
+        copy_zeros_ns: best[1],
+        move_ns: best[2],
+        zero_ns: best[3],
+        release_empty_ns: best[4],
+        with_thread,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +317,47 @@ mod tests {
         }
         assert!(c.move_over_copy() > 0.0);
         eprintln!("{c}; move / copy {:.2}", c.move_over_copy());
+    }
+
+    #[test]
+    fn measures_fresh_memory_both_ways() {
+        if !uffd_here() {
+            eprintln!("measures_fresh_memory_both_ways: UFFDIO_MOVE unavailable here; skipped");
+            return;
+        }
+        for with_thread in [false, true] {
+            let c = measure_fresh(&Sys::real(), with_thread).unwrap();
+            for v in [
+                c.release_ns,
+                c.copy_zeros_ns,
+                c.move_ns,
+                c.zero_ns,
+                c.release_empty_ns,
+            ] {
+                assert!(v.is_finite() && v > 0.0, "{c}");
+            }
+            eprintln!("{c}");
+        }
+    }
+
+    #[test]
+    fn a_failing_fresh_memory_call_is_returned() {
+        if !uffd_here() {
+            return;
+        }
+        // The arena's creation makes one madvise (MADV_NOHUGEPAGE): the second is a release.
+        for (call, trigger) in [
+            (Call::UffdCopy, Trigger::Always),
+            (Call::UffdMove, Trigger::Always),
+            (Call::Madvise, Trigger::Nth(2)),
+        ] {
+            let sys = Sys::new(Arc::new(FaultInjector::new(
+                vec![Rule::new(call, Errno::EIO, trigger)],
+                1,
+            )));
+            let r = measure_fresh(&sys, false);
+            assert!(r.is_err(), "{call:?}: {r:?}");
+        }
     }
 
     #[test]

@@ -88,7 +88,12 @@ pub struct FaultInjector {
     seen: [AtomicU64; Call::COUNT],
     injected: [AtomicU64; Call::COUNT],
     rng: AtomicU64,
+    /// Run after every armed, uninjected ioctl of this kind (see [`FaultInjector::after_call`]).
+    after: Option<(Call, AfterHook)>,
 }
+
+/// What [`FaultInjector::after_call`] runs.
+pub type AfterHook = Arc<dyn Fn() + Send + Sync>;
 
 impl core::fmt::Debug for FaultInjector {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -113,7 +118,19 @@ impl FaultInjector {
             seen: core::array::from_fn(|_| AtomicU64::new(0)),
             injected: core::array::from_fn(|_| AtomicU64::new(0)),
             rng: AtomicU64::new(seed | 1),
+            after: None,
         }
+    }
+
+    /// Builder: run `hook` right after every armed ioctl of kind `call` that reaches the inner
+    /// kernel (not after an injected failure), on the calling thread: a test's way to make
+    /// something happen *during* a caller's sequence of calls, deterministically (a flag
+    /// flipped between a call and the caller's next step). The hook must not call back into
+    /// the same kernel handle's ioctl of kind `call`; with SIGBUS delivery it must be
+    /// async-signal-safe.
+    pub fn after_call(mut self, call: Call, hook: AfterHook) -> Self {
+        self.after = Some((call, hook));
+        self
     }
 
     /// Start (or resume) counting calls and firing rules.
@@ -285,8 +302,16 @@ impl Kernel for FaultInjector {
                 unsafe { write_negated_errno(call, arg, r.errno) };
                 Err(r.errno)
             }
-            // SAFETY: forwarded from the caller's contract on `arg`.
-            None => unsafe { self.inner.ioctl(fd, call, request, arg) },
+            None => {
+                // SAFETY: forwarded from the caller's contract on `arg`.
+                let r = unsafe { self.inner.ioctl(fd, call, request, arg) };
+                if let Some((c, hook)) = &self.after {
+                    if *c == call && self.armed.load(Ordering::SeqCst) {
+                        hook();
+                    }
+                }
+                r
+            }
         }
     }
 
