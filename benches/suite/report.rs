@@ -305,6 +305,9 @@ pub fn markdown(
     }
     let _ = writeln!(w);
 
+    // Fault attribution.
+    fault_attribution(w, results);
+
     // Goals.
     let _ = writeln!(w, "## Goals (measured, per workload)\n");
     let _ = writeln!(w, "`STW max / conc. max`: the stop-the-world run's longest pause over the longest pause of the worst and of the best concurrent mode (goal >= 50x). `growth`: worst concurrent longest pause at the largest size over the smallest (goal: not growing). `conc. p99 / ZGC p99`: the best concurrent mode's p99 over ZGC's (goal <= 1). `conc. total / STW total`: best concurrent mode (goal <= 1.15). `conc. total / Boehm total` (goal <= 1).\n");
@@ -574,6 +577,49 @@ const CAUSES: [(&str, &str); 7] = [
     ("fault-stall", "fault"),
     ("assist", "assist"),
 ];
+
+/// Where the fault resolver's time went, per run (`Heap::fault_breakdown`).
+fn fault_attribution(w: &mut String, results: &[RunResult]) {
+    let rows: Vec<&RunResult> = results
+        .iter()
+        .filter(|r| ok(r) && !r.peer && r.fault_attr.as_ref().is_some_and(|a| a.faults > 0))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "## Fault attribution\n");
+    let _ = writeln!(w, "Where the fault resolver's time went (`Heap::fault_breakdown`, both deliveries; SIGBUS delivery and `sigreturn` themselves, ~3 µs a fault on this machine per the floor benchmark, are outside it). `filled`: faults that claimed their page and filled it (`fill ms` copying live words and rewriting references, `map ms` in the mapping call, `longest µs` the longest fill and map of one fault). `waited`: faults that found their page claimed by another thread: count / total ms / longest µs; `on a worker batch`: of those, pages inside a compaction worker's current batch (count / ms); `slept`: waits that went past the spin to the futex; `rescued`: waits that outlasted the bound and mapped a copy of the page themselves. `found mapped`: the page was mapped by the time the fault claimed it. `early maps`: worker batches mapped early because a fault waited on one of their pages.\n");
+    let _ = writeln!(w, "| workload | live MiB | mode | faults | filled | fill ms | map ms | longest µs | waited | on a worker batch | slept | rescued | found mapped | early maps |");
+    let _ = writeln!(
+        w,
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in rows {
+        let Some(a) = &r.fault_attr else { continue };
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} | {} | {} | {} | {} |",
+            r.workload,
+            r.live_mib,
+            r.mode,
+            a.faults,
+            a.filled,
+            f(a.fill_ms),
+            f(a.map_ms),
+            f(a.own_max_us),
+            a.waited,
+            f(a.wait_ms),
+            f(a.wait_max_us),
+            a.waited_on_worker,
+            f(a.wait_on_worker_ms),
+            a.slept,
+            a.rescued,
+            a.found_mapped,
+            a.early_maps,
+        );
+    }
+    let _ = writeln!(w);
+}
 
 fn wait_cell(r: &RunResult, cause: &str) -> String {
     match r.waits.get(cause) {

@@ -151,6 +151,28 @@ pub struct RunResult {
     /// `/proc/self/smaps_rollup`; the peak PSS (memfd pages counted once), KiB.
     pub footprint_timeline: Vec<(f64, f64, f64)>,
     pub peak_pss_kib: Option<u64>,
+    /// Where the fault resolver's time went (`Heap::fault_breakdown`), both deliveries.
+    pub fault_attr: Option<FaultAttrRow>,
+}
+
+/// A run's fault attribution (`faultline::FaultBreakdown`): counts, and times in ms.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FaultAttrRow {
+    pub faults: u64,
+    pub filled: u64,
+    pub fill_ms: f64,
+    pub map_ms: f64,
+    pub own_max_us: f64,
+    pub waited: u64,
+    pub wait_ms: f64,
+    pub wait_max_us: f64,
+    pub waited_on_worker: u64,
+    pub wait_on_worker_ms: f64,
+    pub slept: u64,
+    pub rescued: u64,
+    pub found_mapped: u64,
+    pub early_maps: u64,
 }
 
 /// Footprint samples: (seconds from the start, RSS MiB, PSS MiB).
@@ -365,6 +387,24 @@ pub fn measure(
     r.fault_p50_us = f.p50.as_secs_f64() * 1e6;
     r.fault_p99_us = f.p99.as_secs_f64() * 1e6;
     r.fault_max_us = f.max.as_secs_f64() * 1e6;
+    let b = heap.fault_breakdown();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    r.fault_attr = Some(FaultAttrRow {
+        faults: b.faults,
+        filled: b.filled,
+        fill_ms: ms(b.fill),
+        map_ms: ms(b.map),
+        own_max_us: b.own_max.as_secs_f64() * 1e6,
+        waited: b.waited,
+        wait_ms: ms(b.wait),
+        wait_max_us: b.wait_max.as_secs_f64() * 1e6,
+        waited_on_worker: b.waited_on_worker,
+        wait_on_worker_ms: ms(b.wait_on_worker),
+        slept: b.slept,
+        rescued: b.rescued,
+        found_mapped: b.found_mapped,
+        early_maps: b.early_maps,
+    });
     if !history.is_empty() {
         let n = history.len() as f64;
         let sum = |f: &dyn Fn(&CycleStats) -> u64| history.iter().map(f).sum::<u64>() as f64 / n;

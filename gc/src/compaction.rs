@@ -49,6 +49,73 @@ use crate::plan::{DestPage, OldPage, Plan, PAGE_WORDS};
 const WORKER_BATCH: usize = 16;
 /// Destination pages a compaction assist takes at a time.
 const ASSIST_BATCH: usize = 4;
+/// Worker batches published for fault attribution (workers beyond this are not attributed).
+const RUN_SLOTS: usize = 16;
+
+/// Cumulative attribution of mutator faults (never reset; see [`crate::FaultBreakdown`]).
+/// Atomic counters only: updated from signal handlers.
+#[derive(Debug, Default)]
+pub(crate) struct FaultAttrib {
+    faults: AtomicU64,
+    filled: AtomicU64,
+    fill_ns: AtomicU64,
+    map_ns: AtomicU64,
+    own_max_ns: AtomicU64,
+    waited: AtomicU64,
+    wait_ns: AtomicU64,
+    wait_max_ns: AtomicU64,
+    waited_worker: AtomicU64,
+    wait_worker_ns: AtomicU64,
+    slept: AtomicU64,
+    rescued: AtomicU64,
+    found_mapped: AtomicU64,
+    early_maps: AtomicU64,
+}
+
+impl FaultAttrib {
+    /// Count one fault the resolver made present.
+    pub(crate) fn count_fault(&self) {
+        self.faults.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A copy of the counters.
+    pub(crate) fn snapshot(&self) -> crate::stats::FaultBreakdown {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let d = |a: &AtomicU64| std::time::Duration::from_nanos(a.load(Ordering::Relaxed));
+        crate::stats::FaultBreakdown {
+            faults: l(&self.faults),
+            filled: l(&self.filled),
+            fill: d(&self.fill_ns),
+            map: d(&self.map_ns),
+            own_max: d(&self.own_max_ns),
+            waited: l(&self.waited),
+            wait: d(&self.wait_ns),
+            wait_max: d(&self.wait_max_ns),
+            waited_on_worker: l(&self.waited_worker),
+            wait_on_worker: d(&self.wait_worker_ns),
+            slept: l(&self.slept),
+            rescued: l(&self.rescued),
+            found_mapped: l(&self.found_mapped),
+            early_maps: l(&self.early_maps),
+        }
+    }
+}
+
+/// Where a page fill's time went (the fault path times its own fills).
+#[derive(Debug, Default, Clone, Copy)]
+struct Split {
+    fill_ns: u64,
+    map_ns: u64,
+}
+
+impl Split {
+    /// Account a fill from `t_fill` and a mapping call from `t_map` until now.
+    fn add(&mut self, t_fill: Instant, t_map: Instant) {
+        let now = Instant::now();
+        self.fill_ns += (t_map - t_fill).as_nanos() as u64;
+        self.map_ns += (now - t_map).as_nanos() as u64;
+    }
+}
 
 /// Per-cycle counters of how pages were mapped.
 #[derive(Debug, Default)]
@@ -123,6 +190,12 @@ pub(crate) struct Compaction {
     pub strategy: MapStrategy,
     /// How pages were mapped in this compaction.
     pub counters: PageCounters,
+    /// Where mutator faults spent their time (cumulative over the heap's life).
+    pub attrib: FaultAttrib,
+    /// Per worker: the batch `[start, end)` of destination pages it is claiming and filling
+    /// (packed `start << 32 | end`, 0 when none), so a fault can tell that it waits on a
+    /// worker. Statistics only.
+    runs: [AtomicU64; RUN_SLOTS],
     cursor: AtomicUsize,
 }
 
@@ -155,6 +228,8 @@ impl Compaction {
             free: PageStack::new(half_pages),
             strategy,
             counters: PageCounters::default(),
+            attrib: FaultAttrib::default(),
+            runs: core::array::from_fn(|_| AtomicU64::new(0)),
             cursor: AtomicUsize::new(0),
         }
     }
@@ -264,8 +339,8 @@ impl Compaction {
         // SAFETY: active (armed by this cycle's flip) until the caller disarms it.
         let pd = unsafe { self.plan() };
         std::thread::scope(|s| {
-            for _ in 0..threads.max(1) {
-                s.spawn(|| worker(self, arena, pd));
+            for slot in 0..threads.max(1) {
+                s.spawn(move || worker(self, arena, pd, slot));
             }
         });
     }
@@ -400,15 +475,22 @@ impl Compaction {
         }
     }
 
-    /// Fill and map destination page `k` (the caller won its claim). Async-signal-safe.
-    fn fill_and_map(&self, arena: &VolatileArena, pd: &Plan, k: DestPage) -> bool {
+    /// Fill and map destination page `k` (the caller won its claim), adding the time spent
+    /// filling and in the mapping call to `split`. Async-signal-safe.
+    fn fill_and_map(
+        &self,
+        arena: &VolatileArena,
+        pd: &Plan,
+        k: DestPage,
+        split: &mut Split,
+    ) -> bool {
         let plan = pd;
         let dst = pd.dest_offset(k);
         match self.strategy {
             MapStrategy::Copy => {
                 // Only a page filled after the reader tables were built gives its reads back.
                 let counted = self.readers_ready.load(Ordering::Acquire) && self.releases_early(pd);
-                let ok = self.copy_page(arena, plan, k);
+                let ok = self.copy_page(arena, plan, k, split);
                 if ok && counted {
                     self.release_readers(k, None);
                 }
@@ -418,23 +500,30 @@ impl Compaction {
                 let Ok(view) = arena.fill_view_addr(dst) else {
                     return false;
                 };
+                let t_fill = Instant::now();
                 // SAFETY: the fill view page aliases destination page `k`, which we claimed; it
                 // is unregistered, so writing it only allocates its page-cache page.
                 let out = unsafe { core::slice::from_raw_parts_mut(view as *mut u8, PAGE_SIZE) };
                 plan.fill_page(k, out);
-                arena.resolve_continue(dst, PAGE_SIZE).is_ok()
+                let t_map = Instant::now();
+                let ok = arena.resolve_continue(dst, PAGE_SIZE).is_ok();
+                split.add(t_fill, t_map);
+                ok
             }
             MapStrategy::Move if !self.readers_ready.load(Ordering::Acquire) => {
-                self.copy_page(arena, plan, k)
+                self.copy_page(arena, plan, k, split)
             }
             MapStrategy::Move => {
                 if let Some(j) = self.dense_source(pd, k) {
                     // Only this page still reads old page j: update it in place and move it.
                     if self.readers(j).load(Ordering::Acquire) == 1 {
+                        let t_fill = Instant::now();
                         plan.update_in_place(k, j);
                         let src = pd.old_page_addr(j);
+                        let t_map = Instant::now();
                         // SAFETY: old page j is read by no other destination page.
                         let r = unsafe { arena.resolve_move_from(dst, src, PAGE_SIZE, false) };
+                        split.add(t_fill, t_map);
                         if r.is_ok() {
                             self.counters.in_place.fetch_add(1, Ordering::Relaxed);
                             self.release_readers(k, Some(j));
@@ -450,13 +539,16 @@ impl Compaction {
                 }
                 if let Some(s) = self.free.pop() {
                     let stage = pd.old_page_addr(s);
+                    let t_fill = Instant::now();
                     // SAFETY: staging page `s` is a present old-half page that no destination
                     // page reads; we popped it, so it is ours alone.
                     let out =
                         unsafe { core::slice::from_raw_parts_mut(stage as *mut u8, PAGE_SIZE) };
                     plan.fill_page(k, out);
+                    let t_map = Instant::now();
                     // SAFETY: the staging page is ours; it vanishes from the old half.
                     let r = unsafe { arena.resolve_move_from(dst, stage, PAGE_SIZE, false) };
+                    split.add(t_fill, t_map);
                     let ok = if r.is_ok() {
                         self.counters.staged.fetch_add(1, Ordering::Relaxed);
                         true
@@ -469,7 +561,7 @@ impl Compaction {
                     }
                     return ok;
                 }
-                let ok = self.copy_page(arena, plan, k);
+                let ok = self.copy_page(arena, plan, k, split);
                 if ok {
                     self.release_readers(k, None);
                 }
@@ -542,7 +634,7 @@ impl Compaction {
             self.free.push(s);
         }
         for i in 0..n {
-            if self.fill_and_map(arena, pd, k.plus(i)) {
+            if self.fill_and_map(arena, pd, k.plus(i), &mut Split::default()) {
                 pagestate::publish::<_, Futex>(self.state(k.plus(i)));
                 mapped += 1;
             } else {
@@ -552,10 +644,20 @@ impl Compaction {
         mapped
     }
 
-    fn copy_page(&self, arena: &VolatileArena, plan: &Plan, k: DestPage) -> bool {
+    fn copy_page(
+        &self,
+        arena: &VolatileArena,
+        plan: &Plan,
+        k: DestPage,
+        split: &mut Split,
+    ) -> bool {
         let mut buf = PageBuf([0; PAGE_SIZE]);
+        let t_fill = Instant::now();
         plan.fill_page(k, &mut buf.0);
-        self.copy_from(arena, buf.0.as_ptr() as usize, plan.dest_offset(k))
+        let t_map = Instant::now();
+        let ok = self.copy_from(arena, buf.0.as_ptr() as usize, plan.dest_offset(k));
+        split.add(t_fill, t_map);
+        ok
     }
 
     fn copy_from(&self, arena: &VolatileArena, src: usize, dst_offset: ArenaOffset) -> bool {
@@ -566,18 +668,84 @@ impl Compaction {
 
     /// Make destination page `k` mapped (claim and fill, or wait). Async-signal-safe.
     pub(crate) fn ensure_page(&self, arena: &VolatileArena, pd: &Plan, k: DestPage) -> bool {
-        pagestate::ensure::<_, Futex>(self.state(k), || self.fill_and_map(arena, pd, k))
+        let mut split = Split::default();
+        pagestate::ensure::<_, Futex>(self.state(k), || {
+            self.fill_and_map(arena, pd, k, &mut split)
+        })
+    }
+
+    /// Whether destination page `k` is in a compaction worker's current batch.
+    fn in_worker_run(&self, k: DestPage) -> bool {
+        self.runs.iter().any(|r| {
+            let v = r.load(Ordering::Relaxed);
+            v != 0 && (v >> 32) as usize <= k.0 && k.0 < (v as u32) as usize
+        })
+    }
+
+    /// The fault path's [`Self::ensure_page`]: make destination page `k` present for a
+    /// faulting thread. Claim and fill it, or wait on the futex for its claimer. Returns
+    /// whether the page is present (false: a fill failed, try again). Attributes its time to
+    /// [`Self::attrib`]. Async-signal-safe.
+    pub(crate) fn fault_page(&self, arena: &VolatileArena, pd: &Plan, k: DestPage) -> bool {
+        let w = self.state(k);
+        let a = &self.attrib;
+        loop {
+            match pagestate::claim(w) {
+                pagestate::Claim::Mapped => {
+                    a.found_mapped.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                pagestate::Claim::Won => {
+                    let mut split = Split::default();
+                    let ok = self.fill_and_map(arena, pd, k, &mut split);
+                    if ok {
+                        pagestate::publish::<_, Futex>(w);
+                        self.counters.by_fault.fetch_add(1, Ordering::Relaxed);
+                        a.filled.fetch_add(1, Ordering::Relaxed);
+                        a.fill_ns.fetch_add(split.fill_ns, Ordering::Relaxed);
+                        a.map_ns.fetch_add(split.map_ns, Ordering::Relaxed);
+                        a.own_max_ns
+                            .fetch_max(split.fill_ns + split.map_ns, Ordering::Relaxed);
+                    } else {
+                        pagestate::unclaim::<_, Futex>(w);
+                    }
+                    return ok;
+                }
+                pagestate::Claim::Busy => {
+                    let t0 = Instant::now();
+                    let on_worker = self.in_worker_run(k);
+                    let el = || t0.elapsed().as_nanos() as u64;
+                    let present = pagestate::wait_mapped::<_, Futex>(w);
+                    let ns = el();
+                    a.waited.fetch_add(1, Ordering::Relaxed);
+                    a.wait_ns.fetch_add(ns, Ordering::Relaxed);
+                    a.wait_max_ns.fetch_max(ns, Ordering::Relaxed);
+                    if on_worker {
+                        a.waited_worker.fetch_add(1, Ordering::Relaxed);
+                        a.wait_worker_ns.fetch_add(ns, Ordering::Relaxed);
+                    }
+                    if present {
+                        return true;
+                    }
+                    // The claim was given back: claim the page ourselves.
+                }
+            }
+        }
     }
 }
 
-fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan) {
+fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan, slot: usize) {
     let mut buf = vec![0u8; WORKER_BATCH * PAGE_SIZE];
+    let run = c.runs.get(slot);
     loop {
         let start = c.cursor.fetch_add(WORKER_BATCH, Ordering::Relaxed);
         if start >= pd.pages {
             break;
         }
         let end = (start + WORKER_BATCH).min(pd.pages);
+        if let Some(r) = run {
+            r.store(((start as u64) << 32) | end as u64, Ordering::Relaxed);
+        }
         let mut k = DestPage(start);
         let end = DestPage(end);
         while k < end {
@@ -644,6 +812,9 @@ fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan) {
                 c.counters.by_worker.fetch_add(1, Ordering::Relaxed);
             }
             k = k.plus(1);
+        }
+        if let Some(r) = run {
+            r.store(0, Ordering::Relaxed);
         }
     }
     // Pages claimed by mutators may still be in flight: wait for all of them, and fill any

@@ -8,7 +8,7 @@
 //!                     (faultline_heap::fault::reader) reads the event -> on_fault_event
 //!                       -> resolve_fault, then wakes the faulting thread
 //!  resolve_fault:     destination page k of the active compaction?
-//!                       -> Compaction::ensure_page (crate::compaction): claim the page
+//!                       -> Compaction::fault_page (crate::compaction): claim the page
 //!                          (crate::pagestate) and fill it from the plan (crate::plan) and map
 //!                          it (UFFDIO_COPY / MOVE / CONTINUE through the arena), or wait on
 //!                          the page's futex for the thread that claimed it
@@ -36,7 +36,6 @@ use faultline_heap::{ArenaOffset, VolatileArena, PAGE_SIZE};
 use crate::compaction::Compaction;
 use crate::inner::{HeapInner, Plumbing};
 use crate::mode::Delivery;
-use crate::pagestate::{StateWord, MAPPED};
 use crate::space::MovingSpace;
 use crate::stats::AtomicHistogram;
 
@@ -59,11 +58,9 @@ pub(crate) fn resolve_fault(
             // A failed fill (a transient kernel error such as ENOMEM) gives the claim back;
             // try again a bounded number of times before letting the fault through.
             for _ in 0..1000 {
-                if c.ensure_page(arena, pd, k) {
-                    c.counters.by_fault.fetch_add(1, Ordering::Relaxed);
-                }
-                if StateWord::load(c.state(k)) == MAPPED {
+                if c.fault_page(arena, pd, k) {
                     outcome = FaultOutcome::Resolved;
+                    c.attrib.count_fault();
                     break;
                 }
                 // SAFETY: sched_yield has no preconditions (and is async-signal-safe).

@@ -561,6 +561,45 @@ pub struct FaultStats {
     pub max: Duration,
 }
 
+/// Where mutator faults spent their time, summed over the heap's life (both deliveries; see
+/// `Heap::fault_breakdown`). Every fault the resolver made present is one of: it filled the
+/// page itself (`filled`), it waited for another thread's claim (`waited`, of which
+/// `rescued` stopped waiting and filled a copy itself), or it found the page mapped already
+/// (`found_mapped`). Signal delivery is not in these figures: it is the part of a mutator's
+/// stall outside the resolver (see `benches/suite`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FaultBreakdown {
+    /// Faults the resolver made present (or found present).
+    pub faults: u64,
+    /// Faults that won their page's claim and filled and mapped it.
+    pub filled: u64,
+    /// Their time filling the page (copying live words, rewriting references).
+    pub fill: Duration,
+    /// Their time in the mapping call (`UFFDIO_COPY` / `MOVE` / `CONTINUE`).
+    pub map: Duration,
+    /// The longest fill and map of one such fault.
+    pub own_max: Duration,
+    /// Faults that found their page claimed by another thread and waited.
+    pub waited: u64,
+    /// Their total wait (including a rescue's fill and map).
+    pub wait: Duration,
+    /// The longest single wait.
+    pub wait_max: Duration,
+    /// Waits whose page was in a compaction worker's current batch.
+    pub waited_on_worker: u64,
+    /// Their total wait.
+    pub wait_on_worker: Duration,
+    /// Waits that slept on the page's futex (the rest were resolved while spinning).
+    pub slept: u64,
+    /// Waits that outlasted the bound and filled and mapped a copy of the page themselves
+    /// (the claimer's own mapping call then found the page present).
+    pub rescued: u64,
+    /// Faults that found the page mapped already (a race with its filler).
+    pub found_mapped: u64,
+    /// Worker batches mapped early because a fault waited on one of their pages.
+    pub early_maps: u64,
+}
+
 #[cfg(test)]
 mod histogram_tests {
     use super::*;
