@@ -929,6 +929,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     }
     inner.config.debug.phase_delay(Phase::BeforeCompaction);
     let t0 = Instant::now();
+    c.set_worker_stall(inner.config.debug.worker_stall);
     c.run_workers(arena, inner.config.workers());
     // 6. Finish. Every page is mapped: nobody needs the old half or the plan any more.
     c.disarm();

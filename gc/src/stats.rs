@@ -589,7 +589,8 @@ pub struct FaultBreakdown {
     pub waited_on_worker: u64,
     /// Their total wait.
     pub wait_on_worker: Duration,
-    /// Waits that slept on the page's futex (the rest were resolved while spinning).
+    /// Waits that outlasted the spin (30 µs): then rescued, or asleep on the page's futex
+    /// where a rescue is not possible (the rest ended while spinning).
     pub slept: u64,
     /// Waits that outlasted the bound and filled and mapped a copy of the page themselves
     /// (the claimer's own mapping call then found the page present).
