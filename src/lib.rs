@@ -42,8 +42,8 @@ pub use faultline_gc::{
     CyclePhase, CycleStats, DebugConfig, FaultBreakdown, FaultMode, FaultStats, FinalizationQueue,
     GcMode, GlobalRoot, Heap, HeapConfig, HeapError, Local, MarkHook, MarkPoint, ModeInfo, Mutator,
     MutatorTts, PaceStats, Pause, Percentiles, Phase, Pin, PinError, ReleaseStats, Root, RootSlot,
-    RootSource, Strategy, StressRandom, StwCompaction, Trigger, Value, VerifyError, VerifyReport,
-    WeakStats, FORKED_REASON,
+    RootSource, SatbSwitch, Strategy, StressRandom, StwCompaction, SwitchReason, Trigger, Value,
+    VerifyError, VerifyReport, WeakStats, FORKED_REASON,
 };
 pub use faultline_heap::object::{ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry};
 pub use faultline_heap::sys::{Call, CallSnapshot};

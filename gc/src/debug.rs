@@ -107,6 +107,10 @@ pub struct DebugConfig {
     /// tests and checkmark catch a collector that loses objects.
     #[doc(hidden)]
     pub disable_barrier: bool,
+    /// Test-only: barrier-free (`wp_async`) cycles always fall back to SATB before the remark
+    /// (as they do when precleaning is outrun), so tests reach the fallback deterministically.
+    #[doc(hidden)]
+    pub force_satb_switch: bool,
     /// Test-only: a deliberately broken collector.
     #[doc(hidden)]
     pub breakage: Option<Breakage>,
@@ -125,6 +129,7 @@ impl core::fmt::Debug for DebugConfig {
             .field("poison_released", &self.poison_released)
             .field("mark_hook", &self.mark_hook.is_some())
             .field("disable_barrier", &self.disable_barrier)
+            .field("force_satb_switch", &self.force_satb_switch)
             .field("breakage", &self.breakage)
             .finish_non_exhaustive()
     }

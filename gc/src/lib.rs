@@ -144,7 +144,8 @@ pub use reentry::Callback;
 pub use release::ReleaseStats;
 pub use roots::RootSource;
 pub use stats::{
-    CycleStats, FaultBreakdown, FaultStats, MutatorTts, PaceStats, Pause, Percentiles, Trigger,
+    CycleStats, FaultBreakdown, FaultStats, MutatorTts, PaceStats, Pause, Percentiles, SatbSwitch,
+    SwitchReason, Trigger,
 };
 pub use typed::{Field, FieldInfo, FieldKey, HeapStruct, HeapType, Ref, Typed, WrongType};
 pub use value::{RootSlot, Value};

@@ -161,6 +161,12 @@ pub struct CycleStats {
     /// SATB mode: entries the remark took from mutators' unflushed SATB buffers (its bound:
     /// what was logged since each mutator's handshake answer).
     pub remark_satb_entries: usize,
+    /// Barrier-free (`wp_async`) marking only: the cycle fell back to the SATB barrier for its
+    /// last stretch, because the writes outran precleaning (see [`SwitchReason`]): a
+    /// `satb-switch` pause (O(roots)) switched the barrier on, and the remark was SATB's flat
+    /// remark instead of a rescan of the pages written since the last precleaning round.
+    /// `None`: no fallback.
+    pub satb_switch: Option<SatbSwitch>,
     /// Concurrent mode: destination pages filled by mutator faults (the rest by workers).
     pub pages_by_fault: u64,
     /// Move strategy: dense pages updated in place and moved with no copy.
@@ -178,6 +184,51 @@ pub struct CycleStats {
     /// Weak references, ephemerons and finalization: what this cycle cleared and delivered,
     /// and its pause time for them.
     pub weak: crate::weak::WeakStats,
+}
+
+/// A barrier-free cycle's fallback to SATB ([`CycleStats::satb_switch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SatbSwitch {
+    /// Why the cycle fell back.
+    pub reason: SwitchReason,
+    /// Written pages the concurrent rescan after the switch found (what the remark would
+    /// otherwise have rescanned inside the pause, plus what was written meanwhile).
+    pub dirty_pages: usize,
+}
+
+/// Why a barrier-free cycle fell back to SATB before its remark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchReason {
+    /// The last precleaning round, right before the remark, still found this many written
+    /// pages (more than 32): the writes outran precleaning.
+    Outrun {
+        /// Written pages found.
+        pages: usize,
+    },
+    /// The previous cycle's remark rescanned (or its switch found) this many written pages
+    /// (more than 32): the mutators write faster than a remark may rescan.
+    WriteRate {
+        /// Written pages.
+        pages: usize,
+    },
+    /// Forced by `DebugConfig::force_satb_switch` (tests).
+    Forced,
+}
+
+impl core::fmt::Display for SwitchReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SwitchReason::Outrun { pages } => write!(
+                f,
+                "precleaning outrun: its last round found {pages} written pages"
+            ),
+            SwitchReason::WriteRate { pages } => write!(
+                f,
+                "write rate: the previous remark rescanned {pages} written pages"
+            ),
+            SwitchReason::Forced => write!(f, "forced (test)"),
+        }
+    }
 }
 
 /// The pacer's record of one concurrent cycle (see `gc/src/pacer.rs`).
@@ -243,6 +294,7 @@ impl Default for CycleStats {
             preclean_last_dirty: 0,
             remark_dirty_pages: 0,
             handshake: (0, 0),
+            satb_switch: None,
             remark_satb_entries: 0,
             compact: Duration::ZERO,
             compact_fill: Duration::ZERO,
@@ -323,7 +375,17 @@ impl CycleStats {
                         self.plan_chunks_redone,
                         self.large_refs.as_secs_f64() * 1e3,
                         self.large_ref_slots
-                    ) + &if self.preclean_rounds > 0 {
+                    ) + &if let Some(sw) = self.satb_switch {
+                        format!(
+                            " [wp_async -> satb ({}): {} preclean rounds; switch rescanned {} concurrently; satb handshake {}/{} mutators; remark took {} entries]",
+                            sw.reason,
+                            self.preclean_rounds,
+                            sw.dirty_pages,
+                            self.handshake.1,
+                            self.handshake.0,
+                            self.remark_satb_entries
+                        )
+                    } else if self.preclean_rounds > 0 {
                         format!(
                             " [wp_async: {} preclean rounds, last found {} written pages; remark rescanned {}]",
                             self.preclean_rounds, self.preclean_last_dirty, self.remark_dirty_pages
