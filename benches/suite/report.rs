@@ -280,12 +280,12 @@ pub fn markdown(
 
     // Pause anatomy.
     let _ = writeln!(w, "## Longest pause of each kind\n");
-    let _ = writeln!(w, "Per run, ms: the longest pause of each kind; `remark part`: the longest remark share of a remark+flip pause (`CycleStats::remark`, the rest is planning and the flip); `ttsp`: the longest time to safepoint of any cycle (inside the pauses). n/a: not in the run's record (recorded by an older version of the suite).\n");
+    let _ = writeln!(w, "Per run, ms: the longest pause of each kind; `remark part`: the longest remark share of a remark+flip pause (`CycleStats::remark`, the rest is planning and the flip); `ttsp`: the longest time to safepoint of any cycle (inside the pauses). `wp→satb`: barrier-free cycles that fell back to SATB before their remark because the writes outran precleaning (`CycleStats::satb_switch`, with a `satb-switch` pause of O(roots)), of all cycles; `remark pages`: the most written pages one barrier-free remark rescanned. n/a: not in the run's record (recorded by an older version of the suite).\n");
     let _ = writeln!(
         w,
-        "| workload | live MiB | mode | longest by kind | remark part | ttsp |"
+        "| workload | live MiB | mode | longest by kind | remark part | ttsp | wp→satb | remark pages |"
     );
-    let _ = writeln!(w, "|---|---:|---|---|---:|---:|");
+    let _ = writeln!(w, "|---|---:|---|---|---:|---:|---:|---:|");
     for r in results.iter().filter(|r| ok(r) && r.workload != "-") {
         let kinds: Vec<String> = r
             .pause_max_by_kind
@@ -294,13 +294,23 @@ pub fn markdown(
             .collect();
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             r.workload,
             r.live_mib,
             r.mode,
             kinds.join(", "),
             opt(r.remark_max_ms),
-            opt(r.ttsp_max_ms)
+            opt(r.ttsp_max_ms),
+            if r.mode.contains("wp_async") {
+                format!("{} / {}", r.satb_switches, r.cycles)
+            } else {
+                "-".into()
+            },
+            if r.mode.contains("wp_async") {
+                r.remark_dirty_max.to_string()
+            } else {
+                "-".into()
+            },
         );
     }
     let _ = writeln!(w);
@@ -556,6 +566,31 @@ fn check_row(r: &RunResult) -> Vec<String> {
         e.push("a concurrent mode made no userfaultfd call".into());
     }
     e.extend(check_waits(r));
+    // Fault attribution: every attributed fault filled its page, waited, or found it mapped;
+    // rescues and long waits are waits; parts within wholes. (The resolver also counts, in
+    // `faults`, faults that raced with the end of a compaction: not attributed.)
+    match &r.fault_attr {
+        None => e.push("fault attribution missing".into()),
+        Some(a) => {
+            if a.faults > r.faults
+                || a.filled + a.waited + a.found_mapped < a.faults
+                || a.rescued > a.waited
+                || a.slept > a.waited
+                || a.waited_on_worker > a.waited
+                || a.wait_on_worker_ms > a.wait_ms * 1.001 + 1e-9
+                || a.wait_max_us > a.wait_ms * 1e3 * 1.001 + 1e-6
+                || a.own_max_us > (a.fill_ms + a.map_ms) * 1e3 * 1.001 + 1e-6
+            {
+                e.push(format!(
+                    "fault attribution inconsistent: {a:?} (faults {})",
+                    r.faults
+                ));
+            }
+        }
+    }
+    if r.satb_switches > r.cycles {
+        e.push("more SATB switches than cycles".into());
+    }
     match &r.bystander {
         None => e.push("no bystander figures".into()),
         Some(b) => {

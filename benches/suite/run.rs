@@ -86,6 +86,10 @@ pub struct RunResult {
     /// Longest remark part of a remark+flip pause (`CycleStats::remark`) and longest time to
     /// safepoint of any cycle, ms.
     pub remark_max_ms: Option<f64>,
+    /// Barrier-free cycles that fell back to SATB before their remark
+    /// (`CycleStats::satb_switch`), and the most written pages a remark rescanned.
+    pub satb_switches: u64,
+    pub remark_dirty_max: u64,
     pub ttsp_max_ms: Option<f64>,
     /// World-stopped intervals on the timeline (count) and MMU at 1, 10, 100 ms.
     pub timeline_pauses: u64,
@@ -356,6 +360,10 @@ pub fn measure(
         let ttsp = c.time_to_safepoint.as_secs_f64() * 1e3;
         r.remark_max_ms = Some(r.remark_max_ms.map_or(remark, |x| x.max(remark)));
         r.ttsp_max_ms = Some(r.ttsp_max_ms.map_or(ttsp, |x| x.max(ttsp)));
+        if c.satb_switch.is_some() {
+            r.satb_switches += 1;
+        }
+        r.remark_dirty_max = r.remark_dirty_max.max(c.remark_dirty_pages as u64);
         for p in &c.pauses {
             let ms = p.duration.as_secs_f64() * 1e3;
             r.pauses_ms.push(ms);
