@@ -280,12 +280,12 @@ pub fn markdown(
 
     // Pause anatomy.
     let _ = writeln!(w, "## Longest pause of each kind\n");
-    let _ = writeln!(w, "Per run, ms: the longest pause of each kind; `remark part`: the longest remark share of a remark+flip pause (`CycleStats::remark`, the rest is planning and the flip); `ttsp`: the longest time to safepoint of any cycle (inside the pauses). `wp→satb`: barrier-free cycles that fell back to SATB before their remark because the writes outran precleaning (`CycleStats::satb_switch`, with a `satb-switch` pause of O(roots)), of all cycles; `remark pages`: the most written pages one barrier-free remark rescanned. n/a: not in the run's record (recorded by an older version of the suite).\n");
+    let _ = writeln!(w, "Per run, ms: the longest pause of each kind; `remark part`: the longest remark share of a remark+flip pause (`CycleStats::remark`, the rest is planning and the flip); `ttsp`: the longest time to safepoint of any cycle (inside the pauses). `remark work`: the longest remark share less its cycle's time to safepoint (the remark's own work; a lower bound where another pause of the cycle had the longer time to safepoint). `wp→satb`: barrier-free cycles that fell back to SATB before their remark because the writes outran precleaning (`CycleStats::satb_switch`, with a `satb-switch` pause of O(roots)), of all cycles; `remark pages`: the most written pages one barrier-free remark rescanned. n/a: not in the run's record (recorded by an older version of the suite).\n");
     let _ = writeln!(
         w,
-        "| workload | live MiB | mode | longest by kind | remark part | ttsp | wp→satb | remark pages |"
+        "| workload | live MiB | mode | longest by kind | remark part | ttsp | remark work | wp→satb | remark pages |"
     );
-    let _ = writeln!(w, "|---|---:|---|---|---:|---:|---:|---:|");
+    let _ = writeln!(w, "|---|---:|---|---|---:|---:|---:|---:|---:|");
     for r in results.iter().filter(|r| ok(r) && r.workload != "-") {
         let kinds: Vec<String> = r
             .pause_max_by_kind
@@ -294,13 +294,14 @@ pub fn markdown(
             .collect();
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.workload,
             r.live_mib,
             r.mode,
             kinds.join(", "),
             opt(r.remark_max_ms),
             opt(r.ttsp_max_ms),
+            opt(r.remark_work_max_ms),
             if r.mode.contains("wp_async") {
                 format!("{} / {}", r.satb_switches, r.cycles)
             } else {
@@ -580,6 +581,9 @@ fn check_row(r: &RunResult) -> Vec<String> {
                 || a.wait_on_worker_ms > a.wait_ms * 1.001 + 1e-9
                 || a.wait_max_us > a.wait_ms * 1e3 * 1.001 + 1e-6
                 || a.own_max_us > (a.fill_ms + a.map_ms) * 1e3 * 1.001 + 1e-6
+                || a.preempted + a.unpreempted != a.faults
+                || a.unpreempted_p50_us > a.unpreempted_p99_us
+                || a.unpreempted_p99_us > a.unpreempted_max_us * 1.001 + 1e-6
             {
                 e.push(format!(
                     "fault attribution inconsistent: {a:?} (faults {})",
@@ -623,8 +627,8 @@ fn fault_attribution(w: &mut String, results: &[RunResult]) {
         return;
     }
     let _ = writeln!(w, "## Fault attribution\n");
-    let _ = writeln!(w, "Where the fault resolver's time went (`Heap::fault_breakdown`, both deliveries; SIGBUS delivery and `sigreturn` themselves, ~3 µs a fault on this machine per the floor benchmark, are outside it). `filled`: faults that claimed their page and filled it (`fill ms` copying live words and rewriting references, `map ms` in the mapping call, `longest µs` the longest fill and map of one fault). `waited`: faults that found their page claimed by another thread: count / total ms / longest µs; `on a worker batch`: of those, pages inside a compaction worker's current batch (count / ms); `slept`: waits that outlasted the 30 µs spin (then rescued, or asleep on the futex where no rescue is possible); `rescued`: waits that outlasted the bound and mapped a copy of the page themselves. `found mapped`: the page was mapped by the time the fault claimed it. `early maps`: worker batches mapped early because a fault waited on one of their pages.\n");
-    let _ = writeln!(w, "| workload | live MiB | mode | faults | filled | fill ms | map ms | longest µs | waited | on a worker batch | slept | rescued | found mapped | early maps |");
+    let _ = writeln!(w, "Where the fault resolver's time went (`Heap::fault_breakdown`, both deliveries; SIGBUS delivery and `sigreturn` themselves, ~3 µs a fault on this machine per the floor benchmark, are outside it). `filled`: faults that claimed their page and filled it (`fill ms` copying live words and rewriting references, `map ms` in the mapping call, `longest µs` the longest fill and map of one fault). `waited`: faults that found their page claimed by another thread: count / total ms / longest µs; `on a worker batch`: of those, pages inside a compaction worker's current batch (count / ms); `slept`: waits that outlasted the 30 µs spin (then rescued, or asleep on the futex where no rescue is possible); `rescued`: waits that outlasted the bound and mapped a copy of the page themselves. `found mapped`: the page was mapped by the time the fault claimed it. `early maps`: worker batches mapped early because a fault waited on one of their pages. `preempted`: faults whose thread the scheduler switched out while it resolved them (an involuntary context switch: CPU contention) count / total ms; `not preempted p50 / p99 / max µs`: the stalls of all other faults, what the fault path costs whatever the load.\n");
+    let _ = writeln!(w, "| workload | live MiB | mode | faults | filled | fill ms | map ms | longest µs | waited | on a worker batch | slept | rescued | found mapped | early maps | preempted | not preempted p50 / p99 / max µs |");
     let _ = writeln!(
         w,
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -633,7 +637,7 @@ fn fault_attribution(w: &mut String, results: &[RunResult]) {
         let Some(a) = &r.fault_attr else { continue };
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} | {} | {} | {} | {} | {} / {} | {} / {} / {} |",
             r.workload,
             r.live_mib,
             r.mode,
@@ -651,6 +655,11 @@ fn fault_attribution(w: &mut String, results: &[RunResult]) {
             a.rescued,
             a.found_mapped,
             a.early_maps,
+            a.preempted,
+            f(a.preempted_ms),
+            f(a.unpreempted_p50_us),
+            f(a.unpreempted_p99_us),
+            f(a.unpreempted_max_us),
         );
     }
     let _ = writeln!(w);

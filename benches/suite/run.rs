@@ -90,6 +90,9 @@ pub struct RunResult {
     /// (`CycleStats::satb_switch`), and the most written pages a remark rescanned.
     pub satb_switches: u64,
     pub remark_dirty_max: u64,
+    /// The longest remark share of a remark+flip pause less the cycle's time to safepoint
+    /// (the longest of its pauses'): the remark's own work, ms.
+    pub remark_work_max_ms: Option<f64>,
     pub ttsp_max_ms: Option<f64>,
     /// World-stopped intervals on the timeline (count) and MMU at 1, 10, 100 ms.
     pub timeline_pauses: u64,
@@ -177,6 +180,14 @@ pub struct FaultAttrRow {
     pub rescued: u64,
     pub found_mapped: u64,
     pub early_maps: u64,
+    /// Faults whose thread was preempted while resolving them, their total ms; the stalls of
+    /// the others (p50 / p99 / max µs).
+    pub preempted: u64,
+    pub preempted_ms: f64,
+    pub unpreempted: u64,
+    pub unpreempted_p50_us: f64,
+    pub unpreempted_p99_us: f64,
+    pub unpreempted_max_us: f64,
 }
 
 /// Footprint samples: (seconds from the start, RSS MiB, PSS MiB).
@@ -364,6 +375,10 @@ pub fn measure(
             r.satb_switches += 1;
         }
         r.remark_dirty_max = r.remark_dirty_max.max(c.remark_dirty_pages as u64);
+        if c.mode == faultline::GcMode::Concurrent {
+            let work = c.remark.saturating_sub(c.time_to_safepoint).as_secs_f64() * 1e3;
+            r.remark_work_max_ms = Some(r.remark_work_max_ms.map_or(work, |x| x.max(work)));
+        }
         for p in &c.pauses {
             let ms = p.duration.as_secs_f64() * 1e3;
             r.pauses_ms.push(ms);
@@ -412,6 +427,12 @@ pub fn measure(
         rescued: b.rescued,
         found_mapped: b.found_mapped,
         early_maps: b.early_maps,
+        preempted: b.preempted,
+        preempted_ms: ms(b.preempted_time),
+        unpreempted: b.unpreempted.count,
+        unpreempted_p50_us: b.unpreempted.p50.as_secs_f64() * 1e6,
+        unpreempted_p99_us: b.unpreempted.p99.as_secs_f64() * 1e6,
+        unpreempted_max_us: b.unpreempted.max.as_secs_f64() * 1e6,
     });
     if !history.is_empty() {
         let n = history.len() as f64;

@@ -78,12 +78,23 @@ pub(crate) struct FaultAttrib {
     rescued: AtomicU64,
     found_mapped: AtomicU64,
     early_maps: AtomicU64,
+    preempted: AtomicU64,
+    preempted_ns: AtomicU64,
+    /// Stalls of the faults whose thread was not preempted while resolving them.
+    unpreempted: crate::stats::AtomicHistogram,
 }
 
 impl FaultAttrib {
-    /// Count one fault the resolver made present.
-    pub(crate) fn count_fault(&self) {
+    /// Count one fault the resolver made present in `ns`; `preempted`: the resolving thread
+    /// was switched out meanwhile (CPU contention).
+    pub(crate) fn count_fault(&self, ns: u64, preempted: bool) {
         self.faults.fetch_add(1, Ordering::Relaxed);
+        if preempted {
+            self.preempted.fetch_add(1, Ordering::Relaxed);
+            self.preempted_ns.fetch_add(ns, Ordering::Relaxed);
+        } else {
+            self.unpreempted.record(ns);
+        }
     }
 
     /// A copy of the counters.
@@ -105,6 +116,9 @@ impl FaultAttrib {
             rescued: l(&self.rescued),
             found_mapped: l(&self.found_mapped),
             early_maps: l(&self.early_maps),
+            preempted: l(&self.preempted),
+            preempted_time: d(&self.preempted_ns),
+            unpreempted: self.unpreempted.summary(),
         }
     }
 }

@@ -51,8 +51,10 @@ pub(crate) fn resolve_fault(
     addr: usize,
 ) -> FaultOutcome {
     let t0 = Instant::now();
+    let switches0 = involuntary_switches();
     c.users.fetch_add(1, Ordering::SeqCst);
     let mut outcome = FaultOutcome::NotMine;
+    let mut attributed = false;
     if c.active.load(Ordering::SeqCst) {
         // SAFETY: active, and our use is announced in `users`.
         let pd = unsafe { c.plan() };
@@ -62,7 +64,7 @@ pub(crate) fn resolve_fault(
             for _ in 0..1000 {
                 if c.fault_page(arena, pd, k) {
                     outcome = FaultOutcome::Resolved;
-                    c.attrib.count_fault();
+                    attributed = true;
                     break;
                 }
                 // SAFETY: sched_yield has no preconditions (and is async-signal-safe).
@@ -83,10 +85,27 @@ pub(crate) fn resolve_fault(
     if outcome == FaultOutcome::Resolved {
         // One clock read for both records (this runs in the faulting thread's SIGBUS handler).
         let end = Instant::now();
-        stalls.record((end - t0).as_nanos().min(u64::MAX as u128) as u64);
+        let ns = (end - t0).as_nanos().min(u64::MAX as u128) as u64;
+        stalls.record(ns);
         crate::waits::record(crate::waits::WaitCause::FaultStall, t0, end);
+        if attributed {
+            // Preempted: the scheduler took the CPU from this thread while it resolved the
+            // fault (CPU contention), so the stall says little about the fault path itself.
+            let preempted = switches0.is_none() || involuntary_switches() != switches0;
+            c.attrib.count_fault(ns, preempted);
+        }
     }
     outcome
+}
+
+/// The calling thread's involuntary context switches so far (`getrusage(RUSAGE_THREAD)`,
+/// a plain system call: async-signal-safe on Linux), or None if the call failed.
+fn involuntary_switches() -> Option<libc::c_long> {
+    let mut ru = core::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `ru` is a writable rusage on this stack.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) };
+    // SAFETY: zero-initialised, and filled in on success.
+    (r == 0).then(|| unsafe { ru.assume_init() }.ru_nivcsw)
 }
 
 /// Resolve a fault of the heap `inner`.

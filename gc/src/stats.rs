@@ -661,6 +661,14 @@ pub struct FaultBreakdown {
     pub found_mapped: u64,
     /// Worker batches mapped early because a fault waited on one of their pages.
     pub early_maps: u64,
+    /// Faults whose thread the scheduler switched out while it resolved them (an involuntary
+    /// context switch, `getrusage`): CPU contention, whatever the fault path did.
+    pub preempted: u64,
+    /// Their total stall.
+    pub preempted_time: Duration,
+    /// The stalls of the other faults (not preempted): what the fault path itself costs,
+    /// load or no load.
+    pub unpreempted: FaultStats,
 }
 
 #[cfg(test)]
