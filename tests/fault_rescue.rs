@@ -18,6 +18,7 @@ fn attempt(
     strategy: Strategy,
     faults: FaultMode,
     wait: Duration,
+    garbage: bool,
 ) -> (FaultBreakdown, FaultBreakdown) {
     let heap = Heap::new(HeapConfig::with_heap_size(16 << 20).with(|c| {
         c.mode = GcMode::Concurrent;
@@ -30,12 +31,15 @@ fn attempt(
     assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
     let t = register(&heap);
     let mut m = heap.attach();
-    // Garbage between the list's cells, so every page moves and none is dense (the move
-    // strategy updates a dense page in place: nobody can copy it meanwhile, so its faults
-    // wait for the claimer).
+    // With garbage between the list's cells every page moves and none is dense; without,
+    // the move strategy's first pages are dense (one fully live old page at the same offset,
+    // which its claimer would update in place: the rescuer's hold on the old page must keep
+    // it from doing so while the rescuer reads it).
     m.push(Value::NULL);
     for i in (0..N).rev() {
-        m.alloc(t.pair, 0).unwrap();
+        if garbage {
+            m.alloc(t.pair, 0).unwrap();
+        }
         let tail = m.pop().unwrap();
         m.push(fix(i));
         m.push(tail);
@@ -61,20 +65,22 @@ fn attempt(
     let b1 = heap.fault_breakdown();
     assert_eq!(got, (0..N).collect::<Vec<_>>(), "{strategy:?}/{faults:?}");
     assert_eq!(read_list(&m, root.value(&m)).len(), N as usize);
+    let last = heap.history().last().cloned().expect("a cycle");
     eprintln!(
-        "{strategy:?}/{faults:?}: {b1:?}; stalls {:?}",
-        heap.fault_stats()
+        "{strategy:?}/{faults:?}/garbage {garbage}: {b1:?}; stalls {:?}; in place {}",
+        heap.fault_stats(),
+        last.pages_in_place
     );
     drop(root);
     drop(m);
     (b0, b1)
 }
 
-fn run(strategy: Strategy, faults: FaultMode) {
+fn run(strategy: Strategy, faults: FaultMode, garbage: bool) {
     // Whether the worker has claimed page 0 by the time the mutator reads is up to the
     // scheduler: try a few times, waiting longer each time (always well below the stall).
     for wait_ms in [20, 60, 150, 250] {
-        let (b0, b1) = attempt(strategy, faults, Duration::from_millis(wait_ms));
+        let (b0, b1) = attempt(strategy, faults, Duration::from_millis(wait_ms), garbage);
         assert!(b1.rescued <= b1.waited && b1.slept <= b1.waited, "{b1:?}");
         assert!(b1.waited_on_worker <= b1.waited, "{b1:?}");
         assert_eq!(b1.preempted + b1.unpreempted.count, b1.faults, "{b1:?}");
@@ -87,12 +93,12 @@ fn run(strategy: Strategy, faults: FaultMode) {
             // 30 µs): it must have rescued it.
             assert!(
                 b1.rescued > b0.rescued,
-                "{strategy:?}/{faults:?}: no fault rescued the page the stalled worker held: {b1:?}"
+                "{strategy:?}/{faults:?}/garbage {garbage}: no fault rescued the page the stalled worker held: {b1:?}"
             );
             return;
         }
     }
-    panic!("{strategy:?}/{faults:?}: the mutator never met the stalled worker's page");
+    panic!("{strategy:?}/{faults:?}/garbage {garbage}: the mutator never met the stalled worker's page");
 }
 
 #[test]
@@ -102,7 +108,11 @@ fn a_fault_does_not_wait_for_a_descheduled_worker() {
     }
     for strategy in [Strategy::Copy, Strategy::Move] {
         for faults in [FaultMode::Sigbus, FaultMode::Thread] {
-            run(strategy, faults);
+            run(strategy, faults, true);
         }
+    }
+    // Dense pages (move strategy): rescued too, before their claimer locks the old page.
+    for faults in [FaultMode::Sigbus, FaultMode::Thread] {
+        run(Strategy::Move, faults, false);
     }
 }

@@ -29,7 +29,12 @@
 //!   `users` is zero; while `active`, it is read-only, and the side tables it holds are not
 //!   touched (the next cycle starts only after this compaction has finished);
 //! - the old half is never written while `active`, except a staging page or a dense page whose
-//!   reader count proved that no destination page will read it again;
+//!   reader count proved that no destination page will read it again (a dense page is locked
+//!   for its in-place update by swapping its count 1 for `IN_PLACE`, so no fault's rescue
+//!   reads it meanwhile);
+//! - a fault may map a page whose claimer is still filling it (its *rescue*, from the intact
+//!   old half into its own buffer); it never touches the page's state word, and it reads only
+//!   old pages it holds (reader counts raised while non-zero) or old pages nothing releases;
 //! - everything a fault calls (`ensure_page` and what it calls) allocates nothing and takes no
 //!   lock: page buffers are on the stack, waits are futex waits, errors are `Copy` data;
 //! - a page is MAPPED only after its contents are complete and mapped (see `pagestate`).
@@ -57,6 +62,9 @@ const ASSIST_BATCH: usize = 4;
 const FAULT_SPIN_NS: u64 = 30_000;
 /// The bound itself (where a rescue is not possible, the fault then sleeps on the futex).
 const FAULT_RESCUE_NS: u64 = FAULT_SPIN_NS;
+/// Move strategy: the reader count of an old page locked by its dense page's claimer for an
+/// in-place update (no reader count comes near it).
+const IN_PLACE: u32 = u32::MAX;
 /// Worker batches published for fault attribution (workers beyond this are not attributed).
 const RUN_SLOTS: usize = 16;
 
@@ -473,12 +481,12 @@ impl Compaction {
     }
 
     /// Destination page `k` is done: drop its claims on old pages, freeing those nobody reads
-    /// any more (except `moved`, which is no longer present).
+    /// any more (except `moved`, which is no longer present and whose count its mover reset).
     fn release_readers(&self, k: DestPage, moved: Option<OldPage>) {
         let v = self.src[k.0].load(Ordering::Relaxed);
         let (a, b) = ((v >> 32) as u32, v as u32);
         for j in (a..=b).map(OldPage) {
-            if self.readers(j).fetch_sub(1, Ordering::AcqRel) == 1 && Some(j) != moved {
+            if Some(j) != moved && self.readers(j).fetch_sub(1, Ordering::AcqRel) == 1 {
                 self.free.push(j);
             }
         }
@@ -556,7 +564,13 @@ impl Compaction {
             MapStrategy::Move => {
                 if let Some(j) = self.dense_source(pd, k) {
                     // Only this page still reads old page j: update it in place and move it.
-                    if self.readers(j).load(Ordering::Acquire) == 1 {
+                    // Lock j for that (reader count 1 -> IN_PLACE): a rescuer's hold, which
+                    // would read j, then fails; one that came first makes this fail instead.
+                    if self
+                        .readers(j)
+                        .compare_exchange(1, IN_PLACE, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
                         let t_fill = Instant::now();
                         plan.update_in_place(k, j);
                         let src = pd.old_page_addr(j);
@@ -566,10 +580,13 @@ impl Compaction {
                         split.add(t_fill, t_map);
                         if r.is_ok() {
                             self.counters.in_place.fetch_add(1, Ordering::Relaxed);
+                            // j is gone from the old half: nobody reads it.
+                            self.readers(j).store(0, Ordering::Release);
                             self.release_readers(k, Some(j));
                             return true;
                         }
                         // The page stayed where it was (updated); copy it instead.
+                        self.readers(j).store(1, Ordering::Release);
                         let ok = self.copy_from(arena, src, dst);
                         if ok {
                             self.release_readers(k, None);
@@ -880,8 +897,9 @@ impl Compaction {
     /// which the arena reads as already present) and publishes as usual: this never touches
     /// the state word. Returns whether the page is present.
     ///
-    /// Not for the minor strategy (its claimer writes the page-cache page the mapping shows)
-    /// nor for a dense page of the move strategy (its claimer rewrites the old page in place).
+    /// Not for the minor strategy (its claimer writes the page-cache page the mapping shows),
+    /// nor for a dense page of the move strategy whose claimer has locked its old page for an
+    /// in-place update (`IN_PLACE`: the hold fails, and the fault waits).
     /// Where old pages are released or reused as staging pages during the compaction (copy with
     /// early release, move), only once the reader tables are built, and with the page's old
     /// pages *held*: their reader counts raised while non-zero, then the page checked absent.
@@ -892,7 +910,6 @@ impl Compaction {
     fn rescue(&self, arena: &VolatileArena, pd: &Plan, k: DestPage) -> bool {
         let releasing = match self.strategy {
             MapStrategy::Minor => return false,
-            MapStrategy::Move if self.dense_source(pd, k).is_some() => return false,
             MapStrategy::Move => true,
             MapStrategy::Copy => self.releases_early(pd),
         };
@@ -909,7 +926,8 @@ impl Compaction {
                 got += 1;
             }
             if got <= b || arena.page_mapped(dst_addr) {
-                // Page k gave its reads back (so it is mapped), or is mapped already.
+                // Page k gave its reads back (so it is mapped), is mapped already, or its
+                // claimer is updating its old page in place (then wait for it).
                 self.unhold(a, got);
                 return arena.page_mapped(dst_addr);
             }
@@ -926,11 +944,12 @@ impl Compaction {
         ok
     }
 
-    /// Raise old page `j`'s reader count unless it is zero (then nothing reads it: false).
+    /// Raise old page `j`'s reader count unless it is zero (then nothing reads it: false) or
+    /// locked for an in-place update (its dense page's claimer rewrites it: false).
     fn hold(&self, j: OldPage) -> bool {
         let r = self.readers(j);
         let mut v = r.load(Ordering::Acquire);
-        while v != 0 {
+        while v != 0 && v != IN_PLACE {
             match r.compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return true,
                 Err(x) => v = x,
