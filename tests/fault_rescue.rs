@@ -7,7 +7,10 @@
 
 mod common;
 use common::*;
+use faultline::testing::heap::inject::{FaultInjector, Rule, Trigger};
+use faultline::testing::heap::sys::{Call, Errno, Sys};
 use faultline::{FaultBreakdown, FaultMode, GcMode, Heap, HeapConfig, Strategy, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 const N: i64 = 30_000;
@@ -20,12 +23,25 @@ fn attempt(
     wait: Duration,
     garbage: bool,
 ) -> (FaultBreakdown, FaultBreakdown) {
+    attempt_with(strategy, faults, wait, garbage, None)
+}
+
+fn attempt_with(
+    strategy: Strategy,
+    faults: FaultMode,
+    wait: Duration,
+    garbage: bool,
+    sys: Option<Sys>,
+) -> (FaultBreakdown, FaultBreakdown) {
     let heap = Heap::new(HeapConfig::with_heap_size(16 << 20).with(|c| {
         c.mode = GcMode::Concurrent;
         c.strategy = strategy;
         c.faults = faults;
         c.gc_threads = 1;
         c.debug.worker_stall = Some(Duration::from_millis(400));
+        if let Some(sys) = sys {
+            c.debug.sys = sys;
+        }
     }))
     .unwrap();
     assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
@@ -115,4 +131,49 @@ fn a_fault_does_not_wait_for_a_descheduled_worker() {
     for faults in [FaultMode::Sigbus, FaultMode::Thread] {
         run(Strategy::Move, faults, false);
     }
+}
+
+/// The rescue's `UFFDIO_COPY` under injected errors (ENOMEM at random into every COPY, the
+/// workers' and the faults' alike: the arena retries a transient ENOMEM a bounded number of
+/// times; a rescue whose COPY still fails gives up and waits for the claimer, a claimer whose
+/// COPY fails gives its claim back): the values stay intact.
+#[test]
+fn a_failed_rescue_waits_for_the_claimer() {
+    if !uffd_or_skip("a_failed_rescue_waits_for_the_claimer") {
+        return;
+    }
+    let mut met = false;
+    for wait_ms in [20, 60, 150, 250] {
+        let inj = Arc::new(
+            FaultInjector::new(
+                vec![Rule::new(
+                    Call::UffdCopy,
+                    Errno::ENOMEM,
+                    Trigger::Random { one_in: 2 },
+                )],
+                0x5eed,
+            )
+            .disarmed(),
+        );
+        inj.arm();
+        let (b0, b1) = attempt_with(
+            Strategy::Copy,
+            FaultMode::Sigbus,
+            Duration::from_millis(wait_ms),
+            true,
+            Some(Sys::new(inj.clone())),
+        );
+        inj.disarm();
+        assert!(
+            inj.injected(Call::UffdCopy) > 0,
+            "{:?}",
+            inj.injected_summary()
+        );
+        assert!(b1.rescued <= b1.waited, "{b1:?}");
+        if b1.waited_on_worker > b0.waited_on_worker {
+            met = true;
+            break;
+        }
+    }
+    assert!(met, "the mutator never met the stalled worker's page");
 }
