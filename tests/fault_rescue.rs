@@ -100,6 +100,7 @@ fn run(strategy: Strategy, faults: FaultMode, garbage: bool) {
         assert!(b1.rescued <= b1.waited && b1.slept <= b1.waited, "{b1:?}");
         assert!(b1.waited_on_worker <= b1.waited, "{b1:?}");
         assert_eq!(b1.preempted + b1.unpreempted.count, b1.faults, "{b1:?}");
+        assert!(b1.blocked <= b1.faults, "{b1:?}");
         assert!(
             b1.wait_max <= b1.wait && b1.own_max <= b1.fill + b1.map,
             "{b1:?}"

@@ -184,6 +184,9 @@ pub struct FaultAttrRow {
     /// the others (p50 / p99 / max µs).
     pub preempted: u64,
     pub preempted_ms: f64,
+    /// Faults whose thread blocked (a voluntary context switch) while resolving them, ms.
+    pub blocked: u64,
+    pub blocked_ms: f64,
     pub unpreempted: u64,
     pub unpreempted_p50_us: f64,
     pub unpreempted_p99_us: f64,
@@ -429,6 +432,8 @@ pub fn measure(
         early_maps: b.early_maps,
         preempted: b.preempted,
         preempted_ms: ms(b.preempted_time),
+        blocked: b.blocked,
+        blocked_ms: ms(b.blocked_time),
         unpreempted: b.unpreempted.count,
         unpreempted_p50_us: b.unpreempted.p50.as_secs_f64() * 1e6,
         unpreempted_p99_us: b.unpreempted.p99.as_secs_f64() * 1e6,

@@ -88,15 +88,21 @@ pub(crate) struct FaultAttrib {
     early_maps: AtomicU64,
     preempted: AtomicU64,
     preempted_ns: AtomicU64,
+    blocked: AtomicU64,
+    blocked_ns: AtomicU64,
     /// Stalls of the faults whose thread was not preempted while resolving them.
     unpreempted: crate::stats::AtomicHistogram,
 }
 
 impl FaultAttrib {
     /// Count one fault the resolver made present in `ns`; `preempted`: the resolving thread
-    /// was switched out meanwhile (CPU contention).
-    pub(crate) fn count_fault(&self, ns: u64, preempted: bool) {
+    /// was switched out meanwhile (CPU contention); `blocked`: it gave the CPU up itself.
+    pub(crate) fn count_fault(&self, ns: u64, preempted: bool, blocked: bool) {
         self.faults.fetch_add(1, Ordering::Relaxed);
+        if blocked {
+            self.blocked.fetch_add(1, Ordering::Relaxed);
+            self.blocked_ns.fetch_add(ns, Ordering::Relaxed);
+        }
         if preempted {
             self.preempted.fetch_add(1, Ordering::Relaxed);
             self.preempted_ns.fetch_add(ns, Ordering::Relaxed);
@@ -126,6 +132,8 @@ impl FaultAttrib {
             early_maps: l(&self.early_maps),
             preempted: l(&self.preempted),
             preempted_time: d(&self.preempted_ns),
+            blocked: l(&self.blocked),
+            blocked_time: d(&self.blocked_ns),
             unpreempted: self.unpreempted.summary(),
         }
     }

@@ -51,7 +51,7 @@ pub(crate) fn resolve_fault(
     addr: usize,
 ) -> FaultOutcome {
     let t0 = Instant::now();
-    let switches0 = involuntary_switches();
+    let switches0 = context_switches();
     c.users.fetch_add(1, Ordering::SeqCst);
     let mut outcome = FaultOutcome::NotMine;
     let mut attributed = false;
@@ -91,21 +91,30 @@ pub(crate) fn resolve_fault(
         if attributed {
             // Preempted: the scheduler took the CPU from this thread while it resolved the
             // fault (CPU contention), so the stall says little about the fault path itself.
-            let preempted = switches0.is_none() || involuntary_switches() != switches0;
-            c.attrib.count_fault(ns, preempted);
+            // Blocked: it gave the CPU up itself (a futex sleep on a claim, a yield, or a sleep
+            // inside a kernel call such as a lock the mapping ioctl waited for).
+            let (preempted, blocked) = match (switches0, context_switches()) {
+                (Some((i0, v0)), Some((i1, v1))) => (i1 != i0, v1 != v0),
+                _ => (true, false),
+            };
+            c.attrib.count_fault(ns, preempted, blocked);
         }
     }
     outcome
 }
 
-/// The calling thread's involuntary context switches so far (`getrusage(RUSAGE_THREAD)`,
-/// a plain system call: async-signal-safe on Linux), or None if the call failed.
-fn involuntary_switches() -> Option<libc::c_long> {
+/// The calling thread's (involuntary, voluntary) context switches so far
+/// (`getrusage(RUSAGE_THREAD)`, a plain system call: async-signal-safe on Linux), or None if
+/// the call failed.
+fn context_switches() -> Option<(libc::c_long, libc::c_long)> {
     let mut ru = core::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: `ru` is a writable rusage on this stack.
     let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) };
-    // SAFETY: zero-initialised, and filled in on success.
-    (r == 0).then(|| unsafe { ru.assume_init() }.ru_nivcsw)
+    (r == 0).then(|| {
+        // SAFETY: zero-initialised, and filled in on success.
+        let ru = unsafe { ru.assume_init() };
+        (ru.ru_nivcsw, ru.ru_nvcsw)
+    })
 }
 
 /// Resolve a fault of the heap `inner`.

@@ -666,6 +666,12 @@ pub struct FaultBreakdown {
     pub preempted: u64,
     /// Their total stall.
     pub preempted_time: Duration,
+    /// Faults whose thread gave the CPU up itself while it resolved them (a voluntary context
+    /// switch: a futex sleep on a claimed page, a yield, or a sleep inside a kernel call, such
+    /// as a lock the mapping call waited for). They may be preempted too.
+    pub blocked: u64,
+    /// Their total stall.
+    pub blocked_time: Duration,
     /// The stalls of the other faults (not preempted): what the fault path itself costs,
     /// load or no load.
     pub unpreempted: FaultStats,
