@@ -39,11 +39,11 @@ pub use faultline_gc::{
 };
 pub use faultline_gc::{
     AllocError, AttachError, Barrier, Callback, Choreography, CollectError, ConfigError, CycleHook,
-    CyclePhase, CycleStats, DebugConfig, FaultMode, FaultStats, FinalizationQueue, GcMode,
-    GlobalRoot, Heap, HeapConfig, HeapError, Local, MarkHook, MarkPoint, ModeInfo, Mutator,
+    CyclePhase, CycleStats, DebugConfig, FaultBreakdown, FaultMode, FaultStats, FinalizationQueue,
+    GcMode, GlobalRoot, Heap, HeapConfig, HeapError, Local, MarkHook, MarkPoint, ModeInfo, Mutator,
     MutatorTts, PaceStats, Pause, Percentiles, Phase, Pin, PinError, ReleaseStats, Root, RootSlot,
-    RootSource, Strategy, StressRandom, StwCompaction, Trigger, Value, VerifyError, VerifyReport,
-    WeakStats, FORKED_REASON,
+    RootSource, SatbSwitch, Strategy, StressRandom, StwCompaction, SwitchReason, Trigger, Value,
+    VerifyError, VerifyReport, WeakStats, FORKED_REASON,
 };
 pub use faultline_gc::{Layout, Obj};
 pub use faultline_heap::object::{ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry};

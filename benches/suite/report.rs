@@ -280,12 +280,12 @@ pub fn markdown(
 
     // Pause anatomy.
     let _ = writeln!(w, "## Longest pause of each kind\n");
-    let _ = writeln!(w, "Per run, ms: the longest pause of each kind; `remark part`: the longest remark share of a remark+flip pause (`CycleStats::remark`, the rest is planning and the flip); `ttsp`: the longest time to safepoint of any cycle (inside the pauses). n/a: not in the run's record (recorded by an older version of the suite).\n");
+    let _ = writeln!(w, "Per run, ms: the longest pause of each kind; `remark part`: the longest remark share of a remark+flip pause (`CycleStats::remark`, the rest is planning and the flip); `ttsp`: the longest time to safepoint of any cycle (inside the pauses). `remark work`: the longest remark share less its cycle's time to safepoint (the remark's own work; a lower bound where another pause of the cycle had the longer time to safepoint). `wp→satb`: barrier-free cycles that fell back to SATB before their remark because the writes outran precleaning (`CycleStats::satb_switch`, with a `satb-switch` pause of O(roots)), of all cycles; `remark pages`: the most written pages one barrier-free remark rescanned. n/a: not in the run's record (recorded by an older version of the suite).\n");
     let _ = writeln!(
         w,
-        "| workload | live MiB | mode | longest by kind | remark part | ttsp |"
+        "| workload | live MiB | mode | longest by kind | remark part | ttsp | remark work | wp→satb | remark pages |"
     );
-    let _ = writeln!(w, "|---|---:|---|---|---:|---:|");
+    let _ = writeln!(w, "|---|---:|---|---|---:|---:|---:|---:|---:|");
     for r in results.iter().filter(|r| ok(r) && r.workload != "-") {
         let kinds: Vec<String> = r
             .pause_max_by_kind
@@ -294,16 +294,30 @@ pub fn markdown(
             .collect();
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.workload,
             r.live_mib,
             r.mode,
             kinds.join(", "),
             opt(r.remark_max_ms),
-            opt(r.ttsp_max_ms)
+            opt(r.ttsp_max_ms),
+            opt(r.remark_work_max_ms),
+            if r.mode.contains("wp_async") {
+                format!("{} / {}", r.satb_switches, r.cycles)
+            } else {
+                "-".into()
+            },
+            if r.mode.contains("wp_async") {
+                r.remark_dirty_max.to_string()
+            } else {
+                "-".into()
+            },
         );
     }
     let _ = writeln!(w);
+
+    // Fault attribution.
+    fault_attribution(w, results);
 
     // Goals.
     let _ = writeln!(w, "## Goals (measured, per workload)\n");
@@ -553,6 +567,35 @@ fn check_row(r: &RunResult) -> Vec<String> {
         e.push("a concurrent mode made no userfaultfd call".into());
     }
     e.extend(check_waits(r));
+    // Fault attribution: every attributed fault filled its page, waited, or found it mapped;
+    // rescues and long waits are waits; parts within wholes. (The resolver also counts, in
+    // `faults`, faults that raced with the end of a compaction: not attributed.)
+    match &r.fault_attr {
+        None => e.push("fault attribution missing".into()),
+        Some(a) => {
+            if a.faults > r.faults
+                || a.filled + a.waited + a.found_mapped < a.faults
+                || a.rescued > a.waited
+                || a.slept > a.waited
+                || a.waited_on_worker > a.waited
+                || a.wait_on_worker_ms > a.wait_ms * 1.001 + 1e-9
+                || a.wait_max_us > a.wait_ms * 1e3 * 1.001 + 1e-6
+                || a.own_max_us > (a.fill_ms + a.map_ms) * 1e3 * 1.001 + 1e-6
+                || a.preempted + a.unpreempted != a.faults
+                || a.blocked > a.faults
+                || a.unpreempted_p50_us > a.unpreempted_p99_us
+                || a.unpreempted_p99_us > a.unpreempted_max_us * 1.001 + 1e-6
+            {
+                e.push(format!(
+                    "fault attribution inconsistent: {a:?} (faults {})",
+                    r.faults
+                ));
+            }
+        }
+    }
+    if r.satb_switches > r.cycles {
+        e.push("more SATB switches than cycles".into());
+    }
     match &r.bystander {
         None => e.push("no bystander figures".into()),
         Some(b) => {
@@ -574,6 +617,56 @@ const CAUSES: [(&str, &str); 7] = [
     ("fault-stall", "fault"),
     ("assist", "assist"),
 ];
+
+/// Where the fault resolver's time went, per run (`Heap::fault_breakdown`).
+fn fault_attribution(w: &mut String, results: &[RunResult]) {
+    let rows: Vec<&RunResult> = results
+        .iter()
+        .filter(|r| ok(r) && !r.peer && r.fault_attr.as_ref().is_some_and(|a| a.faults > 0))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "## Fault attribution\n");
+    let _ = writeln!(w, "Where the fault resolver's time went (`Heap::fault_breakdown`, both deliveries; SIGBUS delivery and `sigreturn` themselves, ~3 µs a fault on this machine per the floor benchmark, are outside it). `filled`: faults that claimed their page and filled it (`fill ms` copying live words and rewriting references, `map ms` in the mapping call, `longest µs` the longest fill and map of one fault). `waited`: faults that found their page claimed by another thread: count / total ms / longest µs; `on a worker batch`: of those, pages inside a compaction worker's current batch (count / ms); `slept`: waits that outlasted the 30 µs spin (then rescued, or asleep on the futex where no rescue is possible); `rescued`: waits that outlasted the bound and mapped a copy of the page themselves. `found mapped`: the page was mapped by the time the fault claimed it. `early maps`: worker batches mapped early because a fault waited on one of their pages. `preempted`: faults whose thread the scheduler switched out while it resolved them (an involuntary context switch: CPU contention) count / total ms; `blocked`: faults whose thread gave the CPU up itself while resolving them (a voluntary context switch: a futex sleep on a claimed page, a yield, or a sleep inside a kernel call such as a lock the mapping call waited for) count / total ms; `not preempted p50 / p99 / max µs`: the stalls of all other faults, what the fault path costs whatever the load.\n");
+    let _ = writeln!(w, "| workload | live MiB | mode | faults | filled | fill ms | map ms | longest µs | waited | on a worker batch | slept | rescued | found mapped | early maps | preempted | blocked | not preempted p50 / p99 / max µs |");
+    let _ = writeln!(
+        w,
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in rows {
+        let Some(a) = &r.fault_attr else { continue };
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} | {} | {} | {} | {} | {} / {} | {} / {} | {} / {} / {} |",
+            r.workload,
+            r.live_mib,
+            r.mode,
+            a.faults,
+            a.filled,
+            f(a.fill_ms),
+            f(a.map_ms),
+            f(a.own_max_us),
+            a.waited,
+            f(a.wait_ms),
+            f(a.wait_max_us),
+            a.waited_on_worker,
+            f(a.wait_on_worker_ms),
+            a.slept,
+            a.rescued,
+            a.found_mapped,
+            a.early_maps,
+            a.preempted,
+            f(a.preempted_ms),
+            a.blocked,
+            f(a.blocked_ms),
+            f(a.unpreempted_p50_us),
+            f(a.unpreempted_p99_us),
+            f(a.unpreempted_max_us),
+        );
+    }
+    let _ = writeln!(w);
+}
 
 fn wait_cell(r: &RunResult, cause: &str) -> String {
     match r.waits.get(cause) {

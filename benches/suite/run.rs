@@ -86,6 +86,13 @@ pub struct RunResult {
     /// Longest remark part of a remark+flip pause (`CycleStats::remark`) and longest time to
     /// safepoint of any cycle, ms.
     pub remark_max_ms: Option<f64>,
+    /// Barrier-free cycles that fell back to SATB before their remark
+    /// (`CycleStats::satb_switch`), and the most written pages a remark rescanned.
+    pub satb_switches: u64,
+    pub remark_dirty_max: u64,
+    /// The longest remark share of a remark+flip pause less the cycle's time to safepoint
+    /// (the longest of its pauses'): the remark's own work, ms.
+    pub remark_work_max_ms: Option<f64>,
     pub ttsp_max_ms: Option<f64>,
     /// World-stopped intervals on the timeline (count) and MMU at 1, 10, 100 ms.
     pub timeline_pauses: u64,
@@ -151,6 +158,39 @@ pub struct RunResult {
     /// `/proc/self/smaps_rollup`; the peak PSS (memfd pages counted once), KiB.
     pub footprint_timeline: Vec<(f64, f64, f64)>,
     pub peak_pss_kib: Option<u64>,
+    /// Where the fault resolver's time went (`Heap::fault_breakdown`), both deliveries.
+    pub fault_attr: Option<FaultAttrRow>,
+}
+
+/// A run's fault attribution (`faultline::FaultBreakdown`): counts, and times in ms.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FaultAttrRow {
+    pub faults: u64,
+    pub filled: u64,
+    pub fill_ms: f64,
+    pub map_ms: f64,
+    pub own_max_us: f64,
+    pub waited: u64,
+    pub wait_ms: f64,
+    pub wait_max_us: f64,
+    pub waited_on_worker: u64,
+    pub wait_on_worker_ms: f64,
+    pub slept: u64,
+    pub rescued: u64,
+    pub found_mapped: u64,
+    pub early_maps: u64,
+    /// Faults whose thread was preempted while resolving them, their total ms; the stalls of
+    /// the others (p50 / p99 / max µs).
+    pub preempted: u64,
+    pub preempted_ms: f64,
+    /// Faults whose thread blocked (a voluntary context switch) while resolving them, ms.
+    pub blocked: u64,
+    pub blocked_ms: f64,
+    pub unpreempted: u64,
+    pub unpreempted_p50_us: f64,
+    pub unpreempted_p99_us: f64,
+    pub unpreempted_max_us: f64,
 }
 
 /// Footprint samples: (seconds from the start, RSS MiB, PSS MiB).
@@ -334,6 +374,14 @@ pub fn measure(
         let ttsp = c.time_to_safepoint.as_secs_f64() * 1e3;
         r.remark_max_ms = Some(r.remark_max_ms.map_or(remark, |x| x.max(remark)));
         r.ttsp_max_ms = Some(r.ttsp_max_ms.map_or(ttsp, |x| x.max(ttsp)));
+        if c.satb_switch.is_some() {
+            r.satb_switches += 1;
+        }
+        r.remark_dirty_max = r.remark_dirty_max.max(c.remark_dirty_pages as u64);
+        if c.mode == faultline::GcMode::Concurrent {
+            let work = c.remark.saturating_sub(c.time_to_safepoint).as_secs_f64() * 1e3;
+            r.remark_work_max_ms = Some(r.remark_work_max_ms.map_or(work, |x| x.max(work)));
+        }
         for p in &c.pauses {
             let ms = p.duration.as_secs_f64() * 1e3;
             r.pauses_ms.push(ms);
@@ -365,6 +413,32 @@ pub fn measure(
     r.fault_p50_us = f.p50.as_secs_f64() * 1e6;
     r.fault_p99_us = f.p99.as_secs_f64() * 1e6;
     r.fault_max_us = f.max.as_secs_f64() * 1e6;
+    let b = heap.fault_breakdown();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    r.fault_attr = Some(FaultAttrRow {
+        faults: b.faults,
+        filled: b.filled,
+        fill_ms: ms(b.fill),
+        map_ms: ms(b.map),
+        own_max_us: b.own_max.as_secs_f64() * 1e6,
+        waited: b.waited,
+        wait_ms: ms(b.wait),
+        wait_max_us: b.wait_max.as_secs_f64() * 1e6,
+        waited_on_worker: b.waited_on_worker,
+        wait_on_worker_ms: ms(b.wait_on_worker),
+        slept: b.slept,
+        rescued: b.rescued,
+        found_mapped: b.found_mapped,
+        early_maps: b.early_maps,
+        preempted: b.preempted,
+        preempted_ms: ms(b.preempted_time),
+        blocked: b.blocked,
+        blocked_ms: ms(b.blocked_time),
+        unpreempted: b.unpreempted.count,
+        unpreempted_p50_us: b.unpreempted.p50.as_secs_f64() * 1e6,
+        unpreempted_p99_us: b.unpreempted.p99.as_secs_f64() * 1e6,
+        unpreempted_max_us: b.unpreempted.max.as_secs_f64() * 1e6,
+    });
     if !history.is_empty() {
         let n = history.len() as f64;
         let sum = |f: &dyn Fn(&CycleStats) -> u64| history.iter().map(f).sum::<u64>() as f64 / n;

@@ -29,7 +29,12 @@
 //!   `users` is zero; while `active`, it is read-only, and the side tables it holds are not
 //!   touched (the next cycle starts only after this compaction has finished);
 //! - the old half is never written while `active`, except a staging page or a dense page whose
-//!   reader count proved that no destination page will read it again;
+//!   reader count proved that no destination page will read it again (a dense page is locked
+//!   for its in-place update by swapping its count 1 for `IN_PLACE`, so no fault's rescue
+//!   reads it meanwhile);
+//! - a fault may map a page whose claimer is still filling it (its *rescue*, from the intact
+//!   old half into its own buffer); it never touches the page's state word, and it reads only
+//!   old pages it holds (reader counts raised while non-zero) or old pages nothing releases;
 //! - everything a fault calls (`ensure_page` and what it calls) allocates nothing and takes no
 //!   lock: page buffers are on the stack, waits are futex waits, errors are `Copy` data;
 //! - a page is MAPPED only after its contents are complete and mapped (see `pagestate`).
@@ -42,13 +47,113 @@ use faultline_heap::object::WORD;
 use faultline_heap::{ArenaOffset, VolatileArena, PAGE_SIZE};
 
 use crate::mode::MapStrategy;
-use crate::pagestate::{self, Futex, MAPPED};
+use crate::pagestate::{self, Futex, StateWord, Waited, MAPPED, WAITED};
 use crate::plan::{DestPage, OldPage, Plan, PAGE_WORDS};
 
 /// Pages a worker fills per COPY (and the longest run mapped with one MOVE).
 const WORKER_BATCH: usize = 16;
 /// Destination pages a compaction assist takes at a time.
 const ASSIST_BATCH: usize = 4;
+/// A fault waiting on another thread's claim spins this long (announced, so that a worker
+/// maps its run early; a claimed page is normally mapped within one page fill and one mapping
+/// call), then stops waiting and fills a copy of the page itself (copy and move strategies,
+/// see [`Compaction::rescue`]): the claimer is most likely descheduled. No futex sleep before
+/// the bound: a timed futex wait sleeps at least the thread's timer slack (50 µs by default).
+const FAULT_SPIN_NS: u64 = 30_000;
+/// The bound itself (where a rescue is not possible, the fault then sleeps on the futex).
+const FAULT_RESCUE_NS: u64 = FAULT_SPIN_NS;
+/// Move strategy: the reader count of an old page locked by its dense page's claimer for an
+/// in-place update (no reader count comes near it).
+const IN_PLACE: u32 = u32::MAX;
+/// Worker batches published for fault attribution (workers beyond this are not attributed).
+const RUN_SLOTS: usize = 16;
+
+/// Cumulative attribution of mutator faults (never reset; see [`crate::FaultBreakdown`]).
+/// Atomic counters only: updated from signal handlers.
+#[derive(Debug, Default)]
+pub(crate) struct FaultAttrib {
+    faults: AtomicU64,
+    filled: AtomicU64,
+    fill_ns: AtomicU64,
+    map_ns: AtomicU64,
+    own_max_ns: AtomicU64,
+    waited: AtomicU64,
+    wait_ns: AtomicU64,
+    wait_max_ns: AtomicU64,
+    waited_worker: AtomicU64,
+    wait_worker_ns: AtomicU64,
+    slept: AtomicU64,
+    rescued: AtomicU64,
+    found_mapped: AtomicU64,
+    early_maps: AtomicU64,
+    preempted: AtomicU64,
+    preempted_ns: AtomicU64,
+    blocked: AtomicU64,
+    blocked_ns: AtomicU64,
+    /// Stalls of the faults whose thread was not preempted while resolving them.
+    unpreempted: crate::stats::AtomicHistogram,
+}
+
+impl FaultAttrib {
+    /// Count one fault the resolver made present in `ns`; `preempted`: the resolving thread
+    /// was switched out meanwhile (CPU contention); `blocked`: it gave the CPU up itself.
+    pub(crate) fn count_fault(&self, ns: u64, preempted: bool, blocked: bool) {
+        self.faults.fetch_add(1, Ordering::Relaxed);
+        if blocked {
+            self.blocked.fetch_add(1, Ordering::Relaxed);
+            self.blocked_ns.fetch_add(ns, Ordering::Relaxed);
+        }
+        if preempted {
+            self.preempted.fetch_add(1, Ordering::Relaxed);
+            self.preempted_ns.fetch_add(ns, Ordering::Relaxed);
+        } else {
+            self.unpreempted.record(ns);
+        }
+    }
+
+    /// A copy of the counters.
+    pub(crate) fn snapshot(&self) -> crate::stats::FaultBreakdown {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let d = |a: &AtomicU64| std::time::Duration::from_nanos(a.load(Ordering::Relaxed));
+        crate::stats::FaultBreakdown {
+            faults: l(&self.faults),
+            filled: l(&self.filled),
+            fill: d(&self.fill_ns),
+            map: d(&self.map_ns),
+            own_max: d(&self.own_max_ns),
+            waited: l(&self.waited),
+            wait: d(&self.wait_ns),
+            wait_max: d(&self.wait_max_ns),
+            waited_on_worker: l(&self.waited_worker),
+            wait_on_worker: d(&self.wait_worker_ns),
+            slept: l(&self.slept),
+            rescued: l(&self.rescued),
+            found_mapped: l(&self.found_mapped),
+            early_maps: l(&self.early_maps),
+            preempted: l(&self.preempted),
+            preempted_time: d(&self.preempted_ns),
+            blocked: l(&self.blocked),
+            blocked_time: d(&self.blocked_ns),
+            unpreempted: self.unpreempted.summary(),
+        }
+    }
+}
+
+/// Where a page fill's time went (the fault path times its own fills).
+#[derive(Debug, Default, Clone, Copy)]
+struct Split {
+    fill_ns: u64,
+    map_ns: u64,
+}
+
+impl Split {
+    /// Account a fill from `t_fill` and a mapping call from `t_map` until now.
+    fn add(&mut self, t_fill: Instant, t_map: Instant) {
+        let now = Instant::now();
+        self.fill_ns += (t_map - t_fill).as_nanos() as u64;
+        self.map_ns += (now - t_map).as_nanos() as u64;
+    }
+}
 
 /// Per-cycle counters of how pages were mapped.
 #[derive(Debug, Default)]
@@ -123,6 +228,15 @@ pub(crate) struct Compaction {
     pub strategy: MapStrategy,
     /// How pages were mapped in this compaction.
     pub counters: PageCounters,
+    /// Where mutator faults spent their time (cumulative over the heap's life).
+    pub attrib: FaultAttrib,
+    /// Per worker: the batch `[start, end)` of destination pages it is claiming and filling
+    /// (packed `start << 32 | end`, 0 when none), so a fault can tell that it waits on a
+    /// worker. Statistics only.
+    runs: [AtomicU64; RUN_SLOTS],
+    /// Test knob (`DebugConfig::worker_stall`), ns: the worker that claims destination page 0
+    /// sleeps this long holding the claim.
+    worker_stall_ns: AtomicU64,
     cursor: AtomicUsize,
 }
 
@@ -155,6 +269,9 @@ impl Compaction {
             free: PageStack::new(half_pages),
             strategy,
             counters: PageCounters::default(),
+            attrib: FaultAttrib::default(),
+            runs: core::array::from_fn(|_| AtomicU64::new(0)),
+            worker_stall_ns: AtomicU64::new(0),
             cursor: AtomicUsize::new(0),
         }
     }
@@ -258,14 +375,28 @@ impl Compaction {
         }
     }
 
+    /// Set the test knob `DebugConfig::worker_stall` for the next [`Self::run_workers`].
+    pub(crate) fn set_worker_stall(&self, d: Option<std::time::Duration>) {
+        let ns = d.map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64);
+        self.worker_stall_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// Test knob: a worker that just claimed page `k` sleeps if it is page 0.
+    fn stall_test(&self, k: DestPage) {
+        let ns = self.worker_stall_ns.load(Ordering::Relaxed);
+        if k.0 == 0 && ns > 0 {
+            std::thread::sleep(std::time::Duration::from_nanos(ns));
+        }
+    }
+
     /// Fill and map every destination page with `threads` workers (mutator faults fill pages
     /// meanwhile); returns when every page is MAPPED. On the compaction thread, while active.
     pub(crate) fn run_workers(&self, arena: &VolatileArena, threads: usize) {
         // SAFETY: active (armed by this cycle's flip) until the caller disarms it.
         let pd = unsafe { self.plan() };
         std::thread::scope(|s| {
-            for _ in 0..threads.max(1) {
-                s.spawn(|| worker(self, arena, pd));
+            for slot in 0..threads.max(1) {
+                s.spawn(move || worker(self, arena, pd, slot));
             }
         });
     }
@@ -358,12 +489,12 @@ impl Compaction {
     }
 
     /// Destination page `k` is done: drop its claims on old pages, freeing those nobody reads
-    /// any more (except `moved`, which is no longer present).
+    /// any more (except `moved`, which is no longer present and whose count its mover reset).
     fn release_readers(&self, k: DestPage, moved: Option<OldPage>) {
         let v = self.src[k.0].load(Ordering::Relaxed);
         let (a, b) = ((v >> 32) as u32, v as u32);
         for j in (a..=b).map(OldPage) {
-            if self.readers(j).fetch_sub(1, Ordering::AcqRel) == 1 && Some(j) != moved {
+            if Some(j) != moved && self.readers(j).fetch_sub(1, Ordering::AcqRel) == 1 {
                 self.free.push(j);
             }
         }
@@ -400,15 +531,22 @@ impl Compaction {
         }
     }
 
-    /// Fill and map destination page `k` (the caller won its claim). Async-signal-safe.
-    fn fill_and_map(&self, arena: &VolatileArena, pd: &Plan, k: DestPage) -> bool {
+    /// Fill and map destination page `k` (the caller won its claim), adding the time spent
+    /// filling and in the mapping call to `split`. Async-signal-safe.
+    fn fill_and_map(
+        &self,
+        arena: &VolatileArena,
+        pd: &Plan,
+        k: DestPage,
+        split: &mut Split,
+    ) -> bool {
         let plan = pd;
         let dst = pd.dest_offset(k);
         match self.strategy {
             MapStrategy::Copy => {
                 // Only a page filled after the reader tables were built gives its reads back.
                 let counted = self.readers_ready.load(Ordering::Acquire) && self.releases_early(pd);
-                let ok = self.copy_page(arena, plan, k);
+                let ok = self.copy_page(arena, plan, k, split);
                 if ok && counted {
                     self.release_readers(k, None);
                 }
@@ -418,29 +556,45 @@ impl Compaction {
                 let Ok(view) = arena.fill_view_addr(dst) else {
                     return false;
                 };
+                let t_fill = Instant::now();
                 // SAFETY: the fill view page aliases destination page `k`, which we claimed; it
                 // is unregistered, so writing it only allocates its page-cache page.
                 let out = unsafe { core::slice::from_raw_parts_mut(view as *mut u8, PAGE_SIZE) };
                 plan.fill_page(k, out);
-                arena.resolve_continue(dst, PAGE_SIZE).is_ok()
+                let t_map = Instant::now();
+                let ok = arena.resolve_continue(dst, PAGE_SIZE).is_ok();
+                split.add(t_fill, t_map);
+                ok
             }
             MapStrategy::Move if !self.readers_ready.load(Ordering::Acquire) => {
-                self.copy_page(arena, plan, k)
+                self.copy_page(arena, plan, k, split)
             }
             MapStrategy::Move => {
                 if let Some(j) = self.dense_source(pd, k) {
                     // Only this page still reads old page j: update it in place and move it.
-                    if self.readers(j).load(Ordering::Acquire) == 1 {
+                    // Lock j for that (reader count 1 -> IN_PLACE): a rescuer's hold, which
+                    // would read j, then fails; one that came first makes this fail instead.
+                    if self
+                        .readers(j)
+                        .compare_exchange(1, IN_PLACE, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        let t_fill = Instant::now();
                         plan.update_in_place(k, j);
                         let src = pd.old_page_addr(j);
+                        let t_map = Instant::now();
                         // SAFETY: old page j is read by no other destination page.
                         let r = unsafe { arena.resolve_move_from(dst, src, PAGE_SIZE, false) };
+                        split.add(t_fill, t_map);
                         if r.is_ok() {
                             self.counters.in_place.fetch_add(1, Ordering::Relaxed);
+                            // j is gone from the old half: nobody reads it.
+                            self.readers(j).store(0, Ordering::Release);
                             self.release_readers(k, Some(j));
                             return true;
                         }
                         // The page stayed where it was (updated); copy it instead.
+                        self.readers(j).store(1, Ordering::Release);
                         let ok = self.copy_from(arena, src, dst);
                         if ok {
                             self.release_readers(k, None);
@@ -450,13 +604,16 @@ impl Compaction {
                 }
                 if let Some(s) = self.free.pop() {
                     let stage = pd.old_page_addr(s);
+                    let t_fill = Instant::now();
                     // SAFETY: staging page `s` is a present old-half page that no destination
                     // page reads; we popped it, so it is ours alone.
                     let out =
                         unsafe { core::slice::from_raw_parts_mut(stage as *mut u8, PAGE_SIZE) };
                     plan.fill_page(k, out);
+                    let t_map = Instant::now();
                     // SAFETY: the staging page is ours; it vanishes from the old half.
                     let r = unsafe { arena.resolve_move_from(dst, stage, PAGE_SIZE, false) };
+                    split.add(t_fill, t_map);
                     let ok = if r.is_ok() {
                         self.counters.staged.fetch_add(1, Ordering::Relaxed);
                         true
@@ -469,7 +626,7 @@ impl Compaction {
                     }
                     return ok;
                 }
-                let ok = self.copy_page(arena, plan, k);
+                let ok = self.copy_page(arena, plan, k, split);
                 if ok {
                     self.release_readers(k, None);
                 }
@@ -478,84 +635,175 @@ impl Compaction {
         }
     }
 
-    /// Move strategy, worker side: destination pages `[k, k+n)` are claimed by the caller. If
-    /// `n` contiguous staging pages are free, fill them and map the run with one MOVE; else
-    /// (or for what a failed MOVE left unmapped) map page by page. Publishes or unclaims every
-    /// page of the run; returns how many it mapped.
-    fn move_run(&self, arena: &VolatileArena, pd: &Plan, k: DestPage, n: usize) -> usize {
-        let mut stage = [OldPage(0); WORKER_BATCH];
-        let mut got = 0;
-        // A dense page (one fully live old page at the same offset, read by nobody else) is
-        // moved with no copy at all by the page-by-page path: keep that for runs that have one.
-        let plan = pd;
-        let has_dense = (0..n).any(|i| {
-            self.dense_source(pd, k.plus(i))
-                .is_some_and(|j| self.readers(j).load(Ordering::Acquire) == 1)
-        });
-        if n > 1 && !has_dense {
-            while got < n {
-                match self.free.pop() {
-                    Some(s) => {
-                        stage[got] = s;
-                        got += 1;
-                    }
-                    None => break,
+    /// Whether a fault waits on one of the claimed pages `[k, k+n)`.
+    fn waited_on(&self, k: DestPage, n: usize) -> bool {
+        (0..n).any(|i| StateWord::load(self.state(k.plus(i))) == WAITED)
+    }
+
+    /// Copy strategy, worker side: claim and fill destination pages from `k` on (before
+    /// `end`) one at a time into `buf`, and map the run with one COPY. A page is claimed only
+    /// just before it is filled, and the run is mapped as soon as a fault waits on one of its
+    /// pages, so a fault never waits behind a whole batch: at most one page fill and one
+    /// mapping call. Publishes or unclaims every page it claimed; returns how many it claimed
+    /// (0 if page `k` was not claimable).
+    fn copy_run(
+        &self,
+        arena: &VolatileArena,
+        pd: &Plan,
+        k: DestPage,
+        end: DestPage,
+        buf: &mut [u8],
+    ) -> usize {
+        let counted = self.readers_ready.load(Ordering::Acquire) && self.releases_early(pd);
+        let t_fill = Instant::now();
+        let mut n = 0;
+        while k.plus(n) < end && pagestate::claim(self.state(k.plus(n))) == pagestate::Claim::Won {
+            self.stall_test(k.plus(n));
+            pd.fill_page(k.plus(n), &mut buf[n * PAGE_SIZE..(n + 1) * PAGE_SIZE]);
+            n += 1;
+            if self.waited_on(k, n) {
+                if k.plus(n) < end {
+                    self.attrib.early_maps.fetch_add(1, Ordering::Relaxed);
                 }
+                break;
             }
-            stage[..got].sort_unstable();
         }
-        let contiguous = n > 1 && got == n && stage[..n].windows(2).all(|w| w[1].0 == w[0].0 + 1);
-        let mut mapped = 0;
-        if contiguous {
-            let first = pd.old_page_addr(stage[0]);
-            // SAFETY: staging pages `stage[0] .. stage[0] + n` are present old-half pages that
-            // no destination page reads; we popped them, so they are ours alone.
-            let out = unsafe { core::slice::from_raw_parts_mut(first as *mut u8, n * PAGE_SIZE) };
-            let t_fill = Instant::now();
-            plan.fill_pages(k, out);
-            let t_map = Instant::now();
-            let dst = pd.dest_offset(k);
-            // SAFETY: the staging pages are ours; they vanish from the old half.
-            let r = unsafe { arena.resolve_move_from(dst, first, n * PAGE_SIZE, false) };
-            self.counters.time(t_fill, t_map);
-            for i in 0..n {
-                let d = pd.dest_addr(k.plus(i));
-                // After a failed MOVE a page is either in place (moved before the failure) or
-                // still in its staging page (not moved): copy those.
-                let ok = r.is_ok()
-                    || arena.page_mapped(d)
-                    || self.copy_from(arena, first + i * PAGE_SIZE, arena.offset_of(d));
-                if ok {
-                    if r.is_ok() {
-                        self.counters.staged.fetch_add(1, Ordering::Relaxed);
-                    }
-                    self.release_readers(k.plus(i), None);
-                    pagestate::publish::<_, Futex>(self.state(k.plus(i)));
-                    mapped += 1;
-                } else {
-                    pagestate::unclaim::<_, Futex>(self.state(k.plus(i)));
-                }
-            }
-            return mapped;
+        if n == 0 {
+            return 0;
         }
-        for &s in &stage[..got] {
-            self.free.push(s);
-        }
+        let t_map = Instant::now();
+        // SAFETY: `buf` holds `n` filled pages.
+        let ok =
+            unsafe { arena.resolve_copy(pd.dest_offset(k), buf.as_ptr(), n * PAGE_SIZE) }.is_ok();
+        self.counters.time(t_fill, t_map);
         for i in 0..n {
-            if self.fill_and_map(arena, pd, k.plus(i)) {
+            if ok {
+                if counted {
+                    self.release_readers(k.plus(i), None);
+                }
                 pagestate::publish::<_, Futex>(self.state(k.plus(i)));
-                mapped += 1;
             } else {
                 pagestate::unclaim::<_, Futex>(self.state(k.plus(i)));
             }
         }
-        mapped
+        if ok {
+            self.counters
+                .by_worker
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.counters.copied.fetch_add(n as u64, Ordering::Relaxed);
+            if counted {
+                self.release_unread(arena, pd);
+            }
+        }
+        n
     }
 
-    fn copy_page(&self, arena: &VolatileArena, plan: &Plan, k: DestPage) -> bool {
+    /// Move strategy, worker side (reader tables built): take free staging pages for the
+    /// pages from `k` on (before `end`), and over their contiguous prefix claim, fill and stage
+    /// one page at a time; map the run with one MOVE (one TLB flush for the run, not one per
+    /// page). As in [`Self::copy_run`], a page is claimed just before it is filled and the run
+    /// is mapped early when a fault waits on it. A dense page (moved with no copy at all by
+    /// [`Self::fill_and_map`]) ends a run. Publishes or unclaims every page it claimed; returns
+    /// how many it claimed (0: handle page `k` alone).
+    fn move_run(&self, arena: &VolatileArena, pd: &Plan, k: DestPage, end: DestPage) -> usize {
+        let want = end.0 - k.0;
+        if want < 2 {
+            return 0;
+        }
+        let mut stage = [OldPage(0); WORKER_BATCH];
+        let mut got = 0;
+        while got < want.min(WORKER_BATCH) {
+            match self.free.pop() {
+                Some(s) => {
+                    stage[got] = s;
+                    got += 1;
+                }
+                None => break,
+            }
+        }
+        stage[..got].sort_unstable();
+        let mut run = got.min(1);
+        while run < got && stage[run].0 == stage[run - 1].0 + 1 {
+            run += 1;
+        }
+        let mut n = 0;
+        if run >= 2 {
+            let first = pd.old_page_addr(stage[0]);
+            let t_fill = Instant::now();
+            while n < run {
+                let kk = k.plus(n);
+                if self
+                    .dense_source(pd, kk)
+                    .is_some_and(|j| self.readers(j).load(Ordering::Acquire) == 1)
+                {
+                    break;
+                }
+                if pagestate::claim(self.state(kk)) != pagestate::Claim::Won {
+                    break;
+                }
+                self.stall_test(kk);
+                // SAFETY: staging page `stage[0] + n` (the run is contiguous) is a present
+                // old-half page that no destination page reads; we popped it, so it is ours.
+                let out = unsafe {
+                    core::slice::from_raw_parts_mut((first + n * PAGE_SIZE) as *mut u8, PAGE_SIZE)
+                };
+                pd.fill_page(kk, out);
+                n += 1;
+                if self.waited_on(k, n) {
+                    if n < run {
+                        self.attrib.early_maps.fetch_add(1, Ordering::Relaxed);
+                    }
+                    break;
+                }
+            }
+            if n > 0 {
+                let t_map = Instant::now();
+                let dst = pd.dest_offset(k);
+                // SAFETY: the staging pages are ours; they vanish from the old half.
+                let r = unsafe { arena.resolve_move_from(dst, first, n * PAGE_SIZE, false) };
+                self.counters.time(t_fill, t_map);
+                let mut mapped = 0;
+                for i in 0..n {
+                    let d = pd.dest_addr(k.plus(i));
+                    // After a failed MOVE a page is either in place (moved before the failure)
+                    // or still in its staging page (not moved): copy those.
+                    let ok = r.is_ok()
+                        || arena.page_mapped(d)
+                        || self.copy_from(arena, first + i * PAGE_SIZE, arena.offset_of(d));
+                    if ok {
+                        if r.is_ok() {
+                            self.counters.staged.fetch_add(1, Ordering::Relaxed);
+                        }
+                        self.release_readers(k.plus(i), None);
+                        pagestate::publish::<_, Futex>(self.state(k.plus(i)));
+                        mapped += 1;
+                    } else {
+                        pagestate::unclaim::<_, Futex>(self.state(k.plus(i)));
+                    }
+                }
+                self.counters.by_worker.fetch_add(mapped, Ordering::Relaxed);
+            }
+        }
+        for &s in &stage[n..got] {
+            self.free.push(s);
+        }
+        n
+    }
+
+    fn copy_page(
+        &self,
+        arena: &VolatileArena,
+        plan: &Plan,
+        k: DestPage,
+        split: &mut Split,
+    ) -> bool {
         let mut buf = PageBuf([0; PAGE_SIZE]);
+        let t_fill = Instant::now();
         plan.fill_page(k, &mut buf.0);
-        self.copy_from(arena, buf.0.as_ptr() as usize, plan.dest_offset(k))
+        let t_map = Instant::now();
+        let ok = self.copy_from(arena, buf.0.as_ptr() as usize, plan.dest_offset(k));
+        split.add(t_fill, t_map);
+        ok
     }
 
     fn copy_from(&self, arena: &VolatileArena, src: usize, dst_offset: ArenaOffset) -> bool {
@@ -566,84 +814,210 @@ impl Compaction {
 
     /// Make destination page `k` mapped (claim and fill, or wait). Async-signal-safe.
     pub(crate) fn ensure_page(&self, arena: &VolatileArena, pd: &Plan, k: DestPage) -> bool {
-        pagestate::ensure::<_, Futex>(self.state(k), || self.fill_and_map(arena, pd, k))
+        let mut split = Split::default();
+        pagestate::ensure::<_, Futex>(self.state(k), || {
+            self.fill_and_map(arena, pd, k, &mut split)
+        })
+    }
+
+    /// Whether destination page `k` is in a compaction worker's current batch.
+    fn in_worker_run(&self, k: DestPage) -> bool {
+        self.runs.iter().any(|r| {
+            let v = r.load(Ordering::Relaxed);
+            v != 0 && (v >> 32) as usize <= k.0 && k.0 < (v as u32) as usize
+        })
+    }
+
+    /// The fault path's [`Self::ensure_page`]: make destination page `k` present for a
+    /// faulting thread. Claim and fill it; or wait for its claimer, spinning for
+    /// [`FAULT_SPIN_NS`], and after [`FAULT_RESCUE_NS`] fill a copy of the page itself
+    /// ([`Self::rescue`]; where that is not possible, sleep on the futex). Returns whether the page is present (false: a fill
+    /// failed, try again). Attributes its time to [`Self::attrib`]. Async-signal-safe.
+    pub(crate) fn fault_page(&self, arena: &VolatileArena, pd: &Plan, k: DestPage) -> bool {
+        let w = self.state(k);
+        let a = &self.attrib;
+        loop {
+            match pagestate::claim(w) {
+                pagestate::Claim::Mapped => {
+                    a.found_mapped.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                pagestate::Claim::Won => {
+                    let mut split = Split::default();
+                    let ok = self.fill_and_map(arena, pd, k, &mut split);
+                    if ok {
+                        pagestate::publish::<_, Futex>(w);
+                        self.counters.by_fault.fetch_add(1, Ordering::Relaxed);
+                        a.filled.fetch_add(1, Ordering::Relaxed);
+                        a.fill_ns.fetch_add(split.fill_ns, Ordering::Relaxed);
+                        a.map_ns.fetch_add(split.map_ns, Ordering::Relaxed);
+                        a.own_max_ns
+                            .fetch_max(split.fill_ns + split.map_ns, Ordering::Relaxed);
+                    } else {
+                        pagestate::unclaim::<_, Futex>(w);
+                    }
+                    return ok;
+                }
+                pagestate::Claim::Busy => {
+                    let t0 = Instant::now();
+                    let on_worker = self.in_worker_run(k);
+                    let el = || t0.elapsed().as_nanos() as u64;
+                    let present = match pagestate::wait_mapped_for::<_, Futex>(
+                        w,
+                        FAULT_SPIN_NS,
+                        FAULT_RESCUE_NS,
+                        el,
+                    ) {
+                        Waited::Mapped => true,
+                        Waited::Unclaimed => false,
+                        Waited::TimedOut => {
+                            if self.rescue(arena, pd, k) {
+                                a.rescued.fetch_add(1, Ordering::Relaxed);
+                                true
+                            } else {
+                                pagestate::wait_mapped::<_, Futex>(w)
+                            }
+                        }
+                    };
+                    let ns = el();
+                    a.waited.fetch_add(1, Ordering::Relaxed);
+                    a.wait_ns.fetch_add(ns, Ordering::Relaxed);
+                    a.wait_max_ns.fetch_max(ns, Ordering::Relaxed);
+                    if ns > FAULT_SPIN_NS {
+                        a.slept.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if on_worker {
+                        a.waited_worker.fetch_add(1, Ordering::Relaxed);
+                        a.wait_worker_ns.fetch_add(ns, Ordering::Relaxed);
+                    }
+                    if present {
+                        return true;
+                    }
+                    // The claim was given back: claim the page ourselves.
+                }
+            }
+        }
+    }
+
+    /// A fault gave up waiting for page `k`'s claimer (most likely descheduled): fill a copy
+    /// of the page from the intact old half into a buffer on this stack and map it with
+    /// `UFFDIO_COPY`. The claimer's own mapping call then finds the page present (EEXIST,
+    /// which the arena reads as already present) and publishes as usual: this never touches
+    /// the state word. Returns whether the page is present.
+    ///
+    /// Not for the minor strategy (its claimer writes the page-cache page the mapping shows),
+    /// nor for a dense page of the move strategy whose claimer has locked its old page for an
+    /// in-place update (`IN_PLACE`: the hold fails, and the fault waits).
+    /// Where old pages are released or reused as staging pages during the compaction (copy with
+    /// early release, move), only once the reader tables are built, and with the page's old
+    /// pages *held*: their reader counts raised while non-zero, then the page checked absent.
+    /// Page `k`'s own reads are given back only after it is mapped, so an absent page proves
+    /// each held old page was still read by `k`: no thread saw it unread (none releases it,
+    /// reuses it, or updates it in place as a dense page) until the holds are dropped.
+    /// Async-signal-safe.
+    fn rescue(&self, arena: &VolatileArena, pd: &Plan, k: DestPage) -> bool {
+        let releasing = match self.strategy {
+            MapStrategy::Minor => return false,
+            MapStrategy::Move => true,
+            MapStrategy::Copy => self.releases_early(pd),
+        };
+        let dst_addr = pd.dest_addr(k);
+        let mut held = None;
+        if releasing {
+            if !self.readers_ready.load(Ordering::Acquire) {
+                return false;
+            }
+            let v = self.src[k.0].load(Ordering::Relaxed);
+            let (a, b) = ((v >> 32) as u32, v as u32);
+            let mut got = a;
+            while got <= b && self.hold(OldPage(got)) {
+                got += 1;
+            }
+            if got <= b || arena.page_mapped(dst_addr) {
+                // Page k gave its reads back (so it is mapped), is mapped already, or its
+                // claimer is updating its old page in place (then wait for it).
+                self.unhold(a, got);
+                return arena.page_mapped(dst_addr);
+            }
+            held = Some((a, got));
+        }
+        let mut buf = PageBuf([0; PAGE_SIZE]);
+        pd.fill_page(k, &mut buf.0);
+        // SAFETY: `buf` is a filled page on this stack.
+        let ok =
+            unsafe { arena.resolve_copy(pd.dest_offset(k), buf.0.as_ptr(), PAGE_SIZE) }.is_ok();
+        if let Some((a, end)) = held {
+            self.unhold(a, end);
+        }
+        ok
+    }
+
+    /// Raise old page `j`'s reader count unless it is zero (then nothing reads it: false) or
+    /// locked for an in-place update (its dense page's claimer rewrites it: false).
+    fn hold(&self, j: OldPage) -> bool {
+        let r = self.readers(j);
+        let mut v = r.load(Ordering::Acquire);
+        while v != 0 && v != IN_PLACE {
+            match r.compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(x) => v = x,
+            }
+        }
+        false
+    }
+
+    /// Drop the holds on old pages `[a, end)`, freeing those nobody reads any more.
+    fn unhold(&self, a: u32, end: u32) {
+        for j in (a..end).map(OldPage) {
+            if self.readers(j).fetch_sub(1, Ordering::AcqRel) == 1 {
+                self.free.push(j);
+            }
+        }
     }
 }
 
-fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan) {
+fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan, slot: usize) {
     let mut buf = vec![0u8; WORKER_BATCH * PAGE_SIZE];
+    let run = c.runs.get(slot);
     loop {
         let start = c.cursor.fetch_add(WORKER_BATCH, Ordering::Relaxed);
         if start >= pd.pages {
             break;
         }
         let end = (start + WORKER_BATCH).min(pd.pages);
+        if let Some(r) = run {
+            r.store(((start as u64) << 32) | end as u64, Ordering::Relaxed);
+        }
         let mut k = DestPage(start);
         let end = DestPage(end);
         while k < end {
-            if c.strategy == MapStrategy::Move && c.readers_ready.load(Ordering::Acquire) {
-                // Claim a run of contiguous pages; with as many contiguous staging pages, fill
-                // them and map the run with one MOVE (one TLB flush for the run, not one per
-                // page).
-                let mut n = 0;
-                while k.plus(n) < end
-                    && pagestate::claim(c.state(k.plus(n))) == pagestate::Claim::Won
-                {
-                    n += 1;
+            let n = match c.strategy {
+                MapStrategy::Copy => c.copy_run(arena, pd, k, end, &mut buf),
+                MapStrategy::Move if c.readers_ready.load(Ordering::Acquire) => {
+                    c.move_run(arena, pd, k, end)
                 }
-                if n > 0 {
-                    let done = c.move_run(arena, pd, k, n);
-                    c.counters
-                        .by_worker
-                        .fetch_add(done as u64, Ordering::Relaxed);
-                    k = k.plus(n);
-                    continue;
-                }
+                _ => 0,
+            };
+            if n > 0 {
+                k = k.plus(n);
+                continue;
             }
-            if c.strategy == MapStrategy::Copy {
-                // Claim a run of contiguous pages and map them with one COPY.
-                let counted = c.readers_ready.load(Ordering::Acquire) && c.releases_early(pd);
-                let mut n = 0;
-                while k.plus(n) < end
-                    && pagestate::claim(c.state(k.plus(n))) == pagestate::Claim::Won
-                {
-                    n += 1;
+            // One page alone. A page another thread claimed is skipped, not waited for: the
+            // final pass below waits for it.
+            if pagestate::claim(c.state(k)) == pagestate::Claim::Won {
+                c.stall_test(k);
+                let mut split = Split::default();
+                if c.fill_and_map(arena, pd, k, &mut split) {
+                    pagestate::publish::<_, Futex>(c.state(k));
+                    c.counters.by_worker.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    pagestate::unclaim::<_, Futex>(c.state(k));
                 }
-                if n > 0 {
-                    let t_fill = Instant::now();
-                    pd.fill_pages(k, &mut buf[..n * PAGE_SIZE]);
-                    let t_map = Instant::now();
-                    // SAFETY: `buf` holds `n` filled pages.
-                    let ok = unsafe {
-                        arena.resolve_copy(pd.dest_offset(k), buf.as_ptr(), n * PAGE_SIZE)
-                    }
-                    .is_ok();
-                    c.counters.time(t_fill, t_map);
-                    for i in 0..n {
-                        if ok {
-                            if counted {
-                                c.release_readers(k.plus(i), None);
-                            }
-                            pagestate::publish::<_, Futex>(c.state(k.plus(i)));
-                        } else {
-                            pagestate::unclaim::<_, Futex>(c.state(k.plus(i)));
-                        }
-                    }
-                    if ok {
-                        c.counters.by_worker.fetch_add(n as u64, Ordering::Relaxed);
-                        c.counters.copied.fetch_add(n as u64, Ordering::Relaxed);
-                        if counted {
-                            c.release_unread(arena, pd);
-                        }
-                        k = k.plus(n);
-                        continue;
-                    }
-                }
-            }
-            if c.ensure_page(arena, pd, k) {
-                c.counters.by_worker.fetch_add(1, Ordering::Relaxed);
             }
             k = k.plus(1);
+        }
+        if let Some(r) = run {
+            r.store(0, Ordering::Relaxed);
         }
     }
     // Pages claimed by mutators may still be in flight: wait for all of them, and fill any

@@ -498,6 +498,32 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         .plan_ahead(((planned_top - st.from) / WORD).div_ceil(64) + 1);
     inner.compaction.prepare((ahead * WORD).div_ceil(PAGE_SIZE));
     let plan_ahead = tplan.elapsed();
+    // 3b. Barrier-free mode: a last precleaning round; if the writes outran it, fall back to
+    //     SATB for the rest of the cycle (a pause of O(roots) switches the barrier on, one
+    //     concurrent rescan covers what was written so far, and the flat remark's handshake
+    //     runs; see `marking::satb_switch`).
+    let mut switch_pause = None;
+    let switch = scanner
+        .as_ref()
+        .and_then(|sc| marking::wp_final_round(&ctx, &mut m, sc, &mut report).map(|r| (sc, r)));
+    if let Some((sc, reason)) = switch {
+        let t0 = Instant::now();
+        let g = inner.sp.stop_the_world_as(None);
+        let tts = t0.elapsed();
+        let roots = root_values(&inner, &g);
+        inner.marking.barrier.store(true, Ordering::SeqCst);
+        inner.sp.resume(g);
+        switch_pause = Some((t0.elapsed(), tts));
+        marking::satb_switch(&ctx, &mut m, sc, &roots, reason, &mut report);
+        let running = inner
+            .sp
+            .lock()
+            .mutators
+            .iter()
+            .filter(|mu| mu.state.load(Ordering::Relaxed) == RUNNING)
+            .count();
+        marking::satb_handshake(&ctx, &mut m, running, &mut report);
+    }
     cfg.debug.mark_point(MarkPoint::BeforeRemark);
     cfg.debug.phase_delay(Phase::BeforeRemark);
 
@@ -550,8 +576,10 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     }
     let pc = PauseCtx {
         t0,
-        // The cycle's time to safepoint: the longer of its two pauses'.
-        tts: tts.max(st.tts),
+        // The cycle's time to safepoint: the longest of its pauses'.
+        tts: tts
+            .max(st.tts)
+            .max(switch_pause.map_or(Duration::ZERO, |p| p.1)),
         trigger: st.trigger,
         calls0: st.calls0,
         moving_before: st.moving_before,
@@ -562,10 +590,15 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         from: st.from,
         from_top,
         bitmap_words: from_words.div_ceil(64) + 1,
-        pauses: vec![Pause {
+        pauses: std::iter::once(Pause {
             kind: "initial-mark",
             duration: st.initial,
-        }],
+        })
+        .chain(switch_pause.map(|(duration, _)| Pause {
+            kind: "satb-switch",
+            duration,
+        }))
+        .collect(),
         tts_by_mutator: merge_tts(st.tts_by_mutator, g.tts_by_mutator()),
         cycle_start: st.cycle_start,
     };
@@ -586,6 +619,10 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         stats.remark_dirty_pages = report.remark_dirty_pages;
         stats.handshake = report.handshake;
         stats.remark_satb_entries = report.remark_satb_entries;
+        stats.satb_switch = report.satb_switch.map(|reason| crate::stats::SatbSwitch {
+            reason,
+            dirty_pages: report.switch_dirty_pages,
+        });
     }
     inner.sp.resume(g);
     drop(scratch);
@@ -936,6 +973,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     }
     inner.config.debug.phase_delay(Phase::BeforeCompaction);
     let t0 = Instant::now();
+    c.set_worker_stall(inner.config.debug.worker_stall);
     c.run_workers(arena, inner.config.workers());
     // 6. Finish. Every page is mapped: nobody needs the old half or the plan any more.
     c.disarm();

@@ -92,6 +92,10 @@ pub struct DebugConfig {
     /// Stress: concurrent compaction workers wait this long after the flip before filling
     /// pages, widening the window in which mutators meet absent pages.
     pub compaction_delay: Option<Duration>,
+    /// Test: the compaction worker that takes destination page 0 sleeps this long holding
+    /// that page's claim (a descheduled worker), so a fault on the page must not wait for it
+    /// (see `Heap::fault_breakdown`'s `rescued`).
+    pub worker_stall: Option<Duration>,
     /// Poison released memory, so a stale read of a released page faults hard
     /// (`UFFDIO_POISON`) or reads `faultline_heap::arena::POISON_WORD` (unregistered arena).
     pub poison_released: bool,
@@ -103,6 +107,10 @@ pub struct DebugConfig {
     /// tests and checkmark catch a collector that loses objects.
     #[doc(hidden)]
     pub disable_barrier: bool,
+    /// Test-only: barrier-free (`wp_async`) cycles always fall back to SATB before the remark
+    /// (as they do when precleaning is outrun), so tests reach the fallback deterministically.
+    #[doc(hidden)]
+    pub force_satb_switch: bool,
     /// Test-only: a deliberately broken collector.
     #[doc(hidden)]
     pub breakage: Option<Breakage>,
@@ -117,9 +125,11 @@ impl core::fmt::Debug for DebugConfig {
             .field("stress_random", &self.stress_random)
             .field("phase_delay", &self.phase_delay)
             .field("compaction_delay", &self.compaction_delay)
+            .field("worker_stall", &self.worker_stall)
             .field("poison_released", &self.poison_released)
             .field("mark_hook", &self.mark_hook.is_some())
             .field("disable_barrier", &self.disable_barrier)
+            .field("force_satb_switch", &self.force_satb_switch)
             .field("breakage", &self.breakage)
             .finish_non_exhaustive()
     }

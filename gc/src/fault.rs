@@ -8,10 +8,12 @@
 //!                     (faultline_heap::fault::reader) reads the event -> on_fault_event
 //!                       -> resolve_fault, then wakes the faulting thread
 //!  resolve_fault:     destination page k of the active compaction?
-//!                       -> Compaction::ensure_page (crate::compaction): claim the page
+//!                       -> Compaction::fault_page (crate::compaction): claim the page
 //!                          (crate::pagestate) and fill it from the plan (crate::plan) and map
-//!                          it (UFFDIO_COPY / MOVE / CONTINUE through the arena), or wait on
-//!                          the page's futex for the thread that claimed it
+//!                          it (UFFDIO_COPY / MOVE / CONTINUE through the arena), or wait for
+//!                          the thread that claimed it (spin, then the page's futex), and past
+//!                          a bound fill and map a copy of it here (the claimer's mapping call
+//!                          then finds it present)
 //! ```
 //!
 //! Invariants:
@@ -36,7 +38,6 @@ use faultline_heap::{ArenaOffset, VolatileArena, PAGE_SIZE};
 use crate::compaction::Compaction;
 use crate::inner::{HeapInner, Plumbing};
 use crate::mode::Delivery;
-use crate::pagestate::{StateWord, MAPPED};
 use crate::space::MovingSpace;
 use crate::stats::AtomicHistogram;
 
@@ -50,8 +51,10 @@ pub(crate) fn resolve_fault(
     addr: usize,
 ) -> FaultOutcome {
     let t0 = Instant::now();
+    let switches0 = context_switches();
     c.users.fetch_add(1, Ordering::SeqCst);
     let mut outcome = FaultOutcome::NotMine;
+    let mut attributed = false;
     if c.active.load(Ordering::SeqCst) {
         // SAFETY: active, and our use is announced in `users`.
         let pd = unsafe { c.plan() };
@@ -59,11 +62,9 @@ pub(crate) fn resolve_fault(
             // A failed fill (a transient kernel error such as ENOMEM) gives the claim back;
             // try again a bounded number of times before letting the fault through.
             for _ in 0..1000 {
-                if c.ensure_page(arena, pd, k) {
-                    c.counters.by_fault.fetch_add(1, Ordering::Relaxed);
-                }
-                if StateWord::load(c.state(k)) == MAPPED {
+                if c.fault_page(arena, pd, k) {
                     outcome = FaultOutcome::Resolved;
+                    attributed = true;
                     break;
                 }
                 // SAFETY: sched_yield has no preconditions (and is async-signal-safe).
@@ -84,10 +85,36 @@ pub(crate) fn resolve_fault(
     if outcome == FaultOutcome::Resolved {
         // One clock read for both records (this runs in the faulting thread's SIGBUS handler).
         let end = Instant::now();
-        stalls.record((end - t0).as_nanos().min(u64::MAX as u128) as u64);
+        let ns = (end - t0).as_nanos().min(u64::MAX as u128) as u64;
+        stalls.record(ns);
         crate::waits::record(crate::waits::WaitCause::FaultStall, t0, end);
+        if attributed {
+            // Preempted: the scheduler took the CPU from this thread while it resolved the
+            // fault (CPU contention), so the stall says little about the fault path itself.
+            // Blocked: it gave the CPU up itself (a futex sleep on a claim, a yield, or a sleep
+            // inside a kernel call such as a lock the mapping ioctl waited for).
+            let (preempted, blocked) = match (switches0, context_switches()) {
+                (Some((i0, v0)), Some((i1, v1))) => (i1 != i0, v1 != v0),
+                _ => (true, false),
+            };
+            c.attrib.count_fault(ns, preempted, blocked);
+        }
     }
     outcome
+}
+
+/// The calling thread's (involuntary, voluntary) context switches so far
+/// (`getrusage(RUSAGE_THREAD)`, a plain system call: async-signal-safe on Linux), or None if
+/// the call failed.
+fn context_switches() -> Option<(libc::c_long, libc::c_long)> {
+    let mut ru = core::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `ru` is a writable rusage on this stack.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) };
+    (r == 0).then(|| {
+        // SAFETY: zero-initialised, and filled in on success.
+        let ru = unsafe { ru.assume_init() };
+        (ru.ru_nivcsw, ru.ru_nvcsw)
+    })
 }
 
 /// Resolve a fault of the heap `inner`.

@@ -396,6 +396,12 @@ impl Heap {
         self.inner.fault_hist.summary()
     }
 
+    /// Where mutator faults spent their time since the heap was created: filling their page,
+    /// mapping it, or waiting for another thread's claim (see [`crate::FaultBreakdown`]).
+    pub fn fault_breakdown(&self) -> crate::stats::FaultBreakdown {
+        self.inner.compaction.attrib.snapshot()
+    }
+
     /// Every mutator's waits by cause since the heap was created (attached and detached
     /// mutators): count, total and longest per cause, and the longest wait of any cause. See
     /// [`crate::WaitCause`] for what each cause covers.

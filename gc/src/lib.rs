@@ -144,7 +144,10 @@ pub use phase::CyclePhase;
 pub use reentry::Callback;
 pub use release::ReleaseStats;
 pub use roots::RootSource;
-pub use stats::{CycleStats, FaultStats, MutatorTts, PaceStats, Pause, Percentiles, Trigger};
+pub use stats::{
+    CycleStats, FaultBreakdown, FaultStats, MutatorTts, PaceStats, Pause, Percentiles, SatbSwitch,
+    SwitchReason, Trigger,
+};
 pub use typed::{Field, FieldInfo, FieldKey, HeapStruct, HeapType, Ref, Typed, WrongType};
 pub use unchecked::{Layout, Obj};
 pub use value::{RootSlot, Value};

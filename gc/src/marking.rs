@@ -40,7 +40,13 @@
 //! buffer per mutator. Barrier-free: the pages written since the last precleaning round, the
 //! active allocation buffers (black objects get no barrier) and the large objects allocated
 //! since the last round, plus what only those reach; [`crate::CycleStats`] reports the rounds,
-//! the last round's written pages and the pages the remark rescanned.
+//! the last round's written pages and the pages the remark rescanned. That is bounded only
+//! while precleaning keeps up with the writes: a last round runs right before the remark
+//! pause ([`wp_final_round`], after concurrent planning), and when it still finds more than
+//! [`PRECLEAN_DONE`] written pages, the cycle **falls back to SATB for its last stretch**
+//! ([`satb_switch`]): a short pause (the roots, like the initial mark) switches the SATB
+//! barrier on, one concurrent rescan covers the pages written so far, the SATB handshake
+//! runs, and the remark is SATB's flat remark (`CycleStats::satb_switch` records it and why).
 //!
 //! Invariants:
 //! - `active` is true exactly between the end of the initial-mark pause and the remark pause;
@@ -69,6 +75,7 @@ use crate::graypool::{GrayLocal, GrayPool};
 use crate::pacer::Pacer;
 use crate::safepoint::SpState;
 use crate::space::{LargeSpace, MovingSpace};
+use crate::stats::SwitchReason;
 use crate::trace::{header, size_words, Atomic, Tracer};
 
 /// SATB entries a mutator buffers before flushing them to the global queue.
@@ -108,6 +115,10 @@ pub(crate) struct MarkingState {
     pub flush_epoch: AtomicU64,
     /// Mutators that answered the current handshake.
     pub flush_acks: AtomicUsize,
+    /// Barrier-free mode: the written pages the last cycle's remark rescanned (or, if it
+    /// switched to SATB, its switch's rescan found): the write rate a remark must expect
+    /// ([`wp_final_round`]).
+    pub wp_last_dirty: AtomicUsize,
 }
 
 fn take<T>(m: &Mutex<Vec<T>>) -> Vec<T> {
@@ -462,6 +473,57 @@ pub(crate) struct MarkReport {
     pub handshake: (usize, usize),
     /// SATB mode: entries the remark took from mutators' unflushed buffers.
     pub remark_satb_entries: usize,
+    /// Barrier-free mode: precleaning was outrun, so the cycle switched to the SATB barrier
+    /// for its last stretch ([`wp_final_round`], [`satb_switch`]); why.
+    pub satb_switch: Option<SwitchReason>,
+    /// Written pages the switch's final concurrent rescan found.
+    pub switch_dirty_pages: usize,
+}
+
+/// Barrier-free mode, after a short pause that took the roots (`roots`) and switched the SATB
+/// barrier on (GC thread, mutators running): the cycle's fallback to SATB for its last
+/// stretch. Shade the roots; rescan, once and concurrently, the pages written since the last
+/// precleaning round (this is what the remark would have rescanned, plus what is written
+/// meanwhile), and trace from them. From here on the remark neither rescans written pages nor
+/// the roots: it drains SATB buffers like SATB mode's flat remark.
+///
+/// Why nothing reachable is lost: let T be the switch pause. Every object reachable at T is
+/// reached from the roots at T (shaded here) through a path whose objects were either not yet
+/// scanned, or scanned (black) with a reference to an unmarked object written after their
+/// last scan, on a page therefore reported written by the rescan below. That rescan reads the
+/// reference unless a mutator overwrote it after T, and then the SATB barrier logged it. From
+/// the objects so shaded, the SATB argument holds with T as the snapshot. Objects allocated
+/// after T are black; those allocated before it, and black, are traced as in barrier-free
+/// mode (their buffers are walked with tracing, and their pages are write-tracked).
+pub(crate) fn satb_switch<'a>(
+    ctx: &MarkCtx<'a>,
+    m: &mut ConcMarker<'a>,
+    sc: &PagemapScanner,
+    roots: &[usize],
+    reason: SwitchReason,
+    report: &mut MarkReport,
+) {
+    let ms = ctx.state;
+    report.satb_switch = Some(reason);
+    for &r in roots {
+        m.shade(r);
+    }
+    report.switch_dirty_pages = rescan_dirty(ctx, sc, m);
+    ms.wp_last_dirty
+        .store(report.switch_dirty_pages, Ordering::Relaxed);
+    scan_new_large(ms, m);
+    loop {
+        for v in take(&ms.satb) {
+            m.shade(v);
+        }
+        for (s, e) in take(&ms.retired) {
+            m.walk_black(s, e, true);
+        }
+        drain_shared(ctx, m, 0, |_| {});
+        if ms.queues_empty() {
+            break;
+        }
+    }
 }
 
 /// The flat remark's handshake waits at most this long for the running mutators' answers.
@@ -569,21 +631,68 @@ pub(crate) fn concurrent_mark<'a>(
     }
     if let Some(sc) = scanner.as_ref().filter(|_| rescans) {
         loop {
-            let dirty = rescan_dirty(ctx, sc, m);
-            report.preclean_last_dirty = dirty;
-            drain_shared(ctx, m, 0, |_| {});
-            for (s, e) in take(&ms.retired) {
-                m.walk_black(s, e, true);
-            }
-            scan_new_large(ms, m);
-            drain_shared(ctx, m, 0, |_| {});
-            report.preclean_rounds += 1;
+            let dirty = preclean_round(ctx, m, sc, report);
             if dirty <= PRECLEAN_DONE || report.preclean_rounds >= PRECLEAN_ROUNDS {
                 break;
             }
         }
     }
     scanner
+}
+
+/// One barrier-free precleaning round: rescan the pages written since the last scan (and
+/// re-protect them), walk retired buffers and new large objects, and trace. Returns the
+/// written pages found; counted in `report`.
+fn preclean_round<'a>(
+    ctx: &MarkCtx<'a>,
+    m: &mut ConcMarker<'a>,
+    sc: &PagemapScanner,
+    report: &mut MarkReport,
+) -> usize {
+    let ms = ctx.state;
+    let dirty = rescan_dirty(ctx, sc, m);
+    report.preclean_last_dirty = dirty;
+    drain_shared(ctx, m, 0, |_| {});
+    for (s, e) in take(&ms.retired) {
+        m.walk_black(s, e, true);
+    }
+    scan_new_large(ms, m);
+    drain_shared(ctx, m, 0, |_| {});
+    report.preclean_rounds += 1;
+    dirty
+}
+
+/// Barrier-free mode, right before the remark pause (after concurrent planning, GC thread,
+/// mutators running): a last precleaning round over what was written since precleaning ended
+/// (during the ephemeron pass and planning). Returns whether precleaning is outrun (that
+/// round still found more than [`PRECLEAN_DONE`] written pages, so the remark's rescan of the
+/// pages written since would grow with the write rate and the time planning took): the cycle
+/// then switches to the SATB barrier for its last stretch instead ([`satb_switch`]).
+/// The same fallback is taken when the previous cycle's remark rescanned (or its switch found)
+/// more than [`PRECLEAN_DONE`] written pages: mutators that write that much between two
+/// safepoint polls outrun any precleaning, since the pages they write while the pause waits
+/// for them (its time to safepoint) are rescanned inside it.
+/// (`DebugConfig::force_satb_switch` makes every such cycle switch, for tests.)
+pub(crate) fn wp_final_round<'a>(
+    ctx: &MarkCtx<'a>,
+    m: &mut ConcMarker<'a>,
+    sc: &PagemapScanner,
+    report: &mut MarkReport,
+) -> Option<SwitchReason> {
+    if ctx.debug.disable_barrier {
+        return None;
+    }
+    let dirty = preclean_round(ctx, m, sc, report);
+    let last = ctx.state.wp_last_dirty.load(Ordering::Relaxed);
+    if dirty > PRECLEAN_DONE {
+        Some(SwitchReason::Outrun { pages: dirty })
+    } else if last > PRECLEAN_DONE {
+        Some(SwitchReason::WriteRate { pages: last })
+    } else if ctx.debug.force_satb_switch {
+        Some(SwitchReason::Forced)
+    } else {
+        None
+    }
 }
 
 /// Phase 4 (remark, world stopped): drain every mutator's unflushed SATB entries and walk the
@@ -617,12 +726,18 @@ pub(crate) fn remark(
         mu.retire_tlab();
     }
     if let Some(sc) = scanner.filter(|_| !ctx.debug.disable_barrier) {
-        // Incremental update: roots are rescanned, and so is every page written since the
-        // last preclean round.
-        for r in roots() {
-            m.shade(r);
+        if report.satb_switch.is_none() {
+            // Incremental update: roots are rescanned, and so is every page written since
+            // the last preclean round.
+            for r in roots() {
+                m.shade(r);
+            }
+            report.remark_dirty_pages = rescan_dirty(ctx, sc, m);
+            ms.wp_last_dirty
+                .store(report.remark_dirty_pages, Ordering::Relaxed);
         }
-        report.remark_dirty_pages = rescan_dirty(ctx, sc, m);
+        // (After a switch to SATB, the SATB buffers drained above and below stand for the
+        // rescans: see `satb_switch`.)
         scan_new_large(ms, m);
     }
     loop {

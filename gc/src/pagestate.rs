@@ -20,7 +20,10 @@
 //!   touch the page without faulting again;
 //! - a waiter sleeps only on the value WAITED, and the publisher wakes all sleepers whenever the
 //!   value it replaced was WAITED: no lost wake-up (a waiter that announces itself after the
-//!   publish finds MAPPED and does not sleep).
+//!   publish finds MAPPED and does not sleep);
+//! - CLAIMED and WAITED mean "not known to be mapped", not "absent": a waiter that gave up on a
+//!   descheduled filler may map the page itself (`crate::compaction`'s rescue; the filler's own
+//!   mapping call then finds it present), and only the claimer ever stores MAPPED.
 //!
 //! The functions are generic over [`StateWord`] and [`Sleeper`] so the loom model
 //! (`gc/tests/loom_pagestate.rs`) explores the same code with loom's atomics.
@@ -67,6 +70,12 @@ pub trait Sleeper<W: ?Sized> {
     fn sleep(word: &W, expected: u32);
     /// Wake every sleeper on the word.
     fn wake_all(word: &W);
+    /// Sleep while the word holds `expected`, at most about `ns` nanoseconds (may return
+    /// spuriously). The default ignores the bound (a model without time).
+    fn sleep_for(word: &W, expected: u32, ns: u64) {
+        let _ = ns;
+        Self::sleep(word, expected);
+    }
 }
 
 /// The Linux futex: async-signal-safe, so a SIGBUS handler may wait on a page.
@@ -82,6 +91,23 @@ impl Sleeper<AtomicU32> for Futex {
                 libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
                 expected,
                 core::ptr::null::<libc::timespec>(),
+            );
+        }
+    }
+    fn sleep_for(word: &AtomicU32, expected: u32, ns: u64) {
+        let ts = libc::timespec {
+            tv_sec: (ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: FUTEX_WAIT on a live, aligned u32 with a relative timeout on the stack; it
+        // only reads the word.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                expected,
+                &ts as *const libc::timespec,
             );
         }
     }
@@ -152,6 +178,50 @@ pub fn wait_mapped<W: StateWord + ?Sized, S: Sleeper<W>>(w: &W) -> bool {
     }
 }
 
+/// How a bounded wait ([`wait_mapped_for`]) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// The page is mapped.
+    Mapped,
+    /// The claim was given back: claim the page yourself.
+    Unclaimed,
+    /// Still claimed when the bound passed (the filler may be descheduled).
+    TimedOut,
+}
+
+/// Wait for a claimed page with a bound: announce the waiter (so a filler that maps pages in
+/// runs maps the run early, see `crate::compaction`), spin while `elapsed_ns()` is below
+/// `spin_ns`, then sleep on the word until `limit_ns` has passed. `elapsed_ns` reads the time
+/// since the wait began.
+pub fn wait_mapped_for<W: StateWord + ?Sized, S: Sleeper<W>>(
+    w: &W,
+    spin_ns: u64,
+    limit_ns: u64,
+    mut elapsed_ns: impl FnMut() -> u64,
+) -> Waited {
+    loop {
+        match w.load() {
+            MAPPED => return Waited::Mapped,
+            UNPROCESSED => return Waited::Unclaimed,
+            CLAIMED => {
+                // Announce a waiter; if the state moved meanwhile, look again.
+                let _ = w.cas(CLAIMED, WAITED);
+            }
+            _ => {
+                let e = elapsed_ns();
+                if e >= limit_ns {
+                    return Waited::TimedOut;
+                }
+                if e < spin_ns {
+                    core::hint::spin_loop();
+                } else {
+                    S::sleep_for(w, WAITED, limit_ns - e);
+                }
+            }
+        }
+    }
+}
+
 /// Make sure a page is mapped: claim and run `fill_and_map` (which returns whether it mapped
 /// the page), or wait for whoever claimed it. Returns true if this call mapped it.
 pub fn ensure<W: StateWord + ?Sized, S: Sleeper<W>>(
@@ -207,6 +277,38 @@ mod tests {
             }
             assert_eq!(fills.load(Ordering::SeqCst), 1);
         }
+    }
+
+    #[test]
+    fn a_bounded_wait_times_out_on_a_held_claim_and_sees_the_publish() {
+        let w = AtomicU32::new(UNPROCESSED);
+        assert_eq!(claim(&w), Claim::Won);
+        let t0 = std::time::Instant::now();
+        let el = || t0.elapsed().as_nanos() as u64;
+        // Nobody publishes: the wait announces itself and times out.
+        assert_eq!(
+            wait_mapped_for::<_, Futex>(&w, 1_000, 200_000, el),
+            Waited::TimedOut
+        );
+        assert!(t0.elapsed() >= std::time::Duration::from_micros(200));
+        assert_eq!(StateWord::load(&w), WAITED);
+        // The holder publishes from another thread: the waiter wakes with Mapped.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                publish::<_, Futex>(&w);
+            });
+            let t1 = std::time::Instant::now();
+            let r = wait_mapped_for::<_, Futex>(&w, 0, u64::MAX, || t1.elapsed().as_nanos() as u64);
+            assert_eq!(r, Waited::Mapped);
+        });
+        let u = AtomicU32::new(UNPROCESSED);
+        assert_eq!(claim(&u), Claim::Won);
+        unclaim::<_, Futex>(&u);
+        assert_eq!(
+            wait_mapped_for::<_, Futex>(&u, 0, 1, || 0),
+            Waited::Unclaimed
+        );
     }
 
     #[test]

@@ -161,6 +161,12 @@ pub struct CycleStats {
     /// SATB mode: entries the remark took from mutators' unflushed SATB buffers (its bound:
     /// what was logged since each mutator's handshake answer).
     pub remark_satb_entries: usize,
+    /// Barrier-free (`wp_async`) marking only: the cycle fell back to the SATB barrier for its
+    /// last stretch, because the writes outran precleaning (see [`SwitchReason`]): a
+    /// `satb-switch` pause (O(roots)) switched the barrier on, and the remark was SATB's flat
+    /// remark instead of a rescan of the pages written since the last precleaning round.
+    /// `None`: no fallback.
+    pub satb_switch: Option<SatbSwitch>,
     /// Concurrent mode: destination pages filled by mutator faults (the rest by workers).
     pub pages_by_fault: u64,
     /// Move strategy: dense pages updated in place and moved with no copy.
@@ -181,6 +187,51 @@ pub struct CycleStats {
     /// Weak references, ephemerons and finalization: what this cycle cleared and delivered,
     /// and its pause time for them.
     pub weak: crate::weak::WeakStats,
+}
+
+/// A barrier-free cycle's fallback to SATB ([`CycleStats::satb_switch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SatbSwitch {
+    /// Why the cycle fell back.
+    pub reason: SwitchReason,
+    /// Written pages the concurrent rescan after the switch found (what the remark would
+    /// otherwise have rescanned inside the pause, plus what was written meanwhile).
+    pub dirty_pages: usize,
+}
+
+/// Why a barrier-free cycle fell back to SATB before its remark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchReason {
+    /// The last precleaning round, right before the remark, still found this many written
+    /// pages (more than 32): the writes outran precleaning.
+    Outrun {
+        /// Written pages found.
+        pages: usize,
+    },
+    /// The previous cycle's remark rescanned (or its switch found) this many written pages
+    /// (more than 32): the mutators write faster than a remark may rescan.
+    WriteRate {
+        /// Written pages.
+        pages: usize,
+    },
+    /// Forced by `DebugConfig::force_satb_switch` (tests).
+    Forced,
+}
+
+impl core::fmt::Display for SwitchReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SwitchReason::Outrun { pages } => write!(
+                f,
+                "precleaning outrun: its last round found {pages} written pages"
+            ),
+            SwitchReason::WriteRate { pages } => write!(
+                f,
+                "write rate: the previous remark rescanned {pages} written pages"
+            ),
+            SwitchReason::Forced => write!(f, "forced (test)"),
+        }
+    }
 }
 
 /// The pacer's record of one concurrent cycle (see `gc/src/pacer.rs`).
@@ -246,6 +297,7 @@ impl Default for CycleStats {
             preclean_last_dirty: 0,
             remark_dirty_pages: 0,
             handshake: (0, 0),
+            satb_switch: None,
             remark_satb_entries: 0,
             compact: Duration::ZERO,
             compact_fill: Duration::ZERO,
@@ -327,7 +379,17 @@ impl CycleStats {
                         self.plan_chunks_redone,
                         self.large_refs.as_secs_f64() * 1e3,
                         self.large_ref_slots
-                    ) + &if self.preclean_rounds > 0 {
+                    ) + &if let Some(sw) = self.satb_switch {
+                        format!(
+                            " [wp_async -> satb ({}): {} preclean rounds; switch rescanned {} concurrently; satb handshake {}/{} mutators; remark took {} entries]",
+                            sw.reason,
+                            self.preclean_rounds,
+                            sw.dirty_pages,
+                            self.handshake.1,
+                            self.handshake.0,
+                            self.remark_satb_entries
+                        )
+                    } else if self.preclean_rounds > 0 {
                         format!(
                             " [wp_async: {} preclean rounds, last found {} written pages; remark rescanned {}]",
                             self.preclean_rounds, self.preclean_last_dirty, self.remark_dirty_pages
@@ -563,6 +625,60 @@ pub struct FaultStats {
     pub p99: Duration,
     /// Longest stall (exact).
     pub max: Duration,
+}
+
+/// Where mutator faults spent their time, summed over the heap's life (both deliveries; see
+/// `Heap::fault_breakdown`). Every fault the resolver made present is one of: it filled the
+/// page itself (`filled`), it waited for another thread's claim (`waited`, of which
+/// `rescued` stopped waiting and filled a copy itself), or it found the page mapped already
+/// (`found_mapped`). Signal delivery is not in these figures: it is the part of a mutator's
+/// stall outside the resolver (see `benches/suite`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FaultBreakdown {
+    /// Faults the resolver made present (or found present).
+    pub faults: u64,
+    /// Faults that won their page's claim and filled and mapped it.
+    pub filled: u64,
+    /// Their time filling the page (copying live words, rewriting references).
+    pub fill: Duration,
+    /// Their time in the mapping call (`UFFDIO_COPY` / `MOVE` / `CONTINUE`).
+    pub map: Duration,
+    /// The longest fill and map of one such fault.
+    pub own_max: Duration,
+    /// Faults that found their page claimed by another thread and waited.
+    pub waited: u64,
+    /// Their total wait (including a rescue's fill and map).
+    pub wait: Duration,
+    /// The longest single wait.
+    pub wait_max: Duration,
+    /// Waits whose page was in a compaction worker's current batch.
+    pub waited_on_worker: u64,
+    /// Their total wait.
+    pub wait_on_worker: Duration,
+    /// Waits that outlasted the spin (30 µs): then rescued, or asleep on the page's futex
+    /// where a rescue is not possible (the rest ended while spinning).
+    pub slept: u64,
+    /// Waits that outlasted the bound and filled and mapped a copy of the page themselves
+    /// (the claimer's own mapping call then found the page present).
+    pub rescued: u64,
+    /// Faults that found the page mapped already (a race with its filler).
+    pub found_mapped: u64,
+    /// Worker batches mapped early because a fault waited on one of their pages.
+    pub early_maps: u64,
+    /// Faults whose thread the scheduler switched out while it resolved them (an involuntary
+    /// context switch, `getrusage`): CPU contention, whatever the fault path did.
+    pub preempted: u64,
+    /// Their total stall.
+    pub preempted_time: Duration,
+    /// Faults whose thread gave the CPU up itself while it resolved them (a voluntary context
+    /// switch: a futex sleep on a claimed page, a yield, or a sleep inside a kernel call, such
+    /// as a lock the mapping call waited for). They may be preempted too.
+    pub blocked: u64,
+    /// Their total stall.
+    pub blocked_time: Duration,
+    /// The stalls of the other faults (not preempted): what the fault path itself costs,
+    /// load or no load.
+    pub unpreempted: FaultStats,
 }
 
 #[cfg(test)]
