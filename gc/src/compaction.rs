@@ -29,7 +29,9 @@
 //!   `users` is zero; while `active`, it is read-only, and the side tables it holds are not
 //!   touched (the next cycle starts only after this compaction has finished);
 //! - the old half is never written while `active`, except a staging page or a dense page whose
-//!   reader count proved that no destination page will read it again;
+//!   reader count proved that no destination page will read it again (a page holding a kept,
+//!   pinned object has one reader more, which never finishes: it is never staged, moved or
+//!   released early; its pinned objects are written by their owners as usual);
 //! - everything a fault calls (`ensure_page` and what it calls) allocates nothing and takes no
 //!   lock: page buffers are on the stack, waits are futex waits, errors are `Copy` data;
 //! - a page is MAPPED only after its contents are complete and mapped (see `pagestate`).
@@ -346,6 +348,13 @@ impl Compaction {
             let last = OldPage::of_word(last_word);
             self.src[k].store(((first.0 as u64) << 32) | last.0 as u64, Ordering::Relaxed);
             for r in &self.readers[first.index()..=last.index()] {
+                r.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Pages holding kept (pinned) objects have a reader that never finishes: they are
+        // never staged, moved in place or released early.
+        for (a, b) in pd.kept_pages() {
+            for r in &self.readers[a.index()..=b.index().min(old_pages.max(1) - 1)] {
                 r.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -144,6 +144,7 @@ impl Heap {
             half_offset: [ArenaOffset(0), ArenaOffset(half)],
             half_base: [base, base + half],
             current: AtomicUsize::new(0),
+            window: AtomicUsize::new(base),
             top: AtomicUsize::new(base),
             populated: Mutex::new(base),
         };

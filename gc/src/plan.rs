@@ -145,6 +145,13 @@ pub(crate) struct Plan {
     pub tables: Arc<SideTables>,
     /// Object layouts.
     pub types: Arc<TypeRegistry>,
+    /// Pinned objects of the old half that stay where they are ([`crate::pins`]):
+    /// `(address, bytes)`, sorted. Forwarded to themselves; their pages are never released,
+    /// staged or moved during the compaction.
+    pub kept: Box<[(usize, usize)]>,
+    /// Unpinned stranded objects copied to the new half by the flip: `(old, new)` addresses,
+    /// sorted by old address (all outside `[from, from_top)`).
+    pub moved: Box<[(usize, usize)]>,
 }
 
 impl Plan {
@@ -185,14 +192,39 @@ impl Plan {
         self.src + j.index() * PAGE_SIZE
     }
 
-    /// New address of the object (or word) at old address `v`; other values unchanged.
+    /// New address of the object (or word) at old address `v`; other values unchanged, and
+    /// so are kept (pinned) objects; moved stranded objects get their new address.
     #[inline]
     pub(crate) fn forward(&self, v: usize) -> usize {
         if v % WORD == 0 && v >= self.from && v < self.from_top {
+            if !self.kept.is_empty() && self.kept.binary_search_by_key(&v, |k| k.0).is_ok() {
+                return v;
+            }
             self.to + WORD * self.live().rank((v - self.from) / WORD)
+        } else if !self.moved.is_empty() {
+            match self.moved.binary_search_by_key(&v, |m| m.0) {
+                Ok(i) => self.moved[i].1,
+                Err(_) => v,
+            }
         } else {
             v
         }
+    }
+
+    /// Whether any object is kept or moved specially (forwarding consults the tables).
+    #[inline]
+    pub(crate) fn has_exceptions(&self) -> bool {
+        !self.kept.is_empty() || !self.moved.is_empty()
+    }
+
+    /// The old pages holding kept objects, as `[first, last]` old page indices.
+    pub(crate) fn kept_pages(&self) -> impl Iterator<Item = (OldPage, OldPage)> + '_ {
+        self.kept.iter().map(|&(a, b)| {
+            (
+                OldPage::of_word((a - self.from) / WORD),
+                OldPage::of_word((a + b - 1 - self.from) / WORD),
+            )
+        })
     }
 
     /// Word index (in the old half) of the object that lands on the first word of destination
@@ -436,6 +468,7 @@ impl Plan {
             from: self.from,
             from_top: self.from_top,
             to: self.to,
+            plan: self.has_exceptions().then_some(self),
         };
         let layouts = self.types.scan_table();
         while walk.pos < hi {
@@ -539,6 +572,9 @@ struct Forwarder<'a> {
     from: usize,
     from_top: usize,
     to: usize,
+    /// The plan, when it keeps or moves objects specially (rare: pins): then every slot goes
+    /// through [`Plan::forward`].
+    plan: Option<&'a Plan>,
 }
 
 impl Forwarder<'_> {
@@ -551,6 +587,10 @@ impl Forwarder<'_> {
         // SAFETY: the caller's contract.
         unsafe {
             let v = *slot;
+            if let Some(plan) = self.plan {
+                *slot = plan.forward(v);
+                return;
+            }
             if v % WORD == 0 && v >= self.from && v < self.from_top {
                 *slot = self.to + WORD * self.ranker.rank((v - self.from) / WORD);
             }
@@ -750,6 +790,8 @@ mod tests {
             bitmap_words,
             tables,
             types: Arc::new(r),
+            kept: Box::new([]),
+            moved: Box::new([]),
         };
         Fixture { _old: old, plan }
     }

@@ -10,6 +10,7 @@
 //!   instead of faulting, or refuse a fill with EEXIST);
 //! - [`release_old_half`] never fails: a failed release is recorded, not propagated, because
 //!   it happens after references point into the new half;
+//! - pages holding kept or stranded pinned objects ([`crate::pins`]) are never released;
 //! - nothing here runs in signal context.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -131,13 +132,21 @@ pub(crate) fn release_free_tail(arena: &VolatileArena, new_end: usize, old_end: 
 }
 
 /// Before a flip into the half at `to_offset`: release again whatever the last cycle left
-/// present or poisoned there. With the world stopped, before any reference changes.
+/// present or poisoned there, except the pages of `keep` (absolute `[start, end)` page
+/// ranges, sorted and disjoint: stranded pinned objects, see [`crate::pins`]); and release the
+/// garbage pages `clean` (absolute ranges) below the destination window. With the world
+/// stopped, before any reference changes.
 pub(crate) fn prepare_destination(
     arena: &VolatileArena,
     st: &ReleaseState,
     to_offset: ArenaOffset,
     half_bytes: usize,
+    keep: &[(usize, usize)],
+    clean: &[(usize, usize)],
 ) -> Result<(), ArenaError> {
+    for &(s, e) in clean {
+        arena.release(arena.offset_of(s), e - s)?;
+    }
     let to_offset = to_offset.get();
     let (o, l) = (
         st.dirty_offset.load(Ordering::Acquire),
@@ -148,9 +157,28 @@ pub(crate) fn prepare_destination(
     }
     // A plain release undoes both: it frees what a failed release left present, and
     // MADV_DONTNEED drops poison markers and the poison pattern.
-    arena.release(ArenaOffset(o), l)?;
+    let base = arena.base();
+    let keep: Vec<(usize, usize)> = keep.iter().map(|&(s, e)| (s - base, e - base)).collect();
+    for (s, e) in crate::pins::subtract(o, o + l, &keep) {
+        arena.release(ArenaOffset(s), e - s)?;
+    }
     st.dirty_len.store(0, Ordering::Release);
     Ok(())
+}
+
+/// [`release_old_half`] of the absolute range `[from, end)` except the pages of `keep`
+/// (sorted, disjoint `[start, end)` page ranges: kept pinned objects, see [`crate::pins`]).
+pub(crate) fn release_old_half_except(
+    arena: &VolatileArena,
+    st: &ReleaseState,
+    poison: bool,
+    from: usize,
+    end: usize,
+    keep: &[(usize, usize)],
+) {
+    for (s, e) in crate::pins::subtract(from, end, keep) {
+        release_old_half(arena, st, poison, arena.offset_of(s), e - s);
+    }
 }
 
 /// A kernel error after references already point into the new half (a destination page

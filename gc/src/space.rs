@@ -4,11 +4,14 @@
 //!  arena:  [ half 0 (max_heap) | half 1 (max_heap) | large-object space ]
 //!  moving space: objects are bump-allocated in the *current* half; a collection compacts the
 //!  live ones into the other half, which becomes current; the old half is released.
+//!  With pinned objects ([`crate::pins`]) a half's *window* [`MovingSpace::base`] may start
+//!  above its first page: below it lie only stranded (pinned) objects and garbage pages.
 //! ```
 //!
 //! Invariants:
 //! - `top` only grows between collections, by CAS, and never passes the current half's end;
-//!   `[half base, top)` is a parseable sequence of objects (zero words are one-word fillers);
+//!   `[window, top)` is a parseable sequence of objects (zero words are one-word fillers);
+//!   the window (page aligned) changes only in a pause;
 //! - `populated` (guarded by its mutex) is the page-aligned end of the memory made present in
 //!   the current half; every buffer handed out lies below it, so the allocation path never
 //!   faults; everything from it to the half's end is absent;
@@ -34,6 +37,9 @@ pub struct MovingSpace {
     pub half_base: [usize; 2],
     /// Index of the current half (changes only inside a pause).
     pub current: AtomicUsize,
+    /// Start of the current half's window (absolute, page aligned; the half's base unless
+    /// stranded pinned objects lie in it; changes only inside a pause).
+    pub window: AtomicUsize,
     /// Bump pointer in the current half (absolute).
     pub top: AtomicUsize,
     /// End of present memory in the current half (absolute, page aligned).
@@ -41,15 +47,15 @@ pub struct MovingSpace {
 }
 
 impl MovingSpace {
-    /// Base of the current half.
+    /// Base of the current half's window: where its objects start.
     #[inline]
     pub fn base(&self) -> usize {
-        self.half_base[self.current.load(Ordering::Relaxed)]
+        self.window.load(Ordering::Relaxed)
     }
     /// End of the current half.
     #[inline]
     pub fn end(&self) -> usize {
-        self.base() + self.half_bytes
+        self.half_base[self.current.load(Ordering::Relaxed)] + self.half_bytes
     }
     /// Bytes in use in the current half.
     pub fn used(&self) -> usize {
@@ -108,7 +114,7 @@ impl MovingSpace {
             return Ok(());
         }
         let base = self.base();
-        let target = ((upto - base).div_ceil(batch) * batch).min(self.half_bytes) + base;
+        let target = ((upto - base).div_ceil(batch) * batch).min(self.end() - base) + base;
         let from = *pop;
         arena.populate(arena.offset_of(from), target - from)?;
         *pop = target;
