@@ -175,15 +175,24 @@ impl PinTable {
 
     /// Visit the reference slots of every stranded object as root slots. The world is stopped.
     pub(crate) fn visit_slots(&self, f: &mut dyn FnMut(&mut usize)) {
-        let g = self.lock();
-        for s in &g.stranded {
-            for &slot in &s.slots {
-                // SAFETY: a reference slot of a stranded object, whose pages stay present while
-                // it is stranded (module invariants); the world is stopped, so no mutator
-                // writes it meanwhile, and byte arrays (the only objects the kernel may write
-                // through a pin from a native section) have no reference slots.
-                f(unsafe { &mut *(slot as *mut usize) });
+        // Not under the lock: `f` may ask the table (the verifier does). Only a flip changes
+        // the stranded set, and the caller is the only one in the pause.
+        let slots: Vec<usize> = {
+            let g = self.lock();
+            if g.stranded.is_empty() {
+                return;
             }
+            g.stranded
+                .iter()
+                .flat_map(|s| s.slots.iter().copied())
+                .collect()
+        };
+        for slot in slots {
+            // SAFETY: a reference slot of a stranded object, whose pages stay present while
+            // it is stranded (module invariants); the world is stopped, so no mutator
+            // writes it meanwhile, and byte arrays (the only objects the kernel may write
+            // through a pin from a native section) have no reference slots.
+            f(unsafe { &mut *(slot as *mut usize) });
         }
     }
 
