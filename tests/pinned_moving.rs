@@ -1,6 +1,7 @@
 //! Pinned moving-space objects (issue 13 item 3): `Mutator::pin` of an object allocated in the
 //! moving space keeps it at its address, present, through stop-the-world (copy and slide)
-//! and concurrent cycles in every strategy x fault delivery (and barrier-free marking), while
+//! and concurrent cycles in every strategy x fault delivery (and barrier-free marking, and the
+//! per-cycle choreography baseline), while
 //! the other objects keep moving.
 //!
 //! - blocking `read(2)` from a pipe fed by another thread, and `pread(2)` from a file, straight
@@ -23,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use faultline::{
-    Barrier, CyclePhase, FaultMode, GcMode, Heap, HeapConfig, Mutator, PinError, Strategy,
-    StwCompaction, Value,
+    Barrier, Choreography, CyclePhase, FaultMode, GcMode, Heap, HeapConfig, Mutator, PinError,
+    Strategy, StwCompaction, Value,
 };
 
 /// The byte at position `i` of the test stream.
@@ -82,6 +83,15 @@ fn modes(test: &str, base: impl Fn() -> HeapConfig) -> Vec<(String, HeapConfig)>
                 ));
             }
         }
+        // The per-cycle choreography baseline detaches the old half at the flip: with pinned
+        // objects its cycles compact in the pause instead.
+        v.push((
+            "Copy/Sigbus/per-cycle".to_string(),
+            base().with(|c| {
+                c.mode = GcMode::Concurrent;
+                c.choreography = Choreography::PerCycle;
+            }),
+        ));
         v.push((
             "Copy/Sigbus/wp_async".to_string(),
             base().with(|c| {

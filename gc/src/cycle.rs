@@ -769,8 +769,13 @@ fn flip(
 
     // A stop-the-world flip that slides in place: the plan's destination is its own half.
     // (Not with pinned objects: a kept object would be overwritten by the objects sliding
-    // down; such a cycle compacts into the other half.)
-    let slide = !flip_concurrently && cfg.stw_compaction == StwCompaction::Slide && !pins_active;
+    // down; such a cycle compacts into the other half. Nor while the half's window starts
+    // above its base, where pinned objects were: compacting into the other half once gives
+    // the half its whole length back, and the garbage pages below the window are cleaned.)
+    let slide = !flip_concurrently
+        && cfg.stw_compaction == StwCompaction::Slide
+        && !pins_active
+        && from == moving.half_base[1 - to_index];
     if slide {
         plan.to = from;
         plan.to_offset = arena.offset_of(from);
