@@ -16,15 +16,20 @@
 //!    agree.)
 //! 3. **Plan** ([`crate::plan`]): the two-level prefix sums of the live-words bitmap; the new
 //!    address of any object is then O(1).
-//! 4. **Flip**: make sure the destination half is clean ([`crate::release`]); rewrite the
-//!    roots and the reference fields of live large objects to new addresses; **sweep the
+//! 4. **Flip**: decide what happens to pinned objects ([`crate::pins`]: pinned live objects
+//!    are kept in place and become stranded, unpinned stranded ones are copied after the
+//!    compacted objects, and the destination window starts above the stranded objects of its
+//!    half); make sure the destination half is clean ([`crate::release`]); rewrite the
+//!    roots (stranded objects' reference slots among them) and the reference fields of live
+//!    large objects to new addresses; **sweep the
 //!    weak table** ([`crate::weak`]): weak references and ephemerons of dead keys cleared,
 //!    entries of dead boxes freed, held values of dead finalization targets delivered, the
 //!    rest forwarded (the same pause that decided what is dead).
 //! 5. **Compact** in the pause: fill destination pages in order and map them into the other
 //!    half in batches of 64 pages (`UFFDIO_COPY`, or a plain copy on an unregistered arena);
 //!    or, with [`crate::StwCompaction::Slide`], slide the live words down within the current
-//!    half ([`crate::plan::Plan::slide`]: no kernel call per page).
+//!    half ([`crate::plan::Plan::slide`]: no kernel call per page; a cycle with pinned or
+//!    stranded objects, or whose half's window starts above its base, copies instead).
 //! 6. **Finish**: release the old half (`MADV_DONTNEED`, [`crate::release`]) and the dead large
 //!    objects, switch halves (sliding: release the current half's free tail, keep the
 //!    halves), set the next occupancy trigger. (`debug.verify`: verify.)

@@ -218,9 +218,10 @@ impl Mutator {
 
     /// Pin the object `v` names, in either space: until the [`Pin`] is dropped it neither
     /// moves nor has absent pages (its address is valid across native sections and in other
-    /// threads), and it stays alive. A moving-space object of any type can be pinned: cycles
-    /// compact the other objects around it (see [`crate::pins`]); an object may be pinned
-    /// more than once.
+    /// threads), and it stays alive. A moving-space object of any type can be pinned: every
+    /// compaction leaves it where it is (its pages present) and compacts the other objects
+    /// around it; the next compaction into its half starts above it; once unpinned, the next
+    /// cycle moves it like any object. An object may be pinned more than once.
     ///
     /// # Errors
     /// [`PinError::NotAReference`] for null and immediates; [`PinError::TooHigh`] for a
@@ -393,7 +394,7 @@ pub struct PinStats {
     /// Moving-space objects pinned now.
     pub pinned_objects: usize,
     /// Objects kept in place by a compaction and not yet back in a window
-    /// ([`crate::pins`]): pinned ones, and unpinned ones the next flip moves.
+    /// (the pinned ones, and unpinned ones the next flip moves).
     pub stranded_objects: usize,
     /// Their bytes.
     pub stranded_bytes: usize,
