@@ -92,6 +92,15 @@ fn modes(test: &str, base: impl Fn() -> HeapConfig) -> Vec<(String, HeapConfig)>
                 c.choreography = Choreography::PerCycle;
             }),
         ));
+        // Released pages poisoned: a kept page must never be among them.
+        v.push((
+            "Move/Sigbus/poison".to_string(),
+            base().with(|c| {
+                c.mode = GcMode::Concurrent;
+                c.strategy = Strategy::Move;
+                c.debug.poison_released = true;
+            }),
+        ));
         v.push((
             "Copy/Sigbus/wp_async".to_string(),
             base().with(|c| {
