@@ -686,6 +686,11 @@ fn flip(
         // The live objects do not fit in the window above the stranded pinned objects: the
         // cycle fails before anything moved (see `Mutator::pin`, which refuses pins high in
         // a half so that this needs a nearly full heap).
+        eprintln!(
+            "faultline: the live objects ({} bytes) do not fit above the pinned objects of the destination half ({} bytes free there): this cycle moves nothing",
+            page_up(reloc_end) - to,
+            to_half_base + moving.half_bytes - to
+        );
         return Err(ArenaError::OutOfRange {
             offset: to_offset.get(),
             len: page_up(reloc_end) - to,
