@@ -737,15 +737,7 @@ fn flip(
         &pins.clean,
     )?;
     // The leaving objects' contents, read before anything changes.
-    let leaving: Vec<Vec<u8>> = pins
-        .leaving
-        .iter()
-        .map(|s| {
-            // SAFETY: a stranded object's pages are present (see `crate::pins`) and the world
-            // is stopped.
-            unsafe { core::slice::from_raw_parts(s.addr as *const u8, s.bytes) }.to_vec()
-        })
-        .collect();
+    let leaving: Vec<Vec<u8>> = pins.leaving.iter().map(|s| s.contents()).collect();
 
     // Per-cycle choreography: register the destination range and detach the old half's pages
     // before any reference changes; if either fails, this cycle compacts in the pause. With

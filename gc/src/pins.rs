@@ -51,6 +51,13 @@ pub(crate) struct Stranded {
 }
 
 impl Stranded {
+    /// A copy of its bytes (header included). With the world stopped.
+    pub(crate) fn contents(&self) -> Vec<u8> {
+        // SAFETY: a stranded object's pages stay present while it is stranded (module
+        // invariants), and with the world stopped nothing writes them.
+        unsafe { core::slice::from_raw_parts(self.addr as *const u8, self.bytes) }.to_vec()
+    }
+
     /// Its page-aligned extent `[start, end)`.
     pub(crate) fn pages(&self) -> (usize, usize) {
         (
