@@ -88,7 +88,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use faultline_heap::object::{TypeRegistry, WORD};
+use faultline_heap::object::{Header, TypeRegistry, WORD};
 use faultline_heap::pagemap::PagemapScanner;
 use faultline_heap::sys::CallSnapshot;
 use faultline_heap::{ArenaError, PAGE_SIZE};
@@ -795,15 +795,25 @@ fn flip(
         .commit(&pins, types, moving.half_base, moving.half_bytes, to_index);
     visit_roots(g, &inner.roots, &mut |s| *s = plan.forward(*s));
     inner.roots.end_forwarding();
-    // The leaving (unpinned stranded) objects: forwarded and written to their new places,
-    // after the compacted objects' pages (present from here on).
+    // The leaving (unpinned stranded) objects: their old pages inside the destination window
+    // are released (their contents were copied above; no stranded object stays there), then
+    // they are forwarded and written to their new places, after the compacted objects' pages
+    // (present from here on).
+    for &(s, e) in &pins.leaving_in_window {
+        if let Err(e) = arena.release(arena.offset_of(s), e - s) {
+            fatal_after_flip("releasing the pages of unpinned objects", &e);
+        }
+    }
     if !leaving.is_empty() {
         let mut buf = vec![0u8; page_up(reloc_end) - reloc_at];
         for (s, bytes) in pins.leaving.iter().zip(&leaving) {
             let new = plan.forward(s.addr);
             let at = new - reloc_at;
             buf[at..at + s.bytes].copy_from_slice(bytes);
-            let h = header(s.addr);
+            // (Its header from the copy: its old pages may be released by now.)
+            let h = Header(u64::from_ne_bytes(
+                bytes[..WORD].try_into().expect("a header"),
+            ));
             types.for_each_ref_word(h, 0, s.bytes / WORD, |k| {
                 let i = at + k * WORD;
                 let v = usize::from_ne_bytes(buf[i..i + WORD].try_into().expect("a word"));

@@ -14,13 +14,16 @@
 //!    slots (visited with the heap's roots, so marking traces them, the flip forwards them and
 //!    verification checks them), and everything that names objects (`Mutator::local`, the
 //!    verifier, identity hashes, weak references) accepts its address.
-//! 3. **Windows.** A half's window starts above every stranded object in that half (page
-//!    aligned): destination pages, allocation and `populated` never meet a stranded page, and
+//! 3. **Windows.** A half's window starts above every stranded object in that half that stays
+//!    stranded (page aligned): destination pages, allocation and `populated` never meet a
+//!    stranded page, and
 //!    the half below the window holds only stranded objects and garbage pages, cleaned (given
 //!    back to the kernel) when the half is next a destination.
 //! 4. **Unpinned.** A stranded object whose last pin is gone is copied at the next flip to the
 //!    new window, after the compacted objects (every reference to it forwarded by the plan),
-//!    and is an ordinary object from then on; its old page is cleaned later as garbage.
+//!    and is an ordinary object from then on. Its old pages are garbage: cleaned later, or,
+//!    in the destination half above the new window's start, released in that flip (after the
+//!    copy, before any destination page is mapped), so that unpinning gives the room back.
 //!
 //! Invariants:
 //! - the pinned address of an object never changes while any pin of it exists: kept objects
@@ -94,6 +97,9 @@ pub(crate) struct FlipPins {
     pub staying: Vec<Stranded>,
     /// Stranded objects that leave (unpinned): copied to the new window.
     pub leaving: Vec<Stranded>,
+    /// Pages of leaving objects in the destination window (at or above `to_lo`): released by
+    /// the flip once their contents are copied, `[start, end)`, sorted and merged.
+    pub leaving_in_window: Vec<(usize, usize)>,
     /// The destination window's start in the destination half.
     pub to_lo: usize,
     /// Page ranges of the destination half below the window to clean: `[start, end)`.
@@ -237,16 +243,27 @@ impl PinTable {
         let in_to = |a: usize| a >= to_base && a < to_base + half_bytes;
         let mut to_lo = to_base;
         for s in &g.stranded {
-            if in_to(s.addr) {
-                to_lo = to_lo.max(s.pages().1);
-            }
             if g.pinned.contains_key(&s.addr) {
+                if in_to(s.addr) {
+                    to_lo = to_lo.max(s.pages().1);
+                }
                 fp.staying.push(s.clone());
             } else {
                 fp.leaving.push(s.clone());
             }
         }
         fp.to_lo = to_lo;
+        fp.leaving_in_window = merge(
+            fp.leaving
+                .iter()
+                .filter(|s| in_to(s.addr))
+                .map(|s| {
+                    let (a, b) = s.pages();
+                    (a.max(to_lo), b)
+                })
+                .filter(|&(a, b)| a < b)
+                .collect(),
+        );
         // Clean the destination half below its old dirty end, except every stranded object's
         // pages there (staying or leaving: those lie below the window).
         let keep = merge(
