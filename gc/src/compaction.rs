@@ -31,7 +31,9 @@
 //! - the old half is never written while `active`, except a staging page or a dense page whose
 //!   reader count proved that no destination page will read it again (a dense page is locked
 //!   for its in-place update by swapping its count 1 for `IN_PLACE`, so no fault's rescue
-//!   reads it meanwhile);
+//!   reads it meanwhile; a page holding a kept, pinned object has one reader more, which
+//!   never finishes: it is never staged, moved, updated in place or released early; its
+//!   pinned objects are written by their owners as usual);
 //! - a fault may map a page whose claimer is still filling it (its *rescue*, from the intact
 //!   old half into its own buffer); it never touches the page's state word, and it reads only
 //!   old pages it holds (reader counts raised while non-zero) or old pages nothing releases;
@@ -477,6 +479,13 @@ impl Compaction {
             let last = OldPage::of_word(last_word);
             self.src[k].store(((first.0 as u64) << 32) | last.0 as u64, Ordering::Relaxed);
             for r in &self.readers[first.index()..=last.index()] {
+                r.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Pages holding kept (pinned) objects have a reader that never finishes: they are
+        // never staged, moved in place or released early.
+        for (a, b) in pd.kept_pages() {
+            for r in &self.readers[a.index()..=b.index().min(old_pages.max(1) - 1)] {
                 r.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -16,15 +16,20 @@
 //!    agree.)
 //! 3. **Plan** ([`crate::plan`]): the two-level prefix sums of the live-words bitmap; the new
 //!    address of any object is then O(1).
-//! 4. **Flip**: make sure the destination half is clean ([`crate::release`]); rewrite the
-//!    roots and the reference fields of live large objects to new addresses; **sweep the
+//! 4. **Flip**: decide what happens to pinned objects ([`crate::pins`]: pinned live objects
+//!    are kept in place and become stranded, unpinned stranded ones are copied after the
+//!    compacted objects, and the destination window starts above the stranded objects of its
+//!    half); make sure the destination half is clean ([`crate::release`]); rewrite the
+//!    roots (stranded objects' reference slots among them) and the reference fields of live
+//!    large objects to new addresses; **sweep the
 //!    weak table** ([`crate::weak`]): weak references and ephemerons of dead keys cleared,
 //!    entries of dead boxes freed, held values of dead finalization targets delivered, the
 //!    rest forwarded (the same pause that decided what is dead).
 //! 5. **Compact** in the pause: fill destination pages in order and map them into the other
 //!    half in batches of 64 pages (`UFFDIO_COPY`, or a plain copy on an unregistered arena);
 //!    or, with [`crate::StwCompaction::Slide`], slide the live words down within the current
-//!    half ([`crate::plan::Plan::slide`]: no kernel call per page).
+//!    half ([`crate::plan::Plan::slide`]: no kernel call per page; a cycle with pinned or
+//!    stranded objects, or whose half's window starts above its base, copies instead).
 //! 6. **Finish**: release the old half (`MADV_DONTNEED`, [`crate::release`]) and the dead large
 //!    objects, switch halves (sliding: release the current half's free tail, keep the
 //!    halves), set the next occupancy trigger. (`debug.verify`: verify.)
@@ -83,7 +88,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use faultline_heap::object::{TypeRegistry, WORD};
+use faultline_heap::object::{Header, TypeRegistry, WORD};
 use faultline_heap::pagemap::PagemapScanner;
 use faultline_heap::sys::CallSnapshot;
 use faultline_heap::{ArenaError, PAGE_SIZE};
@@ -247,6 +252,8 @@ struct Finish {
     /// The old half's used and present range `[from, from_populated)`.
     from: usize,
     from_populated: usize,
+    /// Pages of kept (pinned) objects in the old half: not released ([`crate::pins`]).
+    keep: Vec<(usize, usize)>,
     /// Per-cycle choreography: the detached old-half pages, unmapped at the end.
     detached: Option<choreography::Detached>,
     /// Large objects found dead at the flip, released when the compaction ends.
@@ -475,7 +482,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         let liveness = Liveness {
             from: st.from,
             limit: st.mark_top,
-            top: st.from + inner.moving.half_bytes,
+            top: inner.moving.end(),
             mark: &tables.mark,
             large: &inner.large,
         };
@@ -687,8 +694,45 @@ fn flip(
     let (live_words, chunks_redone) = inner.tables.live.finish_prefix(bitmap_words);
     let pages = (live_words * WORD).div_ceil(PAGE_SIZE);
     let to_index = 1 - moving.current.load(Ordering::Relaxed);
-    let to = moving.half_base[to_index];
-    let to_offset = moving.half_offset[to_index];
+    let to_half_base = moving.half_base[to_index];
+    // Pinned objects ([`crate::pins`]): which stay (kept), which stay stranded, which leave
+    // (unpinned: copied after the compacted objects), and where the destination window
+    // starts (above every stranded object of the destination half).
+    let pins = inner.roots.pins.plan_flip(
+        (from, from_top),
+        to_half_base,
+        moving.half_bytes,
+        to_index,
+        |a| inner.tables.mark.get((a - from) / WORD),
+        types,
+    );
+    let to = pins.to_lo;
+    let to_offset = arena.offset_of(to);
+    // The leaving objects' new places: after the compacted objects' pages.
+    let mut moved: Vec<(usize, usize)> = Vec::with_capacity(pins.leaving.len());
+    let reloc_at = to + pages * PAGE_SIZE;
+    let mut reloc_end = reloc_at;
+    for s in &pins.leaving {
+        moved.push((s.addr, reloc_end));
+        reloc_end += s.bytes;
+    }
+    moved.sort_unstable();
+    if page_up(reloc_end) > to_half_base + moving.half_bytes {
+        // The live objects do not fit in the window above the stranded pinned objects: the
+        // cycle fails before anything moved (see `Mutator::pin`, which refuses pins high in
+        // a half so that this needs a nearly full heap).
+        eprintln!(
+            "faultline: the live objects ({} bytes) do not fit above the pinned objects of the destination half ({} bytes free there): this cycle moves nothing",
+            page_up(reloc_end) - to,
+            to_half_base + moving.half_bytes - to
+        );
+        return Err(ArenaError::OutOfRange {
+            offset: to_offset.get(),
+            len: page_up(reloc_end) - to,
+            size: to_half_base + moving.half_bytes - to,
+        });
+    }
+    let pins_active = pins.active();
     let mut plan = Plan {
         from,
         src: from,
@@ -700,15 +744,43 @@ fn flip(
         bitmap_words,
         tables: inner.tables.clone(),
         types: types.clone(),
+        kept: pins.kept.clone().into_boxed_slice(),
+        moved: moved.clone().into_boxed_slice(),
     };
     let plan_time = tp.elapsed();
     // 4. Make sure the destination half is clean (a release the last cycle could not do is
-    //    redone here): a failure point before any reference changes.
-    prepare_destination(arena, &inner.release, to_offset, moving.half_bytes)?;
+    //    redone here, and garbage pages below the window left by pinned objects are given
+    //    back; stranded objects' pages are not touched): a failure point before any
+    //    reference changes.
+    let stranded_to: Vec<(usize, usize)> = {
+        let mut v: Vec<(usize, usize)> = pins
+            .staying
+            .iter()
+            .chain(pins.leaving.iter())
+            .filter(|s| s.addr >= to_half_base && s.addr < to_half_base + moving.half_bytes)
+            .map(|s| s.pages())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    prepare_destination(
+        arena,
+        &inner.release,
+        moving.half_offset[to_index],
+        moving.half_bytes,
+        &stranded_to,
+        &pins.clean,
+    )?;
+    // The leaving objects' contents, read before anything changes.
+    let leaving: Vec<Vec<u8>> = pins.leaving.iter().map(|s| s.contents()).collect();
 
     // Per-cycle choreography: register the destination range and detach the old half's pages
-    // before any reference changes; if either fails, this cycle compacts in the pause.
+    // before any reference changes; if either fails, this cycle compacts in the pause. With
+    // pinned objects the cycle compacts in the pause (detaching the old half would move them).
     let mut flip_concurrently = concurrent && inner.concurrent_now();
+    if flip_concurrently && cfg.choreography == Choreography::PerCycle && pins_active {
+        flip_concurrently = false;
+    }
     let mut detached = None;
     if flip_concurrently && cfg.choreography == Choreography::PerCycle && pages > 0 {
         let old_end = {
@@ -733,7 +805,14 @@ fn flip(
     }
 
     // A stop-the-world flip that slides in place: the plan's destination is its own half.
-    let slide = !flip_concurrently && cfg.stw_compaction == StwCompaction::Slide;
+    // (Not with pinned objects: a kept object would be overwritten by the objects sliding
+    // down; such a cycle compacts into the other half. Nor while the half's window starts
+    // above its base, where pinned objects were: compacting into the other half once gives
+    // the half its whole length back, and the garbage pages below the window are cleaned.)
+    let slide = !flip_concurrently
+        && cfg.stw_compaction == StwCompaction::Slide
+        && !pins_active
+        && from == moving.half_base[1 - to_index];
     if slide {
         plan.to = from;
         plan.to_offset = arena.offset_of(from);
@@ -743,15 +822,62 @@ fn flip(
     //    this pause is stale from here on (objects move, dead ones are freed).
     let tc = Instant::now();
     inner.roots.new_era();
+    // Kept objects are stranded from here on: their reference slots are forwarded with the
+    // roots (and are roots until they leave).
+    inner
+        .roots
+        .pins
+        .commit(&pins, types, moving.half_base, moving.half_bytes, to_index);
     visit_roots(g, &inner.roots, &mut |s| *s = plan.forward(*s));
     inner.roots.end_forwarding();
+    // The leaving (unpinned stranded) objects: their old pages inside the destination window
+    // are released (their contents were copied above; no stranded object stays there), then
+    // they are forwarded and written to their new places, after the compacted objects' pages
+    // (present from here on).
+    for &(s, e) in &pins.leaving_in_window {
+        if let Err(e) = arena.release(arena.offset_of(s), e - s) {
+            fatal_after_flip("releasing the pages of unpinned objects", &e);
+        }
+    }
+    if !leaving.is_empty() {
+        let mut buf = vec![0u8; page_up(reloc_end) - reloc_at];
+        for (s, bytes) in pins.leaving.iter().zip(&leaving) {
+            let new = plan.forward(s.addr);
+            let at = new - reloc_at;
+            buf[at..at + s.bytes].copy_from_slice(bytes);
+            // (Its header from the copy: its old pages may be released by now.)
+            let h = Header(u64::from_ne_bytes(
+                bytes[..WORD].try_into().expect("a header"),
+            ));
+            types.for_each_ref_word(h, 0, s.bytes / WORD, |k| {
+                let i = at + k * WORD;
+                let v = usize::from_ne_bytes(buf[i..i + WORD].try_into().expect("a word"));
+                buf[i..i + WORD].copy_from_slice(&plan.forward(v).to_ne_bytes());
+            });
+        }
+        // SAFETY: `buf` holds whole pages; the range after the destination pages is absent
+        // (the window was clean, see `prepare_destination`).
+        let r = unsafe { arena.resolve_copy(arena.offset_of(reloc_at), buf.as_ptr(), buf.len()) };
+        if let Err(e) = r {
+            fatal_after_flip("writing unpinned objects to the new half", &e);
+        }
+    }
     // Identity hashes follow their objects (and die with them).
     let t_hashes = Instant::now();
+    let stranded_now = if pins_active {
+        inner.roots.pins.stranded()
+    } else {
+        Vec::new()
+    };
     let hashed_objects = inner.hashes.rekey(|a| {
         if a >= from && a < from_top {
             plan.mark().get((a - from) / WORD).then(|| plan.forward(a))
         } else if large.contains(a) {
             large.marks.get(large.page_of(a)).then_some(a)
+        } else if pins_active
+            && (stranded_now.iter().any(|s| s.0 == a) || moved.iter().any(|m| m.0 == a))
+        {
+            Some(plan.forward(a))
         } else {
             None
         }
@@ -825,8 +951,10 @@ fn flip(
                 .unwrap_or_else(PoisonError::into_inner);
             let old_end = (*pop).max(page_up(from_top));
             moving.current.store(to_index, Ordering::Relaxed);
-            moving.top.store(to + pages * PAGE_SIZE, Ordering::Relaxed);
-            *pop = to + pages * PAGE_SIZE;
+            moving.window.store(to, Ordering::Relaxed);
+            // (`reloc_end` is the destination pages' end, or past the unpinned objects.)
+            moving.top.store(reloc_end, Ordering::Relaxed);
+            *pop = page_up(reloc_end);
             moving.reset_watermarks(*pop);
             old_end
         };
@@ -848,6 +976,7 @@ fn flip(
         let finish = Finish {
             from,
             from_populated,
+            keep: pins.kept_pages.clone(),
             detached,
             large_dead,
             calls0,
@@ -864,6 +993,7 @@ fn flip(
                 from,
                 from_populated,
                 inner.fresh_headroom(),
+                &finish.keep,
             );
             large.release_dead(arena, &finish.large_dead)?;
             stats.total = t0.elapsed();
@@ -925,8 +1055,14 @@ fn flip(
                 .store(from + live_words * WORD, Ordering::Relaxed);
         } else {
             moving.current.store(to_index, Ordering::Relaxed);
-            moving.top.store(to + live_words * WORD, Ordering::Relaxed);
-            *pop = to + pages * PAGE_SIZE;
+            moving.window.store(to, Ordering::Relaxed);
+            let top = if pins.leaving.is_empty() {
+                to + live_words * WORD
+            } else {
+                reloc_end
+            };
+            moving.top.store(top, Ordering::Relaxed);
+            *pop = page_up(reloc_end);
         }
         moving.reset_watermarks(*pop);
         old_end
@@ -941,6 +1077,7 @@ fn flip(
             from,
             old_end,
             inner.fresh_headroom(),
+            &pins.kept_pages,
         );
     }
     large.release_dead(arena, &large_dead)?;
@@ -989,6 +1126,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
             finish.from,
             finish.from_populated,
             inner.fresh_headroom(),
+            &finish.keep,
         );
     }
     if let Err(e) = inner.large.release_dead(arena, &finish.large_dead) {

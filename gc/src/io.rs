@@ -8,13 +8,16 @@
 //! native section, which is a safepoint: the object may move while the kernel holds its
 //! address. So:
 //!
-//! - A [`Pin`] names an object of the non-moving space (allocated with
-//!   [`Mutator::alloc_pinned`], or any object the heap placed there): it never moves and its
-//!   pages are present from allocation until it dies, and the `Pin` keeps it alive. A `Pin` is
-//!   `Send + Sync`: it is used inside native sections, or from threads that are not mutators,
-//!   and its I/O methods hand its memory to the kernel directly (zero copy). Pinning a
-//!   moving-space object is refused ([`PinError::Moves`]): the moving space is compacted as a
-//!   whole into the other half, so an object there cannot stay where it is.
+//! - A [`Pin`] names an object that neither moves nor has absent pages while the `Pin` lives,
+//!   and keeps it alive. An object of the non-moving space (allocated with
+//!   [`Mutator::alloc_pinned`], or any object the heap placed there) is like that anyway. A
+//!   moving-space object, of any type, is *kept* by every compaction while pinned: it stays at
+//!   its address, its pages are never released, and the other objects are compacted around
+//!   it ([`crate::pins`]: the next window of its half starts above it); when the last pin is
+//!   dropped, the next flip moves it again. A `Pin` is `Send + Sync`: it is used inside native
+//!   sections, or from threads that are not mutators, and its I/O methods hand its memory to
+//!   the kernel directly (zero copy). A moving-space object in the upper half of its half is
+//!   refused ([`PinError::TooHigh`]): the compactor would have too little room above it.
 //! - The `Mutator` I/O methods take a rooted byte array of either space. For the non-moving
 //!   space they use its memory directly; for the moving space they go through a buffer of the
 //!   mutator (read: into the buffer in a native section, then into the array, wherever it is
@@ -23,9 +26,11 @@
 //!   (end of file, a pipe with less data), never an absent page.
 //!
 //! Invariants:
-//! - a `Pin`'s `[addr, addr + bytes)` is the payload of a live non-moving object for as long as
-//!   the `Pin` exists (its global root keeps the object alive; the large-object space neither
-//!   moves objects nor releases the pages of live ones);
+//! - a `Pin`'s `[addr, addr + bytes)` is the payload of a live object that does not move for
+//!   as long as the `Pin` exists (its global root keeps the object alive; the large-object
+//!   space neither moves objects nor releases the pages of live ones; a moving-space object is
+//!   in the heap's pin table from before `pin` returns until the `Pin` is dropped, and the
+//!   collector keeps pinned objects in place and present, see [`crate::pins`]);
 //! - I/O ranges are checked against the array's length before any system call.
 
 use std::io;
@@ -41,9 +46,11 @@ use faultline_heap::object::TypeId;
 /// Why an object cannot be pinned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PinError {
-    /// The object lies in the moving space.
-    #[error("{0:?} lies in the moving space, which is compacted as a whole: allocate objects that must stay put with Mutator::alloc_pinned")]
-    Moves(Value),
+    /// The object lies in the upper half of its half of the moving space: kept there, it would
+    /// leave the compactor too little room above it (the next compaction into that half starts
+    /// above pinned objects).
+    #[error("{0:?} lies in the upper half of its half of the moving space: pinned there, it would leave the compactor too little room above it; pin objects allocated soon after a collection, or allocate them with Mutator::alloc_pinned")]
+    TooHigh(Value),
     /// Null or an immediate.
     #[error("{0:?} is not a reference")]
     NotAReference(Value),
@@ -53,9 +60,19 @@ pub enum PinError {
 /// documentation). It keeps the object alive.
 pub struct Pin {
     root: GlobalRoot,
+    /// The heap, for a moving-space object (whose pin is in the heap's pin table).
+    moving: Option<crate::heap::Heap>,
     addr: usize,
     /// Payload bytes of a byte array; `None` for other objects (no I/O on them).
     bytes: Option<usize>,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        if let Some(h) = &self.moving {
+            h.inner.roots.pins.unpin(self.addr);
+        }
+    }
 }
 
 impl core::fmt::Debug for Pin {
@@ -148,11 +165,16 @@ impl Pin {
         (self.addr + WORD) as *mut u8
     }
 
+    /// Whether the object lies in the moving space (pinned in place there).
+    pub fn in_moving_space(&self) -> bool {
+        self.moving.is_some()
+    }
+
     fn io(&self, op: Op, fd: BorrowedFd<'_>, offset: usize, len: usize) -> io::Result<usize> {
         range(self.bytes, offset, len, op.name())?;
-        // SAFETY: in bounds of the payload of a live non-moving byte array, whose pages are
-        // present while it lives (module invariants); byte arrays hold no references, so the
-        // kernel's writes cannot forge one.
+        // SAFETY: in bounds of the payload of a live byte array that does not move and whose
+        // pages are present while this `Pin` lives (module invariants); byte arrays hold no
+        // references, so the kernel's writes cannot forge one.
         unsafe { op.run(fd, self.as_ptr().add(offset), len) }
     }
 
@@ -194,7 +216,17 @@ impl Mutator {
         self.alloc_non_moving(ty, len)
     }
 
-    /// Pin the object `v` names: it must lie in the non-moving space.
+    /// Pin the object `v` names, in either space: until the [`Pin`] is dropped it neither
+    /// moves nor has absent pages (its address is valid across native sections and in other
+    /// threads), and it stays alive. A moving-space object of any type can be pinned: every
+    /// compaction leaves it where it is (its pages present) and compacts the other objects
+    /// around it; the next compaction into its half starts above it; once unpinned, the next
+    /// cycle moves it like any object. An object may be pinned more than once.
+    ///
+    /// # Errors
+    /// [`PinError::NotAReference`] for null and immediates; [`PinError::TooHigh`] for a
+    /// moving-space object in the upper half of its half (allocate it early in a cycle, or
+    /// with [`Mutator::alloc_pinned`]).
     ///
     /// # Panics
     /// If `v` is stale or of another heap (as [`Mutator::local`]).
@@ -203,12 +235,28 @@ impl Mutator {
             return Err(PinError::NotAReference(v));
         };
         let addr = l.object().address();
-        if !self.non_moving(addr) {
-            return Err(PinError::Moves(v));
-        }
         let bytes = matches!(l.kind_of(), TypeKind::ByteArray).then(|| l.len());
+        let size = (l.payload_words() + 1) * WORD;
+        let mut moving = None;
+        if !self.non_moving(addr) {
+            let inner = &self.heap().inner;
+            let space = &inner.moving;
+            let half = usize::from(addr >= space.half_base[1]);
+            let end_offset = addr + size - space.half_base[half];
+            if end_offset.div_ceil(faultline_heap::PAGE_SIZE) * faultline_heap::PAGE_SIZE
+                > space.half_bytes / 2
+            {
+                return Err(PinError::TooHigh(v));
+            }
+            // Present before the pin counts (a destination page of a running compaction may
+            // still be absent); no safepoint until the table has it, so no flip in between.
+            self.ensure_present(v);
+            inner.roots.pins.pin(addr);
+            moving = Some(self.heap().clone());
+        }
         Ok(Pin {
             root: GlobalRoot::new(self.heap(), v),
+            moving,
             addr,
             bytes,
         })
@@ -337,5 +385,30 @@ impl Mutator {
         file_offset: u64,
     ) -> io::Result<usize> {
         self.array_io(Op::Pwrite(file_offset), array, fd, offset, len)
+    }
+}
+
+/// What [`crate::Heap::pin_stats`] reports about pinned moving-space objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PinStats {
+    /// Moving-space objects pinned now.
+    pub pinned_objects: usize,
+    /// Objects kept in place by a compaction and not yet back in a window
+    /// (the pinned ones, and unpinned ones the next flip moves).
+    pub stranded_objects: usize,
+    /// Their bytes.
+    pub stranded_bytes: usize,
+}
+
+impl crate::heap::Heap {
+    /// Pinned moving-space objects and those kept in place by compactions.
+    pub fn pin_stats(&self) -> PinStats {
+        let pins = &self.inner.roots.pins;
+        let stranded = pins.stranded();
+        PinStats {
+            pinned_objects: pins.pinned_objects(),
+            stranded_objects: stranded.len(),
+            stranded_bytes: stranded.iter().map(|s| s.1).sum(),
+        }
     }
 }

@@ -24,6 +24,11 @@
 //!   the tests use it as the reference fill.
 //! - [`Plan::slide`] is the stop-the-world compaction in place (`to == from`): the same two
 //!   passes, a chunk at a time, over the half itself.
+//! - Pinned objects ([`crate::pins`]): a *kept* object (pinned, in the old half) is forwarded
+//!   to itself; it stays in the rank, so a dead copy of it lands in the new half, which
+//!   nothing references. A *moved* object (a stranded one whose pins are gone, outside the
+//!   old half) is forwarded to where the flip copied it. Both tables are sorted slices
+//!   searched only when non-empty: with no pins, forwarding is the formula alone.
 //!
 //! Invariants:
 //! - a `Plan` is immutable once built; the side tables it holds ([`SideTables`]) are not
@@ -145,6 +150,13 @@ pub(crate) struct Plan {
     pub tables: Arc<SideTables>,
     /// Object layouts.
     pub types: Arc<TypeRegistry>,
+    /// Pinned objects of the old half that stay where they are ([`crate::pins`]):
+    /// `(address, bytes)`, sorted. Forwarded to themselves; their pages are never released,
+    /// staged or moved during the compaction.
+    pub kept: Box<[(usize, usize)]>,
+    /// Unpinned stranded objects copied to the new half by the flip: `(old, new)` addresses,
+    /// sorted by old address (all outside `[from, from_top)`).
+    pub moved: Box<[(usize, usize)]>,
 }
 
 impl Plan {
@@ -185,14 +197,39 @@ impl Plan {
         self.src + j.index() * PAGE_SIZE
     }
 
-    /// New address of the object (or word) at old address `v`; other values unchanged.
+    /// New address of the object (or word) at old address `v`; other values unchanged, and
+    /// so are kept (pinned) objects; moved stranded objects get their new address.
     #[inline]
     pub(crate) fn forward(&self, v: usize) -> usize {
         if v % WORD == 0 && v >= self.from && v < self.from_top {
+            if !self.kept.is_empty() && self.kept.binary_search_by_key(&v, |k| k.0).is_ok() {
+                return v;
+            }
             self.to + WORD * self.live().rank((v - self.from) / WORD)
+        } else if !self.moved.is_empty() {
+            match self.moved.binary_search_by_key(&v, |m| m.0) {
+                Ok(i) => self.moved[i].1,
+                Err(_) => v,
+            }
         } else {
             v
         }
+    }
+
+    /// Whether any object is kept or moved specially (forwarding consults the tables).
+    #[inline]
+    pub(crate) fn has_exceptions(&self) -> bool {
+        !self.kept.is_empty() || !self.moved.is_empty()
+    }
+
+    /// The old pages holding kept objects, as `[first, last]` old page indices.
+    pub(crate) fn kept_pages(&self) -> impl Iterator<Item = (OldPage, OldPage)> + '_ {
+        self.kept.iter().map(|&(a, b)| {
+            (
+                OldPage::of_word((a - self.from) / WORD),
+                OldPage::of_word((a + b - 1 - self.from) / WORD),
+            )
+        })
     }
 
     /// Word index (in the old half) of the object that lands on the first word of destination
@@ -436,6 +473,7 @@ impl Plan {
             from: self.from,
             from_top: self.from_top,
             to: self.to,
+            plan: self.has_exceptions().then_some(self),
         };
         let layouts = self.types.scan_table();
         while walk.pos < hi {
@@ -539,6 +577,9 @@ struct Forwarder<'a> {
     from: usize,
     from_top: usize,
     to: usize,
+    /// The plan, when it keeps or moves objects specially (rare: pins): then every slot goes
+    /// through [`Plan::forward`].
+    plan: Option<&'a Plan>,
 }
 
 impl Forwarder<'_> {
@@ -551,6 +592,10 @@ impl Forwarder<'_> {
         // SAFETY: the caller's contract.
         unsafe {
             let v = *slot;
+            if let Some(plan) = self.plan {
+                *slot = plan.forward(v);
+                return;
+            }
             if v % WORD == 0 && v >= self.from && v < self.from_top {
                 *slot = self.to + WORD * self.ranker.rank((v - self.from) / WORD);
             }
@@ -750,6 +795,8 @@ mod tests {
             bitmap_words,
             tables,
             types: Arc::new(r),
+            kept: Box::new([]),
+            moved: Box::new([]),
         };
         Fixture { _old: old, plan }
     }
@@ -784,6 +831,50 @@ mod tests {
                 assert!(got[r.clone()] == want[r], "seed {seed}: page {k} differs");
             }
         }
+    }
+
+    #[test]
+    fn kept_and_moved_objects_are_forwarded_specially() {
+        let mut f = fixture(21, 0.6, 100_000);
+        // Keep three marked objects; move an address outside the old half.
+        let mark = f.plan.mark();
+        let mut kept = Vec::new();
+        let mut w = 0;
+        let words = (f.plan.from_top - f.plan.from) / WORD;
+        while let Some(m) = mark.next_set(w, words) {
+            if m % 7 == 3 && kept.len() < 3 {
+                let h = header(f.plan.from + m * WORD);
+                let size = f.plan.types.size_words(h).unwrap();
+                kept.push((f.plan.from + m * WORD, size * WORD));
+            }
+            w = m + 1;
+        }
+        assert_eq!(kept.len(), 3);
+        let outside = 0x10_0000 + 8 * 5;
+        f.plan.kept = kept.clone().into_boxed_slice();
+        f.plan.moved = vec![(outside, 0x7000_0000_1000)].into_boxed_slice();
+        let pd = &f.plan;
+        for &(a, _) in &kept {
+            assert_eq!(pd.forward(a), a, "a kept object stays");
+        }
+        assert_eq!(pd.forward(outside), 0x7000_0000_1000);
+        assert_eq!(pd.forward(outside + 8), outside + 8);
+        // Filling runs of pages (the reference pass's own forwarder) agrees with the
+        // reference fill (which uses `forward`), and slots naming kept objects keep them.
+        let mut want = pages(pd.pages);
+        for k in 0..pd.pages {
+            let page = &mut want[k * PAGE_WORDS..(k + 1) * PAGE_WORDS];
+            pd.fill_page_by_pieces(DestPage(k), bytes(page));
+        }
+        let mut got = pages(pd.pages);
+        pd.fill_pages(DestPage(0), bytes(&mut got));
+        assert!(got == want, "filling with kept and moved objects differs");
+        let kept_refs = got
+            .iter()
+            .filter(|&&v| kept.iter().any(|&(a, _)| a as u64 == v))
+            .count();
+        let moved_refs = got.iter().filter(|&&v| v == 0x7000_0000_1000).count();
+        assert!(kept_refs > 0 && moved_refs > 0, "{kept_refs} {moved_refs}");
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! - [`release_old_half`] never fails: a failed release is recorded, not propagated, because
 //!   it happens after references point into the new half;
 //! - nothing here runs in signal context;
+//! - pages holding kept or stranded pinned objects ([`crate::pins`]) are never released
+//!   or recycled;
 //! - recycling ([`recycle_old_half`]) moves only pages of the old half, after its compaction
 //!   finished (nothing reads them any more), into pages the current half's claimed end
 //!   hands it ([`MovingSpace::claim_recycled`]): absent pages no refill populates, marked dirty
@@ -210,16 +212,18 @@ pub(crate) fn finish_old_half(
     from: usize,
     from_end: usize,
     want: usize,
+    keep: &[(usize, usize)],
 ) -> usize {
     if from_end <= from {
         return 0;
     }
-    let pages = if recycle && !poison {
-        recycle_old_half(arena, moving, from, from_end, want)
-    } else {
-        0
-    };
-    release_old_half(arena, st, poison, arena.offset_of(from), from_end - from);
+    let mut pages = 0;
+    for (s, e) in crate::pins::subtract(from, from_end, keep) {
+        if recycle && !poison {
+            pages += recycle_old_half(arena, moving, s, e, want.saturating_sub(pages * PAGE_SIZE));
+        }
+        release_old_half(arena, st, poison, arena.offset_of(s), e - s);
+    }
     pages
 }
 
@@ -250,13 +254,21 @@ pub(crate) fn release_free_tail(arena: &VolatileArena, new_end: usize, old_end: 
 }
 
 /// Before a flip into the half at `to_offset`: release again whatever the last cycle left
-/// present or poisoned there. With the world stopped, before any reference changes.
+/// present or poisoned there, except the pages of `keep` (absolute `[start, end)` page
+/// ranges, sorted and disjoint: stranded pinned objects, see [`crate::pins`]); and release the
+/// garbage pages `clean` (absolute ranges) below the destination window. With the world
+/// stopped, before any reference changes.
 pub(crate) fn prepare_destination(
     arena: &VolatileArena,
     st: &ReleaseState,
     to_offset: ArenaOffset,
     half_bytes: usize,
+    keep: &[(usize, usize)],
+    clean: &[(usize, usize)],
 ) -> Result<(), ArenaError> {
+    for &(s, e) in clean {
+        arena.release(arena.offset_of(s), e - s)?;
+    }
     let to_offset = to_offset.get();
     let (o, l) = (
         st.dirty_offset.load(Ordering::Acquire),
@@ -267,7 +279,11 @@ pub(crate) fn prepare_destination(
     }
     // A plain release undoes both: it frees what a failed release left present, and
     // MADV_DONTNEED drops poison markers and the poison pattern.
-    arena.release(ArenaOffset(o), l)?;
+    let base = arena.base();
+    let keep: Vec<(usize, usize)> = keep.iter().map(|&(s, e)| (s - base, e - base)).collect();
+    for (s, e) in crate::pins::subtract(o, o + l, &keep) {
+        arena.release(ArenaOffset(s), e - s)?;
+    }
     st.dirty_len.store(0, Ordering::Release);
     Ok(())
 }

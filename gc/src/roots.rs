@@ -5,7 +5,8 @@
 //!   same way);
 //! - per heap ([`HeapRoots`]): the global-root table (`GlobalRoot` handles), heap-wide
 //!   [`RootSource`]s, and the strong slots of the weak table ([`crate::weak`]: finalization
-//!   held values, pending and delivered).
+//!   held values, pending and delivered), and the reference slots of stranded pinned objects
+//!   ([`crate::pins`]).
 //!
 //! Invariants:
 //! - a root slot holds a `Value`'s bits: 0 (null), an immediate, or the address of a live
@@ -22,6 +23,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::pins::PinTable;
 use crate::reentry::{self, Callback};
 use crate::value::{next_era, RootSlot};
 use crate::weak::WeakTables;
@@ -80,6 +82,9 @@ pub(crate) struct HeapRoots {
     /// Weak references, ephemerons and finalization ([`crate::weak`]): only its held values
     /// are roots.
     pub weak: WeakTables,
+    /// Pinned moving-space objects ([`crate::pins`]): the reference slots of stranded ones are
+    /// roots.
+    pub pins: PinTable,
 }
 
 impl Default for HeapRoots {
@@ -90,6 +95,7 @@ impl Default for HeapRoots {
             globals: Mutex::default(),
             sources: Mutex::default(),
             weak: WeakTables::default(),
+            pins: PinTable::default(),
         }
     }
 }
@@ -163,6 +169,7 @@ impl HeapRoots {
         }
         drop(sources);
         self.weak.visit_strong(f);
+        self.pins.visit_slots(f);
     }
 }
 

@@ -4,11 +4,14 @@
 //!  arena:  [ half 0 (max_heap) | half 1 (max_heap) | large-object space ]
 //!  moving space: objects are bump-allocated in the *current* half; a collection compacts the
 //!  live ones into the other half, which becomes current; the old half is released.
+//!  With pinned objects ([`crate::pins`]) a half's *window* [`MovingSpace::base`] may start
+//!  above its first page: below it lie only stranded (pinned) objects and garbage pages.
 //! ```
 //!
 //! Invariants:
 //! - `top` only grows between collections, by CAS, and never passes the current half's end;
-//!   `[half base, top)` is a parseable sequence of objects (zero words are one-word fillers);
+//!   `[window, top)` is a parseable sequence of objects (zero words are one-word fillers);
+//!   the window (page aligned) changes only in a pause;
 //! - `populated` (guarded by its mutex) is the page-aligned end of the memory *claimed* in the
 //!   current half: every page below it is present, or being made present by a refill or a
 //!   recycling step in flight (never at a pause: refills and recycling finish before one);
@@ -46,6 +49,9 @@ pub struct MovingSpace {
     pub half_base: [usize; 2],
     /// Index of the current half (changes only inside a pause).
     pub current: AtomicUsize,
+    /// Start of the current half's window (absolute, page aligned; the half's base unless
+    /// stranded pinned objects lie in it; changes only inside a pause).
+    pub window: AtomicUsize,
     /// Bump pointer in the current half (absolute).
     pub top: AtomicUsize,
     /// End of claimed memory in the current half (absolute, page aligned; see the module
@@ -86,6 +92,7 @@ impl MovingSpace {
             half_offset: [ArenaOffset(0), ArenaOffset(half_bytes)],
             half_base: [base, base + half_bytes],
             current: AtomicUsize::new(0),
+            window: AtomicUsize::new(base),
             top: AtomicUsize::new(base),
             populated: Mutex::new(base),
             ready: AtomicUsize::new(base),
@@ -96,15 +103,15 @@ impl MovingSpace {
         }
     }
 
-    /// Base of the current half.
+    /// Base of the current half's window: where its objects start.
     #[inline]
     pub fn base(&self) -> usize {
-        self.half_base[self.current.load(Ordering::Relaxed)]
+        self.window.load(Ordering::Relaxed)
     }
     /// End of the current half.
     #[inline]
     pub fn end(&self) -> usize {
-        self.base() + self.half_bytes
+        self.half_base[self.current.load(Ordering::Relaxed)] + self.half_bytes
     }
     /// Bytes in use in the current half.
     pub fn used(&self) -> usize {
@@ -200,7 +207,7 @@ impl MovingSpace {
                 }
                 (start, page_up(upto), false)
             } else {
-                let target = ((upto - base).div_ceil(batch) * batch).min(self.half_bytes) + base;
+                let target = ((upto - base).div_ceil(batch) * batch).min(self.end() - base) + base;
                 let claimed_from = *pop;
                 *pop = target;
                 (start.min(claimed_from), target, true)

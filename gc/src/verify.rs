@@ -5,8 +5,9 @@
 //! 1. the current half parses from its base to `top` as a sequence of objects of registered
 //!    types (zero words are one-word fillers) that ends exactly at `top`;
 //! 2. every large object has a registered type and fits in its pages;
-//! 3. from the roots, every reachable reference points at an object start found by (1) or a
-//!    large object of (2) — never into the released half, never outside the heap;
+//! 3. from the roots, every reachable reference points at an object start found by (1), a
+//!    large object of (2) or a stranded pinned object ([`crate::pins`], whose reference
+//!    slots are roots) — never into the released half, never outside the heap;
 //! 4. ([`check_marks`], after marking) every marked object's words are all set in the
 //!    live-words bitmap, and the live-words bitmap holds nothing else;
 //! 5. ([`checkmark`], after concurrent marking, like Go's `gccheckmark`) everything reachable
@@ -119,6 +120,9 @@ pub(crate) fn verify_heap(
                 return err(format!("{}: {v:#x} is not a live large object", what()));
             }
             Ok(true)
+        } else if view.roots.pins.is_stranded(v) {
+            // A stranded pinned object: its reference slots are root slots (checked there).
+            Ok(false)
         } else if moving.in_other_half(v) {
             err(format!("{}: {v:#x} points into the released half", what()))
         } else if v >= base && v < moving.end() {

@@ -81,6 +81,13 @@ pub struct Shadow {
     pub rng: Rng,
     pub checks: u64,
     pub objects_checked: u64,
+    /// Pin or unpin a random object once every this many steps on average (`None`: never).
+    pub pin_every: Option<u64>,
+    /// Pins held: the pin, the object's id and its pinned address.
+    pub pinned: Vec<(faultline::Pin, u64, usize)>,
+    /// Pins made, and refused (`PinError::TooHigh`).
+    pub pins_made: u64,
+    pub pins_refused: u64,
 }
 
 impl Shadow {
@@ -98,6 +105,10 @@ impl Shadow {
             rng: Rng::new(seed),
             checks: 0,
             objects_checked: 0,
+            pin_every: None,
+            pinned: Vec::new(),
+            pins_made: 0,
+            pins_refused: 0,
         }
     }
 
@@ -135,8 +146,32 @@ impl Shadow {
         Some((v, id))
     }
 
+    /// Pin a random reachable object, or drop a random pin.
+    fn pin_or_unpin(&mut self, m: &mut Mutator) {
+        if !self.pinned.is_empty() && (self.pinned.len() >= 4 || self.rng.below(2) == 0) {
+            let i = self.rng.below(self.pinned.len() as u64) as usize;
+            self.pinned.swap_remove(i);
+            return;
+        }
+        let Some((v, id)) = self.pick(m) else { return };
+        match m.pin(v) {
+            Ok(p) => {
+                let addr = p.value(m).bits();
+                self.pinned.push((p, id, addr));
+                self.pins_made += 1;
+            }
+            Err(faultline::PinError::TooHigh(_)) => self.pins_refused += 1,
+            Err(e) => panic!("pinning object {id}: {e}"),
+        }
+    }
+
     /// One random operation.
     pub fn step(&mut self, m: &mut Mutator) {
+        if let Some(n) = self.pin_every {
+            if self.rng.below(n) == 0 {
+                return self.pin_or_unpin(m);
+            }
+        }
         match self.rng.below(100) {
             0..=44 => self.alloc_node(m, false),
             45..=46 => self.alloc_node(m, true),
@@ -246,6 +281,12 @@ impl Shadow {
     /// Compare the heap graph reachable from the roots with the model.
     pub fn check(&mut self, m: &Mutator) {
         self.checks += 1;
+        // Pinned objects stay where they were pinned, and are still themselves.
+        for (p, id, addr) in &self.pinned {
+            let v = p.value(m);
+            assert_eq!(v.bits(), *addr, "pinned object {id} moved");
+            assert_eq!(self.id_of(m, v), Some(*id), "pinned object {id} changed");
+        }
         let mut seen: HashSet<u64> = HashSet::new();
         let mut stack: Vec<(Value, u64)> = Vec::new();
         for r in 0..ROOTS {
