@@ -426,7 +426,6 @@ struct MarkStart {
 fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     let cfg = &inner.config;
     let types = inner.types();
-    let mut scratch = inner.scratch.lock().unwrap_or_else(PoisonError::into_inner);
     let tables = inner.tables.clone();
     let tm = Instant::now();
     // 2. Concurrent mark. Clear the bitmaps over the whole half: black buffers may land
@@ -504,6 +503,10 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     // 4. Remark + flip pause.
     let t0 = Instant::now();
     let g = inner.sp.stop_the_world_as(None);
+    // The stop-the-world buffer (and the pause work it serialises) is needed in the pause
+    // only: taken after the stop, given back before the resume, so no thread holds it while
+    // the world runs.
+    let mut scratch = inner.scratch.lock().unwrap_or_else(PoisonError::into_inner);
     let tts = t0.elapsed();
     inner.gate.set_phase(CyclePhase::Remark);
     marking::remark(
@@ -587,8 +590,8 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         stats.handshake = report.handshake;
         stats.remark_satb_entries = report.remark_satb_entries;
     }
-    inner.sp.resume(g);
     drop(scratch);
+    inner.sp.resume(g);
     match outcome {
         Ok(Flip::Armed(stats, finish)) => {
             inner.gate.set_phase(CyclePhase::Compacting);
