@@ -425,7 +425,11 @@ struct MarkStart {
 /// Concurrent phases 2-6, on the GC thread.
 fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     let cfg = &inner.config;
-    let types = inner.types();
+    let types = {
+        // (A fork waits for the read lock to be given back: see `crate::forkgate`.)
+        let _r = crate::forkgate::Region::enter();
+        inner.types()
+    };
     let tables = inner.tables.clone();
     let tm = Instant::now();
     // 2. Concurrent mark. Clear the bitmaps over the whole half: black buffers may land
@@ -470,7 +474,13 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     }
     // 2c. Ephemerons, concurrently: mark the values of keys marked so far (the remark pause
     //     finishes the fix-point; see `crate::weak`). Objects above `mark_top` are black.
-    if inner.roots.weak.has_ephemerons() {
+    let ephemerons = {
+        let _r = crate::forkgate::Region::enter();
+        inner.roots.weak.has_ephemerons()
+    };
+    if ephemerons {
+        // The weak table's lock is held throughout: a fork waits for the fix-point.
+        let _r = crate::forkgate::Region::enter();
         let liveness = Liveness {
             from: st.from,
             limit: st.mark_top,
@@ -505,7 +515,8 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     let g = inner.sp.stop_the_world_as(None);
     // The stop-the-world buffer (and the pause work it serialises) is needed in the pause
     // only: taken after the stop, given back before the resume, so no thread holds it while
-    // the world runs.
+    // the world runs (a fork during marking, which does not wait for the cycle, never leaves
+    // it held in the child).
     let mut scratch = inner.scratch.lock().unwrap_or_else(PoisonError::into_inner);
     let tts = t0.elapsed();
     inner.gate.set_phase(CyclePhase::Remark);
@@ -600,8 +611,12 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         Ok(Flip::Done(stats)) => {
             let mut stats = *stats;
             stats.vmas = (inner.arena.vmas_at_creation(), inner.arena.vma_count());
-            pace_next(&inner, stats.heap_after(), (0, Duration::ZERO));
-            take_pace_stats(&inner, &mut stats);
+            {
+                // Locks a forked child needs (see `crate::forkgate`).
+                let _r = crate::forkgate::Region::enter();
+                pace_next(&inner, stats.heap_after(), (0, Duration::ZERO));
+                take_pace_stats(&inner, &mut stats);
+            }
             record_cycle(&inner, &stats);
             inner.gate.set_idle();
             verify_after_concurrent(&inner, stats.cycle);
@@ -933,7 +948,9 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     inner.config.debug.phase_delay(Phase::BeforeCompaction);
     let t0 = Instant::now();
     c.run_workers(arena, inner.config.workers());
-    // 6. Finish. Every page is mapped: nobody needs the old half or the plan any more.
+    // 6. Finish. Every page is mapped: nobody needs the old half or the plan any more. A fork
+    //    now waits for the bookkeeping below (it takes locks a child needs), not the hook.
+    let finishing = crate::forkgate::Region::enter();
     c.disarm();
     if inner.config.choreography == Choreography::PerCycle {
         choreography::teardown(arena, finish.detached);
@@ -967,6 +984,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     stats.compact_fill = Duration::from_nanos(c.counters.fill_ns.load(Ordering::Relaxed));
     stats.compact_map = Duration::from_nanos(c.counters.map_ns.load(Ordering::Relaxed));
     take_pace_stats(&inner, &mut stats);
+    drop(finishing);
     record_cycle(&inner, &stats);
     inner.gate.set_idle();
     verify_after_concurrent(&inner, stats.cycle);
@@ -1004,6 +1022,7 @@ fn take_pace_stats(inner: &HeapInner, stats: &mut CycleStats) {
 /// Record a completed cycle: history and the GC-log hook.
 fn record_cycle(inner: &HeapInner, stats: &CycleStats) {
     {
+        let _r = crate::forkgate::Region::enter();
         let mut h = inner.history.lock().unwrap_or_else(PoisonError::into_inner);
         h.push(stats.clone());
         trim_history(&mut h, inner.config.history_limit);
