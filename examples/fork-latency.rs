@@ -11,7 +11,9 @@
 //! The live data is a chain of 64-slot vectors (about 0.5 KiB each) with as much garbage
 //! allocated in between. An unattached thread watches [`faultline::Heap::phase`] and forks as
 //! soon as the wanted phase is seen; the child reports through a pipe when it was ready and
-//! what its fork handler did, checks its heap (`--verify` as fifth argument) and exits.
+//! what its fork handler did, checks its heap (`--verify` as fifth argument) and exits. The
+//! parent's fork handler is broken down into stopping the worlds (which includes the rest of a
+//! pause in progress) and closing the fork gate (the collector's threads reaching a boundary).
 
 use std::time::{Duration, Instant};
 
@@ -25,13 +27,21 @@ fn fixnum(n: usize) -> Value {
     Value::immediate((n << 3) | 1).expect("tagged")
 }
 
-/// One fork: (parent's fork() time, child ready after, child's ended cycles, pages filled).
-fn fork_once(
-    heap: &Heap,
-    head: &GlobalRoot,
-    verify: bool,
-    chain: usize,
-) -> (Duration, Duration, u64, u64) {
+/// One fork's figures.
+struct Forked {
+    /// `fork()` in the parent.
+    parent: Duration,
+    /// From before `fork()` until the child's `fork()` returned.
+    child: Duration,
+    /// Of the parent's fork handler: stopping the worlds, closing the fork gate.
+    stop: Duration,
+    gate: Duration,
+    /// The child's fork handler: cycles ended, destination pages filled.
+    ended: u64,
+    filled: u64,
+}
+
+fn fork_once(heap: &Heap, head: &GlobalRoot, verify: bool, chain: usize) -> Forked {
     let mut fds = [0; 2];
     // SAFETY: a pipe for the child's report.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
@@ -40,6 +50,7 @@ fn fork_once(
     let pid = unsafe { libc::fork() };
     let parent = t0.elapsed();
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    let (stop, gate) = faultline::testing::last_fork_prepare();
     if pid == 0 {
         let ready = t0.elapsed();
         let (ended, filled) = faultline::testing::child_finish_counts();
@@ -76,7 +87,14 @@ fn fork_once(
     };
     assert_eq!(n, 32, "the child reported nothing");
     assert_eq!(msg[3], 1, "the child's heap is broken");
-    (parent, Duration::from_nanos(msg[0]), msg[1], msg[2])
+    Forked {
+        parent,
+        child: Duration::from_nanos(msg[0]),
+        stop,
+        gate,
+        ended: msg[1],
+        filled: msg[2],
+    }
 }
 
 fn main() {
@@ -134,11 +152,13 @@ fn main() {
             .collect::<Vec<_>>()
     );
     println!(
-        "{:<11} {:>5} {:>12} {:>12} {:>12} {:>12} {:>8} {:>10}",
+        "{:<11} {:>5} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>6} {:>10}",
         "phase",
         "forks",
         "parent p50",
         "parent max",
+        "stop max",
+        "gate max",
         "child p50",
         "child max",
         "ended",
@@ -153,6 +173,7 @@ fn main() {
         let mut parent = Vec::new();
         let mut child = Vec::new();
         let (mut ended, mut filled) = (0, 0);
+        let (mut stop, mut gate) = (Duration::ZERO, Duration::ZERO);
         let mut tries = 0;
         while parent.len() < reps && tries < reps * 20 {
             tries += 1;
@@ -178,22 +199,26 @@ fn main() {
             // Wait natively (the cycle's pauses do not wait for this thread).
             let r = m.native(move || forker.join().expect("forker"));
             m.wait_for_cycle().expect("wait");
-            if let Some((p, c, e, f)) = r {
-                parent.push(p);
-                child.push(c);
-                ended += e;
-                filled += f;
+            if let Some(f) = r {
+                parent.push(f.parent);
+                child.push(f.child);
+                stop = stop.max(f.stop);
+                gate = gate.max(f.gate);
+                ended += f.ended;
+                filled += f.filled;
             }
         }
         parent.sort();
         child.sort();
         let n = parent.len().max(1);
         println!(
-            "{:<11} {:>5} {:>12.3?} {:>12.3?} {:>12.3?} {:>12.3?} {:>8} {:>10}",
+            "{:<11} {:>5} {:>12.3?} {:>12.3?} {:>12.3?} {:>12.3?} {:>12.3?} {:>12.3?} {:>6} {:>10}",
             phase.to_string(),
             parent.len(),
             parent.get(parent.len() / 2).copied().unwrap_or_default(),
             parent.last().copied().unwrap_or_default(),
+            stop,
+            gate,
             child.get(child.len() / 2).copied().unwrap_or_default(),
             child.last().copied().unwrap_or_default(),
             ended,

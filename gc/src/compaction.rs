@@ -570,9 +570,9 @@ impl Compaction {
     /// the intact old half, on plain memory (the child's arena is no longer registered: an
     /// absent page simply faults in as a zero page), then disarm. The parent brought every
     /// fill in flight to a boundary first ([`crate::forkgate`]), so such a page is absent
-    /// and every old page it reads is intact (see the module invariants). Returns the plan's
-    /// old half (`from`) and the pages filled here, or `None` if no compaction was active.
-    pub(crate) fn finish_in_child(&self, arena: &VolatileArena) -> Option<(usize, usize)> {
+    /// and every old page it reads is intact (see the module invariants). Returns the pages
+    /// filled here, or `None` if no compaction was active.
+    pub(crate) fn finish_in_child(&self, arena: &VolatileArena) -> Option<usize> {
         if !self.active.load(Ordering::SeqCst) {
             return None;
         }
@@ -609,7 +609,7 @@ impl Compaction {
             k += n;
         }
         self.active.store(false, Ordering::SeqCst);
-        Some((pd.from, filled))
+        Some(filled)
     }
 
     /// Make destination page `k` mapped (claim and fill, or wait). Async-signal-safe.

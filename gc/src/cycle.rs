@@ -948,9 +948,9 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     inner.config.debug.phase_delay(Phase::BeforeCompaction);
     let t0 = Instant::now();
     c.run_workers(arena, inner.config.workers());
-    // 6. Finish. Every page is mapped: nobody needs the old half or the plan any more. A fork
-    //    now waits for the bookkeeping below (it takes locks a child needs), not the hook.
-    let finishing = crate::forkgate::Region::enter();
+    // 6. Finish. Every page is mapped: nobody needs the old half or the plan any more. (A fork
+    //    from here on does not wait for the release of the old half, which a child redoes,
+    //    but for the bookkeeping below, which takes locks a child needs; not for the hook.)
     c.disarm();
     if inner.config.choreography == Choreography::PerCycle {
         choreography::teardown(arena, finish.detached);
@@ -963,6 +963,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
             finish.from_populated - finish.from,
         );
     }
+    let finishing = crate::forkgate::Region::enter();
     if let Err(e) = inner.large.release_dead(arena, &finish.large_dead) {
         eprintln!("faultline: releasing dead large objects failed: {e}");
     }

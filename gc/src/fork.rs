@@ -33,8 +33,8 @@
 //!    bitmaps, gray objects and queues it leaves are never read again: the child's next
 //!    collection is stop-the-world and starts from clear bitmaps); a *compaction* is finished
 //!    on plain memory ([`crate::compaction::Compaction::finish_in_child`]: every destination
-//!    page not yet mapped is filled from the intact old half), then the old half is released
-//!    (large objects found dead at the flip are released by the child's next collection,
+//!    page not yet mapped is filled from the intact old half), then the whole old half is
+//!    released (the parent may have been releasing it at the fork) (large objects found dead at the flip are released by the child's next collection,
 //!    which finds them unmarked again). The cycle is then idle and the world is restarted.
 //!    Mutators of threads that do not exist in the child stay parked (or native) forever:
 //!    their roots stay roots, and they never hold up a pause.
@@ -67,6 +67,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 
 use crate::inner::HeapInner;
+use crate::phase::CyclePhase;
 use crate::release::release_old_half;
 use crate::safepoint::{attached_here, Me, MutatorShared, SpState, NATIVE};
 
@@ -175,6 +176,7 @@ extern "C" fn prepare() {
     {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+    let t0 = std::time::Instant::now();
     for h in &mut held {
         let g = quiesce(&h.heap, h.me.as_ref().map(|m| &m.0));
         // SAFETY: the guard borrows `h.heap.sp`, which lives as long as the `Arc` stored beside
@@ -183,8 +185,25 @@ extern "C" fn prepare() {
         h.guard = Some(g);
     }
     // Every world is stopped: only the collector's own threads run. Let them reach a boundary.
+    let stopped = std::time::Instant::now();
     crate::forkgate::close();
+    let ns = |d: std::time::Duration| d.as_nanos().min(u64::MAX as u128) as u64;
+    LAST_STOP_NS.store(ns(stopped - t0), Ordering::Relaxed);
+    LAST_GATE_NS.store(ns(stopped.elapsed()), Ordering::Relaxed);
     HELD.with(|x| *x.borrow_mut() = held);
+}
+
+static LAST_STOP_NS: AtomicU64 = AtomicU64::new(0);
+static LAST_GATE_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The last fork's *prepare* in this process: how long stopping every heap's world took
+/// (including the rest of a pause in progress), and how long closing the fork gate waited for
+/// the collector's threads to reach a boundary (for benchmarks).
+pub fn last_fork_prepare() -> (std::time::Duration, std::time::Duration) {
+    (
+        std::time::Duration::from_nanos(LAST_STOP_NS.load(Ordering::Relaxed)),
+        std::time::Duration::from_nanos(LAST_GATE_NS.load(Ordering::Relaxed)),
+    )
 }
 
 /// Restart every held heap's world, then leave native state as a mutator does (waiting for a
@@ -243,14 +262,24 @@ fn end_cycle_in_child(inner: &HeapInner, g: &SpState) {
         // thread, the only one in the child.
         unsafe { m.roots_mut() }.satb.clear();
     }
-    if let Some((from, filled)) = inner.compaction.finish_in_child(&inner.arena) {
-        CHILD_FILLED_PAGES.fetch_add(filled as u64, Ordering::Relaxed);
-        // The whole old half: a superset of its used part, and nothing reads it any more.
+    let after_flip = match inner.compaction.finish_in_child(&inner.arena) {
+        Some(filled) => {
+            CHILD_FILLED_PAGES.fetch_add(filled as u64, Ordering::Relaxed);
+            true
+        }
+        // Compaction over (or no flip yet).
+        None => inner.gate.phase() == CyclePhase::Compacting,
+    };
+    if after_flip {
+        // After the flip: the other half is the old one. Release all of it (a superset of its
+        // used part; the parent may have been releasing it at the fork), nothing reads it
+        // any more. No poisoning: that may take a userfaultfd call.
+        let old = 1 - inner.moving.current.load(Ordering::Relaxed);
         release_old_half(
             &inner.arena,
             &inner.release,
             false,
-            inner.arena.offset_of(from),
+            inner.moving.half_offset[old],
             inner.moving.half_bytes,
         );
     }

@@ -160,7 +160,7 @@ pub use weakref::FinalizationQueue;
 #[doc(hidden)]
 pub mod testing {
     pub use crate::debug::Breakage;
-    pub use crate::fork::child_finish_counts;
+    pub use crate::fork::{child_finish_counts, last_fork_prepare};
     /// The page state machine (for the loom model).
     pub mod pagestate {
         pub use crate::pagestate::*;
