@@ -453,6 +453,96 @@ fn fork_a_stop_the_world_heap() {
     });
 }
 
+/// Forks land at arbitrary moments of cycles whose compaction runs while a mutator reads its
+/// tree (faulting destination pages in) and allocates: every fork meets whatever the workers,
+/// the faulting mutator or the handler thread were doing, and must find them at a boundary.
+/// Each child checks every payload of the tree, verifies, collects, and reports what its fork
+/// handler finished; the parent's heap verifies at the end.
+#[test]
+fn forks_land_anywhere_in_cycles_with_faulting_mutators() {
+    let _serial = serial();
+    if !uffd_or_skip("forks_land_anywhere_in_cycles_with_faulting_mutators") {
+        return;
+    }
+    with_deadline(
+        Duration::from_secs(300),
+        "forks during faulting compaction",
+        || {
+            for (strategy, faults) in [
+                (Strategy::Copy, FaultMode::Thread),
+                (Strategy::Move, FaultMode::Sigbus),
+                (Strategy::Move, FaultMode::Thread),
+                (Strategy::Minor, FaultMode::Thread),
+                (Strategy::Minor, FaultMode::Sigbus),
+            ] {
+                let what = format!("{strategy:?}/{faults:?}");
+                let heap = Heap::new(HeapConfig::with_heap_size(8 << 20).with(|c| {
+                    c.mode = GcMode::Concurrent;
+                    c.strategy = strategy;
+                    c.faults = faults;
+                    c.debug.compaction_delay = Some(Duration::from_millis(3));
+                }))
+                .unwrap();
+                let t = Arc::new(register(&heap));
+                let root = {
+                    let mut m = heap.attach();
+                    tree(&mut m, &t, 12, 5);
+                    Arc::new(GlobalRoot::new(&heap, m.pop().unwrap()))
+                };
+                let stop = Arc::new(AtomicBool::new(false));
+                let worker = {
+                    let (heap, t, stop, root) =
+                        (heap.clone(), t.clone(), stop.clone(), root.clone());
+                    std::thread::spawn(move || {
+                        let mut m = heap.attach();
+                        let mut cycles = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            for _ in 0..3000 {
+                                m.alloc(t.pair, 0).unwrap();
+                            }
+                            m.start_collection().unwrap();
+                            // Read right after the start: the flip comes meanwhile, and the reads
+                            // fault in pages the workers (held back a little) have not filled.
+                            for _ in 0..3 {
+                                assert_eq!(check_tree(&m, root.get(&m), 12, 5), (1 << 12) - 1);
+                            }
+                            cycles += 1;
+                        }
+                        cycles
+                    })
+                };
+                let (mut ended, mut filled) = (0, 0);
+                for i in 0..stress_scale(12) {
+                    std::thread::sleep(Duration::from_millis(3 + 5 * (i % 5)));
+                    let (h2, r2) = (heap.clone(), root.clone());
+                    let r = fork_and_report(
+                        move || {
+                            h2.verify().expect("child verifies");
+                            let mut m = h2.attach();
+                            assert_eq!(check_tree(&m, r2.get(&m), 12, 5), (1 << 12) - 1);
+                            m.collect().unwrap();
+                            assert_eq!(check_tree(&m, r2.get(&m), 12, 5), (1 << 12) - 1);
+                            m.verify().unwrap();
+                        },
+                        || {},
+                    );
+                    assert_eq!(r.code, CHILD_OK, "{what}: fork {i}");
+                    ended += r.ended;
+                    filled += r.filled;
+                }
+                stop.store(true, Ordering::Relaxed);
+                let cycles = worker.join().unwrap();
+                assert!(cycles > 0, "{what}");
+                heap.wait_for_compaction();
+                heap.verify().unwrap();
+                eprintln!(
+                "{what}: {cycles} cycles; children ended {ended} running cycles, filled {filled} pages"
+            );
+            }
+        },
+    );
+}
+
 /// A mutator thread runs concurrent cycles back to back while an unattached thread forks at
 /// arbitrary moments; every child attaches, reads a globally rooted tree and collects.
 #[test]

@@ -20,12 +20,16 @@
 //!    the fork gate ([`crate::forkgate`]): the collector's threads (GC thread, compaction
 //!    workers, markers) finish the batch or short critical section in hand and wait, so no
 //!    destination page is half filled and no lock the child needs is held at the fork;
-//! 2. *parent*: open the gate, restart the world of every heap and leave native state
-//!    (waiting, like any mutator leaving native code, if a pause began meanwhile); the running
-//!    cycle simply continues;
+//! 2. *parent*: if a heap's arena is a memfd (minor strategy), first wait until the child has
+//!    made its private copy of it (`faultline_heap::fork`'s child-ready handshake): until then
+//!    the child reads the same page cache, and a write by the parent (a mutator's store, a
+//!    page filled, the old half punched at the end of the compaction) would reach the child's
+//!    copy half-way; then open the gate, restart the world of every heap and leave native
+//!    state (waiting, like any mutator leaving native code, if a pause began meanwhile); the
+//!    running cycle simply continues;
 //! 3. *child*: the arena detects that it is in a forked child (the fork generation, see
-//!    `faultline_heap::fork`) and from then on never touches the userfaultfd; a memfd arena
-//!    is replaced by a private copy; the heap runs every later cycle stop-the-world on plain
+//!    `faultline_heap::fork`) and from then on never touches the userfaultfd; every memfd
+//!    arena is replaced by a private copy (then the parent is told); the heap runs every later cycle stop-the-world on plain
 //!    memory (`HeapInner::concurrent_now`) and reports [`FORKED_REASON`] as its fallback
 //!    reason. A cycle that was running is ended here, before `fork` returns (a plain access by
 //!    the embedder could not be intercepted later): *marking* is abandoned (marking and the
@@ -65,6 +69,8 @@
 use core::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
+
+use faultline_heap::arena::Backing;
 
 use crate::inner::HeapInner;
 use crate::phase::CyclePhase;
@@ -187,11 +193,26 @@ extern "C" fn prepare() {
     // Every world is stopped: only the collector's own threads run. Let them reach a boundary.
     let stopped = std::time::Instant::now();
     crate::forkgate::close();
+    // A memfd arena stays shared with the child until the child has copied it: the parent
+    // keeps its worlds stopped and its gate closed until the child says so.
+    let memfd = held
+        .iter()
+        .any(|h| h.heap.arena.config().backing == Backing::Memfd);
+    AWAIT_CHILD.store(
+        memfd && faultline_heap::fork::expect_child_ready(),
+        Ordering::Relaxed,
+    );
     let ns = |d: std::time::Duration| d.as_nanos().min(u64::MAX as u128) as u64;
     LAST_STOP_NS.store(ns(stopped - t0), Ordering::Relaxed);
     LAST_GATE_NS.store(ns(stopped.elapsed()), Ordering::Relaxed);
     HELD.with(|x| *x.borrow_mut() = held);
 }
+
+/// Set by *prepare* when the parent must wait for the child's copy of its memfd arenas (see
+/// `faultline_heap::fork`'s child-ready handshake); read (and cleared) by *parent* / *child*.
+static AWAIT_CHILD: AtomicBool = AtomicBool::new(false);
+/// How long a parent waits for that answer at most (a child killed before it answered).
+const CHILD_READY_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 static LAST_STOP_NS: AtomicU64 = AtomicU64::new(0);
 static LAST_GATE_NS: AtomicU64 = AtomicU64::new(0);
@@ -210,9 +231,34 @@ pub fn last_fork_prepare() -> (std::time::Duration, std::time::Duration) {
 /// pause that may have started in between).
 fn release_all(child: bool) {
     let mut held = HELD.with(|x| std::mem::take(&mut *x.borrow_mut()));
+    let answer = AWAIT_CHILD.swap(false, Ordering::Relaxed);
     if child {
         crate::forkgate::reset_in_child();
+        // The arena already knows it is forked (its generation changed in the heap layer's
+        // child handler); a memfd arena still shares its pages with the parent until
+        // detached. Detach first (finishing a compaction writes destination pages), and all of
+        // them before the parent, which waits for this, writes its heaps again.
+        for h in &held {
+            if let Err(e) = h.heap.arena.detach_after_fork() {
+                // Continuing would write into the parent's heap.
+                eprintln!(
+                    "faultline: forked child cannot detach a memfd arena from the parent: {e}"
+                );
+                if answer {
+                    faultline_heap::fork::child_ready();
+                }
+                std::process::abort();
+            }
+        }
+        if answer {
+            faultline_heap::fork::child_ready();
+        }
     } else {
+        if answer && !faultline_heap::fork::wait_child_ready(CHILD_READY_LIMIT) {
+            eprintln!(
+                "faultline: a forked child did not copy its memfd heap within {CHILD_READY_LIMIT:?}; the parent goes on"
+            );
+        }
         crate::forkgate::open();
     }
     for h in &mut held {
@@ -221,16 +267,6 @@ fn release_all(child: bool) {
             .take()
             .expect("prepare holds every heap's safepoint lock");
         if child {
-            // The arena already knows it is forked (its generation changed in the heap layer's
-            // child handler); a memfd arena still shares its pages with the parent until
-            // detached. Detach first: finishing a compaction writes destination pages.
-            if let Err(e) = h.heap.arena.detach_after_fork() {
-                // Continuing would write into the parent's heap.
-                eprintln!(
-                    "faultline: forked child cannot detach a memfd arena from the parent: {e}"
-                );
-                std::process::abort();
-            }
             end_cycle_in_child(&h.heap, &g);
         }
         h.heap.sp.resume(g);

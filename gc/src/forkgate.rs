@@ -2,7 +2,7 @@
 //! boundary without waiting for the running cycle to end.
 //!
 //! With every heap's world stopped, only collector-side threads still run: the GC thread,
-//! compaction workers, parallel markers, the fault handler thread. A child of `fork` inherits
+//! compaction workers, parallel markers, the fault handler thread (thread delivery). A child of `fork` inherits
 //! their memory but not the threads, so at the fork instant none of them may be half-way
 //! through something the child relies on: a destination page filled but not mapped (the child
 //! would refill a dense page already updated in place), or a lock the child will take (the
@@ -23,9 +23,11 @@
 //!   pages, one short critical section);
 //! - the gate is process-wide (forks are too) and lock-free: two atomic words with futex
 //!   waits, so a child inherits no lock from it, only counts that [`reset_in_child`] clears;
-//! - nothing here allocates; entering and leaving are not for signal handlers (the fault path
-//!   needs no region: a mutator in a fault handler is RUNNING, and the gate is only closed
-//!   with every mutator stopped).
+//! - nothing here allocates; entering and leaving are not for signal handlers (the SIGBUS path
+//!   needs no region: a mutator in its fault handler is RUNNING, and the gate is only closed
+//!   with every mutator stopped, so it has published its page by then). The fault handler
+//!   thread (thread delivery) does enter one per fault: its mutator is woken by the mapping
+//!   ioctl and may park before the thread publishes the page.
 
 use core::cell::Cell;
 use core::marker::PhantomData;
