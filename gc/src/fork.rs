@@ -29,17 +29,19 @@
 //!    running cycle simply continues;
 //! 3. *child*: the arena detects that it is in a forked child (the fork generation, see
 //!    `faultline_heap::fork`) and from then on never touches the userfaultfd; every memfd
-//!    arena is replaced by a private copy (then the parent is told); the heap runs every later cycle stop-the-world on plain
-//!    memory (`HeapInner::concurrent_now`) and reports [`FORKED_REASON`] as its fallback
-//!    reason. A cycle that was running is ended here, before `fork` returns (a plain access by
-//!    the embedder could not be intercepted later): *marking* is abandoned (marking and the
-//!    barrier off, every mutator's SATB buffer emptied, write-protected population off; the
-//!    bitmaps, gray objects and queues it leaves are never read again: the child's next
-//!    collection is stop-the-world and starts from clear bitmaps); a *compaction* is finished
+//!    arena is replaced by a private copy (then the parent is told); the heap runs every
+//!    later cycle stop-the-world on plain memory (`HeapInner::concurrent_now`) and reports
+//!    [`FORKED_REASON`] as its fallback reason. A cycle that was running is ended here,
+//!    before `fork` returns (a plain access by the embedder could not be intercepted later):
+//!    *marking* is abandoned (marking and the barrier off, every mutator's SATB buffer
+//!    emptied, write-protected population off; the bitmaps, gray objects and queues it leaves
+//!    are never read again: the child's next collection is stop-the-world and starts from
+//!    clear bitmaps); a *compaction* is finished
 //!    on plain memory ([`crate::compaction::Compaction::finish_in_child`]: every destination
 //!    page not yet mapped is filled from the intact old half), then the whole old half is
-//!    released (the parent may have been releasing it at the fork) (large objects found dead at the flip are released by the child's next collection,
-//!    which finds them unmarked again). The cycle is then idle and the world is restarted.
+//!    released (the parent may have been releasing it at the fork); large objects found dead
+//!    at the flip are released by the child's next collection, which finds them unmarked
+//!    again. The cycle is then idle and the world is restarted.
 //!    Mutators of threads that do not exist in the child stay parked (or native) forever:
 //!    their roots stay roots, and they never hold up a pause.
 //!
@@ -144,11 +146,23 @@ pub(crate) fn heap_owning(addr: usize) -> Option<u64> {
 /// Stop the world of `inner` (whatever phase its cycle is in) and keep its safepoint lock
 /// (returned). The calling thread's own mutator (if any) is already native.
 fn quiesce<'a>(inner: &'a HeapInner, me: Me<'_>) -> MutexGuard<'a, SpState> {
-    // Someone else stopped the world (a remark + flip pause, a collection, verification):
-    // `stop_the_world` waited for the end of that stop; try again. Keep the world stopped and
-    // the lock held through the fork: a thread leaving native code or parking takes this lock,
-    // and one that held it at the fork would leave it held in the child forever.
-    inner.sp.stop_the_world_as(me)
+    loop {
+        // Keep the world stopped and the lock held through the fork: a thread leaving native
+        // code or parking takes this lock, and one that held it at the fork would leave it
+        // held in the child forever.
+        if let Some(g) = inner.sp.stop_the_world(me) {
+            return g;
+        }
+        // Someone else stopped the world (a remark + flip pause, a collection, verification):
+        // `stop_the_world` parked `me` until that stop ended and made it RUNNING again. Turn
+        // native again before retrying, or the next pause of this heap would wait for a
+        // thread that polls no safepoint (and this thread for that pause).
+        if let Some(m) = me {
+            let _g = inner.sp.lock();
+            m.state.store(NATIVE, Ordering::SeqCst);
+            inner.sp.notify();
+        }
+    }
 }
 
 extern "C" fn prepare() {

@@ -2,14 +2,14 @@
 //! boundary without waiting for the running cycle to end.
 //!
 //! With every heap's world stopped, only collector-side threads still run: the GC thread,
-//! compaction workers, parallel markers, the fault handler thread (thread delivery). A child of `fork` inherits
-//! their memory but not the threads, so at the fork instant none of them may be half-way
-//! through something the child relies on: a destination page filled but not mapped (the child
-//! would refill a dense page already updated in place), or a lock the child will take (the
-//! large-object space, the weak table, the history...). Such stretches are *regions*:
-//! [`Region::enter`] before, drop after. The forking thread *closes* the gate ([`close`]): new
-//! entries wait, and it waits until no thread is inside; the fork follows, then [`open`]
-//! (parent) or [`reset_in_child`] (child).
+//! compaction workers, parallel markers, the fault handler thread (thread delivery). A child
+//! of `fork` inherits their memory but not the threads, so at the fork instant none of them
+//! may be half-way through something the child relies on: a destination page filled but not
+//! mapped (the child would refill a dense page already updated in place), or a lock the child
+//! will take (the large-object space, the weak table, the history...). Such stretches are
+//! *regions*: [`Region::enter`] before, drop after. The forking thread *closes* the gate
+//! ([`close`]): new entries wait, and it waits until no thread is inside; the fork follows,
+//! then [`open`] (parent) or [`reset_in_child`] (child).
 //!
 //! Invariants:
 //! - while the gate is closed, no thread is inside a region: a thread enters only after it
