@@ -5,17 +5,23 @@
 //! The child must get a complete, working heap: it reads the whole object graph and checks
 //! every payload (a page the parent had not filled would read as zeroes there), reports the
 //! documented fallback (stop-the-world, no userfaultfd, `fork::FORKED_REASON`), allocates,
-//! collects and verifies, then `_exit`s with a code. The parent waits with a deadline (a hang
-//! fails the test instead of hanging CI), checks that the fork waited for the running cycle to
-//! finish, and carries on collecting concurrently and verifying (after a fork, the move
-//! strategy meets `EBUSY` on pages shared with the child and falls back to copying).
+//! collects and verifies, then `_exit`s with a code, after reporting through a pipe how many
+//! running cycles its fork handler ended and how many destination pages it filled. The parent
+//! waits with a deadline (a hang fails the test instead of hanging CI), checks that the fork
+//! did *not* wait for the running cycle (a marker parked in the mark hook is released only
+//! after `fork` returned; a compaction fork leaves pages for the child to fill), and carries
+//! on with that same cycle and more, concurrently, verifying (after a fork, the move strategy
+//! meets `EBUSY` on pages shared with the child and falls back to copying).
 
 mod common;
 use common::gate::Gate;
 use common::*;
 use faultline::MarkPoint;
 use faultline::FORKED_REASON;
-use faultline::{Barrier, FaultMode, GcMode, GlobalRoot, Heap, HeapConfig, Mutator, Strategy};
+use faultline::{
+    Barrier, Choreography, CyclePhase, FaultMode, GcMode, GlobalRoot, Heap, HeapConfig, Mutator,
+    Strategy,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,14 +62,65 @@ fn with_deadline(limit: Duration, what: &str, f: impl FnOnce() + Send + 'static)
 /// Fork; in the child run `child` and `_exit` with its verdict; in the parent wait for the
 /// child with a deadline and return its exit code.
 fn fork_and_wait(child: impl FnOnce()) -> i32 {
+    fork_and_report(child, || {}).code
+}
+
+/// What a forked child reported.
+struct ChildReport {
+    /// Its exit code.
+    code: i32,
+    /// `faultline::testing::child_finish_counts()` in the child, right after `fork`: running
+    /// cycles its fork handler ended, destination pages it filled.
+    ended: u64,
+    filled: u64,
+    /// How long `fork()` took in the parent (reported, never asserted).
+    fork_time: Duration,
+}
+
+/// [`fork_and_wait`], with `parent_first` run in the parent as soon as `fork` returned, and the
+/// child's fork-handler counts reported through a pipe.
+fn fork_and_report(child: impl FnOnce(), parent_first: impl FnOnce()) -> ChildReport {
+    let mut fds = [0; 2];
+    // SAFETY: a pipe for the child's report.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let t0 = Instant::now();
     // SAFETY: the child only runs `child` (heap code, which is fork-aware) and `_exit`s.
     let pid = unsafe { libc::fork() };
+    let fork_time = t0.elapsed();
     assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
     if pid == 0 {
+        let (ended, filled) = faultline::testing::child_finish_counts();
+        let mut msg = [0u8; 16];
+        msg[..8].copy_from_slice(&ended.to_ne_bytes());
+        msg[8..].copy_from_slice(&filled.to_ne_bytes());
+        // SAFETY: writing 16 bytes from a local buffer to our pipe.
+        unsafe { libc::write(fds[1], msg.as_ptr().cast(), msg.len()) };
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).is_ok();
         // SAFETY: ends the child without running the parent's atexit handlers or destructors.
         unsafe { libc::_exit(if ok { CHILD_OK } else { CHILD_PANICKED }) };
     }
+    parent_first();
+    let mut msg = [0u8; 16];
+    // SAFETY: closing our copy of the write end, then reading the report (16 bytes, written
+    // at once) from the read end; a child that died first gives a short read.
+    let n = unsafe {
+        libc::close(fds[1]);
+        let n = libc::read(fds[0], msg.as_mut_ptr().cast(), msg.len());
+        libc::close(fds[0]);
+        n
+    };
+    let code = wait_child(pid);
+    assert_eq!(n, 16, "no report from the child (exit code {code})");
+    ChildReport {
+        code,
+        ended: u64::from_ne_bytes(msg[..8].try_into().unwrap()),
+        filled: u64::from_ne_bytes(msg[8..].try_into().unwrap()),
+        fork_time,
+    }
+}
+
+/// Wait for child `pid` with a deadline; its exit code.
+fn wait_child(pid: libc::pid_t) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut status = 0;
@@ -148,18 +205,34 @@ enum Phase {
 }
 
 fn scenario(mode: GcMode, strategy: Strategy, faults: FaultMode, barrier: Barrier, phase: Phase) {
+    scenario_with(mode, strategy, faults, barrier, Choreography::Arena, phase)
+}
+
+/// How long compaction workers are held back after the flip in the compaction scenarios (the
+/// fork does not wait for them; the child fills what they left).
+const COMPACTION_DELAY: Duration = Duration::from_millis(150);
+
+fn scenario_with(
+    mode: GcMode,
+    strategy: Strategy,
+    faults: FaultMode,
+    barrier: Barrier,
+    choreography: Choreography,
+    phase: Phase,
+) {
     let gate = Arc::new(Gate::default());
     let heap = Heap::new(HeapConfig::with_heap_size(4 << 20).with(|c| {
         c.mode = mode;
         c.strategy = strategy;
         c.faults = faults;
         c.barrier = barrier;
+        c.choreography = choreography;
         c.debug.verify = true;
         c.debug.mark_hook = Some(gate.hook());
-        c.debug.compaction_delay = (phase == Phase::Compaction).then(|| Duration::from_millis(50));
+        c.debug.compaction_delay = (phase == Phase::Compaction).then_some(COMPACTION_DELAY);
     }))
     .unwrap();
-    let what = format!("{mode:?}/{strategy:?}/{faults:?}/{barrier:?}/{phase:?}");
+    let what = format!("{mode:?}/{strategy:?}/{faults:?}/{barrier:?}/{choreography:?}/{phase:?}");
     if mode == GcMode::Concurrent {
         let info = heap.mode_info();
         assert_eq!(info.mode, GcMode::Concurrent, "{what}: {info:?}");
@@ -176,9 +249,12 @@ fn scenario(mode: GcMode, strategy: Strategy, faults: FaultMode, barrier: Barrie
         m.alloc(t.pair, 0).unwrap();
     }
     let mut recorded0 = heap.history().len();
-    let released = Arc::new(AtomicBool::new(false));
-    match phase {
-        Phase::Idle => {}
+    let report = match phase {
+        Phase::Idle => {
+            let r = fork_and_report(|| child_work(&mut m, &t), || {});
+            assert_eq!((r.ended, r.filled), (0, 0), "{what}: no cycle was running");
+            r
+        }
         Phase::Marking | Phase::BeforeRemark => {
             gate.arm(if phase == Phase::Marking {
                 MarkPoint::Started
@@ -187,19 +263,33 @@ fn scenario(mode: GcMode, strategy: Strategy, faults: FaultMode, barrier: Barrie
             });
             m.start_collection().unwrap();
             gate.wait_parked();
-            // The fork below must wait for the cycle; release the marker a little later.
-            let (g, r) = (gate.clone(), released.clone());
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(30));
-                r.store(true, Ordering::SeqCst);
-                g.release();
-            });
+            // The marker stays parked until `fork` has returned: a fork that waited for the
+            // cycle would hang here (and fail by the deadline).
+            let mut busy_after_fork = None;
+            let r = fork_and_report(
+                || child_work(&mut m, &t),
+                || {
+                    busy_after_fork = Some((heap.phase(), heap.history().len()));
+                    gate.release();
+                },
+            );
+            assert_eq!(
+                busy_after_fork,
+                Some((CyclePhase::Marking, recorded0)),
+                "{what}: the fork must land in marking"
+            );
+            assert_eq!(
+                (r.ended, r.filled),
+                (1, 0),
+                "{what}: the child abandons the marking"
+            );
+            r
         }
         Phase::Compaction => {
             // Start a cycle and wait for its flip: the roots then hold new-half addresses,
             // and the workers are still held back by `compaction_delay`. On a loaded machine
-            // the window may close before we look: then try another cycle (bounded).
-            let mut caught = false;
+            // the window may close before the fork lands: then try another cycle (bounded).
+            let mut caught = None;
             for _attempt in 0..5 {
                 let before = m.stack_get(m.stack_len() - 1).bits();
                 m.start_collection().unwrap();
@@ -209,27 +299,37 @@ fn scenario(mode: GcMode, strategy: Strategy, faults: FaultMode, barrier: Barrie
                     m.safepoint();
                     std::thread::yield_now();
                 }
-                if heap.history().len() == recorded0 {
-                    caught = true;
+                let mut after_fork = None;
+                let r = fork_and_report(
+                    || child_work(&mut m, &t),
+                    || after_fork = Some(heap.history().len()),
+                );
+                assert_eq!(r.code, CHILD_OK, "{what}: the child failed");
+                if after_fork == Some(recorded0) {
+                    // Still compacting when `fork` returned: the child ended that cycle.
+                    assert_eq!(r.ended, 1, "{what}");
+                }
+                if r.filled > 0 {
+                    caught = Some(r);
                     break;
                 }
                 heap.wait_for_compaction();
                 recorded0 = heap.history().len();
             }
-            assert!(caught, "{what}: never forked during compaction");
+            caught.unwrap_or_else(|| panic!("{what}: never forked with pages left to fill"))
         }
-    }
-    let code = fork_and_wait(|| child_work(&mut m, &t));
-    assert_eq!(code, CHILD_OK, "{what}: the child failed");
+    };
+    assert_eq!(report.code, CHILD_OK, "{what}: the child failed");
+    eprintln!(
+        "{what}: fork() took {:?} in the parent; the child ended {} cycle(s), filled {} page(s)",
+        report.fork_time, report.ended, report.filled
+    );
+    // The parent carries on, still concurrent, finishes the cycle the fork interrupted, and
+    // its heap stays intact.
+    heap.wait_for_compaction();
     if phase != Phase::Idle {
-        // The fork happened only after the running cycle had finished.
-        assert!(released.load(Ordering::SeqCst) || phase == Phase::Compaction);
-        assert!(
-            heap.history().len() > recorded0,
-            "{what}: fork did not wait for the cycle"
-        );
+        assert!(heap.history().len() > recorded0, "{what}: the cycle ends");
     }
-    // The parent carries on, still concurrent, and its heap stays intact.
     assert_eq!(heap.fallback_reason(), None, "{what}");
     assert!(heap.uses_userfaultfd(), "{what}");
     for _ in 0..3 {
@@ -314,6 +414,28 @@ fn fork_in_every_phase_wp_async() {
     );
 }
 
+/// The per-cycle choreography baseline reads the old half from a detached mapping during
+/// compaction: a child forked then finishes from there.
+#[test]
+fn fork_during_compaction_per_cycle_choreography() {
+    let _serial = serial();
+    if !uffd_or_skip("fork_during_compaction_per_cycle_choreography") {
+        return;
+    }
+    with_deadline(Duration::from_secs(120), "fork (per-cycle)", || {
+        for strategy in [Strategy::Copy, Strategy::Move] {
+            scenario_with(
+                GcMode::Concurrent,
+                strategy,
+                FaultMode::Sigbus,
+                Barrier::Satb,
+                Choreography::PerCycle,
+                Phase::Compaction,
+            );
+        }
+    });
+}
+
 #[test]
 fn fork_a_stop_the_world_heap() {
     let _serial = serial();
@@ -329,6 +451,96 @@ fn fork_a_stop_the_world_heap() {
             Phase::Idle,
         );
     });
+}
+
+/// Forks land at arbitrary moments of cycles whose compaction runs while a mutator reads its
+/// tree (faulting destination pages in) and allocates: every fork meets whatever the workers,
+/// the faulting mutator or the handler thread were doing, and must find them at a boundary.
+/// Each child checks every payload of the tree, verifies, collects, and reports what its fork
+/// handler finished; the parent's heap verifies at the end.
+#[test]
+fn forks_land_anywhere_in_cycles_with_faulting_mutators() {
+    let _serial = serial();
+    if !uffd_or_skip("forks_land_anywhere_in_cycles_with_faulting_mutators") {
+        return;
+    }
+    with_deadline(
+        Duration::from_secs(300),
+        "forks during faulting compaction",
+        || {
+            for (strategy, faults) in [
+                (Strategy::Copy, FaultMode::Thread),
+                (Strategy::Move, FaultMode::Sigbus),
+                (Strategy::Move, FaultMode::Thread),
+                (Strategy::Minor, FaultMode::Thread),
+                (Strategy::Minor, FaultMode::Sigbus),
+            ] {
+                let what = format!("{strategy:?}/{faults:?}");
+                let heap = Heap::new(HeapConfig::with_heap_size(8 << 20).with(|c| {
+                    c.mode = GcMode::Concurrent;
+                    c.strategy = strategy;
+                    c.faults = faults;
+                    c.debug.compaction_delay = Some(Duration::from_millis(3));
+                }))
+                .unwrap();
+                let t = Arc::new(register(&heap));
+                let root = {
+                    let mut m = heap.attach();
+                    tree(&mut m, &t, 12, 5);
+                    Arc::new(GlobalRoot::new(&heap, m.pop().unwrap()))
+                };
+                let stop = Arc::new(AtomicBool::new(false));
+                let worker = {
+                    let (heap, t, stop, root) =
+                        (heap.clone(), t.clone(), stop.clone(), root.clone());
+                    std::thread::spawn(move || {
+                        let mut m = heap.attach();
+                        let mut cycles = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            for _ in 0..3000 {
+                                m.alloc(t.pair, 0).unwrap();
+                            }
+                            m.start_collection().unwrap();
+                            // Read right after the start: the flip comes meanwhile, and the reads
+                            // fault in pages the workers (held back a little) have not filled.
+                            for _ in 0..3 {
+                                assert_eq!(check_tree(&m, root.get(&m), 12, 5), (1 << 12) - 1);
+                            }
+                            cycles += 1;
+                        }
+                        cycles
+                    })
+                };
+                let (mut ended, mut filled) = (0, 0);
+                for i in 0..stress_scale(12) {
+                    std::thread::sleep(Duration::from_millis(3 + 5 * (i % 5)));
+                    let (h2, r2) = (heap.clone(), root.clone());
+                    let r = fork_and_report(
+                        move || {
+                            h2.verify().expect("child verifies");
+                            let mut m = h2.attach();
+                            assert_eq!(check_tree(&m, r2.get(&m), 12, 5), (1 << 12) - 1);
+                            m.collect().unwrap();
+                            assert_eq!(check_tree(&m, r2.get(&m), 12, 5), (1 << 12) - 1);
+                            m.verify().unwrap();
+                        },
+                        || {},
+                    );
+                    assert_eq!(r.code, CHILD_OK, "{what}: fork {i}");
+                    ended += r.ended;
+                    filled += r.filled;
+                }
+                stop.store(true, Ordering::Relaxed);
+                let cycles = worker.join().unwrap();
+                assert!(cycles > 0, "{what}");
+                heap.wait_for_compaction();
+                heap.verify().unwrap();
+                eprintln!(
+                "{what}: {cycles} cycles; children ended {ended} running cycles, filled {filled} pages"
+            );
+            }
+        },
+    );
 }
 
 /// A mutator thread runs concurrent cycles back to back while an unattached thread forks at

@@ -821,6 +821,54 @@ impl Compaction {
         unsafe { arena.resolve_copy(dst_offset, src as *const u8, PAGE_SIZE) }.is_ok()
     }
 
+    /// In a forked child, in its atfork handler (the only thread; every heap's world stopped;
+    /// a memfd arena already replaced by its private copy, so plain writes stay in the child):
+    /// fill every destination page of the active compaction that is not MAPPED straight from
+    /// the intact old half, on plain memory (the child's arena is no longer registered: an
+    /// absent page simply faults in as a zero page), then disarm. The parent brought every
+    /// fill in flight to a boundary first ([`crate::forkgate`]), so such a page is absent
+    /// and every old page it reads is intact (see the module invariants). Returns the pages
+    /// filled here, or `None` if no compaction was active.
+    pub(crate) fn finish_in_child(&self, arena: &VolatileArena) -> Option<usize> {
+        if !self.active.load(Ordering::SeqCst) {
+            return None;
+        }
+        // Resolvers of threads that do not exist here never leave.
+        self.users.store(0, Ordering::SeqCst);
+        // SAFETY: active, and no other thread exists in this process to replace the plan.
+        let pd = unsafe { self.plan() };
+        debug_assert!(arena.is_forked());
+        let mut filled = 0;
+        let mut k = 0;
+        while k < pd.pages {
+            if self.states[k].load(Ordering::Acquire) == MAPPED {
+                k += 1;
+                continue;
+            }
+            // A run of unmapped pages, filled with one call.
+            let mut n = 1;
+            while k + n < pd.pages
+                && n < WORKER_BATCH
+                && self.states[k + n].load(Ordering::Acquire) != MAPPED
+            {
+                n += 1;
+            }
+            let dst = pd.dest_addr(DestPage(k));
+            // SAFETY: `[dst, dst + n pages)` lies in the destination half of this plan, which
+            // no other thread exists to touch; the child's arena is plain private memory, so
+            // writing it only faults zero pages in. The plan reads only the old half.
+            let out = unsafe { core::slice::from_raw_parts_mut(dst as *mut u8, n * PAGE_SIZE) };
+            pd.fill_pages(DestPage(k), out);
+            for s in &self.states[k..k + n] {
+                s.store(MAPPED, Ordering::Release);
+            }
+            filled += n;
+            k += n;
+        }
+        self.active.store(false, Ordering::SeqCst);
+        Some(filled)
+    }
+
     /// Make destination page `k` mapped (claim and fill, or wait). Async-signal-safe.
     pub(crate) fn ensure_page(&self, arena: &VolatileArena, pd: &Plan, k: DestPage) -> bool {
         let mut split = Split::default();
@@ -989,6 +1037,9 @@ fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan, slot: usize) {
     let mut buf = vec![0u8; WORKER_BATCH * PAGE_SIZE];
     let run = c.runs.get(slot);
     loop {
+        // A fork waits for the batch in hand, never for the compaction ([`crate::forkgate`]):
+        // every page this batch claims is mapped and published, or unclaimed, before it ends.
+        let _batch = crate::forkgate::Region::enter();
         let start = c.cursor.fetch_add(WORKER_BATCH, Ordering::Relaxed);
         if start >= pd.pages {
             break;
@@ -1034,6 +1085,7 @@ fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan, slot: usize) {
     for k in (0..pd.pages).map(DestPage) {
         let mut tries = 0u32;
         while !pagestate::wait_mapped::<_, Futex>(c.state(k)) {
+            let _page = crate::forkgate::Region::enter();
             c.ensure_page(arena, pd, k);
             tries += 1;
             if tries > 10_000 {

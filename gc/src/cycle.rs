@@ -432,8 +432,11 @@ struct MarkStart {
 /// Concurrent phases 2-6, on the GC thread.
 fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     let cfg = &inner.config;
-    let types = inner.types();
-    let mut scratch = inner.scratch.lock().unwrap_or_else(PoisonError::into_inner);
+    let types = {
+        // (A fork waits for the read lock to be given back: see `crate::forkgate`.)
+        let _r = crate::forkgate::Region::enter();
+        inner.types()
+    };
     let tables = inner.tables.clone();
     let tm = Instant::now();
     // 2. Concurrent mark. Clear the bitmaps over the whole half: black buffers may land
@@ -478,7 +481,13 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     }
     // 2c. Ephemerons, concurrently: mark the values of keys marked so far (the remark pause
     //     finishes the fix-point; see `crate::weak`). Objects above `mark_top` are black.
-    if inner.roots.weak.has_ephemerons() {
+    let ephemerons = {
+        let _r = crate::forkgate::Region::enter();
+        inner.roots.weak.has_ephemerons()
+    };
+    if ephemerons {
+        // The weak table's lock is held throughout: a fork waits for the fix-point.
+        let _r = crate::forkgate::Region::enter();
         let liveness = Liveness {
             from: st.from,
             limit: st.mark_top,
@@ -537,6 +546,11 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     // 4. Remark + flip pause.
     let t0 = Instant::now();
     let g = inner.sp.stop_the_world_as(None);
+    // The stop-the-world buffer (and the pause work it serialises) is needed in the pause
+    // only: taken after the stop, given back before the resume, so no thread holds it while
+    // the world runs (a fork during marking, which does not wait for the cycle, never leaves
+    // it held in the child).
+    let mut scratch = inner.scratch.lock().unwrap_or_else(PoisonError::into_inner);
     let tts = t0.elapsed();
     inner.gate.set_phase(CyclePhase::Remark);
     marking::remark(
@@ -631,8 +645,8 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
             dirty_pages: report.switch_dirty_pages,
         });
     }
-    inner.sp.resume(g);
     drop(scratch);
+    inner.sp.resume(g);
     match outcome {
         Ok(Flip::Armed(stats, finish)) => {
             inner.gate.set_phase(CyclePhase::Compacting);
@@ -641,8 +655,12 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         Ok(Flip::Done(stats)) => {
             let mut stats = *stats;
             stats.vmas = (inner.arena.vmas_at_creation(), inner.arena.vma_count());
-            pace_next(&inner, stats.heap_after(), (0, Duration::ZERO));
-            take_pace_stats(&inner, &mut stats);
+            {
+                // Locks a forked child needs (see `crate::forkgate`).
+                let _r = crate::forkgate::Region::enter();
+                pace_next(&inner, stats.heap_after(), (0, Duration::ZERO));
+                take_pace_stats(&inner, &mut stats);
+            }
             record_cycle(&inner, &stats);
             inner.gate.set_idle();
             verify_after_concurrent(&inner, stats.cycle);
@@ -1112,7 +1130,9 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     let t0 = Instant::now();
     c.set_worker_stall(inner.config.debug.worker_stall);
     c.run_workers(arena, inner.config.workers());
-    // 6. Finish. Every page is mapped: nobody needs the old half or the plan any more.
+    // 6. Finish. Every page is mapped: nobody needs the old half or the plan any more. (A fork
+    //    from here on does not wait for the release of the old half, which a child redoes,
+    //    but for the bookkeeping below, which takes locks a child needs; not for the hook.)
     c.disarm();
     if inner.config.choreography == Choreography::PerCycle {
         choreography::teardown(arena, finish.detached);
@@ -1129,6 +1149,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
             &finish.keep,
         );
     }
+    let finishing = crate::forkgate::Region::enter();
     if let Err(e) = inner.large.release_dead(arena, &finish.large_dead) {
         eprintln!("faultline: releasing dead large objects failed: {e}");
     }
@@ -1150,6 +1171,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     stats.compact_fill = Duration::from_nanos(c.counters.fill_ns.load(Ordering::Relaxed));
     stats.compact_map = Duration::from_nanos(c.counters.map_ns.load(Ordering::Relaxed));
     take_pace_stats(&inner, &mut stats);
+    drop(finishing);
     record_cycle(&inner, &stats);
     inner.gate.set_idle();
     verify_after_concurrent(&inner, stats.cycle);
@@ -1187,6 +1209,7 @@ fn take_pace_stats(inner: &HeapInner, stats: &mut CycleStats) {
 /// Record a completed cycle: history and the GC-log hook.
 fn record_cycle(inner: &HeapInner, stats: &CycleStats) {
     {
+        let _r = crate::forkgate::Region::enter();
         let mut h = inner.history.lock().unwrap_or_else(PoisonError::into_inner);
         h.push(stats.clone());
         trim_history(&mut h, inner.config.history_limit);

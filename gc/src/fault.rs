@@ -170,7 +170,11 @@ pub(crate) fn install(inner: &Arc<HeapInner>, delivery: Delivery) -> Result<Plum
                     // SAFETY: the reader is stopped (joined) in HeapInner's Drop before any
                     // other field is dropped, so `ctx` is alive here.
                     let inner = unsafe { &*(ctx as *const HeapInner) };
+                    // A fork waits for a page this thread claimed to be mapped and published
+                    // (its mutator may be parked already: `crate::forkgate`).
+                    let fork_gate = crate::forkgate::Region::enter();
                     resolve_in(inner, address);
+                    drop(fork_gate);
                     // Whoever mapped the page woke the waiters on it; wake once more in case
                     // the page was mapped before this fault was queued.
                     let page = (address - inner.arena.base()) & !(PAGE_SIZE - 1);

@@ -5,51 +5,78 @@
 //! still acts on the *parent's* address space, and the child's copy of the arena is no longer
 //! registered, so a destination page the parent had not filled yet would read as zeroes there.
 //! Faultline therefore makes fork a quiescent point, with three `pthread_atfork` handlers
-//! (installed once, when the first heap is created) over a registry of live heaps:
+//! (installed once, when the first heap is created) over a registry of live heaps. A fork
+//! does **not** wait for a running cycle: it waits for one pause at most (a remark + flip
+//! pause in progress) and one batch of work of the collector's threads.
 //!
 //! 1. *prepare* (forking thread, before the fork): turn native in every heap the thread is
 //!    attached to (so no pause waits for it from here on); wait for any other thread's fork to
-//!    finish; then for every live heap: wait until no cycle is in progress (marking, remark,
-//!    flip and compaction all finish: every destination page is mapped), stop the world and
-//!    keep it stopped, *holding the safepoint lock* across the fork, so no new cycle phase can
-//!    start, every other mutator is parked at a safepoint or in native code while the address
-//!    space is copied, and no other thread can be inside the handshake's critical section at
-//!    the fork (the child would inherit the lock held by a thread that does not exist there);
-//! 2. *parent*: restart the world of every heap and leave native state (waiting, like any
-//!    mutator leaving native code, if a pause began meanwhile); nothing else changes;
+//!    finish; then for every live heap stop the world and keep it stopped, *holding the
+//!    safepoint lock* across the fork, so no cycle phase can change (the remark + flip pause
+//!    runs with that lock held: a fork that arrives during it waits for its end), every other
+//!    mutator is parked at a safepoint or in native code while the address space is copied,
+//!    and no other thread can be inside the handshake's critical section at the fork (the
+//!    child would inherit the lock held by a thread that does not exist there); finally close
+//!    the fork gate ([`crate::forkgate`]): the collector's threads (GC thread, compaction
+//!    workers, markers) finish the batch or short critical section in hand and wait, so no
+//!    destination page is half filled and no lock the child needs is held at the fork;
+//! 2. *parent*: if a heap's arena is a memfd (minor strategy), first wait until the child has
+//!    made its private copy of it (`faultline_heap::fork`'s child-ready handshake): until then
+//!    the child reads the same page cache, and a write by the parent (a mutator's store, a
+//!    page filled, the old half punched at the end of the compaction) would reach the child's
+//!    copy half-way; then open the gate, restart the world of every heap and leave native
+//!    state (waiting, like any mutator leaving native code, if a pause began meanwhile); the
+//!    running cycle simply continues;
 //! 3. *child*: the arena detects that it is in a forked child (the fork generation, see
-//!    `faultline_heap::fork`) and from then on never touches the userfaultfd; a memfd arena
-//!    is replaced by a private copy; the heap runs every later cycle stop-the-world on plain
-//!    memory (`HeapInner::concurrent_now`) and reports [`FORKED_REASON`] as its fallback
-//!    reason; the world is restarted. Mutators of threads that do not exist in the child stay
-//!    parked (or native) forever: their roots stay roots, and they never hold up a pause.
+//!    `faultline_heap::fork`) and from then on never touches the userfaultfd; every memfd
+//!    arena is replaced by a private copy (then the parent is told); the heap runs every
+//!    later cycle stop-the-world on plain memory (`HeapInner::concurrent_now`) and reports
+//!    [`FORKED_REASON`] as its fallback reason. A cycle that was running is ended here,
+//!    before `fork` returns (a plain access by the embedder could not be intercepted later):
+//!    *marking* is abandoned (marking and the barrier off, every mutator's SATB buffer
+//!    emptied, write-protected population off; the bitmaps, gray objects and queues it leaves
+//!    are never read again: the child's next collection is stop-the-world and starts from
+//!    clear bitmaps); a *compaction* is finished
+//!    on plain memory ([`crate::compaction::Compaction::finish_in_child`]: every destination
+//!    page not yet mapped is filled from the intact old half), then the whole old half is
+//!    released (the parent may have been releasing it at the fork); large objects found dead
+//!    at the flip are released by the child's next collection, which finds them unmarked
+//!    again. The cycle is then idle and the world is restarted.
+//!    Mutators of threads that do not exist in the child stay parked (or native) forever:
+//!    their roots stay roots, and they never hold up a pause.
 //!
 //! Invariants:
 //! - between *prepare* and *parent*/*child*, every registered heap has `gc_active` set by the
-//!   forking thread, its safepoint lock held by that thread, and no cycle in progress; the list
-//!   of those heaps (with the lock guards) is the forking thread's `HELD`;
+//!   forking thread and its safepoint lock held by that thread, and the fork gate is closed
+//!   (no collector thread inside a region); the list of those heaps (with the lock guards) is
+//!   the forking thread's `HELD`;
 //! - no lock that a mutator in native code may take is held across the fork by anyone else:
-//!   the safepoint lock is held by the forking thread, and whether a cycle is in progress
+//!   the safepoint lock is held by the forking thread, the locks the collector's threads take
+//!   outside a pause are taken inside fork-gate regions, and whether a cycle is in progress
 //!   ([`crate::phase`]) is an atomic word with futex waits, no lock;
-//! - the child never issues a userfaultfd ioctl, never joins a thread, and never reads a page
-//!   the parent left absent (there is none: compaction was complete);
+//! - the child never issues a userfaultfd ioctl and never joins a thread; it never reads a
+//!   page the parent left absent: it fills every such destination page before returning from
+//!   `fork`;
 //! - the registry holds weak references only: it never keeps a heap alive;
 //! - forks are serialised (`FORKING`): one thread's *prepare* never waits on a heap another
 //!   forking thread holds stopped.
 //!
 //! Limits (documented in the README): forking from inside the collector (an `on_cycle` or
-//! `mark_hook` callback, which run while a cycle is in progress) deadlocks, as would any other
-//! wait for the end of the running cycle there; a thread that is *not* a mutator but is inside
+//! `mark_hook` callback) is not supported; a thread that is *not* a mutator but is inside
 //! a heap call at the moment of the fork (e.g. [`crate::Heap::verify`] from an unattached
 //! thread) may leave a lock held in the child, as with any multi-threaded fork; a thread
 //! attached to several heaps can hold up *prepare* (parked in one heap's pause, it cannot
 //! reach a safepoint of the next), exactly as it would hold up two simultaneous collections.
 
 use core::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 
+use faultline_heap::arena::Backing;
+
 use crate::inner::HeapInner;
+use crate::phase::CyclePhase;
+use crate::release::release_old_half;
 use crate::safepoint::{attached_here, Me, MutatorShared, SpState, NATIVE};
 
 /// The fallback reason a heap reports in a forked child.
@@ -116,23 +143,25 @@ pub(crate) fn heap_owning(addr: usize) -> Option<u64> {
     heaps.iter().find(|h| h.arena.contains(addr)).map(|h| h.id)
 }
 
-/// Make `inner` quiescent: no cycle in progress, the world stopped by this thread, and its
-/// safepoint lock held (returned). The calling thread's own mutator (if any) is already native.
+/// Stop the world of `inner` (whatever phase its cycle is in) and keep its safepoint lock
+/// (returned). The calling thread's own mutator (if any) is already native.
 fn quiesce<'a>(inner: &'a HeapInner, me: Me<'_>) -> MutexGuard<'a, SpState> {
     loop {
-        inner.gate.wait_idle();
-        let Some(g) = inner.sp.stop_the_world(me) else {
-            continue; // Someone else stopped the world; try again when they are done.
-        };
-        if inner.gate.is_busy() {
-            // A cycle started between the wait and the stop: let it run and wait again.
-            inner.sp.resume(g);
-            continue;
-        }
         // Keep the world stopped and the lock held through the fork: a thread leaving native
-        // code or parking takes this lock, and one that held it at the fork would leave it held
-        // in the child forever.
-        return g;
+        // code or parking takes this lock, and one that held it at the fork would leave it
+        // held in the child forever.
+        if let Some(g) = inner.sp.stop_the_world(me) {
+            return g;
+        }
+        // Someone else stopped the world (a remark + flip pause, a collection, verification):
+        // `stop_the_world` parked `me` until that stop ended and made it RUNNING again. Turn
+        // native again before retrying, or the next pause of this heap would wait for a
+        // thread that polls no safepoint (and this thread for that pause).
+        if let Some(m) = me {
+            let _g = inner.sp.lock();
+            m.state.store(NATIVE, Ordering::SeqCst);
+            inner.sp.notify();
+        }
     }
 }
 
@@ -167,6 +196,7 @@ extern "C" fn prepare() {
     {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+    let t0 = std::time::Instant::now();
     for h in &mut held {
         let g = quiesce(&h.heap, h.me.as_ref().map(|m| &m.0));
         // SAFETY: the guard borrows `h.heap.sp`, which lives as long as the `Arc` stored beside
@@ -174,30 +204,85 @@ extern "C" fn prepare() {
         let g: MutexGuard<'static, SpState> = unsafe { core::mem::transmute(g) };
         h.guard = Some(g);
     }
+    // Every world is stopped: only the collector's own threads run. Let them reach a boundary.
+    let stopped = std::time::Instant::now();
+    crate::forkgate::close();
+    // A memfd arena stays shared with the child until the child has copied it: the parent
+    // keeps its worlds stopped and its gate closed until the child says so.
+    let memfd = held
+        .iter()
+        .any(|h| h.heap.arena.config().backing == Backing::Memfd);
+    AWAIT_CHILD.store(
+        memfd && faultline_heap::fork::expect_child_ready(),
+        Ordering::Relaxed,
+    );
+    let ns = |d: std::time::Duration| d.as_nanos().min(u64::MAX as u128) as u64;
+    LAST_STOP_NS.store(ns(stopped - t0), Ordering::Relaxed);
+    LAST_GATE_NS.store(ns(stopped.elapsed()), Ordering::Relaxed);
     HELD.with(|x| *x.borrow_mut() = held);
+}
+
+/// Set by *prepare* when the parent must wait for the child's copy of its memfd arenas (see
+/// `faultline_heap::fork`'s child-ready handshake); read (and cleared) by *parent* / *child*.
+static AWAIT_CHILD: AtomicBool = AtomicBool::new(false);
+/// How long a parent waits for that answer at most (a child killed before it answered).
+const CHILD_READY_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+static LAST_STOP_NS: AtomicU64 = AtomicU64::new(0);
+static LAST_GATE_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The last fork's *prepare* in this process: how long stopping every heap's world took
+/// (including the rest of a pause in progress), and how long closing the fork gate waited for
+/// the collector's threads to reach a boundary (for benchmarks).
+pub fn last_fork_prepare() -> (std::time::Duration, std::time::Duration) {
+    (
+        std::time::Duration::from_nanos(LAST_STOP_NS.load(Ordering::Relaxed)),
+        std::time::Duration::from_nanos(LAST_GATE_NS.load(Ordering::Relaxed)),
+    )
 }
 
 /// Restart every held heap's world, then leave native state as a mutator does (waiting for a
 /// pause that may have started in between).
 fn release_all(child: bool) {
     let mut held = HELD.with(|x| std::mem::take(&mut *x.borrow_mut()));
-    for h in &mut held {
-        if child {
-            // The arena already knows it is forked (its generation changed in the heap layer's
-            // child handler); a memfd arena still shares its pages with the parent until
-            // detached.
+    let answer = AWAIT_CHILD.swap(false, Ordering::Relaxed);
+    if child {
+        crate::forkgate::reset_in_child();
+        // The arena already knows it is forked (its generation changed in the heap layer's
+        // child handler); a memfd arena still shares its pages with the parent until
+        // detached. Detach first (finishing a compaction writes destination pages), and all of
+        // them before the parent, which waits for this, writes its heaps again.
+        for h in &held {
             if let Err(e) = h.heap.arena.detach_after_fork() {
                 // Continuing would write into the parent's heap.
                 eprintln!(
                     "faultline: forked child cannot detach a memfd arena from the parent: {e}"
                 );
+                if answer {
+                    faultline_heap::fork::child_ready();
+                }
                 std::process::abort();
             }
         }
+        if answer {
+            faultline_heap::fork::child_ready();
+        }
+    } else {
+        if answer && !faultline_heap::fork::wait_child_ready(CHILD_READY_LIMIT) {
+            eprintln!(
+                "faultline: a forked child did not copy its memfd heap within {CHILD_READY_LIMIT:?}; the parent goes on"
+            );
+        }
+        crate::forkgate::open();
+    }
+    for h in &mut held {
         let g = h
             .guard
             .take()
             .expect("prepare holds every heap's safepoint lock");
+        if child {
+            end_cycle_in_child(&h.heap, &g);
+        }
         h.heap.sp.resume(g);
     }
     for h in &held {
@@ -212,6 +297,59 @@ fn release_all(child: bool) {
     drop(held);
     FORKING.store(false, Ordering::Release);
 }
+
+/// In the child, with the world stopped (`g`): end the cycle the parent was running, if any
+/// (see the module documentation, *child*).
+fn end_cycle_in_child(inner: &HeapInner, g: &SpState) {
+    if !inner.gate.is_busy() {
+        return;
+    }
+    // Marking (if it was on) is abandoned: nothing logs, retires or assists any more.
+    inner.marking.end();
+    let _ = inner.arena.set_populate_protected(false);
+    for m in &g.mutators {
+        // SAFETY: every mutator is stopped (parked or native) and the world is stopped by this
+        // thread, the only one in the child.
+        unsafe { m.roots_mut() }.satb.clear();
+    }
+    let after_flip = match inner.compaction.finish_in_child(&inner.arena) {
+        Some(filled) => {
+            CHILD_FILLED_PAGES.fetch_add(filled as u64, Ordering::Relaxed);
+            true
+        }
+        // Compaction over (or no flip yet).
+        None => inner.gate.phase() == CyclePhase::Compacting,
+    };
+    if after_flip {
+        // After the flip: the other half is the old one. Release all of it (a superset of its
+        // used part; the parent may have been releasing it at the fork), nothing reads it
+        // any more. No poisoning: that may take a userfaultfd call.
+        let old = 1 - inner.moving.current.load(Ordering::Relaxed);
+        release_old_half(
+            &inner.arena,
+            &inner.release,
+            false,
+            inner.moving.half_offset[old],
+            inner.moving.half_bytes,
+        );
+    }
+    inner.set_trigger(inner.used());
+    CHILD_ENDED_CYCLES.fetch_add(1, Ordering::Relaxed);
+    inner.gate.set_idle();
+}
+
+/// In a forked child: how many running cycles its fork handler ended, and how many destination
+/// pages it filled to finish compactions (for tests and benchmarks; zero in a process that
+/// was not forked during a cycle).
+pub fn child_finish_counts() -> (u64, u64) {
+    (
+        CHILD_ENDED_CYCLES.load(Ordering::Relaxed),
+        CHILD_FILLED_PAGES.load(Ordering::Relaxed),
+    )
+}
+
+static CHILD_ENDED_CYCLES: AtomicU64 = AtomicU64::new(0);
+static CHILD_FILLED_PAGES: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn parent() {
     release_all(false);

@@ -104,6 +104,7 @@ mod debug;
 mod error;
 mod fault;
 mod fork;
+mod forkgate;
 mod graypool;
 mod hashes;
 mod heap;
@@ -165,6 +166,7 @@ pub use weakref::FinalizationQueue;
 #[doc(hidden)]
 pub mod testing {
     pub use crate::debug::Breakage;
+    pub use crate::fork::{child_finish_counts, last_fork_prepare};
     /// The page state machine (for the loom model).
     pub mod pagestate {
         pub use crate::pagestate::*;

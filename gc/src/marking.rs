@@ -806,7 +806,8 @@ fn arm_write_tracking(ctx: &MarkCtx<'_>, from: usize) -> PagemapScanner {
     let arena = ctx.arena;
     {
         // Under the populate lock, so no chunk is made present between the flag and the
-        // protection.
+        // protection. (A fork waits for these two locks: a forked child needs them.)
+        let _fork = crate::forkgate::Region::enter();
         let pop = ctx
             .moving
             .populated
@@ -820,6 +821,7 @@ fn arm_write_tracking(ctx: &MarkCtx<'_>, from: usize) -> PagemapScanner {
         }
     }
     {
+        let _fork = crate::forkgate::Region::enter();
         let lg = ctx.large.lock();
         for (&s, &l) in lg.objects.iter() {
             must("write-protecting a large object", || {
@@ -863,6 +865,7 @@ fn rescan_dirty(ctx: &MarkCtx<'_>, sc: &PagemapScanner, m: &mut ConcMarker<'_>) 
     // (object, first word, end word) on the written pages.
     let mut parts = Vec::new();
     {
+        let _fork = crate::forkgate::Region::enter(); // a lock a forked child needs
         let lg = large.lock();
         for (s, l) in regions {
             for (&start, &len) in lg.objects.range(..s + l).rev() {

@@ -18,9 +18,28 @@
 //!   created between the recording and the registration without being counted;
 //! - processes created by `vfork`/`posix_spawn` or a raw `clone` run no atfork handlers: they must
 //!   `exec` (or `_exit`) without touching a heap, as POSIX requires of them anyway.
+//!
+//! # The child-ready handshake
+//!
+//! A child that still shares memory with its parent (a memfd arena before the child made its
+//! private copy) must copy it before the parent writes it again. The parent therefore can wait,
+//! in its atfork handler, until the child says it is done: [`expect_child_ready`] (before the
+//! fork) clears a word in a page mapped `MAP_SHARED` (so parent and child see the same word),
+//! [`child_ready`] (in the child) sets it and wakes the parent, [`wait_child_ready`] (in the
+//! parent) waits for it, with a deadline (a child killed before it answered must not hang the
+//! parent forever).
+//!
+//! Invariants:
+//! - the page belongs to the process that created it (its pid is recorded): a forked child
+//!   answers on the page it inherited (its parent's) and, when it forks in turn, creates its
+//!   own, so a grandchild never answers to its grandparent;
+//! - the word is only accessed atomically, and futex calls on it are process-shared (no
+//!   `FUTEX_PRIVATE_FLAG`); the page is never unmapped;
+//! - forks are serialised by the caller (one expected answer at a time per process).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Once;
+use std::time::{Duration, Instant};
 
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 static INSTALL: Once = Once::new();
@@ -47,4 +66,98 @@ pub fn generation() -> u64 {
 /// Async-signal-safe.
 pub fn is_foreign(recorded: u64) -> bool {
     GENERATION.load(Ordering::Relaxed) != recorded
+}
+
+/// The shared page of the child-ready handshake (0: not created yet) and the pid of the process
+/// that created it.
+static SHARED: AtomicUsize = AtomicUsize::new(0);
+static SHARED_PID: AtomicU32 = AtomicU32::new(0);
+
+/// The child has not answered yet.
+const WAITING: u32 = 0;
+/// The child no longer shares memory with the parent (or gave up: it is about to abort).
+const READY: u32 = 1;
+
+/// The handshake word on the shared page recorded now (`None` if none was ever created).
+fn word() -> Option<&'static AtomicU32> {
+    let a = SHARED.load(Ordering::Acquire);
+    // SAFETY: a page-aligned page mapped read-write for the life of the process (never
+    // unmapped); its first four bytes are only ever accessed as an atomic word.
+    (a != 0).then(|| unsafe { &*(a as *const AtomicU32) })
+}
+
+/// Before a fork (its *prepare* handler): arrange for the coming child to answer
+/// [`child_ready`], and clear the answer. Returns false if no shared page could be mapped
+/// (then there is nothing to wait for: the caller must not rely on the handshake).
+pub fn expect_child_ready() -> bool {
+    let pid = std::process::id();
+    if SHARED.load(Ordering::Acquire) == 0 || SHARED_PID.load(Ordering::Acquire) != pid {
+        // SAFETY: a fresh shared anonymous page at a kernel-chosen address replaces nothing.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        // (An inherited page stays mapped: it is the parent's.) Forks are serialised by the
+        // caller, so no other thread replaces the page meanwhile.
+        SHARED.store(p as usize, Ordering::Release);
+        SHARED_PID.store(pid, Ordering::Release);
+    }
+    match word() {
+        Some(w) => {
+            w.store(WAITING, Ordering::SeqCst);
+            true
+        }
+        None => false,
+    }
+}
+
+/// In the child (its atfork handler): tell the parent that it may go on. Does nothing if the
+/// parent expected no answer.
+pub fn child_ready() {
+    if let Some(w) = word() {
+        w.store(READY, Ordering::SeqCst);
+        // SAFETY: FUTEX_WAKE (process-shared) on a live, aligned word.
+        unsafe {
+            libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+        }
+    }
+}
+
+/// In the parent (its atfork handler), after [`expect_child_ready`] returned true: wait until
+/// the child answered, at most `limit`. Returns whether it did.
+pub fn wait_child_ready(limit: Duration) -> bool {
+    let Some(w) = word() else {
+        return true;
+    };
+    let t0 = Instant::now();
+    while w.load(Ordering::SeqCst) == WAITING {
+        if t0.elapsed() >= limit {
+            return false;
+        }
+        let tick = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 10_000_000,
+        };
+        // SAFETY: FUTEX_WAIT (process-shared) on a live, aligned word, with a timeout; it only
+        // reads the word.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                w.as_ptr(),
+                libc::FUTEX_WAIT,
+                WAITING,
+                &tick as *const libc::timespec,
+            );
+        }
+    }
+    true
 }
