@@ -204,6 +204,27 @@ enum Phase {
     Compaction,
 }
 
+/// Payload bytes of the pinned string of [`scenario_with`].
+const PINNED_LEN: usize = 3000;
+
+/// What the pinned string holds.
+fn pinned_pattern() -> Vec<u8> {
+    (0..PINNED_LEN).map(|i| (i * 7 + 3) as u8).collect()
+}
+
+/// The pinned string (if any) is still at its address and holds [`pinned_pattern`].
+fn check_pin(m: &Mutator, pin: Option<&(faultline::Pin, usize)>, what: &str) {
+    let Some((pin, at)) = pin else { return };
+    let v = pin.value(m);
+    let at = *at;
+    assert_eq!(v.bits(), at, "{what}: a pinned object moved");
+    assert_eq!(
+        m.local(v).unwrap().to_bytes(),
+        pinned_pattern(),
+        "{what}: the pinned string's bytes"
+    );
+}
+
 fn scenario(mode: GcMode, strategy: Strategy, faults: FaultMode, barrier: Barrier, phase: Phase) {
     scenario_with(mode, strategy, faults, barrier, Choreography::Arena, phase)
 }
@@ -245,13 +266,32 @@ fn scenario_with(
     // One full cycle first, so live data sits in a compacted half.
     m.start_collection().unwrap();
     heap.wait_for_compaction();
+    // A pinned moving-space string, low in the current half: the cycle the fork interrupts
+    // keeps it in its old half, so the child's release of that half must spare its page.
+    // (Not with the per-cycle choreography: while a pin is held, it compacts in the pause,
+    // and this scenario needs a concurrent compaction to fork into.)
+    let s = m.alloc(t.string, PINNED_LEN).unwrap();
+    m.local(s).unwrap().write_bytes(0, &pinned_pattern());
+    let pin = (choreography == Choreography::Arena).then(|| {
+        let pin = m.pin(s).unwrap_or_else(|e| panic!("{what}: pin: {e}"));
+        assert!(pin.in_moving_space(), "{what}");
+        let at = pin.value(&m).bits();
+        (pin, at)
+    });
     for _ in 0..3000 {
         m.alloc(t.pair, 0).unwrap();
     }
     let mut recorded0 = heap.history().len();
     let report = match phase {
         Phase::Idle => {
-            let r = fork_and_report(|| child_work(&mut m, &t), || {});
+            let r = fork_and_report(
+                || {
+                    check_pin(&m, pin.as_ref(), &what);
+                    child_work(&mut m, &t);
+                    check_pin(&m, pin.as_ref(), &what);
+                },
+                || {},
+            );
             assert_eq!((r.ended, r.filled), (0, 0), "{what}: no cycle was running");
             r
         }
@@ -267,7 +307,11 @@ fn scenario_with(
             // cycle would hang here (and fail by the deadline).
             let mut busy_after_fork = None;
             let r = fork_and_report(
-                || child_work(&mut m, &t),
+                || {
+                    check_pin(&m, pin.as_ref(), &what);
+                    child_work(&mut m, &t);
+                    check_pin(&m, pin.as_ref(), &what);
+                },
                 || {
                     busy_after_fork = Some((heap.phase(), heap.history().len()));
                     gate.release();
@@ -301,7 +345,11 @@ fn scenario_with(
                 }
                 let mut after_fork = None;
                 let r = fork_and_report(
-                    || child_work(&mut m, &t),
+                    || {
+                        check_pin(&m, pin.as_ref(), &what);
+                        child_work(&mut m, &t);
+                        check_pin(&m, pin.as_ref(), &what);
+                    },
                     || after_fork = Some(heap.history().len()),
                 );
                 assert_eq!(r.code, CHILD_OK, "{what}: the child failed");
@@ -347,6 +395,8 @@ fn scenario_with(
     }
     heap.wait_for_compaction();
     m.verify().unwrap();
+    check_pin(&m, pin.as_ref(), &what);
+    drop(pin);
     let h = heap.history();
     assert!(h.iter().all(|c| c.mode == mode), "{what}");
     let last = &h[h.len() - 3..];

@@ -76,6 +76,7 @@ use faultline_heap::arena::Backing;
 
 use crate::inner::HeapInner;
 use crate::phase::CyclePhase;
+use crate::pins::subtract;
 use crate::release::release_old_half;
 use crate::safepoint::{attached_here, Me, MutatorShared, SpState, NATIVE};
 
@@ -324,14 +325,20 @@ fn end_cycle_in_child(inner: &HeapInner, g: &SpState) {
         // After the flip: the other half is the old one. Release all of it (a superset of its
         // used part; the parent may have been releasing it at the fork), nothing reads it
         // any more. No poisoning: that may take a userfaultfd call.
+        // Pages holding stranded pinned objects (kept at the flip) stay: their objects live
+        // there ([`crate::pins`]).
         let old = 1 - inner.moving.current.load(Ordering::Relaxed);
-        release_old_half(
-            &inner.arena,
-            &inner.release,
-            false,
-            inner.moving.half_offset[old],
-            inner.moving.half_bytes,
-        );
+        let lo = inner.moving.half_base[old];
+        let keep = inner.roots.pins.stranded_pages();
+        for (s, e) in subtract(lo, lo + inner.moving.half_bytes, &keep) {
+            release_old_half(
+                &inner.arena,
+                &inner.release,
+                false,
+                inner.arena.offset_of(s),
+                e - s,
+            );
+        }
     }
     inner.set_trigger(inner.used());
     CHILD_ENDED_CYCLES.fetch_add(1, Ordering::Relaxed);

@@ -180,6 +180,11 @@ impl PinTable {
             .collect()
     }
 
+    /// The pages of every stranded object: merged `[start, end)` ranges, sorted.
+    pub(crate) fn stranded_pages(&self) -> Vec<(usize, usize)> {
+        merge(self.lock().stranded.iter().map(Stranded::pages).collect())
+    }
+
     /// Whether `a` is the address of a stranded object.
     pub(crate) fn is_stranded(&self, a: usize) -> bool {
         let g = self.lock();

@@ -161,6 +161,9 @@ pub(crate) fn recycle_old_half(
             i += 1;
             continue;
         }
+        // One claim, move and publish is a fork-gate region: a fork never finds a claimed
+        // range half moved, nor the populate lock held ([`crate::forkgate`]).
+        let _region = crate::forkgate::Region::enter();
         let cap = RECYCLE_RUN_PAGES.min(left);
         let mut j = i + 1;
         while j < n && j - i < cap && present[j] & 1 == 1 {
