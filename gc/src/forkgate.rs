@@ -35,10 +35,18 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::pagestate::{Futex, Sleeper};
 
-/// 1 while a fork has closed the gate.
-static CLOSED: AtomicU32 = AtomicU32::new(0);
-/// Threads inside a region (outermost entries only).
-static INSIDE: AtomicU32 = AtomicU32::new(0);
+/// A gate: whether a fork has closed it, and how many threads are inside a region of it
+/// (outermost entries only). The process has one ([`GATE`]); tests make their own, so that
+/// closing theirs never holds up the heaps of other tests running in the same process.
+pub(crate) struct Gate {
+    /// 1 while a fork has closed the gate.
+    closed: AtomicU32,
+    /// Threads inside a region (outermost entries only).
+    inside: AtomicU32,
+}
+
+/// The process's gate (forks are process-wide).
+static GATE: Gate = Gate::new();
 
 thread_local! {
     /// This thread's region nesting depth.
@@ -48,31 +56,14 @@ thread_local! {
 /// A region: while it lives, a fork waits (see the module documentation). Not `Send`: it
 /// counts for the thread that entered.
 pub(crate) struct Region {
+    gate: &'static Gate,
     _thread: PhantomData<*const ()>,
 }
 
 impl Region {
-    /// Enter a region, waiting first while a fork has the gate closed.
+    /// Enter a region of the process's gate, waiting first while a fork has it closed.
     pub(crate) fn enter() -> Region {
-        DEPTH.with(|d| {
-            if d.get() == 0 {
-                loop {
-                    INSIDE.fetch_add(1, Ordering::SeqCst);
-                    if CLOSED.load(Ordering::SeqCst) == 0 {
-                        break;
-                    }
-                    // A fork is closing or has closed the gate: step back out and wait.
-                    leave();
-                    while CLOSED.load(Ordering::SeqCst) != 0 {
-                        Futex::sleep(&CLOSED, 1);
-                    }
-                }
-            }
-            d.set(d.get() + 1);
-        });
-        Region {
-            _thread: PhantomData,
-        }
+        GATE.enter()
     }
 }
 
@@ -81,47 +72,94 @@ impl Drop for Region {
         DEPTH.with(|d| {
             d.set(d.get() - 1);
             if d.get() == 0 {
-                leave();
+                self.gate.leave();
             }
         });
     }
 }
 
-/// One outermost region ends: wake a closing fork when it was the last one inside.
-fn leave() {
-    if INSIDE.fetch_sub(1, Ordering::SeqCst) == 1 && CLOSED.load(Ordering::SeqCst) != 0 {
-        Futex::wake_all(&INSIDE);
-    }
-}
-
-/// Close the gate and wait until no thread is inside a region. The caller (the forking
-/// thread) must not be inside one.
-pub(crate) fn close() {
-    debug_assert_eq!(
-        DEPTH.with(Cell::get),
-        0,
-        "fork from inside a fork-gate region"
-    );
-    CLOSED.store(1, Ordering::SeqCst);
-    loop {
-        let v = INSIDE.load(Ordering::SeqCst);
-        if v == 0 {
-            return;
+impl Gate {
+    /// An open gate with nobody inside.
+    const fn new() -> Gate {
+        Gate {
+            closed: AtomicU32::new(0),
+            inside: AtomicU32::new(0),
         }
-        Futex::sleep(&INSIDE, v);
+    }
+
+    /// Enter a region, waiting first while the gate is closed.
+    fn enter(&'static self) -> Region {
+        DEPTH.with(|d| {
+            if d.get() == 0 {
+                loop {
+                    self.inside.fetch_add(1, Ordering::SeqCst);
+                    if self.closed.load(Ordering::SeqCst) == 0 {
+                        break;
+                    }
+                    // A fork is closing or has closed the gate: step back out and wait.
+                    self.leave();
+                    while self.closed.load(Ordering::SeqCst) != 0 {
+                        Futex::sleep(&self.closed, 1);
+                    }
+                }
+            }
+            d.set(d.get() + 1);
+        });
+        Region {
+            gate: self,
+            _thread: PhantomData,
+        }
+    }
+
+    /// One outermost region ends: wake a closing fork when it was the last one inside.
+    fn leave(&self) {
+        if self.inside.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.closed.load(Ordering::SeqCst) != 0
+        {
+            Futex::wake_all(&self.inside);
+        }
+    }
+
+    /// Close the gate and wait until no thread is inside a region.
+    fn close(&self) {
+        debug_assert_eq!(
+            DEPTH.with(Cell::get),
+            0,
+            "fork from inside a fork-gate region"
+        );
+        self.closed.store(1, Ordering::SeqCst);
+        loop {
+            let v = self.inside.load(Ordering::SeqCst);
+            if v == 0 {
+                return;
+            }
+            Futex::sleep(&self.inside, v);
+        }
+    }
+
+    /// Open the gate again and wake the threads waiting to enter.
+    fn open(&self) {
+        self.closed.store(0, Ordering::SeqCst);
+        Futex::wake_all(&self.closed);
     }
 }
 
-/// Open the gate again (in the parent, after the fork) and wake the threads waiting to enter.
+/// Close the process's gate and wait until no thread is inside a region. The caller (the
+/// forking thread) must not be inside one.
+pub(crate) fn close() {
+    GATE.close();
+}
+
+/// Open the process's gate again (in the parent, after the fork) and wake the threads waiting
+/// to enter.
 pub(crate) fn open() {
-    CLOSED.store(0, Ordering::SeqCst);
-    Futex::wake_all(&CLOSED);
+    GATE.open();
 }
 
 /// In the child, which has only the forking thread: nobody is inside or waiting.
 pub(crate) fn reset_in_child() {
-    INSIDE.store(0, Ordering::SeqCst);
-    CLOSED.store(0, Ordering::SeqCst);
+    GATE.inside.store(0, Ordering::SeqCst);
+    GATE.closed.store(0, Ordering::SeqCst);
 }
 
 #[cfg(test)]
@@ -135,16 +173,24 @@ mod tests {
     /// is ever inside, and every close returns (no lost wake-up).
     #[test]
     fn closed_gate_has_nobody_inside() {
+        // Its own gate: closing the process's gate here would hold up the collector threads
+        // of other tests running in this process (their regions assume a stopped world).
+        static TEST_GATE: Gate = Gate::new();
         let stop = Arc::new(AtomicBool::new(false));
         let inside_now = Arc::new(AtomicU32::new(0));
+        let started = Arc::new(AtomicU32::new(0));
         let hs: Vec<_> = (0..3)
             .map(|_| {
-                let (stop, inside_now) = (stop.clone(), inside_now.clone());
+                let (stop, inside_now, started) =
+                    (stop.clone(), inside_now.clone(), started.clone());
                 std::thread::spawn(move || {
                     let mut n = 0u64;
                     while !stop.load(Ordering::SeqCst) {
-                        let _r = Region::enter();
-                        let _nested = Region::enter();
+                        if n == 1 {
+                            started.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let _r = TEST_GATE.enter();
+                        let _nested = TEST_GATE.enter();
                         inside_now.fetch_add(1, Ordering::SeqCst);
                         std::hint::spin_loop();
                         inside_now.fetch_sub(1, Ordering::SeqCst);
@@ -154,17 +200,23 @@ mod tests {
                 })
             })
             .collect();
+        // Every thread is in its loop before the closing starts (on a loaded machine a thread
+        // may otherwise first run after the last close).
+        while started.load(Ordering::SeqCst) < 3 {
+            std::thread::yield_now();
+        }
         for _ in 0..200 {
-            close();
+            TEST_GATE.close();
+            // (`inside` itself may read 1 here: a thread entering counts itself before it
+            // sees the gate closed and steps back out. What matters is that none is inside.)
             assert_eq!(inside_now.load(Ordering::SeqCst), 0);
-            assert_eq!(INSIDE.load(Ordering::SeqCst), 0);
             std::thread::sleep(Duration::from_micros(50));
             assert_eq!(inside_now.load(Ordering::SeqCst), 0);
-            open();
+            TEST_GATE.open();
             std::thread::sleep(Duration::from_micros(20));
         }
         stop.store(true, Ordering::SeqCst);
         let entered: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
-        assert!(entered > 0);
+        assert!(entered >= 3);
     }
 }
