@@ -179,7 +179,6 @@ pub struct FaultAttrRow {
     pub slept: u64,
     pub rescued: u64,
     pub found_mapped: u64,
-    pub early_maps: u64,
     /// Faults whose thread was preempted while resolving them, their total ms; the stalls of
     /// the others (p50 / p99 / max µs).
     pub preempted: u64,
@@ -429,7 +428,6 @@ pub fn measure(
         slept: b.slept,
         rescued: b.rescued,
         found_mapped: b.found_mapped,
-        early_maps: b.early_maps,
         preempted: b.preempted,
         preempted_ms: ms(b.preempted_time),
         blocked: b.blocked,

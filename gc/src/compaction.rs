@@ -49,7 +49,7 @@ use faultline_heap::object::WORD;
 use faultline_heap::{ArenaOffset, VolatileArena, PAGE_SIZE};
 
 use crate::mode::MapStrategy;
-use crate::pagestate::{self, Futex, StateWord, Waited, MAPPED, WAITED};
+use crate::pagestate::{self, Futex, Waited, MAPPED};
 use crate::plan::{DestPage, OldPage, Plan, PAGE_WORDS};
 
 /// Pages a worker fills per COPY (and the longest run mapped with one MOVE).
@@ -87,7 +87,6 @@ pub(crate) struct FaultAttrib {
     slept: AtomicU64,
     rescued: AtomicU64,
     found_mapped: AtomicU64,
-    early_maps: AtomicU64,
     preempted: AtomicU64,
     preempted_ns: AtomicU64,
     blocked: AtomicU64,
@@ -131,7 +130,6 @@ impl FaultAttrib {
             slept: l(&self.slept),
             rescued: l(&self.rescued),
             found_mapped: l(&self.found_mapped),
-            early_maps: l(&self.early_maps),
             preempted: l(&self.preempted),
             preempted_time: d(&self.preempted_ns),
             blocked: l(&self.blocked),
@@ -644,11 +642,6 @@ impl Compaction {
         }
     }
 
-    /// Whether a fault waits on one of the claimed pages `[k, k+n)`.
-    fn waited_on(&self, k: DestPage, n: usize) -> bool {
-        (0..n).any(|i| StateWord::load(self.state(k.plus(i))) == WAITED)
-    }
-
     /// Copy strategy, worker side: claim the destination pages from `k` on (before `end`)
     /// while they are claimable, fill them into `buf` with one [`Plan::fill_pages`] and map
     /// the run with one COPY. A fault that waits on one of them rescues its page after
@@ -706,10 +699,10 @@ impl Compaction {
     }
 
     /// Move strategy, worker side (reader tables built): take free staging pages for the
-    /// pages from `k` on (before `end`), and over their contiguous prefix claim, fill and stage
-    /// one page at a time; map the run with one MOVE (one TLB flush for the run, not one per
-    /// page). As in [`Self::copy_run`], a page is claimed just before it is filled and the run
-    /// is mapped early when a fault waits on it. A dense page (moved with no copy at all by
+    /// pages from `k` on (before `end`), and over their contiguous prefix claim the pages, fill
+    /// them in the staging pages with one [`Plan::fill_pages`] and map the run with one MOVE
+    /// (one TLB flush for the run, not one per page). As in [`Self::copy_run`], a fault that
+    /// waits on the run rescues its page instead. A dense page (moved with no copy at all by
     /// [`Self::fill_and_map`]) ends a run. Publishes or unclaims every page it claimed; returns
     /// how many it claimed (0: handle page `k` alone).
     fn move_run(&self, arena: &VolatileArena, pd: &Plan, k: DestPage, end: DestPage) -> usize {
@@ -736,7 +729,7 @@ impl Compaction {
         let mut n = 0;
         if run >= 2 {
             let first = pd.old_page_addr(stage[0]);
-            let t_fill = Instant::now();
+            // Claim the run first, then fill it with one call (see [`Self::copy_run`]).
             while n < run {
                 let kk = k.plus(n);
                 if self
@@ -749,19 +742,16 @@ impl Compaction {
                     break;
                 }
                 self.stall_test(kk);
-                // SAFETY: staging page `stage[0] + n` (the run is contiguous) is a present
-                // old-half page that no destination page reads; we popped it, so it is ours.
-                let out = unsafe {
-                    core::slice::from_raw_parts_mut((first + n * PAGE_SIZE) as *mut u8, PAGE_SIZE)
-                };
-                pd.fill_page(kk, out);
                 n += 1;
-                if self.waited_on(k, n) {
-                    if n < run {
-                        self.attrib.early_maps.fetch_add(1, Ordering::Relaxed);
-                    }
-                    break;
-                }
+            }
+            let t_fill = Instant::now();
+            if n > 0 {
+                // SAFETY: staging pages `stage[0] .. stage[0] + n` (the run is contiguous) are
+                // present old-half pages that no destination page reads; we popped them, so
+                // they are ours alone.
+                let out =
+                    unsafe { core::slice::from_raw_parts_mut(first as *mut u8, n * PAGE_SIZE) };
+                pd.fill_pages(k, out);
             }
             if n > 0 {
                 let t_map = Instant::now();

@@ -663,8 +663,6 @@ pub struct FaultBreakdown {
     pub rescued: u64,
     /// Faults that found the page mapped already (a race with its filler).
     pub found_mapped: u64,
-    /// Worker batches mapped early because a fault waited on one of their pages.
-    pub early_maps: u64,
     /// Faults whose thread the scheduler switched out while it resolved them (an involuntary
     /// context switch, `getrusage`): CPU contention, whatever the fault path did.
     pub preempted: u64,
