@@ -180,6 +180,16 @@ impl HeapInner {
         next.max(self.config.min_trigger_bytes)
     }
 
+    /// Bytes the mutators may allocate before the next flip, about: up to the occupancy goal
+    /// for the bytes in use now (the next stop-the-world trigger; a concurrent cycle starts
+    /// earlier, at its paced trigger, but frees nothing before its flip, near the goal). What
+    /// recycling ([`crate::release`]) covers: no more, so a heap that shrank keeps no more
+    /// pages than it will use.
+    pub(crate) fn fresh_headroom(&self) -> usize {
+        let used = self.used();
+        self.occupancy_goal(used).saturating_sub(used)
+    }
+
     /// Set the next occupancy trigger from the bytes in use after a cycle (stop-the-world).
     pub(crate) fn set_trigger(&self, used: usize) {
         self.trigger_bytes

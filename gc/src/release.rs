@@ -118,17 +118,6 @@ pub(crate) fn release_old_half(
     }
 }
 
-impl crate::inner::HeapInner {
-    /// Bytes the mutators may allocate before the next flip, about: up to the occupancy goal
-    /// for the bytes in use now (the next stop-the-world trigger; a concurrent cycle starts
-    /// earlier, at its paced trigger, but frees nothing before its flip, near the goal). What
-    /// recycling covers: no more, so a heap that shrank keeps no more pages than it will use.
-    pub(crate) fn fresh_headroom(&self) -> usize {
-        let used = self.used();
-        self.occupancy_goal(used).saturating_sub(used)
-    }
-}
-
 /// Recycle up to `want` bytes of the pages the old half `[from, from_end)` still holds (its
 /// compaction finished) as fresh memory of the current half: runs of present pages (found with
 /// one `mincore`) are moved with `UFFDIO_MOVE`, at most [`RECYCLE_RUN_PAGES`] per call, to the
