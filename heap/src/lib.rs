@@ -35,6 +35,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod arena;
+#[cfg(test)]
+mod arena_wp_tests;
 pub mod bitmap;
 pub mod calibrate;
 pub mod fault;
