@@ -7,6 +7,7 @@
 //! was written; a read returns fewer bytes than asked only when the pipe had fewer.
 
 mod common;
+use common::io::{byte_at, churn};
 use common::*;
 
 use std::io::Write;
@@ -19,38 +20,12 @@ use faultline::{
     Barrier, CyclePhase, FaultMode, GcMode, Heap, HeapConfig, Mutator, PinError, Strategy,
 };
 
-/// The byte at position `i` of the test stream.
-fn byte_at(i: u64) -> u8 {
-    let x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i >> 7);
-    (x >> 24) as u8
-}
-
 /// Bytes streamed through the pipe per round.
 fn stream_bytes() -> u64 {
     if std::env::var("FAULTLINE_STRESS").as_deref() == Ok("long") {
         16 << 20
     } else {
         1 << 20
-    }
-}
-
-/// Keep a changing live structure and garbage coming until `stop`, so cycles run.
-fn churn(heap: Heap, stop: Arc<AtomicBool>) {
-    let mut m = heap.attach_named("churn");
-    let t = register(&heap);
-    let mut round = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        tree(&mut m, &t, 9, round);
-        for _ in 0..3000 {
-            m.alloc(t.pair, 0).unwrap();
-        }
-        if m.stack_len() > 8 {
-            m.stack_truncate(4);
-        }
-        round += 1;
-        if round % 2 == 0 {
-            let _ = m.start_collection();
-        }
     }
 }
 

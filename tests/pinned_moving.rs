@@ -15,6 +15,7 @@
 //! - what cannot be pinned: an immediate, and an object high in its half (`PinError::TooHigh`).
 
 mod common;
+use common::io::{byte_at, churn};
 use common::*;
 
 use std::io::Write;
@@ -27,32 +28,6 @@ use faultline::{
     Barrier, Choreography, CyclePhase, FaultMode, GcMode, Heap, HeapConfig, Mutator, PinError,
     Strategy, StwCompaction, Value,
 };
-
-/// The byte at position `i` of the test stream.
-fn byte_at(i: u64) -> u8 {
-    let x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i >> 7);
-    (x >> 24) as u8
-}
-
-/// Keep a changing live structure and garbage coming until `stop`, so cycles run.
-fn churn(heap: Heap, stop: Arc<AtomicBool>) {
-    let mut m = heap.attach_named("churn");
-    let t = register(&heap);
-    let mut round = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        tree(&mut m, &t, 9, round);
-        for _ in 0..3000 {
-            m.alloc(t.pair, 0).unwrap();
-        }
-        if m.stack_len() > 8 {
-            m.stack_truncate(4);
-        }
-        round += 1;
-        if round % 2 == 0 {
-            let _ = m.start_collection();
-        }
-    }
-}
 
 /// Every mode the tests run in: stop-the-world copy and slide, concurrent strategy x
 /// delivery, and barrier-free marking (only where userfaultfd works).
