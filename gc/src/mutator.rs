@@ -1015,6 +1015,28 @@ impl Drop for Root {
     }
 }
 
+/// Read the heap word at `a` (relaxed atomic: another mutator may write it at the same time,
+/// and a race then gives a stale value, never undefined behaviour).
+///
+/// # Safety
+/// `a` is a word-aligned address inside a live object's payload (or header).
+#[inline]
+pub(crate) unsafe fn racy_word(a: usize) -> u64 {
+    // SAFETY: the caller's contract: aligned, inside a live heap object, valid for reads.
+    unsafe { AtomicU64::from_ptr(a as *mut u64) }.load(Ordering::Relaxed)
+}
+
+/// Store `bits` into the heap word at `a` (relaxed atomic, as [`racy_word`]).
+///
+/// # Safety
+/// `a` is a word-aligned address inside a live object's payload, and writing `bits` there
+/// keeps the object well formed (a data word, or a reference slot the caller's barrier covers).
+#[inline]
+pub(crate) unsafe fn set_racy_word(a: usize, bits: u64) {
+    // SAFETY: the caller's contract: aligned, inside a live heap object, valid for writes.
+    unsafe { AtomicU64::from_ptr(a as *mut u64) }.store(bits, Ordering::Relaxed);
+}
+
 // Byte copies between heap byte arrays and Rust memory. Heap memory is shared between threads
 // (two mutators may access one array at once), so it is read and written only with relaxed
 // atomics: a race gives mixed old and new bytes, never undefined behaviour. Whole aligned
@@ -1243,9 +1265,8 @@ impl<'m> Local<'m> {
     #[inline]
     pub fn word(&self, i: usize) -> u64 {
         let a = self.word_addr(i);
-        // SAFETY: an in-bounds, word-aligned payload word; atomic because another mutator may
-        // write it at the same time (a race on heap data is then a stale value, never UB).
-        unsafe { AtomicU64::from_ptr(a as *mut u64) }.load(Ordering::Relaxed)
+        // SAFETY: an in-bounds, word-aligned payload word of this live object.
+        unsafe { racy_word(a) }
     }
     /// Store raw bits into non-reference payload word `i`.
     #[inline]
@@ -1256,8 +1277,8 @@ impl<'m> Local<'m> {
             "word {i} of {:?} is a reference slot",
             self.header
         );
-        // SAFETY: in bounds, word-aligned, and not a reference slot; atomic as in `word`.
-        unsafe { AtomicU64::from_ptr(a as *mut u64) }.store(bits, Ordering::Relaxed);
+        // SAFETY: in bounds, word-aligned, and not a reference slot.
+        unsafe { set_racy_word(a, bits) };
     }
     fn byte_range(&self, offset: usize, n: usize) -> usize {
         assert!(

@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use faultline_heap::object::{Header, TypeId, TypeKind, WORD};
 
 use crate::inner::Heap;
-use crate::mutator::{Local, Mutator};
+use crate::mutator::{racy_word, set_racy_word, Local, Mutator};
 use crate::value::Value;
 
 /// Which words of a layout's objects are reference slots.
@@ -315,8 +315,8 @@ impl<'m> Obj<'m> {
     #[inline]
     pub fn word(&self, i: usize) -> u64 {
         let a = self.word_addr(i);
-        // SAFETY: an in-bounds, word-aligned payload word, read atomically.
-        unsafe { AtomicU64::from_ptr(a as *mut u64) }.load(Ordering::Relaxed)
+        // SAFETY: an in-bounds, word-aligned payload word of this live object.
+        unsafe { racy_word(a) }
     }
 
     /// Store raw bits into data word `i`.
@@ -331,8 +331,8 @@ impl<'m> Obj<'m> {
             "word {i} of {:?} is a reference slot",
             self.header
         );
-        // SAFETY: in bounds, word-aligned, not a reference slot; atomic as in `word`.
-        unsafe { AtomicU64::from_ptr(a as *mut u64) }.store(bits, Ordering::Relaxed);
+        // SAFETY: in bounds, word-aligned, not a reference slot.
+        unsafe { set_racy_word(a, bits) };
     }
 
     /// Reference slot `i`, with no check at all.
