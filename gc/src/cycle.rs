@@ -470,14 +470,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         marking::concurrent_mark(&ctx, &mut m, &st.roots, &mut report);
     if !ctx.wp {
         // 2b. The flat remark's SATB handshake (no global stop).
-        let running = inner
-            .sp
-            .lock()
-            .mutators
-            .iter()
-            .filter(|mu| mu.state.load(Ordering::Relaxed) == RUNNING)
-            .count();
-        marking::satb_handshake(&ctx, &mut m, running, &mut report);
+        marking::satb_handshake(&ctx, &mut m, running_mutators(&inner), &mut report);
     }
     // 2c. Ephemerons, concurrently: mark the values of keys marked so far (the remark pause
     //     finishes the fix-point; see `crate::weak`). Objects above `mark_top` are black.
@@ -531,14 +524,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         inner.sp.resume(g);
         switch_pause = Some((t0.elapsed(), tts));
         marking::satb_switch(&ctx, &mut m, sc, &roots, reason, &mut report);
-        let running = inner
-            .sp
-            .lock()
-            .mutators
-            .iter()
-            .filter(|mu| mu.state.load(Ordering::Relaxed) == RUNNING)
-            .count();
-        marking::satb_handshake(&ctx, &mut m, running, &mut report);
+        marking::satb_handshake(&ctx, &mut m, running_mutators(&inner), &mut report);
     }
     cfg.debug.mark_point(MarkPoint::BeforeRemark);
     cfg.debug.phase_delay(Phase::BeforeRemark);
@@ -1175,6 +1161,18 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     record_cycle(&inner, &stats);
     inner.gate.set_idle();
     verify_after_concurrent(&inner, stats.cycle);
+}
+
+/// How many mutators are running now (the SATB handshake waits for each of them to hand
+/// its buffer over at its next poll).
+fn running_mutators(inner: &HeapInner) -> usize {
+    inner
+        .sp
+        .lock()
+        .mutators
+        .iter()
+        .filter(|mu| mu.state.load(Ordering::Relaxed) == RUNNING)
+        .count()
 }
 
 /// Concurrent mode, a cycle finishing: the pacer decides the next trigger from the bytes in
