@@ -94,13 +94,11 @@ impl Drop for Spinner {
     }
 }
 
-/// Time `UFFDIO_COPY` and `UFFDIO_MOVE` on a scratch arena created through `sys` (see the
-/// module documentation). Takes a few milliseconds.
-pub fn measure_mapping(sys: &Sys) -> Result<MappingCost, ArenaError> {
-    let window = PAGES * PAGE_SIZE;
-    // [0, window): destination; [window, 2 window): move sources.
+/// A scratch anonymous arena of `bytes` made through `sys`, for timing; an error if the
+/// kernel does not offer `UFFDIO_MOVE` (both measurements compare against it).
+fn scratch_arena(sys: &Sys, bytes: usize) -> Result<VolatileArena, ArenaError> {
     let arena = VolatileArena::new(
-        ArenaConfig::new(2 * window)
+        ArenaConfig::new(bytes)
             .backing(Backing::Anonymous)
             .delivery(FaultDelivery::Sigbus)
             .sys(sys.clone()),
@@ -110,6 +108,15 @@ pub fn measure_mapping(sys: &Sys) -> Result<MappingCost, ArenaError> {
             "UFFDIO_MOVE is not offered by this kernel".into(),
         ));
     }
+    Ok(arena)
+}
+
+/// Time `UFFDIO_COPY` and `UFFDIO_MOVE` on a scratch arena created through `sys` (see the
+/// module documentation). Takes a few milliseconds.
+pub fn measure_mapping(sys: &Sys) -> Result<MappingCost, ArenaError> {
+    let window = PAGES * PAGE_SIZE;
+    // [0, window): destination; [window, 2 window): move sources.
+    let arena = scratch_arena(sys, 2 * window)?;
     let src = vec![0x5au8; RUN_PAGES * PAGE_SIZE];
     let _spinner = Spinner::start();
     let per_page = |d: std::time::Duration| d.as_nanos() as f64 / PAGES as f64;
@@ -228,17 +235,7 @@ pub fn measure_fresh(sys: &Sys, with_thread: bool) -> Result<FreshCost, ArenaErr
     let window = FRESH_PAGES * PAGE_SIZE;
     let run = FRESH_RUN_PAGES * PAGE_SIZE;
     // [0, window): the new half's fresh pages; [window, 2 window): the old half's pages.
-    let arena = VolatileArena::new(
-        ArenaConfig::new(2 * window)
-            .backing(Backing::Anonymous)
-            .delivery(FaultDelivery::Sigbus)
-            .sys(sys.clone()),
-    )?;
-    if !arena.can_move() {
-        return Err(ArenaError::Config(
-            "UFFDIO_MOVE is not offered by this kernel".into(),
-        ));
-    }
+    let arena = scratch_arena(sys, 2 * window)?;
     let (dst, src) = (arena.base(), arena.base() + window);
     // The old half's pages: present and written, as a cycle leaves them.
     let dirty = |arena: &VolatileArena| -> Result<(), ArenaError> {
