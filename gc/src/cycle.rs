@@ -18,8 +18,8 @@
 //!    address of any object is then O(1).
 //! 4. **Flip**: decide what happens to pinned objects ([`crate::pins`]: pinned live objects
 //!    are kept in place and become stranded, unpinned stranded ones are copied after the
-//!    compacted objects, and the destination window starts above the stranded objects of its
-//!    half); make sure the destination half is clean ([`crate::release`]); rewrite the
+//!    compacted objects, and the destination window is the largest gap between the stranded
+//!    objects of its half); make sure the destination half is clean ([`crate::release`]); rewrite the
 //!    roots (stranded objects' reference slots among them) and the reference fields of live
 //!    large objects to new addresses; **sweep the
 //!    weak table** ([`crate::weak`]): weak references and ephemerons of dead keys cleared,
@@ -29,7 +29,7 @@
 //!    half in batches of 64 pages (`UFFDIO_COPY`, or a plain copy on an unregistered arena);
 //!    or, with [`crate::StwCompaction::Slide`], slide the live words down within the current
 //!    half ([`crate::plan::Plan::slide`]: no kernel call per page; a cycle with pinned or
-//!    stranded objects, or whose half's window starts above its base, copies instead).
+//!    stranded objects, or whose half's window is not the whole half, copies instead).
 //! 6. **Finish**: release the old half (`MADV_DONTNEED`, [`crate::release`]) and the dead large
 //!    objects, switch halves (sliding: release the current half's free tail, keep the
 //!    halves), set the next occupancy trigger. (`debug.verify`: verify.)
@@ -700,8 +700,8 @@ fn flip(
     let to_index = 1 - moving.current.load(Ordering::Relaxed);
     let to_half_base = moving.half_base[to_index];
     // Pinned objects ([`crate::pins`]): which stay (kept), which stay stranded, which leave
-    // (unpinned: copied after the compacted objects), and where the destination window
-    // starts (above every stranded object of the destination half).
+    // (unpinned: copied after the compacted objects), and the destination window (the
+    // largest gap between the stranded objects of the destination half).
     let pins = inner.roots.pins.plan_flip(
         (from, from_top),
         to_half_base,
@@ -721,19 +721,19 @@ fn flip(
         reloc_end += s.bytes;
     }
     moved.sort_unstable();
-    if page_up(reloc_end) > to_half_base + moving.half_bytes {
-        // The live objects do not fit in the window above the stranded pinned objects: the
-        // cycle fails before anything moved (see `Mutator::pin`, which refuses pins high in
-        // a half so that this needs a nearly full heap).
+    if page_up(reloc_end) > pins.to_hi {
+        // The live objects do not fit in the window between the stranded pinned objects of
+        // the destination half: the cycle fails before anything moved (dropping pins lets a
+        // later cycle fit, see `crate::pins`).
         eprintln!(
-            "faultline: the live objects ({} bytes) do not fit above the pinned objects of the destination half ({} bytes free there): this cycle moves nothing",
+            "faultline: the live objects ({} bytes) do not fit beside the pinned objects of the destination half (its largest free part holds {} bytes): this cycle moves nothing",
             page_up(reloc_end) - to,
-            to_half_base + moving.half_bytes - to
+            pins.to_hi - to
         );
         return Err(ArenaError::OutOfRange {
             offset: to_offset.get(),
             len: page_up(reloc_end) - to,
-            size: to_half_base + moving.half_bytes - to,
+            size: pins.to_hi - to,
         });
     }
     let pins_active = pins.active();
@@ -753,7 +753,7 @@ fn flip(
     };
     let plan_time = tp.elapsed();
     // 4. Make sure the destination half is clean (a release the last cycle could not do is
-    //    redone here, and garbage pages below the window left by pinned objects are given
+    //    redone here, and garbage pages outside the window left by pinned objects are given
     //    back; stranded objects' pages are not touched): a failure point before any
     //    reference changes.
     let stranded_to: Vec<(usize, usize)> = {
@@ -810,13 +810,14 @@ fn flip(
 
     // A stop-the-world flip that slides in place: the plan's destination is its own half.
     // (Not with pinned objects: a kept object would be overwritten by the objects sliding
-    // down; such a cycle compacts into the other half. Nor while the half's window starts
-    // above its base, where pinned objects were: compacting into the other half once gives
-    // the half its whole length back, and the garbage pages below the window are cleaned.)
+    // down; such a cycle compacts into the other half. Nor while the half's window is not
+    // the whole half, where pinned objects were: compacting into the other half once gives
+    // the half its whole length back, and the garbage pages outside the window are cleaned.)
     let slide = !flip_concurrently
         && cfg.stw_compaction == StwCompaction::Slide
         && !pins_active
-        && from == moving.half_base[1 - to_index];
+        && from == moving.half_base[1 - to_index]
+        && moving.end() == from + moving.half_bytes;
     if slide {
         plan.to = from;
         plan.to_offset = arena.offset_of(from);
@@ -956,6 +957,7 @@ fn flip(
             let old_end = (*pop).max(page_up(from_top));
             moving.current.store(to_index, Ordering::Relaxed);
             moving.window.store(to, Ordering::Relaxed);
+            moving.window_end.store(pins.to_hi, Ordering::Relaxed);
             // (`reloc_end` is the destination pages' end, or past the unpinned objects.)
             moving.top.store(reloc_end, Ordering::Relaxed);
             *pop = page_up(reloc_end);
@@ -1060,6 +1062,7 @@ fn flip(
         } else {
             moving.current.store(to_index, Ordering::Relaxed);
             moving.window.store(to, Ordering::Relaxed);
+            moving.window_end.store(pins.to_hi, Ordering::Relaxed);
             let top = if pins.leaving.is_empty() {
                 to + live_words * WORD
             } else {

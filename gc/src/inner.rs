@@ -191,9 +191,16 @@ impl HeapInner {
     }
 
     /// Set the next occupancy trigger from the bytes in use after a cycle (stop-the-world).
+    /// While pinned objects narrow the current half's window ([`crate::pins`]), the trigger
+    /// stays an eighth of the window below its end, so that a collection is triggered before
+    /// the window is exhausted (as the goal's trigger is, before a whole half is).
     pub(crate) fn set_trigger(&self, used: usize) {
-        self.trigger_bytes
-            .store(self.occupancy_goal(used), Ordering::Relaxed);
+        let mut goal = self.occupancy_goal(used);
+        let window = self.moving.end() - self.moving.base();
+        if window < self.moving.half_bytes {
+            goal = goal.min(self.large.used() + window - window / 8);
+        }
+        self.trigger_bytes.store(goal, Ordering::Relaxed);
     }
 
     /// Bytes mutators can hold before an allocation fails: the moving half plus the large

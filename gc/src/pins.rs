@@ -1,7 +1,7 @@
 //! Pinned moving-space objects: the pin table, and what a flip does with pinned objects.
 //!
 //! A moving-space object is pinned by [`crate::Mutator::pin`] (its [`crate::Pin`] holds a
-//! global root and a count here). A compaction never moves it:
+//! global root and a count here), wherever it lies in its half. A compaction never moves it:
 //!
 //! 1. **Kept.** At a flip, every pinned object of the old half's used range `[from, from_top)`
 //!    is *kept*: the plan forwards it to itself ([`crate::plan::Plan::forward`]), its pages
@@ -14,24 +14,31 @@
 //!    slots (visited with the heap's roots, so marking traces them, the flip forwards them and
 //!    verification checks them), and everything that names objects (`Mutator::local`, the
 //!    verifier, identity hashes, weak references) accepts its address.
-//! 3. **Windows.** A half's window starts above every stranded object in that half that stays
-//!    stranded (page aligned): destination pages, allocation and `populated` never meet a
-//!    stranded page, and
-//!    the half below the window holds only stranded objects and garbage pages, cleaned (given
-//!    back to the kernel) when the half is next a destination.
+//! 3. **Windows.** A half's window `[lo, hi)` (page aligned) is the largest *gap* of the half
+//!    between the pages of the stranded objects that stay stranded in it ([`window`]): below
+//!    the lowest, between two, or above the highest. Destination pages, allocation, recycling
+//!    and `populated` never meet a stranded page; outside the window the half holds only
+//!    stranded objects and garbage pages, cleaned (given back to the kernel) when the half is
+//!    next a destination. So an object may be pinned anywhere in its half: the compaction
+//!    into that half uses the larger part of the half beside it (nearly half of the half at
+//!    worst for one pinned object).
 //! 4. **Unpinned.** A stranded object whose last pin is gone is copied at the next flip to the
 //!    new window, after the compacted objects (every reference to it forwarded by the plan),
 //!    and is an ordinary object from then on. Its old pages are garbage: cleaned later, or,
-//!    in the destination half above the new window's start, released in that flip (after the
-//!    copy, before any destination page is mapped), so that unpinning gives the room back.
+//!    inside the destination window, released in that flip (after the copy, before any
+//!    destination page is mapped), so that unpinning gives the room back.
+//! 5. **Too little room.** When the compacted objects (and the leaving ones) do not fit in
+//!    the destination window, the flip fails before anything moved (the cycle returns an
+//!    error, the heap is unchanged); dropping pins lets the next cycle fit.
 //!
 //! Invariants:
 //! - the pinned address of an object never changes while any pin of it exists: kept objects
 //!   stay put, stranded objects are copied only when unpinned;
+//! - no page of a stranded object lies inside its half's window;
 //! - the table is changed by mutators (pin), any thread (unpin) and by the flip with the
 //!   world stopped; it is never read in a fault path (the plan carries the flip's kept and
 //!   relocated objects as plain slices);
-//! - `dirty_end[h]` is at least the end of every page of half `h` that may be present below
+//! - `dirty_end[h]` is at least the end of every page of half `h` that may be present outside
 //!   its window (a kept page, a stranded object's page, or such a page after its object left).
 
 use std::collections::BTreeMap;
@@ -76,7 +83,7 @@ struct PinInner {
     pinned: BTreeMap<usize, usize>,
     /// Stranded objects, by address.
     stranded: Vec<Stranded>,
-    /// Per half: end of the pages that may be present below its window (see the invariants).
+    /// Per half: end of the pages that may be present outside its window (see the invariants).
     dirty_end: [usize; 2],
 }
 
@@ -97,12 +104,14 @@ pub(crate) struct FlipPins {
     pub staying: Vec<Stranded>,
     /// Stranded objects that leave (unpinned): copied to the new window.
     pub leaving: Vec<Stranded>,
-    /// Pages of leaving objects in the destination window (at or above `to_lo`): released by
+    /// Pages of leaving objects in the destination window (`[to_lo, to_hi)`): released by
     /// the flip once their contents are copied, `[start, end)`, sorted and merged.
     pub leaving_in_window: Vec<(usize, usize)>,
     /// The destination window's start in the destination half.
     pub to_lo: usize,
-    /// Page ranges of the destination half below the window to clean: `[start, end)`.
+    /// The destination window's end (exclusive) in the destination half.
+    pub to_hi: usize,
+    /// Page ranges of the destination half outside the window to clean: `[start, end)`.
     pub clean: Vec<(usize, usize)>,
 }
 
@@ -124,6 +133,20 @@ fn merge(mut v: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
         }
     }
     out
+}
+
+/// The window of the half `[base, end)` whose stranded objects that stay occupy the pages
+/// `occupied` (`[start, end)` ranges, sorted and merged, inside the half): its largest gap
+/// between them, `[lo, hi)` (the highest of equal ones; the whole half if nothing is
+/// occupied).
+pub(crate) fn window(base: usize, end: usize, occupied: &[(usize, usize)]) -> (usize, usize) {
+    let mut best = (end, end);
+    for gap in subtract(base, end, occupied) {
+        if gap.1 - gap.0 >= best.1 - best.0 {
+            best = gap;
+        }
+    }
+    best
 }
 
 /// `[lo, hi)` minus the sorted, merged ranges `holes`, as ranges.
@@ -246,31 +269,32 @@ impl PinTable {
                 .collect(),
         );
         let in_to = |a: usize| a >= to_base && a < to_base + half_bytes;
-        let mut to_lo = to_base;
+        let mut occupied = Vec::new();
         for s in &g.stranded {
             if g.pinned.contains_key(&s.addr) {
                 if in_to(s.addr) {
-                    to_lo = to_lo.max(s.pages().1);
+                    occupied.push(s.pages());
                 }
                 fp.staying.push(s.clone());
             } else {
                 fp.leaving.push(s.clone());
             }
         }
-        fp.to_lo = to_lo;
+        (fp.to_lo, fp.to_hi) = window(to_base, to_base + half_bytes, &merge(occupied));
         fp.leaving_in_window = merge(
             fp.leaving
                 .iter()
                 .filter(|s| in_to(s.addr))
                 .map(|s| {
                     let (a, b) = s.pages();
-                    (a.max(to_lo), b)
+                    (a.max(fp.to_lo), b.min(fp.to_hi))
                 })
                 .filter(|&(a, b)| a < b)
                 .collect(),
         );
         // Clean the destination half below its old dirty end, except every stranded object's
-        // pages there (staying or leaving: those lie below the window).
+        // pages there (staying or leaving: those lie outside the window, or are released by
+        // the flip).
         let keep = merge(
             g.stranded
                 .iter()
@@ -333,6 +357,29 @@ mod tests {
         assert_eq!(subtract(15, 35, &h), vec![(20, 30)]);
         assert_eq!(subtract(10, 20, &h), vec![]);
         assert_eq!(subtract(0, 5, &[]), vec![(0, 5)]);
+    }
+
+    #[test]
+    fn the_window_is_the_largest_gap() {
+        let p = PAGE_SIZE;
+        // Nothing stranded: the whole half.
+        assert_eq!(window(0, 100 * p, &[]), (0, 100 * p));
+        // Low, middle or high: the larger side.
+        assert_eq!(window(0, 100 * p, &[(0, p)]), (p, 100 * p));
+        assert_eq!(window(0, 100 * p, &[(40 * p, 41 * p)]), (41 * p, 100 * p));
+        assert_eq!(window(0, 100 * p, &[(60 * p, 61 * p)]), (0, 60 * p));
+        assert_eq!(window(0, 100 * p, &[(99 * p, 100 * p)]), (0, 99 * p));
+        // Several: the largest gap between them.
+        assert_eq!(
+            window(
+                0,
+                100 * p,
+                &[(10 * p, 11 * p), (50 * p, 52 * p), (90 * p, 100 * p)]
+            ),
+            (11 * p, 50 * p)
+        );
+        // Everything occupied: an empty window at the end.
+        assert_eq!(window(0, 4 * p, &[(0, 4 * p)]), (4 * p, 4 * p));
     }
 
     #[test]

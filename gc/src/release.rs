@@ -248,7 +248,7 @@ pub(crate) fn release_free_tail(arena: &VolatileArena, new_end: usize, old_end: 
 /// Before a flip into the half at `to_offset`: release again whatever the last cycle left
 /// present or poisoned there, except the pages of `keep` (absolute `[start, end)` page
 /// ranges, sorted and disjoint: stranded pinned objects, see [`crate::pins`]); and release the
-/// garbage pages `clean` (absolute ranges) below the destination window. With the world
+/// garbage pages `clean` (absolute ranges) outside the destination window. With the world
 /// stopped, before any reference changes.
 pub(crate) fn prepare_destination(
     arena: &VolatileArena,

@@ -4,14 +4,16 @@
 //!  arena:  [ half 0 (max_heap) | half 1 (max_heap) | large-object space ]
 //!  moving space: objects are bump-allocated in the *current* half; a collection compacts the
 //!  live ones into the other half, which becomes current; the old half is released.
-//!  With pinned objects ([`crate::pins`]) a half's *window* [`MovingSpace::base`] may start
-//!  above its first page: below it lie only stranded (pinned) objects and garbage pages.
+//!  With pinned objects ([`crate::pins`]) a half's *window* `[base, end)`
+//!  ([`MovingSpace::base`], [`MovingSpace::end`]) may start above its first page and end
+//!  below its last: outside it lie only stranded (pinned) objects and garbage pages.
 //! ```
 //!
 //! Invariants:
 //! - `top` only grows between collections, by CAS, and never passes the current half's end;
 //!   `[window, top)` is a parseable sequence of objects (zero words are one-word fillers);
-//!   the window (page aligned) changes only in a pause;
+//!   the window (both ends page aligned) changes only in a pause, and no stranded object
+//!   lies inside it;
 //! - `populated` (guarded by its mutex) is the page-aligned end of the memory *claimed* in the
 //!   current half: every page below it is present, or being made present by a refill or a
 //!   recycling step in flight (never at a pause: refills and recycling finish before one);
@@ -52,6 +54,9 @@ pub struct MovingSpace {
     /// Start of the current half's window (absolute, page aligned; the half's base unless
     /// stranded pinned objects lie in it; changes only inside a pause).
     pub window: AtomicUsize,
+    /// End of the current half's window (absolute, page aligned; the half's end unless
+    /// stranded pinned objects lie above the window; changes only inside a pause).
+    pub window_end: AtomicUsize,
     /// Bump pointer in the current half (absolute).
     pub top: AtomicUsize,
     /// End of claimed memory in the current half (absolute, page aligned; see the module
@@ -93,6 +98,7 @@ impl MovingSpace {
             half_base: [base, base + half_bytes],
             current: AtomicUsize::new(0),
             window: AtomicUsize::new(base),
+            window_end: AtomicUsize::new(base + half_bytes),
             top: AtomicUsize::new(base),
             populated: Mutex::new(base),
             ready: AtomicUsize::new(base),
@@ -108,10 +114,11 @@ impl MovingSpace {
     pub fn base(&self) -> usize {
         self.window.load(Ordering::Relaxed)
     }
-    /// End of the current half.
+    /// End of the current half's window: objects, allocation and claimed memory stay below
+    /// it.
     #[inline]
     pub fn end(&self) -> usize {
-        self.half_base[self.current.load(Ordering::Relaxed)] + self.half_bytes
+        self.window_end.load(Ordering::Relaxed)
     }
     /// Bytes in use in the current half.
     pub fn used(&self) -> usize {
