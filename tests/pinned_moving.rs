@@ -12,7 +12,12 @@
 //! - pinned objects with references (a pinned pair and a pinned vector pointing at moving
 //!   lists; moving objects pointing at the pinned ones; fields rewritten between cycles) with
 //!   the verifier and checkmark on, identity hashes stable, contents checked every cycle;
-//! - what cannot be pinned: an immediate, and an object high in its half (`PinError::TooHigh`).
+//! - objects pinned at every height of a half (about 30 %, 60 % and 85 %, and its last page),
+//!   in every mode with the verifier and checkmark on: kept in place with their contents
+//!   (rewritten between cycles), blocking I/O into the highest one while cycles run, and
+//!   after unpinning they move again, intact;
+//! - what cannot be pinned: an immediate; a collection whose live data does not fit beside
+//!   a pinned object fails before anything moves, and unpinning recovers.
 
 mod common;
 use common::io::{byte_at, churn};
@@ -436,44 +441,202 @@ fn pinned_objects_with_references_stay_correct_in_every_mode() {
     }
 }
 
-#[test]
-fn pins_that_cannot_be_honoured_are_refused() {
-    let heap =
-        Heap::new(HeapConfig::with_heap_size(4 << 20).with(|c| c.mode = GcMode::StopTheWorld))
-            .unwrap();
-    let t = register(&heap);
-    let mut m = heap.attach();
-    assert!(matches!(m.pin(fix(3)), Err(PinError::NotAReference(_))));
-    // Keep live objects coming until the newest lies in the upper half of its half: pinning
-    // it is refused (earlier ones were accepted, and their pins dropped at once).
-    let keep = m.alloc(t.vector, 1).unwrap();
-    let keep = m.root(keep);
-    let mut accepted = 0;
-    let e = loop {
-        let s = m.alloc(t.string, 4000).unwrap();
-        m.push(s);
-        let v = m.alloc(t.vector, 2).unwrap();
-        let s = m.pop().unwrap();
-        let l = m.local(v).unwrap();
-        l.set(0, keep.get(&m).unwrap().get(0));
-        l.set(1, s);
-        keep.get(&m).unwrap().set(0, v);
-        match m.pin(s) {
-            Ok(_) => accepted += 1,
-            Err(e) => break e,
-        }
-        assert!(accepted < 10_000, "never refused");
-    };
-    assert!(accepted > 10, "refused too early ({accepted} accepted)");
-    assert!(matches!(e, PinError::TooHigh(_)), "{e}");
-    assert!(e.to_string().contains("upper half"), "{e}");
-    // Nothing changed: collections proceed and the heap verifies.
-    m.collect().unwrap();
-    m.verify().unwrap();
-    assert_eq!(heap.pin_stats().pinned_objects, 0);
+/// Slots of the moving list of [`heights_mode`].
+const SLOTS: usize = 64;
+
+/// The bytes of string number `n` (a pinned one's `n` changes when it is rewritten).
+fn string_bytes(n: u64) -> Vec<u8> {
+    (0..4000u64).map(|i| byte_at(n * 7919 + i)).collect()
 }
 
-/// A pinned object near the middle of a half, and then more live data than fits above it:
+/// Strings pinned at about 30 %, 60 % and 85 % of their half and on its last page (the upper
+/// half included: nothing is refused), while a list of strings keeps moving: every cycle
+/// keeps them in place with their contents (rewritten between cycles); blocking pipe reads
+/// and `pread`s into the highest one while another mutator churns; unpinned, they all move
+/// again, intact.
+fn heights_mode(label: &str, config: HeapConfig) {
+    let heap = Heap::new(config).unwrap();
+    let t = register(&heap);
+    let mut m = heap.attach_named("heights");
+    assert!(matches!(m.pin(fix(3)), Err(PinError::NotAReference(_))));
+    let list = m.alloc(t.vector, SLOTS).unwrap();
+    let list = m.root(list);
+    let mut listed = [0u64; SLOTS];
+    // (pin, pinned address, height, the number its bytes are made from).
+    let mut pins: Vec<(faultline::Pin, usize, String, u64)> = Vec::new();
+    let mut heights = [30usize, 60, 85].into_iter().peekable();
+    let mut last_page = false;
+    let mut n = 0u64;
+    while heights.peek().is_some() || !last_page {
+        n += 1;
+        assert!(
+            n < 100_000,
+            "{label}: heights not reached ({:?} left, last page {last_page})",
+            heights.peek()
+        );
+        let s = m.alloc(t.string, 4000).unwrap();
+        m.local(s).unwrap().write_bytes(0, &string_bytes(n));
+        let p = m.pin(s).unwrap();
+        let (start, end, half) = p.place_in_half().expect("a moving-space string");
+        let pct = start * 100 / half;
+        let what = if !last_page && end > half - 4096 {
+            last_page = true;
+            Some(format!("the last page ({start:#x}..{end:#x} of {half:#x})"))
+        } else if heights.peek().is_some_and(|&h| pct >= h && pct < h + 10) {
+            Some(format!("{} % ({start:#x})", heights.next().unwrap()))
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            let addr = p.value(&m).bits();
+            pins.push((p, addr, what, n));
+            continue;
+        }
+        drop(p);
+        if n % 16 == 0 {
+            let slot = (n / 16) as usize % SLOTS;
+            list.get(&m).unwrap().set(slot, s);
+            listed[slot] = n;
+        }
+    }
+    let check = |m: &Mutator,
+                 pins: &[(faultline::Pin, usize, String, u64)],
+                 listed: &[u64; SLOTS],
+                 when: &str| {
+        for (p, addr, what, k) in pins {
+            assert_eq!(
+                p.value(m).bits(),
+                *addr,
+                "{label}: {when}: the string at {what} moved"
+            );
+            assert!(
+                m.local(p.value(m)).unwrap().to_bytes() == string_bytes(*k),
+                "{label}: {when}: the string at {what} changed"
+            );
+        }
+        let l = list.get(m).unwrap();
+        for (slot, &k) in listed.iter().enumerate() {
+            if k != 0 {
+                assert!(
+                    m.local(l.get(slot)).unwrap().to_bytes() == string_bytes(k),
+                    "{label}: {when}: listed string {k}"
+                );
+            }
+        }
+    };
+    check(&m, &pins, &listed, "placed");
+    let flips0 = heap.flips();
+    for round in 0..6u64 {
+        // Garbage and new listed strings, and new contents in the pinned strings.
+        for i in 0..300u64 {
+            let s = m.alloc(t.string, 4000).unwrap();
+            if i % 10 == 0 {
+                let k = 1_000_000 + round * 1000 + i;
+                m.local(s).unwrap().write_bytes(0, &string_bytes(k));
+                let slot = (k as usize) % SLOTS;
+                list.get(&m).unwrap().set(slot, s);
+                listed[slot] = k;
+            }
+        }
+        for (j, (p, _, _, k)) in pins.iter_mut().enumerate() {
+            if (round + j as u64) % 2 == 0 {
+                *k = 2_000_000 + round * 10 + j as u64;
+                m.local(p.value(&m))
+                    .unwrap()
+                    .write_bytes(0, &string_bytes(*k));
+            }
+        }
+        m.collect().unwrap();
+        heap.wait_for_compaction();
+        m.verify().unwrap();
+        check(&m, &pins, &listed, &format!("round {round}"));
+    }
+    // Blocking I/O into the highest one while another mutator keeps cycles coming.
+    let (top_pin, top_addr, top_what, _) = pins
+        .iter()
+        .max_by_key(|p| p.0.place_in_half().unwrap().1)
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let churner = {
+        let (h, s) = (heap.clone(), stop.clone());
+        std::thread::spawn(move || churn(h, s))
+    };
+    let io_flips0 = heap.flips();
+    let (mut reads, mut preads, mut rounds) = (0, 0, 0);
+    while heap.flips() - io_flips0 < 2 || rounds < 1 {
+        reads += pipe_into_pin(&mut m, top_pin, *top_addr, label).0;
+        preads += pread_into_pin(&mut m, top_pin, *top_addr, &format!("{label}/heights"));
+        rounds += 1;
+        assert!(rounds < 100, "{label}: cycles do not run during the I/O");
+    }
+    stop.store(true, Ordering::Relaxed);
+    m.native(|| churner.join().unwrap());
+    let io_flips = heap.flips() - io_flips0;
+    heap.wait_for_compaction();
+    let top_what = top_what.clone();
+    let last = pins.len() - 1;
+    let top_index = pins.iter().position(|p| p.2 == top_what).unwrap_or(last);
+    pins[top_index].3 = 3_000_000;
+    m.local(pins[top_index].0.value(&m))
+        .unwrap()
+        .write_bytes(0, &string_bytes(3_000_000));
+    m.verify().unwrap();
+    check(&m, &pins, &listed, "after the I/O");
+    // Unpinned, every one moves again with its contents; nothing stays stranded.
+    let kept: Vec<_> = pins
+        .iter()
+        .map(|(p, addr, what, k)| (m.root(p.value(&m)), *addr, what.clone(), *k))
+        .collect();
+    drop(pins);
+    for _ in 0..3 {
+        m.collect().unwrap();
+        heap.wait_for_compaction();
+        m.verify().unwrap();
+    }
+    for (r, addr, what, k) in &kept {
+        let v = r.get(&m).unwrap();
+        assert_ne!(
+            v.object().address(),
+            *addr,
+            "{label}: unpinned, the string at {what} moves again"
+        );
+        assert!(
+            v.to_bytes() == string_bytes(*k),
+            "{label}: the string at {what} after unpinning"
+        );
+    }
+    let stats = heap.pin_stats();
+    assert_eq!(
+        (stats.pinned_objects, stats.stranded_objects),
+        (0, 0),
+        "{label}: {stats:?}"
+    );
+    eprintln!(
+        "{label}: strings pinned at {}; {} flips while pinned, {reads} pipe reads and {preads} preads into the one at {top_what} across {io_flips} flips",
+        kept.iter().map(|k| k.2.as_str()).collect::<Vec<_>>().join(", "),
+        heap.flips() - flips0,
+    );
+}
+
+#[test]
+fn objects_pinned_at_any_height_of_a_half_in_every_mode() {
+    let base = || {
+        HeapConfig::with_heap_size(4 << 20).with(|c| {
+            c.debug.verify = true;
+            c.debug.checkmark = true;
+            // Collections when a half is full, and allocation buffers of two strings: the
+            // last string before a collection often ends on the half's last page.
+            c.min_trigger_bytes = 4 << 20;
+            c.tlab_bytes = 8192;
+            c.large_object_threshold = 4096;
+        })
+    };
+    for (label, config) in modes("objects_pinned_at_any_height_of_a_half_in_every_mode", base) {
+        heights_mode(&label, config);
+    }
+}
+
+/// A pinned object in the middle of a half, and then more live data than fits beside it:
 /// the collection into that half fails with an error before anything moved (never
 /// corruption); once the object is unpinned, the next collection succeeds (the unpinned
 /// object leaves and its pages with it) and everything is intact.
@@ -486,11 +649,10 @@ fn a_collection_that_cannot_honour_a_pin_fails_cleanly_and_unpinning_recovers() 
     let t = register(&heap);
     let mut m = heap.attach();
     m.collect().unwrap();
-    // Live strings until one is refused: the last accepted pin lies just below the middle of
-    // the half.
+    // Live strings until one starts in the middle of its half: that one is pinned.
     let chain = m.alloc(t.vector, 1).unwrap();
     let chain = m.root(chain);
-    let mut pin = None;
+    let pin;
     let mut strings = 0usize;
     loop {
         let cell = m.alloc(t.pair, 0).unwrap();
@@ -502,20 +664,22 @@ fn a_collection_that_cannot_honour_a_pin_fails_cleanly_and_unpinning_recovers() 
         c.set(1, chain.get(&m).unwrap().get(0));
         chain.get(&m).unwrap().set(0, cell);
         strings += 1;
-        assert!(strings < 100_000, "never refused");
-        match m.pin(s) {
-            Ok(p) => pin = Some(p),
-            Err(PinError::TooHigh(_)) => break,
-            Err(e) => panic!("{e}"),
+        assert!(strings < 100_000, "never in the middle of a half");
+        let p = m.pin(s).unwrap();
+        let (start, _, half) = p.place_in_half().unwrap();
+        if start >= half / 2 {
+            assert!(start < half / 2 + 8192, "{start:#x} of {half:#x}");
+            pin = Some(p);
+            break;
         }
     }
-    let pin = pin.expect("a low string was pinned");
+    let pin = pin.expect("a string in the middle was pinned");
     let pinned_at = pin.value(&m).bits();
     m.local(pin.value(&m))
         .unwrap()
         .write_bytes(0, b"kept in place");
     chain.get(&m).unwrap().set(0, Value::NULL);
-    m.collect().unwrap(); // kept: stranded near the middle of the other half
+    m.collect().unwrap(); // kept: stranded in the middle of its half
     assert_eq!(pin.value(&m).bits(), pinned_at);
     // Live strings worth about 60 % of a half.
     let list = m.alloc(t.vector, 1).unwrap();
@@ -535,7 +699,7 @@ fn a_collection_that_cannot_honour_a_pin_fails_cleanly_and_unpinning_recovers() 
     }
     let e = m
         .collect()
-        .expect_err("the live data does not fit above the pinned object");
+        .expect_err("the live data does not fit beside the pinned object");
     eprintln!("refused while pinned: {e}");
     // Nothing moved or broke.
     assert_eq!(pin.value(&m).bits(), pinned_at);

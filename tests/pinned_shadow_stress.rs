@@ -5,23 +5,43 @@
 //! collection the graph is compared with its model and every pinned object must be at its
 //! pinned address, still itself. Stop-the-world (copy and slide) and concurrent with every
 //! strategy x fault delivery and barrier-free marking; 1,000 cycles per mode by default, 100x
-//! under `FAULTLINE_STRESS=long`.
+//! under `FAULTLINE_STRESS=long`. Objects are pinned wherever they lie: each mode also runs
+//! *tall* (100 cycles, 10x under `FAULTLINE_STRESS=long`), collecting only when a half is
+//! nearly full, so that pins land at every height of a half, the upper half included (counted
+//! and required).
 
 mod common;
 use common::shadow::{self, drive, Shadow};
 use common::stress_scale;
 use faultline::{Barrier, FaultMode, GcMode, Heap, HeapConfig, Strategy, StwCompaction};
 
+/// The heap's size: its halves are as large.
+const HEAP: usize = 4 << 20;
+
 fn run(label: &str, config: HeapConfig) {
+    run_one(label, config.clone(), false);
+    run_one(&format!("{label}/tall"), config, true);
+}
+
+fn run_one(label: &str, config: HeapConfig, tall: bool) {
     let heap = Heap::new(config.with(|c| {
-        c.debug.stress_every = Some(24);
+        if tall {
+            // Collections when a half is about 90 % full: objects lie at every height.
+            c.min_trigger_bytes = HEAP / 10 * 9;
+        } else {
+            c.debug.stress_every = Some(24);
+        }
         c.debug.verify = true;
         c.debug.checkmark = true;
     }))
     .unwrap();
     let t = shadow::register(&heap);
-    let target = stress_scale(1_000);
-    let totals: Vec<(u64, u64, u64, u64)> = std::thread::scope(|s| {
+    let target = if tall {
+        stress_scale(1_000) / 10
+    } else {
+        stress_scale(1_000)
+    };
+    let totals: Vec<(u64, u64, u64, u64, u64)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..2u64)
             .map(|i| {
                 let heap = heap.clone();
@@ -30,7 +50,13 @@ fn run(label: &str, config: HeapConfig) {
                     let mut sh = Shadow::new(&mut m, t, 0x9157 + i * 31, i + 1);
                     sh.pin_every = Some(40);
                     drive(&mut m, &mut sh, target, u64::MAX);
-                    (sh.checks, sh.objects_checked, sh.pins_made, sh.pins_refused)
+                    (
+                        sh.checks,
+                        sh.objects_checked,
+                        sh.pins_made,
+                        sh.pins_high,
+                        sh.pins_last_page,
+                    )
                 })
             })
             .collect();
@@ -45,22 +71,27 @@ fn run(label: &str, config: HeapConfig) {
     );
     assert!(heap.flips() >= target);
     let made: u64 = totals.iter().map(|t| t.2).sum();
+    let high: u64 = totals.iter().map(|t| t.3).sum();
+    let checks = if tall { 5 } else { 20 };
     assert!(
-        totals.iter().all(|&(c, o, _, _)| c > 20 && o > 200),
+        totals.iter().all(|&(c, o, ..)| c > checks && o > 200),
         "{label}: {totals:?}"
     );
     assert!(made > 20, "{label}: {totals:?}");
+    if tall {
+        assert!(high > 0, "{label}: no pin in an upper half: {totals:?}");
+    }
     eprintln!(
-        "{label}: {} cycles, 2 mutators, {} model checks, {} objects compared, {made} pins made, {} refused (high in a half)",
+        "{label}: {} cycles, 2 mutators, {} model checks, {} objects compared, {made} pins made, {high} of them in the upper half of a half, {} on its last page",
         heap.flips(),
         totals.iter().map(|t| t.0).sum::<u64>(),
         totals.iter().map(|t| t.1).sum::<u64>(),
-        totals.iter().map(|t| t.3).sum::<u64>(),
+        totals.iter().map(|t| t.4).sum::<u64>(),
     );
 }
 
 fn base() -> HeapConfig {
-    HeapConfig::with_heap_size(4 << 20)
+    HeapConfig::with_heap_size(HEAP)
 }
 
 #[test]

@@ -13,11 +13,12 @@
 //!   [`Mutator::alloc_pinned`], or any object the heap placed there) is like that anyway. A
 //!   moving-space object, of any type, is *kept* by every compaction while pinned: it stays at
 //!   its address, its pages are never released, and the other objects are compacted around
-//!   it ([`crate::pins`]: the next window of its half starts above it); when the last pin is
-//!   dropped, the next flip moves it again. A `Pin` is `Send + Sync`: it is used inside native
-//!   sections, or from threads that are not mutators, and its I/O methods hand its memory to
-//!   the kernel directly (zero copy). A moving-space object in the upper half of its half is
-//!   refused ([`PinError::TooHigh`]): the compactor would have too little room above it.
+//!   it ([`crate::pins`]: the next window of its half is the larger part of the half beside
+//!   it), wherever it lies in its half; when the last pin is dropped, the next flip moves it
+//!   again. A `Pin` is `Send + Sync`: it is used inside native sections, or from threads that
+//!   are not mutators, and its I/O methods hand its memory to the kernel directly (zero
+//!   copy). A cycle whose live objects do not fit beside the pinned ones fails before
+//!   anything moves (an error from `collect`); dropping pins lets the next one fit.
 //! - The `Mutator` I/O methods take a rooted byte array of either space. For the non-moving
 //!   space they use its memory directly; for the moving space they go through a buffer of the
 //!   mutator (read: into the buffer in a native section, then into the array, wherever it is
@@ -46,11 +47,6 @@ use faultline_heap::object::TypeId;
 /// Why an object cannot be pinned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PinError {
-    /// The object lies in the upper half of its half of the moving space: kept there, it would
-    /// leave the compactor too little room above it (the next compaction into that half starts
-    /// above pinned objects).
-    #[error("{0:?} lies in the upper half of its half of the moving space: pinned there, it would leave the compactor too little room above it; pin objects allocated soon after a collection, or allocate them with Mutator::alloc_pinned")]
-    TooHigh(Value),
     /// Null or an immediate.
     #[error("{0:?} is not a reference")]
     NotAReference(Value),
@@ -170,6 +166,24 @@ impl Pin {
         self.moving.is_some()
     }
 
+    /// For a moving-space object: where it lies in its half, as the byte offsets of its start
+    /// and end (exclusive) from the half's base, with the half's size. `None` in the
+    /// non-moving space. (A pinned object may lie anywhere in its half; diagnostics and tests
+    /// use this to see where.)
+    pub fn place_in_half(&self) -> Option<(usize, usize, usize)> {
+        let heap = self.moving.as_ref()?;
+        let space = &heap.inner.moving;
+        let half = usize::from(self.addr >= space.half_base[1]);
+        let start = self.addr - space.half_base[half];
+        let size = heap
+            .inner
+            .types()
+            .size_words(crate::trace::header(self.addr))
+            .unwrap_or(1)
+            * WORD;
+        Some((start, start + size, space.half_bytes))
+    }
+
     fn io(&self, op: Op, fd: BorrowedFd<'_>, offset: usize, len: usize) -> io::Result<usize> {
         range(self.bytes, offset, len, op.name())?;
         // SAFETY: in bounds of the payload of a live byte array that does not move and whose
@@ -220,13 +234,14 @@ impl Mutator {
     /// moves nor has absent pages (its address is valid across native sections and in other
     /// threads), and it stays alive. A moving-space object of any type can be pinned: every
     /// compaction leaves it where it is (its pages present) and compacts the other objects
-    /// around it; the next compaction into its half starts above it; once unpinned, the next
-    /// cycle moves it like any object. An object may be pinned more than once.
+    /// around it, wherever it lies in its half (the next compaction into its half uses the
+    /// larger part of the half beside it); once unpinned, the next cycle moves it like any
+    /// object. An object may be pinned more than once. A collection whose live objects do not
+    /// fit beside the pinned ones fails before anything moves; dropping pins lets the next
+    /// one fit.
     ///
     /// # Errors
-    /// [`PinError::NotAReference`] for null and immediates; [`PinError::TooHigh`] for a
-    /// moving-space object in the upper half of its half (allocate it early in a cycle, or
-    /// with [`Mutator::alloc_pinned`]).
+    /// [`PinError::NotAReference`] for null and immediates.
     ///
     /// # Panics
     /// If `v` is stale or of another heap (as [`Mutator::local`]).
@@ -236,18 +251,9 @@ impl Mutator {
         };
         let addr = l.object().address();
         let bytes = matches!(l.kind_of(), TypeKind::ByteArray).then(|| l.len());
-        let size = (l.payload_words() + 1) * WORD;
         let mut moving = None;
         if !self.non_moving(addr) {
             let inner = &self.heap().inner;
-            let space = &inner.moving;
-            let half = usize::from(addr >= space.half_base[1]);
-            let end_offset = addr + size - space.half_base[half];
-            if end_offset.div_ceil(faultline_heap::PAGE_SIZE) * faultline_heap::PAGE_SIZE
-                > space.half_bytes / 2
-            {
-                return Err(PinError::TooHigh(v));
-            }
             // Present before the pin counts (a destination page of a running compaction may
             // still be absent); no safepoint until the table has it, so no flip in between.
             self.ensure_present(v);

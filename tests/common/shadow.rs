@@ -85,9 +85,11 @@ pub struct Shadow {
     pub pin_every: Option<u64>,
     /// Pins held: the pin, the object's id and its pinned address.
     pub pinned: Vec<(faultline::Pin, u64, usize)>,
-    /// Pins made, and refused (`PinError::TooHigh`).
+    /// Pins made; of those in the moving space, pins of objects in the upper half of their
+    /// half, and of objects on the last page of their half.
     pub pins_made: u64,
-    pub pins_refused: u64,
+    pub pins_high: u64,
+    pub pins_last_page: u64,
 }
 
 impl Shadow {
@@ -108,7 +110,8 @@ impl Shadow {
             pin_every: None,
             pinned: Vec::new(),
             pins_made: 0,
-            pins_refused: 0,
+            pins_high: 0,
+            pins_last_page: 0,
         }
     }
 
@@ -157,10 +160,13 @@ impl Shadow {
         match m.pin(v) {
             Ok(p) => {
                 let addr = p.value(m).bits();
+                if let Some((start, end, half)) = p.place_in_half() {
+                    self.pins_high += u64::from(start >= half / 2);
+                    self.pins_last_page += u64::from(end > half - 4096);
+                }
                 self.pinned.push((p, id, addr));
                 self.pins_made += 1;
             }
-            Err(faultline::PinError::TooHigh(_)) => self.pins_refused += 1,
             Err(e) => panic!("pinning object {id}: {e}"),
         }
     }
