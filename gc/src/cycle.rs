@@ -91,7 +91,7 @@ use std::time::{Duration, Instant};
 use faultline_heap::object::{Header, TypeRegistry, WORD};
 use faultline_heap::pagemap::PagemapScanner;
 use faultline_heap::sys::CallSnapshot;
-use faultline_heap::{ArenaError, PAGE_SIZE};
+use faultline_heap::PAGE_SIZE;
 
 use crate::choreography;
 use crate::debug::{Breakage, MarkPoint, Phase};
@@ -277,7 +277,7 @@ fn stw_cycle(
     trigger: Trigger,
     t0: Instant,
     tts: Duration,
-) -> Result<CycleStats, ArenaError> {
+) -> Result<CycleStats, CollectError> {
     let types = inner.types();
     let mut scratch = inner.scratch.lock().unwrap_or_else(PoisonError::into_inner);
     let calls0 = inner.arena.sys().counters().snapshot();
@@ -670,7 +670,7 @@ fn flip(
     pc: PauseCtx,
     concurrent: bool,
     buf: &mut [u8],
-) -> Result<Flip, ArenaError> {
+) -> Result<Flip, CollectError> {
     let cfg = &inner.config;
     let moving = &inner.moving;
     let large = &inner.large;
@@ -724,16 +724,10 @@ fn flip(
     if page_up(reloc_end) > pins.to_hi {
         // The live objects do not fit in the window between the stranded pinned objects of
         // the destination half: the cycle fails before anything moved (dropping pins lets a
-        // later cycle fit, see `crate::pins`).
-        eprintln!(
-            "faultline: the live objects ({} bytes) do not fit beside the pinned objects of the destination half (its largest free part holds {} bytes): this cycle moves nothing",
-            page_up(reloc_end) - to,
-            pins.to_hi - to
-        );
-        return Err(ArenaError::OutOfRange {
-            offset: to_offset.get(),
-            len: page_up(reloc_end) - to,
-            size: pins.to_hi - to,
+        // later cycle fit, see `crate::pins`). (A concurrent cycle reports it on stderr.)
+        return Err(CollectError::NoRoomBesidePins {
+            live_bytes: page_up(reloc_end) - to,
+            room_bytes: pins.to_hi - to,
         });
     }
     let pins_active = pins.active();

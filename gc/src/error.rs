@@ -28,6 +28,17 @@ pub enum CollectError {
     /// ([`ArenaError::Sys`], [`ArenaError::Uffd`]).
     #[error("the collection failed in the kernel: {0}")]
     Kernel(#[source] ArenaError),
+    /// The live objects do not fit in the destination half beside the pinned objects that
+    /// stay there (its largest part free of them: see [`crate::Mutator::pin`]). Nothing was
+    /// moved: the heap stays consistent and usable, and the cycle frees nothing; dropping
+    /// pins lets a later cycle fit.
+    #[error("the live objects ({live_bytes} bytes) do not fit beside the pinned objects of the destination half (its largest part free of them holds {room_bytes} bytes): this cycle moves nothing; drop pins to let a later one fit")]
+    NoRoomBesidePins {
+        /// Bytes the compacted objects need (whole pages).
+        live_bytes: usize,
+        /// Bytes of the destination window.
+        room_bytes: usize,
+    },
     /// The concurrent collector's thread could not be started.
     #[error("starting the GC thread failed: {0}")]
     Spawn(String),

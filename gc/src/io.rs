@@ -18,7 +18,8 @@
 //!   again. A `Pin` is `Send + Sync`: it is used inside native sections, or from threads that
 //!   are not mutators, and its I/O methods hand its memory to the kernel directly (zero
 //!   copy). A cycle whose live objects do not fit beside the pinned ones fails before
-//!   anything moves (an error from `collect`); dropping pins lets the next one fit.
+//!   anything moves ([`crate::CollectError::NoRoomBesidePins`]); dropping pins lets the next
+//!   one fit.
 //! - The `Mutator` I/O methods take a rooted byte array of either space. For the non-moving
 //!   space they use its memory directly; for the moving space they go through a buffer of the
 //!   mutator (read: into the buffer in a native section, then into the array, wherever it is
@@ -237,8 +238,8 @@ impl Mutator {
     /// around it, wherever it lies in its half (the next compaction into its half uses the
     /// larger part of the half beside it); once unpinned, the next cycle moves it like any
     /// object. An object may be pinned more than once. A collection whose live objects do not
-    /// fit beside the pinned ones fails before anything moves; dropping pins lets the next
-    /// one fit.
+    /// fit beside the pinned ones fails before anything moves
+    /// ([`crate::CollectError::NoRoomBesidePins`]); dropping pins lets the next one fit.
     ///
     /// # Errors
     /// [`PinError::NotAReference`] for null and immediates.

@@ -28,8 +28,9 @@
 //!    inside the destination window, released in that flip (after the copy, before any
 //!    destination page is mapped), so that unpinning gives the room back.
 //! 5. **Too little room.** When the compacted objects (and the leaving ones) do not fit in
-//!    the destination window, the flip fails before anything moved (the cycle returns an
-//!    error, the heap is unchanged); dropping pins lets the next cycle fit.
+//!    the destination window, the flip fails before anything moved
+//!    ([`crate::CollectError::NoRoomBesidePins`]; the heap is unchanged); dropping pins lets
+//!    the next cycle fit.
 //!
 //! Invariants:
 //! - the pinned address of an object never changes while any pin of it exists: kept objects
