@@ -203,10 +203,11 @@ impl HeapInner {
         self.trigger_bytes.store(goal, Ordering::Relaxed);
     }
 
-    /// Bytes mutators can hold before an allocation fails: the moving half plus the large
-    /// objects in use (the pacer's capacity).
+    /// Bytes mutators can hold before an allocation fails: the current half's window (the
+    /// whole half unless pinned objects narrow it, see [`crate::pins`]) plus the large objects
+    /// in use (the pacer's capacity).
     pub(crate) fn capacity(&self) -> usize {
-        self.moving.half_bytes + self.large.used()
+        (self.moving.end() - self.moving.base()) + self.large.used()
     }
 }
 
