@@ -636,6 +636,95 @@ fn objects_pinned_at_any_height_of_a_half_in_every_mode() {
     }
 }
 
+/// Two strings pinned at about 20 % and 80 % of one half: the next compaction into that half
+/// goes into the gap between them (its largest part), and so do the allocations after it.
+fn gap_mode(label: &str, config: HeapConfig) {
+    let heap = Heap::new(config).unwrap();
+    let t = register(&heap);
+    let mut m = heap.attach_named("gap");
+    let list = m.alloc(t.vector, SLOTS).unwrap();
+    let list = m.root(list);
+    let place = |m: &Mutator, v: Value| m.pin(v).unwrap().place_in_half().unwrap();
+    let mut attempts = 0;
+    let (low, high) = 'placed: loop {
+        attempts += 1;
+        assert!(attempts < 20, "{label}: two pins in one half never placed");
+        m.collect().unwrap();
+        heap.wait_for_compaction();
+        let flips = heap.flips();
+        let mut low: Option<(faultline::Pin, usize)> = None;
+        for n in 0..2000u64 {
+            let s = m.alloc(t.string, 4000).unwrap();
+            m.local(s).unwrap().write_bytes(0, &string_bytes(n));
+            if heap.flips() != flips {
+                continue 'placed;
+            }
+            let (start, _, half) = place(&m, s);
+            let pct = start * 100 / half;
+            if low.is_none() && (20..30).contains(&pct) {
+                low = Some((m.pin(s).unwrap(), start));
+            } else if low.is_some() && (80..90).contains(&pct) {
+                break 'placed (low.unwrap(), (m.pin(s).unwrap(), start));
+            } else if n % 8 == 0 {
+                list.get(&m).unwrap().set((n / 8) as usize % SLOTS, s);
+            }
+        }
+        panic!("{label}: 80 % of the half never reached");
+    };
+    // Into the other half, and back into the pinned strings' half: the list lands between
+    // them.
+    for _ in 0..2 {
+        m.collect().unwrap();
+        heap.wait_for_compaction();
+    }
+    m.verify().unwrap();
+    let (lo_end, hi_start) = (low.1 + 4096, high.1);
+    let l = list.get(&m).unwrap();
+    let mut between = 0;
+    for slot in 0..SLOTS {
+        let v = l.get(slot);
+        if m.local(v).is_none() {
+            continue;
+        }
+        let (start, end, _) = place(&m, v);
+        assert!(
+            start >= lo_end && end <= hi_start,
+            "{label}: listed string at {start:#x}..{end:#x}, outside the gap {lo_end:#x}..{hi_start:#x}"
+        );
+        between += 1;
+    }
+    assert!(between > 10, "{label}: {between} listed strings");
+    // New objects too.
+    let s = m.alloc(t.string, 4000).unwrap();
+    let (start, _, _) = place(&m, s);
+    assert!(
+        start >= lo_end && start < hi_start,
+        "{label}: new string at {start:#x}"
+    );
+    eprintln!(
+        "{label}: strings pinned at {:#x} and {:#x}; {between} listed strings and a new one compacted between them",
+        low.1, high.1
+    );
+}
+
+#[test]
+fn the_compaction_uses_the_gap_between_two_pinned_objects() {
+    let base = || {
+        HeapConfig::with_heap_size(4 << 20).with(|c| {
+            c.debug.verify = true;
+            c.min_trigger_bytes = 4 << 20;
+            c.tlab_bytes = 8192;
+            c.large_object_threshold = 4096;
+        })
+    };
+    for (label, config) in modes(
+        "the_compaction_uses_the_gap_between_two_pinned_objects",
+        base,
+    ) {
+        gap_mode(&label, config);
+    }
+}
+
 /// A pinned object in the middle of a half, and then more live data than fits beside it:
 /// the collection into that half fails with an error before anything moved (never
 /// corruption); once the object is unpinned, the next collection succeeds (the unpinned
