@@ -95,3 +95,28 @@ fn switched_off_it_recycles_nothing() {
     .unwrap();
     assert_eq!(churn(&heap, 2), 0);
 }
+
+#[test]
+fn a_slide_keeps_its_free_tail_as_fresh_memory() {
+    // An in-place slide keeps the part of its free tail the next cycle will allocate present
+    // (garbage until a refill zeroes it): fresh objects still read zero, and pages were kept
+    // in every cycle that had a tail (here every one: each round allocates the garbage
+    // strings first). Off, nothing is kept.
+    for recycle in [true, false] {
+        let heap = Heap::new(
+            config(GcMode::StopTheWorld, Strategy::Auto, FaultMode::Auto).with(|c| {
+                c.stw_compaction = faultline::StwCompaction::Slide;
+                c.recycle_old_half = recycle;
+            }),
+        )
+        .unwrap();
+        let kept = churn(&heap, 4);
+        eprintln!("slide, recycle {recycle}: {kept} pages kept");
+        if recycle {
+            assert!(kept > 0);
+            assert!(heap.history().iter().all(|c| c.compact_map.is_zero()));
+        } else {
+            assert_eq!(kept, 0);
+        }
+    }
+}

@@ -1045,6 +1045,15 @@ fn flip(
     stats.compact = tc.elapsed();
 
     // 6. Switch halves, recycle or release the old half, sweep large objects.
+    // (A slide keeps as much of its free tail present as will be allocated before the next
+    // trigger, as recycling would move in: the fresh headroom for the bytes in use after it.)
+    let keep_tail = if slide && cfg.recycle_old_half && !cfg.debug.poison_released {
+        let used = live_words * WORD + large.used();
+        inner.occupancy_goal(used).saturating_sub(used)
+    } else {
+        0
+    };
+    let mut kept_tail = (0, 0);
     let old_end = {
         let mut pop = moving
             .populated
@@ -1052,8 +1061,12 @@ fn flip(
             .unwrap_or_else(PoisonError::into_inner);
         let old_end = (*pop).max(page_up(from_top));
         if slide {
-            // The halves stay: release the free tail of this one.
-            *pop = release_free_tail(arena, from + pages * PAGE_SIZE, old_end);
+            // The halves stay: release the free tail of this one, but what is kept.
+            let new_end = from + pages * PAGE_SIZE;
+            let (end, kept) = release_free_tail(arena, new_end, old_end, keep_tail);
+            *pop = end;
+            kept_tail = (new_end, new_end + kept * PAGE_SIZE);
+            stats.pages_recycled = kept;
             moving
                 .top
                 .store(from + live_words * WORD, Ordering::Relaxed);
@@ -1069,6 +1082,7 @@ fn flip(
             *pop = page_up(reloc_end);
         }
         moving.reset_watermarks(*pop);
+        moving.keep_dirty(kept_tail.0, kept_tail.1);
         old_end
     };
     if !slide {

@@ -117,9 +117,13 @@ pub enum StwCompaction {
     /// In place (Lisp-2 style sliding, with the same rank-based plan): every run of live words
     /// moves down within the current half with one `memmove`, references are rewritten in a
     /// second pass over each slid chunk while it is in cache, and the free tail is released
-    /// (`MADV_DONTNEED`). No kernel call per page, no second copy of the live data. The halves
-    /// do not alternate; `debug.poison_released` does not poison the tail (it stays in the
-    /// current half and is handed out again).
+    /// (`MADV_DONTNEED`), except the part the mutators will allocate before the next
+    /// collection, which stays present and is zeroed by the allocation-buffer refills that
+    /// hand it out (with [`crate::HeapConfig::recycle_old_half`]). No kernel call per page, no
+    /// second copy of the live data. The halves do not alternate; `debug.poison_released` does
+    /// not poison the tail (it stays in the current half and is handed out again). A cycle with
+    /// pinned objects, or whose half starts above its base (pinned objects were there),
+    /// compacts into the other half instead.
     Slide,
 }
 

@@ -219,30 +219,47 @@ pub(crate) fn finish_old_half(
     pages
 }
 
-/// After an in-place slide ([`crate::StwCompaction::Slide`]): release the current half's free
-/// tail `[new_end, old_end)` (page aligned; `old_end` was the populated watermark). Returns
-/// the new watermark: `new_end`, or, if the release failed, `old_end`, with the tail made
-/// present again and zeroed so that allocation may hand it out (the space's invariant:
-/// present below the watermark, absent above, fresh memory zero). Never fails: this runs
-/// after references were updated, so a kernel error in the fallback ends the process.
-pub(crate) fn release_free_tail(arena: &VolatileArena, new_end: usize, old_end: usize) -> usize {
+/// After an in-place slide ([`crate::StwCompaction::Slide`]): keep the first `keep` bytes
+/// (rounded up to pages) of the current half's free tail `[new_end, old_end)` present, as the
+/// fresh memory the mutators allocate next (their contents are garbage: the caller marks them
+/// dirty, [`MovingSpace::keep_dirty`], so that refills zero them), and release the rest
+/// (page aligned; `old_end` was the populated watermark). Returns the new watermark and the
+/// pages kept: `new_end` plus the kept pages; or, if the release failed, `old_end` and no
+/// page kept, with the whole tail made present again and zeroed so that allocation may hand
+/// it out (the space's invariant: present below the watermark, absent above, fresh memory
+/// zero or marked dirty). Never fails: this runs after references were updated, so a kernel
+/// error in the fallback ends the process.
+pub(crate) fn release_free_tail(
+    arena: &VolatileArena,
+    new_end: usize,
+    old_end: usize,
+    keep: usize,
+) -> (usize, usize) {
     if old_end <= new_end {
-        return new_end;
+        return (new_end, 0);
     }
-    let (offset, len) = (arena.offset_of(new_end), old_end - new_end);
+    let kept = keep
+        .div_ceil(PAGE_SIZE)
+        .min((old_end - new_end) / PAGE_SIZE);
+    let rel = new_end + kept * PAGE_SIZE;
+    if rel == old_end {
+        return (old_end, kept);
+    }
+    let (offset, len) = (arena.offset_of(rel), old_end - rel);
     for _ in 0..3 {
         if arena.release(offset, len).is_ok() {
-            return new_end;
+            return (rel, kept);
         }
     }
-    // Some pieces may be released already: bring those back (zero pages), then zero the rest.
+    // Some pieces may be released already: bring those back (zero pages), then zero the whole
+    // tail (the kept part too: nothing is left dirty).
     if let Err(e) = arena.populate(offset, len) {
         fatal_after_flip("keeping the free tail after a failed release", &e);
     }
-    // SAFETY: [new_end, old_end) lies in the current half, present now (populated above) and
-    // holding no live object (the slide moved every live word below `new_end`).
-    unsafe { core::ptr::write_bytes(new_end as *mut u8, 0, len) };
-    old_end
+    // SAFETY: [new_end, old_end) lies in the current half, present now (kept, or populated
+    // above) and holding no live object (the slide moved every live word below `new_end`).
+    unsafe { core::ptr::write_bytes(new_end as *mut u8, 0, old_end - new_end) };
+    (old_end, 0)
 }
 
 /// Before a flip into the half at `to_offset`: release again whatever the last cycle left

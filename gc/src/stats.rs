@@ -172,7 +172,9 @@ pub struct CycleStats {
     /// Move strategy: dense pages updated in place and moved with no copy.
     pub pages_in_place: u64,
     /// Pages of the old half recycled as the new half's fresh memory (`UFFDIO_MOVE`; see
-    /// [`crate::HeapConfig::recycle_old_half`]) at the end of this cycle.
+    /// [`crate::HeapConfig::recycle_old_half`]) at the end of this cycle; after an in-place
+    /// slide ([`crate::StwCompaction::Slide`]), the pages of its free tail kept present as
+    /// fresh memory instead of being released.
     pub pages_recycled: usize,
     /// Move strategy: pages filled into a staging page and moved.
     pub pages_staged: u64,
