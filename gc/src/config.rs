@@ -92,8 +92,8 @@ pub struct HeapConfig {
     pub faults: FaultMode,
     /// Marking barrier (concurrent mode).
     pub barrier: Barrier,
-    /// How stop-the-world cycles compact: into the other half (`Copy`, the default) or in
-    /// place (`Slide`); see [`StwCompaction`].
+    /// How stop-the-world cycles compact: in place (`Slide`) or into the other half (`Copy`);
+    /// the default (`Auto`) slides unless `debug.poison_released`; see [`StwCompaction`].
     pub stw_compaction: StwCompaction,
     /// Kernel choreography per cycle (concurrent mode): the volatile arena, or the per-cycle
     /// register / mremap / unregister baseline.
@@ -159,7 +159,7 @@ impl Default for HeapConfig {
             strategy: Strategy::Auto,
             faults: FaultMode::Auto,
             barrier: Barrier::Satb,
-            stw_compaction: StwCompaction::Copy,
+            stw_compaction: StwCompaction::Auto,
             choreography: Choreography::Arena,
             history_limit: Some(16_384),
             use_userfaultfd: true,

@@ -25,14 +25,15 @@
 //!    weak table** ([`crate::weak`]): weak references and ephemerons of dead keys cleared,
 //!    entries of dead boxes freed, held values of dead finalization targets delivered, the
 //!    rest forwarded (the same pause that decided what is dead).
-//! 5. **Compact** in the pause: fill destination pages in order and map them into the other
-//!    half in batches of 64 pages (`UFFDIO_COPY`, or a plain copy on an unregistered arena);
-//!    or, with [`crate::StwCompaction::Slide`], slide the live words down within the current
-//!    half ([`crate::plan::Plan::slide`]: no kernel call per page; a cycle with pinned or
-//!    stranded objects, or whose half's window starts above its base, copies instead).
+//! 5. **Compact** in the pause: slide the live words down within the current half
+//!    ([`crate::plan::Plan::slide`]: no kernel call per page; the default,
+//!    [`crate::StwCompaction::Auto`], unless `debug.poison_released`); or (`Copy`, and a cycle
+//!    with pinned or stranded objects, or whose half's window starts above its base) fill
+//!    destination pages in order and map them into the other half in batches of 64 pages
+//!    (`UFFDIO_COPY`, or a plain copy on an unregistered arena).
 //! 6. **Finish**: release the old half (`MADV_DONTNEED`, [`crate::release`]) and the dead large
-//!    objects, switch halves (sliding: release the current half's free tail, keep the
-//!    halves), set the next occupancy trigger. (`debug.verify`: verify.)
+//!    objects, switch halves (sliding: release the current half's free tail but the fresh
+//!    memory the next cycle allocates, keep the halves), set the next occupancy trigger. (`debug.verify`: verify.)
 //!    **Resume** the mutators; record the cycle.
 //!
 //! # Concurrent cycle (`GcMode::Concurrent`)
@@ -98,7 +99,7 @@ use crate::debug::{Breakage, MarkPoint, Phase};
 use crate::error::CollectError;
 use crate::inner::{page_up, HeapInner, BATCH_PAGES};
 use crate::marking::{self, ConcMarker, MarkCtx, MarkReport};
-use crate::mode::{Choreography, GcMode, StwCompaction};
+use crate::mode::{Choreography, GcMode};
 use crate::pacer::Decision;
 use crate::phase::CyclePhase;
 use crate::plan::{DestPage, Plan};
@@ -814,7 +815,7 @@ fn flip(
     // above its base, where pinned objects were: compacting into the other half once gives
     // the half its whole length back, and the garbage pages below the window are cleaned.)
     let slide = !flip_concurrently
-        && cfg.stw_compaction == StwCompaction::Slide
+        && cfg.stw_compaction.slides(cfg.debug.poison_released)
         && !pins_active
         && from == moving.half_base[1 - to_index];
     if slide {

@@ -109,10 +109,14 @@ impl Barrier {
 /// pause).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StwCompaction {
+    /// `Slide` (the default), except with `debug.poison_released`, which needs the halves to
+    /// alternate so that stale pointers into the released half fault: then `Copy`. (Either
+    /// way a cycle with pinned objects in the way compacts into the other half, see `Slide`.)
+    #[default]
+    Auto,
     /// Into the other half, as the concurrent collector does: destination pages are filled
     /// into a buffer and mapped with `UFFDIO_COPY` in batches of 64 pages (a plain copy on an
     /// arena without userfaultfd); the old half is released and the halves alternate.
-    #[default]
     Copy,
     /// In place (Lisp-2 style sliding, with the same rank-based plan): every run of live words
     /// moves down within the current half with one `memmove`, references are rewritten in a
@@ -128,11 +132,22 @@ pub enum StwCompaction {
 }
 
 impl StwCompaction {
-    /// Short name (`"copy"`, `"slide"`).
+    /// Short name (`"auto"`, `"copy"`, `"slide"`).
     pub fn name(self) -> &'static str {
         match self {
+            StwCompaction::Auto => "auto",
             StwCompaction::Copy => "copy",
             StwCompaction::Slide => "slide",
+        }
+    }
+
+    /// Whether a stop-the-world cycle slides in place (before the per-cycle conditions: no
+    /// pinned objects, the window at the half's base), given `debug.poison_released`.
+    pub fn slides(self, poison_released: bool) -> bool {
+        match self {
+            StwCompaction::Auto => !poison_released,
+            StwCompaction::Copy => false,
+            StwCompaction::Slide => true,
         }
     }
 }
