@@ -150,26 +150,54 @@ pub(crate) fn recycle_old_half(
             i += 1;
             continue;
         }
-        // One claim, move and publish is a fork-gate region: a fork never finds a claimed
-        // range half moved, nor the populate lock held ([`crate::forkgate`]).
-        let _region = crate::forkgate::Region::enter();
         let cap = RECYCLE_RUN_PAGES.min(left);
         let mut j = i + 1;
         while j < n && j - i < cap && present[j] & 1 == 1 {
             j += 1;
         }
-        let (dst, k) = moving.claim_recycled(j - i);
-        if k == 0 {
-            break;
-        }
-        let len = k * PAGE_SIZE;
         // SAFETY: the source pages lie in the old half, whose compaction has finished: no
         // reference points there and nothing reads them again (the rest of the half is
         // released next).
+        let (k, stop) = unsafe { recycle_run(arena, moving, from + i * PAGE_SIZE, j - i) };
+        moved += k;
+        left -= k;
+        i += k;
+        if stop {
+            break;
+        }
+    }
+    moved
+}
+
+/// Move the `pages` present pages at `src` (absolute) to the current half's claimed end as
+/// fresh memory, [`RECYCLE_RUN_PAGES`] per `UFFDIO_MOVE` (one claim each). Returns the pages
+/// moved (a prefix of the run) and whether recycling should stop: the half has no room left,
+/// or a move failed (its claim was then made present with zeroes, or recorded as a gap). Each
+/// claim, move and publish is a fork-gate region: a fork never finds a claimed range half
+/// moved, nor the populate lock held ([`crate::forkgate`]).
+///
+/// # Safety
+/// Nothing reads or writes the source pages after this call, nor during it: no destination
+/// page still reads them and no reference points there.
+pub(crate) unsafe fn recycle_run(
+    arena: &VolatileArena,
+    moving: &MovingSpace,
+    src: usize,
+    pages: usize,
+) -> (usize, bool) {
+    let mut moved = 0;
+    while moved < pages {
+        let _region = crate::forkgate::Region::enter();
+        let (dst, k) = moving.claim_recycled((pages - moved).min(RECYCLE_RUN_PAGES));
+        if k == 0 {
+            return (moved, true);
+        }
+        let len = k * PAGE_SIZE;
+        // SAFETY: the caller's contract: nothing reads the source pages again.
         let r = unsafe {
             arena.resolve_move(
                 arena.offset_of(dst),
-                arena.offset_of(from + i * PAGE_SIZE),
+                arena.offset_of(src + moved * PAGE_SIZE),
                 len,
                 false,
             )
@@ -181,14 +209,12 @@ pub(crate) fn recycle_old_half(
                 Ok(_) => moving.publish(dst, dst + len),
                 Err(_) => moving.note_gap(),
             }
-            break;
+            return (moved, true);
         }
         moving.publish(dst, dst + len);
         moved += k;
-        left -= k;
-        i += k;
     }
-    moved
+    (moved, false)
 }
 
 /// End of a cycle for the old half `[from, from_end)`: recycle what the current half will
