@@ -1130,7 +1130,18 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     inner.config.debug.phase_delay(Phase::BeforeCompaction);
     let t0 = Instant::now();
     c.set_worker_stall(inner.config.debug.worker_stall);
-    c.run_workers(arena, inner.config.workers());
+    // Copy strategy: the old pages released early are recycled as fresh memory instead, up to
+    // the headroom (as the end of the cycle would; it then recycles only the rest).
+    let recycle_early = if inner.config.recycle_old_half && !inner.config.debug.poison_released {
+        inner.fresh_headroom() / PAGE_SIZE
+    } else {
+        0
+    };
+    let recycled_early = c.run_workers(
+        arena,
+        inner.config.workers(),
+        Some((&inner.moving, recycle_early)),
+    );
     // 6. Finish. Every page is mapped: nobody needs the old half or the plan any more. (A fork
     //    from here on does not wait for the release of the old half, which a child redoes,
     //    but for the bookkeeping below, which takes locks a child needs; not for the hook.)
@@ -1138,17 +1149,20 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     if inner.config.choreography == Choreography::PerCycle {
         choreography::teardown(arena, finish.detached);
     } else {
-        stats.pages_recycled = finish_old_half(
-            arena,
-            &inner.moving,
-            &inner.release,
-            inner.config.debug.poison_released,
-            inner.config.recycle_old_half,
-            finish.from,
-            finish.from_populated,
-            inner.fresh_headroom(),
-            &finish.keep,
-        );
+        stats.pages_recycled = recycled_early
+            + finish_old_half(
+                arena,
+                &inner.moving,
+                &inner.release,
+                inner.config.debug.poison_released,
+                inner.config.recycle_old_half,
+                finish.from,
+                finish.from_populated,
+                inner
+                    .fresh_headroom()
+                    .saturating_sub(recycled_early * PAGE_SIZE),
+                &finish.keep,
+            );
     }
     let finishing = crate::forkgate::Region::enter();
     if let Err(e) = inner.large.release_dead(arena, &finish.large_dead) {

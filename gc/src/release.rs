@@ -13,8 +13,10 @@
 //! - nothing here runs in signal context;
 //! - pages holding kept or stranded pinned objects ([`crate::pins`]) are never released
 //!   or recycled;
-//! - recycling ([`recycle_old_half`]) moves only pages of the old half, after its compaction
-//!   finished (nothing reads them any more), into pages the current half's claimed end
+//! - recycling ([`recycle_old_half`], [`recycle_run`]) moves only pages of the old half that
+//!   nothing reads any more (after its compaction finished; or, during a copy-strategy
+//!   compaction, the pages it would release early, see [`crate::compaction`]), into pages the
+//!   current half's claimed end
 //!   hands it ([`MovingSpace::claim_recycled`]): absent pages no refill populates, marked dirty
 //!   before the move, so a refill zeroes whatever of them it hands out; every claimed range is
 //!   made present (moved, or a `UFFDIO_COPY` of zeroes after a failed move) before it is

@@ -174,14 +174,16 @@ pub struct CycleStats {
     /// Pages of the old half recycled as the new half's fresh memory (`UFFDIO_MOVE`; see
     /// [`crate::HeapConfig::recycle_old_half`]) at the end of this cycle; after an in-place
     /// slide ([`crate::StwCompaction::Slide`]), the pages of its free tail kept present as
-    /// fresh memory instead of being released.
+    /// fresh memory instead of being released. Copy strategy: the old pages recycled during
+    /// the compaction, instead of being released early, count here too.
     pub pages_recycled: usize,
     /// Move strategy: pages filled into a staging page and moved.
     pub pages_staged: u64,
     /// Pages mapped by `UFFDIO_COPY` (every page under the copy strategy; fallbacks otherwise).
     pub pages_copied: u64,
     /// Copy strategy: old-half pages released during the compaction, as soon as every page
-    /// reading them was mapped (the rest are released when it ends).
+    /// reading them was mapped (the rest are released when it ends); those recycled as fresh
+    /// memory instead (up to the headroom, see [`Self::pages_recycled`]) included.
     pub pages_released_early: u64,
     /// Concurrent mode: the pacer's decision for this cycle, how it turned out, and what the
     /// mutators paid (assists, waits for the flip). All zero for stop-the-world cycles.
