@@ -180,6 +180,8 @@ pub(crate) struct PageCounters {
     pub fill_ns: AtomicU64,
     /// Nanoseconds workers spent mapping batches of pages.
     pub map_ns: AtomicU64,
+    /// The workers' thread CPU time, summed (see `CpuSplit::compact`).
+    pub cpu_ns: AtomicU64,
 }
 
 impl PageCounters {
@@ -203,6 +205,7 @@ impl PageCounters {
             &self.recycled_early,
             &self.fill_ns,
             &self.map_ns,
+            &self.cpu_ns,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -1106,6 +1109,7 @@ fn worker(
     slot: usize,
     moving: Option<&MovingSpace>,
 ) {
+    let cpu0 = crate::cputime::thread_cpu();
     let mut buf = vec![0u8; WORKER_BATCH * PAGE_SIZE];
     let run = c.runs.get(slot);
     loop {
@@ -1170,6 +1174,8 @@ fn worker(
             }
         }
     }
+    let cpu = crate::cputime::since(cpu0).as_nanos() as u64;
+    c.counters.cpu_ns.fetch_add(cpu, Ordering::Relaxed);
 }
 
 /// A lock-free stack of page indices (Treiber stack with an ABA tag), async-signal-safe.

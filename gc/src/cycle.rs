@@ -95,6 +95,7 @@ use faultline_heap::sys::CallSnapshot;
 use faultline_heap::{ArenaError, PAGE_SIZE};
 
 use crate::choreography;
+use crate::cputime;
 use crate::debug::{Breakage, MarkPoint, Phase};
 use crate::error::CollectError;
 use crate::inner::{page_up, HeapInner, BATCH_PAGES};
@@ -106,7 +107,9 @@ use crate::plan::{DestPage, Plan};
 use crate::reentry::{self, Callback};
 use crate::release::{fatal_after_flip, finish_old_half, prepare_destination, release_free_tail};
 use crate::safepoint::{visit_roots, Me, SpState, RUNNING};
-use crate::stats::{merge_tts, trim_history, CycleStats, MutatorTts, PaceStats, Pause, Trigger};
+use crate::stats::{
+    merge_tts, trim_history, CpuSplit, CycleStats, MutatorTts, PaceStats, Pause, Trigger,
+};
 use crate::trace::{header, Atomic, Plain, Tracer};
 use crate::verify::{self, HeapView, VerifyError, VerifyReport};
 use crate::weak::Liveness;
@@ -234,6 +237,10 @@ struct PauseCtx {
     moving_before: usize,
     large_before: usize,
     mark_time: Duration,
+    /// CPU time of the marking thread in the mark phase, and its thread CPU clock when this
+    /// pause began ([`crate::CpuSplit`]).
+    mark_cpu: Duration,
+    pause_cpu0: Duration,
     /// Concurrent planning done before the pause (zero for stop-the-world).
     plan_ahead: Duration,
     live_objects: usize,
@@ -279,6 +286,7 @@ fn stw_cycle(
     t0: Instant,
     tts: Duration,
 ) -> Result<CycleStats, ArenaError> {
+    let pause_cpu0 = cputime::thread_cpu();
     let types = inner.types();
     let mut scratch = inner.scratch.lock().unwrap_or_else(PoisonError::into_inner);
     let calls0 = inner.arena.sys().counters().snapshot();
@@ -297,6 +305,7 @@ fn stw_cycle(
 
     // 2. Mark.
     let tm = Instant::now();
+    let mark_cpu0 = cputime::thread_cpu();
     let from = moving.base();
     let from_top = moving.top.load(Ordering::Relaxed);
     let from_words = (from_top - from) / WORD;
@@ -350,6 +359,8 @@ fn stw_cycle(
         moving_before,
         large_before,
         mark_time: tm.elapsed(),
+        mark_cpu: cputime::since(mark_cpu0),
+        pause_cpu0,
         plan_ahead: Duration::ZERO,
         live_objects,
         from,
@@ -440,6 +451,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     };
     let tables = inner.tables.clone();
     let tm = Instant::now();
+    let mark_cpu0 = cputime::thread_cpu();
     // 2. Concurrent mark. Clear the bitmaps over the whole half: black buffers may land
     //    anywhere above mark_top.
     let half_bitmap_words = inner.moving.half_bytes / WORD / 64 + 1;
@@ -497,6 +509,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
             });
     }
     let concurrent_mark = tm.elapsed();
+    let mark_cpu = cputime::since(mark_cpu0);
     m.publish(&inner.pacer);
 
     // 3. Concurrent plan: the live-words prefix sums of everything marked so far, and the
@@ -532,6 +545,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
 
     // 4. Remark + flip pause.
     let t0 = Instant::now();
+    let pause_cpu0 = cputime::thread_cpu();
     let g = inner.sp.stop_the_world_as(None);
     // The stop-the-world buffer (and the pause work it serialises) is needed in the pause
     // only: taken after the stop, given back before the resume, so no thread holds it while
@@ -593,6 +607,8 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         moving_before: st.moving_before,
         large_before: st.large_before,
         mark_time: concurrent_mark,
+        mark_cpu,
+        pause_cpu0,
         plan_ahead,
         live_objects,
         from: st.from,
@@ -684,6 +700,8 @@ fn flip(
         moving_before,
         large_before,
         mark_time,
+        mark_cpu,
+        pause_cpu0,
         plan_ahead,
         live_objects,
         from,
@@ -928,6 +946,10 @@ fn flip(
         trigger,
         time_to_safepoint: tts,
         mark: mark_time,
+        cpu: CpuSplit {
+            mark: mark_cpu,
+            ..CpuSplit::default()
+        },
         plan: plan_time,
         plan_ahead,
         plan_chunks_redone: chunks_redone,
@@ -1002,6 +1024,7 @@ fn flip(
             );
             large.release_dead(arena, &finish.large_dead)?;
             stats.total = t0.elapsed();
+            stats.cpu.pause = cputime::since(pause_cpu0);
             stats.calls = arena.sys().counters().snapshot().since(&calls0);
             return Ok(Flip::Done(Box::new(stats)));
         }
@@ -1012,11 +1035,13 @@ fn flip(
         if let Some(p) = stats.pauses.last_mut() {
             p.duration = t0.elapsed();
         }
+        stats.cpu.pause = cputime::since(pause_cpu0);
         stats.total = cycle_start.elapsed();
         return Ok(Flip::Armed(Box::new(stats), Box::new(finish)));
     }
 
     inner.gate.set_phase(CyclePhase::Compacting);
+    let compact_cpu0 = cputime::thread_cpu();
     if slide {
         // 5. Compact in place.
         let t_fill = Instant::now();
@@ -1044,6 +1069,7 @@ fn flip(
         p += n;
     }
     stats.compact = tc.elapsed();
+    stats.cpu.compact = cputime::since(compact_cpu0);
 
     // 6. Switch halves, recycle or release the old half, sweep large objects.
     // (A slide keeps as much of its free tail present as will be allocated before the next
@@ -1055,6 +1081,7 @@ fn flip(
         0
     };
     let mut kept_tail = (0, 0);
+    let finish_cpu0 = cputime::thread_cpu();
     let old_end = {
         let mut pop = moving
             .populated
@@ -1100,6 +1127,7 @@ fn flip(
         );
     }
     large.release_dead(arena, &large_dead)?;
+    stats.cpu.finish = cputime::since(finish_cpu0);
     stats.moving_after = moving.used();
     stats.large_after = large.used();
     inner.set_trigger(stats.moving_after + stats.large_after);
@@ -1112,6 +1140,7 @@ fn flip(
         duration: total,
     }];
     stats.total = total;
+    stats.cpu.pause = cputime::since(pause_cpu0);
     stats.calls = arena.sys().counters().snapshot().since(&calls0);
     Ok(Flip::Done(Box::new(stats)))
 }
@@ -1146,6 +1175,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     //    from here on does not wait for the release of the old half, which a child redoes,
     //    but for the bookkeeping below, which takes locks a child needs; not for the hook.)
     c.disarm();
+    let finish_cpu0 = cputime::thread_cpu();
     if inner.config.choreography == Choreography::PerCycle {
         choreography::teardown(arena, finish.detached);
     } else {
@@ -1169,6 +1199,8 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
         eprintln!("faultline: releasing dead large objects failed: {e}");
     }
     stats.large_after = inner.large.used();
+    stats.cpu.finish = cputime::since(finish_cpu0);
+    stats.cpu.compact = Duration::from_nanos(c.counters.cpu_ns.load(Ordering::Relaxed));
     stats.compact = t0.elapsed();
     pace_next(
         &inner,

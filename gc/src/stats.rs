@@ -77,6 +77,38 @@ pub(crate) fn merge_tts(mut a: Vec<MutatorTts>, b: Vec<MutatorTts>) -> Vec<Mutat
     a
 }
 
+/// A cycle's CPU time by phase, each from the thread CPU clock of the threads doing it
+/// (`CLOCK_THREAD_CPUTIME_ID`): what the collector cost, whatever the machine's load.
+/// Not included: parallel marking helpers and mutator mark assists, the initial-mark pause,
+/// and what mutators' faults spend filling pages (see [`crate::FaultBreakdown`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuSplit {
+    /// Marking, on the thread that marks: inside the pause (stop-the-world), or the GC
+    /// thread's concurrent marking with its SATB handshakes and ephemerons (concurrent).
+    pub mark: Duration,
+    /// The pause that ends marking, on the thread that runs it: the whole stop-the-world
+    /// cycle (so `mark`, `compact` and `finish` are parts of it); the remark+flip pause of a
+    /// concurrent cycle (its planning, root updates and weak sweep included).
+    pub pause: Duration,
+    /// Compaction: inside the pause (stop-the-world), or the compaction workers' CPU summed
+    /// over the workers (concurrent; their fills, mapping calls, early releases and recycling).
+    pub compact: Duration,
+    /// Giving the old half back (recycled or released) and releasing dead large objects:
+    /// inside the pause (stop-the-world), or on the GC thread after the compaction.
+    pub finish: Duration,
+}
+
+impl CpuSplit {
+    /// The collector CPU the split accounts for: the pause, plus, in a concurrent cycle, the
+    /// phases outside it (concurrent marking, the workers, the finish).
+    pub fn total(&self, mode: GcMode) -> Duration {
+        match mode {
+            GcMode::StopTheWorld => self.pause,
+            GcMode::Concurrent => self.mark + self.pause + self.compact + self.finish,
+        }
+    }
+}
+
 /// What one collection cycle did.
 #[derive(Debug, Clone)]
 pub struct CycleStats {
@@ -111,6 +143,9 @@ pub struct CycleStats {
     /// The part of the compaction spent in the calls that map filled pages (`UFFDIO_COPY`,
     /// `UFFDIO_MOVE`, `UFFDIO_CONTINUE`), summed as [`CycleStats::compact_fill`] is.
     pub compact_map: Duration,
+    /// Where the collector's threads spent CPU time in this cycle, by phase (thread CPU
+    /// clocks: load-independent, unlike the wall times above).
+    pub cpu: CpuSplit,
     /// Whole cycle.
     pub total: Duration,
     /// Moving-space bytes in use before / after.
@@ -306,6 +341,7 @@ impl Default for CycleStats {
             compact: Duration::ZERO,
             compact_fill: Duration::ZERO,
             compact_map: Duration::ZERO,
+            cpu: CpuSplit::default(),
             total: Duration::ZERO,
             moving_before: 0,
             moving_after: 0,
