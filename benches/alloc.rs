@@ -11,12 +11,17 @@
 //! 1. `faultline/{16,32,64}`: `m.alloc(ty, 0)` in a loop on the default configuration. The
 //!    timed loop includes everything the mutator pays per object apart from collections: the
 //!    bump-pointer fast path, the allocation-buffer (TLAB, 32 KiB) refill every 32 KiB, and
-//!    the refill's fresh memory: the old half's pages recycled by the last collection
-//!    (`UFFDIO_MOVE`d there, untimed, inside the collection), which the refill zeroes in user
-//!    space (`HeapConfig::recycle_old_half`, the default);
-//! 2. `faultline_copyzeros/{16,32,64}`: the same with `recycle_old_half` off (the way before
-//!    it): the refill makes fresh memory present in 256 KiB batches (`UFFDIO_COPY` of zeroes)
-//!    when it crosses the populated watermark;
+//!    the refill's fresh memory: the default stop-the-world collection slides in place
+//!    (`StwCompaction::Auto`) and keeps its free tail present, up to the headroom, which the
+//!    refill zeroes in user space (`HeapConfig::recycle_old_half`, the default): no kernel
+//!    call at all;
+//! 1b. `faultline_move/{16,32,64}`: the same, compacting into the other half
+//!    (`StwCompaction::Copy`): the old half's pages are recycled by the collection
+//!    (`UFFDIO_MOVE`d to the new half, untimed, inside the collection), and the refill zeroes
+//!    them in user space (the default before the slide was);
+//! 2. `faultline_copyzeros/{16,32,64}`: the default with `recycle_old_half` off (the way
+//!    before it): the refill makes fresh memory present in 256 KiB batches (`UFFDIO_COPY` of
+//!    zeroes) when it crosses the populated watermark;
 //! 3. `faultline_prepopulated/{16,32,64}`: the same loop, but the whole moving half is made
 //!    present *outside* the timed region (`populate_batch_bytes` = the half, recycling off, so
 //!    the first refill after a collection, done untimed, populates all of it): the bump fast
@@ -69,7 +74,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
-use faultline::{Heap, HeapConfig, Mutator, TypeId, TypeInfo};
+use faultline::{Heap, HeapConfig, Mutator, StwCompaction, TypeId, TypeInfo};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -102,7 +107,7 @@ struct Subject {
 }
 
 impl Subject {
-    fn new(size: usize, prepopulate: bool, recycle: bool) -> Subject {
+    fn new(size: usize, prepopulate: bool, recycle: bool, compaction: StwCompaction) -> Subject {
         let base = HeapConfig::with_heap_size(HALF);
         let batch = if prepopulate {
             HALF
@@ -113,6 +118,7 @@ impl Subject {
             c.min_trigger_bytes = HALF;
             c.populate_batch_bytes = batch;
             c.recycle_old_half = recycle && !prepopulate;
+            c.stw_compaction = compaction;
         });
         let heap = Heap::new(cfg).expect("heap");
         if let Some(r) = heap.fallback_reason() {
@@ -254,7 +260,7 @@ fn bench_size<const W: usize>(c: &mut Criterion) {
     let mut g = c.benchmark_group("alloc");
     g.throughput(Throughput::Elements(1));
 
-    let mut s = Subject::new(size, false, true);
+    let mut s = Subject::new(size, false, true, StwCompaction::Auto);
     g.bench_function(BenchmarkId::new("faultline", size), |b| {
         b.iter_custom(|iters| s.run(iters))
     });
@@ -262,14 +268,22 @@ fn bench_size<const W: usize>(c: &mut Criterion) {
     let recycled = s.recycled_pages;
     drop(s);
 
-    let mut s = Subject::new(size, false, false);
+    let mut s = Subject::new(size, false, true, StwCompaction::Copy);
+    g.bench_function(BenchmarkId::new("faultline_move", size), |b| {
+        b.iter_custom(|iters| s.run(iters))
+    });
+    let fresh_move = s.mean_ns();
+    let moved = s.recycled_pages;
+    drop(s);
+
+    let mut s = Subject::new(size, false, false, StwCompaction::Auto);
     g.bench_function(BenchmarkId::new("faultline_copyzeros", size), |b| {
         b.iter_custom(|iters| s.run(iters))
     });
     let fresh_copy = s.mean_ns();
     drop(s);
 
-    let mut s = Subject::new(size, true, false);
+    let mut s = Subject::new(size, true, false, StwCompaction::Auto);
     g.bench_function(BenchmarkId::new("faultline_prepopulated", size), |b| {
         b.iter_custom(|iters| s.run(iters))
     });
@@ -286,11 +300,17 @@ fn bench_size<const W: usize>(c: &mut Criterion) {
     // Issue 16 item 3: what fresh memory adds, per page (means over all timed loops, warm-up
     // included, so close to but not the medians criterion prints).
     eprintln!(
-        "alloc bench: fresh memory at {size} B, recycled (default): {fresh:.2} - {present:.2} ns \
-         per object = {:.0} ns per 4 KiB page (default config minus pre-populated, mean of all \
-         loops; {recycled} pages recycled by its collections, their move untimed: see \
-         measure_fresh)",
+        "alloc bench: fresh memory at {size} B, kept by the slide (default): {fresh:.2} - \
+         {present:.2} ns per object = {:.0} ns per 4 KiB page (default config minus \
+         pre-populated, mean of all loops; {recycled} pages kept by its collections, no kernel \
+         call)",
         (fresh - present) * (4096 / size) as f64
+    );
+    eprintln!(
+        "alloc bench: fresh memory at {size} B, recycled by UFFDIO_MOVE (StwCompaction::Copy): \
+         {fresh_move:.2} - {present:.2} ns per object = {:.0} ns per 4 KiB page ({moved} pages \
+         recycled by its collections, their move untimed: see measure_fresh)",
+        (fresh_move - present) * (4096 / size) as f64
     );
     eprintln!(
         "alloc bench: fresh memory at {size} B, CopyZeros: {fresh_copy:.2} - {present:.2} ns per \
