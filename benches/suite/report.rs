@@ -318,6 +318,7 @@ pub fn markdown(
 
     // Fault attribution.
     fault_attribution(w, results);
+    cpu_split(w, results);
 
     // Goals.
     let _ = writeln!(w, "## Goals (measured, per workload)\n");
@@ -662,6 +663,49 @@ fn fault_attribution(w: &mut String, results: &[RunResult]) {
             f(a.unpreempted_p50_us),
             f(a.unpreempted_p99_us),
             f(a.unpreempted_max_us),
+        );
+    }
+    let _ = writeln!(w);
+}
+
+/// The collector's CPU by phase per cycle (`CycleStats::cpu`), per run; and the same run's GC
+/// CPU per cycle from the process clocks.
+fn cpu_split(w: &mut String, results: &[RunResult]) {
+    let rows: Vec<&RunResult> = results
+        .iter()
+        .filter(|r| ok(r) && !r.peer && r.cpu_split.as_ref().is_some_and(|c| c.cycles > 0))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "## Collector CPU by phase
+"
+    );
+    let _ = writeln!(w, "Per cycle, ms of thread CPU (`CycleStats::cpu`, `CLOCK_THREAD_CPUTIME_ID` of the threads doing each phase: not inflated by the load). `mark`: the marking thread (stop-the-world: inside the pause; concurrent: the GC thread's concurrent marking, SATB handshakes and ephemerons; parallel marking helpers and mark assists are not in it). `pause`: the thread running the pause (stop-the-world: the whole cycle, of which mark, compact and finish are parts; concurrent: remark+flip). `compact`: stop-the-world, the compaction in the pause; concurrent, the compaction workers summed (mutator faults' fills are in the fault attribution, on the mutators). `finish`: the old half recycled or released and dead large objects. `split total`: what the split accounts for (stop-the-world: the pause; concurrent: mark + pause + compact + finish). `GC CPU / cycle`: the process-clock figure of the pause table, for comparison (it includes the marking helpers, the fault handler thread and, for stop-the-world, the pause by wall time).\n");
+    let _ = writeln!(
+        w,
+        "| workload | live MiB | mode | cycles (concurrent) | mark | pause | compact | finish | split total | GC CPU / cycle |"
+    );
+    let _ = writeln!(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let Some(c) = &r.cpu_split else { continue };
+        let n = c.cycles as f64;
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} |",
+            r.workload,
+            r.live_mib,
+            r.mode,
+            c.cycles,
+            c.concurrent_cycles,
+            f(c.mark_ms / n),
+            f(c.pause_ms / n),
+            f(c.compact_ms / n),
+            f(c.finish_ms / n),
+            f(c.total_ms / n),
+            r.gc_cpu_s.map_or("n/a".into(), |s| f(s * 1e3 / n)),
         );
     }
     let _ = writeln!(w);

@@ -160,6 +160,23 @@ pub struct RunResult {
     pub peak_pss_kib: Option<u64>,
     /// Where the fault resolver's time went (`Heap::fault_breakdown`), both deliveries.
     pub fault_attr: Option<FaultAttrRow>,
+    /// The collector's CPU by phase, summed over the run's cycles (`CycleStats::cpu`), ms.
+    pub cpu_split: Option<CpuSplitRow>,
+}
+
+/// A run's collector CPU by phase (`faultline::CpuSplit`, summed over its cycles), ms, and the
+/// cycles it covers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CpuSplitRow {
+    pub cycles: u64,
+    pub concurrent_cycles: u64,
+    pub mark_ms: f64,
+    pub pause_ms: f64,
+    pub compact_ms: f64,
+    pub finish_ms: f64,
+    /// `CpuSplit::total` summed: what the split accounts for.
+    pub total_ms: f64,
 }
 
 /// A run's fault attribution (`faultline::FaultBreakdown`): counts, and times in ms.
@@ -453,6 +470,20 @@ pub fn measure(
         r.measured_live_mib = history
             .last()
             .map(|c| c.heap_after() as f64 / (1 << 20) as f64);
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let mut row = CpuSplitRow {
+            cycles: history.len() as u64,
+            ..CpuSplitRow::default()
+        };
+        for c in history.iter() {
+            row.concurrent_cycles += u64::from(c.mode == faultline::GcMode::Concurrent);
+            row.mark_ms += ms(c.cpu.mark);
+            row.pause_ms += ms(c.cpu.pause);
+            row.compact_ms += ms(c.cpu.compact);
+            row.finish_ms += ms(c.cpu.finish);
+            row.total_ms += ms(c.cpu.total(c.mode));
+        }
+        r.cpu_split = Some(row);
     }
     match work {
         Ok(w) => {
