@@ -683,18 +683,21 @@ fn cpu_split(w: &mut String, results: &[RunResult]) {
         "## Collector CPU by phase
 "
     );
-    let _ = writeln!(w, "Per cycle, ms of thread CPU (`CycleStats::cpu`, `CLOCK_THREAD_CPUTIME_ID` of the threads doing each phase: not inflated by the load). `mark`: the marking thread (stop-the-world: inside the pause; concurrent: the GC thread's concurrent marking, SATB handshakes and ephemerons; parallel marking helpers and mark assists are not in it). `pause`: the thread running the pause (stop-the-world: the whole cycle, of which mark, compact and finish are parts; concurrent: remark+flip). `compact`: stop-the-world, the compaction in the pause; concurrent, the compaction workers summed (mutator faults' fills are in the fault attribution, on the mutators). `finish`: the old half recycled or released and dead large objects. `split total`: what the split accounts for (stop-the-world: the pause; concurrent: mark + pause + compact + finish). `GC CPU / cycle`: the process-clock figure of the pause table, for comparison (it includes the marking helpers, the fault handler thread and, for stop-the-world, the pause by wall time).\n");
+    let _ = writeln!(w, "Per cycle, ms of thread CPU (`CycleStats::cpu`, `CLOCK_THREAD_CPUTIME_ID` of the threads doing each phase: not inflated by the load). `mark`: the marking thread (stop-the-world: inside the pause; concurrent: the GC thread's concurrent marking, SATB handshakes and ephemerons; parallel marking helpers and mark assists are not in it). `pause`: the thread running the pause (stop-the-world: the whole cycle, of which mark, compact and finish are parts; concurrent: remark+flip). `compact`: stop-the-world, the compaction in the pause; concurrent, the compaction workers summed (mutator faults' fills are in the fault attribution, on the mutators). `finish`: the old half recycled or released and dead large objects. `split total`: what the split accounts for (stop-the-world: the pause; concurrent: mark + pause + compact + finish). `GC CPU / cycle`: the process-clock figure of the pause table, for comparison (it includes the marking helpers, the fault handler thread and, for stop-the-world, the pause by wall time). `pages / cycle`: destination pages filled; `compact µs / page`: compact CPU over them.\n");
     let _ = writeln!(
         w,
-        "| workload | live MiB | mode | cycles (concurrent) | mark | pause | compact | finish | split total | GC CPU / cycle |"
+        "| workload | live MiB | mode | cycles (concurrent) | mark | pause | compact | finish | split total | GC CPU / cycle | pages / cycle | compact µs / page |"
     );
-    let _ = writeln!(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        w,
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in rows {
         let Some(c) = &r.cpu_split else { continue };
         let n = c.cycles as f64;
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.workload,
             r.live_mib,
             r.mode,
@@ -706,6 +709,8 @@ fn cpu_split(w: &mut String, results: &[RunResult]) {
             f(c.finish_ms / n),
             f(c.total_ms / n),
             r.gc_cpu_s.map_or("n/a".into(), |s| f(s * 1e3 / n)),
+            f(c.pages as f64 / n),
+            f(c.compact_ms * 1e3 / (c.pages as f64).max(1.0)),
         );
     }
     let _ = writeln!(w);

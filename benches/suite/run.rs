@@ -177,6 +177,8 @@ pub struct CpuSplitRow {
     pub finish_ms: f64,
     /// `CpuSplit::total` summed: what the split accounts for.
     pub total_ms: f64,
+    /// Destination pages filled (`CycleStats::pages_filled`), summed.
+    pub pages: u64,
 }
 
 /// A run's fault attribution (`faultline::FaultBreakdown`): counts, and times in ms.
@@ -482,6 +484,7 @@ pub fn measure(
             row.compact_ms += ms(c.cpu.compact);
             row.finish_ms += ms(c.cpu.finish);
             row.total_ms += ms(c.cpu.total(c.mode));
+            row.pages += c.pages_filled as u64;
         }
         r.cpu_split = Some(row);
     }
