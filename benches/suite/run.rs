@@ -17,8 +17,9 @@
 //!   cycle still running (`wait_for_compaction`), so GC work left over is included;
 //! - GC CPU time: process CPU (`getrusage(RUSAGE_SELF)`, exited GC threads included) over the
 //!   run minus the mutator threads' own CPU (`CLOCK_THREAD_CPUTIME_ID`, read by each mutator)
-//!   minus the bystander's, plus the wall time of the pauses that run on a mutator thread
-//!   (`stw` and `initial-mark`: the triggering mutator collects). SIGBUS fault resolution runs
+//!   minus the bystander's, plus the pauses that run on a mutator thread (`stw`, by its thread
+//!   CPU, `CpuSplit::pause`, and `initial-mark`, by its wall time: the triggering mutator
+//!   collects). SIGBUS fault resolution runs
 //!   on the mutator and counts as mutator time; a handler thread's resolution counts as GC;
 //! - peak RSS: `VmHWM` of this child process (fresh per run);
 //! - syscalls per cycle: `CycleStats::calls` (the arena's own counted kernel calls);
@@ -491,13 +492,22 @@ pub fn measure(
     match work {
         Ok(w) => {
             // Pauses that run on the mutator thread that triggered them (a whole stop-the-world
-            // cycle, an initial mark) are GC work inside a mutator's CPU time: moved over by
-            // their wall time (the collecting thread is busy for the whole pause).
+            // cycle, an initial mark) are GC work inside a mutator's CPU time: moved over, a
+            // stop-the-world cycle by its pause's thread CPU (`CpuSplit::pause`: wall time would
+            // count the time the thread waited for a CPU on a loaded machine), an initial mark
+            // by its wall time (short; its CPU is not measured).
             let on_mutator: f64 = history
                 .iter()
-                .flat_map(|c| c.pauses.iter())
-                .filter(|p| p.kind == "stw" || p.kind == "initial-mark")
-                .map(|p| p.duration.as_secs_f64())
+                .map(|c| {
+                    c.pauses
+                        .iter()
+                        .map(|p| match p.kind {
+                            "stw" => c.cpu.pause.as_secs_f64(),
+                            "initial-mark" => p.duration.as_secs_f64(),
+                            _ => 0.0,
+                        })
+                        .sum::<f64>()
+                })
                 .sum();
             let mutator = (w.mutator_cpu_s - on_mutator).max(0.0);
             r.mutator_cpu_s = Some(mutator);
