@@ -11,44 +11,50 @@
 //! 1. `faultline/{16,32,64}`: `m.alloc(ty, 0)` in a loop on the default configuration. The
 //!    timed loop includes everything the mutator pays per object apart from collections: the
 //!    bump-pointer fast path, the allocation-buffer (TLAB, 32 KiB) refill every 32 KiB, and
-//!    the refill's fresh memory: the old half's pages recycled by the last collection
-//!    (`UFFDIO_MOVE`d there, untimed, inside the collection), which the refill zeroes in user
-//!    space (`HeapConfig::recycle_old_half`, the default);
-//! 2. `faultline_copyzeros/{16,32,64}`: the same with `recycle_old_half` off (the way before
-//!    it): the refill makes fresh memory present in 256 KiB batches (`UFFDIO_COPY` of zeroes)
-//!    when it crosses the populated watermark;
-//! 3. `faultline_prepopulated/{16,32,64}`: the same loop, but the whole moving half is made
+//!    the refill's fresh memory: the default stop-the-world collection slides in place
+//!    (`StwCompaction::Auto`) and keeps its free tail present, up to the headroom, which the
+//!    refill zeroes in user space (`HeapConfig::recycle_old_half`, the default): no kernel
+//!    call at all;
+//! 2. `faultline_move/{16,32,64}`: the same, compacting into the other half
+//!    (`StwCompaction::Copy`): the old half's pages are recycled by the collection
+//!    (`UFFDIO_MOVE`d to the new half, untimed, inside the collection), and the refill zeroes
+//!    them in user space (the default before the slide was);
+//! 3. `faultline_copyzeros/{16,32,64}`: the default with `recycle_old_half` off (the way
+//!    before it): the refill makes fresh memory present in 256 KiB batches (`UFFDIO_COPY` of
+//!    zeroes) when it crosses the populated watermark;
+//! 4. `faultline_prepopulated/{16,32,64}`: the same loop, but the whole moving half is made
 //!    present *outside* the timed region (`populate_batch_bytes` = the half, recycling off, so
 //!    the first refill after a collection, done untimed, populates all of it): the bump fast
 //!    path plus TLAB refills, no system call;
-//! 4. `system_alloc_free/{16,32,64}`: `Box::new` immediately dropped: a `malloc` + `free` pair
+//! 5. `system_alloc_free/{16,32,64}`: `Box::new` immediately dropped: a `malloc` + `free` pair
 //!    that reuses one hot chunk of glibc's per-thread cache (the allocator's best case);
-//! 5. `system_alloc_only/{16,32,64}`: `Box::new` of as many objects as one Faultline epoch
+//! 6. `system_alloc_only/{16,32,64}`: `Box::new` of as many objects as one Faultline epoch
 //!    holds, kept in a pre-sized `Vec` (one 8-byte store per object is timed with them); the
 //!    frees run outside the timed region, so the next round reuses freed chunks (glibc's
 //!    fastbins and tcache), as a program with a steady live size would;
-//! 6. `boehm_gc_malloc/{16,32,64}`: `GC_malloc(size)` (zeroed, like a Faultline object), the
+//! 7. `boehm_gc_malloc/{16,32,64}`: `GC_malloc(size)` (zeroed, like a Faultline object), the
 //!    result dropped at once, libgc in its default configuration. Its collections (each finds
 //!    nothing live) run inside the timed loop, amortised, as Faultline's refills do; with
 //!    nothing live its heap stays at 128-192 KiB (cache-resident), so it collects about once
 //!    per 100 KiB allocated. The number of collections per row is printed. libgc's
 //!    `GC_all_interior_pointers` (on by default) adds one byte per object before rounding to
 //!    its 16-byte granules, so a 16-byte request takes 32 bytes;
-//! 7. `boehm_gc_malloc_atomic/{16,32,64}`: the same with `GC_malloc_atomic` (not zeroed, never
+//! 8. `boehm_gc_malloc_atomic/{16,32,64}`: the same with `GC_malloc_atomic` (not zeroed, never
 //!    scanned);
-//! 8. `boehm_gc_malloc_64m/...`, `boehm_gc_malloc_atomic_64m/...`: rows 6 and 7 again after
+//! 9. `boehm_gc_malloc_64m/...`, `boehm_gc_malloc_atomic_64m/...`: rows 7 and 8 again after
 //!    libgc's heap is grown to Faultline's half (64 MiB, `GC_expand_hp`): the same memory as
 //!    Faultline, collections hundreds of times rarer, but the heap no longer fits in the caches.
 //!    The Boehm rows run after all the others (growing the heap cannot be undone).
 //!
-//! After rows 1, 2 and 3 of each size the bench prints the cost of fresh memory per 4 KiB page
-//! (issue 16 item 3): the net cost each way, (row 1 or 2 - row 3) x objects per page from the
-//! mean of all their timed loops (minus the cache misses row 3 pays writing pages populated
-//! long before), the pages row 1's collections recycled, and the direct cost of the COPY of
-//! zeroes, the time of row 3's untimed populating refills over the pages they made resident
-//! (`/proc/self/statm`). Before the rows it prints `calibrate::measure_fresh` (each way's
-//! kernel and zeroing cost per page on a scratch arena, alone and with another thread
-//! running), which includes what row 1 does not time: the move inside the collection.
+//! After rows 1-4 of each size the bench prints the cost of fresh memory per 4 KiB page
+//! (issue 16 item 3): the net cost each way, (row 1, 2 or 3 - row 4) x objects per page from
+//! the mean of all their timed loops (minus the cache misses row 4 pays writing pages
+//! populated long before), the pages rows 1 and 2's collections kept or recycled, and the
+//! direct cost of the COPY of zeroes, the time of row 4's untimed populating refills over the
+//! pages they made resident (`/proc/self/statm`). Before the rows it prints
+//! `calibrate::measure_fresh` (each way's kernel and zeroing cost per page on a scratch
+//! arena, alone and with another thread running), which includes what row 2 does not time:
+//! the move inside the collection.
 //!
 //! The Boehm rows need `libgc.so.1` (Debian's `libgc1`, loaded at run time, see
 //! `common/boehm.rs`); without it they are left out with a note on stderr.
@@ -69,7 +75,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
-use faultline::{Heap, HeapConfig, Mutator, TypeId, TypeInfo};
+use faultline::{Heap, HeapConfig, Mutator, StwCompaction, TypeId, TypeInfo};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -102,7 +108,7 @@ struct Subject {
 }
 
 impl Subject {
-    fn new(size: usize, prepopulate: bool, recycle: bool) -> Subject {
+    fn new(size: usize, prepopulate: bool, recycle: bool, compaction: StwCompaction) -> Subject {
         let base = HeapConfig::with_heap_size(HALF);
         let batch = if prepopulate {
             HALF
@@ -113,6 +119,7 @@ impl Subject {
             c.min_trigger_bytes = HALF;
             c.populate_batch_bytes = batch;
             c.recycle_old_half = recycle && !prepopulate;
+            c.stw_compaction = compaction;
         });
         let heap = Heap::new(cfg).expect("heap");
         if let Some(r) = heap.fallback_reason() {
@@ -254,7 +261,7 @@ fn bench_size<const W: usize>(c: &mut Criterion) {
     let mut g = c.benchmark_group("alloc");
     g.throughput(Throughput::Elements(1));
 
-    let mut s = Subject::new(size, false, true);
+    let mut s = Subject::new(size, false, true, StwCompaction::Auto);
     g.bench_function(BenchmarkId::new("faultline", size), |b| {
         b.iter_custom(|iters| s.run(iters))
     });
@@ -262,14 +269,22 @@ fn bench_size<const W: usize>(c: &mut Criterion) {
     let recycled = s.recycled_pages;
     drop(s);
 
-    let mut s = Subject::new(size, false, false);
+    let mut s = Subject::new(size, false, true, StwCompaction::Copy);
+    g.bench_function(BenchmarkId::new("faultline_move", size), |b| {
+        b.iter_custom(|iters| s.run(iters))
+    });
+    let fresh_move = s.mean_ns();
+    let moved = s.recycled_pages;
+    drop(s);
+
+    let mut s = Subject::new(size, false, false, StwCompaction::Auto);
     g.bench_function(BenchmarkId::new("faultline_copyzeros", size), |b| {
         b.iter_custom(|iters| s.run(iters))
     });
     let fresh_copy = s.mean_ns();
     drop(s);
 
-    let mut s = Subject::new(size, true, false);
+    let mut s = Subject::new(size, true, false, StwCompaction::Auto);
     g.bench_function(BenchmarkId::new("faultline_prepopulated", size), |b| {
         b.iter_custom(|iters| s.run(iters))
     });
@@ -286,11 +301,17 @@ fn bench_size<const W: usize>(c: &mut Criterion) {
     // Issue 16 item 3: what fresh memory adds, per page (means over all timed loops, warm-up
     // included, so close to but not the medians criterion prints).
     eprintln!(
-        "alloc bench: fresh memory at {size} B, recycled (default): {fresh:.2} - {present:.2} ns \
-         per object = {:.0} ns per 4 KiB page (default config minus pre-populated, mean of all \
-         loops; {recycled} pages recycled by its collections, their move untimed: see \
-         measure_fresh)",
+        "alloc bench: fresh memory at {size} B, kept by the slide (default): {fresh:.2} - \
+         {present:.2} ns per object = {:.0} ns per 4 KiB page (default config minus \
+         pre-populated, mean of all loops; {recycled} pages kept by its collections, no kernel \
+         call)",
         (fresh - present) * (4096 / size) as f64
+    );
+    eprintln!(
+        "alloc bench: fresh memory at {size} B, recycled by UFFDIO_MOVE (StwCompaction::Copy): \
+         {fresh_move:.2} - {present:.2} ns per object = {:.0} ns per 4 KiB page ({moved} pages \
+         recycled by its collections, their move untimed: see measure_fresh)",
+        (fresh_move - present) * (4096 / size) as f64
     );
     eprintln!(
         "alloc bench: fresh memory at {size} B, CopyZeros: {fresh_copy:.2} - {present:.2} ns per \

@@ -1,7 +1,7 @@
 //! The pause of one stop-the-world collection of a full heap (256 MiB of objects by default) at
 //! 10 %, 50 % and 90 % live, with its mark / plan / compact breakdown from [`CycleStats`]; each
-//! with the default compaction into the other half (`StwCompaction::Copy`), and again sliding
-//! in place (`StwCompaction::Slide`).
+//! compacting into the other half (`StwCompaction::Copy`), and again sliding in place
+//! (`StwCompaction::Slide`, what the default `StwCompaction::Auto` does).
 //!
 //! A plain `main` (no criterion): one sample is one collection of a freshly built heap, which
 //! takes a second or more to build, so each case runs a fixed number of times (5 by default)
@@ -38,7 +38,11 @@
 //! MiB/s = live MiB / compact, with its split (`CycleStats::compact_fill`: filling pages,
 //! `compact_map`: the `UFFDIO_COPY` calls), and its ratio to the `memcpy` bandwidth of the same run (a copy
 //! between two resident buffers as large as the heap, median of 5, measured before and after
-//! the cases; the table's ratio uses the mean of the two).
+//! the cases; the table's ratio uses the mean of the two); pause / mark = the whole
+//! collection over its mark phase. The same by CPU time, which the machine's load does not
+//! inflate: the compaction's thread CPU (`CycleStats::cpu`, `CpuSplit::compact`) against the
+//! `memcpy`'s (both `CLOCK_THREAD_CPUTIME_ID`; memcpy MiB per CPU second, median of 5, before
+//! and after the cases, mean of the two), and the whole pause's CPU over the mark phase's.
 //!
 //! Environment: `FAULTLINE_BENCH_QUICK=1` shrinks the heap to 32 MiB and runs each case 3 times
 //! (a smoke run); `FAULTLINE_BENCH_RUNS=n` overrides the number of runs. Without `--bench` on
@@ -95,20 +99,35 @@ impl Sample {
     }
 }
 
-/// memcpy MiB/s between two resident buffers of `bytes` (median of `reps`).
-fn memcpy_bandwidth(bytes: usize, reps: usize) -> f64 {
+/// This thread's CPU time, seconds.
+fn thread_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes one `timespec` that we own.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(r, 0, "clock_gettime");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// memcpy MiB/s between two resident buffers of `bytes` (median of `reps`), by wall time and
+/// by this thread's CPU time.
+fn memcpy_bandwidth(bytes: usize, reps: usize) -> (f64, f64) {
     let src = vec![0x5au8; bytes];
     let mut dst = vec![0xa5u8; bytes];
-    let mut xs: Vec<f64> = (0..reps)
+    let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..reps)
         .map(|_| {
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), thread_cpu_s());
             dst.copy_from_slice(black_box(&src));
             black_box(&mut dst);
-            mib(bytes) / t.elapsed().as_secs_f64()
+            let (dt, dc) = (t.elapsed().as_secs_f64(), thread_cpu_s() - c);
+            (mib(bytes) / dt, mib(bytes) / dc.max(1e-9))
         })
-        .collect();
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+        .unzip();
+    wall.sort_by(f64::total_cmp);
+    cpu.sort_by(f64::total_cmp);
+    (wall[wall.len() / 2], cpu[cpu.len() / 2])
 }
 
 fn ms(d: Duration) -> f64 {
@@ -234,13 +253,13 @@ fn main() {
     println!(
         "pause ms: median [min, max]; breakdown (ms) of the median run; MiB/s = MiB / median pause"
     );
-    let memcpy_before = memcpy_bandwidth(object_bytes, 5);
+    let (memcpy_before, memcpy_cpu_before) = memcpy_bandwidth(object_bytes, 5);
     println!();
     println!(
-        "| shape | live | gc threads | compaction | pause ms (median [min, max]) | mark | plan | compact | other | live MiB | heap MiB | live MiB/s | heap MiB/s | pages filled | fill | map | compact MiB/s | / memcpy |"
+        "| shape | live | gc threads | compaction | pause ms (median [min, max]) | mark | plan | compact | other | pause / mark | live MiB | heap MiB | live MiB/s | heap MiB/s | pages filled | fill | map | compact MiB/s | / memcpy |"
     );
     println!(
-        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let mut rows = Vec::new();
     for (ci, &(shape, live, threads, compaction)) in cases.iter().enumerate() {
@@ -258,7 +277,7 @@ fn main() {
         let secs = pause.as_secs_f64();
         let compact_bw = mib(med.moving_after) / med.compact.as_secs_f64();
         let row = format!(
-            "| {} | {:.0} % | {} | {} | {:.1} [{:.1}, {:.1}] | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {:.0} |",
+            "| {} | {:.0} % | {} | {} | {:.1} [{:.1}, {:.1}] | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {:.0} |",
             shape.name(),
             live * 100.0,
             threads,
@@ -270,6 +289,7 @@ fn main() {
             ms(med.plan),
             ms(med.compact),
             ms(other),
+            secs / med.mark.as_secs_f64(),
             mib(med.moving_after),
             mib(med.moving_before),
             mib(med.moving_after) / secs,
@@ -283,10 +303,14 @@ fn main() {
             "{row} {:.2} (vs {memcpy_before:.0}) |",
             compact_bw / memcpy_before
         );
-        rows.push((row, compact_bw));
+        let cpu = &med.cpu;
+        let compact_cpu_bw = mib(med.moving_after) / cpu.compact.as_secs_f64();
+        let cpu_ratio = cpu.pause.as_secs_f64() / cpu.mark.as_secs_f64();
+        rows.push((row, compact_bw, compact_cpu_bw, cpu_ratio, *cpu));
     }
-    let memcpy_after = memcpy_bandwidth(object_bytes, 5);
+    let (memcpy_after, memcpy_cpu_after) = memcpy_bandwidth(object_bytes, 5);
     let memcpy = (memcpy_before + memcpy_after) / 2.0;
+    let memcpy_cpu = (memcpy_cpu_before + memcpy_cpu_after) / 2.0;
     println!();
     println!(
         "memcpy of {} MiB: {memcpy_before:.0} MiB/s before the cases, {memcpy_after:.0} MiB/s after (mean {memcpy:.0}); compaction against the mean:",
@@ -295,13 +319,33 @@ fn main() {
     println!();
     println!("| shape | live | gc threads | compaction | compact MiB/s | / memcpy |");
     println!("|---|---:|---:|---|---:|---:|");
-    for (&(shape, live, threads, compaction), (_, bw)) in cases.iter().zip(&rows) {
+    for (&(shape, live, threads, compaction), (_, bw, ..)) in cases.iter().zip(&rows) {
         println!(
             "| {} | {:.0} % | {threads} | {} | {bw:.0} | {:.2} |",
             shape.name(),
             live * 100.0,
             compaction.name(),
             bw / memcpy
+        );
+    }
+    println!();
+    println!(
+        "By CPU time (the collecting thread's clock; median runs as above): memcpy {memcpy_cpu_before:.0} MiB per CPU s before the cases, {memcpy_cpu_after:.0} after (mean {memcpy_cpu:.0})"
+    );
+    println!();
+    println!("| shape | live | gc threads | compaction | pause CPU ms | mark CPU ms | compact CPU ms | finish CPU ms | pause / mark (CPU) | compact MiB per CPU s | / memcpy (CPU) |");
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (&(shape, live, threads, compaction), (_, _, cbw, ratio, cpu)) in cases.iter().zip(&rows) {
+        println!(
+            "| {} | {:.0} % | {threads} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {ratio:.2} | {cbw:.0} | {:.2} |",
+            shape.name(),
+            live * 100.0,
+            compaction.name(),
+            ms(cpu.pause),
+            ms(cpu.mark),
+            ms(cpu.compact),
+            ms(cpu.finish),
+            cbw / memcpy_cpu
         );
     }
     println!();

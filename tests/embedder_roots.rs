@@ -17,7 +17,13 @@ impl RootSource for Globals {
 
 #[test]
 fn root_sources_stacks_and_global_roots_are_updated() {
-    let heap = heap(8 << 20);
+    // Compacting into the other half, so that every object moves (a slide leaves the dense
+    // start of the half in place).
+    let heap = faultline::Heap::new(
+        faultline::HeapConfig::with_heap_size(8 << 20)
+            .with(|c| c.stw_compaction = faultline::StwCompaction::Copy),
+    )
+    .unwrap();
     let t = register(&heap);
     let globals = Arc::new(Globals((0..8).map(|_| RootSlot::new()).collect()));
     heap.add_root_source(globals.clone());

@@ -610,7 +610,8 @@ fn a_failed_collection_is_a_typed_error() {
     expect_ok("a_failed_collection_is_a_typed_error", || {
         // Every release of a half fails: the first cycle records its old half as dirty, the
         // second must clean it before its flip (its destination) and cannot: the collection
-        // fails before any reference changes, with the call and errno.
+        // fails before any reference changes, with the call and errno. (Compacting into the
+        // other half: a slide has no destination half to clean.)
         let inj = Arc::new(
             FaultInjector::new(
                 vec![Rule::new(Call::Madvise, Errno::EINVAL, Trigger::Always)],
@@ -618,7 +619,11 @@ fn a_failed_collection_is_a_typed_error() {
             )
             .disarmed(),
         );
-        let heap = Heap::new(stw(4 << 20).with(|c| c.debug.sys = Sys::new(inj.clone()))).unwrap();
+        let heap = Heap::new(stw(4 << 20).with(|c| {
+            c.debug.sys = Sys::new(inj.clone());
+            c.stw_compaction = faultline::StwCompaction::Copy;
+        }))
+        .unwrap();
         let t = register(&heap);
         let mut m = heap.attach();
         list(&mut m, &t, 100);

@@ -127,7 +127,7 @@ fn sliding_survives_failed_tail_releases() {
     // Three `madvise` calls in a row fail, twice: a tail release (which tries 3 times)
     // gives up, the slid half keeps its free tail, zeroed, and the allocator hands it out
     // again (what the shadow model and the verifier check). Unpinned, so that the only
-    // releases are tail releases.
+    // releases are tail releases; and the whole tail is released (none kept as fresh memory).
     let inj = Arc::new(
         FaultInjector::new(
             vec![
@@ -149,6 +149,7 @@ fn sliding_survives_failed_tail_releases() {
     let heap = Heap::new(config(8, 1).with(|c| {
         c.stw_compaction = StwCompaction::Slide;
         c.pin_large_ref_objects = false;
+        c.recycle_old_half = false;
         c.debug.sys = Sys::new(inj.clone());
     }))
     .unwrap();

@@ -137,7 +137,12 @@ fn concurrent(strategy: Strategy, faults: FaultMode) -> HeapConfig {
 }
 
 fn stw() -> HeapConfig {
-    HeapConfig::with_heap_size(2 << 20).with(|c| c.debug.stress_every = Some(16))
+    // Compacting into the other half, so that every cycle maps its pages with `UFFDIO_COPY`
+    // and releases a half (a slide, the default, makes neither call).
+    HeapConfig::with_heap_size(2 << 20).with(|c| {
+        c.debug.stress_every = Some(16);
+        c.stw_compaction = faultline::StwCompaction::Copy;
+    })
 }
 
 /// A kernel whose `open("/dev/userfaultfd")` opens `/dev/null` instead, so that the
@@ -934,9 +939,10 @@ fn persistent_copy_failure_after_the_flip_ends_the_process_loudly() {
     if child_scenario().is_some() {
         let rules = [Rule::new(Call::UffdCopy, Errno::EFAULT, Trigger::Always)];
         let inj = injector(&rules);
-        let heap = Heap::new(
-            HeapConfig::with_heap_size(1 << 20).with(|c| c.debug.sys = Sys::new(inj.clone())),
-        )
+        let heap = Heap::new(HeapConfig::with_heap_size(1 << 20).with(|c| {
+            c.debug.sys = Sys::new(inj.clone());
+            c.stw_compaction = faultline::StwCompaction::Copy;
+        }))
         .unwrap();
         assert!(heap.uses_userfaultfd());
         let t = shadow::register(&heap);

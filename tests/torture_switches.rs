@@ -187,10 +187,12 @@ fn a_stale_read_of_released_memory_is_caught() {
     }
     let t0 = Instant::now();
     // Plain memory (no userfaultfd): the stale read returns the poison word, not zero.
+    // (Compacting into the other half, which is released: a slide would not move the object.)
     for poison in [false, true] {
         let heap = Heap::new(HeapConfig::with_heap_size(1 << 20).with(|c| {
             c.use_userfaultfd = false;
             c.debug.poison_released = poison;
+            c.stw_compaction = faultline::StwCompaction::Copy;
         }))
         .unwrap();
         let old = moved_object(&heap);

@@ -205,7 +205,7 @@ pub fn markdown(
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
         peers.note
     );
-    let _ = writeln!(w, "Every (workload, live size, mode) ran in a fresh child process. The report leads with what the mutators saw (their waits as the heap recorded them, a mutator-side MMU from those wait intervals, the request workload's metered latency, the footprint); the collector's pauses follow. Pauses are the collector's own (`CycleStats`: `stw`, or `initial-mark` + `remark+flip`, each including its time to safepoint), over every cycle of the run. MMU is computed from the world-stopped timeline (`Heap::pause_timeline`: stop requested to world released) over the whole run; n/a when the run is shorter than the window. `mutator-view MMU`: over each mutator's work phase (after building), with every unit of work between two safepoint polls that took over 5 ms counted as lost time (work included, so a lower bound; lowest over the mutator threads): it shows waits the world-stopped timeline does not, such as an allocation waiting for the previous cycle to end. `mutator longest` is the mutator's own view: its longest unit of work between two safepoint polls (includes pauses, fault stalls, TLAB refills, waiting for a previous cycle to end before starting the next one, allocation stalls). `alloc stalls`: allocations that found the heap out of memory, after which the workload waited for the running cycle (and, a second time, one more whole cycle) and retried: count and total seconds. Total: workload start to end plus any cycle still running. GC CPU: process CPU minus the mutator threads' and the bystander's own thread CPU (SIGBUS fault handling is on the mutators, so counted as mutator time). RSS: the child's VmHWM. Syscalls: means per cycle of the arena's own counted calls. Peers (marked *peer*) are computed from their raw pause lists.\n");
+    let _ = writeln!(w, "Every (workload, live size, mode) ran in a fresh child process. The report leads with what the mutators saw (their waits as the heap recorded them, a mutator-side MMU from those wait intervals, the request workload's metered latency, the footprint); the collector's pauses follow. Pauses are the collector's own (`CycleStats`: `stw`, or `initial-mark` + `remark+flip`, each including its time to safepoint), over every cycle of the run. MMU is computed from the world-stopped timeline (`Heap::pause_timeline`: stop requested to world released) over the whole run; n/a when the run is shorter than the window. `mutator-view MMU`: over each mutator's work phase (after building), with every unit of work between two safepoint polls that took over 5 ms counted as lost time (work included, so a lower bound; lowest over the mutator threads): it shows waits the world-stopped timeline does not, such as an allocation waiting for the previous cycle to end. `mutator longest` is the mutator's own view: its longest unit of work between two safepoint polls (includes pauses, fault stalls, TLAB refills, waiting for a previous cycle to end before starting the next one, allocation stalls). `alloc stalls`: allocations that found the heap out of memory, after which the workload waited for the running cycle (and, a second time, one more whole cycle) and retried: count and total seconds. Total: workload start to end plus any cycle still running. GC CPU: process CPU minus the mutator threads' and the bystander's own thread CPU, a stop-the-world pause (on the triggering mutator) counted as GC by its thread CPU (SIGBUS fault handling is on the mutators, so counted as mutator time). RSS: the child's VmHWM. Syscalls: means per cycle of the arena's own counted calls. Peers (marked *peer*) are computed from their raw pause lists.\n");
     let mut keys: Vec<(String, u64)> = Vec::new();
     for r in results.iter().chain(peers.rows.iter()) {
         if r.workload != "-" && !keys.contains(&(r.workload.clone(), r.live_mib)) {
@@ -318,6 +318,7 @@ pub fn markdown(
 
     // Fault attribution.
     fault_attribution(w, results);
+    cpu_split(w, results);
 
     // Goals.
     let _ = writeln!(w, "## Goals (measured, per workload)\n");
@@ -662,6 +663,54 @@ fn fault_attribution(w: &mut String, results: &[RunResult]) {
             f(a.unpreempted_p50_us),
             f(a.unpreempted_p99_us),
             f(a.unpreempted_max_us),
+        );
+    }
+    let _ = writeln!(w);
+}
+
+/// The collector's CPU by phase per cycle (`CycleStats::cpu`), per run; and the same run's GC
+/// CPU per cycle from the process clocks.
+fn cpu_split(w: &mut String, results: &[RunResult]) {
+    let rows: Vec<&RunResult> = results
+        .iter()
+        .filter(|r| ok(r) && !r.peer && r.cpu_split.as_ref().is_some_and(|c| c.cycles > 0))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "## Collector CPU by phase
+"
+    );
+    let _ = writeln!(w, "Per cycle, ms of thread CPU (`CycleStats::cpu`, `CLOCK_THREAD_CPUTIME_ID` of the threads doing each phase: not inflated by the load). `mark`: the marking thread (stop-the-world: inside the pause; concurrent: the GC thread's concurrent marking, SATB handshakes and ephemerons; parallel marking helpers and mark assists are not in it). `pause`: the thread running the pause (stop-the-world: the whole cycle, of which mark, compact and finish are parts; concurrent: remark+flip). `compact`: stop-the-world, the compaction in the pause; concurrent, the compaction workers summed (mutator faults' fills are in the fault attribution, on the mutators). `finish`: the old half recycled or released and dead large objects. `split total`: what the split accounts for (stop-the-world: the pause; concurrent: mark + pause + compact + finish). `GC CPU / cycle`: the process-clock figure of the pause table, for comparison (it includes the marking helpers and the fault handler thread). `pages / cycle`: destination pages filled; `compact µs / page`: compact CPU over them.\n");
+    let _ = writeln!(
+        w,
+        "| workload | live MiB | mode | cycles (concurrent) | mark | pause | compact | finish | split total | GC CPU / cycle | pages / cycle | compact µs / page |"
+    );
+    let _ = writeln!(
+        w,
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in rows {
+        let Some(c) = &r.cpu_split else { continue };
+        let n = c.cycles as f64;
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.workload,
+            r.live_mib,
+            r.mode,
+            c.cycles,
+            c.concurrent_cycles,
+            f(c.mark_ms / n),
+            f(c.pause_ms / n),
+            f(c.compact_ms / n),
+            f(c.finish_ms / n),
+            f(c.total_ms / n),
+            r.gc_cpu_s.map_or("n/a".into(), |s| f(s * 1e3 / n)),
+            f(c.pages as f64 / n),
+            f(c.compact_ms * 1e3 / (c.pages as f64).max(1.0)),
         );
     }
     let _ = writeln!(w);

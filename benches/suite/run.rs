@@ -17,8 +17,9 @@
 //!   cycle still running (`wait_for_compaction`), so GC work left over is included;
 //! - GC CPU time: process CPU (`getrusage(RUSAGE_SELF)`, exited GC threads included) over the
 //!   run minus the mutator threads' own CPU (`CLOCK_THREAD_CPUTIME_ID`, read by each mutator)
-//!   minus the bystander's, plus the wall time of the pauses that run on a mutator thread
-//!   (`stw` and `initial-mark`: the triggering mutator collects). SIGBUS fault resolution runs
+//!   minus the bystander's, plus the pauses that run on a mutator thread (`stw`, by its thread
+//!   CPU, `CpuSplit::pause`, and `initial-mark`, by its wall time: the triggering mutator
+//!   collects). SIGBUS fault resolution runs
 //!   on the mutator and counts as mutator time; a handler thread's resolution counts as GC;
 //! - peak RSS: `VmHWM` of this child process (fresh per run);
 //! - syscalls per cycle: `CycleStats::calls` (the arena's own counted kernel calls);
@@ -160,6 +161,25 @@ pub struct RunResult {
     pub peak_pss_kib: Option<u64>,
     /// Where the fault resolver's time went (`Heap::fault_breakdown`), both deliveries.
     pub fault_attr: Option<FaultAttrRow>,
+    /// The collector's CPU by phase, summed over the run's cycles (`CycleStats::cpu`), ms.
+    pub cpu_split: Option<CpuSplitRow>,
+}
+
+/// A run's collector CPU by phase (`faultline::CpuSplit`, summed over its cycles), ms, and the
+/// cycles it covers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CpuSplitRow {
+    pub cycles: u64,
+    pub concurrent_cycles: u64,
+    pub mark_ms: f64,
+    pub pause_ms: f64,
+    pub compact_ms: f64,
+    pub finish_ms: f64,
+    /// `CpuSplit::total` summed: what the split accounts for.
+    pub total_ms: f64,
+    /// Destination pages filled (`CycleStats::pages_filled`), summed.
+    pub pages: u64,
 }
 
 /// A run's fault attribution (`faultline::FaultBreakdown`): counts, and times in ms.
@@ -453,17 +473,41 @@ pub fn measure(
         r.measured_live_mib = history
             .last()
             .map(|c| c.heap_after() as f64 / (1 << 20) as f64);
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let mut row = CpuSplitRow {
+            cycles: history.len() as u64,
+            ..CpuSplitRow::default()
+        };
+        for c in history.iter() {
+            row.concurrent_cycles += u64::from(c.mode == faultline::GcMode::Concurrent);
+            row.mark_ms += ms(c.cpu.mark);
+            row.pause_ms += ms(c.cpu.pause);
+            row.compact_ms += ms(c.cpu.compact);
+            row.finish_ms += ms(c.cpu.finish);
+            row.total_ms += ms(c.cpu.total(c.mode));
+            row.pages += c.pages_filled as u64;
+        }
+        r.cpu_split = Some(row);
     }
     match work {
         Ok(w) => {
             // Pauses that run on the mutator thread that triggered them (a whole stop-the-world
-            // cycle, an initial mark) are GC work inside a mutator's CPU time: moved over by
-            // their wall time (the collecting thread is busy for the whole pause).
+            // cycle, an initial mark) are GC work inside a mutator's CPU time: moved over, a
+            // stop-the-world cycle by its pause's thread CPU (`CpuSplit::pause`: wall time would
+            // count the time the thread waited for a CPU on a loaded machine), an initial mark
+            // by its wall time (short; its CPU is not measured).
             let on_mutator: f64 = history
                 .iter()
-                .flat_map(|c| c.pauses.iter())
-                .filter(|p| p.kind == "stw" || p.kind == "initial-mark")
-                .map(|p| p.duration.as_secs_f64())
+                .map(|c| {
+                    c.pauses
+                        .iter()
+                        .map(|p| match p.kind {
+                            "stw" => c.cpu.pause.as_secs_f64(),
+                            "initial-mark" => p.duration.as_secs_f64(),
+                            _ => 0.0,
+                        })
+                        .sum::<f64>()
+                })
                 .sum();
             let mutator = (w.mutator_cpu_s - on_mutator).max(0.0);
             r.mutator_cpu_s = Some(mutator);

@@ -51,6 +51,8 @@ use faultline_heap::{ArenaOffset, VolatileArena, PAGE_SIZE};
 use crate::mode::MapStrategy;
 use crate::pagestate::{self, Futex, Waited, MAPPED};
 use crate::plan::{DestPage, OldPage, Plan, PAGE_WORDS};
+use crate::release::recycle_run;
+use crate::space::MovingSpace;
 
 /// Pages a worker fills per COPY (and the longest run mapped with one MOVE).
 const WORKER_BATCH: usize = 16;
@@ -168,12 +170,18 @@ pub(crate) struct PageCounters {
     pub staged: AtomicU64,
     /// Pages copied.
     pub copied: AtomicU64,
-    /// Copy strategy: old-half pages released during the compaction (every reader mapped).
+    /// Copy strategy: old-half pages released during the compaction (every reader mapped),
+    /// recycled ones included.
     pub released_early: AtomicU64,
+    /// Copy strategy: of those, pages recycled (moved to the current half's claimed end as
+    /// fresh memory) instead of released.
+    pub recycled_early: AtomicU64,
     /// Nanoseconds workers spent filling batches of pages (see `CycleStats::compact_fill`).
     pub fill_ns: AtomicU64,
     /// Nanoseconds workers spent mapping batches of pages.
     pub map_ns: AtomicU64,
+    /// The workers' thread CPU time, summed (see `CpuSplit::compact`).
+    pub cpu_ns: AtomicU64,
 }
 
 impl PageCounters {
@@ -194,8 +202,10 @@ impl PageCounters {
             &self.staged,
             &self.copied,
             &self.released_early,
+            &self.recycled_early,
             &self.fill_ns,
             &self.map_ns,
+            &self.cpu_ns,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -238,6 +248,9 @@ pub(crate) struct Compaction {
     /// sleeps this long holding the claim.
     worker_stall_ns: AtomicU64,
     cursor: AtomicUsize,
+    /// Copy strategy: old pages the workers may still recycle as fresh memory in this
+    /// compaction instead of releasing them (set by [`Compaction::run_workers`]).
+    recycle_budget: AtomicUsize,
 }
 
 // SAFETY: `plan` follows the discipline in the module invariants (written only while no
@@ -273,6 +286,7 @@ impl Compaction {
             runs: core::array::from_fn(|_| AtomicU64::new(0)),
             worker_stall_ns: AtomicU64::new(0),
             cursor: AtomicUsize::new(0),
+            recycle_budget: AtomicUsize::new(0),
         }
     }
 
@@ -344,16 +358,21 @@ impl Compaction {
 
     /// Copy strategy, arena choreography: an old-half page is released as soon as every
     /// destination page that reads it is mapped (workers release them in batches), so the two
-    /// halves are never both fully resident. (The move strategy recycles those pages as staging
-    /// pages instead; with the per-cycle choreography the old pages are detached elsewhere.)
+    /// halves are never both fully resident; up to the allocation headroom, such pages are
+    /// recycled as the current half's fresh memory instead (moved, not released: see
+    /// [`Self::run_workers`]). (The move strategy recycles those pages as staging pages
+    /// instead; with the per-cycle choreography the old pages are detached elsewhere.)
     fn releases_early(&self, pd: &Plan) -> bool {
         self.strategy == MapStrategy::Copy && pd.src == pd.from
     }
 
     /// Release the old pages nobody reads any more (copy strategy, see `releases_early`), in
-    /// runs of contiguous pages. A failed release is left to the end of the cycle, which
-    /// releases the whole old half anyway. Not for signal context (it sorts a local buffer).
-    fn release_unread(&self, arena: &VolatileArena, pd: &Plan) {
+    /// runs of contiguous pages; or, while the recycling budget lasts (`moving` given, see
+    /// [`Self::run_workers`]), recycle them instead: move each run to the current half's
+    /// claimed end as fresh memory ([`recycle_run`]). A failed release is left to the end of
+    /// the cycle, which releases the whole old half anyway. Not for signal context (it sorts a
+    /// local buffer).
+    fn release_unread(&self, arena: &VolatileArena, pd: &Plan, moving: Option<&MovingSpace>) {
         let mut pages = Vec::new();
         while let Some(j) = self.free.pop() {
             pages.push(j.0);
@@ -365,14 +384,58 @@ impl Compaction {
             while i + n < pages.len() && pages[i + n] == pages[i] + n as u32 {
                 n += 1;
             }
-            let at = arena.offset_of(pd.old_page_addr(OldPage(pages[i])));
-            if arena.release(at, n * PAGE_SIZE).is_ok() {
+            let old = pd.old_page_addr(OldPage(pages[i]));
+            let moved = match moving {
+                Some(mv) => self.recycle_unread(arena, mv, old, n),
+                None => 0,
+            };
+            let at = arena.offset_of(old + moved * PAGE_SIZE);
+            if moved == n || arena.release(at, (n - moved) * PAGE_SIZE).is_ok() {
                 self.counters
                     .released_early
                     .fetch_add(n as u64, Ordering::Relaxed);
+            } else {
+                self.counters
+                    .released_early
+                    .fetch_add(moved as u64, Ordering::Relaxed);
             }
             i += n;
         }
+    }
+
+    /// Recycle up to `n` old pages from `old` on, as far as the budget allows; returns how
+    /// many moved (a prefix of the run).
+    fn recycle_unread(
+        &self,
+        arena: &VolatileArena,
+        mv: &MovingSpace,
+        old: usize,
+        n: usize,
+    ) -> usize {
+        let take = self
+            .recycle_budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                (b > 0).then(|| b - b.min(n))
+            })
+            .map_or(0, |b| b.min(n));
+        if take == 0 {
+            return 0;
+        }
+        // SAFETY: every destination page that read these old pages is mapped (their reader
+        // counts fell to zero, so they were pushed on the free list), no fault's rescue holds
+        // them (it would hold a reader count), and no reference points into the old half:
+        // nothing reads them again, as for the early release this replaces.
+        let (moved, stop) = unsafe { recycle_run(arena, mv, old, take) };
+        if stop {
+            self.recycle_budget.store(0, Ordering::Relaxed);
+        } else if moved < take {
+            self.recycle_budget
+                .fetch_add(take - moved, Ordering::Relaxed);
+        }
+        self.counters
+            .recycled_early
+            .fetch_add(moved as u64, Ordering::Relaxed);
+        moved
     }
 
     /// Set the test knob `DebugConfig::worker_stall` for the next [`Self::run_workers`].
@@ -391,14 +454,31 @@ impl Compaction {
 
     /// Fill and map every destination page with `threads` workers (mutator faults fill pages
     /// meanwhile); returns when every page is MAPPED. On the compaction thread, while active.
-    pub(crate) fn run_workers(&self, arena: &VolatileArena, threads: usize) {
+    /// With `recycle` (the current half and a number of pages; copy strategy, pages released
+    /// early, an arena that can move pages), the workers recycle up to that many of the old
+    /// pages they would release early as fresh memory instead ([`recycle_run`]). Returns the
+    /// pages recycled.
+    pub(crate) fn run_workers(
+        &self,
+        arena: &VolatileArena,
+        threads: usize,
+        recycle: Option<(&MovingSpace, usize)>,
+    ) -> usize {
         // SAFETY: active (armed by this cycle's flip) until the caller disarms it.
         let pd = unsafe { self.plan() };
+        let moving = recycle.and_then(|(mv, pages)| {
+            (pages > 0 && self.releases_early(pd) && arena.can_move()).then(|| {
+                self.recycle_budget.store(pages, Ordering::Relaxed);
+                mv
+            })
+        });
         std::thread::scope(|s| {
             for slot in 0..threads.max(1) {
-                s.spawn(move || worker(self, arena, pd, slot));
+                s.spawn(move || worker(self, arena, pd, slot, moving));
             }
         });
+        self.recycle_budget.store(0, Ordering::Relaxed);
+        self.counters.recycled_early.load(Ordering::Relaxed) as usize
     }
 
     /// Make every destination page of `[addr, addr+len)` present (for memory handed to a
@@ -654,6 +734,7 @@ impl Compaction {
         k: DestPage,
         end: DestPage,
         buf: &mut [u8],
+        moving: Option<&MovingSpace>,
     ) -> usize {
         let counted = self.readers_ready.load(Ordering::Acquire) && self.releases_early(pd);
         let t_fill = Instant::now();
@@ -692,7 +773,7 @@ impl Compaction {
                 .fetch_add(n as u64, Ordering::Relaxed);
             self.counters.copied.fetch_add(n as u64, Ordering::Relaxed);
             if counted {
-                self.release_unread(arena, pd);
+                self.release_unread(arena, pd, moving);
             }
         }
         n
@@ -1021,7 +1102,14 @@ impl Compaction {
     }
 }
 
-fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan, slot: usize) {
+fn worker(
+    c: &Compaction,
+    arena: &VolatileArena,
+    pd: &Plan,
+    slot: usize,
+    moving: Option<&MovingSpace>,
+) {
+    let cpu0 = crate::cputime::thread_cpu();
     let mut buf = vec![0u8; WORKER_BATCH * PAGE_SIZE];
     let run = c.runs.get(slot);
     loop {
@@ -1040,7 +1128,7 @@ fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan, slot: usize) {
         let end = DestPage(end);
         while k < end {
             let n = match c.strategy {
-                MapStrategy::Copy => c.copy_run(arena, pd, k, end, &mut buf),
+                MapStrategy::Copy => c.copy_run(arena, pd, k, end, &mut buf, moving),
                 MapStrategy::Move if c.readers_ready.load(Ordering::Acquire) => {
                     c.move_run(arena, pd, k, end)
                 }
@@ -1086,6 +1174,8 @@ fn worker(c: &Compaction, arena: &VolatileArena, pd: &Plan, slot: usize) {
             }
         }
     }
+    let cpu = crate::cputime::since(cpu0).as_nanos() as u64;
+    c.counters.cpu_ns.fetch_add(cpu, Ordering::Relaxed);
 }
 
 /// A lock-free stack of page indices (Treiber stack with an ABA tag), async-signal-safe.

@@ -49,9 +49,11 @@ pub struct HeapConfig {
     /// of a cycle, up to the allocation headroom before the next trigger, the pages the old
     /// half still holds are moved (`UFFDIO_MOVE`, in runs) above the new half's populated end
     /// instead of being released, and each allocation-buffer refill zeroes its own part in user
-    /// space; the rest is released as before. Needs an anonymous arena registered with
-    /// userfaultfd and `UFFDIO_MOVE`; elsewhere (memfd backing, plain memory, a forked child,
-    /// `debug.poison_released`), and off, every fresh page is a `UFFDIO_COPY` of zeroes.
+    /// space; the rest is released as before. (An in-place slide keeps that much of its free
+    /// tail present instead, zeroed the same way: no kernel call.) Moving pages needs an
+    /// anonymous arena registered with userfaultfd and `UFFDIO_MOVE`; elsewhere (memfd
+    /// backing, plain memory, a forked child, `debug.poison_released`), and off, every fresh
+    /// page is a `UFFDIO_COPY` of zeroes.
     pub recycle_old_half: bool,
     /// Stop-the-world: a collection starts when the heap reaches `max(min_trigger_bytes, live
     /// after the last collection * (1 + growth))`. Concurrent mode: that is the heap-growth
@@ -90,8 +92,8 @@ pub struct HeapConfig {
     pub faults: FaultMode,
     /// Marking barrier (concurrent mode).
     pub barrier: Barrier,
-    /// How stop-the-world cycles compact: into the other half (`Copy`, the default) or in
-    /// place (`Slide`); see [`StwCompaction`].
+    /// How stop-the-world cycles compact: in place (`Slide`) or into the other half (`Copy`);
+    /// the default (`Auto`) slides unless `debug.poison_released`; see [`StwCompaction`].
     pub stw_compaction: StwCompaction,
     /// Kernel choreography per cycle (concurrent mode): the volatile arena, or the per-cycle
     /// register / mremap / unregister baseline.
@@ -157,7 +159,7 @@ impl Default for HeapConfig {
             strategy: Strategy::Auto,
             faults: FaultMode::Auto,
             barrier: Barrier::Satb,
-            stw_compaction: StwCompaction::Copy,
+            stw_compaction: StwCompaction::Auto,
             choreography: Choreography::Arena,
             history_limit: Some(16_384),
             use_userfaultfd: true,

@@ -25,14 +25,15 @@
 //!    weak table** ([`crate::weak`]): weak references and ephemerons of dead keys cleared,
 //!    entries of dead boxes freed, held values of dead finalization targets delivered, the
 //!    rest forwarded (the same pause that decided what is dead).
-//! 5. **Compact** in the pause: fill destination pages in order and map them into the other
-//!    half in batches of 64 pages (`UFFDIO_COPY`, or a plain copy on an unregistered arena);
-//!    or, with [`crate::StwCompaction::Slide`], slide the live words down within the current
-//!    half ([`crate::plan::Plan::slide`]: no kernel call per page; a cycle with pinned or
-//!    stranded objects, or whose half's window is not the whole half, copies instead).
+//! 5. **Compact** in the pause: slide the live words down within the current half
+//!    ([`crate::plan::Plan::slide`]: no kernel call per page; the default,
+//!    [`crate::StwCompaction::Auto`], unless `debug.poison_released`); or (`Copy`, and a cycle
+//!    with pinned or stranded objects, or whose half's window is not the whole half) fill
+//!    destination pages in order and map them into the other half in batches of 64 pages
+//!    (`UFFDIO_COPY`, or a plain copy on an unregistered arena).
 //! 6. **Finish**: release the old half (`MADV_DONTNEED`, [`crate::release`]) and the dead large
-//!    objects, switch halves (sliding: release the current half's free tail, keep the
-//!    halves), set the next occupancy trigger. (`debug.verify`: verify.)
+//!    objects, switch halves (sliding: release the current half's free tail but the fresh
+//!    memory the next cycle allocates, keep the halves), set the next occupancy trigger. (`debug.verify`: verify.)
 //!    **Resume** the mutators; record the cycle.
 //!
 //! # Concurrent cycle (`GcMode::Concurrent`)
@@ -94,18 +95,21 @@ use faultline_heap::sys::CallSnapshot;
 use faultline_heap::PAGE_SIZE;
 
 use crate::choreography;
+use crate::cputime;
 use crate::debug::{Breakage, MarkPoint, Phase};
 use crate::error::CollectError;
 use crate::inner::{page_up, HeapInner, BATCH_PAGES};
 use crate::marking::{self, ConcMarker, MarkCtx, MarkReport};
-use crate::mode::{Choreography, GcMode, StwCompaction};
+use crate::mode::{Choreography, GcMode};
 use crate::pacer::Decision;
 use crate::phase::CyclePhase;
 use crate::plan::{DestPage, Plan};
 use crate::reentry::{self, Callback};
 use crate::release::{fatal_after_flip, finish_old_half, prepare_destination, release_free_tail};
 use crate::safepoint::{visit_roots, Me, SpState, RUNNING};
-use crate::stats::{merge_tts, trim_history, CycleStats, MutatorTts, PaceStats, Pause, Trigger};
+use crate::stats::{
+    merge_tts, trim_history, CpuSplit, CycleStats, MutatorTts, PaceStats, Pause, Trigger,
+};
 use crate::trace::{header, Atomic, Plain, Tracer};
 use crate::verify::{self, HeapView, VerifyError, VerifyReport};
 use crate::weak::Liveness;
@@ -233,6 +237,10 @@ struct PauseCtx {
     moving_before: usize,
     large_before: usize,
     mark_time: Duration,
+    /// CPU time of the marking thread in the mark phase, and its thread CPU clock when this
+    /// pause began ([`crate::CpuSplit`]).
+    mark_cpu: Duration,
+    pause_cpu0: Duration,
     /// Concurrent planning done before the pause (zero for stop-the-world).
     plan_ahead: Duration,
     live_objects: usize,
@@ -278,6 +286,7 @@ fn stw_cycle(
     t0: Instant,
     tts: Duration,
 ) -> Result<CycleStats, CollectError> {
+    let pause_cpu0 = cputime::thread_cpu();
     let types = inner.types();
     let mut scratch = inner.scratch.lock().unwrap_or_else(PoisonError::into_inner);
     let calls0 = inner.arena.sys().counters().snapshot();
@@ -296,6 +305,7 @@ fn stw_cycle(
 
     // 2. Mark.
     let tm = Instant::now();
+    let mark_cpu0 = cputime::thread_cpu();
     let from = moving.base();
     let from_top = moving.top.load(Ordering::Relaxed);
     let from_words = (from_top - from) / WORD;
@@ -349,6 +359,8 @@ fn stw_cycle(
         moving_before,
         large_before,
         mark_time: tm.elapsed(),
+        mark_cpu: cputime::since(mark_cpu0),
+        pause_cpu0,
         plan_ahead: Duration::ZERO,
         live_objects,
         from,
@@ -439,6 +451,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     };
     let tables = inner.tables.clone();
     let tm = Instant::now();
+    let mark_cpu0 = cputime::thread_cpu();
     // 2. Concurrent mark. Clear the bitmaps over the whole half: black buffers may land
     //    anywhere above mark_top.
     let half_bitmap_words = inner.moving.half_bytes / WORD / 64 + 1;
@@ -496,6 +509,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
             });
     }
     let concurrent_mark = tm.elapsed();
+    let mark_cpu = cputime::since(mark_cpu0);
     m.publish(&inner.pacer);
 
     // 3. Concurrent plan: the live-words prefix sums of everything marked so far, and the
@@ -531,6 +545,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
 
     // 4. Remark + flip pause.
     let t0 = Instant::now();
+    let pause_cpu0 = cputime::thread_cpu();
     let g = inner.sp.stop_the_world_as(None);
     // The stop-the-world buffer (and the pause work it serialises) is needed in the pause
     // only: taken after the stop, given back before the resume, so no thread holds it while
@@ -592,6 +607,8 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         moving_before: st.moving_before,
         large_before: st.large_before,
         mark_time: concurrent_mark,
+        mark_cpu,
+        pause_cpu0,
         plan_ahead,
         live_objects,
         from: st.from,
@@ -683,6 +700,8 @@ fn flip(
         moving_before,
         large_before,
         mark_time,
+        mark_cpu,
+        pause_cpu0,
         plan_ahead,
         live_objects,
         from,
@@ -808,7 +827,7 @@ fn flip(
     // the whole half, where pinned objects were: compacting into the other half once gives
     // the half its whole length back, and the garbage pages outside the window are cleaned.)
     let slide = !flip_concurrently
-        && cfg.stw_compaction == StwCompaction::Slide
+        && cfg.stw_compaction.slides(cfg.debug.poison_released)
         && !pins_active
         && from == moving.half_base[1 - to_index]
         && moving.end() == from + moving.half_bytes;
@@ -922,6 +941,10 @@ fn flip(
         trigger,
         time_to_safepoint: tts,
         mark: mark_time,
+        cpu: CpuSplit {
+            mark: mark_cpu,
+            ..CpuSplit::default()
+        },
         plan: plan_time,
         plan_ahead,
         plan_chunks_redone: chunks_redone,
@@ -997,6 +1020,7 @@ fn flip(
             );
             large.release_dead(arena, &finish.large_dead)?;
             stats.total = t0.elapsed();
+            stats.cpu.pause = cputime::since(pause_cpu0);
             stats.calls = arena.sys().counters().snapshot().since(&calls0);
             return Ok(Flip::Done(Box::new(stats)));
         }
@@ -1007,11 +1031,13 @@ fn flip(
         if let Some(p) = stats.pauses.last_mut() {
             p.duration = t0.elapsed();
         }
+        stats.cpu.pause = cputime::since(pause_cpu0);
         stats.total = cycle_start.elapsed();
         return Ok(Flip::Armed(Box::new(stats), Box::new(finish)));
     }
 
     inner.gate.set_phase(CyclePhase::Compacting);
+    let compact_cpu0 = cputime::thread_cpu();
     if slide {
         // 5. Compact in place.
         let t_fill = Instant::now();
@@ -1039,8 +1065,19 @@ fn flip(
         p += n;
     }
     stats.compact = tc.elapsed();
+    stats.cpu.compact = cputime::since(compact_cpu0);
 
     // 6. Switch halves, recycle or release the old half, sweep large objects.
+    // (A slide keeps as much of its free tail present as will be allocated before the next
+    // trigger, as recycling would move in: the fresh headroom for the bytes in use after it.)
+    let keep_tail = if slide && cfg.recycle_old_half && !cfg.debug.poison_released {
+        let used = live_words * WORD + large.used();
+        inner.occupancy_goal(used).saturating_sub(used)
+    } else {
+        0
+    };
+    let mut kept_tail = (0, 0);
+    let finish_cpu0 = cputime::thread_cpu();
     let old_end = {
         let mut pop = moving
             .populated
@@ -1048,8 +1085,12 @@ fn flip(
             .unwrap_or_else(PoisonError::into_inner);
         let old_end = (*pop).max(page_up(from_top));
         if slide {
-            // The halves stay: release the free tail of this one.
-            *pop = release_free_tail(arena, from + pages * PAGE_SIZE, old_end);
+            // The halves stay: release the free tail of this one, but what is kept.
+            let new_end = from + pages * PAGE_SIZE;
+            let (end, kept) = release_free_tail(arena, new_end, old_end, keep_tail);
+            *pop = end;
+            kept_tail = (new_end, new_end + kept * PAGE_SIZE);
+            stats.pages_recycled = kept;
             moving
                 .top
                 .store(from + live_words * WORD, Ordering::Relaxed);
@@ -1066,6 +1107,7 @@ fn flip(
             *pop = page_up(reloc_end);
         }
         moving.reset_watermarks(*pop);
+        moving.keep_dirty(kept_tail.0, kept_tail.1);
         old_end
     };
     if !slide {
@@ -1082,6 +1124,7 @@ fn flip(
         );
     }
     large.release_dead(arena, &large_dead)?;
+    stats.cpu.finish = cputime::since(finish_cpu0);
     stats.moving_after = moving.used();
     stats.large_after = large.used();
     inner.set_trigger(stats.moving_after + stats.large_after);
@@ -1094,6 +1137,7 @@ fn flip(
         duration: total,
     }];
     stats.total = total;
+    stats.cpu.pause = cputime::since(pause_cpu0);
     stats.calls = arena.sys().counters().snapshot().since(&calls0);
     Ok(Flip::Done(Box::new(stats)))
 }
@@ -1112,31 +1156,48 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     inner.config.debug.phase_delay(Phase::BeforeCompaction);
     let t0 = Instant::now();
     c.set_worker_stall(inner.config.debug.worker_stall);
-    c.run_workers(arena, inner.config.workers());
+    // Copy strategy: the old pages released early are recycled as fresh memory instead, up to
+    // the headroom (as the end of the cycle would; it then recycles only the rest).
+    let recycle_early = if inner.config.recycle_old_half && !inner.config.debug.poison_released {
+        inner.fresh_headroom() / PAGE_SIZE
+    } else {
+        0
+    };
+    let recycled_early = c.run_workers(
+        arena,
+        inner.config.workers(),
+        Some((&inner.moving, recycle_early)),
+    );
     // 6. Finish. Every page is mapped: nobody needs the old half or the plan any more. (A fork
     //    from here on does not wait for the release of the old half, which a child redoes,
     //    but for the bookkeeping below, which takes locks a child needs; not for the hook.)
     c.disarm();
+    let finish_cpu0 = cputime::thread_cpu();
     if inner.config.choreography == Choreography::PerCycle {
         choreography::teardown(arena, finish.detached);
     } else {
-        stats.pages_recycled = finish_old_half(
-            arena,
-            &inner.moving,
-            &inner.release,
-            inner.config.debug.poison_released,
-            inner.config.recycle_old_half,
-            finish.from,
-            finish.from_populated,
-            inner.fresh_headroom(),
-            &finish.keep,
-        );
+        stats.pages_recycled = recycled_early
+            + finish_old_half(
+                arena,
+                &inner.moving,
+                &inner.release,
+                inner.config.debug.poison_released,
+                inner.config.recycle_old_half,
+                finish.from,
+                finish.from_populated,
+                inner
+                    .fresh_headroom()
+                    .saturating_sub(recycled_early * PAGE_SIZE),
+                &finish.keep,
+            );
     }
     let finishing = crate::forkgate::Region::enter();
     if let Err(e) = inner.large.release_dead(arena, &finish.large_dead) {
         eprintln!("faultline: releasing dead large objects failed: {e}");
     }
     stats.large_after = inner.large.used();
+    stats.cpu.finish = cputime::since(finish_cpu0);
+    stats.cpu.compact = Duration::from_nanos(c.counters.cpu_ns.load(Ordering::Relaxed));
     stats.compact = t0.elapsed();
     pace_next(
         &inner,

@@ -99,6 +99,7 @@ mod assist;
 mod choreography;
 mod compaction;
 mod config;
+mod cputime;
 mod cycle;
 mod debug;
 mod error;
@@ -147,8 +148,8 @@ pub use reentry::Callback;
 pub use release::ReleaseStats;
 pub use roots::RootSource;
 pub use stats::{
-    CycleStats, FaultBreakdown, FaultStats, MutatorTts, PaceStats, Pause, Percentiles, SatbSwitch,
-    SwitchReason, Trigger,
+    CpuSplit, CycleStats, FaultBreakdown, FaultStats, MutatorTts, PaceStats, Pause, Percentiles,
+    SatbSwitch, SwitchReason, Trigger,
 };
 pub use typed::{Field, FieldInfo, FieldKey, HeapStruct, HeapType, Ref, Typed, WrongType};
 pub use unchecked::{Layout, Obj};

@@ -109,26 +109,45 @@ impl Barrier {
 /// pause).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StwCompaction {
+    /// `Slide` (the default), except with `debug.poison_released`, which needs the halves to
+    /// alternate so that stale pointers into the released half fault: then `Copy`. (Either
+    /// way a cycle with pinned objects in the way compacts into the other half, see `Slide`.)
+    #[default]
+    Auto,
     /// Into the other half, as the concurrent collector does: destination pages are filled
     /// into a buffer and mapped with `UFFDIO_COPY` in batches of 64 pages (a plain copy on an
     /// arena without userfaultfd); the old half is released and the halves alternate.
-    #[default]
     Copy,
     /// In place (Lisp-2 style sliding, with the same rank-based plan): every run of live words
     /// moves down within the current half with one `memmove`, references are rewritten in a
     /// second pass over each slid chunk while it is in cache, and the free tail is released
-    /// (`MADV_DONTNEED`). No kernel call per page, no second copy of the live data. The halves
-    /// do not alternate; `debug.poison_released` does not poison the tail (it stays in the
-    /// current half and is handed out again).
+    /// (`MADV_DONTNEED`), except the part the mutators will allocate before the next
+    /// collection, which stays present and is zeroed by the allocation-buffer refills that
+    /// hand it out (with [`crate::HeapConfig::recycle_old_half`]). No kernel call per page, no
+    /// second copy of the live data. The halves do not alternate; `debug.poison_released` does
+    /// not poison the tail (it stays in the current half and is handed out again). A cycle with
+    /// pinned objects, or whose half starts above its base (pinned objects were there),
+    /// compacts into the other half instead.
     Slide,
 }
 
 impl StwCompaction {
-    /// Short name (`"copy"`, `"slide"`).
+    /// Short name (`"auto"`, `"copy"`, `"slide"`).
     pub fn name(self) -> &'static str {
         match self {
+            StwCompaction::Auto => "auto",
             StwCompaction::Copy => "copy",
             StwCompaction::Slide => "slide",
+        }
+    }
+
+    /// Whether a stop-the-world cycle slides in place (before the per-cycle conditions: no
+    /// pinned objects, the window at the half's base), given `debug.poison_released`.
+    pub fn slides(self, poison_released: bool) -> bool {
+        match self {
+            StwCompaction::Auto => !poison_released,
+            StwCompaction::Copy => false,
+            StwCompaction::Slide => true,
         }
     }
 }

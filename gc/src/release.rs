@@ -13,8 +13,10 @@
 //! - nothing here runs in signal context;
 //! - pages holding kept or stranded pinned objects ([`crate::pins`]) are never released
 //!   or recycled;
-//! - recycling ([`recycle_old_half`]) moves only pages of the old half, after its compaction
-//!   finished (nothing reads them any more), into pages the current half's claimed end
+//! - recycling ([`recycle_old_half`], [`recycle_run`]) moves only pages of the old half that
+//!   nothing reads any more (after its compaction finished; or, during a copy-strategy
+//!   compaction, the pages it would release early, see [`crate::compaction`]), into pages the
+//!   current half's claimed end
 //!   hands it ([`MovingSpace::claim_recycled`]): absent pages no refill populates, marked dirty
 //!   before the move, so a refill zeroes whatever of them it hands out; every claimed range is
 //!   made present (moved, or a `UFFDIO_COPY` of zeroes after a failed move) before it is
@@ -150,26 +152,54 @@ pub(crate) fn recycle_old_half(
             i += 1;
             continue;
         }
-        // One claim, move and publish is a fork-gate region: a fork never finds a claimed
-        // range half moved, nor the populate lock held ([`crate::forkgate`]).
-        let _region = crate::forkgate::Region::enter();
         let cap = RECYCLE_RUN_PAGES.min(left);
         let mut j = i + 1;
         while j < n && j - i < cap && present[j] & 1 == 1 {
             j += 1;
         }
-        let (dst, k) = moving.claim_recycled(j - i);
-        if k == 0 {
-            break;
-        }
-        let len = k * PAGE_SIZE;
         // SAFETY: the source pages lie in the old half, whose compaction has finished: no
         // reference points there and nothing reads them again (the rest of the half is
         // released next).
+        let (k, stop) = unsafe { recycle_run(arena, moving, from + i * PAGE_SIZE, j - i) };
+        moved += k;
+        left -= k;
+        i += k;
+        if stop {
+            break;
+        }
+    }
+    moved
+}
+
+/// Move the `pages` present pages at `src` (absolute) to the current half's claimed end as
+/// fresh memory, [`RECYCLE_RUN_PAGES`] per `UFFDIO_MOVE` (one claim each). Returns the pages
+/// moved (a prefix of the run) and whether recycling should stop: the half has no room left,
+/// or a move failed (its claim was then made present with zeroes, or recorded as a gap). Each
+/// claim, move and publish is a fork-gate region: a fork never finds a claimed range half
+/// moved, nor the populate lock held ([`crate::forkgate`]).
+///
+/// # Safety
+/// Nothing reads or writes the source pages after this call, nor during it: no destination
+/// page still reads them and no reference points there.
+pub(crate) unsafe fn recycle_run(
+    arena: &VolatileArena,
+    moving: &MovingSpace,
+    src: usize,
+    pages: usize,
+) -> (usize, bool) {
+    let mut moved = 0;
+    while moved < pages {
+        let _region = crate::forkgate::Region::enter();
+        let (dst, k) = moving.claim_recycled((pages - moved).min(RECYCLE_RUN_PAGES));
+        if k == 0 {
+            return (moved, true);
+        }
+        let len = k * PAGE_SIZE;
+        // SAFETY: the caller's contract: nothing reads the source pages again.
         let r = unsafe {
             arena.resolve_move(
                 arena.offset_of(dst),
-                arena.offset_of(from + i * PAGE_SIZE),
+                arena.offset_of(src + moved * PAGE_SIZE),
                 len,
                 false,
             )
@@ -181,14 +211,12 @@ pub(crate) fn recycle_old_half(
                 Ok(_) => moving.publish(dst, dst + len),
                 Err(_) => moving.note_gap(),
             }
-            break;
+            return (moved, true);
         }
         moving.publish(dst, dst + len);
         moved += k;
-        left -= k;
-        i += k;
     }
-    moved
+    (moved, false)
 }
 
 /// End of a cycle for the old half `[from, from_end)`: recycle what the current half will
@@ -219,30 +247,47 @@ pub(crate) fn finish_old_half(
     pages
 }
 
-/// After an in-place slide ([`crate::StwCompaction::Slide`]): release the current half's free
-/// tail `[new_end, old_end)` (page aligned; `old_end` was the populated watermark). Returns
-/// the new watermark: `new_end`, or, if the release failed, `old_end`, with the tail made
-/// present again and zeroed so that allocation may hand it out (the space's invariant:
-/// present below the watermark, absent above, fresh memory zero). Never fails: this runs
-/// after references were updated, so a kernel error in the fallback ends the process.
-pub(crate) fn release_free_tail(arena: &VolatileArena, new_end: usize, old_end: usize) -> usize {
+/// After an in-place slide ([`crate::StwCompaction::Slide`]): keep the first `keep` bytes
+/// (rounded up to pages) of the current half's free tail `[new_end, old_end)` present, as the
+/// fresh memory the mutators allocate next (their contents are garbage: the caller marks them
+/// dirty, [`MovingSpace::keep_dirty`], so that refills zero them), and release the rest
+/// (page aligned; `old_end` was the populated watermark). Returns the new watermark and the
+/// pages kept: `new_end` plus the kept pages; or, if the release failed, `old_end` and no
+/// page kept, with the whole tail made present again and zeroed so that allocation may hand
+/// it out (the space's invariant: present below the watermark, absent above, fresh memory
+/// zero or marked dirty). Never fails: this runs after references were updated, so a kernel
+/// error in the fallback ends the process.
+pub(crate) fn release_free_tail(
+    arena: &VolatileArena,
+    new_end: usize,
+    old_end: usize,
+    keep: usize,
+) -> (usize, usize) {
     if old_end <= new_end {
-        return new_end;
+        return (new_end, 0);
     }
-    let (offset, len) = (arena.offset_of(new_end), old_end - new_end);
+    let kept = keep
+        .div_ceil(PAGE_SIZE)
+        .min((old_end - new_end) / PAGE_SIZE);
+    let rel = new_end + kept * PAGE_SIZE;
+    if rel == old_end {
+        return (old_end, kept);
+    }
+    let (offset, len) = (arena.offset_of(rel), old_end - rel);
     for _ in 0..3 {
         if arena.release(offset, len).is_ok() {
-            return new_end;
+            return (rel, kept);
         }
     }
-    // Some pieces may be released already: bring those back (zero pages), then zero the rest.
+    // Some pieces may be released already: bring those back (zero pages), then zero the whole
+    // tail (the kept part too: nothing is left dirty).
     if let Err(e) = arena.populate(offset, len) {
         fatal_after_flip("keeping the free tail after a failed release", &e);
     }
-    // SAFETY: [new_end, old_end) lies in the current half, present now (populated above) and
-    // holding no live object (the slide moved every live word below `new_end`).
-    unsafe { core::ptr::write_bytes(new_end as *mut u8, 0, len) };
-    old_end
+    // SAFETY: [new_end, old_end) lies in the current half, present now (kept, or populated
+    // above) and holding no live object (the slide moved every live word below `new_end`).
+    unsafe { core::ptr::write_bytes(new_end as *mut u8, 0, old_end - new_end) };
+    (old_end, 0)
 }
 
 /// Before a flip into the half at `to_offset`: release again whatever the last cycle left

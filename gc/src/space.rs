@@ -26,9 +26,10 @@
 //! - every buffer handed out is present and zero: a refill makes its own pages present (a lost
 //!   race with another populating refill is an `EEXIST` the arena steps over: `UFFDIO_COPY`
 //!   never overwrites a present page) and zeroes the part of its own range that lies in the
-//!   `dirty` range, the pages recycled from the old half ([`crate::release`]), whose contents
-//!   are garbage. The dirty range is extended *before* recycled pages are moved in, and reset
-//!   at every flip;
+//!   `dirty` range, the pages recycled from the old half ([`crate::release`]) or kept after an
+//!   in-place slide, whose contents are garbage. The dirty range is extended *before*
+//!   recycled pages are moved in, and reset at every flip (a slide sets it to the tail it
+//!   kept, with the world stopped);
 //! - the large-object space hands out whole pages; each object's pages are made present when it
 //!   is allocated and released when it dies; its bookkeeping is behind one mutex (large objects
 //!   are rare), its mark bits are atomic (one bit per page, set at the object's first page).
@@ -308,6 +309,17 @@ impl MovingSpace {
             // to this refill alone and which `ensure_populated` made present; no object lives
             // there yet (it is above the old `top`), and nothing else writes it.
             unsafe { core::ptr::write_bytes(lo as *mut u8, 0, hi - lo) };
+        }
+    }
+
+    /// After [`Self::reset_watermarks`], with the world stopped: `[lo, hi)` (page aligned,
+    /// below `populated`, above `top`) is present but holds garbage (the free tail an in-place
+    /// slide kept, [`crate::release::release_free_tail`]): refills zero what they hand out
+    /// of it.
+    pub(crate) fn keep_dirty(&self, lo: usize, hi: usize) {
+        if lo < hi {
+            self.dirty_lo.store(lo, Ordering::Release);
+            self.dirty_hi.store(hi, Ordering::Release);
         }
     }
 

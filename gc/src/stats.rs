@@ -77,6 +77,38 @@ pub(crate) fn merge_tts(mut a: Vec<MutatorTts>, b: Vec<MutatorTts>) -> Vec<Mutat
     a
 }
 
+/// A cycle's CPU time by phase, each from the thread CPU clock of the threads doing it
+/// (`CLOCK_THREAD_CPUTIME_ID`): what the collector cost, whatever the machine's load.
+/// Not included: parallel marking helpers and mutator mark assists, the initial-mark pause,
+/// and what mutators' faults spend filling pages (see [`crate::FaultBreakdown`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuSplit {
+    /// Marking, on the thread that marks: inside the pause (stop-the-world), or the GC
+    /// thread's concurrent marking with its SATB handshakes and ephemerons (concurrent).
+    pub mark: Duration,
+    /// The pause that ends marking, on the thread that runs it: the whole stop-the-world
+    /// cycle (so `mark`, `compact` and `finish` are parts of it); the remark+flip pause of a
+    /// concurrent cycle (its planning, root updates and weak sweep included).
+    pub pause: Duration,
+    /// Compaction: inside the pause (stop-the-world), or the compaction workers' CPU summed
+    /// over the workers (concurrent; their fills, mapping calls, early releases and recycling).
+    pub compact: Duration,
+    /// Giving the old half back (recycled or released) and releasing dead large objects:
+    /// inside the pause (stop-the-world), or on the GC thread after the compaction.
+    pub finish: Duration,
+}
+
+impl CpuSplit {
+    /// The collector CPU the split accounts for: the pause, plus, in a concurrent cycle, the
+    /// phases outside it (concurrent marking, the workers, the finish).
+    pub fn total(&self, mode: GcMode) -> Duration {
+        match mode {
+            GcMode::StopTheWorld => self.pause,
+            GcMode::Concurrent => self.mark + self.pause + self.compact + self.finish,
+        }
+    }
+}
+
 /// What one collection cycle did.
 #[derive(Debug, Clone)]
 pub struct CycleStats {
@@ -111,6 +143,9 @@ pub struct CycleStats {
     /// The part of the compaction spent in the calls that map filled pages (`UFFDIO_COPY`,
     /// `UFFDIO_MOVE`, `UFFDIO_CONTINUE`), summed as [`CycleStats::compact_fill`] is.
     pub compact_map: Duration,
+    /// Where the collector's threads spent CPU time in this cycle, by phase (thread CPU
+    /// clocks: load-independent, unlike the wall times above).
+    pub cpu: CpuSplit,
     /// Whole cycle.
     pub total: Duration,
     /// Moving-space bytes in use before / after.
@@ -172,14 +207,18 @@ pub struct CycleStats {
     /// Move strategy: dense pages updated in place and moved with no copy.
     pub pages_in_place: u64,
     /// Pages of the old half recycled as the new half's fresh memory (`UFFDIO_MOVE`; see
-    /// [`crate::HeapConfig::recycle_old_half`]) at the end of this cycle.
+    /// [`crate::HeapConfig::recycle_old_half`]) at the end of this cycle; after an in-place
+    /// slide ([`crate::StwCompaction::Slide`]), the pages of its free tail kept present as
+    /// fresh memory instead of being released. Copy strategy: the old pages recycled during
+    /// the compaction, instead of being released early, count here too.
     pub pages_recycled: usize,
     /// Move strategy: pages filled into a staging page and moved.
     pub pages_staged: u64,
     /// Pages mapped by `UFFDIO_COPY` (every page under the copy strategy; fallbacks otherwise).
     pub pages_copied: u64,
     /// Copy strategy: old-half pages released during the compaction, as soon as every page
-    /// reading them was mapped (the rest are released when it ends).
+    /// reading them was mapped (the rest are released when it ends); those recycled as fresh
+    /// memory instead (up to the headroom, see [`Self::pages_recycled`]) included.
     pub pages_released_early: u64,
     /// Concurrent mode: the pacer's decision for this cycle, how it turned out, and what the
     /// mutators paid (assists, waits for the flip). All zero for stop-the-world cycles.
@@ -302,6 +341,7 @@ impl Default for CycleStats {
             compact: Duration::ZERO,
             compact_fill: Duration::ZERO,
             compact_map: Duration::ZERO,
+            cpu: CpuSplit::default(),
             total: Duration::ZERO,
             moving_before: 0,
             moving_after: 0,
