@@ -137,6 +137,10 @@ pub struct RunResult {
     pub wait_mmu_10ms: Option<f64>,
     pub wait_mmu_100ms: Option<f64>,
     pub wait_mmu_curve: Vec<(f64, f64)>,
+    /// The worst 100 ms window of the mutator with the lowest MMU at 100 ms: what it waited
+    /// for in it, ms by cause name (each instant to the innermost logged wait covering it).
+    #[serde(default)]
+    pub wait_worst_100ms: BTreeMap<String, f64>,
     /// Waits too short to log (< `faultline::waits::LOG_MIN`): count and total ms; intervals
     /// lost from the rings.
     pub waits_unlogged: u64,
@@ -530,6 +534,17 @@ fn mutator_waits(heap: &Heap, r: &mut RunResult) {
     r.wait_mmu_1ms = at(1e-3);
     r.wait_mmu_10ms = at(1e-2);
     r.wait_mmu_100ms = at(1e-1);
+    let worst = logs
+        .iter()
+        .filter_map(|l| l.worst_window(Duration::from_millis(100), now))
+        .max_by_key(|w| w.waited);
+    if let Some(w) = worst {
+        for (cause, d) in w.by_cause {
+            if !d.is_zero() {
+                r.wait_worst_100ms.insert(cause.name().to_string(), ms(d));
+            }
+        }
+    }
     let mut win = 1e-4;
     while let Some(u) = at(win) {
         r.wait_mmu_curve.push((win, u));

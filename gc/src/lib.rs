@@ -156,7 +156,7 @@ pub use value::{RootSlot, Value};
 pub use verify::{VerifyError, VerifyReport};
 pub use waits::{
     merge_intervals, mmu_from_intervals, MutatorWaitLog, MutatorWaits, WaitCause, WaitInterval,
-    WaitStats,
+    WaitStats, WorstWindow,
 };
 pub use weak::WeakStats;
 pub use weakref::FinalizationQueue;
