@@ -164,6 +164,14 @@ pub struct RunResult {
     pub peak_pss_kib: Option<u64>,
     /// Where the fault resolver's time went (`Heap::fault_breakdown`), both deliveries.
     pub fault_attr: Option<FaultAttrRow>,
+    /// Fresh memory made present ahead of the allocators (`Heap::prefill_stats`): MiB, and the
+    /// allocation-buffer refills that found all their pages present / all refills.
+    #[serde(default)]
+    pub prefill_mib: f64,
+    #[serde(default)]
+    pub refills_ready: u64,
+    #[serde(default)]
+    pub refills: u64,
 }
 
 /// A run's fault attribution (`faultline::FaultBreakdown`): counts, and times in ms.
@@ -411,6 +419,10 @@ pub fn measure(
     r.mmu_curve = metrics::mmu_curve(&iv, run);
     r.peak_rss_kib = metrics::status_kib("VmHWM");
     mutator_waits(&heap, &mut r);
+    let p = heap.prefill_stats();
+    r.prefill_mib = p.bytes as f64 / (1 << 20) as f64;
+    r.refills_ready = p.refills_ready;
+    r.refills = p.refills;
     let f = heap.fault_stats();
     r.faults = f.count;
     r.fault_p50_us = f.p50.as_secs_f64() * 1e6;

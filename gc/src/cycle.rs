@@ -675,6 +675,8 @@ fn flip(
     let moving = &inner.moving;
     let large = &inner.large;
     let arena = &inner.arena;
+    // No prefill chunk in flight while the watermarks are read and reset (`crate::prefill`).
+    let _quiet = inner.prefill.quiesce();
     let PauseCtx {
         t0,
         tts,

@@ -660,12 +660,16 @@ impl Mutator {
             } else {
                 // Retire the buffer (its tail stays zero: one-word fillers) and take a new one.
                 let tlab = inner.config.tlab_bytes.max(bytes);
+                let ready_before = inner.moving.ready_end();
                 match inner
                     .moving
                     .bump(&inner.arena, tlab, inner.config.populate_batch_bytes)
                     .map_err(|e| AllocError::Kernel(e.to_string()))?
                 {
                     Some(start) => {
+                        inner
+                            .prefill
+                            .poke(&self.heap.inner, start + tlab, ready_before);
                         if inner.marking.active.load(Ordering::SeqCst) {
                             // The old buffer's objects were allocated black: hand them to the
                             // marker to walk.
