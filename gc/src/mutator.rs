@@ -702,7 +702,8 @@ impl Mutator {
                 // marking work (see `crate::pacer`).
                 if inner.config.mark_assists && inner.marking.active.load(Ordering::Relaxed) {
                     if let Some(want) = inner.pacer.assist_target() {
-                        crate::assist::assist(inner, Some(want - inner.pacer.scanned().min(want)));
+                        let owed = want - inner.pacer.scanned().min(want);
+                        crate::assist::paced_assist(inner, owed);
                     }
                 }
                 return Ok(self.init(addr, ty, len));

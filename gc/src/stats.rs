@@ -264,6 +264,10 @@ pub struct PaceStats {
     pub assist_max: Duration,
     /// Bytes of objects they scanned.
     pub assist_bytes: u64,
+    /// Assists a mutator owed but did not do, because its assists had already taken their
+    /// share of the current window (see `faultline_gc::assist`; the debt stays and is paid
+    /// later, or by anyone once the space is nearly exhausted).
+    pub assists_deferred: u64,
     /// Allocations that found the space exhausted and waited for a flip (the last resort).
     pub flip_waits: u64,
     /// Their total waiting time.
