@@ -27,6 +27,7 @@
 //!
 //! Invariant: nothing here adds behaviour; it only names the public API in one place.
 
+pub use faultline_gc::count_fault_context_switches;
 /// Typed layouts: a heap type declared from a Rust struct ([`heap_struct!`]), its registration
 /// ([`Heap::register_struct`], a [`HeapType`]) and views reading fields by name ([`Typed`]).
 pub use faultline_gc::{

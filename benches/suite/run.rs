@@ -332,6 +332,8 @@ pub fn measure(
     r.heap_mib = Some(cfg.max_heap_bytes as f64 / (1 << 20) as f64);
     r.heap_factor = Some(modes::heap_factor());
     r.large_space_mib = Some(cfg.large_object_space_bytes as f64 / (1 << 20) as f64);
+    // The fault attribution's preempted / blocked split (two getrusage calls a fault).
+    faultline::count_fault_context_switches(true);
     let heap = match Heap::new(cfg) {
         Ok(h) => h,
         Err(e) => {

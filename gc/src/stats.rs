@@ -668,7 +668,10 @@ pub struct FaultBreakdown {
     /// Faults that found the page mapped already (a race with its filler).
     pub found_mapped: u64,
     /// Faults whose thread the scheduler switched out while it resolved them (an involuntary
-    /// context switch, `getrusage`): CPU contention, whatever the fault path did.
+    /// context switch, `getrusage`): CPU contention, whatever the fault path did. Counted only
+    /// while `faultline::count_fault_context_switches(true)` is in force (two `getrusage`
+    /// calls a fault, ~0.3 µs); otherwise 0, like `blocked`, and every fault counts in
+    /// `unpreempted`.
     pub preempted: u64,
     /// Their total stall.
     pub preempted_time: Duration,
