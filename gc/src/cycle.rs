@@ -146,6 +146,12 @@ pub(crate) fn collect(
     refuse_reentry("collect")?;
     let cycles_before = inner.cycles.load(Ordering::SeqCst);
     loop {
+        // An occupancy or exhaustion trigger that finds a concurrent cycle running is satisfied
+        // by it: waiting here would stall the allocating mutator for the rest of that cycle,
+        // its compaction included (the caller waits for the flip instead, and helps).
+        if cycle_satisfies(inner, trigger) {
+            return Ok(None);
+        }
         // A cycle starts only when the previous one is complete (waiting counts as stopped,
         // so the running cycle's remark pause is not held up by us).
         inner.wait_idle_as(me);
@@ -198,6 +204,14 @@ pub(crate) fn collect(
         record_cycle(inner, &stats);
         return Ok(Some(stats));
     }
+}
+
+/// Whether a collection for `trigger` is satisfied by the concurrent cycle running now (the
+/// allocation slow path's triggers; an explicit or stress collection runs its own).
+fn cycle_satisfies(inner: &HeapInner, trigger: Trigger) -> bool {
+    matches!(trigger, Trigger::Occupancy | Trigger::Exhausted)
+        && inner.concurrent_now()
+        && inner.gate.is_busy()
 }
 
 /// Verify with the world stopped (waiting for a running cycle to end first).
