@@ -33,8 +33,9 @@ use std::time::Duration;
 
 use crate::inner::HeapInner;
 
-/// Bytes made present per chunk (one claim; bounds how long a flip can wait for the thread).
-pub(crate) const CHUNK: usize = 256 << 10;
+/// Bytes made present per chunk (one claim and one kernel call; bounds how long a flip, or a
+/// refill that caught up with the thread, waits for it).
+pub(crate) const CHUNK: usize = 64 << 10;
 
 /// One heap's prefill state (in [`HeapInner`]).
 #[derive(Debug, Default)]
@@ -205,8 +206,7 @@ fn chunk(inner: &HeapInner) -> Step {
             Step::Enough
         } else {
             let upto = (ready + CHUNK).min(want);
-            let batch = inner.config.populate_batch_bytes.max(CHUNK);
-            match m.ensure_populated(&inner.arena, ready, upto, batch) {
+            match m.ensure_populated(&inner.arena, ready, upto, CHUNK) {
                 Ok(()) => {
                     p.chunks.fetch_add(1, Ordering::Relaxed);
                     p.bytes.fetch_add((upto - ready) as u64, Ordering::Relaxed);
