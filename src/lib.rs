@@ -27,6 +27,7 @@
 //!
 //! Invariant: nothing here adds behaviour; it only names the public API in one place.
 
+pub use faultline_gc::count_fault_context_switches;
 /// Typed layouts: a heap type declared from a Rust struct ([`heap_struct!`]), its registration
 /// ([`Heap::register_struct`], a [`HeapType`]) and views reading fields by name ([`Typed`]).
 pub use faultline_gc::{
@@ -35,15 +36,16 @@ pub use faultline_gc::{
 /// Mutator waits by cause ([`Heap::mutator_waits`], [`Heap::mutator_wait_log`]).
 pub use faultline_gc::{
     merge_intervals, mmu_from_intervals, MutatorWaitLog, MutatorWaits, WaitCause, WaitInterval,
-    WaitStats,
+    WaitStats, WorstWindow,
 };
 pub use faultline_gc::{
     AllocError, AttachError, Barrier, Callback, Choreography, CollectError, ConfigError, CpuSplit,
     CycleHook, CyclePhase, CycleStats, DebugConfig, FaultBreakdown, FaultMode, FaultStats,
     FinalizationQueue, GcMode, GlobalRoot, Heap, HeapConfig, HeapError, Local, MarkHook, MarkPoint,
     ModeInfo, Mutator, MutatorTts, PaceStats, Pause, Percentiles, Phase, Pin, PinError, PinStats,
-    ReleaseStats, Root, RootSlot, RootSource, SatbSwitch, Strategy, StressRandom, StwCompaction,
-    SwitchReason, Trigger, Value, VerifyError, VerifyReport, WeakStats, FORKED_REASON,
+    PrefillStats, ReleaseStats, Root, RootSlot, RootSource, SatbSwitch, Strategy, StressRandom,
+    StwCompaction, SwitchReason, Trigger, Value, VerifyError, VerifyReport, WeakStats,
+    FORKED_REASON,
 };
 pub use faultline_gc::{Layout, Obj};
 pub use faultline_heap::object::{ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry};

@@ -101,6 +101,10 @@ fn run(strategy: Strategy, faults: FaultMode, garbage: bool) {
         assert!(b1.waited_on_worker <= b1.waited, "{b1:?}");
         assert_eq!(b1.preempted + b1.unpreempted.count, b1.faults, "{b1:?}");
         assert!(b1.blocked <= b1.faults, "{b1:?}");
+        // Context switches are counted only on request (`count_fault_context_switches`,
+        // never called here): a fault that slept on the stalled worker's page is not
+        // `blocked`, and no fault is `preempted`.
+        assert_eq!((b1.preempted, b1.blocked), (0, 0), "{b1:?}");
         assert!(
             b1.wait_max <= b1.wait && b1.own_max <= b1.fill + b1.map,
             "{b1:?}"

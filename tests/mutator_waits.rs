@@ -147,3 +147,47 @@ fn touching_an_unfilled_page_records_a_fault_stall() {
         drop(m);
     }
 }
+
+/// Allocating mutators that cross the occupancy trigger together, or find the space exhausted,
+/// while a concurrent cycle runs never wait for that cycle to end (`cycle-end`): the running
+/// cycle satisfies their trigger; they keep allocating into the headroom, or help and wait
+/// for its flip. Long cycles (compaction held back 30 ms after each flip) and four mutators
+/// make the race at the trigger common.
+#[test]
+fn allocating_mutators_never_wait_for_a_running_cycle_to_end() {
+    let heap = Heap::new(HeapConfig::with_heap_size(8 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.debug.compaction_delay = Some(Duration::from_millis(30));
+    }))
+    .unwrap();
+    if heap.mode_info().mode != GcMode::Concurrent {
+        eprintln!("skipped: no concurrent mode here");
+        return;
+    }
+    let t = register(&heap);
+    std::thread::scope(|s| {
+        for id in 0..4u64 {
+            let (heap, t) = (&heap, &t);
+            s.spawn(move || {
+                let mut m = heap.attach();
+                tree(&mut m, t, 12, id);
+                for i in 0..600_000u64 {
+                    m.alloc(t.pair, 0).unwrap();
+                    if i % 1024 == 0 {
+                        m.safepoint();
+                    }
+                }
+                assert_eq!(check_tree(&m, m.stack_get(0), 12, id), (1 << 12) - 1);
+            });
+        }
+    });
+    heap.wait_for_compaction();
+    let cycles = heap.history().len();
+    assert!(cycles >= 3, "{cycles} cycles");
+    let w = heap.mutator_waits();
+    assert_eq!(
+        w.get(WaitCause::CycleEnd).count,
+        0,
+        "{cycles} cycles: {w:?}"
+    );
+}

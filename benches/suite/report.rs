@@ -980,6 +980,23 @@ fn check_waits(r: &RunResult) -> Vec<String> {
     {
         e.push("wait MMU curve outside [0, 1]".into());
     }
+    // The worst 100 ms window's split by cause adds up to what the MMU at 100 ms says was
+    // waited in it (both from the same logged intervals).
+    if let Some(u) = mmu[2] {
+        let split: f64 = r.wait_worst_100ms.values().sum();
+        if (split - (1.0 - u) * 100.0).abs() > 0.5 {
+            e.push(format!(
+                "worst 100 ms window split {split:.2} ms, MMU {u} says {:.2} ms",
+                (1.0 - u) * 100.0
+            ));
+        }
+    }
+    if r.refills_ready > r.refills {
+        e.push(format!(
+            "{} refills found their pages present, of {}",
+            r.refills_ready, r.refills
+        ));
+    }
     if r.heap_mib.is_none_or(|h| h <= 0.0) {
         e.push("configured heap missing".into());
     }

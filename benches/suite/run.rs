@@ -138,6 +138,10 @@ pub struct RunResult {
     pub wait_mmu_10ms: Option<f64>,
     pub wait_mmu_100ms: Option<f64>,
     pub wait_mmu_curve: Vec<(f64, f64)>,
+    /// The worst 100 ms window of the mutator with the lowest MMU at 100 ms: what it waited
+    /// for in it, ms by cause name (each instant to the innermost logged wait covering it).
+    #[serde(default)]
+    pub wait_worst_100ms: BTreeMap<String, f64>,
     /// Waits too short to log (< `faultline::waits::LOG_MIN`): count and total ms; intervals
     /// lost from the rings.
     pub waits_unlogged: u64,
@@ -163,6 +167,14 @@ pub struct RunResult {
     pub fault_attr: Option<FaultAttrRow>,
     /// The collector's CPU by phase, summed over the run's cycles (`CycleStats::cpu`), ms.
     pub cpu_split: Option<CpuSplitRow>,
+    /// Fresh memory made present ahead of the allocators (`Heap::prefill_stats`): MiB, and the
+    /// allocation-buffer refills that found all their pages present / all refills.
+    #[serde(default)]
+    pub prefill_mib: f64,
+    #[serde(default)]
+    pub refills_ready: u64,
+    #[serde(default)]
+    pub refills: u64,
 }
 
 /// A run's collector CPU by phase (`faultline::CpuSplit`, summed over its cycles), ms, and the
@@ -340,6 +352,8 @@ pub fn measure(
     r.heap_mib = Some(cfg.max_heap_bytes as f64 / (1 << 20) as f64);
     r.heap_factor = Some(modes::heap_factor());
     r.large_space_mib = Some(cfg.large_object_space_bytes as f64 / (1 << 20) as f64);
+    // The fault attribution's preempted / blocked split (two getrusage calls a fault).
+    faultline::count_fault_context_switches(true);
     let heap = match Heap::new(cfg) {
         Ok(h) => h,
         Err(e) => {
@@ -427,6 +441,10 @@ pub fn measure(
     r.mmu_curve = metrics::mmu_curve(&iv, run);
     r.peak_rss_kib = metrics::status_kib("VmHWM");
     mutator_waits(&heap, &mut r);
+    let p = heap.prefill_stats();
+    r.prefill_mib = p.bytes as f64 / (1 << 20) as f64;
+    r.refills_ready = p.refills_ready;
+    r.refills = p.refills;
     let f = heap.fault_stats();
     r.faults = f.count;
     r.fault_p50_us = f.p50.as_secs_f64() * 1e6;
@@ -574,6 +592,17 @@ fn mutator_waits(heap: &Heap, r: &mut RunResult) {
     r.wait_mmu_1ms = at(1e-3);
     r.wait_mmu_10ms = at(1e-2);
     r.wait_mmu_100ms = at(1e-1);
+    let worst = logs
+        .iter()
+        .filter_map(|l| l.worst_window(Duration::from_millis(100), now))
+        .max_by_key(|w| w.waited);
+    if let Some(w) = worst {
+        for (cause, d) in w.by_cause {
+            if !d.is_zero() {
+                r.wait_worst_100ms.insert(cause.name().to_string(), ms(d));
+            }
+        }
+    }
     let mut win = 1e-4;
     while let Some(u) = at(win) {
         r.wait_mmu_curve.push((win, u));

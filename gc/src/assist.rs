@@ -10,17 +10,22 @@
 //! - one assist scans for at most [`ASSIST_SLICE`] (checked every [`ASSIST_CHECK`] objects)
 //!   and never polls a safepoint, so no pause can begin while a mutator holds gray objects;
 //!   what it has not scanned goes back to the pool when it ends (`GrayLocal`'s drop);
+//! - a mutator's paced assists ([`paced_assist`], the allocation slow path's) take at most
+//!   [`ASSIST_SHARE`] of each [`ASSIST_WINDOW`] of its wall time, measured per thread, unless
+//!   the cycle has allocated [`ASSIST_URGENT`] of its headroom; an assist that would exceed
+//!   the budget is deferred (counted), never shortened below its slice;
 //! - it takes work only while marking is active: the pool holds objects only between the
 //!   concurrent marker's first shade (after the bitmaps are cleared) and the remark, which
 //!   drains it with the world stopped.
 
+use core::cell::Cell;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::graypool::GrayLocal;
 use crate::inner::HeapInner;
 use crate::marking::ConcMarker;
-use crate::pacer::{ASSIST_CHECK, ASSIST_SLICE};
+use crate::pacer::{ASSIST_CHECK, ASSIST_SHARE, ASSIST_SLICE, ASSIST_URGENT, ASSIST_WINDOW};
 use crate::trace::{Atomic, Tracer};
 
 /// A mark assist (a mutator's allocation slow path, marking active): scan gray objects from
@@ -68,6 +73,64 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> usize {
     bytes
 }
 
+/// A mutator's assist budget: the start of its current window and the assist time spent in
+/// it.
+#[derive(Clone, Copy)]
+struct Budget {
+    window: Option<Instant>,
+    spent: Duration,
+}
+
+thread_local! {
+    static BUDGET: Cell<Budget> = const {
+        Cell::new(Budget {
+            window: None,
+            spent: Duration::ZERO,
+        })
+    };
+}
+
+/// Whether an assist may start at `now` with `spent` already in the window starting at
+/// `window` (pure: the budget rule).
+fn within_budget(b: Budget, now: Instant, urgent: bool) -> bool {
+    if urgent {
+        return true;
+    }
+    match b.window {
+        Some(w) if now.saturating_duration_since(w) < ASSIST_WINDOW => {
+            b.spent < ASSIST_WINDOW.mul_f64(ASSIST_SHARE)
+        }
+        _ => true,
+    }
+}
+
+/// The allocation slow path's assist: `owed` bytes of marking, if this mutator's budget
+/// allows (see the module invariants), else deferred and counted. Returns the bytes scanned.
+pub(crate) fn paced_assist(inner: &HeapInner, owed: usize) -> usize {
+    let now = Instant::now();
+    let b = BUDGET.with(Cell::get);
+    if !within_budget(b, now, inner.pacer.headroom_used() >= ASSIST_URGENT) {
+        inner.pacer.note_assist_deferred();
+        return 0;
+    }
+    let bytes = assist(inner, Some(owed));
+    let spent = now.elapsed();
+    BUDGET.with(|c| {
+        let b = c.get();
+        c.set(match b.window {
+            Some(w) if now.saturating_duration_since(w) < ASSIST_WINDOW => Budget {
+                window: Some(w),
+                spent: b.spent + spent,
+            },
+            _ => Budget {
+                window: Some(now),
+                spent,
+            },
+        });
+    });
+    bytes
+}
+
 /// A compaction assist: fill destination pages of the running compaction for at most
 /// [`ASSIST_SLICE`]. Returns the pages taken (0: no compaction active, or nothing left to
 /// take). Counted in the pacer.
@@ -80,4 +143,32 @@ pub(crate) fn compaction_assist(inner: &HeapInner) -> usize {
         inner.pacer.note_compaction_assist(end - t0, pages);
     }
     pages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_allows_a_share_of_each_window_unless_urgent() {
+        let t0 = Instant::now();
+        let fresh = Budget {
+            window: None,
+            spent: Duration::ZERO,
+        };
+        assert!(within_budget(fresh, t0, false));
+        let share = ASSIST_WINDOW.mul_f64(ASSIST_SHARE);
+        let b = |spent| Budget {
+            window: Some(t0),
+            spent,
+        };
+        // Inside the window: allowed until the share is spent.
+        let mid = t0 + ASSIST_WINDOW / 2;
+        assert!(within_budget(b(share / 2), mid, false));
+        assert!(!within_budget(b(share), mid, false));
+        // Urgent: always.
+        assert!(within_budget(b(ASSIST_WINDOW), mid, true));
+        // A new window: allowed again.
+        assert!(within_budget(b(ASSIST_WINDOW), t0 + ASSIST_WINDOW, false));
+    }
 }

@@ -45,6 +45,11 @@ pub struct HeapConfig {
     pub tlab_bytes: usize,
     /// Fresh memory is made present in batches of this many bytes (one COPY of zeroes).
     pub populate_batch_bytes: usize,
+    /// Concurrent mode: a background thread keeps up to this many bytes (at most a sixteenth
+    /// of the moving half) of fresh memory present above the allocation pointer, so that
+    /// allocation-buffer refills find their pages present instead of making them present
+    /// themselves (0: off; refills do it all, as in stop-the-world mode). Default 4 MiB.
+    pub prefill_bytes: usize,
     /// Recycle the old half's pages as the new half's fresh memory (on by default): at the end
     /// of a cycle, up to the allocation headroom before the next trigger, the pages the old
     /// half still holds are moved (`UFFDIO_MOVE`, in runs) above the new half's populated end
@@ -123,6 +128,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("large_object_threshold", &self.large_object_threshold)
             .field("tlab_bytes", &self.tlab_bytes)
             .field("recycle_old_half", &self.recycle_old_half)
+            .field("prefill_bytes", &self.prefill_bytes)
             .field("mode", &self.mode)
             .field("gc_threads", &self.gc_threads)
             .field("gc_cpu_budget", &self.gc_cpu_budget)
@@ -148,6 +154,7 @@ impl Default for HeapConfig {
             pin_large_ref_objects: false,
             tlab_bytes: 32 << 10,
             populate_batch_bytes: 256 << 10,
+            prefill_bytes: 4 << 20,
             recycle_old_half: true,
             growth: 1.0,
             min_trigger_bytes: 4 << 20,

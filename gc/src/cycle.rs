@@ -150,6 +150,12 @@ pub(crate) fn collect(
     refuse_reentry("collect")?;
     let cycles_before = inner.cycles.load(Ordering::SeqCst);
     loop {
+        // An occupancy or exhaustion trigger that finds a concurrent cycle running is satisfied
+        // by it: waiting here would stall the allocating mutator for the rest of that cycle,
+        // its compaction included (the caller waits for the flip instead, and helps).
+        if cycle_satisfies(inner, trigger) {
+            return Ok(None);
+        }
         // A cycle starts only when the previous one is complete (waiting counts as stopped,
         // so the running cycle's remark pause is not held up by us).
         inner.wait_idle_as(me);
@@ -202,6 +208,14 @@ pub(crate) fn collect(
         record_cycle(inner, &stats);
         return Ok(Some(stats));
     }
+}
+
+/// Whether a collection for `trigger` is satisfied by the concurrent cycle running now (the
+/// allocation slow path's triggers; an explicit or stress collection runs its own).
+fn cycle_satisfies(inner: &HeapInner, trigger: Trigger) -> bool {
+    matches!(trigger, Trigger::Occupancy | Trigger::Exhausted)
+        && inner.concurrent_now()
+        && inner.gate.is_busy()
 }
 
 /// Verify with the world stopped (waiting for a running cycle to end first).
@@ -692,6 +706,8 @@ fn flip(
     let moving = &inner.moving;
     let large = &inner.large;
     let arena = &inner.arena;
+    // No prefill chunk in flight while the watermarks are read and reset (`crate::prefill`).
+    let _quiet = inner.prefill.quiesce();
     let PauseCtx {
         t0,
         tts,

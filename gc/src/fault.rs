@@ -25,7 +25,7 @@
 //! - the resolver's context is the heap's `HeapInner`, kept alive until the plumbing (dropped
 //!   first in `HeapInner`'s `Drop`) is gone.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,6 +41,18 @@ use crate::mode::Delivery;
 use crate::space::MovingSpace;
 use crate::stats::AtomicHistogram;
 
+/// Whether the resolver reads the faulting thread's context switches around each fault (for
+/// `FaultBreakdown::preempted` / `blocked`): off by default, two `getrusage` calls a fault.
+static COUNT_SWITCHES: AtomicBool = AtomicBool::new(false);
+
+/// Count, for every fault resolved from now on (all heaps of the process), whether its thread
+/// was preempted or blocked while resolving it (`FaultBreakdown::preempted` and `blocked`).
+/// Off by default: it costs two `getrusage` calls a fault (~0.3 µs). Diagnostics (the
+/// benchmark suite turns it on).
+pub fn count_fault_context_switches(on: bool) {
+    COUNT_SWITCHES.store(on, Ordering::Relaxed);
+}
+
 /// Resolve a mutator fault at `addr`: make its page present if it belongs to the active
 /// compaction (or already is). Async-signal-safe: called from the SIGBUS handler.
 pub(crate) fn resolve_fault(
@@ -51,7 +63,12 @@ pub(crate) fn resolve_fault(
     addr: usize,
 ) -> FaultOutcome {
     let t0 = Instant::now();
-    let switches0 = context_switches();
+    let count_switches = COUNT_SWITCHES.load(Ordering::Relaxed);
+    let switches0 = if count_switches {
+        context_switches()
+    } else {
+        None
+    };
     c.users.fetch_add(1, Ordering::SeqCst);
     let mut outcome = FaultOutcome::NotMine;
     let mut attributed = false;
@@ -93,9 +110,14 @@ pub(crate) fn resolve_fault(
             // fault (CPU contention), so the stall says little about the fault path itself.
             // Blocked: it gave the CPU up itself (a futex sleep on a claim, a yield, or a sleep
             // inside a kernel call such as a lock the mapping ioctl waited for).
-            let (preempted, blocked) = match (switches0, context_switches()) {
-                (Some((i0, v0)), Some((i1, v1))) => (i1 != i0, v1 != v0),
-                _ => (true, false),
+            // (Not counted: neither.)
+            let (preempted, blocked) = match switches0 {
+                None if !count_switches => (false, false),
+                None => (true, false),
+                Some((i0, v0)) => match context_switches() {
+                    Some((i1, v1)) => (i1 != i0, v1 != v0),
+                    None => (true, false),
+                },
             };
             c.attrib.count_fault(ns, preempted, blocked);
         }

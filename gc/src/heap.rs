@@ -170,6 +170,7 @@ impl Heap {
             hashes: Default::default(),
             trigger_bytes: AtomicUsize::new(trigger),
             pacer: Pacer::default(),
+            prefill: Default::default(),
             cycles: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             next_mutator_id: AtomicU64::new(1),
@@ -413,6 +414,12 @@ impl Heap {
     /// ones (bounded rings: see [`crate::MutatorWaitLog`]), for mutator-side MMU curves.
     pub fn mutator_wait_log(&self) -> Vec<crate::waits::MutatorWaitLog> {
         self.inner.waits.logs()
+    }
+
+    /// What the prefill thread did: fresh memory made present ahead of the allocators
+    /// (concurrent mode; see [`crate::HeapConfig::prefill_bytes`]).
+    pub fn prefill_stats(&self) -> crate::prefill::PrefillStats {
+        self.inner.prefill.stats()
     }
 
     /// Old-half releases that failed (redone at the next flip) and pages poisoned in

@@ -110,6 +110,8 @@ pub(crate) struct HeapInner {
     pub trigger_bytes: AtomicUsize,
     /// The pacer (concurrent mode).
     pub pacer: Pacer,
+    /// Fresh memory made present ahead of the allocators (concurrent mode).
+    pub prefill: crate::prefill::Prefill,
     /// Cycles that reached their flip (a stop-the-world cycle flips at its end).
     pub cycles: AtomicU64,
     /// Cycles completed and recorded (a concurrent cycle counts when its compaction is done).

@@ -119,6 +119,7 @@ mod pagestate;
 mod phase;
 mod pins;
 mod plan;
+mod prefill;
 mod reentry;
 mod release;
 mod roots;
@@ -138,12 +139,14 @@ mod weakref;
 pub use config::{default_gc_threads, ConfigError, CycleHook, HeapConfig, DEFAULT_GC_CPU_BUDGET};
 pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};
 pub use error::{AttachError, CollectError};
+pub use fault::count_fault_context_switches;
 pub use fork::FORKED_REASON;
 pub use heap::{GlobalRoot, Heap, HeapError};
 pub use io::{Pin, PinError, PinStats};
 pub use mode::{Barrier, Choreography, FaultMode, GcMode, ModeInfo, Strategy, StwCompaction};
 pub use mutator::{AllocError, Local, Mutator, Root};
 pub use phase::CyclePhase;
+pub use prefill::PrefillStats;
 pub use reentry::Callback;
 pub use release::ReleaseStats;
 pub use roots::RootSource;
@@ -157,7 +160,7 @@ pub use value::{RootSlot, Value};
 pub use verify::{VerifyError, VerifyReport};
 pub use waits::{
     merge_intervals, mmu_from_intervals, MutatorWaitLog, MutatorWaits, WaitCause, WaitInterval,
-    WaitStats,
+    WaitStats, WorstWindow,
 };
 pub use weak::WeakStats;
 pub use weakref::FinalizationQueue;

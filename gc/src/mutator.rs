@@ -660,12 +660,16 @@ impl Mutator {
             } else {
                 // Retire the buffer (its tail stays zero: one-word fillers) and take a new one.
                 let tlab = inner.config.tlab_bytes.max(bytes);
+                let ready_before = inner.moving.ready_end();
                 match inner
                     .moving
                     .bump(&inner.arena, tlab, inner.config.populate_batch_bytes)
                     .map_err(|e| AllocError::Kernel(e.to_string()))?
                 {
                     Some(start) => {
+                        inner
+                            .prefill
+                            .poke(&self.heap.inner, start + tlab, ready_before);
                         if inner.marking.active.load(Ordering::SeqCst) {
                             // The old buffer's objects were allocated black: hand them to the
                             // marker to walk.
@@ -698,7 +702,8 @@ impl Mutator {
                 // marking work (see `crate::pacer`).
                 if inner.config.mark_assists && inner.marking.active.load(Ordering::Relaxed) {
                     if let Some(want) = inner.pacer.assist_target() {
-                        crate::assist::assist(inner, Some(want - inner.pacer.scanned().min(want)));
+                        let owed = want - inner.pacer.scanned().min(want);
+                        crate::assist::paced_assist(inner, owed);
                     }
                 }
                 return Ok(self.init(addr, ty, len));

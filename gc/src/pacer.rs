@@ -39,7 +39,9 @@
 //! the fraction of the cycle's headroom allocated so far exceeds the fraction of the expected
 //! mark work scanned so far ([`Pacer::assist_target`]); it then scans gray objects until the
 //! two fractions meet, in slices of at most [`ASSIST_SLICE`] (see
-//! [`crate::assist::assist`]). Waiting for the flip is the last resort, when the space is
+//! [`crate::assist::assist`]), within a budget: at most [`ASSIST_SHARE`] of every
+//! [`ASSIST_WINDOW`] per mutator, until [`ASSIST_URGENT`] of the headroom is allocated
+//! ([`crate::assist::paced_assist`]). Waiting for the flip is the last resort, when the space is
 //! exhausted and no marking work (or, after the flip, no compaction work: compaction assists)
 //! is left to take; it is counted.
 //!
@@ -67,6 +69,17 @@ pub(crate) const MARGIN: f64 = 0.25;
 pub(crate) const ASSIST_SLICE: Duration = Duration::from_micros(500);
 /// Objects an assist scans between two looks at the clock.
 pub(crate) const ASSIST_CHECK: usize = 16;
+/// Assist budget: a mutator's mark assists take at most this share of each
+/// [`ASSIST_WINDOW`] of wall time (Go gives dedicated markers 25 % and lets assists make up
+/// the rest; here the rest is bounded too, so assists alone never push a mutator's MMU at
+/// [`ASSIST_WINDOW`] and above below `1 - ASSIST_SHARE`), until the cycle has used
+/// [`ASSIST_URGENT`] of its headroom.
+pub(crate) const ASSIST_SHARE: f64 = 0.25;
+/// The window of the assist budget.
+pub(crate) const ASSIST_WINDOW: Duration = Duration::from_millis(10);
+/// Past this fraction of the headroom allocated, assists ignore their budget: finishing the
+/// mark before the space runs out (a flip wait, a whole marking phase long) matters more.
+pub(crate) const ASSIST_URGENT: f64 = 0.75;
 /// An allocating mutator assists only once marking is behind by at least this many bytes of
 /// scanning (no assist for a rounding error; Go over-assists by 64 KiB for the same reason).
 pub(crate) const ASSIST_MIN_DEBT: usize = 16 << 10;
@@ -168,6 +181,7 @@ pub(crate) struct Pacer {
     assist_ns: AtomicU64,
     assist_max_ns: AtomicU64,
     assist_bytes: AtomicU64,
+    assists_deferred: AtomicU64,
     flip_waits: AtomicU64,
     flip_wait_ns: AtomicU64,
     compaction_assists: AtomicU64,
@@ -207,6 +221,21 @@ impl Pacer {
         self.assist_ns.fetch_add(ns(d), Ordering::Relaxed);
         self.assist_max_ns.fetch_max(ns(d), Ordering::Relaxed);
         self.assist_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// An assist was owed but deferred (the mutator's window budget was spent).
+    pub(crate) fn note_assist_deferred(&self) {
+        self.assists_deferred.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The fraction of this cycle's headroom allocated so far (0 at the initial mark, 1 when
+    /// the space would be exhausted). Past [`ASSIST_URGENT`], assists ignore their budget.
+    pub(crate) fn headroom_used(&self) -> f64 {
+        let alloc = self
+            .allocated
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.budget.alloc_at_start.load(Ordering::Relaxed));
+        alloc as f64 / self.budget.headroom.load(Ordering::Relaxed).max(1) as f64
     }
 
     /// A compaction assist ran for `d` and took `pages` destination pages.
@@ -336,6 +365,7 @@ impl Pacer {
             assist_time: d(&self.assist_ns),
             assist_max: d(&self.assist_max_ns),
             assist_bytes: self.assist_bytes.swap(0, Ordering::Relaxed),
+            assists_deferred: self.assists_deferred.swap(0, Ordering::Relaxed),
             flip_waits: self.flip_waits.swap(0, Ordering::Relaxed),
             flip_wait_time: d(&self.flip_wait_ns),
             compaction_assists: self.compaction_assists.swap(0, Ordering::Relaxed),

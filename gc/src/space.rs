@@ -323,6 +323,11 @@ impl MovingSpace {
         }
     }
 
+    /// The end of the memory known present in the current half (see the module invariants).
+    pub(crate) fn ready_end(&self) -> usize {
+        self.ready.load(Ordering::Acquire)
+    }
+
     /// At a flip (world stopped, no refill or recycling in flight), after `populated` was set
     /// to `end` for the new current half: everything below `end` is present and zero.
     pub fn reset_watermarks(&self, end: usize) {

@@ -303,6 +303,10 @@ pub struct PaceStats {
     pub assist_max: Duration,
     /// Bytes of objects they scanned.
     pub assist_bytes: u64,
+    /// Assists a mutator owed but did not do, because its assists had already taken their
+    /// share of the current window (see `faultline_gc::assist`; the debt stays and is paid
+    /// later, or by anyone once the space is nearly exhausted).
+    pub assists_deferred: u64,
     /// Allocations that found the space exhausted and waited for a flip (the last resort).
     pub flip_waits: u64,
     /// Their total waiting time.
@@ -704,7 +708,10 @@ pub struct FaultBreakdown {
     /// Faults that found the page mapped already (a race with its filler).
     pub found_mapped: u64,
     /// Faults whose thread the scheduler switched out while it resolved them (an involuntary
-    /// context switch, `getrusage`): CPU contention, whatever the fault path did.
+    /// context switch, `getrusage`): CPU contention, whatever the fault path did. Counted only
+    /// while `faultline::count_fault_context_switches(true)` is in force (two `getrusage`
+    /// calls a fault, ~0.3 µs); otherwise 0, like `blocked`, and every fault counts in
+    /// `unpreempted`.
     pub preempted: u64,
     /// Their total stall.
     pub preempted_time: Duration,

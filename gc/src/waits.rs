@@ -464,6 +464,39 @@ impl MutatorWaitLog {
     }
 }
 
+impl MutatorWaitLog {
+    /// The window of width `window` in which this mutator waited most (over the same span as
+    /// [`Self::mmu`]), with its waits split by cause. `None` if that span is shorter than the
+    /// window.
+    pub fn worst_window(&self, window: Duration, now: Instant) -> Option<WorstWindow> {
+        let from = if self.dropped > 0 {
+            self.intervals.first().map_or(self.attached, |w| w.start)
+        } else {
+            self.attached
+        };
+        let to = self.detached.unwrap_or(now);
+        let secs = |t: Instant| t.saturating_duration_since(from).as_secs_f64();
+        let iv: Vec<(f64, f64, WaitCause)> = self
+            .intervals
+            .iter()
+            .map(|w| (secs(w.start), secs(w.end), w.cause))
+            .collect();
+        let plain: Vec<(f64, f64)> = iv.iter().map(|&(a, b, _)| (a, b)).collect();
+        let w = window.as_secs_f64();
+        let (t, waited) = worst_window(&plain, secs(to), w)?;
+        let split = split_by_cause(&iv, t, t + w);
+        Some(WorstWindow {
+            start: from + Duration::from_secs_f64(t),
+            width: window,
+            waited: Duration::from_secs_f64(waited),
+            by_cause: WaitCause::ALL
+                .iter()
+                .map(|&c| (c, Duration::from_secs_f64(split[c.index()])))
+                .collect(),
+        })
+    }
+}
+
 /// Merge possibly overlapping intervals (any order) into sorted disjoint ones.
 pub fn merge_intervals(iv: &[(f64, f64)]) -> Vec<(f64, f64)> {
     let mut v: Vec<(f64, f64)> = iv.iter().copied().filter(|(a, b)| b > a).collect();
@@ -483,6 +516,12 @@ pub fn merge_intervals(iv: &[(f64, f64)]) -> Vec<(f64, f64)> {
 /// minimum over every window `[t, t + w]` inside the run of (w - waited time in it) / w.
 /// `None` if `w <= 0` or the run is shorter than `w`. O(n log n).
 pub fn mmu_from_intervals(waits: &[(f64, f64)], run: f64, w: f64) -> Option<f64> {
+    worst_window(waits, run, w).map(|(_, worst)| ((w - worst) / w).clamp(0.0, 1.0))
+}
+
+/// The window of `w` seconds inside `[0, run]` with the most waited time: its start and the
+/// waited time in it (see [`mmu_from_intervals`]). `None` as there.
+fn worst_window(waits: &[(f64, f64)], run: f64, w: f64) -> Option<(f64, f64)> {
     if w <= 0.0 || run < w || !run.is_finite() {
         return None;
     }
@@ -511,10 +550,13 @@ pub fn mmu_from_intervals(waits: &[(f64, f64)], run: f64, w: f64) -> Option<f64>
     // The waited time in a window is piecewise linear in its position, with breakpoints where
     // its start or end crosses an interval edge: the worst window starts at an interval start
     // or ends at an interval end (or sits at the run's edges).
-    let mut worst: f64 = 0.0;
+    let mut worst: (f64, f64) = (0.0, 0.0);
     let mut consider = |t: f64| {
         let t = t.clamp(0.0, run - w);
-        worst = worst.max(waited_until(t + w) - waited_until(t));
+        let waited = waited_until(t + w) - waited_until(t);
+        if waited > worst.1 {
+            worst = (t, waited);
+        }
     };
     consider(0.0);
     consider(run - w);
@@ -522,7 +564,49 @@ pub fn mmu_from_intervals(waits: &[(f64, f64)], run: f64, w: f64) -> Option<f64>
         consider(a);
         consider(b - w);
     }
-    Some(((w - worst) / w).clamp(0.0, 1.0))
+    Some(worst)
+}
+
+/// The worst window of one mutator (from [`MutatorWaitLog::worst_window`]): where it lies and
+/// what the mutator waited for in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorstWindow {
+    /// Its start.
+    pub start: Instant,
+    /// Its width.
+    pub width: Duration,
+    /// Time waited in it (the union of the logged waits; `1 - waited / width` is the MMU).
+    pub waited: Duration,
+    /// `waited` split by cause, in [`WaitCause::ALL`] order: each instant goes to the innermost
+    /// logged wait covering it (a pause inside an allocation slow path counts as the pause).
+    pub by_cause: Vec<(WaitCause, Duration)>,
+}
+
+/// Split the union of `iv` (inclusive, nested or disjoint intervals, seconds) inside
+/// `[a, b]` by cause: each instant goes to the covering interval that started last (the
+/// innermost one). Returns seconds per cause, in [`WaitCause::ALL`] order.
+fn split_by_cause(iv: &[(f64, f64, WaitCause)], a: f64, b: f64) -> [f64; CAUSES] {
+    let inside: Vec<(f64, f64, WaitCause)> = iv
+        .iter()
+        .map(|&(s, e, c)| (s.max(a), e.min(b), c))
+        .filter(|&(s, e, _)| e > s)
+        .collect();
+    let mut edges: Vec<f64> = inside.iter().flat_map(|&(s, e, _)| [s, e]).collect();
+    edges.sort_by(f64::total_cmp);
+    edges.dedup();
+    let mut out = [0.0; CAUSES];
+    for pair in edges.windows(2) {
+        let (s, e) = (pair[0], pair[1]);
+        let mid = (s + e) / 2.0;
+        let innermost = inside
+            .iter()
+            .filter(|&&(x, y, _)| x <= mid && mid < y)
+            .max_by(|p, q| p.0.total_cmp(&q.0));
+        if let Some(&(_, _, c)) = innermost {
+            out[c.index()] += e - s;
+        }
+    }
+    out
 }
 
 /// The heap's view of every mutator's log.
@@ -739,6 +823,55 @@ mod tests {
             assert!(m <= (w - worst) / w + 1e-9, "{m} vs {}", (w - worst) / w);
             assert!(m >= (w - worst) / w - 2e-4 / w - 1e-9);
         }
+    }
+
+    #[test]
+    fn the_worst_window_is_found_and_split_by_the_innermost_cause() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let iv = |a: u64, b: u64, cause| WaitInterval {
+            start: at(a),
+            end: at(b),
+            cause,
+        };
+        let log = MutatorWaitLog {
+            mutator: 1,
+            attached: t0,
+            detached: Some(at(1000)),
+            intervals: vec![
+                iv(100, 110, WaitCause::FaultStall),
+                // An allocation slow path of 40 ms with a 10 ms pause inside it.
+                iv(500, 540, WaitCause::AllocStall),
+                iv(510, 520, WaitCause::Pause),
+                iv(560, 580, WaitCause::Assist),
+            ],
+            dropped: 0,
+            unlogged: 0,
+            unlogged_time: Duration::ZERO,
+        };
+        let w = log
+            .worst_window(Duration::from_millis(100), at(2000))
+            .expect("long enough");
+        let close =
+            |d: Duration, ms: u64| d.abs_diff(Duration::from_millis(ms)) < Duration::from_micros(5);
+        assert!(close(w.waited, 60), "{w:?}");
+        let get = |c| {
+            w.by_cause
+                .iter()
+                .find(|(x, _)| *x == c)
+                .map(|&(_, d)| d)
+                .unwrap()
+        };
+        assert!(close(get(WaitCause::AllocStall), 30), "{w:?}");
+        assert!(close(get(WaitCause::Pause), 10), "{w:?}");
+        assert!(close(get(WaitCause::Assist), 20), "{w:?}");
+        assert!(close(get(WaitCause::FaultStall), 0), "{w:?}");
+        // Its start lies where a window holds all of 500..580.
+        assert!(w.start >= at(480) && w.start <= at(500), "{w:?}");
+        // The MMU agrees with the waited time.
+        let m = log.mmu(Duration::from_millis(100), at(2000)).unwrap();
+        assert!((m - 0.4).abs() < 1e-4, "{m}");
+        assert!(log.worst_window(Duration::from_secs(2), at(2000)).is_none());
     }
 
     #[test]
