@@ -371,7 +371,13 @@ impl HeapConfig {
             ));
         }
         match self.generational {
-            Generational::Off | Generational::Cards => {}
+            Generational::Off => {}
+            Generational::Cards if self.mode == GcMode::Concurrent => {
+                return Err(ConfigError::Unsupported(
+                    "generational = Cards with mode = Concurrent (young cycles run stop-the-world only so far)".into(),
+                ));
+            }
+            Generational::Cards => {}
             Generational::WrittenPages => {
                 return Err(ConfigError::Unsupported(
                     "generational = WrittenPages (the barrier-free remembered set is not implemented yet)".into(),
