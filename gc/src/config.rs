@@ -372,9 +372,9 @@ impl HeapConfig {
         }
         match self.generational {
             Generational::Off => {}
-            Generational::Cards if self.mode == GcMode::Concurrent => {
+            Generational::Cards if self.choreography == Choreography::PerCycle => {
                 return Err(ConfigError::Unsupported(
-                    "generational = Cards with mode = Concurrent (young cycles run stop-the-world only so far)".into(),
+                    "generational = Cards with choreography = PerCycle (it detaches the old generation's half)".into(),
                 ));
             }
             Generational::Cards => {}
