@@ -41,11 +41,11 @@ pub use faultline_gc::{
 pub use faultline_gc::{
     AllocError, AttachError, Barrier, Callback, Choreography, CollectError, ConfigError, CpuSplit,
     CycleHook, CyclePhase, CycleStats, DebugConfig, FaultBreakdown, FaultMode, FaultStats,
-    FinalizationQueue, GcMode, GlobalRoot, Heap, HeapConfig, HeapError, Local, MarkHook, MarkPoint,
-    ModeInfo, Mutator, MutatorTts, PaceStats, Pause, Percentiles, Phase, Pin, PinError, PinStats,
-    PrefillStats, ReleaseStats, Root, RootSlot, RootSource, SatbSwitch, Strategy, StressRandom,
-    StwCompaction, SwitchReason, Trigger, Value, VerifyError, VerifyReport, WeakStats,
-    FORKED_REASON,
+    FinalizationQueue, GcMode, GenStats, Generational, GlobalRoot, Heap, HeapConfig, HeapError,
+    Local, MarkHook, MarkPoint, ModeInfo, Mutator, MutatorTts, PaceStats, Pause, Percentiles,
+    Phase, Pin, PinError, PinStats, PrefillStats, ReleaseStats, Root, RootSlot, RootSource,
+    SatbSwitch, Strategy, StressRandom, StwCompaction, SwitchReason, Trigger, Value, VerifyError,
+    VerifyReport, WeakStats, CARD_BYTES, FORKED_REASON,
 };
 pub use faultline_gc::{Layout, Obj};
 pub use faultline_heap::object::{ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry};

@@ -72,6 +72,19 @@
 //!    next trigger ([`crate::pacer`]); record the cycle; the cycle is idle. (`debug.verify`:
 //!    verify, in a pause of its own.)
 //!
+//! # Generational cycles (`HeapConfig::generational`, [`crate::generational`])
+//!
+//! Either collector, with these changes, decided at the cycle's first pause (stop-the-world
+//! step 2, concurrent phase 1) by `GenState::begin`:
+//! - a **young** cycle marks `[window, top)` only: its extra roots are the old reference
+//!   slots in the ranges the remembered set reports ([`crate::remset`]; concurrent: again at
+//!   a precleaning step before the remark and in the remark pause) and every large object;
+//!   the flip forwards those old slots (slots still referring to young objects stay in the
+//!   remembered set) and, compacting into the old half, promotes every survivor (the window
+//!   then starts empty above them);
+//! - a **full** cycle marks and compacts `[old generation start, top)` (it runs only while
+//!   the old half is current) and empties the old generation at its flip.
+//!
 //! The arena's rule holds in both: a cycle makes no `mmap`/`munmap`/`mremap`/`mprotect` call
 //! and no (un)registration (except the deliberate `PerCycle` baseline), and the calls it does
 //! make are counted in [`CycleStats::calls`].
@@ -98,6 +111,7 @@ use crate::choreography;
 use crate::cputime;
 use crate::debug::{Breakage, MarkPoint, Phase};
 use crate::error::CollectError;
+use crate::generational::{CycleFacts, GenCycle};
 use crate::inner::{page_up, HeapInner, BATCH_PAGES};
 use crate::marking::{self, ConcMarker, MarkCtx, MarkReport};
 use crate::mode::{Choreography, GcMode};
@@ -108,7 +122,7 @@ use crate::reentry::{self, Callback};
 use crate::release::{fatal_after_flip, finish_old_half, prepare_destination, release_free_tail};
 use crate::safepoint::{visit_roots, Me, SpState, RUNNING};
 use crate::stats::{
-    merge_tts, trim_history, CpuSplit, CycleStats, MutatorTts, PaceStats, Pause, Trigger,
+    merge_tts, trim_history, CpuSplit, CycleStats, GenStats, MutatorTts, PaceStats, Pause, Trigger,
 };
 use crate::trace::{header, Atomic, Plain, Tracer};
 use crate::verify::{self, HeapView, VerifyError, VerifyReport};
@@ -267,6 +281,39 @@ struct PauseCtx {
     tts_by_mutator: Vec<MutatorTts>,
     /// When the cycle began (its first pause).
     cycle_start: Instant,
+    /// Generational mode: what this cycle is ([`crate::generational`]).
+    gen: Option<GenCycle>,
+}
+
+/// What the generational cycle policy reads at a cycle's start (world stopped).
+fn cycle_facts(inner: &HeapInner, trigger: Trigger) -> CycleFacts {
+    let (lo, hi) = inner.moving.old_range();
+    let old_half = usize::from(lo >= inner.moving.half_base[1]);
+    let half_end = inner.moving.half_base[old_half] + inner.moving.half_bytes;
+    CycleFacts {
+        pinned: inner.roots.pins.pinned_objects() > 0,
+        stranded_above_old: hi > lo
+            && inner
+                .roots
+                .pins
+                .stranded()
+                .iter()
+                .any(|&(a, _)| a >= hi && a < half_end),
+        exhausted: trigger == Trigger::Exhausted,
+        large_used: inner.large.used(),
+        skip_one: inner.config.debug.breakage == Some(Breakage::SkipDirtyCard),
+    }
+}
+
+/// The extra roots of a young cycle: the values of the old slots its remembered set named, and
+/// every large object (large objects are freed by full cycles only).
+fn young_roots(c: &GenCycle, large: &crate::space::LargeSpace, roots: &mut Vec<usize>) {
+    roots.extend(c.old_slots.iter().map(|&s| {
+        // SAFETY: a reference slot of an old object, present (old pages are never released
+        // while old); the world is stopped.
+        unsafe { (s as *const usize).read() }
+    }));
+    roots.extend(large.lock().objects.keys().copied());
 }
 
 /// What the finish phase of a concurrent cycle does, decided at its flip.
@@ -282,6 +329,8 @@ struct Finish {
     large_dead: Vec<(usize, usize)>,
     calls0: CallSnapshot,
     cycle_start: Instant,
+    /// Generational mode: the cycle (its crossing map is built once compaction is done).
+    gen: Option<GenCycle>,
 }
 
 /// The outcome of a flip.
@@ -317,10 +366,15 @@ fn stw_cycle(
         m.tlab_limit.store(0, Ordering::Relaxed);
     }
 
-    // 2. Mark.
+    // 2. Mark. (Generational: a young cycle marks the window from the roots, the old slots its
+    //    remembered set names and every large object; a full cycle also the old generation.)
     let tm = Instant::now();
     let mark_cpu0 = cputime::thread_cpu();
-    let from = moving.base();
+    let gen = match &inner.gen {
+        Some(gs) => Some(gs.begin(&inner.arena, moving, &types, cycle_facts(inner, trigger))?),
+        None => None,
+    };
+    let from = gen.as_ref().map_or(moving.base(), |c| c.from);
     let from_top = moving.top.load(Ordering::Relaxed);
     let from_words = (from_top - from) / WORD;
     let bitmap_words = from_words.div_ceil(64) + 1;
@@ -328,7 +382,10 @@ fn stw_cycle(
     tables.mark.clear_words(bitmap_words);
     tables.live.clear(bitmap_words);
     large.marks.clear();
-    let roots = root_values(inner, g);
+    let mut roots = root_values(inner, g);
+    if let Some(c) = gen.as_ref().filter(|c| c.young()) {
+        young_roots(c, large, &mut roots);
+    }
     let tracer: Tracer<'_, Plain> =
         Tracer::new(from, from_top, &tables.mark, &tables.live, large, &types);
     let trace = |roots: Vec<usize>| {
@@ -383,6 +440,7 @@ fn stw_cycle(
         pauses: Vec::new(),
         tts_by_mutator: g.tts_by_mutator(),
         cycle_start: t0,
+        gen,
     };
     // 3-6.
     match flip(inner, g, &types, pc, false, &mut scratch)? {
@@ -408,9 +466,18 @@ fn initial_mark(
         m.retire_tlab();
     }
     let moving = &inner.moving;
-    let from = moving.base();
+    // Generational: a young cycle's extra roots (the old slots its remembered set names, the
+    // large objects); a full cycle's source starts at the old generation.
+    let gen = inner.gen.as_ref().map(|gs| {
+        gs.begin(&inner.arena, moving, &types, cycle_facts(inner, trigger))
+            .unwrap_or_else(|e| panic!("the remembered set failed at a cycle's start: {e}"))
+    });
+    let from = gen.as_ref().map_or(moving.base(), |c| c.from);
     let mark_top = moving.top.load(Ordering::Relaxed);
-    let roots = root_values(inner, g);
+    let mut roots = root_values(inner, g);
+    if let Some(c) = gen.as_ref().filter(|c| c.young()) {
+        young_roots(c, &inner.large, &mut roots);
+    }
     inner.large.marks.clear();
     // The pacer's budget for this cycle: what mutators may allocate before the space runs out
     // (less a refill per mutator), against the mark work expected.
@@ -419,7 +486,7 @@ fn initial_mark(
     let pace = inner
         .pacer
         .begin_cycle(used, inner.capacity().saturating_sub(used + reserve));
-    inner.marking.begin(mark_top, !inner.mode.wp_marking);
+    inner.marking.begin(from, mark_top, !inner.mode.wp_marking);
     MarkStart {
         pace,
         roots,
@@ -433,6 +500,7 @@ fn initial_mark(
         moving_before: moving.used(),
         large_before: inner.large.used(),
         tts_by_mutator: g.tts_by_mutator(),
+        gen,
     }
 }
 
@@ -453,6 +521,8 @@ struct MarkStart {
     large_before: usize,
     /// Time to safepoint per mutator in the initial-mark pause.
     tts_by_mutator: Vec<MutatorTts>,
+    /// Generational mode: what this cycle is.
+    gen: Option<GenCycle>,
 }
 
 /// Concurrent phases 2-6, on the GC thread.
@@ -554,6 +624,15 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         marking::satb_switch(&ctx, &mut m, sc, &roots, reason, &mut report);
         marking::satb_handshake(&ctx, &mut m, running_mutators(&inner), &mut report);
     }
+    // 3c. Generational: precleaning of the remembered set (the cards dirtied during marking
+    //     are scanned here, so the remark scans only those dirtied since).
+    let mut gen = st.gen;
+    if let (Some(c), Some(gs)) = (gen.as_mut().filter(|c| c.young()), inner.gen.as_ref()) {
+        let vals = gs
+            .rescan(c, &inner.arena, &types)
+            .unwrap_or_else(|e| panic!("the remembered set failed while marking: {e}"));
+        marking::trace_from(&ctx, &mut m, &vals, false);
+    }
     cfg.debug.mark_point(MarkPoint::BeforeRemark);
     cfg.debug.phase_delay(Phase::BeforeRemark);
 
@@ -576,6 +655,15 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         || root_values(&inner, &g),
         &mut report,
     );
+    // Generational: the old slots written since the precleaning (world stopped).
+    if let (Some(c), Some(gs)) = (gen.as_mut().filter(|c| c.young()), inner.gen.as_ref()) {
+        let vals = gs
+            .rescan(c, &inner.arena, &types)
+            .unwrap_or_else(|e| panic!("the remembered set failed in the remark: {e}"));
+        marking::trace_from(&ctx, &mut m, &vals, true);
+        c.old_slots.sort_unstable();
+        c.old_slots.dedup();
+    }
     let from_top = inner.moving.top.load(Ordering::Relaxed);
     // Ephemerons: finish the fix-point in the pause (weak references are cleared at the flip,
     // in this same pause: see `crate::weak`).
@@ -639,6 +727,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         .collect(),
         tts_by_mutator: merge_tts(st.tts_by_mutator, g.tts_by_mutator()),
         cycle_start: st.cycle_start,
+        gen,
     };
     let remark = t0.elapsed();
     m.publish(&inner.pacer);
@@ -726,7 +815,12 @@ fn flip(
         mut pauses,
         tts_by_mutator,
         cycle_start,
+        mut gen,
     } = pc;
+    let young = gen.as_ref().is_some_and(GenCycle::young);
+    // The old generation (empty when not generational): never cleaned, released or moved by
+    // a young cycle.
+    let old_range = gen.as_ref().map_or((0, 0), |c| c.old);
     // 3. Plan. In a concurrent cycle the chunk sums were computed before the pause; here only
     //    the chunks marking changed since are redone.
     let tp = Instant::now();
@@ -735,17 +829,43 @@ fn flip(
     let to_index = 1 - moving.current.load(Ordering::Relaxed);
     let to_half_base = moving.half_base[to_index];
     // Pinned objects ([`crate::pins`]): which stay (kept), which stay stranded, which leave
-    // (unpinned: copied after the compacted objects), and the destination window (the
-    // largest gap between the stranded objects of the destination half).
+    // (unpinned: copied after the compacted objects; a young cycle relocates no stranded
+    // object, since old objects may refer to one and it forwards only the old slots its
+    // remembered set names), and the destination window (the largest gap between the
+    // stranded objects and the old generation in the destination half).
     let pins = inner.roots.pins.plan_flip(
         (from, from_top),
         to_half_base,
         moving.half_bytes,
         to_index,
+        gen.as_ref().map(|c| c.old),
+        young,
         |a| inner.tables.mark.get((a - from) / WORD),
         types,
     );
-    let to = pins.to_lo;
+    let mut pins = pins;
+    if old_range.1 > old_range.0 {
+        let old = [old_range];
+        pins.clean = pins
+            .clean
+            .iter()
+            .flat_map(|&(s, e)| crate::pins::subtract(s, e, &old))
+            .collect();
+        pins.leaving_in_window = pins
+            .leaving_in_window
+            .iter()
+            .flat_map(|&(s, e)| crate::pins::subtract(s, e, &old))
+            .collect();
+    }
+    let to = pins.to_lo.max(gen.as_ref().map_or(0, |c| c.to_floor));
+    // Promotion extends the old generation: only when the survivors land right above it
+    // (stranded objects above it push the window higher: the survivors then stay young).
+    if let Some(c) = gen.as_mut() {
+        if c.promote && old_range.1 > old_range.0 && to != c.to_floor {
+            c.promote = false;
+        }
+    }
+    let promote = gen.as_ref().is_some_and(|c| c.young() && c.promote);
     let to_offset = arena.offset_of(to);
     // The leaving objects' new places: after the compacted objects' pages.
     let mut moved: Vec<(usize, usize)> = Vec::with_capacity(pins.leaving.len());
@@ -760,6 +880,7 @@ fn flip(
         // The live objects do not fit in the window between the stranded pinned objects of
         // the destination half: the cycle fails before anything moved (dropping pins lets a
         // later cycle fit, see `crate::pins`). (A concurrent cycle reports it on stderr.)
+        gen_abandon(inner, gen.as_ref());
         return Err(CollectError::NoRoomBesidePins {
             live_bytes: page_up(reloc_end) - to,
             room_bytes: pins.to_hi - to,
@@ -793,6 +914,12 @@ fn flip(
             .filter(|s| s.addr >= to_half_base && s.addr < to_half_base + moving.half_bytes)
             .map(|s| s.pages())
             .collect();
+        if old_range.1 > old_range.0
+            && old_range.0 >= to_half_base
+            && old_range.0 < to_half_base + moving.half_bytes
+        {
+            v.push(old_range);
+        }
         v.sort_unstable();
         v
     };
@@ -803,7 +930,8 @@ fn flip(
         moving.half_bytes,
         &stranded_to,
         &pins.clean,
-    )?;
+    )
+    .inspect_err(|_| gen_abandon(inner, gen.as_ref()))?;
     // The leaving objects' contents, read before anything changes.
     let leaving: Vec<Vec<u8>> = pins.leaving.iter().map(|s| s.contents()).collect();
 
@@ -845,6 +973,8 @@ fn flip(
     let slide = !flip_concurrently
         && cfg.stw_compaction.slides(cfg.debug.poison_released)
         && !pins_active
+        && !young
+        && inner.gen.is_none()
         && from == moving.half_base[1 - to_index]
         && moving.end() == from + moving.half_bytes;
     if slide {
@@ -864,6 +994,24 @@ fn flip(
         .commit(&pins, types, moving.half_base, moving.half_bytes, to_index);
     visit_roots(g, &inner.roots, &mut |s| *s = plan.forward(*s));
     inner.roots.end_forwarding();
+    // A young cycle's old slots: forwarded; those still referring to a young object (the
+    // survivors stay young unless promoted) stay in the remembered set.
+    if let (Some(c), Some(gs)) = (gen.as_ref().filter(|c| c.young()), inner.gen.as_ref()) {
+        let young_end = page_up(reloc_end);
+        for &s in &c.old_slots {
+            let p = s as *mut usize;
+            // SAFETY: a reference slot of an old object (present, never moved by a young
+            // cycle); the world is stopped; each slot is listed once.
+            let v = unsafe {
+                let v = plan.forward(*p);
+                *p = v;
+                v
+            };
+            if !promote && v >= to && v < young_end {
+                gs.remset.keep_dirty(s);
+            }
+        }
+    }
     // The leaving (unpinned stranded) objects: their old pages inside the destination window
     // are released (their contents were copied above; no stranded object stays there), then
     // they are forwarded and written to their new places, after the compacted objects' pages
@@ -908,6 +1056,9 @@ fn flip(
             plan.mark().get((a - from) / WORD).then(|| plan.forward(a))
         } else if large.contains(a) {
             large.marks.get(large.page_of(a)).then_some(a)
+        } else if a >= old_range.0 && a < old_range.1 {
+            // An old object (a young cycle leaves it where it is).
+            Some(a)
         } else if pins_active
             && (stranded_now.iter().any(|s| s.0 == a) || moved.iter().any(|m| m.0 == a))
         {
@@ -989,10 +1140,16 @@ fn flip(
                 .unwrap_or_else(PoisonError::into_inner);
             let old_end = (*pop).max(page_up(from_top));
             moving.current.store(to_index, Ordering::Relaxed);
-            moving.window.store(to, Ordering::Relaxed);
             moving.window_end.store(pins.to_hi, Ordering::Relaxed);
-            // (`reloc_end` is the destination pages' end, or past the unpinned objects.)
-            moving.top.store(reloc_end, Ordering::Relaxed);
+            if promote {
+                // Every survivor is old now: the window starts empty above them.
+                moving.window.store(page_up(reloc_end), Ordering::Relaxed);
+                moving.top.store(page_up(reloc_end), Ordering::Relaxed);
+            } else {
+                moving.window.store(to, Ordering::Relaxed);
+                // (`reloc_end` is the destination pages' end, or past the unpinned objects.)
+                moving.top.store(reloc_end, Ordering::Relaxed);
+            }
             *pop = page_up(reloc_end);
             moving.reset_watermarks(*pop);
             old_end
@@ -1000,6 +1157,19 @@ fn flip(
         stats.mode = GcMode::Concurrent;
         stats.moving_after = moving.used();
         stats.large_after = large.used();
+        if let Some(c) = gen.as_ref() {
+            let objects_end = if pins.leaving.is_empty() {
+                to + live_words * WORD
+            } else {
+                reloc_end
+            };
+            stats.gen = gen_at_flip(
+                inner,
+                c,
+                (to, objects_end, page_up(reloc_end)),
+                stats.moving_after,
+            );
+        }
         // No cycle starts before this one is finished; the finish decides the next trigger.
         stats.cycle = inner.cycles.fetch_add(1, Ordering::Relaxed) + 1;
         let kind = if pauses.is_empty() {
@@ -1020,6 +1190,7 @@ fn flip(
             large_dead,
             calls0,
             cycle_start,
+            gen,
         };
         if pages == 0 {
             // Nothing to compact: finish in the pause.
@@ -1035,6 +1206,9 @@ fn flip(
                 &finish.keep,
             );
             large.release_dead(arena, &finish.large_dead)?;
+            if let Some(c) = finish.gen.as_ref() {
+                gen_finish(inner, c, types);
+            }
             stats.total = t0.elapsed();
             stats.cpu.pause = cputime::since(pause_cpu0);
             stats.calls = arena.sys().counters().snapshot().since(&calls0);
@@ -1094,6 +1268,7 @@ fn flip(
     };
     let mut kept_tail = (0, 0);
     let finish_cpu0 = cputime::thread_cpu();
+    let mut objects_end = to;
     let old_end = {
         let mut pop = moving
             .populated
@@ -1112,14 +1287,22 @@ fn flip(
                 .store(from + live_words * WORD, Ordering::Relaxed);
         } else {
             moving.current.store(to_index, Ordering::Relaxed);
-            moving.window.store(to, Ordering::Relaxed);
             moving.window_end.store(pins.to_hi, Ordering::Relaxed);
             let top = if pins.leaving.is_empty() {
                 to + live_words * WORD
             } else {
                 reloc_end
             };
-            moving.top.store(top, Ordering::Relaxed);
+            objects_end = top;
+            if promote {
+                // Every survivor is old now: the window starts empty above them.
+                let hi = page_up(reloc_end);
+                moving.window.store(hi, Ordering::Relaxed);
+                moving.top.store(hi, Ordering::Relaxed);
+            } else {
+                moving.window.store(to, Ordering::Relaxed);
+                moving.top.store(top, Ordering::Relaxed);
+            }
             *pop = page_up(reloc_end);
         }
         moving.reset_watermarks(*pop);
@@ -1143,6 +1326,15 @@ fn flip(
     stats.cpu.finish = cputime::since(finish_cpu0);
     stats.moving_after = moving.used();
     stats.large_after = large.used();
+    if let Some(c) = gen.as_ref() {
+        stats.gen = gen_at_flip(
+            inner,
+            c,
+            (to, objects_end, page_up(reloc_end)),
+            stats.moving_after,
+        );
+        gen_finish(inner, c, types);
+    }
     inner.set_trigger(stats.moving_after + stats.large_after);
     stats.cycle = inner.cycles.fetch_add(1, Ordering::Relaxed) + 1;
     verify_or_panic(inner, g, types, &format!("after cycle {}", stats.cycle));
@@ -1156,6 +1348,55 @@ fn flip(
     stats.cpu.pause = cputime::since(pause_cpu0);
     stats.calls = arena.sys().counters().snapshot().since(&calls0);
     Ok(Flip::Done(Box::new(stats)))
+}
+
+/// Generational mode, at the flip of cycle `c` (see `GenState::at_flip`): `placed` is the
+/// destination window's start, the compacted objects' end and the old generation's new end if
+/// they are promoted; `live` the moving space's bytes after the flip.
+fn gen_at_flip(
+    inner: &HeapInner,
+    c: &GenCycle,
+    placed: (usize, usize, usize),
+    live: usize,
+) -> GenStats {
+    let Some(gs) = inner.gen.as_ref() else {
+        return GenStats::default();
+    };
+    let promoted = gs
+        .at_flip(
+            c,
+            &inner.arena,
+            &inner.moving,
+            placed,
+            crate::generational::full_limit(&inner.config, live, inner.large.used()),
+        )
+        .unwrap_or_else(|e| fatal_after_flip("updating the remembered set", &e));
+    GenStats {
+        young: Some(c.young()),
+        promoted_bytes: promoted,
+        dirty_cards: c.dirty_units,
+        old_slots: c.old_slots.len(),
+        old_bytes: gs.old_bytes(),
+    }
+}
+
+/// Generational mode: cycle `c` fails before its flip changed anything. The remembered set
+/// gave its dirty ranges to the cycle (and forgot them): every old slot the cycle took from
+/// it is made dirty again, so the next young cycle still finds every old-to-young reference.
+fn gen_abandon(inner: &HeapInner, c: Option<&GenCycle>) {
+    if let (Some(c), Some(gs)) = (c, inner.gen.as_ref()) {
+        for &s in &c.old_slots {
+            gs.remset.keep_dirty(s);
+        }
+    }
+}
+
+/// Generational mode: cycle `c`'s compaction is done (see `GenState::finish`).
+fn gen_finish(inner: &HeapInner, c: &GenCycle, types: &TypeRegistry) {
+    if let Some(gs) = inner.gen.as_ref() {
+        gs.finish(c, &inner.arena, types)
+            .unwrap_or_else(|e| fatal_after_flip("updating the remembered set", &e));
+    }
 }
 
 /// Concurrent phases 5 (compaction) and 6 (finish), on the GC thread, holding the heap alive.
@@ -1212,6 +1453,10 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
         eprintln!("faultline: releasing dead large objects failed: {e}");
     }
     stats.large_after = inner.large.used();
+    if let Some(gc) = finish.gen.as_ref() {
+        // Every destination page is mapped: the promoted objects can be walked.
+        gen_finish(&inner, gc, &inner.types());
+    }
     stats.cpu.finish = cputime::since(finish_cpu0);
     stats.cpu.compact = Duration::from_nanos(c.counters.cpu_ns.load(Ordering::Relaxed));
     stats.compact = t0.elapsed();

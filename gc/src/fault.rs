@@ -91,8 +91,9 @@ pub(crate) fn resolve_fault(
     }
     if outcome == FaultOutcome::NotMine {
         // A fault that raced with the end of compaction: the page is there now.
-        if addr >= moving.base()
-            && addr < moving.top.load(Ordering::Acquire)
+        // (A promoted object's page lies below the window, in the old generation.)
+        if ((addr >= moving.base() && addr < moving.top.load(Ordering::Acquire))
+            || moving.contains_old(addr))
             && arena.page_mapped(addr)
         {
             outcome = FaultOutcome::Resolved;

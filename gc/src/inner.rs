@@ -23,7 +23,9 @@
 //!   mode: the trigger is the pacer's decision);
 //! - `pacer`: allocation and marking rates, the assist budget ([`crate::pacer`]);
 //! - `history`, `fault_hist`, `release`, `waits`: statistics, behind a mutex or atomic;
-//! - `plumbing`: the fault delivery, set once after creation and dropped first.
+//! - `plumbing`: the fault delivery, set once after creation and dropped first;
+//! - `cards`, `gen`: the generational mode ([`crate::generational`]), set at creation; the
+//!   old generation inside `gen` changes only with the world stopped.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -126,6 +128,11 @@ pub(crate) struct HeapInner {
     pub release: ReleaseState,
     /// Every mutator's waits by cause ([`crate::waits`]).
     pub waits: crate::waits::WaitRegistry,
+    /// Generational mode: the card table the store barrier marks (`None` otherwise, and with
+    /// a remembered set that needs no barrier).
+    pub cards: Option<Arc<crate::remset::CardTable>>,
+    /// Generational mode: the old generation and the remembered set (`None` otherwise).
+    pub gen: Option<crate::generational::GenState>,
 }
 
 impl Drop for HeapInner {
@@ -195,10 +202,15 @@ impl HeapInner {
     /// Set the next occupancy trigger from the bytes in use after a cycle (stop-the-world).
     /// While pinned objects narrow the current half's window ([`crate::pins`]), the trigger
     /// stays an eighth of the window below its end, so that a collection is triggered before
-    /// the window is exhausted (as the goal's trigger is, before a whole half is).
+    /// the window is exhausted (as the goal's trigger is, before a whole half is). (The
+    /// generational old generation below the window narrows nothing here: young objects are
+    /// counted from the window's start, and the generational policy bounds the old one.)
     pub(crate) fn set_trigger(&self, used: usize) {
         let mut goal = self.occupancy_goal(used);
-        let window = self.moving.end() - self.moving.base();
+        let (lo, hi) = self.moving.old_range();
+        let (base, end) = (self.moving.base(), self.moving.end());
+        let old_below = if hi == base { hi - lo } else { 0 };
+        let window = end - base + old_below;
         if window < self.moving.half_bytes {
             goal = goal.min(self.large.used() + window - window / 8);
         }
@@ -209,7 +221,12 @@ impl HeapInner {
     /// whole half unless pinned objects narrow it, see [`crate::pins`]) plus the large objects
     /// in use (the pacer's capacity).
     pub(crate) fn capacity(&self) -> usize {
-        (self.moving.end() - self.moving.base()) + self.large.used()
+        // The current half's window (the whole half unless pinned objects narrow it), and in
+        // generational mode at most what the old generation leaves of a half: the young
+        // objects alternate halves, and the next cycle may compact into the old one.
+        let (lo, hi) = self.moving.old_range();
+        let window = self.moving.end() - self.moving.base();
+        window.min(self.moving.half_bytes - (hi - lo)) + self.large.used()
     }
 }
 

@@ -106,6 +106,7 @@ mod error;
 mod fault;
 mod fork;
 mod forkgate;
+mod generational;
 mod graypool;
 mod hashes;
 mod heap;
@@ -122,6 +123,7 @@ mod plan;
 mod prefill;
 mod reentry;
 mod release;
+mod remset;
 mod roots;
 mod safepoint;
 mod space;
@@ -143,16 +145,19 @@ pub use fault::count_fault_context_switches;
 pub use fork::FORKED_REASON;
 pub use heap::{GlobalRoot, Heap, HeapError};
 pub use io::{Pin, PinError, PinStats};
-pub use mode::{Barrier, Choreography, FaultMode, GcMode, ModeInfo, Strategy, StwCompaction};
+pub use mode::{
+    Barrier, Choreography, FaultMode, GcMode, Generational, ModeInfo, Strategy, StwCompaction,
+};
 pub use mutator::{AllocError, Local, Mutator, Root};
 pub use phase::CyclePhase;
 pub use prefill::PrefillStats;
 pub use reentry::Callback;
 pub use release::ReleaseStats;
+pub use remset::CARD_BYTES;
 pub use roots::RootSource;
 pub use stats::{
-    CpuSplit, CycleStats, FaultBreakdown, FaultStats, MutatorTts, PaceStats, Pause, Percentiles,
-    SatbSwitch, SwitchReason, Trigger,
+    CpuSplit, CycleStats, FaultBreakdown, FaultStats, GenStats, MutatorTts, PaceStats, Pause,
+    Percentiles, SatbSwitch, SwitchReason, Trigger,
 };
 pub use typed::{Field, FieldInfo, FieldKey, HeapStruct, HeapType, Ref, Typed, WrongType};
 pub use unchecked::{Layout, Obj};

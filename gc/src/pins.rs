@@ -240,13 +240,20 @@ impl PinTable {
 
     /// Decide what the flip from `old = [from, from_top)` into half `to_half`
     /// (`[to_base, to_base + half_bytes)`) does with pins. `marked(a)` tells whether the
-    /// object at `a` of the old range is live. Changes nothing (see [`PinTable::commit`]).
+    /// object at `a` of the old range is live. `reserved` is `Some` in generational mode: the
+    /// old generation (maybe empty) ([`crate::generational`]): then the destination window
+    /// starts above it and every stranded object of the half (not the largest gap); with `keep_unpinned` (a young cycle, which forwards only the
+    /// old slots its remembered set names) no stranded object leaves: unpinned ones stay
+    /// stranded until a full cycle. Changes nothing (see [`PinTable::commit`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn plan_flip(
         &self,
         (from, from_top): (usize, usize),
         to_base: usize,
         half_bytes: usize,
         to_half: usize,
+        reserved: Option<(usize, usize)>,
+        keep_unpinned: bool,
         marked: impl Fn(usize) -> bool,
         types: &TypeRegistry,
     ) -> FlipPins {
@@ -272,7 +279,7 @@ impl PinTable {
         let in_to = |a: usize| a >= to_base && a < to_base + half_bytes;
         let mut occupied = Vec::new();
         for s in &g.stranded {
-            if g.pinned.contains_key(&s.addr) {
+            if keep_unpinned || g.pinned.contains_key(&s.addr) {
                 if in_to(s.addr) {
                     occupied.push(s.pages());
                 }
@@ -281,7 +288,20 @@ impl PinTable {
                 fp.leaving.push(s.clone());
             }
         }
-        (fp.to_lo, fp.to_hi) = window(to_base, to_base + half_bytes, &merge(occupied));
+        let generational = reserved.is_some();
+        if let Some(r) = reserved.filter(|r| r.0 < r.1 && in_to(r.0)) {
+            occupied.push(r);
+        }
+        let occupied = merge(occupied);
+        (fp.to_lo, fp.to_hi) = if generational {
+            // Generational mode: the window starts above every stranded object and the old
+            // generation of the half (its young objects need the room a young cycle's
+            // promotion and the next cycles expect; the largest gap is not used there yet).
+            let lo = occupied.last().map_or(to_base, |&(_, e)| e.max(to_base));
+            (lo.min(to_base + half_bytes), to_base + half_bytes)
+        } else {
+            window(to_base, to_base + half_bytes, &occupied)
+        };
         fp.leaving_in_window = merge(
             fp.leaving
                 .iter()
