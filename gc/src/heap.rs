@@ -138,6 +138,13 @@ impl Heap {
                 eprintln!("faultline: falling back to stop-the-world compaction: {r}");
             }
         }
+        if config.generational.enabled() {
+            mode.reasons.push(format!(
+                "generational: {} (requested: young cycles, full cycles when the old generation grew by old_growth = {})",
+                config.generational.name(),
+                config.old_growth
+            ));
+        }
         let base = arena.base();
         let moving = MovingSpace::new(base, half);
         let large = LargeSpace::new(base + 2 * half, config.large_object_space_bytes);
@@ -150,6 +157,7 @@ impl Heap {
             .expect("a fresh registry has room");
         let registry = Arc::new(registry);
         let strategy = mode.strategy.unwrap_or(MapStrategy::Copy);
+        let (cards, gen) = crate::generational::create(&config, base, half);
         let inner = Arc::new(HeapInner {
             id: crate::inner::next_heap_id(),
             plumbing: OnceLock::new(),
@@ -177,6 +185,8 @@ impl Heap {
             fault_hist: AtomicHistogram::default(),
             release: ReleaseState::default(),
             waits: Default::default(),
+            cards,
+            gen,
             config,
         });
         if let Some(delivery) = inner.mode.delivery.filter(|_| inner.mode.concurrent()) {
@@ -446,6 +456,7 @@ impl Heap {
                 .map(str::to_string)
                 .or_else(|| m.barrier_fallback.clone()),
             reasons: m.reasons.clone(),
+            generational: inner.config.generational,
         }
     }
 

@@ -23,7 +23,9 @@
 //!   mode: the trigger is the pacer's decision);
 //! - `pacer`: allocation and marking rates, the assist budget ([`crate::pacer`]);
 //! - `history`, `fault_hist`, `release`, `waits`: statistics, behind a mutex or atomic;
-//! - `plumbing`: the fault delivery, set once after creation and dropped first.
+//! - `plumbing`: the fault delivery, set once after creation and dropped first;
+//! - `cards`, `gen`: the generational mode ([`crate::generational`]), set at creation; the
+//!   old generation inside `gen` changes only with the world stopped.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -124,6 +126,12 @@ pub(crate) struct HeapInner {
     pub release: ReleaseState,
     /// Every mutator's waits by cause ([`crate::waits`]).
     pub waits: crate::waits::WaitRegistry,
+    /// Generational mode: the card table the store barrier marks (`None` otherwise, and with
+    /// a remembered set that needs no barrier).
+    pub cards: Option<Arc<crate::remset::CardTable>>,
+    /// Generational mode: the old generation and the remembered set (`None` otherwise).
+    #[allow(dead_code)] // young cycles (next commits)
+    pub gen: Option<crate::generational::GenState>,
 }
 
 impl Drop for HeapInner {

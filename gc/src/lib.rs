@@ -105,6 +105,7 @@ mod error;
 mod fault;
 mod fork;
 mod forkgate;
+mod generational;
 mod graypool;
 mod hashes;
 mod heap;
@@ -120,6 +121,7 @@ mod pins;
 mod plan;
 mod reentry;
 mod release;
+mod remset;
 // The barrier-free remembered set (issue 15, item 2b): wired into young cycles by the
 // generational mode.
 #[allow(dead_code)]
@@ -144,11 +146,14 @@ pub use error::{AttachError, CollectError};
 pub use fork::FORKED_REASON;
 pub use heap::{GlobalRoot, Heap, HeapError};
 pub use io::{Pin, PinError, PinStats};
-pub use mode::{Barrier, Choreography, FaultMode, GcMode, ModeInfo, Strategy, StwCompaction};
+pub use mode::{
+    Barrier, Choreography, FaultMode, GcMode, Generational, ModeInfo, Strategy, StwCompaction,
+};
 pub use mutator::{AllocError, Local, Mutator, Root};
 pub use phase::CyclePhase;
 pub use reentry::Callback;
 pub use release::ReleaseStats;
+pub use remset::CARD_BYTES;
 pub use roots::RootSource;
 pub use stats::{
     CycleStats, FaultBreakdown, FaultStats, MutatorTts, PaceStats, Pause, Percentiles, SatbSwitch,

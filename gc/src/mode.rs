@@ -105,6 +105,41 @@ impl Barrier {
     }
 }
 
+/// The generational mode and its remembered set ([`crate::HeapConfig::generational`]).
+///
+/// Generational heaps run **young cycles** that mark from the roots plus the remembered set
+/// and compact only the young objects, and full cycles (the whole heap, as a heap that is not
+/// generational does every cycle) when the old generation has grown (see the module
+/// documentation of `generational`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Generational {
+    /// Every cycle marks and compacts the whole heap.
+    #[default]
+    Off,
+    /// Young cycles; old-to-young references found through a card table kept by the store
+    /// barrier.
+    Cards,
+    /// Young cycles; old-to-young references found barrier-free, from the old pages written
+    /// since the last young cycle (`UFFD_FEATURE_WP_ASYNC` + `PAGEMAP_SCAN`). Not implemented
+    /// yet: refused by [`crate::HeapConfig::validate`].
+    WrittenPages,
+}
+
+impl Generational {
+    /// Short name (`"off"`, `"cards"`, `"written_pages"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Generational::Off => "off",
+            Generational::Cards => "cards",
+            Generational::WrittenPages => "written_pages",
+        }
+    }
+    /// Whether young cycles run.
+    pub fn enabled(self) -> bool {
+        self != Generational::Off
+    }
+}
+
 /// How a stop-the-world cycle compacts (also a concurrent heap's cycle that compacts in the
 /// pause).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -449,6 +484,26 @@ pub struct ModeInfo {
     pub fallback_reason: Option<String>,
     /// Why each choice was made, one line each.
     pub reasons: Vec<String>,
+    /// The generational mode (young cycles and their remembered set), or `Off`.
+    pub generational: Generational,
+}
+
+impl ModeInfo {
+    /// A short label of what runs: `stw`, or `strategy/faults` in concurrent mode, with
+    /// `/gen` (card remembered set) or `/gen-wp` (written pages) appended in generational
+    /// mode, e.g. `copy/sigbus/gen`.
+    pub fn label(&self) -> String {
+        let mut s = match (self.mode, self.strategy, self.faults) {
+            (GcMode::Concurrent, Some(st), Some(f)) => format!("{}/{}", st.name(), f.name()),
+            _ => "stw".to_string(),
+        };
+        match self.generational {
+            Generational::Off => {}
+            Generational::Cards => s.push_str("/gen"),
+            Generational::WrittenPages => s.push_str("/gen-wp"),
+        }
+        s
+    }
 }
 
 macro_rules! display_by_name {
@@ -460,7 +515,14 @@ macro_rules! display_by_name {
         }
     )*};
 }
-display_by_name!(GcMode, Strategy, FaultMode, Barrier, Choreography);
+display_by_name!(
+    GcMode,
+    Strategy,
+    FaultMode,
+    Barrier,
+    Choreography,
+    Generational
+);
 
 #[cfg(test)]
 mod tests {

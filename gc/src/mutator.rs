@@ -380,6 +380,18 @@ impl Mutator {
         }
     }
 
+    /// The generational card barrier ([`crate::remset`]), after a store of `v` into the slot
+    /// at `a`: a reference stored into an old object dirties its card. Off the generational
+    /// mode: one test of a field that is `None`.
+    #[inline(always)]
+    pub(crate) fn card_barrier(&self, a: usize, v: Value) {
+        if let Some(cards) = &self.heap.inner.cards {
+            if v.is_ref() {
+                cards.note_store(a);
+            }
+        }
+    }
+
     /// Whether concurrent marking is on (the barrier's fast path: one load).
     #[inline]
     fn marking(&self) -> bool {
@@ -1232,6 +1244,7 @@ impl<'m> Local<'m> {
             }
         }
         slot.store(v.bits(), Ordering::Relaxed);
+        self.m.card_barrier(a, v);
     }
 
     /// The load shared by [`Local::get`] and typed views: a reference slot's value, minted in

@@ -396,6 +396,7 @@ impl<'m> Obj<'m> {
             }
         }
         slot.store(v.bits(), Ordering::Relaxed);
+        self.m.card_barrier(a, v);
     }
 }
 

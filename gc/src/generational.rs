@@ -1,0 +1,206 @@
+//! The generational mode: young cycles that mark from the roots plus a remembered set
+//! ([`crate::remset`]) and compact only the young objects; full cycles as before.
+//!
+//! ```text
+//!  old half:    [ old generation [lo, hi) | young window [hi, top) ...        ]
+//!  other half:  [ young window ("middle" survivors, then new objects) [base, top) ... ]
+//! ```
+//!
+//! Layout: the **old generation** is a page-aligned prefix of one half (the *old half*,
+//! half 0 at first), below that half's window, like stranded pinned objects
+//! ([`crate::pins`]). It never moves in a young cycle.
+//!
+//! - A **young cycle** compacts the current window `[window, top)` into the other half's
+//!   window. Old objects are live and never traced through; marking starts from the roots,
+//!   every large object (large objects are freed by full cycles only) and the reference slots
+//!   of old objects in the ranges the remembered set reports. The flip forwards exactly those
+//!   slots; a slot that still refers to a young object afterwards is kept dirty.
+//! - **Promotion**: a young cycle that compacts *into* the old half places the survivors right
+//!   above the old generation and promotes them all (each has survived at least one earlier
+//!   cycle in the other half, or was allocated in the old half's window and survives its
+//!   second cycle there): the old generation grows to the page-rounded end of the survivors,
+//!   the gap is zero (one-word fillers), and the young window starts empty above it. A cycle
+//!   into the other half keeps its survivors young ("middle").
+//! - A **full cycle** marks and compacts everything, as a heap that is not generational does
+//!   every cycle; it runs when the old generation has grown by `old_growth` over its size
+//!   after the last full cycle, when anything is pinned or stranded (young cycles leave pins
+//!   to full cycles), and only from the old half (its source is `[lo, top)`): if the other half
+//!   is current, a young cycle runs first (it promotes every survivor) and the next cycle is
+//!   full. Afterwards the old generation is empty.
+//!
+//! Invariants:
+//! - [`OldGen`] changes only with the world stopped (inside a cycle's pause);
+//! - `[lo, hi)` is a parseable sequence of objects (zero words are one-word fillers), present,
+//!   and `first` names, for each card of it, the object covering the card's first word;
+//! - every reference from an old object to a young one lies in a range the remembered set
+//!   will report at the next young cycle (the remembered set's exactness invariant).
+
+// Young cycles use all of this (next commits).
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use faultline_heap::object::{Header, TypeRegistry, WORD};
+
+use crate::config::HeapConfig;
+use crate::mode::Generational;
+use crate::remset::{CardTable, RememberedSet, CARD_BYTES};
+use crate::trace::header;
+
+/// The generational state of one heap.
+pub(crate) struct GenState {
+    /// The remembered set.
+    pub remset: Arc<dyn RememberedSet>,
+    /// The old generation and the cycle policy.
+    old: Mutex<OldGen>,
+}
+
+/// What kind of cycle runs next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CycleKind {
+    /// Compact the young window only.
+    Young,
+    /// Mark and compact everything (the old generation included).
+    Full,
+}
+
+/// The old generation (see the module invariants).
+#[derive(Debug, Default)]
+pub(crate) struct OldGen {
+    /// The half that holds it.
+    pub half: usize,
+    /// Its range `[lo, hi)` (page aligned; empty: `lo == hi`).
+    pub lo: usize,
+    /// End (exclusive).
+    pub hi: usize,
+    /// Per card of `[lo, hi)`: the word offset from `lo` of the object covering its first
+    /// word.
+    first: Vec<u32>,
+    /// A full cycle runs once the old generation holds more bytes than this.
+    pub limit: usize,
+    /// The next cycle is full (decided when a full cycle was due in the other half).
+    pub full_pending: bool,
+}
+
+impl OldGen {
+    /// Bytes it spans.
+    pub(crate) fn bytes(&self) -> usize {
+        self.hi - self.lo
+    }
+
+    /// Whether `a` lies in it.
+    #[inline]
+    pub(crate) fn contains(&self, a: usize) -> bool {
+        a >= self.lo && a < self.hi
+    }
+
+    /// Empty it (after a full cycle), in half `half`, with the next full cycle at `limit`.
+    pub(crate) fn clear(&mut self, limit: usize) {
+        self.lo = 0;
+        self.hi = 0;
+        self.first.clear();
+        self.limit = limit;
+        self.full_pending = false;
+    }
+
+    /// Extend it over `[self.hi, end)` (or start it at `start` if empty), where the objects
+    /// just promoted lie (present, parseable, followed by zero words up to `new_hi`, page
+    /// aligned). World stopped.
+    pub(crate) fn extend(&mut self, start: usize, end: usize, new_hi: usize, types: &TypeRegistry) {
+        if self.lo == self.hi {
+            self.lo = start;
+            self.hi = start;
+            self.first.clear();
+        }
+        debug_assert_eq!(start, self.hi, "promotion extends the old generation");
+        let cards = (new_hi - self.lo) / CARD_BYTES;
+        let mut a = self.hi;
+        let mut next_card = self.first.len();
+        self.first.reserve(cards - next_card);
+        while a < end {
+            let size = object_words(types, a);
+            let obj_end = a + size * WORD;
+            // Every card whose first word lies in [a, obj_end) is covered by this object.
+            while next_card < cards && self.lo + next_card * CARD_BYTES < obj_end {
+                self.first.push(((a - self.lo) / WORD) as u32);
+                next_card += 1;
+            }
+            a = obj_end;
+        }
+        // The zero tail: one-word fillers, each covering its own first word.
+        while next_card < cards {
+            self.first.push((next_card * CARD_BYTES / WORD) as u32);
+            next_card += 1;
+        }
+        self.hi = new_hi;
+    }
+
+    /// Visit the address of every reference slot in `[s, e)` (clipped to the old
+    /// generation) of the objects that overlap it. World stopped, or the slots read
+    /// atomically by `f`.
+    pub(crate) fn for_each_slot_in(
+        &self,
+        s: usize,
+        e: usize,
+        types: &TypeRegistry,
+        f: &mut dyn FnMut(usize),
+    ) {
+        let s = s.max(self.lo);
+        let e = e.min(self.hi);
+        if s >= e {
+            return;
+        }
+        let card = (s - self.lo) / CARD_BYTES;
+        let mut a = self.lo + self.first[card] as usize * WORD;
+        while a < e {
+            let h = header(a);
+            let size = types.size_words(h).unwrap_or(1);
+            let end = a + size * WORD;
+            if end > s {
+                let lo = s.saturating_sub(a).div_ceil(WORD);
+                let hi = size.min((e - a).div_ceil(WORD));
+                types.for_each_ref_word(h, lo, hi, |k| f(a + k * WORD));
+            }
+            a = end;
+        }
+    }
+}
+
+/// Size in words of the object at `a` (a zero word: a one-word filler).
+fn object_words(types: &TypeRegistry, a: usize) -> usize {
+    let h: Header = header(a);
+    types.size_words(h).unwrap_or(1).max(1)
+}
+
+impl GenState {
+    /// Lock the old generation (pauses only; never in a fault path).
+    pub(crate) fn old(&self) -> MutexGuard<'_, OldGen> {
+        self.old.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The generational state for `config` over a moving space of two halves of `half` bytes at
+/// `base`: the card table the barrier marks (cards only) and the state.
+pub(crate) fn create(
+    config: &HeapConfig,
+    base: usize,
+    half: usize,
+) -> (Option<Arc<CardTable>>, Option<GenState>) {
+    let limit = config.min_trigger_bytes / 2;
+    match config.generational {
+        Generational::Off => (None, None),
+        Generational::Cards => {
+            let cards = Arc::new(CardTable::new(base, 2 * half));
+            let state = GenState {
+                remset: cards.clone(),
+                old: Mutex::new(OldGen {
+                    limit,
+                    ..OldGen::default()
+                }),
+            };
+            (Some(cards), Some(state))
+        }
+        // Refused by `HeapConfig::validate` until the barrier-free remembered set lands.
+        Generational::WrittenPages => (None, None),
+    }
+}
