@@ -45,6 +45,7 @@ pub use faultline_gc::{
     RootSlot, RootSource, SatbSwitch, Strategy, StressRandom, StwCompaction, SwitchReason, Trigger,
     Value, VerifyError, VerifyReport, WeakStats, FORKED_REASON,
 };
+pub use faultline_gc::{Generational, RemsetError, ScanStats};
 pub use faultline_gc::{Layout, Obj};
 pub use faultline_heap::object::{ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry};
 pub use faultline_heap::sys::{Call, CallSnapshot};

@@ -154,6 +154,7 @@ pub use phase::CyclePhase;
 pub use reentry::Callback;
 pub use release::ReleaseStats;
 pub use remset::CARD_BYTES;
+pub use remset_wp::{RemsetError, ScanStats};
 pub use roots::RootSource;
 pub use stats::{
     CycleStats, FaultBreakdown, FaultStats, MutatorTts, PaceStats, Pause, Percentiles, SatbSwitch,

@@ -1,65 +1,61 @@
-//! The barrier-free remembered set: the old pages written since the last young cycle, read
-//! from the kernel instead of recorded by a store barrier.
+//! The barrier-free remembered set ([`crate::Generational::WrittenPages`]): the old pages
+//! written since the last young cycle, read from the kernel instead of recorded by a store
+//! barrier. It implements [`RememberedSet`] (the protocol is in [`crate::remset`]).
 //!
 //! The old generation's pages are write-protected with `UFFD_FEATURE_WP_ASYNC`: a store into
 //! one is resolved inside the kernel (no user fault, no barrier code), which clears the page's
 //! write-protect bit. `PAGEMAP_SCAN` with `PM_SCAN_WP_MATCHING` then reports the pages whose bit
 //! is clear and sets it again in the same call: one atomic read-and-reset of a hardware dirty
-//! set, O(written pages) to read (plus the page-table walk of the range). The scan itself is
+//! set, O(written pages) to report (plus the page-table walk of the range). The scan itself is
 //! [`PagemapScanner::written_pages`], shared with the barrier-free marking mode
 //! ([`crate::marking`]).
 //!
-//! One young cycle uses it so ([`WrittenPages`]):
-//! 1. [`WrittenPages::harvest`] the old ranges: the pages written since the last harvest, plus
-//!    the pages the last cycle kept ([`WrittenPages::keep`]), plus everything after
+//! A young cycle uses it so:
+//! 1. [`WrittenPages::harvest`] (through [`RememberedSet::for_each_dirty_range`]) the old range:
+//!    the pages written since the last harvest, plus the pages kept
+//!    ([`RememberedSet::keep_dirty`]) or joined since, plus everything after
 //!    [`WrittenPages::invalidate`] or a failed scan;
-//! 2. the young cycle visits the objects on those pages ([`ObjectStarts`] finds the object
-//!    covering a page's first byte; [`for_each_slot_on_page`] reads the reference slots that
-//!    lie on the page) and uses the references into the young area as roots, and forwards
-//!    them in the flip pause;
-//! 3. the pages whose objects still refer into the young area after the cycle are handed to
-//!    [`WrittenPages::keep`]: they were re-protected by the harvest, so the kernel would not
-//!    report them again, and the next harvest returns them from this side list.
+//! 2. the young cycle visits the reference slots on those pages (the old generation's crossing
+//!    map, [`crate::generational`]) as roots, and forwards them in the flip pause;
+//! 3. the pages whose slots still refer into the young area after the flip are kept: the
+//!    harvest re-protected them, so the kernel would not report them again, and the next
+//!    harvest returns them from the kept-pages bitmap.
 //!
 //! Why it is exact: a page reads clean only after a scan that reported it re-protected it
 //! (`PM_SCAN_WP_MATCHING` is atomic per page: a store racing with the scan either lands before
 //! the page is reported, or faults in the kernel after the protection and clears the bit
 //! again). Every other way a page gets new contents leaves it unprotected, so it reads written:
-//! pages mapped by `UFFDIO_COPY` without `MODE_WP`, `UFFDIO_MOVE` (a fresh PTE) or
-//! `UFFDIO_CONTINUE` without `MODE_WP`. Hence the pages written since a harvest H are a superset
-//! of the pages whose references changed since H, and, with the kept pages, the harvest
-//! returns every old page that may hold a reference into the young area. Anything else that
-//! write-protects these pages (the barrier-free marker's own scans of the moving space, an
-//! explicit [`WrittenPages::protect`]) must be followed by [`WrittenPages::invalidate`] unless it
-//! happens at a point where the caller takes the contents as they are.
+//! pages mapped by `UFFDIO_COPY` or `UFFDIO_CONTINUE` without `MODE_WP`, `UFFDIO_MOVE` (a fresh
+//! PTE), anonymous pages zapped and faulted in again; and memory that joins the old generation
+//! (promotion) is reported once whatever its protection. Hence every page whose slots changed
+//! since a harvest is returned by the next one, and with the kept pages, every old page that
+//! may hold a reference into the young area. Nothing here write-protects a page that is not
+//! present: `UFFDIO_MOVE` refuses a destination that holds a write-protect marker.
 //!
 //! When the scan fails (an error from the kernel, or the injector), the harvest returns every
-//! page of the requested ranges, says so once on stderr, and counts it
-//! ([`ScanStats::fallbacks`]): exact, only slower. Pages that failed scan may or may not have
-//! been re-protected; either way they are all in this harvest, and those that still matter are
-//! kept by step 3.
+//! page of the old range, says so once on stderr, and counts it ([`ScanStats::fallbacks`]):
+//! exact, only slower. Pages that failed scan may or may not have been re-protected; either
+//! way they are all in this harvest, and those that still matter are kept by step 3.
 //!
 //! Invariants:
 //! - [`PageRuns`] is sorted, its runs page aligned, non-empty, disjoint and not adjacent;
-//! - [`WrittenPages`] exists only for an arena registered at creation with write tracking
-//!   (`UFFD_FEATURE_WP_ASYNC`); [`WrittenPages::new`] refuses any other with
-//!   [`RemsetError::NoWriteTracking`];
-//! - the side list holds only pages returned by a harvest (and handed back through `keep`);
-//!   it is emptied by every harvest;
-//! - [`ObjectStarts`] is valid for `[base, top)` of a parsable region (objects back to back,
-//!   fillers of one word between them) whose objects do not move while it is used; it is
-//!   extended only upwards.
-//! - nothing here writes the heap (the slot callback of [`for_each_slot_on_page`] is where a
-//!   caller may, in a pause).
+//! - the heap's arena is registered at creation with WP_ASYNC write tracking
+//!   ([`check_arena`] refuses any other, and the heap refuses the configuration);
+//! - a kept bit lies inside the old range (bits leaving it are cleared with the world
+//!   stopped); every harvest clears the bits it returns;
+//! - harvests, range changes and invalidations are made by the GC thread or with the world
+//!   stopped (behind one mutex); `keep_dirty` only sets an atomic bit;
+//! - nothing here writes the heap.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use faultline_heap::object::{TypeRegistry, WORD};
 use faultline_heap::pagemap::PagemapScanner;
-use faultline_heap::{VolatileArena, PAGE_SIZE};
+use faultline_heap::{ArenaError, VolatileArena, PAGE_SIZE};
 
-use crate::trace::{header, SlotAccess};
+use crate::mode::Generational;
+use crate::remset::RememberedSet;
 
 #[inline]
 fn page_down(a: usize) -> usize {
@@ -232,265 +228,323 @@ pub(crate) enum Fallback {
 /// Says "the scan failed, falling back" once per process.
 static SCAN_FAILURE_SAID: AtomicBool = AtomicBool::new(false);
 
+/// Whether `arena` can carry the barrier-free remembered set: registered at creation, with
+/// WP_ASYNC write tracking.
+pub(crate) fn check_arena(arena: &VolatileArena) -> Result<(), RemsetError> {
+    let c = arena.config();
+    if !c.write_tracking || !arena.is_registered() || !c.register_at_creation {
+        return Err(RemsetError::NoWriteTracking(
+            "the arena was created without write tracking (WP_ASYNC unavailable on this kernel, or an unregistered or per-cycle-registered arena)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The harvest's state (behind the set's mutex).
+#[derive(Debug, Default)]
+struct State {
+    /// `/proc/self/pagemap`, opened at the first harvest (`None` until then, or if opening it
+    /// failed: every harvest then falls back).
+    scanner: Option<PagemapScanner>,
+    /// Opening it was tried.
+    opened: bool,
+    /// The old range `[lo, hi)`.
+    old: (usize, usize),
+    /// The next harvest returns every page of the old range.
+    all: bool,
+    /// Totals.
+    stats: ScanStats,
+    /// The last harvest.
+    last: ScanStats,
+}
+
 /// The barrier-free remembered set of one heap (see the module doc).
 #[derive(Debug)]
 pub(crate) struct WrittenPages {
-    scanner: PagemapScanner,
-    /// Pages kept by the last cycle (returned by the next harvest, then emptied).
-    kept: PageRuns,
-    /// The next harvest returns every page of its ranges.
-    all: bool,
-    /// Totals.
-    pub stats: ScanStats,
+    /// Address of the first page the kept bitmap covers (the moving space's base).
+    base: usize,
+    /// One bit per page of `[base, base + 64 * PAGE_SIZE * kept.len())`: report again.
+    kept: Box<[AtomicU64]>,
+    state: Mutex<State>,
 }
 
 impl WrittenPages {
-    /// The remembered set of `arena`; refused unless the arena was registered at creation with
-    /// WP_ASYNC write tracking. Its first harvest returns every page (nothing is protected
-    /// yet: call [`WrittenPages::protect`] on the old ranges, or let that first harvest protect
-    /// what it reports).
-    pub(crate) fn new(arena: &VolatileArena) -> Result<Self, RemsetError> {
-        let c = arena.config();
-        if !c.write_tracking || !arena.is_registered() || !c.register_at_creation {
-            return Err(RemsetError::NoWriteTracking(
-                "the arena was created without write tracking (WP_ASYNC unavailable on this kernel, or an unregistered / per-cycle-registered arena)".into(),
-            ));
+    /// The remembered set of a moving space of `bytes` at `base` (page aligned). Its old
+    /// range is empty; the arena is the one every call passes (see [`check_arena`]).
+    pub(crate) fn new(base: usize, bytes: usize) -> Self {
+        WrittenPages {
+            base,
+            kept: (0..(bytes / PAGE_SIZE).div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            state: Mutex::new(State::default()),
         }
-        let scanner = PagemapScanner::open(arena.sys())
-            .map_err(|e| RemsetError::NoPagemapScan(e.to_string()))?;
-        Ok(WrittenPages {
-            scanner,
-            kept: PageRuns::new(),
-            all: true,
-            stats: ScanStats::default(),
-        })
     }
 
-    /// Write-protect `[lo, hi)` (absolute, page aligned) now, so only later writes to it are
-    /// reported. The caller takes the range's current contents into account itself (e.g. the
-    /// pages were just filled in a pause and their references are visited there): writes made
-    /// before this call are forgotten.
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The totals of every harvest so far, and the last harvest's figures.
+    pub(crate) fn stats(&self) -> (ScanStats, ScanStats) {
+        let st = self.state();
+        (st.stats, st.last)
+    }
+
+    /// Write-protect `[lo, hi)` (absolute, page aligned, **present**) now, so only later writes
+    /// to it are reported. The caller takes the range's current contents into account itself:
+    /// writes made before this call are forgotten.
     pub(crate) fn protect(
-        &mut self,
+        &self,
         arena: &VolatileArena,
         lo: usize,
         hi: usize,
-    ) -> Result<(), faultline_heap::ArenaError> {
+    ) -> Result<(), ArenaError> {
         let (lo, hi) = (page_down(lo), page_up(hi));
         if lo >= hi {
             return Ok(());
         }
         let t = Instant::now();
         let r = arena.write_protect(arena.offset_of(lo), hi - lo, true);
-        self.stats.protect_ns += t.elapsed().as_nanos() as u64;
+        self.state().stats.protect_ns += t.elapsed().as_nanos() as u64;
         r
     }
 
-    /// The next harvest returns every page (e.g. after a full cycle, or after the barrier-free
-    /// marker's scans re-protected old pages without reporting them here).
-    pub(crate) fn invalidate(&mut self) {
-        self.all = true;
+    /// The next harvest returns every page of the old range (e.g. after something else
+    /// re-protected old pages without reporting them here).
+    pub(crate) fn invalidate(&self) {
+        self.state().all = true;
     }
 
-    /// Pages to be returned again by the next harvest (their objects still refer into the
-    /// young area after this cycle).
-    pub(crate) fn keep(&mut self, pages: &PageRuns) {
-        self.kept.union(pages);
+    /// Report the page holding `a` again at the next harvest (if the bitmap covers it).
+    pub(crate) fn keep_page(&self, a: usize) {
+        let Some(p) = a.checked_sub(self.base).map(|o| o / PAGE_SIZE) else {
+            return;
+        };
+        if let Some(w) = self.kept.get(p / 64) {
+            let bit = 1u64 << (p % 64);
+            if w.load(Ordering::Relaxed) & bit == 0 {
+                w.fetch_or(bit, Ordering::Relaxed);
+            }
+        }
     }
 
-    /// Keep one page (the page holding `a`).
-    pub(crate) fn keep_page(&mut self, a: usize) {
-        self.kept.add(a, a + 1);
+    /// Keep every page of `[lo, hi)`.
+    fn keep_range(&self, lo: usize, hi: usize) {
+        for p in (page_down(lo)..page_up(hi)).step_by(PAGE_SIZE) {
+            self.keep_page(p);
+        }
     }
 
-    /// Read and reset the written pages of `ranges` (absolute `[lo, hi)`, rounded out to
-    /// pages), re-protecting them in the same call; return them with the kept pages. After an
-    /// invalidation or a failed scan, every page of the ranges (see the module doc).
-    pub(crate) fn harvest(&mut self, ranges: &[(usize, usize)]) -> Harvest {
-        let t = Instant::now();
-        let mut h = Harvest::default();
-        let mut written = PageRuns::new();
-        let mut failed = None;
-        for &(lo, hi) in ranges {
-            let (lo, hi) = (page_down(lo), page_up(hi));
-            if lo >= hi {
+    /// Clear the kept bits of `[lo, hi)`, adding their pages to `out` (`take`) or dropping
+    /// them.
+    fn take_kept(&self, lo: usize, hi: usize, mut out: Option<&mut PageRuns>) -> usize {
+        let (lo, hi) = (page_down(lo).max(self.base), page_up(hi));
+        let mut n = 0;
+        let mut p = lo;
+        while p < hi {
+            let i = (p - self.base) / PAGE_SIZE;
+            let Some(w) = self.kept.get(i / 64) else {
+                break;
+            };
+            // Whole words at a time where the range allows.
+            if i % 64 == 0 && p + 64 * PAGE_SIZE <= hi {
+                let bits = if w.load(Ordering::Relaxed) == 0 {
+                    0
+                } else {
+                    w.swap(0, Ordering::Relaxed)
+                };
+                let mut b = bits;
+                while b != 0 {
+                    let k = b.trailing_zeros() as usize;
+                    if let Some(o) = out.as_deref_mut() {
+                        o.add(p + k * PAGE_SIZE, p + (k + 1) * PAGE_SIZE);
+                    }
+                    n += 1;
+                    b &= b - 1;
+                }
+                p += 64 * PAGE_SIZE;
                 continue;
             }
-            h.walked += (hi - lo) / PAGE_SIZE;
-            match self
-                .scanner
-                .written_pages(lo, hi - lo, true, |s, l| written.add(s, s + l))
+            let bit = 1u64 << (i % 64);
+            if w.load(Ordering::Relaxed) & bit != 0
+                && w.fetch_and(!bit, Ordering::Relaxed) & bit != 0
             {
-                Ok(n) => h.written += n,
-                Err(e) => failed = Some(e),
+                if let Some(o) = out.as_deref_mut() {
+                    o.add(p, p + PAGE_SIZE);
+                }
+                n += 1;
+            }
+            p += PAGE_SIZE;
+        }
+        n
+    }
+
+    /// Set the old range (world stopped). Kept pages that leave it are dropped; pages that
+    /// join it are reported by the next harvest (whatever their protection: see the module
+    /// doc).
+    pub(crate) fn set_old_range(&self, start: usize, end: usize) {
+        let mut st = self.state();
+        let (lo, hi) = st.old;
+        let (start, end) = (page_down(start), page_up(end));
+        if end <= start {
+            self.take_kept(lo, hi, None);
+            st.old = (0, 0);
+            return;
+        }
+        // Dropped: the parts of the old range outside the new one.
+        if lo < hi {
+            self.take_kept(lo, hi.min(start).max(lo), None);
+            self.take_kept(lo.max(end), hi.max(end), None);
+        }
+        // Joined: the parts of the new range outside the old one.
+        if lo >= hi || end <= lo || start >= hi {
+            self.keep_range(start, end);
+        } else {
+            self.keep_range(start, lo.max(start));
+            self.keep_range(hi.min(end), end);
+        }
+        st.old = (start, end);
+    }
+
+    /// Read and reset the written pages of the old range, re-protecting them in the same call;
+    /// return them with the kept pages. After an invalidation or a failed scan, every page
+    /// of the old range (see the module doc).
+    pub(crate) fn harvest(&self, arena: &VolatileArena) -> Harvest {
+        let mut st = self.state();
+        let (lo, hi) = st.old;
+        let mut h = Harvest::default();
+        if lo >= hi {
+            return h;
+        }
+        if !st.opened {
+            st.opened = true;
+            match PagemapScanner::open(arena.sys()) {
+                Ok(sc) => st.scanner = Some(sc),
+                Err(e) => say_fallback(&e.to_string()),
             }
         }
-        h.scan_ns = t.elapsed().as_nanos() as u64;
-        let fallback = if let Some(e) = failed {
-            if !SCAN_FAILURE_SAID.swap(true, Ordering::Relaxed) {
-                eprintln!(
-                    "faultline: the written-pages remembered set's PAGEMAP_SCAN failed ({e}); this young cycle treats every old page as written (exact, slower)"
-                );
-            }
-            Some(Fallback::ScanFailed)
-        } else if self.all {
-            Some(Fallback::Invalidated)
-        } else {
-            None
+        let t = Instant::now();
+        let mut written = PageRuns::new();
+        h.walked = (hi - lo) / PAGE_SIZE;
+        let scanned = match &st.scanner {
+            Some(sc) => sc
+                .written_pages(lo, hi - lo, true, |s, l| written.add(s, s + l))
+                .map_err(|e| e.to_string()),
+            None => Err("/proc/self/pagemap could not be opened".into()),
         };
-        let kept = std::mem::take(&mut self.kept);
-        if fallback.is_some() {
-            h.pages = PageRuns::new();
-            for &(lo, hi) in ranges {
-                h.pages.add(lo, hi);
+        h.scan_ns = t.elapsed().as_nanos() as u64;
+        let fallback = match scanned {
+            Ok(n) => {
+                h.written = n;
+                st.all.then_some(Fallback::Invalidated)
             }
+            Err(e) => {
+                say_fallback(&e);
+                Some(Fallback::ScanFailed)
+            }
+        };
+        h.pages = if fallback.is_some() {
+            PageRuns::span(lo, hi)
         } else {
-            h.pages = written;
-        }
+            written
+        };
+        let mut kept = PageRuns::new();
+        self.take_kept(lo, hi, Some(&mut kept));
         let before = h.pages.page_count();
         h.pages.union(&kept);
         h.kept = h.pages.page_count() - before;
-        self.all = false;
+        st.all = false;
         h.fallback = fallback;
-        let s = &mut self.stats;
+        let last = ScanStats {
+            harvests: 1,
+            pages_walked: h.walked as u64,
+            written: h.written as u64,
+            kept: h.kept as u64,
+            returned: h.pages.page_count() as u64,
+            fallbacks: u64::from(fallback.is_some()),
+            scan_ns: h.scan_ns,
+            protect_ns: 0,
+        };
+        let s = &mut st.stats;
         s.harvests += 1;
-        s.pages_walked += h.walked as u64;
-        s.written += h.written as u64;
-        s.kept += h.kept as u64;
-        s.returned += h.pages.page_count() as u64;
-        s.fallbacks += u64::from(fallback.is_some());
-        s.scan_ns += h.scan_ns;
+        s.pages_walked += last.pages_walked;
+        s.written += last.written;
+        s.kept += last.kept;
+        s.returned += last.returned;
+        s.fallbacks += last.fallbacks;
+        s.scan_ns += last.scan_ns;
+        st.last = last;
         h
     }
 }
 
-/// A crossing map ("first object per page") of a parsable region `[base, top)`: for each page,
-/// the start of the object that covers the page's first byte (or the first object starting on
-/// the page when the page's first byte is the end of the region's last object). Built by one
-/// walk of the objects; extended upwards as the region grows (promotion).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ObjectStarts {
-    base: usize,
-    top: usize,
-    /// Per page from `base`: an object start at or below the page's first byte whose object
-    /// reaches into the page, or `usize::MAX` if no object covers the page start yet.
-    first: Vec<usize>,
-}
-
-impl ObjectStarts {
-    /// An empty map of a region starting at `base` (page aligned).
-    pub(crate) fn new(base: usize) -> Self {
-        ObjectStarts {
-            base,
-            top: base,
-            first: Vec::new(),
-        }
-    }
-
-    /// The region's start.
-    pub(crate) fn base(&self) -> usize {
-        self.base
-    }
-
-    /// The end of the objects recorded.
-    pub(crate) fn top(&self) -> usize {
-        self.top
-    }
-
-    /// Forget every object (the region was emptied, or is rebuilt from `base`).
-    pub(crate) fn reset(&mut self, base: usize) {
-        self.base = base;
-        self.top = base;
-        self.first.clear();
-    }
-
-    /// Record the objects of `[self.top, new_top)`: a parsable run of objects whose headers are
-    /// present and final (read with plain loads).
-    pub(crate) fn extend(&mut self, types: &TypeRegistry, new_top: usize) {
-        let mut a = self.top;
-        while a < new_top {
-            let size = types.size_words(header(a)).unwrap_or(1).max(1);
-            self.record(a, size * WORD);
-            a += size * WORD;
-        }
-        self.top = self.top.max(new_top);
-    }
-
-    /// Record one object `[o, o + bytes)` (objects recorded in address order).
-    pub(crate) fn record(&mut self, o: usize, bytes: usize) {
-        let end = o + bytes;
-        let first_page = (page_up(o) - self.base) / PAGE_SIZE;
-        let last_page = (end - 1 - self.base) / PAGE_SIZE;
-        let need = last_page + 1;
-        if self.first.len() < need {
-            self.first.resize(need, usize::MAX);
-        }
-        // The object covers the first byte of pages first_page..=last_page (the page it starts
-        // on too when it starts at the page's first byte).
-        for p in first_page..=last_page {
-            self.first[p] = o;
-        }
-        // The page `o` starts on, if its first byte is not covered (the region's first page).
-        let own = (o - self.base) / PAGE_SIZE;
-        if self.first[own] == usize::MAX {
-            self.first[own] = o;
-        }
-        self.top = self.top.max(end);
-    }
-
-    /// The first object to visit for the page at `pa` (its covering object, or the first one
-    /// starting on it), if any object lies on the page.
-    pub(crate) fn first_on_page(&self, pa: usize) -> Option<usize> {
-        if pa < self.base || pa >= self.top {
-            return None;
-        }
-        self.first
-            .get((pa - self.base) / PAGE_SIZE)
-            .copied()
-            .filter(|&o| o != usize::MAX)
+fn say_fallback(why: &str) {
+    if !SCAN_FAILURE_SAID.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "faultline: the written-pages remembered set's PAGEMAP_SCAN failed ({why}); young cycles treat every old page as written while it fails (exact, slower)"
+        );
     }
 }
 
-/// Call `f(slot, value)` for every reference slot that lies on the page at `pa` of a region
-/// mapped by `starts` (objects up to `starts.top()`), with the slot's value read through `A`.
-/// Returns the objects visited.
-pub(crate) fn for_each_slot_on_page<A: SlotAccess>(
-    types: &TypeRegistry,
-    starts: &ObjectStarts,
-    pa: usize,
-    mut f: impl FnMut(usize, usize),
-) -> usize {
-    let Some(mut o) = starts.first_on_page(pa) else {
-        return 0;
-    };
-    let end = (pa + PAGE_SIZE).min(starts.top());
-    let mut visited = 0;
-    while o < end {
-        let h = header(o);
-        let size = types.size_words(h).unwrap_or(1).max(1);
-        let obj_end = o + size * WORD;
-        if obj_end > pa {
-            // Word indices of this object that lie on the page.
-            let lo = pa.saturating_sub(o) / WORD;
-            let hi = (end - o).div_ceil(WORD).min(size);
-            visited += 1;
-            types.for_each_ref_word(h, lo, hi, |k| {
-                let slot = o + k * WORD;
-                f(slot, A::load(slot));
-            });
-        }
-        o = obj_end;
+impl RememberedSet for WrittenPages {
+    fn kind(&self) -> Generational {
+        Generational::WrittenPages
     }
-    visited
+
+    fn old_range_changed(
+        &self,
+        _arena: &VolatileArena,
+        start: usize,
+        end: usize,
+    ) -> Result<(), ArenaError> {
+        self.set_old_range(start, end);
+        Ok(())
+    }
+
+    fn for_each_dirty_range(
+        &self,
+        arena: &VolatileArena,
+        f: &mut dyn FnMut(usize, usize),
+    ) -> Result<usize, ArenaError> {
+        let h = self.harvest(arena);
+        for &(s, e) in h.pages.runs() {
+            f(s, e);
+        }
+        Ok(h.pages.page_count())
+    }
+
+    fn keep_dirty(&self, slot: usize) {
+        self.keep_page(slot);
+    }
+
+    fn after_young_cycle(&self, _arena: &VolatileArena) -> Result<(), ArenaError> {
+        Ok(())
+    }
+
+    fn footprint(&self) -> usize {
+        self.kept.len() * 8
+    }
+
+    fn scan_stats(&self) -> Option<(ScanStats, ScanStats)> {
+        Some(self.stats())
+    }
+}
+
+impl crate::Heap {
+    /// With [`crate::Generational::WrittenPages`]: the cost of the barrier-free remembered
+    /// set's harvests (`PAGEMAP_SCAN` with re-protection of the old generation), as the totals
+    /// since the heap was made and the last young cycle's harvest; `None` otherwise.
+    pub fn written_pages_stats(&self) -> Option<(ScanStats, ScanStats)> {
+        self.inner.gen.as_ref()?.remset.scan_stats()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::Plain;
-    use faultline_heap::arena::{ArenaConfig, ArenaOffset};
+    use faultline_heap::arena::{ArenaConfig, ArenaOffset, Backing};
     use faultline_heap::inject::{FaultInjector, Rule, Trigger};
-    use faultline_heap::object::{Header, TypeInfo};
     use faultline_heap::probe::{Capability, Probe};
     use faultline_heap::sys::{Call, Errno, Sys};
     use std::sync::Arc;
@@ -503,9 +557,10 @@ mod tests {
         ok
     }
 
-    fn tracking_arena(pages: usize, sys: Sys) -> VolatileArena {
+    fn tracking_arena(pages: usize, backing: Backing, sys: Sys) -> VolatileArena {
         let a = VolatileArena::new(
             ArenaConfig::new(pages * PAGE_SIZE)
+                .backing(backing)
                 .write_tracking(true)
                 .sys(sys),
         )
@@ -514,9 +569,30 @@ mod tests {
         a
     }
 
+    /// A set over the whole arena with the old range `[lo, lo + old_pages)`, harvested once
+    /// (so everything is protected and nothing pending).
+    fn set_over(arena: &VolatileArena, pages: usize, old_pages: usize) -> WrittenPages {
+        let lo = arena.base();
+        let wp = WrittenPages::new(lo, pages * PAGE_SIZE);
+        wp.set_old_range(lo, lo + old_pages * PAGE_SIZE);
+        let h = wp.harvest(arena);
+        assert_eq!(
+            h.pages.page_count(),
+            old_pages,
+            "a new range is reported once"
+        );
+        wp
+    }
+
     fn poke(a: usize, v: usize) {
         // SAFETY: test code: `a` is a word of a present page of the test's own arena.
         unsafe { (a as *mut usize).write_volatile(v) };
+    }
+
+    fn pages(lo: usize, ps: &[(usize, usize)]) -> Vec<(usize, usize)> {
+        ps.iter()
+            .map(|&(a, b)| (lo + a * PAGE_SIZE, lo + b * PAGE_SIZE))
+            .collect()
     }
 
     #[test]
@@ -543,74 +619,76 @@ mod tests {
     #[test]
     fn an_arena_without_write_tracking_is_refused() {
         let a = VolatileArena::new(ArenaConfig::new(4 * PAGE_SIZE)).unwrap();
-        let e = WrittenPages::new(&a).unwrap_err();
+        let e = check_arena(&a).unwrap_err();
         assert!(matches!(e, RemsetError::NoWriteTracking(_)), "{e}");
         assert!(e.to_string().contains("WP_ASYNC"), "{e}");
     }
 
-    #[test]
-    fn harvest_reports_exactly_the_written_pages_and_then_the_kept_ones() {
-        if !wp_available() {
-            return;
-        }
+    fn exact_harvests(backing: Backing) {
         let n = 64;
-        let arena = tracking_arena(n, Sys::real());
-        let (lo, hi) = (arena.base(), arena.base() + n * PAGE_SIZE);
-        let mut wp = WrittenPages::new(&arena).unwrap();
-        // The first harvest returns everything (nothing was protected), and protects what
-        // was written (every populated page reads written).
-        let h = wp.harvest(&[(lo, hi)]);
-        assert_eq!(h.fallback, Some(Fallback::Invalidated));
-        assert_eq!(h.pages.page_count(), n);
+        let arena = tracking_arena(n, backing, Sys::real());
+        let lo = arena.base();
+        let wp = set_over(&arena, n, 48);
         // Nothing written since: nothing reported.
-        let h = wp.harvest(&[(lo, hi)]);
+        let h = wp.harvest(&arena);
         assert_eq!((h.fallback, h.pages.page_count(), h.written), (None, 0, 0));
-        // Write pages 3, 4 and 40 (two stores to 40).
-        for (p, off) in [(3, 0), (4, 8), (40, 4088), (40, 16)] {
+        // Write pages 3, 4 and 40 (two stores to 40), and page 50 outside the old range.
+        for (p, off) in [(3, 0), (4, 8), (40, 4088), (40, 16), (50, 0)] {
             poke(lo + p * PAGE_SIZE + off, 7);
         }
-        let h = wp.harvest(&[(lo, hi)]);
-        assert_eq!(
-            h.pages.runs(),
-            &[
-                (lo + 3 * PAGE_SIZE, lo + 5 * PAGE_SIZE),
-                (lo + 40 * PAGE_SIZE, lo + 41 * PAGE_SIZE)
-            ]
-        );
-        assert_eq!((h.written, h.kept, h.walked), (3, 0, n));
-        // The cycle keeps page 4 (still refers young); page 50 is written meanwhile.
-        wp.keep_page(lo + 4 * PAGE_SIZE + 100);
-        poke(lo + 50 * PAGE_SIZE, 1);
-        let h = wp.harvest(&[(lo, hi)]);
-        assert_eq!(
-            h.pages.runs(),
-            &[
-                (lo + 4 * PAGE_SIZE, lo + 5 * PAGE_SIZE),
-                (lo + 50 * PAGE_SIZE, lo + 51 * PAGE_SIZE)
-            ]
-        );
-        assert_eq!((h.written, h.kept), (1, 1));
-        // The side list was emptied by that harvest.
-        assert!(wp.harvest(&[(lo, hi)]).pages.is_empty());
-        // Only the ranges asked for are scanned; a write outside them stays pending.
-        poke(lo + 10 * PAGE_SIZE, 1);
+        let h = wp.harvest(&arena);
+        assert_eq!(h.pages.runs(), pages(lo, &[(3, 5), (40, 41)]));
+        assert_eq!((h.written, h.kept, h.walked), (3, 0, 48));
+        // The cycle keeps page 4 (a slot still refers young); page 20 is written meanwhile.
+        wp.keep_dirty(lo + 4 * PAGE_SIZE + 100);
         poke(lo + 20 * PAGE_SIZE, 1);
-        let h = wp.harvest(&[(lo, lo + 16 * PAGE_SIZE)]);
-        assert_eq!(
-            h.pages.runs(),
-            &[(lo + 10 * PAGE_SIZE, lo + 11 * PAGE_SIZE)]
-        );
-        let h = wp.harvest(&[(lo, hi)]);
-        assert_eq!(
-            h.pages.runs(),
-            &[(lo + 20 * PAGE_SIZE, lo + 21 * PAGE_SIZE)]
-        );
+        let mut seen = Vec::new();
+        let units = wp
+            .for_each_dirty_range(&arena, &mut |s, e| seen.push((s, e)))
+            .unwrap();
+        assert_eq!(seen, pages(lo, &[(4, 5), (20, 21)]));
+        assert_eq!(units, 2);
+        // The kept bit was cleared by that harvest.
+        assert!(wp.harvest(&arena).pages.is_empty());
+        // The old range grows to 56 pages: the 8 joined pages are reported once, with page
+        // 50 (written before it joined).
+        wp.set_old_range(lo, lo + 56 * PAGE_SIZE);
+        assert_eq!(wp.harvest(&arena).pages.runs(), pages(lo, &[(48, 56)]));
+        assert!(wp.harvest(&arena).pages.is_empty());
+        // Shrinking drops kept pages that leave the range.
+        wp.keep_dirty(lo + 2 * PAGE_SIZE);
+        wp.keep_dirty(lo + 30 * PAGE_SIZE);
+        wp.set_old_range(lo, lo + 16 * PAGE_SIZE);
+        assert_eq!(wp.harvest(&arena).pages.runs(), pages(lo, &[(2, 3)]));
+        // Emptied (a full cycle): nothing reported, nothing scanned.
+        wp.keep_dirty(lo + 2 * PAGE_SIZE);
+        wp.set_old_range(lo, lo);
+        let h = wp.harvest(&arena);
+        assert!(h.pages.is_empty() && h.walked == 0);
         // Invalidation: everything once more.
+        wp.set_old_range(lo, lo + 16 * PAGE_SIZE);
+        wp.harvest(&arena);
         wp.invalidate();
-        assert_eq!(wp.harvest(&[(lo, hi)]).pages.page_count(), n);
-        assert!(wp.harvest(&[(lo, hi)]).pages.is_empty());
-        assert_eq!(wp.stats.harvests, 9);
-        assert_eq!(wp.stats.fallbacks, 2);
+        assert_eq!(wp.harvest(&arena).pages.page_count(), 16);
+        assert!(wp.harvest(&arena).pages.is_empty());
+        let (total, last) = wp.stats();
+        assert_eq!(total.fallbacks, 1);
+        assert_eq!(last.pages_walked, 16);
+    }
+
+    #[test]
+    fn harvest_reports_exactly_the_written_pages_and_then_the_kept_ones() {
+        if wp_available() {
+            exact_harvests(Backing::Anonymous);
+        }
+    }
+
+    /// The minor strategy's memfd arena (registered MISSING | MINOR | WP).
+    #[test]
+    fn harvests_are_exact_on_a_memfd_arena_too() {
+        if wp_available() {
+            exact_harvests(Backing::Memfd);
+        }
     }
 
     #[test]
@@ -619,25 +697,49 @@ mod tests {
             return;
         }
         let n = 16;
-        let arena = tracking_arena(n, Sys::real());
-        let (lo, hi) = (arena.base(), arena.base() + n * PAGE_SIZE);
-        let mut wp = WrittenPages::new(&arena).unwrap();
-        wp.harvest(&[(lo, hi)]);
+        let arena = tracking_arena(n, Backing::Anonymous, Sys::real());
+        let lo = arena.base();
+        let wp = set_over(&arena, n, n);
         poke(lo + 2 * PAGE_SIZE, 1);
-        wp.protect(&arena, lo, hi).unwrap();
-        assert!(wp.harvest(&[(lo, hi)]).pages.is_empty());
-        // A page released and made present again (as compaction or promotion fills one) has
-        // a fresh, unprotected PTE: it reads written without any store.
+        wp.protect(&arena, lo, lo + n * PAGE_SIZE).unwrap();
+        assert!(wp.harvest(&arena).pages.is_empty());
+        // A page released and made present again (as compaction fills one) has a fresh,
+        // unprotected PTE: it reads written without any store. So does one made present by
+        // UFFDIO_MOVE from a protected page.
         arena
             .release(ArenaOffset(5 * PAGE_SIZE), PAGE_SIZE)
             .unwrap();
         arena
             .populate(ArenaOffset(5 * PAGE_SIZE), PAGE_SIZE)
             .unwrap();
-        assert_eq!(
-            wp.harvest(&[(lo, hi)]).pages.runs(),
-            &[(lo + 5 * PAGE_SIZE, lo + 6 * PAGE_SIZE)]
-        );
+        arena
+            .release(ArenaOffset(9 * PAGE_SIZE), PAGE_SIZE)
+            .unwrap();
+        if arena.can_move() {
+            // SAFETY: test code: page 12 is not read at its old place afterwards.
+            unsafe {
+                arena
+                    .resolve_move(
+                        ArenaOffset(9 * PAGE_SIZE),
+                        ArenaOffset(12 * PAGE_SIZE),
+                        PAGE_SIZE,
+                        false,
+                    )
+                    .unwrap()
+            };
+        } else {
+            arena
+                .populate(ArenaOffset(9 * PAGE_SIZE), PAGE_SIZE)
+                .unwrap();
+        }
+        // (The MOVE's source, now absent, may read written too: an over-report, harmless.)
+        let h = wp.harvest(&arena);
+        assert!(h.pages.contains(lo + 5 * PAGE_SIZE) && h.pages.contains(lo + 9 * PAGE_SIZE));
+        assert!(h.pages.runs().iter().all(|&(s, e)| {
+            [5, 9, 12]
+                .iter()
+                .any(|&p| s == lo + p * PAGE_SIZE && e == s + PAGE_SIZE)
+        }));
     }
 
     #[test]
@@ -653,92 +755,51 @@ mod tests {
             .disarmed(),
         );
         let n = 32;
-        let arena = tracking_arena(n, Sys::new(inj.clone()));
-        let (lo, hi) = (arena.base(), arena.base() + n * PAGE_SIZE);
-        let mut wp = WrittenPages::new(&arena).unwrap();
+        let arena = tracking_arena(n, Backing::Anonymous, Sys::new(inj.clone()));
+        let lo = arena.base();
         inj.arm();
-        wp.harvest(&[(lo, hi)]); // scan 1: protects everything
+        let wp = set_over(&arena, n, n); // scan 1: protects everything
         poke(lo + 7 * PAGE_SIZE, 1);
-        wp.keep_page(lo + 9 * PAGE_SIZE);
-        let h = wp.harvest(&[(lo, hi)]); // scan 2 fails
+        wp.keep_dirty(lo + 9 * PAGE_SIZE);
+        let h = wp.harvest(&arena); // scan 2 fails
         assert_eq!(h.fallback, Some(Fallback::ScanFailed));
         assert_eq!(h.pages.page_count(), n);
         assert_eq!(inj.injected(Call::PagemapScan), 1);
         // The page written before the failure was not re-protected: reported again.
-        let h = wp.harvest(&[(lo, hi)]);
+        let h = wp.harvest(&arena);
         assert_eq!(h.fallback, None);
-        assert_eq!(h.pages.runs(), &[(lo + 7 * PAGE_SIZE, lo + 8 * PAGE_SIZE)]);
-        assert_eq!(wp.stats.fallbacks, 2);
+        assert_eq!(h.pages.runs(), pages(lo, &[(7, 8)]));
+        assert_eq!(wp.stats().0.fallbacks, 1);
     }
 
-    /// Objects laid out in a plain buffer (no kernel needed): a crossing map and the slots it
-    /// finds per page.
     #[test]
-    fn object_starts_find_the_objects_and_slots_on_a_page() {
-        let mut types = TypeRegistry::default();
-        // A pair: 2 reference slots, then a vector of refs.
-        let pair = types
-            .register(TypeInfo::fixed("pair", 2 * WORD, &[0, WORD]))
-            .unwrap();
-        let vec_t = types.register(TypeInfo::ref_array("vec")).unwrap();
-        let pages = 4;
-        let mut buf = vec![0usize; pages * PAGE_SIZE / WORD + PAGE_SIZE / WORD];
-        let base = page_up(buf.as_mut_ptr() as usize);
-        let w = |a: usize, v: usize| poke(a, v);
-        // Layout: 100 pairs (3 words each) from base, then a vector of 600 slots (crosses
-        // pages 0..=1), fillers to page 2 + 8 bytes, then a pair on page 2.
-        let mut a = base;
-        for i in 0..100 {
-            w(a, Header::new(pair, 0).0 as usize);
-            w(a + WORD, 1000 + i);
-            w(a + 2 * WORD, 2000 + i);
-            a += 3 * WORD;
-        }
-        let vec_at = a;
-        w(a, Header::new(vec_t, 600).0 as usize);
-        for k in 0..600 {
-            w(a + (1 + k) * WORD, 5000 + k);
-        }
-        a += 601 * WORD;
-        let pair2 = base + 2 * PAGE_SIZE + WORD;
-        // (fillers: zero words, already there)
-        w(pair2, Header::new(pair, 0).0 as usize);
-        w(pair2 + WORD, 77);
-        w(pair2 + 2 * WORD, 78);
-        let top = pair2 + 3 * WORD;
-        assert!(a < pair2);
-        let mut starts = ObjectStarts::new(base);
-        starts.extend(&types, top);
-        assert_eq!(starts.first_on_page(base), Some(base));
-        assert_eq!(starts.first_on_page(base + PAGE_SIZE), Some(vec_at));
-        // Page 2's first byte is a filler word (its own object).
+    fn kept_bits_cover_whole_words_and_single_pages() {
+        let base = 1 << 30;
+        let wp = WrittenPages::new(base, 256 * PAGE_SIZE);
+        wp.set_old_range(base, base + 200 * PAGE_SIZE);
+        // The range joined: all 200 pages kept; taking them returns one run.
+        let mut out = PageRuns::new();
         assert_eq!(
-            starts.first_on_page(base + 2 * PAGE_SIZE),
-            Some(base + 2 * PAGE_SIZE)
+            wp.take_kept(base, base + 200 * PAGE_SIZE, Some(&mut out)),
+            200
         );
-        assert_eq!(starts.first_on_page(base + 3 * PAGE_SIZE), None);
-        // Slots on page 1: the vector's slots from the page start to its end.
-        let mut seen = Vec::new();
-        let n = for_each_slot_on_page::<Plain>(&types, &starts, base + PAGE_SIZE, |s, v| {
-            seen.push((s, v))
-        });
-        // The vector, then the one-word fillers between its end and page 2.
-        assert_eq!(n, 1 + (base + 2 * PAGE_SIZE - a) / WORD);
-        let first_k = (base + PAGE_SIZE - vec_at) / WORD;
-        assert_eq!(seen.first(), Some(&(base + PAGE_SIZE, 5000 + first_k - 1)));
-        assert_eq!(seen.last(), Some(&(a - WORD, 5000 + 599)));
-        assert_eq!(seen.len(), 600 - (first_k - 1));
-        // Page 0: 200 pair slots and the vector's slots on page 0.
-        let mut on0 = 0;
-        for_each_slot_on_page::<Plain>(&types, &starts, base, |s, _| {
-            assert!(s < base + PAGE_SIZE);
-            on0 += 1;
-        });
-        assert_eq!(on0, 200 + (first_k - 1));
-        // Page 2: the fillers and the second pair.
-        let mut on2 = Vec::new();
-        for_each_slot_on_page::<Plain>(&types, &starts, base + 2 * PAGE_SIZE, |_, v| on2.push(v));
-        assert_eq!(on2, vec![77, 78]);
-        drop(buf);
+        assert_eq!(out.runs(), &[(base, base + 200 * PAGE_SIZE)]);
+        for p in [0, 63, 64, 130, 199, 250] {
+            wp.keep_page(base + p * PAGE_SIZE + 8);
+        }
+        wp.keep_page(base - 8); // below the bitmap: ignored
+        let mut out = PageRuns::new();
+        assert_eq!(
+            wp.take_kept(base + PAGE_SIZE, base + 200 * PAGE_SIZE, Some(&mut out)),
+            4
+        );
+        assert_eq!(
+            out.pages()
+                .map(|a| (a - base) / PAGE_SIZE)
+                .collect::<Vec<_>>(),
+            vec![63, 64, 130, 199]
+        );
+        assert_eq!(wp.take_kept(base, base + 256 * PAGE_SIZE, None), 2);
+        assert_eq!(wp.footprint(), 32);
     }
 }
