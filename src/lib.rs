@@ -40,13 +40,14 @@ pub use faultline_gc::{
 pub use faultline_gc::{
     AllocError, AttachError, Barrier, Callback, Choreography, CollectError, ConfigError, CycleHook,
     CyclePhase, CycleStats, DebugConfig, FaultBreakdown, FaultMode, FaultStats, FinalizationQueue,
-    GcMode, GlobalRoot, Heap, HeapConfig, HeapError, Local, MarkHook, MarkPoint, ModeInfo, Mutator,
-    MutatorTts, PaceStats, Pause, Percentiles, Phase, Pin, PinError, PinStats, ReleaseStats, Root,
-    RootSlot, RootSource, SatbSwitch, Strategy, StressRandom, StwCompaction, SwitchReason, Trigger,
-    Value, VerifyError, VerifyReport, WeakStats, FORKED_REASON,
+    GcMode, GenStats, Generational, GlobalRoot, Heap, HeapConfig, HeapError, Local, MarkHook,
+    MarkPoint, ModeInfo, Mutator, MutatorTts, PaceStats, Pause, Percentiles, Phase, Pin, PinError,
+    PinStats, ReleaseStats, Root, RootSlot, RootSource, SatbSwitch, Strategy, StressRandom,
+    StwCompaction, SwitchReason, Trigger, Value, VerifyError, VerifyReport, WeakStats, CARD_BYTES,
+    FORKED_REASON,
 };
-pub use faultline_gc::{Generational, RemsetError, ScanStats};
 pub use faultline_gc::{Layout, Obj};
+pub use faultline_gc::{RemsetError, ScanStats};
 pub use faultline_heap::object::{ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry};
 pub use faultline_heap::sys::{Call, CallSnapshot};
 pub use faultline_heap::{ArenaError, ArenaStats, Capability, Probe, PAGE_SIZE};

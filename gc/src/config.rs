@@ -371,7 +371,14 @@ impl HeapConfig {
             ));
         }
         match self.generational {
-            Generational::Off | Generational::Cards => {}
+            Generational::Off => {}
+            Generational::Cards | Generational::WrittenPages if self.mode == GcMode::Concurrent => {
+                return Err(ConfigError::Unsupported(format!(
+                    "generational = {:?} with mode = Concurrent (young cycles run stop-the-world only so far)",
+                    self.generational
+                )));
+            }
+            Generational::Cards => {}
             // The barrier-free remembered set needs the whole arena registered WP_ASYNC (the
             // heap refuses it at creation where the kernel cannot: `remset_wp::check_arena`).
             Generational::WrittenPages => {

@@ -96,6 +96,7 @@ use faultline_heap::{ArenaError, PAGE_SIZE};
 use crate::choreography;
 use crate::debug::{Breakage, MarkPoint, Phase};
 use crate::error::CollectError;
+use crate::generational::GenCycle;
 use crate::inner::{page_up, HeapInner, BATCH_PAGES};
 use crate::marking::{self, ConcMarker, MarkCtx, MarkReport};
 use crate::mode::{Choreography, GcMode, StwCompaction};
@@ -105,7 +106,9 @@ use crate::plan::{DestPage, Plan};
 use crate::reentry::{self, Callback};
 use crate::release::{fatal_after_flip, finish_old_half, prepare_destination, release_free_tail};
 use crate::safepoint::{visit_roots, Me, SpState, RUNNING};
-use crate::stats::{merge_tts, trim_history, CycleStats, MutatorTts, PaceStats, Pause, Trigger};
+use crate::stats::{
+    merge_tts, trim_history, CycleStats, GenStats, MutatorTts, PaceStats, Pause, Trigger,
+};
 use crate::trace::{header, Atomic, Plain, Tracer};
 use crate::verify::{self, HeapView, VerifyError, VerifyReport};
 use crate::weak::Liveness;
@@ -245,6 +248,19 @@ struct PauseCtx {
     tts_by_mutator: Vec<MutatorTts>,
     /// When the cycle began (its first pause).
     cycle_start: Instant,
+    /// Generational mode: what this cycle is ([`crate::generational`]).
+    gen: Option<GenCycle>,
+}
+
+/// The extra roots of a young cycle: the values of the old slots its remembered set named, and
+/// every large object (large objects are freed by full cycles only).
+fn young_roots(c: &GenCycle, large: &crate::space::LargeSpace, roots: &mut Vec<usize>) {
+    roots.extend(c.old_slots.iter().map(|&s| {
+        // SAFETY: a reference slot of an old object, present (old pages are never released
+        // while old); the world is stopped.
+        unsafe { (s as *const usize).read() }
+    }));
+    roots.extend(large.lock().objects.keys().copied());
 }
 
 /// What the finish phase of a concurrent cycle does, decided at its flip.
@@ -294,9 +310,20 @@ fn stw_cycle(
         m.tlab_limit.store(0, Ordering::Relaxed);
     }
 
-    // 2. Mark.
+    // 2. Mark. (Generational: a young cycle marks the window from the roots, the old slots its
+    //    remembered set names and every large object; a full cycle also the old generation.)
     let tm = Instant::now();
-    let from = moving.base();
+    let gen = match &inner.gen {
+        Some(gs) => Some(gs.begin(
+            &inner.arena,
+            moving,
+            &types,
+            inner.roots.pins.pinned_objects() > 0,
+            inner.config.debug.breakage == Some(Breakage::SkipDirtyCard),
+        )?),
+        None => None,
+    };
+    let from = gen.as_ref().map_or(moving.base(), |c| c.from);
     let from_top = moving.top.load(Ordering::Relaxed);
     let from_words = (from_top - from) / WORD;
     let bitmap_words = from_words.div_ceil(64) + 1;
@@ -304,7 +331,10 @@ fn stw_cycle(
     tables.mark.clear_words(bitmap_words);
     tables.live.clear(bitmap_words);
     large.marks.clear();
-    let roots = root_values(inner, g);
+    let mut roots = root_values(inner, g);
+    if let Some(c) = gen.as_ref().filter(|c| c.young()) {
+        young_roots(c, large, &mut roots);
+    }
     let tracer: Tracer<'_, Plain> =
         Tracer::new(from, from_top, &tables.mark, &tables.live, large, &types);
     let trace = |roots: Vec<usize>| {
@@ -357,6 +387,7 @@ fn stw_cycle(
         pauses: Vec::new(),
         tts_by_mutator: g.tts_by_mutator(),
         cycle_start: t0,
+        gen,
     };
     // 3-6.
     match flip(inner, g, &types, pc, false, &mut scratch)? {
@@ -608,6 +639,8 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         .collect(),
         tts_by_mutator: merge_tts(st.tts_by_mutator, g.tts_by_mutator()),
         cycle_start: st.cycle_start,
+        // (Concurrent young cycles are not implemented: `HeapConfig::validate` refuses them.)
+        gen: None,
     };
     let remark = t0.elapsed();
     m.publish(&inner.pacer);
@@ -691,7 +724,13 @@ fn flip(
         mut pauses,
         tts_by_mutator,
         cycle_start,
+        gen,
     } = pc;
+    let young = gen.as_ref().is_some_and(GenCycle::young);
+    let promote = gen.as_ref().is_some_and(|c| c.young() && c.promote);
+    // The old generation (empty when not generational): never cleaned, released or moved by
+    // a young cycle.
+    let old_range = gen.as_ref().map_or((0, 0), |c| c.old);
     // 3. Plan. In a concurrent cycle the chunk sums were computed before the pause; here only
     //    the chunks marking changed since are redone.
     let tp = Instant::now();
@@ -702,7 +741,7 @@ fn flip(
     // Pinned objects ([`crate::pins`]): which stay (kept), which stay stranded, which leave
     // (unpinned: copied after the compacted objects), and where the destination window
     // starts (above every stranded object of the destination half).
-    let pins = inner.roots.pins.plan_flip(
+    let mut pins = inner.roots.pins.plan_flip(
         (from, from_top),
         to_half_base,
         moving.half_bytes,
@@ -710,7 +749,20 @@ fn flip(
         |a| inner.tables.mark.get((a - from) / WORD),
         types,
     );
-    let to = pins.to_lo;
+    if old_range.1 > old_range.0 {
+        let old = [old_range];
+        pins.clean = pins
+            .clean
+            .iter()
+            .flat_map(|&(s, e)| crate::pins::subtract(s, e, &old))
+            .collect();
+        pins.leaving_in_window = pins
+            .leaving_in_window
+            .iter()
+            .flat_map(|&(s, e)| crate::pins::subtract(s, e, &old))
+            .collect();
+    }
+    let to = pins.to_lo.max(gen.as_ref().map_or(0, |c| c.to_floor));
     let to_offset = arena.offset_of(to);
     // The leaving objects' new places: after the compacted objects' pages.
     let mut moved: Vec<(usize, usize)> = Vec::with_capacity(pins.leaving.len());
@@ -764,6 +816,12 @@ fn flip(
             .filter(|s| s.addr >= to_half_base && s.addr < to_half_base + moving.half_bytes)
             .map(|s| s.pages())
             .collect();
+        if old_range.1 > old_range.0
+            && old_range.0 >= to_half_base
+            && old_range.0 < to_half_base + moving.half_bytes
+        {
+            v.push(old_range);
+        }
         v.sort_unstable();
         v
     };
@@ -816,6 +874,7 @@ fn flip(
     let slide = !flip_concurrently
         && cfg.stw_compaction == StwCompaction::Slide
         && !pins_active
+        && !young
         && from == moving.half_base[1 - to_index];
     if slide {
         plan.to = from;
@@ -834,6 +893,24 @@ fn flip(
         .commit(&pins, types, moving.half_base, moving.half_bytes, to_index);
     visit_roots(g, &inner.roots, &mut |s| *s = plan.forward(*s));
     inner.roots.end_forwarding();
+    // A young cycle's old slots: forwarded; those still referring to a young object (the
+    // survivors stay young unless promoted) stay in the remembered set.
+    if let (Some(c), Some(gs)) = (gen.as_ref().filter(|c| c.young()), inner.gen.as_ref()) {
+        let young_end = page_up(reloc_end);
+        for &s in &c.old_slots {
+            let p = s as *mut usize;
+            // SAFETY: a reference slot of an old object (present, never moved by a young
+            // cycle); the world is stopped; each slot is listed once.
+            let v = unsafe {
+                let v = plan.forward(*p);
+                *p = v;
+                v
+            };
+            if !promote && v >= to && v < young_end {
+                gs.remset.keep_dirty(s);
+            }
+        }
+    }
     // The leaving (unpinned stranded) objects: their old pages inside the destination window
     // are released (their contents were copied above; no stranded object stays there), then
     // they are forwarded and written to their new places, after the compacted objects' pages
@@ -878,6 +955,9 @@ fn flip(
             plan.mark().get((a - from) / WORD).then(|| plan.forward(a))
         } else if large.contains(a) {
             large.marks.get(large.page_of(a)).then_some(a)
+        } else if a >= old_range.0 && a < old_range.1 {
+            // An old object (a young cycle leaves it where it is).
+            Some(a)
         } else if pins_active
             && (stranded_now.iter().any(|s| s.0 == a) || moved.iter().any(|m| m.0 == a))
         {
@@ -1045,6 +1125,7 @@ fn flip(
     stats.compact = tc.elapsed();
 
     // 6. Switch halves, recycle or release the old half, sweep large objects.
+    let mut objects_end = to;
     let old_end = {
         let mut pop = moving
             .populated
@@ -1059,13 +1140,21 @@ fn flip(
                 .store(from + live_words * WORD, Ordering::Relaxed);
         } else {
             moving.current.store(to_index, Ordering::Relaxed);
-            moving.window.store(to, Ordering::Relaxed);
             let top = if pins.leaving.is_empty() {
                 to + live_words * WORD
             } else {
                 reloc_end
             };
-            moving.top.store(top, Ordering::Relaxed);
+            objects_end = top;
+            if promote {
+                // Every survivor is old now: the window starts empty above them.
+                let hi = page_up(reloc_end);
+                moving.window.store(hi, Ordering::Relaxed);
+                moving.top.store(hi, Ordering::Relaxed);
+            } else {
+                moving.window.store(to, Ordering::Relaxed);
+                moving.top.store(top, Ordering::Relaxed);
+            }
             *pop = page_up(reloc_end);
         }
         moving.reset_watermarks(*pop);
@@ -1087,6 +1176,25 @@ fn flip(
     large.release_dead(arena, &large_dead)?;
     stats.moving_after = moving.used();
     stats.large_after = large.used();
+    if let (Some(c), Some(gs)) = (gen.as_ref(), inner.gen.as_ref()) {
+        let promoted = gs
+            .finish(
+                c,
+                arena,
+                moving,
+                (to, objects_end, page_up(reloc_end)),
+                crate::generational::full_limit(cfg, stats.moving_after),
+                types,
+            )
+            .unwrap_or_else(|e| fatal_after_flip("updating the remembered set", &e));
+        stats.gen = GenStats {
+            young: Some(young),
+            promoted_bytes: promoted,
+            dirty_cards: c.dirty_units,
+            old_slots: c.old_slots.len(),
+            old_bytes: gs.old_bytes(),
+        };
+    }
     inner.set_trigger(stats.moving_after + stats.large_after);
     stats.cycle = inner.cycles.fetch_add(1, Ordering::Relaxed) + 1;
     verify_or_panic(inner, g, types, &format!("after cycle {}", stats.cycle));

@@ -45,6 +45,9 @@ pub enum Breakage {
     /// Do not update the reference fields of large objects at the flip: they keep pointing
     /// into the released half.
     SkipLargeObjectRefs,
+    /// Generational mode: a young cycle drops the first range its remembered set reports
+    /// (a missed card): young objects reachable only from an old object there are lost.
+    SkipDirtyCard,
 }
 
 /// Points of a concurrent cycle at which `phase_delay` sleeps (the mutators run meanwhile).

@@ -35,16 +35,16 @@
 //! - every reference from an old object to a young one lies in a range the remembered set
 //!   will report at the next young cycle (the remembered set's exactness invariant).
 
-// Young cycles use all of this (next commits).
-#![allow(dead_code)]
-
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use faultline_heap::object::{Header, TypeRegistry, WORD};
+use faultline_heap::{ArenaError, VolatileArena};
 
 use crate::config::HeapConfig;
 use crate::mode::Generational;
 use crate::remset::{CardTable, RememberedSet, CARD_BYTES};
+use crate::space::MovingSpace;
 use crate::trace::header;
 
 /// The generational state of one heap.
@@ -86,12 +86,6 @@ impl OldGen {
     /// Bytes it spans.
     pub(crate) fn bytes(&self) -> usize {
         self.hi - self.lo
-    }
-
-    /// Whether `a` lies in it.
-    #[inline]
-    pub(crate) fn contains(&self, a: usize) -> bool {
-        a >= self.lo && a < self.hi
     }
 
     /// Empty it (after a full cycle), in half `half`, with the next full cycle at `limit`.
@@ -166,16 +160,152 @@ impl OldGen {
     }
 }
 
+/// The old-generation size at which the next full cycle runs, after a full cycle that left
+/// `live` bytes: `max(live x (1 + old_growth), min_trigger_bytes / 2)`.
+pub(crate) fn full_limit(config: &HeapConfig, live: usize) -> usize {
+    ((live as f64 * (1.0 + config.old_growth)) as usize).max(config.min_trigger_bytes / 2)
+}
+
 /// Size in words of the object at `a` (a zero word: a one-word filler).
 fn object_words(types: &TypeRegistry, a: usize) -> usize {
     let h: Header = header(a);
     types.size_words(h).unwrap_or(1).max(1)
 }
 
+/// What a cycle of a generational heap does, decided with the world stopped at its start.
+#[derive(Debug)]
+pub(crate) struct GenCycle {
+    /// Young or full.
+    pub kind: CycleKind,
+    /// Where the marked (and compacted) source range starts: the window, or for a full cycle
+    /// the old generation's start.
+    pub from: usize,
+    /// The old generation `[lo, hi)` at the cycle's start.
+    pub old: (usize, usize),
+    /// Young: the old reference slots found through the remembered set (addresses); their
+    /// values are roots, and the flip forwards them.
+    pub old_slots: Vec<usize>,
+    /// Young: the survivors are promoted (the cycle compacts into the old half).
+    pub promote: bool,
+    /// The destination window starts at or above this (the old generation's end when
+    /// compacting into the old half; else 0).
+    pub to_floor: usize,
+    /// Remembered-set units scanned.
+    pub dirty_units: usize,
+}
+
+impl GenCycle {
+    /// Whether this is a young cycle.
+    pub(crate) fn young(&self) -> bool {
+        self.kind == CycleKind::Young
+    }
+}
+
 impl GenState {
     /// Lock the old generation (pauses only; never in a fault path).
     pub(crate) fn old(&self) -> MutexGuard<'_, OldGen> {
         self.old.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Decide the cycle that starts now (world stopped): young or full, its source, and for a
+    /// young cycle the old slots its remembered set names. `pinned`: some object is pinned.
+    /// `skip_one` (a deliberate breakage for tests) drops the first range the remembered set
+    /// reports.
+    pub(crate) fn begin(
+        &self,
+        arena: &VolatileArena,
+        moving: &MovingSpace,
+        types: &TypeRegistry,
+        pinned: bool,
+        skip_one: bool,
+    ) -> Result<GenCycle, ArenaError> {
+        let mut old = self.old();
+        let cur = moving.current.load(Ordering::Relaxed);
+        let bytes = old.bytes();
+        // Pinned objects in the old half's window would be kept (stranded) above the old
+        // generation: young cycles from the old half leave pins to full cycles.
+        let full_due = old.full_pending
+            || bytes > old.limit
+            || bytes > moving.half_bytes / 2
+            || (pinned && cur == old.half);
+        let kind = if !full_due {
+            CycleKind::Young
+        } else if bytes == 0 || cur == old.half {
+            CycleKind::Full
+        } else {
+            // The old generation lies in the other half: this young cycle promotes every
+            // survivor into it, and the next cycle (from the old half) is full.
+            old.full_pending = true;
+            CycleKind::Young
+        };
+        let promote = kind == CycleKind::Young && 1 - cur == old.half;
+        let mut c = GenCycle {
+            kind,
+            from: moving.base(),
+            old: (old.lo, old.hi),
+            old_slots: Vec::new(),
+            promote,
+            to_floor: if promote && bytes > 0 { old.hi } else { 0 },
+            dirty_units: 0,
+        };
+        if kind == CycleKind::Full {
+            if bytes > 0 {
+                debug_assert_eq!(
+                    old.hi,
+                    moving.base(),
+                    "the old generation ends at the window"
+                );
+                c.from = old.lo;
+            }
+            return Ok(c);
+        }
+        let mut skip = skip_one;
+        let slots = &mut c.old_slots;
+        c.dirty_units = self.remset.for_each_dirty_range(arena, &mut |s, e| {
+            if std::mem::take(&mut skip) {
+                return;
+            }
+            old.for_each_slot_in(s, e, types, &mut |a| slots.push(a));
+        })?;
+        Ok(c)
+    }
+
+    /// The cycle `c` is complete (world stopped, compaction done). A promoting young cycle
+    /// compacted into `[to, objects_end)` and the old generation now ends at `new_hi`; after
+    /// a full cycle the next one runs when the old generation exceeds `full_limit` (see
+    /// [`full_limit`]). Returns the bytes promoted.
+    pub(crate) fn finish(
+        &self,
+        c: &GenCycle,
+        arena: &VolatileArena,
+        moving: &MovingSpace,
+        (to, objects_end, new_hi): (usize, usize, usize),
+        full_limit: usize,
+        types: &TypeRegistry,
+    ) -> Result<usize, ArenaError> {
+        let mut old = self.old();
+        let mut promoted = 0;
+        match c.kind {
+            CycleKind::Full => {
+                old.clear(full_limit);
+                moving.set_old_range(0, 0);
+                self.remset.old_range_changed(arena, 0, 0)?;
+            }
+            CycleKind::Young if c.promote => {
+                old.extend(to, objects_end, new_hi, types);
+                promoted = objects_end - to;
+                moving.set_old_range(old.lo, old.hi);
+                self.remset.old_range_changed(arena, old.lo, old.hi)?;
+                self.remset.after_young_cycle(arena)?;
+            }
+            CycleKind::Young => self.remset.after_young_cycle(arena)?,
+        }
+        Ok(promoted)
+    }
+
+    /// Old-generation bytes now.
+    pub(crate) fn old_bytes(&self) -> usize {
+        self.old().bytes()
     }
 }
 

@@ -471,6 +471,13 @@ impl Heap {
         }
     }
 
+    /// Generational mode: which remembered set, the old generation's bytes and the remembered
+    /// set's side memory in bytes; `None` when the heap is not generational.
+    pub fn old_generation(&self) -> Option<(crate::Generational, usize, usize)> {
+        let gs = self.inner.gen.as_ref()?;
+        Some((gs.remset.kind(), gs.old_bytes(), gs.remset.footprint()))
+    }
+
     /// Number of attached mutators.
     pub fn mutator_count(&self) -> usize {
         self.inner.sp.lock().mutators.len()

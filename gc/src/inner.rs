@@ -130,7 +130,6 @@ pub(crate) struct HeapInner {
     /// a remembered set that needs no barrier).
     pub cards: Option<Arc<crate::remset::CardTable>>,
     /// Generational mode: the old generation and the remembered set (`None` otherwise).
-    #[allow(dead_code)] // young cycles (next commits)
     pub gen: Option<crate::generational::GenState>,
 }
 

@@ -157,8 +157,8 @@ pub use remset::CARD_BYTES;
 pub use remset_wp::{RemsetError, ScanStats};
 pub use roots::RootSource;
 pub use stats::{
-    CycleStats, FaultBreakdown, FaultStats, MutatorTts, PaceStats, Pause, Percentiles, SatbSwitch,
-    SwitchReason, Trigger,
+    CycleStats, FaultBreakdown, FaultStats, GenStats, MutatorTts, PaceStats, Pause, Percentiles,
+    SatbSwitch, SwitchReason, Trigger,
 };
 pub use typed::{Field, FieldInfo, FieldKey, HeapStruct, HeapType, Ref, Typed, WrongType};
 pub use unchecked::{Layout, Obj};

@@ -780,6 +780,7 @@ impl Mutator {
         let inner = self.inner();
         let in_heap = inner.moving.contains_used(a)
             || inner.large.contains(a)
+            || inner.moving.contains_old(a)
             || inner.roots.pins.is_stranded(a);
         // SAFETY: only read when the address lies in present heap memory.
         let h = in_heap.then(|| Header(unsafe { (a as *const u64).read() }));

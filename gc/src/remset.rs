@@ -36,9 +36,6 @@
 //! reference can be read by the collector (release store, acquire read), and because every
 //! slot still young after a flip is kept dirty.
 
-// Young cycles use all of this (next commits).
-#![allow(dead_code)]
-
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use faultline_heap::{ArenaError, VolatileArena};
@@ -140,7 +137,8 @@ impl CardTable {
         (lo, lo + self.old_len.load(Ordering::Relaxed))
     }
 
-    /// Dirty cards in the old range (for tests and statistics; does not clear).
+    /// Dirty cards in the old range (for tests; does not clear).
+    #[cfg(test)]
     pub(crate) fn dirty_cards(&self) -> usize {
         let (lo, hi) = self.old_range();
         if hi <= lo {

@@ -27,6 +27,9 @@
 //!   `dirty` range, the pages recycled from the old half ([`crate::release`]), whose contents
 //!   are garbage. The dirty range is extended *before* recycled pages are moved in, and reset
 //!   at every flip;
+//! - generational mode: the old generation `[old_lo, old_lo + old_len)` is a page-aligned
+//!   prefix of one half below that half's window ([`crate::generational`]); it changes only
+//!   in a pause;
 //! - the large-object space hands out whole pages; each object's pages are made present when it
 //!   is allocated and released when it dies; its bookkeeping is behind one mutex (large objects
 //!   are rare), its mark bits are atomic (one bit per page, set at the object's first page).
@@ -67,6 +70,10 @@ pub struct MovingSpace {
     /// Recycled pages `[dirty_lo, dirty_hi)` in the current half: present, contents garbage.
     dirty_lo: AtomicUsize,
     dirty_hi: AtomicUsize,
+    /// Generational mode: the old generation `[old_lo, old_lo + old_len)`, below a window
+    /// ([`crate::generational`]; changes only in a pause; empty otherwise).
+    old_lo: AtomicUsize,
+    old_len: AtomicUsize,
 }
 
 /// How many times a refill yields while another refill makes its pages present, before it
@@ -100,6 +107,8 @@ impl MovingSpace {
             gap: AtomicBool::new(false),
             dirty_lo: AtomicUsize::new(0),
             dirty_hi: AtomicUsize::new(0),
+            old_lo: AtomicUsize::new(0),
+            old_len: AtomicUsize::new(0),
         }
     }
 
@@ -121,6 +130,21 @@ impl MovingSpace {
     #[inline]
     pub fn contains_used(&self, a: usize) -> bool {
         a >= self.base() && a < self.top.load(Ordering::Relaxed)
+    }
+    /// Whether `a` lies in the old generation (generational mode).
+    #[inline]
+    pub fn contains_old(&self, a: usize) -> bool {
+        a.wrapping_sub(self.old_lo.load(Ordering::Relaxed)) < self.old_len.load(Ordering::Relaxed)
+    }
+    /// The old generation `[lo, hi)` (empty: `lo == hi`).
+    pub fn old_range(&self) -> (usize, usize) {
+        let lo = self.old_lo.load(Ordering::Relaxed);
+        (lo, lo + self.old_len.load(Ordering::Relaxed))
+    }
+    /// Set the old generation (in a pause).
+    pub(crate) fn set_old_range(&self, lo: usize, hi: usize) {
+        self.old_lo.store(lo, Ordering::Relaxed);
+        self.old_len.store(hi.saturating_sub(lo), Ordering::Relaxed);
     }
     /// Whether `a` lies in the half that is not current.
     pub fn in_other_half(&self, a: usize) -> bool {

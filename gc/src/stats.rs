@@ -187,6 +187,23 @@ pub struct CycleStats {
     /// Weak references, ephemerons and finalization: what this cycle cleared and delivered,
     /// and its pause time for them.
     pub weak: crate::weak::WeakStats,
+    /// Generational mode: what this cycle was and did (all zero/`None` otherwise).
+    pub gen: GenStats,
+}
+
+/// What a cycle of a generational heap did ([`crate::Generational`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GenStats {
+    /// `Some(true)`: a young cycle; `Some(false)`: a full cycle; `None`: not generational.
+    pub young: Option<bool>,
+    /// Bytes promoted into the old generation by this cycle.
+    pub promoted_bytes: usize,
+    /// Remembered-set units (cards, or written pages) this cycle scanned.
+    pub dirty_cards: usize,
+    /// Old reference slots scanned in them (roots of the young cycle, forwarded at its flip).
+    pub old_slots: usize,
+    /// Old-generation bytes after the cycle.
+    pub old_bytes: usize,
 }
 
 /// A barrier-free cycle's fallback to SATB ([`CycleStats::satb_switch`]).
@@ -322,6 +339,7 @@ impl Default for CycleStats {
             pages_released_early: 0,
             pacing: PaceStats::default(),
             weak: crate::weak::WeakStats::default(),
+            gen: GenStats::default(),
         }
     }
 }
@@ -459,6 +477,23 @@ impl CycleStats {
             self.total.as_secs_f64() * 1e3,
             pacing
         ) + &self.weak_log()
+            + &self.gen_log()
+    }
+
+    /// The GC-log part on the generational mode (empty when the heap is not generational).
+    fn gen_log(&self) -> String {
+        let g = &self.gen;
+        match g.young {
+            None => String::new(),
+            Some(young) => format!(
+                " | gen: {} cycle, {} B promoted, {} dirty cards, {} old slots, old {} B",
+                if young { "young" } else { "full" },
+                g.promoted_bytes,
+                g.dirty_cards,
+                g.old_slots,
+                g.old_bytes
+            ),
+        }
     }
 
     /// The GC-log part on weak processing (empty when the heap has no weak references).

@@ -173,7 +173,10 @@ impl Mutator {
     #[inline(always)]
     fn header_of(&self, v: Value, a: usize) -> Header {
         let inner = &self.heap().inner;
-        if !(inner.moving.contains_used(a) || inner.large.contains(a)) {
+        if !(inner.moving.contains_used(a)
+            || inner.large.contains(a)
+            || inner.moving.contains_old(a))
+        {
             names_no_object(v);
         }
         // SAFETY: `a` is the address of a live object's header (the era invariant, above) in

@@ -3,10 +3,11 @@
 //!
 //! Checks, with the world stopped:
 //! 1. the current half parses from its base to `top` as a sequence of objects of registered
-//!    types (zero words are one-word fillers) that ends exactly at `top`;
+//!    types (zero words are one-word fillers) that ends exactly at `top`; so does the old
+//!    generation (generational mode, [`crate::generational`]);
 //! 2. every large object has a registered type and fits in its pages;
 //! 3. from the roots, every reachable reference points at an object start found by (1), a
-//!    large object of (2) or a stranded pinned object ([`crate::pins`], whose reference
+//!    large object of (2), an old object of (1) or a stranded pinned object ([`crate::pins`], whose reference
 //!    slots are roots) — never into the released half, never outside the heap;
 //! 4. ([`check_marks`], after marking) every marked object's words are all set in the
 //!    live-words bitmap, and the live-words bitmap holds nothing else;
@@ -76,26 +77,10 @@ pub(crate) fn verify_heap(
     let base = moving.base();
     let top = moving.top.load(Ordering::Relaxed);
     let mut report = VerifyReport::default();
-    // 1. Parse the current half.
-    let starts = Bitmap::new((top - base) / WORD + 1);
-    let mut a = base;
-    while a < top {
-        let Some((ty, size)) = object_words(types, a) else {
-            // SAFETY: `a` lies in the present, used part of the current half.
-            let h = Header(unsafe { (a as *const u64).read() });
-            return err(format!("object at {a:#x} has unregistered type ({h:?})"));
-        };
-        if a + size * WORD > top {
-            return err(format!(
-                "object at {a:#x} ({size} words) runs past top {top:#x}"
-            ));
-        }
-        if ty != TypeId::FILLER {
-            starts.set((a - base) / WORD);
-            report.objects += 1;
-        }
-        a += size * WORD;
-    }
+    // 1. Parse the current half (and the old generation, in generational mode).
+    let starts = parse(types, base, top, &mut report)?;
+    let (old_lo, old_hi) = moving.old_range();
+    let old_starts = parse(types, old_lo, old_hi, &mut report)?;
     // 2. Large objects.
     let large = view.large.lock();
     for (&s, &len) in large.objects.iter() {
@@ -113,6 +98,11 @@ pub(crate) fn verify_heap(
         if v >= base && v < top {
             if !starts.get((v - base) / WORD) {
                 return err(format!("{}: {v:#x} is not an object start", what()));
+            }
+            Ok(true)
+        } else if v >= old_lo && v < old_hi {
+            if !old_starts.get((v - old_lo) / WORD) {
+                return err(format!("{}: {v:#x} is not an old object's start", what()));
             }
             Ok(true)
         } else if view.large.contains(v) {
@@ -218,6 +208,37 @@ pub(crate) fn verify_heap(
         result?;
     }
     Ok(report)
+}
+
+/// Parse `[lo, hi)` as a sequence of objects of registered types (zero words: one-word
+/// fillers) ending exactly at `hi`; their starts, as a bitmap of words from `lo`.
+fn parse(
+    types: &TypeRegistry,
+    lo: usize,
+    hi: usize,
+    report: &mut VerifyReport,
+) -> Result<Bitmap, VerifyError> {
+    let starts = Bitmap::new(hi.saturating_sub(lo) / WORD + 1);
+    let mut a = lo;
+    while a < hi {
+        let Some((ty, size)) = object_words(types, a) else {
+            // SAFETY: `a` lies in the present, used part of the current half or the old
+            // generation.
+            let h = Header(unsafe { (a as *const u64).read() });
+            return err(format!("object at {a:#x} has unregistered type ({h:?})"));
+        };
+        if a + size * WORD > hi {
+            return err(format!(
+                "object at {a:#x} ({size} words) runs past the end {hi:#x}"
+            ));
+        }
+        if ty != TypeId::FILLER {
+            starts.set((a - lo) / WORD);
+            report.objects += 1;
+        }
+        a += size * WORD;
+    }
+    Ok(starts)
 }
 
 /// Check that the mark and live-words bitmaps agree over the first `words` words at `from`.

@@ -1,0 +1,148 @@
+//! The generational mode (`Generational::Cards`), stop-the-world young and full cycles:
+//! - a scenario of one old object whose only reference to a young object is the remembered
+//!   set's: the young object survives young cycles, moves, is promoted, and a store into an
+//!   old object dirties exactly one card;
+//! - the broken collector (`Breakage::SkipDirtyCard`: a young cycle drops one dirty card) is
+//!   caught by the verifier, while the same scenario unbroken verifies;
+//! - the shadow-model stress with verification before and after every collection, which must
+//!   see young and full cycles, promotion and dirty cards (one thread, and four threads with
+//!   parallel marking).
+
+mod common;
+use common::shadow::{self, drive, Shadow};
+use common::stress_scale;
+use faultline::testing::Breakage;
+use faultline::{Generational, Heap, HeapConfig, Mutator, TypeInfo};
+
+fn gen_config() -> HeapConfig {
+    HeapConfig::with_heap_size(4 << 20).with(|c| {
+        c.generational = Generational::Cards;
+        c.min_trigger_bytes = 1 << 20;
+    })
+}
+
+/// Allocate garbage until a cycle ran (by `collect`), returning the last cycle's stats.
+fn young_cycle(heap: &Heap, m: &mut Mutator) -> faultline::CycleStats {
+    m.collect().unwrap();
+    heap.history().last().unwrap().clone()
+}
+
+/// One old object `old` (promoted), then a young object stored only into `old`'s slot 0.
+/// Returns the heap's verification result after one more young cycle and whether the young
+/// object's payload survived.
+fn old_to_young(breakage: Option<Breakage>) -> (Result<(), String>, Vec<faultline::CycleStats>) {
+    let heap = Heap::new(gen_config().with(|c| c.debug.breakage = breakage)).unwrap();
+    assert_eq!(heap.mode_info().label(), "stw/gen");
+    let node = heap.register_type(TypeInfo::ref_array("node")).unwrap();
+    let mut m = heap.attach();
+    let old = m.alloc(node, 4).unwrap();
+    let old = m.root(old);
+    // Two young cycles: the first keeps it young in the other half, the second promotes it.
+    let c1 = young_cycle(&heap, &mut m);
+    assert_eq!(c1.gen.young, Some(true));
+    assert_eq!(c1.gen.promoted_bytes, 0, "{c1:?}");
+    let c2 = young_cycle(&heap, &mut m);
+    assert_eq!(c2.gen.young, Some(true));
+    assert!(c2.gen.promoted_bytes >= 40, "{:?}", c2.gen);
+    let (_, old_bytes, _) = heap.old_generation().unwrap();
+    assert!(old_bytes >= 4096, "the old generation holds a page");
+    // A young object, referenced only from the old one (slot 2: after the id words).
+    let young = m.alloc(node, 4).unwrap();
+    m.local(young).unwrap().set(0, shadow::fix(4242));
+    old.get(&m).unwrap().set(1, young);
+    let c3 = young_cycle(&heap, &mut m);
+    assert_eq!(c3.gen.young, Some(true));
+    assert_eq!(c3.gen.dirty_cards, 1, "one store, one card: {:?}", c3.gen);
+    let r = heap.verify().map(|_| ()).map_err(|e| e.to_string());
+    if r.is_ok() {
+        let y = old.get(&m).unwrap().get(1);
+        assert_eq!(m.local(y).unwrap().get(0), shadow::fix(4242));
+        // Another young cycle: the slot was kept dirty (it still refers to a young object).
+        let c4 = young_cycle(&heap, &mut m);
+        assert_eq!(c4.gen.dirty_cards, 1, "kept dirty: {:?}", c4.gen);
+        heap.verify().unwrap();
+        let y = old.get(&m).unwrap().get(1);
+        assert_eq!(m.local(y).unwrap().get(0), shadow::fix(4242));
+    }
+    (r, heap.history())
+}
+
+#[test]
+fn an_old_to_young_reference_keeps_its_target_through_young_cycles() {
+    let (r, h) = old_to_young(None);
+    r.unwrap();
+    assert!(h.iter().all(|c| c.gen.young == Some(true)));
+}
+
+#[test]
+fn a_missed_dirty_card_is_caught_by_the_verifier() {
+    let (r, _) = old_to_young(Some(Breakage::SkipDirtyCard));
+    let e = r.expect_err("the verifier must catch the lost young object");
+    assert!(
+        e.contains("released half") || e.contains("not an object start"),
+        "{e}"
+    );
+}
+
+fn stress_config(stress_every: u64, gc_threads: usize) -> HeapConfig {
+    HeapConfig::with_heap_size(2 << 20).with(|c| {
+        c.generational = Generational::Cards;
+        c.debug.stress_every = Some(stress_every);
+        c.debug.verify = true;
+        c.gc_threads = gc_threads;
+        c.pin_large_ref_objects = true;
+        // A small old limit: full cycles come often too.
+        c.min_trigger_bytes = 256 << 10;
+        c.old_growth = 0.5;
+    })
+}
+
+fn check_generations(heap: &Heap) {
+    let h = heap.history();
+    let young = h.iter().filter(|c| c.gen.young == Some(true)).count();
+    let full = h.iter().filter(|c| c.gen.young == Some(false)).count();
+    let promoted: usize = h.iter().map(|c| c.gen.promoted_bytes).sum();
+    let cards: usize = h.iter().map(|c| c.gen.dirty_cards).sum();
+    eprintln!(
+        "generational shadow stress: {} cycles ({young} young, {full} full), {promoted} B promoted, {cards} dirty cards scanned",
+        h.len()
+    );
+    assert!(
+        young > full,
+        "young cycles dominate ({young} young, {full} full)"
+    );
+    assert!(full > 0, "full cycles ran");
+    assert!(promoted > 0, "objects were promoted");
+    assert!(cards > 0, "dirty cards were scanned");
+}
+
+#[test]
+fn generational_collections_match_the_shadow_model() {
+    let heap = Heap::new(stress_config(8, 1)).unwrap();
+    let t = shadow::register(&heap);
+    let mut m = heap.attach();
+    let mut sh = Shadow::new(&mut m, t, 0x9e4, 1);
+    let target = stress_scale(3_000);
+    drive(&mut m, &mut sh, target, u64::MAX);
+    assert!(heap.flips() >= target);
+    assert!(sh.checks >= target);
+    check_generations(&heap);
+}
+
+#[test]
+fn four_threads_generational_match_their_shadow_models() {
+    let heap = Heap::new(stress_config(16, 2)).unwrap();
+    let t = shadow::register(&heap);
+    let target = stress_scale(600);
+    std::thread::scope(|s| {
+        for i in 0..4u64 {
+            let heap = heap.clone();
+            s.spawn(move || {
+                let mut m = heap.attach();
+                let mut sh = Shadow::new(&mut m, t, 0x9e40 + i, i + 1);
+                drive(&mut m, &mut sh, target, u64::MAX);
+            });
+        }
+    });
+    check_generations(&heap);
+}
