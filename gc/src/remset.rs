@@ -72,7 +72,8 @@ pub(crate) trait RememberedSet: Send + Sync {
     /// at the next young cycle.
     fn keep_dirty(&self, slot: usize);
 
-    /// The young cycle is over.
+    /// The young cycle is over. Called with the world stopped since the flip forwarded the
+    /// old slots (the written-pages set re-protects the pages that forwarding stored into).
     fn after_young_cycle(&self, arena: &VolatileArena) -> Result<(), ArenaError>;
 
     /// Bytes of side memory it holds (for statistics).

@@ -19,7 +19,11 @@
 //!    map, [`crate::generational`]) as roots, and forwards them in the flip pause;
 //! 3. the pages whose slots still refer into the young area after the flip are kept: the
 //!    harvest re-protected them, so the kernel would not report them again, and the next
-//!    harvest returns them from the kept-pages bitmap.
+//!    harvest returns them from the kept-pages bitmap;
+//! 4. the flip's forwarding stored into the harvested pages, which made them read written
+//!    again: [`RememberedSet::after_young_cycle`] (world stopped since the forwarding)
+//!    write-protects them once more ([`WrittenPages::after_flip`]). Without it every page ever
+//!    reported would be reported at every young cycle.
 //!
 //! Why it is exact: a page reads clean only after a scan that reported it re-protected it
 //! (`PM_SCAN_WP_MATCHING` is atomic per page: a store racing with the scan either lands before
@@ -195,8 +199,11 @@ pub struct ScanStats {
     pub fallbacks: u64,
     /// Nanoseconds spent in the harvests' scans.
     pub scan_ns: u64,
-    /// Nanoseconds spent write-protecting ranges ([`WrittenPages::protect`]).
+    /// Nanoseconds spent write-protecting the pages the flips wrote again (and explicit
+    /// protections).
     pub protect_ns: u64,
+    /// Re-protections that failed (their pages are reported again: exact, slower).
+    pub protect_failures: u64,
 }
 
 /// What one harvest found.
@@ -256,6 +263,9 @@ struct State {
     stats: ScanStats,
     /// The last harvest.
     last: ScanStats,
+    /// The pages the last harvest returned: the young cycle's flip writes their slots
+    /// (forwarding), and [`WrittenPages::after_flip`] re-protects them.
+    returned: PageRuns,
 }
 
 /// The barrier-free remembered set of one heap (see the module doc).
@@ -465,6 +475,7 @@ impl WrittenPages {
             fallbacks: u64::from(fallback.is_some()),
             scan_ns: h.scan_ns,
             protect_ns: 0,
+            protect_failures: 0,
         };
         let s = &mut st.stats;
         s.harvests += 1;
@@ -475,7 +486,32 @@ impl WrittenPages {
         s.fallbacks += last.fallbacks;
         s.scan_ns += last.scan_ns;
         st.last = last;
+        st.returned = h.pages.clone();
         h
+    }
+
+    /// After the flip forwarded the slots on the pages of the last harvest, with the world
+    /// still stopped: write-protect those pages again, so the collector's own stores do not
+    /// make them read written at the next harvest. Exact because no mutator ran since the
+    /// forwarding, and every slot still referring young was kept. A failed protection leaves
+    /// pages unprotected, which only makes them reported again (counted, not an error).
+    pub(crate) fn after_flip(&self, arena: &VolatileArena) -> usize {
+        let mut st = self.state();
+        let runs = std::mem::take(&mut st.returned).clipped(st.old.0, st.old.1);
+        let t = Instant::now();
+        let mut failed = 0;
+        for &(s, e) in runs.runs() {
+            if arena
+                .write_protect(arena.offset_of(s), e - s, true)
+                .is_err()
+            {
+                failed += 1;
+            }
+        }
+        st.stats.protect_ns += t.elapsed().as_nanos() as u64;
+        st.last.protect_ns = t.elapsed().as_nanos() as u64;
+        st.stats.protect_failures += failed;
+        runs.page_count()
     }
 }
 
@@ -518,7 +554,8 @@ impl RememberedSet for WrittenPages {
         self.keep_page(slot);
     }
 
-    fn after_young_cycle(&self, _arena: &VolatileArena) -> Result<(), ArenaError> {
+    fn after_young_cycle(&self, arena: &VolatileArena) -> Result<(), ArenaError> {
+        self.after_flip(arena);
         Ok(())
     }
 
