@@ -21,6 +21,16 @@
 //! `harvest/written_<k>`: one harvest (`PAGEMAP_SCAN` with `PM_SCAN_WP_MATCHING` over the
 //! 16 384-page region) after `k` pages were written (untimed); elements are pages walked.
 //!
+//! Heap table (printed after the criterion groups; `FAULTLINE_REMSET=model` or `=heap` runs one
+//! part): a 64 MiB stop-the-world heap per mode (not generational, `Cards`, `WrittenPages`),
+//! 32 768 long-lived reference arrays of 32 slots (promoted to the old generation by two young
+//! cycles in the generational modes), then 12 rounds of: 8 192 fresh young arrays, 65 536
+//! `Local::set` stores of young references into random old objects (all of them, or
+//! `clustered`: 1/64 of them), 65 536 into young objects (timed separately), and one young
+//! cycle (a full stop-the-world cycle when not generational), whose pause, remembered-set units
+//! (cards or pages), old slots visited and (written pages) harvest and re-protection times are
+//! reported; medians over the rounds.
+//!
 //! Invariants: every stored value comes through `black_box`; the `plain` and `card` variants
 //! run on an arena without write tracking (no protection, so no fault); every variant writes
 //! the same slots in the same order; the `wp` variant is skipped, with a notice, where WP_ASYNC
@@ -30,10 +40,13 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use faultline::testing::heap::arena::{ArenaConfig, ArenaOffset, VolatileArena};
 use faultline::testing::heap::pagemap::PagemapScanner;
-use faultline::{Capability, Probe, PAGE_SIZE};
+use faultline::{
+    Capability, GcMode, Generational, Heap, HeapConfig, Local, Mutator, Probe, Root, TypeId,
+    TypeInfo, Value, PAGE_SIZE,
+};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -223,4 +236,223 @@ fn config() -> Criterion {
 }
 
 criterion_group! { name = benches; config = config(); targets = stores }
-criterion_main!(benches);
+
+// ---------------------------------------------------------------------------------------
+// The heap: `Local::set` stores and young-cycle pauses with each remembered set.
+// ---------------------------------------------------------------------------------------
+
+/// Old (long-lived) objects: reference arrays of `OLD_SLOTS` slots (264 bytes each).
+const OLD_OBJS: usize = 32_768;
+const OLD_SLOTS: usize = 32;
+/// Entries per directory array (the roots hold directories of objects).
+const DIR: usize = 256;
+/// Fresh (young) objects allocated per round.
+const YOUNG_OBJS: usize = 8_192;
+/// Stores per round into old objects and into young objects.
+const HEAP_STORES: usize = 65_536;
+/// Rounds (one young cycle after each).
+const ROUNDS: usize = 12;
+
+/// Root directories of `n` objects of `len` slots: `Root`s of reference arrays of [`DIR`].
+fn alloc_objects(m: &mut Mutator, node: TypeId, n: usize, len: usize) -> Vec<Root> {
+    let mut dirs = Vec::new();
+    for d in 0..n.div_ceil(DIR) {
+        let dir = m.alloc(node, DIR).unwrap();
+        let dir = m.root(dir);
+        for j in 0..DIR.min(n - d * DIR) {
+            let o = m.alloc(node, len).unwrap();
+            dir.get(m).unwrap().set(j, o);
+        }
+        dirs.push(dir);
+    }
+    dirs
+}
+
+fn values(m: &Mutator, dirs: &[Root], n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| dirs[i / DIR].get(m).unwrap().get(i % DIR))
+        .collect()
+}
+
+/// One round's store script: (object index, slot, value index).
+fn script(rng: &mut common::rng::SplitMix, objs: usize, slots: usize) -> Vec<(u32, u32, u32)> {
+    (0..HEAP_STORES)
+        .map(|_| {
+            (
+                rng.below(objs) as u32,
+                rng.below(slots) as u32,
+                rng.below(YOUNG_OBJS) as u32,
+            )
+        })
+        .collect()
+}
+
+/// One mode's run: per round, the store time into old and into young objects, and the young
+/// cycle that follows.
+struct HeapRun {
+    label: String,
+    old_ns: Vec<f64>,
+    young_ns: Vec<f64>,
+    pause_us: Vec<f64>,
+    units: Vec<usize>,
+    old_slots: Vec<usize>,
+    harvest_us: Vec<f64>,
+    protect_us: Vec<f64>,
+    walked: usize,
+    old_bytes: usize,
+}
+
+fn heap_run(gen: Generational, clustered: bool) -> HeapRun {
+    let half = 64 << 20;
+    let heap = Heap::new(HeapConfig::with_heap_size(half).with(|c| {
+        c.mode = GcMode::StopTheWorld;
+        c.generational = gen;
+        c.min_trigger_bytes = half;
+    }))
+    .expect("heap");
+    let node = heap.register_type(TypeInfo::ref_array("node")).unwrap();
+    let mut m = heap.attach();
+    let old = alloc_objects(&mut m, node, OLD_OBJS, OLD_SLOTS);
+    // Two young cycles: the first keeps the objects young, the second promotes them.
+    m.collect().unwrap();
+    m.collect().unwrap();
+    let old_bytes = heap.old_generation().map_or(0, |g| g.1);
+    let mut rng = common::rng::SplitMix(0x01d_5eed);
+    // Clustered: the stores into old objects go to 1/64 of them (about 33 pages).
+    let old_targets = if clustered { OLD_OBJS / 64 } else { OLD_OBJS };
+    let mut run = HeapRun {
+        label: format!(
+            "{}{}",
+            heap.mode_info().label(),
+            if clustered { " clustered" } else { "" }
+        ),
+        old_ns: vec![],
+        young_ns: vec![],
+        pause_us: vec![],
+        units: vec![],
+        old_slots: vec![],
+        harvest_us: vec![],
+        protect_us: vec![],
+        walked: 0,
+        old_bytes,
+    };
+    for _ in 0..ROUNDS {
+        let young = alloc_objects(&mut m, node, YOUNG_OBJS, 4);
+        let to_old = script(&mut rng, old_targets, OLD_SLOTS);
+        let to_young = script(&mut rng, YOUNG_OBJS, 4);
+        {
+            let olds = values(&m, &old, OLD_OBJS);
+            let youngs = values(&m, &young, YOUNG_OBJS);
+            let old_l: Vec<Local<'_>> = olds.iter().map(|&v| m.local(v).unwrap()).collect();
+            let young_l: Vec<Local<'_>> = youngs.iter().map(|&v| m.local(v).unwrap()).collect();
+            let t = Instant::now();
+            for &(o, k, v) in &to_old {
+                old_l[o as usize].set(k as usize, black_box(youngs[v as usize]));
+            }
+            run.old_ns
+                .push(t.elapsed().as_nanos() as f64 / HEAP_STORES as f64);
+            let t = Instant::now();
+            for &(o, k, v) in &to_young {
+                young_l[o as usize].set(k as usize, black_box(youngs[v as usize]));
+            }
+            run.young_ns
+                .push(t.elapsed().as_nanos() as f64 / HEAP_STORES as f64);
+        }
+        let flips = heap.flips();
+        m.collect().unwrap();
+        assert_eq!(heap.flips(), flips + 1);
+        let c = heap.history().last().unwrap().clone();
+        run.pause_us.push(
+            c.pauses
+                .iter()
+                .map(|p| p.duration.as_secs_f64())
+                .sum::<f64>()
+                * 1e6,
+        );
+        run.units.push(c.gen.dirty_cards);
+        run.old_slots.push(c.gen.old_slots);
+        if let Some((_, last)) = heap.written_pages_stats() {
+            run.harvest_us.push(last.scan_ns as f64 / 1e3);
+            run.protect_us.push(last.protect_ns as f64 / 1e3);
+            run.walked = last.pages_walked as usize;
+        }
+        drop(young);
+    }
+    run
+}
+
+fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn median_u(v: &[usize]) -> usize {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// Print the heap table (medians over the rounds).
+fn heap_table() {
+    let wp_ok = Probe::run().supports(Capability::WpAsync);
+    println!(
+        "\n## remset heap: {OLD_OBJS} old arrays of {OLD_SLOTS} slots, {YOUNG_OBJS} young arrays per round, {HEAP_STORES} Local::set stores into old and into young objects per round, then one stop-the-world young cycle; medians of {ROUNDS} rounds; load {}",
+        common::loadavg()
+    );
+    println!(
+        "| mode | old gen | ns/store old | ns/store young | young pause µs | units scanned | old slots | harvest µs (pages walked) | re-protect µs |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut modes = vec![
+        (Generational::Off, false),
+        (Generational::Off, true),
+        (Generational::Cards, false),
+        (Generational::Cards, true),
+    ];
+    if wp_ok {
+        modes.push((Generational::WrittenPages, false));
+        modes.push((Generational::WrittenPages, true));
+    } else {
+        println!("(written_pages skipped: WP_ASYNC unavailable here)");
+    }
+    for (g, clustered) in modes {
+        let r = heap_run(g, clustered);
+        println!(
+            "| {} | {:.1} MiB | {:.2} | {:.2} | {:.0} | {} | {} | {} | {} |",
+            r.label,
+            common::mib(r.old_bytes),
+            median(&r.old_ns),
+            median(&r.young_ns),
+            median(&r.pause_us),
+            median_u(&r.units),
+            median_u(&r.old_slots),
+            if r.harvest_us.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.0} ({})", median(&r.harvest_us), r.walked)
+            },
+            if r.protect_us.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.0}", median(&r.protect_us))
+            },
+        );
+    }
+    println!("load at end: {}", common::loadavg());
+}
+
+fn main() {
+    // FAULTLINE_REMSET=model | heap chooses one part (both by default).
+    let part = std::env::var("FAULTLINE_REMSET").unwrap_or_default();
+    if part != "heap" {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+    if part != "model" {
+        heap_table();
+    }
+}
