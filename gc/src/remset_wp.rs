@@ -36,6 +36,9 @@
 //! may hold a reference into the young area. Nothing here write-protects a page that is not
 //! present: `UFFDIO_MOVE` refuses a destination that holds a write-protect marker.
 //!
+//! In a forked child (which has no userfaultfd registration, so no write tracking) every
+//! harvest returns every page, and nothing is protected.
+//!
 //! When the scan fails (an error from the kernel, or the injector), the harvest returns every
 //! page of the old range, says so once on stderr, and counts it ([`ScanStats::fallbacks`]):
 //! exact, only slower. Pages that failed scan may or may not have been re-protected; either
@@ -230,6 +233,8 @@ pub(crate) enum Fallback {
     Invalidated,
     /// The scan failed.
     ScanFailed,
+    /// A forked child: no write tracking (see [`WrittenPages::harvest`]).
+    Forked,
 }
 
 /// Says "the scan failed, falling back" once per process.
@@ -427,7 +432,11 @@ impl WrittenPages {
         if lo >= hi {
             return h;
         }
-        if !st.opened {
+        // In a forked child the userfaultfd registration (and with it every page's write
+        // tracking) is gone, and a scanner opened before the fork reads (and would re-protect)
+        // the parent's pages: every page is written as far as the child knows.
+        let forked = arena.is_forked();
+        if !st.opened && !forked {
             st.opened = true;
             match PagemapScanner::open(arena.sys()) {
                 Ok(sc) => st.scanner = Some(sc),
@@ -438,6 +447,7 @@ impl WrittenPages {
         let mut written = PageRuns::new();
         h.walked = (hi - lo) / PAGE_SIZE;
         let scanned = match &st.scanner {
+            _ if forked => Err(String::new()),
             Some(sc) => sc
                 .written_pages(lo, hi - lo, true, |s, l| written.add(s, s + l))
                 .map_err(|e| e.to_string()),
@@ -449,6 +459,7 @@ impl WrittenPages {
                 h.written = n;
                 st.all.then_some(Fallback::Invalidated)
             }
+            Err(_) if forked => Some(Fallback::Forked),
             Err(e) => {
                 say_fallback(&e);
                 Some(Fallback::ScanFailed)
@@ -498,6 +509,9 @@ impl WrittenPages {
     pub(crate) fn after_flip(&self, arena: &VolatileArena) -> usize {
         let mut st = self.state();
         let runs = std::mem::take(&mut st.returned).clipped(st.old.0, st.old.1);
+        if arena.is_forked() {
+            return 0;
+        }
         let t = Instant::now();
         let mut failed = 0;
         for &(s, e) in runs.runs() {
