@@ -122,9 +122,6 @@ mod plan;
 mod reentry;
 mod release;
 mod remset;
-// The barrier-free remembered set (issue 15, item 2b): wired into young cycles by the
-// generational mode.
-#[allow(dead_code)]
 mod remset_wp;
 mod roots;
 mod safepoint;
