@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use faultline::{
-    heap_struct, Heap, HeapConfig, HeapType, Local, Mutator, Obj, Ref, Root, TypeInfo,
+    heap_struct, Generational, Heap, HeapConfig, HeapType, Local, Mutator, Obj, Ref, Root, TypeInfo,
 };
 
 #[path = "common/mod.rs"]
@@ -67,9 +67,18 @@ struct Subject {
 
 impl Subject {
     fn new() -> Subject {
+        Subject::with(Generational::Off, false)
+    }
+
+    /// The subject on a heap with `generational`; `promote`: two collections run after setup,
+    /// so (generational) the nodes are in the old generation.
+    fn with(generational: Generational, promote: bool) -> Subject {
         let half = 64 << 20;
-        let heap = Heap::new(HeapConfig::with_heap_size(half).with(|c| c.min_trigger_bytes = half))
-            .expect("heap");
+        let heap = Heap::new(HeapConfig::with_heap_size(half).with(|c| {
+            c.min_trigger_bytes = half;
+            c.generational = generational;
+        }))
+        .expect("heap");
         let nodes = heap.register_struct::<Node>().expect("type");
         let vector = heap.register_type(TypeInfo::ref_array("vector")).unwrap();
         let mut m = heap.attach();
@@ -92,6 +101,14 @@ impl Subject {
             WEIGHT * 8,
             "the index path's layout is the struct's"
         );
+        if promote {
+            m.collect().unwrap();
+            m.collect().unwrap();
+            if generational.enabled() {
+                let (_, old, _) = heap.old_generation().unwrap();
+                assert!(old >= N * 40, "the nodes are old ({old} B old)");
+            }
+        }
         Subject {
             heap,
             m,
@@ -268,9 +285,42 @@ fn benches(c: &mut Criterion) {
     assert_eq!(l.get(LEFT), values[8]);
 }
 
+/// The store barrier's cost in the generational mode: `access_write/index` (a reference store
+/// with the SATB fast path and the card barrier, two data stores) on a heap that is not
+/// generational, on a generational heap whose nodes are young (the card barrier's compare
+/// fails) and on one whose nodes are old (each reference store marks a card).
+fn store_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fields_store");
+    g.throughput(Throughput::Elements(3));
+    for (name, generational, promote) in [
+        ("access_write/index/no-gen", Generational::Off, true),
+        ("access_write/index/gen-young", Generational::Cards, false),
+        ("access_write/index/gen-old", Generational::Cards, true),
+    ] {
+        let s = Subject::with(generational, promote);
+        let m = &s.m;
+        let arr = s.array.get(m).unwrap();
+        let values: Vec<_> = (0..N).map(|i| arr.get(i)).collect();
+        let locals: Vec<Local<'_>> = values.iter().map(|&v| m.local(v).unwrap()).collect();
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                s.timed(iters, |i| {
+                    let l = &locals[i];
+                    l.set(LEFT, black_box(values[(i + 1) % N]));
+                    l.set_word(KEY, black_box(i as u64));
+                    l.set_word(WEIGHT, black_box(0.25f64).to_bits());
+                })
+            })
+        });
+        let l = m.local(values[7]).unwrap();
+        assert_eq!(l.get(LEFT), values[8]);
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = fields;
     config = common::criterion_config();
-    targets = benches
+    targets = benches, store_benches
 }
 criterion_main!(fields);

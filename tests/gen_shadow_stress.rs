@@ -12,7 +12,9 @@ mod common;
 use common::shadow::{self, drive, Shadow};
 use common::stress_scale;
 use faultline::testing::Breakage;
-use faultline::{Generational, Heap, HeapConfig, Mutator, TypeInfo};
+use faultline::{
+    Barrier, FaultMode, GcMode, Generational, Heap, HeapConfig, Mutator, Strategy, TypeInfo,
+};
 
 fn gen_config() -> HeapConfig {
     HeapConfig::with_heap_size(4 << 20).with(|c| {
@@ -21,18 +23,28 @@ fn gen_config() -> HeapConfig {
     })
 }
 
-/// Allocate garbage until a cycle ran (by `collect`), returning the last cycle's stats.
+/// Run one cycle to its end, returning its stats.
 fn young_cycle(heap: &Heap, m: &mut Mutator) -> faultline::CycleStats {
     m.collect().unwrap();
+    heap.wait_for_compaction();
     heap.history().last().unwrap().clone()
 }
 
 /// One old object `old` (promoted), then a young object stored only into `old`'s slot 0.
 /// Returns the heap's verification result after one more young cycle and whether the young
 /// object's payload survived.
-fn old_to_young(breakage: Option<Breakage>) -> (Result<(), String>, Vec<faultline::CycleStats>) {
-    let heap = Heap::new(gen_config().with(|c| c.debug.breakage = breakage)).unwrap();
-    assert_eq!(heap.mode_info().label(), "stw/gen");
+fn old_to_young(
+    mode: GcMode,
+    breakage: Option<Breakage>,
+) -> (Result<(), String>, Vec<faultline::CycleStats>) {
+    let heap = Heap::new(gen_config().with(|c| {
+        c.debug.breakage = breakage;
+        c.mode = mode;
+    }))
+    .unwrap();
+    if mode == GcMode::StopTheWorld {
+        assert_eq!(heap.mode_info().label(), "stw/gen");
+    }
     let node = heap.register_type(TypeInfo::ref_array("node")).unwrap();
     let mut m = heap.attach();
     let old = m.alloc(node, 4).unwrap();
@@ -69,19 +81,33 @@ fn old_to_young(breakage: Option<Breakage>) -> (Result<(), String>, Vec<faultlin
 
 #[test]
 fn an_old_to_young_reference_keeps_its_target_through_young_cycles() {
-    let (r, h) = old_to_young(None);
-    r.unwrap();
-    assert!(h.iter().all(|c| c.gen.young == Some(true)));
+    let mut modes = vec![GcMode::StopTheWorld];
+    if common::uffd_or_skip("old-to-young, concurrent") {
+        modes.push(GcMode::Concurrent);
+    }
+    for mode in modes {
+        let (r, h) = old_to_young(mode, None);
+        r.unwrap();
+        assert!(h
+            .iter()
+            .all(|c| c.gen.young == Some(true) && c.mode == mode));
+    }
 }
 
 #[test]
 fn a_missed_dirty_card_is_caught_by_the_verifier() {
-    let (r, _) = old_to_young(Some(Breakage::SkipDirtyCard));
-    let e = r.expect_err("the verifier must catch the lost young object");
-    assert!(
-        e.contains("released half") || e.contains("not an object start"),
-        "{e}"
-    );
+    let mut modes = vec![GcMode::StopTheWorld];
+    if common::uffd_or_skip("a missed dirty card, concurrent") {
+        modes.push(GcMode::Concurrent);
+    }
+    for mode in modes {
+        let (r, _) = old_to_young(mode, Some(Breakage::SkipDirtyCard));
+        let e = r.expect_err("the verifier must catch the lost young object");
+        assert!(
+            e.contains("released half") || e.contains("not an object start"),
+            "{mode:?}: {e}"
+        );
+    }
 }
 
 fn stress_config(stress_every: u64, gc_threads: usize) -> HeapConfig {
@@ -145,4 +171,78 @@ fn four_threads_generational_match_their_shadow_models() {
         }
     });
     check_generations(&heap);
+}
+
+/// Concurrent young and full cycles under one strategy x delivery (x barrier): four mutators,
+/// verification before each pause and after each compaction, checkmark after every
+/// concurrent mark (it traces through old objects, so a young object reachable only from one
+/// must have been marked).
+fn concurrent(strategy: Strategy, faults: FaultMode, barrier: Barrier) {
+    if !common::uffd_or_skip(&format!(
+        "generational shadow stress {strategy:?}/{faults:?}"
+    )) {
+        return;
+    }
+    let heap = Heap::new(stress_config(24, 1).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.strategy = strategy;
+        c.faults = faults;
+        c.barrier = barrier;
+        c.debug.checkmark = true;
+        c.pin_large_ref_objects = false;
+    }))
+    .unwrap();
+    let info = heap.mode_info();
+    assert_eq!(info.mode, GcMode::Concurrent, "{:?}", info.fallback_reason);
+    assert!(info.label().ends_with("/gen"), "{}", info.label());
+    let t = shadow::register(&heap);
+    let target = stress_scale(600);
+    std::thread::scope(|s| {
+        for i in 0..4u64 {
+            let heap = heap.clone();
+            s.spawn(move || {
+                let mut m = heap.attach();
+                let mut sh = Shadow::new(&mut m, t, 0x6e40 + i * 31, i + 1);
+                drive(&mut m, &mut sh, target, u64::MAX);
+            });
+        }
+    });
+    heap.wait_for_compaction();
+    heap.verify().unwrap();
+    let h = heap.history();
+    assert!(h.iter().all(|c| c.mode == GcMode::Concurrent));
+    assert!(h
+        .iter()
+        .all(|c| c.mmap_family() == 0 && c.registrations() == 0));
+    eprint!("{}: ", info.label());
+    check_generations(&heap);
+}
+
+#[test]
+fn concurrent_copy_sigbus() {
+    concurrent(Strategy::Copy, FaultMode::Sigbus, Barrier::Satb);
+}
+#[test]
+fn concurrent_copy_thread() {
+    concurrent(Strategy::Copy, FaultMode::Thread, Barrier::Satb);
+}
+#[test]
+fn concurrent_move_sigbus() {
+    concurrent(Strategy::Move, FaultMode::Sigbus, Barrier::Satb);
+}
+#[test]
+fn concurrent_move_thread() {
+    concurrent(Strategy::Move, FaultMode::Thread, Barrier::Satb);
+}
+#[test]
+fn concurrent_minor_sigbus() {
+    concurrent(Strategy::Minor, FaultMode::Sigbus, Barrier::Satb);
+}
+#[test]
+fn concurrent_minor_thread() {
+    concurrent(Strategy::Minor, FaultMode::Thread, Barrier::Satb);
+}
+#[test]
+fn concurrent_copy_sigbus_wp_async_marking() {
+    concurrent(Strategy::Copy, FaultMode::Sigbus, Barrier::WpAsync);
 }

@@ -1,7 +1,7 @@
 //! The generational mode with the barrier-free remembered set (`Generational::WrittenPages`:
 //! the old pages written since the last young cycle, from WP_ASYNC + PAGEMAP_SCAN, no store
-//! barrier), stop-the-world young and full cycles; the scenarios of `gen_shadow_stress.rs`
-//! with this remembered set:
+//! barrier), stop-the-world and concurrent young and full cycles; the scenarios of
+//! `gen_shadow_stress.rs` with this remembered set:
 //! - one old object whose only reference to a young object is the remembered set's: the
 //!   young object survives young cycles; the store into the old object makes exactly its page
 //!   written, and the page is reported again while the slot still refers young (kept);
@@ -9,7 +9,8 @@
 //!   remembered set reports, here a written page) is caught by the verifier;
 //! - the shadow-model stress with verification before and after every collection, which must
 //!   see young and full cycles, promotion and written pages (one thread, and four threads
-//!   with parallel marking).
+//!   with parallel marking), stop-the-world, and concurrent in every strategy x delivery and
+//!   with the barrier-free (wp_async) marking too, with checkmark.
 //!
 //! Every test skips with a notice where WP_ASYNC is unavailable (the heap refuses the mode).
 
@@ -17,7 +18,10 @@ mod common;
 use common::shadow::{self, drive, Shadow};
 use common::stress_scale;
 use faultline::testing::Breakage;
-use faultline::{Capability, Generational, Heap, HeapConfig, Mutator, Probe, TypeInfo};
+use faultline::{
+    Barrier, Capability, FaultMode, GcMode, Generational, Heap, HeapConfig, Mutator, Probe,
+    Strategy, TypeInfo,
+};
 
 fn available() -> bool {
     let ok = Probe::run().supports(Capability::WpAsync);
@@ -41,9 +45,16 @@ fn young_cycle(heap: &Heap, m: &mut Mutator) -> faultline::CycleStats {
 
 /// One old object `old` (promoted), then a young object stored only into `old`'s slot 1.
 /// Returns the heap's verification result after one more young cycle.
-fn old_to_young(breakage: Option<Breakage>) -> (Result<(), String>, Vec<faultline::CycleStats>) {
-    let heap = Heap::new(gen_config().with(|c| c.debug.breakage = breakage)).unwrap();
-    assert_eq!(heap.mode_info().label(), "stw/gen-wp");
+fn old_to_young(
+    mode: GcMode,
+    breakage: Option<Breakage>,
+) -> (Result<(), String>, Vec<faultline::CycleStats>) {
+    let heap = Heap::new(gen_config().with(|c| {
+        c.debug.breakage = breakage;
+        c.mode = mode;
+    }))
+    .unwrap();
+    assert!(heap.mode_info().label().ends_with("/gen-wp"));
     let node = heap.register_type(TypeInfo::ref_array("node")).unwrap();
     let mut m = heap.attach();
     let old = m.alloc(node, 4).unwrap();
@@ -62,7 +73,14 @@ fn old_to_young(breakage: Option<Breakage>) -> (Result<(), String>, Vec<faultlin
     let c = young_cycle(&heap, &mut m);
     assert_eq!(c.gen.dirty_cards, 0, "nothing written: {:?}", c.gen);
     let (_, last) = heap.written_pages_stats().unwrap();
-    assert_eq!((last.pages_walked, last.written, last.kept), (1, 0, 0));
+    // (One harvest per stop-the-world young cycle, three per concurrent one: at the initial
+    // mark, before the remark and in it; each walks the one old page.)
+    let harvests = if mode == GcMode::StopTheWorld { 1 } else { 3 };
+    assert_eq!(last.harvests, harvests, "{last:?}");
+    assert_eq!(
+        (last.pages_walked, last.written, last.kept),
+        (harvests, 0, 0)
+    );
     // A young object, referenced only from the old one.
     let young = m.alloc(node, 4).unwrap();
     m.local(young).unwrap().set(0, shadow::fix(4242));
@@ -97,9 +115,13 @@ fn an_old_to_young_reference_keeps_its_target_through_young_cycles() {
     if !available() {
         return;
     }
-    let (r, h) = old_to_young(None);
-    r.unwrap();
-    assert!(h.iter().all(|c| c.gen.young == Some(true)));
+    for mode in [GcMode::StopTheWorld, GcMode::Concurrent] {
+        let (r, h) = old_to_young(mode, None);
+        r.unwrap();
+        assert!(h
+            .iter()
+            .all(|c| c.gen.young == Some(true) && c.mode == mode));
+    }
 }
 
 #[test]
@@ -107,12 +129,14 @@ fn a_dropped_written_page_is_caught_by_the_verifier() {
     if !available() {
         return;
     }
-    let (r, _) = old_to_young(Some(Breakage::SkipDirtyCard));
-    let e = r.expect_err("the verifier must catch the lost young object");
-    assert!(
-        e.contains("released half") || e.contains("not an object start"),
-        "{e}"
-    );
+    for mode in [GcMode::StopTheWorld, GcMode::Concurrent] {
+        let (r, _) = old_to_young(mode, Some(Breakage::SkipDirtyCard));
+        let e = r.expect_err("the verifier must catch the lost young object");
+        assert!(
+            e.contains("released half") || e.contains("not an object start"),
+            "{mode:?}: {e}"
+        );
+    }
 }
 
 fn stress_config(stress_every: u64, gc_threads: usize) -> HeapConfig {
@@ -184,4 +208,79 @@ fn four_threads_with_written_pages_match_their_shadow_models() {
         }
     });
     check_generations(&heap);
+}
+
+/// Concurrent young and full cycles under one strategy x delivery (x marking barrier): four
+/// mutators, verification before each pause and after each compaction, checkmark after every
+/// concurrent mark.
+fn concurrent(strategy: Strategy, faults: FaultMode, barrier: Barrier) {
+    if !available() {
+        return;
+    }
+    let heap = Heap::new(stress_config(24, 1).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.strategy = strategy;
+        c.faults = faults;
+        c.barrier = barrier;
+        c.debug.checkmark = true;
+        c.pin_large_ref_objects = false;
+    }))
+    .unwrap();
+    let info = heap.mode_info();
+    assert_eq!(info.mode, GcMode::Concurrent, "{:?}", info.fallback_reason);
+    assert!(info.label().ends_with("/gen-wp"), "{}", info.label());
+    let t = shadow::register(&heap);
+    let target = stress_scale(600);
+    std::thread::scope(|s| {
+        for i in 0..4u64 {
+            let heap = heap.clone();
+            s.spawn(move || {
+                let mut m = heap.attach();
+                let mut sh = Shadow::new(&mut m, t, 0x6e50 + i * 31, i + 1);
+                drive(&mut m, &mut sh, target, u64::MAX);
+            });
+        }
+    });
+    heap.wait_for_compaction();
+    heap.verify().unwrap();
+    let h = heap.history();
+    assert!(h.iter().all(|c| c.mode == GcMode::Concurrent));
+    assert!(h
+        .iter()
+        .all(|c| c.mmap_family() == 0 && c.registrations() == 0));
+    eprint!("{}: ", info.label());
+    check_generations(&heap);
+}
+
+#[test]
+fn concurrent_copy_sigbus() {
+    concurrent(Strategy::Copy, FaultMode::Sigbus, Barrier::Satb);
+}
+#[test]
+fn concurrent_copy_thread() {
+    concurrent(Strategy::Copy, FaultMode::Thread, Barrier::Satb);
+}
+#[test]
+fn concurrent_move_sigbus() {
+    concurrent(Strategy::Move, FaultMode::Sigbus, Barrier::Satb);
+}
+#[test]
+fn concurrent_move_thread() {
+    concurrent(Strategy::Move, FaultMode::Thread, Barrier::Satb);
+}
+#[test]
+fn concurrent_minor_sigbus() {
+    concurrent(Strategy::Minor, FaultMode::Sigbus, Barrier::Satb);
+}
+#[test]
+fn concurrent_minor_thread() {
+    concurrent(Strategy::Minor, FaultMode::Thread, Barrier::Satb);
+}
+#[test]
+fn concurrent_copy_sigbus_wp_async_marking() {
+    concurrent(Strategy::Copy, FaultMode::Sigbus, Barrier::WpAsync);
+}
+#[test]
+fn concurrent_move_sigbus_wp_async_marking() {
+    concurrent(Strategy::Move, FaultMode::Sigbus, Barrier::WpAsync);
 }

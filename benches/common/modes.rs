@@ -5,7 +5,7 @@
 //!
 //! Invariant: a mode's label names exactly the configuration its fields describe.
 
-use faultline::{Barrier, Choreography, FaultMode, GcMode, Strategy};
+use faultline::{Barrier, Choreography, FaultMode, GcMode, Generational, Strategy};
 
 /// One collector configuration.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +24,8 @@ pub struct Mode {
     pub choreography: Choreography,
     /// Marking threads.
     pub gc_threads: usize,
+    /// Young cycles and their remembered set (labels of generational modes contain `gen`).
+    pub generational: Generational,
 }
 
 /// Stop-the-world, one marking thread, the heap's defaults otherwise.
@@ -35,6 +37,7 @@ pub const STW: Mode = Mode {
     barrier: Barrier::Satb,
     choreography: Choreography::Arena,
     gc_threads: 1,
+    generational: Generational::Off,
 };
 
 /// A concurrent mode with the SATB barrier, the arena choreography and one marking thread.
@@ -47,6 +50,16 @@ pub const fn concurrent(label: &'static str, strategy: Strategy, faults: FaultMo
         barrier: Barrier::Satb,
         choreography: Choreography::Arena,
         gc_threads: 1,
+        generational: Generational::Off,
+    }
+}
+
+/// `base` in generational mode with the card remembered set, labelled `label`.
+pub const fn gen(label: &'static str, base: Mode) -> Mode {
+    Mode {
+        label,
+        generational: Generational::Cards,
+        ..base
     }
 }
 

@@ -12,7 +12,8 @@
 //! `--workloads a,b`, `--footprints 2,3` (equal memory: after the main runs, every mode is
 //! calibrated to a peak RSS of at most B x the live size and reported side by side with the
 //! peers' measured RSS; see `footprint.rs`),
-//! `--sizes-mib 64,1024`, `--modes stw,copy/sigbus`, `--heap-factor F` (the moving space's
+//! `--sizes-mib 64,1024`, `--modes stw,copy/sigbus`, `--work-factor W` (bytes allocated per
+//! live byte; default 4, quick 8), `--heap-factor F` (the moving space's
 //! half is F x the live size, default 4; for equal-memory runs next to
 //! `benches/peers/run.sh --heap-factor F`), `--out DIR` (default
 //! `<workspace>/target/bench-suite`), `--peers-file FILE` (default
@@ -66,6 +67,8 @@ struct Opts {
     peers_file: PathBuf,
     /// Moving half = this x the live size (`--heap-factor`, default 4).
     heap_factor: Option<f64>,
+    /// Bytes allocated per live byte (`--work-factor`; default 4, quick 8).
+    work_factor: Option<f64>,
     /// Equal-memory bounds (`--footprints 2,3`: peak RSS at most B x live), calibrated per
     /// mode after the main runs (`footprint`).
     footprints: Vec<f64>,
@@ -109,6 +112,9 @@ impl Opts {
                 .unwrap_or_else(|| workspace().join("target/bench-suite")),
             heap_factor: list_arg(args, "--heap-factor")
                 .and_then(|v| v.first().and_then(|f| f.parse().ok())),
+            work_factor: list_arg(args, "--work-factor")
+                .and_then(|v| v.first().and_then(|f| f.parse().ok()))
+                .filter(|&f: &f64| f > 0.0),
             footprints: list_arg(args, "--footprints")
                 .map(|v| {
                     v.iter()
@@ -125,7 +131,9 @@ impl Opts {
     }
     /// Bytes allocated per byte of live data.
     fn work_factor(&self) -> f64 {
-        if self.quick {
+        if let Some(f) = self.work_factor {
+            f
+        } else if self.quick {
             8.0
         } else {
             4.0

@@ -8,7 +8,7 @@
 use faultline::{Barrier, Choreography, FaultMode, GcMode, HeapConfig, Strategy};
 
 pub use super::common::modes::Mode;
-use super::common::modes::{concurrent, CONCURRENT, STW};
+use super::common::modes::{concurrent, gen, CONCURRENT, STW};
 
 /// Every mode, in report order.
 pub fn all() -> Vec<Mode> {
@@ -23,6 +23,24 @@ pub fn all() -> Vec<Mode> {
             choreography: Choreography::PerCycle,
             ..concurrent("move/sigbus/per-cycle", Strategy::Move, FaultMode::Sigbus)
         },
+        // Generational (young cycles, card remembered set) beside the full-heap modes.
+        gen("stw/gen", STW),
+        gen(
+            "copy/sigbus/gen",
+            concurrent("", Strategy::Copy, FaultMode::Sigbus),
+        ),
+        gen(
+            "copy/thread/gen",
+            concurrent("", Strategy::Copy, FaultMode::Thread),
+        ),
+        gen(
+            "move/sigbus/gen",
+            concurrent("", Strategy::Move, FaultMode::Sigbus),
+        ),
+        gen(
+            "minor/sigbus/gen",
+            concurrent("", Strategy::Minor, FaultMode::Sigbus),
+        ),
     ]);
     all
 }
@@ -46,6 +64,7 @@ pub fn heap_config(mode: &Mode, live: usize) -> HeapConfig {
         c.faults = mode.faults;
         c.barrier = mode.barrier;
         c.choreography = mode.choreography;
+        c.generational = mode.generational;
         c.min_trigger_bytes = (factor / 2.0 * live as f64) as usize;
         c.large_object_space_bytes = half;
     })
@@ -67,6 +86,12 @@ pub fn check_running(mode: &Mode, heap: &faultline::Heap) -> Result<String, Stri
     if mi.mode != mode.gc {
         return Err(format!("fell back to {:?} ({reason})", mi.mode));
     }
+    if mi.generational != mode.generational {
+        return Err(format!(
+            "generational {} ran instead of {}",
+            mi.generational, mode.generational
+        ));
+    }
     if mode.gc == GcMode::Concurrent {
         let want_s = (mode.strategy != Strategy::Auto).then_some(mode.strategy);
         let want_f = (mode.faults != FaultMode::Auto).then_some(mode.faults);
@@ -82,11 +107,12 @@ pub fn check_running(mode: &Mode, heap: &faultline::Heap) -> Result<String, Stri
         }
     }
     Ok(format!(
-        "{:?} strategy={} faults={} barrier={} choreography={:?}",
+        "{:?} strategy={} faults={} barrier={} choreography={:?} generational={}",
         mi.mode,
         mi.strategy.map_or("-", |s| s.name()),
         mi.faults.map_or("-", |f| f.name()),
         mi.barrier.map_or("-", |b| b.name()),
-        heap.config().choreography
+        heap.config().choreography,
+        mi.generational
     ))
 }

@@ -316,6 +316,37 @@ pub fn markdown(
     }
     let _ = writeln!(w);
 
+    // Generational modes.
+    if results.iter().any(|r| ok(r) && r.mode.contains("gen")) {
+        let _ = writeln!(
+            w,
+            "## Generational cycles
+"
+        );
+        let _ = writeln!(w, "Per generational run (`CycleStats::gen`): young and full cycles, MiB promoted into the old generation, remembered-set cards scanned and old reference slots found in them (all cycles together), the longest remark of a concurrent young cycle (ms).\n");
+        let _ = writeln!(
+            w,
+            "| workload | live MiB | mode | young | full | promoted MiB | dirty cards | old slots | young remark max |"
+        );
+        let _ = writeln!(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|");
+        for r in results.iter().filter(|r| ok(r) && r.mode.contains("gen")) {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {} |",
+                r.workload,
+                r.live_mib,
+                r.mode,
+                r.young_cycles,
+                r.full_cycles,
+                r.promoted_mib,
+                r.dirty_cards,
+                r.old_slots,
+                opt(r.young_remark_max_ms),
+            );
+        }
+        let _ = writeln!(w);
+    }
+
     // Fault attribution.
     fault_attribution(w, results);
 

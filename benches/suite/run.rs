@@ -160,6 +160,15 @@ pub struct RunResult {
     pub peak_pss_kib: Option<u64>,
     /// Where the fault resolver's time went (`Heap::fault_breakdown`), both deliveries.
     pub fault_attr: Option<FaultAttrRow>,
+    /// Generational modes (`CycleStats::gen`): young and full cycles, bytes promoted (MiB),
+    /// remembered-set cards scanned, old slots scanned, and the longest remark of a young
+    /// cycle (ms).
+    pub young_cycles: u64,
+    pub full_cycles: u64,
+    pub promoted_mib: f64,
+    pub dirty_cards: u64,
+    pub old_slots: u64,
+    pub young_remark_max_ms: Option<f64>,
 }
 
 /// A run's fault attribution (`faultline::FaultBreakdown`): counts, and times in ms.
@@ -377,6 +386,20 @@ pub fn measure(
             r.satb_switches += 1;
         }
         r.remark_dirty_max = r.remark_dirty_max.max(c.remark_dirty_pages as u64);
+        match c.gen.young {
+            Some(true) => {
+                r.young_cycles += 1;
+                if c.mode == faultline::GcMode::Concurrent {
+                    r.young_remark_max_ms =
+                        Some(r.young_remark_max_ms.map_or(remark, |x| x.max(remark)));
+                }
+            }
+            Some(false) => r.full_cycles += 1,
+            None => {}
+        }
+        r.promoted_mib += c.gen.promoted_bytes as f64 / (1 << 20) as f64;
+        r.dirty_cards += c.gen.dirty_cards as u64;
+        r.old_slots += c.gen.old_slots as u64;
         if c.mode == faultline::GcMode::Concurrent {
             let work = c.remark.saturating_sub(c.time_to_safepoint).as_secs_f64() * 1e3;
             r.remark_work_max_ms = Some(r.remark_work_max_ms.map_or(work, |x| x.max(work)));

@@ -372,11 +372,10 @@ impl HeapConfig {
         }
         match self.generational {
             Generational::Off => {}
-            Generational::Cards | Generational::WrittenPages if self.mode == GcMode::Concurrent => {
-                return Err(ConfigError::Unsupported(format!(
-                    "generational = {:?} with mode = Concurrent (young cycles run stop-the-world only so far)",
-                    self.generational
-                )));
+            Generational::Cards if self.choreography == Choreography::PerCycle => {
+                return Err(ConfigError::Unsupported(
+                    "generational = Cards with choreography = PerCycle (it detaches the old generation's half)".into(),
+                ));
             }
             Generational::Cards => {}
             // The barrier-free remembered set needs the whole arena registered WP_ASYNC (the

@@ -276,6 +276,8 @@ struct Finish {
     large_dead: Vec<(usize, usize)>,
     calls0: CallSnapshot,
     cycle_start: Instant,
+    /// Generational mode: the cycle (its crossing map is built once compaction is done).
+    gen: Option<GenCycle>,
 }
 
 /// The outcome of a flip.
@@ -413,9 +415,24 @@ fn initial_mark(
         m.retire_tlab();
     }
     let moving = &inner.moving;
-    let from = moving.base();
+    // Generational: a young cycle's extra roots (the old slots its remembered set names, the
+    // large objects); a full cycle's source starts at the old generation.
+    let gen = inner.gen.as_ref().map(|gs| {
+        gs.begin(
+            &inner.arena,
+            moving,
+            &types,
+            inner.roots.pins.pinned_objects() > 0,
+            inner.config.debug.breakage == Some(Breakage::SkipDirtyCard),
+        )
+        .unwrap_or_else(|e| panic!("the remembered set failed at a cycle's start: {e}"))
+    });
+    let from = gen.as_ref().map_or(moving.base(), |c| c.from);
     let mark_top = moving.top.load(Ordering::Relaxed);
-    let roots = root_values(inner, g);
+    let mut roots = root_values(inner, g);
+    if let Some(c) = gen.as_ref().filter(|c| c.young()) {
+        young_roots(c, &inner.large, &mut roots);
+    }
     inner.large.marks.clear();
     // The pacer's budget for this cycle: what mutators may allocate before the space runs out
     // (less a refill per mutator), against the mark work expected.
@@ -438,6 +455,7 @@ fn initial_mark(
         moving_before: moving.used(),
         large_before: inner.large.used(),
         tts_by_mutator: g.tts_by_mutator(),
+        gen,
     }
 }
 
@@ -458,6 +476,8 @@ struct MarkStart {
     large_before: usize,
     /// Time to safepoint per mutator in the initial-mark pause.
     tts_by_mutator: Vec<MutatorTts>,
+    /// Generational mode: what this cycle is.
+    gen: Option<GenCycle>,
 }
 
 /// Concurrent phases 2-6, on the GC thread.
@@ -557,6 +577,15 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         marking::satb_switch(&ctx, &mut m, sc, &roots, reason, &mut report);
         marking::satb_handshake(&ctx, &mut m, running_mutators(&inner), &mut report);
     }
+    // 3c. Generational: precleaning of the remembered set (the cards dirtied during marking
+    //     are scanned here, so the remark scans only those dirtied since).
+    let mut gen = st.gen;
+    if let (Some(c), Some(gs)) = (gen.as_mut().filter(|c| c.young()), inner.gen.as_ref()) {
+        let vals = gs
+            .rescan(c, &inner.arena, &types)
+            .unwrap_or_else(|e| panic!("the remembered set failed while marking: {e}"));
+        marking::trace_from(&ctx, &mut m, &vals, false);
+    }
     cfg.debug.mark_point(MarkPoint::BeforeRemark);
     cfg.debug.phase_delay(Phase::BeforeRemark);
 
@@ -578,6 +607,15 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         || root_values(&inner, &g),
         &mut report,
     );
+    // Generational: the old slots written since the precleaning (world stopped).
+    if let (Some(c), Some(gs)) = (gen.as_mut().filter(|c| c.young()), inner.gen.as_ref()) {
+        let vals = gs
+            .rescan(c, &inner.arena, &types)
+            .unwrap_or_else(|e| panic!("the remembered set failed in the remark: {e}"));
+        marking::trace_from(&ctx, &mut m, &vals, true);
+        c.old_slots.sort_unstable();
+        c.old_slots.dedup();
+    }
     let from_top = inner.moving.top.load(Ordering::Relaxed);
     // Ephemerons: finish the fix-point in the pause (weak references are cleared at the flip,
     // in this same pause: see `crate::weak`).
@@ -639,8 +677,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         .collect(),
         tts_by_mutator: merge_tts(st.tts_by_mutator, g.tts_by_mutator()),
         cycle_start: st.cycle_start,
-        // (Concurrent young cycles are not implemented: `HeapConfig::validate` refuses them.)
-        gen: None,
+        gen,
     };
     let remark = t0.elapsed();
     m.publish(&inner.pacer);
@@ -910,6 +947,7 @@ fn flip(
                 gs.remset.keep_dirty(s);
             }
         }
+        gs.remset.after_forwarding(arena);
     }
     // The leaving (unpinned stranded) objects: their old pages inside the destination window
     // are released (their contents were copied above; no stranded object stays there), then
@@ -1035,9 +1073,15 @@ fn flip(
                 .unwrap_or_else(PoisonError::into_inner);
             let old_end = (*pop).max(page_up(from_top));
             moving.current.store(to_index, Ordering::Relaxed);
-            moving.window.store(to, Ordering::Relaxed);
-            // (`reloc_end` is the destination pages' end, or past the unpinned objects.)
-            moving.top.store(reloc_end, Ordering::Relaxed);
+            if promote {
+                // Every survivor is old now: the window starts empty above them.
+                moving.window.store(page_up(reloc_end), Ordering::Relaxed);
+                moving.top.store(page_up(reloc_end), Ordering::Relaxed);
+            } else {
+                moving.window.store(to, Ordering::Relaxed);
+                // (`reloc_end` is the destination pages' end, or past the unpinned objects.)
+                moving.top.store(reloc_end, Ordering::Relaxed);
+            }
             *pop = page_up(reloc_end);
             moving.reset_watermarks(*pop);
             old_end
@@ -1045,6 +1089,19 @@ fn flip(
         stats.mode = GcMode::Concurrent;
         stats.moving_after = moving.used();
         stats.large_after = large.used();
+        if let Some(c) = gen.as_ref() {
+            let objects_end = if pins.leaving.is_empty() {
+                to + live_words * WORD
+            } else {
+                reloc_end
+            };
+            stats.gen = gen_at_flip(
+                inner,
+                c,
+                (to, objects_end, page_up(reloc_end)),
+                stats.moving_after,
+            );
+        }
         // No cycle starts before this one is finished; the finish decides the next trigger.
         stats.cycle = inner.cycles.fetch_add(1, Ordering::Relaxed) + 1;
         let kind = if pauses.is_empty() {
@@ -1065,6 +1122,7 @@ fn flip(
             large_dead,
             calls0,
             cycle_start,
+            gen,
         };
         if pages == 0 {
             // Nothing to compact: finish in the pause.
@@ -1080,6 +1138,9 @@ fn flip(
                 &finish.keep,
             );
             large.release_dead(arena, &finish.large_dead)?;
+            if let Some(c) = finish.gen.as_ref() {
+                gen_finish(inner, c, types);
+            }
             stats.total = t0.elapsed();
             stats.calls = arena.sys().counters().snapshot().since(&calls0);
             return Ok(Flip::Done(Box::new(stats)));
@@ -1176,24 +1237,14 @@ fn flip(
     large.release_dead(arena, &large_dead)?;
     stats.moving_after = moving.used();
     stats.large_after = large.used();
-    if let (Some(c), Some(gs)) = (gen.as_ref(), inner.gen.as_ref()) {
-        let promoted = gs
-            .finish(
-                c,
-                arena,
-                moving,
-                (to, objects_end, page_up(reloc_end)),
-                crate::generational::full_limit(cfg, stats.moving_after),
-                types,
-            )
-            .unwrap_or_else(|e| fatal_after_flip("updating the remembered set", &e));
-        stats.gen = GenStats {
-            young: Some(young),
-            promoted_bytes: promoted,
-            dirty_cards: c.dirty_units,
-            old_slots: c.old_slots.len(),
-            old_bytes: gs.old_bytes(),
-        };
+    if let Some(c) = gen.as_ref() {
+        stats.gen = gen_at_flip(
+            inner,
+            c,
+            (to, objects_end, page_up(reloc_end)),
+            stats.moving_after,
+        );
+        gen_finish(inner, c, types);
     }
     inner.set_trigger(stats.moving_after + stats.large_after);
     stats.cycle = inner.cycles.fetch_add(1, Ordering::Relaxed) + 1;
@@ -1207,6 +1258,44 @@ fn flip(
     stats.total = total;
     stats.calls = arena.sys().counters().snapshot().since(&calls0);
     Ok(Flip::Done(Box::new(stats)))
+}
+
+/// Generational mode, at the flip of cycle `c` (see `GenState::at_flip`): `placed` is the
+/// destination window's start, the compacted objects' end and the old generation's new end if
+/// they are promoted; `live` the moving space's bytes after the flip.
+fn gen_at_flip(
+    inner: &HeapInner,
+    c: &GenCycle,
+    placed: (usize, usize, usize),
+    live: usize,
+) -> GenStats {
+    let Some(gs) = inner.gen.as_ref() else {
+        return GenStats::default();
+    };
+    let promoted = gs
+        .at_flip(
+            c,
+            &inner.arena,
+            &inner.moving,
+            placed,
+            crate::generational::full_limit(&inner.config, live),
+        )
+        .unwrap_or_else(|e| fatal_after_flip("updating the remembered set", &e));
+    GenStats {
+        young: Some(c.young()),
+        promoted_bytes: promoted,
+        dirty_cards: c.dirty_units,
+        old_slots: c.old_slots.len(),
+        old_bytes: gs.old_bytes(),
+    }
+}
+
+/// Generational mode: cycle `c`'s compaction is done (see `GenState::finish`).
+fn gen_finish(inner: &HeapInner, c: &GenCycle, types: &TypeRegistry) {
+    if let Some(gs) = inner.gen.as_ref() {
+        gs.finish(c, &inner.arena, types)
+            .unwrap_or_else(|e| fatal_after_flip("updating the remembered set", &e));
+    }
 }
 
 /// Concurrent phases 5 (compaction) and 6 (finish), on the GC thread, holding the heap alive.
@@ -1248,6 +1337,10 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
         eprintln!("faultline: releasing dead large objects failed: {e}");
     }
     stats.large_after = inner.large.used();
+    if let Some(gc) = finish.gen.as_ref() {
+        // Every destination page is mapped: the promoted objects can be walked.
+        gen_finish(&inner, gc, &inner.types());
+    }
     stats.compact = t0.elapsed();
     pace_next(
         &inner,

@@ -45,7 +45,7 @@ use crate::config::HeapConfig;
 use crate::mode::Generational;
 use crate::remset::{CardTable, RememberedSet, CARD_BYTES};
 use crate::space::MovingSpace;
-use crate::trace::header;
+use crate::trace::{header, Atomic, SlotAccess};
 
 /// The generational state of one heap.
 pub(crate) struct GenState {
@@ -80,6 +80,9 @@ pub(crate) struct OldGen {
     pub limit: usize,
     /// The next cycle is full (decided when a full cycle was due in the other half).
     pub full_pending: bool,
+    /// Objects promoted at the last flip whose crossing-map entries are not built yet
+    /// (concurrent compaction is still placing them): `[start, end)`.
+    pending: Option<(usize, usize)>,
 }
 
 impl OldGen {
@@ -95,25 +98,36 @@ impl OldGen {
         self.first.clear();
         self.limit = limit;
         self.full_pending = false;
+        self.pending = None;
     }
 
-    /// Extend it over `[self.hi, end)` (or start it at `start` if empty), where the objects
-    /// just promoted lie (present, parseable, followed by zero words up to `new_hi`, page
-    /// aligned). World stopped.
-    pub(crate) fn extend(&mut self, start: usize, end: usize, new_hi: usize, types: &TypeRegistry) {
+    /// Grow it to `new_hi` over the objects just promoted into `[start, end)` (zero words
+    /// follow up to `new_hi`, page aligned): the range changes now (at the flip), the card
+    /// crossing map is built by [`OldGen::build_pending`] once the objects are in place.
+    fn promote(&mut self, start: usize, end: usize, new_hi: usize) {
         if self.lo == self.hi {
             self.lo = start;
             self.hi = start;
             self.first.clear();
         }
         debug_assert_eq!(start, self.hi, "promotion extends the old generation");
-        let cards = (new_hi - self.lo) / CARD_BYTES;
-        let mut a = self.hi;
+        self.hi = new_hi;
+        self.pending = Some((start, end));
+    }
+
+    /// Build the crossing map over the objects promoted last (present and in place now).
+    /// World stopped or the GC thread alone, before the next cycle.
+    fn build_pending(&mut self, types: &TypeRegistry) {
+        let Some((start, end)) = self.pending.take() else {
+            return;
+        };
+        let cards = (self.hi - self.lo) / CARD_BYTES;
         let mut next_card = self.first.len();
+        debug_assert_eq!(self.lo + next_card * CARD_BYTES, start);
         self.first.reserve(cards - next_card);
+        let mut a = start;
         while a < end {
-            let size = object_words(types, a);
-            let obj_end = a + size * WORD;
+            let obj_end = a + object_words(types, a) * WORD;
             // Every card whose first word lies in [a, obj_end) is covered by this object.
             while next_card < cards && self.lo + next_card * CARD_BYTES < obj_end {
                 self.first.push(((a - self.lo) / WORD) as u32);
@@ -126,7 +140,6 @@ impl OldGen {
             self.first.push((next_card * CARD_BYTES / WORD) as u32);
             next_card += 1;
         }
-        self.hi = new_hi;
     }
 
     /// Visit the address of every reference slot in `[s, e)` (clipped to the old
@@ -270,37 +283,71 @@ impl GenState {
         Ok(c)
     }
 
-    /// The cycle `c` is complete (world stopped, compaction done). A promoting young cycle
-    /// compacted into `[to, objects_end)` and the old generation now ends at `new_hi`; after
-    /// a full cycle the next one runs when the old generation exceeds `full_limit` (see
-    /// [`full_limit`]). Returns the bytes promoted.
-    pub(crate) fn finish(
+    /// Concurrent young cycle, before its remark (GC thread, mutators running) and in it
+    /// (world stopped): the old slots in the ranges the remembered set reports since the last
+    /// call are added to the cycle's, and their values (read atomically) returned, to be
+    /// traced.
+    pub(crate) fn rescan(
+        &self,
+        c: &mut GenCycle,
+        arena: &VolatileArena,
+        types: &TypeRegistry,
+    ) -> Result<Vec<usize>, ArenaError> {
+        let old = self.old();
+        let before = c.old_slots.len();
+        let slots = &mut c.old_slots;
+        c.dirty_units += self.remset.for_each_dirty_range(arena, &mut |s, e| {
+            old.for_each_slot_in(s, e, types, &mut |a| slots.push(a));
+        })?;
+        Ok(c.old_slots[before..]
+            .iter()
+            .map(|&a| Atomic::load(a))
+            .collect())
+    }
+
+    /// The flip of cycle `c` (world stopped, references about to be forwarded or forwarded):
+    /// a full cycle empties the old generation (its objects move with the rest; the next full
+    /// cycle runs past `full_limit`); a promoting young cycle grows it over the survivors,
+    /// placed in `[to, objects_end)`, to `new_hi`. Returns the bytes promoted.
+    pub(crate) fn at_flip(
         &self,
         c: &GenCycle,
         arena: &VolatileArena,
         moving: &MovingSpace,
         (to, objects_end, new_hi): (usize, usize, usize),
         full_limit: usize,
-        types: &TypeRegistry,
     ) -> Result<usize, ArenaError> {
         let mut old = self.old();
-        let mut promoted = 0;
         match c.kind {
             CycleKind::Full => {
                 old.clear(full_limit);
                 moving.set_old_range(0, 0);
                 self.remset.old_range_changed(arena, 0, 0)?;
+                Ok(0)
             }
             CycleKind::Young if c.promote => {
-                old.extend(to, objects_end, new_hi, types);
-                promoted = objects_end - to;
+                old.promote(to, objects_end, new_hi);
                 moving.set_old_range(old.lo, old.hi);
                 self.remset.old_range_changed(arena, old.lo, old.hi)?;
-                self.remset.after_young_cycle(arena)?;
+                Ok(objects_end - to)
             }
-            CycleKind::Young => self.remset.after_young_cycle(arena)?,
+            CycleKind::Young => Ok(0),
         }
-        Ok(promoted)
+    }
+
+    /// The cycle `c` is complete (its compaction done; world stopped or the GC thread
+    /// alone): the crossing map covers the promoted objects, the remembered set is told.
+    pub(crate) fn finish(
+        &self,
+        c: &GenCycle,
+        arena: &VolatileArena,
+        types: &TypeRegistry,
+    ) -> Result<(), ArenaError> {
+        self.old().build_pending(types);
+        if c.young() {
+            self.remset.after_young_cycle(arena)?;
+        }
+        Ok(())
     }
 
     /// Old-generation bytes now.

@@ -206,7 +206,9 @@ impl HeapInner {
     /// Bytes mutators can hold before an allocation fails: the moving half plus the large
     /// objects in use (the pacer's capacity).
     pub(crate) fn capacity(&self) -> usize {
-        self.moving.half_bytes + self.large.used()
+        // (Generational mode: the old generation's share of a half is not for young objects.)
+        let (lo, hi) = self.moving.old_range();
+        self.moving.half_bytes - (hi - lo) + self.large.used()
     }
 }
 

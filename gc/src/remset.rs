@@ -72,9 +72,12 @@ pub(crate) trait RememberedSet: Send + Sync {
     /// at the next young cycle.
     fn keep_dirty(&self, slot: usize);
 
-    /// The young cycle is over. Called with the world stopped since the flip forwarded the
-    /// old slots (the written-pages set re-protects the pages that forwarding stored into).
+    /// The young cycle is over.
     fn after_young_cycle(&self, arena: &VolatileArena) -> Result<(), ArenaError>;
+
+    /// A young cycle's flip has just forwarded the old slots (world stopped, before mutators
+    /// run again): the written-pages set re-protects the pages that forwarding stored into.
+    fn after_forwarding(&self, _arena: &VolatileArena) {}
 
     /// Bytes of side memory it holds (for statistics).
     fn footprint(&self) -> usize;

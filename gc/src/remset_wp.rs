@@ -21,9 +21,11 @@
 //!    harvest re-protected them, so the kernel would not report them again, and the next
 //!    harvest returns them from the kept-pages bitmap;
 //! 4. the flip's forwarding stored into the harvested pages, which made them read written
-//!    again: [`RememberedSet::after_young_cycle`] (world stopped since the forwarding)
-//!    write-protects them once more ([`WrittenPages::after_flip`]). Without it every page ever
-//!    reported would be reported at every young cycle.
+//!    again: [`RememberedSet::after_forwarding`] (in the flip pause, right after the
+//!    forwarding) write-protects them once more ([`WrittenPages::after_flip`]). Without it
+//!    every page ever reported would be reported at every young cycle. Exact because a
+//!    concurrent young cycle's last harvest is in the same pause (its remark), so every store
+//!    before it was reported, and none came after.
 //!
 //! Why it is exact: a page reads clean only after a scan that reported it re-protected it
 //! (`PM_SCAN_WP_MATCHING` is atomic per page: a store racing with the scan either lands before
@@ -212,6 +214,20 @@ pub struct ScanStats {
     pub protect_failures: u64,
 }
 
+impl ScanStats {
+    fn add(&mut self, o: &ScanStats) {
+        self.harvests += o.harvests;
+        self.pages_walked += o.pages_walked;
+        self.written += o.written;
+        self.kept += o.kept;
+        self.returned += o.returned;
+        self.fallbacks += o.fallbacks;
+        self.scan_ns += o.scan_ns;
+        self.protect_ns += o.protect_ns;
+        self.protect_failures += o.protect_failures;
+    }
+}
+
 /// What one harvest found.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Harvest {
@@ -269,10 +285,12 @@ struct State {
     all: bool,
     /// Totals.
     stats: ScanStats,
-    /// The last harvest.
+    /// The harvests since the last flip (one young cycle's: up to three when concurrent).
+    cur: ScanStats,
+    /// The last young cycle's, complete (moved from `cur` by [`WrittenPages::after_flip`]).
     last: ScanStats,
-    /// The pages the last harvest returned: the young cycle's flip writes their slots
-    /// (forwarding), and [`WrittenPages::after_flip`] re-protects them.
+    /// The pages the harvests since the last flip returned: the young cycle's flip writes
+    /// their slots (forwarding), and [`WrittenPages::after_flip`] re-protects them.
     returned: PageRuns,
 }
 
@@ -303,7 +321,8 @@ impl WrittenPages {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The totals of every harvest so far, and the last harvest's figures.
+    /// The totals of every harvest so far, and the last young cycle's (its harvests and the
+    /// re-protection after its flip).
     pub(crate) fn stats(&self) -> (ScanStats, ScanStats) {
         let st = self.state();
         (st.stats, st.last)
@@ -411,6 +430,7 @@ impl WrittenPages {
         if end <= start {
             self.take_kept(lo, hi, None);
             st.old = (0, 0);
+            st.returned = PageRuns::new();
             return;
         }
         // Dropped: the parts of the old range outside the new one.
@@ -483,7 +503,7 @@ impl WrittenPages {
         h.kept = h.pages.page_count() - before;
         st.all = false;
         h.fallback = fallback;
-        let last = ScanStats {
+        let one = ScanStats {
             harvests: 1,
             pages_walked: h.walked as u64,
             written: h.written as u64,
@@ -494,16 +514,10 @@ impl WrittenPages {
             protect_ns: 0,
             protect_failures: 0,
         };
-        let s = &mut st.stats;
-        s.harvests += 1;
-        s.pages_walked += last.pages_walked;
-        s.written += last.written;
-        s.kept += last.kept;
-        s.returned += last.returned;
-        s.fallbacks += last.fallbacks;
-        s.scan_ns += last.scan_ns;
-        st.last = last;
-        st.returned = h.pages.clone();
+        st.stats.add(&one);
+        st.cur.add(&one);
+        // (A concurrent young cycle harvests up to three times before its flip.)
+        st.returned.union(&h.pages);
         h
     }
 
@@ -516,6 +530,7 @@ impl WrittenPages {
         let mut st = self.state();
         let runs = std::mem::take(&mut st.returned).clipped(st.old.0, st.old.1);
         if arena.is_forked() {
+            st.last = std::mem::take(&mut st.cur);
             return 0;
         }
         let t = Instant::now();
@@ -528,9 +543,14 @@ impl WrittenPages {
                 failed += 1;
             }
         }
-        st.stats.protect_ns += t.elapsed().as_nanos() as u64;
-        st.last.protect_ns = t.elapsed().as_nanos() as u64;
-        st.stats.protect_failures += failed;
+        let protect = ScanStats {
+            protect_ns: t.elapsed().as_nanos() as u64,
+            protect_failures: failed,
+            ..ScanStats::default()
+        };
+        st.stats.add(&protect);
+        st.cur.add(&protect);
+        st.last = std::mem::take(&mut st.cur);
         runs.page_count()
     }
 }
@@ -574,9 +594,12 @@ impl RememberedSet for WrittenPages {
         self.keep_page(slot);
     }
 
-    fn after_young_cycle(&self, arena: &VolatileArena) -> Result<(), ArenaError> {
-        self.after_flip(arena);
+    fn after_young_cycle(&self, _arena: &VolatileArena) -> Result<(), ArenaError> {
         Ok(())
+    }
+
+    fn after_forwarding(&self, arena: &VolatileArena) {
+        self.after_flip(arena);
     }
 
     fn footprint(&self) -> usize {
@@ -725,12 +748,16 @@ mod tests {
         // Invalidation: everything once more.
         wp.set_old_range(lo, lo + 16 * PAGE_SIZE);
         wp.harvest(&arena);
+        wp.after_flip(&arena);
         wp.invalidate();
         assert_eq!(wp.harvest(&arena).pages.page_count(), 16);
         assert!(wp.harvest(&arena).pages.is_empty());
+        // The cycle's figures: its harvests since the last flip (here the last two).
+        wp.after_flip(&arena);
         let (total, last) = wp.stats();
         assert_eq!(total.fallbacks, 1);
-        assert_eq!(last.pages_walked, 16);
+        assert_eq!(total.harvests, 11);
+        assert_eq!((last.harvests, last.pages_walked), (2, 32));
     }
 
     #[test]

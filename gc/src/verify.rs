@@ -289,6 +289,7 @@ pub(crate) fn checkmark(
     let mut stack: Vec<(usize, usize)> = Vec::new();
     visit_roots(view.g, view.roots, &mut |s| stack.push((*s, 0)));
     let mut large_seen = std::collections::HashSet::new();
+    let mut old_seen = std::collections::HashSet::new();
     let describe = |p: usize| -> String {
         if p == 0 {
             return "a root".into();
@@ -307,6 +308,8 @@ pub(crate) fn checkmark(
             } else {
                 "UNMARKED large object"
             }
+        } else if view.moving.contains_old(p) {
+            "old-generation object"
         } else {
             "?"
         };
@@ -369,6 +372,11 @@ pub(crate) fn checkmark(
                 panic!("checkmark: large object at {v:#x} is reachable but was not marked");
             }
             large_seen.insert(v)
+        } else if view.moving.contains_old(v) {
+            // An old object (generational mode): live by definition, and traced through, so
+            // a young object reachable only from it must have been marked (the remembered
+            // set's exactness).
+            old_seen.insert(v)
         } else {
             false
         };
