@@ -139,6 +139,62 @@ fn a_dropped_written_page_is_caught_by_the_verifier() {
     }
 }
 
+/// A store into an old page during a concurrent young cycle's compaction (after its flip), on
+/// a page that cycle harvested: the page must be reported by the next young cycle (the
+/// re-protection of the harvested pages belongs in the flip pause; done after compaction it
+/// would erase this store, and the young object referenced only from it would be lost).
+#[test]
+fn a_store_after_the_flip_into_a_harvested_page_is_reported_next_time() {
+    if !available() {
+        return;
+    }
+    let heap = Heap::new(gen_config().with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.debug.phase_delay = Some(std::time::Duration::from_millis(30));
+        c.debug.verify = true;
+    }))
+    .unwrap();
+    let node = heap.register_type(TypeInfo::ref_array("node")).unwrap();
+    let mut m = heap.attach();
+    let old = m.alloc(node, 4).unwrap();
+    let old = m.root(old);
+    for _ in 0..4 {
+        m.collect().unwrap();
+    }
+    assert_eq!(heap.old_generation().unwrap().1, 4096);
+    // The old page is written before the cycle (so the cycle harvests it).
+    let z = m.alloc(node, 4).unwrap();
+    old.get(&m).unwrap().set(0, z);
+    let y = m.alloc(node, 4).unwrap();
+    m.local(y).unwrap().set(0, shadow::fix(777));
+    let y = m.root(y);
+    let flips = heap.flips();
+    m.start_collection().unwrap();
+    // Run (polling) until the flip; the cycle then sleeps before compacting.
+    while heap.flips() == flips {
+        m.alloc(node, 4).unwrap();
+        m.safepoint();
+    }
+    let yv = y.value(&m);
+    old.get(&m).unwrap().set(1, yv);
+    drop(y);
+    heap.wait_for_compaction();
+    let (_, last) = heap.written_pages_stats().unwrap();
+    assert!(
+        last.returned >= 1,
+        "the cycle harvested the old page: {last:?}"
+    );
+    m.collect().unwrap();
+    let (_, last) = heap.written_pages_stats().unwrap();
+    assert!(
+        last.written >= 1,
+        "the store after the flip is reported: {last:?}"
+    );
+    heap.verify().unwrap();
+    let v = old.get(&m).unwrap().get(1);
+    assert_eq!(m.local(v).unwrap().get(0), shadow::fix(777));
+}
+
 fn stress_config(stress_every: u64, gc_threads: usize) -> HeapConfig {
     HeapConfig::with_heap_size(2 << 20).with(|c| {
         c.generational = Generational::WrittenPages;
