@@ -22,12 +22,13 @@
 //! 16 384-page region) after `k` pages were written (untimed); elements are pages walked.
 //!
 //! Heap table (printed after the criterion groups; `FAULTLINE_REMSET=model` or `=heap` runs one
-//! part): a 64 MiB stop-the-world heap per mode (not generational, `Cards`, `WrittenPages`),
+//! part): a 64 MiB heap per mode (stop-the-world, and concurrent copy/sigbus; not
+//! generational, `Cards`, `WrittenPages`),
 //! 32 768 long-lived reference arrays of 32 slots (promoted to the old generation by two young
 //! cycles in the generational modes), then 12 rounds of: 8 192 fresh young arrays, 65 536
 //! `Local::set` stores of young references into random old objects (all of them, or
 //! `clustered`: 1/64 of them), 65 536 into young objects (timed separately), and one young
-//! cycle (a full stop-the-world cycle when not generational), whose pause, remembered-set units
+//! cycle (a full cycle when not generational), whose longest pause, remembered-set units
 //! (cards or pages), old slots visited and (written pages) harvest and re-protection times are
 //! reported; medians over the rounds.
 //!
@@ -44,8 +45,8 @@ use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use faultline::testing::heap::arena::{ArenaConfig, ArenaOffset, VolatileArena};
 use faultline::testing::heap::pagemap::PagemapScanner;
 use faultline::{
-    Capability, GcMode, Generational, Heap, HeapConfig, Local, Mutator, Probe, Root, TypeId,
-    TypeInfo, Value, PAGE_SIZE,
+    Capability, FaultMode, GcMode, Generational, Heap, HeapConfig, Local, Mutator, Probe, Root,
+    Strategy, TypeId, TypeInfo, Value, PAGE_SIZE,
 };
 
 #[path = "common/mod.rs"]
@@ -302,10 +303,12 @@ struct HeapRun {
     old_bytes: usize,
 }
 
-fn heap_run(gen: Generational, clustered: bool) -> HeapRun {
+fn heap_run(mode: GcMode, gen: Generational, clustered: bool) -> HeapRun {
     let half = 64 << 20;
     let heap = Heap::new(HeapConfig::with_heap_size(half).with(|c| {
-        c.mode = GcMode::StopTheWorld;
+        c.mode = mode;
+        c.strategy = Strategy::Copy;
+        c.faults = FaultMode::Sigbus;
         c.generational = gen;
         c.min_trigger_bytes = half;
     }))
@@ -361,12 +364,14 @@ fn heap_run(gen: Generational, clustered: bool) -> HeapRun {
         let flips = heap.flips();
         m.collect().unwrap();
         assert_eq!(heap.flips(), flips + 1);
+        heap.wait_for_compaction();
         let c = heap.history().last().unwrap().clone();
+        // The cycle's longest pause: stop-the-world, or the concurrent remark + flip.
         run.pause_us.push(
             c.pauses
                 .iter()
                 .map(|p| p.duration.as_secs_f64())
-                .sum::<f64>()
+                .fold(0.0, f64::max)
                 * 1e6,
         );
         run.units.push(c.gen.dirty_cards);
@@ -400,27 +405,29 @@ fn median_u(v: &[usize]) -> usize {
 fn heap_table() {
     let wp_ok = Probe::run().supports(Capability::WpAsync);
     println!(
-        "\n## remset heap: {OLD_OBJS} old arrays of {OLD_SLOTS} slots, {YOUNG_OBJS} young arrays per round, {HEAP_STORES} Local::set stores into old and into young objects per round, then one stop-the-world young cycle; medians of {ROUNDS} rounds; load {}",
+        "\n## remset heap: {OLD_OBJS} old arrays of {OLD_SLOTS} slots, {YOUNG_OBJS} young arrays per round, {HEAP_STORES} Local::set stores into old and into young objects per round, then one young cycle (a full one when not generational); medians of {ROUNDS} rounds; load {}",
         common::loadavg()
     );
     println!(
-        "| mode | old gen | ns/store old | ns/store young | young pause µs | units scanned | old slots | harvest µs (pages walked) | re-protect µs |"
+        "| mode | old gen | ns/store old | ns/store young | longest pause µs | units scanned | old slots | harvest µs (pages walked) | re-protect µs |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    let mut modes = vec![
-        (Generational::Off, false),
-        (Generational::Off, true),
-        (Generational::Cards, false),
-        (Generational::Cards, true),
-    ];
+    let mut gens = vec![Generational::Off, Generational::Cards];
     if wp_ok {
-        modes.push((Generational::WrittenPages, false));
-        modes.push((Generational::WrittenPages, true));
+        gens.push(Generational::WrittenPages);
     } else {
         println!("(written_pages skipped: WP_ASYNC unavailable here)");
     }
-    for (g, clustered) in modes {
-        let r = heap_run(g, clustered);
+    let mut modes = Vec::new();
+    for mode in [GcMode::StopTheWorld, GcMode::Concurrent] {
+        for &g in &gens {
+            for clustered in [false, true] {
+                modes.push((mode, g, clustered));
+            }
+        }
+    }
+    for (mode, g, clustered) in modes {
+        let r = heap_run(mode, g, clustered);
         println!(
             "| {} | {:.1} MiB | {:.2} | {:.2} | {:.0} | {} | {} | {} | {} |",
             r.label,
