@@ -41,7 +41,7 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> usize {
     let tables = &inner.tables;
     let mut m = ConcMarker::with(
         Tracer::<Atomic>::new(
-            inner.moving.base(),
+            ms.mark_from.load(Ordering::SeqCst),
             ms.mark_top.load(Ordering::SeqCst),
             &tables.mark,
             &tables.live,

@@ -441,7 +441,7 @@ fn initial_mark(
     let pace = inner
         .pacer
         .begin_cycle(used, inner.capacity().saturating_sub(used + reserve));
-    inner.marking.begin(mark_top, !inner.mode.wp_marking);
+    inner.marking.begin(from, mark_top, !inner.mode.wp_marking);
     MarkStart {
         pace,
         roots,

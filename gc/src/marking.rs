@@ -95,6 +95,9 @@ pub(crate) struct MarkingState {
     pub barrier: AtomicBool,
     /// Objects at or above this address were allocated during marking.
     pub mark_top: AtomicUsize,
+    /// Where the range marked starts (the window, or a generational full cycle's old
+    /// generation start): what every tracer of this cycle (mark assists too) is built with.
+    pub mark_from: AtomicUsize,
     /// Flushed SATB entries.
     pub satb: Mutex<Vec<usize>>,
     /// Allocation buffers retired during marking: `[start, end)` of black objects.
@@ -172,14 +175,16 @@ impl MarkingState {
             .push(a);
     }
 
-    /// Phase 1 (initial-mark pause): start marking with `mark_top` as the black boundary.
-    pub(crate) fn begin(&self, mark_top: usize, satb_barrier: bool) {
+    /// Phase 1 (initial-mark pause): start marking `[from, mark_top)`, with `mark_top` as the
+    /// black boundary.
+    pub(crate) fn begin(&self, from: usize, mark_top: usize, satb_barrier: bool) {
         debug_assert_eq!(
             self.pool.pending(),
             0,
             "gray objects left from the last cycle"
         );
         self.mark_top.store(mark_top, Ordering::SeqCst);
+        self.mark_from.store(from, Ordering::SeqCst);
         self.satb
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -893,7 +898,7 @@ mod tests {
     #[test]
     fn a_mutator_answers_each_handshake_once_handing_its_buffer_over() {
         let ms = MarkingState::default();
-        ms.begin(0, true);
+        ms.begin(0, 0, true);
         let mut seen = 0;
         let mut buf = vec![8, 16, 24];
         // No handshake open: nothing happens.
