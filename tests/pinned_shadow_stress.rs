@@ -5,12 +5,14 @@
 //! collection the graph is compared with its model and every pinned object must be at its
 //! pinned address, still itself. Stop-the-world (copy and slide) and concurrent with every
 //! strategy x fault delivery and barrier-free marking; 1,000 cycles per mode by default, 100x
-//! under `FAULTLINE_STRESS=long`.
+//! under `FAULTLINE_STRESS=long`; and the generational mode (young and full cycles) in both.
 
 mod common;
 use common::shadow::{self, drive, Shadow};
 use common::stress_scale;
-use faultline::{Barrier, FaultMode, GcMode, Heap, HeapConfig, Strategy, StwCompaction};
+use faultline::{
+    Barrier, FaultMode, GcMode, Generational, Heap, HeapConfig, Strategy, StwCompaction,
+};
 
 fn run(label: &str, config: HeapConfig) {
     let heap = Heap::new(config.with(|c| {
@@ -99,4 +101,31 @@ fn pins_in_the_concurrent_shadow_stress() {
             c.barrier = Barrier::WpAsync;
         }),
     );
+}
+
+#[test]
+fn pins_in_the_generational_shadow_stress() {
+    let gen = |c: &mut HeapConfig| {
+        c.generational = Generational::Cards;
+        c.min_trigger_bytes = 256 << 10;
+        c.old_growth = 0.5;
+    };
+    run("stw/gen", base().with(gen));
+    if !common::uffd_or_skip("pins_in_the_generational_shadow_stress (concurrent)") {
+        return;
+    }
+    for (strategy, faults) in [
+        (Strategy::Copy, FaultMode::Sigbus),
+        (Strategy::Move, FaultMode::Thread),
+        (Strategy::Minor, FaultMode::Sigbus),
+    ] {
+        run(
+            &format!("{strategy:?}/{faults:?}/gen"),
+            base().with(gen).with(|c| {
+                c.mode = GcMode::Concurrent;
+                c.strategy = strategy;
+                c.faults = faults;
+            }),
+        );
+    }
 }

@@ -71,6 +71,19 @@
 //!    next trigger ([`crate::pacer`]); record the cycle; the cycle is idle. (`debug.verify`:
 //!    verify, in a pause of its own.)
 //!
+//! # Generational cycles (`HeapConfig::generational`, [`crate::generational`])
+//!
+//! Either collector, with these changes, decided at the cycle's first pause (stop-the-world
+//! step 2, concurrent phase 1) by `GenState::begin`:
+//! - a **young** cycle marks `[window, top)` only: its extra roots are the old reference
+//!   slots in the ranges the remembered set reports ([`crate::remset`]; concurrent: again at
+//!   a precleaning step before the remark and in the remark pause) and every large object;
+//!   the flip forwards those old slots (slots still referring to young objects stay in the
+//!   remembered set) and, compacting into the old half, promotes every survivor (the window
+//!   then starts empty above them);
+//! - a **full** cycle marks and compacts `[old generation start, top)` (it runs only while
+//!   the old half is current) and empties the old generation at its flip.
+//!
 //! The arena's rule holds in both: a cycle makes no `mmap`/`munmap`/`mremap`/`mprotect` call
 //! and no (un)registration (except the deliberate `PerCycle` baseline), and the calls it does
 //! make are counted in [`CycleStats::calls`].
@@ -96,7 +109,7 @@ use faultline_heap::{ArenaError, PAGE_SIZE};
 use crate::choreography;
 use crate::debug::{Breakage, MarkPoint, Phase};
 use crate::error::CollectError;
-use crate::generational::GenCycle;
+use crate::generational::{CycleFacts, GenCycle};
 use crate::inner::{page_up, HeapInner, BATCH_PAGES};
 use crate::marking::{self, ConcMarker, MarkCtx, MarkReport};
 use crate::mode::{Choreography, GcMode, StwCompaction};
@@ -252,6 +265,26 @@ struct PauseCtx {
     gen: Option<GenCycle>,
 }
 
+/// What the generational cycle policy reads at a cycle's start (world stopped).
+fn cycle_facts(inner: &HeapInner, trigger: Trigger) -> CycleFacts {
+    let (lo, hi) = inner.moving.old_range();
+    let old_half = usize::from(lo >= inner.moving.half_base[1]);
+    let half_end = inner.moving.half_base[old_half] + inner.moving.half_bytes;
+    CycleFacts {
+        pinned: inner.roots.pins.pinned_objects() > 0,
+        stranded_above_old: hi > lo
+            && inner
+                .roots
+                .pins
+                .stranded()
+                .iter()
+                .any(|&(a, _)| a >= hi && a < half_end),
+        exhausted: trigger == Trigger::Exhausted,
+        large_used: inner.large.used(),
+        skip_one: inner.config.debug.breakage == Some(Breakage::SkipDirtyCard),
+    }
+}
+
 /// The extra roots of a young cycle: the values of the old slots its remembered set named, and
 /// every large object (large objects are freed by full cycles only).
 fn young_roots(c: &GenCycle, large: &crate::space::LargeSpace, roots: &mut Vec<usize>) {
@@ -316,13 +349,7 @@ fn stw_cycle(
     //    remembered set names and every large object; a full cycle also the old generation.)
     let tm = Instant::now();
     let gen = match &inner.gen {
-        Some(gs) => Some(gs.begin(
-            &inner.arena,
-            moving,
-            &types,
-            inner.roots.pins.pinned_objects() > 0,
-            inner.config.debug.breakage == Some(Breakage::SkipDirtyCard),
-        )?),
+        Some(gs) => Some(gs.begin(&inner.arena, moving, &types, cycle_facts(inner, trigger))?),
         None => None,
     };
     let from = gen.as_ref().map_or(moving.base(), |c| c.from);
@@ -418,14 +445,8 @@ fn initial_mark(
     // Generational: a young cycle's extra roots (the old slots its remembered set names, the
     // large objects); a full cycle's source starts at the old generation.
     let gen = inner.gen.as_ref().map(|gs| {
-        gs.begin(
-            &inner.arena,
-            moving,
-            &types,
-            inner.roots.pins.pinned_objects() > 0,
-            inner.config.debug.breakage == Some(Breakage::SkipDirtyCard),
-        )
-        .unwrap_or_else(|e| panic!("the remembered set failed at a cycle's start: {e}"))
+        gs.begin(&inner.arena, moving, &types, cycle_facts(inner, trigger))
+            .unwrap_or_else(|e| panic!("the remembered set failed at a cycle's start: {e}"))
     });
     let from = gen.as_ref().map_or(moving.base(), |c| c.from);
     let mark_top = moving.top.load(Ordering::Relaxed);
@@ -761,10 +782,9 @@ fn flip(
         mut pauses,
         tts_by_mutator,
         cycle_start,
-        gen,
+        mut gen,
     } = pc;
     let young = gen.as_ref().is_some_and(GenCycle::young);
-    let promote = gen.as_ref().is_some_and(|c| c.young() && c.promote);
     // The old generation (empty when not generational): never cleaned, released or moved by
     // a young cycle.
     let old_range = gen.as_ref().map_or((0, 0), |c| c.old);
@@ -786,6 +806,19 @@ fn flip(
         |a| inner.tables.mark.get((a - from) / WORD),
         types,
     );
+    if young {
+        // A young cycle relocates no stranded object (old objects may refer to one, and it
+        // forwards only the old slots its remembered set names): unpinned ones stay stranded
+        // until a full cycle, and the destination window starts above them.
+        let to_end = to_half_base + moving.half_bytes;
+        for s in std::mem::take(&mut pins.leaving) {
+            if s.addr >= to_half_base && s.addr < to_end {
+                pins.to_lo = pins.to_lo.max(s.pages().1);
+            }
+            pins.staying.push(s);
+        }
+        pins.leaving_in_window.clear();
+    }
     if old_range.1 > old_range.0 {
         let old = [old_range];
         pins.clean = pins
@@ -800,6 +833,14 @@ fn flip(
             .collect();
     }
     let to = pins.to_lo.max(gen.as_ref().map_or(0, |c| c.to_floor));
+    // Promotion extends the old generation: only when the survivors land right above it
+    // (stranded objects above it push the window higher: the survivors then stay young).
+    if let Some(c) = gen.as_mut() {
+        if c.promote && old_range.1 > old_range.0 && to != c.to_floor {
+            c.promote = false;
+        }
+    }
+    let promote = gen.as_ref().is_some_and(|c| c.young() && c.promote);
     let to_offset = arena.offset_of(to);
     // The leaving objects' new places: after the compacted objects' pages.
     let mut moved: Vec<(usize, usize)> = Vec::with_capacity(pins.leaving.len());
@@ -1278,7 +1319,7 @@ fn gen_at_flip(
             &inner.arena,
             &inner.moving,
             placed,
-            crate::generational::full_limit(&inner.config, live),
+            crate::generational::full_limit(&inner.config, live, inner.large.used()),
         )
         .unwrap_or_else(|e| fatal_after_flip("updating the remembered set", &e));
     GenStats {

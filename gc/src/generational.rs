@@ -78,6 +78,8 @@ pub(crate) struct OldGen {
     first: Vec<u32>,
     /// A full cycle runs once the old generation holds more bytes than this.
     pub limit: usize,
+    /// ... or once large objects hold more bytes than this.
+    pub large_limit: usize,
     /// The next cycle is full (decided when a full cycle was due in the other half).
     pub full_pending: bool,
     /// Objects promoted at the last flip whose crossing-map entries are not built yet
@@ -91,12 +93,13 @@ impl OldGen {
         self.hi - self.lo
     }
 
-    /// Empty it (after a full cycle), in half `half`, with the next full cycle at `limit`.
-    pub(crate) fn clear(&mut self, limit: usize) {
+    /// Empty it (after a full cycle), with the next full cycle at `limits` (old, large).
+    pub(crate) fn clear(&mut self, (limit, large_limit): (usize, usize)) {
         self.lo = 0;
         self.hi = 0;
         self.first.clear();
         self.limit = limit;
+        self.large_limit = large_limit;
         self.full_pending = false;
         self.pending = None;
     }
@@ -173,16 +176,37 @@ impl OldGen {
     }
 }
 
-/// The old-generation size at which the next full cycle runs, after a full cycle that left
-/// `live` bytes: `max(live x (1 + old_growth), min_trigger_bytes / 2)`.
-pub(crate) fn full_limit(config: &HeapConfig, live: usize) -> usize {
-    ((live as f64 * (1.0 + config.old_growth)) as usize).max(config.min_trigger_bytes / 2)
+/// The old-generation size (and large-object bytes) at which the next full cycle runs, after
+/// a full cycle that left `live` bytes in the moving space and `large` in large objects:
+/// `max(x (1 + old_growth), min_trigger_bytes / 2)` each.
+pub(crate) fn full_limit(config: &HeapConfig, live: usize, large: usize) -> (usize, usize) {
+    let f = |b: usize| {
+        ((b as f64 * (1.0 + config.old_growth)) as usize).max(config.min_trigger_bytes / 2)
+    };
+    (f(live), f(large))
 }
 
 /// Size in words of the object at `a` (a zero word: a one-word filler).
 fn object_words(types: &TypeRegistry, a: usize) -> usize {
     let h: Header = header(a);
     types.size_words(h).unwrap_or(1).max(1)
+}
+
+/// What the cycle policy reads at a cycle's start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CycleFacts {
+    /// Some object is pinned.
+    pub pinned: bool,
+    /// A stranded object lies in the old half above the old generation (pinned during a
+    /// concurrent young cycle from the old half): a full cycle from the old half would take it
+    /// into its source range, so young cycles run until it is gone.
+    pub stranded_above_old: bool,
+    /// An allocation found the space exhausted.
+    pub exhausted: bool,
+    /// Bytes held by large objects.
+    pub large_used: usize,
+    /// `Breakage::SkipDirtyCard` (tests): drop the first range the remembered set reports.
+    pub skip_one: bool,
 }
 
 /// What a cycle of a generational heap does, decided with the world stopped at its start.
@@ -221,34 +245,38 @@ impl GenState {
     }
 
     /// Decide the cycle that starts now (world stopped): young or full, its source, and for a
-    /// young cycle the old slots its remembered set names. `pinned`: some object is pinned.
-    /// `skip_one` (a deliberate breakage for tests) drops the first range the remembered set
-    /// reports.
+    /// young cycle the old slots its remembered set names (see [`CycleFacts`]).
     pub(crate) fn begin(
         &self,
         arena: &VolatileArena,
         moving: &MovingSpace,
         types: &TypeRegistry,
-        pinned: bool,
-        skip_one: bool,
+        facts: CycleFacts,
     ) -> Result<GenCycle, ArenaError> {
         let mut old = self.old();
         let cur = moving.current.load(Ordering::Relaxed);
         let bytes = old.bytes();
-        // Pinned objects in the old half's window would be kept (stranded) above the old
-        // generation: young cycles from the old half leave pins to full cycles.
+        // Full when the old generation (or the large objects, which only full cycles free)
+        // grew past their limits, when an allocation found the space exhausted with an old
+        // generation to reclaim, and when objects are pinned in the old half (they would be
+        // kept, stranded, above the old generation: young cycles from the old half leave pins
+        // to full cycles).
         let full_due = old.full_pending
             || bytes > old.limit
             || bytes > moving.half_bytes / 2
-            || (pinned && cur == old.half);
+            || facts.large_used > old.large_limit
+            || (facts.exhausted && bytes > 0)
+            || (facts.pinned && cur == old.half);
         let kind = if !full_due {
             CycleKind::Young
-        } else if bytes == 0 || cur == old.half {
+        } else if bytes == 0 || (cur == old.half && !facts.stranded_above_old) {
             CycleKind::Full
-        } else {
+        } else if cur != old.half {
             // The old generation lies in the other half: this young cycle promotes every
             // survivor into it, and the next cycle (from the old half) is full.
             old.full_pending = true;
+            CycleKind::Young
+        } else {
             CycleKind::Young
         };
         let promote = kind == CycleKind::Young && 1 - cur == old.half;
@@ -272,7 +300,7 @@ impl GenState {
             }
             return Ok(c);
         }
-        let mut skip = skip_one;
+        let mut skip = facts.skip_one;
         let slots = &mut c.old_slots;
         c.dirty_units = self.remset.for_each_dirty_range(arena, &mut |s, e| {
             if std::mem::take(&mut skip) {
@@ -315,7 +343,7 @@ impl GenState {
         arena: &VolatileArena,
         moving: &MovingSpace,
         (to, objects_end, new_hi): (usize, usize, usize),
-        full_limit: usize,
+        full_limit: (usize, usize),
     ) -> Result<usize, ArenaError> {
         let mut old = self.old();
         match c.kind {
@@ -372,6 +400,7 @@ pub(crate) fn create(
                 remset: cards.clone(),
                 old: Mutex::new(OldGen {
                     limit,
+                    large_limit: limit,
                     ..OldGen::default()
                 }),
             };
