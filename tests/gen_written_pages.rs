@@ -324,12 +324,7 @@ fn concurrent_move_sigbus() {
 fn concurrent_move_thread() {
     concurrent(Strategy::Move, FaultMode::Thread, Barrier::Satb);
 }
-// Concurrent generational cycles with the minor strategy and SIGBUS delivery die of an
-// unresolved SIGBUS in about one run of three, with either remembered set (the card set's
-// `gen_shadow_stress::concurrent_minor_sigbus` does too, on h-gen 261a0d4 alone): a defect of
-// the generational minor path, not of the written-pages set. Run with `--ignored` once fixed.
 #[test]
-#[ignore = "generational minor/sigbus: intermittent unresolved SIGBUS (cards too), see above"]
 fn concurrent_minor_sigbus() {
     concurrent(Strategy::Minor, FaultMode::Sigbus, Barrier::Satb);
 }
