@@ -48,6 +48,7 @@ pub use faultline_gc::{
     VerifyReport, WeakStats, CARD_BYTES, FORKED_REASON,
 };
 pub use faultline_gc::{Layout, Obj};
+pub use faultline_gc::{RemsetError, ScanStats};
 pub use faultline_heap::object::{ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry};
 pub use faultline_heap::sys::{Call, CallSnapshot};
 pub use faultline_heap::{ArenaError, ArenaStats, Capability, Probe, PAGE_SIZE};

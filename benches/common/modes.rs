@@ -63,6 +63,16 @@ pub const fn gen(label: &'static str, base: Mode) -> Mode {
     }
 }
 
+/// `base` in generational mode with the barrier-free remembered set (written pages),
+/// labelled `label`.
+pub const fn gen_wp(label: &'static str, base: Mode) -> Mode {
+    Mode {
+        label,
+        generational: Generational::WrittenPages,
+        ..base
+    }
+}
+
 /// Every concurrent strategy with every fault delivery, in report order.
 pub const CONCURRENT: [Mode; 6] = [
     concurrent("copy/sigbus", Strategy::Copy, FaultMode::Sigbus),

@@ -8,7 +8,7 @@
 use faultline::{Barrier, Choreography, FaultMode, GcMode, HeapConfig, Strategy};
 
 pub use super::common::modes::Mode;
-use super::common::modes::{concurrent, gen, CONCURRENT, STW};
+use super::common::modes::{concurrent, gen, gen_wp, CONCURRENT, STW};
 
 /// Every mode, in report order.
 pub fn all() -> Vec<Mode> {
@@ -40,6 +40,16 @@ pub fn all() -> Vec<Mode> {
         gen(
             "minor/sigbus/gen",
             concurrent("", Strategy::Minor, FaultMode::Sigbus),
+        ),
+        // The same with the barrier-free remembered set (written pages).
+        gen_wp("stw/gen-wp", STW),
+        gen_wp(
+            "copy/sigbus/gen-wp",
+            concurrent("", Strategy::Copy, FaultMode::Sigbus),
+        ),
+        gen_wp(
+            "move/sigbus/gen-wp",
+            concurrent("", Strategy::Move, FaultMode::Sigbus),
         ),
     ]);
     all

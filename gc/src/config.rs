@@ -387,10 +387,19 @@ impl HeapConfig {
                 ));
             }
             Generational::Cards => {}
+            // The barrier-free remembered set needs the whole arena registered WP_ASYNC (the
+            // heap refuses it at creation where the kernel cannot: `remset_wp::check_arena`).
             Generational::WrittenPages => {
-                return Err(ConfigError::Unsupported(
-                    "generational = WrittenPages (the barrier-free remembered set is not implemented yet)".into(),
-                ));
+                if self.choreography == Choreography::PerCycle {
+                    return Err(ConfigError::Unsupported(
+                        "generational = WrittenPages with choreography = PerCycle (it needs the whole arena registered WP)".into(),
+                    ));
+                }
+                if !self.use_userfaultfd {
+                    return Err(ConfigError::Unsupported(
+                        "generational = WrittenPages without userfaultfd (its write tracking is UFFD_FEATURE_WP_ASYNC)".into(),
+                    ));
+                }
             }
         }
         if matches!(self.debug.stress_random, Some(r) if r.one_in == 0) {
@@ -468,7 +477,12 @@ mod tests {
             ),
         ];
         let wp = HeapConfig::default().with(|c| c.generational = Generational::WrittenPages);
-        assert!(matches!(wp.validate(), Err(ConfigError::Unsupported(_))));
+        assert!(wp.clone().validate().is_ok());
+        let no_uffd = wp.with(|c| c.use_userfaultfd = false);
+        assert!(matches!(
+            no_uffd.validate(),
+            Err(ConfigError::Unsupported(_))
+        ));
         for (c, needle) in cases {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");

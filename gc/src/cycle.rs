@@ -1011,6 +1011,7 @@ fn flip(
                 gs.remset.keep_dirty(s);
             }
         }
+        gs.remset.after_forwarding(arena);
     }
     // The leaving (unpinned stranded) objects: their old pages inside the destination window
     // are released (their contents were copied above; no stranded object stays there), then

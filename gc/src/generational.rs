@@ -406,7 +406,16 @@ pub(crate) fn create(
             };
             (Some(cards), Some(state))
         }
-        // Refused by `HeapConfig::validate` until the barrier-free remembered set lands.
-        Generational::WrittenPages => (None, None),
+        // Barrier-free: no card table for the store path.
+        Generational::WrittenPages => {
+            let state = GenState {
+                remset: Arc::new(crate::remset_wp::WrittenPages::new(base, 2 * half)),
+                old: Mutex::new(OldGen {
+                    limit,
+                    ..OldGen::default()
+                }),
+            };
+            (None, Some(state))
+        }
     }
 }

@@ -87,6 +87,8 @@ impl Heap {
         if let Some(r) = &mode.barrier_fallback {
             eprintln!("faultline: {r}");
         }
+        // The barrier-free remembered set write-protects the old generation (WP_ASYNC).
+        let wp_remset = config.generational == crate::Generational::WrittenPages;
         let arena = if let (Some(strategy), Some(delivery)) = (mode.strategy, mode.delivery) {
             let backing = if strategy == MapStrategy::Minor {
                 Backing::Memfd
@@ -101,7 +103,7 @@ impl Heap {
                 ArenaConfig::new(size)
                     .backing(backing)
                     .delivery(delivery)
-                    .write_tracking(mode.wp_marking)
+                    .write_tracking(mode.wp_marking || wp_remset)
                     .register_at_creation(config.choreography == Choreography::Arena)
                     .sys(sys.clone()),
             ) {
@@ -118,6 +120,7 @@ impl Heap {
             match VolatileArena::new(
                 ArenaConfig::new(size)
                     .delivery(FaultDelivery::Sigbus)
+                    .write_tracking(wp_remset)
                     .sys(sys.clone()),
             ) {
                 Ok(a) => a,
@@ -137,6 +140,14 @@ impl Heap {
             if !FALLBACK_SAID.swap(true, Ordering::Relaxed) {
                 eprintln!("faultline: falling back to stop-the-world compaction: {r}");
             }
+        }
+        if wp_remset {
+            crate::remset_wp::check_arena(&arena).map_err(|e| {
+                ConfigError::Unsupported(match &mode.fallback_reason {
+                    Some(r) => format!("{e} ({r})"),
+                    None => e.to_string(),
+                })
+            })?;
         }
         if config.generational.enabled() {
             mode.reasons.push(format!(

@@ -124,6 +124,7 @@ mod prefill;
 mod reentry;
 mod release;
 mod remset;
+mod remset_wp;
 mod roots;
 mod safepoint;
 mod space;
@@ -154,6 +155,7 @@ pub use prefill::PrefillStats;
 pub use reentry::Callback;
 pub use release::ReleaseStats;
 pub use remset::CARD_BYTES;
+pub use remset_wp::{RemsetError, ScanStats};
 pub use roots::RootSource;
 pub use stats::{
     CpuSplit, CycleStats, FaultBreakdown, FaultStats, GenStats, MutatorTts, PaceStats, Pause,

@@ -120,8 +120,8 @@ pub enum Generational {
     /// barrier.
     Cards,
     /// Young cycles; old-to-young references found barrier-free, from the old pages written
-    /// since the last young cycle (`UFFD_FEATURE_WP_ASYNC` + `PAGEMAP_SCAN`). Not implemented
-    /// yet: refused by [`crate::HeapConfig::validate`].
+    /// since the last young cycle (`UFFD_FEATURE_WP_ASYNC` + `PAGEMAP_SCAN`). A heap refuses it
+    /// (`ConfigError::Unsupported`) where the kernel or the arena has no WP_ASYNC.
     WrittenPages,
 }
 

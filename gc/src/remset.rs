@@ -12,8 +12,7 @@
 //!   address against the old range, one byte store ([`CardTable::note_store`]);
 //! - **written pages** ([`crate::Generational::WrittenPages`], barrier free: the old range is
 //!   write-protected with `UFFD_FEATURE_WP_ASYNC`, and `PAGEMAP_SCAN` reports the pages
-//!   written since the last scan): implemented elsewhere against the same trait; until then
-//!   [`crate::HeapConfig::validate`] refuses it.
+//!   written since the last scan): [`crate::remset_wp::WrittenPages`].
 //!
 //! The protocol, in cycle order (every call but [`CardTable::note_store`] is made by the
 //! collector, with the world stopped or from the one GC thread):
@@ -76,8 +75,17 @@ pub(crate) trait RememberedSet: Send + Sync {
     /// The young cycle is over.
     fn after_young_cycle(&self, arena: &VolatileArena) -> Result<(), ArenaError>;
 
+    /// A young cycle's flip has just forwarded the old slots (world stopped, before mutators
+    /// run again): the written-pages set re-protects the pages that forwarding stored into.
+    fn after_forwarding(&self, _arena: &VolatileArena) {}
+
     /// Bytes of side memory it holds (for statistics).
     fn footprint(&self) -> usize;
+
+    /// The barrier-free set's harvest costs (`None` for the others).
+    fn scan_stats(&self) -> Option<(crate::remset_wp::ScanStats, crate::remset_wp::ScanStats)> {
+        None
+    }
 }
 
 /// The card table: one byte per [`CARD_BYTES`] of the moving space (both halves), set by the
