@@ -9,8 +9,8 @@
 //!   parallel marking).
 
 mod common;
-use common::shadow::{self, drive, Shadow};
-use common::stress_scale;
+use common::gen_stress;
+use common::shadow;
 use faultline::testing::Breakage;
 use faultline::{
     Barrier, FaultMode, GcMode, Generational, Heap, HeapConfig, Mutator, Strategy, TypeInfo,
@@ -110,112 +110,38 @@ fn a_missed_dirty_card_is_caught_by_the_verifier() {
     }
 }
 
-fn stress_config(stress_every: u64, gc_threads: usize) -> HeapConfig {
-    HeapConfig::with_heap_size(2 << 20).with(|c| {
-        c.generational = Generational::Cards;
-        c.debug.stress_every = Some(stress_every);
-        c.debug.verify = true;
-        c.gc_threads = gc_threads;
-        c.pin_large_ref_objects = true;
-        // A small old limit: full cycles come often too.
-        c.min_trigger_bytes = 256 << 10;
-        c.old_growth = 0.5;
-    })
-}
-
 fn check_generations(heap: &Heap) {
-    let h = heap.history();
-    let young = h.iter().filter(|c| c.gen.young == Some(true)).count();
-    let full = h.iter().filter(|c| c.gen.young == Some(false)).count();
-    let promoted: usize = h.iter().map(|c| c.gen.promoted_bytes).sum();
-    let cards: usize = h.iter().map(|c| c.gen.dirty_cards).sum();
+    let (young, full, promoted, cards) = gen_stress::generations(heap);
     eprintln!(
         "generational shadow stress: {} cycles ({young} young, {full} full), {promoted} B promoted, {cards} dirty cards scanned",
-        h.len()
+        heap.history().len()
     );
-    assert!(
-        young > full,
-        "young cycles dominate ({young} young, {full} full)"
-    );
-    assert!(full > 0, "full cycles ran");
-    assert!(promoted > 0, "objects were promoted");
     assert!(cards > 0, "dirty cards were scanned");
 }
 
 #[test]
 fn generational_collections_match_the_shadow_model() {
-    let heap = Heap::new(stress_config(8, 1)).unwrap();
-    let t = shadow::register(&heap);
-    let mut m = heap.attach();
-    let mut sh = Shadow::new(&mut m, t, 0x9e4, 1);
-    let target = stress_scale(3_000);
-    drive(&mut m, &mut sh, target, u64::MAX);
-    assert!(heap.flips() >= target);
-    assert!(sh.checks >= target);
-    check_generations(&heap);
+    gen_stress::one_thread(Generational::Cards, 0x9e4, check_generations);
 }
 
 #[test]
 fn four_threads_generational_match_their_shadow_models() {
-    let heap = Heap::new(stress_config(16, 2)).unwrap();
-    let t = shadow::register(&heap);
-    let target = stress_scale(600);
-    std::thread::scope(|s| {
-        for i in 0..4u64 {
-            let heap = heap.clone();
-            s.spawn(move || {
-                let mut m = heap.attach();
-                let mut sh = Shadow::new(&mut m, t, 0x9e40 + i, i + 1);
-                drive(&mut m, &mut sh, target, u64::MAX);
-            });
-        }
-    });
-    check_generations(&heap);
+    gen_stress::four_threads(Generational::Cards, 0x9e40, check_generations);
 }
 
-/// Concurrent young and full cycles under one strategy x delivery (x barrier): four mutators,
-/// verification before each pause and after each compaction, checkmark after every
-/// concurrent mark (it traces through old objects, so a young object reachable only from one
-/// must have been marked).
 fn concurrent(strategy: Strategy, faults: FaultMode, barrier: Barrier) {
     if !common::uffd_or_skip(&format!(
         "generational shadow stress {strategy:?}/{faults:?}"
     )) {
         return;
     }
-    let heap = Heap::new(stress_config(24, 1).with(|c| {
-        c.mode = GcMode::Concurrent;
-        c.strategy = strategy;
-        c.faults = faults;
-        c.barrier = barrier;
-        c.debug.checkmark = true;
-        c.pin_large_ref_objects = false;
-    }))
-    .unwrap();
-    let info = heap.mode_info();
-    assert_eq!(info.mode, GcMode::Concurrent, "{:?}", info.fallback_reason);
-    assert!(info.label().ends_with("/gen"), "{}", info.label());
-    let t = shadow::register(&heap);
-    let target = stress_scale(600);
-    std::thread::scope(|s| {
-        for i in 0..4u64 {
-            let heap = heap.clone();
-            s.spawn(move || {
-                let mut m = heap.attach();
-                let mut sh = Shadow::new(&mut m, t, 0x6e40 + i * 31, i + 1);
-                drive(&mut m, &mut sh, target, u64::MAX);
-            });
-        }
-    });
-    heap.wait_for_compaction();
-    heap.verify().unwrap();
-    let h = heap.history();
-    assert!(h.iter().all(|c| c.mode == GcMode::Concurrent));
-    assert!(h
-        .iter()
-        .all(|c| c.mmap_family() == 0 && c.registrations() == 0));
-    eprint!("{}: ", info.label());
-    check_generations(&heap);
+    gen_stress::concurrent(
+        Generational::Cards,
+        "/gen",
+        (strategy, faults, barrier),
+        0x6e40,
+        check_generations,
+    );
 }
 
 #[test]

@@ -15,8 +15,8 @@
 //! Every test skips with a notice where WP_ASYNC is unavailable (the heap refuses the mode).
 
 mod common;
-use common::shadow::{self, drive, Shadow};
-use common::stress_scale;
+use common::gen_stress;
+use common::shadow;
 use faultline::testing::Breakage;
 use faultline::{
     Barrier, Capability, FaultMode, GcMode, Generational, Heap, HeapConfig, Mutator, Probe,
@@ -195,35 +195,13 @@ fn a_store_after_the_flip_into_a_harvested_page_is_reported_next_time() {
     assert_eq!(m.local(v).unwrap().get(0), shadow::fix(777));
 }
 
-fn stress_config(stress_every: u64, gc_threads: usize) -> HeapConfig {
-    HeapConfig::with_heap_size(2 << 20).with(|c| {
-        c.generational = Generational::WrittenPages;
-        c.debug.stress_every = Some(stress_every);
-        c.debug.verify = true;
-        c.gc_threads = gc_threads;
-        c.pin_large_ref_objects = true;
-        c.min_trigger_bytes = 256 << 10;
-        c.old_growth = 0.5;
-    })
-}
-
 fn check_generations(heap: &Heap) {
-    let h = heap.history();
-    let young = h.iter().filter(|c| c.gen.young == Some(true)).count();
-    let full = h.iter().filter(|c| c.gen.young == Some(false)).count();
-    let promoted: usize = h.iter().map(|c| c.gen.promoted_bytes).sum();
-    let pages: usize = h.iter().map(|c| c.gen.dirty_cards).sum();
+    let (young, full, promoted, pages) = gen_stress::generations(heap);
     let (total, _) = heap.written_pages_stats().unwrap();
     eprintln!(
         "written-pages shadow stress: {} cycles ({young} young, {full} full), {promoted} B promoted, {pages} old pages visited; harvests {total:?}",
-        h.len()
+        heap.history().len()
     );
-    assert!(
-        young > full,
-        "young cycles dominate ({young} young, {full} full)"
-    );
-    assert!(full > 0, "full cycles ran");
-    assert!(promoted > 0, "objects were promoted");
     assert!(total.written > 0, "written pages were reported");
     assert!(total.kept > 0, "pages were kept for a later cycle");
     assert_eq!(total.fallbacks, 0, "every scan succeeded");
@@ -234,15 +212,7 @@ fn generational_collections_with_written_pages_match_the_shadow_model() {
     if !available() {
         return;
     }
-    let heap = Heap::new(stress_config(8, 1)).unwrap();
-    let t = shadow::register(&heap);
-    let mut m = heap.attach();
-    let mut sh = Shadow::new(&mut m, t, 0x9e5, 1);
-    let target = stress_scale(3_000);
-    drive(&mut m, &mut sh, target, u64::MAX);
-    assert!(heap.flips() >= target);
-    assert!(sh.checks >= target);
-    check_generations(&heap);
+    gen_stress::one_thread(Generational::WrittenPages, 0x9e5, check_generations);
 }
 
 #[test]
@@ -250,62 +220,20 @@ fn four_threads_with_written_pages_match_their_shadow_models() {
     if !available() {
         return;
     }
-    let heap = Heap::new(stress_config(16, 2)).unwrap();
-    let t = shadow::register(&heap);
-    let target = stress_scale(600);
-    std::thread::scope(|s| {
-        for i in 0..4u64 {
-            let heap = heap.clone();
-            s.spawn(move || {
-                let mut m = heap.attach();
-                let mut sh = Shadow::new(&mut m, t, 0x9e50 + i, i + 1);
-                drive(&mut m, &mut sh, target, u64::MAX);
-            });
-        }
-    });
-    check_generations(&heap);
+    gen_stress::four_threads(Generational::WrittenPages, 0x9e50, check_generations);
 }
 
-/// Concurrent young and full cycles under one strategy x delivery (x marking barrier): four
-/// mutators, verification before each pause and after each compaction, checkmark after every
-/// concurrent mark.
 fn concurrent(strategy: Strategy, faults: FaultMode, barrier: Barrier) {
     if !available() {
         return;
     }
-    let heap = Heap::new(stress_config(24, 1).with(|c| {
-        c.mode = GcMode::Concurrent;
-        c.strategy = strategy;
-        c.faults = faults;
-        c.barrier = barrier;
-        c.debug.checkmark = true;
-        c.pin_large_ref_objects = false;
-    }))
-    .unwrap();
-    let info = heap.mode_info();
-    assert_eq!(info.mode, GcMode::Concurrent, "{:?}", info.fallback_reason);
-    assert!(info.label().ends_with("/gen-wp"), "{}", info.label());
-    let t = shadow::register(&heap);
-    let target = stress_scale(600);
-    std::thread::scope(|s| {
-        for i in 0..4u64 {
-            let heap = heap.clone();
-            s.spawn(move || {
-                let mut m = heap.attach();
-                let mut sh = Shadow::new(&mut m, t, 0x6e50 + i * 31, i + 1);
-                drive(&mut m, &mut sh, target, u64::MAX);
-            });
-        }
-    });
-    heap.wait_for_compaction();
-    heap.verify().unwrap();
-    let h = heap.history();
-    assert!(h.iter().all(|c| c.mode == GcMode::Concurrent));
-    assert!(h
-        .iter()
-        .all(|c| c.mmap_family() == 0 && c.registrations() == 0));
-    eprint!("{}: ", info.label());
-    check_generations(&heap);
+    gen_stress::concurrent(
+        Generational::WrittenPages,
+        "/gen-wp",
+        (strategy, faults, barrier),
+        0x6e50,
+        check_generations,
+    );
 }
 
 #[test]
