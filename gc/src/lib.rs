@@ -121,6 +121,7 @@ mod phase;
 mod pins;
 mod plan;
 mod prefill;
+mod prefiller;
 mod reentry;
 mod release;
 mod remset;

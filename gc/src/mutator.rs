@@ -679,9 +679,7 @@ impl Mutator {
                     .map_err(|e| AllocError::Kernel(e.to_string()))?
                 {
                     Some(start) => {
-                        inner
-                            .prefill
-                            .poke(&self.heap.inner, start + tlab, ready_before);
+                        crate::prefiller::poke(&self.heap.inner, start + tlab, ready_before);
                         if inner.marking.active.load(Ordering::SeqCst) {
                             // The old buffer's objects were allocated black: hand them to the
                             // marker to walk.

@@ -1,0 +1,130 @@
+//! The prefill thread ([`crate::prefill`] holds its state and invariants): started by the
+//! first allocation-buffer refill that finds too little fresh memory above the bump pointer,
+//! it makes chunks present through the refills' own path until the target is met, then
+//! parks.
+//!
+//! Invariants: those of [`crate::prefill`] (one chunk in flight at most, none during a flip,
+//! each a fork-gate region, only a weak reference to the heap between chunks).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crate::inner::HeapInner;
+use crate::prefill::CHUNK;
+
+/// A refill got the buffer `[start, end)`; the memory known present before it was below
+/// `ready_before`. Counts it, and if the present memory above the bump pointer is below
+/// half the target, starts or wakes the thread. Cheap when there is enough (a few loads).
+pub(crate) fn poke(inner: &Arc<HeapInner>, end: usize, ready_before: usize) {
+    let p = &inner.prefill;
+    let ahead = target_ahead(inner);
+    if ahead == 0 {
+        return;
+    }
+    p.refills.fetch_add(1, Ordering::Relaxed);
+    if end <= ready_before {
+        p.refills_ready.fetch_add(1, Ordering::Relaxed);
+    }
+    let m = &inner.moving;
+    let top = m.top.load(Ordering::Relaxed);
+    if m.ready_end() >= (top + ahead / 2).min(m.end()) {
+        return;
+    }
+    if !p.running.load(Ordering::Acquire) {
+        if p.running
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            p.starts.fetch_add(1, Ordering::Relaxed);
+            let weak = Arc::downgrade(inner);
+            let spawned = std::thread::Builder::new()
+                .name("faultline-prefill".into())
+                .spawn(move || run(weak));
+            if spawned.is_err() {
+                // No thread: refills make their own memory present, as without prefill.
+                p.running.store(false, Ordering::Release);
+            }
+        }
+        return;
+    }
+    if let Some(t) = p.thread.get() {
+        t.unpark();
+    }
+}
+
+/// Bytes to keep present above the bump pointer: the configured amount, at most a sixteenth of
+/// the half; 0 when prefill is off or cannot help (not concurrent, a forked child).
+fn target_ahead(inner: &HeapInner) -> usize {
+    if !inner.concurrent_now() {
+        return 0;
+    }
+    inner.config.prefill_bytes.min(inner.moving.half_bytes / 16)
+}
+
+/// The thread: make chunks present while the target is not met; park otherwise (woken by a
+/// refill, or every 50 ms to see whether the heap is gone).
+fn run(weak: Weak<HeapInner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        let _ = inner.prefill.thread.set(std::thread::current());
+        let step = chunk(&inner);
+        drop(inner);
+        match step {
+            Step::Did => {}
+            Step::Busy => std::thread::sleep(Duration::from_micros(100)),
+            Step::Enough => std::thread::park_timeout(Duration::from_millis(50)),
+        }
+    }
+}
+
+enum Step {
+    /// A chunk was made present.
+    Did,
+    /// The target is met (or nothing can be done now).
+    Enough,
+    /// A stop of the world or a flip is under way: try again shortly.
+    Busy,
+}
+
+/// Make one chunk present if the target is not met.
+fn chunk(inner: &HeapInner) -> Step {
+    let p = &inner.prefill;
+    let ahead = target_ahead(inner);
+    if ahead == 0 {
+        return Step::Enough;
+    }
+    if inner.sp.requested.load(Ordering::Acquire) {
+        return Step::Busy;
+    }
+    let _fork = crate::forkgate::Region::enter();
+    p.inflight.fetch_add(1, Ordering::SeqCst);
+    let step = if p.quiet.load(Ordering::SeqCst) {
+        Step::Busy
+    } else {
+        // Read where the half lies only now (a flip cannot run until `inflight` drops).
+        let m = &inner.moving;
+        let end = m.end();
+        let want = (m.top.load(Ordering::Relaxed) + ahead).min(end);
+        let ready = m.ready_end();
+        if ready >= want {
+            Step::Enough
+        } else {
+            let upto = (ready + CHUNK).min(want);
+            match m.ensure_populated(&inner.arena, ready, upto, CHUNK) {
+                Ok(()) => {
+                    p.chunks.fetch_add(1, Ordering::Relaxed);
+                    p.bytes.fetch_add((upto - ready) as u64, Ordering::Relaxed);
+                    Step::Did
+                }
+                // A failed population is recorded as a gap that refills fill; stop trying
+                // until the next request.
+                Err(_) => Step::Enough,
+            }
+        }
+    };
+    p.inflight.fetch_sub(1, Ordering::SeqCst);
+    step
+}
