@@ -155,8 +155,9 @@ pub use phase::CyclePhase;
 pub use prefill::PrefillStats;
 pub use reentry::Callback;
 pub use release::ReleaseStats;
+pub use remset::ScanStats;
 pub use remset::CARD_BYTES;
-pub use remset_wp::{RemsetError, ScanStats};
+pub use remset_wp::RemsetError;
 pub use roots::RootSource;
 pub use stats::{
     CpuSplit, CycleStats, FaultBreakdown, FaultStats, GenStats, MutatorTts, PaceStats, Pause,

@@ -12,7 +12,7 @@
 //!   address against the old range, one byte store ([`CardTable::note_store`]);
 //! - **written pages** ([`crate::Generational::WrittenPages`], barrier free: the old range is
 //!   write-protected with `UFFD_FEATURE_WP_ASYNC`, and `PAGEMAP_SCAN` reports the pages
-//!   written since the last scan): [`crate::remset_wp::WrittenPages`].
+//!   written since the last scan): [`crate::Generational::WrittenPages`] (`remset_wp.rs`).
 //!
 //! The protocol, in cycle order (every call but [`CardTable::note_store`] is made by the
 //! collector, with the world stopped or from the one GC thread):
@@ -83,9 +83,34 @@ pub(crate) trait RememberedSet: Send + Sync {
     fn footprint(&self) -> usize;
 
     /// The barrier-free set's harvest costs (`None` for the others).
-    fn scan_stats(&self) -> Option<(crate::remset_wp::ScanStats, crate::remset_wp::ScanStats)> {
+    fn scan_stats(&self) -> Option<(ScanStats, ScanStats)> {
         None
     }
+}
+
+/// The cost of the harvests so far (the protect + scan half of the barrier-free remembered
+/// set; visiting the objects on the pages is the cycle's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Harvests.
+    pub harvests: u64,
+    /// Pages the harvests' `PAGEMAP_SCAN` calls walked (the ranges' sizes in pages).
+    pub pages_walked: u64,
+    /// Written pages they reported.
+    pub written: u64,
+    /// Pages they returned from the side list (kept by the cycle before).
+    pub kept: u64,
+    /// Pages returned in all (written, kept, or everything after a fallback; each once).
+    pub returned: u64,
+    /// Harvests that fell back to every page (scan failed, or invalidated).
+    pub fallbacks: u64,
+    /// Nanoseconds spent in the harvests' scans.
+    pub scan_ns: u64,
+    /// Nanoseconds spent write-protecting the pages the flips wrote again (and explicit
+    /// protections).
+    pub protect_ns: u64,
+    /// Re-protections that failed (their pages are reported again: exact, slower).
+    pub protect_failures: u64,
 }
 
 /// The card table: one byte per [`CARD_BYTES`] of the moving space (both halves), set by the

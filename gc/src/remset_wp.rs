@@ -64,7 +64,7 @@ use faultline_heap::pagemap::PagemapScanner;
 use faultline_heap::{ArenaError, VolatileArena, PAGE_SIZE};
 
 use crate::mode::Generational;
-use crate::remset::RememberedSet;
+use crate::remset::{RememberedSet, ScanStats};
 
 #[inline]
 fn page_down(a: usize) -> usize {
@@ -187,31 +187,6 @@ pub enum RemsetError {
     /// `/proc/self/pagemap` could not be opened for `PAGEMAP_SCAN`.
     #[error("the written-pages remembered set needs PAGEMAP_SCAN on /proc/self/pagemap: {0}")]
     NoPagemapScan(String),
-}
-
-/// The cost of the harvests so far (the protect + scan half of the barrier-free remembered
-/// set; visiting the objects on the pages is the cycle's).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ScanStats {
-    /// Harvests.
-    pub harvests: u64,
-    /// Pages the harvests' `PAGEMAP_SCAN` calls walked (the ranges' sizes in pages).
-    pub pages_walked: u64,
-    /// Written pages they reported.
-    pub written: u64,
-    /// Pages they returned from the side list (kept by the cycle before).
-    pub kept: u64,
-    /// Pages returned in all (written, kept, or everything after a fallback; each once).
-    pub returned: u64,
-    /// Harvests that fell back to every page (scan failed, or invalidated).
-    pub fallbacks: u64,
-    /// Nanoseconds spent in the harvests' scans.
-    pub scan_ns: u64,
-    /// Nanoseconds spent write-protecting the pages the flips wrote again (and explicit
-    /// protections).
-    pub protect_ns: u64,
-    /// Re-protections that failed (their pages are reported again: exact, slower).
-    pub protect_failures: u64,
 }
 
 impl ScanStats {
