@@ -448,12 +448,7 @@ impl MutatorWaitLog {
     /// its attached life (up to `now` if still attached; from its oldest kept interval if
     /// older ones were dropped). `None` if that span is shorter than the window.
     pub fn mmu(&self, window: Duration, now: Instant) -> Option<f64> {
-        let from = if self.dropped > 0 {
-            self.intervals.first().map_or(self.attached, |w| w.start)
-        } else {
-            self.attached
-        };
-        let to = self.detached.unwrap_or(now);
+        let (from, to) = self.span(now);
         let secs = |t: Instant| t.saturating_duration_since(from).as_secs_f64();
         let iv: Vec<(f64, f64)> = self
             .intervals
@@ -462,19 +457,23 @@ impl MutatorWaitLog {
             .collect();
         mmu_from_intervals(&iv, secs(to), window.as_secs_f64())
     }
-}
 
-impl MutatorWaitLog {
-    /// The window of width `window` in which this mutator waited most (over the same span as
-    /// [`Self::mmu`]), with its waits split by cause. `None` if that span is shorter than the
-    /// window.
-    pub fn worst_window(&self, window: Duration, now: Instant) -> Option<WorstWindow> {
+    /// The span the figures cover: its attached life (up to `now` if still attached), from
+    /// its oldest kept interval if older ones were dropped.
+    fn span(&self, now: Instant) -> (Instant, Instant) {
         let from = if self.dropped > 0 {
             self.intervals.first().map_or(self.attached, |w| w.start)
         } else {
             self.attached
         };
-        let to = self.detached.unwrap_or(now);
+        (from, self.detached.unwrap_or(now))
+    }
+
+    /// The window of width `window` in which this mutator waited most (over the same span as
+    /// [`Self::mmu`]), with its waits split by cause. `None` if that span is shorter than the
+    /// window.
+    pub fn worst_window(&self, window: Duration, now: Instant) -> Option<WorstWindow> {
+        let (from, to) = self.span(now);
         let secs = |t: Instant| t.saturating_duration_since(from).as_secs_f64();
         let iv: Vec<(f64, f64, WaitCause)> = self
             .intervals
