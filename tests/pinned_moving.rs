@@ -767,6 +767,12 @@ fn fit_mode(label: &str, config: HeapConfig) {
     chain.get(&m).unwrap().set(0, Value::NULL);
     m.collect().unwrap(); // kept: stranded in the middle of its half
     assert_eq!(pin.value(&m).bits(), pinned_at);
+    // The checked-once API reads a stranded object like any other.
+    let string = heap.layout(t.string).expect("the string type has a layout");
+    let o = m
+        .obj(pin.value(&m), &string)
+        .expect("a stranded pin is an object");
+    assert_eq!(o.len(), 4000, "{label}");
     // Live strings worth about 60 % of a half.
     let list = m.alloc(t.vector, 1).unwrap();
     let list = m.root(list);

@@ -177,6 +177,17 @@ impl HeapInner {
         self.sp.wait_native(me, || self.gate.wait_idle());
     }
 
+    /// Whether `a` lies in heap memory that holds objects: the current half's used part, the
+    /// large-object space, the old generation, or a stranded pinned object. A value whose era
+    /// is current names such an address; the accessors check it before reading a header.
+    #[inline]
+    pub(crate) fn holds_objects_at(&self, a: usize) -> bool {
+        self.moving.contains_used(a)
+            || self.large.contains(a)
+            || self.moving.contains_old(a)
+            || self.roots.pins.is_stranded(a)
+    }
+
     /// Bytes in use (moving space + large objects).
     pub(crate) fn used(&self) -> usize {
         self.moving.used() + self.large.used()

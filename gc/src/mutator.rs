@@ -781,10 +781,7 @@ impl Mutator {
         self.check_ours(v, "Mutator::local");
         let a = o.address();
         let inner = self.inner();
-        let in_heap = inner.moving.contains_used(a)
-            || inner.large.contains(a)
-            || inner.moving.contains_old(a)
-            || inner.roots.pins.is_stranded(a);
+        let in_heap = inner.holds_objects_at(a);
         // SAFETY: only read when the address lies in present heap memory.
         let h = in_heap.then(|| Header(unsafe { (a as *const u64).read() }));
         let types = h.map(|h| self.types_for(h.type_id()));

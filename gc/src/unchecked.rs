@@ -172,15 +172,11 @@ impl Mutator {
     /// than the checks.
     #[inline(always)]
     fn header_of(&self, v: Value, a: usize) -> Header {
-        let inner = &self.heap().inner;
-        if !(inner.moving.contains_used(a)
-            || inner.large.contains(a)
-            || inner.moving.contains_old(a))
-        {
+        if !self.heap().inner.holds_objects_at(a) {
             names_no_object(v);
         }
         // SAFETY: `a` is the address of a live object's header (the era invariant, above) in
-        // the used part of the heap; read atomically, as the collector may set header flags
+        // heap memory that holds objects (checked just above); read atomically, as the collector may set header flags
         // meanwhile.
         Header(unsafe { AtomicU64::from_ptr(a as *mut u64) }.load(Ordering::Relaxed))
     }
