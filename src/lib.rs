@@ -35,8 +35,8 @@ pub use faultline_gc::{
 };
 /// Mutator waits by cause ([`Heap::mutator_waits`], [`Heap::mutator_wait_log`]).
 pub use faultline_gc::{
-    merge_intervals, mmu_from_intervals, MutatorWaitLog, MutatorWaits, WaitCause, WaitInterval,
-    WaitStats, WorstWindow,
+    merge_intervals, mmu_from_intervals, thread_wait_totals, MutatorWaitLog, MutatorWaits,
+    WaitCause, WaitInterval, WaitStats, WorstWindow,
 };
 pub use faultline_gc::{
     AllocError, AttachError, Barrier, Callback, Choreography, CollectError, ConfigError, CpuSplit,

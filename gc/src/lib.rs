@@ -168,8 +168,8 @@ pub use unchecked::{Layout, Obj};
 pub use value::{RootSlot, Value};
 pub use verify::{VerifyError, VerifyReport};
 pub use waits::{
-    merge_intervals, mmu_from_intervals, MutatorWaitLog, MutatorWaits, WaitCause, WaitInterval,
-    WaitStats, WorstWindow,
+    merge_intervals, mmu_from_intervals, thread_wait_totals, MutatorWaitLog, MutatorWaits,
+    WaitCause, WaitInterval, WaitStats, WorstWindow,
 };
 pub use weak::WeakStats;
 pub use weakref::FinalizationQueue;
