@@ -304,7 +304,10 @@ pub const WAIT_CAUSES: [&str; 7] = [
 ];
 
 /// What one request's serving thread did and suffered from the request's scheduled start to
-/// its end (the window its metered latency covers).
+/// its end (the window its metered latency covers). The counters are read at the end of every
+/// request, so the window starts at the end of the thread's last request before the scheduled
+/// start: it may begin a little earlier (by the thread's idle gap), and a figure in it may
+/// slightly exceed the latency.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct TailSample {
     /// Metered latency, ns.

@@ -1058,6 +1058,22 @@ fn check_waits(r: &RunResult) -> Vec<String> {
                     if p.max * 1e3 > r.total_s * 1e6 {
                         e.push("a request took longer than the run".into());
                     }
+                    match m.tail_split.as_ref() {
+                        None if !r.peer => e.push("request workload without a tail split".into()),
+                        None => {}
+                        Some(t) => {
+                            let share = |x: f64| (0.0..=1.0 + 1e-9).contains(&x);
+                            if !(share(t.with_wait)
+                                && share(t.with_run_delay)
+                                && share(t.with_neither)
+                                && t.requests <= p.count
+                                && (t.threshold_ms - p.p99).abs() < 1e-9
+                                && (t.requests == 0 || t.mean_latency_ms >= t.threshold_ms))
+                            {
+                                e.push(format!("tail split out of range: {t:?}"));
+                            }
+                        }
+                    }
                 }
             },
         }
