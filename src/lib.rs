@@ -28,6 +28,9 @@
 //! Invariant: nothing here adds behaviour; it only names the public API in one place.
 
 pub use faultline_gc::count_fault_context_switches;
+/// Background GC threads whose priority or time slice was set ([`HeapConfig::gc_thread_nice`],
+/// [`HeapConfig::gc_thread_slice_us`]).
+pub use faultline_gc::gc_threads_lowered;
 /// Typed layouts: a heap type declared from a Rust struct ([`heap_struct!`]), its registration
 /// ([`Heap::register_struct`], a [`HeapType`]) and views reading fields by name ([`Typed`]).
 pub use faultline_gc::{
@@ -35,8 +38,8 @@ pub use faultline_gc::{
 };
 /// Mutator waits by cause ([`Heap::mutator_waits`], [`Heap::mutator_wait_log`]).
 pub use faultline_gc::{
-    merge_intervals, mmu_from_intervals, MutatorWaitLog, MutatorWaits, WaitCause, WaitInterval,
-    WaitStats, WorstWindow,
+    merge_intervals, mmu_from_intervals, thread_wait_totals, MutatorWaitLog, MutatorWaits,
+    WaitCause, WaitInterval, WaitStats, WorstWindow,
 };
 pub use faultline_gc::{
     AllocError, AttachError, Barrier, Callback, Choreography, CollectError, ConfigError, CpuSplit,

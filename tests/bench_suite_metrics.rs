@@ -133,3 +133,89 @@ fn the_footprint_factor_follows_the_overshoot() {
     assert_eq!(next_footprint_factor(false, Some(5.0), 3.0, 3.0), None);
     assert_eq!(next_footprint_factor(true, None, 3.0, 3.0), None);
 }
+
+#[test]
+fn schedstat_parses_and_reads() {
+    assert_eq!(metrics::parse_schedstat("123 456 7\n"), Some((123, 456)));
+    assert_eq!(metrics::parse_schedstat("12"), None);
+    assert_eq!(metrics::parse_schedstat("x 1 2"), None);
+    // This thread's own figures, where the kernel has them: 30 ms of spinning is 30 ms on a
+    // CPU or waiting for one (the kernel updates a running thread's figure at ticks and
+    // switches, so allow it a tick or two of lag).
+    let ss = metrics::SchedStat::open();
+    if let Some((cpu0, rq0)) = ss.read() {
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_millis(30) {
+            std::hint::spin_loop();
+        }
+        let (cpu1, rq1) = ss.read().unwrap();
+        assert!(cpu1 >= cpu0 && rq1 >= rq0);
+        assert!(
+            (cpu1 - cpu0) + (rq1 - rq0) >= 15_000_000,
+            "{cpu0} -> {cpu1}, {rq0} -> {rq1}"
+        );
+    }
+}
+
+fn sample(lat_ms: f64, rq_ms: f64, wait_ms: f64, phase: u8) -> metrics::TailSample {
+    let ns = |ms: f64| (ms * 1e6) as u64;
+    let mut wait_ns = [0; 7];
+    wait_ns[5] = ns(wait_ms); // fault-stall
+    metrics::TailSample {
+        latency_ns: ns(lat_ms),
+        cpu_ns: ns(0.01),
+        run_delay_ns: ns(rq_ms),
+        wait_ns,
+        phase: [0, phase],
+    }
+}
+
+#[test]
+fn slowest_k_keeps_the_slowest_across_merges() {
+    let mut a = metrics::SlowestK::new(3);
+    let mut b = metrics::SlowestK::new(3);
+    for i in 0..100 {
+        a.offer(sample(i as f64 * 0.01, 0.0, 0.0, 0));
+        b.offer(sample(i as f64 * 0.02, 0.0, 0.0, 0));
+    }
+    let mut all = metrics::SlowestK::new(0);
+    all.merge(a);
+    all.merge(b);
+    let mut kept: Vec<u64> = all.samples().iter().map(|s| s.latency_ns).collect();
+    kept.sort_unstable();
+    assert_eq!(kept, vec![1_940_000, 1_960_000, 1_980_000]);
+    // Sums cover every sample offered, not only those kept.
+    assert_eq!(all.all[0], 200);
+}
+
+#[test]
+fn tail_split_counts_what_the_tail_suffered() {
+    let mut k = metrics::SlowestK::new(100);
+    // 90 fast requests, then 10 slow: 4 with a run delay, 3 with a wait, 3 with neither.
+    for _ in 0..90 {
+        k.offer(sample(0.05, 0.0, 0.0, 0));
+    }
+    for _ in 0..4 {
+        k.offer(sample(2.0, 1.5, 0.0, 1));
+    }
+    for _ in 0..3 {
+        k.offer(sample(2.0, 0.0, 1.0, 3));
+    }
+    for _ in 0..3 {
+        k.offer(sample(2.0, 0.05, 0.0, 0));
+    }
+    let t = metrics::tail_split(&k, 1.0, 0.1);
+    assert_eq!(t.requests, 10);
+    assert!((t.with_run_delay - 0.4).abs() < 1e-9, "{t:?}");
+    assert!((t.with_wait - 0.3).abs() < 1e-9, "{t:?}");
+    assert!((t.with_neither - 0.3).abs() < 1e-9, "{t:?}");
+    assert!((t.mean_run_delay_ms - (4.0 * 1.5 + 3.0 * 0.05) / 10.0).abs() < 1e-6);
+    assert!((t.mean_wait_by_cause_ms["fault-stall"] - 0.3).abs() < 1e-6);
+    assert_eq!(t.phases.get("marking"), Some(&4));
+    assert_eq!(t.phases.get("compacting"), Some(&3));
+    assert_eq!(t.phases.get("idle"), Some(&3));
+    // Blocked = latency - CPU - run delay.
+    let blocked = (4.0 * (2.0 - 0.01 - 1.5) + 6.0 * 2.0 - 6.0 * 0.01 - 3.0 * 0.05) / 10.0;
+    assert!((t.mean_blocked_ms - blocked).abs() < 1e-6, "{t:?}");
+    assert!((t.all_mean_latency_ms - (90.0 * 0.05 + 20.0) / 100.0).abs() < 1e-6);
+}

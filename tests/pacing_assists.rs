@@ -105,3 +105,49 @@ fn fast_allocators_assist_two_markers() {
     }
     run(2);
 }
+
+/// The background GC threads' settings (`gc_thread_nice`, `gc_thread_slice_us`): the cycle's
+/// own thread runs `gc_thread_nice` steps below the mutator that started it (read on that
+/// thread, in the `on_cycle` hook), the mutators keep their priority, and out-of-range values
+/// are refused.
+#[test]
+fn background_gc_threads_run_at_their_configured_priority() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+    if !uffd_or_skip("background_gc_threads_run_at_their_configured_priority") {
+        return;
+    }
+    for bad in [
+        HeapConfig::with_heap_size(4 << 20).with(|c| c.gc_thread_nice = 20),
+        HeapConfig::with_heap_size(4 << 20).with(|c| c.gc_thread_slice_us = 100_001),
+    ] {
+        assert!(Heap::new(bad).is_err());
+    }
+    // SAFETY: getpriority of the calling thread (id 0) reads scheduler state only.
+    let nice_here = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) } as i64;
+    let seen = Arc::new(AtomicI64::new(i64::MIN));
+    let heap = Heap::new(HeapConfig::with_heap_size(8 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.gc_thread_nice = 3;
+        c.gc_thread_slice_us = 20_000;
+        let seen = seen.clone();
+        c.on_cycle = Some(Arc::new(move |_| {
+            seen.store(nice_here(), Ordering::SeqCst);
+        }));
+    }))
+    .unwrap();
+    let (lowered0, sliced0, failed0) = faultline::gc_threads_lowered();
+    let mine = nice_here();
+    let t = register(&heap);
+    let mut m = heap.attach();
+    tree(&mut m, &t, 10, 1);
+    m.collect().unwrap();
+    assert_eq!(heap.history().last().unwrap().mode, GcMode::Concurrent);
+    assert_eq!(seen.load(Ordering::SeqCst), (mine + 3).min(19));
+    assert_eq!(nice_here(), mine, "the mutator's priority changed");
+    let (lowered, sliced, failed) = faultline::gc_threads_lowered();
+    assert!(lowered > lowered0 || mine + 3 > 19);
+    // The slice needs Linux 6.12: set, or counted as failed.
+    assert!(sliced > sliced0 || failed > failed0);
+    assert_eq!(check_tree(&m, m.stack_get(0), 10, 1), (1 << 10) - 1);
+}

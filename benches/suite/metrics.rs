@@ -261,3 +261,240 @@ pub fn next_footprint_factor(
     let next = (factor * bound / rss_over_live? * 0.9).max(1.0);
     (next < factor - 0.01).then_some(next)
 }
+
+/// This thread's scheduler accounting (`/proc/thread-self/schedstat`: nanoseconds on a CPU,
+/// nanoseconds runnable but waiting on a run queue), read through a file kept open (one `pread`
+/// a reading). Open it on the thread it describes: `thread-self` resolves at open time.
+pub struct SchedStat {
+    file: Option<std::fs::File>,
+}
+
+impl SchedStat {
+    /// Open the calling thread's schedstat (`read` gives `None` where the kernel has none).
+    pub fn open() -> SchedStat {
+        SchedStat {
+            file: std::fs::File::open("/proc/thread-self/schedstat").ok(),
+        }
+    }
+
+    /// (on-CPU ns, run-queue delay ns) of the opening thread so far.
+    pub fn read(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 96];
+        let n = self.file.as_ref()?.read_at(&mut buf, 0).ok()?;
+        parse_schedstat(std::str::from_utf8(&buf[..n]).ok()?)
+    }
+}
+
+/// The first two fields of a schedstat line (`"<on-cpu ns> <run-queue ns> <timeslices>"`).
+pub fn parse_schedstat(s: &str) -> Option<(u64, u64)> {
+    let mut it = s.split_whitespace().map(|x| x.parse::<u64>().ok());
+    Some((it.next()??, it.next()??))
+}
+
+/// Causes of waits in a [`TailSample`] (the heap's `WaitCause::ALL` order and names).
+pub const WAIT_CAUSES: [&str; 7] = [
+    "pause",
+    "time-to-safepoint",
+    "flip",
+    "cycle-end",
+    "alloc-stall",
+    "fault-stall",
+    "assist",
+];
+
+/// What one request's serving thread did and suffered from the request's scheduled start to
+/// its end (the window its metered latency covers). The counters are read at the end of every
+/// request, so the window starts at the end of the thread's last request before the scheduled
+/// start: it may begin a little earlier (by the thread's idle gap), and a figure in it may
+/// slightly exceed the latency.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TailSample {
+    /// Metered latency, ns.
+    pub latency_ns: u64,
+    /// Time on a CPU in the window, ns.
+    pub cpu_ns: u64,
+    /// Time runnable but not running (run-queue delay), ns.
+    pub run_delay_ns: u64,
+    /// Waits the heap recorded for this thread in the window, ns per cause ([`WAIT_CAUSES`]).
+    pub wait_ns: [u64; 7],
+    /// The collector's phase at the window's start and end (0 idle, 1 marking, 2 remark,
+    /// 3 compacting).
+    pub phase: [u8; 2],
+}
+
+impl TailSample {
+    /// Every recorded wait in the window, ns.
+    pub fn waited_ns(&self) -> u64 {
+        self.wait_ns.iter().sum()
+    }
+}
+
+/// The `k` slowest [`TailSample`]s seen (a min-heap on latency), kept per serving thread so
+/// that no per-request record outlives its request unless it may be in the tail.
+pub struct SlowestK {
+    k: usize,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(u64, usize)>>,
+    items: Vec<TailSample>,
+    /// Sums over every sample offered: (count, latency, cpu, run delay, waited), ns.
+    pub all: [u64; 5],
+}
+
+impl SlowestK {
+    /// Keep the `k` slowest.
+    pub fn new(k: usize) -> SlowestK {
+        SlowestK {
+            k,
+            heap: std::collections::BinaryHeap::with_capacity(k + 1),
+            items: Vec::with_capacity(k),
+            all: [0; 5],
+        }
+    }
+
+    /// Offer one sample.
+    pub fn offer(&mut self, s: TailSample) {
+        for (a, x) in
+            self.all
+                .iter_mut()
+                .zip([1, s.latency_ns, s.cpu_ns, s.run_delay_ns, s.waited_ns()])
+        {
+            *a += x;
+        }
+        if self.k == 0 {
+            return;
+        }
+        if self.items.len() < self.k {
+            self.heap
+                .push(std::cmp::Reverse((s.latency_ns, self.items.len())));
+            self.items.push(s);
+        } else if let Some(&std::cmp::Reverse((min, at))) = self.heap.peek() {
+            if s.latency_ns > min {
+                self.heap.pop();
+                self.items[at] = s;
+                self.heap.push(std::cmp::Reverse((s.latency_ns, at)));
+            }
+        }
+    }
+
+    /// Add another thread's samples.
+    pub fn merge(&mut self, o: SlowestK) {
+        self.k = self.k.max(o.k);
+        for (a, x) in self.all.iter_mut().zip(o.all) {
+            *a += x;
+        }
+        let all = self.all;
+        for s in o.items {
+            self.offer(s);
+        }
+        self.all = all;
+    }
+
+    /// The kept samples.
+    pub fn samples(&self) -> &[TailSample] {
+        &self.items
+    }
+}
+
+/// The request workload's tail, split by what its requests' threads suffered (suite JSON
+/// `metered.tail_split`): every request slower than `threshold_ms` (the run's p99).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TailSplit {
+    /// Requests counted are those with a metered latency above this (the p99), ms.
+    pub threshold_ms: f64,
+    /// Requests above the threshold.
+    pub requests: u64,
+    /// The bar for "suffered" below, ms (a wait or a run delay longer than this).
+    pub bar_ms: f64,
+    /// Share of them with heap-recorded waits over `bar_ms` in their window.
+    pub with_wait: f64,
+    /// Share of them with a run-queue delay over `bar_ms`.
+    pub with_run_delay: f64,
+    /// Share with neither.
+    pub with_neither: f64,
+    /// Means over the tail requests, ms: latency, on-CPU, run-queue delay, recorded waits,
+    /// and the rest (off-CPU and not runnable: latency - CPU - run delay, at least 0).
+    pub mean_latency_ms: f64,
+    pub mean_cpu_ms: f64,
+    pub mean_run_delay_ms: f64,
+    pub mean_wait_ms: f64,
+    pub mean_blocked_ms: f64,
+    /// Mean recorded wait per cause over the tail requests, ms.
+    pub mean_wait_by_cause_ms: std::collections::BTreeMap<String, f64>,
+    /// Tail requests by the collector's phase: `idle` when idle at both ends of the window,
+    /// else the phase at its end (or its start, when idle at the end).
+    pub phases: std::collections::BTreeMap<String, u64>,
+    /// Means over *every* request, ms: latency, on-CPU, run-queue delay, recorded waits.
+    pub all_mean_latency_ms: f64,
+    pub all_mean_cpu_ms: f64,
+    pub all_mean_run_delay_ms: f64,
+    pub all_mean_wait_ms: f64,
+}
+
+/// Split the requests of `kept` slower than `threshold_ms`; `bar_ms` is the bar of "suffered".
+pub fn tail_split(kept: &SlowestK, threshold_ms: f64, bar_ms: f64) -> TailSplit {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let bar_ns = (bar_ms * 1e6) as u64;
+    let tail: Vec<&TailSample> = kept
+        .samples()
+        .iter()
+        .filter(|s| ms(s.latency_ns) > threshold_ms)
+        .collect();
+    let n = tail.len() as f64;
+    let share = |f: &dyn Fn(&TailSample) -> bool| {
+        if tail.is_empty() {
+            0.0
+        } else {
+            tail.iter().filter(|s| f(s)).count() as f64 / n
+        }
+    };
+    let mean = |f: &dyn Fn(&TailSample) -> u64| {
+        if tail.is_empty() {
+            0.0
+        } else {
+            tail.iter().map(|s| ms(f(s))).sum::<f64>() / n
+        }
+    };
+    let names = ["idle", "marking", "remark", "compacting"];
+    let mut phases = std::collections::BTreeMap::new();
+    for s in &tail {
+        let p = if s.phase[1] != 0 {
+            s.phase[1]
+        } else {
+            s.phase[0]
+        };
+        *phases
+            .entry(names.get(p as usize).unwrap_or(&"?").to_string())
+            .or_insert(0) += 1;
+    }
+    let [count, lat, cpu, rq, w] = kept.all;
+    let all = |x: u64| {
+        if count == 0 {
+            0.0
+        } else {
+            ms(x) / count as f64
+        }
+    };
+    TailSplit {
+        threshold_ms,
+        requests: tail.len() as u64,
+        bar_ms,
+        with_wait: share(&|s| s.waited_ns() > bar_ns),
+        with_run_delay: share(&|s| s.run_delay_ns > bar_ns),
+        with_neither: share(&|s| s.waited_ns() <= bar_ns && s.run_delay_ns <= bar_ns),
+        mean_latency_ms: mean(&|s| s.latency_ns),
+        mean_cpu_ms: mean(&|s| s.cpu_ns),
+        mean_run_delay_ms: mean(&|s| s.run_delay_ns),
+        mean_wait_ms: mean(&|s| s.waited_ns()),
+        mean_blocked_ms: mean(&|s| s.latency_ns.saturating_sub(s.cpu_ns + s.run_delay_ns)),
+        mean_wait_by_cause_ms: WAIT_CAUSES
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.to_string(), mean(&|s| s.wait_ns[i])))
+            .collect(),
+        phases,
+        all_mean_latency_ms: all(lat),
+        all_mean_cpu_ms: all(cpu),
+        all_mean_run_delay_ms: all(rq),
+        all_mean_wait_ms: all(w),
+    }
+}

@@ -128,6 +128,7 @@ pub fn load_peers(path: &Path) -> Peers {
                     requests: m.count,
                     rate_hz: m.rate_hz,
                     achieved_hz: m.achieved_hz,
+                    tail_split: None,
                 }),
                 ..RunResult::default()
             }
@@ -787,7 +788,7 @@ fn headline(w: &mut String, results: &[RunResult], peers: &Peers, keys: &[(Strin
         let _ = writeln!(w, "{head}");
         let ncol = head.matches('|').count() - 1;
         let _ = writeln!(w, "|---|{}", "---:|".repeat(ncol - 2) + "---|");
-        for r in rows {
+        for r in &rows {
             let name = if r.peer {
                 format!("*peer* {}", r.mode)
             } else {
@@ -877,6 +878,7 @@ fn headline(w: &mut String, results: &[RunResult], peers: &Peers, keys: &[(Strin
             let _ = writeln!(w, "{line}");
         }
         let _ = writeln!(w);
+        tail_split_rows(w, &rows);
     }
 
     let _ = writeln!(w, "### Goals on the mutators' latency (issue 14)\n");
@@ -1056,9 +1058,64 @@ fn check_waits(r: &RunResult) -> Vec<String> {
                     if p.max * 1e3 > r.total_s * 1e6 {
                         e.push("a request took longer than the run".into());
                     }
+                    match m.tail_split.as_ref() {
+                        None if !r.peer => e.push("request workload without a tail split".into()),
+                        None => {}
+                        Some(t) => {
+                            let share = |x: f64| (0.0..=1.0 + 1e-9).contains(&x);
+                            if !(share(t.with_wait)
+                                && share(t.with_run_delay)
+                                && share(t.with_neither)
+                                && t.requests <= p.count
+                                && (t.threshold_ms - p.p99).abs() < 1e-9
+                                && (t.requests == 0 || t.mean_latency_ms >= t.threshold_ms))
+                            {
+                                e.push(format!("tail split out of range: {t:?}"));
+                            }
+                        }
+                    }
                 }
             },
         }
     }
     e
+}
+
+/// The request workload's tail split (`metered.tail_split`), one row per mode that has one.
+fn tail_split_rows(w: &mut String, rows: &[&RunResult]) {
+    let with: Vec<_> = rows
+        .iter()
+        .filter_map(|r| Some((r, r.metered.as_ref()?.tail_split.as_ref()?)))
+        .collect();
+    if with.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "Tail split: the requests above the p99, by what their serving thread suffered between the request's scheduled start and its end: heap-recorded waits, run-queue delay (runnable, not running: `/proc/thread-self/schedstat`), each counted when over the bar; means in ms; the collector's phase at the window's end (or start). `all` columns: means over every request.\n");
+    let _ = writeln!(w, "| mode | p99 ms | tail requests | bar ms | with wait | with run delay | neither | mean latency / CPU / run delay / waits / blocked ms | phases | all: latency / CPU / run delay / waits ms |");
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+    for (r, t) in with {
+        let phases: Vec<String> = t.phases.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            w,
+            "| {} | {:.3} | {} | {} | {:.2} | {:.2} | {:.2} | {:.3} / {:.3} / {:.3} / {:.3} / {:.3} | {} | {:.3} / {:.3} / {:.3} / {:.3} |",
+            r.mode,
+            t.threshold_ms,
+            t.requests,
+            t.bar_ms,
+            t.with_wait,
+            t.with_run_delay,
+            t.with_neither,
+            t.mean_latency_ms,
+            t.mean_cpu_ms,
+            t.mean_run_delay_ms,
+            t.mean_wait_ms,
+            t.mean_blocked_ms,
+            phases.join(", "),
+            t.all_mean_latency_ms,
+            t.all_mean_cpu_ms,
+            t.all_mean_run_delay_ms,
+            t.all_mean_wait_ms,
+        );
+    }
+    let _ = writeln!(w);
 }

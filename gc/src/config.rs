@@ -88,6 +88,24 @@ pub struct HeapConfig {
     /// default). Off: they only wait for the flip when the space is exhausted (the behaviour
     /// before pacing; for comparisons).
     pub mark_assists: bool,
+    /// Concurrent mode: the background GC threads (the cycle's GC thread, its helper markers
+    /// and compaction workers, the prefill thread) run this many nice steps below the thread
+    /// that started them (capped at nice 19; 0: the same priority), so that a mutator waking
+    /// up gets the CPU before them; a mutator that outruns them pays mark assists. Only ever
+    /// lowers a priority (needs no privilege). Beware: a mutator that faults on a page a
+    /// compaction worker is filling waits for that worker, so under CPU contention from other
+    /// processes a lowered worker can make fault stalls longer (priority inversion). In
+    /// [0, 19]; default [`DEFAULT_GC_THREAD_NICE`] (0), or `FAULTLINE_GC_THREAD_NICE` from the
+    /// environment.
+    pub gc_thread_nice: u8,
+    /// Concurrent mode: the background GC threads' scheduler time slice in microseconds
+    /// (Linux 6.12 and later, `sched_setattr`'s `sched_runtime` for a normal thread; the kernel
+    /// clamps it to [100, 100 000]); 0 keeps the kernel's default. A slice longer than the
+    /// mutators' lets a waking mutator preempt a GC thread at once (the kernel lets a thread
+    /// with a shorter slice cut a longer one's) without lowering the GC threads' share of the
+    /// CPU. In [0, 100 000]; default 0, or `FAULTLINE_GC_THREAD_SLICE_US` from the
+    /// environment.
+    pub gc_thread_slice_us: u32,
     /// Threads that fill destination pages in a concurrent compaction (mutator faults fill
     /// pages too). `None`: as many as `gc_threads`.
     pub compaction_workers: Option<usize>,
@@ -172,6 +190,8 @@ impl Default for HeapConfig {
             gc_threads: default_gc_threads(DEFAULT_GC_CPU_BUDGET),
             gc_cpu_budget: DEFAULT_GC_CPU_BUDGET,
             mark_assists: true,
+            gc_thread_nice: default_gc_thread_nice(),
+            gc_thread_slice_us: default_gc_thread_slice_us(),
             compaction_workers: None,
             mode: GcMode::StopTheWorld,
             strategy: Strategy::Auto,
@@ -217,6 +237,29 @@ pub fn default_gc_threads(budget: f64) -> usize {
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     ((budget * cpus as f64).ceil() as usize).clamp(1, 64)
+}
+
+/// The default [`HeapConfig::gc_thread_nice`].
+pub const DEFAULT_GC_THREAD_NICE: u8 = 0;
+
+/// [`DEFAULT_GC_THREAD_NICE`], or `FAULTLINE_GC_THREAD_NICE` from the environment if it is a
+/// number in [0, 19].
+pub fn default_gc_thread_nice() -> u8 {
+    std::env::var("FAULTLINE_GC_THREAD_NICE")
+        .ok()
+        .and_then(|v| v.trim().parse::<u8>().ok())
+        .filter(|n| *n <= 19)
+        .unwrap_or(DEFAULT_GC_THREAD_NICE)
+}
+
+/// 0, or `FAULTLINE_GC_THREAD_SLICE_US` from the environment if it is a number in
+/// [0, 100 000] (the default [`HeapConfig::gc_thread_slice_us`]).
+pub fn default_gc_thread_slice_us() -> u32 {
+    std::env::var("FAULTLINE_GC_THREAD_SLICE_US")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| *n <= 100_000)
+        .unwrap_or(0)
 }
 
 fn round_up(x: usize, to: usize) -> usize {
@@ -347,6 +390,18 @@ impl HeapConfig {
             return bad(format!(
                 "compaction_workers = {:?} must lie in [1, 64]",
                 self.compaction_workers
+            ));
+        }
+        if self.gc_thread_nice > 19 {
+            return bad(format!(
+                "gc_thread_nice = {} must lie in [0, 19]",
+                self.gc_thread_nice
+            ));
+        }
+        if self.gc_thread_slice_us > 100_000 {
+            return bad(format!(
+                "gc_thread_slice_us = {} must lie in [0, 100000]",
+                self.gc_thread_slice_us
             ));
         }
         if self.gc_threads == 0 || self.gc_threads > 64 {

@@ -196,6 +196,8 @@ pub(crate) fn collect(
             return std::thread::Builder::new()
                 .name("faultline-gc".into())
                 .spawn(move || {
+                    // Helpers and compaction workers it spawns inherit this.
+                    crate::background::enter(&heap.config);
                     // A failure here (verification, checkmark) leaves references half-moved:
                     // the heap cannot continue, so end the process loudly rather than leave
                     // every mutator waiting for a cycle that will never finish.

@@ -76,6 +76,7 @@
 //! | their embedding API (`Mutator::new_weak`, `FinalizationQueue`) | `weakref` |
 //! | statistics, the pause timeline | `stats`, `timeline` |
 //! | mutator waits by cause, per-mutator interval logs, mutator-side MMU | `waits` |
+//! | the background GC threads' scheduling priority | `background` |
 //!
 //! Module layering (no circles): `io` → `heap` → (`mutator`, `weakref`) → (`cycle`, `assist`) →
 //! (`marking`, `compaction`, `fault`, `verify`, `release`, `choreography`, `plan`, `trace`) →
@@ -93,9 +94,11 @@
 //!   (the remark);
 //! - kernel plumbing: `fault` (the SIGBUS resolver's context), `pagestate` (futex),
 //!   `choreography` (unmapping the detached pages), `fork` (the atfork handlers), `io`
-//!   (read / write system calls on pinned byte arrays and on the I/O buffer).
+//!   (read / write system calls on pinned byte arrays and on the I/O buffer), `background`
+//!   (the GC threads' own nice value and slice).
 
 mod assist;
+mod background;
 mod choreography;
 mod compaction;
 mod config;
@@ -140,7 +143,11 @@ mod waits;
 mod weak;
 mod weakref;
 
-pub use config::{default_gc_threads, ConfigError, CycleHook, HeapConfig, DEFAULT_GC_CPU_BUDGET};
+pub use background::gc_threads_lowered;
+pub use config::{
+    default_gc_thread_nice, default_gc_thread_slice_us, default_gc_threads, ConfigError, CycleHook,
+    HeapConfig, DEFAULT_GC_CPU_BUDGET, DEFAULT_GC_THREAD_NICE,
+};
 pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};
 pub use error::{AttachError, CollectError};
 pub use fault::count_fault_context_switches;
@@ -168,8 +175,8 @@ pub use unchecked::{Layout, Obj};
 pub use value::{RootSlot, Value};
 pub use verify::{VerifyError, VerifyReport};
 pub use waits::{
-    merge_intervals, mmu_from_intervals, MutatorWaitLog, MutatorWaits, WaitCause, WaitInterval,
-    WaitStats, WorstWindow,
+    merge_intervals, mmu_from_intervals, thread_wait_totals, MutatorWaitLog, MutatorWaits,
+    WaitCause, WaitInterval, WaitStats, WorstWindow,
 };
 pub use weak::WeakStats;
 pub use weakref::FinalizationQueue;

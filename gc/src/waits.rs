@@ -325,6 +325,22 @@ pub(crate) fn record_parked(arrived: Instant, stopped: Option<Instant>, released
     });
 }
 
+/// This thread's current mutator's wait totals so far (exclusive, as in [`MutatorWaits`]),
+/// nanoseconds per cause in [`WaitCause::ALL`] order; `None` on a thread without a mutator.
+/// Cheap (a thread-local read and seven relaxed loads): meant to be sampled around a unit of
+/// work (the suite's request workload splits its slowest requests with it).
+pub fn thread_wait_totals() -> Option<[u64; CAUSES]> {
+    let mut out = None;
+    with_current(|l| {
+        let mut t = [0; CAUSES];
+        for (i, x) in t.iter_mut().enumerate() {
+            *x = l.counters.total_ns[i].load(Ordering::Relaxed);
+        }
+        out = Some(t);
+    });
+    out
+}
+
 /// A wait that may contain other recorded waits: recorded when dropped, with its own time
 /// minus theirs (e.g. `let _w = Span::begin(WaitCause::AllocStall);`).
 pub(crate) struct Span {
