@@ -425,7 +425,9 @@ impl Plan {
             let s = bits
                 .next_set(*w, limit)
                 .expect("a live word for every destination word");
-            let len = (bits.next_clear(s, limit) - s).min(count - d);
+            // (The search for the run's end stops at what is still wanted: a long run, a
+            // dense prefix, is not rescanned to its end for each chunk of a slide.)
+            let len = bits.next_clear(s, limit.min(s + (count - d))) - s;
             let from = (self.src + s * WORD) as *const usize;
             // SAFETY: source words [s, s + len) are live words of the old half (present memory,
             // read at `src`); destination words [d, d + len) are writable by the caller's
