@@ -110,6 +110,7 @@ use faultline_heap::PAGE_SIZE;
 use crate::choreography;
 use crate::cputime;
 use crate::debug::{Breakage, MarkPoint, Phase};
+use crate::dense::{self, DensePrefix};
 use crate::error::CollectError;
 use crate::generational::{CycleFacts, GenCycle};
 use crate::inner::{page_up, HeapInner, BATCH_PAGES};
@@ -824,8 +825,6 @@ fn flip(
     // 3. Plan. In a concurrent cycle the chunk sums were computed before the pause; here only
     //    the chunks marking changed since are redone.
     let tp = Instant::now();
-    let (live_words, chunks_redone) = inner.tables.live.finish_prefix(bitmap_words);
-    let pages = (live_words * WORD).div_ceil(PAGE_SIZE);
     let to_index = 1 - moving.current.load(Ordering::Relaxed);
     let to_half_base = moving.half_base[to_index];
     // Pinned objects ([`crate::pins`]): which stay (kept), which stay stranded, which leave
@@ -857,6 +856,27 @@ fn flip(
             .flat_map(|&(s, e)| crate::pins::subtract(s, e, &old))
             .collect();
     }
+    // A stop-the-world cycle that will slide in place (see `slide` below) keeps its dense
+    // prefix where it is ([`crate::dense`]): its gaps become fillers and live words, before
+    // the prefix sums are computed.
+    let slides_in_place = !concurrent
+        && cfg.stw_compaction.slides(cfg.debug.poison_released)
+        && !pins.active()
+        && !young
+        && inner.gen.is_none()
+        && from == moving.half_base[1 - to_index]
+        && moving.end() == from + moving.half_bytes;
+    let dense = match cfg.dense_prefix.filter(|_| slides_in_place) {
+        Some(threshold) => {
+            let n = dense::choose(&inner.tables.live.bits, (from_top - from) / WORD, threshold);
+            // SAFETY: the world is stopped and marking is complete; the half's pages below
+            // `from_top` are present and in use; the prefix sums are computed below.
+            unsafe { dense::keep(&inner.tables.live, from, n) }
+        }
+        None => DensePrefix::default(),
+    };
+    let (live_words, chunks_redone) = inner.tables.live.finish_prefix(bitmap_words);
+    let pages = (live_words * WORD).div_ceil(PAGE_SIZE);
     let to = pins.to_lo.max(gen.as_ref().map_or(0, |c| c.to_floor));
     // Promotion extends the old generation: only when the survivors land right above it
     // (stranded objects above it push the window higher: the survivors then stay young).
@@ -977,6 +997,7 @@ fn flip(
         && inner.gen.is_none()
         && from == moving.half_base[1 - to_index]
         && moving.end() == from + moving.half_bytes;
+    debug_assert!(slide == slides_in_place || concurrent);
     if slide {
         plan.to = from;
         plan.to_offset = arena.offset_of(from);
@@ -1127,6 +1148,8 @@ fn flip(
         mutators: g.mutators.len(),
         mutator_tts: tts_by_mutator,
         weak,
+        dense_kept_pages: dense.pages,
+        dense_dead_bytes: dense.dead_words * WORD,
         ..CycleStats::default()
     };
 
