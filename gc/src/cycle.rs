@@ -27,7 +27,9 @@
 //!    rest forwarded (the same pause that decided what is dead).
 //! 5. **Compact** in the pause: slide the live words down within the current half
 //!    ([`crate::plan::Plan::slide`]: no kernel call per page; the default,
-//!    [`crate::StwCompaction::Auto`], unless `debug.poison_released`); or (`Copy`, and a cycle
+//!    [`crate::StwCompaction::Auto`], unless `debug.poison_released`; with
+//!    [`crate::HeapConfig::dense_prefix`], the half's dense prefix stays in place, its dead
+//!    gaps turned into fillers before the plan's prefix sums: [`crate::dense`]); or (`Copy`, and a cycle
 //!    with pinned or stranded objects, or whose half's window is not the whole half) fill
 //!    destination pages in order and map them into the other half in batches of 64 pages
 //!    (`UFFDIO_COPY`, or a plain copy on an unregistered arena).
