@@ -25,7 +25,8 @@
 //! Columns: pause (wall) and pause CPU (the collecting thread's CPU clock over the whole
 //! pause: marking, planning, compaction), compact (the slide's wall time) and compact CPU (the collecting
 //! thread's CPU clock in the slide: what the load does not inflate), plan (wall: the prefix's
-//! choice and its fillers are part of planning), kept pages (the dense prefix),
+//! choice and its fillers are part of planning) and dense prefix CPU (the thread CPU of that
+//! part, `CycleStats::dense_cpu`), kept pages (the dense prefix),
 //! dead MiB (fragmentation: dead bytes left in it as fillers) and their share of the heap
 //! after, heap after (MiB in use after the cycle: the slide's free tail starts there).
 //!
@@ -137,7 +138,8 @@ fn fill(m: &mut Mutator, heap: &Heap, old: &Old, slots: &[usize], p: f64, rng: &
     let half = heap.config().max_heap_bytes;
     let room = 2 << 20;
     let mut next = 0;
-    while heap.used_bytes() + room < half {
+    // (Room is left for the slots not refilled yet: they are refilled at the end.)
+    while heap.used_bytes() + room + (slots.len() - next) * NODE_BYTES < half {
         for _ in 0..1024 {
             if next < slots.len() && rng.chance(p) {
                 Old::put(m, &old.top, old.node, slots[next]);
@@ -223,7 +225,8 @@ struct Row {
     pause_cpu: f64,
     compact: f64,
     compact_cpu: f64,
-    plan_cpu: f64,
+    plan: f64,
+    dense_cpu: f64,
     kept: f64,
     dead: f64,
     after: f64,
@@ -232,7 +235,11 @@ struct Row {
 }
 
 fn row(cycles: &[CycleStats]) -> Row {
-    let c = if cycles.len() > 1 { &cycles[1..] } else { cycles };
+    let c = if cycles.len() > 1 {
+        &cycles[1..]
+    } else {
+        cycles
+    };
     let n = c.len() as f64;
     let mean = |f: &dyn Fn(&CycleStats) -> f64| c.iter().map(f).sum::<f64>() / n;
     let last = cycles.last().expect("a cycle");
@@ -241,7 +248,8 @@ fn row(cycles: &[CycleStats]) -> Row {
         pause_cpu: mean(&|s| ms(s.cpu.pause)),
         compact: mean(&|s| ms(s.compact)),
         compact_cpu: mean(&|s| ms(s.cpu.compact)),
-        plan_cpu: mean(&|s| ms(s.plan)),
+        plan: mean(&|s| ms(s.plan)),
+        dense_cpu: mean(&|s| ms(s.dense_cpu)),
         kept: mean(&|s| s.dense_kept_pages as f64),
         dead: mean(&|s| mib(s.dense_dead_bytes)),
         after: mean(&|s| mib(s.moving_after)),
@@ -283,19 +291,20 @@ fn main() {
             loadavg()
         );
         println!();
-        println!("| threshold | pause ms | pause CPU ms | compact ms | compact CPU ms | plan ms | kept pages | dead MiB | dead / heap after | heap after MiB | last heap after MiB | last dead MiB |");
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("| threshold | pause ms | pause CPU ms | compact ms | compact CPU ms | plan ms | dense prefix CPU ms | kept pages | dead MiB | dead / heap after | heap after MiB | last heap after MiB | last dead MiB |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (ti, &t) in THRESHOLDS.iter().enumerate() {
             let med = |f: &dyn Fn(&Row) -> f64| median(rows[ti].iter().map(f).collect());
             let (dead, after) = (med(&|r| r.dead), med(&|r| r.after));
             println!(
-                "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} % | {:.1} | {:.1} | {:.2} |",
+                "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} % | {:.1} | {:.1} | {:.2} |",
                 t.map_or("off".to_string(), |t| format!("{t}")),
                 med(&|r| r.pause),
                 med(&|r| r.pause_cpu),
                 med(&|r| r.compact),
                 med(&|r| r.compact_cpu),
-                med(&|r| r.plan_cpu),
+                med(&|r| r.plan),
+                med(&|r| r.dense_cpu),
                 med(&|r| r.kept),
                 dead,
                 100.0 * dead / after,

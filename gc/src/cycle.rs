@@ -868,6 +868,7 @@ fn flip(
         && inner.gen.is_none()
         && from == moving.half_base[1 - to_index]
         && moving.end() == from + moving.half_bytes;
+    let dense_cpu0 = cputime::thread_cpu();
     let dense = match cfg.dense_prefix.filter(|_| slides_in_place) {
         Some(threshold) => {
             let n = dense::choose(&inner.tables.live.bits, (from_top - from) / WORD, threshold);
@@ -877,6 +878,7 @@ fn flip(
         }
         None => DensePrefix::default(),
     };
+    let dense_cpu = cputime::since(dense_cpu0);
     let (live_words, chunks_redone) = inner.tables.live.finish_prefix(bitmap_words);
     let pages = (live_words * WORD).div_ceil(PAGE_SIZE);
     let to = pins.to_lo.max(gen.as_ref().map_or(0, |c| c.to_floor));
@@ -1152,6 +1154,7 @@ fn flip(
         weak,
         dense_kept_pages: dense.pages,
         dense_dead_bytes: dense.dead_words * WORD,
+        dense_cpu,
         ..CycleStats::default()
     };
 

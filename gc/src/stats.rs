@@ -234,6 +234,9 @@ pub struct CycleStats {
     /// The dead bytes left in those pages as filler objects (the fragmentation the dense
     /// prefix costs until a later cycle moves those pages).
     pub dense_dead_bytes: usize,
+    /// The thread CPU time spent choosing the dense prefix and turning its gaps into fillers
+    /// (part of [`CycleStats::plan`]).
+    pub dense_cpu: Duration,
 }
 
 /// What a cycle of a generational heap did ([`crate::Generational`]).
@@ -392,6 +395,7 @@ impl Default for CycleStats {
             gen: GenStats::default(),
             dense_kept_pages: 0,
             dense_dead_bytes: 0,
+            dense_cpu: Duration::ZERO,
         }
     }
 }
