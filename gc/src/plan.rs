@@ -836,6 +836,57 @@ mod tests {
     }
 
     #[test]
+    fn sliding_after_a_dense_prefix_keeps_it_in_place() {
+        for (seed, live, t) in [(31, 0.97, 0.9), (32, 0.93, 0.85), (33, 0.995, 0.95)] {
+            let mut f = fixture(seed, live, 392 * PAGE_WORDS);
+            f.plan.to = f.plan.from;
+            let used = (f.plan.from_top - f.plan.from) / WORD;
+            let n = crate::dense::choose(&f.plan.tables.live.bits, used, t);
+            assert!(n > 4, "seed {seed}: a prefix of {n} pages");
+            let end = n * PAGE_WORDS;
+            // The marked objects, in order: (old word, header).
+            let mut objs = Vec::new();
+            let mut w = 0;
+            while let Some(m) = f.plan.mark().next_set(w, used) {
+                objs.push((m, Header(f._old[m])));
+                w = m + 1;
+            }
+            // SAFETY: the fixture's half is ours; it is planned again below.
+            let kept = unsafe { crate::dense::keep(&f.plan.tables.live, f.plan.from, n) };
+            assert!(kept.dead_words > 0, "seed {seed}: no gap in the prefix");
+            assert!(kept.dead_words as f64 <= (1.0 - t) * end as f64);
+            f.plan.live_words = f.plan.tables.live.compute_prefix(f.plan.bitmap_words);
+            f.plan.pages = (f.plan.live_words * WORD).div_ceil(PAGE_SIZE);
+            // SAFETY: nothing else touches the fixture's half; `to == from == src`.
+            unsafe { f.plan.slide() };
+            // The result parses: the marked objects in order, those starting in the prefix at
+            // their old word, fillers only in the prefix, ending at the compacted end.
+            let mut w = 0;
+            let mut i = 0;
+            let mut fillers = 0;
+            while w < f.plan.live_words {
+                let h = Header(f._old[w]);
+                let size = f.plan.types.size_words(h).expect("a registered type");
+                if h.type_id() == faultline_heap::object::TypeId::FILLER {
+                    assert!(w < end, "seed {seed}: a filler at {w}, past the prefix");
+                    fillers += size;
+                } else {
+                    let (ow, oh) = objs[i];
+                    assert_eq!(h, oh, "seed {seed}: object {i}");
+                    if ow < end {
+                        assert_eq!(w, ow, "seed {seed}: object {i} moved out of the prefix");
+                    }
+                    i += 1;
+                }
+                w += size;
+            }
+            assert_eq!(w, f.plan.live_words);
+            assert_eq!(i, objs.len());
+            assert_eq!(fillers, kept.dead_words);
+        }
+    }
+
+    #[test]
     fn kept_and_moved_objects_are_forwarded_specially() {
         let mut f = fixture(21, 0.6, 100_000);
         // Keep three marked objects; move an address outside the old half.
