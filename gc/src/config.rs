@@ -103,13 +103,15 @@ pub struct HeapConfig {
     /// the default (`Auto`) slides unless `debug.poison_released`; see [`StwCompaction`].
     pub stw_compaction: StwCompaction,
     /// Stop-the-world slide ([`StwCompaction::Slide`]): the leading pages of the half whose
-    /// live density (live words over page words) is each at least this threshold stay where
-    /// they are (a *dense prefix*): their objects keep their addresses, their dead gaps become
-    /// filler objects, and the slide moves only what lies after them. It saves moving the
-    /// prefix at the price of the dead bytes left in it (reported per cycle as
-    /// [`CycleStats::dense_dead_bytes`]). A value in (0, 1]; `None` (or 1.0: only fully live
-    /// pages, which a slide never moves anyway) is off. Cycles that compact into the other
-    /// half (concurrent, `Copy`, pinned objects, generational) ignore it.
+    /// live density (live words over their words) is, as a whole, at least this threshold,
+    /// ending on a page itself that dense, stay where they are (a *dense prefix*,
+    /// `gc/src/dense.rs`): their objects keep their addresses, their dead gaps become filler
+    /// objects, and the slide moves only what lies after them. It saves moving the prefix at
+    /// the price of the dead bytes left in it (at most `1 - threshold` of it; reported per
+    /// cycle as [`CycleStats::dense_dead_bytes`]). A value in (0, 1]; 0.95 is the measured
+    /// choice (BENCHMARKS.md); `None` (the default) or 1.0 (only fully live pages, which a
+    /// slide never moves anyway) is off. Cycles that compact into the other half
+    /// (concurrent, `Copy`, pinned objects, generational) ignore it.
     pub dense_prefix: Option<f64>,
     /// Kernel choreography per cycle (concurrent mode): the volatile arena, or the per-cycle
     /// register / mremap / unregister baseline.
