@@ -3,7 +3,8 @@
 //! before and after every collection), 100x more under `FAULTLINE_STRESS=long`; and a
 //! four-thread variant with parallel marking where every thread mutates its own graph while
 //! any of them triggers collections. Both run again with in-place sliding
-//! (`StwCompaction::Slide`), the second time with some of the free-tail releases failing.
+//! (`StwCompaction::Slide`), the second time with some of the free-tail releases failing, and
+//! once more with a dense prefix left in place (`HeapConfig::dense_prefix`).
 
 mod common;
 use common::shadow::{self, drive, Shadow};
@@ -118,6 +119,46 @@ fn sliding_in_place_matches_the_shadow_model() {
         assert!(h
             .iter()
             .all(|c| c.compact_map.is_zero() && c.pages_copied == 0));
+        heap.verify().expect("the heap verifies");
+    }
+}
+
+#[test]
+fn sliding_with_a_dense_prefix_matches_the_shadow_model() {
+    // A low threshold, so that most slides keep a prefix with dead gaps in it (fillers the
+    // verifier walks before and after every collection).
+    for (threads, threshold) in [(1, 0.8), (2, 0.95)] {
+        let heap = Heap::new(config(8, threads).with(|c| {
+            c.stw_compaction = StwCompaction::Slide;
+            c.pin_large_ref_objects = false;
+            c.dense_prefix = Some(threshold);
+        }))
+        .unwrap();
+        let target = stress_scale(3_000);
+        let (checks, objects) = drive_one(&heap, 0xde5e + threads as u64, target);
+        assert!(heap.flips() >= target);
+        assert!(checks >= target);
+        assert!(objects > target * 10, "the graph is not trivially small");
+        let h = heap.history();
+        let with_gaps = h.iter().filter(|c| c.dense_dead_bytes > 0).count();
+        assert!(
+            with_gaps * 10 >= h.len(),
+            "threshold {threshold}: only {with_gaps} of {} slides kept dead gaps",
+            h.len()
+        );
+        eprintln!(
+            "dense prefix {threshold}: {with_gaps} of {} slides kept dead gaps",
+            h.len()
+        );
+        for c in &h {
+            assert!(
+                c.dense_dead_bytes as f64 <= (1.0 - threshold) * (c.dense_kept_pages * 4096) as f64,
+                "cycle {}: {} dead bytes in {} pages",
+                c.cycle,
+                c.dense_dead_bytes,
+                c.dense_kept_pages
+            );
+        }
         heap.verify().expect("the heap verifies");
     }
 }

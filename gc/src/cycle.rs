@@ -27,7 +27,9 @@
 //!    rest forwarded (the same pause that decided what is dead).
 //! 5. **Compact** in the pause: slide the live words down within the current half
 //!    ([`crate::plan::Plan::slide`]: no kernel call per page; the default,
-//!    [`crate::StwCompaction::Auto`], unless `debug.poison_released`); or (`Copy`, and a cycle
+//!    [`crate::StwCompaction::Auto`], unless `debug.poison_released`; with
+//!    [`crate::HeapConfig::dense_prefix`], the half's dense prefix stays in place, its dead
+//!    gaps turned into fillers before the plan's prefix sums: [`crate::dense`]); or (`Copy`, and a cycle
 //!    with pinned or stranded objects, or whose half's window is not the whole half) fill
 //!    destination pages in order and map them into the other half in batches of 64 pages
 //!    (`UFFDIO_COPY`, or a plain copy on an unregistered arena).
@@ -110,6 +112,7 @@ use faultline_heap::PAGE_SIZE;
 use crate::choreography;
 use crate::cputime;
 use crate::debug::{Breakage, MarkPoint, Phase};
+use crate::dense::{self, DensePrefix};
 use crate::error::CollectError;
 use crate::generational::{CycleFacts, GenCycle};
 use crate::inner::{page_up, HeapInner, BATCH_PAGES};
@@ -826,8 +829,6 @@ fn flip(
     // 3. Plan. In a concurrent cycle the chunk sums were computed before the pause; here only
     //    the chunks marking changed since are redone.
     let tp = Instant::now();
-    let (live_words, chunks_redone) = inner.tables.live.finish_prefix(bitmap_words);
-    let pages = (live_words * WORD).div_ceil(PAGE_SIZE);
     let to_index = 1 - moving.current.load(Ordering::Relaxed);
     let to_half_base = moving.half_base[to_index];
     // Pinned objects ([`crate::pins`]): which stay (kept), which stay stranded, which leave
@@ -859,6 +860,29 @@ fn flip(
             .flat_map(|&(s, e)| crate::pins::subtract(s, e, &old))
             .collect();
     }
+    // A stop-the-world cycle that will slide in place (see `slide` below) keeps its dense
+    // prefix where it is ([`crate::dense`]): its gaps become fillers and live words, before
+    // the prefix sums are computed.
+    let slides_in_place = !concurrent
+        && cfg.stw_compaction.slides(cfg.debug.poison_released)
+        && !pins.active()
+        && !young
+        && inner.gen.is_none()
+        && from == moving.half_base[1 - to_index]
+        && moving.end() == from + moving.half_bytes;
+    let dense_cpu0 = cputime::thread_cpu();
+    let dense = match cfg.dense_prefix.filter(|_| slides_in_place) {
+        Some(threshold) => {
+            let n = dense::choose(&inner.tables.live.bits, (from_top - from) / WORD, threshold);
+            // SAFETY: the world is stopped and marking is complete; the half's pages below
+            // `from_top` are present and in use; the prefix sums are computed below.
+            unsafe { dense::keep(&inner.tables.live, from, n) }
+        }
+        None => DensePrefix::default(),
+    };
+    let dense_cpu = cputime::since(dense_cpu0);
+    let (live_words, chunks_redone) = inner.tables.live.finish_prefix(bitmap_words);
+    let pages = (live_words * WORD).div_ceil(PAGE_SIZE);
     let to = pins.to_lo.max(gen.as_ref().map_or(0, |c| c.to_floor));
     // Promotion extends the old generation: only when the survivors land right above it
     // (stranded objects above it push the window higher: the survivors then stay young).
@@ -979,6 +1003,7 @@ fn flip(
         && inner.gen.is_none()
         && from == moving.half_base[1 - to_index]
         && moving.end() == from + moving.half_bytes;
+    debug_assert!(slide == slides_in_place || concurrent);
     if slide {
         plan.to = from;
         plan.to_offset = arena.offset_of(from);
@@ -1129,6 +1154,9 @@ fn flip(
         mutators: g.mutators.len(),
         mutator_tts: tts_by_mutator,
         weak,
+        dense_kept_pages: dense.pages,
+        dense_dead_bytes: dense.dead_words * WORD,
+        dense_cpu,
         ..CycleStats::default()
     };
 

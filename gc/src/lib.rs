@@ -105,6 +105,7 @@ mod config;
 mod cputime;
 mod cycle;
 mod debug;
+mod dense;
 mod error;
 mod fault;
 mod fork;

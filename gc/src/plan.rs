@@ -425,7 +425,9 @@ impl Plan {
             let s = bits
                 .next_set(*w, limit)
                 .expect("a live word for every destination word");
-            let len = (bits.next_clear(s, limit) - s).min(count - d);
+            // (The search for the run's end stops at what is still wanted: a long run, a
+            // dense prefix, is not rescanned to its end for each chunk of a slide.)
+            let len = bits.next_clear(s, limit.min(s + (count - d))) - s;
             let from = (self.src + s * WORD) as *const usize;
             // SAFETY: source words [s, s + len) are live words of the old half (present memory,
             // read at `src`); destination words [d, d + len) are writable by the caller's
@@ -830,6 +832,57 @@ mod tests {
                 let r = k * PAGE_WORDS..(k + 1) * PAGE_WORDS;
                 assert!(got[r.clone()] == want[r], "seed {seed}: page {k} differs");
             }
+        }
+    }
+
+    #[test]
+    fn sliding_after_a_dense_prefix_keeps_it_in_place() {
+        for (seed, live, t) in [(31, 0.97, 0.9), (32, 0.93, 0.85), (33, 0.995, 0.95)] {
+            let mut f = fixture(seed, live, 392 * PAGE_WORDS);
+            f.plan.to = f.plan.from;
+            let used = (f.plan.from_top - f.plan.from) / WORD;
+            let n = crate::dense::choose(&f.plan.tables.live.bits, used, t);
+            assert!(n > 4, "seed {seed}: a prefix of {n} pages");
+            let end = n * PAGE_WORDS;
+            // The marked objects, in order: (old word, header).
+            let mut objs = Vec::new();
+            let mut w = 0;
+            while let Some(m) = f.plan.mark().next_set(w, used) {
+                objs.push((m, Header(f._old[m])));
+                w = m + 1;
+            }
+            // SAFETY: the fixture's half is ours; it is planned again below.
+            let kept = unsafe { crate::dense::keep(&f.plan.tables.live, f.plan.from, n) };
+            assert!(kept.dead_words > 0, "seed {seed}: no gap in the prefix");
+            assert!(kept.dead_words as f64 <= (1.0 - t) * end as f64);
+            f.plan.live_words = f.plan.tables.live.compute_prefix(f.plan.bitmap_words);
+            f.plan.pages = (f.plan.live_words * WORD).div_ceil(PAGE_SIZE);
+            // SAFETY: nothing else touches the fixture's half; `to == from == src`.
+            unsafe { f.plan.slide() };
+            // The result parses: the marked objects in order, those starting in the prefix at
+            // their old word, fillers only in the prefix, ending at the compacted end.
+            let mut w = 0;
+            let mut i = 0;
+            let mut fillers = 0;
+            while w < f.plan.live_words {
+                let h = Header(f._old[w]);
+                let size = f.plan.types.size_words(h).expect("a registered type");
+                if h.type_id() == faultline_heap::object::TypeId::FILLER {
+                    assert!(w < end, "seed {seed}: a filler at {w}, past the prefix");
+                    fillers += size;
+                } else {
+                    let (ow, oh) = objs[i];
+                    assert_eq!(h, oh, "seed {seed}: object {i}");
+                    if ow < end {
+                        assert_eq!(w, ow, "seed {seed}: object {i} moved out of the prefix");
+                    }
+                    i += 1;
+                }
+                w += size;
+            }
+            assert_eq!(w, f.plan.live_words);
+            assert_eq!(i, objs.len());
+            assert_eq!(fillers, kept.dead_words);
         }
     }
 

@@ -228,6 +228,15 @@ pub struct CycleStats {
     pub weak: crate::weak::WeakStats,
     /// Generational mode: what this cycle was and did (all zero/`None` otherwise).
     pub gen: GenStats,
+    /// Stop-the-world slide with [`crate::HeapConfig::dense_prefix`]: pages of the half's
+    /// dense prefix left in place (their objects kept their addresses; 0 otherwise).
+    pub dense_kept_pages: usize,
+    /// The dead bytes left in those pages as filler objects (the fragmentation the dense
+    /// prefix costs until a later cycle moves those pages).
+    pub dense_dead_bytes: usize,
+    /// The thread CPU time spent choosing the dense prefix and turning its gaps into fillers
+    /// (part of [`CycleStats::plan`]).
+    pub dense_cpu: Duration,
 }
 
 /// What a cycle of a generational heap did ([`crate::Generational`]).
@@ -384,6 +393,9 @@ impl Default for CycleStats {
             pacing: PaceStats::default(),
             weak: crate::weak::WeakStats::default(),
             gen: GenStats::default(),
+            dense_kept_pages: 0,
+            dense_dead_bytes: 0,
+            dense_cpu: Duration::ZERO,
         }
     }
 }
@@ -522,6 +534,18 @@ impl CycleStats {
             pacing
         ) + &self.weak_log()
             + &self.gen_log()
+            + &self.dense_log()
+    }
+
+    /// The GC-log part on the slide's dense prefix (empty when it kept nothing).
+    fn dense_log(&self) -> String {
+        if self.dense_kept_pages == 0 {
+            return String::new();
+        }
+        format!(
+            " | dense prefix: {} pages kept, {} B dead in them",
+            self.dense_kept_pages, self.dense_dead_bytes
+        )
     }
 
     /// The GC-log part on the generational mode (empty when the heap is not generational).

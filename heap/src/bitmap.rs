@@ -13,8 +13,9 @@
 //!
 //! Invariants:
 //! - bits are set with atomic `fetch_or`, so parallel markers may set them concurrently;
-//!   live bits are set only through [`LiveWords::mark_range`], which flags the chunks it
-//!   touches dirty after setting the bits; clearing happens while no marker runs;
+//!   live bits are set only through [`LiveWords::mark_range`] (or, with no marker running,
+//!   [`LiveWords::mark_all_below`]), which flags the chunks it touches dirty after setting
+//!   the bits; clearing happens while no marker runs;
 //! - block sums of a chunk are valid while its dirty flag is clear; the chunk sums (and so
 //!   `rank` and `select`) are valid only after [`LiveWords::finish_prefix`] (or
 //!   [`LiveWords::compute_prefix`]) and until the next bit is set;
@@ -217,6 +218,22 @@ impl LiveWords {
         // After the bits, with release: a planner whose swap (acquire) clears this store sees
         // the bits; one whose swap came earlier finds the flag set again.
         for d in &self.dirty[from / CHUNK_WORDS..=(to - 1) / CHUNK_WORDS] {
+            d.store(true, Ordering::Release);
+        }
+    }
+
+    /// Mark every word below `to` (a multiple of 64) live, with one plain store per bitmap word
+    /// (the stop-the-world slide's dense prefix, whose dead gaps become fillers: no marker
+    /// runs then); the chunks are flagged dirty as [`Self::mark_range`] flags them.
+    pub fn mark_all_below(&self, to: usize) {
+        debug_assert_eq!(to % 64, 0);
+        if to == 0 {
+            return;
+        }
+        for w in &self.bits.words[..to / 64] {
+            w.store(u64::MAX, Ordering::Relaxed);
+        }
+        for d in &self.dirty[..=(to - 1) / CHUNK_WORDS] {
             d.store(true, Ordering::Release);
         }
     }

@@ -15,13 +15,15 @@
 //!
 //! | field  | bits   | meaning |
 //! |--------|--------|---------|
-//! | type   | 0..24  | index into the heap's [`TypeRegistry`]; 0 is the one-word filler |
+//! | type   | 0..24  | index into the heap's [`TypeRegistry`]; 0 is the filler |
 //! | flags  | 24..32 | reserved (0) |
-//! | length | 32..64 | element count of a reference array, byte count of a byte array, 0 otherwise |
+//! | length | 32..64 | element count of a reference array, byte count of a byte array or a filler, 0 otherwise |
 //!
 //! A zero word therefore reads as a one-word filler object: zero-filled memory (fresh pages,
 //! unused allocation-buffer tails) is a valid sequence of objects, which keeps every space
-//! linearly parseable for the verifier.
+//! linearly parseable for the verifier. A filler with a non-zero length covers `1 + ceil(len /
+//! 8)` words, as a byte array of `len` bytes would (one header word for a dead gap of any size:
+//! the stop-the-world slide's dense prefix leaves its dead gaps so), and holds no references.
 //!
 //! # Slot values
 //!
@@ -108,7 +110,8 @@ pub struct Slot(pub usize);
 pub struct TypeId(pub u32);
 
 impl TypeId {
-    /// The one-word filler type (a zero header).
+    /// The filler type: a zero header is a one-word filler; a filler header of length `len`
+    /// covers `1 + ceil(len / 8)` words (a dead gap, see the module documentation).
     pub const FILLER: TypeId = TypeId(0);
 }
 
@@ -155,7 +158,8 @@ impl fmt::Debug for Header {
 /// The shape of a type's objects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TypeKind {
-    /// The one-word filler (type 0).
+    /// The filler (type 0): one word, or `1 + ceil(len / 8)` words with a length (no
+    /// references; never allocated).
     Filler,
     /// A fixed-size payload of `payload_bytes` with reference slots at `ref_offsets` (byte
     /// offsets from the start of the payload, word aligned).
@@ -210,10 +214,9 @@ impl TypeInfo {
     #[inline]
     pub fn size_words(&self, len: usize) -> usize {
         match &self.kind {
-            TypeKind::Filler => 1,
+            TypeKind::Filler | TypeKind::ByteArray => 1 + len.div_ceil(WORD),
             TypeKind::Fixed { payload_bytes, .. } => 1 + payload_bytes / WORD,
             TypeKind::RefArray => 1 + len,
-            TypeKind::ByteArray => 1 + len.div_ceil(WORD),
         }
     }
 
@@ -280,16 +283,24 @@ pub struct ScanLayout {
 }
 
 impl ScanLayout {
-    /// The one-word filler (and what an unknown type reads as).
+    /// What an unknown type reads as: a one-word filler.
     const FILLER: ScanLayout = ScanLayout {
         kind: ScanKind::Plain,
         fixed_words: 1,
         ref_mask: 0,
     };
 
+    /// The filler type's layout: sized by its length as a byte array is (a zero header is one
+    /// word).
+    const GAP: ScanLayout = ScanLayout {
+        kind: ScanKind::ByteArray,
+        fixed_words: 0,
+        ref_mask: 0,
+    };
+
     fn of(info: &TypeInfo, ref_words: &[u32]) -> ScanLayout {
         match &info.kind {
-            TypeKind::Filler => ScanLayout::FILLER,
+            TypeKind::Filler => ScanLayout::GAP,
             TypeKind::Fixed { .. } => {
                 let fixed_words = info.size_words(0);
                 let (kind, ref_mask) = if ref_words.is_empty() {
@@ -402,7 +413,7 @@ impl Default for TypeRegistry {
                 kind: TypeKind::Filler,
             }],
             ref_words: vec![Vec::new()],
-            scan: vec![ScanLayout::FILLER],
+            scan: vec![ScanLayout::GAP],
         }
     }
 }
@@ -542,6 +553,20 @@ mod tests {
         assert_eq!(h.len(), 0xdead_beef);
         assert_eq!(h.flags(), 0);
         assert_eq!(Header(0).type_id(), TypeId::FILLER);
+    }
+
+    #[test]
+    fn a_filler_covers_its_length_as_a_byte_array_does() {
+        let r = TypeRegistry::default();
+        for (len, words) in [(0u32, 1usize), (1, 2), (8, 2), (9, 3), (4088, 512)] {
+            let h = Header::new(TypeId::FILLER, len);
+            assert_eq!(r.size_words(h), Some(words), "len {len}");
+            assert_eq!(r.scan_layout(h).size_words(h), words, "len {len}");
+            assert!(!r.scan_layout(h).has_refs());
+        }
+        // An unknown type still reads as one word, whatever its length.
+        let h = Header::new(TypeId(999), 4088);
+        assert_eq!(r.scan_layout(h).size_words(h), 1);
     }
 
     #[test]
