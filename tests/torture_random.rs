@@ -5,6 +5,10 @@
 //! `FAULTLINE_STRESS=long` 8,000 cycles for each of four seeds. `FAULTLINE_TORTURE_SEED`
 //! replaces the seed list with one seed.
 //!
+//! The generational variants run the same under both remembered sets (cards, written pages)
+//! with a small old-generation limit, so that young and full cycles (and promotions) both
+//! meet the injected errors; they assert that both kinds ran.
+//!
 //! Only errors with a documented recovery are injected (transient EAGAIN/ENOMEM/EINTR, lost
 //! races EEXIST, MOVE's EBUSY/ENOENT fallbacks, failed releases and poisoning); the persistent
 //! failures and their typed errors are the error-path matrix's subject.
@@ -15,7 +19,7 @@ use common::torture::{child_scenario, long, run_child, secs_from_env, Record, Wa
 use faultline::testing::heap::inject::{FaultInjector, Rule, Trigger};
 use faultline::testing::heap::sys::{Call, Errno, Sys};
 use faultline::testing::heap::PAGE_SIZE;
-use faultline::{Barrier, FaultMode, GcMode, Heap, HeapConfig, Strategy};
+use faultline::{Barrier, FaultMode, GcMode, Generational, Heap, HeapConfig, Strategy};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +58,17 @@ fn seeds() -> Vec<u64> {
 }
 
 fn torture(name: &str, strategy: Strategy, faults: FaultMode, barrier: Barrier, poison: bool) {
+    torture_gen(name, strategy, faults, barrier, poison, Generational::Off);
+}
+
+fn torture_gen(
+    name: &str,
+    strategy: Strategy,
+    faults: FaultMode,
+    barrier: Barrier,
+    poison: bool,
+    generational: Generational,
+) {
     let t0 = Instant::now();
     let mut rec = Record::default();
     let stall = secs_from_env("FAULTLINE_WATCHDOG_SECS", Duration::from_secs(60));
@@ -69,9 +84,16 @@ fn torture(name: &str, strategy: Strategy, faults: FaultMode, barrier: Barrier, 
             c.debug.verify = true;
             c.debug.checkmark = true;
             c.debug.sys = Sys::new(inj.clone());
+            c.generational = generational;
+            if generational != Generational::Off {
+                // Full cycles every few young ones (as the generational stress).
+                c.min_trigger_bytes = 256 << 10;
+                c.old_growth = 0.5;
+            }
         }))
         .unwrap();
         assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
+        assert_eq!(heap.mode_info().generational, generational);
         let t = shadow::register(&heap);
         // 400 cycles per seed; 8,000 under FAULTLINE_STRESS=long.
         let target = if long() { 8_000 } else { 400 };
@@ -116,6 +138,19 @@ fn torture(name: &str, strategy: Strategy, faults: FaultMode, barrier: Barrier, 
             inj.injected_summary()
         );
         assert!(checks >= target, "seed {seed:#x}: {checks} model checks");
+        if generational != Generational::Off {
+            let h = heap.history();
+            let young = h.iter().filter(|c| c.gen.young == Some(true)).count();
+            let full = h.iter().filter(|c| c.gen.young == Some(false)).count();
+            let promoted: usize = h.iter().map(|c| c.gen.promoted_bytes).sum();
+            assert!(
+                young > 0 && full > 0 && promoted > 0,
+                "seed {seed:#x}: {young} young, {full} full cycles, {promoted} B promoted"
+            );
+            eprintln!(
+                "{name} seed {seed:#x}: {young} young, {full} full cycles, {promoted} B promoted"
+            );
+        }
         eprintln!(
             "{name} seed {seed:#x}: {} cycles, {checks} model checks, injected {:?}, releases {:?}",
             heap.flips(),
@@ -186,6 +221,66 @@ fn random_errors_wp_async() {
         FaultMode::Sigbus,
         Barrier::WpAsync,
         true,
+    );
+}
+
+#[test]
+fn random_errors_gen_cards_copy_sigbus() {
+    if !common::uffd_or_skip("random_errors_gen_cards_copy_sigbus") {
+        return;
+    }
+    torture_gen(
+        "random_gen_cards_copy_sigbus",
+        Strategy::Copy,
+        FaultMode::Sigbus,
+        Barrier::Satb,
+        false,
+        Generational::Cards,
+    );
+}
+
+#[test]
+fn random_errors_gen_cards_move_thread_poisoned() {
+    if !common::uffd_or_skip("random_errors_gen_cards_move_thread_poisoned") {
+        return;
+    }
+    torture_gen(
+        "random_gen_cards_move_thread_poison",
+        Strategy::Move,
+        FaultMode::Thread,
+        Barrier::Satb,
+        true,
+        Generational::Cards,
+    );
+}
+
+#[test]
+fn random_errors_gen_written_pages_copy_sigbus() {
+    if !common::uffd_or_skip("random_errors_gen_written_pages_copy_sigbus") {
+        return;
+    }
+    torture_gen(
+        "random_gen_wp_copy_sigbus",
+        Strategy::Copy,
+        FaultMode::Sigbus,
+        Barrier::Satb,
+        false,
+        Generational::WrittenPages,
+    );
+}
+
+#[test]
+fn random_errors_gen_written_pages_minor_thread_poisoned() {
+    if !common::uffd_or_skip("random_errors_gen_written_pages_minor_thread_poisoned") {
+        return;
+    }
+    torture_gen(
+        "random_gen_wp_minor_thread_poison",
+        Strategy::Minor,
+        FaultMode::Thread,
+        Barrier::Satb,
+        true,
+        Generational::WrittenPages,
     );
 }
 

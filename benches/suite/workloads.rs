@@ -15,6 +15,11 @@
 //! - `churn`: several mutator threads, each owning a table of short lists (its share of the
 //!   live set); each step builds a fresh list, replaces a random one of its lists with it and
 //!   makes a short-lived garbage list.
+//! - `tree-replace`: one large long-lived complete binary tree of ~`live` bytes (issue 15's
+//!   embedding: objects old and dense, and stores into them all the time), then two mutator
+//!   threads, each replacing random subtrees (depth 6, 8 or 10) of its half of the tree with
+//!   freshly built ones: every replacement stores a young subtree into an old node and makes
+//!   an old subtree garbage. The node count is checked at the end.
 //!
 //! Every workload works until it has allocated `work_factor x live` bytes (the same amount of
 //! work in every mode, so total times compare), polling `safepoint()` after every unit of
@@ -31,7 +36,7 @@
 
 use std::time::Instant;
 
-use faultline::{AllocError, Heap, Mutator, Root, TypeId, TypeInfo, Value};
+use faultline::{AllocError, GlobalRoot, Heap, Mutator, Root, TypeId, TypeInfo, Value};
 
 use super::common::rng::SplitMix;
 use super::common::types;
@@ -39,12 +44,13 @@ use super::common::types::{fix, node_type, pair_type, ref_array_type, unfix};
 use super::metrics::thread_cpu;
 
 /// The workloads, in report order.
-pub const WORKLOADS: [&str; 5] = [
+pub const WORKLOADS: [&str; 6] = [
     "binary-trees",
     "gcbench",
     "fragmentation",
     "churn",
     "request",
+    "tree-replace",
 ];
 
 /// What a workload measured about its mutators.
@@ -279,6 +285,7 @@ pub fn run(
         "fragmentation" => fragmentation(heap, t, live, budget, start).map_err(err),
         "churn" => churn(heap, t, live, budget, threads, start),
         "request" => super::request::run(heap, t, live, budget, threads, start),
+        "tree-replace" => tree_replace(heap, t, live, budget, start),
         other => Err(format!("unknown workload {other}")),
     }
 }
@@ -716,6 +723,123 @@ fn churn_thread(
             ));
             break;
         }
+    }
+    report_slow_allocs(&format!("{:?}", std::thread::current().name()));
+    Ok(WorkResult::one_thread(cpu0, &units, allocated, check))
+}
+
+/// `tree-replace`: the long-lived tree, then two threads replacing its subtrees.
+fn tree_replace(
+    heap: &Heap,
+    t: Types,
+    live: usize,
+    budget: u64,
+    start: Instant,
+) -> Result<WorkResult, String> {
+    const THREADS: usize = 2;
+    let err = |e: AllocError| format!("tree-replace: allocation failed: {e}");
+    let cpu0 = thread_cpu();
+    let long_depth = depth_for(live as u64);
+    let (tree, long_nodes) = {
+        let mut m = heap.attach();
+        let n = bottom_up(&mut m, &t, long_depth).map_err(err)?;
+        let v = m.pop().expect("long-lived tree");
+        (GlobalRoot::new(heap, v), n)
+    };
+    let build_cpu = thread_cpu() - cpu0;
+    let per_thread_budget = budget.saturating_sub(long_nodes * NODE_BYTES) / THREADS as u64;
+    let tree = std::sync::Arc::new(tree);
+    let handles: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let heap = heap.clone();
+            let tree = tree.clone();
+            std::thread::Builder::new()
+                .name(format!("tree-replace-{i}"))
+                .spawn(move || {
+                    replace_thread(&heap, t, &tree, i, long_depth, per_thread_budget, start)
+                        .map_err(|e| format!("tree-replace thread {i}: allocation failed: {e}"))
+                })
+                .expect("spawn a tree-replace thread")
+        })
+        .collect();
+    let mut out = WorkResult::empty(THREADS);
+    out.mutator_cpu_s = build_cpu;
+    out.allocated = long_nodes * NODE_BYTES;
+    for h in handles {
+        let r = h
+            .join()
+            .map_err(|_| "a tree-replace thread panicked".to_string())??;
+        out.mutator_cpu_s += r.mutator_cpu_s;
+        out.longest_unit_ms = out.longest_unit_ms.max(r.longest_unit_ms);
+        out.allocated += r.allocated;
+        out.alloc_stalls += r.alloc_stalls;
+        out.views.extend(r.views);
+        out.alloc_stall_s += r.alloc_stall_s;
+        if out.check.is_ok() {
+            out.check = r.check;
+        }
+    }
+    let cpu1 = thread_cpu();
+    let mut m = heap.attach();
+    m.push(tree.get(&m));
+    let got = count_nodes(&mut m, &t);
+    if out.check.is_ok() {
+        out.check = match got {
+            Ok(c) if c == long_nodes => Ok(()),
+            Ok(c) => Err(format!("long-lived tree: {c} nodes, built {long_nodes}")),
+            Err(e) => Err(e),
+        };
+    }
+    out.mutator_cpu_s += thread_cpu() - cpu1;
+    Ok(out)
+}
+
+/// One `tree-replace` mutator: replaces random subtrees under the root's child `id` (each
+/// thread its own half) until it has allocated `budget` bytes.
+fn replace_thread(
+    heap: &Heap,
+    t: Types,
+    tree: &GlobalRoot,
+    id: usize,
+    long_depth: u32,
+    budget: u64,
+    start: Instant,
+) -> Result<WorkResult, AllocError> {
+    let mut m = heap.attach();
+    let cpu0 = thread_cpu();
+    let mut rng = SplitMix(0x7ee0u64 + id as u64);
+    let mut units = Units::new(start);
+    let mut allocated = 0u64;
+    let mut check = Ok(());
+    let mut step = 0u32;
+    while allocated < budget {
+        // A subtree of depth d replaces the child of a node at depth long_depth - 1 - d.
+        let d = [6, 8, 10][step as usize % 3].min(long_depth.saturating_sub(2));
+        step = step.wrapping_add(1);
+        if d == 0 {
+            break;
+        }
+        let n = bottom_up(&mut m, &t, d)?;
+        allocated += n * NODE_BYTES;
+        // The walk: no allocation or safepoint until the store.
+        let fresh = m.pop().expect("fresh subtree");
+        let mut v = m.local(tree.get(&m)).expect("tree root").get(id % 2);
+        for _ in 1..long_depth - 1 - d {
+            v = m.local(v).expect("inner node").get(rng.below(2));
+        }
+        let parent = m.local(v).expect("parent node");
+        let side = rng.below(2);
+        let want = d as u64;
+        if let Some(old) = m.local(parent.get(side)) {
+            if old.word(2) != want {
+                check = Err(format!(
+                    "thread {id}: replaced a depth-{} subtree, expected depth {want}",
+                    old.word(2)
+                ));
+            }
+        }
+        parent.set(side, fresh);
+        units.poll(&mut m);
     }
     report_slow_allocs(&format!("{:?}", std::thread::current().name()));
     Ok(WorkResult::one_thread(cpu0, &units, allocated, check))

@@ -154,6 +154,12 @@ pub struct HeapConfig {
     /// Generational mode: a full cycle runs when the old generation has grown by this factor
     /// over its size after the last full cycle (and is at least `min_trigger_bytes / 2`).
     pub old_growth: f64,
+    /// Generational mode: a young cycle promotes an object into the old generation once it has
+    /// survived this many cycles (at least 1; 2 by default, as the Android runtime's
+    /// collector). Promotion happens only in cycles that compact into the old generation's
+    /// half, so an object that reaches the age in the other half is promoted one cycle later
+    /// (see `generational.rs`).
+    pub promotion_age: u32,
     /// Debug, stress and test knobs (all off by default).
     pub debug: DebugConfig,
 }
@@ -181,6 +187,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("history_limit", &self.history_limit)
             .field("generational", &self.generational)
             .field("old_growth", &self.old_growth)
+            .field("promotion_age", &self.promotion_age)
             .field("debug", &self.debug)
             .finish_non_exhaustive()
     }
@@ -217,6 +224,7 @@ impl Default for HeapConfig {
             on_cycle: None,
             generational: Generational::Off,
             old_growth: 1.0,
+            promotion_age: 2,
             debug: DebugConfig::default(),
         }
     }
@@ -451,6 +459,11 @@ impl HeapConfig {
                 "old_growth = {} must be a finite non-negative number",
                 self.old_growth
             ));
+        }
+        if self.promotion_age == 0 {
+            return bad(
+                "promotion_age = 0: an object is promoted after at least one survival".into(),
+            );
         }
         match self.generational {
             Generational::Off => {}

@@ -82,8 +82,9 @@
 //!   slots in the ranges the remembered set reports ([`crate::remset`]; concurrent: again at
 //!   a precleaning step before the remark and in the remark pause) and every large object;
 //!   the flip forwards those old slots (slots still referring to young objects stay in the
-//!   remembered set) and, compacting into the old half, promotes every survivor (the window
-//!   then starts empty above them);
+//!   remembered set) and, compacting into the old half, promotes the survivors that reach
+//!   `HeapConfig::promotion_age` (the window then starts above them, with the younger
+//!   survivors; `generational::promotion_end`);
 //! - a **full** cycle marks and compacts `[old generation start, top)` (it runs only while
 //!   the old half is current) and empties the old generation at its flip.
 //!
@@ -927,6 +928,29 @@ fn flip(
         kept: pins.kept.clone().into_boxed_slice(),
         moved: moved.clone().into_boxed_slice(),
     };
+    // Generational: a promoting young cycle promotes the survivors old enough
+    // (`HeapConfig::promotion_age`), up to a page boundary; the rest stay young above it.
+    let young_end = page_up(reloc_end);
+    let promote_hi = match gen.as_mut() {
+        Some(c) if promote => {
+            let hi = if pins_active {
+                young_end
+            } else {
+                crate::generational::promotion_end(
+                    &plan,
+                    c.promote_below,
+                    to + live_words * WORD,
+                    young_end,
+                )
+            };
+            if hi == to {
+                c.promote = false;
+            }
+            hi
+        }
+        _ => to,
+    };
+    let promote = promote && promote_hi > to;
     let plan_time = tp.elapsed();
     // 4. Make sure the destination half is clean (a release the last cycle could not do is
     //    redone here, and garbage pages outside the window left by pinned objects are given
@@ -1024,7 +1048,7 @@ fn flip(
     // A young cycle's old slots: forwarded; those still referring to a young object (the
     // survivors stay young unless promoted) stay in the remembered set.
     if let (Some(c), Some(gs)) = (gen.as_ref().filter(|c| c.young()), inner.gen.as_ref()) {
-        let young_end = page_up(reloc_end);
+        let young_lo = if promote { promote_hi } else { to };
         for &s in &c.old_slots {
             let p = s as *mut usize;
             // SAFETY: a reference slot of an old object (present, never moved by a young
@@ -1034,7 +1058,7 @@ fn flip(
                 *p = v;
                 v
             };
-            if !promote && v >= to && v < young_end {
+            if v >= young_lo && v < young_end {
                 gs.remset.keep_dirty(s);
             }
         }
@@ -1173,9 +1197,12 @@ fn flip(
             moving.current.store(to_index, Ordering::Relaxed);
             moving.window_end.store(pins.to_hi, Ordering::Relaxed);
             if promote {
-                // Every survivor is old now: the window starts empty above them.
-                moving.window.store(page_up(reloc_end), Ordering::Relaxed);
-                moving.top.store(page_up(reloc_end), Ordering::Relaxed);
+                // The promoted survivors are old now: the window starts above them (empty
+                // when every survivor was promoted).
+                moving.window.store(promote_hi, Ordering::Relaxed);
+                moving
+                    .top
+                    .store(reloc_end.max(promote_hi), Ordering::Relaxed);
             } else {
                 moving.window.store(to, Ordering::Relaxed);
                 // (`reloc_end` is the destination pages' end, or past the unpinned objects.)
@@ -1197,7 +1224,8 @@ fn flip(
             stats.gen = gen_at_flip(
                 inner,
                 c,
-                (to, objects_end, page_up(reloc_end)),
+                (to, objects_end, promote_hi, young_end),
+                &plan,
                 stats.moving_after,
             );
         }
@@ -1326,10 +1354,10 @@ fn flip(
             };
             objects_end = top;
             if promote {
-                // Every survivor is old now: the window starts empty above them.
-                let hi = page_up(reloc_end);
-                moving.window.store(hi, Ordering::Relaxed);
-                moving.top.store(hi, Ordering::Relaxed);
+                // The promoted survivors are old now: the window starts above them (empty
+                // when every survivor was promoted).
+                moving.window.store(promote_hi, Ordering::Relaxed);
+                moving.top.store(top.max(promote_hi), Ordering::Relaxed);
             } else {
                 moving.window.store(to, Ordering::Relaxed);
                 moving.top.store(top, Ordering::Relaxed);
@@ -1361,7 +1389,8 @@ fn flip(
         stats.gen = gen_at_flip(
             inner,
             c,
-            (to, objects_end, page_up(reloc_end)),
+            (to, objects_end, promote_hi, young_end),
+            &plan,
             stats.moving_after,
         );
         gen_finish(inner, c, types);
@@ -1382,16 +1411,29 @@ fn flip(
 }
 
 /// Generational mode, at the flip of cycle `c` (see `GenState::at_flip`): `placed` is the
-/// destination window's start, the compacted objects' end and the old generation's new end if
-/// they are promoted; `live` the moving space's bytes after the flip.
+/// destination window's start, the compacted objects' end, the old generation's new end if
+/// they are promoted and the survivors' page-rounded end; `plan` the cycle's plan (the
+/// survivors' age bands are forwarded with it); `live` the moving space's bytes after the
+/// flip (the window and allocation point are set already).
 fn gen_at_flip(
     inner: &HeapInner,
     c: &GenCycle,
-    placed: (usize, usize, usize),
+    placed: (usize, usize, usize, usize),
+    plan: &Plan,
     live: usize,
 ) -> GenStats {
     let Some(gs) = inner.gen.as_ref() else {
         return GenStats::default();
+    };
+    let objects_end = placed.1;
+    let fwd = |a: usize| {
+        if a <= plan.from {
+            plan.to
+        } else if a >= plan.from_top {
+            objects_end
+        } else {
+            plan.to + WORD * plan.live().rank((a - plan.from) / WORD)
+        }
     };
     let promoted = gs
         .at_flip(
@@ -1399,6 +1441,8 @@ fn gen_at_flip(
             &inner.arena,
             &inner.moving,
             placed,
+            inner.moving.top.load(Ordering::Relaxed),
+            &fwd,
             crate::generational::full_limit(&inner.config, live, inner.large.used()),
         )
         .unwrap_or_else(|e| fatal_after_flip("updating the remembered set", &e));

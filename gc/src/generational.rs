@@ -15,34 +15,51 @@
 //!   every large object (large objects are freed by full cycles only) and the reference slots
 //!   of old objects in the ranges the remembered set reports. The flip forwards exactly those
 //!   slots; a slot that still refers to a young object afterwards is kept dirty.
-//! - **Promotion**: a young cycle that compacts *into* the old half places the survivors right
-//!   above the old generation and promotes them all (each has survived at least one earlier
-//!   cycle in the other half, or was allocated in the old half's window and survives its
-//!   second cycle there): the old generation grows to the page-rounded end of the survivors,
-//!   the gap is zero (one-word fillers), and the young window starts empty above it. A cycle
-//!   into the other half keeps its survivors young ("middle").
+//! - **Promotion** after `HeapConfig::promotion_age` survivals (2 by default). Ages are
+//!   address bands, no header bits: every cycle places the window's survivors, in address
+//!   order, at the start of the destination window, and allocation continues above them, so
+//!   the window is always `[older survivors | younger survivors | new objects)`. `aged[i]`
+//!   is the address below which every window object has survived at least `i + 1` cycles;
+//!   each flip forwards the bands through the plan's rank (the first survivor at or above
+//!   a band's end) and starts a new one at the allocation point. A young cycle that compacts
+//!   *into* the old half (the only cycles that can promote: the old generation is a prefix
+//!   of that half) promotes the survivors that reach the age (those below
+//!   `aged[promotion_age - 2]`), placed right above the old generation: it grows to the
+//!   last page boundary at or below their end that is an object start (a page-rounded end
+//!   with a zero tail when every survivor is promoted), and the window starts there with the
+//!   younger survivors (a few old-enough objects on the last page stay young one cycle more).
+//!   References from the promoted objects to the survivors kept young are new old-to-young
+//!   references: once compaction has placed them, they are kept dirty in the remembered set.
+//!   A cycle into the other half keeps every survivor young ("middle"). So an object is
+//!   promoted after exactly `promotion_age` survivals when its last one is into the old half,
+//!   else one survival later. Before a full cycle (`full_pending`) every survivor is promoted.
 //! - A **full cycle** marks and compacts everything, as a heap that is not generational does
 //!   every cycle; it runs when the old generation has grown by `old_growth` over its size
 //!   after the last full cycle, when anything is pinned or stranded (young cycles leave pins
 //!   to full cycles), and only from the old half (its source is `[lo, top)`): if the other half
 //!   is current, a young cycle runs first (it promotes every survivor) and the next cycle is
-//!   full. Afterwards the old generation is empty.
+//!   full. Afterwards the old generation is empty and every survivor of the full cycle
+//!   counts as having survived as long as the oldest band (a full cycle ages its source like
+//!   a young one: the old generation lay below every band).
 //!
 //! Invariants:
 //! - [`OldGen`] changes only with the world stopped (inside a cycle's pause);
 //! - `[lo, hi)` is a parseable sequence of objects (zero words are one-word fillers), present,
 //!   and `first` names, for each card of it, the object covering the card's first word;
 //! - every reference from an old object to a young one lies in a range the remembered set
-//!   will report at the next young cycle (the remembered set's exactness invariant).
+//!   will report at the next young cycle (the remembered set's exactness invariant);
+//! - `aged` is non-increasing and lies in `[window, top]` after every flip (the band
+//!   boundaries are addresses in the current window).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use faultline_heap::object::{Header, TypeRegistry, WORD};
-use faultline_heap::{ArenaError, VolatileArena};
+use faultline_heap::{ArenaError, VolatileArena, PAGE_SIZE};
 
 use crate::config::HeapConfig;
 use crate::mode::Generational;
+use crate::plan::{DestPage, Plan};
 use crate::remset::{CardTable, RememberedSet, CARD_BYTES};
 use crate::space::MovingSpace;
 use crate::trace::{header, Atomic, SlotAccess};
@@ -83,8 +100,14 @@ pub(crate) struct OldGen {
     /// The next cycle is full (decided when a full cycle was due in the other half).
     pub full_pending: bool,
     /// Objects promoted at the last flip whose crossing-map entries are not built yet
-    /// (concurrent compaction is still placing them): `[start, end)`.
-    pending: Option<(usize, usize)>,
+    /// (concurrent compaction is still placing them): `[start, end)`, and the survivors kept
+    /// young above them `[end, young_end)` (their references from the promoted objects are
+    /// made dirty in the remembered set when the crossing map is built).
+    pending: Option<(usize, usize, usize)>,
+    /// The age bands of the current window: `aged[i]` is the address below which every
+    /// object of the window has survived at least `i + 1` cycles (non-increasing in `i`;
+    /// `promotion_age - 1` entries). Changed only at flips.
+    aged: Vec<usize>,
 }
 
 impl OldGen {
@@ -104,10 +127,26 @@ impl OldGen {
         self.pending = None;
     }
 
+    /// The source address below which a promoting cycle promotes (objects that have survived
+    /// `promotion_age - 1` cycles before it): `usize::MAX` for every survivor.
+    fn promotable_below(&self) -> usize {
+        self.aged.last().copied().unwrap_or(usize::MAX)
+    }
+
+    /// A flip aged every survivor by one: `fwd` maps a source address to the destination
+    /// address of the first survivor at or above it, `[base, top)` is the new window (the
+    /// survivors kept young, then the allocation point).
+    fn age(&mut self, fwd: &dyn Fn(usize) -> usize, base: usize, top: usize) {
+        for i in (0..self.aged.len()).rev() {
+            let a = if i == 0 { top } else { fwd(self.aged[i - 1]) };
+            self.aged[i] = a.clamp(base, top);
+        }
+    }
+
     /// Grow it to `new_hi` over the objects just promoted into `[start, end)` (zero words
     /// follow up to `new_hi`, page aligned): the range changes now (at the flip), the card
     /// crossing map is built by [`OldGen::build_pending`] once the objects are in place.
-    fn promote(&mut self, start: usize, end: usize, new_hi: usize) {
+    fn promote(&mut self, start: usize, end: usize, new_hi: usize, young_end: usize) {
         if self.lo == self.hi {
             self.lo = start;
             self.hi = start;
@@ -115,15 +154,33 @@ impl OldGen {
         }
         debug_assert_eq!(start, self.hi, "promotion extends the old generation");
         self.hi = new_hi;
-        self.pending = Some((start, end));
+        self.pending = Some((start, end, young_end));
     }
 
-    /// Build the crossing map over the objects promoted last (present and in place now).
-    /// World stopped or the GC thread alone, before the next cycle.
-    fn build_pending(&mut self, types: &TypeRegistry) {
-        let Some((start, end)) = self.pending.take() else {
+    /// Build the crossing map over the objects promoted last (present and in place now), and
+    /// keep dirty in `remset` every slot of theirs that refers to a survivor kept young
+    /// (`[end, young_end)`: the new old-to-young references a partial promotion makes).
+    /// World stopped or the GC thread alone, before the next cycle (mutators may run: the
+    /// slots are read atomically, and a store after the flip is the remembered set's own).
+    fn build_pending(&mut self, types: &TypeRegistry, remset: &dyn RememberedSet) {
+        let Some((start, end, young_end)) = self.pending.take() else {
             return;
         };
+        if young_end > end {
+            let mut a = start;
+            while a < end {
+                let h = header(a);
+                let size = types.size_words(h).unwrap_or(1).max(1);
+                types.for_each_ref_word(h, 0, size, |k| {
+                    let slot = a + k * WORD;
+                    let v = Atomic::load(slot);
+                    if v >= end && v < young_end {
+                        remset.keep_dirty(slot);
+                    }
+                });
+                a += size * WORD;
+            }
+        }
         let cards = (self.hi - self.lo) / CARD_BYTES;
         let mut next_card = self.first.len();
         debug_assert_eq!(self.lo + next_card * CARD_BYTES, start);
@@ -224,6 +281,9 @@ pub(crate) struct GenCycle {
     pub old_slots: Vec<usize>,
     /// Young: the survivors are promoted (the cycle compacts into the old half).
     pub promote: bool,
+    /// Young, promoting: the source address below which survivors are old enough to be
+    /// promoted (`usize::MAX`: every survivor; see [`promotion_end`]).
+    pub promote_below: usize,
     /// The destination window starts at or above this (the old generation's end when
     /// compacting into the old half; else 0).
     pub to_floor: usize,
@@ -280,12 +340,20 @@ impl GenState {
             CycleKind::Young
         };
         let promote = kind == CycleKind::Young && 1 - cur == old.half;
+        // Before a full cycle every survivor is promoted (the full cycle's source must be the
+        // old generation and the window right above it, young survivors included anyway).
+        let promote_below = if old.full_pending {
+            usize::MAX
+        } else {
+            old.promotable_below()
+        };
         let mut c = GenCycle {
             kind,
             from: moving.base(),
             old: (old.lo, old.hi),
             old_slots: Vec::new(),
             promote,
+            promote_below,
             to_floor: if promote && bytes > 0 { old.hi } else { 0 },
             dirty_units: 0,
         };
@@ -335,17 +403,25 @@ impl GenState {
 
     /// The flip of cycle `c` (world stopped, references about to be forwarded or forwarded):
     /// a full cycle empties the old generation (its objects move with the rest; the next full
-    /// cycle runs past `full_limit`); a promoting young cycle grows it over the survivors,
-    /// placed in `[to, objects_end)`, to `new_hi`. Returns the bytes promoted.
+    /// cycle runs past `full_limit`); a promoting young cycle grows it over the survivors
+    /// placed in `[to, new_hi)` (objects up to `min(objects_end, new_hi)`, zero words after),
+    /// and the survivors in `[new_hi, young_end)` stay young. Every cycle ages the window's
+    /// survivors (`fwd`: see [`OldGen::age`]; `top` is the allocation point after the flip).
+    /// Returns the bytes promoted.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn at_flip(
         &self,
         c: &GenCycle,
         arena: &VolatileArena,
         moving: &MovingSpace,
-        (to, objects_end, new_hi): (usize, usize, usize),
+        (to, objects_end, new_hi, young_end): (usize, usize, usize, usize),
+        top: usize,
+        fwd: &dyn Fn(usize) -> usize,
         full_limit: (usize, usize),
     ) -> Result<usize, ArenaError> {
         let mut old = self.old();
+        let base = if c.young() && c.promote { new_hi } else { to };
+        old.age(fwd, base, top.max(base));
         match c.kind {
             CycleKind::Full => {
                 old.clear(full_limit);
@@ -354,10 +430,11 @@ impl GenState {
                 Ok(0)
             }
             CycleKind::Young if c.promote => {
-                old.promote(to, objects_end, new_hi);
+                let end = objects_end.min(new_hi);
+                old.promote(to, end, new_hi, young_end);
                 moving.set_old_range(old.lo, old.hi);
                 self.remset.old_range_changed(arena, old.lo, old.hi)?;
-                Ok(objects_end - to)
+                Ok(end - to)
             }
             CycleKind::Young => Ok(0),
         }
@@ -371,7 +448,7 @@ impl GenState {
         arena: &VolatileArena,
         types: &TypeRegistry,
     ) -> Result<(), ArenaError> {
-        self.old().build_pending(types);
+        self.old().build_pending(types, &*self.remset);
         if c.young() {
             self.remset.after_young_cycle(arena)?;
         }
@@ -392,6 +469,8 @@ pub(crate) fn create(
     half: usize,
 ) -> (Option<Arc<CardTable>>, Option<GenState>) {
     let limit = config.min_trigger_bytes / 2;
+    // Nothing has survived a cycle yet.
+    let aged = vec![0; config.promotion_age.saturating_sub(1) as usize];
     match config.generational {
         Generational::Off => (None, None),
         Generational::Cards => {
@@ -401,6 +480,7 @@ pub(crate) fn create(
                 old: Mutex::new(OldGen {
                     limit,
                     large_limit: limit,
+                    aged: aged.clone(),
                     ..OldGen::default()
                 }),
             };
@@ -412,10 +492,55 @@ pub(crate) fn create(
                 remset: Arc::new(crate::remset_wp::WrittenPages::new(base, 2 * half)),
                 old: Mutex::new(OldGen {
                     limit,
+                    aged,
                     ..OldGen::default()
                 }),
             };
             (None, Some(state))
         }
+    }
+}
+
+/// Where a promoting young cycle with plan `plan` ends the old generation: the survivors below
+/// the source address `below` are old enough; the old generation must end on a page boundary
+/// at an object start, so it ends at the last such boundary at or below their end (the few
+/// old-enough objects above it stay young one more cycle). `young_end` (the page-rounded end
+/// of all survivors) when every survivor is old enough; `plan.to` when none can be promoted.
+/// Reads only the plan (the destination need not be filled yet).
+pub(crate) fn promotion_end(
+    plan: &Plan,
+    below: usize,
+    objects_end: usize,
+    young_end: usize,
+) -> usize {
+    if below >= plan.from_top {
+        return young_end;
+    }
+    if below <= plan.from {
+        return plan.to;
+    }
+    let dest = |w: usize| plan.to + WORD * plan.live().rank(w);
+    let p = dest((below - plan.from) / WORD);
+    if p >= objects_end {
+        return young_end;
+    }
+    let mut h = plan.to + (p - plan.to) / PAGE_SIZE * PAGE_SIZE;
+    while h > plan.to {
+        // The object landing on the page's first word starts there, or straddles into it.
+        if dest(plan.first_obj(DestPage((h - plan.to) / PAGE_SIZE))) == h {
+            return h;
+        }
+        h -= PAGE_SIZE;
+    }
+    plan.to
+}
+
+impl crate::Heap {
+    /// Generational mode: the old generation's address range `[start, end)` now (empty after
+    /// a full cycle); `None` when the heap is not generational. An object whose address lies
+    /// in it has been promoted.
+    pub fn old_generation_range(&self) -> Option<(usize, usize)> {
+        self.inner.gen.as_ref()?;
+        Some(self.inner.moving.old_range())
     }
 }
