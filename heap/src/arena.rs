@@ -249,6 +249,13 @@ pub struct ArenaStats {
     pub mmap_family_since_creation: u64,
     /// VMAs covering the arena now (from `/proc/self/maps`).
     pub vmas: usize,
+    /// EEXISTs of resolving calls believed because a racing resolver had recorded the page
+    /// ([`VolatileArena::resolve_copy_racing`]): no page-table lookup.
+    pub exists_recorded: u64,
+    /// EEXISTs of resolving calls checked against the page tables
+    /// ([`VolatileArena::page_mapped`]: a `mincore` or a pagemap read, both of which take the
+    /// mmap lock for reading).
+    pub exists_checked: u64,
 }
 
 /// The word [`VolatileArena::poison_released`] writes over released plain (unregistered)
@@ -300,6 +307,29 @@ pub struct VolatileArena {
     fork_gen: u64,
     /// A forked child has replaced the memfd view with a private copy.
     privatized: core::sync::atomic::AtomicBool,
+    /// Pages [`VolatileArena::resolve_copy_racing`] mapped whose racing resolver has not met
+    /// its EEXIST yet (addresses, 0: free slot; see [`RACED_SLOTS`]).
+    raced: [core::sync::atomic::AtomicUsize; RACED_SLOTS],
+    /// The next slot of `raced` to write (wraps).
+    raced_next: core::sync::atomic::AtomicUsize,
+    /// EEXISTs believed because `raced` recorded the page.
+    exists_recorded: core::sync::atomic::AtomicU64,
+    /// EEXISTs checked against the page tables ([`VolatileArena::page_mapped`]).
+    exists_checked: core::sync::atomic::AtomicU64,
+}
+
+/// Slots of the arena's record of pages a racing resolver mapped
+/// ([`VolatileArena::resolve_copy_racing`]): a record that is overwritten before it is read
+/// costs only a page-table lookup later.
+const RACED_SLOTS: usize = 64;
+
+/// How a resolving call believes an EEXIST ("a page is there already").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exists {
+    /// Believe it if a racing resolver recorded the page, else check the page tables.
+    Check,
+    /// Believe it (the caller copes with an EEXIST the page tables would contradict).
+    Trust,
 }
 
 // SAFETY: the arena's raw addresses denote memory it owns for its whole life; all mutation of
@@ -382,6 +412,10 @@ impl VolatileArena {
             dyn_end: core::sync::atomic::AtomicUsize::new(0),
             fork_gen,
             privatized: core::sync::atomic::AtomicBool::new(false),
+            raced: core::array::from_fn(|_| core::sync::atomic::AtomicUsize::new(0)),
+            raced_next: core::sync::atomic::AtomicUsize::new(0),
+            exists_recorded: core::sync::atomic::AtomicU64::new(0),
+            exists_checked: core::sync::atomic::AtomicU64::new(0),
         };
         // From here on, `Drop` releases whatever was set up if a later step fails.
         arena.map()?;
@@ -612,6 +646,7 @@ impl VolatileArena {
         if self.config.backing != Backing::Anonymous {
             return Err(ArenaError::MoveNeedsAnonymous);
         }
+        self.forget_raced(addr, len);
         // SAFETY: moves our own private anonymous pages to a fresh kernel-chosen address; the
         // caller reads them there from now on (the old range stays mapped and reads as absent).
         let p = unsafe {
@@ -678,11 +713,13 @@ impl VolatileArena {
     }
 
     /// Run `op(done)` until the whole range is processed, retrying after EAGAIN from where the
-    /// kernel stopped and stepping over pages another resolver already mapped.
+    /// kernel stopped and stepping over pages another resolver already mapped (how an EEXIST
+    /// is believed: `exists`).
     fn fill_loop(
         &self,
         addr: usize,
         len: usize,
+        exists: Exists,
         mut op: impl FnMut(usize, usize) -> Result<usize, UffdError>,
     ) -> Result<Resolution, ArenaError> {
         let mut done = 0;
@@ -715,9 +752,10 @@ impl VolatileArena {
                     op: which,
                 }) => {
                     // The first page of the rest is present (another resolver won): skip it and
-                    // keep going. Trust the page tables, not the error: if the page is in fact
-                    // absent, try it again (bounded).
-                    if self.page_mapped(addr + done) {
+                    // keep going. Unless the caller trusts the error, believe it when a racing
+                    // resolver recorded the page (`resolve_copy_racing`), else ask the page
+                    // tables: if the page is in fact absent, try it again (bounded).
+                    if self.exists_confirmed(addr + done, exists) {
                         res = Resolution::AlreadyPresent;
                         done += PAGE_SIZE;
                     } else {
@@ -752,6 +790,63 @@ impl VolatileArena {
         self.populate_protected
             .store(on, core::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Whether an EEXIST from a resolving call at page `page` means the page is present: by
+    /// `exists`; checking, a page a racing resolver recorded ([`Self::resolve_copy_racing`])
+    /// is believed (and its record taken), any other is looked up in the page tables (counted
+    /// in [`ArenaStats::exists_checked`]). Async-signal-safe.
+    fn exists_confirmed(&self, page: usize, exists: Exists) -> bool {
+        use core::sync::atomic::Ordering;
+        if exists == Exists::Trust {
+            return true;
+        }
+        if self.take_raced(page) {
+            self.exists_recorded.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        self.exists_checked.fetch_add(1, Ordering::Relaxed);
+        self.page_mapped(page)
+    }
+
+    /// Record that this thread mapped page `page` while another resolver may be about to map
+    /// it too (it will meet an EEXIST). Lock-free: overwrites the oldest slot.
+    fn record_raced(&self, page: usize) {
+        use core::sync::atomic::Ordering;
+        let i = self.raced_next.fetch_add(1, Ordering::Relaxed) % RACED_SLOTS;
+        self.raced[i].store(page, Ordering::Release);
+    }
+
+    /// Take the record of page `page`, if there is one.
+    fn take_raced(&self, page: usize) -> bool {
+        use core::sync::atomic::Ordering;
+        self.raced.iter().any(|r| {
+            r.load(Ordering::Acquire) == page
+                && r.compare_exchange(page, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+        })
+    }
+
+    /// Forget the records of pages in `[addr, addr + len)` (they are made absent: a later
+    /// EEXIST there must not be believed on an old record's word).
+    fn forget_raced(&self, addr: usize, len: usize) {
+        use core::sync::atomic::Ordering;
+        for r in &self.raced {
+            let v = r.load(Ordering::Acquire);
+            if v >= addr && v < addr + len {
+                let _ = r.compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// EEXISTs of resolving calls so far: (believed on a racing resolver's record, checked
+    /// against the page tables); see [`ArenaStats::exists_recorded`].
+    pub fn exists_counts(&self) -> (u64, u64) {
+        use core::sync::atomic::Ordering;
+        (
+            self.exists_recorded.load(Ordering::Relaxed),
+            self.exists_checked.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether the arena page containing `addr` is mapped in the registered view (so touching it
@@ -797,14 +892,14 @@ impl VolatileArena {
             CopyMode::NONE
         };
         let r = match method {
-            PopulateMethod::CopyZeros => self.fill_loop(addr, len, |at, rest| {
+            PopulateMethod::CopyZeros => self.fill_loop(addr, len, Exists::Check, |at, rest| {
                 let n = rest.min(ZERO_CHUNK);
                 // SAFETY: `zero_src` is a readable zero mapping of ZERO_CHUNK bytes.
                 unsafe { uffd.copy(addr + at, self.zero_src as *const u8, n, mode) }
             }),
-            PopulateMethod::ZeroPage => {
-                self.fill_loop(addr, len, |at, rest| uffd.zeropage(addr + at, rest, false))
-            }
+            PopulateMethod::ZeroPage => self.fill_loop(addr, len, Exists::Check, |at, rest| {
+                uffd.zeropage(addr + at, rest, false)
+            }),
         }?;
         // Populating runs without the caller's lock: write tracking may have been switched on
         // (and the range write-protected, possibly before these pages were present) while the
@@ -868,10 +963,44 @@ impl VolatileArena {
             unsafe { core::ptr::copy_nonoverlapping(src, addr as *mut u8, len) };
             return Ok(Resolution::Mapped);
         };
-        self.fill_loop(addr, len, |at, rest| {
+        self.fill_loop(addr, len, Exists::Check, |at, rest| {
             // SAFETY: `src + at` is readable for `rest` bytes by the caller's contract.
             unsafe { uffd.copy(addr + at, src.add(at), rest, CopyMode::NONE) }
         })
+    }
+
+    /// [`Self::resolve_copy`] by a resolver that races another one for the same pages (a
+    /// fault's rescue of a page whose claimer is slow): an EEXIST is believed without a look
+    /// at the page tables (the other resolver mapped the page; the caller copes with the rare
+    /// EEXIST the page tables would contradict, e.g. by faulting again), and pages this call
+    /// mapped are recorded, so the other resolver's EEXIST on them is believed without one
+    /// too ([`ArenaStats::exists_recorded`]). Async-signal-safe.
+    ///
+    /// # Safety
+    /// As for [`Self::resolve_copy`].
+    pub unsafe fn resolve_copy_racing(
+        &self,
+        offset: ArenaOffset,
+        src: *const u8,
+        len: usize,
+    ) -> Result<Resolution, ArenaError> {
+        let offset = offset.get();
+        let addr = self.check(offset, len)?;
+        let Some(uffd) = self.uffd_over(addr, len) else {
+            // SAFETY: as in `resolve_copy` (plain memory, by the caller's contract).
+            unsafe { core::ptr::copy_nonoverlapping(src, addr as *mut u8, len) };
+            return Ok(Resolution::Mapped);
+        };
+        let r = self.fill_loop(addr, len, Exists::Trust, |at, rest| {
+            // SAFETY: `src + at` is readable for `rest` bytes by the caller's contract.
+            unsafe { uffd.copy(addr + at, src.add(at), rest, CopyMode::NONE) }
+        })?;
+        if r == Resolution::Mapped {
+            for page in (addr..addr + len).step_by(PAGE_SIZE) {
+                self.record_raced(page);
+            }
+        }
+        Ok(r)
     }
 
     /// Resolve `[dst, dst+len)` by moving the pages at `[src, src+len)` (offsets; `UFFDIO_MOVE`).
@@ -918,7 +1047,7 @@ impl VolatileArena {
         } else {
             MoveMode::NONE
         };
-        self.fill_loop(d, len, |at, rest| {
+        self.fill_loop(d, len, Exists::Check, |at, rest| {
             // SAFETY: forwarded from the caller's contract.
             unsafe { uffd.move_pages(d + at, s + at, rest, mode) }
         })
@@ -937,7 +1066,7 @@ impl VolatileArena {
             return Err(ArenaError::NeedsMemfd("UFFDIO_CONTINUE"));
         }
         let uffd = self.registered("UFFDIO_CONTINUE")?;
-        self.fill_loop(addr, len, |at, rest| {
+        self.fill_loop(addr, len, Exists::Check, |at, rest| {
             uffd.continue_range(addr + at, rest, ContinueMode::NONE)
         })
     }
@@ -947,6 +1076,7 @@ impl VolatileArena {
     pub fn release(&self, offset: ArenaOffset, len: usize) -> Result<(), ArenaError> {
         let offset = offset.get();
         let addr = self.check(offset, len)?;
+        self.forget_raced(addr, len);
         // In a forked child a memfd arena has been made private (see `detach_after_fork`):
         // punching the memfd would free the parent's pages.
         let backing = if self.is_forked() {
@@ -1002,7 +1132,9 @@ impl VolatileArena {
                 if self.config.backing == Backing::Anonymous
                     && u.features().contains(Feature::Poison) =>
             {
-                self.fill_loop(addr, len, |at, rest| u.poison(addr + at, rest, false))?;
+                self.fill_loop(addr, len, Exists::Check, |at, rest| {
+                    u.poison(addr + at, rest, false)
+                })?;
                 Ok(PoisonMethod::Marker)
             }
             Some(_) => Ok(PoisonMethod::None),
@@ -1152,6 +1284,12 @@ impl VolatileArena {
             unregisters: now.get(Call::UffdUnregister),
             mmap_family_since_creation: since.mmap_family(),
             vmas: self.vma_count(),
+            exists_recorded: self
+                .exists_recorded
+                .load(core::sync::atomic::Ordering::Relaxed),
+            exists_checked: self
+                .exists_checked
+                .load(core::sync::atomic::Ordering::Relaxed),
         }
     }
 }

@@ -1,0 +1,85 @@
+//! How the arena believes an EEXIST from a mapping call ("a page is there already"):
+//! - a page mapped by [`VolatileArena::resolve_copy_racing`] (a fault's rescue, racing the
+//!   page's claimer) is recorded, and the racing resolver's EEXIST on it is believed on that
+//!   record, once, with no page-table lookup (`mincore` waits for the mmap lock);
+//! - any other EEXIST is checked against the page tables (one counted `mincore`), so an EEXIST
+//!   the page tables contradict is retried, not believed;
+//! - releasing a page forgets its record: a later EEXIST there is checked again;
+//! - `resolve_copy_racing` itself believes an EEXIST without a lookup (its caller copes).
+
+use faultline_heap::arena::{ArenaConfig, FaultDelivery, Resolution, VolatileArena};
+use faultline_heap::inject::{FaultInjector, Rule, Trigger};
+use faultline_heap::sys::{Call, Errno, Sys};
+use faultline_heap::uffd::Uffd;
+use faultline_heap::{ArenaOffset, PAGE_SIZE};
+use std::sync::Arc;
+
+fn arena(inj: &Arc<FaultInjector>) -> VolatileArena {
+    VolatileArena::new(
+        ArenaConfig::new(4 * PAGE_SIZE)
+            .delivery(FaultDelivery::Thread)
+            .sys(Sys::new(inj.clone())),
+    )
+    .unwrap()
+}
+
+/// One page of 0x5a bytes copied to `offset` by `resolve_copy` (or `resolve_copy_racing`).
+fn copy(a: &VolatileArena, offset: usize, racing: bool) -> Resolution {
+    let page = [0x5au8; PAGE_SIZE];
+    // SAFETY: `page` is a readable page on this stack.
+    unsafe {
+        if racing {
+            a.resolve_copy_racing(ArenaOffset(offset), page.as_ptr(), PAGE_SIZE)
+        } else {
+            a.resolve_copy(ArenaOffset(offset), page.as_ptr(), PAGE_SIZE)
+        }
+    }
+    .unwrap()
+}
+
+#[test]
+fn a_racing_resolvers_record_answers_the_eexist_once_and_release_forgets_it() {
+    if Uffd::available(&Sys::real()).is_err() {
+        return;
+    }
+    // The sixth COPY (onto the released page 1) fails with a false EEXIST.
+    let inj = Arc::new(
+        FaultInjector::new(
+            vec![Rule::new(Call::UffdCopy, Errno::EEXIST, Trigger::Nth(6))],
+            1,
+        )
+        .disarmed(),
+    );
+    let a = arena(&inj);
+    inj.arm();
+    let mincore = || inj.seen(Call::Mincore);
+    assert_eq!(copy(&a, 0, true), Resolution::Mapped);
+    // The claimer's own COPY meets the rescued page: believed on the record.
+    assert_eq!(copy(&a, 0, false), Resolution::AlreadyPresent);
+    assert_eq!((a.exists_counts(), mincore()), ((1, 0), 0));
+    // The record was taken: another EEXIST on the page is checked against the page tables.
+    assert_eq!(copy(&a, 0, false), Resolution::AlreadyPresent);
+    assert_eq!((a.exists_counts(), mincore()), ((1, 1), 1));
+    assert_eq!(a.stats().exists_checked, 1);
+    // A racing resolver meeting EEXIST believes it with no lookup.
+    assert_eq!(copy(&a, 0, true), Resolution::AlreadyPresent);
+    assert_eq!((a.exists_counts(), mincore()), ((1, 1), 1));
+    // Page 1 rescued, then released: its record is gone, so the injected (false) EEXIST of
+    // the next COPY onto it is checked, found absent and retried: the page is mapped.
+    assert_eq!(copy(&a, PAGE_SIZE, true), Resolution::Mapped);
+    a.release(ArenaOffset(PAGE_SIZE), PAGE_SIZE).unwrap();
+    assert!(!a.page_mapped(a.base() + PAGE_SIZE));
+    let checks = mincore();
+    assert_eq!(copy(&a, PAGE_SIZE, false), Resolution::Mapped);
+    assert_eq!(
+        inj.injected(Call::UffdCopy),
+        1,
+        "{:?}",
+        inj.injected_summary()
+    );
+    assert_eq!(a.exists_counts(), (1, 2));
+    assert_eq!(mincore(), checks + 1);
+    assert!(a.page_mapped(a.base() + PAGE_SIZE));
+    // SAFETY: page 1 is mapped and ours.
+    assert_eq!(unsafe { *((a.base() + PAGE_SIZE) as *const u8) }, 0x5a);
+}
