@@ -764,13 +764,14 @@ pub struct FaultBreakdown {
     /// answer: a fault that raced with the end of a compaction on a page outside its
     /// destination range. Expected 0.
     pub presence_checks: u64,
-    /// Over the heap's life, by any thread: EEXISTs from mapping calls believed without a
-    /// page-table lookup because the racing resolver (a fault's rescue) had recorded the page
-    /// (`ArenaStats::exists_recorded`).
+    /// Over the heap's life, by any thread: EEXISTs from mapping calls (faults, workers,
+    /// populating refills and the prefiller) believed without a page-table lookup because the
+    /// page was recorded as mapped recently: populated, or mapped by a fault's rescue racing
+    /// its claimer (`ArenaStats::exists_recorded`).
     pub exists_recorded: u64,
     /// Over the heap's life, by any thread: EEXISTs from mapping calls checked against the
-    /// page tables (`ArenaStats::exists_checked`): a racing mapping nobody recorded (e.g. a
-    /// populating refill racing the prefiller), or a recorded one overwritten first.
+    /// page tables (`ArenaStats::exists_checked`): a racing mapping whose record was
+    /// overwritten first, or one nobody records (a worker's or a claiming fault's).
     pub exists_checked: u64,
     /// The stalls of the other faults (not preempted): what the fault path itself costs,
     /// load or no load.

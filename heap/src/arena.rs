@@ -43,6 +43,12 @@
 //!   where the kernel stopped (at most 1000 times without progress), ENOMEM is retried at most
 //!   100 times, and EEXIST from a lost race is reported as [`Resolution::AlreadyPresent`] (the
 //!   page is there, which is what the caller wanted);
+//! - an EEXIST is believed without a page-table lookup (`mincore` or a pagemap read, which wait
+//!   for the mmap lock) when the page lies in a range recorded as mapped recently (populated, or
+//!   mapped by [`VolatileArena::resolve_copy_racing`]; every recorded page is present: records
+//!   are made after the mapping call and forgotten before the arena makes a page absent), or
+//!   by `resolve_copy_racing` itself; any other is checked against the page tables, and
+//!   counted ([`ArenaStats::exists_checked`]);
 //! - every system call goes through the arena's [`Sys`] (presence checks and the memfd copy
 //!   after fork included).
 
@@ -249,10 +255,10 @@ pub struct ArenaStats {
     pub mmap_family_since_creation: u64,
     /// VMAs covering the arena now (from `/proc/self/maps`).
     pub vmas: usize,
-    /// EEXISTs of resolving calls believed because a racing resolver had recorded the page
-    /// ([`VolatileArena::resolve_copy_racing`]): no page-table lookup.
+    /// EEXISTs of mapping calls believed because the page was recorded as mapped recently
+    /// (populated, or mapped by [`VolatileArena::resolve_copy_racing`]): no page-table lookup.
     pub exists_recorded: u64,
-    /// EEXISTs of resolving calls checked against the page tables
+    /// EEXISTs of mapping calls checked against the page tables
     /// ([`VolatileArena::page_mapped`]: a `mincore` or a pagemap read, both of which take the
     /// mmap lock for reading).
     pub exists_checked: u64,
@@ -307,21 +313,25 @@ pub struct VolatileArena {
     fork_gen: u64,
     /// A forked child has replaced the memfd view with a private copy.
     privatized: core::sync::atomic::AtomicBool,
-    /// Pages [`VolatileArena::resolve_copy_racing`] mapped whose racing resolver has not met
-    /// its EEXIST yet (addresses, 0: free slot; see [`RACED_SLOTS`]).
-    raced: [core::sync::atomic::AtomicUsize; RACED_SLOTS],
-    /// The next slot of `raced` to write (wraps).
-    raced_next: core::sync::atomic::AtomicUsize,
-    /// EEXISTs believed because `raced` recorded the page.
+    /// Ranges of pages this arena mapped recently by populating
+    /// ([`VolatileArena::populate`]) or by a racing resolver
+    /// ([`VolatileArena::resolve_copy_racing`]), none made absent since: packed
+    /// `first page index << 32 | pages` (0: a free slot); see [`RECENT_SLOTS`].
+    recent: [core::sync::atomic::AtomicU64; RECENT_SLOTS],
+    /// The next slot of `recent` to write (wraps).
+    recent_next: core::sync::atomic::AtomicUsize,
+    /// EEXISTs believed because `recent` recorded the page.
     exists_recorded: core::sync::atomic::AtomicU64,
     /// EEXISTs checked against the page tables ([`VolatileArena::page_mapped`]).
     exists_checked: core::sync::atomic::AtomicU64,
 }
 
-/// Slots of the arena's record of pages a racing resolver mapped
-/// ([`VolatileArena::resolve_copy_racing`]): a record that is overwritten before it is read
-/// costs only a page-table lookup later.
-const RACED_SLOTS: usize = 64;
+/// Slots of the arena's record of recently mapped ranges (`VolatileArena::recent`): a record
+/// overwritten before it is needed costs only a page-table lookup later. Invariant: every
+/// recorded page is present. A range is recorded only after the call that mapped it
+/// returned, and forgotten before the arena makes any of it absent (release, the source of a
+/// move, a detach); callers never release pages while they populate or resolve them.
+const RECENT_SLOTS: usize = 64;
 
 /// How a resolving call believes an EEXIST ("a page is there already").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -412,8 +422,8 @@ impl VolatileArena {
             dyn_end: core::sync::atomic::AtomicUsize::new(0),
             fork_gen,
             privatized: core::sync::atomic::AtomicBool::new(false),
-            raced: core::array::from_fn(|_| core::sync::atomic::AtomicUsize::new(0)),
-            raced_next: core::sync::atomic::AtomicUsize::new(0),
+            recent: core::array::from_fn(|_| core::sync::atomic::AtomicU64::new(0)),
+            recent_next: core::sync::atomic::AtomicUsize::new(0),
             exists_recorded: core::sync::atomic::AtomicU64::new(0),
             exists_checked: core::sync::atomic::AtomicU64::new(0),
         };
@@ -646,7 +656,7 @@ impl VolatileArena {
         if self.config.backing != Backing::Anonymous {
             return Err(ArenaError::MoveNeedsAnonymous);
         }
-        self.forget_raced(addr, len);
+        self.forget_mapped(addr, len);
         // SAFETY: moves our own private anonymous pages to a fresh kernel-chosen address; the
         // caller reads them there from now on (the old range stays mapped and reads as absent).
         let p = unsafe {
@@ -714,12 +724,13 @@ impl VolatileArena {
 
     /// Run `op(done)` until the whole range is processed, retrying after EAGAIN from where the
     /// kernel stopped and stepping over pages another resolver already mapped (how an EEXIST
-    /// is believed: `exists`).
+    /// is believed: `exists`). With `record`, what each call mapped is recorded (`recent`).
     fn fill_loop(
         &self,
         addr: usize,
         len: usize,
         exists: Exists,
+        record: bool,
         mut op: impl FnMut(usize, usize) -> Result<usize, UffdError>,
     ) -> Result<Resolution, ArenaError> {
         let mut done = 0;
@@ -728,11 +739,19 @@ impl VolatileArena {
         let mut nomem = 0;
         while done < len {
             match op(done, len - done) {
-                Ok(n) => done += n,
+                Ok(n) => {
+                    if record {
+                        self.record_mapped(addr + done, n);
+                    }
+                    done += n;
+                }
                 Err(UffdError {
                     op: which,
                     kind: ErrorKind::Again { done: n },
                 }) => {
+                    if record {
+                        self.record_mapped(addr + done, n);
+                    }
                     done += n;
                     if n == 0 {
                         // EAGAIN with no progress: the mm is changing under us (a racing
@@ -792,16 +811,16 @@ impl VolatileArena {
         Ok(())
     }
 
-    /// Whether an EEXIST from a resolving call at page `page` means the page is present: by
-    /// `exists`; checking, a page a racing resolver recorded ([`Self::resolve_copy_racing`])
-    /// is believed (and its record taken), any other is looked up in the page tables (counted
+    /// Whether an EEXIST from a mapping call at page `page` means the page is present: by
+    /// `exists`; checking, a page recorded as mapped recently (`recent`: populated, or mapped
+    /// by a racing resolver) is believed, any other is looked up in the page tables (counted
     /// in [`ArenaStats::exists_checked`]). Async-signal-safe.
     fn exists_confirmed(&self, page: usize, exists: Exists) -> bool {
         use core::sync::atomic::Ordering;
         if exists == Exists::Trust {
             return true;
         }
-        if self.take_raced(page) {
+        if self.recorded(page) {
             self.exists_recorded.fetch_add(1, Ordering::Relaxed);
             return true;
         }
@@ -809,37 +828,57 @@ impl VolatileArena {
         self.page_mapped(page)
     }
 
-    /// Record that this thread mapped page `page` while another resolver may be about to map
-    /// it too (it will meet an EEXIST). Lock-free: overwrites the oldest slot.
-    fn record_raced(&self, page: usize) {
-        use core::sync::atomic::Ordering;
-        let i = self.raced_next.fetch_add(1, Ordering::Relaxed) % RACED_SLOTS;
-        self.raced[i].store(page, Ordering::Release);
+    /// `[addr, addr + len)` (page aligned, inside the arena) as a `recent` record, or `None`
+    /// if it does not fit one.
+    fn pack_range(&self, addr: usize, len: usize) -> Option<u64> {
+        let first = (addr - self.base) / PAGE_SIZE;
+        let pages = len / PAGE_SIZE;
+        (pages > 0 && first <= u32::MAX as usize && pages <= u32::MAX as usize)
+            .then_some(((first as u64) << 32) | pages as u64)
     }
 
-    /// Take the record of page `page`, if there is one.
-    fn take_raced(&self, page: usize) -> bool {
+    /// Record that this call just mapped `[addr, addr + len)`. Lock-free: overwrites the
+    /// oldest slot.
+    fn record_mapped(&self, addr: usize, len: usize) {
         use core::sync::atomic::Ordering;
-        self.raced.iter().any(|r| {
-            r.load(Ordering::Acquire) == page
-                && r.compare_exchange(page, 0, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
+        if let Some(v) = self.pack_range(addr, len) {
+            let i = self.recent_next.fetch_add(1, Ordering::Relaxed) % RECENT_SLOTS;
+            self.recent[i].store(v, Ordering::Release);
+        }
+    }
+
+    /// Whether a record covers page `page`.
+    fn recorded(&self, page: usize) -> bool {
+        use core::sync::atomic::Ordering;
+        let Some(p) = self.pack_range(page, PAGE_SIZE) else {
+            return false;
+        };
+        let p = p >> 32;
+        self.recent.iter().any(|r| {
+            let v = r.load(Ordering::Acquire);
+            v != 0 && (v >> 32) <= p && p < (v >> 32) + (v & u64::from(u32::MAX))
         })
     }
 
-    /// Forget the records of pages in `[addr, addr + len)` (they are made absent: a later
-    /// EEXIST there must not be believed on an old record's word).
-    fn forget_raced(&self, addr: usize, len: usize) {
+    /// Forget every record that overlaps `[addr, addr + len)` (about to be made absent).
+    fn forget_mapped(&self, addr: usize, len: usize) {
         use core::sync::atomic::Ordering;
-        for r in &self.raced {
+        let Some(f) = self.pack_range(addr, len.max(PAGE_SIZE)) else {
+            self.recent
+                .iter()
+                .for_each(|r| r.store(0, Ordering::Release));
+            return;
+        };
+        let (a, b) = (f >> 32, (f >> 32) + (f & u64::from(u32::MAX)));
+        for r in &self.recent {
             let v = r.load(Ordering::Acquire);
-            if v >= addr && v < addr + len {
+            if v != 0 && (v >> 32) < b && a < (v >> 32) + (v & u64::from(u32::MAX)) {
                 let _ = r.compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed);
             }
         }
     }
 
-    /// EEXISTs of resolving calls so far: (believed on a racing resolver's record, checked
+    /// EEXISTs of mapping calls so far: (believed on a record of a recent mapping, checked
     /// against the page tables); see [`ArenaStats::exists_recorded`].
     pub fn exists_counts(&self) -> (u64, u64) {
         use core::sync::atomic::Ordering;
@@ -864,7 +903,8 @@ impl VolatileArena {
     }
 
     /// Make `[offset, offset+len)` present and zero with the configured [`PopulateMethod`].
-    /// Pages already present are left as they are.
+    /// Pages already present are left as they are. The pages mapped are recorded, so a racing
+    /// populate's EEXIST on them needs no page-table lookup.
     pub fn populate(&self, offset: ArenaOffset, len: usize) -> Result<Resolution, ArenaError> {
         let offset = offset.get();
         self.populate_with(ArenaOffset(offset), len, self.config.populate)
@@ -892,14 +932,18 @@ impl VolatileArena {
             CopyMode::NONE
         };
         let r = match method {
-            PopulateMethod::CopyZeros => self.fill_loop(addr, len, Exists::Check, |at, rest| {
-                let n = rest.min(ZERO_CHUNK);
-                // SAFETY: `zero_src` is a readable zero mapping of ZERO_CHUNK bytes.
-                unsafe { uffd.copy(addr + at, self.zero_src as *const u8, n, mode) }
-            }),
-            PopulateMethod::ZeroPage => self.fill_loop(addr, len, Exists::Check, |at, rest| {
-                uffd.zeropage(addr + at, rest, false)
-            }),
+            PopulateMethod::CopyZeros => {
+                self.fill_loop(addr, len, Exists::Check, true, |at, rest| {
+                    let n = rest.min(ZERO_CHUNK);
+                    // SAFETY: `zero_src` is a readable zero mapping of ZERO_CHUNK bytes.
+                    unsafe { uffd.copy(addr + at, self.zero_src as *const u8, n, mode) }
+                })
+            }
+            PopulateMethod::ZeroPage => {
+                self.fill_loop(addr, len, Exists::Check, true, |at, rest| {
+                    uffd.zeropage(addr + at, rest, false)
+                })
+            }
         }?;
         // Populating runs without the caller's lock: write tracking may have been switched on
         // (and the range write-protected, possibly before these pages were present) while the
@@ -963,7 +1007,7 @@ impl VolatileArena {
             unsafe { core::ptr::copy_nonoverlapping(src, addr as *mut u8, len) };
             return Ok(Resolution::Mapped);
         };
-        self.fill_loop(addr, len, Exists::Check, |at, rest| {
+        self.fill_loop(addr, len, Exists::Check, false, |at, rest| {
             // SAFETY: `src + at` is readable for `rest` bytes by the caller's contract.
             unsafe { uffd.copy(addr + at, src.add(at), rest, CopyMode::NONE) }
         })
@@ -972,9 +1016,9 @@ impl VolatileArena {
     /// [`Self::resolve_copy`] by a resolver that races another one for the same pages (a
     /// fault's rescue of a page whose claimer is slow): an EEXIST is believed without a look
     /// at the page tables (the other resolver mapped the page; the caller copes with the rare
-    /// EEXIST the page tables would contradict, e.g. by faulting again), and pages this call
-    /// mapped are recorded, so the other resolver's EEXIST on them is believed without one
-    /// too ([`ArenaStats::exists_recorded`]). Async-signal-safe.
+    /// EEXIST the page tables would contradict, e.g. by faulting again), and the pages this
+    /// call mapped are recorded, so the other resolver's EEXIST on them is believed without
+    /// one too ([`ArenaStats::exists_recorded`]). Async-signal-safe.
     ///
     /// # Safety
     /// As for [`Self::resolve_copy`].
@@ -991,16 +1035,10 @@ impl VolatileArena {
             unsafe { core::ptr::copy_nonoverlapping(src, addr as *mut u8, len) };
             return Ok(Resolution::Mapped);
         };
-        let r = self.fill_loop(addr, len, Exists::Trust, |at, rest| {
+        self.fill_loop(addr, len, Exists::Trust, true, |at, rest| {
             // SAFETY: `src + at` is readable for `rest` bytes by the caller's contract.
             unsafe { uffd.copy(addr + at, src.add(at), rest, CopyMode::NONE) }
-        })?;
-        if r == Resolution::Mapped {
-            for page in (addr..addr + len).step_by(PAGE_SIZE) {
-                self.record_raced(page);
-            }
-        }
-        Ok(r)
+        })
     }
 
     /// Resolve `[dst, dst+len)` by moving the pages at `[src, src+len)` (offsets; `UFFDIO_MOVE`).
@@ -1042,12 +1080,16 @@ impl VolatileArena {
             return Err(ArenaError::MoveNeedsAnonymous);
         }
         let uffd = self.registered("UFFDIO_MOVE")?;
+        if s >= self.base && s < self.base + self.size {
+            // The source pages vanish from here.
+            self.forget_mapped(s, len.min(self.base + self.size - s));
+        }
         let mode = if allow_holes {
             MoveMode::ALLOW_SRC_HOLES
         } else {
             MoveMode::NONE
         };
-        self.fill_loop(d, len, Exists::Check, |at, rest| {
+        self.fill_loop(d, len, Exists::Check, false, |at, rest| {
             // SAFETY: forwarded from the caller's contract.
             unsafe { uffd.move_pages(d + at, s + at, rest, mode) }
         })
@@ -1066,7 +1108,7 @@ impl VolatileArena {
             return Err(ArenaError::NeedsMemfd("UFFDIO_CONTINUE"));
         }
         let uffd = self.registered("UFFDIO_CONTINUE")?;
-        self.fill_loop(addr, len, Exists::Check, |at, rest| {
+        self.fill_loop(addr, len, Exists::Check, false, |at, rest| {
             uffd.continue_range(addr + at, rest, ContinueMode::NONE)
         })
     }
@@ -1076,7 +1118,7 @@ impl VolatileArena {
     pub fn release(&self, offset: ArenaOffset, len: usize) -> Result<(), ArenaError> {
         let offset = offset.get();
         let addr = self.check(offset, len)?;
-        self.forget_raced(addr, len);
+        self.forget_mapped(addr, len);
         // In a forked child a memfd arena has been made private (see `detach_after_fork`):
         // punching the memfd would free the parent's pages.
         let backing = if self.is_forked() {
@@ -1132,7 +1174,7 @@ impl VolatileArena {
                 if self.config.backing == Backing::Anonymous
                     && u.features().contains(Feature::Poison) =>
             {
-                self.fill_loop(addr, len, Exists::Check, |at, rest| {
+                self.fill_loop(addr, len, Exists::Check, false, |at, rest| {
                     u.poison(addr + at, rest, false)
                 })?;
                 Ok(PoisonMethod::Marker)

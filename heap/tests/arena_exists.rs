@@ -1,10 +1,11 @@
 //! How the arena believes an EEXIST from a mapping call ("a page is there already"):
 //! - a page mapped by [`VolatileArena::resolve_copy_racing`] (a fault's rescue, racing the
-//!   page's claimer) is recorded, and the racing resolver's EEXIST on it is believed on that
-//!   record, once, with no page-table lookup (`mincore` waits for the mmap lock);
+//!   page's claimer) or by a populate is recorded, and another call's EEXIST on it is believed
+//!   on that record, with no page-table lookup (`mincore` waits for the mmap lock);
 //! - any other EEXIST is checked against the page tables (one counted `mincore`), so an EEXIST
 //!   the page tables contradict is retried, not believed;
-//! - releasing a page forgets its record: a later EEXIST there is checked again;
+//! - releasing a page, or moving it away, forgets its record: a later EEXIST there is checked
+//!   again;
 //! - `resolve_copy_racing` itself believes an EEXIST without a lookup (its caller copes).
 
 use faultline_heap::arena::{ArenaConfig, FaultDelivery, Resolution, VolatileArena};
@@ -38,14 +39,14 @@ fn copy(a: &VolatileArena, offset: usize, racing: bool) -> Resolution {
 }
 
 #[test]
-fn a_racing_resolvers_record_answers_the_eexist_once_and_release_forgets_it() {
+fn a_recorded_mapping_answers_an_eexist_and_release_forgets_it() {
     if Uffd::available(&Sys::real()).is_err() {
         return;
     }
-    // The sixth COPY (onto the released page 1) fails with a false EEXIST.
+    // The tenth COPY (onto the released page 1) fails with a false EEXIST.
     let inj = Arc::new(
         FaultInjector::new(
-            vec![Rule::new(Call::UffdCopy, Errno::EEXIST, Trigger::Nth(6))],
+            vec![Rule::new(Call::UffdCopy, Errno::EEXIST, Trigger::Nth(10))],
             1,
         )
         .disarmed(),
@@ -54,16 +55,24 @@ fn a_racing_resolvers_record_answers_the_eexist_once_and_release_forgets_it() {
     inj.arm();
     let mincore = || inj.seen(Call::Mincore);
     assert_eq!(copy(&a, 0, true), Resolution::Mapped);
-    // The claimer's own COPY meets the rescued page: believed on the record.
+    // The claimer's own COPY meets the rescued page: believed on the record, as often as it
+    // comes.
     assert_eq!(copy(&a, 0, false), Resolution::AlreadyPresent);
     assert_eq!((a.exists_counts(), mincore()), ((1, 0), 0));
-    // The record was taken: another EEXIST on the page is checked against the page tables.
     assert_eq!(copy(&a, 0, false), Resolution::AlreadyPresent);
-    assert_eq!((a.exists_counts(), mincore()), ((1, 1), 1));
-    assert_eq!(a.stats().exists_checked, 1);
+    assert_eq!((a.exists_counts(), mincore()), ((2, 0), 0));
     // A racing resolver meeting EEXIST believes it with no lookup.
     assert_eq!(copy(&a, 0, true), Resolution::AlreadyPresent);
-    assert_eq!((a.exists_counts(), mincore()), ((1, 1), 1));
+    assert_eq!((a.exists_counts(), mincore()), ((2, 0), 0));
+    // A page mapped by a plain resolve is not recorded: an EEXIST on it is checked.
+    assert_eq!(copy(&a, 2 * PAGE_SIZE, false), Resolution::Mapped);
+    assert_eq!(copy(&a, 2 * PAGE_SIZE, false), Resolution::AlreadyPresent);
+    assert_eq!((a.exists_counts(), mincore()), ((2, 1), 1));
+    assert_eq!(a.stats().exists_checked, 1);
+    // A populated page is recorded.
+    a.populate(ArenaOffset(3 * PAGE_SIZE), PAGE_SIZE).unwrap();
+    assert_eq!(copy(&a, 3 * PAGE_SIZE, false), Resolution::AlreadyPresent);
+    assert_eq!((a.exists_counts(), mincore()), ((3, 1), 1));
     // Page 1 rescued, then released: its record is gone, so the injected (false) EEXIST of
     // the next COPY onto it is checked, found absent and retried: the page is mapped.
     assert_eq!(copy(&a, PAGE_SIZE, true), Resolution::Mapped);
@@ -77,7 +86,7 @@ fn a_racing_resolvers_record_answers_the_eexist_once_and_release_forgets_it() {
         "{:?}",
         inj.injected_summary()
     );
-    assert_eq!(a.exists_counts(), (1, 2));
+    assert_eq!(a.exists_counts(), (3, 2));
     assert_eq!(mincore(), checks + 1);
     assert!(a.page_mapped(a.base() + PAGE_SIZE));
     // SAFETY: page 1 is mapped and ours.
