@@ -333,6 +333,10 @@ pub struct VolatileArena {
 /// move, a detach); callers never release pages while they populate or resolve them.
 const RECENT_SLOTS: usize = 64;
 
+/// Pages an unrecorded EEXIST looks up at once (one `mincore`): see
+/// `VolatileArena::present_from`.
+const LOOKAHEAD_PAGES: usize = 64;
+
 /// How a resolving call believes an EEXIST ("a page is there already").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exists {
@@ -771,12 +775,15 @@ impl VolatileArena {
                     op: which,
                 }) => {
                     // The first page of the rest is present (another resolver won): skip it and
-                    // keep going. Unless the caller trusts the error, believe it when a racing
-                    // resolver recorded the page (`resolve_copy_racing`), else ask the page
-                    // tables: if the page is in fact absent, try it again (bounded).
-                    if self.exists_confirmed(addr + done, exists) {
+                    // keep going. Unless the caller trusts the error, believe it when the page
+                    // was recorded as mapped recently (populated, or by a racing resolver),
+                    // else ask the page tables: if the page is in fact absent, try it again
+                    // (bounded). Present pages right after it (another populate or resolver
+                    // is mapping them) are stepped over with it: no EEXIST, and no lookup, each.
+                    let present = self.present_from(addr + done, len - done, exists);
+                    if present > 0 {
                         res = Resolution::AlreadyPresent;
-                        done += PAGE_SIZE;
+                        done += present;
                     } else {
                         stalls += 1;
                         if stalls > 1000 {
@@ -811,21 +818,40 @@ impl VolatileArena {
         Ok(())
     }
 
-    /// Whether an EEXIST from a mapping call at page `page` means the page is present: by
-    /// `exists`; checking, a page recorded as mapped recently (`recent`: populated, or mapped
-    /// by a racing resolver) is believed, any other is looked up in the page tables (counted
-    /// in [`ArenaStats::exists_checked`]). Async-signal-safe.
-    fn exists_confirmed(&self, page: usize, exists: Exists) -> bool {
+    /// An EEXIST from a mapping call at page `page`, with `rest` bytes of the call's range
+    /// left from it: how many bytes from `page` on are present (0: `page` is in fact absent).
+    /// By `exists`; checking, a page recorded as mapped recently (`recent`: populated, or
+    /// mapped by a racing resolver) is believed, with the recorded pages after it; for any
+    /// other the page tables are asked once (counted in [`ArenaStats::exists_checked`]), for
+    /// up to [`LOOKAHEAD_PAGES`] pages of an anonymous arena (one `mincore`), so a populate
+    /// racing another one page by page makes one lookup, not one a page. Async-signal-safe.
+    fn present_from(&self, page: usize, rest: usize, exists: Exists) -> usize {
         use core::sync::atomic::Ordering;
         if exists == Exists::Trust {
-            return true;
+            return PAGE_SIZE;
         }
         if self.recorded(page) {
             self.exists_recorded.fetch_add(1, Ordering::Relaxed);
-            return true;
+            let mut n = PAGE_SIZE;
+            while n < rest && self.recorded(page + n) {
+                n += PAGE_SIZE;
+            }
+            return n;
         }
         self.exists_checked.fetch_add(1, Ordering::Relaxed);
-        self.page_mapped(page)
+        if self.pagemap >= 0 && !self.is_forked() {
+            return if self.page_mapped(page) { PAGE_SIZE } else { 0 };
+        }
+        let mut v = [0u8; LOOKAHEAD_PAGES];
+        let pages = (rest / PAGE_SIZE).clamp(1, LOOKAHEAD_PAGES);
+        if self
+            .sys
+            .mincore(page, pages * PAGE_SIZE, &mut v[..pages])
+            .is_err()
+        {
+            return 0;
+        }
+        v[..pages].iter().take_while(|&&b| b & 1 == 1).count() * PAGE_SIZE
     }
 
     /// `[addr, addr + len)` (page aligned, inside the arena) as a `recent` record, or `None`

@@ -17,25 +17,31 @@ use std::sync::Arc;
 
 fn arena(inj: &Arc<FaultInjector>) -> VolatileArena {
     VolatileArena::new(
-        ArenaConfig::new(4 * PAGE_SIZE)
+        ArenaConfig::new(8 * PAGE_SIZE)
             .delivery(FaultDelivery::Thread)
             .sys(Sys::new(inj.clone())),
     )
     .unwrap()
 }
 
-/// One page of 0x5a bytes copied to `offset` by `resolve_copy` (or `resolve_copy_racing`).
-fn copy(a: &VolatileArena, offset: usize, racing: bool) -> Resolution {
-    let page = [0x5au8; PAGE_SIZE];
-    // SAFETY: `page` is a readable page on this stack.
+/// `pages` pages of 0x5a bytes copied to `offset` by `resolve_copy` (or
+/// `resolve_copy_racing`).
+fn copy_pages(a: &VolatileArena, offset: usize, pages: usize, racing: bool) -> Resolution {
+    let buf = vec![0x5au8; pages * PAGE_SIZE];
+    // SAFETY: `buf` is readable for `pages` pages.
     unsafe {
         if racing {
-            a.resolve_copy_racing(ArenaOffset(offset), page.as_ptr(), PAGE_SIZE)
+            a.resolve_copy_racing(ArenaOffset(offset), buf.as_ptr(), buf.len())
         } else {
-            a.resolve_copy(ArenaOffset(offset), page.as_ptr(), PAGE_SIZE)
+            a.resolve_copy(ArenaOffset(offset), buf.as_ptr(), buf.len())
         }
     }
     .unwrap()
+}
+
+/// One page: [`copy_pages`].
+fn copy(a: &VolatileArena, offset: usize, racing: bool) -> Resolution {
+    copy_pages(a, offset, 1, racing)
 }
 
 #[test]
@@ -91,4 +97,24 @@ fn a_recorded_mapping_answers_an_eexist_and_release_forgets_it() {
     assert!(a.page_mapped(a.base() + PAGE_SIZE));
     // SAFETY: page 1 is mapped and ours.
     assert_eq!(unsafe { *((a.base() + PAGE_SIZE) as *const u8) }, 0x5a);
+    // Pages 4..8 mapped by one plain resolve (not recorded): resolving them again meets one
+    // EEXIST, and one lookup (of all four) steps over all of them.
+    assert_eq!(copy_pages(&a, 4 * PAGE_SIZE, 4, false), Resolution::Mapped);
+    let (m0, c0) = (mincore(), a.exists_counts().1);
+    assert_eq!(
+        copy_pages(&a, 4 * PAGE_SIZE, 4, false),
+        Resolution::AlreadyPresent
+    );
+    assert_eq!((mincore(), a.exists_counts().1), (m0 + 1, c0 + 1));
+    // Populated pages are stepped over on their records: no lookup at all.
+    a.release(ArenaOffset(4 * PAGE_SIZE), 4 * PAGE_SIZE)
+        .unwrap();
+    a.populate(ArenaOffset(4 * PAGE_SIZE), 4 * PAGE_SIZE)
+        .unwrap();
+    let m1 = mincore();
+    assert_eq!(
+        copy_pages(&a, 4 * PAGE_SIZE, 4, false),
+        Resolution::AlreadyPresent
+    );
+    assert_eq!(mincore(), m1);
 }
