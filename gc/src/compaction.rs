@@ -1144,8 +1144,11 @@ impl Compaction {
     /// At the end of a compaction (every destination page MAPPED), before `active` is
     /// cleared: remember its destination range for [`Self::finished_page`].
     fn note_finished(&self) {
-        // SAFETY: called by the thread that armed the compaction, before it clears `active`.
-        let pd = unsafe { self.plan() };
+        // SAFETY: called by the thread that armed the compaction, before it clears `active`:
+        // no writer exists.
+        let Some(pd) = (unsafe { (*self.plan.get()).as_ref() }) else {
+            return;
+        };
         let lo = pd.dest_addr(DestPage(0));
         self.done[0].store(lo, Ordering::SeqCst);
         self.done[1].store(lo + pd.pages * PAGE_SIZE, Ordering::SeqCst);
