@@ -227,6 +227,12 @@ pub struct FaultAttrRow {
     /// Faults whose thread blocked (a voluntary context switch) while resolving them, ms.
     pub blocked: u64,
     pub blocked_ms: f64,
+    /// Faults that stalled 1 ms or more; page-table lookups by the resolver itself; EEXISTs
+    /// believed on a racing resolver's record / checked against the page tables (any thread).
+    pub over_1ms: u64,
+    pub presence_checks: u64,
+    pub exists_recorded: u64,
+    pub exists_checked: u64,
     pub unpreempted: u64,
     pub unpreempted_p50_us: f64,
     pub unpreempted_p99_us: f64,
@@ -493,6 +499,10 @@ pub fn measure(
         preempted_ms: ms(b.preempted_time),
         blocked: b.blocked,
         blocked_ms: ms(b.blocked_time),
+        over_1ms: b.over_1ms,
+        presence_checks: b.presence_checks,
+        exists_recorded: b.exists_recorded,
+        exists_checked: b.exists_checked,
         unpreempted: b.unpreempted.count,
         unpreempted_p50_us: b.unpreempted.p50.as_secs_f64() * 1e6,
         unpreempted_p99_us: b.unpreempted.p99.as_secs_f64() * 1e6,

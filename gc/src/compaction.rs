@@ -93,6 +93,11 @@ pub(crate) struct FaultAttrib {
     preempted_ns: AtomicU64,
     blocked: AtomicU64,
     blocked_ns: AtomicU64,
+    /// Faults whose stall reached 1 ms.
+    over_1ms: AtomicU64,
+    /// Page-table lookups (`VolatileArena::page_mapped`) made by the resolver itself where
+    /// the compaction's state could not answer (see [`Compaction::finished_page`]).
+    presence_checks: AtomicU64,
     /// Stalls of the faults whose thread was not preempted while resolving them.
     unpreempted: crate::stats::AtomicHistogram,
 }
@@ -102,6 +107,9 @@ impl FaultAttrib {
     /// was switched out meanwhile (CPU contention); `blocked`: it gave the CPU up itself.
     pub(crate) fn count_fault(&self, ns: u64, preempted: bool, blocked: bool) {
         self.faults.fetch_add(1, Ordering::Relaxed);
+        if ns >= 1_000_000 {
+            self.over_1ms.fetch_add(1, Ordering::Relaxed);
+        }
         if blocked {
             self.blocked.fetch_add(1, Ordering::Relaxed);
             self.blocked_ns.fetch_add(ns, Ordering::Relaxed);
@@ -136,6 +144,10 @@ impl FaultAttrib {
             preempted_time: d(&self.preempted_ns),
             blocked: l(&self.blocked),
             blocked_time: d(&self.blocked_ns),
+            over_1ms: l(&self.over_1ms),
+            presence_checks: l(&self.presence_checks),
+            exists_recorded: 0,
+            exists_checked: 0,
             unpreempted: self.unpreempted.summary(),
         }
     }
@@ -251,6 +263,10 @@ pub(crate) struct Compaction {
     /// Copy strategy: old pages the workers may still recycle as fresh memory in this
     /// compaction instead of releasing them (set by [`Compaction::run_workers`]).
     recycle_budget: AtomicUsize,
+    /// The destination range `[lo, hi)` (addresses) of the last compaction that finished, all
+    /// of whose pages were MAPPED when it was disarmed; empty while one is active (see
+    /// [`Compaction::finished_page`]).
+    done: [AtomicUsize; 2],
 }
 
 // SAFETY: `plan` follows the discipline in the module invariants (written only while no
@@ -287,6 +303,7 @@ impl Compaction {
             worker_stall_ns: AtomicU64::new(0),
             cursor: AtomicUsize::new(0),
             recycle_budget: AtomicUsize::new(0),
+            done: [AtomicUsize::new(0), AtomicUsize::new(0)],
         }
     }
 
@@ -317,6 +334,7 @@ impl Compaction {
             s.store(pagestate::UNPROCESSED, Ordering::Relaxed);
         }
         self.free.clear();
+        self.forget_finished();
         self.readers_ready.store(false, Ordering::Relaxed);
         self.cursor.store(0, Ordering::Relaxed);
         self.counters.reset();
@@ -327,6 +345,7 @@ impl Compaction {
 
     /// Every page is mapped: disarm, and wait until no resolver is inside.
     pub(crate) fn disarm(&self) {
+        self.note_finished();
         self.active.store(false, Ordering::SeqCst);
         while self.users.load(Ordering::SeqCst) != 0 {
             std::thread::yield_now();
@@ -1027,27 +1046,31 @@ impl Compaction {
 
     /// A fault gave up waiting for page `k`'s claimer (most likely descheduled): fill a copy
     /// of the page from the intact old half into a buffer on this stack and map it with
-    /// `UFFDIO_COPY`. The claimer's own mapping call then finds the page present (EEXIST,
-    /// which the arena reads as already present) and publishes as usual: this never touches
-    /// the state word. Returns whether the page is present.
+    /// `UFFDIO_COPY` ([`VolatileArena::resolve_copy_racing`]). The claimer's own mapping call
+    /// then finds the page present (an EEXIST the arena believes on this call's record, with
+    /// no page-table lookup) and publishes as usual: this never touches the state word. An
+    /// EEXIST met here is the claimer's mapping. Returns whether the page is present. No
+    /// page-table lookup (`mincore`, which waits for the mmap lock) anywhere on this path.
     ///
     /// Not for the minor strategy (its claimer writes the page-cache page the mapping shows),
     /// nor for a dense page of the move strategy whose claimer has locked its old page for an
     /// in-place update (`IN_PLACE`: the hold fails, and the fault waits).
     /// Where old pages are released or reused as staging pages during the compaction (copy with
     /// early release, move), only once the reader tables are built, and with the page's old
-    /// pages *held*: their reader counts raised while non-zero, then the page checked absent.
-    /// Page `k`'s own reads are given back only after it is mapped, so an absent page proves
-    /// each held old page was still read by `k`: no thread saw it unread (none releases it,
-    /// reuses it, or updates it in place as a dense page) until the holds are dropped.
-    /// Async-signal-safe.
+    /// pages *held*: their reader counts raised while non-zero. A count once zero stays zero
+    /// (it leaves zero only from `IN_PLACE`), so a held page was never seen unread: nothing
+    /// releases it, reuses it, or updates it in place until the hold is dropped. A hold
+    /// refused on a zero count proves page `k` mapped (every old page in its range counts
+    /// `k`'s read, given back only after `k` is mapped). With every page held, a page whose
+    /// state is MAPPED needs nothing more; any other is filled from the held pages, and the
+    /// copy is either mapped here (the page was absent: nobody wrote it yet) or refused with
+    /// EEXIST (the claimer mapped it). Async-signal-safe.
     fn rescue(&self, arena: &VolatileArena, pd: &Plan, k: DestPage) -> bool {
         let releasing = match self.strategy {
             MapStrategy::Minor => return false,
             MapStrategy::Move => true,
             MapStrategy::Copy => self.releases_early(pd),
         };
-        let dst_addr = pd.dest_addr(k);
         let mut held = None;
         if releasing {
             if !self.readers_ready.load(Ordering::Acquire) {
@@ -1056,40 +1079,57 @@ impl Compaction {
             let v = self.src[k.0].load(Ordering::Relaxed);
             let (a, b) = ((v >> 32) as u32, v as u32);
             let mut got = a;
-            while got <= b && self.hold(OldPage(got)) {
-                got += 1;
+            let mut refused = Hold::Held;
+            while got <= b {
+                match self.hold(OldPage(got)) {
+                    Hold::Held => got += 1,
+                    r => {
+                        refused = r;
+                        break;
+                    }
+                }
             }
-            if got <= b || arena.page_mapped(dst_addr) {
-                // Page k gave its reads back (so it is mapped), is mapped already, or its
-                // claimer is updating its old page in place (then wait for it).
+            if got <= b {
+                // An old page nobody reads any more: page k gave its reads back, which it does
+                // only once mapped (every old page in its range counts k's read). Locked in
+                // place: its claimer is updating it for page k (then wait for it).
                 self.unhold(a, got);
-                return arena.page_mapped(dst_addr);
+                return refused == Hold::Unread;
+            }
+            if self.state(k).load(Ordering::Acquire) == MAPPED {
+                self.unhold(a, got);
+                return true;
             }
             held = Some((a, got));
         }
         let mut buf = PageBuf([0; PAGE_SIZE]);
         pd.fill_page(k, &mut buf.0);
+        // The claimer may map the page meanwhile: an EEXIST is its mapping (believed without a
+        // page-table lookup), and a page mapped here is recorded for the claimer's EEXIST.
         // SAFETY: `buf` is a filled page on this stack.
-        let ok =
-            unsafe { arena.resolve_copy(pd.dest_offset(k), buf.0.as_ptr(), PAGE_SIZE) }.is_ok();
+        let ok = unsafe { arena.resolve_copy_racing(pd.dest_offset(k), buf.0.as_ptr(), PAGE_SIZE) }
+            .is_ok();
         if let Some((a, end)) = held {
             self.unhold(a, end);
         }
         ok
     }
 
-    /// Raise old page `j`'s reader count unless it is zero (then nothing reads it: false) or
-    /// locked for an in-place update (its dense page's claimer rewrites it: false).
-    fn hold(&self, j: OldPage) -> bool {
+    /// Raise old page `j`'s reader count unless it is zero (nothing reads it) or locked for
+    /// an in-place update (its dense page's claimer rewrites it).
+    fn hold(&self, j: OldPage) -> Hold {
         let r = self.readers(j);
         let mut v = r.load(Ordering::Acquire);
-        while v != 0 && v != IN_PLACE {
-            match r.compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return true,
-                Err(x) => v = x,
+        loop {
+            match v {
+                0 => return Hold::Unread,
+                IN_PLACE => return Hold::InPlace,
+                _ => match r.compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => return Hold::Held,
+                    Err(x) => v = x,
+                },
             }
         }
-        false
     }
 
     /// Drop the holds on old pages `[a, end)`, freeing those nobody reads any more.
@@ -1100,6 +1140,55 @@ impl Compaction {
             }
         }
     }
+
+    /// At the end of a compaction (every destination page MAPPED), before `active` is
+    /// cleared: remember its destination range for [`Self::finished_page`].
+    fn note_finished(&self) {
+        // SAFETY: called by the thread that armed the compaction, before it clears `active`:
+        // no writer exists.
+        let Some(pd) = (unsafe { (*self.plan.get()).as_ref() }) else {
+            return;
+        };
+        let lo = pd.dest_addr(DestPage(0));
+        self.done[0].store(lo, Ordering::SeqCst);
+        self.done[1].store(lo + pd.pages * PAGE_SIZE, Ordering::SeqCst);
+    }
+
+    /// In the pause that arms a compaction: forget the last one's range. Only its end is
+    /// cleared: a reader loads the end first (an end of 0 is an empty range), and
+    /// [`Self::note_finished`] stores the start before the end, so a reader that sees an end
+    /// sees its start.
+    fn forget_finished(&self) {
+        self.done[1].store(0, Ordering::SeqCst);
+    }
+
+    /// Whether `addr` lies on a destination page of the last compaction that finished (and
+    /// no other is active): a fault there raced with the end of that compaction, and the page
+    /// is mapped (its state went MAPPED after its mapping call, and nothing releases it
+    /// before the next compaction is armed: not while the faulting thread, which is not at a
+    /// safepoint, waits for this answer). Answers from the compaction's own state, without
+    /// the page tables. Async-signal-safe.
+    pub(crate) fn finished_page(&self, addr: usize) -> bool {
+        let hi = self.done[1].load(Ordering::SeqCst);
+        let lo = self.done[0].load(Ordering::SeqCst);
+        addr >= lo && addr < hi
+    }
+
+    /// Count a page-table lookup the fault resolver made itself (`presence_checks`).
+    pub(crate) fn count_presence_check(&self) {
+        self.attrib.presence_checks.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What [`Compaction::hold`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// The reader count was raised.
+    Held,
+    /// The count was zero: no destination page reads the old page any more.
+    Unread,
+    /// The old page is locked for its dense page's in-place update.
+    InPlace,
 }
 
 fn worker(

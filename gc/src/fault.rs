@@ -22,6 +22,13 @@
 //! - a fault is claimed only for an address inside the destination range of the active
 //!   compaction, or (after the end) inside the current half's used and present part; any other
 //!   fault is not ours and is chained (a stray access still crashes as it would);
+//! - whether a page is mapped is answered from the compaction's state (page-state words, the
+//!   old pages' reader counts, the range of the compaction that just finished, the arena's
+//!   record of a rescue's mapping), never by the page tables (`mincore`, or a pagemap read:
+//!   both wait for the mmap lock, which any thread's `mmap` / `munmap` / `mprotect` holds for
+//!   writing), except where that state cannot tell: a fault that raced with the end of a
+//!   compaction outside its destination range (`FaultBreakdown::presence_checks`), and an
+//!   EEXIST nobody recorded (`FaultBreakdown::exists_checked`);
 //! - the resolver's context is the heap's `HeapInner`, kept alive until the plumbing (dropped
 //!   first in `HeapInner`'s `Drop`) is gone.
 
@@ -90,13 +97,19 @@ pub(crate) fn resolve_fault(
         }
     }
     if outcome == FaultOutcome::NotMine {
-        // A fault that raced with the end of compaction: the page is there now.
-        // (A promoted object's page lies below the window, in the old generation.)
-        if ((addr >= moving.base() && addr < moving.top.load(Ordering::Acquire))
-            || moving.contains_old(addr))
-            && arena.page_mapped(addr)
-        {
+        // A fault that raced with the end of compaction: the page is there now. On a page of
+        // the compaction that just finished the compaction's state says so; anywhere else in
+        // the used part of the space (a promoted object's page lies below the window, in the
+        // old generation) only the page tables can tell (counted: `presence_checks`).
+        if c.finished_page(addr) {
             outcome = FaultOutcome::Resolved;
+        } else if (addr >= moving.base() && addr < moving.top.load(Ordering::Acquire))
+            || moving.contains_old(addr)
+        {
+            c.count_presence_check();
+            if arena.page_mapped(addr) {
+                outcome = FaultOutcome::Resolved;
+            }
         }
     }
     c.users.fetch_sub(1, Ordering::SeqCst);

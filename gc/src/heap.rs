@@ -421,7 +421,9 @@ impl Heap {
     /// Where mutator faults spent their time since the heap was created: filling their page,
     /// mapping it, or waiting for another thread's claim (see [`crate::FaultBreakdown`]).
     pub fn fault_breakdown(&self) -> crate::stats::FaultBreakdown {
-        self.inner.compaction.attrib.snapshot()
+        let mut b = self.inner.compaction.attrib.snapshot();
+        (b.exists_recorded, b.exists_checked) = self.inner.arena.exists_counts();
+        b
     }
 
     /// Every mutator's waits by cause since the heap was created (attached and detached

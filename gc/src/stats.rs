@@ -780,6 +780,23 @@ pub struct FaultBreakdown {
     pub blocked: u64,
     /// Their total stall.
     pub blocked_time: Duration,
+    /// Faults whose stall reached 1 ms.
+    pub over_1ms: u64,
+    /// Page-table lookups (`mincore`, or a pagemap read for a memfd arena: both take the mmap
+    /// lock for reading, so a thread that maps or unmaps memory can hold them up for
+    /// milliseconds) the fault resolver made itself, where the compaction's state could not
+    /// answer: a fault that raced with the end of a compaction on a page outside its
+    /// destination range. Expected 0.
+    pub presence_checks: u64,
+    /// Over the heap's life, by any thread: EEXISTs from mapping calls (faults, workers,
+    /// populating refills and the prefiller) believed without a page-table lookup because the
+    /// page was recorded as mapped recently: populated, or mapped by a fault's rescue racing
+    /// its claimer (`ArenaStats::exists_recorded`).
+    pub exists_recorded: u64,
+    /// Over the heap's life, by any thread: EEXISTs from mapping calls checked against the
+    /// page tables (`ArenaStats::exists_checked`): a racing mapping whose record was
+    /// overwritten first, or one nobody records (a worker's or a claiming fault's).
+    pub exists_checked: u64,
     /// The stalls of the other faults (not preempted): what the fault path itself costs,
     /// load or no load.
     pub unpreempted: FaultStats,

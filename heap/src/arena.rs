@@ -43,6 +43,12 @@
 //!   where the kernel stopped (at most 1000 times without progress), ENOMEM is retried at most
 //!   100 times, and EEXIST from a lost race is reported as [`Resolution::AlreadyPresent`] (the
 //!   page is there, which is what the caller wanted);
+//! - an EEXIST is believed without a page-table lookup (`mincore` or a pagemap read, which wait
+//!   for the mmap lock) when the page lies in a range recorded as mapped recently (populated, or
+//!   mapped by [`VolatileArena::resolve_copy_racing`]; every recorded page is present: records
+//!   are made after the mapping call and forgotten before the arena makes a page absent), or
+//!   by `resolve_copy_racing` itself; any other is checked against the page tables, and
+//!   counted ([`ArenaStats::exists_checked`]);
 //! - every system call goes through the arena's [`Sys`] (presence checks and the memfd copy
 //!   after fork included).
 
@@ -249,6 +255,13 @@ pub struct ArenaStats {
     pub mmap_family_since_creation: u64,
     /// VMAs covering the arena now (from `/proc/self/maps`).
     pub vmas: usize,
+    /// EEXISTs of mapping calls believed because the page was recorded as mapped recently
+    /// (populated, or mapped by [`VolatileArena::resolve_copy_racing`]): no page-table lookup.
+    pub exists_recorded: u64,
+    /// EEXISTs of mapping calls checked against the page tables
+    /// ([`VolatileArena::page_mapped`]: a `mincore` or a pagemap read, both of which take the
+    /// mmap lock for reading).
+    pub exists_checked: u64,
 }
 
 /// The word [`VolatileArena::poison_released`] writes over released plain (unregistered)
@@ -300,6 +313,37 @@ pub struct VolatileArena {
     fork_gen: u64,
     /// A forked child has replaced the memfd view with a private copy.
     privatized: core::sync::atomic::AtomicBool,
+    /// Ranges of pages this arena mapped recently by populating
+    /// ([`VolatileArena::populate`]) or by a racing resolver
+    /// ([`VolatileArena::resolve_copy_racing`]), none made absent since: packed
+    /// `first page index << 32 | pages` (0: a free slot); see [`RECENT_SLOTS`].
+    recent: [core::sync::atomic::AtomicU64; RECENT_SLOTS],
+    /// The next slot of `recent` to write (wraps).
+    recent_next: core::sync::atomic::AtomicUsize,
+    /// EEXISTs believed because `recent` recorded the page.
+    exists_recorded: core::sync::atomic::AtomicU64,
+    /// EEXISTs checked against the page tables ([`VolatileArena::page_mapped`]).
+    exists_checked: core::sync::atomic::AtomicU64,
+}
+
+/// Slots of the arena's record of recently mapped ranges (`VolatileArena::recent`): a record
+/// overwritten before it is needed costs only a page-table lookup later. Invariant: every
+/// recorded page is present. A range is recorded only after the call that mapped it
+/// returned, and forgotten before the arena makes any of it absent (release, the source of a
+/// move, a detach); callers never release pages while they populate or resolve them.
+const RECENT_SLOTS: usize = 64;
+
+/// Pages an unrecorded EEXIST looks up at once (one `mincore`): see
+/// `VolatileArena::present_from`.
+const LOOKAHEAD_PAGES: usize = 64;
+
+/// How a resolving call believes an EEXIST ("a page is there already").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exists {
+    /// Believe it if a racing resolver recorded the page, else check the page tables.
+    Check,
+    /// Believe it (the caller copes with an EEXIST the page tables would contradict).
+    Trust,
 }
 
 // SAFETY: the arena's raw addresses denote memory it owns for its whole life; all mutation of
@@ -382,6 +426,10 @@ impl VolatileArena {
             dyn_end: core::sync::atomic::AtomicUsize::new(0),
             fork_gen,
             privatized: core::sync::atomic::AtomicBool::new(false),
+            recent: core::array::from_fn(|_| core::sync::atomic::AtomicU64::new(0)),
+            recent_next: core::sync::atomic::AtomicUsize::new(0),
+            exists_recorded: core::sync::atomic::AtomicU64::new(0),
+            exists_checked: core::sync::atomic::AtomicU64::new(0),
         };
         // From here on, `Drop` releases whatever was set up if a later step fails.
         arena.map()?;
@@ -612,6 +660,7 @@ impl VolatileArena {
         if self.config.backing != Backing::Anonymous {
             return Err(ArenaError::MoveNeedsAnonymous);
         }
+        self.forget_mapped(addr, len);
         // SAFETY: moves our own private anonymous pages to a fresh kernel-chosen address; the
         // caller reads them there from now on (the old range stays mapped and reads as absent).
         let p = unsafe {
@@ -678,11 +727,14 @@ impl VolatileArena {
     }
 
     /// Run `op(done)` until the whole range is processed, retrying after EAGAIN from where the
-    /// kernel stopped and stepping over pages another resolver already mapped.
+    /// kernel stopped and stepping over pages another resolver already mapped (how an EEXIST
+    /// is believed: `exists`). With `record`, what each call mapped is recorded (`recent`).
     fn fill_loop(
         &self,
         addr: usize,
         len: usize,
+        exists: Exists,
+        record: bool,
         mut op: impl FnMut(usize, usize) -> Result<usize, UffdError>,
     ) -> Result<Resolution, ArenaError> {
         let mut done = 0;
@@ -691,11 +743,19 @@ impl VolatileArena {
         let mut nomem = 0;
         while done < len {
             match op(done, len - done) {
-                Ok(n) => done += n,
+                Ok(n) => {
+                    if record {
+                        self.record_mapped(addr + done, n);
+                    }
+                    done += n;
+                }
                 Err(UffdError {
                     op: which,
                     kind: ErrorKind::Again { done: n },
                 }) => {
+                    if record {
+                        self.record_mapped(addr + done, n);
+                    }
                     done += n;
                     if n == 0 {
                         // EAGAIN with no progress: the mm is changing under us (a racing
@@ -715,11 +775,15 @@ impl VolatileArena {
                     op: which,
                 }) => {
                     // The first page of the rest is present (another resolver won): skip it and
-                    // keep going. Trust the page tables, not the error: if the page is in fact
-                    // absent, try it again (bounded).
-                    if self.page_mapped(addr + done) {
+                    // keep going. Unless the caller trusts the error, believe it when the page
+                    // was recorded as mapped recently (populated, or by a racing resolver),
+                    // else ask the page tables: if the page is in fact absent, try it again
+                    // (bounded). Present pages right after it (another populate or resolver
+                    // is mapping them) are stepped over with it: no EEXIST, and no lookup, each.
+                    let present = self.present_from(addr + done, len - done, exists);
+                    if present > 0 {
                         res = Resolution::AlreadyPresent;
-                        done += PAGE_SIZE;
+                        done += present;
                     } else {
                         stalls += 1;
                         if stalls > 1000 {
@@ -754,6 +818,102 @@ impl VolatileArena {
         Ok(())
     }
 
+    /// An EEXIST from a mapping call at page `page`, with `rest` bytes of the call's range
+    /// left from it: how many bytes from `page` on are present (0: `page` is in fact absent).
+    /// By `exists`; checking, a page recorded as mapped recently (`recent`: populated, or
+    /// mapped by a racing resolver) is believed, with the recorded pages after it; for any
+    /// other the page tables are asked once (counted in [`ArenaStats::exists_checked`]), for
+    /// up to [`LOOKAHEAD_PAGES`] pages of an anonymous arena (one `mincore`), so a populate
+    /// racing another one page by page makes one lookup, not one a page. Async-signal-safe.
+    fn present_from(&self, page: usize, rest: usize, exists: Exists) -> usize {
+        use core::sync::atomic::Ordering;
+        if exists == Exists::Trust {
+            return PAGE_SIZE;
+        }
+        if self.recorded(page) {
+            self.exists_recorded.fetch_add(1, Ordering::Relaxed);
+            let mut n = PAGE_SIZE;
+            while n < rest && self.recorded(page + n) {
+                n += PAGE_SIZE;
+            }
+            return n;
+        }
+        self.exists_checked.fetch_add(1, Ordering::Relaxed);
+        if self.pagemap >= 0 && !self.is_forked() {
+            return if self.page_mapped(page) { PAGE_SIZE } else { 0 };
+        }
+        let mut v = [0u8; LOOKAHEAD_PAGES];
+        let pages = (rest / PAGE_SIZE).clamp(1, LOOKAHEAD_PAGES);
+        if self
+            .sys
+            .mincore(page, pages * PAGE_SIZE, &mut v[..pages])
+            .is_err()
+        {
+            return 0;
+        }
+        v[..pages].iter().take_while(|&&b| b & 1 == 1).count() * PAGE_SIZE
+    }
+
+    /// `[addr, addr + len)` (page aligned, inside the arena) as a `recent` record, or `None`
+    /// if it does not fit one.
+    fn pack_range(&self, addr: usize, len: usize) -> Option<u64> {
+        let first = (addr - self.base) / PAGE_SIZE;
+        let pages = len / PAGE_SIZE;
+        (pages > 0 && first <= u32::MAX as usize && pages <= u32::MAX as usize)
+            .then_some(((first as u64) << 32) | pages as u64)
+    }
+
+    /// Record that this call just mapped `[addr, addr + len)`. Lock-free: overwrites the
+    /// oldest slot.
+    fn record_mapped(&self, addr: usize, len: usize) {
+        use core::sync::atomic::Ordering;
+        if let Some(v) = self.pack_range(addr, len) {
+            let i = self.recent_next.fetch_add(1, Ordering::Relaxed) % RECENT_SLOTS;
+            self.recent[i].store(v, Ordering::Release);
+        }
+    }
+
+    /// Whether a record covers page `page`.
+    fn recorded(&self, page: usize) -> bool {
+        use core::sync::atomic::Ordering;
+        let Some(p) = self.pack_range(page, PAGE_SIZE) else {
+            return false;
+        };
+        let p = p >> 32;
+        self.recent.iter().any(|r| {
+            let v = r.load(Ordering::Acquire);
+            v != 0 && (v >> 32) <= p && p < (v >> 32) + (v & u64::from(u32::MAX))
+        })
+    }
+
+    /// Forget every record that overlaps `[addr, addr + len)` (about to be made absent).
+    fn forget_mapped(&self, addr: usize, len: usize) {
+        use core::sync::atomic::Ordering;
+        let Some(f) = self.pack_range(addr, len.max(PAGE_SIZE)) else {
+            self.recent
+                .iter()
+                .for_each(|r| r.store(0, Ordering::Release));
+            return;
+        };
+        let (a, b) = (f >> 32, (f >> 32) + (f & u64::from(u32::MAX)));
+        for r in &self.recent {
+            let v = r.load(Ordering::Acquire);
+            if v != 0 && (v >> 32) < b && a < (v >> 32) + (v & u64::from(u32::MAX)) {
+                let _ = r.compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// EEXISTs of mapping calls so far: (believed on a record of a recent mapping, checked
+    /// against the page tables); see [`ArenaStats::exists_recorded`].
+    pub fn exists_counts(&self) -> (u64, u64) {
+        use core::sync::atomic::Ordering;
+        (
+            self.exists_recorded.load(Ordering::Relaxed),
+            self.exists_checked.load(Ordering::Relaxed),
+        )
+    }
+
     /// Whether the arena page containing `addr` is mapped in the registered view (so touching it
     /// does not fault). Async-signal-safe: `mincore` for anonymous memory, a `pread` of
     /// `/proc/self/pagemap` for a memfd (whose page cache `mincore` would report instead), both
@@ -769,7 +929,8 @@ impl VolatileArena {
     }
 
     /// Make `[offset, offset+len)` present and zero with the configured [`PopulateMethod`].
-    /// Pages already present are left as they are.
+    /// Pages already present are left as they are. The pages mapped are recorded, so a racing
+    /// populate's EEXIST on them needs no page-table lookup.
     pub fn populate(&self, offset: ArenaOffset, len: usize) -> Result<Resolution, ArenaError> {
         let offset = offset.get();
         self.populate_with(ArenaOffset(offset), len, self.config.populate)
@@ -797,13 +958,17 @@ impl VolatileArena {
             CopyMode::NONE
         };
         let r = match method {
-            PopulateMethod::CopyZeros => self.fill_loop(addr, len, |at, rest| {
-                let n = rest.min(ZERO_CHUNK);
-                // SAFETY: `zero_src` is a readable zero mapping of ZERO_CHUNK bytes.
-                unsafe { uffd.copy(addr + at, self.zero_src as *const u8, n, mode) }
-            }),
+            PopulateMethod::CopyZeros => {
+                self.fill_loop(addr, len, Exists::Check, true, |at, rest| {
+                    let n = rest.min(ZERO_CHUNK);
+                    // SAFETY: `zero_src` is a readable zero mapping of ZERO_CHUNK bytes.
+                    unsafe { uffd.copy(addr + at, self.zero_src as *const u8, n, mode) }
+                })
+            }
             PopulateMethod::ZeroPage => {
-                self.fill_loop(addr, len, |at, rest| uffd.zeropage(addr + at, rest, false))
+                self.fill_loop(addr, len, Exists::Check, true, |at, rest| {
+                    uffd.zeropage(addr + at, rest, false)
+                })
             }
         }?;
         // Populating runs without the caller's lock: write tracking may have been switched on
@@ -868,7 +1033,35 @@ impl VolatileArena {
             unsafe { core::ptr::copy_nonoverlapping(src, addr as *mut u8, len) };
             return Ok(Resolution::Mapped);
         };
-        self.fill_loop(addr, len, |at, rest| {
+        self.fill_loop(addr, len, Exists::Check, false, |at, rest| {
+            // SAFETY: `src + at` is readable for `rest` bytes by the caller's contract.
+            unsafe { uffd.copy(addr + at, src.add(at), rest, CopyMode::NONE) }
+        })
+    }
+
+    /// [`Self::resolve_copy`] by a resolver that races another one for the same pages (a
+    /// fault's rescue of a page whose claimer is slow): an EEXIST is believed without a look
+    /// at the page tables (the other resolver mapped the page; the caller copes with the rare
+    /// EEXIST the page tables would contradict, e.g. by faulting again), and the pages this
+    /// call mapped are recorded, so the other resolver's EEXIST on them is believed without
+    /// one too ([`ArenaStats::exists_recorded`]). Async-signal-safe.
+    ///
+    /// # Safety
+    /// As for [`Self::resolve_copy`].
+    pub unsafe fn resolve_copy_racing(
+        &self,
+        offset: ArenaOffset,
+        src: *const u8,
+        len: usize,
+    ) -> Result<Resolution, ArenaError> {
+        let offset = offset.get();
+        let addr = self.check(offset, len)?;
+        let Some(uffd) = self.uffd_over(addr, len) else {
+            // SAFETY: as in `resolve_copy` (plain memory, by the caller's contract).
+            unsafe { core::ptr::copy_nonoverlapping(src, addr as *mut u8, len) };
+            return Ok(Resolution::Mapped);
+        };
+        self.fill_loop(addr, len, Exists::Trust, true, |at, rest| {
             // SAFETY: `src + at` is readable for `rest` bytes by the caller's contract.
             unsafe { uffd.copy(addr + at, src.add(at), rest, CopyMode::NONE) }
         })
@@ -913,12 +1106,16 @@ impl VolatileArena {
             return Err(ArenaError::MoveNeedsAnonymous);
         }
         let uffd = self.registered("UFFDIO_MOVE")?;
+        if s >= self.base && s < self.base + self.size {
+            // The source pages vanish from here.
+            self.forget_mapped(s, len.min(self.base + self.size - s));
+        }
         let mode = if allow_holes {
             MoveMode::ALLOW_SRC_HOLES
         } else {
             MoveMode::NONE
         };
-        self.fill_loop(d, len, |at, rest| {
+        self.fill_loop(d, len, Exists::Check, false, |at, rest| {
             // SAFETY: forwarded from the caller's contract.
             unsafe { uffd.move_pages(d + at, s + at, rest, mode) }
         })
@@ -937,7 +1134,7 @@ impl VolatileArena {
             return Err(ArenaError::NeedsMemfd("UFFDIO_CONTINUE"));
         }
         let uffd = self.registered("UFFDIO_CONTINUE")?;
-        self.fill_loop(addr, len, |at, rest| {
+        self.fill_loop(addr, len, Exists::Check, false, |at, rest| {
             uffd.continue_range(addr + at, rest, ContinueMode::NONE)
         })
     }
@@ -947,6 +1144,7 @@ impl VolatileArena {
     pub fn release(&self, offset: ArenaOffset, len: usize) -> Result<(), ArenaError> {
         let offset = offset.get();
         let addr = self.check(offset, len)?;
+        self.forget_mapped(addr, len);
         // In a forked child a memfd arena has been made private (see `detach_after_fork`):
         // punching the memfd would free the parent's pages.
         let backing = if self.is_forked() {
@@ -1002,7 +1200,9 @@ impl VolatileArena {
                 if self.config.backing == Backing::Anonymous
                     && u.features().contains(Feature::Poison) =>
             {
-                self.fill_loop(addr, len, |at, rest| u.poison(addr + at, rest, false))?;
+                self.fill_loop(addr, len, Exists::Check, false, |at, rest| {
+                    u.poison(addr + at, rest, false)
+                })?;
                 Ok(PoisonMethod::Marker)
             }
             Some(_) => Ok(PoisonMethod::None),
@@ -1152,6 +1352,12 @@ impl VolatileArena {
             unregisters: now.get(Call::UffdUnregister),
             mmap_family_since_creation: since.mmap_family(),
             vmas: self.vma_count(),
+            exists_recorded: self
+                .exists_recorded
+                .load(core::sync::atomic::Ordering::Relaxed),
+            exists_checked: self
+                .exists_checked
+                .load(core::sync::atomic::Ordering::Relaxed),
         }
     }
 }
