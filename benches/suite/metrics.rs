@@ -146,6 +146,15 @@ pub fn status_kib(field: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Resident set size of this process, KiB, from `/proc/self/statm` (the kernel's RSS counter:
+/// read without the mmap lock, so a sample does not delay the measured threads' faults and
+/// memory calls).
+pub fn rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4)
+}
+
 /// Resident and proportional set size of this process, KiB (`/proc/self/smaps_rollup`: `Rss`
 /// counts a memfd page once per mapping of it, so the minor strategy's two views count it
 /// twice; `Pss` counts it once).
@@ -210,7 +219,11 @@ pub struct Metered {
 impl Default for Metered {
     fn default() -> Self {
         Metered {
-            hist: Histogram::new(3).expect("a 3-digit histogram"),
+            // Bounded up front (1 ns to 1 hour): an auto-resizing histogram reallocates its
+            // counts when a longer latency arrives, and that `mremap` (a write lock on the
+            // address space) would itself delay the request being recorded.
+            hist: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+                .expect("a 3-digit histogram of 1 ns .. 1 h"),
             max_ns: 0,
         }
     }

@@ -325,7 +325,8 @@ fn serve(
     // end of the recent requests, to find those at a late request's scheduled start.
     let mut slow = SlowestK::new(keep);
     let ss = SchedStat::open();
-    let mut recent: std::collections::VecDeque<Snap> = std::collections::VecDeque::new();
+    let mut recent: std::collections::VecDeque<Snap> =
+        std::collections::VecDeque::with_capacity(4097);
     recent.push_back(Snap::take(heap, &ss, secs(Instant::now())));
     for i in 0..requests {
         let at = sched.at(i) + offset;

@@ -243,12 +243,17 @@ pub struct FaultAttrRow {
 type FootprintSamples = Vec<(f64, f64, f64)>;
 
 /// Sample the footprint (RSS and PSS) until `stop`: every 50 ms up to 64 MiB live, every 200
-/// ms above (a `smaps_rollup` read walks the page tables under the mmap lock, for reading:
-/// rare enough not to disturb what is measured). Returns the samples and the sampler thread's
-/// own CPU seconds (not counted as GC CPU).
+/// ms above. A `smaps_rollup` read walks the page tables under the mmap lock (for reading, but
+/// every `mmap`/`munmap`/`mremap` of the process queues behind it, and every later reader
+/// behind those: at 1 GiB live one read held it 0.5 s under load), so it is made only where
+/// PSS and the kernel's RSS counter can differ (`exact`: the minor strategy's memfd, mapped
+/// twice, and move, whose moved pages the counter can miss); elsewhere both figures come from
+/// `/proc/self/statm`, which takes no lock. Returns the samples and the sampler thread's own
+/// CPU seconds (not counted as GC CPU).
 fn footprint_sampler(
     start: Instant,
     live: usize,
+    exact: bool,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<(FootprintSamples, f64)> {
     let every = if live <= 64 << 20 {
@@ -260,7 +265,12 @@ fn footprint_sampler(
         let mut out = Vec::new();
         let cpu0 = metrics::thread_cpu();
         loop {
-            if let Some((rss, pss)) = metrics::rss_pss_kib() {
+            let sample = if exact {
+                metrics::rss_pss_kib()
+            } else {
+                metrics::rss_kib().map(|k| (k, k))
+            };
+            if let Some((rss, pss)) = sample {
                 out.push((
                     start.elapsed().as_secs_f64(),
                     rss as f64 / 1024.0,
@@ -387,7 +397,11 @@ pub fn measure(
     let cpu0 = metrics::process_cpu();
     let stop = Arc::new(AtomicBool::new(false));
     let by = bystander::spawn(start, stop.clone());
-    let sampler = footprint_sampler(start, live, stop.clone());
+    let exact = matches!(
+        heap.mode_info().strategy,
+        Some(faultline::Strategy::Minor | faultline::Strategy::Move)
+    );
+    let sampler = footprint_sampler(start, live, exact, stop.clone());
     let work = workloads::run(workload, &heap, live, work_factor, threads, start);
     heap.wait_for_compaction();
     let total = start.elapsed();
