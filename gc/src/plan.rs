@@ -425,7 +425,10 @@ impl Plan {
             let s = bits
                 .next_set(*w, limit)
                 .expect("a live word for every destination word");
-            let len = (bits.next_clear(s, limit) - s).min(count - d);
+            // The run's end is searched no further than the words still wanted: a long run
+            // (a fully live region, such as a concurrent cycle's black allocations) would
+            // otherwise be scanned to its end by every call that copies a part of it.
+            let len = bits.next_clear(s, limit.min(s + (count - d))) - s;
             let from = (self.src + s * WORD) as *const usize;
             // SAFETY: source words [s, s + len) are live words of the old half (present memory,
             // read at `src`); destination words [d, d + len) are writable by the caller's
