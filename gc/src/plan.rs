@@ -13,18 +13,17 @@
 //! - The source object that lands on the first word of destination page `k` is found on
 //!   demand ([`Plan::first_obj`]: a `select` of rank `k * PAGE_WORDS`, then the mark bitmap's
 //!   previous set bit): planning builds no per-page table.
-//! - Filling pages ([`Plan::fill_pages`], one page or a run of them) works in one pass, object
-//!   by object (`Plan::copy_forward`): the object's words are copied (a short inline copy, or
-//!   one `memcpy`) and its reference slots forwarded while they are in the L1 cache; the next
-//!   object is the next mark bit, and the headers of the objects a few mark bits ahead are
-//!   prefetched. Destination words are ranks, so an object straddling a page edge is split at
+//! - Filling pages ([`Plan::fill_pages`], one page or a run of them) works in two passes: the
+//!   runs of live words are copied with one `memcpy` each, found in the live-words bitmap;
+//!   then the objects, now back to back in the output, are walked there and their references
+//!   forwarded. Destination words are ranks, so an object straddling a page edge is split at
 //!   the same word whichever pages a call covers, and filling one page never touches another
 //!   destination page.
 //! - [`Plan::pieces`] walks the objects that land on one destination page, each clipped to the
 //!   page ([`Piece`]): updating a dense page in place ([`Plan::update_in_place`]) uses it, and
 //!   the tests use it as the reference fill.
-//! - [`Plan::slide`] is the stop-the-world compaction in place (`to == from`): the same pass
-//!   over the half itself, every object moving down.
+//! - [`Plan::slide`] is the stop-the-world compaction in place (`to == from`): the same two
+//!   passes, a chunk at a time, over the half itself.
 //! - Pinned objects ([`crate::pins`]): a *kept* object (pinned, in the old half) is forwarded
 //!   to itself; it stays in the rank, so a dead copy of it lands in the new half, which
 //!   nothing references. A *moved* object (a stranded one whose pins are gone, outside the
@@ -50,6 +49,10 @@ use crate::trace::header;
 
 /// Words per page.
 pub(crate) const PAGE_WORDS: usize = PAGE_SIZE / WORD;
+
+/// Destination words an in-place slide produces before forwarding their references (256 KiB:
+/// the chunk is still in the L2 cache when the reference pass reads it back).
+pub(crate) const SLIDE_CHUNK_WORDS: usize = 64 * PAGE_WORDS;
 
 /// The collector's side tables over one half: the mark bitmap (object starts) and the
 /// live-words bitmap with its prefix sums. All updates are atomic bit operations (`&self`).
@@ -263,11 +266,17 @@ impl Plan {
         self.fill_pages(page, out);
     }
 
-    /// Fill the `out.len() / PAGE_SIZE` destination pages from `first` on into `out`: the
-    /// object holding compacted rank `r0` is found as [`Plan::first_obj`] does (one `select`,
-    /// one mark-bitmap search), then the objects from it on are copied, clipped to
-    /// `[r0, r_end)`, and their references forwarded, one object at a time
-    /// (`Plan::copy_forward`); the words past the compacted end are zeroed.
+    /// Fill the `out.len() / PAGE_SIZE` destination pages from `first` on into `out`, in two
+    /// passes over the output:
+    ///
+    /// 1. **copy**: the live words of compacted ranks `[r0, r_end)` are runs of set bits in
+    ///    the live-words bitmap; each run is copied with one `memcpy` (one `select` finds the
+    ///    first source word, then `next_clear` / `next_set` walk the bitmap), and the words
+    ///    past the compacted end are zeroed;
+    /// 2. **update**: the objects now lie back to back in `out`, so they are walked there
+    ///    (header, size, next header) with no mark-bitmap search and no per-object `rank`; the
+    ///    first one may start before `r0` (its header is read in the old half, found with the
+    ///    mark bitmap as [`Plan::first_obj`] does). Every reference slot in `out` is forwarded.
     ///
     /// The result is the same, word for word, as filling each page from its [`Plan::pieces`].
     /// Reads only the old half (and `out`); writes only `out`.
@@ -282,7 +291,7 @@ impl Plan {
     }
 
     /// [`Plan::fill_pages`] compiled with the `popcnt` instruction (every `rank` of the
-    /// forwarding counts bits; the baseline x86-64 target has no such instruction and
+    /// reference pass counts bits; the baseline x86-64 target has no such instruction and
     /// counts them with a dozen shifts and masks).
     ///
     /// # Safety
@@ -306,36 +315,44 @@ impl Plan {
         }
         let total = r_end - r0;
         let out_words = out.as_mut_ptr() as *mut usize;
-        // The object holding destination word r0: every word of a marked object is live, so
-        // the words [start, w_first) precede rank r0 directly.
+
+        // 1. Copy the runs of live words.
         let w_first = self
             .live()
             .select(r0, self.bitmap_words)
             .expect("a live word for every destination word");
+        let mut w = w_first;
+        // SAFETY: `out` holds n * PAGE_WORDS >= total words and never overlaps the words read
+        // (it is a buffer, or a page no destination page reads any more).
+        unsafe { self.copy_live::<false>(&mut w, out_words, total) };
+        out[total * WORD..].fill(0);
+
+        // 2. Forward the references, object by object, in `out`.
         let start = self
             .mark()
             .prev_set(w_first)
             .expect("every live word belongs to a marked object");
-        // SAFETY: `out` holds n * PAGE_WORDS >= total words (destination words [r0, r_end) at
-        // `out_words`) and never overlaps the words read (it is a buffer, or a page no
-        // destination page reads any more); `start` is the header of the object holding r0.
-        unsafe {
-            self.copy_forward::<false>(start, r0 - (w_first - start), out_words, r0, r0, r_end)
+        // Every word of a marked object is live, so the words [start, w_first) precede rank
+        // r0 directly.
+        let mut walk = ObjWalk {
+            pos: r0 - (w_first - start),
+            header: Some(header(self.src + start * WORD)),
         };
-        out[total * WORD..].fill(0);
+        // SAFETY: `out` holds destination words [r0, r_end), copied above.
+        unsafe { self.forward_refs(&mut walk, out_words, r0, r0, r_end) };
     }
 
     /// Stop-the-world compaction in place ([`crate::StwCompaction::Slide`]): the plan's
-    /// destination is its own old half (`to == from == src`). The live objects slide down in
-    /// address order, each copied (not at all if already in place: a dense prefix of the half)
-    /// and its references forwarded at once (`Plan::copy_forward`). Finally the words from the
-    /// compacted end to the end of its page are zeroed (one-word fillers, as a filled page's
-    /// tail is).
+    /// destination is its own old half (`to == from == src`). Destination words are produced
+    /// in chunks of [`SLIDE_CHUNK_WORDS`]: the chunk's live words slide down (one `memmove`
+    /// per run, none for a run already in place), then its references are forwarded while it
+    /// is in cache. Finally the words from the compacted end to the end of its page are
+    /// zeroed (one-word fillers, as a filled page's tail is).
     ///
     /// Sliding down in rank order never overwrites a word not yet read: the live word of rank
     /// `r` lies at word `w >= r`, and every word written before it is read has a rank below
-    /// `r`. Forwarding reads only the side tables and the slid words; headers are read in the
-    /// old layout before anything is written over them.
+    /// `r`. Forwarding reads only the side tables, and the reference pass reads headers from
+    /// the slid words; nothing reads the old layout after it moved.
     ///
     /// # Safety
     /// The world is stopped and nothing else reads or writes the half while this runs;
@@ -367,42 +384,86 @@ impl Plan {
     unsafe fn slide_impl(&self) {
         let base = self.src as *mut usize;
         let total = self.live_words;
-        if total > 0 {
-            let limit = (self.from_top - self.from) / WORD;
-            // The first live word is the header of the first live object: rank 0.
-            let w0 = self
-                .live()
-                .bits
-                .next_set(0, limit)
-                .expect("a live word for every destination word");
-            // SAFETY: words [0, total) of the half are present and ours (the caller's
-            // contract); every object moves down (its rank is at most its old word) and is read
-            // before anything is written over it (see above).
-            unsafe { self.copy_forward::<true>(w0, 0, base, 0, 0, total) };
+        let mut w = 0;
+        // The first live word is the header of the first live object: rank 0.
+        let mut walk = ObjWalk {
+            pos: 0,
+            header: None,
+        };
+        let mut r = 0;
+        while r < total {
+            let n = SLIDE_CHUNK_WORDS.min(total - r);
+            // SAFETY: words [r, r + n) of the half are present and ours (the caller's
+            // contract); every word read lies at or above the word it moves to, and above
+            // every word written before it (see above): the copy only moves words down.
+            unsafe { self.copy_live::<true>(&mut w, base.add(r), n) };
+            // SAFETY: destination words [r, r + n) were just slid into place at `base + r`;
+            // the walk's object started at or before `r` and its header, if not given, is a
+            // slid word.
+            unsafe { self.forward_refs(&mut walk, base, 0, r, r + n) };
+            r += n;
         }
         // SAFETY: words [total, pages * PAGE_WORDS) lie on the last destination page, present
         // and ours; nothing live is there any more.
         unsafe { core::ptr::write_bytes(base.add(total), 0, self.pages * PAGE_WORDS - total) };
     }
 
-    /// Copy destination words `[lo, hi)` into place and forward the references in them, in one
-    /// pass, object by object: read the object's header in the old half, copy its words that
-    /// fall in `[lo, hi)` (a short inline copy, or one `memcpy`), forward its reference slots
-    /// there while they are in the L1 cache, then find the next object in the live-words
-    /// bitmap (the next live word after it). `w` is the old word of the header of the object
-    /// that lands at destination word `pos <= lo` and holds `lo` (or starts there).
-    /// Destination word `r` is written at `base + (r - base_rank)`.
+    /// Copy the next `count` live words of the old half, in rank order, to `dst`: runs of set
+    /// bits of the live-words bitmap, one copy each. `*w` is where the search for the next
+    /// live word starts; it is left just after the last word copied.
     ///
     /// # Safety
-    /// `base` must be writable for destination words `[lo, hi)`, and `hi <= live_words`. With
-    /// `OVERLAP` false those words must not overlap any word of the old half read; with
-    /// `OVERLAP` true (the in-place slide, `base == src`, `base_rank == 0`) they may, as every
-    /// object moves down and objects are processed in address order.
+    /// `dst` must be writable for `count` words; there must be `count` live words at or
+    /// after `*w`. With `OVERLAP` false, `dst` must not overlap any word read; with `OVERLAP`
+    /// true it may overlap them only at lower addresses (the in-place slide).
     #[inline(always)]
-    unsafe fn copy_forward<const OVERLAP: bool>(
+    unsafe fn copy_live<const OVERLAP: bool>(&self, w: &mut usize, dst: *mut usize, count: usize) {
+        let limit = (self.from_top - self.from) / WORD;
+        let bits = &self.live().bits;
+        let mut d = 0;
+        while d < count {
+            let s = bits
+                .next_set(*w, limit)
+                .expect("a live word for every destination word");
+            // The run's end is searched no further than the words still wanted: a long run
+            // (a fully live region, such as a concurrent cycle's black allocations) would
+            // otherwise be scanned to its end by every call that copies a part of it.
+            let len = bits.next_clear(s, limit.min(s + (count - d))) - s;
+            let from = (self.src + s * WORD) as *const usize;
+            // SAFETY: source words [s, s + len) are live words of the old half (present memory,
+            // read at `src`); destination words [d, d + len) are writable by the caller's
+            // contract, which also rules out any overlap, or (`OVERLAP`) puts the destination
+            // below the source.
+            unsafe {
+                let to = dst.add(d);
+                if OVERLAP && core::ptr::eq(to, from) {
+                    // Already in place (a dense prefix of the half).
+                } else if len <= SHORT_RUN_WORDS {
+                    copy_short_run(from, to, len);
+                } else if OVERLAP {
+                    core::ptr::copy(from, to, len);
+                } else {
+                    core::ptr::copy_nonoverlapping(from, to, len);
+                }
+            }
+            d += len;
+            *w = s + len;
+        }
+    }
+
+    /// Forward every reference slot in destination words `[lo, hi)`, walking the objects from
+    /// `walk` on (each object's header is at its first destination word, or given in
+    /// `walk.header`). Destination word `r` is at `base + (r - base_rank)`. On return `walk`
+    /// is the object holding word `hi` (or starting there, header not yet read).
+    ///
+    /// # Safety
+    /// Destination words `[max(walk.pos, base_rank), hi)` must be copied, at `base`, and
+    /// `walk` must describe an object starting at or before `lo` that lies back to back
+    /// with the following ones up to `hi`.
+    #[inline(always)]
+    unsafe fn forward_refs(
         &self,
-        mut w: usize,
-        mut pos: usize,
+        walk: &mut ObjWalk,
         base: *mut usize,
         base_rank: usize,
         lo: usize,
@@ -418,54 +479,19 @@ impl Plan {
             plan: self.has_exceptions().then_some(self),
         };
         let layouts = self.types.scan_table();
-        let mark = self.mark();
-        let limit_word = (self.from_top - self.from) / WORD;
-        let src = self.src as *const usize;
-        // A cursor PREFETCH_OBJECTS objects ahead on the mark bitmap, whose headers are
-        // fetched early: sparse live objects are a cache miss each, and the walk would
-        // otherwise wait for them one at a time.
-        let mut ahead = w;
-        for _ in 0..PREFETCH_OBJECTS {
-            ahead = mark.next_set(ahead + 1, limit_word).unwrap_or(limit_word);
-            prefetch(src.wrapping_add(ahead));
-        }
-        while pos < hi {
-            // The next object starts at the next mark bit: found without this object's size,
-            // so the walk does not wait for this object's header.
-            let next = if pos + 1 < hi {
-                mark.next_set(w + 1, limit_word)
-            } else {
-                None
-            };
-            ahead = mark.next_set(ahead + 1, limit_word).unwrap_or(limit_word);
-            prefetch(src.wrapping_add(ahead));
-            // SAFETY: `w` is the header word of a live object of the old half, not yet
-            // overwritten (OVERLAP: everything written so far lies below `pos <= w`).
-            let h = Header(unsafe { *src.add(w) } as u64);
+        while walk.pos < hi {
+            let pos = walk.pos;
+            // SAFETY: `pos` lies in [lo, hi) when the header is not given: a copied word.
+            let h = walk
+                .header
+                .unwrap_or_else(|| Header(unsafe { *base.add(pos - base_rank) } as u64));
             let l = layouts.get(h);
             let size = l.size_words(h);
-            let end = pos + size;
-            let (a, b) = (lo.max(pos) - pos, end.min(hi) - pos);
-            // Word `k` of this object is destination word `pos + k`, at `obj + k`; the words
-            // `[a, b)` of it lie in `[lo, hi)`.
+            let (a, b) = (lo.max(pos) - pos, (pos + size).min(hi) - pos);
+            // Word `k` of this object is destination word `pos + k`, at `obj + k`.
             let obj = base.wrapping_add(pos).wrapping_sub(base_rank);
-            // SAFETY: source words `[w + a, w + b)` are words of a live object of the old half;
-            // destination words `[pos + a, pos + b)` lie in `[lo, hi)`, writable (the caller's
-            // contract), and below or equal to the source (OVERLAP) or apart from it.
-            unsafe {
-                let (from, to) = (src.add(w + a), obj.add(a));
-                if OVERLAP && core::ptr::eq(to, from) {
-                    // Already in place (a dense prefix of the half).
-                } else if b - a <= SHORT_RUN_WORDS {
-                    copy_short_run(from, to, b - a);
-                } else if OVERLAP {
-                    core::ptr::copy(from, to, b - a);
-                } else {
-                    core::ptr::copy_nonoverlapping(from, to, b - a);
-                }
-            }
-            // Each `k` below is a reference slot among the object's words [a, b): a
-            // destination word in [lo, hi), just copied.
+            // Each `k` below is a reference slot among the object's words [a, b), so destination
+            // word `pos + k` lies in [lo, hi): a copied word.
             match l.ref_slots(h, a, b) {
                 RefSlots::Mask(mut m) => {
                     while m != 0 {
@@ -485,10 +511,13 @@ impl Plan {
                     unsafe { fwd.slot(obj.add(k)) }
                 }),
             }
-            pos = end;
-            if pos < hi {
-                w = next.expect("a marked object for every destination word");
+            if pos + size > hi {
+                // The object goes on past `hi`: the next call continues it.
+                walk.header = Some(h);
+                return;
             }
+            walk.pos = pos + size;
+            walk.header = None;
         }
     }
 
@@ -544,7 +573,7 @@ impl Plan {
 }
 
 /// The new-address formula with its inputs held by value (see [`faultline_heap::bitmap::Ranker`]),
-/// for the forwarding of `Plan::copy_forward`.
+/// for the reference pass.
 #[derive(Clone, Copy)]
 struct Forwarder<'a> {
     ranker: faultline_heap::bitmap::Ranker<'a>,
@@ -575,22 +604,6 @@ impl Forwarder<'_> {
             }
         }
     }
-}
-
-/// How many objects ahead of the one being copied [`Plan::copy_forward`] prefetches.
-const PREFETCH_OBJECTS: usize = 6;
-
-/// Ask the CPU to bring the cache line holding `p` in (a hint: any address is fine).
-#[inline(always)]
-fn prefetch(p: *const usize) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint that never faults, whatever the address; SSE is part of
-    // the x86-64 baseline.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// Runs of at most this many words are copied inline ([`copy_short_run`]), not by a call.
@@ -639,6 +652,13 @@ unsafe fn copy_short_run(from: *const usize, to: *mut usize, len: usize) {
             }
         }
     }
+}
+
+/// Where the reference pass of page filling stands: the object whose first destination
+/// word is `pos`, with its header if already read (`None`: read it at `pos`, copied).
+struct ObjWalk {
+    pos: usize,
+    header: Option<Header>,
 }
 
 /// The iterator of [`Plan::pieces`].
@@ -842,7 +862,7 @@ mod tests {
         }
         assert_eq!(pd.forward(outside), 0x7000_0000_1000);
         assert_eq!(pd.forward(outside + 8), outside + 8);
-        // Filling runs of pages (with its own forwarder) agrees with the
+        // Filling runs of pages (the reference pass's own forwarder) agrees with the
         // reference fill (which uses `forward`), and slots naming kept objects keep them.
         let mut want = pages(pd.pages);
         for k in 0..pd.pages {
