@@ -58,7 +58,7 @@ use crate::space::MovingSpace;
 const WORKER_BATCH: usize = 16;
 /// Copy strategy: a worker releases (or recycles) the old pages nobody reads any more once
 /// per this many destination pages it covered, so each call gives back longer runs (the old
-/// half keeps at most about this many pages per worker more than it would: 1 MiB).
+/// half keeps about this many pages per worker more than it would: 1-2 MiB).
 const RELEASE_EVERY_PAGES: usize = 256;
 /// Destination pages a compaction assist takes at a time.
 const ASSIST_BATCH: usize = 4;
