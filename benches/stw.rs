@@ -44,7 +44,8 @@
 //! `memcpy`'s (both `CLOCK_THREAD_CPUTIME_ID`; memcpy MiB per CPU second, median of 5, before
 //! and after the cases, mean of the two), and the whole pause's CPU over the mark phase's.
 //!
-//! Environment: `FAULTLINE_BENCH_QUICK=1` shrinks the heap to 32 MiB and runs each case 3 times
+//! Environment: `FAULTLINE_STW_CASES` keeps only some cases (see `main`);
+//! `FAULTLINE_BENCH_QUICK=1` shrinks the heap to 32 MiB and runs each case 3 times
 //! (a smoke run); `FAULTLINE_BENCH_RUNS=n` overrides the number of runs. Without `--bench` on
 //! the command line (`cargo test --benches`) it runs the smoke configuration once per case.
 //!
@@ -243,6 +244,20 @@ fn main() {
         for live in [0.1, 0.5, 0.9] {
             cases.push((shape, live, 1, StwCompaction::Slide));
         }
+    }
+    // `FAULTLINE_STW_CASES=local/50/1/slide,scattered/90` (comma-separated prefixes of
+    // `shape/live %/gc threads/compaction`) keeps only the matching cases (for profiling one).
+    if let Ok(filter) = std::env::var("FAULTLINE_STW_CASES") {
+        let keep: Vec<&str> = filter.split(',').filter(|f| !f.is_empty()).collect();
+        cases.retain(|&(shape, live, threads, compaction)| {
+            let id = format!(
+                "{}/{:.0}/{threads}/{}",
+                shape.name(),
+                live * 100.0,
+                compaction.name()
+            );
+            keep.is_empty() || keep.iter().any(|f| id.starts_with(f))
+        });
     }
 
     println!(

@@ -56,6 +56,10 @@ use crate::space::MovingSpace;
 
 /// Pages a worker fills per COPY (and the longest run mapped with one MOVE).
 const WORKER_BATCH: usize = 16;
+/// Copy strategy: a worker releases (or recycles) the old pages nobody reads any more once
+/// per this many destination pages it covered, so each call gives back longer runs (the old
+/// half keeps about this many pages per worker more than it would: 1-2 MiB).
+const RELEASE_EVERY_PAGES: usize = 256;
 /// Destination pages a compaction assist takes at a time.
 const ASSIST_BATCH: usize = 4;
 /// A fault waiting on another thread's claim spins this long (announced, so that a worker
@@ -745,7 +749,9 @@ impl Compaction {
     /// while they are claimable, fill them into `buf` with one [`Plan::fill_pages`] and map
     /// the run with one COPY. A fault that waits on one of them rescues its page after
     /// [`FAULT_RESCUE_NS`] instead of waiting for the run. Publishes or unclaims every page it
-    /// claimed; returns how many it claimed (0 if page `k` was not claimable).
+    /// claimed; returns how many it claimed (0 if page `k` was not claimable). The old pages
+    /// it stops reading are released (or recycled) by the worker, in batches
+    /// ([`RELEASE_EVERY_PAGES`]).
     fn copy_run(
         &self,
         arena: &VolatileArena,
@@ -753,7 +759,6 @@ impl Compaction {
         k: DestPage,
         end: DestPage,
         buf: &mut [u8],
-        moving: Option<&MovingSpace>,
     ) -> usize {
         let counted = self.readers_ready.load(Ordering::Acquire) && self.releases_early(pd);
         let t_fill = Instant::now();
@@ -791,9 +796,6 @@ impl Compaction {
                 .by_worker
                 .fetch_add(n as u64, Ordering::Relaxed);
             self.counters.copied.fetch_add(n as u64, Ordering::Relaxed);
-            if counted {
-                self.release_unread(arena, pd, moving);
-            }
         }
         n
     }
@@ -1201,6 +1203,10 @@ fn worker(
     let cpu0 = crate::cputime::thread_cpu();
     let mut buf = vec![0u8; WORKER_BATCH * PAGE_SIZE];
     let run = c.runs.get(slot);
+    // Copy strategy with early release: destination pages this worker covered since it last
+    // released the old pages nobody reads any more.
+    let early = c.strategy == MapStrategy::Copy && c.releases_early(pd);
+    let mut since_release = 0;
     loop {
         // A fork waits for the batch in hand, never for the compaction ([`crate::forkgate`]):
         // every page this batch claims is mapped and published, or unclaimed, before it ends.
@@ -1217,7 +1223,7 @@ fn worker(
         let end = DestPage(end);
         while k < end {
             let n = match c.strategy {
-                MapStrategy::Copy => c.copy_run(arena, pd, k, end, &mut buf, moving),
+                MapStrategy::Copy => c.copy_run(arena, pd, k, end, &mut buf),
                 MapStrategy::Move if c.readers_ready.load(Ordering::Acquire) => {
                     c.move_run(arena, pd, k, end)
                 }
@@ -1244,6 +1250,18 @@ fn worker(
         if let Some(r) = run {
             r.store(0, Ordering::Relaxed);
         }
+        // Copy strategy: give the old pages nobody reads any more back, a few batches at a
+        // time (each `MADV_DONTNEED` or `UFFDIO_MOVE` call flushes the TLB of every CPU running
+        // the process: longer runs, fewer flushes).
+        since_release += end.0 - start;
+        if early && since_release >= RELEASE_EVERY_PAGES {
+            c.release_unread(arena, pd, moving);
+            since_release = 0;
+        }
+    }
+    if early {
+        let _batch = crate::forkgate::Region::enter();
+        c.release_unread(arena, pd, moving);
     }
     // Pages claimed by mutators may still be in flight: wait for all of them, and fill any
     // whose fill failed (a transient kernel error) ourselves, backing off between tries.
