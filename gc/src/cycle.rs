@@ -1546,7 +1546,7 @@ fn record_cycle(inner: &HeapInner, stats: &CycleStats) {
 /// `FAULTLINE_GC_LOG` set (to anything but `0`) in the environment: every cycle's GC-log line
 /// goes to standard error (as Go's `GODEBUG=gctrace=1`), for runs whose embedder installs no
 /// `on_cycle` hook of its own. Read once.
-fn gc_trace() -> bool {
+pub(crate) fn gc_trace() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("FAULTLINE_GC_LOG").is_some_and(|v| v != "0"))
 }

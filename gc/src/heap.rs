@@ -83,6 +83,7 @@ impl Heap {
             },
             || Probe::run_with(&sys),
             crate::mode::measured_mapping,
+            crate::mode::measured_faults,
         );
         if let Some(r) = &mode.barrier_fallback {
             eprintln!("faultline: {r}");
@@ -206,7 +207,14 @@ impl Heap {
             let _ = inner.plumbing.set(p);
         }
         crate::fork::register(&inner);
-        Ok(Heap { inner })
+        let heap = Heap { inner };
+        if crate::cycle::gc_trace() {
+            eprintln!(
+                "{}",
+                crate::mode::creation_log_line(heap.id(), &heap.mode_info())
+            );
+        }
+        Ok(heap)
     }
 
     /// The validated configuration.
