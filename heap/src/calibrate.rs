@@ -295,6 +295,119 @@ pub fn measure_fresh(sys: &Sys, with_thread: bool) -> Result<FreshCost, ArenaErr
     })
 }
 
+/// Measured cost of one page of fresh memory on a memfd arena (the minor strategy), each way,
+/// ns per page: the minimum over a few rounds of each component.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemfdFreshCost {
+    /// Today's way, release: a hole punch of written pages (frees their page cache).
+    pub punch_ns: f64,
+    /// Today's way, populate: `UFFDIO_COPY` of zeroes into the holes, [`FRESH_RUN_PAGES`]
+    /// per call (allocates page-cache pages).
+    pub copy_zeros_ns: f64,
+    /// Keeping: `MADV_DONTNEED` of the registered view only (unmaps; the page cache stays).
+    pub unmap_ns: f64,
+    /// Keeping: `UFFDIO_CONTINUE` of the kept pages, [`FRESH_RUN_PAGES`] per call.
+    pub continue_ns: f64,
+    /// Keeping: zeroing the mapped page in user space (what a refill does).
+    pub zero_ns: f64,
+}
+
+impl MemfdFreshCost {
+    /// Today's way in total: punch + COPY of zeroes.
+    pub fn copy_zeros_total(&self) -> f64 {
+        self.punch_ns + self.copy_zeros_ns
+    }
+    /// Keeping in total: unmap + CONTINUE + zero.
+    pub fn keep_total(&self) -> f64 {
+        self.unmap_ns + self.continue_ns + self.zero_ns
+    }
+}
+
+impl core::fmt::Display for MemfdFreshCost {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "memfd: CopyZeros {:.0} ns per page (hole punch {:.0} + COPY of zeroes {:.0}); keep \
+             {:.0} ns per page (unmap the registered view {:.0} + CONTINUE {:.0} + zero in user \
+             space {:.0}); {} pages per call",
+            self.copy_zeros_total(),
+            self.punch_ns,
+            self.copy_zeros_ns,
+            self.keep_total(),
+            self.unmap_ns,
+            self.continue_ns,
+            self.zero_ns,
+            FRESH_RUN_PAGES,
+        )
+    }
+}
+
+/// Time both ways of providing fresh pages on a memfd scratch arena created through `sys`
+/// (see [`MemfdFreshCost`]): today's hole punch + `UFFDIO_COPY` of zeroes, and keeping the
+/// page-cache pages (unmap the registered view, `UFFDIO_CONTINUE`, zero in user space). Takes
+/// some tens of milliseconds.
+pub fn measure_fresh_memfd(sys: &Sys) -> Result<MemfdFreshCost, ArenaError> {
+    let window = FRESH_PAGES * PAGE_SIZE;
+    let run = FRESH_RUN_PAGES * PAGE_SIZE;
+    let arena = VolatileArena::new(
+        ArenaConfig::new(window)
+            .backing(Backing::Memfd)
+            .delivery(FaultDelivery::Sigbus)
+            .sys(sys.clone()),
+    )?;
+    let base = arena.base();
+    // Written pages, present in the registered view, as a cycle leaves a half.
+    let dirty = |arena: &VolatileArena| -> Result<(), ArenaError> {
+        for at in (0..window).step_by(run) {
+            arena.populate_with(ArenaOffset(at), run, PopulateMethod::CopyZeros)?;
+        }
+        // SAFETY: the range was just made present and is private to this function.
+        unsafe { core::ptr::write_bytes(base as *mut u8, 0xa5, window) };
+        Ok(())
+    };
+    let per_page = |d: std::time::Duration| d.as_nanos() as f64 / FRESH_PAGES as f64;
+    let mut best = [f64::INFINITY; 5];
+    for _ in 0..ROUNDS {
+        dirty(&arena)?;
+        let t = Instant::now();
+        arena.release(ArenaOffset(0), window)?;
+        best[0] = best[0].min(per_page(t.elapsed()));
+        let t = Instant::now();
+        for at in (0..window).step_by(run) {
+            arena.populate_with(ArenaOffset(at), run, PopulateMethod::CopyZeros)?;
+        }
+        best[1] = best[1].min(per_page(t.elapsed()));
+        // SAFETY: the range is present now; written to make the pages the next way keeps
+        // as a cycle leaves them.
+        unsafe { core::ptr::write_bytes(base as *mut u8, 0xa5, window) };
+        let t = Instant::now();
+        // SAFETY: dropping the registered view's mappings of our own arena (the memfd keeps
+        // the pages).
+        unsafe {
+            sys.madvise(base as *mut core::ffi::c_void, window, libc::MADV_DONTNEED)
+                .map_err(|e| ArenaError::Config(format!("madvise(MADV_DONTNEED): {e}")))?
+        };
+        best[2] = best[2].min(per_page(t.elapsed()));
+        let t = Instant::now();
+        for at in (0..window).step_by(run) {
+            arena.resolve_continue(ArenaOffset(at), run)?;
+        }
+        best[3] = best[3].min(per_page(t.elapsed()));
+        let t = Instant::now();
+        // SAFETY: mapped again by CONTINUE, private to this function.
+        unsafe { core::ptr::write_bytes(base as *mut u8, 0, window) };
+        best[4] = best[4].min(per_page(t.elapsed()));
+        arena.release(ArenaOffset(0), window)?;
+    }
+    Ok(MemfdFreshCost {
+        punch_ns: best[0],
+        copy_zeros_ns: best[1],
+        unmap_ns: best[2],
+        continue_ns: best[3],
+        zero_ns: best[4],
+    })
+}
+
 /// Faults per round of [`measure_faults`], per delivery.
 const FAULT_PAGES: usize = 64;
 /// How long [`measure_faults`] waits for a handler thread to serve one round of faults
@@ -604,6 +717,33 @@ mod tests {
                 assert!(v.is_finite() && v > 0.0, "{c}");
             }
             eprintln!("{c}");
+        }
+    }
+
+    #[test]
+    fn measures_memfd_fresh_memory_both_ways() {
+        if !crate::probe::Probe::run().supports(crate::probe::Capability::MinorShmem) {
+            eprintln!("measures_memfd_fresh_memory_both_ways: MINOR_SHMEM unavailable; skipped");
+            return;
+        }
+        let c = measure_fresh_memfd(&Sys::real()).unwrap();
+        for v in [
+            c.punch_ns,
+            c.copy_zeros_ns,
+            c.unmap_ns,
+            c.continue_ns,
+            c.zero_ns,
+        ] {
+            assert!(v.is_finite() && v > 0.0, "{c}");
+        }
+        eprintln!("{c}");
+        // A failing call is returned.
+        for call in [Call::UffdContinue, Call::Fallocate] {
+            let sys = Sys::new(Arc::new(FaultInjector::new(
+                vec![Rule::new(call, Errno::EIO, Trigger::Always)],
+                1,
+            )));
+            assert!(measure_fresh_memfd(&sys).is_err(), "{call:?}");
         }
     }
 
