@@ -923,6 +923,15 @@ fn flip(
         v.sort_unstable();
         v
     };
+    // (The minor strategy's kept fresh memory stays only for a concurrent flip into the
+    // whole half: see `crate::release`.)
+    let keep_fresh = (concurrent
+        && inner.concurrent_now()
+        && cfg.choreography == Choreography::Arena
+        && !pins_active
+        && gen.is_none()
+        && to == moving.half_base[to_index])
+        .then(|| page_up(reloc_end));
     prepare_destination(
         arena,
         &inner.release,
@@ -930,6 +939,7 @@ fn flip(
         moving.half_bytes,
         &stranded_to,
         &pins.clean,
+        keep_fresh,
     )
     .inspect_err(|_| gen_abandon(inner, gen.as_ref()))?;
     // The leaving objects' contents, read before anything changes.
@@ -1152,7 +1162,7 @@ fn flip(
                 moving.top.store(reloc_end, Ordering::Relaxed);
             }
             *pop = page_up(reloc_end);
-            moving.reset_watermarks(*pop);
+            crate::release::flip_watermarks(moving, &inner.release, &mut pop);
             old_end
         };
         stats.mode = GcMode::Concurrent;

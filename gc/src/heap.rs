@@ -202,6 +202,13 @@ impl Heap {
             gen,
             config,
         });
+        if inner.mode.strategy == Some(MapStrategy::Minor)
+            && inner.config.choreography == Choreography::Arena
+            && !inner.config.generational.enabled()
+            && inner.config.recycle_old_half
+        {
+            inner.release.enable_keep();
+        }
         if let Some(delivery) = inner.mode.delivery.filter(|_| inner.mode.concurrent()) {
             let p = crate::fault::install(&inner, delivery)?;
             let _ = inner.plumbing.set(p);
