@@ -26,6 +26,13 @@
 //!    present *outside* the timed region (`populate_batch_bytes` = the half, recycling off, so
 //!    the first refill after a collection, done untimed, populates all of it): the bump fast
 //!    path plus TLAB refills, no system call;
+//!
+//!    Beside it, `faultline_minor/{16,32,64}` and `faultline_minor_copyzeros/{16,32,64}`: the minor
+//!    strategy (concurrent, memfd arena, SIGBUS delivery) with the prefill thread off, so the
+//!    refills pay for fresh memory in the timed loop; with `recycle_old_half` on (the old
+//!    half's page-cache pages kept mapped for the next flip, [`faultline`]'s `release.rs`) and
+//!    off (a `UFFDIO_COPY` of zeroes per refill batch). `measure_fresh_memfd` prints each
+//!    way's kernel cost per page on a scratch memfd arena first;
 //! 5. `system_alloc_free/{16,32,64}`: `Box::new` immediately dropped: a `malloc` + `free` pair
 //!    that reuses one hot chunk of glibc's per-thread cache (the allocator's best case);
 //! 6. `system_alloc_only/{16,32,64}`: `Box::new` of as many objects as one Faultline epoch
@@ -75,7 +82,9 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
-use faultline::{Heap, HeapConfig, Mutator, StwCompaction, TypeId, TypeInfo};
+use faultline::{
+    FaultMode, GcMode, Heap, HeapConfig, Mutator, Strategy, StwCompaction, TypeId, TypeInfo,
+};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -94,6 +103,8 @@ struct Subject {
     ty: TypeId,
     size: usize,
     prepopulate: bool,
+    /// Concurrent mode with the minor strategy (memfd arena; collections wait for the end).
+    minor: bool,
     /// Pages recycled by this subject's collections.
     recycled_pages: usize,
     /// Bytes allocated since the last collection.
@@ -109,6 +120,22 @@ struct Subject {
 
 impl Subject {
     fn new(size: usize, prepopulate: bool, recycle: bool, compaction: StwCompaction) -> Subject {
+        Self::with(size, prepopulate, recycle, compaction, false)
+    }
+
+    /// The minor strategy (concurrent, memfd arena, SIGBUS delivery) with the prefill thread
+    /// off, so that the refills pay for their fresh memory inside the timed loops.
+    fn minor(size: usize, recycle: bool) -> Subject {
+        Self::with(size, false, recycle, StwCompaction::Auto, true)
+    }
+
+    fn with(
+        size: usize,
+        prepopulate: bool,
+        recycle: bool,
+        compaction: StwCompaction,
+        minor: bool,
+    ) -> Subject {
         let base = HeapConfig::with_heap_size(HALF);
         let batch = if prepopulate {
             HALF
@@ -120,6 +147,12 @@ impl Subject {
             c.populate_batch_bytes = batch;
             c.recycle_old_half = recycle && !prepopulate;
             c.stw_compaction = compaction;
+            if minor {
+                c.mode = GcMode::Concurrent;
+                c.strategy = Strategy::Minor;
+                c.faults = FaultMode::Sigbus;
+                c.prefill_bytes = 0;
+            }
         });
         let heap = Heap::new(cfg).expect("heap");
         if let Some(r) = heap.fallback_reason() {
@@ -135,6 +168,7 @@ impl Subject {
             ty,
             size,
             prepopulate,
+            minor,
             recycled_pages: 0,
             epoch_used: 0,
             timed: Duration::ZERO,
@@ -148,7 +182,11 @@ impl Subject {
 
     /// Empty the heap (untimed) and, if asked, make the whole half present.
     fn new_epoch(&mut self) {
-        self.m.start_collection().expect("collect");
+        if self.minor {
+            self.m.collect().expect("collect");
+        } else {
+            self.m.start_collection().expect("collect");
+        }
         if let Some(c) = self.heap.history().last() {
             self.recycled_pages += c.pages_recycled;
         }
@@ -319,6 +357,33 @@ fn bench_size<const W: usize>(c: &mut Criterion) {
         (fresh_copy - present) * (4096 / size) as f64
     );
 
+    // The minor strategy (issue 16 item 3): its fresh memory is a memfd's; with recycling on
+    // (the default) the old half's page-cache pages are kept mapped for the next flip,
+    // without, every refill makes its pages present with a COPY of zeroes.
+    let mut minor_rows = Vec::new();
+    for (name, recycle) in [
+        ("faultline_minor", true),
+        ("faultline_minor_copyzeros", false),
+    ] {
+        let mut s = Subject::minor(size, recycle);
+        if s.heap.mode_info().strategy != Some(Strategy::Minor) {
+            eprintln!("alloc bench: {name}: the minor strategy is unavailable here");
+            continue;
+        }
+        g.bench_function(BenchmarkId::new(name, size), |b| {
+            b.iter_custom(|iters| s.run(iters))
+        });
+        minor_rows.push((name, s.mean_ns(), s.recycled_pages));
+    }
+    for (name, mean, kept) in minor_rows {
+        eprintln!(
+            "alloc bench: fresh memory at {size} B, {name}: {mean:.2} - {present:.2} ns per \
+             object = {:.0} ns per 4 KiB page (minus the pre-populated row; {kept} pages kept by \
+             its collections)",
+            (mean - present) * (4096 / size) as f64
+        );
+    }
+
     g.bench_function(BenchmarkId::new("system_alloc_free", size), |b| {
         b.iter(|| drop(black_box(Box::new([0u64; W]))))
     });
@@ -367,6 +432,12 @@ fn benches(c: &mut Criterion) {
             Ok(f) => eprintln!("alloc bench: measure_fresh: {f}"),
             Err(e) => eprintln!("alloc bench: measure_fresh unavailable: {e}"),
         }
+    }
+    match faultline::testing::heap::calibrate::measure_fresh_memfd(
+        &faultline::testing::heap::Sys::real(),
+    ) {
+        Ok(f) => eprintln!("alloc bench: measure_fresh_memfd: {f}"),
+        Err(e) => eprintln!("alloc bench: measure_fresh_memfd unavailable: {e}"),
     }
     bench_size::<2>(c);
     bench_size::<4>(c);

@@ -36,6 +36,9 @@ pub use faultline_gc::gc_threads_lowered;
 pub use faultline_gc::{
     heap_struct, Field, FieldInfo, FieldKey, HeapStruct, HeapType, Ref, Typed, WrongType,
 };
+/// The kernel measurements `Strategy::Auto` and `FaultMode::Auto` chose by (taken once per
+/// process).
+pub use faultline_gc::{measured_kernel_costs, KernelCosts};
 /// Mutator waits by cause ([`Heap::mutator_waits`], [`Heap::mutator_wait_log`]).
 pub use faultline_gc::{
     merge_intervals, mmu_from_intervals, thread_wait_totals, MutatorWaitLog, MutatorWaits,
@@ -52,6 +55,8 @@ pub use faultline_gc::{
 };
 pub use faultline_gc::{Layout, Obj};
 pub use faultline_gc::{RemsetError, ScanStats};
+/// The cost types those measurements report.
+pub use faultline_heap::calibrate::{FaultCost, MappingCost};
 pub use faultline_heap::object::{ObjectRef, TypeError, TypeId, TypeInfo, TypeKind, TypeRegistry};
 pub use faultline_heap::sys::{Call, CallSnapshot};
 pub use faultline_heap::{ArenaError, ArenaStats, Capability, Probe, PAGE_SIZE};

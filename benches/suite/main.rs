@@ -28,8 +28,9 @@
 //! check passed; and issue 14's figures: every wait cause present with max <= total,
 //! `longest_wait_ms` at least every cause's max, the wait MMU in [0, 1] and 0 at windows the
 //! longest wait covers, the footprint present, the request workload's metered percentiles
-//! ordered, one per request, at a rate no higher than scheduled) and exits non-zero if one
-//! fails. The report leads with the mutators' latency (`report::headline`).
+//! ordered, one per request, at a rate no higher than scheduled; and issue 15's: the `auto`
+//! run's picks, calibration figures and verdicts beside the fixed modes, `auto.rs`) and exits
+//! non-zero if one fails. The report leads with the mutators' latency (`report::headline`).
 //!
 //! Invariants: the figures in the report are the children's measurements, never edited; a mode
 //! that could not run is shown as "not available" with the heap's reason; the only timing
@@ -38,6 +39,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod auto;
 mod bystander;
 mod footprint;
 mod metrics;
@@ -363,6 +365,7 @@ fn parent(opts: &Opts) -> i32 {
         pb.inc(1);
     }
     pb.finish_and_clear();
+    auto::judge(&mut results);
     let fp_results = if opts.report_only {
         Vec::new()
     } else {
@@ -408,6 +411,7 @@ fn parent(opts: &Opts) -> i32 {
     );
     let mut problems = report::sanity(&results, &opts.workloads, &opts.modes, &opts.sizes);
     problems.extend(footprint::sanity(&fp_results));
+    problems.extend(auto::sanity(&results));
     if problems.is_empty() {
         0
     } else {

@@ -15,6 +15,8 @@ pub fn all() -> Vec<Mode> {
     let mut all = vec![STW];
     all.extend(CONCURRENT);
     all.extend([
+        // Both choices by measurement (`auto.rs` sets its picks beside the fixed modes).
+        concurrent("auto", Strategy::Auto, FaultMode::Auto),
         Mode {
             barrier: Barrier::WpAsync,
             ..concurrent("move/sigbus/wp_async", Strategy::Move, FaultMode::Sigbus)

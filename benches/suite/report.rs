@@ -351,6 +351,7 @@ pub fn markdown(
     // Fault attribution.
     fault_attribution(w, results);
     cpu_split(w, results);
+    super::auto::section(w, results);
 
     // Goals.
     let _ = writeln!(w, "## Goals (measured, per workload)\n");

@@ -184,6 +184,9 @@ pub struct RunResult {
     pub dirty_cards: u64,
     pub old_slots: u64,
     pub young_remark_max_ms: Option<f64>,
+    /// The `auto` mode's picks and calibration figures, beside the same suite run's fixed
+    /// modes (`auto.rs`).
+    pub auto: Option<super::auto::AutoRow>,
 }
 
 /// A run's collector CPU by phase (`faultline::CpuSplit`, summed over its cycles), ms, and the
@@ -393,6 +396,7 @@ pub fn measure(
             return r;
         }
     }
+    r.auto = super::auto::record(&mode, &heap);
     let start = Instant::now();
     let cpu0 = metrics::process_cpu();
     let stop = Arc::new(AtomicBool::new(false));

@@ -973,6 +973,15 @@ fn flip(
         v.sort_unstable();
         v
     };
+    // (The minor strategy's kept fresh memory stays only for a concurrent flip into the
+    // whole half: see `crate::release`.)
+    let keep_fresh = (concurrent
+        && inner.concurrent_now()
+        && cfg.choreography == Choreography::Arena
+        && !pins_active
+        && gen.is_none()
+        && to == moving.half_base[to_index])
+        .then(|| page_up(reloc_end));
     prepare_destination(
         arena,
         &inner.release,
@@ -980,6 +989,7 @@ fn flip(
         moving.half_bytes,
         &stranded_to,
         &pins.clean,
+        keep_fresh,
     )
     .inspect_err(|_| gen_abandon(inner, gen.as_ref()))?;
     // The leaving objects' contents, read before anything changes.
@@ -1209,7 +1219,7 @@ fn flip(
                 moving.top.store(reloc_end, Ordering::Relaxed);
             }
             *pop = page_up(reloc_end);
-            moving.reset_watermarks(*pop);
+            crate::release::flip_watermarks(moving, &inner.release, &mut pop);
             old_end
         };
         stats.mode = GcMode::Concurrent;
@@ -1620,7 +1630,7 @@ fn record_cycle(inner: &HeapInner, stats: &CycleStats) {
 /// `FAULTLINE_GC_LOG` set (to anything but `0`) in the environment: every cycle's GC-log line
 /// goes to standard error (as Go's `GODEBUG=gctrace=1`), for runs whose embedder installs no
 /// `on_cycle` hook of its own. Read once.
-fn gc_trace() -> bool {
+pub(crate) fn gc_trace() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("FAULTLINE_GC_LOG").is_some_and(|v| v != "0"))
 }

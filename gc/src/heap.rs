@@ -83,6 +83,7 @@ impl Heap {
             },
             || Probe::run_with(&sys),
             crate::mode::measured_mapping,
+            crate::mode::measured_faults,
         );
         if let Some(r) = &mode.barrier_fallback {
             eprintln!("faultline: {r}");
@@ -201,12 +202,26 @@ impl Heap {
             gen,
             config,
         });
+        if inner.mode.strategy == Some(MapStrategy::Minor)
+            && inner.config.choreography == Choreography::Arena
+            && !inner.config.generational.enabled()
+            && inner.config.recycle_old_half
+        {
+            inner.release.enable_keep();
+        }
         if let Some(delivery) = inner.mode.delivery.filter(|_| inner.mode.concurrent()) {
             let p = crate::fault::install(&inner, delivery)?;
             let _ = inner.plumbing.set(p);
         }
         crate::fork::register(&inner);
-        Ok(Heap { inner })
+        let heap = Heap { inner };
+        if crate::cycle::gc_trace() {
+            eprintln!(
+                "{}",
+                crate::mode::creation_log_line(heap.id(), &heap.mode_info())
+            );
+        }
+        Ok(heap)
     }
 
     /// The validated configuration.

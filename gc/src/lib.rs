@@ -156,7 +156,8 @@ pub use fork::FORKED_REASON;
 pub use heap::{GlobalRoot, Heap, HeapError};
 pub use io::{Pin, PinError, PinStats};
 pub use mode::{
-    Barrier, Choreography, FaultMode, GcMode, Generational, ModeInfo, Strategy, StwCompaction,
+    measured_kernel_costs, Barrier, Choreography, FaultMode, GcMode, Generational, KernelCosts,
+    ModeInfo, Strategy, StwCompaction,
 };
 pub use mutator::{AllocError, Local, Mutator, Root};
 pub use phase::CyclePhase;

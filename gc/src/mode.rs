@@ -5,8 +5,10 @@
 //! The request is resolved **once**, when the heap is created, from **one** run of the
 //! capability probe ([`ResolvedMode::resolve`]); every later decision reads the resolved mode,
 //! never the request or the probe again. Each choice records why it was made, in words an
-//! embedder can act on. `Strategy::Auto` follows a measurement of this kernel (copy against
-//! move per page, [`faultline_heap::calibrate`], once per process), not mere availability.
+//! embedder can act on. `Strategy::Auto` and `FaultMode::Auto` follow measurements of this
+//! kernel (copy against move per page; a fault's round trip by SIGBUS against a handler
+//! thread; [`faultline_heap::calibrate`], each taken at most once per process and cached,
+//! [`measured_kernel_costs`]), not mere availability; the figures are in the reasons.
 //!
 //! Invariants:
 //! - a [`ResolvedMode`] with `gc == GcMode::Concurrent` always has a strategy and a delivery
@@ -14,7 +16,7 @@
 //! - the resolved mode changes afterwards in one way only: the arena could not be created as
 //!   resolved ([`ResolvedMode::fall_back`]), which turns it stop-the-world and records why.
 
-use faultline_heap::calibrate::MappingCost;
+use faultline_heap::calibrate::{FaultCost, MappingCost};
 use faultline_heap::{Capability, Probe};
 
 /// Which collector runs.
@@ -67,7 +69,9 @@ impl Strategy {
 /// How mutator faults are delivered (the request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultMode {
-    /// SIGBUS if available, else handler thread.
+    /// Whichever resolves a fault faster here: measured once per process when SIGBUS
+    /// delivery works (a handler thread must cost at most 0.8x SIGBUS's round trip; the
+    /// figures are in the mode's reasons), the handler thread otherwise.
     Auto,
     /// SIGBUS in the faulting thread.
     Sigbus,
@@ -307,12 +311,79 @@ pub(crate) fn auto_strategy(cost: Result<MappingCost, String>) -> (MapStrategy, 
 /// The process's measurement of copy against move, taken once (a few milliseconds) by the
 /// first heap that needs it, through the real kernel.
 pub(crate) fn measured_mapping() -> Result<MappingCost, String> {
-    static COST: std::sync::OnceLock<Result<MappingCost, String>> = std::sync::OnceLock::new();
-    COST.get_or_init(|| {
-        faultline_heap::calibrate::measure_mapping(&faultline_heap::Sys::real())
-            .map_err(|e| e.to_string())
-    })
-    .clone()
+    MAPPING_COST
+        .get_or_init(|| {
+            faultline_heap::calibrate::measure_mapping(&faultline_heap::Sys::real())
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+}
+
+/// `FaultMode::Auto` picks the handler thread when its measured round trip is at most this
+/// fraction of SIGBUS's (SIGBUS needs no extra thread and no context switch, so a tie goes to
+/// SIGBUS).
+pub const AUTO_THREAD_MAX_RATIO: f64 = 0.8;
+
+/// `FaultMode::Auto` with SIGBUS delivery working: pick by `cost` (a measurement, or why it
+/// failed), with the reason line.
+pub(crate) fn auto_delivery(cost: Result<FaultCost, String>) -> (Delivery, String) {
+    match cost {
+        Ok(c) if c.thread_over_sigbus() <= AUTO_THREAD_MAX_RATIO => (
+            Delivery::Thread,
+            format!(
+                "faults: thread (auto, measured: the handler thread's round trip is {:.2}x SIGBUS's, at most {AUTO_THREAD_MAX_RATIO}: {c})",
+                c.thread_over_sigbus()
+            ),
+        ),
+        Ok(c) => (
+            Delivery::Sigbus,
+            format!(
+                "faults: sigbus (auto, measured: the handler thread's round trip is {:.2}x SIGBUS's, more than {AUTO_THREAD_MAX_RATIO}: {c})",
+                c.thread_over_sigbus()
+            ),
+        ),
+        Err(e) => (
+            Delivery::Sigbus,
+            format!(
+                "faults: sigbus (auto: measuring the fault round trip failed: {e}; UFFD_FEATURE_SIGBUS works here)"
+            ),
+        ),
+    }
+}
+
+static MAPPING_COST: std::sync::OnceLock<Result<MappingCost, String>> = std::sync::OnceLock::new();
+static FAULT_COST: std::sync::OnceLock<Result<FaultCost, String>> = std::sync::OnceLock::new();
+
+/// The process's measurement of a fault's round trip by delivery, taken once (a few
+/// milliseconds) by the first heap that needs it, through the real kernel.
+pub(crate) fn measured_faults() -> Result<FaultCost, String> {
+    FAULT_COST
+        .get_or_init(|| {
+            faultline_heap::calibrate::measure_faults(&faultline_heap::Sys::real())
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+}
+
+/// The kernel measurements this process has taken for `Auto` (see [`measured_kernel_costs`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct KernelCosts {
+    /// Copy against move per page (`Strategy::Auto`): `None` if no heap needed it yet, the
+    /// error if the measurement failed.
+    pub mapping: Option<Result<MappingCost, String>>,
+    /// A fault's round trip by delivery (`FaultMode::Auto`): `None` if no heap needed it yet.
+    pub faults: Option<Result<FaultCost, String>>,
+}
+
+/// The measurements `Strategy::Auto` and `FaultMode::Auto` chose by in this process (each is
+/// taken once, by the first heap created with that `Auto`, and reused by every later one).
+/// Never measures anything itself.
+pub fn measured_kernel_costs() -> KernelCosts {
+    KernelCosts {
+        mapping: MAPPING_COST.get().cloned(),
+        faults: FAULT_COST.get().cloned(),
+    }
 }
 
 /// The request a [`ResolvedMode`] is resolved from (the relevant part of the configuration).
@@ -330,11 +401,14 @@ impl ResolvedMode {
     /// Resolve `req`. `probe` runs the capability probe; it is called at most once, and only
     /// when userfaultfd is wanted.
     /// `calibrate` measures copy against move ([`faultline_heap::calibrate`]); it is called at
-    /// most once, and only when `Strategy::Auto` has both to choose from.
+    /// most once, and only when `Strategy::Auto` has both to choose from. `calibrate_faults`
+    /// measures a fault's round trip by delivery; it is called at most once, and only when
+    /// `FaultMode::Auto` has both to choose from (and concurrent compaction is possible).
     pub(crate) fn resolve(
         req: ModeRequest,
         probe: impl FnOnce() -> Probe,
         calibrate: impl FnOnce() -> Result<MappingCost, String>,
+        calibrate_faults: impl FnOnce() -> Result<FaultCost, String>,
     ) -> ResolvedMode {
         let mut r = ResolvedMode {
             gc: GcMode::StopTheWorld,
@@ -413,9 +487,9 @@ impl ResolvedMode {
         };
         let delivery = match req.faults {
             FaultMode::Auto if probe.supports(Capability::Sigbus) => {
-                r.reasons
-                    .push("faults: sigbus (auto: UFFD_FEATURE_SIGBUS works here)".into());
-                Delivery::Sigbus
+                let (d, why) = auto_delivery(calibrate_faults());
+                r.reasons.push(why);
+                d
             }
             FaultMode::Auto => {
                 r.reasons.push(format!(
@@ -525,6 +599,16 @@ impl ModeInfo {
     }
 }
 
+/// The GC log's line at heap creation (`FAULTLINE_GC_LOG`): what runs and why, with the
+/// measured figures `Auto` chose by, on one line.
+pub(crate) fn creation_log_line(heap: u64, info: &ModeInfo) -> String {
+    format!(
+        "faultline: heap {heap} created: {}; {}",
+        info.label(),
+        info.reasons.join("; ")
+    )
+}
+
 macro_rules! display_by_name {
     ($($t:ty),*) => {$(
         impl core::fmt::Display for $t {
@@ -569,5 +653,149 @@ mod tests {
         let (s, why) = auto_strategy(Err("UFFDIO_MOVE: ENOMEM".into()));
         assert_eq!(s, MapStrategy::Copy);
         assert!(why.contains("failed: UFFDIO_MOVE: ENOMEM"), "{why}");
+    }
+
+    fn faults(sigbus: f64, thread: f64) -> FaultCost {
+        FaultCost {
+            sigbus_ns: sigbus,
+            thread_ns: thread,
+            took_ms: 4.0,
+        }
+    }
+
+    /// A probe of a kernel where everything works.
+    fn probe_all() -> Probe {
+        Probe {
+            available: true,
+            open_method: None,
+            kernel: "test".into(),
+            features: faultline_heap::uffd::Features::NONE,
+            ioctls: Default::default(),
+            capabilities: Capability::ALL
+                .into_iter()
+                .map(|c| faultline_heap::CapabilityCheck {
+                    capability: c,
+                    name: c.name(),
+                    ok: true,
+                    detail: None,
+                })
+                .collect(),
+            reason: None,
+            remedy: None,
+        }
+    }
+
+    fn request(strategy: Strategy, faults: FaultMode) -> ModeRequest {
+        ModeRequest {
+            gc: GcMode::Concurrent,
+            strategy,
+            faults,
+            barrier: Barrier::Satb,
+            choreography: Choreography::Arena,
+            use_userfaultfd: true,
+        }
+    }
+
+    #[test]
+    fn auto_delivery_follows_the_measurement() {
+        let (d, why) = auto_delivery(Ok(faults(4000.0, 7000.0)));
+        assert_eq!(d, Delivery::Sigbus);
+        assert!(
+            why.contains("1.75x") && why.contains("measured") && why.contains("sigbus 4000 ns"),
+            "{why}"
+        );
+        let (d, why) = auto_delivery(Ok(faults(4000.0, 2000.0)));
+        assert_eq!(d, Delivery::Thread);
+        assert!(why.contains("0.50x"), "{why}");
+        // A tie goes to SIGBUS.
+        assert_eq!(
+            auto_delivery(Ok(faults(4000.0, 3600.0))).0,
+            Delivery::Sigbus
+        );
+    }
+
+    #[test]
+    fn a_failed_fault_measurement_falls_back_to_availability() {
+        let r = ResolvedMode::resolve(
+            request(Strategy::Copy, FaultMode::Auto),
+            probe_all,
+            || unreachable!("copy was requested: no mapping measurement"),
+            || Err("UFFDIO_COPY: EIO".into()),
+        );
+        assert_eq!(r.delivery, Some(Delivery::Sigbus));
+        let line = r.reasons.iter().find(|l| l.starts_with("faults:")).unwrap();
+        assert!(
+            line.contains("measuring the fault round trip failed: UFFDIO_COPY: EIO"),
+            "{line}"
+        );
+        // Without SIGBUS delivery there is nothing to measure: the handler thread, by
+        // availability.
+        let mut p = probe_all();
+        p.capabilities[0].ok = false;
+        p.capabilities[0].detail = Some("not offered".into());
+        let r = ResolvedMode::resolve(
+            request(Strategy::Copy, FaultMode::Auto),
+            || p,
+            || unreachable!(),
+            || unreachable!("no SIGBUS: nothing to compare"),
+        );
+        assert_eq!(r.delivery, Some(Delivery::Thread));
+    }
+
+    #[test]
+    fn the_creation_log_line_names_the_label_and_every_reason() {
+        let r = ResolvedMode::resolve(
+            request(Strategy::Auto, FaultMode::Auto),
+            probe_all,
+            || Ok(cost(1000.0, 3000.0)),
+            || Ok(faults(4000.0, 7000.0)),
+        );
+        let info = ModeInfo {
+            mode: r.gc,
+            strategy: r.strategy.map(MapStrategy::public),
+            faults: r.delivery.map(Delivery::public),
+            barrier: Some(Barrier::Satb),
+            choreography: r.choreography,
+            fallback_reason: None,
+            reasons: r.reasons.clone(),
+            generational: Generational::Off,
+        };
+        let line = creation_log_line(7, &info);
+        assert!(
+            line.starts_with("faultline: heap 7 created: copy/sigbus; "),
+            "{line}"
+        );
+        for reason in &r.reasons {
+            assert!(line.contains(reason.as_str()), "{line} lacks {reason}");
+        }
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn auto_resolves_both_choices_by_measurement() {
+        let r = ResolvedMode::resolve(
+            request(Strategy::Auto, FaultMode::Auto),
+            probe_all,
+            || Ok(cost(1000.0, 3000.0)),
+            || Ok(faults(4000.0, 2000.0)),
+        );
+        assert_eq!(r.strategy, Some(MapStrategy::Copy));
+        assert_eq!(r.delivery, Some(Delivery::Thread));
+        assert!(r
+            .reasons
+            .iter()
+            .any(|l| l.starts_with("strategy: copy (auto, measured")));
+        assert!(r
+            .reasons
+            .iter()
+            .any(|l| l.starts_with("faults: thread (auto, measured")));
+        // Requested deliveries are not measured.
+        let r = ResolvedMode::resolve(
+            request(Strategy::Copy, FaultMode::Sigbus),
+            probe_all,
+            || unreachable!(),
+            || unreachable!("sigbus was requested"),
+        );
+        assert_eq!(r.delivery, Some(Delivery::Sigbus));
     }
 }

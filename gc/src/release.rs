@@ -21,9 +21,26 @@
 //!   before the move, so a refill zeroes whatever of them it hands out; every claimed range is
 //!   made present (moved, or a `UFFDIO_COPY` of zeroes after a failed move) before it is
 //!   published, or recorded as a gap that refills fill. Recycling never fails: what it does
-//!   not move is released as before.
+//!   not move is released as before;
+//! - the minor strategy's memfd cannot move pages between file offsets, so it *keeps* them
+//!   instead ([`ReleaseState::enable_keep`]; issue 16 item 3): at a cycle's end the old half
+//!   keeps, mapped, the pages where the next compaction into it is predicted to end (the last
+//!   destination's end) and as many above as the fresh headroom, all below the old half's
+//!   known-present end (so none is a hole); the rest is released. At the next flip into
+//!   that half, [`prepare_destination`] (a failure point before any reference changes)
+//!   unmaps the kept pages the destination pages cover (the registered view only: the page
+//!   cache stays, so the compaction's fill through the fill view reuses the page and its
+//!   `UFFDIO_CONTINUE` maps it, and a mutator's touch faults as before), or releases them
+//!   all when the flip cannot keep them (pinned objects, a forked child, a window that is not
+//!   the half); when they start above the destination's end, the pages between are made
+//!   present (zero) if they are fewer than half the kept ones, else the kept ones are
+//!   released. So the kept pages left always start at the destination's end, and
+//!   [`flip_watermarks`] claims them as fresh memory, marked dirty so that refills zero what
+//!   they hand out (everything below the claimed end present, nothing above it, as the
+//!   space's invariant wants). No kept page is ever read before a refill zeroed it or a
+//!   compaction filled it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use faultline_heap::arena::PoisonMethod;
 use faultline_heap::{ArenaError, ArenaOffset, VolatileArena, PAGE_SIZE};
@@ -44,6 +61,18 @@ pub(crate) struct ReleaseState {
     pub poisoned_pages: AtomicU64,
     /// Releases of an old half that failed (and were redone at the next flip).
     pub failed_releases: AtomicU64,
+    /// Keeping the minor strategy's fresh memory is on (see the module documentation).
+    keep_enabled: AtomicBool,
+    /// Pages `[kept_lo, kept_hi)` (absolute) of the non-current half kept mapped for the next
+    /// flip into it (0, 0: none).
+    kept_lo: AtomicUsize,
+    kept_hi: AtomicUsize,
+    /// The end (relative to its half) of the last concurrent flip's destination pages: where
+    /// the next compaction into the other half is predicted to end.
+    last_dest_rel: AtomicUsize,
+    /// The old half's known-present end at the last concurrent flip (absolute; pages below it
+    /// are present, so keeping them keeps no hole).
+    old_ready: AtomicUsize,
 }
 
 /// What [`crate::Heap::release_stats`] reports.
@@ -61,6 +90,19 @@ impl ReleaseState {
             poisoned_pages: self.poisoned_pages.load(Ordering::Relaxed),
             failed_releases: self.failed_releases.load(Ordering::Relaxed),
         }
+    }
+
+    /// Keep the minor strategy's fresh memory from now on (at heap creation: memfd arena,
+    /// arena choreography, no generational mode, `recycle_old_half`).
+    pub(crate) fn enable_keep(&self) {
+        self.keep_enabled.store(true, Ordering::Relaxed);
+    }
+
+    /// The kept range, if any, and forget it.
+    fn take_kept(&self) -> Option<(usize, usize)> {
+        let lo = self.kept_lo.swap(0, Ordering::AcqRel);
+        let hi = self.kept_hi.swap(0, Ordering::AcqRel);
+        (hi > lo).then_some((lo, hi))
     }
 
     fn mark_dirty(&self, offset: usize, len: usize) {
@@ -237,6 +279,11 @@ pub(crate) fn finish_old_half(
     if from_end <= from {
         return 0;
     }
+    if st.keep_enabled.load(Ordering::Relaxed) && recycle && !poison && keep.is_empty() {
+        if let Some(kept) = keep_old_half(arena, moving, st, from, from_end, want) {
+            return kept;
+        }
+    }
     let mut pages = 0;
     for (s, e) in crate::pins::subtract(from, from_end, keep) {
         if recycle && !poison {
@@ -245,6 +292,88 @@ pub(crate) fn finish_old_half(
         release_old_half(arena, st, poison, arena.offset_of(s), e - s);
     }
     pages
+}
+
+/// The end of the half holding `a` (0 if neither does).
+fn half_end_of(moving: &MovingSpace, a: usize) -> usize {
+    moving
+        .half_base
+        .iter()
+        .map(|&b| b + moving.half_bytes)
+        .find(|&e| a >= e - moving.half_bytes && a < e)
+        .unwrap_or(0)
+}
+
+/// The minor strategy's end of a cycle for the old half `[from, from_end)` (see the module
+/// documentation): keep `want` bytes of its pages mapped from the predicted end of the next
+/// compaction into it, release the rest. Returns the pages kept, or `None` (nothing kept,
+/// nothing released) when keeping does not apply: a forked child, a half whose window is not
+/// whole, no present page at the predicted end.
+fn keep_old_half(
+    arena: &VolatileArena,
+    moving: &MovingSpace,
+    st: &ReleaseState,
+    from: usize,
+    from_end: usize,
+    want: usize,
+) -> Option<usize> {
+    let ready = st.old_ready.swap(0, Ordering::AcqRel);
+    let half_end = half_end_of(moving, from);
+    if arena.is_forked() || want == 0 || half_end - moving.half_bytes != from {
+        return None;
+    }
+    // Only pages known present (below the old half's ready end) are kept: never a hole.
+    if ready <= from || ready > from_end {
+        return None;
+    }
+    let lo = from + st.last_dest_rel.load(Ordering::Relaxed).min(ready - from);
+    let hi = (lo + want.div_ceil(PAGE_SIZE) * PAGE_SIZE).min(ready);
+    if hi <= lo {
+        return None;
+    }
+    release_old_half(arena, st, false, arena.offset_of(from), lo - from);
+    release_old_half(arena, st, false, arena.offset_of(hi), from_end - hi);
+    st.kept_lo.store(lo, Ordering::Release);
+    st.kept_hi.store(hi, Ordering::Release);
+    Some((hi - lo) / PAGE_SIZE)
+}
+
+/// The minor strategy's kept pages at a concurrent flip (world stopped), in place of
+/// [`MovingSpace::reset_watermarks`]: `pop` is the destination's claimed end, the current
+/// half is the destination. Records the prediction for the next cycle, then makes the kept
+/// pages above the destination (what [`prepare_destination`] left of them, starting at
+/// `pop`) fresh memory, claimed at once and marked dirty. Makes no kernel call, so it cannot
+/// fail.
+pub(crate) fn flip_watermarks(moving: &MovingSpace, st: &ReleaseState, pop: &mut usize) {
+    let half_base = moving.half_base[moving.current.load(Ordering::Relaxed)];
+    // The old half's known-present end, before the reset below forgets it.
+    st.old_ready.store(moving.ready_end(), Ordering::Release);
+    st.last_dest_rel.store(*pop - half_base, Ordering::Relaxed);
+    let kept = st
+        .take_kept()
+        .filter(|&(lo, hi)| lo >= *pop && hi <= half_base + moving.half_bytes);
+    match kept {
+        Some((lo, hi)) if lo == *pop => {
+            *pop = hi;
+            moving.reset_watermarks(hi);
+            moving.keep_dirty(lo, hi);
+        }
+        Some((lo, hi)) => {
+            // Not left by `prepare_destination` (which leaves them at the destination's end):
+            // refills step over present pages and zero the dirty ones; the range is released
+            // before the next flip into this half.
+            moving.reset_watermarks(*pop);
+            moving.keep_dirty(lo, hi);
+            // (Half 0 starts the arena: arena offsets count from its base.)
+            st.mark_dirty(lo - moving.half_base[0], hi - lo);
+            debug_assert!(
+                false,
+                "kept pages {lo:#x}..{hi:#x} above the claimed end {:#x}",
+                *pop
+            );
+        }
+        None => moving.reset_watermarks(*pop),
+    }
 }
 
 /// After an in-place slide ([`crate::StwCompaction::Slide`]): keep the first `keep` bytes
@@ -294,7 +423,10 @@ pub(crate) fn release_free_tail(
 /// present or poisoned there, except the pages of `keep` (absolute `[start, end)` page
 /// ranges, sorted and disjoint: stranded pinned objects, see [`crate::pins`]); and release the
 /// garbage pages `clean` (absolute ranges) outside the destination window. With the world
-/// stopped, before any reference changes.
+/// stopped, before any reference changes. The minor strategy's kept pages there (see the
+/// module documentation): with `keep_fresh` = the destination pages' end (absolute; a
+/// concurrent flip into the whole half, no pinned object), those below it are unmapped and
+/// the rest stay for [`flip_watermarks`]; without, all are released.
 pub(crate) fn prepare_destination(
     arena: &VolatileArena,
     st: &ReleaseState,
@@ -302,11 +434,33 @@ pub(crate) fn prepare_destination(
     half_bytes: usize,
     keep: &[(usize, usize)],
     clean: &[(usize, usize)],
+    keep_fresh: Option<usize>,
 ) -> Result<(), ArenaError> {
     for &(s, e) in clean {
         arena.release(arena.offset_of(s), e - s)?;
     }
     let to_offset = to_offset.get();
+    if let Some((lo, hi)) = st.take_kept() {
+        let (olo, ohi) = (arena.offset_of(lo).get(), arena.offset_of(hi).get());
+        // A range left dirty (a failed release) is released below: kept pages inside it would
+        // be holes, so none is kept then.
+        let (o, l) = (
+            st.dirty_offset.load(Ordering::Acquire),
+            st.dirty_len.load(Ordering::Acquire),
+        );
+        let clean_dirty = l == 0 || o + l <= olo || o >= ohi;
+        if olo >= to_offset && ohi <= to_offset + half_bytes {
+            // (Pages of pinned objects, or garbage pages released around them, may lie among
+            // the kept ones: none is kept then.)
+            let keep_fresh = keep_fresh.filter(|_| {
+                !arena.is_forked() && clean_dirty && keep.is_empty() && clean.is_empty()
+            });
+            prepare_kept(arena, st, lo, hi, keep_fresh)?;
+        } else {
+            // Not the destination (cannot happen: one flip per cycle): release them.
+            arena.release(ArenaOffset(olo), ohi - olo)?;
+        }
+    }
     let (o, l) = (
         st.dirty_offset.load(Ordering::Acquire),
         st.dirty_len.load(Ordering::Acquire),
@@ -322,6 +476,73 @@ pub(crate) fn prepare_destination(
         arena.release(ArenaOffset(s), e - s)?;
     }
     st.dirty_len.store(0, Ordering::Release);
+    Ok(())
+}
+
+/// [`prepare_destination`]'s part for the kept pages `[lo, hi)` of the destination half.
+/// On an error the pages are left recorded as dirty (released at the next flip) and the
+/// error returned: the cycle fails before anything moved.
+fn prepare_kept(
+    arena: &VolatileArena,
+    st: &ReleaseState,
+    lo: usize,
+    hi: usize,
+    keep_fresh: Option<usize>,
+) -> Result<(), ArenaError> {
+    let Some(dest_end) = keep_fresh else {
+        return arena
+            .release(arena.offset_of(lo), hi - lo)
+            .inspect_err(|_| {
+                st.mark_dirty(arena.offset_of(lo).get(), hi - lo);
+            });
+    };
+    let cover = dest_end.clamp(lo, hi);
+    if dest_end < lo {
+        // The pages between the destination and the kept ones: made present (zero), so the
+        // kept ones join the claimed end; or, if that costs more than keeping saves, the kept
+        // ones are released.
+        let (gap, kept) = (lo - dest_end, hi - lo);
+        let r = if 2 * gap <= kept {
+            arena.populate(arena.offset_of(dest_end), gap).map(drop)
+        } else {
+            arena.release(arena.offset_of(lo), kept)
+        };
+        if let Err(e) = r {
+            st.mark_dirty(arena.offset_of(dest_end).get(), hi - dest_end);
+            return Err(e);
+        }
+        if 2 * gap <= kept {
+            st.kept_lo.store(dest_end, Ordering::Release);
+            st.kept_hi.store(hi, Ordering::Release);
+        }
+        return Ok(());
+    }
+    if cover > lo {
+        // Unmap the registered view only: the page cache stays for the compaction's fill.
+        // (Through the arena's kernel, counted as its own calls are, so failures can be
+        // injected.)
+        let sys = arena.sys();
+        sys.counters().bump(faultline_heap::Call::Madvise);
+        // SAFETY: `[lo, cover)` is page aligned, inside our own arena, and holds garbage that
+        // nothing reads (the half is not current; no reference points there yet).
+        let r = unsafe {
+            sys.kernel().madvise(
+                lo as *mut core::ffi::c_void,
+                cover - lo,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if let Err(e) = r {
+            st.mark_dirty(arena.offset_of(lo).get(), hi - lo);
+            return Err(ArenaError::Config(format!(
+                "madvise(MADV_DONTNEED) of kept pages: {e}"
+            )));
+        }
+    }
+    if hi > cover {
+        st.kept_lo.store(cover, Ordering::Release);
+        st.kept_hi.store(hi, Ordering::Release);
+    }
     Ok(())
 }
 
