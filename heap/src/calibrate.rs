@@ -23,9 +23,13 @@
 //!   [`measure_faults`]'s rescue: a fault whose resolving call failed is mapped with a direct
 //!   `UFFDIO_ZEROPAGE`, so that no thread is left re-faulting or blocked; a failure is
 //!   returned, never unwrapped;
-//! - the measured figures are the minimum over a few rounds (the least disturbed), per page.
+//! - the measured figures are per page: the median over a few rounds for copy against move
+//!   ([`measure_mapping`], a comparison), the minimum (the least disturbed) elsewhere.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::sched::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,6 +43,10 @@ pub const RUN_PAGES: usize = 16;
 const PAGES: usize = 64;
 /// Rounds; the minimum is kept.
 const ROUNDS: usize = 3;
+/// Rounds of [`measure_mapping`]; the median is kept (copy against move is a comparison of
+/// two costs under the same disturbance, and a minimum favours whichever way one quiet
+/// round flattered).
+const MAPPING_ROUNDS: usize = 5;
 
 /// Measured cost of mapping a filled page into a registered range, ns per page.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -71,6 +79,41 @@ impl core::fmt::Display for MappingCost {
     }
 }
 
+/// The measuring thread held on the CPU it runs on, and the other CPUs it may use, for
+/// the measurement's duration (its affinity is restored on drop). With the spinner kept on
+/// those other CPUs, the two never share one, so a move always needs the cross-CPU flush it
+/// needs while mutators run (without this, a process whose spinner landed on the measuring
+/// thread's CPU measured move at 0.5x copy, and the next one at 3.9x).
+struct Placement {
+    saved: CpuSet,
+    others: CpuSet,
+}
+
+impl Placement {
+    /// `None` when there is no other CPU to use, or the affinity cannot be read or set.
+    fn split() -> Option<Placement> {
+        let me = Pid::from_raw(0);
+        let saved = sched_getaffinity(me).ok()?;
+        let cpu = sched_getcpu().ok()?;
+        let mut others = saved;
+        others.unset(cpu).ok()?;
+        let any_other = (0..CpuSet::count()).any(|c| others.is_set(c).unwrap_or(false));
+        if !any_other {
+            return None;
+        }
+        let mut mine = CpuSet::new();
+        mine.set(cpu).ok()?;
+        sched_setaffinity(me, &mine).ok()?;
+        Some(Placement { saved, others })
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        let _ = sched_setaffinity(Pid::from_raw(0), &self.saved);
+    }
+}
+
 /// A thread of this process kept running while the measurement runs (stopped on drop).
 struct Spinner {
     stop: Arc<AtomicBool>,
@@ -78,17 +121,33 @@ struct Spinner {
 }
 
 impl Spinner {
-    fn start() -> Spinner {
+    /// Start the thread and wait (up to 50 ms) until it runs: a measurement begun before it
+    /// is scheduled would see moves without cross-CPU flushes, as cheap as they never are
+    /// while mutators run (seen: the same binary picking move in one process and copy in
+    /// the next).
+    fn start(on: Option<CpuSet>) -> Spinner {
         let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
+        let running = Arc::new(AtomicBool::new(false));
+        let (s, r) = (stop.clone(), running.clone());
         let thread = std::thread::Builder::new()
             .name("faultline-calibrate".into())
             .spawn(move || {
+                if let Some(set) = on {
+                    let _ = sched_setaffinity(Pid::from_raw(0), &set);
+                }
+                r.store(true, Ordering::Release);
                 while !s.load(Ordering::Relaxed) {
                     std::hint::spin_loop();
                 }
             })
             .ok();
+        let t0 = Instant::now();
+        while thread.is_some()
+            && !running.load(Ordering::Acquire)
+            && t0.elapsed() < std::time::Duration::from_millis(50)
+        {
+            std::thread::yield_now();
+        }
         Spinner { stop, thread }
     }
 }
@@ -126,10 +185,11 @@ pub fn measure_mapping(sys: &Sys) -> Result<MappingCost, ArenaError> {
     // [0, window): destination; [window, 2 window): move sources.
     let arena = scratch_arena(sys, 2 * window)?;
     let src = vec![0x5au8; RUN_PAGES * PAGE_SIZE];
-    let _spinner = Spinner::start();
+    let placement = Placement::split();
+    let _spinner = Spinner::start(placement.as_ref().map(|p| p.others));
     let per_page = |d: std::time::Duration| d.as_nanos() as f64 / PAGES as f64;
-    let mut best = [f64::INFINITY; 4];
-    for _ in 0..ROUNDS {
+    let mut rounds = [[0.0f64; MAPPING_ROUNDS]; 4];
+    for round in 0..MAPPING_ROUNDS {
         for (k, pages) in [1, RUN_PAGES].into_iter().enumerate() {
             // Copy: from a buffer into absent destination pages.
             let t = Instant::now();
@@ -137,7 +197,7 @@ pub fn measure_mapping(sys: &Sys) -> Result<MappingCost, ArenaError> {
                 // SAFETY: `src` holds at least `pages` readable pages.
                 unsafe { arena.resolve_copy(ArenaOffset(at), src.as_ptr(), pages * PAGE_SIZE) }?;
             }
-            best[k] = best[k].min(per_page(t.elapsed()));
+            rounds[k][round] = per_page(t.elapsed());
             arena.release(ArenaOffset(0), window)?;
             // Move: from present source pages, written by this thread as compaction writes a
             // page it fills (not timed: filling them is not the move).
@@ -158,17 +218,24 @@ pub fn measure_mapping(sys: &Sys) -> Result<MappingCost, ArenaError> {
                     )
                 }?;
             }
-            best[2 + k] = best[2 + k].min(per_page(t.elapsed()));
+            rounds[2 + k][round] = per_page(t.elapsed());
             arena.release(ArenaOffset(0), window)?;
             arena.release(ArenaOffset(window), window)?;
         }
     }
+    let [copy_single_ns, copy_run_ns, move_single_ns, move_run_ns] = rounds.map(median);
     Ok(MappingCost {
-        copy_single_ns: best[0],
-        copy_run_ns: best[1],
-        move_single_ns: best[2],
-        move_run_ns: best[3],
+        copy_single_ns,
+        copy_run_ns,
+        move_single_ns,
+        move_run_ns,
     })
+}
+
+/// The median of a few rounds' figures (a round disturbed either way does not decide).
+fn median<const N: usize>(mut v: [f64; N]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[N / 2]
 }
 
 /// Pages per call when [`measure_fresh`] populates or moves (a refill's populate batch, and
@@ -252,7 +319,7 @@ pub fn measure_fresh(sys: &Sys, with_thread: bool) -> Result<FreshCost, ArenaErr
         unsafe { core::ptr::write_bytes(src as *mut u8, 0xa5, window) };
         Ok(())
     };
-    let _spinner = with_thread.then(Spinner::start);
+    let _spinner = with_thread.then(|| Spinner::start(None));
     let per_page = |d: std::time::Duration| d.as_nanos() as f64 / FRESH_PAGES as f64;
     let mut best = [f64::INFINITY; 5];
     for _ in 0..ROUNDS {
@@ -686,7 +753,11 @@ mod tests {
             eprintln!("measures_both_ways: UFFDIO_MOVE unavailable here; skipped");
             return;
         }
+        let me = Pid::from_raw(0);
+        let before = sched_getaffinity(me).unwrap();
         let c = measure_mapping(&Sys::real()).unwrap();
+        // The measuring thread was held on one CPU meanwhile; it gets its own mask back.
+        assert_eq!(sched_getaffinity(me).unwrap(), before);
         for v in [
             c.copy_single_ns,
             c.copy_run_ns,
@@ -697,6 +768,25 @@ mod tests {
         }
         assert!(c.move_over_copy() > 0.0);
         eprintln!("{c}; move / copy {:.2}", c.move_over_copy());
+    }
+
+    #[test]
+    fn the_spinner_never_shares_the_measuring_threads_cpu() {
+        let Some(p) = Placement::split() else {
+            eprintln!("one CPU, or no affinity control here; skipped");
+            return;
+        };
+        let me = Pid::from_raw(0);
+        let mine = sched_getaffinity(me).unwrap();
+        let held: Vec<usize> = (0..CpuSet::count())
+            .filter(|&c| mine.is_set(c).unwrap())
+            .collect();
+        assert_eq!(held.len(), 1, "held on one CPU");
+        assert!(!p.others.is_set(held[0]).unwrap());
+        assert!((0..CpuSet::count()).any(|c| p.others.is_set(c).unwrap()));
+        let saved = p.saved;
+        drop(p);
+        assert_eq!(sched_getaffinity(me).unwrap(), saved);
     }
 
     #[test]
