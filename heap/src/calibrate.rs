@@ -188,8 +188,8 @@ pub fn measure_mapping(sys: &Sys) -> Result<MappingCost, ArenaError> {
     let placement = Placement::split();
     let _spinner = Spinner::start(placement.as_ref().map(|p| p.others));
     let per_page = |d: std::time::Duration| d.as_nanos() as f64 / PAGES as f64;
-    let mut rounds = [[0.0f64; MAPPING_ROUNDS]; 4];
-    for round in 0..MAPPING_ROUNDS {
+    let mut rounds = [[0.0f64; 4]; MAPPING_ROUNDS];
+    for round in rounds.iter_mut() {
         for (k, pages) in [1, RUN_PAGES].into_iter().enumerate() {
             // Copy: from a buffer into absent destination pages.
             let t = Instant::now();
@@ -197,7 +197,7 @@ pub fn measure_mapping(sys: &Sys) -> Result<MappingCost, ArenaError> {
                 // SAFETY: `src` holds at least `pages` readable pages.
                 unsafe { arena.resolve_copy(ArenaOffset(at), src.as_ptr(), pages * PAGE_SIZE) }?;
             }
-            rounds[k][round] = per_page(t.elapsed());
+            round[k] = per_page(t.elapsed());
             arena.release(ArenaOffset(0), window)?;
             // Move: from present source pages, written by this thread as compaction writes a
             // page it fills (not timed: filling them is not the move).
@@ -218,12 +218,13 @@ pub fn measure_mapping(sys: &Sys) -> Result<MappingCost, ArenaError> {
                     )
                 }?;
             }
-            rounds[2 + k][round] = per_page(t.elapsed());
+            round[2 + k] = per_page(t.elapsed());
             arena.release(ArenaOffset(0), window)?;
             arena.release(ArenaOffset(window), window)?;
         }
     }
-    let [copy_single_ns, copy_run_ns, move_single_ns, move_run_ns] = rounds.map(median);
+    let way = |i: usize| median(rounds.map(|r| r[i]));
+    let [copy_single_ns, copy_run_ns, move_single_ns, move_run_ns] = [0, 1, 2, 3].map(way);
     Ok(MappingCost {
         copy_single_ns,
         copy_run_ns,
