@@ -35,8 +35,11 @@
 
 use faultline_heap::bitmap::{Bitmap, LiveWords};
 use faultline_heap::object::{Header, TypeId, WORD};
+use faultline_heap::PAGE_SIZE;
 
-use crate::plan::PAGE_WORDS;
+/// Words per page (as `plan`'s; defined here so this module, which `plan`'s tests use, does
+/// not import `plan`).
+const PAGE_WORDS: usize = PAGE_SIZE / WORD;
 
 /// What keeping a dense prefix did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
