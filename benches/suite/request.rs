@@ -175,19 +175,11 @@ pub fn run(
         let (r, m, secs, k) = h
             .join()
             .map_err(|_| "a request thread panicked".to_string())??;
-        out.mutator_cpu_s += r.mutator_cpu_s;
-        out.longest_unit_ms = out.longest_unit_ms.max(r.longest_unit_ms);
-        out.allocated += r.allocated;
-        out.alloc_stalls += r.alloc_stalls;
-        out.alloc_stall_s += r.alloc_stall_s;
-        out.views.extend(r.views);
+        out.absorb(r);
         lat.merge(&m);
         slow.merge(k);
         served += requests;
         serving_s = serving_s.max(secs);
-        if out.check.is_ok() {
-            out.check = r.check;
-        }
     }
     if out.check.is_ok() {
         out.check = check(heap, t, &table, slots);

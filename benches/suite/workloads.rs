@@ -91,6 +91,20 @@ impl WorkResult {
         }
     }
 
+    /// Fold one mutator thread's result in: its CPU, allocation and stalls add up, the longest
+    /// unit is the longest of any thread, and the first failed check is kept.
+    pub(super) fn absorb(&mut self, r: WorkResult) {
+        self.mutator_cpu_s += r.mutator_cpu_s;
+        self.longest_unit_ms = self.longest_unit_ms.max(r.longest_unit_ms);
+        self.allocated += r.allocated;
+        self.alloc_stalls += r.alloc_stalls;
+        self.alloc_stall_s += r.alloc_stall_s;
+        self.views.extend(r.views);
+        if self.check.is_ok() {
+            self.check = r.check;
+        }
+    }
+
     /// One mutator thread's result: its CPU time since `cpu0`, its units of work, what it
     /// allocated, its allocation stalls (this thread's counters) and its end-of-run check.
     pub(super) fn one_thread(
@@ -659,15 +673,7 @@ fn churn(
         let r = h
             .join()
             .map_err(|_| "a churn thread panicked".to_string())??;
-        out.mutator_cpu_s += r.mutator_cpu_s;
-        out.longest_unit_ms = out.longest_unit_ms.max(r.longest_unit_ms);
-        out.allocated += r.allocated;
-        out.alloc_stalls += r.alloc_stalls;
-        out.views.extend(r.views);
-        out.alloc_stall_s += r.alloc_stall_s;
-        if out.check.is_ok() {
-            out.check = r.check;
-        }
+        out.absorb(r);
     }
     Ok(out)
 }
@@ -769,15 +775,7 @@ fn tree_replace(
         let r = h
             .join()
             .map_err(|_| "a tree-replace thread panicked".to_string())??;
-        out.mutator_cpu_s += r.mutator_cpu_s;
-        out.longest_unit_ms = out.longest_unit_ms.max(r.longest_unit_ms);
-        out.allocated += r.allocated;
-        out.alloc_stalls += r.alloc_stalls;
-        out.views.extend(r.views);
-        out.alloc_stall_s += r.alloc_stall_s;
-        if out.check.is_ok() {
-            out.check = r.check;
-        }
+        out.absorb(r);
     }
     let cpu1 = thread_cpu();
     let mut m = heap.attach();
