@@ -1025,6 +1025,24 @@ impl VolatileArena {
         src: *const u8,
         len: usize,
     ) -> Result<Resolution, ArenaError> {
+        // SAFETY: the caller's contract is this one's.
+        unsafe { self.copy_in(offset, src, len, Exists::Check, false) }
+    }
+
+    /// `UFFDIO_COPY` of `src` into `[offset, offset+len)` (plain memory is copied to), with
+    /// `exists` deciding how an EEXIST is believed and `record` whether the mapped pages are
+    /// recorded ([`Self::resolve_copy`], [`Self::resolve_copy_racing`]).
+    ///
+    /// # Safety
+    /// As for [`Self::resolve_copy`].
+    unsafe fn copy_in(
+        &self,
+        offset: ArenaOffset,
+        src: *const u8,
+        len: usize,
+        exists: Exists,
+        record: bool,
+    ) -> Result<Resolution, ArenaError> {
         let offset = offset.get();
         let addr = self.check(offset, len)?;
         let Some(uffd) = self.uffd_over(addr, len) else {
@@ -1033,7 +1051,7 @@ impl VolatileArena {
             unsafe { core::ptr::copy_nonoverlapping(src, addr as *mut u8, len) };
             return Ok(Resolution::Mapped);
         };
-        self.fill_loop(addr, len, Exists::Check, false, |at, rest| {
+        self.fill_loop(addr, len, exists, record, |at, rest| {
             // SAFETY: `src + at` is readable for `rest` bytes by the caller's contract.
             unsafe { uffd.copy(addr + at, src.add(at), rest, CopyMode::NONE) }
         })
@@ -1054,17 +1072,8 @@ impl VolatileArena {
         src: *const u8,
         len: usize,
     ) -> Result<Resolution, ArenaError> {
-        let offset = offset.get();
-        let addr = self.check(offset, len)?;
-        let Some(uffd) = self.uffd_over(addr, len) else {
-            // SAFETY: as in `resolve_copy` (plain memory, by the caller's contract).
-            unsafe { core::ptr::copy_nonoverlapping(src, addr as *mut u8, len) };
-            return Ok(Resolution::Mapped);
-        };
-        self.fill_loop(addr, len, Exists::Trust, true, |at, rest| {
-            // SAFETY: `src + at` is readable for `rest` bytes by the caller's contract.
-            unsafe { uffd.copy(addr + at, src.add(at), rest, CopyMode::NONE) }
-        })
+        // SAFETY: the caller's contract is this one's.
+        unsafe { self.copy_in(offset, src, len, Exists::Trust, true) }
     }
 
     /// Resolve `[dst, dst+len)` by moving the pages at `[src, src+len)` (offsets; `UFFDIO_MOVE`).
