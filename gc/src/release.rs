@@ -519,20 +519,11 @@ fn prepare_kept(
     }
     if cover > lo {
         // Unmap the registered view only: the page cache stays for the compaction's fill.
-        // (Through the arena's kernel, counted as its own calls are, so failures can be
-        // injected.)
-        let sys = arena.sys();
-        sys.counters().bump(faultline_heap::Call::Madvise);
-        // SAFETY: `[lo, cover)` is page aligned, inside our own arena, and holds garbage that
-        // nothing reads (the half is not current; no reference points there yet).
-        let r = unsafe {
-            sys.kernel().madvise(
-                lo as *mut core::ffi::c_void,
-                cover - lo,
-                libc::MADV_DONTNEED,
-            )
-        };
-        if let Err(e) = r {
+        // Through the arena, which forgets its records of recent mappings there (a stale
+        // record would make a later EEXIST on these pages believed, and a fault on them never
+        // resolved), counts the call and lets failures be injected. `[lo, cover)` holds
+        // garbage nothing reads (the half is not current; no reference points there yet).
+        if let Err(e) = arena.unmap_view(arena.offset_of(lo), cover - lo) {
             st.mark_dirty(arena.offset_of(lo).get(), hi - lo);
             return Err(ArenaError::Config(format!(
                 "madvise(MADV_DONTNEED) of kept pages: {e}"

@@ -1148,6 +1148,22 @@ impl VolatileArena {
         })
     }
 
+    /// Unmap `[offset, offset+len)` from this mapping only (`MADV_DONTNEED`, the next touch
+    /// faults): a memfd arena keeps its page cache (the next `UFFDIO_CONTINUE` maps the same
+    /// contents again), an anonymous one frees the pages. Like every call that makes pages
+    /// absent, it first forgets the records of recent mappings over them, so a later EEXIST
+    /// there is checked, not believed.
+    pub fn unmap_view(&self, offset: ArenaOffset, len: usize) -> Result<(), ArenaError> {
+        let addr = self.check(offset.get(), len)?;
+        self.forget_mapped(addr, len);
+        // SAFETY: discarding this mapping's pages of our own arena is the purpose of the call.
+        unsafe {
+            self.sys
+                .madvise(addr as *mut c_void, len, libc::MADV_DONTNEED)
+                .map_err(Self::sys_err("madvise(MADV_DONTNEED)"))
+        }
+    }
+
     /// Make `[offset, offset+len)` absent again (the next touch faults): `MADV_DONTNEED` for
     /// anonymous memory, a hole punch for a memfd (which also frees the page cache).
     pub fn release(&self, offset: ArenaOffset, len: usize) -> Result<(), ArenaError> {
