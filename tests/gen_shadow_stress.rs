@@ -144,31 +144,4 @@ fn concurrent(strategy: Strategy, faults: FaultMode, barrier: Barrier) {
     );
 }
 
-#[test]
-fn concurrent_copy_sigbus() {
-    concurrent(Strategy::Copy, FaultMode::Sigbus, Barrier::Satb);
-}
-#[test]
-fn concurrent_copy_thread() {
-    concurrent(Strategy::Copy, FaultMode::Thread, Barrier::Satb);
-}
-#[test]
-fn concurrent_move_sigbus() {
-    concurrent(Strategy::Move, FaultMode::Sigbus, Barrier::Satb);
-}
-#[test]
-fn concurrent_move_thread() {
-    concurrent(Strategy::Move, FaultMode::Thread, Barrier::Satb);
-}
-#[test]
-fn concurrent_minor_sigbus() {
-    concurrent(Strategy::Minor, FaultMode::Sigbus, Barrier::Satb);
-}
-#[test]
-fn concurrent_minor_thread() {
-    concurrent(Strategy::Minor, FaultMode::Thread, Barrier::Satb);
-}
-#[test]
-fn concurrent_copy_sigbus_wp_async_marking() {
-    concurrent(Strategy::Copy, FaultMode::Sigbus, Barrier::WpAsync);
-}
+gen_stress::concurrent_tests!(concurrent);

@@ -113,3 +113,43 @@ pub fn concurrent(
     eprint!("{}: ", info.label());
     check(&heap);
 }
+
+/// One `#[test]` per concurrent strategy x delivery with the SATB barrier, and copy/sigbus
+/// with barrier-free (wp_async) marking, each calling `$run(strategy, faults, barrier)` (the
+/// calling file's `concurrent` driver, which imports `Strategy`, `FaultMode` and `Barrier`).
+/// (Unused in the test binaries that include `common` for other helpers.)
+#[allow(unused_macros)]
+macro_rules! concurrent_tests {
+    ($run:ident) => {
+        #[test]
+        fn concurrent_copy_sigbus() {
+            $run(Strategy::Copy, FaultMode::Sigbus, Barrier::Satb);
+        }
+        #[test]
+        fn concurrent_copy_thread() {
+            $run(Strategy::Copy, FaultMode::Thread, Barrier::Satb);
+        }
+        #[test]
+        fn concurrent_move_sigbus() {
+            $run(Strategy::Move, FaultMode::Sigbus, Barrier::Satb);
+        }
+        #[test]
+        fn concurrent_move_thread() {
+            $run(Strategy::Move, FaultMode::Thread, Barrier::Satb);
+        }
+        #[test]
+        fn concurrent_minor_sigbus() {
+            $run(Strategy::Minor, FaultMode::Sigbus, Barrier::Satb);
+        }
+        #[test]
+        fn concurrent_minor_thread() {
+            $run(Strategy::Minor, FaultMode::Thread, Barrier::Satb);
+        }
+        #[test]
+        fn concurrent_copy_sigbus_wp_async_marking() {
+            $run(Strategy::Copy, FaultMode::Sigbus, Barrier::WpAsync);
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use concurrent_tests;
