@@ -15,7 +15,7 @@ mod common;
 use common::*;
 use faultline::testing::heap::inject::{FaultInjector, Rule, Trigger};
 use faultline::testing::heap::sys::{Call, Errno, Sys};
-use faultline::{FaultBreakdown, FaultMode, GcMode, Heap, HeapConfig, Strategy, Value};
+use faultline::{FaultBreakdown, FaultMode, GcMode, Heap, HeapConfig, Strategy};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,26 +50,7 @@ fn attempt(
     inj.arm();
     let t = register(&heap);
     let mut m = heap.attach();
-    m.push(Value::NULL);
-    for i in (0..N).rev() {
-        // Garbage between the cells: every page moves, none is dense.
-        m.alloc(t.pair, 0).unwrap();
-        let tail = m.pop().unwrap();
-        m.push(fix(i));
-        m.push(tail);
-        cons(&mut m, &t);
-    }
-    let head = m.pop().unwrap();
-    let root = m.root(head);
-    let before = root.value(&m);
-    m.start_collection().unwrap();
-    while root.value(&m) == before {
-        m.safepoint();
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    std::thread::sleep(wait);
-    let b0 = heap.fault_breakdown();
-    let got = read_list(&m, root.value(&m));
+    let (root, b0, got) = read_list_past_a_stalled_claim(&heap, &mut m, &t, N, true, wait);
     heap.wait_for_compaction();
     // A second, undisturbed cycle: its faults race with nothing stalled.
     assert_eq!(got, (0..N).collect::<Vec<_>>(), "{strategy:?}/{faults:?}");

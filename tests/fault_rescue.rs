@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use faultline::testing::heap::inject::{FaultInjector, Rule, Trigger};
 use faultline::testing::heap::sys::{Call, Errno, Sys};
-use faultline::{FaultBreakdown, FaultMode, GcMode, Heap, HeapConfig, Strategy, Value};
+use faultline::{FaultBreakdown, FaultMode, GcMode, Heap, HeapConfig, Strategy};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,34 +47,11 @@ fn attempt_with(
     assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
     let t = register(&heap);
     let mut m = heap.attach();
-    // With garbage between the list's cells every page moves and none is dense; without,
-    // the move strategy's first pages are dense (one fully live old page at the same offset,
-    // which its claimer would update in place: the rescuer's hold on the old page must keep
-    // it from doing so while the rescuer reads it).
-    m.push(Value::NULL);
-    for i in (0..N).rev() {
-        if garbage {
-            m.alloc(t.pair, 0).unwrap();
-        }
-        let tail = m.pop().unwrap();
-        m.push(fix(i));
-        m.push(tail);
-        cons(&mut m, &t);
-    }
-    let head = m.pop().unwrap();
-    let root = m.root(head);
-    let before = root.value(&m);
-    m.start_collection().unwrap();
-    // Keep polling (the remark + flip pause needs us) until the flip moved the list.
-    while root.value(&m) == before {
-        m.safepoint();
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    // Let the worker claim page 0 and fall asleep on it, then read every cell: one of them is
-    // on page 0.
-    std::thread::sleep(wait);
-    let b0 = heap.fault_breakdown();
-    let got = read_list(&m, root.value(&m));
+    // Without garbage between the list's cells the move strategy's first pages are dense
+    // (one fully live old page at the same offset, which its claimer would update in place:
+    // the rescuer's hold on the old page must keep it from doing so while the rescuer reads
+    // it).
+    let (root, b0, got) = read_list_past_a_stalled_claim(&heap, &mut m, &t, N, garbage, wait);
     // (With handler-thread delivery the rescuer's COPY wakes the mutator before the handler
     // records the fault: read the figures once the compaction is over.)
     heap.wait_for_compaction();

@@ -14,7 +14,10 @@ pub mod shadow;
 pub mod torture;
 pub mod weak_shadow;
 
-use faultline::{heap_struct, Heap, HeapConfig, HeapType, Mutator, Ref, TypeId, TypeInfo, Value};
+use faultline::{
+    heap_struct, FaultBreakdown, Heap, HeapConfig, HeapType, Mutator, Ref, Root, TypeId, TypeInfo,
+    Value,
+};
 
 pub struct Types {
     pub pair: TypeId,
@@ -150,4 +153,43 @@ pub fn uffd_or_skip(test: &str) -> bool {
     );
     eprintln!("SKIPPED: {test}: needs userfaultfd, unavailable here: {reason}");
     false
+}
+
+/// The fault-rescue tests' scene, on a concurrent heap whose compaction worker sleeps on its
+/// claim of destination page 0 (`DebugConfig::worker_stall`): build a list of `n` cells (a
+/// garbage pair between cells if `garbage`: then every page moves and none is dense), start a
+/// collection and keep polling (the remark + flip pause needs this mutator) until the flip
+/// moved the list, give the worker `wait` to claim page 0 and fall asleep on it, then read
+/// every cell (one is on page 0: the read faults on it). Returns the list's root, the fault
+/// breakdown just before the read, and the values read.
+pub fn read_list_past_a_stalled_claim(
+    heap: &Heap,
+    m: &mut Mutator,
+    t: &Types,
+    n: i64,
+    garbage: bool,
+    wait: std::time::Duration,
+) -> (Root, FaultBreakdown, Vec<i64>) {
+    m.push(Value::NULL);
+    for i in (0..n).rev() {
+        if garbage {
+            m.alloc(t.pair, 0).unwrap();
+        }
+        let tail = m.pop().unwrap();
+        m.push(fix(i));
+        m.push(tail);
+        cons(m, t);
+    }
+    let head = m.pop().unwrap();
+    let root = m.root(head);
+    let before = root.value(m);
+    m.start_collection().unwrap();
+    while root.value(m) == before {
+        m.safepoint();
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    std::thread::sleep(wait);
+    let b0 = heap.fault_breakdown();
+    let got = read_list(m, root.value(m));
+    (root, b0, got)
 }
