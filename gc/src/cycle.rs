@@ -116,7 +116,7 @@ use crate::debug::{Breakage, MarkPoint, Phase};
 use crate::dense::{self, DensePrefix};
 use crate::error::CollectError;
 use crate::generational::{CycleFacts, GenCycle};
-use crate::inner::{page_up, HeapInner, BATCH_PAGES};
+use crate::inner::{HeapInner, BATCH_PAGES};
 use crate::marking::{self, ConcMarker, MarkCtx, MarkReport};
 use crate::mode::{Choreography, GcMode};
 use crate::pacer::Decision;
@@ -131,6 +131,7 @@ use crate::stats::{
 use crate::trace::{header, Atomic, Plain, Tracer};
 use crate::verify::{self, HeapView, VerifyError, VerifyReport};
 use crate::weak::Liveness;
+use faultline_heap::page_up;
 
 /// What verification sees of `inner` with the world stopped (`g`).
 fn view<'a>(inner: &'a HeapInner, g: &'a SpState) -> HeapView<'a> {

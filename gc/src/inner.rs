@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use faultline_heap::fault::reader::FaultReader;
 use faultline_heap::fault::sigbus::RegionGuard;
 use faultline_heap::object::TypeRegistry;
-use faultline_heap::{VolatileArena, PAGE_SIZE};
+use faultline_heap::VolatileArena;
 
 use crate::compaction::Compaction;
 use crate::config::HeapConfig;
@@ -239,11 +239,6 @@ impl HeapInner {
         let window = self.moving.end() - self.moving.base();
         window.min(self.moving.half_bytes - (hi - lo)) + self.large.used()
     }
-}
-
-/// Round `x` up to pages.
-pub(crate) fn page_up(x: usize) -> usize {
-    x.div_ceil(PAGE_SIZE) * PAGE_SIZE
 }
 
 /// A handle to a heap. Cheap to clone; the heap lives until the last clone and the last

@@ -61,20 +61,10 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use faultline_heap::pagemap::PagemapScanner;
-use faultline_heap::{ArenaError, VolatileArena, PAGE_SIZE};
+use faultline_heap::{page_down, page_up, ArenaError, VolatileArena, PAGE_SIZE};
 
 use crate::mode::Generational;
 use crate::remset::{RememberedSet, ScanStats};
-
-#[inline]
-fn page_down(a: usize) -> usize {
-    a & !(PAGE_SIZE - 1)
-}
-
-#[inline]
-fn page_up(a: usize) -> usize {
-    a.div_ceil(PAGE_SIZE) * PAGE_SIZE
-}
 
 /// A set of pages as sorted, disjoint, non-adjacent runs `[start, end)` of absolute,
 /// page-aligned addresses.

@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use faultline_heap::bitmap::Bitmap;
-use faultline_heap::{ArenaError, ArenaOffset, VolatileArena, PAGE_SIZE};
+use faultline_heap::{page_down, page_up, ArenaError, ArenaOffset, VolatileArena, PAGE_SIZE};
 
 /// The moving space (two halves).
 #[derive(Debug)]
@@ -86,16 +86,6 @@ pub struct MovingSpace {
 /// makes them present itself (each round is a `sched_yield`: about a microsecond when no other
 /// thread wants the CPU, a time slice when one does).
 const READY_WAIT_ROUNDS: usize = 64;
-
-#[inline]
-fn page_down(a: usize) -> usize {
-    a & !(PAGE_SIZE - 1)
-}
-
-#[inline]
-fn page_up(a: usize) -> usize {
-    a.div_ceil(PAGE_SIZE) * PAGE_SIZE
-}
 
 impl MovingSpace {
     /// A moving space of two halves of `half_bytes` each at `base` (half 0 current, empty).

@@ -57,4 +57,4 @@ pub use object::{
 };
 pub use probe::{Capability, CapabilityCheck, Probe};
 
-pub use sys::{Call, Errno, Kernel, RealKernel, Sys, PAGE_SIZE};
+pub use sys::{page_down, page_up, Call, Errno, Kernel, RealKernel, Sys, PAGE_SIZE};

@@ -652,6 +652,18 @@ impl Sys {
 /// The system page size (4096 on every platform Faultline targets; checked at arena creation).
 pub const PAGE_SIZE: usize = 4096;
 
+/// `a` rounded down to a page boundary.
+#[inline]
+pub const fn page_down(a: usize) -> usize {
+    a & !(PAGE_SIZE - 1)
+}
+
+/// `a` rounded up to a page boundary.
+#[inline]
+pub const fn page_up(a: usize) -> usize {
+    a.div_ceil(PAGE_SIZE) * PAGE_SIZE
+}
+
 /// The page size the kernel reports.
 pub fn os_page_size() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
