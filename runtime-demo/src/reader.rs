@@ -854,6 +854,9 @@ impl<'a> Reader<'a> {
             _ => {
                 let span = self.span_from(m);
                 let text = match self.peek() {
+                    // A control character (a newline after '#') is shown escaped: the message
+                    // is one line, under which the diagnostic draws its caret.
+                    Some(c) if c.is_control() => format!("#{}", c.escape_debug()),
                     Some(c) => format!("#{c}"),
                     None => "#".to_string(),
                 };
@@ -1432,6 +1435,7 @@ mod tests {
             ("#x+", ReadErrorKind::BadNumber("#x+".into())),
             ("#q", ReadErrorKind::BadHashSyntax("#q".into())),
             ("#", ReadErrorKind::BadHashSyntax("#".into())),
+            ("#\n", ReadErrorKind::BadHashSyntax("#\\n".into())),
             ("#[", ReadErrorKind::BadHashSyntax("#[".into())),
             ("# a", ReadErrorKind::BadHashSyntax("# ".into())),
             ("#é", ReadErrorKind::BadHashSyntax("#é".into())),
