@@ -440,14 +440,35 @@ pub(crate) fn prepare_destination(
         arena.release(arena.offset_of(s), e - s)?;
     }
     let to_offset = to_offset.get();
-    if let Some((lo, hi)) = st.take_kept() {
+    let kept = st.take_kept();
+    let (o, l) = (
+        st.dirty_offset.load(Ordering::Acquire),
+        st.dirty_len.load(Ordering::Acquire),
+    );
+    // The dirty range first: `prepare_kept` may make pages present below the kept ones (the
+    // gap up to the destination's end), and those may lie in it (a failed release of the
+    // pages below the kept ones); released after, they would be holes in fresh memory.
+    if l != 0 && o + l > to_offset && o < to_offset + half_bytes {
+        // A plain release undoes both: it frees what a failed release left present, and
+        // MADV_DONTNEED drops poison markers and the poison pattern.
+        let base = arena.base();
+        let keep: Vec<(usize, usize)> = keep.iter().map(|&(s, e)| (s - base, e - base)).collect();
+        for (s, e) in crate::pins::subtract(o, o + l, &keep) {
+            if let Err(e) = arena.release(ArenaOffset(s), e - s) {
+                // The kept pages stay recorded for the next attempt.
+                if let Some((lo, hi)) = kept {
+                    st.kept_lo.store(lo, Ordering::Release);
+                    st.kept_hi.store(hi, Ordering::Release);
+                }
+                return Err(e);
+            }
+        }
+        st.dirty_len.store(0, Ordering::Release);
+    }
+    if let Some((lo, hi)) = kept {
         let (olo, ohi) = (arena.offset_of(lo).get(), arena.offset_of(hi).get());
-        // A range left dirty (a failed release) is released below: kept pages inside it would
-        // be holes, so none is kept then.
-        let (o, l) = (
-            st.dirty_offset.load(Ordering::Acquire),
-            st.dirty_len.load(Ordering::Acquire),
-        );
+        // A range left dirty (a failed release) was released above: kept pages inside it are
+        // holes now, so none is kept then.
         let clean_dirty = l == 0 || o + l <= olo || o >= ohi;
         if olo >= to_offset && ohi <= to_offset + half_bytes {
             // (Pages of pinned objects, or garbage pages released around them, may lie among
@@ -461,21 +482,6 @@ pub(crate) fn prepare_destination(
             arena.release(ArenaOffset(olo), ohi - olo)?;
         }
     }
-    let (o, l) = (
-        st.dirty_offset.load(Ordering::Acquire),
-        st.dirty_len.load(Ordering::Acquire),
-    );
-    if l == 0 || o + l <= to_offset || o >= to_offset + half_bytes {
-        return Ok(());
-    }
-    // A plain release undoes both: it frees what a failed release left present, and
-    // MADV_DONTNEED drops poison markers and the poison pattern.
-    let base = arena.base();
-    let keep: Vec<(usize, usize)> = keep.iter().map(|&(s, e)| (s - base, e - base)).collect();
-    for (s, e) in crate::pins::subtract(o, o + l, &keep) {
-        arena.release(ArenaOffset(s), e - s)?;
-    }
-    st.dirty_len.store(0, Ordering::Release);
     Ok(())
 }
 
@@ -612,6 +618,71 @@ mod tests {
             n += 1;
         }
         n
+    }
+
+    /// The minor strategy's kept pages when the release of the pages below them failed (the
+    /// dirty range ends where they start) and the next destination ends a few pages below
+    /// them: the gap between is made present *after* the dirty range is released (it lies in
+    /// it), so the fresh memory the flip claims has no hole, and refills hand it out zeroed.
+    #[test]
+    fn kept_pages_above_a_failed_release_join_the_destination_without_holes() {
+        // The first release (the pages below the kept ones, three tries) fails.
+        let (arena, moving, inj) = setup(vec![Rule::new(
+            Call::Madvise,
+            Errno::EIO,
+            Trigger::Range { start: 1, count: 3 },
+        )]);
+        let old = arena.base() + HALF;
+        let st = ReleaseState::default();
+        st.enable_keep();
+        st.old_ready
+            .store(old + OLD_PAGES * PAGE_SIZE, Ordering::Relaxed);
+        st.last_dest_rel.store(100 * PAGE_SIZE, Ordering::Relaxed);
+        let kept = finish_old_half(
+            &arena,
+            &moving,
+            &st,
+            false,
+            true,
+            old,
+            old + OLD_PAGES * PAGE_SIZE,
+            40 * PAGE_SIZE,
+            &[],
+        );
+        assert_eq!(kept, 40);
+        assert_eq!(st.failed_releases.load(Ordering::Relaxed), 1);
+        // Pages 0..100 (release failed) and 100..140 (kept) present; 140..160 released.
+        assert_eq!(present_pages(&arena, old, HALF_PAGES), 140);
+        // The next flip into this half: its destination pages end at page 96.
+        let dest_end = old + 96 * PAGE_SIZE;
+        prepare_destination(
+            &arena,
+            &st,
+            ArenaOffset(HALF),
+            HALF,
+            &[],
+            &[],
+            Some(dest_end),
+        )
+        .unwrap();
+        // Below the destination's end: absent (the compaction fills it). From there to the
+        // kept pages' end: present, the gap (pages 96..100) included.
+        assert_eq!(present_pages(&arena, old, 96), 0);
+        assert_eq!(present_pages(&arena, dest_end, 44), 44);
+        assert_eq!(present_pages(&arena, old, HALF_PAGES), 44);
+        // The flip claims them as fresh memory.
+        moving.current.store(1, Ordering::Relaxed);
+        moving.window.store(old, Ordering::Relaxed);
+        moving.window_end.store(old + HALF, Ordering::Relaxed);
+        moving.top.store(dest_end, Ordering::Relaxed);
+        let mut pop = dest_end;
+        flip_watermarks(&moving, &st, &mut pop);
+        assert_eq!(pop, old + 140 * PAGE_SIZE);
+        *moving.populated.lock().unwrap() = pop;
+        inj.disarm();
+        // Every buffer reads zero (kept garbage zeroed by the refills), up to the half's end.
+        let n = allocate_all(&arena, &moving, 3000);
+        assert_eq!(n, (HALF - 96 * PAGE_SIZE) / 3000);
     }
 
     #[test]
