@@ -44,7 +44,7 @@ fn run_one(label: &str, config: HeapConfig, tall: bool) {
     } else {
         stress_scale(1_000)
     };
-    let totals: Vec<(u64, u64, u64, u64, u64)> = std::thread::scope(|s| {
+    let totals: Vec<(u64, u64, u64, u64, u64, u64)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..2u64)
             .map(|i| {
                 let heap = heap.clone();
@@ -60,6 +60,7 @@ fn run_one(label: &str, config: HeapConfig, tall: bool) {
                         sh.pins_made,
                         sh.pins_high,
                         sh.pins_last_page,
+                        sh.oom_pin_drops,
                     )
                 })
             })
@@ -86,11 +87,12 @@ fn run_one(label: &str, config: HeapConfig, tall: bool) {
         assert!(high > 0, "{label}: no pin in an upper half: {totals:?}");
     }
     eprintln!(
-        "{label}: {} cycles, 2 mutators, {} model checks, {} objects compared, {made} pins made, {high} of them in the upper half of a half, {} on its last page",
+        "{label}: {} cycles, 2 mutators, {} model checks, {} objects compared, {made} pins made, {high} of them in the upper half of a half, {} on its last page; {} allocations out of room beside pins (pins dropped)",
         heap.flips(),
         totals.iter().map(|t| t.0).sum::<u64>(),
         totals.iter().map(|t| t.1).sum::<u64>(),
         totals.iter().map(|t| t.4).sum::<u64>(),
+        totals.iter().map(|t| t.5).sum::<u64>(),
     );
 }
 

@@ -728,11 +728,18 @@ impl Mutator {
                         space: "large-object space",
                     }
                 } else {
+                    // Pinned objects (`crate::pins`) and the old generation narrow the current
+                    // half's window: the capacity is the window's, and the message says so.
+                    let window = inner.moving.end() - inner.moving.base();
                     AllocError::OutOfMemory {
                         requested: bytes,
                         live: inner.moving.used(),
-                        capacity: inner.moving.half_bytes,
-                        space: "moving space",
+                        capacity: window,
+                        space: if window < inner.moving.half_bytes {
+                            "moving-space window (the half less its old generation and the pages of pinned objects)"
+                        } else {
+                            "moving space"
+                        },
                     }
                 });
             }

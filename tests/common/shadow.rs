@@ -93,6 +93,9 @@ pub struct Shadow {
     pub pins_made: u64,
     pub pins_high: u64,
     pub pins_last_page: u64,
+    /// Allocations that ran out of memory while pins were held, and succeeded once the pins
+    /// were dropped (pinned objects narrow a half's window; see `faultline_gc::pins`).
+    pub oom_pin_drops: u64,
 }
 
 impl Shadow {
@@ -116,6 +119,30 @@ impl Shadow {
             pins_made: 0,
             pins_high: 0,
             pins_last_page: 0,
+            oom_pin_drops: 0,
+        }
+    }
+
+    /// Allocate; out of memory while pins are held (their objects narrow the window a half
+    /// compacts into, `crate::pins` "Too little room") drops every pin, as a user would, and
+    /// retries once. Any other failure, or one without pins, fails the test.
+    fn alloc(&mut self, m: &mut Mutator, ty: faultline::TypeId, len: usize) -> Value {
+        match m.alloc(ty, len) {
+            Ok(v) => v,
+            Err(e @ faultline::AllocError::OutOfMemory { space, .. })
+                if !self.pinned.is_empty() =>
+            {
+                assert!(
+                    space.contains("pinned"),
+                    "out of memory with {} pins held, but not in a narrowed window: {e}",
+                    self.pinned.len()
+                );
+                self.pinned.clear();
+                self.oom_pin_drops += 1;
+                m.alloc(ty, len)
+                    .unwrap_or_else(|e2| panic!("allocation after dropping every pin ({e}): {e2}"))
+            }
+            Err(e) => panic!("allocation of {len} elements: {e}"),
         }
     }
 
@@ -216,7 +243,7 @@ impl Shadow {
         self.next_id += 1;
         let id = self.next_id;
         let len = if big { BIG_FIELDS } else { 2 + FIELDS };
-        let v = m.alloc(self.t.node, len).unwrap();
+        let v = self.alloc(m, self.t.node, len);
         let l = m.local(v).unwrap();
         l.set(0, fix(id));
         l.set(1, fix(checksum(id)));
@@ -249,7 +276,7 @@ impl Shadow {
         self.next_id += 1;
         let id = self.next_id;
         let len = 8 + self.rng.below(300) as usize;
-        let b = m.alloc(self.t.blob, len).unwrap();
+        let b = self.alloc(m, self.t.blob, len);
         let bl = m.local(b).unwrap();
         let mut bytes: Vec<u8> = (0..len).map(|i| blob_byte(id, i)).collect();
         bytes[..8].copy_from_slice(&id.to_le_bytes());
