@@ -33,7 +33,8 @@
 //!   `UFFDIO_CONTINUE` maps it, and a mutator's touch faults as before), or releases them
 //!   all when the flip cannot keep them (pinned objects, a forked child, a window that is not
 //!   the half); when they start above the destination's end, the pages between are made
-//!   present (zero) if they are fewer than half the kept ones, else the kept ones are
+//!   present (zero) if they are fewer than half the kept ones and at most
+//!   [`MAX_GAP_PAGES`] (a bound on the pause), else the kept ones are
 //!   released. So the kept pages left always start at the destination's end, and
 //!   [`flip_watermarks`] claims them as fresh memory, marked dirty so that refills zero what
 //!   they hand out (everything below the claimed end present, nothing above it, as the
@@ -49,6 +50,11 @@ use crate::space::MovingSpace;
 
 /// Pages moved per `UFFDIO_MOVE` call when recycling (one claim of the current half each).
 pub(crate) const RECYCLE_RUN_PAGES: usize = 64;
+
+/// At most this many pages between the destination's end and the minor strategy's kept pages
+/// are made present at a flip (in its pause, one `UFFDIO_COPY` of zeroes each, about a
+/// microsecond a page); a wider gap releases the kept pages instead.
+const MAX_GAP_PAGES: usize = 64;
 
 /// Released-half bookkeeping and debug counters.
 #[derive(Debug, Default)]
@@ -505,10 +511,11 @@ fn prepare_kept(
     let cover = dest_end.clamp(lo, hi);
     if dest_end < lo {
         // The pages between the destination and the kept ones: made present (zero), so the
-        // kept ones join the claimed end; or, if that costs more than keeping saves, the kept
-        // ones are released.
+        // kept ones join the claimed end; or, if that costs more than keeping saves or would
+        // make the pause long (this runs with the world stopped), the kept ones are released.
         let (gap, kept) = (lo - dest_end, hi - lo);
-        let r = if 2 * gap <= kept {
+        let fill = 2 * gap <= kept && gap <= MAX_GAP_PAGES * PAGE_SIZE;
+        let r = if fill {
             arena.populate(arena.offset_of(dest_end), gap).map(drop)
         } else {
             arena.release(arena.offset_of(lo), kept)
@@ -517,7 +524,7 @@ fn prepare_kept(
             st.mark_dirty(arena.offset_of(dest_end).get(), hi - dest_end);
             return Err(e);
         }
-        if 2 * gap <= kept {
+        if fill {
             st.kept_lo.store(dest_end, Ordering::Release);
             st.kept_hi.store(hi, Ordering::Release);
         }
@@ -683,6 +690,48 @@ mod tests {
         // Every buffer reads zero (kept garbage zeroed by the refills), up to the half's end.
         let n = allocate_all(&arena, &moving, 3000);
         assert_eq!(n, (HALF - 96 * PAGE_SIZE) / 3000);
+    }
+
+    /// A gap wider than [`MAX_GAP_PAGES`] below the kept pages is not filled in the flip's
+    /// pause: the kept pages are released instead, and the flip claims nothing above the
+    /// destination.
+    #[test]
+    fn a_wide_gap_below_the_kept_pages_releases_them() {
+        let (arena, moving, _inj) = setup(vec![]);
+        let old = arena.base() + HALF;
+        // The whole old half present.
+        arena
+            .populate(
+                ArenaOffset(HALF + OLD_PAGES * PAGE_SIZE),
+                (HALF_PAGES - OLD_PAGES) * PAGE_SIZE,
+            )
+            .unwrap();
+        let st = ReleaseState::default();
+        st.enable_keep();
+        st.old_ready.store(old + HALF, Ordering::Relaxed);
+        st.last_dest_rel.store(70 * PAGE_SIZE, Ordering::Relaxed);
+        let kept = finish_old_half(
+            &arena,
+            &moving,
+            &st,
+            false,
+            true,
+            old,
+            old + HALF,
+            180 * PAGE_SIZE,
+            &[],
+        );
+        assert_eq!(kept, 180);
+        assert_eq!(present_pages(&arena, old, HALF_PAGES), 180);
+        // The destination ends at the half's start: a 70-page gap (fewer than half the kept
+        // pages, but more than the bound).
+        const _: () = assert!(70 > MAX_GAP_PAGES && 2 * 70 <= 180);
+        prepare_destination(&arena, &st, ArenaOffset(HALF), HALF, &[], &[], Some(old)).unwrap();
+        assert_eq!(present_pages(&arena, old, HALF_PAGES), 0);
+        moving.current.store(1, Ordering::Relaxed);
+        let mut pop = old;
+        flip_watermarks(&moving, &st, &mut pop);
+        assert_eq!(pop, old, "nothing kept to claim");
     }
 
     #[test]
