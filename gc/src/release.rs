@@ -627,6 +627,35 @@ mod tests {
         n
     }
 
+    /// The minor strategy's end of a cycle for the old half (half 1), its first `present`
+    /// pages present, the last destination `dest` pages long, keeping `want` pages: the pages
+    /// kept.
+    fn end_kept_cycle(
+        arena: &VolatileArena,
+        moving: &MovingSpace,
+        st: &ReleaseState,
+        present: usize,
+        dest: usize,
+        want: usize,
+    ) -> usize {
+        let old = arena.base() + HALF;
+        st.enable_keep();
+        st.old_ready
+            .store(old + present * PAGE_SIZE, Ordering::Relaxed);
+        st.last_dest_rel.store(dest * PAGE_SIZE, Ordering::Relaxed);
+        finish_old_half(
+            arena,
+            moving,
+            st,
+            false,
+            true,
+            old,
+            old + present * PAGE_SIZE,
+            want * PAGE_SIZE,
+            &[],
+        )
+    }
+
     /// The minor strategy's kept pages when the release of the pages below them failed (the
     /// dirty range ends where they start) and the next destination ends a few pages below
     /// them: the gap between is made present *after* the dirty range is released (it lies in
@@ -641,22 +670,7 @@ mod tests {
         )]);
         let old = arena.base() + HALF;
         let st = ReleaseState::default();
-        st.enable_keep();
-        st.old_ready
-            .store(old + OLD_PAGES * PAGE_SIZE, Ordering::Relaxed);
-        st.last_dest_rel.store(100 * PAGE_SIZE, Ordering::Relaxed);
-        let kept = finish_old_half(
-            &arena,
-            &moving,
-            &st,
-            false,
-            true,
-            old,
-            old + OLD_PAGES * PAGE_SIZE,
-            40 * PAGE_SIZE,
-            &[],
-        );
-        assert_eq!(kept, 40);
+        assert_eq!(end_kept_cycle(&arena, &moving, &st, OLD_PAGES, 100, 40), 40);
         assert_eq!(st.failed_releases.load(Ordering::Relaxed), 1);
         // Pages 0..100 (release failed) and 100..140 (kept) present; 140..160 released.
         assert_eq!(present_pages(&arena, old, HALF_PAGES), 140);
@@ -707,21 +721,10 @@ mod tests {
             )
             .unwrap();
         let st = ReleaseState::default();
-        st.enable_keep();
-        st.old_ready.store(old + HALF, Ordering::Relaxed);
-        st.last_dest_rel.store(70 * PAGE_SIZE, Ordering::Relaxed);
-        let kept = finish_old_half(
-            &arena,
-            &moving,
-            &st,
-            false,
-            true,
-            old,
-            old + HALF,
-            180 * PAGE_SIZE,
-            &[],
+        assert_eq!(
+            end_kept_cycle(&arena, &moving, &st, HALF_PAGES, 70, 180),
+            180
         );
-        assert_eq!(kept, 180);
         assert_eq!(present_pages(&arena, old, HALF_PAGES), 180);
         // The destination ends at the half's start: a 70-page gap (fewer than half the kept
         // pages, but more than the bound).
