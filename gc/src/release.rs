@@ -573,9 +573,17 @@ mod tests {
     const OLD_PAGES: usize = 160;
 
     fn move_here(test: &str) -> bool {
-        let ok = Probe::run().supports(Capability::Move);
+        here(test, Capability::Move)
+    }
+
+    /// Whether this kernel (and policy) gives `cap`; prints the skip notice if not.
+    fn here(test: &str, cap: Capability) -> bool {
+        let ok = Probe::run().supports(cap);
         if !ok {
-            eprintln!("SKIPPED: {test}: UFFDIO_MOVE unavailable here");
+            eprintln!(
+                "SKIPPED: {test}: userfaultfd {} unavailable here",
+                cap.name()
+            );
         }
         ok
     }
@@ -662,6 +670,10 @@ mod tests {
     /// it), so the fresh memory the flip claims has no hole, and refills hand it out zeroed.
     #[test]
     fn kept_pages_above_a_failed_release_join_the_destination_without_holes() {
+        let test = "kept_pages_above_a_failed_release_join_the_destination_without_holes";
+        if !here(test, Capability::Sigbus) {
+            return;
+        }
         // The first release (the pages below the kept ones, three tries) fails.
         let (arena, moving, inj) = setup(vec![Rule::new(
             Call::Madvise,
@@ -711,6 +723,12 @@ mod tests {
     /// destination.
     #[test]
     fn a_wide_gap_below_the_kept_pages_releases_them() {
+        if !here(
+            "a_wide_gap_below_the_kept_pages_releases_them",
+            Capability::Sigbus,
+        ) {
+            return;
+        }
         let (arena, moving, _inj) = setup(vec![]);
         let old = arena.base() + HALF;
         // The whole old half present.
