@@ -415,6 +415,7 @@ impl Mutator {
     /// flipped more than `flips` times or no cycle is running any more.
     fn wait_for_flip(&mut self, flips: u64) {
         let _wait = crate::waits::Span::begin(crate::waits::WaitCause::Flip);
+        let _boost = crate::background::boost_while_waiting();
         let inner = self.heap.inner.clone();
         self.native(move || {
             while inner.cycles.load(Ordering::SeqCst) <= flips && inner.gate.is_busy() {
