@@ -714,6 +714,8 @@ impl Mutator {
                 if inner.config.mark_assists && inner.marking.active.load(Ordering::Relaxed) {
                     if let Some(want) = inner.pacer.assist_target() {
                         let owed = want - inner.pacer.scanned().min(want);
+                        // Marking is behind this mutator: the GC threads at full priority.
+                        let _boost = crate::background::boost_while_waiting();
                         crate::assist::paced_assist(inner, owed);
                     }
                 }
@@ -744,6 +746,7 @@ impl Mutator {
                 // (mark assists) or to its end (compaction assists), one bounded slice at a
                 // time, polling between them; then wait for the flip: the last resort. Not counted as a collection tried: it ends at the
                 // running cycle's flip or end.
+                let _boost = crate::background::boost_while_waiting();
                 if inner.config.mark_assists {
                     while crate::assist::assist(&self.heap.inner, None) > 0 {
                         self.safepoint();
