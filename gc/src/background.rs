@@ -27,7 +27,9 @@
 //!   every thread that changes a registered thread's priority reads the waiter count again
 //!   after its last change and repeats if the count no longer matches what it applied (so the
 //!   last writer of any thread's priority has seen the count of that moment);
-//! - a slot's tid is published (SeqCst) only after its `low` / `high` values are written; a
+//! - a slot's tid is published (SeqCst) only after its `low` / `high` values and its process
+//!   id are written, and only threads of the caller's own process are ever changed (a forked
+//!   child's copy of the table names its parent's threads, which it leaves alone); a
 //!   registered thread unregisters itself before it exits, and [`Registry::unregister`]
 //!   waits until no boost or drop is under way, so a priority is never set on a tid that the
 //!   system may have handed to another thread;
@@ -168,6 +170,9 @@ pub(crate) struct Registry {
     tids: [AtomicI32; SLOTS],
     low: [AtomicI32; SLOTS],
     high: [AtomicI32; SLOTS],
+    /// The process a slot's thread belongs to: a forked child (whose copy of the table names
+    /// its parent's threads) never touches them.
+    pids: [AtomicI32; SLOTS],
     /// Threads registered now (a boost with none registered makes no system call).
     registered: AtomicU32,
     /// Threads waiting on the collector now ([`Registry::waiting`]).
@@ -189,6 +194,7 @@ impl Registry {
             tids: [const { AtomicI32::new(0) }; SLOTS],
             low: [const { AtomicI32::new(0) }; SLOTS],
             high: [const { AtomicI32::new(0) }; SLOTS],
+            pids: [const { AtomicI32::new(0) }; SLOTS],
             registered: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
             busy: AtomicU32::new(0),
@@ -209,9 +215,13 @@ impl Registry {
             {
                 self.low[i].store(low, Ordering::Relaxed);
                 self.high[i].store(high, Ordering::Relaxed);
+                // SAFETY: getpid has no preconditions.
+                self.pids[i].store(unsafe { libc::getpid() }, Ordering::Relaxed);
                 self.tids[i].store(tid, Ordering::SeqCst);
                 self.registered.fetch_add(1, Ordering::SeqCst);
-                self.settle(|boosted| self.apply(i, boosted));
+                // SAFETY: getpid has no preconditions.
+                let pid = unsafe { libc::getpid() };
+                self.settle(|boosted| self.apply(i, boosted, pid));
                 return Some(i);
             }
         }
@@ -246,10 +256,11 @@ impl Registry {
         }
     }
 
-    /// Set slot `i`'s thread to its boosted or its low nice value (nothing for a free slot).
-    fn apply(&self, i: usize, boosted: bool) {
+    /// Set slot `i`'s thread to its boosted or its low nice value (nothing for a free slot, or
+    /// a thread of another process than `pid`, the caller's).
+    fn apply(&self, i: usize, boosted: bool, pid: i32) {
         let tid = self.tids[i].load(Ordering::SeqCst);
-        if tid <= 0 {
+        if tid <= 0 || self.pids[i].load(Ordering::Relaxed) != pid {
             return;
         }
         let nice = if boosted {
@@ -266,7 +277,9 @@ impl Registry {
     fn apply_all(&self) {
         self.busy.fetch_add(1, Ordering::SeqCst);
         if self.registered.load(Ordering::SeqCst) > 0 {
-            self.settle(|boosted| (0..SLOTS).for_each(|i| self.apply(i, boosted)));
+            // SAFETY: getpid has no preconditions (and is async-signal-safe).
+            let pid = unsafe { libc::getpid() };
+            self.settle(|boosted| (0..SLOTS).for_each(|i| self.apply(i, boosted, pid)));
         }
         self.busy.fetch_sub(1, Ordering::SeqCst);
     }
@@ -530,6 +543,38 @@ mod tests {
         end_a.send(()).unwrap();
         ha.join().unwrap();
         assert_eq!(REG.stats().2, 0);
+    }
+
+    #[test]
+    fn threads_of_another_process_are_left_alone() {
+        if !can_boost() {
+            return;
+        }
+        static REG: Registry = Registry::new();
+        let base = nice_of(gettid()).unwrap().min(10);
+        let (a, end_a, ha) = registered_thread(&REG, base);
+        // What a forked child sees: the slot names a thread of its parent.
+        let slot = (0..SLOTS)
+            .find(|&i| REG.tids[i].load(Ordering::SeqCst) == a as i32)
+            .unwrap();
+        let mine = REG.pids[slot].swap(1, Ordering::SeqCst);
+        let w = REG.waiting();
+        assert_eq!(
+            nice_of(a),
+            Some(base + 3),
+            "not this process's thread: untouched"
+        );
+        drop(w);
+        REG.pids[slot].store(mine, Ordering::SeqCst);
+        let w = REG.waiting();
+        assert_eq!(
+            nice_of(a),
+            Some(base),
+            "this process's thread again: boosted"
+        );
+        drop(w);
+        end_a.send(()).unwrap();
+        ha.join().unwrap();
     }
 
     #[test]
