@@ -129,6 +129,9 @@ fn background_gc_threads_run_at_their_configured_priority() {
     let heap = Heap::new(HeapConfig::with_heap_size(8 << 20).with(|c| {
         c.mode = GcMode::Concurrent;
         c.gc_thread_nice = 3;
+        // Fixed lowering (with `gc_thread_boost` the GC thread runs boosted in the hook: the
+        // mutator waits in `collect`; tests/gc_thread_boost.rs covers that).
+        c.gc_thread_boost = false;
         c.gc_thread_slice_us = 20_000;
         let seen = seen.clone();
         c.on_cycle = Some(Arc::new(move |_| {

@@ -1,29 +1,51 @@
-//! The background GC threads' scheduling priority ([`crate::HeapConfig::gc_thread_nice`])
-//! and time slice ([`crate::HeapConfig::gc_thread_slice_us`]); both off by default.
+//! The background GC threads' scheduling priority ([`crate::HeapConfig::gc_thread_nice`],
+//! [`crate::HeapConfig::gc_thread_boost`]) and time slice
+//! ([`crate::HeapConfig::gc_thread_slice_us`]).
 //!
 //! On a machine with few CPUs the concurrent collector's threads (the cycle's GC thread, its
-//! helper markers and compaction workers, which inherit the GC thread's priority when it
-//! spawns them, and the prefill thread) compete with the mutators for the CPU at the same
-//! priority: a mutator that wakes up to serve a request then waits on a run queue behind a
+//! helper markers and compaction workers, and the prefill thread) compete with the mutators
+//! for the CPU: a mutator that wakes up to serve a request then waits on a run queue behind a
 //! marker's time slice. Lowering those threads' priority (a higher nice value) lets a waking
 //! mutator run first, while the collector still gets the CPU time the mutators leave, and a
 //! weighted share when they leave none; a mutator that outruns a starved collector pays mark
-//! or compaction assists at its own priority (see [`crate::pacer`]), so the cycle still
-//! reaches its flip.
+//! or compaction assists at its own priority (see [`crate::pacer`]).
+//!
+//! A lowered thread that a mutator *waits for* inverts the priorities: the mutator waiting for
+//! a flip, for the end of a cycle, in a pause, or for a page a compaction worker claimed then
+//! waits behind every other runnable thread. So with [`crate::HeapConfig::gc_thread_boost`]
+//! the lowered threads are registered here and *boosted*: while any mutator waits on the
+//! collector ([`boost_while_waiting`], held by the waiting thread for the wait), every
+//! registered thread runs at the nice value it started with; when the last waiter is done they
+//! drop back. Boosting lowers a nice value, which Linux allows only with `CAP_SYS_NICE` or a
+//! large enough `RLIMIT_NICE`: without either the threads are not lowered at all in boost mode
+//! (no inversion is possible, nothing is gained), and the mode info says so.
 //!
 //! Invariants:
-//! - only the calling thread's settings change (Linux keeps a nice value and a slice per
-//!   thread; a thread it spawns afterwards inherits them), the nice value only towards a
-//!   *lower* priority, which needs no privilege; nothing ever raises it back, so no thread
-//!   depends on a privilege that may be missing;
-//! - never called from a mutator thread, the fault handler thread (mutators wait on it), or a
-//!   signal handler;
+//! - a thread lowers only its own priority, and only at its start ([`enter`]); in boost mode a
+//!   registered thread's nice value is its `high` value (its starting one) while
+//!   [`Registry::waiters`] is non-zero and its `low` value otherwise, except transiently:
+//!   every thread that changes a registered thread's priority reads the waiter count again
+//!   after its last change and repeats if the count no longer matches what it applied (so the
+//!   last writer of any thread's priority has seen the count of that moment);
+//! - a slot's tid is published (SeqCst) only after its `low` / `high` values and its process
+//!   id are written, and only threads of the caller's own process are ever changed (a forked
+//!   child's copy of the table names its parent's threads, which it leaves alone); a
+//!   registered thread unregisters itself before it exits, and [`Registry::unregister`]
+//!   waits until no boost or drop is under way, so a priority is never set on a tid that the
+//!   system may have handed to another thread;
+//! - [`boost_while_waiting`] and everything it calls are async-signal-safe (a fault stall in
+//!   the SIGBUS handler waits with one): atomics on a static table and `setpriority` system
+//!   calls, no allocation, no lock, no panic, `errno` preserved;
+//! - never called to *lower* a mutator thread or the fault handler thread (mutators wait on
+//!   it; it is never registered);
 //! - the slice changes only the scheduler's preemption decisions, never the thread's share
 //!   of the CPU (its weight);
-//! - failure is harmless: the thread keeps its settings and the failure is counted
-//!   ([`gc_threads_lowered`]).
+//! - failure is harmless: a thread keeps its settings and the failure is counted
+//!   ([`gc_threads_lowered`], [`gc_thread_boosts`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use core::cell::Cell;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// Attempts that failed (`setpriority`, `sched_getattr` or `sched_setattr`).
 static FAILURES: AtomicU64 = AtomicU64::new(0);
@@ -32,33 +54,59 @@ static LOWERED: AtomicU64 = AtomicU64::new(0);
 /// Threads whose time slice was set.
 static SLICED: AtomicU64 = AtomicU64::new(0);
 
+/// The calling thread's kernel thread id.
+fn gettid() -> libc::id_t {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t }
+}
+
+/// The nice value of thread `tid`, or None if it cannot be read. Preserves `errno`.
+pub(crate) fn nice_of(tid: libc::id_t) -> Option<i32> {
+    // getpriority may legitimately return -1: clear errno first and check it after.
+    // SAFETY: errno is this thread's own (saved and restored); getpriority only reads
+    // scheduler state.
+    unsafe {
+        let e = libc::__errno_location();
+        let saved = *e;
+        *e = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        let failed = now == -1 && *e != 0;
+        *e = saved;
+        (!failed).then_some(now)
+    }
+}
+
+/// Set thread `tid`'s nice value; whether the kernel took it. Preserves `errno`;
+/// async-signal-safe (one system call).
+fn set_nice(tid: libc::id_t, nice: i32) -> bool {
+    // SAFETY: setpriority on a thread id with a value in [-20, 19]; errno is this thread's
+    // own, saved and restored.
+    unsafe {
+        let e = libc::__errno_location();
+        let saved = *e;
+        let r = libc::setpriority(libc::PRIO_PROCESS, tid, nice);
+        *e = saved;
+        r == 0
+    }
+}
+
 /// Lower the calling thread's priority by `steps` nice steps (capped at nice 19); nothing when
 /// `steps` is 0. Returns whether the priority is now lowered.
 pub(crate) fn lower_this_thread(steps: u8) -> bool {
     if steps == 0 {
         return false;
     }
-    // SAFETY: gettid takes no arguments and cannot fail.
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
-    // getpriority may legitimately return -1: clear errno first and check it after.
-    // SAFETY: errno is this thread's own; getpriority reads scheduler state of this thread.
-    let now = unsafe {
-        *libc::__errno_location() = 0;
-        libc::getpriority(libc::PRIO_PROCESS, tid)
-    };
-    // SAFETY: reading this thread's errno.
-    if now == -1 && unsafe { *libc::__errno_location() } != 0 {
+    let tid = gettid();
+    let Some(now) = nice_of(tid) else {
         FAILURES.fetch_add(1, Ordering::Relaxed);
         return false;
-    }
+    };
     let want = (now + steps as libc::c_int).min(19);
     if want <= now {
         return false;
     }
-    // SAFETY: setpriority on this thread's own id with a value in [-20, 19]; raising the nice
-    // value needs no privilege.
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, want) };
-    if r == 0 {
+    // Raising the nice value needs no privilege.
+    if set_nice(tid, want) {
         LOWERED.fetch_add(1, Ordering::Relaxed);
         true
     } else {
@@ -110,9 +158,472 @@ pub fn gc_threads_lowered() -> (u64, u64, u64) {
     )
 }
 
+/// Threads the boost table holds at most (a GC thread that finds it full is not lowered).
+const SLOTS: usize = 64;
+
+/// Lowered GC threads that a waiting mutator boosts: a fixed table of thread ids with the
+/// nice value each runs at when no mutator waits (`low`) and while one does (`high`), and
+/// the count of waiting threads. Async-signal-safe to boost and drop (atomics and system
+/// calls only). One per process ([`REGISTRY`]); tests make their own.
+pub(crate) struct Registry {
+    /// 0: free; -1: being filled; otherwise a registered thread's id.
+    tids: [AtomicI32; SLOTS],
+    low: [AtomicI32; SLOTS],
+    high: [AtomicI32; SLOTS],
+    /// The process a slot's thread belongs to: a forked child (whose copy of the table names
+    /// its parent's threads) never touches them.
+    pids: [AtomicI32; SLOTS],
+    /// Threads registered now (a boost with none registered makes no system call).
+    registered: AtomicU32,
+    /// Threads waiting on the collector now ([`Registry::waiting`]).
+    waiters: AtomicU32,
+    /// Boosts or drops under way (an unregistering thread waits for none).
+    busy: AtomicU32,
+    /// Times the waiter count left zero (boosts).
+    boosts: AtomicU64,
+    /// `setpriority` calls of boosts and drops that failed.
+    failures: AtomicU64,
+}
+
+/// The process's boost table.
+static REGISTRY: Registry = Registry::new();
+
+impl Registry {
+    pub(crate) const fn new() -> Self {
+        Registry {
+            tids: [const { AtomicI32::new(0) }; SLOTS],
+            low: [const { AtomicI32::new(0) }; SLOTS],
+            high: [const { AtomicI32::new(0) }; SLOTS],
+            pids: [const { AtomicI32::new(0) }; SLOTS],
+            registered: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+            busy: AtomicU32::new(0),
+            boosts: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Register thread `tid` (the caller itself: it must unregister before it exits), to run
+    /// at nice `low` while no thread waits and at `high` while one does; sets its priority to
+    /// the level of the moment. Returns its slot, or None if the table is full.
+    pub(crate) fn register(&self, tid: libc::id_t, low: i32, high: i32) -> Option<usize> {
+        let tid = tid as i32;
+        for i in 0..SLOTS {
+            if self.tids[i]
+                .compare_exchange(0, -1, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.low[i].store(low, Ordering::Relaxed);
+                self.high[i].store(high, Ordering::Relaxed);
+                // SAFETY: getpid has no preconditions.
+                self.pids[i].store(unsafe { libc::getpid() }, Ordering::Relaxed);
+                self.tids[i].store(tid, Ordering::SeqCst);
+                self.registered.fetch_add(1, Ordering::SeqCst);
+                // SAFETY: getpid has no preconditions.
+                let pid = unsafe { libc::getpid() };
+                self.settle(|boosted| self.apply(i, boosted, pid));
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Unregister `slot` (from the thread that registered it); returns once no boost or drop
+    /// that may have read its thread id is under way. The thread keeps its priority.
+    pub(crate) fn unregister(&self, slot: usize) {
+        self.tids[slot].store(0, Ordering::SeqCst);
+        self.registered.fetch_sub(1, Ordering::SeqCst);
+        while self.busy.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Whether registered threads should run boosted now.
+    fn boosted(&self) -> bool {
+        self.waiters.load(Ordering::SeqCst) > 0
+    }
+
+    /// Run `apply(level)` with the level the waiter count asks for, until the count read after
+    /// it still asks for the same (bounded: a count that keeps changing is settled by the
+    /// thread that changes it).
+    fn settle(&self, apply: impl Fn(bool)) {
+        for _ in 0..64 {
+            let want = self.boosted();
+            apply(want);
+            if self.boosted() == want {
+                return;
+            }
+        }
+    }
+
+    /// Set slot `i`'s thread to its boosted or its low nice value (nothing for a free slot, or
+    /// a thread of another process than `pid`, the caller's).
+    fn apply(&self, i: usize, boosted: bool, pid: i32) {
+        let tid = self.tids[i].load(Ordering::SeqCst);
+        if tid <= 0 || self.pids[i].load(Ordering::Relaxed) != pid {
+            return;
+        }
+        let nice = if boosted {
+            self.high[i].load(Ordering::Relaxed)
+        } else {
+            self.low[i].load(Ordering::Relaxed)
+        };
+        if !set_nice(tid as libc::id_t, nice) {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Boost or drop every registered thread (settled against the waiter count).
+    fn apply_all(&self) {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        if self.registered.load(Ordering::SeqCst) > 0 {
+            // SAFETY: getpid has no preconditions (and is async-signal-safe).
+            let pid = unsafe { libc::getpid() };
+            self.settle(|boosted| (0..SLOTS).for_each(|i| self.apply(i, boosted, pid)));
+        }
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The calling thread waits on the collector until the returned guard is dropped: every
+    /// registered thread runs boosted meanwhile. Async-signal-safe.
+    pub(crate) fn waiting(&self) -> Boost<'_> {
+        if self.waiters.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.boosts.fetch_add(1, Ordering::Relaxed);
+            self.apply_all();
+        }
+        Boost(self)
+    }
+
+    /// (boosts so far, threads registered now, failed `setpriority` calls).
+    pub(crate) fn stats(&self) -> (u64, u32, u64) {
+        (
+            self.boosts.load(Ordering::Relaxed),
+            self.registered.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A thread's wait on the collector ([`boost_while_waiting`]): the registered GC threads run
+/// boosted until the last such guard is dropped.
+#[must_use = "the boost lasts while the guard lives"]
+pub(crate) struct Boost<'a>(&'a Registry);
+
+impl Drop for Boost<'_> {
+    fn drop(&mut self) {
+        if self.0.waiters.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.apply_all();
+        }
+    }
+}
+
+/// The calling thread (a mutator, the fault handler thread, or the GC thread in a pause)
+/// waits on the collector until the guard is dropped: the lowered GC threads run at their
+/// starting priority meanwhile ([`crate::HeapConfig::gc_thread_boost`]). Cheap when nothing
+/// is registered; async-signal-safe.
+pub(crate) fn boost_while_waiting() -> Boost<'static> {
+    REGISTRY.waiting()
+}
+
+/// Boosts so far (the waiting threads' count left zero), GC threads registered for boosting
+/// now, and `setpriority` calls of boosts and drops that failed (process-wide, every heap).
+pub fn gc_thread_boosts() -> (u64, u32, u64) {
+    REGISTRY.stats()
+}
+
+thread_local! {
+    /// The calling GC thread's registered (low, high) nice values, for the threads it spawns.
+    static MINE: Cell<Option<(i32, i32)>> = const { Cell::new(None) };
+}
+
+/// Whether this process may lower a thread's nice value again after raising it (boosting needs
+/// it): probed once, on a short-lived thread that raises its own nice value by one and lowers
+/// it back (`CAP_SYS_NICE` or a large enough `RLIMIT_NICE`, in whatever namespace).
+pub(crate) fn can_boost() -> bool {
+    static CAN: OnceLock<bool> = OnceLock::new();
+    *CAN.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("faultline-prio-probe".into())
+            .spawn(|| {
+                let tid = gettid();
+                match nice_of(tid) {
+                    Some(n) if n < 19 => set_nice(tid, n + 1) && set_nice(tid, n),
+                    _ => false,
+                }
+            })
+            .ok()
+            .and_then(|h| h.join().ok())
+            .unwrap_or(false)
+    })
+}
+
+/// A background GC thread's registration for boosting (unregisters when dropped, on the
+/// thread itself); empty when the thread is not boosted.
+#[must_use = "the thread is unregistered when this is dropped"]
+pub(crate) struct GcThread(Option<usize>);
+
+impl Drop for GcThread {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0 {
+            REGISTRY.unregister(slot);
+            MINE.with(|m| m.set(None));
+        }
+    }
+}
+
+/// Lower the calling thread and register it for boosting with the nice values `(low, high)`.
+fn register_mine(low: i32, high: i32) -> GcThread {
+    match REGISTRY.register(gettid(), low, high) {
+        Some(slot) => {
+            LOWERED.fetch_add(1, Ordering::Relaxed);
+            MINE.with(|m| m.set(Some((low, high))));
+            GcThread(Some(slot))
+        }
+        None => GcThread(None),
+    }
+}
+
+/// What a registered GC thread hands to a thread it spawns ([`inherit`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Inherit(Option<(i32, i32)>);
+
+/// Called by a background GC thread before it spawns a helper (marker, compaction worker):
+/// the spawned thread calls [`Inherit::register`] first thing.
+pub(crate) fn inherit() -> Inherit {
+    Inherit(MINE.with(Cell::get))
+}
+
+impl Inherit {
+    /// On the spawned thread: register it for boosting as its spawner is (a spawner that is
+    /// not registered: nothing; the thread keeps the priority it inherited).
+    pub(crate) fn register(self) -> GcThread {
+        match self.0 {
+            Some((low, high)) => register_mine(low, high),
+            None => GcThread(None),
+        }
+    }
+}
+
 /// Apply `config`'s background-thread settings to the calling thread (a background GC thread
-/// at its start).
-pub(crate) fn enter(config: &crate::HeapConfig) {
-    lower_this_thread(config.gc_thread_nice);
+/// at its start). Keep the result until the thread ends.
+pub(crate) fn enter(config: &crate::HeapConfig) -> GcThread {
     set_slice_this_thread(config.gc_thread_slice_us);
+    let steps = config.gc_thread_nice;
+    if steps == 0 {
+        return GcThread(None);
+    }
+    if !config.gc_thread_boost {
+        lower_this_thread(steps);
+        return GcThread(None);
+    }
+    let Some(high) = nice_of(gettid()) else {
+        FAILURES.fetch_add(1, Ordering::Relaxed);
+        return GcThread(None);
+    };
+    let low = (high + steps as i32).min(19);
+    if low <= high || !can_boost() {
+        return GcThread(None);
+    }
+    register_mine(low, high)
+}
+
+/// One line for the mode info: the background threads' priority under `config`.
+pub(crate) fn describe(config: &crate::HeapConfig) -> String {
+    let n = config.gc_thread_nice;
+    if n == 0 {
+        "gc threads: the mutators' priority (gc_thread_nice 0)".into()
+    } else if !config.gc_thread_boost {
+        format!("gc threads: nice +{n}, fixed (gc_thread_boost off)")
+    } else if can_boost() {
+        format!("gc threads: nice +{n}, boosted back while a mutator waits (gc_thread_boost)")
+    } else {
+        format!(
+            "gc threads: the mutators' priority (gc_thread_nice {n} asks for boosting, which \
+             needs CAP_SYS_NICE or RLIMIT_NICE)"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A thread registered in `reg` with nice values (base + 3, base), parked until told to
+    /// unregister and exit. Returns its tid, the sender that ends it, and its join handle.
+    fn registered_thread(
+        reg: &'static Registry,
+        base: i32,
+    ) -> (libc::id_t, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (end_tx, end_rx) = mpsc::channel::<()>();
+        let h = std::thread::spawn(move || {
+            let tid = gettid();
+            let slot = reg.register(tid, base + 3, base).expect("a free slot");
+            tid_tx.send(tid).unwrap();
+            let _ = end_rx.recv();
+            reg.unregister(slot);
+        });
+        (tid_rx.recv().unwrap(), end_tx, h)
+    }
+
+    #[test]
+    fn a_wait_boosts_registered_threads_and_the_last_one_drops_them() {
+        if !can_boost() {
+            // Unprivileged: enter() does not lower in boost mode (checked below).
+            let c = crate::HeapConfig {
+                gc_thread_nice: 5,
+                gc_thread_boost: true,
+                ..Default::default()
+            };
+            let t = std::thread::spawn(move || {
+                let g = enter(&c);
+                (g.0.is_some(), nice_of(gettid()))
+            });
+            let (registered, nice) = t.join().unwrap();
+            assert!(!registered);
+            assert_eq!(nice, nice_of(gettid()));
+            return;
+        }
+        static REG: Registry = Registry::new();
+        let base = nice_of(gettid()).unwrap().min(10);
+        let (a, end_a, ha) = registered_thread(&REG, base);
+        let (b, end_b, hb) = registered_thread(&REG, base);
+        assert_eq!(nice_of(a), Some(base + 3), "registered with no waiter: low");
+        assert_eq!(nice_of(b), Some(base + 3));
+        let w1 = REG.waiting();
+        assert_eq!(nice_of(a), Some(base), "boosted while one waits");
+        assert_eq!(nice_of(b), Some(base));
+        let w2 = REG.waiting();
+        drop(w1);
+        assert_eq!(nice_of(a), Some(base), "still boosted: one waiter left");
+        drop(w2);
+        assert_eq!(nice_of(a), Some(base + 3), "dropped after the last waiter");
+        assert_eq!(nice_of(b), Some(base + 3));
+        // A thread that registers while a wait is under way starts boosted.
+        let w3 = REG.waiting();
+        let (c, end_c, hc) = registered_thread(&REG, base);
+        assert_eq!(nice_of(c), Some(base));
+        // An unregistered thread is left alone.
+        end_a.send(()).unwrap();
+        ha.join().unwrap();
+        drop(w3);
+        assert_eq!(nice_of(c), Some(base + 3));
+        assert_eq!(REG.stats().0, 2, "two boosts");
+        assert_eq!(REG.stats().1, 2, "b and c registered");
+        assert_eq!(REG.stats().2, 0, "no failed setpriority");
+        end_b.send(()).unwrap();
+        end_c.send(()).unwrap();
+        hb.join().unwrap();
+        hc.join().unwrap();
+        assert_eq!(REG.stats().1, 0);
+    }
+
+    #[test]
+    fn waits_from_many_threads_settle_at_the_right_level() {
+        if !can_boost() {
+            return;
+        }
+        static REG: Registry = Registry::new();
+        let base = nice_of(gettid()).unwrap().min(10);
+        let (a, end_a, ha) = registered_thread(&REG, base);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..500 {
+                        let _w = REG.waiting();
+                    }
+                });
+            }
+        });
+        assert_eq!(nice_of(a), Some(base + 3), "no waiter left: low");
+        let w = REG.waiting();
+        assert_eq!(nice_of(a), Some(base));
+        drop(w);
+        end_a.send(()).unwrap();
+        ha.join().unwrap();
+        assert_eq!(REG.stats().2, 0);
+    }
+
+    #[test]
+    fn threads_of_another_process_are_left_alone() {
+        if !can_boost() {
+            return;
+        }
+        static REG: Registry = Registry::new();
+        let base = nice_of(gettid()).unwrap().min(10);
+        let (a, end_a, ha) = registered_thread(&REG, base);
+        // What a forked child sees: the slot names a thread of its parent.
+        let slot = (0..SLOTS)
+            .find(|&i| REG.tids[i].load(Ordering::SeqCst) == a as i32)
+            .unwrap();
+        let mine = REG.pids[slot].swap(1, Ordering::SeqCst);
+        let w = REG.waiting();
+        assert_eq!(
+            nice_of(a),
+            Some(base + 3),
+            "not this process's thread: untouched"
+        );
+        drop(w);
+        REG.pids[slot].store(mine, Ordering::SeqCst);
+        let w = REG.waiting();
+        assert_eq!(
+            nice_of(a),
+            Some(base),
+            "this process's thread again: boosted"
+        );
+        drop(w);
+        end_a.send(()).unwrap();
+        ha.join().unwrap();
+    }
+
+    #[test]
+    fn spawned_helpers_inherit_the_registration() {
+        if !can_boost() {
+            return;
+        }
+        let c = crate::HeapConfig {
+            gc_thread_nice: 4,
+            gc_thread_boost: true,
+            ..Default::default()
+        };
+        let base = nice_of(gettid()).unwrap();
+        let (parent, child) = std::thread::spawn(move || {
+            let _g = enter(&c);
+            let parent = nice_of(gettid());
+            let inh = inherit();
+            let child = std::thread::spawn(move || {
+                let _g = inh.register();
+                nice_of(gettid())
+            })
+            .join()
+            .unwrap();
+            (parent, child)
+        })
+        .join()
+        .unwrap();
+        // Other tests' heaps may be waiting on the process-wide table: either level is right,
+        // both threads at the same one.
+        let low = (base + 4).min(19);
+        assert!(parent == Some(low) || parent == Some(base), "{parent:?}");
+        assert!(child == Some(low) || child == Some(base), "{child:?}");
+    }
+
+    #[test]
+    fn fixed_lowering_without_boost() {
+        let c = crate::HeapConfig {
+            gc_thread_nice: 2,
+            gc_thread_boost: false,
+            ..Default::default()
+        };
+        let base = nice_of(gettid()).unwrap();
+        let (reg, nice) = std::thread::spawn(move || {
+            let g = enter(&c);
+            (g.0.is_some(), nice_of(gettid()))
+        })
+        .join()
+        .unwrap();
+        assert!(!reg);
+        assert_eq!(nice, Some((base + 2).min(19)));
+    }
 }

@@ -495,9 +495,13 @@ impl Compaction {
                 mv
             })
         });
+        let prio = crate::background::inherit();
         std::thread::scope(|s| {
             for slot in 0..threads.max(1) {
-                s.spawn(move || worker(self, arena, pd, slot, moving));
+                s.spawn(move || {
+                    let _prio = prio.register();
+                    worker(self, arena, pd, slot, moving)
+                });
             }
         });
         self.recycle_budget.store(0, Ordering::Relaxed);
@@ -1022,6 +1026,8 @@ impl Compaction {
                                 a.rescued.fetch_add(1, Ordering::Relaxed);
                                 true
                             } else {
+                                // Waiting on the claimer now: run it at its full priority.
+                                let _boost = crate::background::boost_while_waiting();
                                 pagestate::wait_mapped::<_, Futex>(w)
                             }
                         }

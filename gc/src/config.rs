@@ -98,6 +98,16 @@ pub struct HeapConfig {
     /// [0, 19]; default [`DEFAULT_GC_THREAD_NICE`] (0), or `FAULTLINE_GC_THREAD_NICE` from the
     /// environment.
     pub gc_thread_nice: u8,
+    /// Concurrent mode, with `gc_thread_nice` above 0: the lowered GC threads are boosted back
+    /// to the priority they started with while any mutator waits on the collector (for a
+    /// flip, for the end of a cycle, in the cycle's pauses, or for a page a compaction worker
+    /// claimed), and dropped again when the last waiter is done, so a lowered thread never
+    /// keeps a waiting mutator waiting longer (no priority inversion). Boosting needs
+    /// `CAP_SYS_NICE` or a large enough `RLIMIT_NICE`; without either the GC threads are not
+    /// lowered at all ([`crate::Heap::mode_info`] says which). Default
+    /// [`DEFAULT_GC_THREAD_BOOST`], or `FAULTLINE_GC_THREAD_BOOST` (0 or 1) from the
+    /// environment.
+    pub gc_thread_boost: bool,
     /// Concurrent mode: the background GC threads' scheduler time slice in microseconds
     /// (Linux 6.12 and later, `sched_setattr`'s `sched_runtime` for a normal thread; the kernel
     /// clamps it to [100, 100 000]); 0 keeps the kernel's default. A slice longer than the
@@ -177,6 +187,8 @@ impl core::fmt::Debug for HeapConfig {
             .field("gc_threads", &self.gc_threads)
             .field("gc_cpu_budget", &self.gc_cpu_budget)
             .field("mark_assists", &self.mark_assists)
+            .field("gc_thread_nice", &self.gc_thread_nice)
+            .field("gc_thread_boost", &self.gc_thread_boost)
             .field("compaction_workers", &self.compaction_workers)
             .field("strategy", &self.strategy)
             .field("faults", &self.faults)
@@ -210,6 +222,7 @@ impl Default for HeapConfig {
             gc_cpu_budget: DEFAULT_GC_CPU_BUDGET,
             mark_assists: true,
             gc_thread_nice: default_gc_thread_nice(),
+            gc_thread_boost: default_gc_thread_boost(),
             gc_thread_slice_us: default_gc_thread_slice_us(),
             compaction_workers: None,
             mode: GcMode::StopTheWorld,
@@ -271,6 +284,22 @@ pub fn default_gc_thread_nice() -> u8 {
         .and_then(|v| v.trim().parse::<u8>().ok())
         .filter(|n| *n <= 19)
         .unwrap_or(DEFAULT_GC_THREAD_NICE)
+}
+
+/// The default [`HeapConfig::gc_thread_boost`].
+pub const DEFAULT_GC_THREAD_BOOST: bool = false;
+
+/// [`DEFAULT_GC_THREAD_BOOST`], or `FAULTLINE_GC_THREAD_BOOST` from the environment if it is 0
+/// or 1.
+pub fn default_gc_thread_boost() -> bool {
+    match std::env::var("FAULTLINE_GC_THREAD_BOOST")
+        .as_deref()
+        .map(str::trim)
+    {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => DEFAULT_GC_THREAD_BOOST,
+    }
 }
 
 /// 0, or `FAULTLINE_GC_THREAD_SLICE_US` from the environment if it is a number in

@@ -202,7 +202,7 @@ pub(crate) fn collect(
                 .name("faultline-gc".into())
                 .spawn(move || {
                     // Helpers and compaction workers it spawns inherit this.
-                    crate::background::enter(&heap.config);
+                    let _prio = crate::background::enter(&heap.config);
                     // A failure here (verification, checkmark) leaves references half-moved:
                     // the heap cannot continue, so end the process loudly rather than leave
                     // every mutator waiting for a cycle that will never finish.
@@ -621,12 +621,15 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         .as_ref()
         .and_then(|sc| marking::wp_final_round(&ctx, &mut m, sc, &mut report).map(|r| (sc, r)));
     if let Some((sc, reason)) = switch {
+        // Every mutator waits on this thread in the pause: run at full priority.
+        let boost = crate::background::boost_while_waiting();
         let t0 = Instant::now();
         let g = inner.sp.stop_the_world_as(None);
         let tts = t0.elapsed();
         let roots = root_values(&inner, &g);
         inner.marking.barrier.store(true, Ordering::SeqCst);
         inner.sp.resume(g);
+        drop(boost);
         switch_pause = Some((t0.elapsed(), tts));
         marking::satb_switch(&ctx, &mut m, sc, &roots, reason, &mut report);
         marking::satb_handshake(&ctx, &mut m, running_mutators(&inner), &mut report);
@@ -643,7 +646,8 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     cfg.debug.mark_point(MarkPoint::BeforeRemark);
     cfg.debug.phase_delay(Phase::BeforeRemark);
 
-    // 4. Remark + flip pause.
+    // 4. Remark + flip pause. Every mutator waits on this thread in it: full priority.
+    let boost = crate::background::boost_while_waiting();
     let t0 = Instant::now();
     let pause_cpu0 = cputime::thread_cpu();
     let g = inner.sp.stop_the_world_as(None);
@@ -760,6 +764,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     }
     drop(scratch);
     inner.sp.resume(g);
+    drop(boost);
     match outcome {
         Ok(Flip::Armed(stats, finish)) => {
             inner.gate.set_phase(CyclePhase::Compacting);

@@ -490,7 +490,13 @@ impl Heap {
                 .fallback_reason()
                 .map(str::to_string)
                 .or_else(|| m.barrier_fallback.clone()),
-            reasons: m.reasons.clone(),
+            reasons: {
+                let mut r = m.reasons.clone();
+                if concurrent {
+                    r.push(crate::background::describe(&inner.config));
+                }
+                r
+            },
             generational: inner.config.generational,
         }
     }

@@ -174,6 +174,7 @@ impl HeapInner {
             return;
         }
         let _wait = crate::waits::Span::begin(crate::waits::WaitCause::CycleEnd);
+        let _boost = crate::background::boost_while_waiting();
         self.sp.wait_native(me, || self.gate.wait_idle());
     }
 

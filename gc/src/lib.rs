@@ -144,10 +144,11 @@ mod waits;
 mod weak;
 mod weakref;
 
-pub use background::gc_threads_lowered;
+pub use background::{gc_thread_boosts, gc_threads_lowered};
 pub use config::{
-    default_gc_thread_nice, default_gc_thread_slice_us, default_gc_threads, ConfigError, CycleHook,
-    HeapConfig, DEFAULT_GC_CPU_BUDGET, DEFAULT_GC_THREAD_NICE,
+    default_gc_thread_boost, default_gc_thread_nice, default_gc_thread_slice_us,
+    default_gc_threads, ConfigError, CycleHook, HeapConfig, DEFAULT_GC_CPU_BUDGET,
+    DEFAULT_GC_THREAD_BOOST, DEFAULT_GC_THREAD_NICE,
 };
 pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};
 pub use error::{AttachError, CollectError};

@@ -432,9 +432,11 @@ fn drain_shared(
         let helpers: Vec<_> = (1..ctx.threads)
             .filter_map(|i| {
                 let (t, count_all) = (m.t.clone(), m.count_all);
+                let prio = crate::background::inherit();
                 std::thread::Builder::new()
                     .name(format!("faultline-mark-{i}"))
                     .spawn_scoped(s, move || {
+                        let _prio = prio.register();
                         let mut h = ConcMarker::new(t, pool);
                         h.count_all = count_all;
                         h.drain(|h| {

@@ -415,6 +415,7 @@ impl Mutator {
     /// flipped more than `flips` times or no cycle is running any more.
     fn wait_for_flip(&mut self, flips: u64) {
         let _wait = crate::waits::Span::begin(crate::waits::WaitCause::Flip);
+        let _boost = crate::background::boost_while_waiting();
         let inner = self.heap.inner.clone();
         self.native(move || {
             while inner.cycles.load(Ordering::SeqCst) <= flips && inner.gate.is_busy() {
@@ -713,6 +714,8 @@ impl Mutator {
                 if inner.config.mark_assists && inner.marking.active.load(Ordering::Relaxed) {
                     if let Some(want) = inner.pacer.assist_target() {
                         let owed = want - inner.pacer.scanned().min(want);
+                        // Marking is behind this mutator: the GC threads at full priority.
+                        let _boost = crate::background::boost_while_waiting();
                         crate::assist::paced_assist(inner, owed);
                     }
                 }
@@ -750,6 +753,7 @@ impl Mutator {
                 // (mark assists) or to its end (compaction assists), one bounded slice at a
                 // time, polling between them; then wait for the flip: the last resort. Not counted as a collection tried: it ends at the
                 // running cycle's flip or end.
+                let _boost = crate::background::boost_while_waiting();
                 if inner.config.mark_assists {
                     while crate::assist::assist(&self.heap.inner, None) > 0 {
                         self.safepoint();

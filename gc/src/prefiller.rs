@@ -65,9 +65,9 @@ fn target_ahead(inner: &HeapInner) -> usize {
 /// The thread: make chunks present while the target is not met; park otherwise (woken by a
 /// refill, or every 50 ms to see whether the heap is gone).
 fn run(weak: Weak<HeapInner>) {
-    if let Some(inner) = weak.upgrade() {
-        crate::background::enter(&inner.config);
-    }
+    let _prio = weak
+        .upgrade()
+        .map(|inner| crate::background::enter(&inner.config));
     loop {
         let Some(inner) = weak.upgrade() else {
             return;
