@@ -42,6 +42,13 @@
 //!   counts as having survived as long as the oldest band (a full cycle ages its source like
 //!   a young one: the old generation lay below every band).
 //!
+//! - **Young cycles' trigger**: the old generation lies below the window, outside the bytes in
+//!   use that the occupancy trigger and the pacer count, but it is just as resident: the goal
+//!   bounds old and young bytes together as in a heap that is not generational, and the
+//!   window gets what the old generation leaves ([`window_goal`]). (Counting the window alone
+//!   let the heap reach the old generation plus the whole goal before a young cycle: at 1 GiB
+//!   live, 3 GiB where stop-the-world holds 2.)
+//!
 //! Invariants:
 //! - [`OldGen`] changes only with the world stopped (inside a cycle's pause);
 //! - `[lo, hi)` is a parseable sequence of objects (zero words are one-word fillers), present,
@@ -241,6 +248,19 @@ pub(crate) fn full_limit(config: &HeapConfig, live: usize, large: usize) -> (usi
         ((b as f64 * (1.0 + config.old_growth)) as usize).max(config.min_trigger_bytes / 2)
     };
     (f(live), f(large))
+}
+
+/// The occupancy goal of the current window (bytes in use there at which the next cycle
+/// starts) when `used` bytes are in use in it and the old generation holds `old` bytes:
+/// the old generation is as resident as the window, so the goal bounds both together as a
+/// heap that is not generational bounds its whole space, `max(min_trigger, (old + used) x
+/// (1 + growth))`, and the window gets what the old generation leaves of it (at least
+/// `used x (1 + growth)`: never below what is in use). With no old generation this is the
+/// plain occupancy goal.
+pub(crate) fn window_goal(used: usize, old: usize, growth: f64, min_trigger: usize) -> usize {
+    let grown = |b: usize| (b as f64 * (1.0 + growth)) as usize;
+    let whole = grown(used.saturating_add(old)).max(min_trigger);
+    whole.saturating_sub(old).max(grown(used))
 }
 
 /// Size in words of the object at `a` (a zero word: a one-word filler).
@@ -542,5 +562,41 @@ impl crate::Heap {
     pub fn old_generation_range(&self) -> Option<(usize, usize)> {
         self.inner.gen.as_ref()?;
         Some(self.inner.moving.old_range())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_goal;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn without_an_old_generation_the_window_goal_is_the_occupancy_goal() {
+        assert_eq!(window_goal(10 * MIB, 0, 1.0, 4 * MIB), 20 * MIB);
+        assert_eq!(window_goal(MIB, 0, 1.0, 4 * MIB), 4 * MIB);
+        assert_eq!(window_goal(0, 0, 0.5, 4 * MIB), 4 * MIB);
+    }
+
+    #[test]
+    fn the_old_generation_counts_toward_the_goal() {
+        // 1 GiB old, 32 MiB of young survivors, min trigger 2 GiB: the whole heap may grow
+        // to 2 x 1056 MiB, of which the window gets 1088 MiB (not 2 GiB on top of the old).
+        assert_eq!(
+            window_goal(32 * MIB, 1024 * MIB, 1.0, 2048 * MIB),
+            1088 * MIB
+        );
+        // Small heaps: the min trigger bounds old + young.
+        assert_eq!(window_goal(MIB, 2 * MIB, 1.0, 8 * MIB), 6 * MIB);
+    }
+
+    #[test]
+    fn the_window_goal_never_falls_below_the_grown_window() {
+        // An old generation far above the min trigger: the window still gets its growth.
+        for (used, old) in [(0, 100 * MIB), (5 * MIB, 100 * MIB), (MIB, 3 * MIB)] {
+            let g = window_goal(used, old, 1.0, 4 * MIB);
+            assert!(g >= 2 * used, "{used} {old}: {g}");
+            assert!(g + old >= 4 * MIB, "{used} {old}: {g}");
+        }
     }
 }
