@@ -35,7 +35,10 @@
 //!   else one survival later. Before a full cycle (`full_pending`) every survivor is promoted.
 //! - A **full cycle** marks and compacts everything, as a heap that is not generational does
 //!   every cycle; it runs when the old generation has grown by `old_growth` over its size
-//!   after the last full cycle, when anything is pinned or stranded (young cycles leave pins
+//!   after the last full cycle, or over its size at its first promotion since then if that
+//!   is larger (before, a heap whose long-lived data exceeded the first limit,
+//!   `min_trigger_bytes / 2`, ran a full cycle right after promoting it, emptied the old
+//!   generation and copied it all again to promote it once more), when anything is pinned or stranded (young cycles leave pins
 //!   to full cycles), and only from the old half (its source is `[lo, top)`): if the other half
 //!   is current, a young cycle runs first (it promotes every survivor) and the next cycle is
 //!   full. Afterwards the old generation is empty and every survivor of the full cycle
@@ -77,6 +80,8 @@ pub(crate) struct GenState {
     pub remset: Arc<dyn RememberedSet>,
     /// The old generation and the cycle policy.
     old: Mutex<OldGen>,
+    /// `HeapConfig::old_growth`.
+    old_growth: f64,
 }
 
 /// What kind of cycle runs next.
@@ -252,10 +257,13 @@ full-heap mode's, 2.4-2.6x stop-the-world's (goal 1.3x); BENCHMARKS.md, issue 15
 /// a full cycle that left `live` bytes in the moving space and `large` in large objects:
 /// `max(x (1 + old_growth), min_trigger_bytes / 2)` each.
 pub(crate) fn full_limit(config: &HeapConfig, live: usize, large: usize) -> (usize, usize) {
-    let f = |b: usize| {
-        ((b as f64 * (1.0 + config.old_growth)) as usize).max(config.min_trigger_bytes / 2)
-    };
+    let f = |b: usize| grown(b, config.old_growth).max(config.min_trigger_bytes / 2);
     (f(live), f(large))
+}
+
+/// `bytes x (1 + growth)`.
+fn grown(bytes: usize, growth: f64) -> usize {
+    (bytes as f64 * (1.0 + growth)) as usize
 }
 
 /// The occupancy goal of the current window (bytes in use there at which the next cycle
@@ -459,7 +467,13 @@ impl GenState {
             }
             CycleKind::Young if c.promote => {
                 let end = objects_end.min(new_hi);
+                let first = old.lo == old.hi;
                 old.promote(to, end, new_hi, young_end);
+                if first {
+                    // The first promotion since the last full cycle (or ever): the old
+                    // generation grows by `old_growth` from here before a full cycle is due.
+                    old.limit = old.limit.max(grown(old.bytes(), self.old_growth));
+                }
                 moving.set_old_range(old.lo, old.hi);
                 self.remset.old_range_changed(arena, old.lo, old.hi)?;
                 Ok(end - to)
@@ -511,6 +525,7 @@ pub(crate) fn create(
                     aged: aged.clone(),
                     ..OldGen::default()
                 }),
+                old_growth: config.old_growth,
             };
             (Some(cards), Some(state))
         }
@@ -523,6 +538,7 @@ pub(crate) fn create(
                     aged,
                     ..OldGen::default()
                 }),
+                old_growth: config.old_growth,
             };
             (None, Some(state))
         }
