@@ -251,7 +251,7 @@ pub(crate) const OFF_REASON: &str = "generational: off (the default until young 
 at 1 GiB live on every suite workload; measured 2026-12-05: GC CPU 0.46-0.69x the full-heap \
 mode's on binary-trees and gcbench (goal 0.5) but 0.9-1.0x on churn, whose live set is \
 mostly young; peak RSS is the first two cycles' copy of the whole live set, as high as \
-full-heap mode's, 2.4-2.6x stop-the-world's (goal 1.3x); BENCHMARKS.md, issue 15)";
+full-heap mode's, 2.2-2.6x stop-the-world's (goal 1.3x); BENCHMARKS.md, issue 15)";
 
 /// The old-generation size (and large-object bytes) at which the next full cycle runs, after
 /// a full cycle that left `live` bytes in the moving space and `large` in large objects:
