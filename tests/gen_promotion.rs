@@ -140,3 +140,52 @@ fn the_default_promotion_age_is_two() {
     });
     assert!(Heap::new(bad).is_err());
 }
+
+/// Long-lived data larger than the first full-cycle limit (`min_trigger_bytes / 2`, 1 MiB
+/// here): once promoted, it sets the old generation's baseline, so the next cycles stay young
+/// (before, the cycle right after the promotion was full: it emptied the old generation and
+/// the data had to be copied and promoted all over again).
+fn large_first_promotion_keeps_young_cycles(kind: Generational, mode: GcMode) {
+    let heap = Heap::new(config(kind, mode, 2)).unwrap();
+    let node = heap.register_type(TypeInfo::ref_array("node")).unwrap();
+    let mut m = heap.attach();
+    // ~2 MiB: 800 arrays of 320 slots, held by one rooted table; 1.5 MiB or more promoted.
+    let table = m.alloc(node, 800).unwrap();
+    let table = m.root(table);
+    for i in 0..800 {
+        let a = m.alloc(node, 320).unwrap();
+        m.local(a).unwrap().set(0, fix(i as i64));
+        table.get(&m).unwrap().set(i, a);
+    }
+    // Young cycles until all of it is old (allocating it may have run cycles already).
+    for _ in 0..6 {
+        if heap.old_generation().unwrap().1 >= 3 << 19 {
+            break;
+        }
+        young_cycle(&heap, &mut m);
+    }
+    let old = heap.old_generation().unwrap().1;
+    assert!(old >= 3 << 19, "{kind:?}/{mode:?}: {old} bytes promoted");
+    assert!(is_old(&heap, &m, &table));
+    // `young_cycle` asserts that each cycle is young.
+    for _ in 0..4 {
+        young_cycle(&heap, &mut m);
+    }
+    assert!(is_old(&heap, &m, &table));
+    for i in 0..800 {
+        let a = table.get(&m).unwrap().get(i);
+        assert_eq!(unfix(m.local(a).unwrap().get(0)), i as i64);
+    }
+}
+
+#[test]
+fn a_large_first_promotion_is_followed_by_young_cycles() {
+    for mode in modes() {
+        large_first_promotion_keeps_young_cycles(Generational::Cards, mode);
+    }
+    if common::uffd_or_skip("first promotion, written pages") {
+        for mode in modes() {
+            large_first_promotion_keeps_young_cycles(Generational::WrittenPages, mode);
+        }
+    }
+}

@@ -154,6 +154,9 @@ impl Opts {
     fn child_timeout(&self, live: usize) -> Duration {
         Duration::from_secs(if self.quick {
             60
+        } else if live >= 2048 * MIB {
+            // 4 GiB (issue 15's tree-replace run): one concurrent cycle copies gigabytes.
+            3600
         } else if live >= 512 * MIB {
             900
         } else {

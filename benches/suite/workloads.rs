@@ -20,6 +20,8 @@
 //!   threads, each replacing random subtrees (depth 6, 8 or 10) of its half of the tree with
 //!   freshly built ones: every replacement stores a young subtree into an old node and makes
 //!   an old subtree garbage. The node count is checked at the end.
+//!   `FAULTLINE_SUITE_REPLACE_EVERY=N` stores only one fresh subtree in N (the rest are
+//!   garbage at once): a lower replacement rate for the same allocation.
 //!
 //! Every workload works until it has allocated `work_factor x live` bytes (the same amount of
 //! work in every mode, so total times compare), polling `safepoint()` after every unit of
@@ -754,6 +756,10 @@ fn tree_replace(
     };
     let build_cpu = thread_cpu() - cpu0;
     let per_thread_budget = budget.saturating_sub(long_nodes * NODE_BYTES) / THREADS as u64;
+    let every = replace_every();
+    if every > 1 {
+        eprintln!("tree-replace: one fresh subtree in {every} replaces one of the tree's");
+    }
     let tree = std::sync::Arc::new(tree);
     let handles: Vec<_> = (0..THREADS)
         .map(|i| {
@@ -762,7 +768,8 @@ fn tree_replace(
             std::thread::Builder::new()
                 .name(format!("tree-replace-{i}"))
                 .spawn(move || {
-                    replace_thread(&heap, t, &tree, i, long_depth, per_thread_budget, start)
+                    let work = (long_depth, per_thread_budget, every);
+                    replace_thread(&heap, t, &tree, i, work, start)
                         .map_err(|e| format!("tree-replace thread {i}: allocation failed: {e}"))
                 })
                 .expect("spawn a tree-replace thread")
@@ -792,15 +799,28 @@ fn tree_replace(
     Ok(out)
 }
 
+/// `tree-replace`'s replacement rate: one fresh subtree in this many replaces a subtree of
+/// the tree, the others are dropped at once (`FAULTLINE_SUITE_REPLACE_EVERY`, default 1:
+/// every one). Above 1, a cycle replaces that much less of the tree for the same allocation,
+/// as in an embedding that replaces a few subtrees per cycle among short-lived garbage
+/// (issue 15's 4 GiB run).
+fn replace_every() -> u32 {
+    std::env::var("FAULTLINE_SUITE_REPLACE_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &u32| n >= 1)
+        .unwrap_or(1)
+}
+
 /// One `tree-replace` mutator: replaces random subtrees under the root's child `id` (each
-/// thread its own half) until it has allocated `budget` bytes.
+/// thread its own half) until it has allocated `budget` bytes; `work` is (the tree's depth,
+/// `budget`, one fresh subtree in how many is stored: [`replace_every`]).
 fn replace_thread(
     heap: &Heap,
     t: Types,
     tree: &GlobalRoot,
     id: usize,
-    long_depth: u32,
-    budget: u64,
+    (long_depth, budget, every): (u32, u64, u32),
     start: Instant,
 ) -> Result<WorkResult, AllocError> {
     let mut m = heap.attach();
@@ -821,6 +841,11 @@ fn replace_thread(
         allocated += n * NODE_BYTES;
         // The walk: no allocation or safepoint until the store.
         let fresh = m.pop().expect("fresh subtree");
+        if step % every != 0 {
+            // Garbage at once (a lower replacement rate).
+            units.poll(&mut m);
+            continue;
+        }
         let mut v = m.local(tree.get(&m)).expect("tree root").get(id % 2);
         for _ in 1..long_depth - 1 - d {
             v = m.local(v).expect("inner node").get(rng.below(2));

@@ -162,7 +162,8 @@ pub struct HeapConfig {
     /// generation has grown; see [`Generational`].
     pub generational: Generational,
     /// Generational mode: a full cycle runs when the old generation has grown by this factor
-    /// over its size after the last full cycle (and is at least `min_trigger_bytes / 2`).
+    /// over its size after the last full cycle, or at its first promotion since then if that
+    /// is larger (and is at least `min_trigger_bytes / 2`).
     pub old_growth: f64,
     /// Generational mode: a young cycle promotes an object into the old generation once it has
     /// survived this many cycles (at least 1; 2 by default, as the Android runtime's

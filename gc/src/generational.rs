@@ -35,12 +35,22 @@
 //!   else one survival later. Before a full cycle (`full_pending`) every survivor is promoted.
 //! - A **full cycle** marks and compacts everything, as a heap that is not generational does
 //!   every cycle; it runs when the old generation has grown by `old_growth` over its size
-//!   after the last full cycle, when anything is pinned or stranded (young cycles leave pins
+//!   after the last full cycle, or over its size at its first promotion since then if that
+//!   is larger (before, a heap whose long-lived data exceeded the first limit,
+//!   `min_trigger_bytes / 2`, ran a full cycle right after promoting it, emptied the old
+//!   generation and copied it all again to promote it once more), when anything is pinned or stranded (young cycles leave pins
 //!   to full cycles), and only from the old half (its source is `[lo, top)`): if the other half
 //!   is current, a young cycle runs first (it promotes every survivor) and the next cycle is
 //!   full. Afterwards the old generation is empty and every survivor of the full cycle
 //!   counts as having survived as long as the oldest band (a full cycle ages its source like
 //!   a young one: the old generation lay below every band).
+//!
+//! - **Young cycles' trigger**: the old generation lies below the window, outside the bytes in
+//!   use that the occupancy trigger and the pacer count, but it is just as resident: the goal
+//!   bounds old and young bytes together as in a heap that is not generational, and the
+//!   window gets what the old generation leaves ([`window_goal`]). (Counting the window alone
+//!   let the heap reach the old generation plus the whole goal before a young cycle: at 1 GiB
+//!   live, 3 GiB where stop-the-world holds 2.)
 //!
 //! Invariants:
 //! - [`OldGen`] changes only with the world stopped (inside a cycle's pause);
@@ -70,6 +80,8 @@ pub(crate) struct GenState {
     pub remset: Arc<dyn RememberedSet>,
     /// The old generation and the cycle policy.
     old: Mutex<OldGen>,
+    /// `HeapConfig::old_growth`.
+    old_growth: f64,
 }
 
 /// What kind of cycle runs next.
@@ -233,14 +245,38 @@ impl OldGen {
     }
 }
 
+/// The mode info's reason when the generational mode is off, the default: why it is not the
+/// default yet (issue 15: "the default once it wins"; the figures are in BENCHMARKS.md).
+pub(crate) const OFF_REASON: &str = "generational: off (the default until young cycles win \
+at 1 GiB live on every suite workload; measured 2026-12-05: GC CPU 0.46-0.69x the full-heap \
+mode's on binary-trees and gcbench (goal 0.5) but 0.9-1.0x on churn, whose live set is \
+mostly young; peak RSS is the first two cycles' copy of the whole live set, as high as \
+full-heap mode's, 2.2-2.6x stop-the-world's (goal 1.3x); BENCHMARKS.md, issue 15)";
+
 /// The old-generation size (and large-object bytes) at which the next full cycle runs, after
 /// a full cycle that left `live` bytes in the moving space and `large` in large objects:
 /// `max(x (1 + old_growth), min_trigger_bytes / 2)` each.
 pub(crate) fn full_limit(config: &HeapConfig, live: usize, large: usize) -> (usize, usize) {
-    let f = |b: usize| {
-        ((b as f64 * (1.0 + config.old_growth)) as usize).max(config.min_trigger_bytes / 2)
-    };
+    let f = |b: usize| grown(b, config.old_growth).max(config.min_trigger_bytes / 2);
     (f(live), f(large))
+}
+
+/// `bytes x (1 + growth)`.
+fn grown(bytes: usize, growth: f64) -> usize {
+    (bytes as f64 * (1.0 + growth)) as usize
+}
+
+/// The occupancy goal of the current window (bytes in use there at which the next cycle
+/// starts) when `used` bytes are in use in it and the old generation holds `old` bytes:
+/// the old generation is as resident as the window, so the goal bounds both together as a
+/// heap that is not generational bounds its whole space, `max(min_trigger, (old + used) x
+/// (1 + growth))`, and the window gets what the old generation leaves of it (at least
+/// `used x (1 + growth)`: never below what is in use). With no old generation this is the
+/// plain occupancy goal.
+pub(crate) fn window_goal(used: usize, old: usize, growth: f64, min_trigger: usize) -> usize {
+    let grown = |b: usize| (b as f64 * (1.0 + growth)) as usize;
+    let whole = grown(used.saturating_add(old)).max(min_trigger);
+    whole.saturating_sub(old).max(grown(used))
 }
 
 /// Size in words of the object at `a` (a zero word: a one-word filler).
@@ -431,7 +467,13 @@ impl GenState {
             }
             CycleKind::Young if c.promote => {
                 let end = objects_end.min(new_hi);
+                let first = old.lo == old.hi;
                 old.promote(to, end, new_hi, young_end);
+                if first {
+                    // The first promotion since the last full cycle (or ever): the old
+                    // generation grows by `old_growth` from here before a full cycle is due.
+                    old.limit = old.limit.max(grown(old.bytes(), self.old_growth));
+                }
                 moving.set_old_range(old.lo, old.hi);
                 self.remset.old_range_changed(arena, old.lo, old.hi)?;
                 Ok(end - to)
@@ -483,6 +525,7 @@ pub(crate) fn create(
                     aged: aged.clone(),
                     ..OldGen::default()
                 }),
+                old_growth: config.old_growth,
             };
             (Some(cards), Some(state))
         }
@@ -495,6 +538,7 @@ pub(crate) fn create(
                     aged,
                     ..OldGen::default()
                 }),
+                old_growth: config.old_growth,
             };
             (None, Some(state))
         }
@@ -542,5 +586,41 @@ impl crate::Heap {
     pub fn old_generation_range(&self) -> Option<(usize, usize)> {
         self.inner.gen.as_ref()?;
         Some(self.inner.moving.old_range())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_goal;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn without_an_old_generation_the_window_goal_is_the_occupancy_goal() {
+        assert_eq!(window_goal(10 * MIB, 0, 1.0, 4 * MIB), 20 * MIB);
+        assert_eq!(window_goal(MIB, 0, 1.0, 4 * MIB), 4 * MIB);
+        assert_eq!(window_goal(0, 0, 0.5, 4 * MIB), 4 * MIB);
+    }
+
+    #[test]
+    fn the_old_generation_counts_toward_the_goal() {
+        // 1 GiB old, 32 MiB of young survivors, min trigger 2 GiB: the whole heap may grow
+        // to 2 x 1056 MiB, of which the window gets 1088 MiB (not 2 GiB on top of the old).
+        assert_eq!(
+            window_goal(32 * MIB, 1024 * MIB, 1.0, 2048 * MIB),
+            1088 * MIB
+        );
+        // Small heaps: the min trigger bounds old + young.
+        assert_eq!(window_goal(MIB, 2 * MIB, 1.0, 8 * MIB), 6 * MIB);
+    }
+
+    #[test]
+    fn the_window_goal_never_falls_below_the_grown_window() {
+        // An old generation far above the min trigger: the window still gets its growth.
+        for (used, old) in [(0, 100 * MIB), (5 * MIB, 100 * MIB), (MIB, 3 * MIB)] {
+            let g = window_goal(used, old, 1.0, 4 * MIB);
+            assert!(g >= 2 * used, "{used} {old}: {g}");
+            assert!(g + old >= 4 * MIB, "{used} {old}: {g}");
+        }
     }
 }

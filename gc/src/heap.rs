@@ -156,6 +156,8 @@ impl Heap {
                 config.generational.name(),
                 config.old_growth
             ));
+        } else {
+            mode.reasons.push(crate::generational::OFF_REASON.into());
         }
         let base = arena.base();
         let moving = MovingSpace::new(base, half);

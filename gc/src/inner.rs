@@ -195,10 +195,17 @@ impl HeapInner {
     }
 
     /// The occupancy trigger for the bytes in use after a cycle: `max(min_trigger_bytes,
-    /// used x (1 + growth))` (the concurrent pacer's goal).
+    /// used x (1 + growth))` (the concurrent pacer's goal). Generational mode: `used` is the
+    /// window's, and the old generation below it counts toward the goal as well
+    /// ([`crate::generational::window_goal`]).
     pub(crate) fn occupancy_goal(&self, used: usize) -> usize {
-        let next = (used as f64 * (1.0 + self.config.growth)) as usize;
-        next.max(self.config.min_trigger_bytes)
+        let (lo, hi) = self.moving.old_range();
+        crate::generational::window_goal(
+            used,
+            hi - lo,
+            self.config.growth,
+            self.config.min_trigger_bytes,
+        )
     }
 
     /// Bytes the mutators may allocate before the next flip, about: up to the occupancy goal
