@@ -60,8 +60,8 @@ const WORKER_BATCH: usize = 16;
 /// per this many destination pages it covered, so each call gives back longer runs (the old
 /// half keeps about this many pages per worker more than it would: 1-2 MiB).
 const RELEASE_EVERY_PAGES: usize = 256;
-/// Copy strategy: a worker releases (or recycles) a run of unread old pages during the
-/// compaction only once it holds at least this many pages (see
+/// Copy strategy: once the recycling budget is spent, a worker releases a run of unread old
+/// pages during the compaction only once it holds at least this many pages (see
 /// [`Compaction::release_unread`]). Every `MADV_DONTNEED` or `UFFDIO_MOVE` call flushes the TLB
 /// of every CPU running the process (an IPI per call); mutator faults fill destination pages
 /// out of order, so their old pages fall unread in scattered order: churn at 64 MiB made about
@@ -400,11 +400,11 @@ impl Compaction {
     /// runs of contiguous pages; or, while the recycling budget lasts (`moving` given, see
     /// [`Self::run_workers`]), recycle them instead: move each run to the current half's
     /// claimed end as fresh memory ([`recycle_run`]). The pages are collected in the worker's
-    /// `pending` set, and only runs of at least [`MIN_RELEASE_RUN`] pages are given back
-    /// here: a shorter run waits for its neighbours, and what is left of such runs when the
-    /// compaction ends is recycled or released by the end of the cycle with the rest of the
-    /// old half ([`crate::release::finish_old_half`], one call). A failed release is likewise
-    /// left to the end of the cycle. Not for signal context.
+    /// `pending` set; once the budget is spent, only runs of at least [`MIN_RELEASE_RUN`]
+    /// pages are released here: a shorter run waits for its neighbours, and what is left of
+    /// such runs when the compaction ends is released by the end of the cycle with the rest of
+    /// the old half ([`crate::release::finish_old_half`], one call). A failed release is
+    /// likewise left to the end of the cycle. Not for signal context.
     fn release_unread(
         &self,
         arena: &VolatileArena,
@@ -415,7 +415,12 @@ impl Compaction {
         while let Some(j) = self.free.pop() {
             pending.insert(j.index());
         }
-        pending.take_runs(MIN_RELEASE_RUN, |first, n| {
+        // While pages are still recycled, every run is (a move flushes the TLB once per page
+        // on this kernel however long the run, and a page recycled now is fresh memory the
+        // prefiller need not populate); only releases wait for long runs.
+        let recycling = moving.is_some() && self.recycle_budget.load(Ordering::Relaxed) > 0;
+        let min = if recycling { 1 } else { MIN_RELEASE_RUN };
+        pending.take_runs(min, |first, n| {
             self.release_run(arena, pd, moving, OldPage(first as u32), n)
         });
     }
