@@ -62,10 +62,10 @@ const WORKER_BATCH: usize = 16;
 const RELEASE_EVERY_PAGES: usize = 256;
 /// Copy strategy: once the recycling budget is spent, a worker releases a run of unread old
 /// pages during the compaction only once it holds at least this many pages (see
-/// [`Compaction::release_unread`]). Every `MADV_DONTNEED` or `UFFDIO_MOVE` call flushes the TLB
-/// of every CPU running the process (an IPI per call); mutator faults fill destination pages
-/// out of order, so their old pages fall unread in scattered order: churn at 64 MiB made about
-/// 3,000 `madvise` calls per cycle, most of them for a page or two.
+/// [`Compaction::release_unread`]). Every `MADV_DONTNEED` call flushes the TLB of every CPU
+/// running the process (an IPI per call); mutator faults fill destination pages out of order,
+/// so their old pages fall unread in scattered order: churn at 64 MiB made about 3,000
+/// `madvise` calls per cycle, most of them for a page or two.
 const MIN_RELEASE_RUN: usize = 16;
 /// Destination pages a compaction assist takes at a time.
 const ASSIST_BATCH: usize = 4;
