@@ -60,6 +60,13 @@ const WORKER_BATCH: usize = 16;
 /// per this many destination pages it covered, so each call gives back longer runs (the old
 /// half keeps about this many pages per worker more than it would: 1-2 MiB).
 const RELEASE_EVERY_PAGES: usize = 256;
+/// Copy strategy: once the recycling budget is spent, a worker releases a run of unread old
+/// pages during the compaction only once it holds at least this many pages (see
+/// [`Compaction::release_unread`]). Every `MADV_DONTNEED` call flushes the TLB of every CPU
+/// running the process (an IPI per call); mutator faults fill destination pages out of order,
+/// so their old pages fall unread in scattered order: churn at 64 MiB made about 3,000
+/// `madvise` calls per cycle, most of them for a page or two.
+const MIN_RELEASE_RUN: usize = 16;
 /// Destination pages a compaction assist takes at a time.
 const ASSIST_BATCH: usize = 4;
 /// A fault waiting on another thread's claim spins this long (announced, so that a worker
@@ -392,37 +399,55 @@ impl Compaction {
     /// Release the old pages nobody reads any more (copy strategy, see `releases_early`), in
     /// runs of contiguous pages; or, while the recycling budget lasts (`moving` given, see
     /// [`Self::run_workers`]), recycle them instead: move each run to the current half's
-    /// claimed end as fresh memory ([`recycle_run`]). A failed release is left to the end of
-    /// the cycle, which releases the whole old half anyway. Not for signal context (it sorts a
-    /// local buffer).
-    fn release_unread(&self, arena: &VolatileArena, pd: &Plan, moving: Option<&MovingSpace>) {
-        let mut pages = Vec::new();
+    /// claimed end as fresh memory ([`recycle_run`]). The pages are collected in the worker's
+    /// `pending` set; once the budget is spent, only runs of at least [`MIN_RELEASE_RUN`]
+    /// pages are released here: a shorter run waits for its neighbours, and what is left of
+    /// such runs when the compaction ends is released by the end of the cycle with the rest of
+    /// the old half ([`crate::release::finish_old_half`], one call). A failed release is
+    /// likewise left to the end of the cycle. Not for signal context.
+    fn release_unread(
+        &self,
+        arena: &VolatileArena,
+        pd: &Plan,
+        moving: Option<&MovingSpace>,
+        pending: &mut Unreleased,
+    ) {
         while let Some(j) = self.free.pop() {
-            pages.push(j.0);
+            pending.insert(j.index());
         }
-        pages.sort_unstable();
-        let mut i = 0;
-        while i < pages.len() {
-            let mut n = 1;
-            while i + n < pages.len() && pages[i + n] == pages[i] + n as u32 {
-                n += 1;
-            }
-            let old = pd.old_page_addr(OldPage(pages[i]));
-            let moved = match moving {
-                Some(mv) => self.recycle_unread(arena, mv, old, n),
-                None => 0,
-            };
-            let at = arena.offset_of(old + moved * PAGE_SIZE);
-            if moved == n || arena.release(at, (n - moved) * PAGE_SIZE).is_ok() {
-                self.counters
-                    .released_early
-                    .fetch_add(n as u64, Ordering::Relaxed);
-            } else {
-                self.counters
-                    .released_early
-                    .fetch_add(moved as u64, Ordering::Relaxed);
-            }
-            i += n;
+        // While pages are still recycled, every run is (a move flushes the TLB once per page
+        // on this kernel however long the run, and a page recycled now is fresh memory the
+        // prefiller need not populate); only releases wait for long runs.
+        let recycling = moving.is_some() && self.recycle_budget.load(Ordering::Relaxed) > 0;
+        let min = if recycling { 1 } else { MIN_RELEASE_RUN };
+        pending.take_runs(min, |first, n| {
+            self.release_run(arena, pd, moving, OldPage(first as u32), n)
+        });
+    }
+
+    /// Recycle (while the budget lasts) or release the `n` unread old pages from `first` on.
+    fn release_run(
+        &self,
+        arena: &VolatileArena,
+        pd: &Plan,
+        moving: Option<&MovingSpace>,
+        first: OldPage,
+        n: usize,
+    ) {
+        let old = pd.old_page_addr(first);
+        let moved = match moving {
+            Some(mv) => self.recycle_unread(arena, mv, old, n),
+            None => 0,
+        };
+        let at = arena.offset_of(old + moved * PAGE_SIZE);
+        if moved == n || arena.release(at, (n - moved) * PAGE_SIZE).is_ok() {
+            self.counters
+                .released_early
+                .fetch_add(n as u64, Ordering::Relaxed);
+        } else {
+            self.counters
+                .released_early
+                .fetch_add(moved as u64, Ordering::Relaxed);
         }
     }
 
@@ -1212,6 +1237,7 @@ fn worker(
     // Copy strategy with early release: destination pages this worker covered since it last
     // released the old pages nobody reads any more.
     let early = c.strategy == MapStrategy::Copy && c.releases_early(pd);
+    let mut pending = Unreleased::new(if early { c.readers.len() } else { 0 });
     let mut since_release = 0;
     loop {
         // A fork waits for the batch in hand, never for the compaction ([`crate::forkgate`]):
@@ -1261,13 +1287,13 @@ fn worker(
         // the process: longer runs, fewer flushes).
         since_release += end.0 - start;
         if early && since_release >= RELEASE_EVERY_PAGES {
-            c.release_unread(arena, pd, moving);
+            c.release_unread(arena, pd, moving, &mut pending);
             since_release = 0;
         }
     }
     if early {
         let _batch = crate::forkgate::Region::enter();
-        c.release_unread(arena, pd, moving);
+        c.release_unread(arena, pd, moving, &mut pending);
     }
     // Pages claimed by mutators may still be in flight: wait for all of them, and fill any
     // whose fill failed (a transient kernel error) ourselves, backing off between tries.
@@ -1289,6 +1315,98 @@ fn worker(
     }
     let cpu = crate::cputime::since(cpu0).as_nanos() as u64;
     c.counters.cpu_ns.fetch_add(cpu, Ordering::Relaxed);
+}
+
+/// Copy strategy, one per worker: the unread old pages the worker took off the free list and
+/// has not given back yet (one bit per old page), waiting to form runs of
+/// [`MIN_RELEASE_RUN`] pages. Pages left in it when the compaction ends are released by the
+/// end of the cycle with the rest of the old half.
+struct Unreleased {
+    bits: Vec<u64>,
+    /// Bitmap words `[lo, hi)` set since the last [`Unreleased::take_runs`].
+    lo: usize,
+    hi: usize,
+}
+
+impl Unreleased {
+    /// An empty set of old pages `[0, pages)`.
+    fn new(pages: usize) -> Self {
+        Unreleased {
+            bits: vec![0; pages.div_ceil(64)],
+            lo: usize::MAX,
+            hi: 0,
+        }
+    }
+
+    /// Add old page `j` (below the `pages` given to [`Unreleased::new`]).
+    fn insert(&mut self, j: usize) {
+        let w = j / 64;
+        self.bits[w] |= 1 << (j % 64);
+        self.lo = self.lo.min(w);
+        self.hi = self.hi.max(w + 1);
+    }
+
+    fn get(&self, i: usize) -> bool {
+        self.bits[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// The first page in the set at or after `i`, below `limit`.
+    fn next_set(&self, i: usize, limit: usize) -> Option<usize> {
+        let mut i = i;
+        while i < limit {
+            let word = self.bits[i / 64] >> (i % 64);
+            if word != 0 {
+                let f = i + word.trailing_zeros() as usize;
+                return (f < limit).then_some(f);
+            }
+            i = (i / 64 + 1) * 64;
+        }
+        None
+    }
+
+    /// The first page not in the set at or after `i` (the end of the run holding `i`).
+    fn run_end(&self, i: usize) -> usize {
+        let mut i = i;
+        while i < self.bits.len() * 64 {
+            let word = !self.bits[i / 64] >> (i % 64);
+            if word != 0 {
+                return i + word.trailing_zeros() as usize;
+            }
+            i = (i / 64 + 1) * 64;
+        }
+        i
+    }
+
+    /// The first page of the run holding page `i` (in the set).
+    fn run_start(&self, i: usize) -> usize {
+        let mut a = i;
+        while a > 0 && self.get(a - 1) {
+            a -= 1;
+        }
+        a
+    }
+
+    /// Hand every run of at least `min` pages that holds a page added since the last call to
+    /// `f(first, pages)` and remove it from the set; shorter runs stay.
+    fn take_runs(&mut self, min: usize, mut f: impl FnMut(usize, usize)) {
+        if self.lo >= self.hi {
+            return;
+        }
+        let limit = self.hi * 64;
+        let mut i = self.lo * 64;
+        while let Some(s) = self.next_set(i, limit) {
+            let (a, b) = (self.run_start(s), self.run_end(s));
+            if b - a >= min {
+                f(a, b - a);
+                for p in a..b {
+                    self.bits[p / 64] &= !(1 << (p % 64));
+                }
+            }
+            i = b;
+        }
+        self.lo = usize::MAX;
+        self.hi = 0;
+    }
 }
 
 /// A lock-free stack of page indices (Treiber stack with an ABA tag), async-signal-safe.
@@ -1341,5 +1459,83 @@ impl PageStack {
                 Err(a) => h = a,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take(u: &mut Unreleased, min: usize) -> Vec<(usize, usize)> {
+        let mut runs = Vec::new();
+        u.take_runs(min, |a, n| runs.push((a, n)));
+        runs
+    }
+
+    #[test]
+    fn only_runs_of_the_minimum_length_are_given_back() {
+        let mut u = Unreleased::new(300);
+        for j in [3, 4, 5, 10] {
+            u.insert(j);
+        }
+        assert_eq!(take(&mut u, 4), vec![], "runs of 3 and 1 pages wait");
+        // Page 6 joins the run 3..6: now 4 pages long; 10 still waits.
+        u.insert(6);
+        assert_eq!(take(&mut u, 4), vec![(3, 4)]);
+        assert!(!u.get(3) && !u.get(6) && u.get(10));
+        // A run across a bitmap word boundary, completed from either side.
+        for j in 60..64 {
+            u.insert(j);
+        }
+        assert_eq!(take(&mut u, 8), vec![]);
+        for j in 64..67 {
+            u.insert(j);
+        }
+        assert_eq!(take(&mut u, 8), vec![]);
+        u.insert(59);
+        assert_eq!(take(&mut u, 8), vec![(59, 8)]);
+        // Runs found only through a page added next to them, at the set's end too.
+        for j in 290..299 {
+            u.insert(j);
+        }
+        u.insert(299);
+        u.insert(11);
+        assert_eq!(take(&mut u, 2), vec![(10, 2), (290, 10)]);
+        assert_eq!(u.bits.iter().map(|w| w.count_ones()).sum::<u32>(), 0);
+        assert_eq!(take(&mut u, 1), vec![], "nothing added since the last call");
+    }
+
+    #[test]
+    fn every_page_is_given_back_once_or_kept() {
+        // Pages fall unread in a scattered order (xorshift permutation of 0..n): every page is
+        // either handed back once, in a run of at least the minimum, or still in the set (a
+        // short run between runs already given back, left to the end of the cycle).
+        let n = 1000;
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in (1..n).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let mut u = Unreleased::new(n);
+        let mut seen = vec![0u8; n];
+        for chunk in order.chunks(37) {
+            for &j in chunk {
+                u.insert(j);
+            }
+            u.take_runs(16, |a, len| {
+                assert!(len >= 16);
+                for s in &mut seen[a..a + len] {
+                    *s += 1;
+                }
+            });
+        }
+        for (j, &s) in seen.iter().enumerate() {
+            assert_eq!(s + u8::from(u.get(j)), 1, "page {j}: given back {s} times");
+        }
+        let left = n - seen.iter().filter(|&&s| s == 1).count();
+        assert!(left < n / 4, "{left} of {n} pages never given back");
     }
 }
