@@ -662,6 +662,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         || root_values(&inner, &g),
         &mut report,
     );
+    let tw = Instant::now();
     // Generational: the old slots written since the precleaning (world stopped).
     if let (Some(c), Some(gs)) = (gen.as_mut().filter(|c| c.young()), inner.gen.as_ref()) {
         let vals = gs
@@ -687,6 +688,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         .ephemeron_fixpoint(&liveness, true, |vals| {
             marking::trace_from(&ctx, &mut m, vals, true)
         });
+    let weak_remset = tw.elapsed();
     let live_objects = m.marked;
     let from_words = (from_top - st.from) / WORD;
     if cfg.debug.checkmark {
@@ -753,6 +755,13 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         stats.remark_dirty_pages = report.remark_dirty_pages;
         stats.handshake = report.handshake;
         stats.remark_satb_entries = report.remark_satb_entries;
+        stats.remark_buffers = report.remark_buffers;
+        stats.remark_queues = report.remark_queues;
+        stats.remark_trace = report.remark_trace;
+        stats.remark_weak_remset = weak_remset;
+        stats.remark_queue_entries = report.remark_queue_entries;
+        stats.remark_buffer_bytes = report.remark_buffer_bytes;
+        stats.remark_traced = report.remark_traced;
         stats.satb_switch = report.satb_switch.map(|reason| crate::stats::SatbSwitch {
             reason,
             dirty_pages: report.switch_dirty_pages,
@@ -976,6 +985,7 @@ fn flip(
     };
     // (The minor strategy's kept fresh memory stays only for a concurrent flip into the
     // whole half: see `crate::release`.)
+    let t_prepare = Instant::now();
     let keep_fresh = (concurrent
         && inner.concurrent_now()
         && cfg.choreography == Choreography::Arena
@@ -993,6 +1003,7 @@ fn flip(
         keep_fresh,
     )
     .inspect_err(|_| gen_abandon(inner, gen.as_ref()))?;
+    let flip_prepare = t_prepare.elapsed();
     // The leaving objects' contents, read before anything changes.
     let leaving: Vec<Vec<u8>> = pins.leaving.iter().map(|s| s.contents()).collect();
 
@@ -1167,6 +1178,8 @@ fn flip(
         }
     }
     let large_refs_time = t_large.elapsed();
+    let flip_refs = tc.elapsed();
+    let t_arm = Instant::now();
     let mut stats = CycleStats {
         trigger,
         time_to_safepoint: tts,
@@ -1192,6 +1205,8 @@ fn flip(
         dense_kept_pages: dense.pages,
         dense_dead_bytes: dense.dead_words * WORD,
         dense_cpu,
+        flip_prepare,
+        flip_refs,
         ..CycleStats::default()
     };
 
@@ -1287,6 +1302,7 @@ fn flip(
         // SAFETY: the world is stopped, the previous compaction finished (checked by
         // `collect`), and no resolver is inside.
         unsafe { inner.compaction.arm(plan) };
+        stats.flip_arm = t_arm.elapsed();
         // The pause lasts until arming is done (it runs with the world stopped): measure here.
         if let Some(p) = stats.pauses.last_mut() {
             p.duration = t0.elapsed();

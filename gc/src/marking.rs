@@ -483,6 +483,19 @@ pub(crate) struct MarkReport {
     pub satb_switch: Option<SwitchReason>,
     /// Written pages the switch's final concurrent rescan found.
     pub switch_dirty_pages: usize,
+    /// The remark's parts (see the `remark_*` fields of [`crate::CycleStats`]): mutators'
+    /// buffers, queues, trace.
+    pub remark_buffers: Duration,
+    /// See above.
+    pub remark_queues: Duration,
+    /// See above.
+    pub remark_trace: Duration,
+    /// Global SATB queue entries the remark took.
+    pub remark_queue_entries: usize,
+    /// Bytes of allocation buffers whose black objects the remark walked.
+    pub remark_buffer_bytes: usize,
+    /// Objects the remark scanned.
+    pub remark_traced: usize,
 }
 
 /// Barrier-free mode, after a short pause that took the roots (`roots`) and switched the SATB
@@ -714,6 +727,8 @@ pub(crate) fn remark(
     let ms = ctx.state;
     let wp = ctx.wp;
     let mark_top = m.t.limit;
+    let traced0 = m.traced;
+    let t0 = Instant::now();
     for mu in &g.mutators {
         // SAFETY: the world is stopped.
         let r = unsafe { mu.roots_mut() };
@@ -726,10 +741,13 @@ pub(crate) fn remark(
             mu.tlab_cursor.load(Ordering::Relaxed),
         );
         if s >= mark_top && c > s {
+            report.remark_buffer_bytes += c - s;
             m.walk_black(s, c, wp);
         }
         mu.retire_tlab();
     }
+    let t1 = Instant::now();
+    report.remark_buffers = t1 - t0;
     if let Some(sc) = scanner.filter(|_| !ctx.debug.disable_barrier) {
         if report.satb_switch.is_none() {
             // Incremental update: roots are rescanned, and so is every page written since
@@ -745,18 +763,31 @@ pub(crate) fn remark(
         // rescans: see `satb_switch`.)
         scan_new_large(ms, m);
     }
+    let mut queues = t1.elapsed();
+    let mut trace = Duration::ZERO;
     loop {
-        for v in take(&ms.satb) {
+        let tq = Instant::now();
+        let satb = take(&ms.satb);
+        report.remark_queue_entries += satb.len();
+        for v in satb {
             m.shade(v);
         }
         for (s, e) in take(&ms.retired) {
+            report.remark_buffer_bytes += e - s;
             m.walk_black(s, e, wp);
         }
+        let tt = Instant::now();
+        queues += tt - tq;
         drain_shared(ctx, m, HELP_MIN, |_| {});
+        trace += tt.elapsed();
         if ms.queues_empty() {
             break;
         }
     }
+    report.remark_queues = queues;
+    report.remark_trace = trace;
+    // (With helper markers the scans of the helpers are not in `traced`: a lower bound.)
+    report.remark_traced = m.traced - traced0;
     ms.end();
     if wp {
         let _ = ctx.arena.set_populate_protected(false);
