@@ -55,7 +55,10 @@
 //!    is precleaned, so the remark traces only what was logged since.
 //! 3. **Concurrent plan** (GC thread): the prefix sums of every chunk marked so far
 //!    (`LiveWords::plan_ahead`), and the destination page states they imply
-//!    (`Compaction::prepare`).
+//!    (`Compaction::prepare`). Then the flat remark's **last precleaning** (SATB): a second
+//!    handshake hands over and drains what the mutators allocated and logged while the
+//!    ephemerons and the plan ran (work that grows with the heap), and the chunks it changed
+//!    are planned again, so what the remark walks is bounded by the time to safepoint.
 //! 4. **Remark + flip pause** (GC thread): stop; drain every mutator's unflushed SATB entries,
 //!    walk the buffers in use (barrier-free: rescan roots and written pages); trace to the
 //!    end; **barrier off**; finish the ephemeron fix-point (a first pass ran concurrently
@@ -617,6 +620,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     //     concurrent rescan covers what was written so far, and the flat remark's handshake
     //     runs; see `marking::satb_switch`).
     let mut switch_pause = None;
+    let mut satb_now = !ctx.wp;
     let switch = scanner
         .as_ref()
         .and_then(|sc| marking::wp_final_round(&ctx, &mut m, sc, &mut report).map(|r| (sc, r)));
@@ -629,7 +633,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         inner.sp.resume(g);
         switch_pause = Some((t0.elapsed(), tts));
         marking::satb_switch(&ctx, &mut m, sc, &roots, reason, &mut report);
-        marking::satb_handshake(&ctx, &mut m, running_mutators(&inner), &mut report);
+        satb_now = true;
     }
     // 3c. Generational: precleaning of the remembered set (the cards dirtied during marking
     //     are scanned here, so the remark scans only those dirtied since).
@@ -642,6 +646,23 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     }
     cfg.debug.mark_point(MarkPoint::BeforeRemark);
     cfg.debug.phase_delay(Phase::BeforeRemark);
+    // 3d. SATB (barrier-free: after a switch): the flat remark's last precleaning, the last
+    //     thing before the pause. The ephemeron pass, the plan and the remembered-set rescan
+    //     above take time that grows with the heap, and meanwhile the mutators kept allocating
+    //     (retired buffers of black objects) and logging overwritten references: a handshake
+    //     hands that over and drains it here, and the chunks its walks changed are planned
+    //     again, so the remark walks only what arrives after it (bounded by the time to
+    //     safepoint, not by the heap).
+    let mut mark_cpu = mark_cpu;
+    if satb_now {
+        let c0 = cputime::thread_cpu();
+        marking::satb_handshake(&ctx, &mut m, running_mutators(&inner), &mut report);
+        let top = inner.moving.top.load(Ordering::Acquire);
+        tables
+            .live
+            .plan_ahead(((top - st.from) / WORD).div_ceil(64) + 1);
+        mark_cpu += cputime::since(c0);
+    }
 
     // 4. Remark + flip pause.
     let t0 = Instant::now();
@@ -762,6 +783,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         stats.remark_queue_entries = report.remark_queue_entries;
         stats.remark_buffer_bytes = report.remark_buffer_bytes;
         stats.remark_traced = report.remark_traced;
+        stats.handshake_buffer_bytes = report.handshake_buffer_bytes;
         stats.satb_switch = report.satb_switch.map(|reason| crate::stats::SatbSwitch {
             reason,
             dirty_pages: report.switch_dirty_pages,

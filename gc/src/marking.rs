@@ -25,7 +25,10 @@
 //!   pending anywhere.
 //! - **Flat remark** (SATB): before the remark pause, [`satb_handshake`] asks each mutator to
 //!   hand its SATB buffer over at its next allocation slow path (no global stop; at most
-//!   [`HANDSHAKE_WAIT`]), and precleans what arrives.
+//!   [`HANDSHAKE_WAIT`]), and precleans what arrives (flushed entries and retired allocation
+//!   buffers, until a drain ends with nothing new). It runs twice: after concurrent marking,
+//!   and again as the last step before the pause (after the ephemeron pass and the concurrent
+//!   plan, whose time grows with the heap: see [`crate::cycle`]).
 //!
 //! Why nothing reachable is lost (SATB): every object reachable at the snapshot is either
 //! reached by tracing, or the last reference to it on the traced path was overwritten after
@@ -37,7 +40,10 @@
 //! SATB: the remark traces from at most `mutators x 256` SATB entries (precleaning empties the
 //! global queue first; after the handshake, a mutator that answered holds only what it logged
 //! since) plus what only they reach, and walks at most one active allocation
-//! buffer per mutator. Barrier-free: the pages written since the last precleaning round, the
+//! buffer per mutator, plus the buffers retired and the entries flushed between the last
+//! handshake's final drain and the stop (what mutators do during the time to safepoint).
+//! [`crate::CycleStats`] reports each part (`remark_buffers`, `remark_queues`,
+//! `remark_trace`; `remark_buffer_bytes`, `remark_queue_entries`). Barrier-free: the pages written since the last precleaning round, the
 //! active allocation buffers (black objects get no barrier) and the large objects allocated
 //! since the last round, plus what only those reach; [`crate::CycleStats`] reports the rounds,
 //! the last round's written pages and the pages the remark rescanned. That is bounded only
@@ -496,6 +502,9 @@ pub(crate) struct MarkReport {
     pub remark_buffer_bytes: usize,
     /// Objects the remark scanned.
     pub remark_traced: usize,
+    /// SATB mode: bytes of retired allocation buffers the last handshake walked (black
+    /// objects precleaned right before the pause instead of in it).
+    pub handshake_buffer_bytes: usize,
 }
 
 /// Barrier-free mode, after a short pause that took the roots (`roots`) and switched the SATB
@@ -562,6 +571,7 @@ pub(crate) fn satb_handshake<'a>(
     let ms = ctx.state;
     ms.flush_acks.store(0, Ordering::SeqCst);
     ms.flush_epoch.fetch_add(1, Ordering::SeqCst);
+    report.handshake_buffer_bytes = 0;
     let t0 = Instant::now();
     loop {
         let answered = ms.flush_acks.load(Ordering::SeqCst);
@@ -570,6 +580,7 @@ pub(crate) fn satb_handshake<'a>(
             m.shade(v);
         }
         for (s, e) in take(&ms.retired) {
+            report.handshake_buffer_bytes += e - s;
             m.walk_black(s, e, false);
         }
         drain_shared(ctx, m, 0, |_| {});

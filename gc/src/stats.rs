@@ -223,6 +223,9 @@ pub struct CycleStats {
     pub remark_buffer_bytes: usize,
     /// Concurrent mode: objects the remark scanned (traced) in the pause.
     pub remark_traced: usize,
+    /// SATB mode: bytes of allocation buffers retired during marking whose black objects the
+    /// last handshake, right before the pause, walked (instead of the remark).
+    pub handshake_buffer_bytes: usize,
     /// Concurrent mode, part of the remark+flip pause after the remark: making sure the
     /// destination half is clean (`prepare_destination`).
     pub flip_prepare: Duration,
@@ -405,6 +408,7 @@ impl Default for CycleStats {
             remark_queue_entries: 0,
             remark_buffer_bytes: 0,
             remark_traced: 0,
+            handshake_buffer_bytes: 0,
             flip_prepare: Duration::ZERO,
             flip_refs: Duration::ZERO,
             flip_arm: Duration::ZERO,
@@ -523,8 +527,11 @@ impl CycleStats {
                         )
                     } else {
                         format!(
-                            " [satb handshake {}/{} mutators; remark took {} entries]",
-                            self.handshake.1, self.handshake.0, self.remark_satb_entries
+                            " [satb handshake {}/{} mutators, walked {}K of buffers; remark took {} entries]",
+                            self.handshake.1,
+                            self.handshake.0,
+                            self.handshake_buffer_bytes / 1024,
+                            self.remark_satb_entries
                         )
                     }
                 } else {
