@@ -13,17 +13,52 @@
 
 mod common;
 use common::*;
-use faultline::{Barrier, GcMode, Heap, HeapConfig, MarkPoint, Strategy};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use faultline::{Barrier, GcMode, Heap, HeapConfig, MarkHook, MarkPoint, Mutator, Strategy, Value};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Parks the marker at `MarkPoint::BeforeRemark` until released; the mutator polls for it
-/// (a barrier-free cycle's switch to SATB stops the world before that point).
+/// Parks the marker at one armed [`MarkPoint`] until released (or until another point is
+/// armed); the mutator polls for it while reaching its safepoints (a barrier-free cycle's
+/// switch to SATB stops the world between marking and `MarkPoint::BeforeRemark`).
 #[derive(Default)]
 struct Park {
-    parked: AtomicBool,
-    released: AtomicBool,
+    /// (armed point, parked there, released)
+    state: Mutex<(Option<MarkPoint>, bool, bool)>,
+}
+
+impl Park {
+    fn hook(self: &Arc<Self>) -> MarkHook {
+        let me = self.clone();
+        Arc::new(move |p| {
+            let mut s = me.state.lock().unwrap();
+            if s.0 != Some(p) {
+                return;
+            }
+            s.1 = true;
+            while s.0 == Some(p) && !s.2 {
+                drop(s);
+                std::thread::sleep(Duration::from_micros(100));
+                s = me.state.lock().unwrap();
+            }
+            if s.0 == Some(p) {
+                s.0 = None;
+            }
+        })
+    }
+    /// Arm `p` (a marker parked at the previous point goes on).
+    fn arm(&self, p: MarkPoint) {
+        *self.state.lock().unwrap() = (Some(p), false, false);
+    }
+    /// Poll safepoints until the marker is parked at the armed point.
+    fn wait(&self, m: &mut Mutator) {
+        while !self.state.lock().unwrap().1 {
+            m.safepoint();
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    fn release(&self) {
+        self.state.lock().unwrap().2 = true;
+    }
 }
 
 const TLAB: usize = 32 << 10;
@@ -32,7 +67,6 @@ const DURING: usize = 4 << 20;
 
 fn run(barrier: Barrier) {
     let park = Arc::new(Park::default());
-    let hook_park = park.clone();
     let heap = Heap::new(HeapConfig::with_heap_size(64 << 20).with(|c| {
         c.mode = GcMode::Concurrent;
         c.strategy = Strategy::Copy;
@@ -41,14 +75,7 @@ fn run(barrier: Barrier) {
         c.debug.checkmark = true;
         c.debug.verify = true;
         c.debug.force_satb_switch = barrier == Barrier::WpAsync;
-        c.debug.mark_hook = Some(Arc::new(move |p| {
-            if p == MarkPoint::BeforeRemark {
-                hook_park.parked.store(true, Ordering::SeqCst);
-                while !hook_park.released.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_micros(100));
-                }
-            }
-        }));
+        c.debug.mark_hook = Some(park.hook());
         // No cycle but the explicit one.
         c.min_trigger_bytes = 60 << 20;
     }))
@@ -60,17 +87,15 @@ fn run(barrier: Barrier) {
         list(&mut m, &t, 2_000);
     }
     let flips = heap.flips();
+    park.arm(MarkPoint::BeforeRemark);
     m.start_collection().unwrap();
-    while !park.parked.load(Ordering::SeqCst) {
-        m.safepoint();
-        std::thread::sleep(Duration::from_micros(100));
-    }
+    park.wait(&mut m);
     // The collector's concurrent work "takes long": the mutator allocates meanwhile (black
     // objects: retired buffers queue up for the marker).
     for _ in 0..DURING / 16 {
         m.alloc(t.pair, 0).unwrap();
     }
-    park.released.store(true, Ordering::SeqCst);
+    park.release();
     m.wait_for_cycle().unwrap();
     heap.wait_for_compaction();
     assert_eq!(heap.flips(), flips + 1);
@@ -121,4 +146,70 @@ fn switched_wp_remark_walks_only_what_follows_the_last_handshake() {
         return;
     }
     run(Barrier::WpAsync);
+}
+
+fn pair(m: &mut Mutator, t: &Types, car: Value, cdr: Value) -> Value {
+    m.push(car);
+    m.push(cdr);
+    cons(m, t);
+    m.pop().unwrap()
+}
+
+/// Barrier-free marking that switched to SATB: an object allocated (black) before the switch
+/// in an allocation buffer still in use at the switch holds the only reference to an object
+/// written into it before the switch. Barrier-free marking must trace black objects (their
+/// writes are tracked by page, and the rescan of written pages skips objects not marked yet,
+/// which a buffer in use is not). The buffer is retired after the switch and walked by the
+/// last handshake: it must trace them, or the object is lost (checkmark reports it).
+#[test]
+fn switched_handshake_traces_black_objects_allocated_before_the_switch() {
+    if !uffd_or_skip("switched_handshake_traces_black_objects_allocated_before_the_switch") {
+        return;
+    }
+    let park = Arc::new(Park::default());
+    let heap = Heap::new(HeapConfig::with_heap_size(16 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.strategy = Strategy::Copy;
+        c.barrier = Barrier::WpAsync;
+        c.tlab_bytes = TLAB;
+        c.gc_threads = 1;
+        c.debug.checkmark = true;
+        c.debug.verify = true;
+        c.debug.force_satb_switch = true;
+        c.debug.mark_hook = Some(park.hook());
+        c.min_trigger_bytes = 12 << 20;
+    }))
+    .unwrap();
+    let t = register(&heap);
+    let mut m = heap.attach();
+    let w = pair(&mut m, &t, fix(7), Value::NULL);
+    let b = pair(&mut m, &t, w, Value::NULL);
+    m.push(b); // stack[0] = B -> W
+    park.arm(MarkPoint::Started);
+    m.start_collection().unwrap();
+    park.wait(&mut m);
+    // Roots shaded, nothing traced: B is gray. X is allocated black in a fresh buffer; W moves
+    // from B into X.
+    let x = pair(&mut m, &t, Value::NULL, Value::NULL);
+    m.push(x); // stack[1] = X
+    let (b, x) = (m.stack_get(0), m.stack_get(1));
+    let w = m.local(b).unwrap().get(0);
+    m.local(x).unwrap().set(0, w);
+    m.local(b).unwrap().set(0, Value::NULL);
+    // (Arming the next point lets the marker go on, to the switch and then there.)
+    park.arm(MarkPoint::BeforeRemark);
+    park.wait(&mut m);
+    // After the switch: retire X's buffer (it goes to the marker's queue of retired buffers).
+    for _ in 0..2 * TLAB / 16 {
+        m.alloc(t.pair, 0).unwrap();
+    }
+    park.release();
+    m.wait_for_cycle().unwrap();
+    heap.wait_for_compaction();
+    let c = heap.history().last().unwrap().clone();
+    assert!(c.satb_switch.is_some(), "{c:?}");
+    let x = m.local(m.stack_get(1)).unwrap();
+    let w = m.local(x.get(0)).expect("W survived");
+    assert_eq!(unfix(w.get(0)), 7);
+    m.verify().unwrap();
 }

@@ -581,7 +581,11 @@ pub(crate) fn satb_handshake<'a>(
         }
         for (s, e) in take(&ms.retired) {
             report.handshake_buffer_bytes += e - s;
-            m.walk_black(s, e, false);
+            // Barrier-free marking that switched to SATB: a buffer retired after the switch
+            // may hold black objects allocated before it, whose writes only the page tracking
+            // saw (and the rescan of written pages skips objects not marked yet): traced, as
+            // barrier-free marking traces every black object (see `satb_switch`).
+            m.walk_black(s, e, ctx.wp);
         }
         drain_shared(ctx, m, 0, |_| {});
         if waited && ms.queues_empty() {
