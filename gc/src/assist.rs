@@ -56,8 +56,11 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> usize {
         GrayLocal::private(&ms.pool),
     );
     while m.step() {
+        // (A stop requested meanwhile ends the slice: the pause waits for this mutator's poll,
+        // so an assist must not stretch its time to safepoint.)
         if owed.is_some_and(|o| m.scanned_bytes >= o)
-            || (m.traced % ASSIST_CHECK == 0 && t0.elapsed() >= ASSIST_SLICE)
+            || (m.traced % ASSIST_CHECK == 0
+                && (t0.elapsed() >= ASSIST_SLICE || inner.sp.requested.load(Ordering::Relaxed)))
         {
             break;
         }

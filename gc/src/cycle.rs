@@ -55,7 +55,10 @@
 //!    is precleaned, so the remark traces only what was logged since.
 //! 3. **Concurrent plan** (GC thread): the prefix sums of every chunk marked so far
 //!    (`LiveWords::plan_ahead`), and the destination page states they imply
-//!    (`Compaction::prepare`).
+//!    (`Compaction::prepare`). Then the flat remark's **last precleaning** (SATB): a second
+//!    handshake hands over and drains what the mutators allocated and logged while the
+//!    ephemerons and the plan ran (work that grows with the heap), and the chunks it changed
+//!    are planned again, so what the remark walks is bounded by the time to safepoint.
 //! 4. **Remark + flip pause** (GC thread): stop; drain every mutator's unflushed SATB entries,
 //!    walk the buffers in use (barrier-free: rescan roots and written pages); trace to the
 //!    end; **barrier off**; finish the ephemeron fix-point (a first pass ran concurrently
@@ -617,6 +620,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     //     concurrent rescan covers what was written so far, and the flat remark's handshake
     //     runs; see `marking::satb_switch`).
     let mut switch_pause = None;
+    let mut satb_now = !ctx.wp;
     let switch = scanner
         .as_ref()
         .and_then(|sc| marking::wp_final_round(&ctx, &mut m, sc, &mut report).map(|r| (sc, r)));
@@ -632,7 +636,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         drop(boost);
         switch_pause = Some((t0.elapsed(), tts));
         marking::satb_switch(&ctx, &mut m, sc, &roots, reason, &mut report);
-        marking::satb_handshake(&ctx, &mut m, running_mutators(&inner), &mut report);
+        satb_now = true;
     }
     // 3c. Generational: precleaning of the remembered set (the cards dirtied during marking
     //     are scanned here, so the remark scans only those dirtied since).
@@ -645,6 +649,23 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     }
     cfg.debug.mark_point(MarkPoint::BeforeRemark);
     cfg.debug.phase_delay(Phase::BeforeRemark);
+    // 3d. SATB (barrier-free: after a switch): the flat remark's last precleaning, the last
+    //     thing before the pause. The ephemeron pass, the plan and the remembered-set rescan
+    //     above take time that grows with the heap, and meanwhile the mutators kept allocating
+    //     (retired buffers of black objects) and logging overwritten references: a handshake
+    //     hands that over and drains it here, and the chunks its walks changed are planned
+    //     again, so the remark walks only what arrives after it (bounded by the time to
+    //     safepoint, not by the heap).
+    let mut mark_cpu = mark_cpu;
+    if satb_now {
+        let c0 = cputime::thread_cpu();
+        marking::satb_handshake(&ctx, &mut m, running_mutators(&inner), &mut report);
+        let top = inner.moving.top.load(Ordering::Acquire);
+        tables
+            .live
+            .plan_ahead(((top - st.from) / WORD).div_ceil(64) + 1);
+        mark_cpu += cputime::since(c0);
+    }
 
     // 4. Remark + flip pause. Every mutator waits on this thread in it: full priority.
     let boost = crate::background::boost_while_waiting();
@@ -666,6 +687,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         || root_values(&inner, &g),
         &mut report,
     );
+    let tw = Instant::now();
     // Generational: the old slots written since the precleaning (world stopped).
     if let (Some(c), Some(gs)) = (gen.as_mut().filter(|c| c.young()), inner.gen.as_ref()) {
         let vals = gs
@@ -691,6 +713,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         .ephemeron_fixpoint(&liveness, true, |vals| {
             marking::trace_from(&ctx, &mut m, vals, true)
         });
+    let weak_remset = tw.elapsed();
     let live_objects = m.marked;
     let from_words = (from_top - st.from) / WORD;
     if cfg.debug.checkmark {
@@ -757,6 +780,14 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         stats.remark_dirty_pages = report.remark_dirty_pages;
         stats.handshake = report.handshake;
         stats.remark_satb_entries = report.remark_satb_entries;
+        stats.remark_buffers = report.remark_buffers;
+        stats.remark_queues = report.remark_queues;
+        stats.remark_trace = report.remark_trace;
+        stats.remark_weak_remset = weak_remset;
+        stats.remark_queue_entries = report.remark_queue_entries;
+        stats.remark_buffer_bytes = report.remark_buffer_bytes;
+        stats.remark_traced = report.remark_traced;
+        stats.handshake_buffer_bytes = report.handshake_buffer_bytes;
         stats.satb_switch = report.satb_switch.map(|reason| crate::stats::SatbSwitch {
             reason,
             dirty_pages: report.switch_dirty_pages,
@@ -981,6 +1012,7 @@ fn flip(
     };
     // (The minor strategy's kept fresh memory stays only for a concurrent flip into the
     // whole half: see `crate::release`.)
+    let t_prepare = Instant::now();
     let keep_fresh = (concurrent
         && inner.concurrent_now()
         && cfg.choreography == Choreography::Arena
@@ -998,6 +1030,7 @@ fn flip(
         keep_fresh,
     )
     .inspect_err(|_| gen_abandon(inner, gen.as_ref()))?;
+    let flip_prepare = t_prepare.elapsed();
     // The leaving objects' contents, read before anything changes.
     let leaving: Vec<Vec<u8>> = pins.leaving.iter().map(|s| s.contents()).collect();
 
@@ -1172,6 +1205,8 @@ fn flip(
         }
     }
     let large_refs_time = t_large.elapsed();
+    let flip_refs = tc.elapsed();
+    let t_arm = Instant::now();
     let mut stats = CycleStats {
         trigger,
         time_to_safepoint: tts,
@@ -1197,6 +1232,8 @@ fn flip(
         dense_kept_pages: dense.pages,
         dense_dead_bytes: dense.dead_words * WORD,
         dense_cpu,
+        flip_prepare,
+        flip_refs,
         ..CycleStats::default()
     };
 
@@ -1292,6 +1329,7 @@ fn flip(
         // SAFETY: the world is stopped, the previous compaction finished (checked by
         // `collect`), and no resolver is inside.
         unsafe { inner.compaction.arm(plan) };
+        stats.flip_arm = t_arm.elapsed();
         // The pause lasts until arming is done (it runs with the world stopped): measure here.
         if let Some(p) = stats.pauses.last_mut() {
             p.duration = t0.elapsed();

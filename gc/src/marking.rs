@@ -25,7 +25,10 @@
 //!   pending anywhere.
 //! - **Flat remark** (SATB): before the remark pause, [`satb_handshake`] asks each mutator to
 //!   hand its SATB buffer over at its next allocation slow path (no global stop; at most
-//!   [`HANDSHAKE_WAIT`]), and precleans what arrives.
+//!   [`HANDSHAKE_WAIT`]), and precleans what arrives (flushed entries and retired allocation
+//!   buffers, until a drain ends with nothing new). It runs twice: after concurrent marking,
+//!   and again as the last step before the pause (after the ephemeron pass and the concurrent
+//!   plan, whose time grows with the heap: see [`crate::cycle`]).
 //!
 //! Why nothing reachable is lost (SATB): every object reachable at the snapshot is either
 //! reached by tracing, or the last reference to it on the traced path was overwritten after
@@ -37,7 +40,10 @@
 //! SATB: the remark traces from at most `mutators x 256` SATB entries (precleaning empties the
 //! global queue first; after the handshake, a mutator that answered holds only what it logged
 //! since) plus what only they reach, and walks at most one active allocation
-//! buffer per mutator. Barrier-free: the pages written since the last precleaning round, the
+//! buffer per mutator, plus the buffers retired and the entries flushed between the last
+//! handshake's final drain and the stop (what mutators do during the time to safepoint).
+//! [`crate::CycleStats`] reports each part (`remark_buffers`, `remark_queues`,
+//! `remark_trace`; `remark_buffer_bytes`, `remark_queue_entries`). Barrier-free: the pages written since the last precleaning round, the
 //! active allocation buffers (black objects get no barrier) and the large objects allocated
 //! since the last round, plus what only those reach; [`crate::CycleStats`] reports the rounds,
 //! the last round's written pages and the pages the remark rescanned. That is bounded only
@@ -485,6 +491,22 @@ pub(crate) struct MarkReport {
     pub satb_switch: Option<SwitchReason>,
     /// Written pages the switch's final concurrent rescan found.
     pub switch_dirty_pages: usize,
+    /// The remark's parts (see the `remark_*` fields of [`crate::CycleStats`]): mutators'
+    /// buffers, queues, trace.
+    pub remark_buffers: Duration,
+    /// See above.
+    pub remark_queues: Duration,
+    /// See above.
+    pub remark_trace: Duration,
+    /// Global SATB queue entries the remark took.
+    pub remark_queue_entries: usize,
+    /// Bytes of allocation buffers whose black objects the remark walked.
+    pub remark_buffer_bytes: usize,
+    /// Objects the remark scanned.
+    pub remark_traced: usize,
+    /// SATB mode: bytes of retired allocation buffers the last handshake walked (black
+    /// objects precleaned right before the pause instead of in it).
+    pub handshake_buffer_bytes: usize,
 }
 
 /// Barrier-free mode, after a short pause that took the roots (`roots`) and switched the SATB
@@ -551,6 +573,7 @@ pub(crate) fn satb_handshake<'a>(
     let ms = ctx.state;
     ms.flush_acks.store(0, Ordering::SeqCst);
     ms.flush_epoch.fetch_add(1, Ordering::SeqCst);
+    report.handshake_buffer_bytes = 0;
     let t0 = Instant::now();
     loop {
         let answered = ms.flush_acks.load(Ordering::SeqCst);
@@ -559,7 +582,12 @@ pub(crate) fn satb_handshake<'a>(
             m.shade(v);
         }
         for (s, e) in take(&ms.retired) {
-            m.walk_black(s, e, false);
+            report.handshake_buffer_bytes += e - s;
+            // Barrier-free marking that switched to SATB: a buffer retired after the switch
+            // may hold black objects allocated before it, whose writes only the page tracking
+            // saw (and the rescan of written pages skips objects not marked yet): traced, as
+            // barrier-free marking traces every black object (see `satb_switch`).
+            m.walk_black(s, e, ctx.wp);
         }
         drain_shared(ctx, m, 0, |_| {});
         if waited && ms.queues_empty() {
@@ -716,6 +744,8 @@ pub(crate) fn remark(
     let ms = ctx.state;
     let wp = ctx.wp;
     let mark_top = m.t.limit;
+    let traced0 = m.traced;
+    let t0 = Instant::now();
     for mu in &g.mutators {
         // SAFETY: the world is stopped.
         let r = unsafe { mu.roots_mut() };
@@ -728,10 +758,13 @@ pub(crate) fn remark(
             mu.tlab_cursor.load(Ordering::Relaxed),
         );
         if s >= mark_top && c > s {
+            report.remark_buffer_bytes += c - s;
             m.walk_black(s, c, wp);
         }
         mu.retire_tlab();
     }
+    let t1 = Instant::now();
+    report.remark_buffers = t1 - t0;
     if let Some(sc) = scanner.filter(|_| !ctx.debug.disable_barrier) {
         if report.satb_switch.is_none() {
             // Incremental update: roots are rescanned, and so is every page written since
@@ -747,18 +780,31 @@ pub(crate) fn remark(
         // rescans: see `satb_switch`.)
         scan_new_large(ms, m);
     }
+    let mut queues = t1.elapsed();
+    let mut trace = Duration::ZERO;
     loop {
-        for v in take(&ms.satb) {
+        let tq = Instant::now();
+        let satb = take(&ms.satb);
+        report.remark_queue_entries += satb.len();
+        for v in satb {
             m.shade(v);
         }
         for (s, e) in take(&ms.retired) {
+            report.remark_buffer_bytes += e - s;
             m.walk_black(s, e, wp);
         }
+        let tt = Instant::now();
+        queues += tt - tq;
         drain_shared(ctx, m, HELP_MIN, |_| {});
+        trace += tt.elapsed();
         if ms.queues_empty() {
             break;
         }
     }
+    report.remark_queues = queues;
+    report.remark_trace = trace;
+    // (With helper markers the scans of the helpers are not in `traced`: a lower bound.)
+    report.remark_traced = m.traced - traced0;
     ms.end();
     if wp {
         let _ = ctx.arena.set_populate_protected(false);

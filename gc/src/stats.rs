@@ -202,6 +202,39 @@ pub struct CycleStats {
     /// remark instead of a rescan of the pages written since the last precleaning round.
     /// `None`: no fallback.
     pub satb_switch: Option<SatbSwitch>,
+    /// Concurrent mode, part of [`Self::remark`]: draining the mutators' unflushed SATB
+    /// buffers and walking their allocation buffers in use (black objects).
+    pub remark_buffers: Duration,
+    /// Concurrent mode, part of [`Self::remark`]: the global SATB queue and the allocation
+    /// buffers retired since the last precleaning (barrier-free: the roots and the written
+    /// pages rescanned), before tracing.
+    pub remark_queues: Duration,
+    /// Concurrent mode, part of [`Self::remark`]: tracing from what the buffers and queues
+    /// shaded, to completion.
+    pub remark_trace: Duration,
+    /// Concurrent mode, part of [`Self::remark`]: the ephemeron fix-point and (generational)
+    /// the remembered set's old slots written since the precleaning.
+    pub remark_weak_remset: Duration,
+    /// Concurrent mode: entries the remark took from the global SATB queue (flushed since the
+    /// last precleaning; [`Self::remark_satb_entries`] counts the mutators' unflushed ones).
+    pub remark_queue_entries: usize,
+    /// Concurrent mode: bytes of allocation buffers (retired since the last precleaning, and
+    /// in use) whose black objects the remark walked.
+    pub remark_buffer_bytes: usize,
+    /// Concurrent mode: objects the remark scanned (traced) in the pause.
+    pub remark_traced: usize,
+    /// SATB mode: bytes of allocation buffers retired during marking whose black objects the
+    /// last handshake, right before the pause, walked (instead of the remark).
+    pub handshake_buffer_bytes: usize,
+    /// Concurrent mode, part of the remark+flip pause after the remark: making sure the
+    /// destination half is clean (`prepare_destination`).
+    pub flip_prepare: Duration,
+    /// Concurrent mode, part of the remark+flip pause after the remark: the roots forwarded,
+    /// the weak table swept, the identity hashes re-keyed, the large objects' fields forwarded.
+    pub flip_refs: Duration,
+    /// Concurrent mode, part of the remark+flip pause after the remark: switching halves and
+    /// arming the compaction.
+    pub flip_arm: Duration,
     /// Concurrent mode: destination pages filled by mutator faults (the rest by workers).
     pub pages_by_fault: u64,
     /// Move strategy: dense pages updated in place and moved with no copy.
@@ -368,6 +401,17 @@ impl Default for CycleStats {
             handshake: (0, 0),
             satb_switch: None,
             remark_satb_entries: 0,
+            remark_buffers: Duration::ZERO,
+            remark_queues: Duration::ZERO,
+            remark_trace: Duration::ZERO,
+            remark_weak_remset: Duration::ZERO,
+            remark_queue_entries: 0,
+            remark_buffer_bytes: 0,
+            remark_traced: 0,
+            handshake_buffer_bytes: 0,
+            flip_prepare: Duration::ZERO,
+            flip_refs: Duration::ZERO,
+            flip_arm: Duration::ZERO,
             compact: Duration::ZERO,
             compact_fill: Duration::ZERO,
             compact_map: Duration::ZERO,
@@ -453,6 +497,19 @@ impl CycleStats {
                         self.plan_chunks_redone,
                         self.large_refs.as_secs_f64() * 1e3,
                         self.large_ref_slots
+                    ) + &format!(
+                        " {{remark: buffers {:.3}ms, queues {:.3}ms ({} entries, {}K of buffers), trace {:.3}ms ({} objs), weak+remset {:.3}ms; flip: plan {:.3}ms, prepare {:.3}ms, refs {:.3}ms, arm {:.3}ms}}",
+                        self.remark_buffers.as_secs_f64() * 1e3,
+                        self.remark_queues.as_secs_f64() * 1e3,
+                        self.remark_queue_entries,
+                        self.remark_buffer_bytes / 1024,
+                        self.remark_trace.as_secs_f64() * 1e3,
+                        self.remark_traced,
+                        self.remark_weak_remset.as_secs_f64() * 1e3,
+                        self.plan.as_secs_f64() * 1e3,
+                        self.flip_prepare.as_secs_f64() * 1e3,
+                        self.flip_refs.as_secs_f64() * 1e3,
+                        self.flip_arm.as_secs_f64() * 1e3,
                     ) + &if let Some(sw) = self.satb_switch {
                         format!(
                             " [wp_async -> satb ({}): {} preclean rounds; switch rescanned {} concurrently; satb handshake {}/{} mutators; remark took {} entries]",
@@ -470,8 +527,11 @@ impl CycleStats {
                         )
                     } else {
                         format!(
-                            " [satb handshake {}/{} mutators; remark took {} entries]",
-                            self.handshake.1, self.handshake.0, self.remark_satb_entries
+                            " [satb handshake {}/{} mutators, walked {}K of buffers; remark took {} entries]",
+                            self.handshake.1,
+                            self.handshake.0,
+                            self.handshake_buffer_bytes / 1024,
+                            self.remark_satb_entries
                         )
                     }
                 } else {
