@@ -7,13 +7,15 @@
 //! slow path ([`crate::mutator`]) calls [`assist`].
 //!
 //! Invariants:
-//! - one assist scans for at most [`ASSIST_SLICE`] (checked every [`ASSIST_CHECK`] objects)
-//!   and never polls a safepoint, so no pause can begin while a mutator holds gray objects;
-//!   what it has not scanned goes back to the pool when it ends (`GrayLocal`'s drop);
+//! - one assist scans for at most [`ASSIST_SLICE`] of its thread's CPU time (checked every
+//!   [`ASSIST_CHECK`] objects or [`ASSIST_CHECK_BYTES`] scanned; one step scans at most
+//!   [`crate::marking::SCAN_CHUNK_WORDS`] words, large objects a chunk at a time) and never
+//!   polls a safepoint, so no pause can begin while a mutator holds gray objects; what it has
+//!   not scanned goes back to the pool when it ends (`GrayLocal`'s drop);
 //! - a mutator's paced assists ([`paced_assist`], the allocation slow path's) take at most
-//!   [`ASSIST_SHARE`] of each [`ASSIST_WINDOW`] of its wall time, measured per thread, unless
-//!   the cycle has allocated [`ASSIST_URGENT`] of its headroom; an assist that would exceed
-//!   the budget is deferred (counted), never shortened below its slice;
+//!   [`ASSIST_SHARE`] of each [`ASSIST_WINDOW`] of wall time in CPU time, measured per
+//!   thread, unless the cycle has allocated [`ASSIST_URGENT`] of its headroom; an assist that
+//!   would exceed the budget is deferred (counted), never shortened below its slice;
 //! - it takes work only while marking is active: the pool holds objects only between the
 //!   concurrent marker's first shade (after the bitmaps are cleared) and the remark, which
 //!   drains it with the world stopped.
@@ -25,23 +27,40 @@ use std::time::{Duration, Instant};
 use crate::graypool::GrayLocal;
 use crate::inner::HeapInner;
 use crate::marking::ConcMarker;
-use crate::pacer::{ASSIST_CHECK, ASSIST_SHARE, ASSIST_SLICE, ASSIST_URGENT, ASSIST_WINDOW};
+use crate::pacer::{
+    ASSIST_CHECK, ASSIST_CHECK_BYTES, ASSIST_SHARE, ASSIST_SLICE, ASSIST_URGENT, ASSIST_WINDOW,
+};
 use crate::trace::{Atomic, Tracer};
+
+/// What one assist did: bytes scanned (0: there was nothing to take) and the CPU time it
+/// took.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Done {
+    pub bytes: usize,
+    pub cpu: Duration,
+}
+
+/// Whether a slice must look at the clock after `steps` steps and `bytes` scanned since the
+/// last look (pure).
+fn time_to_check(steps: usize, bytes: usize) -> bool {
+    steps >= ASSIST_CHECK || bytes >= ASSIST_CHECK_BYTES
+}
 
 /// A mark assist (a mutator's allocation slow path, marking active): scan gray objects from
 /// the shared pool until this assist has scanned `owed` bytes (`None`: until the slice ends),
-/// the pool is empty, or [`ASSIST_SLICE`] has passed. Returns the bytes scanned (0: there was
-/// nothing to take). Leftover gray objects go back to the pool. Counted in the pacer.
+/// the pool is empty, or [`ASSIST_SLICE`] of this thread's CPU time has passed. Leftover gray
+/// objects go back to the pool. Counted in the pacer.
 ///
 /// Safe with respect to the cycle: the pool holds objects only between the concurrent
 /// marker's first shade (after the bitmaps are cleared) and the remark, and a mutator cannot
 /// be inside an assist during a pause (it polls no safepoint here).
-pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> usize {
+pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> Done {
     let ms = &inner.marking;
     if !ms.active.load(Ordering::SeqCst) || !ms.pool.has_work() {
-        return 0;
+        return Done::default();
     }
     let t0 = Instant::now();
+    let cpu0 = crate::cputime::thread_cpu();
     let types = inner.types();
     let tables = &inner.tables;
     let mut m = ConcMarker::with(
@@ -55,26 +74,35 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> usize {
         ),
         GrayLocal::private(&ms.pool),
     );
+    let (mut steps, mut checked) = (0, 0);
     while m.step() {
-        if owed.is_some_and(|o| m.scanned_bytes >= o)
-            || (m.traced % ASSIST_CHECK == 0 && t0.elapsed() >= ASSIST_SLICE)
-        {
+        if owed.is_some_and(|o| m.scanned_bytes >= o) {
             break;
+        }
+        steps += 1;
+        if time_to_check(steps, m.scanned_bytes - checked) {
+            (steps, checked) = (0, m.scanned_bytes);
+            if crate::cputime::since(cpu0) >= ASSIST_SLICE {
+                break;
+            }
         }
     }
     let bytes = m.scanned_bytes;
     m.publish(&inner.pacer);
     drop(m);
-    if bytes > 0 {
-        let end = Instant::now();
-        crate::waits::record(crate::waits::WaitCause::Assist, t0, end);
-        inner.pacer.note_assist(end - t0, bytes);
+    if bytes == 0 {
+        return Done::default();
     }
-    bytes
+    // CPU time read first: it lies within the wall interval.
+    let cpu = crate::cputime::since(cpu0);
+    let end = Instant::now();
+    crate::waits::record(crate::waits::WaitCause::Assist, t0, end);
+    inner.pacer.note_assist(end - t0, cpu, bytes);
+    Done { bytes, cpu }
 }
 
-/// A mutator's assist budget: the start of its current window and the assist time spent in
-/// it.
+/// A mutator's assist budget: the start of its current window and the assist CPU time spent
+/// in it.
 #[derive(Clone, Copy)]
 struct Budget {
     window: Option<Instant>,
@@ -113,8 +141,7 @@ pub(crate) fn paced_assist(inner: &HeapInner, owed: usize) -> usize {
         inner.pacer.note_assist_deferred();
         return 0;
     }
-    let bytes = assist(inner, Some(owed));
-    let spent = now.elapsed();
+    let Done { bytes, cpu: spent } = assist(inner, Some(owed));
     BUDGET.with(|c| {
         let b = c.get();
         c.set(match b.window {
@@ -148,6 +175,15 @@ pub(crate) fn compaction_assist(inner: &HeapInner) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slice_looks_at_the_clock_every_few_objects_or_bytes() {
+        assert!(!time_to_check(0, 0));
+        assert!(!time_to_check(ASSIST_CHECK - 1, ASSIST_CHECK_BYTES - 1));
+        assert!(time_to_check(ASSIST_CHECK, 0));
+        // One large chunk is enough.
+        assert!(time_to_check(1, crate::marking::SCAN_CHUNK_WORDS * 8));
+    }
 
     #[test]
     fn the_budget_allows_a_share_of_each_window_unless_urgent() {

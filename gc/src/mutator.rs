@@ -744,7 +744,7 @@ impl Mutator {
                 // time, polling between them; then wait for the flip: the last resort. Not counted as a collection tried: it ends at the
                 // running cycle's flip or end.
                 if inner.config.mark_assists {
-                    while crate::assist::assist(&self.heap.inner, None) > 0 {
+                    while crate::assist::assist(&self.heap.inner, None).bytes > 0 {
                         self.safepoint();
                     }
                     while crate::assist::compaction_assist(&self.heap.inner) > 0 {

@@ -38,7 +38,7 @@
 //! **Assists** (marking running): a mutator refilling its allocation buffer is *behind* when
 //! the fraction of the cycle's headroom allocated so far exceeds the fraction of the expected
 //! mark work scanned so far ([`Pacer::assist_target`]); it then scans gray objects until the
-//! two fractions meet, in slices of at most [`ASSIST_SLICE`] (see
+//! two fractions meet, in slices of at most [`ASSIST_SLICE`] of its CPU time (see
 //! [`crate::assist::assist`]), within a budget: at most [`ASSIST_SHARE`] of every
 //! [`ASSIST_WINDOW`] per mutator, until [`ASSIST_URGENT`] of the headroom is allocated
 //! ([`crate::assist::paced_assist`]). Waiting for the flip is the last resort, when the space is
@@ -64,11 +64,16 @@ use crate::stats::PaceStats;
 pub(crate) const SMOOTHING: f64 = 0.5;
 /// Safety margin on the bytes a cycle is predicted to need.
 pub(crate) const MARGIN: f64 = 0.25;
-/// The longest single assist: slices end after this much work time (checked every
-/// [`ASSIST_CHECK`] objects, so one assist stays well under a millisecond).
+/// The longest single assist: slices end after this much of the mutator's CPU time (checked
+/// every [`ASSIST_CHECK`] objects or [`ASSIST_CHECK_BYTES`] scanned, and no step scans more
+/// than [`crate::marking::SCAN_CHUNK_WORDS`], so one assist stays under a millisecond of
+/// work). CPU time, not wall time: a mutator preempted inside an assist did no work meanwhile,
+/// and a slice cut short by preemption would leave the debt to the space's end.
 pub(crate) const ASSIST_SLICE: Duration = Duration::from_micros(500);
-/// Objects an assist scans between two looks at the clock.
-pub(crate) const ASSIST_CHECK: usize = 16;
+/// Objects an assist scans between two looks at the clock...
+pub(crate) const ASSIST_CHECK: usize = 64;
+/// ...or bytes of objects, whichever comes first.
+pub(crate) const ASSIST_CHECK_BYTES: usize = 16 << 10;
 /// Assist budget: a mutator's mark assists take at most this share of each
 /// [`ASSIST_WINDOW`] of wall time (Go gives dedicated markers 25 % and lets assists make up
 /// the rest; here the rest is bounded too, so assists alone never push a mutator's MMU at
@@ -180,6 +185,7 @@ pub(crate) struct Pacer {
     assists: AtomicU64,
     assist_ns: AtomicU64,
     assist_max_ns: AtomicU64,
+    assist_cpu_max_ns: AtomicU64,
     assist_bytes: AtomicU64,
     assists_deferred: AtomicU64,
     flip_waits: AtomicU64,
@@ -215,11 +221,12 @@ impl Pacer {
         self.scanned.load(Ordering::Relaxed)
     }
 
-    /// An assist ran for `d` and scanned `bytes`.
-    pub(crate) fn note_assist(&self, d: Duration, bytes: usize) {
+    /// An assist ran for `d` (of which `cpu` on its CPU) and scanned `bytes`.
+    pub(crate) fn note_assist(&self, d: Duration, cpu: Duration, bytes: usize) {
         self.assists.fetch_add(1, Ordering::Relaxed);
         self.assist_ns.fetch_add(ns(d), Ordering::Relaxed);
         self.assist_max_ns.fetch_max(ns(d), Ordering::Relaxed);
+        self.assist_cpu_max_ns.fetch_max(ns(cpu), Ordering::Relaxed);
         self.assist_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
@@ -364,6 +371,7 @@ impl Pacer {
             assists: self.assists.swap(0, Ordering::Relaxed),
             assist_time: d(&self.assist_ns),
             assist_max: d(&self.assist_max_ns),
+            assist_cpu_max: d(&self.assist_cpu_max_ns),
             assist_bytes: self.assist_bytes.swap(0, Ordering::Relaxed),
             assists_deferred: self.assists_deferred.swap(0, Ordering::Relaxed),
             flip_waits: self.flip_waits.swap(0, Ordering::Relaxed),
@@ -467,8 +475,8 @@ mod tests {
         // Allocation beyond the headroom asks for the whole goal, no more.
         p.note_alloc(64 * MIB);
         assert_eq!(p.assist_target(), Some(8 * MIB));
-        p.note_assist(Duration::from_micros(300), 1000);
-        p.note_assist(Duration::from_micros(100), 1000);
+        p.note_assist(Duration::from_micros(300), Duration::from_micros(200), 1000);
+        p.note_assist(Duration::from_micros(100), Duration::from_micros(90), 1000);
         p.note_flip_wait(Duration::from_millis(2));
         p.end_mark(Duration::from_millis(8), Duration::from_millis(10));
         let d = p.finish_cycle(
@@ -482,6 +490,7 @@ mod tests {
         let s = p.take_stats(Decision::default(), Duration::from_millis(10));
         assert_eq!(s.assists, 2);
         assert_eq!(s.assist_max, Duration::from_micros(300));
+        assert_eq!(s.assist_cpu_max, Duration::from_micros(200));
         assert_eq!(s.assist_time, Duration::from_micros(400));
         assert_eq!(s.flip_waits, 1);
         assert_eq!(s.next_trigger_bytes, d.trigger);
