@@ -14,8 +14,9 @@
 //!   not scanned goes back to the pool when it ends (`GrayLocal`'s drop);
 //! - a mutator's paced assists ([`paced_assist`], the allocation slow path's) take at most
 //!   [`ASSIST_SHARE`] of each [`ASSIST_WINDOW`] of wall time in CPU time, measured per
-//!   thread, unless the cycle has allocated [`ASSIST_URGENT`] of its headroom; an assist that
-//!   would exceed the budget is deferred (counted), never shortened below its slice;
+//!   thread, unless the pacer calls the assist urgent ([`crate::pacer::plan_assist`]); an
+//!   assist that would exceed the budget is deferred (counted), never shortened below its
+//!   slice;
 //! - it takes work only while marking is active: the pool holds objects only between the
 //!   concurrent marker's first shade (after the bitmaps are cleared) and the remark, which
 //!   drains it with the world stopped.
@@ -28,7 +29,7 @@ use crate::graypool::GrayLocal;
 use crate::inner::HeapInner;
 use crate::marking::ConcMarker;
 use crate::pacer::{
-    ASSIST_CHECK, ASSIST_CHECK_BYTES, ASSIST_SHARE, ASSIST_SLICE, ASSIST_URGENT, ASSIST_WINDOW,
+    AssistPlan, ASSIST_CHECK, ASSIST_CHECK_BYTES, ASSIST_SHARE, ASSIST_SLICE, ASSIST_WINDOW,
 };
 use crate::trace::{Atomic, Tracer};
 
@@ -132,16 +133,17 @@ fn within_budget(b: Budget, now: Instant, urgent: bool) -> bool {
     }
 }
 
-/// The allocation slow path's assist: `owed` bytes of marking, if this mutator's budget
-/// allows (see the module invariants), else deferred and counted. Returns the bytes scanned.
-pub(crate) fn paced_assist(inner: &HeapInner, owed: usize) -> usize {
+/// The allocation slow path's assist: the plan's bytes of marking, if this mutator's budget
+/// allows or the plan is urgent (see the module invariants), else deferred and counted.
+/// Returns the bytes scanned.
+pub(crate) fn paced_assist(inner: &HeapInner, plan: AssistPlan) -> usize {
     let now = Instant::now();
     let b = BUDGET.with(Cell::get);
-    if !within_budget(b, now, inner.pacer.headroom_used() >= ASSIST_URGENT) {
+    if !within_budget(b, now, plan.urgent) {
         inner.pacer.note_assist_deferred();
         return 0;
     }
-    let Done { bytes, cpu: spent } = assist(inner, Some(owed));
+    let Done { bytes, cpu: spent } = assist(inner, Some(plan.owed));
     BUDGET.with(|c| {
         let b = c.get();
         c.set(match b.window {

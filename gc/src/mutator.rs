@@ -711,9 +711,8 @@ impl Mutator {
                 // Mark assist: an allocator that outruns marking pays with a bounded slice of
                 // marking work (see `crate::pacer`).
                 if inner.config.mark_assists && inner.marking.active.load(Ordering::Relaxed) {
-                    if let Some(want) = inner.pacer.assist_target() {
-                        let owed = want - inner.pacer.scanned().min(want);
-                        crate::assist::paced_assist(inner, owed);
+                    if let Some(plan) = inner.pacer.assist_plan() {
+                        crate::assist::paced_assist(inner, plan);
                     }
                 }
                 return Ok(self.init(addr, ty, len));
