@@ -102,6 +102,44 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> Done {
     Done { bytes, cpu }
 }
 
+/// A mutator retiring its allocation buffer `[start, end)` while SATB marking runs marks the
+/// buffer's objects itself (they were allocated black; the buffer is still in its cache)
+/// instead of queueing it for the marker: the work is proportional to what the mutator
+/// allocated, so a fast allocator pays for it, and the marker's own work no longer grows with
+/// the allocation rate (queued, these walks were most of a churning cycle's tail, after the
+/// last gray object). Counted in the pacer (the cycle's live objects). Barrier-free marking
+/// keeps the queue: its marker also scans black objects.
+///
+/// Safe with respect to the cycle as [`assist`] is: marking is active and the mutator polls
+/// no safepoint here, so the remark (which walks the buffers still in use) cannot run
+/// meanwhile; and only once the marker has cleared the cycle's bitmaps
+/// ([`crate::pacer::Pacer::black_open`]): a buffer retired before that is queued as before.
+pub(crate) fn mark_own_buffer(inner: &HeapInner, start: usize, end: usize) {
+    let ms = &inner.marking;
+    if !inner.pacer.black_open() {
+        ms.retire(start, end);
+        return;
+    }
+    if end <= start || start < ms.mark_top.load(Ordering::Relaxed) {
+        return;
+    }
+    let types = inner.types();
+    let tables = &inner.tables;
+    let mut m = ConcMarker::with(
+        Tracer::<Atomic>::new(
+            ms.mark_from.load(Ordering::SeqCst),
+            ms.mark_top.load(Ordering::SeqCst),
+            &tables.mark,
+            &tables.live,
+            &inner.large,
+            &types,
+        ),
+        GrayLocal::private(&ms.pool),
+    );
+    m.walk_black(start, end, false);
+    inner.pacer.note_black(m.marked);
+}
+
 /// A mutator's assist budget: the start of its current window and the assist CPU time spent
 /// in it.
 #[derive(Clone, Copy)]

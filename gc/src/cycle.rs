@@ -548,6 +548,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     let half_bitmap_words = inner.moving.half_bytes / WORD / 64 + 1;
     tables.mark.clear_words(half_bitmap_words);
     tables.live.clear(half_bitmap_words);
+    inner.pacer.open_black();
     let ctx = MarkCtx {
         arena: &inner.arena,
         moving: &inner.moving,
@@ -687,7 +688,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         .ephemeron_fixpoint(&liveness, true, |vals| {
             marking::trace_from(&ctx, &mut m, vals, true)
         });
-    let live_objects = m.marked;
+    let live_objects = m.marked + inner.pacer.black_marked();
     let from_words = (from_top - st.from) / WORD;
     if cfg.debug.checkmark {
         verify::checkmark(

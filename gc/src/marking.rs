@@ -5,8 +5,9 @@
 //! - **SATB** (snapshot at the beginning, Yuasa deletion barrier): while `barrier` is on,
 //!   `Local::set` logs the reference it overwrites into the mutator's buffer, flushed to the
 //!   global queue every [`SATB_BUFFER`] entries. Objects allocated during marking are black:
-//!   buffers retired while marking are walked (their objects marked, not traced); large
-//!   objects get their mark bit at allocation.
+//!   buffers retired while marking are walked (their objects marked, not traced; by the
+//!   retiring mutator itself, [`crate::assist::mark_own_buffer`]); large objects get their
+//!   mark bit at allocation.
 //! - **Barrier-free** (`wp_async`, incremental update): the used moving space and the live
 //!   large objects are write-protected with `UFFD_FEATURE_WP_ASYNC` before tracing; writes are
 //!   resolved in the kernel, and `PAGEMAP_SCAN` reports (and re-protects) the pages written

@@ -681,12 +681,18 @@ impl Mutator {
                     Some(start) => {
                         crate::prefiller::poke(&self.heap.inner, start + tlab, ready_before);
                         if inner.marking.active.load(Ordering::SeqCst) {
-                            // The old buffer's objects were allocated black: hand them to the
-                            // marker to walk.
-                            inner.marking.retire(
+                            // The old buffer's objects were allocated black: mark them here
+                            // (SATB), or hand them to the marker to walk and scan
+                            // (barrier-free).
+                            let (s, e) = (
                                 self.shared.tlab_start.load(Ordering::Relaxed),
                                 self.shared.tlab_cursor.load(Ordering::Relaxed),
                             );
+                            if inner.mode.wp_marking {
+                                inner.marking.retire(s, e);
+                            } else {
+                                crate::assist::mark_own_buffer(inner, s, e);
+                            }
                         }
                         self.shared.tlab_start.store(start, Ordering::Relaxed);
                         self.shared

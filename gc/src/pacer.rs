@@ -62,7 +62,7 @@
 //!   mark, flip, finish), behind the mutex;
 //! - the pacer never makes a mutator wait: it only sets the trigger and asks for assists.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -245,6 +245,10 @@ pub(crate) struct Pacer {
     allocated: AtomicU64,
     /// Bytes scanned by markers and assists in the running cycle.
     scanned: AtomicUsize,
+    /// Objects mutators marked black in the running cycle.
+    black: AtomicUsize,
+    /// The running cycle's bitmaps are cleared (false from each initial mark until then).
+    black_open: AtomicBool,
     budget: CycleBudget,
     state: Mutex<PaceState>,
     assists: AtomicU64,
@@ -273,6 +277,28 @@ impl Pacer {
     #[inline]
     pub(crate) fn note_alloc(&self, bytes: usize) {
         self.allocated.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// The marker cleared this cycle's bitmaps: from now on mutators may mark their retired
+    /// buffers themselves (before, their marks would be cleared: they queue them).
+    pub(crate) fn open_black(&self) {
+        self.black_open.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Pacer::open_black`] was called in this cycle.
+    pub(crate) fn black_open(&self) -> bool {
+        self.black_open.load(Ordering::Acquire)
+    }
+
+    /// Mutators marked `objects` of their own retired buffers black (see
+    /// [`crate::assist::mark_own_buffer`]).
+    pub(crate) fn note_black(&self, objects: usize) {
+        self.black.fetch_add(objects, Ordering::Relaxed);
+    }
+
+    /// Objects mutators marked black in this cycle (part of its live objects).
+    pub(crate) fn black_marked(&self) -> usize {
+        self.black.load(Ordering::Relaxed)
     }
 
     /// Markers or an assist scanned `bytes`.
@@ -351,6 +377,8 @@ impl Pacer {
         let goal = if s.live > 0 { s.live } else { used / 2 };
         let tail = tail_fraction(s.overhead_secs, s.alloc_rate, headroom);
         self.scanned.store(0, Ordering::Relaxed);
+        self.black.store(0, Ordering::Relaxed);
+        self.black_open.store(false, Ordering::Release);
         self.budget
             .alloc_at_start
             .store(allocated, Ordering::Relaxed);
