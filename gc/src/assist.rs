@@ -7,13 +7,16 @@
 //! slow path ([`crate::mutator`]) calls [`assist`].
 //!
 //! Invariants:
-//! - one assist scans for at most [`ASSIST_SLICE`] (checked every [`ASSIST_CHECK`] objects)
-//!   and never polls a safepoint, so no pause can begin while a mutator holds gray objects;
-//!   what it has not scanned goes back to the pool when it ends (`GrayLocal`'s drop);
+//! - one assist scans for at most [`ASSIST_SLICE`] of its thread's CPU time (checked every
+//!   [`ASSIST_CHECK`] objects or [`ASSIST_CHECK_BYTES`] scanned; one step scans at most
+//!   [`crate::marking::SCAN_CHUNK_WORDS`] words, large objects a chunk at a time) and never
+//!   polls a safepoint, so no pause can begin while a mutator holds gray objects; what it has
+//!   not scanned goes back to the pool when it ends (`GrayLocal`'s drop);
 //! - a mutator's paced assists ([`paced_assist`], the allocation slow path's) take at most
-//!   [`ASSIST_SHARE`] of each [`ASSIST_WINDOW`] of its wall time, measured per thread, unless
-//!   the cycle has allocated [`ASSIST_URGENT`] of its headroom; an assist that would exceed
-//!   the budget is deferred (counted), never shortened below its slice;
+//!   [`ASSIST_SHARE`] of each [`ASSIST_WINDOW`] of wall time in CPU time, measured per
+//!   thread, unless the pacer calls the assist urgent ([`crate::pacer::plan_assist`]); an
+//!   assist that would exceed the budget is deferred (counted), never shortened below its
+//!   slice;
 //! - it takes work only while marking is active: the pool holds objects only between the
 //!   concurrent marker's first shade (after the bitmaps are cleared) and the remark, which
 //!   drains it with the world stopped.
@@ -25,23 +28,40 @@ use std::time::{Duration, Instant};
 use crate::graypool::GrayLocal;
 use crate::inner::HeapInner;
 use crate::marking::ConcMarker;
-use crate::pacer::{ASSIST_CHECK, ASSIST_SHARE, ASSIST_SLICE, ASSIST_URGENT, ASSIST_WINDOW};
+use crate::pacer::{
+    AssistPlan, ASSIST_CHECK, ASSIST_CHECK_BYTES, ASSIST_SHARE, ASSIST_SLICE, ASSIST_WINDOW,
+};
 use crate::trace::{Atomic, Tracer};
+
+/// What one assist did: bytes scanned (0: there was nothing to take) and the CPU time it
+/// took.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Done {
+    pub bytes: usize,
+    pub cpu: Duration,
+}
+
+/// Whether a slice must look at the clock after `steps` steps and `bytes` scanned since the
+/// last look (pure).
+fn time_to_check(steps: usize, bytes: usize) -> bool {
+    steps >= ASSIST_CHECK || bytes >= ASSIST_CHECK_BYTES
+}
 
 /// A mark assist (a mutator's allocation slow path, marking active): scan gray objects from
 /// the shared pool until this assist has scanned `owed` bytes (`None`: until the slice ends),
-/// the pool is empty, or [`ASSIST_SLICE`] has passed. Returns the bytes scanned (0: there was
-/// nothing to take). Leftover gray objects go back to the pool. Counted in the pacer.
+/// the pool is empty, or [`ASSIST_SLICE`] of this thread's CPU time has passed. Leftover gray
+/// objects go back to the pool. Counted in the pacer.
 ///
 /// Safe with respect to the cycle: the pool holds objects only between the concurrent
 /// marker's first shade (after the bitmaps are cleared) and the remark, and a mutator cannot
 /// be inside an assist during a pause (it polls no safepoint here).
-pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> usize {
+pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> Done {
     let ms = &inner.marking;
     if !ms.active.load(Ordering::SeqCst) || !ms.pool.has_work() {
-        return 0;
+        return Done::default();
     }
     let t0 = Instant::now();
+    let cpu0 = crate::cputime::thread_cpu();
     let types = inner.types();
     let tables = &inner.tables;
     let mut m = ConcMarker::with(
@@ -55,29 +75,77 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> usize {
         ),
         GrayLocal::private(&ms.pool),
     );
+    let (mut steps, mut checked) = (0, 0);
     while m.step() {
-        // (A stop requested meanwhile ends the slice: the pause waits for this mutator's poll,
-        // so an assist must not stretch its time to safepoint.)
-        if owed.is_some_and(|o| m.scanned_bytes >= o)
-            || (m.traced % ASSIST_CHECK == 0
-                && (t0.elapsed() >= ASSIST_SLICE || inner.sp.requested.load(Ordering::Relaxed)))
-        {
+        if owed.is_some_and(|o| m.scanned_bytes >= o) {
             break;
+        }
+        steps += 1;
+        if time_to_check(steps, m.scanned_bytes - checked) {
+            (steps, checked) = (0, m.scanned_bytes);
+            // (A stop requested meanwhile ends the slice too: the pause waits for this
+            // mutator's poll, so an assist must not stretch its time to safepoint.)
+            if crate::cputime::since(cpu0) >= ASSIST_SLICE
+                || inner.sp.requested.load(Ordering::Relaxed)
+            {
+                break;
+            }
         }
     }
     let bytes = m.scanned_bytes;
     m.publish(&inner.pacer);
     drop(m);
-    if bytes > 0 {
-        let end = Instant::now();
-        crate::waits::record(crate::waits::WaitCause::Assist, t0, end);
-        inner.pacer.note_assist(end - t0, bytes);
+    if bytes == 0 {
+        return Done::default();
     }
-    bytes
+    // CPU time read first: it lies within the wall interval.
+    let cpu = crate::cputime::since(cpu0);
+    let end = Instant::now();
+    crate::waits::record(crate::waits::WaitCause::Assist, t0, end);
+    inner.pacer.note_assist(end - t0, cpu, bytes);
+    Done { bytes, cpu }
 }
 
-/// A mutator's assist budget: the start of its current window and the assist time spent in
-/// it.
+/// A mutator retiring its allocation buffer `[start, end)` while SATB marking runs marks the
+/// buffer's objects itself (they were allocated black; the buffer is still in its cache)
+/// instead of queueing it for the marker: the work is proportional to what the mutator
+/// allocated, so a fast allocator pays for it, and the marker's own work no longer grows with
+/// the allocation rate (queued, these walks were most of a churning cycle's tail, after the
+/// last gray object). Counted in the pacer (the cycle's live objects). Barrier-free marking
+/// keeps the queue: its marker also scans black objects.
+///
+/// Safe with respect to the cycle as [`assist`] is: marking is active and the mutator polls
+/// no safepoint here, so the remark (which walks the buffers still in use) cannot run
+/// meanwhile; and only once the marker has cleared the cycle's bitmaps
+/// ([`crate::pacer::Pacer::black_open`]): a buffer retired before that is queued as before.
+pub(crate) fn mark_own_buffer(inner: &HeapInner, start: usize, end: usize) {
+    let ms = &inner.marking;
+    if !inner.pacer.black_open() {
+        ms.retire(start, end);
+        return;
+    }
+    if end <= start || start < ms.mark_top.load(Ordering::Relaxed) {
+        return;
+    }
+    let types = inner.types();
+    let tables = &inner.tables;
+    let mut m = ConcMarker::with(
+        Tracer::<Atomic>::new(
+            ms.mark_from.load(Ordering::SeqCst),
+            ms.mark_top.load(Ordering::SeqCst),
+            &tables.mark,
+            &tables.live,
+            &inner.large,
+            &types,
+        ),
+        GrayLocal::private(&ms.pool),
+    );
+    m.walk_black(start, end, false);
+    inner.pacer.note_black(m.marked);
+}
+
+/// A mutator's assist budget: the start of its current window and the assist CPU time spent
+/// in it.
 #[derive(Clone, Copy)]
 struct Budget {
     window: Option<Instant>,
@@ -107,17 +175,17 @@ fn within_budget(b: Budget, now: Instant, urgent: bool) -> bool {
     }
 }
 
-/// The allocation slow path's assist: `owed` bytes of marking, if this mutator's budget
-/// allows (see the module invariants), else deferred and counted. Returns the bytes scanned.
-pub(crate) fn paced_assist(inner: &HeapInner, owed: usize) -> usize {
+/// The allocation slow path's assist: the plan's bytes of marking, if this mutator's budget
+/// allows or the plan is urgent (see the module invariants), else deferred and counted.
+/// Returns the bytes scanned.
+pub(crate) fn paced_assist(inner: &HeapInner, plan: AssistPlan) -> usize {
     let now = Instant::now();
     let b = BUDGET.with(Cell::get);
-    if !within_budget(b, now, inner.pacer.headroom_used() >= ASSIST_URGENT) {
+    if !within_budget(b, now, plan.urgent) {
         inner.pacer.note_assist_deferred();
         return 0;
     }
-    let bytes = assist(inner, Some(owed));
-    let spent = now.elapsed();
+    let Done { bytes, cpu: spent } = assist(inner, Some(plan.owed));
     BUDGET.with(|c| {
         let b = c.get();
         c.set(match b.window {
@@ -151,6 +219,15 @@ pub(crate) fn compaction_assist(inner: &HeapInner) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slice_looks_at_the_clock_every_few_objects_or_bytes() {
+        assert!(!time_to_check(0, 0));
+        assert!(!time_to_check(ASSIST_CHECK - 1, ASSIST_CHECK_BYTES - 1));
+        assert!(time_to_check(ASSIST_CHECK, 0));
+        // One large chunk is enough.
+        assert!(time_to_check(1, crate::marking::SCAN_CHUNK_WORDS * 8));
+    }
 
     #[test]
     fn the_budget_allows_a_share_of_each_window_unless_urgent() {

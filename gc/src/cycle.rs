@@ -551,6 +551,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     let half_bitmap_words = inner.moving.half_bytes / WORD / 64 + 1;
     tables.mark.clear_words(half_bitmap_words);
     tables.live.clear(half_bitmap_words);
+    inner.pacer.open_black();
     let ctx = MarkCtx {
         arena: &inner.arena,
         moving: &inner.moving,
@@ -714,7 +715,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
             marking::trace_from(&ctx, &mut m, vals, true)
         });
     let weak_remset = tw.elapsed();
-    let live_objects = m.marked;
+    let live_objects = m.marked + inner.pacer.black_marked();
     let from_words = (from_top - st.from) / WORD;
     if cfg.debug.checkmark {
         verify::checkmark(

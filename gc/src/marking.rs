@@ -5,8 +5,9 @@
 //! - **SATB** (snapshot at the beginning, Yuasa deletion barrier): while `barrier` is on,
 //!   `Local::set` logs the reference it overwrites into the mutator's buffer, flushed to the
 //!   global queue every [`SATB_BUFFER`] entries. Objects allocated during marking are black:
-//!   buffers retired while marking are walked (their objects marked, not traced); large
-//!   objects get their mark bit at allocation.
+//!   buffers retired while marking are walked (their objects marked, not traced; by the
+//!   retiring mutator itself, [`crate::assist::mark_own_buffer`]); large objects get their
+//!   mark bit at allocation.
 //! - **Barrier-free** (`wp_async`, incremental update): the used moving space and the live
 //!   large objects are write-protected with `UFFD_FEATURE_WP_ASYNC` before tracing; writes are
 //!   resolved in the kernel, and `PAGEMAP_SCAN` reports (and re-protects) the pages written
@@ -22,7 +23,9 @@
 //!   ([`crate::graypool`]): the GC thread's marker, `gc_threads - 1` helper markers (scoped
 //!   threads started for each concurrent drain) and mutators' mark assists
 //!   ([`crate::assist`]) all take from it and push to it; a drain ends when no gray object is
-//!   pending anywhere.
+//!   pending anywhere. An object of more than [`SCAN_CHUNK_WORDS`] words is scanned a chunk
+//!   at a time: a pool entry is an object or a continuation ([`chunk`]), so no single step of
+//!   a marker or an assist scans more than a chunk (an assist stays within its slice).
 //! - **Flat remark** (SATB): before the remark pause, [`satb_handshake`] asks each mutator to
 //!   hand its SATB buffer over at its next allocation slow path (no global stop; at most
 //!   [`HANDSHAKE_WAIT`]), and precleans what arrives (flushed entries and retired allocation
@@ -83,6 +86,37 @@ use crate::safepoint::SpState;
 use crate::space::{LargeSpace, MovingSpace};
 use crate::stats::SwitchReason;
 use crate::trace::{header, size_words, Atomic, Tracer};
+
+/// Objects larger than this many words are scanned a chunk of this many words at a time (see
+/// [`chunk`]): 16 KiB, tens of microseconds of shading.
+pub(crate) const SCAN_CHUNK_WORDS: usize = 2048;
+
+/// Gray-pool entries: an object's address (word aligned), or a continuation `address | 1 |
+/// k << 48` meaning "words `k x SCAN_CHUNK_WORDS ..` of the object at `address`" (user-space
+/// addresses are below 2^47). An object needing more than 2^16 chunks (512 MiB) is scanned
+/// whole from its last encodable chunk.
+pub(crate) mod chunk {
+    const SHIFT: u32 = 48;
+
+    /// The entry for chunk `k` of the object at `o` (`k == 0`: the object itself); `None` if
+    /// it cannot be encoded (then the caller scans the rest at once).
+    pub(crate) fn encode(o: usize, k: usize) -> Option<usize> {
+        if k == 0 {
+            return Some(o);
+        }
+        (o >> SHIFT == 0 && o & 7 == 0 && k < 1 << (usize::BITS - SHIFT))
+            .then_some(o | 1 | k << SHIFT)
+    }
+
+    /// The object and chunk index an entry names.
+    pub(crate) fn decode(e: usize) -> (usize, usize) {
+        if e & 1 == 0 {
+            (e, 0)
+        } else {
+            (e & ((1 << SHIFT) - 1) & !1, e >> SHIFT)
+        }
+    }
+}
 
 /// SATB entries a mutator buffers before flushing them to the global queue.
 pub(crate) const SATB_BUFFER: usize = 256;
@@ -284,16 +318,38 @@ impl<'a> ConcMarker<'a> {
         }
     }
 
-    fn scan(&mut self, o: usize) {
-        self.scan_words(o, 0, usize::MAX);
+    /// Scan one gray-set entry: a whole object, or its first [`SCAN_CHUNK_WORDS`] words
+    /// with a continuation for the rest pushed first (so another marker can take it). Returns
+    /// whether it was an object (not a continuation).
+    fn scan(&mut self, entry: usize) -> bool {
+        let (o, k) = chunk::decode(entry);
+        let lo = k * SCAN_CHUNK_WORDS;
+        let size = size_words(self.t.types, o);
+        let hi = match chunk::encode(o, k + 1) {
+            Some(next) if size > lo + SCAN_CHUNK_WORDS => {
+                self.gray.push(next);
+                lo + SCAN_CHUNK_WORDS
+            }
+            _ => usize::MAX,
+        };
+        self.scan_range(o, lo, hi);
+        k == 0
     }
 
     /// Shade the references held in words `[from_k, to_k)` of the object at `o` (word 0 is
     /// its header; `to_k` is clipped to the object's size).
     fn scan_words(&mut self, o: usize, from_k: usize, to_k: usize) {
+        if self.scan_range(o, from_k, to_k) {
+            self.traced += 1;
+        }
+    }
+
+    /// [`ConcMarker::scan_words`] without counting an object traced; false if the range is
+    /// empty.
+    fn scan_range(&mut self, o: usize, from_k: usize, to_k: usize) -> bool {
         let size = size_words(self.t.types, o);
         if from_k >= to_k.min(size) {
-            return;
+            return false;
         }
         self.scanned_bytes += (to_k.min(size) - from_k) * WORD;
         let (t, gray, marked) = (&self.t, &self.gray, &mut self.marked);
@@ -303,7 +359,7 @@ impl<'a> ConcMarker<'a> {
                 gray.push(c);
             }
         });
-        self.traced += 1;
+        true
     }
 
     /// Hand the bytes scanned since the last call to the pacer (assists compare them with
@@ -312,14 +368,19 @@ impl<'a> ConcMarker<'a> {
         pacer.note_scanned(std::mem::take(&mut self.scanned_bytes));
     }
 
-    /// Scan one gray object (ours or stolen); false if none could be taken now.
+    /// Scan one gray object, or one [`SCAN_CHUNK_WORDS`] chunk of a large one (ours or
+    /// stolen); false if none could be taken now. `traced` (and the mark hook's count) count
+    /// objects, once each, at their first chunk.
     pub(crate) fn step(&mut self) -> bool {
         match self.gray.pop() {
-            Some(o) => {
-                self.scan(o);
+            Some(e) => {
+                let object = self.scan(e);
                 self.gray.finished();
-                if let Some(c) = self.count_all {
-                    c.fetch_add(1, Ordering::SeqCst);
+                if object {
+                    self.traced += 1;
+                    if let Some(c) = self.count_all {
+                        c.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
                 true
             }
@@ -367,7 +428,7 @@ impl<'a> ConcMarker<'a> {
                     self.marked += 1;
                 }
                 if trace {
-                    self.scan(a);
+                    self.scan_words(a, 0, usize::MAX);
                 }
             }
             a += size * WORD;
@@ -847,7 +908,7 @@ fn must<T, E: std::fmt::Display>(what: &str, mut f: impl FnMut() -> Result<T, E>
 /// Barrier-free mode: scan the large objects allocated (black) since the last call.
 fn scan_new_large(ms: &MarkingState, m: &mut ConcMarker<'_>) {
     for o in take(&ms.new_large) {
-        m.scan(o);
+        m.scan_words(o, 0, usize::MAX);
     }
 }
 
@@ -942,6 +1003,21 @@ fn rescan_dirty(ctx: &MarkCtx<'_>, sc: &PagemapScanner, m: &mut ConcMarker<'_>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_entries_name_an_object_and_a_chunk() {
+        let o = 0x7f12_3456_7890usize;
+        assert_eq!(chunk::encode(o, 0), Some(o));
+        assert_eq!(chunk::decode(o), (o, 0));
+        for k in [1, 2, 777, (1 << 16) - 1] {
+            let e = chunk::encode(o, k).expect("encodable");
+            assert_ne!(e, o);
+            assert_eq!(chunk::decode(e), (o, k));
+        }
+        // Past 2^16 chunks, or an address that needs the high bits: not encodable.
+        assert_eq!(chunk::encode(o, 1 << 16), None);
+        assert_eq!(chunk::encode(1 << 50, 1), None);
+    }
 
     #[test]
     fn a_mutator_answers_each_handshake_once_handing_its_buffer_over() {

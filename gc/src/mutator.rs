@@ -682,12 +682,18 @@ impl Mutator {
                     Some(start) => {
                         crate::prefiller::poke(&self.heap.inner, start + tlab, ready_before);
                         if inner.marking.active.load(Ordering::SeqCst) {
-                            // The old buffer's objects were allocated black: hand them to the
-                            // marker to walk.
-                            inner.marking.retire(
+                            // The old buffer's objects were allocated black: mark them here
+                            // (SATB), or hand them to the marker to walk and scan
+                            // (barrier-free).
+                            let (s, e) = (
                                 self.shared.tlab_start.load(Ordering::Relaxed),
                                 self.shared.tlab_cursor.load(Ordering::Relaxed),
                             );
+                            if inner.mode.wp_marking {
+                                inner.marking.retire(s, e);
+                            } else {
+                                crate::assist::mark_own_buffer(inner, s, e);
+                            }
                         }
                         self.shared.tlab_start.store(start, Ordering::Relaxed);
                         self.shared
@@ -712,11 +718,10 @@ impl Mutator {
                 // Mark assist: an allocator that outruns marking pays with a bounded slice of
                 // marking work (see `crate::pacer`).
                 if inner.config.mark_assists && inner.marking.active.load(Ordering::Relaxed) {
-                    if let Some(want) = inner.pacer.assist_target() {
-                        let owed = want - inner.pacer.scanned().min(want);
+                    if let Some(plan) = inner.pacer.assist_plan() {
                         // Marking is behind this mutator: the GC threads at full priority.
                         let _boost = crate::background::boost_while_waiting();
-                        crate::assist::paced_assist(inner, owed);
+                        crate::assist::paced_assist(inner, plan);
                     }
                 }
                 return Ok(self.init(addr, ty, len));
@@ -755,7 +760,7 @@ impl Mutator {
                 // running cycle's flip or end.
                 let _boost = crate::background::boost_while_waiting();
                 if inner.config.mark_assists {
-                    while crate::assist::assist(&self.heap.inner, None) > 0 {
+                    while crate::assist::assist(&self.heap.inner, None).bytes > 0 {
                         self.safepoint();
                     }
                     while crate::assist::compaction_assist(&self.heap.inner) > 0 {

@@ -35,15 +35,23 @@
 //! that allocate faster than those markers mark, so the budget is never the reason a cycle
 //! misses the space's end.
 //!
-//! **Assists** (marking running): a mutator refilling its allocation buffer is *behind* when
-//! the fraction of the cycle's headroom allocated so far exceeds the fraction of the expected
-//! mark work scanned so far ([`Pacer::assist_target`]); it then scans gray objects until the
-//! two fractions meet, in slices of at most [`ASSIST_SLICE`] (see
-//! [`crate::assist::assist`]), within a budget: at most [`ASSIST_SHARE`] of every
-//! [`ASSIST_WINDOW`] per mutator, until [`ASSIST_URGENT`] of the headroom is allocated
-//! ([`crate::assist::paced_assist`]). Waiting for the flip is the last resort, when the space is
-//! exhausted and no marking work (or, after the flip, no compaction work: compaction assists)
-//! is left to take; it is counted.
+//! **Assists** (marking running): marking must be done by the cycle's *deadline*, the point
+//! where mutators have allocated `(1 - tail)` of the headroom: the tail is kept for what
+//! follows the mark (handshake, planning, remark, flip), from the measured overhead and
+//! allocation rate ([`tail_fraction`]; [`TAIL_PRIOR`] before anything was measured, i.e. in the
+//! first cycle). A mutator refilling its allocation buffer is *behind* when the fraction of
+//! the deadline allocated so far exceeds the fraction of the expected mark work scanned so far
+//! ([`plan_assist`]); it then scans gray objects until the two fractions meet, in slices of at
+//! most [`ASSIST_SLICE`] of its CPU time (see [`crate::assist::assist`]), within a budget: at
+//! most [`ASSIST_SHARE`] of every [`ASSIST_WINDOW`] per mutator, unless the assist is
+//! *urgent*: [`ASSIST_URGENT`] of the deadline is allocated, or marking is behind by more than
+//! [`DEBT_URGENT`] of its expected work (a cycle that started late or whose markers get too
+//! little CPU: the budget is lifted at once, not at the end). The expected work is a guess
+//! (the last cycle's live bytes; half of what is in use in the first cycle): once scanning
+//! comes within [`GOAL_SLACK`] of it while marking still runs, at least that much more is
+//! assumed left, so assists never stop because the guess was low. Waiting for the flip is the
+//! last resort, when the space is exhausted and no marking work (or, after the flip, no
+//! compaction work: compaction assists) is left to take; it is counted.
 //!
 //! Invariants:
 //! - `allocated`, `scanned` and the assist / flip-wait counters are monotonic or reset only at a
@@ -54,7 +62,7 @@
 //!   mark, flip, finish), behind the mutex;
 //! - the pacer never makes a mutator wait: it only sets the trigger and asks for assists.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -64,11 +72,16 @@ use crate::stats::PaceStats;
 pub(crate) const SMOOTHING: f64 = 0.5;
 /// Safety margin on the bytes a cycle is predicted to need.
 pub(crate) const MARGIN: f64 = 0.25;
-/// The longest single assist: slices end after this much work time (checked every
-/// [`ASSIST_CHECK`] objects, so one assist stays well under a millisecond).
+/// The longest single assist: slices end after this much of the mutator's CPU time (checked
+/// every [`ASSIST_CHECK`] objects or [`ASSIST_CHECK_BYTES`] scanned, and no step scans more
+/// than [`crate::marking::SCAN_CHUNK_WORDS`], so one assist stays under a millisecond of
+/// work). CPU time, not wall time: a mutator preempted inside an assist did no work meanwhile,
+/// and a slice cut short by preemption would leave the debt to the space's end.
 pub(crate) const ASSIST_SLICE: Duration = Duration::from_micros(500);
-/// Objects an assist scans between two looks at the clock.
-pub(crate) const ASSIST_CHECK: usize = 16;
+/// Objects an assist scans between two looks at the clock...
+pub(crate) const ASSIST_CHECK: usize = 64;
+/// ...or bytes of objects, whichever comes first.
+pub(crate) const ASSIST_CHECK_BYTES: usize = 16 << 10;
 /// Assist budget: a mutator's mark assists take at most this share of each
 /// [`ASSIST_WINDOW`] of wall time (Go gives dedicated markers 25 % and lets assists make up
 /// the rest; here the rest is bounded too, so assists alone never push a mutator's MMU at
@@ -77,9 +90,21 @@ pub(crate) const ASSIST_CHECK: usize = 16;
 pub(crate) const ASSIST_SHARE: f64 = 0.25;
 /// The window of the assist budget.
 pub(crate) const ASSIST_WINDOW: Duration = Duration::from_millis(10);
-/// Past this fraction of the headroom allocated, assists ignore their budget: finishing the
+/// Past this fraction of the deadline allocated, assists ignore their budget: finishing the
 /// mark before the space runs out (a flip wait, a whole marking phase long) matters more.
 pub(crate) const ASSIST_URGENT: f64 = 0.75;
+/// Marking behind by more than this fraction of its expected work: assists ignore their
+/// budget (re-planning while marking: the rates the trigger was set from were wrong).
+pub(crate) const DEBT_URGENT: f64 = 0.125;
+/// Once scanning comes within this fraction of the expected mark work while marking still
+/// runs, at least this fraction more is assumed left.
+pub(crate) const GOAL_SLACK: f64 = 0.0625;
+/// The tail of the headroom kept for what follows the mark, before anything is measured...
+pub(crate) const TAIL_PRIOR: f64 = 0.2;
+/// ...and its bounds once it is.
+pub(crate) const TAIL_MIN: f64 = 0.1;
+/// (See [`TAIL_MIN`].)
+pub(crate) const TAIL_MAX: f64 = 0.5;
 /// An allocating mutator assists only once marking is behind by at least this many bytes of
 /// scanning (no assist for a rounding error; Go over-assists by 64 KiB for the same reason).
 pub(crate) const ASSIST_MIN_DEBT: usize = 16 << 10;
@@ -134,6 +159,48 @@ pub(crate) fn decide(i: &PaceInputs) -> Decision {
     }
 }
 
+/// The fraction of a cycle's `headroom` kept for what follows the mark: what mutators
+/// allocate at `alloc_rate` during `overhead_secs` (with the margin), within
+/// [`TAIL_MIN`]..=[`TAIL_MAX`]; [`TAIL_PRIOR`] when either figure is unknown (zero).
+pub(crate) fn tail_fraction(overhead_secs: f64, alloc_rate: f64, headroom: usize) -> f64 {
+    if overhead_secs <= 0.0 || alloc_rate <= 0.0 {
+        return TAIL_PRIOR;
+    }
+    let need = alloc_rate * overhead_secs * (1.0 + MARGIN);
+    (need / headroom.max(1) as f64).clamp(TAIL_MIN, TAIL_MAX)
+}
+
+/// What an allocating mutator owes (see [`plan_assist`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AssistPlan {
+    /// Bytes of marking to scan now.
+    pub owed: usize,
+    /// Whether the assist ignores the mutator's budget.
+    pub urgent: bool,
+}
+
+/// The assist schedule (pure): with `alloc` bytes allocated since the initial mark, marking
+/// done by `deadline` bytes, `goal` bytes of mark work expected and `scanned` scanned so far,
+/// what a mutator owes, if at least [`ASSIST_MIN_DEBT`]. See the module documentation.
+pub(crate) fn plan_assist(
+    alloc: usize,
+    deadline: usize,
+    goal: usize,
+    scanned: usize,
+) -> Option<AssistPlan> {
+    let frac = (alloc as f64 / deadline.max(1) as f64).min(1.0);
+    let goal = goal.max(scanned + (goal as f64 * GOAL_SLACK) as usize);
+    let want = (frac * goal as f64) as usize;
+    if want <= scanned + ASSIST_MIN_DEBT {
+        return None;
+    }
+    let owed = want - scanned;
+    Some(AssistPlan {
+        owed,
+        urgent: frac >= ASSIST_URGENT || owed as f64 >= goal as f64 * DEBT_URGENT,
+    })
+}
+
 /// Exponentially weighted moving average; `None` until the first sample.
 fn ewma(old: f64, new: f64) -> f64 {
     if old <= 0.0 {
@@ -150,6 +217,9 @@ struct CycleBudget {
     alloc_at_start: AtomicU64,
     /// Bytes mutators may allocate before the space runs out, from the initial mark.
     headroom: AtomicUsize,
+    /// Bytes mutators may allocate, from the initial mark, before marking should be done
+    /// (the headroom less the tail kept for what follows the mark).
+    deadline: AtomicUsize,
     /// Bytes the cycle is expected to scan.
     mark_goal: AtomicUsize,
 }
@@ -175,11 +245,16 @@ pub(crate) struct Pacer {
     allocated: AtomicU64,
     /// Bytes scanned by markers and assists in the running cycle.
     scanned: AtomicUsize,
+    /// Objects mutators marked black in the running cycle.
+    black: AtomicUsize,
+    /// The running cycle's bitmaps are cleared (false from each initial mark until then).
+    black_open: AtomicBool,
     budget: CycleBudget,
     state: Mutex<PaceState>,
     assists: AtomicU64,
     assist_ns: AtomicU64,
     assist_max_ns: AtomicU64,
+    assist_cpu_max_ns: AtomicU64,
     assist_bytes: AtomicU64,
     assists_deferred: AtomicU64,
     flip_waits: AtomicU64,
@@ -204,6 +279,28 @@ impl Pacer {
         self.allocated.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    /// The marker cleared this cycle's bitmaps: from now on mutators may mark their retired
+    /// buffers themselves (before, their marks would be cleared: they queue them).
+    pub(crate) fn open_black(&self) {
+        self.black_open.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Pacer::open_black`] was called in this cycle.
+    pub(crate) fn black_open(&self) -> bool {
+        self.black_open.load(Ordering::Acquire)
+    }
+
+    /// Mutators marked `objects` of their own retired buffers black (see
+    /// [`crate::assist::mark_own_buffer`]).
+    pub(crate) fn note_black(&self, objects: usize) {
+        self.black.fetch_add(objects, Ordering::Relaxed);
+    }
+
+    /// Objects mutators marked black in this cycle (part of its live objects).
+    pub(crate) fn black_marked(&self) -> usize {
+        self.black.load(Ordering::Relaxed)
+    }
+
     /// Markers or an assist scanned `bytes`.
     #[inline]
     pub(crate) fn note_scanned(&self, bytes: usize) {
@@ -215,11 +312,12 @@ impl Pacer {
         self.scanned.load(Ordering::Relaxed)
     }
 
-    /// An assist ran for `d` and scanned `bytes`.
-    pub(crate) fn note_assist(&self, d: Duration, bytes: usize) {
+    /// An assist ran for `d` (of which `cpu` on its CPU) and scanned `bytes`.
+    pub(crate) fn note_assist(&self, d: Duration, cpu: Duration, bytes: usize) {
         self.assists.fetch_add(1, Ordering::Relaxed);
         self.assist_ns.fetch_add(ns(d), Ordering::Relaxed);
         self.assist_max_ns.fetch_max(ns(d), Ordering::Relaxed);
+        self.assist_cpu_max_ns.fetch_max(ns(cpu), Ordering::Relaxed);
         self.assist_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
@@ -228,14 +326,11 @@ impl Pacer {
         self.assists_deferred.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The fraction of this cycle's headroom allocated so far (0 at the initial mark, 1 when
-    /// the space would be exhausted). Past [`ASSIST_URGENT`], assists ignore their budget.
-    pub(crate) fn headroom_used(&self) -> f64 {
-        let alloc = self
-            .allocated
+    /// Bytes allocated since this cycle's initial mark.
+    fn alloc_in_cycle(&self) -> usize {
+        self.allocated
             .load(Ordering::Relaxed)
-            .saturating_sub(self.budget.alloc_at_start.load(Ordering::Relaxed));
-        alloc as f64 / self.budget.headroom.load(Ordering::Relaxed).max(1) as f64
+            .saturating_sub(self.budget.alloc_at_start.load(Ordering::Relaxed)) as usize
     }
 
     /// A compaction assist ran for `d` and took `pages` destination pages.
@@ -280,29 +375,33 @@ impl Pacer {
         // Expected mark work: what the last cycle found live, or half of what is in use before
         // anything was measured.
         let goal = if s.live > 0 { s.live } else { used / 2 };
+        let tail = tail_fraction(s.overhead_secs, s.alloc_rate, headroom);
         self.scanned.store(0, Ordering::Relaxed);
+        self.black.store(0, Ordering::Relaxed);
+        self.black_open.store(false, Ordering::Release);
         self.budget
             .alloc_at_start
             .store(allocated, Ordering::Relaxed);
         self.budget
             .headroom
             .store(headroom.max(1), Ordering::Relaxed);
+        self.budget.deadline.store(
+            ((headroom as f64 * (1.0 - tail)) as usize).max(1),
+            Ordering::Relaxed,
+        );
         self.budget.mark_goal.store(goal.max(1), Ordering::Relaxed);
         s.decision
     }
 
-    /// Bytes a mutator should have scanned so far (all markers and assists together) for
-    /// marking to keep pace with allocation, or `None` if marking is ahead. Behind means: the
-    /// fraction of the headroom allocated exceeds the fraction of the mark goal scanned.
-    pub(crate) fn assist_target(&self) -> Option<usize> {
-        let alloc = self
-            .allocated
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.budget.alloc_at_start.load(Ordering::Relaxed));
-        let headroom = self.budget.headroom.load(Ordering::Relaxed) as f64;
-        let goal = self.budget.mark_goal.load(Ordering::Relaxed) as f64;
-        let want = ((alloc as f64 / headroom).min(1.0) * goal) as usize;
-        (want > self.scanned() + ASSIST_MIN_DEBT).then_some(want)
+    /// What an allocating mutator owes now ([`plan_assist`] on this cycle's figures), or
+    /// `None` if marking keeps pace.
+    pub(crate) fn assist_plan(&self) -> Option<AssistPlan> {
+        plan_assist(
+            self.alloc_in_cycle(),
+            self.budget.deadline.load(Ordering::Relaxed),
+            self.budget.mark_goal.load(Ordering::Relaxed),
+            self.scanned(),
+        )
     }
 
     /// The concurrent mark ended: `traced` seconds of tracing scanned this cycle's bytes;
@@ -364,6 +463,7 @@ impl Pacer {
             assists: self.assists.swap(0, Ordering::Relaxed),
             assist_time: d(&self.assist_ns),
             assist_max: d(&self.assist_max_ns),
+            assist_cpu_max: d(&self.assist_cpu_max_ns),
             assist_bytes: self.assist_bytes.swap(0, Ordering::Relaxed),
             assists_deferred: self.assists_deferred.swap(0, Ordering::Relaxed),
             flip_waits: self.flip_waits.swap(0, Ordering::Relaxed),
@@ -453,22 +553,32 @@ mod tests {
         let p = Pacer::default();
         assert_eq!(ewma(0.0, 10.0), 10.0);
         assert_eq!(ewma(10.0, 20.0), 15.0);
-        // First cycle: mark goal = half of what is in use (8 MiB), headroom 16 MiB.
-        p.begin_cycle(16 * MIB, 16 * MIB);
-        assert_eq!(p.assist_target(), None);
-        // A quarter of the headroom allocated, nothing scanned: 2 MiB owed.
+        // First cycle: mark goal = half of what is in use (8 MiB), headroom 20 MiB, of which
+        // the prior tail (a fifth) is kept: marking should be done by 16 MiB allocated.
+        assert_eq!(TAIL_PRIOR, 0.2);
+        p.begin_cycle(16 * MIB, 20 * MIB);
+        assert_eq!(p.assist_plan(), None);
+        let owed = |p: &Pacer| p.assist_plan().map(|a| a.owed);
+        let near = |a: Option<usize>, b: usize| a.is_some_and(|a| a.abs_diff(b) <= 8);
+        // A quarter of the deadline allocated, nothing scanned: 2 MiB owed, urgent (behind
+        // by a quarter of the work).
         p.note_alloc(4 * MIB);
-        assert_eq!(p.assist_target(), Some(2 * MIB));
+        assert!(near(owed(&p), 2 * MIB), "{:?}", p.assist_plan());
+        assert!(p.assist_plan().unwrap().urgent);
         // Less than the minimum debt behind: no assist.
-        p.note_scanned(2 * MIB - ASSIST_MIN_DEBT);
-        assert_eq!(p.assist_target(), None);
-        p.note_scanned(ASSIST_MIN_DEBT);
-        assert_eq!(p.assist_target(), None);
-        // Allocation beyond the headroom asks for the whole goal, no more.
+        p.note_scanned(2 * MIB - ASSIST_MIN_DEBT + 16);
+        assert_eq!(p.assist_plan(), None);
+        p.note_scanned(ASSIST_MIN_DEBT - 16);
+        assert_eq!(p.scanned(), 2 * MIB);
+        assert_eq!(p.assist_plan(), None);
+        // Allocation beyond the deadline asks for the whole goal...
         p.note_alloc(64 * MIB);
-        assert_eq!(p.assist_target(), Some(8 * MIB));
-        p.note_assist(Duration::from_micros(300), 1000);
-        p.note_assist(Duration::from_micros(100), 1000);
+        assert!(near(owed(&p), 6 * MIB), "{:?}", p.assist_plan());
+        // ...and once it is scanned with marking still running, a sixteenth more.
+        p.note_scanned(6 * MIB);
+        assert!(near(owed(&p), MIB / 2), "{:?}", p.assist_plan());
+        p.note_assist(Duration::from_micros(300), Duration::from_micros(200), 1000);
+        p.note_assist(Duration::from_micros(100), Duration::from_micros(90), 1000);
         p.note_flip_wait(Duration::from_millis(2));
         p.end_mark(Duration::from_millis(8), Duration::from_millis(10));
         let d = p.finish_cycle(
@@ -482,16 +592,78 @@ mod tests {
         let s = p.take_stats(Decision::default(), Duration::from_millis(10));
         assert_eq!(s.assists, 2);
         assert_eq!(s.assist_max, Duration::from_micros(300));
+        assert_eq!(s.assist_cpu_max, Duration::from_micros(200));
         assert_eq!(s.assist_time, Duration::from_micros(400));
         assert_eq!(s.flip_waits, 1);
         assert_eq!(s.next_trigger_bytes, d.trigger);
-        // 2 MiB scanned in 8 ms.
+        // 8 MiB scanned in 8 ms.
         assert!(
-            (s.mark_rate - 250.0 * MIB as f64).abs() < 1.0,
+            (s.mark_rate - 1000.0 * MIB as f64).abs() < 1.0,
             "{}",
             s.mark_rate
         );
         // Taken: the counters restart from zero.
         assert_eq!(p.take_stats(Decision::default(), Duration::ZERO).assists, 0);
+    }
+
+    #[test]
+    fn the_tail_is_what_mutators_allocate_after_the_mark_within_bounds() {
+        // Nothing measured (the first cycle): the prior.
+        assert_eq!(tail_fraction(0.0, 1e9, 100 * MIB), TAIL_PRIOR);
+        assert_eq!(tail_fraction(0.01, 0.0, 100 * MIB), TAIL_PRIOR);
+        // 20 ms at 800 MiB/s with the margin: 20 MiB of a 100 MiB headroom.
+        let t = tail_fraction(0.02, 800.0 * MIB as f64, 100 * MIB);
+        assert!((t - 0.2).abs() < 1e-9, "{t}");
+        // A negligible overhead keeps the minimum, a huge one is capped.
+        assert_eq!(tail_fraction(1e-6, 1.0 * MIB as f64, 100 * MIB), TAIL_MIN);
+        assert_eq!(tail_fraction(10.0, 1e12, 100 * MIB), TAIL_MAX);
+    }
+
+    #[test]
+    fn the_assist_plan_follows_the_deadline_and_lifts_the_budget_when_far_behind() {
+        let (deadline, goal) = (16 * MIB, 8 * MIB);
+        let plan = |alloc, scanned| plan_assist(alloc, deadline, goal, scanned);
+        // On schedule (a quarter allocated, a quarter scanned), or ahead: nothing owed.
+        assert_eq!(plan(4 * MIB, 2 * MIB), None);
+        assert_eq!(plan(4 * MIB, 9 * MIB), None);
+        assert_eq!(plan(0, 0), None);
+        // Within the minimum debt: nothing; just past it: the difference, not urgent.
+        assert_eq!(plan(4 * MIB, 2 * MIB - ASSIST_MIN_DEBT), None);
+        assert_eq!(
+            plan(4 * MIB, 2 * MIB - 2 * ASSIST_MIN_DEBT),
+            Some(AssistPlan {
+                owed: 2 * ASSIST_MIN_DEBT,
+                urgent: false
+            })
+        );
+        // Behind by an eighth of the work or more: urgent at once, early in the cycle.
+        assert_eq!(
+            plan(4 * MIB, MIB),
+            Some(AssistPlan {
+                owed: MIB,
+                urgent: true
+            })
+        );
+        assert!(!plan(4 * MIB, MIB + 64 * 1024).unwrap().urgent);
+        // Three quarters of the deadline allocated: urgent however small the debt.
+        assert_eq!(
+            plan(12 * MIB, 6 * MIB - 64 * 1024),
+            Some(AssistPlan {
+                owed: 64 * 1024,
+                urgent: true
+            })
+        );
+        // Past the deadline the whole goal is owed; a goal that was too low grows by a
+        // sixteenth past what was scanned, so assists go on while marking runs.
+        assert_eq!(plan(20 * MIB, 0).map(|p| p.owed), Some(goal));
+        assert_eq!(
+            plan(20 * MIB, 10 * MIB),
+            Some(AssistPlan {
+                owed: MIB / 2,
+                urgent: true
+            })
+        );
+        // A zero deadline (no headroom) is the deadline passed.
+        assert_eq!(plan_assist(1, 0, goal, 0).map(|p| p.owed), Some(goal));
     }
 }
