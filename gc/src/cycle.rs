@@ -1226,6 +1226,7 @@ fn flip(
         moving_before,
         large_before,
         live_objects,
+        mutator_black_objects: inner.pacer.black_marked(),
         pages_filled: pages,
         mutators: g.mutators.len(),
         mutator_tts: tts_by_mutator,

@@ -158,6 +158,9 @@ pub struct CycleStats {
     pub large_after: usize,
     /// Live objects found by marking.
     pub live_objects: usize,
+    /// Of those (SATB marking), the objects mutators marked themselves when they retired
+    /// their allocation buffers during the mark (see `crate::assist::mark_own_buffer`).
+    pub mutator_black_objects: usize,
     /// Destination pages filled.
     pub pages_filled: usize,
     /// Kernel calls made by the arena during the cycle.
@@ -425,6 +428,7 @@ impl Default for CycleStats {
             large_before: 0,
             large_after: 0,
             live_objects: 0,
+            mutator_black_objects: 0,
             pages_filled: 0,
             calls: CallSnapshot::default(),
             vmas: (0, 0),
