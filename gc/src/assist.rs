@@ -32,6 +32,7 @@ use crate::pacer::{
     AssistPlan, ASSIST_CHECK, ASSIST_CHECK_BYTES, ASSIST_SHARE, ASSIST_SLICE, ASSIST_WINDOW,
 };
 use crate::trace::{Atomic, Tracer};
+use faultline_heap::object::TypeRegistry;
 
 /// What one assist did: bytes scanned (0: there was nothing to take) and the CPU time it
 /// took.
@@ -45,6 +46,24 @@ pub(crate) struct Done {
 /// last look (pure).
 fn time_to_check(steps: usize, bytes: usize) -> bool {
     steps >= ASSIST_CHECK || bytes >= ASSIST_CHECK_BYTES
+}
+
+/// A marker for a mutator's own marking work (assists, its own retired buffers): the
+/// cycle's bitmaps and a private end of the shared gray pool.
+fn marker<'a>(inner: &'a HeapInner, types: &'a TypeRegistry) -> ConcMarker<'a> {
+    let ms = &inner.marking;
+    let tables = &inner.tables;
+    ConcMarker::with(
+        Tracer::<Atomic>::new(
+            ms.mark_from.load(Ordering::SeqCst),
+            ms.mark_top.load(Ordering::SeqCst),
+            &tables.mark,
+            &tables.live,
+            &inner.large,
+            types,
+        ),
+        GrayLocal::private(&ms.pool),
+    )
 }
 
 /// A mark assist (a mutator's allocation slow path, marking active): scan gray objects from
@@ -63,18 +82,7 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> Done {
     let t0 = Instant::now();
     let cpu0 = crate::cputime::thread_cpu();
     let types = inner.types();
-    let tables = &inner.tables;
-    let mut m = ConcMarker::with(
-        Tracer::<Atomic>::new(
-            ms.mark_from.load(Ordering::SeqCst),
-            ms.mark_top.load(Ordering::SeqCst),
-            &tables.mark,
-            &tables.live,
-            &inner.large,
-            &types,
-        ),
-        GrayLocal::private(&ms.pool),
-    );
+    let mut m = marker(inner, &types);
     let (mut steps, mut checked) = (0, 0);
     while m.step() {
         if owed.is_some_and(|o| m.scanned_bytes >= o) {
@@ -128,18 +136,7 @@ pub(crate) fn mark_own_buffer(inner: &HeapInner, start: usize, end: usize) {
         return;
     }
     let types = inner.types();
-    let tables = &inner.tables;
-    let mut m = ConcMarker::with(
-        Tracer::<Atomic>::new(
-            ms.mark_from.load(Ordering::SeqCst),
-            ms.mark_top.load(Ordering::SeqCst),
-            &tables.mark,
-            &tables.live,
-            &inner.large,
-            &types,
-        ),
-        GrayLocal::private(&ms.pool),
-    );
+    let mut m = marker(inner, &types);
     m.walk_black(start, end, false);
     inner.pacer.note_black(m.marked);
 }
