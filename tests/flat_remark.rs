@@ -150,13 +150,6 @@ fn switched_wp_remark_walks_only_what_follows_the_last_handshake() {
     run(Barrier::WpAsync);
 }
 
-fn pair(m: &mut Mutator, t: &Types, car: Value, cdr: Value) -> Value {
-    m.push(car);
-    m.push(cdr);
-    cons(m, t);
-    m.pop().unwrap()
-}
-
 /// Barrier-free marking that switched to SATB: an object allocated (black) before the switch
 /// in an allocation buffer still in use at the switch holds the only reference to an object
 /// written into it before the switch. Barrier-free marking must trace black objects (their

@@ -52,13 +52,6 @@ fn heap_pinning(gate: &Arc<Gate>, broken: bool, barrier: Barrier, pin: bool) -> 
     .unwrap()
 }
 
-fn pair(m: &mut Mutator, t: &Types, car: Value, cdr: Value) -> Value {
-    m.push(car);
-    m.push(cdr);
-    cons(m, t);
-    m.pop().unwrap()
-}
-
 /// Start a cycle and run `mutate` while the marker is parked at `at`.
 fn during_marking(m: &mut Mutator, gate: &Gate, at: MarkPoint, mutate: impl FnOnce(&mut Mutator)) {
     gate.arm(at);

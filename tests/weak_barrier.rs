@@ -8,7 +8,7 @@
 mod common;
 use common::gate::Gate;
 use common::*;
-use faultline::{Barrier, GcMode, Heap, HeapConfig, MarkPoint, Mutator, Value};
+use faultline::{Barrier, GcMode, Heap, HeapConfig, MarkPoint, Value};
 use std::sync::Arc;
 
 fn heap(gate: &Arc<Gate>, barrier: Barrier) -> Heap {
@@ -21,13 +21,6 @@ fn heap(gate: &Arc<Gate>, barrier: Barrier) -> Heap {
         c.gc_threads = 1;
     }))
     .unwrap()
-}
-
-fn pair(m: &mut Mutator, t: &Types, car: Value, cdr: Value) -> Value {
-    m.push(car);
-    m.push(cdr);
-    cons(m, t);
-    m.pop().unwrap()
 }
 
 #[test]

@@ -12,7 +12,7 @@
 mod common;
 use common::gate::Gate;
 use common::*;
-use faultline::{Barrier, GcMode, Heap, HeapConfig, MarkPoint, Mutator, SwitchReason, Value};
+use faultline::{Barrier, GcMode, Heap, HeapConfig, MarkPoint, SwitchReason, Value};
 use std::sync::Arc;
 
 fn heap(gate: Option<&Arc<Gate>>, force: bool) -> Heap {
@@ -25,13 +25,6 @@ fn heap(gate: Option<&Arc<Gate>>, force: bool) -> Heap {
         c.debug.mark_hook = gate.map(|g| g.hook());
     }))
     .unwrap()
-}
-
-fn pair(m: &mut Mutator, t: &Types, car: Value, cdr: Value) -> Value {
-    m.push(car);
-    m.push(cdr);
-    cons(m, t);
-    m.pop().unwrap()
 }
 
 /// Scenario 1 of `marking_races.rs` (a reference moved from an unscanned object into a

@@ -63,6 +63,14 @@ pub fn unfix(v: Value) -> i64 {
     (v.bits() as i64) >> 3
 }
 
+/// A new pair `(car . cdr)`, through the value stack (both stay reachable while it is made).
+pub fn pair(m: &mut Mutator, t: &Types, car: Value, cdr: Value) -> Value {
+    m.push(car);
+    m.push(cdr);
+    cons(m, t);
+    m.pop().unwrap()
+}
+
 /// cons onto the value stack: pops cdr and car, pushes the pair.
 pub fn cons(m: &mut Mutator, t: &Types) {
     let p = m.alloc(t.pair, 0).unwrap();
