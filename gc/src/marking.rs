@@ -332,22 +332,21 @@ impl<'a> ConcMarker<'a> {
             }
             _ => usize::MAX,
         };
-        self.scan_range(o, lo, hi);
+        self.scan_range(o, size, lo, hi);
         k == 0
     }
 
     /// Shade the references held in words `[from_k, to_k)` of the object at `o` (word 0 is
     /// its header; `to_k` is clipped to the object's size).
     fn scan_words(&mut self, o: usize, from_k: usize, to_k: usize) {
-        if self.scan_range(o, from_k, to_k) {
+        if self.scan_range(o, size_words(self.t.types, o), from_k, to_k) {
             self.traced += 1;
         }
     }
 
-    /// [`ConcMarker::scan_words`] without counting an object traced; false if the range is
-    /// empty.
-    fn scan_range(&mut self, o: usize, from_k: usize, to_k: usize) -> bool {
-        let size = size_words(self.t.types, o);
+    /// [`ConcMarker::scan_words`] of the object at `o` of `size` words (its caller has read
+    /// it already), without counting an object traced; false if the range is empty.
+    fn scan_range(&mut self, o: usize, size: usize, from_k: usize, to_k: usize) -> bool {
         if from_k >= to_k.min(size) {
             return false;
         }
