@@ -213,14 +213,13 @@ impl Registry {
                 .compare_exchange(0, -1, Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
             {
-                self.low[i].store(low, Ordering::Relaxed);
-                self.high[i].store(high, Ordering::Relaxed);
-                // SAFETY: getpid has no preconditions.
-                self.pids[i].store(unsafe { libc::getpid() }, Ordering::Relaxed);
-                self.tids[i].store(tid, Ordering::SeqCst);
-                self.registered.fetch_add(1, Ordering::SeqCst);
                 // SAFETY: getpid has no preconditions.
                 let pid = unsafe { libc::getpid() };
+                self.low[i].store(low, Ordering::Relaxed);
+                self.high[i].store(high, Ordering::Relaxed);
+                self.pids[i].store(pid, Ordering::Relaxed);
+                self.tids[i].store(tid, Ordering::SeqCst);
+                self.registered.fetch_add(1, Ordering::SeqCst);
                 self.settle(|boosted| self.apply(i, boosted, pid));
                 return Some(i);
             }
