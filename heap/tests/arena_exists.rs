@@ -15,13 +15,28 @@ use faultline_heap::uffd::Uffd;
 use faultline_heap::{ArenaOffset, PAGE_SIZE};
 use std::sync::Arc;
 
-fn arena(inj: &Arc<FaultInjector>) -> VolatileArena {
-    VolatileArena::new(
+/// An 8-page arena whose `nth` COPY fails with a false EEXIST, and its (armed) injector; `None`
+/// (after a skip notice) where userfaultfd is unavailable.
+fn arena_with_false_eexist(test: &str, nth: u64) -> Option<(VolatileArena, Arc<FaultInjector>)> {
+    if let Err(e) = Uffd::available(&Sys::real()) {
+        eprintln!("SKIPPED: {test}: userfaultfd unavailable here: {e}");
+        return None;
+    }
+    let inj = Arc::new(
+        FaultInjector::new(
+            vec![Rule::new(Call::UffdCopy, Errno::EEXIST, Trigger::Nth(nth))],
+            1,
+        )
+        .disarmed(),
+    );
+    let a = VolatileArena::new(
         ArenaConfig::new(8 * PAGE_SIZE)
             .delivery(FaultDelivery::Thread)
             .sys(Sys::new(inj.clone())),
     )
-    .unwrap()
+    .unwrap();
+    inj.arm();
+    Some((a, inj))
 }
 
 /// `pages` pages of 0x5a bytes copied to `offset` by `resolve_copy` (or
@@ -46,19 +61,13 @@ fn copy(a: &VolatileArena, offset: usize, racing: bool) -> Resolution {
 
 #[test]
 fn a_recorded_mapping_answers_an_eexist_and_release_forgets_it() {
-    if Uffd::available(&Sys::real()).is_err() {
-        return;
-    }
     // The tenth COPY (onto the released page 1) fails with a false EEXIST.
-    let inj = Arc::new(
-        FaultInjector::new(
-            vec![Rule::new(Call::UffdCopy, Errno::EEXIST, Trigger::Nth(10))],
-            1,
-        )
-        .disarmed(),
-    );
-    let a = arena(&inj);
-    inj.arm();
+    let Some((a, inj)) = arena_with_false_eexist(
+        "a_recorded_mapping_answers_an_eexist_and_release_forgets_it",
+        10,
+    ) else {
+        return;
+    };
     let mincore = || inj.seen(Call::Mincore);
     assert_eq!(copy(&a, 0, true), Resolution::Mapped);
     // The claimer's own COPY meets the rescued page: believed on the record, as often as it
@@ -121,19 +130,11 @@ fn a_recorded_mapping_answers_an_eexist_and_release_forgets_it() {
 
 #[test]
 fn unmapping_the_view_forgets_the_record_too() {
-    if Uffd::available(&Sys::real()).is_err() {
-        return;
-    }
     // The second COPY (onto page 0 after it was unmapped) fails with a false EEXIST.
-    let inj = Arc::new(
-        FaultInjector::new(
-            vec![Rule::new(Call::UffdCopy, Errno::EEXIST, Trigger::Nth(2))],
-            1,
-        )
-        .disarmed(),
-    );
-    let a = arena(&inj);
-    inj.arm();
+    let Some((a, inj)) = arena_with_false_eexist("unmapping_the_view_forgets_the_record_too", 2)
+    else {
+        return;
+    };
     assert_eq!(copy(&a, 0, true), Resolution::Mapped);
     a.unmap_view(ArenaOffset(0), PAGE_SIZE).unwrap();
     assert!(!a.page_mapped(a.base()));
