@@ -64,6 +64,19 @@ impl Bitmap {
     }
     /// Set bits `[from, to)`.
     pub fn set_range(&self, from: usize, to: usize) {
+        self.each_word_mask(from, to, |w, mask| {
+            w.fetch_or(mask, Ordering::AcqRel);
+        });
+    }
+    /// Clear bits `[from, to)`.
+    pub fn clear_range(&self, from: usize, to: usize) {
+        self.each_word_mask(from, to, |w, mask| {
+            w.fetch_and(!mask, Ordering::AcqRel);
+        });
+    }
+    /// `f(word, mask)` for each bitmap word that bits `[from, to)` touch, with the mask of
+    /// those bits.
+    fn each_word_mask(&self, from: usize, to: usize, f: impl Fn(&AtomicU64, u64)) {
         let mut i = from;
         while i < to {
             let word = i / 64;
@@ -74,7 +87,7 @@ impl Bitmap {
             } else {
                 ((1u64 << (hi - lo)) - 1) << lo
             };
-            self.words[word].fetch_or(mask, Ordering::AcqRel);
+            f(&self.words[word], mask);
             i = word * 64 + hi;
         }
     }
@@ -447,6 +460,19 @@ mod tests {
         lw.select_every(10, total, n, |k, w| got.push((k, w)));
         let want: Vec<_> = (0..8).map(|k| (k, lw.select(k * 10, n).unwrap())).collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn clear_range_clears_exactly_the_range() {
+        let b = Bitmap::new(300);
+        b.set_range(0, 300);
+        b.clear_range(5, 5);
+        b.clear_range(60, 200);
+        for i in 0..300 {
+            assert_eq!(b.get(i), !(60..200).contains(&i), "bit {i}");
+        }
+        b.clear_range(0, 300);
+        assert_eq!(b.count_ones(b.num_words()), 0);
     }
 
     /// Naive rank over the bits.
