@@ -45,6 +45,7 @@ use core::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use faultline_heap::bitmap::Bitmap;
 use faultline_heap::object::WORD;
 use faultline_heap::{ArenaOffset, VolatileArena, PAGE_SIZE};
 
@@ -1322,7 +1323,7 @@ fn worker(
 /// [`MIN_RELEASE_RUN`] pages. Pages left in it when the compaction ends are released by the
 /// end of the cycle with the rest of the old half.
 struct Unreleased {
-    bits: Vec<u64>,
+    bits: Bitmap,
     /// Bitmap words `[lo, hi)` set since the last [`Unreleased::take_runs`].
     lo: usize,
     hi: usize,
@@ -1332,7 +1333,7 @@ impl Unreleased {
     /// An empty set of old pages `[0, pages)`.
     fn new(pages: usize) -> Self {
         Unreleased {
-            bits: vec![0; pages.div_ceil(64)],
+            bits: Bitmap::new(pages),
             lo: usize::MAX,
             hi: 0,
         }
@@ -1340,50 +1341,9 @@ impl Unreleased {
 
     /// Add old page `j` (below the `pages` given to [`Unreleased::new`]).
     fn insert(&mut self, j: usize) {
-        let w = j / 64;
-        self.bits[w] |= 1 << (j % 64);
-        self.lo = self.lo.min(w);
-        self.hi = self.hi.max(w + 1);
-    }
-
-    fn get(&self, i: usize) -> bool {
-        self.bits[i / 64] & (1 << (i % 64)) != 0
-    }
-
-    /// The first page in the set at or after `i`, below `limit`.
-    fn next_set(&self, i: usize, limit: usize) -> Option<usize> {
-        let mut i = i;
-        while i < limit {
-            let word = self.bits[i / 64] >> (i % 64);
-            if word != 0 {
-                let f = i + word.trailing_zeros() as usize;
-                return (f < limit).then_some(f);
-            }
-            i = (i / 64 + 1) * 64;
-        }
-        None
-    }
-
-    /// The first page not in the set at or after `i` (the end of the run holding `i`).
-    fn run_end(&self, i: usize) -> usize {
-        let mut i = i;
-        while i < self.bits.len() * 64 {
-            let word = !self.bits[i / 64] >> (i % 64);
-            if word != 0 {
-                return i + word.trailing_zeros() as usize;
-            }
-            i = (i / 64 + 1) * 64;
-        }
-        i
-    }
-
-    /// The first page of the run holding page `i` (in the set).
-    fn run_start(&self, i: usize) -> usize {
-        let mut a = i;
-        while a > 0 && self.get(a - 1) {
-            a -= 1;
-        }
-        a
+        self.bits.set(j);
+        self.lo = self.lo.min(j / 64);
+        self.hi = self.hi.max(j / 64 + 1);
     }
 
     /// Hand every run of at least `min` pages that holds a page added since the last call to
@@ -1394,13 +1354,15 @@ impl Unreleased {
         }
         let limit = self.hi * 64;
         let mut i = self.lo * 64;
-        while let Some(s) = self.next_set(i, limit) {
-            let (a, b) = (self.run_start(s), self.run_end(s));
+        while let Some(s) = self.bits.next_set(i, limit) {
+            let mut a = s;
+            while a > 0 && self.bits.get(a - 1) {
+                a -= 1;
+            }
+            let b = self.bits.next_clear(s, self.bits.len_bits());
             if b - a >= min {
                 f(a, b - a);
-                for p in a..b {
-                    self.bits[p / 64] &= !(1 << (p % 64));
-                }
+                self.bits.clear_range(a, b);
             }
             i = b;
         }
@@ -1482,7 +1444,7 @@ mod tests {
         // Page 6 joins the run 3..6: now 4 pages long; 10 still waits.
         u.insert(6);
         assert_eq!(take(&mut u, 4), vec![(3, 4)]);
-        assert!(!u.get(3) && !u.get(6) && u.get(10));
+        assert!(!u.bits.get(3) && !u.bits.get(6) && u.bits.get(10));
         // A run across a bitmap word boundary, completed from either side.
         for j in 60..64 {
             u.insert(j);
@@ -1501,7 +1463,7 @@ mod tests {
         u.insert(299);
         u.insert(11);
         assert_eq!(take(&mut u, 2), vec![(10, 2), (290, 10)]);
-        assert_eq!(u.bits.iter().map(|w| w.count_ones()).sum::<u32>(), 0);
+        assert_eq!(u.bits.count_ones(u.bits.num_words()), 0);
         assert_eq!(take(&mut u, 1), vec![], "nothing added since the last call");
     }
 
@@ -1533,7 +1495,11 @@ mod tests {
             });
         }
         for (j, &s) in seen.iter().enumerate() {
-            assert_eq!(s + u8::from(u.get(j)), 1, "page {j}: given back {s} times");
+            assert_eq!(
+                s + u8::from(u.bits.get(j)),
+                1,
+                "page {j}: given back {s} times"
+            );
         }
         let left = n - seen.iter().filter(|&&s| s == 1).count();
         assert!(left < n / 4, "{left} of {n} pages never given back");
