@@ -466,6 +466,15 @@ mod tests {
         (tid_rx.recv().unwrap(), end_tx, h)
     }
 
+    /// Whether this process may boost ([`can_boost`]); prints the skip notice if not.
+    fn boost_here(test: &str) -> bool {
+        let ok = can_boost();
+        if !ok {
+            eprintln!("SKIPPED: {test}: no privilege to raise a lowered thread's priority again");
+        }
+        ok
+    }
+
     #[test]
     fn a_wait_boosts_registered_threads_and_the_last_one_drops_them() {
         if !can_boost() {
@@ -520,7 +529,7 @@ mod tests {
 
     #[test]
     fn waits_from_many_threads_settle_at_the_right_level() {
-        if !can_boost() {
+        if !boost_here("waits_from_many_threads_settle_at_the_right_level") {
             return;
         }
         static REG: Registry = Registry::new();
@@ -546,7 +555,7 @@ mod tests {
 
     #[test]
     fn threads_of_another_process_are_left_alone() {
-        if !can_boost() {
+        if !boost_here("threads_of_another_process_are_left_alone") {
             return;
         }
         static REG: Registry = Registry::new();
@@ -578,7 +587,7 @@ mod tests {
 
     #[test]
     fn spawned_helpers_inherit_the_registration() {
-        if !can_boost() {
+        if !boost_here("spawned_helpers_inherit_the_registration") {
             return;
         }
         let c = crate::HeapConfig {
