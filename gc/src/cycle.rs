@@ -381,7 +381,13 @@ fn stw_cycle(
     let tm = Instant::now();
     let mark_cpu0 = cputime::thread_cpu();
     let gen = match &inner.gen {
-        Some(gs) => Some(gs.begin(&inner.arena, moving, &types, cycle_facts(inner, trigger))?),
+        Some(gs) => Some(gs.begin(
+            &inner.arena,
+            moving,
+            &types,
+            cycle_facts(inner, trigger),
+            true,
+        )?),
         None => None,
     };
     let from = gen.as_ref().map_or(moving.base(), |c| c.from);
@@ -476,11 +482,19 @@ fn initial_mark(
         m.retire_tlab();
     }
     let moving = &inner.moving;
-    // Generational: a young cycle's extra roots (the old slots its remembered set names, the
-    // large objects); a full cycle's source starts at the old generation.
+    // Generational: a young cycle's extra roots are the large objects here; the old slots its
+    // remembered set names are scanned by the GC thread once the world runs again (the SATB
+    // barrier is on from this pause: see `GenState::begin`). A full cycle's source starts at
+    // the old generation.
     let gen = inner.gen.as_ref().map(|gs| {
-        gs.begin(&inner.arena, moving, &types, cycle_facts(inner, trigger))
-            .unwrap_or_else(|e| panic!("the remembered set failed at a cycle's start: {e}"))
+        gs.begin(
+            &inner.arena,
+            moving,
+            &types,
+            cycle_facts(inner, trigger),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("the remembered set failed at a cycle's start: {e}"))
     });
     let from = gen.as_ref().map_or(moving.base(), |c| c.from);
     let mark_top = moving.top.load(Ordering::Relaxed);
@@ -574,8 +588,18 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         &inner.marking.pool,
     );
     let mut report = MarkReport::default();
+    // 2a. Generational: a young cycle's remembered set, scanned concurrently (the initial
+    //     mark's pause only decided the cycle): its old slots' values are roots.
+    let mut gen = st.gen;
+    let mut roots = st.roots;
+    if let (Some(c), Some(gs)) = (gen.as_mut().filter(|c| c.young()), inner.gen.as_ref()) {
+        let vals = gs
+            .rescan(c, &inner.arena, &types)
+            .unwrap_or_else(|e| panic!("the remembered set failed at a cycle's start: {e}"));
+        roots.extend(vals);
+    }
     let scanner: Option<PagemapScanner> =
-        marking::concurrent_mark(&ctx, &mut m, &st.roots, &mut report);
+        marking::concurrent_mark(&ctx, &mut m, &roots, &mut report);
     if !ctx.wp {
         // 2b. The flat remark's SATB handshake (no global stop).
         marking::satb_handshake(&ctx, &mut m, running_mutators(&inner), &mut report);
@@ -641,7 +665,6 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     }
     // 3c. Generational: precleaning of the remembered set (the cards dirtied during marking
     //     are scanned here, so the remark scans only those dirtied since).
-    let mut gen = st.gen;
     if let (Some(c), Some(gs)) = (gen.as_mut().filter(|c| c.young()), inner.gen.as_ref()) {
         let vals = gs
             .rescan(c, &inner.arena, &types)
