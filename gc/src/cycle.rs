@@ -1614,6 +1614,18 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     stats.cpu.finish = cputime::since(finish_cpu0);
     stats.cpu.compact = Duration::from_nanos(c.counters.cpu_ns.load(Ordering::Relaxed));
     stats.compact = t0.elapsed();
+    if let (Some(gc), Some(gs)) = (finish.gen.as_ref(), inner.gen.as_ref()) {
+        if gc.young() {
+            // Young-aware pacing: the window at the start, its survivors (kept young or
+            // promoted), the marking and compaction that moved them, the whole wall time.
+            gs.young_pace.note(
+                stats.moving_before,
+                stats.moving_after + stats.gen.promoted_bytes,
+                stats.mark + stats.compact,
+                finish.cycle_start.elapsed(),
+            );
+        }
+    }
     pace_next(
         &inner,
         stats.heap_after(),
@@ -1660,7 +1672,19 @@ fn pace_next(inner: &HeapInner, live: usize, compacted: (usize, Duration)) {
         inner.occupancy_goal(used),
         compacted,
     );
-    inner.trigger_bytes.store(d.trigger, Ordering::Relaxed);
+    let mut trigger = d.trigger;
+    if let Some(gs) = inner.gen.as_ref() {
+        // Generational: a young cycle next gets its own trigger, never later than the pacer's
+        // ([`crate::youngpace`]).
+        let large = inner.large.used();
+        if gs.next_is_young(inner.moving.half_bytes, large) {
+            trigger = gs
+                .young_pace
+                .trigger(trigger, inner.moving.used(), large)
+                .max(used.min(trigger));
+        }
+    }
+    inner.trigger_bytes.store(trigger, Ordering::Relaxed);
 }
 
 /// Fill a concurrent cycle's pacing record (the decision fields were set at its flip).

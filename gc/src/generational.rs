@@ -82,6 +82,8 @@ pub(crate) struct GenState {
     old: Mutex<OldGen>,
     /// `HeapConfig::old_growth`.
     old_growth: f64,
+    /// Young cycles' own pacing figures ([`crate::youngpace`]).
+    pub young_pace: crate::youngpace::YoungPace,
 }
 
 /// What kind of cycle runs next.
@@ -526,6 +528,18 @@ impl GenState {
         Ok(())
     }
 
+    /// Whether the next cycle is expected to be young (the policy of [`GenState::begin`] on
+    /// the figures known between cycles: no full cycle due; an exhausted allocation or a pin
+    /// may still make it full). `large_used`: bytes held by large objects now.
+    pub(crate) fn next_is_young(&self, half_bytes: usize, large_used: usize) -> bool {
+        let old = self.old();
+        let bytes = old.bytes();
+        !(old.full_pending
+            || bytes > old.limit
+            || bytes > half_bytes / 2
+            || large_used > old.large_limit)
+    }
+
     /// Old-generation bytes now.
     pub(crate) fn old_bytes(&self) -> usize {
         self.old().bytes()
@@ -555,6 +569,7 @@ pub(crate) fn create(
                     ..OldGen::default()
                 }),
                 old_growth: config.old_growth,
+                young_pace: Default::default(),
             };
             (Some(cards), Some(state))
         }
@@ -568,6 +583,7 @@ pub(crate) fn create(
                     ..OldGen::default()
                 }),
                 old_growth: config.old_growth,
+                young_pace: Default::default(),
             };
             (None, Some(state))
         }
