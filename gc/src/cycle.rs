@@ -82,9 +82,10 @@
 //! Either collector, with these changes, decided at the cycle's first pause (stop-the-world
 //! step 2, concurrent phase 1) by `GenState::begin`:
 //! - a **young** cycle marks `[window, top)` only: its extra roots are the old reference
-//!   slots in the ranges the remembered set reports ([`crate::remset`]; concurrent: again at
-//!   a precleaning step before the remark and in the remark pause) and every large object;
-//!   the flip forwards those old slots (slots still referring to young objects stay in the
+//!   slots in the ranges the remembered set reports that hold a reference outside the old
+//!   generation ([`crate::remset`]; concurrent: scanned on the GC thread after the initial
+//!   mark, again at a precleaning step before the remark and in the remark pause) and every
+//!   large object; the flip forwards those old slots (slots still referring to young objects stay in the
 //!   remembered set) and, compacting into the old half, promotes the survivors that reach
 //!   `HeapConfig::promotion_age` (the window then starts above them, with the younger
 //!   survivors; `generational::promotion_end`);

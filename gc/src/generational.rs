@@ -13,8 +13,11 @@
 //! - A **young cycle** compacts the current window `[window, top)` into the other half's
 //!   window. Old objects are live and never traced through; marking starts from the roots,
 //!   every large object (large objects are freed by full cycles only) and the reference slots
-//!   of old objects in the ranges the remembered set reports. The flip forwards exactly those
-//!   slots; a slot that still refers to a young object afterwards is kept dirty.
+//!   of old objects in the ranges the remembered set reports that hold a reference outside
+//!   the old generation (a concurrent cycle scans them on the GC thread, after its initial
+//!   mark: [`GenState::begin`]). The flip forwards exactly those slots; a slot that still
+//!   refers to a young object afterwards is kept dirty. Concurrent young cycles are paced by
+//!   their own figures ([`crate::youngpace`]).
 //! - **Promotion** after `HeapConfig::promotion_age` survivals (2 by default). Ages are
 //!   address bands, no header bits: every cycle places the window's survivors, in address
 //!   order, at the start of the destination window, and allocation continues above them, so
