@@ -82,9 +82,10 @@
 //! Either collector, with these changes, decided at the cycle's first pause (stop-the-world
 //! step 2, concurrent phase 1) by `GenState::begin`:
 //! - a **young** cycle marks `[window, top)` only: its extra roots are the old reference
-//!   slots in the ranges the remembered set reports ([`crate::remset`]; concurrent: again at
-//!   a precleaning step before the remark and in the remark pause) and every large object;
-//!   the flip forwards those old slots (slots still referring to young objects stay in the
+//!   slots in the ranges the remembered set reports that hold a reference outside the old
+//!   generation ([`crate::remset`]; concurrent: scanned on the GC thread after the initial
+//!   mark, again at a precleaning step before the remark and in the remark pause) and every
+//!   large object; the flip forwards those old slots (slots still referring to young objects stay in the
 //!   remembered set) and, compacting into the old half, promotes the survivors that reach
 //!   `HeapConfig::promotion_age` (the window then starts above them, with the younger
 //!   survivors; `generational::promotion_end`);
@@ -381,7 +382,13 @@ fn stw_cycle(
     let tm = Instant::now();
     let mark_cpu0 = cputime::thread_cpu();
     let gen = match &inner.gen {
-        Some(gs) => Some(gs.begin(&inner.arena, moving, &types, cycle_facts(inner, trigger))?),
+        Some(gs) => Some(gs.begin(
+            &inner.arena,
+            moving,
+            &types,
+            cycle_facts(inner, trigger),
+            true,
+        )?),
         None => None,
     };
     let from = gen.as_ref().map_or(moving.base(), |c| c.from);
@@ -476,11 +483,19 @@ fn initial_mark(
         m.retire_tlab();
     }
     let moving = &inner.moving;
-    // Generational: a young cycle's extra roots (the old slots its remembered set names, the
-    // large objects); a full cycle's source starts at the old generation.
+    // Generational: a young cycle's extra roots are the large objects here; the old slots its
+    // remembered set names are scanned by the GC thread once the world runs again (the SATB
+    // barrier is on from this pause: see `GenState::begin`). A full cycle's source starts at
+    // the old generation.
     let gen = inner.gen.as_ref().map(|gs| {
-        gs.begin(&inner.arena, moving, &types, cycle_facts(inner, trigger))
-            .unwrap_or_else(|e| panic!("the remembered set failed at a cycle's start: {e}"))
+        gs.begin(
+            &inner.arena,
+            moving,
+            &types,
+            cycle_facts(inner, trigger),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("the remembered set failed at a cycle's start: {e}"))
     });
     let from = gen.as_ref().map_or(moving.base(), |c| c.from);
     let mark_top = moving.top.load(Ordering::Relaxed);
@@ -574,8 +589,18 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         &inner.marking.pool,
     );
     let mut report = MarkReport::default();
+    // 2a. Generational: a young cycle's remembered set, scanned concurrently (the initial
+    //     mark's pause only decided the cycle): its old slots' values are roots.
+    let mut gen = st.gen;
+    let mut roots = st.roots;
+    if let (Some(c), Some(gs)) = (gen.as_mut().filter(|c| c.young()), inner.gen.as_ref()) {
+        let vals = gs
+            .rescan(c, &inner.arena, &types)
+            .unwrap_or_else(|e| panic!("the remembered set failed at a cycle's start: {e}"));
+        roots.extend(vals);
+    }
     let scanner: Option<PagemapScanner> =
-        marking::concurrent_mark(&ctx, &mut m, &st.roots, &mut report);
+        marking::concurrent_mark(&ctx, &mut m, &roots, &mut report);
     if !ctx.wp {
         // 2b. The flat remark's SATB handshake (no global stop).
         marking::satb_handshake(&ctx, &mut m, running_mutators(&inner), &mut report);
@@ -641,7 +666,6 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     }
     // 3c. Generational: precleaning of the remembered set (the cards dirtied during marking
     //     are scanned here, so the remark scans only those dirtied since).
-    let mut gen = st.gen;
     if let (Some(c), Some(gs)) = (gen.as_mut().filter(|c| c.young()), inner.gen.as_ref()) {
         let vals = gs
             .rescan(c, &inner.arena, &types)
@@ -1591,6 +1615,18 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
     stats.cpu.finish = cputime::since(finish_cpu0);
     stats.cpu.compact = Duration::from_nanos(c.counters.cpu_ns.load(Ordering::Relaxed));
     stats.compact = t0.elapsed();
+    if let (Some(gc), Some(gs)) = (finish.gen.as_ref(), inner.gen.as_ref()) {
+        if gc.young() {
+            // Young-aware pacing: the window at the start, its survivors (kept young or
+            // promoted), the marking and compaction that moved them, the whole wall time.
+            gs.young_pace.note(
+                stats.moving_before,
+                stats.moving_after + stats.gen.promoted_bytes,
+                stats.mark + stats.compact,
+                finish.cycle_start.elapsed(),
+            );
+        }
+    }
     pace_next(
         &inner,
         stats.heap_after(),
@@ -1637,7 +1673,19 @@ fn pace_next(inner: &HeapInner, live: usize, compacted: (usize, Duration)) {
         inner.occupancy_goal(used),
         compacted,
     );
-    inner.trigger_bytes.store(d.trigger, Ordering::Relaxed);
+    let mut trigger = d.trigger;
+    if let Some(gs) = inner.gen.as_ref() {
+        // Generational: a young cycle next gets its own trigger, never later than the pacer's
+        // ([`crate::youngpace`]).
+        let large = inner.large.used();
+        if gs.next_is_young(inner.moving.half_bytes, large) {
+            trigger = gs
+                .young_pace
+                .trigger(trigger, inner.moving.used(), large)
+                .max(used.min(trigger));
+        }
+    }
+    inner.trigger_bytes.store(trigger, Ordering::Relaxed);
 }
 
 /// Fill a concurrent cycle's pacing record (the decision fields were set at its flip).

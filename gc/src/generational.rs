@@ -13,8 +13,11 @@
 //! - A **young cycle** compacts the current window `[window, top)` into the other half's
 //!   window. Old objects are live and never traced through; marking starts from the roots,
 //!   every large object (large objects are freed by full cycles only) and the reference slots
-//!   of old objects in the ranges the remembered set reports. The flip forwards exactly those
-//!   slots; a slot that still refers to a young object afterwards is kept dirty.
+//!   of old objects in the ranges the remembered set reports that hold a reference outside
+//!   the old generation (a concurrent cycle scans them on the GC thread, after its initial
+//!   mark: [`GenState::begin`]). The flip forwards exactly those slots; a slot that still
+//!   refers to a young object afterwards is kept dirty. Concurrent young cycles are paced by
+//!   their own figures ([`crate::youngpace`]).
 //! - **Promotion** after `HeapConfig::promotion_age` survivals (2 by default). Ages are
 //!   address bands, no header bits: every cycle places the window's survivors, in address
 //!   order, at the start of the destination window, and allocation continues above them, so
@@ -82,6 +85,8 @@ pub(crate) struct GenState {
     old: Mutex<OldGen>,
     /// `HeapConfig::old_growth`.
     old_growth: f64,
+    /// Young cycles' own pacing figures ([`crate::youngpace`]).
+    pub young_pace: crate::youngpace::YoungPace,
 }
 
 /// What kind of cycle runs next.
@@ -325,6 +330,9 @@ pub(crate) struct GenCycle {
     pub to_floor: usize,
     /// Remembered-set units scanned.
     pub dirty_units: usize,
+    /// `Breakage::SkipDirtyCard` (tests): the first range the remembered set reports to this
+    /// cycle is still to be dropped.
+    skip_one: bool,
 }
 
 impl GenCycle {
@@ -341,13 +349,18 @@ impl GenState {
     }
 
     /// Decide the cycle that starts now (world stopped): young or full, its source, and for a
-    /// young cycle the old slots its remembered set names (see [`CycleFacts`]).
+    /// young cycle with `scan_now` the old slots its remembered set names (see [`CycleFacts`]).
+    /// Without `scan_now` (a concurrent cycle) the first [`GenState::rescan`], on the GC
+    /// thread once the SATB barrier is on, takes them instead: a slot overwritten after
+    /// this pause had its old value logged by the barrier, and a card dirtied after the
+    /// scan is taken by the precleaning or the remark's rescan.
     pub(crate) fn begin(
         &self,
         arena: &VolatileArena,
         moving: &MovingSpace,
         types: &TypeRegistry,
         facts: CycleFacts,
+        scan_now: bool,
     ) -> Result<GenCycle, ArenaError> {
         let mut old = self.old();
         let cur = moving.current.load(Ordering::Relaxed);
@@ -392,6 +405,7 @@ impl GenState {
             promote_below,
             to_floor: if promote && bytes > 0 { old.hi } else { 0 },
             dirty_units: 0,
+            skip_one: facts.skip_one,
         };
         if kind == CycleKind::Full {
             if bytes > 0 {
@@ -404,15 +418,43 @@ impl GenState {
             }
             return Ok(c);
         }
-        let mut skip = facts.skip_one;
+        if scan_now {
+            Self::scan(&self.remset, &old, &mut c, arena, types)?;
+        }
+        Ok(c)
+    }
+
+    /// Take the ranges the remembered set reports now into cycle `c` (young): the reference
+    /// slots there whose value (read atomically) may refer to a young object, anything but
+    /// null or an old object, are added to `c.old_slots`, and their values returned. A slot
+    /// left out held no young reference when it was read after its range was cleared in the
+    /// remembered set: a store into it since then is reported by the next call (the
+    /// remembered set's protocol), so the cycle's last call, in the remark pause, completes
+    /// the list (the exactness invariant holds for the slots listed).
+    fn scan(
+        remset: &Arc<dyn RememberedSet>,
+        old: &OldGen,
+        c: &mut GenCycle,
+        arena: &VolatileArena,
+        types: &TypeRegistry,
+    ) -> Result<Vec<usize>, ArenaError> {
+        let (lo, hi) = (old.lo, old.hi);
+        let skip = &mut c.skip_one;
         let slots = &mut c.old_slots;
-        c.dirty_units = self.remset.for_each_dirty_range(arena, &mut |s, e| {
-            if std::mem::take(&mut skip) {
+        let mut vals = Vec::new();
+        c.dirty_units += remset.for_each_dirty_range(arena, &mut |s, e| {
+            if std::mem::take(skip) {
                 return;
             }
-            old.for_each_slot_in(s, e, types, &mut |a| slots.push(a));
+            old.for_each_slot_in(s, e, types, &mut |a| {
+                let v = Atomic::load(a);
+                if v != 0 && !(lo..hi).contains(&v) {
+                    slots.push(a);
+                    vals.push(v);
+                }
+            });
         })?;
-        Ok(c)
+        Ok(vals)
     }
 
     /// Concurrent young cycle, before its remark (GC thread, mutators running) and in it
@@ -426,15 +468,7 @@ impl GenState {
         types: &TypeRegistry,
     ) -> Result<Vec<usize>, ArenaError> {
         let old = self.old();
-        let before = c.old_slots.len();
-        let slots = &mut c.old_slots;
-        c.dirty_units += self.remset.for_each_dirty_range(arena, &mut |s, e| {
-            old.for_each_slot_in(s, e, types, &mut |a| slots.push(a));
-        })?;
-        Ok(c.old_slots[before..]
-            .iter()
-            .map(|&a| Atomic::load(a))
-            .collect())
+        Self::scan(&self.remset, &old, c, arena, types)
     }
 
     /// The flip of cycle `c` (world stopped, references about to be forwarded or forwarded):
@@ -497,6 +531,18 @@ impl GenState {
         Ok(())
     }
 
+    /// Whether the next cycle is expected to be young (the policy of [`GenState::begin`] on
+    /// the figures known between cycles: no full cycle due; an exhausted allocation or a pin
+    /// may still make it full). `large_used`: bytes held by large objects now.
+    pub(crate) fn next_is_young(&self, half_bytes: usize, large_used: usize) -> bool {
+        let old = self.old();
+        let bytes = old.bytes();
+        !(old.full_pending
+            || bytes > old.limit
+            || bytes > half_bytes / 2
+            || large_used > old.large_limit)
+    }
+
     /// Old-generation bytes now.
     pub(crate) fn old_bytes(&self) -> usize {
         self.old().bytes()
@@ -526,6 +572,7 @@ pub(crate) fn create(
                     ..OldGen::default()
                 }),
                 old_growth: config.old_growth,
+                young_pace: Default::default(),
             };
             (Some(cards), Some(state))
         }
@@ -539,6 +586,7 @@ pub(crate) fn create(
                     ..OldGen::default()
                 }),
                 old_growth: config.old_growth,
+                young_pace: Default::default(),
             };
             (None, Some(state))
         }

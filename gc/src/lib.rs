@@ -143,6 +143,7 @@ mod verify;
 mod waits;
 mod weak;
 mod weakref;
+mod youngpace;
 
 pub use background::{gc_thread_boosts, gc_threads_lowered};
 pub use config::{

@@ -20,8 +20,9 @@
 //!    promotion extended it; a full cycle emptied it: `start == end`). Everything recorded
 //!    about addresses that left the range is dropped; memory that joined it is clean (its
 //!    references are known to the collector, which keeps them with `keep_dirty`).
-//! 2. [`RememberedSet::for_each_dirty_range`] (a young cycle's start, and again at its remark
-//!    in concurrent mode): report every range of the old generation that may hold a reference
+//! 2. [`RememberedSet::for_each_dirty_range`] (a young cycle's start, in its pause in
+//!    stop-the-world mode; in concurrent mode on the GC thread once the initial mark's pause
+//!    is over, again at the precleaning and in the remark's pause): report every range of the old generation that may hold a reference
 //!    slot written since the previous report (or kept dirty), and clear it: a store after its
 //!    range was reported is reported by the next call. Ranges are card aligned (pages are).
 //! 3. [`RememberedSet::keep_dirty`] (the flip of a young cycle, or a promotion): after

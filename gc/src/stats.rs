@@ -284,7 +284,8 @@ pub struct GenStats {
     pub promoted_bytes: usize,
     /// Remembered-set units (cards, or written pages) this cycle scanned.
     pub dirty_cards: usize,
-    /// Old reference slots scanned in them (roots of the young cycle, forwarded at its flip).
+    /// Old reference slots found in them holding a reference outside the old generation (roots
+    /// of the young cycle, forwarded at its flip).
     pub old_slots: usize,
     /// Old-generation bytes after the cycle.
     pub old_bytes: usize,
