@@ -172,53 +172,17 @@ fn within_budget(b: Budget, now: Instant, urgent: bool) -> bool {
     }
 }
 
-/// A mutator's assist debt: bytes of marking it owes in the cycle `epoch`
-/// ([`crate::pacer::Pacer::epoch`]; a debt of another cycle is void).
-#[derive(Clone, Copy)]
-struct Debt {
-    epoch: u64,
-    bytes: f64,
-}
-
-thread_local! {
-    static DEBT: Cell<Debt> = const { Cell::new(Debt { epoch: 0, bytes: 0.0 }) };
-}
-
-/// The allocation slow path's assist, after it handed out `allocated` bytes while marking
-/// runs: a tax. While marking is behind (`plan`, from [`crate::pacer::plan_assist`]), every
-/// byte allocated adds the pacer's assist ratio ([`crate::pacer::assist_ratio`]) to this
-/// mutator's debt, and once the debt reaches [`crate::pacer::ASSIST_MIN_DEBT`] it is paid
-/// (one slice at most; the rest stays owed), if this mutator's budget allows or the plan is
-/// urgent (see the module invariants), else deferred and counted. So a fast allocator pays in
-/// proportion to what it allocates, a little at every refill, instead of paying the whole
-/// shared debt at once. On schedule (`plan` `None`), or with no gray object left to take, the
-/// debt is forgiven. Returns the bytes scanned.
-pub(crate) fn paced_assist(inner: &HeapInner, plan: Option<AssistPlan>, allocated: usize) -> usize {
-    let epoch = inner.pacer.epoch();
-    let Some(plan) = plan else {
-        DEBT.with(|c| c.set(Debt { epoch, bytes: 0.0 }));
-        return 0;
-    };
-    let d = DEBT.with(Cell::get);
-    let prior = if d.epoch == epoch { d.bytes } else { 0.0 };
-    let (debt, owed) = crate::pacer::tax(prior, inner.pacer.assist_ratio(), allocated);
-    DEBT.with(|c| c.set(Debt { epoch, bytes: debt }));
-    let Some(owed) = owed else {
-        return 0;
-    };
+/// The allocation slow path's assist: the plan's bytes of marking, if this mutator's budget
+/// allows or the plan is urgent (see the module invariants), else deferred and counted.
+/// Returns the bytes scanned.
+pub(crate) fn paced_assist(inner: &HeapInner, plan: AssistPlan) -> usize {
     let now = Instant::now();
     let b = BUDGET.with(Cell::get);
     if !within_budget(b, now, plan.urgent) {
         inner.pacer.note_assist_deferred();
         return 0;
     }
-    let Done { bytes, cpu: spent } = assist(inner, Some(owed));
-    let left = if bytes == 0 {
-        0.0
-    } else {
-        (debt - bytes as f64).max(0.0)
-    };
-    DEBT.with(|c| c.set(Debt { epoch, bytes: left }));
+    let Done { bytes, cpu: spent } = assist(inner, Some(plan.owed));
     BUDGET.with(|c| {
         let b = c.get();
         c.set(match b.window {

@@ -710,19 +710,19 @@ impl Mutator {
             if let Some(addr) = got {
                 // The pacer's allocation rate counts what the slow path hands out.
                 let inner = &self.heap.inner;
-                let handed = if large {
+                inner.pacer.note_alloc(if large {
                     bytes
                 } else {
                     inner.config.tlab_bytes.max(bytes)
-                };
-                inner.pacer.note_alloc(handed);
-                // Mark assist: an allocator that outruns marking pays a tax in bounded slices
-                // of marking work, in proportion to what it allocates (see `crate::pacer`).
+                });
+                // Mark assist: an allocator that outruns marking pays with a bounded slice of
+                // marking work (see `crate::pacer`).
                 if inner.config.mark_assists && inner.marking.active.load(Ordering::Relaxed) {
-                    let plan = inner.pacer.assist_plan();
-                    // Marking is behind this mutator: the GC threads at full priority.
-                    let _boost = plan.map(|_| crate::background::boost_while_waiting());
-                    crate::assist::paced_assist(inner, plan, handed);
+                    if let Some(plan) = inner.pacer.assist_plan() {
+                        // Marking is behind this mutator: the GC threads at full priority.
+                        let _boost = crate::background::boost_while_waiting();
+                        crate::assist::paced_assist(inner, plan);
+                    }
                 }
                 return Ok(self.init(addr, ty, len));
             }

@@ -41,13 +41,7 @@
 //! allocation rate ([`tail_fraction`]; [`TAIL_PRIOR`] before anything was measured, i.e. in the
 //! first cycle). A mutator refilling its allocation buffer is *behind* when the fraction of
 //! the deadline allocated so far exceeds the fraction of the expected mark work scanned so far
-//! ([`plan_assist`]); it then pays a *tax* on what it allocates (Go's assist ratio): every
-//! byte it allocates adds [`assist_ratio`] bytes of marking to its own debt, the ratio being
-//! the mark work left over the allocation left before the deadline, so marking finishes by
-//! the deadline if every allocated byte pays it, and the cost is spread evenly over the
-//! allocations instead of every mutator paying the whole shared debt at once ([`tax`]; the
-//! debt is paid once it reaches [`ASSIST_MIN_DEBT`] and forgiven when marking is back on
-//! schedule). It scans gray objects in slices of at
+//! ([`plan_assist`]); it then scans gray objects until the two fractions meet, in slices of at
 //! most [`ASSIST_SLICE`] of its CPU time (see [`crate::assist::assist`]), within a budget: at
 //! most [`ASSIST_SHARE`] of every [`ASSIST_WINDOW`] per mutator, unless the assist is
 //! *urgent*: [`ASSIST_URGENT`] of the deadline is allocated, or marking is behind by more than
@@ -207,32 +201,6 @@ pub(crate) fn plan_assist(
     })
 }
 
-/// Past the deadline, the allocation over which the mark work left is spread is taken as this
-/// fraction of the deadline, so [`assist_ratio`] stays finite (and an assist is bounded by its
-/// slice whatever it owes).
-pub(crate) const RATIO_FLOOR: f64 = 1.0 / 16.0;
-
-/// The assist ratio (pure; Go's `assistWorkPerByte`): bytes of marking owed per byte
-/// allocated, so that if every byte allocated from now to the deadline pays it, the mark work
-/// expected to be left (`goal`, grown by [`GOAL_SLACK`] as in [`plan_assist`], less `scanned`)
-/// is done by the deadline. The allocation left is at least [`RATIO_FLOOR`] of the deadline.
-pub(crate) fn assist_ratio(alloc: usize, deadline: usize, goal: usize, scanned: usize) -> f64 {
-    let goal = goal.max(scanned + (goal as f64 * GOAL_SLACK) as usize);
-    let work_left = goal.saturating_sub(scanned) as f64;
-    let floor = (deadline as f64 * RATIO_FLOOR).max(1.0);
-    let alloc_left = (deadline.saturating_sub(alloc) as f64).max(floor);
-    work_left / alloc_left
-}
-
-/// A mutator's assist debt after it allocated `bytes` at `ratio` with `debt` already owed
-/// (pure): the new debt, and the bytes to scan now if it reached [`ASSIST_MIN_DEBT`] (then the
-/// whole debt: what the assist does not scan within its slice stays owed).
-pub(crate) fn tax(debt: f64, ratio: f64, bytes: usize) -> (f64, Option<usize>) {
-    let debt = debt.max(0.0) + ratio.max(0.0) * bytes as f64;
-    let owed = (debt >= ASSIST_MIN_DEBT as f64).then(|| debt.ceil() as usize);
-    (debt, owed)
-}
-
 /// Exponentially weighted moving average; `None` until the first sample.
 fn ewma(old: f64, new: f64) -> f64 {
     if old <= 0.0 {
@@ -282,8 +250,6 @@ pub(crate) struct Pacer {
     /// The running cycle's bitmaps are cleared (false from each initial mark until then).
     black_open: AtomicBool,
     budget: CycleBudget,
-    /// Cycles begun (see [`Pacer::epoch`]).
-    epoch: AtomicU64,
     state: Mutex<PaceState>,
     assists: AtomicU64,
     assist_ns: AtomicU64,
@@ -411,7 +377,6 @@ impl Pacer {
         let goal = if s.live > 0 { s.live } else { used / 2 };
         let tail = tail_fraction(s.overhead_secs, s.alloc_rate, headroom);
         self.scanned.store(0, Ordering::Relaxed);
-        self.epoch.fetch_add(1, Ordering::Relaxed);
         self.black.store(0, Ordering::Relaxed);
         self.black_open.store(false, Ordering::Release);
         self.budget
@@ -426,22 +391,6 @@ impl Pacer {
         );
         self.budget.mark_goal.store(goal.max(1), Ordering::Relaxed);
         s.decision
-    }
-
-    /// This cycle's number (counts [`Pacer::begin_cycle`] calls): a mutator's assist debt is
-    /// of one cycle.
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Relaxed)
-    }
-
-    /// The assist ratio now ([`assist_ratio`] on this cycle's figures).
-    pub(crate) fn assist_ratio(&self) -> f64 {
-        assist_ratio(
-            self.alloc_in_cycle(),
-            self.budget.deadline.load(Ordering::Relaxed),
-            self.budget.mark_goal.load(Ordering::Relaxed),
-            self.scanned(),
-        )
     }
 
     /// What an allocating mutator owes now ([`plan_assist`] on this cycle's figures), or
@@ -655,57 +604,6 @@ mod tests {
         );
         // Taken: the counters restart from zero.
         assert_eq!(p.take_stats(Decision::default(), Duration::ZERO).assists, 0);
-    }
-
-    #[test]
-    fn the_assist_ratio_spreads_the_work_left_over_the_allocation_left() {
-        let (deadline, goal) = (16 * MIB, 8 * MIB);
-        let ratio = |alloc, scanned| assist_ratio(alloc, deadline, goal, scanned);
-        // Nothing done: 8 MiB of marking over 16 MiB of allocation.
-        assert_eq!(ratio(0, 0), 0.5);
-        // Half the deadline allocated, a quarter of the work scanned: 6 MiB over 8 MiB.
-        assert_eq!(ratio(8 * MIB, 2 * MIB), 0.75);
-        // Ahead of schedule, the ratio falls: 2 MiB left over 8 MiB.
-        assert_eq!(ratio(8 * MIB, 6 * MIB), 0.25);
-        // The goal reached while marking runs: a sixteenth more is assumed left (0.5 MiB).
-        assert_eq!(ratio(8 * MIB, 8 * MIB), 0.0625);
-        // Past the deadline the allocation left is a sixteenth of the deadline (1 MiB): the
-        // ratio is large but finite.
-        assert_eq!(ratio(20 * MIB, 4 * MIB), 4.0);
-        assert_eq!(ratio(15 * MIB + MIB / 2, 4 * MIB), 4.0);
-        // A zero deadline does not divide by zero.
-        assert!(assist_ratio(0, 0, goal, 0).is_finite());
-    }
-
-    #[test]
-    fn the_tax_accumulates_and_is_paid_from_the_minimum_debt() {
-        // 32 KiB allocated at 0.25: 8 KiB owed, under the minimum: kept, nothing to scan.
-        assert_eq!(tax(0.0, 0.25, 32 << 10), (8192.0, None));
-        // The next refill brings it to 16 KiB: paid, the whole debt.
-        assert_eq!(tax(8192.0, 0.25, 32 << 10), (16384.0, Some(16 << 10)));
-        // A fractional debt is rounded up; a negative one (over-paid) counts as zero.
-        assert_eq!(tax(0.0, 0.6, 32 << 10).1, Some(19661));
-        assert_eq!(tax(-1e9, 0.5, 32 << 10), (16384.0, Some(16384)));
-        // A zero or negative ratio adds nothing.
-        assert_eq!(tax(100.0, 0.0, 1 << 20), (100.0, None));
-        assert_eq!(tax(100.0, -1.0, 1 << 20), (100.0, None));
-    }
-
-    #[test]
-    fn the_epoch_counts_cycles_and_the_ratio_follows_the_cycle_figures() {
-        let p = Pacer::default();
-        assert_eq!(p.epoch(), 0);
-        // First cycle: goal 8 MiB (half of 16), deadline 16 MiB (a fifth of 20 kept).
-        p.begin_cycle(16 * MIB, 20 * MIB);
-        assert_eq!(p.epoch(), 1);
-        assert_eq!(p.assist_ratio(), 0.5);
-        p.note_alloc(8 * MIB);
-        p.note_scanned(2 * MIB);
-        assert_eq!(p.assist_ratio(), 0.75);
-        // A new cycle restarts the figures.
-        p.begin_cycle(16 * MIB, 20 * MIB);
-        assert_eq!(p.epoch(), 2);
-        assert_eq!(p.assist_ratio(), 0.5);
     }
 
     #[test]
