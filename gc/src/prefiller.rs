@@ -1,10 +1,14 @@
 //! The prefill thread ([`crate::prefill`] holds its state and invariants): started by the
 //! first allocation-buffer refill that finds too little fresh memory above the bump pointer,
 //! it makes chunks present through the refills' own path until the target is met, then
-//! parks.
+//! parks. Between chunks it yields its CPU once it has worked
+//! [`crate::HeapConfig::gc_thread_yield_us`] since it last did (a [`crate::background::Yielder`]):
+//! nobody waits for it, so it gives way to a mutator that wakes up on its CPU instead of holding
+//! that mutator until the scheduler's next tick.
 //!
 //! Invariants: those of [`crate::prefill`] (one chunk in flight at most, none during a flip,
-//! each a fork-gate region, only a weak reference to the heap between chunks).
+//! each a fork-gate region, only a weak reference to the heap between chunks); it yields only
+//! between chunks (outside the fork-gate region, no chunk in flight, no heap reference held).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -68,6 +72,7 @@ fn run(weak: Weak<HeapInner>) {
     let _prio = weak
         .upgrade()
         .map(|inner| crate::background::enter(&inner.config));
+    let mut yielder = crate::background::Yielder::mine();
     loop {
         let Some(inner) = weak.upgrade() else {
             return;
@@ -76,9 +81,17 @@ fn run(weak: Weak<HeapInner>) {
         let step = chunk(&inner);
         drop(inner);
         match step {
-            Step::Did => {}
-            Step::Busy => std::thread::sleep(Duration::from_micros(100)),
-            Step::Enough => std::thread::park_timeout(Duration::from_millis(50)),
+            Step::Did => {
+                yielder.between();
+            }
+            Step::Busy => {
+                std::thread::sleep(Duration::from_micros(100));
+                yielder.rest();
+            }
+            Step::Enough => {
+                std::thread::park_timeout(Duration::from_millis(50));
+                yielder.rest();
+            }
         }
     }
 }
