@@ -1240,11 +1240,7 @@ fn worker(
     let early = c.strategy == MapStrategy::Copy && c.releases_early(pd);
     let mut pending = Unreleased::new(if early { c.readers.len() } else { 0 });
     let mut since_release = 0;
-    // Between batches (no claim held, outside the fork gate), give the CPU to a thread that
-    // woke up on it ([`crate::HeapConfig::gc_thread_yield_us`]).
-    let mut yielder = crate::background::Yielder::mine();
     loop {
-        yielder.between();
         // A fork waits for the batch in hand, never for the compaction ([`crate::forkgate`]):
         // every page this batch claims is mapped and published, or unclaimed, before it ends.
         let _batch = crate::forkgate::Region::enter();
