@@ -1,7 +1,7 @@
 //! The background GC threads' scheduling priority ([`crate::HeapConfig::gc_thread_nice`],
 //! [`crate::HeapConfig::gc_thread_boost`]), time slice
 //! ([`crate::HeapConfig::gc_thread_slice_us`]) and yields
-//! ([`crate::HeapConfig::gc_thread_yield_us`], [`Yielder`]).
+//! ([`crate::HeapConfig::prefill_yield_us`], [`Yielder`]).
 //!
 //! On a machine with few CPUs the concurrent collector's threads (the cycle's GC thread, its
 //! helper markers and compaction workers, and the prefill thread) compete with the mutators
@@ -165,7 +165,7 @@ pub fn gc_threads_lowered() -> (u64, u64, u64) {
 }
 
 /// Yields of background GC threads between units of work so far (process-wide, every heap;
-/// [`crate::HeapConfig::gc_thread_yield_us`]).
+/// [`crate::HeapConfig::prefill_yield_us`]).
 pub fn gc_thread_yields() -> u64 {
     YIELDS.load(Ordering::Relaxed)
 }
@@ -183,12 +183,6 @@ pub(crate) struct Yielder {
 }
 
 impl Yielder {
-    /// Yields at the interval the calling background thread was given ([`enter`], or its
-    /// spawner's through [`inherit`]); never on any other thread.
-    pub(crate) fn mine() -> Self {
-        Yielder::new(YIELD_US.with(Cell::get))
-    }
-
     /// Yields after every `us` microseconds of work; never when `us` is 0.
     pub(crate) fn new(us: u32) -> Self {
         Yielder {
@@ -394,9 +388,6 @@ pub fn gc_thread_boosts() -> (u64, u32, u64) {
 thread_local! {
     /// The calling GC thread's registered (low, high) nice values, for the threads it spawns.
     static MINE: Cell<Option<(i32, i32)>> = const { Cell::new(None) };
-    /// The calling GC thread's yield interval in µs ([`crate::HeapConfig::gc_thread_yield_us`],
-    /// set by [`enter`], handed on by [`inherit`]; 0: never), for [`Yielder::mine`].
-    static YIELD_US: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Whether this process may lower a thread's nice value again after raising it (boosting needs
@@ -446,23 +437,20 @@ fn register_mine(low: i32, high: i32) -> GcThread {
     }
 }
 
-/// What a background GC thread hands to a thread it spawns ([`inherit`]): its registration
-/// for boosting and its yield interval.
+/// What a registered GC thread hands to a thread it spawns ([`inherit`]).
 #[derive(Clone, Copy)]
-pub(crate) struct Inherit(Option<(i32, i32)>, u32);
+pub(crate) struct Inherit(Option<(i32, i32)>);
 
 /// Called by a background GC thread before it spawns a helper (marker, compaction worker):
 /// the spawned thread calls [`Inherit::register`] first thing.
 pub(crate) fn inherit() -> Inherit {
-    Inherit(MINE.with(Cell::get), YIELD_US.with(Cell::get))
+    Inherit(MINE.with(Cell::get))
 }
 
 impl Inherit {
-    /// On the spawned thread: take its spawner's yield interval, and register it for boosting
-    /// as its spawner is (a spawner that is not registered: nothing; the thread keeps the
-    /// priority it inherited).
+    /// On the spawned thread: register it for boosting as its spawner is (a spawner that is
+    /// not registered: nothing; the thread keeps the priority it inherited).
     pub(crate) fn register(self) -> GcThread {
-        YIELD_US.with(|y| y.set(self.1));
         match self.0 {
             Some((low, high)) => register_mine(low, high),
             None => GcThread(None),
@@ -473,7 +461,6 @@ impl Inherit {
 /// Apply `config`'s background-thread settings to the calling thread (a background GC thread
 /// at its start). Keep the result until the thread ends.
 pub(crate) fn enter(config: &crate::HeapConfig) -> GcThread {
-    YIELD_US.with(|y| y.set(config.gc_thread_yield_us));
     set_slice_this_thread(config.gc_thread_slice_us);
     let steps = config.gc_thread_nice;
     if steps == 0 {

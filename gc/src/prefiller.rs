@@ -2,7 +2,7 @@
 //! first allocation-buffer refill that finds too little fresh memory above the bump pointer,
 //! it makes chunks present through the refills' own path until the target is met, then
 //! parks. Between chunks it yields its CPU once it has worked
-//! [`crate::HeapConfig::gc_thread_yield_us`] since it last did (a [`crate::background::Yielder`]),
+//! [`crate::HeapConfig::prefill_yield_us`] since it last did (a [`crate::background::Yielder`]),
 //! unless the present memory above the bump pointer is below half the target: nobody
 //! waits for it, so while it is comfortably ahead it gives way to a mutator that wakes up on its
 //! CPU instead of holding that mutator until the scheduler's next tick; when the refills are
@@ -74,7 +74,10 @@ fn run(weak: Weak<HeapInner>) {
     let _prio = weak
         .upgrade()
         .map(|inner| crate::background::enter(&inner.config));
-    let mut yielder = crate::background::Yielder::mine();
+    let mut yielder = crate::background::Yielder::new(
+        weak.upgrade()
+            .map_or(0, |inner| inner.config.prefill_yield_us),
+    );
     loop {
         let Some(inner) = weak.upgrade() else {
             return;
