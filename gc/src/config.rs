@@ -324,7 +324,7 @@ pub fn default_gc_thread_slice_us() -> u32 {
 }
 
 /// The default [`HeapConfig::prefill_yield_us`].
-pub const DEFAULT_PREFILL_YIELD_US: u32 = 0;
+pub const DEFAULT_PREFILL_YIELD_US: u32 = 50;
 
 /// [`DEFAULT_PREFILL_YIELD_US`], or `FAULTLINE_PREFILL_YIELD_US` from the environment if it
 /// is a number in [0, 100 000] (the default [`HeapConfig::prefill_yield_us`]).
