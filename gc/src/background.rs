@@ -1,6 +1,7 @@
 //! The background GC threads' scheduling priority ([`crate::HeapConfig::gc_thread_nice`],
-//! [`crate::HeapConfig::gc_thread_boost`]) and time slice
-//! ([`crate::HeapConfig::gc_thread_slice_us`]).
+//! [`crate::HeapConfig::gc_thread_boost`]), time slice
+//! ([`crate::HeapConfig::gc_thread_slice_us`]) and yields
+//! ([`crate::HeapConfig::prefill_yield_us`], [`Yielder`]).
 //!
 //! On a machine with few CPUs the concurrent collector's threads (the cycle's GC thread, its
 //! helper markers and compaction workers, and the prefill thread) compete with the mutators
@@ -40,6 +41,9 @@
 //!   it; it is never registered);
 //! - the slice changes only the scheduler's preemption decisions, never the thread's share
 //!   of the CPU (its weight);
+//! - a [`Yielder`] yields only between units of work, never while its thread holds anything
+//!   another thread may wait for (a claim, a lock, a fork-gate region), and never in a thread
+//!   a mutator waits on: a yield only lets a runnable thread go first, it delays no waiter;
 //! - failure is harmless: a thread keeps its settings and the failure is counted
 //!   ([`gc_threads_lowered`], [`gc_thread_boosts`]).
 
@@ -53,6 +57,8 @@ static FAILURES: AtomicU64 = AtomicU64::new(0);
 static LOWERED: AtomicU64 = AtomicU64::new(0);
 /// Threads whose time slice was set.
 static SLICED: AtomicU64 = AtomicU64::new(0);
+/// `sched_yield` calls of [`Yielder`]s.
+static YIELDS: AtomicU64 = AtomicU64::new(0);
 
 /// The calling thread's kernel thread id.
 fn gettid() -> libc::id_t {
@@ -156,6 +162,55 @@ pub fn gc_threads_lowered() -> (u64, u64, u64) {
         SLICED.load(Ordering::Relaxed),
         FAILURES.load(Ordering::Relaxed),
     )
+}
+
+/// Yields of background GC threads between units of work so far (process-wide, every heap;
+/// [`crate::HeapConfig::prefill_yield_us`]).
+pub fn gc_thread_yields() -> u64 {
+    YIELDS.load(Ordering::Relaxed)
+}
+
+/// A background thread's yields between units of work: [`Yielder::between`] offers the CPU
+/// (`sched_yield`) once the thread has worked `every` since its last yield (or since the
+/// yielder was made), so a thread that just woke up on its CPU (a mutator serving a request)
+/// runs within about one unit of work instead of waiting for the scheduler's next tick (on a
+/// kernel with a 4 ms tick, a waking thread often does not preempt a busy one of the same
+/// priority before it). A yield costs one system call and returns at once when nobody else
+/// is runnable; the thread keeps its priority and its weight.
+pub(crate) struct Yielder {
+    every: Option<std::time::Duration>,
+    since: std::time::Instant,
+}
+
+impl Yielder {
+    /// Yields after every `us` microseconds of work; never when `us` is 0.
+    pub(crate) fn new(us: u32) -> Self {
+        Yielder {
+            every: (us > 0).then(|| std::time::Duration::from_micros(us as u64)),
+            since: std::time::Instant::now(),
+        }
+    }
+
+    /// The thread finished a unit of work and holds nothing another thread waits for: yield if
+    /// it has worked long enough since the last yield. Returns whether it yielded.
+    pub(crate) fn between(&mut self) -> bool {
+        let Some(every) = self.every else {
+            return false;
+        };
+        if self.since.elapsed() < every {
+            return false;
+        }
+        std::thread::yield_now();
+        YIELDS.fetch_add(1, Ordering::Relaxed);
+        self.since = std::time::Instant::now();
+        true
+    }
+
+    /// The thread is about to sleep or park (it stops competing for the CPU anyway): the next
+    /// stretch of work counts from when it resumes.
+    pub(crate) fn rest(&mut self) {
+        self.since = std::time::Instant::now();
+    }
 }
 
 /// Threads the boost table holds at most (a GC thread that finds it full is not lowered).
@@ -633,5 +688,31 @@ mod tests {
         .unwrap();
         assert!(!reg);
         assert_eq!(nice, Some((base + 2).min(19)));
+    }
+
+    #[test]
+    fn yielder_off_never_yields() {
+        let mut y = Yielder::new(0);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(!y.between());
+    }
+
+    #[test]
+    fn yielder_yields_after_its_interval_and_counts() {
+        // An interval no test run reaches: never.
+        let mut long = Yielder::new(u32::MAX);
+        assert!(!long.between());
+        long.rest();
+        assert!(!long.between());
+        // A 1 µs interval, passed: yields, counts, and starts the interval again.
+        let mut short = Yielder::new(1);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        let before = gc_thread_yields();
+        assert!(short.between());
+        assert!(gc_thread_yields() > before);
+        let at = short.since;
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        assert!(short.between());
+        assert!(short.since > at);
     }
 }

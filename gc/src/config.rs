@@ -116,6 +116,14 @@ pub struct HeapConfig {
     /// CPU. In [0, 100 000]; default 0, or `FAULTLINE_GC_THREAD_SLICE_US` from the
     /// environment.
     pub gc_thread_slice_us: u32,
+    /// Concurrent mode: the prefill thread offers its CPU (`sched_yield`) between chunks once
+    /// it has worked this many microseconds since it last did, while the present memory above
+    /// the allocation pointer is at least half of `prefill_bytes`, so a mutator that wakes up
+    /// on its CPU runs within about one chunk instead of waiting for the scheduler's next tick
+    /// (nobody waits for the prefill thread: a refill that finds no present memory makes its
+    /// own). Its share of the CPU is not lowered. 0: never yields. In [0, 100 000]; default
+    /// [`DEFAULT_PREFILL_YIELD_US`], or `FAULTLINE_PREFILL_YIELD_US` from the environment.
+    pub prefill_yield_us: u32,
     /// Threads that fill destination pages in a concurrent compaction (mutator faults fill
     /// pages too). `None`: as many as `gc_threads`.
     pub compaction_workers: Option<usize>,
@@ -190,6 +198,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("mark_assists", &self.mark_assists)
             .field("gc_thread_nice", &self.gc_thread_nice)
             .field("gc_thread_boost", &self.gc_thread_boost)
+            .field("prefill_yield_us", &self.prefill_yield_us)
             .field("compaction_workers", &self.compaction_workers)
             .field("strategy", &self.strategy)
             .field("faults", &self.faults)
@@ -225,6 +234,7 @@ impl Default for HeapConfig {
             gc_thread_nice: default_gc_thread_nice(),
             gc_thread_boost: default_gc_thread_boost(),
             gc_thread_slice_us: default_gc_thread_slice_us(),
+            prefill_yield_us: default_prefill_yield_us(),
             compaction_workers: None,
             mode: GcMode::StopTheWorld,
             strategy: Strategy::Auto,
@@ -311,6 +321,19 @@ pub fn default_gc_thread_slice_us() -> u32 {
         .and_then(|v| v.trim().parse::<u32>().ok())
         .filter(|n| *n <= 100_000)
         .unwrap_or(0)
+}
+
+/// The default [`HeapConfig::prefill_yield_us`].
+pub const DEFAULT_PREFILL_YIELD_US: u32 = 50;
+
+/// [`DEFAULT_PREFILL_YIELD_US`], or `FAULTLINE_PREFILL_YIELD_US` from the environment if it
+/// is a number in [0, 100 000] (the default [`HeapConfig::prefill_yield_us`]).
+pub fn default_prefill_yield_us() -> u32 {
+    std::env::var("FAULTLINE_PREFILL_YIELD_US")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| *n <= 100_000)
+        .unwrap_or(DEFAULT_PREFILL_YIELD_US)
 }
 
 fn round_up(x: usize, to: usize) -> usize {
@@ -458,6 +481,12 @@ impl HeapConfig {
             return bad(format!(
                 "gc_thread_slice_us = {} must lie in [0, 100000]",
                 self.gc_thread_slice_us
+            ));
+        }
+        if self.prefill_yield_us > 100_000 {
+            return bad(format!(
+                "prefill_yield_us = {} must lie in [0, 100000]",
+                self.prefill_yield_us
             ));
         }
         if self.gc_threads == 0 || self.gc_threads > 64 {

@@ -1,10 +1,16 @@
 //! The prefill thread ([`crate::prefill`] holds its state and invariants): started by the
 //! first allocation-buffer refill that finds too little fresh memory above the bump pointer,
 //! it makes chunks present through the refills' own path until the target is met, then
-//! parks.
+//! parks. Between chunks it yields its CPU once it has worked
+//! [`crate::HeapConfig::prefill_yield_us`] since it last did (a [`crate::background::Yielder`]),
+//! unless the present memory above the bump pointer is below half the target: nobody
+//! waits for it, so while it is comfortably ahead it gives way to a mutator that wakes up on its
+//! CPU instead of holding that mutator until the scheduler's next tick; when the refills are
+//! close it keeps the CPU (yielding to always-runnable allocators would starve it).
 //!
 //! Invariants: those of [`crate::prefill`] (one chunk in flight at most, none during a flip,
-//! each a fork-gate region, only a weak reference to the heap between chunks).
+//! each a fork-gate region, only a weak reference to the heap between chunks); it yields only
+//! between chunks (outside the fork-gate region, no chunk in flight, no heap reference held).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -68,6 +74,10 @@ fn run(weak: Weak<HeapInner>) {
     let _prio = weak
         .upgrade()
         .map(|inner| crate::background::enter(&inner.config));
+    let mut yielder = crate::background::Yielder::new(
+        weak.upgrade()
+            .map_or(0, |inner| inner.config.prefill_yield_us),
+    );
     loop {
         let Some(inner) = weak.upgrade() else {
             return;
@@ -76,16 +86,33 @@ fn run(weak: Weak<HeapInner>) {
         let step = chunk(&inner);
         drop(inner);
         match step {
-            Step::Did => {}
-            Step::Busy => std::thread::sleep(Duration::from_micros(100)),
-            Step::Enough => std::thread::park_timeout(Duration::from_millis(50)),
+            Step::Did { ahead_enough } => {
+                // Yield only while the refills are not about to catch up: a thread that gives
+                // its CPU to always-runnable mutators (an allocation-heavy workload) waits up to
+                // a scheduler tick to get it back, and its refills would then make their
+                // memory present themselves.
+                if ahead_enough {
+                    yielder.between();
+                } else {
+                    yielder.rest();
+                }
+            }
+            Step::Busy => {
+                std::thread::sleep(Duration::from_micros(100));
+                yielder.rest();
+            }
+            Step::Enough => {
+                std::thread::park_timeout(Duration::from_millis(50));
+                yielder.rest();
+            }
         }
     }
 }
 
 enum Step {
-    /// A chunk was made present.
-    Did,
+    /// A chunk was made present; `ahead_enough`: the present memory above the bump pointer
+    /// is at least half the target after it (the refills are not close).
+    Did { ahead_enough: bool },
     /// The target is met (or nothing can be done now).
     Enough,
     /// A stop of the world or a flip is under way: try again shortly.
@@ -120,7 +147,10 @@ fn chunk(inner: &HeapInner) -> Step {
                 Ok(()) => {
                     p.chunks.fetch_add(1, Ordering::Relaxed);
                     p.bytes.fetch_add((upto - ready) as u64, Ordering::Relaxed);
-                    Step::Did
+                    let top = m.top.load(Ordering::Relaxed);
+                    Step::Did {
+                        ahead_enough: upto >= (top + ahead / 2).min(end),
+                    }
                 }
                 // A failed population is recorded as a gap that refills fill; stop trying
                 // until the next request.
