@@ -60,8 +60,9 @@
 //!    ephemerons and the plan ran (work that grows with the heap), and the chunks it changed
 //!    are planned again, so what the remark walks is bounded by the time to safepoint.
 //!    Before it, the large objects are sorted (`LargePrescan`): marked ones stay live, so
-//!    the flip forwards the reference-holding ones and decides only the unmarked ones and
-//!    those allocated since (the space's `allocated` list), not every large object.
+//!    the flip forwards the reference-holding ones and decides only those allocated since
+//!    (the space's `allocated` list) and the unmarked ones that may hold references; the
+//!    unmarked ones without references are found dead or alive when the cycle ends.
 //! 4. **Remark + flip pause** (GC thread): stop; drain every mutator's unflushed SATB entries,
 //!    walk the buffers in use (barrier-free: rescan roots and written pages); trace to the
 //!    end; **barrier off**; finish the ephemeron fix-point (a first pass ran concurrently
@@ -305,14 +306,33 @@ struct PauseCtx {
 /// so that the pause does not walk every large object (reading a header per object: a cache
 /// and TLB miss each, 1-2 ms for ~20,000 objects). Marks are only ever set within a cycle and
 /// large objects are freed only after a flip, so: an object marked then is live at the flip;
-/// one unmarked then (or whose header was not written yet) is decided in the pause; one
+/// one unmarked then (or whose header was not written yet) is decided in the pause, unless it
+/// holds no references (then nothing in it needs forwarding, and whether it is dead is decided
+/// when the cycle ends: mark bits do not change from the flip to the cycle's end); one
 /// allocated since is on the space's `allocated` list, which this took (emptied).
 struct LargePrescan {
     /// Marked objects whose type may hold references (their slots are forwarded at the flip).
     refs: Vec<usize>,
-    /// Unmarked objects, and marked ones whose header did not tell (not yet written, or of a
-    /// type this cycle's registry does not know): the pause checks each.
+    /// Objects whose header did not tell (not yet written, or of a type this cycle's registry
+    /// does not know), and unmarked ones that may hold references: the pause checks each.
     undecided: Vec<(usize, usize)>,
+    /// Unmarked objects without references: dead unless the remark marks them, decided
+    /// after the pause ([`deferred_dead`]).
+    refless_unmarked: Vec<(usize, usize)>,
+}
+
+/// Add to `dead` the objects of `deferred` ([`LargePrescan::refless_unmarked`]) still unmarked.
+/// Valid from the flip to the end of the cycle (no large-object mark is set or cleared then).
+fn deferred_dead(
+    large: &crate::space::LargeSpace,
+    deferred: &[(usize, usize)],
+    dead: &mut Vec<(usize, usize)>,
+) {
+    dead.extend(
+        deferred
+            .iter()
+            .filter(|&&(s, _)| !large.marks.get(large.page_of(s))),
+    );
 }
 
 /// Before the pause, concurrently: sort the large objects into [`LargePrescan`]. The space's
@@ -328,12 +348,11 @@ fn large_prescan(large: &crate::space::LargeSpace, types: &TypeRegistry) -> Larg
     let mut pre = LargePrescan {
         refs: Vec::new(),
         undecided: Vec::new(),
+        refless_unmarked: Vec::new(),
     };
     for (start, len) in objects {
-        if !large.marks.get(large.page_of(start)) {
-            pre.undecided.push((start, len));
-            continue;
-        }
+        // (The mark first: a mark set after it only makes an unmarked object live.)
+        let marked = large.marks.get(large.page_of(start));
         // SAFETY: an allocated large object (present, never moved; none is freed before this
         // cycle's flip); its header is written once by the allocating mutator, maybe
         // concurrently with this read: a zero (not yet written) is left undecided.
@@ -342,7 +361,13 @@ fn large_prescan(large: &crate::space::LargeSpace, types: &TypeRegistry) -> Larg
         if !known {
             pre.undecided.push((start, len));
         } else if types.scan_layout(h).has_refs() {
-            pre.refs.push(start);
+            if marked {
+                pre.refs.push(start);
+            } else {
+                pre.undecided.push((start, len));
+            }
+        } else if !marked {
+            pre.refless_unmarked.push((start, len));
         }
     }
     pre
@@ -390,6 +415,8 @@ struct Finish {
     detached: Option<choreography::Detached>,
     /// Large objects found dead at the flip, released when the compaction ends.
     large_dead: Vec<(usize, usize)>,
+    /// Large objects left for the end to decide ([`LargePrescan::refless_unmarked`]).
+    large_deferred: Vec<(usize, usize)>,
     calls0: CallSnapshot,
     cycle_start: Instant,
     /// Generational mode: the cycle (its crossing map is built once compaction is done).
@@ -1289,6 +1316,7 @@ fn flip(
             }
         }
     }
+    let large_deferred = large_prescan.map_or_else(Vec::new, |p| p.refless_unmarked);
     let large_refs_time = t_large.elapsed();
     let flip_refs = tc.elapsed();
     let t_arm = Instant::now();
@@ -1387,6 +1415,7 @@ fn flip(
             keep: pins.kept_pages.clone(),
             detached,
             large_dead,
+            large_deferred,
             calls0,
             cycle_start,
             gen,
@@ -1404,7 +1433,9 @@ fn flip(
                 inner.fresh_headroom(),
                 &finish.keep,
             );
-            large.release_dead(arena, &finish.large_dead)?;
+            let mut dead = finish.large_dead.clone();
+            deferred_dead(large, &finish.large_deferred, &mut dead);
+            large.release_dead(arena, &dead)?;
             if let Some(c) = finish.gen.as_ref() {
                 gen_finish(inner, c, types);
             }
@@ -1522,6 +1553,7 @@ fn flip(
             &pins.kept_pages,
         );
     }
+    deferred_dead(large, &large_deferred, &mut large_dead);
     large.release_dead(arena, &large_dead)?;
     stats.cpu.finish = cputime::since(finish_cpu0);
     stats.moving_after = moving.used();
@@ -1616,7 +1648,7 @@ fn gen_finish(inner: &HeapInner, c: &GenCycle, types: &TypeRegistry) {
 }
 
 /// Concurrent phases 5 (compaction) and 6 (finish), on the GC thread, holding the heap alive.
-fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Finish) {
+fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: Finish) {
     let c = &inner.compaction;
     let arena = &inner.arena;
     // 5. Compaction.
@@ -1665,7 +1697,9 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Fini
             );
     }
     let finishing = crate::forkgate::Region::enter();
-    if let Err(e) = inner.large.release_dead(arena, &finish.large_dead) {
+    let mut large_dead = std::mem::take(&mut finish.large_dead);
+    deferred_dead(&inner.large, &finish.large_deferred, &mut large_dead);
+    if let Err(e) = inner.large.release_dead(arena, &large_dead) {
         eprintln!("faultline: releasing dead large objects failed: {e}");
     }
     stats.large_after = inner.large.used();

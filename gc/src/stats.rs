@@ -182,9 +182,9 @@ pub struct CycleStats {
     /// Reference slots of live large objects updated in the pause.
     pub large_ref_slots: usize,
     /// Large objects the pause examined (a mark bit or a header read): every large object in
-    /// a stop-the-world cycle; in a concurrent one only those found unmarked (or with an
-    /// unwritten header) before the pause, those allocated since, and the live ones holding
-    /// references (see `cycle::LargePrescan`).
+    /// a stop-the-world cycle; in a concurrent one only those allocated since the GC thread
+    /// sorted them before the pause, those it could not sort (unwritten header), and those
+    /// that may hold references (see `cycle::LargePrescan`).
     pub large_examined: usize,
     /// Objects with an identity hash that survived this cycle (their table entries were
     /// re-keyed in the flip pause).
