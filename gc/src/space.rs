@@ -365,6 +365,9 @@ pub struct LargeInner {
     pub objects: BTreeMap<usize, usize>,
     /// Bytes held by objects.
     pub used: usize,
+    /// Objects allocated since the collector last took this list (start, length): what a
+    /// concurrent cycle's flip looks at beyond the objects it examined before its pause.
+    pub allocated: Vec<(usize, usize)>,
 }
 
 /// The non-moving large-object space.
@@ -431,6 +434,7 @@ impl LargeSpace {
             return Err(e);
         }
         g.objects.insert(start, len);
+        g.allocated.push((start, len));
         g.used += len;
         Ok(Some(start))
     }

@@ -181,6 +181,11 @@ pub struct CycleStats {
     pub large_refs: Duration,
     /// Reference slots of live large objects updated in the pause.
     pub large_ref_slots: usize,
+    /// Large objects the pause examined (a mark bit or a header read): every large object in
+    /// a stop-the-world cycle; in a concurrent one only those allocated since the GC thread
+    /// sorted them before the pause, those it could not sort (unwritten header), and those
+    /// that may hold references (see `cycle::LargePrescan`).
+    pub large_examined: usize,
     /// Objects with an identity hash that survived this cycle (their table entries were
     /// re-keyed in the flip pause).
     pub hashed_objects: usize,
@@ -400,6 +405,7 @@ impl Default for CycleStats {
             plan_chunks_redone: 0,
             large_refs: Duration::ZERO,
             large_ref_slots: 0,
+            large_examined: 0,
             hashed_objects: 0,
             rekey_hashes: Duration::ZERO,
             preclean_rounds: 0,
@@ -496,7 +502,7 @@ impl CycleStats {
             .map(|p| {
                 if p.kind == "remark+flip" {
                     format!(
-                        "{} {:.3}ms (remark {:.3}ms, plan+flip {:.3}ms; planned ahead {:.3}ms, {} chunks redone; large-object refs {:.3}ms for {} slots)",
+                        "{} {:.3}ms (remark {:.3}ms, plan+flip {:.3}ms; planned ahead {:.3}ms, {} chunks redone; large-object refs {:.3}ms for {} slots, {} objects examined)",
                         p.kind,
                         p.duration.as_secs_f64() * 1e3,
                         self.remark.as_secs_f64() * 1e3,
@@ -504,7 +510,8 @@ impl CycleStats {
                         self.plan_ahead.as_secs_f64() * 1e3,
                         self.plan_chunks_redone,
                         self.large_refs.as_secs_f64() * 1e3,
-                        self.large_ref_slots
+                        self.large_ref_slots,
+                        self.large_examined
                     ) + &format!(
                         " {{remark: buffers {:.3}ms, queues {:.3}ms ({} entries, {}K of buffers), trace {:.3}ms ({} objs), weak+remset {:.3}ms; flip: plan {:.3}ms, prepare {:.3}ms, refs {:.3}ms, arm {:.3}ms}}",
                         self.remark_buffers.as_secs_f64() * 1e3,

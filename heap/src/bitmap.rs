@@ -1,13 +1,16 @@
 //! Side bitmaps over a space, one bit per word: the mark bitmap (a bit at each marked object's
 //! header word) and the live-words bitmap (a bit at every word of every marked object), plus the
-//! two-level prefix sums that turn the live-words bitmap into an O(1) new-address lookup.
+//! three-level prefix sums that turn the live-words bitmap into an O(1) new-address lookup.
 //!
 //! ```text
 //!  bitmap word i covers heap words [64 i, 64 i + 64); chunk c covers bitmap words
-//!  [1024 c, 1024 c + 1024) (512 KiB of heap)
-//!  chunk[c]   = live words in chunks [0, c)
+//!  [1024 c, 1024 c + 1024) (512 KiB of heap); group g covers chunks [64 g, 64 g + 64)
+//!  (32 MiB of heap)
+//!  group[g]   = live words in groups [0, g)
+//!  chunk[c]   = live words in chunks [64 (c / 64), c)          (within c's group)
 //!  block[i]   = live words in bitmap words [1024 (i / 1024), i)   (within i's chunk)
-//!  rank(w)    = chunk[w / 2^16] + block[w / 64] + popcount(live[w / 64] & ((1 << (w % 64)) - 1))
+//!  rank(w)    = group[w / 2^22] + chunk[w / 2^16] + block[w / 64]
+//!               + popcount(live[w / 64] & ((1 << (w % 64)) - 1))
 //!  new(w)     = destination base + 8 * rank(w)
 //! ```
 //!
@@ -16,9 +19,17 @@
 //!   live bits are set only through [`LiveWords::mark_range`] (or, with no marker running,
 //!   [`LiveWords::mark_all_below`]), which flags the chunks it touches dirty after setting
 //!   the bits; clearing happens while no marker runs;
-//! - block sums of a chunk are valid while its dirty flag is clear; the chunk sums (and so
-//!   `rank` and `select`) are valid only after [`LiveWords::finish_prefix`] (or
-//!   [`LiveWords::compute_prefix`]) and until the next bit is set;
+//! - a chunk's dirty flag is set (release) after its bits, and its group's dirty flag after
+//!   that; a planner clears a group's flag (acquire) before it reads the chunk flags of the
+//!   group, and a chunk's flag before it reads the chunk's bits, so whatever a planner missed
+//!   leaves a flag set;
+//! - block sums of a chunk are valid while its dirty flag is clear, the in-group chunk sums of
+//!   a group while its flag is clear; the group sums (and so `rank` and `select`) are valid
+//!   only after [`LiveWords::finish_prefix`] (or [`LiveWords::compute_prefix`]) and until the
+//!   next bit is set;
+//! - [`LiveWords::finish_prefix`] after [`LiveWords::plan_ahead`] over the same bound costs
+//!   O(groups + changed chunks): it visits one flag per group (32 MiB of heap) and recomputes
+//!   only the chunks (and the in-group sums of the groups) whose bits changed;
 //! - prefix sums are 32-bit: a space holds at most 2^32 words (32 GiB; the heap configuration
 //!   enforces it).
 
@@ -173,14 +184,23 @@ impl Bitmap {
 pub const CHUNK_WORDS: usize = 1 << 16;
 /// Bitmap words per chunk.
 const CHUNK_BLOCKS: usize = CHUNK_WORDS / 64;
+/// Chunks per group of the three-level prefix sums (32 MiB of heap).
+const GROUP_CHUNKS: usize = 64;
+/// Heap words per group.
+const GROUP_WORDS: usize = GROUP_CHUNKS * CHUNK_WORDS;
+/// Bitmap words per group.
+const GROUP_BLOCKS: usize = GROUP_CHUNKS * CHUNK_BLOCKS;
 
 /// The live-words bitmap and its two-level prefix sums.
 ///
-/// `block[i]` counts the live words of bitmap words `[start of i's chunk, i)`, and `chunk[c]`
-/// the live words before chunk `c`. A chunk's block sums depend on that chunk's bits alone, so
-/// after marking changes a few chunks only those are recomputed ([`Self::finish_prefix`]) and
-/// the chunk sums redone (one entry per 512 KiB of heap): that is what lets the concurrent
-/// collector plan before its pause ([`Self::plan_ahead`]) and only patch the plan inside it.
+/// `block[i]` counts the live words of bitmap words `[start of i's chunk, i)`, `chunk[c]` the
+/// live words of chunks `[start of c's group, c)`, and `group[g]` the live words before group
+/// `g`. A chunk's block sums depend on that chunk's bits alone, a group's chunk sums on that
+/// group's chunks alone, so after marking changes a few chunks only those and their groups'
+/// chunk sums are recomputed ([`Self::finish_prefix`]), and the group sums redone (one entry
+/// per 32 MiB of heap): that is what lets the concurrent collector plan before its pause
+/// ([`Self::plan_ahead`]) and only patch the plan inside it, in time that does not grow with
+/// the heap's live chunks.
 /// The sums are atomics (read with relaxed loads, as cheap as plain ones) so that planning
 /// needs no exclusive borrow while markers hold the bitmap.
 #[derive(Debug)]
@@ -188,11 +208,17 @@ pub struct LiveWords {
     /// One bit per live word.
     pub bits: Bitmap,
     block: Vec<AtomicU32>,
-    chunk: Vec<AtomicUsize>,
+    /// In-group chunk sums (at most 2^22: fit 32 bits).
+    chunk: Vec<AtomicU32>,
+    group: Vec<AtomicUsize>,
     /// Live words of each chunk as of its last block computation.
     counts: Vec<AtomicUsize>,
+    /// Live words of each group as of its last chunk-sum computation.
+    group_counts: Vec<AtomicUsize>,
     /// Whether bits of the chunk changed since its block sums were computed.
     dirty: Vec<AtomicBool>,
+    /// Whether a chunk of the group was flagged dirty since the group was last visited.
+    group_dirty: Vec<AtomicBool>,
     /// The bound (in bitmap words) of the block sums computed so far (0: nothing computed).
     computed_words: AtomicUsize,
 }
@@ -203,12 +229,17 @@ impl LiveWords {
         let bits = Bitmap::new(words);
         let n = bits.num_words();
         let chunks = n.div_ceil(CHUNK_BLOCKS);
+        // (Index `chunks` is valid in `chunk`, so its group in the group tables.)
+        let groups = chunks / GROUP_CHUNKS + 1;
         LiveWords {
             bits,
             block: (0..n).map(|_| AtomicU32::new(0)).collect(),
-            chunk: (0..chunks + 1).map(|_| AtomicUsize::new(0)).collect(),
+            chunk: (0..chunks + 1).map(|_| AtomicU32::new(0)).collect(),
+            group: (0..groups + 1).map(|_| AtomicUsize::new(0)).collect(),
             counts: (0..chunks).map(|_| AtomicUsize::new(0)).collect(),
+            group_counts: (0..groups).map(|_| AtomicUsize::new(0)).collect(),
             dirty: (0..chunks).map(|_| AtomicBool::new(true)).collect(),
+            group_dirty: (0..groups).map(|_| AtomicBool::new(true)).collect(),
             computed_words: AtomicUsize::new(0),
         }
     }
@@ -233,6 +264,10 @@ impl LiveWords {
         for d in &self.dirty[from / CHUNK_WORDS..=(to - 1) / CHUNK_WORDS] {
             d.store(true, Ordering::Release);
         }
+        // Then the group's (a planner clears it before it reads the chunks' flags).
+        for d in &self.group_dirty[from / GROUP_WORDS..=(to - 1) / GROUP_WORDS] {
+            d.store(true, Ordering::Release);
+        }
     }
 
     /// Mark every word below `to` (a multiple of 64) live, with one plain store per bitmap word
@@ -247,6 +282,9 @@ impl LiveWords {
             w.store(u64::MAX, Ordering::Relaxed);
         }
         for d in &self.dirty[..=(to - 1) / CHUNK_WORDS] {
+            d.store(true, Ordering::Release);
+        }
+        for d in &self.group_dirty[..=(to - 1) / GROUP_WORDS] {
             d.store(true, Ordering::Release);
         }
     }
@@ -264,31 +302,71 @@ impl LiveWords {
         self.counts[c].store(sum as usize, Ordering::Relaxed);
     }
 
-    /// Bring the block sums up to date over bitmap words `[0, n)`: every chunk that is dirty,
-    /// new, or was cut short by the previous bound. Returns the number of chunks computed.
+    /// Bring the block and in-group chunk sums up to date over bitmap words `[0, n)`: every
+    /// chunk that is dirty, new, or was cut short by the previous bound, found through the
+    /// groups' flags (one per 32 MiB: a clean group is skipped whole). Returns the number of
+    /// chunks computed.
     fn refresh(&self, n: usize) -> usize {
         let done = self.computed_words.load(Ordering::Relaxed);
-        let cut = if done == n { usize::MAX } else { done.min(n) };
+        let chunks = n.div_ceil(CHUNK_BLOCKS);
+        let groups = chunks.div_ceil(GROUP_CHUNKS);
+        // Chunks from `forced` on are recomputed whatever their flags: those not covered (or
+        // cut short) by the previous bound. A changed bound also redoes the last group's
+        // chunk sums (its count must cover exactly the chunks below the bound).
+        let forced = if done == n {
+            chunks
+        } else {
+            done.min(n) / CHUNK_BLOCKS
+        };
         let mut redone = 0;
-        for c in 0..n.div_ceil(CHUNK_BLOCKS) {
-            if (c + 1) * CHUNK_BLOCKS > cut || self.dirty[c].load(Ordering::Acquire) {
-                self.compute_chunk(c, n);
-                redone += 1;
+        for g in 0..groups {
+            let lo = g * GROUP_CHUNKS;
+            let hi = (lo + GROUP_CHUNKS).min(chunks);
+            // (A relaxed look first: a clean group costs no write. A set flag read late is
+            // still set at the next refresh; the pause's refresh runs with every marker's
+            // stores visible.)
+            let flagged = self.group_dirty[g].load(Ordering::Relaxed)
+                && self.group_dirty[g].swap(false, Ordering::Acquire);
+            if !flagged && hi <= forced && !(done != n && g + 1 == groups) {
+                continue;
             }
+            for c in lo..hi {
+                if c >= forced || self.dirty[c].load(Ordering::Acquire) {
+                    self.compute_chunk(c, n);
+                    redone += 1;
+                }
+            }
+            self.group_sums(g, chunks);
         }
         self.computed_words.store(n, Ordering::Relaxed);
         redone
     }
 
-    /// Chunk prefix sums from the per-chunk counts; returns the total live words.
-    fn chunk_sums(&self, n: usize) -> usize {
-        let chunks = n.div_ceil(CHUNK_BLOCKS);
+    /// The in-group chunk sums of group `g` from its chunks' counts (chunks at or above
+    /// `chunks`, past the bound, count nothing); records the group's count.
+    fn group_sums(&self, g: usize, chunks: usize) {
+        let lo = g * GROUP_CHUNKS;
+        let hi = (lo + GROUP_CHUNKS).min(self.chunk.len());
         let mut sum = 0usize;
-        for c in 0..chunks {
-            self.chunk[c].store(sum, Ordering::Relaxed);
-            sum += self.counts[c].load(Ordering::Relaxed);
+        for c in lo..hi {
+            self.chunk[c].store(sum as u32, Ordering::Relaxed);
+            if c < chunks {
+                sum += self.counts[c].load(Ordering::Relaxed);
+            }
         }
-        for p in &self.chunk[chunks..] {
+        self.group_counts[g].store(sum, Ordering::Relaxed);
+    }
+
+    /// Group prefix sums from the per-group counts over bitmap words `[0, n)`; returns the
+    /// total live words. O(groups).
+    fn group_prefix(&self, n: usize) -> usize {
+        let groups = n.div_ceil(GROUP_BLOCKS);
+        let mut sum = 0usize;
+        for g in 0..groups {
+            self.group[g].store(sum, Ordering::Relaxed);
+            sum += self.group_counts[g].load(Ordering::Relaxed);
+        }
+        for p in &self.group[groups..] {
             p.store(sum, Ordering::Relaxed);
         }
         sum
@@ -311,24 +389,26 @@ impl LiveWords {
     pub fn plan_ahead(&self, upto_word: usize) -> usize {
         let n = self.bound(upto_word);
         self.refresh(n);
-        (0..n.div_ceil(CHUNK_BLOCKS))
-            .map(|c| self.counts[c].load(Ordering::Relaxed))
+        (0..n.div_ceil(GROUP_BLOCKS))
+            .map(|g| self.group_counts[g].load(Ordering::Relaxed))
             .sum()
     }
 
     /// Finish the prefix sums over `[0, upto_word)` with no marker running: recompute only the
-    /// chunks whose bits changed since [`Self::plan_ahead`] (or that it did not cover), then
-    /// the chunk sums. Returns (total live words, chunks recomputed).
+    /// chunks whose bits changed since [`Self::plan_ahead`] (or that it did not cover) and
+    /// their groups' chunk sums, then the group sums. Returns (total live words, chunks
+    /// recomputed).
     pub fn finish_prefix(&self, upto_word: usize) -> (usize, usize) {
         let n = self.bound(upto_word);
         let redone = self.refresh(n);
-        (self.chunk_sums(n), redone)
+        (self.group_prefix(n), redone)
     }
 
     /// Live words before bitmap word `i` (valid after [`Self::finish_prefix`]).
     #[inline]
     fn prefix_at(&self, i: usize) -> usize {
-        self.chunk[i / CHUNK_BLOCKS].load(Ordering::Relaxed)
+        self.group[i / GROUP_BLOCKS].load(Ordering::Relaxed)
+            + self.chunk[i / CHUNK_BLOCKS].load(Ordering::Relaxed) as usize
             + self.block[i].load(Ordering::Relaxed) as usize
     }
 
@@ -340,10 +420,18 @@ impl LiveWords {
             return None;
         }
         let chunks = n.div_ceil(CHUNK_BLOCKS);
-        let c = self.chunk[..chunks]
+        let groups = chunks.div_ceil(GROUP_CHUNKS);
+        let g = self.group[..groups]
             .partition_point(|p| p.load(Ordering::Relaxed) <= r)
             .checked_sub(1)?;
-        let in_chunk = r - self.chunk[c].load(Ordering::Relaxed);
+        let in_group = r - self.group[g].load(Ordering::Relaxed);
+        let first = g * GROUP_CHUNKS;
+        let last = (first + GROUP_CHUNKS).min(chunks);
+        let c = first
+            + self.chunk[first..last]
+                .partition_point(|p| p.load(Ordering::Relaxed) as usize <= in_group)
+                .checked_sub(1)?;
+        let in_chunk = in_group - self.chunk[c].load(Ordering::Relaxed) as usize;
         let lo = c * CHUNK_BLOCKS;
         let hi = ((c + 1) * CHUNK_BLOCKS).min(n);
         let i = lo
@@ -396,6 +484,7 @@ impl LiveWords {
             bits: &self.bits.words,
             block: &self.block,
             chunk: &self.chunk,
+            group: &self.group,
         }
     }
 
@@ -416,7 +505,8 @@ impl LiveWords {
 pub struct Ranker<'a> {
     bits: &'a [AtomicU64],
     block: &'a [AtomicU32],
-    chunk: &'a [AtomicUsize],
+    chunk: &'a [AtomicU32],
+    group: &'a [AtomicUsize],
 }
 
 impl Ranker<'_> {
@@ -425,7 +515,8 @@ impl Ranker<'_> {
     pub fn rank(self, w: usize) -> usize {
         let i = w / 64;
         let below = self.bits[i].load(Ordering::Relaxed) & ((1u64 << (w % 64)) - 1);
-        self.chunk[i / CHUNK_BLOCKS].load(Ordering::Relaxed)
+        self.group[i / GROUP_BLOCKS].load(Ordering::Relaxed)
+            + self.chunk[i / CHUNK_BLOCKS].load(Ordering::Relaxed) as usize
             + self.block[i].load(Ordering::Relaxed) as usize
             + below.count_ones() as usize
     }
@@ -531,6 +622,142 @@ mod tests {
         assert_eq!(lw.select(total, bound), None);
         // A second finish with nothing changed recomputes nothing.
         assert_eq!(lw.finish_prefix(bound), (total, 0));
+    }
+
+    /// A from-scratch computation over the same bits.
+    fn fresh_copy(lw: &LiveWords, words: usize, bound: usize) -> (LiveWords, usize) {
+        let fresh = LiveWords::new(words);
+        for i in 0..lw.bits.num_words() {
+            fresh.bits.words[i].store(lw.bits.word(i), Ordering::Relaxed);
+        }
+        let total = fresh.compute_prefix(bound);
+        (fresh, total)
+    }
+
+    /// Every rank at bitmap-word boundaries and at random words, and selects, against `fresh`.
+    fn assert_agree(lw: &LiveWords, fresh: &LiveWords, words: usize, bound: usize, seed: u64) {
+        let mut x = seed;
+        let mut rnd = |m: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % m as u64) as usize
+        };
+        let limit = (bound * 64).min(words);
+        for i in 0..limit / 64 {
+            assert_eq!(lw.rank(i * 64), fresh.rank(i * 64), "rank at word {i}");
+        }
+        for _ in 0..20_000 {
+            let w = rnd(limit);
+            assert_eq!(lw.rank(w), fresh.rank(w), "rank({w})");
+            assert_eq!(lw.ranker().rank(w), fresh.rank(w), "ranker({w})");
+        }
+        let total = fresh.rank(limit - 1) + usize::from(fresh.bits.get(limit - 1));
+        if total > 0 {
+            for r in (0..total).step_by(total / 5000 + 1).chain([0, total - 1]) {
+                let w = lw.select(r, bound);
+                assert_eq!(w, fresh.select(r, bound), "select({r})");
+                assert_eq!(lw.rank(w.expect("a live word")), r);
+            }
+        }
+        assert_eq!(lw.select(total, bound), None);
+        let (mut a, mut b) = (vec![], vec![]);
+        lw.select_every(4099, total, bound, |k, w| a.push((k, w)));
+        fresh.select_every(4099, total, bound, |k, w| b.push((k, w)));
+        assert_eq!(a, b, "select_every");
+    }
+
+    #[test]
+    fn patching_groups_after_random_changes_matches_a_full_computation() {
+        // Three groups and a bit (the last group partial); rounds of random marks, planning
+        // ahead, more marks (before the first changed chunk, in the last chunk, across a
+        // group boundary, above the planned bound), then finishing: each time rank, select and
+        // select_every must equal a from-scratch computation, and only changed or new chunks
+        // are recomputed.
+        let words = 3 * GROUP_WORDS + 5 * CHUNK_WORDS + 1000;
+        let bound = words.div_ceil(64);
+        let lw = LiveWords::new(words);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |m: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % m as u64) as usize
+        };
+        for round in 0..4 {
+            for _ in 0..2000 {
+                let a = rnd(words);
+                lw.mark_range(a, (a + 1 + rnd(300)).min(words));
+            }
+            // Plan ahead over a bound below the final one in odd rounds.
+            let ahead_bound = if round % 2 == 1 { bound - 3000 } else { bound };
+            let ahead = lw.plan_ahead(ahead_bound);
+            assert_eq!(ahead, naive_count(&lw, ahead_bound));
+            // The changes the pause patches: a word at the very start (before any other
+            // changed chunk), one in the last chunk, a run across a group boundary, and a few
+            // random ones.
+            let mut changed = std::collections::BTreeSet::new();
+            let mut mark = |lw: &LiveWords, a: usize, b: usize| {
+                lw.mark_range(a, b);
+                for c in a / CHUNK_WORDS..=(b - 1) / CHUNK_WORDS {
+                    changed.insert(c);
+                }
+            };
+            mark(&lw, round, round + 1);
+            mark(&lw, words - 1 - round * 7, words - round * 7);
+            let gb = (1 + round % 3) * GROUP_WORDS;
+            mark(&lw, gb - 40, gb + 40);
+            for _ in 0..3 {
+                let a = rnd(words - 8);
+                mark(&lw, a, a + 1 + rnd(7));
+            }
+            let (total, redone) = lw.finish_prefix(bound);
+            let chunks_after_ahead = (bound - 3000) / CHUNK_BLOCKS;
+            if round % 2 == 0 {
+                assert_eq!(
+                    redone,
+                    changed.len(),
+                    "round {round}: only changed chunks redone"
+                );
+            } else {
+                let new: usize = bound.div_ceil(CHUNK_BLOCKS) - chunks_after_ahead;
+                assert!(
+                    redone <= changed.len() + new,
+                    "round {round}: {redone} redone"
+                );
+            }
+            let (fresh, want) = fresh_copy(&lw, words, bound);
+            assert_eq!(total, want, "round {round}: total");
+            assert_agree(&lw, &fresh, words, bound, 77 + round as u64);
+            assert_eq!(
+                lw.finish_prefix(bound),
+                (total, 0),
+                "nothing changed: nothing redone"
+            );
+        }
+        // A smaller bound (a chunk and a group boundary) after a larger one, and back.
+        for b in [
+            2 * GROUP_BLOCKS,
+            GROUP_BLOCKS + 3 * CHUNK_BLOCKS,
+            GROUP_BLOCKS + 3 * CHUNK_BLOCKS + 17,
+            bound,
+        ] {
+            let (total, _) = lw.finish_prefix(b);
+            let (fresh, want) = fresh_copy(&lw, words, b);
+            assert_eq!(total, want, "bound {b}");
+            assert_agree(&lw, &fresh, words, b, b as u64);
+        }
+        // Cleared and marked again from nothing.
+        lw.clear(bound);
+        lw.mark_range(GROUP_WORDS + 5, GROUP_WORDS + 9);
+        assert_eq!(lw.finish_prefix(bound).0, 4);
+        assert_eq!(lw.rank(GROUP_WORDS + 7), 2);
+        assert_eq!(lw.select(3, bound), Some(GROUP_WORDS + 8));
+    }
+
+    /// Live words in bitmap words `[0, n)`.
+    fn naive_count(lw: &LiveWords, n: usize) -> usize {
+        (0..n).map(|i| lw.bits.word(i).count_ones() as usize).sum()
     }
 
     #[test]
