@@ -47,6 +47,8 @@ use faultline_heap::{ArenaOffset, PAGE_SIZE};
 
 use crate::trace::header;
 
+mod slide;
+
 /// Words per page.
 pub(crate) const PAGE_WORDS: usize = PAGE_SIZE / WORD;
 
@@ -408,6 +410,45 @@ impl Plan {
         unsafe { core::ptr::write_bytes(base.add(total), 0, self.pages * PAGE_WORDS - total) };
     }
 
+    /// The copy pass of one piece of an in-place slide that starts and ends on object
+    /// boundaries: the live words of ranks `[b0, b1)`, the first of which is the first live
+    /// word at or after old word `s`, slide down to words `[b0, b1)` of the half
+    /// ([`slide`] cuts the slide into such pieces and runs them on several threads).
+    ///
+    /// # Safety
+    /// [`Plan::slide`]'s contract for the words this reads (the live words of ranks
+    /// `[b0, b1)`, all in old words `[s, ..)`) and writes (words `[b0, b1)`); no other thread
+    /// writes a word this reads, or reads or writes a word it writes, while it runs.
+    #[inline(always)]
+    unsafe fn slide_copy_piece(&self, s: usize, b0: usize, b1: usize) {
+        let mut w = s;
+        // SAFETY: the caller's contract; the copy only moves words down (rank <= old word).
+        unsafe { self.copy_live::<true>(&mut w, (self.src as *mut usize).add(b0), b1 - b0) };
+    }
+
+    /// The reference pass of one piece of an in-place slide (after its copy pass,
+    /// [`Plan::slide_copy_piece`]): forward every reference slot in words `[b0, b1)` of the
+    /// half.
+    ///
+    /// # Safety
+    /// Words `[b0, b1)` of the half hold the slid live words of ranks `[b0, b1)`; an object
+    /// starts at rank `b0` (or `b0 == b1`) and at rank `b1` (or `b1 == live_words`); no other
+    /// thread reads or writes those words while this runs.
+    #[inline(always)]
+    unsafe fn slide_forward_piece(&self, b0: usize, b1: usize) {
+        let mut walk = ObjWalk {
+            pos: b0,
+            header: None,
+        };
+        // SAFETY: destination words [b0, b1) are slid into place; an object starts at `b0`
+        // and the objects lie back to back up to `b1`, where the next one starts.
+        unsafe { self.forward_refs(&mut walk, self.src as *mut usize, 0, b0, b1) };
+        debug_assert!(
+            b0 == b1 || walk.pos == b1,
+            "a piece ends on an object boundary"
+        );
+    }
+
     /// Copy the next `count` live words of the old half, in rank order, to `dst`: runs of set
     /// bits of the live-words bitmap, one copy each. `*w` is where the search for the next
     /// live word starts; it is left just after the last word copied.
@@ -719,12 +760,12 @@ mod tests {
 
     /// An old half in a `Vec` (objects of every layout, a fraction `live` of them marked), its
     /// side tables and a plan over it.
-    struct Fixture {
-        _old: Vec<u64>,
-        plan: Plan,
+    pub(super) struct Fixture {
+        pub(super) _old: Vec<u64>,
+        pub(super) plan: Plan,
     }
 
-    fn fixture(seed: u64, live: f64, words: usize) -> Fixture {
+    pub(super) fn fixture(seed: u64, live: f64, words: usize) -> Fixture {
         let mut r = TypeRegistry::default();
         let plain = r.register(TypeInfo::fixed("plain", 16, &[])).unwrap();
         let pair = r.register(TypeInfo::fixed("pair", 24, &[0, 8])).unwrap();
