@@ -23,7 +23,8 @@
 //!   page ([`Piece`]): updating a dense page in place ([`Plan::update_in_place`]) uses it, and
 //!   the tests use it as the reference fill.
 //! - [`Plan::slide`] is the stop-the-world compaction in place (`to == from`): the same two
-//!   passes, a chunk at a time, over the half itself.
+//!   passes, a chunk at a time, over the half itself; [`slide`] runs it on several threads
+//!   (`Plan::slide_on`), in pieces that start on objects.
 //! - Pinned objects ([`crate::pins`]): a *kept* object (pinned, in the old half) is forwarded
 //!   to itself; it stays in the rank, so a dead copy of it lands in the new half, which
 //!   nothing references. A *moved* object (a stranded one whose pins are gone, outside the
@@ -37,7 +38,9 @@
 //! - everything here reads only the old half (at `src`) and writes only the output it is given
 //!   (or, for `update_in_place`, the one old page it is given; for `slide`, with the world
 //!   stopped, the half itself, each word written only once every word it could overwrite was
-//!   read): async-signal-safe, no allocation, no lock.
+//!   read): async-signal-safe, no allocation, no lock. The exception is the slide on several
+//!   threads ([`slide`]): it allocates its table of pieces and starts scoped helper threads,
+//!   on the pausing thread of a stop-the-world cycle only (never in a fault path).
 
 use std::sync::Arc;
 
@@ -462,10 +465,30 @@ impl Plan {
         let limit = (self.from_top - self.from) / WORD;
         let bits = &self.live().bits;
         let mut d = 0;
+        // The slide: bitmap words below `pf` had their live cache lines prefetched.
+        let mut pf = *w / 64;
         while d < count {
             let s = bits
                 .next_set(*w, limit)
                 .expect("a live word for every destination word");
+            if OVERLAP {
+                // Sparse live words are a cache (and TLB) miss each, in an order the hardware
+                // prefetcher does not guess: ask for the live lines some way ahead.
+                let ahead = (s / 64 + SLIDE_PREFETCH_BITMAP_WORDS).min(limit.div_ceil(64));
+                while pf < ahead {
+                    let m = bits.word(pf);
+                    // Denser words are left to the hardware prefetcher: their lines are
+                    // nearly consecutive, and asking for them costs more than it hides.
+                    if m != 0 && m.count_ones() < SLIDE_PREFETCH_MAX_LIVE {
+                        for g in 0..8 {
+                            if (m >> (8 * g)) & 0xff != 0 {
+                                crate::dense::prefetch(self.src + (pf * 64 + 8 * g) * WORD);
+                            }
+                        }
+                    }
+                    pf += 1;
+                }
+            }
             // The run's end is searched no further than the words still wanted: a long run
             // (a fully live region, such as a concurrent cycle's black allocations or a dense prefix) would
             // otherwise be scanned to its end by every call that copies a part of it.
@@ -646,6 +669,17 @@ impl Forwarder<'_> {
         }
     }
 }
+
+/// How far ahead the slide's copy prefetches the live cache lines of the old half, in
+/// live-words bitmap words (64 words, 512 bytes, each): 4 KiB (4, 8 and 16 measured; 8 the
+/// best by a little).
+const SLIDE_PREFETCH_BITMAP_WORDS: usize = 8;
+
+/// The slide's copy prefetches the live lines of a bitmap word with fewer live words than
+/// this (the sparse ones). Prefetching every live line cost ~10 % more at 50 % live, where
+/// the hardware prefetcher finds the lines by itself; the sparse ones alone cut the slide's
+/// CPU by about 40 % at 10 % live.
+const SLIDE_PREFETCH_MAX_LIVE: u32 = 24;
 
 /// Runs of at most this many words are copied inline ([`copy_short_run`]), not by a call.
 const SHORT_RUN_WORDS: usize = 16;
