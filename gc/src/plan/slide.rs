@@ -32,7 +32,9 @@
 //!   copied: the slide never deadlocks;
 //! - a piece's copy flag is set (release) after its last source read, and read (acquire)
 //!   before any write that could overwrite those words;
-//! - the result is the one-thread slide's, word for word (tests in `plan`).
+//! - the result is the one-thread slide's, word for word (tests below);
+//! - a thread that panics flags the slide failed, and the others stop waiting for it and
+//!   panic too (the pause ends in the panic instead of hanging).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -44,8 +46,8 @@ use crate::cputime;
 #[cfg(test)]
 use faultline_heap::PAGE_SIZE;
 
-/// Below this many pieces per thread the slide stays on one thread (the helpers' start-up,
-/// tens of microseconds each, would cost more than they save).
+/// With fewer than twice this many pieces (2 MiB live) the slide stays on one thread (the
+/// helpers' start-up, tens of microseconds each, would cost more than they save).
 const MIN_PIECES_PER_THREAD: usize = 4;
 
 /// Waits on a piece's copy flag spin this many times before yielding the CPU.
@@ -66,6 +68,9 @@ pub(super) struct Chunks {
     next: AtomicUsize,
     /// Copies that found a dependency not yet copied (statistics for the tests and benches).
     waited: AtomicUsize,
+    /// A thread panicked while sliding: the others stop waiting for its pieces (and panic
+    /// too, so that the pause ends in the panic, not in a hang).
+    failed: AtomicBool,
 }
 
 impl Chunks {
@@ -120,6 +125,7 @@ impl Chunks {
             copied: (0..n).map(|_| AtomicBool::new(false)).collect(),
             next: AtomicUsize::new(0),
             waited: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
         }
     }
 
@@ -134,6 +140,10 @@ impl Chunks {
         for flag in &self.copied[lo..hi] {
             let mut spins = 0;
             while !flag.load(Ordering::Acquire) {
+                assert!(
+                    !self.failed.load(Ordering::Relaxed),
+                    "another slide thread panicked"
+                );
                 waited = true;
                 if spins < SPINS_BEFORE_YIELD {
                     std::hint::spin_loop();
@@ -264,6 +274,16 @@ impl Plan {
 
     #[inline(always)]
     unsafe fn slide_pieces_impl(&self, chunks: &Chunks) {
+        /// Flags the slide as failed if this thread unwinds.
+        struct Failed<'a>(&'a AtomicBool);
+        impl Drop for Failed<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let _failed = Failed(&chunks.failed);
         loop {
             let k = chunks.next.fetch_add(1, Ordering::Relaxed);
             if k >= chunks.len() {
