@@ -1,7 +1,8 @@
 //! The pause of one stop-the-world collection of a full heap (256 MiB of objects by default) at
 //! 10 %, 50 % and 90 % live, with its mark / plan / compact breakdown from [`CycleStats`]; each
 //! compacting into the other half (`StwCompaction::Copy`), and again sliding in place
-//! (`StwCompaction::Slide`, what the default `StwCompaction::Auto` does).
+//! (`StwCompaction::Slide`, what the default `StwCompaction::Auto` does), on one thread and on
+//! two (`compaction_workers`, column *workers*; marking stays on one thread).
 //!
 //! A plain `main` (no criterion): one sample is one collection of a freshly built heap, which
 //! takes a second or more to build, so each case runs a fixed number of times (5 by default)
@@ -41,7 +42,8 @@
 //! the cases; the table's ratio uses the mean of the two); pause / mark = the whole
 //! collection over its mark phase. The same by CPU time, which the machine's load does not
 //! inflate: the compaction's thread CPU (`CycleStats::cpu`, `CpuSplit::compact`) against the
-//! `memcpy`'s (both `CLOCK_THREAD_CPUTIME_ID`; memcpy MiB per CPU second, median of 5, before
+//! `memcpy`'s (both `CLOCK_THREAD_CPUTIME_ID`, the compaction's summed over the slide's
+//! threads; memcpy MiB per CPU second, median of 5, before
 //! and after the cases, mean of the two), and the whole pause's CPU over the mark phase's.
 //!
 //! Environment: `FAULTLINE_STW_CASES` keeps only some cases (see `main`);
@@ -142,6 +144,7 @@ fn run_once(
     live: f64,
     gc_threads: usize,
     compaction: StwCompaction,
+    workers: usize,
     seed: u64,
 ) -> Sample {
     let half = object_bytes + (1 << 20);
@@ -149,6 +152,7 @@ fn run_once(
         c.min_trigger_bytes = half;
         c.gc_threads = gc_threads;
         c.stw_compaction = compaction;
+        c.compaction_workers = Some(workers);
     });
     let heap = Heap::new(cfg).expect("heap");
     if let Some(r) = heap.fallback_reason() {
@@ -238,20 +242,23 @@ fn main() {
     let mut cases = Vec::new();
     for shape in [Shape::Local, Shape::Scattered] {
         for live in [0.1, 0.5, 0.9] {
-            cases.push((shape, live, 1, StwCompaction::Copy));
+            cases.push((shape, live, 1, StwCompaction::Copy, 1));
         }
-        cases.push((shape, 0.5, 2, StwCompaction::Copy));
-        for live in [0.1, 0.5, 0.9] {
-            cases.push((shape, live, 1, StwCompaction::Slide));
+        cases.push((shape, 0.5, 2, StwCompaction::Copy, 1));
+        for workers in [1, 2] {
+            for live in [0.1, 0.5, 0.9] {
+                cases.push((shape, live, 1, StwCompaction::Slide, workers));
+            }
         }
     }
     // `FAULTLINE_STW_CASES=local/50/1/slide,scattered/90` (comma-separated prefixes of
-    // `shape/live %/gc threads/compaction`) keeps only the matching cases (for profiling one).
+    // `shape/live %/gc threads/compaction/compaction workers`) keeps only the matching cases
+    // (for profiling one).
     if let Ok(filter) = std::env::var("FAULTLINE_STW_CASES") {
         let keep: Vec<&str> = filter.split(',').filter(|f| !f.is_empty()).collect();
-        cases.retain(|&(shape, live, threads, compaction)| {
+        cases.retain(|&(shape, live, threads, compaction, workers)| {
             let id = format!(
-                "{}/{:.0}/{threads}/{}",
+                "{}/{:.0}/{threads}/{}/{workers}",
                 shape.name(),
                 live * 100.0,
                 compaction.name()
@@ -271,17 +278,25 @@ fn main() {
     let (memcpy_before, memcpy_cpu_before) = memcpy_bandwidth(object_bytes, 5);
     println!();
     println!(
-        "| shape | live | gc threads | compaction | pause ms (median [min, max]) | mark | plan | compact | other | pause / mark | live MiB | heap MiB | live MiB/s | heap MiB/s | pages filled | fill | map | compact MiB/s | / memcpy |"
+        "| shape | live | gc threads | compaction | workers | pause ms (median [min, max]) | mark | plan | compact | other | pause / mark | live MiB | heap MiB | live MiB/s | heap MiB/s | pages filled | fill | map | slide threads (waits) | compact MiB/s | / memcpy |"
     );
     println!(
-        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let mut rows = Vec::new();
-    for (ci, &(shape, live, threads, compaction)) in cases.iter().enumerate() {
+    for (ci, &(shape, live, threads, compaction, workers)) in cases.iter().enumerate() {
         let mut samples: Vec<Sample> = (0..runs)
             .map(|r| {
                 let seed = 0x5eed + (ci * 100 + r) as u64;
-                run_once(object_bytes, shape, live, threads, compaction, seed)
+                run_once(
+                    object_bytes,
+                    shape,
+                    live,
+                    threads,
+                    compaction,
+                    workers,
+                    seed,
+                )
             })
             .collect();
         samples.sort_by_key(Sample::pause);
@@ -292,7 +307,7 @@ fn main() {
         let secs = pause.as_secs_f64();
         let compact_bw = mib(med.moving_after) / med.compact.as_secs_f64();
         let row = format!(
-            "| {} | {:.0} % | {} | {} | {:.1} [{:.1}, {:.1}] | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {:.0} |",
+            "| {} | {:.0} % | {} | {} | {workers} | {:.1} [{:.1}, {:.1}] | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} ({}) | {:.0} |",
             shape.name(),
             live * 100.0,
             threads,
@@ -312,6 +327,8 @@ fn main() {
             med.pages_filled,
             ms(med.compact_fill),
             ms(med.compact_map),
+            med.slide_threads,
+            med.slide_waits,
             compact_bw,
         );
         println!(
@@ -332,11 +349,11 @@ fn main() {
         object_bytes >> 20
     );
     println!();
-    println!("| shape | live | gc threads | compaction | compact MiB/s | / memcpy |");
-    println!("|---|---:|---:|---|---:|---:|");
-    for (&(shape, live, threads, compaction), (_, bw, ..)) in cases.iter().zip(&rows) {
+    println!("| shape | live | gc threads | compaction | workers | compact MiB/s | / memcpy |");
+    println!("|---|---:|---:|---|---:|---:|---:|");
+    for (&(shape, live, threads, compaction, workers), (_, bw, ..)) in cases.iter().zip(&rows) {
         println!(
-            "| {} | {:.0} % | {threads} | {} | {bw:.0} | {:.2} |",
+            "| {} | {:.0} % | {threads} | {} | {workers} | {bw:.0} | {:.2} |",
             shape.name(),
             live * 100.0,
             compaction.name(),
@@ -345,14 +362,16 @@ fn main() {
     }
     println!();
     println!(
-        "By CPU time (the collecting thread's clock; median runs as above): memcpy {memcpy_cpu_before:.0} MiB per CPU s before the cases, {memcpy_cpu_after:.0} after (mean {memcpy_cpu:.0})"
+        "By CPU time (thread clocks: the collecting thread's, plus the slide's helpers' in the compaction; median runs as above): memcpy {memcpy_cpu_before:.0} MiB per CPU s before the cases, {memcpy_cpu_after:.0} after (mean {memcpy_cpu:.0})"
     );
     println!();
-    println!("| shape | live | gc threads | compaction | pause CPU ms | mark CPU ms | compact CPU ms | finish CPU ms | pause / mark (CPU) | compact MiB per CPU s | / memcpy (CPU) |");
-    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (&(shape, live, threads, compaction), (_, _, cbw, ratio, cpu)) in cases.iter().zip(&rows) {
+    println!("| shape | live | gc threads | compaction | workers | pause CPU ms | mark CPU ms | compact CPU ms | finish CPU ms | pause / mark (CPU) | compact MiB per CPU s | / memcpy (CPU) |");
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (&(shape, live, threads, compaction, workers), (_, _, cbw, ratio, cpu)) in
+        cases.iter().zip(&rows)
+    {
         println!(
-            "| {} | {:.0} % | {threads} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {ratio:.2} | {cbw:.0} | {:.2} |",
+            "| {} | {:.0} % | {threads} | {} | {workers} | {:.1} | {:.1} | {:.1} | {:.1} | {ratio:.2} | {cbw:.0} | {:.2} |",
             shape.name(),
             live * 100.0,
             compaction.name(),

@@ -125,7 +125,9 @@ pub struct HeapConfig {
     /// [`DEFAULT_PREFILL_YIELD_US`], or `FAULTLINE_PREFILL_YIELD_US` from the environment.
     pub prefill_yield_us: u32,
     /// Threads that fill destination pages in a concurrent compaction (mutator faults fill
-    /// pages too). `None`: as many as `gc_threads`.
+    /// pages too), and that slide a stop-the-world cycle's half in place (the calling thread
+    /// and `compaction_workers - 1` helpers; 1: the calling thread alone). `None`: as many as
+    /// `gc_threads`.
     pub compaction_workers: Option<usize>,
     /// Collector mode.
     pub mode: GcMode,

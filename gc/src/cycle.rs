@@ -1483,13 +1483,17 @@ fn flip(
 
     inner.gate.set_phase(CyclePhase::Compacting);
     let compact_cpu0 = cputime::thread_cpu();
+    // CPU of the slide's helper threads (counted in the compaction's and the pause's CPU).
+    let mut slide_helper_cpu = Duration::ZERO;
     if slide {
-        // 5. Compact in place.
+        // 5. Compact in place, on `workers()` threads (the world is stopped: the CPUs are free).
         let t_fill = Instant::now();
         // SAFETY: the world is stopped and nothing else reads or writes the moving space; the
         // plan's destination is its own source half, present up to its used end.
-        unsafe { plan.slide() };
+        let r = unsafe { plan.slide_on(cfg.workers()) };
         stats.compact_fill = t_fill.elapsed();
+        (stats.slide_threads, stats.slide_waits) = (r.threads, r.waited);
+        slide_helper_cpu = r.helper_cpu;
     }
     // 5. Compact into the other half, a batch of pages per COPY.
     let mut p = 0;
@@ -1510,7 +1514,7 @@ fn flip(
         p += n;
     }
     stats.compact = tc.elapsed();
-    stats.cpu.compact = cputime::since(compact_cpu0);
+    stats.cpu.compact = cputime::since(compact_cpu0) + slide_helper_cpu;
 
     // 6. Switch halves, recycle or release the old half, sweep large objects.
     // (A slide keeps as much of its free tail present as will be allocated before the next
@@ -1602,7 +1606,7 @@ fn flip(
         duration: total,
     }];
     stats.total = total;
-    stats.cpu.pause = cputime::since(pause_cpu0);
+    stats.cpu.pause = cputime::since(pause_cpu0) + slide_helper_cpu;
     stats.calls = arena.sys().counters().snapshot().since(&calls0);
     Ok(Flip::Done(Box::new(stats)))
 }

@@ -132,7 +132,7 @@ pub(crate) unsafe fn keep(live: &LiveWords, from: usize, pages: usize) -> DenseP
 
 /// Ask the CPU to bring the cache line at `a` in (a hint: no effect elsewhere than x86-64).
 #[inline(always)]
-fn prefetch(a: usize) {
+pub(crate) fn prefetch(a: usize) {
     #[cfg(target_arch = "x86_64")]
     // (Newer compilers call the intrinsic safe: the block is needed on the MSRV only.)
     #[allow(unused_unsafe)]

@@ -23,7 +23,8 @@
 //!   page ([`Piece`]): updating a dense page in place ([`Plan::update_in_place`]) uses it, and
 //!   the tests use it as the reference fill.
 //! - [`Plan::slide`] is the stop-the-world compaction in place (`to == from`): the same two
-//!   passes, a chunk at a time, over the half itself.
+//!   passes, a chunk at a time, over the half itself; [`slide`] runs it on several threads
+//!   (`Plan::slide_on`), in pieces that start on objects.
 //! - Pinned objects ([`crate::pins`]): a *kept* object (pinned, in the old half) is forwarded
 //!   to itself; it stays in the rank, so a dead copy of it lands in the new half, which
 //!   nothing references. A *moved* object (a stranded one whose pins are gone, outside the
@@ -37,7 +38,9 @@
 //! - everything here reads only the old half (at `src`) and writes only the output it is given
 //!   (or, for `update_in_place`, the one old page it is given; for `slide`, with the world
 //!   stopped, the half itself, each word written only once every word it could overwrite was
-//!   read): async-signal-safe, no allocation, no lock.
+//!   read): async-signal-safe, no allocation, no lock. The exception is the slide on several
+//!   threads ([`slide`]): it allocates its table of pieces and starts scoped helper threads,
+//!   on the pausing thread of a stop-the-world cycle only (never in a fault path).
 
 use std::sync::Arc;
 
@@ -46,6 +49,8 @@ use faultline_heap::object::{Header, RefSlots, TypeRegistry, WORD};
 use faultline_heap::{ArenaOffset, PAGE_SIZE};
 
 use crate::trace::header;
+
+mod slide;
 
 /// Words per page.
 pub(crate) const PAGE_WORDS: usize = PAGE_SIZE / WORD;
@@ -408,6 +413,45 @@ impl Plan {
         unsafe { core::ptr::write_bytes(base.add(total), 0, self.pages * PAGE_WORDS - total) };
     }
 
+    /// The copy pass of one piece of an in-place slide that starts and ends on object
+    /// boundaries: the live words of ranks `[b0, b1)`, the first of which is the first live
+    /// word at or after old word `s`, slide down to words `[b0, b1)` of the half
+    /// ([`slide`] cuts the slide into such pieces and runs them on several threads).
+    ///
+    /// # Safety
+    /// [`Plan::slide`]'s contract for the words this reads (the live words of ranks
+    /// `[b0, b1)`, all in old words `[s, ..)`) and writes (words `[b0, b1)`); no other thread
+    /// writes a word this reads, or reads or writes a word it writes, while it runs.
+    #[inline(always)]
+    unsafe fn slide_copy_piece(&self, s: usize, b0: usize, b1: usize) {
+        let mut w = s;
+        // SAFETY: the caller's contract; the copy only moves words down (rank <= old word).
+        unsafe { self.copy_live::<true>(&mut w, (self.src as *mut usize).add(b0), b1 - b0) };
+    }
+
+    /// The reference pass of one piece of an in-place slide (after its copy pass,
+    /// [`Plan::slide_copy_piece`]): forward every reference slot in words `[b0, b1)` of the
+    /// half.
+    ///
+    /// # Safety
+    /// Words `[b0, b1)` of the half hold the slid live words of ranks `[b0, b1)`; an object
+    /// starts at rank `b0` (or `b0 == b1`) and at rank `b1` (or `b1 == live_words`); no other
+    /// thread reads or writes those words while this runs.
+    #[inline(always)]
+    unsafe fn slide_forward_piece(&self, b0: usize, b1: usize) {
+        let mut walk = ObjWalk {
+            pos: b0,
+            header: None,
+        };
+        // SAFETY: destination words [b0, b1) are slid into place; an object starts at `b0`
+        // and the objects lie back to back up to `b1`, where the next one starts.
+        unsafe { self.forward_refs(&mut walk, self.src as *mut usize, 0, b0, b1) };
+        debug_assert!(
+            b0 == b1 || walk.pos == b1,
+            "a piece ends on an object boundary"
+        );
+    }
+
     /// Copy the next `count` live words of the old half, in rank order, to `dst`: runs of set
     /// bits of the live-words bitmap, one copy each. `*w` is where the search for the next
     /// live word starts; it is left just after the last word copied.
@@ -421,10 +465,30 @@ impl Plan {
         let limit = (self.from_top - self.from) / WORD;
         let bits = &self.live().bits;
         let mut d = 0;
+        // The slide: bitmap words below `pf` had their live cache lines prefetched.
+        let mut pf = *w / 64;
         while d < count {
             let s = bits
                 .next_set(*w, limit)
                 .expect("a live word for every destination word");
+            if OVERLAP {
+                // Sparse live words are a cache (and TLB) miss each, in an order the hardware
+                // prefetcher does not guess: ask for the live lines some way ahead.
+                let ahead = (s / 64 + SLIDE_PREFETCH_BITMAP_WORDS).min(limit.div_ceil(64));
+                while pf < ahead {
+                    let m = bits.word(pf);
+                    // Denser words are left to the hardware prefetcher: their lines are
+                    // nearly consecutive, and asking for them costs more than it hides.
+                    if m != 0 && m.count_ones() < SLIDE_PREFETCH_MAX_LIVE {
+                        for g in 0..8 {
+                            if (m >> (8 * g)) & 0xff != 0 {
+                                crate::dense::prefetch(self.src + (pf * 64 + 8 * g) * WORD);
+                            }
+                        }
+                    }
+                    pf += 1;
+                }
+            }
             // The run's end is searched no further than the words still wanted: a long run
             // (a fully live region, such as a concurrent cycle's black allocations or a dense prefix) would
             // otherwise be scanned to its end by every call that copies a part of it.
@@ -606,6 +670,17 @@ impl Forwarder<'_> {
     }
 }
 
+/// How far ahead the slide's copy prefetches the live cache lines of the old half, in
+/// live-words bitmap words (64 words, 512 bytes, each): 4 KiB (4, 8 and 16 measured; 8 the
+/// best by a little).
+const SLIDE_PREFETCH_BITMAP_WORDS: usize = 8;
+
+/// The slide's copy prefetches the live lines of a bitmap word with fewer live words than
+/// this (the sparse ones). Prefetching every live line cost ~10 % more at 50 % live, where
+/// the hardware prefetcher finds the lines by itself; the sparse ones alone cut the slide's
+/// CPU by about 40 % at 10 % live.
+const SLIDE_PREFETCH_MAX_LIVE: u32 = 24;
+
 /// Runs of at most this many words are copied inline ([`copy_short_run`]), not by a call.
 const SHORT_RUN_WORDS: usize = 16;
 
@@ -719,12 +794,12 @@ mod tests {
 
     /// An old half in a `Vec` (objects of every layout, a fraction `live` of them marked), its
     /// side tables and a plan over it.
-    struct Fixture {
-        _old: Vec<u64>,
-        plan: Plan,
+    pub(super) struct Fixture {
+        pub(super) _old: Vec<u64>,
+        pub(super) plan: Plan,
     }
 
-    fn fixture(seed: u64, live: f64, words: usize) -> Fixture {
+    pub(super) fn fixture(seed: u64, live: f64, words: usize) -> Fixture {
         let mut r = TypeRegistry::default();
         let plain = r.register(TypeInfo::fixed("plain", 16, &[])).unwrap();
         let pair = r.register(TypeInfo::fixed("pair", 24, &[0, 8])).unwrap();

@@ -87,10 +87,12 @@ pub struct CpuSplit {
     /// thread's concurrent marking with its SATB handshakes and ephemerons (concurrent).
     pub mark: Duration,
     /// The pause that ends marking, on the thread that runs it: the whole stop-the-world
-    /// cycle (so `mark`, `compact` and `finish` are parts of it); the remark+flip pause of a
+    /// cycle (so `mark`, `compact` and `finish` are parts of it; the in-place slide's helper
+    /// threads are added); the remark+flip pause of a
     /// concurrent cycle (its planning, root updates and weak sweep included).
     pub pause: Duration,
-    /// Compaction: inside the pause (stop-the-world), or the compaction workers' CPU summed
+    /// Compaction: inside the pause (stop-the-world; an in-place slide on several threads,
+    /// summed over them), or the compaction workers' CPU summed
     /// over the workers (concurrent; their fills, mapping calls, early releases and recycling).
     pub compact: Duration,
     /// Giving the old half back (recycled or released) and releasing dead large objects:
@@ -278,6 +280,12 @@ pub struct CycleStats {
     /// The thread CPU time spent choosing the dense prefix and turning its gaps into fillers
     /// (part of [`CycleStats::plan`]).
     pub dense_cpu: Duration,
+    /// A stop-the-world cycle that slid in place: the threads that slid (the pausing one and
+    /// its helpers, [`crate::HeapConfig::compaction_workers`]); 0 when the cycle did not slide.
+    pub slide_threads: usize,
+    /// Pieces of a slide on several threads whose copy waited for an earlier piece to be
+    /// read (its destination held that piece's source words).
+    pub slide_waits: usize,
 }
 
 /// What a cycle of a generational heap did ([`crate::Generational`]).
@@ -454,6 +462,8 @@ impl Default for CycleStats {
             dense_kept_pages: 0,
             dense_dead_bytes: 0,
             dense_cpu: Duration::ZERO,
+            slide_threads: 0,
+            slide_waits: 0,
         }
     }
 }
