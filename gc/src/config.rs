@@ -127,7 +127,9 @@ pub struct HeapConfig {
     /// Threads that fill destination pages in a concurrent compaction (mutator faults fill
     /// pages too), and that slide a stop-the-world cycle's half in place (the calling thread
     /// and `compaction_workers - 1` helpers; 1: the calling thread alone). `None`: as many as
-    /// `gc_threads`.
+    /// `gc_threads` in a concurrent compaction, and the machine's CPUs (at most
+    /// [`MAX_PAUSE_SLIDE_THREADS`]) for the stop-the-world slide, whose world is stopped so
+    /// the CPUs are free.
     pub compaction_workers: Option<usize>,
     /// Collector mode.
     pub mode: GcMode,
@@ -299,6 +301,10 @@ pub fn default_gc_thread_nice() -> u8 {
         .unwrap_or(DEFAULT_GC_THREAD_NICE)
 }
 
+/// The stop-the-world slide's threads when `compaction_workers` is unset: the CPUs, at most
+/// this many (beyond it the slide is bound by memory bandwidth).
+pub const MAX_PAUSE_SLIDE_THREADS: usize = 8;
+
 /// The default [`HeapConfig::gc_thread_boost`].
 pub const DEFAULT_GC_THREAD_BOOST: bool = false;
 
@@ -404,6 +410,18 @@ impl HeapConfig {
     /// Compaction workers in effect (`compaction_workers`, or `gc_threads` when unset).
     pub(crate) fn workers(&self) -> usize {
         self.compaction_workers.unwrap_or(self.gc_threads).max(1)
+    }
+
+    /// Threads of the stop-the-world slide (`compaction_workers`, or the CPUs this process may
+    /// run on, at most [`MAX_PAUSE_SLIDE_THREADS`], when unset).
+    pub(crate) fn pause_slide_threads(&self) -> usize {
+        self.compaction_workers
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .min(MAX_PAUSE_SLIDE_THREADS)
+            })
+            .max(1)
     }
 
     /// Check the configuration and round sizes to pages.
@@ -559,6 +577,21 @@ impl HeapConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pause_slide_uses_the_set_workers_or_the_cpus() {
+        let mut c = HeapConfig::with_heap_size(1 << 20);
+        c.compaction_workers = Some(3);
+        assert_eq!(c.pause_slide_threads(), 3);
+        c.compaction_workers = Some(0);
+        assert_eq!(c.pause_slide_threads(), 1);
+        c.compaction_workers = None;
+        c.gc_threads = 1;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(c.pause_slide_threads(), cpus.min(MAX_PAUSE_SLIDE_THREADS));
+        // The concurrent compaction's workers still follow gc_threads.
+        assert_eq!(c.workers(), 1);
+    }
 
     #[test]
     fn with_heap_size_is_valid_for_every_size_from_the_minimum() {

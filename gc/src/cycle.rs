@@ -1486,11 +1486,12 @@ fn flip(
     // CPU of the slide's helper threads (counted in the compaction's and the pause's CPU).
     let mut slide_helper_cpu = Duration::ZERO;
     if slide {
-        // 5. Compact in place, on `workers()` threads (the world is stopped: the CPUs are free).
+        // 5. Compact in place, on `pause_slide_threads()` threads (the world is stopped: the
+        //    CPUs are free).
         let t_fill = Instant::now();
         // SAFETY: the world is stopped and nothing else reads or writes the moving space; the
         // plan's destination is its own source half, present up to its used end.
-        let r = unsafe { plan.slide_on(cfg.workers()) };
+        let r = unsafe { plan.slide_on(cfg.pause_slide_threads()) };
         stats.compact_fill = t_fill.elapsed();
         (stats.slide_threads, stats.slide_waits) = (r.threads, r.waited);
         slide_helper_cpu = r.helper_cpu;

@@ -150,7 +150,7 @@ pub use config::{
     default_gc_thread_boost, default_gc_thread_nice, default_gc_thread_slice_us,
     default_gc_threads, default_prefill_yield_us, ConfigError, CycleHook, HeapConfig,
     DEFAULT_GC_CPU_BUDGET, DEFAULT_GC_THREAD_BOOST, DEFAULT_GC_THREAD_NICE,
-    DEFAULT_PREFILL_YIELD_US,
+    DEFAULT_PREFILL_YIELD_US, MAX_PAUSE_SLIDE_THREADS,
 };
 pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};
 pub use error::{AttachError, CollectError};
