@@ -334,8 +334,9 @@ pub fn default_gc_thread_slice_us() -> u32 {
 /// The default [`HeapConfig::prefill_yield_us`]: off. With 50 us the request threads' run-queue
 /// delay charged to the prefill thread fell 5-20x (scheduler traces), but no metered request
 /// latency moved outside its run-to-run spread, while churn's mutator-side MMU at 100 ms fell
-/// from a median of 0.20 to 0.18 over alternated quiet runs (30 and 28 runs) (its refills made more of their
-/// memory present themselves): a runtime serving requests may turn it on (BENCHMARKS.md).
+/// from a median of 0.20 to 0.18 over alternated quiet runs (30 and 28 runs; its refills made
+/// more of their memory present themselves): a runtime serving requests may turn it on
+/// (BENCHMARKS.md).
 pub const DEFAULT_PREFILL_YIELD_US: u32 = 0;
 
 /// [`DEFAULT_PREFILL_YIELD_US`], or `FAULTLINE_PREFILL_YIELD_US` from the environment if it
