@@ -12,54 +12,10 @@
 //! that falls back to SATB before its remark (forced) take this path.
 
 mod common;
+use common::park::Park;
 use common::*;
-use faultline::{Barrier, GcMode, Heap, HeapConfig, MarkHook, MarkPoint, Mutator, Strategy, Value};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// Parks the marker at one armed [`MarkPoint`] until released (or until another point is
-/// armed); the mutator polls for it while reaching its safepoints (a barrier-free cycle's
-/// switch to SATB stops the world between marking and `MarkPoint::BeforeRemark`).
-#[derive(Default)]
-struct Park {
-    /// (armed point, parked there, released)
-    state: Mutex<(Option<MarkPoint>, bool, bool)>,
-}
-
-impl Park {
-    fn hook(self: &Arc<Self>) -> MarkHook {
-        let me = self.clone();
-        Arc::new(move |p| {
-            let mut s = me.state.lock().unwrap();
-            if s.0 != Some(p) {
-                return;
-            }
-            s.1 = true;
-            while s.0 == Some(p) && !s.2 {
-                drop(s);
-                std::thread::sleep(Duration::from_micros(100));
-                s = me.state.lock().unwrap();
-            }
-            if s.0 == Some(p) {
-                s.0 = None;
-            }
-        })
-    }
-    /// Arm `p` (a marker parked at the previous point goes on).
-    fn arm(&self, p: MarkPoint) {
-        *self.state.lock().unwrap() = (Some(p), false, false);
-    }
-    /// Poll safepoints until the marker is parked at the armed point.
-    fn wait(&self, m: &mut Mutator) {
-        while !self.state.lock().unwrap().1 {
-            m.safepoint();
-            std::thread::sleep(Duration::from_micros(100));
-        }
-    }
-    fn release(&self) {
-        self.state.lock().unwrap().2 = true;
-    }
-}
+use faultline::{Barrier, GcMode, Heap, HeapConfig, MarkPoint, Strategy, Value};
+use std::sync::Arc;
 
 const TLAB: usize = 32 << 10;
 /// Bytes of garbage pairs allocated while the marker is parked.

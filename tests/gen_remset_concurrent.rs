@@ -11,51 +11,12 @@
 //! verifies (checkmark on). Cards and written pages.
 
 mod common;
+use common::park::Park;
 use common::{fix, unfix};
 use faultline::{
-    GcMode, Generational, Heap, HeapConfig, MarkHook, MarkPoint, Mutator, Root, TypeId, TypeInfo,
+    GcMode, Generational, Heap, HeapConfig, MarkPoint, Mutator, Root, TypeId, TypeInfo,
 };
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// Parks the marker at one armed [`MarkPoint`] until released or until another point is armed.
-#[derive(Default)]
-struct Park {
-    /// (armed point, parked there, released)
-    state: Mutex<(Option<MarkPoint>, bool, bool)>,
-}
-
-impl Park {
-    fn hook(self: &Arc<Self>) -> MarkHook {
-        let me = self.clone();
-        Arc::new(move |p| {
-            let mut s = me.state.lock().unwrap();
-            if s.0 != Some(p) {
-                return;
-            }
-            s.1 = true;
-            while s.0 == Some(p) && !s.2 {
-                drop(s);
-                std::thread::sleep(Duration::from_micros(100));
-                s = me.state.lock().unwrap();
-            }
-            if s.0 == Some(p) {
-                s.0 = None;
-            }
-        })
-    }
-    /// Arm `p` (a marker parked at the previous point goes on).
-    fn arm(&self, p: Option<MarkPoint>) {
-        *self.state.lock().unwrap() = (p, false, false);
-    }
-    /// Poll safepoints until the marker is parked at the armed point.
-    fn wait(&self, m: &mut Mutator) {
-        while !self.state.lock().unwrap().1 {
-            m.safepoint();
-            std::thread::sleep(Duration::from_micros(100));
-        }
-    }
-}
+use std::sync::Arc;
 
 fn is_old(heap: &Heap, m: &Mutator, r: &Root) -> bool {
     let (lo, hi) = heap.old_generation_range().unwrap();
@@ -105,16 +66,16 @@ fn stores_after_the_concurrent_scan_are_found(kind: Generational) {
     assert!(is_old(&heap, &m, &x), "{kind:?}: x was not promoted");
     for round in 0..3 {
         let cycles = heap.history().len();
-        park.arm(Some(MarkPoint::Started));
+        park.arm(MarkPoint::Started);
         m.start_collection().unwrap();
         park.wait(&mut m);
         // After the concurrent scan of the remembered set: the precleaning must find it.
         store_young(&mut m, node, &x, 1, 100 + round);
-        park.arm(Some(MarkPoint::BeforeRemark));
+        park.arm(MarkPoint::BeforeRemark);
         park.wait(&mut m);
         // After the precleaning: the remark's rescan must find it.
         store_young(&mut m, node, &x, 2, 200 + round);
-        park.arm(None);
+        park.disarm();
         m.wait_for_cycle().unwrap();
         heap.wait_for_compaction();
         let c = heap.history()[cycles].clone();

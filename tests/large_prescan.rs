@@ -12,47 +12,9 @@
 //! objects.
 
 mod common;
+use common::park::Park;
 use common::*;
-use faultline::{GcMode, Heap, HeapConfig, MarkHook, MarkPoint, Mutator, Strategy};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// Parks the marker at `MarkPoint::BeforeRemark` once, until released.
-#[derive(Default)]
-struct Park {
-    /// (parked, released)
-    state: Mutex<(bool, bool)>,
-}
-
-impl Park {
-    fn hook(self: &Arc<Self>) -> MarkHook {
-        let me = self.clone();
-        Arc::new(move |p| {
-            if p != MarkPoint::BeforeRemark {
-                return;
-            }
-            let mut s = me.state.lock().unwrap();
-            if s.1 {
-                return;
-            }
-            s.0 = true;
-            while !s.1 {
-                drop(s);
-                std::thread::sleep(Duration::from_micros(100));
-                s = me.state.lock().unwrap();
-            }
-        })
-    }
-    fn wait(&self, m: &mut Mutator) {
-        while !self.state.lock().unwrap().0 {
-            m.safepoint();
-            std::thread::sleep(Duration::from_micros(100));
-        }
-    }
-    fn release(&self) {
-        self.state.lock().unwrap().1 = true;
-    }
-}
+use faultline::{GcMode, Heap, HeapConfig, MarkPoint, Strategy};
 
 const STRING: usize = 20_000;
 const VECTOR: usize = 5_000;
@@ -66,7 +28,7 @@ fn the_flip_examines_only_dead_new_and_reference_holding_large_objects() {
     if !uffd_or_skip("the_flip_examines_only_dead_new_and_reference_holding_large_objects") {
         return;
     }
-    let park = Arc::new(Park::default());
+    let park = Park::armed(MarkPoint::BeforeRemark);
     let heap = Heap::new(HeapConfig::with_heap_size(64 << 20).with(|c| {
         c.mode = GcMode::Concurrent;
         c.strategy = Strategy::Copy;
