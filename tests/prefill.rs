@@ -6,26 +6,7 @@
 
 mod common;
 use common::*;
-use faultline::{GcMode, Heap, HeapConfig, Mutator};
-
-/// Allocate about `mib` MiB of short lists, keeping a small ring of them alive; verify at the end.
-fn churn(heap: &Heap, t: &Types, mib: usize) {
-    let mut m: Mutator = heap.attach();
-    let ring = 256;
-    let table = m.alloc(t.vector, ring).unwrap();
-    let table = m.root(table);
-    let pairs = (mib << 20) / 24;
-    for i in 0..pairs {
-        let p = m.alloc(t.pair, 0).unwrap();
-        if i % 16 == 0 {
-            table.get(&m).unwrap().set((i / 16) % ring, p);
-        }
-        if i % 4096 == 0 {
-            m.safepoint();
-        }
-    }
-    m.verify().unwrap();
-}
+use faultline::{GcMode, Heap, HeapConfig};
 
 fn heap(mode: GcMode, prefill: usize) -> Heap {
     Heap::new(HeapConfig::with_heap_size(64 << 20).with(|c| {
@@ -47,7 +28,7 @@ fn the_thread_prefills_ahead_of_the_allocators_across_flips() {
     std::thread::scope(|s| {
         for _ in 0..2 {
             let (h, t) = (&h, &t);
-            s.spawn(move || churn(h, t, 96));
+            s.spawn(move || ring_churn(h, t, 96));
         }
     });
     h.wait_for_compaction();
@@ -67,7 +48,7 @@ fn prefill_off_and_stop_the_world_prefill_nothing() {
     for (mode, prefill) in [(GcMode::Concurrent, 0), (GcMode::StopTheWorld, 4 << 20)] {
         let h = heap(mode, prefill);
         let t = register(&h);
-        churn(&h, &t, 48);
+        ring_churn(&h, &t, 48);
         h.wait_for_compaction();
         let p = h.prefill_stats();
         assert_eq!((p.starts, p.chunks, p.bytes), (0, 0, 0), "{mode:?}: {p:?}");

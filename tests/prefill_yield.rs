@@ -5,26 +5,7 @@
 
 mod common;
 use common::*;
-use faultline::{gc_thread_yields, GcMode, Heap, HeapConfig, Mutator};
-
-/// Allocate about `mib` MiB of short lists, keeping a small ring of them alive; verify at the end.
-fn churn(heap: &Heap, t: &Types, mib: usize) {
-    let mut m: Mutator = heap.attach();
-    let ring = 256;
-    let table = m.alloc(t.vector, ring).unwrap();
-    let table = m.root(table);
-    let pairs = (mib << 20) / 24;
-    for i in 0..pairs {
-        let p = m.alloc(t.pair, 0).unwrap();
-        if i % 16 == 0 {
-            table.get(&m).unwrap().set((i / 16) % ring, p);
-        }
-        if i % 4096 == 0 {
-            m.safepoint();
-        }
-    }
-    m.verify().unwrap();
-}
+use faultline::{gc_thread_yields, GcMode, Heap, HeapConfig};
 
 /// Run a concurrent heap with prefill and the given yield interval; the prefill stats' chunks
 /// and the yields counted meanwhile. None where concurrent mode is unavailable.
@@ -41,7 +22,7 @@ fn run(yield_us: u32) -> Option<(u64, u64)> {
     }
     let t = register(&h);
     let before = gc_thread_yields();
-    churn(&h, &t, 96);
+    ring_churn(&h, &t, 96);
     h.wait_for_compaction();
     let chunks = h.prefill_stats().chunks;
     drop(h);

@@ -10,6 +10,7 @@
 pub mod gate;
 pub mod gen_stress;
 pub mod io;
+pub mod park;
 pub mod shadow;
 pub mod torture;
 pub mod weak_shadow;
@@ -200,4 +201,23 @@ pub fn read_list_past_a_stalled_claim(
     let b0 = heap.fault_breakdown();
     let got = read_list(m, root.value(m));
     (root, b0, got)
+}
+
+/// Allocate about `mib` MiB of short lists, keeping a small ring of them alive; verify at the end.
+pub fn ring_churn(heap: &Heap, t: &Types, mib: usize) {
+    let mut m: Mutator = heap.attach();
+    let ring = 256;
+    let table = m.alloc(t.vector, ring).unwrap();
+    let table = m.root(table);
+    let pairs = (mib << 20) / 24;
+    for i in 0..pairs {
+        let p = m.alloc(t.pair, 0).unwrap();
+        if i % 16 == 0 {
+            table.get(&m).unwrap().set((i / 16) % ring, p);
+        }
+        if i % 4096 == 0 {
+            m.safepoint();
+        }
+    }
+    m.verify().unwrap();
 }
