@@ -201,8 +201,9 @@ pub(crate) fn plan_assist(
     })
 }
 
-/// Exponentially weighted moving average; `None` until the first sample.
-fn ewma(old: f64, new: f64) -> f64 {
+/// Exponentially weighted moving average (weight [`SMOOTHING`] for the newest sample); an
+/// `old` of zero or less means no sample yet.
+pub(crate) fn ewma(old: f64, new: f64) -> f64 {
     if old <= 0.0 {
         new
     } else {

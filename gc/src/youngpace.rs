@@ -30,12 +30,12 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::pacer::ewma;
+
 /// The wall time a young cycle is paced to take, seconds.
 pub(crate) const YOUNG_TARGET_SECS: f64 = 0.5;
 /// The least a young window grows between two young cycles by this trigger, bytes.
 pub(crate) const MIN_YOUNG_ALLOC: usize = 64 << 20;
-/// Weight of the newest sample (as the pacer's).
-const SMOOTHING: f64 = crate::pacer::SMOOTHING;
 
 /// What young cycles measured (see the module documentation). Zero: not measured.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -46,14 +46,6 @@ pub(crate) struct YoungRates {
     pub rate: f64,
     /// The rest of a young cycle's wall time, seconds.
     pub overhead_secs: f64,
-}
-
-fn ewma(old: f64, new: f64) -> f64 {
-    if old <= 0.0 {
-        new
-    } else {
-        old * (1.0 - SMOOTHING) + new * SMOOTHING
-    }
 }
 
 impl YoungRates {
