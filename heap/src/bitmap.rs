@@ -526,6 +526,17 @@ impl Ranker<'_> {
 mod tests {
     use super::*;
 
+    /// A xorshift64 generator from `seed` (non-zero): `rnd(m)` is in `[0, m)`.
+    fn xorshift(seed: u64) -> impl FnMut(usize) -> usize {
+        let mut x = seed;
+        move |m| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % m as u64) as usize
+        }
+    }
+
     #[test]
     fn set_range_and_rank() {
         let lw = LiveWords::new(1000);
@@ -578,13 +589,7 @@ mod tests {
         // a from-scratch computation.
         let words = 5 * CHUNK_WORDS;
         let lw = LiveWords::new(words);
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rnd = |m: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % m as u64) as usize
-        };
+        let mut rnd = xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..3000 {
             let a = rnd(3 * CHUNK_WORDS);
             lw.mark_range(a, (a + 1 + rnd(40)).min(3 * CHUNK_WORDS));
@@ -636,13 +641,7 @@ mod tests {
 
     /// Every rank at bitmap-word boundaries and at random words, and selects, against `fresh`.
     fn assert_agree(lw: &LiveWords, fresh: &LiveWords, words: usize, bound: usize, seed: u64) {
-        let mut x = seed;
-        let mut rnd = |m: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % m as u64) as usize
-        };
+        let mut rnd = xorshift(seed);
         let limit = (bound * 64).min(words);
         for i in 0..limit / 64 {
             assert_eq!(lw.rank(i * 64), fresh.rank(i * 64), "rank at word {i}");
@@ -677,13 +676,7 @@ mod tests {
         let words = 3 * GROUP_WORDS + 5 * CHUNK_WORDS + 1000;
         let bound = words.div_ceil(64);
         let lw = LiveWords::new(words);
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = |m: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % m as u64) as usize
-        };
+        let mut rnd = xorshift(0x2545_f491_4f6c_dd1d);
         for round in 0..4 {
             for _ in 0..2000 {
                 let a = rnd(words);
