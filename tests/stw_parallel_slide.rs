@@ -6,35 +6,14 @@
 //! (on before and after every collection) has walked the half. With one worker, and with too
 //! little to slide, the slide stays on the pausing thread.
 
+mod common;
+use common::shadow::{fix, unfix, Rng};
 use faultline::{
     CycleStats, Heap, HeapConfig, Mutator, Root, StwCompaction, TypeId, TypeInfo, Value,
 };
 
 const CHAINS: usize = 2000;
 const HALF: usize = 24 << 20;
-
-fn fix(n: u64) -> Value {
-    Value::immediate(((n as usize) << 3) | 1).unwrap()
-}
-
-fn unfix(v: Value) -> u64 {
-    assert!(!v.is_ref() && v.bits() & 7 == 1, "not a fixnum: {v:?}");
-    (v.bits() >> 3) as u64
-}
-
-/// xorshift64 (fixed seeds: the test is deterministic apart from thread timing).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 struct Types {
     pair: TypeId,
@@ -101,7 +80,7 @@ impl World {
             chains,
             model: vec![Vec::new(); CHAINS],
             next_id: 1,
-            rng: Rng(seed | 1),
+            rng: Rng::from_state(seed | 1),
         }
     }
 

@@ -46,6 +46,11 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
+    /// A generator whose state is `state` as given (non-zero), without `new`'s mixing.
+    pub fn from_state(state: u64) -> Self {
+        assert_ne!(state, 0, "xorshift's state must not be zero");
+        Rng(state)
+    }
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
