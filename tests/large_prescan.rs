@@ -14,13 +14,21 @@
 mod common;
 use common::park::Park;
 use common::*;
-use faultline::{GcMode, Heap, HeapConfig, MarkPoint, Strategy};
+use faultline::{CycleStats, GcMode, Heap, HeapConfig, MarkPoint, Mutator, Strategy};
 
 const STRING: usize = 20_000;
 const VECTOR: usize = 5_000;
 
 fn pattern(k: usize) -> Vec<u8> {
     (0..STRING).map(|i| ((i * 7 + k) % 251) as u8).collect()
+}
+
+/// Run a whole cycle (its compaction included) and return its statistics.
+fn collect(heap: &Heap, m: &mut Mutator) -> CycleStats {
+    m.start_collection().unwrap();
+    m.wait_for_cycle().unwrap();
+    heap.wait_for_compaction();
+    heap.history().last().unwrap().clone()
 }
 
 #[test]
@@ -102,10 +110,7 @@ fn the_flip_examines_only_dead_new_and_reference_holding_large_objects() {
     let string_bytes = (STRING + 8).div_ceil(4096) * 4096;
     let vector_bytes = (8 * VECTOR + 8).div_ceil(4096) * 4096;
     drop(new_string);
-    m.start_collection().unwrap();
-    m.wait_for_cycle().unwrap();
-    heap.wait_for_compaction();
-    let c = heap.history().last().unwrap().clone();
+    let c = collect(&heap, &mut m);
     assert_eq!(
         c.large_before,
         21 * string_bytes + 2 * vector_bytes,
@@ -113,10 +118,7 @@ fn the_flip_examines_only_dead_new_and_reference_holding_large_objects() {
     );
     assert_eq!(c.large_examined, 2, "the two vectors");
     // A third: the string dropped before the second was released at its end.
-    m.start_collection().unwrap();
-    m.wait_for_cycle().unwrap();
-    heap.wait_for_compaction();
-    let c = heap.history().last().unwrap().clone();
+    let c = collect(&heap, &mut m);
     assert_eq!(
         c.large_before,
         20 * string_bytes + 2 * vector_bytes,
