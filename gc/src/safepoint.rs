@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use crate::reentry::{self, Callback};
 use crate::stats::MutatorTts;
+use crate::ttsdiag;
 
 use crate::roots::{visit_source, HeapRoots, LocalRoots};
 use crate::timeline::PauseTimeline;
@@ -69,6 +70,10 @@ pub(crate) struct MutatorShared {
     pub tlab_limit: AtomicUsize,
     /// The mutator's roots (see the module invariants).
     pub roots: UnsafeCell<LocalRoots>,
+    /// The owning thread's kernel id (a `Mutator` is not `Send`).
+    pub tid: libc::id_t,
+    /// Time-to-safepoint diagnostics (see [`crate::ttsdiag`]).
+    pub probe: ttsdiag::Probe,
 }
 
 // SAFETY: `roots` is accessed by the owner while RUNNING and by the collector only while the
@@ -95,6 +100,8 @@ impl MutatorShared {
                 satb: Vec::with_capacity(satb_capacity),
                 ..LocalRoots::default()
             }),
+            tid: crate::background::gettid(),
+            probe: ttsdiag::Probe::default(),
         }
     }
 
@@ -129,6 +136,12 @@ pub(crate) struct SpState {
     pub stopped_at: Option<std::time::Instant>,
     /// When the stop in progress began (`None` when the world runs).
     pub stop_began: Option<Instant>,
+    /// When the latest stop of the world ended (for the release diagnostics).
+    pub released_at: Option<Instant>,
+    /// Stops of the world so far (for the diagnostics' lines).
+    pub stops: u64,
+    /// The diagnostics' rows of the stop in progress, printed after its release.
+    diag_rows: Vec<ttsdiag::Row>,
 }
 
 impl SpState {
@@ -149,6 +162,9 @@ impl SpState {
         if let Some(t0) = self.stop_began {
             let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
             me.last_tts_ns.store(ns, Ordering::Relaxed);
+            if ttsdiag::on() {
+                me.probe.at_arrival(me.tid);
+            }
         }
     }
 }
@@ -171,6 +187,9 @@ impl Default for Safepoint {
                 timeline: PauseTimeline::default(),
                 stopped_at: None,
                 stop_began: None,
+                released_at: None,
+                stops: 0,
+                diag_rows: Vec::new(),
             }),
             cv: Condvar::new(),
         }
@@ -227,9 +246,17 @@ impl Safepoint {
             return None;
         }
         g.gc_active = true;
+        if ttsdiag::on() {
+            for m in &g.mutators {
+                let running = m.state.load(Ordering::SeqCst) == RUNNING
+                    && !me.is_some_and(|me| Arc::ptr_eq(me, m));
+                m.probe.at_request(m.tid, running);
+            }
+        }
         let now = Instant::now();
         g.timeline.begin(now);
         g.stop_began = Some(now);
+        g.stops += 1;
         for m in &g.mutators {
             m.last_tts_ns.store(0, Ordering::Relaxed);
         }
@@ -242,7 +269,17 @@ impl Safepoint {
                 }
             });
             if all_stopped {
-                g.stopped_at = Some(std::time::Instant::now());
+                let at = Instant::now();
+                g.stopped_at = Some(at);
+                if ttsdiag::on() {
+                    g.diag_rows = g
+                        .mutators
+                        .iter()
+                        .map(|m| {
+                            ttsdiag::row(m.id, m.last_tts_ns.load(Ordering::Relaxed), &m.probe)
+                        })
+                        .collect();
+                }
                 return Some(g);
             }
             g = self.wait(g);
@@ -262,10 +299,21 @@ impl Safepoint {
     pub(crate) fn resume(&self, mut g: MutexGuard<'_, SpState>) {
         self.requested.store(false, Ordering::SeqCst);
         g.gc_active = false;
+        let now = Instant::now();
+        let tts = g
+            .stop_began
+            .zip(g.stopped_at)
+            .map(|(a, b)| b.saturating_duration_since(a));
         g.stop_began = None;
-        g.timeline.end(Instant::now());
+        g.released_at = Some(now);
+        g.timeline.end(now);
+        let rows = std::mem::take(&mut g.diag_rows);
+        let seq = g.stops;
         drop(g);
         self.notify();
+        if let (true, Some(tts)) = (ttsdiag::on(), tts) {
+            ttsdiag::report_stop(seq, tts, &rows);
+        }
     }
 
     /// The mutator `me` stops at a poll until the pause ends.
@@ -273,6 +321,11 @@ impl Safepoint {
         let arrived = std::time::Instant::now();
         let mut g = self.lock();
         let waited = g.gc_active;
+        let diag = if waited {
+            ttsdiag::Release::before_wait(me.tid)
+        } else {
+            None
+        };
         while g.gc_active {
             if me.state.load(Ordering::Relaxed) == RUNNING {
                 g.note_stopped(me);
@@ -284,6 +337,11 @@ impl Safepoint {
         me.state.store(RUNNING, Ordering::SeqCst);
         if waited {
             crate::waits::record_parked(arrived, g.stopped_at, std::time::Instant::now());
+        }
+        if let Some(d) = diag {
+            let released = g.released_at;
+            drop(g);
+            d.after_wait(me.tid, me.id, released);
         }
     }
 
