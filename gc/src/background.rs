@@ -61,7 +61,7 @@ static SLICED: AtomicU64 = AtomicU64::new(0);
 static YIELDS: AtomicU64 = AtomicU64::new(0);
 
 /// The calling thread's kernel thread id.
-fn gettid() -> libc::id_t {
+pub(crate) fn gettid() -> libc::id_t {
     // SAFETY: gettid takes no arguments and cannot fail.
     unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t }
 }

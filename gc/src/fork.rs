@@ -159,9 +159,9 @@ fn quiesce<'a>(inner: &'a HeapInner, me: Me<'_>) -> MutexGuard<'a, SpState> {
         // native again before retrying, or the next pause of this heap would wait for a
         // thread that polls no safepoint (and this thread for that pause).
         if let Some(m) = me {
-            let _g = inner.sp.lock();
+            let g = inner.sp.lock();
             m.state.store(NATIVE, Ordering::SeqCst);
-            inner.sp.notify();
+            inner.sp.arrived(&g);
         }
     }
 }
@@ -179,9 +179,9 @@ extern "C" fn prepare() {
         .into_iter()
         .map(|heap| {
             let me = attached_here(heap.key()).map(|m| {
-                let _g = heap.sp.lock();
+                let g = heap.sp.lock();
                 let was = m.state.swap(NATIVE, Ordering::SeqCst);
-                heap.sp.notify();
+                heap.sp.arrived(&g);
                 (m, was)
             });
             Held {
@@ -288,10 +288,7 @@ fn release_all(child: bool) {
     }
     for h in &held {
         if let Some((m, was)) = &h.me {
-            let mut g = h.heap.sp.lock();
-            while g.gc_active {
-                g = h.heap.sp.wait(g);
-            }
+            let _g = h.heap.sp.wait_released(h.heap.sp.lock());
             m.state.store(*was, Ordering::SeqCst);
         }
     }

@@ -136,6 +136,7 @@ mod space;
 mod stats;
 mod timeline;
 mod trace;
+mod ttsdiag;
 mod typed;
 mod unchecked;
 mod value;

@@ -951,8 +951,8 @@ impl Drop for Mutator {
         // Roots of this mutator are no longer scanned: they refuse to be read from now on.
         self.shared.detached.store(true, Ordering::SeqCst);
         g.mutators.retain(|m| !Arc::ptr_eq(m, &self.shared));
+        inner.sp.arrived(&g);
         drop(g);
-        inner.sp.notify();
     }
 }
 

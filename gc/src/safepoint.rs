@@ -5,14 +5,23 @@
 //!
 //! ```text
 //!  collector: lock; gc_active = true; requested = true;
-//!             wait until every other mutator is PARKED or NATIVE;   <- time to safepoint
+//!             wait on `arrivals` until every other mutator is PARKED or NATIVE;  <- tts
 //!             ... pause work (the lock stays held) ...
-//!             requested = false; gc_active = false; notify_all; unlock
-//!  mutator at a safepoint poll: if requested { lock; state = PARKED; notify_all;
-//!             wait while gc_active; state = RUNNING }
-//!  native:    enter: lock; state = NATIVE; notify_all.  leave: lock; wait while gc_active;
-//!             state = RUNNING
+//!             requested = false; gc_active = false; unlock; `released`.notify_all
+//!  mutator at a safepoint poll: if requested { lock; state = PARKED; arrived();
+//!             wait on `released` while gc_active; state = RUNNING }
+//!  native:    enter: lock; state = NATIVE; arrived().  leave: lock; wait on `released`
+//!             while gc_active; state = RUNNING
+//!  arrived(): if a stop is in progress and every mutator but the stopper is now stopped,
+//!             `arrivals`.notify_one (the stopper is its only waiter)
 //! ```
+//!
+//! Two condition variables, so that nobody wakes for nothing: the stopping thread sleeps on
+//! `arrivals` and is woken once, by the last arrival (not by every one); parked mutators and
+//! everyone else waiting for a stop to end sleep on `released` and are woken once, by the
+//! release (not by every later arrival). On a machine with fewer CPUs than threads those
+//! futile wake-ups take CPU from the mutators still on their way to a poll.
+//! `SpState::futile_wakeups` counts the wake-ups that found their condition still unmet.
 //!
 //! Invariants:
 //! - [`SpState`] (behind `Safepoint::lock`) holds the list of attached mutators; a mutator's
@@ -25,7 +34,11 @@
 //! - `MutatorShared::roots` is touched only by the owning thread while it is RUNNING, or by the
 //!   thread that stopped the world while the owner is PARKED or NATIVE;
 //! - `[tlab_cursor, tlab_limit)` is written by the owner while RUNNING and reset by the
-//!   collector only with the world stopped.
+//!   collector only with the world stopped;
+//! - every change that can complete a stop (a state turning PARKED or NATIVE, a mutator
+//!   leaving the list) calls [`Safepoint::arrived`] under the lock, so the stopper, which
+//!   checks under the same lock before each wait, never sleeps through its last arrival; at
+//!   most one thread waits on `arrivals` (the one that set `gc_active`).
 
 use core::cell::{RefCell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -34,6 +47,7 @@ use std::time::{Duration, Instant};
 
 use crate::reentry::{self, Callback};
 use crate::stats::MutatorTts;
+use crate::ttsdiag;
 
 use crate::roots::{visit_source, HeapRoots, LocalRoots};
 use crate::timeline::PauseTimeline;
@@ -69,6 +83,10 @@ pub(crate) struct MutatorShared {
     pub tlab_limit: AtomicUsize,
     /// The mutator's roots (see the module invariants).
     pub roots: UnsafeCell<LocalRoots>,
+    /// The owning thread's kernel id (a `Mutator` is not `Send`).
+    pub tid: libc::id_t,
+    /// Time-to-safepoint diagnostics (see [`crate::ttsdiag`]).
+    pub probe: ttsdiag::Probe,
 }
 
 // SAFETY: `roots` is accessed by the owner while RUNNING and by the collector only while the
@@ -95,6 +113,8 @@ impl MutatorShared {
                 satb: Vec::with_capacity(satb_capacity),
                 ..LocalRoots::default()
             }),
+            tid: crate::background::gettid(),
+            probe: ttsdiag::Probe::default(),
         }
     }
 
@@ -129,6 +149,18 @@ pub(crate) struct SpState {
     pub stopped_at: Option<std::time::Instant>,
     /// When the stop in progress began (`None` when the world runs).
     pub stop_began: Option<Instant>,
+    /// When the latest stop of the world ended (for the release diagnostics).
+    pub released_at: Option<Instant>,
+    /// Stops of the world so far (for the diagnostics' lines).
+    pub stops: u64,
+    /// The diagnostics' rows of the stop in progress, printed after its release.
+    diag_rows: Vec<ttsdiag::Row>,
+    /// The stop in progress was requested by this mutator (`None`: by a thread without one,
+    /// or no stop).
+    stopper: Option<u64>,
+    /// Wake-ups from a wait of this handshake that found their condition unmet (the stopper:
+    /// not everyone stopped; a waiter for the release: the world still stopped).
+    pub futile_wakeups: u64,
 }
 
 impl SpState {
@@ -144,11 +176,24 @@ impl SpState {
             .collect()
     }
 
+    /// Every attached mutator but the stopper is PARKED or NATIVE.
+    fn all_stopped(&self) -> bool {
+        self.mutators.iter().all(|m| {
+            Some(m.id) == self.stopper || {
+                let s = m.state.load(Ordering::SeqCst);
+                s == PARKED || s == NATIVE
+            }
+        })
+    }
+
     /// `me` stops for the pause in progress (under the lock): record its time to safepoint.
     fn note_stopped(&self, me: &MutatorShared) {
         if let Some(t0) = self.stop_began {
             let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
             me.last_tts_ns.store(ns, Ordering::Relaxed);
+            if ttsdiag::on() {
+                me.probe.at_arrival(me.tid);
+            }
         }
     }
 }
@@ -158,7 +203,10 @@ pub(crate) struct Safepoint {
     /// Mutators poll this at safepoints.
     pub requested: AtomicBool,
     lock: Mutex<SpState>,
-    cv: Condvar,
+    /// The stopper waits here for the last arrival.
+    arrivals: Condvar,
+    /// Everyone else waits here for the end of a stop.
+    released: Condvar,
 }
 
 impl Default for Safepoint {
@@ -171,8 +219,14 @@ impl Default for Safepoint {
                 timeline: PauseTimeline::default(),
                 stopped_at: None,
                 stop_began: None,
+                released_at: None,
+                stops: 0,
+                diag_rows: Vec::new(),
+                stopper: None,
+                futile_wakeups: 0,
             }),
-            cv: Condvar::new(),
+            arrivals: Condvar::new(),
+            released: Condvar::new(),
         }
     }
 }
@@ -195,14 +249,29 @@ impl Safepoint {
         self.lock.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Wait on the handshake's condition variable.
-    pub(crate) fn wait<'a>(&self, g: MutexGuard<'a, SpState>) -> MutexGuard<'a, SpState> {
-        self.cv.wait(g).unwrap_or_else(PoisonError::into_inner)
+    /// Wait until no stop of the world is in progress (the lock is released meanwhile).
+    pub(crate) fn wait_released<'a>(
+        &self,
+        mut g: MutexGuard<'a, SpState>,
+    ) -> MutexGuard<'a, SpState> {
+        while g.gc_active {
+            g = self
+                .released
+                .wait(g)
+                .unwrap_or_else(PoisonError::into_inner);
+            if g.gc_active {
+                g.futile_wakeups += 1;
+            }
+        }
+        g
     }
 
-    /// Wake every waiter.
-    pub(crate) fn notify(&self) {
-        self.cv.notify_all();
+    /// A thread stopped (turned PARKED or NATIVE) or a mutator left the list, under the lock
+    /// `g`: wake the stopper if that completed the stop in progress.
+    pub(crate) fn arrived(&self, g: &SpState) {
+        if g.gc_active && g.all_stopped() {
+            self.arrivals.notify_one();
+        }
     }
 
     /// Stop every mutator but `me`. Returns `None` (after parking `me` until the other stop
@@ -215,11 +284,9 @@ impl Safepoint {
             if let Some(me) = me {
                 g.note_stopped(me);
                 me.state.store(PARKED, Ordering::SeqCst);
-                self.notify();
+                self.arrived(&g);
             }
-            while g.gc_active {
-                g = self.wait(g);
-            }
+            g = self.wait_released(g);
             if let Some(me) = me {
                 me.state.store(RUNNING, Ordering::SeqCst);
                 crate::waits::record_parked(arrived, g.stopped_at, std::time::Instant::now());
@@ -227,25 +294,46 @@ impl Safepoint {
             return None;
         }
         g.gc_active = true;
+        g.stopper = me.map(|m| m.id);
+        if ttsdiag::on() {
+            for m in &g.mutators {
+                let running = m.state.load(Ordering::SeqCst) == RUNNING
+                    && !me.is_some_and(|me| Arc::ptr_eq(me, m));
+                m.probe.at_request(m.tid, running);
+            }
+        }
         let now = Instant::now();
         g.timeline.begin(now);
         g.stop_began = Some(now);
+        g.stops += 1;
         for m in &g.mutators {
             m.last_tts_ns.store(0, Ordering::Relaxed);
         }
         self.requested.store(true, Ordering::SeqCst);
+        let mut woken = false;
         loop {
-            let all_stopped = g.mutators.iter().all(|m| {
-                me.is_some_and(|me| Arc::ptr_eq(me, m)) || {
-                    let s = m.state.load(Ordering::SeqCst);
-                    s == PARKED || s == NATIVE
+            if g.all_stopped() {
+                let at = Instant::now();
+                g.stopped_at = Some(at);
+                if ttsdiag::on() {
+                    g.diag_rows = g
+                        .mutators
+                        .iter()
+                        .map(|m| {
+                            ttsdiag::row(m.id, m.last_tts_ns.load(Ordering::Relaxed), &m.probe)
+                        })
+                        .collect();
                 }
-            });
-            if all_stopped {
-                g.stopped_at = Some(std::time::Instant::now());
                 return Some(g);
             }
-            g = self.wait(g);
+            if woken {
+                g.futile_wakeups += 1;
+            }
+            g = self
+                .arrivals
+                .wait(g)
+                .unwrap_or_else(PoisonError::into_inner);
+            woken = true;
         }
     }
 
@@ -262,10 +350,22 @@ impl Safepoint {
     pub(crate) fn resume(&self, mut g: MutexGuard<'_, SpState>) {
         self.requested.store(false, Ordering::SeqCst);
         g.gc_active = false;
+        g.stopper = None;
+        let now = Instant::now();
+        let tts = g
+            .stop_began
+            .zip(g.stopped_at)
+            .map(|(a, b)| b.saturating_duration_since(a));
         g.stop_began = None;
-        g.timeline.end(Instant::now());
+        g.released_at = Some(now);
+        g.timeline.end(now);
+        let rows = std::mem::take(&mut g.diag_rows);
+        let seq = g.stops;
         drop(g);
-        self.notify();
+        self.released.notify_all();
+        if let (true, Some(tts)) = (ttsdiag::on(), tts) {
+            ttsdiag::report_stop(seq, tts, &rows);
+        }
     }
 
     /// The mutator `me` stops at a poll until the pause ends.
@@ -273,17 +373,27 @@ impl Safepoint {
         let arrived = std::time::Instant::now();
         let mut g = self.lock();
         let waited = g.gc_active;
-        while g.gc_active {
+        let diag = if waited {
+            ttsdiag::Release::before_wait(me.tid)
+        } else {
+            None
+        };
+        if waited {
             if me.state.load(Ordering::Relaxed) == RUNNING {
                 g.note_stopped(me);
             }
             me.state.store(PARKED, Ordering::SeqCst);
-            self.notify();
-            g = self.wait(g);
+            self.arrived(&g);
+            g = self.wait_released(g);
         }
         me.state.store(RUNNING, Ordering::SeqCst);
         if waited {
             crate::waits::record_parked(arrived, g.stopped_at, std::time::Instant::now());
+        }
+        if let Some(d) = diag {
+            let released = g.released_at;
+            drop(g);
+            d.after_wait(me.tid, me.id, released);
         }
     }
 
@@ -294,17 +404,15 @@ impl Safepoint {
             g.note_stopped(me);
         }
         me.state.store(NATIVE, Ordering::SeqCst);
-        self.notify();
+        self.arrived(&g);
     }
 
     /// `me` leaves a native section (waiting for a pause in progress to end).
     pub(crate) fn leave_native(&self, me: &MutatorShared) {
         let arrived = std::time::Instant::now();
-        let mut g = self.lock();
+        let g = self.lock();
         let waited = g.gc_active;
-        while g.gc_active {
-            g = self.wait(g);
-        }
+        let _g = self.wait_released(g);
         me.state.store(RUNNING, Ordering::SeqCst);
         if waited {
             // Came back from native code into a pause: the rest of the pause is a wait.
@@ -328,10 +436,7 @@ impl Safepoint {
 
     /// Add a mutator (waiting for a pause in progress to end).
     pub(crate) fn attach(&self, m: Arc<MutatorShared>) {
-        let mut g = self.lock();
-        while g.gc_active {
-            g = self.wait(g);
-        }
+        let mut g = self.wait_released(self.lock());
         g.mutators.push(m);
     }
 }
@@ -383,4 +488,148 @@ pub(crate) fn attached_here(key: u64) -> Option<Arc<MutatorShared>> {
             .find(|(k, _)| *k == key)
             .map(|(_, m)| m.clone())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn mutators(sp: &Safepoint, n: u64) -> Vec<Arc<MutatorShared>> {
+        (1..=n)
+            .map(|id| {
+                let m = Arc::new(MutatorShared::new(id, 0, None, 0));
+                sp.attach(m.clone());
+                m
+            })
+            .collect()
+    }
+
+    /// Mutators arriving one at a time: the stopper is woken only by the last one and the
+    /// parked ones only by the release (the shared condition variable woke the stopper and
+    /// every parked mutator on every arrival).
+    #[test]
+    fn arrivals_wake_nobody_for_nothing() {
+        const N: u64 = 6;
+        let sp = Arc::new(Safepoint::default());
+        let ms = mutators(&sp, N);
+        let stopper = {
+            let sp = sp.clone();
+            std::thread::spawn(move || {
+                let g = sp.stop_the_world(None).expect("nobody else stops");
+                sp.resume(g);
+            })
+        };
+        let threads: Vec<_> = ms
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let (sp, m, prev) = (
+                    sp.clone(),
+                    m.clone(),
+                    i.checked_sub(1).map(|p| ms[p].clone()),
+                );
+                std::thread::spawn(move || {
+                    while !sp.requested.load(Ordering::Acquire) {
+                        std::thread::yield_now();
+                    }
+                    // Arrive after the previous one has parked, and after any wake-up its
+                    // arrival caused has had time to happen (ordering only: nothing is timed).
+                    if let Some(p) = prev {
+                        while p.state.load(Ordering::SeqCst) != PARKED {
+                            std::thread::yield_now();
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    sp.park(&m);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("mutator");
+        }
+        stopper.join().expect("stopper");
+        assert_eq!(sp.lock().futile_wakeups, 0);
+        assert!(ms.iter().all(|m| m.state.load(Ordering::SeqCst) == RUNNING));
+    }
+
+    /// Mutators polling, parking, entering and leaving native sections and stopping the world
+    /// themselves in a loop, against a stopper without a mutator: no mutator is RUNNING (or
+    /// sees itself running) while a stop is held, and every stop completes.
+    #[test]
+    fn no_mutator_runs_during_a_stop() {
+        const N: u64 = 4;
+        const STOPS: usize = 400;
+        let sp = Arc::new(Safepoint::default());
+        let ms = mutators(&sp, N);
+        let in_stop = Arc::new(AtomicUsize::new(0));
+        let violations = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let check = |g: &SpState, stopper: Option<u64>, violations: &AtomicUsize| {
+            for m in &g.mutators {
+                let s = m.state.load(Ordering::SeqCst);
+                if Some(m.id) != stopper && s != PARKED && s != NATIVE {
+                    violations.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        };
+        let threads: Vec<_> = ms
+            .iter()
+            .map(|m| {
+                let (sp, m, in_stop, violations, done) = (
+                    sp.clone(),
+                    m.clone(),
+                    in_stop.clone(),
+                    violations.clone(),
+                    done.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut i = 0u64;
+                    while !done.load(Ordering::SeqCst) {
+                        i += 1;
+                        if sp.requested.load(Ordering::Acquire) {
+                            sp.park(&m);
+                        }
+                        // Running: no stop may be held now.
+                        if in_stop.load(Ordering::SeqCst) != 0 {
+                            violations.fetch_add(1, Ordering::SeqCst);
+                        }
+                        match (i + m.id) % 16 {
+                            0 => {
+                                sp.enter_native(&m);
+                                std::thread::yield_now();
+                                sp.leave_native(&m);
+                            }
+                            5 if m.id == 1 => {
+                                if let Some(g) = sp.stop_the_world(Some(&m)) {
+                                    in_stop.fetch_add(1, Ordering::SeqCst);
+                                    check(&g, Some(m.id), &violations);
+                                    in_stop.fetch_sub(1, Ordering::SeqCst);
+                                    sp.resume(g);
+                                }
+                            }
+                            9 => std::thread::yield_now(),
+                            _ => {}
+                        }
+                    }
+                    // Leave as a native thread, so no later stop waits for it.
+                    sp.enter_native(&m);
+                })
+            })
+            .collect();
+        for _ in 0..STOPS {
+            let g = sp.stop_the_world_as(None);
+            in_stop.fetch_add(1, Ordering::SeqCst);
+            check(&g, None, &violations);
+            std::thread::yield_now();
+            in_stop.fetch_sub(1, Ordering::SeqCst);
+            sp.resume(g);
+        }
+        done.store(true, Ordering::SeqCst);
+        for t in threads {
+            t.join().expect("mutator");
+        }
+        assert_eq!(violations.load(Ordering::SeqCst), 0);
+        assert!(sp.lock().stops >= STOPS as u64);
+    }
 }
