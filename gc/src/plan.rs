@@ -50,6 +50,7 @@ use faultline_heap::{ArenaOffset, PAGE_SIZE};
 
 use crate::trace::header;
 
+mod pack;
 mod slide;
 
 /// Words per page.
@@ -464,6 +465,12 @@ impl Plan {
     unsafe fn copy_live<const OVERLAP: bool>(&self, w: &mut usize, dst: *mut usize, count: usize) {
         let limit = (self.from_top - self.from) / WORD;
         let bits = &self.live().bits;
+        #[cfg(target_arch = "x86_64")]
+        if OVERLAP && pack::available() {
+            // SAFETY: the CPU has AVX2 and `popcnt`; the rest is this function's contract.
+            unsafe { pack::copy_live_packed(bits, limit, self.src as *const usize, w, dst, count) };
+            return;
+        }
         let mut d = 0;
         // The slide: bitmap words below `pf` had their live cache lines prefetched.
         let mut pf = *w / 64;

@@ -1,0 +1,324 @@
+//! The slide's copy pass without a branch per run of live words ([`copy_live_packed`]).
+//!
+//! The scalar copy ([`super::Plan::copy_live`]) finds each run of live words (two bitmap
+//! searches) and copies it with a length-dependent copy: at 10-50 % live in small objects
+//! that is a few unpredictable branches per run, millions of runs per slide. Here the
+//! live-words bitmap is read a word (64 heap words) at a time: each group of four heap words
+//! that holds a live word is read with one masked load of exactly its live words, packed to
+//! the front by one AVX2 permutation and written with one masked store of exactly that many
+//! words; fully live bitmap words are copied whole (or skipped when already in place); dead
+//! groups are never read. Sparse bitmap words some way ahead have their live cache lines
+//! prefetched, as the scalar path does.
+//!
+//! Invariants:
+//! - exactly the live words are read (masked loads) and exactly `count` destination words are
+//!   written (masked stores): no word outside the caller's ranges is touched, so the parallel
+//!   slide's pieces never race on a neighbour's words;
+//! - words go out in rank order, each group loaded before its store; with the destination at
+//!   or below the source (the in-place slide: a live word never lies below its rank) a store
+//!   only lands below the next live word not yet read;
+//! - the result is the scalar copy's, word for word, and `*w` ends where the scalar copy
+//!   leaves it (tests below).
+
+#[cfg(target_arch = "x86_64")]
+use core::arch::x86_64::{
+    __m256i, _mm256_loadu_si256, _mm256_maskload_epi64, _mm256_maskstore_epi64,
+    _mm256_permutevar8x32_epi32, _mm256_storeu_si256,
+};
+
+use faultline_heap::bitmap::Bitmap;
+use faultline_heap::object::WORD;
+
+use super::{SLIDE_PREFETCH_BITMAP_WORDS, SLIDE_PREFETCH_MAX_LIVE};
+
+/// `PERM[n]`: the 32-bit lane indices that move the 64-bit lanes set in `n` (4 bits) to the
+/// front, in order.
+const PERM: [[i32; 8]; 16] = {
+    let mut t = [[0i32; 8]; 16];
+    let mut n = 0;
+    while n < 16 {
+        let mut out = 0;
+        let mut lane = 0usize;
+        while lane < 4 {
+            if n & (1 << lane) != 0 {
+                t[n][2 * out] = 2 * lane as i32;
+                t[n][2 * out + 1] = 2 * lane as i32 + 1;
+                out += 1;
+            }
+            lane += 1;
+        }
+        n += 1;
+    }
+    t
+};
+
+/// `LANES[n]`: a 64-bit lane mask (all ones where set) of the lanes set in `n`.
+const LANES: [[i64; 4]; 16] = {
+    let mut t = [[0i64; 4]; 16];
+    let mut n = 0;
+    while n < 16 {
+        let mut lane = 0;
+        while lane < 4 {
+            if n & (1 << lane) != 0 {
+                t[n][lane] = -1;
+            }
+            lane += 1;
+        }
+        n += 1;
+    }
+    t
+};
+
+/// Whether [`copy_live_packed`] can run on this CPU.
+#[inline]
+pub(super) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The lowest `k` set bits of `m` (`k` at most its count).
+#[inline(always)]
+fn lowest_set_bits(mut m: u64, k: usize) -> u64 {
+    let mut out = 0;
+    for _ in 0..k {
+        let low = m & m.wrapping_neg();
+        out |= low;
+        m ^= low;
+    }
+    out
+}
+
+/// Bit `4g + 3` set for every 4-bit group `g` of `m` that is not zero.
+#[inline(always)]
+fn nonzero_groups(m: u64) -> u64 {
+    const LOW3: u64 = 0x7777_7777_7777_7777;
+    (((m & LOW3) + LOW3) | m) & !LOW3
+}
+
+/// Bit `8g + 7` set for every byte `g` of `m` that is not zero.
+#[inline(always)]
+fn nonzero_bytes(m: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    (((m & LOW7) + LOW7) | m) & !LOW7
+}
+
+/// Copy the first `count` live words at or after heap word `*w` (bits of `bits`, none at or
+/// above word `limit` needed) from `src` (heap word 0) to `dst`, in rank order; `*w` is left
+/// just past the last word copied.
+///
+/// # Safety
+/// The CPU has AVX2 and `popcnt` ([`available`]). There are `count` live words in `[*w,
+/// limit)`, readable at `src`; `dst` is writable for `count` words; if the destination
+/// overlaps the live words read, it lies at or below them (each destination word at or below
+/// the source word that goes there); no other thread writes those words, or reads or writes
+/// the destination, meanwhile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt")]
+pub(super) unsafe fn copy_live_packed(
+    bits: &Bitmap,
+    limit: usize,
+    src: *const usize,
+    w: &mut usize,
+    dst: *mut usize,
+    count: usize,
+) {
+    if count == 0 {
+        return;
+    }
+    let words = limit.div_ceil(64);
+    let mut i = *w / 64;
+    let mut m = bits.word(i) & (u64::MAX << (*w % 64));
+    let mut d = 0;
+    // Bitmap words below `pf` had their sparse live lines prefetched.
+    let mut pf = i;
+    loop {
+        let ahead = (i + SLIDE_PREFETCH_BITMAP_WORDS).min(words);
+        while pf < ahead {
+            let a = bits.word(pf);
+            // Denser words are left to the hardware prefetcher (see the constant).
+            if a != 0 && a.count_ones() < SLIDE_PREFETCH_MAX_LIVE {
+                let mut lines = nonzero_bytes(a);
+                while lines != 0 {
+                    let g = lines.trailing_zeros() as usize / 8;
+                    crate::dense::prefetch(src as usize + (pf * 64 + 8 * g) * WORD);
+                    lines &= lines - 1;
+                }
+            }
+            pf += 1;
+        }
+        let left = count - d;
+        let live = m.count_ones() as usize;
+        let last = live >= left;
+        if live > left {
+            m = lowest_set_bits(m, left);
+        }
+        // SAFETY: (the whole block) heap words [64 i, 64 i + 64) lie in the bitmap's range, and only
+        // their live ones (set in `m`) are read; destination words [d, d + popcount(m)) lie in
+        // [0, count), writable; each load precedes the stores that could overlap it (see the
+        // module documentation).
+        unsafe {
+            let base = src.add(64 * i);
+            if m == u64::MAX {
+                let to = dst.add(d);
+                if !core::ptr::eq(to, base) {
+                    // Front to back, 4 words at a time: each store lands at or below its load.
+                    for q in 0..16 {
+                        let v = _mm256_loadu_si256(base.add(4 * q) as *const __m256i);
+                        _mm256_storeu_si256(to.add(4 * q) as *mut __m256i, v);
+                    }
+                }
+                d += 64;
+            } else {
+                let mut groups = nonzero_groups(m);
+                while groups != 0 {
+                    let g = groups.trailing_zeros() as usize / 4;
+                    let n = ((m >> (4 * g)) & 0xf) as usize;
+                    let k = n.count_ones() as usize;
+                    let lanes = _mm256_loadu_si256(LANES[n].as_ptr() as *const __m256i);
+                    let v = _mm256_maskload_epi64(base.add(4 * g) as *const i64, lanes);
+                    let perm = _mm256_loadu_si256(PERM[n].as_ptr() as *const __m256i);
+                    let packed = _mm256_permutevar8x32_epi32(v, perm);
+                    let front = _mm256_loadu_si256(LANES[(1 << k) - 1].as_ptr() as *const __m256i);
+                    _mm256_maskstore_epi64(dst.add(d) as *mut i64, front, packed);
+                    d += k;
+                    groups &= groups - 1;
+                }
+            }
+        }
+        if last {
+            *w = 64 * i + 64 - m.leading_zeros() as usize;
+            return;
+        }
+        i += 1;
+        m = bits.word(i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scalar reference: every live word in order, one at a time.
+    fn reference(bits: &Bitmap, mem: &mut [usize], w: &mut usize, to: usize, count: usize) {
+        let mut d = 0;
+        let mut i = *w;
+        while d < count {
+            if bits.get(i) {
+                mem[to + d] = mem[i];
+                d += 1;
+            }
+            i += 1;
+        }
+        *w = i;
+    }
+
+    fn xorshift(s: &mut u64) -> u64 {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        *s
+    }
+
+    /// Copy with both, from `w` to `to` (at or below every live word read when they overlap),
+    /// `count` words; the memories and the `w`s must agree.
+    fn check(bits: &Bitmap, init: &[usize], w: usize, to: usize, count: usize) {
+        let limit = init.len();
+        let mut a = init.to_vec();
+        let mut b = init.to_vec();
+        let (mut wa, mut wb) = (w, w);
+        reference(bits, &mut a, &mut wa, to, count);
+        // SAFETY: `available` checked by the caller; the live words and the destination lie in
+        // `b`; the destination lies at or below the words read when they overlap.
+        unsafe {
+            copy_live_packed(
+                bits,
+                limit,
+                b.as_ptr(),
+                &mut wb,
+                b.as_mut_ptr().add(to),
+                count,
+            )
+        };
+        assert_eq!(wa, wb, "w after copying {count} from {w} to {to}");
+        if let Some(i) = (0..limit).find(|&i| a[i] != b[i]) {
+            panic!("word {i} differs after copying {count} from {w} to {to}");
+        }
+    }
+
+    /// Live words at random, in runs, and whole live or dead bitmap words; copies starting and
+    /// ending mid-word, on word boundaries and on the last live word of the range, in place
+    /// (destination at the rank) and into a separate area.
+    #[test]
+    fn packed_copy_matches_the_scalar_copy() {
+        if !available() {
+            println!("SKIPPED: no AVX2 on this CPU");
+            return;
+        }
+        let words = 64 * 40;
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        for case in 0..300 {
+            let bits = Bitmap::new(2 * words);
+            let density = xorshift(&mut s) % 100;
+            let mut i = 0;
+            while i < words {
+                let r = xorshift(&mut s);
+                match r % 10 {
+                    // A whole bitmap word live or dead.
+                    0 if i % 64 == 0 && i + 64 <= words => {
+                        if r & 0x100 != 0 {
+                            bits.set_range(i, i + 64);
+                        }
+                        i += 64;
+                    }
+                    // A run (an object) of 1-9 words.
+                    _ => {
+                        let len = 1 + (r >> 8) as usize % 9;
+                        if (r >> 20) % 100 < density {
+                            bits.set_range(i, (i + len).min(words));
+                        }
+                        i += len;
+                    }
+                }
+            }
+            // The last word of the range live: the copy ends on the very last bit.
+            if case % 7 == 0 {
+                bits.set_range(words - 1, words);
+            }
+            let live: Vec<usize> = (0..words).filter(|&i| bits.get(i)).collect();
+            if live.is_empty() {
+                continue;
+            }
+            let init: Vec<usize> = (0..2 * words).map(|i| 1_000_000 + i).collect();
+            let ranks = [0, live.len() / 3, live.len() - 1];
+            for &from in &ranks {
+                let w = live[from];
+                let rest = live.len() - from;
+                let counts = [1, rest / 2, rest.saturating_sub(1).max(1), rest];
+                for &count in &counts {
+                    // In place: the first word copied goes to its rank.
+                    check(&bits, &init, w, from, count);
+                    // From just after the previous live word (a search starting mid-gap).
+                    let w0 = if from == 0 { 0 } else { live[from - 1] + 1 };
+                    check(&bits, &init, w0, from, count);
+                    // Into the free second half of the memory (no overlap).
+                    check(&bits, &init, w, words, count);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lowest_set_bits_and_groups() {
+        assert_eq!(lowest_set_bits(0b1011_0110, 0), 0);
+        assert_eq!(lowest_set_bits(0b1011_0110, 3), 0b0001_0110);
+        assert_eq!(lowest_set_bits(u64::MAX, 64), u64::MAX);
+        assert_eq!(nonzero_groups(0x0100_f000_0000_0001), 0x0800_8000_0000_0008);
+        assert_eq!(nonzero_bytes(0x0100_8000_0000_0001), 0x8000_8000_0000_0080);
+        assert_eq!(PERM[0b1010][..4], [2, 3, 6, 7]);
+        assert_eq!(LANES[0b0101], [-1, 0, -1, 0]);
+    }
+}
