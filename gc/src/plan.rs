@@ -333,6 +333,19 @@ impl Plan {
         out[total * WORD..].fill(0);
 
         // 2. Forward the references, object by object, in `out`.
+        // SAFETY: `out` holds destination words [r0, r_end), copied above.
+        unsafe { self.forward_run(w_first, out_words, r0, r_end) };
+    }
+
+    /// Forward every reference slot of destination words `[r0, r_end)`, which lie back to
+    /// back at `out` (word `r` at `out + (r - r0)`); `w_first` is the old word of rank `r0`.
+    /// The first object may start before `r0` (its header is read in the old half).
+    ///
+    /// # Safety
+    /// `out` holds destination words `[r0, r_end)` (copied there, or the old words themselves
+    /// when they are a run of live words); nothing else writes them meanwhile.
+    #[inline(always)]
+    unsafe fn forward_run(&self, w_first: usize, out: *mut usize, r0: usize, r_end: usize) {
         let start = self
             .mark()
             .prev_set(w_first)
@@ -343,8 +356,8 @@ impl Plan {
             pos: r0 - (w_first - start),
             header: Some(header(self.src + start * WORD)),
         };
-        // SAFETY: `out` holds destination words [r0, r_end), copied above.
-        unsafe { self.forward_refs(&mut walk, out_words, r0, r0, r_end) };
+        // SAFETY: the caller's contract.
+        unsafe { self.forward_refs(&mut walk, out, r0, r0, r_end) };
     }
 
     /// Stop-the-world compaction in place ([`crate::StwCompaction::Slide`]): the plan's
