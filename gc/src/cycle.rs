@@ -1051,16 +1051,22 @@ fn flip(
         .dense_runs
         .store(dense_runs, Ordering::Relaxed);
     let runs = if dense_runs {
+        // The rank of the black boundary from the prefix sums (only the chunks marking changed
+        // since the concurrent planning are redone here, and again below for the fillers).
+        let live = &inner.tables.live;
+        live.finish_prefix(bitmap_words);
+        let lo = (mark_top.max(from) - from) / WORD;
         // SAFETY: the world is stopped and marking is complete; `[mark_top, from_top)` is the
-        // used part of the half above the black boundary (present pages); the prefix sums
-        // are computed below.
+        // used part of the half above the black boundary (present pages), `rank(lo)` its live
+        // words below; the prefix sums are computed again below.
         unsafe {
             dense::align_runs(
-                &inner.tables.live,
+                live,
                 &inner.tables.mark,
                 from,
-                (mark_top.max(from) - from) / WORD,
+                lo,
                 (from_top - from) / WORD,
+                live.rank(lo),
             )
         }
     } else {

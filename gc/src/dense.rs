@@ -184,8 +184,8 @@ const MAX_ALIGN_BACK: usize = 4 * PAGE_WORDS;
 ///
 /// # Safety
 /// The world is stopped and marking is complete (the bitmaps name exactly the live objects);
-/// `[lo, hi)` lies in the used part of the half at `from`, whose pages are present; the
-/// prefix sums are computed after this (the words marked here flag their chunks); nothing
+/// `rank_lo` is the number of live words before `lo`; `[lo, hi)` lies in the used part of the
+/// half at `from`, whose pages are present; the prefix sums are computed (again) after this (the words marked here flag their chunks); nothing
 /// reads the dead words of the half from here on.
 pub(crate) unsafe fn align_runs(
     live: &LiveWords,
@@ -193,15 +193,13 @@ pub(crate) unsafe fn align_runs(
     from: usize,
     lo: usize,
     hi: usize,
+    rank_lo: usize,
 ) -> DenseRuns {
     let mut out = DenseRuns::default();
     if lo >= hi || lo == 0 {
         return out;
     }
     let bits = &live.bits;
-    // Live words before `lo`.
-    let partial = bits.word(lo / 64) & ((1u64 << (lo % 64)) - 1);
-    let rank_lo = bits.count_ones(lo / 64) + partial.count_ones() as usize;
     // Back from `lo`: the nearest gap that aligns ([g0, g1) with d at g0, the live words in
     // [g0, lo) known as we go).
     let mut p = lo;
@@ -337,5 +335,55 @@ mod tests {
         for w in [0, PAGE_WORDS + 100, 3 * PAGE_WORDS + 9, 4 * PAGE_WORDS] {
             assert_eq!(live.rank(w), w);
         }
+    }
+
+    #[test]
+    fn black_pages_compact_to_their_own_page_offsets() {
+        let words = 8 * PAGE_WORDS;
+        let mut half = vec![0u64; words];
+        let live = LiveWords::new(words + 64);
+        let mark = Bitmap::new(words + 64);
+        // Below the black boundary `lo`: live [0, 100), dead [100, 150), live [150, 600),
+        // dead [600, 1100), live [1100, lo). Above it: live but for a 3-word gap at
+        // 5 pages + 7 and a dead tail of 50 words (the gap reaching `hi`, left alone).
+        let lo = 3 * PAGE_WORDS + 100;
+        let tail = words - 50;
+        for (a, b) in [
+            (0, 100),
+            (150, 600),
+            (1100, 5 * PAGE_WORDS + 7),
+            (5 * PAGE_WORDS + 10, tail),
+        ] {
+            live.mark_range(a, b);
+        }
+        let rank_lo = lo - 50 - 500;
+        let from = half.as_mut_ptr() as usize;
+        // SAFETY: the vector is the half; nothing else reads it.
+        let runs = unsafe { align_runs(&live, &mark, from, lo, words, rank_lo) };
+        // The gap [600, 1100) aligns (d = 50 at its start: 462 words stay dead, 38 become a
+        // filler at its end); the 3-word gap above the boundary becomes a filler.
+        assert_eq!(runs.headers, vec![1062, 5 * PAGE_WORDS + 7]);
+        assert_eq!(runs.dead_words, 38 + 3);
+        let types = TypeRegistry::default();
+        for (&a, len) in runs.headers.iter().zip([38, 3]) {
+            let h = Header(half[a]);
+            assert_eq!(h.type_id(), TypeId::FILLER);
+            assert_eq!(types.size_words(h), Some(len));
+            assert!(mark.get(a));
+        }
+        live.compute_prefix(words.div_ceil(64) + 1);
+        // Every page from the aligning gap's end on starts at a rank of the same page offset,
+        // and pages 3 to 6 are fully live: destination pages of their own.
+        for p in 3..8 {
+            assert_eq!(live.rank(p * PAGE_WORDS) % PAGE_WORDS, 0, "page {p}");
+        }
+        for p in 3..7 {
+            assert_eq!(
+                live.bits.next_clear(p * PAGE_WORDS, (p + 1) * PAGE_WORDS),
+                (p + 1) * PAGE_WORDS
+            );
+        }
+        // The words left dead stay dead.
+        assert!(!live.bits.get(600) && !live.bits.get(1061) && !live.bits.get(tail));
     }
 }
