@@ -19,6 +19,16 @@ fn stress_with(
     rules: Vec<Rule>,
     cycles: u64,
 ) -> Arc<FaultInjector> {
+    stress_counting(strategy, faults, rules, cycles).0
+}
+
+/// [`stress_with`], also returning the pages the cycles moved in place.
+fn stress_counting(
+    strategy: Strategy,
+    faults: FaultMode,
+    rules: Vec<Rule>,
+    cycles: u64,
+) -> (Arc<FaultInjector>, u64) {
     let inj = Arc::new(FaultInjector::new(rules, 0xfee1).disarmed());
     let heap = Heap::new(HeapConfig::with_heap_size(2 << 20).with(|c| {
         c.mode = GcMode::Concurrent;
@@ -46,7 +56,8 @@ fn stress_with(
     heap.wait_for_compaction();
     inj.disarm();
     heap.verify().unwrap();
-    inj
+    let in_place = heap.history().iter().map(|c| c.pages_in_place).sum();
+    (inj, in_place)
 }
 
 #[test]
@@ -100,6 +111,36 @@ fn move_falls_back_on_ebusy_and_retries_partial_moves() {
     );
     assert!(
         inj.injected(Call::UffdMove) > 100,
+        "{:?}",
+        inj.injected_summary()
+    );
+}
+
+/// Copy strategy: the dense runs (black objects' fully live pages, updated in place and
+/// moved with one `UFFDIO_MOVE`) under every error the layer injects into MOVE: EBUSY (a page
+/// shared after fork), EAGAIN with a real partial move, ENOMEM, ENOENT and a false EEXIST. A
+/// page the move left behind is copied from its updated old page; nothing is lost or
+/// forwarded twice (shadow model, verifier).
+#[test]
+fn copy_dense_runs_fall_back_on_every_move_error() {
+    if !uffd_or_skip("copy_dense_runs_fall_back_on_every_move_error") {
+        return;
+    }
+    let (inj, in_place) = stress_counting(
+        Strategy::Copy,
+        FaultMode::Sigbus,
+        vec![
+            Rule::new(Call::UffdMove, Errno::EBUSY, Trigger::Random { one_in: 6 }),
+            Rule::again_after(Call::UffdMove, PAGE_SIZE, Trigger::Random { one_in: 6 }),
+            Rule::new(Call::UffdMove, Errno::ENOMEM, Trigger::Random { one_in: 8 }),
+            Rule::new(Call::UffdMove, Errno::ENOENT, Trigger::Random { one_in: 8 }),
+            Rule::new(Call::UffdMove, Errno::EEXIST, Trigger::Random { one_in: 8 }),
+        ],
+        300,
+    );
+    assert!(in_place > 0, "no page moved in place");
+    assert!(
+        inj.injected(Call::UffdMove) > 20,
         "{:?}",
         inj.injected_summary()
     );

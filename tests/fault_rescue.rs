@@ -16,14 +16,16 @@ use std::time::Duration;
 const N: i64 = 30_000;
 
 /// One heap, one cycle: returns the fault breakdown before and after the mutator read the
-/// list while the worker held page 0 (if it had claimed it by then).
+/// list while the worker held page 0 (if it had claimed it by then), and the pages the
+/// cycle moved in place.
 fn attempt(
     strategy: Strategy,
     faults: FaultMode,
     wait: Duration,
     garbage: bool,
 ) -> (FaultBreakdown, FaultBreakdown) {
-    attempt_with(strategy, faults, wait, garbage, None)
+    let (b0, b1, _) = attempt_with(strategy, faults, wait, garbage, None);
+    (b0, b1)
 }
 
 fn attempt_with(
@@ -32,7 +34,7 @@ fn attempt_with(
     wait: Duration,
     garbage: bool,
     sys: Option<Sys>,
-) -> (FaultBreakdown, FaultBreakdown) {
+) -> (FaultBreakdown, FaultBreakdown, u64) {
     let heap = Heap::new(HeapConfig::with_heap_size(16 << 20).with(|c| {
         c.mode = GcMode::Concurrent;
         c.strategy = strategy;
@@ -66,7 +68,7 @@ fn attempt_with(
     );
     drop(root);
     drop(m);
-    (b0, b1)
+    (b0, b1, last.pages_in_place)
 }
 
 fn run(strategy: Strategy, faults: FaultMode, garbage: bool) {
@@ -138,7 +140,7 @@ fn a_failed_rescue_waits_for_the_claimer() {
             .disarmed(),
         );
         inj.arm();
-        let (b0, b1) = attempt_with(
+        let (b0, b1, _) = attempt_with(
             Strategy::Copy,
             FaultMode::Sigbus,
             Duration::from_millis(wait_ms),
@@ -158,4 +160,46 @@ fn a_failed_rescue_waits_for_the_claimer() {
         }
     }
     assert!(met, "the mutator never met the stalled worker's page");
+}
+
+/// Copy strategy, no garbage between the cells: the first destination pages are dense (each
+/// one fully live old page at its own page offset), so the worker takes them as a dense run:
+/// it claims the pages, locks their old pages, forwards their references in place and moves
+/// the run with one `UFFDIO_MOVE` (here it stalls on page 0 with the run claimed and page 0's
+/// old page locked). A fault on page 0 may not rescue it from its old page (about to be
+/// rewritten): it waits for the move, and the values read through the moved pages are intact.
+#[test]
+fn a_fault_on_a_dense_run_waits_for_its_move() {
+    if !uffd_or_skip("a_fault_on_a_dense_run_waits_for_its_move") {
+        return;
+    }
+    for faults in [FaultMode::Sigbus, FaultMode::Thread] {
+        let mut met = false;
+        for wait_ms in [20, 60, 150, 250] {
+            let (b0, b1, in_place) = attempt_with(
+                Strategy::Copy,
+                faults,
+                Duration::from_millis(wait_ms),
+                false,
+                None,
+            );
+            assert!(in_place > 0, "{faults:?}: no page was moved in place");
+            if b1.waited_on_worker > b0.waited_on_worker {
+                // The run's other pages, claimed but not locked yet while the worker stalls,
+                // may be rescued (their old pages intact; the worker's lock then fails and it
+                // copies them instead); page 0's old page is locked: that wait ends with the
+                // move, not with a rescue.
+                assert!(
+                    b1.waited - b0.waited > b1.rescued - b0.rescued,
+                    "{faults:?}: every fault on the stalled dense run rescued its page: {b1:?}"
+                );
+                met = true;
+                break;
+            }
+        }
+        assert!(
+            met,
+            "{faults:?}: the mutator never met the stalled dense run"
+        );
+    }
 }

@@ -11,7 +11,13 @@
 //! # Strategies
 //!
 //! - **copy**: fill a buffer, `UFFDIO_COPY` (workers batch contiguous claimed pages into one
-//!   call);
+//!   call). A run of *dense* pages (each exactly one fully live old page at the same page
+//!   offset: the black objects, which the plan aligns for it, `crate::dense::align_runs`) is
+//!   taken whole by a worker ([`Compaction::dense_run`]): its references are forwarded in
+//!   place in the old pages, which are then moved into the new half with one `UFFDIO_MOVE`
+//!   (no fill, no kernel copy or page allocation, nothing to release), the old pages locked
+//!   meanwhile as the move strategy's dense page is; a page the move refuses is copied from
+//!   its updated old page;
 //! - **move**: fill a *staging page* — an old-half page no destination page still reads (its
 //!   reader count fell to zero, or it held no live data) — and `UFFDIO_MOVE` it into place: no
 //!   kernel allocation, no second copy. A *dense* page (the destination page is exactly one
@@ -254,6 +260,12 @@ pub(crate) struct Compaction {
     /// after the flip). Until then every page is copied, and such pages never give their
     /// reads back (their old pages simply never become staging pages).
     readers_ready: AtomicBool,
+    /// Per destination page (valid once `readers_ready` is set): it is exactly one fully live
+    /// old page at the same page offset (a *dense* page, see [`Compaction::dense_page`]).
+    dense: Bitmap,
+    /// Copy strategy: dense pages are moved in place in this compaction (set in the pause
+    /// that arms it, where the plan aligned them: `HeapConfig::dense_runs`).
+    pub dense_runs: AtomicBool,
     /// Destination page states already reset to UNPROCESSED before the pause
     /// ([`Compaction::prepare`]).
     prepared: AtomicUsize,
@@ -306,6 +318,8 @@ impl Compaction {
             readers: (0..half_pages).map(|_| AtomicU32::new(0)).collect(),
             src: (0..half_pages).map(|_| AtomicU64::new(0)).collect(),
             readers_ready: AtomicBool::new(false),
+            dense: Bitmap::new(half_pages.max(1)),
+            dense_runs: AtomicBool::new(false),
             prepared: AtomicUsize::new(0),
             free: PageStack::new(half_pages),
             strategy,
@@ -597,6 +611,15 @@ impl Compaction {
             starts.push(w)
         });
         let end_word = (pd.from_top - pd.from) / WORD;
+        self.dense.clear_words(pd.pages.div_ceil(64));
+        for (k, &w0) in starts.iter().enumerate() {
+            if w0 % PAGE_WORDS == 0
+                && (k + 1) * PAGE_WORDS <= pd.live_words
+                && (w0 / 64..(w0 + PAGE_WORDS) / 64).all(|i| live.bits.word(i) == u64::MAX)
+            {
+                self.dense.set(k);
+            }
+        }
         for k in 0..pd.pages {
             let first = OldPage::of_word(
                 mark.prev_set(starts[k])
@@ -669,6 +692,131 @@ impl Compaction {
         } else {
             None
         }
+    }
+
+    /// Copy strategy with early release, MOVE available, reader tables built: whether
+    /// destination page `k` is a dense page (exactly one fully live old page at the same page
+    /// offset, [`crate::dense::align_runs`]; see [`Self::dense_run`]).
+    fn dense_page(&self, arena: &VolatileArena, pd: &Plan, k: DestPage) -> bool {
+        self.dense.get(k.0)
+            && self.dense_runs.load(Ordering::Relaxed)
+            && self.readers_ready.load(Ordering::Acquire)
+            && self.releases_early(pd)
+            && arena.can_move()
+    }
+
+    /// The first and last old page destination page `k` reads.
+    #[inline]
+    fn src_pages(&self, k: DestPage) -> (OldPage, OldPage) {
+        let v = self.src[k.0].load(Ordering::Relaxed);
+        (OldPage((v >> 32) as u32), OldPage(v as u32))
+    }
+
+    /// Copy strategy, worker side: a run of dense pages from `k` on (before `end`), the old
+    /// pages `j0, j0 + 1, ...` (each dense page's last, and only whole, old page; an object
+    /// may straddle into the run's first page from the page before, whose header it then
+    /// reads, and from each page of the run into the next). The run ends on a page whose old
+    /// page the next destination page does not read (no object straddles out of it), so the
+    /// run's old pages are read by the run's pages alone: claim each page, lock each old page
+    /// (its reader count, the run's reads of it, -> `IN_PLACE`, as the move strategy's dense
+    /// page: a fault's rescue then waits instead of reading it), forward their references in
+    /// place ([`Plan::update_in_place`]) and move the run into the new half with one
+    /// `UFFDIO_MOVE`: no page filled, no kernel copy or page allocation, and nothing to
+    /// release afterwards. A page the move left behind (a kernel error part way) is copied
+    /// from its updated old page, which is then released as any other. Publishes every page
+    /// it claimed; returns how many (0: it took none, page `k` is to be copied).
+    fn dense_run(&self, arena: &VolatileArena, pd: &Plan, k: DestPage, end: DestPage) -> usize {
+        if !self.dense_page(arena, pd, k) {
+            return 0;
+        }
+        let j0 = self.src_pages(k).1;
+        let j = |i: usize| OldPage(j0.0 + i as u32);
+        // Whether page `k + i`'s old page is read by `k + i + 1` (an object straddles out).
+        let straddles =
+            |i: usize| k.0 + i + 1 < pd.pages && self.src_pages(k.plus(i + 1)).0 == j(i);
+        let mut m = 0;
+        while k.plus(m) < end
+            && (m == 0 || self.dense_page(arena, pd, k.plus(m)))
+            && self.src_pages(k.plus(m)).1 == j(m)
+        {
+            m += 1;
+        }
+        // Claim pages while they are claimable, then end the run on the last page with no
+        // object straddling out of it.
+        let mut claimed = 0;
+        while claimed < m && pagestate::claim(self.state(k.plus(claimed))) == pagestate::Claim::Won
+        {
+            claimed += 1;
+        }
+        let n = (0..claimed)
+            .rev()
+            .find(|&i| !straddles(i))
+            .map_or(0, |i| i + 1);
+        for i in n..claimed {
+            pagestate::unclaim::<_, Futex>(self.state(k.plus(i)));
+        }
+        if n == 0 {
+            return 0;
+        }
+        // The run's reads of old page `j(i)`: its own page's, and the next page's if an
+        // object straddles into it.
+        let reads = |i: usize| 1 + u32::from(i + 1 < n && straddles(i));
+        for i in 0..n {
+            if self
+                .readers(j(i))
+                .compare_exchange(reads(i), IN_PLACE, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                // Another reader (a fault's rescue holds it, or a pinned object's page):
+                // copy these pages as usual.
+                for h in 0..i {
+                    self.readers(j(h)).store(reads(h), Ordering::Release);
+                }
+                for h in 0..n {
+                    pagestate::unclaim::<_, Futex>(self.state(k.plus(h)));
+                }
+                return 0;
+            }
+            self.stall_test(k.plus(i));
+        }
+        let t_fill = Instant::now();
+        // SAFETY: the old pages `j0 ..` are dense pages `k ..` (fully live, same offsets),
+        // present, and locked: only this call reads or writes them.
+        unsafe { pd.update_run_in_place(k, n, j0) };
+        let t_map = Instant::now();
+        let src = pd.old_page_addr(j0);
+        // SAFETY: old pages `j0 .. j0 + n` are read by no destination page but the run's,
+        // whose claims we hold, and are locked against rescues: nothing reads them in the old
+        // half again; they vanish from it.
+        let r = unsafe { arena.resolve_move_from(pd.dest_offset(k), src, n * PAGE_SIZE, false) };
+        self.counters.time(t_fill, t_map);
+        for i in 0..n {
+            let kk = k.plus(i);
+            // After a failed MOVE a page is either in place (moved before the failure) or
+            // still in its old page (updated): copy those, until it succeeds (nothing else can
+            // fill this page from the old half any more).
+            if r.is_ok() || arena.page_mapped(pd.dest_addr(kk)) {
+                self.counters.in_place.fetch_add(1, Ordering::Relaxed);
+            } else {
+                let old = src + i * PAGE_SIZE;
+                retry_or_abort(kk, || self.copy_from(arena, old, pd.dest_offset(kk)));
+                self.free.push(j(i));
+            }
+            // Moved (gone from the old half) or copied (pushed free above): nobody reads it.
+            self.readers(j(i)).store(0, Ordering::Release);
+        }
+        // The run's first page also read the page an object straddles in from.
+        let (first, _) = self.src_pages(k);
+        if first != j0 && self.readers(first).fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.free.push(first);
+        }
+        for i in 0..n {
+            pagestate::publish::<_, Futex>(self.state(k.plus(i)));
+        }
+        self.counters
+            .by_worker
+            .fetch_add(n as u64, Ordering::Relaxed);
+        n
     }
 
     /// Fill and map destination page `k` (the caller won its claim), adding the time spent
@@ -790,6 +938,10 @@ impl Compaction {
         end: DestPage,
         buf: &mut [u8],
     ) -> usize {
+        let dense = self.dense_run(arena, pd, k, end);
+        if dense > 0 {
+            return dense;
+        }
         let counted = self.readers_ready.load(Ordering::Acquire) && self.releases_early(pd);
         let t_fill = Instant::now();
         // Claim the run first, then fill it with one call: filling page by page costs the
@@ -798,7 +950,10 @@ impl Compaction {
         // claimed waits at most [`FAULT_RESCUE_NS`] before it fills its own copy
         // ([`Self::rescue`]), so a long run does not hold it up.
         let mut n = 0;
-        while k.plus(n) < end && pagestate::claim(self.state(k.plus(n))) == pagestate::Claim::Won {
+        while k.plus(n) < end
+            && (n == 0 || !self.dense_page(arena, pd, k.plus(n)))
+            && pagestate::claim(self.state(k.plus(n))) == pagestate::Claim::Won
+        {
             self.stall_test(k.plus(n));
             n += 1;
         }
@@ -1299,23 +1454,36 @@ fn worker(
     // Pages claimed by mutators may still be in flight: wait for all of them, and fill any
     // whose fill failed (a transient kernel error) ourselves, backing off between tries.
     for k in (0..pd.pages).map(DestPage) {
-        let mut tries = 0u32;
-        while !pagestate::wait_mapped::<_, Futex>(c.state(k)) {
-            let _page = crate::forkgate::Region::enter();
-            c.ensure_page(arena, pd, k);
-            tries += 1;
-            if tries > 10_000 {
-                // References already point at this page: the heap cannot continue without it.
-                eprintln!("faultline: destination page {} could not be mapped after {tries} attempts; aborting", k.0);
-                std::process::abort();
+        retry_or_abort(k, || {
+            pagestate::wait_mapped::<_, Futex>(c.state(k)) || {
+                let _page = crate::forkgate::Region::enter();
+                c.ensure_page(arena, pd, k);
+                false
             }
-            if tries > 10 {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-        }
+        });
     }
     let cpu = crate::cputime::since(cpu0).as_nanos() as u64;
     c.counters.cpu_ns.fetch_add(cpu, Ordering::Relaxed);
+}
+
+/// Run `mapped` until it returns true (destination page `k` is mapped), backing off after
+/// the first tries; abort the process after 10,000: references already point at this page,
+/// and the heap cannot continue without it. Not for signal context.
+fn retry_or_abort(k: DestPage, mut mapped: impl FnMut() -> bool) {
+    let mut tries = 0u32;
+    while !mapped() {
+        tries += 1;
+        if tries > 10_000 {
+            eprintln!(
+                "faultline: destination page {} could not be mapped after {tries} attempts; aborting",
+                k.0
+            );
+            std::process::abort();
+        }
+        if tries > 10 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
 }
 
 /// Copy strategy, one per worker: the unread old pages the worker took off the free list and

@@ -153,6 +153,13 @@ pub struct HeapConfig {
     /// slide never moves anyway) is off. Cycles that compact into the other half
     /// (concurrent, `Copy`, pinned objects, generational) ignore it.
     pub dense_prefix: Option<f64>,
+    /// Concurrent cycles with the copy strategy (arena choreography, `UFFDIO_MOVE` offered,
+    /// not generational, no pinned objects): the objects allocated during marking compact to
+    /// the page offsets they have in the old half (each dead gap among them keeps less than a
+    /// page as a filler, `gc/src/dense.rs`), and the compaction updates each of their fully
+    /// live pages in place and moves it into the new half in runs, instead of filling a copy
+    /// and mapping it with `UFFDIO_COPY` (a page that a move refuses is copied). Default on.
+    pub dense_runs: bool,
     /// Kernel choreography per cycle (concurrent mode): the volatile arena, or the per-cycle
     /// register / mremap / unregister baseline.
     pub choreography: Choreography,
@@ -209,6 +216,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("barrier", &self.barrier)
             .field("stw_compaction", &self.stw_compaction)
             .field("dense_prefix", &self.dense_prefix)
+            .field("dense_runs", &self.dense_runs)
             .field("choreography", &self.choreography)
             .field("history_limit", &self.history_limit)
             .field("generational", &self.generational)
@@ -246,6 +254,7 @@ impl Default for HeapConfig {
             barrier: Barrier::Satb,
             stw_compaction: StwCompaction::Auto,
             dense_prefix: None,
+            dense_runs: true,
             choreography: Choreography::Arena,
             history_limit: Some(16_384),
             use_userfaultfd: true,

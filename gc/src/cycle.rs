@@ -122,12 +122,12 @@ use faultline_heap::PAGE_SIZE;
 use crate::choreography;
 use crate::cputime;
 use crate::debug::{Breakage, MarkPoint, Phase};
-use crate::dense::{self, DensePrefix};
+use crate::dense::{self, DensePrefix, DenseRuns};
 use crate::error::CollectError;
 use crate::generational::{CycleFacts, GenCycle};
 use crate::inner::{HeapInner, BATCH_PAGES};
 use crate::marking::{self, ConcMarker, MarkCtx, MarkReport};
-use crate::mode::{Choreography, GcMode};
+use crate::mode::{Choreography, GcMode, MapStrategy};
 use crate::pacer::Decision;
 use crate::phase::CyclePhase;
 use crate::plan::{DestPage, Plan};
@@ -290,6 +290,9 @@ struct PauseCtx {
     live_objects: usize,
     from: usize,
     from_top: usize,
+    /// Concurrent: the top of the half when marking began (the objects above it are black);
+    /// stop-the-world: `from_top`.
+    mark_top: usize,
     bitmap_words: usize,
     /// Earlier pauses of the cycle (the initial mark of a concurrent cycle).
     pauses: Vec<Pause>,
@@ -533,6 +536,7 @@ fn stw_cycle(
         live_objects,
         from,
         from_top,
+        mark_top: from_top,
         bitmap_words,
         pauses: Vec::new(),
         tts_by_mutator: g.tts_by_mutator(),
@@ -858,6 +862,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         live_objects,
         from: st.from,
         from_top,
+        mark_top: st.mark_top,
         bitmap_words: from_words.div_ceil(64) + 1,
         pauses: std::iter::once(Pause {
             kind: "initial-mark",
@@ -964,6 +969,7 @@ fn flip(
         live_objects,
         from,
         from_top,
+        mark_top,
         bitmap_words,
         mut pauses,
         tts_by_mutator,
@@ -1028,6 +1034,43 @@ fn flip(
             unsafe { dense::keep(&inner.tables.live, from, n) }
         }
         None => DensePrefix::default(),
+    };
+    // A concurrent copy cycle into the other half compacts its black objects to the page
+    // offsets they have, so that their fully live pages are moved whole, updated in place,
+    // instead of copied ([`dense::align_runs`], [`crate::compaction`]).
+    let dense_runs = concurrent
+        && cfg.dense_runs
+        && inner.compaction.strategy == MapStrategy::Copy
+        && arena.can_move()
+        && !pins.active()
+        && !young
+        && inner.gen.is_none()
+        && from == moving.half_base[1 - to_index];
+    inner
+        .compaction
+        .dense_runs
+        .store(dense_runs, Ordering::Relaxed);
+    let runs = if dense_runs {
+        // The rank of the black boundary from the prefix sums (only the chunks marking changed
+        // since the concurrent planning are redone here, and again below for the fillers).
+        let live = &inner.tables.live;
+        live.finish_prefix(bitmap_words);
+        let lo = (mark_top.max(from) - from) / WORD;
+        // SAFETY: the world is stopped and marking is complete; `[mark_top, from_top)` is the
+        // used part of the half above the black boundary (present pages), `rank(lo)` its live
+        // words below; the prefix sums are computed again below.
+        unsafe {
+            dense::align_runs(
+                live,
+                &inner.tables.mark,
+                from,
+                lo,
+                (from_top - from) / WORD,
+                live.rank(lo),
+            )
+        }
+    } else {
+        DenseRuns::default()
     };
     let dense_cpu = cputime::since(dense_cpu0);
     let (live_words, chunks_redone) = inner.tables.live.finish_prefix(bitmap_words);
@@ -1263,6 +1306,8 @@ fn flip(
     } else {
         Vec::new()
     };
+    // The fillers that aligned the dense runs are not objects anybody hashed or refers to.
+    runs.marks(&inner.tables.mark, false);
     let hashed_objects = inner.hashes.rekey(|a| {
         if a >= from && a < from_top {
             plan.mark().get((a - from) / WORD).then(|| plan.forward(a))
@@ -1292,6 +1337,7 @@ fn flip(
         },
         |a| plan.forward(a),
     );
+    runs.marks(&inner.tables.mark, true);
     // The dead large objects: released now (stop-the-world) or when the concurrent compaction
     // ends (off the pause; they stay allocated until then, so nothing reuses their space).
     let skip_large_refs = cfg.debug.breakage == Some(Breakage::SkipLargeObjectRefs);
@@ -1369,7 +1415,7 @@ fn flip(
         mutator_tts: tts_by_mutator,
         weak,
         dense_kept_pages: dense.pages,
-        dense_dead_bytes: dense.dead_words * WORD,
+        dense_dead_bytes: (dense.dead_words + runs.dead_words) * WORD,
         dense_cpu,
         flip_prepare,
         flip_refs,

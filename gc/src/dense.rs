@@ -18,12 +18,19 @@
 //! Everything after the prefix slides down as before; the references held in the prefix are
 //! forwarded by the slide's reference pass like any others.
 //!
-//! Only the slide uses it: it compacts within one half, so words left in place cost nothing
-//! but the dead bytes they keep (the fragmentation, [`crate::CycleStats::dense_dead_bytes`],
-//! bounded by `1 - t` of the prefix). A compaction into the other half would have to keep the
-//! prefix's pages in the old half (as pinned objects are) and is not done.
+//! Only the slide keeps a prefix: it compacts within one half, so words left in place cost
+//! nothing but the dead bytes they keep (the fragmentation,
+//! [`crate::CycleStats::dense_dead_bytes`], bounded by `1 - t` of the prefix). A compaction
+//! into the other half would have to keep the prefix's pages in the old half (as pinned
+//! objects are) and is not done.
 //!
-//! Invariants:
+//! A concurrent copy cycle uses the same device for another end ([`align_runs`]): a few dead
+//! words turned into fillers make its black objects compact to the page offsets they already
+//! have, so that their fully live pages become destination pages of their own, which the
+//! compaction forwards in place and moves whole (`UFFDIO_MOVE`) instead of copying. Each
+//! filler is shorter than a page and lies in a gap that aligns the pages after it.
+//!
+//! Invariants (both uses):
 //! - it runs with the world stopped, after marking (the mark bitmap names exactly the live
 //!   objects) and before the plan's prefix sums are computed ([`choose`] reads the live-words
 //!   bitmap; [`keep`] adds the gaps to it, flagging their chunks for recomputation);
@@ -130,6 +137,127 @@ pub(crate) unsafe fn keep(live: &LiveWords, from: usize, pages: usize) -> DenseP
     DensePrefix { pages, dead_words }
 }
 
+/// What [`align_runs`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct DenseRuns {
+    /// The fillers' headers (old-half word indices), marked in the mark bitmap: a filler may
+    /// start where a dead object did, so whatever decides liveness by the mark bitmap after
+    /// this (identity hashes, weak references) must not see these marks ([`Self::unmark`]).
+    pub headers: Vec<usize>,
+    /// Dead words kept as fillers (each filler is shorter than a page).
+    pub dead_words: usize,
+}
+
+impl DenseRuns {
+    /// Clear (`on` false) or set again (`on` true) the fillers' marks, around the liveness
+    /// decisions of the flip (the plan's forwarding reads only the live-words bitmap).
+    pub(crate) fn marks(&self, mark: &Bitmap, on: bool) {
+        for &a in &self.headers {
+            if on {
+                mark.set(a);
+            } else {
+                mark.clear_range(a, a + 1);
+            }
+        }
+    }
+}
+
+/// Dead words below the black boundary that [`align_runs`] may keep as fillers between the
+/// gap it aligns at and the boundary (4 pages).
+const MAX_ALIGN_BACK: usize = 4 * PAGE_WORDS;
+
+/// Concurrent copy cycles: make the old-half words `[lo, hi)` (the objects allocated during
+/// marking, all of them black, so live and back to back but for the tails of allocation
+/// buffers) compact to the same page offsets they have in the old half, so that every fully
+/// live old page in it is a destination page of its own that the compaction can update in
+/// place and move whole ([`crate::compaction`]) instead of copying.
+///
+/// Old word `w` lands on compacted word `rank(w)`; `d(w) = (w - rank(w)) mod PAGE_WORDS`
+/// grows by one per dead word and stays put over live words. A dead gap of `g` words can
+/// bring `d` to 0: it leaves dead only the largest count `x <= g` with `x = -d mod PAGE_WORDS`
+/// (plus whole pages) and turns the other `g - x < PAGE_WORDS` words, at its end, into one
+/// filler object, marked and live (see [`DenseRuns::headers`]). The black region itself usually has no gap (its buffers'
+/// tails are fillers, marked with the buffer), so the gap that aligns is looked for first
+/// below `lo`, the nearest one large enough, with at most [`MAX_ALIGN_BACK`] dead words of
+/// smaller gaps between it and `lo`; from there on, every gap up to `hi` keeps less than a
+/// page as a filler and `d` stays 0. The last gap (the one reaching `hi`) is left alone.
+///
+/// # Safety
+/// The world is stopped and marking is complete (the bitmaps name exactly the live objects);
+/// `rank_lo` is the number of live words before `lo`; `[lo, hi)` lies in the used part of the
+/// half at `from`, whose pages are present; the prefix sums are computed (again) after this (the words marked here flag their chunks); nothing
+/// reads the dead words of the half from here on.
+pub(crate) unsafe fn align_runs(
+    live: &LiveWords,
+    mark: &Bitmap,
+    from: usize,
+    lo: usize,
+    hi: usize,
+    rank_lo: usize,
+) -> DenseRuns {
+    let mut out = DenseRuns::default();
+    if lo >= hi || lo == 0 {
+        return out;
+    }
+    let bits = &live.bits;
+    // Back from `lo`: the nearest gap that aligns ([g0, g1) with d at g0, the live words in
+    // [g0, lo) known as we go).
+    let mut p = lo;
+    let mut live_above = 0;
+    let mut dead_above = 0;
+    let start = loop {
+        let Some(last_dead) = p.checked_sub(1).and_then(|i| bits.prev_clear(i)) else {
+            return out;
+        };
+        let g1 = last_dead + 1;
+        let g0 = bits.prev_set(last_dead).map_or(0, |s| s + 1);
+        live_above += p - g1;
+        let g = g1 - g0;
+        let d = (g0 - (rank_lo - live_above)) % PAGE_WORDS;
+        if g >= (PAGE_WORDS - d) % PAGE_WORDS {
+            break g0;
+        }
+        dead_above += g;
+        if dead_above > MAX_ALIGN_BACK || g0 == 0 {
+            return out;
+        }
+        p = g0;
+    };
+    let mut d = (start - (rank_lo - live_above)) % PAGE_WORDS;
+    let mut w = start;
+    loop {
+        let g0 = bits.next_clear(w, hi);
+        if g0 >= hi {
+            break;
+        }
+        let Some(g1) = bits.next_set(g0, hi) else {
+            break;
+        };
+        let g = g1 - g0;
+        let need = (PAGE_WORDS - d) % PAGE_WORDS;
+        if g >= need {
+            let x = need + (g - need) / PAGE_WORDS * PAGE_WORDS;
+            let f = g - x;
+            if f > 0 {
+                let a = g0 + x;
+                let h = Header::new(TypeId::FILLER, ((f - 1) * WORD) as u32);
+                // SAFETY: word `a` is a dead word of a present page of the half in use (the
+                // caller's contract); no reference reaches it and no thread reads it.
+                unsafe { ((from + a * WORD) as *mut u64).write(h.0) };
+                mark.set(a);
+                live.mark_range(a, g1);
+                out.headers.push(a);
+                out.dead_words += f;
+            }
+            d = 0;
+        } else {
+            d = (d + g) % PAGE_WORDS;
+        }
+        w = g1;
+    }
+    out
+}
+
 /// Ask the CPU to bring the cache line at `a` in (a hint: no effect elsewhere than x86-64).
 #[inline(always)]
 pub(crate) fn prefetch(a: usize) {
@@ -207,5 +335,55 @@ mod tests {
         for w in [0, PAGE_WORDS + 100, 3 * PAGE_WORDS + 9, 4 * PAGE_WORDS] {
             assert_eq!(live.rank(w), w);
         }
+    }
+
+    #[test]
+    fn black_pages_compact_to_their_own_page_offsets() {
+        let words = 8 * PAGE_WORDS;
+        let mut half = vec![0u64; words];
+        let live = LiveWords::new(words + 64);
+        let mark = Bitmap::new(words + 64);
+        // Below the black boundary `lo`: live [0, 100), dead [100, 150), live [150, 600),
+        // dead [600, 1100), live [1100, lo). Above it: live but for a 3-word gap at
+        // 5 pages + 7 and a dead tail of 50 words (the gap reaching `hi`, left alone).
+        let lo = 3 * PAGE_WORDS + 100;
+        let tail = words - 50;
+        for (a, b) in [
+            (0, 100),
+            (150, 600),
+            (1100, 5 * PAGE_WORDS + 7),
+            (5 * PAGE_WORDS + 10, tail),
+        ] {
+            live.mark_range(a, b);
+        }
+        let rank_lo = lo - 50 - 500;
+        let from = half.as_mut_ptr() as usize;
+        // SAFETY: the vector is the half; nothing else reads it.
+        let runs = unsafe { align_runs(&live, &mark, from, lo, words, rank_lo) };
+        // The gap [600, 1100) aligns (d = 50 at its start: 462 words stay dead, 38 become a
+        // filler at its end); the 3-word gap above the boundary becomes a filler.
+        assert_eq!(runs.headers, vec![1062, 5 * PAGE_WORDS + 7]);
+        assert_eq!(runs.dead_words, 38 + 3);
+        let types = TypeRegistry::default();
+        for (&a, len) in runs.headers.iter().zip([38, 3]) {
+            let h = Header(half[a]);
+            assert_eq!(h.type_id(), TypeId::FILLER);
+            assert_eq!(types.size_words(h), Some(len));
+            assert!(mark.get(a));
+        }
+        live.compute_prefix(words.div_ceil(64) + 1);
+        // Every page from the aligning gap's end on starts at a rank of the same page offset,
+        // and pages 3 to 6 are fully live: destination pages of their own.
+        for p in 3..8 {
+            assert_eq!(live.rank(p * PAGE_WORDS) % PAGE_WORDS, 0, "page {p}");
+        }
+        for p in 3..7 {
+            assert_eq!(
+                live.bits.next_clear(p * PAGE_WORDS, (p + 1) * PAGE_WORDS),
+                (p + 1) * PAGE_WORDS
+            );
+        }
+        // The words left dead stay dead.
+        assert!(!live.bits.get(600) && !live.bits.get(1061) && !live.bits.get(tail));
     }
 }

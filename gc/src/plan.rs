@@ -334,6 +334,19 @@ impl Plan {
         out[total * WORD..].fill(0);
 
         // 2. Forward the references, object by object, in `out`.
+        // SAFETY: `out` holds destination words [r0, r_end), copied above.
+        unsafe { self.forward_run(w_first, out_words, r0, r_end) };
+    }
+
+    /// Forward every reference slot of destination words `[r0, r_end)`, which lie back to
+    /// back at `out` (word `r` at `out + (r - r0)`); `w_first` is the old word of rank `r0`.
+    /// The first object may start before `r0` (its header is read in the old half).
+    ///
+    /// # Safety
+    /// `out` holds destination words `[r0, r_end)` (copied there, or the old words themselves
+    /// when they are a run of live words); nothing else writes them meanwhile.
+    #[inline(always)]
+    unsafe fn forward_run(&self, w_first: usize, out: *mut usize, r0: usize, r_end: usize) {
         let start = self
             .mark()
             .prev_set(w_first)
@@ -344,8 +357,51 @@ impl Plan {
             pos: r0 - (w_first - start),
             header: Some(header(self.src + start * WORD)),
         };
-        // SAFETY: `out` holds destination words [r0, r_end), copied above.
-        unsafe { self.forward_refs(&mut walk, out_words, r0, r0, r_end) };
+        // SAFETY: the caller's contract.
+        unsafe { self.forward_refs(&mut walk, out, r0, r0, r_end) };
+    }
+
+    /// Forward, in place, the references of `n` dense destination pages from `first` on: their
+    /// words are the fully live old pages from `j` on, at the same page offsets (every word of
+    /// them live, rank `first.first_rank()` at old word `j * PAGE_WORDS`), so they need no
+    /// copy, only the reference pass of [`Plan::fill_pages`], run over the old pages.
+    ///
+    /// # Safety
+    /// The old pages `[j, j + n)` are fully live, hold destination pages `first ..` exactly,
+    /// are present, and no other thread reads or writes them while this runs (and none reads
+    /// them as old-half words afterwards).
+    pub(crate) unsafe fn update_run_in_place(&self, first: DestPage, n: usize, j: OldPage) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has `popcnt`; the rest is the caller's contract.
+            unsafe { self.update_run_popcnt(first, n, j) };
+            return;
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.update_run_impl(first, n, j) };
+    }
+
+    /// [`Plan::update_run_in_place`] compiled with `popcnt` (see [`Plan::fill_pages_popcnt`]).
+    ///
+    /// # Safety
+    /// The CPU must have `popcnt`; and [`Plan::update_run_in_place`]'s contract.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    unsafe fn update_run_popcnt(&self, first: DestPage, n: usize, j: OldPage) {
+        // SAFETY: forwarded.
+        unsafe { self.update_run_impl(first, n, j) };
+    }
+
+    #[inline(always)]
+    unsafe fn update_run_impl(&self, first: DestPage, n: usize, j: OldPage) {
+        let r0 = first.first_rank();
+        let w_first = j.index() * PAGE_WORDS;
+        debug_assert_eq!(self.live().select(r0, self.bitmap_words), Some(w_first));
+        debug_assert!(first.plus(n).first_rank() <= self.live_words);
+        let base = (self.src + w_first * WORD) as *mut usize;
+        // SAFETY: the old pages hold destination words [r0, r0 + n pages) in order (the
+        // caller's contract).
+        unsafe { self.forward_run(w_first, base, r0, first.plus(n).first_rank()) };
     }
 
     /// Stop-the-world compaction in place ([`crate::StwCompaction::Slide`]): the plan's

@@ -247,7 +247,9 @@ pub struct CycleStats {
     pub flip_arm: Duration,
     /// Concurrent mode: destination pages filled by mutator faults (the rest by workers).
     pub pages_by_fault: u64,
-    /// Move strategy: dense pages updated in place and moved with no copy.
+    /// Dense pages (exactly one fully live old page at the same page offset) updated in place
+    /// and moved with no copy: the move strategy's, and the copy strategy's dense runs
+    /// ([`crate::HeapConfig::dense_runs`]).
     pub pages_in_place: u64,
     /// Pages of the old half recycled as the new half's fresh memory (`UFFDIO_MOVE`; see
     /// [`crate::HeapConfig::recycle_old_half`]) at the end of this cycle; after an in-place
@@ -275,7 +277,9 @@ pub struct CycleStats {
     /// dense prefix left in place (their objects kept their addresses; 0 otherwise).
     pub dense_kept_pages: usize,
     /// The dead bytes left in those pages as filler objects (the fragmentation the dense
-    /// prefix costs until a later cycle moves those pages).
+    /// prefix costs until a later cycle moves those pages). Concurrent copy cycles with
+    /// [`crate::HeapConfig::dense_runs`]: the dead bytes kept as fillers to align the black
+    /// objects' pages (less than a page per gap).
     pub dense_dead_bytes: usize,
     /// The thread CPU time spent choosing the dense prefix and turning its gaps into fillers
     /// (part of [`CycleStats::plan`]).
@@ -626,6 +630,13 @@ impl CycleStats {
 
     /// The GC-log part on the slide's dense prefix (empty when it kept nothing).
     fn dense_log(&self) -> String {
+        if self.mode == GcMode::Concurrent && (self.pages_in_place > 0 || self.dense_dead_bytes > 0)
+        {
+            return format!(
+                " | dense runs: {} pages moved in place, {} B of fillers",
+                self.pages_in_place, self.dense_dead_bytes
+            );
+        }
         if self.dense_kept_pages == 0 {
             return String::new();
         }

@@ -157,9 +157,18 @@ impl Bitmap {
     }
     /// The last set bit at or before `i`.
     pub fn prev_set(&self, i: usize) -> Option<usize> {
+        self.prev_with(i, 0)
+    }
+    /// The last clear bit at or before `i`.
+    pub fn prev_clear(&self, i: usize) -> Option<usize> {
+        self.prev_with(i, u64::MAX)
+    }
+    /// The last bit at or before `i` that is set once the words are XORed with `flip`.
+    #[inline]
+    fn prev_with(&self, i: usize, flip: u64) -> Option<usize> {
         let mut word = i / 64;
         let sh = 63 - (i % 64);
-        let mut bits = (self.word(word) << sh) >> sh;
+        let mut bits = ((self.word(word) ^ flip) << sh) >> sh;
         loop {
             if bits != 0 {
                 return Some(word * 64 + 63 - bits.leading_zeros() as usize);
@@ -168,7 +177,7 @@ impl Bitmap {
                 return None;
             }
             word -= 1;
-            bits = self.word(word);
+            bits = self.word(word) ^ flip;
         }
     }
     /// Number of set bits in words `[0, upto_word)`.
