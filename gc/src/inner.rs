@@ -181,12 +181,17 @@ impl HeapInner {
     /// Whether `a` lies in heap memory that holds objects: the current half's used part, the
     /// large-object space, the old generation, or a stranded pinned object. A value whose era
     /// is current names such an address; the accessors check it before reading a header.
-    #[inline]
+    /// The common case (the moving space's used part) is inlined into the accessors; the
+    /// rest is out of line.
+    #[inline(always)]
     pub(crate) fn holds_objects_at(&self, a: usize) -> bool {
-        self.moving.contains_used(a)
-            || self.large.contains(a)
-            || self.moving.contains_old(a)
-            || self.roots.pins.is_stranded(a)
+        self.moving.contains_used(a) || self.holds_objects_elsewhere(a)
+    }
+
+    /// [`HeapInner::holds_objects_at`] outside the moving space's used part.
+    #[inline(never)]
+    fn holds_objects_elsewhere(&self, a: usize) -> bool {
+        self.large.contains(a) || self.moving.contains_old(a) || self.roots.pins.is_stranded(a)
     }
 
     /// Bytes in use (moving space + large objects).

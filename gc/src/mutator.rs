@@ -261,7 +261,7 @@ impl Mutator {
 
     /// Panic unless `v` is null, an immediate, or a reference of this mutator's heap read in
     /// the current era.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn check_ours(&self, v: Value, what: &'static str) {
         if v.is_ref() && v.era() != self.era() {
             self.not_current(v, what);
@@ -323,6 +323,7 @@ impl Mutator {
     /// If the slot holds a reference that is not current: the slot was not presented to this
     /// heap's collector by a registered root source (so a collection did not update it), or it
     /// belongs to another heap.
+    #[inline]
     pub fn load(&self, slot: &RootSlot) -> Value {
         let v = slot.peek();
         self.check_ours(v, "Mutator::load (RootSlot)");
@@ -333,6 +334,7 @@ impl Mutator {
     ///
     /// # Panics
     /// If `v` is a reference of another heap or a stale one.
+    #[inline]
     pub fn store(&self, slot: &RootSlot, v: Value) {
         self.check_ours(v, "Mutator::store (RootSlot)");
         slot.put(v);

@@ -150,11 +150,13 @@ impl RootSlot {
         self.bits.load(Ordering::Relaxed) == 0
     }
     /// The content with the era it was stored in (checked by the mutator that reads it).
+    #[inline]
     pub(crate) fn peek(&self) -> Value {
         let bits = self.bits.load(Ordering::Relaxed);
         Value::minted(bits, self.era.load(Ordering::Relaxed))
     }
     /// Store a value already checked for the current era `era` of the storing heap.
+    #[inline]
     pub(crate) fn put(&self, v: Value) {
         self.bits.store(v.bits, Ordering::Relaxed);
         self.era.store(v.era, Ordering::Relaxed);

@@ -300,16 +300,18 @@ fn arith(vm: &mut Vm, who: &str, base: usize, argc: usize, op: u8) -> R<Value> {
 }
 
 fn add(vm: &mut Vm, base: usize, argc: usize) -> R<Value> {
-    if argc == 2 {
-        let (a, b) = (arg(vm, base, 0), arg(vm, base, 1));
-        if is_fix(a) && is_fix(b) {
-            // Tagged add: (a<<3|1) + (b<<3|1) - 1 = (a+b)<<3|1; i64 overflow = fixnum overflow.
-            if let Some(r) = (a.bits() as i64 - 1).checked_add(b.bits() as i64) {
-                return Ok(value::imm(r as usize));
-            }
+    // Fixnums only, any count: the tagged sum, one step per argument: (a<<3|1) + (b<<3|1) - 1
+    // = (a+b)<<3|1, and an i64 overflow is a fixnum overflow. A partial sum that overflows or
+    // a non-fixnum argument hands the whole call to `arith` (which promotes, or reports).
+    let mut sum = value::fix(0).map_or(0, |z| z.bits() as i64);
+    for i in 0..argc {
+        let a = arg(vm, base, i);
+        match (sum - 1).checked_add(a.bits() as i64) {
+            Some(r) if is_fix(a) => sum = r,
+            _ => return arith(vm, "+", base, argc, b'+'),
         }
     }
-    arith(vm, "+", base, argc, b'+')
+    Ok(value::imm(sum as usize))
 }
 
 fn sub(vm: &mut Vm, base: usize, argc: usize) -> R<Value> {

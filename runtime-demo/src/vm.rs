@@ -476,8 +476,10 @@ impl Vm {
         Ok(count)
     }
 
-    /// Slot `index` of the frame `depth` levels out from the current one.
-    #[inline]
+    /// Slot `index` of the frame `depth` levels out from the current one. Always inlined (as
+    /// is [`Vm::load_local`]): out of line, the calls and their `R<Value>` results returned
+    /// through memory cost the interpreter more than the loads.
+    #[inline(always)]
     fn frame_at(&self, bp: usize, depth: u32) -> R<Value> {
         let mut env = self.m.stack_get(bp);
         for _ in 0..depth {
@@ -486,7 +488,7 @@ impl Vm {
         Ok(env)
     }
 
-    #[inline]
+    #[inline(always)]
     fn load_local(&self, bp: usize, depth: u32, index: u32) -> R<Value> {
         let env = self.frame_at(bp, depth)?;
         let v = self.frame(env)?.get(index as usize + 1);

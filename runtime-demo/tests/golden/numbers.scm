@@ -16,6 +16,9 @@
 (define big 1152921504606846975)
 (show big (+ big 1) (- (- big) 2) (* big 2) (* 4611686018427387904 4))
 (show (expt 2 59) (expt 2 60) (expt 10 30))
+; Sums of more than two: a partial sum leaving the fixnum range is redone exactly (the
+; total fits again), or promotes; a flonum anywhere makes the sum a flonum.
+(show (+ big 1 -1) (+ -1 big 1) (+ 1 big 1) (+ 1 2 2.5) (+ 2.5 1 2) (+ -5 2 3) (+ 1 2 3 4 5))
 (show 9223372036854775807 (- 0 -9223372036854775807))
 (show 1e21 1e-7 123.456 -0.0 +inf.0 -inf.0)
 (display (/ 0. 0.)) (newline)
