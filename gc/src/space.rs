@@ -87,6 +87,15 @@ pub struct MovingSpace {
 /// thread wants the CPU, a time slice when one does).
 const READY_WAIT_ROUNDS: usize = 64;
 
+/// A range a caller must make present: `[start, end)`, page aligned; `fresh`: it includes
+/// pages this caller claimed (a failure then leaves a gap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Claim {
+    start: usize,
+    end: usize,
+    fresh: bool,
+}
+
 impl MovingSpace {
     /// A moving space of two halves of `half_bytes` each at `base` (half 0 current, empty).
     pub fn new(base: usize, half_bytes: usize) -> Self {
@@ -189,8 +198,7 @@ impl MovingSpace {
     /// else this refill claims the pages from `populated` up to `upto` rounded up to `batch`
     /// (capped at the half's end) and makes them present, with no lock held during the kernel
     /// call. Pages of its range that another refill claimed and has not finished are made
-    /// present here too (whoever comes second steps over them), so no refill waits for
-    /// another.
+    /// present here too after a bounded wait for it (whoever comes second steps over them).
     pub fn ensure_populated(
         &self,
         arena: &VolatileArena,
@@ -198,51 +206,70 @@ impl MovingSpace {
         upto: usize,
         batch: usize,
     ) -> Result<(), ArenaError> {
+        match self.claim_for(from, upto, batch) {
+            Some(claim) => self.fill(arena, claim),
+            None => Ok(()),
+        }
+    }
+
+    /// The bookkeeping half of [`Self::ensure_populated`] (under the populate lock): the range
+    /// this caller must make present, or `None` if `[from, upto)` is present already.
+    fn claim_for(&self, from: usize, upto: usize, batch: usize) -> Option<Claim> {
         if upto <= self.ready.load(Ordering::Acquire) {
-            return Ok(());
+            return None;
         }
         let base = self.base();
-        let (start, target, claimed) = {
-            let mut pop = self.lock_populated();
-            let ready = self.ready.load(Ordering::Acquire);
-            if upto <= ready {
-                return Ok(());
-            }
-            let gap = self.gap.load(Ordering::Acquire);
-            if gap && ready >= *pop {
-                self.gap.store(false, Ordering::Release);
-            }
-            // After a failed population, start at `ready` so the hole is filled.
-            let start = if gap {
-                ready
-            } else {
-                page_down(from).max(ready)
-            };
-            if upto <= *pop {
-                if !gap {
-                    // Another refill is making these pages present: let it finish (briefly)
-                    // rather than racing it page by page.
-                    drop(pop);
-                    if self.wait_ready(upto) {
-                        return Ok(());
-                    }
-                }
-                (start, page_up(upto), false)
-            } else {
-                let target = ((upto - base).div_ceil(batch) * batch).min(self.end() - base) + base;
-                let claimed_from = *pop;
-                *pop = target;
-                (start.min(claimed_from), target, true)
-            }
+        let mut pop = self.lock_populated();
+        let ready = self.ready.load(Ordering::Acquire);
+        if upto <= ready {
+            return None;
+        }
+        let gap = self.gap.load(Ordering::Acquire);
+        if gap && ready >= *pop {
+            self.gap.store(false, Ordering::Release);
+        }
+        // After a failed population, start at `ready` so the hole is filled.
+        let start = if gap {
+            ready
+        } else {
+            page_down(from).max(ready)
         };
-        if let Err(e) = arena.populate(arena.offset_of(start), target - start) {
-            if claimed {
+        if upto <= *pop {
+            if !gap {
+                // Another refill is making these pages present: let it finish (briefly)
+                // rather than racing it page by page.
+                drop(pop);
+                if self.wait_ready(upto) {
+                    return None;
+                }
+            }
+            return Some(Claim {
+                start,
+                end: page_up(upto),
+                fresh: false,
+            });
+        }
+        let target = ((upto - base).div_ceil(batch) * batch).min(self.end() - base) + base;
+        let claimed_from = *pop;
+        *pop = target;
+        Some(Claim {
+            start: start.min(claimed_from),
+            end: target,
+            fresh: true,
+        })
+    }
+
+    /// Make a claim's pages present (no lock held) and publish them; a failed fresh claim
+    /// leaves a gap that later refills fill.
+    fn fill(&self, arena: &VolatileArena, claim: Claim) -> Result<(), ArenaError> {
+        if let Err(e) = arena.populate(arena.offset_of(claim.start), claim.end - claim.start) {
+            if claim.fresh {
                 // The claim stays (later claims may follow it); refills fill the hole.
                 self.gap.store(true, Ordering::Release);
             }
             return Err(e);
         }
-        self.publish(start, target);
+        self.publish(claim.start, claim.end);
         Ok(())
     }
 
