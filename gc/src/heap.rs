@@ -459,7 +459,7 @@ impl Heap {
     /// What the prefill thread did: fresh memory made present ahead of the allocators
     /// (concurrent mode; see [`crate::HeapConfig::prefill_bytes`]).
     pub fn prefill_stats(&self) -> crate::prefill::PrefillStats {
-        self.inner.prefill.stats()
+        self.inner.prefill.stats(self.inner.moving.overlaps())
     }
 
     /// Old-half releases that failed (redone at the next flip) and pages poisoned in

@@ -38,7 +38,7 @@
 //!   are rare), its mark bits are atomic (one bit per page, set at the object's first page).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use faultline_heap::bitmap::Bitmap;
@@ -73,6 +73,9 @@ pub struct MovingSpace {
     /// A population failed after its claim: the pages between `ready` and `populated` may
     /// hold a hole, so refills populate from `ready` until it catches up.
     gap: AtomicBool,
+    /// Refills that found (part of) their range claimed by a populator still in flight and
+    /// made those pages present themselves instead of waiting (a counter for reports).
+    overlaps: AtomicU64,
     /// Recycled pages `[dirty_lo, dirty_hi)` in the current half: present, contents garbage.
     dirty_lo: AtomicUsize,
     dirty_hi: AtomicUsize,
@@ -81,11 +84,6 @@ pub struct MovingSpace {
     old_lo: AtomicUsize,
     old_len: AtomicUsize,
 }
-
-/// How many times a refill yields while another refill makes its pages present, before it
-/// makes them present itself (each round is a `sched_yield`: about a microsecond when no other
-/// thread wants the CPU, a time slice when one does).
-const READY_WAIT_ROUNDS: usize = 64;
 
 /// A range a caller must make present: `[start, end)`, page aligned; `fresh`: it includes
 /// pages this caller claimed (a failure then leaves a gap).
@@ -111,6 +109,7 @@ impl MovingSpace {
             ready: AtomicUsize::new(base),
             pending: Mutex::new(Vec::with_capacity(8)),
             gap: AtomicBool::new(false),
+            overlaps: AtomicU64::new(0),
             dirty_lo: AtomicUsize::new(0),
             dirty_hi: AtomicUsize::new(0),
             old_lo: AtomicUsize::new(0),
@@ -197,8 +196,10 @@ impl MovingSpace {
     /// Make `[from, upto)` of the current half present: at once if it lies below `ready`;
     /// else this refill claims the pages from `populated` up to `upto` rounded up to `batch`
     /// (capped at the half's end) and makes them present, with no lock held during the kernel
-    /// call. Pages of its range that another refill claimed and has not finished are made
-    /// present here too after a bounded wait for it (whoever comes second steps over them).
+    /// call. Pages of its range that another populator (a refill, the prefill thread, a
+    /// recycling step) claimed and has not finished are made present here too, without
+    /// waiting for it: whoever comes second steps over the pages present (`EEXIST`), so no
+    /// refill waits for another populator, however long that one is preempted.
     pub fn ensure_populated(
         &self,
         arena: &VolatileArena,
@@ -235,14 +236,8 @@ impl MovingSpace {
             page_down(from).max(ready)
         };
         if upto <= *pop {
-            if !gap {
-                // Another refill is making these pages present: let it finish (briefly)
-                // rather than racing it page by page.
-                drop(pop);
-                if self.wait_ready(upto) {
-                    return None;
-                }
-            }
+            // Claimed by a populator in flight (or a hole): make these pages present here.
+            self.overlaps.fetch_add(1, Ordering::Relaxed);
             return Some(Claim {
                 start,
                 end: page_up(upto),
@@ -252,9 +247,53 @@ impl MovingSpace {
         let target = ((upto - base).div_ceil(batch) * batch).min(self.end() - base) + base;
         let claimed_from = *pop;
         *pop = target;
+        if start < claimed_from {
+            self.overlaps.fetch_add(1, Ordering::Relaxed);
+        }
         Some(Claim {
             start: start.min(claimed_from),
             end: target,
+            fresh: true,
+        })
+    }
+
+    /// The prefill thread's step: claim up to `chunk` bytes of fresh memory at the claimed end
+    /// (never pages another populator claimed) while it is below `want`, and make them
+    /// present. Returns the bytes made present (0: the claims reach `want` already, or the
+    /// half is claimed to its end). After a failed population it fills from `ready` instead,
+    /// as a refill would.
+    pub(crate) fn fill_ahead(
+        &self,
+        arena: &VolatileArena,
+        want: usize,
+        chunk: usize,
+    ) -> Result<usize, ArenaError> {
+        let Some(claim) = self.claim_ahead(want, chunk) else {
+            return Ok(0);
+        };
+        let n = claim.end - claim.start;
+        self.fill(arena, claim)?;
+        Ok(n)
+    }
+
+    /// The bookkeeping half of [`Self::fill_ahead`].
+    fn claim_ahead(&self, want: usize, chunk: usize) -> Option<Claim> {
+        let want = page_up(want).min(self.end());
+        let mut pop = self.lock_populated();
+        if self.gap.load(Ordering::Acquire) {
+            drop(pop);
+            let ready = self.ready.load(Ordering::Acquire);
+            return self.claim_for(ready, (ready + chunk).min(want), chunk);
+        }
+        if *pop >= want {
+            return None;
+        }
+        let start = *pop;
+        let end = (start + chunk).min(want);
+        *pop = end;
+        Some(Claim {
+            start,
+            end,
             fresh: true,
         })
     }
@@ -273,19 +312,10 @@ impl MovingSpace {
         Ok(())
     }
 
-    /// Wait a bounded while (yielding the CPU) for `ready` to pass `upto`; false if it did not
-    /// (the claimer is slow, preempted or failed: the caller then populates its own pages).
-    fn wait_ready(&self, upto: usize) -> bool {
-        for _ in 0..READY_WAIT_ROUNDS {
-            if self.ready.load(Ordering::Acquire) >= upto {
-                return true;
-            }
-            if self.gap.load(Ordering::Acquire) {
-                return false;
-            }
-            std::thread::yield_now();
-        }
-        self.ready.load(Ordering::Acquire) >= upto
+    /// Refills that made present pages claimed by a populator still in flight (see
+    /// [`Self::ensure_populated`]).
+    pub fn overlaps(&self) -> u64 {
+        self.overlaps.load(Ordering::Relaxed)
     }
 
     /// Record that `[start, end)` is present; advance `ready` over it if it joins it.
@@ -506,5 +536,134 @@ impl LargeSpace {
     /// Bytes held by objects.
     pub fn used(&self) -> usize {
         self.lock().used
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use faultline_heap::arena::{ArenaConfig, Backing, FaultDelivery};
+    use faultline_heap::{Capability, Probe};
+    use std::sync::mpsc;
+
+    const HALF: usize = 64 * PAGE_SIZE;
+
+    /// An anonymous registered arena of two halves and its moving space (half 0 current,
+    /// nothing present); `None` (with the skip notice) where userfaultfd is unavailable.
+    fn setup(test: &str) -> Option<(VolatileArena, MovingSpace)> {
+        if !Probe::run().supports(Capability::Sigbus) {
+            eprintln!("SKIPPED: {test}: userfaultfd sigbus unavailable here");
+            return None;
+        }
+        let arena = VolatileArena::new(
+            ArenaConfig::new(2 * HALF)
+                .backing(Backing::Anonymous)
+                .delivery(FaultDelivery::Sigbus),
+        )
+        .unwrap();
+        let moving = MovingSpace::new(arena.base(), HALF);
+        Some((arena, moving))
+    }
+
+    /// Pages of `[addr, addr + pages)` present in `arena`.
+    pub(crate) fn present_pages(arena: &VolatileArena, addr: usize, pages: usize) -> usize {
+        let mut v = vec![0u8; pages];
+        arena
+            .residency(arena.offset_of(addr), pages * PAGE_SIZE, &mut v)
+            .unwrap();
+        v.iter().filter(|&&b| b & 1 == 1).count()
+    }
+
+    /// Run `claimer` on its own thread: it gets `claim` once this thread has finished `meet`
+    /// (so it is parked between its claim and its kernel call all through `meet`).
+    fn with_parked_claim<R>(
+        arena: &VolatileArena,
+        moving: &MovingSpace,
+        claim: Claim,
+        meet: impl FnOnce() -> R,
+    ) -> R {
+        let (go, parked) = mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let claimer = s.spawn(move || {
+                parked.recv().unwrap();
+                moving.fill(arena, claim).unwrap();
+            });
+            let r = meet();
+            go.send(()).unwrap();
+            claimer.join().unwrap();
+            r
+        })
+    }
+
+    #[test]
+    fn a_refill_inside_a_chunk_in_flight_makes_its_own_pages_present_without_waiting() {
+        let Some((arena, moving)) =
+            setup("a_refill_inside_a_chunk_in_flight_makes_its_own_pages_present_without_waiting")
+        else {
+            return;
+        };
+        let base = arena.base();
+        // The prefill thread's step, split: it claimed 16 pages and is parked before its call.
+        let chunk = moving
+            .claim_ahead(base + 16 * PAGE_SIZE, 16 * PAGE_SIZE)
+            .unwrap();
+        assert_eq!((chunk.start, chunk.end), (base, base + 16 * PAGE_SIZE));
+        // A refill of 3 pages inside the chunk returns while the claimer stays parked (had it
+        // waited for the claimer, it would never return: the claimer goes on only after it).
+        let a = with_parked_claim(&arena, &moving, chunk, || {
+            let a = moving.bump(&arena, 3 * PAGE_SIZE, 8 * PAGE_SIZE).unwrap();
+            let a = a.unwrap();
+            assert_eq!(a, base);
+            assert_eq!(moving.overlaps(), 1);
+            // Only the refill's own pages are present, and `ready` covers them alone.
+            assert_eq!(present_pages(&arena, base, 16), 3);
+            assert_eq!(moving.ready_end(), base + 3 * PAGE_SIZE);
+            // SAFETY: `bump` handed `[a, a + 3 pages)` to this test, present.
+            let buf = unsafe { core::slice::from_raw_parts_mut(a as *mut u8, 3 * PAGE_SIZE) };
+            assert!(buf.iter().all(|&b| b == 0));
+            buf.fill(0x5a);
+            a
+        });
+        // The claimer stepped over the present pages (nothing overwritten) and published.
+        assert_eq!(present_pages(&arena, base, 16), 16);
+        assert_eq!(moving.ready_end(), base + 16 * PAGE_SIZE);
+        // SAFETY: as above; the claimer's fill does not touch present pages.
+        let buf = unsafe { core::slice::from_raw_parts(a as *const u8, 3 * PAGE_SIZE) };
+        assert!(buf.iter().all(|&b| b == 0x5a));
+    }
+
+    #[test]
+    fn the_prefill_step_claims_only_fresh_pages_and_ready_waits_for_the_refill_below() {
+        let Some((arena, moving)) =
+            setup("the_prefill_step_claims_only_fresh_pages_and_ready_waits_for_the_refill_below")
+        else {
+            return;
+        };
+        let base = arena.base();
+        moving.top.store(base + 2 * PAGE_SIZE, Ordering::Relaxed);
+        // A refill claimed 8 pages (its batch) and is parked before its call.
+        let refill = moving
+            .claim_for(base, base + 2 * PAGE_SIZE, 8 * PAGE_SIZE)
+            .unwrap();
+        assert_eq!((refill.start, refill.end), (base, base + 8 * PAGE_SIZE));
+        with_parked_claim(&arena, &moving, refill, || {
+            let n = moving
+                .fill_ahead(&arena, base + 24 * PAGE_SIZE, 16 * PAGE_SIZE)
+                .unwrap();
+            assert_eq!(n, 16 * PAGE_SIZE);
+            assert_eq!(present_pages(&arena, base, 8), 0);
+            assert_eq!(present_pages(&arena, base + 8 * PAGE_SIZE, 16), 16);
+            // Present above, not below: `ready` stays until the refill publishes.
+            assert_eq!(moving.ready_end(), base);
+            // The claims reach the target: nothing more to do.
+            assert_eq!(
+                moving
+                    .fill_ahead(&arena, base + 24 * PAGE_SIZE, 16 * PAGE_SIZE)
+                    .unwrap(),
+                0
+            );
+        });
+        assert_eq!(moving.ready_end(), base + 24 * PAGE_SIZE);
+        assert_eq!(moving.overlaps(), 0);
     }
 }
