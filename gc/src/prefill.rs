@@ -11,11 +11,10 @@
 //! concurrent collector's own threads take marking off it.
 //!
 //! Invariants:
-//! - the thread makes memory present only through [`crate::space::MovingSpace::fill_ahead`],
-//!   the refills' bookkeeping (claim under the populate lock, kernel call without it,
-//!   publish), one chunk of at most [`CHUNK`] bytes of *fresh* claimed memory at a time, so it
-//!   never leaves the space's bookkeeping in a state a refill would not; a refill that meets
-//!   its chunk in flight makes its own pages present rather than wait for it;
+//! - the thread makes memory present only through [`crate::space::MovingSpace::ensure_populated`],
+//!   the refills' own path (claim under the populate lock, kernel call without it, publish),
+//!   one chunk of at most [`CHUNK`] bytes at a time, so it never leaves the space's
+//!   bookkeeping in a state a refill would not;
 //! - no chunk is in flight while a flip runs: a chunk is announced in `inflight` before the
 //!   thread reads where the current half lies, and abandoned if `quiet` is set; the flip sets
 //!   `quiet` and waits until `inflight` is zero ([`Prefill::quiesce`]) before it reads or resets
@@ -32,8 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::thread::Thread;
 
-/// Bytes made present per chunk (one claim and one kernel call; bounds how long a flip waits
-/// for it).
+/// Bytes made present per chunk (one claim and one kernel call; bounds how long a flip, or a
+/// refill that caught up with the thread, waits for it: see
+/// [`crate::HeapConfig::refill_wait_rounds`]).
 pub(crate) const CHUNK: usize = 64 << 10;
 
 /// One heap's prefill state (in [`crate::inner::HeapInner`]; the thread that uses it is
@@ -73,9 +73,11 @@ pub struct PrefillStats {
     /// call (prefilled, or made present by an earlier refill's batch).
     pub refills_ready: u64,
     /// Refills that found pages of their buffer claimed by a populator still in flight (the
-    /// prefill thread, another refill, recycling) and made them present themselves rather
-    /// than wait (since creation).
+    /// prefill thread, another refill, recycling) and made them present themselves, after
+    /// at most [`crate::HeapConfig::refill_wait_rounds`] yields (since creation).
     pub refills_overlapped: u64,
+    /// Of those, the refills that yielded at least once waiting for the other populator.
+    pub refills_waited: u64,
 }
 
 /// While it lives, no prefill chunk runs (see [`Prefill::quiesce`]).
@@ -88,15 +90,17 @@ impl Drop for Quiet<'_> {
 }
 
 impl Prefill {
-    /// The counters (`overlapped`: the moving space's [`crate::space::MovingSpace::overlaps`]).
-    pub(crate) fn stats(&self, overlapped: u64) -> PrefillStats {
+    /// The counters (`overlap`: the moving space's
+    /// [`crate::space::MovingSpace::overlap_counts`]).
+    pub(crate) fn stats(&self, overlap: (u64, u64)) -> PrefillStats {
         PrefillStats {
             chunks: self.chunks.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             starts: self.starts.load(Ordering::Relaxed),
             refills: self.refills.load(Ordering::Relaxed),
             refills_ready: self.refills_ready.load(Ordering::Relaxed),
-            refills_overlapped: overlapped,
+            refills_overlapped: overlap.0,
+            refills_waited: overlap.1,
         }
     }
 

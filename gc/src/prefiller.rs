@@ -138,19 +138,18 @@ fn chunk(inner: &HeapInner) -> Step {
         let m = &inner.moving;
         let end = m.end();
         let want = (m.top.load(Ordering::Relaxed) + ahead).min(end);
-        if m.ready_end() >= want {
+        let ready = m.ready_end();
+        if ready >= want {
             Step::Enough
         } else {
-            // Only fresh memory at the claimed end: pages a refill claimed are its own to
-            // make present (it never waits for this thread, nor this thread for it).
-            match m.fill_ahead(&inner.arena, want, CHUNK) {
-                Ok(0) => Step::Enough,
-                Ok(n) => {
+            let upto = (ready + CHUNK).min(want);
+            match m.ensure_populated(&inner.arena, ready, upto, CHUNK) {
+                Ok(()) => {
                     p.chunks.fetch_add(1, Ordering::Relaxed);
-                    p.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    p.bytes.fetch_add((upto - ready) as u64, Ordering::Relaxed);
                     let top = m.top.load(Ordering::Relaxed);
                     Step::Did {
-                        ahead_enough: m.ready_end() >= (top + ahead / 2).min(end),
+                        ahead_enough: upto >= (top + ahead / 2).min(end),
                     }
                 }
                 // A failed population is recorded as a gap that refills fill; stop trying

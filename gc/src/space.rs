@@ -74,8 +74,13 @@ pub struct MovingSpace {
     /// hold a hole, so refills populate from `ready` until it catches up.
     gap: AtomicBool,
     /// Refills that found (part of) their range claimed by a populator still in flight and
-    /// made those pages present themselves instead of waiting (a counter for reports).
+    /// made those pages present themselves, and those of them that yielded first (counters
+    /// for reports).
     overlaps: AtomicU64,
+    waited: AtomicU64,
+    /// How many times a refill yields for a populator in flight before it makes the pages
+    /// present itself ([`crate::HeapConfig::refill_wait_rounds`]; 0: never waits).
+    wait_rounds: AtomicUsize,
     /// Recycled pages `[dirty_lo, dirty_hi)` in the current half: present, contents garbage.
     dirty_lo: AtomicUsize,
     dirty_hi: AtomicUsize,
@@ -84,6 +89,11 @@ pub struct MovingSpace {
     old_lo: AtomicUsize,
     old_len: AtomicUsize,
 }
+
+/// How many times a refill yields for a populator in flight unless configured otherwise
+/// ([`crate::HeapConfig::refill_wait_rounds`]; each round is a `sched_yield`: about a
+/// microsecond when no other thread wants the CPU, a time slice when one does).
+pub const DEFAULT_WAIT_ROUNDS: usize = 64;
 
 /// A range a caller must make present: `[start, end)`, page aligned; `fresh`: it includes
 /// pages this caller claimed (a failure then leaves a gap).
@@ -110,6 +120,8 @@ impl MovingSpace {
             pending: Mutex::new(Vec::with_capacity(8)),
             gap: AtomicBool::new(false),
             overlaps: AtomicU64::new(0),
+            waited: AtomicU64::new(0),
+            wait_rounds: AtomicUsize::new(DEFAULT_WAIT_ROUNDS),
             dirty_lo: AtomicUsize::new(0),
             dirty_hi: AtomicUsize::new(0),
             old_lo: AtomicUsize::new(0),
@@ -197,9 +209,10 @@ impl MovingSpace {
     /// else this refill claims the pages from `populated` up to `upto` rounded up to `batch`
     /// (capped at the half's end) and makes them present, with no lock held during the kernel
     /// call. Pages of its range that another populator (a refill, the prefill thread, a
-    /// recycling step) claimed and has not finished are made present here too, without
-    /// waiting for it: whoever comes second steps over the pages present (`EEXIST`), so no
-    /// refill waits for another populator, however long that one is preempted.
+    /// recycling step) claimed and has not finished are made present here too, after at most
+    /// `wait_rounds` yields for it ([`Self::set_wait_rounds`]; 0: at once, so the refill never
+    /// waits however long the other one is preempted): whoever comes second steps over the
+    /// pages present (`EEXIST`).
     pub fn ensure_populated(
         &self,
         arena: &VolatileArena,
@@ -236,8 +249,17 @@ impl MovingSpace {
             page_down(from).max(ready)
         };
         if upto <= *pop {
-            // Claimed by a populator in flight (or a hole): make these pages present here.
+            // Claimed by a populator in flight (or a hole): make these pages present here,
+            // after a bounded wait for it if configured.
             self.overlaps.fetch_add(1, Ordering::Relaxed);
+            let rounds = self.wait_rounds.load(Ordering::Relaxed);
+            if !gap && rounds > 0 {
+                drop(pop);
+                self.waited.fetch_add(1, Ordering::Relaxed);
+                if self.wait_ready(upto, rounds) {
+                    return None;
+                }
+            }
             return Some(Claim {
                 start,
                 end: page_up(upto),
@@ -257,47 +279,6 @@ impl MovingSpace {
         })
     }
 
-    /// The prefill thread's step: claim up to `chunk` bytes of fresh memory at the claimed end
-    /// (never pages another populator claimed) while it is below `want`, and make them
-    /// present. Returns the bytes made present (0: the claims reach `want` already, or the
-    /// half is claimed to its end). After a failed population it fills from `ready` instead,
-    /// as a refill would.
-    pub(crate) fn fill_ahead(
-        &self,
-        arena: &VolatileArena,
-        want: usize,
-        chunk: usize,
-    ) -> Result<usize, ArenaError> {
-        let Some(claim) = self.claim_ahead(want, chunk) else {
-            return Ok(0);
-        };
-        let n = claim.end - claim.start;
-        self.fill(arena, claim)?;
-        Ok(n)
-    }
-
-    /// The bookkeeping half of [`Self::fill_ahead`].
-    fn claim_ahead(&self, want: usize, chunk: usize) -> Option<Claim> {
-        let want = page_up(want).min(self.end());
-        let mut pop = self.lock_populated();
-        if self.gap.load(Ordering::Acquire) {
-            drop(pop);
-            let ready = self.ready.load(Ordering::Acquire);
-            return self.claim_for(ready, (ready + chunk).min(want), chunk);
-        }
-        if *pop >= want {
-            return None;
-        }
-        let start = *pop;
-        let end = (start + chunk).min(want);
-        *pop = end;
-        Some(Claim {
-            start,
-            end,
-            fresh: true,
-        })
-    }
-
     /// Make a claim's pages present (no lock held) and publish them; a failed fresh claim
     /// leaves a gap that later refills fill.
     fn fill(&self, arena: &VolatileArena, claim: Claim) -> Result<(), ArenaError> {
@@ -312,10 +293,33 @@ impl MovingSpace {
         Ok(())
     }
 
-    /// Refills that made present pages claimed by a populator still in flight (see
-    /// [`Self::ensure_populated`]).
-    pub fn overlaps(&self) -> u64 {
-        self.overlaps.load(Ordering::Relaxed)
+    /// Refills that made present pages claimed by a populator still in flight, and those of
+    /// them that yielded first (see [`Self::ensure_populated`]).
+    pub fn overlap_counts(&self) -> (u64, u64) {
+        (
+            self.overlaps.load(Ordering::Relaxed),
+            self.waited.load(Ordering::Relaxed),
+        )
+    }
+
+    /// How many times a refill yields for a populator in flight (0: never).
+    pub fn set_wait_rounds(&self, rounds: usize) {
+        self.wait_rounds.store(rounds, Ordering::Relaxed);
+    }
+
+    /// Wait at most `rounds` yields for `ready` to pass `upto`; false if it did not (the
+    /// claimer is slow, preempted or failed: the caller then populates its own pages).
+    fn wait_ready(&self, upto: usize, rounds: usize) -> bool {
+        for _ in 0..rounds {
+            if self.ready.load(Ordering::Acquire) >= upto {
+                return true;
+            }
+            if self.gap.load(Ordering::Acquire) {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        self.ready.load(Ordering::Acquire) >= upto
     }
 
     /// Record that `[start, end)` is present; advance `ready` over it if it joins it.
@@ -595,27 +599,23 @@ pub(crate) mod tests {
         })
     }
 
-    #[test]
-    fn a_refill_inside_a_chunk_in_flight_makes_its_own_pages_present_without_waiting() {
-        let Some((arena, moving)) =
-            setup("a_refill_inside_a_chunk_in_flight_makes_its_own_pages_present_without_waiting")
-        else {
-            return;
-        };
+    /// A refill of 3 pages inside a 16-page claim whose claimer is parked before its kernel
+    /// call, with `rounds` yields allowed: the refill returns while the claimer stays parked
+    /// (a refill that waited for it unboundedly would never return), its own pages present
+    /// and zero, `ready` over them alone; the claimer then steps over them. Returns the
+    /// space's (overlaps, waited) counts.
+    fn refill_meets_parked_claim(test: &str, rounds: usize) -> Option<(u64, u64)> {
+        let (arena, moving) = setup(test)?;
+        moving.set_wait_rounds(rounds);
         let base = arena.base();
-        // The prefill thread's step, split: it claimed 16 pages and is parked before its call.
-        let chunk = moving
-            .claim_ahead(base + 16 * PAGE_SIZE, 16 * PAGE_SIZE)
+        let claim = moving
+            .claim_for(base, base + PAGE_SIZE, 16 * PAGE_SIZE)
             .unwrap();
-        assert_eq!((chunk.start, chunk.end), (base, base + 16 * PAGE_SIZE));
-        // A refill of 3 pages inside the chunk returns while the claimer stays parked (had it
-        // waited for the claimer, it would never return: the claimer goes on only after it).
-        let a = with_parked_claim(&arena, &moving, chunk, || {
+        assert_eq!((claim.start, claim.end), (base, base + 16 * PAGE_SIZE));
+        let a = with_parked_claim(&arena, &moving, claim, || {
             let a = moving.bump(&arena, 3 * PAGE_SIZE, 8 * PAGE_SIZE).unwrap();
             let a = a.unwrap();
             assert_eq!(a, base);
-            assert_eq!(moving.overlaps(), 1);
-            // Only the refill's own pages are present, and `ready` covers them alone.
             assert_eq!(present_pages(&arena, base, 16), 3);
             assert_eq!(moving.ready_end(), base + 3 * PAGE_SIZE);
             // SAFETY: `bump` handed `[a, a + 3 pages)` to this test, present.
@@ -630,40 +630,23 @@ pub(crate) mod tests {
         // SAFETY: as above; the claimer's fill does not touch present pages.
         let buf = unsafe { core::slice::from_raw_parts(a as *const u8, 3 * PAGE_SIZE) };
         assert!(buf.iter().all(|&b| b == 0x5a));
+        Some(moving.overlap_counts())
     }
 
     #[test]
-    fn the_prefill_step_claims_only_fresh_pages_and_ready_waits_for_the_refill_below() {
-        let Some((arena, moving)) =
-            setup("the_prefill_step_claims_only_fresh_pages_and_ready_waits_for_the_refill_below")
-        else {
-            return;
-        };
-        let base = arena.base();
-        moving.top.store(base + 2 * PAGE_SIZE, Ordering::Relaxed);
-        // A refill claimed 8 pages (its batch) and is parked before its call.
-        let refill = moving
-            .claim_for(base, base + 2 * PAGE_SIZE, 8 * PAGE_SIZE)
-            .unwrap();
-        assert_eq!((refill.start, refill.end), (base, base + 8 * PAGE_SIZE));
-        with_parked_claim(&arena, &moving, refill, || {
-            let n = moving
-                .fill_ahead(&arena, base + 24 * PAGE_SIZE, 16 * PAGE_SIZE)
-                .unwrap();
-            assert_eq!(n, 16 * PAGE_SIZE);
-            assert_eq!(present_pages(&arena, base, 8), 0);
-            assert_eq!(present_pages(&arena, base + 8 * PAGE_SIZE, 16), 16);
-            // Present above, not below: `ready` stays until the refill publishes.
-            assert_eq!(moving.ready_end(), base);
-            // The claims reach the target: nothing more to do.
-            assert_eq!(
-                moving
-                    .fill_ahead(&arena, base + 24 * PAGE_SIZE, 16 * PAGE_SIZE)
-                    .unwrap(),
-                0
-            );
-        });
-        assert_eq!(moving.ready_end(), base + 24 * PAGE_SIZE);
-        assert_eq!(moving.overlaps(), 0);
+    fn with_no_wait_rounds_a_refill_never_yields_to_a_parked_claimer() {
+        let test = "with_no_wait_rounds_a_refill_never_yields_to_a_parked_claimer";
+        if let Some(counts) = refill_meets_parked_claim(test, 0) {
+            assert_eq!(counts, (1, 0));
+        }
+    }
+
+    #[test]
+    fn by_default_a_refill_yields_a_bounded_while_then_fills_its_own_pages() {
+        let test = "by_default_a_refill_yields_a_bounded_while_then_fills_its_own_pages";
+        let rounds = DEFAULT_WAIT_ROUNDS;
+        if let Some(counts) = refill_meets_parked_claim(test, rounds) {
+            assert_eq!(counts, (1, u64::from(rounds > 0)));
+        }
     }
 }
