@@ -175,6 +175,13 @@ pub struct RunResult {
     pub refills_ready: u64,
     #[serde(default)]
     pub refills: u64,
+    /// Refills that met pages claimed by a populator in flight and made them present
+    /// themselves, and those of them that yielded first (`PrefillStats::refills_overlapped`,
+    /// `refills_waited`).
+    #[serde(default)]
+    pub refills_overlapped: u64,
+    #[serde(default)]
+    pub refills_waited: u64,
     /// Generational modes (`CycleStats::gen`): young and full cycles, bytes promoted (MiB),
     /// remembered-set cards scanned, old slots scanned, and the longest remark of a young
     /// cycle (ms).
@@ -492,6 +499,8 @@ pub fn measure(
     r.prefill_mib = p.bytes as f64 / (1 << 20) as f64;
     r.refills_ready = p.refills_ready;
     r.refills = p.refills;
+    r.refills_overlapped = p.refills_overlapped;
+    r.refills_waited = p.refills_waited;
     let f = heap.fault_stats();
     r.faults = f.count;
     r.fault_p50_us = f.p50.as_secs_f64() * 1e6;

@@ -124,6 +124,14 @@ pub struct HeapConfig {
     /// own). Its share of the CPU is not lowered. 0: never yields. In [0, 100 000]; default
     /// [`DEFAULT_PREFILL_YIELD_US`], or `FAULTLINE_PREFILL_YIELD_US` from the environment.
     pub prefill_yield_us: u32,
+    /// Concurrent mode: how many times an allocation-buffer refill yields (`sched_yield`)
+    /// while pages of its buffer are being made present by another populator (the prefill
+    /// thread's chunk, another refill's batch, a recycling step), before it makes them present
+    /// itself (the kernel steps over pages already present). 0: never waits (a preempted
+    /// claimer cannot hold a refill for time slices; the refill does the work instead).
+    /// In [0, 4096]; default [`DEFAULT_REFILL_WAIT_ROUNDS`], or `FAULTLINE_REFILL_WAIT_ROUNDS`
+    /// from the environment.
+    pub refill_wait_rounds: u32,
     /// Threads that fill destination pages in a concurrent compaction (mutator faults fill
     /// pages too), and that slide a stop-the-world cycle's half in place (the calling thread
     /// and `compaction_workers - 1` helpers; 1: the calling thread alone). `None`: as many as
@@ -210,6 +218,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("gc_thread_nice", &self.gc_thread_nice)
             .field("gc_thread_boost", &self.gc_thread_boost)
             .field("prefill_yield_us", &self.prefill_yield_us)
+            .field("refill_wait_rounds", &self.refill_wait_rounds)
             .field("compaction_workers", &self.compaction_workers)
             .field("strategy", &self.strategy)
             .field("faults", &self.faults)
@@ -247,6 +256,7 @@ impl Default for HeapConfig {
             gc_thread_boost: default_gc_thread_boost(),
             gc_thread_slice_us: default_gc_thread_slice_us(),
             prefill_yield_us: default_prefill_yield_us(),
+            refill_wait_rounds: default_refill_wait_rounds(),
             compaction_workers: None,
             mode: GcMode::StopTheWorld,
             strategy: Strategy::Auto,
@@ -356,6 +366,23 @@ pub fn default_prefill_yield_us() -> u32 {
         .and_then(|v| v.trim().parse::<u32>().ok())
         .filter(|n| *n <= 100_000)
         .unwrap_or(DEFAULT_PREFILL_YIELD_US)
+}
+
+/// The default [`HeapConfig::refill_wait_rounds`]: 64, as before the knob existed. Never
+/// waiting was measured against it on the request workload at 64 MiB (46 alternated runs each,
+/// load average 12-20): no figure moved outside the runs' spread, while the refills that found
+/// their buffer present fell from 98 % to 93-97 % (BENCHMARKS.md, session s8 `pace`); to be
+/// compared again on a quiet machine before it changes.
+pub const DEFAULT_REFILL_WAIT_ROUNDS: u32 = crate::space::DEFAULT_WAIT_ROUNDS as u32;
+
+/// [`DEFAULT_REFILL_WAIT_ROUNDS`], or `FAULTLINE_REFILL_WAIT_ROUNDS` from the environment if
+/// it is a number in [0, 4096] (the default [`HeapConfig::refill_wait_rounds`]).
+pub fn default_refill_wait_rounds() -> u32 {
+    std::env::var("FAULTLINE_REFILL_WAIT_ROUNDS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| *n <= 4096)
+        .unwrap_or(DEFAULT_REFILL_WAIT_ROUNDS)
 }
 
 fn round_up(x: usize, to: usize) -> usize {
@@ -515,6 +542,12 @@ impl HeapConfig {
             return bad(format!(
                 "gc_thread_slice_us = {} must lie in [0, 100000]",
                 self.gc_thread_slice_us
+            ));
+        }
+        if self.refill_wait_rounds > 4096 {
+            return bad(format!(
+                "refill_wait_rounds = {} must lie in [0, 4096]",
+                self.refill_wait_rounds
             ));
         }
         if self.prefill_yield_us > 100_000 {

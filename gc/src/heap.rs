@@ -161,6 +161,7 @@ impl Heap {
         }
         let base = arena.base();
         let moving = MovingSpace::new(base, half);
+        moving.set_wait_rounds(config.refill_wait_rounds as usize);
         let large = LargeSpace::new(base + 2 * half, config.large_object_space_bytes);
         let trigger = config.min_trigger_bytes.min(half);
         // The weak-box type is registered first, here: a type registered while a concurrent
@@ -459,7 +460,7 @@ impl Heap {
     /// What the prefill thread did: fresh memory made present ahead of the allocators
     /// (concurrent mode; see [`crate::HeapConfig::prefill_bytes`]).
     pub fn prefill_stats(&self) -> crate::prefill::PrefillStats {
-        self.inner.prefill.stats()
+        self.inner.prefill.stats(self.inner.moving.overlap_counts())
     }
 
     /// Old-half releases that failed (redone at the next flip) and pages poisoned in

@@ -32,7 +32,8 @@ use std::sync::OnceLock;
 use std::thread::Thread;
 
 /// Bytes made present per chunk (one claim and one kernel call; bounds how long a flip, or a
-/// refill that caught up with the thread, waits for it).
+/// refill that caught up with the thread, waits for it: see
+/// [`crate::HeapConfig::refill_wait_rounds`]).
 pub(crate) const CHUNK: usize = 64 << 10;
 
 /// One heap's prefill state (in [`crate::inner::HeapInner`]; the thread that uses it is
@@ -71,6 +72,12 @@ pub struct PrefillStats {
     /// Of those, the refills whose whole buffer was present already: they made no kernel
     /// call (prefilled, or made present by an earlier refill's batch).
     pub refills_ready: u64,
+    /// Refills that found pages of their buffer claimed by a populator still in flight (the
+    /// prefill thread, another refill, recycling) and made them present themselves, after
+    /// at most [`crate::HeapConfig::refill_wait_rounds`] yields (since creation).
+    pub refills_overlapped: u64,
+    /// Of those, the refills that yielded at least once waiting for the other populator.
+    pub refills_waited: u64,
 }
 
 /// While it lives, no prefill chunk runs (see [`Prefill::quiesce`]).
@@ -83,14 +90,17 @@ impl Drop for Quiet<'_> {
 }
 
 impl Prefill {
-    /// The counters.
-    pub(crate) fn stats(&self) -> PrefillStats {
+    /// The counters (`overlap`: the moving space's
+    /// [`crate::space::MovingSpace::overlap_counts`]).
+    pub(crate) fn stats(&self, overlap: (u64, u64)) -> PrefillStats {
         PrefillStats {
             chunks: self.chunks.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             starts: self.starts.load(Ordering::Relaxed),
             refills: self.refills.load(Ordering::Relaxed),
             refills_ready: self.refills_ready.load(Ordering::Relaxed),
+            refills_overlapped: overlap.0,
+            refills_waited: overlap.1,
         }
     }
 

@@ -561,6 +561,7 @@ pub(crate) fn fatal_after_flip(what: &str, e: &ArenaError) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::space::tests::present_pages;
     use faultline_heap::arena::{ArenaConfig, Backing, FaultDelivery};
     use faultline_heap::inject::{FaultInjector, Rule, Trigger};
     use faultline_heap::{Call, Capability, Errno, Probe, Sys};
@@ -608,14 +609,6 @@ mod tests {
         unsafe { core::ptr::write_bytes(old as *mut u8, 0xa5, OLD_PAGES * PAGE_SIZE) };
         inj.arm();
         (arena, moving, inj)
-    }
-
-    fn present_pages(arena: &VolatileArena, addr: usize, pages: usize) -> usize {
-        let mut v = vec![0u8; pages];
-        arena
-            .residency(arena.offset_of(addr), pages * PAGE_SIZE, &mut v)
-            .unwrap();
-        v.iter().filter(|&&b| b & 1 == 1).count()
     }
 
     /// Bump the whole current half in buffers of `bytes` (not a page multiple, so buffers

@@ -38,7 +38,7 @@
 //!   are rare), its mark bits are atomic (one bit per page, set at the object's first page).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use faultline_heap::bitmap::Bitmap;
@@ -73,6 +73,14 @@ pub struct MovingSpace {
     /// A population failed after its claim: the pages between `ready` and `populated` may
     /// hold a hole, so refills populate from `ready` until it catches up.
     gap: AtomicBool,
+    /// Refills that found (part of) their range claimed by a populator still in flight and
+    /// made those pages present themselves, and those of them that yielded first (counters
+    /// for reports).
+    overlaps: AtomicU64,
+    waited: AtomicU64,
+    /// How many times a refill yields for a populator in flight before it makes the pages
+    /// present itself ([`crate::HeapConfig::refill_wait_rounds`]; 0: never waits).
+    wait_rounds: AtomicUsize,
     /// Recycled pages `[dirty_lo, dirty_hi)` in the current half: present, contents garbage.
     dirty_lo: AtomicUsize,
     dirty_hi: AtomicUsize,
@@ -82,10 +90,19 @@ pub struct MovingSpace {
     old_len: AtomicUsize,
 }
 
-/// How many times a refill yields while another refill makes its pages present, before it
-/// makes them present itself (each round is a `sched_yield`: about a microsecond when no other
-/// thread wants the CPU, a time slice when one does).
-const READY_WAIT_ROUNDS: usize = 64;
+/// How many times a refill yields for a populator in flight unless configured otherwise
+/// ([`crate::HeapConfig::refill_wait_rounds`]; each round is a `sched_yield`: about a
+/// microsecond when no other thread wants the CPU, a time slice when one does).
+pub const DEFAULT_WAIT_ROUNDS: usize = 64;
+
+/// A range a caller must make present: `[start, end)`, page aligned; `fresh`: it includes
+/// pages this caller claimed (a failure then leaves a gap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Claim {
+    start: usize,
+    end: usize,
+    fresh: bool,
+}
 
 impl MovingSpace {
     /// A moving space of two halves of `half_bytes` each at `base` (half 0 current, empty).
@@ -102,6 +119,9 @@ impl MovingSpace {
             ready: AtomicUsize::new(base),
             pending: Mutex::new(Vec::with_capacity(8)),
             gap: AtomicBool::new(false),
+            overlaps: AtomicU64::new(0),
+            waited: AtomicU64::new(0),
+            wait_rounds: AtomicUsize::new(DEFAULT_WAIT_ROUNDS),
             dirty_lo: AtomicUsize::new(0),
             dirty_hi: AtomicUsize::new(0),
             old_lo: AtomicUsize::new(0),
@@ -188,9 +208,11 @@ impl MovingSpace {
     /// Make `[from, upto)` of the current half present: at once if it lies below `ready`;
     /// else this refill claims the pages from `populated` up to `upto` rounded up to `batch`
     /// (capped at the half's end) and makes them present, with no lock held during the kernel
-    /// call. Pages of its range that another refill claimed and has not finished are made
-    /// present here too (whoever comes second steps over them), so no refill waits for
-    /// another.
+    /// call. Pages of its range that another populator (a refill, the prefill thread, a
+    /// recycling step) claimed and has not finished are made present here too, after at most
+    /// `wait_rounds` yields for it ([`Self::set_wait_rounds`]; 0: at once, so the refill never
+    /// waits however long the other one is preempted): whoever comes second steps over the
+    /// pages present (`EEXIST`).
     pub fn ensure_populated(
         &self,
         arena: &VolatileArena,
@@ -198,58 +220,97 @@ impl MovingSpace {
         upto: usize,
         batch: usize,
     ) -> Result<(), ArenaError> {
+        match self.claim_for(from, upto, batch) {
+            Some(claim) => self.fill(arena, claim),
+            None => Ok(()),
+        }
+    }
+
+    /// The bookkeeping half of [`Self::ensure_populated`] (under the populate lock): the range
+    /// this caller must make present, or `None` if `[from, upto)` is present already.
+    fn claim_for(&self, from: usize, upto: usize, batch: usize) -> Option<Claim> {
         if upto <= self.ready.load(Ordering::Acquire) {
-            return Ok(());
+            return None;
         }
         let base = self.base();
-        let (start, target, claimed) = {
-            let mut pop = self.lock_populated();
-            let ready = self.ready.load(Ordering::Acquire);
-            if upto <= ready {
-                return Ok(());
-            }
-            let gap = self.gap.load(Ordering::Acquire);
-            if gap && ready >= *pop {
-                self.gap.store(false, Ordering::Release);
-            }
-            // After a failed population, start at `ready` so the hole is filled.
-            let start = if gap {
-                ready
-            } else {
-                page_down(from).max(ready)
-            };
-            if upto <= *pop {
-                if !gap {
-                    // Another refill is making these pages present: let it finish (briefly)
-                    // rather than racing it page by page.
-                    drop(pop);
-                    if self.wait_ready(upto) {
-                        return Ok(());
-                    }
-                }
-                (start, page_up(upto), false)
-            } else {
-                let target = ((upto - base).div_ceil(batch) * batch).min(self.end() - base) + base;
-                let claimed_from = *pop;
-                *pop = target;
-                (start.min(claimed_from), target, true)
-            }
+        let mut pop = self.lock_populated();
+        let ready = self.ready.load(Ordering::Acquire);
+        if upto <= ready {
+            return None;
+        }
+        let gap = self.gap.load(Ordering::Acquire);
+        if gap && ready >= *pop {
+            self.gap.store(false, Ordering::Release);
+        }
+        // After a failed population, start at `ready` so the hole is filled.
+        let start = if gap {
+            ready
+        } else {
+            page_down(from).max(ready)
         };
-        if let Err(e) = arena.populate(arena.offset_of(start), target - start) {
-            if claimed {
+        if upto <= *pop {
+            // Claimed by a populator in flight (or a hole): make these pages present here,
+            // after a bounded wait for it if configured.
+            self.overlaps.fetch_add(1, Ordering::Relaxed);
+            let rounds = self.wait_rounds.load(Ordering::Relaxed);
+            if !gap && rounds > 0 {
+                drop(pop);
+                self.waited.fetch_add(1, Ordering::Relaxed);
+                if self.wait_ready(upto, rounds) {
+                    return None;
+                }
+            }
+            return Some(Claim {
+                start,
+                end: page_up(upto),
+                fresh: false,
+            });
+        }
+        let target = ((upto - base).div_ceil(batch) * batch).min(self.end() - base) + base;
+        let claimed_from = *pop;
+        *pop = target;
+        if start < claimed_from {
+            self.overlaps.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Claim {
+            start: start.min(claimed_from),
+            end: target,
+            fresh: true,
+        })
+    }
+
+    /// Make a claim's pages present (no lock held) and publish them; a failed fresh claim
+    /// leaves a gap that later refills fill.
+    fn fill(&self, arena: &VolatileArena, claim: Claim) -> Result<(), ArenaError> {
+        if let Err(e) = arena.populate(arena.offset_of(claim.start), claim.end - claim.start) {
+            if claim.fresh {
                 // The claim stays (later claims may follow it); refills fill the hole.
                 self.gap.store(true, Ordering::Release);
             }
             return Err(e);
         }
-        self.publish(start, target);
+        self.publish(claim.start, claim.end);
         Ok(())
     }
 
-    /// Wait a bounded while (yielding the CPU) for `ready` to pass `upto`; false if it did not
-    /// (the claimer is slow, preempted or failed: the caller then populates its own pages).
-    fn wait_ready(&self, upto: usize) -> bool {
-        for _ in 0..READY_WAIT_ROUNDS {
+    /// Refills that made present pages claimed by a populator still in flight, and those of
+    /// them that yielded first (see [`Self::ensure_populated`]).
+    pub fn overlap_counts(&self) -> (u64, u64) {
+        (
+            self.overlaps.load(Ordering::Relaxed),
+            self.waited.load(Ordering::Relaxed),
+        )
+    }
+
+    /// How many times a refill yields for a populator in flight (0: never).
+    pub fn set_wait_rounds(&self, rounds: usize) {
+        self.wait_rounds.store(rounds, Ordering::Relaxed);
+    }
+
+    /// Wait at most `rounds` yields for `ready` to pass `upto`; false if it did not (the
+    /// claimer is slow, preempted or failed: the caller then populates its own pages).
+    fn wait_ready(&self, upto: usize, rounds: usize) -> bool {
+        for _ in 0..rounds {
             if self.ready.load(Ordering::Acquire) >= upto {
                 return true;
             }
@@ -479,5 +540,113 @@ impl LargeSpace {
     /// Bytes held by objects.
     pub fn used(&self) -> usize {
         self.lock().used
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use faultline_heap::arena::{ArenaConfig, Backing, FaultDelivery};
+    use faultline_heap::{Capability, Probe};
+    use std::sync::mpsc;
+
+    const HALF: usize = 64 * PAGE_SIZE;
+
+    /// An anonymous registered arena of two halves and its moving space (half 0 current,
+    /// nothing present); `None` (with the skip notice) where userfaultfd is unavailable.
+    fn setup(test: &str) -> Option<(VolatileArena, MovingSpace)> {
+        if !Probe::run().supports(Capability::Sigbus) {
+            eprintln!("SKIPPED: {test}: userfaultfd sigbus unavailable here");
+            return None;
+        }
+        let arena = VolatileArena::new(
+            ArenaConfig::new(2 * HALF)
+                .backing(Backing::Anonymous)
+                .delivery(FaultDelivery::Sigbus),
+        )
+        .unwrap();
+        let moving = MovingSpace::new(arena.base(), HALF);
+        Some((arena, moving))
+    }
+
+    /// Pages of `[addr, addr + pages)` present in `arena`.
+    pub(crate) fn present_pages(arena: &VolatileArena, addr: usize, pages: usize) -> usize {
+        let mut v = vec![0u8; pages];
+        arena
+            .residency(arena.offset_of(addr), pages * PAGE_SIZE, &mut v)
+            .unwrap();
+        v.iter().filter(|&&b| b & 1 == 1).count()
+    }
+
+    /// Run `claimer` on its own thread: it gets `claim` once this thread has finished `meet`
+    /// (so it is parked between its claim and its kernel call all through `meet`).
+    fn with_parked_claim<R>(
+        arena: &VolatileArena,
+        moving: &MovingSpace,
+        claim: Claim,
+        meet: impl FnOnce() -> R,
+    ) -> R {
+        let (go, parked) = mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let claimer = s.spawn(move || {
+                parked.recv().unwrap();
+                moving.fill(arena, claim).unwrap();
+            });
+            let r = meet();
+            go.send(()).unwrap();
+            claimer.join().unwrap();
+            r
+        })
+    }
+
+    /// A refill of 3 pages inside a 16-page claim whose claimer is parked before its kernel
+    /// call, with `rounds` yields allowed: the refill returns while the claimer stays parked
+    /// (a refill that waited for it unboundedly would never return), its own pages present
+    /// and zero, `ready` over them alone; the claimer then steps over them. Returns the
+    /// space's (overlaps, waited) counts.
+    fn refill_meets_parked_claim(test: &str, rounds: usize) -> Option<(u64, u64)> {
+        let (arena, moving) = setup(test)?;
+        moving.set_wait_rounds(rounds);
+        let base = arena.base();
+        let claim = moving
+            .claim_for(base, base + PAGE_SIZE, 16 * PAGE_SIZE)
+            .unwrap();
+        assert_eq!((claim.start, claim.end), (base, base + 16 * PAGE_SIZE));
+        let a = with_parked_claim(&arena, &moving, claim, || {
+            let a = moving.bump(&arena, 3 * PAGE_SIZE, 8 * PAGE_SIZE).unwrap();
+            let a = a.unwrap();
+            assert_eq!(a, base);
+            assert_eq!(present_pages(&arena, base, 16), 3);
+            assert_eq!(moving.ready_end(), base + 3 * PAGE_SIZE);
+            // SAFETY: `bump` handed `[a, a + 3 pages)` to this test, present.
+            let buf = unsafe { core::slice::from_raw_parts_mut(a as *mut u8, 3 * PAGE_SIZE) };
+            assert!(buf.iter().all(|&b| b == 0));
+            buf.fill(0x5a);
+            a
+        });
+        // The claimer stepped over the present pages (nothing overwritten) and published.
+        assert_eq!(present_pages(&arena, base, 16), 16);
+        assert_eq!(moving.ready_end(), base + 16 * PAGE_SIZE);
+        // SAFETY: as above; the claimer's fill does not touch present pages.
+        let buf = unsafe { core::slice::from_raw_parts(a as *const u8, 3 * PAGE_SIZE) };
+        assert!(buf.iter().all(|&b| b == 0x5a));
+        Some(moving.overlap_counts())
+    }
+
+    #[test]
+    fn with_no_wait_rounds_a_refill_never_yields_to_a_parked_claimer() {
+        let test = "with_no_wait_rounds_a_refill_never_yields_to_a_parked_claimer";
+        if let Some(counts) = refill_meets_parked_claim(test, 0) {
+            assert_eq!(counts, (1, 0));
+        }
+    }
+
+    #[test]
+    fn by_default_a_refill_yields_a_bounded_while_then_fills_its_own_pages() {
+        let test = "by_default_a_refill_yields_a_bounded_while_then_fills_its_own_pages";
+        let rounds = DEFAULT_WAIT_ROUNDS;
+        if let Some(counts) = refill_meets_parked_claim(test, rounds) {
+            assert_eq!(counts, (1, u64::from(rounds > 0)));
+        }
     }
 }
