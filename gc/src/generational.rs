@@ -330,6 +330,9 @@ pub(crate) struct GenCycle {
     pub to_floor: usize,
     /// Remembered-set units scanned.
     pub dirty_units: usize,
+    /// The allocation point at the cycle's start: every object at or above it was allocated
+    /// during marking (black, live by construction).
+    pub mark_top: usize,
     /// `Breakage::SkipDirtyCard` (tests): the first range the remembered set reports to this
     /// cycle is still to be dropped.
     skip_one: bool,
@@ -405,6 +408,7 @@ impl GenState {
             promote_below,
             to_floor: if promote && bytes > 0 { old.hi } else { 0 },
             dirty_units: 0,
+            mark_top: moving.top.load(Ordering::Relaxed),
             skip_one: facts.skip_one,
         };
         if kind == CycleKind::Full {
