@@ -18,6 +18,9 @@ fn config(kind: Generational, mode: GcMode, age: u32) -> HeapConfig {
         c.generational = kind;
         c.mode = mode;
         c.promotion_age = age;
+        // Promotion by age only (not at the first survival when survivors are measured
+        // long-lived: `tests/gen_first_survival.rs`).
+        c.first_survival_promotion = 2.0;
         c.min_trigger_bytes = 2 << 20;
     })
 }
