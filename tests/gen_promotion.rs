@@ -9,47 +9,26 @@
 //! Invariant: every scenario verifies the heap after every cycle.
 
 mod common;
+use common::gen::{alloc_with_ballast, young_cycle};
 use common::{fix, unfix};
-use faultline::{GcMode, Generational, Heap, HeapConfig, Mutator, Root, TypeId, TypeInfo};
+use faultline::{GcMode, Generational, Heap, HeapConfig, Mutator, Root, TypeInfo};
 
 fn config(kind: Generational, mode: GcMode, age: u32) -> HeapConfig {
     HeapConfig::with_heap_size(8 << 20).with(|c| {
         c.generational = kind;
         c.mode = mode;
         c.promotion_age = age;
+        // Promotion by age only (not at the first survival when survivors are measured
+        // long-lived: `tests/gen_first_survival.rs`).
+        c.first_survival_promotion = 2.0;
         c.min_trigger_bytes = 2 << 20;
     })
-}
-
-/// Run one young cycle to its end (asserting it was young), verifying the heap after it.
-fn young_cycle(heap: &Heap, m: &mut Mutator) -> faultline::CycleStats {
-    m.collect().unwrap();
-    heap.wait_for_compaction();
-    let c = heap.history().last().unwrap().clone();
-    assert_eq!(c.gen.young, Some(true), "a young cycle: {:?}", c.gen);
-    heap.verify().unwrap();
-    c
 }
 
 fn is_old(heap: &Heap, m: &Mutator, r: &Root) -> bool {
     let (lo, hi) = heap.old_generation_range().unwrap();
     let a = r.value(m).bits();
     a >= lo && a < hi
-}
-
-/// An object `x` with `16 KiB` of rooted companions allocated right after it (so that the
-/// page boundary the old generation ends on lies above `x`), allocated once `skip` cycles ran.
-fn alloc_with_ballast(m: &mut Mutator, node: TypeId, tag: i64) -> (Root, Root) {
-    let x = m.alloc(node, 4).unwrap();
-    m.local(x).unwrap().set(0, fix(tag));
-    let x = m.root(x);
-    let ballast = m.alloc(node, 400).unwrap();
-    let ballast = m.root(ballast);
-    for i in 0..400 {
-        let b = m.alloc(node, 4).unwrap();
-        ballast.get(m).unwrap().set(i, b);
-    }
-    (x, ballast)
 }
 
 fn promoted_after(kind: Generational, mode: GcMode, age: u32) {

@@ -198,6 +198,16 @@ pub struct HeapConfig {
     /// half, so an object that reaches the age in the other half is promoted one cycle later
     /// (see `generational.rs`).
     pub promotion_age: u32,
+    /// Generational mode: promotion at the first survival, by measurement. Each young cycle
+    /// measures which share of the survivors the previous cycle *traced* (found live by
+    /// marking, not allocated during it) survives it again; while that share (smoothed) is at
+    /// least this, a promoting young cycle promotes every survivor it traced, whatever its
+    /// age (the survivors allocated during its marking stay young: they were never tested).
+    /// Long-lived survivors are then copied once instead of `promotion_age` times. Above 1:
+    /// never (promotion by `promotion_age` only). Default
+    /// [`DEFAULT_FIRST_SURVIVAL_PROMOTION`], or `FAULTLINE_FIRST_SURVIVAL_PROMOTION` from the
+    /// environment.
+    pub first_survival_promotion: f64,
     /// Debug, stress and test knobs (all off by default).
     pub debug: DebugConfig,
 }
@@ -231,6 +241,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("generational", &self.generational)
             .field("old_growth", &self.old_growth)
             .field("promotion_age", &self.promotion_age)
+            .field("first_survival_promotion", &self.first_survival_promotion)
             .field("debug", &self.debug)
             .finish_non_exhaustive()
     }
@@ -272,6 +283,7 @@ impl Default for HeapConfig {
             generational: Generational::Off,
             old_growth: 1.0,
             promotion_age: 2,
+            first_survival_promotion: default_first_survival_promotion(),
             debug: DebugConfig::default(),
         }
     }
@@ -383,6 +395,19 @@ pub fn default_refill_wait_rounds() -> u32 {
         .and_then(|v| v.trim().parse::<u32>().ok())
         .filter(|n| *n <= 4096)
         .unwrap_or(DEFAULT_REFILL_WAIT_ROUNDS)
+}
+
+/// The default [`HeapConfig::first_survival_promotion`].
+pub const DEFAULT_FIRST_SURVIVAL_PROMOTION: f64 = 0.5;
+
+/// [`DEFAULT_FIRST_SURVIVAL_PROMOTION`], or `FAULTLINE_FIRST_SURVIVAL_PROMOTION` from the
+/// environment if it is a finite non-negative number.
+pub fn default_first_survival_promotion() -> f64 {
+    std::env::var("FAULTLINE_FIRST_SURVIVAL_PROMOTION")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|x| x.is_finite() && *x >= 0.0)
+        .unwrap_or(DEFAULT_FIRST_SURVIVAL_PROMOTION)
 }
 
 fn round_up(x: usize, to: usize) -> usize {
@@ -584,6 +609,12 @@ impl HeapConfig {
             return bad(format!(
                 "old_growth = {} must be a finite non-negative number",
                 self.old_growth
+            ));
+        }
+        if !(self.first_survival_promotion.is_finite() && self.first_survival_promotion >= 0.0) {
+            return bad(format!(
+                "first_survival_promotion = {} must be a finite non-negative number",
+                self.first_survival_promotion
             ));
         }
         if self.promotion_age == 0 {

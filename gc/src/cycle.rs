@@ -1700,6 +1700,7 @@ fn gen_at_flip(
         dirty_cards: c.dirty_units,
         old_slots: c.old_slots.len(),
         old_bytes: gs.old_bytes(),
+        black_bytes: objects_end.saturating_sub(fwd(c.mark_top)),
     }
 }
 

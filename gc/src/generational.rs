@@ -36,6 +36,14 @@
 //!   A cycle into the other half keeps every survivor young ("middle"). So an object is
 //!   promoted after exactly `promotion_age` survivals when its last one is into the old half,
 //!   else one survival later. Before a full cycle (`full_pending`) every survivor is promoted.
+//! - **Promotion at the first survival, by measurement** (`HeapConfig::first_survival_promotion`):
+//!   each flip records `traced_end`, the end of the survivors the cycle *traced* (its source
+//!   below `mark_top`; survivors allocated during marking are placed after them), and the next
+//!   young cycle measures which share of those survived it (`again`, smoothed). While that
+//!   share is at least the threshold, a promoting cycle promotes every survivor below its own
+//!   `mark_top` (the traced ones, whatever their age); those allocated during its marking were
+//!   never tested and stay young. Long-lived survivors (issue 15's tree-replace: every stored
+//!   subtree lives on in the tree) are then copied and marked once less.
 //! - A **full cycle** marks and compacts everything, as a heap that is not generational does
 //!   every cycle; it runs when the old generation has grown by `old_growth` over its size
 //!   after the last full cycle, or over its size at its first promotion since then if that
@@ -85,6 +93,8 @@ pub(crate) struct GenState {
     old: Mutex<OldGen>,
     /// `HeapConfig::old_growth`.
     old_growth: f64,
+    /// `HeapConfig::first_survival_promotion`.
+    first_survival: f64,
     /// Young cycles' own pacing figures ([`crate::youngpace`]).
     pub young_pace: crate::youngpace::YoungPace,
 }
@@ -125,12 +135,44 @@ pub(crate) struct OldGen {
     /// object of the window has survived at least `i + 1` cycles (non-increasing in `i`;
     /// `promotion_age - 1` entries). Changed only at flips.
     aged: Vec<usize>,
+    /// The address of the current window below which its objects were found live by the last
+    /// cycle's marking (traced, not allocated during it): they lie at the window's start
+    /// (survivors are placed in address order, the black ones last). Changed only at flips.
+    traced_end: usize,
+    /// The smoothed share of those traced survivors that survived the next young cycle
+    /// (0: not measured). Changed only at flips.
+    again: f64,
 }
 
 impl OldGen {
     /// Bytes it spans.
     pub(crate) fn bytes(&self) -> usize {
         self.hi - self.lo
+    }
+
+    /// The young cycle `c`'s flip, before aging (`fwd` and `to` as for [`OldGen::age`] and the
+    /// destination's start): sample the share of the last cycle's traced survivors that
+    /// survived this one, then record this cycle's (its survivors below `c.mark_top`) for the
+    /// next, in the new window `[base, top)`.
+    fn note_traced(
+        &mut self,
+        c: &GenCycle,
+        fwd: &dyn Fn(usize) -> usize,
+        to: usize,
+        (base, top): (usize, usize),
+    ) {
+        if c.young() && self.traced_end > c.from {
+            let before = self.traced_end - c.from;
+            let after = fwd(self.traced_end).saturating_sub(to);
+            self.again = crate::pacer::ewma(self.again, (after as f64 / before as f64).min(1.0));
+        }
+        self.traced_end = fwd(c.mark_top).clamp(base, top);
+    }
+
+    /// Whether a promoting young cycle promotes every survivor it traces
+    /// ([`HeapConfig::first_survival_promotion`]: the measured share at or above `threshold`).
+    fn first_survival(&self, threshold: f64) -> bool {
+        self.again > 0.0 && self.again >= threshold
     }
 
     /// Empty it (after a full cycle), with the next full cycle at `limits` (old, large).
@@ -330,6 +372,9 @@ pub(crate) struct GenCycle {
     pub to_floor: usize,
     /// Remembered-set units scanned.
     pub dirty_units: usize,
+    /// The allocation point at the cycle's start: every object at or above it was allocated
+    /// during marking (black, live by construction).
+    pub mark_top: usize,
     /// `Breakage::SkipDirtyCard` (tests): the first range the remembered set reports to this
     /// cycle is still to be dropped.
     skip_one: bool,
@@ -391,8 +436,13 @@ impl GenState {
         let promote = kind == CycleKind::Young && 1 - cur == old.half;
         // Before a full cycle every survivor is promoted (the full cycle's source must be the
         // old generation and the window right above it, young survivors included anyway).
+        let mark_top = moving.top.load(Ordering::Relaxed);
         let promote_below = if old.full_pending {
             usize::MAX
+        } else if old.first_survival(self.first_survival) {
+            // Traced survivors have been measured long-lived: every one of them is promoted
+            // (those allocated during this cycle's marking, at or above `mark_top`, stay young).
+            old.promotable_below().max(mark_top)
         } else {
             old.promotable_below()
         };
@@ -405,6 +455,7 @@ impl GenState {
             promote_below,
             to_floor: if promote && bytes > 0 { old.hi } else { 0 },
             dirty_units: 0,
+            mark_top,
             skip_one: facts.skip_one,
         };
         if kind == CycleKind::Full {
@@ -491,6 +542,7 @@ impl GenState {
     ) -> Result<usize, ArenaError> {
         let mut old = self.old();
         let base = if c.young() && c.promote { new_hi } else { to };
+        old.note_traced(c, fwd, to, (base, top.max(base)));
         old.age(fwd, base, top.max(base));
         match c.kind {
             CycleKind::Full => {
@@ -572,6 +624,7 @@ pub(crate) fn create(
                     ..OldGen::default()
                 }),
                 old_growth: config.old_growth,
+                first_survival: config.first_survival_promotion,
                 young_pace: Default::default(),
             };
             (Some(cards), Some(state))
@@ -586,6 +639,7 @@ pub(crate) fn create(
                     ..OldGen::default()
                 }),
                 old_growth: config.old_growth,
+                first_survival: config.first_survival_promotion,
                 young_pace: Default::default(),
             };
             (None, Some(state))

@@ -306,6 +306,8 @@ pub struct GenStats {
     pub old_slots: usize,
     /// Old-generation bytes after the cycle.
     pub old_bytes: usize,
+    /// Survivor bytes allocated during marking (black: compacted without being traced).
+    pub black_bytes: usize,
 }
 
 /// A barrier-free cycle's fallback to SATB ([`CycleStats::satb_switch`]).
@@ -652,12 +654,19 @@ impl CycleStats {
         match g.young {
             None => String::new(),
             Some(young) => format!(
-                " | gen: {} cycle, {} B promoted, {} dirty cards, {} old slots, old {} B",
+                " | gen: {} cycle, {} B promoted, {} dirty cards, {} old slots, old {} B | window {} B at start, survivors {} B of which {} B allocated while marking; mark {:.0}ms (cpu {:.0}ms), compaction {:.0}ms (cpu {:.0}ms)",
                 if young { "young" } else { "full" },
                 g.promoted_bytes,
                 g.dirty_cards,
                 g.old_slots,
-                g.old_bytes
+                g.old_bytes,
+                self.moving_before,
+                self.moving_after + g.promoted_bytes,
+                g.black_bytes,
+                self.mark.as_secs_f64() * 1e3,
+                self.cpu.mark.as_secs_f64() * 1e3,
+                self.compact.as_secs_f64() * 1e3,
+                self.cpu.compact.as_secs_f64() * 1e3,
             ),
         }
     }

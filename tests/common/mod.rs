@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod gate;
+pub mod gen;
 pub mod gen_stress;
 pub mod io;
 pub mod park;
