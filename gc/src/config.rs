@@ -308,11 +308,7 @@ pub const DEFAULT_GC_CPU_BUDGET: f64 = 0.25;
 /// `FAULTLINE_GC_THREADS`, if set to a number in [1, 64], overrides it (for benchmarks and
 /// deployments that cannot change the embedder's configuration).
 pub fn default_gc_threads(budget: f64) -> usize {
-    if let Some(n) = std::env::var("FAULTLINE_GC_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|n| (1..=64).contains(n))
-    {
+    if let Some(n) = env_number::<usize>("FAULTLINE_GC_THREADS", |n| (1..=64).contains(n)) {
         return n;
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -325,11 +321,7 @@ pub const DEFAULT_GC_THREAD_NICE: u8 = 0;
 /// [`DEFAULT_GC_THREAD_NICE`], or `FAULTLINE_GC_THREAD_NICE` from the environment if it is a
 /// number in [0, 19].
 pub fn default_gc_thread_nice() -> u8 {
-    std::env::var("FAULTLINE_GC_THREAD_NICE")
-        .ok()
-        .and_then(|v| v.trim().parse::<u8>().ok())
-        .filter(|n| *n <= 19)
-        .unwrap_or(DEFAULT_GC_THREAD_NICE)
+    env_number::<u8>("FAULTLINE_GC_THREAD_NICE", |n| *n <= 19).unwrap_or(DEFAULT_GC_THREAD_NICE)
 }
 
 /// The stop-the-world slide's threads when `compaction_workers` is unset: the CPUs, at most
@@ -355,11 +347,7 @@ pub fn default_gc_thread_boost() -> bool {
 /// 0, or `FAULTLINE_GC_THREAD_SLICE_US` from the environment if it is a number in
 /// [0, 100 000] (the default [`HeapConfig::gc_thread_slice_us`]).
 pub fn default_gc_thread_slice_us() -> u32 {
-    std::env::var("FAULTLINE_GC_THREAD_SLICE_US")
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .filter(|n| *n <= 100_000)
-        .unwrap_or(0)
+    env_number::<u32>("FAULTLINE_GC_THREAD_SLICE_US", |n| *n <= 100_000).unwrap_or(0)
 }
 
 /// The default [`HeapConfig::prefill_yield_us`]: off. With 50 us the request threads' run-queue
@@ -373,10 +361,7 @@ pub const DEFAULT_PREFILL_YIELD_US: u32 = 0;
 /// [`DEFAULT_PREFILL_YIELD_US`], or `FAULTLINE_PREFILL_YIELD_US` from the environment if it
 /// is a number in [0, 100 000] (the default [`HeapConfig::prefill_yield_us`]).
 pub fn default_prefill_yield_us() -> u32 {
-    std::env::var("FAULTLINE_PREFILL_YIELD_US")
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .filter(|n| *n <= 100_000)
+    env_number::<u32>("FAULTLINE_PREFILL_YIELD_US", |n| *n <= 100_000)
         .unwrap_or(DEFAULT_PREFILL_YIELD_US)
 }
 
@@ -390,10 +375,7 @@ pub const DEFAULT_REFILL_WAIT_ROUNDS: u32 = crate::space::DEFAULT_WAIT_ROUNDS as
 /// [`DEFAULT_REFILL_WAIT_ROUNDS`], or `FAULTLINE_REFILL_WAIT_ROUNDS` from the environment if
 /// it is a number in [0, 4096] (the default [`HeapConfig::refill_wait_rounds`]).
 pub fn default_refill_wait_rounds() -> u32 {
-    std::env::var("FAULTLINE_REFILL_WAIT_ROUNDS")
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .filter(|n| *n <= 4096)
+    env_number::<u32>("FAULTLINE_REFILL_WAIT_ROUNDS", |n| *n <= 4096)
         .unwrap_or(DEFAULT_REFILL_WAIT_ROUNDS)
 }
 
@@ -403,11 +385,19 @@ pub const DEFAULT_FIRST_SURVIVAL_PROMOTION: f64 = 0.5;
 /// [`DEFAULT_FIRST_SURVIVAL_PROMOTION`], or `FAULTLINE_FIRST_SURVIVAL_PROMOTION` from the
 /// environment if it is a finite non-negative number.
 pub fn default_first_survival_promotion() -> f64 {
-    std::env::var("FAULTLINE_FIRST_SURVIVAL_PROMOTION")
+    env_number::<f64>("FAULTLINE_FIRST_SURVIVAL_PROMOTION", |x| {
+        x.is_finite() && *x >= 0.0
+    })
+    .unwrap_or(DEFAULT_FIRST_SURVIVAL_PROMOTION)
+}
+
+/// The environment variable `name` read as a `T` (surrounding blanks ignored), if it parses
+/// and `ok` accepts it: the one rule behind every `FAULTLINE_*` number override above.
+fn env_number<T: std::str::FromStr>(name: &str, ok: impl Fn(&T) -> bool) -> Option<T> {
+    std::env::var(name)
         .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|x| x.is_finite() && *x >= 0.0)
-        .unwrap_or(DEFAULT_FIRST_SURVIVAL_PROMOTION)
+        .and_then(|v| v.trim().parse::<T>().ok())
+        .filter(ok)
 }
 
 fn round_up(x: usize, to: usize) -> usize {
