@@ -1054,21 +1054,16 @@ fn flip(
         // The rank of the black boundary from the prefix sums (only the chunks marking changed
         // since the concurrent planning are redone here, and again below for the fillers).
         let live = &inner.tables.live;
-        live.finish_prefix(bitmap_words);
+        let (total, _) = live.finish_prefix(bitmap_words);
+        let used = (from_top - from) / WORD;
         let lo = (mark_top.max(from) - from) / WORD;
+        // A boundary at the used part's end (nothing allocated black) may be the bitmap's
+        // end, where `rank` has no word to read: every live word lies below it.
+        let below = if lo >= used { total } else { live.rank(lo) };
         // SAFETY: the world is stopped and marking is complete; `[mark_top, from_top)` is the
-        // used part of the half above the black boundary (present pages), `rank(lo)` its live
+        // used part of the half above the black boundary (present pages), `below` its live
         // words below; the prefix sums are computed again below.
-        unsafe {
-            dense::align_runs(
-                live,
-                &inner.tables.mark,
-                from,
-                lo,
-                (from_top - from) / WORD,
-                live.rank(lo),
-            )
-        }
+        unsafe { dense::align_runs(live, &inner.tables.mark, from, lo, used, below) }
     } else {
         DenseRuns::default()
     };
