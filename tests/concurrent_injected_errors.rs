@@ -37,6 +37,8 @@ fn stress_counting(
         c.debug.stress_every = Some(24);
         c.debug.verify = true;
         c.debug.sys = Sys::new(inj.clone());
+        // Off by default; on here so that the copy strategy's runs meet the injected errors.
+        c.dense_runs = true;
     }))
     .unwrap();
     assert_eq!(heap.mode_info().mode, GcMode::Concurrent);

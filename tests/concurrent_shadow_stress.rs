@@ -24,6 +24,7 @@ fn run_with(strategy: Strategy, faults: FaultMode, barrier: Barrier) {
         c.strategy = strategy;
         c.faults = faults;
         c.barrier = barrier;
+        c.dense_runs = true; // off by default; the copy strategy's cases check dense runs too
         c.debug.stress_every = Some(24);
         c.debug.verify = true;
         c.debug.checkmark = true;

@@ -40,6 +40,7 @@ fn attempt_with(
         c.strategy = strategy;
         c.faults = faults;
         c.gc_threads = 1;
+        c.dense_runs = true; // off by default: the copy cases here take dense runs
         c.debug.worker_stall = Some(Duration::from_millis(400));
         if let Some(sys) = sys {
             c.debug.sys = sys;

@@ -166,7 +166,10 @@ pub struct HeapConfig {
     /// the page offsets they have in the old half (each dead gap among them keeps less than a
     /// page as a filler, `gc/src/dense.rs`), and the compaction updates each of their fully
     /// live pages in place and moves it into the new half in runs, instead of filling a copy
-    /// and mapping it with `UFFDIO_COPY` (a page that a move refuses is copied). Default on.
+    /// and mapping it with `UFFDIO_COPY` (a page that a move refuses is copied). Default off:
+    /// on a quiet machine it did not lower the collector CPU per cycle measurably, and the
+    /// flip pause grew from ~0.02 to ~2 ms at 64 MiB (the prefix sums of ~200 chunks redone
+    /// after the fillers are placed; BENCHMARKS.md, session s8 lead).
     pub dense_runs: bool,
     /// Kernel choreography per cycle (concurrent mode): the volatile arena, or the per-cycle
     /// register / mremap / unregister baseline.
@@ -275,7 +278,7 @@ impl Default for HeapConfig {
             barrier: Barrier::Satb,
             stw_compaction: StwCompaction::Auto,
             dense_prefix: None,
-            dense_runs: true,
+            dense_runs: false,
             choreography: Choreography::Arena,
             history_limit: Some(16_384),
             use_userfaultfd: true,
