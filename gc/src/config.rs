@@ -318,13 +318,24 @@ pub fn default_gc_threads(budget: f64) -> usize {
     ((budget * cpus as f64).ceil() as usize).clamp(1, 64)
 }
 
+/// The largest [`HeapConfig::gc_thread_nice`] (and `FAULTLINE_GC_THREAD_NICE`).
+const MAX_GC_THREAD_NICE: u64 = 19;
+/// The largest microsecond knob: [`HeapConfig::gc_thread_slice_us`] and
+/// [`HeapConfig::prefill_yield_us`] (and their `FAULTLINE_*` variables).
+const MAX_US_KNOB: u64 = 100_000;
+/// The largest [`HeapConfig::refill_wait_rounds`] (and `FAULTLINE_REFILL_WAIT_ROUNDS`).
+const MAX_REFILL_WAIT_ROUNDS: u64 = 4096;
+
 /// The default [`HeapConfig::gc_thread_nice`].
 pub const DEFAULT_GC_THREAD_NICE: u8 = 0;
 
 /// [`DEFAULT_GC_THREAD_NICE`], or `FAULTLINE_GC_THREAD_NICE` from the environment if it is a
 /// number in [0, 19].
 pub fn default_gc_thread_nice() -> u8 {
-    env_number::<u8>("FAULTLINE_GC_THREAD_NICE", |n| *n <= 19).unwrap_or(DEFAULT_GC_THREAD_NICE)
+    env_number::<u8>("FAULTLINE_GC_THREAD_NICE", |n| {
+        u64::from(*n) <= MAX_GC_THREAD_NICE
+    })
+    .unwrap_or(DEFAULT_GC_THREAD_NICE)
 }
 
 /// The stop-the-world slide's threads when `compaction_workers` is unset: the CPUs, at most
@@ -350,7 +361,10 @@ pub fn default_gc_thread_boost() -> bool {
 /// 0, or `FAULTLINE_GC_THREAD_SLICE_US` from the environment if it is a number in
 /// [0, 100 000] (the default [`HeapConfig::gc_thread_slice_us`]).
 pub fn default_gc_thread_slice_us() -> u32 {
-    env_number::<u32>("FAULTLINE_GC_THREAD_SLICE_US", |n| *n <= 100_000).unwrap_or(0)
+    env_number::<u32>("FAULTLINE_GC_THREAD_SLICE_US", |n| {
+        u64::from(*n) <= MAX_US_KNOB
+    })
+    .unwrap_or(0)
 }
 
 /// The default [`HeapConfig::prefill_yield_us`]: off. With 50 us the request threads' run-queue
@@ -364,8 +378,10 @@ pub const DEFAULT_PREFILL_YIELD_US: u32 = 0;
 /// [`DEFAULT_PREFILL_YIELD_US`], or `FAULTLINE_PREFILL_YIELD_US` from the environment if it
 /// is a number in [0, 100 000] (the default [`HeapConfig::prefill_yield_us`]).
 pub fn default_prefill_yield_us() -> u32 {
-    env_number::<u32>("FAULTLINE_PREFILL_YIELD_US", |n| *n <= 100_000)
-        .unwrap_or(DEFAULT_PREFILL_YIELD_US)
+    env_number::<u32>("FAULTLINE_PREFILL_YIELD_US", |n| {
+        u64::from(*n) <= MAX_US_KNOB
+    })
+    .unwrap_or(DEFAULT_PREFILL_YIELD_US)
 }
 
 /// The default [`HeapConfig::refill_wait_rounds`]: 64, as before the knob existed. Never
@@ -378,8 +394,10 @@ pub const DEFAULT_REFILL_WAIT_ROUNDS: u32 = crate::space::DEFAULT_WAIT_ROUNDS as
 /// [`DEFAULT_REFILL_WAIT_ROUNDS`], or `FAULTLINE_REFILL_WAIT_ROUNDS` from the environment if
 /// it is a number in [0, 4096] (the default [`HeapConfig::refill_wait_rounds`]).
 pub fn default_refill_wait_rounds() -> u32 {
-    env_number::<u32>("FAULTLINE_REFILL_WAIT_ROUNDS", |n| *n <= 4096)
-        .unwrap_or(DEFAULT_REFILL_WAIT_ROUNDS)
+    env_number::<u32>("FAULTLINE_REFILL_WAIT_ROUNDS", |n| {
+        u64::from(*n) <= MAX_REFILL_WAIT_ROUNDS
+    })
+    .unwrap_or(DEFAULT_REFILL_WAIT_ROUNDS)
 }
 
 /// The default [`HeapConfig::first_survival_promotion`].
@@ -550,29 +568,31 @@ impl HeapConfig {
                 self.compaction_workers
             ));
         }
-        if self.gc_thread_nice > 19 {
-            return bad(format!(
-                "gc_thread_nice = {} must lie in [0, 19]",
-                self.gc_thread_nice
-            ));
-        }
-        if self.gc_thread_slice_us > 100_000 {
-            return bad(format!(
-                "gc_thread_slice_us = {} must lie in [0, 100000]",
-                self.gc_thread_slice_us
-            ));
-        }
-        if self.refill_wait_rounds > 4096 {
-            return bad(format!(
-                "refill_wait_rounds = {} must lie in [0, 4096]",
-                self.refill_wait_rounds
-            ));
-        }
-        if self.prefill_yield_us > 100_000 {
-            return bad(format!(
-                "prefill_yield_us = {} must lie in [0, 100000]",
-                self.prefill_yield_us
-            ));
+        for (name, value, max) in [
+            (
+                "gc_thread_nice",
+                u64::from(self.gc_thread_nice),
+                MAX_GC_THREAD_NICE,
+            ),
+            (
+                "gc_thread_slice_us",
+                u64::from(self.gc_thread_slice_us),
+                MAX_US_KNOB,
+            ),
+            (
+                "refill_wait_rounds",
+                u64::from(self.refill_wait_rounds),
+                MAX_REFILL_WAIT_ROUNDS,
+            ),
+            (
+                "prefill_yield_us",
+                u64::from(self.prefill_yield_us),
+                MAX_US_KNOB,
+            ),
+        ] {
+            if value > max {
+                return bad(format!("{name} = {value} must lie in [0, {max}]"));
+            }
         }
         if self.gc_threads == 0 || self.gc_threads > 64 {
             return bad(format!(
@@ -713,6 +733,22 @@ mod tests {
                     ..Default::default()
                 },
                 "growth",
+            ),
+            (
+                HeapConfig::default().with(|c| c.gc_thread_nice = 20),
+                "gc_thread_nice = 20 must lie in [0, 19]",
+            ),
+            (
+                HeapConfig::default().with(|c| c.gc_thread_slice_us = 100_001),
+                "gc_thread_slice_us = 100001 must lie in [0, 100000]",
+            ),
+            (
+                HeapConfig::default().with(|c| c.refill_wait_rounds = 4097),
+                "refill_wait_rounds = 4097 must lie in [0, 4096]",
+            ),
+            (
+                HeapConfig::default().with(|c| c.prefill_yield_us = 100_001),
+                "prefill_yield_us = 100001 must lie in [0, 100000]",
             ),
             (
                 HeapConfig::default().with(|c| c.debug.stress_every = Some(0)),
