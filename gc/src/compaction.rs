@@ -51,7 +51,7 @@ use core::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use faultline_heap::bitmap::Bitmap;
+use faultline_heap::bitmap::{Bitmap, LiveWords};
 use faultline_heap::object::WORD;
 use faultline_heap::{ArenaOffset, VolatileArena, PAGE_SIZE};
 
@@ -611,13 +611,14 @@ impl Compaction {
             starts.push(w)
         });
         let end_word = (pd.from_top - pd.from) / WORD;
-        self.dense.clear_words(pd.pages.div_ceil(64));
-        for (k, &w0) in starts.iter().enumerate() {
-            if w0 % PAGE_WORDS == 0
-                && (k + 1) * PAGE_WORDS <= pd.live_words
-                && (w0 / 64..(w0 + PAGE_WORDS) / 64).all(|i| live.bits.word(i) == u64::MAX)
-            {
-                self.dense.set(k);
+        // Dense pages only matter to a cycle whose plan aligned them (`dense_page` checks the
+        // flag before the bit).
+        if self.dense_runs.load(Ordering::Relaxed) {
+            self.dense.clear_words(pd.pages.div_ceil(64));
+            for (k, &w0) in starts.iter().enumerate() {
+                if (k + 1) * PAGE_WORDS <= pd.live_words && fully_live_page(live, w0) {
+                    self.dense.set(k);
+                }
             }
         }
         for k in 0..pd.pages {
@@ -683,15 +684,7 @@ impl Compaction {
             return None;
         }
         let w0 = pd.live().select(r0, pd.bitmap_words)?;
-        if w0 % PAGE_WORDS != 0 {
-            return None;
-        }
-        let first_word = w0 / 64;
-        if (first_word..first_word + PAGE_WORDS / 64).all(|i| pd.live().bits.word(i) == u64::MAX) {
-            Some(OldPage::of_word(w0))
-        } else {
-            None
-        }
+        fully_live_page(pd.live(), w0).then(|| OldPage::of_word(w0))
     }
 
     /// Copy strategy with early release, MOVE available, reader tables built: whether
@@ -1590,6 +1583,11 @@ impl PageStack {
             }
         }
     }
+}
+
+/// Whether old word `w0` starts a page (page aligned) whose words are all live.
+fn fully_live_page(live: &LiveWords, w0: usize) -> bool {
+    w0 % PAGE_WORDS == 0 && (w0 / 64..(w0 + PAGE_WORDS) / 64).all(|i| live.bits.word(i) == u64::MAX)
 }
 
 #[cfg(test)]
