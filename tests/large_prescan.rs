@@ -14,7 +14,7 @@
 mod common;
 use common::park::Park;
 use common::*;
-use faultline::{CycleStats, GcMode, Heap, HeapConfig, MarkPoint, Mutator, Strategy};
+use faultline::{CycleStats, GcMode, Heap, HeapConfig, MarkPoint, Mutator, Root, Strategy};
 
 const STRING: usize = 20_000;
 const VECTOR: usize = 5_000;
@@ -29,6 +29,18 @@ fn collect(heap: &Heap, m: &mut Mutator) -> CycleStats {
     m.wait_for_cycle().unwrap();
     heap.wait_for_compaction();
     heap.history().last().unwrap().clone()
+}
+
+/// A rooted large vector of `VECTOR` lists of `len` cells each (0, 1, ...).
+fn vector_of_lists(m: &mut Mutator, t: &Types, len: i64) -> Root {
+    let v = m.alloc(t.vector, VECTOR).unwrap();
+    let v = m.root(v);
+    for i in 0..VECTOR {
+        list(m, t, len);
+        let l = m.pop().unwrap();
+        v.get(m).unwrap().set(i, l);
+    }
+    v
 }
 
 #[test]
@@ -60,24 +72,12 @@ fn the_flip_examines_only_dead_new_and_reference_holding_large_objects() {
     for _ in 0..5 {
         m.alloc(t.string, STRING).unwrap();
     }
-    let old_vec = m.alloc(t.vector, VECTOR).unwrap();
-    let old_vec = m.root(old_vec);
-    for i in 0..VECTOR {
-        list(&mut m, &t, 3);
-        let l = m.pop().unwrap();
-        old_vec.get(&m).unwrap().set(i, l);
-    }
+    let old_vec = vector_of_lists(&mut m, &t, 3);
     let flips = heap.flips();
     m.start_collection().unwrap();
     park.wait(&mut m);
     // Parked after the examination: a new vector referring to fresh lists, a new string.
-    let new_vec = m.alloc(t.vector, VECTOR).unwrap();
-    let new_vec = m.root(new_vec);
-    for i in 0..VECTOR {
-        list(&mut m, &t, 2);
-        let l = m.pop().unwrap();
-        new_vec.get(&m).unwrap().set(i, l);
-    }
+    let new_vec = vector_of_lists(&mut m, &t, 2);
     let s = m.alloc(t.string, STRING).unwrap();
     m.local(s).unwrap().write_bytes(0, &pattern(99));
     let new_string = m.root(s);
