@@ -6,16 +6,24 @@
 //! - [`GrayPool`] (one per heap, in the marking state): the global [`Injector`], the stealers
 //!   of the registered markers' deques, and `pending`, the count of gray objects pushed and not
 //!   yet finished (scanned, children pushed).
-//! - [`GrayLocal`]: one worker's deque. A marker registers it ([`GrayLocal::shared`]) so idle
-//!   workers and assists can steal from it; an assist's deque is private
-//!   ([`GrayLocal::private`]) and hands what is left back to the injector when the assist ends
-//!   ([`GrayLocal::give_back`], also on drop), so no work ever stays with a mutator.
+//! - [`GrayLocal`]: one worker's part: a private stack (a `Vec`: no atomic operation per push
+//!   or pop) and a deque. The objects a worker shades go on its stack; every
+//!   [`SPILL_CHECK`] pushes, if the injector is empty (another worker or an assist may be
+//!   idle), the older half of the stack moves to the injector, where anyone can take it. A
+//!   marker registers its deque ([`GrayLocal::shared`]) so idle workers and assists can steal
+//!   from it; an assist's deque is private ([`GrayLocal::private`]); either hands what is left
+//!   (deque and stack) back to the injector when it ends ([`GrayLocal::give_back`], also on
+//!   drop), so no work ever stays with a mutator.
 //!
 //! Invariants:
-//! - `pending` is incremented before an object becomes visible in any deque and decremented
-//!   only after its scan (and its children's pushes) are done: `pending == 0` means no gray
-//!   object exists anywhere, which is how markers detect the end of a drain;
-//! - a gray object is in exactly one deque (or being scanned by exactly one worker);
+//! - `pending` counts each object in the injector or a deque, each such object being scanned
+//!   (until its children are pushed), and one per worker whose stack is non-empty or that is
+//!   scanning an object taken from its stack (the stack's *token*: taken before the first
+//!   object goes on an empty stack, given back after a scan that leaves the stack empty). It
+//!   is incremented before an object becomes visible in the injector or a deque and
+//!   decremented only after the scan (and the children's pushes) are done: `pending == 0`
+//!   means no gray object exists anywhere, which is how markers detect the end of a drain;
+//! - a gray object is in exactly one stack or deque (or being scanned by exactly one worker);
 //! - between cycles the pool is empty (`pending == 0`, no registered stealers): the remark
 //!   drains it with the world stopped, and mutators only take work while marking is active and
 //!   never across a safepoint.
@@ -88,15 +96,40 @@ impl GrayPool {
     }
 }
 
+/// A worker with a stack of at least two objects looks this often (in pushes) whether the
+/// injector is empty, and then moves the older half of its stack there.
+pub(crate) const SPILL_CHECK: u32 = 32;
+
 /// One worker's part of the gray set.
 pub(crate) struct GrayLocal<'p> {
     pool: &'p GrayPool,
     w: Worker<usize>,
     /// The registration of `w`'s stealer (markers only).
     id: Option<u64>,
+    /// Gray objects only this worker takes; one `pending` unit (the token) stands for all of
+    /// them and for the object being scanned from here.
+    stack: Vec<usize>,
+    /// This worker holds its stack's token.
+    token: bool,
+    /// The object last popped came from `stack` (its finish may give the token back).
+    from_stack: bool,
+    /// Pushes since the last spill check.
+    pushes: u32,
 }
 
 impl<'p> GrayLocal<'p> {
+    fn new(pool: &'p GrayPool, w: Worker<usize>, id: Option<u64>) -> Self {
+        GrayLocal {
+            pool,
+            w,
+            id,
+            stack: Vec::new(),
+            token: false,
+            from_stack: false,
+            pushes: 0,
+        }
+    }
+
     /// A marker's deque, registered so that others can steal from it.
     pub(crate) fn shared(pool: &'p GrayPool) -> Self {
         let w = Worker::new_lifo();
@@ -105,21 +138,13 @@ impl<'p> GrayLocal<'p> {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .push((id, w.stealer()));
-        GrayLocal {
-            pool,
-            w,
-            id: Some(id),
-        }
+        Self::new(pool, w, Some(id))
     }
 
     /// A private deque (an assist): nobody steals from it; what is left goes back to the
     /// injector.
     pub(crate) fn private(pool: &'p GrayPool) -> Self {
-        GrayLocal {
-            pool,
-            w: Worker::new_lifo(),
-            id: None,
-        }
+        Self::new(pool, Worker::new_lifo(), None)
     }
 
     /// The pool.
@@ -127,36 +152,79 @@ impl<'p> GrayLocal<'p> {
         self.pool
     }
 
-    /// A newly shaded object becomes gray.
-    #[inline]
-    pub(crate) fn push(&self, o: usize) {
-        self.pool.pending.fetch_add(1, Ordering::SeqCst);
-        self.w.push(o);
+    /// Gray objects on this worker's stack (counted as one in `pending`).
+    pub(crate) fn stacked(&self) -> usize {
+        self.stack.len()
     }
 
-    /// The next gray object to scan: ours, else stolen. Call [`GrayLocal::finished`] after
-    /// scanning it.
+    /// A newly shaded object becomes gray (on this worker's stack).
     #[inline]
-    pub(crate) fn pop(&self) -> Option<usize> {
+    pub(crate) fn push(&mut self, o: usize) {
+        if !self.token {
+            self.pool.pending.fetch_add(1, Ordering::SeqCst);
+            self.token = true;
+        }
+        self.stack.push(o);
+        self.pushes += 1;
+        if self.pushes >= SPILL_CHECK {
+            self.pushes = 0;
+            if self.stack.len() >= 2 && self.pool.injector.is_empty() {
+                self.spill(self.stack.len() / 2);
+            }
+        }
+    }
+
+    /// Move the `n` oldest objects of the stack to the injector (counted there first).
+    fn spill(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.pool.pending.fetch_add(n, Ordering::SeqCst);
+        for o in self.stack.drain(..n) {
+            self.pool.injector.push(o);
+        }
+    }
+
+    /// The next gray object to scan: from the stack, else the deque, else stolen. Call
+    /// [`GrayLocal::finished`] after scanning it.
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Option<usize> {
+        if let Some(o) = self.stack.pop() {
+            self.from_stack = true;
+            return Some(o);
+        }
+        self.from_stack = false;
         self.w.pop().or_else(|| self.pool.steal_into(&self.w))
     }
 
     /// The object last popped is scanned (its children pushed).
     #[inline]
-    pub(crate) fn finished(&self) {
-        self.pool.pending.fetch_sub(1, Ordering::SeqCst);
+    pub(crate) fn finished(&mut self) {
+        if !self.from_stack {
+            self.pool.pending.fetch_sub(1, Ordering::SeqCst);
+        } else if self.stack.is_empty() {
+            self.token = false;
+            self.pool.pending.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
-    /// Move what is left in this deque to the injector (still pending).
-    pub(crate) fn give_back(&self) {
+    /// Move what is left in this deque and stack to the injector (still pending). Not
+    /// between a [`GrayLocal::pop`] and its [`GrayLocal::finished`].
+    pub(crate) fn give_back(&mut self) {
         while let Some(o) = self.w.pop() {
             self.pool.injector.push(o);
+        }
+        self.spill(self.stack.len());
+        if self.token {
+            self.token = false;
+            self.pool.pending.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
 
 impl Drop for GrayLocal<'_> {
     fn drop(&mut self) {
+        // (Between a pop and its finish only by a panic: the object is lost then anyway.)
         self.give_back();
         if let Some(id) = self.id {
             self.pool
@@ -173,31 +241,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn work_moves_between_deques_and_pending_counts_it() {
+    fn a_stack_counts_once_and_work_moves_between_workers() {
         let pool = GrayPool::default();
-        let a = GrayLocal::shared(&pool);
-        let b = GrayLocal::private(&pool);
-        for o in 1..=10 {
+        let mut a = GrayLocal::shared(&pool);
+        let mut b = GrayLocal::private(&pool);
+        // Fewer pushes than a spill check: all on `a`'s stack, one token in `pending`.
+        for o in 1..SPILL_CHECK as usize {
             a.push(o * 8);
         }
-        assert_eq!(pool.pending(), 10);
+        assert_eq!(pool.pending(), 1);
+        assert_eq!(a.stacked(), SPILL_CHECK as usize - 1);
+        assert!(!pool.has_work());
+        assert_eq!(b.pop(), None);
+        // The next push checks: the injector is empty, so the older half moves there.
+        a.push(SPILL_CHECK as usize * 8);
+        let spilled = SPILL_CHECK as usize / 2;
+        assert_eq!(a.stacked(), SPILL_CHECK as usize - spilled);
+        assert_eq!(pool.pending(), 1 + spilled);
         assert!(pool.has_work());
-        // `b` steals from `a`'s registered deque.
-        let o = b.pop().expect("stolen");
+        // `b` takes the oldest objects; each finish counts.
+        let o = b.pop().expect("stolen from the injector");
+        assert_eq!(o, 8);
         b.finished();
-        assert_eq!(pool.pending(), 9);
-        assert!(o % 8 == 0);
-        // An assist hands its leftovers back: still pending, now in the injector.
-        let c = GrayLocal::private(&pool);
+        assert_eq!(pool.pending(), spilled);
+        // An assist hands its leftovers (deque and stack) back: still pending.
+        let mut c = GrayLocal::private(&pool);
         c.push(1000);
+        c.push(1008);
+        assert_eq!(pool.pending(), spilled + 1);
         drop(c);
-        assert_eq!(pool.pending(), 10);
+        assert_eq!(pool.pending(), spilled + 2);
+        drop(b);
+        // `a` scans its stack; its token goes only with the last one.
         let mut seen = 0;
         while let Some(_o) = a.pop() {
+            assert!(pool.pending() > 0);
             a.finished();
             seen += 1;
         }
-        assert_eq!(seen, 10);
+        assert_eq!(seen, SPILL_CHECK as usize + 1);
         assert_eq!(pool.pending(), 0);
         assert!(!pool.has_work());
         drop(a);
@@ -206,5 +288,32 @@ mod tests {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .is_empty());
+    }
+
+    #[test]
+    fn children_pushed_while_scanning_the_last_stacked_object_keep_the_drain_open() {
+        let pool = GrayPool::default();
+        let mut a = GrayLocal::shared(&pool);
+        a.push(8);
+        assert_eq!(a.pop(), Some(8));
+        // Scanning the only object: its children go on the stack under the same token.
+        a.push(16);
+        assert_eq!(pool.pending(), 1);
+        a.finished();
+        assert_eq!(pool.pending(), 1, "a child is still gray");
+        assert_eq!(a.pop(), Some(16));
+        a.finished();
+        assert_eq!(pool.pending(), 0);
+        // An object taken from the injector carries its own count.
+        pool.pending.fetch_add(1, Ordering::SeqCst);
+        pool.injector.push(24);
+        assert_eq!(a.pop(), Some(24));
+        a.push(32);
+        assert_eq!(pool.pending(), 2);
+        a.finished();
+        assert_eq!(pool.pending(), 1);
+        assert_eq!(a.pop(), Some(32));
+        a.finished();
+        assert_eq!(pool.pending(), 0);
     }
 }

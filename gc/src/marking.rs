@@ -351,7 +351,7 @@ impl<'a> ConcMarker<'a> {
             return false;
         }
         self.scanned_bytes += (to_k.min(size) - from_k) * WORD;
-        let (t, gray, marked) = (&self.t, &self.gray, &mut self.marked);
+        let (t, gray, marked) = (&self.t, &mut self.gray, &mut self.marked);
         t.for_each_ref(o, from_k, to_k, |c| {
             if t.shade(c) {
                 *marked += 1;
@@ -483,7 +483,7 @@ fn drain_shared(
     mut each: impl FnMut(&mut ConcMarker<'_>),
 ) {
     let pool = &ctx.state.pool;
-    if ctx.threads <= 1 || pool.pending() < help_min.max(1) {
+    if ctx.threads <= 1 || pool.pending() + m.gray.stacked() < help_min.max(1) {
         m.drain(|m| {
             if m.traced % PUBLISH_EVERY == 0 {
                 m.publish(ctx.pacer);
