@@ -416,21 +416,69 @@ impl<'a> ConcMarker<'a> {
     }
 
     /// Mark every object of a black buffer `[s, e)`; with `trace` (barrier-free mode, where a
-    /// black object's contents are not covered by a barrier) also scan it.
+    /// black object's contents are not covered by a barrier) also scan it. The objects whose
+    /// headers share a mark-bitmap word (a [`BlackSegment`]) are marked with one `fetch_or`,
+    /// and made live with one [`LiveWords::mark_range`] when that call marked them all and no
+    /// filler lies between them (else one per object it marked): not an atomic operation per
+    /// object. As with one object at a time, only the objects this call marked are made live
+    /// and counted in `marked` (a buffer walked twice, e.g. the remark's active buffer and
+    /// then its retirement, changes nothing the second time).
+    ///
+    /// [`LiveWords::mark_range`]: faultline_heap::bitmap::LiveWords::mark_range
     pub(crate) fn walk_black(&mut self, s: usize, e: usize, trace: bool) {
+        let from = self.t.from;
+        let mut seg = BlackSegment::default();
         let mut a = s;
         while a < e {
             let h = header(a);
             let size = self.t.types.size_words(h).unwrap_or(1);
             if h.type_id() != TypeId::FILLER {
-                if self.t.mark_black(a, size) {
-                    self.marked += 1;
+                let w = (a - from) / WORD;
+                if seg.bits == 0 || w / 64 != seg.word {
+                    self.mark_segment(&seg);
+                    seg = BlackSegment {
+                        word: w / 64,
+                        bits: 0,
+                        start: a,
+                        end: a,
+                        gapless: true,
+                    };
                 }
+                seg.gapless &= a == seg.end;
+                seg.bits |= 1 << (w % 64);
+                seg.end = a + size * WORD;
                 if trace {
                     self.scan_words(a, 0, usize::MAX);
                 }
             }
             a += size * WORD;
+        }
+        self.mark_segment(&seg);
+    }
+
+    /// Mark a [`BlackSegment`]'s objects and make those this call marked live.
+    fn mark_segment(&mut self, seg: &BlackSegment) {
+        if seg.bits == 0 {
+            return;
+        }
+        let from = self.t.from;
+        let new = self.t.mark.set_bits(seg.word, seg.bits);
+        self.marked += new.count_ones() as usize;
+        if new == seg.bits && seg.gapless {
+            self.t
+                .live
+                .mark_range((seg.start - from) / WORD, (seg.end - from) / WORD);
+        } else if new != 0 {
+            let mut a = seg.start;
+            while a < seg.end {
+                let h = header(a);
+                let size = self.t.types.size_words(h).unwrap_or(1);
+                let w = (a - from) / WORD;
+                if h.type_id() != TypeId::FILLER && new & 1 << (w % 64) != 0 {
+                    self.t.live.mark_range(w, w + size);
+                }
+                a += size * WORD;
+            }
         }
     }
 
@@ -463,6 +511,18 @@ impl<'a> ConcMarker<'a> {
             w = m + 1;
         }
     }
+}
+
+/// Black objects of one buffer whose headers lie in mark-bitmap word `word`, between `start`
+/// (the first one's address) and `end` (the last one's end), their header bits `bits`
+/// ([`ConcMarker::walk_black`]); `gapless`: no filler lies between them.
+#[derive(Default)]
+struct BlackSegment {
+    word: usize,
+    bits: u64,
+    start: usize,
+    end: usize,
+    gapless: bool,
 }
 
 /// In the remark pause, gray objects pending below which the drain does not start helper
@@ -1002,6 +1062,70 @@ fn rescan_dirty(ctx: &MarkCtx<'_>, sc: &PagemapScanner, m: &mut ConcMarker<'_>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A black buffer in a plain vector: `pairs` of 3-word objects with 2-word fillers after
+    /// the objects at the indices in `fillers_after`; returns the words and the objects'
+    /// (start word, size) list.
+    fn black_buffer(
+        types: &mut faultline_heap::object::TypeRegistry,
+        objects: usize,
+        fillers_after: &[usize],
+    ) -> (Vec<u64>, Vec<(usize, usize)>) {
+        use faultline_heap::object::{Header, TypeInfo};
+        let pair = types
+            .register(TypeInfo::fixed("pair", 16, &[0, 8]))
+            .expect("a valid layout");
+        let mut words = Vec::new();
+        let mut objs = Vec::new();
+        for i in 0..objects {
+            objs.push((words.len(), 3));
+            words.extend([Header::new(pair, 16).0, 0, 0]);
+            if fillers_after.contains(&i) {
+                words.extend([Header::new(TypeId::FILLER, 8).0, 0]);
+            }
+        }
+        (words, objs)
+    }
+
+    #[test]
+    fn walking_a_black_buffer_marks_each_object_once_and_exactly_its_words_live() {
+        let mut types = faultline_heap::object::TypeRegistry::default();
+        // 100 objects (300+ words: several bitmap words, segments across their boundaries),
+        // fillers inside some segments.
+        let (mut heap, objs) = black_buffer(&mut types, 100, &[3, 40, 41, 77]);
+        let n = heap.len();
+        let from = heap.as_mut_ptr() as usize;
+        let mark = faultline_heap::bitmap::Bitmap::new(n + 64);
+        let live = faultline_heap::bitmap::LiveWords::new(n + 64);
+        let large = LargeSpace::new(0, 0);
+        let pool = GrayPool::default();
+        let t = Tracer::<Atomic>::new(from, from, &mark, &live, &large, &types);
+        let mut m = ConcMarker::with(t, GrayLocal::private(&pool));
+        // First a prefix that ends inside a bitmap word (the remark's walk of an active
+        // buffer), then the whole buffer (its retirement): the second walk marks the rest,
+        // some of whose segments were half marked by the first.
+        let cut = objs[30].0 + 3;
+        m.walk_black(from, from + cut * WORD, false);
+        assert_eq!(m.marked, 31);
+        m.walk_black(from, from + n * WORD, false);
+        assert_eq!(m.marked, objs.len(), "each object counted once");
+        let mut want_live = vec![false; n];
+        for &(w, size) in &objs {
+            want_live[w..w + size].iter_mut().for_each(|b| *b = true);
+        }
+        for (w, want) in want_live.iter().enumerate() {
+            let is_object = objs.iter().any(|&(o, _)| o == w);
+            assert_eq!(mark.get(w), is_object, "mark bit of word {w}");
+            assert_eq!(live.bits.get(w), *want, "live bit of word {w}");
+        }
+        // A third walk changes nothing: no chunk is flagged for the planner again.
+        live.plan_ahead(n.div_ceil(64) + 1);
+        m.walk_black(from, from + n * WORD, false);
+        assert_eq!(m.marked, objs.len());
+        let (total, redone) = live.finish_prefix(n.div_ceil(64) + 1);
+        assert_eq!(total, objs.len() * 3);
+        assert_eq!(redone, 0, "a walk that marked nothing dirtied a chunk");
+    }
 
     #[test]
     fn chunk_entries_name_an_object_and_a_chunk() {

@@ -147,19 +147,6 @@ impl<'a, A: SlotAccess> Tracer<'a, A> {
         }
     }
 
-    /// Mark the object at `a` (known to be an object start in the moving space) without
-    /// tracing it: an object allocated during marking (black). True if this call marked it.
-    #[inline]
-    pub(crate) fn mark_black(&self, a: usize, size: usize) -> bool {
-        let w = (a - self.from) / WORD;
-        if self.mark.set(w) {
-            self.live.mark_range(w, w + size);
-            true
-        } else {
-            false
-        }
-    }
-
     /// Call `f` with every reference held in words `[from_k, to_k)` of the object at `obj`
     /// (word 0 is its header; `to_k` is clipped to the object's size).
     #[inline]

@@ -65,8 +65,13 @@ impl Bitmap {
     /// Set bit `i`; returns whether it was clear before (the caller won the race).
     #[inline]
     pub fn set(&self, i: usize) -> bool {
-        let m = 1u64 << (i % 64);
-        self.words[i / 64].fetch_or(m, Ordering::AcqRel) & m == 0
+        self.set_bits(i / 64, 1 << (i % 64)) != 0
+    }
+    /// Set the bits of `mask` in bitmap word `word` (bits `[64 word, 64 word + 64)`) with one
+    /// `fetch_or`; returns those of them that were clear before (the ones this call set).
+    #[inline]
+    pub fn set_bits(&self, word: usize, mask: u64) -> u64 {
+        mask & !self.words[word].fetch_or(mask, Ordering::AcqRel)
     }
     /// Read bit `i`.
     #[inline]
