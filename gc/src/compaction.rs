@@ -224,6 +224,12 @@ impl PageCounters {
         self.map_ns.fetch_add(ns(now - t_map), Ordering::Relaxed);
     }
 
+    /// Account a batch's fill and mapping call, timed by `split`.
+    fn add_split(&self, split: &Split) {
+        self.fill_ns.fetch_add(split.fill_ns, Ordering::Relaxed);
+        self.map_ns.fetch_add(split.map_ns, Ordering::Relaxed);
+    }
+
     fn reset(&self) {
         for c in [
             &self.by_worker,
@@ -935,6 +941,36 @@ impl Compaction {
         if dense > 0 {
             return dense;
         }
+        if pagestate::claim(self.state(k)) != pagestate::Claim::Won {
+            return 0;
+        }
+        self.stall_test(k);
+        let mut split = Split::default();
+        let (n, ok) = self.copy_claimed_run(arena, pd, k, end, buf, &mut split);
+        self.counters.add_split(&split);
+        if ok {
+            self.counters
+                .by_worker
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        n
+    }
+
+    /// Copy strategy: page `k` is claimed by the caller; claim the pages after it (before
+    /// `end`, at most as many as `buf` holds) while they are claimable and not dense pages,
+    /// fill the run into `buf` with one [`Plan::fill_pages`], map it with one COPY, and
+    /// publish every page (or unclaim every page if the COPY failed). Adds the fill and the
+    /// mapping call to `split`. Returns the pages of the run and whether they were mapped.
+    /// Async-signal-safe (`buf` is the caller's).
+    fn copy_claimed_run(
+        &self,
+        arena: &VolatileArena,
+        pd: &Plan,
+        k: DestPage,
+        end: DestPage,
+        buf: &mut [u8],
+        split: &mut Split,
+    ) -> (usize, bool) {
         let counted = self.readers_ready.load(Ordering::Acquire) && self.releases_early(pd);
         let t_fill = Instant::now();
         // Claim the run first, then fill it with one call: filling page by page costs the
@@ -942,23 +978,21 @@ impl Compaction {
         // (gcbench at 64 MiB, copy: 3x the total time). A fault that finds one of these pages
         // claimed waits at most [`FAULT_RESCUE_NS`] before it fills its own copy
         // ([`Self::rescue`]), so a long run does not hold it up.
-        let mut n = 0;
+        let end = DestPage(end.0.min(k.0 + buf.len() / PAGE_SIZE));
+        let mut n = 1;
         while k.plus(n) < end
-            && (n == 0 || !self.dense_page(arena, pd, k.plus(n)))
+            && !self.dense_page(arena, pd, k.plus(n))
             && pagestate::claim(self.state(k.plus(n))) == pagestate::Claim::Won
         {
             self.stall_test(k.plus(n));
             n += 1;
-        }
-        if n == 0 {
-            return 0;
         }
         pd.fill_pages(k, &mut buf[..n * PAGE_SIZE]);
         let t_map = Instant::now();
         // SAFETY: `buf` holds `n` filled pages.
         let ok =
             unsafe { arena.resolve_copy(pd.dest_offset(k), buf.as_ptr(), n * PAGE_SIZE) }.is_ok();
-        self.counters.time(t_fill, t_map);
+        split.add(t_fill, t_map);
         for i in 0..n {
             if ok {
                 if counted {
@@ -970,12 +1004,9 @@ impl Compaction {
             }
         }
         if ok {
-            self.counters
-                .by_worker
-                .fetch_add(n as u64, Ordering::Relaxed);
             self.counters.copied.fetch_add(n as u64, Ordering::Relaxed);
         }
-        n
+        (n, ok)
     }
 
     /// Move strategy, worker side (reader tables built): take free staging pages for the
