@@ -193,6 +193,8 @@ pub use weakref::FinalizationQueue;
 /// no stability, no documentation promises.
 #[doc(hidden)]
 pub mod testing {
+    /// The calling thread's CPU time (for the examples' measurements).
+    pub use crate::cputime::thread_cpu;
     pub use crate::debug::Breakage;
     pub use crate::fork::{child_finish_counts, last_fork_prepare};
     /// The page state machine (for the loom model).
