@@ -416,8 +416,8 @@ pub fn default_refill_wait_rounds() -> u32 {
 
 /// The default [`HeapConfig::fault_group_pages`]: 1, one page a fault. Reading 700-940 pages
 /// that only the reader's faults fill (`examples/fault_group.rs`), groups of 4 took 4x fewer
-/// faults and 19-25 % less of the reader's CPU in them, the faults' p99 (not preempted) rising
-/// from 7-8 to 29-33 µs (groups of 8: 28-33 % less CPU, p99 49-66 µs). In the suite (64 MiB,
+/// faults and 19-26 % less of the reader's CPU in them, the faults' p99 (not preempted) rising
+/// from 7-8 to 29-33 µs (groups of 8: 27-33 % less CPU, p99 49-66 µs). In the suite (64 MiB,
 /// churn and fragmentation, copy/sigbus, 3 alternated rounds at load 11-22) groups of 4 made
 /// mutators fill more of the to-space themselves, their faults' p99 not preempted rose to
 /// 20-66 µs and no wait figure improved; at 1 GiB churn (one run each) the fault stalls'
