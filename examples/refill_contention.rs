@@ -13,22 +13,13 @@ use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use faultline::testing::thread_cpu;
 use faultline::{Heap, HeapConfig, TypeInfo};
 
 const HALF: usize = 64 << 20;
 const THREADS: usize = 3;
 const SIZE: usize = 64;
 const ROUNDS: usize = 6;
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 fn main() {
     let copyzeros = std::env::args().any(|a| a == "copyzeros");

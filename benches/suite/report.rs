@@ -662,7 +662,7 @@ fn fault_attribution(w: &mut String, results: &[RunResult]) {
         return;
     }
     let _ = writeln!(w, "## Fault attribution\n");
-    let _ = writeln!(w, "Where the fault resolver's time went (`Heap::fault_breakdown`, both deliveries; SIGBUS delivery and `sigreturn` themselves, ~3 µs a fault on this machine per the floor benchmark, are outside it). `filled`: faults that claimed their page and filled it (`fill ms` copying live words and rewriting references, `map ms` in the mapping call, `longest µs` the longest fill and map of one fault). `waited`: faults that found their page claimed by another thread: count / total ms / longest µs; `on a worker batch`: of those, pages inside a compaction worker's current batch (count / ms); `slept`: waits that outlasted the 30 µs spin (then rescued, or asleep on the futex where no rescue is possible); `rescued`: waits that outlasted the bound and mapped a copy of the page themselves. `found mapped`: the page was mapped by the time the fault claimed it. `preempted`: faults whose thread the scheduler switched out while it resolved them (an involuntary context switch: CPU contention) count / total ms; `blocked`: faults whose thread gave the CPU up itself while resolving them (a voluntary context switch: a futex sleep on a claimed page, a yield, or a sleep inside a kernel call such as a lock the mapping call waited for) count / total ms; `not preempted p50 / p99 / max µs`: the stalls of all other faults, what the fault path costs whatever the load.\n");
+    let _ = writeln!(w, "Where the fault resolver's time went (`Heap::fault_breakdown`, both deliveries; SIGBUS delivery and `sigreturn` themselves, ~3 µs a fault on this machine per the floor benchmark, are outside it). `filled`: faults that claimed their page and filled it (`+N`: pages they filled and mapped around their own in the same call, `HeapConfig::fault_group_pages`; `fill ms` copying live words and rewriting references, `map ms` in the mapping call, `longest µs` the longest fill and map of one fault). `waited`: faults that found their page claimed by another thread: count / total ms / longest µs; `on a worker batch`: of those, pages inside a compaction worker's current batch (count / ms); `slept`: waits that outlasted the 30 µs spin (then rescued, or asleep on the futex where no rescue is possible); `rescued`: waits that outlasted the bound and mapped a copy of the page themselves. `found mapped`: the page was mapped by the time the fault claimed it. `preempted`: faults whose thread the scheduler switched out while it resolved them (an involuntary context switch: CPU contention) count / total ms; `blocked`: faults whose thread gave the CPU up itself while resolving them (a voluntary context switch: a futex sleep on a claimed page, a yield, or a sleep inside a kernel call such as a lock the mapping call waited for) count / total ms; `not preempted p50 / p99 / max µs`: the stalls of all other faults, what the fault path costs whatever the load.\n");
     let _ = writeln!(w, "| workload | live MiB | mode | faults | filled | fill ms | map ms | longest µs | waited | on a worker batch | slept | rescued | found mapped | preempted | blocked | not preempted p50 / p99 / max µs |");
     let _ = writeln!(
         w,
@@ -672,12 +672,13 @@ fn fault_attribution(w: &mut String, results: &[RunResult]) {
         let Some(a) = &r.fault_attr else { continue };
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} | {} | {} | {} | {} / {} | {} / {} | {} / {} / {} |",
+            "| {} | {} | {} | {} | {} (+{}) | {} | {} | {} | {} / {} / {} | {} / {} | {} | {} | {} | {} / {} | {} / {} | {} / {} / {} |",
             r.workload,
             r.live_mib,
             r.mode,
             a.faults,
             a.filled,
+            a.neighbours,
             f(a.fill_ms),
             f(a.map_ms),
             f(a.own_max_us),

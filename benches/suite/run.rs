@@ -241,6 +241,8 @@ pub struct FaultAttrRow {
     /// believed on a racing resolver's record / checked against the page tables (any thread).
     pub over_1ms: u64,
     pub presence_checks: u64,
+    /// Pages faults filled and mapped besides their own (`FaultBreakdown::neighbours`).
+    pub neighbours: u64,
     pub exists_recorded: u64,
     pub exists_checked: u64,
     pub unpreempted: u64,
@@ -528,6 +530,7 @@ pub fn measure(
         blocked_ms: ms(b.blocked_time),
         over_1ms: b.over_1ms,
         presence_checks: b.presence_checks,
+        neighbours: b.neighbours,
         exists_recorded: b.exists_recorded,
         exists_checked: b.exists_checked,
         unpreempted: b.unpreempted.count,

@@ -55,6 +55,7 @@ use faultline_heap::bitmap::{Bitmap, LiveWords};
 use faultline_heap::object::WORD;
 use faultline_heap::{ArenaOffset, VolatileArena, PAGE_SIZE};
 
+use crate::faultbatch::{BatchBuffers, MAX_FAULT_RUN};
 use crate::mode::MapStrategy;
 use crate::pagestate::{self, Futex, Waited, MAPPED};
 use crate::plan::{DestPage, OldPage, Plan, PAGE_WORDS};
@@ -116,6 +117,9 @@ pub(crate) struct FaultAttrib {
     /// Page-table lookups (`VolatileArena::page_mapped`) made by the resolver itself where
     /// the compaction's state could not answer (see [`Compaction::finished_page`]).
     presence_checks: AtomicU64,
+    /// Pages faults filled and mapped besides their own, in the runs around it
+    /// ([`crate::HeapConfig::fault_group_pages`]).
+    neighbours: AtomicU64,
     /// Stalls of the faults whose thread was not preempted while resolving them.
     unpreempted: crate::stats::AtomicHistogram,
 }
@@ -164,6 +168,7 @@ impl FaultAttrib {
             blocked_time: d(&self.blocked_ns),
             over_1ms: l(&self.over_1ms),
             presence_checks: l(&self.presence_checks),
+            neighbours: l(&self.neighbours),
             exists_recorded: 0,
             exists_checked: 0,
             unpreempted: self.unpreempted.summary(),
@@ -222,6 +227,12 @@ impl PageCounters {
         self.fill_ns
             .fetch_add(ns(t_map - t_fill), Ordering::Relaxed);
         self.map_ns.fetch_add(ns(now - t_map), Ordering::Relaxed);
+    }
+
+    /// Account a batch's fill and mapping call, timed by `split`.
+    fn add_split(&self, split: &Split) {
+        self.fill_ns.fetch_add(split.fill_ns, Ordering::Relaxed);
+        self.map_ns.fetch_add(split.map_ns, Ordering::Relaxed);
     }
 
     fn reset(&self) {
@@ -287,6 +298,12 @@ pub(crate) struct Compaction {
     /// Copy strategy: old pages the workers may still recycle as fresh memory in this
     /// compaction instead of releasing them (set by [`Compaction::run_workers`]).
     recycle_budget: AtomicUsize,
+    /// Copy strategy: the size of the aligned groups of destination pages a fault fills the
+    /// unclaimed pages of around its own ([`crate::HeapConfig::fault_group_pages`]; 1 for
+    /// the other strategies: its own page only).
+    fault_group: usize,
+    /// The buffers those runs are filled in.
+    run_bufs: BatchBuffers,
     /// The destination range `[lo, hi)` (addresses) of the last compaction that finished, all
     /// of whose pages were MAPPED when it was disarmed; empty while one is active (see
     /// [`Compaction::finished_page`]).
@@ -303,8 +320,14 @@ unsafe impl Send for Compaction {}
 struct PageBuf([u8; PAGE_SIZE]);
 
 impl Compaction {
-    /// State for a half of `half_pages` pages (every page MAPPED: no compaction).
-    pub(crate) fn new(half_pages: usize, strategy: MapStrategy) -> Self {
+    /// State for a half of `half_pages` pages (every page MAPPED: no compaction); copy
+    /// strategy: a fault fills the unclaimed pages of its group of `fault_group` around its own.
+    pub(crate) fn new(half_pages: usize, strategy: MapStrategy, fault_group: usize) -> Self {
+        let fault_group = if strategy == MapStrategy::Copy {
+            fault_group.clamp(1, MAX_FAULT_RUN)
+        } else {
+            1
+        };
         // Page filling asks whether the CPU has `popcnt` (`Plan::fill_pages`); the answer is
         // cached by the standard library after the first question. Ask it here, outside any
         // signal handler, so a fault's fill only ever reads the cached answer.
@@ -329,6 +352,8 @@ impl Compaction {
             worker_stall_ns: AtomicU64::new(0),
             cursor: AtomicUsize::new(0),
             recycle_budget: AtomicUsize::new(0),
+            fault_group,
+            run_bufs: BatchBuffers::new(fault_group > 1),
             done: [AtomicUsize::new(0), AtomicUsize::new(0)],
         }
     }
@@ -935,6 +960,39 @@ impl Compaction {
         if dense > 0 {
             return dense;
         }
+        if pagestate::claim(self.state(k)) != pagestate::Claim::Won {
+            return 0;
+        }
+        self.stall_test(k);
+        let mut split = Split::default();
+        let (_, n, ok) = self.copy_claimed_run(arena, pd, k, k, end, buf, &mut split);
+        self.counters.add_split(&split);
+        if ok {
+            self.counters
+                .by_worker
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        n
+    }
+
+    /// Copy strategy: page `k` is claimed by the caller; claim the pages after it (before
+    /// `end`), then the pages before it (from `lo` on), while they are claimable and not
+    /// dense pages, at most as many in all as `buf` holds; fill the run into `buf` with one
+    /// [`Plan::fill_pages`], map it with one COPY, and publish every page (or unclaim every
+    /// page if the COPY failed). Adds the fill and the mapping call to `split`. Returns the
+    /// run's first page, its length and whether it was mapped. Async-signal-safe (`buf` is
+    /// the caller's).
+    #[allow(clippy::too_many_arguments)]
+    fn copy_claimed_run(
+        &self,
+        arena: &VolatileArena,
+        pd: &Plan,
+        lo: DestPage,
+        k: DestPage,
+        end: DestPage,
+        buf: &mut [u8],
+        split: &mut Split,
+    ) -> (DestPage, usize, bool) {
         let counted = self.readers_ready.load(Ordering::Acquire) && self.releases_early(pd);
         let t_fill = Instant::now();
         // Claim the run first, then fill it with one call: filling page by page costs the
@@ -942,23 +1000,31 @@ impl Compaction {
         // (gcbench at 64 MiB, copy: 3x the total time). A fault that finds one of these pages
         // claimed waits at most [`FAULT_RESCUE_NS`] before it fills its own copy
         // ([`Self::rescue`]), so a long run does not hold it up.
-        let mut n = 0;
+        let max = buf.len() / PAGE_SIZE;
+        let end = DestPage(end.0.min(k.0 + max));
+        let mut n = 1;
         while k.plus(n) < end
-            && (n == 0 || !self.dense_page(arena, pd, k.plus(n)))
+            && !self.dense_page(arena, pd, k.plus(n))
             && pagestate::claim(self.state(k.plus(n))) == pagestate::Claim::Won
         {
             self.stall_test(k.plus(n));
             n += 1;
         }
-        if n == 0 {
-            return 0;
+        let mut k = k;
+        while k > lo
+            && n < max
+            && !self.dense_page(arena, pd, DestPage(k.0 - 1))
+            && pagestate::claim(self.state(DestPage(k.0 - 1))) == pagestate::Claim::Won
+        {
+            k = DestPage(k.0 - 1);
+            n += 1;
         }
         pd.fill_pages(k, &mut buf[..n * PAGE_SIZE]);
         let t_map = Instant::now();
         // SAFETY: `buf` holds `n` filled pages.
         let ok =
             unsafe { arena.resolve_copy(pd.dest_offset(k), buf.as_ptr(), n * PAGE_SIZE) }.is_ok();
-        self.counters.time(t_fill, t_map);
+        split.add(t_fill, t_map);
         for i in 0..n {
             if ok {
                 if counted {
@@ -970,12 +1036,9 @@ impl Compaction {
             }
         }
         if ok {
-            self.counters
-                .by_worker
-                .fetch_add(n as u64, Ordering::Relaxed);
             self.counters.copied.fetch_add(n as u64, Ordering::Relaxed);
         }
-        n
+        (k, n, ok)
     }
 
     /// Move strategy, worker side (reader tables built): take free staging pages for the
@@ -1169,17 +1232,17 @@ impl Compaction {
                 }
                 pagestate::Claim::Won => {
                     let mut split = Split::default();
-                    let ok = self.fill_and_map(arena, pd, k, &mut split);
+                    let (n, ok) = self.fault_fill(arena, pd, k, &mut split);
                     if ok {
-                        pagestate::publish::<_, Futex>(w);
-                        self.counters.by_fault.fetch_add(1, Ordering::Relaxed);
+                        self.counters
+                            .by_fault
+                            .fetch_add(n as u64, Ordering::Relaxed);
+                        a.neighbours.fetch_add(n as u64 - 1, Ordering::Relaxed);
                         a.filled.fetch_add(1, Ordering::Relaxed);
                         a.fill_ns.fetch_add(split.fill_ns, Ordering::Relaxed);
                         a.map_ns.fetch_add(split.map_ns, Ordering::Relaxed);
                         a.own_max_ns
                             .fetch_max(split.fill_ns + split.map_ns, Ordering::Relaxed);
-                    } else {
-                        pagestate::unclaim::<_, Futex>(w);
                     }
                     return ok;
                 }
@@ -1224,6 +1287,40 @@ impl Compaction {
                 }
             }
         }
+    }
+
+    /// A fault won destination page `k`'s claim: fill and map it, and publish it (or unclaim
+    /// it if that failed). Copy strategy with a [`Self::fault_group`] above 1 and a run buffer
+    /// free: with the unclaimed pages around it in its aligned group of that many pages (the
+    /// pages after it first, then those before it: a walk that meets the group's first page
+    /// takes the pages after it, one walking down through memory, as down a list built from
+    /// its tail, the pages before it; [`Self::copy_claimed_run`] stops at a claimed page or a
+    /// dense one, left to the workers' in-place runs). Returns the pages mapped (or claimed,
+    /// if that failed) and whether they were. Async-signal-safe.
+    fn fault_fill(
+        &self,
+        arena: &VolatileArena,
+        pd: &Plan,
+        k: DestPage,
+        split: &mut Split,
+    ) -> (usize, bool) {
+        let group = self.fault_group;
+        let lo = DestPage(k.0 - k.0 % group);
+        let end = DestPage((lo.0 + group).min(pd.pages));
+        if group > 1 && end.0 > lo.0 + 1 {
+            if let Some(mut buf) = self.run_bufs.take() {
+                let (_, n, ok) = self.copy_claimed_run(arena, pd, lo, k, end, buf.pages(), split);
+                return (n, ok);
+            }
+        }
+        let w = self.state(k);
+        let ok = self.fill_and_map(arena, pd, k, split);
+        if ok {
+            pagestate::publish::<_, Futex>(w);
+        } else {
+            pagestate::unclaim::<_, Futex>(w);
+        }
+        (1, ok)
     }
 
     /// A fault gave up waiting for page `k`'s claimer (most likely descheduled): fill a copy

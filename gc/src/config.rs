@@ -132,6 +132,14 @@ pub struct HeapConfig {
     /// In [0, 4096]; default [`DEFAULT_REFILL_WAIT_ROUNDS`], or `FAULTLINE_REFILL_WAIT_ROUNDS`
     /// from the environment.
     pub refill_wait_rounds: u32,
+    /// Concurrent mode, copy strategy: destination pages are grouped in aligned groups of this
+    /// many; a mutator fault that claims its page also claims the pages around it in its group
+    /// that nobody has claimed yet (the contiguous run of them around its page), fills them
+    /// with its own in one pass and maps them with one `UFFDIO_COPY`, so a mutator touching
+    /// them later finds them mapped instead of faulting on each. 0 or 1: a fault fills its own
+    /// page only. In [0, 16]; default [`DEFAULT_FAULT_GROUP_PAGES`], or
+    /// `FAULTLINE_FAULT_GROUP_PAGES` from the environment.
+    pub fault_group_pages: u32,
     /// Threads that fill destination pages in a concurrent compaction (mutator faults fill
     /// pages too), and that slide a stop-the-world cycle's half in place (the calling thread
     /// and `compaction_workers - 1` helpers; 1: the calling thread alone). `None`: as many as
@@ -232,6 +240,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("gc_thread_boost", &self.gc_thread_boost)
             .field("prefill_yield_us", &self.prefill_yield_us)
             .field("refill_wait_rounds", &self.refill_wait_rounds)
+            .field("fault_group_pages", &self.fault_group_pages)
             .field("compaction_workers", &self.compaction_workers)
             .field("strategy", &self.strategy)
             .field("faults", &self.faults)
@@ -271,6 +280,7 @@ impl Default for HeapConfig {
             gc_thread_slice_us: default_gc_thread_slice_us(),
             prefill_yield_us: default_prefill_yield_us(),
             refill_wait_rounds: default_refill_wait_rounds(),
+            fault_group_pages: default_fault_group_pages(),
             compaction_workers: None,
             mode: GcMode::StopTheWorld,
             strategy: Strategy::Auto,
@@ -325,6 +335,10 @@ const MAX_GC_THREAD_NICE: u64 = 19;
 const MAX_US_KNOB: u64 = 100_000;
 /// The largest [`HeapConfig::refill_wait_rounds`] (and `FAULTLINE_REFILL_WAIT_ROUNDS`).
 const MAX_REFILL_WAIT_ROUNDS: u64 = 4096;
+
+/// The largest [`HeapConfig::fault_group_pages`] (and `FAULTLINE_FAULT_GROUP_PAGES`): a
+/// fault's run is at most one run buffer.
+const MAX_FAULT_GROUP_PAGES: u64 = crate::faultbatch::MAX_FAULT_RUN as u64;
 
 /// The default [`HeapConfig::gc_thread_nice`].
 pub const DEFAULT_GC_THREAD_NICE: u8 = 0;
@@ -398,6 +412,26 @@ pub fn default_refill_wait_rounds() -> u32 {
         u64::from(*n) <= MAX_REFILL_WAIT_ROUNDS
     })
     .unwrap_or(DEFAULT_REFILL_WAIT_ROUNDS)
+}
+
+/// The default [`HeapConfig::fault_group_pages`]: 1, one page a fault. Reading 700-940 pages
+/// that only the reader's faults fill (`examples/fault_group.rs`), groups of 4 took 4x fewer
+/// faults and 19-26 % less of the reader's CPU in them, the faults' p99 (not preempted) rising
+/// from 7-8 to 29-33 µs (groups of 8: 27-33 % less CPU, p99 49-66 µs). In the suite (64 MiB,
+/// churn and fragmentation, copy/sigbus, 3 alternated rounds at load 11-22) groups of 4 made
+/// mutators fill more of the to-space themselves, their faults' p99 not preempted rose to
+/// 20-66 µs and no wait figure improved; at 1 GiB churn (one run each) the fault stalls'
+/// total halved. Not shown to win on the mutator's figures: off until measured quietly
+/// (BENCHMARKS.md, session s9 `fault`).
+pub const DEFAULT_FAULT_GROUP_PAGES: u32 = 1;
+
+/// [`DEFAULT_FAULT_GROUP_PAGES`], or `FAULTLINE_FAULT_GROUP_PAGES` from the environment if it
+/// is a number in [0, 16] (the default [`HeapConfig::fault_group_pages`]).
+pub fn default_fault_group_pages() -> u32 {
+    env_number::<u32>("FAULTLINE_FAULT_GROUP_PAGES", |n| {
+        u64::from(*n) <= MAX_FAULT_GROUP_PAGES
+    })
+    .unwrap_or(DEFAULT_FAULT_GROUP_PAGES)
 }
 
 /// The default [`HeapConfig::first_survival_promotion`].
@@ -589,6 +623,11 @@ impl HeapConfig {
                 u64::from(self.prefill_yield_us),
                 MAX_US_KNOB,
             ),
+            (
+                "fault_group_pages",
+                u64::from(self.fault_group_pages),
+                MAX_FAULT_GROUP_PAGES,
+            ),
         ] {
             if value > max {
                 return bad(format!("{name} = {value} must lie in [0, {max}]"));
@@ -749,6 +788,10 @@ mod tests {
             (
                 HeapConfig::default().with(|c| c.prefill_yield_us = 100_001),
                 "prefill_yield_us = 100001 must lie in [0, 100000]",
+            ),
+            (
+                HeapConfig::default().with(|c| c.fault_group_pages = 17),
+                "fault_group_pages = 17 must lie in [0, 16]",
             ),
             (
                 HeapConfig::default().with(|c| c.debug.stress_every = Some(0)),

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 /// CPU time the calling thread has used since it started.
-pub(crate) fn thread_cpu() -> Duration {
+pub fn thread_cpu() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

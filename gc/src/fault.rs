@@ -10,7 +10,9 @@
 //!  resolve_fault:     destination page k of the active compaction?
 //!                       -> Compaction::fault_page (crate::compaction): claim the page
 //!                          (crate::pagestate) and fill it from the plan (crate::plan) and map
-//!                          it (UFFDIO_COPY / MOVE / CONTINUE through the arena), or wait for
+//!                          it (UFFDIO_COPY / MOVE / CONTINUE through the arena; copy strategy
+//!                          with `fault_group_pages` > 1: with the unclaimed pages of its
+//!                          group, one fill and one COPY, crate::faultbatch), or wait for
 //!                          the thread that claimed it (spin, then the page's futex), and past
 //!                          a bound fill and map a copy of it here (the claimer's mapping call
 //!                          then finds it present)

@@ -176,7 +176,11 @@ impl Heap {
         let inner = Arc::new(HeapInner {
             id: crate::inner::next_heap_id(),
             plumbing: OnceLock::new(),
-            compaction: Compaction::new(half / PAGE_SIZE, strategy),
+            compaction: Compaction::new(
+                half / PAGE_SIZE,
+                strategy,
+                config.fault_group_pages as usize,
+            ),
             marking: MarkingState::default(),
             gate: CycleGate::default(),
             mode,

@@ -108,6 +108,7 @@ mod debug;
 mod dense;
 mod error;
 mod fault;
+mod faultbatch;
 mod fork;
 mod forkgate;
 mod generational;
@@ -148,12 +149,12 @@ mod youngpace;
 
 pub use background::{gc_thread_boosts, gc_thread_yields, gc_threads_lowered};
 pub use config::{
-    default_first_survival_promotion, default_gc_thread_boost, default_gc_thread_nice,
-    default_gc_thread_slice_us, default_gc_threads, default_prefill_yield_us,
-    default_refill_wait_rounds, ConfigError, CycleHook, HeapConfig,
-    DEFAULT_FIRST_SURVIVAL_PROMOTION, DEFAULT_GC_CPU_BUDGET, DEFAULT_GC_THREAD_BOOST,
-    DEFAULT_GC_THREAD_NICE, DEFAULT_PREFILL_YIELD_US, DEFAULT_REFILL_WAIT_ROUNDS,
-    MAX_PAUSE_SLIDE_THREADS,
+    default_fault_group_pages, default_first_survival_promotion, default_gc_thread_boost,
+    default_gc_thread_nice, default_gc_thread_slice_us, default_gc_threads,
+    default_prefill_yield_us, default_refill_wait_rounds, ConfigError, CycleHook, HeapConfig,
+    DEFAULT_FAULT_GROUP_PAGES, DEFAULT_FIRST_SURVIVAL_PROMOTION, DEFAULT_GC_CPU_BUDGET,
+    DEFAULT_GC_THREAD_BOOST, DEFAULT_GC_THREAD_NICE, DEFAULT_PREFILL_YIELD_US,
+    DEFAULT_REFILL_WAIT_ROUNDS, MAX_PAUSE_SLIDE_THREADS,
 };
 pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};
 pub use error::{AttachError, CollectError};
@@ -193,6 +194,8 @@ pub use weakref::FinalizationQueue;
 /// no stability, no documentation promises.
 #[doc(hidden)]
 pub mod testing {
+    /// The calling thread's CPU time (for the examples' measurements).
+    pub use crate::cputime::thread_cpu;
     pub use crate::debug::Breakage;
     pub use crate::fork::{child_finish_counts, last_fork_prepare};
     /// The page state machine (for the loom model).

@@ -895,6 +895,10 @@ pub struct FaultBreakdown {
     /// answer: a fault that raced with the end of a compaction on a page outside its
     /// destination range. Expected 0.
     pub presence_checks: u64,
+    /// Pages faults filled and mapped besides their own: the unclaimed pages around it in its
+    /// group that a fault took in the same fill and mapping call (copy strategy,
+    /// `HeapConfig::fault_group_pages`). Faults that did so count once in `filled`.
+    pub neighbours: u64,
     /// Over the heap's life, by any thread: EEXISTs from mapping calls (faults, workers,
     /// populating refills and the prefiller) believed without a page-table lookup because the
     /// page was recorded as mapped recently: populated, or mapped by a fault's rescue racing
