@@ -124,11 +124,12 @@ pub struct HeapConfig {
     /// own). Its share of the CPU is not lowered. 0: never yields. In [0, 100 000]; default
     /// [`DEFAULT_PREFILL_YIELD_US`], or `FAULTLINE_PREFILL_YIELD_US` from the environment.
     pub prefill_yield_us: u32,
-    /// Concurrent mode: how many times an allocation-buffer refill yields (`sched_yield`)
-    /// while pages of its buffer are being made present by another populator (the prefill
-    /// thread's chunk, another refill's batch, a recycling step), before it makes them present
-    /// itself (the kernel steps over pages already present). 0: never waits (a preempted
-    /// claimer cannot hold a refill for time slices; the refill does the work instead).
+    /// Concurrent mode: how many microseconds an allocation-buffer refill spins while pages
+    /// of its buffer are being made present by another populator (the prefill thread's chunk,
+    /// another refill's batch, a recycling step), before it makes them present itself (the
+    /// kernel steps over pages already present). It spins and never calls `sched_yield`, which
+    /// on Linux's EEVDF scheduler hands the CPU to any other runnable thread for a tick or
+    /// more ([`crate::spinwait`]). 0: never waits (the refill does the work at once).
     /// In [0, 4096]; default [`DEFAULT_REFILL_WAIT_ROUNDS`], or `FAULTLINE_REFILL_WAIT_ROUNDS`
     /// from the environment.
     pub refill_wait_rounds: u32,
@@ -398,7 +399,8 @@ pub fn default_prefill_yield_us() -> u32 {
     .unwrap_or(DEFAULT_PREFILL_YIELD_US)
 }
 
-/// The default [`HeapConfig::refill_wait_rounds`]: 64, as before the knob existed. Never
+/// The default [`HeapConfig::refill_wait_rounds`]: 64 (microseconds of spinning since session
+/// s9; 64 `sched_yield`s before). Never
 /// waiting was measured against it on the request workload at 64 MiB (46 alternated runs each,
 /// load average 12-20): no figure moved outside the runs' spread, while the refills that found
 /// their buffer present fell from 98 % to 93-97 % (BENCHMARKS.md, session s8 `pace`); to be

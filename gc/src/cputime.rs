@@ -1,9 +1,11 @@
 //! The calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), for the per-phase CPU split of a
 //! cycle ([`crate::CpuSplit`]): unlike wall time, it does not grow while the thread waits for
-//! a CPU that other processes hold.
+//! a CPU that other processes hold; and its context switches (`getrusage(RUSAGE_THREAD)`), for
+//! telling a preempted fault from one that blocked.
 //!
-//! Invariants: one `clock_gettime` call, which allocates nothing and takes no lock
-//! (async-signal-safe); a failure reads as zero (the split is statistics only).
+//! Invariants: one `clock_gettime` (or `getrusage`) call, which allocates nothing and takes no
+//! lock (async-signal-safe); a failure reads as zero CPU time (the split is statistics only)
+//! or as no count.
 
 use std::time::Duration;
 
@@ -24,6 +26,20 @@ pub fn thread_cpu() -> Duration {
 /// CPU time the calling thread used since `start` (a [`thread_cpu`] reading of this thread).
 pub(crate) fn since(start: Duration) -> Duration {
     thread_cpu().saturating_sub(start)
+}
+
+/// The calling thread's (involuntary, voluntary) context switches so far
+/// (`getrusage(RUSAGE_THREAD)`, a plain system call: async-signal-safe on Linux), or None if
+/// the call failed.
+pub(crate) fn context_switches() -> Option<(libc::c_long, libc::c_long)> {
+    let mut ru = core::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `ru` is a writable rusage on this stack.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) };
+    (r == 0).then(|| {
+        // SAFETY: zero-initialised, and filled in on success.
+        let ru = unsafe { ru.assume_init() };
+        (ru.ru_nivcsw, ru.ru_nvcsw)
+    })
 }
 
 #[cfg(test)]

@@ -74,7 +74,7 @@ pub(crate) fn resolve_fault(
     let t0 = Instant::now();
     let count_switches = COUNT_SWITCHES.load(Ordering::Relaxed);
     let switches0 = if count_switches {
-        context_switches()
+        crate::cputime::context_switches()
     } else {
         None
     };
@@ -130,7 +130,7 @@ pub(crate) fn resolve_fault(
             let (preempted, blocked) = match switches0 {
                 None if !count_switches => (false, false),
                 None => (true, false),
-                Some((i0, v0)) => match context_switches() {
+                Some((i0, v0)) => match crate::cputime::context_switches() {
                     Some((i1, v1)) => (i1 != i0, v1 != v0),
                     None => (true, false),
                 },
@@ -139,20 +139,6 @@ pub(crate) fn resolve_fault(
         }
     }
     outcome
-}
-
-/// The calling thread's (involuntary, voluntary) context switches so far
-/// (`getrusage(RUSAGE_THREAD)`, a plain system call: async-signal-safe on Linux), or None if
-/// the call failed.
-fn context_switches() -> Option<(libc::c_long, libc::c_long)> {
-    let mut ru = core::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: `ru` is a writable rusage on this stack.
-    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) };
-    (r == 0).then(|| {
-        // SAFETY: zero-initialised, and filled in on success.
-        let ru = unsafe { ru.assume_init() };
-        (ru.ru_nivcsw, ru.ru_nvcsw)
-    })
 }
 
 /// Resolve a fault of the heap `inner`.

@@ -134,6 +134,7 @@ mod remset_wp;
 mod roots;
 mod safepoint;
 mod space;
+mod spinwait;
 mod stats;
 mod timeline;
 mod trace;

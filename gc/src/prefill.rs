@@ -74,9 +74,10 @@ pub struct PrefillStats {
     pub refills_ready: u64,
     /// Refills that found pages of their buffer claimed by a populator still in flight (the
     /// prefill thread, another refill, recycling) and made them present themselves, after
-    /// at most [`crate::HeapConfig::refill_wait_rounds`] yields (since creation).
+    /// at most [`crate::HeapConfig::refill_wait_rounds`] microseconds of spinning (since
+    /// creation).
     pub refills_overlapped: u64,
-    /// Of those, the refills that yielded at least once waiting for the other populator.
+    /// Of those, the refills that waited (spun) for the other populator first.
     pub refills_waited: u64,
 }
 

@@ -74,12 +74,12 @@ pub struct MovingSpace {
     /// hold a hole, so refills populate from `ready` until it catches up.
     gap: AtomicBool,
     /// Refills that found (part of) their range claimed by a populator still in flight and
-    /// made those pages present themselves, and those of them that yielded first (counters
+    /// made those pages present themselves, and those of them that waited first (counters
     /// for reports).
     overlaps: AtomicU64,
     waited: AtomicU64,
-    /// How many times a refill yields for a populator in flight before it makes the pages
-    /// present itself ([`crate::HeapConfig::refill_wait_rounds`]; 0: never waits).
+    /// How many microseconds a refill spins for a populator in flight before it makes the
+    /// pages present itself ([`crate::HeapConfig::refill_wait_rounds`]; 0: never waits).
     wait_rounds: AtomicUsize,
     /// Recycled pages `[dirty_lo, dirty_hi)` in the current half: present, contents garbage.
     dirty_lo: AtomicUsize,
@@ -90,9 +90,10 @@ pub struct MovingSpace {
     old_len: AtomicUsize,
 }
 
-/// How many times a refill yields for a populator in flight unless configured otherwise
-/// ([`crate::HeapConfig::refill_wait_rounds`]; each round is a `sched_yield`: about a
-/// microsecond when no other thread wants the CPU, a time slice when one does).
+/// How many microseconds a refill spins for a populator in flight unless configured otherwise
+/// ([`crate::HeapConfig::refill_wait_rounds`]; a round was a `sched_yield` before session s9:
+/// about a microsecond when no other thread wanted the CPU, a time slice or more when one did,
+/// see [`crate::spinwait`]).
 pub const DEFAULT_WAIT_ROUNDS: usize = 64;
 
 /// A range a caller must make present: `[start, end)`, page aligned; `fresh`: it includes
@@ -210,7 +211,8 @@ impl MovingSpace {
     /// (capped at the half's end) and makes them present, with no lock held during the kernel
     /// call. Pages of its range that another populator (a refill, the prefill thread, a
     /// recycling step) claimed and has not finished are made present here too, after at most
-    /// `wait_rounds` yields for it ([`Self::set_wait_rounds`]; 0: at once, so the refill never
+    /// `wait_rounds` microseconds of spinning for it ([`Self::set_wait_rounds`]; it never
+    /// gives its CPU away; 0: at once, so the refill never
     /// waits however long the other one is preempted): whoever comes second steps over the
     /// pages present (`EEXIST`).
     pub fn ensure_populated(
@@ -294,7 +296,7 @@ impl MovingSpace {
     }
 
     /// Refills that made present pages claimed by a populator still in flight, and those of
-    /// them that yielded first (see [`Self::ensure_populated`]).
+    /// them that waited first (see [`Self::ensure_populated`]).
     pub fn overlap_counts(&self) -> (u64, u64) {
         (
             self.overlaps.load(Ordering::Relaxed),
@@ -302,23 +304,18 @@ impl MovingSpace {
         )
     }
 
-    /// How many times a refill yields for a populator in flight (0: never).
+    /// How many microseconds a refill spins for a populator in flight (0: never).
     pub fn set_wait_rounds(&self, rounds: usize) {
         self.wait_rounds.store(rounds, Ordering::Relaxed);
     }
 
-    /// Wait at most `rounds` yields for `ready` to pass `upto`; false if it did not (the
-    /// claimer is slow, preempted or failed: the caller then populates its own pages).
+    /// Spin at most `rounds` microseconds for `ready` to pass `upto` (never `sched_yield`:
+    /// [`crate::spinwait`]); false if it did not (the claimer is slow, preempted or failed:
+    /// the caller then populates its own pages).
     fn wait_ready(&self, upto: usize, rounds: usize) -> bool {
-        for _ in 0..rounds {
-            if self.ready.load(Ordering::Acquire) >= upto {
-                return true;
-            }
-            if self.gap.load(Ordering::Acquire) {
-                return false;
-            }
-            std::thread::yield_now();
-        }
+        crate::spinwait::spin_until(rounds, || {
+            self.ready.load(Ordering::Acquire) >= upto || self.gap.load(Ordering::Acquire)
+        });
         self.ready.load(Ordering::Acquire) >= upto
     }
 
@@ -600,7 +597,7 @@ pub(crate) mod tests {
     }
 
     /// A refill of 3 pages inside a 16-page claim whose claimer is parked before its kernel
-    /// call, with `rounds` yields allowed: the refill returns while the claimer stays parked
+    /// call, with `rounds` microseconds of waiting allowed: the refill returns while the claimer stays parked
     /// (a refill that waited for it unboundedly would never return), its own pages present
     /// and zero, `ready` over them alone; the claimer then steps over them. Returns the
     /// space's (overlaps, waited) counts.
@@ -634,16 +631,79 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn with_no_wait_rounds_a_refill_never_yields_to_a_parked_claimer() {
-        let test = "with_no_wait_rounds_a_refill_never_yields_to_a_parked_claimer";
+    fn with_no_wait_rounds_a_refill_never_waits_for_a_parked_claimer() {
+        let test = "with_no_wait_rounds_a_refill_never_waits_for_a_parked_claimer";
         if let Some(counts) = refill_meets_parked_claim(test, 0) {
             assert_eq!(counts, (1, 0));
         }
     }
 
+    /// Pin the calling thread to `cpu`; false if the kernel refused.
+    fn pin_to(cpu: usize) -> bool {
+        // SAFETY: a zeroed cpu_set_t is an empty set; `cpu` < CPU_SETSIZE (checked by the
+        // caller); the set is live for the call, which only reads it.
+        unsafe {
+            let mut set = core::mem::zeroed::<libc::cpu_set_t>();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, core::mem::size_of_val(&set), &set) == 0
+        }
+    }
+
+    /// A refill that meets a parked claimer while another thread is runnable on its CPU (both
+    /// pinned there): it keeps the CPU while it waits. A `sched_yield` wait handed the CPU
+    /// to the competitor once per round (EEVDF: each yield moves the yielder's deadline a
+    /// slice later), i.e. about `DEFAULT_WAIT_ROUNDS` involuntary switches in this one
+    /// refill; spinning leaves only what the scheduler's ticks take (a microseconds-long wait
+    /// sees one at most, a loaded test machine a few).
     #[test]
-    fn by_default_a_refill_yields_a_bounded_while_then_fills_its_own_pages() {
-        let test = "by_default_a_refill_yields_a_bounded_while_then_fills_its_own_pages";
+    fn a_waiting_refill_keeps_its_cpu_with_another_thread_runnable_there() {
+        let test = "a_waiting_refill_keeps_its_cpu_with_another_thread_runnable_there";
+        let Some((arena, moving)) = setup(test) else {
+            return;
+        };
+        // SAFETY: sched_getcpu has no preconditions.
+        let cpu = unsafe { libc::sched_getcpu() };
+        if cpu < 0 || cpu as usize >= libc::CPU_SETSIZE as usize || !pin_to(cpu as usize) {
+            eprintln!("SKIPPED: {test}: cannot pin threads to one CPU here");
+            return;
+        }
+        let cpu = cpu as usize;
+        let base = arena.base();
+        let claim = moving
+            .claim_for(base, base + PAGE_SIZE, 16 * PAGE_SIZE)
+            .unwrap();
+        let stop = AtomicBool::new(false);
+        let switches = std::thread::scope(|s| {
+            let (pinned, ready) = mpsc::channel();
+            let stop = &stop;
+            let competitor = s.spawn(move || {
+                pinned.send(pin_to(cpu)).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    core::hint::spin_loop();
+                }
+            });
+            assert!(ready.recv().unwrap(), "pin the competitor");
+            let switches = with_parked_claim(&arena, &moving, claim, || {
+                let before = crate::cputime::context_switches().unwrap().0;
+                let a = moving.bump(&arena, 3 * PAGE_SIZE, 8 * PAGE_SIZE).unwrap();
+                let after = crate::cputime::context_switches().unwrap().0;
+                assert_eq!(a, Some(base));
+                after - before
+            });
+            stop.store(true, Ordering::Relaxed);
+            competitor.join().unwrap();
+            switches
+        });
+        assert_eq!(moving.overlap_counts(), (1, 1));
+        assert!(
+            switches < (DEFAULT_WAIT_ROUNDS / 4) as libc::c_long,
+            "the waiting refill gave its CPU away {switches} times"
+        );
+    }
+
+    #[test]
+    fn by_default_a_refill_waits_a_bounded_while_then_fills_its_own_pages() {
+        let test = "by_default_a_refill_waits_a_bounded_while_then_fills_its_own_pages";
         let rounds = DEFAULT_WAIT_ROUNDS;
         if let Some(counts) = refill_meets_parked_claim(test, rounds) {
             assert_eq!(counts, (1, u64::from(rounds > 0)));
