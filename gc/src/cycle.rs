@@ -661,6 +661,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         wp: inner.mode.wp_marking,
         threads: cfg.gc_threads,
         pacer: &inner.pacer,
+        catchup_nice: cfg.gc_catchup_nice,
     };
     let mut m = ConcMarker::new(
         Tracer::<Atomic>::new(
