@@ -9,6 +9,9 @@
 //!   marking ends. (The schedule counting the assists is no signal: the mutators' assists
 //!   bring it back on time at every refill, so the marker would find it on time whenever it
 //!   looked.)
+//! - **Compaction**: a compaction worker runs raised from its start to its end ([`Catchup::
+//!   compacting`]): from the flip on, every page it has not filled yet is one a mutator may
+//!   touch, and then fills itself in a fault.
 //!
 //! Why: on a machine with few CPUs the GC threads share them with the mutators at the same
 //! weight, so three mutators on two CPUs left the marker about a quarter of one CPU; the
@@ -19,10 +22,10 @@
 //! allocator such as a request server) never raises the marker.
 //!
 //! Invariants:
-//! - a GC thread changes only its own nice value, and only between [`Catchup::new`] and the
-//!   guard's drop, which sets it back to the value read at the start (also when unwinding);
-//!   helper markers spawned while the GC thread is raised inherit the raised value for their
-//!   one drain;
+//! - a GC thread changes only its own nice value, and only between [`Catchup::new`] (or
+//!   [`Catchup::compacting`]) and the guard's drop, which sets it back to the value read at
+//!   the start (also when unwinding); helper markers spawned while the GC thread is raised
+//!   inherit the raised value for their one drain;
 //! - the raised value is `start - steps`, never below -20; a thread registered for
 //!   [`crate::HeapConfig::gc_thread_boost`] is left alone (the boost registry owns its nice
 //!   value);
@@ -96,6 +99,13 @@ impl Catchup {
             raised: None,
             off,
         }
+    }
+
+    /// On a compaction worker, at its start: raised until the guard drops.
+    pub(crate) fn compacting(steps: u8) -> Self {
+        let mut c = Catchup::new(steps);
+        c.update(true);
+        c
     }
 
     /// Whether the thread runs raised now.
@@ -225,6 +235,26 @@ mod tests {
             assert_eq!(behind, start, "a refused raise leaves the priority alone");
         }
         assert_eq!(on_time, start);
+        assert_eq!(after, start);
+    }
+
+    #[test]
+    fn a_compaction_worker_is_raised_until_it_ends() {
+        let (start, during, after, privileged) = on_thread(|| {
+            let tid = gettid();
+            let start = nice_of(tid).expect("nice");
+            let privileged = set_nice(tid, start - 1) && set_nice(tid, start);
+            let c = Catchup::compacting(3);
+            let during = nice_of(tid).unwrap();
+            drop(c);
+            (start, during, nice_of(tid).unwrap(), privileged)
+        });
+        if privileged {
+            assert_eq!(during, start - 3);
+        } else {
+            println!("SKIPPED: raising a nice value needs CAP_SYS_NICE or RLIMIT_NICE");
+            assert_eq!(during, start);
+        }
         assert_eq!(after, start);
     }
 

@@ -110,9 +110,10 @@ pub struct HeapConfig {
     pub gc_thread_boost: bool,
     /// Concurrent mode: while concurrent marking is behind the pacer's schedule (mutators owe
     /// mark assists), the GC thread runs this many nice steps above the priority it started
-    /// marking at, and drops back once marking is on schedule and when it ends
-    /// ([`crate::catchup`]): the marking the mutators would do as assists, mostly waiting on
-    /// a run queue inside them, goes to the GC thread instead. 0: off. Raising a priority
+    /// marking at, and drops back once marking is on schedule and when it ends; compaction
+    /// workers run raised from their start to their end ([`crate::catchup`]): the marking
+    /// and page filling the mutators would do as assists and faults, mostly waiting on a run
+    /// queue inside them, goes to the GC threads instead. 0: off. Raising a priority
     /// needs `CAP_SYS_NICE` or a large enough `RLIMIT_NICE`; without either nothing changes
     /// (counted, [`crate::gc_catchup_stats`]). Not applied to a thread registered for
     /// `gc_thread_boost`. In [0, 19]; default [`DEFAULT_GC_CATCHUP_NICE`], or
