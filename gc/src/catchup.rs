@@ -70,7 +70,8 @@ pub(crate) fn target(start: i32, steps: u8, behind: bool) -> i32 {
     }
 }
 
-/// The GC thread's catch-up state for one concurrent mark (see the module invariants).
+/// A GC thread's catch-up state for one concurrent mark or one compaction worker (see the
+/// module invariants).
 pub(crate) struct Catchup {
     tid: libc::id_t,
     start: i32,
