@@ -12,21 +12,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn gettid() -> libc::id_t {
-    // SAFETY: gettid takes no arguments and cannot fail.
-    unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t }
-}
-
-fn nice_of(tid: libc::id_t) -> i32 {
-    // SAFETY: clearing and reading this thread's errno; getpriority only reads.
-    unsafe {
-        *libc::__errno_location() = 0;
-        let n = libc::getpriority(libc::PRIO_PROCESS, tid);
-        assert!(!(n == -1 && *libc::__errno_location() != 0), "getpriority");
-        n
-    }
-}
-
 /// Whether this process may lower a nice value it raised (what boosting needs), probed on a
 /// throwaway thread.
 fn may_boost() -> bool {

@@ -84,7 +84,7 @@ pub(crate) fn nice_of(tid: libc::id_t) -> Option<i32> {
 
 /// Set thread `tid`'s nice value; whether the kernel took it. Preserves `errno`;
 /// async-signal-safe (one system call).
-fn set_nice(tid: libc::id_t, nice: i32) -> bool {
+pub(crate) fn set_nice(tid: libc::id_t, nice: i32) -> bool {
     // SAFETY: setpriority on a thread id with a value in [-20, 19]; errno is this thread's
     // own, saved and restored.
     unsafe {
@@ -440,6 +440,11 @@ fn register_mine(low: i32, high: i32) -> GcThread {
 /// What a registered GC thread hands to a thread it spawns ([`inherit`]).
 #[derive(Clone, Copy)]
 pub(crate) struct Inherit(Option<(i32, i32)>);
+
+/// Whether the calling thread is registered for boosting (the registry sets its nice value).
+pub(crate) fn registered_for_boost() -> bool {
+    MINE.with(Cell::get).is_some()
+}
 
 /// Called by a background GC thread before it spawns a helper (marker, compaction worker):
 /// the spawned thread calls [`Inherit::register`] first thing.

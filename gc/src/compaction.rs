@@ -551,6 +551,7 @@ impl Compaction {
         arena: &VolatileArena,
         threads: usize,
         recycle: Option<(&MovingSpace, usize)>,
+        catchup_nice: u8,
     ) -> usize {
         // SAFETY: active (armed by this cycle's flip) until the caller disarms it.
         let pd = unsafe { self.plan() };
@@ -565,7 +566,7 @@ impl Compaction {
             for slot in 0..threads.max(1) {
                 s.spawn(move || {
                     let _prio = prio.register();
-                    worker(self, arena, pd, slot, moving)
+                    worker(self, arena, pd, slot, moving, catchup_nice)
                 });
             }
         });
@@ -1476,6 +1477,7 @@ fn worker(
     pd: &Plan,
     slot: usize,
     moving: Option<&MovingSpace>,
+    catchup_nice: u8,
 ) {
     let cpu0 = crate::cputime::thread_cpu();
     let mut buf = vec![0u8; WORKER_BATCH * PAGE_SIZE];
@@ -1485,6 +1487,8 @@ fn worker(
     let early = c.strategy == MapStrategy::Copy && c.releases_early(pd);
     let mut pending = Unreleased::new(if early { c.readers.len() } else { 0 });
     let mut since_release = 0;
+    // Raised for the whole compaction ([`crate::catchup`]); back when the worker ends.
+    let _catchup = crate::catchup::Catchup::compacting(catchup_nice);
     loop {
         // A fork waits for the batch in hand, never for the compaction ([`crate::forkgate`]):
         // every page this batch claims is mapped and published, or unclaimed, before it ends.

@@ -108,6 +108,17 @@ pub struct HeapConfig {
     /// [`DEFAULT_GC_THREAD_BOOST`], or `FAULTLINE_GC_THREAD_BOOST` (0 or 1) from the
     /// environment.
     pub gc_thread_boost: bool,
+    /// Concurrent mode: while concurrent marking is behind the pacer's schedule (mutators owe
+    /// mark assists), the GC thread runs this many nice steps above the priority it started
+    /// marking at, and drops back once marking is on schedule and when it ends; compaction
+    /// workers run raised from their start to their end ([`crate::catchup`]): the marking
+    /// and page filling the mutators would do as assists and faults, mostly waiting on a run
+    /// queue inside them, goes to the GC threads instead. 0: off. Raising a priority
+    /// needs `CAP_SYS_NICE` or a large enough `RLIMIT_NICE`; without either nothing changes
+    /// (counted, [`crate::gc_catchup_stats`]). Not applied to a thread registered for
+    /// `gc_thread_boost`. In [0, 19]; default [`DEFAULT_GC_CATCHUP_NICE`], or
+    /// `FAULTLINE_GC_CATCHUP_NICE` from the environment.
+    pub gc_catchup_nice: u8,
     /// Concurrent mode: the background GC threads' scheduler time slice in microseconds
     /// (Linux 6.12 and later, `sched_setattr`'s `sched_runtime` for a normal thread; the kernel
     /// clamps it to [100, 100 000]); 0 keeps the kernel's default. A slice longer than the
@@ -239,6 +250,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("mark_assists", &self.mark_assists)
             .field("gc_thread_nice", &self.gc_thread_nice)
             .field("gc_thread_boost", &self.gc_thread_boost)
+            .field("gc_catchup_nice", &self.gc_catchup_nice)
             .field("prefill_yield_us", &self.prefill_yield_us)
             .field("refill_wait_rounds", &self.refill_wait_rounds)
             .field("fault_group_pages", &self.fault_group_pages)
@@ -278,6 +290,7 @@ impl Default for HeapConfig {
             mark_assists: true,
             gc_thread_nice: default_gc_thread_nice(),
             gc_thread_boost: default_gc_thread_boost(),
+            gc_catchup_nice: default_gc_catchup_nice(),
             gc_thread_slice_us: default_gc_thread_slice_us(),
             prefill_yield_us: default_prefill_yield_us(),
             refill_wait_rounds: default_refill_wait_rounds(),
@@ -329,7 +342,8 @@ pub fn default_gc_threads(budget: f64) -> usize {
     ((budget * cpus as f64).ceil() as usize).clamp(1, 64)
 }
 
-/// The largest [`HeapConfig::gc_thread_nice`] (and `FAULTLINE_GC_THREAD_NICE`).
+/// The largest [`HeapConfig::gc_thread_nice`] and [`HeapConfig::gc_catchup_nice`] (and
+/// their `FAULTLINE_*` variables).
 const MAX_GC_THREAD_NICE: u64 = 19;
 /// The largest microsecond knob: [`HeapConfig::gc_thread_slice_us`] and
 /// [`HeapConfig::prefill_yield_us`] (and their `FAULTLINE_*` variables).
@@ -351,6 +365,21 @@ pub fn default_gc_thread_nice() -> u8 {
         u64::from(*n) <= MAX_GC_THREAD_NICE
     })
     .unwrap_or(DEFAULT_GC_THREAD_NICE)
+}
+
+/// The default [`HeapConfig::gc_catchup_nice`]: off. At 10 it cut the marking churn's
+/// mutators did in assists from 17-36 MiB to 2-8 MiB a run, but at load average 12-17 on 2
+/// CPUs no wait figure could be read (BENCHMARKS.md, session s9 `churn`): to be compared on a
+/// quiet machine before it changes.
+pub const DEFAULT_GC_CATCHUP_NICE: u8 = 0;
+
+/// [`DEFAULT_GC_CATCHUP_NICE`], or `FAULTLINE_GC_CATCHUP_NICE` from the environment if it is
+/// a number in [0, 19].
+pub fn default_gc_catchup_nice() -> u8 {
+    env_number::<u8>("FAULTLINE_GC_CATCHUP_NICE", |n| {
+        u64::from(*n) <= MAX_GC_THREAD_NICE
+    })
+    .unwrap_or(DEFAULT_GC_CATCHUP_NICE)
 }
 
 /// The stop-the-world slide's threads when `compaction_workers` is unset: the CPUs, at most
@@ -611,6 +640,11 @@ impl HeapConfig {
                 MAX_GC_THREAD_NICE,
             ),
             (
+                "gc_catchup_nice",
+                u64::from(self.gc_catchup_nice),
+                MAX_GC_THREAD_NICE,
+            ),
+            (
                 "gc_thread_slice_us",
                 u64::from(self.gc_thread_slice_us),
                 MAX_US_KNOB,
@@ -778,6 +812,10 @@ mod tests {
             (
                 HeapConfig::default().with(|c| c.gc_thread_nice = 20),
                 "gc_thread_nice = 20 must lie in [0, 19]",
+            ),
+            (
+                HeapConfig::default().with(|c| c.gc_catchup_nice = 20),
+                "gc_catchup_nice = 20 must lie in [0, 19]",
             ),
             (
                 HeapConfig::default().with(|c| c.gc_thread_slice_us = 100_001),

@@ -661,6 +661,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         wp: inner.mode.wp_marking,
         threads: cfg.gc_threads,
         pacer: &inner.pacer,
+        catchup_nice: cfg.gc_catchup_nice,
     };
     let mut m = ConcMarker::new(
         Tracer::<Atomic>::new(
@@ -1743,6 +1744,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
         arena,
         inner.config.workers(),
         Some((&inner.moving, recycle_early)),
+        inner.config.gc_catchup_nice,
     );
     // 6. Finish. Every page is mapped: nobody needs the old half or the plan any more. (A fork
     //    from here on does not wait for the release of the old half, which a child redoes,

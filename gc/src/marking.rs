@@ -79,6 +79,7 @@ use faultline_heap::object::{TypeId, WORD};
 use faultline_heap::pagemap::PagemapScanner;
 use faultline_heap::{VolatileArena, PAGE_SIZE};
 
+use crate::catchup::{Catchup, CHECK_EVERY as CATCHUP_EVERY};
 use crate::debug::{DebugConfig, MarkPoint};
 use crate::graypool::{GrayLocal, GrayPool};
 use crate::pacer::Pacer;
@@ -274,6 +275,9 @@ pub(crate) struct MarkCtx<'a> {
     pub threads: usize,
     /// The pacer (bytes scanned, published as marking goes).
     pub pacer: &'a Pacer,
+    /// `gc_catchup_nice`: nice steps the GC thread rises while marking is behind the pacer's
+    /// schedule ([`crate::catchup`]).
+    pub catchup_nice: u8,
 }
 
 /// A concurrent marker: the shared tracer (atomic slot access) plus its part of the shared
@@ -741,6 +745,9 @@ pub(crate) fn concurrent_mark<'a>(
     ctx.debug.mark_point(MarkPoint::Started);
     ctx.debug.phase_delay(crate::debug::Phase::AfterInitialMark);
     let hooked = ctx.debug.mark_hook.is_some();
+    // Raised while behind the pacer's schedule; back at its start value when this returns.
+    let mut catchup = Catchup::new(ctx.catchup_nice);
+    catchup.check(ctx.pacer);
     // With a hook, `Traced(n)` is reported for n = 1, 2, ... objects traced by all markers
     // together, each once and in order, by the GC thread (helpers keep marking while it is
     // parked in the hook).
@@ -759,6 +766,9 @@ pub(crate) fn concurrent_mark<'a>(
         drain_shared(ctx, m, 0, |m| {
             if hooked {
                 report_traced(ms);
+            }
+            if m.traced % CATCHUP_EVERY == 0 {
+                catchup.check(ctx.pacer);
             }
             if m.traced % 4096 == 0 {
                 for v in take(&ms.satb) {

@@ -246,6 +246,8 @@ pub(crate) struct Pacer {
     allocated: AtomicU64,
     /// Bytes scanned by markers and assists in the running cycle.
     scanned: AtomicUsize,
+    /// Of `scanned`, bytes scanned by assists.
+    assisted: AtomicUsize,
     /// Objects mutators marked black in the running cycle.
     black: AtomicUsize,
     /// The running cycle's bitmaps are cleared (false from each initial mark until then).
@@ -320,6 +322,7 @@ impl Pacer {
         self.assist_max_ns.fetch_max(ns(d), Ordering::Relaxed);
         self.assist_cpu_max_ns.fetch_max(ns(cpu), Ordering::Relaxed);
         self.assist_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.assisted.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// An assist was owed but deferred (the mutator's window budget was spent).
@@ -378,6 +381,7 @@ impl Pacer {
         let goal = if s.live > 0 { s.live } else { used / 2 };
         let tail = tail_fraction(s.overhead_secs, s.alloc_rate, headroom);
         self.scanned.store(0, Ordering::Relaxed);
+        self.assisted.store(0, Ordering::Relaxed);
         self.black.store(0, Ordering::Relaxed);
         self.black_open.store(false, Ordering::Release);
         self.budget
@@ -403,6 +407,20 @@ impl Pacer {
             self.budget.mark_goal.load(Ordering::Relaxed),
             self.scanned(),
         )
+    }
+
+    /// Whether the markers alone are behind this cycle's schedule: [`plan_assist`] on what
+    /// they scanned, without the assists' share. While they are, the mutators pay for the
+    /// difference in assists (see [`crate::catchup`]).
+    pub(crate) fn markers_behind(&self) -> bool {
+        plan_assist(
+            self.alloc_in_cycle(),
+            self.budget.deadline.load(Ordering::Relaxed),
+            self.budget.mark_goal.load(Ordering::Relaxed),
+            self.scanned()
+                .saturating_sub(self.assisted.load(Ordering::Relaxed)),
+        )
+        .is_some()
     }
 
     /// The concurrent mark ended: `traced` seconds of tracing scanned this cycle's bytes;

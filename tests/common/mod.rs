@@ -222,3 +222,20 @@ pub fn ring_churn(heap: &Heap, t: &Types, mib: usize) {
     }
     m.verify().unwrap();
 }
+
+/// The calling thread's kernel thread id.
+pub fn gettid() -> libc::id_t {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t }
+}
+
+/// Thread `tid`'s nice value (panics if it cannot be read).
+pub fn nice_of(tid: libc::id_t) -> i32 {
+    // SAFETY: clearing and reading this thread's errno; getpriority only reads.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let n = libc::getpriority(libc::PRIO_PROCESS, tid);
+        assert!(!(n == -1 && *libc::__errno_location() != 0), "getpriority");
+        n
+    }
+}
