@@ -74,6 +74,14 @@ const RELEASE_EVERY_PAGES: usize = 256;
 /// so their old pages fall unread in scattered order: churn at 64 MiB made about 3,000
 /// `madvise` calls per cycle, most of them for a page or two.
 const MIN_RELEASE_RUN: usize = 16;
+/// Copy strategy: during the compaction, old pages nobody reads any more are recycled as the
+/// current half's fresh memory only while the mutators have less than this much of it ahead
+/// of their allocation pointer ([`MovingSpace::fresh_ahead`]); the rest are released at once.
+/// Recycling every such page up to the allocation headroom kept the old half's pages resident
+/// in the new half instead of releasing them: the two halves' footprint never fell during the
+/// compaction, and the new half ended the cycle fully resident (1 GiB suite runs, BENCHMARKS.md
+/// "Peak RSS at 1 GiB"). Fresh memory needed beyond it comes from the prefiller.
+const RECYCLE_AHEAD: usize = 32 << 20;
 /// Destination pages a compaction assist takes at a time.
 const ASSIST_BATCH: usize = 4;
 /// A fault waiting on another thread's claim spins this long (announced, so that a worker
@@ -403,7 +411,8 @@ impl Compaction {
 
     /// Copy strategy, arena choreography: an old-half page is released as soon as every
     /// destination page that reads it is mapped (workers release them in batches), so the two
-    /// halves are never both fully resident; up to the allocation headroom, such pages are
+    /// halves are never both fully resident; up to the allocation headroom, and while the
+    /// mutators have less than [`RECYCLE_AHEAD`] of fresh memory ahead, such pages are
     /// recycled as the current half's fresh memory instead (moved, not released: see
     /// [`Self::run_workers`]). (The move strategy recycles those pages as staging pages
     /// instead; with the per-cycle choreography the old pages are detached elsewhere.)
@@ -413,9 +422,10 @@ impl Compaction {
 
     /// Release the old pages nobody reads any more (copy strategy, see `releases_early`), in
     /// runs of contiguous pages; or, while the recycling budget lasts (`moving` given, see
-    /// [`Self::run_workers`]), recycle them instead: move each run to the current half's
+    /// [`Self::run_workers`]) and the mutators have less than [`RECYCLE_AHEAD`] of fresh
+    /// memory ahead, recycle them instead: move each run to the current half's
     /// claimed end as fresh memory ([`recycle_run`]). The pages are collected in the worker's
-    /// `pending` set; once the budget is spent, only runs of at least [`MIN_RELEASE_RUN`]
+    /// `pending` set; when none is recycled, only runs of at least [`MIN_RELEASE_RUN`]
     /// pages are released here: a shorter run waits for its neighbours, and what is left of
     /// such runs when the compaction ends is released by the end of the cycle with the rest of
     /// the old half ([`crate::release::finish_old_half`], one call). A failed release is
@@ -433,8 +443,10 @@ impl Compaction {
         // While pages are still recycled, every run is (a move flushes the TLB once per page
         // on this kernel however long the run, and a page recycled now is fresh memory the
         // prefiller need not populate); only releases wait for long runs.
-        let recycling = moving.is_some() && self.recycle_budget.load(Ordering::Relaxed) > 0;
-        let min = if recycling { 1 } else { MIN_RELEASE_RUN };
+        let moving = moving.filter(|mv| {
+            self.recycle_budget.load(Ordering::Relaxed) > 0 && mv.fresh_ahead() < RECYCLE_AHEAD
+        });
+        let min = if moving.is_some() { 1 } else { MIN_RELEASE_RUN };
         pending.take_runs(min, |first, n| {
             self.release_run(arena, pd, moving, OldPage(first as u32), n)
         });
@@ -466,8 +478,8 @@ impl Compaction {
         }
     }
 
-    /// Recycle up to `n` old pages from `old` on, as far as the budget allows; returns how
-    /// many moved (a prefix of the run).
+    /// Recycle up to `n` old pages from `old` on, as far as the budget and [`RECYCLE_AHEAD`]
+    /// allow; returns how many moved (a prefix of the run).
     fn recycle_unread(
         &self,
         arena: &VolatileArena,
@@ -475,10 +487,11 @@ impl Compaction {
         old: usize,
         n: usize,
     ) -> usize {
+        let n = n.min(RECYCLE_AHEAD.saturating_sub(mv.fresh_ahead()) / PAGE_SIZE);
         let take = self
             .recycle_budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                (b > 0).then(|| b - b.min(n))
+                (b > 0 && n > 0).then(|| b - b.min(n))
             })
             .map_or(0, |b| b.min(n));
         if take == 0 {
