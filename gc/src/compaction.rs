@@ -22,7 +22,10 @@
 //!   reader count fell to zero, or it held no live data) — and `UFFDIO_MOVE` it into place: no
 //!   kernel allocation, no second copy. A *dense* page (the destination page is exactly one
 //!   fully live old page at the same page offset) is updated in place and moved with no copy at
-//!   all. With no staging page free, the page is copied. Workers claim runs of up to 16
+//!   all. With no staging page free, the page is copied. Unread old pages beyond what the
+//!   compaction can ever stage into are released right after the flip
+//!   ([`Compaction::staging_surplus`]), so the old half's garbage does not stay resident
+//!   through the compaction. Workers claim runs of up to 16
 //!   contiguous pages and, when as many contiguous staging pages are free, map the run with one
 //!   MOVE. The reader counts are built by the compaction thread right after the flip
 //!   ([`Compaction::plan_readers`], O(pages), out of the pause); pages filled before they are
@@ -75,6 +78,18 @@ const RELEASE_EVERY_PAGES: usize = 256;
 /// so their old pages fall unread in scattered order: churn at 64 MiB made about 3,000
 /// `madvise` calls per cycle, most of them for a page or two.
 const MIN_RELEASE_RUN: usize = 16;
+/// Copy strategy: during the compaction, old pages nobody reads any more are recycled as the
+/// current half's fresh memory only while the mutators have less than this much of it ahead
+/// of their allocation pointer ([`MovingSpace::fresh_ahead`]); the rest are released at once.
+/// Recycling every such page up to the allocation headroom kept the old half's pages resident
+/// in the new half instead of releasing them: the two halves' footprint never fell during the
+/// compaction, and the new half ended the cycle fully resident (1 GiB suite runs, BENCHMARKS.md
+/// "Peak RSS at 1 GiB"). Fresh memory needed beyond it comes from the prefiller.
+const RECYCLE_AHEAD: usize = 32 << 20;
+/// Move strategy: unread old pages kept free as staging pages when the rest of the surplus
+/// is released right after the flip ([`Compaction::staging_surplus`]): the fills that run
+/// before the old pages they read are free take these (16 MiB).
+const MOVE_STAGING_RESERVE: usize = 4096;
 /// Destination pages a compaction assist takes at a time.
 const ASSIST_BATCH: usize = 4;
 /// A fault waiting on another thread's claim spins this long (announced, so that a worker
@@ -418,17 +433,18 @@ impl Compaction {
     /// Right after the flip, on the compaction thread: build the reader tables of the move
     /// strategy (staging) and of the copy strategy (early release); a no-op for minor.
     /// `old_pages` is the number of present old-half pages.
-    pub(crate) fn after_flip(&self, old_pages: usize) {
+    pub(crate) fn after_flip(&self, arena: &VolatileArena, old_pages: usize) {
         // SAFETY: active (armed by this cycle's flip) until the caller disarms it.
         let pd = unsafe { self.plan() };
         if self.strategy == MapStrategy::Move || self.releases_early(pd) {
-            self.plan_readers(pd, old_pages);
+            self.plan_readers(arena, pd, old_pages);
         }
     }
 
     /// Copy strategy, arena choreography: an old-half page is released as soon as every
     /// destination page that reads it is mapped (workers release them in batches), so the two
-    /// halves are never both fully resident; up to the allocation headroom, such pages are
+    /// halves are never both fully resident; up to the allocation headroom, and while the
+    /// mutators have less than [`RECYCLE_AHEAD`] of fresh memory ahead, such pages are
     /// recycled as the current half's fresh memory instead (moved, not released: see
     /// [`Self::run_workers`]). (The move strategy recycles those pages as staging pages
     /// instead; with the per-cycle choreography the old pages are detached elsewhere.)
@@ -438,9 +454,10 @@ impl Compaction {
 
     /// Release the old pages nobody reads any more (copy strategy, see `releases_early`), in
     /// runs of contiguous pages; or, while the recycling budget lasts (`moving` given, see
-    /// [`Self::run_workers`]), recycle them instead: move each run to the current half's
+    /// [`Self::run_workers`]) and the mutators have less than [`RECYCLE_AHEAD`] of fresh
+    /// memory ahead, recycle them instead: move each run to the current half's
     /// claimed end as fresh memory ([`recycle_run`]). The pages are collected in the worker's
-    /// `pending` set; once the budget is spent, only runs of at least [`MIN_RELEASE_RUN`]
+    /// `pending` set; when none is recycled, only runs of at least [`MIN_RELEASE_RUN`]
     /// pages are released here: a shorter run waits for its neighbours, and what is left of
     /// such runs when the compaction ends is released by the end of the cycle with the rest of
     /// the old half ([`crate::release::finish_old_half`], one call). A failed release is
@@ -458,8 +475,10 @@ impl Compaction {
         // While pages are still recycled, every run is (a move flushes the TLB once per page
         // on this kernel however long the run, and a page recycled now is fresh memory the
         // prefiller need not populate); only releases wait for long runs.
-        let recycling = moving.is_some() && self.recycle_budget.load(Ordering::Relaxed) > 0;
-        let min = if recycling { 1 } else { MIN_RELEASE_RUN };
+        let moving = moving.filter(|mv| {
+            self.recycle_budget.load(Ordering::Relaxed) > 0 && mv.fresh_ahead() < RECYCLE_AHEAD
+        });
+        let min = if moving.is_some() { 1 } else { MIN_RELEASE_RUN };
         pending.take_runs(min, |first, n| {
             self.release_run(arena, pd, moving, OldPage(first as u32), n)
         });
@@ -491,8 +510,8 @@ impl Compaction {
         }
     }
 
-    /// Recycle up to `n` old pages from `old` on, as far as the budget allows; returns how
-    /// many moved (a prefix of the run).
+    /// Recycle up to `n` old pages from `old` on, as far as the budget and [`RECYCLE_AHEAD`]
+    /// allow; returns how many moved (a prefix of the run).
     fn recycle_unread(
         &self,
         arena: &VolatileArena,
@@ -500,10 +519,11 @@ impl Compaction {
         old: usize,
         n: usize,
     ) -> usize {
+        let n = n.min(RECYCLE_AHEAD.saturating_sub(mv.fresh_ahead()) / PAGE_SIZE);
         let take = self
             .recycle_budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                (b > 0).then(|| b - b.min(n))
+                (b > 0 && n > 0).then(|| b - b.min(n))
             })
             .map_or(0, |b| b.min(n));
         if take == 0 {
@@ -625,7 +645,7 @@ impl Compaction {
     /// page has, and the initially free (unread, present) old pages. Runs on the compaction
     /// thread after the flip (O(pages), kept out of the pause); until it is done, pages are
     /// copied.
-    fn plan_readers(&self, pd: &Plan, old_pages: usize) {
+    fn plan_readers(&self, arena: &VolatileArena, pd: &Plan, old_pages: usize) {
         let (live, mark) = (pd.live(), pd.mark());
         for r in &self.readers[..old_pages] {
             r.store(0, Ordering::Relaxed);
@@ -659,8 +679,11 @@ impl Compaction {
             .expect("a live word for every destination word");
             let last = OldPage::of_word(last_word);
             self.src[k].store(((first.0 as u64) << 32) | last.0 as u64, Ordering::Relaxed);
-            for r in &self.readers[first.index()..=last.index()] {
-                r.fetch_add(1, Ordering::Relaxed);
+            for j in (first.0..=last.0)
+                .map(OldPage)
+                .filter(|&j| holds_live(pd, j))
+            {
+                self.readers(j).fetch_add(1, Ordering::Relaxed);
             }
         }
         // Pages holding kept (pinned) objects have a reader that never finishes: they are
@@ -670,20 +693,73 @@ impl Compaction {
                 r.fetch_add(1, Ordering::Relaxed);
             }
         }
-        for (j, r) in self.readers[..old_pages].iter().enumerate() {
-            if r.load(Ordering::Relaxed) == 0 {
+        let unread = |j: usize| self.readers[j].load(Ordering::Relaxed) == 0;
+        let surplus =
+            self.staging_surplus(pd, old_pages, (0..old_pages).filter(|&j| unread(j)).count());
+        if surplus == 0 {
+            for j in (0..old_pages).filter(|&j| unread(j)) {
                 self.free.push(OldPage(j as u32));
             }
+        } else {
+            let mut set = Unreleased::new(old_pages);
+            for j in (0..old_pages).filter(|&j| unread(j)) {
+                set.insert(j);
+            }
+            self.release_surplus(arena, pd, set, surplus);
         }
         self.readers_ready.store(true, Ordering::Release);
+    }
+
+    /// Move strategy, arena choreography: how many of the `unread` old pages (no destination
+    /// page reads them) the compaction will never need as staging pages. Every destination
+    /// page takes one staging page, and every old page a destination page reads is free once
+    /// that page is mapped, so `old_pages - pages` of the old pages are never needed; of the
+    /// unread ones, [`MOVE_STAGING_RESERVE`] stay free for the fills that run before the old
+    /// pages they read are free. 0 for the other strategies.
+    fn staging_surplus(&self, pd: &Plan, old_pages: usize, unread: usize) -> usize {
+        if self.strategy != MapStrategy::Move || pd.src != pd.from {
+            return 0;
+        }
+        old_pages
+            .saturating_sub(pd.pages)
+            .min(unread.saturating_sub(MOVE_STAGING_RESERVE))
+    }
+
+    /// Move strategy: release up to `surplus` of the unread old pages in `set` (runs of at
+    /// least [`MIN_RELEASE_RUN`] pages; nothing reads them, and nobody can take them as staging
+    /// pages before they are on the free list) and put the rest on the free list as staging
+    /// pages. On the compaction thread, before `readers_ready`.
+    fn release_surplus(
+        &self,
+        arena: &VolatileArena,
+        pd: &Plan,
+        mut set: Unreleased,
+        surplus: usize,
+    ) {
+        let mut left = surplus;
+        set.take_runs(1, |first, n| {
+            let m = if n >= MIN_RELEASE_RUN { n.min(left) } else { 0 };
+            let at = arena.offset_of(pd.old_page_addr(OldPage(first as u32)));
+            let released = m > 0 && arena.release(at, m * PAGE_SIZE).is_ok();
+            let m = if released { m } else { 0 };
+            left -= m;
+            self.counters
+                .released_early
+                .fetch_add(m as u64, Ordering::Relaxed);
+            for j in first + m..first + n {
+                self.free.push(OldPage(j as u32));
+            }
+        });
     }
 
     /// Destination page `k` is done: drop its claims on old pages, freeing those nobody reads
     /// any more (except `moved`, which is no longer present and whose count its mover reset).
     fn release_readers(&self, k: DestPage, moved: Option<OldPage>) {
+        // SAFETY: called for a page of the active compaction, which announced its use.
+        let pd = unsafe { self.plan() };
         let v = self.src[k.0].load(Ordering::Relaxed);
         let (a, b) = ((v >> 32) as u32, v as u32);
-        for j in (a..=b).map(OldPage) {
+        for j in (a..=b).map(OldPage).filter(|&j| holds_live(pd, j)) {
             if Some(j) != moved && self.readers(j).fetch_sub(1, Ordering::AcqRel) == 1 {
                 self.free.push(j);
             }
@@ -1340,8 +1416,9 @@ impl Compaction {
     /// pages *held*: their reader counts raised while non-zero. A count once zero stays zero
     /// (it leaves zero only from `IN_PLACE`), so a held page was never seen unread: nothing
     /// releases it, reuses it, or updates it in place until the hold is dropped. A hold
-    /// refused on a zero count proves page `k` mapped (every old page in its range counts
-    /// `k`'s read, given back only after `k` is mapped). With every page held, a page whose
+    /// refused on a zero count proves page `k` mapped (every old page holding a live word in
+    /// its range counts `k`'s read, given back only after `k` is mapped; pages without one,
+    /// [`holds_live`], are neither held nor read). With every page held, a page whose
     /// state is MAPPED needs nothing more; any other is filled from the held pages, and the
     /// copy is either mapped here (the page was absent: nobody wrote it yet) or refused with
     /// EEXIST (the claimer mapped it). Async-signal-safe.
@@ -1361,6 +1438,10 @@ impl Compaction {
             let mut got = a;
             let mut refused = Hold::Held;
             while got <= b {
+                if !holds_live(pd, OldPage(got)) {
+                    got += 1;
+                    continue;
+                }
                 match self.hold(OldPage(got)) {
                     Hold::Held => got += 1,
                     r => {
@@ -1371,13 +1452,13 @@ impl Compaction {
             }
             if got <= b {
                 // An old page nobody reads any more: page k gave its reads back, which it does
-                // only once mapped (every old page in its range counts k's read). Locked in
-                // place: its claimer is updating it for page k (then wait for it).
-                self.unhold(a, got);
+                // only once mapped (every old page holding a live word in its range counts k's
+                // read). Locked in place: its claimer is updating it for page k (then wait).
+                self.unhold(pd, a, got);
                 return refused == Hold::Unread;
             }
             if self.state(k).load(Ordering::Acquire) == MAPPED {
-                self.unhold(a, got);
+                self.unhold(pd, a, got);
                 return true;
             }
             held = Some((a, got));
@@ -1390,7 +1471,7 @@ impl Compaction {
         let ok = unsafe { arena.resolve_copy_racing(pd.dest_offset(k), buf.0.as_ptr(), PAGE_SIZE) }
             .is_ok();
         if let Some((a, end)) = held {
-            self.unhold(a, end);
+            self.unhold(pd, a, end);
         }
         ok
     }
@@ -1412,9 +1493,10 @@ impl Compaction {
         }
     }
 
-    /// Drop the holds on old pages `[a, end)`, freeing those nobody reads any more.
-    fn unhold(&self, a: u32, end: u32) {
-        for j in (a..end).map(OldPage) {
+    /// Drop the holds on old pages `[a, end)` (those holding a live word: the others were not
+    /// held), freeing those nobody reads any more.
+    fn unhold(&self, pd: &Plan, a: u32, end: u32) {
+        for j in (a..end).map(OldPage).filter(|&j| holds_live(pd, j)) {
             if self.readers(j).fetch_sub(1, Ordering::AcqRel) == 1 {
                 self.free.push(j);
             }
@@ -1580,7 +1662,8 @@ fn retry_or_abort(k: DestPage, mut mapped: impl FnMut() -> bool) {
     }
 }
 
-/// Copy strategy, one per worker: the unread old pages the worker took off the free list and
+/// Copy strategy, one per worker (and the move strategy's surplus release after the flip,
+/// [`Compaction::release_surplus`]): the unread old pages the worker took off the free list and
 /// has not given back yet (one bit per old page), waiting to form runs of
 /// [`MIN_RELEASE_RUN`] pages. Pages left in it when the compaction ends are released by the
 /// end of the cycle with the rest of the old half.
@@ -1631,6 +1714,21 @@ impl Unreleased {
         self.lo = usize::MAX;
         self.hi = 0;
     }
+}
+
+/// Whether old page `j` holds a live word, i.e. whether a destination page reads it. A
+/// destination page's range of old pages (`Compaction::src`, its first to its last live word)
+/// may span pages without any (garbage between two objects that land on the same destination
+/// page: a long-lived structure below, a young one above): nobody reads those, so they count
+/// no reader and are unread from the flip on (released or staged at once), and the reader
+/// counts, holds and give-backs all skip them alike. Async-signal-safe (reads the plan's
+/// live-words bitmap, read-only while the compaction is active).
+#[inline]
+fn holds_live(pd: &Plan, j: OldPage) -> bool {
+    let w = j.index() * PAGE_WORDS;
+    let bits = &pd.live().bits;
+    bits.next_set(w, (w + PAGE_WORDS).min(bits.len_bits()))
+        .is_some()
 }
 
 /// A lock-free stack of page indices (Treiber stack with an ABA tag), async-signal-safe.

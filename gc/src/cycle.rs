@@ -1724,7 +1724,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
     let c = &inner.compaction;
     let arena = &inner.arena;
     // 5. Compaction.
-    c.after_flip((finish.from_populated - finish.from) / PAGE_SIZE);
+    c.after_flip(arena, (finish.from_populated - finish.from) / PAGE_SIZE);
     if let Some(d) = inner.config.debug.compaction_delay {
         // Stress / test knob: leave every destination page absent for a while, so mutator
         // faults (and kernel accesses) meet unfilled pages.

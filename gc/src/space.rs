@@ -171,6 +171,13 @@ impl MovingSpace {
         a >= other && a < other + self.half_bytes
     }
 
+    /// Bytes claimed or made present above the allocation pointer: the fresh memory the
+    /// mutators have ahead of them (refills, the prefiller and recycling claim it).
+    pub(crate) fn fresh_ahead(&self) -> usize {
+        let top = self.top.load(Ordering::Relaxed);
+        self.lock_populated().saturating_sub(top)
+    }
+
     fn lock_populated(&self) -> std::sync::MutexGuard<'_, usize> {
         self.populated
             .lock()
