@@ -111,7 +111,7 @@ pub struct HeapConfig {
     /// Concurrent mode: while concurrent marking is behind the pacer's schedule (mutators owe
     /// mark assists), the GC thread runs this many nice steps above the priority it started
     /// marking at, and drops back once marking is on schedule and when it ends; compaction
-    /// workers run raised from their start to their end ([`crate::catchup`]): the marking
+    /// workers run raised from their start to their end (the `catchup` module): the marking
     /// and page filling the mutators would do as assists and faults, mostly waiting on a run
     /// queue inside them, goes to the GC threads instead. 0: off. Raising a priority
     /// needs `CAP_SYS_NICE` or a large enough `RLIMIT_NICE`; without either nothing changes
@@ -140,7 +140,7 @@ pub struct HeapConfig {
     /// another refill's batch, a recycling step), before it makes them present itself (the
     /// kernel steps over pages already present). It spins and never calls `sched_yield`, which
     /// on Linux's EEVDF scheduler hands the CPU to any other runnable thread for a tick or
-    /// more ([`crate::spinwait`]). 0: never waits (the refill does the work at once).
+    /// more (the `spinwait` module). 0: never waits (the refill does the work at once).
     /// In [0, 4096]; default [`DEFAULT_REFILL_WAIT_ROUNDS`], or `FAULTLINE_REFILL_WAIT_ROUNDS`
     /// from the environment.
     pub refill_wait_rounds: u32,
