@@ -15,7 +15,7 @@ use faultline::{FaultMode, GcMode, Heap, HeapConfig, Strategy};
 
 const MIB: usize = 1 << 20;
 /// Dead strings allocated before the cycle (all pages, none read by the compaction).
-const GARBAGE_MIB: usize = 192;
+const GARBAGE_MIB: usize = 448;
 /// Bytes of each dead string.
 const STRING: usize = 4000;
 
@@ -31,12 +31,12 @@ fn rss_bytes() -> usize {
 /// and the start of the second: its range of old pages spans the dead ones, which it does not
 /// read). Returns how far the resident set fell over the cycle, MiB.
 fn one_cycle(strategy: Strategy, faults: FaultMode, sandwich: bool) -> usize {
-    let heap = Heap::new(HeapConfig::with_heap_size(512 * MIB).with(|c| {
+    let heap = Heap::new(HeapConfig::with_heap_size(1024 * MIB).with(|c| {
         c.mode = GcMode::Concurrent;
         c.strategy = strategy;
         c.faults = faults;
         // No cycle before the one the test asks for; a large headroom after it.
-        c.min_trigger_bytes = 448 * MIB;
+        c.min_trigger_bytes = 960 * MIB;
     }))
     .unwrap();
     let t = register(&heap);

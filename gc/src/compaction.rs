@@ -84,8 +84,12 @@ const MIN_RELEASE_RUN: usize = 16;
 /// Recycling every such page up to the allocation headroom kept the old half's pages resident
 /// in the new half instead of releasing them: the two halves' footprint never fell during the
 /// compaction, and the new half ended the cycle fully resident (1 GiB suite runs, BENCHMARKS.md
-/// "Peak RSS at 1 GiB"). Fresh memory needed beyond it comes from the prefiller.
-const RECYCLE_AHEAD: usize = 32 << 20;
+/// "Peak RSS at 1 GiB"). Fresh memory needed beyond it comes from the prefiller. 128 MiB, not
+/// the first 32: with 32, fragmentation at 64 MiB paid 25-55 % more GC CPU per cycle (the
+/// prefiller populating, at ~1 µs a page, what recycling had provided) for 50 MiB less RSS,
+/// while at 1 GiB the two bounds' peak RSS differed by at most 4 % (BENCHMARKS.md, session s9
+/// lead).
+const RECYCLE_AHEAD: usize = 128 << 20;
 /// Move strategy: unread old pages kept free as staging pages when the rest of the surplus
 /// is released right after the flip ([`Compaction::staging_surplus`]): the fills that run
 /// before the old pages they read are free take these (16 MiB).
