@@ -361,10 +361,11 @@ pub const DEFAULT_GC_THREAD_NICE: u8 = 0;
 /// [`DEFAULT_GC_THREAD_NICE`], or `FAULTLINE_GC_THREAD_NICE` from the environment if it is a
 /// number in [0, 19].
 pub fn default_gc_thread_nice() -> u8 {
-    env_number::<u8>("FAULTLINE_GC_THREAD_NICE", |n| {
-        u64::from(*n) <= MAX_GC_THREAD_NICE
-    })
-    .unwrap_or(DEFAULT_GC_THREAD_NICE)
+    env_at_most(
+        "FAULTLINE_GC_THREAD_NICE",
+        MAX_GC_THREAD_NICE,
+        DEFAULT_GC_THREAD_NICE,
+    )
 }
 
 /// The default [`HeapConfig::gc_catchup_nice`]: off. At 10 it cut the marking churn's
@@ -376,10 +377,11 @@ pub const DEFAULT_GC_CATCHUP_NICE: u8 = 0;
 /// [`DEFAULT_GC_CATCHUP_NICE`], or `FAULTLINE_GC_CATCHUP_NICE` from the environment if it is
 /// a number in [0, 19].
 pub fn default_gc_catchup_nice() -> u8 {
-    env_number::<u8>("FAULTLINE_GC_CATCHUP_NICE", |n| {
-        u64::from(*n) <= MAX_GC_THREAD_NICE
-    })
-    .unwrap_or(DEFAULT_GC_CATCHUP_NICE)
+    env_at_most(
+        "FAULTLINE_GC_CATCHUP_NICE",
+        MAX_GC_THREAD_NICE,
+        DEFAULT_GC_CATCHUP_NICE,
+    )
 }
 
 /// The stop-the-world slide's threads when `compaction_workers` is unset: the CPUs, at most
@@ -405,10 +407,7 @@ pub fn default_gc_thread_boost() -> bool {
 /// 0, or `FAULTLINE_GC_THREAD_SLICE_US` from the environment if it is a number in
 /// [0, 100 000] (the default [`HeapConfig::gc_thread_slice_us`]).
 pub fn default_gc_thread_slice_us() -> u32 {
-    env_number::<u32>("FAULTLINE_GC_THREAD_SLICE_US", |n| {
-        u64::from(*n) <= MAX_US_KNOB
-    })
-    .unwrap_or(0)
+    env_at_most("FAULTLINE_GC_THREAD_SLICE_US", MAX_US_KNOB, 0)
 }
 
 /// The default [`HeapConfig::prefill_yield_us`]: off. With 50 us the request threads' run-queue
@@ -422,10 +421,11 @@ pub const DEFAULT_PREFILL_YIELD_US: u32 = 0;
 /// [`DEFAULT_PREFILL_YIELD_US`], or `FAULTLINE_PREFILL_YIELD_US` from the environment if it
 /// is a number in [0, 100 000] (the default [`HeapConfig::prefill_yield_us`]).
 pub fn default_prefill_yield_us() -> u32 {
-    env_number::<u32>("FAULTLINE_PREFILL_YIELD_US", |n| {
-        u64::from(*n) <= MAX_US_KNOB
-    })
-    .unwrap_or(DEFAULT_PREFILL_YIELD_US)
+    env_at_most(
+        "FAULTLINE_PREFILL_YIELD_US",
+        MAX_US_KNOB,
+        DEFAULT_PREFILL_YIELD_US,
+    )
 }
 
 /// The default [`HeapConfig::refill_wait_rounds`]: 64 (microseconds of spinning since session
@@ -439,10 +439,11 @@ pub const DEFAULT_REFILL_WAIT_ROUNDS: u32 = crate::space::DEFAULT_WAIT_ROUNDS as
 /// [`DEFAULT_REFILL_WAIT_ROUNDS`], or `FAULTLINE_REFILL_WAIT_ROUNDS` from the environment if
 /// it is a number in [0, 4096] (the default [`HeapConfig::refill_wait_rounds`]).
 pub fn default_refill_wait_rounds() -> u32 {
-    env_number::<u32>("FAULTLINE_REFILL_WAIT_ROUNDS", |n| {
-        u64::from(*n) <= MAX_REFILL_WAIT_ROUNDS
-    })
-    .unwrap_or(DEFAULT_REFILL_WAIT_ROUNDS)
+    env_at_most(
+        "FAULTLINE_REFILL_WAIT_ROUNDS",
+        MAX_REFILL_WAIT_ROUNDS,
+        DEFAULT_REFILL_WAIT_ROUNDS,
+    )
 }
 
 /// The default [`HeapConfig::fault_group_pages`]: 1, one page a fault. Reading 700-940 pages
@@ -459,10 +460,11 @@ pub const DEFAULT_FAULT_GROUP_PAGES: u32 = 1;
 /// [`DEFAULT_FAULT_GROUP_PAGES`], or `FAULTLINE_FAULT_GROUP_PAGES` from the environment if it
 /// is a number in [0, 16] (the default [`HeapConfig::fault_group_pages`]).
 pub fn default_fault_group_pages() -> u32 {
-    env_number::<u32>("FAULTLINE_FAULT_GROUP_PAGES", |n| {
-        u64::from(*n) <= MAX_FAULT_GROUP_PAGES
-    })
-    .unwrap_or(DEFAULT_FAULT_GROUP_PAGES)
+    env_at_most(
+        "FAULTLINE_FAULT_GROUP_PAGES",
+        MAX_FAULT_GROUP_PAGES,
+        DEFAULT_FAULT_GROUP_PAGES,
+    )
 }
 
 /// The default [`HeapConfig::first_survival_promotion`].
@@ -484,6 +486,11 @@ fn env_number<T: std::str::FromStr>(name: &str, ok: impl Fn(&T) -> bool) -> Opti
         .ok()
         .and_then(|v| v.trim().parse::<T>().ok())
         .filter(ok)
+}
+
+/// The number `name` holds in the environment if it is at most `max`, else `default`.
+fn env_at_most<T: std::str::FromStr + Copy + Into<u64>>(name: &str, max: u64, default: T) -> T {
+    env_number::<T>(name, |n| (*n).into() <= max).unwrap_or(default)
 }
 
 fn round_up(x: usize, to: usize) -> usize {
