@@ -368,10 +368,11 @@ pub fn default_gc_thread_nice() -> u8 {
     )
 }
 
-/// The default [`HeapConfig::gc_catchup_nice`]: off. At 10 it cut the marking churn's
-/// mutators did in assists from 17-36 MiB to 2-8 MiB a run, but at load average 12-17 on 2
-/// CPUs no wait figure could be read (BENCHMARKS.md, session s9 `churn`): to be compared on a
-/// quiet machine before it changes.
+/// The default [`HeapConfig::gc_catchup_nice`]: off. At 10 it cut what the churn's mutators
+/// marked in assists from 17-36 MiB to 2-8 MiB a run (load 12-17); on a quiet machine (64 MiB,
+/// two rounds) it raised tree-replace's mutator MMU at 100 ms from 0.43-0.44 to 0.56-0.72 and
+/// churn's from 0.15-0.21 to 0.20-0.31, but made the longest waits 1.5-5x longer
+/// (tree-replace 5.3 -> 7.9-28.3 ms, churn 8-12 -> 16-40 ms): BENCHMARKS.md, session s9.
 pub const DEFAULT_GC_CATCHUP_NICE: u8 = 0;
 
 /// [`DEFAULT_GC_CATCHUP_NICE`], or `FAULTLINE_GC_CATCHUP_NICE` from the environment if it is
@@ -453,8 +454,8 @@ pub fn default_refill_wait_rounds() -> u32 {
 /// churn and fragmentation, copy/sigbus, 3 alternated rounds at load 11-22) groups of 4 made
 /// mutators fill more of the to-space themselves, their faults' p99 not preempted rose to
 /// 20-66 µs and no wait figure improved; at 1 GiB churn (one run each) the fault stalls'
-/// total halved. Not shown to win on the mutator's figures: off until measured quietly
-/// (BENCHMARKS.md, session s9 `fault`).
+/// total halved. Quietly (64 MiB, two rounds) groups of 4 halved fragmentation's mutator MMU at
+/// 100 ms (0.58-0.60 -> 0.26) and left churn's where it was: off (BENCHMARKS.md, session s9).
 pub const DEFAULT_FAULT_GROUP_PAGES: u32 = 1;
 
 /// [`DEFAULT_FAULT_GROUP_PAGES`], or `FAULTLINE_FAULT_GROUP_PAGES` from the environment if it
