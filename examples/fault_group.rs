@@ -13,12 +13,18 @@
 //! after their own, and the fault stalls (all, and those not preempted), medians over the
 //! rounds, the settings alternated within each round.
 //!
-//! `cargo run --release --example fault_group [-- ROUNDS]`
+//! Besides those it prints, per fault, the resolver's own split (µs filling the page, µs in
+//! the mapping call) and the CPU a fault costs the reader: the read's thread CPU less that of
+//! the same read repeated once every page is mapped, over the faults. `FAULT_GROUPS` (a
+//! comma-separated list) measures only those group sizes; `FAULT_STRATEGY=move` runs the move
+//! strategy (a fault fills a free old page and moves it) instead of the copy strategy.
+//!
+//! `[FAULT_GROUPS=1] [FAULT_STRATEGY=move] cargo run --release --example fault_group [-- ROUNDS]`
 
 use std::time::{Duration, Instant};
 
 use faultline::testing::thread_cpu;
-use faultline::{FaultMode, GcMode, Heap, HeapConfig, Strategy, TypeInfo, Value};
+use faultline::{FaultMode, GcMode, Heap, HeapConfig, Mutator, Root, Strategy, TypeInfo, Value};
 
 const CELLS: usize = 120_000;
 const GROUPS: [u32; 4] = [1, 4, 8, 16];
@@ -32,12 +38,22 @@ struct Row {
     max_us: f64,
     unpre_p99_us: f64,
     unpre_max_us: f64,
+    /// Per fault: µs filling the page, µs in the mapping call (the resolver's own split).
+    fill_us: f64,
+    map_us: f64,
+    /// The same read again once every page is mapped (no faults): its thread CPU.
+    again_ms: f64,
 }
 
 fn round(group: u32, random: bool, seed: u64) -> Row {
     let heap = Heap::new(HeapConfig::with_heap_size(64 << 20).with(|c| {
         c.mode = GcMode::Concurrent;
-        c.strategy = Strategy::Copy;
+        // `FAULT_STRATEGY=move`: the move strategy (a fault fills a free old page and moves
+        // it) instead of the copy strategy.
+        c.strategy = match std::env::var("FAULT_STRATEGY").as_deref() {
+            Ok("move") => Strategy::Move,
+            _ => Strategy::Copy,
+        };
         c.faults = FaultMode::Sigbus;
         c.gc_threads = 1;
         c.compaction_workers = Some(1);
@@ -88,27 +104,13 @@ fn round(group: u32, random: bool, seed: u64) -> Row {
         eprintln!("before the read: {} cycles done", heap.history().len());
     }
     let (c0, t0) = (thread_cpu(), Instant::now());
-    let mut sum = 0u64;
-    if random {
-        let table = root.get(&m).unwrap();
-        let mut x = seed | 1;
-        for _ in 0..CELLS / 4 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let s = table.get((x % CELLS as u64) as usize);
-            sum += m.local(s).unwrap().len() as u64;
-        }
-    } else {
-        let mut v = root.value(&m);
-        while let Some(p) = m.local(v) {
-            sum += p.get(0).bits() as u64 >> 3;
-            v = p.get(1);
-        }
-    }
+    let sum = read(&m, &root, random, seed);
     let (cpu, wall) = (thread_cpu() - c0, t0.elapsed());
     std::hint::black_box(sum);
     heap.wait_for_compaction();
+    let c1 = thread_cpu();
+    std::hint::black_box(read(&m, &root, random, seed));
+    let again = thread_cpu() - c1;
     let b1 = heap.fault_breakdown();
     let f = heap.fault_stats();
     if std::env::var_os("FAULT_GROUP_DEBUG").is_some() {
@@ -121,16 +123,45 @@ fn round(group: u32, random: bool, seed: u64) -> Row {
         eprintln!("{b1:?}");
     }
     let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let faults = b1.faults - b0.faults;
+    let per_fault = |d: Duration| us(d) / faults.max(1) as f64;
     Row {
         cpu_ms: cpu.as_secs_f64() * 1e3,
         wall_ms: wall.as_secs_f64() * 1e3,
-        faults: b1.faults - b0.faults,
+        faults,
         neighbours: b1.neighbours - b0.neighbours,
         p99_us: us(f.p99),
         max_us: us(f.max),
         unpre_p99_us: us(b1.unpreempted.p99),
         unpre_max_us: us(b1.unpreempted.max),
+        fill_us: per_fault(b1.fill - b0.fill),
+        map_us: per_fault(b1.map - b0.map),
+        again_ms: again.as_secs_f64() * 1e3,
     }
+}
+
+/// Read the structure built by [`round`]: the whole list in order, or a quarter of the
+/// strings at random (seeded); returns a checksum.
+fn read(m: &Mutator, root: &Root, random: bool, seed: u64) -> u64 {
+    let mut sum = 0u64;
+    if random {
+        let table = root.get(m).unwrap();
+        let mut x = seed | 1;
+        for _ in 0..CELLS / 4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let s = table.get((x % CELLS as u64) as usize);
+            sum += m.local(s).unwrap().len() as u64;
+        }
+    } else {
+        let mut v = root.value(m);
+        while let Some(p) = m.local(v) {
+            sum += p.get(0).bits() as u64 >> 3;
+            v = p.get(1);
+        }
+    }
+    sum
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -143,26 +174,31 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(5);
-    println!("| order | fault_group_pages | read CPU ms | read wall ms | faults | neighbour pages | stall p99 / max µs | not preempted p99 / max µs |");
-    println!("|---|---:|---:|---:|---:|---:|---|---|");
+    // `FAULT_GROUPS=1` (a comma-separated list) measures only those group sizes.
+    let groups: Vec<u32> = match std::env::var("FAULT_GROUPS") {
+        Ok(v) => v.split(',').filter_map(|g| g.trim().parse().ok()).collect(),
+        Err(_) => GROUPS.to_vec(),
+    };
+    println!("| order | fault_group_pages | read CPU ms | read wall ms | faults | neighbour pages | stall p99 / max µs | not preempted p99 / max µs | fill / map µs per fault | read again CPU ms | CPU per fault µs |");
+    println!("|---|---:|---:|---:|---:|---:|---|---|---|---:|---:|");
     for random in [false, true] {
-        let mut rows: Vec<Vec<Row>> = GROUPS.iter().map(|_| Vec::new()).collect();
+        let mut rows: Vec<Vec<Row>> = groups.iter().map(|_| Vec::new()).collect();
         for r in 0..rounds {
             let order: Vec<usize> = if r % 2 == 0 {
-                (0..GROUPS.len()).collect()
+                (0..groups.len()).collect()
             } else {
-                (0..GROUPS.len()).rev().collect()
+                (0..groups.len()).rev().collect()
             };
             for i in order {
-                rows[i].push(round(GROUPS[i], random, 0x9e37 + r as u64));
+                rows[i].push(round(groups[i], random, 0x9e37 + r as u64));
             }
         }
         for (i, rs) in rows.iter().enumerate() {
             let med = |f: &dyn Fn(&Row) -> f64| median(rs.iter().map(f).collect());
             println!(
-                "| {} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} / {:.0} | {:.0} / {:.0} |",
+                "| {} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} / {:.0} | {:.0} / {:.0} | {:.2} / {:.2} | {:.2} | {:.2} |",
                 if random { "rand" } else { "seq" },
-                GROUPS[i],
+                groups[i],
                 med(&|r| r.cpu_ms),
                 med(&|r| r.wall_ms),
                 med(&|r| r.faults as f64),
@@ -171,6 +207,10 @@ fn main() {
                 med(&|r| r.max_us),
                 med(&|r| r.unpre_p99_us),
                 med(&|r| r.unpre_max_us),
+                med(&|r| r.fill_us),
+                med(&|r| r.map_us),
+                med(&|r| r.again_ms),
+                med(&|r| (r.cpu_ms - r.again_ms) * 1e3 / r.faults.max(1) as f64),
             );
         }
     }
