@@ -183,6 +183,9 @@ pub(crate) fn paced_assist(inner: &HeapInner, plan: AssistPlan) -> usize {
         return 0;
     }
     let Done { bytes, cpu: spent } = assist(inner, Some(plan.owed));
+    if plan.urgent && bytes > 0 {
+        inner.pacer.note_assist_urgent();
+    }
     BUDGET.with(|c| {
         let b = c.get();
         c.set(match b.window {

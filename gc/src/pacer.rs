@@ -258,6 +258,7 @@ pub(crate) struct Pacer {
     assist_ns: AtomicU64,
     assist_max_ns: AtomicU64,
     assist_cpu_max_ns: AtomicU64,
+    assists_urgent: AtomicU64,
     assist_bytes: AtomicU64,
     assists_deferred: AtomicU64,
     flip_waits: AtomicU64,
@@ -323,6 +324,11 @@ impl Pacer {
         self.assist_cpu_max_ns.fetch_max(ns(cpu), Ordering::Relaxed);
         self.assist_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         self.assisted.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A paced assist that scanned something ran urgent (its budget was lifted).
+    pub(crate) fn note_assist_urgent(&self) {
+        self.assists_urgent.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An assist was owed but deferred (the mutator's window budget was spent).
@@ -483,6 +489,7 @@ impl Pacer {
             assist_time: d(&self.assist_ns),
             assist_max: d(&self.assist_max_ns),
             assist_cpu_max: d(&self.assist_cpu_max_ns),
+            assists_urgent: self.assists_urgent.swap(0, Ordering::Relaxed),
             assist_bytes: self.assist_bytes.swap(0, Ordering::Relaxed),
             assists_deferred: self.assists_deferred.swap(0, Ordering::Relaxed),
             flip_waits: self.flip_waits.swap(0, Ordering::Relaxed),
