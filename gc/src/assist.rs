@@ -13,10 +13,11 @@
 //!   polls a safepoint, so no pause can begin while a mutator holds gray objects; what it has
 //!   not scanned goes back to the pool when it ends (`GrayLocal`'s drop);
 //! - a mutator's paced assists ([`paced_assist`], the allocation slow path's) take at most
-//!   [`ASSIST_SHARE`] of each [`ASSIST_WINDOW`] of wall time in CPU time, measured per
-//!   thread, unless the pacer calls the assist urgent ([`crate::pacer::plan_assist`]); an
-//!   assist that would exceed the budget is deferred (counted), never shortened below its
-//!   slice;
+//!   [`ASSIST_SHARE`] of each [`ASSIST_WINDOW`] of its wall time, counted in *wall* time (what
+//!   the mutator waits, preemption inside an assist included, as the mutator-side MMU counts
+//!   it), plus the last assist's overrun, unless the pacer calls the assist urgent
+//!   ([`crate::pacer::plan_assist`]); an assist that would exceed the budget is deferred
+//!   (counted), never shortened below its slice (which ends by CPU time);
 //! - it takes work only while marking is active: the pool holds objects only between the
 //!   concurrent marker's first shade (after the bitmaps are cleared) and the remark, which
 //!   drains it with the world stopped.
@@ -34,12 +35,10 @@ use crate::pacer::{
 use crate::trace::{Atomic, Tracer};
 use faultline_heap::object::TypeRegistry;
 
-/// What one assist did: bytes scanned (0: there was nothing to take) and the CPU time it
-/// took.
+/// What one assist did: bytes scanned (0: there was nothing to take).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Done {
     pub bytes: usize,
-    pub cpu: Duration,
 }
 
 /// Whether a slice must look at the clock after `steps` steps and `bytes` scanned since the
@@ -111,7 +110,7 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> Done {
     let end = Instant::now();
     crate::waits::record(crate::waits::WaitCause::Assist, t0, end);
     inner.pacer.note_assist(end - t0, cpu, bytes);
-    Done { bytes, cpu }
+    Done { bytes }
 }
 
 /// A mutator retiring its allocation buffer `[start, end)` while SATB marking runs marks the
@@ -141,7 +140,7 @@ pub(crate) fn mark_own_buffer(inner: &HeapInner, start: usize, end: usize) {
     inner.pacer.note_black(m.marked);
 }
 
-/// A mutator's assist budget: the start of its current window and the assist CPU time spent
+/// A mutator's assist budget: the start of its current window and the assist wall time spent
 /// in it.
 #[derive(Clone, Copy)]
 struct Budget {
@@ -182,24 +181,31 @@ pub(crate) fn paced_assist(inner: &HeapInner, plan: AssistPlan) -> usize {
         inner.pacer.note_assist_deferred();
         return 0;
     }
-    let Done { bytes, cpu: spent } = assist(inner, Some(plan.owed));
+    let Done { bytes, .. } = assist(inner, Some(plan.owed));
     if plan.urgent && bytes > 0 {
         inner.pacer.note_assist_urgent();
     }
-    BUDGET.with(|c| {
-        let b = c.get();
-        c.set(match b.window {
-            Some(w) if now.saturating_duration_since(w) < ASSIST_WINDOW => Budget {
-                window: Some(w),
-                spent: b.spent + spent,
-            },
-            _ => Budget {
-                window: Some(now),
-                spent,
-            },
-        });
-    });
+    BUDGET.with(|c| c.set(charge(c.get(), now, Instant::now())));
     bytes
+}
+
+/// The budget `b` after an assist that started at `start` and returned at `end` (pure): its
+/// wall time is charged to the window it started in, or opens a new window. Wall time, not the
+/// assist's CPU time: with more runnable threads than CPUs a mutator inside a 0.5 ms slice of
+/// CPU loses its CPU for milliseconds, all of which it waits; charged in CPU time, the budget
+/// let assists take far more than its share of a window's wall time.
+fn charge(b: Budget, start: Instant, end: Instant) -> Budget {
+    let wall = end.saturating_duration_since(start);
+    match b.window {
+        Some(w) if start.saturating_duration_since(w) < ASSIST_WINDOW => Budget {
+            window: Some(w),
+            spent: b.spent + wall,
+        },
+        _ => Budget {
+            window: Some(start),
+            spent: wall,
+        },
+    }
 }
 
 /// A compaction assist: fill destination pages of the running compaction for at most
@@ -227,6 +233,33 @@ mod tests {
         assert!(time_to_check(ASSIST_CHECK, 0));
         // One large chunk is enough.
         assert!(time_to_check(1, crate::marking::SCAN_CHUNK_WORDS * 8));
+    }
+
+    #[test]
+    fn an_assist_is_charged_its_wall_time_in_the_window_it_started_in() {
+        let t0 = Instant::now();
+        let fresh = Budget {
+            window: None,
+            spent: Duration::ZERO,
+        };
+        // A first assist opens a window; a mutator that lost its CPU for 3 ms inside it is
+        // charged the 3 ms (whatever CPU time the slice took), which spends the window's share
+        // (2.5 ms) and defers the next assist in that window.
+        let b = charge(fresh, t0, t0 + Duration::from_millis(3));
+        assert_eq!(b.window, Some(t0));
+        assert_eq!(b.spent, Duration::from_millis(3));
+        assert!(!within_budget(b, t0 + Duration::from_millis(4), false));
+        // A second assist in the same window adds to it.
+        let b1 = charge(fresh, t0, t0 + Duration::from_micros(100));
+        let s1 = t0 + Duration::from_millis(1);
+        let b2 = charge(b1, s1, s1 + Duration::from_micros(200));
+        assert_eq!(b2.window, Some(t0));
+        assert_eq!(b2.spent, Duration::from_micros(300));
+        // One starting after the window opens a new one.
+        let later = t0 + ASSIST_WINDOW;
+        let b3 = charge(b2, later, later + Duration::from_micros(50));
+        assert_eq!(b3.window, Some(later));
+        assert_eq!(b3.spent, Duration::from_micros(50));
     }
 
     #[test]
