@@ -7,9 +7,11 @@
 //! slow path ([`crate::mutator`]) calls [`assist`].
 //!
 //! Invariants:
-//! - one assist scans for at most [`ASSIST_SLICE`] of its thread's CPU time (checked every
-//!   [`ASSIST_CHECK`] objects or [`ASSIST_CHECK_BYTES`] scanned; one step scans at most
-//!   [`crate::marking::SCAN_CHUNK_WORDS`] words, large objects a chunk at a time) and never
+//! - one assist scans at most [`ASSIST_SLICE_BYTES`] and lasts at most [`ASSIST_SLICE`] of
+//!   wall time (checked every [`ASSIST_CHECK`] objects or [`ASSIST_CHECK_BYTES`] scanned; one
+//!   step scans at most [`crate::marking::SCAN_CHUNK_WORDS`] words, large objects a chunk at
+//!   a time), and never reads the thread's CPU clock (a read is a preemption point, see
+//!   [`ASSIST_SLICE_BYTES`]); it never
 //!   polls a safepoint, so no pause can begin while a mutator holds gray objects; what it has
 //!   not scanned goes back to the pool when it ends (`GrayLocal`'s drop);
 //! - a mutator's paced assists ([`paced_assist`], the allocation slow path's) take at most
@@ -17,7 +19,7 @@
 //!   the mutator waits, preemption inside an assist included, as the mutator-side MMU counts
 //!   it), plus the last assist's overrun, unless the pacer calls the assist urgent
 //!   ([`crate::pacer::plan_assist`]); an assist that would exceed the budget is deferred
-//!   (counted), never shortened below its slice (which ends by CPU time);
+//!   (counted);
 //! - it takes work only while marking is active: the pool holds objects only between the
 //!   concurrent marker's first shade (after the bitmaps are cleared) and the remark, which
 //!   drains it with the world stopped.
@@ -30,7 +32,8 @@ use crate::graypool::GrayLocal;
 use crate::inner::HeapInner;
 use crate::marking::ConcMarker;
 use crate::pacer::{
-    AssistPlan, ASSIST_CHECK, ASSIST_CHECK_BYTES, ASSIST_SHARE, ASSIST_SLICE, ASSIST_WINDOW,
+    AssistPlan, ASSIST_CHECK, ASSIST_CHECK_BYTES, ASSIST_SHARE, ASSIST_SLICE, ASSIST_SLICE_BYTES,
+    ASSIST_WINDOW,
 };
 use crate::trace::{Atomic, Tracer};
 use faultline_heap::object::TypeRegistry;
@@ -66,9 +69,9 @@ fn marker<'a>(inner: &'a HeapInner, types: &'a TypeRegistry) -> ConcMarker<'a> {
 }
 
 /// A mark assist (a mutator's allocation slow path, marking active): scan gray objects from
-/// the shared pool until this assist has scanned `owed` bytes (`None`: until the slice ends),
-/// the pool is empty, or [`ASSIST_SLICE`] of this thread's CPU time has passed. Leftover gray
-/// objects go back to the pool. Counted in the pacer.
+/// the shared pool until this assist has scanned `owed` bytes (at most, and with `None`,
+/// [`ASSIST_SLICE_BYTES`]), the pool is empty, or [`ASSIST_SLICE`] of wall time has passed.
+/// Leftover gray objects go back to the pool. Counted in the pacer.
 ///
 /// Safe with respect to the cycle: the pool holds objects only between the concurrent
 /// marker's first shade (after the bitmaps are cleared) and the remark, and a mutator cannot
@@ -79,12 +82,12 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> Done {
         return Done::default();
     }
     let t0 = Instant::now();
-    let cpu0 = crate::cputime::thread_cpu();
+    let slice = owed.map_or(ASSIST_SLICE_BYTES, |o| o.min(ASSIST_SLICE_BYTES));
     let types = inner.types();
     let mut m = marker(inner, &types);
     let (mut steps, mut checked) = (0, 0);
     while m.step() {
-        if owed.is_some_and(|o| m.scanned_bytes >= o) {
+        if m.scanned_bytes >= slice {
             break;
         }
         steps += 1;
@@ -92,9 +95,7 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> Done {
             (steps, checked) = (0, m.scanned_bytes);
             // (A stop requested meanwhile ends the slice too: the pause waits for this
             // mutator's poll, so an assist must not stretch its time to safepoint.)
-            if crate::cputime::since(cpu0) >= ASSIST_SLICE
-                || inner.sp.requested.load(Ordering::Relaxed)
-            {
+            if t0.elapsed() >= ASSIST_SLICE || inner.sp.requested.load(Ordering::Relaxed) {
                 break;
             }
         }
@@ -105,11 +106,9 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> Done {
     if bytes == 0 {
         return Done::default();
     }
-    // CPU time read first: it lies within the wall interval.
-    let cpu = crate::cputime::since(cpu0);
     let end = Instant::now();
     crate::waits::record(crate::waits::WaitCause::Assist, t0, end);
-    inner.pacer.note_assist(end - t0, cpu, bytes);
+    inner.pacer.note_assist(end - t0, bytes);
     Done { bytes }
 }
 
