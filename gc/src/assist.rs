@@ -50,6 +50,11 @@ fn time_to_check(steps: usize, bytes: usize) -> bool {
     steps >= ASSIST_CHECK || bytes >= ASSIST_CHECK_BYTES
 }
 
+/// The bytes one assist scans at most when `owed` (`None`: the slice's whole work) (pure).
+fn slice_bytes(owed: Option<usize>) -> usize {
+    owed.map_or(ASSIST_SLICE_BYTES, |o| o.min(ASSIST_SLICE_BYTES))
+}
+
 /// A marker for a mutator's own marking work (assists, its own retired buffers): the
 /// cycle's bitmaps and a private end of the shared gray pool.
 fn marker<'a>(inner: &'a HeapInner, types: &'a TypeRegistry) -> ConcMarker<'a> {
@@ -82,7 +87,7 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> Done {
         return Done::default();
     }
     let t0 = Instant::now();
-    let slice = owed.map_or(ASSIST_SLICE_BYTES, |o| o.min(ASSIST_SLICE_BYTES));
+    let slice = slice_bytes(owed);
     let types = inner.types();
     let mut m = marker(inner, &types);
     let (mut steps, mut checked) = (0, 0);
@@ -235,12 +240,24 @@ mod tests {
     }
 
     #[test]
+    fn a_slice_scans_what_is_owed_up_to_its_bytes() {
+        assert_eq!(slice_bytes(Some(20 << 10)), 20 << 10);
+        assert_eq!(
+            slice_bytes(Some(ASSIST_SLICE_BYTES * 8)),
+            ASSIST_SLICE_BYTES
+        );
+        assert_eq!(slice_bytes(None), ASSIST_SLICE_BYTES);
+    }
+
+    const FRESH: Budget = Budget {
+        window: None,
+        spent: Duration::ZERO,
+    };
+
+    #[test]
     fn an_assist_is_charged_its_wall_time_in_the_window_it_started_in() {
         let t0 = Instant::now();
-        let fresh = Budget {
-            window: None,
-            spent: Duration::ZERO,
-        };
+        let fresh = FRESH;
         // A first assist opens a window; a mutator that lost its CPU for 3 ms inside it is
         // charged the 3 ms (whatever CPU time the slice took), which spends the window's share
         // (2.5 ms) and defers the next assist in that window.
@@ -264,10 +281,7 @@ mod tests {
     #[test]
     fn the_budget_allows_a_share_of_each_window_unless_urgent() {
         let t0 = Instant::now();
-        let fresh = Budget {
-            window: None,
-            spent: Duration::ZERO,
-        };
+        let fresh = FRESH;
         assert!(within_budget(fresh, t0, false));
         let share = ASSIST_WINDOW.mul_f64(ASSIST_SHARE);
         let b = |spent| Budget {
