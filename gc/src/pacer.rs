@@ -93,11 +93,12 @@ pub(crate) const ASSIST_SCAN_RATE: f64 = 400e6;
 pub(crate) const ASSIST_CHECK: usize = 64;
 /// ...or bytes of objects, whichever comes first.
 pub(crate) const ASSIST_CHECK_BYTES: usize = 16 << 10;
-/// Assist budget: a mutator's mark assists take at most this share of each
-/// [`ASSIST_WINDOW`] of wall time (Go gives dedicated markers 25 % and lets assists make up
-/// the rest; here the rest is bounded too, so assists alone never push a mutator's MMU at
-/// [`ASSIST_WINDOW`] and above below `1 - ASSIST_SHARE`), until the cycle has used
-/// [`ASSIST_URGENT`] of its headroom.
+/// Assist budget: a mutator's mark assists do at most this share of each [`ASSIST_WINDOW`] of
+/// wall time in work, reckoned as CPU time at [`ASSIST_SCAN_RATE`] (Go gives dedicated markers
+/// 25 % and lets assists make up the rest; here the rest is bounded too, so on a CPU of its own
+/// a mutator's MMU at [`ASSIST_WINDOW`] and above stays near `1 - ASSIST_SHARE` through
+/// assists alone; sharing a CPU, it also waits while preempted inside them), until the assist
+/// is urgent ([`plan_assist`]).
 pub(crate) const ASSIST_SHARE: f64 = 0.25;
 /// The window of the assist budget.
 pub(crate) const ASSIST_WINDOW: Duration = Duration::from_millis(10);
