@@ -7,16 +7,17 @@
 //! slow path ([`crate::mutator`]) calls [`assist`].
 //!
 //! Invariants:
-//! - one assist scans for at most [`ASSIST_SLICE`] of its thread's CPU time (checked every
-//!   [`ASSIST_CHECK`] objects or [`ASSIST_CHECK_BYTES`] scanned; one step scans at most
-//!   [`crate::marking::SCAN_CHUNK_WORDS`] words, large objects a chunk at a time) and never
-//!   polls a safepoint, so no pause can begin while a mutator holds gray objects; what it has
+//! - one assist scans at most [`ASSIST_SLICE_BYTES`] and lasts at most [`ASSIST_SLICE`] of
+//!   wall time (checked every [`ASSIST_CHECK`] objects or [`ASSIST_CHECK_BYTES`] scanned; one
+//!   step scans at most [`crate::marking::SCAN_CHUNK_WORDS`] words, large objects a chunk at
+//!   a time), and never reads the thread's CPU clock (a read is a preemption point, see
+//!   [`ASSIST_SLICE_BYTES`]); it never polls a safepoint, so no pause can begin while a mutator holds gray objects; what it has
 //!   not scanned goes back to the pool when it ends (`GrayLocal`'s drop);
 //! - a mutator's paced assists ([`paced_assist`], the allocation slow path's) take at most
-//!   [`ASSIST_SHARE`] of each [`ASSIST_WINDOW`] of wall time in CPU time, measured per
-//!   thread, unless the pacer calls the assist urgent ([`crate::pacer::plan_assist`]); an
-//!   assist that would exceed the budget is deferred (counted), never shortened below its
-//!   slice;
+//!   [`ASSIST_SHARE`] of each [`ASSIST_WINDOW`] of wall time in CPU time, reckoned from the
+//!   bytes scanned at [`ASSIST_SCAN_RATE`] (no CPU clock is read), unless the pacer calls the
+//!   assist urgent ([`crate::pacer::plan_assist`]); an assist that would exceed the budget is
+//!   deferred (counted);
 //! - it takes work only while marking is active: the pool holds objects only between the
 //!   concurrent marker's first shade (after the bitmaps are cleared) and the remark, which
 //!   drains it with the world stopped.
@@ -29,23 +30,27 @@ use crate::graypool::GrayLocal;
 use crate::inner::HeapInner;
 use crate::marking::ConcMarker;
 use crate::pacer::{
-    AssistPlan, ASSIST_CHECK, ASSIST_CHECK_BYTES, ASSIST_SHARE, ASSIST_SLICE, ASSIST_WINDOW,
+    AssistPlan, ASSIST_CHECK, ASSIST_CHECK_BYTES, ASSIST_SCAN_RATE, ASSIST_SHARE, ASSIST_SLICE,
+    ASSIST_SLICE_BYTES, ASSIST_WINDOW,
 };
 use crate::trace::{Atomic, Tracer};
 use faultline_heap::object::TypeRegistry;
 
-/// What one assist did: bytes scanned (0: there was nothing to take) and the CPU time it
-/// took.
+/// What one assist did: bytes scanned (0: there was nothing to take).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Done {
     pub bytes: usize,
-    pub cpu: Duration,
 }
 
 /// Whether a slice must look at the clock after `steps` steps and `bytes` scanned since the
 /// last look (pure).
 fn time_to_check(steps: usize, bytes: usize) -> bool {
     steps >= ASSIST_CHECK || bytes >= ASSIST_CHECK_BYTES
+}
+
+/// The bytes one assist scans at most when `owed` (`None`: the slice's whole work) (pure).
+fn slice_bytes(owed: Option<usize>) -> usize {
+    owed.map_or(ASSIST_SLICE_BYTES, |o| o.min(ASSIST_SLICE_BYTES))
 }
 
 /// A marker for a mutator's own marking work (assists, its own retired buffers): the
@@ -67,9 +72,9 @@ fn marker<'a>(inner: &'a HeapInner, types: &'a TypeRegistry) -> ConcMarker<'a> {
 }
 
 /// A mark assist (a mutator's allocation slow path, marking active): scan gray objects from
-/// the shared pool until this assist has scanned `owed` bytes (`None`: until the slice ends),
-/// the pool is empty, or [`ASSIST_SLICE`] of this thread's CPU time has passed. Leftover gray
-/// objects go back to the pool. Counted in the pacer.
+/// the shared pool until this assist has scanned `owed` bytes (at most, and with `None`,
+/// [`ASSIST_SLICE_BYTES`]), the pool is empty, or [`ASSIST_SLICE`] of wall time has passed.
+/// Leftover gray objects go back to the pool. Counted in the pacer.
 ///
 /// Safe with respect to the cycle: the pool holds objects only between the concurrent
 /// marker's first shade (after the bitmaps are cleared) and the remark, and a mutator cannot
@@ -80,12 +85,12 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> Done {
         return Done::default();
     }
     let t0 = Instant::now();
-    let cpu0 = crate::cputime::thread_cpu();
+    let slice = slice_bytes(owed);
     let types = inner.types();
     let mut m = marker(inner, &types);
     let (mut steps, mut checked) = (0, 0);
     while m.step() {
-        if owed.is_some_and(|o| m.scanned_bytes >= o) {
+        if m.scanned_bytes >= slice {
             break;
         }
         steps += 1;
@@ -93,9 +98,7 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> Done {
             (steps, checked) = (0, m.scanned_bytes);
             // (A stop requested meanwhile ends the slice too: the pause waits for this
             // mutator's poll, so an assist must not stretch its time to safepoint.)
-            if crate::cputime::since(cpu0) >= ASSIST_SLICE
-                || inner.sp.requested.load(Ordering::Relaxed)
-            {
+            if t0.elapsed() >= ASSIST_SLICE || inner.sp.requested.load(Ordering::Relaxed) {
                 break;
             }
         }
@@ -106,12 +109,10 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> Done {
     if bytes == 0 {
         return Done::default();
     }
-    // CPU time read first: it lies within the wall interval.
-    let cpu = crate::cputime::since(cpu0);
     let end = Instant::now();
     crate::waits::record(crate::waits::WaitCause::Assist, t0, end);
-    inner.pacer.note_assist(end - t0, cpu, bytes);
-    Done { bytes, cpu }
+    inner.pacer.note_assist(end - t0, bytes);
+    Done { bytes }
 }
 
 /// A mutator retiring its allocation buffer `[start, end)` while SATB marking runs marks the
@@ -141,7 +142,7 @@ pub(crate) fn mark_own_buffer(inner: &HeapInner, start: usize, end: usize) {
     inner.pacer.note_black(m.marked);
 }
 
-/// A mutator's assist budget: the start of its current window and the assist CPU time spent
+/// A mutator's assist budget: the start of its current window and the assist wall time spent
 /// in it.
 #[derive(Clone, Copy)]
 struct Budget {
@@ -182,21 +183,36 @@ pub(crate) fn paced_assist(inner: &HeapInner, plan: AssistPlan) -> usize {
         inner.pacer.note_assist_deferred();
         return 0;
     }
-    let Done { bytes, cpu: spent } = assist(inner, Some(plan.owed));
-    BUDGET.with(|c| {
-        let b = c.get();
-        c.set(match b.window {
-            Some(w) if now.saturating_duration_since(w) < ASSIST_WINDOW => Budget {
-                window: Some(w),
-                spent: b.spent + spent,
-            },
-            _ => Budget {
-                window: Some(now),
-                spent,
-            },
-        });
-    });
+    let Done { bytes, .. } = assist(inner, Some(plan.owed));
+    if plan.urgent && bytes > 0 {
+        inner.pacer.note_assist_urgent();
+    }
+    BUDGET.with(|c| c.set(charge(c.get(), now, work_time(bytes))));
     bytes
+}
+
+/// The CPU time scanning `bytes` takes at [`ASSIST_SCAN_RATE`] (pure): what an assist is
+/// charged, since it reads no CPU clock.
+fn work_time(bytes: usize) -> Duration {
+    Duration::from_secs_f64(bytes as f64 / ASSIST_SCAN_RATE)
+}
+
+/// The budget `b` after an assist that started at `start` and was charged `spent` (pure): added
+/// to the window it started in, or opening a new window. The charge is its work
+/// ([`work_time`]), not its wall time: charged wall time, the budget deferred the assists of
+/// mutators that lose their CPU inside them, and marking fell behind into flip waits on a
+/// loaded machine (BENCHMARKS.md, s10 `assist`).
+fn charge(b: Budget, start: Instant, spent: Duration) -> Budget {
+    match b.window {
+        Some(w) if start.saturating_duration_since(w) < ASSIST_WINDOW => Budget {
+            window: Some(w),
+            spent: b.spent + spent,
+        },
+        _ => Budget {
+            window: Some(start),
+            spent,
+        },
+    }
 }
 
 /// A compaction assist: fill destination pages of the running compaction for at most
@@ -227,12 +243,56 @@ mod tests {
     }
 
     #[test]
+    fn a_slice_scans_what_is_owed_up_to_its_bytes() {
+        assert_eq!(slice_bytes(Some(20 << 10)), 20 << 10);
+        assert_eq!(
+            slice_bytes(Some(ASSIST_SLICE_BYTES * 8)),
+            ASSIST_SLICE_BYTES
+        );
+        assert_eq!(slice_bytes(None), ASSIST_SLICE_BYTES);
+    }
+
+    const FRESH: Budget = Budget {
+        window: None,
+        spent: Duration::ZERO,
+    };
+
+    #[test]
+    fn an_assist_is_charged_its_work_in_the_window_it_started_in() {
+        let t0 = Instant::now();
+        // A whole slice's work costs what scanning it takes at the nominal rate.
+        let slice = work_time(ASSIST_SLICE_BYTES);
+        assert!(
+            slice > Duration::from_micros(200) && slice < ASSIST_SLICE,
+            "{slice:?}"
+        );
+        // A first assist opens a window; eight slices spend its share (2.5 ms) and defer the
+        // next assist in that window, however little wall time they took.
+        let mut b = charge(FRESH, t0, slice);
+        assert_eq!(b.window, Some(t0));
+        assert_eq!(b.spent, slice);
+        for k in 1..8u32 {
+            assert!(within_budget(
+                b,
+                t0 + Duration::from_millis(k.into()),
+                false
+            ));
+            b = charge(b, t0 + Duration::from_millis(k.into()), slice);
+        }
+        assert_eq!(b.window, Some(t0));
+        assert_eq!(b.spent, slice * 8);
+        assert!(!within_budget(b, t0 + Duration::from_millis(9), false));
+        // One starting after the window opens a new one.
+        let later = t0 + ASSIST_WINDOW;
+        let b = charge(b, later, work_time(1 << 10));
+        assert_eq!(b.window, Some(later));
+        assert_eq!(b.spent, work_time(1 << 10));
+    }
+
+    #[test]
     fn the_budget_allows_a_share_of_each_window_unless_urgent() {
         let t0 = Instant::now();
-        let fresh = Budget {
-            window: None,
-            spent: Duration::ZERO,
-        };
+        let fresh = FRESH;
         assert!(within_budget(fresh, t0, false));
         let share = ASSIST_WINDOW.mul_f64(ASSIST_SHARE);
         let b = |spent| Budget {

@@ -195,11 +195,7 @@ mod tests {
             let behind = nice_of(tid).unwrap();
             // Assists scanned up to the schedule: the markers alone are still behind.
             p.note_scanned(2 * MIB);
-            p.note_assist(
-                Duration::from_micros(500),
-                Duration::from_micros(400),
-                2 * MIB,
-            );
+            p.note_assist(Duration::from_micros(500), 2 * MIB);
             assert!(p.assist_plan().is_none());
             c.check(&p);
             let assisted = nice_of(tid).unwrap();

@@ -42,7 +42,7 @@
 //! first cycle). A mutator refilling its allocation buffer is *behind* when the fraction of
 //! the deadline allocated so far exceeds the fraction of the expected mark work scanned so far
 //! ([`plan_assist`]); it then scans gray objects until the two fractions meet, in slices of at
-//! most [`ASSIST_SLICE`] of its CPU time (see [`crate::assist::assist`]), within a budget: at
+//! most [`ASSIST_SLICE_BYTES`] (see [`crate::assist::assist`]), within a budget: at
 //! most [`ASSIST_SHARE`] of every [`ASSIST_WINDOW`] per mutator, unless the assist is
 //! *urgent*: [`ASSIST_URGENT`] of the deadline is allocated, or marking is behind by more than
 //! [`DEBT_URGENT`] of its expected work (a cycle that started late or whose markers get too
@@ -72,21 +72,33 @@ use crate::stats::PaceStats;
 pub(crate) const SMOOTHING: f64 = 0.5;
 /// Safety margin on the bytes a cycle is predicted to need.
 pub(crate) const MARGIN: f64 = 0.25;
-/// The longest single assist: slices end after this much of the mutator's CPU time (checked
-/// every [`ASSIST_CHECK`] objects or [`ASSIST_CHECK_BYTES`] scanned, and no step scans more
-/// than [`crate::marking::SCAN_CHUNK_WORDS`], so one assist stays under a millisecond of
-/// work). CPU time, not wall time: a mutator preempted inside an assist did no work meanwhile,
-/// and a slice cut short by preemption would leave the debt to the space's end.
+/// The longest single assist in wall time: a mark assist ends after this long (checked every
+/// [`ASSIST_CHECK`] objects or [`ASSIST_CHECK_BYTES`] scanned, and no step scans more than
+/// [`crate::marking::SCAN_CHUNK_WORDS`]) if it has not scanned [`ASSIST_SLICE_BYTES`] by
+/// then, i.e. only when the mutator lost its CPU inside it (its budget is charged that wall
+/// time anyway, [`crate::assist`]); a compaction assist fills pages for this long.
 pub(crate) const ASSIST_SLICE: Duration = Duration::from_micros(500);
+/// The most one mark assist scans: a slice's work, about 0.25-0.35 ms of CPU at the 350-510
+/// MB/s an assist scans (per-assist traces, 2026-12-05 s10). A slice is bounded by work, not
+/// by the thread's CPU clock: reading `CLOCK_THREAD_CPUTIME_ID` updates the thread's runtime
+/// in the scheduler, which then preempts it at once if its time slice is over (instead of at
+/// the next tick, wherever it runs), so every read made inside an assist drew the mutator's
+/// preemptions into its waits.
+pub(crate) const ASSIST_SLICE_BYTES: usize = 128 << 10;
+/// The scanning speed an assist's budget reckons with (bytes per second of CPU): about what
+/// assists scanned per second of their CPU time in the per-assist traces (350-510 MB/s), so
+/// [`ASSIST_SHARE`] is still roughly a share of CPU time.
+pub(crate) const ASSIST_SCAN_RATE: f64 = 400e6;
 /// Objects an assist scans between two looks at the clock...
 pub(crate) const ASSIST_CHECK: usize = 64;
 /// ...or bytes of objects, whichever comes first.
 pub(crate) const ASSIST_CHECK_BYTES: usize = 16 << 10;
-/// Assist budget: a mutator's mark assists take at most this share of each
-/// [`ASSIST_WINDOW`] of wall time (Go gives dedicated markers 25 % and lets assists make up
-/// the rest; here the rest is bounded too, so assists alone never push a mutator's MMU at
-/// [`ASSIST_WINDOW`] and above below `1 - ASSIST_SHARE`), until the cycle has used
-/// [`ASSIST_URGENT`] of its headroom.
+/// Assist budget: a mutator's mark assists do at most this share of each [`ASSIST_WINDOW`] of
+/// wall time in work, reckoned as CPU time at [`ASSIST_SCAN_RATE`] (Go gives dedicated markers
+/// 25 % and lets assists make up the rest; here the rest is bounded too, so on a CPU of its own
+/// a mutator's MMU at [`ASSIST_WINDOW`] and above stays near `1 - ASSIST_SHARE` through
+/// assists alone; sharing a CPU, it also waits while preempted inside them), until the assist
+/// is urgent ([`plan_assist`]).
 pub(crate) const ASSIST_SHARE: f64 = 0.25;
 /// The window of the assist budget.
 pub(crate) const ASSIST_WINDOW: Duration = Duration::from_millis(10);
@@ -257,7 +269,7 @@ pub(crate) struct Pacer {
     assists: AtomicU64,
     assist_ns: AtomicU64,
     assist_max_ns: AtomicU64,
-    assist_cpu_max_ns: AtomicU64,
+    assists_urgent: AtomicU64,
     assist_bytes: AtomicU64,
     assists_deferred: AtomicU64,
     flip_waits: AtomicU64,
@@ -315,14 +327,18 @@ impl Pacer {
         self.scanned.load(Ordering::Relaxed)
     }
 
-    /// An assist ran for `d` (of which `cpu` on its CPU) and scanned `bytes`.
-    pub(crate) fn note_assist(&self, d: Duration, cpu: Duration, bytes: usize) {
+    /// An assist ran for `d` and scanned `bytes`.
+    pub(crate) fn note_assist(&self, d: Duration, bytes: usize) {
         self.assists.fetch_add(1, Ordering::Relaxed);
         self.assist_ns.fetch_add(ns(d), Ordering::Relaxed);
         self.assist_max_ns.fetch_max(ns(d), Ordering::Relaxed);
-        self.assist_cpu_max_ns.fetch_max(ns(cpu), Ordering::Relaxed);
         self.assist_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         self.assisted.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A paced assist that scanned something ran urgent (its budget was lifted).
+    pub(crate) fn note_assist_urgent(&self) {
+        self.assists_urgent.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An assist was owed but deferred (the mutator's window budget was spent).
@@ -482,7 +498,7 @@ impl Pacer {
             assists: self.assists.swap(0, Ordering::Relaxed),
             assist_time: d(&self.assist_ns),
             assist_max: d(&self.assist_max_ns),
-            assist_cpu_max: d(&self.assist_cpu_max_ns),
+            assists_urgent: self.assists_urgent.swap(0, Ordering::Relaxed),
             assist_bytes: self.assist_bytes.swap(0, Ordering::Relaxed),
             assists_deferred: self.assists_deferred.swap(0, Ordering::Relaxed),
             flip_waits: self.flip_waits.swap(0, Ordering::Relaxed),
@@ -596,8 +612,8 @@ mod tests {
         // ...and once it is scanned with marking still running, a sixteenth more.
         p.note_scanned(6 * MIB);
         assert!(near(owed(&p), MIB / 2), "{:?}", p.assist_plan());
-        p.note_assist(Duration::from_micros(300), Duration::from_micros(200), 1000);
-        p.note_assist(Duration::from_micros(100), Duration::from_micros(90), 1000);
+        p.note_assist(Duration::from_micros(300), 1000);
+        p.note_assist(Duration::from_micros(100), 1000);
         p.note_flip_wait(Duration::from_millis(2));
         p.end_mark(Duration::from_millis(8), Duration::from_millis(10));
         let d = p.finish_cycle(
@@ -611,7 +627,6 @@ mod tests {
         let s = p.take_stats(Decision::default(), Duration::from_millis(10));
         assert_eq!(s.assists, 2);
         assert_eq!(s.assist_max, Duration::from_micros(300));
-        assert_eq!(s.assist_cpu_max, Duration::from_micros(200));
         assert_eq!(s.assist_time, Duration::from_micros(400));
         assert_eq!(s.flip_waits, 1);
         assert_eq!(s.next_trigger_bytes, d.trigger);

@@ -383,9 +383,9 @@ pub struct PaceStats {
     pub assist_time: Duration,
     /// The longest one.
     pub assist_max: Duration,
-    /// The most CPU time one took (a slice ends after `ASSIST_SLICE` of it; the wall time
-    /// above also counts the mutator losing its CPU meanwhile).
-    pub assist_cpu_max: Duration,
+    /// Of `assists`, those the pacer called urgent (run whatever the mutator's budget; see
+    /// `faultline_gc::pacer::plan_assist`).
+    pub assists_urgent: u64,
     /// Bytes of objects they scanned.
     pub assist_bytes: u64,
     /// Assists a mutator owed but did not do, because its assists had already taken their
@@ -573,7 +573,7 @@ impl CycleStats {
         let p = &self.pacing;
         let pacing = if self.mode == GcMode::Concurrent {
             format!(
-                " | pace: trigger {}K, to flip predicted {:.3}ms actual {:.3}ms, alloc {:.1}MB/s, mark {:.1}MB/s x{} markers, next trigger {}K | assists {} ({:.3}ms, max {:.3}ms, cpu max {:.3}ms, {}K scanned, {} deferred), compaction assists {} ({:.3}ms, {} pages), flip waits {} ({:.3}ms)",
+                " | pace: trigger {}K, to flip predicted {:.3}ms actual {:.3}ms, alloc {:.1}MB/s, mark {:.1}MB/s x{} markers, next trigger {}K | assists {} ({:.3}ms, max {:.3}ms, {}K scanned, {} urgent, {} deferred), compaction assists {} ({:.3}ms, {} pages), flip waits {} ({:.3}ms)",
                 p.trigger_bytes / 1024,
                 p.predicted_to_flip.as_secs_f64() * 1e3,
                 p.actual_to_flip.as_secs_f64() * 1e3,
@@ -584,8 +584,8 @@ impl CycleStats {
                 p.assists,
                 p.assist_time.as_secs_f64() * 1e3,
                 p.assist_max.as_secs_f64() * 1e3,
-                p.assist_cpu_max.as_secs_f64() * 1e3,
                 p.assist_bytes / 1024,
+                p.assists_urgent,
                 p.assists_deferred,
                 p.compaction_assists,
                 p.compaction_assist_time.as_secs_f64() * 1e3,
