@@ -1,5 +1,5 @@
 //! Mutators that outrun a concurrent young cycle pay by compaction assists, not by a window
-//! that grows to the space's end (`gc/src/youngpace.rs`): once a young cycle is measured, the
+//! that grows to the space's end (`gc/src/youngpace.rs`, `HeapConfig::young_budget` on): once a young cycle is measured, the
 //! next young cycle's allocation budget is its young window, and a mutator that has allocated
 //! past it since the cycle's initial mark fills destination pages at its buffer refills while
 //! the compaction runs, though the space is far from exhausted.
@@ -38,6 +38,7 @@ fn mutators_past_a_young_cycles_budget_assist_its_compaction() {
     let heap = Heap::new(HeapConfig::with_heap_size(512 * MIB).with(|c| {
         c.generational = Generational::Cards;
         c.mode = GcMode::Concurrent;
+        c.young_budget = true;
         c.min_trigger_bytes = 448 * MIB;
         c.debug.checkmark = true;
         c.debug.compaction_delay = Some(Duration::from_millis(500));

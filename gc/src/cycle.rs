@@ -591,12 +591,13 @@ fn initial_mark(
     inner.large.marks.clear();
     // The pacer's budget for this cycle: what mutators may allocate before the space runs out
     // (less a refill per mutator), against the mark work expected; a young cycle's is its
-    // young window when measured ([`crate::youngpace::YoungPace::begin`]).
+    // young window when measured and `HeapConfig::young_budget` is on
+    // ([`crate::youngpace::YoungPace::begin`]).
     let used = inner.used();
     let reserve = g.mutators.len().max(1) * inner.config.tlab_bytes;
     let mut headroom = inner.capacity().saturating_sub(used + reserve);
     if let (Some(gs), Some(c)) = (inner.gen.as_ref(), gen.as_ref()) {
-        headroom = if c.young() {
+        headroom = if c.young() && inner.config.young_budget {
             gs.young_pace.begin(inner.pacer.allocated(), headroom)
         } else {
             gs.young_pace.end();
