@@ -231,6 +231,14 @@ pub struct HeapConfig {
     /// [`DEFAULT_FIRST_SURVIVAL_PROMOTION`], or `FAULTLINE_FIRST_SURVIVAL_PROMOTION` from the
     /// environment.
     pub first_survival_promotion: f64,
+    /// Generational, concurrent: once young cycles are measured, a young cycle's allocation
+    /// budget is the young window (`youngpace`): its marking is paced to it, and mutators
+    /// that allocate past it take a compaction-assist slice at each buffer refill while its
+    /// compaction runs. At 4 GiB tree-replace this ended the back-to-back young cycles with
+    /// windows of GBs; at 1 GiB churn (a mostly young live set) the mutators spent 10x the
+    /// assist time (BENCHMARKS.md, helper `young`, s10). Default off, or
+    /// `FAULTLINE_YOUNG_BUDGET` (0 or 1) from the environment.
+    pub young_budget: bool,
     /// Debug, stress and test knobs (all off by default).
     pub debug: DebugConfig,
 }
@@ -267,6 +275,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("old_growth", &self.old_growth)
             .field("promotion_age", &self.promotion_age)
             .field("first_survival_promotion", &self.first_survival_promotion)
+            .field("young_budget", &self.young_budget)
             .field("debug", &self.debug)
             .finish_non_exhaustive()
     }
@@ -311,6 +320,7 @@ impl Default for HeapConfig {
             old_growth: 1.0,
             promotion_age: 2,
             first_survival_promotion: default_first_survival_promotion(),
+            young_budget: default_young_budget(),
             debug: DebugConfig::default(),
         }
     }
@@ -478,6 +488,11 @@ pub fn default_first_survival_promotion() -> f64 {
         x.is_finite() && *x >= 0.0
     })
     .unwrap_or(DEFAULT_FIRST_SURVIVAL_PROMOTION)
+}
+
+/// The default [`HeapConfig::young_budget`]: off, or on where `FAULTLINE_YOUNG_BUDGET` is 1.
+pub fn default_young_budget() -> bool {
+    env_at_most::<u8>("FAULTLINE_YOUNG_BUDGET", 1, 0) == 1
 }
 
 /// The environment variable `name` read as a `T` (surrounding blanks ignored), if it parses

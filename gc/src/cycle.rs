@@ -590,12 +590,21 @@ fn initial_mark(
     }
     inner.large.marks.clear();
     // The pacer's budget for this cycle: what mutators may allocate before the space runs out
-    // (less a refill per mutator), against the mark work expected.
+    // (less a refill per mutator), against the mark work expected; a young cycle's is its
+    // young window when measured and `HeapConfig::young_budget` is on
+    // ([`crate::youngpace::YoungPace::begin`]).
     let used = inner.used();
     let reserve = g.mutators.len().max(1) * inner.config.tlab_bytes;
-    let pace = inner
-        .pacer
-        .begin_cycle(used, inner.capacity().saturating_sub(used + reserve));
+    let mut headroom = inner.capacity().saturating_sub(used + reserve);
+    if let (Some(gs), Some(c)) = (inner.gen.as_ref(), gen.as_ref()) {
+        headroom = if c.young() && inner.config.young_budget {
+            gs.young_pace.begin(inner.pacer.allocated(), headroom)
+        } else {
+            gs.young_pace.end();
+            headroom
+        };
+    }
+    let pace = inner.pacer.begin_cycle(used, headroom);
     inner.marking.begin(from, mark_top, !inner.mode.wp_marking);
     MarkStart {
         pace,
@@ -1784,6 +1793,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
     stats.cpu.compact = Duration::from_nanos(c.counters.cpu_ns.load(Ordering::Relaxed));
     stats.compact = t0.elapsed();
     if let (Some(gc), Some(gs)) = (finish.gen.as_ref(), inner.gen.as_ref()) {
+        gs.young_pace.end();
         if gc.young() {
             // Young-aware pacing: the window at the start, its survivors (kept young or
             // promoted), the marking and compaction that moved them, the whole wall time.

@@ -75,7 +75,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use faultline_heap::object::{Header, TypeRegistry, WORD};
+use faultline_heap::object::{TypeRegistry, WORD};
 use faultline_heap::{ArenaError, VolatileArena, PAGE_SIZE};
 
 use crate::config::HeapConfig;
@@ -218,18 +218,25 @@ impl OldGen {
 
     /// Build the crossing map over the objects promoted last (present and in place now), and
     /// keep dirty in `remset` every slot of theirs that refers to a survivor kept young
-    /// (`[end, young_end)`: the new old-to-young references a partial promotion makes).
-    /// World stopped or the GC thread alone, before the next cycle (mutators may run: the
-    /// slots are read atomically, and a store after the flip is the remembered set's own).
+    /// (`[end, young_end)`: the new old-to-young references a partial promotion makes), in
+    /// one pass over the promoted objects (it reads every one of them: GBs when a whole live
+    /// set is promoted). World stopped or the GC thread alone, before the next cycle (mutators
+    /// may run: the slots are read atomically, and a store after the flip is the remembered
+    /// set's own).
     fn build_pending(&mut self, types: &TypeRegistry, remset: &dyn RememberedSet) {
         let Some((start, end, young_end)) = self.pending.take() else {
             return;
         };
-        if young_end > end {
-            let mut a = start;
-            while a < end {
-                let h = header(a);
-                let size = types.size_words(h).unwrap_or(1).max(1);
+        let partial = young_end > end;
+        let cards = (self.hi - self.lo) / CARD_BYTES;
+        let mut next_card = self.first.len();
+        debug_assert_eq!(self.lo + next_card * CARD_BYTES, start);
+        self.first.reserve(cards - next_card);
+        let mut a = start;
+        while a < end {
+            let h = header(a);
+            let size = types.size_words(h).unwrap_or(1).max(1);
+            if partial {
                 types.for_each_ref_word(h, 0, size, |k| {
                     let slot = a + k * WORD;
                     let v = Atomic::load(slot);
@@ -237,16 +244,8 @@ impl OldGen {
                         remset.keep_dirty(slot);
                     }
                 });
-                a += size * WORD;
             }
-        }
-        let cards = (self.hi - self.lo) / CARD_BYTES;
-        let mut next_card = self.first.len();
-        debug_assert_eq!(self.lo + next_card * CARD_BYTES, start);
-        self.first.reserve(cards - next_card);
-        let mut a = start;
-        while a < end {
-            let obj_end = a + object_words(types, a) * WORD;
+            let obj_end = a + size * WORD;
             // Every card whose first word lies in [a, obj_end) is covered by this object.
             while next_card < cards && self.lo + next_card * CARD_BYTES < obj_end {
                 self.first.push(((a - self.lo) / WORD) as u32);
@@ -324,12 +323,6 @@ pub(crate) fn window_goal(used: usize, old: usize, growth: f64, min_trigger: usi
     let grown = |b: usize| (b as f64 * (1.0 + growth)) as usize;
     let whole = grown(used.saturating_add(old)).max(min_trigger);
     whole.saturating_sub(old).max(grown(used))
-}
-
-/// Size in words of the object at `a` (a zero word: a one-word filler).
-fn object_words(types: &TypeRegistry, a: usize) -> usize {
-    let h: Header = header(a);
-    types.size_words(h).unwrap_or(1).max(1)
 }
 
 /// What the cycle policy reads at a cycle's start.

@@ -726,6 +726,15 @@ impl Mutator {
                         crate::assist::paced_assist(inner, plan);
                     }
                 }
+                // Generational: mutators that have spent a young cycle's allocation budget
+                // help its compaction end, a slice per refill ([`crate::youngpace`]).
+                if let Some(gs) = inner.gen.as_ref() {
+                    if inner.config.mark_assists
+                        && gs.young_pace.owes_compaction(inner.pacer.allocated())
+                    {
+                        crate::assist::compaction_assist(inner);
+                    }
+                }
                 return Ok(self.init(addr, ty, len));
             }
             if collected >= tries {

@@ -294,6 +294,12 @@ impl Pacer {
         self.allocated.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    /// Bytes handed out by the allocation slow path, ever.
+    #[inline]
+    pub(crate) fn allocated(&self) -> u64 {
+        self.allocated.load(Ordering::Relaxed)
+    }
+
     /// The marker cleared this cycle's bitmaps: from now on mutators may mark their retired
     /// buffers themselves (before, their marks would be cleared: they queue them).
     pub(crate) fn open_black(&self) {

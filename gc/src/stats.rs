@@ -397,7 +397,8 @@ pub struct PaceStats {
     /// Their total waiting time.
     pub flip_wait_time: Duration,
     /// Compaction assists: slices of page filling done by mutators whose allocation found the
-    /// space exhausted after the flip (instead of sleeping until the compaction ends).
+    /// space exhausted after the flip (instead of sleeping until the compaction ends), or, in
+    /// a young cycle, had spent its allocation budget (`HeapConfig::young_budget`).
     pub compaction_assists: u64,
     /// Their total time.
     pub compaction_assist_time: Duration,

@@ -20,13 +20,28 @@
 //! before the mutators have allocated [`MIN_YOUNG_ALLOC`] since the last cycle, so a cycle
 //! whose survivors alone exceed the target is not followed by another at once.
 //!
+//! **Mutators that outrun a young cycle pay by assists** ([`YoungPace::begin`]; with
+//! `HeapConfig::young_budget`, off by default: see its documentation). Without
+//! this, a young cycle's own budget was the space's end: at 4 GiB live the mutators allocated
+//! several GB while a young cycle marked and compacted (objects allocated while marking are
+//! black and copied by the cycle; those allocated after its flip are the next window), so the
+//! next cycle started at once with a window of GBs, took as long, and so on. So a concurrent
+//! young cycle gets the young window ([`young_window`] from nothing kept) as its allocation
+//! budget: its marking is paced to end within it (the pacer's mark assists, with the budget
+//! as their headroom), and once the mutators have allocated it since the cycle's initial
+//! mark, every allocation-buffer refill takes one compaction assist slice while the cycle's
+//! compaction runs ([`YoungPace::owes_compaction`]).
+//!
 //! Invariants:
 //! - the figures are written only by the thread finishing a cycle (behind the mutex) and only
 //!   from young cycles;
+//! - the budget's end is set only in a young cycle's initial-mark pause and reset to
+//!   [`NO_BUDGET`] when any cycle ends, so no assist is owed outside a young cycle;
 //! - [`young_window`] is at least `kept + MIN_YOUNG_ALLOC` (bytes in the window after the
 //!   cycle plus the minimal allocation) and `None` until a young cycle with survivors and a
 //!   measurable time was seen.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -36,6 +51,9 @@ use crate::pacer::ewma;
 pub(crate) const YOUNG_TARGET_SECS: f64 = 0.5;
 /// The least a young window grows between two young cycles by this trigger, bytes.
 pub(crate) const MIN_YOUNG_ALLOC: usize = 64 << 20;
+
+/// The budget's end when no young cycle runs (or it runs without a budget).
+pub(crate) const NO_BUDGET: u64 = u64::MAX;
 
 /// What young cycles measured (see the module documentation). Zero: not measured.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -96,9 +114,21 @@ pub(crate) fn young_window(
 }
 
 /// The young cycles' figures of one heap.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct YoungPace {
     rates: Mutex<YoungRates>,
+    /// The pacer's `allocated` count past which the running young cycle's mutators owe
+    /// compaction assists ([`NO_BUDGET`]: none owed).
+    budget_end: AtomicU64,
+}
+
+impl Default for YoungPace {
+    fn default() -> Self {
+        YoungPace {
+            rates: Mutex::default(),
+            budget_end: AtomicU64::new(NO_BUDGET),
+        }
+    }
 }
 
 impl YoungPace {
@@ -119,6 +149,33 @@ impl YoungPace {
             Some(w) => paced.min(w.saturating_add(large)),
             None => paced,
         }
+    }
+
+    /// A concurrent young cycle's initial-mark pause: `allocated` is the pacer's count of
+    /// bytes handed out so far, `headroom` what the mutators may allocate before the space
+    /// runs out. The cycle's budget is the young window (from nothing kept, at least
+    /// [`MIN_YOUNG_ALLOC`]) when measured: past it the mutators owe compaction assists, even
+    /// when the cycle started with the space already full (then its marking has no headroom
+    /// at all, and the mutators wait for its flip). Returns the headroom the cycle's marking
+    /// is paced to: the budget, never more than `headroom`.
+    pub(crate) fn begin(&self, allocated: u64, headroom: usize) -> usize {
+        let r = *self.rates();
+        let budget = young_window(&r, YOUNG_TARGET_SECS, 0, MIN_YOUNG_ALLOC);
+        let end = budget.map_or(NO_BUDGET, |b| allocated.saturating_add(b as u64));
+        self.budget_end.store(end, Ordering::Relaxed);
+        budget.map_or(headroom, |b| b.min(headroom))
+    }
+
+    /// A cycle ended: no assist is owed until the next young cycle's initial mark.
+    pub(crate) fn end(&self) {
+        self.budget_end.store(NO_BUDGET, Ordering::Relaxed);
+    }
+
+    /// Whether a mutator refilling its allocation buffer, with `allocated` bytes handed out
+    /// so far, owes a compaction assist: the running young cycle's budget is spent.
+    #[inline]
+    pub(crate) fn owes_compaction(&self, allocated: u64) -> bool {
+        allocated >= self.budget_end.load(Ordering::Relaxed)
     }
 
     /// The figures so far.
@@ -208,6 +265,49 @@ mod tests {
         assert!(close(Some(p.trigger(usize::MAX, 0, 7 * MIB)), 507 * MIB));
         // A pacer trigger below it wins.
         assert_eq!(p.trigger(300 * MIB, 0, 7 * MIB), 300 * MIB);
+    }
+
+    #[test]
+    fn a_measured_young_cycle_budgets_the_young_window_and_owes_past_it() {
+        let p = YoungPace::default();
+        // Nothing measured: the space's headroom, nothing owed.
+        assert_eq!(p.begin(1000, 10_000 * MIB), 10_000 * MIB);
+        assert!(!p.owes_compaction(u64::MAX - 1));
+        // 10 % of a 1000 MiB window survived in 1 s: a 500 MiB window for 0.5 s.
+        p.note(
+            1000 * MIB,
+            100 * MIB,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        let b = p.begin(1000, 10_000 * MIB);
+        assert!(b.abs_diff(500 * MIB) <= 1, "{b}");
+        assert!(!p.owes_compaction(1000 + b as u64 - 1));
+        assert!(p.owes_compaction(1000 + b as u64));
+        p.end();
+        assert!(!p.owes_compaction(1000 + b as u64));
+        // The space's headroom below the young window: marking paced to the headroom, the
+        // compaction debt still from the young window.
+        assert_eq!(p.begin(1000, 100 * MIB), 100 * MIB);
+        assert!(!p.owes_compaction(1000 + b as u64 - 1));
+        assert!(p.owes_compaction(1000 + b as u64));
+        // A cycle that starts with the space full: no headroom, the same debt.
+        assert_eq!(p.begin(1000, 0), 0);
+        assert!(p.owes_compaction(1000 + b as u64));
+        // A young window below the minimal allocation: the minimal allocation.
+        p.note(
+            1000 * MIB,
+            1000 * MIB,
+            Duration::from_secs(100),
+            Duration::from_secs(100),
+        );
+        p.note(
+            1000 * MIB,
+            1000 * MIB,
+            Duration::from_secs(100),
+            Duration::from_secs(100),
+        );
+        assert_eq!(p.begin(0, 10_000 * MIB), MIN_YOUNG_ALLOC);
     }
 
     #[test]
