@@ -32,7 +32,9 @@ pub use faultline_gc::count_fault_context_switches;
 /// [`HeapConfig::gc_thread_slice_us`]), and the boosts of lowered threads while mutators wait
 /// ([`HeapConfig::gc_thread_boost`]), and the prefill thread's yields
 /// ([`HeapConfig::prefill_yield_us`]).
-pub use faultline_gc::{gc_thread_boosts, gc_thread_yields, gc_threads_lowered};
+pub use faultline_gc::{
+    gc_thread_boosts, gc_thread_yields, gc_threads_batched, gc_threads_lowered,
+};
 /// Typed layouts: a heap type declared from a Rust struct ([`heap_struct!`]), its registration
 /// ([`Heap::register_struct`], a [`HeapType`]) and views reading fields by name ([`Typed`]).
 pub use faultline_gc::{

@@ -1,7 +1,7 @@
 //! The background GC threads' scheduling priority ([`crate::HeapConfig::gc_thread_nice`],
 //! [`crate::HeapConfig::gc_thread_boost`]), time slice
-//! ([`crate::HeapConfig::gc_thread_slice_us`]) and yields
-//! ([`crate::HeapConfig::prefill_yield_us`], [`Yielder`]).
+//! ([`crate::HeapConfig::gc_thread_slice_us`]), policy ([`crate::HeapConfig::gc_thread_batch`])
+//! and yields ([`crate::HeapConfig::prefill_yield_us`], [`Yielder`]).
 //!
 //! On a machine with few CPUs the concurrent collector's threads (the cycle's GC thread, its
 //! helper markers and compaction workers, and the prefill thread) compete with the mutators
@@ -39,8 +39,10 @@
 //!   calls, no allocation, no lock, no panic, `errno` preserved;
 //! - never called to *lower* a mutator thread or the fault handler thread (mutators wait on
 //!   it; it is never registered);
-//! - the slice changes only the scheduler's preemption decisions, never the thread's share
-//!   of the CPU (its weight);
+//! - the slice and the `SCHED_BATCH` policy ([`crate::HeapConfig::gc_thread_batch`]) change
+//!   only the scheduler's preemption decisions, never the thread's share of the CPU (its
+//!   weight); a thread spawned by a batch thread (a compaction worker, a marker helper)
+//!   inherits the policy;
 //! - a [`Yielder`] yields only between units of work, never while its thread holds anything
 //!   another thread may wait for (a claim, a lock, a fork-gate region), and never in a thread
 //!   a mutator waits on: a yield only lets a runnable thread go first, it delays no waiter;
@@ -57,6 +59,8 @@ static FAILURES: AtomicU64 = AtomicU64::new(0);
 static LOWERED: AtomicU64 = AtomicU64::new(0);
 /// Threads whose time slice was set.
 static SLICED: AtomicU64 = AtomicU64::new(0);
+/// Threads put in the `SCHED_BATCH` policy.
+static BATCHED: AtomicU64 = AtomicU64::new(0);
 /// `sched_yield` calls of [`Yielder`]s.
 static YIELDS: AtomicU64 = AtomicU64::new(0);
 
@@ -151,6 +155,40 @@ pub(crate) fn set_slice_this_thread(us: u32) -> bool {
         FAILURES.fetch_add(1, Ordering::Relaxed);
         false
     }
+}
+
+/// Put the calling thread in the `SCHED_BATCH` policy, keeping its nice value and slice: the
+/// fair scheduler then never lets it preempt a running thread when it wakes up (its preemption
+/// is left to the tick), while its CPU share is unchanged. Returns whether the kernel took it.
+fn batch_this_thread() -> bool {
+    // SAFETY: sched_attr is plain data; all-zero is a valid value.
+    let mut a: libc::sched_attr = unsafe { core::mem::zeroed() };
+    let size = core::mem::size_of::<libc::sched_attr>() as u32;
+    // SAFETY: pid 0 is the calling thread; `a` is a writable sched_attr of `size` bytes.
+    let r = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &mut a as *mut _, size, 0) };
+    if r != 0 || a.sched_policy != libc::SCHED_OTHER as u32 {
+        FAILURES.fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    a.size = size;
+    a.sched_flags = 0;
+    a.sched_policy = libc::SCHED_BATCH as u32;
+    // SAFETY: pid 0 is the calling thread; `a` is a valid sched_attr (its own nice value and
+    // slice, the batch policy).
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &a as *const _, 0) };
+    if r == 0 {
+        BATCHED.fetch_add(1, Ordering::Relaxed);
+        true
+    } else {
+        FAILURES.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+}
+
+/// Background GC threads (process-wide, every heap) put in the `SCHED_BATCH` policy so far
+/// ([`crate::HeapConfig::gc_thread_batch`]; failures are counted in [`gc_threads_lowered`]).
+pub fn gc_threads_batched() -> u64 {
+    BATCHED.load(Ordering::Relaxed)
 }
 
 /// Background GC threads (process-wide, every heap) whose priority was lowered so far
@@ -467,6 +505,9 @@ impl Inherit {
 /// at its start). Keep the result until the thread ends.
 pub(crate) fn enter(config: &crate::HeapConfig) -> GcThread {
     set_slice_this_thread(config.gc_thread_slice_us);
+    if config.gc_thread_batch {
+        batch_this_thread();
+    }
     let steps = config.gc_thread_nice;
     if steps == 0 {
         return GcThread(None);
@@ -488,6 +529,15 @@ pub(crate) fn enter(config: &crate::HeapConfig) -> GcThread {
 
 /// One line for the mode info: the background threads' priority under `config`.
 pub(crate) fn describe(config: &crate::HeapConfig) -> String {
+    let policy = if config.gc_thread_batch {
+        ", SCHED_BATCH (no wakeup preemption of a mutator)"
+    } else {
+        ""
+    };
+    format!("{}{policy}", describe_priority(config))
+}
+
+fn describe_priority(config: &crate::HeapConfig) -> String {
     let n = config.gc_thread_nice;
     if n == 0 {
         "gc threads: the mutators' priority (gc_thread_nice 0)".into()

@@ -127,6 +127,16 @@ pub struct HeapConfig {
     /// CPU. In [0, 100 000]; default 0, or `FAULTLINE_GC_THREAD_SLICE_US` from the
     /// environment.
     pub gc_thread_slice_us: u32,
+    /// Concurrent mode: the background GC threads (the cycle's GC thread, the compaction
+    /// workers and marker helpers it starts, which inherit its policy, and the prefill
+    /// thread) run in the `SCHED_BATCH` policy: a GC thread that wakes up never preempts a
+    /// running mutator (its preemption is left to the tick), while its share of the CPU and
+    /// its nice value stay as they are. Without it a refill that woke the prefill thread, or a
+    /// mutator that woke the GC thread, could lose its CPU at once to the thread it woke and
+    /// wait a scheduler tick or more to get it back, inside its wait. Default
+    /// [`DEFAULT_GC_THREAD_BATCH`], or `FAULTLINE_GC_THREAD_BATCH` (0 or 1) from the
+    /// environment.
+    pub gc_thread_batch: bool,
     /// Concurrent mode: the prefill thread offers its CPU (`sched_yield`) between chunks once
     /// it has worked this many microseconds since it last did, while the present memory above
     /// the allocation pointer is at least half of `prefill_bytes`, so a mutator that wakes up
@@ -259,6 +269,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("gc_thread_nice", &self.gc_thread_nice)
             .field("gc_thread_boost", &self.gc_thread_boost)
             .field("gc_catchup_nice", &self.gc_catchup_nice)
+            .field("gc_thread_batch", &self.gc_thread_batch)
             .field("prefill_yield_us", &self.prefill_yield_us)
             .field("refill_wait_rounds", &self.refill_wait_rounds)
             .field("fault_group_pages", &self.fault_group_pages)
@@ -301,6 +312,7 @@ impl Default for HeapConfig {
             gc_thread_boost: default_gc_thread_boost(),
             gc_catchup_nice: default_gc_catchup_nice(),
             gc_thread_slice_us: default_gc_thread_slice_us(),
+            gc_thread_batch: default_gc_thread_batch(),
             prefill_yield_us: default_prefill_yield_us(),
             refill_wait_rounds: default_refill_wait_rounds(),
             fault_group_pages: default_fault_group_pages(),
@@ -413,6 +425,23 @@ pub fn default_gc_thread_boost() -> bool {
         Ok("0") => false,
         _ => DEFAULT_GC_THREAD_BOOST,
     }
+}
+
+/// The default [`HeapConfig::gc_thread_batch`]: on. Quiet A/Bs at 64 MiB, copy/sigbus
+/// (BENCHMARKS.md, "Session of 2026-12-05 (s10, lead)", 9 alternated rounds in two runs):
+/// gcbench's mutator MMU@100 0.82-0.93 off against 0.91-0.98 on in every round, binary-trees
+/// 0.83-0.98 against 0.86-0.96; the cost: churn's median 0.35 against 0.32 (15 rounds, ranges
+/// overlapping), fragmentation within its spread.
+pub const DEFAULT_GC_THREAD_BATCH: bool = true;
+
+/// [`DEFAULT_GC_THREAD_BATCH`], or `FAULTLINE_GC_THREAD_BATCH` from the environment if it is 0
+/// or 1.
+pub fn default_gc_thread_batch() -> bool {
+    env_at_most::<u8>(
+        "FAULTLINE_GC_THREAD_BATCH",
+        1,
+        u8::from(DEFAULT_GC_THREAD_BATCH),
+    ) == 1
 }
 
 /// 0, or `FAULTLINE_GC_THREAD_SLICE_US` from the environment if it is a number in
