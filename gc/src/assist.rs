@@ -36,12 +36,6 @@ use crate::pacer::{
 use crate::trace::{Atomic, Tracer};
 use faultline_heap::object::TypeRegistry;
 
-/// What one assist did: bytes scanned (0: there was nothing to take).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Done {
-    pub bytes: usize,
-}
-
 /// Whether a slice must look at the clock after `steps` steps and `bytes` scanned since the
 /// last look (pure).
 fn time_to_check(steps: usize, bytes: usize) -> bool {
@@ -74,15 +68,16 @@ fn marker<'a>(inner: &'a HeapInner, types: &'a TypeRegistry) -> ConcMarker<'a> {
 /// A mark assist (a mutator's allocation slow path, marking active): scan gray objects from
 /// the shared pool until this assist has scanned `owed` bytes (at most, and with `None`,
 /// [`ASSIST_SLICE_BYTES`]), the pool is empty, or [`ASSIST_SLICE`] of wall time has passed.
-/// Leftover gray objects go back to the pool. Counted in the pacer.
+/// Leftover gray objects go back to the pool. Counted in the pacer. Returns the bytes scanned
+/// (0: there was nothing to take).
 ///
 /// Safe with respect to the cycle: the pool holds objects only between the concurrent
 /// marker's first shade (after the bitmaps are cleared) and the remark, and a mutator cannot
 /// be inside an assist during a pause (it polls no safepoint here).
-pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> Done {
+pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> usize {
     let ms = &inner.marking;
     if !ms.active.load(Ordering::SeqCst) || !ms.pool.has_work() {
-        return Done::default();
+        return 0;
     }
     let t0 = Instant::now();
     let slice = slice_bytes(owed);
@@ -107,12 +102,12 @@ pub(crate) fn assist(inner: &HeapInner, owed: Option<usize>) -> Done {
     m.publish(&inner.pacer);
     drop(m);
     if bytes == 0 {
-        return Done::default();
+        return 0;
     }
     let end = Instant::now();
     crate::waits::record(crate::waits::WaitCause::Assist, t0, end);
     inner.pacer.note_assist(end - t0, bytes);
-    Done { bytes }
+    bytes
 }
 
 /// A mutator retiring its allocation buffer `[start, end)` while SATB marking runs marks the
@@ -183,7 +178,7 @@ pub(crate) fn paced_assist(inner: &HeapInner, plan: AssistPlan) -> usize {
         inner.pacer.note_assist_deferred();
         return 0;
     }
-    let Done { bytes, .. } = assist(inner, Some(plan.owed));
+    let bytes = assist(inner, Some(plan.owed));
     if plan.urgent && bytes > 0 {
         inner.pacer.note_assist_urgent();
     }

@@ -133,34 +133,20 @@ pub(crate) fn set_slice_this_thread(us: u32) -> bool {
     if us == 0 {
         return false;
     }
-    // SAFETY: sched_attr is plain data; all-zero is a valid value.
-    let mut a: libc::sched_attr = unsafe { core::mem::zeroed() };
-    let size = core::mem::size_of::<libc::sched_attr>() as u32;
-    // SAFETY: pid 0 is the calling thread; `a` is a writable sched_attr of `size` bytes.
-    let r = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &mut a as *mut _, size, 0) };
-    if r != 0 || a.sched_policy != libc::SCHED_OTHER as u32 {
-        FAILURES.fetch_add(1, Ordering::Relaxed);
-        return false;
-    }
-    a.size = size;
-    a.sched_flags = 0;
-    a.sched_runtime = us as u64 * 1000;
-    // SAFETY: pid 0 is the calling thread; `a` is a valid sched_attr (its own policy and nice
-    // value, a new slice).
-    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &a as *const _, 0) };
-    if r == 0 {
-        SLICED.fetch_add(1, Ordering::Relaxed);
-        true
-    } else {
-        FAILURES.fetch_add(1, Ordering::Relaxed);
-        false
-    }
+    edit_sched_attr(&SLICED, |a| a.sched_runtime = us as u64 * 1000)
 }
 
 /// Put the calling thread in the `SCHED_BATCH` policy, keeping its nice value and slice: the
 /// fair scheduler then never lets it preempt a running thread when it wakes up (its preemption
 /// is left to the tick), while its CPU share is unchanged. Returns whether the kernel took it.
 fn batch_this_thread() -> bool {
+    edit_sched_attr(&BATCHED, |a| a.sched_policy = libc::SCHED_BATCH as u32)
+}
+
+/// Read the calling thread's `sched_attr`, which must be of the normal policy, apply `edit` to
+/// it and set it back; counts a success in `done`, a failure in [`FAILURES`]. Returns whether
+/// the kernel took it.
+fn edit_sched_attr(done: &AtomicU64, edit: impl FnOnce(&mut libc::sched_attr)) -> bool {
     // SAFETY: sched_attr is plain data; all-zero is a valid value.
     let mut a: libc::sched_attr = unsafe { core::mem::zeroed() };
     let size = core::mem::size_of::<libc::sched_attr>() as u32;
@@ -172,12 +158,12 @@ fn batch_this_thread() -> bool {
     }
     a.size = size;
     a.sched_flags = 0;
-    a.sched_policy = libc::SCHED_BATCH as u32;
-    // SAFETY: pid 0 is the calling thread; `a` is a valid sched_attr (its own nice value and
-    // slice, the batch policy).
+    edit(&mut a);
+    // SAFETY: pid 0 is the calling thread; `a` is a valid sched_attr (the thread's own, read
+    // above, with `edit`'s slice or policy).
     let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &a as *const _, 0) };
     if r == 0 {
-        BATCHED.fetch_add(1, Ordering::Relaxed);
+        done.fetch_add(1, Ordering::Relaxed);
         true
     } else {
         FAILURES.fetch_add(1, Ordering::Relaxed);

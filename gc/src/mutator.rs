@@ -771,7 +771,7 @@ impl Mutator {
                 // running cycle's flip or end.
                 let _boost = crate::background::boost_while_waiting();
                 if inner.config.mark_assists {
-                    while crate::assist::assist(&self.heap.inner, None).bytes > 0 {
+                    while crate::assist::assist(&self.heap.inner, None) > 0 {
                         self.safepoint();
                     }
                     while crate::assist::compaction_assist(&self.heap.inner) > 0 {
