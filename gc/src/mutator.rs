@@ -729,7 +729,8 @@ impl Mutator {
                 // Generational: mutators that have spent a young cycle's allocation budget
                 // help its compaction end, a slice per refill ([`crate::youngpace`]).
                 if let Some(gs) = inner.gen.as_ref() {
-                    if inner.config.mark_assists
+                    if inner.config.young_budget
+                        && inner.config.mark_assists
                         && gs.young_pace.owes_compaction(inner.pacer.allocated())
                     {
                         crate::assist::compaction_assist(inner);
