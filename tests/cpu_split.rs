@@ -1,7 +1,9 @@
 //! `CycleStats::cpu` ([`faultline::CpuSplit`]): every cycle reports where its collector threads
 //! spent CPU time, by phase. Stop-the-world: the pause's CPU covers its parts (mark, compact,
 //! finish), and marking a live list costs CPU. Concurrent: marking and the compaction workers
-//! (every destination page filled) cost CPU, and the pause is part of the cycle's total.
+//! (every destination page filled) cost CPU, and the pause is part of the cycle's total; the
+//! workers' CPU in recycling and releasing old pages is a part of theirs, and the GC log
+//! line shows the split.
 
 mod common;
 use common::*;
@@ -55,5 +57,26 @@ fn concurrent_cycles_split_their_cpu_by_phase() {
             assert!(cpu.compact > std::time::Duration::ZERO, "{cpu:?}");
         }
         assert!(cpu.total(c.mode) >= cpu.mark + cpu.pause, "{cpu:?}");
+        // The workers' CPU in giving old pages back and after their last batch is part of
+        // theirs; pages moved as fresh memory during the compaction cost some of it.
+        assert!(
+            c.cpu_release + c.cpu_tail <= cpu.compact,
+            "{}",
+            c.log_line()
+        );
+        assert!(
+            c.pages_recycled_early <= c.pages_recycled,
+            "{}",
+            c.log_line()
+        );
+        if c.pages_recycled_early > 0 {
+            assert!(
+                c.cpu_release > std::time::Duration::ZERO,
+                "{}",
+                c.log_line()
+            );
+        }
+        assert!(c.log_line().contains(" | cpu: mark "), "{}", c.log_line());
     }
+    eprintln!("{}", h.last().unwrap().log_line());
 }

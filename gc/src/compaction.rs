@@ -236,6 +236,12 @@ pub(crate) struct PageCounters {
     pub map_ns: AtomicU64,
     /// The workers' thread CPU time, summed (see `CpuSplit::compact`).
     pub cpu_ns: AtomicU64,
+    /// Copy strategy: of it, the workers' CPU in releasing and recycling the old pages nobody
+    /// reads any more (`MADV_DONTNEED`, `UFFDIO_MOVE`; see `CycleStats::cpu_release`).
+    pub release_cpu_ns: AtomicU64,
+    /// Of it, the workers' CPU after their last batch: waiting for the pages mutator faults
+    /// claimed, and filling those whose fill failed (see `CycleStats::cpu_tail`).
+    pub tail_cpu_ns: AtomicU64,
 }
 
 impl PageCounters {
@@ -266,6 +272,8 @@ impl PageCounters {
             &self.fill_ns,
             &self.map_ns,
             &self.cpu_ns,
+            &self.release_cpu_ns,
+            &self.tail_cpu_ns,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -486,6 +494,22 @@ impl Compaction {
         pending.take_runs(min, |first, n| {
             self.release_run(arena, pd, moving, OldPage(first as u32), n)
         });
+    }
+
+    /// [`Self::release_unread`] on a worker, its thread CPU added to the counters.
+    fn timed_release(
+        &self,
+        arena: &VolatileArena,
+        pd: &Plan,
+        moving: Option<&MovingSpace>,
+        pending: &mut Unreleased,
+    ) {
+        let cpu0 = crate::cputime::thread_cpu();
+        self.release_unread(arena, pd, moving, pending);
+        let ns = crate::cputime::since(cpu0).as_nanos() as u64;
+        self.counters
+            .release_cpu_ns
+            .fetch_add(ns, Ordering::Relaxed);
     }
 
     /// Recycle (while the budget lasts) or release the `n` unread old pages from `first` on.
@@ -1623,14 +1647,15 @@ fn worker(
         // the process: longer runs, fewer flushes).
         since_release += end.0 - start;
         if early && since_release >= RELEASE_EVERY_PAGES {
-            c.release_unread(arena, pd, moving, &mut pending);
+            c.timed_release(arena, pd, moving, &mut pending);
             since_release = 0;
         }
     }
     if early {
         let _batch = crate::forkgate::Region::enter();
-        c.release_unread(arena, pd, moving, &mut pending);
+        c.timed_release(arena, pd, moving, &mut pending);
     }
+    let tail0 = crate::cputime::thread_cpu();
     // Pages claimed by mutators may still be in flight: wait for all of them, and fill any
     // whose fill failed (a transient kernel error) ourselves, backing off between tries.
     for k in (0..pd.pages).map(DestPage) {
@@ -1642,6 +1667,8 @@ fn worker(
             }
         });
     }
+    let tail = crate::cputime::since(tail0).as_nanos() as u64;
+    c.counters.tail_cpu_ns.fetch_add(tail, Ordering::Relaxed);
     let cpu = crate::cputime::since(cpu0).as_nanos() as u64;
     c.counters.cpu_ns.fetch_add(cpu, Ordering::Relaxed);
 }

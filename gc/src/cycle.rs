@@ -1763,6 +1763,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
     if inner.config.choreography == Choreography::PerCycle {
         choreography::teardown(arena, finish.detached);
     } else {
+        stats.pages_recycled_early = recycled_early;
         stats.pages_recycled = recycled_early
             + finish_old_half(
                 arena,
@@ -1818,6 +1819,8 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
     stats.pages_staged = c.counters.staged.load(Ordering::Relaxed);
     stats.pages_copied = c.counters.copied.load(Ordering::Relaxed);
     stats.pages_released_early = c.counters.released_early.load(Ordering::Relaxed);
+    stats.cpu_release = Duration::from_nanos(c.counters.release_cpu_ns.load(Ordering::Relaxed));
+    stats.cpu_tail = Duration::from_nanos(c.counters.tail_cpu_ns.load(Ordering::Relaxed));
     stats.compact_fill = Duration::from_nanos(c.counters.fill_ns.load(Ordering::Relaxed));
     stats.compact_map = Duration::from_nanos(c.counters.map_ns.load(Ordering::Relaxed));
     take_pace_stats(&inner, &mut stats);

@@ -257,8 +257,18 @@ pub struct CycleStats {
     /// fresh memory instead of being released. Copy strategy: the old pages recycled during
     /// the compaction, instead of being released early, count here too.
     pub pages_recycled: usize,
+    /// Copy strategy: of [`Self::pages_recycled`], those the compaction workers recycled
+    /// (the rest, the end of the cycle).
+    pub pages_recycled_early: usize,
     /// Move strategy: pages filled into a staging page and moved.
     pub pages_staged: u64,
+    /// Copy strategy, part of [`CpuSplit::compact`]: the workers' thread CPU in releasing and
+    /// recycling the old pages nobody reads any more during the compaction (`MADV_DONTNEED`,
+    /// `UFFDIO_MOVE` and their bookkeeping).
+    pub cpu_release: Duration,
+    /// Part of [`CpuSplit::compact`]: the workers' thread CPU after their last batch (waiting
+    /// for the pages mutator faults claimed, filling those whose fill failed).
+    pub cpu_tail: Duration,
     /// Pages mapped by `UFFDIO_COPY` (every page under the copy strategy; fallbacks otherwise).
     pub pages_copied: u64,
     /// Copy strategy: old-half pages released during the compaction, as soon as every page
@@ -463,6 +473,9 @@ impl Default for CycleStats {
             pages_staged: 0,
             pages_copied: 0,
             pages_released_early: 0,
+            cpu_release: Duration::ZERO,
+            pages_recycled_early: 0,
+            cpu_tail: Duration::ZERO,
             pacing: PaceStats::default(),
             weak: crate::weak::WeakStats::default(),
             gen: GenStats::default(),
@@ -626,9 +639,40 @@ impl CycleStats {
             self.vmas.1,
             self.total.as_secs_f64() * 1e3,
             pacing
-        ) + &self.weak_log()
+        ) + &self.cpu_log()
+            + &self.weak_log()
             + &self.gen_log()
             + &self.dense_log()
+    }
+
+    /// The GC-log part on the collector's thread CPU by phase ([`CpuSplit`]) and, for a
+    /// concurrent cycle, where its pages went: destination pages mapped by `UFFDIO_COPY`, old
+    /// pages released early or recycled as fresh memory (`UFFDIO_MOVE`, during the compaction
+    /// and at its end), and the compaction's wall time in page fills and mapping calls.
+    fn cpu_log(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let c = &self.cpu;
+        let split = format!(
+            " | cpu: mark {:.1}ms, pause {:.1}ms, compact {:.1}ms, finish {:.1}ms",
+            ms(c.mark),
+            ms(c.pause),
+            ms(c.compact),
+            ms(c.finish)
+        );
+        if self.mode != GcMode::Concurrent {
+            return split;
+        }
+        format!(
+            "{split} (of it releases {:.1}ms, tail {:.1}ms); pages copied {}, released early {}, recycled {} ({} early), fill {:.1}ms, map {:.1}ms",
+            ms(self.cpu_release),
+            ms(self.cpu_tail),
+            self.pages_copied,
+            self.pages_released_early,
+            self.pages_recycled,
+            self.pages_recycled_early,
+            ms(self.compact_fill),
+            ms(self.compact_map)
+        )
     }
 
     /// The GC-log part on the slide's dense prefix (empty when it kept nothing).
