@@ -9,7 +9,9 @@
 //!
 //! Options: `--quick` (or `FAULTLINE_BENCH_QUICK=1`), `--peers`, `--report-only` (run
 //! nothing: rebuild the report and plots from `DIR/runs/*.json` and the peers file),
-//! `--workloads a,b`, `--footprints 2,3` (equal memory: after the main runs, every mode is
+//! `--workloads a,b`, `--no-bystander` (run no bystander thread beside the workloads and no
+//! bystander baseline: the conditions of the peers, which have none; the report says so),
+//! `--footprints 2,3` (equal memory: after the main runs, every mode is
 //! calibrated to a peak RSS of at most B x the live size and reported side by side with the
 //! peers' measured RSS; see `footprint.rs`),
 //! `--sizes-mib 64,1024`, `--modes stw,copy/sigbus`, `--work-factor W` (bytes allocated per
@@ -62,6 +64,8 @@ struct Opts {
     peers: bool,
     /// Do not run anything: rebuild the report from `DIR/runs/*.json` (and the peers file).
     report_only: bool,
+    /// Run the bystander thread beside each workload and its baseline (`--no-bystander`: no).
+    bystander: bool,
     workloads: Vec<String>,
     sizes: Vec<usize>,
     modes: Vec<String>,
@@ -103,6 +107,7 @@ impl Opts {
             quick,
             peers: args.iter().any(|a| a == "--peers"),
             report_only: args.iter().any(|a| a == "--report-only"),
+            bystander: !args.iter().any(|a| a == "--no-bystander"),
             workloads: list_arg(args, "--workloads")
                 .unwrap_or_else(|| workloads::WORKLOADS.iter().map(|s| s.to_string()).collect()),
             sizes,
@@ -238,6 +243,9 @@ fn run_child(opts: &Opts, job: &Job, dir: &Path) -> RunResult {
     if let Some(f) = job.footprint.map(|(f, _)| f).or(opts.heap_factor) {
         cmd.env("FAULTLINE_SUITE_HEAP_FACTOR", f.to_string());
     }
+    if !opts.bystander {
+        cmd.env(run::NO_BYSTANDER_ENV, "1");
+    }
     let mut child = match cmd
         .arg("--child")
         .arg(&out)
@@ -301,12 +309,14 @@ fn parent(opts: &Opts) -> i32 {
     }
     let mut jobs = Vec::new();
     for &live in &opts.sizes {
-        jobs.push(Job {
-            workload: "-".into(),
-            live,
-            mode: "bystander-alone".into(),
-            footprint: None,
-        });
+        if opts.bystander {
+            jobs.push(Job {
+                workload: "-".into(),
+                live,
+                mode: "bystander-alone".into(),
+                footprint: None,
+            });
+        }
         for w in &opts.workloads {
             for m in &opts.modes {
                 jobs.push(Job {
@@ -412,7 +422,13 @@ fn parent(opts: &Opts) -> i32 {
         plotted,
         started.elapsed().as_secs_f64()
     );
-    let mut problems = report::sanity(&results, &opts.workloads, &opts.modes, &opts.sizes);
+    let mut problems = report::sanity(
+        &results,
+        &opts.workloads,
+        &opts.modes,
+        &opts.sizes,
+        opts.bystander,
+    );
     problems.extend(footprint::sanity(&fp_results));
     problems.extend(auto::sanity(&results));
     if problems.is_empty() {

@@ -333,6 +333,10 @@ fn split_bystander(samples: &[Sample], cycles: &[(f64, f64)], errors: u64, cpu_s
     }
 }
 
+/// Set (to anything) in a child's environment by the parent's `--no-bystander`: the workload
+/// runs without the bystander thread, and its record has no bystander figures.
+pub const NO_BYSTANDER_ENV: &str = "FAULTLINE_SUITE_NO_BYSTANDER";
+
 /// The baseline: the bystander alone in this process for `secs`.
 pub fn bystander_alone(live_mib: u64, secs: f64) -> RunResult {
     let start = Instant::now();
@@ -409,7 +413,9 @@ pub fn measure(
     let start = Instant::now();
     let cpu0 = metrics::process_cpu();
     let stop = Arc::new(AtomicBool::new(false));
-    let by = bystander::spawn(start, stop.clone());
+    let by = std::env::var_os(NO_BYSTANDER_ENV)
+        .is_none()
+        .then(|| bystander::spawn(start, stop.clone()));
     let exact = matches!(
         heap.mode_info().strategy,
         Some(faultline::Strategy::Minor | faultline::Strategy::Move)
@@ -420,7 +426,8 @@ pub fn measure(
     let total = start.elapsed();
     let cpu = metrics::process_cpu() - cpu0;
     stop.store(true, Ordering::Relaxed);
-    let by = by.join().expect("bystander thread");
+    let by = by.map(|h| h.join().expect("bystander thread"));
+    let (by_cpu_s, by_errors) = by.as_ref().map_or((0.0, 0), |b| (b.cpu_s, b.errors));
     let (timeline, sampler_cpu_s) = sampler.join().expect("footprint sampler");
     r.footprint_timeline = timeline;
     r.peak_pss_kib = r
@@ -441,7 +448,9 @@ pub fn measure(
             (e - tot.as_secs_f64(), e)
         })
         .collect();
-    r.bystander = Some(split_bystander(&by.samples, &cycles, by.errors, by.cpu_s));
+    r.bystander = by
+        .as_ref()
+        .map(|b| split_bystander(&b.samples, &cycles, b.errors, b.cpu_s));
     r.cycles = history.len() as u64;
     for c in &history {
         *r.triggers.entry(c.trigger.name().to_string()).or_default() += 1;
@@ -592,7 +601,7 @@ pub fn measure(
                 .sum();
             let mutator = (w.mutator_cpu_s - on_mutator).max(0.0);
             r.mutator_cpu_s = Some(mutator);
-            r.gc_cpu_s = Some((cpu - mutator - by.cpu_s - sampler_cpu_s).max(0.0));
+            r.gc_cpu_s = Some((cpu - mutator - by_cpu_s - sampler_cpu_s).max(0.0));
             r.longest_unit_ms = Some(w.longest_unit_ms);
             r.allocated_mib = Some(w.allocated as f64 / (1 << 20) as f64);
             r.threads = w.threads;
@@ -615,8 +624,8 @@ pub fn measure(
             r.alloc_stall_s = w.alloc_stall_s;
             r.metered = w.metered;
             r.status = match w.check {
-                Ok(()) if by.errors == 0 => "ok".into(),
-                Ok(()) => format!("failed: {} bystander errors", by.errors),
+                Ok(()) if by_errors == 0 => "ok".into(),
+                Ok(()) => format!("failed: {by_errors} bystander errors"),
                 Err(e) => format!("failed: check: {e}"),
             };
         }
