@@ -606,14 +606,25 @@ impl Plan {
             plan: self.has_exceptions().then_some(self),
         };
         let layouts = self.types.scan_table();
+        // The last header seen, with its layout and size: objects of one type (and length)
+        // come in runs, and with the size taken from here when the header repeats (a branch
+        // the CPU predicts), the next object's position does not wait for this header's load
+        // and table lookup: the walk's header loads overlap instead of forming a chain.
+        let mut last_h = Header(u64::MAX);
+        let mut last_l = layouts.get(last_h);
+        let mut last_size = last_l.size_words(last_h);
         while walk.pos < hi {
             let pos = walk.pos;
             // SAFETY: `pos` lies in [lo, hi) when the header is not given: a copied word.
             let h = walk
                 .header
                 .unwrap_or_else(|| Header(unsafe { *base.add(pos - base_rank) } as u64));
-            let l = layouts.get(h);
-            let size = l.size_words(h);
+            if h != last_h {
+                last_h = h;
+                last_l = layouts.get(h);
+                last_size = last_l.size_words(h);
+            }
+            let (l, size) = (last_l, last_size);
             let (a, b) = (lo.max(pos) - pos, (pos + size).min(hi) - pos);
             // Word `k` of this object is destination word `pos + k`, at `obj + k`.
             let obj = base.wrapping_add(pos).wrapping_sub(base_rank);
