@@ -10,10 +10,10 @@
 //! The destination is cut into pieces of about [`super::SLIDE_CHUNK_WORDS`] words, each
 //! starting on an object (`b_k` = the rank of the first marked object at or after the live
 //! word of rank `k x chunk`; `s_k` its old word). Threads claim pieces in order from a shared
-//! counter; for each one a thread copies it (the live words slide down, as in the one-thread
-//! slide), publishes that it is copied, then forwards its references while they are in its
-//! cache. Forwarding reads only the side tables and the piece's own (slid) words, and writes
-//! only those: no piece waits to forward.
+//! counter; each one a thread slides as the one-thread slide does (copy 32 KiB of live words
+//! down, forward their references while they are in its cache, and so on), and publishes
+//! that the piece is copied once its last source word is read. Forwarding reads only the side
+//! tables and the piece's own (slid) words, and writes only those: no piece waits to forward.
 //!
 //! Copying piece `k` writes words `[b_k, b_k+1)`, which may hold source words of earlier
 //! pieces not yet read. The dependency rule: piece `k` starts its copy only once every earlier
@@ -292,15 +292,21 @@ impl Plan {
             let (lo, hi) = chunks.deps[k];
             chunks.wait_copied(lo, hi);
             let (b0, b1) = (chunks.dst[k], chunks.dst[k + 1]);
+            let mut w = chunks.src[k];
+            let mut walk = super::ObjWalk {
+                pos: b0,
+                header: None,
+            };
             // SAFETY: every earlier piece whose source words meet [b0, b1) is copied (waited
-            // for above); later pieces write only above `b1 <= src[k + 1]` once they have
-            // waited for this one; piece `k` starts on an object (or is empty).
-            unsafe { self.slide_copy_piece(chunks.src[k], b0, b1) };
-            chunks.copied[k].store(true, Ordering::Release);
-            // SAFETY: words [b0, b1) are slid; no piece reads them any more (every piece
-            // whose source words meet them was copied before this one), and no other piece
-            // writes them.
-            unsafe { self.slide_forward_piece(b0, b1) };
+            // for above); later pieces read only at or above `src[k + 1] >= b1` and write only
+            // above `b1` once they have waited for this one, so once slid, words [b0, b1) are
+            // this piece's alone; piece `k` starts on an object (or is empty) and so does
+            // piece `k + 1`.
+            unsafe {
+                self.slide_range(&mut w, &mut walk, b0, b1, || {
+                    chunks.copied[k].store(true, Ordering::Release)
+                })
+            };
         }
     }
 }
