@@ -199,7 +199,8 @@ pub struct HeapConfig {
     /// and mapping it with `UFFDIO_COPY` (a page that a move refuses is copied). Default off:
     /// on a quiet machine it did not lower the collector CPU per cycle measurably, and the
     /// flip pause grew from ~0.02 to ~2 ms at 64 MiB (the prefix sums of ~200 chunks redone
-    /// after the fillers are placed; BENCHMARKS.md, session s8 lead).
+    /// after the fillers are placed; BENCHMARKS.md, session s8 lead). Default
+    /// [`DEFAULT_DENSE_RUNS`], or `FAULTLINE_DENSE_RUNS` (0 or 1) from the environment.
     pub dense_runs: bool,
     /// Kernel choreography per cycle (concurrent mode): the volatile arena, or the per-cycle
     /// register / mremap / unregister baseline.
@@ -323,7 +324,7 @@ impl Default for HeapConfig {
             barrier: Barrier::Satb,
             stw_compaction: StwCompaction::Auto,
             dense_prefix: None,
-            dense_runs: false,
+            dense_runs: default_dense_runs(),
             choreography: Choreography::Arena,
             history_limit: Some(16_384),
             use_userfaultfd: true,
@@ -517,6 +518,14 @@ pub fn default_first_survival_promotion() -> f64 {
         x.is_finite() && *x >= 0.0
     })
     .unwrap_or(DEFAULT_FIRST_SURVIVAL_PROMOTION)
+}
+
+/// The default [`HeapConfig::dense_runs`]: off (see there).
+pub const DEFAULT_DENSE_RUNS: bool = false;
+
+/// [`DEFAULT_DENSE_RUNS`], or `FAULTLINE_DENSE_RUNS` from the environment if it is 0 or 1.
+pub fn default_dense_runs() -> bool {
+    env_at_most::<u8>("FAULTLINE_DENSE_RUNS", 1, u8::from(DEFAULT_DENSE_RUNS)) == 1
 }
 
 /// The default [`HeapConfig::young_budget`]: off, or on where `FAULTLINE_YOUNG_BUDGET` is 1.
