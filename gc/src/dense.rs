@@ -244,7 +244,10 @@ pub(crate) unsafe fn align_runs(
         live_above += p - g1;
         let f = (g1 - (rank_lo - live_above)) % PAGE_WORDS;
         if f <= g1 && bits.next_set(g1 - f, g1).is_none() {
-            place_filler(live, mark, from, g1 - f, g1, &mut out);
+            // (`f` = 0: the gap already aligns, nothing to fill.)
+            if f > 0 {
+                place_filler(live, mark, from, g1 - f, g1, &mut out);
+            }
             break g1;
         }
         // Shorter than `f` (< a page): its start is near.
@@ -289,8 +292,8 @@ pub(crate) unsafe fn align_runs(
     out
 }
 
-/// Turn the dead words `[a, b)` (fewer than a page) of the half at `from` into one filler,
-/// marked and live, recorded in `out`.
+/// Turn the dead words `[a, b)` (at least one, fewer than a page) of the half at `from` into
+/// one filler, marked and live, recorded in `out`.
 fn place_filler(
     live: &LiveWords,
     mark: &Bitmap,
@@ -299,6 +302,7 @@ fn place_filler(
     b: usize,
     out: &mut DenseRuns,
 ) {
+    debug_assert!(a < b && b - a < PAGE_WORDS, "filler [{a}, {b})");
     let h = Header::new(TypeId::FILLER, ((b - a - 1) * WORD) as u32);
     // SAFETY: word `a` is a dead word of a present page of the half in use (`align_runs`'s
     // caller's contract); no reference reaches it and no thread reads it.
@@ -483,5 +487,26 @@ mod tests {
         // After it, the offsets are 3 words off (d = 3).
         let after = (last_gappy + 1) * CW;
         assert_eq!((after - live.rank(after)) % PAGE_WORDS, 3);
+    }
+
+    #[test]
+    fn a_gap_that_already_aligns_gets_no_filler_and_its_next_word_is_untouched() {
+        const SENTINEL: u64 = 0x5a5a_5a5a;
+        let words = 4 * PAGE_WORDS;
+        let mut half = vec![SENTINEL; words];
+        let live = LiveWords::new(words + 64);
+        let mark = Bitmap::new(words + 64);
+        // Live [0, 1000), dead [1000, 1512) (one page: d is 0 again at its end), live from
+        // 1512 on; the black boundary at 2000.
+        live.mark_range(0, 1000);
+        live.mark_range(1512, words);
+        let lo = 2000;
+        live.finish_prefix(words.div_ceil(64) + 1);
+        let from = half.as_mut_ptr() as usize;
+        // SAFETY: the vector is the half; nothing else reads it.
+        let runs = unsafe { align_runs(&live, &mark, from, lo, words, lo - 512) };
+        assert_eq!(runs, DenseRuns::default());
+        assert!(half.iter().all(|&w| w == SENTINEL), "no word written");
+        assert!(!mark.get(1512));
     }
 }
