@@ -196,10 +196,15 @@ pub struct HeapConfig {
     /// the page offsets they have in the old half (each dead gap among them keeps less than a
     /// page as a filler, `gc/src/dense.rs`), and the compaction updates each of their fully
     /// live pages in place and moves it into the new half in runs, instead of filling a copy
-    /// and mapping it with `UFFDIO_COPY` (a page that a move refuses is copied). Default off:
-    /// on a quiet machine it did not lower the collector CPU per cycle measurably, and the
-    /// flip pause grew from ~0.02 to ~2 ms at 64 MiB (the prefix sums of ~200 chunks redone
-    /// after the fillers are placed; BENCHMARKS.md, session s8 lead).
+    /// and mapping it with `UFFDIO_COPY` (a page that a move refuses is copied). Their share of
+    /// the flip pause is bounded (`dense::align_runs` skips chunks counted fully live and scans
+    /// at most a few others): plan+flip 0.02-0.05 ms for binary-trees at 64 MiB and 1 GiB
+    /// alike (session s11). Default off: they do not lower the collector's CPU per cycle
+    /// (same binary, on against off, 64 MiB, heap factor 3, work factor 8, 3 alternated
+    /// rounds at load 4-7: compaction µs per page binary-trees 2.74 / 3.84 / 3.11 against
+    /// 2.53 / 2.93 / 2.86, gcbench 4.18 / 3.15 / 3.65 against 2.81 / 3.41 / 3.16; BENCHMARKS.md,
+    /// session s11 helper `dense`; s8 lead's quiet runs found the same). Default
+    /// [`DEFAULT_DENSE_RUNS`], or `FAULTLINE_DENSE_RUNS` (0 or 1) from the environment.
     pub dense_runs: bool,
     /// Kernel choreography per cycle (concurrent mode): the volatile arena, or the per-cycle
     /// register / mremap / unregister baseline.
@@ -323,7 +328,7 @@ impl Default for HeapConfig {
             barrier: Barrier::Satb,
             stw_compaction: StwCompaction::Auto,
             dense_prefix: None,
-            dense_runs: false,
+            dense_runs: default_dense_runs(),
             choreography: Choreography::Arena,
             history_limit: Some(16_384),
             use_userfaultfd: true,
@@ -517,6 +522,14 @@ pub fn default_first_survival_promotion() -> f64 {
         x.is_finite() && *x >= 0.0
     })
     .unwrap_or(DEFAULT_FIRST_SURVIVAL_PROMOTION)
+}
+
+/// The default [`HeapConfig::dense_runs`]: off (see there).
+pub const DEFAULT_DENSE_RUNS: bool = false;
+
+/// [`DEFAULT_DENSE_RUNS`], or `FAULTLINE_DENSE_RUNS` from the environment if it is 0 or 1.
+pub fn default_dense_runs() -> bool {
+    env_at_most::<u8>("FAULTLINE_DENSE_RUNS", 1, u8::from(DEFAULT_DENSE_RUNS)) == 1
 }
 
 /// The default [`HeapConfig::young_budget`]: off, or on where `FAULTLINE_YOUNG_BUDGET` is 1.

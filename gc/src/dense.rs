@@ -40,7 +40,7 @@
 //! - the prefix ends on a page boundary at or below the used end of the half: a filler
 //!   covers a gap only up to it, and the words after it are the slide's.
 
-use faultline_heap::bitmap::{Bitmap, LiveWords};
+use faultline_heap::bitmap::{Bitmap, LiveWords, CHUNK_WORDS};
 use faultline_heap::object::{Header, TypeId, WORD};
 use faultline_heap::PAGE_SIZE;
 
@@ -166,6 +166,17 @@ impl DenseRuns {
 /// gap it aligns at and the boundary (4 pages).
 const MAX_ALIGN_BACK: usize = 4 * PAGE_WORDS;
 
+/// How far below the black boundary [`align_runs`] looks for the gap that aligns (two chunks
+/// of the prefix sums, 1 MiB of heap): the walk back is bounded whatever lies below.
+const MAX_ALIGN_BACK_SPAN: usize = 2 * CHUNK_WORDS;
+
+/// Chunks of the prefix sums ([`CHUNK_WORDS`]) that [`align_runs`] may scan for gaps above the
+/// boundary and so flag for recomputation (the fillers' marks): the pause's share of dense
+/// runs is bounded by it, whatever the heap's size. A fully live chunk (known from its count)
+/// costs one look and does not count. Past the budget the rest of the black region keeps the
+/// offsets it gets (its pages are copied, or moved where they happen to align).
+const MAX_GAPPY_CHUNKS: usize = 4;
+
 /// Concurrent copy cycles: make the old-half words `[lo, hi)` (the objects allocated during
 /// marking, all of them black, so live and back to back but for the tails of allocation
 /// buffers) compact to the same page offsets they have in the old half, so that every fully
@@ -173,20 +184,31 @@ const MAX_ALIGN_BACK: usize = 4 * PAGE_WORDS;
 /// place and move whole ([`crate::compaction`]) instead of copying.
 ///
 /// Old word `w` lands on compacted word `rank(w)`; `d(w) = (w - rank(w)) mod PAGE_WORDS`
-/// grows by one per dead word and stays put over live words. A dead gap of `g` words can
-/// bring `d` to 0: it leaves dead only the largest count `x <= g` with `x = -d mod PAGE_WORDS`
-/// (plus whole pages) and turns the other `g - x < PAGE_WORDS` words, at its end, into one
-/// filler object, marked and live (see [`DenseRuns::headers`]). The black region itself usually has no gap (its buffers'
-/// tails are fillers, marked with the buffer), so the gap that aligns is looked for first
-/// below `lo`, the nearest one large enough, with at most [`MAX_ALIGN_BACK`] dead words of
-/// smaller gaps between it and `lo`; from there on, every gap up to `hi` keeps less than a
-/// page as a filler and `d` stays 0. The last gap (the one reaching `hi`) is left alone.
+/// grows by one per dead word and stays put over live words. A dead gap `[g0, g1)` of `g`
+/// words can bring `d` to 0 if `f = d(g1) mod PAGE_WORDS` (`d` at its end, counted as if it
+/// stayed dead) is at most `g`: its last `f` words become one filler object, marked and live
+/// (see [`DenseRuns::headers`]), and the rest stay dead. Once `d` is 0, every later gap does
+/// it with `f = g mod PAGE_WORDS`, whatever the ranks below: which is what lets the walk skip
+/// whole chunks the prefix sums count as fully live ([`LiveWords::chunk_full`]: no gap, `d`
+/// unchanged) and stop at any gap (the words after it just keep their offsets). The black
+/// region itself usually has few gaps (its buffers' tails are fillers, marked with the
+/// buffer), so the gap that aligns is looked for first below `lo`, the nearest one large
+/// enough, with at most [`MAX_ALIGN_BACK`] dead words of smaller gaps between it and `lo` and
+/// within [`MAX_ALIGN_BACK_SPAN`] of it; from there on, every gap up to `hi` keeps less than a
+/// page as a filler and `d` stays 0, over at most [`MAX_GAPPY_CHUNKS`] chunks that are not
+/// fully live. The last gap (the one reaching `hi`) is left alone.
+///
+/// Cost (it runs in the flip pause): one look per fully live chunk of `[lo, hi)`, a bitmap scan
+/// of at most `2 + MAX_GAPPY_CHUNKS` chunks, and as many chunks flagged for the prefix sums'
+/// recomputation: bounded, not growing with the heap.
 ///
 /// # Safety
 /// The world is stopped and marking is complete (the bitmaps name exactly the live objects);
+/// the prefix sums are computed (`LiveWords::finish_prefix`, no bit set since but by this
+/// function) and computed again after this (the words marked here flag their chunks);
 /// `rank_lo` is the number of live words before `lo`; `[lo, hi)` lies in the used part of the
-/// half at `from`, whose pages are present; the prefix sums are computed (again) after this (the words marked here flag their chunks); nothing
-/// reads the dead words of the half from here on.
+/// half at `from`, whose pages are present; nothing reads the dead words of the half from here
+/// on.
 pub(crate) unsafe fn align_runs(
     live: &LiveWords,
     mark: &Bitmap,
@@ -200,62 +222,95 @@ pub(crate) unsafe fn align_runs(
         return out;
     }
     let bits = &live.bits;
-    // Back from `lo`: the nearest gap that aligns ([g0, g1) with d at g0, the live words in
-    // [g0, lo) known as we go).
+    let floor = lo.saturating_sub(MAX_ALIGN_BACK_SPAN);
+    // Back from `lo`: the nearest gap that aligns, the live words in [gap end, lo) known as we
+    // go; the smaller gaps passed on the way become whole fillers in the walk forward.
     let mut p = lo;
     let mut live_above = 0;
     let mut dead_above = 0;
     let start = loop {
-        let Some(last_dead) = p.checked_sub(1).and_then(|i| bits.prev_clear(i)) else {
+        // A fully live chunk below `p` holds no gap: skip it whole.
+        while p > floor && p % CHUNK_WORDS == 0 && live.chunk_full(p - 1) {
+            live_above += CHUNK_WORDS;
+            p -= CHUNK_WORDS;
+        }
+        if p <= floor {
+            return out;
+        }
+        let Some(last_dead) = bits.prev_clear_above(p - 1, floor) else {
             return out;
         };
         let g1 = last_dead + 1;
-        let g0 = bits.prev_set(last_dead).map_or(0, |s| s + 1);
         live_above += p - g1;
-        let g = g1 - g0;
-        let d = (g0 - (rank_lo - live_above)) % PAGE_WORDS;
-        if g >= (PAGE_WORDS - d) % PAGE_WORDS {
-            break g0;
+        let f = (g1 - (rank_lo - live_above)) % PAGE_WORDS;
+        if f <= g1 && bits.next_set(g1 - f, g1).is_none() {
+            // (`f` = 0: the gap already aligns, nothing to fill.)
+            if f > 0 {
+                place_filler(live, mark, from, g1 - f, g1, &mut out);
+            }
+            break g1;
         }
-        dead_above += g;
-        if dead_above > MAX_ALIGN_BACK || g0 == 0 {
+        // Shorter than `f` (< a page): its start is near.
+        let g0 = bits.prev_set(last_dead).map_or(0, |s| s + 1);
+        dead_above += g1 - g0;
+        if dead_above > MAX_ALIGN_BACK || g0 <= floor {
             return out;
         }
         p = g0;
     };
-    let mut d = (start - (rank_lo - live_above)) % PAGE_WORDS;
+    // Forward with `d` = 0: each gap keeps its length mod a page as a filler at its end.
     let mut w = start;
-    loop {
-        let g0 = bits.next_clear(w, hi);
-        if g0 >= hi {
-            break;
+    let mut chunk = usize::MAX;
+    let mut budget = MAX_GAPPY_CHUNKS + 1;
+    while w < hi {
+        if live.chunk_full(w) {
+            w = (w / CHUNK_WORDS + 1) * CHUNK_WORDS;
+            continue;
+        }
+        if w / CHUNK_WORDS != chunk {
+            chunk = w / CHUNK_WORDS;
+            budget -= 1;
+            if budget == 0 {
+                break;
+            }
+        }
+        let chunk_end = ((chunk + 1) * CHUNK_WORDS).min(hi);
+        let g0 = bits.next_clear(w, chunk_end);
+        if g0 >= chunk_end {
+            w = chunk_end;
+            continue;
         }
         let Some(g1) = bits.next_set(g0, hi) else {
             break;
         };
-        let g = g1 - g0;
-        let need = (PAGE_WORDS - d) % PAGE_WORDS;
-        if g >= need {
-            let x = need + (g - need) / PAGE_WORDS * PAGE_WORDS;
-            let f = g - x;
-            if f > 0 {
-                let a = g0 + x;
-                let h = Header::new(TypeId::FILLER, ((f - 1) * WORD) as u32);
-                // SAFETY: word `a` is a dead word of a present page of the half in use (the
-                // caller's contract); no reference reaches it and no thread reads it.
-                unsafe { ((from + a * WORD) as *mut u64).write(h.0) };
-                mark.set(a);
-                live.mark_range(a, g1);
-                out.headers.push(a);
-                out.dead_words += f;
-            }
-            d = 0;
-        } else {
-            d = (d + g) % PAGE_WORDS;
+        let f = (g1 - g0) % PAGE_WORDS;
+        if f > 0 {
+            place_filler(live, mark, from, g1 - f, g1, &mut out);
         }
         w = g1;
     }
     out
+}
+
+/// Turn the dead words `[a, b)` (at least one, fewer than a page) of the half at `from` into
+/// one filler, marked and live, recorded in `out`.
+fn place_filler(
+    live: &LiveWords,
+    mark: &Bitmap,
+    from: usize,
+    a: usize,
+    b: usize,
+    out: &mut DenseRuns,
+) {
+    debug_assert!(a < b && b - a < PAGE_WORDS, "filler [{a}, {b})");
+    let h = Header::new(TypeId::FILLER, ((b - a - 1) * WORD) as u32);
+    // SAFETY: word `a` is a dead word of a present page of the half in use (`align_runs`'s
+    // caller's contract); no reference reaches it and no thread reads it.
+    unsafe { ((from + a * WORD) as *mut u64).write(h.0) };
+    mark.set(a);
+    live.mark_range(a, b);
+    out.headers.push(a);
+    out.dead_words += b - a;
 }
 
 /// Ask the CPU to bring the cache line at `a` in (a hint: no effect elsewhere than x86-64).
@@ -385,5 +440,73 @@ mod tests {
         }
         // The words left dead stay dead.
         assert!(!live.bits.get(600) && !live.bits.get(1061) && !live.bits.get(tail));
+    }
+
+    #[test]
+    fn the_walk_skips_fully_live_chunks_and_stops_after_its_budget_of_gappy_ones() {
+        const CW: usize = CHUNK_WORDS;
+        // Chunk 0 and 2 fully live; chunk 1: a 700-word gap below the black boundary `lo`;
+        // chunks 3 .. 3 + MAX_GAPPY_CHUNKS: one 3-word gap each, 7 words in; the last chunk
+        // fully live.
+        let last_gappy = 3 + MAX_GAPPY_CHUNKS - 1;
+        let words = (last_gappy + 2) * CW;
+        let mut half = vec![0u64; words];
+        let live = LiveWords::new(words + 64);
+        let mark = Bitmap::new(words + 64);
+        let mut dead = vec![(CW + 1000, CW + 1700)];
+        dead.extend((3..=last_gappy).map(|c| (c * CW + 7, c * CW + 10)));
+        let mut w = 0;
+        for &(d0, d1) in &dead {
+            live.mark_range(w, d0);
+            w = d1;
+        }
+        live.mark_range(w, words);
+        let lo = CW + 5000;
+        let bitmap_words = words.div_ceil(64) + 1;
+        // As in the flip: the sums are computed before the walk (it reads the chunks' counts).
+        live.finish_prefix(bitmap_words);
+        let rank_lo = live.rank(lo);
+        assert_eq!(rank_lo, lo - 700);
+        let from = half.as_mut_ptr() as usize;
+        // SAFETY: the vector is the half; nothing else reads it.
+        let runs = unsafe { align_runs(&live, &mark, from, lo, words, rank_lo) };
+        // The 700-word gap aligns (its last 700 mod 512 = 188 words a filler); chunk 2 is
+        // skipped as fully live, not charged to the budget; chunk 1 and the next
+        // MAX_GAPPY_CHUNKS - 1 gappy chunks get their fillers, the last gappy chunk none.
+        let mut want = vec![CW + 1700 - 188];
+        want.extend((3..last_gappy).map(|c| c * CW + 7));
+        assert_eq!(runs.headers, want);
+        assert_eq!(runs.dead_words, 188 + 3 * (MAX_GAPPY_CHUNKS - 1));
+        assert!(!live.bits.get(last_gappy * CW + 7), "past the budget");
+        live.finish_prefix(bitmap_words);
+        // Every page from the aligning gap's end to the unfilled gap starts at a rank of the
+        // same page offset.
+        for p in (CW + 1700).div_ceil(PAGE_WORDS)..=last_gappy * CW / PAGE_WORDS {
+            assert_eq!(live.rank(p * PAGE_WORDS) % PAGE_WORDS, 0, "page {p}");
+        }
+        // After it, the offsets are 3 words off (d = 3).
+        let after = (last_gappy + 1) * CW;
+        assert_eq!((after - live.rank(after)) % PAGE_WORDS, 3);
+    }
+
+    #[test]
+    fn a_gap_that_already_aligns_gets_no_filler_and_its_next_word_is_untouched() {
+        const SENTINEL: u64 = 0x5a5a_5a5a;
+        let words = 4 * PAGE_WORDS;
+        let mut half = vec![SENTINEL; words];
+        let live = LiveWords::new(words + 64);
+        let mark = Bitmap::new(words + 64);
+        // Live [0, 1000), dead [1000, 1512) (one page: d is 0 again at its end), live from
+        // 1512 on; the black boundary at 2000.
+        live.mark_range(0, 1000);
+        live.mark_range(1512, words);
+        let lo = 2000;
+        live.finish_prefix(words.div_ceil(64) + 1);
+        let from = half.as_mut_ptr() as usize;
+        // SAFETY: the vector is the half; nothing else reads it.
+        let runs = unsafe { align_runs(&live, &mark, from, lo, words, lo - 512) };
+        assert_eq!(runs, DenseRuns::default());
+        assert!(half.iter().all(|&w| w == SENTINEL), "no word written");
+        assert!(!mark.get(1512));
     }
 }

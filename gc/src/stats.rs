@@ -291,8 +291,9 @@ pub struct CycleStats {
     /// [`crate::HeapConfig::dense_runs`]: the dead bytes kept as fillers to align the black
     /// objects' pages (less than a page per gap).
     pub dense_dead_bytes: usize,
-    /// The thread CPU time spent choosing the dense prefix and turning its gaps into fillers
-    /// (part of [`CycleStats::plan`]).
+    /// The thread CPU time spent choosing the dense prefix and turning its gaps into fillers,
+    /// or aligning the dense runs (with the prefix sums that give the black boundary's rank;
+    /// part of [`CycleStats::plan`]).
     pub dense_cpu: Duration,
     /// A stop-the-world cycle that slid in place: the threads that slid (the pausing one and
     /// its helpers, [`crate::HeapConfig::compaction_workers`]); 0 when the cycle did not slide.
@@ -680,8 +681,10 @@ impl CycleStats {
         if self.mode == GcMode::Concurrent && (self.pages_in_place > 0 || self.dense_dead_bytes > 0)
         {
             return format!(
-                " | dense runs: {} pages moved in place, {} B of fillers",
-                self.pages_in_place, self.dense_dead_bytes
+                " | dense runs: {} pages moved in place, {} B of fillers, aligned in {:.3}ms",
+                self.pages_in_place,
+                self.dense_dead_bytes,
+                self.dense_cpu.as_secs_f64() * 1e3
             );
         }
         if self.dense_kept_pages == 0 {

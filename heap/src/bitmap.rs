@@ -168,17 +168,28 @@ impl Bitmap {
     pub fn prev_clear(&self, i: usize) -> Option<usize> {
         self.prev_with(i, u64::MAX)
     }
+    /// The last clear bit at or before `i` and at or above `floor`: a scan that reads no
+    /// bitmap word below `floor`'s.
+    pub fn prev_clear_above(&self, i: usize, floor: usize) -> Option<usize> {
+        self.prev_with_above(i, u64::MAX, floor)
+    }
     /// The last bit at or before `i` that is set once the words are XORed with `flip`.
     #[inline]
     fn prev_with(&self, i: usize, flip: u64) -> Option<usize> {
+        self.prev_with_above(i, flip, 0)
+    }
+    /// [`Self::prev_with`], at or above `floor` only.
+    #[inline]
+    fn prev_with_above(&self, i: usize, flip: u64, floor: usize) -> Option<usize> {
         let mut word = i / 64;
         let sh = 63 - (i % 64);
         let mut bits = ((self.word(word) ^ flip) << sh) >> sh;
         loop {
             if bits != 0 {
-                return Some(word * 64 + 63 - bits.leading_zeros() as usize);
+                let found = word * 64 + 63 - bits.leading_zeros() as usize;
+                return (found >= floor).then_some(found);
             }
-            if word == 0 {
+            if word <= floor / 64 {
                 return None;
             }
             word -= 1;
@@ -301,6 +312,19 @@ impl LiveWords {
         for d in &self.group_dirty[..=(to - 1) / GROUP_WORDS] {
             d.store(true, Ordering::Release);
         }
+    }
+
+    /// Whether every word of the chunk holding heap word `w` is live, as its last block-sum
+    /// computation counted it: only when that computation covered the whole chunk and no bit
+    /// of it was set since (its flag is clear). O(1); after [`Self::finish_prefix`] with no
+    /// marker running, it answers for every chunk below the bound (a chunk reported full has
+    /// no clear bit: bits are never cleared between a computation and the next `clear`).
+    pub fn chunk_full(&self, w: usize) -> bool {
+        let c = w / CHUNK_WORDS;
+        c < self.counts.len()
+            && (c + 1) * CHUNK_BLOCKS <= self.computed_words.load(Ordering::Relaxed)
+            && !self.dirty[c].load(Ordering::Acquire)
+            && self.counts[c].load(Ordering::Relaxed) == CHUNK_WORDS
     }
 
     /// Compute the block sums of chunk `c` over bitmap words below `n`; record its count.
