@@ -456,11 +456,13 @@ pub fn default_gc_thread_slice_us() -> u32 {
 }
 
 /// The default [`HeapConfig::prefill_yield_us`]: off. With 50 us the request threads' run-queue
-/// delay charged to the prefill thread fell 5-20x (scheduler traces), but no metered request
-/// latency moved outside its run-to-run spread, while churn's mutator-side MMU at 100 ms fell
-/// from a median of 0.20 to 0.18 over alternated quiet runs (30 and 28 runs; its refills made
-/// more of their memory present themselves): a runtime serving requests may turn it on
-/// (BENCHMARKS.md).
+/// delay charged to the prefill thread fell 5-20x (scheduler traces, s7), and on a quiet machine
+/// the request workload's metered p99 at 64 MiB fell from a median of 0.31 to 0.18 ms (lower
+/// in 9 of 12 alternated rounds, session s11); but the allocation-heavy workloads' refills then
+/// make more of their memory present themselves: tree-replace's mutator-side MMU at 100 ms fell
+/// from a median of 0.66 to 0.56 (lower in 8 of the same 12 rounds; churn's was 0.20 -> 0.18 over
+/// 30 quiet runs in s9, 0.36 -> 0.38 in s11). A runtime serving requests at a modest allocation
+/// rate should turn it on (BENCHMARKS.md, "Session of 2026-12-05 (s11, lead)").
 pub const DEFAULT_PREFILL_YIELD_US: u32 = 0;
 
 /// [`DEFAULT_PREFILL_YIELD_US`], or `FAULTLINE_PREFILL_YIELD_US` from the environment if it
