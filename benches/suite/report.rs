@@ -516,7 +516,9 @@ pub fn sanity(
                 "bystander baseline @ {mib} MiB: present with --no-bystander"
             )),
             Some(r) => out.push(format!("bystander baseline @ {mib} MiB: {}", r.status)),
-            None if bystander => out.push(format!("bystander baseline @ {mib} MiB: no row")),
+            None if bystander => out.push(format!(
+                "bystander baseline @ {mib} MiB: no row (runs made with --no-bystander? pass it here too)"
+            )),
             None => {}
         }
         for wl in workloads {
@@ -648,7 +650,9 @@ fn check_row(r: &RunResult, bystander: bool) -> Vec<String> {
         e.push("more SATB switches than cycles".into());
     }
     match &r.bystander {
-        None if bystander => e.push("no bystander figures".into()),
+        None if bystander => {
+            e.push("no bystander figures (a run made with --no-bystander? pass it here too)".into())
+        }
         None => {}
         Some(_) if !bystander => e.push("bystander figures with --no-bystander".into()),
         Some(b) if b.map_all.is_none() || b.touch_all.is_none() => {
