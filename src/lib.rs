@@ -28,8 +28,9 @@
 //! Invariant: nothing here adds behaviour; it only names the public API in one place.
 
 pub use faultline_gc::count_fault_context_switches;
-/// Background GC threads whose priority or time slice was set ([`HeapConfig::gc_thread_nice`],
-/// [`HeapConfig::gc_thread_slice_us`]), and the boosts of lowered threads while mutators wait
+/// Background GC threads whose priority, time slice or policy was set
+/// ([`HeapConfig::gc_thread_nice`], [`HeapConfig::gc_thread_slice_us`],
+/// [`HeapConfig::gc_thread_batch`]), and the boosts of lowered threads while mutators wait
 /// ([`HeapConfig::gc_thread_boost`]), and the prefill thread's yields
 /// ([`HeapConfig::prefill_yield_us`]).
 pub use faultline_gc::{

@@ -137,8 +137,8 @@ pub(crate) fn mark_own_buffer(inner: &HeapInner, start: usize, end: usize) {
     inner.pacer.note_black(m.marked);
 }
 
-/// A mutator's assist budget: the start of its current window and the assist wall time spent
-/// in it.
+/// A mutator's assist budget: the start of its current window and the assist work charged in
+/// it (CPU time reckoned from the bytes scanned, [`work_time`]).
 #[derive(Clone, Copy)]
 struct Budget {
     window: Option<Instant>,

@@ -442,11 +442,7 @@ pub const DEFAULT_GC_THREAD_BATCH: bool = true;
 /// [`DEFAULT_GC_THREAD_BATCH`], or `FAULTLINE_GC_THREAD_BATCH` from the environment if it is 0
 /// or 1.
 pub fn default_gc_thread_batch() -> bool {
-    env_at_most::<u8>(
-        "FAULTLINE_GC_THREAD_BATCH",
-        1,
-        u8::from(DEFAULT_GC_THREAD_BATCH),
-    ) == 1
+    env_flag("FAULTLINE_GC_THREAD_BATCH", DEFAULT_GC_THREAD_BATCH)
 }
 
 /// 0, or `FAULTLINE_GC_THREAD_SLICE_US` from the environment if it is a number in
@@ -531,12 +527,12 @@ pub const DEFAULT_DENSE_RUNS: bool = false;
 
 /// [`DEFAULT_DENSE_RUNS`], or `FAULTLINE_DENSE_RUNS` from the environment if it is 0 or 1.
 pub fn default_dense_runs() -> bool {
-    env_at_most::<u8>("FAULTLINE_DENSE_RUNS", 1, u8::from(DEFAULT_DENSE_RUNS)) == 1
+    env_flag("FAULTLINE_DENSE_RUNS", DEFAULT_DENSE_RUNS)
 }
 
 /// The default [`HeapConfig::young_budget`]: off, or on where `FAULTLINE_YOUNG_BUDGET` is 1.
 pub fn default_young_budget() -> bool {
-    env_at_most::<u8>("FAULTLINE_YOUNG_BUDGET", 1, 0) == 1
+    env_flag("FAULTLINE_YOUNG_BUDGET", false)
 }
 
 /// The environment variable `name` read as a `T` (surrounding blanks ignored), if it parses
@@ -551,6 +547,11 @@ fn env_number<T: std::str::FromStr>(name: &str, ok: impl Fn(&T) -> bool) -> Opti
 /// The number `name` holds in the environment if it is at most `max`, else `default`.
 fn env_at_most<T: std::str::FromStr + Copy + Into<u64>>(name: &str, max: u64, default: T) -> T {
     env_number::<T>(name, |n| (*n).into() <= max).unwrap_or(default)
+}
+
+/// The switch `name` holds in the environment if it is 0 or 1, else `default`.
+fn env_flag(name: &str, default: bool) -> bool {
+    env_at_most::<u8>(name, 1, u8::from(default)) == 1
 }
 
 fn round_up(x: usize, to: usize) -> usize {

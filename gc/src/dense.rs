@@ -246,7 +246,9 @@ pub(crate) unsafe fn align_runs(
         if f <= g1 && bits.next_set(g1 - f, g1).is_none() {
             // (`f` = 0: the gap already aligns, nothing to fill.)
             if f > 0 {
-                place_filler(live, mark, from, g1 - f, g1, &mut out);
+                // SAFETY: `[g1 - f, g1)` is dead (no live bit in it, checked above) and below
+                // the black boundary in the used part of the half: the caller's contract.
+                unsafe { place_filler(live, mark, from, g1 - f, g1, &mut out) };
             }
             break g1;
         }
@@ -285,7 +287,9 @@ pub(crate) unsafe fn align_runs(
         };
         let f = (g1 - g0) % PAGE_WORDS;
         if f > 0 {
-            place_filler(live, mark, from, g1 - f, g1, &mut out);
+            // SAFETY: `[g1 - f, g1)` ends the dead gap `[g0, g1)` inside `[lo, hi)`, the used
+            // part of the half: the caller's contract.
+            unsafe { place_filler(live, mark, from, g1 - f, g1, &mut out) };
         }
         w = g1;
     }
@@ -294,7 +298,11 @@ pub(crate) unsafe fn align_runs(
 
 /// Turn the dead words `[a, b)` (at least one, fewer than a page) of the half at `from` into
 /// one filler, marked and live, recorded in `out`.
-fn place_filler(
+///
+/// # Safety
+/// [`align_runs`]'s contract: word `a` of the half at `from` is a dead word of a present page
+/// of the half in use, which no reference reaches and no thread reads.
+unsafe fn place_filler(
     live: &LiveWords,
     mark: &Bitmap,
     from: usize,
@@ -304,8 +312,8 @@ fn place_filler(
 ) {
     debug_assert!(a < b && b - a < PAGE_WORDS, "filler [{a}, {b})");
     let h = Header::new(TypeId::FILLER, ((b - a - 1) * WORD) as u32);
-    // SAFETY: word `a` is a dead word of a present page of the half in use (`align_runs`'s
-    // caller's contract); no reference reaches it and no thread reads it.
+    // SAFETY: word `a` is a dead word of a present page of the half in use that no
+    // reference reaches and no thread reads (the caller's contract).
     unsafe { ((from + a * WORD) as *mut u64).write(h.0) };
     mark.set(a);
     live.mark_range(a, b);

@@ -75,8 +75,9 @@ pub(crate) const MARGIN: f64 = 0.25;
 /// The longest single assist in wall time: a mark assist ends after this long (checked every
 /// [`ASSIST_CHECK`] objects or [`ASSIST_CHECK_BYTES`] scanned, and no step scans more than
 /// [`crate::marking::SCAN_CHUNK_WORDS`]) if it has not scanned [`ASSIST_SLICE_BYTES`] by
-/// then, i.e. only when the mutator lost its CPU inside it (its budget is charged that wall
-/// time anyway, [`crate::assist`]); a compaction assist fills pages for this long.
+/// then, i.e. only when the mutator lost its CPU inside it (its budget is charged its work, the
+/// bytes it scanned at [`ASSIST_SCAN_RATE`], not this wall time: [`crate::assist`]); a
+/// compaction assist fills pages for this long.
 pub(crate) const ASSIST_SLICE: Duration = Duration::from_micros(500);
 /// The most one mark assist scans: a slice's work, about 0.25-0.35 ms of CPU at the 350-510
 /// MB/s an assist scans (per-assist traces, 2026-12-05 s10). A slice is bounded by work, not

@@ -416,8 +416,8 @@ impl Plan {
     /// destination is its own old half (`to == from == src`). Destination words are produced
     /// in steps of [`SLIDE_STEP_WORDS`] ([`Plan::slide_range`]): the step's live words slide
     /// down (one `memmove` per run, none for a run already in place), then its references are
-    /// forwarded while it is in cache. Finally the words from the compacted end to the end of its page are
-    /// zeroed (one-word fillers, as a filled page's tail is).
+    /// forwarded while it is in cache. Finally the words from the compacted end to the end of
+    /// its page are zeroed (one-word fillers, as a filled page's tail is).
     ///
     /// Sliding down in rank order never overwrites a word not yet read: the live word of rank
     /// `r` lies at word `w >= r`, and every word written before it is read has a rank below
@@ -476,7 +476,7 @@ impl Plan {
     /// Slide destination words `[r0, r1)` of an in-place slide into place, in steps of
     /// [`SLIDE_STEP_WORDS`]: each step's live words slide down ([`Plan::copy_live`], the search
     /// starting at old word `*w`), then the step's references are forwarded while its words
-    /// are still in the L2 cache ([`Plan::forward_refs`], the walk going on from `walk`).
+    /// are still in the L1 cache ([`Plan::forward_refs`], the walk going on from `walk`).
     /// `copied` runs once every source word of the range has been read, before the last
     /// step's references are forwarded ([`slide`] publishes a piece as copied there).
     ///
@@ -621,7 +621,9 @@ impl Plan {
         // The last header seen, with its layout and size: objects of one type (and length)
         // come in runs, and with the size taken from here when the header repeats (a branch
         // the CPU predicts), the next object's position does not wait for this header's load
-        // and table lookup: the walk's header loads overlap instead of forming a chain.
+        // and table lookup: the walk's header loads overlap instead of forming a chain. (The
+        // starting sentinel's layout and size are its own lookup's, so a real header equal
+        // to it is served right too.)
         let mut last_h = Header(u64::MAX);
         let mut last_l = layouts.get(last_h);
         let mut last_size = last_l.size_words(last_h);
