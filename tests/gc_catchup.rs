@@ -3,13 +3,17 @@
 //! while the mutator allocates a quarter of the cycle's headroom (no assists: they are off),
 //! so that marking is behind when it resumes; the hook reads the GC thread's nice value again
 //! after it has traced past the catch-up check. With the knob at 0 it must stay unchanged.
+//!
+//! `HeapConfig::gc_compact_nice`: the compaction workers run raised while they fill pages. A
+//! worker is held on its first claimed page (`DebugConfig::worker_stall`) while the test reads
+//! the nice values of the collector's threads from `/proc/self/task`.
 
 mod common;
 use common::*;
-use faultline::{GcMode, Heap, HeapConfig, MarkPoint};
+use faultline::{CyclePhase, GcMode, Heap, HeapConfig, MarkPoint};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Whether this process may set a nice value below the one a thread started with.
 fn may_raise() -> bool {
@@ -97,4 +101,90 @@ fn a_gc_thread_behind_schedule_is_raised() {
     }
     let (start, behind) = nice_while_behind(0);
     assert_eq!(behind, start, "gc_catchup_nice 0: never raised");
+}
+
+/// The lowest nice value of this process's threads named `faultline-gc` (the cycle's GC thread
+/// and the compaction workers it starts, which inherit its name), if any.
+fn lowest_gc_nice() -> Option<i32> {
+    let mut lowest = None;
+    for e in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // "tid (comm) state ppid ...": nice is the 19th field, the 17th after the comm.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != "faultline-gc" {
+            continue;
+        }
+        let nice = stat[close + 1..]
+            .split_whitespace()
+            .nth(16)
+            .and_then(|f| f.parse::<i32>().ok());
+        if let Some(n) = nice {
+            lowest = Some(lowest.map_or(n, |l: i32| l.min(n)));
+        }
+    }
+    lowest
+}
+
+/// The lowest nice value of the collector's threads while a compaction worker is held on its
+/// first page, under `compact_nice`; and the nice value the test thread (whose priority the
+/// GC thread inherits) has.
+fn nice_while_compacting(compact_nice: u8) -> (i32, i32) {
+    let heap = Heap::new(HeapConfig::with_heap_size(64 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.min_trigger_bytes = 64 << 20;
+        c.gc_threads = 1;
+        c.compaction_workers = Some(1);
+        c.gc_thread_nice = 0;
+        c.gc_catchup_nice = 0;
+        c.gc_compact_nice = compact_nice;
+        c.debug.worker_stall = Some(Duration::from_millis(600));
+    }))
+    .unwrap();
+    let t = register(&heap);
+    let mut m = heap.attach();
+    list(&mut m, &t, 20_000);
+    let root = m.root(m.pop().unwrap());
+    let start = nice_of(gettid());
+    m.start_collection().unwrap();
+    // The mutator takes no fault (it reads nothing), so the worker holds page 0 for its stall.
+    let t0 = Instant::now();
+    let mut lowest = i32::MAX;
+    while t0.elapsed() < Duration::from_secs(30) {
+        if heap.phase() == CyclePhase::Compacting {
+            // Inside the worker's stall: sample for a while.
+            let t1 = Instant::now();
+            while t1.elapsed() < Duration::from_millis(200) {
+                lowest = lowest.min(lowest_gc_nice().expect("the GC threads' nice values"));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            break;
+        }
+        m.safepoint();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_ne!(lowest, i32::MAX, "the cycle never reached its compaction");
+    m.wait_for_cycle().unwrap();
+    assert_eq!(read_list(&m, root.value(&m)).len(), 20_000);
+    (start, lowest)
+}
+
+#[test]
+fn compaction_workers_run_raised() {
+    if !uffd_or_skip("compaction_workers_run_raised") {
+        return;
+    }
+    let raise = may_raise();
+    let (start, during) = nice_while_compacting(6);
+    if raise {
+        assert_eq!(during, start - 6, "a worker raised by gc_compact_nice");
+    } else {
+        println!("SKIPPED: raising a nice value needs CAP_SYS_NICE or RLIMIT_NICE");
+        assert_eq!(during, start, "a refused raise leaves the priority alone");
+    }
+    let (start, during) = nice_while_compacting(0);
+    assert_eq!(during, start, "gc_compact_nice 0: never raised");
 }

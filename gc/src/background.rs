@@ -520,7 +520,40 @@ pub(crate) fn describe(config: &crate::HeapConfig) -> String {
     } else {
         ""
     };
-    format!("{}{policy}", describe_priority(config))
+    format!(
+        "{}{policy}{}",
+        describe_priority(config),
+        describe_raises(config)
+    )
+}
+
+/// The catch-up raises ([`crate::catchup`]) the mode info names, and whether this process may
+/// make them.
+fn describe_raises(config: &crate::HeapConfig) -> String {
+    let mut raised = Vec::new();
+    if config.gc_compact_nice > 0 {
+        raised.push(format!(
+            "compaction workers nice -{} (gc_compact_nice)",
+            config.gc_compact_nice
+        ));
+    }
+    if config.gc_catchup_nice > 0 {
+        raised.push(format!(
+            "the marker nice -{} while behind (gc_catchup_nice)",
+            config.gc_catchup_nice
+        ));
+    }
+    if raised.is_empty() || (config.gc_thread_nice > 0 && config.gc_thread_boost) {
+        // Nothing asked for, or every GC thread is registered for boosting, which owns its
+        // nice value (the catch-up leaves such a thread alone).
+        return String::new();
+    }
+    let list = raised.join(", ");
+    if can_boost() {
+        format!("; raised: {list}")
+    } else {
+        format!("; not raised: {list} (raising needs CAP_SYS_NICE or RLIMIT_NICE)")
+    }
 }
 
 fn describe_priority(config: &crate::HeapConfig) -> String {

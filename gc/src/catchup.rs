@@ -1,6 +1,7 @@
-//! Catch-up priority ([`crate::HeapConfig::gc_catchup_nice`], concurrent mode): the GC
-//! threads run `gc_catchup_nice` nice steps above the priority they started at while the
-//! mutators would otherwise wait for them.
+//! Catch-up priority (concurrent mode): the GC threads run some nice steps above the priority
+//! they started at while the mutators would otherwise wait for them
+//! ([`crate::HeapConfig::gc_catchup_nice`] for marking, [`crate::HeapConfig::gc_compact_nice`]
+//! for compaction).
 //!
 //! - **Marking**: while the markers alone are behind the pacer's schedule
 //!   ([`crate::pacer::Pacer::markers_behind`]: what they scanned, without the mutators'
@@ -10,8 +11,8 @@
 //!   bring it back on time at every refill, so the marker would find it on time whenever it
 //!   looked.)
 //! - **Compaction**: a compaction worker runs raised from its start to its end ([`Catchup::
-//!   compacting`]): from the flip on, every page it has not filled yet is one a mutator may
-//!   touch, and then fills itself in a fault.
+//!   compacting`], by `gc_compact_nice`, on by default): from the flip on, every page it has
+//!   not filled yet is one a mutator may touch, and then fills itself in a fault.
 //!
 //! Why: on a machine with few CPUs the GC threads share them with the mutators at the same
 //! weight, so three mutators on two CPUs left the marker about a quarter of one CPU; the

@@ -592,14 +592,15 @@ impl Compaction {
     /// meanwhile); returns when every page is MAPPED. On the compaction thread, while active.
     /// With `recycle` (the current half and a number of pages; copy strategy, pages released
     /// early, an arena that can move pages), the workers recycle up to that many of the old
-    /// pages they would release early as fresh memory instead ([`recycle_run`]). Returns the
-    /// pages recycled.
+    /// pages they would release early as fresh memory instead ([`recycle_run`]). The workers
+    /// run `compact_nice` nice steps raised ([`crate::HeapConfig::gc_compact_nice`]). Returns
+    /// the pages recycled.
     pub(crate) fn run_workers(
         &self,
         arena: &VolatileArena,
         threads: usize,
         recycle: Option<(&MovingSpace, usize)>,
-        catchup_nice: u8,
+        compact_nice: u8,
     ) -> usize {
         // SAFETY: active (armed by this cycle's flip) until the caller disarms it.
         let pd = unsafe { self.plan() };
@@ -614,7 +615,7 @@ impl Compaction {
             for slot in 0..threads.max(1) {
                 s.spawn(move || {
                     let _prio = prio.register();
-                    worker(self, arena, pd, slot, moving, catchup_nice)
+                    worker(self, arena, pd, slot, moving, compact_nice)
                 });
             }
         });
@@ -1587,7 +1588,7 @@ fn worker(
     pd: &Plan,
     slot: usize,
     moving: Option<&MovingSpace>,
-    catchup_nice: u8,
+    compact_nice: u8,
 ) {
     let cpu0 = crate::cputime::thread_cpu();
     let mut buf = vec![0u8; WORKER_BATCH * PAGE_SIZE];
@@ -1597,8 +1598,9 @@ fn worker(
     let early = c.strategy == MapStrategy::Copy && c.releases_early(pd);
     let mut pending = Unreleased::new(if early { c.readers.len() } else { 0 });
     let mut since_release = 0;
-    // Raised for the whole compaction ([`crate::catchup`]); back when the worker ends.
-    let _catchup = crate::catchup::Catchup::compacting(catchup_nice);
+    // Raised for the whole compaction (`gc_compact_nice`, [`crate::catchup`]); back when the
+    // worker ends.
+    let _catchup = crate::catchup::Catchup::compacting(compact_nice);
     loop {
         // A fork waits for the batch in hand, never for the compaction ([`crate::forkgate`]):
         // every page this batch claims is mapped and published, or unclaimed, before it ends.

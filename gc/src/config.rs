@@ -110,15 +110,25 @@ pub struct HeapConfig {
     pub gc_thread_boost: bool,
     /// Concurrent mode: while concurrent marking is behind the pacer's schedule (mutators owe
     /// mark assists), the GC thread runs this many nice steps above the priority it started
-    /// marking at, and drops back once marking is on schedule and when it ends; compaction
-    /// workers run raised from their start to their end (the `catchup` module): the marking
-    /// and page filling the mutators would do as assists and faults, mostly waiting on a run
-    /// queue inside them, goes to the GC threads instead. 0: off. Raising a priority
-    /// needs `CAP_SYS_NICE` or a large enough `RLIMIT_NICE`; without either nothing changes
+    /// marking at, and drops back once marking is on schedule and when it ends (the `catchup`
+    /// module): the marking the mutators would do as assists, mostly waiting on a run queue
+    /// inside them, goes to the GC thread instead. 0: off. Raising a priority needs
+    /// `CAP_SYS_NICE` or a large enough `RLIMIT_NICE`; without either nothing changes
     /// (counted, [`crate::gc_catchup_stats`]). Not applied to a thread registered for
     /// `gc_thread_boost`. In [0, 19]; default [`DEFAULT_GC_CATCHUP_NICE`], or
     /// `FAULTLINE_GC_CATCHUP_NICE` from the environment.
     pub gc_catchup_nice: u8,
+    /// Concurrent mode: the compaction workers run this many nice steps above the priority
+    /// their GC thread has, from their start to their end (the `catchup` module): from the
+    /// flip on, every destination page a worker has not filled yet is one a mutator may
+    /// touch and then fill itself in a fault, at several times a worker's cost per page and
+    /// waiting on a run queue inside the fault when the CPUs are shared. 0: off (the workers
+    /// keep their GC thread's priority). Raising a priority needs `CAP_SYS_NICE` or a large
+    /// enough `RLIMIT_NICE`; without either nothing changes (counted,
+    /// [`crate::gc_catchup_stats`]; [`crate::Heap::mode_info`] says so). Not applied to a
+    /// thread registered for `gc_thread_boost`. In [0, 19]; default
+    /// [`DEFAULT_GC_COMPACT_NICE`], or `FAULTLINE_GC_COMPACT_NICE` from the environment.
+    pub gc_compact_nice: u8,
     /// Concurrent mode: the background GC threads' scheduler time slice in microseconds
     /// (Linux 6.12 and later, `sched_setattr`'s `sched_runtime` for a normal thread; the kernel
     /// clamps it to [100, 100 000]); 0 keeps the kernel's default. A slice longer than the
@@ -274,6 +284,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("gc_thread_nice", &self.gc_thread_nice)
             .field("gc_thread_boost", &self.gc_thread_boost)
             .field("gc_catchup_nice", &self.gc_catchup_nice)
+            .field("gc_compact_nice", &self.gc_compact_nice)
             .field("gc_thread_batch", &self.gc_thread_batch)
             .field("prefill_yield_us", &self.prefill_yield_us)
             .field("refill_wait_rounds", &self.refill_wait_rounds)
@@ -316,6 +327,7 @@ impl Default for HeapConfig {
             gc_thread_nice: default_gc_thread_nice(),
             gc_thread_boost: default_gc_thread_boost(),
             gc_catchup_nice: default_gc_catchup_nice(),
+            gc_compact_nice: default_gc_compact_nice(),
             gc_thread_slice_us: default_gc_thread_slice_us(),
             gc_thread_batch: default_gc_thread_batch(),
             prefill_yield_us: default_prefill_yield_us(),
@@ -369,8 +381,8 @@ pub fn default_gc_threads(budget: f64) -> usize {
     ((budget * cpus as f64).ceil() as usize).clamp(1, 64)
 }
 
-/// The largest [`HeapConfig::gc_thread_nice`] and [`HeapConfig::gc_catchup_nice`] (and
-/// their `FAULTLINE_*` variables).
+/// The largest [`HeapConfig::gc_thread_nice`], [`HeapConfig::gc_catchup_nice`] and
+/// [`HeapConfig::gc_compact_nice`] (and their `FAULTLINE_*` variables).
 const MAX_GC_THREAD_NICE: u64 = 19;
 /// The largest microsecond knob: [`HeapConfig::gc_thread_slice_us`] and
 /// [`HeapConfig::prefill_yield_us`] (and their `FAULTLINE_*` variables).
@@ -409,6 +421,26 @@ pub fn default_gc_catchup_nice() -> u8 {
         "FAULTLINE_GC_CATCHUP_NICE",
         MAX_GC_THREAD_NICE,
         DEFAULT_GC_CATCHUP_NICE,
+    )
+}
+
+/// The default [`HeapConfig::gc_compact_nice`]: 6 nice steps (a worker then weighs about four
+/// mutators). Quiet A/B, 64 MiB, copy/sigbus, 8 alternated rounds (BENCHMARKS.md, "Session of
+/// 2026-12-05 (s12, lead)"), 6 against 0: churn's total time over stop-the-world's 1.37 ->
+/// 1.05 (median; every round lower), its mutator faults 33-41 k -> 12-20 k, peak RSS 2.68 ->
+/// 2.19x stop-the-world's; fragmentation's total time 1.33 -> 1.14x, its GC CPU 0.45 -> 0.34
+/// s; the cost: churn's longest wait (a fault preempted behind a raised worker) 12.1 ->
+/// 14.1 ms median, 0.083 -> 0.098 of stop-the-world's pause, and tree-replace's total 1.00 ->
+/// 1.07x; binary-trees, gcbench and request (6 rounds) within their spread.
+pub const DEFAULT_GC_COMPACT_NICE: u8 = 6;
+
+/// [`DEFAULT_GC_COMPACT_NICE`], or `FAULTLINE_GC_COMPACT_NICE` from the environment if it is
+/// a number in [0, 19].
+pub fn default_gc_compact_nice() -> u8 {
+    env_at_most(
+        "FAULTLINE_GC_COMPACT_NICE",
+        MAX_GC_THREAD_NICE,
+        DEFAULT_GC_COMPACT_NICE,
     )
 }
 
@@ -713,6 +745,11 @@ impl HeapConfig {
                 MAX_GC_THREAD_NICE,
             ),
             (
+                "gc_compact_nice",
+                u64::from(self.gc_compact_nice),
+                MAX_GC_THREAD_NICE,
+            ),
+            (
                 "gc_thread_slice_us",
                 u64::from(self.gc_thread_slice_us),
                 MAX_US_KNOB,
@@ -884,6 +921,10 @@ mod tests {
             (
                 HeapConfig::default().with(|c| c.gc_catchup_nice = 20),
                 "gc_catchup_nice = 20 must lie in [0, 19]",
+            ),
+            (
+                HeapConfig::default().with(|c| c.gc_compact_nice = 20),
+                "gc_compact_nice = 20 must lie in [0, 19]",
             ),
             (
                 HeapConfig::default().with(|c| c.gc_thread_slice_us = 100_001),

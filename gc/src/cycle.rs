@@ -1753,7 +1753,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
         arena,
         inner.config.workers(),
         Some((&inner.moving, recycle_early)),
-        inner.config.gc_catchup_nice,
+        inner.config.gc_compact_nice,
     );
     // 6. Finish. Every page is mapped: nobody needs the old half or the plan any more. (A fork
     //    from here on does not wait for the release of the old half, which a child redoes,
