@@ -158,13 +158,22 @@ pub(crate) struct WaitLog {
     slots: Box<[Slot]>,
 }
 
-fn zeroed_slots(n: usize) -> Box<[Slot]> {
-    let layout = std::alloc::Layout::array::<Slot>(n).expect("a small array layout");
-    // SAFETY: `layout` has a non-zero size; all-zero bytes are a valid `Slot` (three atomics);
-    // the pointer comes from the global allocator with this exact layout, which is what
-    // `Box<[Slot]>` frees it with. Zeroed allocation keeps untouched pages out of the RSS.
+/// Types whose all-zero bytes are a valid value.
+///
+/// # Safety
+/// Implement only for types made of integers and atomics.
+unsafe trait ZeroValid: Sized {}
+// SAFETY: three `AtomicU64`s.
+unsafe impl ZeroValid for Slot {}
+
+/// `n` (> 0) zeroed values. Zeroed allocation keeps untouched pages out of the RSS.
+fn zeroed_slice<T: ZeroValid>(n: usize) -> Box<[T]> {
+    let layout = std::alloc::Layout::array::<T>(n).expect("a small array layout");
+    // SAFETY: `layout` has a non-zero size (n > 0, T is not zero-sized); all-zero bytes are a
+    // valid `T` (`ZeroValid`); the pointer comes from the global allocator with this exact
+    // layout, which is what `Box<[T]>` frees it with.
     unsafe {
-        let p = std::alloc::alloc_zeroed(layout) as *mut Slot;
+        let p = std::alloc::alloc_zeroed(layout) as *mut T;
         if p.is_null() {
             std::alloc::handle_alloc_error(layout);
         }
@@ -187,7 +196,7 @@ impl WaitLog {
             unlogged: AtomicU64::new(0),
             unlogged_ns: AtomicU64::new(0),
             head: AtomicU64::new(0),
-            slots: zeroed_slots(LOG_CAPACITY),
+            slots: zeroed_slice(LOG_CAPACITY),
         }
     }
 
