@@ -603,7 +603,9 @@ pub struct MutatorWaitLog {
     pub unlogged_time: Duration,
     /// The outermost short waits, summed by bucket (non-zero buckets, oldest first).
     pub short: Vec<ShortBucket>,
-    /// `Some(t)`: the bucket ring wrapped; short waits before `t` are no longer in `short`.
+    /// `Some(t)`: the bucket ring wrapped; short waits before `t` are no longer in `short`
+    /// (overwritten ones are in `short_dropped`; an old bucket whose slot was not reused yet is
+    /// left out too, and not counted there).
     pub short_from: Option<Instant>,
     /// Short-wait time lost from the buckets (overwritten when the ring wrapped).
     pub short_dropped: Duration,
