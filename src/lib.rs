@@ -47,7 +47,7 @@ pub use faultline_gc::{measured_kernel_costs, KernelCosts};
 /// Mutator waits by cause ([`Heap::mutator_waits`], [`Heap::mutator_wait_log`]).
 pub use faultline_gc::{
     merge_intervals, mmu_from_intervals, thread_wait_totals, MutatorWaitLog, MutatorWaits,
-    WaitCause, WaitInterval, WaitStats, WorstWindow,
+    ShortBucket, WaitCause, WaitInterval, WaitStats, WorstWindow, SHORT_BUCKET,
 };
 pub use faultline_gc::{
     AllocError, AttachError, Barrier, Callback, Choreography, CollectError, ConfigError, CpuSplit,

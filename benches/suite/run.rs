@@ -132,14 +132,25 @@ pub struct RunResult {
     /// The longest single wait of any mutator, of any cause (inclusive), ms, and its cause.
     pub longest_wait_ms: Option<f64>,
     pub longest_wait_cause: Option<String>,
-    /// Mutator-side MMU from the heap's logged wait intervals (`Heap::mutator_wait_log`): per
-    /// mutator over its attached life, the lowest over the mutators; and its curve.
+    /// Mutator-side MMU from the heap's wait logs (`Heap::mutator_wait_log`: the logged
+    /// intervals and the short waits' buckets): per mutator over its attached life, the
+    /// lowest over the mutators; and its curve. Directories written before the short waits
+    /// were counted hold the logged intervals' MMU only.
     pub wait_mmu_1ms: Option<f64>,
     pub wait_mmu_10ms: Option<f64>,
     pub wait_mmu_100ms: Option<f64>,
     pub wait_mmu_curve: Vec<(f64, f64)>,
+    /// The same MMU from the logged intervals alone (the figure before short waits were
+    /// counted), for comparison.
+    #[serde(default)]
+    pub wait_mmu_logged_1ms: Option<f64>,
+    #[serde(default)]
+    pub wait_mmu_logged_10ms: Option<f64>,
+    #[serde(default)]
+    pub wait_mmu_logged_100ms: Option<f64>,
     /// The worst 100 ms window of the mutator with the lowest MMU at 100 ms: what it waited
-    /// for in it, ms by cause name (each instant to the innermost logged wait covering it).
+    /// for in it, ms by cause name (each instant to the innermost logged wait covering it;
+    /// `short`: the waits under `LOG_MIN`, whose causes are not kept).
     #[serde(default)]
     pub wait_worst_100ms: BTreeMap<String, f64>,
     /// Waits too short to log (< `faultline::waits::LOG_MIN`): count and total ms; intervals
@@ -147,6 +158,9 @@ pub struct RunResult {
     pub waits_unlogged: u64,
     pub waits_unlogged_ms: f64,
     pub waits_dropped: u64,
+    /// Short-wait time lost from the logs' buckets (a ring wrapped, a log forgotten), ms.
+    #[serde(default)]
+    pub waits_unlogged_dropped_ms: f64,
     /// Footprint: the configured heap (`HeapConfig::max_heap_bytes`, one half of the moving
     /// space, plus the large-object space), MiB; the peak RSS is `peak_rss_kib`.
     pub heap_mib: Option<f64>,
@@ -654,16 +668,29 @@ fn mutator_waits(heap: &Heap, r: &mut RunResult) {
     r.waits_unlogged = w.unlogged;
     r.waits_unlogged_ms = ms(w.unlogged_time);
     r.waits_dropped = w.dropped;
+    r.waits_unlogged_dropped_ms = ms(w.unlogged_dropped);
     let logs = heap.mutator_wait_log();
     let now = Instant::now();
-    let at = |win: f64| -> Option<f64> {
+    let lowest = |logs: &[faultline::MutatorWaitLog], win: f64| -> Option<f64> {
         logs.iter()
             .filter_map(|l| l.mmu(Duration::from_secs_f64(win), now))
             .reduce(f64::min)
     };
+    let at = |win: f64| lowest(&logs, win);
     r.wait_mmu_1ms = at(1e-3);
     r.wait_mmu_10ms = at(1e-2);
     r.wait_mmu_100ms = at(1e-1);
+    let logged_only: Vec<faultline::MutatorWaitLog> = logs
+        .iter()
+        .map(|l| faultline::MutatorWaitLog {
+            short: Vec::new(),
+            short_from: None,
+            ..l.clone()
+        })
+        .collect();
+    r.wait_mmu_logged_1ms = lowest(&logged_only, 1e-3);
+    r.wait_mmu_logged_10ms = lowest(&logged_only, 1e-2);
+    r.wait_mmu_logged_100ms = lowest(&logged_only, 1e-1);
     let worst = logs
         .iter()
         .filter_map(|l| l.worst_window(Duration::from_millis(100), now))
@@ -673,6 +700,9 @@ fn mutator_waits(heap: &Heap, r: &mut RunResult) {
             if !d.is_zero() {
                 r.wait_worst_100ms.insert(cause.name().to_string(), ms(d));
             }
+        }
+        if !w.short.is_zero() {
+            r.wait_worst_100ms.insert("short".to_string(), ms(w.short));
         }
     }
     let mut win = 1e-4;

@@ -191,7 +191,7 @@ pub use value::{RootSlot, Value};
 pub use verify::{VerifyError, VerifyReport};
 pub use waits::{
     merge_intervals, mmu_from_intervals, thread_wait_totals, MutatorWaitLog, MutatorWaits,
-    WaitCause, WaitInterval, WaitStats, WorstWindow,
+    ShortBucket, WaitCause, WaitInterval, WaitStats, WorstWindow, SHORT_BUCKET,
 };
 pub use weak::WeakStats;
 pub use weakref::FinalizationQueue;

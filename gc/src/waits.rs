@@ -35,10 +35,25 @@
 //!   contains other recorded waits (an allocation slow path that parks at a pause) counts only
 //!   its own remainder, so the causes add up to the time waited. The ring logs *inclusive*
 //!   intervals; an MMU is computed over their union, so nesting never counts twice.
-//! - The ring keeps the last [`LOG_CAPACITY`] intervals of at least [`LOG_MIN`] (shorter ones
-//!   are counted, never logged: their count and sum are reported as `unlogged`); an older
+//! - The ring keeps the last [`LOG_CAPACITY`] intervals of at least [`LOG_MIN`]; an older
 //!   interval that was overwritten is counted in `dropped`. A slot is published by a sequence
 //!   word written last (seqlock), so a reader never returns a torn interval.
+//! - Shorter waits are counted (`unlogged`, count and sum) and never logged one by one: an
+//!   *outermost* short wait (one recorded while no [`Span`] of the same log is open) adds its
+//!   duration to the time bucket of its start ([`SHORT_BUCKET`] wide, numbered from the log's
+//!   creation) in a second ring of [`SHORT_BUCKETS`] words. A short wait inside an open span
+//!   is covered by that span: its interval if the span is logged, its bucket sum (inclusive)
+//!   if the span is short too. So outermost short waits never overlap one another or a logged
+//!   interval, and nothing is counted twice.
+//! - A bucket word packs the bucket's number + 1 (its epoch) above its nanosecond sum, and is
+//!   updated by compare-and-swap (the owning thread and a signal handler on it are the only
+//!   writers). A word holding an older epoch is reset when its slot is reused; the sum it held
+//!   (or a late wait for a bucket already overwritten) is counted in `unlogged_dropped`.
+//! - The MMU counts the short waits: each bucket's sum is laid into the gaps between the
+//!   logged intervals from the bucket's start on (it is known to lie in such gaps), so a
+//!   short wait is placed at most one bucket earlier than it happened. At windows several
+//!   buckets wide the error is at most one bucket's sum at each edge of the window; at one
+//!   bucket (1 ms) a window may see its short waits shifted into or out of it.
 
 use core::cell::Cell;
 use std::collections::VecDeque;
@@ -108,10 +123,18 @@ pub const LOG_CAPACITY: usize = 64 * 1024;
 pub const LOG_MIN: Duration = Duration::from_micros(10);
 /// Detached mutators whose logs are kept whole.
 pub const RETIRED_KEEP: usize = 64;
+/// Width of a short-wait bucket (waits under [`LOG_MIN`] are summed per bucket).
+pub const SHORT_BUCKET: Duration = Duration::from_millis(1);
+/// Short-wait buckets each log keeps (131 s of 1 ms buckets, 8 bytes each, pages touched only
+/// as the mutator's life reaches them).
+pub const SHORT_BUCKETS: usize = 128 * 1024;
 
 const CAUSES: usize = WaitCause::ALL.len();
 const INDEX_BITS: u32 = 56;
 const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+/// A bucket word: epoch (bucket number + 1) << SUM_BITS | nanoseconds (saturating).
+const SUM_BITS: u32 = 24;
+const SUM_MASK: u64 = (1 << SUM_BITS) - 1;
 
 /// The process-wide origin of the logs' nanosecond timestamps.
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -153,18 +176,37 @@ pub(crate) struct WaitLog {
     recorded_ns: AtomicU64,
     unlogged: AtomicU64,
     unlogged_ns: AtomicU64,
+    /// Spans of this log open now (a short wait recorded inside one is covered by it). Written
+    /// only by spans, on the owning thread (never in a signal handler, which only reads it).
+    open_spans: AtomicU64,
+    /// Nanoseconds added to the buckets, and those lost from them (overwritten, or late).
+    short_ns: AtomicU64,
+    short_dropped_ns: AtomicU64,
+    /// Short waits by bucket (see the module doc).
+    buckets: Box<[AtomicU64]>,
     /// Intervals ever logged (the next slot is `head % LOG_CAPACITY`).
     head: AtomicU64,
     slots: Box<[Slot]>,
 }
 
-fn zeroed_slots(n: usize) -> Box<[Slot]> {
-    let layout = std::alloc::Layout::array::<Slot>(n).expect("a small array layout");
-    // SAFETY: `layout` has a non-zero size; all-zero bytes are a valid `Slot` (three atomics);
-    // the pointer comes from the global allocator with this exact layout, which is what
-    // `Box<[Slot]>` frees it with. Zeroed allocation keeps untouched pages out of the RSS.
+/// Types whose all-zero bytes are a valid value.
+///
+/// # Safety
+/// Implement only for types made of integers and atomics.
+unsafe trait ZeroValid: Sized {}
+// SAFETY: three `AtomicU64`s.
+unsafe impl ZeroValid for Slot {}
+// SAFETY: an integer atomic.
+unsafe impl ZeroValid for AtomicU64 {}
+
+/// `n` (> 0) zeroed values. Zeroed allocation keeps untouched pages out of the RSS.
+fn zeroed_slice<T: ZeroValid>(n: usize) -> Box<[T]> {
+    let layout = std::alloc::Layout::array::<T>(n).expect("a small array layout");
+    // SAFETY: `layout` has a non-zero size (n > 0, T is not zero-sized); all-zero bytes are a
+    // valid `T` (`ZeroValid`); the pointer comes from the global allocator with this exact
+    // layout, which is what `Box<[T]>` frees it with.
     unsafe {
-        let p = std::alloc::alloc_zeroed(layout) as *mut Slot;
+        let p = std::alloc::alloc_zeroed(layout) as *mut T;
         if p.is_null() {
             std::alloc::handle_alloc_error(layout);
         }
@@ -186,9 +228,63 @@ impl WaitLog {
             recorded_ns: AtomicU64::new(0),
             unlogged: AtomicU64::new(0),
             unlogged_ns: AtomicU64::new(0),
+            open_spans: AtomicU64::new(0),
+            short_ns: AtomicU64::new(0),
+            short_dropped_ns: AtomicU64::new(0),
+            buckets: zeroed_slice(SHORT_BUCKETS),
             head: AtomicU64::new(0),
-            slots: zeroed_slots(LOG_CAPACITY),
+            slots: zeroed_slice(LOG_CAPACITY),
         }
+    }
+
+    /// Add `ns` of short waits starting at `s` (ns since `EPOCH`) to their bucket.
+    /// Async-signal-safe: a compare-and-swap loop on one word.
+    fn add_short(&self, s: u64, ns: u64) {
+        let k = s.saturating_sub(self.attached_ns) / SHORT_BUCKET.as_nanos() as u64;
+        let tag = (k + 1) << SUM_BITS;
+        let word = &self.buckets[(k % SHORT_BUCKETS as u64) as usize];
+        let mut old = word.load(Ordering::Relaxed);
+        loop {
+            let (old_tag, old_ns) = (old & !SUM_MASK, old & SUM_MASK);
+            if old_tag > tag {
+                // The slot already holds a newer bucket: this wait's bucket is gone.
+                self.short_dropped_ns.fetch_add(ns, Ordering::Relaxed);
+                break;
+            }
+            let new = if old_tag == tag {
+                tag | (old_ns + ns).min(SUM_MASK)
+            } else {
+                tag | ns.min(SUM_MASK)
+            };
+            match word.compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => {
+                    if old_tag != tag {
+                        self.short_dropped_ns.fetch_add(old_ns, Ordering::Relaxed);
+                    }
+                    break;
+                }
+                Err(now) => old = now,
+            }
+        }
+        self.short_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// The kept buckets with a non-zero sum, oldest first, as (bucket number, ns), and the
+    /// first bucket the ring still covers (0 unless it wrapped).
+    fn short_buckets(&self) -> (Vec<(u64, u64)>, u64) {
+        let mut v: Vec<(u64, u64)> = self
+            .buckets
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .filter(|&w| w >> SUM_BITS != 0)
+            .map(|w| ((w >> SUM_BITS) - 1, w & SUM_MASK))
+            .collect();
+        let last = v.iter().map(|&(k, _)| k).max().unwrap_or(0);
+        let first = (last + 1).saturating_sub(SHORT_BUCKETS as u64);
+        // A word read while being replaced can briefly show an older bucket: leave it out.
+        v.retain(|&(k, ns)| k >= first && ns > 0);
+        v.sort_unstable();
+        (v, first)
     }
 
     /// Count `exclusive_ns` against each of `parts`, and log `[start, end]` as one wait of
@@ -218,6 +314,9 @@ impl WaitLog {
         if e - s < LOG_MIN.as_nanos() as u64 {
             self.unlogged.fetch_add(1, Ordering::Relaxed);
             self.unlogged_ns.fetch_add(e - s, Ordering::Relaxed);
+            if self.open_spans.load(Ordering::Relaxed) == 0 {
+                self.add_short(s, e - s);
+            }
             return;
         }
         let i = self.head.fetch_add(1, Ordering::Relaxed);
@@ -268,6 +367,15 @@ impl WaitLog {
             }
         }
         intervals.sort_by_key(|w| w.start);
+        let bucket_ns = SHORT_BUCKET.as_nanos() as u64;
+        let (buckets, first_bucket) = self.short_buckets();
+        let short = buckets
+            .into_iter()
+            .map(|(k, ns)| ShortBucket {
+                start: at(self.attached_ns + k * bucket_ns),
+                waited: Duration::from_nanos(ns),
+            })
+            .collect();
         let detached = self.detached_ns.load(Ordering::Relaxed);
         MutatorWaitLog {
             mutator: self.mutator,
@@ -277,6 +385,9 @@ impl WaitLog {
             dropped: first,
             unlogged: self.unlogged.load(Ordering::Relaxed),
             unlogged_time: Duration::from_nanos(self.unlogged_ns.load(Ordering::Relaxed)),
+            short,
+            short_from: (first_bucket > 0).then(|| at(self.attached_ns + first_bucket * bucket_ns)),
+            short_dropped: Duration::from_nanos(self.short_dropped_ns.load(Ordering::Relaxed)),
         }
     }
 }
@@ -347,25 +458,44 @@ pub(crate) struct Span {
     cause: WaitCause,
     start: Instant,
     nested0: u64,
+    /// The log whose `open_spans` this span raised (its address, for identity only; 0: none).
+    log: usize,
 }
 
 impl Span {
     /// Start a span now.
     pub(crate) fn begin(cause: WaitCause) -> Span {
         let mut nested0 = 0;
-        with_current(|l| nested0 = l.recorded_ns.load(Ordering::Relaxed));
+        let mut log = 0;
+        let start = Instant::now();
+        with_current(|l| {
+            nested0 = l.recorded_ns.load(Ordering::Relaxed);
+            // Raised after `start` was read (and lowered before `end` is): every wait
+            // recorded while it is raised lies inside this span. A plain load and store: only
+            // spans write it, on the log's own thread, never in a signal handler.
+            let open = l.open_spans.load(Ordering::Relaxed);
+            l.open_spans.store(open + 1, Ordering::Relaxed);
+            log = l as *const WaitLog as usize;
+        });
         Span {
             cause,
-            start: Instant::now(),
+            start,
             nested0,
+            log,
         }
     }
 }
 
 impl Drop for Span {
     fn drop(&mut self) {
-        let end = Instant::now();
         with_current(|l| {
+            if l as *const WaitLog as usize != self.log {
+                return; // the thread's log changed under the span: record nothing
+            }
+            let open = l.open_spans.load(Ordering::Relaxed);
+            l.open_spans
+                .store(open.saturating_sub(1), Ordering::Relaxed);
+            let end = Instant::now();
             let nested = l.recorded_ns.load(Ordering::Relaxed) - self.nested0;
             let own = ns_since(self.start, end).saturating_sub(nested);
             l.record_parts(self.cause, self.start, end, &[(self.cause, own)]);
@@ -404,10 +534,14 @@ pub struct MutatorWaits {
     pub longest_cause: Option<WaitCause>,
     /// Mutators counted (attached now, or detached).
     pub mutators: usize,
-    /// Waits shorter than `LOG_MIN` (10 µs): counted above but not in the interval logs.
+    /// Waits shorter than `LOG_MIN` (10 µs): counted above but not in the interval logs
+    /// (the outermost ones are summed in the logs' short-wait buckets).
     pub unlogged: u64,
-    /// Their total time.
+    /// Their total time (inclusive: a short wait inside a short span counts in both).
     pub unlogged_time: Duration,
+    /// Short-wait time no longer in the logs' buckets: overwritten when a ring wrapped, or
+    /// forgotten with a detached mutator's log beyond the last `RETIRED_KEEP`.
+    pub unlogged_dropped: Duration,
     /// Intervals no longer in the logs: overwritten in a ring, or forgotten with a detached
     /// mutator's log beyond the last `RETIRED_KEEP` (64).
     pub dropped: u64,
@@ -440,6 +574,16 @@ pub struct WaitInterval {
     pub cause: WaitCause,
 }
 
+/// The outermost waits shorter than `LOG_MIN` that started in one bucket of
+/// [`SHORT_BUCKET`] (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShortBucket {
+    /// The bucket's start.
+    pub start: Instant,
+    /// The sum of those waits.
+    pub waited: Duration,
+}
+
 /// One mutator's logged waits (from `Heap::mutator_wait_log`).
 #[derive(Debug, Clone)]
 pub struct MutatorWaitLog {
@@ -457,32 +601,67 @@ pub struct MutatorWaitLog {
     pub unlogged: u64,
     /// See `unlogged`.
     pub unlogged_time: Duration,
+    /// The outermost short waits, summed by bucket (non-zero buckets, oldest first).
+    pub short: Vec<ShortBucket>,
+    /// `Some(t)`: the bucket ring wrapped; short waits before `t` are no longer in `short`
+    /// (overwritten ones are in `short_dropped`; an old bucket whose slot was not reused yet is
+    /// left out too, and not counted there).
+    pub short_from: Option<Instant>,
+    /// Short-wait time lost from the buckets (overwritten when the ring wrapped).
+    pub short_dropped: Duration,
 }
 
 impl MutatorWaitLog {
-    /// Minimum mutator utilisation of this mutator for `window`, from its logged waits, over
-    /// its attached life (up to `now` if still attached; from its oldest kept interval if
-    /// older ones were dropped). `None` if that span is shorter than the window.
+    /// Minimum mutator utilisation of this mutator for `window`, from its logged waits and
+    /// its short-wait buckets (see the module doc for where a bucket's sum is placed), over
+    /// its attached life (up to `now` if still attached; from its oldest kept interval or
+    /// bucket if older ones were dropped). `None` if that span is shorter than the window.
     pub fn mmu(&self, window: Duration, now: Instant) -> Option<f64> {
         let (from, to) = self.span(now);
         let secs = |t: Instant| t.saturating_duration_since(from).as_secs_f64();
         let iv: Vec<(f64, f64)> = self
-            .intervals
-            .iter()
-            .map(|w| (secs(w.start), secs(w.end)))
+            .timeline(from)
+            .into_iter()
+            .map(|(a, b, _)| (a, b))
             .collect();
         mmu_from_intervals(&iv, secs(to), window.as_secs_f64())
     }
 
     /// The span the figures cover: its attached life (up to `now` if still attached), from
-    /// its oldest kept interval if older ones were dropped.
+    /// its oldest kept interval if older ones were dropped, and from its oldest kept bucket if
+    /// the bucket ring wrapped.
     fn span(&self, now: Instant) -> (Instant, Instant) {
         let from = if self.dropped > 0 {
             self.intervals.first().map_or(self.attached, |w| w.start)
         } else {
             self.attached
         };
+        let from = self.short_from.map_or(from, |t| t.max(from));
         (from, self.detached.unwrap_or(now))
+    }
+
+    /// Every wait as seconds since `from`: the logged intervals (with their cause) and the
+    /// buckets' short waits laid into the gaps between them (cause `None`).
+    fn timeline(&self, from: Instant) -> Vec<(f64, f64, Option<WaitCause>)> {
+        let secs = |t: Instant| t.saturating_duration_since(from).as_secs_f64();
+        let mut iv: Vec<(f64, f64, Option<WaitCause>)> = self
+            .intervals
+            .iter()
+            .map(|w| (secs(w.start), secs(w.end), Some(w.cause)))
+            .collect();
+        let logged: Vec<(f64, f64)> = iv.iter().map(|&(a, b, _)| (a, b)).collect();
+        let buckets: Vec<(f64, f64)> = self
+            .short
+            .iter()
+            .filter(|b| b.start >= from)
+            .map(|b| (secs(b.start), b.waited.as_secs_f64()))
+            .collect();
+        iv.extend(
+            fill_gaps(&merge_intervals(&logged), &buckets)
+                .into_iter()
+                .map(|(a, b)| (a, b, None)),
+        );
+        iv
     }
 
     /// The window of width `window` in which this mutator waited most (over the same span as
@@ -491,11 +670,7 @@ impl MutatorWaitLog {
     pub fn worst_window(&self, window: Duration, now: Instant) -> Option<WorstWindow> {
         let (from, to) = self.span(now);
         let secs = |t: Instant| t.saturating_duration_since(from).as_secs_f64();
-        let iv: Vec<(f64, f64, WaitCause)> = self
-            .intervals
-            .iter()
-            .map(|w| (secs(w.start), secs(w.end), w.cause))
-            .collect();
+        let iv = self.timeline(from);
         let plain: Vec<(f64, f64)> = iv.iter().map(|&(a, b, _)| (a, b)).collect();
         let w = window.as_secs_f64();
         let (t, waited) = worst_window(&plain, secs(to), w)?;
@@ -508,8 +683,43 @@ impl MutatorWaitLog {
                 .iter()
                 .map(|&c| (c, Duration::from_secs_f64(split[c.index()])))
                 .collect(),
+            short: Duration::from_secs_f64(split[CAUSES]),
         })
     }
+}
+
+/// Lay each bucket's short waits (`(bucket start, seconds)`, by start) into the gaps of
+/// `logged` (sorted, disjoint) from the bucket's start on, never before the previous bucket's
+/// last piece: disjoint pieces, none overlapping a logged interval, summing to the buckets'.
+fn fill_gaps(logged: &[(f64, f64)], buckets: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(buckets.len());
+    let mut j = 0;
+    let mut cur = f64::NEG_INFINITY;
+    for &(start, sum) in buckets {
+        cur = cur.max(start);
+        let mut rem = sum;
+        while rem > 0.0 {
+            while j < logged.len() && logged[j].1 <= cur {
+                j += 1;
+            }
+            match logged.get(j) {
+                Some(&(a, b)) if a <= cur => cur = b, // inside a logged wait: skip it
+                next => {
+                    let gap_end = next.map_or(f64::INFINITY, |&(a, _)| a);
+                    if rem < gap_end - cur {
+                        out.push((cur, cur + rem));
+                        cur += rem;
+                        rem = 0.0;
+                    } else {
+                        out.push((cur, gap_end));
+                        rem -= gap_end - cur;
+                        cur = gap_end;
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Merge possibly overlapping intervals (any order) into sorted disjoint ones.
@@ -595,13 +805,17 @@ pub struct WorstWindow {
     /// `waited` split by cause, in [`WaitCause::ALL`] order: each instant goes to the innermost
     /// logged wait covering it (a pause inside an allocation slow path counts as the pause).
     pub by_cause: Vec<(WaitCause, Duration)>,
+    /// The rest of `waited`: short waits (under `LOG_MIN`, from the buckets; their causes are
+    /// not kept).
+    pub short: Duration,
 }
 
 /// Split the union of `iv` (inclusive, nested or disjoint intervals, seconds) inside
 /// `[a, b]` by cause: each instant goes to the covering interval that started last (the
-/// innermost one). Returns seconds per cause, in [`WaitCause::ALL`] order.
-fn split_by_cause(iv: &[(f64, f64, WaitCause)], a: f64, b: f64) -> [f64; CAUSES] {
-    let inside: Vec<(f64, f64, WaitCause)> = iv
+/// innermost one). Returns seconds per cause, in [`WaitCause::ALL`] order, then those of
+/// cause `None` (short waits).
+fn split_by_cause(iv: &[(f64, f64, Option<WaitCause>)], a: f64, b: f64) -> [f64; CAUSES + 1] {
+    let inside: Vec<(f64, f64, Option<WaitCause>)> = iv
         .iter()
         .map(|&(s, e, c)| (s.max(a), e.min(b), c))
         .filter(|&(s, e, _)| e > s)
@@ -609,7 +823,7 @@ fn split_by_cause(iv: &[(f64, f64, WaitCause)], a: f64, b: f64) -> [f64; CAUSES]
     let mut edges: Vec<f64> = inside.iter().flat_map(|&(s, e, _)| [s, e]).collect();
     edges.sort_by(f64::total_cmp);
     edges.dedup();
-    let mut out = [0.0; CAUSES];
+    let mut out = [0.0; CAUSES + 1];
     for pair in edges.windows(2) {
         let (s, e) = (pair[0], pair[1]);
         let mid = (s + e) / 2.0;
@@ -618,7 +832,7 @@ fn split_by_cause(iv: &[(f64, f64, WaitCause)], a: f64, b: f64) -> [f64; CAUSES]
             .filter(|&&(x, y, _)| x <= mid && mid < y)
             .max_by(|p, q| p.0.total_cmp(&q.0));
         if let Some(&(_, _, c)) = innermost {
-            out[c.index()] += e - s;
+            out[c.map_or(CAUSES, WaitCause::index)] += e - s;
         }
     }
     out
@@ -640,6 +854,7 @@ struct RegistryState {
     folded_mutators: usize,
     folded_unlogged: (u64, Duration),
     folded_dropped: u64,
+    folded_short_ns: u64,
 }
 
 impl WaitRegistry {
@@ -668,6 +883,7 @@ impl WaitRegistry {
         let (mut longest, mut longest_cause) = g.folded_longest;
         let (mut unlogged, mut unlogged_time) = g.folded_unlogged;
         let mut dropped = g.folded_dropped;
+        let mut short_dropped = g.folded_short_ns;
         for l in g.live.iter().chain(g.retired.iter()) {
             for c in WaitCause::ALL {
                 per[c.index()].add(l.stats(c));
@@ -683,6 +899,7 @@ impl WaitRegistry {
                 .head
                 .load(Ordering::Relaxed)
                 .saturating_sub(LOG_CAPACITY as u64);
+            short_dropped += l.short_dropped_ns.load(Ordering::Relaxed);
         }
         MutatorWaits {
             by_cause: WaitCause::ALL
@@ -694,6 +911,7 @@ impl WaitRegistry {
             mutators: g.folded_mutators + g.live.len() + g.retired.len(),
             unlogged,
             unlogged_time,
+            unlogged_dropped: Duration::from_nanos(short_dropped),
             dropped,
         }
     }
@@ -729,6 +947,8 @@ impl WaitRegistry {
             g.folded_unlogged.0 += old.unlogged.load(Ordering::Relaxed);
             g.folded_unlogged.1 += Duration::from_nanos(old.unlogged_ns.load(Ordering::Relaxed));
             g.folded_dropped += old.head.load(Ordering::Relaxed);
+            // All its short-wait time leaves the logs now (what its ring had lost included).
+            g.folded_short_ns += old.short_ns.load(Ordering::Relaxed);
         }
     }
 }
@@ -863,6 +1083,9 @@ mod tests {
             dropped: 0,
             unlogged: 0,
             unlogged_time: Duration::ZERO,
+            short: Vec::new(),
+            short_from: None,
+            short_dropped: Duration::ZERO,
         };
         let w = log
             .worst_window(Duration::from_millis(100), at(2000))
@@ -931,19 +1154,163 @@ mod tests {
         let reg = WaitRegistry::default();
         let a = reg.attach(1);
         let n = 2_000_000u32;
-        let t = Instant::now();
-        for _ in 0..n {
-            drop(Span::begin(WaitCause::AllocStall));
-        }
-        let span = t.elapsed() / n;
-        let t = Instant::now();
-        for _ in 0..n {
+        // Per operation: wall time and this thread's CPU time (the latter whatever the load).
+        let per_op = |f: &dyn Fn()| {
+            let (t, c) = (Instant::now(), crate::cputime::thread_cpu());
+            for _ in 0..n {
+                f();
+            }
+            (t.elapsed() / n, (crate::cputime::thread_cpu() - c) / n)
+        };
+        let span = per_op(&|| drop(Span::begin(WaitCause::AllocStall)));
+        let leaf = per_op(&|| {
             let now = Instant::now();
             record(WaitCause::FaultStall, now, now + LOG_MIN);
-        }
-        let leaf = t.elapsed() / n;
-        println!("span (unlogged, < LOG_MIN): {span:?}; logged leaf record incl. one clock read: {leaf:?}");
+        });
+        println!("(wall, thread CPU) per op: span (unlogged, < LOG_MIN) {span:?}; logged leaf record incl. one clock read {leaf:?}");
+        let short = per_op(&|| {
+            let now = Instant::now();
+            record(WaitCause::FaultStall, now, now + LOG_MIN / 2);
+        });
+        println!("(wall, thread CPU) per op: short leaf record (into a bucket) incl. one clock read {short:?}");
         a.detach(&reg);
+    }
+
+    /// The attached instant of the only log of `reg`.
+    fn attached(reg: &WaitRegistry) -> Instant {
+        reg.logs()[0].attached
+    }
+
+    #[test]
+    fn short_waits_lower_the_mmu_by_their_sum() {
+        let reg = WaitRegistry::default();
+        let a = reg.attach(1);
+        let t0 = attached(&reg) + Duration::from_millis(200);
+        // 500 faults of 5 µs, one every 20 µs: 2.5 ms of waits within 10 ms, none logged.
+        for i in 0..500 {
+            let s = t0 + Duration::from_micros(20 * i);
+            record(WaitCause::FaultStall, s, s + Duration::from_micros(5));
+        }
+        // One logged wait of 1 ms elsewhere.
+        let l0 = t0 + Duration::from_millis(500);
+        record(WaitCause::Pause, l0, l0 + Duration::from_millis(1));
+        let now = attached(&reg) + Duration::from_secs(1);
+        let log = &reg.logs()[0];
+        assert_eq!(log.intervals.len(), 1);
+        assert_eq!(log.unlogged, 500);
+        let short: Duration = log.short.iter().map(|b| b.waited).sum();
+        assert_eq!(short, Duration::from_micros(2500));
+        let m = log.mmu(Duration::from_millis(100), now).unwrap();
+        assert!((m - 0.975).abs() < 1e-6, "{m}");
+        let w = log.worst_window(Duration::from_millis(100), now).unwrap();
+        assert!(
+            w.short.abs_diff(Duration::from_micros(2500)) < Duration::from_nanos(10),
+            "{w:?}"
+        );
+        // The split adds up to the window's waits, and the totals by cause to every wait.
+        let split: Duration = w.by_cause.iter().map(|&(_, d)| d).sum::<Duration>() + w.short;
+        assert!(split.abs_diff(w.waited) < Duration::from_nanos(10), "{w:?}");
+        let whole = log.worst_window(Duration::from_millis(1000), now).unwrap();
+        let sum = reg.summary();
+        assert_eq!(sum.total(), Duration::from_micros(3500));
+        assert!(
+            whole.waited.abs_diff(sum.total()) < Duration::from_nanos(10),
+            "{whole:?}"
+        );
+        assert_eq!(sum.unlogged_dropped, Duration::ZERO);
+        a.detach(&reg);
+    }
+
+    #[test]
+    fn short_waits_inside_a_span_count_once() {
+        let reg = WaitRegistry::default();
+        let a = reg.attach(1);
+        {
+            let _s = Span::begin(WaitCause::AllocStall);
+            // Short waits nested in a span: the span's logged interval covers them.
+            for _ in 0..100 {
+                let t = Instant::now();
+                record(WaitCause::FaultStall, t, t + Duration::from_micros(3));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // One outside any span: in a bucket.
+        let t = Instant::now() + Duration::from_millis(5);
+        record(WaitCause::Assist, t, t + Duration::from_micros(7));
+        let log = &reg.logs()[0];
+        assert_eq!(log.intervals.len(), 1);
+        assert_eq!(log.unlogged, 101);
+        let short: Duration = log.short.iter().map(|b| b.waited).sum();
+        assert_eq!(short, Duration::from_micros(7));
+        // Causes (exclusive) add up to the union of the waits, short ones included.
+        let now = Instant::now() + Duration::from_secs(1);
+        let (from, to) = log.span(now);
+        let whole = log.worst_window(to - from, now).unwrap();
+        let sum = reg.summary();
+        assert!(
+            whole.waited.abs_diff(sum.total()) < Duration::from_nanos(10),
+            "{whole:?} {sum:?}"
+        );
+        a.detach(&reg);
+    }
+
+    #[test]
+    fn an_overwritten_bucket_is_not_counted_twice() {
+        let reg = WaitRegistry::default();
+        let a = reg.attach(1);
+        let t0 = attached(&reg);
+        let ring = SHORT_BUCKET * SHORT_BUCKETS as u32;
+        let at = |d: Duration| t0 + d + SHORT_BUCKET / 2;
+        record(
+            WaitCause::FaultStall,
+            at(Duration::ZERO),
+            at(Duration::ZERO) + Duration::from_micros(3),
+        );
+        // The same slot, one lap later: the first bucket is overwritten.
+        record(
+            WaitCause::FaultStall,
+            at(ring),
+            at(ring) + Duration::from_micros(4),
+        );
+        // A late wait for the overwritten bucket: lost, and the newer one kept.
+        record(
+            WaitCause::FaultStall,
+            at(Duration::ZERO),
+            at(Duration::ZERO) + Duration::from_micros(2),
+        );
+        let log = &reg.logs()[0];
+        assert_eq!(
+            log.short,
+            vec![ShortBucket {
+                start: t0 + ring,
+                waited: Duration::from_micros(4)
+            }]
+        );
+        assert_eq!(log.short_dropped, Duration::from_micros(5));
+        assert_eq!(log.short_from, Some(t0 + SHORT_BUCKET));
+        assert_eq!(reg.summary().unlogged_dropped, Duration::from_micros(5));
+        let now = t0 + ring + Duration::from_millis(10);
+        let w = log.worst_window(Duration::from_millis(5), now).unwrap();
+        assert_eq!(w.waited, Duration::from_micros(4));
+        a.detach(&reg);
+    }
+
+    #[test]
+    fn short_waits_fill_the_gaps_between_logged_ones() {
+        // A bucket at 0 with 0.3 ms, a logged wait over [0, 0.5 ms] and [0.6, 0.7 ms].
+        let logged = [(0.0, 0.0005), (0.0006, 0.0007)];
+        let pieces = fill_gaps(&logged, &[(0.0, 0.0003)]);
+        assert_eq!(pieces.len(), 2, "{pieces:?}");
+        assert!(close(Some(pieces[0].0), 0.0005) && close(Some(pieces[0].1), 0.0006));
+        assert!(close(Some(pieces[1].0), 0.0007) && close(Some(pieces[1].1), 0.0009));
+        // A second bucket starts after the first one's last piece.
+        let pieces = fill_gaps(&[], &[(0.0, 0.0012), (0.001, 0.0001)]);
+        assert!(close(Some(pieces[1].0), 0.0012) && close(Some(pieces[1].1), 0.0013));
+        // Nothing overlaps: the union holds every second.
+        let mut all: Vec<(f64, f64)> = logged.to_vec();
+        all.extend(fill_gaps(&logged, &[(0.0, 0.0003)]));
+        let u: f64 = merge_intervals(&all).iter().map(|(a, b)| b - a).sum();
+        assert!((u - 0.0009).abs() < 1e-12, "{u}");
     }
 
     #[test]
