@@ -1062,3 +1062,50 @@ fn registering_a_type_while_a_concurrent_cycle_runs() {
         m.verify().unwrap();
     });
 }
+
+// Cases of the soundness audit of 2026-12-05 (docs/soundness-audit.md).
+
+/// A panic inside a native section, caught by the caller: the mutator is running again
+/// afterwards, so a collection from another thread waits for its next safepoint instead of
+/// moving the objects under a `Local` it holds (the mutator stayed NATIVE: the collection ran,
+/// and the `Local` named the object's old place).
+#[test]
+fn a_panic_inside_native_leaves_the_mutator_running() {
+    expect_ok("a_panic_inside_native_leaves_the_mutator_running", || {
+        let heap = Heap::new(stw(4 << 20)).unwrap();
+        let t = register(&heap);
+        let mut m = heap.attach();
+        let v = m.alloc(t.pair, 0).unwrap();
+        m.local(v).unwrap().set(0, fix(7));
+        let r = m.root(v);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            m.native(|| panic!("a panic inside a native section"))
+        }));
+        assert!(caught.is_err());
+        let cycles = heap.cycles();
+        {
+            let l = r.get(&m).unwrap();
+            let h = heap.clone();
+            let other = std::thread::spawn(move || h.collect());
+            // Hold the Local, with no safepoint, while the other thread asks for a collection
+            // (up to two seconds): it must not complete.
+            let t0 = Instant::now();
+            while heap.cycles() == cycles && t0.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(
+                heap.cycles(),
+                cycles,
+                "a collection completed while this running mutator held a Local"
+            );
+            assert_eq!(unfix(l.get(0)), 7);
+            while !other.is_finished() {
+                m.safepoint();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            other.join().unwrap().unwrap();
+        }
+        assert_eq!(heap.cycles(), cycles + 1);
+        assert_eq!(unfix(r.get(&m).unwrap().get(0)), 7);
+    });
+}

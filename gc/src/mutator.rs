@@ -441,12 +441,21 @@ impl Mutator {
 
     /// Run `f` in native state: collections may run meanwhile (the thread counts as stopped).
     /// `f` cannot touch the heap: it is `Send`, so it holds no `Mutator`, `Root` or `Local`.
+    ///
+    /// If `f` panics, the mutator leaves native state as the panic unwinds (waiting for a pause
+    /// in progress to end), so a caller that catches the panic holds a running mutator again.
     pub fn native<R>(&mut self, f: impl FnOnce() -> R + Send) -> R {
+        /// Leaves native state when dropped: at the end of `f`, or as its panic unwinds.
+        struct Leave<'a>(&'a crate::safepoint::Safepoint, &'a MutatorShared);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.leave_native(self.1);
+            }
+        }
         let sp = &self.heap.inner.sp;
         sp.enter_native(&self.shared);
-        let r = f();
-        sp.leave_native(&self.shared);
-        r
+        let _leave = Leave(sp, &self.shared);
+        f()
     }
 
     /// Run a full collection and wait for it to complete: in concurrent mode, this returns
