@@ -1109,3 +1109,43 @@ fn a_panic_inside_native_leaves_the_mutator_running() {
         assert_eq!(unfix(r.get(&m).unwrap().get(0)), 7);
     });
 }
+
+/// A fixed type whose size overflows the address arithmetic is refused at registration: one
+/// of `usize::MAX - 7` payload bytes was registered, its objects took 0 bytes (the size wrapped)
+/// and a `Local` over one wrote 800 MB past it (SIGSEGV). The filler kind is refused too.
+#[test]
+fn a_fixed_type_too_large_for_any_space_is_refused() {
+    expect_ok("a_fixed_type_too_large_for_any_space_is_refused", || {
+        use faultline::{TypeError, TypeInfo, TypeKind};
+        let heap = Heap::new(stw(4 << 20)).unwrap();
+        let mut m = heap.attach();
+        for bytes in [usize::MAX, usize::MAX - 7, (1 << 40) + 8] {
+            match heap.register_type(TypeInfo::fixed("huge", bytes, &[])) {
+                Err(TypeError::TooLarge { payload_bytes, .. }) => assert!(payload_bytes >= bytes),
+                Err(e) => panic!("{bytes}: {e}"),
+                Ok(ty) => {
+                    // What the refusal prevents: an object of a wrapped size.
+                    let v = m.alloc(ty, 0).unwrap();
+                    m.local(v).unwrap().set_word(100_000_000, 7);
+                    panic!("{bytes}-byte fixed type registered");
+                }
+            }
+        }
+        // The largest accepted one is merely too large to allocate here.
+        let big = heap
+            .register_type(TypeInfo::fixed("big", 1 << 40, &[]))
+            .unwrap();
+        assert!(matches!(
+            m.alloc(big, 0),
+            Err(faultline::AllocError::OutOfMemory { .. })
+        ));
+        let filler = TypeInfo {
+            name: "my filler".into(),
+            kind: TypeKind::Filler,
+        };
+        assert!(matches!(
+            heap.register_type(filler),
+            Err(TypeError::Filler(_))
+        ));
+    });
+}
