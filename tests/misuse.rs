@@ -1149,3 +1149,38 @@ fn a_fixed_type_too_large_for_any_space_is_refused() {
         ));
     });
 }
+
+thread_local! {
+    /// A mutator kept in a thread-local, as a runtime that attaches each thread lazily does.
+    static THREAD_MUTATOR: std::cell::RefCell<Option<faultline::Mutator>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A `Mutator` kept in a thread-local is dropped at thread exit, possibly after the crate's own
+/// thread-locals: it detaches cleanly (before, the drop touched a destroyed thread-local, and
+/// the panic inside a thread-local destructor aborted the process).
+#[test]
+fn a_mutator_kept_in_a_thread_local_detaches_at_thread_exit() {
+    expect_ok(
+        "a_mutator_kept_in_a_thread_local_detaches_at_thread_exit",
+        || {
+            let heap = heap(4 << 20);
+            let t = register(&heap);
+            let h = heap.clone();
+            std::thread::spawn(move || {
+                THREAD_MUTATOR.with(|c| *c.borrow_mut() = Some(h.attach()));
+                THREAD_MUTATOR.with(|c| {
+                    let mut c = c.borrow_mut();
+                    let m = c.as_mut().expect("attached");
+                    list(m, &t, 10);
+                    m.collect().unwrap();
+                });
+            })
+            .join()
+            .unwrap();
+            assert_eq!(heap.mutator_count(), 0);
+            heap.collect().unwrap();
+            heap.verify().unwrap();
+        },
+    );
+}

@@ -472,9 +472,11 @@ pub(crate) fn note_attached(key: u64, m: &Arc<MutatorShared>) {
     ATTACHED.with(|a| a.borrow_mut().push((key, m.clone())));
 }
 
-/// Forget `m` (it detaches).
+/// Forget `m` (it detaches). A `Mutator` kept in another thread-local may be dropped at
+/// thread exit after this list was destroyed: then there is nothing left to forget (and a
+/// panic there, inside a thread-local destructor, would abort the process).
 pub(crate) fn note_detached(key: u64, m: &Arc<MutatorShared>) {
-    ATTACHED.with(|a| {
+    let _ = ATTACHED.try_with(|a| {
         a.borrow_mut()
             .retain(|(k, x)| !(*k == key && Arc::ptr_eq(x, m)))
     });
