@@ -1184,3 +1184,53 @@ fn a_mutator_kept_in_a_thread_local_detaches_at_thread_exit() {
         },
     );
 }
+
+/// A root source that presents its slot only at every second call: to the flip's forwarding
+/// but not to marking (a stop-the-world cycle calls it once for each).
+struct EverySecondCall {
+    calls: std::sync::atomic::AtomicUsize,
+    slot: RootSlot,
+}
+
+impl RootSource for EverySecondCall {
+    fn for_each_root(&self, visit: &mut dyn FnMut(&RootSlot)) {
+        if self.calls.fetch_add(1, Ordering::SeqCst) % 2 == 1 {
+            visit(&self.slot);
+        }
+    }
+}
+
+/// A root source presents at the flip a slot it did not present to marking: its object was
+/// not marked (it died), and forwarding the slot gave it another live object's new address
+/// (it read that object's data). Now the slot is left stale and refused on read.
+#[test]
+fn a_root_slot_presented_only_to_the_flip_goes_stale() {
+    expect_panic(
+        "a_root_slot_presented_only_to_the_flip_goes_stale",
+        &["Mutator::load", "stale reference"],
+        || {
+            let heap = Heap::new(stw(4 << 20)).unwrap();
+            let t = register(&heap);
+            let mut m = heap.attach();
+            let src = Arc::new(EverySecondCall {
+                calls: Default::default(),
+                slot: RootSlot::new(),
+            });
+            heap.add_root_source(src.clone());
+            let dead = m.alloc(t.pair, 0).unwrap();
+            m.local(dead).unwrap().set(0, fix(1));
+            m.store(&src.slot, dead);
+            let live = m.alloc(t.pair, 0).unwrap();
+            m.local(live).unwrap().set(0, fix(2));
+            let live = m.root(live);
+            m.collect().unwrap();
+            let v = m.load(&src.slot); // panics: stale
+            let l = m.local(v).unwrap();
+            panic!(
+                "the slot reads {v:?} (the live object is {:?}), whose word 0 is {}",
+                live.value(&m),
+                unfix(l.get(0))
+            );
+        },
+    );
+}

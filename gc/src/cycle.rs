@@ -155,7 +155,7 @@ fn view<'a>(inner: &'a HeapInner, g: &'a SpState) -> HeapView<'a> {
 /// The roots' current values (a stopped world).
 fn root_values(inner: &HeapInner, g: &SpState) -> Vec<usize> {
     let mut roots = Vec::new();
-    visit_roots(g, &inner.roots, &mut |s| roots.push(*s));
+    visit_roots(g, &inner.roots, None, &mut |s| roots.push(*s));
     roots
 }
 
@@ -1251,7 +1251,20 @@ fn flip(
         .roots
         .pins
         .commit(&pins, types, moving.half_base, moving.half_bytes, to_index);
-    visit_roots(g, &inner.roots, &mut |s| *s = plan.forward(*s));
+    // A root source's slot is forwarded only if marking found its object live (see
+    // `roots::visit_source`); objects above `mark_top` were allocated during marking (black).
+    let marked = |a: usize| {
+        if a >= from && a < from_top {
+            a >= mark_top || inner.tables.mark.get((a - from) / WORD)
+        } else if large.contains(a) {
+            large.marks.get(large.page_of(a))
+        } else {
+            true
+        }
+    };
+    visit_roots(g, &inner.roots, Some(&marked), &mut |s| {
+        *s = plan.forward(*s)
+    });
     inner.roots.end_forwarding();
     // A young cycle's old slots: forwarded; those still referring to a young object (the
     // survivors stay young unless promoted) stay in the remembered set.

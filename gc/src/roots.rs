@@ -156,8 +156,13 @@ impl HeapRoots {
             .push(src);
     }
 
-    /// Visit every heap-wide root slot; `f` may rewrite it.
-    pub(crate) fn visit(&self, f: &mut dyn FnMut(&mut usize)) {
+    /// Visit every heap-wide root slot; `f` may rewrite it. `live`, if given, decides which
+    /// references of root-source slots are visited (see [`visit_source`]).
+    pub(crate) fn visit(
+        &self,
+        live: Option<&dyn Fn(usize) -> bool>,
+        f: &mut dyn FnMut(&mut usize),
+    ) {
         let mut globals = self.globals();
         for s in globals.slots.iter_mut() {
             f(s);
@@ -165,7 +170,7 @@ impl HeapRoots {
         drop(globals);
         let sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
         for src in sources.iter() {
-            visit_source(src.as_ref(), self.visit_eras(), f);
+            visit_source(src.as_ref(), self.visit_eras(), live, f);
         }
         drop(sources);
         self.weak.visit_strong(f);
@@ -174,8 +179,19 @@ impl HeapRoots {
 }
 
 /// Visit the slots of one root source through `f` (which may rewrite them), those current in
-/// `eras.0`; each visited one is current in `eras.1` afterwards.
-pub(crate) fn visit_source(src: &dyn RootSource, eras: (u64, u64), f: &mut dyn FnMut(&mut usize)) {
+/// `eras.0` (and, if `live` is given, whose reference it says is live); each visited one is
+/// current in `eras.1` afterwards.
+///
+/// `live` guards the flip's forwarding against a source that presents a slot there it did not
+/// present to marking (a source is embedder code: nothing makes it present the same slots at
+/// every call): that slot's object was not marked, and forwarding its address would give it
+/// another object's new address. Such a slot is left alone, stale, and refused on read.
+pub(crate) fn visit_source(
+    src: &dyn RootSource,
+    eras: (u64, u64),
+    live: Option<&dyn Fn(usize) -> bool>,
+    f: &mut dyn FnMut(&mut usize),
+) {
     let _scope = reentry::enter(Callback::RootSource);
-    src.for_each_root(&mut |slot: &RootSlot| slot.visit(eras.0, eras.1, f));
+    src.for_each_root(&mut |slot: &RootSlot| slot.visit(eras.0, eras.1, live, f));
 }
