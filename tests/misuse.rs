@@ -1234,3 +1234,69 @@ fn a_root_slot_presented_only_to_the_flip_goes_stale() {
         },
     );
 }
+
+/// A root source that panics.
+struct PanickingSource;
+
+impl RootSource for PanickingSource {
+    fn for_each_root(&self, _visit: &mut dyn FnMut(&RootSlot)) {
+        panic!("a root source failed");
+    }
+}
+
+/// In the child: `body`. In the parent: the child must abort (SIGABRT, not hang: the watchdog)
+/// with the panic's message and a line naming `needle`.
+fn expect_abort(case: &str, needle: &str, body: impl FnOnce()) {
+    if std::env::var(CASE_VAR).as_deref() == Ok(case) {
+        body();
+        eprintln!("MISUSE: {case} returned without aborting");
+        return;
+    }
+    let c = run_child(case);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        c.status.signal(),
+        Some(libc::SIGABRT),
+        "{case}: expected an abort ({}); stderr:\n{}",
+        c.status,
+        c.stderr
+    );
+    assert!(
+        c.stderr.contains("panicked") && c.stderr.contains(needle),
+        "{case}: the abort does not say {needle:?} after the panic; stderr:\n{}",
+        c.stderr
+    );
+}
+
+/// A panic inside a root source, with the world stopped and its roots half visited: the
+/// process aborts, saying why. Before, the panic unwound out of `collect` leaving the world
+/// stopped: the caller that caught it, and every other mutator, then waited forever.
+fn panic_in_root_source(case: &str, config: HeapConfig) {
+    expect_abort(
+        case,
+        "RootSource::for_each_root panicked during a collection",
+        || {
+            let heap = Heap::new(config).unwrap();
+            let mut m = heap.attach();
+            heap.add_root_source(Arc::new(PanickingSource));
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.collect()));
+            assert!(caught.is_err());
+            // Unreachable now; before, this waited forever (the world was never resumed).
+            m.safepoint();
+            m.collect().unwrap();
+        },
+    );
+}
+
+#[test]
+fn a_panic_inside_a_root_source_stop_the_world() {
+    panic_in_root_source("a_panic_inside_a_root_source_stop_the_world", stw(4 << 20));
+}
+
+#[test]
+fn a_panic_inside_a_root_source_concurrent() {
+    panic_in_root_source(
+        "a_panic_inside_a_root_source_concurrent",
+        concurrent(4 << 20),
+    );
+}

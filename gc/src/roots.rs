@@ -40,6 +40,11 @@ use crate::weak::WeakTables;
 /// a cycle, attach, drop a mutator or add a root source. Those requests are refused there
 /// (collections and waits with [`crate::CollectError::Reentrant`], the others with a panic
 /// naming the mistake) instead of deadlocking.
+///
+/// It must not panic: a panic in `for_each_root` (a refusal above included) leaves a stopped
+/// world with its roots half visited, so it ends the process (an abort, after the panic's
+/// message and a line saying why) instead of unwinding into a heap that every other mutator
+/// would wait on forever.
 pub trait RootSource: Send + Sync {
     /// Call `visit` once for every root slot.
     fn for_each_root(&self, visit: &mut dyn FnMut(&RootSlot));
@@ -193,5 +198,16 @@ pub(crate) fn visit_source(
     f: &mut dyn FnMut(&mut usize),
 ) {
     let _scope = reentry::enter(Callback::RootSource);
-    src.for_each_root(&mut |slot: &RootSlot| slot.visit(eras.0, eras.1, live, f));
+    let visited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        src.for_each_root(&mut |slot: &RootSlot| slot.visit(eras.0, eras.1, live, f))
+    }));
+    if visited.is_err() {
+        // The world is stopped by this thread and the roots are part visited (part forwarded,
+        // at the flip): unwinding would leave every other mutator parked for good and the
+        // heap half updated. End the process, saying why (the panic's message is above).
+        eprintln!(
+            "faultline: RootSource::for_each_root panicked during a collection (see the panic above); the world is stopped and its roots half visited, so the heap cannot continue: aborting"
+        );
+        std::process::abort();
+    }
 }
