@@ -1300,3 +1300,37 @@ fn a_panic_inside_a_root_source_concurrent() {
         concurrent(4 << 20),
     );
 }
+
+/// A panic of the `on_cycle` hook on the concurrent collector's thread: reported, and the heap
+/// goes on (before, the GC thread's panic aborted the process as a collector failure).
+/// Stop-the-world, the panic reaches the caller of `collect`, and the heap goes on too.
+#[test]
+fn a_panic_inside_on_cycle() {
+    if !uffd_or_skip("a_panic_inside_on_cycle") {
+        return;
+    }
+    expect_ok("a_panic_inside_on_cycle", || {
+        let hook: faultline::CycleHook =
+            Arc::new(|_: &faultline::CycleStats| panic!("the on_cycle hook failed"));
+        for config in [stw(8 << 20), concurrent(8 << 20)] {
+            let concurrent = config.mode == GcMode::Concurrent;
+            let heap = Heap::new(config.on_cycle(hook.clone())).unwrap();
+            let t = register(&heap);
+            let mut m = heap.attach();
+            list(&mut m, &t, 2000);
+            for round in 0..3 {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.collect()));
+                if concurrent {
+                    // On the GC thread: the collection completes; nothing to catch.
+                    r.expect("no panic reaches the caller").unwrap();
+                } else {
+                    assert!(r.is_err(), "the hook's panic reaches the caller");
+                }
+                assert_eq!(heap.cycles(), round + 1);
+                assert_eq!(heap.phase(), CyclePhase::Idle);
+                m.verify().unwrap();
+                assert_eq!(read_list(&m, m.stack_get(0)), (0..2000).collect::<Vec<_>>());
+            }
+        }
+    });
+}
