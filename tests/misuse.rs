@@ -1334,3 +1334,56 @@ fn a_panic_inside_on_cycle() {
         }
     });
 }
+
+thread_local! {
+    /// A mutator kept in a thread-local, reached from inside a root source.
+    static SOURCE_MUTATOR: std::cell::RefCell<Option<faultline::Mutator>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A root source that reads an object through the collecting thread's own mutator (kept in a
+/// thread-local) at its second call (the flip, in a stop-the-world cycle).
+struct ReadsThroughTheMutator(std::sync::atomic::AtomicUsize);
+
+impl RootSource for ReadsThroughTheMutator {
+    fn for_each_root(&self, _visit: &mut dyn FnMut(&RootSlot)) {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 1 {
+            SOURCE_MUTATOR.with(|c| {
+                let c = c.borrow();
+                let m = c.as_ref().expect("attached");
+                let v = m.stack_get(0);
+                let l = m.local(v).unwrap();
+                eprintln!("MISUSE: read word 0 = {:?} at the flip", l.get(0));
+            });
+        }
+    }
+}
+
+/// Inside a root source the world is stopped mid-collection: at the flip the value stack was
+/// already forwarded but nothing had moved, so a `Local` reached through a mutator kept in a
+/// thread-local read another (dead) object's data. Every mutator access is refused there (the
+/// refusal's panic aborts: see `RootSource`).
+#[test]
+fn a_mutator_used_inside_a_root_source_is_refused() {
+    expect_abort(
+        "a_mutator_used_inside_a_root_source_is_refused",
+        "called from inside RootSource::for_each_root",
+        || {
+            let heap = Heap::new(stw(4 << 20)).unwrap();
+            let t = register(&heap);
+            SOURCE_MUTATOR.with(|c| *c.borrow_mut() = Some(heap.attach()));
+            SOURCE_MUTATOR.with(|c| {
+                let mut c = c.borrow_mut();
+                let m = c.as_mut().expect("attached");
+                let dead = m.alloc(t.pair, 0).unwrap();
+                m.local(dead).unwrap().set(0, fix(1));
+                let live = m.alloc(t.pair, 0).unwrap();
+                m.local(live).unwrap().set(0, fix(2));
+                m.push(live);
+            });
+            heap.add_root_source(Arc::new(ReadsThroughTheMutator(Default::default())));
+            // Through the heap: the thread-local's mutator is not borrowed meanwhile.
+            heap.collect().unwrap();
+        },
+    );
+}

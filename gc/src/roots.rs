@@ -36,10 +36,12 @@ use crate::weak::WeakTables;
 /// [`crate::Mutator::store`]), with no `unsafe`; a slot it does not present goes stale at the
 /// next collection and is refused on read.
 ///
-/// It runs with the world stopped by the calling thread: it must not collect, verify, wait for
-/// a cycle, attach, drop a mutator or add a root source. Those requests are refused there
-/// (collections and waits with [`crate::CollectError::Reentrant`], the others with a panic
-/// naming the mistake) instead of deadlocking.
+/// It runs with the world stopped by the calling thread, in the middle of a collection: it
+/// must not collect, verify, wait for a cycle, attach, drop a mutator or add a root source,
+/// nor use a mutator (one reached through a thread-local, say) to read or write objects,
+/// roots or the value stack, or to allocate. Those requests are refused there (collections
+/// and waits with [`crate::CollectError::Reentrant`], the others with a panic naming the
+/// mistake) instead of deadlocking or reading half-moved objects.
 ///
 /// It must not panic: a panic in `for_each_root` (a refusal above included) leaves a stopped
 /// world with its roots half visited, so it ends the process (an abort, after the panic's
