@@ -1062,3 +1062,328 @@ fn registering_a_type_while_a_concurrent_cycle_runs() {
         m.verify().unwrap();
     });
 }
+
+// Cases of the soundness audit of 2026-12-05 (docs/soundness-audit.md).
+
+/// A panic inside a native section, caught by the caller: the mutator is running again
+/// afterwards, so a collection from another thread waits for its next safepoint instead of
+/// moving the objects under a `Local` it holds (the mutator stayed NATIVE: the collection ran,
+/// and the `Local` named the object's old place).
+#[test]
+fn a_panic_inside_native_leaves_the_mutator_running() {
+    expect_ok("a_panic_inside_native_leaves_the_mutator_running", || {
+        let heap = Heap::new(stw(4 << 20)).unwrap();
+        let t = register(&heap);
+        let mut m = heap.attach();
+        let v = m.alloc(t.pair, 0).unwrap();
+        m.local(v).unwrap().set(0, fix(7));
+        let r = m.root(v);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            m.native(|| panic!("a panic inside a native section"))
+        }));
+        assert!(caught.is_err());
+        let cycles = heap.cycles();
+        {
+            let l = r.get(&m).unwrap();
+            let h = heap.clone();
+            let other = std::thread::spawn(move || h.collect());
+            // Hold the Local, with no safepoint, while the other thread asks for a collection
+            // (up to two seconds): it must not complete.
+            let t0 = Instant::now();
+            while heap.cycles() == cycles && t0.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(
+                heap.cycles(),
+                cycles,
+                "a collection completed while this running mutator held a Local"
+            );
+            assert_eq!(unfix(l.get(0)), 7);
+            while !other.is_finished() {
+                m.safepoint();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            other.join().unwrap().unwrap();
+        }
+        assert_eq!(heap.cycles(), cycles + 1);
+        assert_eq!(unfix(r.get(&m).unwrap().get(0)), 7);
+    });
+}
+
+/// A fixed type whose size overflows the address arithmetic is refused at registration: one
+/// of `usize::MAX - 7` payload bytes was registered, its objects took 0 bytes (the size wrapped)
+/// and a `Local` over one wrote 800 MB past it (SIGSEGV). The filler kind is refused too.
+#[test]
+fn a_fixed_type_too_large_for_any_space_is_refused() {
+    expect_ok("a_fixed_type_too_large_for_any_space_is_refused", || {
+        use faultline::{TypeError, TypeInfo, TypeKind};
+        let heap = Heap::new(stw(4 << 20)).unwrap();
+        let mut m = heap.attach();
+        for bytes in [usize::MAX, usize::MAX - 7, (1 << 40) + 8] {
+            match heap.register_type(TypeInfo::fixed("huge", bytes, &[])) {
+                Err(TypeError::TooLarge { payload_bytes, .. }) => assert!(payload_bytes >= bytes),
+                Err(e) => panic!("{bytes}: {e}"),
+                Ok(ty) => {
+                    // What the refusal prevents: an object of a wrapped size.
+                    let v = m.alloc(ty, 0).unwrap();
+                    m.local(v).unwrap().set_word(100_000_000, 7);
+                    panic!("{bytes}-byte fixed type registered");
+                }
+            }
+        }
+        // The largest accepted one is merely too large to allocate here.
+        let big = heap
+            .register_type(TypeInfo::fixed("big", 1 << 40, &[]))
+            .unwrap();
+        assert!(matches!(
+            m.alloc(big, 0),
+            Err(faultline::AllocError::OutOfMemory { .. })
+        ));
+        let filler = TypeInfo {
+            name: "my filler".into(),
+            kind: TypeKind::Filler,
+        };
+        assert!(matches!(
+            heap.register_type(filler),
+            Err(TypeError::Filler(_))
+        ));
+    });
+}
+
+thread_local! {
+    /// A mutator kept in a thread-local, as a runtime that attaches each thread lazily does.
+    static THREAD_MUTATOR: std::cell::RefCell<Option<faultline::Mutator>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A `Mutator` kept in a thread-local is dropped at thread exit, possibly after the crate's own
+/// thread-locals: it detaches cleanly (before, the drop touched a destroyed thread-local, and
+/// the panic inside a thread-local destructor aborted the process).
+#[test]
+fn a_mutator_kept_in_a_thread_local_detaches_at_thread_exit() {
+    expect_ok(
+        "a_mutator_kept_in_a_thread_local_detaches_at_thread_exit",
+        || {
+            let heap = heap(4 << 20);
+            let t = register(&heap);
+            let h = heap.clone();
+            std::thread::spawn(move || {
+                THREAD_MUTATOR.with(|c| *c.borrow_mut() = Some(h.attach()));
+                THREAD_MUTATOR.with(|c| {
+                    let mut c = c.borrow_mut();
+                    let m = c.as_mut().expect("attached");
+                    list(m, &t, 10);
+                    m.collect().unwrap();
+                });
+            })
+            .join()
+            .unwrap();
+            assert_eq!(heap.mutator_count(), 0);
+            heap.collect().unwrap();
+            heap.verify().unwrap();
+        },
+    );
+}
+
+/// A root source that presents its slot only at every second call: to the flip's forwarding
+/// but not to marking (a stop-the-world cycle calls it once for each).
+struct EverySecondCall {
+    calls: std::sync::atomic::AtomicUsize,
+    slot: RootSlot,
+}
+
+impl RootSource for EverySecondCall {
+    fn for_each_root(&self, visit: &mut dyn FnMut(&RootSlot)) {
+        if self.calls.fetch_add(1, Ordering::SeqCst) % 2 == 1 {
+            visit(&self.slot);
+        }
+    }
+}
+
+/// A root source presents at the flip a slot it did not present to marking: its object was
+/// not marked (it died), and forwarding the slot gave it another live object's new address
+/// (it read that object's data). Now the slot is left stale and refused on read.
+#[test]
+fn a_root_slot_presented_only_to_the_flip_goes_stale() {
+    expect_panic(
+        "a_root_slot_presented_only_to_the_flip_goes_stale",
+        &["Mutator::load", "stale reference"],
+        || {
+            let heap = Heap::new(stw(4 << 20)).unwrap();
+            let t = register(&heap);
+            let mut m = heap.attach();
+            let src = Arc::new(EverySecondCall {
+                calls: Default::default(),
+                slot: RootSlot::new(),
+            });
+            heap.add_root_source(src.clone());
+            let dead = m.alloc(t.pair, 0).unwrap();
+            m.local(dead).unwrap().set(0, fix(1));
+            m.store(&src.slot, dead);
+            let live = m.alloc(t.pair, 0).unwrap();
+            m.local(live).unwrap().set(0, fix(2));
+            let live = m.root(live);
+            m.collect().unwrap();
+            let v = m.load(&src.slot); // panics: stale
+            let l = m.local(v).unwrap();
+            panic!(
+                "the slot reads {v:?} (the live object is {:?}), whose word 0 is {}",
+                live.value(&m),
+                unfix(l.get(0))
+            );
+        },
+    );
+}
+
+/// A root source that panics.
+struct PanickingSource;
+
+impl RootSource for PanickingSource {
+    fn for_each_root(&self, _visit: &mut dyn FnMut(&RootSlot)) {
+        panic!("a root source failed");
+    }
+}
+
+/// In the child: `body`. In the parent: the child must abort (SIGABRT, not hang: the watchdog)
+/// with the panic's message and a line naming `needle`.
+fn expect_abort(case: &str, needle: &str, body: impl FnOnce()) {
+    if std::env::var(CASE_VAR).as_deref() == Ok(case) {
+        body();
+        eprintln!("MISUSE: {case} returned without aborting");
+        return;
+    }
+    let c = run_child(case);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        c.status.signal(),
+        Some(libc::SIGABRT),
+        "{case}: expected an abort ({}); stderr:\n{}",
+        c.status,
+        c.stderr
+    );
+    assert!(
+        c.stderr.contains("panicked") && c.stderr.contains(needle),
+        "{case}: the abort does not say {needle:?} after the panic; stderr:\n{}",
+        c.stderr
+    );
+}
+
+/// A panic inside a root source, with the world stopped and its roots half visited: the
+/// process aborts, saying why. Before, the panic unwound out of `collect` leaving the world
+/// stopped: the caller that caught it, and every other mutator, then waited forever.
+fn panic_in_root_source(case: &str, config: HeapConfig) {
+    expect_abort(
+        case,
+        "RootSource::for_each_root panicked during a collection",
+        || {
+            let heap = Heap::new(config).unwrap();
+            let mut m = heap.attach();
+            heap.add_root_source(Arc::new(PanickingSource));
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.collect()));
+            assert!(caught.is_err());
+            // Unreachable now; before, this waited forever (the world was never resumed).
+            m.safepoint();
+            m.collect().unwrap();
+        },
+    );
+}
+
+#[test]
+fn a_panic_inside_a_root_source_stop_the_world() {
+    panic_in_root_source("a_panic_inside_a_root_source_stop_the_world", stw(4 << 20));
+}
+
+#[test]
+fn a_panic_inside_a_root_source_concurrent() {
+    panic_in_root_source(
+        "a_panic_inside_a_root_source_concurrent",
+        concurrent(4 << 20),
+    );
+}
+
+/// A panic of the `on_cycle` hook on the concurrent collector's thread: reported, and the heap
+/// goes on (before, the GC thread's panic aborted the process as a collector failure).
+/// Stop-the-world, the panic reaches the caller of `collect`, and the heap goes on too.
+#[test]
+fn a_panic_inside_on_cycle() {
+    if !uffd_or_skip("a_panic_inside_on_cycle") {
+        return;
+    }
+    expect_ok("a_panic_inside_on_cycle", || {
+        let hook: faultline::CycleHook =
+            Arc::new(|_: &faultline::CycleStats| panic!("the on_cycle hook failed"));
+        for config in [stw(8 << 20), concurrent(8 << 20)] {
+            let concurrent = config.mode == GcMode::Concurrent;
+            let heap = Heap::new(config.on_cycle(hook.clone())).unwrap();
+            let t = register(&heap);
+            let mut m = heap.attach();
+            list(&mut m, &t, 2000);
+            for round in 0..3 {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.collect()));
+                if concurrent {
+                    // On the GC thread: the collection completes; nothing to catch.
+                    r.expect("no panic reaches the caller").unwrap();
+                } else {
+                    assert!(r.is_err(), "the hook's panic reaches the caller");
+                }
+                assert_eq!(heap.cycles(), round + 1);
+                assert_eq!(heap.phase(), CyclePhase::Idle);
+                m.verify().unwrap();
+                assert_eq!(read_list(&m, m.stack_get(0)), (0..2000).collect::<Vec<_>>());
+            }
+        }
+    });
+}
+
+thread_local! {
+    /// A mutator kept in a thread-local, reached from inside a root source.
+    static SOURCE_MUTATOR: std::cell::RefCell<Option<faultline::Mutator>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A root source that reads an object through the collecting thread's own mutator (kept in a
+/// thread-local) at its second call (the flip, in a stop-the-world cycle).
+struct ReadsThroughTheMutator(std::sync::atomic::AtomicUsize);
+
+impl RootSource for ReadsThroughTheMutator {
+    fn for_each_root(&self, _visit: &mut dyn FnMut(&RootSlot)) {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 1 {
+            SOURCE_MUTATOR.with(|c| {
+                let c = c.borrow();
+                let m = c.as_ref().expect("attached");
+                let v = m.stack_get(0);
+                let l = m.local(v).unwrap();
+                eprintln!("MISUSE: read word 0 = {:?} at the flip", l.get(0));
+            });
+        }
+    }
+}
+
+/// Inside a root source the world is stopped mid-collection: at the flip the value stack was
+/// already forwarded but nothing had moved, so a `Local` reached through a mutator kept in a
+/// thread-local read another (dead) object's data. Every mutator access is refused there (the
+/// refusal's panic aborts: see `RootSource`).
+#[test]
+fn a_mutator_used_inside_a_root_source_is_refused() {
+    expect_abort(
+        "a_mutator_used_inside_a_root_source_is_refused",
+        "called from inside RootSource::for_each_root",
+        || {
+            let heap = Heap::new(stw(4 << 20)).unwrap();
+            let t = register(&heap);
+            SOURCE_MUTATOR.with(|c| *c.borrow_mut() = Some(heap.attach()));
+            SOURCE_MUTATOR.with(|c| {
+                let mut c = c.borrow_mut();
+                let m = c.as_mut().expect("attached");
+                let dead = m.alloc(t.pair, 0).unwrap();
+                m.local(dead).unwrap().set(0, fix(1));
+                let live = m.alloc(t.pair, 0).unwrap();
+                m.local(live).unwrap().set(0, fix(2));
+                m.push(live);
+            });
+            heap.add_root_source(Arc::new(ReadsThroughTheMutator(Default::default())));
+            // Through the heap: the thread-local's mutator is not borrowed meanwhile.
+            heap.collect().unwrap();
+        },
+    );
+}

@@ -230,7 +230,10 @@ pub struct HeapConfig {
     /// thread that collected (stop-the-world) or on the collector's thread (concurrent). A
     /// collection, verification or wait for the cycle requested from inside it is refused
     /// with [`crate::CollectError::Reentrant`] (it would wait for itself); an allocation in it
-    /// that needs a collection defers an occupancy trigger and is refused on exhaustion.
+    /// that needs a collection defers an occupancy trigger and is refused on exhaustion. A
+    /// panic in it reaches the caller of the collection (stop-the-world); on the collector's
+    /// thread (concurrent), where nobody could catch it, it is reported on standard error and
+    /// the heap continues (the cycle is complete either way).
     pub on_cycle: Option<CycleHook>,
     /// Generational mode (off by default): young cycles that mark from the roots plus a
     /// remembered set and compact only the young objects, full cycles when the old

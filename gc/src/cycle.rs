@@ -155,7 +155,7 @@ fn view<'a>(inner: &'a HeapInner, g: &'a SpState) -> HeapView<'a> {
 /// The roots' current values (a stopped world).
 fn root_values(inner: &HeapInner, g: &SpState) -> Vec<usize> {
     let mut roots = Vec::new();
-    visit_roots(g, &inner.roots, &mut |s| roots.push(*s));
+    visit_roots(g, &inner.roots, None, &mut |s| roots.push(*s));
     roots
 }
 
@@ -235,7 +235,11 @@ pub(crate) fn collect(
         // Read /proc/self/maps after the pause: it allocates and takes time. Nothing but this
         // heap's own calls could change the arena's VMAs, and those are counted.
         stats.vmas = (inner.arena.vmas_at_creation(), inner.arena.vma_count());
-        record_cycle(inner, &stats);
+        // The cycle is over and the world runs: a panic of the `on_cycle` hook reaches the
+        // caller, as any panic of its own code would.
+        if let Err(p) = record_cycle(inner, &stats) {
+            std::panic::resume_unwind(p);
+        }
         return Ok(Some(stats));
     }
 }
@@ -935,7 +939,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
                 pace_next(&inner, stats.heap_after(), (0, Duration::ZERO));
                 take_pace_stats(&inner, &mut stats);
             }
-            record_cycle(&inner, &stats);
+            hook_panic_on_gc_thread(record_cycle(&inner, &stats));
             inner.gate.set_idle();
             verify_after_concurrent(&inner, stats.cycle);
         }
@@ -1251,7 +1255,20 @@ fn flip(
         .roots
         .pins
         .commit(&pins, types, moving.half_base, moving.half_bytes, to_index);
-    visit_roots(g, &inner.roots, &mut |s| *s = plan.forward(*s));
+    // A root source's slot is forwarded only if marking found its object live (see
+    // `roots::visit_source`); objects above `mark_top` were allocated during marking (black).
+    let marked = |a: usize| {
+        if a >= from && a < from_top {
+            a >= mark_top || inner.tables.mark.get((a - from) / WORD)
+        } else if large.contains(a) {
+            large.marks.get(large.page_of(a))
+        } else {
+            true
+        }
+    };
+    visit_roots(g, &inner.roots, Some(&marked), &mut |s| {
+        *s = plan.forward(*s)
+    });
     inner.roots.end_forwarding();
     // A young cycle's old slots: forwarded; those still referring to a young object (the
     // survivors stay young unless promoted) stay in the remembered set.
@@ -1825,7 +1842,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
     stats.compact_map = Duration::from_nanos(c.counters.map_ns.load(Ordering::Relaxed));
     take_pace_stats(&inner, &mut stats);
     drop(finishing);
-    record_cycle(&inner, &stats);
+    hook_panic_on_gc_thread(record_cycle(&inner, &stats));
     inner.gate.set_idle();
     verify_after_concurrent(&inner, stats.cycle);
 }
@@ -1883,8 +1900,14 @@ fn take_pace_stats(inner: &HeapInner, stats: &mut CycleStats) {
     };
 }
 
-/// Record a completed cycle: history and the GC-log hook.
-fn record_cycle(inner: &HeapInner, stats: &CycleStats) {
+/// A panic of the `on_cycle` hook, caught by [`record_cycle`].
+type HookPanic = Box<dyn std::any::Any + Send>;
+
+/// Record a completed cycle: history and the GC-log hook. A panic of the hook is caught and
+/// returned (the cycle is recorded whatever the hook does): the stop-the-world collector
+/// re-raises it to the caller of the collection, the concurrent one reports it
+/// ([`hook_panic_on_gc_thread`]).
+fn record_cycle(inner: &HeapInner, stats: &CycleStats) -> Result<(), HookPanic> {
     {
         let _r = crate::forkgate::Region::enter();
         let mut h = inner.history.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1892,13 +1915,25 @@ fn record_cycle(inner: &HeapInner, stats: &CycleStats) {
         trim_history(&mut h, inner.config.history_limit);
     }
     inner.completed.fetch_add(1, Ordering::SeqCst);
+    if gc_trace() {
+        eprintln!("{}", stats.log_line());
+    }
     if let Some(hook) = &inner.config.on_cycle {
         // Requests from the hook that would wait for this cycle are refused (`reentry`).
         let _scope = reentry::enter(Callback::OnCycle);
-        hook(stats);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(stats)))?;
     }
-    if gc_trace() {
-        eprintln!("{}", stats.log_line());
+    Ok(())
+}
+
+/// On the GC thread, nobody can catch a panic of the `on_cycle` hook, and the heap is sound
+/// (the cycle is over): say so and go on finishing the cycle (before, the GC thread's panic
+/// aborted the process as a collector failure).
+fn hook_panic_on_gc_thread(r: Result<(), HookPanic>) {
+    if r.is_err() {
+        eprintln!(
+            "faultline: the on_cycle hook panicked on the GC thread (see the panic above); the cycle is complete and recorded, the heap continues"
+        );
     }
 }
 

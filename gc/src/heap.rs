@@ -547,6 +547,7 @@ impl GlobalRoot {
     /// # Panics
     /// If `v` is a reference of another heap, or a stale one (read before a collection).
     pub fn new(heap: &Heap, v: Value) -> GlobalRoot {
+        crate::reentry::refuse_in_root_source("GlobalRoot::new");
         // Checked under the table's lock: a collection rewrites the table under it, after
         // starting its new era, so a value that passes here is updated by that collection.
         let mut g = heap.inner.roots.globals();
@@ -583,6 +584,7 @@ impl GlobalRoot {
     /// If `m` is a mutator of another heap.
     pub fn get(&self, m: &Mutator) -> Value {
         self.check_heap(m, "GlobalRoot::get");
+        crate::reentry::refuse_in_root_source("GlobalRoot::get");
         let g = self.heap.inner.roots.globals();
         // A root: the collector keeps the slot current.
         Value::minted(g.slots[self.index], m.era())
@@ -593,6 +595,7 @@ impl GlobalRoot {
     /// If `m` is a mutator of another heap, or `v` a reference of another heap.
     pub fn set(&self, m: &Mutator, v: Value) {
         self.check_heap(m, "GlobalRoot::set");
+        crate::reentry::refuse_in_root_source("GlobalRoot::set");
         m.check_ours(v, "GlobalRoot::set");
         let mut g = self.heap.inner.roots.globals();
         g.slots[self.index] = v.bits();

@@ -325,6 +325,7 @@ impl Mutator {
     /// belongs to another heap.
     #[inline]
     pub fn load(&self, slot: &RootSlot) -> Value {
+        reentry::refuse_in_root_source("Mutator::load (RootSlot)");
         let v = slot.peek();
         self.check_ours(v, "Mutator::load (RootSlot)");
         v
@@ -336,6 +337,7 @@ impl Mutator {
     /// If `v` is a reference of another heap or a stale one.
     #[inline]
     pub fn store(&self, slot: &RootSlot, v: Value) {
+        reentry::refuse_in_root_source("Mutator::store (RootSlot)");
         self.check_ours(v, "Mutator::store (RootSlot)");
         slot.put(v);
     }
@@ -441,12 +443,21 @@ impl Mutator {
 
     /// Run `f` in native state: collections may run meanwhile (the thread counts as stopped).
     /// `f` cannot touch the heap: it is `Send`, so it holds no `Mutator`, `Root` or `Local`.
+    ///
+    /// If `f` panics, the mutator leaves native state as the panic unwinds (waiting for a pause
+    /// in progress to end), so a caller that catches the panic holds a running mutator again.
     pub fn native<R>(&mut self, f: impl FnOnce() -> R + Send) -> R {
+        /// Leaves native state when dropped: at the end of `f`, or as its panic unwinds.
+        struct Leave<'a>(&'a crate::safepoint::Safepoint, &'a MutatorShared);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.leave_native(self.1);
+            }
+        }
         let sp = &self.heap.inner.sp;
         sp.enter_native(&self.shared);
-        let r = f();
-        sp.leave_native(&self.shared);
-        r
+        let _leave = Leave(sp, &self.shared);
+        f()
     }
 
     /// Run a full collection and wait for it to complete: in concurrent mode, this returns
@@ -581,6 +592,8 @@ impl Mutator {
     #[cold]
     #[inline(never)]
     fn alloc_slow(&mut self, ty: TypeId, len: usize) -> Result<Value, AllocError> {
+        // (While the world is stopped, `requested` sends every allocation here.)
+        reentry::refuse_in_root_source("Mutator::alloc");
         let bytes = self.type_size(ty, len)?;
         if ty.0 as usize >= self.sizes.len() {
             let more = AllocSize::table(self.types_for(ty), self.sizes.len());
@@ -806,6 +819,7 @@ impl Mutator {
     /// of another heap, or was read from a non-reference word: see the module documentation.
     pub fn local(&self, v: Value) -> Option<Local<'_>> {
         let o = v.as_ref()?;
+        reentry::refuse_in_root_source("Mutator::local");
         self.check_ours(v, "Mutator::local");
         let a = o.address();
         let inner = self.inner();
@@ -863,6 +877,7 @@ impl Mutator {
     /// # Panics
     /// If `v` is a reference of another heap.
     pub fn root(&self, v: Value) -> Root {
+        reentry::refuse_in_root_source("Mutator::root");
         self.check_ours(v, "Mutator::root");
         // SAFETY: the owner thread, RUNNING.
         let r = unsafe { self.shared.roots_mut() };
@@ -885,6 +900,7 @@ impl Mutator {
 
     /// Add a root source scanned with this mutator's roots.
     pub fn add_root_source(&self, src: Arc<dyn RootSource>) {
+        reentry::refuse_in_root_source("Mutator::add_root_source");
         // SAFETY: the owner thread, RUNNING.
         unsafe { self.shared.roots_mut() }.sources.push(src);
     }
@@ -897,6 +913,7 @@ impl Mutator {
     /// If `v` is a reference of another heap.
     #[inline]
     pub fn push(&self, v: Value) {
+        reentry::refuse_in_root_source("Mutator::push");
         self.check_ours(v, "Mutator::push");
         // SAFETY: the owner thread, RUNNING.
         unsafe { self.shared.roots_mut() }.stack.push(v.bits());
@@ -904,6 +921,7 @@ impl Mutator {
     /// Pop from the value stack.
     #[inline]
     pub fn pop(&self) -> Option<Value> {
+        reentry::refuse_in_root_source("Mutator::pop");
         // SAFETY: the owner thread; the stack holds valid values.
         unsafe {
             self.shared
@@ -916,6 +934,7 @@ impl Mutator {
     /// Value-stack slot `i` (0 = bottom).
     #[inline]
     pub fn stack_get(&self, i: usize) -> Value {
+        reentry::refuse_in_root_source("Mutator::stack_get");
         // SAFETY: the owner thread, RUNNING.
         Value::minted(unsafe { self.shared.roots_mut() }.stack[i], self.era())
     }
@@ -925,6 +944,7 @@ impl Mutator {
     /// If `v` is a reference of another heap.
     #[inline]
     pub fn stack_set(&self, i: usize, v: Value) {
+        reentry::refuse_in_root_source("Mutator::stack_set");
         self.check_ours(v, "Mutator::stack_set");
         // SAFETY: the owner thread, RUNNING.
         unsafe { self.shared.roots_mut() }.stack[i] = v.bits();
@@ -932,12 +952,14 @@ impl Mutator {
     /// Value-stack depth.
     #[inline]
     pub fn stack_len(&self) -> usize {
+        reentry::refuse_in_root_source("Mutator::stack_len");
         // SAFETY: the owner thread, RUNNING.
         unsafe { self.shared.roots_mut() }.stack.len()
     }
     /// Shrink the value stack to `n` slots.
     #[inline]
     pub fn stack_truncate(&self, n: usize) {
+        reentry::refuse_in_root_source("Mutator::stack_truncate");
         // SAFETY: the owner thread, RUNNING.
         unsafe { self.shared.roots_mut() }.stack.truncate(n);
     }
@@ -1021,6 +1043,7 @@ impl Root {
 
     fn read(&self, m: &Mutator, what: &'static str) -> Value {
         self.check_owner(m, what);
+        reentry::refuse_in_root_source(what);
         // SAFETY: `m` is the owner, borrowed (so alive and RUNNING on this thread: Root is
         // !Send).
         let bits = unsafe { self.shared.roots_mut() }.handles[self.index as usize];
@@ -1041,6 +1064,7 @@ impl Root {
     /// As [`Root::value`], and if `v` is a reference of another heap.
     pub fn set(&self, m: &Mutator, v: Value) {
         self.check_owner(m, "Root::set");
+        reentry::refuse_in_root_source("Root::set");
         m.check_ours(v, "Root::set");
         // SAFETY: the owner thread, RUNNING.
         unsafe { self.shared.roots_mut() }.handles[self.index as usize] = v.bits();

@@ -49,6 +49,26 @@ pub(crate) fn current() -> Option<Callback> {
     CURRENT.with(Cell::get)
 }
 
+/// Panic, naming `what`, if the calling thread is inside [`crate::RootSource::for_each_root`]:
+/// the world is stopped there in the middle of a collection (roots part visited, part
+/// forwarded), so a mutator reached from it (through a thread-local, say) must not read or
+/// write the heap or its roots, nor allocate. A panic there aborts the process (see
+/// [`crate::RootSource`]). One thread-local load on the accessors that call it.
+#[inline(always)]
+pub(crate) fn refuse_in_root_source(what: &'static str) {
+    if current() == Some(Callback::RootSource) {
+        in_root_source(what);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn in_root_source(what: &'static str) -> ! {
+    panic!(
+        "{what}: called from inside RootSource::for_each_root, which runs with the world stopped in the middle of a collection (objects and roots half moved): no heap, root or allocation access is allowed there"
+    )
+}
+
 /// Marks the calling thread as inside a callback until dropped.
 pub(crate) struct CallbackScope {
     previous: Option<Callback>,

@@ -36,10 +36,17 @@ use crate::weak::WeakTables;
 /// [`crate::Mutator::store`]), with no `unsafe`; a slot it does not present goes stale at the
 /// next collection and is refused on read.
 ///
-/// It runs with the world stopped by the calling thread: it must not collect, verify, wait for
-/// a cycle, attach, drop a mutator or add a root source. Those requests are refused there
-/// (collections and waits with [`crate::CollectError::Reentrant`], the others with a panic
-/// naming the mistake) instead of deadlocking.
+/// It runs with the world stopped by the calling thread, in the middle of a collection: it
+/// must not collect, verify, wait for a cycle, attach, drop a mutator or add a root source,
+/// nor use a mutator (one reached through a thread-local, say) to read or write objects,
+/// roots or the value stack, or to allocate. Those requests are refused there (collections
+/// and waits with [`crate::CollectError::Reentrant`], the others with a panic naming the
+/// mistake) instead of deadlocking or reading half-moved objects.
+///
+/// It must not panic: a panic in `for_each_root` (a refusal above included) leaves a stopped
+/// world with its roots half visited, so it ends the process (an abort, after the panic's
+/// message and a line saying why) instead of unwinding into a heap that every other mutator
+/// would wait on forever.
 pub trait RootSource: Send + Sync {
     /// Call `visit` once for every root slot.
     fn for_each_root(&self, visit: &mut dyn FnMut(&RootSlot));
@@ -156,8 +163,13 @@ impl HeapRoots {
             .push(src);
     }
 
-    /// Visit every heap-wide root slot; `f` may rewrite it.
-    pub(crate) fn visit(&self, f: &mut dyn FnMut(&mut usize)) {
+    /// Visit every heap-wide root slot; `f` may rewrite it. `live`, if given, decides which
+    /// references of root-source slots are visited (see [`visit_source`]).
+    pub(crate) fn visit(
+        &self,
+        live: Option<&dyn Fn(usize) -> bool>,
+        f: &mut dyn FnMut(&mut usize),
+    ) {
         let mut globals = self.globals();
         for s in globals.slots.iter_mut() {
             f(s);
@@ -165,7 +177,7 @@ impl HeapRoots {
         drop(globals);
         let sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
         for src in sources.iter() {
-            visit_source(src.as_ref(), self.visit_eras(), f);
+            visit_source(src.as_ref(), self.visit_eras(), live, f);
         }
         drop(sources);
         self.weak.visit_strong(f);
@@ -174,8 +186,30 @@ impl HeapRoots {
 }
 
 /// Visit the slots of one root source through `f` (which may rewrite them), those current in
-/// `eras.0`; each visited one is current in `eras.1` afterwards.
-pub(crate) fn visit_source(src: &dyn RootSource, eras: (u64, u64), f: &mut dyn FnMut(&mut usize)) {
+/// `eras.0` (and, if `live` is given, whose reference it says is live); each visited one is
+/// current in `eras.1` afterwards.
+///
+/// `live` guards the flip's forwarding against a source that presents a slot there it did not
+/// present to marking (a source is embedder code: nothing makes it present the same slots at
+/// every call): that slot's object was not marked, and forwarding its address would give it
+/// another object's new address. Such a slot is left alone, stale, and refused on read.
+pub(crate) fn visit_source(
+    src: &dyn RootSource,
+    eras: (u64, u64),
+    live: Option<&dyn Fn(usize) -> bool>,
+    f: &mut dyn FnMut(&mut usize),
+) {
     let _scope = reentry::enter(Callback::RootSource);
-    src.for_each_root(&mut |slot: &RootSlot| slot.visit(eras.0, eras.1, f));
+    let visited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        src.for_each_root(&mut |slot: &RootSlot| slot.visit(eras.0, eras.1, live, f))
+    }));
+    if visited.is_err() {
+        // The world is stopped by this thread and the roots are part visited (part forwarded,
+        // at the flip): unwinding would leave every other mutator parked for good and the
+        // heap half updated. End the process, saying why (the panic's message is above).
+        eprintln!(
+            "faultline: RootSource::for_each_root panicked during a collection (see the panic above); the world is stopped and its roots half visited, so the heap cannot continue: aborting"
+        );
+        std::process::abort();
+    }
 }

@@ -442,8 +442,15 @@ impl Safepoint {
 }
 
 /// Visit every root slot of a stopped world: each mutator's handles, value stack and root
-/// sources, then the heap's global roots and root sources. `f` may rewrite a slot.
-pub(crate) fn visit_roots(g: &SpState, heap: &HeapRoots, f: &mut dyn FnMut(&mut usize)) {
+/// sources, then the heap's global roots and root sources. `f` may rewrite a slot. `live`, if
+/// given, says which references of root-source slots are visited (the flip's forwarding: see
+/// [`visit_source`]); the crate's own root slots were all marked.
+pub(crate) fn visit_roots(
+    g: &SpState,
+    heap: &HeapRoots,
+    live: Option<&dyn Fn(usize) -> bool>,
+    f: &mut dyn FnMut(&mut usize),
+) {
     for m in &g.mutators {
         // SAFETY: every mutator is stopped (or is the collecting thread itself, which is inside
         // this call and touches no roots meanwhile).
@@ -455,10 +462,10 @@ pub(crate) fn visit_roots(g: &SpState, heap: &HeapRoots, f: &mut dyn FnMut(&mut 
             f(s);
         }
         for src in &r.sources {
-            visit_source(src.as_ref(), heap.visit_eras(), f);
+            visit_source(src.as_ref(), heap.visit_eras(), live, f);
         }
     }
-    heap.visit(f);
+    heap.visit(live, f);
 }
 
 thread_local! {
@@ -472,9 +479,11 @@ pub(crate) fn note_attached(key: u64, m: &Arc<MutatorShared>) {
     ATTACHED.with(|a| a.borrow_mut().push((key, m.clone())));
 }
 
-/// Forget `m` (it detaches).
+/// Forget `m` (it detaches). A `Mutator` kept in another thread-local may be dropped at
+/// thread exit after this list was destroyed: then there is nothing left to forget (and a
+/// panic there, inside a thread-local destructor, would abort the process).
 pub(crate) fn note_detached(key: u64, m: &Arc<MutatorShared>) {
-    ATTACHED.with(|a| {
+    let _ = ATTACHED.try_with(|a| {
         a.borrow_mut()
             .retain(|(k, x)| !(*k == key && Arc::ptr_eq(x, m)))
     });

@@ -127,6 +127,7 @@ impl Mutator {
     #[inline(always)]
     pub fn obj(&self, v: Value, layout: &Layout) -> Option<Obj<'_>> {
         let o = v.as_ref()?;
+        crate::reentry::refuse_in_root_source("Mutator::obj");
         self.check_ours(v, "Mutator::obj");
         if layout.heap != self.heap_id() {
             foreign_layout(layout, self.heap_id());
@@ -160,6 +161,7 @@ impl Mutator {
     #[inline]
     pub fn type_of(&self, v: Value) -> Option<TypeId> {
         let o = v.as_ref()?;
+        crate::reentry::refuse_in_root_source("Mutator::type_of");
         self.check_ours(v, "Mutator::type_of");
         Some(self.header_of(v, o.address()).type_id())
     }

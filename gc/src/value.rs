@@ -161,12 +161,18 @@ impl RootSlot {
         self.bits.store(v.bits, Ordering::Relaxed);
         self.era.store(v.era, Ordering::Relaxed);
     }
-    /// The collector's visit (see the module invariants): if the slot is current in `from`,
-    /// `f` sees (and may rewrite) the word, and the slot is current in `to` after; otherwise
-    /// it is left alone.
-    pub(crate) fn visit(&self, from: u64, to: u64, f: &mut dyn FnMut(&mut usize)) {
+    /// The collector's visit (see the module invariants): if the slot is current in `from`
+    /// (and, for a reference, `live` holds for it), `f` sees (and may rewrite) the word, and
+    /// the slot is current in `to` after; otherwise it is left alone.
+    pub(crate) fn visit(
+        &self,
+        from: u64,
+        to: u64,
+        live: Option<&dyn Fn(usize) -> bool>,
+        f: &mut dyn FnMut(&mut usize),
+    ) {
         let v = self.peek();
-        if v.is_ref() && v.era != from {
+        if v.is_ref() && (v.era != from || live.is_some_and(|live| !live(v.bits))) {
             return;
         }
         let mut bits = v.bits;
@@ -204,10 +210,10 @@ mod tests {
         assert!(s.is_null());
         s.put(Value::minted(0x2000, 3));
         assert_eq!(s.peek(), Value::minted(0x2000, 3));
-        s.visit(3, 4, &mut |w| *w += 0x1000);
+        s.visit(3, 4, None, &mut |w| *w += 0x1000);
         assert_eq!(s.peek(), Value::minted(0x3000, 4));
         // Not current in the era a visit starts from (stale, or another heap's): untouched.
-        s.visit(9, 10, &mut |_| panic!("a stale slot is not visited"));
+        s.visit(9, 10, None, &mut |_| panic!("a stale slot is not visited"));
         assert_eq!(s.peek(), Value::minted(0x3000, 4));
         s.put(Value::immediate(0x11).unwrap());
         assert_eq!(s.peek().era(), 0);

@@ -124,7 +124,7 @@ pub(crate) fn verify_heap(
     let mut stack = Vec::new();
     let mut first_err = None;
     let mut root_index = 0usize;
-    visit_roots(view.g, view.roots, &mut |s| {
+    visit_roots(view.g, view.roots, None, &mut |s| {
         root_index += 1;
         if first_err.is_some() {
             return;
@@ -287,7 +287,7 @@ pub(crate) fn checkmark(
     let top = view.moving.top.load(Ordering::Relaxed);
     let seen = Bitmap::new((top - from) / WORD + 1);
     let mut stack: Vec<(usize, usize)> = Vec::new();
-    visit_roots(view.g, view.roots, &mut |s| stack.push((*s, 0)));
+    visit_roots(view.g, view.roots, None, &mut |s| stack.push((*s, 0)));
     let mut large_seen = std::collections::HashSet::new();
     let mut old_seen = std::collections::HashSet::new();
     let describe = |p: usize| -> String {

@@ -207,6 +207,7 @@ impl FinalizationQueue {
     /// or if `m` is a mutator of another heap.
     pub fn register(&self, m: &Mutator, target: Value, held: Value) -> u64 {
         self.check_heap(m, "FinalizationQueue::register");
+        crate::reentry::refuse_in_root_source("FinalizationQueue::register");
         m.check_ours(target, "FinalizationQueue::register (target)");
         m.check_ours(held, "FinalizationQueue::register (held)");
         if !target.is_ref() {
@@ -234,6 +235,7 @@ impl FinalizationQueue {
     /// If `m` is a mutator of another heap.
     pub fn take(&self, m: &Mutator) -> Vec<Value> {
         self.check_heap(m, "FinalizationQueue::take");
+        crate::reentry::refuse_in_root_source("FinalizationQueue::take");
         let era = m.era();
         self.heap
             .inner

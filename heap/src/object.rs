@@ -190,7 +190,9 @@ impl TypeInfo {
         TypeInfo {
             name: name.to_string(),
             kind: TypeKind::Fixed {
-                payload_bytes: payload_bytes.div_ceil(WORD) * WORD,
+                // Saturating: a size near `usize::MAX` stays too large (registration refuses
+                // it) instead of wrapping to a small one.
+                payload_bytes: payload_bytes.div_ceil(WORD).saturating_mul(WORD),
                 ref_offsets: ref_offsets.iter().map(|&o| o as u32).collect(),
             },
         }
@@ -242,6 +244,22 @@ pub enum TypeError {
     /// Too many types.
     #[error("too many types registered (at most {max})", max = Header::MAX_TYPE)]
     Full,
+    /// A fixed payload larger than any space can hold (its size in bytes, header included,
+    /// must not overflow the address arithmetic).
+    #[error(
+        "type {name}: a fixed payload of {payload_bytes} bytes is above the {max}-byte maximum"
+    )]
+    TooLarge {
+        /// Type name.
+        name: String,
+        /// The payload size asked for.
+        payload_bytes: usize,
+        /// The largest fixed payload.
+        max: usize,
+    },
+    /// The filler kind is the registry's own (type 0): embedders cannot register it.
+    #[error("type {0}: the filler kind is reserved (type 0)")]
+    Filler(String),
     /// Registration waits for a running collection cycle to end, which a callback run by that
     /// collection cannot do.
     #[error("a type cannot be registered from inside a callback run by a collection ({0})")]
@@ -419,14 +437,29 @@ impl Default for TypeRegistry {
 }
 
 impl TypeRegistry {
-    /// Register `info`, checking its layout.
+    /// The largest fixed payload a type may declare: 1 TiB, the large-object space's maximum
+    /// (so an object's size in bytes never overflows).
+    pub const MAX_FIXED_PAYLOAD: usize = 1 << 40;
+
+    /// Register `info`, checking its layout (the filler kind and fixed payloads above
+    /// [`Self::MAX_FIXED_PAYLOAD`] are refused).
     pub fn register(&mut self, info: TypeInfo) -> Result<TypeId, TypeError> {
         let mut words = Vec::new();
+        if matches!(info.kind, TypeKind::Filler) {
+            return Err(TypeError::Filler(info.name.clone()));
+        }
         if let TypeKind::Fixed {
             payload_bytes,
             ref_offsets,
         } = &info.kind
         {
+            if *payload_bytes > Self::MAX_FIXED_PAYLOAD {
+                return Err(TypeError::TooLarge {
+                    name: info.name.clone(),
+                    payload_bytes: *payload_bytes,
+                    max: Self::MAX_FIXED_PAYLOAD,
+                });
+            }
             for &o in ref_offsets {
                 if o as usize % WORD != 0 || o as usize + WORD > *payload_bytes {
                     return Err(TypeError::BadOffset {
