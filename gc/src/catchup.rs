@@ -11,8 +11,9 @@
 //!   bring it back on time at every refill, so the marker would find it on time whenever it
 //!   looked.)
 //! - **Compaction**: a compaction worker runs raised from its start to its end ([`Catchup::
-//!   compacting`], by `gc_compact_nice`, on by default): from the flip on, every page it has
-//!   not filled yet is one a mutator may touch, and then fills itself in a fault.
+//!   compacting`], by `gc_compact_nice`, off by default: it costs the mutators' longest
+//!   waits): from the flip on, every page it has not filled yet is one a mutator may touch,
+//!   and then fills itself in a fault.
 //!
 //! Why: on a machine with few CPUs the GC threads share them with the mutators at the same
 //! weight, so three mutators on two CPUs left the marker about a quarter of one CPU; the

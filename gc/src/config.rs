@@ -121,9 +121,10 @@ pub struct HeapConfig {
     /// Concurrent mode: the compaction workers run this many nice steps above the priority
     /// their GC thread has, from their start to their end (the `catchup` module): from the
     /// flip on, every destination page a worker has not filled yet is one a mutator may
-    /// touch and then fill itself in a fault, at several times a worker's cost per page and
-    /// waiting on a run queue inside the fault when the CPUs are shared. 0: off (the workers
-    /// keep their GC thread's priority). Raising a priority needs `CAP_SYS_NICE` or a large
+    /// touch and then fill itself in a fault, at several times a worker's cost per page. It
+    /// trades latency for throughput: a mutator's own fault then waits for its CPU behind the
+    /// raised worker (see [`DEFAULT_GC_COMPACT_NICE`]). 0: off (the workers keep their GC
+    /// thread's priority). Raising a priority needs `CAP_SYS_NICE` or a large
     /// enough `RLIMIT_NICE`; without either nothing changes (counted,
     /// [`crate::gc_catchup_stats`]; [`crate::Heap::mode_info`] says so). Not applied to a
     /// thread registered for `gc_thread_boost`. In [0, 19]; default
@@ -430,15 +431,17 @@ pub fn default_gc_catchup_nice() -> u8 {
     )
 }
 
-/// The default [`HeapConfig::gc_compact_nice`]: 6 nice steps (a worker then weighs about four
-/// mutators). Quiet A/B, 64 MiB, copy/sigbus, 8 alternated rounds (BENCHMARKS.md, "Session of
-/// 2026-12-05 (s12, lead)"), 6 against 0: churn's total time over stop-the-world's 1.37 ->
-/// 1.05 (median; every round lower), its mutator faults 33-41 k -> 12-20 k, peak RSS 2.68 ->
-/// 2.19x stop-the-world's; fragmentation's total time 1.33 -> 1.14x, its GC CPU 0.45 -> 0.34
-/// s; the cost: churn's longest wait (a fault preempted behind a raised worker) 12.1 ->
-/// 14.1 ms median, 0.083 -> 0.098 of stop-the-world's pause, and tree-replace's total 1.00 ->
-/// 1.07x; binary-trees, gcbench and request (6 rounds) within their spread.
-pub const DEFAULT_GC_COMPACT_NICE: u8 = 6;
+/// The default [`HeapConfig::gc_compact_nice`]: off. Quiet A/B, 64 MiB, copy/sigbus, 6 and 8
+/// alternated rounds (BENCHMARKS.md, "Session of 2026-12-05 (s12, lead)"), medians at 6 against
+/// 0: churn's total time over stop-the-world's 1.46 -> 1.12, its mutator faults 33-41 k ->
+/// 12-21 k, its peak RSS 2.77 -> 2.19x stop-the-world's, fragmentation's total 1.38 -> 1.29;
+/// but churn's longest wait 10.2 -> 17.6 ms (0.078 -> 0.126 of the stop-the-world pause; goal
+/// 0.1), its MMU@100 0.28 -> 0.23 and tree-replace's 0.55 -> 0.50 (a mutator's fault waits for
+/// its CPU behind the raised worker), gcbench's total 0.77 -> 0.82. Stepping down while a
+/// mutator is in the fault path kept the latency and lost the gains (churn's total 1.43). The
+/// mutators' latency comes first: off. A runtime that values throughput and memory over its
+/// longest waits can set it (it needs `CAP_SYS_NICE` or `RLIMIT_NICE`).
+pub const DEFAULT_GC_COMPACT_NICE: u8 = 0;
 
 /// [`DEFAULT_GC_COMPACT_NICE`], or `FAULTLINE_GC_COMPACT_NICE` from the environment if it is
 /// a number in [0, 19].
