@@ -1387,3 +1387,63 @@ fn a_mutator_used_inside_a_root_source_is_refused() {
         },
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A leaked mutator: every collection of its heap waits for it (the library cannot tell it from
+// a busy one), and says so.
+
+/// In the child: run `body`, which must end the process with status 0 itself. In the parent:
+/// require that, and that the child's stderr says every one of `needles`.
+fn expect_stderr(case: &str, needles: &[&str], body: impl FnOnce()) {
+    if std::env::var(CASE_VAR).as_deref() == Ok(case) {
+        body();
+        return;
+    }
+    let c = run_child(case);
+    assert!(
+        c.status.success(),
+        "{case}: the child failed ({}); stderr:\n{}",
+        c.status,
+        c.stderr
+    );
+    for n in needles {
+        assert!(
+            c.stderr.contains(n),
+            "{case}: stderr does not say {n:?}; stderr:\n{}",
+            c.stderr
+        );
+    }
+}
+
+#[test]
+fn a_leaked_mutator_holding_a_collection_is_named() {
+    expect_stderr(
+        "a_leaked_mutator_holding_a_collection_is_named",
+        &[
+            "has waited",
+            "'leaked-one'",
+            "std::mem::forget",
+            "keeps waiting",
+        ],
+        || {
+            // Read once, at the first stop: before any heap exists here.
+            std::env::set_var("FAULTLINE_STALL_REPORT_MS", "300");
+            let heap = heap(4 << 20);
+            let h2 = heap.clone();
+            std::thread::spawn(move || {
+                let m = h2.attach_named("leaked-one");
+                std::mem::forget(m);
+            })
+            .join()
+            .unwrap();
+            let h3 = heap.clone();
+            // The collection never ends (the leaked mutator never polls): run it on a thread
+            // of its own and leave the process from here once the report had time to appear.
+            std::thread::spawn(move || {
+                let _ = h3.collect();
+            });
+            std::thread::sleep(Duration::from_millis(2000));
+            std::process::exit(0);
+        },
+    );
+}

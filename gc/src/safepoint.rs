@@ -23,6 +23,12 @@
 //! futile wake-ups take CPU from the mutators still on their way to a poll.
 //! `SpState::futile_wakeups` counts the wake-ups that found their condition still unmet.
 //!
+//! A stopper that has waited [`stall_report_after`] (10 s) for its mutators says on stderr which
+//! ones it waits for, once per stop, and goes on waiting: a leaked `Mutator` (or a thread that
+//! blocks outside `native`) cannot be told from a busy one, so the hang it causes is named, not
+//! broken (the stopper looks at the clock every [`STALL_CHECK`]; such a timeout is not counted
+//! as a futile wake-up).
+//!
 //! Invariants:
 //! - [`SpState`] (behind `Safepoint::lock`) holds the list of attached mutators; a mutator's
 //!   `state` only changes under that lock, so the collector's "everyone stopped" check is
@@ -209,6 +215,53 @@ pub(crate) struct Safepoint {
     released: Condvar,
 }
 
+/// How often a stopper waiting for the mutators looks at the clock (for [`report_stall`]).
+const STALL_CHECK: Duration = Duration::from_millis(500);
+
+/// How long a stop of the world waits for the mutators before it says so on stderr (once per
+/// stop; it keeps waiting): 10 s, or `FAULTLINE_STALL_REPORT_MS` from the environment (read
+/// once).
+pub(crate) fn stall_report_after() -> Duration {
+    static AFTER: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *AFTER.get_or_init(|| {
+        let ms = std::env::var("FAULTLINE_STALL_REPORT_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(10_000);
+        Duration::from_millis(ms)
+    })
+}
+
+/// Say which mutators a stop of the world has waited `waited` for (under the lock): a mutator
+/// leaked with `std::mem::forget` or `Box::leak`, or one whose thread blocks outside `native`
+/// or never polls, holds every collection of its heap; the library cannot tell it from a busy
+/// one, so it waits, and says why here.
+fn report_stall(g: &SpState, waited: Duration) {
+    let late: Vec<String> = g
+        .mutators
+        .iter()
+        .filter(|m| {
+            Some(m.id) != g.stopper && {
+                let s = m.state.load(Ordering::SeqCst);
+                s != PARKED && s != NATIVE
+            }
+        })
+        .map(|m| match &m.name {
+            Some(n) => format!("#{} '{n}' (thread {})", m.id, m.tid),
+            None => format!("#{} (thread {})", m.id, m.tid),
+        })
+        .collect();
+    let heap = g.mutators.first().map_or(0, |m| m.heap_id);
+    eprintln!(
+        "faultline: heap #{heap}: a stop of the world has waited {:.1} s for mutator(s) {} to \
+         reach a safepoint, and keeps waiting: a Mutator leaked (std::mem::forget, Box::leak) \
+         or whose thread blocks outside Mutator::native or never polls holds every collection \
+         of its heap",
+        waited.as_secs_f64(),
+        late.join(", ")
+    );
+}
+
 impl Default for Safepoint {
     fn default() -> Self {
         Safepoint {
@@ -311,6 +364,7 @@ impl Safepoint {
         }
         self.requested.store(true, Ordering::SeqCst);
         let mut woken = false;
+        let mut reported = false;
         loop {
             if g.all_stopped() {
                 let at = Instant::now();
@@ -329,11 +383,16 @@ impl Safepoint {
             if woken {
                 g.futile_wakeups += 1;
             }
-            g = self
+            let (ng, wait) = self
                 .arrivals
-                .wait(g)
+                .wait_timeout(g, STALL_CHECK)
                 .unwrap_or_else(PoisonError::into_inner);
-            woken = true;
+            g = ng;
+            woken = !wait.timed_out();
+            if !reported && now.elapsed() >= stall_report_after() {
+                reported = true;
+                report_stall(&g, now.elapsed());
+            }
         }
     }
 
