@@ -101,9 +101,15 @@ fn expect_panic(case: &str, needles: &[&str], body: impl FnOnce()) {
 /// In the child: run `body` (its assertions check the defined outcome). In the parent: require
 /// that the child succeeded within the watchdog.
 fn expect_ok(case: &str, body: impl FnOnce()) {
+    let _ = run_ok(case, body);
+}
+
+/// In the child: run `body` and return `None`. In the parent: run the child, require that it
+/// succeeded within the watchdog, and return it.
+fn run_ok(case: &str, body: impl FnOnce()) -> Option<Child> {
     if std::env::var(CASE_VAR).as_deref() == Ok(case) {
         body();
-        return;
+        return None;
     }
     let c = run_child(case);
     assert!(
@@ -112,6 +118,7 @@ fn expect_ok(case: &str, body: impl FnOnce()) {
         c.status,
         c.stderr
     );
+    Some(c)
 }
 
 fn stw(bytes: usize) -> HeapConfig {
@@ -1395,17 +1402,9 @@ fn a_mutator_used_inside_a_root_source_is_refused() {
 /// In the child: run `body`, which must end the process with status 0 itself. In the parent:
 /// require that, and that the child's stderr says every one of `needles`.
 fn expect_stderr(case: &str, needles: &[&str], body: impl FnOnce()) {
-    if std::env::var(CASE_VAR).as_deref() == Ok(case) {
-        body();
+    let Some(c) = run_ok(case, body) else {
         return;
-    }
-    let c = run_child(case);
-    assert!(
-        c.status.success(),
-        "{case}: the child failed ({}); stderr:\n{}",
-        c.status,
-        c.stderr
-    );
+    };
     for n in needles {
         assert!(
             c.stderr.contains(n),

@@ -123,7 +123,8 @@ pub const LOG_CAPACITY: usize = 64 * 1024;
 pub const LOG_MIN: Duration = Duration::from_micros(10);
 /// Detached mutators whose logs are kept whole.
 pub const RETIRED_KEEP: usize = 64;
-/// Width of a short-wait bucket (waits under [`LOG_MIN`] are summed per bucket).
+/// Width of a short-wait bucket (waits under 10 µs, too short to be logged one by one, are
+/// summed per bucket).
 pub const SHORT_BUCKET: Duration = Duration::from_millis(1);
 /// Short-wait buckets each log keeps (131 s of 1 ms buckets, 8 bytes each, pages touched only
 /// as the mutator's life reaches them).
