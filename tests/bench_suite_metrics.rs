@@ -5,7 +5,7 @@
 #[path = "../benches/suite/metrics.rs"]
 mod metrics;
 
-use metrics::{mmu, next_footprint_factor, percentiles_ms};
+use metrics::{grow_footprint_factor, mmu, next_footprint_factor, percentiles_ms};
 
 #[test]
 fn mmu_of_one_pause() {
@@ -132,6 +132,18 @@ fn the_footprint_factor_follows_the_overshoot() {
     // A failed run, or one without an RSS, ends the search.
     assert_eq!(next_footprint_factor(false, Some(5.0), 3.0, 3.0), None);
     assert_eq!(next_footprint_factor(true, None, 3.0, 3.0), None);
+}
+
+#[test]
+fn a_footprint_with_room_left_grows_the_factor() {
+    // At factor 6 the run used 3.6x of a 6x bound: next try 6 * 6 / 3.6 * 0.9 = 9.
+    let f = grow_footprint_factor(Some(3.6), 6.0, 6.0).unwrap();
+    assert!((f - 9.0).abs() < 1e-9, "{f}");
+    // Within 85 % of the bound: close enough, no growth.
+    assert_eq!(grow_footprint_factor(Some(5.2), 6.0, 6.0), None);
+    // Over the bound (not a fit) or no RSS: nothing to grow.
+    assert_eq!(grow_footprint_factor(Some(7.0), 6.0, 6.0), None);
+    assert_eq!(grow_footprint_factor(None, 6.0, 6.0), None);
 }
 
 #[test]

@@ -3,10 +3,13 @@
 //! For a bound B (`--footprints 2,3`: peak RSS at most B x the live size), each (workload,
 //! size, mode) is calibrated: it first runs with the moving half at B x live; while the
 //! child's peak RSS exceeds the bound, the factor is scaled down by the measured overshoot
-//! (with a 10 % margin) and the run repeated, at most [`TRIES`] times and never below 1x. The
-//! last run is the row: it *fits* when its peak RSS is within the bound, otherwise the report
-//! says the mode cannot run at that footprint, with the lowest RSS it reached (or the failure,
-//! e.g. out of memory). Peers are shown beside it with their own measured RSS: `-Xmx` and
+//! (with a 10 % margin) and the run repeated; while a run fits with more than 15 % of the
+//! bound unused, the factor is scaled up by the room left (with the same margin) and the run
+//! repeated, so that a mode is compared with the largest heap that fits the footprint, as the
+//! peers' `-Xmx` fills theirs; at most [`TRIES`] runs, never below 1x. The row is the fitting
+//! run with the highest peak RSS, or, if none fitted, the last run: the report then says the
+//! mode cannot run at that footprint, with the lowest RSS it reached (or the failure, e.g. out
+//! of memory). Peers are shown beside it with their own measured RSS: `-Xmx` and
 //! `GC_set_max_heap_size` bound the heap, not the RSS, so they too are judged by measurement.
 //!
 //! Invariants: a row's figures are one child's measurements (never interpolated); `fits` is
@@ -45,6 +48,15 @@ pub fn next_factor(r: &RunResult, factor: f64, bound: f64) -> Option<f64> {
     super::metrics::next_footprint_factor(r.status == "ok", rss_ratio(r), factor, bound)
 }
 
+/// The larger heap factor to try after `r` ran at `factor` and fitted `bound` with room to
+/// spare, or `None`.
+pub fn grown_factor(r: &RunResult, factor: f64, bound: f64) -> Option<f64> {
+    if !fits(r, bound) {
+        return None;
+    }
+    super::metrics::grow_footprint_factor(rss_ratio(r), factor, bound)
+}
+
 /// The report section: per (workload, size, bound), every mode's calibrated row and the peers'.
 pub fn section(w: &mut String, rows: &[RunResult], peers: &[RunResult]) {
     if rows.is_empty() {
@@ -54,7 +66,7 @@ pub fn section(w: &mut String, rows: &[RunResult], peers: &[RunResult]) {
         w,
         "## Equal memory: configurations chosen by measured peak RSS\n"
     );
-    let _ = writeln!(w, "Peak RSS here is the larger of `VmHWM` and the highest sampled `smaps_rollup` RSS (pages moved by UFFDIO_MOVE can leave the kernel's RSS counter below what `smaps_rollup` counts). Each mode was calibrated to a peak RSS of at most B x the live size: first run with the moving half at B x live, then (up to {TRIES} runs) with the factor scaled down by the measured overshoot; the row is the last run. `fits` when its peak RSS is within the bound; otherwise the mode *cannot run at this footprint* (its lowest RSS, or why it failed). Peers run at their own settings (`-Xmx`, `GC_set_max_heap_size` bound the heap, not the RSS) and are judged by their measured RSS the same way.\n");
+    let _ = writeln!(w, "Peak RSS here is the larger of `VmHWM` and the highest sampled `smaps_rollup` RSS (pages moved by UFFDIO_MOVE can leave the kernel's RSS counter below what `smaps_rollup` counts). Each mode was calibrated to a peak RSS of at most B x the live size: first run with the moving half at B x live, then (up to {TRIES} runs) with the factor scaled down by the measured overshoot, or up by the room left when a run used less than 85 % of the bound (a mode is compared with the largest heap that fits, as the peers' `-Xmx` fills theirs); the row is the fitting run with the highest peak RSS, else the last run. `fits` when its peak RSS is within the bound; otherwise the mode *cannot run at this footprint* (its lowest RSS, or why it failed). Peers run at their own settings (`-Xmx`, `GC_set_max_heap_size` bound the heap, not the RSS) and are judged by their measured RSS the same way.\n");
     let mut keys: Vec<(String, u64, u64)> = Vec::new();
     for r in rows {
         let b = (r.footprint_bound.unwrap_or(0.0) * 100.0) as u64;

@@ -452,6 +452,8 @@ fn equal_memory(opts: &Opts, dir: &Path) -> Vec<RunResult> {
                 for m in &opts.modes {
                     let mut factor = bound;
                     let mut tries = 0;
+                    // The fitting run with the highest peak RSS so far.
+                    let mut best: Option<RunResult> = None;
                     let r = loop {
                         tries += 1;
                         let job = Job {
@@ -471,11 +473,23 @@ fn equal_memory(opts: &Opts, dir: &Path) -> Vec<RunResult> {
                             footprint::rss_ratio(&r).map_or("n/a".into(), |x| format!("{x:.2}")),
                             r.status
                         );
-                        match next {
-                            Some(f) if !footprint::fits(&r, bound) && tries < footprint::TRIES => {
+                        let fits = footprint::fits(&r, bound);
+                        let grown = footprint::grown_factor(&r, factor, bound);
+                        if fits
+                            && best.as_ref().is_none_or(|b| {
+                                footprint::peak_rss_mib(&r) > footprint::peak_rss_mib(b)
+                            })
+                        {
+                            best = Some(r.clone());
+                        }
+                        match (fits, next, grown) {
+                            // Too large: smaller, unless a smaller heap already fitted.
+                            (false, Some(f), _) if best.is_none() && tries < footprint::TRIES => {
                                 factor = f
                             }
-                            _ => break r,
+                            // Fitted with room: larger.
+                            (true, _, Some(f)) if tries < footprint::TRIES => factor = f,
+                            _ => break best.take().unwrap_or(r),
                         }
                     };
                     let mut r = r;

@@ -275,6 +275,24 @@ pub fn next_footprint_factor(
     (next < factor - 0.01).then_some(next)
 }
 
+/// The peak RSS, as a fraction of the bound, under which a run that fits leaves enough of its
+/// footprint unused to try a larger heap.
+pub const FOOTPRINT_ROOM: f64 = 0.85;
+
+/// Equal-memory calibration: the next heap factor after a run at `factor` that fitted `bound`
+/// with room to spare (peak RSS `rss_over_live` x live below [`FOOTPRINT_ROOM`] of the bound),
+/// scaled up by the room left with a 10 % margin; `None` when it used the footprint closely
+/// enough or its RSS is unknown. A mode is compared at a footprint with the largest heap that
+/// fits it, as the peers' `-Xmx` fills theirs.
+pub fn grow_footprint_factor(rss_over_live: Option<f64>, factor: f64, bound: f64) -> Option<f64> {
+    let rss = rss_over_live?;
+    if rss <= 0.0 || rss >= bound * FOOTPRINT_ROOM {
+        return None;
+    }
+    let next = factor * bound / rss * 0.9;
+    (next > factor + 0.01).then_some(next)
+}
+
 /// This thread's scheduler accounting (`/proc/thread-self/schedstat`: nanoseconds on a CPU,
 /// nanoseconds runnable but waiting on a run queue), read through a file kept open (one `pread`
 /// a reading). Open it on the thread it describes: `thread-self` resolves at open time.
