@@ -417,8 +417,8 @@ pub fn default_gc_thread_nice() -> u8 {
 /// machine (64 MiB, two rounds) it raised tree-replace's mutator MMU at 100 ms from 0.43-0.44
 /// to 0.56-0.72 and churn's from 0.15-0.21 to 0.20-0.31, but made the longest waits 1.5-5x
 /// longer (tree-replace 5.3 -> 7.9-28.3 ms, churn 8-12 -> 16-40 ms): BENCHMARKS.md, session
-/// s9. The marker's raise alone (6 steps, s12, 4 quiet rounds) moved no figure of churn,
-/// tree-replace or fragmentation outside its spread.
+/// s9. The marker's raise alone (6 steps, s12, 4 alternated rounds at load 1.6-2.7 with other
+/// jobs building) moved no figure of churn, tree-replace or fragmentation outside its spread.
 pub const DEFAULT_GC_CATCHUP_NICE: u8 = 0;
 
 /// [`DEFAULT_GC_CATCHUP_NICE`], or `FAULTLINE_GC_CATCHUP_NICE` from the environment if it is
