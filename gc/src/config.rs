@@ -577,8 +577,8 @@ pub fn default_young_budget() -> bool {
 }
 
 /// The environment variable `name` read as a `T` (surrounding blanks ignored), if it parses
-/// and `ok` accepts it: the one rule behind every `FAULTLINE_*` number override above.
-fn env_number<T: std::str::FromStr>(name: &str, ok: impl Fn(&T) -> bool) -> Option<T> {
+/// and `ok` accepts it: the one rule behind every `FAULTLINE_*` number override.
+pub(crate) fn env_number<T: std::str::FromStr>(name: &str, ok: impl Fn(&T) -> bool) -> Option<T> {
     std::env::var(name)
         .ok()
         .and_then(|v| v.trim().parse::<T>().ok())

@@ -1257,16 +1257,14 @@ fn flip(
         .commit(&pins, types, moving.half_base, moving.half_bytes, to_index);
     // A root source's slot is forwarded only if marking found its object live (see
     // `roots::visit_source`); objects above `mark_top` were allocated during marking (black).
-    let marked = |a: usize| {
-        if a >= from && a < from_top {
-            a >= mark_top || inner.tables.mark.get((a - from) / WORD)
-        } else if large.contains(a) {
-            large.marks.get(large.page_of(a))
-        } else {
-            true
-        }
+    let marked = Liveness {
+        from,
+        limit: mark_top,
+        top: from_top,
+        mark: &inner.tables.mark,
+        large,
     };
-    visit_roots(g, &inner.roots, Some(&marked), &mut |s| {
+    visit_roots(g, &inner.roots, Some(&|a| marked.is_live(a)), &mut |s| {
         *s = plan.forward(*s)
     });
     inner.roots.end_forwarding();

@@ -224,11 +224,10 @@ const STALL_CHECK: Duration = Duration::from_millis(500);
 pub(crate) fn stall_report_after() -> Duration {
     static AFTER: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *AFTER.get_or_init(|| {
-        let ms = std::env::var("FAULTLINE_STALL_REPORT_MS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(10_000);
-        Duration::from_millis(ms)
+        Duration::from_millis(
+            crate::config::env_number::<u64>("FAULTLINE_STALL_REPORT_MS", |_| true)
+                .unwrap_or(10_000),
+        )
     })
 }
 
