@@ -653,8 +653,18 @@ impl CycleStats {
     fn cpu_log(&self) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let c = &self.cpu;
+        // The workers' release and tail CPU are parts of the compaction's: said beside it.
+        let compact_parts = if self.mode == GcMode::Concurrent {
+            format!(
+                " (of it releases {:.1}ms, tail {:.1}ms)",
+                ms(self.cpu_release),
+                ms(self.cpu_tail)
+            )
+        } else {
+            String::new()
+        };
         let split = format!(
-            " | cpu: mark {:.1}ms, pause {:.1}ms, compact {:.1}ms, finish {:.1}ms",
+            " | cpu: mark {:.1}ms, pause {:.1}ms, compact {:.1}ms{compact_parts}, finish {:.1}ms",
             ms(c.mark),
             ms(c.pause),
             ms(c.compact),
@@ -664,9 +674,7 @@ impl CycleStats {
             return split;
         }
         format!(
-            "{split} (of it releases {:.1}ms, tail {:.1}ms); pages copied {}, released early {}, recycled {} ({} early), fill {:.1}ms, map {:.1}ms",
-            ms(self.cpu_release),
-            ms(self.cpu_tail),
+            "{split}; pages copied {}, released early {}, recycled {} ({} early), fill {:.1}ms, map {:.1}ms",
             self.pages_copied,
             self.pages_released_early,
             self.pages_recycled,
