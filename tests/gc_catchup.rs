@@ -82,25 +82,27 @@ fn nice_while_behind(catchup_nice: u8) -> (i32, i32) {
     (at_start, later)
 }
 
+/// `measure(steps)` is a thread's nice value before and while `steps` should raise it: raised by
+/// `steps` where this process may raise a nice value (else left alone, said as a skip), and
+/// never raised at 0 steps.
+fn check_raise(measure: impl Fn(u8) -> (i32, i32), steps: u8, knob: &str) {
+    let (start, seen) = measure(steps);
+    if may_raise() {
+        assert_eq!(seen, start - i32::from(steps), "raised by {knob}");
+    } else {
+        println!("SKIPPED: raising a nice value needs CAP_SYS_NICE or RLIMIT_NICE");
+        assert_eq!(seen, start, "a refused raise leaves the priority alone");
+    }
+    let (start, seen) = measure(0);
+    assert_eq!(seen, start, "{knob} 0: never raised");
+}
+
 #[test]
 fn a_gc_thread_behind_schedule_is_raised() {
     if !uffd_or_skip("a_gc_thread_behind_schedule_is_raised") {
         return;
     }
-    let raise = may_raise();
-    let (start, behind) = nice_while_behind(5);
-    if raise {
-        assert_eq!(
-            behind,
-            start - 5,
-            "behind schedule: raised by gc_catchup_nice"
-        );
-    } else {
-        println!("SKIPPED: raising a nice value needs CAP_SYS_NICE or RLIMIT_NICE");
-        assert_eq!(behind, start);
-    }
-    let (start, behind) = nice_while_behind(0);
-    assert_eq!(behind, start, "gc_catchup_nice 0: never raised");
+    check_raise(nice_while_behind, 5, "gc_catchup_nice");
 }
 
 /// The lowest nice value of this process's threads named `faultline-gc` (the cycle's GC thread
@@ -177,14 +179,5 @@ fn compaction_workers_run_raised() {
     if !uffd_or_skip("compaction_workers_run_raised") {
         return;
     }
-    let raise = may_raise();
-    let (start, during) = nice_while_compacting(6);
-    if raise {
-        assert_eq!(during, start - 6, "a worker raised by gc_compact_nice");
-    } else {
-        println!("SKIPPED: raising a nice value needs CAP_SYS_NICE or RLIMIT_NICE");
-        assert_eq!(during, start, "a refused raise leaves the priority alone");
-    }
-    let (start, during) = nice_while_compacting(0);
-    assert_eq!(during, start, "gc_compact_nice 0: never raised");
+    check_raise(nice_while_compacting, 6, "gc_compact_nice");
 }
