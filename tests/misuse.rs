@@ -156,20 +156,25 @@ fn root_used_after_its_mutator_was_dropped() {
     );
 }
 
+/// A `Root` of heap A used with a mutator of heap B: a `Root` stays on its thread and a thread
+/// is attached to one heap at a time, so A's mutator has been dropped by then, and the root is
+/// refused as a dropped mutator's (before s13, both mutators could live on one thread and the
+/// refusal said "belongs to heap #").
 #[test]
 fn root_used_with_a_mutator_of_another_heap() {
     expect_panic(
         "root_used_with_a_mutator_of_another_heap",
-        &["Root::value", "belongs to heap #", "mutator of heap #"],
+        &["Root::value", "was dropped", "a Root dies with its Mutator"],
         || {
             let a = heap(4 << 20);
             let b = heap(4 << 20);
             let ta = register(&a);
-            let ma = a.attach();
-            let mb = b.attach();
-            let mut ma = ma;
+            let mut ma = a.attach();
             let v = ma.alloc(ta.pair, 0).unwrap();
             let r = ma.root(v);
+            // A `Root` stays on its thread, and a thread is attached to one heap at a time.
+            drop(ma);
+            let mb = b.attach();
             let _ = r.value(&mb);
         },
     );
@@ -241,6 +246,22 @@ fn global_root_keeps_its_heap_alive() {
     });
 }
 
+/// Run `f` on a thread of its own and wait for it (a panic there is raised here again): for
+/// cases that need mutators of two heaps, as a thread is attached to one heap at a time.
+fn on_other_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+/// An object of `heap` allocated by a mutator on another thread (nothing collects `heap`
+/// meanwhile, so the value stays current).
+fn alloc_on_other_thread(heap: &Heap, ty: faultline::TypeId) -> Value {
+    on_other_thread(|| heap.attach().alloc(ty, 0).unwrap())
+}
+
 #[test]
 fn local_set_storing_a_reference_of_another_heap() {
     expect_panic(
@@ -254,10 +275,9 @@ fn local_set_storing_a_reference_of_another_heap() {
             let a = heap(4 << 20);
             let b = heap(4 << 20);
             let (ta, tb) = (register(&a), register(&b));
+            let pb = alloc_on_other_thread(&b, tb.pair);
             let mut ma = a.attach();
-            let mut mb = b.attach();
             let pa = ma.alloc(ta.pair, 0).unwrap();
-            let pb = mb.alloc(tb.pair, 0).unwrap();
             ma.local(pa).unwrap().set(0, pb);
         },
     );
@@ -272,10 +292,9 @@ fn root_set_and_push_refuse_references_of_another_heap() {
             let a = heap(4 << 20);
             let b = heap(4 << 20);
             let (ta, tb) = (register(&a), register(&b));
+            let pb = alloc_on_other_thread(&b, tb.pair);
             let mut ma = a.attach();
-            let mut mb = b.attach();
             let pa = ma.alloc(ta.pair, 0).unwrap();
-            let pb = mb.alloc(tb.pair, 0).unwrap();
             let r = ma.root(pa);
             let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 r.set(&ma, pb);
@@ -580,11 +599,96 @@ fn two_mutators_of_one_heap_on_one_thread() {
             // After the first detaches, attaching again is fine.
             drop(m1);
             let m2 = heap.attach();
-            // Mutators of two heaps on one thread are fine too.
-            let other = common::heap(1 << 20);
-            let _m3 = other.attach();
             let _second = heap.attach(); // panics
             drop(m2);
+        },
+    );
+}
+
+/// A thread is attached to one heap at a time: blocked in one heap's call it could not reach a
+/// safepoint of the other (see `two_threads_waiting_on_each_others_heap_are_refused`).
+#[test]
+fn a_second_heap_on_one_thread_is_refused() {
+    expect_panic(
+        "a_second_heap_on_one_thread_is_refused",
+        &[
+            "Heap::attach",
+            "already has mutator #",
+            "one heap at a time",
+        ],
+        || {
+            let a = heap(4 << 20);
+            let b = heap(4 << 20);
+            let ma = a.attach();
+            match b.try_attach() {
+                Err(AttachError::OtherHeap {
+                    heap,
+                    other_heap,
+                    mutator,
+                }) => assert_eq!((heap, other_heap, mutator), (b.id(), a.id(), ma.id())),
+                other => panic!("try_attach: {other:?}"),
+            }
+            // After it detaches, the other heap may be attached.
+            drop(ma);
+            let mb = b.attach();
+            assert_eq!(mb.heap().id(), b.id());
+            let _ma = a.attach(); // panics
+        },
+    );
+}
+
+/// Two threads, each attached to its own heap, each collecting (or waiting for, or verifying)
+/// the other's heap while its own mutator runs: each stop waited for the other thread's
+/// mutator, whose thread waited for the other stop (a deadlock, found by the s12 audit; the
+/// watchdog kills a hanging child). Refused now, with an error naming both heaps; inside the
+/// mutator's `native` section the same calls are fine (its pauses no longer wait for it), even
+/// when both threads make them at once.
+#[test]
+fn two_threads_waiting_on_each_others_heap_are_refused() {
+    expect_ok(
+        "two_threads_waiting_on_each_others_heap_are_refused",
+        || {
+            for config in [stw(4 << 20), concurrent(4 << 20)] {
+                let a = Heap::new(config.clone()).unwrap();
+                let b = Heap::new(config).unwrap();
+                let both = Arc::new(std::sync::Barrier::new(2));
+                let side = |mine: Heap, theirs: Heap, both: Arc<std::sync::Barrier>| {
+                    std::thread::spawn(move || {
+                        let t = register(&mine);
+                        let mut m = mine.attach();
+                        let v = m.alloc(t.pair, 0).unwrap();
+                        let _keep = m.root(v);
+                        both.wait();
+                        let refused = [
+                            theirs.collect(),
+                            theirs.start_collection(),
+                            theirs.wait_for_cycle(),
+                        ];
+                        for r in refused {
+                            match r {
+                                Err(CollectError::AttachedElsewhere {
+                                    heap, other_heap, ..
+                                }) => assert_eq!((heap, other_heap), (theirs.id(), mine.id())),
+                                other => panic!("expected AttachedElsewhere, got {other:?}"),
+                            }
+                        }
+                        let v = theirs.verify().expect_err("verify is refused too");
+                        assert!(v.to_string().contains("is running"), "{v}");
+                        // Inside `native`, this thread's own heap does not wait for it.
+                        both.wait();
+                        let theirs2 = theirs.clone();
+                        m.native(move || {
+                            theirs2.collect().expect("collect from native");
+                            theirs2.verify().expect("verify from native");
+                        });
+                        m.collect().expect("its own heap");
+                    })
+                };
+                let t1 = side(a.clone(), b.clone(), both.clone());
+                let t2 = side(b, a, both);
+                t1.join().expect("thread 1");
+                t2.join().expect("thread 2");
+            }
         },
     );
 }
@@ -1004,18 +1108,23 @@ fn a_root_slot_of_one_heap_presented_to_another() {
             let b = heap(4 << 20);
             let (ta, _) = (register(&a), register(&b));
             let mut ma = a.attach();
-            let mut mb = b.attach();
             let src = Arc::new(OneSlot(RootSlot::new()));
             let v = ma.alloc(ta.pair, 0).unwrap();
             ma.local(v).unwrap().set(0, fix(3));
             ma.store(&src.0, v);
-            // Heap B's collections see a reference that is not theirs and leave it alone.
+            // Heap B's collections see a reference that is not theirs and leave it alone (B's
+            // mutator on a thread of its own: a thread is attached to one heap at a time).
             b.add_root_source(src.clone());
-            mb.collect().unwrap();
-            mb.verify().unwrap();
+            on_other_thread(|| {
+                let mut mb = b.attach();
+                mb.collect().unwrap();
+                mb.verify().unwrap();
+            });
             // Heap A still reads it (A never collected).
             assert_eq!(unfix(ma.local(ma.load(&src.0)).unwrap().get(0)), 3);
-            let _ = mb.load(&src.0);
+            on_other_thread(|| {
+                let _ = b.attach().load(&src.0);
+            });
         },
     );
 }
@@ -1429,12 +1538,15 @@ fn a_leaked_mutator_holding_a_collection_is_named() {
             std::env::set_var("FAULTLINE_STALL_REPORT_MS", "300");
             let heap = heap(4 << 20);
             let h2 = heap.clone();
+            let (leaked, wait_leaked) = std::sync::mpsc::channel();
+            // The thread lives on (blocked outside the heap): its mutator may still be used.
             std::thread::spawn(move || {
                 let m = h2.attach_named("leaked-one");
                 std::mem::forget(m);
-            })
-            .join()
-            .unwrap();
+                leaked.send(()).unwrap();
+                std::thread::park();
+            });
+            wait_leaked.recv().unwrap();
             let h3 = heap.clone();
             // The collection never ends (the leaked mutator never polls): run it on a thread
             // of its own and leave the process from here once the report had time to appear.
@@ -1443,6 +1555,44 @@ fn a_leaked_mutator_holding_a_collection_is_named() {
             });
             std::thread::sleep(Duration::from_millis(2000));
             std::process::exit(0);
+        },
+    );
+}
+
+/// A thread that exits with its `Mutator` leaked: no code can reach that mutator any more (it
+/// is neither `Send` nor `Sync`), so the next stop counts it as stopped (and says so once)
+/// instead of waiting for it forever (every collection of its heap hung). Its roots stay roots.
+#[test]
+fn a_mutator_leaked_by_an_exited_thread_no_longer_holds_collections() {
+    expect_stderr(
+        "a_mutator_leaked_by_an_exited_thread_no_longer_holds_collections",
+        &["mutator #", "'gone'", "has exited", "counted as stopped"],
+        || {
+            for config in [stw(4 << 20), concurrent(4 << 20)] {
+                let heap = Heap::new(config).unwrap();
+                let t = register(&heap);
+                let h2 = heap.clone();
+                let kept = std::thread::spawn(move || {
+                    let mut m = h2.attach_named("gone");
+                    let v = m.alloc(t.pair, 0).unwrap();
+                    m.push(v);
+                    let g = GlobalRoot::new(&h2, v);
+                    std::mem::forget(m);
+                    g
+                })
+                .join()
+                .unwrap();
+                let mut m = heap.attach();
+                for _ in 0..3 {
+                    m.collect().expect("collect");
+                }
+                heap.verify().expect("verify");
+                // The object the leaked mutator's stack held is still there (its roots are
+                // roots), and the global root to it still reads it.
+                let v = kept.get(&m);
+                assert_eq!(m.local(v).expect("live").type_id(), t.pair);
+                assert!(heap.cycles() >= 3);
+            }
         },
     );
 }

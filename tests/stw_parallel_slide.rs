@@ -260,6 +260,8 @@ fn one_worker_or_a_small_heap_slides_on_the_pausing_thread() {
     assert_eq!(st.slide_threads, 1);
     assert_eq!(st.slide_waits, 0);
     w.check();
+    // A thread is attached to one heap at a time.
+    drop(w);
     // Two workers, but under a MiB live: not worth a helper.
     let mut w = World::new(2, 8);
     w.grow(2 << 20, 0.3);

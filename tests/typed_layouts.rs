@@ -256,16 +256,24 @@ fn misuse_across_heaps_and_eras_panics_naming_it() {
     let b = heap(4 << 20);
     let pa = a.register_struct::<Pair>().unwrap();
     let pb = b.register_struct::<Pair>().unwrap();
+    // Heap B's mutator on a thread of its own (a thread is attached to one heap at a time).
+    let vb = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut mb = b.attach();
+            // A registration of heap A with a mutator of heap B.
+            panics_with("was registered in heap", || {
+                let _ = pa.alloc(&mut mb);
+            });
+            let vb = pb.alloc(&mut mb).unwrap();
+            panics_with("was registered in heap", || {
+                let _ = pa.view(mb.local(vb).unwrap());
+            });
+            vb
+        })
+        .join()
+        .unwrap()
+    });
     let mut ma = a.attach();
-    let mut mb = b.attach();
-    // A registration of heap A with a mutator of heap B.
-    panics_with("was registered in heap", || {
-        let _ = pa.alloc(&mut mb);
-    });
-    let vb = pb.alloc(&mut mb).unwrap();
-    panics_with("was registered in heap", || {
-        let _ = pa.view(mb.local(vb).unwrap());
-    });
     // A reference of heap B stored into a field of an object of heap A.
     let va = pa.alloc(&mut ma).unwrap();
     let p = pa.view(ma.local(va).unwrap()).unwrap();

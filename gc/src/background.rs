@@ -70,6 +70,17 @@ pub(crate) fn gettid() -> libc::id_t {
     unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t }
 }
 
+/// Whether thread `tid` of this process has exited (the kernel no longer knows it). A thread
+/// id can be reused by a later thread: then this says "alive", the safe answer for its callers.
+pub(crate) fn thread_exited(tid: libc::id_t) -> bool {
+    // SAFETY: tgkill with signal 0 sends nothing: it only checks that the thread exists in
+    // this thread group; errno is read right after the call, on this thread.
+    unsafe {
+        libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, 0) == -1
+            && *libc::__errno_location() == libc::ESRCH
+    }
+}
+
 /// The nice value of thread `tid`, or None if it cannot be read. Preserves `errno`.
 pub(crate) fn nice_of(tid: libc::id_t) -> Option<i32> {
     // getpriority may legitimately return -1: clear errno first and check it after.

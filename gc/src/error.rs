@@ -42,6 +42,21 @@ pub enum CollectError {
     /// The concurrent collector's thread could not be started.
     #[error("starting the GC thread failed: {0}")]
     Spawn(String),
+    /// A wait on one heap (a collection, a verification, a wait for a cycle) was asked for by a
+    /// thread whose mutator of another heap is running. Both heaps' pauses could then wait for
+    /// each other's threads (a deadlock), so it is refused: make the call inside that
+    /// mutator's [`crate::Mutator::native`] section, or from another thread.
+    #[error("{request} on heap #{heap} called by a thread whose mutator #{mutator} of heap #{other_heap} is running: a pause of heap #{other_heap} would wait for this thread while it waits for heap #{heap}, so it is refused (call it inside that mutator's Mutator::native, or from another thread)")]
+    AttachedElsewhere {
+        /// What was asked for (`"collect"`, `"verify"`, ...).
+        request: &'static str,
+        /// The heap the request was for ([`crate::Heap::id`]).
+        heap: u64,
+        /// The heap of the calling thread's running mutator.
+        other_heap: u64,
+        /// That mutator's id ([`crate::Mutator::id`]).
+        mutator: u64,
+    },
 }
 
 impl From<ArenaError> for CollectError {
@@ -61,6 +76,19 @@ pub enum AttachError {
     AlreadyAttached {
         /// The heap's id ([`crate::Heap::id`]).
         heap: u64,
+        /// The existing mutator's id ([`crate::Mutator::id`]).
+        mutator: u64,
+    },
+    /// The calling thread already has a mutator of another heap. A thread is attached to one
+    /// heap at a time: blocked in one heap's call (a pause, an allocation waiting for memory),
+    /// it could not reach a safepoint of the other, and two such threads could wait for each
+    /// other forever. Drop that mutator first, or use another thread.
+    #[error("this thread already has mutator #{mutator} of heap #{other_heap}: a thread is attached to one heap at a time (a wait in heap #{heap} while that mutator runs could deadlock with another thread); drop it first, or attach from another thread")]
+    OtherHeap {
+        /// The heap attach was called on ([`crate::Heap::id`]).
+        heap: u64,
+        /// The heap this thread is attached to.
+        other_heap: u64,
         /// The existing mutator's id ([`crate::Mutator::id`]).
         mutator: u64,
     },

@@ -64,9 +64,9 @@
 //! Limits (documented in the README): forking from inside the collector (an `on_cycle` or
 //! `mark_hook` callback) is not supported; a thread that is *not* a mutator but is inside
 //! a heap call at the moment of the fork (e.g. [`crate::Heap::verify`] from an unattached
-//! thread) may leave a lock held in the child, as with any multi-threaded fork; a thread
-//! attached to several heaps can hold up *prepare* (parked in one heap's pause, it cannot
-//! reach a safepoint of the next), exactly as it would hold up two simultaneous collections.
+//! thread) may leave a lock held in the child, as with any multi-threaded fork. (A thread is
+//! attached to one heap at a time, see `crate::safepoint`, so no thread parked in one heap's
+//! pause holds up *prepare*'s stop of another.)
 
 use core::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -30,7 +30,7 @@ use crate::phase::{CycleGate, CyclePhase};
 use crate::plan::SideTables;
 use crate::release::ReleaseState;
 use crate::roots::{HeapRoots, RootSource};
-use crate::safepoint::{attached_here, Safepoint};
+use crate::safepoint::{attached_here, running_elsewhere, Safepoint};
 use crate::space::{LargeSpace, MovingSpace};
 use crate::stats::{AtomicHistogram, CycleStats, Trigger};
 use crate::value::Value;
@@ -300,7 +300,8 @@ impl Heap {
     /// # Panics
     /// If this thread already has a mutator of this heap (a thread's second mutator would
     /// never reach a safepoint while the first runs, so every collection would wait for it
-    /// forever), or from inside a root source: see [`Heap::try_attach`].
+    /// forever) or of another heap (a thread is attached to one heap at a time), or from inside
+    /// a root source: see [`Heap::try_attach`].
     pub fn attach(&self) -> Mutator {
         self.try_attach()
             .unwrap_or_else(|e| panic!("Heap::attach: {e}"))
@@ -320,6 +321,7 @@ impl Heap {
     ///
     /// # Errors
     /// [`AttachError::AlreadyAttached`] if this thread already has a mutator of this heap;
+    /// [`AttachError::OtherHeap`] if it has one of another heap (drop that one first);
     /// [`AttachError::Reentrant`] from inside [`RootSource::for_each_root`].
     pub fn try_attach(&self) -> Result<Mutator, AttachError> {
         Mutator::attach(self.clone(), None)
@@ -341,10 +343,12 @@ impl Heap {
     ///
     /// # Errors
     /// [`CollectError::Reentrant`] from inside a callback run by a collection (the `on_cycle`
-    /// hook runs before its cycle is over: waiting there would wait for itself).
+    /// hook runs before its cycle is over: waiting there would wait for itself);
+    /// [`CollectError::AttachedElsewhere`] from a thread whose mutator of another heap is
+    /// running (outside its `native` section).
     pub fn wait_for_cycle(&self) -> Result<(), CollectError> {
         crate::cycle::refuse_reentry("wait_for_cycle")?;
-        let me = attached_here(self.inner.key());
+        let me = self.waiter("wait_for_cycle")?;
         self.inner.wait_idle_as(me.as_ref());
         Ok(())
     }
@@ -352,8 +356,8 @@ impl Heap {
     /// [`Heap::wait_for_cycle`] for callers that want no `Result`.
     ///
     /// # Panics
-    /// From inside a callback run by a collection (where `wait_for_cycle` returns
-    /// [`CollectError::Reentrant`]).
+    /// Where `wait_for_cycle` returns an error (inside a callback run by a collection; from a
+    /// thread whose mutator of another heap is running).
     pub fn wait_for_compaction(&self) {
         if let Err(e) = self.wait_for_cycle() {
             panic!("Heap::wait_for_compaction: {e}");
@@ -366,10 +370,12 @@ impl Heap {
     ///
     /// # Errors
     /// [`CollectError::Reentrant`] from inside a callback run by a collection;
+    /// [`CollectError::AttachedElsewhere`] from a thread whose mutator of another heap is
+    /// running (outside its `native` section);
     /// [`CollectError::Kernel`] if a kernel call failed before any object moved.
     pub fn collect(&self) -> Result<(), CollectError> {
         self.start_collection()?;
-        let me = attached_here(self.inner.key());
+        let me = self.waiter("collect")?;
         self.inner.wait_idle_as(me.as_ref());
         Ok(())
     }
@@ -380,16 +386,38 @@ impl Heap {
     /// # Errors
     /// As [`Heap::collect`].
     pub fn start_collection(&self) -> Result<(), CollectError> {
-        let me = attached_here(self.inner.key());
+        let me = self.waiter("start_collection")?;
         crate::cycle::collect(&self.inner, me.as_ref(), Trigger::Explicit).map(drop)
     }
 
     /// Verify the heap now (stops the world; waits for a running cycle to end first). Refused
     /// (a [`crate::VerifyError`] naming the mistake) from inside a callback run by a
-    /// collection.
+    /// collection, or from a thread whose mutator of another heap is running (as
+    /// [`CollectError::AttachedElsewhere`]).
     pub fn verify(&self) -> Result<crate::verify::VerifyReport, crate::verify::VerifyError> {
-        let me = attached_here(self.inner.key());
+        let me = self
+            .waiter("verify")
+            .map_err(|e| crate::verify::VerifyError(e.to_string()))?;
         crate::cycle::verify_stopped(&self.inner, me.as_ref())
+    }
+
+    /// The calling thread's mutator of this heap (its waits here are in native state), or
+    /// `None` for an unattached thread; refused for a thread whose mutator of another heap
+    /// runs (see `crate::safepoint`'s "One heap per thread").
+    fn waiter(
+        &self,
+        request: &'static str,
+    ) -> Result<Option<std::sync::Arc<crate::safepoint::MutatorShared>>, CollectError> {
+        let key = self.inner.key();
+        if let Some(m) = running_elsewhere(key) {
+            return Err(CollectError::AttachedElsewhere {
+                request,
+                heap: self.inner.id,
+                other_heap: m.heap_id,
+                mutator: m.id,
+            });
+        }
+        Ok(attached_here(key))
     }
 
     /// Completed cycles: a concurrent cycle counts once its compaction has finished and it is

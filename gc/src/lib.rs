@@ -21,8 +21,9 @@
 //!   (module `value`).
 //! - Handles know their owner: a [`Root`] belongs to its mutator, a [`GlobalRoot`] to its heap
 //!   (heaps have process-unique ids, [`Heap::id`]); misuse panics naming the mistake, and a
-//!   reference of another heap is refused on every store. One mutator per heap per thread
-//!   ([`Heap::try_attach`], [`AttachError`]).
+//!   reference of another heap is refused on every store. One mutator per heap per thread, and
+//!   one heap per thread at a time ([`Heap::try_attach`], [`AttachError`]; a wait on another
+//!   heap while the thread's mutator runs is refused: [`CollectError::AttachedElsewhere`]).
 //! - Weak references: [`Mutator::new_weak`] / [`Mutator::weak_get`] (cleared in the pause
 //!   that finds the referent dead), ephemerons ([`Mutator::new_ephemeron`],
 //!   [`Mutator::ephemeron_value`]) for weak tables, and [`FinalizationQueue`] (post-mortem

@@ -50,7 +50,9 @@ use crate::inner::{Heap, HeapInner};
 use crate::marking::SATB_BUFFER;
 use crate::reentry;
 use crate::roots::RootSource;
-use crate::safepoint::{attached_here, note_attached, note_detached, MutatorShared};
+use crate::safepoint::{
+    attached_elsewhere, attached_here, note_attached, note_detached, MutatorShared,
+};
 use crate::stats::Trigger;
 use crate::value::{RootSlot, Value};
 
@@ -184,6 +186,13 @@ impl Mutator {
         if let Some(m) = attached_here(heap.inner.key()) {
             return Err(AttachError::AlreadyAttached {
                 heap: heap.inner.id,
+                mutator: m.id,
+            });
+        }
+        if let Some(m) = attached_elsewhere(heap.inner.key()) {
+            return Err(AttachError::OtherHeap {
+                heap: heap.inner.id,
+                other_heap: m.heap_id,
                 mutator: m.id,
             });
         }

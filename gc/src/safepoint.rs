@@ -27,7 +27,23 @@
 //! ones it waits for, once per stop, and goes on waiting: a leaked `Mutator` (or a thread that
 //! blocks outside `native`) cannot be told from a busy one, so the hang it causes is named, not
 //! broken (the stopper looks at the clock every [`STALL_CHECK`]; such a timeout is not counted
-//! as a futile wake-up).
+//! as a futile wake-up). One case can be told: a late mutator whose *thread has exited* (its
+//! `Mutator` leaked there, so no code can ever use it again: a `Mutator` is neither `Send` nor
+//! `Sync`). At each such timeout the stopper asks the kernel whether each late mutator's thread
+//! still exists; one that does not is turned NATIVE for good (its roots stay roots) and named
+//! on stderr once ([`adopt_orphans`]), and the stop goes on without it.
+//!
+//! # One heap per thread
+//!
+//! A thread is attached to at most one heap at a time ([`attached_elsewhere`]: attach refuses
+//! a second heap), and a heap-level wait on another heap (collect, verify, wait for a cycle)
+//! is refused while the thread's own mutator runs ([`running_elsewhere`]; inside
+//! `Mutator::native` it is allowed). Otherwise two threads attached to heaps A and B could each
+//! wait in one heap while their mutator of the other runs, each stop waiting for the other
+//! thread: a deadlock. The running mutator cannot be turned native for such a wait instead, as
+//! a `Local` of it (a raw address, valid until its next safepoint) may be live across the call.
+//! So a thread that blocks in a heap's call is stopped in every heap it is attached to, and no
+//! stop waits, through a chain of threads, for itself.
 //!
 //! Invariants:
 //! - [`SpState`] (behind `Safepoint::lock`) holds the list of attached mutators; a mutator's
@@ -215,8 +231,9 @@ pub(crate) struct Safepoint {
     released: Condvar,
 }
 
-/// How often a stopper waiting for the mutators looks at the clock (for [`report_stall`]).
-const STALL_CHECK: Duration = Duration::from_millis(500);
+/// How often a stopper waiting for the mutators looks at the clock (for [`report_stall`]) and at
+/// the late mutators' threads (for [`adopt_orphans`]).
+const STALL_CHECK: Duration = Duration::from_millis(50);
 
 /// How long a stop of the world waits for the mutators before it says so on stderr (once per
 /// stop; it keeps waiting): 10 s, or `FAULTLINE_STALL_REPORT_MS` from the environment (read
@@ -254,11 +271,41 @@ fn report_stall(g: &SpState, waited: Duration) {
     eprintln!(
         "faultline: heap #{heap}: a stop of the world has waited {:.1} s for mutator(s) {} to \
          reach a safepoint, and keeps waiting: a Mutator leaked (std::mem::forget, Box::leak) \
-         or whose thread blocks outside Mutator::native or never polls holds every collection \
-         of its heap",
+         on a thread that still runs, or whose thread blocks outside Mutator::native or never \
+         polls, holds every collection of its heap",
         waited.as_secs_f64(),
         late.join(", ")
     );
+}
+
+/// Turn NATIVE, for good, every late mutator whose thread has exited (under the lock, by the
+/// stopper): its `Mutator` was leaked on that thread (`std::mem::forget`, `Box::leak`), and as a
+/// `Mutator` is neither `Send` nor `Sync`, no code can reach it any more. Its roots stay roots
+/// (its handles may still be the only path to objects it had stored: nothing reads them, but
+/// keeping them costs nothing and needs no detach work from another thread). Says so on stderr,
+/// once per such mutator (it is never late again). A thread id reused by a later thread reads
+/// as alive: that mutator is waited for, as before.
+fn adopt_orphans(g: &SpState) {
+    for m in &g.mutators {
+        if Some(m.id) == g.stopper
+            || m.state.load(Ordering::SeqCst) != RUNNING
+            || !crate::background::thread_exited(m.tid)
+        {
+            continue;
+        }
+        m.state.store(NATIVE, Ordering::SeqCst);
+        let name = m
+            .name
+            .as_deref()
+            .map(|n| format!(" '{n}'"))
+            .unwrap_or_default();
+        eprintln!(
+            "faultline: heap #{}: mutator #{}{name} was leaked (std::mem::forget, Box::leak) by \
+             thread {}, which has exited: it is counted as stopped from now on (its roots stay \
+             roots)",
+            m.heap_id, m.id, m.tid
+        );
+    }
 }
 
 impl Default for Safepoint {
@@ -388,6 +435,9 @@ impl Safepoint {
                 .unwrap_or_else(PoisonError::into_inner);
             g = ng;
             woken = !wait.timed_out();
+            if !woken {
+                adopt_orphans(&g);
+            }
             if !reported && now.elapsed() >= stall_report_after() {
                 reported = true;
                 report_stall(&g, now.elapsed());
@@ -545,6 +595,24 @@ pub(crate) fn note_detached(key: u64, m: &Arc<MutatorShared>) {
         a.borrow_mut()
             .retain(|(k, x)| !(*k == key && Arc::ptr_eq(x, m)))
     });
+}
+
+/// A mutator this thread has attached to a heap other than the one identified by `key`, if
+/// any (one heap per thread: see the module doc).
+pub(crate) fn attached_elsewhere(key: u64) -> Option<Arc<MutatorShared>> {
+    ATTACHED.with(|a| {
+        a.borrow()
+            .iter()
+            .find(|(k, _)| *k != key)
+            .map(|(_, m)| m.clone())
+    })
+}
+
+/// This thread's mutator of a heap other than the one identified by `key` if it is RUNNING
+/// (not inside `Mutator::native`): a wait on the heap `key` must be refused then (see the
+/// module doc). Only the owner changes its own mutator's state, so this is exact.
+pub(crate) fn running_elsewhere(key: u64) -> Option<Arc<MutatorShared>> {
+    attached_elsewhere(key).filter(|m| m.state.load(Ordering::SeqCst) == RUNNING)
 }
 
 /// The mutator this thread has attached to the heap identified by `key`, if any.
