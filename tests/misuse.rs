@@ -1596,3 +1596,58 @@ fn a_mutator_leaked_by_an_exited_thread_no_longer_holds_collections() {
         },
     );
 }
+
+/// `Heap::with_mutator` lends a mutator that cannot be leaked: inside the scope this thread can
+/// get no other `Mutator` to swap it out with (every attach is refused), and the scope detaches
+/// it on return and on unwind, so a collection from another thread afterwards does not wait
+/// for it (with a `Mutator` forgotten instead, `a_leaked_mutator_holding_a_collection_is_named`
+/// hangs).
+#[test]
+fn a_scoped_mutator_cannot_be_leaked() {
+    expect_ok("a_scoped_mutator_cannot_be_leaked", || {
+        for config in [stw(4 << 20), concurrent(4 << 20)] {
+            let other = heap(4 << 20);
+            let heap = Heap::new(config).unwrap();
+            let t = register(&heap);
+            let kept = heap
+                .with_mutator(|m| {
+                    // No second mutator to swap with: of this heap, of another, nested.
+                    assert!(matches!(
+                        heap.try_attach(),
+                        Err(AttachError::AlreadyAttached { .. })
+                    ));
+                    assert!(matches!(
+                        other.try_attach(),
+                        Err(AttachError::OtherHeap { .. })
+                    ));
+                    assert!(matches!(
+                        heap.with_mutator(|_| ()),
+                        Err(AttachError::AlreadyAttached { .. })
+                    ));
+                    let v = m.alloc(t.pair, 0).unwrap();
+                    GlobalRoot::new(&heap, v)
+                })
+                .expect("attach");
+            assert_eq!(heap.mutator_count(), 0);
+            // A panic inside the scope detaches too.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                heap.with_mutator(|_| panic!("inside the scope")).unwrap()
+            }));
+            assert!(r.is_err());
+            assert_eq!(heap.mutator_count(), 0);
+            // Nothing holds a collection up, and the thread may attach elsewhere now.
+            let h2 = heap.clone();
+            std::thread::spawn(move || h2.collect().expect("collect"))
+                .join()
+                .unwrap();
+            other
+                .with_mutator(|_| ())
+                .expect("the other heap, after the scope");
+            heap.with_mutator(|m| {
+                let v = kept.get(m);
+                assert_eq!(m.local(v).expect("live").type_id(), t.pair);
+            })
+            .unwrap();
+        }
+    });
+}

@@ -327,6 +327,26 @@ impl Heap {
         Mutator::attach(self.clone(), None)
     }
 
+    /// Run `f` with a mutator of this heap attached to the calling thread, detached when `f`
+    /// returns or unwinds: the attach that cannot leak.
+    ///
+    /// A `Mutator` from [`Heap::attach`] can be leaked (`std::mem::forget`, `Box::leak`) on a
+    /// thread that goes on running, and then every collection of its heap waits for it
+    /// forever (named on stderr after 10 s). The one lent to `f` cannot: leaking it would need
+    /// moving it out of the `&mut`, which needs another `Mutator` to put in its place
+    /// (`std::mem::replace` / `swap`; `Mutator` has no `Default`), and inside `f` this thread
+    /// can get none (one mutator per heap per thread, one heap per thread, and a `Mutator` is
+    /// neither `Send` nor `Sync`, so none arrives from another thread).
+    ///
+    /// # Errors
+    /// As [`Heap::try_attach`]: [`AttachError::AlreadyAttached`] or
+    /// [`AttachError::OtherHeap`] if this thread already has a mutator (nested scopes
+    /// included), [`AttachError::Reentrant`] from inside a root source.
+    pub fn with_mutator<R>(&self, f: impl FnOnce(&mut Mutator) -> R) -> Result<R, AttachError> {
+        let mut m = self.try_attach()?;
+        Ok(f(&mut m))
+    }
+
     /// Add a heap-wide root source (a runtime's globals).
     pub fn add_root_source(&self, src: Arc<dyn RootSource>) {
         self.inner.roots.add_source(src);

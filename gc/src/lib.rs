@@ -22,7 +22,8 @@
 //! - Handles know their owner: a [`Root`] belongs to its mutator, a [`GlobalRoot`] to its heap
 //!   (heaps have process-unique ids, [`Heap::id`]); misuse panics naming the mistake, and a
 //!   reference of another heap is refused on every store. One mutator per heap per thread, and
-//!   one heap per thread at a time ([`Heap::try_attach`], [`AttachError`]; a wait on another
+//!   one heap per thread at a time ([`Heap::try_attach`], [`AttachError`]; [`Heap::with_mutator`]
+//!   lends one that cannot be leaked; a wait on another
 //!   heap while the thread's mutator runs is refused: [`CollectError::AttachedElsewhere`]).
 //! - Weak references: [`Mutator::new_weak`] / [`Mutator::weak_get`] (cleared in the pause
 //!   that finds the referent dead), ephemerons ([`Mutator::new_ephemeron`],
