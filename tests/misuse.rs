@@ -1532,6 +1532,7 @@ fn a_leaked_mutator_holding_a_collection_is_named() {
             "'leaked-one'",
             "std::mem::forget",
             "keeps waiting",
+            "Heap::with_mutator",
         ],
         || {
             // Read once, at the first stop: before any heap exists here.

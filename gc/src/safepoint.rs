@@ -272,7 +272,8 @@ fn report_stall(g: &SpState, waited: Duration) {
         "faultline: heap #{heap}: a stop of the world has waited {:.1} s for mutator(s) {} to \
          reach a safepoint, and keeps waiting: a Mutator leaked (std::mem::forget, Box::leak) \
          on a thread that still runs, or whose thread blocks outside Mutator::native or never \
-         polls, holds every collection of its heap",
+         polls, holds every collection of its heap (Heap::with_mutator lends a mutator that \
+         cannot be leaked)",
         waited.as_secs_f64(),
         late.join(", ")
     );
