@@ -693,6 +693,38 @@ fn two_threads_waiting_on_each_others_heap_are_refused() {
     );
 }
 
+/// Registering a type waits for a running cycle to end: from a thread whose mutator of
+/// another heap runs, that wait is refused like `collect` (the cycle's pauses could wait for
+/// this thread); inside the mutator's `native` section it waits and registers.
+#[test]
+fn registering_a_type_on_another_heap_mid_cycle_is_refused() {
+    if !uffd_or_skip("registering_a_type_on_another_heap_mid_cycle_is_refused") {
+        return;
+    }
+    expect_ok(
+        "registering_a_type_on_another_heap_mid_cycle_is_refused",
+        || {
+            let a = heap(4 << 20);
+            let b = Heap::new(concurrent(4 << 20).with(|c| {
+                c.debug.phase_delay = Some(Duration::from_millis(1000));
+            }))
+            .unwrap();
+            let mut ma = a.attach();
+            on_other_thread(|| b.attach().start_collection().expect("start"));
+            assert_ne!(b.phase(), CyclePhase::Idle, "the cycle runs");
+            match b.register_type(faultline::TypeInfo::ref_array("late")) {
+                Err(faultline::TypeError::WaitRefused(why)) => {
+                    assert!(why.contains("is running"), "{why}")
+                }
+                other => panic!("expected WaitRefused, got {other:?}"),
+            }
+            let b2 = b.clone();
+            let id = ma.native(move || b2.register_type(faultline::TypeInfo::ref_array("late")));
+            id.expect("registered from native");
+        },
+    );
+}
+
 #[test]
 fn heap_collect_from_an_attached_thread_is_its_mutators_collect() {
     expect_ok(

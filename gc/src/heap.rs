@@ -250,7 +250,10 @@ impl Heap {
     ///
     /// # Errors
     /// A bad layout or a full registry; [`TypeError::InsideCollection`] from inside a callback
-    /// run by a collection while its cycle is still running (waiting would wait for itself).
+    /// run by a collection while its cycle is still running (waiting would wait for itself);
+    /// [`TypeError::WaitRefused`] while a cycle runs, from a thread whose mutator of another
+    /// heap is running (as [`CollectError::AttachedElsewhere`]; inside that mutator's
+    /// `native` section it waits).
     pub fn register_type(&self, info: TypeInfo) -> Result<TypeId, TypeError> {
         // A concurrent cycle parses objects with the registry it took when it began (marking
         // walks new allocation buffers, planning sizes every object): a type registered while
@@ -268,8 +271,12 @@ impl Heap {
                 break g;
             }
             drop(g);
-            if let Err(e) = self.wait_for_cycle() {
-                return Err(TypeError::InsideCollection(e.to_string()));
+            match self.wait_for_cycle() {
+                Ok(()) => {}
+                Err(e @ CollectError::Reentrant { .. }) => {
+                    return Err(TypeError::InsideCollection(e.to_string()))
+                }
+                Err(e) => return Err(TypeError::WaitRefused(e.to_string())),
             }
         };
         let mut reg = (**g).clone();

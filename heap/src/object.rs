@@ -264,6 +264,11 @@ pub enum TypeError {
     /// collection cannot do.
     #[error("a type cannot be registered from inside a callback run by a collection ({0})")]
     InsideCollection(String),
+    /// Registration would wait for a running collection cycle to end, and that wait is refused
+    /// here (the reason says why: e.g. this thread's mutator of another heap is running, and a
+    /// pause of that heap could then wait for this thread).
+    #[error("a type cannot be registered now: waiting for the running cycle is refused ({0})")]
+    WaitRefused(String),
 }
 
 /// What a [`ScanLayout`] describes.
