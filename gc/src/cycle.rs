@@ -485,7 +485,7 @@ fn stw_cycle(
     let tables = &inner.tables;
     tables.mark.clear_words(bitmap_words);
     tables.live.clear(bitmap_words);
-    large.marks.clear();
+    large.clear_marks();
     let mut roots = root_values(inner, g);
     if let Some(c) = gen.as_ref().filter(|c| c.young()) {
         young_roots(c, large, &mut roots);
@@ -592,7 +592,7 @@ fn initial_mark(
     if let Some(c) = gen.as_ref().filter(|c| c.young()) {
         young_roots(c, &inner.large, &mut roots);
     }
-    inner.large.marks.clear();
+    inner.large.clear_marks();
     // The pacer's budget for this cycle: what mutators may allocate before the space runs out
     // (less a refill per mutator), against the mark work expected; a young cycle's is its
     // young window when measured and `HeapConfig::young_budget` is on
