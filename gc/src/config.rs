@@ -260,6 +260,14 @@ pub struct HeapConfig {
     /// [`DEFAULT_FIRST_SURVIVAL_PROMOTION`], or `FAULTLINE_FIRST_SURVIVAL_PROMOTION` from the
     /// environment.
     pub first_survival_promotion: f64,
+    /// Generational mode: a young cycle that starts with the old generation empty (the heap's
+    /// first cycle; after a full cycle the next young cycle) traces every live object, as a
+    /// full cycle does: it compacts into the half it makes the old half and promotes every
+    /// survivor it traced (those allocated during its marking stay young). Without it, the
+    /// first cycle kept every survivor young in the other half and the second copied them all
+    /// back to promote them: the whole live set copied twice before the first cheap young
+    /// cycle. Default on, or `FAULTLINE_FIRST_CYCLE_PROMOTION` (0 or 1) from the environment.
+    pub first_cycle_promotion: bool,
     /// Generational, concurrent: once young cycles are measured, a young cycle's allocation
     /// budget is the young window (`youngpace`): its marking is paced to it, and mutators
     /// that allocate past it take a compaction-assist slice at each buffer refill while its
@@ -306,6 +314,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("old_growth", &self.old_growth)
             .field("promotion_age", &self.promotion_age)
             .field("first_survival_promotion", &self.first_survival_promotion)
+            .field("first_cycle_promotion", &self.first_cycle_promotion)
             .field("young_budget", &self.young_budget)
             .field("debug", &self.debug)
             .finish_non_exhaustive()
@@ -353,6 +362,7 @@ impl Default for HeapConfig {
             old_growth: 1.0,
             promotion_age: 2,
             first_survival_promotion: default_first_survival_promotion(),
+            first_cycle_promotion: default_first_cycle_promotion(),
             young_budget: default_young_budget(),
             debug: DebugConfig::default(),
         }
@@ -569,6 +579,12 @@ pub const DEFAULT_DENSE_RUNS: bool = false;
 /// [`DEFAULT_DENSE_RUNS`], or `FAULTLINE_DENSE_RUNS` from the environment if it is 0 or 1.
 pub fn default_dense_runs() -> bool {
     env_flag("FAULTLINE_DENSE_RUNS", DEFAULT_DENSE_RUNS)
+}
+
+/// The default [`HeapConfig::first_cycle_promotion`]: on, or off where
+/// `FAULTLINE_FIRST_CYCLE_PROMOTION` is 0.
+pub fn default_first_cycle_promotion() -> bool {
+    env_flag("FAULTLINE_FIRST_CYCLE_PROMOTION", true)
 }
 
 /// The default [`HeapConfig::young_budget`]: off, or on where `FAULTLINE_YOUNG_BUDGET` is 1.

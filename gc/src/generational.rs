@@ -44,6 +44,14 @@
 //!   `mark_top` (the traced ones, whatever their age); those allocated during its marking were
 //!   never tested and stay young. Long-lived survivors (issue 15's tree-replace: every stored
 //!   subtree lives on in the tree) are then copied and marked once less.
+//! - **The first cycle promotes** (`HeapConfig::first_cycle_promotion`, on by default): a
+//!   young cycle that starts with the old generation empty (the heap's first; after a full
+//!   cycle, the next) traces every live object, as a full cycle does. The half it compacts
+//!   into becomes the old half (nothing is old, so nothing lies in either), and it promotes
+//!   every survivor it traced; those allocated during its marking stay young. Before, the
+//!   first cycle kept its survivors young in the other half and the second copied them all
+//!   back to promote them: the whole live set was copied twice before the first cheap young
+//!   cycle (at 4 GiB live, two cycles of 22-64 s).
 //! - A **full cycle** marks and compacts everything, as a heap that is not generational does
 //!   every cycle; it runs when the old generation has grown by `old_growth` over its size
 //!   after the last full cycle, or over its size at its first promotion since then if that
@@ -70,7 +78,8 @@
 //! - every reference from an old object to a young one lies in a range the remembered set
 //!   will report at the next young cycle (the remembered set's exactness invariant);
 //! - `aged` is non-increasing and lies in `[window, top]` after every flip (the band
-//!   boundaries are addresses in the current window).
+//!   boundaries are addresses in the current window);
+//! - `half` changes only while the old generation is empty (the first cycle's promotion).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -95,6 +104,8 @@ pub(crate) struct GenState {
     old_growth: f64,
     /// `HeapConfig::first_survival_promotion`.
     first_survival: f64,
+    /// `HeapConfig::first_cycle_promotion`.
+    first_cycle: bool,
     /// Young cycles' own pacing figures ([`crate::youngpace`]).
     pub young_pace: crate::youngpace::YoungPace,
 }
@@ -426,15 +437,24 @@ impl GenState {
         } else {
             CycleKind::Young
         };
+        // A young cycle with nothing old traces every live object, as a full cycle does
+        // (`HeapConfig::first_cycle_promotion`): the half it compacts into becomes the old half
+        // (the old generation is empty, so nothing lies in either), and it promotes what it
+        // traced.
+        let first_cycle = kind == CycleKind::Young && bytes == 0 && self.first_cycle;
+        if first_cycle {
+            old.half = 1 - cur;
+        }
         let promote = kind == CycleKind::Young && 1 - cur == old.half;
         // Before a full cycle every survivor is promoted (the full cycle's source must be the
         // old generation and the window right above it, young survivors included anyway).
         let mark_top = moving.top.load(Ordering::Relaxed);
         let promote_below = if old.full_pending {
             usize::MAX
-        } else if old.first_survival(self.first_survival) {
-            // Traced survivors have been measured long-lived: every one of them is promoted
-            // (those allocated during this cycle's marking, at or above `mark_top`, stay young).
+        } else if first_cycle || old.first_survival(self.first_survival) {
+            // Traced survivors have been measured long-lived, or nothing is old (this cycle
+            // traces everything): every one of them is promoted (those allocated during this
+            // cycle's marking, at or above `mark_top`, stay young).
             old.promotable_below().max(mark_top)
         } else {
             old.promotable_below()
@@ -618,6 +638,7 @@ pub(crate) fn create(
                 }),
                 old_growth: config.old_growth,
                 first_survival: config.first_survival_promotion,
+                first_cycle: config.first_cycle_promotion,
                 young_pace: Default::default(),
             };
             (Some(cards), Some(state))
@@ -633,6 +654,7 @@ pub(crate) fn create(
                 }),
                 old_growth: config.old_growth,
                 first_survival: config.first_survival_promotion,
+                first_cycle: config.first_cycle_promotion,
                 young_pace: Default::default(),
             };
             (None, Some(state))
