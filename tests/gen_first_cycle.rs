@@ -1,4 +1,4 @@
-//! The generational mode's first cycle:
+//! Two cycle policies of the generational mode:
 //!
 //! - **The first cycle promotes what it traced** (`HeapConfig::first_cycle_promotion`, on by
 //!   default): a young cycle that starts with nothing old traces every live object, as a full
@@ -10,6 +10,12 @@
 //!   promoted `x` to it must be remembered (`b` reads back after more young cycles, the heap
 //!   verifies with checkmark on). With the policy off, `x` is still young after the first
 //!   cycle.
+//! - **Full cycles when young cycles do not pay** (`HeapConfig::young_cost_max`): when every
+//!   object of the live set is replaced between cycles, a young cycle traces about the whole
+//!   live set; it records the share, and a full cycle follows within two cycles (the next
+//!   cycle may start in the half without the old generation: a young cycle that promotes
+//!   everything runs first). When only a few objects are replaced, the share is small and every
+//!   cycle stays young; with the bound off, the replacing scenario stays young too.
 //!
 //! Invariant: every scenario verifies the heap after every cycle.
 
@@ -18,7 +24,8 @@ use common::gen::{
     alloc_with_ballast, check_promoted_keeps_black, cycle_storing_black, in_old, young_cycle,
 };
 use common::park::Park;
-use faultline::{GcMode, Generational, Heap, HeapConfig, TypeInfo};
+use common::{fix, unfix};
+use faultline::{CycleStats, GcMode, Generational, Heap, HeapConfig, Mutator, TypeInfo};
 use std::sync::Arc;
 
 fn heap(
@@ -63,6 +70,58 @@ fn first_cycle_keeps_young_when_off(kind: Generational, mode: GcMode) {
     assert!(!in_old(&heap, x.value(&m).bits()), "{kind:?}/{mode:?}");
 }
 
+/// One cycle (young or full) to its end, verified; returns its record.
+fn cycle(heap: &Heap, m: &mut Mutator) -> CycleStats {
+    m.collect().unwrap();
+    heap.wait_for_compaction();
+    heap.verify().unwrap();
+    heap.history().last().unwrap().clone()
+}
+
+/// A rooted table of `n` slots, each holding a fresh 4-slot node; before each of `cycles`
+/// cycles, `replace` of its slots get fresh nodes. Returns the cycles' records.
+fn replacing(young_cost_max: f64, n: usize, replace: usize, cycles: usize) -> Vec<CycleStats> {
+    let park = Arc::new(Park::default());
+    let heap = heap(Generational::Cards, GcMode::StopTheWorld, &park, |c| {
+        c.young_cost_max = young_cost_max;
+    });
+    let node = heap.register_type(TypeInfo::ref_array("node")).unwrap();
+    let mut m = heap.attach();
+    let t = m.alloc(node, n).unwrap();
+    let table = m.root(t);
+    let fill = |m: &mut Mutator, i: usize, tag: i64| {
+        let v = m.alloc(node, 4).unwrap();
+        m.local(v).unwrap().set(0, fix(tag));
+        table.get(m).unwrap().set(i, v);
+    };
+    for i in 0..n {
+        fill(&mut m, i, i as i64);
+    }
+    let mut out = Vec::new();
+    for k in 0..cycles {
+        for i in 0..replace {
+            fill(&mut m, (i * 7 + k) % n, (i * 7 + k) as i64);
+        }
+        out.push(cycle(&heap, &mut m));
+    }
+    for i in 0..n {
+        let v = table.get(&m).unwrap().get(i);
+        assert!(unfix(m.local(v).unwrap().get(0)) >= 0);
+    }
+    out
+}
+
+fn kinds(h: &[CycleStats]) -> String {
+    h.iter()
+        .map(|c| match (c.gen.young, c.gen.young_cost_pm) {
+            (Some(true), Some(pm)) => format!("y({pm})"),
+            (Some(true), None) => "y".into(),
+            _ => "F".into(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[test]
 fn a_cycle_with_nothing_old_promotes_what_it_traced() {
     let mut modes = vec![GcMode::StopTheWorld];
@@ -79,4 +138,35 @@ fn a_cycle_with_nothing_old_promotes_what_it_traced() {
             first_cycle_keeps_young_when_off(Generational::WrittenPages, mode);
         }
     }
+}
+
+#[test]
+fn young_cycles_that_trace_most_of_the_live_set_give_way_to_full_cycles() {
+    // Every slot replaced before every cycle: the young cycles trace the whole live set.
+    let h = replacing(0.5, 2000, 2000, 5);
+    let k = kinds(&h);
+    let measured = h[1].gen.young_cost_pm.expect(&k);
+    assert!(measured > 500, "{k}");
+    assert!(h[1].gen.fallback > 0, "{k}: {:?}", h[1].gen);
+    assert!(
+        h[2..4].iter().any(|c| c.gen.young == Some(false)),
+        "{k}: no full cycle after young cycles that did not pay"
+    );
+    // The bound off: the same scenario stays young (the test fails without the policy).
+    let off = replacing(2.0, 2000, 2000, 5);
+    assert!(
+        off.iter().all(|c| c.gen.young == Some(true)),
+        "{}",
+        kinds(&off)
+    );
+    // Few objects replaced: young cycles pay, no full cycle.
+    let few = replacing(0.5, 2000, 20, 5);
+    let k = kinds(&few);
+    assert!(few.iter().all(|c| c.gen.young == Some(true)), "{k}");
+    assert!(
+        few[1..]
+            .iter()
+            .all(|c| c.gen.young_cost_pm.is_some_and(|pm| pm < 100)),
+        "{k}"
+    );
 }

@@ -52,6 +52,12 @@
 //!   first cycle kept its survivors young in the other half and the second copied them all
 //!   back to promote them: the whole live set was copied twice before the first cheap young
 //!   cycle (at 4 GiB live, two cycles of 22-64 s).
+//! - **Full cycles when young cycles do not pay** (`HeapConfig::young_cost_max`, off by
+//!   default): the cycles that trace everything record the live bytes; a young cycle with an
+//!   old generation measures what it traced over them, and above the bound the next
+//!   [`FALLBACK_FULL_CYCLES`] cycles are full (a live set replaced within about a cycle, as
+//!   churn's, makes a young cycle trace about what a full one does). The GC log shows the
+//!   measured share and the decision.
 //! - A **full cycle** marks and compacts everything, as a heap that is not generational does
 //!   every cycle; it runs when the old generation has grown by `old_growth` over its size
 //!   after the last full cycle, or over its size at its first promotion since then if that
@@ -106,6 +112,8 @@ pub(crate) struct GenState {
     first_survival: f64,
     /// `HeapConfig::first_cycle_promotion`.
     first_cycle: bool,
+    /// `HeapConfig::young_cost_max`.
+    young_cost_max: f64,
     /// Young cycles' own pacing figures ([`crate::youngpace`]).
     pub young_pace: crate::youngpace::YoungPace,
 }
@@ -153,6 +161,16 @@ pub(crate) struct OldGen {
     /// The smoothed share of those traced survivors that survived the next young cycle
     /// (0: not measured). Changed only at flips.
     again: f64,
+    /// The live bytes the last cycle that traced everything found (a full cycle, or a young
+    /// cycle with nothing old; 0: none yet). Changed only at flips.
+    whole_live: usize,
+    /// Full cycles still to run because young cycles did not pay: the last measured young
+    /// cost exceeded `HeapConfig::young_cost_max` ([`OldGen::measure_young_cost`]). Set
+    /// at flips, counted down when a full cycle starts.
+    pub fallback: u32,
+    /// The last flip's young cost measurement (thousandths; `None`: not measured). Changed
+    /// only at flips.
+    last_cost: Option<u32>,
 }
 
 impl OldGen {
@@ -178,6 +196,34 @@ impl OldGen {
             self.again = crate::pacer::ewma(self.again, (after as f64 / before as f64).min(1.0));
         }
         self.traced_end = fwd(c.mark_top).clamp(base, top);
+    }
+
+    /// Whether young cycles pay (`HeapConfig::young_cost_max`), measured at cycle `c`'s flip
+    /// (`fwd` and `to` as for [`OldGen::note_traced`]): its traced survivors are
+    /// `[to, fwd(mark_top))`. A cycle that traced everything (full, or young with nothing old)
+    /// sets the whole live set; a young cycle with an old generation measures what it traced
+    /// over it, and when that exceeds `max` the next [`FALLBACK_FULL_CYCLES`] cycles are full.
+    /// Returns the share in thousandths when measured.
+    fn measure_young_cost(
+        &mut self,
+        c: &GenCycle,
+        fwd: &dyn Fn(usize) -> usize,
+        to: usize,
+        max: f64,
+    ) -> Option<u32> {
+        let traced = fwd(c.mark_top).saturating_sub(to);
+        if !c.young() || c.old.0 == c.old.1 {
+            self.whole_live = traced;
+            return None;
+        }
+        if self.whole_live == 0 {
+            return None;
+        }
+        let share = traced as f64 / self.whole_live as f64;
+        if share > max {
+            self.fallback = FALLBACK_FULL_CYCLES;
+        }
+        Some((share * 1e3).round().min(f64::from(u32::MAX)) as u32)
     }
 
     /// Whether a promoting young cycle promotes every survivor it traces
@@ -310,6 +356,10 @@ mode's on binary-trees and gcbench (goal 0.5) but 0.9-1.0x on churn, whose live 
 mostly young; peak RSS is the first two cycles' copy of the whole live set, as high as \
 full-heap mode's, 2.2-2.6x stop-the-world's (goal 1.3x); BENCHMARKS.md, issue 15)";
 
+/// The full cycles that follow a young cycle whose measured cost exceeded
+/// `HeapConfig::young_cost_max`, before young cycles are tried again.
+pub(crate) const FALLBACK_FULL_CYCLES: u32 = 4;
+
 /// The old-generation size (and large-object bytes) at which the next full cycle runs, after
 /// a full cycle that left `live` bytes in the moving space and `large` in large objects:
 /// `max(x (1 + old_growth), min_trigger_bytes / 2)` each.
@@ -420,6 +470,7 @@ impl GenState {
         // kept, stranded, above the old generation: young cycles from the old half leave pins
         // to full cycles).
         let full_due = old.full_pending
+            || old.fallback > 0
             || bytes > old.limit
             || bytes > moving.half_bytes / 2
             || facts.large_used > old.large_limit
@@ -444,6 +495,9 @@ impl GenState {
         let first_cycle = kind == CycleKind::Young && bytes == 0 && self.first_cycle;
         if first_cycle {
             old.half = 1 - cur;
+        }
+        if kind == CycleKind::Full {
+            old.fallback = old.fallback.saturating_sub(1);
         }
         let promote = kind == CycleKind::Young && 1 - cur == old.half;
         // Before a full cycle every survivor is promoted (the full cycle's source must be the
@@ -555,6 +609,7 @@ impl GenState {
     ) -> Result<usize, ArenaError> {
         let mut old = self.old();
         let base = if c.young() && c.promote { new_hi } else { to };
+        old.last_cost = old.measure_young_cost(c, fwd, to, self.young_cost_max);
         old.note_traced(c, fwd, to, (base, top.max(base)));
         old.age(fwd, base, top.max(base));
         match c.kind {
@@ -603,6 +658,7 @@ impl GenState {
         let old = self.old();
         let bytes = old.bytes();
         !(old.full_pending
+            || old.fallback > 0
             || bytes > old.limit
             || bytes > half_bytes / 2
             || large_used > old.large_limit)
@@ -611,6 +667,13 @@ impl GenState {
     /// Old-generation bytes now.
     pub(crate) fn old_bytes(&self) -> usize {
         self.old().bytes()
+    }
+
+    /// The last flip's young cost measurement (thousandths, if measured) and the full cycles
+    /// still owed for it.
+    pub(crate) fn young_cost(&self) -> (Option<u32>, u32) {
+        let old = self.old();
+        (old.last_cost, old.fallback)
     }
 }
 
@@ -639,6 +702,7 @@ pub(crate) fn create(
                 old_growth: config.old_growth,
                 first_survival: config.first_survival_promotion,
                 first_cycle: config.first_cycle_promotion,
+                young_cost_max: config.young_cost_max,
                 young_pace: Default::default(),
             };
             (Some(cards), Some(state))
@@ -655,6 +719,7 @@ pub(crate) fn create(
                 old_growth: config.old_growth,
                 first_survival: config.first_survival_promotion,
                 first_cycle: config.first_cycle_promotion,
+                young_cost_max: config.young_cost_max,
                 young_pace: Default::default(),
             };
             (None, Some(state))
