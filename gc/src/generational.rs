@@ -352,10 +352,10 @@ impl OldGen {
 /// default yet (issue 15: "the default once it wins"; the figures are in BENCHMARKS.md).
 pub(crate) const OFF_REASON: &str = "generational: off (the default until young cycles win \
 at 1 GiB live on every suite workload; measured 2026-12-05 s13, loaded machine, with the first \
-cycle promoting what it traced: GC CPU 0.46x and 0.42x the full-heap mode's on binary-trees and \
-gcbench (goal 0.5), peak RSS 1.29x and 1.30x stop-the-world's (goal 1.3x); but on churn, whose \
-young cycles trace 0.85-0.96 of its live set, GC CPU 1.35x and peak RSS 2.5x; BENCHMARKS.md, \
-issue 15)";
+cycle promoting what it traced: GC CPU 0.46-0.53x and 0.42-0.46x the full-heap mode's on \
+binary-trees and gcbench (goal 0.5), peak RSS 1.14-1.29x and 1.28-1.30x stop-the-world's (goal \
+1.3x); but on churn, whose young cycles trace 0.85-0.96 of its live set, GC CPU 1.35x and peak \
+RSS 2.5x; BENCHMARKS.md, issue 15)";
 
 /// The full cycles that follow a young cycle whose measured cost exceeded
 /// `HeapConfig::young_cost_max`, before young cycles are tried again.
