@@ -167,7 +167,7 @@ pub(crate) struct OldGen {
     /// Full cycles still to run because young cycles did not pay: the last measured young
     /// cost exceeded `HeapConfig::young_cost_max` ([`OldGen::measure_young_cost`]). Set
     /// at flips, counted down when a full cycle starts.
-    pub fallback: u32,
+    fallback: u32,
     /// The last flip's young cost measurement (thousandths; `None`: not measured). Changed
     /// only at flips.
     last_cost: Option<u32>,
