@@ -21,6 +21,9 @@ fn config(kind: Generational, mode: GcMode, age: u32) -> HeapConfig {
         // Promotion by age only (not at the first survival when survivors are measured
         // long-lived: `tests/gen_first_survival.rs`).
         c.first_survival_promotion = 2.0;
+        // ... nor at the first cycle, which would make the second half the old one
+        // (`tests/gen_first_cycle.rs`).
+        c.first_cycle_promotion = false;
         c.min_trigger_bytes = 2 << 20;
     })
 }

@@ -20,6 +20,9 @@ fn gen_config() -> HeapConfig {
     HeapConfig::with_heap_size(4 << 20).with(|c| {
         c.generational = Generational::Cards;
         c.min_trigger_bytes = 1 << 20;
+        // The scenarios count on the second cycle promoting (not the first: see
+        // `tests/gen_first_cycle.rs`); the stress scenarios (`common::gen_stress`) run with it.
+        c.first_cycle_promotion = false;
     })
 }
 

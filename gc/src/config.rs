@@ -260,6 +260,29 @@ pub struct HeapConfig {
     /// [`DEFAULT_FIRST_SURVIVAL_PROMOTION`], or `FAULTLINE_FIRST_SURVIVAL_PROMOTION` from the
     /// environment.
     pub first_survival_promotion: f64,
+    /// Generational mode: a young cycle that starts with the old generation empty (the heap's
+    /// first cycle; after a full cycle the next young cycle) traces every live object, as a
+    /// full cycle does: it compacts into the half it makes the old half and promotes every
+    /// survivor it traced (those allocated during its marking stay young). Without it, the
+    /// first cycle kept every survivor young in the other half and the second copied them all
+    /// back to promote them: the whole live set copied twice before the first cheap young
+    /// cycle. Default on, or `FAULTLINE_FIRST_CYCLE_PROMOTION` (0 or 1) from the environment.
+    pub first_cycle_promotion: bool,
+    /// Generational mode: full cycles instead of young ones while young cycles do not pay.
+    /// A cycle's work is what it traces: a young cycle its window's survivors, a full cycle
+    /// the whole live set (found by the last cycle that traced everything: a full cycle, or a
+    /// young cycle with nothing old). Young cycles come at least as often as full ones would
+    /// (the window's goal is what the old generation leaves of the whole heap's), so a young
+    /// cycle that traces this share of the live set or more costs at least this share of a
+    /// full cycle's work per allocated byte, and it also copies what it promotes once more and
+    /// scans the remembered set. Each young cycle with an old generation measures the share;
+    /// above this, the next `generational::FALLBACK_FULL_CYCLES` cycles are full, then young
+    /// cycles are tried again. Churn, whose live set is replaced within about a cycle,
+    /// measured 0.83-0.96 at 256 MiB; tree-replace 0.2-0.5, binary-trees and gcbench under
+    /// 0.05. Off by default ([`DEFAULT_YOUNG_COST_MAX`]): at 0.75 churn's GC CPU did not fall
+    /// measurably (BENCHMARKS.md, helper `gen`, s13); `FAULTLINE_YOUNG_COST_MAX` from the
+    /// environment sets it.
+    pub young_cost_max: f64,
     /// Generational, concurrent: once young cycles are measured, a young cycle's allocation
     /// budget is the young window (`youngpace`): its marking is paced to it, and mutators
     /// that allocate past it take a compaction-assist slice at each buffer refill while its
@@ -306,6 +329,8 @@ impl core::fmt::Debug for HeapConfig {
             .field("old_growth", &self.old_growth)
             .field("promotion_age", &self.promotion_age)
             .field("first_survival_promotion", &self.first_survival_promotion)
+            .field("first_cycle_promotion", &self.first_cycle_promotion)
+            .field("young_cost_max", &self.young_cost_max)
             .field("young_budget", &self.young_budget)
             .field("debug", &self.debug)
             .finish_non_exhaustive()
@@ -353,6 +378,8 @@ impl Default for HeapConfig {
             old_growth: 1.0,
             promotion_age: 2,
             first_survival_promotion: default_first_survival_promotion(),
+            first_cycle_promotion: default_first_cycle_promotion(),
+            young_cost_max: default_young_cost_max(),
             young_budget: default_young_budget(),
             debug: DebugConfig::default(),
         }
@@ -569,6 +596,23 @@ pub const DEFAULT_DENSE_RUNS: bool = false;
 /// [`DEFAULT_DENSE_RUNS`], or `FAULTLINE_DENSE_RUNS` from the environment if it is 0 or 1.
 pub fn default_dense_runs() -> bool {
     env_flag("FAULTLINE_DENSE_RUNS", DEFAULT_DENSE_RUNS)
+}
+
+/// The default [`HeapConfig::first_cycle_promotion`]: on, or off where
+/// `FAULTLINE_FIRST_CYCLE_PROMOTION` is 0.
+pub fn default_first_cycle_promotion() -> bool {
+    env_flag("FAULTLINE_FIRST_CYCLE_PROMOTION", true)
+}
+
+/// The default [`HeapConfig::young_cost_max`]: off (no young cycle traces more than the
+/// largest finite share).
+pub const DEFAULT_YOUNG_COST_MAX: f64 = f64::MAX;
+
+/// [`DEFAULT_YOUNG_COST_MAX`], or `FAULTLINE_YOUNG_COST_MAX` from the environment if it is
+/// a finite non-negative number.
+pub fn default_young_cost_max() -> f64 {
+    env_number::<f64>("FAULTLINE_YOUNG_COST_MAX", |x| x.is_finite() && *x >= 0.0)
+        .unwrap_or(DEFAULT_YOUNG_COST_MAX)
 }
 
 /// The default [`HeapConfig::young_budget`]: off, or on where `FAULTLINE_YOUNG_BUDGET` is 1.
@@ -813,11 +857,13 @@ impl HeapConfig {
                 self.old_growth
             ));
         }
-        if !(self.first_survival_promotion.is_finite() && self.first_survival_promotion >= 0.0) {
-            return bad(format!(
-                "first_survival_promotion = {} must be a finite non-negative number",
-                self.first_survival_promotion
-            ));
+        for (name, v) in [
+            ("first_survival_promotion", self.first_survival_promotion),
+            ("young_cost_max", self.young_cost_max),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("{name} = {v} must be a finite non-negative number"));
+            }
         }
         if self.promotion_age == 0 {
             return bad(

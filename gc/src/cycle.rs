@@ -1714,6 +1714,7 @@ fn gen_at_flip(
             crate::generational::full_limit(&inner.config, live, inner.large.used()),
         )
         .unwrap_or_else(|e| fatal_after_flip("updating the remembered set", &e));
+    let (young_cost_pm, fallback) = gs.young_cost();
     GenStats {
         young: Some(c.young()),
         promoted_bytes: promoted,
@@ -1721,6 +1722,8 @@ fn gen_at_flip(
         old_slots: c.old_slots.len(),
         old_bytes: gs.old_bytes(),
         black_bytes: objects_end.saturating_sub(fwd(c.mark_top)),
+        young_cost_pm,
+        fallback,
     }
 }
 

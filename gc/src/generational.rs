@@ -44,6 +44,20 @@
 //!   `mark_top` (the traced ones, whatever their age); those allocated during its marking were
 //!   never tested and stay young. Long-lived survivors (issue 15's tree-replace: every stored
 //!   subtree lives on in the tree) are then copied and marked once less.
+//! - **The first cycle promotes** (`HeapConfig::first_cycle_promotion`, on by default): a
+//!   young cycle that starts with the old generation empty (the heap's first; after a full
+//!   cycle, the next) traces every live object, as a full cycle does. The half it compacts
+//!   into becomes the old half (nothing is old, so nothing lies in either), and it promotes
+//!   every survivor it traced; those allocated during its marking stay young. Before, the
+//!   first cycle kept its survivors young in the other half and the second copied them all
+//!   back to promote them: the whole live set was copied twice before the first cheap young
+//!   cycle (at 4 GiB live, two cycles of 22-64 s).
+//! - **Full cycles when young cycles do not pay** (`HeapConfig::young_cost_max`, off by
+//!   default): the cycles that trace everything record the live bytes; a young cycle with an
+//!   old generation measures what it traced over them, and above the bound the next
+//!   [`FALLBACK_FULL_CYCLES`] cycles are full (a live set replaced within about a cycle, as
+//!   churn's, makes a young cycle trace about what a full one does). The GC log shows the
+//!   measured share and the decision.
 //! - A **full cycle** marks and compacts everything, as a heap that is not generational does
 //!   every cycle; it runs when the old generation has grown by `old_growth` over its size
 //!   after the last full cycle, or over its size at its first promotion since then if that
@@ -70,7 +84,8 @@
 //! - every reference from an old object to a young one lies in a range the remembered set
 //!   will report at the next young cycle (the remembered set's exactness invariant);
 //! - `aged` is non-increasing and lies in `[window, top]` after every flip (the band
-//!   boundaries are addresses in the current window).
+//!   boundaries are addresses in the current window);
+//! - `half` changes only while the old generation is empty (the first cycle's promotion).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -95,6 +110,10 @@ pub(crate) struct GenState {
     old_growth: f64,
     /// `HeapConfig::first_survival_promotion`.
     first_survival: f64,
+    /// `HeapConfig::first_cycle_promotion`.
+    first_cycle: bool,
+    /// `HeapConfig::young_cost_max`.
+    young_cost_max: f64,
     /// Young cycles' own pacing figures ([`crate::youngpace`]).
     pub young_pace: crate::youngpace::YoungPace,
 }
@@ -142,6 +161,16 @@ pub(crate) struct OldGen {
     /// The smoothed share of those traced survivors that survived the next young cycle
     /// (0: not measured). Changed only at flips.
     again: f64,
+    /// The live bytes the last cycle that traced everything found (a full cycle, or a young
+    /// cycle with nothing old; 0: none yet). Changed only at flips.
+    whole_live: usize,
+    /// Full cycles still to run because young cycles did not pay: the last measured young
+    /// cost exceeded `HeapConfig::young_cost_max` ([`OldGen::measure_young_cost`]). Set
+    /// at flips, counted down when a full cycle starts.
+    fallback: u32,
+    /// The last flip's young cost measurement (thousandths; `None`: not measured). Changed
+    /// only at flips.
+    last_cost: Option<u32>,
 }
 
 impl OldGen {
@@ -167,6 +196,34 @@ impl OldGen {
             self.again = crate::pacer::ewma(self.again, (after as f64 / before as f64).min(1.0));
         }
         self.traced_end = fwd(c.mark_top).clamp(base, top);
+    }
+
+    /// Whether young cycles pay (`HeapConfig::young_cost_max`), measured at cycle `c`'s flip
+    /// (`fwd` and `to` as for [`OldGen::note_traced`]): its traced survivors are
+    /// `[to, fwd(mark_top))`. A cycle that traced everything (full, or young with nothing old)
+    /// sets the whole live set; a young cycle with an old generation measures what it traced
+    /// over it, and when that exceeds `max` the next [`FALLBACK_FULL_CYCLES`] cycles are full.
+    /// Returns the share in thousandths when measured.
+    fn measure_young_cost(
+        &mut self,
+        c: &GenCycle,
+        fwd: &dyn Fn(usize) -> usize,
+        to: usize,
+        max: f64,
+    ) -> Option<u32> {
+        let traced = fwd(c.mark_top).saturating_sub(to);
+        if !c.young() || c.old.0 == c.old.1 {
+            self.whole_live = traced;
+            return None;
+        }
+        if self.whole_live == 0 {
+            return None;
+        }
+        let share = traced as f64 / self.whole_live as f64;
+        if share > max {
+            self.fallback = FALLBACK_FULL_CYCLES;
+        }
+        Some((share * 1e3).round().min(f64::from(u32::MAX)) as u32)
     }
 
     /// Whether a promoting young cycle promotes every survivor it traces
@@ -294,10 +351,15 @@ impl OldGen {
 /// The mode info's reason when the generational mode is off, the default: why it is not the
 /// default yet (issue 15: "the default once it wins"; the figures are in BENCHMARKS.md).
 pub(crate) const OFF_REASON: &str = "generational: off (the default until young cycles win \
-at 1 GiB live on every suite workload; measured 2026-12-05: GC CPU 0.46-0.69x the full-heap \
-mode's on binary-trees and gcbench (goal 0.5) but 0.9-1.0x on churn, whose live set is \
-mostly young; peak RSS is the first two cycles' copy of the whole live set, as high as \
-full-heap mode's, 2.2-2.6x stop-the-world's (goal 1.3x); BENCHMARKS.md, issue 15)";
+at 1 GiB live on every suite workload; measured 2026-12-05 s13, loaded machine, with the first \
+cycle promoting what it traced: GC CPU 0.46-0.53x and 0.42-0.46x the full-heap mode's on \
+binary-trees and gcbench (goal 0.5), peak RSS 1.14-1.29x and 1.28-1.30x stop-the-world's (goal \
+1.3x); but on churn, whose young cycles trace 0.85-0.96 of its live set, GC CPU 1.35x and peak \
+RSS 2.5x; BENCHMARKS.md, issue 15)";
+
+/// The full cycles that follow a young cycle whose measured cost exceeded
+/// `HeapConfig::young_cost_max`, before young cycles are tried again.
+pub(crate) const FALLBACK_FULL_CYCLES: u32 = 4;
 
 /// The old-generation size (and large-object bytes) at which the next full cycle runs, after
 /// a full cycle that left `live` bytes in the moving space and `large` in large objects:
@@ -409,6 +471,7 @@ impl GenState {
         // kept, stranded, above the old generation: young cycles from the old half leave pins
         // to full cycles).
         let full_due = old.full_pending
+            || old.fallback > 0
             || bytes > old.limit
             || bytes > moving.half_bytes / 2
             || facts.large_used > old.large_limit
@@ -426,15 +489,27 @@ impl GenState {
         } else {
             CycleKind::Young
         };
+        // A young cycle with nothing old traces every live object, as a full cycle does
+        // (`HeapConfig::first_cycle_promotion`): the half it compacts into becomes the old half
+        // (the old generation is empty, so nothing lies in either), and it promotes what it
+        // traced.
+        let first_cycle = kind == CycleKind::Young && bytes == 0 && self.first_cycle;
+        if first_cycle {
+            old.half = 1 - cur;
+        }
+        if kind == CycleKind::Full {
+            old.fallback = old.fallback.saturating_sub(1);
+        }
         let promote = kind == CycleKind::Young && 1 - cur == old.half;
         // Before a full cycle every survivor is promoted (the full cycle's source must be the
         // old generation and the window right above it, young survivors included anyway).
         let mark_top = moving.top.load(Ordering::Relaxed);
         let promote_below = if old.full_pending {
             usize::MAX
-        } else if old.first_survival(self.first_survival) {
-            // Traced survivors have been measured long-lived: every one of them is promoted
-            // (those allocated during this cycle's marking, at or above `mark_top`, stay young).
+        } else if first_cycle || old.first_survival(self.first_survival) {
+            // Traced survivors have been measured long-lived, or nothing is old (this cycle
+            // traces everything): every one of them is promoted (those allocated during this
+            // cycle's marking, at or above `mark_top`, stay young).
             old.promotable_below().max(mark_top)
         } else {
             old.promotable_below()
@@ -535,6 +610,7 @@ impl GenState {
     ) -> Result<usize, ArenaError> {
         let mut old = self.old();
         let base = if c.young() && c.promote { new_hi } else { to };
+        old.last_cost = old.measure_young_cost(c, fwd, to, self.young_cost_max);
         old.note_traced(c, fwd, to, (base, top.max(base)));
         old.age(fwd, base, top.max(base));
         match c.kind {
@@ -583,6 +659,7 @@ impl GenState {
         let old = self.old();
         let bytes = old.bytes();
         !(old.full_pending
+            || old.fallback > 0
             || bytes > old.limit
             || bytes > half_bytes / 2
             || large_used > old.large_limit)
@@ -591,6 +668,13 @@ impl GenState {
     /// Old-generation bytes now.
     pub(crate) fn old_bytes(&self) -> usize {
         self.old().bytes()
+    }
+
+    /// The last flip's young cost measurement (thousandths, if measured) and the full cycles
+    /// still owed for it.
+    pub(crate) fn young_cost(&self) -> (Option<u32>, u32) {
+        let old = self.old();
+        (old.last_cost, old.fallback)
     }
 }
 
@@ -618,6 +702,8 @@ pub(crate) fn create(
                 }),
                 old_growth: config.old_growth,
                 first_survival: config.first_survival_promotion,
+                first_cycle: config.first_cycle_promotion,
+                young_cost_max: config.young_cost_max,
                 young_pace: Default::default(),
             };
             (Some(cards), Some(state))
@@ -633,6 +719,8 @@ pub(crate) fn create(
                 }),
                 old_growth: config.old_growth,
                 first_survival: config.first_survival_promotion,
+                first_cycle: config.first_cycle_promotion,
+                young_cost_max: config.young_cost_max,
                 young_pace: Default::default(),
             };
             (None, Some(state))

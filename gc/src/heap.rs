@@ -152,9 +152,14 @@ impl Heap {
         }
         if config.generational.enabled() {
             mode.reasons.push(format!(
-                "generational: {} (requested: young cycles, full cycles when the old generation grew by old_growth = {})",
+                "generational: {} (requested: young cycles, full cycles when the old generation grew by old_growth = {}; {})",
                 config.generational.name(),
-                config.old_growth
+                config.old_growth,
+                if config.first_cycle_promotion {
+                    "a cycle with nothing old promotes what it traced"
+                } else {
+                    "first-cycle promotion off"
+                }
             ));
         } else {
             mode.reasons.push(crate::generational::OFF_REASON.into());

@@ -319,6 +319,14 @@ pub struct GenStats {
     pub old_bytes: usize,
     /// Survivor bytes allocated during marking (black: compacted without being traced).
     pub black_bytes: usize,
+    /// Whether young cycles pay (`HeapConfig::young_cost_max`), measured at this young
+    /// cycle's flip: what it traced over the live bytes of the last cycle that traced
+    /// everything, in thousandths. `None`: not measured (a full cycle, or a young cycle with
+    /// nothing old).
+    pub young_cost_pm: Option<u32>,
+    /// Full cycles still owed after this one because a young cycle's measured cost exceeded
+    /// `HeapConfig::young_cost_max` (0: none).
+    pub fallback: u32,
 }
 
 /// A barrier-free cycle's fallback to SATB ([`CycleStats::satb_switch`]).
@@ -710,8 +718,17 @@ impl CycleStats {
         match g.young {
             None => String::new(),
             Some(young) => format!(
-                " | gen: {} cycle, {} B promoted, {} dirty cards, {} old slots, old {} B | window {} B at start, survivors {} B of which {} B allocated while marking; mark {:.0}ms (cpu {:.0}ms), compaction {:.0}ms (cpu {:.0}ms)",
+                " | gen: {} cycle{}, {} B promoted, {} dirty cards, {} old slots, old {} B | window {} B at start, survivors {} B of which {} B allocated while marking; mark {:.0}ms (cpu {:.0}ms), compaction {:.0}ms (cpu {:.0}ms)",
                 if young { "young" } else { "full" },
+                match (g.young_cost_pm, g.fallback) {
+                    (Some(pm), f) => format!(
+                        " (traced {:.2}x the live set; {})",
+                        f64::from(pm) / 1e3,
+                        if f > 0 { "young cycles do not pay, full cycles next" } else { "young cycles pay" }
+                    ),
+                    (None, f) if f > 0 => format!(" ({f} more full: young cycles did not pay)"),
+                    (None, _) => String::new(),
+                },
                 g.promoted_bytes,
                 g.dirty_cards,
                 g.old_slots,
