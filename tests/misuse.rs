@@ -1446,3 +1446,167 @@ fn a_leaked_mutator_holding_a_collection_is_named() {
         },
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Round two of the soundness audit (session s13, docs/soundness-audit.md).
+
+/// The modes the round-two cases run in: stop-the-world, concurrent, generational (cards).
+fn round2_modes(bytes: usize) -> Vec<(&'static str, HeapConfig)> {
+    vec![
+        ("stw", stw(bytes)),
+        ("concurrent", concurrent(bytes)),
+        (
+            "gen",
+            concurrent(bytes).with(|c| c.generational = faultline::Generational::Cards),
+        ),
+    ]
+}
+
+/// A workload touching every allocation path: a list, a tree, large byte and reference arrays,
+/// collections, then the data checked and the heap verified.
+fn round2_workload(heap: &Heap) {
+    let t = register(heap);
+    let mut m = heap.attach();
+    list(&mut m, &t, 500);
+    tree(&mut m, &t, 8, 1);
+    // Large objects: in the large-object space unless it is too small (a configured capacity
+    // below the request: `OutOfMemory` naming that space, a defined outcome).
+    let large = |m: &mut faultline::Mutator, ty, len| match m.alloc(ty, len) {
+        Err(faultline::AllocError::OutOfMemory {
+            space, capacity, ..
+        }) if space == "large-object space" && capacity < len * 8 => {
+            eprintln!("large-object space of {capacity} bytes: OutOfMemory, as configured");
+            m.alloc(ty, 1000).unwrap()
+        }
+        r => r.unwrap(),
+    };
+    let big = large(&mut m, t.string, 100_000);
+    let n = m.local(big).unwrap().len();
+    m.local(big).unwrap().write_bytes(n - 10, b"0123456789");
+    m.push(big);
+    let vec = large(&mut m, t.vector, 20_000);
+    m.push(vec);
+    for i in 0..3 {
+        for _ in 0..2000 {
+            m.alloc(t.pair, 0).unwrap();
+        }
+        let v = m.stack_get(3);
+        let p = pair(&mut m, &t, fix(i), Value::NULL);
+        m.local(m.stack_get(3)).unwrap().set(i as usize, p);
+        let _ = v;
+        m.collect().unwrap();
+    }
+    assert_eq!(read_list(&m, m.stack_get(0)), (0..500).collect::<Vec<_>>());
+    assert_eq!(check_tree(&m, m.stack_get(1), 8, 1), 255);
+    let mut b = [0u8; 10];
+    let n = m.local(m.stack_get(2)).unwrap().len();
+    m.local(m.stack_get(2)).unwrap().read_bytes(n - 10, &mut b);
+    assert_eq!(&b, b"0123456789");
+    for i in 0..3 {
+        let p = m.local(m.stack_get(3)).unwrap().get(i);
+        assert_eq!(unfix(m.local(p).unwrap().get(0)), i as i64);
+    }
+    m.verify().unwrap();
+}
+
+/// Each mode with `f` applied to the configuration: the heap is refused with a `ConfigError`,
+/// or the workload runs and checks out.
+fn config_extreme(f: impl Fn(&mut HeapConfig)) {
+    for (name, c) in round2_modes(4 << 20) {
+        match Heap::new(c.with(&f)) {
+            Err(e) => eprintln!("{name}: refused: {e}"),
+            Ok(heap) => {
+                round2_workload(&heap);
+                eprintln!(
+                    "{name}: ran, {} cycles, fallback {:?}",
+                    heap.cycles(),
+                    heap.fallback_reason()
+                );
+            }
+        }
+    }
+}
+
+macro_rules! config_extremes {
+    ($($name:ident: $f:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            expect_ok(stringify!($name), || config_extreme($f));
+        }
+    )*};
+}
+
+config_extremes! {
+    cfg_large_space_0: |c| c.large_object_space_bytes = 0;
+    cfg_large_space_1: |c| c.large_object_space_bytes = 1;
+    cfg_large_space_1tib: |c| c.large_object_space_bytes = 1 << 40;
+    cfg_populate_batch_odd: |c| c.populate_batch_bytes = 4097;
+    cfg_prefill_max: |c| c.prefill_bytes = usize::MAX;
+    cfg_prefill_1: |c| c.prefill_bytes = 1;
+    cfg_min_trigger_0: |c| c.min_trigger_bytes = 0;
+    cfg_min_trigger_max: |c| c.min_trigger_bytes = usize::MAX;
+    cfg_growth_huge: |c| c.growth = 1e300;
+    cfg_growth_0: |c| c.growth = 0.0;
+    cfg_budget_tiny: |c| c.gc_cpu_budget = 1e-300;
+    cfg_dense_tiny: |c| c.dense_prefix = Some(1e-300);
+    cfg_dense_1: |c| c.dense_prefix = Some(1.0);
+    cfg_history_0: |c| c.history_limit = Some(0);
+    cfg_old_growth_huge: |c| c.old_growth = 1e300;
+    cfg_old_growth_0: |c| c.old_growth = 0.0;
+    cfg_first_survival_huge: |c| c.first_survival_promotion = 1e300;
+    cfg_fault_group_max: |c| c.fault_group_pages = u32::MAX;
+    cfg_refill_rounds_max: |c| c.refill_wait_rounds = u32::MAX;
+    cfg_threshold_min: |c| c.large_object_threshold = 64;
+    cfg_tlab_max: |c| { c.tlab_bytes = c.max_heap_bytes / 4; c.large_object_threshold = c.tlab_bytes / 2; };
+    cfg_workers_64: |c| { c.compaction_workers = Some(64); c.gc_threads = 64; };
+    cfg_slice_max: |c| c.gc_thread_slice_us = u32::MAX;
+    cfg_heap_odd: |c| { c.max_heap_bytes = (4 << 20) + 1; };
+    cfg_pin_large_refs: |c| c.pin_large_ref_objects = true;
+    cfg_populate_batch_huge: |c| c.populate_batch_bytes = 1 << 62;
+    cfg_promotion_age_limit: |c| c.promotion_age = 1024;
+    cfg_no_recycle: |c| c.recycle_old_half = false;
+}
+
+/// Sizes that wrapped to 0 when rounded up to pages (then passed every check: a large-object
+/// space of 0 bytes; a population batch of 0 bytes, a division by zero in the allocation path)
+/// and a promotion age whose age table could not be allocated (an abort): refused, naming the
+/// field.
+#[test]
+fn config_values_that_wrap_or_cannot_be_allocated_are_refused() {
+    expect_ok(
+        "config_values_that_wrap_or_cannot_be_allocated_are_refused",
+        || {
+            type Set = fn(&mut HeapConfig);
+            let cases: [(&str, Set); 5] = [
+                ("large_object_space_bytes", |c| {
+                    c.large_object_space_bytes = usize::MAX
+                }),
+                ("large_object_space_bytes", |c| {
+                    c.large_object_space_bytes = usize::MAX - 4094
+                }),
+                ("populate_batch_bytes", |c| {
+                    c.populate_batch_bytes = usize::MAX
+                }),
+                ("populate_batch_bytes", |c| {
+                    c.populate_batch_bytes = usize::MAX - 4094
+                }),
+                ("promotion_age", |c| c.promotion_age = u32::MAX),
+            ];
+            for (field, f) in cases {
+                for (name, c) in round2_modes(4 << 20) {
+                    match Heap::new(c.with(f)) {
+                        Err(e) => assert!(
+                            e.to_string().contains(field),
+                            "{name}: the error does not name {field}: {e}"
+                        ),
+                        Ok(h) => panic!(
+                            "{name}: {field} accepted: large_object_space_bytes = {}, populate_batch_bytes = {}",
+                            h.config().large_object_space_bytes,
+                            h.config().populate_batch_bytes
+                        ),
+                    }
+                }
+            }
+        },
+    );
+}
