@@ -1610,3 +1610,38 @@ fn config_values_that_wrap_or_cannot_be_allocated_are_refused() {
         },
     );
 }
+
+/// Safe code allocating an object of the built-in weak-box type by its type id (round one:
+/// allocated; a box with no table entry, refused on every use): refused with
+/// `AllocError::BuiltinType`, on the fast and the slow path, moving and pinned.
+#[test]
+fn alloc_of_the_weak_box_type_is_refused() {
+    expect_ok("alloc_of_the_weak_box_type_is_refused", || {
+        for (name, c) in round2_modes(4 << 20) {
+            let heap = Heap::new(c).unwrap();
+            let t = register(&heap);
+            let mut m = heap.attach();
+            // The built-in weak-box type, found by its name in the registry.
+            let types = heap.types();
+            let weak_box = (0..types.len() as u32)
+                .map(faultline::TypeId)
+                .find(|&i| types.get(i).unwrap().name == "faultline.weak-box")
+                .unwrap();
+            for _ in 0..3 {
+                for r in [m.alloc(weak_box, 0), m.alloc_pinned(weak_box, 0)] {
+                    match r {
+                        Err(e @ faultline::AllocError::BuiltinType(_)) => {
+                            assert!(e.to_string().contains("Mutator::new_weak"), "{e}")
+                        }
+                        other => panic!("{name}: allocating a weak box by type id: {other:?}"),
+                    }
+                }
+                m.collect().unwrap();
+            }
+            // The API's own boxes are still made.
+            let p = m.alloc(t.pair, 0).unwrap();
+            let w = m.new_weak(p).unwrap();
+            assert!(m.is_weak_box(w) && m.weak_get(w) == p);
+        }
+    });
+}
