@@ -2339,3 +2339,55 @@ fn identity_hashes_survive_every_kind_of_collection() {
         }
     });
 }
+
+/// One `RootSlot` written by mutators of two heaps at once: a read must never return one
+/// heap's object as current in the other heap (a store writes the bits and the era; two
+/// stores interleaved left the bits of one with the era of the other).
+#[test]
+fn a_root_slot_written_by_two_heaps_at_once_never_mixes_them() {
+    expect_ok(
+        "a_root_slot_written_by_two_heaps_at_once_never_mixes_them",
+        || {
+            std::panic::set_hook(Box::new(|_| {}));
+            let slot = Arc::new(RootSlot::new());
+            let stop = Arc::new(AtomicBool::new(false));
+            let writer = |heap: Heap, stop: Arc<AtomicBool>, slot: Arc<RootSlot>| {
+                std::thread::spawn(move || {
+                    let t = register(&heap);
+                    let mut m = heap.attach();
+                    let mine = m.alloc(t.pair, 0).unwrap();
+                    let mine = m.root(mine);
+                    let (mut loads, mut refused, mut mixed) = (0u64, 0u64, 0u64);
+                    let t0 = Instant::now();
+                    while !stop.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(10) {
+                        let v = mine.value(&m);
+                        m.store(&slot, v);
+                        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            m.load(&slot)
+                        }));
+                        loads += 1;
+                        match got {
+                            Ok(g) if g.is_ref() && g != mine.value(&m) => {
+                                mixed += 1;
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                            Ok(_) => {}
+                            Err(_) => refused += 1,
+                        }
+                    }
+                    (loads, refused, mixed)
+                })
+            };
+            let a = writer(heap(4 << 20), stop.clone(), slot.clone());
+            let b = writer(heap(4 << 20), stop.clone(), slot.clone());
+            let (a, b) = (a.join().unwrap(), b.join().unwrap());
+            let _ = std::panic::take_hook();
+            eprintln!("a: {a:?}, b: {b:?}");
+            assert_eq!(
+                (a.2, b.2),
+                (0, 0),
+                "a load returned the other heap's object as current"
+            );
+        },
+    );
+}
