@@ -15,12 +15,16 @@
 //!   interleavings with mutators);
 //! - `sys`: the kernel interface (the real one unless a test injects faults);
 //! - `disable_barrier`, `breakage` (hidden, test-only): a deliberately broken collector, to
-//!   prove that the race tests, checkmark, the verifier and the shadow model catch one.
+//!   prove that the race tests, checkmark, the verifier and the shadow model catch one. They
+//!   lose objects, so safe code cannot set them: only the `unsafe`
+//!   [`DebugConfig::set_disable_barrier`] and [`DebugConfig::set_breakage`] do.
 //!
 //! There is no "compact everything" switch: every cycle already slides every live object of
 //! the moving space into the other half.
 //!
-//! Invariant: nothing here runs in signal context; [`random_hit`] is pure.
+//! Invariants: nothing here runs in signal context; [`random_hit`] is pure; every knob safe
+//! code can set leaves the collector correct (the breaking ones are private fields behind
+//! `unsafe` setters).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +81,18 @@ pub enum MarkPoint {
 pub type MarkHook = Arc<dyn Fn(MarkPoint) + Send + Sync>;
 
 /// The debug, stress and test knobs (see the module documentation). All off by default.
+///
+/// The knobs that break the collector on purpose cannot be set by safe code:
+///
+/// ```compile_fail,E0616
+/// let mut c = faultline_gc::HeapConfig::with_heap_size(1 << 20);
+/// c.debug.disable_barrier = true;
+/// ```
+///
+/// ```compile_fail,E0133
+/// let mut c = faultline_gc::HeapConfig::with_heap_size(1 << 20);
+/// c.debug.set_breakage(Some(faultline_gc::testing::Breakage::SkipDirtyCard));
+/// ```
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct DebugConfig {
@@ -107,16 +123,16 @@ pub struct DebugConfig {
     /// The kernel (the real one unless a test injects faults).
     pub sys: Sys,
     /// Test-only: disable the SATB barrier (and barrier-free rescans), to prove that the race
-    /// tests and checkmark catch a collector that loses objects.
-    #[doc(hidden)]
-    pub disable_barrier: bool,
+    /// tests and checkmark catch a collector that loses objects. Set with the `unsafe`
+    /// [`DebugConfig::set_disable_barrier`].
+    pub(crate) disable_barrier: bool,
     /// Test-only: barrier-free (`wp_async`) cycles always fall back to SATB before the remark
     /// (as they do when precleaning is outrun), so tests reach the fallback deterministically.
     #[doc(hidden)]
     pub force_satb_switch: bool,
-    /// Test-only: a deliberately broken collector.
-    #[doc(hidden)]
-    pub breakage: Option<Breakage>,
+    /// Test-only: a deliberately broken collector. Set with the `unsafe`
+    /// [`DebugConfig::set_breakage`].
+    pub(crate) breakage: Option<Breakage>,
 }
 
 impl core::fmt::Debug for DebugConfig {
@@ -139,6 +155,28 @@ impl core::fmt::Debug for DebugConfig {
 }
 
 impl DebugConfig {
+    /// Test-only: disable the SATB barrier and the barrier-free rescans (a collector that
+    /// loses objects reachable only through overwritten references).
+    ///
+    /// # Safety
+    /// With `true`, a heap built from this configuration may free or move objects that are
+    /// still reachable: safe code using it may then read another object's data or corrupt
+    /// memory. Only for tests that prove a check catches such a collector.
+    #[doc(hidden)]
+    pub unsafe fn set_disable_barrier(&mut self, on: bool) {
+        self.disable_barrier = on;
+    }
+
+    /// Test-only: a deliberately broken collector ([`Breakage`]).
+    ///
+    /// # Safety
+    /// With `Some`, a heap built from this configuration leaves references to freed or moved
+    /// memory: as [`DebugConfig::set_disable_barrier`].
+    #[doc(hidden)]
+    pub unsafe fn set_breakage(&mut self, breakage: Option<Breakage>) {
+        self.breakage = breakage;
+    }
+
     /// Sleep for the configured phase delay (a no-op without one).
     pub(crate) fn phase_delay(&self, _at: Phase) {
         if let Some(d) = self.phase_delay {
