@@ -2391,3 +2391,54 @@ fn a_root_slot_written_by_two_heaps_at_once_never_mixes_them() {
         },
     );
 }
+
+/// A root source that runs `f` (with the heap) at every visit.
+struct CallsInside(Heap, fn(&Heap));
+impl RootSource for CallsInside {
+    fn for_each_root(&self, _visit: &mut dyn FnMut(&RootSlot)) {
+        (self.1)(&self.0)
+    }
+}
+
+/// Run `f` inside a root source of a stop-the-world collection and of a concurrent one.
+fn inside_a_root_source(f: fn(&Heap)) {
+    for c in [stw(4 << 20), concurrent(4 << 20)] {
+        let heap = Heap::new(c).unwrap();
+        let t = register(&heap);
+        {
+            let mut m = heap.attach();
+            list(&mut m, &t, 100);
+        }
+        heap.add_root_source(Arc::new(CallsInside(heap.clone(), f)));
+        heap.collect().unwrap();
+    }
+}
+
+/// The heap's read-only queries and the finalization queue's lock-only calls from inside a
+/// root source (the world stopped by the calling thread): they answer (none takes a lock the
+/// stop holds). The calls that would need the safepoint or touch roots are refused there
+/// (round one).
+#[test]
+fn heap_queries_inside_a_root_source() {
+    expect_ok("heap_queries_inside_a_root_source", || {
+        inside_a_root_source(|h| {
+            let q = faultline::FinalizationQueue::new(h);
+            eprintln!(
+                "{} {} {} {:?} {} {} {:?}",
+                h.history().len(),
+                h.weak_stats().weak_cleared,
+                h.mutator_waits().total().as_nanos(),
+                h.phase(),
+                q.registered(),
+                q.unregister(5),
+                h.mutator_wait_log().len(),
+            );
+            let _ = h.types();
+            let _ = h.fault_stats();
+            let _ = h.pin_stats();
+            let _ = h.mode_info();
+            let _ = h.release_stats();
+            let _ = h.prefill_stats();
+        })
+    });
+}
