@@ -1451,15 +1451,31 @@ fn a_leaked_mutator_holding_a_collection_is_named() {
 // Round two of the soundness audit (session s13, docs/soundness-audit.md).
 
 /// The modes the round-two cases run in: stop-the-world, concurrent, generational (cards).
-fn round2_modes(bytes: usize) -> Vec<(&'static str, HeapConfig)> {
+fn round2_modes(bytes: usize) -> Vec<(String, HeapConfig)> {
     vec![
-        ("stw", stw(bytes)),
-        ("concurrent", concurrent(bytes)),
+        ("stw".into(), stw(bytes)),
+        ("concurrent".into(), concurrent(bytes)),
         (
-            "gen",
+            "gen".into(),
             concurrent(bytes).with(|c| c.generational = faultline::Generational::Cards),
         ),
     ]
+}
+
+/// In each of `modes`: a heap, the mock runtime's types and an attached mutator for `body`;
+/// then the heap is verified and the mode named on stderr.
+fn each_mode(
+    modes: Vec<(String, HeapConfig)>,
+    mut body: impl FnMut(&str, &Heap, &Types, &mut faultline::Mutator),
+) {
+    for (name, c) in modes {
+        let heap = Heap::new(c).unwrap();
+        let t = register(&heap);
+        let mut m = heap.attach();
+        body(&name, &heap, &t, &mut m);
+        m.verify().unwrap();
+        eprintln!("{name}: ok");
+    }
 }
 
 /// A workload touching every allocation path: a list, a tree, large byte and reference arrays,
@@ -1617,10 +1633,7 @@ fn config_values_that_wrap_or_cannot_be_allocated_are_refused() {
 #[test]
 fn alloc_of_the_weak_box_type_is_refused() {
     expect_ok("alloc_of_the_weak_box_type_is_refused", || {
-        for (name, c) in round2_modes(4 << 20) {
-            let heap = Heap::new(c).unwrap();
-            let t = register(&heap);
-            let mut m = heap.attach();
+        each_mode(round2_modes(4 << 20), |name, heap, t, m| {
             // The built-in weak-box type, found by its name in the registry.
             let types = heap.types();
             let weak_box = (0..types.len() as u32)
@@ -1642,7 +1655,7 @@ fn alloc_of_the_weak_box_type_is_refused() {
             let p = m.alloc(t.pair, 0).unwrap();
             let w = m.new_weak(p).unwrap();
             assert!(m.is_weak_box(w) && m.weak_get(w) == p);
-        }
+        });
     });
 }
 
@@ -1710,31 +1723,28 @@ fn stale_value_across_a_young_cycle() {
 #[test]
 fn weak_references_across_young_cycles() {
     expect_ok("weak_references_across_young_cycles", || {
-        for (name, c) in round2_modes(8 << 20) {
-            let heap = Heap::new(c).unwrap();
-            let t = register(&heap);
-            let mut m = heap.attach();
+        each_mode(round2_modes(8 << 20), |name, _, t, m| {
             let kept = m.root(Value::NULL);
             let boxes = m.root(Value::NULL);
             let b = m.alloc(t.vector, 200).unwrap();
-            boxes.set(&m, b);
+            boxes.set(m, b);
             let k = m.alloc(t.vector, 100).unwrap();
-            kept.set(&m, k);
+            kept.set(m, k);
             for i in 0..100usize {
                 let p = m.alloc(t.pair, 0).unwrap();
                 m.local(p).unwrap().set(0, fix(i as i64));
                 m.push(p);
                 let w = m.new_weak(p).unwrap();
-                boxes.get(&m).unwrap().set(2 * i, w);
+                boxes.get(m).unwrap().set(2 * i, w);
                 let p = m.pop().unwrap();
                 let e = m.new_ephemeron(p, fix(1000 + i as i64)).unwrap();
-                boxes.get(&m).unwrap().set(2 * i + 1, e);
+                boxes.get(m).unwrap().set(2 * i + 1, e);
                 // A weak box of a weak box.
                 if i % 2 == 0 {
-                    let p = m.local(boxes.value(&m)).unwrap().get(2 * i);
+                    let p = m.local(boxes.value(m)).unwrap().get(2 * i);
                     let _ = p;
-                    let p = m.weak_get(m.local(boxes.value(&m)).unwrap().get(2 * i));
-                    kept.get(&m).unwrap().set(i, p);
+                    let p = m.weak_get(m.local(boxes.value(m)).unwrap().get(2 * i));
+                    kept.get(m).unwrap().set(i, p);
                 }
             }
             for cycle in 0..5 {
@@ -1743,7 +1753,7 @@ fn weak_references_across_young_cycles() {
                 }
                 m.collect().unwrap();
                 for i in 0..100usize {
-                    let bx = m.local(boxes.value(&m)).unwrap();
+                    let bx = m.local(boxes.value(m)).unwrap();
                     let w = bx.get(2 * i);
                     let e = bx.get(2 * i + 1);
                     let got = m.weak_get(w);
@@ -1766,7 +1776,7 @@ fn weak_references_across_young_cycles() {
                 }
                 m.verify().unwrap();
             }
-        }
+        });
     });
 }
 
@@ -1933,14 +1943,11 @@ fn churn_and_collect(m: &mut faultline::Mutator, t: &Types, n: usize, times: usi
 fn an_object_pinned_twice_across_collections() {
     expect_ok("an_object_pinned_twice_across_collections", || {
         use std::io::Write;
-        for (name, c) in round2_all_modes(8 << 20) {
-            let heap = Heap::new(c).unwrap();
-            let t = register(&heap);
-            let mut m = heap.attach();
-            churn_and_collect(&mut m, &t, 3000, 1);
+        each_mode(round2_all_modes(8 << 20), |name, _, t, m| {
+            churn_and_collect(m, t, 3000, 1);
             let v = m.alloc(t.string, 3000).unwrap();
             let p1 = m.pin(v).unwrap();
-            let p2 = m.pin(p1.value(&m)).unwrap();
+            let p2 = m.pin(p1.value(m)).unwrap();
             assert_eq!(p1.as_ptr(), p2.as_ptr());
             let data: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
             let (r, mut w) = std::io::pipe().unwrap();
@@ -1950,8 +1957,8 @@ fn an_object_pinned_twice_across_collections() {
             assert_eq!(p2.read(r.as_fd(), 1500, 1500).unwrap(), 1500);
             let at = p2.as_ptr();
             drop(p1);
-            churn_and_collect(&mut m, &t, 3000, 4);
-            let v = p2.value(&m);
+            churn_and_collect(m, t, 3000, 4);
+            let v = p2.value(m);
             assert_eq!(m.local(v).unwrap().to_bytes(), data, "{name}: pinned bytes");
             assert_eq!(
                 m.local(v).unwrap().object().address() + 8,
@@ -1960,15 +1967,13 @@ fn an_object_pinned_twice_across_collections() {
             );
             let keep = m.root(v);
             drop(p2);
-            churn_and_collect(&mut m, &t, 3000, 3);
+            churn_and_collect(m, t, 3000, 3);
             assert_eq!(
-                keep.get(&m).unwrap().to_bytes(),
+                keep.get(m).unwrap().to_bytes(),
                 data,
                 "{name}: unpinned bytes"
             );
-            m.verify().unwrap();
-            eprintln!("{name}: ok");
-        }
+        });
     });
 }
 
@@ -2025,13 +2030,10 @@ fn a_pin_outliving_its_mutator() {
 #[test]
 fn finalization_and_ephemerons_in_every_mode() {
     expect_ok("finalization_and_ephemerons_in_every_mode", || {
-        for (name, c) in round2_all_modes(8 << 20) {
-            let heap = Heap::new(c).unwrap();
-            let t = register(&heap);
-            let mut m = heap.attach();
-            let q1 = faultline::FinalizationQueue::new(&heap);
-            let q2 = faultline::FinalizationQueue::new(&heap);
-            let q3 = faultline::FinalizationQueue::new(&heap);
+        each_mode(round2_all_modes(8 << 20), |name, heap, t, m| {
+            let q1 = faultline::FinalizationQueue::new(heap);
+            let q2 = faultline::FinalizationQueue::new(heap);
+            let q3 = faultline::FinalizationQueue::new(heap);
             let eph = m.root(Value::NULL);
             for i in 0..50i64 {
                 let target = m.alloc(t.pair, 0).unwrap();
@@ -2039,9 +2041,9 @@ fn finalization_and_ephemerons_in_every_mode() {
                 let held = m.alloc(t.pair, 0).unwrap();
                 m.local(held).unwrap().set(0, fix(i));
                 let target = m.pop().unwrap();
-                q1.register(&m, target, held);
-                q2.register(&m, target, fix(100 + i));
-                q3.register(&m, target, fix(200 + i));
+                q1.register(m, target, held);
+                q2.register(m, target, fix(100 + i));
+                q3.register(m, target, fix(200 + i));
                 // Key reachable only from its own ephemeron's value.
                 if i == 0 {
                     m.push(target);
@@ -2049,7 +2051,7 @@ fn finalization_and_ephemerons_in_every_mode() {
                     let target = m.pop().unwrap();
                     m.local(val).unwrap().set(0, target);
                     let e = m.new_ephemeron(target, val).unwrap();
-                    eph.set(&m, e);
+                    eph.set(m, e);
                 }
             }
             let h3 = q3;
@@ -2060,25 +2062,23 @@ fn finalization_and_ephemerons_in_every_mode() {
             let mut got1 = Vec::new();
             let mut got2 = Vec::new();
             for _ in 0..6 {
-                churn_and_collect(&mut m, &t, 2000, 1);
-                for v in q1.take(&m) {
+                churn_and_collect(m, t, 2000, 1);
+                for v in q1.take(m) {
                     got1.push(unfix(m.local(v).unwrap().get(0)));
                 }
-                got2.extend(q2.take(&m).into_iter().map(unfix));
+                got2.extend(q2.take(m).into_iter().map(unfix));
             }
             m.native(|| dropper.join().unwrap());
             got1.sort();
             got2.sort();
             assert_eq!(got1, (0..50).collect::<Vec<_>>(), "{name}: queue 1");
             assert_eq!(got2, (100..150).collect::<Vec<_>>(), "{name}: queue 2");
-            let e = eph.value(&m);
+            let e = eph.value(m);
             assert!(
                 m.weak_get(e).is_null() && m.ephemeron_value(e).is_null(),
                 "{name}"
             );
-            m.verify().unwrap();
-            eprintln!("{name}: ok");
-        }
+        });
     });
 }
 
@@ -2251,10 +2251,7 @@ fn non_moving_reference_arrays_keep_young_objects() {
                 c.with(|c| c.pin_large_ref_objects = true),
             )
         }));
-        for (name, c) in modes {
-            let heap = Heap::new(c).unwrap();
-            let t = register(&heap);
-            let mut m = heap.attach();
+        each_mode(modes, |name, _, t, m| {
             let a = m.alloc_pinned(t.vector, 64).unwrap();
             let a = m.root(a);
             let b = m.alloc(t.vector, 4000).unwrap();
@@ -2264,23 +2261,23 @@ fn non_moving_reference_arrays_keep_young_objects() {
                 for i in 0..64 {
                     let p = m.alloc(t.pair, 0).unwrap();
                     m.local(p).unwrap().set(0, fix(tag + i as i64));
-                    a.get(&m).unwrap().set(i, p);
+                    a.get(m).unwrap().set(i, p);
                     let q = m.alloc(t.pair, 0).unwrap();
                     m.local(q).unwrap().set(0, fix(tag + i as i64));
-                    b.get(&m).unwrap().set(i * 60, q);
+                    b.get(m).unwrap().set(i * 60, q);
                 }
                 for _ in 0..3000 {
                     m.alloc(t.pair, 0).unwrap();
                 }
                 m.collect().unwrap();
                 for i in 0..64 {
-                    let p = a.get(&m).unwrap().get(i);
+                    let p = a.get(m).unwrap().get(i);
                     assert_eq!(
                         unfix(m.local(p).unwrap().get(0)),
                         tag + i as i64,
                         "{name} round {round}: pinned array element {i}"
                     );
-                    let q = b.get(&m).unwrap().get(i * 60);
+                    let q = b.get(m).unwrap().get(i * 60);
                     assert_eq!(
                         unfix(m.local(q).unwrap().get(0)),
                         tag + i as i64,
@@ -2289,9 +2286,7 @@ fn non_moving_reference_arrays_keep_young_objects() {
                 }
                 tag += 1000;
             }
-            m.verify().unwrap();
-            eprintln!("{name}: ok");
-        }
+        });
     });
 }
 
@@ -2299,10 +2294,7 @@ fn non_moving_reference_arrays_keep_young_objects() {
 #[test]
 fn identity_hashes_survive_every_kind_of_collection() {
     expect_ok("identity_hashes_survive_every_kind_of_collection", || {
-        for (name, c) in round2_all_modes(8 << 20) {
-            let heap = Heap::new(c).unwrap();
-            let t = register(&heap);
-            let mut m = heap.attach();
+        each_mode(round2_all_modes(8 << 20), |name, _, t, m| {
             let keep = m.alloc(t.vector, 200).unwrap();
             let keep = m.root(keep);
             let mut hashes = Vec::new();
@@ -2312,19 +2304,19 @@ fn identity_hashes_survive_every_kind_of_collection() {
                     m.alloc(t.pair, 0).unwrap();
                 }
                 let p = m.alloc(t.pair, 0).unwrap();
-                keep.get(&m).unwrap().set(i, p);
+                keep.get(m).unwrap().set(i, p);
                 hashes.push(m.identity_hash(p).unwrap());
                 if i % 50 == 0 {
                     pins.push(m.pin(p).unwrap());
                 }
             }
             for round in 0..5 {
-                churn_and_collect(&mut m, &t, 3000, 1);
+                churn_and_collect(m, t, 3000, 1);
                 if round == 2 {
                     pins.clear();
                 }
                 for (i, &h) in hashes.iter().enumerate() {
-                    let p = keep.get(&m).unwrap().get(i);
+                    let p = keep.get(m).unwrap().get(i);
                     assert_eq!(
                         m.identity_hash(p),
                         Some(h),
@@ -2336,7 +2328,7 @@ fn identity_hashes_survive_every_kind_of_collection() {
             uniq.sort();
             uniq.dedup();
             eprintln!("{name}: ok ({} distinct of {})", uniq.len(), hashes.len());
-        }
+        });
     });
 }
 
