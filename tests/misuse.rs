@@ -2434,3 +2434,43 @@ fn heap_queries_inside_a_root_source() {
         })
     });
 }
+
+/// A panic inside the (public) mark hook of a concurrent heap: before, it unwound into the GC
+/// thread's guard, which aborted the process ("the GC thread failed"); now it is reported,
+/// marking continues, and the heap and its data are intact.
+#[test]
+fn a_panic_inside_the_mark_hook() {
+    let c = run_ok("a_panic_inside_the_mark_hook", || {
+        std::panic::set_hook(Box::new(|_| {}));
+        let heap = Heap::new(concurrent(4 << 20).with(|c| {
+            c.debug.mark_hook = Some(Arc::new(|p| {
+                if matches!(
+                    p,
+                    faultline::MarkPoint::Started | faultline::MarkPoint::Traced(5)
+                ) {
+                    panic!("a panic inside the mark hook")
+                }
+            }))
+        }))
+        .unwrap();
+        let t = register(&heap);
+        let mut m = heap.attach();
+        list(&mut m, &t, 300);
+        for _ in 0..3 {
+            for _ in 0..2000 {
+                m.alloc(t.pair, 0).unwrap();
+            }
+            m.collect().unwrap();
+        }
+        assert_eq!(read_list(&m, m.stack_get(0)), (0..300).collect::<Vec<_>>());
+        assert!(heap.cycles() >= 3);
+        m.verify().unwrap();
+    });
+    if let Some(c) = c {
+        assert!(
+            c.stderr.contains("the mark hook panicked"),
+            "the panic is reported: {}",
+            c.stderr
+        );
+    }
+}

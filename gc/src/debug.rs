@@ -12,7 +12,7 @@
 //! - `poison_released`: released memory is poisoned, so that a stale read faults hard
 //!   (`UFFDIO_POISON`) or reads `faultline_heap::arena::POISON_WORD`;
 //! - `mark_hook`: called by the concurrent marker at each [`MarkPoint`] (it may block, to force
-//!   interleavings with mutators);
+//!   interleavings with mutators; a panic of it is reported and marking continues);
 //! - `sys`: the kernel interface (the real one unless a test injects faults);
 //! - `disable_barrier`, `breakage` (hidden, test-only): a deliberately broken collector, to
 //!   prove that the race tests, checkmark, the verifier and the shadow model catch one. They
@@ -184,14 +184,28 @@ impl DebugConfig {
         }
     }
 
-    /// Call the mark hook, if any.
+    /// Call the mark hook, if any. A panic of the hook is caught here, where marking is at a
+    /// consistent point (the hook only observes or blocks): reported on stderr (the first one
+    /// in the process), and marking continues; unwinding would reach the GC thread's guard,
+    /// which aborts the process as a collector failure.
     pub(crate) fn mark_point(&self, p: MarkPoint) {
         if let Some(h) = &self.mark_hook {
             let _scope = crate::reentry::enter(crate::reentry::Callback::MarkHook);
-            h(p)
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(p))).is_err()
+                && !HOOK_PANIC_REPORTED.swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                eprintln!(
+                    "faultline: the mark hook panicked at {p:?} (see the panic above); marking continues (later panics of a mark hook are not reported)"
+                );
+            }
         }
     }
 }
+
+/// Whether a panic of a mark hook was reported (once per process: a hook that always panics
+/// would otherwise report every traced object).
+static HOOK_PANIC_REPORTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Whether allocation number `n` of mutator `id` triggers a random stress collection.
 pub(crate) fn random_hit(r: StressRandom, id: u64, n: u64) -> bool {
