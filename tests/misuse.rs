@@ -2474,3 +2474,37 @@ fn a_panic_inside_the_mark_hook() {
         );
     }
 }
+
+/// A stress delay of `Duration::MAX` (the debug knobs are public configuration): before, the
+/// heap was built and every concurrent collection slept for good; now refused, naming the
+/// field.
+#[test]
+fn a_stress_delay_that_would_hang_every_collection_is_refused() {
+    expect_ok(
+        "a_stress_delay_that_would_hang_every_collection_is_refused",
+        || {
+            type Set = fn(&mut HeapConfig);
+            let cases: [(&str, Set); 3] = [
+                ("phase_delay", |c| c.debug.phase_delay = Some(Duration::MAX)),
+                ("compaction_delay", |c| {
+                    c.debug.compaction_delay = Some(Duration::from_secs(3600))
+                }),
+                ("worker_stall", |c| {
+                    c.debug.worker_stall = Some(Duration::MAX)
+                }),
+            ];
+            for (field, f) in cases {
+                match Heap::new(concurrent(4 << 20).with(f)) {
+                    Err(e) => assert!(e.to_string().contains(field), "{e}"),
+                    Ok(_) => panic!("{field}: accepted"),
+                }
+            }
+            // The delays the tests use still work.
+            let heap = Heap::new(
+                concurrent(4 << 20).with(|c| c.debug.phase_delay = Some(Duration::from_millis(1))),
+            )
+            .unwrap();
+            round2_workload(&heap);
+        },
+    );
+}

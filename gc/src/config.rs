@@ -394,6 +394,10 @@ const MAX_US_KNOB: u64 = 100_000;
 /// The largest [`HeapConfig::refill_wait_rounds`] (and `FAULTLINE_REFILL_WAIT_ROUNDS`).
 const MAX_REFILL_WAIT_ROUNDS: u64 = 4096;
 
+/// The longest stress delay ([`DebugConfig`]'s `phase_delay`, `compaction_delay`,
+/// `worker_stall`): the tests use up to a few seconds.
+const MAX_DEBUG_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The largest [`HeapConfig::promotion_age`]: the generational mode keeps one age class (a
 /// word) per survival below it, allocated when the heap is created.
 const MAX_PROMOTION_AGE: u64 = 1024;
@@ -872,6 +876,17 @@ impl HeapConfig {
         }
         if matches!(self.debug.stress_random, Some(r) if r.one_in == 0) {
             return bad("stress_random.one_in must be at least 1".into());
+        }
+        for (name, delay) in [
+            ("debug.phase_delay", self.debug.phase_delay),
+            ("debug.compaction_delay", self.debug.compaction_delay),
+            ("debug.worker_stall", self.debug.worker_stall),
+        ] {
+            if let Some(d) = delay.filter(|&d| d > MAX_DEBUG_DELAY) {
+                return bad(format!(
+                    "{name} = {d:?} is above the {MAX_DEBUG_DELAY:?} maximum (a stress delay; longer ones only hang every collection)"
+                ));
+            }
         }
         Ok(self)
     }

@@ -106,14 +106,15 @@ pub struct DebugConfig {
     /// Stress: collect at seeded random allocation intervals.
     pub stress_random: Option<StressRandom>,
     /// Stress: sleep this long between the phases of a concurrent cycle (after the initial
-    /// mark, before the remark, before compaction), widening races with the mutators.
+    /// mark, before the remark, before compaction), widening races with the mutators. At
+    /// most 60 s.
     pub phase_delay: Option<Duration>,
     /// Stress: concurrent compaction workers wait this long after the flip before filling
-    /// pages, widening the window in which mutators meet absent pages.
+    /// pages, widening the window in which mutators meet absent pages. At most 60 s.
     pub compaction_delay: Option<Duration>,
     /// Test: the compaction worker that takes destination page 0 sleeps this long holding
     /// that page's claim (a descheduled worker), so a fault on the page must not wait for it
-    /// (see `Heap::fault_breakdown`'s `rescued`).
+    /// (see `Heap::fault_breakdown`'s `rescued`). At most 60 s.
     pub worker_stall: Option<Duration>,
     /// Poison released memory, so a stale read of a released page faults hard
     /// (`UFFDIO_POISON`) or reads `faultline_heap::arena::POISON_WORD` (unregistered arena).
