@@ -2456,12 +2456,7 @@ fn a_panic_inside_the_mark_hook() {
         let t = register(&heap);
         let mut m = heap.attach();
         list(&mut m, &t, 300);
-        for _ in 0..3 {
-            for _ in 0..2000 {
-                m.alloc(t.pair, 0).unwrap();
-            }
-            m.collect().unwrap();
-        }
+        churn_and_collect(&mut m, &t, 2000, 3);
         assert_eq!(read_list(&m, m.stack_get(0)), (0..300).collect::<Vec<_>>());
         assert!(heap.cycles() >= 3);
         m.verify().unwrap();
