@@ -826,7 +826,7 @@ fn collect_waits_for_the_whole_cycle_and_start_collection_does_not() {
             m.start_collection().unwrap();
             let mut seen = vec![heap.phase()];
             let t0 = Instant::now();
-            while heap.phase() != CyclePhase::Idle && t0.elapsed() < Duration::from_secs(20) {
+            while heap.phase() != CyclePhase::Idle && t0.elapsed() < Duration::from_secs(10) {
                 m.safepoint();
                 let p = heap.phase();
                 if seen.last() != Some(&p) {
@@ -1683,4 +1683,1060 @@ fn a_scoped_mutator_cannot_be_leaked() {
             .unwrap();
         }
     });
+}
+// ---------------------------------------------------------------------------------------------
+// Round two of the soundness audit (session s13, docs/soundness-audit.md).
+
+/// The modes the round-two cases run in: stop-the-world, concurrent, generational (cards).
+fn round2_modes(bytes: usize) -> Vec<(String, HeapConfig)> {
+    vec![
+        ("stw".into(), stw(bytes)),
+        ("concurrent".into(), concurrent(bytes)),
+        (
+            "gen".into(),
+            concurrent(bytes).with(|c| c.generational = faultline::Generational::Cards),
+        ),
+    ]
+}
+
+/// In each of `modes`: a heap, the mock runtime's types and an attached mutator for `body`;
+/// then the heap is verified and the mode named on stderr.
+fn each_mode(
+    modes: Vec<(String, HeapConfig)>,
+    mut body: impl FnMut(&str, &Heap, &Types, &mut faultline::Mutator),
+) {
+    for (name, c) in modes {
+        let heap = Heap::new(c).unwrap();
+        let t = register(&heap);
+        let mut m = heap.attach();
+        body(&name, &heap, &t, &mut m);
+        m.verify().unwrap();
+        eprintln!("{name}: ok");
+    }
+}
+
+/// A workload touching every allocation path: a list, a tree, large byte and reference arrays,
+/// collections, then the data checked and the heap verified.
+fn round2_workload(heap: &Heap) {
+    let t = register(heap);
+    let mut m = heap.attach();
+    list(&mut m, &t, 500);
+    tree(&mut m, &t, 8, 1);
+    // Large objects: in the large-object space unless it is too small (a configured capacity
+    // below the request: `OutOfMemory` naming that space, a defined outcome).
+    let large = |m: &mut faultline::Mutator, ty, len| match m.alloc(ty, len) {
+        Err(faultline::AllocError::OutOfMemory {
+            space, capacity, ..
+        }) if space == "large-object space" && capacity < len * 8 => {
+            eprintln!("large-object space of {capacity} bytes: OutOfMemory, as configured");
+            m.alloc(ty, 1000).unwrap()
+        }
+        r => r.unwrap(),
+    };
+    let big = large(&mut m, t.string, 100_000);
+    let n = m.local(big).unwrap().len();
+    m.local(big).unwrap().write_bytes(n - 10, b"0123456789");
+    m.push(big);
+    let vec = large(&mut m, t.vector, 20_000);
+    m.push(vec);
+    for i in 0..3 {
+        for _ in 0..2000 {
+            m.alloc(t.pair, 0).unwrap();
+        }
+        let v = m.stack_get(3);
+        let p = pair(&mut m, &t, fix(i), Value::NULL);
+        m.local(m.stack_get(3)).unwrap().set(i as usize, p);
+        let _ = v;
+        m.collect().unwrap();
+    }
+    assert_eq!(read_list(&m, m.stack_get(0)), (0..500).collect::<Vec<_>>());
+    assert_eq!(check_tree(&m, m.stack_get(1), 8, 1), 255);
+    let mut b = [0u8; 10];
+    let n = m.local(m.stack_get(2)).unwrap().len();
+    m.local(m.stack_get(2)).unwrap().read_bytes(n - 10, &mut b);
+    assert_eq!(&b, b"0123456789");
+    for i in 0..3 {
+        let p = m.local(m.stack_get(3)).unwrap().get(i);
+        assert_eq!(unfix(m.local(p).unwrap().get(0)), i as i64);
+    }
+    m.verify().unwrap();
+}
+
+/// Each mode with `f` applied to the configuration: the heap is refused with a `ConfigError`,
+/// or the workload runs and checks out.
+fn config_extreme(f: impl Fn(&mut HeapConfig)) {
+    for (name, c) in round2_modes(4 << 20) {
+        match Heap::new(c.with(&f)) {
+            Err(e) => eprintln!("{name}: refused: {e}"),
+            Ok(heap) => {
+                round2_workload(&heap);
+                eprintln!(
+                    "{name}: ran, {} cycles, fallback {:?}",
+                    heap.cycles(),
+                    heap.fallback_reason()
+                );
+            }
+        }
+    }
+}
+
+macro_rules! config_extremes {
+    ($($name:ident: $f:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            expect_ok(stringify!($name), || config_extreme($f));
+        }
+    )*};
+}
+
+config_extremes! {
+    cfg_large_space_0: |c| c.large_object_space_bytes = 0;
+    cfg_large_space_1: |c| c.large_object_space_bytes = 1;
+    cfg_large_space_1tib: |c| c.large_object_space_bytes = 1 << 40;
+    cfg_populate_batch_odd: |c| c.populate_batch_bytes = 4097;
+    cfg_prefill_max: |c| c.prefill_bytes = usize::MAX;
+    cfg_prefill_1: |c| c.prefill_bytes = 1;
+    cfg_min_trigger_0: |c| c.min_trigger_bytes = 0;
+    cfg_min_trigger_max: |c| c.min_trigger_bytes = usize::MAX;
+    cfg_growth_huge: |c| c.growth = 1e300;
+    cfg_growth_0: |c| c.growth = 0.0;
+    cfg_budget_tiny: |c| c.gc_cpu_budget = 1e-300;
+    cfg_dense_tiny: |c| c.dense_prefix = Some(1e-300);
+    cfg_dense_1: |c| c.dense_prefix = Some(1.0);
+    cfg_history_0: |c| c.history_limit = Some(0);
+    cfg_old_growth_huge: |c| c.old_growth = 1e300;
+    cfg_old_growth_0: |c| c.old_growth = 0.0;
+    cfg_first_survival_huge: |c| c.first_survival_promotion = 1e300;
+    cfg_fault_group_max: |c| c.fault_group_pages = u32::MAX;
+    cfg_refill_rounds_max: |c| c.refill_wait_rounds = u32::MAX;
+    cfg_threshold_min: |c| c.large_object_threshold = 64;
+    cfg_tlab_max: |c| { c.tlab_bytes = c.max_heap_bytes / 4; c.large_object_threshold = c.tlab_bytes / 2; };
+    cfg_workers_64: |c| { c.compaction_workers = Some(64); c.gc_threads = 64; };
+    cfg_slice_max: |c| c.gc_thread_slice_us = u32::MAX;
+    cfg_heap_odd: |c| { c.max_heap_bytes = (4 << 20) + 1; };
+    cfg_pin_large_refs: |c| c.pin_large_ref_objects = true;
+    cfg_populate_batch_huge: |c| c.populate_batch_bytes = 1 << 62;
+    cfg_promotion_age_limit: |c| c.promotion_age = 1024;
+    cfg_no_recycle: |c| c.recycle_old_half = false;
+}
+
+/// Sizes that wrapped to 0 when rounded up to pages (then passed every check: a large-object
+/// space of 0 bytes; a population batch of 0 bytes, a division by zero in the allocation path)
+/// and a promotion age whose age table could not be allocated (an abort): refused, naming the
+/// field.
+#[test]
+fn config_values_that_wrap_or_cannot_be_allocated_are_refused() {
+    expect_ok(
+        "config_values_that_wrap_or_cannot_be_allocated_are_refused",
+        || {
+            type Set = fn(&mut HeapConfig);
+            let cases: [(&str, Set); 5] = [
+                ("large_object_space_bytes", |c| {
+                    c.large_object_space_bytes = usize::MAX
+                }),
+                ("large_object_space_bytes", |c| {
+                    c.large_object_space_bytes = usize::MAX - 4094
+                }),
+                ("populate_batch_bytes", |c| {
+                    c.populate_batch_bytes = usize::MAX
+                }),
+                ("populate_batch_bytes", |c| {
+                    c.populate_batch_bytes = usize::MAX - 4094
+                }),
+                ("promotion_age", |c| c.promotion_age = u32::MAX),
+            ];
+            for (field, f) in cases {
+                for (name, c) in round2_modes(4 << 20) {
+                    match Heap::new(c.with(f)) {
+                        Err(e) => assert!(
+                            e.to_string().contains(field),
+                            "{name}: the error does not name {field}: {e}"
+                        ),
+                        Ok(h) => panic!(
+                            "{name}: {field} accepted: large_object_space_bytes = {}, populate_batch_bytes = {}",
+                            h.config().large_object_space_bytes,
+                            h.config().populate_batch_bytes
+                        ),
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// Safe code allocating an object of the built-in weak-box type by its type id (round one:
+/// allocated; a box with no table entry, refused on every use): refused with
+/// `AllocError::BuiltinType`, on the fast and the slow path, moving and pinned.
+#[test]
+fn alloc_of_the_weak_box_type_is_refused() {
+    expect_ok("alloc_of_the_weak_box_type_is_refused", || {
+        each_mode(round2_modes(4 << 20), |name, heap, t, m| {
+            // The built-in weak-box type, found by its name in the registry.
+            let types = heap.types();
+            let weak_box = (0..types.len() as u32)
+                .map(faultline::TypeId)
+                .find(|&i| types.get(i).unwrap().name == "faultline.weak-box")
+                .unwrap();
+            for _ in 0..3 {
+                for r in [m.alloc(weak_box, 0), m.alloc_pinned(weak_box, 0)] {
+                    match r {
+                        Err(e @ faultline::AllocError::BuiltinType(_)) => {
+                            assert!(e.to_string().contains("Mutator::new_weak"), "{e}")
+                        }
+                        other => panic!("{name}: allocating a weak box by type id: {other:?}"),
+                    }
+                }
+                m.collect().unwrap();
+            }
+            // The API's own boxes are still made.
+            let p = m.alloc(t.pair, 0).unwrap();
+            let w = m.new_weak(p).unwrap();
+            assert!(m.is_weak_box(w) && m.weak_get(w) == p);
+        });
+    });
+}
+
+/// Zero-payload objects (a header only) among others, through collections of every mode.
+#[test]
+fn zero_payload_objects_survive_collections() {
+    expect_ok("zero_payload_objects_survive_collections", || {
+        for (_, c) in round2_modes(4 << 20) {
+            let heap = Heap::new(c).unwrap();
+            let t = register(&heap);
+            let empty = heap
+                .register_type(faultline::TypeInfo::fixed("empty", 0, &[]))
+                .unwrap();
+            let mut m = heap.attach();
+            let keep = m.alloc(t.vector, 2000).unwrap();
+            let keep = m.root(keep);
+            for round in 0..4 {
+                for i in 0..2000 {
+                    let e = m.alloc(empty, 0).unwrap();
+                    let b = m.alloc(t.string, 0).unwrap();
+                    let _ = b;
+                    if i % 3 == round % 3 {
+                        keep.get(&m).unwrap().set(i, e);
+                    }
+                    let p = m.alloc(t.pair, 0).unwrap();
+                    m.local(p).unwrap().set(0, fix(i as i64));
+                    if i % 2 == 0 {
+                        keep.get(&m).unwrap().set(i, p);
+                    }
+                }
+                m.collect().unwrap();
+                m.verify().unwrap();
+            }
+        }
+    });
+}
+
+/// A value held across a young collection of the generational mode: refused as stale.
+#[test]
+fn stale_value_across_a_young_cycle() {
+    expect_panic(
+        "stale_value_across_a_young_cycle",
+        &["stale reference"],
+        || {
+            let heap = Heap::new(
+                concurrent(8 << 20).with(|c| c.generational = faultline::Generational::Cards),
+            )
+            .unwrap();
+            let t = register(&heap);
+            let mut m = heap.attach();
+            let v = m.alloc(t.pair, 0).unwrap();
+            m.local(v).unwrap().set(0, fix(5));
+            let _r = m.root(v);
+            m.collect().unwrap();
+            heap.wait_for_compaction();
+            let young = heap.history().last().unwrap().gen.young;
+            eprintln!("young: {young:?}");
+            let _ = m.local(v);
+        },
+    );
+}
+
+/// Weak references and ephemerons across young cycles: a surviving referent is returned with
+/// its own data, a dead one reads null.
+#[test]
+fn weak_references_across_young_cycles() {
+    expect_ok("weak_references_across_young_cycles", || {
+        each_mode(round2_modes(8 << 20), |name, _, t, m| {
+            let kept = m.root(Value::NULL);
+            let boxes = m.root(Value::NULL);
+            let b = m.alloc(t.vector, 200).unwrap();
+            boxes.set(m, b);
+            let k = m.alloc(t.vector, 100).unwrap();
+            kept.set(m, k);
+            for i in 0..100usize {
+                let p = m.alloc(t.pair, 0).unwrap();
+                m.local(p).unwrap().set(0, fix(i as i64));
+                m.push(p);
+                let w = m.new_weak(p).unwrap();
+                boxes.get(m).unwrap().set(2 * i, w);
+                let p = m.pop().unwrap();
+                let e = m.new_ephemeron(p, fix(1000 + i as i64)).unwrap();
+                boxes.get(m).unwrap().set(2 * i + 1, e);
+                // A weak box of a weak box.
+                if i % 2 == 0 {
+                    let p = m.local(boxes.value(m)).unwrap().get(2 * i);
+                    let _ = p;
+                    let p = m.weak_get(m.local(boxes.value(m)).unwrap().get(2 * i));
+                    kept.get(m).unwrap().set(i, p);
+                }
+            }
+            for cycle in 0..5 {
+                for _ in 0..3000 {
+                    m.alloc(t.pair, 0).unwrap();
+                }
+                m.collect().unwrap();
+                for i in 0..100usize {
+                    let bx = m.local(boxes.value(m)).unwrap();
+                    let w = bx.get(2 * i);
+                    let e = bx.get(2 * i + 1);
+                    let got = m.weak_get(w);
+                    let key = m.weak_get(e);
+                    let val = m.ephemeron_value(e);
+                    if i % 2 == 0 {
+                        let l = m.local(got).unwrap_or_else(|| {
+                            panic!("{name} cycle {cycle}: kept referent {i} cleared")
+                        });
+                        assert_eq!(unfix(l.get(0)), i as i64, "{name}: referent {i}");
+                        assert_eq!(key, got);
+                        assert_eq!(unfix(val), 1000 + i as i64);
+                    } else {
+                        assert!(
+                            got.is_null(),
+                            "{name} cycle {cycle}: dead referent {i}: {got:?}"
+                        );
+                        assert!(key.is_null() && val.is_null());
+                    }
+                }
+                m.verify().unwrap();
+            }
+        });
+    });
+}
+
+/// The collecting thread's own mutator (kept in a thread-local) used inside the `on_cycle` hook
+/// of a stop-the-world collection started with `Heap::collect`.
+#[test]
+fn own_mutator_used_inside_on_cycle_stop_the_world() {
+    expect_ok("own_mutator_used_inside_on_cycle_stop_the_world", || {
+        use std::cell::RefCell;
+        thread_local! {
+            static M: RefCell<Option<(faultline::Mutator, faultline::Root)>> = const { RefCell::new(None) };
+        }
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let s2 = seen.clone();
+        let heap = Heap::new(stw(4 << 20).on_cycle(Arc::new(move |_| {
+            let r = M.with(|m| {
+                let Ok(mut b) = m.try_borrow_mut() else {
+                    return "borrowed".to_string();
+                };
+                let Some((m, root)) = b.as_mut() else {
+                    return "none".to_string();
+                };
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let v = root.value(m);
+                    let l = m.local(v).unwrap();
+                    let x = unfix(l.get(0));
+                    let p = m.alloc(m.local(root.value(m)).unwrap().type_id(), 0);
+                    format!("read {x}, alloc {}", p.is_ok())
+                }));
+                r.unwrap_or_else(|_| "panicked".into())
+            });
+            s2.lock().unwrap().push(r);
+        })))
+        .unwrap();
+        let t = register(&heap);
+        let mut m = heap.attach();
+        for _ in 0..1000 {
+            m.alloc(t.pair, 0).unwrap();
+        }
+        let v = m.alloc(t.pair, 0).unwrap();
+        m.local(v).unwrap().set(0, fix(42));
+        let r = m.root(v);
+        M.with(|s| *s.borrow_mut() = Some((m, r)));
+        heap.collect().unwrap();
+        heap.collect().unwrap();
+        M.with(|s| {
+            let b = s.borrow();
+            let (m, r) = b.as_ref().unwrap();
+            assert_eq!(unfix(m.local(r.value(m)).unwrap().get(0)), 42);
+        });
+        eprintln!("{:?}", seen.lock().unwrap());
+        M.with(|s| {
+            let (mut m, _r) = s.borrow_mut().take().unwrap();
+            m.verify().unwrap();
+        });
+    });
+}
+
+/// A process spawned (std's fork path: `PATH` set in the child's environment) from inside the
+/// `on_cycle` hook, in every mode.
+#[test]
+fn spawn_inside_on_cycle() {
+    expect_ok("spawn_inside_on_cycle", || {
+        for (name, c) in round2_modes(4 << 20) {
+            let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let n2 = n.clone();
+            let heap = Heap::new(c.on_cycle(Arc::new(move |_| {
+                let st = std::process::Command::new("true")
+                    .env("PATH", "/usr/bin:/bin")
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+                n2.fetch_add(1, Ordering::SeqCst);
+            })))
+            .unwrap();
+            round2_workload(&heap);
+            assert!(n.load(Ordering::SeqCst) > 0, "{name}: the hook ran");
+            // The atfork handlers ran: std forked (its posix_spawn path runs none).
+            assert_ne!(
+                faultline::testing::last_fork_prepare().0,
+                Duration::ZERO,
+                "{name}: std spawned without fork"
+            );
+            eprintln!("{name}: {} spawns", n.load(Ordering::SeqCst));
+        }
+    });
+}
+
+/// Processes spawned through std's fork path from another thread while cycles run.
+#[test]
+fn spawn_while_cycles_run() {
+    expect_ok("spawn_while_cycles_run", || {
+        for (name, c) in round2_modes(4 << 20) {
+            let heap = Heap::new(c).unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let s2 = stop.clone();
+            let spawner = std::thread::spawn(move || {
+                let mut n = 0;
+                while !s2.load(Ordering::SeqCst) {
+                    let st = std::process::Command::new("true")
+                        .env("PATH", "/usr/bin:/bin")
+                        .status()
+                        .unwrap();
+                    assert!(st.success());
+                    n += 1;
+                }
+                n
+            });
+            round2_workload(&heap);
+            round2_workload(&heap);
+            stop.store(true, Ordering::SeqCst);
+            eprintln!("{name}: {} spawns", spawner.join().unwrap());
+        }
+    });
+}
+
+/// More modes: both stop-the-world compactions, every strategy x delivery, the generational
+/// mode with both remembered sets (where the kernel has what they need), stop-the-world
+/// generational.
+fn round2_all_modes(bytes: usize) -> Vec<(String, HeapConfig)> {
+    use faultline::{FaultMode, Generational, Strategy, StwCompaction};
+    let mut v = vec![
+        ("stw".to_string(), stw(bytes)),
+        (
+            "stw/slide".to_string(),
+            stw(bytes).with(|c| c.stw_compaction = StwCompaction::Slide),
+        ),
+        (
+            "stw/gen".to_string(),
+            stw(bytes).with(|c| c.generational = Generational::Cards),
+        ),
+    ];
+    for strategy in [Strategy::Copy, Strategy::Move, Strategy::Minor] {
+        for faults in [FaultMode::Sigbus, FaultMode::Thread] {
+            v.push((
+                format!("{strategy:?}/{faults:?}"),
+                HeapConfig::with_heap_size(bytes).concurrent(strategy, faults),
+            ));
+        }
+    }
+    for g in [Generational::Cards, Generational::WrittenPages] {
+        let c = concurrent(bytes).with(|c| c.generational = g);
+        if Heap::new(c.clone()).is_ok() {
+            v.push((format!("gen/{g:?}"), c));
+        }
+    }
+    v
+}
+
+/// Churn: `n` garbage pairs and a collection, `times` times.
+fn churn_and_collect(m: &mut faultline::Mutator, t: &Types, n: usize, times: usize) {
+    for _ in 0..times {
+        for _ in 0..n {
+            m.alloc(t.pair, 0).unwrap();
+        }
+        m.collect().unwrap();
+    }
+}
+
+/// One object pinned twice: I/O through either pin, one pin dropped, collections of every
+/// kind (young ones included); the object stays put while a pin lives, its bytes are intact,
+/// and it moves again once unpinned.
+#[test]
+fn an_object_pinned_twice_across_collections() {
+    expect_ok("an_object_pinned_twice_across_collections", || {
+        use std::io::Write;
+        each_mode(round2_all_modes(8 << 20), |name, _, t, m| {
+            churn_and_collect(m, t, 3000, 1);
+            let v = m.alloc(t.string, 3000).unwrap();
+            let p1 = m.pin(v).unwrap();
+            let p2 = m.pin(p1.value(m)).unwrap();
+            assert_eq!(p1.as_ptr(), p2.as_ptr());
+            let data: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+            let (r, mut w) = std::io::pipe().unwrap();
+            w.write_all(&data[..1500]).unwrap();
+            assert_eq!(p1.read(r.as_fd(), 0, 1500).unwrap(), 1500);
+            w.write_all(&data[1500..]).unwrap();
+            assert_eq!(p2.read(r.as_fd(), 1500, 1500).unwrap(), 1500);
+            let at = p2.as_ptr();
+            drop(p1);
+            churn_and_collect(m, t, 3000, 4);
+            let v = p2.value(m);
+            assert_eq!(m.local(v).unwrap().to_bytes(), data, "{name}: pinned bytes");
+            assert_eq!(
+                m.local(v).unwrap().object().address() + 8,
+                at as usize,
+                "{name}: moved while pinned"
+            );
+            let keep = m.root(v);
+            drop(p2);
+            churn_and_collect(m, t, 3000, 3);
+            assert_eq!(
+                keep.get(m).unwrap().to_bytes(),
+                data,
+                "{name}: unpinned bytes"
+            );
+        });
+    });
+}
+
+use std::os::fd::AsFd;
+
+/// A `Pin` outliving the mutator that made it: another thread's mutator collects, the pin's
+/// I/O still reaches the object, the pin is dropped on a third thread while cycles run.
+#[test]
+fn a_pin_outliving_its_mutator() {
+    expect_ok("a_pin_outliving_its_mutator", || {
+        use std::io::Write;
+        for (name, c) in round2_all_modes(8 << 20) {
+            let heap = Heap::new(c).unwrap();
+            let t = register(&heap);
+            let mut m = heap.attach();
+            let v = m.alloc(t.string, 2000).unwrap();
+            let pin = m.pin(v).unwrap();
+            drop(m);
+            let h = heap.clone();
+            let pin = std::thread::spawn(move || {
+                let t = register(&h);
+                let mut m2 = h.attach();
+                churn_and_collect(&mut m2, &t, 3000, 3);
+                pin
+            })
+            .join()
+            .unwrap();
+            let (r, mut w) = std::io::pipe().unwrap();
+            w.write_all(&[0xab; 2000]).unwrap();
+            assert_eq!(pin.read(r.as_fd(), 0, 2000).unwrap(), 2000);
+            let mut m = heap.attach();
+            let v = pin.value(&m);
+            assert!(m.local(v).unwrap().to_bytes().iter().all(|&b| b == 0xab));
+            let keep = m.root(v);
+            let dropper = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(2));
+                drop(pin)
+            });
+            for _ in 0..4 {
+                churn_and_collect(&mut m, &t, 3000, 1);
+            }
+            m.native(|| dropper.join().unwrap());
+            churn_and_collect(&mut m, &t, 3000, 2);
+            assert!(keep.get(&m).unwrap().to_bytes().iter().all(|&b| b == 0xab));
+            m.verify().unwrap();
+            eprintln!("{name}: ok");
+        }
+    });
+}
+
+/// Finalization in every mode: targets dying in young cycles are delivered, held objects move
+/// with their data, one target in two queues, a queue dropped on another thread while cycles
+/// run, an ephemeron whose key only its own value reaches is cleared.
+#[test]
+fn finalization_and_ephemerons_in_every_mode() {
+    expect_ok("finalization_and_ephemerons_in_every_mode", || {
+        each_mode(round2_all_modes(8 << 20), |name, heap, t, m| {
+            let q1 = faultline::FinalizationQueue::new(heap);
+            let q2 = faultline::FinalizationQueue::new(heap);
+            let q3 = faultline::FinalizationQueue::new(heap);
+            let eph = m.root(Value::NULL);
+            for i in 0..50i64 {
+                let target = m.alloc(t.pair, 0).unwrap();
+                m.push(target);
+                let held = m.alloc(t.pair, 0).unwrap();
+                m.local(held).unwrap().set(0, fix(i));
+                let target = m.pop().unwrap();
+                q1.register(m, target, held);
+                q2.register(m, target, fix(100 + i));
+                q3.register(m, target, fix(200 + i));
+                // Key reachable only from its own ephemeron's value.
+                if i == 0 {
+                    m.push(target);
+                    let val = m.alloc(t.pair, 0).unwrap();
+                    let target = m.pop().unwrap();
+                    m.local(val).unwrap().set(0, target);
+                    let e = m.new_ephemeron(target, val).unwrap();
+                    eph.set(m, e);
+                }
+            }
+            let h3 = q3;
+            let dropper = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(1));
+                drop(h3)
+            });
+            let mut got1 = Vec::new();
+            let mut got2 = Vec::new();
+            for _ in 0..6 {
+                churn_and_collect(m, t, 2000, 1);
+                for v in q1.take(m) {
+                    got1.push(unfix(m.local(v).unwrap().get(0)));
+                }
+                got2.extend(q2.take(m).into_iter().map(unfix));
+            }
+            m.native(|| dropper.join().unwrap());
+            got1.sort();
+            got2.sort();
+            assert_eq!(got1, (0..50).collect::<Vec<_>>(), "{name}: queue 1");
+            assert_eq!(got2, (100..150).collect::<Vec<_>>(), "{name}: queue 2");
+            let e = eph.value(m);
+            assert!(
+                m.weak_get(e).is_null() && m.ephemeron_value(e).is_null(),
+                "{name}"
+            );
+        });
+    });
+}
+
+/// Many threads attaching and detaching at once while another thread collects in a loop.
+#[test]
+fn many_threads_attach_and_detach_while_collections_run() {
+    expect_ok(
+        "many_threads_attach_and_detach_while_collections_run",
+        || {
+            for (name, c) in round2_modes(8 << 20) {
+                let heap = Heap::new(c).unwrap();
+                let t = register(&heap);
+                let stop = Arc::new(AtomicBool::new(false));
+                let collector = {
+                    let (h, stop) = (heap.clone(), stop.clone());
+                    std::thread::spawn(move || {
+                        let mut n = 0;
+                        while !stop.load(Ordering::SeqCst) {
+                            h.collect().unwrap();
+                            n += 1;
+                        }
+                        n
+                    })
+                };
+                let workers: Vec<_> = (0..8)
+                    .map(|k| {
+                        let h = heap.clone();
+                        let pair = t.pair;
+                        std::thread::spawn(move || {
+                            for i in 0..60 {
+                                let mut m = h.attach();
+                                let v = m.alloc(pair, 0).unwrap();
+                                m.local(v).unwrap().set(0, fix(k * 1000 + i));
+                                let r = m.root(v);
+                                for _ in 0..200 {
+                                    m.alloc(pair, 0).unwrap();
+                                }
+                                assert_eq!(unfix(r.get(&m).unwrap().get(0)), k * 1000 + i);
+                            }
+                        })
+                    })
+                    .collect();
+                for w in workers {
+                    w.join().unwrap();
+                }
+                stop.store(true, Ordering::SeqCst);
+                let n = collector.join().unwrap();
+                heap.verify().unwrap();
+                eprintln!("{name}: {n} collections");
+            }
+        },
+    );
+}
+
+faultline::heap_struct! {
+    /// Every field kind, odd sizes, nested byte arrays, references last.
+    struct Odd {
+        a: u8,
+        b: bool,
+        c: [u8; 3],
+        d: u16,
+        e: i32,
+        f: f64,
+        g: [u8; 9],
+        h: faultline::Ref,
+        i: [u8; 1],
+        j: faultline::Ref,
+    }
+}
+
+faultline::heap_struct! {
+    /// Larger than the large-object threshold, with references at both ends.
+    struct Huge {
+        first: faultline::Ref,
+        blob: [u8; 20000],
+        last: faultline::Ref,
+    }
+}
+
+faultline::heap_struct! {
+    /// No fields: a header-only object.
+    struct Nothing {}
+}
+
+/// Typed layouts with unusual shapes through collections of every mode.
+#[test]
+fn typed_layouts_with_unusual_shapes() {
+    expect_ok("typed_layouts_with_unusual_shapes", || {
+        for (name, c) in round2_all_modes(8 << 20) {
+            let heap = Heap::new(c).unwrap();
+            let t = register(&heap);
+            let odd = heap.register_struct::<Odd>().unwrap();
+            let huge = heap.register_struct::<Huge>().unwrap();
+            let nothing = heap.register_struct::<Nothing>().unwrap();
+            assert_eq!(
+                heap.register_struct::<Odd>().unwrap().type_id(),
+                odd.type_id()
+            );
+            let mut m = heap.attach();
+            let keep = m.alloc(t.vector, 300).unwrap();
+            let keep = m.root(keep);
+            for i in 0..100usize {
+                let o = odd.alloc(&mut m).unwrap();
+                keep.get(&m).unwrap().set(3 * i, o);
+                let n = nothing.alloc(&mut m).unwrap();
+                keep.get(&m).unwrap().set(3 * i + 1, n);
+                if i % 10 == 0 {
+                    let hg = huge.alloc(&mut m).unwrap();
+                    keep.get(&m).unwrap().set(3 * i + 2, hg);
+                }
+                let k = keep.get(&m).unwrap();
+                let o = odd.view(m.local(k.get(3 * i)).unwrap()).unwrap();
+                o.set(Odd::a, i as u8);
+                o.set(Odd::b, true);
+                o.set(Odd::c, [1, 2, i as u8]);
+                o.set(Odd::d, 0xbeef);
+                o.set(Odd::e, -(i as i32));
+                o.set(Odd::f, i as f64 / 2.0);
+                o.set(Odd::g, [i as u8; 9]);
+                o.set(Odd::h, k.get(3 * i + 1));
+                o.set(Odd::i, [0x5a]);
+                o.set(Odd::j, fix(i as i64));
+                if i % 10 == 0 {
+                    let hg = huge.view(m.local(k.get(3 * i + 2)).unwrap()).unwrap();
+                    hg.set(Huge::first, k.get(3 * i));
+                    hg.set(Huge::last, k.get(3 * i + 1));
+                    let mut blob = [0u8; 20000];
+                    blob[19999] = i as u8;
+                    hg.set(Huge::blob, blob);
+                }
+            }
+            churn_and_collect(&mut m, &t, 3000, 4);
+            for i in 0..100usize {
+                let k = keep.get(&m).unwrap();
+                let o = odd.view(m.local(k.get(3 * i)).unwrap()).unwrap();
+                assert_eq!(o.get(Odd::a), i as u8, "{name}");
+                assert!(o.get(Odd::b));
+                assert_eq!(o.get(Odd::c), [1, 2, i as u8]);
+                assert_eq!(o.get(Odd::d), 0xbeef);
+                assert_eq!(o.get(Odd::e), -(i as i32));
+                assert_eq!(o.get(Odd::f), i as f64 / 2.0);
+                assert_eq!(o.get(Odd::g), [i as u8; 9]);
+                assert_eq!(o.get(Odd::h), k.get(3 * i + 1));
+                assert!(nothing.is(&m.local(o.get(Odd::h)).unwrap()));
+                assert_eq!(o.get(Odd::i), [0x5a]);
+                assert_eq!(unfix(o.get(Odd::j)), i as i64);
+                if i % 10 == 0 {
+                    let hg = huge.view(m.local(k.get(3 * i + 2)).unwrap()).unwrap();
+                    assert_eq!(hg.get(Huge::first), k.get(3 * i));
+                    assert_eq!(hg.get(Huge::last), k.get(3 * i + 1));
+                    assert_eq!(hg.get(Huge::blob)[19999], i as u8);
+                }
+            }
+            m.verify().unwrap();
+            eprintln!("{name}: ok");
+        }
+    });
+}
+
+/// Reference arrays in the non-moving space (`alloc_pinned`, and large ones with
+/// `pin_large_ref_objects`) holding the only references to young objects, through young and
+/// full cycles: every element still names its own object.
+#[test]
+fn non_moving_reference_arrays_keep_young_objects() {
+    expect_ok("non_moving_reference_arrays_keep_young_objects", || {
+        let mut modes = round2_all_modes(8 << 20);
+        modes.extend(round2_all_modes(8 << 20).into_iter().map(|(n, c)| {
+            (
+                format!("{n}/pin_large"),
+                c.with(|c| c.pin_large_ref_objects = true),
+            )
+        }));
+        each_mode(modes, |name, _, t, m| {
+            let a = m.alloc_pinned(t.vector, 64).unwrap();
+            let a = m.root(a);
+            let b = m.alloc(t.vector, 4000).unwrap();
+            let b = m.root(b);
+            let mut tag = 0i64;
+            for round in 0..6 {
+                for i in 0..64 {
+                    let p = m.alloc(t.pair, 0).unwrap();
+                    m.local(p).unwrap().set(0, fix(tag + i as i64));
+                    a.get(m).unwrap().set(i, p);
+                    let q = m.alloc(t.pair, 0).unwrap();
+                    m.local(q).unwrap().set(0, fix(tag + i as i64));
+                    b.get(m).unwrap().set(i * 60, q);
+                }
+                for _ in 0..3000 {
+                    m.alloc(t.pair, 0).unwrap();
+                }
+                m.collect().unwrap();
+                for i in 0..64 {
+                    let p = a.get(m).unwrap().get(i);
+                    assert_eq!(
+                        unfix(m.local(p).unwrap().get(0)),
+                        tag + i as i64,
+                        "{name} round {round}: pinned array element {i}"
+                    );
+                    let q = b.get(m).unwrap().get(i * 60);
+                    assert_eq!(
+                        unfix(m.local(q).unwrap().get(0)),
+                        tag + i as i64,
+                        "{name} round {round}: large array element {i}"
+                    );
+                }
+                tag += 1000;
+            }
+        });
+    });
+}
+
+/// Identity hash codes across collections of every kind (young, slide, pinned objects).
+#[test]
+fn identity_hashes_survive_every_kind_of_collection() {
+    expect_ok("identity_hashes_survive_every_kind_of_collection", || {
+        each_mode(round2_all_modes(8 << 20), |name, _, t, m| {
+            let keep = m.alloc(t.vector, 200).unwrap();
+            let keep = m.root(keep);
+            let mut hashes = Vec::new();
+            let mut pins = Vec::new();
+            for i in 0..200 {
+                for _ in 0..20 {
+                    m.alloc(t.pair, 0).unwrap();
+                }
+                let p = m.alloc(t.pair, 0).unwrap();
+                keep.get(m).unwrap().set(i, p);
+                hashes.push(m.identity_hash(p).unwrap());
+                if i % 50 == 0 {
+                    pins.push(m.pin(p).unwrap());
+                }
+            }
+            for round in 0..5 {
+                churn_and_collect(m, t, 3000, 1);
+                if round == 2 {
+                    pins.clear();
+                }
+                for (i, &h) in hashes.iter().enumerate() {
+                    let p = keep.get(m).unwrap().get(i);
+                    assert_eq!(
+                        m.identity_hash(p),
+                        Some(h),
+                        "{name} round {round}: hash {i}"
+                    );
+                }
+            }
+            let mut uniq = hashes.clone();
+            uniq.sort();
+            uniq.dedup();
+            eprintln!("{name}: ok ({} distinct of {})", uniq.len(), hashes.len());
+        });
+    });
+}
+
+/// One `RootSlot` written by mutators of two heaps at once: a read must never return one
+/// heap's object as current in the other heap (a store writes the bits and the era; two
+/// stores interleaved left the bits of one with the era of the other).
+#[test]
+fn a_root_slot_written_by_two_heaps_at_once_never_mixes_them() {
+    expect_ok(
+        "a_root_slot_written_by_two_heaps_at_once_never_mixes_them",
+        || {
+            std::panic::set_hook(Box::new(|_| {}));
+            let slot = Arc::new(RootSlot::new());
+            let stop = Arc::new(AtomicBool::new(false));
+            let writer = |heap: Heap, stop: Arc<AtomicBool>, slot: Arc<RootSlot>| {
+                std::thread::spawn(move || {
+                    let t = register(&heap);
+                    let mut m = heap.attach();
+                    let mine = m.alloc(t.pair, 0).unwrap();
+                    let mine = m.root(mine);
+                    let (mut loads, mut refused, mut mixed) = (0u64, 0u64, 0u64);
+                    let t0 = Instant::now();
+                    while !stop.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(10) {
+                        let v = mine.value(&m);
+                        m.store(&slot, v);
+                        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            m.load(&slot)
+                        }));
+                        loads += 1;
+                        match got {
+                            Ok(g) if g.is_ref() && g != mine.value(&m) => {
+                                mixed += 1;
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                            Ok(_) => {}
+                            Err(_) => refused += 1,
+                        }
+                    }
+                    (loads, refused, mixed)
+                })
+            };
+            let a = writer(heap(4 << 20), stop.clone(), slot.clone());
+            let b = writer(heap(4 << 20), stop.clone(), slot.clone());
+            let (a, b) = (a.join().unwrap(), b.join().unwrap());
+            let _ = std::panic::take_hook();
+            eprintln!("a: {a:?}, b: {b:?}");
+            assert_eq!(
+                (a.2, b.2),
+                (0, 0),
+                "a load returned the other heap's object as current"
+            );
+        },
+    );
+}
+
+/// A root source that runs `f` (with the heap) at every visit.
+struct CallsInside(Heap, fn(&Heap));
+impl RootSource for CallsInside {
+    fn for_each_root(&self, _visit: &mut dyn FnMut(&RootSlot)) {
+        (self.1)(&self.0)
+    }
+}
+
+/// Run `f` inside a root source of a stop-the-world collection and of a concurrent one.
+fn inside_a_root_source(f: fn(&Heap)) {
+    for c in [stw(4 << 20), concurrent(4 << 20)] {
+        let heap = Heap::new(c).unwrap();
+        let t = register(&heap);
+        {
+            let mut m = heap.attach();
+            list(&mut m, &t, 100);
+        }
+        heap.add_root_source(Arc::new(CallsInside(heap.clone(), f)));
+        heap.collect().unwrap();
+    }
+}
+
+/// The heap's read-only queries and the finalization queue's lock-only calls from inside a
+/// root source (the world stopped by the calling thread): they answer (none takes a lock the
+/// stop holds). The calls that would need the safepoint or touch roots are refused there
+/// (round one).
+#[test]
+fn heap_queries_inside_a_root_source() {
+    expect_ok("heap_queries_inside_a_root_source", || {
+        inside_a_root_source(|h| {
+            let q = faultline::FinalizationQueue::new(h);
+            eprintln!(
+                "{} {} {} {:?} {} {} {:?}",
+                h.history().len(),
+                h.weak_stats().weak_cleared,
+                h.mutator_waits().total().as_nanos(),
+                h.phase(),
+                q.registered(),
+                q.unregister(5),
+                h.mutator_wait_log().len(),
+            );
+            let _ = h.types();
+            let _ = h.fault_stats();
+            let _ = h.pin_stats();
+            let _ = h.mode_info();
+            let _ = h.release_stats();
+            let _ = h.prefill_stats();
+        })
+    });
+}
+
+/// A panic inside the (public) mark hook of a concurrent heap: before, it unwound into the GC
+/// thread's guard, which aborted the process ("the GC thread failed"); now it is reported,
+/// marking continues, and the heap and its data are intact.
+#[test]
+fn a_panic_inside_the_mark_hook() {
+    let c = run_ok("a_panic_inside_the_mark_hook", || {
+        std::panic::set_hook(Box::new(|_| {}));
+        let heap = Heap::new(concurrent(4 << 20).with(|c| {
+            c.debug.mark_hook = Some(Arc::new(|p| {
+                if matches!(
+                    p,
+                    faultline::MarkPoint::Started | faultline::MarkPoint::Traced(5)
+                ) {
+                    panic!("a panic inside the mark hook")
+                }
+            }))
+        }))
+        .unwrap();
+        let t = register(&heap);
+        let mut m = heap.attach();
+        list(&mut m, &t, 300);
+        churn_and_collect(&mut m, &t, 2000, 3);
+        assert_eq!(read_list(&m, m.stack_get(0)), (0..300).collect::<Vec<_>>());
+        assert!(heap.cycles() >= 3);
+        m.verify().unwrap();
+    });
+    if let Some(c) = c {
+        assert!(
+            c.stderr.contains("the mark hook panicked"),
+            "the panic is reported: {}",
+            c.stderr
+        );
+    }
+}
+
+/// A stress delay of `Duration::MAX` (the debug knobs are public configuration): before, the
+/// heap was built and every concurrent collection slept for good; now refused, naming the
+/// field.
+#[test]
+fn a_stress_delay_that_would_hang_every_collection_is_refused() {
+    expect_ok(
+        "a_stress_delay_that_would_hang_every_collection_is_refused",
+        || {
+            type Set = fn(&mut HeapConfig);
+            let cases: [(&str, Set); 3] = [
+                ("phase_delay", |c| c.debug.phase_delay = Some(Duration::MAX)),
+                ("compaction_delay", |c| {
+                    c.debug.compaction_delay = Some(Duration::from_secs(3600))
+                }),
+                ("worker_stall", |c| {
+                    c.debug.worker_stall = Some(Duration::MAX)
+                }),
+            ];
+            for (field, f) in cases {
+                match Heap::new(concurrent(4 << 20).with(f)) {
+                    Err(e) => assert!(e.to_string().contains(field), "{e}"),
+                    Ok(_) => panic!("{field}: accepted"),
+                }
+            }
+            // The delays the tests use still work.
+            let heap = Heap::new(
+                concurrent(4 << 20).with(|c| c.debug.phase_delay = Some(Duration::from_millis(1))),
+            )
+            .unwrap();
+            round2_workload(&heap);
+        },
+    );
 }

@@ -148,7 +148,10 @@ fn stw() -> HeapConfig {
 /// A kernel whose `open("/dev/userfaultfd")` opens `/dev/null` instead, so that the
 /// `USERFAULTFD_IOC_NEW` ioctl is reached (and injected) whether or not the node exists here.
 struct DevNodeShim;
-impl Kernel for DevNodeShim {
+// SAFETY: every call is the real kernel's; `/dev/null` opened in place of `/dev/userfaultfd`
+// gives a real descriptor whose ioctls fail with ENOTTY, as a kernel without the device's
+// ioctl would.
+unsafe impl Kernel for DevNodeShim {
     fn userfaultfd(&self, flags: c_int) -> Result<RawFd, Errno> {
         RealKernel.userfaultfd(flags)
     }

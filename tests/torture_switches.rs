@@ -246,7 +246,12 @@ fn verifier_only_concurrent(broken: bool) {
     let heap = Heap::new(HeapConfig::with_heap_size(2 << 20).with(|c| {
         c.mode = GcMode::Concurrent;
         c.debug.verify = true;
-        c.debug.breakage = broken.then_some(Breakage::SkipLargeObjectRefs);
+        // SAFETY: a broken run only shows that the verifier catches the stale references; no
+        // mutator reads a field of its heap.
+        unsafe {
+            c.debug
+                .set_breakage(broken.then_some(Breakage::SkipLargeObjectRefs))
+        };
         // Large objects with references stay in the large-object space, whose reference
         // update the breakage skips.
         c.pin_large_ref_objects = true;
@@ -292,7 +297,12 @@ fn broken_scenario(s: &str) {
         c.mode = mode;
         c.debug.verify = verify;
         c.debug.stress_every = Some(16);
-        c.debug.breakage = (!s.starts_with("control")).then_some(Breakage::SkipLargeObjectRefs);
+        // SAFETY: the broken scenarios exist to be caught (by the verifier, or by a mutator's
+        // check aborting the child process they run in); the controls run unbroken.
+        unsafe {
+            c.debug
+                .set_breakage((!s.starts_with("control")).then_some(Breakage::SkipLargeObjectRefs))
+        };
         c.pin_large_ref_objects = true;
     }))
     .unwrap();

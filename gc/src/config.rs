@@ -245,7 +245,7 @@ pub struct HeapConfig {
     /// is larger (and is at least `min_trigger_bytes / 2`).
     pub old_growth: f64,
     /// Generational mode: a young cycle promotes an object into the old generation once it has
-    /// survived this many cycles (at least 1; 2 by default, as the Android runtime's
+    /// survived this many cycles (1 to 1024; 2 by default, as the Android runtime's
     /// collector). Promotion happens only in cycles that compact into the old generation's
     /// half, so an object that reaches the age in the other half is promoted one cycle later
     /// (see `generational.rs`).
@@ -420,6 +420,14 @@ const MAX_GC_THREAD_NICE: u64 = 19;
 const MAX_US_KNOB: u64 = 100_000;
 /// The largest [`HeapConfig::refill_wait_rounds`] (and `FAULTLINE_REFILL_WAIT_ROUNDS`).
 const MAX_REFILL_WAIT_ROUNDS: u64 = 4096;
+
+/// The longest stress delay ([`DebugConfig`]'s `phase_delay`, `compaction_delay`,
+/// `worker_stall`): the tests use up to a few seconds.
+const MAX_DEBUG_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The largest [`HeapConfig::promotion_age`]: the generational mode keeps one age class (a
+/// word) per survival below it, allocated when the heap is created.
+const MAX_PROMOTION_AGE: u64 = 1024;
 
 /// The largest [`HeapConfig::fault_group_pages`] (and `FAULTLINE_FAULT_GROUP_PAGES`): a
 /// fault's run is at most one run buffer.
@@ -639,8 +647,10 @@ fn env_flag(name: &str, default: bool) -> bool {
     env_at_most::<u8>(name, 1, u8::from(default)) == 1
 }
 
-fn round_up(x: usize, to: usize) -> usize {
-    x.div_ceil(to) * to
+/// `x` rounded up to a multiple of `to`; `None` where that does not fit a `usize` (a size near
+/// `usize::MAX` would otherwise wrap to 0 and pass every later check).
+fn round_up(x: usize, to: usize) -> Option<usize> {
+    x.div_ceil(to).checked_mul(to)
 }
 
 impl HeapConfig {
@@ -735,10 +745,15 @@ impl HeapConfig {
                 self.max_heap_bytes
             ));
         }
-        self.max_heap_bytes = round_up(self.max_heap_bytes, PAGE_SIZE);
-        self.large_object_space_bytes = round_up(self.large_object_space_bytes, PAGE_SIZE);
-        if self.large_object_space_bytes > 1 << 40 {
-            return bad("large_object_space_bytes is above the 1 TiB maximum".into());
+        self.max_heap_bytes = round_up(self.max_heap_bytes, PAGE_SIZE).expect("at most 32 GiB");
+        match round_up(self.large_object_space_bytes, PAGE_SIZE) {
+            Some(b) if b <= 1 << 40 => self.large_object_space_bytes = b,
+            _ => {
+                return bad(format!(
+                    "large_object_space_bytes = {} is above the 1 TiB maximum",
+                    self.large_object_space_bytes
+                ))
+            }
         }
         if self.tlab_bytes < 1024 || self.tlab_bytes % 8 != 0 {
             return bad(format!(
@@ -759,10 +774,16 @@ impl HeapConfig {
                 self.tlab_bytes / 2
             ));
         }
-        if self.populate_batch_bytes < PAGE_SIZE {
-            return bad("populate_batch_bytes must be at least one page".into());
+        match round_up(self.populate_batch_bytes, PAGE_SIZE) {
+            Some(b) if self.populate_batch_bytes >= PAGE_SIZE => self.populate_batch_bytes = b,
+            _ => {
+                return bad(format!(
+                    "populate_batch_bytes = {} must be at least one page and at most {} (a whole number of pages)",
+                    self.populate_batch_bytes,
+                    usize::MAX / PAGE_SIZE * PAGE_SIZE
+                ))
+            }
         }
-        self.populate_batch_bytes = round_up(self.populate_batch_bytes, PAGE_SIZE);
         if !(self.growth.is_finite() && self.growth >= 0.0) {
             return bad(format!(
                 "growth = {} must be a finite non-negative number",
@@ -870,6 +891,12 @@ impl HeapConfig {
                 "promotion_age = 0: an object is promoted after at least one survival".into(),
             );
         }
+        if u64::from(self.promotion_age) > MAX_PROMOTION_AGE {
+            return bad(format!(
+                "promotion_age = {} must lie in [1, {MAX_PROMOTION_AGE}] (the young generation keeps one age class per survival)",
+                self.promotion_age
+            ));
+        }
         match self.generational {
             Generational::Off => {}
             Generational::Cards if self.choreography == Choreography::PerCycle => {
@@ -895,6 +922,17 @@ impl HeapConfig {
         }
         if matches!(self.debug.stress_random, Some(r) if r.one_in == 0) {
             return bad("stress_random.one_in must be at least 1".into());
+        }
+        for (name, delay) in [
+            ("debug.phase_delay", self.debug.phase_delay),
+            ("debug.compaction_delay", self.debug.compaction_delay),
+            ("debug.worker_stall", self.debug.worker_stall),
+        ] {
+            if let Some(d) = delay.filter(|&d| d > MAX_DEBUG_DELAY) {
+                return bad(format!(
+                    "{name} = {d:?} is above the {MAX_DEBUG_DELAY:?} maximum (a stress delay; longer ones only hang every collection)"
+                ));
+            }
         }
         Ok(self)
     }

@@ -12,15 +12,19 @@
 //! - `poison_released`: released memory is poisoned, so that a stale read faults hard
 //!   (`UFFDIO_POISON`) or reads `faultline_heap::arena::POISON_WORD`;
 //! - `mark_hook`: called by the concurrent marker at each [`MarkPoint`] (it may block, to force
-//!   interleavings with mutators);
+//!   interleavings with mutators; a panic of it is reported and marking continues);
 //! - `sys`: the kernel interface (the real one unless a test injects faults);
 //! - `disable_barrier`, `breakage` (hidden, test-only): a deliberately broken collector, to
-//!   prove that the race tests, checkmark, the verifier and the shadow model catch one.
+//!   prove that the race tests, checkmark, the verifier and the shadow model catch one. They
+//!   lose objects, so safe code cannot set them: only the `unsafe`
+//!   [`DebugConfig::set_disable_barrier`] and [`DebugConfig::set_breakage`] do.
 //!
 //! There is no "compact everything" switch: every cycle already slides every live object of
 //! the moving space into the other half.
 //!
-//! Invariant: nothing here runs in signal context; [`random_hit`] is pure.
+//! Invariants: nothing here runs in signal context; [`random_hit`] is pure; every knob safe
+//! code can set leaves the collector correct (the breaking ones are private fields behind
+//! `unsafe` setters).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +81,18 @@ pub enum MarkPoint {
 pub type MarkHook = Arc<dyn Fn(MarkPoint) + Send + Sync>;
 
 /// The debug, stress and test knobs (see the module documentation). All off by default.
+///
+/// The knobs that break the collector on purpose cannot be set by safe code:
+///
+/// ```compile_fail,E0616
+/// let mut c = faultline_gc::HeapConfig::with_heap_size(1 << 20);
+/// c.debug.disable_barrier = true;
+/// ```
+///
+/// ```compile_fail,E0133
+/// let mut c = faultline_gc::HeapConfig::with_heap_size(1 << 20);
+/// c.debug.set_breakage(Some(faultline_gc::testing::Breakage::SkipDirtyCard));
+/// ```
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct DebugConfig {
@@ -90,14 +106,15 @@ pub struct DebugConfig {
     /// Stress: collect at seeded random allocation intervals.
     pub stress_random: Option<StressRandom>,
     /// Stress: sleep this long between the phases of a concurrent cycle (after the initial
-    /// mark, before the remark, before compaction), widening races with the mutators.
+    /// mark, before the remark, before compaction), widening races with the mutators. At
+    /// most 60 s.
     pub phase_delay: Option<Duration>,
     /// Stress: concurrent compaction workers wait this long after the flip before filling
-    /// pages, widening the window in which mutators meet absent pages.
+    /// pages, widening the window in which mutators meet absent pages. At most 60 s.
     pub compaction_delay: Option<Duration>,
     /// Test: the compaction worker that takes destination page 0 sleeps this long holding
     /// that page's claim (a descheduled worker), so a fault on the page must not wait for it
-    /// (see `Heap::fault_breakdown`'s `rescued`).
+    /// (see `Heap::fault_breakdown`'s `rescued`). At most 60 s.
     pub worker_stall: Option<Duration>,
     /// Poison released memory, so a stale read of a released page faults hard
     /// (`UFFDIO_POISON`) or reads `faultline_heap::arena::POISON_WORD` (unregistered arena).
@@ -107,16 +124,16 @@ pub struct DebugConfig {
     /// The kernel (the real one unless a test injects faults).
     pub sys: Sys,
     /// Test-only: disable the SATB barrier (and barrier-free rescans), to prove that the race
-    /// tests and checkmark catch a collector that loses objects.
-    #[doc(hidden)]
-    pub disable_barrier: bool,
+    /// tests and checkmark catch a collector that loses objects. Set with the `unsafe`
+    /// [`DebugConfig::set_disable_barrier`].
+    pub(crate) disable_barrier: bool,
     /// Test-only: barrier-free (`wp_async`) cycles always fall back to SATB before the remark
     /// (as they do when precleaning is outrun), so tests reach the fallback deterministically.
     #[doc(hidden)]
     pub force_satb_switch: bool,
-    /// Test-only: a deliberately broken collector.
-    #[doc(hidden)]
-    pub breakage: Option<Breakage>,
+    /// Test-only: a deliberately broken collector. Set with the `unsafe`
+    /// [`DebugConfig::set_breakage`].
+    pub(crate) breakage: Option<Breakage>,
 }
 
 impl core::fmt::Debug for DebugConfig {
@@ -139,6 +156,28 @@ impl core::fmt::Debug for DebugConfig {
 }
 
 impl DebugConfig {
+    /// Test-only: disable the SATB barrier and the barrier-free rescans (a collector that
+    /// loses objects reachable only through overwritten references).
+    ///
+    /// # Safety
+    /// With `true`, a heap built from this configuration may free or move objects that are
+    /// still reachable: safe code using it may then read another object's data or corrupt
+    /// memory. Only for tests that prove a check catches such a collector.
+    #[doc(hidden)]
+    pub unsafe fn set_disable_barrier(&mut self, on: bool) {
+        self.disable_barrier = on;
+    }
+
+    /// Test-only: a deliberately broken collector ([`Breakage`]).
+    ///
+    /// # Safety
+    /// With `Some`, a heap built from this configuration leaves references to freed or moved
+    /// memory: as [`DebugConfig::set_disable_barrier`].
+    #[doc(hidden)]
+    pub unsafe fn set_breakage(&mut self, breakage: Option<Breakage>) {
+        self.breakage = breakage;
+    }
+
     /// Sleep for the configured phase delay (a no-op without one).
     pub(crate) fn phase_delay(&self, _at: Phase) {
         if let Some(d) = self.phase_delay {
@@ -146,14 +185,28 @@ impl DebugConfig {
         }
     }
 
-    /// Call the mark hook, if any.
+    /// Call the mark hook, if any. A panic of the hook is caught here, where marking is at a
+    /// consistent point (the hook only observes or blocks): reported on stderr (the first one
+    /// in the process), and marking continues; unwinding would reach the GC thread's guard,
+    /// which aborts the process as a collector failure.
     pub(crate) fn mark_point(&self, p: MarkPoint) {
         if let Some(h) = &self.mark_hook {
             let _scope = crate::reentry::enter(crate::reentry::Callback::MarkHook);
-            h(p)
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(p))).is_err()
+                && !HOOK_PANIC_REPORTED.swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                eprintln!(
+                    "faultline: the mark hook panicked at {p:?} (see the panic above); marking continues (later panics of a mark hook are not reported)"
+                );
+            }
         }
     }
 }
+
+/// Whether a panic of a mark hook was reported (once per process: a hook that always panics
+/// would otherwise report every traced object).
+static HOOK_PANIC_REPORTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Whether allocation number `n` of mutator `id` triggers a random stress collection.
 pub(crate) fn random_hit(r: StressRandom, id: u64, n: u64) -> bool {

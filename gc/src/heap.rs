@@ -175,6 +175,7 @@ impl Heap {
         let weak_box = registry
             .register(TypeInfo::fixed(crate::weak::BOX_TYPE_NAME, 8, &[]))
             .expect("a fresh registry has room");
+        assert_eq!(weak_box.0 + 1, crate::weak::FIRST_EMBEDDER_TYPE);
         let registry = Arc::new(registry);
         let strategy = mode.strategy.unwrap_or(MapStrategy::Copy);
         let (cards, gen) = crate::generational::create(&config, base, half);

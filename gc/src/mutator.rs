@@ -80,6 +80,10 @@ pub enum AllocError {
     /// A length given for a fixed-size type.
     #[error("type {0:?} is fixed-size; its length must be 0")]
     NotAnArray(TypeId),
+    /// A type id of the collector's own (the weak-box type): its objects are made only by the
+    /// API that keeps their side table, [`Mutator::new_weak`] and [`Mutator::new_ephemeron`].
+    #[error("type {0:?} is the collector's built-in weak-box type: weak boxes are made with Mutator::new_weak or Mutator::new_ephemeron, not allocated by type id")]
+    BuiltinType(TypeId),
     /// The kernel refused to make memory present for the allocation.
     #[error("the kernel refused memory: {0}")]
     Kernel(String),
@@ -123,13 +127,14 @@ impl AllocSize {
         }
     }
 
-    /// The entries of `types` from type id `from` on.
+    /// The entries of `types` from type id `from` on. The built-in types (below
+    /// [`crate::weak::FIRST_EMBEDDER_TYPE`]) are not on the fast path: the slow path refuses
+    /// them.
     fn table(types: &TypeRegistry, from: usize) -> Vec<AllocSize> {
         (from..types.len())
-            .map(|i| {
-                types
-                    .get(TypeId(i as u32))
-                    .map_or(AllocSize::NONE, AllocSize::of)
+            .map(|i| match types.get(TypeId(i as u32)) {
+                Some(t) if i as u32 >= crate::weak::FIRST_EMBEDDER_TYPE => AllocSize::of(t),
+                _ => AllocSize::NONE,
             })
             .collect()
     }
@@ -254,7 +259,7 @@ impl Mutator {
 
     /// Allocate in the non-moving space whatever the size (see `Mutator::alloc_pinned`).
     pub(crate) fn alloc_non_moving(&mut self, ty: TypeId, len: usize) -> Result<Value, AllocError> {
-        let bytes = self.type_size(ty, len)?;
+        let bytes = self.type_size(ty, len, false)?;
         self.alloc_refill(ty, len, bytes, true)
     }
 
@@ -544,12 +549,18 @@ impl Mutator {
         })
     }
 
+    /// The size of an object of type `ty` and length `len`, or the error refusing it. A
+    /// built-in type (the weak box) only for `builtin` (the weak-reference API's own
+    /// allocation).
     #[inline]
-    fn type_size(&mut self, ty: TypeId, len: usize) -> Result<usize, AllocError> {
+    fn type_size(&mut self, ty: TypeId, len: usize, builtin: bool) -> Result<usize, AllocError> {
         let info = match self.types_for(ty).get(ty) {
             Some(i) if ty != TypeId::FILLER => i,
             _ => return Err(AllocError::UnknownType(ty)),
         };
+        if ty.0 < crate::weak::FIRST_EMBEDDER_TYPE && !builtin {
+            return Err(AllocError::BuiltinType(ty));
+        }
         if !info.is_array() && len != 0 {
             return Err(AllocError::NotAnArray(ty));
         }
@@ -560,7 +571,9 @@ impl Mutator {
     }
 
     /// Allocate an object of type `ty` (with `len` elements or bytes for arrays, 0 otherwise),
-    /// zero-filled. The result is valid until the next safepoint.
+    /// zero-filled. The result is valid until the next safepoint. The collector's built-in
+    /// weak-box type is refused ([`AllocError::BuiltinType`]): weak boxes are made with
+    /// [`Mutator::new_weak`] and [`Mutator::new_ephemeron`].
     ///
     /// The fast path, inlined into the caller: the size from the mutator's table (a
     /// bounds-checked load; for a fixed type and a constant `len` of 0 the length arithmetic
@@ -585,7 +598,14 @@ impl Mutator {
                 }
             }
         }
-        self.alloc_slow(ty, len)
+        self.alloc_slow(ty, len, false)
+    }
+
+    /// Allocate an object of a built-in type (the weak box: `crate::weakref`), which
+    /// [`Mutator::alloc`] refuses. Always the slow path (the fast path's table has no entry
+    /// for built-in types).
+    pub(crate) fn alloc_builtin(&mut self, ty: TypeId) -> Result<Value, AllocError> {
+        self.alloc_slow(ty, 0, true)
     }
 
     #[inline]
@@ -596,14 +616,15 @@ impl Mutator {
         Value::minted(addr, self.era())
     }
 
-    /// Everything the fast path leaves: the checks with their errors, the size table's
-    /// extension, the stress modes, then the bump if it fits after all, or a refill.
+    /// Everything the fast path leaves: the checks with their errors (a built-in type refused
+    /// unless `builtin`), the size table's extension, the stress modes, then the bump if it
+    /// fits after all, or a refill.
     #[cold]
     #[inline(never)]
-    fn alloc_slow(&mut self, ty: TypeId, len: usize) -> Result<Value, AllocError> {
+    fn alloc_slow(&mut self, ty: TypeId, len: usize, builtin: bool) -> Result<Value, AllocError> {
         // (While the world is stopped, `requested` sends every allocation here.)
         reentry::refuse_in_root_source("Mutator::alloc");
-        let bytes = self.type_size(ty, len)?;
+        let bytes = self.type_size(ty, len, builtin)?;
         if ty.0 as usize >= self.sizes.len() {
             let more = AllocSize::table(self.types_for(ty), self.sizes.len());
             self.sizes.extend(more);

@@ -28,10 +28,15 @@
 //!   forwards) a slot only if it holds null, an immediate, or a reference of the era the
 //!   collection starts from, and stamps the new era on what it visited; a slot holding a stale
 //!   reference (one no registered source presented at an earlier collection) or another heap's
-//!   is neither traced nor rewritten, stays stale, and is refused on read.
+//!   is neither traced nor rewritten, stays stale, and is refused on read;
+//! - a `RootSlot`'s bits and era are read and written as one pair (a sequence lock: writers,
+//!   the collector's visit included, exclude each other; readers retry across a write): a slot
+//!   is `Sync` and may be written by mutators of different heaps at once, and two interleaved
+//!   plain stores could leave one heap's bits with the other heap's era, a value every check
+//!   of the first heap would accept.
 
 use core::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 
 use faultline_heap::object::ObjectRef;
 
@@ -127,6 +132,9 @@ impl fmt::Debug for Value {
 /// reference from it after one panics (it is stale), as for a [`Value`].
 #[derive(Default)]
 pub struct RootSlot {
+    /// The sequence lock over `bits` and `era`: even when they form a pair, odd while a writer
+    /// is between its stores (see the module invariants).
+    seq: AtomicU64,
     bits: AtomicUsize,
     era: AtomicU64,
 }
@@ -141,6 +149,7 @@ impl RootSlot {
     /// A null slot.
     pub const fn new() -> RootSlot {
         RootSlot {
+            seq: AtomicU64::new(0),
             bits: AtomicUsize::new(0),
             era: AtomicU64::new(0),
         }
@@ -149,17 +158,60 @@ impl RootSlot {
     pub fn is_null(&self) -> bool {
         self.bits.load(Ordering::Relaxed) == 0
     }
-    /// The content with the era it was stored in (checked by the mutator that reads it).
+    /// The content with the era it was stored in (checked by the mutator that reads it): a
+    /// pair one write stored, never halves of two.
     #[inline]
     pub(crate) fn peek(&self) -> Value {
-        let bits = self.bits.load(Ordering::Relaxed);
-        Value::minted(bits, self.era.load(Ordering::Relaxed))
+        loop {
+            let s = self.seq.load(Ordering::Acquire);
+            if s & 1 == 0 {
+                let bits = self.bits.load(Ordering::Relaxed);
+                let era = self.era.load(Ordering::Relaxed);
+                // The data loads complete before the sequence is read again.
+                fence(Ordering::Acquire);
+                if self.seq.load(Ordering::Relaxed) == s {
+                    return Value::minted(bits, era);
+                }
+            }
+            std::hint::spin_loop();
+        }
+    }
+    /// Take the write side of the sequence lock (other writers wait); returns the even
+    /// sequence it was taken at, for [`RootSlot::unlock`].
+    #[inline]
+    fn lock(&self) -> u64 {
+        let mut s = self.seq.load(Ordering::Relaxed);
+        loop {
+            if s & 1 == 0 {
+                match self
+                    .seq
+                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                {
+                    // Readers that see the odd sequence retry; the data stores stay after it.
+                    Ok(_) => {
+                        fence(Ordering::Release);
+                        return s;
+                    }
+                    Err(now) => s = now,
+                }
+            } else {
+                std::hint::spin_loop();
+                s = self.seq.load(Ordering::Relaxed);
+            }
+        }
+    }
+    /// Store the pair and release the write side taken at sequence `s`.
+    #[inline]
+    fn unlock(&self, s: u64, v: Value) {
+        self.bits.store(v.bits, Ordering::Relaxed);
+        self.era.store(v.era, Ordering::Relaxed);
+        self.seq.store(s + 2, Ordering::Release);
     }
     /// Store a value already checked for the current era `era` of the storing heap.
     #[inline]
     pub(crate) fn put(&self, v: Value) {
-        self.bits.store(v.bits, Ordering::Relaxed);
-        self.era.store(v.era, Ordering::Relaxed);
+        let s = self.lock();
+        self.unlock(s, v);
     }
     /// The collector's visit (see the module invariants): if the slot is current in `from`
     /// (and, for a reference, `live` holds for it), `f` sees (and may rewrite) the word, and
@@ -171,13 +223,20 @@ impl RootSlot {
         live: Option<&dyn Fn(usize) -> bool>,
         f: &mut dyn FnMut(&mut usize),
     ) {
-        let v = self.peek();
+        // The whole visit under the write side: a store by a mutator of another heap (which
+        // this heap's stop does not stop) comes before it or after it, never in between.
+        let s = self.lock();
+        let v = Value::minted(
+            self.bits.load(Ordering::Relaxed),
+            self.era.load(Ordering::Relaxed),
+        );
         if v.is_ref() && (v.era != from || live.is_some_and(|live| !live(v.bits))) {
+            self.unlock(s, v);
             return;
         }
         let mut bits = v.bits;
         f(&mut bits);
-        self.put(Value::minted(bits, to));
+        self.unlock(s, Value::minted(bits, to));
     }
 }
 

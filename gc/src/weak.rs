@@ -73,6 +73,12 @@ use crate::space::LargeSpace;
 /// The name the weak-box type is registered under.
 pub(crate) const BOX_TYPE_NAME: &str = "faultline.weak-box";
 
+/// The first type id an embedder's registration gets: below it are the filler (0) and the
+/// weak-box type (1, registered first by `Heap::new`), which `Mutator::alloc` and
+/// `Mutator::alloc_pinned` refuse (a box made without its table entry would be refused on
+/// every use).
+pub(crate) const FIRST_EMBEDDER_TYPE: u32 = 2;
+
 /// Whether `a` looks like an object reference (non-zero, low tag bits clear).
 #[inline]
 pub(crate) fn is_ref(a: usize) -> bool {

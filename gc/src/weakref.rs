@@ -48,7 +48,7 @@ impl Mutator {
         let sp = self.stack_len();
         self.push(key);
         self.push(value);
-        let b = self.alloc(ty, 0);
+        let b = self.alloc_builtin(ty);
         let (key, value) = (self.stack_get(sp), self.stack_get(sp + 1));
         self.stack_truncate(sp);
         let b = b?;

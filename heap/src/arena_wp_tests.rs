@@ -33,9 +33,11 @@ fn tracking_arena(rules: Vec<Rule>) -> Option<(Arc<VolatileArena>, Arc<FaultInje
     }
     let cell: Arc<OnceLock<Weak<VolatileArena>>> = Arc::new(OnceLock::new());
     let c = cell.clone();
+    // SAFETY: the hook does not issue a COPY, and this arena's faults are never resolved in
+    // signal context (the test populates; no mutator faults on it).
     let inj = Arc::new(
-        FaultInjector::new(rules, 3)
-            .after_call(
+        unsafe {
+            FaultInjector::new(rules, 3).after_call(
                 Call::UffdCopy,
                 Arc::new(move || {
                     if let Some(a) = c.get().and_then(Weak::upgrade) {
@@ -43,7 +45,8 @@ fn tracking_arena(rules: Vec<Rule>) -> Option<(Arc<VolatileArena>, Arc<FaultInje
                     }
                 }),
             )
-            .disarmed(),
+        }
+        .disarmed(),
     );
     let arena = Arc::new(
         VolatileArena::new(

@@ -125,10 +125,13 @@ impl FaultInjector {
     /// Builder: run `hook` right after every armed ioctl of kind `call` that reaches the inner
     /// kernel (not after an injected failure), on the calling thread: a test's way to make
     /// something happen *during* a caller's sequence of calls, deterministically (a flag
-    /// flipped between a call and the caller's next step). The hook must not call back into
-    /// the same kernel handle's ioctl of kind `call`; with SIGBUS delivery it must be
-    /// async-signal-safe.
-    pub fn after_call(mut self, call: Call, hook: AfterHook) -> Self {
+    /// flipped between a call and the caller's next step).
+    ///
+    /// # Safety
+    /// The hook runs inside the kernel handle, which the heap trusts as a [`Kernel`]: it must
+    /// not call back into the same handle's ioctl of kind `call`, and with SIGBUS delivery it
+    /// must be async-signal-safe (no allocation, no lock a mutator may hold).
+    pub unsafe fn after_call(mut self, call: Call, hook: AfterHook) -> Self {
         self.after = Some((call, hook));
         self
     }
@@ -264,7 +267,11 @@ impl FaultInjector {
     }
 }
 
-impl Kernel for FaultInjector {
+// SAFETY: every call is the wrapped kernel's (itself a `Kernel`), or fails with the rule's
+// error after performing nothing or, for `again_after`, whole pages of the operation really
+// performed (as the kernel's EAGAIN does); the rules are checked without allocating; the
+// `after_call` hook was vouched for by its `unsafe` caller.
+unsafe impl Kernel for FaultInjector {
     fn userfaultfd(&self, flags: c_int) -> Result<RawFd, Errno> {
         match self.decide(Call::Userfaultfd) {
             Some(r) => Err(r.errno),

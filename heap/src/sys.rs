@@ -172,9 +172,42 @@ impl Call {
     }
 }
 
-/// The system calls the heap makes. Implementations must be async-signal-safe if they are used
-/// by an arena whose faults are delivered by SIGBUS.
-pub trait Kernel: Send + Sync + 'static {
+/// The system calls the heap makes.
+///
+/// # Safety
+/// The heap trusts every successful call: an implementation must do what the call it names
+/// does (a mapping it returns is that mapping, a count it returns is of bytes really moved, an
+/// ioctl that returns success did its work), or fail with an error the kernel may return for
+/// that call. It must be async-signal-safe if it is used by an arena whose faults are
+/// delivered by SIGBUS (no allocation, no lock a mutator may hold). An implementation that
+/// lies (a fake address, a COPY that copied nothing) lets the heap corrupt memory, so safe code
+/// cannot provide one:
+///
+/// ```compile_fail,E0200
+/// use faultline_heap::sys::{Call, Errno, Kernel, RealKernel};
+/// use std::ffi::{c_int, c_void, CStr};
+/// use std::os::fd::RawFd;
+/// type R<T> = Result<T, Errno>;
+/// struct Liar; // every call "succeeds", nothing happens
+/// impl Kernel for Liar {
+///     fn userfaultfd(&self, f: c_int) -> R<RawFd> { RealKernel.userfaultfd(f) }
+///     fn open(&self, p: &CStr, f: c_int) -> R<RawFd> { RealKernel.open(p, f) }
+///     unsafe fn ioctl(&self, _: RawFd, _: Call, _: u64, _: *mut c_void) -> R<c_int> { Ok(0) }
+///     fn read(&self, _: RawFd, _: &mut [u8]) -> R<usize> { Ok(0) }
+///     fn close(&self, _: RawFd) -> R<()> { Ok(()) }
+///     unsafe fn mmap(&self, _: *mut c_void, _: usize, _: c_int, _: c_int, _: RawFd, _: i64)
+///         -> R<*mut c_void> { Ok(0x1000 as *mut c_void) }
+///     unsafe fn munmap(&self, _: *mut c_void, _: usize) -> R<()> { Ok(()) }
+///     unsafe fn mremap(&self, o: *mut c_void, _: usize, _: usize, _: c_int, _: *mut c_void)
+///         -> R<*mut c_void> { Ok(o) }
+///     unsafe fn mprotect(&self, _: *mut c_void, _: usize, _: c_int) -> R<()> { Ok(()) }
+///     unsafe fn madvise(&self, _: *mut c_void, _: usize, _: c_int) -> R<()> { Ok(()) }
+///     fn memfd_create(&self, _: &CStr, _: u32) -> R<RawFd> { Ok(0) }
+///     fn ftruncate(&self, _: RawFd, _: i64) -> R<()> { Ok(()) }
+///     fn fallocate(&self, _: RawFd, _: c_int, _: i64, _: i64) -> R<()> { Ok(()) }
+/// }
+/// ```
+pub unsafe trait Kernel: Send + Sync + 'static {
     /// `userfaultfd(2)`.
     fn userfaultfd(&self, flags: c_int) -> Result<RawFd, Errno>;
     /// `open(2)` (used for `/dev/userfaultfd` and `/proc/self/pagemap`).
@@ -309,7 +342,8 @@ fn check(ret: c_int) -> Result<c_int, Errno> {
     }
 }
 
-impl Kernel for RealKernel {
+// SAFETY: every call is the real system call.
+unsafe impl Kernel for RealKernel {
     fn userfaultfd(&self, flags: c_int) -> Result<RawFd, Errno> {
         // SAFETY: the syscall takes an integer and returns a new descriptor or -1.
         let r = unsafe { libc::syscall(libc::SYS_userfaultfd, flags as libc::c_long) };
