@@ -429,17 +429,37 @@ impl Mutator {
         Ok(())
     }
 
-    /// Wait, in native state (the cycle's pauses do not wait for us), until the heap has
-    /// flipped more than `flips` times or no cycle is running any more.
+    /// Wait until the heap has flipped more than `flips` times or no cycle is running any more
+    /// (the space is exhausted). Meanwhile take the marking (before the flip) or compaction
+    /// (after it) work the collector's threads share, one bounded slice at a time with a poll
+    /// after each (with mark assists on); sleep in native state (the cycle's pauses do not wait
+    /// for us) only while there is none, [`FLIP_WAIT_NAP`] at a time. The wait used to sleep
+    /// from the moment the shared work first ran dry: the marker spills more of its work every
+    /// few hundred objects, and with every mutator asleep nobody took it (on 2 CPUs, one idled
+    /// through multi-second flip waits: churn at 1 GiB, BENCHMARKS.md s13).
     fn wait_for_flip(&mut self, flips: u64) {
         let _wait = crate::waits::Span::begin(crate::waits::WaitCause::Flip);
         let _boost = crate::background::boost_while_waiting();
         let inner = self.heap.inner.clone();
-        self.native(move || {
-            while inner.cycles.load(Ordering::SeqCst) <= flips && inner.gate.is_busy() {
-                std::thread::sleep(std::time::Duration::from_micros(200));
+        let assists = inner.config.mark_assists;
+        let waiting = |inner: &HeapInner| {
+            inner.cycles.load(Ordering::SeqCst) <= flips && inner.gate.is_busy()
+        };
+        while waiting(&inner) {
+            if assists
+                && (crate::assist::assist(&inner, None) > 0
+                    || crate::assist::compaction_assist(&inner) > 0)
+            {
+                self.safepoint();
+                continue;
             }
-        });
+            let nap = inner.clone();
+            self.native(move || {
+                if waiting(&nap) {
+                    std::thread::sleep(FLIP_WAIT_NAP);
+                }
+            });
+        }
     }
 
     /// The safepoint poll: if a collection is requested, stop here until it is done.
@@ -1019,6 +1039,10 @@ impl Drop for Mutator {
         drop(g);
     }
 }
+
+/// How long a mutator waiting for a flip sleeps between looks for shared collector work
+/// ([`Mutator::wait_for_flip`]).
+const FLIP_WAIT_NAP: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// A handle on one object, updated by the collector when the object moves.
 ///
