@@ -436,8 +436,9 @@ impl Mutator {
     /// for us) only while there is none, [`FLIP_WAIT_NAP`] at a time. The wait used to sleep
     /// from the moment the shared work first ran dry: the marker spills more of its work every
     /// few hundred objects, and with every mutator asleep nobody took it (on 2 CPUs, one idled
-    /// through multi-second flip waits: churn at 1 GiB, BENCHMARKS.md s13).
-    fn wait_for_flip(&mut self, flips: u64) {
+    /// through multi-second flip waits: churn at 1 GiB, BENCHMARKS.md s13). Returns the time
+    /// spent asleep (the pacer's flip-wait figure: waiting, not helping).
+    fn wait_for_flip(&mut self, flips: u64) -> std::time::Duration {
         let _wait = crate::waits::Span::begin(crate::waits::WaitCause::Flip);
         let _boost = crate::background::boost_while_waiting();
         let inner = self.heap.inner.clone();
@@ -445,6 +446,7 @@ impl Mutator {
         let waiting = |inner: &HeapInner| {
             inner.cycles.load(Ordering::SeqCst) <= flips && inner.gate.is_busy()
         };
+        let mut asleep = std::time::Duration::ZERO;
         while waiting(&inner) {
             if assists
                 && (crate::assist::assist(&inner, None) > 0
@@ -454,12 +456,15 @@ impl Mutator {
                 continue;
             }
             let nap = inner.clone();
+            let t = std::time::Instant::now();
             self.native(move || {
                 if waiting(&nap) {
                     std::thread::sleep(FLIP_WAIT_NAP);
                 }
             });
+            asleep += t.elapsed();
         }
+        asleep
     }
 
     /// The safepoint poll: if a collection is requested, stop here until it is done.
@@ -829,22 +834,11 @@ impl Mutator {
             let flips = self.heap.inner.cycles.load(Ordering::SeqCst);
             let inner = &self.heap.inner;
             if inner.concurrent_now() && inner.gate.is_busy() {
-                // The space is exhausted while a concurrent cycle runs: help it to its flip
-                // (mark assists) or to its end (compaction assists), one bounded slice at a
-                // time, polling between them; then wait for the flip: the last resort. Not counted as a collection tried: it ends at the
-                // running cycle's flip or end.
-                let _boost = crate::background::boost_while_waiting();
-                if inner.config.mark_assists {
-                    while crate::assist::assist(&self.heap.inner, None) > 0 {
-                        self.safepoint();
-                    }
-                    while crate::assist::compaction_assist(&self.heap.inner) > 0 {
-                        self.safepoint();
-                    }
-                }
-                let waited = std::time::Instant::now();
-                self.wait_for_flip(flips);
-                self.heap.inner.pacer.note_flip_wait(waited.elapsed());
+                // The space is exhausted while a concurrent cycle runs: wait for its flip (or
+                // its end), helping it there meanwhile (`wait_for_flip`): the last resort. Not
+                // counted as a collection tried: it ends at the running cycle's flip or end.
+                let asleep = self.wait_for_flip(flips);
+                self.heap.inner.pacer.note_flip_wait(asleep);
                 continue;
             }
             self.collect_for(Trigger::Exhausted)?;
@@ -852,10 +846,9 @@ impl Mutator {
             // (without this, a mutator outrunning the collector fails with OutOfMemory while
             // most of the heap is garbage; found by the soak test). Not for the end of the
             // compaction: after the flip the new half is free above the compacted data.
-            let waited = std::time::Instant::now();
-            self.wait_for_flip(flips);
+            let asleep = self.wait_for_flip(flips);
             if self.heap.inner.mode.concurrent() {
-                self.heap.inner.pacer.note_flip_wait(waited.elapsed());
+                self.heap.inner.pacer.note_flip_wait(asleep);
             }
             collected += 1;
         }
