@@ -407,8 +407,8 @@ impl Heap {
     /// running (outside its `native` section);
     /// [`CollectError::Kernel`] if a kernel call failed before any object moved.
     pub fn collect(&self) -> Result<(), CollectError> {
-        self.start_collection()?;
         let me = self.waiter("collect")?;
+        crate::cycle::collect(&self.inner, me.as_ref(), Trigger::Explicit)?;
         self.inner.wait_idle_as(me.as_ref());
         Ok(())
     }
