@@ -69,15 +69,26 @@ fn run_child(case: &str) -> Child {
     }
 }
 
+/// In the child (this process runs `case`): run `body`, say on stderr that it returned if it
+/// was expected not to (`unexpected`: "panicking", "aborting"), and return `None`. In the
+/// parent: run the child under the watchdog and return how it ended.
+fn in_child(case: &str, body: impl FnOnce(), unexpected: Option<&str>) -> Option<Child> {
+    if std::env::var(CASE_VAR).as_deref() == Ok(case) {
+        body();
+        if let Some(what) = unexpected {
+            eprintln!("MISUSE: {case} returned without {what}");
+        }
+        return None;
+    }
+    Some(run_child(case))
+}
+
 /// In the child: run `body`. In the parent: run the child and require that it panicked with a
 /// message containing every one of `needles`.
 fn expect_panic(case: &str, needles: &[&str], body: impl FnOnce()) {
-    if std::env::var(CASE_VAR).as_deref() == Ok(case) {
-        body();
-        eprintln!("MISUSE: {case} returned without panicking");
+    let Some(c) = in_child(case, body, Some("panicking")) else {
         return;
-    }
-    let c = run_child(case);
+    };
     assert!(
         !c.status.success(),
         "{case}: expected a panic, the child succeeded; stderr:\n{}",
@@ -107,11 +118,7 @@ fn expect_ok(case: &str, body: impl FnOnce()) {
 /// In the child: run `body` and return `None`. In the parent: run the child, require that it
 /// succeeded within the watchdog, and return it.
 fn run_ok(case: &str, body: impl FnOnce()) -> Option<Child> {
-    if std::env::var(CASE_VAR).as_deref() == Ok(case) {
-        body();
-        return None;
-    }
-    let c = run_child(case);
+    let c = in_child(case, body, None)?;
     assert!(
         c.status.success(),
         "{case}: the child failed ({}); stderr:\n{}",
@@ -1395,12 +1402,9 @@ impl RootSource for PanickingSource {
 /// In the child: `body`. In the parent: the child must abort (SIGABRT, not hang: the watchdog)
 /// with the panic's message and a line naming `needle`.
 fn expect_abort(case: &str, needle: &str, body: impl FnOnce()) {
-    if std::env::var(CASE_VAR).as_deref() == Ok(case) {
-        body();
-        eprintln!("MISUSE: {case} returned without aborting");
+    let Some(c) = in_child(case, body, Some("aborting")) else {
         return;
-    }
-    let c = run_child(case);
+    };
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         c.status.signal(),

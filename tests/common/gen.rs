@@ -100,3 +100,28 @@ pub fn check_promoted_keeps_black(
     }
     assert!(in_old(heap, x.value(m).bits()), "{what}");
 }
+
+/// [`cycle_storing_black`] where that cycle must be a young cycle that promotes `x` (slot 0
+/// tagged `tag`); then [`check_promoted_keeps_black`]. `what` names the case in failures.
+#[allow(clippy::too_many_arguments)]
+pub fn promoting_cycle_keeps_black(
+    heap: &Heap,
+    m: &mut Mutator,
+    park: &Park,
+    node: TypeId,
+    x: &Root,
+    tag: i64,
+    concurrent: bool,
+    what: &str,
+) {
+    let c = cycle_storing_black(heap, m, park, node, x, concurrent);
+    assert_eq!(
+        c.gen.young,
+        Some(true),
+        "{what}: a young cycle: {:?}",
+        c.gen
+    );
+    assert!(c.gen.promoted_bytes > 0, "{what}: {:?}", c.gen);
+    let what = format!("{what} {:?}", c.gen);
+    check_promoted_keeps_black(heap, m, x, tag, concurrent, &what);
+}
