@@ -106,6 +106,73 @@ fn fast_allocators_assist_two_markers() {
     run(2);
 }
 
+/// Allocate `bytes` of unreachable 4 KiB objects of type `node` (a reference array).
+fn garbage(m: &mut Mutator, node: faultline::TypeId, bytes: usize) {
+    for _ in 0..bytes / (512 * 8) {
+        m.alloc(node, 511).unwrap();
+    }
+}
+
+/// Mutators that outrun the compaction fill its pages though the space is far from exhausted
+/// (`gc/src/pacer.rs`, compaction assists): a mutator that has allocated more of the
+/// compaction's allowance than the compaction has claimed pages takes compaction assists at
+/// its buffer refills, so the next cycle starts with headroom for its marking. Scenario: 16 MiB
+/// of rooted live data interleaved with as much garbage in a 256 MiB heap, one collection
+/// (the trigger set above what the test allocates); after its flip the workers are held back
+/// (`compaction_delay`), and the mutator allocates 8 MiB of garbage. The cycle must record
+/// compaction assists and no flip wait; before compaction pacing, compaction assists ran only
+/// when the space was exhausted (none here). Every page is verified (checkmark on).
+#[test]
+fn mutators_that_outrun_the_compaction_assist_it_before_the_space_runs_out() {
+    if !uffd_or_skip("mutators_that_outrun_the_compaction_assist_it") {
+        return;
+    }
+    let heap = Heap::new(HeapConfig::with_heap_size(256 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        // No cycle but the test's own.
+        c.min_trigger_bytes = 96 << 20;
+        c.debug.verify = true;
+        c.debug.checkmark = true;
+        c.debug.compaction_delay = Some(std::time::Duration::from_millis(500));
+    }))
+    .unwrap();
+    let node = heap
+        .register_type(faultline::TypeInfo::ref_array("node"))
+        .unwrap();
+    let mut m = heap.attach();
+    let live = m.alloc(node, 4096).unwrap();
+    let live = m.root(live);
+    for i in 0..4096 {
+        let o = m.alloc(node, 511).unwrap();
+        live.get(&m).unwrap().set(i, o);
+        // A dead object between every two live ones: every live page moves.
+        m.alloc(node, 511).unwrap();
+    }
+    let flips = heap.flips();
+    m.start_collection().unwrap();
+    while heap.flips() == flips {
+        m.safepoint();
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+    garbage(&mut m, node, 8 << 20);
+    m.wait_for_cycle().unwrap();
+    heap.wait_for_compaction();
+    let h = heap.history();
+    let c = h.last().unwrap();
+    eprintln!("{}", c.log_line());
+    assert!(
+        c.pacing.compaction_assists > 0 && c.pacing.compaction_assist_pages > 0,
+        "no compaction assist: {}",
+        c.log_line()
+    );
+    assert_eq!(c.pacing.flip_waits, 0, "{}", c.log_line());
+    for i in 0..4096 {
+        let o = live.get(&m).unwrap().get(i);
+        assert_eq!(m.local(o).unwrap().len(), 511);
+    }
+    m.verify().unwrap();
+}
+
 /// The background GC threads' settings (`gc_thread_nice`, `gc_thread_slice_us`): the cycle's
 /// own thread runs `gc_thread_nice` steps below the mutator that started it (read on that
 /// thread, in the `on_cycle` hook), the mutators keep their priority, and out-of-range values

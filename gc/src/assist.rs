@@ -1,10 +1,12 @@
 //! Mark assists: an allocating mutator that outruns concurrent marking does a bounded slice
 //! of the marking itself, from the shared gray pool ([`crate::graypool`]), so a fast allocator
 //! slows down smoothly instead of stopping at the space's end for a whole cycle. Compaction
-//! assists ([`compaction_assist`]): a mutator whose allocation found the space exhausted
-//! after the flip fills destination pages instead of sleeping until the compaction ends. When it
-//! assists and how much it owes is the pacer's decision ([`crate::pacer`]); the allocation
-//! slow path ([`crate::mutator`]) calls [`assist`].
+//! assists ([`compaction_assist`]): a mutator whose allocation outruns the compaction fills
+//! destination pages at its buffer refills ([`paced_compaction_assist`]), and one whose
+//! allocation found the space exhausted after the flip fills them instead of sleeping until the
+//! compaction ends. When it assists and how much it owes is the pacer's decision
+//! ([`crate::pacer`]); the allocation slow path ([`crate::mutator`]) calls [`paced_assist`] and
+//! [`paced_compaction_assist`].
 //!
 //! Invariants:
 //! - one assist scans at most [`ASSIST_SLICE_BYTES`] and lasts at most [`ASSIST_SLICE`] of
@@ -13,6 +15,9 @@
 //!   a time), and never reads the thread's CPU clock (a read is a preemption point, see
 //!   [`ASSIST_SLICE_BYTES`]); it never polls a safepoint, so no pause can begin while a mutator holds gray objects; what it has
 //!   not scanned goes back to the pool when it ends (`GrayLocal`'s drop);
+//! - one buffer refill takes at most [`URGENT_SLICES`] mark-assist slices (more than one only
+//!   while the pacer calls the assist urgent) and at most [`COMPACT_ASSIST_SLICES`]
+//!   compaction-assist slices ([`ASSIST_SLICE`] each);
 //! - a mutator's paced assists ([`paced_assist`], the allocation slow path's) take at most
 //!   [`ASSIST_SHARE`] of each [`ASSIST_WINDOW`] of wall time in CPU time, reckoned from the
 //!   bytes scanned at [`ASSIST_SCAN_RATE`] (no CPU clock is read), unless the pacer calls the
@@ -31,7 +36,7 @@ use crate::inner::HeapInner;
 use crate::marking::ConcMarker;
 use crate::pacer::{
     AssistPlan, ASSIST_CHECK, ASSIST_CHECK_BYTES, ASSIST_SCAN_RATE, ASSIST_SHARE, ASSIST_SLICE,
-    ASSIST_SLICE_BYTES, ASSIST_WINDOW,
+    ASSIST_SLICE_BYTES, ASSIST_WINDOW, COMPACT_ASSIST_SLICES, URGENT_SLICES,
 };
 use crate::trace::{Atomic, Tracer};
 use faultline_heap::object::TypeRegistry;
@@ -178,9 +183,26 @@ pub(crate) fn paced_assist(inner: &HeapInner, plan: AssistPlan) -> usize {
         inner.pacer.note_assist_deferred();
         return 0;
     }
-    let bytes = assist(inner, Some(plan.owed));
+    let mut bytes = assist(inner, Some(plan.owed));
     if plan.urgent && bytes > 0 {
         inner.pacer.note_assist_urgent();
+        // Urgent: pay more of the debt now, a slice at a time, while it stays urgent.
+        for _ in 1..URGENT_SLICES {
+            if inner.sp.requested.load(Ordering::Relaxed) {
+                // A stop waits for this mutator's poll: no more slices.
+                break;
+            }
+            match inner.pacer.assist_plan() {
+                Some(p) if p.urgent => {
+                    let n = assist(inner, Some(p.owed));
+                    bytes += n;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
     }
     BUDGET.with(|c| c.set(charge(c.get(), now, work_time(bytes))));
     bytes
@@ -220,6 +242,33 @@ pub(crate) fn compaction_assist(inner: &HeapInner) -> usize {
         let end = Instant::now();
         crate::waits::record(crate::waits::WaitCause::Assist, t0, end);
         inner.pacer.note_compaction_assist(end - t0, pages);
+    }
+    pages
+}
+
+/// The allocation slow path's compaction assists: while the running compaction trails the
+/// mutators' allocation ([`crate::pacer::Pacer::compaction_owed`]), fill its pages, one
+/// [`compaction_assist`] slice at a time, at most [`COMPACT_ASSIST_SLICES`]. Returns the pages
+/// taken.
+pub(crate) fn paced_compaction_assist(inner: &HeapInner) -> usize {
+    let owed = || {
+        inner
+            .compaction
+            .progress()
+            .is_some_and(|(done, total)| inner.pacer.compaction_owed(done, total))
+    };
+    if !owed() {
+        return 0;
+    }
+    // The compaction is behind this mutator: the GC threads at full priority meanwhile.
+    let _boost = crate::background::boost_while_waiting();
+    let mut pages = 0;
+    for _ in 0..COMPACT_ASSIST_SLICES {
+        let n = compaction_assist(inner);
+        pages += n;
+        if n == 0 || !owed() || inner.sp.requested.load(Ordering::Relaxed) {
+            break;
+        }
     }
     pages
 }

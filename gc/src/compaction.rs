@@ -322,6 +322,8 @@ pub(crate) struct Compaction {
     /// sleeps this long holding the claim.
     worker_stall_ns: AtomicU64,
     cursor: AtomicUsize,
+    /// The destination pages of the armed plan ([`Compaction::progress`]).
+    armed_pages: AtomicUsize,
     /// Copy strategy: old pages the workers may still recycle as fresh memory in this
     /// compaction instead of releasing them (set by [`Compaction::run_workers`]).
     recycle_budget: AtomicUsize,
@@ -378,6 +380,7 @@ impl Compaction {
             runs: core::array::from_fn(|_| AtomicU64::new(0)),
             worker_stall_ns: AtomicU64::new(0),
             cursor: AtomicUsize::new(0),
+            armed_pages: AtomicUsize::new(0),
             recycle_budget: AtomicUsize::new(0),
             fault_group,
             run_bufs: BatchBuffers::new(fault_group > 1),
@@ -415,6 +418,7 @@ impl Compaction {
         self.forget_finished();
         self.readers_ready.store(false, Ordering::Relaxed);
         self.cursor.store(0, Ordering::Relaxed);
+        self.armed_pages.store(plan.pages, Ordering::Relaxed);
         self.counters.reset();
         // SAFETY: no reader exists (caller's contract).
         unsafe { *self.plan.get() = Some(plan) };
@@ -621,6 +625,17 @@ impl Compaction {
         });
         self.recycle_budget.store(0, Ordering::Relaxed);
         self.counters.recycled_early.load(Ordering::Relaxed) as usize
+    }
+
+    /// The running compaction's progress: destination pages claimed in order by its workers
+    /// and compaction assists (pages mutators' faults filled out of order are not counted),
+    /// and its destination pages; `None` when no compaction is active.
+    pub(crate) fn progress(&self) -> Option<(usize, usize)> {
+        if !self.active.load(Ordering::Acquire) {
+            return None;
+        }
+        let total = self.armed_pages.load(Ordering::Relaxed);
+        Some((self.cursor.load(Ordering::Relaxed).min(total), total))
     }
 
     /// Make every destination page of `[addr, addr+len)` present (for memory handed to a

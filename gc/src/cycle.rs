@@ -1537,6 +1537,13 @@ fn flip(
         // SAFETY: the world is stopped, the previous compaction finished (checked by
         // `collect`), and no resolver is inside.
         unsafe { inner.compaction.arm(plan) };
+        // From here mutators that allocate faster than the compaction fills pages help it, so
+        // that the next cycle starts with headroom for its marking ([`crate::pacer`],
+        // compaction assists).
+        let used = inner.used();
+        inner
+            .pacer
+            .begin_compaction(used, inner.capacity().saturating_sub(used));
         stats.flip_arm = t_arm.elapsed();
         // The pause lasts until arming is done (it runs with the world stopped): measure here.
         if let Some(p) = stats.pauses.last_mut() {
@@ -1773,6 +1780,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
         Some((&inner.moving, recycle_early)),
         inner.config.gc_compact_nice,
     );
+    inner.pacer.end_compaction();
     // 6. Finish. Every page is mapped: nobody needs the old half or the plan any more. (A fork
     //    from here on does not wait for the release of the old half, which a child redoes,
     //    but for the bookkeeping below, which takes locks a child needs; not for the hook.)

@@ -804,6 +804,11 @@ impl Mutator {
                         crate::assist::compaction_assist(inner);
                     }
                 }
+                // Compaction assists: a mutator that outruns the compaction fills pages, so
+                // that the next cycle's marking finds its headroom (see `crate::pacer`).
+                if inner.config.mark_assists {
+                    crate::assist::paced_compaction_assist(inner);
+                }
                 return Ok(self.init(addr, ty, len));
             }
             if collected >= tries {

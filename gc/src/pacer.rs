@@ -53,6 +53,24 @@
 //! last resort, when the space is exhausted and no marking work (or, after the flip, no
 //! compaction work: compaction assists) is left to take; it is counted.
 //!
+//! **Compaction assists** (after the flip, compaction running): the next cycle cannot start
+//! before this one's compaction ends, so the mutators must not spend, while it runs, the
+//! headroom the next cycle's marking needs. Left unpaced, mutators that allocate faster than
+//! the compaction fills pages spent all of it (churn at 1 GiB live: every cycle started with
+//! the space full, and every mutator waited for the whole of its marking, 3-4 s). At the flip
+//! (in its pause) the pacer keeps a reserve of the free space for the next cycle
+//! ([`MARK_RESERVE`] of the bytes the compaction keeps, within bounds: [`compaction_allowance`])
+//! and gives the rest to the compaction as its *allowance*; a mutator refilling its buffer is
+//! *behind* when the fraction of the allowance (less [`COMPACT_TAIL`]) allocated since the flip
+//! exceeds the fraction of the destination pages claimed ([`compaction_behind`]); it then fills
+//! pages itself, one [`ASSIST_SLICE`] at a time, at most [`COMPACT_ASSIST_SLICES`] per refill,
+//! until it is not. While a mark assist is urgent, a refill likewise takes up to
+//! [`URGENT_SLICES`] mark slices (a cycle that starts with a small reserve is urgent early).
+//! A compaction that keeps up (most workloads) is never assisted. The reserve is small on
+//! purpose: what mutators allocate while the next cycle marks is allocated black and copied by
+//! that cycle, so a cycle that starts with little headroom does less work, its marking paced
+//! by the mark assists above.
+//!
 //! Invariants:
 //! - `allocated`, `scanned` and the assist / flip-wait counters are monotonic or reset only at a
 //!   cycle's initial-mark pause (counters: taken when the cycle is recorded), so a reading is
@@ -118,6 +136,25 @@ pub(crate) const TAIL_PRIOR: f64 = 0.2;
 pub(crate) const TAIL_MIN: f64 = 0.1;
 /// (See [`TAIL_MIN`].)
 pub(crate) const TAIL_MAX: f64 = 0.5;
+/// The headroom kept at a flip for the next cycle's marking, per byte the compaction keeps
+/// (the next cycle's mark work, about): within [`RESERVE_MIN`]..=[`RESERVE_MAX`] of the space
+/// free at the flip; the rest is the compaction's allowance (see the module documentation).
+pub(crate) const MARK_RESERVE: f64 = 0.25;
+/// The least share of the free space kept for the next cycle's marking...
+pub(crate) const RESERVE_MIN: f64 = 0.0625;
+/// ...and the most.
+pub(crate) const RESERVE_MAX: f64 = 0.5;
+/// A compaction behind the mutators' allocation by fewer destination pages than this is not
+/// assisted.
+pub(crate) const COMPACT_MIN_DEBT_PAGES: usize = 16;
+/// The most mark-assist slices one buffer refill takes while its assist is urgent.
+pub(crate) const URGENT_SLICES: usize = 8;
+/// The share of the compaction's allowance kept for its tail: every destination page is
+/// claimed by the time the mutators have allocated the rest (the last batches, the final
+/// release of old pages and the wait for pages in flight follow, with nothing left to assist).
+pub(crate) const COMPACT_TAIL: f64 = 0.2;
+/// The most compaction-assist slices ([`ASSIST_SLICE`] each) one buffer refill takes.
+pub(crate) const COMPACT_ASSIST_SLICES: usize = 4;
 /// An allocating mutator assists only once marking is behind by at least this many bytes of
 /// scanning (no assist for a rounding error; Go over-assists by 64 KiB for the same reason).
 pub(crate) const ASSIST_MIN_DEBT: usize = 16 << 10;
@@ -214,6 +251,28 @@ pub(crate) fn plan_assist(
     })
 }
 
+/// What mutators may allocate while a compaction that keeps `kept` bytes runs, `free` bytes
+/// being left in the space at its start (pure): `free` less the next marking's reserve,
+/// [`MARK_RESERVE`] x `kept` within [`RESERVE_MIN`]..=[`RESERVE_MAX`] x `free`; at least 1.
+pub(crate) fn compaction_allowance(kept: usize, free: usize) -> usize {
+    let f = free as f64;
+    let reserve = (kept as f64 * MARK_RESERVE).clamp(f * RESERVE_MIN, f * RESERVE_MAX);
+    ((f - reserve) as usize).max(1)
+}
+
+/// Whether the compaction is behind the mutators (pure): `alloc` bytes allocated since the
+/// flip of an `allowance` (0: not paced), `done` of `total` destination pages claimed. Behind
+/// when the claimed fraction trails the allocated fraction by at least
+/// [`COMPACT_MIN_DEBT_PAGES`] (see the module documentation).
+pub(crate) fn compaction_behind(alloc: usize, allowance: usize, done: usize, total: usize) -> bool {
+    if allowance == 0 || done >= total {
+        return false;
+    }
+    let frac = (alloc as f64 / (allowance as f64 * (1.0 - COMPACT_TAIL))).min(1.0);
+    let want = (frac * total as f64) as usize;
+    want >= done + COMPACT_MIN_DEBT_PAGES
+}
+
 /// Exponentially weighted moving average (weight [`SMOOTHING`] for the newest sample); an
 /// `old` of zero or less means no sample yet.
 pub(crate) fn ewma(old: f64, new: f64) -> f64 {
@@ -236,6 +295,11 @@ struct CycleBudget {
     deadline: AtomicUsize,
     /// Bytes the cycle is expected to scan.
     mark_goal: AtomicUsize,
+    /// `allocated` at the cycle's flip.
+    alloc_at_flip: AtomicU64,
+    /// Bytes mutators may allocate from the flip while the compaction runs (0: no compaction
+    /// running, or not paced).
+    compact_allowance: AtomicUsize,
 }
 
 /// The smoothed estimates and the decision in force.
@@ -446,6 +510,39 @@ impl Pacer {
         .is_some()
     }
 
+    /// The compaction starts (after the flip), keeping `kept` bytes, with `free` bytes left in
+    /// the space: keep [`compaction_allowance`]'s reserve for the next cycle, pace the
+    /// compaction against the rest.
+    pub(crate) fn begin_compaction(&self, kept: usize, free: usize) {
+        self.budget
+            .alloc_at_flip
+            .store(self.allocated.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.budget
+            .compact_allowance
+            .store(compaction_allowance(kept, free), Ordering::Relaxed);
+    }
+
+    /// The compaction ended: no compaction assist is owed any more.
+    pub(crate) fn end_compaction(&self) {
+        self.budget.compact_allowance.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether a refilling mutator owes a compaction assist, `done` of the compaction's
+    /// `total` destination pages being claimed ([`compaction_behind`]).
+    pub(crate) fn compaction_owed(&self, done: usize, total: usize) -> bool {
+        let alloc = self
+            .allocated
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.budget.alloc_at_flip.load(Ordering::Relaxed))
+            as usize;
+        compaction_behind(
+            alloc,
+            self.budget.compact_allowance.load(Ordering::Relaxed),
+            done,
+            total,
+        )
+    }
+
     /// The concurrent mark ended: `traced` seconds of tracing scanned this cycle's bytes;
     /// `to_flip` is the whole time from the initial mark to the flip.
     pub(crate) fn end_mark(&self, traced: Duration, to_flip: Duration) {
@@ -547,6 +644,74 @@ mod tests {
             ..inputs()
         });
         assert_eq!(d.trigger, 256 * MIB);
+    }
+
+    #[test]
+    fn the_compaction_is_assisted_only_when_it_trails_the_allocation() {
+        // Not paced (no allowance) or finished: never behind.
+        assert!(!compaction_behind(1 << 30, 0, 0, 1000));
+        assert!(!compaction_behind(1 << 30, 100, 1000, 1000));
+        // A fifth of the allowance spent, a quarter of the pages claimed: on schedule (every
+        // page is claimed by the time the allowance less its tail is spent).
+        assert!(!compaction_behind(20, 100, 250, 1000));
+        // Trailing by less than the minimal debt: not yet.
+        assert!(!compaction_behind(
+            20,
+            100,
+            250 - COMPACT_MIN_DEBT_PAGES + 1,
+            1000
+        ));
+        assert!(compaction_behind(
+            20,
+            100,
+            250 - COMPACT_MIN_DEBT_PAGES,
+            1000
+        ));
+        // The allowance less its tail spent: behind until every page is claimed.
+        let head = (100.0 * (1.0 - COMPACT_TAIL)) as usize;
+        assert!(compaction_behind(
+            head,
+            100,
+            1000 - COMPACT_MIN_DEBT_PAGES,
+            1000
+        ));
+        assert!(!compaction_behind(head, 100, 1000, 1000));
+        assert!(!compaction_behind(500, 100, 1000, 1000));
+    }
+
+    #[test]
+    fn the_next_marking_keeps_a_reserve_within_bounds() {
+        // A quarter of the bytes kept...
+        assert_eq!(compaction_allowance(1024 * MIB, 2048 * MIB), 1792 * MIB);
+        // ...at least a sixteenth of the free space...
+        assert_eq!(compaction_allowance(MIB, 1024 * MIB), 960 * MIB);
+        // ...at most half of it.
+        assert_eq!(compaction_allowance(4096 * MIB, 1024 * MIB), 512 * MIB);
+        assert_eq!(compaction_allowance(0, 0), 1);
+    }
+
+    #[test]
+    fn a_compaction_owes_assists_only_between_its_start_and_its_end() {
+        let p = Pacer::default();
+        p.note_alloc(1 << 20);
+        assert!(!p.compaction_owed(0, 1000), "no compaction running");
+        p.begin_compaction(16 * MIB, 64 * MIB);
+        let allowance = compaction_allowance(16 * MIB, 64 * MIB);
+        assert_eq!(allowance, 60 * MIB, "a sixteenth of the free space kept");
+        assert!(
+            !p.compaction_owed(0, 1000),
+            "nothing allocated since the flip"
+        );
+        p.note_alloc(allowance / 2);
+        assert!(
+            p.compaction_owed(100, 1000),
+            "half the allowance, a tenth of the pages"
+        );
+        // Half the allowance is 5/8 of it less its tail.
+        assert!(p.compaction_owed(600, 1000));
+        assert!(!p.compaction_owed(625, 1000));
+        p.end_compaction();
+        assert!(!p.compaction_owed(0, 1000), "the compaction ended");
     }
 
     #[test]
