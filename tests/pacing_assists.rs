@@ -115,13 +115,14 @@ fn garbage(m: &mut Mutator, node: faultline::TypeId, bytes: usize) {
 
 /// Mutators that outrun the compaction fill its pages though the space is far from exhausted
 /// (`gc/src/pacer.rs`, compaction assists): a mutator that has allocated more of the
-/// compaction's allowance than the compaction has claimed pages takes compaction assists at
-/// its buffer refills, so the next cycle starts with headroom for its marking. Scenario: 16 MiB
-/// of rooted live data interleaved with as much garbage in a 256 MiB heap, one collection
-/// (the trigger set above what the test allocates); after its flip the workers are held back
-/// (`compaction_delay`), and the mutator allocates 8 MiB of garbage. The cycle must record
-/// compaction assists and no flip wait; before compaction pacing, compaction assists ran only
-/// when the space was exhausted (none here). Every page is verified (checkmark on).
+/// compaction's allowance (past its slack) than the compaction has claimed pages takes
+/// compaction assists at its buffer refills, so the next cycle starts with headroom for its
+/// marking. Scenario: 16 MiB of rooted live data interleaved with as much garbage in a 256 MiB
+/// heap whose trigger no allocation before the test's collection reaches; after its flip the
+/// workers are held back (`compaction_delay`), and the mutator allocates 160 MiB of garbage
+/// (past the slack, within the space). The cycle must record compaction assists and no flip
+/// wait; before compaction pacing, compaction assists ran only when the space was exhausted
+/// (none here). Every page is verified (checkmark on).
 #[test]
 fn mutators_that_outrun_the_compaction_assist_it_before_the_space_runs_out() {
     if !uffd_or_skip("mutators_that_outrun_the_compaction_assist_it") {
@@ -154,7 +155,7 @@ fn mutators_that_outrun_the_compaction_assist_it_before_the_space_runs_out() {
         m.safepoint();
         std::thread::sleep(std::time::Duration::from_micros(100));
     }
-    garbage(&mut m, node, 8 << 20);
+    garbage(&mut m, node, 160 << 20);
     m.wait_for_cycle().unwrap();
     heap.wait_for_compaction();
     let h = heap.history();

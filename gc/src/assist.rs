@@ -260,8 +260,8 @@ pub(crate) fn paced_compaction_assist(inner: &HeapInner) -> usize {
     if !owed() {
         return 0;
     }
-    // The compaction is behind this mutator: the GC threads at full priority meanwhile.
-    let _boost = crate::background::boost_while_waiting();
+    // (No boost of the GC threads: this mutator does the work itself, and raised workers
+    // would preempt it inside its slices.)
     let mut pages = 0;
     for _ in 0..COMPACT_ASSIST_SLICES {
         let n = compaction_assist(inner);

@@ -62,7 +62,8 @@
 //! ([`MARK_RESERVE`] of the bytes the compaction keeps, within bounds: [`compaction_allowance`])
 //! and gives the rest to the compaction as its *allowance*; a mutator refilling its buffer is
 //! *behind* when the fraction of the allowance (less [`COMPACT_TAIL`]) allocated since the flip
-//! exceeds the fraction of the destination pages claimed ([`compaction_behind`]); it then fills
+//! exceeds the fraction of the destination pages claimed, past a slack ([`COMPACT_SLACK`]: a
+//! compaction that ends early is never assisted; [`compaction_behind`]); it then fills
 //! pages itself, one [`ASSIST_SLICE`] at a time, at most [`COMPACT_ASSIST_SLICES`] per refill,
 //! until it is not. While a mark assist is urgent, a refill likewise takes up to
 //! [`URGENT_SLICES`] mark slices (a cycle that starts with a small reserve is urgent early).
@@ -153,6 +154,10 @@ pub(crate) const URGENT_SLICES: usize = 8;
 /// claimed by the time the mutators have allocated the rest (the last batches, the final
 /// release of old pages and the wait for pages in flight follow, with nothing left to assist).
 pub(crate) const COMPACT_TAIL: f64 = 0.2;
+/// The share of the compaction's allowance (less its tail) the mutators spend before any
+/// compaction assist: a compaction that ends within it (most do) is never assisted; past it,
+/// the pages claimed must catch up with the rest of the allowance in proportion.
+pub(crate) const COMPACT_SLACK: f64 = 0.5;
 /// The most compaction-assist slices ([`ASSIST_SLICE`] each) one buffer refill takes.
 pub(crate) const COMPACT_ASSIST_SLICES: usize = 4;
 /// An allocating mutator assists only once marking is behind by at least this many bytes of
@@ -268,7 +273,8 @@ pub(crate) fn compaction_behind(alloc: usize, allowance: usize, done: usize, tot
     if allowance == 0 || done >= total {
         return false;
     }
-    let frac = (alloc as f64 / (allowance as f64 * (1.0 - COMPACT_TAIL))).min(1.0);
+    let frac = alloc as f64 / (allowance as f64 * (1.0 - COMPACT_TAIL));
+    let frac = ((frac - COMPACT_SLACK) / (1.0 - COMPACT_SLACK)).clamp(0.0, 1.0);
     let want = (frac * total as f64) as usize;
     want >= done + COMPACT_MIN_DEBT_PAGES
 }
@@ -651,24 +657,26 @@ mod tests {
         // Not paced (no allowance) or finished: never behind.
         assert!(!compaction_behind(1 << 30, 0, 0, 1000));
         assert!(!compaction_behind(1 << 30, 100, 1000, 1000));
-        // A fifth of the allowance spent, a quarter of the pages claimed: on schedule (every
-        // page is claimed by the time the allowance less its tail is spent).
-        assert!(!compaction_behind(20, 100, 250, 1000));
+        // The allowance less its tail: 80 of 100; the first half of it (40) is slack.
+        let head = (100.0 * (1.0 - COMPACT_TAIL)) as usize;
+        assert_eq!(head, 80);
+        assert!(!compaction_behind(40, 100, 0, 1000), "within the slack");
+        // Three quarters of the 80 spent (60): half of the pages must be claimed.
+        assert!(!compaction_behind(60, 100, 500, 1000));
         // Trailing by less than the minimal debt: not yet.
         assert!(!compaction_behind(
-            20,
+            60,
             100,
-            250 - COMPACT_MIN_DEBT_PAGES + 1,
+            500 - COMPACT_MIN_DEBT_PAGES + 1,
             1000
         ));
         assert!(compaction_behind(
-            20,
+            60,
             100,
-            250 - COMPACT_MIN_DEBT_PAGES,
+            500 - COMPACT_MIN_DEBT_PAGES,
             1000
         ));
         // The allowance less its tail spent: behind until every page is claimed.
-        let head = (100.0 * (1.0 - COMPACT_TAIL)) as usize;
         assert!(compaction_behind(
             head,
             100,
@@ -703,13 +711,12 @@ mod tests {
             "nothing allocated since the flip"
         );
         p.note_alloc(allowance / 2);
+        // Half the allowance is 5/8 of it less its tail: a quarter past the slack.
         assert!(
-            p.compaction_owed(100, 1000),
-            "half the allowance, a tenth of the pages"
+            p.compaction_owed(200, 1000),
+            "half the allowance, a fifth of the pages"
         );
-        // Half the allowance is 5/8 of it less its tail.
-        assert!(p.compaction_owed(600, 1000));
-        assert!(!p.compaction_owed(625, 1000));
+        assert!(!p.compaction_owed(250, 1000));
         p.end_compaction();
         assert!(!p.compaction_owed(0, 1000), "the compaction ended");
     }
