@@ -200,3 +200,31 @@ fn registering_while_allocating_and_collecting_concurrently() {
     assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
     run(heap);
 }
+
+/// A clone of a heap's registry is a value: registering into it changes neither the heap's
+/// registry nor the heap's next registration (which then copies its types to storage of its
+/// own), and the clone keeps its own type.
+#[test]
+fn registering_into_a_clone_of_the_heap_registry_leaves_the_heap_alone() {
+    let heap = heap(4 << 20);
+    let t = register(&heap);
+    let mut mine = (*heap.types()).clone();
+    let n = mine.len();
+    let own = mine.register(TypeInfo::fixed("mine", 8, &[])).unwrap();
+    assert_eq!(own.0 as usize, n);
+    assert_eq!(heap.types().len(), n, "the heap's registry did not change");
+    let late = heap
+        .register_type(TypeInfo::fixed("late", 16, &[0]))
+        .unwrap();
+    assert_eq!(late, own, "the heap's next type takes the same id");
+    assert_eq!(heap.types().get(late).unwrap().name, "late");
+    assert_eq!(mine.get(own).unwrap().name, "mine");
+    let mut m = heap.attach();
+    let a = m.alloc(t.pair, 0).unwrap();
+    m.push(a);
+    let b = m.alloc(late, 0).unwrap();
+    let o = m.local(b).unwrap();
+    o.set(0, m.stack_get(0));
+    m.collect().unwrap();
+    m.verify().unwrap();
+}

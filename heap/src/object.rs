@@ -429,7 +429,10 @@ struct TypeEntry {
 /// The table of registered types, indexed by [`TypeId`]. Type 0 is the filler.
 ///
 /// A value is a snapshot of shared, append-only storage (`crate::typestore`): cloning one is
-/// cheap (no type is copied) and registering into a clone does not change the original.
+/// cheap (no type is copied) and registering into a clone does not change the original. A
+/// registration appends in place when the snapshot is the storage's newest, and otherwise
+/// first copies the snapshot's types to storage of its own: registering into a clone of a
+/// heap's registry (`Heap::types`) makes the heap's next registration copy its types once.
 #[derive(Clone)]
 pub struct TypeRegistry {
     /// Per type: its [`ScanLayout`] (derived from the entry at registration), and its entry.
