@@ -195,8 +195,7 @@ impl Heap {
             large,
             tables: Arc::new(SideTables::new(half / 8)),
             scratch: Mutex::new(vec![0; BATCH_PAGES * PAGE_SIZE]),
-            types: RwLock::new(registry.clone()),
-            type_versions: Mutex::new(vec![registry]),
+            types: RwLock::new(registry),
             structs: Mutex::default(),
             sp: Safepoint::default(),
             roots: HeapRoots::with_weak_box(weak_box),
@@ -285,15 +284,10 @@ impl Heap {
                 Err(e) => return Err(TypeError::WaitRefused(e.to_string())),
             }
         };
+        // A clone shares the registry's append-only storage: registering copies no type.
         let mut reg = (**g).clone();
         let id = reg.register(info)?;
-        let reg = Arc::new(reg);
-        self.inner
-            .type_versions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(reg.clone());
-        *g = reg;
+        *g = Arc::new(reg);
         Ok(id)
     }
 

@@ -14,8 +14,9 @@
 //! - `tables`: the mark and live-words bitmaps, written by marking and read by the plan of the
 //!   same cycle (cycles never overlap: `gate`);
 //! - `scratch`: the stop-the-world compaction buffer, behind its mutex (held by the cycle);
-//! - `types`, `type_versions`: the registry, behind its lock; every version ever published is
-//!   kept, because mutators hold plain references into them; `structs`: the heap structs
+//! - `types`: the current registry snapshot, behind its lock (snapshots share append-only
+//!   storage: a mutator keeps the snapshots it has borrowed from until its next `&mut self`
+//!   point, see `Mutator::types_for`); `structs`: the heap structs
 //!   registered (each once), behind its mutex (held while registering);
 //! - `roots`: heap-wide roots ([`crate::roots`]), behind their own mutexes;
 //! - `id`: unique per process, never reused (handles carry it to detect use with another heap);
@@ -95,9 +96,6 @@ pub(crate) struct HeapInner {
     pub scratch: Mutex<Vec<u8>>,
     /// The current type registry.
     pub types: RwLock<Arc<TypeRegistry>>,
-    /// Every registry version ever published: mutators hold plain references into them, so
-    /// they live as long as the heap (a handful of small copies: types are registered rarely).
-    pub type_versions: Mutex<Vec<Arc<TypeRegistry>>>,
     /// Heap structs registered so far ([`crate::Heap::register_struct`]): the Rust type's id
     /// to its type id here (registration is once per struct).
     pub structs:

@@ -38,7 +38,7 @@
 //!   mutators on several threads may touch one object at once, and a race then yields old or
 //!   new contents, never undefined behaviour.
 
-use core::cell::Cell;
+use core::cell::{Cell, RefCell};
 use core::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -154,8 +154,13 @@ pub struct Mutator {
     /// point (cached here for the cross-heap check on stores).
     arena_base: usize,
     arena_size: usize,
-    /// Points into one of the heap's retained registry versions (valid while `heap` lives).
+    /// Points to the last snapshot in `held_types` (the newest this mutator has taken).
     types: Cell<*const TypeRegistry>,
+    /// The registry snapshots `types` has pointed to since this mutator's last `&mut self`
+    /// point: a `&TypeRegistry` handed out through `&self` (a `Local` keeps one) may point to
+    /// any of them, so they are dropped (all but the newest) only with `&mut self`
+    /// ([`Mutator::drop_old_types`]). Never borrowed across a call that could reach it again.
+    held_types: RefCell<Vec<Arc<TypeRegistry>>>,
     /// The allocation fast path's size table, indexed by type id: one entry per type registered
     /// when it was last extended (at attach, and by the slow path on a type beyond it).
     /// Registered types never change, so an entry stays valid for the heap's life.
@@ -212,6 +217,7 @@ impl Mutator {
         let registry = heap.types();
         let sizes = AllocSize::table(&registry, 0);
         let types = Cell::new(Arc::as_ptr(&registry));
+        let held_types = RefCell::new(vec![registry]);
         let waits = heap.inner.waits.attach(shared.id);
         let debug = &heap.inner.config.debug;
         let fast_limit = if debug.stress_every.is_some() || debug.stress_random.is_some() {
@@ -228,6 +234,7 @@ impl Mutator {
             heap,
             shared,
             types,
+            held_types,
             sizes,
             fast_limit,
             allocs: 0,
@@ -358,15 +365,39 @@ impl Mutator {
     /// The cached type registry; refreshed when a type beyond it is seen.
     #[inline]
     fn types_for(&self, ty: TypeId) -> &TypeRegistry {
-        // SAFETY: the pointer targets a registry version retained by the heap, which `self`
-        // keeps alive.
+        // SAFETY: the pointer targets a snapshot in `held_types`, whose snapshots are dropped
+        // only with `&mut self` (so not while the returned borrow of `self` lives).
         let t = unsafe { &*self.types.get() };
         if (ty.0 as usize) < t.len() {
             return t;
         }
-        self.types.set(Arc::as_ptr(&self.heap.types()));
-        // SAFETY: as above, the new version is retained by the heap too.
-        unsafe { &*self.types.get() }
+        self.newest_types()
+    }
+
+    /// Take the heap's current registry snapshot into `held_types` and point `types` to it.
+    #[cold]
+    #[inline(never)]
+    fn newest_types(&self) -> &TypeRegistry {
+        let newest = self.heap.types();
+        let p = Arc::as_ptr(&newest);
+        self.held_types.borrow_mut().push(newest);
+        self.types.set(p);
+        // SAFETY: `p` targets the snapshot just pushed to `held_types`, dropped only with
+        // `&mut self` (so not while the returned borrow of `self` lives).
+        unsafe { &*p }
+    }
+
+    /// Drop the registry snapshots `types` no longer points to (no borrow of them can be
+    /// alive: `&mut self`), so a mutator that reads many newly registered types through
+    /// `&self` holds one snapshot, not one per refresh.
+    fn drop_old_types(&mut self) {
+        let held = self.held_types.get_mut();
+        if held.len() > 1 {
+            held.drain(..held.len() - 1);
+        }
+        debug_assert!(held
+            .last()
+            .is_some_and(|t| Arc::as_ptr(t) == self.types.get()));
     }
 
     /// The SATB barrier's slow path: log `old`, the reference being overwritten.
@@ -649,6 +680,7 @@ impl Mutator {
     fn alloc_slow(&mut self, ty: TypeId, len: usize, builtin: bool) -> Result<Value, AllocError> {
         // (While the world is stopped, `requested` sends every allocation here.)
         reentry::refuse_in_root_source("Mutator::alloc");
+        self.drop_old_types();
         let bytes = self.type_size(ty, len, builtin)?;
         if ty.0 as usize >= self.sizes.len() {
             let more = AllocSize::table(self.types_for(ty), self.sizes.len());

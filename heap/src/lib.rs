@@ -24,7 +24,8 @@
 //!
 //! Invariants of the crate:
 //! - `unsafe` lives in the modules that talk to the kernel or to raw memory (`sys`, `inject`,
-//!   `uffd`, `pagemap`, `arena`, `fault`, `fork`, `probe`'s scratch-arena checks), each block
+//!   `uffd`, `pagemap`, `arena`, `fault`, `fork`, `probe`'s scratch-arena checks, `typestore`: the
+//!   type registry's shared append-only storage), each block
 //!   with a `// SAFETY:` comment; everything exported is safe to call unless marked `unsafe`
 //!   (its contract is documented);
 //! - every system call on heap memory, a userfaultfd, a memfd or `/proc/self/pagemap` goes
@@ -46,6 +47,7 @@ pub mod object;
 pub mod pagemap;
 pub mod probe;
 pub mod sys;
+mod typestore;
 pub mod uffd;
 
 pub use arena::{

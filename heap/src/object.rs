@@ -43,6 +43,7 @@
 //! (Types declared from Rust structs, with fields accessed by name, are the gc crate's
 //! `heap_struct!`; this module only sees the resulting [`TypeInfo`].)
 
+use crate::typestore::Snapshot;
 use core::fmt;
 use core::num::NonZeroUsize;
 
@@ -417,26 +418,48 @@ pub enum RefSlots {
     Registry,
 }
 
-/// The table of registered types, indexed by [`TypeId`]. Type 0 is the filler.
+/// A registered type with its reference-slot word indices within the object (header = word
+/// 0), for fixed types (precomputed for the tracing loops).
 #[derive(Clone, Debug)]
+struct TypeEntry {
+    info: TypeInfo,
+    ref_words: Box<[u32]>,
+}
+
+/// The table of registered types, indexed by [`TypeId`]. Type 0 is the filler.
+///
+/// A value is a snapshot of shared, append-only storage (`crate::typestore`): cloning one is
+/// cheap (no type is copied) and registering into a clone does not change the original. A
+/// registration appends in place when the snapshot is the storage's newest, and otherwise
+/// first copies the snapshot's types to storage of its own: registering into a clone of a
+/// heap's registry (`Heap::types`) makes the heap's next registration copy its types once.
+#[derive(Clone)]
 pub struct TypeRegistry {
-    types: Vec<TypeInfo>,
-    /// Per type: reference-slot word indices within the object (header = word 0), for fixed
-    /// types; precomputed for the tracing loops.
-    ref_words: Vec<Vec<u32>>,
-    /// Per type: its [`ScanLayout`] (derived from `types` and `ref_words` at registration).
-    scan: Vec<ScanLayout>,
+    /// Per type: its [`ScanLayout`] (derived from the entry at registration), and its entry.
+    snap: Snapshot<ScanLayout, TypeEntry>,
+}
+
+impl core::fmt::Debug for TypeRegistry {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list()
+            .entries(self.snap.b().iter().map(|e| &e.info))
+            .finish()
+    }
 }
 
 impl Default for TypeRegistry {
     fn default() -> Self {
         TypeRegistry {
-            types: vec![TypeInfo {
-                name: "filler".into(),
-                kind: TypeKind::Filler,
-            }],
-            ref_words: vec![Vec::new()],
-            scan: vec![ScanLayout::GAP],
+            snap: Snapshot::new(
+                ScanLayout::GAP,
+                TypeEntry {
+                    info: TypeInfo {
+                        name: "filler".into(),
+                        kind: TypeKind::Filler,
+                    },
+                    ref_words: Box::new([]),
+                },
+            ),
         }
     }
 }
@@ -478,35 +501,40 @@ impl TypeRegistry {
             words.sort_unstable();
             words.dedup();
         }
-        if self.types.len() > Header::MAX_TYPE as usize {
+        if self.len() > Header::MAX_TYPE as usize {
             return Err(TypeError::Full);
         }
-        self.scan.push(ScanLayout::of(&info, &words));
-        self.types.push(info);
-        self.ref_words.push(words);
-        Ok(TypeId(self.types.len() as u32 - 1))
+        let scan = ScanLayout::of(&info, &words);
+        self.snap.push(
+            scan,
+            TypeEntry {
+                info,
+                ref_words: words.into_boxed_slice(),
+            },
+        );
+        Ok(TypeId(self.len() as u32 - 1))
     }
 
     /// The type of `id`, if registered.
     #[inline]
     pub fn get(&self, id: TypeId) -> Option<&TypeInfo> {
-        self.types.get(id.0 as usize)
+        self.snap.b().get(id.0 as usize).map(|e| &e.info)
     }
 
     /// Reference-slot word indices (header = word 0) of a fixed type.
     #[inline]
     pub fn ref_words(&self, id: TypeId) -> &[u32] {
-        &self.ref_words[id.0 as usize]
+        &self.snap.b()[id.0 as usize].ref_words
     }
 
     /// Number of registered types, the filler included.
     pub fn len(&self) -> usize {
-        self.types.len()
+        self.snap.len()
     }
 
     /// Whether only the filler is registered.
     pub fn is_empty(&self) -> bool {
-        self.types.len() <= 1
+        self.len() <= 1
     }
 
     /// Size in words of the object whose header is `h`; `None` for an unknown type.
@@ -519,14 +547,15 @@ impl TypeRegistry {
     /// through raw pointers (see [`crate::bitmap::Ranker`] for why).
     #[inline]
     pub fn scan_table(&self) -> ScanTable<'_> {
-        ScanTable(&self.scan)
+        ScanTable(self.snap.a())
     }
 
     /// The [`ScanLayout`] of the object whose header is `h` (an unknown type reads as the
     /// one-word filler, as in [`Self::size_words`]).
     #[inline]
     pub fn scan_layout(&self, h: Header) -> ScanLayout {
-        self.scan
+        self.snap
+            .a()
             .get(h.type_id().0 as usize)
             .copied()
             .unwrap_or(ScanLayout::FILLER)
@@ -560,7 +589,7 @@ impl TypeRegistry {
     #[inline]
     pub fn for_each_ref_word(&self, h: Header, lo: usize, hi: usize, mut f: impl FnMut(usize)) {
         let id = h.type_id();
-        match self.types.get(id.0 as usize).map(|t| &t.kind) {
+        match self.get(id).map(|t| &t.kind) {
             Some(TypeKind::Fixed { .. }) => {
                 for &w in self.ref_words(id) {
                     let w = w as usize;
