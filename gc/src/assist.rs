@@ -15,9 +15,8 @@
 //!   a time), and never reads the thread's CPU clock (a read is a preemption point, see
 //!   [`ASSIST_SLICE_BYTES`]); it never polls a safepoint, so no pause can begin while a mutator holds gray objects; what it has
 //!   not scanned goes back to the pool when it ends (`GrayLocal`'s drop);
-//! - one buffer refill takes at most [`URGENT_SLICES`] mark-assist slices (more than one only
-//!   while the pacer calls the assist urgent) and at most [`COMPACT_ASSIST_SLICES`]
-//!   compaction-assist slices ([`ASSIST_SLICE`] each);
+//! - one buffer refill takes at most one mark-assist slice and at most
+//!   [`COMPACT_ASSIST_SLICES`] compaction-assist slices ([`ASSIST_SLICE`] each);
 //! - a mutator's paced assists ([`paced_assist`], the allocation slow path's) take at most
 //!   [`ASSIST_SHARE`] of each [`ASSIST_WINDOW`] of wall time in CPU time, reckoned from the
 //!   bytes scanned at [`ASSIST_SCAN_RATE`] (no CPU clock is read), unless the pacer calls the
@@ -36,7 +35,7 @@ use crate::inner::HeapInner;
 use crate::marking::ConcMarker;
 use crate::pacer::{
     AssistPlan, ASSIST_CHECK, ASSIST_CHECK_BYTES, ASSIST_SCAN_RATE, ASSIST_SHARE, ASSIST_SLICE,
-    ASSIST_SLICE_BYTES, ASSIST_WINDOW, COMPACT_ASSIST_SLICES, URGENT_SLICES,
+    ASSIST_SLICE_BYTES, ASSIST_WINDOW, COMPACT_ASSIST_SLICES,
 };
 use crate::trace::{Atomic, Tracer};
 use faultline_heap::object::TypeRegistry;
@@ -183,26 +182,9 @@ pub(crate) fn paced_assist(inner: &HeapInner, plan: AssistPlan) -> usize {
         inner.pacer.note_assist_deferred();
         return 0;
     }
-    let mut bytes = assist(inner, Some(plan.owed));
+    let bytes = assist(inner, Some(plan.owed));
     if plan.urgent && bytes > 0 {
         inner.pacer.note_assist_urgent();
-        // Urgent: pay more of the debt now, a slice at a time, while it stays urgent.
-        for _ in 1..URGENT_SLICES {
-            if inner.sp.requested.load(Ordering::Relaxed) {
-                // A stop waits for this mutator's poll: no more slices.
-                break;
-            }
-            match inner.pacer.assist_plan() {
-                Some(p) if p.urgent => {
-                    let n = assist(inner, Some(p.owed));
-                    bytes += n;
-                    if n == 0 {
-                        break;
-                    }
-                }
-                _ => break,
-            }
-        }
     }
     BUDGET.with(|c| c.set(charge(c.get(), now, work_time(bytes))));
     bytes

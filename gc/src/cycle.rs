@@ -1540,10 +1540,15 @@ fn flip(
         // From here mutators that allocate faster than the compaction fills pages help it, so
         // that the next cycle starts with headroom for its marking ([`crate::pacer`],
         // compaction assists).
+        // (Generational: what this cycle promotes leaves the room young objects have when it
+        // ends; it is not counted as free.)
         let used = inner.used();
-        inner
-            .pacer
-            .begin_compaction(used, inner.capacity().saturating_sub(used));
+        inner.pacer.begin_compaction(
+            used,
+            inner
+                .capacity()
+                .saturating_sub(used + stats.gen.promoted_bytes),
+        );
         stats.flip_arm = t_arm.elapsed();
         // The pause lasts until arming is done (it runs with the world stopped): measure here.
         if let Some(p) = stats.pauses.last_mut() {

@@ -65,8 +65,7 @@
 //! exceeds the fraction of the destination pages claimed, past a slack ([`COMPACT_SLACK`]: a
 //! compaction that ends early is never assisted; [`compaction_behind`]); it then fills
 //! pages itself, one [`ASSIST_SLICE`] at a time, at most [`COMPACT_ASSIST_SLICES`] per refill,
-//! until it is not. While a mark assist is urgent, a refill likewise takes up to
-//! [`URGENT_SLICES`] mark slices (a cycle that starts with a small reserve is urgent early).
+//! until it is not.
 //! A compaction that keeps up (most workloads) is never assisted. The reserve is small on
 //! purpose: what mutators allocate while the next cycle marks is allocated black and copied by
 //! that cycle, so a cycle that starts with little headroom does less work, its marking paced
@@ -148,8 +147,6 @@ pub(crate) const RESERVE_MAX: f64 = 0.5;
 /// A compaction behind the mutators' allocation by fewer destination pages than this is not
 /// assisted.
 pub(crate) const COMPACT_MIN_DEBT_PAGES: usize = 16;
-/// The most mark-assist slices one buffer refill takes while its assist is urgent.
-pub(crate) const URGENT_SLICES: usize = 8;
 /// The share of the compaction's allowance kept for its tail: every destination page is
 /// claimed by the time the mutators have allocated the rest (the last batches, the final
 /// release of old pages and the wait for pages in flight follow, with nothing left to assist).
