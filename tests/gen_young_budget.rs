@@ -16,18 +16,11 @@
 
 mod common;
 use common::park::Park;
-use faultline::{GcMode, Generational, Heap, HeapConfig, MarkPoint, Mutator, TypeInfo};
+use faultline::{GcMode, Generational, Heap, HeapConfig, MarkPoint, TypeInfo};
 use std::sync::Arc;
 use std::time::Duration;
 
 const MIB: usize = 1 << 20;
-
-/// Allocate `bytes` of unreachable 4 KiB objects.
-fn garbage(m: &mut Mutator, node: faultline::TypeId, bytes: usize) {
-    for _ in 0..bytes / (512 * 8) {
-        m.alloc(node, 511).unwrap();
-    }
-}
 
 #[test]
 fn mutators_past_a_young_cycles_budget_assist_its_compaction() {
@@ -47,12 +40,7 @@ fn mutators_past_a_young_cycles_budget_assist_its_compaction() {
     .unwrap();
     let node = heap.register_type(TypeInfo::ref_array("node")).unwrap();
     let mut m = heap.attach();
-    let live = m.alloc(node, 1024).unwrap();
-    let live = m.root(live);
-    for i in 0..1024 {
-        let o = m.alloc(node, 1023).unwrap();
-        live.get(&m).unwrap().set(i, o);
-    }
+    let live = common::rooted_arrays(&mut m, node, 1024, 1023, false);
     // Cycle 1: marking held for a second, its survivor rate measured low.
     park.arm(MarkPoint::Started);
     m.start_collection().unwrap();
@@ -67,13 +55,13 @@ fn mutators_past_a_young_cycles_budget_assist_its_compaction() {
     park.arm(MarkPoint::BeforeRemark);
     m.start_collection().unwrap();
     park.wait(&mut m);
-    garbage(&mut m, node, 96 * MIB);
+    common::garbage(&mut m, node, 96 * MIB);
     park.release();
     while heap.flips() == flips {
         m.safepoint();
         std::thread::sleep(Duration::from_micros(100));
     }
-    garbage(&mut m, node, 4 * MIB);
+    common::garbage(&mut m, node, 4 * MIB);
     m.wait_for_cycle().unwrap();
     heap.wait_for_compaction();
     heap.verify().unwrap();

@@ -106,13 +106,6 @@ fn fast_allocators_assist_two_markers() {
     run(2);
 }
 
-/// Allocate `bytes` of unreachable 4 KiB objects of type `node` (a reference array).
-fn garbage(m: &mut Mutator, node: faultline::TypeId, bytes: usize) {
-    for _ in 0..bytes / (512 * 8) {
-        m.alloc(node, 511).unwrap();
-    }
-}
-
 /// Mutators that outrun the compaction fill its pages though the space is far from exhausted
 /// (`gc/src/pacer.rs`, compaction assists): a mutator that has allocated more of the
 /// compaction's allowance (past its slack) than the compaction has claimed pages takes
@@ -141,14 +134,8 @@ fn mutators_that_outrun_the_compaction_assist_it_before_the_space_runs_out() {
         .register_type(faultline::TypeInfo::ref_array("node"))
         .unwrap();
     let mut m = heap.attach();
-    let live = m.alloc(node, 4096).unwrap();
-    let live = m.root(live);
-    for i in 0..4096 {
-        let o = m.alloc(node, 511).unwrap();
-        live.get(&m).unwrap().set(i, o);
-        // A dead object between every two live ones: every live page moves.
-        m.alloc(node, 511).unwrap();
-    }
+    // A dead array between every two live ones: every live page moves.
+    let live = rooted_arrays(&mut m, node, 4096, 511, true);
     let flips = heap.flips();
     m.start_collection().unwrap();
     while heap.flips() == flips {

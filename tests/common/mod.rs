@@ -140,6 +140,29 @@ pub fn check_tree(m: &Mutator, v: Value, d: u32, id: u64) -> usize {
         + check_tree(m, n.get(Node::right), d - 1, id * 2 + 1)
 }
 
+/// A rooted array of `n` references to fresh arrays of `len` words of `node` (a reference
+/// array type); with `gaps`, an unreachable array of `len` after each, so that the live ones
+/// are spread over twice the pages.
+pub fn rooted_arrays(m: &mut Mutator, node: TypeId, n: usize, len: usize, gaps: bool) -> Root {
+    let live = m.alloc(node, n).unwrap();
+    let live = m.root(live);
+    for i in 0..n {
+        let o = m.alloc(node, len).unwrap();
+        live.get(m).unwrap().set(i, o);
+        if gaps {
+            m.alloc(node, len).unwrap();
+        }
+    }
+    live
+}
+
+/// Allocate `bytes` of unreachable 4 KiB objects of `node` (a reference array type).
+pub fn garbage(m: &mut Mutator, node: TypeId, bytes: usize) {
+    for _ in 0..bytes / (512 * 8) {
+        m.alloc(node, 511).unwrap();
+    }
+}
+
 pub fn stress_scale(n: u64) -> u64 {
     if std::env::var("FAULTLINE_STRESS").as_deref() == Ok("long") {
         n * 100
