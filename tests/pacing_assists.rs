@@ -112,7 +112,7 @@ fn fast_allocators_assist_two_markers() {
 /// compaction assists at its buffer refills, so the next cycle starts with headroom for its
 /// marking. Scenario: 16 MiB of rooted live data interleaved with as much garbage in a 256 MiB
 /// heap whose trigger no allocation before the test's collection reaches; after its flip the
-/// workers are held back (`compaction_delay`), and the mutator allocates 160 MiB of garbage
+/// workers are held back (`compaction_delay`), and the mutator allocates 176 MiB of garbage
 /// (past the slack, within the space). The cycle must record compaction assists and no flip
 /// wait; before compaction pacing, compaction assists ran only when the space was exhausted
 /// (none here). Every page is verified (checkmark on).
@@ -142,7 +142,7 @@ fn mutators_that_outrun_the_compaction_assist_it_before_the_space_runs_out() {
         m.safepoint();
         std::thread::sleep(std::time::Duration::from_micros(100));
     }
-    garbage(&mut m, node, 160 << 20);
+    garbage(&mut m, node, 176 << 20);
     m.wait_for_cycle().unwrap();
     heap.wait_for_compaction();
     let h = heap.history();
