@@ -228,11 +228,17 @@ pub(crate) fn compaction_assist(inner: &HeapInner) -> usize {
     pages
 }
 
-/// The allocation slow path's compaction assists: while the running compaction trails the
-/// mutators' allocation ([`crate::pacer::Pacer::compaction_owed`]), fill its pages, one
-/// [`compaction_assist`] slice at a time, at most [`COMPACT_ASSIST_SLICES`]. Returns the pages
-/// taken.
+/// The allocation slow path's compaction assists: one [`compaction_assist`] slice if the
+/// mutators have spent a generational young cycle's allocation budget
+/// ([`crate::youngpace::YoungPace::owes_compaction`], with `HeapConfig::young_budget`); then,
+/// while the running compaction trails the mutators' allocation
+/// ([`crate::pacer::Pacer::compaction_owed`]), more, one slice at a time, at most
+/// [`COMPACT_ASSIST_SLICES`]. Returns the pages taken.
 pub(crate) fn paced_compaction_assist(inner: &HeapInner) -> usize {
+    let young = inner.gen.as_ref().is_some_and(|gs| {
+        inner.config.young_budget && gs.young_pace.owes_compaction(inner.pacer.allocated())
+    });
+    let mut pages = if young { compaction_assist(inner) } else { 0 };
     let owed = || {
         inner
             .compaction
@@ -240,11 +246,10 @@ pub(crate) fn paced_compaction_assist(inner: &HeapInner) -> usize {
             .is_some_and(|(done, total)| inner.pacer.compaction_owed(done, total))
     };
     if !owed() {
-        return 0;
+        return pages;
     }
     // (No boost of the GC threads: this mutator does the work itself, and raised workers
     // would preempt it inside its slices.)
-    let mut pages = 0;
     for _ in 0..COMPACT_ASSIST_SLICES {
         let n = compaction_assist(inner);
         pages += n;

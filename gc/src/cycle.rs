@@ -1539,9 +1539,8 @@ fn flip(
         unsafe { inner.compaction.arm(plan) };
         // From here mutators that allocate faster than the compaction fills pages help it, so
         // that the next cycle starts with headroom for its marking ([`crate::pacer`],
-        // compaction assists).
-        // (Generational: what this cycle promotes leaves the room young objects have when it
-        // ends; it is not counted as free.)
+        // compaction assists). What a generational cycle promotes leaves the room young
+        // objects have when it ends: it is not counted as free.
         let used = inner.used();
         inner.pacer.begin_compaction(
             used,

@@ -826,18 +826,9 @@ impl Mutator {
                         crate::assist::paced_assist(inner, plan);
                     }
                 }
-                // Generational: mutators that have spent a young cycle's allocation budget
-                // help its compaction end, a slice per refill ([`crate::youngpace`]).
-                if let Some(gs) = inner.gen.as_ref() {
-                    if inner.config.young_budget
-                        && inner.config.mark_assists
-                        && gs.young_pace.owes_compaction(inner.pacer.allocated())
-                    {
-                        crate::assist::compaction_assist(inner);
-                    }
-                }
                 // Compaction assists: a mutator that outruns the compaction fills pages, so
-                // that the next cycle's marking finds its headroom (see `crate::pacer`).
+                // that the next cycle's marking finds its headroom (see `crate::pacer`; and a
+                // young cycle's budget, `crate::youngpace`).
                 if inner.config.mark_assists {
                     crate::assist::paced_compaction_assist(inner);
                 }

@@ -61,6 +61,13 @@ struct Columns<A, B> {
 }
 
 impl<A: Clone, B: Clone> Columns<A, B> {
+    fn new() -> Self {
+        Columns {
+            a: Column::new(),
+            b: Column::new(),
+        }
+    }
+
     fn len(&self) -> usize {
         self.a.current.len()
     }
@@ -118,10 +125,7 @@ unsafe impl<A: Send + Sync, B: Send + Sync> Sync for Snapshot<A, B> {}
 impl<A: Clone, B: Clone> Snapshot<A, B> {
     /// A new store holding `(a, b)` as entry 0, and its snapshot.
     pub(crate) fn new(a: A, b: B) -> Self {
-        let mut columns = Columns {
-            a: Column::new(),
-            b: Column::new(),
-        };
+        let mut columns = Columns::new();
         columns.push(a, b);
         Self::of(Arc::new(Store {
             columns: Mutex::new(columns),
@@ -168,10 +172,7 @@ impl<A: Clone, B: Clone> Snapshot<A, B> {
         let mut g = self.store.lock();
         if g.len() != self.len {
             drop(g);
-            let mut own = Columns {
-                a: Column::new(),
-                b: Column::new(),
-            };
+            let mut own = Columns::new();
             for (x, y) in self.a().iter().zip(self.b()) {
                 own.push(x.clone(), y.clone());
             }
