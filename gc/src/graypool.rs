@@ -197,6 +197,13 @@ impl<'p> GrayLocal<'p> {
         self.w.pop().or_else(|| self.pool.steal_into(&self.w))
     }
 
+    /// The entry the next [`GrayLocal::pop`] takes from this worker's stack if the scan in
+    /// progress pushes nothing (a hint: to prefetch it).
+    #[inline]
+    pub(crate) fn peek(&self) -> Option<usize> {
+        self.stack.last().copied()
+    }
+
     /// The object last popped is scanned (its children pushed).
     #[inline]
     pub(crate) fn finished(&mut self) {

@@ -356,11 +356,9 @@ impl<'a> ConcMarker<'a> {
         }
         self.scanned_bytes += (to_k.min(size) - from_k) * WORD;
         let (t, gray, marked) = (&self.t, &mut self.gray, &mut self.marked);
-        t.for_each_ref(o, from_k, to_k, |c| {
-            if t.shade(c) {
-                *marked += 1;
-                gray.push(c);
-            }
+        t.shade_refs(o, from_k, to_k, |c| {
+            *marked += 1;
+            gray.push(c);
         });
         true
     }
@@ -377,6 +375,11 @@ impl<'a> ConcMarker<'a> {
     pub(crate) fn step(&mut self) -> bool {
         match self.gray.pop() {
             Some(e) => {
+                // The next entry's header is read when it is scanned, often long after it was
+                // shaded (its siblings' subtrees came first): ask for it now.
+                if let Some(next) = self.gray.peek() {
+                    crate::dense::prefetch(chunk::decode(next).0);
+                }
                 let object = self.scan(e);
                 self.gray.finished();
                 if object {

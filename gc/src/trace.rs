@@ -17,7 +17,9 @@
 //!
 //! Invariants: shading is idempotent and thread-safe (atomic bit sets: exactly one caller gets
 //! `true` per object); a caller scans each object it shaded at most once; nothing here writes
-//! the heap.
+//! the heap. Scanning an object ([`Tracer::shade_refs`]) shades its references in slot order,
+//! each a few references after it was read and its header prefetched (a hint only: a prefetch
+//! never faults, so it may name any address).
 
 use core::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -59,6 +61,10 @@ impl SlotAccess for Atomic {
         unsafe { AtomicUsize::from_ptr(a as *mut usize) }.load(Ordering::Relaxed)
     }
 }
+
+/// How many references [`Tracer::shade_refs`] keeps in flight: each is prefetched this many
+/// references before it is shaded.
+pub(crate) const SHADE_AHEAD: usize = 8;
 
 /// Read the header at `a`.
 #[inline]
@@ -167,15 +173,49 @@ impl<'a, A: SlotAccess> Tracer<'a, A> {
             .for_each_ref_word(h, from_k, to_k, |k| f(A::load(obj + k * WORD)));
     }
 
+    /// Shade every reference held in words `[from_k, to_k)` of the object at `obj` (as
+    /// [`Self::for_each_ref`] yields them) and call `on_new` with each one this call shaded.
+    /// Shading reads the child's header (its size, for the live-words bitmap), a cache miss
+    /// per child in a heap larger than the caches; so each candidate in the moving space's
+    /// range is prefetched when it is read and shaded [`SHADE_AHEAD`] references later, and
+    /// the misses of one object's children overlap instead of following one another. The
+    /// same references are shaded as one at a time, in the same order.
+    #[inline]
+    pub(crate) fn shade_refs(
+        &self,
+        obj: usize,
+        from_k: usize,
+        to_k: usize,
+        mut on_new: impl FnMut(usize),
+    ) {
+        let mut ring = [0usize; SHADE_AHEAD];
+        let mut n = 0usize;
+        self.for_each_ref(obj, from_k, to_k, |c| {
+            if c >= self.from && c < self.limit {
+                crate::dense::prefetch(c);
+            }
+            let slot = &mut ring[n % SHADE_AHEAD];
+            let due = core::mem::replace(slot, c);
+            if n >= SHADE_AHEAD && self.shade(due) {
+                on_new(due);
+            }
+            n += 1;
+        });
+        for k in n.saturating_sub(SHADE_AHEAD)..n {
+            let c = ring[k % SHADE_AHEAD];
+            if self.shade(c) {
+                on_new(c);
+            }
+        }
+    }
+
     /// Shade every child of `obj` and push the newly shaded ones on `stack`; returns how many.
     #[inline]
     pub(crate) fn scan_into(&self, obj: usize, stack: &mut Vec<usize>) -> usize {
         let mut n = 0;
-        self.for_each_ref(obj, 0, usize::MAX, |c| {
-            if self.shade(c) {
-                n += 1;
-                stack.push(c);
-            }
+        self.shade_refs(obj, 0, usize::MAX, |c| {
+            n += 1;
+            stack.push(c);
         });
         n
     }
@@ -185,6 +225,11 @@ impl<'a, A: SlotAccess> Tracer<'a, A> {
         let mut stack: Vec<usize> = roots.into_iter().filter(|&r| self.shade(r)).collect();
         let mut n = stack.len();
         while let Some(o) = stack.pop() {
+            // The next object's header is read when it is scanned, often long after it was
+            // shaded (its siblings' subtrees came first): ask for it now.
+            if let Some(&next) = stack.last() {
+                crate::dense::prefetch(next);
+            }
             n += self.scan_into(o, &mut stack);
         }
         n
@@ -226,12 +271,10 @@ where
                     });
                     match task {
                         Some(o) => {
-                            self.for_each_ref(o, 0, usize::MAX, |c| {
-                                if self.shade(c) {
-                                    pending.fetch_add(1, Ordering::SeqCst);
-                                    marked.fetch_add(1, Ordering::Relaxed);
-                                    w.push(c);
-                                }
+                            self.shade_refs(o, 0, usize::MAX, |c| {
+                                pending.fetch_add(1, Ordering::SeqCst);
+                                marked.fetch_add(1, Ordering::Relaxed);
+                                w.push(c);
                             });
                             pending.fetch_sub(1, Ordering::SeqCst);
                         }
@@ -246,5 +289,91 @@ where
             }
         });
         marked.into_inner()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline_heap::object::TypeInfo;
+
+    /// A plain-vector "heap": one ref array of `n` slots at word 0, then `n` two-word leaf
+    /// objects; returns the words and the leaves' word indices (the caller fills the slots).
+    fn heap_with_array(types: &mut TypeRegistry, n: usize) -> (Vec<u64>, Vec<usize>) {
+        let arr = types
+            .register(TypeInfo::ref_array("refs"))
+            .expect("a valid layout");
+        let leaf = types
+            .register(TypeInfo::fixed("leaf", 8, &[]))
+            .expect("a valid layout");
+        let mut words = vec![0u64; 1 + n + 2 * n];
+        words[0] = Header::new(arr, n as u32).0;
+        let mut leaves = Vec::new();
+        for i in 0..n {
+            let w = 1 + n + 2 * i;
+            words[w] = Header::new(leaf, 8).0;
+            leaves.push(w);
+        }
+        (words, leaves)
+    }
+
+    /// `shade_refs` keeps references in flight: whatever the count against its ring, every
+    /// candidate is shaded exactly once, `on_new` sees exactly the newly shaded ones in slot
+    /// order, and their words are live; nulls, immediates, repeats and out-of-range values
+    /// are passed over as by `shade`.
+    #[test]
+    fn shading_ahead_shades_what_one_at_a_time_shades_in_the_same_order() {
+        for n in [
+            1,
+            2,
+            SHADE_AHEAD - 1,
+            SHADE_AHEAD,
+            SHADE_AHEAD + 1,
+            3 * SHADE_AHEAD + 5,
+        ] {
+            let mut types = TypeRegistry::default();
+            let (mut words, leaves) = heap_with_array(&mut types, n);
+            let from = words.as_mut_ptr() as usize;
+            let addr = |w: usize| from + w * WORD;
+            // Slot values: each leaf once, then (where there are enough slots) the first leaf
+            // again in the middle, a null, an immediate (odd) and an address past the range.
+            let mut slots: Vec<usize> = leaves.iter().map(|&w| addr(w)).collect();
+            if n >= 4 {
+                slots[n / 2] = addr(leaves[0]); // a repeat: leaf n/2 is not referenced
+                slots[1] = 0;
+                slots[2] = 0x1235;
+                slots[3] = addr(words.len() + 8);
+            }
+            for (k, &v) in slots.iter().enumerate() {
+                words[1 + k] = v as u64;
+            }
+            let end = addr(words.len());
+            let mark = Bitmap::new(words.len() + 64);
+            let live = LiveWords::new(words.len() + 64);
+            let large = LargeSpace::new(0, 0);
+            let t = Tracer::<Plain>::new(from, end, &mark, &live, &large, &types);
+            let mut seen = Vec::new();
+            t.shade_refs(from, 0, usize::MAX, |c| seen.push(c));
+            // One at a time, in slot order, on fresh bitmaps: the reference answer.
+            let (mark1, live1) = (
+                Bitmap::new(words.len() + 64),
+                LiveWords::new(words.len() + 64),
+            );
+            let t1 = Tracer::<Plain>::new(from, end, &mark1, &live1, &large, &types);
+            let mut want = Vec::new();
+            t1.for_each_ref(from, 0, usize::MAX, |c| {
+                if t1.shade(c) {
+                    want.push(c);
+                }
+            });
+            assert_eq!(seen, want, "n = {n}");
+            assert!(!want.is_empty());
+            for w in 0..words.len() {
+                assert_eq!(mark.get(w), mark1.get(w), "mark bit {w}, n = {n}");
+                assert_eq!(live.bits.get(w), live1.bits.get(w), "live bit {w}, n = {n}");
+            }
+            // Shading again finds nothing new.
+            t.shade_refs(from, 0, usize::MAX, |_| panic!("shaded twice"));
+        }
     }
 }
