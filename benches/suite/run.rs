@@ -153,6 +153,14 @@ pub struct RunResult {
     /// `short`: the waits under `LOG_MIN`, whose causes are not kept).
     #[serde(default)]
     pub wait_worst_100ms: BTreeMap<String, f64>,
+    /// When that window began, seconds from the workload's start (its build phase included),
+    /// to be read against `cycle_spans_s`.
+    #[serde(default)]
+    pub wait_worst_100ms_at_s: Option<f64>,
+    /// Each collection's span (start, end), seconds from the workload's start: where the waits
+    /// fell relative to the cycles.
+    #[serde(default)]
+    pub cycle_spans_s: Vec<(f64, f64)>,
     /// Waits too short to log (< `faultline::waits::LOG_MIN`): count and total ms; intervals
     /// lost from the rings.
     pub waits_unlogged: u64,
@@ -465,6 +473,7 @@ pub fn measure(
     r.bystander = by
         .as_ref()
         .map(|b| split_bystander(&b.samples, &cycles, b.errors, b.cpu_s));
+    r.cycle_spans_s = cycles;
     r.cycles = history.len() as u64;
     for c in &history {
         *r.triggers.entry(c.trigger.name().to_string()).or_default() += 1;
@@ -519,7 +528,7 @@ pub fn measure(
     r.mmu_100ms = metrics::mmu(&iv, run, 1e-1);
     r.mmu_curve = metrics::mmu_curve(&iv, run);
     r.peak_rss_kib = metrics::status_kib("VmHWM");
-    mutator_waits(&heap, &mut r);
+    mutator_waits(&heap, &mut r, start);
     let p = heap.prefill_stats();
     r.prefill_mib = p.bytes as f64 / (1 << 20) as f64;
     r.refills_ready = p.refills_ready;
@@ -650,7 +659,7 @@ pub fn measure(
 
 /// The heap's own record of the mutators' waits: by cause, the longest, and a mutator-side MMU
 /// from the logged intervals (the lowest over the mutators that lived at least a window).
-fn mutator_waits(heap: &Heap, r: &mut RunResult) {
+fn mutator_waits(heap: &Heap, r: &mut RunResult, start: Instant) {
     let w = heap.mutator_waits();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for (cause, s) in &w.by_cause {
@@ -696,6 +705,7 @@ fn mutator_waits(heap: &Heap, r: &mut RunResult) {
         .filter_map(|l| l.worst_window(Duration::from_millis(100), now))
         .max_by_key(|w| w.waited);
     if let Some(w) = worst {
+        r.wait_worst_100ms_at_s = Some(w.start.saturating_duration_since(start).as_secs_f64());
         for (cause, d) in w.by_cause {
             if !d.is_zero() {
                 r.wait_worst_100ms.insert(cause.name().to_string(), ms(d));
