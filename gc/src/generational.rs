@@ -58,6 +58,8 @@
 //!   [`FALLBACK_FULL_CYCLES`] cycles are full (a live set replaced within about a cycle, as
 //!   churn's, makes a young cycle trace about what a full one does). The GC log shows the
 //!   measured share and the decision.
+//! - A full cycle is paced for the old generation's live bytes too
+//!   ([`GenState::next_mark_bytes`]).
 //! - A **full cycle** marks and compacts everything, as a heap that is not generational does
 //!   every cycle; it runs when the old generation has grown by `old_growth` over its size
 //!   after the last full cycle, or over its size at its first promotion since then if that
@@ -369,6 +371,19 @@ pub(crate) fn full_limit(config: &HeapConfig, live: usize, large: usize) -> (usi
     (f(live), f(large))
 }
 
+/// The mark work of a full cycle (pure): `kept` bytes in use in the window and the large
+/// space, and the old generation's live bytes, reckoned as its size `old` but at most
+/// `whole_live`, the live bytes the last cycle that traced everything found (0: none yet; the
+/// old generation's garbage is not traced, and what it promoted since was live then).
+pub(crate) fn full_mark_bytes(kept: usize, old: usize, whole_live: usize) -> usize {
+    let old_live = if whole_live > 0 {
+        old.min(whole_live)
+    } else {
+        old
+    };
+    kept.saturating_add(old_live)
+}
+
 /// `bytes x (1 + growth)`.
 fn grown(bytes: usize, growth: f64) -> usize {
     (bytes as f64 * (1.0 + growth)) as usize
@@ -665,6 +680,21 @@ impl GenState {
             || large_used > old.large_limit)
     }
 
+    /// The bytes the next cycle is expected to mark (the pacer's mark work), `kept` bytes
+    /// being in use in the window and the large space now: `kept` when it is expected to be
+    /// young ([`GenState::next_is_young`]); a full cycle also traces the old generation, whose
+    /// live bytes are reckoned as its size, at most the live bytes the last cycle that traced
+    /// everything found ([`full_mark_bytes`]). (Paced for `kept` alone, a full cycle after
+    /// young ones that promoted GBs started with the space nearly full: churn at 1 GiB,
+    /// BENCHMARKS.md s15 `genpace`.)
+    pub(crate) fn next_mark_bytes(&self, kept: usize, half_bytes: usize, large_used: usize) -> usize {
+        if self.next_is_young(half_bytes, large_used) {
+            return kept;
+        }
+        let old = self.old();
+        full_mark_bytes(kept, old.bytes(), old.whole_live)
+    }
+
     /// Old-generation bytes now.
     pub(crate) fn old_bytes(&self) -> usize {
         self.old().bytes()
@@ -777,6 +807,18 @@ mod tests {
     use super::window_goal;
 
     const MIB: usize = 1 << 20;
+
+    #[test]
+    fn a_full_cycle_is_paced_for_the_old_generation_too() {
+        use super::full_mark_bytes;
+        // Nothing traced everything yet: the whole old generation.
+        assert_eq!(full_mark_bytes(10 * MIB, 100 * MIB, 0), 110 * MIB);
+        // An old generation grown past the live set by promoted garbage: the live set.
+        assert_eq!(full_mark_bytes(10 * MIB, 3000 * MIB, 1000 * MIB), 1010 * MIB);
+        // An old generation smaller than it: its size.
+        assert_eq!(full_mark_bytes(10 * MIB, 500 * MIB, 1000 * MIB), 510 * MIB);
+        assert_eq!(full_mark_bytes(10 * MIB, 0, 1000 * MIB), 10 * MIB);
+    }
 
     #[test]
     fn without_an_old_generation_the_window_goal_is_the_occupancy_goal() {

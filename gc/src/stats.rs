@@ -394,6 +394,9 @@ pub struct PaceStats {
     pub compact_rate: f64,
     /// The trigger decided for the next cycle.
     pub next_trigger_bytes: usize,
+    /// The mark work (bytes) the next cycle was paced for: what this cycle left live, and in
+    /// generational mode, when the next cycle is full, the old generation's live bytes too.
+    pub next_mark_bytes: usize,
     /// Concurrent markers that traced this cycle (the GC thread included).
     pub markers: usize,
     /// Mark assists done by allocating mutators.
@@ -596,7 +599,7 @@ impl CycleStats {
         let p = &self.pacing;
         let pacing = if self.mode == GcMode::Concurrent {
             format!(
-                " | pace: trigger {}K, to flip predicted {:.3}ms actual {:.3}ms, alloc {:.1}MB/s, mark {:.1}MB/s x{} markers, next trigger {}K | assists {} ({:.3}ms, max {:.3}ms, {}K scanned, {} urgent, {} deferred), compaction assists {} ({:.3}ms, {} pages), flip waits {} ({:.3}ms)",
+                " | pace: trigger {}K, to flip predicted {:.3}ms actual {:.3}ms, alloc {:.1}MB/s, mark {:.1}MB/s x{} markers, next trigger {}K for {}K of marking | assists {} ({:.3}ms, max {:.3}ms, {}K scanned, {} urgent, {} deferred), compaction assists {} ({:.3}ms, {} pages), flip waits {} ({:.3}ms)",
                 p.trigger_bytes / 1024,
                 p.predicted_to_flip.as_secs_f64() * 1e3,
                 p.actual_to_flip.as_secs_f64() * 1e3,
@@ -604,6 +607,7 @@ impl CycleStats {
                 p.mark_rate / 1e6,
                 p.markers,
                 p.next_trigger_bytes / 1024,
+                p.next_mark_bytes / 1024,
                 p.assists,
                 p.assist_time.as_secs_f64() * 1e3,
                 p.assist_max.as_secs_f64() * 1e3,
