@@ -1740,6 +1740,7 @@ fn gen_at_flip(
         black_bytes: objects_end.saturating_sub(fwd(c.mark_top)),
         young_cost_pm,
         fallback,
+        young_slots_over: None,
     }
 }
 
@@ -1877,13 +1878,20 @@ fn running_mutators(inner: &HeapInner) -> usize {
 /// Concurrent mode, a cycle (`stats`) finishing: the pacer decides the next trigger from the
 /// bytes in use now, the next cycle's mark work and this cycle's compaction (`(bytes,
 /// time)`); the occupancy goal is computed as stop-the-world's trigger would be.
-/// Generational: a full cycle next marks the old generation too
+/// Generational: first, whether a young cycle next would forward too many old slots in its
+/// pauses ([`crate::generational::GenState::young_slots_over`]: then full cycles follow,
+/// recorded in `stats`); a full cycle next marks the old generation too
 /// ([`crate::generational::GenState::next_mark_bytes`]).
 fn pace_next(inner: &HeapInner, stats: &mut CycleStats, compacted: (usize, Duration)) {
     let used = inner.used();
     let mut live = stats.heap_after();
     if let Some(gs) = inner.gen.as_ref() {
         let (half, large) = (inner.moving.half_bytes, inner.large.used());
+        if gs.next_is_young(half, large) {
+            let last = (stats.gen.young == Some(true)).then_some(stats.gen.old_slots);
+            stats.gen.young_slots_over =
+                gs.young_slots_over(last, inner.config.young_slots_max, &inner.types());
+        }
         live = gs.next_mark_bytes(live, half, large);
     }
     let d = inner.pacer.finish_cycle(

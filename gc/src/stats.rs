@@ -325,8 +325,12 @@ pub struct GenStats {
     /// nothing old).
     pub young_cost_pm: Option<u32>,
     /// Full cycles still owed after this one because a young cycle's measured cost exceeded
-    /// `HeapConfig::young_cost_max` (0: none).
+    /// `HeapConfig::young_cost_max` (0: none; see also `young_slots_over`).
     pub fallback: u32,
+    /// The old slots with a young reference counted at this cycle's end (or forwarded by this
+    /// young cycle) when they exceeded `HeapConfig::young_slots_max`: the next cycles are full
+    /// (`None`: not over the bound, or not counted).
+    pub young_slots_over: Option<usize>,
 }
 
 /// A barrier-free cycle's fallback to SATB ([`CycleStats::satb_switch`]).
@@ -732,7 +736,9 @@ impl CycleStats {
                     ),
                     (None, f) if f > 0 => format!(" ({f} more full: young cycles did not pay)"),
                     (None, _) => String::new(),
-                },
+                } + &g.young_slots_over.map_or(String::new(), |n| format!(
+                    " ({n} old-to-young slots over young_slots_max: full cycles next)"
+                )),
                 g.promoted_bytes,
                 g.dirty_cards,
                 g.old_slots,
