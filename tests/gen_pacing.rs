@@ -9,7 +9,7 @@
 //!   (`compaction_delay`), so at the cycle's end the dirty cards hold [`SLOTS`] old-to-young
 //!   references, over the bound: the cycle's record says so and the next cycle is full. With
 //!   the bound off, the same scenario's next cycle is young and forwards them all (what churn
-//!   at 1 GiB did: 2.3-2.6 M old slots, remark+flip pauses of 300-440 ms). When the slots are
+//!   at 1 GiB did: 2.0-2.6 M old slots, remark+flip pauses of 285-660 ms). When the slots are
 //!   written after the cycle's end instead, the next cycle is young (nothing was dirty then)
 //!   and forwards them all, and a full cycle follows within two cycles (the next may start in
 //!   the half without the old generation: a young cycle that promotes everything runs first).

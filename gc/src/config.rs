@@ -287,7 +287,7 @@ pub struct HeapConfig {
     /// forward. A young cycle forwards every old slot that refers to a young object in its
     /// flip pause, and rescans the cards written since its precleaning in its remark pause:
     /// both pauses grow with those slots (churn at 1 GiB: a table of 2.7 M slots, every one
-    /// rewritten within a cycle, 2.3-2.6 M old slots, remark+flip pauses of 300-440 ms;
+    /// rewritten within a cycle, 2.0-2.6 M old slots, remark+flip pauses of 285-660 ms;
     /// BENCHMARKS.md, helper `genpace`, s15), while a full cycle forwards them concurrently,
     /// page by page. So at the end of a concurrent cycle whose successor would be young, the
     /// old slots with a young reference are counted in the remembered set's dirty ranges (the

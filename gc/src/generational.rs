@@ -62,7 +62,7 @@
 //!   concurrent): a young cycle forwards every old slot that refers to a young object in its
 //!   flip pause, and rescans the cards written since its precleaning in its remark, so its
 //!   pauses grow with the old-to-young references (a table of 2.7 M slots rewritten within
-//!   every cycle, churn's at 1 GiB: 300-440 ms), while a full cycle moves them concurrently.
+//!   every cycle, churn's at 1 GiB: 285-660 ms), while a full cycle moves them concurrently.
 //!   At the end of a cycle whose successor would be young, the old slots with a young
 //!   reference are counted in the remembered set's dirty ranges without clearing them (cards
 //!   only) and, after a young cycle, among those it forwarded: over the bound, the next
