@@ -283,6 +283,20 @@ pub struct HeapConfig {
     /// measurably (BENCHMARKS.md, helper `gen`, s13); `FAULTLINE_YOUNG_COST_MAX` from the
     /// environment sets it.
     pub young_cost_max: f64,
+    /// Generational, concurrent: the most old-to-young references a young cycle may have to
+    /// forward. A young cycle forwards every old slot that refers to a young object in its
+    /// flip pause, and rescans the cards written since its precleaning in its remark pause:
+    /// both pauses grow with those slots (churn at 1 GiB: a table of 2.7 M slots, every one
+    /// rewritten within a cycle, 2.0-2.6 M old slots, remark+flip pauses of 285-660 ms;
+    /// BENCHMARKS.md, helper `genpace`, s15), while a full cycle forwards them concurrently,
+    /// page by page. So at the end of a concurrent cycle whose successor would be young, the
+    /// old slots with a young reference are counted in the remembered set's dirty ranges (the
+    /// card table; the written-pages set cannot be read without clearing it) and, for a young
+    /// cycle just ended, in its own flip; over this bound the next
+    /// `generational::FALLBACK_FULL_CYCLES` cycles are full. Default
+    /// [`DEFAULT_YOUNG_SLOTS_MAX`], or `FAULTLINE_YOUNG_SLOTS_MAX` from the environment;
+    /// `usize::MAX`: no bound.
+    pub young_slots_max: usize,
     /// Generational, concurrent: once young cycles are measured, a young cycle's allocation
     /// budget is the young window (`youngpace`): its marking is paced to it, and mutators
     /// that allocate past it take a compaction-assist slice at each buffer refill while its
@@ -331,6 +345,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("first_survival_promotion", &self.first_survival_promotion)
             .field("first_cycle_promotion", &self.first_cycle_promotion)
             .field("young_cost_max", &self.young_cost_max)
+            .field("young_slots_max", &self.young_slots_max)
             .field("young_budget", &self.young_budget)
             .field("debug", &self.debug)
             .finish_non_exhaustive()
@@ -380,6 +395,7 @@ impl Default for HeapConfig {
             first_survival_promotion: default_first_survival_promotion(),
             first_cycle_promotion: default_first_cycle_promotion(),
             young_cost_max: default_young_cost_max(),
+            young_slots_max: default_young_slots_max(),
             young_budget: default_young_budget(),
             debug: DebugConfig::default(),
         }
@@ -621,6 +637,20 @@ pub const DEFAULT_YOUNG_COST_MAX: f64 = f64::MAX;
 pub fn default_young_cost_max() -> f64 {
     env_number::<f64>("FAULTLINE_YOUNG_COST_MAX", |x| x.is_finite() && *x >= 0.0)
         .unwrap_or(DEFAULT_YOUNG_COST_MAX)
+}
+
+/// The default [`HeapConfig::young_slots_max`]: 256 Ki old slots, about 15 ms of forwarding
+/// in a flip pause at the ~57 ns a slot churn's flips took at 1 GiB, and as much again for
+/// rescanning them in the remark when every one was written since the precleaning (churn:
+/// 2.3 M slots, 133 ms of forwarding and 245 ms of remark). Tree-replace's young cycles
+/// forwarded 20-32 K slots at 1 GiB and 68-122 K at 4 GiB (BENCHMARKS.md, s10 helper `cards`):
+/// under it.
+pub const DEFAULT_YOUNG_SLOTS_MAX: usize = 256 << 10;
+
+/// [`DEFAULT_YOUNG_SLOTS_MAX`], or `FAULTLINE_YOUNG_SLOTS_MAX` from the environment if it is
+/// a number.
+pub fn default_young_slots_max() -> usize {
+    env_number::<usize>("FAULTLINE_YOUNG_SLOTS_MAX", |_| true).unwrap_or(DEFAULT_YOUNG_SLOTS_MAX)
 }
 
 /// The default [`HeapConfig::young_budget`]: off, or on where `FAULTLINE_YOUNG_BUDGET` is 1.

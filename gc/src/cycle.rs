@@ -936,7 +936,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
             {
                 // Locks a forked child needs (see `crate::forkgate`).
                 let _r = crate::forkgate::Region::enter();
-                pace_next(&inner, stats.heap_after(), (0, Duration::ZERO));
+                pace_next(&inner, &mut stats, (0, Duration::ZERO));
                 take_pace_stats(&inner, &mut stats);
             }
             hook_panic_on_gc_thread(record_cycle(&inner, &stats));
@@ -1541,9 +1541,14 @@ fn flip(
         // that the next cycle starts with headroom for its marking ([`crate::pacer`],
         // compaction assists). What a generational cycle promotes leaves the room young
         // objects have when it ends: it is not counted as free.
+        // The reserve is for the next cycle's mark work: a generational full cycle's
+        // includes the old generation's live bytes.
         let used = inner.used();
+        let mark_next = inner.gen.as_ref().map_or(used, |gs| {
+            gs.next_mark_bytes(used, inner.moving.half_bytes, inner.large.used())
+        });
         inner.pacer.begin_compaction(
-            used,
+            mark_next,
             inner
                 .capacity()
                 .saturating_sub(used + stats.gen.promoted_bytes),
@@ -1735,6 +1740,7 @@ fn gen_at_flip(
         black_bytes: objects_end.saturating_sub(fwd(c.mark_top)),
         young_cost_pm,
         fallback,
+        young_slots_over: None,
     }
 }
 
@@ -1836,11 +1842,8 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
             );
         }
     }
-    pace_next(
-        &inner,
-        stats.heap_after(),
-        (stats.pages_filled * PAGE_SIZE, stats.compact),
-    );
+    let compacted = (stats.pages_filled * PAGE_SIZE, stats.compact);
+    pace_next(&inner, &mut stats, compacted);
     stats.total = finish.cycle_start.elapsed();
     stats.calls = arena.sys().counters().snapshot().since(&finish.calls0);
     stats.vmas = (arena.vmas_at_creation(), arena.vma_count());
@@ -1872,11 +1875,25 @@ fn running_mutators(inner: &HeapInner) -> usize {
         .count()
 }
 
-/// Concurrent mode, a cycle finishing: the pacer decides the next trigger from the bytes in
-/// use now, the cycle's live bytes and its compaction (`(bytes, time)`); the occupancy goal
-/// is computed as stop-the-world's trigger would be.
-fn pace_next(inner: &HeapInner, live: usize, compacted: (usize, Duration)) {
+/// Concurrent mode, a cycle (`stats`) finishing: the pacer decides the next trigger from the
+/// bytes in use now, the next cycle's mark work and this cycle's compaction (`(bytes,
+/// time)`); the occupancy goal is computed as stop-the-world's trigger would be.
+/// Generational: first, whether a young cycle next would forward too many old slots in its
+/// pauses ([`crate::generational::GenState::young_slots_over`]: then full cycles follow,
+/// recorded in `stats`); a full cycle next marks the old generation too
+/// ([`crate::generational::GenState::next_mark_bytes`]).
+fn pace_next(inner: &HeapInner, stats: &mut CycleStats, compacted: (usize, Duration)) {
     let used = inner.used();
+    let mut live = stats.heap_after();
+    if let Some(gs) = inner.gen.as_ref() {
+        let (half, large) = (inner.moving.half_bytes, inner.large.used());
+        if gs.next_is_young(half, large) {
+            let last = (stats.gen.young == Some(true)).then_some(stats.gen.old_slots);
+            stats.gen.young_slots_over =
+                gs.young_slots_over(last, inner.config.young_slots_max, &inner.types());
+        }
+        live = gs.next_mark_bytes(live, half, large);
+    }
     let d = inner.pacer.finish_cycle(
         used,
         live,

@@ -58,6 +58,16 @@
 //!   [`FALLBACK_FULL_CYCLES`] cycles are full (a live set replaced within about a cycle, as
 //!   churn's, makes a young cycle trace about what a full one does). The GC log shows the
 //!   measured share and the decision.
+//! - **Full cycles when young pauses would be long** (`HeapConfig::young_slots_max`,
+//!   concurrent): a young cycle forwards every old slot that refers to a young object in its
+//!   flip pause, and rescans the cards written since its precleaning in its remark, so its
+//!   pauses grow with the old-to-young references (a table of 2.7 M slots rewritten within
+//!   every cycle, churn's at 1 GiB: 285-660 ms), while a full cycle moves them concurrently.
+//!   At the end of a cycle whose successor would be young, the old slots with a young
+//!   reference are counted in the remembered set's dirty ranges without clearing them (cards
+//!   only) and, after a young cycle, among those it forwarded: over the bound, the next
+//!   [`FALLBACK_FULL_CYCLES`] cycles are full ([`GenState::young_slots_over`]). A full cycle
+//!   next is paced for the old generation's live bytes too ([`GenState::next_mark_bytes`]).
 //! - A **full cycle** marks and compacts everything, as a heap that is not generational does
 //!   every cycle; it runs when the old generation has grown by `old_growth` over its size
 //!   after the last full cycle, or over its size at its first promotion since then if that
@@ -361,12 +371,29 @@ RSS 2.5x; BENCHMARKS.md, issue 15)";
 /// `HeapConfig::young_cost_max`, before young cycles are tried again.
 pub(crate) const FALLBACK_FULL_CYCLES: u32 = 4;
 
+/// Bytes of a run of dirty cards counted at a time by [`GenState::young_slots_over`]
+/// (card aligned).
+const PEEK_PIECE: usize = 64 * CARD_BYTES;
+
 /// The old-generation size (and large-object bytes) at which the next full cycle runs, after
 /// a full cycle that left `live` bytes in the moving space and `large` in large objects:
 /// `max(x (1 + old_growth), min_trigger_bytes / 2)` each.
 pub(crate) fn full_limit(config: &HeapConfig, live: usize, large: usize) -> (usize, usize) {
     let f = |b: usize| grown(b, config.old_growth).max(config.min_trigger_bytes / 2);
     (f(live), f(large))
+}
+
+/// The mark work of a full cycle (pure): `kept` bytes in use in the window and the large
+/// space, and the old generation's live bytes, reckoned as its size `old` but at most
+/// `whole_live`, the live bytes the last cycle that traced everything found (0: none yet; the
+/// old generation's garbage is not traced, and what it promoted since was live then).
+pub(crate) fn full_mark_bytes(kept: usize, old: usize, whole_live: usize) -> usize {
+    let old_live = if whole_live > 0 {
+        old.min(whole_live)
+    } else {
+        old
+    };
+    kept.saturating_add(old_live)
 }
 
 /// `bytes x (1 + growth)`.
@@ -665,6 +692,78 @@ impl GenState {
             || large_used > old.large_limit)
     }
 
+    /// The bytes the next cycle is expected to mark (the pacer's mark work), `kept` bytes
+    /// being in use in the window and the large space now: `kept` when it is expected to be
+    /// young ([`GenState::next_is_young`]); a full cycle also traces the old generation, whose
+    /// live bytes are reckoned as its size, at most the live bytes the last cycle that traced
+    /// everything found ([`full_mark_bytes`]). (Paced for `kept` alone, a full cycle after
+    /// young ones that promoted GBs started with the space nearly full: churn at 1 GiB,
+    /// BENCHMARKS.md s15 `genpace`.)
+    pub(crate) fn next_mark_bytes(
+        &self,
+        kept: usize,
+        half_bytes: usize,
+        large_used: usize,
+    ) -> usize {
+        if self.next_is_young(half_bytes, large_used) {
+            return kept;
+        }
+        let old = self.old();
+        full_mark_bytes(kept, old.bytes(), old.whole_live)
+    }
+
+    /// Concurrent mode, a cycle ending (the GC thread, its compaction done) with a young cycle
+    /// expected next: whether that young cycle's pauses would be long. A young cycle forwards
+    /// every old slot with a young reference in its flip pause (and rescans the cards written
+    /// since its precleaning in its remark pause), so over `max` such slots
+    /// (`HeapConfig::young_slots_max`) the next [`FALLBACK_FULL_CYCLES`] cycles are full.
+    /// Counted: `last`, the old slots the young cycle just ended forwarded (if it was one); else
+    /// those the remembered set's dirty ranges hold now, read without clearing them (the card
+    /// table; the count stops past `max`). Returns the count when it was over `max`.
+    pub(crate) fn young_slots_over(
+        &self,
+        last: Option<usize>,
+        max: usize,
+        types: &TypeRegistry,
+    ) -> Option<usize> {
+        let mut old = self.old();
+        if max == usize::MAX || old.fallback > 0 || old.full_pending {
+            return None;
+        }
+        let n = match last {
+            Some(n) if n > max => n,
+            // Nothing old (the next young cycle scans no remembered set), or the crossing map
+            // of the last promotion not built yet (it is by the end of a cycle).
+            _ if old.lo == old.hi || old.pending.is_some() => return None,
+            _ => {
+                let (lo, hi) = (old.lo, old.hi);
+                let mut n = 0usize;
+                let o = &*old;
+                self.remset.peek_dirty_ranges(&mut |s, e| {
+                    // A run of dirty cards may span a whole table: counted a piece at a time,
+                    // up to the bound.
+                    let mut a = s;
+                    while a < e && n <= max {
+                        let b = e.min(a + PEEK_PIECE);
+                        o.for_each_slot_in(a, b, types, &mut |slot| {
+                            let v = Atomic::load(slot);
+                            if v != 0 && !(lo..hi).contains(&v) {
+                                n += 1;
+                            }
+                        });
+                        a = b;
+                    }
+                });
+                n
+            }
+        };
+        if n <= max {
+            return None;
+        }
+        old.fallback = FALLBACK_FULL_CYCLES;
+        Some(n)
+    }
+
     /// Old-generation bytes now.
     pub(crate) fn old_bytes(&self) -> usize {
         self.old().bytes()
@@ -777,6 +876,21 @@ mod tests {
     use super::window_goal;
 
     const MIB: usize = 1 << 20;
+
+    #[test]
+    fn a_full_cycle_is_paced_for_the_old_generation_too() {
+        use super::full_mark_bytes;
+        // Nothing traced everything yet: the whole old generation.
+        assert_eq!(full_mark_bytes(10 * MIB, 100 * MIB, 0), 110 * MIB);
+        // An old generation grown past the live set by promoted garbage: the live set.
+        assert_eq!(
+            full_mark_bytes(10 * MIB, 3000 * MIB, 1000 * MIB),
+            1010 * MIB
+        );
+        // An old generation smaller than it: its size.
+        assert_eq!(full_mark_bytes(10 * MIB, 500 * MIB, 1000 * MIB), 510 * MIB);
+        assert_eq!(full_mark_bytes(10 * MIB, 0, 1000 * MIB), 10 * MIB);
+    }
 
     #[test]
     fn without_an_old_generation_the_window_goal_is_the_occupancy_goal() {

@@ -59,7 +59,8 @@
 //! the compaction fills pages spent all of it (churn at 1 GiB live: every cycle started with
 //! the space full, and every mutator waited for the whole of its marking, 3-4 s). At the flip
 //! (in its pause) the pacer keeps a reserve of the free space for the next cycle
-//! ([`MARK_RESERVE`] of the bytes the compaction keeps, within bounds: [`compaction_allowance`])
+//! ([`MARK_RESERVE`] of the bytes the compaction keeps, within bounds: [`compaction_allowance`];
+//! generational, with a full cycle next, of those and the old generation's live bytes)
 //! and gives the rest to the compaction as its *allowance*; a mutator refilling its buffer is
 //! *behind* when the fraction of the allowance (less [`COMPACT_TAIL`]) allocated since the flip
 //! exceeds the fraction of the destination pages claimed, past a slack ([`COMPACT_SLACK`]: a
@@ -516,9 +517,10 @@ impl Pacer {
         .is_some()
     }
 
-    /// The compaction starts (after the flip), keeping `kept` bytes, with `free` bytes left in
-    /// the space: keep [`compaction_allowance`]'s reserve for the next cycle, pace the
-    /// compaction against the rest.
+    /// The compaction starts (after the flip) with `free` bytes left in the space, the next
+    /// cycle expected to mark `kept` bytes (what this one keeps; generational, a full cycle
+    /// next: the old generation's live bytes too): keep [`compaction_allowance`]'s reserve
+    /// for the next cycle, pace the compaction against the rest.
     pub(crate) fn begin_compaction(&self, kept: usize, free: usize) {
         self.budget
             .alloc_at_flip
@@ -561,8 +563,9 @@ impl Pacer {
         s.overhead_secs = ewma(s.overhead_secs, (to_flip.as_secs_f64() - t).max(0.0));
     }
 
-    /// A concurrent cycle finished: record its live size and compaction speed and decide the
-    /// next trigger. Returns the decision.
+    /// A concurrent cycle finished: record the next cycle's mark work `live` (what this one
+    /// left live; generational, a full cycle next: the old generation's live bytes too) and
+    /// the compaction speed, and decide the next trigger. Returns the decision.
     pub(crate) fn finish_cycle(
         &self,
         used: usize,
@@ -605,6 +608,7 @@ impl Pacer {
             mark_rate: s.mark_rate,
             compact_rate: s.compact_rate,
             next_trigger_bytes: s.decision.trigger,
+            next_mark_bytes: s.live,
             assists: self.assists.swap(0, Ordering::Relaxed),
             assist_time: d(&self.assist_ns),
             assist_max: d(&self.assist_max_ns),
@@ -816,6 +820,7 @@ mod tests {
         assert_eq!(s.assist_time, Duration::from_micros(400));
         assert_eq!(s.flip_waits, 1);
         assert_eq!(s.next_trigger_bytes, d.trigger);
+        assert_eq!(s.next_mark_bytes, 8 * MIB, "paced for the live bytes given");
         // 8 MiB scanned in 8 ms.
         assert!(
             (s.mark_rate - 1000.0 * MIB as f64).abs() < 1.0,

@@ -73,6 +73,14 @@ pub(crate) trait RememberedSet: Send + Sync {
     /// at the next young cycle.
     fn keep_dirty(&self, slot: usize);
 
+    /// Visit the old ranges that [`RememberedSet::for_each_dirty_range`] would report now,
+    /// without clearing them (a sample for the cycle policy, racing with the mutators' stores:
+    /// never part of the exactness protocol). `false`: this set cannot be read without
+    /// clearing it.
+    fn peek_dirty_ranges(&self, _f: &mut dyn FnMut(usize, usize)) -> bool {
+        false
+    }
+
     /// The young cycle is over.
     fn after_young_cycle(&self, arena: &VolatileArena) -> Result<(), ArenaError>;
 
@@ -206,6 +214,12 @@ impl CardTable {
     /// Report every dirty card of the old range to `f` (runs of adjacent cards joined) and
     /// clear it; returns the number of cards.
     pub(crate) fn take_dirty(&self, f: &mut dyn FnMut(usize, usize)) -> usize {
+        self.dirty_runs(true, f)
+    }
+
+    /// Report every dirty card of the old range to `f` (runs of adjacent cards joined),
+    /// clearing it if `clear`; returns the number of cards.
+    fn dirty_runs(&self, clear: bool, f: &mut dyn FnMut(usize, usize)) -> usize {
         let (lo, hi) = self.old_range();
         if hi <= lo {
             return 0;
@@ -218,7 +232,7 @@ impl CardTable {
             .enumerate()
         {
             // A cheap load first: most cards are clean.
-            if c.load(Ordering::Relaxed) == 0 || c.swap(0, Ordering::AcqRel) == 0 {
+            if c.load(Ordering::Relaxed) == 0 || (clear && c.swap(0, Ordering::AcqRel) == 0) {
                 continue;
             }
             n += 1;
@@ -264,6 +278,11 @@ impl RememberedSet for CardTable {
 
     fn keep_dirty(&self, slot: usize) {
         self.note_store(slot);
+    }
+
+    fn peek_dirty_ranges(&self, f: &mut dyn FnMut(usize, usize)) -> bool {
+        self.dirty_runs(false, f);
+        true
     }
 
     fn after_young_cycle(&self, _arena: &VolatileArena) -> Result<(), ArenaError> {
@@ -318,5 +337,23 @@ mod tests {
         t.set_old_range(base, base);
         t.note_store(base + 4096 + 600);
         assert_eq!(t.dirty_cards(), 0, "an empty old range: nothing is dirty");
+    }
+
+    #[test]
+    fn peeking_reports_the_dirty_cards_and_leaves_them_dirty() {
+        let base = 1 << 20;
+        let t = CardTable::new(base, 1 << 20);
+        t.set_old_range(base, base + 8192);
+        t.note_store(base + 8);
+        t.note_store(base + 520);
+        t.note_store(base + 4096);
+        let mut seen = Vec::new();
+        assert!(t.peek_dirty_ranges(&mut |s, e| seen.push((s, e))));
+        assert_eq!(
+            seen,
+            vec![(base, base + 1024), (base + 4096, base + 4096 + 512)]
+        );
+        assert_eq!(t.dirty_cards(), 3, "peeking does not clear");
+        assert_eq!(dirty(&t), seen);
     }
 }

@@ -325,8 +325,12 @@ pub struct GenStats {
     /// nothing old).
     pub young_cost_pm: Option<u32>,
     /// Full cycles still owed after this one because a young cycle's measured cost exceeded
-    /// `HeapConfig::young_cost_max` (0: none).
+    /// `HeapConfig::young_cost_max` (0: none; see also `young_slots_over`).
     pub fallback: u32,
+    /// The old slots with a young reference counted at this cycle's end (or forwarded by this
+    /// young cycle) when they exceeded `HeapConfig::young_slots_max`: the next cycles are full
+    /// (`None`: not over the bound, or not counted).
+    pub young_slots_over: Option<usize>,
 }
 
 /// A barrier-free cycle's fallback to SATB ([`CycleStats::satb_switch`]).
@@ -394,6 +398,9 @@ pub struct PaceStats {
     pub compact_rate: f64,
     /// The trigger decided for the next cycle.
     pub next_trigger_bytes: usize,
+    /// The mark work (bytes) the next cycle was paced for: what this cycle left live, and in
+    /// generational mode, when the next cycle is full, the old generation's live bytes too.
+    pub next_mark_bytes: usize,
     /// Concurrent markers that traced this cycle (the GC thread included).
     pub markers: usize,
     /// Mark assists done by allocating mutators.
@@ -596,7 +603,7 @@ impl CycleStats {
         let p = &self.pacing;
         let pacing = if self.mode == GcMode::Concurrent {
             format!(
-                " | pace: trigger {}K, to flip predicted {:.3}ms actual {:.3}ms, alloc {:.1}MB/s, mark {:.1}MB/s x{} markers, next trigger {}K | assists {} ({:.3}ms, max {:.3}ms, {}K scanned, {} urgent, {} deferred), compaction assists {} ({:.3}ms, {} pages), flip waits {} ({:.3}ms)",
+                " | pace: trigger {}K, to flip predicted {:.3}ms actual {:.3}ms, alloc {:.1}MB/s, mark {:.1}MB/s x{} markers, next trigger {}K for {}K of marking | assists {} ({:.3}ms, max {:.3}ms, {}K scanned, {} urgent, {} deferred), compaction assists {} ({:.3}ms, {} pages), flip waits {} ({:.3}ms)",
                 p.trigger_bytes / 1024,
                 p.predicted_to_flip.as_secs_f64() * 1e3,
                 p.actual_to_flip.as_secs_f64() * 1e3,
@@ -604,6 +611,7 @@ impl CycleStats {
                 p.mark_rate / 1e6,
                 p.markers,
                 p.next_trigger_bytes / 1024,
+                p.next_mark_bytes / 1024,
                 p.assists,
                 p.assist_time.as_secs_f64() * 1e3,
                 p.assist_max.as_secs_f64() * 1e3,
@@ -728,7 +736,9 @@ impl CycleStats {
                     ),
                     (None, f) if f > 0 => format!(" ({f} more full: young cycles did not pay)"),
                     (None, _) => String::new(),
-                },
+                } + &g.young_slots_over.map_or(String::new(), |n| format!(
+                    " ({n} old-to-young slots over young_slots_max: full cycles next)"
+                )),
                 g.promoted_bytes,
                 g.dirty_cards,
                 g.old_slots,

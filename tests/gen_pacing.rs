@@ -1,0 +1,192 @@
+//! Pacing of the generational mode (concurrent, card table) against its pauses and its space:
+//!
+//! - **Young cycles whose old-to-young references would make their pauses long give way to
+//!   full cycles** (`HeapConfig::young_slots_max`). A young cycle forwards every old slot that
+//!   refers to a young object in its flip pause (and rescans the cards written since its
+//!   precleaning in its remark pause); a full cycle moves the same references concurrently,
+//!   page by page. Scenario: a rooted table of [`SLOTS`] slots, promoted by the first cycle;
+//!   every slot gets a fresh object while that cycle's compaction is held back
+//!   (`compaction_delay`), so at the cycle's end the dirty cards hold [`SLOTS`] old-to-young
+//!   references, over the bound: the cycle's record says so and the next cycle is full. With
+//!   the bound off, the same scenario's next cycle is young and forwards them all (what churn
+//!   at 1 GiB did: 2.0-2.6 M old slots, remark+flip pauses of 285-660 ms). When the slots are
+//!   written after the cycle's end instead, the next cycle is young (nothing was dirty then)
+//!   and forwards them all, and a full cycle follows within two cycles (the next may start in
+//!   the half without the old generation: a young cycle that promotes everything runs first).
+//! - **A full cycle is paced for the old generation too**: the record of the cycle before it
+//!   says the next cycle's marking was paced for the old generation's live bytes (here the
+//!   promoted table and objects) as well as what the window keeps. Paced for the window alone,
+//!   the full cycles that followed young ones promoting GBs started with the space nearly full
+//!   and the mutators waited for their flips (churn at 1 GiB, BENCHMARKS.md s15 `genpace`).
+//!
+//! No timing is asserted. Every cycle verifies the heap (checkmark on) and every slot is read
+//! back at the end.
+
+mod common;
+use common::{fix, uffd_or_skip, unfix};
+use faultline::{CycleStats, GcMode, Generational, Heap, HeapConfig, Mutator, Root, TypeId};
+use std::time::Duration;
+
+/// Slots of the table (each rewritten once: that many old-to-young references).
+const SLOTS: usize = 16_384;
+/// The bound the scenarios run with.
+const BOUND: usize = 4096;
+
+fn heap(young_slots_max: usize) -> Heap {
+    Heap::new(HeapConfig::with_heap_size(64 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.generational = Generational::Cards;
+        // No cycle but the scenario's own.
+        c.min_trigger_bytes = 48 << 20;
+        c.young_slots_max = young_slots_max;
+        c.debug.verify = true;
+        c.debug.checkmark = true;
+        c.debug.compaction_delay = Some(Duration::from_millis(300));
+    }))
+    .unwrap()
+}
+
+/// Give every slot of `table` a fresh 4-slot node tagged `round * SLOTS + i`.
+fn rewrite(m: &mut Mutator, node: TypeId, table: &Root, round: usize) {
+    for i in 0..SLOTS {
+        let v = m.alloc(node, 4).unwrap();
+        m.local(v).unwrap().set(0, fix((round * SLOTS + i) as i64));
+        table.get(m).unwrap().set(i, v);
+    }
+}
+
+fn check(m: &Mutator, table: &Root, round: usize) {
+    for i in 0..SLOTS {
+        let v = table.get(m).unwrap().get(i);
+        assert_eq!(
+            unfix(m.local(v).unwrap().get(0)),
+            (round * SLOTS + i) as i64
+        );
+    }
+}
+
+/// One cycle to its end; `during` runs on this mutator once the cycle has flipped (its
+/// compaction held back). Returns the cycle's record.
+fn cycle(heap: &Heap, m: &mut Mutator, during: impl FnOnce(&mut Mutator)) -> CycleStats {
+    let flips = heap.flips();
+    m.start_collection().unwrap();
+    while heap.flips() == flips {
+        m.safepoint();
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    during(m);
+    m.wait_for_cycle().unwrap();
+    heap.wait_for_compaction();
+    heap.verify().unwrap();
+    let c = heap.history().last().unwrap().clone();
+    eprintln!("{}", c.log_line());
+    c
+}
+
+/// The table built and promoted by the first cycle, its slots rewritten during that cycle's
+/// compaction. Returns the heap, its mutator, the table and the first cycle's record.
+fn promoted_table_written_during_compaction(
+    young_slots_max: usize,
+) -> (Heap, Mutator, Root, TypeId, CycleStats) {
+    let heap = heap(young_slots_max);
+    let node = heap
+        .register_type(faultline::TypeInfo::ref_array("node"))
+        .unwrap();
+    let mut m = heap.attach();
+    let t = m.alloc(node, SLOTS).unwrap();
+    let table = m.root(t);
+    rewrite(&mut m, node, &table, 0);
+    let c1 = cycle(&heap, &mut m, |m| rewrite(m, node, &table, 1));
+    assert_eq!(c1.gen.young, Some(true), "{}", c1.log_line());
+    assert!(c1.gen.promoted_bytes > SLOTS * 8, "{}", c1.log_line());
+    (heap, m, table, node, c1)
+}
+
+#[test]
+fn young_cycles_with_too_many_old_to_young_references_give_way_to_full_cycles() {
+    if !uffd_or_skip("young_cycles_with_too_many_old_to_young_references") {
+        return;
+    }
+    let (heap, mut m, table, _node, c1) = promoted_table_written_during_compaction(BOUND);
+    // Counted at the cycle's end in the dirty cards: every rewritten slot (the count stops
+    // once past the bound).
+    let n = c1.gen.young_slots_over.unwrap_or_else(|| {
+        panic!(
+            "the old-to-young slots were not found over the bound: {}",
+            c1.log_line()
+        )
+    });
+    assert!(n > BOUND, "{}", c1.log_line());
+    // The next cycle is full, and was paced for the promoted table and objects too.
+    assert!(
+        c1.pacing.next_mark_bytes >= c1.heap_after() + c1.gen.promoted_bytes,
+        "paced for {} B: {}",
+        c1.pacing.next_mark_bytes,
+        c1.log_line()
+    );
+    let c2 = cycle(&heap, &mut m, |_| {});
+    assert_eq!(c2.gen.young, Some(false), "{}", c2.log_line());
+    assert_eq!(c2.gen.old_slots, 0, "{}", c2.log_line());
+    check(&m, &table, 1);
+    m.verify().unwrap();
+}
+
+#[test]
+fn without_the_bound_the_young_cycle_forwards_every_old_to_young_reference() {
+    if !uffd_or_skip("without_the_bound_the_young_cycle_forwards") {
+        return;
+    }
+    let (heap, mut m, table, _node, c1) = promoted_table_written_during_compaction(usize::MAX);
+    assert_eq!(c1.gen.young_slots_over, None, "{}", c1.log_line());
+    // A young cycle next: paced for what the window keeps.
+    assert_eq!(
+        c1.pacing.next_mark_bytes,
+        c1.heap_after(),
+        "{}",
+        c1.log_line()
+    );
+    let c2 = cycle(&heap, &mut m, |_| {});
+    assert_eq!(c2.gen.young, Some(true), "{}", c2.log_line());
+    assert!(c2.gen.old_slots >= SLOTS, "{}", c2.log_line());
+    check(&m, &table, 1);
+    m.verify().unwrap();
+}
+
+#[test]
+fn a_young_cycle_that_forwarded_too_many_old_slots_is_followed_by_full_cycles() {
+    if !uffd_or_skip("a_young_cycle_that_forwarded_too_many_old_slots") {
+        return;
+    }
+    let heap = heap(BOUND);
+    let node = heap
+        .register_type(faultline::TypeInfo::ref_array("node"))
+        .unwrap();
+    let mut m = heap.attach();
+    let t = m.alloc(node, SLOTS).unwrap();
+    let table = m.root(t);
+    rewrite(&mut m, node, &table, 0);
+    // Nothing written into the promoted table before the first cycle's end: young next.
+    let c1 = cycle(&heap, &mut m, |_| {});
+    assert_eq!(c1.gen.young, Some(true), "{}", c1.log_line());
+    assert_eq!(c1.gen.young_slots_over, None, "{}", c1.log_line());
+    rewrite(&mut m, node, &table, 1);
+    let c2 = cycle(&heap, &mut m, |_| {});
+    assert_eq!(c2.gen.young, Some(true), "{}", c2.log_line());
+    assert!(c2.gen.old_slots >= SLOTS, "{}", c2.log_line());
+    assert_eq!(
+        c2.gen.young_slots_over,
+        Some(c2.gen.old_slots),
+        "{}",
+        c2.log_line()
+    );
+    // Full within two cycles: the next cycle starts in the half without the old generation
+    // (the young one compacted into it), so a young cycle promoting everything runs first.
+    let c3 = cycle(&heap, &mut m, |_| {});
+    if c3.gen.young == Some(true) {
+        assert!(c3.gen.promoted_bytes > 0, "{}", c3.log_line());
+        let c4 = cycle(&heap, &mut m, |_| {});
+        assert_eq!(c4.gen.young, Some(false), "{}", c4.log_line());
+    }
+    check(&m, &table, 1);
+    m.verify().unwrap();
+}
