@@ -83,11 +83,9 @@ fn cycle(heap: &Heap, m: &mut Mutator, during: impl FnOnce(&mut Mutator)) -> Cyc
     c
 }
 
-/// The table built and promoted by the first cycle, its slots rewritten during that cycle's
-/// compaction. Returns the heap, its mutator, the table and the first cycle's record.
-fn promoted_table_written_during_compaction(
-    young_slots_max: usize,
-) -> (Heap, Mutator, Root, TypeId, CycleStats) {
+/// A heap with the given bound, its mutator, and a rooted table of `SLOTS` slots, each
+/// referring to a fresh node (generation 0); returns them and the table's type.
+fn heap_with_table(young_slots_max: usize) -> (Heap, Mutator, Root, TypeId) {
     let heap = heap(young_slots_max);
     let node = heap
         .register_type(faultline::TypeInfo::ref_array("node"))
@@ -96,6 +94,15 @@ fn promoted_table_written_during_compaction(
     let t = m.alloc(node, SLOTS).unwrap();
     let table = m.root(t);
     rewrite(&mut m, node, &table, 0);
+    (heap, m, table, node)
+}
+
+/// The table built and promoted by the first cycle, its slots rewritten during that cycle's
+/// compaction. Returns the heap, its mutator, the table and the first cycle's record.
+fn promoted_table_written_during_compaction(
+    young_slots_max: usize,
+) -> (Heap, Mutator, Root, TypeId, CycleStats) {
+    let (heap, mut m, table, node) = heap_with_table(young_slots_max);
     let c1 = cycle(&heap, &mut m, |m| rewrite(m, node, &table, 1));
     assert_eq!(c1.gen.young, Some(true), "{}", c1.log_line());
     assert!(c1.gen.promoted_bytes > SLOTS * 8, "{}", c1.log_line());
@@ -157,14 +164,7 @@ fn a_young_cycle_that_forwarded_too_many_old_slots_is_followed_by_full_cycles() 
     if !uffd_or_skip("a_young_cycle_that_forwarded_too_many_old_slots") {
         return;
     }
-    let heap = heap(BOUND);
-    let node = heap
-        .register_type(faultline::TypeInfo::ref_array("node"))
-        .unwrap();
-    let mut m = heap.attach();
-    let t = m.alloc(node, SLOTS).unwrap();
-    let table = m.root(t);
-    rewrite(&mut m, node, &table, 0);
+    let (heap, mut m, table, node) = heap_with_table(BOUND);
     // Nothing written into the promoted table before the first cycle's end: young next.
     let c1 = cycle(&heap, &mut m, |_| {});
     assert_eq!(c1.gen.young, Some(true), "{}", c1.log_line());
