@@ -68,12 +68,7 @@ fn check(m: &Mutator, table: &Root, round: usize) {
 /// One cycle to its end; `during` runs on this mutator once the cycle has flipped (its
 /// compaction held back). Returns the cycle's record.
 fn cycle(heap: &Heap, m: &mut Mutator, during: impl FnOnce(&mut Mutator)) -> CycleStats {
-    let flips = heap.flips();
-    m.start_collection().unwrap();
-    while heap.flips() == flips {
-        m.safepoint();
-        std::thread::sleep(Duration::from_micros(100));
-    }
+    common::start_and_wait_for_flip(heap, m);
     during(m);
     m.wait_for_cycle().unwrap();
     heap.wait_for_compaction();

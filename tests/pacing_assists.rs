@@ -136,12 +136,7 @@ fn mutators_that_outrun_the_compaction_assist_it_before_the_space_runs_out() {
     let mut m = heap.attach();
     // A dead array between every two live ones: every live page moves.
     let live = rooted_arrays(&mut m, node, 4096, 511, true);
-    let flips = heap.flips();
-    m.start_collection().unwrap();
-    while heap.flips() == flips {
-        m.safepoint();
-        std::thread::sleep(std::time::Duration::from_micros(100));
-    }
+    common::start_and_wait_for_flip(&heap, &mut m);
     garbage(&mut m, node, 176 << 20);
     m.wait_for_cycle().unwrap();
     heap.wait_for_compaction();

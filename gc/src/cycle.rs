@@ -1539,16 +1539,12 @@ fn flip(
         unsafe { inner.compaction.arm(plan) };
         // From here mutators that allocate faster than the compaction fills pages help it, so
         // that the next cycle starts with headroom for its marking ([`crate::pacer`],
-        // compaction assists). What a generational cycle promotes leaves the room young
-        // objects have when it ends: it is not counted as free.
-        // The reserve is for the next cycle's mark work: a generational full cycle's
-        // includes the old generation's live bytes.
+        // compaction assists), the reserve sized by that marking's work. What a generational
+        // cycle promotes leaves the room young objects have when it ends: it is not counted
+        // as free.
         let used = inner.used();
-        let mark_next = inner.gen.as_ref().map_or(used, |gs| {
-            gs.next_mark_bytes(used, inner.moving.half_bytes, inner.large.used())
-        });
         inner.pacer.begin_compaction(
-            mark_next,
+            next_mark_bytes(inner, used),
             inner
                 .capacity()
                 .saturating_sub(used + stats.gen.promoted_bytes),
@@ -1875,6 +1871,16 @@ fn running_mutators(inner: &HeapInner) -> usize {
         .count()
 }
 
+/// The bytes the next cycle is expected to mark, `kept` bytes being what this one keeps: those,
+/// and in generational mode, when the next cycle is full, the old generation's live bytes too
+/// ([`crate::generational::GenState::next_mark_bytes`]). What the pacer sizes the next trigger
+/// and the flip's reserve by.
+fn next_mark_bytes(inner: &HeapInner, kept: usize) -> usize {
+    inner.gen.as_ref().map_or(kept, |gs| {
+        gs.next_mark_bytes(kept, inner.moving.half_bytes, inner.large.used())
+    })
+}
+
 /// Concurrent mode, a cycle (`stats`) finishing: the pacer decides the next trigger from the
 /// bytes in use now, the next cycle's mark work and this cycle's compaction (`(bytes,
 /// time)`); the occupancy goal is computed as stop-the-world's trigger would be.
@@ -1884,16 +1890,15 @@ fn running_mutators(inner: &HeapInner) -> usize {
 /// ([`crate::generational::GenState::next_mark_bytes`]).
 fn pace_next(inner: &HeapInner, stats: &mut CycleStats, compacted: (usize, Duration)) {
     let used = inner.used();
-    let mut live = stats.heap_after();
     if let Some(gs) = inner.gen.as_ref() {
-        let (half, large) = (inner.moving.half_bytes, inner.large.used());
-        if gs.next_is_young(half, large) {
+        if gs.next_is_young(inner.moving.half_bytes, inner.large.used()) {
             let last = (stats.gen.young == Some(true)).then_some(stats.gen.old_slots);
             stats.gen.young_slots_over =
                 gs.young_slots_over(last, inner.config.young_slots_max, &inner.types());
         }
-        live = gs.next_mark_bytes(live, half, large);
     }
+    // (After the decision above, which may make the next cycle full.)
+    let live = next_mark_bytes(inner, stats.heap_after());
     let d = inner.pacer.finish_cycle(
         used,
         live,

@@ -717,9 +717,10 @@ impl GenState {
     /// every old slot with a young reference in its flip pause (and rescans the cards written
     /// since its precleaning in its remark pause), so over `max` such slots
     /// (`HeapConfig::young_slots_max`) the next [`FALLBACK_FULL_CYCLES`] cycles are full.
-    /// Counted: `last`, the old slots the young cycle just ended forwarded (if it was one); else
-    /// those the remembered set's dirty ranges hold now, read without clearing them (the card
-    /// table; the count stops past `max`). Returns the count when it was over `max`.
+    /// Counted: `last`, the old slots the young cycle just ended forwarded (if it was one),
+    /// when over `max`; else those the remembered set's dirty ranges hold now, read without
+    /// clearing them (the card table; the count stops past `max`). Returns the count when it
+    /// was over `max`.
     pub(crate) fn young_slots_over(
         &self,
         last: Option<usize>,

@@ -156,6 +156,17 @@ pub fn rooted_arrays(m: &mut Mutator, node: TypeId, n: usize, len: usize, gaps: 
     live
 }
 
+/// Start a collection and poll (safepoints, 100 µs apart) until its flip: the point from which
+/// a test exercises the compaction.
+pub fn start_and_wait_for_flip(heap: &Heap, m: &mut Mutator) {
+    let flips = heap.flips();
+    m.start_collection().unwrap();
+    while heap.flips() == flips {
+        m.safepoint();
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+}
+
 /// Allocate `bytes` of unreachable 4 KiB objects of `node` (a reference array type).
 pub fn garbage(m: &mut Mutator, node: TypeId, bytes: usize) {
     for _ in 0..bytes / (512 * 8) {
