@@ -20,7 +20,9 @@
 //! Invariant: every scenario verifies the heap after every cycle.
 
 mod common;
-use common::gen::{alloc_with_ballast, in_old, promoting_cycle_keeps_black, young_cycle};
+use common::gen::{
+    alloc_with_ballast, cycle_storing_black, in_old, promoting_cycle_keeps_black, young_cycle,
+};
 use common::park::Park;
 use common::{fix, unfix};
 use faultline::{CycleStats, GcMode, Generational, Heap, HeapConfig, Mutator, TypeInfo};
@@ -164,4 +166,97 @@ fn young_cycles_that_trace_most_of_the_live_set_give_way_to_full_cycles() {
             .all(|c| c.gen.young_cost_pm.is_some_and(|pm| pm < 100)),
         "{k}"
     );
+}
+
+/// A full cycle promotes what it traced (`first_cycle_promotion`, nothing pinned), as the first
+/// cycle does: young cycles that trace the whole live set (every slot of a table replaced)
+/// make the next cycles full (after one young cycle into the old half); the first of them,
+/// concurrent: with a black `b` stored into the
+/// old `x` while it is parked before its remark, promotes (`x` old after it, `b` young), and
+/// the first young cycle after the full ones has an old generation to leave alone (it
+/// measures what it traced against the whole live set; before, the old generation was empty
+/// after a full cycle and that cycle traced and copied everything again to promote it).
+/// `b` reads back through every cycle (checkmark on, verified after each).
+fn full_cycle_promotes(mode: GcMode) {
+    let park = Arc::new(Park::default());
+    let heap = heap(Generational::Cards, mode, &park, |c| c.young_cost_max = 0.5);
+    let node = heap.register_type(TypeInfo::ref_array("node")).unwrap();
+    let mut m = heap.attach();
+    let (x, _xb) = alloc_with_ballast(&mut m, node, 7);
+    let n = 2000;
+    let t = m.alloc(node, n).unwrap();
+    let table = m.root(t);
+    let refill = |m: &mut Mutator| {
+        for i in 0..n {
+            let v = m.alloc(node, 4).unwrap();
+            table.get(m).unwrap().set(i, v);
+        }
+    };
+    refill(&mut m);
+    let concurrent = mode == GcMode::Concurrent;
+    let what = format!("{mode:?}");
+    let first = cycle(&heap, &mut m);
+    assert!(first.gen.promoted_bytes > 0, "{what}: {:?}", first.gen);
+    refill(&mut m);
+    let y = cycle(&heap, &mut m);
+    assert!(y.gen.fallback > 0, "{what}: young cycles pay: {:?}", y.gen);
+    // That cycle compacted into the half without the old generation: the next one promotes
+    // every survivor into the old half (a full cycle runs from there only).
+    let p = cycle(&heap, &mut m);
+    assert_eq!(p.gen.young, Some(true), "{what}: {:?}", p.gen);
+    let f = cycle_storing_black(&heap, &mut m, &park, node, &x, concurrent);
+    assert_eq!(
+        f.gen.young,
+        Some(false),
+        "{what}: a full cycle: {:?}",
+        f.gen
+    );
+    assert!(
+        f.gen.promoted_bytes > 0,
+        "{what}: the full cycle promoted nothing: {:?}",
+        f.gen
+    );
+    assert!(in_old(&heap, x.value(&m).bits()), "{what}: x not old");
+    if concurrent {
+        let b = x.get(&m).unwrap().get(1);
+        assert!(!in_old(&heap, b.bits()), "{what}: b (black) was promoted");
+    }
+    let check = |m: &mut Mutator| {
+        let xl = x.get(m).unwrap();
+        assert_eq!(unfix(xl.get(0)), 7, "{what}");
+        if concurrent {
+            assert_eq!(unfix(m.local(xl.get(1)).unwrap().get(0)), 99, "{what}");
+        }
+    };
+    check(&mut m);
+    let mut kinds = vec![first, y, p, f];
+    for _ in 0..8 {
+        let c = cycle(&heap, &mut m);
+        check(&mut m);
+        let young = c.gen.young == Some(true);
+        kinds.push(c);
+        if young {
+            break;
+        }
+    }
+    let last = kinds.last().unwrap();
+    assert_eq!(
+        last.gen.young,
+        Some(true),
+        "{what}: {}",
+        self::kinds(&kinds)
+    );
+    assert!(
+        last.gen.young_cost_pm.is_some_and(|pm| pm < 500),
+        "{what}: the young cycle after the full ones found nothing old: {:?}",
+        last.gen
+    );
+}
+
+#[test]
+fn a_full_cycle_promotes_what_it_traced() {
+    full_cycle_promotes(GcMode::StopTheWorld);
+    if common::uffd_or_skip("full-cycle promotion, concurrent") {
+        full_cycle_promotes(GcMode::Concurrent);
+    }
 }

@@ -266,7 +266,9 @@ pub struct HeapConfig {
     /// survivor it traced (those allocated during its marking stay young). Without it, the
     /// first cycle kept every survivor young in the other half and the second copied them all
     /// back to promote them: the whole live set copied twice before the first cheap young
-    /// cycle. Default on, or `FAULTLINE_FIRST_CYCLE_PROMOTION` (0 or 1) from the environment.
+    /// cycle. A full cycle (nothing pinned) likewise promotes what it traced into the half it
+    /// compacts into. Default on, or `FAULTLINE_FIRST_CYCLE_PROMOTION` (0 or 1) from the
+    /// environment.
     pub first_cycle_promotion: bool,
     /// Generational mode: full cycles instead of young ones while young cycles do not pay.
     /// A cycle's work is what it traces: a young cycle its window's survivors, a full cycle

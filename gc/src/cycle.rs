@@ -1087,12 +1087,17 @@ fn flip(
     let to = pins.to_lo.max(gen.as_ref().map_or(0, |c| c.to_floor));
     // Promotion extends the old generation: only when the survivors land right above it
     // (stranded objects above it push the window higher: the survivors then stay young).
+    // A full cycle promotes only into its whole destination half, nothing pinned.
     if let Some(c) = gen.as_mut() {
-        if c.promote && old_range.1 > old_range.0 && to != c.to_floor {
+        let full = !c.young();
+        if c.promote
+            && ((full && (to != c.to_floor || pins.active()))
+                || (!full && old_range.1 > old_range.0 && to != c.to_floor))
+        {
             c.promote = false;
         }
     }
-    let promote = gen.as_ref().is_some_and(|c| c.young() && c.promote);
+    let promote = gen.as_ref().is_some_and(|c| c.promote);
     let to_offset = arena.offset_of(to);
     // The leaving objects' new places: after the compacted objects' pages.
     let mut moved: Vec<(usize, usize)> = Vec::with_capacity(pins.leaving.len());

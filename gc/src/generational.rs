@@ -76,7 +76,13 @@
 //!   generation and copied it all again to promote it once more), when anything is pinned or stranded (young cycles leave pins
 //!   to full cycles), and only from the old half (its source is `[lo, top)`): if the other half
 //!   is current, a young cycle runs first (it promotes every survivor) and the next cycle is
-//!   full. Afterwards the old generation is empty and every survivor of the full cycle
+//!   full. With `HeapConfig::first_cycle_promotion` (the default) and nothing pinned, it
+//!   promotes what it traced, as the first cycle does: the half it compacts into becomes the
+//!   old half at its flip, the traced survivors the old generation (its first promotion
+//!   since this cycle), and those allocated during its marking stay young. (Before, the
+//!   old generation was left empty and the next cycle traced and copied the whole live set
+//!   again to promote it: at 4 GiB live, a 15 s "young" cycle after every full one.)
+//!   Otherwise the old generation is left empty and every survivor of the full cycle
 //!   counts as having survived as long as the oldest band (a full cycle ages its source like
 //!   a young one: the old generation lay below every band).
 //!
@@ -95,7 +101,8 @@
 //!   will report at the next young cycle (the remembered set's exactness invariant);
 //! - `aged` is non-increasing and lies in `[window, top]` after every flip (the band
 //!   boundaries are addresses in the current window);
-//! - `half` changes only while the old generation is empty (the first cycle's promotion).
+//! - `half` changes only while the old generation is empty (the first cycle's promotion, a
+//!   full cycle's flip after it emptied the old generation).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -444,9 +451,10 @@ pub(crate) struct GenCycle {
     /// Young: the old reference slots found through the remembered set (addresses); their
     /// values are roots, and the flip forwards them.
     pub old_slots: Vec<usize>,
-    /// Young: the survivors are promoted (the cycle compacts into the old half).
+    /// The survivors are promoted: a young cycle that compacts into the old half, or a full
+    /// cycle that promotes what it traced (see [`GenState::begin`]).
     pub promote: bool,
-    /// Young, promoting: the source address below which survivors are old enough to be
+    /// Promoting: the source address below which survivors are old enough to be
     /// promoted (`usize::MAX`: every survivor; see [`promotion_end`]).
     pub promote_below: usize,
     /// The destination window starts at or above this (the old generation's end when
@@ -527,11 +535,21 @@ impl GenState {
         if kind == CycleKind::Full {
             old.fallback = old.fallback.saturating_sub(1);
         }
-        let promote = kind == CycleKind::Young && 1 - cur == old.half;
+        // A full cycle traces every live object too: with `first_cycle_promotion` it promotes
+        // what it traced into the half it compacts into, which becomes the old half at its
+        // flip ([`GenState::at_flip`]), as the first cycle does. Before, its survivors stayed
+        // young and the next cycle (into the old half, nothing old) traced and copied them all
+        // again to promote them. Not while objects are pinned (they may keep the destination
+        // window above its half's start; the next cycle that traces everything promotes).
+        let full_promotes = kind == CycleKind::Full && self.first_cycle && !facts.pinned;
+        let promote = (kind == CycleKind::Young && 1 - cur == old.half) || full_promotes;
         // Before a full cycle every survivor is promoted (the full cycle's source must be the
         // old generation and the window right above it, young survivors included anyway).
         let mark_top = moving.top.load(Ordering::Relaxed);
-        let promote_below = if old.full_pending {
+        let promote_below = if full_promotes {
+            // What it traced (those allocated during its marking stay young).
+            mark_top
+        } else if old.full_pending {
             usize::MAX
         } else if first_cycle || old.first_survival(self.first_survival) {
             // Traced survivors have been measured long-lived, or nothing is old (this cycle
@@ -548,7 +566,13 @@ impl GenState {
             old_slots: Vec::new(),
             promote,
             promote_below,
-            to_floor: if promote && bytes > 0 { old.hi } else { 0 },
+            to_floor: if full_promotes {
+                moving.half_base[1 - cur]
+            } else if promote && bytes > 0 {
+                old.hi
+            } else {
+                0
+            },
             dirty_units: 0,
             mark_top,
             skip_one: facts.skip_one,
@@ -618,8 +642,9 @@ impl GenState {
     }
 
     /// The flip of cycle `c` (world stopped, references about to be forwarded or forwarded):
-    /// a full cycle empties the old generation (its objects move with the rest; the next full
-    /// cycle runs past `full_limit`); a promoting young cycle grows it over the survivors
+    /// a full cycle empties the old generation (the next full cycle runs past `full_limit`)
+    /// and, when it promotes, makes its traced survivors `[to, new_hi)` the new one in the
+    /// destination half; a promoting young cycle grows it over the survivors
     /// placed in `[to, new_hi)` (objects up to `min(objects_end, new_hi)`, zero words after),
     /// and the survivors in `[new_hi, young_end)` stay young. Every cycle ages the window's
     /// survivors (`fwd`: see [`OldGen::age`]; `top` is the allocation point after the flip).
@@ -636,7 +661,7 @@ impl GenState {
         full_limit: (usize, usize),
     ) -> Result<usize, ArenaError> {
         let mut old = self.old();
-        let base = if c.young() && c.promote { new_hi } else { to };
+        let base = if c.promote { new_hi } else { to };
         old.last_cost = old.measure_young_cost(c, fwd, to, self.young_cost_max);
         old.note_traced(c, fwd, to, (base, top.max(base)));
         old.age(fwd, base, top.max(base));
@@ -645,7 +670,20 @@ impl GenState {
                 old.clear(full_limit);
                 moving.set_old_range(0, 0);
                 self.remset.old_range_changed(arena, 0, 0)?;
-                Ok(0)
+                if !c.promote {
+                    return Ok(0);
+                }
+                // It promotes what it traced (see `begin`): the destination half is the old
+                // half from here, the old generation its first promotion since this cycle.
+                old.half = usize::from(
+                    to >= moving.half_base[1] && to < moving.half_base[1] + moving.half_bytes,
+                );
+                let end = objects_end.min(new_hi);
+                old.promote(to, end, new_hi, young_end);
+                old.limit = old.limit.max(grown(old.bytes(), self.old_growth));
+                moving.set_old_range(old.lo, old.hi);
+                self.remset.old_range_changed(arena, old.lo, old.hi)?;
+                Ok(end - to)
             }
             CycleKind::Young if c.promote => {
                 let end = objects_end.min(new_hi);

@@ -156,7 +156,7 @@ impl Heap {
                 config.generational.name(),
                 config.old_growth,
                 if config.first_cycle_promotion {
-                    "a cycle with nothing old promotes what it traced"
+                    "a cycle that traces everything (the first, a full one) promotes what it traced"
                 } else {
                     "first-cycle promotion off"
                 }
