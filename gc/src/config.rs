@@ -303,9 +303,12 @@ pub struct HeapConfig {
     /// budget is the young window (`youngpace`): its marking is paced to it, and mutators
     /// that allocate past it take a compaction-assist slice at each buffer refill while its
     /// compaction runs. At 4 GiB tree-replace this ended the back-to-back young cycles with
-    /// windows of GBs; at 1 GiB churn (a mostly young live set) the mutators spent 10x the
-    /// assist time (BENCHMARKS.md, helper `young`, s10). Default off, or
-    /// `FAULTLINE_YOUNG_BUDGET` (0 or 1) from the environment.
+    /// windows of GBs (young cycles of 0.6-1.0 s instead of 8-11 s, the run 17 % shorter);
+    /// at 1 GiB churn (a mostly young live set) the mutators once spent 10x the assist time
+    /// (BENCHMARKS.md, helper `young`, s10), which ended when such young cycles gave way to
+    /// full ones (`young_slots_max`): binary-trees, gcbench and churn at 1 GiB now run the
+    /// same with it or without (BENCHMARKS.md, s16). Default on, or `FAULTLINE_YOUNG_BUDGET`
+    /// (0 or 1) from the environment.
     pub young_budget: bool,
     /// Debug, stress and test knobs (all off by default).
     pub debug: DebugConfig,
@@ -655,9 +658,9 @@ pub fn default_young_slots_max() -> usize {
     env_number::<usize>("FAULTLINE_YOUNG_SLOTS_MAX", |_| true).unwrap_or(DEFAULT_YOUNG_SLOTS_MAX)
 }
 
-/// The default [`HeapConfig::young_budget`]: off, or on where `FAULTLINE_YOUNG_BUDGET` is 1.
+/// The default [`HeapConfig::young_budget`]: on, or off where `FAULTLINE_YOUNG_BUDGET` is 0.
 pub fn default_young_budget() -> bool {
-    env_flag("FAULTLINE_YOUNG_BUDGET", false)
+    env_flag("FAULTLINE_YOUNG_BUDGET", true)
 }
 
 /// The environment variable `name` read as a `T` (surrounding blanks ignored), if it parses

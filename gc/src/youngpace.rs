@@ -21,7 +21,7 @@
 //! whose survivors alone exceed the target is not followed by another at once.
 //!
 //! **Mutators that outrun a young cycle pay by assists** ([`YoungPace::begin`]; with
-//! `HeapConfig::young_budget`, off by default: see its documentation). Without
+//! `HeapConfig::young_budget`, on by default: see its documentation). Without
 //! this, a young cycle's own budget was the space's end: at 4 GiB live the mutators allocated
 //! several GB while a young cycle marked and compacted (objects allocated while marking are
 //! black and copied by the cycle; those allocated after its flip are the next window), so the
