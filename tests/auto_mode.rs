@@ -80,6 +80,6 @@ fn auto_records_and_follows_the_measurements_taken_once() {
     assert_eq!(measured_kernel_costs(), costs);
     assert_eq!(second.mode_info().reasons, info.reasons);
     eprintln!(
-        "heap creation with both Auto: first {first_ms:.1} ms (measures), second {second_ms:.1} ms (cached); {f}"
+        "heap creation with both Auto: first {first_ms:.1} ms (measures), second {second_ms:.1} ms (cached); {f}; {strategy}"
     );
 }
