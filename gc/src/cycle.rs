@@ -1089,11 +1089,13 @@ fn flip(
     // (stranded objects above it push the window higher: the survivors then stay young).
     // A full cycle promotes only into its whole destination half, nothing pinned.
     if let Some(c) = gen.as_mut() {
-        let full = !c.young();
-        if c.promote
-            && ((full && (to != c.to_floor || pins.active()))
-                || (!full && old_range.1 > old_range.0 && to != c.to_floor))
-        {
+        let elsewhere = to != c.to_floor;
+        let blocked = if c.young() {
+            old_range.1 > old_range.0 && elsewhere
+        } else {
+            elsewhere || pins.active()
+        };
+        if blocked {
             c.promote = false;
         }
     }
