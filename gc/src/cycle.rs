@@ -1854,6 +1854,8 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
     stats.compact_fill = Duration::from_nanos(c.counters.fill_ns.load(Ordering::Relaxed));
     stats.compact_map = Duration::from_nanos(c.counters.map_ns.load(Ordering::Relaxed));
     stats.prefilled = inner.prefill.cycle_shares();
+    // (The pacer's count is reset at the next cycle's initial mark only.)
+    stats.scanned_bytes = inner.pacer.scanned();
     take_pace_stats(&inner, &mut stats);
     drop(finishing);
     hook_panic_on_gc_thread(record_cycle(&inner, &stats));

@@ -265,6 +265,10 @@ pub struct CycleStats {
     /// mark, then during this cycle (the prefill thread's `UFFDIO_COPY`s of zeroes are
     /// collector-thread CPU, which a stop-the-world heap's mutators spend in their refills).
     pub prefilled: [crate::PrefillShare; 2],
+    /// Concurrent mode: bytes of objects the markers and mark assists scanned (traced) in this
+    /// cycle, as published to the pacer: the black objects walked but not scanned are not
+    /// counted (compare with the live bytes a stop-the-world mark finds).
+    pub scanned_bytes: usize,
     /// Move strategy: pages filled into a staging page and moved.
     pub pages_staged: u64,
     /// Copy strategy, part of [`CpuSplit::compact`]: the workers' thread CPU in releasing and
@@ -497,6 +501,7 @@ impl Default for CycleStats {
             cpu_release: Duration::ZERO,
             pages_recycled_early: 0,
             prefilled: [crate::PrefillShare::default(); 2],
+            scanned_bytes: 0,
             cpu_tail: Duration::ZERO,
             pacing: PaceStats::default(),
             weak: crate::weak::WeakStats::default(),
@@ -696,7 +701,7 @@ impl CycleStats {
             return split;
         }
         format!(
-            "{split}; pages copied {}, released early {}, recycled {} ({} early), fill {:.1}ms, map {:.1}ms; prefilled {}K before ({:.1}ms), {}K during ({:.1}ms)",
+            "{split}; pages copied {}, released early {}, recycled {} ({} early), fill {:.1}ms, map {:.1}ms; prefilled {}K before ({:.1}ms), {}K during ({:.1}ms); scanned {}K",
             self.pages_copied,
             self.pages_released_early,
             self.pages_recycled,
@@ -706,7 +711,8 @@ impl CycleStats {
             self.prefilled[0].bytes >> 10,
             ms(self.prefilled[0].cpu),
             self.prefilled[1].bytes >> 10,
-            ms(self.prefilled[1].cpu)
+            ms(self.prefilled[1].cpu),
+            self.scanned_bytes >> 10
         )
     }
 
