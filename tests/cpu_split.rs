@@ -77,6 +77,8 @@ fn concurrent_cycles_split_their_cpu_by_phase() {
             );
         }
         assert!(c.log_line().contains(" | cpu: mark "), "{}", c.log_line());
+        // The markers traced the 20,000-pair list (at least its two reference words a pair).
+        assert!(c.scanned_bytes >= 20_000 * 16, "{}", c.log_line());
     }
     eprintln!("{}", h.last().unwrap().log_line());
 }

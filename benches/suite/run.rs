@@ -233,6 +233,14 @@ pub struct CpuSplitRow {
     pub total_ms: f64,
     /// Destination pages filled (`CycleStats::pages_filled`), summed.
     pub pages: u64,
+    /// The prefill thread's CPU making fresh memory present (`CycleStats::prefilled`):
+    /// before the first cycle's initial mark (the heap's first fill, which a stop-the-world
+    /// heap's mutators do in their refills), and in the rest of the run. Part of the run's GC
+    /// CPU (collector threads), not of `total_ms`.
+    #[serde(default)]
+    pub prefill_first_ms: f64,
+    #[serde(default)]
+    pub prefill_rest_ms: f64,
 }
 
 /// A run's fault attribution (`faultline::FaultBreakdown`): counts, and times in ms.
@@ -599,6 +607,11 @@ pub fn measure(
             row.finish_ms += ms(c.cpu.finish);
             row.total_ms += ms(c.cpu.total(c.mode));
             row.pages += c.pages_filled as u64;
+            row.prefill_rest_ms += ms(c.prefilled[1].cpu);
+        }
+        if let Some((first, rest)) = history.split_first() {
+            row.prefill_first_ms = ms(first.prefilled[0].cpu);
+            row.prefill_rest_ms += rest.iter().map(|c| ms(c.prefilled[0].cpu)).sum::<f64>();
         }
         r.cpu_split = Some(row);
     }

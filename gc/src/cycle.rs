@@ -568,6 +568,7 @@ fn initial_mark(
     verify_or_panic(inner, g, &types, &format!("before cycle {next}"));
     inner.gate.set_busy();
     let calls0 = inner.arena.sys().counters().snapshot();
+    inner.prefill.note_cycle_start();
     for m in &g.mutators {
         m.retire_tlab();
     }
@@ -1859,6 +1860,9 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
     stats.cpu_tail = Duration::from_nanos(c.counters.tail_cpu_ns.load(Ordering::Relaxed));
     stats.compact_fill = Duration::from_nanos(c.counters.fill_ns.load(Ordering::Relaxed));
     stats.compact_map = Duration::from_nanos(c.counters.map_ns.load(Ordering::Relaxed));
+    stats.prefilled = inner.prefill.cycle_shares();
+    // (The pacer's count is reset at the next cycle's initial mark only.)
+    stats.scanned_bytes = inner.pacer.scanned();
     take_pace_stats(&inner, &mut stats);
     drop(finishing);
     hook_panic_on_gc_thread(record_cycle(&inner, &stats));

@@ -177,7 +177,7 @@ pub use mode::{
 };
 pub use mutator::{AllocError, Local, Mutator, Root};
 pub use phase::CyclePhase;
-pub use prefill::PrefillStats;
+pub use prefill::{PrefillShare, PrefillStats};
 pub use reentry::Callback;
 pub use release::ReleaseStats;
 pub use remset::ScanStats;

@@ -48,14 +48,22 @@ pub(crate) struct Prefill {
     pub(crate) running: AtomicBool,
     /// The thread's handle, to wake it.
     pub(crate) thread: OnceLock<Thread>,
-    /// Chunks made present, and their bytes (counters for tests and reports).
+    /// Chunks made present, their bytes, and the prefill thread's CPU in making them present
+    /// (ns; counters for tests and reports).
     pub(crate) chunks: AtomicU64,
     pub(crate) bytes: AtomicU64,
+    pub(crate) cpu_ns: AtomicU64,
     /// Threads started (0 or 1).
     pub(crate) starts: AtomicU64,
     /// Allocation-buffer refills, and those whose pages were all present already.
     pub(crate) refills: AtomicU64,
     pub(crate) refills_ready: AtomicU64,
+    /// `bytes` and `cpu_ns` when the running (or last) concurrent cycle's initial mark began,
+    /// and when the last one was recorded ([`Prefill::cycle_shares`]).
+    bytes_at_mark: AtomicU64,
+    bytes_at_end: AtomicU64,
+    cpu_at_mark: AtomicU64,
+    cpu_at_end: AtomicU64,
 }
 
 /// What [`crate::Heap::prefill_stats`] reports.
@@ -65,6 +73,10 @@ pub struct PrefillStats {
     pub chunks: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// The prefill thread's CPU in making them present (its thread CPU clock around each
+    /// chunk's kernel calls): collector-thread CPU for the suite's GC CPU, though a
+    /// stop-the-world heap's mutators do the same work in their refills.
+    pub cpu: std::time::Duration,
     /// Times the thread was started (0 or 1).
     pub starts: u64,
     /// Allocation-buffer refills (moving space, concurrent mode, since creation).
@@ -79,6 +91,16 @@ pub struct PrefillStats {
     pub refills_overlapped: u64,
     /// Of those, the refills that waited (spun) for the other populator first.
     pub refills_waited: u64,
+}
+
+/// Fresh memory the prefill thread made present over a stretch of time, and its CPU in doing
+/// so ([`crate::CycleStats::prefilled`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefillShare {
+    /// Bytes made present.
+    pub bytes: u64,
+    /// The prefill thread's CPU in making them present.
+    pub cpu: std::time::Duration,
 }
 
 /// While it lives, no prefill chunk runs (see [`Prefill::quiesce`]).
@@ -97,12 +119,45 @@ impl Prefill {
         PrefillStats {
             chunks: self.chunks.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
+            cpu: std::time::Duration::from_nanos(self.cpu_ns.load(Ordering::Relaxed)),
             starts: self.starts.load(Ordering::Relaxed),
             refills: self.refills.load(Ordering::Relaxed),
             refills_ready: self.refills_ready.load(Ordering::Relaxed),
             refills_overlapped: overlap.0,
             refills_waited: overlap.1,
         }
+    }
+
+    /// A concurrent cycle's initial mark begins (world stopped).
+    pub(crate) fn note_cycle_start(&self) {
+        let b = self.bytes.load(Ordering::Relaxed);
+        self.bytes_at_mark.store(b, Ordering::Relaxed);
+        let c = self.cpu_ns.load(Ordering::Relaxed);
+        self.cpu_at_mark.store(c, Ordering::Relaxed);
+    }
+
+    /// A concurrent cycle ends (on its GC thread; cycles never overlap): what was made
+    /// present since the previous one ended and before this one's initial mark, and what
+    /// during this one.
+    pub(crate) fn cycle_shares(&self) -> [PrefillShare; 2] {
+        let split = |now: &AtomicU64, at_mark: &AtomicU64, at_end: &AtomicU64| {
+            let n = now.load(Ordering::Relaxed);
+            let start = at_mark.load(Ordering::Relaxed);
+            let end = at_end.swap(n, Ordering::Relaxed);
+            (start.saturating_sub(end), n.saturating_sub(start))
+        };
+        let b = split(&self.bytes, &self.bytes_at_mark, &self.bytes_at_end);
+        let c = split(&self.cpu_ns, &self.cpu_at_mark, &self.cpu_at_end);
+        [
+            PrefillShare {
+                bytes: b.0,
+                cpu: std::time::Duration::from_nanos(c.0),
+            },
+            PrefillShare {
+                bytes: b.1,
+                cpu: std::time::Duration::from_nanos(c.1),
+            },
+        ]
     }
 
     /// At a flip (world stopped): wait for a chunk in flight and keep new ones out until the
@@ -113,5 +168,35 @@ impl Prefill {
             std::thread::yield_now();
         }
         Quiet(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cycle_reports_what_was_made_present_before_its_initial_mark_and_during_it() {
+        let p = Prefill::default();
+        let add = |b: u64, ns: u64| {
+            p.bytes.fetch_add(b, Ordering::Relaxed);
+            p.cpu_ns.fetch_add(ns, Ordering::Relaxed);
+        };
+        let bytes = |s: [PrefillShare; 2]| (s[0].bytes, s[1].bytes);
+        let ns = |s: [PrefillShare; 2]| (s[0].cpu.as_nanos(), s[1].cpu.as_nanos());
+        add(100, 1000); // before the first cycle
+        p.note_cycle_start();
+        add(40, 400);
+        let s = p.cycle_shares();
+        assert_eq!((bytes(s), ns(s)), ((100, 40), (1000, 400)));
+        add(7, 70); // between the cycles
+        p.note_cycle_start();
+        add(3, 30);
+        let s = p.cycle_shares();
+        assert_eq!((bytes(s), ns(s)), ((7, 3), (70, 30)));
+        // A cycle with no prefill at all.
+        p.note_cycle_start();
+        let s = p.cycle_shares();
+        assert_eq!((bytes(s), ns(s)), ((0, 0), (0, 0)));
     }
 }

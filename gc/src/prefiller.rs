@@ -143,7 +143,11 @@ fn chunk(inner: &HeapInner) -> Step {
             Step::Enough
         } else {
             let upto = (ready + CHUNK).min(want);
-            match m.ensure_populated(&inner.arena, ready, upto, CHUNK) {
+            let cpu0 = crate::cputime::thread_cpu();
+            let r = m.ensure_populated(&inner.arena, ready, upto, CHUNK);
+            let ns = crate::cputime::since(cpu0).as_nanos() as u64;
+            p.cpu_ns.fetch_add(ns, Ordering::Relaxed);
+            match r {
                 Ok(()) => {
                     p.chunks.fetch_add(1, Ordering::Relaxed);
                     p.bytes.fetch_add((upto - ready) as u64, Ordering::Relaxed);

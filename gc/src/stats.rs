@@ -260,6 +260,15 @@ pub struct CycleStats {
     /// Copy strategy: of [`Self::pages_recycled`], those the compaction workers recycled
     /// (the rest, the end of the cycle).
     pub pages_recycled_early: usize,
+    /// Concurrent mode: the fresh memory the prefill thread made present, and its CPU, between
+    /// the previous cycle's end (the heap's creation for the first) and this cycle's initial
+    /// mark, then during this cycle (the prefill thread's `UFFDIO_COPY`s of zeroes are
+    /// collector-thread CPU, which a stop-the-world heap's mutators spend in their refills).
+    pub prefilled: [crate::PrefillShare; 2],
+    /// Concurrent mode: bytes of objects the markers and mark assists scanned (traced) in this
+    /// cycle, as published to the pacer: the black objects walked but not scanned are not
+    /// counted (compare with the live bytes a stop-the-world mark finds).
+    pub scanned_bytes: usize,
     /// Move strategy: pages filled into a staging page and moved.
     pub pages_staged: u64,
     /// Copy strategy, part of [`CpuSplit::compact`]: the workers' thread CPU in releasing and
@@ -491,6 +500,8 @@ impl Default for CycleStats {
             pages_released_early: 0,
             cpu_release: Duration::ZERO,
             pages_recycled_early: 0,
+            prefilled: [crate::PrefillShare::default(); 2],
+            scanned_bytes: 0,
             cpu_tail: Duration::ZERO,
             pacing: PaceStats::default(),
             weak: crate::weak::WeakStats::default(),
@@ -690,13 +701,18 @@ impl CycleStats {
             return split;
         }
         format!(
-            "{split}; pages copied {}, released early {}, recycled {} ({} early), fill {:.1}ms, map {:.1}ms",
+            "{split}; pages copied {}, released early {}, recycled {} ({} early), fill {:.1}ms, map {:.1}ms; prefilled {}K before ({:.1}ms), {}K during ({:.1}ms); scanned {}K",
             self.pages_copied,
             self.pages_released_early,
             self.pages_recycled,
             self.pages_recycled_early,
             ms(self.compact_fill),
-            ms(self.compact_map)
+            ms(self.compact_map),
+            self.prefilled[0].bytes >> 10,
+            ms(self.prefilled[0].cpu),
+            self.prefilled[1].bytes >> 10,
+            ms(self.prefilled[1].cpu),
+            self.scanned_bytes >> 10
         )
     }
 
