@@ -39,7 +39,8 @@
 //!    clear bitmaps); a *compaction* is finished
 //!    on plain memory ([`crate::compaction::Compaction::finish_in_child`]: every destination
 //!    page not yet mapped is filled from the intact old half), then the whole old half is
-//!    released (the parent may have been releasing it at the fork); large objects found dead
+//!    released (the parent may have been releasing it at the fork), and in generational mode
+//!    the cycle's promotion is completed (`GenState::finish_in_child`); large objects found dead
 //!    at the flip are released by the child's next collection, which finds them unmarked
 //!    again. The cycle is then idle and the world is restarted.
 //!    Mutators of threads that do not exist in the child stay parked (or native) forever:
@@ -335,6 +336,14 @@ fn end_cycle_in_child(inner: &HeapInner, g: &SpState) {
                 inner.arena.offset_of(s),
                 e - s,
             );
+        }
+        // Generational: the cycle's finish (on the parent's GC thread, which the child lacks)
+        // builds the crossing map over the objects it promoted and keeps dirty their references
+        // to the survivors kept young; they are in place now. (A no-op when the parent's GC
+        // thread did it before the fork.) Without it the child's next young cycle had no
+        // crossing map for them and lost those references.
+        if let Some(gs) = inner.gen.as_ref() {
+            gs.finish_in_child(&inner.types());
         }
     }
     inner.set_trigger(inner.used());
