@@ -15,7 +15,7 @@
 //! workers are held back (`compaction_delay`); the child runs young cycles, verifying, and
 //! reads `b` through `x`; the parent finishes the cycle and does the same.
 //!
-//! Invariant: the test runs its forks one at a time (one `#[test]`).
+//! Invariant: the tests run their forks one at a time (`SERIAL`).
 
 mod common;
 use common::gen::{alloc_with_ballast, check_promoted_keeps_black, in_old, young_cycle};
@@ -32,6 +32,16 @@ const CHILD_OK: i32 = 0;
 const CHILD_FAILED: i32 = 3;
 /// The fork did not land in the cycle's compaction (the delay elapsed first).
 const CHILD_MISSED: i32 = 4;
+
+/// The tests of this binary fork one at a time (a sibling's fork would copy this test's heap
+/// mid-cycle).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 fn wait_child(pid: libc::pid_t) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -154,11 +164,77 @@ fn fork_during_promoting_compaction(kind: Generational, full: bool) {
     check_promoted_keeps_black(&heap, &mut m, &x, 7, true, &what);
 }
 
+/// A concurrent young cycle's remembered-set scan (after its initial mark) takes and clears
+/// the dirty ranges; a fork during its marking abandons the cycle in the child, so the old
+/// slots it took must be remembered again there: `x` (old) refers to the young `y` (stored
+/// before the cycle started, its only reference, so only `x`'s dirty card names it); `fork`
+/// while the cycle is parked before its remark; the child's young cycles must keep `y`.
+fn fork_during_young_marking(kind: Generational) {
+    let what = format!("{kind:?}, young cycle's marking");
+    let park = Arc::new(Park::default());
+    let heap = Heap::new(HeapConfig::with_heap_size(16 << 20).with(|c| {
+        c.generational = kind;
+        c.mode = GcMode::Concurrent;
+        c.min_trigger_bytes = MIN_TRIGGER;
+        c.debug.checkmark = true;
+        c.debug.mark_hook = Some(park.hook());
+    }))
+    .unwrap();
+    let node = heap.register_type(TypeInfo::ref_array("node")).unwrap();
+    let mut m = heap.attach();
+    let (x, _xb) = alloc_with_ballast(&mut m, node, 7);
+    young_cycle(&heap, &mut m);
+    assert!(in_old(&heap, x.value(&m).bits()), "{what}: x not old");
+    let y = m.alloc(node, 2).unwrap();
+    m.local(y).unwrap().set(0, fix(5));
+    x.get(&m).unwrap().set(1, y);
+    park.arm(MarkPoint::BeforeRemark);
+    m.start_collection().unwrap();
+    park.wait(&mut m);
+    // SAFETY: the child only runs heap code (fork-aware) and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        if faultline::testing::child_finish_counts().0 != 1 {
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(CHILD_MISSED) };
+        }
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for _ in 0..3 {
+                young_cycle(&heap, &mut m);
+                let xl = x.get(&m).unwrap();
+                assert_eq!(unfix(m.local(xl.get(1)).unwrap().get(0)), 5, "{what}");
+            }
+        }))
+        .is_ok();
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(if ok { CHILD_OK } else { CHILD_FAILED }) };
+    }
+    park.release();
+    let code = wait_child(pid);
+    assert_ne!(
+        code, CHILD_MISSED,
+        "{what}: the fork did not land in marking"
+    );
+    assert_eq!(
+        code, CHILD_OK,
+        "{what}: the child failed (its stderr says why)"
+    );
+    heap.wait_for_compaction();
+    heap.verify().unwrap();
+    for _ in 0..2 {
+        young_cycle(&heap, &mut m);
+        let xl = x.get(&m).unwrap();
+        assert_eq!(unfix(m.local(xl.get(1)).unwrap().get(0)), 5, "{what}");
+    }
+}
+
 #[test]
 fn a_child_forked_during_a_promoting_compaction_keeps_the_promoted_objects_references() {
     if !common::uffd_or_skip("fork during a promoting compaction") {
         return;
     }
+    let _one = serial();
     fork_during_promoting_compaction(Generational::Cards, true);
     fork_during_promoting_compaction(Generational::Cards, false);
     if Probe::run().supports(Capability::WpAsync) {
@@ -166,5 +242,17 @@ fn a_child_forked_during_a_promoting_compaction_keeps_the_promoted_objects_refer
         fork_during_promoting_compaction(Generational::WrittenPages, false);
     } else {
         eprintln!("SKIPPED (written pages): WP_ASYNC write tracking unavailable here");
+    }
+}
+
+#[test]
+fn a_child_forked_during_a_young_cycles_marking_remembers_what_its_scan_took() {
+    if !common::uffd_or_skip("fork during a young cycle's marking") {
+        return;
+    }
+    let _one = serial();
+    fork_during_young_marking(Generational::Cards);
+    if Probe::run().supports(Capability::WpAsync) {
+        fork_during_young_marking(Generational::WrittenPages);
     }
 }
