@@ -25,7 +25,9 @@ use common::gen::{
 };
 use common::park::Park;
 use common::{fix, unfix};
-use faultline::{CycleStats, GcMode, Generational, Heap, HeapConfig, Mutator, TypeInfo};
+use faultline::{
+    Capability, CycleStats, GcMode, Generational, Heap, HeapConfig, Mutator, Probe, TypeInfo,
+};
 use std::sync::Arc;
 
 fn heap(
@@ -177,9 +179,9 @@ fn young_cycles_that_trace_most_of_the_live_set_give_way_to_full_cycles() {
 /// measures what it traced against the whole live set; before, the old generation was empty
 /// after a full cycle and that cycle traced and copied everything again to promote it).
 /// `b` reads back through every cycle (checkmark on, verified after each).
-fn full_cycle_promotes(mode: GcMode) {
+fn full_cycle_promotes(kind: Generational, mode: GcMode) {
     let park = Arc::new(Park::default());
-    let heap = heap(Generational::Cards, mode, &park, |c| c.young_cost_max = 0.5);
+    let heap = heap(kind, mode, &park, |c| c.young_cost_max = 0.5);
     let node = heap.register_type(TypeInfo::ref_array("node")).unwrap();
     let mut m = heap.attach();
     let (x, _xb) = alloc_with_ballast(&mut m, node, 7);
@@ -194,7 +196,7 @@ fn full_cycle_promotes(mode: GcMode) {
     };
     refill(&mut m);
     let concurrent = mode == GcMode::Concurrent;
-    let what = format!("{mode:?}");
+    let what = format!("{kind:?}/{mode:?}");
     let first = cycle(&heap, &mut m);
     assert!(first.gen.promoted_bytes > 0, "{what}: {:?}", first.gen);
     refill(&mut m);
@@ -255,8 +257,17 @@ fn full_cycle_promotes(mode: GcMode) {
 
 #[test]
 fn a_full_cycle_promotes_what_it_traced() {
-    full_cycle_promotes(GcMode::StopTheWorld);
+    full_cycle_promotes(Generational::Cards, GcMode::StopTheWorld);
     if common::uffd_or_skip("full-cycle promotion, concurrent") {
-        full_cycle_promotes(GcMode::Concurrent);
+        full_cycle_promotes(Generational::Cards, GcMode::Concurrent);
+    }
+    // The barrier-free remembered set: the old range moves to the other half at the full
+    // cycle's flip (its pages are reported once as joined, the promoted `x`'s reference to
+    // the black `b` is kept), stop-the-world and concurrent.
+    if common::uffd_or_skip("full-cycle promotion, written pages")
+        && Probe::run().supports(Capability::WpAsync)
+    {
+        full_cycle_promotes(Generational::WrittenPages, GcMode::StopTheWorld);
+        full_cycle_promotes(Generational::WrittenPages, GcMode::Concurrent);
     }
 }

@@ -36,10 +36,13 @@
 //!    *marking* is abandoned (marking and the barrier off, every mutator's SATB buffer
 //!    emptied, write-protected population off; the bitmaps, gray objects and queues it leaves
 //!    are never read again: the child's next collection is stop-the-world and starts from
-//!    clear bitmaps); a *compaction* is finished
+//!    clear bitmaps; in generational mode the remembered set reports the whole old generation
+//!    at the next young cycle, since an abandoned young cycle's scan took its dirty ranges);
+//!    a *compaction* is finished
 //!    on plain memory ([`crate::compaction::Compaction::finish_in_child`]: every destination
 //!    page not yet mapped is filled from the intact old half), then the whole old half is
-//!    released (the parent may have been releasing it at the fork); large objects found dead
+//!    released (the parent may have been releasing it at the fork), and in generational mode
+//!    the cycle's promotion is completed (`GenState::finish_in_child`); large objects found dead
 //!    at the flip are released by the child's next collection, which finds them unmarked
 //!    again. The cycle is then idle and the world is restarted.
 //!    Mutators of threads that do not exist in the child stay parked (or native) forever:
@@ -318,6 +321,16 @@ fn end_cycle_in_child(inner: &HeapInner, g: &SpState) {
         // Compaction over (or no flip yet).
         None => inner.gate.phase() == CyclePhase::Compacting,
     };
+    if !after_flip {
+        // Generational: a concurrent young cycle took (and cleared) the remembered set's dirty
+        // ranges after its initial mark; its flip would have forwarded the old slots it found
+        // and kept those still young. Abandoned here, it did neither: the next young cycle
+        // scans the whole old generation instead (else the references it took were lost: cards;
+        // written pages report every old page in a child anyway).
+        if let Some(gs) = inner.gen.as_ref() {
+            gs.remset.report_all();
+        }
+    }
     if after_flip {
         // After the flip: the other half is the old one. Release all of it (a superset of its
         // used part; the parent may have been releasing it at the fork), nothing reads it
@@ -335,6 +348,14 @@ fn end_cycle_in_child(inner: &HeapInner, g: &SpState) {
                 inner.arena.offset_of(s),
                 e - s,
             );
+        }
+        // Generational: the cycle's finish (on the parent's GC thread, which the child lacks)
+        // builds the crossing map over the objects it promoted and keeps dirty their references
+        // to the survivors kept young; they are in place now. (A no-op when the parent's GC
+        // thread did it before the fork.) Without it the child's next young cycle had no
+        // crossing map for them and lost those references.
+        if let Some(gs) = inner.gen.as_ref() {
+            gs.finish_in_child(&inner.types());
         }
     }
     inner.set_trigger(inner.used());

@@ -717,6 +717,18 @@ impl GenState {
         Ok(())
     }
 
+    /// In a forked child, with the world stopped, after the child ended a cycle that had
+    /// flipped (its compaction finished on plain memory, see [`crate::fork`]): what that
+    /// cycle's finish would have done on the parent's GC thread, which the child lacks, if it
+    /// had not done it before the fork: build the crossing map over the objects it promoted
+    /// and keep dirty their references to the survivors kept young ([`OldGen::build_pending`];
+    /// the remembered sets' `after_young_cycle` does nothing). Without it the child's next
+    /// young cycle found no crossing map over them (an empty one after a full or first cycle)
+    /// and did not know those references.
+    pub(crate) fn finish_in_child(&self, types: &TypeRegistry) {
+        self.old().build_pending(types, &*self.remset);
+    }
+
     /// Whether the next cycle is expected to be young (the policy of [`GenState::begin`] on
     /// the figures known between cycles: no full cycle due; an exhausted allocation or a pin
     /// may still make it full). `large_used`: bytes held by large objects now.

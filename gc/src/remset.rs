@@ -81,6 +81,12 @@ pub(crate) trait RememberedSet: Send + Sync {
         false
     }
 
+    /// Report every range of the old generation at the next call of
+    /// [`RememberedSet::for_each_dirty_range`]: a cycle that took (and cleared) dirty ranges
+    /// was abandoned without its flip, which would have forwarded the slots it found and kept
+    /// them (a forked child ends a cycle in its marking so, see [`crate::fork`]).
+    fn report_all(&self);
+
     /// The young cycle is over.
     fn after_young_cycle(&self, arena: &VolatileArena) -> Result<(), ArenaError>;
 
@@ -278,6 +284,15 @@ impl RememberedSet for CardTable {
 
     fn keep_dirty(&self, slot: usize) {
         self.note_store(slot);
+    }
+
+    fn report_all(&self) {
+        let (lo, hi) = self.old_range();
+        if hi > lo {
+            for c in &self.cards[(lo - self.base) / CARD_BYTES..(hi - self.base) / CARD_BYTES] {
+                c.store(1, Ordering::Release);
+            }
+        }
     }
 
     fn peek_dirty_ranges(&self, f: &mut dyn FnMut(usize, usize)) -> bool {

@@ -315,8 +315,6 @@ impl WrittenPages {
 
     /// The next harvest returns every page of the old range (e.g. after something else
     /// re-protected old pages without reporting them here).
-    // For concurrent young cycles whose barrier-free marking would re-protect old pages.
-    #[allow(dead_code)]
     pub(crate) fn invalidate(&self) {
         self.state().all = true;
     }
@@ -557,6 +555,10 @@ impl RememberedSet for WrittenPages {
 
     fn keep_dirty(&self, slot: usize) {
         self.keep_page(slot);
+    }
+
+    fn report_all(&self) {
+        self.invalidate();
     }
 
     fn after_young_cycle(&self, _arena: &VolatileArena) -> Result<(), ArenaError> {

@@ -1,0 +1,258 @@
+//! `fork(2)` during the concurrent compaction of a generational cycle that promotes (the
+//! heap's first cycle, and a full cycle, which promotes what it traced with
+//! `HeapConfig::first_cycle_promotion`): the old generation's range changes at the flip, but
+//! its card crossing map, and the remembered-set entries of the references from the promoted
+//! objects to the black objects kept young, are made only once the compaction has placed the
+//! promoted objects (`OldGen::build_pending`, at the cycle's finish on the GC thread). The
+//! child ends that cycle itself (it fills the destination pages the parent had not), so it must
+//! make them too: else its first young cycle finds no crossing map for the old generation
+//! (written pages: every old page is reported in a child, and reading the slots of the first
+//! one indexed an empty map), and does not know that the promoted `x` refers to the black `b`
+//! (cards: `b`, referenced only from `x`, was freed, and `x` pointed into the released half).
+//!
+//! Scenario: `x` (old after the cycle) gets the black `b` (stored while the cycle is parked
+//! before its remark, its only reference); `fork` right after the flip, while the compaction
+//! workers are held back (`compaction_delay`); the child runs young cycles, verifying, and
+//! reads `b` through `x`; the parent finishes the cycle and does the same.
+//!
+//! Invariant: the tests run their forks one at a time (`SERIAL`).
+
+mod common;
+use common::gen::{alloc_with_ballast, check_promoted_keeps_black, in_old, young_cycle};
+use common::park::Park;
+use common::{fix, unfix};
+use faultline::{
+    Capability, GcMode, Generational, Heap, HeapConfig, MarkPoint, Mutator, Probe, TypeId, TypeInfo,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Exit codes of the child.
+const CHILD_OK: i32 = 0;
+const CHILD_FAILED: i32 = 3;
+/// The fork did not land in the cycle's compaction (the delay elapsed first).
+const CHILD_MISSED: i32 = 4;
+
+/// The tests of this binary fork one at a time (a sibling's fork would copy this test's heap
+/// mid-cycle).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn wait_child(pid: libc::pid_t) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            assert!(libc::WIFEXITED(status), "child died by a signal");
+            return libc::WEXITSTATUS(status);
+        }
+        assert_eq!(r, 0, "waitpid: {}", std::io::Error::last_os_error());
+        if Instant::now() > deadline {
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            panic!("child hung");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// After the heap's first cycle (young, promoting), large objects past the old generation's
+/// large limit (`min_trigger_bytes / 2`; garbage: only full cycles free large objects): the
+/// next cycle is full, from the old half, nothing pinned.
+fn until_a_full_cycle_is_next(heap: &Heap, m: &mut Mutator, bytes: TypeId) {
+    m.collect().unwrap();
+    heap.wait_for_compaction();
+    heap.verify().unwrap();
+    let first = heap.history().last().unwrap().clone();
+    assert!(first.gen.promoted_bytes > 0, "{:?}", first.gen);
+    for _ in 0..(MIN_TRIGGER / 2 / LARGE + 8) {
+        m.alloc(bytes, LARGE).unwrap();
+    }
+}
+
+const MIN_TRIGGER: usize = 4 << 20;
+const LARGE: usize = 10 << 10;
+
+/// The scenario of the module doc; `full`: the forked cycle is a full one (else the heap's
+/// first cycle).
+fn fork_during_promoting_compaction(kind: Generational, full: bool) {
+    let what = format!(
+        "{kind:?}, {}",
+        if full { "full cycle" } else { "first cycle" }
+    );
+    let park = Arc::new(Park::default());
+    let heap = Heap::new(HeapConfig::with_heap_size(16 << 20).with(|c| {
+        c.generational = kind;
+        c.mode = GcMode::Concurrent;
+        c.min_trigger_bytes = MIN_TRIGGER;
+        c.debug.checkmark = true;
+        c.debug.mark_hook = Some(park.hook());
+        c.debug.compaction_delay = Some(Duration::from_millis(500));
+    }))
+    .unwrap();
+    assert_eq!(heap.mode_info().mode, GcMode::Concurrent, "{what}");
+    let node = heap.register_type(TypeInfo::ref_array("node")).unwrap();
+    let mut m = heap.attach();
+    let (x, _xb) = alloc_with_ballast(&mut m, node, 7);
+    if full {
+        let bytes = heap.register_type(TypeInfo::byte_array("bytes")).unwrap();
+        until_a_full_cycle_is_next(&heap, &mut m, bytes);
+    }
+    let recorded = heap.history().len();
+    assert_eq!(recorded, usize::from(full), "{what}: no cycle of its own");
+    let flips = heap.flips();
+    park.arm(MarkPoint::BeforeRemark);
+    m.start_collection().unwrap();
+    park.wait(&mut m);
+    let b = m.alloc(node, 2).unwrap();
+    m.local(b).unwrap().set(0, fix(99));
+    x.get(&m).unwrap().set(1, b);
+    park.disarm();
+    let t0 = Instant::now();
+    while heap.flips() == flips {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{what}: no flip");
+        m.safepoint();
+        std::thread::yield_now();
+    }
+    // SAFETY: the child only runs heap code (fork-aware) and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        if faultline::testing::child_finish_counts().0 != 1 {
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(CHILD_MISSED) };
+        }
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert!(in_old(&heap, x.value(&m).bits()), "{what}: x not old");
+            let b = x.get(&m).unwrap().get(1);
+            assert!(!in_old(&heap, b.bits()), "{what}: b (black) was promoted");
+            for _ in 0..3 {
+                young_cycle(&heap, &mut m);
+                let xl = x.get(&m).unwrap();
+                assert_eq!(unfix(xl.get(0)), 7, "{what}");
+                assert_eq!(unfix(m.local(xl.get(1)).unwrap().get(0)), 99, "{what}");
+            }
+        }))
+        .is_ok();
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(if ok { CHILD_OK } else { CHILD_FAILED }) };
+    }
+    let code = wait_child(pid);
+    assert_ne!(
+        code, CHILD_MISSED,
+        "{what}: the fork did not land in the compaction"
+    );
+    assert_eq!(
+        code, CHILD_OK,
+        "{what}: the child failed (its stderr says why)"
+    );
+    heap.wait_for_compaction();
+    heap.verify().unwrap();
+    let c = heap.history()[recorded].clone();
+    assert_eq!(c.gen.young, Some(!full), "{what}: {:?}", c.gen);
+    assert!(c.gen.promoted_bytes > 0, "{what}: {:?}", c.gen);
+    check_promoted_keeps_black(&heap, &mut m, &x, 7, true, &what);
+}
+
+/// A concurrent young cycle's remembered-set scan (after its initial mark) takes and clears
+/// the dirty ranges; a fork during its marking abandons the cycle in the child, so the old
+/// slots it took must be remembered again there: `x` (old) refers to the young `y` (stored
+/// before the cycle started, its only reference, so only `x`'s dirty card names it); `fork`
+/// while the cycle is parked before its remark; the child's young cycles must keep `y`.
+fn fork_during_young_marking(kind: Generational) {
+    let what = format!("{kind:?}, young cycle's marking");
+    let park = Arc::new(Park::default());
+    let heap = Heap::new(HeapConfig::with_heap_size(16 << 20).with(|c| {
+        c.generational = kind;
+        c.mode = GcMode::Concurrent;
+        c.min_trigger_bytes = MIN_TRIGGER;
+        c.debug.checkmark = true;
+        c.debug.mark_hook = Some(park.hook());
+    }))
+    .unwrap();
+    let node = heap.register_type(TypeInfo::ref_array("node")).unwrap();
+    let mut m = heap.attach();
+    let (x, _xb) = alloc_with_ballast(&mut m, node, 7);
+    young_cycle(&heap, &mut m);
+    assert!(in_old(&heap, x.value(&m).bits()), "{what}: x not old");
+    let y = m.alloc(node, 2).unwrap();
+    m.local(y).unwrap().set(0, fix(5));
+    x.get(&m).unwrap().set(1, y);
+    park.arm(MarkPoint::BeforeRemark);
+    m.start_collection().unwrap();
+    park.wait(&mut m);
+    // SAFETY: the child only runs heap code (fork-aware) and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        if faultline::testing::child_finish_counts().0 != 1 {
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(CHILD_MISSED) };
+        }
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for _ in 0..3 {
+                young_cycle(&heap, &mut m);
+                let xl = x.get(&m).unwrap();
+                assert_eq!(unfix(m.local(xl.get(1)).unwrap().get(0)), 5, "{what}");
+            }
+        }))
+        .is_ok();
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(if ok { CHILD_OK } else { CHILD_FAILED }) };
+    }
+    park.release();
+    let code = wait_child(pid);
+    assert_ne!(
+        code, CHILD_MISSED,
+        "{what}: the fork did not land in marking"
+    );
+    assert_eq!(
+        code, CHILD_OK,
+        "{what}: the child failed (its stderr says why)"
+    );
+    heap.wait_for_compaction();
+    heap.verify().unwrap();
+    for _ in 0..2 {
+        young_cycle(&heap, &mut m);
+        let xl = x.get(&m).unwrap();
+        assert_eq!(unfix(m.local(xl.get(1)).unwrap().get(0)), 5, "{what}");
+    }
+}
+
+#[test]
+fn a_child_forked_during_a_promoting_compaction_keeps_the_promoted_objects_references() {
+    if !common::uffd_or_skip("fork during a promoting compaction") {
+        return;
+    }
+    let _one = serial();
+    fork_during_promoting_compaction(Generational::Cards, true);
+    fork_during_promoting_compaction(Generational::Cards, false);
+    if Probe::run().supports(Capability::WpAsync) {
+        fork_during_promoting_compaction(Generational::WrittenPages, true);
+        fork_during_promoting_compaction(Generational::WrittenPages, false);
+    } else {
+        eprintln!("SKIPPED (written pages): WP_ASYNC write tracking unavailable here");
+    }
+}
+
+#[test]
+fn a_child_forked_during_a_young_cycles_marking_remembers_what_its_scan_took() {
+    if !common::uffd_or_skip("fork during a young cycle's marking") {
+        return;
+    }
+    let _one = serial();
+    fork_during_young_marking(Generational::Cards);
+    if Probe::run().supports(Capability::WpAsync) {
+        fork_during_young_marking(Generational::WrittenPages);
+    }
+}
