@@ -591,9 +591,12 @@ pub fn measure(
         r.mmap_family_per_cycle = Some(sum(&|c| c.mmap_family()));
         r.register_per_cycle = Some(sum(&|c| c.registrations()));
         r.madvise_per_cycle = Some(sum(&|c| c.calls.get(Call::Madvise)));
+        // The bytes in use after the last cycle, the old generation included (a generational
+        // cycle's `heap_after` is the window and the large space only; after a full cycle,
+        // which promotes what it traced, the old generation is the live set).
         r.measured_live_mib = history
             .last()
-            .map(|c| c.heap_after() as f64 / (1 << 20) as f64);
+            .map(|c| (c.heap_after() + c.gen.old_bytes) as f64 / (1 << 20) as f64);
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         let mut row = CpuSplitRow {
             cycles: history.len() as u64,
