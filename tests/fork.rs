@@ -14,6 +14,7 @@
 //! meets `EBUSY` on pages shared with the child and falls back to copying).
 
 mod common;
+use common::forking::{serial, wait_child};
 use common::gate::Gate;
 use common::*;
 use faultline::MarkPoint;
@@ -33,17 +34,6 @@ const LIST: i64 = 500;
 /// Exit codes of the child.
 const CHILD_OK: i32 = 0;
 const CHILD_PANICKED: i32 = 3;
-
-/// The tests of this binary run one at a time: a fork copies the whole process, so a sibling
-/// test's fork would share this test's heap pages copy-on-write with a child for a while, and
-/// `UFFDIO_MOVE` refuses such pages (`EBUSY`), which changes what a move-strategy test counts.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Run `f` on another thread; fail (instead of hanging) if it takes longer than `limit`.
 fn with_deadline(limit: Duration, what: &str, f: impl FnOnce() + Send + 'static) {
@@ -116,31 +106,6 @@ fn fork_and_report(child: impl FnOnce(), parent_first: impl FnOnce()) -> ChildRe
         ended: u64::from_ne_bytes(msg[..8].try_into().unwrap()),
         filled: u64::from_ne_bytes(msg[8..].try_into().unwrap()),
         fork_time,
-    }
-}
-
-/// Wait for child `pid` with a deadline; its exit code.
-fn wait_child(pid: libc::pid_t) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            if libc::WIFEXITED(status) {
-                return libc::WEXITSTATUS(status);
-            }
-            panic!("child died by signal {}", libc::WTERMSIG(status));
-        }
-        assert!(r == 0, "waitpid: {}", std::io::Error::last_os_error());
-        if Instant::now() > deadline {
-            // SAFETY: killing our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            // SAFETY: reaping it.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-            panic!("child hung (killed after 60 s)");
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -15,9 +15,10 @@
 //! workers are held back (`compaction_delay`); the child runs young cycles, verifying, and
 //! reads `b` through `x`; the parent finishes the cycle and does the same.
 //!
-//! Invariant: the tests run their forks one at a time (`SERIAL`).
+//! Invariant: the tests run their forks one at a time (`common::forking::serial`).
 
 mod common;
+use common::forking::{serial, wait_child};
 use common::gen::{alloc_with_ballast, check_promoted_keeps_black, in_old, young_cycle};
 use common::park::Park;
 use common::{fix, unfix};
@@ -33,37 +34,32 @@ const CHILD_FAILED: i32 = 3;
 /// The fork did not land in the cycle's compaction (the delay elapsed first).
 const CHILD_MISSED: i32 = 4;
 
-/// The tests of this binary fork one at a time (a sibling's fork would copy this test's heap
-/// mid-cycle).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn wait_child(pid: libc::pid_t) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            assert!(libc::WIFEXITED(status), "child died by a signal");
-            return libc::WEXITSTATUS(status);
+/// Fork; in the child (which must have ended the running cycle itself, else the fork missed
+/// `phase`) run `child` and exit with its verdict; in the parent run `meanwhile`, then wait for
+/// the child and fail if the fork missed `phase` or the child failed.
+fn fork_and_check(what: &str, phase: &str, child: impl FnOnce(), meanwhile: impl FnOnce()) {
+    // SAFETY: the child only runs heap code (fork-aware) and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        if faultline::testing::child_finish_counts().0 != 1 {
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(CHILD_MISSED) };
         }
-        assert_eq!(r, 0, "waitpid: {}", std::io::Error::last_os_error());
-        if Instant::now() > deadline {
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            panic!("child hung");
-        }
-        std::thread::sleep(Duration::from_millis(5));
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).is_ok();
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(if ok { CHILD_OK } else { CHILD_FAILED }) };
     }
+    meanwhile();
+    let code = wait_child(pid);
+    assert_ne!(
+        code, CHILD_MISSED,
+        "{what}: the fork did not land in {phase}"
+    );
+    assert_eq!(
+        code, CHILD_OK,
+        "{what}: the child failed (its stderr says why)"
+    );
 }
 
 /// After the heap's first cycle (young, promoting), large objects past the old generation's
@@ -83,6 +79,20 @@ fn until_a_full_cycle_is_next(heap: &Heap, m: &mut Mutator, bytes: TypeId) {
 const MIN_TRIGGER: usize = 4 << 20;
 const LARGE: usize = 10 << 10;
 
+/// A concurrent generational heap of 16 MiB with checkmark, `park`'s mark hook and the given
+/// compaction delay.
+fn gen_heap(kind: Generational, park: &Arc<Park>, compaction_delay: Option<Duration>) -> Heap {
+    Heap::new(HeapConfig::with_heap_size(16 << 20).with(|c| {
+        c.generational = kind;
+        c.mode = GcMode::Concurrent;
+        c.min_trigger_bytes = MIN_TRIGGER;
+        c.debug.checkmark = true;
+        c.debug.mark_hook = Some(park.hook());
+        c.debug.compaction_delay = compaction_delay;
+    }))
+    .unwrap()
+}
+
 /// The scenario of the module doc; `full`: the forked cycle is a full one (else the heap's
 /// first cycle).
 fn fork_during_promoting_compaction(kind: Generational, full: bool) {
@@ -91,15 +101,7 @@ fn fork_during_promoting_compaction(kind: Generational, full: bool) {
         if full { "full cycle" } else { "first cycle" }
     );
     let park = Arc::new(Park::default());
-    let heap = Heap::new(HeapConfig::with_heap_size(16 << 20).with(|c| {
-        c.generational = kind;
-        c.mode = GcMode::Concurrent;
-        c.min_trigger_bytes = MIN_TRIGGER;
-        c.debug.checkmark = true;
-        c.debug.mark_hook = Some(park.hook());
-        c.debug.compaction_delay = Some(Duration::from_millis(500));
-    }))
-    .unwrap();
+    let heap = gen_heap(kind, &park, Some(Duration::from_millis(500)));
     assert_eq!(heap.mode_info().mode, GcMode::Concurrent, "{what}");
     let node = heap.register_type(TypeInfo::ref_array("node")).unwrap();
     let mut m = heap.attach();
@@ -124,15 +126,10 @@ fn fork_during_promoting_compaction(kind: Generational, full: bool) {
         m.safepoint();
         std::thread::yield_now();
     }
-    // SAFETY: the child only runs heap code (fork-aware) and `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        if faultline::testing::child_finish_counts().0 != 1 {
-            // SAFETY: ends the child without running the parent's destructors.
-            unsafe { libc::_exit(CHILD_MISSED) };
-        }
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    fork_and_check(
+        &what,
+        "the compaction",
+        || {
             assert!(in_old(&heap, x.value(&m).bits()), "{what}: x not old");
             let b = x.get(&m).unwrap().get(1);
             assert!(!in_old(&heap, b.bits()), "{what}: b (black) was promoted");
@@ -142,19 +139,8 @@ fn fork_during_promoting_compaction(kind: Generational, full: bool) {
                 assert_eq!(unfix(xl.get(0)), 7, "{what}");
                 assert_eq!(unfix(m.local(xl.get(1)).unwrap().get(0)), 99, "{what}");
             }
-        }))
-        .is_ok();
-        // SAFETY: ends the child without running the parent's destructors.
-        unsafe { libc::_exit(if ok { CHILD_OK } else { CHILD_FAILED }) };
-    }
-    let code = wait_child(pid);
-    assert_ne!(
-        code, CHILD_MISSED,
-        "{what}: the fork did not land in the compaction"
-    );
-    assert_eq!(
-        code, CHILD_OK,
-        "{what}: the child failed (its stderr says why)"
+        },
+        || {},
     );
     heap.wait_for_compaction();
     heap.verify().unwrap();
@@ -172,14 +158,7 @@ fn fork_during_promoting_compaction(kind: Generational, full: bool) {
 fn fork_during_young_marking(kind: Generational) {
     let what = format!("{kind:?}, young cycle's marking");
     let park = Arc::new(Park::default());
-    let heap = Heap::new(HeapConfig::with_heap_size(16 << 20).with(|c| {
-        c.generational = kind;
-        c.mode = GcMode::Concurrent;
-        c.min_trigger_bytes = MIN_TRIGGER;
-        c.debug.checkmark = true;
-        c.debug.mark_hook = Some(park.hook());
-    }))
-    .unwrap();
+    let heap = gen_heap(kind, &park, None);
     let node = heap.register_type(TypeInfo::ref_array("node")).unwrap();
     let mut m = heap.attach();
     let (x, _xb) = alloc_with_ballast(&mut m, node, 7);
@@ -191,34 +170,17 @@ fn fork_during_young_marking(kind: Generational) {
     park.arm(MarkPoint::BeforeRemark);
     m.start_collection().unwrap();
     park.wait(&mut m);
-    // SAFETY: the child only runs heap code (fork-aware) and `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        if faultline::testing::child_finish_counts().0 != 1 {
-            // SAFETY: ends the child without running the parent's destructors.
-            unsafe { libc::_exit(CHILD_MISSED) };
-        }
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    fork_and_check(
+        &what,
+        "marking",
+        || {
             for _ in 0..3 {
                 young_cycle(&heap, &mut m);
                 let xl = x.get(&m).unwrap();
                 assert_eq!(unfix(m.local(xl.get(1)).unwrap().get(0)), 5, "{what}");
             }
-        }))
-        .is_ok();
-        // SAFETY: ends the child without running the parent's destructors.
-        unsafe { libc::_exit(if ok { CHILD_OK } else { CHILD_FAILED }) };
-    }
-    park.release();
-    let code = wait_child(pid);
-    assert_ne!(
-        code, CHILD_MISSED,
-        "{what}: the fork did not land in marking"
-    );
-    assert_eq!(
-        code, CHILD_OK,
-        "{what}: the child failed (its stderr says why)"
+        },
+        || park.release(),
     );
     heap.wait_for_compaction();
     heap.verify().unwrap();

@@ -6,31 +6,9 @@
 //! young cycle (had the child's harvest re-protected the parent's pages, the parent's young
 //! object referenced only from that page would be lost, and the verifier would say so).
 
+mod common;
+use common::forking::wait_child;
 use faultline::{Capability, Generational, Heap, HeapConfig, Probe, TypeInfo, Value};
-use std::time::{Duration, Instant};
-
-fn wait_child(pid: libc::pid_t) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            assert!(libc::WIFEXITED(status), "child died by a signal");
-            return libc::WEXITSTATUS(status);
-        }
-        assert_eq!(r, 0, "waitpid: {}", std::io::Error::last_os_error());
-        if Instant::now() > deadline {
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            panic!("child hung");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 #[test]
 fn a_forked_child_neither_uses_nor_disturbs_the_parents_write_tracking() {
