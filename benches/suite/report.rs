@@ -330,16 +330,16 @@ pub fn markdown(
             "## Generational cycles
 "
         );
-        let _ = writeln!(w, "Per generational run (`CycleStats::gen`): young and full cycles, MiB promoted into the old generation, remembered-set cards scanned and old reference slots found in them (all cycles together), the longest remark of a concurrent young cycle (ms).\n");
+        let _ = writeln!(w, "Per generational run (`CycleStats::gen`): young and full cycles, MiB promoted into the old generation, remembered-set cards scanned and old reference slots found in them (all cycles together), the longest remark of a concurrent young cycle (ms), the wall time of the young cycles that left an old generation alone (mean / longest, s) and the mean wall time of the cycles that traced everything (full cycles and the heap's first, s).\n");
         let _ = writeln!(
             w,
-            "| workload | live MiB | mode | young | full | promoted MiB | dirty cards | old slots | young remark max |"
+            "| workload | live MiB | mode | young | full | promoted MiB | dirty cards | old slots | young remark max | young wall mean / max s | whole-heap wall mean s |"
         );
-        let _ = writeln!(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for r in results.iter().filter(|r| ok(r) && r.mode.contains("gen")) {
             let _ = writeln!(
                 w,
-                "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} / {} | {} |",
                 r.workload,
                 r.live_mib,
                 r.mode,
@@ -349,6 +349,9 @@ pub fn markdown(
                 r.dirty_cards,
                 r.old_slots,
                 opt(r.young_remark_max_ms),
+                opt(r.young_wall_mean_s),
+                opt(r.young_wall_max_s),
+                opt(r.whole_wall_mean_s),
             );
         }
         let _ = writeln!(w);
@@ -594,6 +597,25 @@ fn check_row(r: &RunResult, bystander: bool) -> Vec<String> {
     }
     if r.peak_rss_kib.is_none_or(|k| k == 0) {
         e.push("peak RSS missing".into());
+    }
+    // Generational: every cycle is young or full, and the young cycles' walls are ordered.
+    if r.mode.contains("gen") {
+        if r.young_cycles + r.full_cycles != r.cycles {
+            e.push(format!(
+                "{} young + {} full cycles of {}",
+                r.young_cycles, r.full_cycles, r.cycles
+            ));
+        }
+        if !r.whole_wall_mean_s.is_some_and(|w| w > 0.0) {
+            e.push("no cycle that traced everything (the first is one)".into());
+        }
+        match (r.young_wall_mean_s, r.young_wall_max_s) {
+            (Some(m), Some(x)) if !(m > 0.0 && m <= x * 1.000_001) => e.push(format!(
+                "young cycle walls out of order: mean {m} s, max {x} s"
+            )),
+            (Some(_), None) | (None, Some(_)) => e.push("young cycle walls half missing".into()),
+            _ => {}
+        }
     }
     // The footprint timeline: present, in time order, and in each sample PSS never above RSS
     // (both from the same `smaps_rollup` read: a page counts at most once in PSS, at least once

@@ -213,6 +213,16 @@ pub struct RunResult {
     pub dirty_cards: u64,
     pub old_slots: u64,
     pub young_remark_max_ms: Option<f64>,
+    /// Generational modes: the wall time (s) of the young cycles that left an old generation
+    /// alone (they measured what they traced against it), mean and longest, and the mean of
+    /// the cycles that traced everything (full cycles, and young ones with nothing old: the
+    /// heap's first). Issue 15's "mean time per young cycle" is the first.
+    #[serde(default)]
+    pub young_wall_mean_s: Option<f64>,
+    #[serde(default)]
+    pub young_wall_max_s: Option<f64>,
+    #[serde(default)]
+    pub whole_wall_mean_s: Option<f64>,
     /// The `auto` mode's picks and calibration figures, beside the same suite run's fixed
     /// modes (`auto.rs`).
     pub auto: Option<super::auto::AutoRow>,
@@ -483,6 +493,7 @@ pub fn measure(
         .map(|b| split_bystander(&b.samples, &cycles, b.errors, b.cpu_s));
     r.cycle_spans_s = cycles;
     r.cycles = history.len() as u64;
+    let (mut young_walls, mut whole_walls) = (Vec::new(), Vec::new());
     for c in &history {
         *r.triggers.entry(c.trigger.name().to_string()).or_default() += 1;
         let remark = c.remark.as_secs_f64() * 1e3;
@@ -504,6 +515,14 @@ pub fn measure(
             Some(false) => r.full_cycles += 1,
             None => {}
         }
+        if c.gen.young.is_some() {
+            let wall = c.total.as_secs_f64();
+            if c.gen.young == Some(true) && c.gen.young_cost_pm.is_some() {
+                young_walls.push(wall);
+            } else {
+                whole_walls.push(wall);
+            }
+        }
         r.promoted_mib += c.gen.promoted_bytes as f64 / (1 << 20) as f64;
         r.dirty_cards += c.gen.dirty_cards as u64;
         r.old_slots += c.gen.old_slots as u64;
@@ -519,6 +538,10 @@ pub fn measure(
             *e = e.max(ms);
         }
     }
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    r.young_wall_mean_s = mean(&young_walls);
+    r.young_wall_max_s = young_walls.iter().copied().reduce(f64::max);
+    r.whole_wall_mean_s = mean(&whole_walls);
     r.pause = metrics::percentiles_ms(&r.pauses_ms);
     let iv: Vec<(f64, f64)> = timeline
         .iter()
