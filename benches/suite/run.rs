@@ -504,6 +504,9 @@ pub fn measure(
             r.satb_switches += 1;
         }
         r.remark_dirty_max = r.remark_dirty_max.max(c.remark_dirty_pages as u64);
+        // (A young cycle measured what it traced against the live set only when it had an old
+        // generation to leave alone; else, as a full cycle, it traced everything.)
+        let wall = c.total.as_secs_f64();
         match c.gen.young {
             Some(true) => {
                 r.young_cycles += 1;
@@ -511,17 +514,17 @@ pub fn measure(
                     r.young_remark_max_ms =
                         Some(r.young_remark_max_ms.map_or(remark, |x| x.max(remark)));
                 }
+                if c.gen.young_cost_pm.is_some() {
+                    young_walls.push(wall);
+                } else {
+                    whole_walls.push(wall);
+                }
             }
-            Some(false) => r.full_cycles += 1,
-            None => {}
-        }
-        if c.gen.young.is_some() {
-            let wall = c.total.as_secs_f64();
-            if c.gen.young == Some(true) && c.gen.young_cost_pm.is_some() {
-                young_walls.push(wall);
-            } else {
+            Some(false) => {
+                r.full_cycles += 1;
                 whole_walls.push(wall);
             }
+            None => {}
         }
         r.promoted_mib += c.gen.promoted_bytes as f64 / (1 << 20) as f64;
         r.dirty_cards += c.gen.dirty_cards as u64;

@@ -330,8 +330,7 @@ fn end_cycle_in_child(inner: &HeapInner, g: &SpState) {
         if let Some(gs) = inner.gen.as_ref() {
             gs.remset.report_all();
         }
-    }
-    if after_flip {
+    } else {
         // After the flip: the other half is the old one. Release all of it (a superset of its
         // used part; the parent may have been releasing it at the fork), nothing reads it
         // any more. No poisoning: that may take a userfaultfd call.

@@ -363,6 +363,25 @@ impl OldGen {
             a = end;
         }
     }
+
+    /// [`OldGen::for_each_slot_in`], the slots whose value (read atomically) may refer to a
+    /// young object: anything but null or an old object. `f` gets the slot and its value
+    /// (generic: one indirect call a slot, as before, on the remark's rescan).
+    fn for_each_young_slot_in(
+        &self,
+        s: usize,
+        e: usize,
+        types: &TypeRegistry,
+        mut f: impl FnMut(usize, usize),
+    ) {
+        let (lo, hi) = (self.lo, self.hi);
+        self.for_each_slot_in(s, e, types, &mut |a| {
+            let v = Atomic::load(a);
+            if v != 0 && !(lo..hi).contains(&v) {
+                f(a, v);
+            }
+        });
+    }
 }
 
 /// The mode info's reason when the generational mode is off, the default: why it is not the
@@ -608,7 +627,6 @@ impl GenState {
         arena: &VolatileArena,
         types: &TypeRegistry,
     ) -> Result<Vec<usize>, ArenaError> {
-        let (lo, hi) = (old.lo, old.hi);
         let skip = &mut c.skip_one;
         let slots = &mut c.old_slots;
         let mut vals = Vec::new();
@@ -616,12 +634,9 @@ impl GenState {
             if std::mem::take(skip) {
                 return;
             }
-            old.for_each_slot_in(s, e, types, &mut |a| {
-                let v = Atomic::load(a);
-                if v != 0 && !(lo..hi).contains(&v) {
-                    slots.push(a);
-                    vals.push(v);
-                }
+            old.for_each_young_slot_in(s, e, types, |a, v| {
+                slots.push(a);
+                vals.push(v);
             });
         })?;
         Ok(vals)
@@ -665,41 +680,31 @@ impl GenState {
         old.last_cost = old.measure_young_cost(c, fwd, to, self.young_cost_max);
         old.note_traced(c, fwd, to, (base, top.max(base)));
         old.age(fwd, base, top.max(base));
-        match c.kind {
-            CycleKind::Full => {
-                old.clear(full_limit);
-                moving.set_old_range(0, 0);
-                self.remset.old_range_changed(arena, 0, 0)?;
-                if !c.promote {
-                    return Ok(0);
-                }
-                // It promotes what it traced (see `begin`): the destination half is the old
-                // half from here, the old generation its first promotion since this cycle.
-                old.half = usize::from(
-                    to >= moving.half_base[1] && to < moving.half_base[1] + moving.half_bytes,
-                );
-                let end = objects_end.min(new_hi);
-                old.promote(to, end, new_hi, young_end);
-                old.limit = old.limit.max(grown(old.bytes(), self.old_growth));
-                moving.set_old_range(old.lo, old.hi);
-                self.remset.old_range_changed(arena, old.lo, old.hi)?;
-                Ok(end - to)
+        if c.kind == CycleKind::Full {
+            old.clear(full_limit);
+            moving.set_old_range(0, 0);
+            self.remset.old_range_changed(arena, 0, 0)?;
+            if c.promote {
+                // It promotes what it traced (see `begin`) into the half it compacted into,
+                // the old half from here (the halves are adjacent: `to` lies in the second
+                // exactly when it is at or above its base).
+                old.half = usize::from(to >= moving.half_base[1]);
             }
-            CycleKind::Young if c.promote => {
-                let end = objects_end.min(new_hi);
-                let first = old.lo == old.hi;
-                old.promote(to, end, new_hi, young_end);
-                if first {
-                    // The first promotion since the last full cycle (or ever): the old
-                    // generation grows by `old_growth` from here before a full cycle is due.
-                    old.limit = old.limit.max(grown(old.bytes(), self.old_growth));
-                }
-                moving.set_old_range(old.lo, old.hi);
-                self.remset.old_range_changed(arena, old.lo, old.hi)?;
-                Ok(end - to)
-            }
-            CycleKind::Young => Ok(0),
         }
+        if !c.promote {
+            return Ok(0);
+        }
+        let end = objects_end.min(new_hi);
+        let first = old.lo == old.hi;
+        old.promote(to, end, new_hi, young_end);
+        if first {
+            // The first promotion since the last full cycle (this one, if full) or ever: the
+            // old generation grows by `old_growth` from here before a full cycle is due.
+            old.limit = old.limit.max(grown(old.bytes(), self.old_growth));
+        }
+        moving.set_old_range(old.lo, old.hi);
+        self.remset.old_range_changed(arena, old.lo, old.hi)?;
+        Ok(end - to)
     }
 
     /// The cycle `c` is complete (its compaction done; world stopped or the GC thread
@@ -787,7 +792,6 @@ impl GenState {
             // of the last promotion not built yet (it is by the end of a cycle).
             _ if old.lo == old.hi || old.pending.is_some() => return None,
             _ => {
-                let (lo, hi) = (old.lo, old.hi);
                 let mut n = 0usize;
                 let o = &*old;
                 self.remset.peek_dirty_ranges(&mut |s, e| {
@@ -796,12 +800,7 @@ impl GenState {
                     let mut a = s;
                     while a < e && n <= max {
                         let b = e.min(a + PEEK_PIECE);
-                        o.for_each_slot_in(a, b, types, &mut |slot| {
-                            let v = Atomic::load(slot);
-                            if v != 0 && !(lo..hi).contains(&v) {
-                                n += 1;
-                            }
-                        });
+                        o.for_each_young_slot_in(a, b, types, |_, _| n += 1);
                         a = b;
                     }
                 });

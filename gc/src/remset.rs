@@ -181,15 +181,19 @@ impl CardTable {
         (lo, lo + self.old_len.load(Ordering::Relaxed))
     }
 
+    /// The cards of `[s, e)` (card-aligned addresses of the covered range; empty if `e <= s`).
+    fn cards_in(&self, s: usize, e: usize) -> &[AtomicU8] {
+        if e <= s {
+            return &[];
+        }
+        &self.cards[(s - self.base) / CARD_BYTES..(e - self.base) / CARD_BYTES]
+    }
+
     /// Dirty cards in the old range (for tests; does not clear).
     #[cfg(test)]
     pub(crate) fn dirty_cards(&self) -> usize {
         let (lo, hi) = self.old_range();
-        if hi <= lo {
-            return 0;
-        }
-        let (a, b) = ((lo - self.base) / CARD_BYTES, (hi - self.base) / CARD_BYTES);
-        self.cards[a..b]
+        self.cards_in(lo, hi)
             .iter()
             .filter(|c| c.load(Ordering::Relaxed) != 0)
             .count()
@@ -200,10 +204,8 @@ impl CardTable {
         let (lo, hi) = self.old_range();
         // Cards that leave the range are cleared (a later range starts clean there).
         let clear = |s: usize, e: usize| {
-            if e > s {
-                for c in &self.cards[(s - self.base) / CARD_BYTES..(e - self.base) / CARD_BYTES] {
-                    c.store(0, Ordering::Relaxed);
-                }
+            for c in self.cards_in(s, e) {
+                c.store(0, Ordering::Relaxed);
             }
         };
         if end <= start {
@@ -233,10 +235,7 @@ impl CardTable {
         let first = (lo - self.base) / CARD_BYTES;
         let mut n = 0;
         let mut run: Option<(usize, usize)> = None;
-        for (i, c) in self.cards[first..(hi - self.base) / CARD_BYTES]
-            .iter()
-            .enumerate()
-        {
+        for (i, c) in self.cards_in(lo, hi).iter().enumerate() {
             // A cheap load first: most cards are clean.
             if c.load(Ordering::Relaxed) == 0 || (clear && c.swap(0, Ordering::AcqRel) == 0) {
                 continue;
@@ -288,10 +287,8 @@ impl RememberedSet for CardTable {
 
     fn report_all(&self) {
         let (lo, hi) = self.old_range();
-        if hi > lo {
-            for c in &self.cards[(lo - self.base) / CARD_BYTES..(hi - self.base) / CARD_BYTES] {
-                c.store(1, Ordering::Release);
-            }
+        for c in self.cards_in(lo, hi) {
+            c.store(1, Ordering::Release);
         }
     }
 
