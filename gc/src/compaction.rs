@@ -327,6 +327,11 @@ pub(crate) struct Compaction {
     /// Copy strategy: old pages the workers may still recycle as fresh memory in this
     /// compaction instead of releasing them (set by [`Compaction::run_workers`]).
     recycle_budget: AtomicUsize,
+    /// Copy strategy: old pages `[keep_lo, keep_hi)` (absolute) the end of the cycle keeps
+    /// mapped for the next flip into the old half ([`crate::release::flip_watermarks`]): never
+    /// released or recycled early (set by [`Compaction::run_workers`]; 0, 0: none).
+    keep_lo: AtomicUsize,
+    keep_hi: AtomicUsize,
     /// Copy strategy: the size of the aligned groups of destination pages a fault fills the
     /// unclaimed pages of around its own ([`crate::HeapConfig::fault_group_pages`]; 1 for
     /// the other strategies: its own page only).
@@ -382,6 +387,8 @@ impl Compaction {
             cursor: AtomicUsize::new(0),
             armed_pages: AtomicUsize::new(0),
             recycle_budget: AtomicUsize::new(0),
+            keep_lo: AtomicUsize::new(0),
+            keep_hi: AtomicUsize::new(0),
             fault_group,
             run_bufs: BatchBuffers::new(fault_group > 1),
             done: [AtomicUsize::new(0), AtomicUsize::new(0)],
@@ -516,7 +523,8 @@ impl Compaction {
             .fetch_add(ns, Ordering::Relaxed);
     }
 
-    /// Recycle (while the budget lasts) or release the `n` unread old pages from `first` on.
+    /// Recycle (while the budget lasts) or release the `n` unread old pages from `first` on,
+    /// but those the end of the cycle keeps.
     fn release_run(
         &self,
         arena: &VolatileArena,
@@ -526,6 +534,30 @@ impl Compaction {
         n: usize,
     ) {
         let old = pd.old_page_addr(first);
+        let end = old + n * PAGE_SIZE;
+        let (klo, khi) = (
+            self.keep_lo.load(Ordering::Relaxed).clamp(old, end),
+            self.keep_hi.load(Ordering::Relaxed).clamp(old, end),
+        );
+        if khi > klo {
+            for (s, e) in [(old, klo), (khi, end)] {
+                if e > s {
+                    self.release_pages(arena, moving, s, (e - s) / PAGE_SIZE);
+                }
+            }
+            return;
+        }
+        self.release_pages(arena, moving, old, n);
+    }
+
+    /// [`Self::release_run`] for `n` old pages from `old` on, none of which is kept.
+    fn release_pages(
+        &self,
+        arena: &VolatileArena,
+        moving: Option<&MovingSpace>,
+        old: usize,
+        n: usize,
+    ) {
         let moved = match moving {
             Some(mv) => self.recycle_unread(arena, mv, old, n),
             None => 0,
@@ -566,7 +598,9 @@ impl Compaction {
         // them (it would hold a reader count), and no reference points into the old half:
         // nothing reads them again, as for the early release this replaces.
         let (moved, stop) = unsafe { recycle_run(arena, mv, old, take) };
-        if stop {
+        // (Kept pages in the way stop this run only: recycling resumes above them once the
+        // refills have claimed them.)
+        if stop && !mv.kept_in_the_way() {
             self.recycle_budget.store(0, Ordering::Relaxed);
         } else if moved < take {
             self.recycle_budget
@@ -598,16 +632,21 @@ impl Compaction {
     /// early, an arena that can move pages), the workers recycle up to that many of the old
     /// pages they would release early as fresh memory instead ([`recycle_run`]). The workers
     /// run `compact_nice` nice steps raised ([`crate::HeapConfig::gc_compact_nice`]). Returns
-    /// the pages recycled.
+    /// the pages recycled. The old pages `keep` (absolute `[start, end)`) are neither released
+    /// nor recycled: the end of the cycle keeps them ([`crate::release`]).
     pub(crate) fn run_workers(
         &self,
         arena: &VolatileArena,
         threads: usize,
         recycle: Option<(&MovingSpace, usize)>,
+        keep: Option<(usize, usize)>,
         compact_nice: u8,
     ) -> usize {
         // SAFETY: active (armed by this cycle's flip) until the caller disarms it.
         let pd = unsafe { self.plan() };
+        let (klo, khi) = keep.unwrap_or((0, 0));
+        self.keep_lo.store(klo, Ordering::Relaxed);
+        self.keep_hi.store(khi, Ordering::Relaxed);
         let moving = recycle.and_then(|(mv, pages)| {
             (pages > 0 && self.releases_early(pd) && arena.can_move()).then(|| {
                 self.recycle_budget.store(pages, Ordering::Relaxed);
@@ -624,6 +663,8 @@ impl Compaction {
             }
         });
         self.recycle_budget.store(0, Ordering::Relaxed);
+        self.keep_lo.store(0, Ordering::Relaxed);
+        self.keep_hi.store(0, Ordering::Relaxed);
         self.counters.recycled_early.load(Ordering::Relaxed) as usize
     }
 

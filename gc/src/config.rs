@@ -62,6 +62,18 @@ pub struct HeapConfig {
     /// backing, plain memory, a forked child, `debug.poison_released`), and off, every fresh
     /// page is a `UFFDIO_COPY` of zeroes.
     pub recycle_old_half: bool,
+    /// Keep the old half's pages mapped at the end of a concurrent cycle (arena choreography,
+    /// with `recycle_old_half`): the pages above where the next compaction into that half is
+    /// predicted to end stay, and become fresh memory at the next flip into it, zeroed by the
+    /// refills that hand them out, instead of being released and made present again
+    /// (`MADV_DONTNEED` and a `UFFDIO_COPY` of zeroes, or a `UFFDIO_MOVE`: 1-2 µs a page on
+    /// this machine, against 0.1-0.2 for the zeroing). They stay resident between the two
+    /// flips. `None` (the default): the minor strategy keeps up to the allocation headroom (its
+    /// memfd cannot move pages), the copy strategy recycles instead (keeping measured no
+    /// better there and cost 20-60 MiB of peak RSS at 64 MiB live: BENCHMARKS.md, s17);
+    /// `Some(n)`: both keep up to `n` bytes (0: neither). `FAULTLINE_KEEP_FRESH_MIB` sets it
+    /// from the environment.
+    pub keep_fresh_bytes: Option<usize>,
     /// Stop-the-world: a collection starts when the heap reaches `max(min_trigger_bytes, live
     /// after the last collection * (1 + growth))`. Concurrent mode: that is the heap-growth
     /// goal, and the pacer starts a cycle earlier when the measured allocation rate and
@@ -322,6 +334,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("large_object_threshold", &self.large_object_threshold)
             .field("tlab_bytes", &self.tlab_bytes)
             .field("recycle_old_half", &self.recycle_old_half)
+            .field("keep_fresh_bytes", &self.keep_fresh_bytes)
             .field("prefill_bytes", &self.prefill_bytes)
             .field("mode", &self.mode)
             .field("gc_threads", &self.gc_threads)
@@ -368,6 +381,7 @@ impl Default for HeapConfig {
             populate_batch_bytes: 256 << 10,
             prefill_bytes: 4 << 20,
             recycle_old_half: true,
+            keep_fresh_bytes: default_keep_fresh_bytes(),
             growth: 1.0,
             min_trigger_bytes: 4 << 20,
             gc_threads: default_gc_threads(DEFAULT_GC_CPU_BUDGET),
@@ -656,6 +670,11 @@ pub const DEFAULT_YOUNG_SLOTS_MAX: usize = 256 << 10;
 /// a number.
 pub fn default_young_slots_max() -> usize {
     env_number::<usize>("FAULTLINE_YOUNG_SLOTS_MAX", |_| true).unwrap_or(DEFAULT_YOUNG_SLOTS_MAX)
+}
+
+/// The default [`HeapConfig::keep_fresh_bytes`]: `None`, or `FAULTLINE_KEEP_FRESH_MIB` MiB.
+pub fn default_keep_fresh_bytes() -> Option<usize> {
+    env_number::<usize>("FAULTLINE_KEEP_FRESH_MIB", |n| *n <= 1 << 30).map(|m| m << 20)
 }
 
 /// The default [`HeapConfig::young_budget`]: on, or off where `FAULTLINE_YOUNG_BUDGET` is 0.

@@ -140,7 +140,7 @@ use crate::stats::{
 use crate::trace::{header, Atomic, Plain, Tracer};
 use crate::verify::{self, HeapView, VerifyError, VerifyReport};
 use crate::weak::Liveness;
-use faultline_heap::page_up;
+use faultline_heap::{page_down, page_up};
 
 /// What verification sees of `inner` with the world stopped (`g`).
 fn view<'a>(inner: &'a HeapInner, g: &'a SpState) -> HeapView<'a> {
@@ -689,6 +689,13 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         &inner.marking.pool,
     );
     let mut report = MarkReport::default();
+    if st.gen.as_ref().is_some_and(|c| !c.young()) {
+        // A full cycle's destination would cover the pages kept in it for a young one: they
+        // are released now rather than in its flip's pause. (No fork between the two: a child
+        // must not see them present and forgotten.)
+        let _r = crate::forkgate::Region::enter();
+        crate::release::drop_kept(&inner.arena, &inner.release);
+    }
     // 2a. Generational: a young cycle's remembered set, scanned concurrently (the initial
     //     mark's pause only decided the cycle): its old slots' values are roots.
     let mut gen = st.gen;
@@ -736,7 +743,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     //    destination page states they imply (a lower bound: marking only adds live words).
     let tplan = Instant::now();
     let planned_top = inner.moving.top.load(Ordering::Acquire);
-    let ahead = tables
+    let mut ahead = tables
         .live
         .plan_ahead(((planned_top - st.from) / WORD).div_ceil(64) + 1);
     inner.compaction.prepare((ahead * WORD).div_ceil(PAGE_SIZE));
@@ -789,10 +796,20 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         let c0 = cputime::thread_cpu();
         marking::satb_handshake(&ctx, &mut m, running_mutators(&inner), &mut report);
         let top = inner.moving.top.load(Ordering::Acquire);
-        tables
+        ahead = tables
             .live
             .plan_ahead(((top - st.from) / WORD).div_ceil(64) + 1);
         mark_cpu += cputime::since(c0);
+    }
+    // 3e. Kept pages of the destination half that the compaction will cover, by the plan so
+    //     far (a lower bound, and a sixteenth more): released now rather than in the pause.
+    {
+        let moving = &inner.moving;
+        let to = moving.half_base[1 - moving.current.load(Ordering::Relaxed)]
+            .max(gen.as_ref().map_or(0, |c| c.to_floor));
+        let bytes = ahead * WORD;
+        let _r = crate::forkgate::Region::enter();
+        crate::release::trim_kept(&inner.arena, &inner.release, to + bytes + bytes / 16);
     }
 
     // 4. Remark + flip pause. Every mutator waits on this thread in it: full priority.
@@ -1181,16 +1198,14 @@ fn flip(
         v.sort_unstable();
         v
     };
-    // (The minor strategy's kept fresh memory stays only for a concurrent flip into the
-    // whole half: see `crate::release`.)
+    // (Kept fresh memory stays only for a concurrent flip, nothing pinned: see
+    // `crate::release`.)
     let t_prepare = Instant::now();
     let keep_fresh = (concurrent
         && inner.concurrent_now()
         && cfg.choreography == Choreography::Arena
-        && !pins_active
-        && gen.is_none()
-        && to == moving.half_base[to_index])
-        .then(|| page_up(reloc_end));
+        && !pins_active)
+        .then(|| (to, page_up(reloc_end)));
     prepare_destination(
         arena,
         &inner.release,
@@ -1459,7 +1474,7 @@ fn flip(
                 .populated
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let old_end = (*pop).max(page_up(from_top));
+            let old_end = moving.present_end(*pop).max(page_up(from_top));
             moving.current.store(to_index, Ordering::Relaxed);
             moving.window_end.store(pins.to_hi, Ordering::Relaxed);
             if promote {
@@ -1475,7 +1490,26 @@ fn flip(
                 moving.top.store(reloc_end, Ordering::Relaxed);
             }
             *pop = page_up(reloc_end);
-            crate::release::flip_watermarks(moving, &inner.release, &mut pop);
+            // What to keep of the old half for the next flip into it, from what this
+            // compaction and the last one into that half fill (a cycle that traced
+            // everything predicts nothing for a young one); the black pages the compaction
+            // may move whole stay out of it.
+            let next = (cfg.choreography == Choreography::Arena
+                && !pins_active
+                && gen.as_ref().is_none_or(|c| c.young() && c.old.1 > c.old.0))
+            .then(|| crate::release::KeepPlan {
+                from,
+                extent: *pop - to,
+                want: inner
+                    .fresh_headroom()
+                    .min(cfg.keep_fresh_bytes.unwrap_or(usize::MAX)),
+                below: if inner.compaction.dense_runs.load(Ordering::Relaxed) {
+                    page_down(mark_top)
+                } else {
+                    usize::MAX
+                },
+            });
+            crate::release::flip_watermarks(moving, &inner.release, &mut pop, next);
             old_end
         };
         stats.mode = GcMode::Concurrent;
@@ -1620,7 +1654,7 @@ fn flip(
             .populated
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let old_end = (*pop).max(page_up(from_top));
+        let old_end = moving.present_end(*pop).max(page_up(from_top));
         if slide {
             // The halves stay: release the free tail of this one, but what is kept.
             let new_end = from + pages * PAGE_SIZE;
@@ -1792,6 +1826,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
         arena,
         inner.config.workers(),
         Some((&inner.moving, recycle_early)),
+        inner.release.planned_keep(),
         inner.config.gc_compact_nice,
     );
     inner.pacer.end_compaction();
@@ -1804,6 +1839,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
         choreography::teardown(arena, finish.detached);
     } else {
         stats.pages_recycled_early = recycled_early;
+        let kept0 = inner.release.kept_pages.load(Ordering::Relaxed);
         stats.pages_recycled = recycled_early
             + finish_old_half(
                 arena,
@@ -1818,6 +1854,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
                     .saturating_sub(recycled_early * PAGE_SIZE),
                 &finish.keep,
             );
+        stats.pages_kept = (inner.release.kept_pages.load(Ordering::Relaxed) - kept0) as usize;
     }
     let finishing = crate::forkgate::Region::enter();
     let mut large_dead = std::mem::take(&mut finish.large_dead);

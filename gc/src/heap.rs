@@ -214,10 +214,12 @@ impl Heap {
             gen,
             config,
         });
-        if inner.mode.strategy == Some(MapStrategy::Minor)
-            && inner.config.choreography == Choreography::Arena
-            && !inner.config.generational.enabled()
-            && inner.config.recycle_old_half
+        let keep = match (inner.mode.strategy, inner.config.keep_fresh_bytes) {
+            (Some(MapStrategy::Minor), None) => true,
+            (Some(MapStrategy::Minor | MapStrategy::Copy), Some(n)) => n > 0,
+            _ => false,
+        };
+        if keep && inner.config.choreography == Choreography::Arena && inner.config.recycle_old_half
         {
             inner.release.enable_keep();
         }

@@ -22,39 +22,39 @@
 //!   made present (moved, or a `UFFDIO_COPY` of zeroes after a failed move) before it is
 //!   published, or recorded as a gap that refills fill. Recycling never fails: what it does
 //!   not move is released as before;
-//! - the minor strategy's memfd cannot move pages between file offsets, so it *keeps* them
-//!   instead ([`ReleaseState::enable_keep`]; issue 16 item 3): at a cycle's end the old half
-//!   keeps, mapped, the pages where the next compaction into it is predicted to end (the last
-//!   destination's end) and as many above as the fresh headroom, all below the old half's
-//!   known-present end (so none is a hole); the rest is released. At the next flip into
-//!   that half, [`prepare_destination`] (a failure point before any reference changes)
-//!   unmaps the kept pages the destination pages cover (the registered view only: the page
-//!   cache stays, so the compaction's fill through the fill view reuses the page and its
-//!   `UFFDIO_CONTINUE` maps it, and a mutator's touch faults as before), or releases them
-//!   all when the flip cannot keep them (pinned objects, a forked child, a window that is not
-//!   the half); when they start above the destination's end, the pages between are made
-//!   present (zero) if they are fewer than half the kept ones and at most
-//!   [`MAX_GAP_PAGES`] (a bound on the pause), else the kept ones are
-//!   released. So the kept pages left always start at the destination's end, and
-//!   [`flip_watermarks`] claims them as fresh memory, marked dirty so that refills zero what
-//!   they hand out (everything below the claimed end present, nothing above it, as the
-//!   space's invariant wants). No kept page is ever read before a refill zeroed it or a
-//!   compaction filled it.
+//! - **keeping** ([`ReleaseState::enable_keep`], [`crate::HeapConfig::keep_fresh_bytes`];
+//!   issue 16 item 3; copy and minor strategies, arena choreography): a concurrent flip plans
+//!   which of the old half's pages to keep mapped for the next flip into it
+//!   ([`flip_watermarks`], [`KeepPlan`]): from the predicted end of the next compaction into
+//!   that half (the larger of this flip's destination extent and the last one into that
+//!   half, an eighth and [`KEEP_MARGIN`] more, counted from the old window's start: a short
+//!   prediction costs an unmapping in the next flip's pause, a long one only pages the
+//!   prefiller makes present as before), at most `keep_fresh_bytes`, below the old half's
+//!   known-present end (never a hole) and below the pages the compaction may move whole. The
+//!   copy strategy's workers release and recycle none of them early
+//!   ([`crate::compaction`]); at the cycle's end they are kept and the rest released. At the
+//!   next flip into that half, [`prepare_destination`] (a failure point before any reference
+//!   changes) unmaps the kept pages the destination covers (the minor strategy's registered
+//!   view only: its page cache stays, so the compaction's fill reuses the page and its
+//!   `UFFDIO_CONTINUE` maps it), or releases them all when the flip cannot keep them (pinned
+//!   objects, a forked child, a stop-the-world flip); the rest stay where they are and
+//!   [`flip_watermarks`] hands them to the current half ([`MovingSpace::set_kept`]): present
+//!   above the claimed end, marked dirty; the refills make the pages below them present as
+//!   before and claim them with no kernel call when they reach them, zeroing what they hand
+//!   out. A full generational cycle, whose destination would cover them, releases them
+//!   concurrently before its flip ([`drop_kept`]). No kept page is ever read before a refill
+//!   zeroed it or a compaction filled it, and a flip's old-half end covers the kept pages no
+//!   refill claimed ([`MovingSpace::present_end`]), so they are released with the half.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use faultline_heap::arena::PoisonMethod;
-use faultline_heap::{ArenaError, ArenaOffset, VolatileArena, PAGE_SIZE};
+use faultline_heap::{page_down, page_up, ArenaError, ArenaOffset, VolatileArena, PAGE_SIZE};
 
 use crate::space::MovingSpace;
 
 /// Pages moved per `UFFDIO_MOVE` call when recycling (one claim of the current half each).
 pub(crate) const RECYCLE_RUN_PAGES: usize = 64;
-
-/// At most this many pages between the destination's end and the minor strategy's kept pages
-/// are made present at a flip (in its pause, one `UFFDIO_COPY` of zeroes each, about a
-/// microsecond a page); a wider gap releases the kept pages instead.
-const MAX_GAP_PAGES: usize = 64;
 
 /// Released-half bookkeeping and debug counters.
 #[derive(Debug, Default)]
@@ -67,18 +67,29 @@ pub(crate) struct ReleaseState {
     pub poisoned_pages: AtomicU64,
     /// Releases of an old half that failed (and were redone at the next flip).
     pub failed_releases: AtomicU64,
-    /// Keeping the minor strategy's fresh memory is on (see the module documentation).
+    /// Keeping fresh memory is on (see the module documentation).
     keep_enabled: AtomicBool,
     /// Pages `[kept_lo, kept_hi)` (absolute) of the non-current half kept mapped for the next
     /// flip into it (0, 0: none).
     kept_lo: AtomicUsize,
     kept_hi: AtomicUsize,
-    /// The end (relative to its half) of the last concurrent flip's destination pages: where
-    /// the next compaction into the other half is predicted to end.
-    last_dest_rel: AtomicUsize,
-    /// The old half's known-present end at the last concurrent flip (absolute; pages below it
-    /// are present, so keeping them keeps no hole).
-    old_ready: AtomicUsize,
+    /// The old half's pages `[plan_lo, plan_hi)` (absolute) to keep at the end of the running
+    /// cycle, decided at its flip ([`flip_watermarks`]): the copy strategy's workers release
+    /// none of them early (0, 0: none).
+    plan_lo: AtomicUsize,
+    plan_hi: AtomicUsize,
+    /// Kept pages the flips' destinations covered, unmapped in their pauses (a prediction
+    /// that fell short), and kept pages released unclaimed (counters for reports and tests).
+    pub kept_covered: AtomicU64,
+    pub kept_dropped: AtomicU64,
+    /// Kept pages released before a flip's pause because its destination would cover them
+    /// ([`trim_kept`]).
+    pub kept_trimmed: AtomicU64,
+    /// Pages kept at the ends of cycles.
+    pub kept_pages: AtomicU64,
+    /// Per half: the bytes the last concurrent flip into it filled (its destination's
+    /// extent; 0 after a flip that planned nothing).
+    last_extent: [AtomicUsize; 2],
 }
 
 /// What [`crate::Heap::release_stats`] reports.
@@ -88,6 +99,17 @@ pub struct ReleaseStats {
     pub poisoned_pages: u64,
     /// Releases of an old half that failed and were redone at the next flip.
     pub failed_releases: u64,
+    /// Pages of old halves kept mapped for the next flip into them
+    /// ([`crate::HeapConfig::keep_fresh_bytes`]).
+    pub kept_pages: u64,
+    /// Of them, those a destination covered (unmapped in a flip's pause: the prediction of
+    /// the destination's end fell short).
+    pub kept_covered: u64,
+    /// Of them, those released unclaimed before a full generational cycle.
+    pub kept_dropped: u64,
+    /// Of them, those released before a flip's pause because its destination, by the plan
+    /// so far, would cover them.
+    pub kept_trimmed: u64,
 }
 
 impl ReleaseState {
@@ -95,11 +117,15 @@ impl ReleaseState {
         ReleaseStats {
             poisoned_pages: self.poisoned_pages.load(Ordering::Relaxed),
             failed_releases: self.failed_releases.load(Ordering::Relaxed),
+            kept_pages: self.kept_pages.load(Ordering::Relaxed),
+            kept_covered: self.kept_covered.load(Ordering::Relaxed),
+            kept_dropped: self.kept_dropped.load(Ordering::Relaxed),
+            kept_trimmed: self.kept_trimmed.load(Ordering::Relaxed),
         }
     }
 
-    /// Keep the minor strategy's fresh memory from now on (at heap creation: memfd arena,
-    /// arena choreography, no generational mode, `recycle_old_half`).
+    /// Keep fresh memory from now on (at heap creation: the minor strategy, or the copy
+    /// strategy with `keep_fresh_bytes` given; arena choreography, `recycle_old_half`).
     pub(crate) fn enable_keep(&self) {
         self.keep_enabled.store(true, Ordering::Relaxed);
     }
@@ -108,6 +134,20 @@ impl ReleaseState {
     fn take_kept(&self) -> Option<(usize, usize)> {
         let lo = self.kept_lo.swap(0, Ordering::AcqRel);
         let hi = self.kept_hi.swap(0, Ordering::AcqRel);
+        (hi > lo).then_some((lo, hi))
+    }
+
+    /// The old half's pages the running cycle will keep (see [`flip_watermarks`]), if any:
+    /// the copy strategy's workers do not release them early.
+    pub(crate) fn planned_keep(&self) -> Option<(usize, usize)> {
+        let lo = self.plan_lo.load(Ordering::Acquire);
+        let hi = self.plan_hi.load(Ordering::Acquire);
+        (hi > lo).then_some((lo, hi))
+    }
+
+    fn take_plan(&self) -> Option<(usize, usize)> {
+        let lo = self.plan_lo.swap(0, Ordering::AcqRel);
+        let hi = self.plan_hi.swap(0, Ordering::AcqRel);
         (hi > lo).then_some((lo, hi))
     }
 
@@ -267,9 +307,11 @@ pub(crate) unsafe fn recycle_run(
     (moved, false)
 }
 
-/// End of a cycle for the old half `[from, from_end)`: recycle what the current half will
-/// allocate before the next trigger (`want` bytes; see [`recycle_old_half`]) if `recycle`,
-/// then release the whole range as [`release_old_half`] does. Returns the pages recycled.
+/// End of a cycle for the old half `[from, from_end)`: with keeping on, keep what the flip
+/// planned (at most `want` bytes) and release the rest ([`keep_old_half`]); else recycle what
+/// the current half will allocate before the next trigger (`want` bytes; see
+/// [`recycle_old_half`]) if `recycle`, then release the whole range as [`release_old_half`]
+/// does. Returns the pages recycled or kept.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn finish_old_half(
     arena: &VolatileArena,
@@ -285,8 +327,10 @@ pub(crate) fn finish_old_half(
     if from_end <= from {
         return 0;
     }
+    // (The flip's plan is for this cycle only: taken whether it is used or not.)
+    let plan = st.take_plan();
     if st.keep_enabled.load(Ordering::Relaxed) && recycle && !poison && keep.is_empty() {
-        if let Some(kept) = keep_old_half(arena, moving, st, from, from_end, want) {
+        if let Some(kept) = plan.and_then(|p| keep_old_half(arena, st, p, from, from_end, want)) {
             return kept;
         }
     }
@@ -300,85 +344,134 @@ pub(crate) fn finish_old_half(
     pages
 }
 
-/// The end of the half holding `a` (0 if neither does).
-fn half_end_of(moving: &MovingSpace, a: usize) -> usize {
-    moving
-        .half_base
-        .iter()
-        .map(|&b| b + moving.half_bytes)
-        .find(|&e| a >= e - moving.half_bytes && a < e)
-        .unwrap_or(0)
-}
-
-/// The minor strategy's end of a cycle for the old half `[from, from_end)` (see the module
-/// documentation): keep `want` bytes of its pages mapped from the predicted end of the next
-/// compaction into it, release the rest. Returns the pages kept, or `None` (nothing kept,
-/// nothing released) when keeping does not apply: a forked child, a half whose window is not
-/// whole, no present page at the predicted end.
+/// The end of a cycle for the old half `[from, from_end)` when keeping is on (see the module
+/// documentation): keep the pages `[lo, hi)` its flip planned ([`flip_watermarks`]; `want`
+/// bytes at most), release the rest. Returns the pages kept, or `None` (nothing kept, nothing
+/// released) when keeping does not apply: a forked child, or a plan outside the range.
 fn keep_old_half(
     arena: &VolatileArena,
-    moving: &MovingSpace,
     st: &ReleaseState,
+    (lo, hi): (usize, usize),
     from: usize,
     from_end: usize,
     want: usize,
 ) -> Option<usize> {
-    let ready = st.old_ready.swap(0, Ordering::AcqRel);
-    let half_end = half_end_of(moving, from);
-    if arena.is_forked() || want == 0 || half_end - moving.half_bytes != from {
-        return None;
-    }
-    // Only pages known present (below the old half's ready end) are kept: never a hole.
-    if ready <= from || ready > from_end {
-        return None;
-    }
-    let lo = from + st.last_dest_rel.load(Ordering::Relaxed).min(ready - from);
-    let hi = (lo + want.div_ceil(PAGE_SIZE) * PAGE_SIZE).min(ready);
-    if hi <= lo {
+    let hi = hi.min(lo + want.div_ceil(PAGE_SIZE) * PAGE_SIZE);
+    if arena.is_forked() || lo < from || hi > from_end || hi <= lo {
         return None;
     }
     release_old_half(arena, st, false, arena.offset_of(from), lo - from);
     release_old_half(arena, st, false, arena.offset_of(hi), from_end - hi);
     st.kept_lo.store(lo, Ordering::Release);
     st.kept_hi.store(hi, Ordering::Release);
+    st.kept_pages
+        .fetch_add(((hi - lo) / PAGE_SIZE) as u64, Ordering::Relaxed);
     Some((hi - lo) / PAGE_SIZE)
 }
 
-/// The minor strategy's kept pages at a concurrent flip (world stopped), in place of
-/// [`MovingSpace::reset_watermarks`]: `pop` is the destination's claimed end, the current
-/// half is the destination. Records the prediction for the next cycle, then makes the kept
-/// pages above the destination (what [`prepare_destination`] left of them, starting at
-/// `pop`) fresh memory, claimed at once and marked dirty. Makes no kernel call, so it cannot
+/// Kept pages planned beyond the predicted end of the next compaction into the old half: an
+/// eighth of the prediction more, and this much (a short prediction costs an unmapping in the
+/// flip's pause; a long one, pages the prefiller makes present as before).
+const KEEP_MARGIN: usize = 1 << 20;
+
+/// What a concurrent flip plans to keep of the old half for the next flip into it (see the
+/// module documentation): the old window's start `from`, the bytes this flip's destination
+/// fills (`extent`), the bytes to keep (at most), and a bound on the kept pages' end (the
+/// pages the compaction may move away whole lie above it). The next compaction into the old
+/// half is predicted to fill the larger of `extent` and what the last flip into that half
+/// filled: the halves alternate, and in the generational mode the flips into the old half
+/// (which promote) fill more than those into the other.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeepPlan {
+    pub from: usize,
+    pub extent: usize,
+    pub want: usize,
+    pub below: usize,
+}
+
+/// At a concurrent flip (world stopped), in place of [`MovingSpace::reset_watermarks`]: `pop`
+/// is the destination's claimed end, the current half is the destination. The kept pages of
+/// this half that [`prepare_destination`] left (at or above `pop`) become the current half's
+/// kept fresh memory ([`MovingSpace::set_kept`]: claimed by the refills that reach them, with
+/// no kernel call, and zeroed by them); and, with keeping on and `next` given, the old half's
+/// pages to keep at the end of this cycle are planned. Makes no kernel call, so it cannot
 /// fail.
-pub(crate) fn flip_watermarks(moving: &MovingSpace, st: &ReleaseState, pop: &mut usize) {
+pub(crate) fn flip_watermarks(
+    moving: &MovingSpace,
+    st: &ReleaseState,
+    pop: &mut usize,
+    next: Option<KeepPlan>,
+) {
     let half_base = moving.half_base[moving.current.load(Ordering::Relaxed)];
-    // The old half's known-present end, before the reset below forgets it.
-    st.old_ready.store(moving.ready_end(), Ordering::Release);
-    st.last_dest_rel.store(*pop - half_base, Ordering::Relaxed);
-    let kept = st
-        .take_kept()
-        .filter(|&(lo, hi)| lo >= *pop && hi <= half_base + moving.half_bytes);
-    match kept {
-        Some((lo, hi)) if lo == *pop => {
-            *pop = hi;
-            moving.reset_watermarks(hi);
-            moving.keep_dirty(lo, hi);
+    // The old half's known-present end, before the reset below forgets it: only pages below
+    // it are kept (never a hole).
+    let old_ready = moving.ready_end();
+    // (`prepare_destination` left them at or above the destination's end: clamped all the
+    // same, so that no present page above the claimed end goes unrecorded, where a refill
+    // would hand it out unzeroed.)
+    let kept = st.take_kept().and_then(|(lo, hi)| {
+        debug_assert!(
+            lo >= *pop,
+            "kept pages {lo:#x} below the claimed end {:#x}",
+            *pop
+        );
+        let (lo, hi) = (lo.max(*pop), hi.min(half_base + moving.half_bytes));
+        (hi > lo).then_some((lo, hi))
+    });
+    moving.reset_watermarks(*pop);
+    if let Some((lo, hi)) = kept {
+        moving.set_kept(lo, hi);
+    }
+    st.take_plan();
+    let cur = moving.current.load(Ordering::Relaxed);
+    let extents = &st.last_extent;
+    if let Some(p) = next.filter(|_| st.keep_enabled.load(Ordering::Relaxed)) {
+        let predicted = p.extent.max(extents[1 - cur].load(Ordering::Relaxed));
+        let lo = page_up(p.from + predicted + predicted / 8 + KEEP_MARGIN);
+        let hi = page_down((lo + p.want).min(old_ready).min(p.below));
+        if hi > lo {
+            st.plan_lo.store(lo, Ordering::Release);
+            st.plan_hi.store(hi, Ordering::Release);
         }
-        Some((lo, hi)) => {
-            // Not left by `prepare_destination` (which leaves them at the destination's end):
-            // refills step over present pages and zero the dirty ones; the range is released
-            // before the next flip into this half.
-            moving.reset_watermarks(*pop);
-            moving.keep_dirty(lo, hi);
-            // (Half 0 starts the arena: arena offsets count from its base.)
-            st.mark_dirty(lo - moving.half_base[0], hi - lo);
-            debug_assert!(
-                false,
-                "kept pages {lo:#x}..{hi:#x} above the claimed end {:#x}",
-                *pop
-            );
+    }
+    extents[cur].store(next.map_or(0, |p| p.extent), Ordering::Relaxed);
+}
+
+/// Before a concurrent flip into the half that holds kept pages, while the world runs: the
+/// kept pages below `end` (the destination's predicted end, page rounded up), which the flip
+/// would unmap in its pause, are released now.
+pub(crate) fn trim_kept(arena: &VolatileArena, st: &ReleaseState, end: usize) {
+    let Some((lo, hi)) = st.take_kept() else {
+        return;
+    };
+    let cut = page_up(end).clamp(lo, hi);
+    if cut > lo {
+        let (o, l) = (arena.offset_of(lo), cut - lo);
+        st.kept_trimmed
+            .fetch_add((l / PAGE_SIZE) as u64, Ordering::Relaxed);
+        if arena.release(o, l).is_err() {
+            // Released again before the flip, with the rest of them.
+            st.mark_dirty(o.get(), hi - lo);
+            return;
         }
-        None => moving.reset_watermarks(*pop),
+    }
+    if hi > cut {
+        st.kept_lo.store(cut, Ordering::Release);
+        st.kept_hi.store(hi, Ordering::Release);
+    }
+}
+
+/// Before a flip into the half that holds kept pages, when the flip will not use them (a
+/// cycle that compacts everything, whose destination would cover them and unmap them in its
+/// pause): release them now, concurrently (nothing reads or writes the non-current half).
+pub(crate) fn drop_kept(arena: &VolatileArena, st: &ReleaseState) {
+    if let Some((lo, hi)) = st.take_kept() {
+        let (o, l) = (arena.offset_of(lo), hi - lo);
+        st.kept_dropped
+            .fetch_add((l / PAGE_SIZE) as u64, Ordering::Relaxed);
+        if arena.release(o, l).is_err() {
+            st.mark_dirty(o.get(), l);
+        }
     }
 }
 
@@ -429,10 +522,10 @@ pub(crate) fn release_free_tail(
 /// present or poisoned there, except the pages of `keep` (absolute `[start, end)` page
 /// ranges, sorted and disjoint: stranded pinned objects, see [`crate::pins`]); and release the
 /// garbage pages `clean` (absolute ranges) outside the destination window. With the world
-/// stopped, before any reference changes. The minor strategy's kept pages there (see the
-/// module documentation): with `keep_fresh` = the destination pages' end (absolute; a
-/// concurrent flip into the whole half, no pinned object), those below it are unmapped and
-/// the rest stay for [`flip_watermarks`]; without, all are released.
+/// stopped, before any reference changes. The kept pages there (see the module
+/// documentation): with `keep_fresh` = the destination pages' start and end (absolute; a
+/// concurrent flip, no pinned object), those below its end are unmapped and the rest stay
+/// for [`flip_watermarks`]; without (or kept pages below its start), all are released.
 pub(crate) fn prepare_destination(
     arena: &VolatileArena,
     st: &ReleaseState,
@@ -440,7 +533,7 @@ pub(crate) fn prepare_destination(
     half_bytes: usize,
     keep: &[(usize, usize)],
     clean: &[(usize, usize)],
-    keep_fresh: Option<usize>,
+    keep_fresh: Option<(usize, usize)>,
 ) -> Result<(), ArenaError> {
     for &(s, e) in clean {
         arena.release(arena.offset_of(s), e - s)?;
@@ -451,9 +544,8 @@ pub(crate) fn prepare_destination(
         st.dirty_offset.load(Ordering::Acquire),
         st.dirty_len.load(Ordering::Acquire),
     );
-    // The dirty range first: `prepare_kept` may make pages present below the kept ones (the
-    // gap up to the destination's end), and those may lie in it (a failed release of the
-    // pages below the kept ones); released after, they would be holes in fresh memory.
+    // The dirty range first (a failed release, poison): kept pages inside it are released
+    // with it, and then none is kept.
     if l != 0 && o + l > to_offset && o < to_offset + half_bytes {
         // A plain release undoes both: it frees what a failed release left present, and
         // MADV_DONTNEED drops poison markers and the poison pattern.
@@ -479,9 +571,11 @@ pub(crate) fn prepare_destination(
         if olo >= to_offset && ohi <= to_offset + half_bytes {
             // (Pages of pinned objects, or garbage pages released around them, may lie among
             // the kept ones: none is kept then.)
-            let keep_fresh = keep_fresh.filter(|_| {
-                !arena.is_forked() && clean_dirty && keep.is_empty() && clean.is_empty()
-            });
+            // (The generational old generation is among `keep` in a flip into the old half:
+            // below the kept pages, it does not stop them.)
+            let apart = |r: &[(usize, usize)]| r.iter().all(|&(s, e)| e <= lo || s >= hi);
+            let keep_fresh = keep_fresh
+                .filter(|_| !arena.is_forked() && clean_dirty && apart(keep) && apart(clean));
             prepare_kept(arena, st, lo, hi, keep_fresh)?;
         } else {
             // Not the destination (cannot happen: one flip per cycle): release them.
@@ -499,38 +593,22 @@ fn prepare_kept(
     st: &ReleaseState,
     lo: usize,
     hi: usize,
-    keep_fresh: Option<usize>,
+    keep_fresh: Option<(usize, usize)>,
 ) -> Result<(), ArenaError> {
-    let Some(dest_end) = keep_fresh else {
+    let Some((_, dest_end)) = keep_fresh.filter(|&(start, _)| start <= lo) else {
         return arena
             .release(arena.offset_of(lo), hi - lo)
             .inspect_err(|_| {
                 st.mark_dirty(arena.offset_of(lo).get(), hi - lo);
             });
     };
+    // Kept pages above the destination's end stay where they are: the pages between are
+    // claimed and made present by the refills as before, and the kept ones are claimed when
+    // the refills reach them ([`MovingSpace::set_kept`]).
     let cover = dest_end.clamp(lo, hi);
-    if dest_end < lo {
-        // The pages between the destination and the kept ones: made present (zero), so the
-        // kept ones join the claimed end; or, if that costs more than keeping saves or would
-        // make the pause long (this runs with the world stopped), the kept ones are released.
-        let (gap, kept) = (lo - dest_end, hi - lo);
-        let fill = 2 * gap <= kept && gap <= MAX_GAP_PAGES * PAGE_SIZE;
-        let r = if fill {
-            arena.populate(arena.offset_of(dest_end), gap).map(drop)
-        } else {
-            arena.release(arena.offset_of(lo), kept)
-        };
-        if let Err(e) = r {
-            st.mark_dirty(arena.offset_of(dest_end).get(), hi - dest_end);
-            return Err(e);
-        }
-        if fill {
-            st.kept_lo.store(dest_end, Ordering::Release);
-            st.kept_hi.store(hi, Ordering::Release);
-        }
-        return Ok(());
-    }
     if cover > lo {
+        st.kept_covered
+            .fetch_add(((cover - lo) / PAGE_SIZE) as u64, Ordering::Relaxed);
         // Unmap the registered view only: the page cache stays for the compaction's fill.
         // Through the arena, which forgets its records of recent mappings there (a stale
         // record would make a later EEXIST on these pages believed, and a fault on them never
@@ -628,22 +706,24 @@ mod tests {
         n
     }
 
-    /// The minor strategy's end of a cycle for the old half (half 1), its first `present`
-    /// pages present, the last destination `dest` pages long, keeping `want` pages: the pages
-    /// kept.
+    /// The end of a cycle for the old half (half 1) with keeping on, its first `present`
+    /// pages present, the flip having planned to keep `want` pages from page `lo` on: the
+    /// pages kept.
     fn end_kept_cycle(
         arena: &VolatileArena,
         moving: &MovingSpace,
         st: &ReleaseState,
         present: usize,
-        dest: usize,
+        lo: usize,
         want: usize,
     ) -> usize {
         let old = arena.base() + HALF;
         st.enable_keep();
-        st.old_ready
-            .store(old + present * PAGE_SIZE, Ordering::Relaxed);
-        st.last_dest_rel.store(dest * PAGE_SIZE, Ordering::Relaxed);
+        st.plan_lo.store(old + lo * PAGE_SIZE, Ordering::Relaxed);
+        st.plan_hi.store(
+            old + (lo + want).min(present) * PAGE_SIZE,
+            Ordering::Relaxed,
+        );
         finish_old_half(
             arena,
             moving,
@@ -657,13 +737,26 @@ mod tests {
         )
     }
 
-    /// The minor strategy's kept pages when the release of the pages below them failed (the
-    /// dirty range ends where they start) and the next destination ends a few pages below
-    /// them: the gap between is made present *after* the dirty range is released (it lies in
-    /// it), so the fresh memory the flip claims has no hole, and refills hand it out zeroed.
+    /// Half 1 made current by a flip whose destination pages end at `dest_end`.
+    fn flip_into_half_1(moving: &MovingSpace, st: &ReleaseState, dest_end: usize) -> usize {
+        let old = moving.half_base[1];
+        moving.current.store(1, Ordering::Relaxed);
+        moving.window.store(old, Ordering::Relaxed);
+        moving.window_end.store(old + HALF, Ordering::Relaxed);
+        moving.top.store(dest_end, Ordering::Relaxed);
+        let mut pop = dest_end;
+        flip_watermarks(moving, st, &mut pop, None);
+        *moving.populated.lock().unwrap() = pop;
+        pop
+    }
+
+    /// Kept pages when the release of the pages below them failed (the dirty range ends where
+    /// they start) and the next destination ends a few pages below them: the dirty range is
+    /// released, the kept pages stay, and the refills make the pages between present and
+    /// claim the kept ones with no kernel call, handing everything out zeroed.
     #[test]
-    fn kept_pages_above_a_failed_release_join_the_destination_without_holes() {
-        let test = "kept_pages_above_a_failed_release_join_the_destination_without_holes";
+    fn kept_pages_above_a_failed_release_stay_for_the_refills() {
+        let test = "kept_pages_above_a_failed_release_stay_for_the_refills";
         if !here(test, Capability::Sigbus) {
             return;
         }
@@ -688,41 +781,164 @@ mod tests {
             HALF,
             &[],
             &[],
-            Some(dest_end),
+            Some((old, dest_end)),
         )
         .unwrap();
-        // Below the destination's end: absent (the compaction fills it). From there to the
-        // kept pages' end: present, the gap (pages 96..100) included.
-        assert_eq!(present_pages(&arena, old, 96), 0);
-        assert_eq!(present_pages(&arena, dest_end, 44), 44);
-        assert_eq!(present_pages(&arena, old, HALF_PAGES), 44);
-        // The flip claims them as fresh memory.
-        moving.current.store(1, Ordering::Relaxed);
-        moving.window.store(old, Ordering::Relaxed);
-        moving.window_end.store(old + HALF, Ordering::Relaxed);
+        // Only the kept pages are present (the failed range released, gap included).
+        assert_eq!(present_pages(&arena, old, 100), 0);
+        assert_eq!(present_pages(&arena, old, HALF_PAGES), 40);
+        assert_eq!(st.kept_covered.load(Ordering::Relaxed), 0);
+        // (The injector stays armed to count calls: its three failures are spent.)
+        assert_eq!(flip_into_half_1(&moving, &st, dest_end), dest_end);
+        assert_eq!(moving.present_end(dest_end), old + 140 * PAGE_SIZE);
+        // The gap takes a COPY; the kept pages none.
+        let kept_from = old + 100 * PAGE_SIZE;
+        moving
+            .ensure_populated(&arena, dest_end, kept_from, PAGE_SIZE)
+            .unwrap();
+        let copies = inj.seen(Call::UffdCopy);
+        assert!(copies > 0);
+        moving
+            .ensure_populated(&arena, kept_from, kept_from + 40 * PAGE_SIZE, PAGE_SIZE)
+            .unwrap();
+        assert_eq!(inj.seen(Call::UffdCopy), copies, "kept pages need no COPY");
         moving.top.store(dest_end, Ordering::Relaxed);
-        let mut pop = dest_end;
-        flip_watermarks(&moving, &st, &mut pop);
-        assert_eq!(pop, old + 140 * PAGE_SIZE);
-        *moving.populated.lock().unwrap() = pop;
-        inj.disarm();
         // Every buffer reads zero (kept garbage zeroed by the refills), up to the half's end.
         let n = allocate_all(&arena, &moving, 3000);
         assert_eq!(n, (HALF - 96 * PAGE_SIZE) / 3000);
     }
 
-    /// A gap wider than [`MAX_GAP_PAGES`] below the kept pages is not filled in the flip's
-    /// pause: the kept pages are released instead, and the flip claims nothing above the
-    /// destination.
+    /// A destination that ends inside the kept pages: the pages it covers are unmapped in the
+    /// flip (counted), the rest stay and are claimed from the destination's end.
     #[test]
-    fn a_wide_gap_below_the_kept_pages_releases_them() {
-        if !here(
-            "a_wide_gap_below_the_kept_pages_releases_them",
-            Capability::Sigbus,
-        ) {
+    fn a_destination_over_kept_pages_unmaps_what_it_covers() {
+        let test = "a_destination_over_kept_pages_unmaps_what_it_covers";
+        if !here(test, Capability::Sigbus) {
+            return;
+        }
+        let (arena, moving, inj) = setup(vec![]);
+        let old = arena.base() + HALF;
+        let st = ReleaseState::default();
+        assert_eq!(end_kept_cycle(&arena, &moving, &st, OLD_PAGES, 100, 40), 40);
+        let dest_end = old + 120 * PAGE_SIZE;
+        prepare_destination(
+            &arena,
+            &st,
+            ArenaOffset(HALF),
+            HALF,
+            &[],
+            &[],
+            Some((old, dest_end)),
+        )
+        .unwrap();
+        assert_eq!(st.kept_covered.load(Ordering::Relaxed), 20);
+        assert_eq!(present_pages(&arena, old, 120), 0);
+        assert_eq!(present_pages(&arena, dest_end, 20), 20);
+        flip_into_half_1(&moving, &st, dest_end);
+        let copies = inj.seen(Call::UffdCopy);
+        moving
+            .ensure_populated(&arena, dest_end, dest_end + 20 * PAGE_SIZE, PAGE_SIZE)
+            .unwrap();
+        assert_eq!(inj.seen(Call::UffdCopy), copies, "kept pages need no COPY");
+        let n = allocate_all(&arena, &moving, 3000);
+        assert_eq!(n, (HALF - 120 * PAGE_SIZE) / 3000);
+    }
+
+    /// Kept pages the destination will cover by the plan so far are released before the
+    /// pause ([`trim_kept`]): the flip then unmaps none, and the rest stay for the refills.
+    #[test]
+    fn kept_pages_under_the_planned_destination_are_released_before_the_pause() {
+        let test = "kept_pages_under_the_planned_destination_are_released_before_the_pause";
+        if !here(test, Capability::Sigbus) {
+            return;
+        }
+        let (arena, moving, inj) = setup(vec![]);
+        let old = arena.base() + HALF;
+        let st = ReleaseState::default();
+        assert_eq!(end_kept_cycle(&arena, &moving, &st, OLD_PAGES, 100, 40), 40);
+        trim_kept(&arena, &st, old + 120 * PAGE_SIZE - 100);
+        assert_eq!(st.kept_trimmed.load(Ordering::Relaxed), 20);
+        assert_eq!(present_pages(&arena, old, 120), 0);
+        assert_eq!(present_pages(&arena, old, HALF_PAGES), 20);
+        let madvises = inj.seen(Call::Madvise);
+        let dest_end = old + 118 * PAGE_SIZE;
+        prepare_destination(
+            &arena,
+            &st,
+            ArenaOffset(HALF),
+            HALF,
+            &[],
+            &[],
+            Some((old, dest_end)),
+        )
+        .unwrap();
+        assert_eq!(inj.seen(Call::Madvise), madvises, "no call in the pause");
+        assert_eq!(st.kept_covered.load(Ordering::Relaxed), 0);
+        flip_into_half_1(&moving, &st, dest_end);
+        assert_eq!(moving.present_end(dest_end), old + 140 * PAGE_SIZE);
+        let n = allocate_all(&arena, &moving, 3000);
+        assert_eq!(n, (HALF - 118 * PAGE_SIZE) / 3000);
+    }
+
+    /// Ranges the flip keeps in place (the generational old generation in a flip into the
+    /// old half, pinned objects) below the kept pages leave them kept; one among them
+    /// releases them.
+    #[test]
+    fn a_kept_range_below_the_kept_pages_leaves_them() {
+        let test = "a_kept_range_below_the_kept_pages_leaves_them";
+        if !here(test, Capability::Sigbus) {
+            return;
+        }
+        for (range, stay) in [((0, 10), true), ((110, 111), false)] {
+            let (arena, moving, _inj) = setup(vec![]);
+            let old = arena.base() + HALF;
+            let st = ReleaseState::default();
+            assert_eq!(end_kept_cycle(&arena, &moving, &st, OLD_PAGES, 100, 40), 40);
+            let r = [(old + range.0 * PAGE_SIZE, old + range.1 * PAGE_SIZE)];
+            let dest = old + range.1.min(20) * PAGE_SIZE;
+            prepare_destination(
+                &arena,
+                &st,
+                ArenaOffset(HALF),
+                HALF,
+                &r,
+                &[],
+                Some((dest, dest)),
+            )
+            .unwrap();
+            let present = present_pages(&arena, old + 100 * PAGE_SIZE, 40);
+            assert_eq!(present, if stay { 40 } else { 0 }, "{range:?}");
+        }
+    }
+
+    /// A flip that cannot keep (a stop-the-world flip, pinned objects: no destination given)
+    /// releases the kept pages.
+    #[test]
+    fn a_flip_that_cannot_keep_releases_the_kept_pages() {
+        let test = "a_flip_that_cannot_keep_releases_the_kept_pages";
+        if !here(test, Capability::Sigbus) {
             return;
         }
         let (arena, moving, _inj) = setup(vec![]);
+        let old = arena.base() + HALF;
+        let st = ReleaseState::default();
+        assert_eq!(end_kept_cycle(&arena, &moving, &st, OLD_PAGES, 100, 40), 40);
+        prepare_destination(&arena, &st, ArenaOffset(HALF), HALF, &[], &[], None).unwrap();
+        assert_eq!(present_pages(&arena, old, HALF_PAGES), 0);
+        assert_eq!(flip_into_half_1(&moving, &st, old), old);
+        assert_eq!(moving.present_end(old), old, "nothing kept");
+    }
+
+    /// Kept pages far above the destination (a gap of 70 pages, the whole rest of the half
+    /// kept): nothing is released or made present in the flip; the refills fill the gap and
+    /// the pages above the kept ones with COPYs, and take the kept ones as they are.
+    #[test]
+    fn a_wide_gap_below_the_kept_pages_costs_no_call_in_the_flip() {
+        let test = "a_wide_gap_below_the_kept_pages_costs_no_call_in_the_flip";
+        if !here(test, Capability::Sigbus) {
+            return;
+        }
+        let (arena, moving, inj) = setup(vec![]);
         let old = arena.base() + HALF;
         // The whole old half present.
         arena
@@ -737,15 +953,62 @@ mod tests {
             180
         );
         assert_eq!(present_pages(&arena, old, HALF_PAGES), 180);
-        // The destination ends at the half's start: a 70-page gap (fewer than half the kept
-        // pages, but more than the bound).
-        const _: () = assert!(70 > MAX_GAP_PAGES && 2 * 70 <= 180);
-        prepare_destination(&arena, &st, ArenaOffset(HALF), HALF, &[], &[], Some(old)).unwrap();
-        assert_eq!(present_pages(&arena, old, HALF_PAGES), 0);
-        moving.current.store(1, Ordering::Relaxed);
-        let mut pop = old;
-        flip_watermarks(&moving, &st, &mut pop);
-        assert_eq!(pop, old, "nothing kept to claim");
+        let calls = (inj.seen(Call::Madvise), inj.seen(Call::UffdCopy));
+        prepare_destination(
+            &arena,
+            &st,
+            ArenaOffset(HALF),
+            HALF,
+            &[],
+            &[],
+            Some((old, old)),
+        )
+        .unwrap();
+        assert_eq!(calls, (inj.seen(Call::Madvise), inj.seen(Call::UffdCopy)));
+        assert_eq!(present_pages(&arena, old, HALF_PAGES), 180);
+        assert_eq!(flip_into_half_1(&moving, &st, old), old);
+        let copies = inj.seen(Call::UffdCopy);
+        let n = allocate_all(&arena, &moving, 3000);
+        assert_eq!(n, HALF / 3000);
+        // 76 pages (the gap, the last 6) in 8-page batches, against 32 for the whole half.
+        let more = inj.seen(Call::UffdCopy) - copies;
+        assert!(more > 0 && more <= 12, "{more} COPY calls");
+        assert_eq!(present_pages(&arena, old, HALF_PAGES), HALF_PAGES);
+    }
+
+    /// Recycling stops below kept pages (a move onto a present page fails): the recycled
+    /// pages fill the gap only, and everything handed out reads zero.
+    #[test]
+    fn recycling_stops_below_kept_pages() {
+        if !move_here("recycling_stops_below_kept_pages") {
+            return;
+        }
+        let (arena, moving, inj) = setup(vec![]);
+        let old = arena.base() + HALF;
+        let st = ReleaseState::default();
+        // Keep half 1's pages 100..140; flip into it with the destination ending at 90.
+        assert_eq!(end_kept_cycle(&arena, &moving, &st, OLD_PAGES, 100, 40), 40);
+        let dest_end = old + 90 * PAGE_SIZE;
+        prepare_destination(
+            &arena,
+            &st,
+            ArenaOffset(HALF),
+            HALF,
+            &[],
+            &[],
+            Some((old, dest_end)),
+        )
+        .unwrap();
+        flip_into_half_1(&moving, &st, dest_end);
+        // Half 0 is the old half now: fill it with garbage and recycle it.
+        let base = arena.base();
+        arena.populate(ArenaOffset(0), HALF).unwrap();
+        // SAFETY: half 0 was just made present and belongs to this test alone.
+        unsafe { core::ptr::write_bytes(base as *mut u8, 0xa5, HALF) };
+        let moved = recycle_old_half(&arena, &moving, base, base + HALF, HALF);
+        assert_eq!(moved, 10, "the gap below the kept pages only");
+        assert_eq!(inj.injected(Call::UffdMove), 0);
+        allocate_all(&arena, &moving, 3000);
     }
 
     #[test]

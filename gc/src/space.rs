@@ -84,6 +84,12 @@ pub struct MovingSpace {
     /// Recycled pages `[dirty_lo, dirty_hi)` in the current half: present, contents garbage.
     dirty_lo: AtomicUsize,
     dirty_hi: AtomicUsize,
+    /// Kept pages `[kept_lo, kept_hi)` of the current half ([`crate::release`]): present,
+    /// contents garbage (inside the dirty range), at or above `populated` when set at a flip;
+    /// a claim that reaches them makes no kernel call for them. Set only at a flip (world
+    /// stopped), read under the populate lock (0, 0: none).
+    kept_lo: AtomicUsize,
+    kept_hi: AtomicUsize,
     /// Generational mode: the old generation `[old_lo, old_lo + old_len)`, below a window
     /// ([`crate::generational`]; changes only in a pause; empty otherwise).
     old_lo: AtomicUsize,
@@ -125,6 +131,8 @@ impl MovingSpace {
             wait_rounds: AtomicUsize::new(DEFAULT_WAIT_ROUNDS),
             dirty_lo: AtomicUsize::new(0),
             dirty_hi: AtomicUsize::new(0),
+            kept_lo: AtomicUsize::new(0),
+            kept_hi: AtomicUsize::new(0),
             old_lo: AtomicUsize::new(0),
             old_len: AtomicUsize::new(0),
         }
@@ -172,10 +180,12 @@ impl MovingSpace {
     }
 
     /// Bytes claimed or made present above the allocation pointer: the fresh memory the
-    /// mutators have ahead of them (refills, the prefiller and recycling claim it).
+    /// mutators have ahead of them (refills, the prefiller and recycling claim it; kept pages
+    /// count).
     pub(crate) fn fresh_ahead(&self) -> usize {
         let top = self.top.load(Ordering::Relaxed);
-        self.lock_populated().saturating_sub(top)
+        let pop = *self.lock_populated();
+        self.present_end(pop).saturating_sub(top)
     }
 
     fn lock_populated(&self) -> std::sync::MutexGuard<'_, usize> {
@@ -290,8 +300,25 @@ impl MovingSpace {
 
     /// Make a claim's pages present (no lock held) and publish them; a failed fresh claim
     /// leaves a gap that later refills fill.
+    /// Kept pages in the claim (present already, see [`Self::set_kept`]) take no kernel call,
+    /// unless write tracking wants fresh pages write-protected.
     fn fill(&self, arena: &VolatileArena, claim: Claim) -> Result<(), ArenaError> {
-        if let Err(e) = arena.populate(arena.offset_of(claim.start), claim.end - claim.start) {
+        let (klo, khi) = self.kept();
+        let (klo, khi) = (
+            klo.clamp(claim.start, claim.end),
+            khi.clamp(claim.start, claim.end),
+        );
+        let mut r = Ok(());
+        for (s, e) in [(claim.start, klo), (khi, claim.end)] {
+            if e > s && r.is_ok() {
+                r = arena.populate(arena.offset_of(s), e - s).map(drop);
+            }
+        }
+        if khi > klo && r.is_ok() && arena.populates_protected() {
+            // As `populate` protects the pages it maps while write tracking is on.
+            r = arena.write_protect(arena.offset_of(klo), khi - klo, true);
+        }
+        if let Err(e) = r {
             if claim.fresh {
                 // The claim stays (later claims may follow it); refills fill the hole.
                 self.gap.store(true, Ordering::Release);
@@ -300,6 +327,28 @@ impl MovingSpace {
         }
         self.publish(claim.start, claim.end);
         Ok(())
+    }
+
+    /// The kept pages `[lo, hi)` of the current half (`(0, 0)`: none).
+    fn kept(&self) -> (usize, usize) {
+        (
+            self.kept_lo.load(Ordering::Acquire),
+            self.kept_hi.load(Ordering::Acquire),
+        )
+    }
+
+    /// Whether the claimed end lies inside the kept pages: recycling cannot claim there
+    /// ([`Self::claim_recycled`]) until the refills have claimed them.
+    pub(crate) fn kept_in_the_way(&self) -> bool {
+        let pop = *self.lock_populated();
+        let (klo, khi) = self.kept();
+        pop >= klo && pop < khi
+    }
+
+    /// The end of what the current half may hold present: the claimed end `pop`, or the
+    /// kept pages' end above it (pages a flip must release with the half).
+    pub(crate) fn present_end(&self, pop: usize) -> usize {
+        pop.max(self.kept_hi.load(Ordering::Acquire))
     }
 
     /// Refills that made present pages claimed by a populator still in flight, and those of
@@ -358,17 +407,26 @@ impl MovingSpace {
     /// Publish the range with [`Self::publish`] once its pages are present.
     pub(crate) fn claim_recycled(&self, pages: usize) -> (usize, usize) {
         let mut pop = self.lock_populated();
-        let end = self.end();
-        let n = pages.min((end - *pop) / PAGE_SIZE);
+        // Never into kept pages (present: a move there fails): stop below them.
+        let (klo, khi) = self.kept();
+        let end = if khi > *pop { klo } else { self.end() };
+        let n = pages.min(end.saturating_sub(*pop) / PAGE_SIZE);
         if n == 0 {
             return (*pop, 0);
         }
         let start = *pop;
-        if self.dirty_hi.load(Ordering::Relaxed) <= self.dirty_lo.load(Ordering::Relaxed) {
-            self.dirty_lo.store(start, Ordering::Release);
-        }
-        self.dirty_hi
-            .store(start + n * PAGE_SIZE, Ordering::Release);
+        let (dlo, dhi) = (
+            self.dirty_lo.load(Ordering::Relaxed),
+            self.dirty_hi.load(Ordering::Relaxed),
+        );
+        // The union with the dirty range (kept pages above may be in it).
+        let (dlo, dhi) = if dhi <= dlo {
+            (start, start + n * PAGE_SIZE)
+        } else {
+            (dlo.min(start), dhi.max(start + n * PAGE_SIZE))
+        };
+        self.dirty_lo.store(dlo, Ordering::Release);
+        self.dirty_hi.store(dhi, Ordering::Release);
         *pop = start + n * PAGE_SIZE;
         (start, n)
     }
@@ -402,6 +460,20 @@ impl MovingSpace {
         }
     }
 
+    /// At a flip (world stopped), after [`Self::reset_watermarks`]: `[lo, hi)` (page aligned,
+    /// at or above `populated`, in the current half's window) is present but holds garbage
+    /// (the old half's pages kept for this flip, [`crate::release`]): claims that reach it
+    /// make no kernel call for it, and refills zero what they hand out of it.
+    pub(crate) fn set_kept(&self, lo: usize, hi: usize) {
+        if lo < hi {
+            // (The caller holds the populate lock: `lo` is at or above `populated`.)
+            debug_assert!(hi <= self.end());
+            self.kept_lo.store(lo, Ordering::Release);
+            self.kept_hi.store(hi, Ordering::Release);
+            self.keep_dirty(lo, hi);
+        }
+    }
+
     /// The end of the memory known present in the current half (see the module invariants).
     pub(crate) fn ready_end(&self) -> usize {
         self.ready.load(Ordering::Acquire)
@@ -414,6 +486,8 @@ impl MovingSpace {
         self.gap.store(false, Ordering::Release);
         self.dirty_lo.store(0, Ordering::Release);
         self.dirty_hi.store(0, Ordering::Release);
+        self.kept_lo.store(0, Ordering::Release);
+        self.kept_hi.store(0, Ordering::Release);
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -587,6 +661,89 @@ pub(crate) mod tests {
         .unwrap();
         let moving = MovingSpace::new(arena.base(), HALF);
         Some((arena, moving))
+    }
+
+    /// Whether the page at `addr` is mapped write-protected by userfaultfd
+    /// (`/proc/self/pagemap` bit 57).
+    fn uffd_wp(addr: usize) -> bool {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open("/proc/self/pagemap").unwrap();
+        let mut e = [0u8; 8];
+        f.read_exact_at(&mut e, (addr / PAGE_SIZE * 8) as u64)
+            .unwrap();
+        u64::from_ne_bytes(e) & (1 << 57) != 0
+    }
+
+    /// Kept pages ([`MovingSpace::set_kept`]) are claimed with no kernel call, and handed out
+    /// zeroed; while write tracking maps fresh pages protected, the kept ones claimed then are
+    /// protected too (as a `UFFDIO_COPY` with its WP mode would map them), so no write to a
+    /// new object escapes the tracking.
+    #[test]
+    fn kept_pages_are_claimed_without_a_copy_and_protected_while_tracking() {
+        let test = "kept_pages_are_claimed_without_a_copy_and_protected_while_tracking";
+        if !Probe::run().supports(Capability::WpAsync) {
+            eprintln!("SKIPPED: {test}: write tracking unavailable here");
+            return;
+        }
+        let arena = VolatileArena::new(
+            ArenaConfig::new(2 * HALF)
+                .backing(Backing::Anonymous)
+                .write_tracking(true),
+        )
+        .unwrap();
+        let moving = MovingSpace::new(arena.base(), HALF);
+        let base = arena.base();
+        // Pages 8..24 kept: present, garbage; the claimed end at 4 (pages 0..4 present).
+        arena.populate(ArenaOffset(0), 4 * PAGE_SIZE).unwrap();
+        arena
+            .populate(ArenaOffset(8 * PAGE_SIZE), 16 * PAGE_SIZE)
+            .unwrap();
+        // SAFETY: test code: the pages were just made present and belong to this test.
+        unsafe { core::ptr::write_bytes((base + 8 * PAGE_SIZE) as *mut u8, 0xa5, 16 * PAGE_SIZE) };
+        let pop = base + 4 * PAGE_SIZE;
+        *moving.populated.lock().unwrap() = pop;
+        moving.reset_watermarks(pop);
+        moving.set_kept(base + 8 * PAGE_SIZE, base + 24 * PAGE_SIZE);
+        moving.top.store(pop, Ordering::Relaxed);
+        assert_eq!(moving.present_end(pop), base + 24 * PAGE_SIZE);
+        assert_eq!(moving.fresh_ahead(), 20 * PAGE_SIZE);
+        arena.set_populate_protected(true).unwrap();
+        let copies = arena
+            .sys()
+            .counters()
+            .snapshot()
+            .get(faultline_heap::Call::UffdCopy);
+        // One claim over the gap (4..8), the kept pages and two pages above (24..26).
+        moving
+            .ensure_populated(&arena, pop, base + 26 * PAGE_SIZE, PAGE_SIZE)
+            .unwrap();
+        let calls = arena
+            .sys()
+            .counters()
+            .snapshot()
+            .get(faultline_heap::Call::UffdCopy)
+            - copies;
+        assert_eq!(
+            calls, 2,
+            "a COPY below the kept pages and one above, none for them"
+        );
+        assert_eq!(moving.ready_end(), base + 26 * PAGE_SIZE);
+        for p in 4..26 {
+            assert!(
+                uffd_wp(base + p * PAGE_SIZE),
+                "page {p} not write-protected"
+            );
+        }
+        // A refill's buffer over them reads zero (its zeroing writes the kept pages: the
+        // tracking then sees them written, as it must).
+        let a = moving
+            .bump(&arena, 22 * PAGE_SIZE - 100, PAGE_SIZE)
+            .unwrap()
+            .unwrap();
+        assert_eq!(a, pop);
+        // SAFETY: `bump` handed this range to the test, present.
+        let s = unsafe { core::slice::from_raw_parts(a as *const u8, 22 * PAGE_SIZE - 100) };
+        assert!(s.iter().all(|&b| b == 0), "kept garbage zeroed");
     }
 
     /// Clearing the large space's marks covers every page ever allocated (an object whose first

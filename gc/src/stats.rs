@@ -260,6 +260,9 @@ pub struct CycleStats {
     /// Copy strategy: of [`Self::pages_recycled`], those the compaction workers recycled
     /// (the rest, the end of the cycle).
     pub pages_recycled_early: usize,
+    /// Of [`Self::pages_recycled`], the old half's pages kept mapped for the next flip into
+    /// it ([`crate::HeapConfig::keep_fresh_bytes`]) instead of being moved or released.
+    pub pages_kept: usize,
     /// Concurrent mode: the fresh memory the prefill thread made present, and its CPU, between
     /// the previous cycle's end (the heap's creation for the first) and this cycle's initial
     /// mark, then during this cycle (the prefill thread's `UFFDIO_COPY`s of zeroes are
@@ -500,6 +503,7 @@ impl Default for CycleStats {
             pages_released_early: 0,
             cpu_release: Duration::ZERO,
             pages_recycled_early: 0,
+            pages_kept: 0,
             prefilled: [crate::PrefillShare::default(); 2],
             scanned_bytes: 0,
             cpu_tail: Duration::ZERO,
@@ -701,11 +705,12 @@ impl CycleStats {
             return split;
         }
         format!(
-            "{split}; pages copied {}, released early {}, recycled {} ({} early), fill {:.1}ms, map {:.1}ms; prefilled {}K before ({:.1}ms), {}K during ({:.1}ms); scanned {}K",
+            "{split}; pages copied {}, released early {}, recycled {} ({} early, {} kept), fill {:.1}ms, map {:.1}ms; prefilled {}K before ({:.1}ms), {}K during ({:.1}ms); scanned {}K",
             self.pages_copied,
             self.pages_released_early,
             self.pages_recycled,
             self.pages_recycled_early,
+            self.pages_kept,
             ms(self.compact_fill),
             ms(self.compact_map),
             self.prefilled[0].bytes >> 10,

@@ -806,6 +806,13 @@ impl VolatileArena {
         Ok(res)
     }
 
+    /// Whether freshly populated pages are mapped write-protected
+    /// ([`Self::set_populate_protected`]).
+    pub fn populates_protected(&self) -> bool {
+        self.populate_protected
+            .load(core::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Map freshly populated pages write-protected (or not). Needs `write_tracking`.
     pub fn set_populate_protected(&self, on: bool) -> Result<(), ArenaError> {
         if on && !self.config.write_tracking {
