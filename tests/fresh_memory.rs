@@ -229,3 +229,92 @@ fn kept_fresh_memory_while_the_live_set_grows_and_shrinks() {
         }
     }
 }
+
+/// Pages of `[lo, lo + pages * 4 KiB)` present in this process's page tables (`mincore`).
+fn resident_pages(lo: usize, pages: usize) -> usize {
+    let mut v = vec![0u8; pages];
+    // SAFETY: `[lo, lo + pages * 4 KiB)` lies in the heap's arena, a mapping that lives as
+    // long as the heap; `mincore` only reads the page tables into `v` (one byte a page).
+    let r = unsafe { libc::mincore(lo as *mut libc::c_void, pages * 4096, v.as_mut_ptr()) };
+    assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
+    v.iter().filter(|&&b| b & 1 == 1).count()
+}
+
+/// The copy strategy with dense runs keeps the old half's pages where the next compaction
+/// into it is predicted to end, and its compaction moves a destination page's old page whole
+/// (`UFFDIO_MOVE`) when that page is fully live at the same page offset: not only the black
+/// pages above the marking's start, any such page. Here every object is one page (a 511-word
+/// reference array) and whole pages die, so every live page is such a page, the kept range
+/// included. The pages kept must all be present at the cycle's end (a moved one would be a
+/// hole that the next flip into the half hands out as present fresh memory: the refill
+/// zeroing it faults outside any compaction), and the next cycles allocate through them.
+#[test]
+fn dense_runs_move_no_kept_page_away() {
+    if !uffd_or_skip("dense_runs_move_no_kept_page_away") {
+        return;
+    }
+    if !faultline::Probe::run().supports(faultline::Capability::Move) {
+        eprintln!("SKIPPED: dense_runs_move_no_kept_page_away: UFFDIO_MOVE unavailable here");
+        return;
+    }
+    const MIB: usize = 1 << 20;
+    let heap = Heap::new(HeapConfig::with_heap_size(256 * MIB).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.strategy = Strategy::Copy;
+        c.faults = FaultMode::Sigbus;
+        c.dense_runs = true;
+        c.keep_fresh_bytes = 64 * MIB;
+        // No cycle but those the test asks for.
+        c.min_trigger_bytes = 200 * MIB;
+    }))
+    .unwrap();
+    if heap.mode_info().strategy != Some(Strategy::Copy) {
+        eprintln!("SKIPPED: dense_runs_move_no_kept_page_away: copy strategy unavailable");
+        return;
+    }
+    let t = register(&heap);
+    let mut m = heap.attach();
+    // A page of 511 references to chunks, each a page of 511 references to leaves (a page
+    // each): every object one page, page aligned. A quarter of the leaves die, in whole pages.
+    const CHUNKS: usize = 16;
+    let top = m.alloc(t.vector, 511).unwrap();
+    let base = top.bits();
+    assert_eq!(base % 4096, 0, "the first object starts the half");
+    let top = m.root(top);
+    for c in 0..CHUNKS {
+        let chunk = m.alloc(t.vector, 511).unwrap();
+        top.get(&m).unwrap().set(c, chunk);
+        for i in 0..511 {
+            let leaf = m.alloc(t.vector, 511).unwrap();
+            if i % 4 != 0 {
+                let chunk = top.get(&m).unwrap().get(c);
+                m.local(chunk).unwrap().set(i, leaf);
+            }
+        }
+    }
+    m.collect().unwrap();
+    let r = heap.release_stats();
+    let h = heap.history();
+    let last = h.last().unwrap();
+    let present = resident_pages(base, 64 * MIB / 4096);
+    eprintln!(
+        "kept {} pages; {} present in the old half; {}",
+        r.kept_pages,
+        present,
+        last.log_line()
+    );
+    assert!(r.kept_pages > 0, "the flip planned no kept page");
+    assert_eq!(
+        present as u64, r.kept_pages,
+        "a kept page of the old half is absent (moved away whole)"
+    );
+    // Flip back into the half (its kept pages become fresh memory) and allocate through them.
+    for _ in 0..2 {
+        m.collect().unwrap();
+        for _ in 0..3000 {
+            let s = m.alloc(t.string, 4000).unwrap();
+            assert!(m.local(s).unwrap().to_bytes().iter().all(|&x| x == 0));
+        }
+    }
+    m.verify().unwrap();
+}
