@@ -876,13 +876,23 @@ impl Compaction {
 
     /// Copy strategy with early release, MOVE available, reader tables built: whether
     /// destination page `k` is a dense page (exactly one fully live old page at the same page
-    /// offset, [`crate::dense::align_runs`]; see [`Self::dense_run`]).
+    /// offset, [`crate::dense::align_runs`]; see [`Self::dense_run`]) whose old page the end
+    /// of the cycle does not keep. (Such a page may lie anywhere in the old half, not only
+    /// among the black pages: a kept page moved away would be a hole in the fresh memory of
+    /// the next flip into the half; it is copied instead.)
     fn dense_page(&self, arena: &VolatileArena, pd: &Plan, k: DestPage) -> bool {
         self.dense.get(k.0)
             && self.dense_runs.load(Ordering::Relaxed)
             && self.readers_ready.load(Ordering::Acquire)
             && self.releases_early(pd)
             && arena.can_move()
+            && !self.keeps(pd.old_page_addr(self.src_pages(k).1))
+    }
+
+    /// Whether the old page at `old` is one the end of the cycle keeps (see `keep_lo`).
+    #[inline]
+    fn keeps(&self, old: usize) -> bool {
+        old >= self.keep_lo.load(Ordering::Relaxed) && old < self.keep_hi.load(Ordering::Relaxed)
     }
 
     /// The first and last old page destination page `k` reads.

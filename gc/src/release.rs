@@ -30,9 +30,10 @@
 //!   half, an eighth and [`KEEP_MARGIN`] more, counted from the old window's start: a short
 //!   prediction costs an unmapping in the next flip's pause, a long one only pages the
 //!   prefiller makes present as before), at most `keep_fresh_bytes`, below the old half's
-//!   known-present end (never a hole) and below the pages the compaction may move whole. The
-//!   copy strategy's workers release and recycle none of them early
-//!   ([`crate::compaction`]); at the cycle's end they are kept and the rest released. At the
+//!   known-present end (never a hole) and below the black pages, which dense runs move whole.
+//!   The copy strategy's workers release, recycle and move none of them early (a kept dense
+//!   page is copied, [`crate::compaction`]); at the cycle's end they are kept and the rest
+//!   released. At the
 //!   next flip into that half, [`prepare_destination`] (a failure point before any reference
 //!   changes) unmaps the kept pages the destination covers (the minor strategy's registered
 //!   view only: its page cache stays, so the compaction's fill reuses the page and its
