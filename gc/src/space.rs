@@ -17,9 +17,12 @@
 //! - `populated` (guarded by its mutex) is the page-aligned end of the memory *claimed* in the
 //!   current half: every page below it is present, or being made present by a refill or a
 //!   recycling step in flight (never at a pause: refills and recycling finish before one);
-//!   everything from it to the half's end is absent. The mutex guards bookkeeping only: no
-//!   kernel call is made while it is held, so refills of different mutators make their
-//!   memory present in parallel;
+//!   everything from it to the half's end is absent, but the *kept* pages `[kept_lo,
+//!   kept_hi)` a flip handed over ([`MovingSpace::set_kept`], [`crate::release`]): present,
+//!   garbage, inside the dirty range; a claim that reaches them makes no call for them, and a
+//!   flip releases those no claim reached with the half ([`MovingSpace::present_end`]). The
+//!   mutex guards bookkeeping only: no kernel call is made while it is held, so refills of
+//!   different mutators make their memory present in parallel;
 //! - `ready` (at most `populated`) is the page-aligned end of the memory known present: a
 //!   refill whose range ends below it makes no call at all. It advances only over ranges whose
 //!   population finished, in address order (a range that finishes early waits in `pending`);
@@ -27,9 +30,10 @@
 //!   race with another populating refill is an `EEXIST` the arena steps over: `UFFDIO_COPY`
 //!   never overwrites a present page) and zeroes the part of its own range that lies in the
 //!   `dirty` range, the pages recycled from the old half ([`crate::release`]) or kept after an
-//!   in-place slide, whose contents are garbage. The dirty range is extended *before*
-//!   recycled pages are moved in, and reset at every flip (a slide sets it to the tail it
-//!   kept, with the world stopped);
+//!   in-place slide, or kept at a flip, whose contents are garbage. The dirty range is
+//!   extended *before* recycled pages are moved in (to the union with the kept pages), and
+//!   reset at every flip (a slide sets it to the tail it kept, a flip to the kept pages, with
+//!   the world stopped);
 //! - generational mode: the old generation `[old_lo, old_lo + old_len)` is a page-aligned
 //!   prefix of one half below that half's window ([`crate::generational`]); it changes only
 //!   in a pause;
