@@ -263,7 +263,7 @@ fn dense_runs_move_no_kept_page_away() {
         c.strategy = Strategy::Copy;
         c.faults = FaultMode::Sigbus;
         c.dense_runs = true;
-        c.keep_fresh_bytes = 64 * MIB;
+        c.keep_fresh_bytes = Some(64 * MIB);
         // No cycle but those the test asks for.
         c.min_trigger_bytes = 200 * MIB;
     }))

@@ -414,9 +414,13 @@ fn young_roots(c: &GenCycle, large: &crate::space::LargeSpace, roots: &mut Vec<u
 
 /// What the finish phase of a concurrent cycle does, decided at its flip.
 struct Finish {
-    /// The old half's used and present range `[from, from_populated)`.
+    /// The old half's used and claimed range `[from, from_populated)`, and the end of what it
+    /// may hold present, `from_end` (kept pages no refill claimed lie above the claimed end:
+    /// released with the half, never on the compaction's free list, where early recycling
+    /// would meet the absent pages below them).
     from: usize,
     from_populated: usize,
+    from_end: usize,
     /// Pages of kept (pinned) objects in the old half: not released ([`crate::pins`]).
     keep: Vec<(usize, usize)>,
     /// Per-cycle choreography: the detached old-half pages, unmapped at the end.
@@ -1469,12 +1473,13 @@ fn flip(
         // Make the destination half current with every destination page absent, and arm the
         // compaction; workers and faults fill pages. Nothing below can fail: the references
         // already point at the new addresses.
-        let from_populated = {
+        let (from_populated, from_end) = {
             let mut pop = moving
                 .populated
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let old_end = moving.present_end(*pop).max(page_up(from_top));
+            let old_end = (*pop).max(page_up(from_top));
+            let old_present_end = moving.present_end(old_end);
             moving.current.store(to_index, Ordering::Relaxed);
             moving.window_end.store(pins.to_hi, Ordering::Relaxed);
             if promote {
@@ -1510,7 +1515,7 @@ fn flip(
                 },
             });
             crate::release::flip_watermarks(moving, &inner.release, &mut pop, next);
-            old_end
+            (old_end, old_present_end)
         };
         stats.mode = GcMode::Concurrent;
         stats.moving_after = moving.used();
@@ -1544,6 +1549,7 @@ fn flip(
         let finish = Finish {
             from,
             from_populated,
+            from_end,
             keep: pins.kept_pages.clone(),
             detached,
             large_dead,
@@ -1554,6 +1560,7 @@ fn flip(
         };
         if pages == 0 {
             // Nothing to compact: finish in the pause.
+            let kept0 = inner.release.kept_pages.load(Ordering::Relaxed);
             stats.pages_recycled = finish_old_half(
                 arena,
                 moving,
@@ -1561,10 +1568,11 @@ fn flip(
                 cfg.debug.poison_released,
                 cfg.recycle_old_half,
                 from,
-                from_populated,
+                from_end,
                 inner.fresh_headroom(),
                 &finish.keep,
             );
+            stats.pages_kept = (inner.release.kept_pages.load(Ordering::Relaxed) - kept0) as usize;
             let mut dead = finish.large_dead.clone();
             deferred_dead(large, &finish.large_deferred, &mut dead);
             large.release_dead(arena, &dead)?;
@@ -1848,7 +1856,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
                 inner.config.debug.poison_released,
                 inner.config.recycle_old_half,
                 finish.from,
-                finish.from_populated,
+                finish.from_end,
                 inner
                     .fresh_headroom()
                     .saturating_sub(recycled_early * PAGE_SIZE),
