@@ -151,8 +151,9 @@ fn kept_fresh_memory_while_the_live_set_grows_and_shrinks() {
     ] {
         let heap = Heap::new(config(GcMode::Concurrent, strategy, faults).with(|c| {
             c.recycle_old_half = recycle;
-            // (The minor strategy keeps by default; the copy strategy when asked to.)
-            if strategy == Strategy::Copy {
+            // (The minor strategy keeps by default, and so does the copy strategy in a
+            // generational heap; otherwise the copy strategy when asked to.)
+            if strategy == Strategy::Copy && gen.is_none() {
                 c.keep_fresh_bytes = Some(64 << 20);
             }
             if let Some(g) = gen {
@@ -216,6 +217,12 @@ fn kept_fresh_memory_while_the_live_set_grows_and_shrinks() {
             r.kept_trimmed,
             r.kept_dropped
         );
+        if strategy == Strategy::Copy && gen.is_some() {
+            // A cycle that keeps pages of its young window recycles none early.
+            assert!(h
+                .iter()
+                .all(|c| c.pages_kept == 0 || c.pages_recycled_early == 0));
+        }
         if recycle {
             assert!(r.kept_pages > 0);
             if gen.is_none() {

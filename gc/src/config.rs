@@ -69,10 +69,12 @@ pub struct HeapConfig {
     /// (`MADV_DONTNEED` and a `UFFDIO_COPY` of zeroes, or a `UFFDIO_MOVE`: 1-2 µs a page on
     /// this machine, against 0.1-0.2 for the zeroing). They stay resident between the two
     /// flips. `None` (the default): the minor strategy keeps up to the allocation headroom (its
-    /// memfd cannot move pages), the copy strategy recycles instead (keeping measured no
-    /// better there and cost 20-60 MiB of peak RSS at 64 MiB live: BENCHMARKS.md, s17);
-    /// `Some(n)`: both keep up to `n` bytes (0: neither). `FAULTLINE_KEEP_FRESH_MIB` sets it
-    /// from the environment.
+    /// memfd cannot move pages); the copy strategy keeps up to [`DEFAULT_GEN_KEEP_FRESH`] of
+    /// a generational heap's young windows, with no early recycling while it keeps (at 4 GiB
+    /// tree-replace the young cycles' mean fell to 1.02 s), and recycles otherwise (keeping
+    /// measured no better for whole-heap cycles and cost 20-60 MiB of peak RSS at 64 MiB
+    /// live: BENCHMARKS.md, s17); `Some(n)`: both keep up to `n` bytes (0: neither).
+    /// `FAULTLINE_KEEP_FRESH_MIB` sets it from the environment.
     pub keep_fresh_bytes: Option<usize>,
     /// Stop-the-world: a collection starts when the heap reaches `max(min_trigger_bytes, live
     /// after the last collection * (1 + growth))`. Concurrent mode: that is the heap-growth
@@ -671,6 +673,11 @@ pub const DEFAULT_YOUNG_SLOTS_MAX: usize = 256 << 10;
 pub fn default_young_slots_max() -> usize {
     env_number::<usize>("FAULTLINE_YOUNG_SLOTS_MAX", |_| true).unwrap_or(DEFAULT_YOUNG_SLOTS_MAX)
 }
+
+/// What the copy strategy keeps of a generational heap's young windows by default
+/// ([`HeapConfig::keep_fresh_bytes`]): 512 MiB (a young window at 4 GiB live holds 0.4-0.5 GB,
+/// of which the kept pages are what the next compaction into it will not fill).
+pub const DEFAULT_GEN_KEEP_FRESH: usize = 512 << 20;
 
 /// The default [`HeapConfig::keep_fresh_bytes`]: `None`, or `FAULTLINE_KEEP_FRESH_MIB` MiB.
 pub fn default_keep_fresh_bytes() -> Option<usize> {

@@ -216,6 +216,7 @@ impl Heap {
         });
         let keep = match (inner.mode.strategy, inner.config.keep_fresh_bytes) {
             (Some(MapStrategy::Minor), None) => true,
+            (Some(MapStrategy::Copy), None) => inner.config.generational.enabled(),
             (Some(MapStrategy::Minor | MapStrategy::Copy), Some(n)) => n > 0,
             _ => false,
         };
