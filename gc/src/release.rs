@@ -23,7 +23,8 @@
 //!   published, or recorded as a gap that refills fill. Recycling never fails: what it does
 //!   not move is released as before;
 //! - **keeping** ([`ReleaseState::enable_keep`], [`crate::HeapConfig::keep_fresh_bytes`];
-//!   issue 16 item 3; copy and minor strategies, arena choreography): a concurrent flip plans
+//!   issue 16 item 3; the minor strategy by default, the copy strategy when asked; arena
+//!   choreography): a concurrent flip plans
 //!   which of the old half's pages to keep mapped for the next flip into it
 //!   ([`flip_watermarks`], [`KeepPlan`]): from the predicted end of the next compaction into
 //!   that half (the larger of this flip's destination extent and the last one into that
@@ -33,9 +34,10 @@
 //!   known-present end (never a hole) and below the black pages, which dense runs move whole.
 //!   The copy strategy's workers release, recycle and move none of them early (a kept dense
 //!   page is copied, [`crate::compaction`]); at the cycle's end they are kept and the rest
-//!   released. At the
-//!   next flip into that half, [`prepare_destination`] (a failure point before any reference
-//!   changes) unmaps the kept pages the destination covers (the minor strategy's registered
+//!   released. Before the next flip into that half, while the world runs, the kept pages its
+//!   destination will cover by the concurrent plan are released ([`trim_kept`]); in the flip,
+//!   [`prepare_destination`] (a failure point before any reference changes) unmaps those
+//!   the destination still covers (the minor strategy's registered
 //!   view only: its page cache stays, so the compaction's fill reuses the page and its
 //!   `UFFDIO_CONTINUE` maps it), or releases them all when the flip cannot keep them (pinned
 //!   objects, a forked child, a stop-the-world flip); the rest stay where they are and
@@ -751,6 +753,44 @@ mod tests {
         pop
     }
 
+    /// [`prepare_destination`] for a flip into half 1 with the ranges `keep` kept in place
+    /// and `dest` (start, end) as the concurrent destination (`None`: a flip that cannot
+    /// keep).
+    fn prepare_half_1(
+        arena: &VolatileArena,
+        st: &ReleaseState,
+        keep: &[(usize, usize)],
+        dest: Option<(usize, usize)>,
+    ) {
+        prepare_destination(arena, st, ArenaOffset(HALF), HALF, keep, &[], dest).unwrap();
+    }
+
+    /// What the tests of kept pages start from: a test arena (`setup(rules)`) whose old half
+    /// (half 1) kept its pages 100..140 at the end of a cycle; `None` (with the skip notice)
+    /// where the kernel lacks `cap`. Returns the arena, its moving space, the injector, the
+    /// release state and half 1's base.
+    #[allow(clippy::type_complexity)]
+    fn kept_100_140(
+        test: &str,
+        cap: Capability,
+        rules: Vec<Rule>,
+    ) -> Option<(
+        VolatileArena,
+        MovingSpace,
+        Arc<FaultInjector>,
+        ReleaseState,
+        usize,
+    )> {
+        if !here(test, cap) {
+            return None;
+        }
+        let (arena, moving, inj) = setup(rules);
+        let st = ReleaseState::default();
+        assert_eq!(end_kept_cycle(&arena, &moving, &st, OLD_PAGES, 100, 40), 40);
+        let old = arena.base() + HALF;
+        Some((arena, moving, inj, st, old))
+    }
+
     /// Kept pages when the release of the pages below them failed (the dirty range ends where
     /// they start) and the next destination ends a few pages below them: the dirty range is
     /// released, the kept pages stay, and the refills make the pages between present and
@@ -775,16 +815,7 @@ mod tests {
         assert_eq!(present_pages(&arena, old, HALF_PAGES), 140);
         // The next flip into this half: its destination pages end at page 96.
         let dest_end = old + 96 * PAGE_SIZE;
-        prepare_destination(
-            &arena,
-            &st,
-            ArenaOffset(HALF),
-            HALF,
-            &[],
-            &[],
-            Some((old, dest_end)),
-        )
-        .unwrap();
+        prepare_half_1(&arena, &st, &[], Some((old, dest_end)));
         // Only the kept pages are present (the failed range released, gap included).
         assert_eq!(present_pages(&arena, old, 100), 0);
         assert_eq!(present_pages(&arena, old, HALF_PAGES), 40);
@@ -813,25 +844,15 @@ mod tests {
     /// flip (counted), the rest stay and are claimed from the destination's end.
     #[test]
     fn a_destination_over_kept_pages_unmaps_what_it_covers() {
-        let test = "a_destination_over_kept_pages_unmaps_what_it_covers";
-        if !here(test, Capability::Sigbus) {
+        let Some((arena, moving, inj, st, old)) = kept_100_140(
+            "a_destination_over_kept_pages_unmaps_what_it_covers",
+            Capability::Sigbus,
+            vec![],
+        ) else {
             return;
-        }
-        let (arena, moving, inj) = setup(vec![]);
-        let old = arena.base() + HALF;
-        let st = ReleaseState::default();
-        assert_eq!(end_kept_cycle(&arena, &moving, &st, OLD_PAGES, 100, 40), 40);
+        };
         let dest_end = old + 120 * PAGE_SIZE;
-        prepare_destination(
-            &arena,
-            &st,
-            ArenaOffset(HALF),
-            HALF,
-            &[],
-            &[],
-            Some((old, dest_end)),
-        )
-        .unwrap();
+        prepare_half_1(&arena, &st, &[], Some((old, dest_end)));
         assert_eq!(st.kept_covered.load(Ordering::Relaxed), 20);
         assert_eq!(present_pages(&arena, old, 120), 0);
         assert_eq!(present_pages(&arena, dest_end, 20), 20);
@@ -849,30 +870,20 @@ mod tests {
     /// pause ([`trim_kept`]): the flip then unmaps none, and the rest stay for the refills.
     #[test]
     fn kept_pages_under_the_planned_destination_are_released_before_the_pause() {
-        let test = "kept_pages_under_the_planned_destination_are_released_before_the_pause";
-        if !here(test, Capability::Sigbus) {
+        let Some((arena, moving, inj, st, old)) = kept_100_140(
+            "kept_pages_under_the_planned_destination_are_released_before_the_pause",
+            Capability::Sigbus,
+            vec![],
+        ) else {
             return;
-        }
-        let (arena, moving, inj) = setup(vec![]);
-        let old = arena.base() + HALF;
-        let st = ReleaseState::default();
-        assert_eq!(end_kept_cycle(&arena, &moving, &st, OLD_PAGES, 100, 40), 40);
+        };
         trim_kept(&arena, &st, old + 120 * PAGE_SIZE - 100);
         assert_eq!(st.kept_trimmed.load(Ordering::Relaxed), 20);
         assert_eq!(present_pages(&arena, old, 120), 0);
         assert_eq!(present_pages(&arena, old, HALF_PAGES), 20);
         let madvises = inj.seen(Call::Madvise);
         let dest_end = old + 118 * PAGE_SIZE;
-        prepare_destination(
-            &arena,
-            &st,
-            ArenaOffset(HALF),
-            HALF,
-            &[],
-            &[],
-            Some((old, dest_end)),
-        )
-        .unwrap();
+        prepare_half_1(&arena, &st, &[], Some((old, dest_end)));
         assert_eq!(inj.seen(Call::Madvise), madvises, "no call in the pause");
         assert_eq!(st.kept_covered.load(Ordering::Relaxed), 0);
         flip_into_half_1(&moving, &st, dest_end);
@@ -897,16 +908,7 @@ mod tests {
             assert_eq!(end_kept_cycle(&arena, &moving, &st, OLD_PAGES, 100, 40), 40);
             let r = [(old + range.0 * PAGE_SIZE, old + range.1 * PAGE_SIZE)];
             let dest = old + range.1.min(20) * PAGE_SIZE;
-            prepare_destination(
-                &arena,
-                &st,
-                ArenaOffset(HALF),
-                HALF,
-                &r,
-                &[],
-                Some((dest, dest)),
-            )
-            .unwrap();
+            prepare_half_1(&arena, &st, &r, Some((dest, dest)));
             let present = present_pages(&arena, old + 100 * PAGE_SIZE, 40);
             assert_eq!(present, if stay { 40 } else { 0 }, "{range:?}");
         }
@@ -916,15 +918,14 @@ mod tests {
     /// releases the kept pages.
     #[test]
     fn a_flip_that_cannot_keep_releases_the_kept_pages() {
-        let test = "a_flip_that_cannot_keep_releases_the_kept_pages";
-        if !here(test, Capability::Sigbus) {
+        let Some((arena, moving, _inj, st, old)) = kept_100_140(
+            "a_flip_that_cannot_keep_releases_the_kept_pages",
+            Capability::Sigbus,
+            vec![],
+        ) else {
             return;
-        }
-        let (arena, moving, _inj) = setup(vec![]);
-        let old = arena.base() + HALF;
-        let st = ReleaseState::default();
-        assert_eq!(end_kept_cycle(&arena, &moving, &st, OLD_PAGES, 100, 40), 40);
-        prepare_destination(&arena, &st, ArenaOffset(HALF), HALF, &[], &[], None).unwrap();
+        };
+        prepare_half_1(&arena, &st, &[], None);
         assert_eq!(present_pages(&arena, old, HALF_PAGES), 0);
         assert_eq!(flip_into_half_1(&moving, &st, old), old);
         assert_eq!(moving.present_end(old), old, "nothing kept");
@@ -955,16 +956,7 @@ mod tests {
         );
         assert_eq!(present_pages(&arena, old, HALF_PAGES), 180);
         let calls = (inj.seen(Call::Madvise), inj.seen(Call::UffdCopy));
-        prepare_destination(
-            &arena,
-            &st,
-            ArenaOffset(HALF),
-            HALF,
-            &[],
-            &[],
-            Some((old, old)),
-        )
-        .unwrap();
+        prepare_half_1(&arena, &st, &[], Some((old, old)));
         assert_eq!(calls, (inj.seen(Call::Madvise), inj.seen(Call::UffdCopy)));
         assert_eq!(present_pages(&arena, old, HALF_PAGES), 180);
         assert_eq!(flip_into_half_1(&moving, &st, old), old);
@@ -990,16 +982,7 @@ mod tests {
         // Keep half 1's pages 100..140; flip into it with the destination ending at 90.
         assert_eq!(end_kept_cycle(&arena, &moving, &st, OLD_PAGES, 100, 40), 40);
         let dest_end = old + 90 * PAGE_SIZE;
-        prepare_destination(
-            &arena,
-            &st,
-            ArenaOffset(HALF),
-            HALF,
-            &[],
-            &[],
-            Some((old, dest_end)),
-        )
-        .unwrap();
+        prepare_half_1(&arena, &st, &[], Some((old, dest_end)));
         flip_into_half_1(&moving, &st, dest_end);
         // Half 0 is the old half now: fill it with garbage and recycle it.
         let base = arena.base();

@@ -667,17 +667,6 @@ pub(crate) mod tests {
         Some((arena, moving))
     }
 
-    /// Whether the page at `addr` is mapped write-protected by userfaultfd
-    /// (`/proc/self/pagemap` bit 57).
-    fn uffd_wp(addr: usize) -> bool {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::open("/proc/self/pagemap").unwrap();
-        let mut e = [0u8; 8];
-        f.read_exact_at(&mut e, (addr / PAGE_SIZE * 8) as u64)
-            .unwrap();
-        u64::from_ne_bytes(e) & (1 << 57) != 0
-    }
-
     /// Kept pages ([`MovingSpace::set_kept`]) are claimed with no kernel call, and handed out
     /// zeroed; while write tracking maps fresh pages protected, the kept ones claimed then are
     /// protected too (as a `UFFDIO_COPY` with its WP mode would map them), so no write to a
@@ -734,7 +723,7 @@ pub(crate) mod tests {
         assert_eq!(moving.ready_end(), base + 26 * PAGE_SIZE);
         for p in 4..26 {
             assert!(
-                uffd_wp(base + p * PAGE_SIZE),
+                faultline_heap::pagemap::uffd_wp_bit(base + p * PAGE_SIZE),
                 "page {p} not write-protected"
             );
         }

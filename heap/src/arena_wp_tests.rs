@@ -12,17 +12,6 @@ use crate::probe::{Capability, Probe};
 use crate::sys::{Call, Errno, Sys, PAGE_SIZE};
 use std::sync::{OnceLock, Weak};
 
-/// Whether the page at `addr` is mapped write-protected by userfaultfd
-/// (`/proc/self/pagemap` bit 57, `PM_UFFD_WP`).
-fn uffd_wp(addr: usize) -> bool {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open("/proc/self/pagemap").unwrap();
-    let mut e = [0u8; 8];
-    f.read_exact_at(&mut e, (addr / PAGE_SIZE * 8) as u64)
-        .unwrap();
-    u64::from_ne_bytes(e) & (1 << 57) != 0
-}
-
 /// A write-tracking arena whose kernel switches write-protected population on right after
 /// its first `UFFDIO_COPY` (as barrier-free marking does when it starts while a refill is
 /// populating), with `rules` on top.
@@ -76,14 +65,17 @@ fn pages_populated_while_tracking_starts_end_up_protected() {
     assert_eq!(inj.injected(Call::UffdWriteprotect), 1);
     assert_eq!(inj.seen(Call::UffdWriteprotect), 2);
     for p in 0..4 {
-        assert!(uffd_wp(arena.base() + p * PAGE_SIZE), "page {p}");
+        assert!(
+            crate::pagemap::uffd_wp_bit(arena.base() + p * PAGE_SIZE),
+            "page {p}"
+        );
     }
     // From now on population is protected at once (COPY mode WP): no further protect.
     arena
         .populate(ArenaOffset(8 * PAGE_SIZE), PAGE_SIZE)
         .unwrap();
     assert_eq!(inj.seen(Call::UffdWriteprotect), 2);
-    assert!(uffd_wp(arena.base() + 8 * PAGE_SIZE));
+    assert!(crate::pagemap::uffd_wp_bit(arena.base() + 8 * PAGE_SIZE));
 }
 
 #[test]
@@ -106,5 +98,5 @@ fn without_tracking_nothing_is_protected() {
     }
     let arena = VolatileArena::new(ArenaConfig::new(16 * PAGE_SIZE).write_tracking(true)).unwrap();
     arena.populate(ArenaOffset(0), PAGE_SIZE).unwrap();
-    assert!(!uffd_wp(arena.base()));
+    assert!(!crate::pagemap::uffd_wp_bit(arena.base()));
 }

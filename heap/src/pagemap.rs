@@ -16,6 +16,18 @@ use crate::uffd::{abi, check_range, ErrorKind, Op, UffdError};
 /// One region reported by the scan.
 pub type PageRegion = abi::page_region;
 
+/// Whether the page at `addr` of this process is mapped write-protected by userfaultfd
+/// (`/proc/self/pagemap` entry bit 57, `PM_UFFD_WP`), read with a plain `pread`: for tests and
+/// diagnostics (`false` if the file cannot be read).
+pub fn uffd_wp_bit(addr: usize) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut e = [0u8; 8];
+    std::fs::File::open("/proc/self/pagemap")
+        .and_then(|f| f.read_exact_at(&mut e, (addr / PAGE_SIZE * 8) as u64))
+        .is_ok()
+        && u64::from_ne_bytes(e) & (1 << 57) != 0
+}
+
 /// The outcome of one `PAGEMAP_SCAN` call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScanOutcome {
