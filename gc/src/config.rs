@@ -71,9 +71,9 @@ pub struct HeapConfig {
     /// flips. `None` (the default): the minor strategy keeps up to the allocation headroom (its
     /// memfd cannot move pages); the copy strategy keeps up to [`DEFAULT_GEN_KEEP_FRESH`] of
     /// a generational heap's young windows, with no early recycling while it keeps (at 4 GiB
-    /// tree-replace the young cycles' mean fell to 1.02 s), and recycles otherwise (keeping
-    /// measured no better for whole-heap cycles and cost 20-60 MiB of peak RSS at 64 MiB
-    /// live: BENCHMARKS.md, s17); `Some(n)`: both keep up to `n` bytes (0: neither).
+    /// tree-replace the young cycles' mean fell to 1.02-1.09 s), and recycles otherwise
+    /// (keeping measured no better for whole-heap cycles and cost 20-60 MiB of peak RSS at
+    /// 64 MiB live: BENCHMARKS.md, s17); `Some(n)`: both keep up to `n` bytes (0: neither).
     /// `FAULTLINE_KEEP_FRESH_MIB` sets it from the environment.
     pub keep_fresh_bytes: Option<usize>,
     /// Stop-the-world: a collection starts when the heap reaches `max(min_trigger_bytes, live

@@ -1830,8 +1830,9 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
     // Copy strategy: the old pages released early are recycled as fresh memory instead, up to
     // the headroom (as the end of the cycle would; it then recycles only the rest).
     // Generational: while the cycle keeps pages of its old window, they (with the prefiller)
-    // are the next fresh memory, and moving more pages over costs the compaction ~2 µs a page
-    // (at 4 GiB tree-replace, young cycles 1.11-1.20 s -> 1.02 s mean, BENCHMARKS.md s17).
+    // are the next fresh memory, and moving more pages over costs the compaction ~2 µs a
+    // page (at 4 GiB tree-replace, young cycles 1.11-1.20 s -> 1.02-1.09 s mean,
+    // BENCHMARKS.md s17).
     let keeps_young = inner.gen.is_some() && inner.release.planned_keep().is_some();
     let recycle_early =
         if inner.config.recycle_old_half && !inner.config.debug.poison_released && !keeps_young {
