@@ -63,7 +63,7 @@ use crate::mode::MapStrategy;
 use crate::pagestate::{self, Futex, Waited, MAPPED};
 use crate::plan::{DestPage, OldPage, Plan, PAGE_WORDS};
 use crate::release::recycle_run;
-use crate::space::MovingSpace;
+use crate::space::{AtomicRange, MovingSpace};
 
 /// Pages a worker fills per COPY (and the longest run mapped with one MOVE).
 const WORKER_BATCH: usize = 16;
@@ -327,11 +327,10 @@ pub(crate) struct Compaction {
     /// Copy strategy: old pages the workers may still recycle as fresh memory in this
     /// compaction instead of releasing them (set by [`Compaction::run_workers`]).
     recycle_budget: AtomicUsize,
-    /// Copy strategy: old pages `[keep_lo, keep_hi)` (absolute) the end of the cycle keeps
+    /// Copy strategy: old pages (absolute) the end of the cycle keeps
     /// mapped for the next flip into the old half ([`crate::release::flip_watermarks`]): never
     /// released or recycled early (set by [`Compaction::run_workers`]; 0, 0: none).
-    keep_lo: AtomicUsize,
-    keep_hi: AtomicUsize,
+    keep: AtomicRange,
     /// Copy strategy: the size of the aligned groups of destination pages a fault fills the
     /// unclaimed pages of around its own ([`crate::HeapConfig::fault_group_pages`]; 1 for
     /// the other strategies: its own page only).
@@ -387,8 +386,7 @@ impl Compaction {
             cursor: AtomicUsize::new(0),
             armed_pages: AtomicUsize::new(0),
             recycle_budget: AtomicUsize::new(0),
-            keep_lo: AtomicUsize::new(0),
-            keep_hi: AtomicUsize::new(0),
+            keep: AtomicRange::default(),
             fault_group,
             run_bufs: BatchBuffers::new(fault_group > 1),
             done: [AtomicUsize::new(0), AtomicUsize::new(0)],
@@ -535,10 +533,8 @@ impl Compaction {
     ) {
         let old = pd.old_page_addr(first);
         let end = old + n * PAGE_SIZE;
-        let (klo, khi) = (
-            self.keep_lo.load(Ordering::Relaxed).clamp(old, end),
-            self.keep_hi.load(Ordering::Relaxed).clamp(old, end),
-        );
+        let (klo, khi) = self.keep.raw();
+        let (klo, khi) = (klo.clamp(old, end), khi.clamp(old, end));
         if khi > klo {
             for (s, e) in [(old, klo), (khi, end)] {
                 if e > s {
@@ -645,8 +641,7 @@ impl Compaction {
         // SAFETY: active (armed by this cycle's flip) until the caller disarms it.
         let pd = unsafe { self.plan() };
         let (klo, khi) = keep.unwrap_or((0, 0));
-        self.keep_lo.store(klo, Ordering::Relaxed);
-        self.keep_hi.store(khi, Ordering::Relaxed);
+        self.keep.set(klo, khi);
         let moving = recycle.and_then(|(mv, pages)| {
             (pages > 0 && self.releases_early(pd) && arena.can_move()).then(|| {
                 self.recycle_budget.store(pages, Ordering::Relaxed);
@@ -663,8 +658,7 @@ impl Compaction {
             }
         });
         self.recycle_budget.store(0, Ordering::Relaxed);
-        self.keep_lo.store(0, Ordering::Relaxed);
-        self.keep_hi.store(0, Ordering::Relaxed);
+        self.keep.set(0, 0);
         self.counters.recycled_early.load(Ordering::Relaxed) as usize
     }
 
@@ -889,10 +883,12 @@ impl Compaction {
             && !self.keeps(pd.old_page_addr(self.src_pages(k).1))
     }
 
-    /// Whether the old page at `old` is one the end of the cycle keeps (see `keep_lo`).
+    /// Whether the old page at `old` is one the end of the cycle keeps (see `keep`).
     #[inline]
     fn keeps(&self, old: usize) -> bool {
-        old >= self.keep_lo.load(Ordering::Relaxed) && old < self.keep_hi.load(Ordering::Relaxed)
+        self.keep
+            .get()
+            .is_some_and(|(lo, hi)| old >= lo && old < hi)
     }
 
     /// The first and last old page destination page `k` reads.

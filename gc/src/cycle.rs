@@ -1564,8 +1564,7 @@ fn flip(
         };
         if pages == 0 {
             // Nothing to compact: finish in the pause.
-            let kept0 = inner.release.kept_pages.load(Ordering::Relaxed);
-            stats.pages_recycled = finish_old_half(
+            let end = finish_old_half(
                 arena,
                 moving,
                 &inner.release,
@@ -1576,7 +1575,8 @@ fn flip(
                 inner.fresh_headroom(),
                 &finish.keep,
             );
-            stats.pages_kept = (inner.release.kept_pages.load(Ordering::Relaxed) - kept0) as usize;
+            stats.pages_recycled = end.pages;
+            stats.pages_kept = end.kept;
             let mut dead = finish.large_dead.clone();
             deferred_dead(large, &finish.large_deferred, &mut dead);
             large.release_dead(arena, &dead)?;
@@ -1712,7 +1712,8 @@ fn flip(
             old_end,
             inner.fresh_headroom(),
             &pins.kept_pages,
-        );
+        )
+        .pages;
     }
     deferred_dead(large, &large_deferred, &mut large_dead);
     large.release_dead(arena, &large_dead)?;
@@ -1857,22 +1858,21 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
         choreography::teardown(arena, finish.detached);
     } else {
         stats.pages_recycled_early = recycled_early;
-        let kept0 = inner.release.kept_pages.load(Ordering::Relaxed);
-        stats.pages_recycled = recycled_early
-            + finish_old_half(
-                arena,
-                &inner.moving,
-                &inner.release,
-                inner.config.debug.poison_released,
-                inner.config.recycle_old_half,
-                finish.from,
-                finish.from_end,
-                inner
-                    .fresh_headroom()
-                    .saturating_sub(recycled_early * PAGE_SIZE),
-                &finish.keep,
-            );
-        stats.pages_kept = (inner.release.kept_pages.load(Ordering::Relaxed) - kept0) as usize;
+        let end = finish_old_half(
+            arena,
+            &inner.moving,
+            &inner.release,
+            inner.config.debug.poison_released,
+            inner.config.recycle_old_half,
+            finish.from,
+            finish.from_end,
+            inner
+                .fresh_headroom()
+                .saturating_sub(recycled_early * PAGE_SIZE),
+            &finish.keep,
+        );
+        stats.pages_recycled = recycled_early + end.pages;
+        stats.pages_kept = end.kept;
     }
     let finishing = crate::forkgate::Region::enter();
     let mut large_dead = std::mem::take(&mut finish.large_dead);

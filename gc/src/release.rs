@@ -54,7 +54,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use faultline_heap::arena::PoisonMethod;
 use faultline_heap::{page_down, page_up, ArenaError, ArenaOffset, VolatileArena, PAGE_SIZE};
 
-use crate::space::MovingSpace;
+use crate::space::{AtomicRange, MovingSpace};
 
 /// Pages moved per `UFFDIO_MOVE` call when recycling (one claim of the current half each).
 pub(crate) const RECYCLE_RUN_PAGES: usize = 64;
@@ -72,15 +72,11 @@ pub(crate) struct ReleaseState {
     pub failed_releases: AtomicU64,
     /// Keeping fresh memory is on (see the module documentation).
     keep_enabled: AtomicBool,
-    /// Pages `[kept_lo, kept_hi)` (absolute) of the non-current half kept mapped for the next
-    /// flip into it (0, 0: none).
-    kept_lo: AtomicUsize,
-    kept_hi: AtomicUsize,
-    /// The old half's pages `[plan_lo, plan_hi)` (absolute) to keep at the end of the running
-    /// cycle, decided at its flip ([`flip_watermarks`]): the copy strategy's workers release
-    /// none of them early (0, 0: none).
-    plan_lo: AtomicUsize,
-    plan_hi: AtomicUsize,
+    /// Pages of the non-current half kept mapped for the next flip into it.
+    kept: AtomicRange,
+    /// The old half's pages to keep at the end of the running cycle, decided at its flip
+    /// ([`flip_watermarks`]): the copy strategy's workers release none of them early.
+    plan: AtomicRange,
     /// Kept pages the flips' destinations covered, unmapped in their pauses (a prediction
     /// that fell short), and kept pages released unclaimed (counters for reports and tests).
     pub kept_covered: AtomicU64,
@@ -133,25 +129,10 @@ impl ReleaseState {
         self.keep_enabled.store(true, Ordering::Relaxed);
     }
 
-    /// The kept range, if any, and forget it.
-    fn take_kept(&self) -> Option<(usize, usize)> {
-        let lo = self.kept_lo.swap(0, Ordering::AcqRel);
-        let hi = self.kept_hi.swap(0, Ordering::AcqRel);
-        (hi > lo).then_some((lo, hi))
-    }
-
     /// The old half's pages the running cycle will keep (see [`flip_watermarks`]), if any:
     /// the copy strategy's workers do not release them early.
     pub(crate) fn planned_keep(&self) -> Option<(usize, usize)> {
-        let lo = self.plan_lo.load(Ordering::Acquire);
-        let hi = self.plan_hi.load(Ordering::Acquire);
-        (hi > lo).then_some((lo, hi))
-    }
-
-    fn take_plan(&self) -> Option<(usize, usize)> {
-        let lo = self.plan_lo.swap(0, Ordering::AcqRel);
-        let hi = self.plan_hi.swap(0, Ordering::AcqRel);
-        (hi > lo).then_some((lo, hi))
+        self.plan.get()
     }
 
     fn mark_dirty(&self, offset: usize, len: usize) {
@@ -314,7 +295,7 @@ pub(crate) unsafe fn recycle_run(
 /// planned (at most `want` bytes) and release the rest ([`keep_old_half`]); else recycle what
 /// the current half will allocate before the next trigger (`want` bytes; see
 /// [`recycle_old_half`]) if `recycle`, then release the whole range as [`release_old_half`]
-/// does. Returns the pages recycled or kept.
+/// does.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn finish_old_half(
     arena: &VolatileArena,
@@ -326,15 +307,15 @@ pub(crate) fn finish_old_half(
     from_end: usize,
     want: usize,
     keep: &[(usize, usize)],
-) -> usize {
-    if from_end <= from {
-        return 0;
-    }
+) -> OldHalfEnd {
     // (The flip's plan is for this cycle only: taken whether it is used or not.)
-    let plan = st.take_plan();
+    let plan = st.plan.take();
+    if from_end <= from {
+        return OldHalfEnd::default();
+    }
     if st.keep_enabled.load(Ordering::Relaxed) && recycle && !poison && keep.is_empty() {
         if let Some(kept) = plan.and_then(|p| keep_old_half(arena, st, p, from, from_end, want)) {
-            return kept;
+            return OldHalfEnd { pages: kept, kept };
         }
     }
     let mut pages = 0;
@@ -344,7 +325,15 @@ pub(crate) fn finish_old_half(
         }
         release_old_half(arena, st, poison, arena.offset_of(s), e - s);
     }
-    pages
+    OldHalfEnd { pages, kept: 0 }
+}
+
+/// What [`finish_old_half`] did with the old half's pages it did not release: `pages`
+/// recycled or kept, of them `kept` kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OldHalfEnd {
+    pub pages: usize,
+    pub kept: usize,
 }
 
 /// The end of a cycle for the old half `[from, from_end)` when keeping is on (see the module
@@ -365,8 +354,7 @@ fn keep_old_half(
     }
     release_old_half(arena, st, false, arena.offset_of(from), lo - from);
     release_old_half(arena, st, false, arena.offset_of(hi), from_end - hi);
-    st.kept_lo.store(lo, Ordering::Release);
-    st.kept_hi.store(hi, Ordering::Release);
+    st.kept.set(lo, hi);
     st.kept_pages
         .fetch_add(((hi - lo) / PAGE_SIZE) as u64, Ordering::Relaxed);
     Some((hi - lo) / PAGE_SIZE)
@@ -412,7 +400,7 @@ pub(crate) fn flip_watermarks(
     // (`prepare_destination` left them at or above the destination's end: clamped all the
     // same, so that no present page above the claimed end goes unrecorded, where a refill
     // would hand it out unzeroed.)
-    let kept = st.take_kept().and_then(|(lo, hi)| {
+    let kept = st.kept.take().and_then(|(lo, hi)| {
         debug_assert!(
             lo >= *pop,
             "kept pages {lo:#x} below the claimed end {:#x}",
@@ -425,7 +413,7 @@ pub(crate) fn flip_watermarks(
     if let Some((lo, hi)) = kept {
         moving.set_kept(lo, hi);
     }
-    st.take_plan();
+    st.plan.take();
     let cur = moving.current.load(Ordering::Relaxed);
     let extents = &st.last_extent;
     if let Some(p) = next.filter(|_| st.keep_enabled.load(Ordering::Relaxed)) {
@@ -433,8 +421,7 @@ pub(crate) fn flip_watermarks(
         let lo = page_up(p.from + predicted + predicted / 8 + KEEP_MARGIN);
         let hi = page_down((lo + p.want).min(old_ready).min(p.below));
         if hi > lo {
-            st.plan_lo.store(lo, Ordering::Release);
-            st.plan_hi.store(hi, Ordering::Release);
+            st.plan.set(lo, hi);
         }
     }
     extents[cur].store(next.map_or(0, |p| p.extent), Ordering::Relaxed);
@@ -444,38 +431,32 @@ pub(crate) fn flip_watermarks(
 /// kept pages below `end` (the destination's predicted end, page rounded up), which the flip
 /// would unmap in its pause, are released now.
 pub(crate) fn trim_kept(arena: &VolatileArena, st: &ReleaseState, end: usize) {
-    let Some((lo, hi)) = st.take_kept() else {
-        return;
-    };
-    let cut = page_up(end).clamp(lo, hi);
-    if cut > lo {
-        let (o, l) = (arena.offset_of(lo), cut - lo);
-        st.kept_trimmed
-            .fetch_add((l / PAGE_SIZE) as u64, Ordering::Relaxed);
-        if arena.release(o, l).is_err() {
-            // Released again before the flip, with the rest of them.
-            st.mark_dirty(o.get(), hi - lo);
-            return;
-        }
-    }
-    if hi > cut {
-        st.kept_lo.store(cut, Ordering::Release);
-        st.kept_hi.store(hi, Ordering::Release);
-    }
+    release_kept_below(arena, st, end, &st.kept_trimmed);
 }
 
 /// Before a flip into the half that holds kept pages, when the flip will not use them (a
 /// cycle that compacts everything, whose destination would cover them and unmap them in its
 /// pause): release them now, concurrently (nothing reads or writes the non-current half).
 pub(crate) fn drop_kept(arena: &VolatileArena, st: &ReleaseState) {
-    if let Some((lo, hi)) = st.take_kept() {
-        let (o, l) = (arena.offset_of(lo), hi - lo);
-        st.kept_dropped
-            .fetch_add((l / PAGE_SIZE) as u64, Ordering::Relaxed);
+    release_kept_below(arena, st, usize::MAX, &st.kept_dropped);
+}
+
+/// Release the kept pages below `end` (page rounded up), counting them in `counter`; the rest
+/// stay kept. A failed release leaves them all to the dirty range, released at the flip.
+fn release_kept_below(arena: &VolatileArena, st: &ReleaseState, end: usize, counter: &AtomicU64) {
+    let Some((lo, hi)) = st.kept.take() else {
+        return;
+    };
+    let cut = page_up(end.clamp(lo, hi));
+    if cut > lo {
+        let (o, l) = (arena.offset_of(lo), cut - lo);
+        counter.fetch_add((l / PAGE_SIZE) as u64, Ordering::Relaxed);
         if arena.release(o, l).is_err() {
-            st.mark_dirty(o.get(), l);
+            st.mark_dirty(o.get(), hi - lo);
+            return;
         }
     }
+    st.kept.set(cut, hi);
 }
 
 /// After an in-place slide ([`crate::StwCompaction::Slide`]): keep the first `keep` bytes
@@ -542,7 +523,7 @@ pub(crate) fn prepare_destination(
         arena.release(arena.offset_of(s), e - s)?;
     }
     let to_offset = to_offset.get();
-    let kept = st.take_kept();
+    let kept = st.kept.take();
     let (o, l) = (
         st.dirty_offset.load(Ordering::Acquire),
         st.dirty_len.load(Ordering::Acquire),
@@ -558,8 +539,7 @@ pub(crate) fn prepare_destination(
             if let Err(e) = arena.release(ArenaOffset(s), e - s) {
                 // The kept pages stay recorded for the next attempt.
                 if let Some((lo, hi)) = kept {
-                    st.kept_lo.store(lo, Ordering::Release);
-                    st.kept_hi.store(hi, Ordering::Release);
+                    st.kept.set(lo, hi);
                 }
                 return Err(e);
             }
@@ -625,8 +605,7 @@ fn prepare_kept(
         }
     }
     if hi > cover {
-        st.kept_lo.store(cover, Ordering::Release);
-        st.kept_hi.store(hi, Ordering::Release);
+        st.kept.set(cover, hi);
     }
     Ok(())
 }
@@ -722,12 +701,11 @@ mod tests {
     ) -> usize {
         let old = arena.base() + HALF;
         st.enable_keep();
-        st.plan_lo.store(old + lo * PAGE_SIZE, Ordering::Relaxed);
-        st.plan_hi.store(
+        st.plan.set(
+            old + lo * PAGE_SIZE,
             old + (lo + want).min(present) * PAGE_SIZE,
-            Ordering::Relaxed,
         );
-        finish_old_half(
+        let end = finish_old_half(
             arena,
             moving,
             st,
@@ -737,7 +715,9 @@ mod tests {
             old + present * PAGE_SIZE,
             want * PAGE_SIZE,
             &[],
-        )
+        );
+        assert_eq!(end.kept, end.pages, "kept, not recycled");
+        end.kept
     }
 
     /// Half 1 made current by a flip whose destination pages end at `dest_end`.

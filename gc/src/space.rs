@@ -17,8 +17,8 @@
 //! - `populated` (guarded by its mutex) is the page-aligned end of the memory *claimed* in the
 //!   current half: every page below it is present, or being made present by a refill or a
 //!   recycling step in flight (never at a pause: refills and recycling finish before one);
-//!   everything from it to the half's end is absent, but the *kept* pages `[kept_lo,
-//!   kept_hi)` a flip handed over ([`MovingSpace::set_kept`], [`crate::release`]): present,
+//!   everything from it to the half's end is absent, but the *kept* pages
+//!   a flip handed over ([`MovingSpace::set_kept`], [`crate::release`]): present,
 //!   garbage, inside the dirty range; a claim that reaches them makes no call for them, and a
 //!   flip releases those no claim reached with the half ([`MovingSpace::present_end`]). The
 //!   mutex guards bookkeeping only: no kernel call is made while it is held, so refills of
@@ -47,6 +47,45 @@ use std::sync::{Mutex, PoisonError};
 
 use faultline_heap::bitmap::Bitmap;
 use faultline_heap::{page_down, page_up, ArenaError, ArenaOffset, VolatileArena, PAGE_SIZE};
+
+/// A page range `[lo, hi)` (absolute addresses) in two atomics, `(0, 0)` when empty: the kept
+/// and planned pages of [`crate::release`], a half's kept pages ([`MovingSpace::set_kept`]),
+/// the pages a compaction keeps. Each is written by one thread at a time, at points its owner
+/// names (a pause, the GC thread between phases); readers see a whole range there.
+#[derive(Debug, Default)]
+pub(crate) struct AtomicRange {
+    lo: AtomicUsize,
+    hi: AtomicUsize,
+}
+
+impl AtomicRange {
+    /// The range as stored (`(0, 0)`: empty).
+    pub(crate) fn raw(&self) -> (usize, usize) {
+        (
+            self.lo.load(Ordering::Acquire),
+            self.hi.load(Ordering::Acquire),
+        )
+    }
+
+    /// The range, if it holds a page.
+    pub(crate) fn get(&self) -> Option<(usize, usize)> {
+        let (lo, hi) = self.raw();
+        (hi > lo).then_some((lo, hi))
+    }
+
+    /// Store `[lo, hi)` (`lo >= hi`: empty).
+    pub(crate) fn set(&self, lo: usize, hi: usize) {
+        self.lo.store(lo, Ordering::Release);
+        self.hi.store(hi, Ordering::Release);
+    }
+
+    /// The range, if it holds a page, and forget it.
+    pub(crate) fn take(&self) -> Option<(usize, usize)> {
+        let lo = self.lo.swap(0, Ordering::AcqRel);
+        let hi = self.hi.swap(0, Ordering::AcqRel);
+        (hi > lo).then_some((lo, hi))
+    }
+}
 
 /// The moving space (two halves).
 #[derive(Debug)]
@@ -88,12 +127,11 @@ pub struct MovingSpace {
     /// Recycled pages `[dirty_lo, dirty_hi)` in the current half: present, contents garbage.
     dirty_lo: AtomicUsize,
     dirty_hi: AtomicUsize,
-    /// Kept pages `[kept_lo, kept_hi)` of the current half ([`crate::release`]): present,
+    /// Kept pages of the current half ([`crate::release`]): present,
     /// contents garbage (inside the dirty range), at or above `populated` when set at a flip;
     /// a claim that reaches them makes no kernel call for them. Set only at a flip (world
     /// stopped), read under the populate lock (0, 0: none).
-    kept_lo: AtomicUsize,
-    kept_hi: AtomicUsize,
+    kept: AtomicRange,
     /// Generational mode: the old generation `[old_lo, old_lo + old_len)`, below a window
     /// ([`crate::generational`]; changes only in a pause; empty otherwise).
     old_lo: AtomicUsize,
@@ -135,8 +173,7 @@ impl MovingSpace {
             wait_rounds: AtomicUsize::new(DEFAULT_WAIT_ROUNDS),
             dirty_lo: AtomicUsize::new(0),
             dirty_hi: AtomicUsize::new(0),
-            kept_lo: AtomicUsize::new(0),
-            kept_hi: AtomicUsize::new(0),
+            kept: AtomicRange::default(),
             old_lo: AtomicUsize::new(0),
             old_len: AtomicUsize::new(0),
         }
@@ -335,10 +372,7 @@ impl MovingSpace {
 
     /// The kept pages `[lo, hi)` of the current half (`(0, 0)`: none).
     fn kept(&self) -> (usize, usize) {
-        (
-            self.kept_lo.load(Ordering::Acquire),
-            self.kept_hi.load(Ordering::Acquire),
-        )
+        self.kept.raw()
     }
 
     /// Whether the claimed end lies inside the kept pages: recycling cannot claim there
@@ -352,7 +386,7 @@ impl MovingSpace {
     /// The end of what the current half may hold present: the claimed end `pop`, or the
     /// kept pages' end above it (pages a flip must release with the half).
     pub(crate) fn present_end(&self, pop: usize) -> usize {
-        pop.max(self.kept_hi.load(Ordering::Acquire))
+        pop.max(self.kept.raw().1)
     }
 
     /// Refills that made present pages claimed by a populator still in flight, and those of
@@ -472,8 +506,7 @@ impl MovingSpace {
         if lo < hi {
             // (The caller holds the populate lock: `lo` is at or above `populated`.)
             debug_assert!(hi <= self.end());
-            self.kept_lo.store(lo, Ordering::Release);
-            self.kept_hi.store(hi, Ordering::Release);
+            self.kept.set(lo, hi);
             self.keep_dirty(lo, hi);
         }
     }
@@ -490,8 +523,7 @@ impl MovingSpace {
         self.gap.store(false, Ordering::Release);
         self.dirty_lo.store(0, Ordering::Release);
         self.dirty_hi.store(0, Ordering::Release);
-        self.kept_lo.store(0, Ordering::Release);
-        self.kept_hi.store(0, Ordering::Release);
+        self.kept.set(0, 0);
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
