@@ -71,12 +71,15 @@ const WORKER_BATCH: usize = 16;
 /// per this many destination pages it covered, so each call gives back longer runs (the old
 /// half keeps about this many pages per worker more than it would: 1-2 MiB).
 const RELEASE_EVERY_PAGES: usize = 256;
-/// Copy strategy: once the recycling budget is spent, a worker releases a run of unread old
-/// pages during the compaction only once it holds at least this many pages (see
-/// [`Compaction::release_unread`]). Every `MADV_DONTNEED` call flushes the TLB of every CPU
-/// running the process (an IPI per call); mutator faults fill destination pages out of order,
-/// so their old pages fall unread in scattered order: churn at 64 MiB made about 3,000
-/// `madvise` calls per cycle, most of them for a page or two.
+/// A run of unread old pages is released by its own `MADV_DONTNEED` call only once it holds
+/// at least this many pages: the move strategy's surplus after the flip, and the copy
+/// strategy's early releases where releases are not batched
+/// ([`VolatileArena::batches_releases`]; see [`Compaction::release_unread`]). Every such call
+/// flushes the TLB of every CPU running the process (an IPI per call); mutator faults fill
+/// destination pages out of order, so their old pages fall unread in scattered order: churn
+/// at 64 MiB made about 3,000 `madvise` calls per cycle, most of them for a page or two.
+/// Batched (`process_madvise`, [`VolatileArena::release_many`]), a run of one page costs
+/// about what a page of a long run does, and every run is released.
 const MIN_RELEASE_RUN: usize = 16;
 /// Copy strategy: during the compaction, old pages nobody reads any more are recycled as the
 /// current half's fresh memory only while the mutators have less than this much of it ahead
@@ -478,11 +481,14 @@ impl Compaction {
     /// [`Self::run_workers`]) and the mutators have less than [`RECYCLE_AHEAD`] of fresh
     /// memory ahead, recycle them instead: move each run to the current half's
     /// claimed end as fresh memory ([`recycle_run`]). The pages are collected in the worker's
-    /// `pending` set; when none is recycled, only runs of at least [`MIN_RELEASE_RUN`]
-    /// pages are released here: a shorter run waits for its neighbours, and what is left of
-    /// such runs when the compaction ends is released by the end of the cycle with the rest of
-    /// the old half ([`crate::release::finish_old_half`], one call). A failed release is
-    /// likewise left to the end of the cycle. Not for signal context.
+    /// `pending` set; the runs not recycled are released together
+    /// ([`VolatileArena::release_many`]: one `process_madvise` for up to a few hundred runs).
+    /// Where releases are not batched ([`VolatileArena::batches_releases`]: the kernel refused,
+    /// a memfd arena, a forked child), only runs of at least [`MIN_RELEASE_RUN`] pages are
+    /// released here: a shorter run waits for its neighbours, and what is left of such runs
+    /// when the compaction ends is released by the end of the cycle with the rest of the old
+    /// half ([`crate::release::finish_old_half`], one call). A failed release is likewise left
+    /// to the end of the cycle. Not for signal context.
     fn release_unread(
         &self,
         arena: &VolatileArena,
@@ -495,14 +501,38 @@ impl Compaction {
         }
         // While pages are still recycled, every run is (a move flushes the TLB once per page
         // on this kernel however long the run, and a page recycled now is fresh memory the
-        // prefiller need not populate); only releases wait for long runs.
+        // prefiller need not populate); batched releases take every run too (the whole batch
+        // flushes once); releases one call per run wait for long runs.
         let moving = moving.filter(|mv| {
             self.recycle_budget.load(Ordering::Relaxed) > 0 && mv.fresh_ahead() < RECYCLE_AHEAD
         });
-        let min = if moving.is_some() { 1 } else { MIN_RELEASE_RUN };
+        let min = if moving.is_some() || arena.batches_releases() {
+            1
+        } else {
+            MIN_RELEASE_RUN
+        };
+        let mut batch = std::mem::take(&mut pending.batch);
         pending.take_runs(min, |first, n| {
-            self.release_run(arena, pd, moving, OldPage(first as u32), n)
+            self.release_run(arena, pd, moving, OldPage(first as u32), n, &mut batch)
         });
+        self.release_batch(arena, &mut batch);
+        pending.batch = batch;
+    }
+
+    /// Release the runs of old pages in `batch` (one `process_madvise` per few hundred runs,
+    /// [`VolatileArena::release_many`]), count them, and empty it. A failed release leaves
+    /// its pages to the end of the cycle, as before.
+    fn release_batch(&self, arena: &VolatileArena, batch: &mut Vec<(ArenaOffset, usize)>) {
+        if batch.is_empty() {
+            return;
+        }
+        let pages = batch.iter().map(|&(_, len)| len / PAGE_SIZE).sum::<usize>();
+        if arena.release_many(batch).is_ok() {
+            self.counters
+                .released_early
+                .fetch_add(pages as u64, Ordering::Relaxed);
+        }
+        batch.clear();
     }
 
     /// [`Self::release_unread`] on a worker, its thread CPU added to the counters.
@@ -521,8 +551,8 @@ impl Compaction {
             .fetch_add(ns, Ordering::Relaxed);
     }
 
-    /// Recycle (while the budget lasts) or release the `n` unread old pages from `first` on,
-    /// but those the end of the cycle keeps.
+    /// Recycle (while the budget lasts) the `n` unread old pages from `first` on, but those
+    /// the end of the cycle keeps, and add the rest to `batch` for release.
     fn release_run(
         &self,
         arena: &VolatileArena,
@@ -530,6 +560,7 @@ impl Compaction {
         moving: Option<&MovingSpace>,
         first: OldPage,
         n: usize,
+        batch: &mut Vec<(ArenaOffset, usize)>,
     ) {
         let old = pd.old_page_addr(first);
         let end = old + n * PAGE_SIZE;
@@ -538,12 +569,12 @@ impl Compaction {
         if khi > klo {
             for (s, e) in [(old, klo), (khi, end)] {
                 if e > s {
-                    self.release_pages(arena, moving, s, (e - s) / PAGE_SIZE);
+                    self.release_pages(arena, moving, s, (e - s) / PAGE_SIZE, batch);
                 }
             }
             return;
         }
-        self.release_pages(arena, moving, old, n);
+        self.release_pages(arena, moving, old, n, batch);
     }
 
     /// [`Self::release_run`] for `n` old pages from `old` on, none of which is kept.
@@ -553,20 +584,22 @@ impl Compaction {
         moving: Option<&MovingSpace>,
         old: usize,
         n: usize,
+        batch: &mut Vec<(ArenaOffset, usize)>,
     ) {
         let moved = match moving {
             Some(mv) => self.recycle_unread(arena, mv, old, n),
             None => 0,
         };
-        let at = arena.offset_of(old + moved * PAGE_SIZE);
-        if moved == n || arena.release(at, (n - moved) * PAGE_SIZE).is_ok() {
-            self.counters
-                .released_early
-                .fetch_add(n as u64, Ordering::Relaxed);
-        } else {
+        if moved > 0 {
             self.counters
                 .released_early
                 .fetch_add(moved as u64, Ordering::Relaxed);
+        }
+        if moved < n {
+            batch.push((
+                arena.offset_of(old + moved * PAGE_SIZE),
+                (n - moved) * PAGE_SIZE,
+            ));
         }
     }
 
@@ -1707,8 +1740,8 @@ fn worker(
             r.store(0, Ordering::Relaxed);
         }
         // Copy strategy: give the old pages nobody reads any more back, a few batches at a
-        // time (each `MADV_DONTNEED` or `UFFDIO_MOVE` call flushes the TLB of every CPU running
-        // the process: longer runs, fewer flushes).
+        // time (each `process_madvise`, `MADV_DONTNEED` or `UFFDIO_MOVE` call flushes the TLB
+        // of every CPU running the process: more pages per call, fewer flushes).
         since_release += end.0 - start;
         if early && since_release >= RELEASE_EVERY_PAGES {
             c.timed_release(arena, pd, moving, &mut pending);
@@ -1759,11 +1792,15 @@ fn retry_or_abort(k: DestPage, mut mapped: impl FnMut() -> bool) {
 
 /// Copy strategy, one per worker (and the move strategy's surplus release after the flip,
 /// [`Compaction::release_surplus`]): the unread old pages the worker took off the free list and
-/// has not given back yet (one bit per old page), waiting to form runs of
-/// [`MIN_RELEASE_RUN`] pages. Pages left in it when the compaction ends are released by the
-/// end of the cycle with the rest of the old half.
+/// has not given back yet (one bit per old page): between two of the worker's releases, or,
+/// where each run is released by its own call, until they form runs of [`MIN_RELEASE_RUN`]
+/// pages. Pages left in it when the compaction ends are released by the end of the cycle with
+/// the rest of the old half.
 struct Unreleased {
     bits: Bitmap,
+    /// The runs [`Compaction::release_unread`] releases together (kept between calls so its
+    /// buffer is allocated once per worker).
+    batch: Vec<(ArenaOffset, usize)>,
     /// Bitmap words `[lo, hi)` set since the last [`Unreleased::take_runs`].
     lo: usize,
     hi: usize,
@@ -1774,6 +1811,7 @@ impl Unreleased {
     fn new(pages: usize) -> Self {
         Unreleased {
             bits: Bitmap::new(pages),
+            batch: Vec::new(),
             lo: usize::MAX,
             hi: 0,
         }

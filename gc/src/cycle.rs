@@ -2019,6 +2019,12 @@ fn record_cycle(inner: &HeapInner, stats: &CycleStats) -> Result<(), HookPanic> 
     if gc_trace() {
         eprintln!("{}", stats.log_line());
     }
+    if let Some(e) = inner.arena.batch_refusal_news() {
+        eprintln!(
+            "faultline: the kernel refused batched releases (pidfd_open or process_madvise: {e}); \
+             each run of dead pages is released by its own madvise from now on"
+        );
+    }
     if let Some(hook) = &inner.config.on_cycle {
         // Requests from the hook that would wait for this cycle are refused (`reentry`).
         let _scope = reentry::enter(Callback::OnCycle);

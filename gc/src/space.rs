@@ -656,9 +656,12 @@ impl LargeSpace {
         dead: &[(usize, usize)],
     ) -> Result<usize, ArenaError> {
         let mut g = self.lock();
+        // One batch of releases for all of them (a `madvise` each cost an IPI each); if it
+        // fails, none is freed (they stay allocated and are found dead again next cycle).
+        let ranges: Vec<_> = dead.iter().map(|&(s, l)| (arena.offset_of(s), l)).collect();
+        arena.release_many(&ranges)?;
         let mut freed = 0;
         for &(s, l) in dead {
-            arena.release(arena.offset_of(s), l)?;
             g.objects.remove(&s);
             g.used -= l;
             Self::insert_free(&mut g, s, l);

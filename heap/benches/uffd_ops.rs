@@ -16,7 +16,13 @@
 //!    (`unpinned`), because the placement dominates its cost. After each criterion run a second
 //!    pass times every fault individually and prints the spread (percentiles) on stdout;
 //! 5. `memcpy/{4KiB,2MiB}`: `memcpy` of one page (cache hot) and of 512 pages, the floor under
-//!    COPY.
+//!    COPY;
+//! 6. `release/{madvise,batched}_{1,16}`: making runs of 1 or 16 present pages absent (a page
+//!    left present between runs, as dead pages lie between live ones), one
+//!    [`VolatileArena::release`] (`MADV_DONTNEED`) per run against one
+//!    [`VolatileArena::release_many`] (`process_madvise`, a few hundred runs per call), while a
+//!    second thread of the process spins, as mutators run beside a collector: every call then
+//!    flushes that thread's CPU's TLB too. One iteration releases the whole pattern.
 //!
 //! Every benchmark reports one *iteration* = one call (or one touch / one fault), with
 //! `Throughput::Elements(pages per call)`, so criterion's time per iteration divided by the page
@@ -695,6 +701,71 @@ fn bench_memcpy(c: &mut Criterion) {
     g.finish();
 }
 
+// ---------------------------------------------------------------------------------------------
+// 6. Releasing scattered runs: one MADV_DONTNEED per run vs one process_madvise per batch.
+
+fn bench_release(c: &mut Criterion) {
+    let a = arena(Backing::Anonymous, FaultDelivery::Sigbus);
+    let pages = 2 * ROUND_PAGES;
+    // A second thread of this process, busy on the other CPU while releases are timed.
+    let stop = Arc::new(AtomicUsize::new(0));
+    let spinner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while stop.load(Ordering::Relaxed) == 0 {
+                n = black_box(n.wrapping_add(1));
+            }
+        })
+    };
+    let mut g = c.benchmark_group("release");
+    configure(&mut g);
+    for run in [1, 16] {
+        let ranges: Vec<(ArenaOffset, usize)> = (0..pages / (run + 1))
+            .map(|i| (ArenaOffset(i * (run + 1) * PAGE), run * PAGE))
+            .collect();
+        let released = |p: usize| p % (run + 1) < run && p / (run + 1) < ranges.len();
+        g.throughput(Throughput::Elements((ranges.len() * run) as u64));
+        for batched in [false, true] {
+            let release = || {
+                if batched {
+                    a.release_many(&ranges).unwrap();
+                } else {
+                    for &(o, l) in &ranges {
+                        a.release(o, l).unwrap();
+                    }
+                }
+            };
+            let refill = || {
+                a.release(ArenaOffset(0), pages * PAGE).unwrap();
+                a.populate(ArenaOffset(0), pages * PAGE).unwrap();
+            };
+            // Checked once before timing: exactly the runs are absent, the gaps present.
+            refill();
+            release();
+            for p in 0..pages {
+                assert_eq!(a.page_mapped(a.base() + p * PAGE), !released(p), "page {p}");
+            }
+            let name = format!("{}_{run}", if batched { "batched" } else { "madvise" });
+            g.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        refill();
+                        let start = Instant::now();
+                        release();
+                        total += start.elapsed();
+                    }
+                    total
+                })
+            });
+        }
+    }
+    g.finish();
+    stop.store(1, Ordering::Relaxed);
+    spinner.join().unwrap();
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_first_touch(&mut c);
@@ -705,5 +776,6 @@ fn main() {
     bench_populate(&mut c);
     bench_fault_roundtrip(&mut c);
     bench_memcpy(&mut c);
+    bench_release(&mut c);
     c.final_summary();
 }

@@ -436,6 +436,26 @@ unsafe impl Kernel for FaultInjector {
             None => self.inner.mincore(addr, len, vec),
         }
     }
+
+    fn pidfd_open(&self, pid: libc::pid_t) -> Result<RawFd, Errno> {
+        match self.decide(Call::PidfdOpen) {
+            Some(r) => Err(r.errno),
+            None => self.inner.pidfd_open(pid),
+        }
+    }
+
+    unsafe fn process_madvise(
+        &self,
+        pidfd: RawFd,
+        iov: &[libc::iovec],
+        advice: c_int,
+    ) -> Result<usize, Errno> {
+        match self.decide(Call::ProcessMadvise) {
+            Some(r) => Err(r.errno),
+            // SAFETY: forwarded from the caller's contract.
+            None => unsafe { self.inner.process_madvise(pidfd, iov, advice) },
+        }
+    }
 }
 
 /// Write `-errno` into the result field of a fill-type ioctl struct, as the kernel does.

@@ -9,7 +9,7 @@
 //! [`CallCounters`] and is what the rest of the crate holds.
 //!
 //! Invariants:
-//! - every mapping (mmap family, madvise), userfaultfd, memfd (including the `lseek` / `pread`
+//! - every mapping (mmap family, madvise, process_madvise), userfaultfd, memfd (including the `lseek` / `pread`
 //!   walk that copies it after fork), `PAGEMAP_SCAN` and presence-check (`mincore`, pagemap
 //!   `pread`) call of the heap goes through [`Sys`], so its counters are a complete record of
 //!   those calls (what the statistics report as "register/unregister/mmap-family calls since
@@ -93,11 +93,16 @@ pub enum Call {
     /// `mincore(2)` (anonymous presence check of
     /// [`crate::arena::VolatileArena::page_mapped`]).
     Mincore,
+    /// `pidfd_open(2)` of the process itself (the descriptor [`Call::ProcessMadvise`] needs).
+    PidfdOpen,
+    /// `process_madvise(2)` of the process itself: `MADV_DONTNEED` of many ranges in one call
+    /// ([`crate::arena::VolatileArena::release_many`]).
+    ProcessMadvise,
 }
 
 impl Call {
     /// Every call kind, in declaration order.
-    pub const ALL: [Call; 27] = [
+    pub const ALL: [Call; 29] = [
         Call::Userfaultfd,
         Call::OpenDevUserfaultfd,
         Call::UffdApi,
@@ -125,6 +130,8 @@ impl Call {
         Call::Lseek,
         Call::Pread,
         Call::Mincore,
+        Call::PidfdOpen,
+        Call::ProcessMadvise,
     ];
     /// Number of call kinds.
     pub const COUNT: usize = Self::ALL.len();
@@ -159,6 +166,8 @@ impl Call {
             Call::Lseek => "lseek",
             Call::Pread => "pread",
             Call::Mincore => "mincore",
+            Call::PidfdOpen => "pidfd_open",
+            Call::ProcessMadvise => "process_madvise",
         }
     }
 
@@ -295,6 +304,65 @@ pub unsafe trait Kernel: Send + Sync + 'static {
     /// The default makes the real call, as for [`Kernel::lseek`].
     fn mincore(&self, addr: usize, len: usize, vec: &mut [u8]) -> Result<(), Errno> {
         real_mincore(addr, len, vec)
+    }
+    /// `pidfd_open(2)` of process `pid` (flags 0); the arena opens one of itself.
+    ///
+    /// The default makes the real call, as for [`Kernel::lseek`].
+    fn pidfd_open(&self, pid: libc::pid_t) -> Result<RawFd, Errno> {
+        real_pidfd_open(pid)
+    }
+    /// `process_madvise(2)` of the process `pidfd` names with `advice` over every range of
+    /// `iov`, in order; returns the bytes advised (fewer than the ranges hold when the kernel
+    /// stopped at an error after advising some).
+    ///
+    /// The default makes the real call, as for [`Kernel::lseek`].
+    ///
+    /// # Safety
+    /// As [`Kernel::madvise`] for every range of `iov`.
+    unsafe fn process_madvise(
+        &self,
+        pidfd: RawFd,
+        iov: &[libc::iovec],
+        advice: c_int,
+    ) -> Result<usize, Errno> {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { real_process_madvise(pidfd, iov, advice) }
+    }
+}
+
+fn real_pidfd_open(pid: libc::pid_t) -> Result<RawFd, Errno> {
+    // SAFETY: pidfd_open passes no memory; a bad pid fails with ESRCH.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r as RawFd)
+    }
+}
+
+/// # Safety
+/// As [`Kernel::madvise`] for every range of `iov`.
+unsafe fn real_process_madvise(
+    pidfd: RawFd,
+    iov: &[libc::iovec],
+    advice: c_int,
+) -> Result<usize, Errno> {
+    // SAFETY: the kernel reads `iov.len()` iovecs from `iov` (a live slice); what advising the
+    // ranges does to memory is the caller's contract.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_process_madvise,
+            pidfd,
+            iov.as_ptr(),
+            iov.len(),
+            advice,
+            0,
+        )
+    };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r as usize)
     }
 }
 
@@ -680,6 +748,22 @@ impl Sys {
     pub(crate) fn mincore(&self, addr: usize, len: usize, vec: &mut [u8]) -> Result<(), Errno> {
         self.counters.bump(Call::Mincore);
         self.kernel.mincore(addr, len, vec)
+    }
+    pub(crate) fn pidfd_open(&self, pid: libc::pid_t) -> Result<RawFd, Errno> {
+        self.counters.bump(Call::PidfdOpen);
+        self.kernel.pidfd_open(pid)
+    }
+    /// # Safety
+    /// See [`Kernel::process_madvise`].
+    pub(crate) unsafe fn process_madvise(
+        &self,
+        pidfd: RawFd,
+        iov: &[libc::iovec],
+        advice: c_int,
+    ) -> Result<usize, Errno> {
+        self.counters.bump(Call::ProcessMadvise);
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.kernel.process_madvise(pidfd, iov, advice) }
     }
 }
 
