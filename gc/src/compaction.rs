@@ -71,15 +71,19 @@ const WORKER_BATCH: usize = 16;
 /// per this many destination pages it covered, so each call gives back longer runs (the old
 /// half keeps about this many pages per worker more than it would: 1-2 MiB).
 const RELEASE_EVERY_PAGES: usize = 256;
-/// A run of unread old pages is released by its own `MADV_DONTNEED` call only once it holds
-/// at least this many pages: the move strategy's surplus after the flip, and the copy
-/// strategy's early releases where releases are not batched
-/// ([`VolatileArena::batches_releases`]; see [`Compaction::release_unread`]). Every such call
-/// flushes the TLB of every CPU running the process (an IPI per call); mutator faults fill
-/// destination pages out of order, so their old pages fall unread in scattered order: churn
-/// at 64 MiB made about 3,000 `madvise` calls per cycle, most of them for a page or two.
-/// Batched (`process_madvise`, [`VolatileArena::release_many`]), a run of one page costs
-/// about what a page of a long run does, and every run is released.
+/// Copy strategy: once the recycling budget is spent, a worker releases a run of unread old
+/// pages during the compaction only once it holds at least this many pages (see
+/// [`Compaction::release_unread`]); the move strategy likewise releases its surplus after the
+/// flip in runs this long. Unbatched, every `MADV_DONTNEED` call flushes the TLB of every CPU
+/// running the process (an IPI per call); mutator faults fill destination pages out of order,
+/// so their old pages fall unread in scattered order: churn at 64 MiB made about 3,000
+/// `madvise` calls per cycle, most of them for a page or two. Batched
+/// ([`VolatileArena::release_many`]) the runs cost little, but a shorter run still waits: a
+/// page still present at the end of the cycle may be recycled as fresh memory there, which is
+/// cheaper than releasing it and populating a fresh one (releasing every run showed no GC CPU
+/// gain at 64 MiB, and higher medians on churn and tree-replace over six rounds, within this
+/// machine's run-to-run spread; at 4 GiB its young cycles were 0.92-0.94 s mean against
+/// 0.96-0.98; BENCHMARKS.md, s18).
 const MIN_RELEASE_RUN: usize = 16;
 /// Copy strategy: during the compaction, old pages nobody reads any more are recycled as the
 /// current half's fresh memory only while the mutators have less than this much of it ahead
@@ -481,14 +485,12 @@ impl Compaction {
     /// [`Self::run_workers`]) and the mutators have less than [`RECYCLE_AHEAD`] of fresh
     /// memory ahead, recycle them instead: move each run to the current half's
     /// claimed end as fresh memory ([`recycle_run`]). The pages are collected in the worker's
-    /// `pending` set; the runs not recycled are released together
-    /// ([`VolatileArena::release_many`]: one `process_madvise` for up to a few hundred runs).
-    /// Where releases are not batched ([`VolatileArena::batches_releases`]: the kernel refused,
-    /// a memfd arena, a forked child), only runs of at least [`MIN_RELEASE_RUN`] pages are
-    /// released here: a shorter run waits for its neighbours, and what is left of such runs
-    /// when the compaction ends is released by the end of the cycle with the rest of the old
-    /// half ([`crate::release::finish_old_half`], one call). A failed release is likewise left
-    /// to the end of the cycle. Not for signal context.
+    /// `pending` set; when none is recycled, only runs of at least [`MIN_RELEASE_RUN`] pages
+    /// are released here, all of a call's runs together ([`VolatileArena::release_many`]: one
+    /// `process_madvise` for up to a few hundred runs): a shorter run waits for its neighbours,
+    /// and what is left of such runs when the compaction ends is released (or recycled) by the
+    /// end of the cycle with the rest of the old half ([`crate::release::finish_old_half`]). A
+    /// failed release is likewise left to the end of the cycle. Not for signal context.
     fn release_unread(
         &self,
         arena: &VolatileArena,
@@ -501,16 +503,11 @@ impl Compaction {
         }
         // While pages are still recycled, every run is (a move flushes the TLB once per page
         // on this kernel however long the run, and a page recycled now is fresh memory the
-        // prefiller need not populate); batched releases take every run too (the whole batch
-        // flushes once); releases one call per run wait for long runs.
+        // prefiller need not populate); only releases wait for long runs.
         let moving = moving.filter(|mv| {
             self.recycle_budget.load(Ordering::Relaxed) > 0 && mv.fresh_ahead() < RECYCLE_AHEAD
         });
-        let min = if moving.is_some() || arena.batches_releases() {
-            1
-        } else {
-            MIN_RELEASE_RUN
-        };
+        let min = if moving.is_some() { 1 } else { MIN_RELEASE_RUN };
         let mut batch = std::mem::take(&mut pending.batch);
         pending.take_runs(min, |first, n| {
             self.release_run(arena, pd, moving, OldPage(first as u32), n, &mut batch)
@@ -1792,10 +1789,9 @@ fn retry_or_abort(k: DestPage, mut mapped: impl FnMut() -> bool) {
 
 /// Copy strategy, one per worker (and the move strategy's surplus release after the flip,
 /// [`Compaction::release_surplus`]): the unread old pages the worker took off the free list and
-/// has not given back yet (one bit per old page): between two of the worker's releases, or,
-/// where each run is released by its own call, until they form runs of [`MIN_RELEASE_RUN`]
-/// pages. Pages left in it when the compaction ends are released by the end of the cycle with
-/// the rest of the old half.
+/// has not given back yet (one bit per old page), waiting to form runs of
+/// [`MIN_RELEASE_RUN`] pages. Pages left in it when the compaction ends are released by the
+/// end of the cycle with the rest of the old half.
 struct Unreleased {
     bits: Bitmap,
     /// The runs [`Compaction::release_unread`] releases together (kept between calls so its
