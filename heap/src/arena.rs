@@ -1382,8 +1382,22 @@ impl VolatileArena {
         }
     }
 
-    /// Record that the kernel refused a batch with `e`: release one range per call from now on.
+    /// Record that the kernel refused a batch with `e`, if `e` says it always will (the call or
+    /// the advice unsupported, not permitted, the descriptor unusable): release one range per
+    /// call from now on. Any other error (`ENOMEM`, `EINTR`, ...) only sends the batch in hand
+    /// range by range.
     fn refuse_batches(&self, e: Errno) {
+        if !matches!(
+            e,
+            Errno::EINVAL
+                | Errno::ENOSYS
+                | Errno::EPERM
+                | Errno::EACCES
+                | Errno::EBADF
+                | Errno::ESRCH
+        ) {
+            return;
+        }
         let _ = self.batch_refused.compare_exchange(
             0,
             (e as i32).max(1),

@@ -4,7 +4,8 @@
 //! - a batch releases exactly its ranges (the pages between them stay, with their contents),
 //!   with one `pidfd_open` for the arena's life and one `process_madvise` per batch;
 //! - an injected refusal of `process_madvise` or of `pidfd_open` still releases every range,
-//!   is reported by `release_batching` with its errno, and stops batching for good;
+//!   is reported by `release_batching` with its errno, and stops batching for good; a
+//!   transient error (`ENOMEM`) sends only that batch range by range;
 //! - a kernel that stops after some of the ranges (a partial count) has the rest released one
 //!   range at a time;
 //! - a range outside the arena is refused before anything is released.
@@ -157,6 +158,39 @@ fn a_refused_batch_falls_back_to_one_call_per_range_for_good() {
         assert_eq!(calls.get(Call::Madvise), ranges.len() as u64, "{call:?}");
         check(&a, &ranges);
     }
+}
+
+#[test]
+fn a_transient_error_sends_one_batch_range_by_range() {
+    if !uffd_available() || !kernel_batches() {
+        return;
+    }
+    let inj = Arc::new(FaultInjector::new(
+        vec![Rule::new(
+            Call::ProcessMadvise,
+            Errno::ENOMEM,
+            Trigger::Nth(1),
+        )],
+        3,
+    ));
+    let a = arena(Sys::new(inj.clone()));
+    let ranges = gaps();
+    fill(&a);
+    let before = a.stats().calls_since_creation;
+    a.release_many(&ranges).unwrap();
+    let calls = a.stats().calls_since_creation.since(&before);
+    assert_eq!(inj.injected(Call::ProcessMadvise), 1);
+    assert_eq!(calls.get(Call::Madvise), ranges.len() as u64);
+    assert_eq!(a.release_batching(), Ok(()), "ENOMEM is not a refusal");
+    check(&a, &ranges);
+    // The next batch is one call again.
+    fill(&a);
+    let before = a.stats().calls_since_creation;
+    a.release_many(&ranges).unwrap();
+    let calls = a.stats().calls_since_creation.since(&before);
+    assert_eq!(calls.get(Call::ProcessMadvise), 1);
+    assert_eq!(calls.get(Call::Madvise), 0);
+    check(&a, &ranges);
 }
 
 #[test]
