@@ -951,4 +951,66 @@ pub(crate) mod tests {
             assert_eq!(counts, (1, u64::from(rounds > 0)));
         }
     }
+
+    /// A release of dead large objects that fails part-way frees exactly the objects whose
+    /// pages it released: every object the space still holds is present (the next cycle reads
+    /// their headers, and a young cycle scans them as roots), and none it freed is counted.
+    /// Batching refused (so each object is released by its own `madvise`), the second fails.
+    #[test]
+    fn a_release_of_dead_large_objects_failing_part_way_keeps_only_present_objects() {
+        use faultline_heap::inject::{FaultInjector, Rule, Trigger};
+        use faultline_heap::sys::{Call, Sys};
+        use faultline_heap::Errno;
+        use std::sync::Arc;
+        let test = "a_release_of_dead_large_objects_failing_part_way_keeps_only_present_objects";
+        if !Probe::run().supports(Capability::Sigbus) {
+            eprintln!("SKIPPED: {test}: userfaultfd sigbus unavailable here");
+            return;
+        }
+        let inj = Arc::new(
+            FaultInjector::new(
+                vec![
+                    Rule::new(Call::ProcessMadvise, Errno::EINVAL, Trigger::Always),
+                    Rule::new(Call::Madvise, Errno::EIO, Trigger::Nth(2)),
+                ],
+                7,
+            )
+            .disarmed(),
+        );
+        let arena = VolatileArena::new(
+            ArenaConfig::new(2 * HALF)
+                .backing(Backing::Anonymous)
+                .delivery(FaultDelivery::Sigbus)
+                .sys(Sys::new(inj.clone())),
+        )
+        .unwrap();
+        let large = LargeSpace::new(arena.base() + HALF, HALF);
+        let dead: Vec<(usize, usize)> = (0..3)
+            .map(|_| {
+                (
+                    large.alloc(&arena, 2 * PAGE_SIZE).unwrap().unwrap(),
+                    2 * PAGE_SIZE,
+                )
+            })
+            .collect();
+        inj.arm();
+        assert!(large.release_dead(&arena, &dead).is_err());
+        inj.disarm();
+        assert_eq!(inj.injected(Call::Madvise), 1);
+        let g = large.lock();
+        for &(s, l) in &dead {
+            let held = g.objects.contains_key(&s);
+            let present = present_pages(&arena, s, l / PAGE_SIZE);
+            assert!(
+                !held || present == l / PAGE_SIZE,
+                "object {s:#x} still held with {present} of {} pages present",
+                l / PAGE_SIZE
+            );
+        }
+        assert!(
+            !g.objects.contains_key(&dead[0].0),
+            "the released object is freed"
+        );
+        assert_eq!(g.used, g.objects.values().sum::<usize>());
+    }
 }
