@@ -520,18 +520,20 @@ impl Compaction {
     }
 
     /// Release the runs of old pages in `batch` (one `process_madvise` per few hundred runs,
-    /// [`VolatileArena::release_many`]), count them, and empty it. A failed release leaves
-    /// its pages to the end of the cycle, as before.
+    /// [`VolatileArena::release_many`]), count the pages of the runs released, and empty it.
+    /// A failed release leaves its run and the runs after it to the end of the cycle.
     fn release_batch(&self, arena: &VolatileArena, batch: &mut Vec<(ArenaOffset, usize)>) {
         if batch.is_empty() {
             return;
         }
-        let pages = batch.iter().map(|&(_, len)| len / PAGE_SIZE).sum::<usize>();
-        if arena.release_many(batch).is_ok() {
-            self.counters
-                .released_early
-                .fetch_add(pages as u64, Ordering::Relaxed);
-        }
+        let (released, _) = arena.release_leading(batch);
+        let pages = batch[..released]
+            .iter()
+            .map(|&(_, len)| len / PAGE_SIZE)
+            .sum::<usize>();
+        self.counters
+            .released_early
+            .fetch_add(pages as u64, Ordering::Relaxed);
         batch.clear();
     }
 

@@ -656,18 +656,20 @@ impl LargeSpace {
         dead: &[(usize, usize)],
     ) -> Result<usize, ArenaError> {
         let mut g = self.lock();
-        // One batch of releases for all of them (a `madvise` each cost an IPI each); if it
-        // fails, none is freed (they stay allocated and are found dead again next cycle).
+        // One batch of releases for all of them (a `madvise` each cost an IPI each). If one
+        // fails, exactly the objects released before it are freed: the rest stay allocated,
+        // present (the next cycle reads their headers, a young cycle scans them as roots), and
+        // are found dead again next cycle.
         let ranges: Vec<_> = dead.iter().map(|&(s, l)| (arena.offset_of(s), l)).collect();
-        arena.release_many(&ranges)?;
+        let (released, r) = arena.release_leading(&ranges);
         let mut freed = 0;
-        for &(s, l) in dead {
+        for &(s, l) in &dead[..released] {
             g.objects.remove(&s);
             g.used -= l;
             Self::insert_free(&mut g, s, l);
             freed += l;
         }
-        Ok(freed)
+        r.map(|()| freed)
     }
 
     /// Bytes held by objects.

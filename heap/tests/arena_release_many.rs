@@ -7,7 +7,9 @@
 //!   is reported by `release_batching` with its errno, and stops batching for good;
 //! - a kernel that stops after some of the ranges (a partial count) has the rest released one
 //!   range at a time;
-//! - a range outside the arena is refused before anything is released.
+//! - a range outside the arena is refused before anything is released;
+//! - `release_leading` says how many leading ranges were released whole: all on success, those
+//!   before the failing range after an error (the others are still present), 0 when refused.
 
 use core::ffi::{c_int, c_void, CStr};
 use faultline_heap::arena::{ArenaConfig, ArenaError, Backing, FaultDelivery, VolatileArena};
@@ -201,6 +203,44 @@ fn a_range_outside_the_arena_releases_nothing() {
         Err(ArenaError::OutOfRange { .. })
     ));
     check(&a, &[]);
+    assert_eq!(a.release_leading(&ranges).0, 0);
+}
+
+/// An error after some ranges: `release_leading` counts the ranges released before it, and
+/// exactly those are absent (what frees the objects they held relies on it).
+#[test]
+fn release_leading_counts_the_ranges_released_before_an_error() {
+    if !uffd_available() {
+        return;
+    }
+    let inj = Arc::new(
+        FaultInjector::new(
+            vec![
+                Rule::new(Call::ProcessMadvise, Errno::EINVAL, Trigger::Always),
+                Rule::new(Call::Madvise, Errno::EIO, Trigger::Nth(3)),
+            ],
+            3,
+        )
+        .disarmed(),
+    );
+    let a = arena(Sys::new(inj.clone()));
+    fill(&a);
+    let ranges = gaps();
+    inj.arm();
+    let (released, r) = a.release_leading(&ranges);
+    inj.disarm();
+    assert!(
+        matches!(
+            r,
+            Err(ArenaError::Sys {
+                errno: Errno::EIO,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(released, 2, "the two ranges before the failed third");
+    check(&a, &ranges[..2]);
 }
 
 /// The real kernel, but `process_madvise` advises only the first half of its ranges and
@@ -297,7 +337,13 @@ fn a_partial_batch_has_the_rest_released_range_by_range() {
     fill(&a);
     let ranges = gaps();
     let before = a.stats().calls_since_creation;
-    a.release_many(&ranges).unwrap();
+    let (released, r) = a.release_leading(&ranges);
+    r.unwrap();
+    assert_eq!(
+        released,
+        ranges.len(),
+        "every range, half of them by the batch"
+    );
     let calls = a.stats().calls_since_creation.since(&before);
     assert_eq!(calls.get(Call::ProcessMadvise), 1);
     assert_eq!(
