@@ -358,3 +358,41 @@ fn a_partial_batch_has_the_rest_released_range_by_range() {
     );
     check(&a, &ranges);
 }
+
+/// A forked child's `release_many` releases its own copy of the arena only: the descriptor
+/// the parent opened names the parent (and the kernel refuses `MADV_DONTNEED` of another
+/// process), so a child never batches; the parent's pages stay present with their contents.
+#[test]
+fn a_forked_childs_release_leaves_the_parent_alone() {
+    if !uffd_available() || !kernel_batches() {
+        return;
+    }
+    let a = arena(Sys::real());
+    fill(&a);
+    let ranges = gaps();
+    // One batch in the parent opens the descriptor; the pages are refilled after it.
+    a.release_many(&ranges[..2]).unwrap();
+    assert!(a.batches_releases());
+    fill(&a);
+    // SAFETY: the child makes system calls only (no allocation, no lock) and leaves by `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = !a.batches_releases()
+            && a.release_many(&ranges).is_ok()
+            && ranges
+                .iter()
+                .all(|&(o, _)| !a.page_mapped(a.base() + o.get()));
+        // SAFETY: ends the child without running the parent's destructors or atexit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child's release failed: status {status:#x}"
+    );
+    assert!(a.batches_releases());
+    check(&a, &[]);
+}
