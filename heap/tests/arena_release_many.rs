@@ -396,3 +396,53 @@ fn a_forked_childs_release_leaves_the_parent_alone() {
     assert!(a.batches_releases());
     check(&a, &[]);
 }
+
+/// Many ranges split across batches: at most 256 ranges and 8 MiB a call, and a range longer
+/// than 8 MiB released alone (by `release`, in pieces) between two batches. Exactly the ranges
+/// are released; the pages between them keep their contents.
+#[test]
+fn ranges_split_across_batches_and_a_range_over_8_mib_alone() {
+    if !uffd_available() || !kernel_batches() {
+        return;
+    }
+    const BIG: usize = 4096;
+    let a = VolatileArena::new(
+        ArenaConfig::new(BIG * PAGE_SIZE)
+            .backing(Backing::Anonymous)
+            .delivery(FaultDelivery::Thread),
+    )
+    .unwrap();
+    a.populate(ArenaOffset(0), BIG * PAGE_SIZE).unwrap();
+    let word = |p: usize| (a.base() + p * PAGE_SIZE) as *mut u64;
+    for p in 0..BIG {
+        // SAFETY: page `p` of the arena is present (populated above) and nothing else uses it.
+        unsafe { word(p).write_volatile(p as u64 + 1) };
+    }
+    let page = |p: usize| (ArenaOffset(p * PAGE_SIZE), PAGE_SIZE);
+    // 500 single pages, one run of 2050 pages (8 MiB and two pages), 224 single pages.
+    let mut ranges: Vec<_> = (0..1000).step_by(2).map(page).collect();
+    ranges.push((ArenaOffset(1000 * PAGE_SIZE), 2050 * PAGE_SIZE));
+    ranges.extend((3052..3500).step_by(2).map(page));
+    let before = a.stats().calls_since_creation;
+    assert_eq!(a.release_leading(&ranges), (ranges.len(), Ok(())));
+    let calls = a.stats().calls_since_creation.since(&before);
+    assert_eq!(
+        calls.get(Call::ProcessMadvise),
+        3,
+        "256 ranges, the 244 before the long one, the 224 after it"
+    );
+    assert_eq!(calls.get(Call::Madvise), 2, "the long range, in two pieces");
+    let released = |p: usize| {
+        (p < 1000 && p % 2 == 0)
+            || (1000..3050).contains(&p)
+            || (3052..3500).contains(&p) && p % 2 == 0
+    };
+    for p in 0..BIG {
+        let present = a.page_mapped(a.base() + p * PAGE_SIZE);
+        assert_eq!(present, !released(p), "page {p}");
+        if present {
+            // SAFETY: page `p` is present (checked above).
+            assert_eq!(unsafe { word(p).read_volatile() }, p as u64 + 1, "page {p}");
+        }
+    }
+}
