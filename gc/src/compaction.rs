@@ -1934,6 +1934,48 @@ mod tests {
         runs
     }
 
+    /// A batch of early releases that fails part-way counts the pages of the runs released
+    /// before the error, no more and no less (batching refused by an injected
+    /// `process_madvise` EINVAL, the second run's `madvise` fails).
+    #[test]
+    fn a_batch_failing_part_way_counts_the_runs_it_released() {
+        use faultline_heap::arena::{ArenaConfig, Backing, FaultDelivery};
+        use faultline_heap::inject::{FaultInjector, Rule, Trigger};
+        use faultline_heap::sys::{Call, Errno, Sys};
+        use std::sync::Arc;
+        let inj = Arc::new(
+            FaultInjector::new(
+                vec![
+                    Rule::new(Call::ProcessMadvise, Errno::EINVAL, Trigger::Always),
+                    Rule::new(Call::Madvise, Errno::EIO, Trigger::Nth(2)),
+                ],
+                7,
+            )
+            .disarmed(),
+        );
+        let arena = VolatileArena::new(
+            ArenaConfig::new(16 * PAGE_SIZE)
+                .backing(Backing::Anonymous)
+                .delivery(FaultDelivery::Unregistered)
+                .sys(Sys::new(inj.clone())),
+        )
+        .unwrap();
+        arena.populate(ArenaOffset(0), 16 * PAGE_SIZE).unwrap();
+        let c = Compaction::new(8, MapStrategy::Copy, 1);
+        // Runs of 3, 2 and 1 pages: the first is released, the second fails.
+        let mut batch = vec![
+            (ArenaOffset(0), 3 * PAGE_SIZE),
+            (ArenaOffset(4 * PAGE_SIZE), 2 * PAGE_SIZE),
+            (ArenaOffset(8 * PAGE_SIZE), PAGE_SIZE),
+        ];
+        inj.arm();
+        c.release_batch(&arena, &mut batch);
+        inj.disarm();
+        assert_eq!(inj.injected(Call::Madvise), 1);
+        assert!(batch.is_empty());
+        assert_eq!(c.counters.released_early.load(Ordering::Relaxed), 3);
+    }
+
     #[test]
     fn only_runs_of_the_minimum_length_are_given_back() {
         let mut u = Unreleased::new(300);
