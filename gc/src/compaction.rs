@@ -517,18 +517,20 @@ impl Compaction {
     }
 
     /// Release the runs of old pages in `batch` (one `process_madvise` per few hundred runs,
-    /// [`VolatileArena::release_many`]), count them, and empty it. A failed release leaves
-    /// its pages to the end of the cycle, as before.
+    /// [`VolatileArena::release_many`]), count the pages of the runs released, and empty it.
+    /// A failed release leaves its run and the runs after it to the end of the cycle.
     fn release_batch(&self, arena: &VolatileArena, batch: &mut Vec<(ArenaOffset, usize)>) {
         if batch.is_empty() {
             return;
         }
-        let pages = batch.iter().map(|&(_, len)| len / PAGE_SIZE).sum::<usize>();
-        if arena.release_many(batch).is_ok() {
-            self.counters
-                .released_early
-                .fetch_add(pages as u64, Ordering::Relaxed);
-        }
+        let (released, _) = arena.release_leading(batch);
+        let pages = batch[..released]
+            .iter()
+            .map(|&(_, len)| len / PAGE_SIZE)
+            .sum::<usize>();
+        self.counters
+            .released_early
+            .fetch_add(pages as u64, Ordering::Relaxed);
         batch.clear();
     }
 
@@ -1926,6 +1928,48 @@ mod tests {
         let mut runs = Vec::new();
         u.take_runs(min, |a, n| runs.push((a, n)));
         runs
+    }
+
+    /// A batch of early releases that fails part-way counts the pages of the runs released
+    /// before the error, no more and no less (batching refused by an injected
+    /// `process_madvise` EINVAL, the second run's `madvise` fails).
+    #[test]
+    fn a_batch_failing_part_way_counts_the_runs_it_released() {
+        use faultline_heap::arena::{ArenaConfig, Backing, FaultDelivery};
+        use faultline_heap::inject::{FaultInjector, Rule, Trigger};
+        use faultline_heap::sys::{Call, Errno, Sys};
+        use std::sync::Arc;
+        let inj = Arc::new(
+            FaultInjector::new(
+                vec![
+                    Rule::new(Call::ProcessMadvise, Errno::EINVAL, Trigger::Always),
+                    Rule::new(Call::Madvise, Errno::EIO, Trigger::Nth(2)),
+                ],
+                7,
+            )
+            .disarmed(),
+        );
+        let arena = VolatileArena::new(
+            ArenaConfig::new(16 * PAGE_SIZE)
+                .backing(Backing::Anonymous)
+                .delivery(FaultDelivery::Unregistered)
+                .sys(Sys::new(inj.clone())),
+        )
+        .unwrap();
+        arena.populate(ArenaOffset(0), 16 * PAGE_SIZE).unwrap();
+        let c = Compaction::new(8, MapStrategy::Copy, 1);
+        // Runs of 3, 2 and 1 pages: the first is released, the second fails.
+        let mut batch = vec![
+            (ArenaOffset(0), 3 * PAGE_SIZE),
+            (ArenaOffset(4 * PAGE_SIZE), 2 * PAGE_SIZE),
+            (ArenaOffset(8 * PAGE_SIZE), PAGE_SIZE),
+        ];
+        inj.arm();
+        c.release_batch(&arena, &mut batch);
+        inj.disarm();
+        assert_eq!(inj.injected(Call::Madvise), 1);
+        assert!(batch.is_empty());
+        assert_eq!(c.counters.released_early.load(Ordering::Relaxed), 3);
     }
 
     #[test]

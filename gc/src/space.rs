@@ -656,18 +656,20 @@ impl LargeSpace {
         dead: &[(usize, usize)],
     ) -> Result<usize, ArenaError> {
         let mut g = self.lock();
-        // One batch of releases for all of them (a `madvise` each cost an IPI each); if it
-        // fails, none is freed (they stay allocated and are found dead again next cycle).
+        // One batch of releases for all of them (a `madvise` each cost an IPI each). If one
+        // fails, exactly the objects released before it are freed: the rest stay allocated,
+        // present (the next cycle reads their headers, a young cycle scans them as roots), and
+        // are found dead again next cycle.
         let ranges: Vec<_> = dead.iter().map(|&(s, l)| (arena.offset_of(s), l)).collect();
-        arena.release_many(&ranges)?;
+        let (released, r) = arena.release_leading(&ranges);
         let mut freed = 0;
-        for &(s, l) in dead {
+        for &(s, l) in &dead[..released] {
             g.objects.remove(&s);
             g.used -= l;
             Self::insert_free(&mut g, s, l);
             freed += l;
         }
-        Ok(freed)
+        r.map(|()| freed)
     }
 
     /// Bytes held by objects.
@@ -950,5 +952,67 @@ pub(crate) mod tests {
         if let Some(counts) = refill_meets_parked_claim(test, rounds) {
             assert_eq!(counts, (1, u64::from(rounds > 0)));
         }
+    }
+
+    /// A release of dead large objects that fails part-way frees exactly the objects whose
+    /// pages it released: every object the space still holds is present (the next cycle reads
+    /// their headers, and a young cycle scans them as roots), and none it freed is counted.
+    /// Batching refused (so each object is released by its own `madvise`), the second fails.
+    #[test]
+    fn a_release_of_dead_large_objects_failing_part_way_keeps_only_present_objects() {
+        use faultline_heap::inject::{FaultInjector, Rule, Trigger};
+        use faultline_heap::sys::{Call, Sys};
+        use faultline_heap::Errno;
+        use std::sync::Arc;
+        let test = "a_release_of_dead_large_objects_failing_part_way_keeps_only_present_objects";
+        if !Probe::run().supports(Capability::Sigbus) {
+            eprintln!("SKIPPED: {test}: userfaultfd sigbus unavailable here");
+            return;
+        }
+        let inj = Arc::new(
+            FaultInjector::new(
+                vec![
+                    Rule::new(Call::ProcessMadvise, Errno::EINVAL, Trigger::Always),
+                    Rule::new(Call::Madvise, Errno::EIO, Trigger::Nth(2)),
+                ],
+                7,
+            )
+            .disarmed(),
+        );
+        let arena = VolatileArena::new(
+            ArenaConfig::new(2 * HALF)
+                .backing(Backing::Anonymous)
+                .delivery(FaultDelivery::Sigbus)
+                .sys(Sys::new(inj.clone())),
+        )
+        .unwrap();
+        let large = LargeSpace::new(arena.base() + HALF, HALF);
+        let dead: Vec<(usize, usize)> = (0..3)
+            .map(|_| {
+                (
+                    large.alloc(&arena, 2 * PAGE_SIZE).unwrap().unwrap(),
+                    2 * PAGE_SIZE,
+                )
+            })
+            .collect();
+        inj.arm();
+        assert!(large.release_dead(&arena, &dead).is_err());
+        inj.disarm();
+        assert_eq!(inj.injected(Call::Madvise), 1);
+        let g = large.lock();
+        for &(s, l) in &dead {
+            let held = g.objects.contains_key(&s);
+            let present = present_pages(&arena, s, l / PAGE_SIZE);
+            assert!(
+                !held || present == l / PAGE_SIZE,
+                "object {s:#x} still held with {present} of {} pages present",
+                l / PAGE_SIZE
+            );
+        }
+        assert!(
+            !g.objects.contains_key(&dead[0].0),
+            "the released object is freed"
+        );
+        assert_eq!(g.used, g.objects.values().sum::<usize>());
     }
 }

@@ -1247,14 +1247,47 @@ impl VolatileArena {
     /// ([`VolatileArena::release_batching`]) release one range per call. Whatever a batch did not
     /// release (an error after some ranges, or the call refused) is released range by range:
     /// the result is what `release` of every range gives. Not for signal context (it may open
-    /// the descriptor).
+    /// the descriptor). [`VolatileArena::release_leading`] also says which ranges an error
+    /// left unreleased.
     pub fn release_many(&self, ranges: &[(ArenaOffset, usize)]) -> Result<(), ArenaError> {
+        self.release_leading(ranges).1
+    }
+
+    /// [`VolatileArena::release_many`], and how many of the leading ranges it released whole:
+    /// all of them when it succeeds; after an error, those before the range that failed (that
+    /// one may be released in part, those after it are untouched). 0 when a range fails the
+    /// checks (nothing is released then). Whoever frees what the ranges held frees exactly
+    /// those: a range not released is still present.
+    pub fn release_leading(
+        &self,
+        ranges: &[(ArenaOffset, usize)],
+    ) -> (usize, Result<(), ArenaError>) {
         for &(offset, len) in ranges {
-            self.check(offset.get(), len)?;
+            if let Err(e) = self.check(offset.get(), len) {
+                return (0, Err(e));
+            }
         }
+        let mut released = 0;
+        let r = self.release_counted(ranges, &mut released);
+        (released, r)
+    }
+
+    /// The body of [`VolatileArena::release_leading`] for checked `ranges`, counting the
+    /// ranges released whole in `released`.
+    fn release_counted(
+        &self,
+        ranges: &[(ArenaOffset, usize)],
+        released: &mut usize,
+    ) -> Result<(), ArenaError> {
         let pidfd = match self.batch_pidfd() {
             Some(fd) if ranges.len() > 1 => fd,
-            _ => return ranges.iter().try_for_each(|&(o, l)| self.release(o, l)),
+            _ => {
+                for &(offset, len) in ranges {
+                    self.release(offset, len)?;
+                    *released += 1;
+                }
+                return Ok(());
+            }
         };
         let mut iov = [libc::iovec {
             iov_base: core::ptr::null_mut(),
@@ -1280,6 +1313,7 @@ impl VolatileArena {
             }
             if n <= 1 {
                 self.release(first, first_len)?;
+                *released += 1;
                 rest = &rest[1..];
                 continue;
             }
@@ -1311,9 +1345,11 @@ impl VolatileArena {
             for &(offset, len) in chunk {
                 if skip >= len {
                     skip -= len;
+                    *released += 1;
                     continue;
                 }
                 self.release(ArenaOffset(offset.get() + skip), len - skip)?;
+                *released += 1;
                 skip = 0;
             }
         }

@@ -8,7 +8,9 @@
 //!   transient error (`ENOMEM`) sends only that batch range by range;
 //! - a kernel that stops after some of the ranges (a partial count) has the rest released one
 //!   range at a time;
-//! - a range outside the arena is refused before anything is released.
+//! - a range outside the arena is refused before anything is released;
+//! - `release_leading` says how many leading ranges were released whole: all on success, those
+//!   before the failing range after an error (the others are still present), 0 when refused.
 
 use core::ffi::{c_int, c_void, CStr};
 use faultline_heap::arena::{ArenaConfig, ArenaError, Backing, FaultDelivery, VolatileArena};
@@ -235,6 +237,44 @@ fn a_range_outside_the_arena_releases_nothing() {
         Err(ArenaError::OutOfRange { .. })
     ));
     check(&a, &[]);
+    assert_eq!(a.release_leading(&ranges).0, 0);
+}
+
+/// An error after some ranges: `release_leading` counts the ranges released before it, and
+/// exactly those are absent (what frees the objects they held relies on it).
+#[test]
+fn release_leading_counts_the_ranges_released_before_an_error() {
+    if !uffd_available() {
+        return;
+    }
+    let inj = Arc::new(
+        FaultInjector::new(
+            vec![
+                Rule::new(Call::ProcessMadvise, Errno::EINVAL, Trigger::Always),
+                Rule::new(Call::Madvise, Errno::EIO, Trigger::Nth(3)),
+            ],
+            3,
+        )
+        .disarmed(),
+    );
+    let a = arena(Sys::new(inj.clone()));
+    fill(&a);
+    let ranges = gaps();
+    inj.arm();
+    let (released, r) = a.release_leading(&ranges);
+    inj.disarm();
+    assert!(
+        matches!(
+            r,
+            Err(ArenaError::Sys {
+                errno: Errno::EIO,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(released, 2, "the two ranges before the failed third");
+    check(&a, &ranges[..2]);
 }
 
 /// The real kernel, but `process_madvise` advises only the first half of its ranges and
@@ -331,7 +371,13 @@ fn a_partial_batch_has_the_rest_released_range_by_range() {
     fill(&a);
     let ranges = gaps();
     let before = a.stats().calls_since_creation;
-    a.release_many(&ranges).unwrap();
+    let (released, r) = a.release_leading(&ranges);
+    r.unwrap();
+    assert_eq!(
+        released,
+        ranges.len(),
+        "every range, half of them by the batch"
+    );
     let calls = a.stats().calls_since_creation.since(&before);
     assert_eq!(calls.get(Call::ProcessMadvise), 1);
     assert_eq!(
@@ -345,4 +391,92 @@ fn a_partial_batch_has_the_rest_released_range_by_range() {
         "a partial count is not a refusal"
     );
     check(&a, &ranges);
+}
+
+/// A forked child's `release_many` releases its own copy of the arena only: the descriptor
+/// the parent opened names the parent (and the kernel refuses `MADV_DONTNEED` of another
+/// process), so a child never batches; the parent's pages stay present with their contents.
+#[test]
+fn a_forked_childs_release_leaves_the_parent_alone() {
+    if !uffd_available() || !kernel_batches() {
+        return;
+    }
+    let a = arena(Sys::real());
+    fill(&a);
+    let ranges = gaps();
+    // One batch in the parent opens the descriptor; the pages are refilled after it.
+    a.release_many(&ranges[..2]).unwrap();
+    assert!(a.batches_releases());
+    fill(&a);
+    // SAFETY: the child makes system calls only (no allocation, no lock) and leaves by `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = !a.batches_releases()
+            && a.release_many(&ranges).is_ok()
+            && ranges
+                .iter()
+                .all(|&(o, _)| !a.page_mapped(a.base() + o.get()));
+        // SAFETY: ends the child without running the parent's destructors or atexit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child's release failed: status {status:#x}"
+    );
+    assert!(a.batches_releases());
+    check(&a, &[]);
+}
+
+/// Many ranges split across batches: at most 256 ranges and 8 MiB a call, and a range longer
+/// than 8 MiB released alone (by `release`, in pieces) between two batches. Exactly the ranges
+/// are released; the pages between them keep their contents.
+#[test]
+fn ranges_split_across_batches_and_a_range_over_8_mib_alone() {
+    if !uffd_available() || !kernel_batches() {
+        return;
+    }
+    const BIG: usize = 4096;
+    let a = VolatileArena::new(
+        ArenaConfig::new(BIG * PAGE_SIZE)
+            .backing(Backing::Anonymous)
+            .delivery(FaultDelivery::Thread),
+    )
+    .unwrap();
+    a.populate(ArenaOffset(0), BIG * PAGE_SIZE).unwrap();
+    let word = |p: usize| (a.base() + p * PAGE_SIZE) as *mut u64;
+    for p in 0..BIG {
+        // SAFETY: page `p` of the arena is present (populated above) and nothing else uses it.
+        unsafe { word(p).write_volatile(p as u64 + 1) };
+    }
+    let page = |p: usize| (ArenaOffset(p * PAGE_SIZE), PAGE_SIZE);
+    // 500 single pages, one run of 2050 pages (8 MiB and two pages), 224 single pages.
+    let mut ranges: Vec<_> = (0..1000).step_by(2).map(page).collect();
+    ranges.push((ArenaOffset(1000 * PAGE_SIZE), 2050 * PAGE_SIZE));
+    ranges.extend((3052..3500).step_by(2).map(page));
+    let before = a.stats().calls_since_creation;
+    assert_eq!(a.release_leading(&ranges), (ranges.len(), Ok(())));
+    let calls = a.stats().calls_since_creation.since(&before);
+    assert_eq!(
+        calls.get(Call::ProcessMadvise),
+        3,
+        "256 ranges, the 244 before the long one, the 224 after it"
+    );
+    assert_eq!(calls.get(Call::Madvise), 2, "the long range, in two pieces");
+    let released = |p: usize| {
+        (p < 1000 && p % 2 == 0)
+            || (1000..3050).contains(&p)
+            || (3052..3500).contains(&p) && p % 2 == 0
+    };
+    for p in 0..BIG {
+        let present = a.page_mapped(a.base() + p * PAGE_SIZE);
+        assert_eq!(present, !released(p), "page {p}");
+        if present {
+            // SAFETY: page `p` is present (checked above).
+            assert_eq!(unsafe { word(p).read_volatile() }, p as u64 + 1, "page {p}");
+        }
+    }
 }
