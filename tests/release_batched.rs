@@ -9,11 +9,15 @@
 //!
 //! Asserted: every list reads back whole after every cycle and the heap verifies; most of the
 //! dead pages are released early, with `process_madvise` calls, not one `madvise` per run.
+//! And with `pidfd_open` refused (injected `ENOSYS`), the same cycles release the same pages
+//! one `madvise` per run, the refusal reported by `ArenaStats::release_batching`.
 
 mod common;
 use common::*;
-use faultline::testing::heap::sys::Call;
+use faultline::testing::heap::inject::{FaultInjector, Rule, Trigger};
+use faultline::testing::heap::sys::{Call, Errno, Sys};
 use faultline::{FaultMode, GcMode, Generational, Heap, HeapConfig, Strategy, Value};
+use std::sync::Arc;
 
 const MIB: usize = 1 << 20;
 /// Dead strings allocated after each live node: about 19.5 pages (strings below the
@@ -31,11 +35,29 @@ fn a_cycles_early_releases_go_in_batches() {
     if !uffd_or_skip("a_cycles_early_releases_go_in_batches") {
         return;
     }
+    cycles(false);
+}
+
+#[test]
+fn refused_batches_release_the_same_runs_one_call_each() {
+    if !uffd_or_skip("refused_batches_release_the_same_runs_one_call_each") {
+        return;
+    }
+    cycles(true);
+}
+
+/// ROUNDS cycles over windows of short-lived strings between live nodes; with `refuse`,
+/// `pidfd_open` fails with ENOSYS (so no batch is ever made).
+fn cycles(refuse: bool) {
     let heap = Heap::new(HeapConfig::with_heap_size(256 * MIB).with(|c| {
         c.mode = GcMode::Concurrent;
         c.strategy = Strategy::Copy;
         c.faults = FaultMode::Sigbus;
         c.generational = Generational::Cards;
+        if refuse {
+            let rules = vec![Rule::new(Call::PidfdOpen, Errno::ENOSYS, Trigger::Always)];
+            c.debug.sys = Sys::new(Arc::new(FaultInjector::new(rules, 1)));
+        }
         // Keeping 1 MiB of each window for the next flip (the default keeps up to 512 MiB,
         // which would be every dead page here): a cycle that keeps recycles nothing early, so
         // the rest of the dead pages are released early.
@@ -95,6 +117,16 @@ fn a_cycles_early_releases_go_in_batches() {
         early as usize >= dead_pages / 2,
         "{early} of {dead_pages} dead pages released early"
     );
+    if refuse {
+        assert_eq!(heap.arena_stats().release_batching, Err(Errno::ENOSYS));
+        assert_eq!(calls.get(Call::ProcessMadvise), 0);
+        // One madvise per run (runs that became adjacent go together: about 1,100 calls).
+        assert!(
+            calls.get(Call::Madvise) as usize >= runs / 4,
+            "one madvise per run"
+        );
+        return;
+    }
     assert_eq!(heap.arena_stats().release_batching, Ok(()));
     assert!(calls.get(Call::ProcessMadvise) >= ROUNDS as u64);
     assert!(

@@ -1279,9 +1279,16 @@ impl VolatileArena {
         ranges: &[(ArenaOffset, usize)],
         released: &mut usize,
     ) -> Result<(), ArenaError> {
-        let pidfd = match self.batch_pidfd() {
-            Some(fd) if ranges.len() > 1 => fd,
-            _ => {
+        // (A lone range never opens the descriptor: the dead large objects of a cycle, often
+        // one or none, are released through here every cycle.)
+        let batch = if ranges.len() > 1 {
+            self.batch_pidfd()
+        } else {
+            None
+        };
+        let pidfd = match batch {
+            Some(fd) => fd,
+            None => {
                 for &(offset, len) in ranges {
                     self.release(offset, len)?;
                     *released += 1;

@@ -10,7 +10,8 @@
 //!   range at a time;
 //! - a range outside the arena is refused before anything is released;
 //! - `release_leading` says how many leading ranges were released whole: all on success, those
-//!   before the failing range after an error (the others are still present), 0 when refused.
+//!   before the failing range after an error (the others are still present), 0 when refused;
+//! - a lone range (or none) is released by `release` and opens no descriptor.
 
 use core::ffi::{c_int, c_void, CStr};
 use faultline_heap::arena::{ArenaConfig, ArenaError, Backing, FaultDelivery, VolatileArena};
@@ -479,4 +480,21 @@ fn ranges_split_across_batches_and_a_range_over_8_mib_alone() {
             assert_eq!(unsafe { word(p).read_volatile() }, p as u64 + 1, "page {p}");
         }
     }
+}
+
+#[test]
+fn a_lone_range_opens_no_descriptor() {
+    if !uffd_available() {
+        return;
+    }
+    let a = arena(Sys::real());
+    fill(&a);
+    let before = a.stats().calls_since_creation;
+    a.release_many(&[]).unwrap();
+    a.release_many(&[(ArenaOffset(0), PAGE_SIZE)]).unwrap();
+    let calls = a.stats().calls_since_creation.since(&before);
+    assert_eq!(calls.get(Call::PidfdOpen), 0);
+    assert_eq!(calls.get(Call::ProcessMadvise), 0);
+    assert_eq!(calls.get(Call::Madvise), 1);
+    check(&a, &[(ArenaOffset(0), PAGE_SIZE)]);
 }
