@@ -83,7 +83,7 @@ const RELEASE_EVERY_PAGES: usize = 256;
 /// cheaper than releasing it and populating a fresh one (releasing every run showed no GC CPU
 /// gain at 64 MiB, and higher medians on churn and tree-replace over six rounds, within this
 /// machine's run-to-run spread; at 4 GiB its young cycles were 0.92-0.94 s mean against
-/// 0.96-0.98; BENCHMARKS.md, s18).
+/// 0.96-1.02; BENCHMARKS.md, s18).
 const MIN_RELEASE_RUN: usize = 16;
 /// Copy strategy: during the compaction, old pages nobody reads any more are recycled as the
 /// current half's fresh memory only while the mutators have less than this much of it ahead

@@ -1241,10 +1241,12 @@ impl VolatileArena {
     /// `MADV_DONTNEED`, and recent kernels flush once per call rather than once per range: here
     /// one call releases up to 256 ranges (at most 8 MiB). Measured on this machine (Linux 6.18,
     /// a second thread spinning; `cargo bench -p faultline-heap --bench uffd_ops -- release`,
-    /// BENCHMARKS.md "Batched releases"): single pages 12.9 µs a page one call each, 0.58 µs
-    /// batched; runs of 16 pages 1.02 and 0.25 µs. A memfd arena (a hole punch
-    /// per range), a forked child, a single range, or a kernel that refused a batch once
-    /// ([`VolatileArena::release_batching`]) release one range per call. Whatever a batch did not
+    /// BENCHMARKS.md, "Session of 2026-12-06 (s18, lead): batched releases"): single pages
+    /// 12.9 µs a page one call each, 0.58 µs batched; runs of 16 pages 1.02 and 0.25 µs. A
+    /// memfd arena (a hole punch per range), a forked child, a single range, or a kernel that
+    /// refused a batch once ([`VolatileArena::release_batching`]; only an error that says it
+    /// always will: a transient one sends just that batch range by range) release one range
+    /// per call. Whatever a batch did not
     /// release (an error after some ranges, or the call refused) is released range by range:
     /// the result is what `release` of every range gives. Not for signal context (it may open
     /// the descriptor). [`VolatileArena::release_leading`] also says which ranges an error
