@@ -15,6 +15,7 @@
 mod common;
 use common::*;
 use faultline::testing::heap::inject::{FaultInjector, Rule, Trigger};
+use faultline::testing::heap::probe::kernel_at_least;
 use faultline::testing::heap::sys::{Call, Errno, Sys};
 use faultline::{FaultMode, GcMode, Generational, Heap, HeapConfig, Strategy, Value};
 use std::sync::Arc;
@@ -49,6 +50,10 @@ fn refused_batches_release_the_same_runs_one_call_each() {
 /// ROUNDS cycles over windows of short-lived strings between live nodes; with `refuse`,
 /// `pidfd_open` fails with ENOSYS (so no batch is ever made).
 fn cycles(refuse: bool) {
+    if !kernel_at_least(6, 13) {
+        eprintln!("SKIPPED: process_madvise(MADV_DONTNEED) needs Linux 6.13");
+        return;
+    }
     let heap = Heap::new(HeapConfig::with_heap_size(256 * MIB).with(|c| {
         c.mode = GcMode::Concurrent;
         c.strategy = Strategy::Copy;
@@ -66,15 +71,6 @@ fn cycles(refuse: bool) {
         c.min_trigger_bytes = 200 * MIB;
     }))
     .unwrap();
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut v = release
-        .trim()
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|x| x.parse::<u32>().unwrap_or(0));
-    if (v.next().unwrap_or(0), v.next().unwrap_or(0)) < (6, 13) {
-        eprintln!("SKIPPED: process_madvise(MADV_DONTNEED) needs Linux 6.13");
-        return;
-    }
     let t = register(&heap);
     let mut m = heap.attach();
     let mut dead_pages = 0usize;

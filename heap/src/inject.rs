@@ -11,6 +11,8 @@
 //! - an injected `EAGAIN` with a partial count is *real*: the wrapped kernel performs the first
 //!   `partial` bytes of the operation and the result field reports exactly those bytes, as the
 //!   kernel does when it is interrupted, so callers' retry logic is exercised on true state;
+//!   likewise a short count of `process_madvise` ([`Rule::stop_after`]): the leading ranges it
+//!   reports were advised for real;
 //! - calls are counted per kind only while the injector is armed; a rule's `Nth` counts calls
 //!   of its kind seen while armed (1-based).
 
@@ -55,7 +57,9 @@ pub struct Rule {
     /// When it fires.
     pub trigger: Trigger,
     /// For `EAGAIN` on COPY / ZEROPAGE / MOVE / CONTINUE / POISON: perform this many bytes
-    /// (rounded down to whole pages, at most the request) before failing.
+    /// (rounded down to whole pages, at most the request) before failing. For
+    /// `process_madvise`: advise the leading whole ranges within this many bytes and return
+    /// their count ([`Rule::stop_after`]).
     pub partial: Option<usize>,
 }
 
@@ -74,6 +78,17 @@ impl Rule {
         Self {
             call,
             errno: Errno::EAGAIN,
+            trigger,
+            partial: Some(bytes),
+        }
+    }
+    /// `process_madvise` stopping at an error after some ranges, as the kernel does: the
+    /// leading whole ranges within `bytes` are advised for real and their byte count returned;
+    /// `errno` is returned only when not even the first range fits.
+    pub fn stop_after(call: Call, bytes: usize, errno: Errno, trigger: Trigger) -> Self {
+        Self {
+            call,
+            errno,
             trigger,
             partial: Some(bytes),
         }
@@ -450,11 +465,28 @@ unsafe impl Kernel for FaultInjector {
         iov: &[libc::iovec],
         advice: c_int,
     ) -> Result<usize, Errno> {
-        match self.decide(Call::ProcessMadvise) {
-            Some(r) => Err(r.errno),
-            // SAFETY: forwarded from the caller's contract.
-            None => unsafe { self.inner.process_madvise(pidfd, iov, advice) },
-        }
+        let iov = match self.decide(Call::ProcessMadvise) {
+            Some(Rule {
+                partial: Some(bytes),
+                errno,
+                ..
+            }) => {
+                let mut n = 0;
+                let mut sum = 0;
+                while n < iov.len() && sum + iov[n].iov_len <= bytes {
+                    sum += iov[n].iov_len;
+                    n += 1;
+                }
+                if n == 0 {
+                    return Err(errno);
+                }
+                &iov[..n]
+            }
+            Some(r) => return Err(r.errno),
+            None => iov,
+        };
+        // SAFETY: forwarded from the caller's contract (all its ranges, or a prefix of them).
+        unsafe { self.inner.process_madvise(pidfd, iov, advice) }
     }
 }
 

@@ -139,6 +139,21 @@ fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Whether the running kernel is Linux `major.minor` or later (false when its release cannot
+/// be read): for features no capability check covers, such as `process_madvise` taking
+/// `MADV_DONTNEED` for the process itself (6.13).
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    release_version(&kernel_release()) >= Some((major, minor))
+}
+
+/// `(major, minor)` of a release string such as `6.18.44-fc-v1300`.
+fn release_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
 fn cap(capability: Capability, r: Result<(), String>) -> CapabilityCheck {
     let name = capability.name();
     match r {
@@ -366,6 +381,16 @@ impl Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn release_versions_parse_and_compare() {
+        assert_eq!(release_version("6.18.44-fc-v1300"), Some((6, 18)));
+        assert_eq!(release_version("5.10.0-28-amd64"), Some((5, 10)));
+        assert_eq!(release_version("unknown"), None);
+        assert!(release_version("6.13.0") >= Some((6, 13)));
+        assert!(release_version("6.9.1") < Some((6, 13)));
+        assert!(release_version("unknown") < Some((0, 0)));
+    }
 
     /// A probe as the kernel would leave it when userfaultfd works and `failing` does not.
     fn probe_with(failing: Option<Capability>) -> Probe {

@@ -6,21 +6,20 @@
 //! - an injected refusal of `process_madvise` or of `pidfd_open` still releases every range,
 //!   is reported by `release_batching` with its errno, and stops batching for good; a
 //!   transient error (`ENOMEM`) sends only that batch range by range;
-//! - a kernel that stops after some of the ranges (a partial count) has the rest released one
-//!   range at a time;
+//! - a kernel that stops after some of the ranges (a short count, injected with
+//!   `Rule::stop_after`) has the rest released one range at a time;
 //! - a range outside the arena is refused before anything is released;
 //! - `release_leading` says how many leading ranges were released whole: all on success, those
 //!   before the failing range after an error (the others are still present), 0 when refused;
 //! - a lone range (or none) is released by `release` and opens no descriptor.
 
-use core::ffi::{c_int, c_void, CStr};
 use faultline_heap::arena::{ArenaConfig, ArenaError, Backing, FaultDelivery, VolatileArena};
 use faultline_heap::inject::{FaultInjector, Rule, Trigger};
-use faultline_heap::sys::{Call, Errno, Kernel, RealKernel, Sys};
+use faultline_heap::probe::kernel_at_least;
+use faultline_heap::sys::{Call, CallSnapshot, Errno, Sys};
 use faultline_heap::uffd::Uffd;
 use faultline_heap::ArenaOffset;
 use faultline_heap::PAGE_SIZE;
-use std::os::fd::RawFd;
 use std::sync::Arc;
 
 const PAGES: usize = 64;
@@ -29,20 +28,19 @@ fn uffd_available() -> bool {
     Uffd::available(&Sys::real()).is_ok()
 }
 
-/// Whether the running kernel is Linux 6.13 or later, where `process_madvise` of the process
-/// itself takes `MADV_DONTNEED` (before, it refuses with EINVAL and the arena falls back).
+/// Linux 6.13 or later, where `process_madvise` of the process itself takes `MADV_DONTNEED`
+/// (before, it refuses with EINVAL and the arena falls back).
 fn kernel_batches() -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut v = release
-        .trim()
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|x| x.parse::<u32>().unwrap_or(0));
-    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 13)
+    kernel_at_least(6, 13)
 }
 
 fn arena(sys: Sys) -> VolatileArena {
+    arena_of(PAGES, sys)
+}
+
+fn arena_of(pages: usize, sys: Sys) -> VolatileArena {
     VolatileArena::new(
-        ArenaConfig::new(PAGES * PAGE_SIZE)
+        ArenaConfig::new(pages * PAGE_SIZE)
             .backing(Backing::Anonymous)
             .delivery(FaultDelivery::Thread)
             .sys(sys),
@@ -52,8 +50,8 @@ fn arena(sys: Sys) -> VolatileArena {
 
 /// Populate every page and write its index into its first word.
 fn fill(a: &VolatileArena) {
-    a.populate(ArenaOffset(0), PAGES * PAGE_SIZE).unwrap();
-    for p in 0..PAGES {
+    a.populate(ArenaOffset(0), a.size()).unwrap();
+    for p in 0..a.size() / PAGE_SIZE {
         // SAFETY: page `p` of the arena is present (populated above) and nothing else uses it.
         unsafe { ((a.base() + p * PAGE_SIZE) as *mut u64).write_volatile(p as u64 + 1) };
     }
@@ -81,7 +79,7 @@ fn check(a: &VolatileArena, ranges: &[(ArenaOffset, usize)]) {
             .iter()
             .any(|&(o, l)| (o.get()..o.get() + l).contains(&(p * PAGE_SIZE)))
     };
-    for p in 0..PAGES {
+    for p in 0..a.size() / PAGE_SIZE {
         let addr = a.base() + p * PAGE_SIZE;
         if released(p) {
             assert!(!a.page_mapped(addr), "page {p} was to be released");
@@ -89,9 +87,20 @@ fn check(a: &VolatileArena, ranges: &[(ArenaOffset, usize)]) {
             assert!(a.page_mapped(addr), "page {p} was not to be released");
             // SAFETY: page `p` is present (checked above).
             let word = unsafe { (addr as *const u64).read_volatile() };
-            assert_eq!(word, p as u64 + 1);
+            assert_eq!(word, p as u64 + 1, "page {p}");
         }
     }
+}
+
+/// Fill the arena, `release_many(ranges)` (which must succeed), check that exactly the ranges
+/// are absent, and return the calls the release made.
+fn release_counted(a: &VolatileArena, ranges: &[(ArenaOffset, usize)]) -> CallSnapshot {
+    fill(a);
+    let before = a.stats().calls_since_creation;
+    a.release_many(ranges).unwrap();
+    let calls = a.stats().calls_since_creation.since(&before);
+    check(a, ranges);
+    calls
 }
 
 #[test]
@@ -104,12 +113,9 @@ fn a_batch_releases_exactly_its_ranges_with_one_call() {
         return;
     }
     let a = arena(Sys::real());
-    fill(&a);
     let ranges = gaps();
     assert!(ranges.len() > 10);
-    let before = a.stats().calls_since_creation;
-    a.release_many(&ranges).unwrap();
-    let calls = a.stats().calls_since_creation.since(&before);
+    let calls = release_counted(&a, &ranges);
     assert_eq!(
         a.release_batching(),
         Ok(()),
@@ -118,15 +124,10 @@ fn a_batch_releases_exactly_its_ranges_with_one_call() {
     assert_eq!(calls.get(Call::PidfdOpen), 1);
     assert_eq!(calls.get(Call::ProcessMadvise), 1);
     assert_eq!(calls.get(Call::Madvise), 0);
-    check(&a, &ranges);
     // The descriptor is opened once: a second batch makes one call.
-    fill(&a);
-    let before = a.stats().calls_since_creation;
-    a.release_many(&ranges).unwrap();
-    let calls = a.stats().calls_since_creation.since(&before);
+    let calls = release_counted(&a, &ranges);
     assert_eq!(calls.get(Call::PidfdOpen), 0);
     assert_eq!(calls.get(Call::ProcessMadvise), 1);
-    check(&a, &ranges);
 }
 
 #[test]
@@ -143,23 +144,17 @@ fn a_refused_batch_falls_back_to_one_call_per_range_for_good() {
             3,
         ));
         let a = arena(Sys::new(inj.clone()));
-        fill(&a);
         let ranges = gaps();
-        a.release_many(&ranges).unwrap();
+        release_counted(&a, &ranges);
         assert_eq!(inj.injected(call), 1, "{call:?}");
         assert_eq!(a.release_batching(), Err(errno), "{call:?}");
-        check(&a, &ranges);
         // Refused once, never tried again: every range its own madvise.
-        fill(&a);
-        let before = a.stats().calls_since_creation;
-        a.release_many(&ranges).unwrap();
-        let calls = a.stats().calls_since_creation.since(&before);
+        let calls = release_counted(&a, &ranges);
         assert_eq!(
             calls.get(Call::ProcessMadvise) + calls.get(Call::PidfdOpen),
             0
         );
         assert_eq!(calls.get(Call::Madvise), ranges.len() as u64, "{call:?}");
-        check(&a, &ranges);
     }
 }
 
@@ -178,22 +173,14 @@ fn a_transient_error_sends_one_batch_range_by_range() {
     ));
     let a = arena(Sys::new(inj.clone()));
     let ranges = gaps();
-    fill(&a);
-    let before = a.stats().calls_since_creation;
-    a.release_many(&ranges).unwrap();
-    let calls = a.stats().calls_since_creation.since(&before);
+    let calls = release_counted(&a, &ranges);
     assert_eq!(inj.injected(Call::ProcessMadvise), 1);
     assert_eq!(calls.get(Call::Madvise), ranges.len() as u64);
     assert_eq!(a.release_batching(), Ok(()), "ENOMEM is not a refusal");
-    check(&a, &ranges);
     // The next batch is one call again.
-    fill(&a);
-    let before = a.stats().calls_since_creation;
-    a.release_many(&ranges).unwrap();
-    let calls = a.stats().calls_since_creation.since(&before);
+    let calls = release_counted(&a, &ranges);
     assert_eq!(calls.get(Call::ProcessMadvise), 1);
     assert_eq!(calls.get(Call::Madvise), 0);
-    check(&a, &ranges);
 }
 
 #[test]
@@ -278,99 +265,26 @@ fn release_leading_counts_the_ranges_released_before_an_error() {
     check(&a, &ranges[..2]);
 }
 
-/// The real kernel, but `process_madvise` advises only the first half of its ranges and
-/// returns their bytes (as the kernel does when a range fails after others were advised).
-struct FirstHalf;
-
-// SAFETY: every call is the real one; `process_madvise` advises a prefix of its ranges and
-// returns exactly the bytes it advised, which the kernel may also do.
-unsafe impl Kernel for FirstHalf {
-    fn userfaultfd(&self, flags: c_int) -> Result<RawFd, Errno> {
-        RealKernel.userfaultfd(flags)
-    }
-    fn open(&self, path: &CStr, flags: c_int) -> Result<RawFd, Errno> {
-        RealKernel.open(path, flags)
-    }
-    unsafe fn ioctl(
-        &self,
-        fd: RawFd,
-        call: Call,
-        request: u64,
-        arg: *mut c_void,
-    ) -> Result<c_int, Errno> {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { RealKernel.ioctl(fd, call, request, arg) }
-    }
-    fn read(&self, fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
-        RealKernel.read(fd, buf)
-    }
-    fn close(&self, fd: RawFd) -> Result<(), Errno> {
-        RealKernel.close(fd)
-    }
-    unsafe fn mmap(
-        &self,
-        addr: *mut c_void,
-        len: usize,
-        prot: c_int,
-        flags: c_int,
-        fd: RawFd,
-        offset: i64,
-    ) -> Result<*mut c_void, Errno> {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { RealKernel.mmap(addr, len, prot, flags, fd, offset) }
-    }
-    unsafe fn munmap(&self, addr: *mut c_void, len: usize) -> Result<(), Errno> {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { RealKernel.munmap(addr, len) }
-    }
-    unsafe fn mremap(
-        &self,
-        old: *mut c_void,
-        old_len: usize,
-        new_len: usize,
-        flags: c_int,
-        new_addr: *mut c_void,
-    ) -> Result<*mut c_void, Errno> {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { RealKernel.mremap(old, old_len, new_len, flags, new_addr) }
-    }
-    unsafe fn mprotect(&self, addr: *mut c_void, len: usize, prot: c_int) -> Result<(), Errno> {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { RealKernel.mprotect(addr, len, prot) }
-    }
-    unsafe fn madvise(&self, addr: *mut c_void, len: usize, advice: c_int) -> Result<(), Errno> {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { RealKernel.madvise(addr, len, advice) }
-    }
-    fn memfd_create(&self, name: &CStr, flags: u32) -> Result<RawFd, Errno> {
-        RealKernel.memfd_create(name, flags)
-    }
-    fn ftruncate(&self, fd: RawFd, len: i64) -> Result<(), Errno> {
-        RealKernel.ftruncate(fd, len)
-    }
-    fn fallocate(&self, fd: RawFd, mode: c_int, offset: i64, len: i64) -> Result<(), Errno> {
-        RealKernel.fallocate(fd, mode, offset, len)
-    }
-    unsafe fn process_madvise(
-        &self,
-        pidfd: RawFd,
-        iov: &[libc::iovec],
-        advice: c_int,
-    ) -> Result<usize, Errno> {
-        let half = &iov[..iov.len() / 2];
-        // SAFETY: forwarded from the caller's contract (a prefix of its ranges).
-        unsafe { RealKernel.process_madvise(pidfd, half, advice) }
-    }
-}
-
 #[test]
 fn a_partial_batch_has_the_rest_released_range_by_range() {
     if !uffd_available() || !kernel_batches() {
         return;
     }
-    let a = arena(Sys::new(Arc::new(FirstHalf)));
-    fill(&a);
     let ranges = gaps();
+    let half = ranges.len() / 2;
+    // The kernel advises the first half of the ranges, then stops at an error (EFAULT).
+    let first_half = ranges[..half].iter().map(|&(_, l)| l).sum();
+    let inj = Arc::new(FaultInjector::new(
+        vec![Rule::stop_after(
+            Call::ProcessMadvise,
+            first_half,
+            Errno::EFAULT,
+            Trigger::Always,
+        )],
+        3,
+    ));
+    let a = arena(Sys::new(inj.clone()));
+    fill(&a);
     let before = a.stats().calls_since_creation;
     let (released, r) = a.release_leading(&ranges);
     r.unwrap();
@@ -380,10 +294,10 @@ fn a_partial_batch_has_the_rest_released_range_by_range() {
         "every range, half of them by the batch"
     );
     let calls = a.stats().calls_since_creation.since(&before);
-    assert_eq!(calls.get(Call::ProcessMadvise), 1);
+    assert_eq!(inj.injected(Call::ProcessMadvise), 1);
     assert_eq!(
         calls.get(Call::Madvise),
-        (ranges.len() - ranges.len() / 2) as u64,
+        (ranges.len() - half) as u64,
         "the ranges the batch did not advise, one call each"
     );
     assert_eq!(
@@ -440,46 +354,22 @@ fn ranges_split_across_batches_and_a_range_over_8_mib_alone() {
     if !uffd_available() || !kernel_batches() {
         return;
     }
-    const BIG: usize = 4096;
-    let a = VolatileArena::new(
-        ArenaConfig::new(BIG * PAGE_SIZE)
-            .backing(Backing::Anonymous)
-            .delivery(FaultDelivery::Thread),
-    )
-    .unwrap();
-    a.populate(ArenaOffset(0), BIG * PAGE_SIZE).unwrap();
-    let word = |p: usize| (a.base() + p * PAGE_SIZE) as *mut u64;
-    for p in 0..BIG {
-        // SAFETY: page `p` of the arena is present (populated above) and nothing else uses it.
-        unsafe { word(p).write_volatile(p as u64 + 1) };
-    }
+    let a = arena_of(4096, Sys::real());
     let page = |p: usize| (ArenaOffset(p * PAGE_SIZE), PAGE_SIZE);
     // 500 single pages, one run of 2050 pages (8 MiB and two pages), 224 single pages.
     let mut ranges: Vec<_> = (0..1000).step_by(2).map(page).collect();
     ranges.push((ArenaOffset(1000 * PAGE_SIZE), 2050 * PAGE_SIZE));
     ranges.extend((3052..3500).step_by(2).map(page));
-    let before = a.stats().calls_since_creation;
-    assert_eq!(a.release_leading(&ranges), (ranges.len(), Ok(())));
-    let calls = a.stats().calls_since_creation.since(&before);
+    let calls = release_counted(&a, &ranges);
     assert_eq!(
         calls.get(Call::ProcessMadvise),
         3,
         "256 ranges, the 244 before the long one, the 224 after it"
     );
     assert_eq!(calls.get(Call::Madvise), 2, "the long range, in two pieces");
-    let released = |p: usize| {
-        (p < 1000 && p % 2 == 0)
-            || (1000..3050).contains(&p)
-            || (3052..3500).contains(&p) && p % 2 == 0
-    };
-    for p in 0..BIG {
-        let present = a.page_mapped(a.base() + p * PAGE_SIZE);
-        assert_eq!(present, !released(p), "page {p}");
-        if present {
-            // SAFETY: page `p` is present (checked above).
-            assert_eq!(unsafe { word(p).read_volatile() }, p as u64 + 1, "page {p}");
-        }
-    }
+    fill(&a);
+    assert_eq!(a.release_leading(&ranges), (ranges.len(), Ok(())));
+    check(&a, &ranges);
 }
 
 #[test]
@@ -488,13 +378,12 @@ fn a_lone_range_opens_no_descriptor() {
         return;
     }
     let a = arena(Sys::real());
-    fill(&a);
-    let before = a.stats().calls_since_creation;
-    a.release_many(&[]).unwrap();
-    a.release_many(&[(ArenaOffset(0), PAGE_SIZE)]).unwrap();
-    let calls = a.stats().calls_since_creation.since(&before);
-    assert_eq!(calls.get(Call::PidfdOpen), 0);
-    assert_eq!(calls.get(Call::ProcessMadvise), 0);
-    assert_eq!(calls.get(Call::Madvise), 1);
-    check(&a, &[(ArenaOffset(0), PAGE_SIZE)]);
+    let none = release_counted(&a, &[]);
+    let lone = release_counted(&a, &[(ArenaOffset(0), PAGE_SIZE)]);
+    for calls in [none, lone] {
+        assert_eq!(calls.get(Call::PidfdOpen), 0);
+        assert_eq!(calls.get(Call::ProcessMadvise), 0);
+    }
+    assert_eq!(none.get(Call::Madvise), 0);
+    assert_eq!(lone.get(Call::Madvise), 1);
 }
