@@ -765,9 +765,15 @@ fn every_kernel_call_has_its_error_paths_driven() {
             heap.release_stats()
         );
     }
-    {
-        m.row("pidfd_open ENOSYS: a batch of releases falls back to one madvise per range, for good (a heap's cycles under it: tests/release_batched.rs)");
-        let rules = [Rule::new(Call::PidfdOpen, Errno::ENOSYS, Trigger::Always)];
+    for (call, errno) in [
+        (Call::PidfdOpen, Errno::ENOSYS),
+        (Call::ProcessMadvise, Errno::EINVAL),
+    ] {
+        m.row(&format!(
+            "{} {errno:?}: a batch of releases falls back to one madvise per range, for good (a heap's cycles under it: tests/release_batched.rs)",
+            call.name()
+        ));
+        let rules = [Rule::new(call, errno, Trigger::Always)];
         let inj = injector(&rules);
         let a = VolatileArena::new(arena(8).sys(Sys::new(inj.clone()))).unwrap();
         a.populate(ArenaOffset(0), 8 * PAGE_SIZE).unwrap();
@@ -778,40 +784,12 @@ fn every_kernel_call_has_its_error_paths_driven() {
         a.release_many(&runs).unwrap();
         a.release_many(&runs).unwrap();
         inj.disarm();
+        assert_eq!(inj.injected(call), 1, "refused once, never tried again");
         assert_eq!(
-            inj.injected(Call::PidfdOpen),
-            1,
-            "refused once, never tried again"
+            inj.seen(Call::ProcessMadvise),
+            u64::from(call == Call::ProcessMadvise)
         );
-        assert_eq!(inj.seen(Call::ProcessMadvise), 0);
-        assert_eq!(a.release_batching(), Err(Errno::ENOSYS));
-        for p in 0..8 {
-            assert_eq!(
-                a.page_mapped(a.base() + p * PAGE_SIZE),
-                p % 2 == 1,
-                "page {p}"
-            );
-        }
-        m.tally(&inj, &rules);
-    }
-    {
-        m.row("process_madvise EINVAL: a batch of releases falls back to one madvise per range, for good");
-        let rules = [Rule::new(
-            Call::ProcessMadvise,
-            Errno::EINVAL,
-            Trigger::Always,
-        )];
-        let inj = injector(&rules);
-        let a = VolatileArena::new(arena(8).sys(Sys::new(inj.clone()))).unwrap();
-        a.populate(ArenaOffset(0), 8 * PAGE_SIZE).unwrap();
-        inj.arm();
-        let runs: Vec<_> = (0..4)
-            .map(|i| (ArenaOffset(2 * i * PAGE_SIZE), PAGE_SIZE))
-            .collect();
-        a.release_many(&runs).unwrap();
-        inj.disarm();
-        assert_eq!(inj.injected(Call::ProcessMadvise), 1);
-        assert_eq!(a.release_batching(), Err(Errno::EINVAL));
+        assert_eq!(a.release_batching(), Err(errno));
         for p in 0..8 {
             assert_eq!(
                 a.page_mapped(a.base() + p * PAGE_SIZE),
