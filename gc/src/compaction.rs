@@ -1936,19 +1936,8 @@ mod tests {
     #[test]
     fn a_batch_failing_part_way_counts_the_runs_it_released() {
         use faultline_heap::arena::{ArenaConfig, Backing, FaultDelivery};
-        use faultline_heap::inject::{FaultInjector, Rule, Trigger};
-        use faultline_heap::sys::{Call, Errno, Sys};
-        use std::sync::Arc;
-        let inj = Arc::new(
-            FaultInjector::new(
-                vec![
-                    Rule::new(Call::ProcessMadvise, Errno::EINVAL, Trigger::Always),
-                    Rule::new(Call::Madvise, Errno::EIO, Trigger::Nth(2)),
-                ],
-                7,
-            )
-            .disarmed(),
-        );
+        use faultline_heap::sys::{Call, Sys};
+        let inj = crate::space::tests::second_release_fails();
         let arena = VolatileArena::new(
             ArenaConfig::new(16 * PAGE_SIZE)
                 .backing(Backing::Anonymous)

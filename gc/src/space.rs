@@ -687,6 +687,25 @@ pub(crate) mod tests {
 
     const HALF: usize = 64 * PAGE_SIZE;
 
+    /// A disarmed injector under which release batches are refused (`process_madvise`
+    /// EINVAL: each range goes by its own `madvise`) and the second `madvise` fails with EIO:
+    /// a batch of releases that fails part-way.
+    pub(crate) fn second_release_fails() -> std::sync::Arc<faultline_heap::inject::FaultInjector> {
+        use faultline_heap::inject::{FaultInjector, Rule, Trigger};
+        use faultline_heap::sys::Call;
+        use faultline_heap::Errno;
+        std::sync::Arc::new(
+            FaultInjector::new(
+                vec![
+                    Rule::new(Call::ProcessMadvise, Errno::EINVAL, Trigger::Always),
+                    Rule::new(Call::Madvise, Errno::EIO, Trigger::Nth(2)),
+                ],
+                7,
+            )
+            .disarmed(),
+        )
+    }
+
     /// An anonymous registered arena of two halves and its moving space (half 0 current,
     /// nothing present); `None` (with the skip notice) where userfaultfd is unavailable.
     fn setup(test: &str) -> Option<(VolatileArena, MovingSpace)> {
@@ -960,25 +979,13 @@ pub(crate) mod tests {
     /// Batching refused (so each object is released by its own `madvise`), the second fails.
     #[test]
     fn a_release_of_dead_large_objects_failing_part_way_keeps_only_present_objects() {
-        use faultline_heap::inject::{FaultInjector, Rule, Trigger};
         use faultline_heap::sys::{Call, Sys};
-        use faultline_heap::Errno;
-        use std::sync::Arc;
         let test = "a_release_of_dead_large_objects_failing_part_way_keeps_only_present_objects";
         if !Probe::run().supports(Capability::Sigbus) {
             eprintln!("SKIPPED: {test}: userfaultfd sigbus unavailable here");
             return;
         }
-        let inj = Arc::new(
-            FaultInjector::new(
-                vec![
-                    Rule::new(Call::ProcessMadvise, Errno::EINVAL, Trigger::Always),
-                    Rule::new(Call::Madvise, Errno::EIO, Trigger::Nth(2)),
-                ],
-                7,
-            )
-            .disarmed(),
-        );
+        let inj = second_release_fails();
         let arena = VolatileArena::new(
             ArenaConfig::new(2 * HALF)
                 .backing(Backing::Anonymous)
