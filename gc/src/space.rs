@@ -49,9 +49,10 @@ use faultline_heap::bitmap::Bitmap;
 use faultline_heap::{page_down, page_up, ArenaError, ArenaOffset, VolatileArena, PAGE_SIZE};
 
 /// A page range `[lo, hi)` (absolute addresses) in two atomics, `(0, 0)` when empty: the kept
-/// and planned pages of [`crate::release`], a half's kept pages ([`MovingSpace::set_kept`]),
-/// the pages a compaction keeps. Each is written by one thread at a time, at points its owner
-/// names (a pause, the GC thread between phases); readers see a whole range there.
+/// and planned pages of [`crate::release`], a half's kept and dirty pages
+/// ([`MovingSpace::set_kept`], [`MovingSpace::claim_recycled`]), the pages a compaction keeps.
+/// Each is written by one thread at a time, at points its owner names (a pause, the GC thread
+/// between phases, under the populate lock); `lo` is stored before `hi`, and read before it.
 #[derive(Debug, Default)]
 pub(crate) struct AtomicRange {
     lo: AtomicUsize,
@@ -124,9 +125,9 @@ pub struct MovingSpace {
     /// How many microseconds a refill spins for a populator in flight before it makes the
     /// pages present itself ([`crate::HeapConfig::refill_wait_rounds`]; 0: never waits).
     wait_rounds: AtomicUsize,
-    /// Recycled pages `[dirty_lo, dirty_hi)` in the current half: present, contents garbage.
-    dirty_lo: AtomicUsize,
-    dirty_hi: AtomicUsize,
+    /// Recycled (or kept) pages in the current half: present, contents garbage (written at a
+    /// flip, or under the populate lock when recycling claims more; read by refills unlocked).
+    dirty: AtomicRange,
     /// Kept pages of the current half ([`crate::release`]): present,
     /// contents garbage (inside the dirty range), at or above `populated` when set at a flip;
     /// a claim that reaches them makes no kernel call for them. Set only at a flip (world
@@ -171,8 +172,7 @@ impl MovingSpace {
             overlaps: AtomicU64::new(0),
             waited: AtomicU64::new(0),
             wait_rounds: AtomicUsize::new(DEFAULT_WAIT_ROUNDS),
-            dirty_lo: AtomicUsize::new(0),
-            dirty_hi: AtomicUsize::new(0),
+            dirty: AtomicRange::default(),
             kept: AtomicRange::default(),
             old_lo: AtomicUsize::new(0),
             old_len: AtomicUsize::new(0),
@@ -453,18 +453,13 @@ impl MovingSpace {
             return (*pop, 0);
         }
         let start = *pop;
-        let (dlo, dhi) = (
-            self.dirty_lo.load(Ordering::Relaxed),
-            self.dirty_hi.load(Ordering::Relaxed),
-        );
         // The union with the dirty range (kept pages above may be in it).
-        let (dlo, dhi) = if dhi <= dlo {
-            (start, start + n * PAGE_SIZE)
-        } else {
-            (dlo.min(start), dhi.max(start + n * PAGE_SIZE))
+        let end = start + n * PAGE_SIZE;
+        let (dlo, dhi) = match self.dirty.get() {
+            Some((lo, hi)) => (lo.min(start), hi.max(end)),
+            None => (start, end),
         };
-        self.dirty_lo.store(dlo, Ordering::Release);
-        self.dirty_hi.store(dhi, Ordering::Release);
+        self.dirty.set(dlo, dhi);
         *pop = start + n * PAGE_SIZE;
         (start, n)
     }
@@ -477,8 +472,8 @@ impl MovingSpace {
     /// Zero the part of `[start, end)` (a refill's own, fresh range) that lies in the recycled
     /// pages.
     fn zero_recycled(&self, start: usize, end: usize) {
-        let lo = self.dirty_lo.load(Ordering::Acquire).max(start);
-        let hi = self.dirty_hi.load(Ordering::Acquire).min(end);
+        let (lo, hi) = self.dirty.raw();
+        let (lo, hi) = (lo.max(start), hi.min(end));
         if lo < hi {
             // SAFETY: `[lo, hi)` lies in `[start, end)`, which the caller's CAS on `top` gave
             // to this refill alone and which `ensure_populated` made present; no object lives
@@ -493,8 +488,7 @@ impl MovingSpace {
     /// of it.
     pub(crate) fn keep_dirty(&self, lo: usize, hi: usize) {
         if lo < hi {
-            self.dirty_lo.store(lo, Ordering::Release);
-            self.dirty_hi.store(hi, Ordering::Release);
+            self.dirty.set(lo, hi);
         }
     }
 
@@ -521,8 +515,7 @@ impl MovingSpace {
     pub fn reset_watermarks(&self, end: usize) {
         self.ready.store(end, Ordering::Release);
         self.gap.store(false, Ordering::Release);
-        self.dirty_lo.store(0, Ordering::Release);
-        self.dirty_hi.store(0, Ordering::Release);
+        self.dirty.set(0, 0);
         self.kept.set(0, 0);
         self.pending
             .lock()
