@@ -87,7 +87,10 @@ fn run(barrier: Barrier) {
         .iter()
         .find(|p| p.kind == "remark+flip")
         .expect("a remark+flip pause");
-    assert!(c.remark + c.plan + c.flip_prepare + c.flip_refs + c.flip_arm <= pause.duration);
+    assert!(
+        c.remark + c.flip_quiesce + c.plan + c.flip_prepare + c.flip_refs + c.flip_arm
+            <= pause.duration
+    );
 }
 
 #[test]

@@ -945,6 +945,13 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         });
     }
     drop(scratch);
+    // The pause lasts until the resume: what `flip` and this function dropped after its own
+    // measurement (at the arming) is part of it.
+    if let Ok(Flip::Armed(stats, _) | Flip::Done(stats)) = &mut outcome {
+        if let Some(p) = stats.pauses.last_mut() {
+            p.duration = t0.elapsed();
+        }
+    }
     inner.sp.resume(g);
     drop(boost);
     match outcome {
@@ -990,7 +997,9 @@ fn flip(
     let large = &inner.large;
     let arena = &inner.arena;
     // No prefill chunk in flight while the watermarks are read and reset (`crate::prefill`).
+    let tq = Instant::now();
     let _quiet = inner.prefill.quiesce();
+    let flip_quiesce = tq.elapsed();
     let PauseCtx {
         t0,
         tts,
@@ -1465,6 +1474,7 @@ fn flip(
         dense_dead_bytes: (dense.dead_words + runs.dead_words) * WORD,
         dense_cpu,
         flip_prepare,
+        flip_quiesce,
         flip_refs,
         ..CycleStats::default()
     };

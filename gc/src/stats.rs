@@ -239,6 +239,9 @@ pub struct CycleStats {
     /// Concurrent mode, part of the remark+flip pause after the remark: making sure the
     /// destination half is clean (`prepare_destination`).
     pub flip_prepare: Duration,
+    /// Concurrent mode, part of the remark+flip pause after the remark: waiting for a prefill
+    /// chunk in flight to finish (`crate::prefill::Prefill::quiesce`).
+    pub flip_quiesce: Duration,
     /// Concurrent mode, part of the remark+flip pause after the remark: the roots forwarded,
     /// the weak table swept, the identity hashes re-keyed, the large objects' fields forwarded.
     pub flip_refs: Duration,
@@ -476,6 +479,7 @@ impl Default for CycleStats {
             remark_traced: 0,
             handshake_buffer_bytes: 0,
             flip_prepare: Duration::ZERO,
+            flip_quiesce: Duration::ZERO,
             flip_refs: Duration::ZERO,
             flip_arm: Duration::ZERO,
             compact: Duration::ZERO,
@@ -574,7 +578,7 @@ impl CycleStats {
                         self.large_ref_slots,
                         self.large_examined
                     ) + &format!(
-                        " {{remark: buffers {:.3}ms, queues {:.3}ms ({} entries, {}K of buffers), trace {:.3}ms ({} objs), weak+remset {:.3}ms; flip: plan {:.3}ms, prepare {:.3}ms, refs {:.3}ms, arm {:.3}ms}}",
+                        " {{remark: buffers {:.3}ms, queues {:.3}ms ({} entries, {}K of buffers), trace {:.3}ms ({} objs), weak+remset {:.3}ms; flip: quiesce {:.3}ms, plan {:.3}ms, prepare {:.3}ms, refs {:.3}ms, arm {:.3}ms}}",
                         self.remark_buffers.as_secs_f64() * 1e3,
                         self.remark_queues.as_secs_f64() * 1e3,
                         self.remark_queue_entries,
@@ -582,6 +586,7 @@ impl CycleStats {
                         self.remark_trace.as_secs_f64() * 1e3,
                         self.remark_traced,
                         self.remark_weak_remset.as_secs_f64() * 1e3,
+                        self.flip_quiesce.as_secs_f64() * 1e3,
                         self.plan.as_secs_f64() * 1e3,
                         self.flip_prepare.as_secs_f64() * 1e3,
                         self.flip_refs.as_secs_f64() * 1e3,
