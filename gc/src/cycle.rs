@@ -916,7 +916,8 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     };
     let remark = t0.elapsed();
     m.publish(&inner.pacer);
-    drop(m);
+    // The marker itself (its deque and its stack, grown to hold the widest gray set: 0.25 ms
+    // to free at 1 GiB of churn) is dropped once the world runs again, not in the pause.
     let to_flip = st.cycle_start.elapsed();
     inner.pacer.end_mark(concurrent_mark, to_flip);
     let mut outcome = flip(&inner, &g, &types, pc, true, &mut scratch);
@@ -953,6 +954,7 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         }
     }
     inner.sp.resume(g);
+    drop(m);
     drop(boost);
     match outcome {
         Ok(Flip::Armed(stats, finish)) => {
