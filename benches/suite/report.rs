@@ -226,7 +226,7 @@ pub fn markdown(
     );
     for (wl, mib) in &keys {
         let _ = writeln!(w, "### {wl} @ {mib} MiB live\n");
-        let _ = writeln!(w, "| mode | cycles | pause p50 ms | p99 | p99.9 | max | MMU 1 ms | 10 ms | 100 ms | mutator-view MMU 10 / 100 ms | total s | GC CPU s | peak RSS MiB | faults | stall p99 / max µs | uffd / cycle | mmap-family / cycle | register+unreg. / cycle | madvise / cycle | mutator longest ms | alloc stalls (s) | live after MiB | status |");
+        let _ = writeln!(w, "| mode | cycles | pause p50 ms | p99 | p99.9 | max | MMU 1 ms | 10 ms | 100 ms | mutator-view MMU 10 / 100 ms | total s | GC CPU s | peak RSS MiB | faults | stall p99 / max µs | uffd / cycle | mmap-family / cycle | register+unreg. / cycle | madvise (+ process_madvise) / cycle | mutator longest ms | alloc stalls (s) | live after MiB | status |");
         let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for r in results
             .iter()
@@ -271,7 +271,10 @@ pub fn markdown(
                 opt(r.uffd_per_cycle),
                 opt(r.mmap_family_per_cycle),
                 opt(r.register_per_cycle),
-                opt(r.madvise_per_cycle),
+                match r.process_madvise_per_cycle {
+                    Some(b) if b > 0.0 => format!("{} (+ {})", opt(r.madvise_per_cycle), f(b)),
+                    _ => opt(r.madvise_per_cycle),
+                },
                 opt(r.longest_unit_ms),
                 if r.peer {
                     "n/a".into()

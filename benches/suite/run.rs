@@ -113,11 +113,13 @@ pub struct RunResult {
     pub fault_p50_us: f64,
     pub fault_p99_us: f64,
     pub fault_max_us: f64,
-    /// Per cycle, mean: uffd ioctls, mmap-family calls, REGISTER + UNREGISTER, madvise.
+    /// Per cycle, mean: uffd ioctls, mmap-family calls, REGISTER + UNREGISTER, madvise,
+    /// process_madvise (one batch of releases each, `VolatileArena::release_many`).
     pub uffd_per_cycle: Option<f64>,
     pub mmap_family_per_cycle: Option<f64>,
     pub register_per_cycle: Option<f64>,
     pub madvise_per_cycle: Option<f64>,
+    pub process_madvise_per_cycle: Option<f64>,
     pub longest_unit_ms: Option<f64>,
     /// Allocation stalls of the mutators (out of memory: waited for a cycle, retried).
     pub alloc_stalls: u64,
@@ -617,6 +619,7 @@ pub fn measure(
         r.mmap_family_per_cycle = Some(sum(&|c| c.mmap_family()));
         r.register_per_cycle = Some(sum(&|c| c.registrations()));
         r.madvise_per_cycle = Some(sum(&|c| c.calls.get(Call::Madvise)));
+        r.process_madvise_per_cycle = Some(sum(&|c| c.calls.get(Call::ProcessMadvise)));
         // The bytes in use after the last cycle, the old generation included (a generational
         // cycle's `heap_after` is the window and the large space only; after a full cycle,
         // which promotes what it traced, the old generation is the live set).
