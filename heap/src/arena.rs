@@ -1303,43 +1303,39 @@ impl VolatileArena {
             iov_len: 0,
         }; BATCH_RANGES];
         let mut rest = ranges;
-        while let Some(&(first, first_len)) = rest.first() {
+        while !rest.is_empty() {
             // One batch: at most BATCH_RANGES ranges and RELEASE_PIECE bytes, so that no call
             // holds the mapping's lock longer than one of `release`'s pieces; a range that
             // long or longer goes to `release` alone.
             let mut n = 0;
             let mut bytes = 0;
-            while let Some(&(offset, len)) = rest.get(n) {
+            while let Some(&(_, len)) = rest.get(n) {
                 if n == BATCH_RANGES || bytes + len > RELEASE_PIECE {
                     break;
                 }
-                let addr = self.base + offset.get();
-                self.forget_mapped(addr, len);
-                iov[n].iov_base = addr as *mut c_void;
-                iov[n].iov_len = len;
                 bytes += len;
                 n += 1;
             }
-            if n <= 1 {
-                self.release(first, first_len)?;
-                *released += 1;
-                rest = &rest[1..];
-                continue;
-            }
-            let (chunk, after) = rest.split_at(n);
+            let (chunk, after) = rest.split_at(n.max(1));
             rest = after;
-            let done = if self
+            let refused = self
                 .batch_refused
                 .load(core::sync::atomic::Ordering::Relaxed)
-                != 0
-            {
+                != 0;
+            let done = if chunk.len() < 2 || refused {
                 0
             } else {
+                for (slot, &(offset, len)) in iov.iter_mut().zip(chunk) {
+                    let addr = self.base + offset.get();
+                    self.forget_mapped(addr, len);
+                    slot.iov_base = addr as *mut c_void;
+                    slot.iov_len = len;
+                }
                 // SAFETY: every range lies inside our own arena (checked above); discarding its
                 // pages is the purpose of the call, as for `release`.
                 match unsafe {
                     self.sys
-                        .process_madvise(pidfd, &iov[..n], libc::MADV_DONTNEED)
+                        .process_madvise(pidfd, &iov[..chunk.len()], libc::MADV_DONTNEED)
                 } {
                     Ok(done) => done,
                     Err(e) => {
@@ -1348,8 +1344,9 @@ impl VolatileArena {
                     }
                 }
             };
-            // The kernel advises the ranges in order and stops at the first error: finish the
-            // rest one range at a time (from the page where the kernel stopped).
+            // The kernel advises the ranges in order and stops at the first error: the rest
+            // (all of a range not batched) goes one range at a time, from the page where the
+            // kernel stopped.
             let mut skip = done.min(bytes) & !(PAGE_SIZE - 1);
             for &(offset, len) in chunk {
                 if skip >= len {
