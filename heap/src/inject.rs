@@ -76,21 +76,17 @@ impl Rule {
     /// `EAGAIN` after really performing `bytes` of the operation.
     pub fn again_after(call: Call, bytes: usize, trigger: Trigger) -> Self {
         Self {
-            call,
-            errno: Errno::EAGAIN,
-            trigger,
             partial: Some(bytes),
+            ..Self::new(call, Errno::EAGAIN, trigger)
         }
     }
     /// `process_madvise` stopping at an error after some ranges, as the kernel does: the
     /// leading whole ranges within `bytes` are advised for real and their byte count returned;
     /// `errno` is returned only when not even the first range fits.
-    pub fn stop_after(call: Call, bytes: usize, errno: Errno, trigger: Trigger) -> Self {
+    pub fn stop_after(bytes: usize, errno: Errno, trigger: Trigger) -> Self {
         Self {
-            call,
-            errno,
-            trigger,
             partial: Some(bytes),
+            ..Self::new(Call::ProcessMadvise, errno, trigger)
         }
     }
 }

@@ -275,12 +275,7 @@ fn a_partial_batch_has_the_rest_released_range_by_range() {
     // The kernel advises the first half of the ranges, then stops at an error (EFAULT).
     let first_half = ranges[..half].iter().map(|&(_, l)| l).sum();
     let inj = Arc::new(FaultInjector::new(
-        vec![Rule::stop_after(
-            Call::ProcessMadvise,
-            first_half,
-            Errno::EFAULT,
-            Trigger::Always,
-        )],
+        vec![Rule::stop_after(first_half, Errno::EFAULT, Trigger::Always)],
         3,
     ));
     let a = arena(Sys::new(inj.clone()));
