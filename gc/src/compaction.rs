@@ -1935,16 +1935,11 @@ mod tests {
     /// `process_madvise` EINVAL, the second run's `madvise` fails).
     #[test]
     fn a_batch_failing_part_way_counts_the_runs_it_released() {
-        use faultline_heap::arena::{ArenaConfig, Backing, FaultDelivery};
-        use faultline_heap::sys::{Call, Sys};
-        let inj = crate::space::tests::second_release_fails();
-        let arena = VolatileArena::new(
-            ArenaConfig::new(16 * PAGE_SIZE)
-                .backing(Backing::Anonymous)
-                .delivery(FaultDelivery::Unregistered)
-                .sys(Sys::new(inj.clone())),
-        )
-        .unwrap();
+        use crate::space::tests::{injected_arena, second_release_fails};
+        use faultline_heap::arena::FaultDelivery;
+        use faultline_heap::sys::Call;
+        let inj = second_release_fails();
+        let arena = injected_arena(16 * PAGE_SIZE, FaultDelivery::Unregistered, &inj);
         arena.populate(ArenaOffset(0), 16 * PAGE_SIZE).unwrap();
         let c = Compaction::new(8, MapStrategy::Copy, 1);
         // Runs of 3, 2 and 1 pages: the first is released, the second fails.

@@ -621,10 +621,10 @@ pub(crate) fn fatal_after_flip(what: &str, e: &ArenaError) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::space::tests::present_pages;
-    use faultline_heap::arena::{ArenaConfig, Backing, FaultDelivery};
+    use crate::space::tests::{injected_arena, present_pages};
+    use faultline_heap::arena::FaultDelivery;
     use faultline_heap::inject::{FaultInjector, Rule, Trigger};
-    use faultline_heap::{Call, Capability, Errno, Probe, Sys};
+    use faultline_heap::{Call, Capability, Errno, Probe};
     use std::sync::Arc;
 
     /// Pages per half of the test arenas.
@@ -653,13 +653,7 @@ mod tests {
     /// half 1 present and filled with garbage, as an old half is after its compaction.
     fn setup(rules: Vec<Rule>) -> (VolatileArena, MovingSpace, Arc<FaultInjector>) {
         let inj = Arc::new(FaultInjector::new(rules, 7).disarmed());
-        let arena = VolatileArena::new(
-            ArenaConfig::new(2 * HALF)
-                .backing(Backing::Anonymous)
-                .delivery(FaultDelivery::Sigbus)
-                .sys(Sys::new(inj.clone())),
-        )
-        .unwrap();
+        let arena = injected_arena(2 * HALF, FaultDelivery::Sigbus, &inj);
         let moving = MovingSpace::new(arena.base(), HALF);
         arena
             .populate(ArenaOffset(HALF), OLD_PAGES * PAGE_SIZE)

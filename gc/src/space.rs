@@ -699,6 +699,22 @@ pub(crate) mod tests {
         )
     }
 
+    /// An anonymous arena of `bytes` with fault delivery `delivery`, its kernel calls made
+    /// through `inj` (the tests that inject a kernel's errors into a space's releases).
+    pub(crate) fn injected_arena(
+        bytes: usize,
+        delivery: FaultDelivery,
+        inj: &std::sync::Arc<faultline_heap::inject::FaultInjector>,
+    ) -> VolatileArena {
+        VolatileArena::new(
+            ArenaConfig::new(bytes)
+                .backing(Backing::Anonymous)
+                .delivery(delivery)
+                .sys(faultline_heap::sys::Sys::new(inj.clone())),
+        )
+        .unwrap()
+    }
+
     /// An anonymous registered arena of two halves and its moving space (half 0 current,
     /// nothing present); `None` (with the skip notice) where userfaultfd is unavailable.
     fn setup(test: &str) -> Option<(VolatileArena, MovingSpace)> {
@@ -972,20 +988,14 @@ pub(crate) mod tests {
     /// Batching refused (so each object is released by its own `madvise`), the second fails.
     #[test]
     fn a_release_of_dead_large_objects_failing_part_way_keeps_only_present_objects() {
-        use faultline_heap::sys::{Call, Sys};
+        use faultline_heap::sys::Call;
         let test = "a_release_of_dead_large_objects_failing_part_way_keeps_only_present_objects";
         if !Probe::run().supports(Capability::Sigbus) {
             eprintln!("SKIPPED: {test}: userfaultfd sigbus unavailable here");
             return;
         }
         let inj = second_release_fails();
-        let arena = VolatileArena::new(
-            ArenaConfig::new(2 * HALF)
-                .backing(Backing::Anonymous)
-                .delivery(FaultDelivery::Sigbus)
-                .sys(Sys::new(inj.clone())),
-        )
-        .unwrap();
+        let arena = injected_arena(2 * HALF, FaultDelivery::Sigbus, &inj);
         let large = LargeSpace::new(arena.base() + HALF, HALF);
         let dead: Vec<(usize, usize)> = (0..3)
             .map(|_| {
