@@ -13,25 +13,29 @@
 //!   before the failing range after an error (the others are still present), 0 when refused;
 //! - a lone range (or none) is released by `release` and opens no descriptor.
 
+mod common;
+use common::{injector, uffd_or_skip};
 use faultline_heap::arena::{ArenaConfig, ArenaError, Backing, FaultDelivery, VolatileArena};
-use faultline_heap::inject::{FaultInjector, Rule, Trigger};
+use faultline_heap::inject::{Rule, Trigger};
 use faultline_heap::probe::kernel_at_least;
 use faultline_heap::sys::{Call, CallSnapshot, Errno, Sys};
-use faultline_heap::uffd::Uffd;
 use faultline_heap::ArenaOffset;
 use faultline_heap::PAGE_SIZE;
-use std::sync::Arc;
 
 const PAGES: usize = 64;
 
-fn uffd_available() -> bool {
-    Uffd::available(&Sys::real()).is_ok()
-}
-
-/// Linux 6.13 or later, where `process_madvise` of the process itself takes `MADV_DONTNEED`
-/// (before, it refuses with EINVAL and the arena falls back).
-fn kernel_batches() -> bool {
-    kernel_at_least(6, 13)
+/// Whether userfaultfd works and the kernel is Linux 6.13 or later, where `process_madvise` of
+/// the process itself takes `MADV_DONTNEED` (before, it refuses with EINVAL and the arena
+/// falls back: tested by the tests that run everywhere); if not, prints `test`'s skip notice.
+fn batching_or_skip(test: &str) -> bool {
+    if !uffd_or_skip(test) {
+        return false;
+    }
+    let ok = kernel_at_least(6, 13);
+    if !ok {
+        eprintln!("SKIPPED: {test}: process_madvise(MADV_DONTNEED) needs Linux 6.13");
+    }
+    ok
 }
 
 fn arena(sys: Sys) -> VolatileArena {
@@ -105,11 +109,7 @@ fn release_counted(a: &VolatileArena, ranges: &[(ArenaOffset, usize)]) -> CallSn
 
 #[test]
 fn a_batch_releases_exactly_its_ranges_with_one_call() {
-    if !uffd_available() {
-        return;
-    }
-    if !kernel_batches() {
-        eprintln!("SKIPPED: process_madvise(MADV_DONTNEED) needs Linux 6.13 (the fallback is tested below)");
+    if !batching_or_skip("a_batch_releases_exactly_its_ranges_with_one_call") {
         return;
     }
     let a = arena(Sys::real());
@@ -132,18 +132,16 @@ fn a_batch_releases_exactly_its_ranges_with_one_call() {
 
 #[test]
 fn a_refused_batch_falls_back_to_one_call_per_range_for_good() {
-    if !uffd_available() {
+    if !uffd_or_skip("a_refused_batch_falls_back_to_one_call_per_range_for_good") {
         return;
     }
     for (call, errno) in [
         (Call::ProcessMadvise, Errno::EINVAL),
         (Call::PidfdOpen, Errno::ENOSYS),
     ] {
-        let inj = Arc::new(FaultInjector::new(
-            vec![Rule::new(call, errno, Trigger::Always)],
-            3,
-        ));
+        let inj = injector(vec![Rule::new(call, errno, Trigger::Always)]);
         let a = arena(Sys::new(inj.clone()));
+        inj.arm();
         let ranges = gaps();
         release_counted(&a, &ranges);
         assert_eq!(inj.injected(call), 1, "{call:?}");
@@ -160,18 +158,16 @@ fn a_refused_batch_falls_back_to_one_call_per_range_for_good() {
 
 #[test]
 fn a_transient_error_sends_one_batch_range_by_range() {
-    if !uffd_available() || !kernel_batches() {
+    if !batching_or_skip("a_transient_error_sends_one_batch_range_by_range") {
         return;
     }
-    let inj = Arc::new(FaultInjector::new(
-        vec![Rule::new(
-            Call::ProcessMadvise,
-            Errno::ENOMEM,
-            Trigger::Nth(1),
-        )],
-        3,
-    ));
+    let inj = injector(vec![Rule::new(
+        Call::ProcessMadvise,
+        Errno::ENOMEM,
+        Trigger::Nth(1),
+    )]);
     let a = arena(Sys::new(inj.clone()));
+    inj.arm();
     let ranges = gaps();
     let calls = release_counted(&a, &ranges);
     assert_eq!(inj.injected(Call::ProcessMadvise), 1);
@@ -185,19 +181,13 @@ fn a_transient_error_sends_one_batch_range_by_range() {
 
 #[test]
 fn a_failed_fallback_is_a_typed_error() {
-    if !uffd_available() {
+    if !uffd_or_skip("a_failed_fallback_is_a_typed_error") {
         return;
     }
-    let inj = Arc::new(
-        FaultInjector::new(
-            vec![
-                Rule::new(Call::ProcessMadvise, Errno::ENOMEM, Trigger::Always),
-                Rule::new(Call::Madvise, Errno::EIO, Trigger::Always),
-            ],
-            3,
-        )
-        .disarmed(),
-    );
+    let inj = injector(vec![
+        Rule::new(Call::ProcessMadvise, Errno::ENOMEM, Trigger::Always),
+        Rule::new(Call::Madvise, Errno::EIO, Trigger::Always),
+    ]);
     let a = arena(Sys::new(inj.clone()));
     fill(&a);
     inj.arm();
@@ -213,7 +203,7 @@ fn a_failed_fallback_is_a_typed_error() {
 
 #[test]
 fn a_range_outside_the_arena_releases_nothing() {
-    if !uffd_available() {
+    if !uffd_or_skip("a_range_outside_the_arena_releases_nothing") {
         return;
     }
     let a = arena(Sys::real());
@@ -232,19 +222,13 @@ fn a_range_outside_the_arena_releases_nothing() {
 /// exactly those are absent (what frees the objects they held relies on it).
 #[test]
 fn release_leading_counts_the_ranges_released_before_an_error() {
-    if !uffd_available() {
+    if !uffd_or_skip("release_leading_counts_the_ranges_released_before_an_error") {
         return;
     }
-    let inj = Arc::new(
-        FaultInjector::new(
-            vec![
-                Rule::new(Call::ProcessMadvise, Errno::EINVAL, Trigger::Always),
-                Rule::new(Call::Madvise, Errno::EIO, Trigger::Nth(3)),
-            ],
-            3,
-        )
-        .disarmed(),
-    );
+    let inj = injector(vec![
+        Rule::new(Call::ProcessMadvise, Errno::EINVAL, Trigger::Always),
+        Rule::new(Call::Madvise, Errno::EIO, Trigger::Nth(3)),
+    ]);
     let a = arena(Sys::new(inj.clone()));
     fill(&a);
     let ranges = gaps();
@@ -267,19 +251,21 @@ fn release_leading_counts_the_ranges_released_before_an_error() {
 
 #[test]
 fn a_partial_batch_has_the_rest_released_range_by_range() {
-    if !uffd_available() || !kernel_batches() {
+    if !batching_or_skip("a_partial_batch_has_the_rest_released_range_by_range") {
         return;
     }
     let ranges = gaps();
     let half = ranges.len() / 2;
     // The kernel advises the first half of the ranges, then stops at an error (EFAULT).
     let first_half = ranges[..half].iter().map(|&(_, l)| l).sum();
-    let inj = Arc::new(FaultInjector::new(
-        vec![Rule::stop_after(first_half, Errno::EFAULT, Trigger::Always)],
-        3,
-    ));
+    let inj = injector(vec![Rule::stop_after(
+        first_half,
+        Errno::EFAULT,
+        Trigger::Always,
+    )]);
     let a = arena(Sys::new(inj.clone()));
     fill(&a);
+    inj.arm();
     let before = a.stats().calls_since_creation;
     let (released, r) = a.release_leading(&ranges);
     r.unwrap();
@@ -308,7 +294,7 @@ fn a_partial_batch_has_the_rest_released_range_by_range() {
 /// process), so a child never batches; the parent's pages stay present with their contents.
 #[test]
 fn a_forked_childs_release_leaves_the_parent_alone() {
-    if !uffd_available() || !kernel_batches() {
+    if !batching_or_skip("a_forked_childs_release_leaves_the_parent_alone") {
         return;
     }
     let a = arena(Sys::real());
@@ -346,7 +332,7 @@ fn a_forked_childs_release_leaves_the_parent_alone() {
 /// are released; the pages between them keep their contents.
 #[test]
 fn ranges_split_across_batches_and_a_range_over_8_mib_alone() {
-    if !uffd_available() || !kernel_batches() {
+    if !batching_or_skip("ranges_split_across_batches_and_a_range_over_8_mib_alone") {
         return;
     }
     let a = arena_of(4096, Sys::real());
@@ -369,7 +355,7 @@ fn ranges_split_across_batches_and_a_range_over_8_mib_alone() {
 
 #[test]
 fn a_lone_range_opens_no_descriptor() {
-    if !uffd_available() {
+    if !uffd_or_skip("a_lone_range_opens_no_descriptor") {
         return;
     }
     let a = arena(Sys::real());

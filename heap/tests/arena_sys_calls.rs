@@ -8,21 +8,14 @@
 //!   `lseek(SEEK_HOLE)` copies to the end of the arena instead (holes read as zero), so the
 //!   child's copy is still right.
 
+mod common;
+use common::{injector, uffd_or_skip};
 use faultline_heap::arena::{ArenaConfig, ArenaError, Backing, FaultDelivery, VolatileArena};
 use faultline_heap::inject::{FaultInjector, Rule, Trigger};
 use faultline_heap::sys::{Call, Errno, Sys};
-use faultline_heap::uffd::Uffd;
 use faultline_heap::ArenaOffset;
 use faultline_heap::PAGE_SIZE;
 use std::sync::Arc;
-
-fn uffd_available() -> bool {
-    Uffd::available(&Sys::real()).is_ok()
-}
-
-fn injector(rules: Vec<Rule>) -> Arc<FaultInjector> {
-    Arc::new(FaultInjector::new(rules, 7).disarmed())
-}
 
 fn arena(backing: Backing, pages: usize, inj: &Arc<FaultInjector>) -> VolatileArena {
     VolatileArena::new(
@@ -36,7 +29,7 @@ fn arena(backing: Backing, pages: usize, inj: &Arc<FaultInjector>) -> VolatileAr
 
 #[test]
 fn anonymous_presence_check_is_a_counted_injectable_mincore() {
-    if !uffd_available() {
+    if !uffd_or_skip("anonymous_presence_check_is_a_counted_injectable_mincore") {
         return;
     }
     let inj = injector(vec![Rule::new(
@@ -59,7 +52,7 @@ fn anonymous_presence_check_is_a_counted_injectable_mincore() {
 
 #[test]
 fn memfd_presence_check_is_a_counted_injectable_pagemap_pread() {
-    if !uffd_available() {
+    if !uffd_or_skip("memfd_presence_check_is_a_counted_injectable_pagemap_pread") {
         return;
     }
     let inj = injector(vec![Rule::new(Call::Pread, Errno::EIO, Trigger::Always)]);
@@ -142,7 +135,7 @@ fn parent_unchanged(a: &VolatileArena) {
 
 #[test]
 fn detach_after_fork_walks_extents_through_sys() {
-    if !uffd_available() {
+    if !uffd_or_skip("detach_after_fork_walks_extents_through_sys") {
         return;
     }
     let inj = injector(Vec::new());
@@ -164,7 +157,7 @@ fn detach_after_fork_walks_extents_through_sys() {
 
 #[test]
 fn injected_seek_data_failure_is_a_typed_error() {
-    if !uffd_available() {
+    if !uffd_or_skip("injected_seek_data_failure_is_a_typed_error") {
         return;
     }
     let inj = injector(vec![Rule::new(Call::Lseek, Errno::EINVAL, Trigger::Nth(1))]);
@@ -183,7 +176,7 @@ fn injected_seek_data_failure_is_a_typed_error() {
 
 #[test]
 fn injected_seek_hole_failure_copies_to_the_end() {
-    if !uffd_available() {
+    if !uffd_or_skip("injected_seek_hole_failure_copies_to_the_end") {
         return;
     }
     let inj = injector(vec![Rule::new(Call::Lseek, Errno::EINVAL, Trigger::Nth(2))]);
@@ -200,7 +193,7 @@ fn injected_seek_hole_failure_copies_to_the_end() {
 
 #[test]
 fn injected_pread_failure_is_a_typed_error() {
-    if !uffd_available() {
+    if !uffd_or_skip("injected_pread_failure_is_a_typed_error") {
         return;
     }
     let inj = injector(vec![Rule::new(Call::Pread, Errno::EIO, Trigger::Nth(1))]);

@@ -1,11 +1,33 @@
-//! Helpers shared by the heap's integration tests: scratch mappings and presence checks.
+//! Helpers shared by the heap's integration tests: scratch mappings, presence checks, the
+//! skip notice where userfaultfd is unavailable, and fault injectors.
 //!
 //! Invariant: every helper works on memory the test itself mapped; nothing here touches an
 //! arena page that may be absent (that would fault), except where the name says so.
 
 #![allow(dead_code)]
 
+use faultline_heap::inject::{FaultInjector, Rule};
+use faultline_heap::sys::Sys;
+use faultline_heap::uffd::Uffd;
 use faultline_heap::PAGE_SIZE;
+use std::sync::Arc;
+
+/// Whether userfaultfd works here; if not, prints `test`'s skip notice (the torture
+/// environments count them) and the test returns.
+pub fn uffd_or_skip(test: &str) -> bool {
+    match Uffd::available(&Sys::real()) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("SKIPPED: {test}: userfaultfd unavailable here: {e}");
+            false
+        }
+    }
+}
+
+/// A disarmed injector of `rules` (`arm` it once the arena is set up).
+pub fn injector(rules: Vec<Rule>) -> Arc<FaultInjector> {
+    Arc::new(FaultInjector::new(rules, 7).disarmed())
+}
 
 /// A private anonymous mapping owned by a test, unmapped on drop.
 pub struct Scratch {
