@@ -86,7 +86,7 @@ use crate::pacer::Pacer;
 use crate::safepoint::SpState;
 use crate::space::{LargeSpace, MovingSpace};
 use crate::stats::SwitchReason;
-use crate::trace::{header, size_words, Atomic, Tracer};
+use crate::trace::{header, Atomic, Tracer};
 
 /// Objects larger than this many words are scanned a chunk of this many words at a time (see
 /// [`chunk`]): 16 KiB, tens of microseconds of shading.
@@ -328,7 +328,7 @@ impl<'a> ConcMarker<'a> {
     fn scan(&mut self, entry: usize) -> bool {
         let (o, k) = chunk::decode(entry);
         let lo = k * SCAN_CHUNK_WORDS;
-        let size = size_words(self.t.types, o);
+        let size = self.t.size_words(o);
         let hi = match chunk::encode(o, k + 1) {
             Some(next) if size > lo + SCAN_CHUNK_WORDS => {
                 self.gray.push(next);
@@ -343,7 +343,7 @@ impl<'a> ConcMarker<'a> {
     /// Shade the references held in words `[from_k, to_k)` of the object at `o` (word 0 is
     /// its header; `to_k` is clipped to the object's size).
     fn scan_words(&mut self, o: usize, from_k: usize, to_k: usize) {
-        if self.scan_range(o, size_words(self.t.types, o), from_k, to_k) {
+        if self.scan_range(o, self.t.size_words(o), from_k, to_k) {
             self.traced += 1;
         }
     }
@@ -438,7 +438,7 @@ impl<'a> ConcMarker<'a> {
         let mut a = s;
         while a < e {
             let h = header(a);
-            let size = self.t.types.size_words(h).unwrap_or(1);
+            let size = self.t.scan.get(h).size_words(h);
             if h.type_id() != TypeId::FILLER {
                 let w = (a - from) / WORD;
                 if seg.bits == 0 || w / 64 != seg.word {
@@ -479,7 +479,7 @@ impl<'a> ConcMarker<'a> {
             let mut a = seg.start;
             while a < seg.end {
                 let h = header(a);
-                let size = self.t.types.size_words(h).unwrap_or(1);
+                let size = self.t.scan.get(h).size_words(h);
                 let w = (a - from) / WORD;
                 if h.type_id() != TypeId::FILLER && new & 1 << (w % 64) != 0 {
                     self.t.live.mark_range(w, w + size);
@@ -505,7 +505,7 @@ impl<'a> ConcMarker<'a> {
         if lo > 0 {
             if let Some(w) = self.t.mark.prev_set(lo - 1) {
                 let o = from + w * WORD;
-                let size = size_words(self.t.types, o);
+                let size = self.t.size_words(o);
                 if w + size > lo {
                     self.scan_words(o, lo - w, hi - w);
                 }

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam::deque::{Injector, Steal, Stealer, Worker};
 use faultline_heap::bitmap::{Bitmap, LiveWords};
-use faultline_heap::object::{Header, TypeRegistry, WORD};
+use faultline_heap::object::{Header, RefSlots, ScanTable, TypeRegistry, WORD};
 use faultline_heap::PAGE_SIZE;
 
 use crate::space::LargeSpace;
@@ -74,12 +74,6 @@ pub(crate) fn header(a: usize) -> Header {
     Header(unsafe { (a as *const u64).read() })
 }
 
-/// The size in words of the object whose header is at `a` (1 for an unknown type: a filler).
-#[inline]
-pub(crate) fn size_words(types: &TypeRegistry, a: usize) -> usize {
-    types.size_words(header(a)).unwrap_or(1)
-}
-
 /// Everything shading and scanning needs.
 pub(crate) struct Tracer<'a, A: SlotAccess> {
     /// Base of the moving space's current half.
@@ -94,6 +88,8 @@ pub(crate) struct Tracer<'a, A: SlotAccess> {
     pub large: &'a LargeSpace,
     /// Object layouts.
     pub types: &'a TypeRegistry,
+    /// The same layouts as one table of values (a size or the reference slots in one lookup).
+    pub scan: ScanTable<'a>,
     /// The slot access mode.
     pub access: PhantomData<A>,
 }
@@ -107,6 +103,7 @@ impl<A: SlotAccess> Clone for Tracer<'_, A> {
             live: self.live,
             large: self.large,
             types: self.types,
+            scan: self.scan,
             access: PhantomData,
         }
     }
@@ -129,8 +126,17 @@ impl<'a, A: SlotAccess> Tracer<'a, A> {
             live,
             large,
             types,
+            scan: types.scan_table(),
             access: PhantomData,
         }
+    }
+
+    /// The size in words of the object at `a` (1 for an unknown type: a filler), from the
+    /// layout table: the figure [`TypeRegistry::size_words`] gives.
+    #[inline]
+    pub(crate) fn size_words(&self, a: usize) -> usize {
+        let h = header(a);
+        self.scan.get(h).size_words(h)
     }
 
     /// Shade `v` if it is an unshaded object; true if this call shaded it (scan it next).
@@ -142,7 +148,7 @@ impl<'a, A: SlotAccess> Tracer<'a, A> {
         if v >= self.from && v < self.limit {
             let w = (v - self.from) / WORD;
             if self.mark.set(w) {
-                self.live.mark_range(w, w + size_words(self.types, v));
+                self.live.mark_range(w, w + self.size_words(v));
                 return true;
             }
             false
@@ -153,28 +159,10 @@ impl<'a, A: SlotAccess> Tracer<'a, A> {
         }
     }
 
-    /// Call `f` with every reference held in words `[from_k, to_k)` of the object at `obj`
-    /// (word 0 is its header; `to_k` is clipped to the object's size).
-    #[inline]
-    pub(crate) fn for_each_ref(
-        &self,
-        obj: usize,
-        from_k: usize,
-        to_k: usize,
-        mut f: impl FnMut(usize),
-    ) {
-        let h = header(obj);
-        let size = self.types.size_words(h).unwrap_or(1);
-        let to_k = to_k.min(size);
-        if from_k >= to_k {
-            return;
-        }
-        self.types
-            .for_each_ref_word(h, from_k, to_k, |k| f(A::load(obj + k * WORD)));
-    }
-
-    /// Shade every reference held in words `[from_k, to_k)` of the object at `obj` (as
-    /// [`Self::for_each_ref`] yields them) and call `on_new` with each one this call shaded.
+    /// Shade every reference held in words `[from_k, to_k)` of the object at `obj` (word 0 is
+    /// its header; `to_k` is clipped to the object's size), in slot order as
+    /// [`TypeRegistry::for_each_ref_word`] lists them, and call `on_new` with each one this
+    /// call shaded. The slots come from the layout table ([`ScanTable`]).
     /// Shading reads the child's header (its size, for the live-words bitmap), a cache miss
     /// per child in a heap larger than the caches; so each candidate in the moving space's
     /// range is prefetched when it is read and shaded [`SHADE_AHEAD`] references later, and
@@ -188,21 +176,38 @@ impl<'a, A: SlotAccess> Tracer<'a, A> {
         to_k: usize,
         mut on_new: impl FnMut(usize),
     ) {
-        let mut ring = [0usize; SHADE_AHEAD];
-        let mut n = 0usize;
-        self.for_each_ref(obj, from_k, to_k, |c| {
-            if c >= self.from && c < self.limit {
-                crate::dense::prefetch(c);
+        let h = header(obj);
+        let l = self.scan.get(h);
+        let to_k = to_k.min(l.size_words(h));
+        if from_k >= to_k {
+            return;
+        }
+        let mut ahead = Ahead {
+            ring: [0; SHADE_AHEAD],
+            n: 0,
+        };
+        // One loop per slot form, each with the step inlined (a closure shared by the three
+        // was compiled out of line: a call per reference).
+        match l.ref_slots(h, from_k, to_k) {
+            RefSlots::Mask(mut m) => {
+                while m != 0 {
+                    let k = m.trailing_zeros() as usize;
+                    ahead.feed(self, A::load(obj + k * WORD), &mut on_new);
+                    m &= m - 1;
+                }
             }
-            let slot = &mut ring[n % SHADE_AHEAD];
-            let due = core::mem::replace(slot, c);
-            if n >= SHADE_AHEAD && self.shade(due) {
-                on_new(due);
+            RefSlots::Range(a, b) => {
+                for k in a..b {
+                    ahead.feed(self, A::load(obj + k * WORD), &mut on_new);
+                }
             }
-            n += 1;
-        });
+            RefSlots::Registry => self.types.for_each_ref_word(h, from_k, to_k, |k| {
+                ahead.feed(self, A::load(obj + k * WORD), &mut on_new)
+            }),
+        }
+        let n = ahead.n;
         for k in n.saturating_sub(SHADE_AHEAD)..n {
-            let c = ring[k % SHADE_AHEAD];
+            let c = ahead.ring[k % SHADE_AHEAD];
             if self.shade(c) {
                 on_new(c);
             }
@@ -292,29 +297,79 @@ where
     }
 }
 
+/// The references [`Tracer::shade_refs`] has read and not yet shaded: each is prefetched when
+/// read and shaded [`SHADE_AHEAD`] references later.
+struct Ahead {
+    ring: [usize; SHADE_AHEAD],
+    /// References read so far.
+    n: usize,
+}
+
+impl Ahead {
+    /// Take the reference `c` just read: prefetch it, and shade the one read
+    /// [`SHADE_AHEAD`] references ago (calling `on_new` if this shaded it).
+    #[inline(always)]
+    fn feed<A: SlotAccess>(&mut self, t: &Tracer<'_, A>, c: usize, on_new: &mut impl FnMut(usize)) {
+        if c >= t.from && c < t.limit {
+            crate::dense::prefetch(c);
+        }
+        let due = core::mem::replace(&mut self.ring[self.n % SHADE_AHEAD], c);
+        if self.n >= SHADE_AHEAD && t.shade(due) {
+            on_new(due);
+        }
+        self.n += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use faultline_heap::object::TypeInfo;
 
-    /// A plain-vector "heap": one ref array of `n` slots at word 0, then `n` two-word leaf
-    /// objects; returns the words and the leaves' word indices (the caller fills the slots).
-    fn heap_with_array(types: &mut TypeRegistry, n: usize) -> (Vec<u64>, Vec<usize>) {
-        let arr = types
-            .register(TypeInfo::ref_array("refs"))
-            .expect("a valid layout");
+    /// How the holder object's reference slots are laid out, one per form of
+    /// [`RefSlots`]: a reference array, a fixed type with its slots below word 64 (a mask),
+    /// and a fixed type with its slots at word 64 and beyond (the registry's list).
+    #[derive(Clone, Copy, Debug)]
+    enum Holder {
+        Array,
+        Mask,
+        List,
+    }
+
+    /// A plain-vector "heap": one holder object of `n` reference slots at word 0, then `n`
+    /// two-word leaf objects; returns the words, the holder's slot word indices and the
+    /// leaves' word indices (the caller fills the slots).
+    fn heap_with_holder(
+        types: &mut TypeRegistry,
+        n: usize,
+        holder: Holder,
+    ) -> (Vec<u64>, Vec<usize>, Vec<usize>) {
+        let first = match holder {
+            Holder::Array | Holder::Mask => 1,
+            Holder::List => 64,
+        };
+        let (info, len) = match holder {
+            Holder::Array => (TypeInfo::ref_array("refs"), n),
+            Holder::Mask | Holder::List => {
+                let offsets: Vec<usize> = (0..n).map(|k| (first - 1 + k) * WORD).collect();
+                let t = TypeInfo::fixed("holder", (first - 1 + n) * WORD, &offsets);
+                (t, 0)
+            }
+        };
+        let held = types.register(info).expect("a valid layout");
         let leaf = types
             .register(TypeInfo::fixed("leaf", 8, &[]))
             .expect("a valid layout");
-        let mut words = vec![0u64; 1 + n + 2 * n];
-        words[0] = Header::new(arr, n as u32).0;
+        let size = first + n;
+        let mut words = vec![0u64; size + 2 * n];
+        words[0] = Header::new(held, len as u32).0;
         let mut leaves = Vec::new();
         for i in 0..n {
-            let w = 1 + n + 2 * i;
+            let w = size + 2 * i;
             words[w] = Header::new(leaf, 8).0;
             leaves.push(w);
         }
-        (words, leaves)
+        (words, (first..size).collect(), leaves)
     }
 
     /// `shade_refs` keeps references in flight: whatever the count against its ring, every
@@ -323,6 +378,12 @@ mod tests {
     /// are passed over as by `shade`.
     #[test]
     fn shading_ahead_shades_what_one_at_a_time_shades_in_the_same_order() {
+        for holder in [Holder::Array, Holder::Mask, Holder::List] {
+            shading_ahead_matches(holder);
+        }
+    }
+
+    fn shading_ahead_matches(holder: Holder) {
         for n in [
             1,
             2,
@@ -332,7 +393,7 @@ mod tests {
             3 * SHADE_AHEAD + 5,
         ] {
             let mut types = TypeRegistry::default();
-            let (mut words, leaves) = heap_with_array(&mut types, n);
+            let (mut words, slot_words, leaves) = heap_with_holder(&mut types, n, holder);
             let from = words.as_mut_ptr() as usize;
             let addr = |w: usize| from + w * WORD;
             // Slot values: each leaf once, then (where there are enough slots) the first leaf
@@ -344,8 +405,8 @@ mod tests {
                 slots[2] = 0x1235;
                 slots[3] = addr(words.len() + 8);
             }
-            for (k, &v) in slots.iter().enumerate() {
-                words[1 + k] = v as u64;
+            for (&w, &v) in slot_words.iter().zip(&slots) {
+                words[w] = v as u64;
             }
             let end = addr(words.len());
             let mark = Bitmap::new(words.len() + 64);
@@ -354,23 +415,35 @@ mod tests {
             let t = Tracer::<Plain>::new(from, end, &mark, &live, &large, &types);
             let mut seen = Vec::new();
             t.shade_refs(from, 0, usize::MAX, |c| seen.push(c));
-            // One at a time, in slot order, on fresh bitmaps: the reference answer.
+            // One at a time, in slot order as the registry lists the slots, on fresh bitmaps:
+            // the reference answer.
             let (mark1, live1) = (
                 Bitmap::new(words.len() + 64),
                 LiveWords::new(words.len() + 64),
             );
             let t1 = Tracer::<Plain>::new(from, end, &mark1, &live1, &large, &types);
             let mut want = Vec::new();
-            t1.for_each_ref(from, 0, usize::MAX, |c| {
+            let h = header(from);
+            let size = types.size_words(h).expect("a registered type");
+            types.for_each_ref_word(h, 0, size, |k| {
+                let c = Plain::load(from + k * WORD);
                 if t1.shade(c) {
                     want.push(c);
                 }
             });
-            assert_eq!(seen, want, "n = {n}");
+            assert_eq!(seen, want, "{holder:?}, n = {n}");
             assert!(!want.is_empty());
             for w in 0..words.len() {
-                assert_eq!(mark.get(w), mark1.get(w), "mark bit {w}, n = {n}");
-                assert_eq!(live.bits.get(w), live1.bits.get(w), "live bit {w}, n = {n}");
+                assert_eq!(
+                    mark.get(w),
+                    mark1.get(w),
+                    "{holder:?} mark bit {w}, n = {n}"
+                );
+                assert_eq!(
+                    live.bits.get(w),
+                    live1.bits.get(w),
+                    "{holder:?} live bit {w}"
+                );
             }
             // Shading again finds nothing new.
             t.shade_refs(from, 0, usize::MAX, |_| panic!("shaded twice"));
