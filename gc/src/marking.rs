@@ -66,6 +66,8 @@
 //!   `mark_top` and `top` is black and reaches the bitmaps only through the buffer walks;
 //! - the SATB queue, the retired buffers and the new large objects are each behind their own
 //!   mutex, taken briefly by mutators (flush, retire, large allocation) and by the marker;
+//! - a marker's references in flight (read by its steps, not yet shaded: the tracer's ring)
+//!   exist only while its local stack holds work, and a dropped marker shades them first;
 //! - the gray pool is empty outside marking (see [`crate::graypool`]); helper markers live
 //!   only inside one drain, so none runs outside the GC thread's marking phases;
 //! - the handshake never makes correctness depend on an answer: the remark still drains
@@ -86,7 +88,7 @@ use crate::pacer::Pacer;
 use crate::safepoint::SpState;
 use crate::space::{LargeSpace, MovingSpace};
 use crate::stats::SwitchReason;
-use crate::trace::{header, Atomic, Tracer};
+use crate::trace::{header, Ahead, Atomic, Tracer};
 
 /// Objects larger than this many words are scanned a chunk of this many words at a time (see
 /// [`chunk`]): 16 KiB, tens of microseconds of shading.
@@ -294,6 +296,17 @@ pub(crate) struct ConcMarker<'a> {
     pub scanned_bytes: usize,
     /// With a mark hook: the cycle's count of objects traced by all markers.
     count_all: Option<&'a AtomicUsize>,
+    /// References read by [`ConcMarker::step`]'s scans and not yet shaded (kept in flight
+    /// across objects). Invariant: empty whenever the local stack is, after every step (so
+    /// the drain's end and a stack that releases its pending token never leave one behind),
+    /// and emptied into the gray set on drop.
+    ahead: Ahead,
+}
+
+impl Drop for ConcMarker<'_> {
+    fn drop(&mut self) {
+        self.flush_ahead();
+    }
 }
 
 impl<'a> ConcMarker<'a> {
@@ -311,7 +324,21 @@ impl<'a> ConcMarker<'a> {
             traced: 0,
             scanned_bytes: 0,
             count_all: None,
+            ahead: Ahead::default(),
         }
+    }
+
+    /// Shade the references [`ConcMarker::step`] still holds in flight; the new ones become
+    /// gray.
+    fn flush_ahead(&mut self) {
+        if self.ahead.is_empty() {
+            return;
+        }
+        let (t, gray, marked) = (&self.t, &mut self.gray, &mut self.marked);
+        self.ahead.flush(t, &mut |c| {
+            *marked += 1;
+            gray.push(c);
+        });
     }
 
     /// Shade `v`; a newly shaded object becomes gray.
@@ -328,15 +355,24 @@ impl<'a> ConcMarker<'a> {
     fn scan(&mut self, entry: usize) -> bool {
         let (o, k) = chunk::decode(entry);
         let lo = k * SCAN_CHUNK_WORDS;
-        let size = self.t.size_words(o);
+        let h = header(o);
+        let l = self.t.scan.get(h);
+        let size = l.size_words(h);
         let hi = match chunk::encode(o, k + 1) {
             Some(next) if size > lo + SCAN_CHUNK_WORDS => {
                 self.gray.push(next);
                 lo + SCAN_CHUNK_WORDS
             }
-            _ => usize::MAX,
+            _ => size,
         };
-        self.scan_range(o, size, lo, hi);
+        if lo < hi {
+            self.scanned_bytes += (hi - lo) * WORD;
+            let (t, gray, marked) = (&self.t, &mut self.gray, &mut self.marked);
+            t.feed_refs(o, h, l, lo, hi, &mut self.ahead, &mut |c| {
+                *marked += 1;
+                gray.push(c);
+            });
+        }
         k == 0
     }
 
@@ -381,6 +417,9 @@ impl<'a> ConcMarker<'a> {
                     crate::dense::prefetch(chunk::decode(next).0);
                 }
                 let object = self.scan(e);
+                if self.gray.stacked() == 0 {
+                    self.flush_ahead();
+                }
                 self.gray.finished();
                 if object {
                     self.traced += 1;
@@ -1098,6 +1137,79 @@ mod tests {
             }
         }
         (words, objs)
+    }
+
+    /// A complete binary tree of `n` pairs in a plain vector (pair `i` holds pairs `2i + 1`
+    /// and `2i + 2`, when they exist): the words and each pair's address.
+    fn tree_of_pairs(
+        types: &mut faultline_heap::object::TypeRegistry,
+        n: usize,
+    ) -> (Vec<u64>, usize) {
+        use faultline_heap::object::{Header, TypeInfo};
+        let pair = types
+            .register(TypeInfo::fixed("pair", 16, &[0, 8]))
+            .expect("a valid layout");
+        let mut words = vec![0u64; 3 * n];
+        let from = words.as_mut_ptr() as usize;
+        for i in 0..n {
+            words[3 * i] = Header::new(pair, 16).0;
+            for (k, c) in [2 * i + 1, 2 * i + 2].into_iter().enumerate() {
+                if c < n {
+                    words[3 * i + 1 + k] = (from + 3 * c * WORD) as u64;
+                }
+            }
+        }
+        (words, from)
+    }
+
+    /// The references a marker's steps keep in flight across objects are never lost: after
+    /// every step they are gone or the marker's stack still holds work (so its pending token
+    /// keeps a drain open), and a marker dropped between steps shades them and hands them to
+    /// the pool, where another marker finishes the mark.
+    #[test]
+    fn references_in_flight_across_steps_reach_the_gray_set() {
+        let mut types = faultline_heap::object::TypeRegistry::default();
+        let n = 1023;
+        let (heap, from) = tree_of_pairs(&mut types, n);
+        let words = heap.len();
+        let end = from + words * WORD;
+        let mark = faultline_heap::bitmap::Bitmap::new(words + 64);
+        let live = faultline_heap::bitmap::LiveWords::new(words + 64);
+        let large = LargeSpace::new(0, 0);
+        let pool = GrayPool::default();
+        let t = Tracer::<Atomic>::new(from, end, &mark, &live, &large, &types);
+        let mut a = ConcMarker::new(t.clone(), &pool);
+        a.shade(from);
+        let mut held = false;
+        for _ in 0..40 {
+            assert!(a.step());
+            assert!(
+                a.ahead.is_empty() || a.gray.stacked() > 0,
+                "references in flight with an empty stack"
+            );
+            held |= !a.ahead.is_empty();
+        }
+        assert!(
+            held,
+            "the steps kept no reference in flight: the test tests nothing"
+        );
+        assert!(pool.pending() > 0);
+        drop(a);
+        assert!(
+            pool.pending() > 0,
+            "the dropped marker's work is in the pool"
+        );
+        let mut b = ConcMarker::new(t, &pool);
+        b.drain(|_| {});
+        drop(b);
+        assert_eq!(pool.pending(), 0);
+        for i in 0..n {
+            let w = 3 * i;
+            assert!(mark.get(w), "pair {i} unmarked");
+            for k in 0..3 {
+                assert!(live.bits.get(w + k), "word {k} of pair {i} not live");
+            }
+        }
     }
 
     #[test]

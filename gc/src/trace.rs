@@ -19,14 +19,17 @@
 //! `true` per object); a caller scans each object it shaded at most once; nothing here writes
 //! the heap. Scanning an object ([`Tracer::shade_refs`]) shades its references in slot order,
 //! each a few references after it was read and its header prefetched (a hint only: a prefetch
-//! never faults, so it may name any address).
+//! never faults, so it may name any address). The serial tracer and the concurrent marker's
+//! steps keep that ring of references in flight across objects ([`Ahead`]: a tree's or a
+//! list's object holds one or two) and empty it whenever their stack runs empty, so a trace
+//! never ends with a reference read and not shaded.
 
 use core::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam::deque::{Injector, Steal, Stealer, Worker};
 use faultline_heap::bitmap::{Bitmap, LiveWords};
-use faultline_heap::object::{Header, RefSlots, ScanTable, TypeRegistry, WORD};
+use faultline_heap::object::{Header, RefSlots, ScanLayout, ScanTable, TypeRegistry, WORD};
 use faultline_heap::PAGE_SIZE;
 
 use crate::space::LargeSpace;
@@ -64,7 +67,7 @@ impl SlotAccess for Atomic {
 
 /// How many references [`Tracer::shade_refs`] keeps in flight: each is prefetched this many
 /// references before it is shaded.
-pub(crate) const SHADE_AHEAD: usize = 8;
+pub(crate) const SHADE_AHEAD: usize = 16;
 
 /// Read the header at `a`.
 #[inline]
@@ -182,60 +185,81 @@ impl<'a, A: SlotAccess> Tracer<'a, A> {
         if from_k >= to_k {
             return;
         }
-        let mut ahead = Ahead {
-            ring: [0; SHADE_AHEAD],
-            n: 0,
-        };
+        let mut ahead = Ahead::default();
+        self.feed_refs(obj, h, l, from_k, to_k, &mut ahead, &mut on_new);
+        ahead.flush(self, &mut on_new);
+    }
+
+    /// Feed the references held in words `[from_k, to_k)` of the object at `obj` (header
+    /// `h`, layout `l`, `to_k` within its size) to `ahead`, in slot order: each is prefetched
+    /// now and shaded [`SHADE_AHEAD`] references later (`on_new` called with those shaded).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn feed_refs(
+        &self,
+        obj: usize,
+        h: Header,
+        l: ScanLayout,
+        from_k: usize,
+        to_k: usize,
+        ahead: &mut Ahead,
+        on_new: &mut impl FnMut(usize),
+    ) {
         // One loop per slot form, each with the step inlined (a closure shared by the three
         // was compiled out of line: a call per reference).
         match l.ref_slots(h, from_k, to_k) {
             RefSlots::Mask(mut m) => {
                 while m != 0 {
                     let k = m.trailing_zeros() as usize;
-                    ahead.feed(self, A::load(obj + k * WORD), &mut on_new);
+                    ahead.feed(self, A::load(obj + k * WORD), on_new);
                     m &= m - 1;
                 }
             }
             RefSlots::Range(a, b) => {
                 for k in a..b {
-                    ahead.feed(self, A::load(obj + k * WORD), &mut on_new);
+                    ahead.feed(self, A::load(obj + k * WORD), on_new);
                 }
             }
             RefSlots::Registry => self.types.for_each_ref_word(h, from_k, to_k, |k| {
-                ahead.feed(self, A::load(obj + k * WORD), &mut on_new)
+                ahead.feed(self, A::load(obj + k * WORD), on_new)
             }),
         }
-        let n = ahead.n;
-        for k in n.saturating_sub(SHADE_AHEAD)..n {
-            let c = ahead.ring[k % SHADE_AHEAD];
-            if self.shade(c) {
-                on_new(c);
-            }
-        }
-    }
-
-    /// Shade every child of `obj` and push the newly shaded ones on `stack`; returns how many.
-    #[inline]
-    pub(crate) fn scan_into(&self, obj: usize, stack: &mut Vec<usize>) -> usize {
-        let mut n = 0;
-        self.shade_refs(obj, 0, usize::MAX, |c| {
-            n += 1;
-            stack.push(c);
-        });
-        n
     }
 
     /// Trace from `roots` to completion on this thread; returns the objects shaded.
     pub(crate) fn trace_serial(&self, roots: Vec<usize>) -> usize {
         let mut stack: Vec<usize> = roots.into_iter().filter(|&r| self.shade(r)).collect();
         let mut n = stack.len();
-        while let Some(o) = stack.pop() {
+        // One ring of references in flight across objects (an object of a tree or a list
+        // holds one or two: a ring per object would keep one or two misses in flight); it is
+        // emptied whenever the stack is, so nothing shaded-to-be is left behind at the end.
+        let mut ahead = Ahead::default();
+        loop {
+            let o = match stack.pop() {
+                Some(o) => o,
+                None => {
+                    ahead.flush(self, &mut |c| {
+                        n += 1;
+                        stack.push(c);
+                    });
+                    match stack.pop() {
+                        Some(o) => o,
+                        None => break,
+                    }
+                }
+            };
             // The next object's header is read when it is scanned, often long after it was
             // shaded (its siblings' subtrees came first): ask for it now.
             if let Some(&next) = stack.last() {
                 crate::dense::prefetch(next);
             }
-            n += self.scan_into(o, &mut stack);
+            let h = header(o);
+            let l = self.scan.get(h);
+            let size = l.size_words(h);
+            self.feed_refs(o, h, l, 0, size, &mut ahead, &mut |c| {
+                n += 1;
+                stack.push(c);
+            });
         }
         n
     }
@@ -299,7 +323,8 @@ where
 
 /// The references [`Tracer::shade_refs`] has read and not yet shaded: each is prefetched when
 /// read and shaded [`SHADE_AHEAD`] references later.
-struct Ahead {
+#[derive(Default)]
+pub(crate) struct Ahead {
     ring: [usize; SHADE_AHEAD],
     /// References read so far.
     n: usize,
@@ -318,6 +343,29 @@ impl Ahead {
             on_new(due);
         }
         self.n += 1;
+    }
+
+    /// Whether no reference is held.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Shade the references still held, in the order read; empty after.
+    #[inline(always)]
+    pub(crate) fn flush<A: SlotAccess>(
+        &mut self,
+        t: &Tracer<'_, A>,
+        on_new: &mut impl FnMut(usize),
+    ) {
+        let n = self.n;
+        for k in n.saturating_sub(SHADE_AHEAD)..n {
+            let c = self.ring[k % SHADE_AHEAD];
+            if t.shade(c) {
+                on_new(c);
+            }
+        }
+        self.n = 0;
     }
 }
 
