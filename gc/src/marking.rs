@@ -296,6 +296,9 @@ pub(crate) struct ConcMarker<'a> {
     pub scanned_bytes: usize,
     /// `traced` at the last [`ConcMarker::publish`].
     published_at: usize,
+    /// Scans since [`ConcMarker::drain`] last called its periodic work (kept across drains,
+    /// so short drains in a row still reach it).
+    since_each: u32,
     /// With a mark hook: the cycle's count of objects traced by all markers.
     count_all: Option<&'a AtomicUsize>,
     /// References read by [`ConcMarker::step`]'s scans and not yet shaded (kept in flight
@@ -326,6 +329,7 @@ impl<'a> ConcMarker<'a> {
             traced: 0,
             scanned_bytes: 0,
             published_at: 0,
+            since_each: 0,
             count_all: None,
             ahead: Ahead::default(),
         }
@@ -353,7 +357,9 @@ impl<'a> ConcMarker<'a> {
     }
 
     /// Scan one gray-set entry: a whole object, or its first [`SCAN_CHUNK_WORDS`] words
-    /// with a continuation for the rest pushed first (so another marker can take it). Returns
+    /// with a continuation for the rest pushed first (so another marker can take it). Its
+    /// references go through the marker's ring (`ahead`): each is shaded up to
+    /// [`crate::trace::SHADE_AHEAD`] references later, in this step or a later one. Returns
     /// whether it was an object (not a continuation).
     fn scan(&mut self, entry: usize) -> bool {
         let (o, k) = chunk::decode(entry);
@@ -445,8 +451,9 @@ impl<'a> ConcMarker<'a> {
     }
 
     /// Scan gray objects until none is left anywhere (other markers and assists may still
-    /// hold some: wait for them), calling `each` after every [`EACH_STEPS`] scans (after
-    /// every scan while a mark hook counts them, so that its count stays exact).
+    /// hold some: wait for them), calling `each` after every [`EACH_STEPS`] scans of this
+    /// marker, counted across its drains (after every scan while a mark hook counts them, so
+    /// that its count stays exact).
     fn drain(&mut self, mut each: impl FnMut(&mut Self)) {
         let mut idle = 0u32;
         let every = if self.count_all.is_some() {
@@ -454,13 +461,12 @@ impl<'a> ConcMarker<'a> {
         } else {
             EACH_STEPS
         };
-        let mut steps = 0u32;
         loop {
             if self.step() {
                 idle = 0;
-                steps += 1;
-                if steps == every {
-                    steps = 0;
+                self.since_each += 1;
+                if self.since_each >= every {
+                    self.since_each = 0;
                     each(self);
                 }
                 continue;
@@ -608,8 +614,8 @@ const EACH_STEPS: u32 = 64;
 /// Concurrent marking takes the SATB queue's entries every this many objects traced.
 const SATB_EVERY: usize = 4096;
 
-/// Drain the shared gray pool to empty with `m` (the GC thread's marker, calling `each` after
-/// every scan) and `ctx.threads - 1` helper markers, all stealing work from each other and
+/// Drain the shared gray pool to empty with `m` (the GC thread's marker, calling `each` every
+/// [`EACH_STEPS`] scans, see [`ConcMarker::drain`]) and `ctx.threads - 1` helper markers, all stealing work from each other and
 /// from assists. Helpers live for one drain (scoped threads); a drain that starts with fewer
 /// than `help_min` gray objects (or none) runs on the GC thread alone.
 fn drain_shared(
@@ -1237,6 +1243,42 @@ mod tests {
                 assert!(live.bits.get(w + k), "word {k} of pair {i} not live");
             }
         }
+    }
+
+    /// A drain calls its periodic work once every [`EACH_STEPS`] scans of its marker, counted
+    /// across drains: a run of short drains (the SATB passes at the end of concurrent marking)
+    /// still reaches it.
+    #[test]
+    fn a_drain_calls_its_periodic_work_every_each_steps_scans_across_drains() {
+        let mut types = faultline_heap::object::TypeRegistry::default();
+        let n = 1023;
+        let (heap, from) = tree_of_pairs(&mut types, n);
+        let words = heap.len();
+        let end = from + words * WORD;
+        let mark = faultline_heap::bitmap::Bitmap::new(words + 64);
+        let live = faultline_heap::bitmap::LiveWords::new(words + 64);
+        let large = LargeSpace::new(0, 0);
+        let pool = GrayPool::default();
+        let t = Tracer::<Atomic>::new(from, end, &mark, &live, &large, &types);
+        let mut m = ConcMarker::new(t, &pool);
+        // Short drains: each subtree of 31 pairs (fewer scans than EACH_STEPS) on its own.
+        let short = 31;
+        assert!(short < EACH_STEPS as usize);
+        let mut calls = 0usize;
+        let mut roots = 0;
+        // The subtrees rooted at the 32 pairs of depth 5 (indices 31..63), 31 pairs each.
+        for i in 31..63 {
+            m.shade(from + 3 * i * WORD);
+            m.drain(|_| calls += 1);
+            roots += 1;
+        }
+        assert_eq!(m.traced, roots * short);
+        assert_eq!(
+            calls,
+            m.traced / EACH_STEPS as usize,
+            "periodic calls across drains"
+        );
+        assert!(calls > 0);
     }
 
     #[test]
