@@ -27,11 +27,11 @@
 use core::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crossbeam::deque::{Injector, Steal, Stealer, Worker};
 use faultline_heap::bitmap::{Bitmap, LiveWords};
 use faultline_heap::object::{Header, RefSlots, ScanLayout, ScanTable, TypeRegistry, WORD};
 use faultline_heap::PAGE_SIZE;
 
+use crate::graypool::{GrayLocal, GrayPool};
 use crate::space::LargeSpace;
 
 /// How a reference slot of a live object is read.
@@ -270,50 +270,68 @@ where
     Self: Sync,
 {
     /// Trace from `roots` to completion with `threads` threads stealing work from each other
-    /// (crossbeam deques); returns the objects shaded.
+    /// (the gray pool of the concurrent markers, [`GrayPool`]: a local stack per thread whose
+    /// work counts once in the pool's pending count, so pushes and pops cost no shared atomic,
+    /// and the ring of references in flight across objects of [`Self::trace_serial`]); returns
+    /// the objects shaded.
     pub(crate) fn trace_parallel(&self, roots: Vec<usize>, threads: usize) -> usize {
-        let injector = Injector::new();
-        let pending = AtomicUsize::new(0);
+        let pool = GrayPool::default();
         let marked = AtomicUsize::new(0);
-        for r in roots {
-            if self.shade(r) {
-                pending.fetch_add(1, Ordering::SeqCst);
-                marked.fetch_add(1, Ordering::Relaxed);
-                injector.push(r);
+        {
+            // The roots go to the pool's shared queue when this holder is dropped.
+            let mut holder = GrayLocal::private(&pool);
+            for r in roots {
+                if self.shade(r) {
+                    marked.fetch_add(1, Ordering::Relaxed);
+                    holder.push(r);
+                }
             }
         }
-        let workers: Vec<Worker<usize>> = (0..threads).map(|_| Worker::new_lifo()).collect();
-        let stealers: Vec<Stealer<usize>> = workers.iter().map(Worker::stealer).collect();
         std::thread::scope(|s| {
-            for w in workers {
-                let (injector, stealers, pending, marked) =
-                    (&injector, &stealers, &pending, &marked);
-                s.spawn(move || loop {
-                    let task = w.pop().or_else(|| {
-                        std::iter::repeat_with(|| {
-                            injector
-                                .steal_batch_and_pop(&w)
-                                .or_else(|| stealers.iter().map(Stealer::steal).collect())
-                        })
-                        .find(|s: &Steal<usize>| !s.is_retry())
-                        .and_then(Steal::success)
-                    });
-                    match task {
-                        Some(o) => {
-                            self.shade_refs(o, 0, usize::MAX, |c| {
-                                pending.fetch_add(1, Ordering::SeqCst);
-                                marked.fetch_add(1, Ordering::Relaxed);
-                                w.push(c);
-                            });
-                            pending.fetch_sub(1, Ordering::SeqCst);
-                        }
-                        None => {
-                            if pending.load(Ordering::SeqCst) == 0 {
+            for _ in 0..threads {
+                let (pool, marked) = (&pool, &marked);
+                s.spawn(move || {
+                    let mut gray = GrayLocal::shared(pool);
+                    let mut ahead = Ahead::default();
+                    let mut n = 0usize;
+                    let mut idle = 0u32;
+                    loop {
+                        let Some(o) = gray.pop() else {
+                            if pool.pending() == 0 {
                                 break;
                             }
-                            std::thread::yield_now();
+                            // Another thread holds the rest (and may push more).
+                            idle += 1;
+                            if idle < 64 {
+                                std::hint::spin_loop();
+                            } else {
+                                std::thread::yield_now();
+                            }
+                            continue;
+                        };
+                        idle = 0;
+                        if let Some(next) = gray.peek() {
+                            crate::dense::prefetch(next);
                         }
+                        let h = header(o);
+                        let l = self.scan.get(h);
+                        let size = l.size_words(h);
+                        self.feed_refs(o, h, l, 0, size, &mut ahead, &mut |c| {
+                            n += 1;
+                            gray.push(c);
+                        });
+                        // The ring empties before the stack's pending token can go (as in
+                        // the concurrent marker's steps).
+                        if gray.stacked() == 0 {
+                            ahead.flush(self, &mut |c| {
+                                n += 1;
+                                gray.push(c);
+                            });
+                        }
+                        gray.finished();
                     }
+                    debug_assert!(ahead.is_empty());
+                    marked.fetch_add(n, Ordering::Relaxed);
                 });
             }
         });
@@ -418,6 +436,50 @@ mod tests {
             leaves.push(w);
         }
         (words, (first..size).collect(), leaves)
+    }
+
+    /// The serial and parallel tracers shade exactly the objects reachable from the roots,
+    /// each once, with all their words live: a complete binary tree of pairs (pair `i` holds
+    /// pairs `2i + 1` and `2i + 2`) and, beside it, pairs no root reaches.
+    #[test]
+    fn serial_and_parallel_tracers_shade_exactly_what_the_roots_reach() {
+        let mut types = TypeRegistry::default();
+        let pair = types
+            .register(TypeInfo::fixed("pair", 16, &[0, 8]))
+            .expect("a valid layout");
+        let (n, unreached) = (4095, 100);
+        let mut words = vec![0u64; 3 * (n + unreached)];
+        let from = words.as_mut_ptr() as usize;
+        for i in 0..n + unreached {
+            words[3 * i] = Header::new(pair, 16).0;
+            for (k, c) in [2 * i + 1, 2 * i + 2].into_iter().enumerate() {
+                if i < n && c < n {
+                    words[3 * i + 1 + k] = (from + 3 * c * WORD) as u64;
+                }
+            }
+        }
+        let end = from + words.len() * WORD;
+        for threads in [0, 1, 2, 4] {
+            let mark = Bitmap::new(words.len() + 64);
+            let live = LiveWords::new(words.len() + 64);
+            let large = LargeSpace::new(0, 0);
+            let t = Tracer::<Plain>::new(from, end, &mark, &live, &large, &types);
+            // The root twice: shaded once.
+            let roots = vec![from, from];
+            let shaded = if threads == 0 {
+                t.trace_serial(roots)
+            } else {
+                t.trace_parallel(roots, threads)
+            };
+            assert_eq!(shaded, n, "{threads} threads");
+            for i in 0..n + unreached {
+                let w = 3 * i;
+                assert_eq!(mark.get(w), i < n, "pair {i}, {threads} threads");
+                for k in 0..3 {
+                    assert_eq!(live.bits.get(w + k), i < n, "pair {i} word {k}");
+                }
+            }
+        }
     }
 
     /// `shade_refs` keeps references in flight: whatever the count against its ring, every
