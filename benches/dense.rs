@@ -46,7 +46,7 @@ mod common;
 
 use common::rng::SplitMix;
 use common::types::{fix, node_type, ref_array_type, unfix, NODE_BYTES};
-use common::{loadavg, mib, quick_env};
+use common::{loadavg, mib, quick_env, runs_env};
 
 /// Slots of a second-level table (32 KiB: an ordinary moving-space object).
 const SLOTS: usize = 4096;
@@ -267,11 +267,7 @@ fn main() {
     let bench_mode = std::env::args().any(|a| a == "--bench");
     let quick = !bench_mode || quick_env();
     let objects: usize = if quick { 32 << 20 } else { 256 << 20 };
-    let runs: usize = std::env::var("FAULTLINE_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(if quick { 1 } else { 3 });
+    let runs = runs_env(if quick { 1 } else { 3 });
     println!(
         "dense prefix of the stop-the-world slide, {} MiB heap, {runs} run(s) per case (load average {})",
         objects >> 20,

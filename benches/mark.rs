@@ -31,7 +31,7 @@ mod common;
 
 use common::rng::SplitMix;
 use common::types::{node_type, pair_type, ref_array_type};
-use common::{loadavg, quick_env};
+use common::{loadavg, quick_env, runs_env};
 use faultline::{GcMode, Heap, HeapConfig, Mutator, TypeId, TypeInfo, Value};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -156,11 +156,7 @@ fn main() {
     let bench_mode = std::env::args().any(|a| a == "--bench");
     let quick = !bench_mode || quick_env();
     let depth = if quick { 14 } else { 21 };
-    let runs: usize = std::env::var("FAULTLINE_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(if quick { 2 } else { 9 });
+    let runs = runs_env(if quick { 2 } else { 9 });
     println!(
         "mark CPU per cycle, mutator idle, depth {depth}, {runs} counted cycles per mode (load average {})",
         loadavg()

@@ -67,7 +67,7 @@ mod common;
 
 use common::rng::SplitMix;
 use common::types::{node_type, ref_array_type, NODE_BYTES};
-use common::{loadavg, mib, quick_env};
+use common::{loadavg, mib, quick_env, runs_env};
 
 /// Slots of the root table (8008 bytes: below the large-object threshold, so it lives, and
 /// moves, in the moving space like everything else).
@@ -234,11 +234,7 @@ fn main() {
         (true, true) => 3,
         (true, false) => 5,
     };
-    let runs: usize = std::env::var("FAULTLINE_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(default_runs);
+    let runs = runs_env(default_runs);
     let mut cases = Vec::new();
     for shape in [Shape::Local, Shape::Scattered] {
         for live in [0.1, 0.5, 0.9] {

@@ -8,7 +8,7 @@
 //!   mode and the concurrent strategy x fault-delivery grid);
 //! - [`types`]: the mock runtime's object types (32-byte tree nodes, 24-byte pairs, reference
 //!   arrays) and tagged fixnums;
-//! - here: sizes, the quick-mode switch, machine facts for report headers, and the criterion
+//! - here: sizes, the quick-mode and runs switches, machine facts for report headers, and the criterion
 //!   configuration of the criterion benches.
 //!
 //! Invariant: moving code here changes no bench's behaviour: the same generator, seeds, type
@@ -37,6 +37,15 @@ pub fn mib(b: usize) -> f64 {
 /// Whether `FAULTLINE_BENCH_QUICK` asks for a quick (smoke) run: set, not empty, not `0`.
 pub fn quick_env() -> bool {
     std::env::var("FAULTLINE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Runs per case: `FAULTLINE_BENCH_RUNS` when it is a positive number, else `default`.
+pub fn runs_env(default: usize) -> usize {
+    std::env::var("FAULTLINE_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
 }
 
 /// The first three fields of `/proc/loadavg` (the 1, 5 and 15 minute load averages), or `?`.
