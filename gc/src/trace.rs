@@ -226,40 +226,42 @@ impl<'a, A: SlotAccess> Tracer<'a, A> {
         }
     }
 
+    /// Scan the whole object at `o` through `ahead` (its references prefetched now, shaded
+    /// up to [`SHADE_AHEAD`] references later), pushing each one shaded on `stack`; when
+    /// `stack` is empty after it, empty the ring into it too, so a trace never ends with a
+    /// reference read and not shaded. Returns the objects shaded.
+    #[inline(always)]
+    fn scan_ahead(&self, o: usize, ahead: &mut Ahead, stack: &mut impl GrayStack) -> usize {
+        let mut n = 0;
+        let h = header(o);
+        let l = self.scan.get(h);
+        self.feed_refs(o, h, l, 0, l.size_words(h), ahead, &mut |c| {
+            n += 1;
+            stack.push_gray(c);
+        });
+        if stack.is_empty_gray() {
+            ahead.flush(self, &mut |c| {
+                n += 1;
+                stack.push_gray(c);
+            });
+        }
+        n
+    }
+
     /// Trace from `roots` to completion on this thread; returns the objects shaded.
     pub(crate) fn trace_serial(&self, roots: Vec<usize>) -> usize {
         let mut stack: Vec<usize> = roots.into_iter().filter(|&r| self.shade(r)).collect();
         let mut n = stack.len();
         // One ring of references in flight across objects (an object of a tree or a list
-        // holds one or two: a ring per object would keep one or two misses in flight); it is
-        // emptied whenever the stack is, so nothing shaded-to-be is left behind at the end.
+        // holds one or two: a ring per object would keep one or two misses in flight).
         let mut ahead = Ahead::default();
-        loop {
-            let o = match stack.pop() {
-                Some(o) => o,
-                None => {
-                    ahead.flush(self, &mut |c| {
-                        n += 1;
-                        stack.push(c);
-                    });
-                    match stack.pop() {
-                        Some(o) => o,
-                        None => break,
-                    }
-                }
-            };
+        while let Some(o) = stack.pop() {
             // The next object's header is read when it is scanned, often long after it was
             // shaded (its siblings' subtrees came first): ask for it now.
             if let Some(&next) = stack.last() {
                 crate::dense::prefetch(next);
             }
-            let h = header(o);
-            let l = self.scan.get(h);
-            let size = l.size_words(h);
-            self.feed_refs(o, h, l, 0, size, &mut ahead, &mut |c| {
-                n += 1;
-                stack.push(c);
-            });
+            n += self.scan_ahead(o, &mut ahead, &mut stack);
         }
         n
     }
@@ -313,21 +315,8 @@ where
                         if let Some(next) = gray.peek() {
                             crate::dense::prefetch(next);
                         }
-                        let h = header(o);
-                        let l = self.scan.get(h);
-                        let size = l.size_words(h);
-                        self.feed_refs(o, h, l, 0, size, &mut ahead, &mut |c| {
-                            n += 1;
-                            gray.push(c);
-                        });
-                        // The ring empties before the stack's pending token can go (as in
-                        // the concurrent marker's steps).
-                        if gray.stacked() == 0 {
-                            ahead.flush(self, &mut |c| {
-                                n += 1;
-                                gray.push(c);
-                            });
-                        }
+                        // The ring is empty before the stack's pending token can go.
+                        n += self.scan_ahead(o, &mut ahead, &mut gray);
                         gray.finished();
                     }
                     debug_assert!(ahead.is_empty());
@@ -336,6 +325,36 @@ where
             }
         });
         marked.into_inner()
+    }
+}
+
+/// A tracer's stack of gray objects, as [`Tracer::scan_ahead`] uses it: the serial tracer's
+/// vector, a parallel tracer's part of the gray pool.
+trait GrayStack {
+    fn push_gray(&mut self, o: usize);
+    /// Whether this stack holds nothing (its owner's next pop would look elsewhere).
+    fn is_empty_gray(&self) -> bool;
+}
+
+impl GrayStack for Vec<usize> {
+    #[inline]
+    fn push_gray(&mut self, o: usize) {
+        self.push(o);
+    }
+    #[inline]
+    fn is_empty_gray(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl GrayStack for GrayLocal<'_> {
+    #[inline]
+    fn push_gray(&mut self, o: usize) {
+        self.push(o);
+    }
+    #[inline]
+    fn is_empty_gray(&self) -> bool {
+        self.stacked() == 0
     }
 }
 
