@@ -1147,6 +1147,7 @@ fn rescan_dirty(ctx: &MarkCtx<'_>, sc: &PagemapScanner, m: &mut ConcMarker<'_>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::tests::PairTree;
 
     /// A black buffer in a plain vector: `pairs` of 3-word objects with 2-word fillers after
     /// the objects at the indices in `fillers_after`; returns the words and the objects'
@@ -1172,47 +1173,16 @@ mod tests {
         (words, objs)
     }
 
-    /// A complete binary tree of `n` pairs in a plain vector (pair `i` holds pairs `2i + 1`
-    /// and `2i + 2`, when they exist): the words and each pair's address.
-    fn tree_of_pairs(
-        types: &mut faultline_heap::object::TypeRegistry,
-        n: usize,
-    ) -> (Vec<u64>, usize) {
-        use faultline_heap::object::{Header, TypeInfo};
-        let pair = types
-            .register(TypeInfo::fixed("pair", 16, &[0, 8]))
-            .expect("a valid layout");
-        let mut words = vec![0u64; 3 * n];
-        let from = words.as_mut_ptr() as usize;
-        for i in 0..n {
-            words[3 * i] = Header::new(pair, 16).0;
-            for (k, c) in [2 * i + 1, 2 * i + 2].into_iter().enumerate() {
-                if c < n {
-                    words[3 * i + 1 + k] = (from + 3 * c * WORD) as u64;
-                }
-            }
-        }
-        (words, from)
-    }
-
     /// The references a marker's steps keep in flight across objects are never lost: after
     /// every step they are gone or the marker's stack still holds work (so its pending token
     /// keeps a drain open), and a marker dropped between steps shades them and hands them to
     /// the pool, where another marker finishes the mark.
     #[test]
     fn references_in_flight_across_steps_reach_the_gray_set() {
-        let mut types = faultline_heap::object::TypeRegistry::default();
-        let n = 1023;
-        let (heap, from) = tree_of_pairs(&mut types, n);
-        let words = heap.len();
-        let end = from + words * WORD;
-        let mark = faultline_heap::bitmap::Bitmap::new(words + 64);
-        let live = faultline_heap::bitmap::LiveWords::new(words + 64);
-        let large = LargeSpace::new(0, 0);
+        let h = PairTree::new(1023, 0);
         let pool = GrayPool::default();
-        let t = Tracer::<Atomic>::new(from, end, &mark, &live, &large, &types);
-        let mut a = ConcMarker::new(t.clone(), &pool);
-        a.shade(from);
+        let mut a = ConcMarker::new(h.tracer(), &pool);
+        a.shade(h.pair(0));
         let mut held = false;
         for _ in 0..40 {
             assert!(a.step());
@@ -1232,17 +1202,11 @@ mod tests {
             pool.pending() > 0,
             "the dropped marker's work is in the pool"
         );
-        let mut b = ConcMarker::new(t, &pool);
+        let mut b = ConcMarker::new(h.tracer(), &pool);
         b.drain(|_| {});
         drop(b);
         assert_eq!(pool.pending(), 0);
-        for i in 0..n {
-            let w = 3 * i;
-            assert!(mark.get(w), "pair {i} unmarked");
-            for k in 0..3 {
-                assert!(live.bits.get(w + k), "word {k} of pair {i} not live");
-            }
-        }
+        h.assert_exactly_the_tree_marked("after the second marker's drain");
     }
 
     /// A drain calls its periodic work once every [`EACH_STEPS`] scans of its marker, counted
@@ -1250,17 +1214,9 @@ mod tests {
     /// still reaches it.
     #[test]
     fn a_drain_calls_its_periodic_work_every_each_steps_scans_across_drains() {
-        let mut types = faultline_heap::object::TypeRegistry::default();
-        let n = 1023;
-        let (heap, from) = tree_of_pairs(&mut types, n);
-        let words = heap.len();
-        let end = from + words * WORD;
-        let mark = faultline_heap::bitmap::Bitmap::new(words + 64);
-        let live = faultline_heap::bitmap::LiveWords::new(words + 64);
-        let large = LargeSpace::new(0, 0);
+        let h = PairTree::new(1023, 0);
         let pool = GrayPool::default();
-        let t = Tracer::<Atomic>::new(from, end, &mark, &live, &large, &types);
-        let mut m = ConcMarker::new(t, &pool);
+        let mut m = ConcMarker::new(h.tracer(), &pool);
         // Short drains: each subtree of 31 pairs (fewer scans than EACH_STEPS) on its own.
         let short = 31;
         assert!(short < EACH_STEPS as usize);
@@ -1268,7 +1224,7 @@ mod tests {
         let mut roots = 0;
         // The subtrees rooted at the 32 pairs of depth 5 (indices 31..63), 31 pairs each.
         for i in 31..63 {
-            m.shade(from + 3 * i * WORD);
+            m.shade(h.pair(i));
             m.drain(|_| calls += 1);
             roots += 1;
         }

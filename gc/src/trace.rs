@@ -407,7 +407,7 @@ impl Ahead {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use faultline_heap::object::TypeInfo;
 
@@ -457,47 +457,90 @@ mod tests {
         (words, (first..size).collect(), leaves)
     }
 
-    /// The serial and parallel tracers shade exactly the objects reachable from the roots,
-    /// each once, with all their words live: a complete binary tree of pairs (pair `i` holds
-    /// pairs `2i + 1` and `2i + 2`) and, beside it, pairs no root reaches.
-    #[test]
-    fn serial_and_parallel_tracers_shade_exactly_what_the_roots_reach() {
-        let mut types = TypeRegistry::default();
-        let pair = types
-            .register(TypeInfo::fixed("pair", 16, &[0, 8]))
-            .expect("a valid layout");
-        let (n, unreached) = (4095, 100);
-        let mut words = vec![0u64; 3 * (n + unreached)];
-        let from = words.as_mut_ptr() as usize;
-        for i in 0..n + unreached {
-            words[3 * i] = Header::new(pair, 16).0;
-            for (k, c) in [2 * i + 1, 2 * i + 2].into_iter().enumerate() {
-                if i < n && c < n {
-                    words[3 * i + 1 + k] = (from + 3 * c * WORD) as u64;
+    /// A plain-vector heap of 3-word pairs: a complete binary tree of `reached` pairs (pair
+    /// `i` holds pairs `2i + 1` and `2i + 2` while they are below `reached`; pair 0 is the
+    /// root), then `unreached` pairs nothing references; with the bitmaps and the (empty)
+    /// large space a tracer over it needs.
+    pub(crate) struct PairTree {
+        words: Vec<u64>,
+        pub types: TypeRegistry,
+        pub mark: Bitmap,
+        pub live: LiveWords,
+        pub large: LargeSpace,
+        reached: usize,
+    }
+
+    impl PairTree {
+        pub(crate) fn new(reached: usize, unreached: usize) -> Self {
+            let mut types = TypeRegistry::default();
+            let pair = types
+                .register(TypeInfo::fixed("pair", 16, &[0, 8]))
+                .expect("a valid layout");
+            let total = reached + unreached;
+            let mut words = vec![0u64; 3 * total];
+            let from = words.as_mut_ptr() as usize;
+            for i in 0..total {
+                words[3 * i] = Header::new(pair, 16).0;
+                for (k, c) in [2 * i + 1, 2 * i + 2].into_iter().enumerate() {
+                    if i < reached && c < reached {
+                        words[3 * i + 1 + k] = (from + 3 * c * WORD) as u64;
+                    }
+                }
+            }
+            let bits = words.len() + 64;
+            PairTree {
+                words,
+                types,
+                mark: Bitmap::new(bits),
+                live: LiveWords::new(bits),
+                large: LargeSpace::new(0, 0),
+                reached,
+            }
+        }
+
+        /// The address of pair `i` (pair 0: the root).
+        pub(crate) fn pair(&self, i: usize) -> usize {
+            self.words.as_ptr() as usize + 3 * i * WORD
+        }
+
+        /// A tracer over the whole vector.
+        pub(crate) fn tracer<A: SlotAccess>(&self) -> Tracer<'_, A> {
+            let end = self.pair(self.words.len() / 3);
+            let (from, mark, live) = (self.pair(0), &self.mark, &self.live);
+            Tracer::new(from, end, mark, live, &self.large, &self.types)
+        }
+
+        /// Assert that exactly the tree's pairs are marked, each with its three words live.
+        pub(crate) fn assert_exactly_the_tree_marked(&self, what: &str) {
+            for i in 0..self.words.len() / 3 {
+                let w = 3 * i;
+                let want = i < self.reached;
+                assert_eq!(self.mark.get(w), want, "mark of pair {i}, {what}");
+                for k in 0..3 {
+                    assert_eq!(self.live.bits.get(w + k), want, "pair {i} word {k}, {what}");
                 }
             }
         }
-        let end = from + words.len() * WORD;
+    }
+
+    /// The serial and parallel tracers shade exactly the objects reachable from the roots,
+    /// each once, with all their words live: a complete binary tree of pairs and, beside it,
+    /// pairs no root reaches.
+    #[test]
+    fn serial_and_parallel_tracers_shade_exactly_what_the_roots_reach() {
+        let n = 4095;
         for threads in [0, 1, 2, 4] {
-            let mark = Bitmap::new(words.len() + 64);
-            let live = LiveWords::new(words.len() + 64);
-            let large = LargeSpace::new(0, 0);
-            let t = Tracer::<Plain>::new(from, end, &mark, &live, &large, &types);
+            let h = PairTree::new(n, 100);
+            let t = h.tracer::<Plain>();
             // The root twice: shaded once.
-            let roots = vec![from, from];
+            let roots = vec![h.pair(0), h.pair(0)];
             let shaded = if threads == 0 {
                 t.trace_serial(roots)
             } else {
                 t.trace_parallel(roots, threads)
             };
             assert_eq!(shaded, n, "{threads} threads");
-            for i in 0..n + unreached {
-                let w = 3 * i;
-                assert_eq!(mark.get(w), i < n, "pair {i}, {threads} threads");
-                for k in 0..3 {
-                    assert_eq!(live.bits.get(w + k), i < n, "pair {i} word {k}");
-                }
-            }
+            h.assert_exactly_the_tree_marked(&format!("{threads} threads"));
         }
     }
 
