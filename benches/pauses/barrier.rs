@@ -1,9 +1,9 @@
 //! Section 3, barrier cost: a store-only workload ([`StoreWorld`]) on four heaps side by side
-//! (stop-the-world, SATB, SATB with logging off, `wp_async`) taking turns in interleaved
-//! rounds; stores per second per phase, and the table.
+//! (stop-the-world, SATB, SATB with logging off, `wp_async`), each on its own thread, taking
+//! turns in interleaved rounds; stores per second per phase, and the table.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use faultline::{
@@ -263,6 +263,93 @@ pub fn barrier_round(bh: &mut BarrierHeap, idle: Duration, cyc: Duration) -> Res
     Ok(())
 }
 
+/// What the coordinator asks of one heap's thread.
+enum Cmd {
+    Build,
+    Round(Duration, Duration),
+}
+
+/// Builds the heaps and runs the interleaved rounds. Each heap lives on its own thread (a
+/// thread may hold a mutator of one heap only), and the threads take turns: the coordinator
+/// sends one command at a time and waits for its answer, so no two heaps ever run at once.
+fn interleave(
+    specs: &[BarrierSpec],
+    live: usize,
+    rounds: usize,
+    idle: Duration,
+    cyc: Duration,
+) -> Vec<BarrierRun> {
+    std::thread::scope(|s| {
+        let mut workers: Vec<_> = specs
+            .iter()
+            .map(|&spec| {
+                let (cmd_tx, cmd_rx) = mpsc::channel::<Cmd>();
+                let (done_tx, done_rx) = mpsc::channel::<Result<(), String>>();
+                let handle = s.spawn(move || -> Result<BarrierData, String> {
+                    let mut bh: Option<BarrierHeap> = None;
+                    // The loop ends when the coordinator drops its sender.
+                    for cmd in cmd_rx {
+                        let r = match (cmd, bh.as_mut()) {
+                            (Cmd::Build, _) => setup_barrier(spec, live).map(|h| bh = Some(h)),
+                            (Cmd::Round(idle, cyc), Some(h)) => barrier_round(h, idle, cyc),
+                            (Cmd::Round(..), None) => Err("not built".into()),
+                        };
+                        let _ = done_tx.send(r.clone());
+                        r?;
+                    }
+                    let bh = bh.ok_or("not built")?;
+                    Ok(BarrierData {
+                        info: bh.info.clone(),
+                        idle: bh.idle,
+                        mark: bh.mark,
+                        compact: bh.compact,
+                        cycles: bh
+                            .heap
+                            .history()
+                            .into_iter()
+                            .filter(|c| c.trigger == Trigger::Explicit)
+                            .collect(),
+                    })
+                });
+                (spec, Some(cmd_tx), done_rx, handle)
+            })
+            .collect();
+        let ask = |w: &mut (_, Option<mpsc::Sender<Cmd>>, mpsc::Receiver<_>, _), cmd| {
+            let Some(tx) = &w.1 else { return };
+            let ok = tx.send(cmd).is_ok() && matches!(w.2.recv(), Ok(Ok(())));
+            if !ok {
+                // The thread has ended with its error; its join below reports it.
+                w.1 = None;
+            }
+        };
+        for w in workers.iter_mut() {
+            ask(w, Cmd::Build);
+        }
+        for round in 0..rounds {
+            for w in workers.iter_mut() {
+                if w.1.is_some() {
+                    stage(format!(
+                        "barrier {}: round {}/{rounds}",
+                        w.0.label,
+                        round + 1
+                    ));
+                }
+                ask(w, Cmd::Round(idle, cyc));
+            }
+        }
+        workers
+            .into_iter()
+            .map(|(spec, tx, _, handle)| {
+                drop(tx);
+                let outcome = handle
+                    .join()
+                    .unwrap_or_else(|_| Err("the heap's thread panicked".into()));
+                BarrierRun { spec, outcome }
+            })
+            .collect()
+    })
+}
+
 pub fn barrier_section(opts: &Opts, rep: &mut Report) {
     let live = if opts.quick { 16 * MIB } else { 256 * MIB };
     let specs = [
@@ -296,41 +383,7 @@ pub fn barrier_section(opts: &Opts, rep: &mut Report) {
     } else {
         (4, Duration::from_secs(1), Duration::from_secs(4))
     };
-    let mut heaps: Vec<(BarrierSpec, Result<BarrierHeap, String>)> = specs
-        .iter()
-        .map(|&spec| (spec, setup_barrier(spec, live)))
-        .collect();
-    for round in 0..rounds {
-        for (spec, h) in heaps.iter_mut() {
-            let Ok(bh) = h else { continue };
-            stage(format!(
-                "barrier {}: round {}/{rounds}",
-                spec.label,
-                round + 1
-            ));
-            if let Err(e) = barrier_round(bh, idle, cyc) {
-                *h = Err(e);
-            }
-        }
-    }
-    let runs: Vec<BarrierRun> = heaps
-        .into_iter()
-        .map(|(spec, h)| BarrierRun {
-            spec,
-            outcome: h.map(|bh| BarrierData {
-                info: bh.info.clone(),
-                idle: bh.idle,
-                mark: bh.mark,
-                compact: bh.compact,
-                cycles: bh
-                    .heap
-                    .history()
-                    .into_iter()
-                    .filter(|c| c.trigger == Trigger::Explicit)
-                    .collect(),
-            }),
-        })
-        .collect();
+    let runs = interleave(&specs, live, rounds, idle, cyc);
     rep.line("## Barrier cost (same run)");
     rep.line("");
     rep.line(&format!(
