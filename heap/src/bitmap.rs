@@ -451,7 +451,10 @@ impl LiveWords {
     }
 
     /// The live word of rank `r` (the `r`-th live word, 0-based), if there are more than `r`;
-    /// valid over the words covered by the last [`Self::finish_prefix`]. O(log n).
+    /// valid over the words covered by the last [`Self::finish_prefix`]. O(log n); the
+    /// search among a chunk's block sums starts where the chunk's density puts the word
+    /// ([`Self::block_at_or_below`]), so a cold call touches a few cache lines there instead
+    /// of a binary search's path through 4 KiB of sums (a compaction fault's first lookup).
     pub fn select(&self, r: usize, upto_word: usize) -> Option<usize> {
         let n = self.bound(upto_word);
         if n == 0 {
@@ -472,20 +475,65 @@ impl LiveWords {
         let in_chunk = in_group - self.chunk[c].load(Ordering::Relaxed) as usize;
         let lo = c * CHUNK_BLOCKS;
         let hi = ((c + 1) * CHUNK_BLOCKS).min(n);
-        let i = lo
-            + self.block[lo..hi]
-                .partition_point(|p| p.load(Ordering::Relaxed) as usize <= in_chunk)
-                .checked_sub(1)?;
-        let mut bits = self.bits.word(i);
-        let mut k = in_chunk - self.block[i].load(Ordering::Relaxed) as usize;
+        let i = self.block_at_or_below(lo, hi, in_chunk, self.counts[c].load(Ordering::Relaxed));
+        let bits = self.bits.word(i);
+        let k = in_chunk - self.block[i].load(Ordering::Relaxed) as usize;
         if k >= bits.count_ones() as usize {
             return None;
         }
-        while k > 0 {
-            bits &= bits - 1;
-            k -= 1;
+        Some(i * 64 + select_in_word(bits, k))
+    }
+
+    /// The last bitmap word `i` in `[lo, hi)` (one chunk's) whose block sum is at most `x`.
+    /// The first guess is where `x` falls if the chunk's `total` live words were spread
+    /// evenly; from there the search gallops (steps 1, 2, 4, ...) to a bracket and halves it.
+    /// Correct whatever `total` says (it only places the guess): `block[lo]` is 0 and the
+    /// sums never decrease.
+    fn block_at_or_below(&self, lo: usize, hi: usize, x: usize, total: usize) -> usize {
+        let b = |i: usize| self.block[i].load(Ordering::Relaxed) as usize;
+        let span = hi - lo;
+        let guess = lo + (x * span).checked_div(total).unwrap_or(0).min(span - 1);
+        // Bracket: b(a) <= x, and z == hi or b(z) > x.
+        let (mut a, mut z);
+        if b(guess) <= x {
+            a = guess;
+            let mut step = 1;
+            loop {
+                let t = a + step;
+                if t >= hi {
+                    z = hi;
+                    break;
+                }
+                if b(t) > x {
+                    z = t;
+                    break;
+                }
+                a = t;
+                step *= 2;
+            }
+        } else {
+            z = guess;
+            let mut step = 1;
+            loop {
+                // b(lo) == 0 <= x: this ends at lo at the latest.
+                let t = z.saturating_sub(step).max(lo);
+                if b(t) <= x {
+                    a = t;
+                    break;
+                }
+                z = t;
+                step *= 2;
+            }
         }
-        Some(i * 64 + bits.trailing_zeros() as usize)
+        while z - a > 1 {
+            let m = a + (z - a) / 2;
+            if b(m) <= x {
+                a = m;
+            } else {
+                z = m;
+            }
+        }
+        a
     }
 
     /// Call `f(k, w)` with the live word `w` of rank `k * step`, for every `k` with
@@ -533,6 +581,25 @@ impl LiveWords {
         let below = self.bits.word(i) & ((1u64 << (w % 64)) - 1);
         self.prefix_at(i) + below.count_ones() as usize
     }
+}
+
+/// The position of the set bit of rank `k` in `bits` (`k < bits.count_ones()`): halves,
+/// quarters and bytes are skipped by their counts, then at most 7 bits are cleared.
+#[inline]
+fn select_in_word(mut bits: u64, mut k: usize) -> usize {
+    let mut base = 0;
+    for width in [32, 16, 8] {
+        let below = (bits & ((1u64 << width) - 1)).count_ones() as usize;
+        if k >= below {
+            k -= below;
+            bits >>= width;
+            base += width;
+        }
+    }
+    for _ in 0..k {
+        bits &= bits - 1;
+    }
+    base + bits.trailing_zeros() as usize
 }
 
 /// [`LiveWords::rank`] over slices held by value: for loops that also write memory through raw
@@ -600,6 +667,51 @@ mod tests {
         lw.select_every(10, total, n, |k, w| got.push((k, w)));
         let want: Vec<_> = (0..8).map(|k| (k, lw.select(k * 10, n).unwrap())).collect();
         assert_eq!(got, want);
+    }
+
+    /// `select` finds every live word, in chunks whose live words are spread evenly, packed
+    /// at either end, or clustered: the density only places its first guess.
+    #[test]
+    fn select_finds_every_live_word_whatever_the_spread() {
+        let words = 3 * CHUNK_WORDS + 777;
+        let shapes: [&dyn Fn(usize) -> bool; 5] = [
+            &|w| w % 3 == 0,
+            &|w| w % CHUNK_WORDS < 40,
+            &|w| w % CHUNK_WORDS > CHUNK_WORDS - 90,
+            &|w| (w / 640) % 7 == 0 && w % 5 != 0,
+            &|w| w % 64 == 63 || (w % CHUNK_WORDS > 30_000 && w % CHUNK_WORDS < 30_070),
+        ];
+        for (si, shape) in shapes.iter().enumerate() {
+            let lw = LiveWords::new(words);
+            let live: Vec<usize> = (0..words).filter(|&w| shape(w)).collect();
+            for &w in &live {
+                lw.mark_range(w, w + 1);
+            }
+            let n = lw.bits.num_words();
+            let total = lw.compute_prefix(n);
+            assert_eq!(total, live.len(), "shape {si}");
+            for (r, &w) in live.iter().enumerate() {
+                assert_eq!(lw.select(r, n), Some(w), "shape {si}: select({r})");
+            }
+            assert_eq!(lw.select(total, n), None, "shape {si}");
+        }
+    }
+
+    #[test]
+    fn select_in_word_finds_the_bit_of_each_rank() {
+        let mut rnd = xorshift(0x5e1ec7);
+        for i in 0..2000 {
+            let bits = match i {
+                0 => u64::MAX,
+                1 => 1 << 63,
+                2 => 1,
+                _ => (rnd(1 << 32) as u64) << 32 | rnd(1 << 32) as u64,
+            };
+            let set: Vec<usize> = (0..64).filter(|b| bits >> b & 1 == 1).collect();
+            for (k, &b) in set.iter().enumerate() {
+                assert_eq!(select_in_word(bits, k), b, "{bits:#x} rank {k}");
+            }
+        }
     }
 
     #[test]
