@@ -211,7 +211,7 @@ fn a_dense_prefix_stays_in_place_and_the_sparse_tail_slides() {
         b.dense.get(&m).unwrap().set(i, Value::NULL);
     }
     for k in 0..TAIL / 10 {
-        if (k % DENSE) % 2 == 0 {
+        if (k % DENSE).is_multiple_of(2) {
             let t = b.tail.get(&m).unwrap().get(k);
             m.local(t).unwrap().set(1, Value::NULL);
         }

@@ -63,7 +63,7 @@ fn pipe_reads(m: &mut Mutator, t: &Types, label: &str) -> Counts {
     let mut got = vec![0u8; 6000];
     while pos < total {
         let want = 1 + (counts.reads as usize * 131) % 5000;
-        let (n, data) = if counts.reads % 2 == 0 {
+        let (n, data) = if counts.reads.is_multiple_of(2) {
             let off = counts.reads as usize % 900;
             let n = m.read_into(&moving, off, want, r.as_fd()).unwrap();
             moving.get(m).unwrap().read_bytes(off, &mut got[..n]);
@@ -88,7 +88,7 @@ fn pipe_reads(m: &mut Mutator, t: &Types, label: &str) -> Counts {
         if m.heap().phase() == CyclePhase::Compacting {
             counts.during_compaction += 1;
         }
-        if counts.reads % 16 == 0 {
+        if counts.reads.is_multiple_of(16) {
             m.safepoint();
         }
     }

@@ -493,7 +493,7 @@ fn heights_mode(label: &str, config: HeapConfig) {
             continue;
         }
         drop(p);
-        if n % 16 == 0 {
+        if n.is_multiple_of(16) {
             let slot = (n / 16) as usize % SLOTS;
             list.get(&m).unwrap().set(slot, s);
             listed[slot] = n;
@@ -539,7 +539,7 @@ fn heights_mode(label: &str, config: HeapConfig) {
             }
         }
         for (j, (p, _, _, k)) in pins.iter_mut().enumerate() {
-            if (round + j as u64) % 2 == 0 {
+            if (round + j as u64).is_multiple_of(2) {
                 *k = 2_000_000 + round * 10 + j as u64;
                 m.local(p.value(&m))
                     .unwrap()

@@ -116,7 +116,7 @@ fn torture_gen(
                             if c != last {
                                 sh.check(&m);
                                 last = c;
-                                if sh.checks % 500 == 0 {
+                                if sh.checks.is_multiple_of(500) {
                                     sh.prune();
                                 }
                             }

@@ -164,7 +164,7 @@ pub fn build_world(m: &mut Mutator, t: Types, shape: Shape) -> Result<World, All
 /// Returns what kind of step it was (for the slow-step log).
 pub fn step(m: &mut Mutator, w: &World, rng: &mut SplitMix, budget: &mut usize) -> &'static str {
     let e = rng.below(w.shape.entries);
-    if e % 2 == 0 {
+    if e.is_multiple_of(2) {
         let bits = rng.next();
         let tab = w.table.get(m).expect("table");
         let mut v = tab.get(e);

@@ -363,7 +363,7 @@ fn count_nodes(m: &mut Mutator, t: &Types) -> Result<u64, String> {
             n += 1;
             m.push(l);
             m.push(r);
-            if n % 1024 == 0 {
+            if n.is_multiple_of(1024) {
                 m.safepoint();
             }
         }
@@ -604,7 +604,7 @@ fn fragmentation(
         alloc(&mut m, t.bytes, sz)?;
         allocated += sz as u64 + 8;
         step += 1;
-        if step % 16 == 0 {
+        if step.is_multiple_of(16) {
             units.poll(&mut m);
         }
     }
@@ -841,7 +841,7 @@ fn replace_thread(
         allocated += n * NODE_BYTES;
         // The walk: no allocation or safepoint until the store.
         let fresh = m.pop().expect("fresh subtree");
-        if step % every != 0 {
+        if !step.is_multiple_of(every) {
             // Garbage at once (a lower replacement rate).
             units.poll(&mut m);
             continue;

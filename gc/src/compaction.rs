@@ -1917,7 +1917,8 @@ impl PageStack {
 
 /// Whether old word `w0` starts a page (page aligned) whose words are all live.
 fn fully_live_page(live: &LiveWords, w0: usize) -> bool {
-    w0 % PAGE_WORDS == 0 && (w0 / 64..(w0 + PAGE_WORDS) / 64).all(|i| live.bits.word(i) == u64::MAX)
+    w0.is_multiple_of(PAGE_WORDS)
+        && (w0 / 64..(w0 + PAGE_WORDS) / 64).all(|i| live.bits.word(i) == u64::MAX)
 }
 
 #[cfg(test)]

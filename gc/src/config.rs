@@ -816,7 +816,7 @@ impl HeapConfig {
                 ))
             }
         }
-        if self.tlab_bytes < 1024 || self.tlab_bytes % 8 != 0 {
+        if self.tlab_bytes < 1024 || !self.tlab_bytes.is_multiple_of(8) {
             return bad(format!(
                 "tlab_bytes = {} must be a multiple of 8 and at least 1 KiB",
                 self.tlab_bytes

@@ -218,7 +218,7 @@ pub(crate) fn random_hit(r: StressRandom, id: u64, n: u64) -> bool {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
-    z % r.one_in.max(1) == 0
+    z.is_multiple_of(r.one_in.max(1))
 }
 
 #[cfg(test)]

@@ -230,7 +230,7 @@ pub(crate) unsafe fn align_runs(
     let mut dead_above = 0;
     let start = loop {
         // A fully live chunk below `p` holds no gap: skip it whole.
-        while p > floor && p % CHUNK_WORDS == 0 && live.chunk_full(p - 1) {
+        while p > floor && p.is_multiple_of(CHUNK_WORDS) && live.chunk_full(p - 1) {
             live_above += CHUNK_WORDS;
             p -= CHUNK_WORDS;
         }

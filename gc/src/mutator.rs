@@ -419,7 +419,10 @@ impl Mutator {
     /// this mutator's SATB buffer, so the remark shades it.
     #[inline]
     pub(crate) fn keep_alive(&self, a: usize) {
-        if a != 0 && a % WORD == 0 && self.heap.inner.marking.active.load(Ordering::Relaxed) {
+        if a != 0
+            && a.is_multiple_of(WORD)
+            && self.heap.inner.marking.active.load(Ordering::Relaxed)
+        {
             // SAFETY: the owner thread, RUNNING (`&self`: a Mutator never leaves its thread).
             let r = unsafe { self.shared.roots_mut() };
             r.satb.push(a);
@@ -688,7 +691,7 @@ impl Mutator {
         }
         if let Some(n) = self.inner().config.debug.stress_every {
             self.allocs += 1;
-            if self.allocs % n == 0 {
+            if self.allocs.is_multiple_of(n) {
                 self.collect_for(Trigger::Stress)?;
             }
         } else if let Some(r) = self.inner().config.debug.stress_random {
@@ -1186,7 +1189,7 @@ pub(crate) unsafe fn set_racy_word(a: usize, bits: u64) {
 pub(crate) fn racy_copy_out(a: usize, dst: &mut [u8]) {
     let n = dst.len();
     let mut i = 0;
-    while i < n && (a + i) % WORD != 0 {
+    while i < n && !(a + i).is_multiple_of(WORD) {
         // SAFETY: `[a, a + n)` lies in a live byte array (the caller checked the range).
         dst[i] = unsafe { AtomicU8::from_ptr((a + i) as *mut u8) }.load(Ordering::Relaxed);
         i += 1;
@@ -1208,7 +1211,7 @@ pub(crate) fn racy_copy_out(a: usize, dst: &mut [u8]) {
 pub(crate) fn racy_copy_in(src: &[u8], a: usize) {
     let n = src.len();
     let mut i = 0;
-    while i < n && (a + i) % WORD != 0 {
+    while i < n && !(a + i).is_multiple_of(WORD) {
         // SAFETY: `[a, a + n)` lies in a live byte array (the caller checked the range); byte
         // arrays hold no references.
         unsafe { AtomicU8::from_ptr((a + i) as *mut u8) }.store(src[i], Ordering::Relaxed);

@@ -215,7 +215,7 @@ impl Plan {
     /// so are kept (pinned) objects; moved stranded objects get their new address.
     #[inline]
     pub(crate) fn forward(&self, v: usize) -> usize {
-        if v % WORD == 0 && v >= self.from && v < self.from_top {
+        if v.is_multiple_of(WORD) && v >= self.from && v < self.from_top {
             if !self.kept.is_empty() && self.kept.binary_search_by_key(&v, |k| k.0).is_ok() {
                 return v;
             }
@@ -751,7 +751,7 @@ impl Forwarder<'_> {
                 *slot = plan.forward(v);
                 return;
             }
-            if v % WORD == 0 && v >= self.from && v < self.from_top {
+            if v.is_multiple_of(WORD) && v >= self.from && v < self.from_top {
                 *slot = self.to + WORD * self.ranker.rank((v - self.from) / WORD);
             }
         }

@@ -351,7 +351,7 @@ impl WrittenPages {
                 break;
             };
             // Whole words at a time where the range allows.
-            if i % 64 == 0 && p + 64 * PAGE_SIZE <= hi {
+            if i.is_multiple_of(64) && p + 64 * PAGE_SIZE <= hi {
                 let bits = if w.load(Ordering::Relaxed) == 0 {
                     0
                 } else {

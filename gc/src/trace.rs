@@ -145,7 +145,7 @@ impl<'a, A: SlotAccess> Tracer<'a, A> {
     /// Shade `v` if it is an unshaded object; true if this call shaded it (scan it next).
     #[inline]
     pub(crate) fn shade(&self, v: usize) -> bool {
-        if v == 0 || v % WORD != 0 {
+        if v == 0 || !v.is_multiple_of(WORD) {
             return false;
         }
         if v >= self.from && v < self.limit {
@@ -155,7 +155,7 @@ impl<'a, A: SlotAccess> Tracer<'a, A> {
                 return true;
             }
             false
-        } else if self.large.contains(v) && v % PAGE_SIZE == 0 {
+        } else if self.large.contains(v) && v.is_multiple_of(PAGE_SIZE) {
             self.large.marks.set(self.large.page_of(v))
         } else {
             false

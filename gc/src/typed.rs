@@ -307,7 +307,7 @@ pub trait HeapStruct: 'static {
 /// compile time by every typed access).
 const fn access_fits<T: HeapStruct, F: Field>(off: usize) -> bool {
     let size = size_of::<F>();
-    if off % align_of::<F>() != 0 || off > T::SIZE || size > T::SIZE - off {
+    if !off.is_multiple_of(align_of::<F>()) || off > T::SIZE || size > T::SIZE - off {
         return false;
     }
     let fields = T::FIELDS;

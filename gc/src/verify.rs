@@ -92,7 +92,7 @@ pub(crate) fn verify_heap(
     }
     // 3. Trace from the roots.
     let check = |v: usize, what: &dyn Fn() -> String| -> Result<bool, VerifyError> {
-        if v == 0 || v % WORD != 0 {
+        if v == 0 || !v.is_multiple_of(WORD) {
             return Ok(false);
         }
         if v >= base && v < top {
@@ -329,7 +329,7 @@ pub(crate) fn checkmark(
     loop {
         if stack.is_empty() {
             let reached = |a: usize, seen: &Bitmap, large_seen: &HashSet<usize>| {
-                if a == 0 || a % WORD != 0 {
+                if a == 0 || !a.is_multiple_of(WORD) {
                     true
                 } else if a >= from && a < top {
                     seen.get((a - from) / WORD)

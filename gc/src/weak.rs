@@ -82,7 +82,7 @@ pub(crate) const FIRST_EMBEDDER_TYPE: u32 = 2;
 /// Whether `a` looks like an object reference (non-zero, low tag bits clear).
 #[inline]
 pub(crate) fn is_ref(a: usize) -> bool {
-    a != 0 && a % WORD == 0
+    a != 0 && a.is_multiple_of(WORD)
 }
 
 /// One weak-table entry. `boxa == 0`: free.

@@ -716,7 +716,7 @@ impl VolatileArena {
     }
 
     fn check(&self, offset: usize, len: usize) -> Result<usize, ArenaError> {
-        if len == 0 || offset % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
+        if len == 0 || !offset.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
             return Err(ArenaError::Unaligned { offset, len });
         }
         match offset.checked_add(len) {
@@ -1134,7 +1134,7 @@ impl VolatileArena {
     ) -> Result<Resolution, ArenaError> {
         let dst = dst.get();
         let d = self.check(dst, len)?;
-        if s % PAGE_SIZE != 0 {
+        if !s.is_multiple_of(PAGE_SIZE) {
             return Err(ArenaError::Unaligned { offset: s, len });
         }
         if self.config.backing != Backing::Anonymous {

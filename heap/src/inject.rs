@@ -207,7 +207,9 @@ impl FaultInjector {
                 Trigger::From(k) => n >= k,
                 Trigger::Range { start, count } => n >= start && n < start + count,
                 Trigger::Always => true,
-                Trigger::Random { one_in } => one_in > 0 && self.next_random() % one_in == 0,
+                Trigger::Random { one_in } => {
+                    one_in > 0 && self.next_random().is_multiple_of(one_in)
+                }
             };
             if fire {
                 self.injected[call as usize].fetch_add(1, Ordering::Relaxed);

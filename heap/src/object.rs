@@ -61,7 +61,7 @@ impl Address {
     }
     /// Whether it is word aligned.
     pub const fn is_word_aligned(self) -> bool {
-        self.0 % WORD == 0
+        self.0.is_multiple_of(WORD)
     }
 }
 
@@ -78,7 +78,7 @@ pub struct ObjectRef(NonZeroUsize);
 impl ObjectRef {
     /// From a header address; `None` for null or unaligned addresses.
     pub const fn from_address(a: usize) -> Option<ObjectRef> {
-        if a % WORD != 0 {
+        if !a.is_multiple_of(WORD) {
             return None;
         }
         match NonZeroUsize::new(a) {
@@ -489,7 +489,7 @@ impl TypeRegistry {
                 });
             }
             for &o in ref_offsets {
-                if o as usize % WORD != 0 || o as usize + WORD > *payload_bytes {
+                if !(o as usize).is_multiple_of(WORD) || o as usize + WORD > *payload_bytes {
                     return Err(TypeError::BadOffset {
                         name: info.name.clone(),
                         offset: o,

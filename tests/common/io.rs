@@ -31,7 +31,7 @@ pub fn churn(heap: Heap, stop: Arc<AtomicBool>) {
             m.stack_truncate(4);
         }
         round += 1;
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             let _ = m.start_collection();
         }
     }

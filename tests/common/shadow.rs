@@ -415,7 +415,7 @@ pub fn drive(m: &mut Mutator, sh: &mut Shadow, until_cycles: u64, max_steps: u64
         if c != last {
             sh.check(m);
             last = c;
-            if sh.checks % 500 == 0 {
+            if sh.checks.is_multiple_of(500) {
                 sh.prune();
             }
         }

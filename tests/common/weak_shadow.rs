@@ -601,7 +601,7 @@ impl WeakShadow {
             if c != last {
                 self.check(m);
                 last = c;
-                if self.sh.checks % 200 == 0 {
+                if self.sh.checks.is_multiple_of(200) {
                     self.prune();
                 }
             }

@@ -140,7 +140,10 @@ impl UffdEvent {
 
 /// Check that `[addr, addr+len)` is a non-empty, page-aligned, non-overflowing range.
 pub fn check_range(op: Op, addr: usize, len: usize) -> Result<(), UffdError> {
-    if len == 0 || addr % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 || addr.checked_add(len).is_none()
+    if len == 0
+        || !addr.is_multiple_of(PAGE_SIZE)
+        || !len.is_multiple_of(PAGE_SIZE)
+        || addr.checked_add(len).is_none()
     {
         return Err(UffdError::new(op, ErrorKind::Unaligned { addr, len }));
     }
