@@ -10,6 +10,12 @@
 //! groups are never read. Sparse bitmap words some way ahead have their live cache lines
 //! prefetched, as the scalar path does.
 //!
+//! Two builds of the same loop ([`Kind`]): where the CPU has AVX-512 (F and VL), the masked
+//! load and store are the AVX-512 ones, with the mask in a mask register; elsewhere AVX2's
+//! `vpmaskmovq`, whose store form some CPUs run far slower (on this project's AMD Zen 4 VM the
+//! whole 256 MiB slide at 50 % live took 96-99 ms of compaction with it, 62 ms with the
+//! AVX-512 store; `benches/stw.rs`, BENCHMARKS.md s21).
+//!
 //! Invariants:
 //! - exactly the live words are read (masked loads) and exactly `count` destination words are
 //!   written (masked stores): no word outside the caller's ranges is touched, so the parallel
@@ -22,8 +28,9 @@
 
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::{
-    __m256i, _mm256_loadu_si256, _mm256_maskload_epi64, _mm256_maskstore_epi64,
-    _mm256_permutevar8x32_epi32, _mm256_storeu_si256,
+    __m256i, _mm256_loadu_si256, _mm256_mask_storeu_epi64, _mm256_maskload_epi64,
+    _mm256_maskstore_epi64, _mm256_maskz_loadu_epi64, _mm256_permutevar8x32_epi32,
+    _mm256_storeu_si256,
 };
 
 use faultline_heap::bitmap::Bitmap;
@@ -69,15 +76,37 @@ const LANES: [[i64; 4]; 16] = {
     t
 };
 
+/// Which build of the packed copy runs (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// AVX2 and `popcnt`: masked loads and stores with `vpmaskmovq`.
+    Avx2,
+    /// Also AVX-512 F and VL: masked loads and stores through a mask register.
+    Avx512,
+}
+
+/// The best build of [`copy_live_packed`] this CPU runs, if any.
+#[inline]
+pub(super) fn kind() -> Option<Kind> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if !(has!("avx2") && has!("popcnt")) {
+            None
+        } else if has!("avx512f") && has!("avx512vl") {
+            Some(Kind::Avx512)
+        } else {
+            Some(Kind::Avx2)
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
 /// Whether [`copy_live_packed`] can run on this CPU.
 #[inline]
 pub(super) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    kind().is_some()
 }
 
 /// The lowest `k` set bits of `m` (`k` at most its count).
@@ -117,8 +146,91 @@ fn nonzero_bytes(m: u64) -> u64 {
 /// the source word that goes there); no other thread writes those words, or reads or writes
 /// the destination, meanwhile.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,popcnt")]
 pub(super) unsafe fn copy_live_packed(
+    bits: &Bitmap,
+    limit: usize,
+    src: *const usize,
+    w: &mut usize,
+    dst: *mut usize,
+    count: usize,
+) {
+    // SAFETY: the caller's contract; `kind` says which build this CPU runs.
+    unsafe {
+        match kind() {
+            Some(Kind::Avx512) => {
+                copy_live_packed_as(Kind::Avx512, bits, limit, src, w, dst, count)
+            }
+            _ => copy_live_packed_as(Kind::Avx2, bits, limit, src, w, dst, count),
+        }
+    }
+}
+
+/// [`copy_live_packed`] in the build `kind` (the tests run both).
+///
+/// # Safety
+/// As [`copy_live_packed`], and the CPU runs `kind` ([`kind`] says so or names the better one).
+#[cfg(target_arch = "x86_64")]
+pub(super) unsafe fn copy_live_packed_as(
+    kind: Kind,
+    bits: &Bitmap,
+    limit: usize,
+    src: *const usize,
+    w: &mut usize,
+    dst: *mut usize,
+    count: usize,
+) {
+    // SAFETY: forwarded; the CPU has the features of the build called.
+    unsafe {
+        match kind {
+            Kind::Avx512 => packed_avx512(bits, limit, src, w, dst, count),
+            Kind::Avx2 => packed_avx2(bits, limit, src, w, dst, count),
+        }
+    }
+}
+
+/// The AVX2 build.
+///
+/// # Safety
+/// As [`copy_live_packed`]; the CPU has AVX2 and `popcnt`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt")]
+unsafe fn packed_avx2(
+    bits: &Bitmap,
+    limit: usize,
+    src: *const usize,
+    w: &mut usize,
+    dst: *mut usize,
+    count: usize,
+) {
+    // SAFETY: forwarded.
+    unsafe { packed::<false>(bits, limit, src, w, dst, count) }
+}
+
+/// The AVX-512 build.
+///
+/// # Safety
+/// As [`copy_live_packed`]; the CPU has AVX2, `popcnt` and AVX-512 F and VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt,avx512f,avx512vl")]
+unsafe fn packed_avx512(
+    bits: &Bitmap,
+    limit: usize,
+    src: *const usize,
+    w: &mut usize,
+    dst: *mut usize,
+    count: usize,
+) {
+    // SAFETY: forwarded.
+    unsafe { packed::<true>(bits, limit, src, w, dst, count) }
+}
+
+/// The loop of both builds: `K512` picks the masked load and store.
+///
+/// # Safety
+/// As [`copy_live_packed`]; the caller's build has the features `K512` needs.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn packed<const K512: bool>(
     bits: &Bitmap,
     limit: usize,
     src: *const usize,
@@ -178,12 +290,23 @@ pub(super) unsafe fn copy_live_packed(
                     let g = groups.trailing_zeros() as usize / 4;
                     let n = ((m >> (4 * g)) & 0xf) as usize;
                     let k = n.count_ones() as usize;
-                    let lanes = _mm256_loadu_si256(LANES[n].as_ptr() as *const __m256i);
-                    let v = _mm256_maskload_epi64(base.add(4 * g) as *const i64, lanes);
+                    let from = base.add(4 * g) as *const i64;
+                    let v = if K512 {
+                        _mm256_maskz_loadu_epi64(n as u8, from)
+                    } else {
+                        let lanes = _mm256_loadu_si256(LANES[n].as_ptr() as *const __m256i);
+                        _mm256_maskload_epi64(from, lanes)
+                    };
                     let perm = _mm256_loadu_si256(PERM[n].as_ptr() as *const __m256i);
                     let packed = _mm256_permutevar8x32_epi32(v, perm);
-                    let front = _mm256_loadu_si256(LANES[(1 << k) - 1].as_ptr() as *const __m256i);
-                    _mm256_maskstore_epi64(dst.add(d) as *mut i64, front, packed);
+                    let to = dst.add(d) as *mut i64;
+                    if K512 {
+                        _mm256_mask_storeu_epi64(to, (1u8 << k) - 1, packed);
+                    } else {
+                        let front =
+                            _mm256_loadu_si256(LANES[(1 << k) - 1].as_ptr() as *const __m256i);
+                        _mm256_maskstore_epi64(to, front, packed);
+                    }
                     d += k;
                     groups &= groups - 1;
                 }
@@ -223,9 +346,9 @@ mod tests {
         *s
     }
 
-    /// Copy with both, from `w` to `to` (at or below every live word read when they overlap),
-    /// `count` words; the memories and the `w`s must agree.
-    fn check(bits: &Bitmap, init: &[usize], w: usize, to: usize, count: usize) {
+    /// Copy with the reference and with build `kind`, from `w` to `to` (at or below every
+    /// live word read when they overlap), `count` words; the memories and the `w`s must agree.
+    fn check(kind: Kind, bits: &Bitmap, init: &[usize], w: usize, to: usize, count: usize) {
         let limit = init.len();
         let mut a = init.to_vec();
         let mut b = init.to_vec();
@@ -234,7 +357,8 @@ mod tests {
         // SAFETY: `available` checked by the caller; the live words and the destination lie in
         // `b`; the destination lies at or below the words read when they overlap.
         unsafe {
-            copy_live_packed(
+            copy_live_packed_as(
+                kind,
                 bits,
                 limit,
                 b.as_ptr(),
@@ -243,21 +367,29 @@ mod tests {
                 count,
             )
         };
-        assert_eq!(wa, wb, "w after copying {count} from {w} to {to}");
+        assert_eq!(wa, wb, "{kind:?}: w after copying {count} from {w} to {to}");
         if let Some(i) = (0..limit).find(|&i| a[i] != b[i]) {
-            panic!("word {i} differs after copying {count} from {w} to {to}");
+            panic!("{kind:?}: word {i} differs after copying {count} from {w} to {to}");
         }
     }
 
     /// Live words at random, in runs, and whole live or dead bitmap words; copies starting and
     /// ending mid-word, on word boundaries and on the last live word of the range, in place
     /// (destination at the rank) and into a separate area.
+    /// Both builds this CPU runs (the AVX2 one wherever the AVX-512 one runs).
     #[test]
     fn packed_copy_matches_the_scalar_copy() {
-        if !available() {
-            println!("SKIPPED: no AVX2 on this CPU");
-            return;
-        }
+        let kinds: &[Kind] = match kind() {
+            None => {
+                println!("SKIPPED: no AVX2 on this CPU");
+                return;
+            }
+            Some(Kind::Avx2) => {
+                println!("AVX2 build only: this CPU has no AVX-512");
+                &[Kind::Avx2]
+            }
+            Some(Kind::Avx512) => &[Kind::Avx2, Kind::Avx512],
+        };
         let words = 64 * 40;
         let mut s = 0x9e37_79b9_7f4a_7c15u64;
         for case in 0..300 {
@@ -299,13 +431,15 @@ mod tests {
                 let rest = live.len() - from;
                 let counts = [1, rest / 2, rest.saturating_sub(1).max(1), rest];
                 for &count in &counts {
-                    // In place: the first word copied goes to its rank.
-                    check(&bits, &init, w, from, count);
-                    // From just after the previous live word (a search starting mid-gap).
-                    let w0 = if from == 0 { 0 } else { live[from - 1] + 1 };
-                    check(&bits, &init, w0, from, count);
-                    // Into the free second half of the memory (no overlap).
-                    check(&bits, &init, w, words, count);
+                    for &k in kinds {
+                        // In place: the first word copied goes to its rank.
+                        check(k, &bits, &init, w, from, count);
+                        // From just after the previous live word (a search starting mid-gap).
+                        let w0 = if from == 0 { 0 } else { live[from - 1] + 1 };
+                        check(k, &bits, &init, w0, from, count);
+                        // Into the free second half of the memory (no overlap).
+                        check(k, &bits, &init, w, words, count);
+                    }
                 }
             }
         }
