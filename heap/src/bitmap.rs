@@ -453,7 +453,7 @@ impl LiveWords {
     /// The live word of rank `r` (the `r`-th live word, 0-based), if there are more than `r`;
     /// valid over the words covered by the last [`Self::finish_prefix`]. O(log n); the
     /// search among a chunk's block sums starts where the chunk's density puts the word
-    /// ([`Self::block_at_or_below`]), so a cold call touches a few cache lines there instead
+    /// (`block_at_or_below`), so a cold call touches a few cache lines there instead
     /// of a binary search's path through 4 KiB of sums (a compaction fault's first lookup).
     pub fn select(&self, r: usize, upto_word: usize) -> Option<usize> {
         let n = self.bound(upto_word);
