@@ -154,170 +154,159 @@ pub(super) unsafe fn copy_live_packed(
     dst: *mut usize,
     count: usize,
 ) {
+    let job = Job {
+        bits,
+        limit,
+        src,
+        dst,
+        count,
+    };
     // SAFETY: the caller's contract; `kind` says which build this CPU runs.
-    unsafe {
-        match kind() {
-            Some(Kind::Avx512) => {
-                copy_live_packed_as(Kind::Avx512, bits, limit, src, w, dst, count)
-            }
-            _ => copy_live_packed_as(Kind::Avx2, bits, limit, src, w, dst, count),
-        }
-    }
+    unsafe { job.run(kind().unwrap_or(Kind::Avx2), w) }
 }
 
-/// [`copy_live_packed`] in the build `kind` (the tests run both).
-///
-/// # Safety
-/// As [`copy_live_packed`], and the CPU runs `kind` ([`kind`] says so or names the better one).
+/// The arguments of one [`copy_live_packed`] but `*w`, handed through the builds.
 #[cfg(target_arch = "x86_64")]
-pub(super) unsafe fn copy_live_packed_as(
-    kind: Kind,
-    bits: &Bitmap,
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    bits: &'a Bitmap,
     limit: usize,
     src: *const usize,
-    w: &mut usize,
     dst: *mut usize,
     count: usize,
-) {
-    // SAFETY: forwarded; the CPU has the features of the build called.
-    unsafe {
-        match kind {
-            Kind::Avx512 => packed_avx512(bits, limit, src, w, dst, count),
-            Kind::Avx2 => packed_avx2(bits, limit, src, w, dst, count),
-        }
-    }
 }
 
-/// The AVX2 build.
-///
-/// # Safety
-/// As [`copy_live_packed`]; the CPU has AVX2 and `popcnt`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,popcnt")]
-unsafe fn packed_avx2(
-    bits: &Bitmap,
-    limit: usize,
-    src: *const usize,
-    w: &mut usize,
-    dst: *mut usize,
-    count: usize,
-) {
-    // SAFETY: forwarded.
-    unsafe { packed::<false>(bits, limit, src, w, dst, count) }
-}
-
-/// The AVX-512 build.
-///
-/// # Safety
-/// As [`copy_live_packed`]; the CPU has AVX2, `popcnt` and AVX-512 F and VL.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,popcnt,avx512f,avx512vl")]
-unsafe fn packed_avx512(
-    bits: &Bitmap,
-    limit: usize,
-    src: *const usize,
-    w: &mut usize,
-    dst: *mut usize,
-    count: usize,
-) {
-    // SAFETY: forwarded.
-    unsafe { packed::<true>(bits, limit, src, w, dst, count) }
-}
-
-/// The loop of both builds: `K512` picks the masked load and store.
-///
-/// # Safety
-/// As [`copy_live_packed`]; the caller's build has the features `K512` needs.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn packed<const K512: bool>(
-    bits: &Bitmap,
-    limit: usize,
-    src: *const usize,
-    w: &mut usize,
-    dst: *mut usize,
-    count: usize,
-) {
-    if count == 0 {
-        return;
-    }
-    let words = limit.div_ceil(64);
-    let mut i = *w / 64;
-    let mut m = bits.word(i) & (u64::MAX << (*w % 64));
-    let mut d = 0;
-    // Bitmap words below `pf` had their sparse live lines prefetched.
-    let mut pf = i;
-    loop {
-        let ahead = (i + SLIDE_PREFETCH_BITMAP_WORDS).min(words);
-        while pf < ahead {
-            let a = bits.word(pf);
-            // Denser words are left to the hardware prefetcher (see the constant).
-            if a != 0 && a.count_ones() < SLIDE_PREFETCH_MAX_LIVE {
-                let mut lines = nonzero_bytes(a);
-                while lines != 0 {
-                    let g = lines.trailing_zeros() as usize / 8;
-                    crate::dense::prefetch(src as usize + (pf * 64 + 8 * g) * WORD);
-                    lines &= lines - 1;
-                }
-            }
-            pf += 1;
-        }
-        let left = count - d;
-        let live = m.count_ones() as usize;
-        let last = live >= left;
-        if live > left {
-            m = lowest_set_bits(m, left);
-        }
-        // SAFETY: (the whole block) heap words [64 i, 64 i + 64) lie in the bitmap's range, and only
-        // their live ones (set in `m`) are read; destination words [d, d + popcount(m)) lie in
-        // [0, count), writable; each load precedes the stores that could overlap it (see the
-        // module documentation).
+impl Job<'_> {
+    /// The copy in build `kind` (the tests run both).
+    ///
+    /// # Safety
+    /// [`copy_live_packed`]'s contract, and the CPU runs `kind` ([`kind`] names it or a better
+    /// one).
+    unsafe fn run(self, kind: Kind, w: &mut usize) {
+        // SAFETY: forwarded; the CPU has the features of the build called.
         unsafe {
-            let base = src.add(64 * i);
-            if m == u64::MAX {
-                let to = dst.add(d);
-                if !core::ptr::eq(to, base) {
-                    // Front to back, 4 words at a time: each store lands at or below its load.
-                    for q in 0..16 {
-                        let v = _mm256_loadu_si256(base.add(4 * q) as *const __m256i);
-                        _mm256_storeu_si256(to.add(4 * q) as *mut __m256i, v);
-                    }
-                }
-                d += 64;
-            } else {
-                let mut groups = nonzero_groups(m);
-                while groups != 0 {
-                    let g = groups.trailing_zeros() as usize / 4;
-                    let n = ((m >> (4 * g)) & 0xf) as usize;
-                    let k = n.count_ones() as usize;
-                    let from = base.add(4 * g) as *const i64;
-                    let v = if K512 {
-                        _mm256_maskz_loadu_epi64(n as u8, from)
-                    } else {
-                        let lanes = _mm256_loadu_si256(LANES[n].as_ptr() as *const __m256i);
-                        _mm256_maskload_epi64(from, lanes)
-                    };
-                    let perm = _mm256_loadu_si256(PERM[n].as_ptr() as *const __m256i);
-                    let packed = _mm256_permutevar8x32_epi32(v, perm);
-                    let to = dst.add(d) as *mut i64;
-                    if K512 {
-                        _mm256_mask_storeu_epi64(to, (1u8 << k) - 1, packed);
-                    } else {
-                        let front =
-                            _mm256_loadu_si256(LANES[(1 << k) - 1].as_ptr() as *const __m256i);
-                        _mm256_maskstore_epi64(to, front, packed);
-                    }
-                    d += k;
-                    groups &= groups - 1;
-                }
+            match kind {
+                Kind::Avx512 => self.avx512(w),
+                Kind::Avx2 => self.avx2(w),
             }
         }
-        if last {
-            *w = 64 * i + 64 - m.leading_zeros() as usize;
+    }
+
+    /// The AVX2 build.
+    ///
+    /// # Safety
+    /// As [`Job::run`]; the CPU has AVX2 and `popcnt`.
+    #[target_feature(enable = "avx2,popcnt")]
+    unsafe fn avx2(self, w: &mut usize) {
+        // SAFETY: forwarded.
+        unsafe { self.packed::<false>(w) }
+    }
+
+    /// The AVX-512 build.
+    ///
+    /// # Safety
+    /// As [`Job::run`]; the CPU has AVX2, `popcnt` and AVX-512 F and VL.
+    #[target_feature(enable = "avx2,popcnt,avx512f,avx512vl")]
+    unsafe fn avx512(self, w: &mut usize) {
+        // SAFETY: forwarded.
+        unsafe { self.packed::<true>(w) }
+    }
+
+    /// The loop of both builds: `K512` picks the masked load and store.
+    ///
+    /// # Safety
+    /// As [`Job::run`]; the caller's build has the features `K512` needs.
+    #[inline(always)]
+    unsafe fn packed<const K512: bool>(self, w: &mut usize) {
+        let Job {
+            bits,
+            limit,
+            src,
+            dst,
+            count,
+        } = self;
+        if count == 0 {
             return;
         }
-        i += 1;
-        m = bits.word(i);
+        let words = limit.div_ceil(64);
+        let mut i = *w / 64;
+        let mut m = bits.word(i) & (u64::MAX << (*w % 64));
+        let mut d = 0;
+        // Bitmap words below `pf` had their sparse live lines prefetched.
+        let mut pf = i;
+        loop {
+            let ahead = (i + SLIDE_PREFETCH_BITMAP_WORDS).min(words);
+            while pf < ahead {
+                let a = bits.word(pf);
+                // Denser words are left to the hardware prefetcher (see the constant).
+                if a != 0 && a.count_ones() < SLIDE_PREFETCH_MAX_LIVE {
+                    let mut lines = nonzero_bytes(a);
+                    while lines != 0 {
+                        let g = lines.trailing_zeros() as usize / 8;
+                        crate::dense::prefetch(src as usize + (pf * 64 + 8 * g) * WORD);
+                        lines &= lines - 1;
+                    }
+                }
+                pf += 1;
+            }
+            let left = count - d;
+            let live = m.count_ones() as usize;
+            let last = live >= left;
+            if live > left {
+                m = lowest_set_bits(m, left);
+            }
+            // SAFETY: (the whole block) heap words [64 i, 64 i + 64) lie in the bitmap's range, and only
+            // their live ones (set in `m`) are read; destination words [d, d + popcount(m)) lie in
+            // [0, count), writable; each load precedes the stores that could overlap it (see the
+            // module documentation).
+            unsafe {
+                let base = src.add(64 * i);
+                if m == u64::MAX {
+                    let to = dst.add(d);
+                    if !core::ptr::eq(to, base) {
+                        // Front to back, 4 words at a time: each store lands at or below its load.
+                        for q in 0..16 {
+                            let v = _mm256_loadu_si256(base.add(4 * q) as *const __m256i);
+                            _mm256_storeu_si256(to.add(4 * q) as *mut __m256i, v);
+                        }
+                    }
+                    d += 64;
+                } else {
+                    let mut groups = nonzero_groups(m);
+                    while groups != 0 {
+                        let g = groups.trailing_zeros() as usize / 4;
+                        let n = ((m >> (4 * g)) & 0xf) as usize;
+                        let k = n.count_ones() as usize;
+                        let from = base.add(4 * g) as *const i64;
+                        let v = if K512 {
+                            _mm256_maskz_loadu_epi64(n as u8, from)
+                        } else {
+                            let lanes = _mm256_loadu_si256(LANES[n].as_ptr() as *const __m256i);
+                            _mm256_maskload_epi64(from, lanes)
+                        };
+                        let perm = _mm256_loadu_si256(PERM[n].as_ptr() as *const __m256i);
+                        let packed = _mm256_permutevar8x32_epi32(v, perm);
+                        let to = dst.add(d) as *mut i64;
+                        if K512 {
+                            _mm256_mask_storeu_epi64(to, (1u8 << k) - 1, packed);
+                        } else {
+                            let front =
+                                _mm256_loadu_si256(LANES[(1 << k) - 1].as_ptr() as *const __m256i);
+                            _mm256_maskstore_epi64(to, front, packed);
+                        }
+                        d += k;
+                        groups &= groups - 1;
+                    }
+                }
+            }
+            if last {
+                *w = 64 * i + 64 - m.leading_zeros() as usize;
+                return;
+            }
+            i += 1;
+            m = bits.word(i);
+        }
     }
 }
 
@@ -357,15 +346,14 @@ mod tests {
         // SAFETY: `available` checked by the caller; the live words and the destination lie in
         // `b`; the destination lies at or below the words read when they overlap.
         unsafe {
-            copy_live_packed_as(
-                kind,
+            Job {
                 bits,
                 limit,
-                b.as_ptr(),
-                &mut wb,
-                b.as_mut_ptr().add(to),
+                src: b.as_ptr(),
+                dst: b.as_mut_ptr().add(to),
                 count,
-            )
+            }
+            .run(kind, &mut wb)
         };
         assert_eq!(wa, wb, "{kind:?}: w after copying {count} from {w} to {to}");
         if let Some(i) = (0..limit).find(|&i| a[i] != b[i]) {
