@@ -285,32 +285,35 @@ fn interleave(
             .map(|&spec| {
                 let (cmd_tx, cmd_rx) = mpsc::channel::<Cmd>();
                 let (done_tx, done_rx) = mpsc::channel::<Result<(), String>>();
-                let handle = s.spawn(move || -> Result<BarrierData, String> {
-                    let mut bh: Option<BarrierHeap> = None;
-                    // The loop ends when the coordinator drops its sender.
-                    for cmd in cmd_rx {
-                        let r = match (cmd, bh.as_mut()) {
-                            (Cmd::Build, _) => setup_barrier(spec, live).map(|h| bh = Some(h)),
-                            (Cmd::Round(idle, cyc), Some(h)) => barrier_round(h, idle, cyc),
-                            (Cmd::Round(..), None) => Err("not built".into()),
-                        };
-                        let _ = done_tx.send(r.clone());
-                        r?;
-                    }
-                    let bh = bh.ok_or("not built")?;
-                    Ok(BarrierData {
-                        info: bh.info.clone(),
-                        idle: bh.idle,
-                        mark: bh.mark,
-                        compact: bh.compact,
-                        cycles: bh
-                            .heap
-                            .history()
-                            .into_iter()
-                            .filter(|c| c.trigger == Trigger::Explicit)
-                            .collect(),
+                let handle = std::thread::Builder::new()
+                    .name(format!("barrier {}", spec.label))
+                    .spawn_scoped(s, move || -> Result<BarrierData, String> {
+                        let mut bh: Option<BarrierHeap> = None;
+                        // The loop ends when the coordinator drops its sender.
+                        for cmd in cmd_rx {
+                            let r = match (cmd, bh.as_mut()) {
+                                (Cmd::Build, _) => setup_barrier(spec, live).map(|h| bh = Some(h)),
+                                (Cmd::Round(idle, cyc), Some(h)) => barrier_round(h, idle, cyc),
+                                (Cmd::Round(..), None) => Err("not built".into()),
+                            };
+                            let _ = done_tx.send(r.clone());
+                            r?;
+                        }
+                        let bh = bh.ok_or("not built")?;
+                        Ok(BarrierData {
+                            info: bh.info.clone(),
+                            idle: bh.idle,
+                            mark: bh.mark,
+                            compact: bh.compact,
+                            cycles: bh
+                                .heap
+                                .history()
+                                .into_iter()
+                                .filter(|c| c.trigger == Trigger::Explicit)
+                                .collect(),
+                        })
                     })
-                });
+                    .expect("spawn a barrier heap's thread");
                 (spec, Some(cmd_tx), done_rx, handle)
             })
             .collect();
@@ -341,9 +344,11 @@ fn interleave(
             .into_iter()
             .map(|(spec, tx, _, handle)| {
                 drop(tx);
+                // A panic is a bug in the harness or the heap, not a setting's result: it ends
+                // the run (a non-zero exit), as when the heaps ran on this thread.
                 let outcome = handle
                     .join()
-                    .unwrap_or_else(|_| Err("the heap's thread panicked".into()));
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p));
                 BarrierRun { spec, outcome }
             })
             .collect()

@@ -492,7 +492,13 @@ impl LiveWords {
     fn block_at_or_below(&self, lo: usize, hi: usize, x: usize, total: usize) -> usize {
         let b = |i: usize| self.block[i].load(Ordering::Relaxed) as usize;
         let span = hi - lo;
-        let guess = lo + (x * span).checked_div(total).unwrap_or(0).min(span - 1);
+        // (`x` is clamped: a rank past the chunk's words, which finds nothing, must not
+        // overflow the product.)
+        let guess = lo
+            + (x.min(total) * span)
+                .checked_div(total)
+                .unwrap_or(0)
+                .min(span - 1);
         // Bracket: b(a) <= x, and z == hi or b(z) > x.
         let (mut a, mut z);
         if b(guess) <= x {
@@ -694,6 +700,7 @@ mod tests {
                 assert_eq!(lw.select(r, n), Some(w), "shape {si}: select({r})");
             }
             assert_eq!(lw.select(total, n), None, "shape {si}");
+            assert_eq!(lw.select(usize::MAX / 2, n), None, "shape {si}");
         }
     }
 

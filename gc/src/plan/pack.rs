@@ -433,6 +433,94 @@ mod tests {
         }
     }
 
+    /// Both builds, with the destination ending right below an inaccessible page and the last
+    /// live word among the last four words before another: exactly `count` words are written
+    /// (nothing below the destination, nothing past its end: that would fault), the masked-off
+    /// lanes are never touched, and `*w` ends just past the last word copied.
+    #[test]
+    fn packed_copy_writes_exactly_up_to_a_guard_page() {
+        let kinds: &[Kind] = match kind() {
+            None => return,
+            Some(Kind::Avx2) => &[Kind::Avx2],
+            Some(Kind::Avx512) => &[Kind::Avx2, Kind::Avx512],
+        };
+        const PW: usize = 4096 / WORD;
+        const PAGE: usize = 4096;
+        let words = 2 * PW;
+        let mut s = 0x1234_5678_9abc_def1u64;
+        // Pages: source 0-1, guard 2, destination 3-4, guard 5.
+        // SAFETY: a fresh private anonymous mapping, made inaccessible in two pages; unmapped
+        // at the end, and only its pages 0-1 and 3-4 are read or written meanwhile.
+        let base = unsafe {
+            let p = libc::mmap(
+                core::ptr::null_mut(),
+                6 * PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            for g in [2, 5] {
+                let r = libc::mprotect(p.cast::<u8>().add(g * PAGE).cast(), PAGE, libc::PROT_NONE);
+                assert_eq!(r, 0);
+            }
+            p.cast::<usize>()
+        };
+        // SAFETY: pages 0-1 and 3-4 of the mapping, readable and writable, no overlap.
+        let (src, dst_area) = unsafe {
+            (
+                core::slice::from_raw_parts_mut(base, words),
+                core::slice::from_raw_parts_mut(base.add(3 * PW), words),
+            )
+        };
+        for case in 0..200 {
+            let bits = Bitmap::new(words);
+            let density = 1 + xorshift(&mut s) % 100;
+            for i in 0..words {
+                if xorshift(&mut s) % 100 < density {
+                    bits.set(i);
+                }
+            }
+            let last = words - 1 - case % 4;
+            bits.clear_range(last + 1, words);
+            bits.set(last);
+            let live: Vec<usize> = (0..words).filter(|&i| bits.get(i)).collect();
+            for (i, x) in src.iter_mut().enumerate() {
+                *x = 7_000_000 + i;
+            }
+            for &k in kinds {
+                for from in [0, live.len() / 2, live.len() - 1] {
+                    let count = live.len() - from;
+                    dst_area.fill(1);
+                    let mut w = live[from];
+                    let job = Job {
+                        bits: &bits,
+                        limit: words,
+                        src: src.as_ptr(),
+                        dst: dst_area[words - count..].as_mut_ptr(),
+                        count,
+                    };
+                    // SAFETY: `count` live words from `w` on, below `words`; the destination
+                    // holds `count` words (it ends at the guard page) and does not overlap the
+                    // source; the CPU runs `k`.
+                    unsafe { job.run(k, &mut w) };
+                    assert_eq!(w, last + 1, "{k:?} case {case}");
+                    let got = &dst_area[words - count..];
+                    for (d, &sw) in live[from..].iter().enumerate() {
+                        assert_eq!(got[d], 7_000_000 + sw, "{k:?} case {case} word {d}");
+                    }
+                    assert!(
+                        dst_area[..words - count].iter().all(|&x| x == 1),
+                        "{k:?} case {case}: a word below the destination was written"
+                    );
+                }
+            }
+        }
+        // SAFETY: the mapping made above; the slices into it are not used any more.
+        unsafe { libc::munmap(base.cast(), 6 * PAGE) };
+    }
+
     #[test]
     fn lowest_set_bits_and_groups() {
         assert_eq!(lowest_set_bits(0b1011_0110, 0), 0);
