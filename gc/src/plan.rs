@@ -534,9 +534,10 @@ impl Plan {
         let limit = (self.from_top - self.from) / WORD;
         let bits = &self.live().bits;
         #[cfg(target_arch = "x86_64")]
-        if OVERLAP && pack::available() {
-            // SAFETY: the CPU has AVX2 and `popcnt`; the rest is this function's contract.
-            unsafe { pack::copy_live_packed(bits, limit, self.src as *const usize, w, dst, count) };
+        if let (true, Some(kind)) = (OVERLAP, pack::kind()) {
+            let src = self.src as *const usize;
+            // SAFETY: the CPU runs build `kind`; the rest is this function's contract.
+            unsafe { pack::copy_live_packed(kind, bits, limit, src, w, dst, count) };
             return;
         }
         let mut d = 0;

@@ -103,12 +103,6 @@ pub(super) fn kind() -> Option<Kind> {
     None
 }
 
-/// Whether [`copy_live_packed`] can run on this CPU.
-#[inline]
-pub(super) fn available() -> bool {
-    kind().is_some()
-}
-
 /// The lowest `k` set bits of `m` (`k` at most its count).
 #[inline(always)]
 fn lowest_set_bits(mut m: u64, k: usize) -> u64 {
@@ -140,13 +134,14 @@ fn nonzero_bytes(m: u64) -> u64 {
 /// just past the last word copied.
 ///
 /// # Safety
-/// The CPU has AVX2 and `popcnt` ([`available`]). There are `count` live words in `[*w,
-/// limit)`, readable at `src`; `dst` is writable for `count` words; if the destination
-/// overlaps the live words read, it lies at or below them (each destination word at or below
-/// the source word that goes there); no other thread writes those words, or reads or writes
-/// the destination, meanwhile.
+/// The CPU runs build `kind` ([`kind`] named it or a better one). There are `count` live
+/// words in `[*w, limit)`, readable at `src`; `dst` is writable for `count` words; if the
+/// destination overlaps the live words read, it lies at or below them (each destination word
+/// at or below the source word that goes there); no other thread writes those words, or
+/// reads or writes the destination, meanwhile.
 #[cfg(target_arch = "x86_64")]
 pub(super) unsafe fn copy_live_packed(
+    kind: Kind,
     bits: &Bitmap,
     limit: usize,
     src: *const usize,
@@ -161,8 +156,8 @@ pub(super) unsafe fn copy_live_packed(
         dst,
         count,
     };
-    // SAFETY: the caller's contract; `kind` says which build this CPU runs.
-    unsafe { job.run(kind().unwrap_or(Kind::Avx2), w) }
+    // SAFETY: the caller's contract.
+    unsafe { job.run(kind, w) }
 }
 
 /// The arguments of one [`copy_live_packed`] but `*w`, handed through the builds.
@@ -343,7 +338,7 @@ mod tests {
         let mut b = init.to_vec();
         let (mut wa, mut wb) = (w, w);
         reference(bits, &mut a, &mut wa, to, count);
-        // SAFETY: `available` checked by the caller; the live words and the destination lie in
+        // SAFETY: `kind` checked by the caller; the live words and the destination lie in
         // `b`; the destination lies at or below the words read when they overlap.
         unsafe {
             Job {
