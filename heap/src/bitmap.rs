@@ -560,11 +560,10 @@ impl LiveWords {
             while i + 1 < n && self.prefix_at(i + 1) <= r {
                 i += 1;
             }
-            let mut bits = self.bits.word(i);
-            for _ in 0..r - self.prefix_at(i) {
-                bits &= bits - 1;
-            }
-            f(k, i * 64 + bits.trailing_zeros() as usize);
+            f(
+                k,
+                i * 64 + select_in_word(self.bits.word(i), r - self.prefix_at(i)),
+            );
             k += 1;
         }
     }
