@@ -335,8 +335,8 @@ impl<'a> ConcMarker<'a> {
         }
     }
 
-    /// Shade the references [`ConcMarker::step`] still holds in flight; the new ones become
-    /// gray.
+    /// Shade the references [`ConcMarker::step`] still holds in flight (a marker dropped
+    /// between steps); the new ones become gray.
     fn flush_ahead(&mut self) {
         if self.ahead.is_empty() {
             return;
@@ -374,14 +374,11 @@ impl<'a> ConcMarker<'a> {
             }
             _ => size,
         };
-        if lo < hi {
-            self.scanned_bytes += (hi - lo) * WORD;
-            let (t, gray, marked) = (&self.t, &mut self.gray, &mut self.marked);
-            t.feed_refs(o, h, l, lo, hi, &mut self.ahead, &mut |c| {
-                *marked += 1;
-                gray.push(c);
-            });
-        }
+        self.scanned_bytes += hi.saturating_sub(lo) * WORD;
+        // (With the continuation pushed first, the ring stays in flight to the next step; it
+        // is emptied into the stack once the stack runs empty.)
+        let t = &self.t;
+        self.marked += t.scan_words_ahead(o, h, l, lo, hi, &mut self.ahead, &mut self.gray);
         k == 0
     }
 
@@ -434,9 +431,6 @@ impl<'a> ConcMarker<'a> {
                     crate::dense::prefetch(chunk::decode(next).0);
                 }
                 let object = self.scan(e);
-                if self.gray.stacked() == 0 {
-                    self.flush_ahead();
-                }
                 self.gray.finished();
                 if object {
                     self.traced += 1;

@@ -226,19 +226,39 @@ impl<'a, A: SlotAccess> Tracer<'a, A> {
         }
     }
 
-    /// Scan the whole object at `o` through `ahead` (its references prefetched now, shaded
-    /// up to [`SHADE_AHEAD`] references later), pushing each one shaded on `stack`; when
-    /// `stack` is empty after it, empty the ring into it too, so a trace never ends with a
-    /// reference read and not shaded. Returns the objects shaded.
+    /// Scan the whole object at `o` with [`Self::scan_words_ahead`].
     #[inline(always)]
     fn scan_ahead(&self, o: usize, ahead: &mut Ahead, stack: &mut impl GrayStack) -> usize {
-        let mut n = 0;
         let h = header(o);
         let l = self.scan.get(h);
-        self.feed_refs(o, h, l, 0, l.size_words(h), ahead, &mut |c| {
-            n += 1;
-            stack.push_gray(c);
-        });
+        self.scan_words_ahead(o, h, l, 0, l.size_words(h), ahead, stack)
+    }
+
+    /// Scan words `[from_k, to_k)` of the object at `o` (header `h`, layout `l`, `to_k`
+    /// within its size; an empty range scans nothing) through `ahead` (its references
+    /// prefetched now, shaded up to [`SHADE_AHEAD`] references later), pushing each one
+    /// shaded on `stack`; when `stack` is empty after it, empty the ring into it too, so a
+    /// trace never ends with a reference read and not shaded (every tracer and marker scans
+    /// through here). Returns the objects shaded.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn scan_words_ahead(
+        &self,
+        o: usize,
+        h: Header,
+        l: ScanLayout,
+        from_k: usize,
+        to_k: usize,
+        ahead: &mut Ahead,
+        stack: &mut impl GrayStack,
+    ) -> usize {
+        let mut n = 0;
+        if from_k < to_k {
+            self.feed_refs(o, h, l, from_k, to_k, ahead, &mut |c| {
+                n += 1;
+                stack.push_gray(c);
+            });
+        }
         if stack.is_empty_gray() {
             ahead.flush(self, &mut |c| {
                 n += 1;
@@ -328,9 +348,9 @@ where
     }
 }
 
-/// A tracer's stack of gray objects, as [`Tracer::scan_ahead`] uses it: the serial tracer's
-/// vector, a parallel tracer's part of the gray pool.
-trait GrayStack {
+/// A tracer's stack of gray objects, as [`Tracer::scan_words_ahead`] uses it: the serial
+/// tracer's vector, a parallel tracer's or a concurrent marker's part of the gray pool.
+pub(crate) trait GrayStack {
     fn push_gray(&mut self, o: usize);
     /// Whether this stack holds nothing (its owner's next pop would look elsewhere).
     fn is_empty_gray(&self) -> bool;
