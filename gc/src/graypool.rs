@@ -1,11 +1,12 @@
 //! Shared gray work for concurrent marking: the objects shaded but not yet scanned, split
 //! between a global queue and one local deque per worker, so that the GC thread, its helper
 //! markers (`gc_threads`) and mutators doing mark assists can all take part in one mark
-//! (crossbeam's work-stealing deques, as the stop-the-world `Tracer::trace_parallel`).
+//! (crossbeam's work-stealing deques); the stop-the-world `Tracer::trace_parallel` shares it.
 //!
 //! - [`GrayPool`] (one per heap, in the marking state): the global [`Injector`], the stealers
 //!   of the registered markers' deques, and `pending`, the count of gray objects pushed and not
 //!   yet finished (scanned, children pushed).
+//! - [`Idle`]: how a worker with nothing to take waits while another still holds work.
 //! - [`GrayLocal`]: one worker's part: a private stack (a `Vec`: no atomic operation per push
 //!   or pop) and a deque. The objects a worker shades go on its stack; every
 //!   [`SPILL_CHECK`] pushes, if the injector is empty (another worker or an assist may be
@@ -30,8 +31,39 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
+use std::time::Duration;
 
 use crossbeam::deque::{Injector, Steal, Stealer, Worker};
+
+/// A worker that found no gray object while the pool's `pending` count says another worker
+/// holds some (and may push more) waits with [`Idle::wait`]: spinning briefly, then yielding,
+/// then, where it may sleep, sleeping 20 µs doubling up to 320 µs (an idle concurrent helper
+/// must not take a CPU from the mutators: the GC CPU budget). A stop-the-world tracer keeps
+/// yielding instead (the world waits for it). [`Idle::reset`] once it has work again.
+#[derive(Debug, Default)]
+pub(crate) struct Idle {
+    rounds: u32,
+}
+
+impl Idle {
+    /// One round of waiting; `may_sleep`: past the spins and yields, sleep instead of yielding.
+    pub(crate) fn wait(&mut self, may_sleep: bool) {
+        self.rounds += 1;
+        if self.rounds < 64 {
+            std::hint::spin_loop();
+        } else if self.rounds < 80 || !may_sleep {
+            std::thread::yield_now();
+        } else {
+            let us = 20u64 << (self.rounds - 80).min(4);
+            std::thread::sleep(Duration::from_micros(us));
+        }
+    }
+
+    /// Work was found: the next wait starts with spinning again.
+    pub(crate) fn reset(&mut self) {
+        self.rounds = 0;
+    }
+}
 
 /// The shared part of the gray set.
 #[derive(Default)]

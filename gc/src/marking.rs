@@ -83,7 +83,7 @@ use faultline_heap::{VolatileArena, PAGE_SIZE};
 
 use crate::catchup::{Catchup, CHECK_EVERY as CATCHUP_EVERY};
 use crate::debug::{DebugConfig, MarkPoint};
-use crate::graypool::{GrayLocal, GrayPool};
+use crate::graypool::{GrayLocal, GrayPool, Idle};
 use crate::pacer::Pacer;
 use crate::safepoint::SpState;
 use crate::space::{LargeSpace, MovingSpace};
@@ -449,7 +449,7 @@ impl<'a> ConcMarker<'a> {
     /// marker, counted across its drains (after every scan while a mark hook counts them, so
     /// that its count stays exact).
     fn drain(&mut self, mut each: impl FnMut(&mut Self)) {
-        let mut idle = 0u32;
+        let mut idle = Idle::default();
         let every = if self.count_all.is_some() {
             1
         } else {
@@ -457,7 +457,7 @@ impl<'a> ConcMarker<'a> {
         };
         loop {
             if self.step() {
-                idle = 0;
+                idle.reset();
                 self.since_each += 1;
                 if self.since_each >= every {
                     self.since_each = 0;
@@ -468,18 +468,8 @@ impl<'a> ConcMarker<'a> {
             if self.gray.pool().pending() == 0 {
                 break;
             }
-            // Another worker holds the rest (and may push more): back off, spinning briefly,
-            // then yielding, then sleeping 20 us doubling up to 320 us (an idle helper must
-            // not take a CPU from the mutators: the GC CPU budget).
-            idle += 1;
-            if idle < 64 {
-                std::hint::spin_loop();
-            } else if idle < 80 {
-                std::thread::yield_now();
-            } else {
-                let us = 20u64 << (idle - 80).min(4);
-                std::thread::sleep(Duration::from_micros(us));
-            }
+            // Another worker holds the rest (and may push more).
+            idle.wait(true);
         }
     }
 

@@ -31,7 +31,7 @@ use faultline_heap::bitmap::{Bitmap, LiveWords};
 use faultline_heap::object::{Header, RefSlots, ScanLayout, ScanTable, TypeRegistry, WORD};
 use faultline_heap::PAGE_SIZE;
 
-use crate::graypool::{GrayLocal, GrayPool};
+use crate::graypool::{GrayLocal, GrayPool, Idle};
 use crate::space::LargeSpace;
 
 /// How a reference slot of a live object is read.
@@ -316,22 +316,17 @@ where
                     let mut gray = GrayLocal::shared(pool);
                     let mut ahead = Ahead::default();
                     let mut n = 0usize;
-                    let mut idle = 0u32;
+                    let mut idle = Idle::default();
                     loop {
                         let Some(o) = gray.pop() else {
                             if pool.pending() == 0 {
                                 break;
                             }
                             // Another thread holds the rest (and may push more).
-                            idle += 1;
-                            if idle < 64 {
-                                std::hint::spin_loop();
-                            } else {
-                                std::thread::yield_now();
-                            }
+                            idle.wait(false);
                             continue;
                         };
-                        idle = 0;
+                        idle.reset();
                         if let Some(next) = gray.peek() {
                             crate::dense::prefetch(next);
                         }
