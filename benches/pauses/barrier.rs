@@ -269,9 +269,86 @@ enum Cmd {
     Round(Duration, Duration),
 }
 
-/// Builds the heaps and runs the interleaved rounds. Each heap lives on its own thread (a
-/// thread may hold a mutator of one heap only), and the threads take turns: the coordinator
-/// sends one command at a time and waits for its answer, so no two heaps ever run at once.
+/// The coordinator's end of one heap's thread.
+struct HeapThread<'s> {
+    spec: BarrierSpec,
+    /// `None` once the thread has ended (with an error its join reports).
+    cmds: Option<mpsc::Sender<Cmd>>,
+    answers: mpsc::Receiver<Result<(), String>>,
+    handle: std::thread::ScopedJoinHandle<'s, Result<BarrierData, String>>,
+}
+
+impl<'s> HeapThread<'s> {
+    /// Start the thread of heap `spec`; it builds the heap when told to, and keeps it (a
+    /// thread may hold a mutator of one heap only).
+    fn spawn(s: &'s std::thread::Scope<'s, '_>, spec: BarrierSpec, live: usize) -> Self {
+        let (cmd_tx, cmd_rx) = mpsc::channel::<Cmd>();
+        let (done_tx, done_rx) = mpsc::channel::<Result<(), String>>();
+        let handle = std::thread::Builder::new()
+            .name(format!("barrier {}", spec.label))
+            .spawn_scoped(s, move || -> Result<BarrierData, String> {
+                let mut bh: Option<BarrierHeap> = None;
+                // The loop ends when the coordinator drops its sender.
+                for cmd in cmd_rx {
+                    let r = match (cmd, bh.as_mut()) {
+                        (Cmd::Build, _) => setup_barrier(spec, live).map(|h| bh = Some(h)),
+                        (Cmd::Round(idle, cyc), Some(h)) => barrier_round(h, idle, cyc),
+                        (Cmd::Round(..), None) => Err("not built".into()),
+                    };
+                    let _ = done_tx.send(r.clone());
+                    r?;
+                }
+                let bh = bh.ok_or("not built")?;
+                Ok(BarrierData {
+                    info: bh.info.clone(),
+                    idle: bh.idle,
+                    mark: bh.mark,
+                    compact: bh.compact,
+                    cycles: bh
+                        .heap
+                        .history()
+                        .into_iter()
+                        .filter(|c| c.trigger == Trigger::Explicit)
+                        .collect(),
+                })
+            })
+            .expect("spawn a barrier heap's thread");
+        HeapThread {
+            spec,
+            cmds: Some(cmd_tx),
+            answers: done_rx,
+            handle,
+        }
+    }
+
+    /// Send `cmd` and wait for its answer; a thread that failed is asked nothing more.
+    fn ask(&mut self, cmd: Cmd) {
+        let Some(tx) = &self.cmds else { return };
+        if !(tx.send(cmd).is_ok() && matches!(self.answers.recv(), Ok(Ok(())))) {
+            // The thread has ended with its error; its join reports it.
+            self.cmds = None;
+        }
+    }
+
+    /// Let the thread end and take its result. A panic is a bug in the harness or the heap,
+    /// not a setting's result: it ends the run (a non-zero exit), as when the heaps ran on
+    /// one thread.
+    fn finish(self) -> BarrierRun {
+        drop(self.cmds);
+        let outcome = self
+            .handle
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        BarrierRun {
+            spec: self.spec,
+            outcome,
+        }
+    }
+}
+
+/// Builds the heaps and runs the interleaved rounds. Each heap lives on its own thread
+/// ([`HeapThread`]), and the threads take turns: the coordinator sends one command at a time
+/// and waits for its answer, so no two heaps ever run at once.
 fn interleave(
     specs: &[BarrierSpec],
     live: usize,
@@ -280,78 +357,26 @@ fn interleave(
     cyc: Duration,
 ) -> Vec<BarrierRun> {
     std::thread::scope(|s| {
-        let mut workers: Vec<_> = specs
+        let mut heaps: Vec<HeapThread<'_>> = specs
             .iter()
-            .map(|&spec| {
-                let (cmd_tx, cmd_rx) = mpsc::channel::<Cmd>();
-                let (done_tx, done_rx) = mpsc::channel::<Result<(), String>>();
-                let handle = std::thread::Builder::new()
-                    .name(format!("barrier {}", spec.label))
-                    .spawn_scoped(s, move || -> Result<BarrierData, String> {
-                        let mut bh: Option<BarrierHeap> = None;
-                        // The loop ends when the coordinator drops its sender.
-                        for cmd in cmd_rx {
-                            let r = match (cmd, bh.as_mut()) {
-                                (Cmd::Build, _) => setup_barrier(spec, live).map(|h| bh = Some(h)),
-                                (Cmd::Round(idle, cyc), Some(h)) => barrier_round(h, idle, cyc),
-                                (Cmd::Round(..), None) => Err("not built".into()),
-                            };
-                            let _ = done_tx.send(r.clone());
-                            r?;
-                        }
-                        let bh = bh.ok_or("not built")?;
-                        Ok(BarrierData {
-                            info: bh.info.clone(),
-                            idle: bh.idle,
-                            mark: bh.mark,
-                            compact: bh.compact,
-                            cycles: bh
-                                .heap
-                                .history()
-                                .into_iter()
-                                .filter(|c| c.trigger == Trigger::Explicit)
-                                .collect(),
-                        })
-                    })
-                    .expect("spawn a barrier heap's thread");
-                (spec, Some(cmd_tx), done_rx, handle)
-            })
+            .map(|&spec| HeapThread::spawn(s, spec, live))
             .collect();
-        let ask = |w: &mut (_, Option<mpsc::Sender<Cmd>>, mpsc::Receiver<_>, _), cmd| {
-            let Some(tx) = &w.1 else { return };
-            let ok = tx.send(cmd).is_ok() && matches!(w.2.recv(), Ok(Ok(())));
-            if !ok {
-                // The thread has ended with its error; its join below reports it.
-                w.1 = None;
-            }
-        };
-        for w in workers.iter_mut() {
-            ask(w, Cmd::Build);
+        for h in heaps.iter_mut() {
+            h.ask(Cmd::Build);
         }
         for round in 0..rounds {
-            for w in workers.iter_mut() {
-                if w.1.is_some() {
+            for h in heaps.iter_mut() {
+                if h.cmds.is_some() {
                     stage(format!(
                         "barrier {}: round {}/{rounds}",
-                        w.0.label,
+                        h.spec.label,
                         round + 1
                     ));
                 }
-                ask(w, Cmd::Round(idle, cyc));
+                h.ask(Cmd::Round(idle, cyc));
             }
         }
-        workers
-            .into_iter()
-            .map(|(spec, tx, _, handle)| {
-                drop(tx);
-                // A panic is a bug in the harness or the heap, not a setting's result: it ends
-                // the run (a non-zero exit), as when the heaps ran on this thread.
-                let outcome = handle
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p));
-                BarrierRun { spec, outcome }
-            })
-            .collect()
+        heaps.into_iter().map(HeapThread::finish).collect()
     })
 }
 
