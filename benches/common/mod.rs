@@ -8,8 +8,8 @@
 //!   mode and the concurrent strategy x fault-delivery grid);
 //! - [`types`]: the mock runtime's object types (32-byte tree nodes, 24-byte pairs, reference
 //!   arrays) and tagged fixnums;
-//! - here: sizes, the quick-mode and runs switches, machine facts for report headers, and the criterion
-//!   configuration of the criterion benches.
+//! - here: sizes, the quick-mode and runs switches, machine facts for report headers, and the
+//!   criterion configuration of the criterion benches.
 //!
 //! Invariant: moving code here changes no bench's behaviour: the same generator, seeds, type
 //! layouts and configurations as each bench used before it had this module.

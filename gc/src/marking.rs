@@ -599,8 +599,8 @@ const EACH_STEPS: u32 = 64;
 const SATB_EVERY: usize = 4096;
 
 /// Drain the shared gray pool to empty with `m` (the GC thread's marker, calling `each` every
-/// [`EACH_STEPS`] scans, see [`ConcMarker::drain`]) and `ctx.threads - 1` helper markers, all stealing work from each other and
-/// from assists. Helpers live for one drain (scoped threads); a drain that starts with fewer
+/// [`EACH_STEPS`] scans, see [`ConcMarker::drain`]) and `ctx.threads - 1` helper markers, all
+/// stealing work from each other and from assists. Helpers live for one drain (scoped threads); a drain that starts with fewer
 /// than `help_min` gray objects (or none) runs on the GC thread alone.
 fn drain_shared(
     ctx: &MarkCtx<'_>,

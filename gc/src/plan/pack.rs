@@ -251,10 +251,10 @@ impl Job<'_> {
             if live > left {
                 m = lowest_set_bits(m, left);
             }
-            // SAFETY: (the whole block) heap words [64 i, 64 i + 64) lie in the bitmap's range, and only
-            // their live ones (set in `m`) are read; destination words [d, d + popcount(m)) lie in
-            // [0, count), writable; each load precedes the stores that could overlap it (see the
-            // module documentation).
+            // SAFETY: (the whole block) heap words [64 i, 64 i + 64) lie in the bitmap's
+            // range, and only their live ones (set in `m`) are read; destination words
+            // [d, d + popcount(m)) lie in [0, count), writable; each load precedes the stores
+            // that could overlap it (see the module documentation).
             unsafe {
                 let base = src.add(64 * i);
                 if m == u64::MAX {
