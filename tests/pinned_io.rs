@@ -7,7 +7,7 @@
 //! was written; a read returns fewer bytes than asked only when the pipe had fewer.
 
 mod common;
-use common::io::{byte_at, churn};
+use common::io::{byte_at, churn, Scratch};
 use common::*;
 
 use std::io::Write;
@@ -99,9 +99,8 @@ fn pipe_reads(m: &mut Mutator, t: &Types, label: &str) -> Counts {
 /// `pwrite` a file from a moving array and `pread` it back into both arrays at scattered
 /// offsets: no short read inside the file.
 fn file_io(m: &mut Mutator, t: &Types, label: &str) -> u64 {
-    let dir = std::env::temp_dir().join(format!("faultline-pinned-io-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(label.replace('/', "-"));
+    let dir = Scratch::new("pinned-io");
+    let path = dir.path().join(label.replace('/', "-"));
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -155,7 +154,6 @@ fn file_io(m: &mut Mutator, t: &Types, label: &str) -> u64 {
         }
     }
     drop(file);
-    let _ = std::fs::remove_file(&path);
     reads
 }
 

@@ -20,7 +20,7 @@
 //!   a pinned object fails before anything moves, and unpinning recovers.
 
 mod common;
-use common::io::{byte_at, churn};
+use common::io::{byte_at, churn, Scratch};
 use common::*;
 
 use std::io::Write;
@@ -144,9 +144,8 @@ fn pipe_into_pin(m: &mut Mutator, pin: &faultline::Pin, addr: usize, label: &str
 /// the file.
 fn pread_into_pin(m: &mut Mutator, pin: &faultline::Pin, addr: usize, label: &str) -> u64 {
     const SIZE: u64 = 256 << 10;
-    let dir = std::env::temp_dir().join(format!("faultline-pinned-moving-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(label.replace('/', "-"));
+    let dir = Scratch::new("pinned-moving");
+    let path = dir.path().join(label.replace('/', "-"));
     {
         let mut f = std::fs::File::create(&path).unwrap();
         let bytes: Vec<u8> = (0..SIZE).map(byte_at).collect();
@@ -172,7 +171,6 @@ fn pread_into_pin(m: &mut Mutator, pin: &faultline::Pin, addr: usize, label: &st
         m.safepoint();
     }
     drop(file);
-    let _ = std::fs::remove_file(&path);
     reads
 }
 
