@@ -486,7 +486,8 @@ impl Plan {
     ///
     /// # Safety
     /// [`Plan::slide`]'s contract for the words this reads (the live words of ranks
-    /// `[r0, r1)`, the first of them at or after old word `*w`) and writes (words `[r0, r1)`);
+    /// `[r0, r1)`, the first of them at or after old word `*w`, and the dead words between
+    /// them: the packed copy reads whole groups of words) and writes (words `[r0, r1)`);
     /// `walk` is the object holding destination word `r0` (or starting there); an object
     /// starts at `r1` (or `r1 == live_words`); no other thread writes a word this reads, or
     /// reads or writes a word it writes, while it runs.
@@ -528,7 +529,9 @@ impl Plan {
     /// # Safety
     /// `dst` must be writable for `count` words; there must be `count` live words at or
     /// after `*w`. With `OVERLAP` false, `dst` must not overlap any word read; with `OVERLAP`
-    /// true it may overlap them only at lower addresses (the in-place slide).
+    /// true it may overlap them only at lower addresses (the in-place slide), and no other
+    /// thread may write any word from `*w` to the last live word copied (dead ones included,
+    /// see [`pack`]) meanwhile.
     #[inline(always)]
     unsafe fn copy_live<const OVERLAP: bool>(&self, w: &mut usize, dst: *mut usize, count: usize) {
         let limit = (self.from_top - self.from) / WORD;

@@ -4,22 +4,31 @@
 //! searches) and copies it with a length-dependent copy: at 10-50 % live in small objects
 //! that is a few unpredictable branches per run, millions of runs per slide. Here the
 //! live-words bitmap is read a word (64 heap words) at a time: each group of four heap words
-//! that holds a live word is read with one masked load of exactly its live words, packed to
-//! the front by one AVX2 permutation and written with one masked store of exactly that many
-//! words; fully live bitmap words are copied whole (or skipped when already in place); dead
-//! groups are never read. Sparse bitmap words some way ahead have their live cache lines
-//! prefetched, as the scalar path does.
+//! that holds a live word is read with one load, its live words packed to the front by one
+//! AVX2 permutation and written with one store; fully live bitmap words are copied whole (or
+//! skipped when already in place); dead groups are never read. Sparse bitmap words some way
+//! ahead have their live cache lines prefetched, as the scalar path does.
 //!
-//! Two builds of the same loop ([`Kind`]): where the CPU has AVX-512 (F and VL), the masked
-//! load and store are the AVX-512 ones, with the mask in a mask register; elsewhere AVX2's
-//! `vpmaskmovq`, whose store form some CPUs run far slower (on this project's AMD Zen 4 VM the
-//! whole 256 MiB slide at 50 % live took 96-99 ms of compaction with it, 62 ms with the
-//! AVX-512 store; `benches/stw.rs`, BENCHMARKS.md s21).
+//! Two builds of the same loop ([`Kind`]). Where the CPU has AVX-512 (F and VL), every load
+//! and store is masked to the group's live words, with the mask in a mask register. Elsewhere
+//! AVX2's masked load and store (`vpmaskmovq`) are slow on some CPUs (this project's AMD VMs:
+//! on Zen 4 the store, on Zen 3 the load and the store; `benches/stw.rs`, BENCHMARKS.md s21
+//! and s22), so the AVX2 build reads and writes whole groups wherever that touches only words
+//! of the copy's own ranges, and masks only at their edges:
+//! - a group is read whole when it lies at or after the range's first source word and a live
+//!   word still to copy follows it: its dead words then lie inside the range (the slide's
+//!   piece), which no other thread writes meanwhile;
+//! - a group's packed words are written with all four lanes when those four destination
+//!   words lie inside the destination and at or below the group's first source word: the
+//!   lanes past the packed words land where the next groups' words go (and are overwritten
+//!   by them), below every live word not yet read.
 //!
 //! Invariants:
-//! - exactly the live words are read (masked loads) and exactly `count` destination words are
-//!   written (masked stores): no word outside the caller's ranges is touched, so the parallel
-//!   slide's pieces never race on a neighbour's words;
+//! - only words of the copy's ranges are touched: source words from `*w` to the last live word
+//!   copied (read; the AVX-512 build reads exactly the live ones) and the destination's
+//!   `count` words (written; the AVX-512 build writes each once, the AVX2 build may write a
+//!   word up to four times, the last time with its value), so the parallel slide's pieces
+//!   never race on a neighbour's words;
 //! - words go out in rank order, each group loaded before its store; with the destination at
 //!   or below the source (the in-place slide: a live word never lies below its rank) a store
 //!   only lands below the next live word not yet read;
@@ -137,8 +146,9 @@ fn nonzero_bytes(m: u64) -> u64 {
 /// The CPU runs build `kind` ([`kind`] named it or a better one). There are `count` live
 /// words in `[*w, limit)`, readable at `src`; `dst` is writable for `count` words; if the
 /// destination overlaps the live words read, it lies at or below them (each destination word
-/// at or below the source word that goes there); no other thread writes those words, or
-/// reads or writes the destination, meanwhile.
+/// at or below the source word that goes there); no other thread writes any word from `*w`
+/// to the last live word copied (dead ones included), or reads or writes the destination,
+/// meanwhile.
 #[cfg(target_arch = "x86_64")]
 pub(super) unsafe fn copy_live_packed(
     kind: Kind,
@@ -224,6 +234,8 @@ impl Job<'_> {
         if count == 0 {
             return;
         }
+        // The first source word of the range (the AVX2 build reads whole groups from here on).
+        let first = src as usize + *w * WORD;
         let words = limit.div_ceil(64);
         let mut i = *w / 64;
         let mut m = bits.word(i) & (u64::MAX << (*w % 64));
@@ -252,9 +264,11 @@ impl Job<'_> {
                 m = lowest_set_bits(m, left);
             }
             // SAFETY: (the whole block) heap words [64 i, 64 i + 64) lie in the bitmap's
-            // range, and only their live ones (set in `m`) are read; destination words
-            // [d, d + popcount(m)) lie in [0, count), writable; each load precedes the stores
-            // that could overlap it (see the module documentation).
+            // range; only their live ones (set in `m`) are read, or whole groups of four
+            // inside the range that no other thread writes (the conditions below); destination
+            // words [d, d + popcount(m)) lie in [0, count), writable, and a whole-group store
+            // writes inside [0, count) too; each load precedes the stores that could overlap
+            // it (see the module documentation).
             unsafe {
                 let base = src.add(64 * i);
                 if m == u64::MAX {
@@ -276,6 +290,11 @@ impl Job<'_> {
                         let from = base.add(4 * g) as *const i64;
                         let v = if K512 {
                             _mm256_maskz_loadu_epi64(n as u8, from)
+                        } else if from as usize >= first && d + k < count {
+                            // The whole group: its dead words lie between live words of this
+                            // call's range (at or after its first word, before a live word
+                            // still to copy), which no other thread writes meanwhile.
+                            _mm256_loadu_si256(from as *const __m256i)
                         } else {
                             let lanes = _mm256_loadu_si256(LANES[n].as_ptr() as *const __m256i);
                             _mm256_maskload_epi64(from, lanes)
@@ -285,6 +304,11 @@ impl Job<'_> {
                         let to = dst.add(d) as *mut i64;
                         if K512 {
                             _mm256_mask_storeu_epi64(to, (1u8 << k) - 1, packed);
+                        } else if d + 4 <= count && (to as usize) <= (from as usize) {
+                            // All four lanes: the ones past the `k` packed words land on
+                            // destination words that later groups write (`d + 4 <= count`),
+                            // below the next live word not yet read (`to <= from`).
+                            _mm256_storeu_si256(to as *mut __m256i, packed);
                         } else {
                             let front =
                                 _mm256_loadu_si256(LANES[(1 << k) - 1].as_ptr() as *const __m256i);
@@ -420,6 +444,11 @@ mod tests {
                         // From just after the previous live word (a search starting mid-gap).
                         let w0 = if from == 0 { 0 } else { live[from - 1] + 1 };
                         check(k, &bits, &init, w0, from, count);
+                        // Above the rank, at most at the first word copied (each word
+                        // still goes at or below itself, but a group's dead words no longer
+                        // all lie below the rank): halfway, and onto the first word itself.
+                        check(k, &bits, &init, w, (from + w) / 2, count);
+                        check(k, &bits, &init, w, w, count);
                         // Into the free second half of the memory (no overlap).
                         check(k, &bits, &init, w, words, count);
                     }

@@ -299,9 +299,10 @@ impl Plan {
             };
             // SAFETY: every earlier piece whose source words meet [b0, b1) is copied (waited
             // for above); later pieces read only at or above `src[k + 1] >= b1` and write only
-            // above `b1` once they have waited for this one, so once slid, words [b0, b1) are
-            // this piece's alone; piece `k` starts on an object (or is empty) and so does
-            // piece `k + 1`.
+            // above `b1`, into this piece's source words `[src[k], src[k + 1])` (dead ones
+            // included: the dependencies compare whole intervals) only once they have waited
+            // for this one, so once slid, words [b0, b1) are this piece's alone; piece `k`
+            // starts on an object (or is empty) and so does piece `k + 1`.
             unsafe {
                 self.slide_range(&mut w, &mut walk, b0, b1, || {
                     chunks.copied[k].store(true, Ordering::Release)
