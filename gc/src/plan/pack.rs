@@ -19,9 +19,13 @@
 //!   word still to copy follows it: its dead words then lie inside the range (the slide's
 //!   piece), which no other thread writes meanwhile;
 //! - a group's packed words are written with all four lanes when those four destination
-//!   words lie inside the destination and at or below the group's first source word: the
-//!   lanes past the packed words land where the next groups' words go (and are overwritten
-//!   by them), below every live word not yet read.
+//!   words lie inside the destination and the first of them at or below the group's first
+//!   source word (so all four below the group's end): the lanes past the packed words land
+//!   where the next groups' words go (and are overwritten by them), below every live word
+//!   not yet read.
+//!
+//! A group never crosses a page, `src` (heap word 0) being 32-byte aligned: a whole-group load
+//! reads only a page that holds a live word.
 //!
 //! Invariants:
 //! - only words of the copy's ranges are touched: source words from `*w` to the last live word
@@ -88,7 +92,8 @@ const LANES: [[i64; 4]; 16] = {
 /// Which build of the packed copy runs (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
-    /// AVX2 and `popcnt`: masked loads and stores with `vpmaskmovq`.
+    /// AVX2 and `popcnt`: whole-group loads and stores, masked (`vpmaskmovq`) only at the
+    /// copy's edges.
     Avx2,
     /// Also AVX-512 F and VL: masked loads and stores through a mask register.
     Avx512,
@@ -144,7 +149,9 @@ fn nonzero_bytes(m: u64) -> u64 {
 ///
 /// # Safety
 /// The CPU runs build `kind` ([`kind`] named it or a better one). There are `count` live
-/// words in `[*w, limit)`, readable at `src`; `dst` is writable for `count` words; if the
+/// words in `[*w, limit)`, readable at `src`, and so is every group of four words (counted
+/// from heap word 0) that holds one of them (as when `src` is 32-byte aligned: a group never
+/// crosses a page); `dst` is writable for `count` words; if the
 /// destination overlaps the live words read, it lies at or below them (each destination word
 /// at or below the source word that goes there); no other thread writes any word from `*w`
 /// to the last live word copied (dead ones included), or reads or writes the destination,
@@ -382,7 +389,8 @@ mod tests {
 
     /// Live words at random, in runs, and whole live or dead bitmap words; copies starting and
     /// ending mid-word, on word boundaries and on the last live word of the range, in place
-    /// (destination at the rank) and into a separate area.
+    /// (destination at the rank), above the rank up to the first word copied, and into a
+    /// separate area.
     /// Both builds this CPU runs (the AVX2 one wherever the AVX-512 one runs).
     #[test]
     fn packed_copy_matches_the_scalar_copy() {
@@ -458,9 +466,11 @@ mod tests {
     }
 
     /// Both builds, with the destination ending right below an inaccessible page and the last
-    /// live word among the last four words before another: exactly `count` words are written
-    /// (nothing below the destination, nothing past its end: that would fault), the masked-off
-    /// lanes are never touched, and `*w` ends just past the last word copied.
+    /// live word among the last four words before another: exactly the `count` destination
+    /// words are written (nothing below the destination, nothing past its end: that would
+    /// fault), and `*w` ends just past the last word copied. (The destination lies above the
+    /// source here, so the AVX2 build masks every store; its whole-group stores are checked
+    /// word for word, the whole memory compared, by the test above.)
     #[test]
     fn packed_copy_writes_exactly_up_to_a_guard_page() {
         let kinds: &[Kind] = match kind() {
