@@ -452,9 +452,10 @@ mod tests {
                         // From just after the previous live word (a search starting mid-gap).
                         let w0 = if from == 0 { 0 } else { live[from - 1] + 1 };
                         check(k, &bits, &init, w0, from, count);
-                        // Above the rank, at most at the first word copied (each word
-                        // still goes at or below itself, but a group's dead words no longer
-                        // all lie below the rank): halfway, and onto the first word itself.
+                        // Above the rank, at most at the first word copied: each word still
+                        // goes at or below itself, but a group's first destination word may
+                        // lie above the group's first word (halfway, and onto the first word
+                        // copied itself).
                         check(k, &bits, &init, w, (from + w) / 2, count);
                         check(k, &bits, &init, w, w, count);
                         // Into the free second half of the memory (no overlap).
