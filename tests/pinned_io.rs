@@ -7,7 +7,7 @@
 //! was written; a read returns fewer bytes than asked only when the pipe had fewer.
 
 mod common;
-use common::io::{byte_at, churn, Scratch};
+use common::io::{byte_at, churn, scratch};
 use common::*;
 
 use std::io::Write;
@@ -99,7 +99,7 @@ fn pipe_reads(m: &mut Mutator, t: &Types, label: &str) -> Counts {
 /// `pwrite` a file from a moving array and `pread` it back into both arrays at scattered
 /// offsets: no short read inside the file.
 fn file_io(m: &mut Mutator, t: &Types, label: &str) -> u64 {
-    let dir = Scratch::new("pinned-io");
+    let dir = scratch("pinned-io");
     let path = dir.path().join(label.replace('/', "-"));
     let file = std::fs::OpenOptions::new()
         .read(true)

@@ -20,7 +20,7 @@
 //!   a pinned object fails before anything moves, and unpinning recovers.
 
 mod common;
-use common::io::{byte_at, churn, Scratch};
+use common::io::{byte_at, churn, scratch};
 use common::*;
 
 use std::io::Write;
@@ -144,7 +144,7 @@ fn pipe_into_pin(m: &mut Mutator, pin: &faultline::Pin, addr: usize, label: &str
 /// the file.
 fn pread_into_pin(m: &mut Mutator, pin: &faultline::Pin, addr: usize, label: &str) -> u64 {
     const SIZE: u64 = 256 << 10;
-    let dir = Scratch::new("pinned-moving");
+    let dir = scratch("pinned-moving");
     let path = dir.path().join(label.replace('/', "-"));
     {
         let mut f = std::fs::File::create(&path).unwrap();

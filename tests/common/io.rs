@@ -2,10 +2,9 @@
 //! coming while another one does blocking I/O, and a scratch directory for their files.
 //!
 //! Invariants: `churn` holds no `Value` across an allocation (its structures live on its value
-//! stack); a [`Scratch`] directory is this process's alone (created fresh, never reused) and
+//! stack); a [`scratch`] directory is this process's alone (created fresh, never reused) and
 //! is removed with what it holds when dropped.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -13,35 +12,14 @@ use faultline::Heap;
 
 use super::{register, tree};
 
-/// A fresh directory under the temporary directory, removed (with its files) when dropped.
-/// Its name carries the process id and a counter: a directory of that name left by an earlier
-/// run (another user's, whose process had the same id: the torture environments run the
-/// tests as `nobody` after root) is skipped, never written into.
-pub struct Scratch(PathBuf);
-
-impl Scratch {
-    pub fn new(what: &str) -> Scratch {
-        let pid = std::process::id();
-        for n in 0..1000 {
-            let dir = std::env::temp_dir().join(format!("faultline-{what}-{pid}-{n}"));
-            match std::fs::create_dir(&dir) {
-                Ok(()) => return Scratch(dir),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => panic!("creating {}: {e}", dir.display()),
-            }
-        }
-        panic!("no free scratch directory name for {what}");
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory of this process's own under the temporary directory (a name nobody
+/// used yet, created by this call: the torture environments run the tests as `nobody` after
+/// root, whose leftovers must never be written into), removed with its files when dropped.
+pub fn scratch(what: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("faultline-{what}-"))
+        .tempdir()
+        .unwrap_or_else(|e| panic!("creating a scratch directory for {what}: {e}"))
 }
 
 /// The byte at position `i` of the test stream.
