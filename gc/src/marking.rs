@@ -46,10 +46,11 @@
 //! buffer per mutator, plus the buffers retired and the entries flushed between the last
 //! handshake's final drain and the stop (what mutators do during the time to safepoint).
 //! [`crate::CycleStats`] reports each part (`remark_buffers`, `remark_queues`,
-//! `remark_trace`; `remark_buffer_bytes`, `remark_queue_entries`). Barrier-free: the pages written since the last precleaning round, the
-//! active allocation buffers (black objects get no barrier) and the large objects allocated
-//! since the last round, plus what only those reach; [`crate::CycleStats`] reports the rounds,
-//! the last round's written pages and the pages the remark rescanned. That is bounded only
+//! `remark_trace`; `remark_buffer_bytes`, `remark_queue_entries`). Barrier-free: the pages
+//! written since the last precleaning round, the active allocation buffers (black objects get
+//! no barrier) and the large objects allocated since the last round, plus what only those
+//! reach; [`crate::CycleStats`] reports the rounds, the last round's written pages and the
+//! pages the remark rescanned. That is bounded only
 //! while precleaning keeps up with the writes: a last round runs right before the remark
 //! pause ([`wp_final_round`], after concurrent planning), and when it still finds more than
 //! [`PRECLEAN_DONE`] written pages, the cycle **falls back to SATB for its last stretch**
@@ -600,8 +601,9 @@ const SATB_EVERY: usize = 4096;
 
 /// Drain the shared gray pool to empty with `m` (the GC thread's marker, calling `each` every
 /// [`EACH_STEPS`] scans, see [`ConcMarker::drain`]) and `ctx.threads - 1` helper markers, all
-/// stealing work from each other and from assists. Helpers live for one drain (scoped threads); a drain that starts with fewer
-/// than `help_min` gray objects (or none) runs on the GC thread alone.
+/// stealing work from each other and from assists. Helpers live for one drain (scoped
+/// threads); a drain that starts with fewer than `help_min` gray objects (or none) runs on
+/// the GC thread alone.
 fn drain_shared(
     ctx: &MarkCtx<'_>,
     m: &mut ConcMarker<'_>,

@@ -568,9 +568,10 @@ impl Plan {
                     pf += 1;
                 }
             }
-            // The run's end is searched no further than the words still wanted: a long run
-            // (a fully live region, such as a concurrent cycle's black allocations or a dense prefix) would
-            // otherwise be scanned to its end by every call that copies a part of it.
+            // The run's end is searched no further than the words still wanted: a long run (a
+            // fully live region, such as a concurrent cycle's black allocations or a dense
+            // prefix) would otherwise be scanned to its end by every call that copies a part
+            // of it.
             let len = bits.next_clear(s, limit.min(s + (count - d))) - s;
             let from = (self.src + s * WORD) as *const usize;
             // SAFETY: source words [s, s + len) are live words of the old half (present memory,
