@@ -27,6 +27,9 @@
 //!
 //! Invariant: nothing here adds behaviour; it only names the public API in one place.
 
+/// Threads the collector started for its concurrent cycles and parallel phases (a heap's GC
+/// thread and its helpers are kept between cycles).
+pub use faultline_gc::collector_threads_started;
 pub use faultline_gc::count_fault_context_switches;
 /// Background GC threads whose priority, time slice or policy was set
 /// ([`HeapConfig::gc_thread_nice`], [`HeapConfig::gc_thread_slice_us`],

@@ -105,8 +105,8 @@ fn a_gc_thread_behind_schedule_is_raised() {
     check_raise(nice_while_behind, 5, "gc_catchup_nice");
 }
 
-/// The lowest nice value of this process's threads named `faultline-gc` (the cycle's GC thread
-/// and the compaction workers it starts, which inherit its name), if any.
+/// The lowest nice value of this process's threads named `faultline-gc` (the heap's GC thread
+/// and the helpers of its crew, compaction workers among them, which carry its name), if any.
 fn lowest_gc_nice() -> Option<i32> {
     let mut lowest = None;
     for e in std::fs::read_dir("/proc/self/task").ok()?.flatten() {

@@ -22,18 +22,21 @@
 //! (no inversion is possible, nothing is gained), and the mode info says so.
 //!
 //! Invariants:
-//! - a thread lowers only its own priority, and only at its start ([`enter`]); in boost mode a
-//!   registered thread's nice value is its `high` value (its starting one) while
-//!   [`Registry::waiters`] is non-zero and its `low` value otherwise, except transiently:
-//!   every thread that changes a registered thread's priority reads the waiter count again
-//!   after its last change and repeats if the count no longer matches what it applied (so the
-//!   last writer of any thread's priority has seen the count of that moment);
+//! - a thread lowers only its own priority, and only at its start ([`enter`]) or, for a kept
+//!   helper of the GC thread's crew ([`crate::crew`]), to take its caller's nice value for a
+//!   part and to put its own back after it (as a helper started for the part would have
+//!   inherited it); in boost mode a registered thread's nice value is its `high` value (its
+//!   starting one) while [`Registry::waiters`] is non-zero and its `low` value otherwise,
+//!   except transiently: every thread that changes a registered thread's priority reads the
+//!   waiter count again after its last change and repeats if the count no longer matches what
+//!   it applied (so the last writer of any thread's priority has seen the count of that
+//!   moment);
 //! - a slot's tid is published (SeqCst) only after its `low` / `high` values and its process
 //!   id are written, and only threads of the caller's own process are ever changed (a forked
 //!   child's copy of the table names its parent's threads, which it leaves alone); a
-//!   registered thread unregisters itself before it exits, and [`Registry::unregister`]
-//!   waits until no boost or drop is under way, so a priority is never set on a tid that the
-//!   system may have handed to another thread;
+//!   registered thread unregisters itself before it exits (a crew's helper, after each part),
+//!   and [`Registry::unregister`] waits until no boost or drop is under way, so a priority is
+//!   never set on a tid that the system may have handed to another thread;
 //! - [`boost_while_waiting`] and everything it calls are async-signal-safe (a fault stall in
 //!   the SIGBUS handler waits with one): atomics on a static table and `setpriority` system
 //!   calls, no allocation, no lock, no panic, `errno` preserved;
@@ -488,6 +491,11 @@ pub(crate) fn inherit() -> Inherit {
 }
 
 impl Inherit {
+    /// Whether the spawner is registered for boosting (the spawned thread will be too).
+    pub(crate) fn registered(self) -> bool {
+        self.0.is_some()
+    }
+
     /// On the spawned thread: register it for boosting as its spawner is (a spawner that is
     /// not registered: nothing; the thread keeps the priority it inherited).
     pub(crate) fn register(self) -> GcThread {

@@ -315,6 +315,9 @@ pub(crate) struct Compaction {
     /// ([`Compaction::prepare`]).
     prepared: AtomicUsize,
     free: PageStack,
+    /// [`Compaction::plan_readers`]' table of first source words, kept between cycles (no
+    /// allocation per cycle: a large one would be mapped and unmapped each time).
+    starts: std::sync::Mutex<Vec<usize>>,
     /// The page-mapping strategy.
     pub strategy: MapStrategy,
     /// How pages were mapped in this compaction.
@@ -385,6 +388,7 @@ impl Compaction {
             dense_runs: AtomicBool::new(false),
             prepared: AtomicUsize::new(0),
             free: PageStack::new(half_pages),
+            starts: std::sync::Mutex::new(Vec::new()),
             strategy,
             counters: PageCounters::default(),
             attrib: FaultAttrib::default(),
@@ -680,15 +684,13 @@ impl Compaction {
                 mv
             })
         });
-        let prio = crate::background::inherit();
-        std::thread::scope(|s| {
-            for slot in 0..threads.max(1) {
-                s.spawn(move || {
-                    let _prio = prio.register();
-                    worker(self, arena, pd, slot, moving, compact_nice)
-                });
-            }
-        });
+        // The workers run on the GC thread's crew ([`crate::crew`]); the caller waits.
+        crate::crew::fan_out(
+            "faultline-compact",
+            threads.max(1),
+            |slot| worker(self, arena, pd, slot, moving, compact_nice),
+            || (),
+        );
         self.recycle_budget.store(0, Ordering::Relaxed);
         self.keep.set(0, 0);
         self.counters.recycled_early.load(Ordering::Relaxed) as usize
@@ -763,7 +765,12 @@ impl Compaction {
         }
         // First source word of every destination page in one linear pass; the last source word
         // of page k is the live word just before the first of page k+1.
-        let mut starts = Vec::with_capacity(pd.pages);
+        let mut starts = self
+            .starts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        starts.clear();
+        starts.reserve(pd.pages);
         live.select_every(PAGE_WORDS, pd.live_words, pd.bitmap_words, |_, w| {
             starts.push(w)
         });

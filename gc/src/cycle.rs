@@ -206,29 +206,36 @@ pub(crate) fn collect(
             // Concurrent phase 1; the GC thread does the rest.
             let st = initial_mark(inner, &g, trigger, t0, tts);
             inner.sp.resume(g);
-            let heap = inner.clone();
-            return std::thread::Builder::new()
-                .name("faultline-gc".into())
-                .spawn(move || {
-                    // Helpers and compaction workers it spawns inherit this.
-                    let _prio = crate::background::enter(&heap.config);
-                    // A failure here (verification, checkmark) leaves references half-moved:
-                    // the heap cannot continue, so end the process loudly rather than leave
-                    // every mutator waiting for a cycle that will never finish.
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_concurrent(heap, st)
-                    }));
-                    if r.is_err() {
-                        eprintln!(
-                            "faultline: the GC thread failed (see the panic above); aborting"
-                        );
-                        std::process::abort();
-                    }
-                })
-                .map(|_| None)
+            let (heap, weak) = (inner.clone(), Arc::downgrade(inner));
+            return inner
+                .gc_thread
+                .submit(
+                    Box::new(move || run_concurrent(heap, st)),
+                    || {
+                        std::thread::Builder::new()
+                            .name("faultline-gc".into())
+                            .spawn(move || gc_thread(weak))
+                            .map(|h| {
+                                crate::crew::count_start();
+                                h.thread().clone()
+                            })
+                    },
+                    |job| {
+                        let config = inner.config.clone();
+                        std::thread::Builder::new()
+                            .name("faultline-gc".into())
+                            .spawn(move || {
+                                let _prio = crate::background::enter(&config);
+                                crate::crew::with_crew(|| run_gc_job(job));
+                            })
+                            .map(|_| crate::crew::count_start())
+                    },
+                )
+                .map(|()| None)
                 .map_err(|e| CollectError::Spawn(e.to_string()));
         }
-        let r = stw_cycle(inner, &g, trigger, t0, tts);
+        // Its parallel phases (marking, the slide) run on the heap's pause crew.
+        let r = crate::crew::lend(&inner.pause_crew, || stw_cycle(inner, &g, trigger, t0, tts));
         inner.gate.set_phase(CyclePhase::Idle);
         inner.sp.resume(g);
         let mut stats = r?;
@@ -971,15 +978,53 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
                 take_pace_stats(&inner, &mut stats);
             }
             hook_panic_on_gc_thread(record_cycle(&inner, &stats));
-            inner.gate.set_idle();
+            concurrent_idle(&inner);
             verify_after_concurrent(&inner, stats.cycle);
         }
         Err(e) => {
             // The concurrent flip has no fallible step after references change (see `flip`),
             // so this is an error before any object moved.
             eprintln!("faultline: concurrent cycle failed before the flip: {e}");
-            inner.gate.set_idle();
+            concurrent_idle(&inner);
         }
+    }
+}
+
+/// The heap's GC thread ([`crate::gcthread`]): runs the concurrent cycles handed to it, one
+/// at a time, with its crew of helpers ([`crate::crew`]); parks between them; ends when the
+/// heap is gone.
+fn gc_thread(weak: std::sync::Weak<HeapInner>) {
+    // Helpers and compaction workers (its crew) inherit this.
+    let _prio = match weak.upgrade() {
+        Some(heap) => crate::background::enter(&heap.config),
+        None => return,
+    };
+    crate::crew::with_crew(|| loop {
+        // No reference to the heap is held between jobs: a queued job holds its own.
+        let job = match weak.upgrade() {
+            Some(heap) => heap.gc_thread.take(),
+            None => return,
+        };
+        let Some(job) = job else {
+            std::thread::park_timeout(crate::gcthread::IDLE_CHECK);
+            continue;
+        };
+        run_gc_job(job);
+        if let Some(heap) = weak.upgrade() {
+            heap.gc_thread.done();
+        }
+    });
+}
+
+/// Run a concurrent cycle handed to a GC thread.
+fn run_gc_job(job: crate::inner::GcJob) {
+    // A failure here (verification, checkmark) leaves references half-moved: the heap cannot
+    // continue, so end the process loudly rather than leave every mutator waiting for a
+    // cycle that will never finish.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    if r.is_err() {
+        eprintln!("faultline: the GC thread failed (see the panic above); aborting");
+        std::process::abort();
     }
 }
 
@@ -1933,8 +1978,18 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
     take_pace_stats(&inner, &mut stats);
     drop(finishing);
     hook_panic_on_gc_thread(record_cycle(&inner, &stats));
-    inner.gate.set_idle();
+    concurrent_idle(&inner);
     verify_after_concurrent(&inner, stats.cycle);
+}
+
+/// A concurrent cycle is over: the heap is idle, and unless a verification is still to come
+/// (it waits for the heap to be idle, maybe for the next cycle), the GC thread may be handed
+/// the next cycle at once ([`crate::gcthread::Runner::release_if_current`]).
+fn concurrent_idle(inner: &HeapInner) {
+    if !inner.config.debug.verify {
+        inner.gc_thread.release_if_current();
+    }
+    inner.gate.set_idle();
 }
 
 /// How many mutators are running now (the SATB handshake waits for each of them to hand

@@ -203,6 +203,8 @@ impl Heap {
             trigger_bytes: AtomicUsize::new(trigger),
             pacer: Pacer::default(),
             prefill: Default::default(),
+            gc_thread: Default::default(),
+            pause_crew: Mutex::new(crate::crew::Crew::named("faultline-pause")),
             cycles: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             next_mutator_id: AtomicU64::new(1),

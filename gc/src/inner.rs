@@ -112,6 +112,11 @@ pub(crate) struct HeapInner {
     pub pacer: Pacer,
     /// Fresh memory made present ahead of the allocators (concurrent mode).
     pub prefill: crate::prefill::Prefill,
+    /// The GC thread, kept between concurrent cycles, and the cycles handed to it.
+    pub gc_thread: crate::gcthread::Runner<GcJob>,
+    /// The helper threads of stop-the-world cycles' parallel phases, kept between cycles and
+    /// lent to the thread that stopped the world ([`crate::crew::lend`]).
+    pub pause_crew: Mutex<crate::crew::Crew>,
     /// Cycles that reached their flip (a stop-the-world cycle flips at its end).
     pub cycles: AtomicU64,
     /// Cycles completed and recorded (a concurrent cycle counts when its compaction is done).
@@ -133,8 +138,14 @@ pub(crate) struct HeapInner {
     pub gen: Option<crate::generational::GenState>,
 }
 
+/// A concurrent cycle handed to the GC thread ([`crate::gcthread`]); it holds the heap (a
+/// strong reference) until it has run, as the thread running it does.
+pub(crate) type GcJob = Box<dyn FnOnce() + Send>;
+
 impl Drop for HeapInner {
     fn drop(&mut self) {
+        // The parked GC thread finds the heap gone and ends.
+        self.gc_thread.wake();
         // Stop fault delivery before the arena (a field dropped later) is unmapped. In a forked
         // child the handler thread does not exist: joining it would hang (see `fork`).
         match self.plumbing.take() {

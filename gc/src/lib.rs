@@ -106,6 +106,7 @@ mod choreography;
 mod compaction;
 mod config;
 mod cputime;
+mod crew;
 mod cycle;
 mod debug;
 mod dense;
@@ -114,6 +115,7 @@ mod fault;
 mod faultbatch;
 mod fork;
 mod forkgate;
+mod gcthread;
 mod generational;
 mod graypool;
 mod hashes;
@@ -166,6 +168,7 @@ pub use config::{
     DEFAULT_PREFILL_YIELD_US, DEFAULT_REFILL_WAIT_ROUNDS, DEFAULT_YOUNG_COST_MAX,
     DEFAULT_YOUNG_SLOTS_MAX, MAX_PAUSE_SLIDE_THREADS,
 };
+pub use crew::collector_threads_started;
 pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};
 pub use error::{AttachError, CollectError};
 pub use fault::count_fault_context_switches;

@@ -601,8 +601,8 @@ const SATB_EVERY: usize = 4096;
 
 /// Drain the shared gray pool to empty with `m` (the GC thread's marker, calling `each` every
 /// [`EACH_STEPS`] scans, see [`ConcMarker::drain`]) and `ctx.threads - 1` helper markers, all
-/// stealing work from each other and from assists. Helpers live for one drain (scoped
-/// threads); a drain that starts with fewer than `help_min` gray objects (or none) runs on
+/// stealing work from each other and from assists. Helpers run one drain each, on the GC
+/// thread's crew ([`crate::crew`]: threads kept between drains); a drain that starts with fewer than `help_min` gray objects (or none) runs on
 /// the GC thread alone.
 fn drain_shared(
     ctx: &MarkCtx<'_>,
@@ -620,34 +620,25 @@ fn drain_shared(
         return;
     }
     let pacer = ctx.pacer;
-    let marked: usize = std::thread::scope(|s| {
-        let helpers: Vec<_> = (1..ctx.threads)
-            .filter_map(|i| {
-                let (t, count_all) = (m.t.clone(), m.count_all);
-                let prio = crate::background::inherit();
-                std::thread::Builder::new()
-                    .name(format!("faultline-mark-{i}"))
-                    .spawn_scoped(s, move || {
-                        let _prio = prio.register();
-                        let mut h = ConcMarker::new(t, pool);
-                        h.count_all = count_all;
-                        h.drain(|h| h.publish_due(pacer));
-                        h.publish(pacer);
-                        h.marked
-                    })
-                    // Without a helper the GC thread marks alone: slower, still complete.
-                    .ok()
+    let (t, count_all) = (m.t.clone(), m.count_all);
+    let ((), marked) = crate::crew::fan_out(
+        "faultline-mark",
+        ctx.threads - 1,
+        |_| {
+            let mut h = ConcMarker::new(t.clone(), pool);
+            h.count_all = count_all;
+            h.drain(|h| h.publish_due(pacer));
+            h.publish(pacer);
+            h.marked
+        },
+        || {
+            m.drain(|m| {
+                m.publish_due(pacer);
+                each(m);
             })
-            .collect();
-        m.drain(|m| {
-            m.publish_due(pacer);
-            each(m);
-        });
-        helpers
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .sum()
-    });
+        },
+    );
+    let marked: usize = marked.into_iter().sum();
     m.publish(pacer);
     m.marked += marked;
 }

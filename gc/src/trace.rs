@@ -309,37 +309,38 @@ where
                 }
             }
         }
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                let (pool, marked) = (&pool, &marked);
-                s.spawn(move || {
-                    let mut gray = GrayLocal::shared(pool);
-                    let mut ahead = Ahead::default();
-                    let mut n = 0usize;
-                    let mut idle = Idle::default();
-                    loop {
-                        let Some(o) = gray.pop() else {
-                            if pool.pending() == 0 {
-                                break;
-                            }
-                            // Another thread holds the rest (and may push more).
-                            idle.wait(false);
-                            continue;
-                        };
-                        idle.reset();
-                        if let Some(next) = gray.peek() {
-                            crate::dense::prefetch(next);
+        let (pool, marked) = (&pool, &marked);
+        crate::crew::fan_out(
+            "faultline-trace",
+            threads,
+            |_| {
+                let mut gray = GrayLocal::shared(pool);
+                let mut ahead = Ahead::default();
+                let mut n = 0usize;
+                let mut idle = Idle::default();
+                loop {
+                    let Some(o) = gray.pop() else {
+                        if pool.pending() == 0 {
+                            break;
                         }
-                        // The ring is empty before the stack's pending token can go.
-                        n += self.scan_ahead(o, &mut ahead, &mut gray);
-                        gray.finished();
+                        // Another thread holds the rest (and may push more).
+                        idle.wait(false);
+                        continue;
+                    };
+                    idle.reset();
+                    if let Some(next) = gray.peek() {
+                        crate::dense::prefetch(next);
                     }
-                    debug_assert!(ahead.is_empty());
-                    marked.fetch_add(n, Ordering::Relaxed);
-                });
-            }
-        });
-        marked.into_inner()
+                    // The ring is empty before the stack's pending token can go.
+                    n += self.scan_ahead(o, &mut ahead, &mut gray);
+                    gray.finished();
+                }
+                debug_assert!(ahead.is_empty());
+                marked.fetch_add(n, Ordering::Relaxed);
+            },
+            || (),
+        );
+        marked.load(Ordering::Relaxed)
     }
 }
 

@@ -201,33 +201,23 @@ impl Plan {
     pub(super) unsafe fn slide_parallel(&self, threads: usize, chunk_words: usize) -> SlideReport {
         debug_assert!(self.to == self.from && self.src == self.from);
         let chunks = Chunks::new(self, chunk_words.max(1));
-        let (helper_cpu, helpers) = std::thread::scope(|s| {
-            let helpers: Vec<_> = (1..threads.min(chunks.len()))
-                .filter_map(|i| {
-                    let prio = crate::background::inherit();
-                    let chunks = &chunks;
-                    std::thread::Builder::new()
-                        .name(format!("faultline-slide-{i}"))
-                        .spawn_scoped(s, move || {
-                            let _prio = prio.register();
-                            // SAFETY: the caller's contract; pieces are shared by the rule
-                            // of the module documentation.
-                            unsafe { self.slide_pieces(chunks) };
-                            cputime::thread_cpu()
-                        })
-                        // Without a helper the calling thread slides alone: slower, the same.
-                        .ok()
-                })
-                .collect();
+        let chunks = &chunks;
+        let helpers = threads.min(chunks.len()).max(1) - 1;
+        let ((), cpu) = crate::crew::fan_out(
+            "faultline-slide",
+            helpers,
+            |_| {
+                // (A helper may be a kept thread: its CPU time for this part alone.)
+                let cpu0 = cputime::thread_cpu();
+                // SAFETY: the caller's contract; pieces are shared by the rule of the module
+                // documentation.
+                unsafe { self.slide_pieces(chunks) };
+                cputime::thread_cpu().saturating_sub(cpu0)
+            },
             // SAFETY: as above.
-            unsafe { self.slide_pieces(&chunks) };
-            let n = helpers.len();
-            let cpu = helpers
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .sum::<Duration>();
-            (cpu, n)
-        });
+            || unsafe { self.slide_pieces(chunks) },
+        );
+        let helper_cpu = cpu.into_iter().sum::<Duration>();
         let total = self.live_words;
         // SAFETY: words [total, pages * PAGE_WORDS) lie on the last destination page, present
         // and ours; nothing live is there any more (every piece is done).
