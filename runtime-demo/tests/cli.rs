@@ -22,12 +22,16 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn temp_program(name: &str, src: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("runtime-demo-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
+/// A program written to a fresh directory (of a name nobody used, removed with the program when
+/// the directory handle is dropped), and its path.
+fn temp_program(name: &str, src: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("runtime-demo-cli-")
+        .tempdir()
+        .unwrap();
+    let p = dir.path().join(name);
     std::fs::write(&p, src).unwrap();
-    p
+    (dir, p)
 }
 
 #[test]
@@ -75,7 +79,11 @@ fn usage_errors_exit_with_2() {
 
 #[test]
 fn summary_gc_log_and_stats_json() {
-    let json = std::env::temp_dir().join(format!("runtime-demo-stats-{}.json", std::process::id()));
+    let dir = tempfile::Builder::new()
+        .prefix("runtime-demo-stats-")
+        .tempdir()
+        .unwrap();
+    let json = dir.path().join("stats.json");
     let (code, out, err) = run(&[
         "run",
         "lists.scm",
@@ -149,7 +157,6 @@ fn summary_gc_log_and_stats_json() {
         assert_eq!(v["vm_syscalls_in_cycles"][k], 0, "{k}");
     }
     assert!(v["arena_vmas"]["min"].as_u64().unwrap() <= v["arena_vmas"]["max"].as_u64().unwrap());
-    let _ = std::fs::remove_file(json);
 }
 
 #[test]
@@ -162,7 +169,7 @@ fn summary_is_printed_even_when_the_program_fails() {
 
 #[test]
 fn deep_recursion_and_long_tail_loops() {
-    let p = temp_program(
+    let (_dir, p) = temp_program(
         "deep.scm",
         "(define (f n) (if (= n 0) 0 (+ 1 (f (- n 1)))))\n\
          (display (f 100000)) (newline)\n\
@@ -180,7 +187,7 @@ fn deep_recursion_and_long_tail_loops() {
 
 #[test]
 fn program_arguments_reach_command_line() {
-    let p = temp_program("args.scm", "(write (command-line))");
+    let (_dir, p) = temp_program("args.scm", "(write (command-line))");
     let r = run_program(
         p.parent().unwrap(),
         "args.scm",
