@@ -100,6 +100,57 @@ pub(crate) fn nice_of(tid: libc::id_t) -> Option<i32> {
     }
 }
 
+/// The calling thread's scheduling settings that a thread it starts inherits: nice value,
+/// policy and CPU affinity (not a custom time slice, which a new thread does not inherit; a
+/// field that cannot be read is left at its default, so two unreadable settings compare
+/// equal).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SchedKey {
+    /// Nice value.
+    pub nice: Option<i32>,
+    policy: u32,
+    cpus: [u64; 16],
+}
+
+impl SchedKey {
+    /// The calling thread's.
+    pub(crate) fn mine() -> Self {
+        let mut k = SchedKey {
+            nice: nice_of(gettid()),
+            ..SchedKey::default()
+        };
+        // SAFETY: sched_attr is plain data; all-zero is a valid value.
+        let mut a: libc::sched_attr = unsafe { core::mem::zeroed() };
+        let size = core::mem::size_of::<libc::sched_attr>() as u32;
+        // SAFETY: pid 0 is the calling thread; `a` is a writable sched_attr of `size` bytes.
+        if unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &mut a as *mut _, size, 0) } == 0 {
+            k.policy = a.sched_policy;
+        }
+        // SAFETY: pid 0 is the calling thread; `cpus` is a writable mask of the size passed.
+        unsafe {
+            libc::syscall(
+                libc::SYS_sched_getaffinity,
+                0,
+                core::mem::size_of_val(&k.cpus),
+                k.cpus.as_mut_ptr(),
+            )
+        };
+        k
+    }
+
+    /// Whether a thread started with settings `self` can run work for a caller with settings
+    /// `caller` as a thread the caller started would: the same policy and CPUs, and a
+    /// nice value no lower than the caller's (a helper takes a caller's lower, or
+    /// boost-managed, nice value for a part and goes back up after, which needs no privilege;
+    /// going back down would).
+    pub(crate) fn serves(&self, caller: &SchedKey, caller_registered: bool) -> bool {
+        self.policy == caller.policy
+            && self.cpus == caller.cpus
+            && (caller_registered
+                || matches!((self.nice, caller.nice), (Some(mine), Some(theirs)) if theirs <= mine))
+    }
+}
+
 /// Set thread `tid`'s nice value; whether the kernel took it. Preserves `errno`;
 /// async-signal-safe (one system call).
 pub(crate) fn set_nice(tid: libc::id_t, nice: i32) -> bool {

@@ -102,11 +102,14 @@ pub struct HeapConfig {
     /// default). Off: they only wait for the flip when the space is exhausted (the behaviour
     /// before pacing; for comparisons).
     pub mark_assists: bool,
-    /// Concurrent mode: the background GC threads (the cycle's GC thread, its helper markers
+    /// Concurrent mode: the background GC threads (the heap's GC thread, its helper markers
     /// and compaction workers, the prefill thread) run this many nice steps below the thread
-    /// that started them (capped at nice 19; 0: the same priority), so that a mutator waking
-    /// up gets the CPU before them; a mutator that outruns them pays mark assists. Only ever
-    /// lowers a priority (needs no privilege). Beware: a mutator that faults on a page a
+    /// that started them (capped at nice 19; 0: the same priority; the GC thread and its
+    /// helpers are started by the first mutator that starts a concurrent cycle and kept, and
+    /// a cycle started by a thread of other scheduling settings runs on a thread of its own
+    /// started from it: `gc/src/gcthread.rs`), so that a mutator waking up gets the CPU before
+    /// them; a mutator that outruns them pays mark assists. Only ever lowers a priority
+    /// (needs no privilege). Beware: a mutator that faults on a page a
     /// compaction worker is filling waits for that worker, so under CPU contention from other
     /// processes a lowered worker can make fault stalls longer (priority inversion). In
     /// [0, 19]; default [`DEFAULT_GC_THREAD_NICE`] (0), or `FAULTLINE_GC_THREAD_NICE` from the
@@ -242,7 +245,9 @@ pub struct HeapConfig {
     /// Use userfaultfd at all (false forces the unregistered stop-the-world arena).
     pub use_userfaultfd: bool,
     /// Called after every cycle, once it is recorded and before it counts as over: on the
-    /// thread that collected (stop-the-world) or on the collector's thread (concurrent). A
+    /// thread that collected (stop-the-world) or on the collector's thread (concurrent; the
+    /// heap's GC thread is kept between cycles, so what the hook leaves in that thread's
+    /// thread-locals or scheduling settings is there at the next cycle's hook). A
     /// collection, verification or wait for the cycle requested from inside it is refused
     /// with [`crate::CollectError::Reentrant`] (it would wait for itself); an allocation in it
     /// that needs a collection defers an occupancy trigger and is refused on exhaustion. A

@@ -1,5 +1,6 @@
-//! The GC thread's crew: helper threads that stay parked between jobs, so a concurrent cycle
-//! hands its helper markers' drains and its compaction workers to threads that already exist
+//! Crews: helper threads that stay parked between jobs, so a concurrent cycle hands its helper
+//! markers' drains and its compaction workers to threads that already exist (the GC thread's
+//! crew), and a stop-the-world pause its parallel marking and slide (the heap's pause crew),
 //! instead of starting new ones.
 //!
 //! Why: every thread start and end maps, protects and unmaps memory (its stack when the C
@@ -13,9 +14,9 @@
 //!
 //! [`fan_out`] runs `job(i)` for `i` in `0..n` on helper threads while the caller runs its own
 //! part, and returns when every part has ended. A thread that has a crew ([`with_crew`]: the
-//! GC thread, for its whole life) takes its helpers from it, starting members only the first
-//! time it needs more than it has; any other caller (a mutator in a pause, a test) starts
-//! scoped threads as before.
+//! GC thread, for its whole life; [`lend`]: the thread that stopped the world, for the pause)
+//! takes its helpers from it, starting members only the first time it needs more than it has;
+//! any other caller (a test) starts scoped threads as before.
 //!
 //! Invariants:
 //! - [`fan_out`] returns, or unwinds, only after every part it handed out has ended: a member
@@ -26,15 +27,20 @@
 //! - a part that no helper could take (no thread could be started) runs on the caller after
 //!   its own part: every `i` in `0..n` runs exactly once;
 //! - a member runs one part at a time and takes a job only from its own slot; a crew's members
-//!   are used by its owner alone (a thread-local), one batch at a time;
-//! - a member starts with its spawner's scheduling settings (the GC thread's: its nice value,
-//!   policy and slice), and for each part takes its caller's as a newly started helper would
-//!   have: it registers for boosting as the caller is ([`crate::background::inherit`]), or
-//!   else sets its nice value to the caller's when they differ (raising it may be refused:
-//!   the part then runs at the member's value);
-//! - dropping a crew (its owner's thread ends) tells every member to end and joins it; a forked
-//!   child's copy of a crew names threads of its parent and is never used (the crew of a thread
-//!   exists only on that thread, and the child runs only the thread that called `fork`).
+//!   are used by its owner alone (a thread-local, or a pause crew lent to the thread that
+//!   stopped the world), one batch at a time (a [`fan_out`] nested in a caller's own part gets
+//!   scoped threads);
+//! - a crew serves a caller only as threads the caller started would: members start with the
+//!   settings of the first caller (nice value, policy, CPU affinity, inherited), and a later
+//!   caller gets scoped threads instead unless it has the same policy and affinity and a nice
+//!   value no higher than that (or is registered for boosting)
+//!   ([`crate::background::SchedKey::serves`]); for a part, a member registers for boosting as
+//!   its caller is ([`crate::background::inherit`]), or takes the caller's lower nice value (a
+//!   catch-up raise; the kernel may refuse it, and the part then runs at the member's value),
+//!   and goes back to its own value after the part (going up needs no privilege);
+//! - dropping a crew (its owner's thread ends, or its heap is dropped) tells every member to
+//!   end and joins it; a forked child's copy of a crew names threads of its parent: they are
+//!   forgotten, never told anything or joined (the child starts its own if it uses the crew).
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -138,6 +144,13 @@ pub(crate) struct Crew {
     pid: u32,
     /// Its members' name (`None`: their spawner's).
     name: Option<&'static str>,
+    /// The scheduling settings its members were started with (their first caller's, which
+    /// they inherited): a caller they cannot serve as its own helpers would gets scoped
+    /// threads instead ([`crate::background::SchedKey::serves`]).
+    base: Option<crate::background::SchedKey>,
+    /// A batch is running on it (a nested [`fan_out`] from a caller's own part gets scoped
+    /// threads).
+    busy: bool,
 }
 
 impl std::fmt::Debug for Crew {
@@ -164,13 +177,26 @@ impl Crew {
         if self.pid != pid {
             std::mem::forget(std::mem::take(&mut self.members));
             self.pid = pid;
+            self.base = None;
         }
     }
 
     /// Hand `job(i)` for `i` in `0..n` to members (starting more if needed); the indices no
     /// member took (no thread could be started) are returned.
-    fn hand_out(&mut self, n: usize, job: JobRef, latch: &Arc<Latch>) -> Vec<usize> {
+    fn hand_out(
+        &mut self,
+        n: usize,
+        job: JobRef,
+        latch: &Arc<Latch>,
+        prio: Priority,
+        caller: crate::background::SchedKey,
+    ) -> Vec<usize> {
         self.forget_if_forked();
+        self.busy = true;
+        if self.members.is_empty() {
+            // Members started now inherit the caller's settings.
+            self.base = Some(caller);
+        }
         while self.members.len() < n {
             let mailbox = Arc::new(Mailbox {
                 slot: Mutex::new(Slot::Idle),
@@ -192,10 +218,6 @@ impl Crew {
                 thread: Some(thread),
             });
         }
-        let prio = Priority {
-            inherit: crate::background::inherit(),
-            nice: crate::background::nice_of(crate::background::gettid()),
-        };
         let mut left = Vec::new();
         for i in 0..n {
             let Some(m) = self.members.get(i) else {
@@ -203,7 +225,7 @@ impl Crew {
                 continue;
             };
             let mut slot = m.mailbox.slot.lock().unwrap_or_else(|p| p.into_inner());
-            debug_assert!(matches!(*slot, Slot::Idle), "one batch at a time");
+            // Idle: one batch at a time (`busy`), and every part of the last one was taken.
             *slot = Slot::Part(job, i, latch.clone(), prio);
             m.mailbox.wake.notify_one();
         }
@@ -249,14 +271,20 @@ fn member(mb: &Mailbox) {
 }
 
 /// Take the caller's priority for a part: registered for boosting as it is, or its nice
-/// value. The guard unregisters, then puts back the nice value the member had (a kept thread
-/// does not stay raised between parts; lowering a nice value needs no privilege).
+/// value when that is lower than the member's (a raise, which may be refused without the
+/// privilege; a caller with a higher one is never served, see [`SchedKey::serves`]). The guard
+/// unregisters, then puts back the nice value the member had: going back up needs no
+/// privilege, so a kept thread never stays raised between parts.
+///
+/// [`SchedKey::serves`]: crate::background::SchedKey::serves
 fn adopt(prio: Priority) -> Adopted {
     let me = crate::background::gettid();
     let before = crate::background::nice_of(me);
     if !prio.inherit.registered() {
-        if let Some(n) = prio.nice.filter(|&n| before != Some(n)) {
-            crate::background::set_nice(me, n);
+        if let (Some(n), Some(b)) = (prio.nice, before) {
+            if n < b {
+                crate::background::set_nice(me, n);
+            }
         }
     }
     Adopted {
@@ -352,8 +380,19 @@ pub(crate) fn fan_out<T, R: Send>(
     if n == 0 {
         return (own(), Vec::new());
     }
-    let has_crew = CREW.with(|c| c.borrow().is_some());
-    if !has_crew {
+    let caller = crate::background::SchedKey::mine();
+    let prio = Priority {
+        inherit: crate::background::inherit(),
+        nice: caller.nice,
+    };
+    let use_crew = CREW.with(|c| {
+        c.borrow().as_ref().is_some_and(|c| {
+            !c.busy
+                && c.base
+                    .is_none_or(|b| b.serves(&caller, prio.inherit.registered()))
+        })
+    });
+    if !use_crew {
         return scoped(name, n, &job, own);
     }
     let results: Vec<Mutex<Option<R>>> = (0..n).map(|_| Mutex::new(None)).collect();
@@ -377,10 +416,9 @@ pub(crate) fn fan_out<T, R: Send>(
     // the caller, outside the count.
     latch.lock().0 = n;
     let left = CREW.with(|c| {
-        c.borrow_mut()
-            .as_mut()
-            .expect("checked above")
-            .hand_out(n, job_ref, &latch)
+        let mut c = c.borrow_mut();
+        let c = c.as_mut().expect("checked above");
+        c.hand_out(n, job_ref, &latch, prio, caller)
     });
     if !left.is_empty() {
         let mut s = latch.lock();
@@ -389,11 +427,17 @@ pub(crate) fn fan_out<T, R: Send>(
             latch.done.notify_all();
         }
     }
-    /// Waits for the handed-out parts when dropped (also while the caller's part unwinds).
+    /// Waits for the handed-out parts when dropped (also while the caller's part unwinds),
+    /// then frees the crew for the next batch.
     struct Wait<'a>(&'a Latch);
     impl Drop for Wait<'_> {
         fn drop(&mut self) {
             self.0.wait();
+            CREW.with(|c| {
+                if let Some(c) = c.borrow_mut().as_mut() {
+                    c.busy = false;
+                }
+            });
         }
     }
     let wait = Wait(&latch);
@@ -561,10 +605,72 @@ mod tests {
     }
 
     #[test]
+    fn a_fan_out_nested_in_the_callers_part_gets_scoped_threads() {
+        let ((), started) = with_crew(|| {
+            let (inner, outer) = fan_out(
+                "crew-test",
+                2,
+                |i| i + 1,
+                || fan_out("crew-test", 2, |i| i + 10, || ()).1,
+            );
+            assert_eq!(inner, vec![10, 11]);
+            assert_eq!(outer, vec![1, 2]);
+        });
+        assert_eq!(started, 2, "only the outer batch used the crew");
+    }
+
+    #[test]
+    fn a_caller_of_lower_priority_gets_threads_of_its_own() {
+        // On a thread of its own: the test raises its nice value, which it may not lower back.
+        std::thread::spawn(|| {
+            with_crew(|| {
+                let tid = || crate::background::gettid();
+                let members = fan_out("crew-test", 2, |_| tid(), || ()).1;
+                let base = crate::background::nice_of(tid()).expect("readable");
+                if base >= 19 || !crate::background::set_nice(tid(), base + 1) {
+                    return;
+                }
+                let (niced, nices) = {
+                    let out = fan_out(
+                        "crew-test",
+                        2,
+                        |_| (tid(), crate::background::nice_of(tid())),
+                        || (),
+                    )
+                    .1;
+                    (
+                        out.iter().map(|o| o.0).collect::<Vec<_>>(),
+                        out.iter().map(|o| o.1).collect::<Vec<_>>(),
+                    )
+                };
+                assert!(
+                    niced.iter().all(|t| !members.contains(t)),
+                    "not the members: {niced:?} {members:?}"
+                );
+                assert!(nices.iter().all(|&n| n == Some(base + 1)), "{nices:?}");
+                for m in members {
+                    assert_eq!(
+                        crate::background::nice_of(m),
+                        Some(base),
+                        "the members keep theirs"
+                    );
+                }
+            });
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
     fn a_crew_ends_its_threads_when_dismissed() {
         let tids =
             with_crew(|| fan_out("crew-test", 2, |_| crate::background::gettid(), || ()).1).0;
         for t in tids {
+            // (A joined thread may take a moment to leave the kernel's thread list.)
+            let t0 = std::time::Instant::now();
+            while !crate::background::thread_exited(t) && t0.elapsed().as_secs() < 5 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             assert!(crate::background::thread_exited(t), "member {t} was joined");
         }
     }

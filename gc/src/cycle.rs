@@ -211,6 +211,7 @@ pub(crate) fn collect(
                 .gc_thread
                 .submit(
                     Box::new(move || run_concurrent(heap, st)),
+                    crate::background::SchedKey::mine(),
                     || {
                         std::thread::Builder::new()
                             .name("faultline-gc".into())
@@ -994,22 +995,36 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
 /// at a time, with its crew of helpers ([`crate::crew`]); parks between them; ends when the
 /// heap is gone.
 fn gc_thread(weak: std::sync::Weak<HeapInner>) {
-    // Helpers and compaction workers (its crew) inherit this.
-    let _prio = match weak.upgrade() {
-        Some(heap) => crate::background::enter(&heap.config),
+    // Lowered once (helpers and compaction workers, its crew, inherit this); in boost mode,
+    // registered for the jobs only, so a parked thread holds no slot of the registry.
+    let boost = match weak.upgrade() {
+        Some(heap) => {
+            let entered = crate::background::enter(&heap.config);
+            let boost = crate::background::inherit();
+            // Unregistered (its nice value stays as `enter` set it) until a job.
+            drop(entered);
+            boost
+        }
         None => return,
     };
     crate::crew::with_crew(|| loop {
-        // No reference to the heap is held between jobs: a queued job holds its own.
-        let job = match weak.upgrade() {
-            Some(heap) => heap.gc_thread.take(),
-            None => return,
+        // No reference to the heap is held between jobs: a queued job holds its own. (A fork
+        // waits for the reference taken here to be given back: see `crate::forkgate`.)
+        let job = {
+            let _r = crate::forkgate::Region::enter();
+            match weak.upgrade() {
+                Some(heap) => heap.gc_thread.take(),
+                None => return,
+            }
         };
         let Some(job) = job else {
             std::thread::park_timeout(crate::gcthread::IDLE_CHECK);
             continue;
         };
+        let registered = boost.register();
         run_gc_job(job);
+        drop(registered);
+        let _r = crate::forkgate::Region::enter();
         if let Some(heap) = weak.upgrade() {
             heap.gc_thread.done();
         }

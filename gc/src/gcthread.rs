@@ -18,7 +18,12 @@
 //!   while its heap lives (the loop holds only a weak reference between jobs, and ends when
 //!   that reference cannot be upgraded);
 //! - a job handed over is never lost to a missed wake-up: it is stored before the thread is
-//!   unparked, and the thread looks for it before every park.
+//!   unparked, and the thread looks for it before every park;
+//! - the thread runs a job only for a caller of the same scheduling settings as the one that
+//!   started it (it inherited that thread's nice value, policy and CPU affinity); another
+//!   caller's job runs on a spare thread started from that caller, as every cycle did when
+//!   the GC thread was started per cycle. In boost mode the thread is registered for boosting
+//!   only while it runs a job, so a parked GC thread holds no slot of the registry.
 
 use std::sync::{Mutex, PoisonError};
 use std::thread::Thread;
@@ -28,56 +33,67 @@ use std::time::Duration;
 /// the heap also wakes it: [`Runner::wake`]).
 pub(crate) const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-/// One heap's GC thread hand-over (in [`crate::inner::HeapInner`]).
-pub(crate) struct Runner<J> {
-    state: Mutex<State<J>>,
+/// One heap's GC thread hand-over (in [`crate::inner::HeapInner`]); `K` describes the
+/// thread that starts it (what the GC thread inherits from it: its scheduling settings).
+pub(crate) struct Runner<J, K> {
+    state: Mutex<State<J, K>>,
 }
 
-struct State<J> {
+struct State<J, K> {
     /// The job handed over and not yet taken (one at most).
     pending: Option<J>,
     /// The thread runs a job.
     busy: bool,
     /// The thread, and the process that started it.
     thread: Option<(u32, Thread)>,
+    /// What the thread was started from.
+    origin: Option<K>,
 }
 
-impl<J> Default for Runner<J> {
+impl<J, K> Default for Runner<J, K> {
     fn default() -> Self {
         Runner {
             state: Mutex::new(State {
                 pending: None,
                 busy: false,
                 thread: None,
+                origin: None,
             }),
         }
     }
 }
 
-impl<J> std::fmt::Debug for Runner<J> {
+impl<J, K> std::fmt::Debug for Runner<J, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = self.lock();
-        f.debug_struct("Runner")
-            .field("pending", &s.pending.is_some())
-            .field("busy", &s.busy)
-            .finish()
+        // (Never waits: a forked child's copy of the lock may be held.)
+        match self.state.try_lock() {
+            Ok(s) => f
+                .debug_struct("Runner")
+                .field("pending", &s.pending.is_some())
+                .field("busy", &s.busy)
+                .finish(),
+            Err(_) => f.write_str("Runner { .. }"),
+        }
     }
 }
 
-impl<J> Runner<J> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State<J>> {
+impl<J, K: PartialEq> Runner<J, K> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<J, K>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Hand `job` to the GC thread and wake it; if this process has none yet, start it with
-    /// `start` first (which returns its handle). If the thread still runs (or has yet to take)
-    /// an earlier job, `job` goes to `spare` instead (a thread of its own): the end of a cycle
+    /// `start` first (which returns its handle), from the calling thread, described by
+    /// `origin`. The job goes to `spare` instead (a thread of its own, started by the caller)
+    /// if the thread still runs (or has yet to take) an earlier job, since the end of a cycle
     /// may wait for the heap to be idle (a verification stops the world), which it is only
-    /// once the next cycle, this one, has run. On a start's failure the job is dropped and
-    /// the error returned.
+    /// once the next cycle, this one, has run; or if the caller differs from the thread's
+    /// origin (a thread it started would inherit other scheduling settings). On a start's
+    /// failure the job is dropped and the error returned.
     pub(crate) fn submit(
         &self,
         job: J,
+        origin: K,
         start: impl FnOnce() -> std::io::Result<Thread>,
         spare: impl FnOnce(J) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
@@ -88,6 +104,10 @@ impl<J> Runner<J> {
             s.pending = None;
             s.busy = false;
             s.thread = Some((pid, start()?));
+            s.origin = Some(origin);
+        } else if s.origin.as_ref() != Some(&origin) {
+            drop(s);
+            return spare(job);
         }
         if s.busy || s.pending.is_some() {
             drop(s);
@@ -160,7 +180,7 @@ mod tests {
     /// A runner whose thread records the jobs it ran (and ends at `usize::MAX`), and whose
     /// spares record theirs.
     struct Fixture {
-        runner: Arc<Runner<usize>>,
+        runner: Arc<Runner<usize, u8>>,
         ran: Arc<Mutex<Vec<usize>>>,
         spared: Mutex<Vec<usize>>,
         starts: AtomicUsize,
@@ -177,6 +197,10 @@ mod tests {
         }
 
         fn submit(&self, j: usize, hold: Arc<Mutex<()>>) {
+            self.submit_from(j, 0, hold);
+        }
+
+        fn submit_from(&self, j: usize, origin: u8, hold: Arc<Mutex<()>>) {
             let start = || {
                 self.starts.fetch_add(1, Ordering::Relaxed);
                 let (r, d) = (self.runner.clone(), self.ran.clone());
@@ -199,7 +223,7 @@ mod tests {
                 self.spared.lock().unwrap().push(j);
                 Ok(())
             };
-            self.runner.submit(j, start, spare).unwrap();
+            self.runner.submit(j, origin, start, spare).unwrap();
         }
 
         fn wait_idle(&self) {
@@ -244,11 +268,27 @@ mod tests {
     }
 
     #[test]
+    fn a_job_from_another_origin_goes_to_a_spare() {
+        let f = Fixture::new();
+        let hold = Arc::new(Mutex::new(()));
+        f.submit(1, hold.clone());
+        f.wait_idle();
+        // A caller the thread was not started from (other scheduling settings).
+        f.submit_from(2, 1, hold.clone());
+        f.submit(3, hold.clone());
+        f.wait_idle();
+        assert_eq!(*f.spared.lock().unwrap(), vec![2]);
+        assert_eq!(*f.ran.lock().unwrap(), vec![1, 3]);
+        f.submit(usize::MAX, hold);
+    }
+
+    #[test]
     fn a_failed_start_drops_the_job_and_says_why() {
-        let runner: Runner<usize> = Runner::default();
+        let runner: Runner<usize, u8> = Runner::default();
         let e = runner
             .submit(
                 1,
+                0,
                 || Err(std::io::Error::other("no threads")),
                 |_| unreachable!(),
             )

@@ -113,7 +113,7 @@ pub(crate) struct HeapInner {
     /// Fresh memory made present ahead of the allocators (concurrent mode).
     pub prefill: crate::prefill::Prefill,
     /// The GC thread, kept between concurrent cycles, and the cycles handed to it.
-    pub gc_thread: crate::gcthread::Runner<GcJob>,
+    pub gc_thread: crate::gcthread::Runner<GcJob, crate::background::SchedKey>,
     /// The helper threads of stop-the-world cycles' parallel phases, kept between cycles and
     /// lent to the thread that stopped the world ([`crate::crew::lend`]).
     pub pause_crew: Mutex<crate::crew::Crew>,

@@ -203,7 +203,8 @@ impl Plan {
         let chunks = Chunks::new(self, chunk_words.max(1));
         let chunks = &chunks;
         let helpers = threads.min(chunks.len()).max(1) - 1;
-        let ((), cpu) = crate::crew::fan_out(
+        let me = std::thread::current().id();
+        let ((), parts) = crate::crew::fan_out(
             "faultline-slide",
             helpers,
             |_| {
@@ -212,12 +213,16 @@ impl Plan {
                 // SAFETY: the caller's contract; pieces are shared by the rule of the module
                 // documentation.
                 unsafe { self.slide_pieces(chunks) };
-                cputime::thread_cpu().saturating_sub(cpu0)
+                // A part no helper took runs on the caller after its own (and finds nothing
+                // left): neither a thread nor helper time.
+                (std::thread::current().id() != me)
+                    .then(|| cputime::thread_cpu().saturating_sub(cpu0))
             },
             // SAFETY: as above.
             || unsafe { self.slide_pieces(chunks) },
         );
-        let helper_cpu = cpu.into_iter().sum::<Duration>();
+        let helpers = parts.iter().flatten().count();
+        let helper_cpu = parts.into_iter().flatten().sum::<Duration>();
         let total = self.live_words;
         // SAFETY: words [total, pages * PAGE_WORDS) lie on the last destination page, present
         // and ours; nothing live is there any more (every piece is done).
