@@ -203,12 +203,13 @@ impl Crew {
                 wake: Condvar::new(),
             });
             let mb = mailbox.clone();
+            let base_nice = self.base.and_then(|b| b.nice);
             // Unnamed, it carries its spawner's name (the GC thread's, `faultline-gc`).
             let builder = match self.name {
                 Some(n) => std::thread::Builder::new().name(n.into()),
                 None => std::thread::Builder::new(),
             };
-            let Ok(thread) = builder.spawn(move || member(&mb)) else {
+            let Ok(thread) = builder.spawn(move || member(&mb, base_nice)) else {
                 break;
             };
             self.started += 1;
@@ -248,8 +249,16 @@ impl Drop for Crew {
     }
 }
 
-/// A member's life: wait for a part, run it, report its end; until told to end.
-fn member(mb: &Mailbox) {
+/// A member's life: wait for a part, run it, report its end; until told to end. A member
+/// started by a caller raised above the crew's start value (`base_nice`, a catch-up raise)
+/// goes back up to it first: members stay at the crew's value between parts.
+fn member(mb: &Mailbox, base_nice: Option<i32>) {
+    let me = crate::background::gettid();
+    if let (Some(b), Some(n)) = (base_nice, crate::background::nice_of(me)) {
+        if n < b {
+            crate::background::set_nice(me, b);
+        }
+    }
     loop {
         let (job, i, latch, prio) = {
             let mut slot = mb.slot.lock().unwrap_or_else(|p| p.into_inner());

@@ -1009,14 +1009,19 @@ fn gc_thread(weak: std::sync::Weak<HeapInner>) {
     };
     crate::crew::with_crew(|| loop {
         // No reference to the heap is held between jobs: a queued job holds its own. (A fork
-        // waits for the reference taken here to be given back: see `crate::forkgate`.)
-        let job = {
+        // waits for the hand-over, so a child gets no copy of its lock held; the reference is
+        // dropped outside the region: the last one drops the heap, which joins threads.)
+        let (heap, job) = {
             let _r = crate::forkgate::Region::enter();
             match weak.upgrade() {
-                Some(heap) => heap.gc_thread.take(),
+                Some(heap) => {
+                    let job = heap.gc_thread.take();
+                    (heap, job)
+                }
                 None => return,
             }
         };
+        drop(heap);
         let Some(job) = job else {
             std::thread::park_timeout(crate::gcthread::IDLE_CHECK);
             continue;
@@ -1024,10 +1029,11 @@ fn gc_thread(weak: std::sync::Weak<HeapInner>) {
         let registered = boost.register();
         run_gc_job(job);
         drop(registered);
-        let _r = crate::forkgate::Region::enter();
-        if let Some(heap) = weak.upgrade() {
+        let heap = weak.upgrade();
+        if let Some(heap) = &heap {
             heap.gc_thread.done();
         }
+        drop(heap);
     });
 }
 

@@ -4,8 +4,8 @@
 //! ends no thread (each thread start and end maps and unmaps memory under the `mmap_lock`
 //! held for writing; see [`crate::crew`]).
 //!
-//! This module holds the hand-over (a queue and the thread's handle); the thread's loop is
-//! [`crate::cycle`]'s, which knows what a cycle is.
+//! This module holds the hand-over (one job at most, and the thread's handle); the thread's
+//! loop is [`crate::cycle`]'s, which knows what a cycle is.
 //!
 //! Invariants:
 //! - at most one GC thread per heap per process runs jobs: [`Runner::submit`] starts one only
