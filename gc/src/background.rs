@@ -119,11 +119,7 @@ impl SchedKey {
             nice: nice_of(gettid()),
             ..SchedKey::default()
         };
-        // SAFETY: sched_attr is plain data; all-zero is a valid value.
-        let mut a: libc::sched_attr = unsafe { core::mem::zeroed() };
-        let size = core::mem::size_of::<libc::sched_attr>() as u32;
-        // SAFETY: pid 0 is the calling thread; `a` is a writable sched_attr of `size` bytes.
-        if unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &mut a as *mut _, size, 0) } == 0 {
+        if let Some(a) = sched_attr_mine() {
             k.policy = a.sched_policy;
         }
         // SAFETY: pid 0 is the calling thread; `cpus` is a writable mask of the size passed.
@@ -208,20 +204,26 @@ fn batch_this_thread() -> bool {
     edit_sched_attr(&BATCHED, |a| a.sched_policy = libc::SCHED_BATCH as u32)
 }
 
-/// Read the calling thread's `sched_attr`, which must be of the normal policy, apply `edit` to
-/// it and set it back; counts a success in `done`, a failure in [`FAILURES`]. Returns whether
-/// the kernel took it.
-fn edit_sched_attr(done: &AtomicU64, edit: impl FnOnce(&mut libc::sched_attr)) -> bool {
+/// The calling thread's `sched_attr`, if it can be read.
+fn sched_attr_mine() -> Option<libc::sched_attr> {
     // SAFETY: sched_attr is plain data; all-zero is a valid value.
     let mut a: libc::sched_attr = unsafe { core::mem::zeroed() };
     let size = core::mem::size_of::<libc::sched_attr>() as u32;
     // SAFETY: pid 0 is the calling thread; `a` is a writable sched_attr of `size` bytes.
     let r = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &mut a as *mut _, size, 0) };
-    if r != 0 || a.sched_policy != libc::SCHED_OTHER as u32 {
+    (r == 0).then_some(a)
+}
+
+/// Read the calling thread's `sched_attr`, which must be of the normal policy, apply `edit` to
+/// it and set it back; counts a success in `done`, a failure in [`FAILURES`]. Returns whether
+/// the kernel took it.
+fn edit_sched_attr(done: &AtomicU64, edit: impl FnOnce(&mut libc::sched_attr)) -> bool {
+    let Some(mut a) = sched_attr_mine().filter(|a| a.sched_policy == libc::SCHED_OTHER as u32)
+    else {
         FAILURES.fetch_add(1, Ordering::Relaxed);
         return false;
-    }
-    a.size = size;
+    };
+    a.size = core::mem::size_of::<libc::sched_attr>() as u32;
     a.sched_flags = 0;
     edit(&mut a);
     // SAFETY: pid 0 is the calling thread; `a` is a valid sched_attr (the thread's own, read

@@ -637,6 +637,7 @@ mod tests {
                 let members = fan_out("crew-test", 2, |_| tid(), || ()).1;
                 let base = crate::background::nice_of(tid()).expect("readable");
                 if base >= 19 || !crate::background::set_nice(tid(), base + 1) {
+                    eprintln!("skipped: this thread's nice value ({base}) cannot be raised");
                     return;
                 }
                 let (niced, nices) = {

@@ -212,24 +212,14 @@ pub(crate) fn collect(
                 .submit(
                     Box::new(move || run_concurrent(heap, st)),
                     crate::background::SchedKey::mine(),
-                    || {
-                        std::thread::Builder::new()
-                            .name("faultline-gc".into())
-                            .spawn(move || gc_thread(weak))
-                            .map(|h| {
-                                crate::crew::count_start();
-                                h.thread().clone()
-                            })
-                    },
+                    || start_gc_thread(move || gc_thread(weak)),
                     |job| {
                         let config = inner.config.clone();
-                        std::thread::Builder::new()
-                            .name("faultline-gc".into())
-                            .spawn(move || {
-                                let _prio = crate::background::enter(&config);
-                                crate::crew::with_crew(|| run_gc_job(job));
-                            })
-                            .map(|_| crate::crew::count_start())
+                        start_gc_thread(move || {
+                            let _prio = crate::background::enter(&config);
+                            crate::crew::with_crew(|| run_gc_job(job));
+                        })
+                        .map(drop)
                     },
                 )
                 .map(|()| None)
@@ -1035,6 +1025,16 @@ fn gc_thread(weak: std::sync::Weak<HeapInner>) {
         }
         drop(heap);
     });
+}
+
+/// Start a thread named `faultline-gc` running `f` (the heap's GC thread, or a spare one for
+/// one cycle), counted in [`crate::collector_threads_started`]; its handle.
+fn start_gc_thread(f: impl FnOnce() + Send + 'static) -> std::io::Result<std::thread::Thread> {
+    let h = std::thread::Builder::new()
+        .name("faultline-gc".into())
+        .spawn(f)?;
+    crate::crew::count_start();
+    Ok(h.thread().clone())
 }
 
 /// Run a concurrent cycle handed to a GC thread.
