@@ -64,7 +64,7 @@ fn read(group: u32, faults: FaultMode, random: bool) -> Read {
     let before = root.value(&m);
     let b0 = heap.fault_breakdown();
     m.start_collection().unwrap();
-    while root.value(&m) == before {
+    while root.value(&m).bits() == before.bits() {
         m.safepoint();
         std::thread::sleep(Duration::from_micros(200));
     }

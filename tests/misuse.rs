@@ -404,12 +404,17 @@ fn mutator_requests_inside_on_cycle_on_the_gc_thread() {
             let Some((h, pair)) = h2.lock().unwrap().clone() else {
                 return;
             };
-            let mut hm = h.attach_named("hook");
             let mut out = s2.lock().unwrap();
-            out.push(format!("{:?}", hm.collect()));
-            out.push(format!("{:?}", hm.wait_for_cycle()));
-            // An allocation that fits does not need a collection: it works.
-            out.push(format!("alloc ok: {}", hm.alloc(pair, 0).is_ok()));
+            // A mutator kept past the hook would hold up every later collection: `attach`
+            // is refused here, `with_mutator` (detached when its closure returns) works.
+            out.push(format!("{:?}", h.try_attach().map(|_| ())));
+            h.with_mutator(|hm| {
+                out.push(format!("{:?}", hm.collect()));
+                out.push(format!("{:?}", hm.wait_for_cycle()));
+                // An allocation that fits does not need a collection: it works.
+                out.push(format!("alloc ok: {}", hm.alloc(pair, 0).is_ok()));
+            })
+            .unwrap();
         })))
         .unwrap();
         assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
@@ -418,16 +423,17 @@ fn mutator_requests_inside_on_cycle_on_the_gc_thread() {
         let mut m = heap.attach();
         m.collect().unwrap();
         let seen = seen.lock().unwrap().clone();
-        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert_eq!(seen[0], "Err(InsideCallback(OnCycle))", "{seen:?}");
         assert!(
-            seen[0].contains("Reentrant") && seen[0].contains("OnCycle"),
+            seen[1].contains("Reentrant") && seen[1].contains("OnCycle"),
             "{seen:?}"
         );
         assert!(
-            seen[1].contains("Reentrant") && seen[1].contains("wait_for_cycle"),
+            seen[2].contains("Reentrant") && seen[2].contains("wait_for_cycle"),
             "{seen:?}"
         );
-        assert_eq!(seen[2], "alloc ok: true", "{seen:?}");
+        assert_eq!(seen[3], "alloc ok: true", "{seen:?}");
         assert_eq!(heap.cycles(), 1);
         *slot.lock().unwrap() = None;
     });
@@ -1039,6 +1045,174 @@ fn a_root_slot_no_source_presents_goes_stale() {
             assert_eq!(m.load(&slot), v, "current until a collection");
             m.collect().unwrap();
             let _ = m.load(&slot);
+        },
+    );
+}
+
+/// A value held, unrooted, across a concurrent cycle's initial-mark pause: the object it names
+/// may be missing from the marking snapshot (nothing reached it there), and SATB marking never
+/// sees a reference stored after the snapshot, so the flip would free the object under the
+/// field or root the value was stored in. The initial mark starts a new era: every such store
+/// is refused as stale (before, each was accepted and the field named another object after the
+/// cycle). `how` stores it.
+fn held_across_initial_mark(how: fn(&faultline::Mutator, &faultline::Root, Value)) {
+    let heap = Heap::new(concurrent(8 << 20)).unwrap();
+    assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
+    let t = register(&heap);
+    let mut m = heap.attach();
+    let holder = m.alloc(t.pair, 0).unwrap();
+    let holder = m.root(holder);
+    let x = m.alloc(t.pair, 0).unwrap();
+    m.local(x).unwrap().set(0, fix(7));
+    m.start_collection().unwrap();
+    assert_ne!(
+        heap.phase(),
+        CyclePhase::Idle,
+        "start_collection returns after the initial mark, with the cycle running"
+    );
+    how(&m, &holder, x);
+}
+
+#[test]
+fn a_value_held_across_the_initial_mark_is_stale_in_a_field() {
+    if std::env::var(CASE_VAR).is_err()
+        && !uffd_or_skip("a_value_held_across_the_initial_mark_is_stale_in_a_field")
+    {
+        return;
+    }
+    expect_panic(
+        "a_value_held_across_the_initial_mark_is_stale_in_a_field",
+        &["Local::set", "stale reference"],
+        || held_across_initial_mark(|m, holder, x| holder.get(m).unwrap().set(0, x)),
+    );
+}
+
+#[test]
+fn a_value_held_across_the_initial_mark_is_stale_as_a_root() {
+    if std::env::var(CASE_VAR).is_err()
+        && !uffd_or_skip("a_value_held_across_the_initial_mark_is_stale_as_a_root")
+    {
+        return;
+    }
+    expect_panic(
+        "a_value_held_across_the_initial_mark_is_stale_as_a_root",
+        &["Mutator::root", "stale reference"],
+        || {
+            held_across_initial_mark(|m, _, x| {
+                let _ = m.root(x);
+            })
+        },
+    );
+}
+
+#[test]
+fn a_value_held_across_the_initial_mark_is_stale_on_the_value_stack() {
+    if std::env::var(CASE_VAR).is_err()
+        && !uffd_or_skip("a_value_held_across_the_initial_mark_is_stale_on_the_value_stack")
+    {
+        return;
+    }
+    expect_panic(
+        "a_value_held_across_the_initial_mark_is_stale_on_the_value_stack",
+        &["Mutator::push", "stale reference"],
+        || held_across_initial_mark(|m, _, x| m.push(x)),
+    );
+}
+
+/// What a root source presents stays current across the initial mark (its slot is stamped
+/// with the new era there) and across the flip (forwarded), and keeps naming its object.
+#[test]
+fn a_root_slot_a_source_presents_stays_current_across_a_concurrent_cycle() {
+    if std::env::var(CASE_VAR).is_err()
+        && !uffd_or_skip("a_root_slot_a_source_presents_stays_current_across_a_concurrent_cycle")
+    {
+        return;
+    }
+    expect_ok(
+        "a_root_slot_a_source_presents_stays_current_across_a_concurrent_cycle",
+        || {
+            struct One(RootSlot);
+            impl RootSource for One {
+                fn for_each_root(&self, visit: &mut dyn FnMut(&RootSlot)) {
+                    visit(&self.0);
+                }
+            }
+            let heap = Heap::new(concurrent(8 << 20)).unwrap();
+            let t = register(&heap);
+            let mut m = heap.attach();
+            let src = Arc::new(One(RootSlot::new()));
+            m.add_root_source(src.clone());
+            let v = m.alloc(t.pair, 0).unwrap();
+            m.local(v).unwrap().set(0, fix(42));
+            m.store(&src.0, v);
+            m.start_collection().unwrap();
+            let during = m.load(&src.0);
+            assert_eq!(during.bits(), v.bits(), "nothing moves at the initial mark");
+            assert_eq!(unfix(m.local(during).unwrap().get(0)), 42);
+            m.wait_for_cycle().unwrap();
+            let after = m.load(&src.0);
+            assert_eq!(unfix(m.local(after).unwrap().get(0)), 42);
+        },
+    );
+}
+
+faultline::heap_struct! {
+    /// A struct registered before the race below.
+    struct Looked { b: u64 }
+}
+faultline::heap_struct! {
+    /// A struct registered while a concurrent cycle runs.
+    struct Late { a: faultline::Ref }
+}
+
+/// `register_struct` of a new struct waits for a running cycle to end; it used to wait holding
+/// the heap's struct map, so another running mutator looking a struct up blocked on the map,
+/// never reached the safepoint the cycle's remark waited for, and the three waited for each
+/// other forever (the watchdog's hang).
+#[test]
+fn register_struct_during_a_cycle_beside_a_running_lookup() {
+    if std::env::var(CASE_VAR).is_err()
+        && !uffd_or_skip("register_struct_during_a_cycle_beside_a_running_lookup")
+    {
+        return;
+    }
+    expect_ok(
+        "register_struct_during_a_cycle_beside_a_running_lookup",
+        || {
+            let heap = Heap::new(concurrent(8 << 20)).unwrap();
+            let t = register(&heap);
+            let looked = heap.register_struct::<Looked>().unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let (h2, st2) = (heap.clone(), stop.clone());
+            let b = std::thread::spawn(move || {
+                let mut m = h2.attach_named("lookups");
+                let mut n = 0u64;
+                while !st2.load(Ordering::Relaxed) {
+                    let s = h2.register_struct::<Looked>().unwrap();
+                    assert_eq!(s.type_id(), looked.type_id(), "a lookup, the same type");
+                    let v = s.alloc(&mut m).unwrap();
+                    s.view(m.local(v).unwrap()).unwrap().set(Looked::b, n);
+                    n += 1;
+                }
+                n
+            });
+            let mut m = heap.attach_named("registers");
+            for round in 0..3 {
+                for _ in 0..2000 {
+                    m.alloc(t.vector, 10).unwrap();
+                }
+                m.start_collection().unwrap();
+                if round == 0 {
+                    heap.register_struct::<Late>().unwrap();
+                } else {
+                    heap.register_struct::<Looked>().unwrap();
+                }
+                m.wait_for_cycle().unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+            let n = b.join().unwrap();
+            assert!(n > 0, "the other thread made progress");
+            assert!(heap.cycles() >= 3, "cycles: {}", heap.cycles());
         },
     );
 }

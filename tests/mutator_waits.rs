@@ -114,7 +114,7 @@ fn touching_an_unfilled_page_records_a_fault_stall() {
         m.start_collection().unwrap();
         // Keep polling (the remark + flip pause needs us) until the flip moved the array; its
         // new pages then stay absent for 500 ms.
-        while root.value(&m) == before {
+        while root.value(&m).bits() == before.bits() {
             m.safepoint();
             std::thread::sleep(Duration::from_micros(200));
         }

@@ -591,7 +591,15 @@ fn initial_mark(
     });
     let from = gen.as_ref().map_or(moving.base(), |c| c.from);
     let mark_top = moving.top.load(Ordering::Relaxed);
+    // A new era: a `Value` held across this pause without a root names an object the
+    // snapshot may not reach, which marking would then never see (the SATB barrier logs only
+    // overwritten values), so storing it anywhere after this pause would keep a reference to
+    // an object the flip frees. From here on such a value is stale and refused like one held
+    // across a flip. Root-source slots current in the old era are stamped with the new one
+    // as they are visited (the roots themselves do not change: nothing moves here).
+    inner.roots.new_era();
     let mut roots = root_values(inner, g);
+    inner.roots.end_forwarding();
     if let Some(c) = gen.as_ref().filter(|c| c.young()) {
         young_roots(c, &inner.large, &mut roots);
     }

@@ -95,4 +95,12 @@ pub enum AttachError {
     /// `attach` was called from inside a callback that runs with the world stopped.
     #[error("attach called from inside {0}, which runs with the world stopped: it would deadlock")]
     Reentrant(Callback),
+    /// `attach` (or `try_attach`, `attach_named`) was called from inside a callback a
+    /// collection runs on its own thread (the `on_cycle` hook of a concurrent cycle, the mark
+    /// hook): a mutator kept there after the callback returns (in a thread-local, say) would
+    /// be attached to a collector thread that never reaches a safepoint, and every later
+    /// collection would wait for it forever. [`crate::Heap::with_mutator`] works there: its
+    /// mutator is detached when its closure returns.
+    #[error("attach called from inside {0}: a mutator kept after the callback returns would hold up every later collection; use Heap::with_mutator there, whose mutator is detached when its closure returns")]
+    InsideCallback(Callback),
 }

@@ -313,7 +313,7 @@ impl Heap {
     /// If this thread already has a mutator of this heap (a thread's second mutator would
     /// never reach a safepoint while the first runs, so every collection would wait for it
     /// forever) or of another heap (a thread is attached to one heap at a time), or from inside
-    /// a root source: see [`Heap::try_attach`].
+    /// a root source, the `on_cycle` hook or the mark hook: see [`Heap::try_attach`].
     pub fn attach(&self) -> Mutator {
         self.try_attach()
             .unwrap_or_else(|e| panic!("Heap::attach: {e}"))
@@ -325,7 +325,7 @@ impl Heap {
     /// # Panics
     /// As [`Heap::attach`].
     pub fn attach_named(&self, name: &str) -> Mutator {
-        Mutator::attach(self.clone(), Some(name))
+        Mutator::attach(self.clone(), Some(name), false)
             .unwrap_or_else(|e| panic!("Heap::attach_named: {e}"))
     }
 
@@ -334,9 +334,11 @@ impl Heap {
     /// # Errors
     /// [`AttachError::AlreadyAttached`] if this thread already has a mutator of this heap;
     /// [`AttachError::OtherHeap`] if it has one of another heap (drop that one first);
-    /// [`AttachError::Reentrant`] from inside [`RootSource::for_each_root`].
+    /// [`AttachError::Reentrant`] from inside [`RootSource::for_each_root`];
+    /// [`AttachError::InsideCallback`] from inside the `on_cycle` hook or the mark hook (use
+    /// [`Heap::with_mutator`] there).
     pub fn try_attach(&self) -> Result<Mutator, AttachError> {
-        Mutator::attach(self.clone(), None)
+        Mutator::attach(self.clone(), None, false)
     }
 
     /// Run `f` with a mutator of this heap attached to the calling thread, detached when `f`
@@ -353,9 +355,10 @@ impl Heap {
     /// # Errors
     /// As [`Heap::try_attach`]: [`AttachError::AlreadyAttached`] or
     /// [`AttachError::OtherHeap`] if this thread already has a mutator (nested scopes
-    /// included), [`AttachError::Reentrant`] from inside a root source.
+    /// included), [`AttachError::Reentrant`] from inside a root source. Unlike `attach`, it
+    /// works inside the `on_cycle` hook and the mark hook (on a concurrent cycle's thread).
     pub fn with_mutator<R>(&self, f: impl FnOnce(&mut Mutator) -> R) -> Result<R, AttachError> {
-        let mut m = self.try_attach()?;
+        let mut m = Mutator::attach(self.clone(), None, true)?;
         Ok(f(&mut m))
     }
 

@@ -189,9 +189,17 @@ impl core::fmt::Debug for Mutator {
 }
 
 impl Mutator {
-    pub(crate) fn attach(heap: Heap, name: Option<&str>) -> Result<Mutator, AttachError> {
-        if let Some(cb @ reentry::Callback::RootSource) = reentry::current() {
-            return Err(AttachError::Reentrant(cb));
+    pub(crate) fn attach(
+        heap: Heap,
+        name: Option<&str>,
+        scoped: bool,
+    ) -> Result<Mutator, AttachError> {
+        match reentry::current() {
+            Some(cb @ reentry::Callback::RootSource) => return Err(AttachError::Reentrant(cb)),
+            // Only a scoped mutator (`Heap::with_mutator`) inside the other callbacks: one
+            // that outlived the callback would stay attached to a collector thread.
+            Some(cb) if !scoped => return Err(AttachError::InsideCallback(cb)),
+            _ => {}
         }
         if let Some(m) = attached_here(heap.inner.key()) {
             return Err(AttachError::AlreadyAttached {
@@ -1151,6 +1159,13 @@ impl Root {
 
 impl Drop for Root {
     fn drop(&mut self) {
+        // Inside `RootSource::for_each_root` the collection is visiting this thread's roots
+        // (its handle table is borrowed by the visit): the slot is left as it is, and its
+        // object stays rooted until the mutator detaches (a leak of one slot, not a write into
+        // a table being visited).
+        if reentry::current() == Some(reentry::Callback::RootSource) {
+            return;
+        }
         // SAFETY: the owner thread (Root is !Send, and a native closure cannot hold it).
         let r = unsafe { self.shared.roots_mut() };
         r.handles[self.index as usize] = 0;
@@ -1305,7 +1320,9 @@ impl<'m> Local<'m> {
     fn is_ref_word(&self, i: usize) -> bool {
         match self.shape {
             Shape::RefArray => true,
-            Shape::Fixed => self.refs.contains(&(1 + i as u32)),
+            // Reference words are below 2^32 (their byte offsets fit in 32 bits): a word index
+            // past that is data, never one cut down to a reference word's index.
+            Shape::Fixed => u32::try_from(1 + i).is_ok_and(|w| self.refs.contains(&w)),
             Shape::ByteArray => false,
         }
     }

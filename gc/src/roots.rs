@@ -13,7 +13,8 @@
 //!   object; the collector rewrites object addresses in place when objects move;
 //! - `HeapRoots::era` is the heap's era (see [`crate::value`]): changed only while the world is
 //!   stopped, before any root is rewritten; between [`HeapRoots::new_era`] and
-//!   [`HeapRoots::end_forwarding`] (the flip's root update) root-source slots are visited if
+//!   [`HeapRoots::end_forwarding`] (the flip's root update, or the initial mark's root
+//!   visit) root-source slots are visited if
 //!   current in the previous era and stamped with the new one, at every other visit if current
 //!   in the era (and stamped with it);
 //! - `LocalRoots` is touched only by its owning thread while it runs, or by the collector while
@@ -122,14 +123,15 @@ impl HeapRoots {
         self.era.load(Ordering::Relaxed)
     }
 
-    /// Start a new era: objects are about to move or be freed (the world is stopped), and the
-    /// roots are about to be forwarded (until [`HeapRoots::end_forwarding`]).
+    /// Start a new era (the world is stopped): objects are about to move or be freed (a flip),
+    /// or a marking snapshot is taken (an initial mark); the roots are about to be visited
+    /// from the old era (until [`HeapRoots::end_forwarding`]).
     pub(crate) fn new_era(&self) {
         self.forwarding_from.store(self.era(), Ordering::Relaxed);
         self.era.store(next_era(), Ordering::Relaxed);
     }
 
-    /// The flip's root update is done.
+    /// The root visit that followed [`HeapRoots::new_era`] is done.
     pub(crate) fn end_forwarding(&self) {
         self.forwarding_from.store(0, Ordering::Relaxed);
     }

@@ -560,14 +560,20 @@ impl Heap {
     /// As [`Heap::register_type`] (a hand-written [`HeapStruct`] whose reference offsets are
     /// misaligned or outside its size; too many types).
     pub fn register_struct<T: HeapStruct>(&self) -> Result<HeapType<T>, TypeError> {
-        let mut map = self
-            .inner
-            .structs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let map = || {
+            self.inner
+                .structs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
         let key = core::any::TypeId::of::<T>();
-        let ty = match map.get(&key) {
-            Some(&ty) => ty,
+        // The map's lock is never held across `register_type`, which may wait for a running
+        // cycle to end: a running mutator blocked on the lock meanwhile would never reach the
+        // safepoint that cycle's pauses wait for (a deadlock), and neither would an `on_cycle`
+        // hook of that cycle.
+        let known = map().get(&key).copied();
+        let ty = match known {
+            Some(ty) => ty,
             None => {
                 let refs: Vec<usize> = T::FIELDS
                     .iter()
@@ -575,8 +581,9 @@ impl Heap {
                     .map(|f| f.offset)
                     .collect();
                 let ty = self.register_type(TypeInfo::fixed(T::NAME, T::SIZE, &refs))?;
-                map.insert(key, ty);
-                ty
+                // Two threads registering `T` at once each registered a type: the first one
+                // into the map is `T`'s for good (the other id stays unused).
+                *map().entry(key).or_insert(ty)
             }
         };
         Ok(HeapType {

@@ -6,7 +6,10 @@
 //! A `Value` is `Copy` and carries no lifetime, so safe code can keep one across a safepoint,
 //! where the collector may move or free every object. A heap has an era: a number taken from
 //! one process-wide counter when the heap is created and again each time its collector moves
-//! or frees objects (in the flip pause, before any reference is rewritten). Every `Value` that
+//! or frees objects (in the flip pause, before any reference is rewritten) or takes a marking
+//! snapshot (in a concurrent cycle's initial-mark pause: an unrooted value held across it
+//! names an object the snapshot may not reach, which the cycle would free while the mutator
+//! could still store it into a live object). Every `Value` that
 //! names an object is minted by the mutator API with the era it was read in; every conversion
 //! back to an object (`Mutator::local`, a store into a field, a root or the value stack)
 //! checks that era against the heap's. A value held across a collection, or taken from

@@ -187,6 +187,9 @@ pub struct TypeInfo {
 
 impl TypeInfo {
     /// A fixed-size type: `payload_bytes` of payload with reference slots at `ref_offsets`.
+    /// Reference slots lie in the first 4 GiB of the payload: an offset that does not fit in
+    /// 32 bits is kept as `u32::MAX` (not word aligned), which registration refuses
+    /// ([`TypeError::BadOffset`]), instead of being cut to a small offset.
     pub fn fixed(name: &str, payload_bytes: usize, ref_offsets: &[usize]) -> TypeInfo {
         TypeInfo {
             name: name.to_string(),
@@ -194,7 +197,10 @@ impl TypeInfo {
                 // Saturating: a size near `usize::MAX` stays too large (registration refuses
                 // it) instead of wrapping to a small one.
                 payload_bytes: payload_bytes.div_ceil(WORD).saturating_mul(WORD),
-                ref_offsets: ref_offsets.iter().map(|&o| o as u32).collect(),
+                ref_offsets: ref_offsets
+                    .iter()
+                    .map(|&o| u32::try_from(o).unwrap_or(u32::MAX))
+                    .collect(),
             },
         }
     }
@@ -612,6 +618,27 @@ impl TypeRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reference_offset_past_4_gib_is_refused_not_cut() {
+        // Cut to 32 bits, offset 2^32 would have become offset 0: the collector would trace
+        // the data word at 0 and never see the reference.
+        let mut r = TypeRegistry::default();
+        let big = TypeInfo::fixed("big", (1 << 32) + 16, &[0, 1 << 32]);
+        assert!(
+            matches!(
+                r.register(big),
+                Err(TypeError::BadOffset {
+                    offset: u32::MAX,
+                    ..
+                })
+            ),
+            "an offset that does not fit in 32 bits is refused"
+        );
+        let fits = TypeInfo::fixed("fits", (1 << 32) + 16, &[0, (1 << 32) - 8]);
+        let id = r.register(fits).expect("the last offset below 2^32");
+        assert_eq!(r.ref_words(id), &[1, (1 << 29) as u32]);
+    }
 
     #[test]
     fn header_round_trips_its_fields() {

@@ -229,7 +229,7 @@ pub fn read_list_past_a_stalled_claim(
     let root = m.root(head);
     let before = root.value(m);
     m.start_collection().unwrap();
-    while root.value(m) == before {
+    while root.value(m).bits() == before.bits() {
         m.safepoint();
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
