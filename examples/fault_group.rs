@@ -94,7 +94,7 @@ fn round(group: u32, random: bool, seed: u64) -> Row {
     };
     let before = root.value(&m);
     m.start_collection().unwrap();
-    while root.value(&m) == before {
+    while root.value(&m).bits() == before.bits() {
         m.safepoint();
         std::thread::sleep(Duration::from_micros(200));
     }

@@ -396,7 +396,8 @@ fn mutator_requests_inside_on_cycle_on_the_gc_thread() {
         return;
     }
     expect_ok("mutator_requests_inside_on_cycle_on_the_gc_thread", || {
-        // Concurrent mode: the hook runs on the collector's thread, which may attach.
+        // Concurrent mode: the hook runs on the collector's thread, which may use a scoped
+        // mutator (`with_mutator`), not attach one it could keep.
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
         let slot: Arc<Mutex<Option<(Heap, faultline::TypeId)>>> = Arc::default();
         let (s2, h2) = (seen.clone(), slot.clone());
@@ -1154,6 +1155,76 @@ fn a_root_slot_a_source_presents_stays_current_across_a_concurrent_cycle() {
             assert_eq!(unfix(m.local(after).unwrap().get(0)), 42);
         },
     );
+}
+
+/// A `Local` borrows its mutator, which keeps the mutator's own safepoints away; but
+/// `Heap::collect` (and the other heap-level calls that stop or wait as this thread's mutator)
+/// take only `&Heap`. After one, the `Local`'s object may have moved: every accessor panics
+/// (before, `set_word` wrote where the object used to be).
+#[test]
+fn a_local_held_across_a_heap_level_collect_panics() {
+    expect_panic(
+        "a_local_held_across_a_heap_level_collect_panics",
+        &["Local", "a collection has run since"],
+        || {
+            let heap = Heap::new(stw(4 << 20)).unwrap();
+            let t = register(&heap);
+            let mut m = heap.attach();
+            for _ in 0..100 {
+                m.alloc(t.pair, 0).unwrap();
+            }
+            let v = m.alloc(t.node, 0).unwrap();
+            let _keep = m.root(v);
+            let l = m.local(v).unwrap();
+            heap.collect().unwrap();
+            l.set_word(2, 7);
+        },
+    );
+}
+
+/// A root source that, at its first visit (inside a collection's pause), tells another thread
+/// to go and then holds the pause a while.
+struct HoldsThePause {
+    go: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+impl RootSource for HoldsThePause {
+    fn for_each_root(&self, _: &mut dyn FnMut(&RootSlot)) {
+        if let Some(go) = self.go.lock().unwrap().take() {
+            go.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+/// `GlobalRoot::new` from a thread with no mutator, in the middle of a pause (after its
+/// marking, before its flip): it waits for the pause to end, and then the value held across
+/// the collection is stale. Before, the value passed the era check (the era changes only at the
+/// flip), the slot was added, and the flip forwarded it to wherever the dead object's rank
+/// led: another object.
+#[test]
+fn a_global_root_made_during_a_pause_waits_for_it() {
+    expect_ok("a_global_root_made_during_a_pause_waits_for_it", || {
+        let heap = Heap::new(stw(4 << 20)).unwrap();
+        let t = register(&heap);
+        let mut m = heap.attach();
+        let x = m.alloc(t.pair, 0).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        heap.add_root_source(Arc::new(HoldsThePause {
+            go: Mutex::new(Some(tx)),
+        }));
+        let h2 = heap.clone();
+        let other = std::thread::spawn(move || {
+            rx.recv().unwrap();
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                GlobalRoot::new(&h2, x);
+            }))
+            .map_err(|p| p.downcast_ref::<String>().cloned().unwrap_or_default())
+        });
+        m.collect().unwrap();
+        let outcome = other.join().unwrap();
+        let msg = outcome.expect_err("rooted a value held across the collection");
+        assert!(msg.contains("stale"), "{msg}");
+    });
 }
 
 faultline::heap_struct! {

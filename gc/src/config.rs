@@ -249,7 +249,9 @@ pub struct HeapConfig {
     /// heap's GC thread is kept between cycles, so what the hook leaves in that thread's
     /// thread-locals or scheduling settings is there at the next cycle's hook). A
     /// collection, verification or wait for the cycle requested from inside it is refused
-    /// with [`crate::CollectError::Reentrant`] (it would wait for itself); an allocation in it
+    /// with [`crate::CollectError::Reentrant`] (it would wait for itself); so is `attach`
+    /// ([`crate::AttachError::InsideCallback`]: a mutator kept past the hook would hold up every
+    /// later collection), while [`crate::Heap::with_mutator`] works; an allocation in it
     /// that needs a collection defers an occupancy trigger and is refused on exhaustion. A
     /// panic in it reaches the caller of the collection (stop-the-world); on the collector's
     /// thread (concurrent), where nobody could catch it, it is reported on standard error and

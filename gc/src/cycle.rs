@@ -773,7 +773,12 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         let t0 = Instant::now();
         let g = inner.sp.stop_the_world_as(None);
         let tts = t0.elapsed();
+        // A second snapshot (the remark rescans neither roots nor written pages after it): a
+        // new era, as at the initial mark, so a value held across this pause unrooted (read
+        // from a field overwritten since, with no barrier to log it) is stale from here on.
+        inner.roots.new_era();
         let roots = root_values(&inner, &g);
+        inner.roots.end_forwarding();
         inner.marking.barrier.store(true, Ordering::SeqCst);
         inner.sp.resume(g);
         drop(boost);

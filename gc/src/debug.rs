@@ -12,7 +12,8 @@
 //! - `poison_released`: released memory is poisoned, so that a stale read faults hard
 //!   (`UFFDIO_POISON`) or reads `faultline_heap::arena::POISON_WORD`;
 //! - `mark_hook`: called by the concurrent marker at each [`MarkPoint`] (it may block, to force
-//!   interleavings with mutators; a panic of it is reported and marking continues);
+//!   interleavings with mutators; a panic of it is reported and marking continues; `attach`
+//!   is refused in it, `Heap::with_mutator` works);
 //! - `sys`: the kernel interface (the real one unless a test injects faults);
 //! - `disable_barrier`, `breakage` (hidden, test-only): a deliberately broken collector, to
 //!   prove that the race tests, checkmark, the verifier and the shadow model catch one. They

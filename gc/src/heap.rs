@@ -611,6 +611,17 @@ impl GlobalRoot {
     /// If `v` is a reference of another heap, or a stale one (read before a collection).
     pub fn new(heap: &Heap, v: Value) -> GlobalRoot {
         crate::reentry::refuse_in_root_source("GlobalRoot::new");
+        // A thread with no running mutator of this heap (unattached, in a native section, or
+        // attached elsewhere) could otherwise root a value in the middle of a pause: after the
+        // pause's marking visited the roots and before its flip starts the new era, a value
+        // whose object was not marked passes the era check and the flip forwards it to
+        // another object. So it waits for any pause to end, and roots the value holding the
+        // safepoint lock (no pause starts meanwhile). A running mutator's thread needs no
+        // wait: no pause gets past its stop while that mutator runs (and the stopper's own
+        // thread must not wait for itself).
+        let running = crate::safepoint::attached_here(heap.inner.key())
+            .is_some_and(|m| m.state.load(Ordering::SeqCst) == crate::safepoint::RUNNING);
+        let _no_pause = (!running).then(|| heap.inner.sp.wait_released(heap.inner.sp.lock()));
         // Checked under the table's lock: a collection rewrites the table under it, after
         // starting its new era, so a value that passes here is updated by that collection.
         let mut g = heap.inner.roots.globals();

@@ -925,6 +925,7 @@ impl Mutator {
                     obj: o,
                     header: h,
                     era: v.era(),
+                    now: &inner.roots.era,
                     words: info.size_words(h.len()) - 1,
                     shape,
                     refs: types.ref_words(h.type_id()),
@@ -1173,6 +1174,18 @@ impl Drop for Root {
     }
 }
 
+/// A `Local` or `Obj` used after a collection that its borrow of the mutator did not keep away
+/// (one run through the `Heap` handle on the same thread).
+#[cold]
+#[inline(never)]
+pub(crate) fn stale_access(what: &str, was: u64, now: u64) -> ! {
+    panic!(
+        "{what}: the object was reached in era {was}, and a collection has run since (era {now}; \
+         one started through the Heap handle on this thread, e.g. Heap::collect or \
+         register_type, while the {what} was held): reach it again from a root"
+    )
+}
+
 /// Read the heap word at `a` (relaxed atomic: another mutator may write it at the same time,
 /// and a race then gives a stale value, never undefined behaviour).
 ///
@@ -1256,13 +1269,17 @@ enum Shape {
     ByteArray,
 }
 
-/// Access to one object, valid until its mutator's next safepoint (enforced by the borrow).
+/// Access to one object, valid until its mutator's next safepoint (enforced by the borrow;
+/// a collection run on this thread through the `Heap` handle meanwhile makes every accessor
+/// that reaches the object panic instead).
 #[derive(Clone, Copy)]
 pub struct Local<'m> {
     obj: ObjectRef,
     header: Header,
     /// The era the object was reached in (the values read from it are minted in it).
     era: u64,
+    /// The heap's era, read by every accessor that reaches the object (one load).
+    now: &'m AtomicU64,
     /// Payload words.
     words: usize,
     /// Which accessors apply.
@@ -1285,7 +1302,12 @@ impl<'m> Local<'m> {
         Value::minted(self.obj.address(), self.era)
     }
     /// The object reference.
+    ///
+    /// # Panics
+    /// If a collection ran since the object was reached (see [`Local`]'s accessors).
+    #[inline]
     pub fn object(&self) -> ObjectRef {
+        self.check_current();
         self.obj
     }
     /// Its type.
@@ -1331,12 +1353,24 @@ impl<'m> Local<'m> {
         if i >= self.words || self.shape == Shape::ByteArray {
             self.word_out_of_bounds(i);
         }
+        self.check_current();
         self.obj.payload_word(i)
     }
     #[cold]
     #[inline(never)]
     fn word_out_of_bounds(&self, i: usize) -> ! {
         panic!("word {i} out of bounds for {:?}", self.header)
+    }
+    /// Refuse access once the heap's era moved on: the borrow of the mutator keeps its own
+    /// safepoints away, but a heap-level call on this thread (`Heap::collect`,
+    /// `start_collection`, `wait_for_cycle`, `register_type`, which take `&Heap` and stop or
+    /// wait as this thread's mutator) may run a collection that moves or frees the object.
+    #[inline]
+    fn check_current(&self) {
+        let now = self.now.load(Ordering::Relaxed);
+        if self.era != now {
+            stale_access("Local", self.era, now);
+        }
     }
 
     /// Payload word `i` as a value (for arrays: element `i`). A non-reference word is
@@ -1448,6 +1482,7 @@ impl<'m> Local<'m> {
             "bytes {offset}..+{n} out of bounds for {:?}",
             self.header
         );
+        self.check_current();
         self.obj.payload_word(0) + offset
     }
     /// Copy bytes out of a byte array.

@@ -8,7 +8,9 @@
 //! collection) would wait for itself, and one that takes the safepoint lock would deadlock on
 //! it. Such requests check [`current`] first and are refused with
 //! [`crate::CollectError::Reentrant`] (or, for calls that return no `Result`, a panic naming
-//! the mistake).
+//! the mistake). `attach` is refused in all three (`AttachError::Reentrant` in a root source,
+//! `AttachError::InsideCallback` in the hooks, where a mutator kept past the callback would
+//! stay attached to a collector thread); `Heap::with_mutator` works in the hooks.
 //!
 //! Invariants:
 //! - the per-thread marker is set only by [`enter`] and restored (to what it was before, so

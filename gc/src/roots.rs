@@ -81,7 +81,8 @@ pub(crate) struct GlobalSlots {
 pub(crate) struct HeapRoots {
     /// The heap's era: a `Value` naming an object is valid only in the era it was read in.
     pub era: AtomicU64,
-    /// The era before the current one, while the flip forwards the roots (else 0).
+    /// The era before the current one, while the pause that started the current one visits
+    /// the roots (the flip, the initial mark, the barrier switch; else 0).
     forwarding_from: AtomicU64,
     /// `GlobalRoot` slots.
     pub globals: Mutex<GlobalSlots>,

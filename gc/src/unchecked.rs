@@ -202,7 +202,9 @@ fn foreign_layout(layout: &Layout, heap: u64) -> ! {
 }
 
 /// An object validated once against a [`Layout`] by [`Mutator::obj`]: valid until its
-/// mutator's next safepoint (enforced by the borrow, as for [`Local`]).
+/// mutator's next safepoint (enforced by the borrow, as for [`Local`]; the checked accessors
+/// panic after a collection run through the `Heap` handle meanwhile, the `unsafe` ones leave
+/// that to their caller).
 #[derive(Clone, Copy)]
 pub struct Obj<'m> {
     addr: usize,
@@ -264,6 +266,11 @@ impl<'m> Obj<'m> {
     fn word_addr(&self, i: usize) -> usize {
         if i >= self.words {
             self.out_of_bounds(i);
+        }
+        // As `Local`'s accessors: a collection run through the `Heap` handle on this thread
+        // since the object was reached may have moved or freed it.
+        if self.era != self.m.era() {
+            crate::mutator::stale_access("Obj", self.era, self.m.era());
         }
         self.addr + WORD * (1 + i)
     }

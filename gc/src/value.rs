@@ -55,7 +55,8 @@ pub(crate) fn next_era() -> u64 {
 /// The content of a reference slot: null, a reference to an object, or a tagged immediate.
 ///
 /// A reference is valid until its mutator's next safepoint (an allocation, `safepoint`,
-/// `collect`, a native section): after a collection it is *stale*, and using it panics with a
+/// `collect`, a native section): after a collection begins (its initial mark, in concurrent
+/// mode) or moves objects (its flip) it is *stale*, and using it panics with a
 /// message saying so; keep values that must survive in a [`crate::Root`], the value stack, a
 /// [`crate::GlobalRoot`] or a [`RootSlot`]. Null and immediates never go stale.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -132,7 +133,9 @@ impl fmt::Debug for Value {
 /// through a mutator, with no `unsafe`.
 ///
 /// A slot that no registered source presents is not updated by collections: reading a
-/// reference from it after one panics (it is stale), as for a [`Value`].
+/// reference from it after one panics (it is stale), as for a [`Value`]. (A collection stamps
+/// a presented slot with its new era when it starts one: at a concurrent cycle's initial mark,
+/// at a barrier switch, and at the flip.)
 #[derive(Default)]
 pub struct RootSlot {
     /// The sequence lock over `bits` and `era`: even when they form a pair, odd while a writer
