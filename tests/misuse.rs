@@ -1254,7 +1254,8 @@ fn register_struct_during_a_cycle_beside_a_running_lookup() {
             let t = register(&heap);
             let looked = heap.register_struct::<Looked>().unwrap();
             let stop = Arc::new(AtomicBool::new(false));
-            let (h2, st2) = (heap.clone(), stop.clone());
+            let lookups = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let (h2, st2, n2) = (heap.clone(), stop.clone(), lookups.clone());
             let b = std::thread::spawn(move || {
                 let mut m = h2.attach_named("lookups");
                 let mut n = 0u64;
@@ -1264,11 +1265,19 @@ fn register_struct_during_a_cycle_beside_a_running_lookup() {
                     let v = s.alloc(&mut m).unwrap();
                     s.view(m.local(v).unwrap()).unwrap().set(Looked::b, n);
                     n += 1;
+                    n2.store(n, Ordering::Relaxed);
                 }
                 n
             });
             let mut m = heap.attach_named("registers");
             for round in 0..3 {
+                // Each round starts with the other thread looking structs up (it may not
+                // have started yet, or been descheduled): the race needs it running.
+                let seen = lookups.load(Ordering::Relaxed);
+                while lookups.load(Ordering::Relaxed) == seen {
+                    m.safepoint();
+                    std::thread::yield_now();
+                }
                 for _ in 0..2000 {
                     m.alloc(t.vector, 10).unwrap();
                 }
