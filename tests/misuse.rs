@@ -128,6 +128,12 @@ fn run_ok(case: &str, body: impl FnOnce()) -> Option<Child> {
     Some(c)
 }
 
+/// Whether `case` can run: always in its child (the parent checked), in the parent only where
+/// userfaultfd works (otherwise it says why it skips).
+fn uffd_here(case: &str) -> bool {
+    std::env::var(CASE_VAR).is_ok() || uffd_or_skip(case)
+}
+
 fn stw(bytes: usize) -> HeapConfig {
     HeapConfig::with_heap_size(bytes).mode(GcMode::StopTheWorld)
 }
@@ -390,9 +396,7 @@ fn collect_inside_on_cycle_concurrent() {
 
 #[test]
 fn mutator_requests_inside_on_cycle_on_the_gc_thread() {
-    if std::env::var(CASE_VAR).is_err()
-        && !uffd_or_skip("mutator_requests_inside_on_cycle_on_the_gc_thread")
-    {
+    if !uffd_here("mutator_requests_inside_on_cycle_on_the_gc_thread") {
         return;
     }
     expect_ok("mutator_requests_inside_on_cycle_on_the_gc_thread", || {
@@ -442,7 +446,7 @@ fn mutator_requests_inside_on_cycle_on_the_gc_thread() {
 
 #[test]
 fn collect_inside_the_mark_hook() {
-    if std::env::var(CASE_VAR).is_err() && !uffd_or_skip("collect_inside_the_mark_hook") {
+    if !uffd_here("collect_inside_the_mark_hook") {
         return;
     }
     expect_ok("collect_inside_the_mark_hook", || {
@@ -815,9 +819,7 @@ fn a_failed_collection_is_a_typed_error() {
 
 #[test]
 fn collect_waits_for_the_whole_cycle_and_start_collection_does_not() {
-    if std::env::var(CASE_VAR).is_err()
-        && !uffd_or_skip("collect_waits_for_the_whole_cycle_and_start_collection_does_not")
-    {
+    if !uffd_here("collect_waits_for_the_whole_cycle_and_start_collection_does_not") {
         return;
     }
     expect_ok(
@@ -1076,9 +1078,7 @@ fn held_across_initial_mark(how: fn(&faultline::Mutator, &faultline::Root, Value
 
 #[test]
 fn a_value_held_across_the_initial_mark_is_stale_in_a_field() {
-    if std::env::var(CASE_VAR).is_err()
-        && !uffd_or_skip("a_value_held_across_the_initial_mark_is_stale_in_a_field")
-    {
+    if !uffd_here("a_value_held_across_the_initial_mark_is_stale_in_a_field") {
         return;
     }
     expect_panic(
@@ -1090,9 +1090,7 @@ fn a_value_held_across_the_initial_mark_is_stale_in_a_field() {
 
 #[test]
 fn a_value_held_across_the_initial_mark_is_stale_as_a_root() {
-    if std::env::var(CASE_VAR).is_err()
-        && !uffd_or_skip("a_value_held_across_the_initial_mark_is_stale_as_a_root")
-    {
+    if !uffd_here("a_value_held_across_the_initial_mark_is_stale_as_a_root") {
         return;
     }
     expect_panic(
@@ -1108,9 +1106,7 @@ fn a_value_held_across_the_initial_mark_is_stale_as_a_root() {
 
 #[test]
 fn a_value_held_across_the_initial_mark_is_stale_on_the_value_stack() {
-    if std::env::var(CASE_VAR).is_err()
-        && !uffd_or_skip("a_value_held_across_the_initial_mark_is_stale_on_the_value_stack")
-    {
+    if !uffd_here("a_value_held_across_the_initial_mark_is_stale_on_the_value_stack") {
         return;
     }
     expect_panic(
@@ -1124,9 +1120,7 @@ fn a_value_held_across_the_initial_mark_is_stale_on_the_value_stack() {
 /// with the new era there) and across the flip (forwarded), and keeps naming its object.
 #[test]
 fn a_root_slot_a_source_presents_stays_current_across_a_concurrent_cycle() {
-    if std::env::var(CASE_VAR).is_err()
-        && !uffd_or_skip("a_root_slot_a_source_presents_stays_current_across_a_concurrent_cycle")
-    {
+    if !uffd_here("a_root_slot_a_source_presents_stays_current_across_a_concurrent_cycle") {
         return;
     }
     expect_ok(
@@ -1242,9 +1236,7 @@ faultline::heap_struct! {
 /// other forever (the watchdog's hang).
 #[test]
 fn register_struct_during_a_cycle_beside_a_running_lookup() {
-    if std::env::var(CASE_VAR).is_err()
-        && !uffd_or_skip("register_struct_during_a_cycle_beside_a_running_lookup")
-    {
+    if !uffd_here("register_struct_during_a_cycle_beside_a_running_lookup") {
         return;
     }
     expect_ok(
@@ -2937,7 +2929,7 @@ fn heap_queries_inside_a_root_source() {
 fn a_panic_inside_the_mark_hook() {
     // The mark hook runs in concurrent cycles only (without userfaultfd the heap falls back
     // to stop-the-world and never calls it).
-    if std::env::var(CASE_VAR).is_err() && !uffd_or_skip("a_panic_inside_the_mark_hook") {
+    if !uffd_here("a_panic_inside_the_mark_hook") {
         return;
     }
     let c = run_ok("a_panic_inside_the_mark_hook", || {

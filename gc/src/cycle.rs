@@ -159,6 +159,20 @@ fn root_values(inner: &HeapInner, g: &SpState) -> Vec<usize> {
     roots
 }
 
+/// The roots' values for a marking snapshot (a stopped world: the initial mark, or the barrier
+/// switch of barrier-free marking), in a new era: a `Value` held across the pause without a
+/// root names an object the snapshot may not reach, which marking would then never see (the
+/// SATB barrier logs only overwritten values), so storing it anywhere afterwards would keep a
+/// reference to an object the flip frees; from here on such a value is stale and refused, as
+/// one held across a flip. Root-source slots current in the old era are stamped with the new
+/// one as they are visited (nothing moves: the roots themselves are unchanged).
+fn snapshot_roots(inner: &HeapInner, g: &SpState) -> Vec<usize> {
+    inner.roots.new_era();
+    let roots = root_values(inner, g);
+    inner.roots.end_forwarding();
+    roots
+}
+
 /// Refuse `request` if the calling thread is inside a callback run by a collection.
 pub(crate) fn refuse_reentry(request: &'static str) -> Result<(), CollectError> {
     match reentry::current() {
@@ -591,15 +605,7 @@ fn initial_mark(
     });
     let from = gen.as_ref().map_or(moving.base(), |c| c.from);
     let mark_top = moving.top.load(Ordering::Relaxed);
-    // A new era: a `Value` held across this pause without a root names an object the
-    // snapshot may not reach, which marking would then never see (the SATB barrier logs only
-    // overwritten values), so storing it anywhere after this pause would keep a reference to
-    // an object the flip frees. From here on such a value is stale and refused like one held
-    // across a flip. Root-source slots current in the old era are stamped with the new one
-    // as they are visited (the roots themselves do not change: nothing moves here).
-    inner.roots.new_era();
-    let mut roots = root_values(inner, g);
-    inner.roots.end_forwarding();
+    let mut roots = snapshot_roots(inner, g);
     if let Some(c) = gen.as_ref().filter(|c| c.young()) {
         young_roots(c, &inner.large, &mut roots);
     }
@@ -773,12 +779,8 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
         let t0 = Instant::now();
         let g = inner.sp.stop_the_world_as(None);
         let tts = t0.elapsed();
-        // A second snapshot (the remark rescans neither roots nor written pages after it): a
-        // new era, as at the initial mark, so a value held across this pause unrooted (read
-        // from a field overwritten since, with no barrier to log it) is stale from here on.
-        inner.roots.new_era();
-        let roots = root_values(&inner, &g);
-        inner.roots.end_forwarding();
+        // A second snapshot: the remark rescans neither roots nor written pages after it.
+        let roots = snapshot_roots(&inner, &g);
         inner.marking.barrier.store(true, Ordering::SeqCst);
         inner.sp.resume(g);
         drop(boost);
