@@ -34,10 +34,12 @@ pub use faultline_gc::count_fault_context_switches;
 /// Background GC threads whose priority, time slice or policy was set
 /// ([`HeapConfig::gc_thread_nice`], [`HeapConfig::gc_thread_slice_us`],
 /// [`HeapConfig::gc_thread_batch`]), and the boosts of lowered threads while mutators wait
-/// ([`HeapConfig::gc_thread_boost`]), and the prefill thread's yields
+/// ([`HeapConfig::gc_thread_boost`]) or while a collector is behind its schedule
+/// ([`HeapConfig::gc_thread_idle`]), and the prefill thread's yields
 /// ([`HeapConfig::prefill_yield_us`]).
 pub use faultline_gc::{
-    gc_thread_boosts, gc_thread_yields, gc_threads_batched, gc_threads_lowered,
+    gc_thread_boosts, gc_thread_idle_stats, gc_thread_yields, gc_threads_batched,
+    gc_threads_lowered,
 };
 /// Typed layouts: a heap type declared from a Rust struct ([`heap_struct!`]), its registration
 /// ([`Heap::register_struct`], a [`HeapType`]) and views reading fields by name ([`Typed`]).

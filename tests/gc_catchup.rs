@@ -52,6 +52,7 @@ fn nice_while_behind(catchup_nice: u8) -> (i32, i32) {
         c.min_trigger_bytes = 64 << 20;
         c.gc_threads = 1;
         c.gc_thread_nice = 0;
+        c.gc_thread_idle = false; // idle-mode threads are the registry's (not raised)
         c.mark_assists = false;
         c.gc_catchup_nice = catchup_nice;
         c.debug.mark_hook = Some(hook);
@@ -141,6 +142,7 @@ fn nice_while_compacting(compact_nice: u8) -> (i32, i32) {
         c.gc_threads = 1;
         c.compaction_workers = Some(1);
         c.gc_thread_nice = 0;
+        c.gc_thread_idle = false; // idle-mode threads are the registry's (not raised)
         c.gc_catchup_nice = 0;
         c.gc_compact_nice = compact_nice;
         c.debug.worker_stall = Some(Duration::from_millis(600));

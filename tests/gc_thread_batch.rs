@@ -10,12 +10,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The scheduling policy of thread `tid` (0 = the caller).
-fn policy_of(tid: libc::id_t) -> i32 {
-    // SAFETY: sched_getscheduler reads a thread's policy; no memory is passed.
-    unsafe { libc::sched_getscheduler(tid as libc::pid_t) }
-}
-
 /// Run one concurrent cycle with `batch`; return the GC thread's policy at the mark hook and
 /// the mode info's GC-threads line.
 fn gc_thread_policy(batch: bool) -> (i32, String) {
@@ -29,16 +23,11 @@ fn gc_thread_policy(batch: bool) -> (i32, String) {
     let heap = Heap::new(HeapConfig::with_heap_size(4 << 20).with(|c| {
         c.mode = GcMode::Concurrent;
         c.gc_thread_batch = batch;
+        c.gc_thread_idle = false;
         c.debug.mark_hook = Some(hook);
     }))
     .unwrap();
-    let line = heap
-        .mode_info()
-        .reasons
-        .iter()
-        .find(|r| r.starts_with("gc threads:"))
-        .expect("the mode info states the GC threads' priority")
-        .clone();
+    let line = gc_threads_line(&heap);
     let t = register(&heap);
     let mut m = heap.attach();
     list(&mut m, &t, 2000);

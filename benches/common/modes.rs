@@ -26,6 +26,10 @@ pub struct Mode {
     pub gc_threads: usize,
     /// Young cycles and their remembered set (labels of generational modes contain `gen`).
     pub generational: Generational,
+    /// The GC threads in `SCHED_IDLE` while the collector keeps to its schedule
+    /// (`HeapConfig::gc_thread_idle`; labels of such modes end in `/idle`). Off: the heap's
+    /// default (which `FAULTLINE_GC_THREAD_IDLE` may set).
+    pub idle: bool,
 }
 
 /// Stop-the-world, one marking thread, the heap's defaults otherwise.
@@ -38,6 +42,7 @@ pub const STW: Mode = Mode {
     choreography: Choreography::Arena,
     gc_threads: 1,
     generational: Generational::Off,
+    idle: false,
 };
 
 /// A concurrent mode with the SATB barrier, the arena choreography and one marking thread.
@@ -51,6 +56,7 @@ pub const fn concurrent(label: &'static str, strategy: Strategy, faults: FaultMo
         choreography: Choreography::Arena,
         gc_threads: 1,
         generational: Generational::Off,
+        idle: false,
     }
 }
 

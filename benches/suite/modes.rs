@@ -25,6 +25,11 @@ pub fn all() -> Vec<Mode> {
             choreography: Choreography::PerCycle,
             ..concurrent("move/sigbus/per-cycle", Strategy::Move, FaultMode::Sigbus)
         },
+        // The default's GC threads idle while on schedule (the latency setting).
+        Mode {
+            idle: true,
+            ..concurrent("copy/sigbus/idle", Strategy::Copy, FaultMode::Sigbus)
+        },
         // Generational (young cycles, card remembered set) beside the full-heap modes.
         gen("stw/gen", STW),
         gen(
@@ -77,6 +82,9 @@ pub fn heap_config(mode: &Mode, live: usize) -> HeapConfig {
         c.barrier = mode.barrier;
         c.choreography = mode.choreography;
         c.generational = mode.generational;
+        if mode.idle {
+            c.gc_thread_idle = true;
+        }
         c.min_trigger_bytes = (factor / 2.0 * live as f64) as usize;
         c.large_object_space_bytes = half;
     })
@@ -116,6 +124,11 @@ pub fn check_running(mode: &Mode, heap: &faultline::Heap) -> Result<String, Stri
         }
         if mi.barrier != Some(want_b) {
             return Err(format!("barrier {:?} ran instead ({reason})", mi.barrier));
+        }
+        if mode.idle {
+            if let Some(not) = mi.reasons.iter().find(|r| r.contains("not idle")) {
+                return Err(not.clone());
+            }
         }
     }
     Ok(format!(

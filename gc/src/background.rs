@@ -21,6 +21,15 @@
 //! large enough `RLIMIT_NICE`: without either the threads are not lowered at all in boost mode
 //! (no inversion is possible, nothing is gained), and the mode info says so.
 //!
+//! **Idle mode** ([`crate::HeapConfig::gc_thread_idle`]) uses the same table with policies
+//! instead of nice values: a registered thread runs in `SCHED_IDLE` (it gets a CPU only when
+//! no other thread wants it, and a waking mutator preempts it at once, where a `SCHED_BATCH`
+//! thread keeps the CPU until the next tick) and is boosted back to its normal policy while
+//! any mutator waits on the collector or any heap's collector is *behind* its pacer's
+//! schedule ([`Registry::set_behind`], from a refilling mutator: [`crate::pacer::Pacer::
+//! note_schedule`]). Falling behind must boost before anyone waits: an idle marker starves
+//! while the mutators keep every CPU busy.
+//!
 //! Invariants:
 //! - a thread lowers only its own priority, and only at its start ([`enter`]) or, for a kept
 //!   helper of the GC thread's crew ([`crate::crew`]), to take its caller's nice value for a
@@ -49,6 +58,12 @@
 //! - a [`Yielder`] yields only between units of work, never while its thread holds anything
 //!   another thread may wait for (a claim, a lock, a fork-gate region), and never in a thread
 //!   a mutator waits on: a yield only lets a runnable thread go first, it delays no waiter;
+//! - idle mode: a registered thread is in `SCHED_IDLE` only while [`Registry::waiters`] and
+//!   [`Registry::behind`] are both zero (settled as the nice levels are), and back in its
+//!   normal policy, at its nice value, once it unregisters; each heap adds at most one to
+//!   `behind` (its pacer's latch changes it on transitions only, and a dropped pacer takes
+//!   its one back); idle mode is used only where [`can_idle`] found that a thread may leave
+//!   `SCHED_IDLE` again;
 //! - failure is harmless: a thread keeps its settings and the failure is counted
 //!   ([`gc_threads_lowered`], [`gc_thread_boosts`]).
 
@@ -135,12 +150,15 @@ impl SchedKey {
     }
 
     /// Whether a thread started with settings `self` can run work for a caller with settings
-    /// `caller` as a thread the caller started would: the same policy and CPUs, and a
-    /// nice value no lower than the caller's (a helper takes a caller's lower, or
-    /// boost-managed, nice value for a part and goes back up after, which needs no privilege;
-    /// going back down would).
-    pub(crate) fn serves(&self, caller: &SchedKey, caller_registered: bool) -> bool {
-        self.policy == caller.policy
+    /// `caller` (registered for boosting as `caller_reg` says) as a thread the caller started
+    /// would: the same CPUs, the same policy (unless the caller is registered in idle mode:
+    /// the registry then sets the policy of the member, which registers for the part as its
+    /// caller is), and a nice value no lower than the caller's (a helper takes a caller's
+    /// lower, or boost-managed, nice value for a part and goes back up after, which needs no
+    /// privilege; going back down would).
+    pub(crate) fn serves(&self, caller: &SchedKey, caller_reg: Inherit) -> bool {
+        let caller_registered = caller_reg.registered();
+        (caller_reg.idle() || self.policy == caller.policy)
             && self.cpus == caller.cpus
             && (caller_registered
                 || matches!((self.nice, caller.nice), (Some(mine), Some(theirs)) if theirs <= mine))
@@ -307,6 +325,54 @@ impl Yielder {
 /// Threads the boost table holds at most (a GC thread that finds it full is not lowered).
 const SLOTS: usize = 64;
 
+/// [`Registry::idle`]: the slot's low level is `SCHED_IDLE`.
+const IDLE: u32 = 1;
+/// [`Registry::idle`]: the slot's boosted policy is `SCHED_BATCH` (else `SCHED_OTHER`).
+const IDLE_BATCH: u32 = 2;
+
+/// A registered thread's two levels (see [`Registry`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Level {
+    /// Nice value while not boosted (a slot of nice levels).
+    low: i32,
+    /// Nice value while boosted (and, idle mode, always).
+    high: i32,
+    /// 0, or [`IDLE`] with [`IDLE_BATCH`] or not (see [`Registry::idle`]).
+    idle: u32,
+    /// Idle mode: the thread's time slice (0: the kernel's).
+    slice_us: u32,
+}
+
+/// The boosted policy of an idle-mode slot's `idle` flags.
+fn high_policy(idle: u32) -> libc::c_int {
+    if idle & IDLE_BATCH != 0 {
+        libc::SCHED_BATCH
+    } else {
+        libc::SCHED_OTHER
+    }
+}
+
+/// Set thread `tid` (of this process) to `policy` (a fair one: `SCHED_OTHER`, `SCHED_BATCH`
+/// or `SCHED_IDLE`) at nice `nice` with a time slice of `slice_us` (0: the kernel's). Returns
+/// whether the kernel took it. Preserves `errno`; async-signal-safe (one system call).
+pub(crate) fn set_policy(tid: libc::id_t, policy: libc::c_int, nice: i32, slice_us: u32) -> bool {
+    // SAFETY: sched_attr is plain data; all-zero is a valid value.
+    let mut a: libc::sched_attr = unsafe { core::mem::zeroed() };
+    a.size = core::mem::size_of::<libc::sched_attr>() as u32;
+    a.sched_policy = policy as u32;
+    a.sched_nice = nice;
+    a.sched_runtime = slice_us as u64 * 1000;
+    // SAFETY: `a` is a valid sched_attr of its size for a fair policy; errno is this thread's
+    // own, saved and restored.
+    unsafe {
+        let e = libc::__errno_location();
+        let saved = *e;
+        let r = libc::syscall(libc::SYS_sched_setattr, tid, &a as *const _, 0);
+        *e = saved;
+        r == 0
+    }
+}
+
 /// Lowered GC threads that a waiting mutator boosts: a fixed table of thread ids with the
 /// nice value each runs at when no mutator waits (`low`) and while one does (`high`), and
 /// the count of waiting threads. Async-signal-safe to boost and drop (atomics and system
@@ -319,10 +385,23 @@ pub(crate) struct Registry {
     /// The process a slot's thread belongs to: a forked child (whose copy of the table names
     /// its parent's threads) never touches them.
     pids: [AtomicI32; SLOTS],
+    /// Idle-mode slots ([`crate::HeapConfig::gc_thread_idle`]): 0 for a slot whose level is
+    /// its nice value; otherwise [`IDLE`], with [`IDLE_BATCH`] when its boosted policy is
+    /// `SCHED_BATCH` (else `SCHED_OTHER`): its low level is `SCHED_IDLE`, its high one that
+    /// policy at nice `high`.
+    idle: [AtomicU32; SLOTS],
+    /// An idle-mode slot's time slice in microseconds (0: the kernel's), set again with every
+    /// policy change (a `sched_setattr` without it would clear it).
+    slice_us: [AtomicU32; SLOTS],
     /// Threads registered now (a boost with none registered makes no system call).
     registered: AtomicU32,
     /// Threads waiting on the collector now ([`Registry::waiting`]).
     waiters: AtomicU32,
+    /// Heaps whose collector is behind its pacer's schedule now ([`Registry::set_behind`]):
+    /// registered threads run boosted while any is, as while a thread waits.
+    behind: AtomicU32,
+    /// Times the behind count left zero.
+    behind_boosts: AtomicU64,
     /// Boosts or drops under way (an unregistering thread waits for none).
     busy: AtomicU32,
     /// Times the waiter count left zero (boosts).
@@ -341,8 +420,12 @@ impl Registry {
             low: [const { AtomicI32::new(0) }; SLOTS],
             high: [const { AtomicI32::new(0) }; SLOTS],
             pids: [const { AtomicI32::new(0) }; SLOTS],
+            idle: [const { AtomicU32::new(0) }; SLOTS],
+            slice_us: [const { AtomicU32::new(0) }; SLOTS],
             registered: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
+            behind: AtomicU32::new(0),
+            behind_boosts: AtomicU64::new(0),
             busy: AtomicU32::new(0),
             boosts: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -352,7 +435,29 @@ impl Registry {
     /// Register thread `tid` (the caller itself: it must unregister before it exits), to run
     /// at nice `low` while no thread waits and at `high` while one does; sets its priority to
     /// the level of the moment. Returns its slot, or None if the table is full.
+    #[cfg(test)]
     pub(crate) fn register(&self, tid: libc::id_t, low: i32, high: i32) -> Option<usize> {
+        self.register_level(
+            tid,
+            Level {
+                low,
+                high,
+                idle: 0,
+                slice_us: 0,
+            },
+        )
+    }
+
+    /// Register thread `tid` (the caller itself: it must unregister before it exits) with its
+    /// two levels; sets its priority to the level of the moment. Returns its slot, or None if
+    /// the table is full.
+    fn register_level(&self, tid: libc::id_t, level: Level) -> Option<usize> {
+        let Level {
+            low,
+            high,
+            idle,
+            slice_us,
+        } = level;
         let tid = tid as i32;
         for i in 0..SLOTS {
             if self.tids[i]
@@ -364,6 +469,8 @@ impl Registry {
                 self.low[i].store(low, Ordering::Relaxed);
                 self.high[i].store(high, Ordering::Relaxed);
                 self.pids[i].store(pid, Ordering::Relaxed);
+                self.idle[i].store(idle, Ordering::Relaxed);
+                self.slice_us[i].store(slice_us, Ordering::Relaxed);
                 self.tids[i].store(tid, Ordering::SeqCst);
                 self.registered.fetch_add(1, Ordering::SeqCst);
                 self.settle(|boosted| self.apply(i, boosted, pid));
@@ -374,18 +481,47 @@ impl Registry {
     }
 
     /// Unregister `slot` (from the thread that registered it); returns once no boost or drop
-    /// that may have read its thread id is under way. The thread keeps its priority.
+    /// that may have read its thread id is under way. The thread keeps its nice value; an
+    /// idle-mode thread goes back to its boosted policy (it may run next for a caller that
+    /// is not idle-managed: a crew member between parts, a GC thread between jobs).
     pub(crate) fn unregister(&self, slot: usize) {
-        self.tids[slot].store(0, Ordering::SeqCst);
+        let tid = self.tids[slot].swap(0, Ordering::SeqCst);
         self.registered.fetch_sub(1, Ordering::SeqCst);
         while self.busy.load(Ordering::SeqCst) != 0 {
             std::thread::yield_now();
+        }
+        let idle = self.idle[slot].load(Ordering::Relaxed);
+        if idle != 0
+            && tid > 0
+            && !set_policy(
+                tid as libc::id_t,
+                high_policy(idle),
+                self.high[slot].load(Ordering::Relaxed),
+                self.slice_us[slot].load(Ordering::Relaxed),
+            )
+        {
+            self.failures.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Whether registered threads should run boosted now.
     fn boosted(&self) -> bool {
-        self.waiters.load(Ordering::SeqCst) > 0
+        self.waiters.load(Ordering::SeqCst) > 0 || self.behind.load(Ordering::SeqCst) > 0
+    }
+
+    /// A heap's collector fell behind its pacer's schedule (`true`) or is back on it
+    /// (`false`); each heap calls it on its transitions only, alternating (see
+    /// [`crate::pacer::Pacer::note_schedule`]). Registered threads run boosted while any heap
+    /// is behind. Async-signal-safe.
+    pub(crate) fn set_behind(&self, behind: bool) {
+        if behind {
+            if self.behind.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.behind_boosts.fetch_add(1, Ordering::Relaxed);
+                self.apply_all();
+            }
+        } else if self.behind.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.apply_all();
+        }
     }
 
     /// Run `apply(level)` with the level the waiter count asks for, until the count read after
@@ -408,12 +544,25 @@ impl Registry {
         if tid <= 0 || self.pids[i].load(Ordering::Relaxed) != pid {
             return;
         }
-        let nice = if boosted {
-            self.high[i].load(Ordering::Relaxed)
+        let idle = self.idle[i].load(Ordering::Relaxed);
+        let ok = if idle != 0 {
+            let policy = if boosted {
+                high_policy(idle)
+            } else {
+                libc::SCHED_IDLE
+            };
+            let nice = self.high[i].load(Ordering::Relaxed);
+            let slice = self.slice_us[i].load(Ordering::Relaxed);
+            set_policy(tid as libc::id_t, policy, nice, slice)
         } else {
-            self.low[i].load(Ordering::Relaxed)
+            let nice = if boosted {
+                self.high[i].load(Ordering::Relaxed)
+            } else {
+                self.low[i].load(Ordering::Relaxed)
+            };
+            set_nice(tid as libc::id_t, nice)
         };
-        if !set_nice(tid as libc::id_t, nice) {
+        if !ok {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -437,6 +586,11 @@ impl Registry {
             self.apply_all();
         }
         Boost(self)
+    }
+
+    /// Times the behind count left zero (boosts for a collector behind its schedule).
+    pub(crate) fn behind_boosts(&self) -> u64 {
+        self.behind_boosts.load(Ordering::Relaxed)
     }
 
     /// (boosts so far, threads registered now, failed `setpriority` calls).
@@ -477,8 +631,51 @@ pub fn gc_thread_boosts() -> (u64, u32, u64) {
 }
 
 thread_local! {
-    /// The calling GC thread's registered (low, high) nice values, for the threads it spawns.
-    static MINE: Cell<Option<(i32, i32)>> = const { Cell::new(None) };
+    /// The calling GC thread's registered levels, for the threads it spawns.
+    static MINE: Cell<Option<Level>> = const { Cell::new(None) };
+}
+
+/// Whether this process may take a thread out of `SCHED_IDLE` again (idle mode needs it):
+/// probed once, on a short-lived thread that puts itself in `SCHED_IDLE` and back
+/// (`CAP_SYS_NICE`, or an `RLIMIT_NICE` that allows its nice value).
+pub(crate) fn can_idle() -> bool {
+    static CAN: OnceLock<bool> = OnceLock::new();
+    *CAN.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("faultline-idle-probe".into())
+            .spawn(|| {
+                let tid = gettid();
+                match (nice_of(tid), sched_attr_mine()) {
+                    (Some(n), Some(a)) => {
+                        let policy = a.sched_policy as libc::c_int;
+                        set_policy(tid, libc::SCHED_IDLE, n, 0) && set_policy(tid, policy, n, 0)
+                    }
+                    _ => false,
+                }
+            })
+            .ok()
+            .and_then(|h| h.join().ok())
+            .unwrap_or(false)
+    })
+}
+
+/// The process-wide idle mode's figures: (boosts because a heap's collector fell behind its
+/// schedule, GC threads registered now).
+pub fn gc_thread_idle_stats() -> (u64, u32) {
+    (REGISTRY.behind_boosts(), REGISTRY.stats().1)
+}
+
+/// Heaps behind their schedule now (the process-wide count).
+#[cfg(test)]
+pub(crate) fn heaps_behind() -> u32 {
+    REGISTRY.behind.load(Ordering::SeqCst)
+}
+
+/// A heap's collector fell behind its pacer's schedule or is back on it (its transitions
+/// only, alternating): idle-mode GC threads run in their normal policy while any heap is
+/// behind ([`crate::HeapConfig::gc_thread_idle`]).
+pub(crate) fn set_behind(behind: bool) {
+    REGISTRY.set_behind(behind);
 }
 
 /// Whether this process may lower a thread's nice value again after raising it (boosting needs
@@ -516,12 +713,12 @@ impl Drop for GcThread {
     }
 }
 
-/// Lower the calling thread and register it for boosting with the nice values `(low, high)`.
-fn register_mine(low: i32, high: i32) -> GcThread {
-    match REGISTRY.register(gettid(), low, high) {
+/// Lower the calling thread and register it for boosting with `level`.
+fn register_mine(level: Level) -> GcThread {
+    match REGISTRY.register_level(gettid(), level) {
         Some(slot) => {
             LOWERED.fetch_add(1, Ordering::Relaxed);
-            MINE.with(|m| m.set(Some((low, high))));
+            MINE.with(|m| m.set(Some(level)));
             GcThread(Some(slot))
         }
         None => GcThread(None),
@@ -530,7 +727,7 @@ fn register_mine(low: i32, high: i32) -> GcThread {
 
 /// What a registered GC thread hands to a thread it spawns ([`inherit`]).
 #[derive(Clone, Copy)]
-pub(crate) struct Inherit(Option<(i32, i32)>);
+pub(crate) struct Inherit(Option<Level>);
 
 /// Whether the calling thread is registered for boosting (the registry sets its nice value).
 pub(crate) fn registered_for_boost() -> bool {
@@ -549,11 +746,16 @@ impl Inherit {
         self.0.is_some()
     }
 
+    /// Whether the spawner is registered in idle mode (the registry owns its policy).
+    pub(crate) fn idle(self) -> bool {
+        self.0.is_some_and(|l| l.idle != 0)
+    }
+
     /// On the spawned thread: register it for boosting as its spawner is (a spawner that is
     /// not registered: nothing; the thread keeps the priority it inherited).
     pub(crate) fn register(self) -> GcThread {
         match self.0 {
-            Some((low, high)) => register_mine(low, high),
+            Some(level) => register_mine(level),
             None => GcThread(None),
         }
     }
@@ -565,6 +767,22 @@ pub(crate) fn enter(config: &crate::HeapConfig) -> GcThread {
     set_slice_this_thread(config.gc_thread_slice_us);
     if config.gc_thread_batch {
         batch_this_thread();
+    }
+    if config.gc_thread_idle && can_idle() {
+        if let Some(nice) = nice_of(gettid()) {
+            let batch = if config.gc_thread_batch {
+                IDLE_BATCH
+            } else {
+                0
+            };
+            return register_mine(Level {
+                low: nice,
+                high: nice,
+                idle: IDLE | batch,
+                slice_us: config.gc_thread_slice_us,
+            });
+        }
+        FAILURES.fetch_add(1, Ordering::Relaxed);
     }
     let steps = config.gc_thread_nice;
     if steps == 0 {
@@ -582,7 +800,12 @@ pub(crate) fn enter(config: &crate::HeapConfig) -> GcThread {
     if low <= high || !can_boost() {
         return GcThread(None);
     }
-    register_mine(low, high)
+    register_mine(Level {
+        low,
+        high,
+        idle: 0,
+        slice_us: 0,
+    })
 }
 
 /// One line for the mode info: the background threads' priority under `config`.
@@ -630,6 +853,21 @@ fn describe_raises(config: &crate::HeapConfig) -> String {
 
 fn describe_priority(config: &crate::HeapConfig) -> String {
     let n = config.gc_thread_nice;
+    if config.gc_thread_idle {
+        if can_idle() {
+            return "gc threads: SCHED_IDLE while the collector keeps to its schedule, \
+                    their normal policy while it is behind or a mutator waits (gc_thread_idle)"
+                .into();
+        }
+        let rest = describe_priority(&crate::HeapConfig {
+            gc_thread_idle: false,
+            ..config.clone()
+        });
+        return format!(
+            "{rest}; not idle (gc_thread_idle needs CAP_SYS_NICE or RLIMIT_NICE to take a \
+             thread out of SCHED_IDLE)"
+        );
+    }
     if n == 0 {
         "gc threads: the mutators' priority (gc_thread_nice 0)".into()
     } else if !config.gc_thread_boost {
@@ -683,6 +921,7 @@ mod tests {
             let c = crate::HeapConfig {
                 gc_thread_nice: 5,
                 gc_thread_boost: true,
+                gc_thread_idle: false,
                 ..Default::default()
             };
             let t = std::thread::spawn(move || {
@@ -794,6 +1033,7 @@ mod tests {
         let c = crate::HeapConfig {
             gc_thread_nice: 4,
             gc_thread_boost: true,
+            gc_thread_idle: false,
             ..Default::default()
         };
         let base = nice_of(gettid()).unwrap();
@@ -823,6 +1063,7 @@ mod tests {
         let c = crate::HeapConfig {
             gc_thread_nice: 2,
             gc_thread_boost: false,
+            gc_thread_idle: false,
             ..Default::default()
         };
         let base = nice_of(gettid()).unwrap();
@@ -834,6 +1075,118 @@ mod tests {
         .unwrap();
         assert!(!reg);
         assert_eq!(nice, Some((base + 2).min(19)));
+    }
+
+    /// Thread `tid`'s scheduling policy.
+    fn policy_of(tid: libc::id_t) -> libc::c_int {
+        // SAFETY: sched_getscheduler only reads the thread's policy.
+        unsafe { libc::sched_getscheduler(tid as libc::pid_t) }
+    }
+
+    /// A thread registered in `reg` in idle mode (boosted policy `SCHED_BATCH`), parked until
+    /// told to unregister; it reports its policy after unregistering.
+    fn idle_thread(
+        reg: &'static Registry,
+    ) -> (
+        libc::id_t,
+        mpsc::Sender<()>,
+        std::thread::JoinHandle<libc::c_int>,
+    ) {
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (end_tx, end_rx) = mpsc::channel::<()>();
+        let h = std::thread::spawn(move || {
+            let tid = gettid();
+            let nice = nice_of(tid).unwrap();
+            let level = Level {
+                low: nice,
+                high: nice,
+                idle: IDLE | IDLE_BATCH,
+                slice_us: 0,
+            };
+            let slot = reg.register_level(tid, level).expect("a free slot");
+            tid_tx.send(tid).unwrap();
+            let _ = end_rx.recv();
+            reg.unregister(slot);
+            policy_of(gettid())
+        });
+        (tid_rx.recv().unwrap(), end_tx, h)
+    }
+
+    #[test]
+    fn idle_threads_leave_sched_idle_while_behind_or_waited_for() {
+        if !can_idle() {
+            eprintln!(
+                "SKIPPED: idle_threads_leave_sched_idle_while_behind_or_waited_for: no \
+                 privilege to take a thread out of SCHED_IDLE"
+            );
+            return;
+        }
+        static REG: Registry = Registry::new();
+        let (a, end_a, ha) = idle_thread(&REG);
+        assert_eq!(
+            policy_of(a),
+            libc::SCHED_IDLE,
+            "on schedule, nobody waiting"
+        );
+        REG.set_behind(true);
+        assert_eq!(policy_of(a), libc::SCHED_BATCH, "a heap behind");
+        REG.set_behind(true);
+        REG.set_behind(false);
+        assert_eq!(policy_of(a), libc::SCHED_BATCH, "another heap still behind");
+        REG.set_behind(false);
+        assert_eq!(policy_of(a), libc::SCHED_IDLE, "no heap behind");
+        let w = REG.waiting();
+        assert_eq!(policy_of(a), libc::SCHED_BATCH, "a mutator waits");
+        // A thread registering while one waits starts in its normal policy.
+        let (b, end_b, hb) = idle_thread(&REG);
+        assert_eq!(policy_of(b), libc::SCHED_BATCH);
+        drop(w);
+        assert_eq!(policy_of(a), libc::SCHED_IDLE);
+        assert_eq!(policy_of(b), libc::SCHED_IDLE);
+        assert_eq!(REG.behind_boosts(), 1);
+        assert_eq!(REG.stats().2, 0, "no failed sched_setattr");
+        end_a.send(()).unwrap();
+        end_b.send(()).unwrap();
+        assert_eq!(
+            ha.join().unwrap(),
+            libc::SCHED_BATCH,
+            "unregistered: its normal policy again"
+        );
+        assert_eq!(hb.join().unwrap(), libc::SCHED_BATCH);
+    }
+
+    #[test]
+    fn enter_in_idle_mode_registers_and_helpers_inherit() {
+        let c = crate::HeapConfig {
+            gc_thread_idle: true,
+            gc_thread_batch: true,
+            ..Default::default()
+        };
+        let (registered, mine, child) = std::thread::spawn(move || {
+            let g = enter(&c);
+            let mine = policy_of(gettid());
+            let inh = inherit();
+            let child = std::thread::spawn(move || {
+                let _g = inh.register();
+                policy_of(gettid())
+            })
+            .join()
+            .unwrap();
+            (g.0.is_some(), mine, child)
+        })
+        .join()
+        .unwrap();
+        if !can_idle() {
+            assert!(!registered);
+            assert_eq!(mine, libc::SCHED_BATCH, "not idle: the batch policy only");
+            return;
+        }
+        assert!(registered);
+        // Another test's heap may be behind (the table is process-wide): either level, the
+        // same for both threads unless it changed in between.
+        for p in [mine, child] {
+            assert!(p == libc::SCHED_IDLE || p == libc::SCHED_BATCH, "{p}");
+        }
     }
 
     #[test]

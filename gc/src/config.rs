@@ -165,6 +165,19 @@ pub struct HeapConfig {
     /// [`DEFAULT_GC_THREAD_BATCH`], or `FAULTLINE_GC_THREAD_BATCH` (0 or 1) from the
     /// environment.
     pub gc_thread_batch: bool,
+    /// Concurrent mode: the background GC threads run in the `SCHED_IDLE` policy while the
+    /// collector keeps to its pacer's schedule, so that a mutator that wakes up preempts them
+    /// at once, and in their normal policy (`SCHED_BATCH` with `gc_thread_batch`) while it
+    /// does not: while the markers alone are behind the marking schedule, or the compaction
+    /// behind the allocation (what would make the mutators assist), and while any mutator
+    /// waits on the collector (see the `background` module). A thread in `SCHED_IDLE` gets
+    /// the CPU only when nothing else wants it, which is why falling behind must switch it
+    /// back before the mutators wait. Taking a thread out of `SCHED_IDLE` needs
+    /// `CAP_SYS_NICE` or a large enough `RLIMIT_NICE`; without either the threads stay in
+    /// their normal policy ([`crate::Heap::mode_info`] says so). Replaces `gc_thread_nice`'s
+    /// lowering when on. Default [`DEFAULT_GC_THREAD_IDLE`], or `FAULTLINE_GC_THREAD_IDLE`
+    /// (0 or 1) from the environment.
+    pub gc_thread_idle: bool,
     /// Concurrent mode: the prefill thread offers its CPU (`sched_yield`) between chunks once
     /// it has worked this many microseconds since it last did, while the present memory above
     /// the allocation pointer is at least half of `prefill_bytes`, so a mutator that wakes up
@@ -354,6 +367,7 @@ impl core::fmt::Debug for HeapConfig {
             .field("gc_catchup_nice", &self.gc_catchup_nice)
             .field("gc_compact_nice", &self.gc_compact_nice)
             .field("gc_thread_batch", &self.gc_thread_batch)
+            .field("gc_thread_idle", &self.gc_thread_idle)
             .field("prefill_yield_us", &self.prefill_yield_us)
             .field("refill_wait_rounds", &self.refill_wait_rounds)
             .field("fault_group_pages", &self.fault_group_pages)
@@ -402,6 +416,7 @@ impl Default for HeapConfig {
             gc_compact_nice: default_gc_compact_nice(),
             gc_thread_slice_us: default_gc_thread_slice_us(),
             gc_thread_batch: default_gc_thread_batch(),
+            gc_thread_idle: default_gc_thread_idle(),
             prefill_yield_us: default_prefill_yield_us(),
             refill_wait_rounds: default_refill_wait_rounds(),
             fault_group_pages: default_fault_group_pages(),
@@ -563,6 +578,15 @@ pub const DEFAULT_GC_THREAD_BATCH: bool = true;
 /// or 1.
 pub fn default_gc_thread_batch() -> bool {
     env_flag("FAULTLINE_GC_THREAD_BATCH", DEFAULT_GC_THREAD_BATCH)
+}
+
+/// The default [`HeapConfig::gc_thread_idle`]: off (not yet measured to win).
+pub const DEFAULT_GC_THREAD_IDLE: bool = false;
+
+/// [`DEFAULT_GC_THREAD_IDLE`], or `FAULTLINE_GC_THREAD_IDLE` from the environment if it is 0
+/// or 1.
+pub fn default_gc_thread_idle() -> bool {
+    env_flag("FAULTLINE_GC_THREAD_IDLE", DEFAULT_GC_THREAD_IDLE)
 }
 
 /// 0, or `FAULTLINE_GC_THREAD_SLICE_US` from the environment if it is a number in

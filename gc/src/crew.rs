@@ -395,11 +395,9 @@ pub(crate) fn fan_out<T, R: Send>(
         nice: caller.nice,
     };
     let use_crew = CREW.with(|c| {
-        c.borrow().as_ref().is_some_and(|c| {
-            !c.busy
-                && c.base
-                    .is_none_or(|b| b.serves(&caller, prio.inherit.registered()))
-        })
+        c.borrow()
+            .as_ref()
+            .is_some_and(|c| !c.busy && c.base.is_none_or(|b| b.serves(&caller, prio.inherit)))
     });
     if !use_crew {
         return scoped(name, n, &job, own);

@@ -153,20 +153,24 @@ mod weak;
 mod weakref;
 mod youngpace;
 
-pub use background::{gc_thread_boosts, gc_thread_yields, gc_threads_batched, gc_threads_lowered};
+pub use background::{
+    gc_thread_boosts, gc_thread_idle_stats, gc_thread_yields, gc_threads_batched,
+    gc_threads_lowered,
+};
 pub use catchup::gc_catchup_stats;
 pub use config::{
     default_dense_runs, default_fault_group_pages, default_first_cycle_promotion,
     default_first_survival_promotion, default_gc_catchup_nice, default_gc_compact_nice,
-    default_gc_thread_batch, default_gc_thread_boost, default_gc_thread_nice,
-    default_gc_thread_slice_us, default_gc_threads, default_keep_fresh_bytes,
-    default_prefill_yield_us, default_refill_wait_rounds, default_young_cost_max,
-    default_young_slots_max, ConfigError, CycleHook, HeapConfig, DEFAULT_DENSE_RUNS,
-    DEFAULT_FAULT_GROUP_PAGES, DEFAULT_FIRST_SURVIVAL_PROMOTION, DEFAULT_GC_CATCHUP_NICE,
-    DEFAULT_GC_COMPACT_NICE, DEFAULT_GC_CPU_BUDGET, DEFAULT_GC_THREAD_BATCH,
-    DEFAULT_GC_THREAD_BOOST, DEFAULT_GC_THREAD_NICE, DEFAULT_GEN_KEEP_FRESH,
-    DEFAULT_PREFILL_YIELD_US, DEFAULT_REFILL_WAIT_ROUNDS, DEFAULT_YOUNG_COST_MAX,
-    DEFAULT_YOUNG_SLOTS_MAX, MAX_PAUSE_SLIDE_THREADS,
+    default_gc_thread_batch, default_gc_thread_boost, default_gc_thread_idle,
+    default_gc_thread_nice, default_gc_thread_slice_us, default_gc_threads,
+    default_keep_fresh_bytes, default_prefill_yield_us, default_refill_wait_rounds,
+    default_young_cost_max, default_young_slots_max, ConfigError, CycleHook, HeapConfig,
+    DEFAULT_DENSE_RUNS, DEFAULT_FAULT_GROUP_PAGES, DEFAULT_FIRST_SURVIVAL_PROMOTION,
+    DEFAULT_GC_CATCHUP_NICE, DEFAULT_GC_COMPACT_NICE, DEFAULT_GC_CPU_BUDGET,
+    DEFAULT_GC_THREAD_BATCH, DEFAULT_GC_THREAD_BOOST, DEFAULT_GC_THREAD_IDLE,
+    DEFAULT_GC_THREAD_NICE, DEFAULT_GEN_KEEP_FRESH, DEFAULT_PREFILL_YIELD_US,
+    DEFAULT_REFILL_WAIT_ROUNDS, DEFAULT_YOUNG_COST_MAX, DEFAULT_YOUNG_SLOTS_MAX,
+    MAX_PAUSE_SLIDE_THREADS,
 };
 pub use crew::collector_threads_started;
 pub use debug::{DebugConfig, MarkHook, MarkPoint, Phase, StressRandom};

@@ -843,6 +843,11 @@ impl Mutator {
                 if inner.config.mark_assists {
                     crate::assist::paced_compaction_assist(inner);
                 }
+                // Idle-mode GC threads run in their normal policy while the collector is
+                // behind the schedule (`HeapConfig::gc_thread_idle`).
+                if inner.config.gc_thread_idle {
+                    crate::assist::note_schedule(inner);
+                }
                 return Ok(self.init(addr, ty, len));
             }
             if collected >= tries {

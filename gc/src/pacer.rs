@@ -79,7 +79,16 @@
 //!   bounded by [`ASSIST_SLICE`] whatever the figures say;
 //! - the estimates behind `state` are only written by the thread running the cycle (initial
 //!   mark, flip, finish), behind the mutex;
-//! - the pacer never makes a mutator wait: it only sets the trigger and asks for assists.
+//! - the pacer never makes a mutator wait: it only sets the trigger and asks for assists
+//!   (idle mode: a refill that changes the behind latch while another does waits for that
+//!   one's few system calls);
+//! - idle mode ([`crate::HeapConfig::gc_thread_idle`]): the behind latch is set by a refill
+//!   that finds the markers alone behind the marking schedule ([`Pacer::markers_behind`]) or
+//!   the compaction workers alone behind the allocation
+//!   ([`Pacer::compaction_workers_behind`]), kept [`BEHIND_HOLD`]
+//!   after the last such refill, and cleared at the compaction's end and when the pacer is
+//!   dropped; while it is set the heap counts once in the GC threads' registry, which keeps
+//!   them out of `SCHED_IDLE` ([`crate::background`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -349,10 +358,45 @@ pub(crate) struct Pacer {
     compaction_assists: AtomicU64,
     compaction_assist_ns: AtomicU64,
     compaction_assist_pages: AtomicU64,
+    /// Idle mode ([`crate::HeapConfig::gc_thread_idle`]): whether this heap has told the GC
+    /// threads' registry that its collector is behind ([`Pacer::note_schedule`]); written
+    /// only under `latch_lock`.
+    schedule_behind: AtomicBool,
+    /// Nanoseconds from [`hold_epoch`] to the last refill that found the collector behind.
+    behind_seen_ns: AtomicU64,
+    /// Times this heap's collector fell behind (the latch set).
+    behind_switches: AtomicU64,
+    /// Held while the latch changes (rare: once or twice a cycle).
+    latch_lock: Mutex<()>,
+}
+
+/// How long the behind latch holds after the collector was last found behind, so that a
+/// schedule that hovers at its threshold does not switch the GC threads' policy at every
+/// refill (each switch is a system call per GC thread).
+pub(crate) const BEHIND_HOLD: Duration = Duration::from_millis(2);
+
+/// The clock origin of [`Pacer::note_schedule`]'s hold.
+fn hold_epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Whether the behind latch is to be set or kept (pure): the collector is `behind` now, or
+/// the latch is set (`latched`) and it was last found behind `since` ago, within
+/// [`BEHIND_HOLD`].
+pub(crate) fn latch_behind(behind: bool, latched: bool, since: Duration) -> bool {
+    behind || (latched && since < BEHIND_HOLD)
 }
 
 fn ns(d: Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+impl Drop for Pacer {
+    fn drop(&mut self) {
+        // A heap dropped while behind leaves the process-wide count.
+        self.set_latch(false);
+    }
 }
 
 impl Pacer {
@@ -533,6 +577,45 @@ impl Pacer {
     /// The compaction ended: no compaction assist is owed any more.
     pub(crate) fn end_compaction(&self) {
         self.budget.compact_allowance.store(0, Ordering::Relaxed);
+        self.set_latch(false);
+    }
+
+    /// Idle mode: a refilling mutator found the collector `behind` its schedule or not; sets
+    /// or clears this heap's behind latch (held [`BEHIND_HOLD`] after the last time it was
+    /// behind), which switches the registered GC threads between `SCHED_IDLE` and their
+    /// normal policy on its transitions only ([`crate::background::set_behind`]).
+    pub(crate) fn note_schedule(&self, behind: bool) {
+        let latched = self.schedule_behind.load(Ordering::Relaxed);
+        if !behind && !latched {
+            return;
+        }
+        let now = ns(hold_epoch().elapsed());
+        if behind {
+            self.behind_seen_ns.store(now, Ordering::Relaxed);
+        }
+        let since =
+            Duration::from_nanos(now.saturating_sub(self.behind_seen_ns.load(Ordering::Relaxed)));
+        self.set_latch(latch_behind(behind, latched, since));
+    }
+
+    /// Set this heap's behind latch to `on`; tells the registry on a transition, under
+    /// [`Pacer::latch_lock`], so that this heap's raises and drops of the process-wide count
+    /// reach it in the order they were made (a drop overtaking its raise would wrap it).
+    fn set_latch(&self, on: bool) {
+        if self.schedule_behind.load(Ordering::Relaxed) == on {
+            return;
+        }
+        let _serial = self
+            .latch_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.schedule_behind.load(Ordering::Relaxed) != on {
+            self.schedule_behind.store(on, Ordering::Relaxed);
+            if on {
+                self.behind_switches.fetch_add(1, Ordering::Relaxed);
+            }
+            crate::background::set_behind(on);
+        }
     }
 
     /// Whether a refilling mutator owes a compaction assist, `done` of the compaction's
@@ -549,6 +632,15 @@ impl Pacer {
             done,
             total,
         )
+    }
+
+    /// Whether the compaction workers alone are behind the allocation: [`compaction_behind`]
+    /// on the `done` pages claimed less those the mutators' compaction assists took this
+    /// cycle. (The schedule counting the assists is no signal for the workers' priority: the
+    /// assists bring it back on time at every refill, so starved workers would look on time.)
+    pub(crate) fn compaction_workers_behind(&self, done: usize, total: usize) -> bool {
+        let assisted = self.compaction_assist_pages.load(Ordering::Relaxed) as usize;
+        self.compaction_owed(done.saturating_sub(assisted), total)
     }
 
     /// The concurrent mark ended: `traced` seconds of tracing scanned this cycle's bytes;
@@ -620,6 +712,7 @@ impl Pacer {
             compaction_assists: self.compaction_assists.swap(0, Ordering::Relaxed),
             compaction_assist_time: d(&self.compaction_assist_ns),
             compaction_assist_pages: self.compaction_assist_pages.swap(0, Ordering::Relaxed),
+            behind_switches: self.behind_switches.swap(0, Ordering::Relaxed),
             markers: 0,
         }
     }
@@ -641,6 +734,55 @@ mod tests {
             mark_rate: 0.0,
             overhead_secs: 0.0,
         }
+    }
+
+    #[test]
+    fn the_behind_latch_holds_for_a_while_after_the_last_time_behind() {
+        assert!(latch_behind(true, false, Duration::ZERO));
+        assert!(latch_behind(true, true, Duration::from_secs(1)));
+        assert!(!latch_behind(false, false, Duration::ZERO), "never set");
+        assert!(latch_behind(false, true, BEHIND_HOLD / 2), "held");
+        assert!(!latch_behind(false, true, BEHIND_HOLD), "released");
+    }
+
+    #[test]
+    fn note_schedule_switches_on_transitions_and_a_dropped_pacer_clears_its_latch() {
+        let p = Pacer::default();
+        p.note_schedule(false);
+        assert!(!p.schedule_behind.load(Ordering::Relaxed));
+        p.note_schedule(true);
+        p.note_schedule(true);
+        assert!(p.schedule_behind.load(Ordering::Relaxed));
+        assert_eq!(
+            p.behind_switches.load(Ordering::Relaxed),
+            1,
+            "one transition"
+        );
+        // A refill on schedule right after: held.
+        p.note_schedule(false);
+        assert!(p.schedule_behind.load(Ordering::Relaxed));
+        std::thread::sleep(BEHIND_HOLD + Duration::from_millis(1));
+        p.note_schedule(false);
+        assert!(
+            !p.schedule_behind.load(Ordering::Relaxed),
+            "released after the hold"
+        );
+        p.note_schedule(true);
+        assert_eq!(p.behind_switches.load(Ordering::Relaxed), 2);
+        // The compaction's end clears it at once.
+        p.end_compaction();
+        assert!(!p.schedule_behind.load(Ordering::Relaxed));
+        // Dropped while behind: the process-wide count of heaps behind goes back down (no
+        // heap of this test binary runs in idle mode but this test's pacers, unless the
+        // environment turns idle mode on for every heap).
+        if crate::config::default_gc_thread_idle() {
+            return;
+        }
+        let before = crate::background::heaps_behind();
+        p.note_schedule(true);
+        assert_eq!(crate::background::heaps_behind(), before + 1);
+        drop(p);
+        assert_eq!(crate::background::heaps_behind(), before);
     }
 
     #[test]

@@ -445,6 +445,9 @@ pub struct PaceStats {
     pub compaction_assist_time: Duration,
     /// Destination pages they took.
     pub compaction_assist_pages: u64,
+    /// Idle-mode GC threads (`HeapConfig::gc_thread_idle`): times a refill found this
+    /// cycle's collector behind its schedule and switched them to their normal policy.
+    pub behind_switches: u64,
 }
 
 impl Default for CycleStats {
@@ -623,7 +626,7 @@ impl CycleStats {
         let p = &self.pacing;
         let pacing = if self.mode == GcMode::Concurrent {
             format!(
-                " | pace: trigger {}K, to flip predicted {:.3}ms actual {:.3}ms, alloc {:.1}MB/s, mark {:.1}MB/s x{} markers, next trigger {}K for {}K of marking | assists {} ({:.3}ms, max {:.3}ms, {}K scanned, {} urgent, {} deferred), compaction assists {} ({:.3}ms, {} pages), flip waits {} ({:.3}ms)",
+                " | pace: trigger {}K, to flip predicted {:.3}ms actual {:.3}ms, alloc {:.1}MB/s, mark {:.1}MB/s x{} markers, next trigger {}K for {}K of marking | assists {} ({:.3}ms, max {:.3}ms, {}K scanned, {} urgent, {} deferred), compaction assists {} ({:.3}ms, {} pages), flip waits {} ({:.3}ms){}",
                 p.trigger_bytes / 1024,
                 p.predicted_to_flip.as_secs_f64() * 1e3,
                 p.actual_to_flip.as_secs_f64() * 1e3,
@@ -643,6 +646,11 @@ impl CycleStats {
                 p.compaction_assist_pages,
                 p.flip_waits,
                 p.flip_wait_time.as_secs_f64() * 1e3,
+                if p.behind_switches > 0 {
+                    format!(", behind {}", p.behind_switches)
+                } else {
+                    String::new()
+                },
             )
         } else {
             String::new()

@@ -264,6 +264,22 @@ pub fn gettid() -> libc::id_t {
     unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t }
 }
 
+/// The scheduling policy of thread `tid` (0 = the caller).
+pub fn policy_of(tid: libc::id_t) -> i32 {
+    // SAFETY: sched_getscheduler reads a thread's policy; no memory is passed.
+    unsafe { libc::sched_getscheduler(tid as libc::pid_t) }
+}
+
+/// The mode info's line on the GC threads' priority and policy.
+pub fn gc_threads_line(heap: &Heap) -> String {
+    heap.mode_info()
+        .reasons
+        .iter()
+        .find(|r| r.starts_with("gc threads:"))
+        .expect("the mode info states the GC threads' priority")
+        .clone()
+}
+
 /// Thread `tid`'s nice value (panics if it cannot be read).
 pub fn nice_of(tid: libc::id_t) -> i32 {
     // SAFETY: clearing and reading this thread's errno; getpriority only reads.
