@@ -3055,3 +3055,145 @@ fn registering_many_types_keeps_memory_linear() {
         }
     });
 }
+
+/// Round four of the audit (s25, helper `audit4`), case 1: a mutator lent by
+/// `Heap::with_mutator` inside the mark hook or the `on_cycle` hook of a concurrent heap,
+/// allocating until the space is exhausted. It waited for the running cycle's flip (the last
+/// resort of an exhausted allocation) on the very thread that runs that cycle: forever. Now
+/// the allocation is refused (`collect_for` answers `Reentrant`, naming the hook) and the heap
+/// goes on.
+fn exhaust_inside_a_hook(on_cycle: bool) {
+    static HEAP: Mutex<Option<(Heap, faultline::TypeId)>> = Mutex::new(None);
+    static ONCE: AtomicBool = AtomicBool::new(false);
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    fn fill() {
+        let Some((heap, vector)) = HEAP.lock().unwrap().clone() else {
+            return;
+        };
+        let r = heap.with_mutator(|m| {
+            let mut n = 0usize;
+            let err = loop {
+                match m.alloc(vector, 500) {
+                    Ok(v) => {
+                        m.push(v); // kept: the space runs out
+                        n += 1;
+                    }
+                    Err(e) => break e.to_string(),
+                }
+            };
+            SEEN.lock()
+                .unwrap()
+                .push(format!("{n} allocated, then: {err}"));
+        });
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let heap = Heap::new(concurrent(8 << 20).with(|c| {
+        if on_cycle {
+            c.on_cycle = Some(Arc::new(|_| {
+                if !ONCE.swap(true, Ordering::SeqCst) {
+                    fill();
+                }
+            }));
+        } else {
+            c.debug.mark_hook = Some(Arc::new(|p| {
+                if p == faultline::MarkPoint::Started && !ONCE.swap(true, Ordering::SeqCst) {
+                    fill();
+                }
+            }));
+        }
+    }))
+    .unwrap();
+    assert_eq!(heap.mode_info().mode, GcMode::Concurrent);
+    let t = register(&heap);
+    *HEAP.lock().unwrap() = Some((heap.clone(), t.vector));
+    let mut m = heap.attach();
+    list(&mut m, &t, 1000);
+    let head = m.pop().unwrap();
+    let root = m.root(head);
+    m.collect().unwrap();
+    let seen = SEEN.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "the hook ran its fill once: {seen:?}");
+    assert!(
+        seen[0].contains("inside") && !seen[0].starts_with("0 "),
+        "refused once the space ran out, naming the hook: {seen:?}"
+    );
+    // The heap goes on: what the hook's mutator kept is garbage now.
+    m.collect().unwrap();
+    assert_eq!(read_list(&m, root.value(&m)), (0..1000).collect::<Vec<_>>());
+    heap.verify().unwrap();
+    *HEAP.lock().unwrap() = None;
+}
+
+#[test]
+fn exhausting_the_space_inside_the_mark_hook_is_refused() {
+    if !uffd_here("exhausting_the_space_inside_the_mark_hook_is_refused") {
+        return;
+    }
+    expect_ok(
+        "exhausting_the_space_inside_the_mark_hook_is_refused",
+        || exhaust_inside_a_hook(false),
+    );
+}
+
+#[test]
+fn exhausting_the_space_inside_on_cycle_is_refused() {
+    if !uffd_here("exhausting_the_space_inside_on_cycle_is_refused") {
+        return;
+    }
+    expect_ok("exhausting_the_space_inside_on_cycle_is_refused", || {
+        exhaust_inside_a_hook(true)
+    });
+}
+
+/// Round four, case 2: a mutator leaked (`std::mem::forget`) on a thread that then exited no
+/// longer holds collections (`a_leaked_mutator_of_an_exited_thread...`), unless its thread id
+/// was handed to a later thread first: that thread looked alive, and every collection waited
+/// for the leaked mutator forever. Now the thread's start time, recorded at attach, tells the
+/// two apart. Cycles thread ids until one comes back (about `pid_max` threads: skipped where
+/// `pid_max` is above 65 536, where that takes too long).
+#[test]
+fn a_leaked_mutator_whose_thread_id_was_reused_does_not_hold_collections() {
+    const CASE: &str = "a_leaked_mutator_whose_thread_id_was_reused_does_not_hold_collections";
+    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    if pid_max > 65_536 {
+        eprintln!("SKIPPED: {CASE}: pid_max is {pid_max}: reusing a thread id takes too long");
+        return;
+    }
+    expect_ok(CASE, || {
+        let heap = Heap::new(stw(4 << 20)).unwrap();
+        let h = heap.clone();
+        let leaked = std::thread::spawn(move || {
+            std::mem::forget(h.attach());
+            gettid()
+        })
+        .join()
+        .unwrap();
+        // Threads until one gets the leaked thread's id; it stays alive during the collection.
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let mut keeper = None;
+        for _ in 0..4 * pid_max {
+            let tid_tx = tid_tx.clone();
+            let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+            let t = std::thread::spawn(move || {
+                let tid = gettid();
+                tid_tx.send(tid).unwrap();
+                if tid == leaked {
+                    let _ = go_rx.recv();
+                }
+            });
+            if tid_rx.recv().unwrap() == leaked {
+                keeper = Some((t, go_tx));
+                break;
+            }
+            t.join().unwrap();
+        }
+        let (t, go) = keeper.expect("the thread id came back");
+        heap.collect().unwrap(); // waited forever before the fix (the watchdog's hang)
+        assert_eq!(heap.cycles(), 1);
+        drop(go);
+        t.join().unwrap();
+    });
+}

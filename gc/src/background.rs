@@ -88,15 +88,30 @@ pub(crate) fn gettid() -> libc::id_t {
     unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t }
 }
 
-/// Whether thread `tid` of this process has exited (the kernel no longer knows it). A thread
-/// id can be reused by a later thread: then this says "alive", the safe answer for its callers.
-pub(crate) fn thread_exited(tid: libc::id_t) -> bool {
+/// The start time of a thread of this process (field 22 of `/proc/<task>/stat`, clock ticks
+/// since boot), where `task` is `thread-self` or `self/task/<tid>`; `None` if unreadable.
+pub(crate) fn thread_start_time(task: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{task}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields 3.. follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether thread `tid` of this process, which started at `start` (if known, see
+/// [`thread_start_time`]), has exited: the kernel no longer knows `tid`, or `tid` now names a
+/// later thread (thread ids are reused: `pid_max` is 32768 on many systems). Without `start`, a
+/// reused id reads as "alive", the safe answer for its callers.
+pub(crate) fn thread_exited(tid: libc::id_t, start: Option<u64>) -> bool {
     // SAFETY: tgkill with signal 0 sends nothing: it only checks that the thread exists in
     // this thread group; errno is read right after the call, on this thread.
-    unsafe {
+    let gone = unsafe {
         libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, 0) == -1
             && *libc::__errno_location() == libc::ESRCH
-    }
+    };
+    // Only a start time read and found different counts: a failed read (out of descriptors,
+    // say) must never make a running thread's mutator count as stopped.
+    gone || start
+        .is_some_and(|s| thread_start_time(&format!("self/task/{tid}")).is_some_and(|now| now != s))
 }
 
 /// The nice value of thread `tid`, or None if it cannot be read. Preserves `errno`.
@@ -1187,6 +1202,23 @@ mod tests {
         for p in [mine, child] {
             assert!(p == libc::SCHED_IDLE || p == libc::SCHED_BATCH, "{p}");
         }
+    }
+
+    #[test]
+    fn a_thread_id_that_names_a_later_thread_reads_as_exited() {
+        let me = gettid();
+        let start = thread_start_time("thread-self");
+        assert!(start.is_some(), "/proc/thread-self/stat has a start time");
+        assert_eq!(thread_start_time(&format!("self/task/{me}")), start);
+        assert!(
+            !thread_exited(me, start),
+            "this thread, its own start time: alive"
+        );
+        assert!(!thread_exited(me, None), "no start time known: alive");
+        assert!(
+            thread_exited(me, start.map(|s| s + 1)),
+            "another start time: the id names a later thread"
+        );
     }
 
     #[test]

@@ -676,10 +676,13 @@ mod tests {
         for t in tids {
             // (A joined thread may take a moment to leave the kernel's thread list.)
             let t0 = std::time::Instant::now();
-            while !crate::background::thread_exited(t) && t0.elapsed().as_secs() < 5 {
+            while !crate::background::thread_exited(t, None) && t0.elapsed().as_secs() < 5 {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
-            assert!(crate::background::thread_exited(t), "member {t} was joined");
+            assert!(
+                crate::background::thread_exited(t, None),
+                "member {t} was joined"
+            );
         }
     }
 }

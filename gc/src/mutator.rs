@@ -877,7 +877,11 @@ impl Mutator {
             }
             let flips = self.heap.inner.cycles.load(Ordering::SeqCst);
             let inner = &self.heap.inner;
-            if inner.concurrent_now() && inner.gate.is_busy() {
+            // Inside a callback run by a collection (the `on_cycle` hook, the mark hook: a
+            // mutator lent by `Heap::with_mutator` on the GC thread) the running cycle cannot
+            // flip or end until the callback returns: waiting for it would wait for itself.
+            // There, an exhausted space is refused (`collect_for` answers `Reentrant`).
+            if inner.concurrent_now() && inner.gate.is_busy() && reentry::current().is_none() {
                 // The space is exhausted while a concurrent cycle runs: wait for its flip (or
                 // its end), helping it there meanwhile (`wait_for_flip`): the last resort. Not
                 // counted as a collection tried: it ends at the running cycle's flip or end.

@@ -107,6 +107,11 @@ pub(crate) struct MutatorShared {
     pub roots: UnsafeCell<LocalRoots>,
     /// The owning thread's kernel id (a `Mutator` is not `Send`).
     pub tid: libc::id_t,
+    /// The owning thread's start time (field 22 of `/proc/thread-self/stat`, clock ticks since
+    /// boot), read at attach: a later thread that reuses `tid` has another one, so it is not
+    /// mistaken for the owner ([`crate::background::thread_exited`]). `None` where `/proc` is
+    /// unreadable (then a reused id reads as alive, as before).
+    pub tid_start: Option<u64>,
     /// Time-to-safepoint diagnostics (see [`crate::ttsdiag`]).
     pub probe: ttsdiag::Probe,
 }
@@ -136,6 +141,7 @@ impl MutatorShared {
                 ..LocalRoots::default()
             }),
             tid: crate::background::gettid(),
+            tid_start: crate::background::thread_start_time("thread-self"),
             probe: ttsdiag::Probe::default(),
         }
     }
@@ -284,13 +290,13 @@ fn report_stall(g: &SpState, waited: Duration) {
 /// `Mutator` is neither `Send` nor `Sync`, no code can reach it any more. Its roots stay roots
 /// (its handles may still be the only path to objects it had stored: nothing reads them, but
 /// keeping them costs nothing and needs no detach work from another thread). Says so on stderr,
-/// once per such mutator (it is never late again). A thread id reused by a later thread reads
-/// as alive: that mutator is waited for, as before.
+/// once per such mutator (it is never late again). A thread id reused by a later thread is
+/// told apart by its start time (recorded at attach).
 fn adopt_orphans(g: &SpState) {
     for m in &g.mutators {
         if Some(m.id) == g.stopper
             || m.state.load(Ordering::SeqCst) != RUNNING
-            || !crate::background::thread_exited(m.tid)
+            || !crate::background::thread_exited(m.tid, m.tid_start)
         {
             continue;
         }
