@@ -104,7 +104,7 @@
 //! - `half` changes only while the old generation is empty (the first cycle's promotion, a
 //!   full cycle's flip after it emptied the old generation).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use faultline_heap::object::{TypeRegistry, WORD};
@@ -133,6 +133,13 @@ pub(crate) struct GenState {
     young_cost_max: f64,
     /// Young cycles' own pacing figures ([`crate::youngpace`]).
     pub young_pace: crate::youngpace::YoungPace,
+    /// An allocation is about to fail with no full cycle flipped since it began
+    /// ([`GenState::request_full`]): the next cycle to start, whoever starts it, is due full.
+    /// Taken by [`GenState::begin`].
+    full_requested: AtomicBool,
+    /// Flips of full cycles: only those free the old generation and the large objects
+    /// ([`GenState::full_flips`]).
+    full_flips: AtomicU64,
 }
 
 /// What kind of cycle runs next.
@@ -521,10 +528,12 @@ impl GenState {
         let bytes = old.bytes();
         // Full when the old generation (or the large objects, which only full cycles free)
         // grew past their limits, when an allocation found the space exhausted with an old
-        // generation to reclaim, and when objects are pinned in the old half (they would be
-        // kept, stranded, above the old generation: young cycles from the old half leave pins
-        // to full cycles).
-        let full_due = old.full_pending
+        // generation to reclaim, when an allocation about to fail after young cycles only
+        // asked for one (`request_full`), and when objects are pinned in the old half (they
+        // would be kept, stranded, above the old generation: young cycles from the old half
+        // leave pins to full cycles).
+        let full_due = self.full_requested.swap(false, Ordering::SeqCst)
+            || old.full_pending
             || old.fallback > 0
             || bytes > old.limit
             || bytes > moving.half_bytes / 2
@@ -676,6 +685,9 @@ impl GenState {
         full_limit: (usize, usize),
     ) -> Result<usize, ArenaError> {
         let mut old = self.old();
+        if c.kind == CycleKind::Full {
+            self.full_flips.fetch_add(1, Ordering::SeqCst);
+        }
         let base = if c.promote { new_hi } else { to };
         old.last_cost = old.measure_young_cost(c, fwd, to, self.young_cost_max);
         old.note_traced(c, fwd, to, (base, top.max(base)));
@@ -819,6 +831,22 @@ impl GenState {
         self.old().bytes()
     }
 
+    /// How many full cycles have flipped: an allocation that saw this count unchanged since
+    /// it began has had no collection that frees old or large objects (a young cycle keeps
+    /// both: the old generation is live by definition, every large object is a root).
+    pub(crate) fn full_flips(&self) -> u64 {
+        self.full_flips.load(Ordering::SeqCst)
+    }
+
+    /// An allocation is about to fail after young cycles only (its own occupancy cycle, its
+    /// own exhausted one with nothing old, cycles other threads started, which satisfy its
+    /// exhausted trigger): the next cycle to start, whoever starts it, is due full (one that
+    /// starts in the half without the old generation promotes everything, and the next is
+    /// full; see [`GenState::begin`]).
+    pub(crate) fn request_full(&self) {
+        self.full_requested.store(true, Ordering::SeqCst);
+    }
+
     /// The last flip's young cost measurement (thousandths, if measured) and the full cycles
     /// still owed for it.
     pub(crate) fn young_cost(&self) -> (Option<u32>, u32) {
@@ -854,6 +882,8 @@ pub(crate) fn create(
                 first_cycle: config.first_cycle_promotion,
                 young_cost_max: config.young_cost_max,
                 young_pace: Default::default(),
+                full_requested: AtomicBool::new(false),
+                full_flips: AtomicU64::new(0),
             };
             (Some(cards), Some(state))
         }
@@ -871,6 +901,8 @@ pub(crate) fn create(
                 first_cycle: config.first_cycle_promotion,
                 young_cost_max: config.young_cost_max,
                 young_pace: Default::default(),
+                full_requested: AtomicBool::new(false),
+                full_flips: AtomicU64::new(0),
             };
             (None, Some(state))
         }

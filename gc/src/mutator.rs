@@ -754,6 +754,17 @@ impl Mutator {
             1
         };
         let mut collected = 0;
+        // Generational: a young cycle frees no old object and no large one, and the collections
+        // tried may all have been young (this allocation's occupancy cycle; its exhausted one
+        // with nothing old; cycles other threads started, which satisfy its exhausted
+        // trigger). Before failing, it asks that the next cycle be full
+        // (`GenState::request_full`) and goes on, up to `FULL_TRIES` more steps (a flip or an
+        // end: the running cycle, a young one from the half without the old generation that
+        // promotes everything, then the full one), until a full cycle has flipped since it
+        // began: OutOfMemory only when the live data do not fit after a full collection.
+        const FULL_TRIES: u32 = 8;
+        let full_flips0 = self.heap.inner.gen.as_ref().map(|g| g.full_flips());
+        let mut full_tries = 0;
         loop {
             let inner = &self.heap.inner;
             let over_trigger = inner.used() >= inner.trigger_bytes.load(Ordering::Relaxed);
@@ -850,8 +861,17 @@ impl Mutator {
                 }
                 return Ok(self.init(addr, ty, len));
             }
-            if collected >= tries {
-                let inner = &self.heap.inner;
+            let inner = &self.heap.inner;
+            let young_only = inner.gen.as_ref().filter(|gs| {
+                collected >= tries
+                    && full_tries < FULL_TRIES
+                    && full_flips0 == Some(gs.full_flips())
+            });
+            if let Some(gs) = young_only {
+                // Every collection tried was young: the next cycle is full (see above).
+                gs.request_full();
+                full_tries += 1;
+            } else if collected >= tries {
                 return Err(if large {
                     AllocError::OutOfMemory {
                         requested: bytes,
