@@ -246,3 +246,36 @@ gen_stress::concurrent_tests!(concurrent);
 fn concurrent_move_sigbus_wp_async_marking() {
     concurrent(Strategy::Move, FaultMode::Sigbus, Barrier::WpAsync);
 }
+
+/// The young/full choice with one live large object is the cards mode's: before, the written
+/// pages' old generation started with no large-object budget (the cards mode's is
+/// `min_trigger_bytes / 2`), so until the first full cycle any large object made every cycle
+/// full.
+#[test]
+fn a_live_large_object_leaves_young_cycles_young_as_with_cards() {
+    if !available() || !common::uffd_or_skip("a_live_large_object_leaves_young_cycles_young") {
+        return;
+    }
+    let kinds = |kind: Generational| -> Vec<Option<bool>> {
+        let heap = Heap::new(gen_config().with(|c| {
+            c.mode = GcMode::StopTheWorld;
+            c.generational = kind;
+        }))
+        .unwrap();
+        let bytes = heap.register_type(TypeInfo::byte_array("bytes")).unwrap();
+        let mut m = heap.attach();
+        let big = m.alloc(bytes, 64 << 10).unwrap(); // large: the non-moving space
+        let _big = m.root(big);
+        for _ in 0..4 {
+            m.collect().unwrap();
+        }
+        heap.verify().unwrap();
+        heap.history().iter().map(|c| c.gen.young).collect()
+    };
+    let cards = kinds(Generational::Cards);
+    assert!(
+        cards.iter().filter(|y| **y == Some(true)).count() >= 2,
+        "the cards mode runs young cycles here: {cards:?}"
+    );
+    assert_eq!(kinds(Generational::WrittenPages), cards);
+}

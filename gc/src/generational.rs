@@ -893,6 +893,7 @@ pub(crate) fn create(
                 remset: Arc::new(crate::remset_wp::WrittenPages::new(base, 2 * half)),
                 old: Mutex::new(OldGen {
                     limit,
+                    large_limit: limit,
                     aged,
                     ..OldGen::default()
                 }),
