@@ -26,7 +26,7 @@
 //! no other thread wants it, and a waking mutator preempts it at once, where a `SCHED_BATCH`
 //! thread keeps the CPU until the next tick) and is boosted back to its normal policy while
 //! any mutator waits on the collector or any heap's collector is *behind* its pacer's
-//! schedule ([`Registry::set_behind`], from a refilling mutator: [`crate::pacer::Pacer::
+//! schedule ([`count_behind`], from a refilling mutator: [`crate::pacer::Pacer::
 //! note_schedule`]). Falling behind must boost before anyone waits: an idle marker starves
 //! while the mutators keep every CPU busy.
 //!
@@ -47,8 +47,8 @@
 //!   and [`Registry::unregister`] waits until no boost or drop is under way, so a priority is
 //!   never set on a tid that the system may have handed to another thread;
 //! - [`boost_while_waiting`] and everything it calls are async-signal-safe (a fault stall in
-//!   the SIGBUS handler waits with one): atomics on a static table and `setpriority` system
-//!   calls, no allocation, no lock, no panic, `errno` preserved;
+//!   the SIGBUS handler waits with one): atomics on a static table and `setpriority` or
+//!   `sched_setattr` system calls, no allocation, no lock, no panic, `errno` preserved;
 //! - never called to *lower* a mutator thread or the fault handler thread (mutators wait on
 //!   it; it is never registered);
 //! - the slice and the `SCHED_BATCH` policy ([`crate::HeapConfig::gc_thread_batch`]) change
@@ -63,7 +63,9 @@
 //!   normal policy, at its nice value, once it unregisters; each heap adds at most one to
 //!   `behind` (its pacer's latch changes it on transitions only, and a dropped pacer takes
 //!   its one back); idle mode is used only where [`can_idle`] found that a thread may leave
-//!   `SCHED_IDLE` again;
+//!   `SCHED_IDLE` again; a thread started by an idle-mode thread inherits its policy of the
+//!   moment and leaves `SCHED_IDLE` when it registers (or, the table full, at once), and
+//!   code a hook runs on the GC thread may run in `SCHED_IDLE`;
 //! - failure is harmless: a thread keeps its settings and the failure is counted
 //!   ([`gc_threads_lowered`], [`gc_thread_boosts`]).
 
@@ -90,10 +92,23 @@ pub(crate) fn gettid() -> libc::id_t {
 
 /// The start time of a thread of this process (field 22 of `/proc/<task>/stat`, clock ticks
 /// since boot), where `task` is `thread-self` or `self/task/<tid>`; `None` if unreadable.
-pub(crate) fn thread_start_time(task: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{task}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: fields 3.. follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
+pub(crate) fn thread_start_time(task: &str, tid: libc::id_t) -> Option<u64> {
+    let stat = std::fs::read(format!("/proc/{task}/stat")).ok()?;
+    // Field 1 must be `tid`: a `/proc` of another pid namespace names other threads (then the
+    // start time is unknown, never "another thread's").
+    let first = stat.split(|&b| b == b' ').next()?;
+    if std::str::from_utf8(first)
+        .ok()?
+        .parse::<libc::id_t>()
+        .ok()?
+        != tid
+    {
+        return None;
+    }
+    // The command name (field 2) may hold spaces, parentheses and bytes that are not UTF-8:
+    // fields 3.. follow the last ')'.
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
     rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
@@ -110,8 +125,9 @@ pub(crate) fn thread_exited(tid: libc::id_t, start: Option<u64>) -> bool {
     };
     // Only a start time read and found different counts: a failed read (out of descriptors,
     // say) must never make a running thread's mutator count as stopped.
-    gone || start
-        .is_some_and(|s| thread_start_time(&format!("self/task/{tid}")).is_some_and(|now| now != s))
+    gone || start.is_some_and(|s| {
+        thread_start_time(&format!("self/task/{tid}"), tid).is_some_and(|now| now != s)
+    })
 }
 
 /// The nice value of thread `tid`, or None if it cannot be read. Preserves `errno`.
@@ -412,7 +428,7 @@ pub(crate) struct Registry {
     registered: AtomicU32,
     /// Threads waiting on the collector now ([`Registry::waiting`]).
     waiters: AtomicU32,
-    /// Heaps whose collector is behind its pacer's schedule now ([`Registry::set_behind`]):
+    /// Heaps whose collector is behind its pacer's schedule now ([`Registry::count_behind`]):
     /// registered threads run boosted while any is, as while a thread waits.
     behind: AtomicU32,
     /// Times the behind count left zero.
@@ -527,15 +543,27 @@ impl Registry {
     /// A heap's collector fell behind its pacer's schedule (`true`) or is back on it
     /// (`false`); each heap calls it on its transitions only, alternating (see
     /// [`crate::pacer::Pacer::note_schedule`]). Registered threads run boosted while any heap
-    /// is behind. Async-signal-safe.
+    /// is behind. Async-signal-safe. (The heaps use its two steps, [`count_behind`] and
+    /// [`apply_behind`].)
+    #[cfg(test)]
     pub(crate) fn set_behind(&self, behind: bool) {
-        if behind {
-            if self.behind.fetch_add(1, Ordering::SeqCst) == 0 {
-                self.behind_boosts.fetch_add(1, Ordering::Relaxed);
-                self.apply_all();
-            }
-        } else if self.behind.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.count_behind(behind) {
             self.apply_all();
+        }
+    }
+
+    /// The count of a heap falling behind or back on schedule: whether the count left or reached zero (then
+    /// the caller applies the levels, [`Registry::apply_all`], which settles against the count
+    /// of that moment whoever applies last).
+    fn count_behind(&self, behind: bool) -> bool {
+        if behind {
+            let first = self.behind.fetch_add(1, Ordering::SeqCst) == 0;
+            if first {
+                self.behind_boosts.fetch_add(1, Ordering::Relaxed);
+            }
+            first
+        } else {
+            self.behind.fetch_sub(1, Ordering::SeqCst) == 1
         }
     }
 
@@ -688,9 +716,17 @@ pub(crate) fn heaps_behind() -> u32 {
 
 /// A heap's collector fell behind its pacer's schedule or is back on it (its transitions
 /// only, alternating): idle-mode GC threads run in their normal policy while any heap is
-/// behind ([`crate::HeapConfig::gc_thread_idle`]).
-pub(crate) fn set_behind(behind: bool) {
-    REGISTRY.set_behind(behind);
+/// behind ([`crate::HeapConfig::gc_thread_idle`]). In two steps: the count (under the caller's lock, so that one heap's raises
+/// and drops reach it in order), and, when it returns true, [`apply_behind`] after the lock is
+/// released (a GC thread that drops the threads to `SCHED_IDLE` drops itself too: it must
+/// hold nothing a mutator may wait for by then).
+pub(crate) fn count_behind(behind: bool) -> bool {
+    REGISTRY.count_behind(behind)
+}
+
+/// Apply the levels after [`count_behind`] changed the count's zeroness.
+pub(crate) fn apply_behind() {
+    REGISTRY.apply_all();
 }
 
 /// Whether this process may lower a thread's nice value again after raising it (boosting needs
@@ -736,7 +772,21 @@ fn register_mine(level: Level) -> GcThread {
             MINE.with(|m| m.set(Some(level)));
             GcThread(Some(slot))
         }
-        None => GcThread(None),
+        None => {
+            // The table is full. A thread spawned by an idle-mode thread in `SCHED_IDLE`
+            // inherited that policy: nothing would ever boost it, so it leaves it here.
+            if level.idle != 0
+                && !set_policy(
+                    gettid(),
+                    high_policy(level.idle),
+                    level.high,
+                    level.slice_us,
+                )
+            {
+                FAILURES.fetch_add(1, Ordering::Relaxed);
+            }
+            GcThread(None)
+        }
     }
 }
 
@@ -853,7 +903,10 @@ fn describe_raises(config: &crate::HeapConfig) -> String {
             config.gc_catchup_nice
         ));
     }
-    if raised.is_empty() || (config.gc_thread_nice > 0 && config.gc_thread_boost) {
+    if raised.is_empty()
+        || (config.gc_thread_nice > 0 && config.gc_thread_boost)
+        || (config.gc_thread_idle && can_idle())
+    {
         // Nothing asked for, or every GC thread is registered for boosting, which owns its
         // nice value (the catch-up leaves such a thread alone).
         return String::new();
@@ -1207,9 +1260,14 @@ mod tests {
     #[test]
     fn a_thread_id_that_names_a_later_thread_reads_as_exited() {
         let me = gettid();
-        let start = thread_start_time("thread-self");
+        let start = thread_start_time("thread-self", me);
         assert!(start.is_some(), "/proc/thread-self/stat has a start time");
-        assert_eq!(thread_start_time(&format!("self/task/{me}")), start);
+        assert_eq!(thread_start_time(&format!("self/task/{me}"), me), start);
+        assert_eq!(
+            thread_start_time("thread-self", me + 1),
+            None,
+            "a stat file of another thread id: unknown"
+        );
         assert!(
             !thread_exited(me, start),
             "this thread, its own start time: alive"

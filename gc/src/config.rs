@@ -183,7 +183,7 @@ pub struct HeapConfig {
     /// the allocation pointer is at least half of `prefill_bytes`, so a mutator that wakes up
     /// on its CPU runs within about one chunk instead of waiting for the scheduler's next tick
     /// (nobody waits for the prefill thread: a refill that finds no present memory makes its
-    /// own). Its share of the CPU is not lowered. 0: never yields. In [0, 100 000]; default
+    /// own). Its share of the CPU is not lowered (but see `gc_thread_idle`). 0: never yields. In [0, 100 000]; default
     /// [`DEFAULT_PREFILL_YIELD_US`], or `FAULTLINE_PREFILL_YIELD_US` from the environment.
     pub prefill_yield_us: u32,
     /// Concurrent mode: how many microseconds an allocation-buffer refill spins while pages

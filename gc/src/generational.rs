@@ -74,7 +74,9 @@
 //!   is larger (before, a heap whose long-lived data exceeded the first limit,
 //!   `min_trigger_bytes / 2`, ran a full cycle right after promoting it, emptied the old
 //!   generation and copied it all again to promote it once more), when anything is pinned or stranded (young cycles leave pins
-//!   to full cycles), and only from the old half (its source is `[lo, top)`): if the other half
+//!   to full cycles), when an allocation about to fail has seen no full cycle flip since it
+//!   began ([`GenState::request_full`]: young cycles free no old and no large object, so
+//!   `OutOfMemory` comes only after a full collection), and only from the old half (its source is `[lo, top)`): if the other half
 //!   is current, a young cycle runs first (it promotes every survivor) and the next cycle is
 //!   full. With `HeapConfig::first_cycle_promotion` (the default) and nothing pinned, it
 //!   promotes what it traced, as the first cycle does: the half it compacts into becomes the

@@ -583,13 +583,19 @@ impl Pacer {
     /// Idle mode: a refilling mutator found the collector `behind` its schedule or not; sets
     /// or clears this heap's behind latch (held [`BEHIND_HOLD`] after the last time it was
     /// behind), which switches the registered GC threads between `SCHED_IDLE` and their
-    /// normal policy on its transitions only ([`crate::background::set_behind`]).
+    /// normal policy on its transitions only ([`crate::background::count_behind`]).
     pub(crate) fn note_schedule(&self, behind: bool) {
+        if behind || self.schedule_behind.load(Ordering::Relaxed) {
+            self.note_schedule_at(behind, ns(hold_epoch().elapsed()));
+        }
+    }
+
+    /// [`Pacer::note_schedule`] at `now` nanoseconds from [`hold_epoch`].
+    fn note_schedule_at(&self, behind: bool, now: u64) {
         let latched = self.schedule_behind.load(Ordering::Relaxed);
         if !behind && !latched {
             return;
         }
-        let now = ns(hold_epoch().elapsed());
         if behind {
             self.behind_seen_ns.store(now, Ordering::Relaxed);
         }
@@ -605,16 +611,21 @@ impl Pacer {
         if self.schedule_behind.load(Ordering::Relaxed) == on {
             return;
         }
-        let _serial = self
+        let serial = self
             .latch_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if self.schedule_behind.load(Ordering::Relaxed) != on {
+        let apply = self.schedule_behind.load(Ordering::Relaxed) != on && {
             self.schedule_behind.store(on, Ordering::Relaxed);
             if on {
                 self.behind_switches.fetch_add(1, Ordering::Relaxed);
             }
-            crate::background::set_behind(on);
+            crate::background::count_behind(on)
+        };
+        drop(serial);
+        if apply {
+            // Outside the lock: a GC thread dropping the threads to SCHED_IDLE drops itself.
+            crate::background::apply_behind();
         }
     }
 
@@ -758,11 +769,11 @@ mod tests {
             1,
             "one transition"
         );
-        // A refill on schedule right after: held.
-        p.note_schedule(false);
+        // A refill on schedule right after: held (the clock given, not read).
+        let seen = p.behind_seen_ns.load(Ordering::Relaxed);
+        p.note_schedule_at(false, seen + ns(BEHIND_HOLD) / 2);
         assert!(p.schedule_behind.load(Ordering::Relaxed));
-        std::thread::sleep(BEHIND_HOLD + Duration::from_millis(1));
-        p.note_schedule(false);
+        p.note_schedule_at(false, seen + ns(BEHIND_HOLD));
         assert!(
             !p.schedule_behind.load(Ordering::Relaxed),
             "released after the hold"

@@ -30,7 +30,8 @@
 //! as a futile wake-up). One case can be told: a late mutator whose *thread has exited* (its
 //! `Mutator` leaked there, so no code can ever use it again: a `Mutator` is neither `Send` nor
 //! `Sync`). At each such timeout the stopper asks the kernel whether each late mutator's thread
-//! still exists; one that does not is turned NATIVE for good (its roots stay roots) and named
+//! still exists (and, its thread id taken by a later thread, tells the two apart by the start
+//! time recorded at attach); one that does not is turned NATIVE for good (its roots stay roots) and named
 //! on stderr once ([`adopt_orphans`]), and the stop goes on without it.
 //!
 //! # One heap per thread
@@ -141,7 +142,10 @@ impl MutatorShared {
                 ..LocalRoots::default()
             }),
             tid: crate::background::gettid(),
-            tid_start: crate::background::thread_start_time("thread-self"),
+            tid_start: {
+                let tid = crate::background::gettid();
+                crate::background::thread_start_time("thread-self", tid)
+            },
             probe: ttsdiag::Probe::default(),
         }
     }
