@@ -463,22 +463,6 @@ impl Registry {
         }
     }
 
-    /// Register thread `tid` (the caller itself: it must unregister before it exits), to run
-    /// at nice `low` while no thread waits and at `high` while one does; sets its priority to
-    /// the level of the moment. Returns its slot, or None if the table is full.
-    #[cfg(test)]
-    pub(crate) fn register(&self, tid: libc::id_t, low: i32, high: i32) -> Option<usize> {
-        self.register_level(
-            tid,
-            Level {
-                low,
-                high,
-                idle: 0,
-                slice_us: 0,
-            },
-        )
-    }
-
     /// Register thread `tid` (the caller itself: it must unregister before it exits) with its
     /// two levels; sets its priority to the level of the moment. Returns its slot, or None if
     /// the table is full.
@@ -960,15 +944,40 @@ mod tests {
     fn registered_thread(
         reg: &'static Registry,
         base: i32,
-    ) -> (libc::id_t, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    ) -> (
+        libc::id_t,
+        mpsc::Sender<()>,
+        std::thread::JoinHandle<libc::c_int>,
+    ) {
+        thread_at(reg, move |_| Level {
+            low: base + 3,
+            high: base,
+            idle: 0,
+            slice_us: 0,
+        })
+    }
+
+    /// A thread registered in `reg` with the level `level(its nice value)`, parked until told
+    /// to unregister and exit; it returns its policy after unregistering. Returns its tid, the
+    /// sender that ends it, and its join handle.
+    fn thread_at(
+        reg: &'static Registry,
+        level: impl FnOnce(i32) -> Level + Send + 'static,
+    ) -> (
+        libc::id_t,
+        mpsc::Sender<()>,
+        std::thread::JoinHandle<libc::c_int>,
+    ) {
         let (tid_tx, tid_rx) = mpsc::channel();
         let (end_tx, end_rx) = mpsc::channel::<()>();
         let h = std::thread::spawn(move || {
             let tid = gettid();
-            let slot = reg.register(tid, base + 3, base).expect("a free slot");
+            let level = level(nice_of(tid).unwrap());
+            let slot = reg.register_level(tid, level).expect("a free slot");
             tid_tx.send(tid).unwrap();
             let _ = end_rx.recv();
             reg.unregister(slot);
+            policy_of(tid)
         });
         (tid_rx.recv().unwrap(), end_tx, h)
     }
@@ -1093,6 +1102,29 @@ mod tests {
         ha.join().unwrap();
     }
 
+    /// On a new thread: [`enter`] with `c`, `read()` there, then on a thread it spawns that
+    /// registers as it ([`inherit`]). Returns (entered registered, in idle mode, the two
+    /// readings).
+    fn entered_pair<T: Send + 'static>(
+        c: crate::HeapConfig,
+        read: fn() -> T,
+    ) -> (bool, bool, T, T) {
+        std::thread::spawn(move || {
+            let g = enter(&c);
+            let parent = read();
+            let inh = inherit();
+            let child = std::thread::spawn(move || {
+                let _g = inh.register();
+                read()
+            })
+            .join()
+            .unwrap();
+            (g.0.is_some(), inh.idle(), parent, child)
+        })
+        .join()
+        .unwrap()
+    }
+
     #[test]
     fn spawned_helpers_inherit_the_registration() {
         if !boost_here("spawned_helpers_inherit_the_registration") {
@@ -1105,20 +1137,7 @@ mod tests {
             ..Default::default()
         };
         let base = nice_of(gettid()).unwrap();
-        let (parent, child) = std::thread::spawn(move || {
-            let _g = enter(&c);
-            let parent = nice_of(gettid());
-            let inh = inherit();
-            let child = std::thread::spawn(move || {
-                let _g = inh.register();
-                nice_of(gettid())
-            })
-            .join()
-            .unwrap();
-            (parent, child)
-        })
-        .join()
-        .unwrap();
+        let (_, _, parent, child) = entered_pair(c, || nice_of(gettid()));
         // Other tests' heaps may be waiting on the process-wide table: either level is right,
         // both threads at the same one.
         let low = (base + 4).min(19);
@@ -1151,8 +1170,8 @@ mod tests {
         unsafe { libc::sched_getscheduler(tid as libc::pid_t) }
     }
 
-    /// A thread registered in `reg` in idle mode (boosted policy `SCHED_BATCH`), parked until
-    /// told to unregister; it reports its policy after unregistering.
+    /// A thread registered in `reg` in idle mode (boosted policy `SCHED_BATCH`) at its nice
+    /// value ([`thread_at`]).
     fn idle_thread(
         reg: &'static Registry,
     ) -> (
@@ -1160,24 +1179,12 @@ mod tests {
         mpsc::Sender<()>,
         std::thread::JoinHandle<libc::c_int>,
     ) {
-        let (tid_tx, tid_rx) = mpsc::channel();
-        let (end_tx, end_rx) = mpsc::channel::<()>();
-        let h = std::thread::spawn(move || {
-            let tid = gettid();
-            let nice = nice_of(tid).unwrap();
-            let level = Level {
-                low: nice,
-                high: nice,
-                idle: IDLE | IDLE_BATCH,
-                slice_us: 0,
-            };
-            let slot = reg.register_level(tid, level).expect("a free slot");
-            tid_tx.send(tid).unwrap();
-            let _ = end_rx.recv();
-            reg.unregister(slot);
-            policy_of(gettid())
-        });
-        (tid_rx.recv().unwrap(), end_tx, h)
+        thread_at(reg, |nice| Level {
+            low: nice,
+            high: nice,
+            idle: IDLE | IDLE_BATCH,
+            slice_us: 0,
+        })
     }
 
     #[test]
@@ -1230,26 +1237,13 @@ mod tests {
             gc_thread_batch: true,
             ..Default::default()
         };
-        let (registered, mine, child) = std::thread::spawn(move || {
-            let g = enter(&c);
-            let mine = policy_of(gettid());
-            let inh = inherit();
-            let child = std::thread::spawn(move || {
-                let _g = inh.register();
-                policy_of(gettid())
-            })
-            .join()
-            .unwrap();
-            (g.0.is_some(), mine, child)
-        })
-        .join()
-        .unwrap();
+        let (registered, idle, mine, child) = entered_pair(c, || policy_of(gettid()));
         if !can_idle() {
-            assert!(!registered);
+            assert!(!registered && !idle);
             assert_eq!(mine, libc::SCHED_BATCH, "not idle: the batch policy only");
             return;
         }
-        assert!(registered);
+        assert!(registered && idle, "registered with the idle-mode level");
         // Another test's heap may be behind (the table is process-wide): either level, the
         // same for both threads unless it changed in between.
         for p in [mine, child] {

@@ -895,8 +895,7 @@ impl Mutator {
                     }
                 });
             }
-            let flips = self.heap.inner.cycles.load(Ordering::SeqCst);
-            let inner = &self.heap.inner;
+            let flips = inner.cycles.load(Ordering::SeqCst);
             // Inside a callback run by a collection (the `on_cycle` hook, the mark hook: a
             // mutator lent by `Heap::with_mutator` on the GC thread) the running cycle cannot
             // flip or end until the callback returns: waiting for it would wait for itself.

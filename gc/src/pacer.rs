@@ -593,9 +593,6 @@ impl Pacer {
     /// [`Pacer::note_schedule`] at `now` nanoseconds from [`hold_epoch`].
     fn note_schedule_at(&self, behind: bool, now: u64) {
         let latched = self.schedule_behind.load(Ordering::Relaxed);
-        if !behind && !latched {
-            return;
-        }
         if behind {
             self.behind_seen_ns.store(now, Ordering::Relaxed);
         }
