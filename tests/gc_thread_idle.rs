@@ -29,6 +29,9 @@ fn idle_heap() -> (Heap, mpsc::Sender<()>, mpsc::Receiver<i32>, String) {
         c.mode = GcMode::Concurrent;
         c.gc_thread_batch = true;
         c.gc_thread_idle = true;
+        // No prefill: a refill that finds its buffer absent also switches the threads
+        // (`gc_thread_idle_prefill.rs`), and this test is about the markers' schedule.
+        c.prefill_bytes = 0;
         c.debug.mark_hook = Some(hook);
     }))
     .unwrap();

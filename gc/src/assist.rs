@@ -263,20 +263,23 @@ pub(crate) fn paced_compaction_assist(inner: &HeapInner) -> usize {
 /// Idle mode ([`crate::HeapConfig::gc_thread_idle`]): tell the pacer whether the collector
 /// is behind its schedule now: concurrent marking runs and the markers alone are behind it
 /// ([`crate::pacer::Pacer::markers_behind`]), or a compaction runs and its workers alone are
-/// behind the allocation ([`crate::pacer::Pacer::compaction_workers_behind`]). Atomics only, and a system call per GC thread
-/// on a change (see [`crate::pacer::Pacer::note_schedule`]).
-pub(crate) fn note_schedule(inner: &HeapInner) {
+/// behind the allocation ([`crate::pacer::Pacer::compaction_workers_behind`]), or
+/// (`prefill_behind`, in or between cycles) this refill found its new buffer not yet present
+/// with prefill on ([`crate::prefiller::poke`]). Atomics only, and a system call per GC
+/// thread on a change (see [`crate::pacer::Pacer::note_schedule`]).
+pub(crate) fn note_schedule(inner: &HeapInner, prefill_behind: bool) {
     if !crate::background::can_idle() {
         return; // The GC threads are not idle (the mode info says why).
     }
-    let behind = if inner.marking.active.load(Ordering::Relaxed) {
-        inner.pacer.markers_behind()
-    } else {
-        inner
-            .compaction
-            .progress()
-            .is_some_and(|(done, total)| inner.pacer.compaction_workers_behind(done, total))
-    };
+    let behind = prefill_behind
+        || if inner.marking.active.load(Ordering::Relaxed) {
+            inner.pacer.markers_behind()
+        } else {
+            inner
+                .compaction
+                .progress()
+                .is_some_and(|(done, total)| inner.pacer.compaction_workers_behind(done, total))
+        };
     inner.pacer.note_schedule(behind);
 }
 

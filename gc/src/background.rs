@@ -26,9 +26,10 @@
 //! no other thread wants it, and a waking mutator preempts it at once, where a `SCHED_BATCH`
 //! thread keeps the CPU until the next tick) and is boosted back to its normal policy while
 //! any mutator waits on the collector or any heap's collector is *behind* its pacer's
-//! schedule ([`count_behind`], from a refilling mutator: [`crate::pacer::Pacer::
-//! note_schedule`]). Falling behind must boost before anyone waits: an idle marker starves
-//! while the mutators keep every CPU busy.
+//! schedule or its prefill thread behind the refills ([`count_behind`], from a refilling
+//! mutator: [`crate::pacer::Pacer::note_schedule`]). Falling behind must boost before anyone
+//! waits: an idle marker starves while the mutators keep every CPU busy, and an idle prefill
+//! thread leaves its work to their refills.
 //!
 //! Invariants:
 //! - a thread lowers only its own priority, and only at its start ([`enter`]) or, for a kept

@@ -765,6 +765,9 @@ impl Mutator {
         const FULL_TRIES: u32 = 8;
         let full_flips0 = self.heap.inner.gen.as_ref().map(|g| g.full_flips());
         let mut full_tries = 0;
+        // Whether this allocation's new buffer was not yet present (the prefill thread behind
+        // the refills; `prefiller::poke`).
+        let mut prefill_behind = false;
         loop {
             let inner = &self.heap.inner;
             let over_trigger = inner.used() >= inner.trigger_bytes.load(Ordering::Relaxed);
@@ -804,7 +807,8 @@ impl Mutator {
                     .map_err(|e| AllocError::Kernel(e.to_string()))?
                 {
                     Some(start) => {
-                        crate::prefiller::poke(&self.heap.inner, start + tlab, ready_before);
+                        prefill_behind =
+                            crate::prefiller::poke(&self.heap.inner, start + tlab, ready_before);
                         if inner.marking.active.load(Ordering::SeqCst) {
                             // The old buffer's objects were allocated black: mark them here
                             // (SATB), or hand them to the marker to walk and scan
@@ -855,9 +859,10 @@ impl Mutator {
                     crate::assist::paced_compaction_assist(inner);
                 }
                 // Idle-mode GC threads run in their normal policy while the collector is
-                // behind the schedule (`HeapConfig::gc_thread_idle`).
+                // behind the schedule or the prefill thread behind the refills
+                // (`HeapConfig::gc_thread_idle`).
                 if inner.config.gc_thread_idle {
-                    crate::assist::note_schedule(inner);
+                    crate::assist::note_schedule(inner, prefill_behind);
                 }
                 return Ok(self.init(addr, ty, len));
             }

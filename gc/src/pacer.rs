@@ -85,9 +85,11 @@
 //! - idle mode ([`crate::HeapConfig::gc_thread_idle`]): the behind latch is set by a refill
 //!   that finds the markers alone behind the marking schedule ([`Pacer::markers_behind`]) or
 //!   the compaction workers alone behind the allocation
-//!   ([`Pacer::compaction_workers_behind`]), kept [`BEHIND_HOLD`]
-//!   after the last such refill, and cleared at the compaction's end and when the pacer is
-//!   dropped; while it is set the heap counts once in the GC threads' registry, which keeps
+//!   ([`Pacer::compaction_workers_behind`]), or, in or between cycles, its new buffer not
+//!   yet present (the prefill thread behind the refills, `crate::prefiller::poke`), kept
+//!   [`BEHIND_HOLD`] after the last such refill, and cleared at the compaction's end and
+//!   when the pacer is dropped (set between cycles, it may stay set until the next refill
+//!   past the hold: the threads then run in their normal policy, as without idle mode); while it is set the heap counts once in the GC threads' registry, which keeps
 //!   them out of `SCHED_IDLE` ([`crate::background`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

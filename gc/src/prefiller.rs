@@ -22,20 +22,26 @@ use crate::prefill::CHUNK;
 /// A refill got the buffer `[start, end)`; the memory known present before it was below
 /// `ready_before`. Counts it, and if the present memory above the bump pointer is below
 /// half the target, starts or wakes the thread. Cheap when there is enough (a few loads).
-pub(crate) fn poke(inner: &Arc<HeapInner>, end: usize, ready_before: usize) {
+/// Returns whether prefill is on and the buffer was not all present before this refill: the
+/// prefill thread is behind the refills (the refill made its memory present itself, or waited
+/// for another populator), which idle mode counts as the collector falling behind
+/// ([`crate::HeapConfig::gc_thread_idle`]: a prefill thread in `SCHED_IDLE` starves while the
+/// mutators keep every CPU busy, and its work falls to their refills).
+pub(crate) fn poke(inner: &Arc<HeapInner>, end: usize, ready_before: usize) -> bool {
     let p = &inner.prefill;
     let ahead = target_ahead(inner);
     if ahead == 0 {
-        return;
+        return false;
     }
     p.refills.fetch_add(1, Ordering::Relaxed);
-    if end <= ready_before {
+    let behind = end > ready_before;
+    if !behind {
         p.refills_ready.fetch_add(1, Ordering::Relaxed);
     }
     let m = &inner.moving;
     let top = m.top.load(Ordering::Relaxed);
     if m.ready_end() >= (top + ahead / 2).min(m.end()) {
-        return;
+        return behind;
     }
     if !p.running.load(Ordering::Acquire) {
         if p.running
@@ -52,11 +58,12 @@ pub(crate) fn poke(inner: &Arc<HeapInner>, end: usize, ready_before: usize) {
                 p.running.store(false, Ordering::Release);
             }
         }
-        return;
+        return behind;
     }
     if let Some(t) = p.thread.get() {
         t.unpark();
     }
+    behind
 }
 
 /// Bytes to keep present above the bump pointer: the configured amount, at most a sixteenth of
