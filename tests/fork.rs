@@ -831,3 +831,53 @@ fn move_copies_pages_shared_with_a_live_child() {
         );
     });
 }
+
+/// In a forked child, the forking thread's mutator runs on (its state restored when `fork`
+/// returns) under a new thread id. A pause another thread of the child starts must wait for
+/// it to reach a safepoint: before the fix, the stopper found the parent's thread id absent
+/// from the child (`tgkill` ESRCH) after 50 ms, took the running mutator for one leaked by an
+/// exited thread, counted it stopped for good and collected under it (objects it moved
+/// between two arrays meanwhile were lost, and their slots forwarded to other objects).
+#[test]
+fn a_forked_childs_running_mutator_is_not_taken_for_an_exited_thread() {
+    let _serial = serial();
+    with_deadline(
+        Duration::from_secs(120),
+        "fork, then a collection from another thread of the child",
+        || {
+            for mode in [GcMode::StopTheWorld, GcMode::Concurrent] {
+                let heap =
+                    Heap::new(HeapConfig::with_heap_size(4 << 20).with(|c| c.mode = mode)).unwrap();
+                let pair = heap
+                    .register_type(faultline::TypeInfo::fixed("pair", 16, &[0]))
+                    .unwrap();
+                let mut m = heap.attach();
+                let root = {
+                    let v = m.alloc(pair, 0).unwrap();
+                    m.root(v)
+                };
+                let code = fork_and_wait(|| {
+                    let h = heap.clone();
+                    let t = std::thread::spawn(move || h.collect().unwrap());
+                    let cycles = heap.cycles();
+                    // Run without a poll for well over the stopper's 50 ms check, holding a
+                    // Local: no collection may complete meanwhile.
+                    let l = root.get(&m).unwrap();
+                    let t0 = Instant::now();
+                    while t0.elapsed() < Duration::from_millis(400) {
+                        l.set_word(1, l.word(1) + 1);
+                    }
+                    assert_eq!(
+                        heap.cycles(),
+                        cycles,
+                        "a collection ran while the child's mutator was running"
+                    );
+                    m.native(move || t.join().unwrap());
+                    assert!(heap.cycles() > cycles);
+                    m.verify().unwrap();
+                });
+                assert_eq!(code, CHILD_OK, "{mode:?}: the child failed");
+            }
+        },
+    );
+}

@@ -286,6 +286,11 @@ fn release_all(child: bool) {
             .expect("prepare holds every heap's safepoint lock");
         if child {
             end_cycle_in_child(&h.heap, &g);
+            // The forking thread goes on in the child under another thread id: its mutator
+            // must not read as leaked by an exited thread (see `safepoint::adopt_orphans`).
+            if let Some((m, _)) = &h.me {
+                m.owner_forked();
+            }
         }
         h.heap.sp.resume(g);
     }

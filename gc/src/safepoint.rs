@@ -75,6 +75,9 @@ use crate::ttsdiag;
 use crate::roots::{visit_source, HeapRoots, LocalRoots};
 use crate::timeline::PauseTimeline;
 
+/// [`MutatorShared`]'s start time when it could not be read.
+const NO_START: u64 = u64::MAX;
+
 /// Mutator state: running Rust code that may touch the heap.
 pub(crate) const RUNNING: u8 = 0;
 /// Mutator state: stopped at a safepoint poll, waiting for the pause to end.
@@ -106,13 +109,15 @@ pub(crate) struct MutatorShared {
     pub tlab_limit: AtomicUsize,
     /// The mutator's roots (see the module invariants).
     pub roots: UnsafeCell<LocalRoots>,
-    /// The owning thread's kernel id (a `Mutator` is not `Send`).
-    pub tid: libc::id_t,
+    /// The owning thread's kernel id (a `Mutator` is not `Send`). Rewritten by a forked
+    /// child's fork handler for the forking thread's mutators ([`MutatorShared::owner_forked`]):
+    /// the child's copy of that thread has another id.
+    tid: std::sync::atomic::AtomicU32,
     /// The owning thread's start time (field 22 of `/proc/thread-self/stat`, clock ticks since
     /// boot), read at attach: a later thread that reuses `tid` has another one, so it is not
-    /// mistaken for the owner ([`crate::background::thread_exited`]). `None` where `/proc` is
-    /// unreadable (then a reused id reads as alive, as before).
-    pub tid_start: Option<u64>,
+    /// mistaken for the owner ([`crate::background::thread_exited`]). [`NO_START`] where
+    /// `/proc` is unreadable (then a reused id reads as alive, as before).
+    tid_start: AtomicU64,
     /// Time-to-safepoint diagnostics (see [`crate::ttsdiag`]).
     pub probe: ttsdiag::Probe,
 }
@@ -141,13 +146,36 @@ impl MutatorShared {
                 satb: Vec::with_capacity(satb_capacity),
                 ..LocalRoots::default()
             }),
-            tid: crate::background::gettid(),
-            tid_start: {
-                let tid = crate::background::gettid();
-                crate::background::thread_start_time("thread-self", tid)
-            },
+            tid: std::sync::atomic::AtomicU32::new(crate::background::gettid()),
+            tid_start: AtomicU64::new(Self::start_of_this_thread()),
             probe: ttsdiag::Probe::default(),
         }
+    }
+
+    fn start_of_this_thread() -> u64 {
+        let tid = crate::background::gettid();
+        crate::background::thread_start_time("thread-self", tid).unwrap_or(NO_START)
+    }
+
+    /// The owning thread's kernel id.
+    pub(crate) fn tid(&self) -> libc::id_t {
+        self.tid.load(Ordering::Relaxed)
+    }
+
+    /// The owning thread's start time, if it could be read.
+    pub(crate) fn tid_start(&self) -> Option<u64> {
+        Some(self.tid_start.load(Ordering::Relaxed)).filter(|&s| s != NO_START)
+    }
+
+    /// In a forked child, on the forking thread (the owner): the child's copy of the thread has
+    /// its own id and start time. Without this the stopper of a later pause took the running
+    /// owner for a thread that had exited (its parent's id names no thread of the child) and
+    /// collected under it.
+    pub(crate) fn owner_forked(&self) {
+        self.tid
+            .store(crate::background::gettid(), Ordering::Relaxed);
+        self.tid_start
+            .store(Self::start_of_this_thread(), Ordering::Relaxed);
     }
 
     /// The roots.
@@ -224,7 +252,7 @@ impl SpState {
             let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
             me.last_tts_ns.store(ns, Ordering::Relaxed);
             if ttsdiag::on() {
-                me.probe.at_arrival(me.tid);
+                me.probe.at_arrival(me.tid());
             }
         }
     }
@@ -273,8 +301,8 @@ fn report_stall(g: &SpState, waited: Duration) {
             }
         })
         .map(|m| match &m.name {
-            Some(n) => format!("#{} '{n}' (thread {})", m.id, m.tid),
-            None => format!("#{} (thread {})", m.id, m.tid),
+            Some(n) => format!("#{} '{n}' (thread {})", m.id, m.tid()),
+            None => format!("#{} (thread {})", m.id, m.tid()),
         })
         .collect();
     let heap = g.mutators.first().map_or(0, |m| m.heap_id);
@@ -300,7 +328,7 @@ fn adopt_orphans(g: &SpState) {
     for m in &g.mutators {
         if Some(m.id) == g.stopper
             || m.state.load(Ordering::SeqCst) != RUNNING
-            || !crate::background::thread_exited(m.tid, m.tid_start)
+            || !crate::background::thread_exited(m.tid(), m.tid_start())
         {
             continue;
         }
@@ -314,7 +342,9 @@ fn adopt_orphans(g: &SpState) {
             "faultline: heap #{}: mutator #{}{name} was leaked (std::mem::forget, Box::leak) by \
              thread {}, which has exited: it is counted as stopped from now on (its roots stay \
              roots)",
-            m.heap_id, m.id, m.tid
+            m.heap_id,
+            m.id,
+            m.tid()
         );
     }
 }
@@ -409,7 +439,7 @@ impl Safepoint {
             for m in &g.mutators {
                 let running = m.state.load(Ordering::SeqCst) == RUNNING
                     && !me.is_some_and(|me| Arc::ptr_eq(me, m));
-                m.probe.at_request(m.tid, running);
+                m.probe.at_request(m.tid(), running);
             }
         }
         let now = Instant::now();
@@ -493,7 +523,7 @@ impl Safepoint {
         let mut g = self.lock();
         let waited = g.gc_active;
         let diag = if waited {
-            ttsdiag::Release::before_wait(me.tid)
+            ttsdiag::Release::before_wait(me.tid())
         } else {
             None
         };
@@ -512,7 +542,7 @@ impl Safepoint {
         if let Some(d) = diag {
             let released = g.released_at;
             drop(g);
-            d.after_wait(me.tid, me.id, released);
+            d.after_wait(me.tid(), me.id, released);
         }
     }
 
