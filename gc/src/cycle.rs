@@ -400,6 +400,7 @@ fn cycle_facts(inner: &HeapInner, trigger: Trigger) -> CycleFacts {
     let half_end = inner.moving.half_base[old_half] + inner.moving.half_bytes;
     CycleFacts {
         pinned: inner.roots.pins.pinned_objects() > 0,
+        stranded_unpinned: inner.roots.pins.stranded_unpinned(),
         stranded_above_old: hi > lo
             && inner
                 .roots
@@ -1118,13 +1119,15 @@ fn flip(
     // (unpinned: copied after the compacted objects; a young cycle relocates no stranded
     // object, since old objects may refer to one and it forwards only the old slots its
     // remembered set names), and the destination window (the largest gap between the
-    // stranded objects and the old generation in the destination half).
+    // stranded objects of the destination half; generational, promoting or into the old
+    // generation's half: above them and the old generation).
     let pins = inner.roots.pins.plan_flip(
         (from, from_top),
         to_half_base,
         moving.half_bytes,
         to_index,
         gen.as_ref().map(|c| c.old),
+        gen.as_ref().is_some_and(|c| c.promote),
         young,
         |a| inner.tables.mark.get((a - from) / WORD),
         types,

@@ -73,8 +73,10 @@
 //!   after the last full cycle, or over its size at its first promotion since then if that
 //!   is larger (before, a heap whose long-lived data exceeded the first limit,
 //!   `min_trigger_bytes / 2`, ran a full cycle right after promoting it, emptied the old
-//!   generation and copied it all again to promote it once more), when anything is pinned or stranded (young cycles leave pins
-//!   to full cycles), when an allocation about to fail has seen no full cycle flip since it
+//!   generation and copied it all again to promote it once more), when anything is pinned
+//!   in the old half or with nothing old, or a stranded object is no longer pinned (young
+//!   cycles leave pins to full cycles, and keep every stranded object: see
+//!   [`GenState::begin`]), when an allocation about to fail has seen no full cycle flip since it
 //!   began ([`GenState::request_full`]: young cycles free no old and no large object, so
 //!   `OutOfMemory` comes only after a full collection), and only from the old half (its source is `[lo, top)`): if the other half
 //!   is current, a young cycle runs first (it promotes every survivor) and the next cycle is
@@ -454,6 +456,10 @@ pub(crate) fn window_goal(used: usize, old: usize, growth: f64, min_trigger: usi
 pub(crate) struct CycleFacts {
     /// Some object is pinned.
     pub pinned: bool,
+    /// Some stranded object holds no pin any more ([`crate::pins`]): only a full cycle lets
+    /// it leave (a young cycle keeps every stranded object), and until then it holds the
+    /// window of a cycle into its half above it.
+    pub stranded_unpinned: bool,
     /// A stranded object lies in the old half above the old generation (pinned during a
     /// concurrent young cycle from the old half): a full cycle from the old half would take it
     /// into its source range, so young cycles run until it is gone.
@@ -533,7 +539,21 @@ impl GenState {
         // generation to reclaim, when an allocation about to fail after young cycles only
         // asked for one (`request_full`), and when objects are pinned in the old half (they
         // would be kept, stranded, above the old generation: young cycles from the old half
-        // leave pins to full cycles).
+        // leave pins to full cycles); and when a stranded object is no longer pinned, or
+        // anything is pinned with nothing old (see below).
+        //
+        // Pins and the windows of young cycles: a cycle that promotes starts its window above
+        // every stranded object of its destination half ([`crate::pins`]), and only a full
+        // cycle lets a stranded object leave. So with pins held across flips and nothing old
+        // (a full cycle with pins does not promote), the young cycle that followed each full
+        // one promoted into a window above the pins that full cycle had kept: the window
+        // of that half climbed by about what was allocated between two cycles, at every pair
+        // of cycles, up to the half's last pages, and then every young cycle failed for room
+        // (`CollectError::NoRoomBesidePins`) and was chosen again, even once every pin was
+        // dropped: its unpinned stranded objects stayed, and no full cycle was due. With
+        // nothing old, a young cycle traces everything anyway: while anything is pinned the
+        // cycle is full (it does not promote, and its window is its destination's largest
+        // gap), and an unpinned stranded object makes the next cycle full.
         let full_due = self.full_requested.swap(false, Ordering::SeqCst)
             || old.full_pending
             || old.fallback > 0
@@ -541,7 +561,8 @@ impl GenState {
             || bytes > moving.half_bytes / 2
             || facts.large_used > old.large_limit
             || (facts.exhausted && bytes > 0)
-            || (facts.pinned && cur == old.half);
+            || (facts.pinned && (cur == old.half || bytes == 0))
+            || facts.stranded_unpinned;
         let kind = if !full_due {
             CycleKind::Young
         } else if bytes == 0 || (cur == old.half && !facts.stranded_above_old) {

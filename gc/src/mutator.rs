@@ -885,15 +885,18 @@ impl Mutator {
                         space: "large-object space",
                     }
                 } else {
-                    // Pinned objects (`crate::pins`) and the old generation narrow the current
-                    // half's window: the capacity is the window's, and the message says so.
+                    // Pinned objects (`crate::pins`) narrow the current half's window: the
+                    // capacity is the window's and the old generation's (generational mode;
+                    // its objects are live too), and the message says so.
                     let window = inner.moving.end() - inner.moving.base();
+                    let (old_lo, old_hi) = inner.moving.old_range();
+                    let old = old_hi - old_lo;
                     AllocError::OutOfMemory {
                         requested: bytes,
-                        live: inner.moving.used(),
-                        capacity: window,
-                        space: if window < inner.moving.half_bytes {
-                            "moving-space window (the half less its old generation and the pages of pinned objects)"
+                        live: inner.moving.used() + old,
+                        capacity: window + old,
+                        space: if window + old < inner.moving.half_bytes {
+                            "moving-space window and old generation (a half less the pages of pinned objects)"
                         } else {
                             "moving space"
                         },

@@ -21,7 +21,12 @@
 //!    stranded objects and garbage pages, cleaned (given back to the kernel) when the half is
 //!    next a destination. So an object may be pinned anywhere in its half: the compaction
 //!    into that half uses the larger part of the half beside it (nearly half of the half at
-//!    worst for one pinned object).
+//!    worst for one pinned object). Generational mode ([`crate::generational`]): a cycle that
+//!    compacts into the old generation's half, or promotes, starts the window above every
+//!    stranded object of the half and the old generation instead (the old generation is a
+//!    prefix right below the window); the policy runs full cycles while anything is pinned
+//!    with nothing old, or a stranded object is unpinned, so such windows do not climb a
+//!    half behind the pins kept at each flip.
 //! 4. **Unpinned.** A stranded object whose last pin is gone is copied at the next flip to the
 //!    new window, after the compacted objects (every reference to it forwarded by the plan),
 //!    and is an ordinary object from then on. Its old pages are garbage: cleaned later, or,
@@ -209,6 +214,13 @@ impl PinTable {
         merge(self.lock().stranded.iter().map(Stranded::pages).collect())
     }
 
+    /// Whether some stranded object holds no pin any more (it waits for a flip that lets
+    /// unpinned objects leave: in generational mode, a full cycle's).
+    pub(crate) fn stranded_unpinned(&self) -> bool {
+        let g = self.lock();
+        g.stranded.iter().any(|s| !g.pinned.contains_key(&s.addr))
+    }
+
     /// Whether `a` is the address of a stranded object.
     pub(crate) fn is_stranded(&self, a: usize) -> bool {
         let g = self.lock();
@@ -241,9 +253,15 @@ impl PinTable {
     /// Decide what the flip from `old = [from, from_top)` into half `to_half`
     /// (`[to_base, to_base + half_bytes)`) does with pins. `marked(a)` tells whether the
     /// object at `a` of the old range is live. `reserved` is `Some` in generational mode: the
-    /// old generation (maybe empty) ([`crate::generational`]): then the destination window
-    /// starts above it and every stranded object of the half (not the largest gap); with `keep_unpinned` (a young cycle, which forwards only the
-    /// old slots its remembered set names) no stranded object leaves: unpinned ones stay
+    /// old generation (maybe empty) ([`crate::generational`]); when it lies in the destination
+    /// half or the cycle `promotes` (its survivors extend or start the old generation, a
+    /// prefix of the window), the destination window starts above the old generation and
+    /// every stranded object of the half. Otherwise (not generational; a generational cycle
+    /// that neither promotes nor compacts into the old generation's half) the window is the
+    /// largest gap: with the floor rule there, a pin held high in a half left its window a
+    /// few pages at the half's end, and every cycle into that half failed for room while
+    /// most of the half was free. With `keep_unpinned` (a young cycle, which forwards only
+    /// the old slots its remembered set names) no stranded object leaves: unpinned ones stay
     /// stranded until a full cycle. Changes nothing (see [`PinTable::commit`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn plan_flip(
@@ -253,6 +271,7 @@ impl PinTable {
         half_bytes: usize,
         to_half: usize,
         reserved: Option<(usize, usize)>,
+        promotes: bool,
         keep_unpinned: bool,
         marked: impl Fn(usize) -> bool,
         types: &TypeRegistry,
@@ -288,15 +307,17 @@ impl PinTable {
                 fp.leaving.push(s.clone());
             }
         }
-        let generational = reserved.is_some();
-        if let Some(r) = reserved.filter(|r| r.0 < r.1 && in_to(r.0)) {
+        let old_in_to = reserved.filter(|r| r.0 < r.1 && in_to(r.0));
+        let floor = reserved.is_some() && (promotes || old_in_to.is_some());
+        if let Some(r) = old_in_to {
             occupied.push(r);
         }
         let occupied = merge(occupied);
-        (fp.to_lo, fp.to_hi) = if generational {
-            // Generational mode: the window starts above every stranded object and the old
-            // generation of the half (its young objects need the room a young cycle's
-            // promotion and the next cycles expect; the largest gap is not used there yet).
+        (fp.to_lo, fp.to_hi) = if floor {
+            // Generational mode, into the old generation's half or promoting: the window
+            // starts above every stranded object and the old generation of the half (the
+            // promoted survivors extend the old generation right below the window, and a full
+            // cycle's source `[old lo, top)` must hold no stranded object).
             let lo = occupied.last().map_or(to_base, |&(_, e)| e.max(to_base));
             (lo.min(to_base + half_bytes), to_base + half_bytes)
         } else {

@@ -1,0 +1,246 @@
+//! A generational heap keeps room for its cycles beside pinned objects, and a cycle that
+//! failed for room is not chosen again once nothing holds the room any more.
+//!
+//! Before, the window of a cycle that promotes (the young cycle that follows a full one with
+//! nothing old, the first cycle) and of every cycle into the old generation's half started
+//! above every stranded object of its half (`crate::pins`: objects a compaction kept in place
+//! because they were pinned), and only a full cycle lets a stranded object leave: with pins
+//! held across flips, each young cycle's window started above the pins the full cycle before
+//! it had kept, and climbed to the last pages of its half; every cycle then failed with
+//! `CollectError::NoRoomBesidePins` ("the live objects ... do not fit beside the pinned
+//! objects ...") and was chosen again forever, even once every pin was dropped (the unpinned
+//! stranded objects stayed: young cycles keep them, and no full cycle was due), until
+//! allocations failed with `OutOfMemory` with the window full of garbage (audit probe p06,
+//! 150-1200 failed cycles a run).
+//!
+//! The scenes (deterministic: one mutator, explicit collections; stop-the-world with both
+//! remembered sets, and concurrent):
+//! - a small byte array pinned in the last eighth of its half (garbage allocated below it),
+//!   with ~160 KiB live (more than an eighth of the 1 MiB halves): collections with the pin
+//!   held succeed and leave it in place with its bytes; after the pin is dropped, with nothing
+//!   pinned, every collection succeeds and the stranded object is gone;
+//! - the same with the pin dropped right after the collection that kept it;
+//! - `OutOfMemory` counts the old generation among the live bytes.
+//!
+//! Invariants checked: every collection succeeds, the pinned object never moves while pinned
+//! and keeps its bytes, the live data are intact, and the heap verifies.
+
+mod common;
+
+use faultline::{
+    AllocError, Capability, GcMode, Generational, Heap, HeapConfig, Mutator, Pin, Probe, Root,
+    TypeId, TypeInfo,
+};
+
+const HALF: usize = 1 << 20;
+/// Live reference arrays of 512 words (4 KiB) each: 160 KiB, more than the last eighth of a
+/// half holds.
+const LIVE: usize = 40;
+
+fn config(mode: GcMode, kind: Generational) -> HeapConfig {
+    HeapConfig::with_heap_size(HALF).with(|c| {
+        c.mode = mode;
+        c.generational = kind;
+        // Occupancy cycles only when a half is nearly full: objects land at every height.
+        c.min_trigger_bytes = HALF;
+        c.debug.verify = true;
+    })
+}
+
+/// The modes to run: stop-the-world with both remembered sets (written pages where WP_ASYNC
+/// is available), concurrent with cards (where userfaultfd is).
+fn modes(test: &str) -> Vec<(String, HeapConfig)> {
+    let mut v = vec![(
+        "stw/cards".to_string(),
+        config(GcMode::StopTheWorld, Generational::Cards),
+    )];
+    if Probe::run().supports(Capability::WpAsync) {
+        v.push((
+            "stw/written-pages".into(),
+            config(GcMode::StopTheWorld, Generational::WrittenPages),
+        ));
+    } else {
+        eprintln!("SKIPPED: {test}: written pages (WP_ASYNC unavailable)");
+    }
+    if common::uffd_or_skip(test) {
+        v.push((
+            "concurrent/cards".into(),
+            config(GcMode::Concurrent, Generational::Cards),
+        ));
+    }
+    v
+}
+
+struct Scene {
+    heap: Heap,
+    vec: TypeId,
+    bytes: TypeId,
+    live: Root,
+}
+
+impl Scene {
+    fn new(cfg: HeapConfig) -> (Scene, Mutator) {
+        let heap = Heap::new(cfg).unwrap();
+        let vec = heap.register_type(TypeInfo::ref_array("vector")).unwrap();
+        let bytes = heap.register_type(TypeInfo::byte_array("bytes")).unwrap();
+        let mut m = heap.attach();
+        let live = common::rooted_arrays(&mut m, vec, LIVE, 511, false);
+        for i in 0..LIVE {
+            let a = live.get(&m).unwrap().get(i);
+            m.local(a).unwrap().set(0, common::fix(1000 + i as i64));
+        }
+        // The first cycle promotes what it traced: an old generation.
+        m.collect().unwrap();
+        (
+            Scene {
+                heap,
+                vec,
+                bytes,
+                live,
+            },
+            m,
+        )
+    }
+
+    fn check_live(&self, m: &Mutator, what: &str) {
+        let l = self.live.get(m).unwrap();
+        for i in 0..LIVE {
+            let a = m.local(l.get(i)).unwrap();
+            assert_eq!(
+                common::unfix(a.get(0)),
+                1000 + i as i64,
+                "{what}: live array {i}"
+            );
+        }
+    }
+
+    /// A pinned byte array in the last eighth of its half: garbage is allocated until one
+    /// lands there. Its pin, its contents and its address.
+    fn pin_high(&self, m: &mut Mutator, what: &str) -> (Pin, Vec<u8>, usize) {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 13 + 7) as u8).collect();
+        for _ in 0..4000 {
+            let b = m.alloc(self.bytes, data.len()).unwrap();
+            let (start, _, half) = {
+                let p = m.pin(b).unwrap();
+                let place = p.place_in_half().unwrap();
+                drop(p);
+                place
+            };
+            if start >= half / 8 * 7 {
+                m.local(b).unwrap().write_bytes(0, &data);
+                let pin = m.pin(b).unwrap();
+                let addr = pin.value(m).bits();
+                return (pin, data, addr);
+            }
+            common::garbage(m, self.vec, 16 << 10);
+        }
+        panic!("{what}: no object landed in the last eighth of its half");
+    }
+
+    /// Collections that must all succeed, with `pin` (if any) in place and intact.
+    fn collect_n(&self, m: &mut Mutator, n: usize, pin: Option<(&Pin, &[u8], usize)>, what: &str) {
+        for k in 0..n {
+            if let Err(e) = m.collect() {
+                let hist: Vec<_> = self
+                    .heap
+                    .history()
+                    .iter()
+                    .map(|c| (c.trigger, c.gen.young))
+                    .collect();
+                panic!(
+                    "{what}: collection {k} failed: {e}; pins {:?}; cycles {hist:?}",
+                    self.heap.pin_stats()
+                );
+            }
+            if let Some((p, data, addr)) = pin {
+                let v = p.value(m);
+                assert_eq!(v.bits(), addr, "{what}: the pinned object moved");
+                assert_eq!(m.local(v).unwrap().to_bytes(), data, "{what}: pinned bytes");
+            }
+            self.check_live(m, what);
+            // Some garbage between cycles, as a program makes.
+            common::garbage(m, self.vec, 64 << 10);
+        }
+    }
+}
+
+/// A pin held high in a half across collections, then dropped.
+#[test]
+fn a_pin_held_high_in_a_half_leaves_room_for_every_cycle() {
+    for (label, cfg) in modes("a_pin_held_high_in_a_half_leaves_room_for_every_cycle") {
+        let (s, mut m) = Scene::new(cfg);
+        let (pin, data, addr) = s.pin_high(&mut m, &label);
+        s.collect_n(
+            &mut m,
+            6,
+            Some((&pin, &data, addr)),
+            &format!("{label}, pinned"),
+        );
+        drop(pin);
+        s.collect_n(&mut m, 4, None, &format!("{label}, unpinned"));
+        let st = s.heap.pin_stats();
+        assert_eq!(
+            (st.pinned_objects, st.stranded_objects),
+            (0, 0),
+            "{label}: nothing pinned or stranded after the collections: {st:?}"
+        );
+        // Allocation goes on: twice a half of garbage.
+        common::garbage(&mut m, s.vec, 2 * HALF);
+        s.check_live(&m, &label);
+        assert!(s.heap.history().iter().any(|c| c.gen.young == Some(true)));
+        s.heap.verify().unwrap();
+    }
+}
+
+/// A pinned object stranded high in a half and unpinned right after: with nothing pinned,
+/// no collection may fail for room beside pinned objects.
+#[test]
+fn an_unpinned_stranded_object_does_not_hold_the_window() {
+    for (label, cfg) in modes("an_unpinned_stranded_object_does_not_hold_the_window") {
+        let (s, mut m) = Scene::new(cfg);
+        let (pin, _, _) = s.pin_high(&mut m, &label);
+        m.collect().unwrap();
+        assert_eq!(s.heap.pin_stats().stranded_objects, 1, "{label}: kept");
+        drop(pin);
+        s.collect_n(&mut m, 6, None, &format!("{label}, nothing pinned"));
+        let st = s.heap.pin_stats();
+        assert_eq!(st.stranded_objects, 0, "{label}: {st:?}");
+        common::garbage(&mut m, s.vec, 2 * HALF);
+        s.check_live(&m, &label);
+        s.heap.verify().unwrap();
+    }
+}
+
+/// `OutOfMemory` counts the old generation's live bytes.
+#[test]
+fn out_of_memory_counts_the_old_generation() {
+    let heap = Heap::new(config(GcMode::StopTheWorld, Generational::Cards)).unwrap();
+    let vec = heap.register_type(TypeInfo::ref_array("vector")).unwrap();
+    let mut m = heap.attach();
+    let table = m.alloc(vec, 1000).unwrap();
+    let table = m.root(table);
+    let mut kept = 0usize;
+    let err = loop {
+        match m.alloc(vec, 511) {
+            Ok(v) => {
+                table.get(&m).unwrap().set(kept, v);
+                kept += 1;
+                assert!(kept < 1000, "a 1 MiB half held 4 MiB");
+            }
+            Err(e) => break e,
+        }
+    };
+    let old = heap.old_generation().unwrap().1;
+    assert!(old > 0, "the full cycles promoted the live arrays");
+    match err {
+        AllocError::OutOfMemory { live, capacity, .. } => {
+            let arrays = kept * 512 * 8;
+            assert!(
+                live >= arrays && live <= capacity,
+                "live {live} counts the {arrays} bytes of live arrays ({old} old) of {capacity}"
+            );
+        }
+        e => panic!("{e}"),
+    }
+    heap.verify().unwrap();
+}
