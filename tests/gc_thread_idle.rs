@@ -29,9 +29,6 @@ fn idle_heap() -> (Heap, mpsc::Sender<()>, mpsc::Receiver<i32>, String) {
         c.mode = GcMode::Concurrent;
         c.gc_thread_batch = true;
         c.gc_thread_idle = true;
-        // No prefill: a refill that finds its buffer absent also switches the threads
-        // (`gc_thread_idle_prefill.rs`), and this test is about the markers' schedule.
-        c.prefill_bytes = 0;
         c.debug.mark_hook = Some(hook);
     }))
     .unwrap();
@@ -58,7 +55,12 @@ fn the_gc_threads_are_idle_on_schedule_and_leave_it_when_behind() {
     let head = m.pop().unwrap();
     let root = m.root(head);
 
-    // 1. On schedule: nothing allocates while the GC thread marks.
+    // 1. On schedule: nothing allocates while the GC thread marks. The list's first refills
+    // found their buffers absent (the prefill thread started at them): that switch is
+    // released once the prefill thread has caught up, with no refill after it.
+    if idle {
+        wait_until_no_heap_is_behind();
+    }
     m.start_collection().unwrap();
     go.send(()).unwrap();
     let on_schedule = policy.recv_timeout(Duration::from_secs(60)).unwrap();
@@ -78,7 +80,7 @@ fn the_gc_threads_are_idle_on_schedule_and_leave_it_when_behind() {
     // 2. Behind: the marker is held in the hook while this mutator allocates, so the markers
     // scan nothing while the allocation eats into the deadline; a refill notices and the GC
     // threads (the one in the hook included) leave SCHED_IDLE.
-    let (boosts0, _) = faultline::gc_thread_idle_stats();
+    let (boosts0, ..) = faultline::gc_thread_idle_stats();
     m.start_collection().unwrap();
     let mut allocated = 0usize;
     while faultline::gc_thread_idle_stats().0 == boosts0 && allocated < 8 << 20 {

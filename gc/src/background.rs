@@ -688,9 +688,14 @@ pub(crate) fn can_idle() -> bool {
 }
 
 /// The process-wide idle mode's figures: (boosts because a heap's collector fell behind its
-/// schedule, GC threads registered now).
-pub fn gc_thread_idle_stats() -> (u64, u32) {
-    (REGISTRY.behind_boosts(), REGISTRY.stats().1)
+/// schedule or its prefill thread behind the refills, GC threads registered now, heaps
+/// behind now).
+pub fn gc_thread_idle_stats() -> (u64, u32, u32) {
+    (
+        REGISTRY.behind_boosts(),
+        REGISTRY.stats().1,
+        REGISTRY.behind.load(Ordering::SeqCst),
+    )
 }
 
 /// Heaps behind their schedule now (the process-wide count).
@@ -909,7 +914,8 @@ fn describe_priority(config: &crate::HeapConfig) -> String {
     if config.gc_thread_idle {
         if can_idle() {
             return "gc threads: SCHED_IDLE while the collector keeps to its schedule, \
-                    their normal policy while it is behind or a mutator waits (gc_thread_idle)"
+                    their normal policy while it (or the prefill thread) is behind or a mutator waits \
+                    (gc_thread_idle)"
                 .into();
         }
         let rest = describe_priority(&crate::HeapConfig {

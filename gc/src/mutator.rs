@@ -807,8 +807,12 @@ impl Mutator {
                     .map_err(|e| AllocError::Kernel(e.to_string()))?
                 {
                     Some(start) => {
-                        prefill_behind =
-                            crate::prefiller::poke(&self.heap.inner, start + tlab, ready_before);
+                        prefill_behind = crate::prefiller::poke(
+                            &self.heap.inner,
+                            start,
+                            start + tlab,
+                            ready_before,
+                        );
                         if inner.marking.active.load(Ordering::SeqCst) {
                             // The old buffer's objects were allocated black: mark them here
                             // (SATB), or hand them to the marker to walk and scan

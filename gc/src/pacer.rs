@@ -87,10 +87,12 @@
 //!   the compaction workers alone behind the allocation
 //!   ([`Pacer::compaction_workers_behind`]), or, in or between cycles, its new buffer not
 //!   yet present (the prefill thread behind the refills, `crate::prefiller::poke`), kept
-//!   [`BEHIND_HOLD`] after the last such refill, and cleared at the compaction's end and
-//!   when the pacer is dropped (set between cycles, it may stay set until the next refill
-//!   past the hold: the threads then run in their normal policy, as without idle mode); while it is set the heap counts once in the GC threads' registry, which keeps
-//!   them out of `SCHED_IDLE` ([`crate::background`]).
+//!   [`BEHIND_HOLD`] after the last such refill; cleared at the compaction's end, when the
+//!   pacer is dropped, and past the hold by the next refill or by the prefill thread once
+//!   it has made its target present (it looks at least every 50 ms while it runs, so a
+//!   latch set between cycles does not stay set after the mutators stop allocating); while
+//!   it is set the heap counts once in the GC threads' registry, which keeps every heap's
+//!   registered threads out of `SCHED_IDLE` ([`crate::background`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -368,7 +370,7 @@ pub(crate) struct Pacer {
     behind_seen_ns: AtomicU64,
     /// Times this heap's collector fell behind (the latch set).
     behind_switches: AtomicU64,
-    /// Held while the latch changes (rare: once or twice a cycle).
+    /// Held while the latch changes (a few times a cycle, and between cycles).
     latch_lock: Mutex<()>,
 }
 
@@ -582,7 +584,8 @@ impl Pacer {
         self.set_latch(false);
     }
 
-    /// Idle mode: a refilling mutator found the collector `behind` its schedule or not; sets
+    /// Idle mode: a refilling mutator (or the prefill thread, which has caught up) found the
+    /// collector `behind` its schedule (or the prefill thread behind the refills) or not; sets
     /// or clears this heap's behind latch (held [`BEHIND_HOLD`] after the last time it was
     /// behind), which switches the registered GC threads between `SCHED_IDLE` and their
     /// normal policy on its transitions only ([`crate::background::count_behind`]).

@@ -11,6 +11,10 @@
 //! Invariants: those of [`crate::prefill`] (one chunk in flight at most, none during a flip,
 //! each a fork-gate region, only a weak reference to the heap between chunks); it yields only
 //! between chunks (outside the fork-gate region, no chunk in flight, no heap reference held).
+//! Idle mode ([`crate::HeapConfig::gc_thread_idle`]): a refill whose buffer the thread had not
+//! made present switches the GC threads out of `SCHED_IDLE` ([`poke`]'s answer); once the
+//! target is met again the thread tells the pacer so, between chunks, which releases that
+//! switch past its hold even if no refill follows.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -22,26 +26,38 @@ use crate::prefill::CHUNK;
 /// A refill got the buffer `[start, end)`; the memory known present before it was below
 /// `ready_before`. Counts it, and if the present memory above the bump pointer is below
 /// half the target, starts or wakes the thread. Cheap when there is enough (a few loads).
-/// Returns whether prefill is on and the buffer was not all present before this refill: the
-/// prefill thread is behind the refills (the refill made its memory present itself, or waited
-/// for another populator), which idle mode counts as the collector falling behind
-/// ([`crate::HeapConfig::gc_thread_idle`]: a prefill thread in `SCHED_IDLE` starves while the
-/// mutators keep every CPU busy, and its work falls to their refills).
-pub(crate) fn poke(inner: &Arc<HeapInner>, end: usize, ready_before: usize) -> bool {
+/// Returns whether the prefill thread is behind the refills: prefill is on, the buffer was
+/// not all known present before this refill (the refill made its memory present itself, or
+/// waited for another populator), the buffer is no larger than half the target (one the
+/// thread could have made present) and the thread runs (not one that failed to start). Idle
+/// mode counts that as the collector falling behind ([`crate::HeapConfig::gc_thread_idle`]:
+/// a prefill thread in `SCHED_IDLE` starves while the mutators keep every CPU busy, and its
+/// work falls to their refills). Not told apart: pages kept present across the flip above
+/// the watermark (the minor strategy, generational young windows) read as absent, and
+/// another populator's publication just after `ready_before` was read.
+pub(crate) fn poke(inner: &Arc<HeapInner>, start: usize, end: usize, ready_before: usize) -> bool {
     let p = &inner.prefill;
     let ahead = target_ahead(inner);
     if ahead == 0 {
         return false;
     }
     p.refills.fetch_add(1, Ordering::Relaxed);
-    let behind = end > ready_before;
-    if !behind {
+    let absent = end > ready_before;
+    if !absent {
         p.refills_ready.fetch_add(1, Ordering::Relaxed);
     }
+    wake(inner, ahead);
+    absent && end - start <= ahead / 2 && p.running.load(Ordering::Relaxed)
+}
+
+/// Start or wake the thread if the present memory above the bump pointer is below half the
+/// target `ahead`.
+fn wake(inner: &Arc<HeapInner>, ahead: usize) {
+    let p = &inner.prefill;
     let m = &inner.moving;
     let top = m.top.load(Ordering::Relaxed);
     if m.ready_end() >= (top + ahead / 2).min(m.end()) {
-        return behind;
+        return;
     }
     if !p.running.load(Ordering::Acquire) {
         if p.running
@@ -58,12 +74,11 @@ pub(crate) fn poke(inner: &Arc<HeapInner>, end: usize, ready_before: usize) -> b
                 p.running.store(false, Ordering::Release);
             }
         }
-        return behind;
+        return;
     }
     if let Some(t) = p.thread.get() {
         t.unpark();
     }
-    behind
 }
 
 /// Bytes to keep present above the bump pointer: the configured amount, at most a sixteenth of
@@ -91,6 +106,12 @@ fn run(weak: Weak<HeapInner>) {
         };
         let _ = inner.prefill.thread.set(std::thread::current());
         let step = chunk(&inner);
+        if matches!(step, Step::Enough) && inner.config.gc_thread_idle {
+            // The refills are served: a behind latch an absent buffer set (`poke`) is released
+            // here once its hold is over, not only at the next refill (which may not come:
+            // the mutators stopped allocating). Outside any chunk and fork-gate region.
+            crate::assist::note_schedule(&inner, false);
+        }
         drop(inner);
         match step {
             Step::Did { ahead_enough } => {

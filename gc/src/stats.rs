@@ -446,7 +446,9 @@ pub struct PaceStats {
     /// Destination pages they took.
     pub compaction_assist_pages: u64,
     /// Idle-mode GC threads (`HeapConfig::gc_thread_idle`): times a refill found this
-    /// cycle's collector behind its schedule and switched them to their normal policy.
+    /// heap's collector behind its schedule, or its prefill thread behind the refills, and
+    /// switched them to their normal policy, since the previous cycle was recorded (switches
+    /// made between cycles count with the next cycle).
     pub behind_switches: u64,
 }
 

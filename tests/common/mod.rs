@@ -280,6 +280,20 @@ pub fn gc_threads_line(heap: &Heap) -> String {
         .clone()
 }
 
+/// Idle mode: wait (at most 30 s) until no heap of this process holds its GC threads out of
+/// `SCHED_IDLE` for being behind (`faultline::gc_thread_idle_stats().2`); panics past that.
+pub fn wait_until_no_heap_is_behind() {
+    let t0 = std::time::Instant::now();
+    while faultline::gc_thread_idle_stats().2 != 0 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "a heap stays behind with nothing allocating: {:?}",
+            faultline::gc_thread_idle_stats()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Thread `tid`'s nice value (panics if it cannot be read).
 pub fn nice_of(tid: libc::id_t) -> i32 {
     // SAFETY: clearing and reading this thread's errno; getpriority only reads.
