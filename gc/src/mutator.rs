@@ -899,10 +899,12 @@ impl Mutator {
                         requested: bytes,
                         live: inner.moving.used() + old,
                         capacity: window + old,
-                        space: if window + old < inner.moving.half_bytes {
+                        space: if window + old >= inner.moving.half_bytes {
+                            "moving space"
+                        } else if inner.gen.is_some() {
                             "moving-space window and old generation (a half less the pages of pinned objects)"
                         } else {
-                            "moving space"
+                            "moving-space window (the half less the pages of pinned objects)"
                         },
                     }
                 });
