@@ -669,22 +669,28 @@ thread_local! {
 pub(crate) fn can_idle() -> bool {
     static CAN: OnceLock<bool> = OnceLock::new();
     *CAN.get_or_init(|| {
-        std::thread::Builder::new()
-            .name("faultline-idle-probe".into())
-            .spawn(|| {
-                let tid = gettid();
-                match (nice_of(tid), sched_attr_mine()) {
-                    (Some(n), Some(a)) => {
-                        let policy = a.sched_policy as libc::c_int;
-                        set_policy(tid, libc::SCHED_IDLE, n, 0) && set_policy(tid, policy, n, 0)
-                    }
-                    _ => false,
+        probe_on_a_thread("faultline-idle-probe", |tid| {
+            match (nice_of(tid), sched_attr_mine()) {
+                (Some(n), Some(a)) => {
+                    let policy = a.sched_policy as libc::c_int;
+                    set_policy(tid, libc::SCHED_IDLE, n, 0) && set_policy(tid, policy, n, 0)
                 }
-            })
-            .ok()
-            .and_then(|h| h.join().ok())
-            .unwrap_or(false)
+                _ => false,
+            }
+        })
     })
+}
+
+/// Run `probe` (given its thread id) on a short-lived thread named `name`, so that what it
+/// changes of its own thread's priority dies with that thread; false if the thread could not
+/// be started or panicked.
+fn probe_on_a_thread(name: &str, probe: fn(libc::id_t) -> bool) -> bool {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || probe(gettid()))
+        .ok()
+        .and_then(|h| h.join().ok())
+        .unwrap_or(false)
 }
 
 /// The process-wide idle mode's figures: (boosts because a heap's collector fell behind its
@@ -696,12 +702,6 @@ pub fn gc_thread_idle_stats() -> (u64, u32, u32) {
         REGISTRY.stats().1,
         REGISTRY.behind.load(Ordering::SeqCst),
     )
-}
-
-/// Heaps behind their schedule now (the process-wide count).
-#[cfg(test)]
-pub(crate) fn heaps_behind() -> u32 {
-    REGISTRY.behind.load(Ordering::SeqCst)
 }
 
 /// A heap's collector fell behind its pacer's schedule or is back on it (its transitions
@@ -725,18 +725,10 @@ pub(crate) fn apply_behind() {
 pub(crate) fn can_boost() -> bool {
     static CAN: OnceLock<bool> = OnceLock::new();
     *CAN.get_or_init(|| {
-        std::thread::Builder::new()
-            .name("faultline-prio-probe".into())
-            .spawn(|| {
-                let tid = gettid();
-                match nice_of(tid) {
-                    Some(n) if n < 19 => set_nice(tid, n + 1) && set_nice(tid, n),
-                    _ => false,
-                }
-            })
-            .ok()
-            .and_then(|h| h.join().ok())
-            .unwrap_or(false)
+        probe_on_a_thread("faultline-prio-probe", |tid| match nice_of(tid) {
+            Some(n) if n < 19 => set_nice(tid, n + 1) && set_nice(tid, n),
+            _ => false,
+        })
     })
 }
 

@@ -791,11 +791,11 @@ mod tests {
         if crate::config::default_gc_thread_idle() {
             return;
         }
-        let before = crate::background::heaps_behind();
+        let before = crate::background::gc_thread_idle_stats().2;
         p.note_schedule(true);
-        assert_eq!(crate::background::heaps_behind(), before + 1);
+        assert_eq!(crate::background::gc_thread_idle_stats().2, before + 1);
         drop(p);
-        assert_eq!(crate::background::heaps_behind(), before);
+        assert_eq!(crate::background::gc_thread_idle_stats().2, before);
     }
 
     #[test]

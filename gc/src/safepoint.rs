@@ -64,7 +64,7 @@
 //!   most one thread waits on `arrivals` (the one that set `gc_active`).
 
 use core::cell::{RefCell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -112,7 +112,7 @@ pub(crate) struct MutatorShared {
     /// The owning thread's kernel id (a `Mutator` is not `Send`). Rewritten by a forked
     /// child's fork handler for the forking thread's mutators ([`MutatorShared::owner_forked`]):
     /// the child's copy of that thread has another id.
-    tid: std::sync::atomic::AtomicU32,
+    tid: AtomicU32,
     /// The owning thread's start time (field 22 of `/proc/thread-self/stat`, clock ticks since
     /// boot), read at attach: a later thread that reuses `tid` has another one, so it is not
     /// mistaken for the owner ([`crate::background::thread_exited`]). [`NO_START`] where
@@ -132,7 +132,7 @@ unsafe impl Send for MutatorShared {}
 impl MutatorShared {
     /// A running mutator with empty roots.
     pub(crate) fn new(id: u64, heap_id: u64, name: Option<Arc<str>>, satb_capacity: usize) -> Self {
-        MutatorShared {
+        let me = MutatorShared {
             id,
             heap_id,
             name,
@@ -146,15 +146,21 @@ impl MutatorShared {
                 satb: Vec::with_capacity(satb_capacity),
                 ..LocalRoots::default()
             }),
-            tid: std::sync::atomic::AtomicU32::new(crate::background::gettid()),
-            tid_start: AtomicU64::new(Self::start_of_this_thread()),
+            tid: AtomicU32::new(0),
+            tid_start: AtomicU64::new(NO_START),
             probe: ttsdiag::Probe::default(),
-        }
+        };
+        me.owned_by_this_thread();
+        me
     }
 
-    fn start_of_this_thread() -> u64 {
+    /// Record the calling thread as the owner: its kernel id and start time.
+    fn owned_by_this_thread(&self) {
         let tid = crate::background::gettid();
-        crate::background::thread_start_time("thread-self", tid).unwrap_or(NO_START)
+        let start = crate::background::thread_start_time("thread-self", tid);
+        self.tid.store(tid, Ordering::Relaxed);
+        self.tid_start
+            .store(start.unwrap_or(NO_START), Ordering::Relaxed);
     }
 
     /// The owning thread's kernel id.
@@ -172,10 +178,7 @@ impl MutatorShared {
     /// owner for a thread that had exited (its parent's id names no thread of the child) and
     /// collected under it.
     pub(crate) fn owner_forked(&self) {
-        self.tid
-            .store(crate::background::gettid(), Ordering::Relaxed);
-        self.tid_start
-            .store(Self::start_of_this_thread(), Ordering::Relaxed);
+        self.owned_by_this_thread();
     }
 
     /// The roots.
