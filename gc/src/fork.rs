@@ -41,7 +41,9 @@
 //!    a *compaction* is finished
 //!    on plain memory ([`crate::compaction::Compaction::finish_in_child`]: every destination
 //!    page not yet mapped is filled from the intact old half), then the whole old half is
-//!    released (the parent may have been releasing it at the fork), and in generational mode
+//!    released (the parent may have been releasing it at the fork) but for the pages of
+//!    stranded pinned objects and of the old generation (a young cycle that does not promote
+//!    leaves it in the half it compacted out of), and in generational mode
 //!    the cycle's promotion is completed (`GenState::finish_in_child`); large objects found dead
 //!    at the flip are released by the child's next collection, which finds them unmarked
 //!    again. The cycle is then idle and the world is restarted.
@@ -76,10 +78,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 
 use faultline_heap::arena::Backing;
+use faultline_heap::PAGE_SIZE;
 
 use crate::inner::HeapInner;
 use crate::phase::CyclePhase;
-use crate::pins::subtract;
+use crate::pins::{merge, subtract};
 use crate::release::release_old_half;
 use crate::safepoint::{attached_here, Me, MutatorShared, SpState, NATIVE};
 
@@ -340,10 +343,21 @@ fn end_cycle_in_child(inner: &HeapInner, g: &SpState) {
         // used part; the parent may have been releasing it at the fork), nothing reads it
         // any more. No poisoning: that may take a userfaultfd call.
         // Pages holding stranded pinned objects (kept at the flip) stay: their objects live
-        // there ([`crate::pins`]).
+        // there ([`crate::pins`]). So does the old generation (generational mode): a young
+        // cycle that does not promote compacts its window out of the old half and leaves the
+        // old generation where it is, in the half that is no longer current (before, the
+        // child released it with the rest, and every promoted object read as zeroes).
         let old = 1 - inner.moving.current.load(Ordering::Relaxed);
         let lo = inner.moving.half_base[old];
-        let keep = inner.roots.pins.stranded_pages();
+        let mut keep = inner.roots.pins.stranded_pages();
+        let (old_lo, old_hi) = inner.moving.old_range();
+        if old_hi > old_lo {
+            keep.push((
+                old_lo / PAGE_SIZE * PAGE_SIZE,
+                old_hi.next_multiple_of(PAGE_SIZE),
+            ));
+            keep = merge(keep);
+        }
         for (s, e) in subtract(lo, lo + inner.moving.half_bytes, &keep) {
             release_old_half(
                 &inner.arena,

@@ -129,7 +129,7 @@ impl FlipPins {
 }
 
 /// Merge sorted `[start, end)` ranges that touch or overlap.
-fn merge(mut v: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
+pub(crate) fn merge(mut v: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
     v.sort_unstable();
     let mut out: Vec<(usize, usize)> = Vec::with_capacity(v.len());
     for (s, e) in v {
