@@ -47,6 +47,8 @@
 //!   registered thread unregisters itself before it exits (a crew's helper, after each part),
 //!   and [`Registry::unregister`] waits until no boost or drop is under way, so a priority is
 //!   never set on a tid that the system may have handed to another thread;
+//! - in a forked child the counts of waiting and of busy threads start at zero (the fork
+//!   handler, [`reset_in_child`]): the threads that held them do not exist there;
 //! - [`boost_while_waiting`] and everything it calls are async-signal-safe (a fault stall in
 //!   the SIGBUS handler waits with one): atomics on a static table and `setpriority` or
 //!   `sched_setattr` system calls, no allocation, no lock, no panic, `errno` preserved;
@@ -616,6 +618,19 @@ impl Registry {
         Boost(self)
     }
 
+    /// In a forked child (its fork handler, the forking thread the only one): no thread of the
+    /// child is inside a boost or a drop, and none holds a [`Boost`] (the forking thread is
+    /// in `fork`, never inside a wait on the collector), so the counts the parent's other
+    /// threads held at the fork are cleared. A boost or drop under way on another thread at
+    /// the fork left `busy` raised for good: every later [`Registry::unregister`] in the
+    /// child (a GC thread's at the end of each job, a crew helper's after each part) spun
+    /// forever. `behind` stays: each heap's pacer, copied with it, still knows whether it
+    /// counted itself. Async-signal-safe (atomic stores).
+    pub(crate) fn reset_in_child(&self) {
+        self.busy.store(0, Ordering::SeqCst);
+        self.waiters.store(0, Ordering::SeqCst);
+    }
+
     /// Times the behind count left zero (boosts for a collector behind its schedule).
     pub(crate) fn behind_boosts(&self) -> u64 {
         self.behind_boosts.load(Ordering::Relaxed)
@@ -650,6 +665,12 @@ impl Drop for Boost<'_> {
 /// is registered; async-signal-safe.
 pub(crate) fn boost_while_waiting() -> Boost<'static> {
     REGISTRY.waiting()
+}
+
+/// In a forked child, from its fork handler: clear the boost table's counts of the parent's
+/// other threads ([`Registry::reset_in_child`]).
+pub(crate) fn reset_in_child() {
+    REGISTRY.reset_in_child();
 }
 
 /// Boosts so far (the waiting threads' count left zero), GC threads registered for boosting
@@ -1067,6 +1088,48 @@ mod tests {
         end_a.send(()).unwrap();
         ha.join().unwrap();
         assert_eq!(REG.stats().2, 0);
+    }
+
+    /// A fork while another thread is inside a boost or a drop (`busy` raised, here by hand):
+    /// the child's fork handler clears it, so a GC thread of the child unregisters (before,
+    /// it spun forever: the thread that would lower `busy` does not exist in the child).
+    #[test]
+    fn a_child_forked_during_a_boost_can_unregister() {
+        // A heap installs the fork handlers.
+        let _heap = crate::Heap::new(
+            crate::HeapConfig::with_heap_size(1 << 20).mode(crate::GcMode::StopTheWorld),
+        )
+        .unwrap();
+        let tid_nice = nice_of(gettid()).unwrap();
+        REGISTRY.busy.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: the child touches only the registry's atomics and system calls, then
+        // `_exit`s; a watchdog alarm kills it if it spins.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: plain system calls in the child.
+            unsafe { libc::alarm(5) };
+            let level = Level {
+                low: tid_nice,
+                high: tid_nice,
+                idle: 0,
+                slice_us: 0,
+            };
+            if let Some(slot) = REGISTRY.register_level(gettid(), level) {
+                REGISTRY.unregister(slot);
+            }
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(0) };
+        }
+        REGISTRY.busy.fetch_sub(1, Ordering::SeqCst);
+        assert!(pid > 0, "fork failed");
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child hung in unregister (killed by signal {})",
+            libc::WTERMSIG(status)
+        );
     }
 
     #[test]

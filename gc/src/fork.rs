@@ -255,6 +255,7 @@ fn release_all(child: bool) {
     let answer = AWAIT_CHILD.swap(false, Ordering::Relaxed);
     if child {
         crate::forkgate::reset_in_child();
+        crate::background::reset_in_child();
         // The arena already knows it is forked (its generation changed in the heap layer's
         // child handler); a memfd arena still shares its pages with the parent until
         // detached. Detach first (finishing a compaction writes destination pages), and all of
