@@ -66,3 +66,55 @@ fn a_stale_value_is_caught_not_read_as_garbage() {
     }));
     assert!(r.is_err(), "a value held across a safepoint is detected");
 }
+
+/// A `Root` the owner reaches through a thread-local and drops inside a native section, while
+/// another thread collects (soundness audit, round six): a pause may be visiting the owner's
+/// root table during the section, so the drop only queues the slot, which is freed when the
+/// section ends. Its object stays rooted through that collection (before, the drop wrote the
+/// table the pause was visiting, a data race, and the object was collected at once), and is
+/// collected after the section.
+#[test]
+fn a_root_dropped_inside_a_native_section_is_freed_when_the_section_ends() {
+    use std::cell::RefCell;
+    use std::sync::mpsc;
+    thread_local! {
+        static HELD: RefCell<Option<faultline::Root>> = const { RefCell::new(None) };
+    }
+    let heap = heap(8 << 20);
+    let t = register(&heap);
+    let mut m = heap.attach();
+    let x = pair(&mut m, &t, fix(1), faultline::Value::NULL);
+    let weak = m.new_weak(x).unwrap();
+    let weak = m.root(weak);
+    let root = m.root(x);
+    HELD.with(|h| *h.borrow_mut() = Some(root));
+    let (dropped_tx, dropped_rx) = mpsc::channel::<()>();
+    let (collected_tx, collected_rx) = mpsc::channel::<()>();
+    let other = {
+        let heap = heap.clone();
+        std::thread::spawn(move || {
+            dropped_rx.recv().unwrap();
+            let mut m2 = heap.attach();
+            m2.collect().unwrap();
+            drop(m2);
+            collected_tx.send(()).unwrap();
+        })
+    };
+    m.native(move || {
+        HELD.with(|h| drop(h.borrow_mut().take()));
+        dropped_tx.send(()).unwrap();
+        // The other thread's collection visits this mutator's roots while it is native.
+        collected_rx.recv().unwrap();
+    });
+    other.join().unwrap();
+    assert_eq!(
+        read_list(&m, m.weak_get(weak.value(&m))),
+        vec![1],
+        "the object stays rooted through a collection during the section"
+    );
+    m.collect().unwrap();
+    assert!(
+        m.weak_get(weak.value(&m)).is_null(),
+        "the slot is freed once the section ends"
+    );
+}

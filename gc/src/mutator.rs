@@ -1209,10 +1209,8 @@ impl Drop for Root {
         if reentry::current() == Some(reentry::Callback::RootSource) {
             return;
         }
-        // SAFETY: the owner thread (Root is !Send, and a native closure cannot hold it).
-        let r = unsafe { self.shared.roots_mut() };
-        r.handles[self.index as usize] = 0;
-        r.free.push(self.index);
+        // On the owner thread (a `Root` is not `Send`); deferred if it is in a native section.
+        self.shared.drop_root(self.index);
     }
 }
 

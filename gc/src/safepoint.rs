@@ -53,7 +53,8 @@
 //! - while `gc_active` is set, no attached mutator other than the collector touches the heap or
 //!   its own roots: parked ones wait on the condition variable, native ones run code that
 //!   cannot reach the heap (the native closure is `Send`, so it cannot hold a `Root`, a
-//!   `Local` or the `Mutator`);
+//!   `Local` or the `Mutator`; a `Root` it reaches through a thread-local and drops only
+//!   queues its slot, freed when the owner runs again: [`MutatorShared::drop_root`]);
 //! - `MutatorShared::roots` is touched only by the owning thread while it is RUNNING, or by the
 //!   thread that stopped the world while the owner is PARKED or NATIVE;
 //! - `[tlab_cursor, tlab_limit)` is written by the owner while RUNNING and reset by the
@@ -120,6 +121,13 @@ pub(crate) struct MutatorShared {
     tid_start: AtomicU64,
     /// Time-to-safepoint diagnostics (see [`crate::ttsdiag`]).
     pub probe: ttsdiag::Probe,
+    /// Slots of `Root`s the owner dropped while NATIVE (a `Root` reached through a thread-local
+    /// inside a native section, while a pause may be visiting `roots`): freed by the owner
+    /// once it runs again ([`MutatorShared::free_deferred`]); their objects stay rooted until
+    /// then.
+    deferred: Mutex<Vec<u32>>,
+    /// `deferred` is not empty.
+    has_deferred: AtomicBool,
 }
 
 // SAFETY: `roots` is accessed by the owner while RUNNING and by the collector only while the
@@ -149,6 +157,8 @@ impl MutatorShared {
             tid: AtomicU32::new(0),
             tid_start: AtomicU64::new(NO_START),
             probe: ttsdiag::Probe::default(),
+            deferred: Mutex::new(Vec::new()),
+            has_deferred: AtomicBool::new(false),
         };
         me.owned_by_this_thread();
         me
@@ -190,6 +200,43 @@ impl MutatorShared {
     pub(crate) unsafe fn roots_mut(&self) -> &mut LocalRoots {
         // SAFETY: exclusive by the caller's contract.
         unsafe { &mut *self.roots.get() }
+    }
+
+    /// The owner thread drops its `Root` of slot `index`: the slot is freed now if the owner
+    /// is RUNNING (or detached: nothing visits its roots any more); while it is NATIVE (the
+    /// `Root` reached through a thread-local inside a native section) a pause on another
+    /// thread may be visiting the table, so the slot is only queued, and freed when the owner
+    /// leaves native state.
+    pub(crate) fn drop_root(&self, index: u32) {
+        if self.state.load(Ordering::SeqCst) == NATIVE && !self.detached.load(Ordering::SeqCst) {
+            self.deferred
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(index);
+            self.has_deferred.store(true, Ordering::Relaxed);
+            return;
+        }
+        // SAFETY: the owner thread (a `Root` is not `Send`), RUNNING (a pause waits for it to
+        // park before it visits the table), or detached (no collector visits the table).
+        let r = unsafe { self.roots_mut() };
+        r.handles[index as usize] = 0;
+        r.free.push(index);
+    }
+
+    /// The owner, RUNNING again after a native section: free the slots of the `Root`s it
+    /// dropped meanwhile ([`MutatorShared::drop_root`]).
+    fn free_deferred(&self) {
+        if !self.has_deferred.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut d = self.deferred.lock().unwrap_or_else(PoisonError::into_inner);
+        self.has_deferred.store(false, Ordering::Relaxed);
+        // SAFETY: the owner, RUNNING (called by `Safepoint::leave_native` on its thread).
+        let r = unsafe { self.roots_mut() };
+        for index in d.drain(..) {
+            r.handles[index as usize] = 0;
+            r.free.push(index);
+        }
     }
 
     /// Retire the allocation buffer (the world is stopped, or the caller is the owner).
@@ -564,8 +611,10 @@ impl Safepoint {
         let arrived = std::time::Instant::now();
         let g = self.lock();
         let waited = g.gc_active;
-        let _g = self.wait_released(g);
+        let released = self.wait_released(g);
         me.state.store(RUNNING, Ordering::SeqCst);
+        drop(released);
+        me.free_deferred();
         if waited {
             // Came back from native code into a pause: the rest of the pause is a wait.
             crate::waits::record_parked(arrived, None, std::time::Instant::now());
