@@ -20,16 +20,28 @@
 //!   held succeed and leave it in place with its bytes; after the pin is dropped, with nothing
 //!   pinned, every collection succeeds and the stranded object is gone;
 //! - the same with the pin dropped right after the collection that kept it;
-//! - `OutOfMemory` counts the old generation among the live bytes.
+//! - `OutOfMemory` counts the old generation among the live bytes;
+//! - (concurrent, both remembered sets) an object referenced only from an old one and pinned
+//!   while a young cycle from the old generation's half marks, so kept by it right above the
+//!   old generation, leaves at the first cycle after its pin is dropped (a young one: the
+//!   old slot that refers to it is forwarded), and full cycles run again. Before, a stranded
+//!   object above the old generation stayed for good once unpinned (young cycles kept every
+//!   stranded object, and no full cycle ran while it lay there: every cycle was young), and
+//!   so did the objects pinned during those young cycles: the windows of both halves
+//!   climbed above them until the heap ran out of memory with every pin dropped.
 //!
 //! Invariants checked: every collection succeeds, the pinned object never moves while pinned
-//! and keeps its bytes, the live data are intact, and the heap verifies.
+//! and keeps its bytes, an unpinned one keeps its bytes where it moved (through the old
+//! object that refers to it), the live data are intact, and the heap verifies.
 
 mod common;
 
+use std::sync::Arc;
+
+use common::park::Park;
 use faultline::{
-    AllocError, Capability, GcMode, Generational, Heap, HeapConfig, Mutator, Pin, Probe, Root,
-    TypeId, TypeInfo,
+    AllocError, Capability, GcMode, Generational, Heap, HeapConfig, MarkPoint, Mutator, Pin, Probe,
+    Root, TypeId, TypeInfo,
 };
 
 const HALF: usize = 1 << 20;
@@ -243,4 +255,108 @@ fn out_of_memory_counts_the_old_generation() {
         e => panic!("{e}"),
     }
     heap.verify().unwrap();
+}
+
+/// An object pinned while a concurrent young cycle from the old generation's half marks is
+/// kept by that cycle above the old generation (stranded between the old generation and the
+/// window); once unpinned it leaves at the next cycle, referenced only from an old object,
+/// and full cycles run again. Before, no cycle let it leave: young cycles keep stranded
+/// objects, and a full cycle from the old half (its source `[old lo, top)`) was never chosen
+/// while a stranded object lay above the old generation, so every later cycle was young; the
+/// objects pinned during them stayed stranded too, and the windows of both halves climbed
+/// above them until no cycle had room (the concurrent generational run of
+/// `tests/pinned_shadow_stress.rs` with pins anywhere ran out of memory so).
+#[test]
+fn an_object_pinned_during_a_young_cycle_leaves_once_unpinned() {
+    let test = "an_object_pinned_during_a_young_cycle_leaves_once_unpinned";
+    if !common::uffd_or_skip(test) {
+        return;
+    }
+    let mut kinds = vec![Generational::Cards];
+    if Probe::run().supports(Capability::WpAsync) {
+        kinds.push(Generational::WrittenPages);
+    } else {
+        eprintln!("SKIPPED: {test}: written pages (WP_ASYNC unavailable)");
+    }
+    for kind in kinds {
+        let label = format!("concurrent/{kind:?}");
+        let park = Arc::new(Park::default());
+        let cfg = config(GcMode::Concurrent, kind).with(|c| c.debug.mark_hook = Some(park.hook()));
+        let (s, mut m) = Scene::new(cfg);
+        s.heap.wait_for_compaction();
+        let (lo, hi) = s.heap.old_generation_range().unwrap();
+        assert!(hi > lo, "{label}: the first cycle promoted");
+        // A young byte array in the window right above the old generation, referenced only
+        // from an old array (slot 1 of live array 0), after 16 KiB of young arrays rooted
+        // (they are compacted in front of it when it leaves, so that its new place is not
+        // its old one, where a slot left unforwarded would still find it).
+        let young = m.alloc(s.vec, 4).unwrap();
+        let _young = m.root(young);
+        for i in 0..4 {
+            let a = m.alloc(s.vec, 511).unwrap();
+            _young.get(&m).unwrap().set(i, a);
+        }
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+        let b = m.alloc(s.bytes, data.len()).unwrap();
+        m.local(b).unwrap().write_bytes(0, &data);
+        let holder = s.live.get(&m).unwrap().get(0);
+        assert!(
+            common::gen::in_old(&s.heap, holder.bits()),
+            "{label}: old holder"
+        );
+        m.local(holder).unwrap().set(1, b);
+        let held = |m: &Mutator| m.local(s.live.get(m).unwrap().get(0)).unwrap().get(1);
+        // A young cycle from the old half; `b` is pinned while it marks.
+        let flips = s.heap.flips();
+        park.arm(MarkPoint::BeforeRemark);
+        m.start_collection().unwrap();
+        park.wait(&mut m);
+        let pin = m.pin(held(&m)).unwrap();
+        let addr = pin.value(&m).bits();
+        park.disarm();
+        m.wait_for_cycle().unwrap();
+        s.heap.wait_for_compaction();
+        let young = s.heap.history()[flips as usize..]
+            .iter()
+            .all(|c| c.gen.young == Some(true));
+        assert!(young && s.heap.flips() > flips, "{label}: a young cycle");
+        assert_eq!(held(&m).bits(), addr, "{label}: the pinned object stayed");
+        assert!(
+            addr >= hi && !common::gen::in_old(&s.heap, addr),
+            "{label}: kept above the old generation"
+        );
+        assert_eq!(s.heap.pin_stats().stranded_objects, 1, "{label}: stranded");
+        drop(pin);
+        // Unpinned: it leaves at the next cycle (the old slot that holds it forwarded), and
+        // the cycles that follow include a full one.
+        let flips = s.heap.flips();
+        m.collect().unwrap();
+        s.heap.wait_for_compaction();
+        let st = s.heap.pin_stats();
+        assert_eq!(st.stranded_objects, 0, "{label}: it left: {st:?}");
+        assert_ne!(held(&m).bits(), addr, "{label}: it moved");
+        assert_eq!(
+            m.local(held(&m)).unwrap().to_bytes(),
+            data,
+            "{label}: its bytes, through its old holder"
+        );
+        s.heap.verify().unwrap();
+        s.collect_n(&mut m, 3, None, &format!("{label}, unpinned"));
+        assert_eq!(
+            m.local(held(&m)).unwrap().to_bytes(),
+            data,
+            "{label}: its bytes after more cycles"
+        );
+        let kinds: Vec<_> = s.heap.history()[flips as usize..]
+            .iter()
+            .map(|c| c.gen.young)
+            .collect();
+        assert!(
+            kinds.contains(&Some(false)),
+            "{label}: a full cycle ran again: {kinds:?}"
+        );
+        common::garbage(&mut m, s.vec, 2 * HALF);
+        s.check_live(&m, &label);
+        s.heap.verify().unwrap();
+    }
 }

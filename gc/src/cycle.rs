@@ -1116,11 +1116,12 @@ fn flip(
     let to_index = 1 - moving.current.load(Ordering::Relaxed);
     let to_half_base = moving.half_base[to_index];
     // Pinned objects ([`crate::pins`]): which stay (kept), which stay stranded, which leave
-    // (unpinned: copied after the compacted objects; a young cycle relocates no stranded
-    // object, since old objects may refer to one and it forwards only the old slots its
-    // remembered set names), and the destination window (the largest gap between the
-    // stranded objects of the destination half; generational, promoting or into the old
-    // generation's half: above them and the old generation).
+    // (unpinned: copied after the compacted objects; a young cycle forwards only the old
+    // slots its remembered set names, and old objects may refer to a stranded object, so it
+    // relocates none unless it scanned the whole old generation: `GenCycle::stranded_leave`),
+    // and the destination window (the largest gap between the stranded objects of the
+    // destination half; generational, promoting or into the old generation's half: above
+    // them and the old generation).
     let pins = inner.roots.pins.plan_flip(
         (from, from_top),
         to_half_base,
@@ -1128,7 +1129,7 @@ fn flip(
         to_index,
         gen.as_ref().map(|c| c.old),
         gen.as_ref().is_some_and(|c| c.promote),
-        young,
+        young && !gen.as_ref().is_some_and(|c| c.stranded_leave),
         |a| inner.tables.mark.get((a - from) / WORD),
         types,
     );

@@ -75,8 +75,9 @@
 //!   `min_trigger_bytes / 2`, ran a full cycle right after promoting it, emptied the old
 //!   generation and copied it all again to promote it once more), when anything is pinned
 //!   in the old half or with nothing old, or a stranded object is no longer pinned (young
-//!   cycles leave pins to full cycles, and keep every stranded object: see
-//!   [`GenState::begin`]), when an allocation about to fail has seen no full cycle flip since it
+//!   cycles leave pins to full cycles, and a young cycle lets unpinned stranded objects
+//!   leave only when it began with one: see [`GenState::begin`]), when an allocation about
+//!   to fail has seen no full cycle flip since it
 //!   began ([`GenState::request_full`]: young cycles free no old and no large object, so
 //!   `OutOfMemory` comes only after a full collection), and only from the old half (its source is `[lo, top)`): if the other half
 //!   is current, a young cycle runs first (it promotes every survivor) and the next cycle is
@@ -456,13 +457,14 @@ pub(crate) fn window_goal(used: usize, old: usize, growth: f64, min_trigger: usi
 pub(crate) struct CycleFacts {
     /// Some object is pinned.
     pub pinned: bool,
-    /// Some stranded object holds no pin any more ([`crate::pins`]): only a full cycle lets
-    /// it leave (a young cycle keeps every stranded object), and until then it holds the
-    /// window of a cycle into its half above it.
+    /// Some stranded object holds no pin any more ([`crate::pins`]): until it leaves it holds
+    /// the window of a cycle into its half above it. A full cycle lets it leave, and so does
+    /// a young cycle that begins now ([`GenCycle::stranded_leave`]).
     pub stranded_unpinned: bool,
     /// A stranded object lies in the old half above the old generation (pinned during a
     /// concurrent young cycle from the old half): a full cycle from the old half would take it
-    /// into its source range, so young cycles run until it is gone.
+    /// into its source range, so young cycles run until it is gone (the first young cycle
+    /// that begins with it unpinned lets it leave: [`GenCycle::stranded_leave`]).
     pub stranded_above_old: bool,
     /// An allocation found the space exhausted.
     pub exhausted: bool,
@@ -499,6 +501,11 @@ pub(crate) struct GenCycle {
     /// The allocation point at the cycle's start: every object at or above it was allocated
     /// during marking (black, live by construction).
     pub mark_top: usize,
+    /// Young: the unpinned stranded objects ([`crate::pins`]) leave at this cycle's flip, as
+    /// at a full cycle's. Set when the cycle began with one: it then scans the whole old
+    /// generation ([`RememberedSet::report_all`]), so that its flip forwards every old slot
+    /// that refers to one (see [`GenState::begin`]).
+    pub stranded_leave: bool,
     /// `Breakage::SkipDirtyCard` (tests): the first range the remembered set reports to this
     /// cycle is still to be dropped.
     skip_one: bool,
@@ -626,6 +633,7 @@ impl GenState {
             },
             dirty_units: 0,
             mark_top,
+            stranded_leave: false,
             skip_one: facts.skip_one,
         };
         if kind == CycleKind::Full {
@@ -638,6 +646,22 @@ impl GenState {
                 c.from = old.lo;
             }
             return Ok(c);
+        }
+        // A young cycle that begins with an unpinned stranded object lets it leave at its
+        // flip. A young cycle forwards only the old slots its remembered set names, and an
+        // old slot that refers to a stranded object need not be named (a flip keeps a slot
+        // dirty only while it refers to a young survivor), so this one scans the whole old
+        // generation: every old slot that refers to anything but an old object (or null)
+        // is then among its old slots, and its flip forwards it. Before, young cycles kept
+        // every stranded object until a full cycle, and none came while a stranded object
+        // lay in the old half above the old generation (pinned during a concurrent young
+        // cycle from that half: a full cycle's source `[lo, top)` would hold it): once
+        // unpinned, such objects stayed for good, every cycle was young, and the objects
+        // pinned during the young cycles from either half were stranded too and stayed:
+        // the windows of both halves climbed above them until no cycle had room.
+        if facts.stranded_unpinned {
+            self.remset.report_all();
+            c.stranded_leave = true;
         }
         if scan_now {
             Self::scan(&self.remset, &old, &mut c, arena, types)?;

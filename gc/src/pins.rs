@@ -25,11 +25,15 @@
 //!    compacts into the old generation's half, or promotes, starts the window above every
 //!    stranded object of the half and the old generation instead (the old generation is a
 //!    prefix right below the window); the policy runs full cycles while anything is pinned
-//!    with nothing old, or a stranded object is unpinned, so such windows do not climb a
+//!    with nothing old, or a stranded object is unpinned, and a young cycle that begins with
+//!    an unpinned stranded object lets it leave (see 4.), so such windows do not climb a
 //!    half behind the pins kept at each flip.
 //! 4. **Unpinned.** A stranded object whose last pin is gone is copied at the next flip to the
 //!    new window, after the compacted objects (every reference to it forwarded by the plan),
-//!    and is an ordinary object from then on. Its old pages are garbage: cleaned later, or,
+//!    and is an ordinary object from then on. (Generational mode: a young cycle forwards only
+//!    the old slots its remembered set names, so it lets unpinned objects leave only when it
+//!    began with one and scanned the whole old generation,
+//!    [`crate::generational::GenCycle::stranded_leave`]; other young cycles keep them.) Its old pages are garbage: cleaned later, or,
 //!    inside the destination window, released in that flip (after the copy, before any
 //!    destination page is mapped), so that unpinning gives the room back.
 //! 5. **Too little room.** When the compacted objects (and the leaving ones) do not fit in
@@ -215,7 +219,8 @@ impl PinTable {
     }
 
     /// Whether some stranded object holds no pin any more (it waits for a flip that lets
-    /// unpinned objects leave: in generational mode, a full cycle's).
+    /// unpinned objects leave: in generational mode, a full cycle's, or a young cycle's that
+    /// scans the whole old generation).
     pub(crate) fn stranded_unpinned(&self) -> bool {
         let g = self.lock();
         g.stranded.iter().any(|s| !g.pinned.contains_key(&s.addr))
@@ -261,8 +266,9 @@ impl PinTable {
     /// largest gap: with the floor rule there, a pin held high in a half left its window a
     /// few pages at the half's end, and every cycle into that half failed for room while
     /// most of the half was free. With `keep_unpinned` (a young cycle, which forwards only
-    /// the old slots its remembered set names) no stranded object leaves: unpinned ones stay
-    /// stranded until a full cycle. Changes nothing (see [`PinTable::commit`]).
+    /// the old slots its remembered set names, unless it scanned the whole old generation)
+    /// no stranded object leaves: unpinned ones stay stranded until a full cycle or a young
+    /// cycle that scans the whole old generation. Changes nothing (see [`PinTable::commit`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn plan_flip(
         &self,

@@ -84,7 +84,9 @@ pub(crate) trait RememberedSet: Send + Sync {
     /// Report every range of the old generation at the next call of
     /// [`RememberedSet::for_each_dirty_range`]: a cycle that took (and cleared) dirty ranges
     /// was abandoned without its flip, which would have forwarded the slots it found and kept
-    /// them (a forked child ends a cycle in its marking so, see [`crate::fork`]).
+    /// them (a forked child ends a cycle in its marking so, see [`crate::fork`]); or a young
+    /// cycle must find every old slot that refers to anything but an old object (it lets
+    /// unpinned stranded objects leave: [`crate::generational::GenCycle::stranded_leave`]).
     fn report_all(&self);
 
     /// The young cycle is over.
