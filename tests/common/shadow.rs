@@ -88,9 +88,6 @@ pub struct Shadow {
     pub objects_checked: u64,
     /// Pin or unpin a random object once every this many steps on average (`None`: never).
     pub pin_every: Option<u64>,
-    /// Keep only pins of objects in the lower half of their half (generational mode, whose
-    /// windows start above pinned objects: pins high in a half leave too little room).
-    pub pin_low_only: bool,
     /// Pins held: the pin, the object's id and its pinned address.
     pub pinned: Vec<(faultline::Pin, u64, usize)>,
     /// Pins made; of those in the moving space, pins of objects in the upper half of their
@@ -119,7 +116,6 @@ impl Shadow {
             checks: 0,
             objects_checked: 0,
             pin_every: None,
-            pin_low_only: false,
             pinned: Vec::new(),
             pins_made: 0,
             pins_high: 0,
@@ -197,9 +193,6 @@ impl Shadow {
             Ok(p) => {
                 let addr = p.value(m).bits();
                 if let Some((start, end, half)) = p.place_in_half() {
-                    if self.pin_low_only && start >= half / 2 {
-                        return;
-                    }
                     self.pins_high += u64::from(start >= half / 2);
                     self.pins_last_page += u64::from(end > half - 4096);
                 }
