@@ -265,13 +265,22 @@ pub(crate) fn paced_compaction_assist(inner: &HeapInner) -> usize {
 /// ([`crate::pacer::Pacer::markers_behind`]), or a compaction runs and its workers alone are
 /// behind the allocation ([`crate::pacer::Pacer::compaction_workers_behind`]), or
 /// (`prefill_behind`, in or between cycles) this refill found its new buffer not yet present
-/// with prefill on ([`crate::prefiller::poke`]). Atomics only, and a system call per GC
-/// thread on a change (see [`crate::pacer::Pacer::note_schedule`]).
+/// with prefill on ([`crate::prefiller::poke`]), or an idle GC thread is starved of the CPU
+/// ([`crate::background::gc_threads_starving`]: the mutators' faults can keep a compaction on
+/// schedule while its idle workers never run, and the old half is then released late).
+/// Atomics only, a few `/proc` reads per idle GC thread at most every
+/// [`crate::background::STARVE_CHECK`] (process-wide), and a system call per GC thread on a
+/// change (see [`crate::pacer::Pacer::note_schedule`]).
 pub(crate) fn note_schedule(inner: &HeapInner, prefill_behind: bool) {
     if !crate::background::can_idle() {
         return; // The GC threads are not idle (the mode info says why).
     }
+    let starved = crate::background::gc_threads_starving();
+    if starved {
+        inner.pacer.starved_refills.fetch_add(1, Ordering::Relaxed);
+    }
     let behind = prefill_behind
+        || starved
         || if inner.marking.active.load(Ordering::Relaxed) {
             inner.pacer.markers_behind()
         } else {

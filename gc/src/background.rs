@@ -27,9 +27,13 @@
 //! thread keeps the CPU until the next tick) and is boosted back to its normal policy while
 //! any mutator waits on the collector or any heap's collector is *behind* its pacer's
 //! schedule or its prefill thread behind the refills ([`count_behind`], from a refilling
-//! mutator: [`crate::pacer::Pacer::note_schedule`]). Falling behind must boost before anyone
-//! waits: an idle marker starves while the mutators keep every CPU busy, and an idle prefill
-//! thread leaves its work to their refills.
+//! mutator: [`crate::pacer::Pacer::note_schedule`]), or an idle thread is *starved* of the CPU
+//! ([`gc_threads_starving`]: runnable at two checks [`STARVE_CHECK`] apart with little CPU
+//! time in between, read from `/proc`). Falling behind must boost before anyone waits: an
+//! idle marker starves while the mutators keep every CPU busy, an idle prefill thread leaves
+//! its work to their refills, and idle compaction workers leave theirs to the mutators'
+//! faults, which keep the compaction on schedule while releasing the old half late (at 1 GiB
+//! the peak RSS grew by half).
 //!
 //! Invariants:
 //! - a thread lowers only its own priority, and only at its start ([`enter`]) or, for a kept
@@ -69,12 +73,17 @@
 //!   `SCHED_IDLE` again; a thread started by an idle-mode thread inherits its policy of the
 //!   moment and leaves `SCHED_IDLE` when it registers (or, the table full, at once), and
 //!   code a hook runs on the GC thread may run in `SCHED_IDLE`;
+//! - the starvation check ([`Registry::starving`]) runs on one thread at a time (a
+//!   compare-and-swap of its timestamp) and only reads: `/proc` files of registered threads
+//!   of this process and the slots' atomics; a slot reused by another thread between two
+//!   checks is compared only from its next check on;
 //! - failure is harmless: a thread keeps its settings and the failure is counted
 //!   ([`gc_threads_lowered`], [`gc_thread_boosts`]).
 
 use core::cell::Cell;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 /// Attempts that failed (`setpriority`, `sched_getattr` or `sched_setattr`).
 static FAILURES: AtomicU64 = AtomicU64::new(0);
@@ -442,6 +451,15 @@ pub(crate) struct Registry {
     boosts: AtomicU64,
     /// `setpriority` calls of boosts and drops that failed.
     failures: AtomicU64,
+    /// Idle mode's starvation check ([`Registry::starving`]): each slot's thread id, its time
+    /// on a CPU (ns, from its `schedstat`) and whether it was runnable, at the last check.
+    sched_tid: [AtomicI32; SLOTS],
+    sched_run: [AtomicU64; SLOTS],
+    sched_runnable: [AtomicBool; SLOTS],
+    /// When the last starvation check ran (ns from [`starve_epoch`]; 0: never).
+    starve_checked: AtomicU64,
+    /// The last check's verdict.
+    starving: AtomicBool,
 }
 
 /// The process's boost table.
@@ -463,7 +481,56 @@ impl Registry {
             busy: AtomicU32::new(0),
             boosts: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            sched_tid: [const { AtomicI32::new(0) }; SLOTS],
+            sched_run: [const { AtomicU64::new(0) }; SLOTS],
+            sched_runnable: [const { AtomicBool::new(false) }; SLOTS],
+            starve_checked: AtomicU64::new(0),
+            starving: AtomicBool::new(false),
         }
+    }
+
+    /// Idle mode: whether a registered idle-mode thread is starved of the CPU: runnable at this
+    /// check and at the last one (at least [`STARVE_CHECK`] ago; a call within it returns the
+    /// last verdict), with little CPU time in between ([`starved`]). A thread in `SCHED_IDLE`
+    /// gets a CPU only when no other thread wants one: with every CPU busy it waits, and its
+    /// work falls to the mutators (assists, faults) or to later. Reads each thread's
+    /// `/proc/self/task/<tid>/schedstat` and `stat` (three system calls each, no allocation).
+    /// (The kernel's own run-queue delay, `schedstat`'s second figure, is added only when a
+    /// waiting thread runs again: a thread that never runs shows none.)
+    fn starving(&self, now_ns: u64) -> bool {
+        let last = self.starve_checked.load(Ordering::Relaxed);
+        if last != 0 && now_ns.saturating_sub(last) < STARVE_CHECK.as_nanos() as u64
+            || self
+                .starve_checked
+                .compare_exchange(last, now_ns.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return self.starving.load(Ordering::Relaxed);
+        }
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        let window = now_ns.saturating_sub(last);
+        let was = self.starving.load(Ordering::Relaxed);
+        let mut verdict = false;
+        for i in 0..SLOTS {
+            let tid = self.tids[i].load(Ordering::SeqCst);
+            if tid <= 0
+                || self.idle[i].load(Ordering::Relaxed) == 0
+                || self.pids[i].load(Ordering::Relaxed) != pid
+            {
+                continue;
+            }
+            let (Some(run), Some(runnable)) = (schedstat(tid), runnable(tid)) else {
+                continue;
+            };
+            let seen = self.sched_tid[i].swap(tid, Ordering::Relaxed) == tid;
+            let run0 = self.sched_run[i].swap(run, Ordering::Relaxed);
+            let runnable0 = self.sched_runnable[i].swap(runnable, Ordering::Relaxed);
+            verdict |=
+                seen && starved(runnable0 && runnable, run.saturating_sub(run0), window, was);
+        }
+        self.starving.store(verdict, Ordering::Relaxed);
+        verdict
     }
 
     /// Register thread `tid` (the caller itself: it must unregister before it exits) with its
@@ -740,6 +807,94 @@ pub(crate) fn apply_behind() {
     REGISTRY.apply_all();
 }
 
+/// Idle mode's starvation check runs at most this often (the registered threads' CPU and
+/// run-queue times are compared over at least this long).
+pub(crate) const STARVE_CHECK: Duration = Duration::from_millis(10);
+
+/// Whether an idle-mode thread that was runnable at two checks `window` ns apart
+/// (`runnable`) and ran `run` ns in between is starved of the CPU (pure), `was` the last
+/// verdict: to become starved it ran at most a quarter of the window (in `SCHED_IDLE` it runs
+/// only on a CPU nothing else wants, so busy mutators leave it next to nothing, while
+/// mutators that leave CPUs idle part of the time, a burst of requests, leave it more);
+/// once starved (back in its normal policy, with a fair share among the mutators) it stays
+/// so while it runs at most three quarters of the window, so that the policy does not flip
+/// at every check; with more than that, the mutators leave CPUs idle again.
+pub(crate) fn starved(runnable: bool, run: u64, window: u64, was: bool) -> bool {
+    runnable && run <= if was { window / 4 * 3 } else { window / 4 }
+}
+
+/// Idle mode: whether the registered idle-mode GC threads are starved of the CPU now
+/// ([`Registry::starving`], at most one check every [`STARVE_CHECK`] process-wide).
+pub(crate) fn gc_threads_starving() -> bool {
+    REGISTRY.starving(crate::pacer::hold_ns())
+}
+
+/// Read `/proc/self/task/<tid>/<file>` (NUL-terminated `file`) into `buf`: the bytes read,
+/// or None (the thread gone, no `/proc`). No allocation.
+fn read_task_file<'b>(tid: i32, file: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    let mut path = [0u8; 64];
+    let mut n = 0;
+    let mut put = |b: u8| {
+        if n < path.len() - 1 {
+            path[n] = b;
+            n += 1;
+        }
+    };
+    b"/proc/self/task/".iter().for_each(|&b| put(b));
+    let mut digits = [0u8; 12];
+    let mut d = 0;
+    let mut t = tid as u32;
+    loop {
+        digits[d] = b'0' + (t % 10) as u8;
+        d += 1;
+        t /= 10;
+        if t == 0 {
+            break;
+        }
+    }
+    digits[..d].iter().rev().for_each(|&b| put(b));
+    put(b'/');
+    file.iter().for_each(|&b| put(b));
+    // SAFETY: `path` is NUL-terminated (zero-filled, at most 63 bytes written) in a live
+    // buffer; `buf` is writable for its length; the descriptor is this call's own and closed
+    // before return.
+    let len = unsafe {
+        let fd = libc::open(
+            path.as_ptr() as *const libc::c_char,
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return None;
+        }
+        let len = libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
+        libc::close(fd);
+        len
+    };
+    (len > 0).then(|| &buf[..len as usize])
+}
+
+/// Thread `tid`'s (of this process) time on a CPU in ns, from its `schedstat`; None if it
+/// cannot be read (the thread gone, no `/proc`, a kernel without schedstats).
+fn schedstat(tid: i32) -> Option<u64> {
+    let mut buf = [0u8; 96];
+    let text = read_task_file(tid, b"schedstat\0", &mut buf)?;
+    let field = text.split(|b| b.is_ascii_whitespace()).next()?;
+    field.iter().try_fold(0u64, |v, &c| {
+        c.is_ascii_digit()
+            .then(|| v.saturating_mul(10).saturating_add((c - b'0') as u64))
+    })
+}
+
+/// Whether thread `tid` (of this process) is runnable (state `R`: running or waiting for a
+/// CPU), from its `stat`; None if it cannot be read.
+fn runnable(tid: i32) -> Option<bool> {
+    let mut buf = [0u8; 512];
+    let text = read_task_file(tid, b"stat\0", &mut buf)?;
+    // "pid (comm) S ...": the state follows the last ')' (a name may hold one).
+    let close = text.iter().rposition(|&b| b == b')')?;
+    text.get(close + 2).map(|&s| s == b'R')
+}
+
 /// Whether this process may lower a thread's nice value again after raising it (boosting needs
 /// it): probed once, on a short-lived thread that raises its own nice value by one and lowers
 /// it back (`CAP_SYS_NICE` or a large enough `RLIMIT_NICE`, in whatever namespace).
@@ -958,6 +1113,153 @@ fn describe_priority(config: &crate::HeapConfig) -> String {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    #[test]
+    fn starvation_is_staying_runnable_with_little_cpu() {
+        let ms = |m: u64| m * 1_000_000;
+        let w = ms(10);
+        assert!(
+            !starved(false, 0, w, false),
+            "asleep (or woken since the last check)"
+        );
+        assert!(!starved(false, 0, w, true), "asleep after starving");
+        assert!(
+            starved(true, ms(1), w, false),
+            "SCHED_IDLE behind busy mutators"
+        );
+        assert!(starved(true, ms(2), w, false), "a fifth of a CPU");
+        assert!(
+            !starved(true, ms(4), w, false),
+            "beside mutators that leave CPUs idle"
+        );
+        assert!(
+            starved(true, ms(5), w, true),
+            "a fair share after starving: still starved"
+        );
+        assert!(!starved(true, ms(8), w, true), "most of a CPU: released");
+    }
+
+    #[test]
+    fn an_idle_thread_on_a_busy_cpu_is_starved() {
+        if !can_idle() {
+            eprintln!(
+                "SKIPPED: an_idle_thread_on_a_busy_cpu_is_starved: no privilege to take a \
+                 thread out of SCHED_IDLE"
+            );
+            return;
+        }
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        static REG: Registry = Registry::new();
+        // One CPU of this process's set: the idle thread and two busy ones share it.
+        // SAFETY: cpu_set_t is plain data (all-zero is empty); the calls get and set the
+        // calling thread's own affinity with a set of its size.
+        let cpu = unsafe {
+            let mut set: libc::cpu_set_t = core::mem::zeroed();
+            assert_eq!(
+                libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set),
+                0
+            );
+            (0..libc::CPU_SETSIZE as usize)
+                .find(|&c| libc::CPU_ISSET(c, &set))
+                .unwrap()
+        };
+        let pin = move || {
+            // SAFETY: as above.
+            unsafe {
+                let mut set: libc::cpu_set_t = core::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                assert_eq!(
+                    libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set),
+                    0
+                );
+            }
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let spin = |stop: Arc<AtomicBool>| {
+            let mut x = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        };
+        let (tx, rx) = mpsc::channel();
+        let idle = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                pin();
+                let tid = gettid();
+                let n = nice_of(tid).unwrap();
+                let level = Level {
+                    low: n,
+                    high: n,
+                    idle: IDLE,
+                    slice_us: 0,
+                };
+                let slot = REG.register_level(tid, level).expect("a free slot");
+                tx.send(policy_of(tid)).unwrap();
+                spin(stop);
+                REG.unregister(slot);
+            })
+        };
+        assert_eq!(rx.recv().unwrap(), libc::SCHED_IDLE);
+        let busy: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    pin();
+                    spin(stop)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(5));
+        let t0 = crate::pacer::hold_ns();
+        assert!(!REG.starving(t0), "the first check only takes its baseline");
+        let i = (0..SLOTS)
+            .find(|&i| REG.tids[i].load(Ordering::SeqCst) > 0)
+            .unwrap();
+        let totals = || REG.sched_run[i].load(Ordering::Relaxed);
+        let before = totals();
+        std::thread::sleep(Duration::from_millis(50));
+        let early = REG.starving(t0 + 1);
+        let t1 = crate::pacer::hold_ns().max(t0 + STARVE_CHECK.as_nanos() as u64);
+        let verdict = REG.starving(t1);
+        let after = totals();
+        stop.store(true, Ordering::Relaxed);
+        for b in busy {
+            b.join().unwrap();
+        }
+        idle.join().unwrap();
+        assert!(!early, "within the check interval: the last verdict");
+        assert!(
+            verdict,
+            "an idle thread beside two busy ones on CPU {cpu}: over {} ns it ran {} ns",
+            t1 - t0,
+            after - before
+        );
+    }
+
+    #[test]
+    fn schedstat_reads_a_threads_cpu_time() {
+        let tid = gettid() as i32;
+        let run0 = schedstat(tid).expect("this thread's schedstat");
+        assert_eq!(runnable(tid), Some(true), "running");
+        // Spin until 5 ms of CPU time show (at most 10 s: a loaded machine gives less).
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        let mut run1 = run0;
+        while run1 < run0 + 5_000_000 && t.elapsed() < Duration::from_secs(10) {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            run1 = schedstat(tid).unwrap();
+        }
+        assert!(
+            run1 >= run0 + 5_000_000,
+            "spinning shows as CPU time: {run0} -> {run1} in {:?}",
+            t.elapsed()
+        );
+        assert_eq!(schedstat(-5), None, "no such thread");
+    }
 
     /// A thread registered in `reg` with nice values (base + 3, base), parked until told to
     /// unregister and exit. Returns its tid, the sender that ends it, and its join handle.

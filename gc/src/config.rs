@@ -171,7 +171,9 @@ pub struct HeapConfig {
     /// does not: while the markers alone are behind the marking schedule, or the compaction
     /// behind the allocation (what would make the mutators assist), or the prefill thread
     /// behind the refills (a refill that finds its new buffer not yet present makes it present
-    /// itself), and while any mutator waits on the collector (see the `background` module).
+    /// itself), or one of them starved of the CPU (runnable for 10 ms with little CPU time:
+    /// the mutators keep every CPU busy), and while any mutator waits on the collector (see
+    /// the `background` module).
     /// A thread in `SCHED_IDLE` gets the CPU only when nothing else wants it, which is why falling behind must switch it
     /// back before the mutators wait. Taking a thread out of `SCHED_IDLE` needs
     /// `CAP_SYS_NICE` or a large enough `RLIMIT_NICE`; without either the threads stay in

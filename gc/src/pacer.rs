@@ -370,6 +370,8 @@ pub(crate) struct Pacer {
     behind_seen_ns: AtomicU64,
     /// Times this heap's collector fell behind (the latch set).
     behind_switches: AtomicU64,
+    /// Refills that found the idle-mode GC threads starved ([`PaceStats::starved_refills`]).
+    pub(crate) starved_refills: AtomicU64,
     /// Held while the latch changes (a few times a cycle, and between cycles).
     latch_lock: Mutex<()>,
 }
@@ -390,6 +392,11 @@ fn hold_epoch() -> Instant {
 /// [`BEHIND_HOLD`].
 pub(crate) fn latch_behind(behind: bool, latched: bool, since: Duration) -> bool {
     behind || (latched && since < BEHIND_HOLD)
+}
+
+/// Nanoseconds since [`hold_epoch`] (at least 1).
+pub(crate) fn hold_ns() -> u64 {
+    ns(hold_epoch().elapsed()).max(1)
 }
 
 fn ns(d: Duration) -> u64 {
@@ -726,6 +733,7 @@ impl Pacer {
             compaction_assist_time: d(&self.compaction_assist_ns),
             compaction_assist_pages: self.compaction_assist_pages.swap(0, Ordering::Relaxed),
             behind_switches: self.behind_switches.swap(0, Ordering::Relaxed),
+            starved_refills: self.starved_refills.swap(0, Ordering::Relaxed),
             markers: 0,
         }
     }

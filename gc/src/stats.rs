@@ -454,6 +454,11 @@ pub struct PaceStats {
     /// switched them to their normal policy, since the previous cycle was recorded (switches
     /// made between cycles count with the next cycle).
     pub behind_switches: u64,
+    /// Idle-mode GC threads: schedule checks (a refill's, or the prefill thread's once its
+    /// target is met) that found one of them starved of the CPU (runnable at two checks 10 ms
+    /// apart with little CPU time in between), which counts as behind, since the previous
+    /// cycle was recorded.
+    pub starved_refills: u64,
 }
 
 impl Default for CycleStats {
@@ -653,7 +658,10 @@ impl CycleStats {
                 p.flip_waits,
                 p.flip_wait_time.as_secs_f64() * 1e3,
                 if p.behind_switches > 0 {
-                    format!(", behind {}", p.behind_switches)
+                    format!(
+                        ", behind {} (starved {})",
+                        p.behind_switches, p.starved_refills
+                    )
                 } else {
                     String::new()
                 },
