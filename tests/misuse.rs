@@ -1464,6 +1464,62 @@ fn registering_a_type_while_a_concurrent_cycle_runs() {
     });
 }
 
+/// A heap-level wait (`Heap::wait_for_cycle`, `Heap::collect`) made inside the calling
+/// thread's own native section while a concurrent cycle runs (review of s27): the wait left
+/// the mutator RUNNING inside the section, where it never polls, so another thread's next
+/// collection waited for it while it waited for that collection to leave its section: a
+/// deadlock (the child hung until the watchdog). It stays NATIVE now, and the other thread's
+/// collection finishes while the section goes on.
+#[test]
+fn a_heap_wait_inside_a_native_section_keeps_the_mutator_native() {
+    if !uffd_or_skip("a_heap_wait_inside_a_native_section_keeps_the_mutator_native") {
+        return;
+    }
+    expect_ok(
+        "a_heap_wait_inside_a_native_section_keeps_the_mutator_native",
+        || {
+            let heap = Heap::new(concurrent(8 << 20).with(|c| {
+                c.debug.compaction_delay = Some(Duration::from_millis(200));
+            }))
+            .unwrap();
+            let t = register(&heap);
+            let mut m = heap.attach();
+            list(&mut m, &t, 1000);
+            let root = m.root(m.pop().unwrap());
+            let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+            let other = {
+                let heap = heap.clone();
+                std::thread::spawn(move || {
+                    go_rx.recv().unwrap();
+                    let mut m2 = heap.attach();
+                    m2.collect().unwrap();
+                    drop(m2);
+                    done_tx.send(()).unwrap();
+                })
+            };
+            m.start_collection().unwrap();
+            let h = heap.clone();
+            let finished_inside = m.native(move || {
+                assert_ne!(h.phase(), CyclePhase::Idle, "the cycle is still compacting");
+                h.wait_for_cycle().unwrap();
+                // And a collection of its own, from inside the section.
+                h.collect().unwrap();
+                go_tx.send(()).unwrap();
+                done_rx.recv_timeout(Duration::from_secs(10)).is_ok()
+            });
+            other.join().unwrap();
+            assert!(
+                finished_inside,
+                "another thread's collection could not finish while this thread was in its native \
+             section after a heap-level wait"
+            );
+            assert_eq!(read_list(&m, root.value(&m)).len(), 1000);
+            m.verify().unwrap();
+        },
+    );
+}
+
 // Cases of the soundness audit of 2026-12-05 (docs/soundness-audit.md).
 
 /// A panic inside a native section, caught by the caller: the mutator is running again

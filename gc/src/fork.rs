@@ -300,8 +300,13 @@ fn release_all(child: bool) {
     }
     for h in &held {
         if let Some((m, was)) = &h.me {
-            let _g = h.heap.sp.wait_released(h.heap.sp.lock());
+            let g = h.heap.sp.wait_released(h.heap.sp.lock());
             m.state.store(*was, Ordering::SeqCst);
+            drop(g);
+            if *was == crate::safepoint::RUNNING {
+                // Roots dropped by fork handlers meanwhile (it was NATIVE) were only queued.
+                m.free_deferred();
+            }
         }
     }
     drop(held);

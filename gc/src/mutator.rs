@@ -1004,6 +1004,8 @@ impl Mutator {
     pub fn root(&self, v: Value) -> Root {
         reentry::refuse_in_root_source("Mutator::root");
         self.check_ours(v, "Mutator::root");
+        // Slots of roots dropped while NATIVE and not freed on the way back (none, normally).
+        self.shared.free_deferred();
         // SAFETY: the owner thread, RUNNING.
         let r = unsafe { self.shared.roots_mut() };
         let index = match r.free.pop() {

@@ -55,8 +55,11 @@
 //!   cannot reach the heap (the native closure is `Send`, so it cannot hold a `Root`, a
 //!   `Local` or the `Mutator`; a `Root` it reaches through a thread-local and drops only
 //!   queues its slot, freed when the owner runs again: [`MutatorShared::drop_root`]);
-//! - `MutatorShared::roots` is touched only by the owning thread while it is RUNNING, or by the
-//!   thread that stopped the world while the owner is PARKED or NATIVE;
+//! - `MutatorShared::roots` is touched only by the owning thread while it is RUNNING (or after
+//!   its `Mutator` detached: a late `Root` drop), or by the thread that stopped the world while
+//!   the owner is PARKED or NATIVE; a mutator NATIVE in its own native section stays NATIVE
+//!   through heap-level waits made there ([`Safepoint::wait_native`], the parked branch of
+//!   [`Safepoint::stop_the_world`]);
 //! - `[tlab_cursor, tlab_limit)` is written by the owner while RUNNING and reset by the
 //!   collector only with the world stopped;
 //! - every change that can complete a stop (a state turning PARKED or NATIVE, a mutator
@@ -195,7 +198,8 @@ impl MutatorShared {
     ///
     /// # Safety
     /// The owner must be stopped (PARKED or NATIVE) with the world stopped by the caller, or
-    /// the caller must be the owner, RUNNING.
+    /// the caller must be the owner, RUNNING, or the owner after its `Mutator` detached (no
+    /// collector visits the roots any more).
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn roots_mut(&self) -> &mut LocalRoots {
         // SAFETY: exclusive by the caller's contract.
@@ -223,9 +227,10 @@ impl MutatorShared {
         r.free.push(index);
     }
 
-    /// The owner, RUNNING again after a native section: free the slots of the `Root`s it
-    /// dropped meanwhile ([`MutatorShared::drop_root`]).
-    fn free_deferred(&self) {
+    /// The owner, RUNNING again after a native section (or at a fork's end, or creating a
+    /// root): free the slots of the `Root`s it dropped meanwhile
+    /// ([`MutatorShared::drop_root`]).
+    pub(crate) fn free_deferred(&self) {
         if !self.has_deferred.load(Ordering::Relaxed) {
             return;
         }
@@ -469,16 +474,21 @@ impl Safepoint {
     pub(crate) fn stop_the_world(&self, me: Me<'_>) -> Option<MutexGuard<'_, SpState>> {
         let mut g = self.lock();
         if g.gc_active {
-            // Someone else collects: behave as a parked mutator until it is done.
+            // Someone else collects: behave as a parked mutator until it is done, then go back
+            // to the state `me` had (NATIVE for a heap-level call inside its own native
+            // section, which must not leave it RUNNING: see `wait_native`).
             let arrived = std::time::Instant::now();
+            let was = me.map(|me| me.state.load(Ordering::SeqCst));
             if let Some(me) = me {
-                g.note_stopped(me);
+                if was == Some(RUNNING) {
+                    g.note_stopped(me);
+                }
                 me.state.store(PARKED, Ordering::SeqCst);
                 self.arrived(&g);
             }
             g = self.wait_released(g);
-            if let Some(me) = me {
-                me.state.store(RUNNING, Ordering::SeqCst);
+            if let (Some(me), Some(was)) = (me, was) {
+                me.state.store(was, Ordering::SeqCst);
                 crate::waits::record_parked(arrived, g.stopped_at, std::time::Instant::now());
             }
             return None;
@@ -622,10 +632,15 @@ impl Safepoint {
     }
 
     /// Run `f` (a wait) in native state if the calling thread is a mutator of this heap, so
-    /// that no pause waits for it meanwhile.
+    /// that no pause waits for it meanwhile. A mutator already NATIVE (a heap-level wait inside
+    /// its own native section) stays so: leaving native state at the end of the wait made it
+    /// RUNNING inside the section, where it never polls, and the next pause of another thread
+    /// waited for it while it waited for that pause to leave its section (a deadlock). Only
+    /// the owner changes its state, so the read is exact.
     pub(crate) fn wait_native<R>(&self, me: Me<'_>, f: impl FnOnce() -> R) -> R {
         match me {
             None => f(),
+            Some(me) if me.state.load(Ordering::SeqCst) == NATIVE => f(),
             Some(me) => {
                 self.enter_native(me);
                 let r = f();
