@@ -334,6 +334,11 @@ fn an_object_pinned_during_a_young_cycle_leaves_once_unpinned() {
         s.heap.wait_for_compaction();
         let st = s.heap.pin_stats();
         assert_eq!(st.stranded_objects, 0, "{label}: it left: {st:?}");
+        assert_eq!(
+            s.heap.history()[flips as usize].gen.young,
+            Some(true),
+            "{label}: it left in a young cycle (a full cycle always let it leave)"
+        );
         assert_ne!(held(&m).bits(), addr, "{label}: it moved");
         assert_eq!(
             m.local(held(&m)).unwrap().to_bytes(),

@@ -75,8 +75,8 @@
 //!   code a hook runs on the GC thread may run in `SCHED_IDLE`;
 //! - the starvation check ([`Registry::starving`]) runs on one thread at a time (a
 //!   compare-and-swap of its timestamp) and only reads: `/proc` files of registered threads
-//!   of this process and the slots' atomics; a slot reused by another thread between two
-//!   checks is compared only from its next check on;
+//!   of this process and the slots' atomics; a slot that another thread (another thread id)
+//!   took between two checks is compared only from its next check on;
 //! - failure is harmless: a thread keeps its settings and the failure is counted
 //!   ([`gc_threads_lowered`], [`gc_thread_boosts`]).
 
@@ -456,7 +456,7 @@ pub(crate) struct Registry {
     sched_tid: [AtomicI32; SLOTS],
     sched_run: [AtomicU64; SLOTS],
     sched_runnable: [AtomicBool; SLOTS],
-    /// When the last starvation check ran (ns from [`starve_epoch`]; 0: never).
+    /// When the last starvation check ran (ns, [`crate::pacer::hold_ns`]'s clock; 0: never).
     starve_checked: AtomicU64,
     /// The last check's verdict.
     starving: AtomicBool,
@@ -807,8 +807,8 @@ pub(crate) fn apply_behind() {
     REGISTRY.apply_all();
 }
 
-/// Idle mode's starvation check runs at most this often (the registered threads' CPU and
-/// run-queue times are compared over at least this long).
+/// Idle mode's starvation check runs at most this often (a thread's CPU time and runnable
+/// state are compared over at least this long).
 pub(crate) const STARVE_CHECK: Duration = Duration::from_millis(10);
 
 /// Whether an idle-mode thread that was runnable at two checks `window` ns apart
@@ -1416,21 +1416,42 @@ mod tests {
                 idle: 0,
                 slice_us: 0,
             };
-            if let Some(slot) = REGISTRY.register_level(gettid(), level) {
-                REGISTRY.unregister(slot);
-            }
+            let code = match REGISTRY.register_level(gettid(), level) {
+                Some(slot) => {
+                    REGISTRY.unregister(slot);
+                    0
+                }
+                None => 2, // The table was full: nothing checked.
+            };
             // SAFETY: ends the child without running the parent's destructors.
-            unsafe { libc::_exit(0) };
+            unsafe { libc::_exit(code) };
         }
         REGISTRY.busy.fetch_sub(1, Ordering::SeqCst);
         assert!(pid > 0, "fork failed");
+        // The child's alarm starts after its fork handlers ran: the parent bounds the wait
+        // too, so that a child stuck in a handler fails the test instead of hanging it.
         let mut status = 0;
-        // SAFETY: waiting for our own child.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            // SAFETY: polling our own child.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                break;
+            }
+            assert_eq!(r, 0, "waitpid");
+            if std::time::Instant::now() > deadline {
+                // SAFETY: our own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("the child hung (in its fork handlers or in unregister)");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert!(
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "the child hung in unregister (killed by signal {})",
-            libc::WTERMSIG(status)
+            "the child hung in unregister (killed by signal {}) or found the table full \
+             (exit {})",
+            libc::WTERMSIG(status),
+            libc::WEXITSTATUS(status)
         );
     }
 
