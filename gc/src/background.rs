@@ -456,7 +456,7 @@ pub(crate) struct Registry {
     sched_tid: [AtomicI32; SLOTS],
     sched_run: [AtomicU64; SLOTS],
     sched_runnable: [AtomicBool; SLOTS],
-    /// When the last starvation check ran (ns, [`crate::pacer::hold_ns`]'s clock; 0: never).
+    /// When the last starvation check ran (ns, [`starve_clock_ns`]'s clock; 0: never).
     starve_checked: AtomicU64,
     /// The last check's verdict.
     starving: AtomicBool,
@@ -823,10 +823,20 @@ pub(crate) fn starved(runnable: bool, run: u64, window: u64, was: bool) -> bool 
     runnable && run <= if was { window / 4 * 3 } else { window / 4 }
 }
 
+/// Nanoseconds since the first call (at least 1): the starvation check's clock.
+fn starve_clock_ns() -> u64 {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    let ns = EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos();
+    (ns.min(u64::MAX as u128) as u64).max(1)
+}
+
 /// Idle mode: whether the registered idle-mode GC threads are starved of the CPU now
 /// ([`Registry::starving`], at most one check every [`STARVE_CHECK`] process-wide).
 pub(crate) fn gc_threads_starving() -> bool {
-    REGISTRY.starving(crate::pacer::hold_ns())
+    REGISTRY.starving(starve_clock_ns())
 }
 
 /// Read `/proc/self/task/<tid>/<file>` (NUL-terminated `file`) into `buf`: the bytes read,
@@ -1212,7 +1222,7 @@ mod tests {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(5));
-        let t0 = crate::pacer::hold_ns();
+        let t0 = starve_clock_ns();
         assert!(!REG.starving(t0), "the first check only takes its baseline");
         let i = (0..SLOTS)
             .find(|&i| REG.tids[i].load(Ordering::SeqCst) > 0)
@@ -1221,7 +1231,7 @@ mod tests {
         let before = totals();
         std::thread::sleep(Duration::from_millis(50));
         let early = REG.starving(t0 + 1);
-        let t1 = crate::pacer::hold_ns().max(t0 + STARVE_CHECK.as_nanos() as u64);
+        let t1 = starve_clock_ns().max(t0 + STARVE_CHECK.as_nanos() as u64);
         let verdict = REG.starving(t1);
         let after = totals();
         stop.store(true, Ordering::Relaxed);

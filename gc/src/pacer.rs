@@ -394,11 +394,6 @@ pub(crate) fn latch_behind(behind: bool, latched: bool, since: Duration) -> bool
     behind || (latched && since < BEHIND_HOLD)
 }
 
-/// Nanoseconds since [`hold_epoch`] (at least 1).
-pub(crate) fn hold_ns() -> u64 {
-    ns(hold_epoch().elapsed()).max(1)
-}
-
 fn ns(d: Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
 }
