@@ -105,9 +105,19 @@ pub(crate) fn gettid() -> libc::id_t {
 /// The start time of a thread of this process (field 22 of `/proc/<task>/stat`, clock ticks
 /// since boot), where `task` is `thread-self` or `self/task/<tid>`; `None` if unreadable.
 pub(crate) fn thread_start_time(task: &str, tid: libc::id_t) -> Option<u64> {
+    stat_fields(task, tid)?
+        .split_ascii_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Fields 3.. (the state on) of `/proc/<task>/stat`, where `task` is `thread-self` or
+/// `self/task/<tid>`; `None` if unreadable or not thread `tid`'s.
+fn stat_fields(task: &str, tid: libc::id_t) -> Option<String> {
     let stat = std::fs::read(format!("/proc/{task}/stat")).ok()?;
-    // Field 1 must be `tid`: a `/proc` of another pid namespace names other threads (then the
-    // start time is unknown, never "another thread's").
+    // Field 1 must be `tid`: a `/proc` of another pid namespace names other threads (then
+    // nothing is known of the thread, never "another thread's" figures).
     let first = stat.split(|&b| b == b' ').next()?;
     if std::str::from_utf8(first)
         .ok()?
@@ -120,8 +130,7 @@ pub(crate) fn thread_start_time(task: &str, tid: libc::id_t) -> Option<u64> {
     // The command name (field 2) may hold spaces, parentheses and bytes that are not UTF-8:
     // fields 3.. follow the last ')'.
     let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+    String::from_utf8(stat[close + 1..].to_vec()).ok()
 }
 
 /// Whether thread `tid` of this process, which started at `start` (if known, see
@@ -494,7 +503,7 @@ impl Registry {
     /// last verdict), with little CPU time in between ([`starved`]). A thread in `SCHED_IDLE`
     /// gets a CPU only when no other thread wants one: with every CPU busy it waits, and its
     /// work falls to the mutators (assists, faults) or to later. Reads each thread's
-    /// `/proc/self/task/<tid>/schedstat` and `stat` (three system calls each, no allocation).
+    /// `/proc/self/task/<tid>/schedstat` and `stat` (never on a signal or fault path).
     /// (The kernel's own run-queue delay, `schedstat`'s second figure, is added only when a
     /// waiting thread runs again: a thread that never runs shows none.)
     fn starving(&self, now_ns: u64) -> bool {
@@ -839,70 +848,22 @@ pub(crate) fn gc_threads_starving() -> bool {
     REGISTRY.starving(starve_clock_ns())
 }
 
-/// Read `/proc/self/task/<tid>/<file>` (NUL-terminated `file`) into `buf`: the bytes read,
-/// or None (the thread gone, no `/proc`). No allocation.
-fn read_task_file<'b>(tid: i32, file: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
-    let mut path = [0u8; 64];
-    let mut n = 0;
-    let mut put = |b: u8| {
-        if n < path.len() - 1 {
-            path[n] = b;
-            n += 1;
-        }
-    };
-    b"/proc/self/task/".iter().for_each(|&b| put(b));
-    let mut digits = [0u8; 12];
-    let mut d = 0;
-    let mut t = tid as u32;
-    loop {
-        digits[d] = b'0' + (t % 10) as u8;
-        d += 1;
-        t /= 10;
-        if t == 0 {
-            break;
-        }
-    }
-    digits[..d].iter().rev().for_each(|&b| put(b));
-    put(b'/');
-    file.iter().for_each(|&b| put(b));
-    // SAFETY: `path` is NUL-terminated (zero-filled, at most 63 bytes written) in a live
-    // buffer; `buf` is writable for its length; the descriptor is this call's own and closed
-    // before return.
-    let len = unsafe {
-        let fd = libc::open(
-            path.as_ptr() as *const libc::c_char,
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        );
-        if fd < 0 {
-            return None;
-        }
-        let len = libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
-        libc::close(fd);
-        len
-    };
-    (len > 0).then(|| &buf[..len as usize])
-}
-
 /// Thread `tid`'s (of this process) time on a CPU in ns, from its `schedstat`; None if it
 /// cannot be read (the thread gone, no `/proc`, a kernel without schedstats).
 fn schedstat(tid: i32) -> Option<u64> {
-    let mut buf = [0u8; 96];
-    let text = read_task_file(tid, b"schedstat\0", &mut buf)?;
-    let field = text.split(|b| b.is_ascii_whitespace()).next()?;
-    field.iter().try_fold(0u64, |v, &c| {
-        c.is_ascii_digit()
-            .then(|| v.saturating_mul(10).saturating_add((c - b'0') as u64))
-    })
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()?
+        .split_ascii_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Whether thread `tid` (of this process) is runnable (state `R`: running or waiting for a
 /// CPU), from its `stat`; None if it cannot be read.
 fn runnable(tid: i32) -> Option<bool> {
-    let mut buf = [0u8; 512];
-    let text = read_task_file(tid, b"stat\0", &mut buf)?;
-    // "pid (comm) S ...": the state follows the last ')' (a name may hold one).
-    let close = text.iter().rposition(|&b| b == b')')?;
-    text.get(close + 2).map(|&s| s == b'R')
+    let fields = stat_fields(&format!("self/task/{tid}"), tid as libc::id_t)?;
+    Some(fields.split_ascii_whitespace().next()? == "R")
 }
 
 /// Whether this process may lower a thread's nice value again after raising it (boosting needs

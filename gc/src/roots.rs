@@ -68,6 +68,14 @@ pub(crate) struct LocalRoots {
     pub satb: Vec<usize>,
 }
 
+impl LocalRoots {
+    /// Free `Root` slot `index` (its object no longer rooted by it).
+    pub(crate) fn free_slot(&mut self, index: u32) {
+        self.handles[index as usize] = 0;
+        self.free.push(index);
+    }
+}
+
 /// The global-root table.
 #[derive(Default)]
 pub(crate) struct GlobalSlots {

@@ -222,9 +222,7 @@ impl MutatorShared {
         }
         // SAFETY: the owner thread (a `Root` is not `Send`), RUNNING (a pause waits for it to
         // park before it visits the table), or detached (no collector visits the table).
-        let r = unsafe { self.roots_mut() };
-        r.handles[index as usize] = 0;
-        r.free.push(index);
+        unsafe { self.roots_mut() }.free_slot(index);
     }
 
     /// The owner, RUNNING again after a native section (or at a fork's end, or creating a
@@ -239,8 +237,7 @@ impl MutatorShared {
         // SAFETY: the owner, RUNNING (called by `Safepoint::leave_native` on its thread).
         let r = unsafe { self.roots_mut() };
         for index in d.drain(..) {
-            r.handles[index as usize] = 0;
-            r.free.push(index);
+            r.free_slot(index);
         }
     }
 
