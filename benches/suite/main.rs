@@ -21,7 +21,8 @@
 //! `<workspace>/target/bench-suite`), `--peers-file FILE` (default
 //! `<workspace>/target/peers/results.json`, written by `benches/peers/run.sh`; read when it
 //! exists). Output: `DIR/report.md`, `DIR/results.json`, `DIR/*.svg`, one JSON per run under
-//! `DIR/runs/`.
+//! `DIR/runs/`, and `DIR/machine.json`: what fresh memory costs on this machine, measured
+//! before the runs (`machine.rs`; the report's head states it).
 //!
 //! The parent re-executes this binary with `--child ...` for every (workload, size, mode) and
 //! for the bystander baseline, so each run has its own address space, its own peak RSS and no
@@ -44,6 +45,7 @@ mod common;
 mod auto;
 mod bystander;
 mod footprint;
+mod machine;
 mod metrics;
 mod modes;
 mod plots;
@@ -307,6 +309,21 @@ fn parent(opts: &Opts) -> i32 {
     if opts.peers {
         run_peers(opts.quick);
     }
+    // What fresh memory costs here, before any run (an earlier run's record with
+    // `--report-only`: the machine of the runs, not this one).
+    let machine_file = opts.out.join("machine.json");
+    let machine = if opts.report_only {
+        std::fs::read_to_string(&machine_file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<machine::MachineProbe>(&t).ok())
+    } else {
+        let m = machine::probe();
+        let _ = std::fs::write(
+            &machine_file,
+            serde_json::to_string_pretty(&m).unwrap_or_default(),
+        );
+        Some(m)
+    };
     let mut jobs = Vec::new();
     for &live in &opts.sizes {
         if opts.bystander {
@@ -398,6 +415,7 @@ fn parent(opts: &Opts) -> i32 {
         opts.quick,
         &command,
         started.elapsed(),
+        machine.as_ref(),
     );
     // The equal-memory section goes right after the headline (before the collector's pauses).
     let mut fp_md = String::new();
@@ -431,6 +449,9 @@ fn parent(opts: &Opts) -> i32 {
     );
     problems.extend(footprint::sanity(&fp_results));
     problems.extend(auto::sanity(&results));
+    if let Some(m) = &machine {
+        problems.extend(m.sanity());
+    }
     if problems.is_empty() {
         0
     } else {

@@ -187,6 +187,7 @@ pub fn markdown(
     quick: bool,
     command: &str,
     took: Duration,
+    machine: Option<&crate::machine::MachineProbe>,
 ) -> String {
     let mut s = String::new();
     let w = &mut s;
@@ -206,6 +207,9 @@ pub fn markdown(
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
         peers.note
     );
+    if let Some(m) = machine {
+        let _ = writeln!(w, "{}\n", m.sentence());
+    }
     let _ = writeln!(w, "Every (workload, live size, mode) ran in a fresh child process. The report leads with what the mutators saw (their waits as the heap recorded them, a mutator-side MMU from those wait intervals, the request workload's metered latency, the footprint); the collector's pauses follow. Pauses are the collector's own (`CycleStats`: `stw`, or `initial-mark` + `remark+flip`, each including its time to safepoint), over every cycle of the run. MMU is computed from the world-stopped timeline (`Heap::pause_timeline`: stop requested to world released) over the whole run; n/a when the run is shorter than the window. `mutator-view MMU`: over each mutator's work phase (after building), with every unit of work between two safepoint polls that took over 5 ms counted as lost time (work included, so a lower bound; lowest over the mutator threads): it shows waits the world-stopped timeline does not, such as an allocation waiting for the previous cycle to end. `mutator longest` is the mutator's own view: its longest unit of work between two safepoint polls (includes pauses, fault stalls, TLAB refills, waiting for a previous cycle to end before starting the next one, allocation stalls). `alloc stalls`: allocations that found the heap out of memory, after which the workload waited for the running cycle (and, a second time, one more whole cycle) and retried: count and total seconds. Total: workload start to end plus any cycle still running. GC CPU: process CPU minus the mutator threads' and the bystander's own thread CPU, a stop-the-world pause (on the triggering mutator) counted as GC by its thread CPU (SIGBUS fault handling is on the mutators, so counted as mutator time). RSS: the child's VmHWM. Syscalls: means per cycle of the arena's own counted calls. Peers (marked *peer*) are computed from their raw pause lists.\n");
     if results
         .iter()
