@@ -51,12 +51,20 @@ fn a_hand_built_fixed_type_with_a_partial_last_word_keeps_obj_inside_its_object(
             "payload {payload_bytes}: Obj and Local disagree on the object's size"
         );
         for i in 0..o.payload_words() {
-            assert_eq!(o.word(i), 0, "payload {payload_bytes}: word {i} of a fresh object");
+            assert_eq!(
+                o.word(i),
+                0,
+                "payload {payload_bytes}: word {i} of a fresh object"
+            );
             o.set_word(i, 0xdead_beef_0000 + i as u64);
         }
         let b = m.stack_get(0);
         let lb = m.local(b).unwrap();
-        assert_eq!(lb.type_id(), t.pair, "payload {payload_bytes}: the neighbour's header");
+        assert_eq!(
+            lb.type_id(),
+            t.pair,
+            "payload {payload_bytes}: the neighbour's header"
+        );
         assert_eq!((unfix(lb.get(0)), unfix(lb.get(1))), (7, 8));
         // And the heap still parses through a collection.
         m.collect().unwrap();

@@ -476,8 +476,11 @@ impl TypeRegistry {
     pub const MAX_FIXED_PAYLOAD: usize = 1 << 40;
 
     /// Register `info`, checking its layout (the filler kind and fixed payloads above
-    /// [`Self::MAX_FIXED_PAYLOAD`] are refused).
-    pub fn register(&mut self, info: TypeInfo) -> Result<TypeId, TypeError> {
+    /// [`Self::MAX_FIXED_PAYLOAD`] are refused). A fixed payload is rounded up to whole words
+    /// first, as [`TypeInfo::fixed`] does: a `TypeInfo` built with its public fields may give
+    /// any byte count, and every reader of the registered type (the allocator's size, `Local`,
+    /// the collector's scan, `Layout`) must see one size.
+    pub fn register(&mut self, mut info: TypeInfo) -> Result<TypeId, TypeError> {
         let mut words = Vec::new();
         if matches!(info.kind, TypeKind::Filler) {
             return Err(TypeError::Filler(info.name.clone()));
@@ -485,7 +488,7 @@ impl TypeRegistry {
         if let TypeKind::Fixed {
             payload_bytes,
             ref_offsets,
-        } = &info.kind
+        } = &mut info.kind
         {
             if *payload_bytes > Self::MAX_FIXED_PAYLOAD {
                 return Err(TypeError::TooLarge {
@@ -494,7 +497,9 @@ impl TypeRegistry {
                     max: Self::MAX_FIXED_PAYLOAD,
                 });
             }
-            for &o in ref_offsets {
+            // Whole words (no overflow: at most the maximum, itself whole words).
+            *payload_bytes = payload_bytes.div_ceil(WORD) * WORD;
+            for &o in ref_offsets.iter() {
                 if !(o as usize).is_multiple_of(WORD) || o as usize + WORD > *payload_bytes {
                     return Err(TypeError::BadOffset {
                         name: info.name.clone(),
@@ -638,6 +643,44 @@ mod tests {
         let fits = TypeInfo::fixed("fits", (1 << 32) + 16, &[0, (1 << 32) - 8]);
         let id = r.register(fits).expect("the last offset below 2^32");
         assert_eq!(r.ref_words(id), &[1, (1 << 29) as u32]);
+    }
+
+    #[test]
+    fn a_fixed_payload_built_by_hand_is_registered_in_whole_words() {
+        let mut r = TypeRegistry::default();
+        for (bytes, refs, words) in [(0usize, vec![], 0usize), (1, vec![], 1), (12, vec![0], 2)] {
+            let id = r
+                .register(TypeInfo {
+                    name: "odd".into(),
+                    kind: TypeKind::Fixed {
+                        payload_bytes: bytes,
+                        ref_offsets: refs,
+                    },
+                })
+                .unwrap();
+            let info = r.get(id).unwrap();
+            assert!(
+                matches!(info.kind, TypeKind::Fixed { payload_bytes, .. } if payload_bytes == words * WORD),
+                "{bytes} bytes: {:?}",
+                info.kind
+            );
+            assert_eq!(info.size_words(0), 1 + words, "{bytes} bytes");
+            let h = Header::new(id, 0);
+            assert_eq!(r.size_words(h), Some(1 + words), "{bytes} bytes");
+            assert_eq!(r.scan_layout(h).size_words(h), 1 + words, "{bytes} bytes");
+        }
+        // A size past the maximum is refused as given (never rounded to a small one).
+        let huge = TypeInfo {
+            name: "huge".into(),
+            kind: TypeKind::Fixed {
+                payload_bytes: usize::MAX - 3,
+                ref_offsets: vec![],
+            },
+        };
+        assert!(matches!(
+            r.register(huge),
+            Err(TypeError::TooLarge { payload_bytes, .. }) if payload_bytes == usize::MAX - 3
+        ));
     }
 
     #[test]
