@@ -300,6 +300,19 @@ impl Uffd {
     }
 
     /// `UFFDIO_REGISTER` `[start, start+len)` in `mode`; returns the ioctls allowed there.
+    ///
+    /// Registering memory the caller does not own is refused at compile time (audit round
+    /// seven): with a range of a `Vec`'s untouched pages registered, `poison` made a safe
+    /// read of the `Vec` raise SIGBUS, and a plain MISSING registration left it blocked in the
+    /// fault forever.
+    ///
+    /// ```compile_fail,E0133
+    /// use faultline_heap::uffd::{RegisterMode, Uffd, UffdOptions};
+    /// let u = Uffd::open(&faultline_heap::Sys::real(), UffdOptions::default()).unwrap();
+    /// let v = vec![0u8; 8 << 20];
+    /// let base = (v.as_ptr() as usize).next_multiple_of(faultline_heap::PAGE_SIZE);
+    /// let _ = u.register(base, 1 << 20, RegisterMode::MISSING);
+    /// ```
     pub fn register(
         &self,
         start: usize,
