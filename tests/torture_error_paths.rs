@@ -344,11 +344,14 @@ fn every_kernel_call_has_its_error_paths_driven() {
         let inj = injector(&rules);
         let u = opened(&Sys::new(inj.clone()));
         let scratch = common_scratch(2);
-        u.register(
-            scratch,
-            2 * PAGE_SIZE,
-            faultline::testing::heap::uffd::RegisterMode::MISSING,
-        )
+        // SAFETY: the test's own scratch mapping.
+        unsafe {
+            u.register(
+                scratch,
+                2 * PAGE_SIZE,
+                faultline::testing::heap::uffd::RegisterMode::MISSING,
+            )
+        }
         .unwrap();
         inj.arm();
         let e = u.unregister(scratch, 2 * PAGE_SIZE).unwrap_err();

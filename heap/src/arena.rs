@@ -461,7 +461,9 @@ impl VolatileArena {
         }
         if let Some(u) = &arena.uffd {
             if arena.config.register_at_creation {
-                u.register(arena.base, size, mode)?;
+                // SAFETY: the arena's own mapping (made by `map` above), which only the
+                // arena's owner accesses, and which it resolves (its fault delivery).
+                unsafe { u.register(arena.base, size, mode) }?;
             } else if arena.config.backing != Backing::Anonymous || arena.config.write_tracking {
                 return Err(ArenaError::Config(
                     "per-range registration supports only anonymous arenas without write tracking"
@@ -647,7 +649,9 @@ impl VolatileArena {
             ));
         }
         let u = self.registered("UFFDIO_REGISTER")?;
-        u.register(addr, len, RegisterMode::MISSING)?;
+        // SAFETY: a range of the arena's own mapping (checked above), whose faults the
+        // arena's owner resolves.
+        unsafe { u.register(addr, len, RegisterMode::MISSING) }?;
         self.dyn_start
             .store(offset, core::sync::atomic::Ordering::Release);
         self.dyn_end

@@ -65,34 +65,38 @@ fn register_returns_range_ioctls_and_rejects_bad_ranges() {
     }
     let u = open(&[Feature::Move]);
     let m = Scratch::new(4);
-    let ioctls = u.register(m.base, m.len, RegisterMode::MISSING).unwrap();
+    // SAFETY: the test's own scratch mapping (or a range the call refuses).
+    let ioctls = unsafe { u.register(m.base, m.len, RegisterMode::MISSING) }.unwrap();
     assert!(ioctls.contains(IoctlKind::Copy));
     assert!(ioctls.contains(IoctlKind::Zeropage));
     assert!(ioctls.contains(IoctlKind::Move));
     assert!(ioctls.contains(IoctlKind::Wake));
     // Unaligned and empty ranges never reach the kernel.
     let before = u.sys().counters().get(Call::UffdRegister);
-    let e = u
-        .register(m.base + 1, PAGE_SIZE, RegisterMode::MISSING)
-        .unwrap_err();
+    // SAFETY: the test's own scratch mapping (or a range the call refuses).
+    let e = unsafe { u.register(m.base + 1, PAGE_SIZE, RegisterMode::MISSING) }.unwrap_err();
     assert!(matches!(e.kind, ErrorKind::Unaligned { .. }));
-    let e = u.register(m.base, 0, RegisterMode::MISSING).unwrap_err();
+    // SAFETY: the test's own scratch mapping (or a range the call refuses).
+    let e = unsafe { u.register(m.base, 0, RegisterMode::MISSING) }.unwrap_err();
     assert!(matches!(e.kind, ErrorKind::Unaligned { .. }));
-    let e = u.register(
-        usize::MAX - PAGE_SIZE + 1,
-        PAGE_SIZE * 2,
-        RegisterMode::MISSING,
-    );
+    // SAFETY: the test's own scratch mapping (or a range the call refuses).
+    let e = unsafe {
+        u.register(
+            usize::MAX - PAGE_SIZE + 1,
+            PAGE_SIZE * 2,
+            RegisterMode::MISSING,
+        )
+    };
     assert!(matches!(e.unwrap_err().kind, ErrorKind::Unaligned { .. }));
     assert_eq!(u.sys().counters().get(Call::UffdRegister), before);
     // WP mode needs the WP feature negotiated.
-    let e = u.register(m.base, m.len, RegisterMode::WP).unwrap_err();
+    // SAFETY: the test's own scratch mapping (or a range the call refuses).
+    let e = unsafe { u.register(m.base, m.len, RegisterMode::WP) }.unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotNegotiated(Feature::PagefaultFlagWp));
     // An unmapped range is refused by the kernel. (Page 1 lies below vm.mmap_min_addr, so no
     // other test's mapping can ever land there.)
-    let e = u
-        .register(PAGE_SIZE, PAGE_SIZE, RegisterMode::MISSING)
-        .unwrap_err();
+    // SAFETY: the test's own scratch mapping (or a range the call refuses).
+    let e = unsafe { u.register(PAGE_SIZE, PAGE_SIZE, RegisterMode::MISSING) }.unwrap_err();
     assert!(
         matches!(e.kind, ErrorKind::Invalid | ErrorKind::NoMemory),
         "{e}"
@@ -107,7 +111,8 @@ fn copy_maps_pages_and_copy_onto_present_page_is_eexist() {
     }
     let u = open(&[]);
     let m = Scratch::new(4);
-    u.register(m.base, m.len, RegisterMode::MISSING).unwrap();
+    // SAFETY: the test's own scratch mapping (or a range the call refuses).
+    unsafe { u.register(m.base, m.len, RegisterMode::MISSING) }.unwrap();
     let src = vec![0xabu8; 2 * PAGE_SIZE];
     // SAFETY: `src` is readable for two pages.
     let n = unsafe { u.copy(m.base, src.as_ptr(), 2 * PAGE_SIZE, CopyMode::NONE) }.unwrap();
@@ -120,7 +125,8 @@ fn copy_maps_pages_and_copy_onto_present_page_is_eexist() {
     // A range that starts absent and runs into a present page: the kernel copies the absent
     // part and reports it as a partial count, never as a huge number.
     let m2 = Scratch::new(3);
-    u.register(m2.base, m2.len, RegisterMode::MISSING).unwrap();
+    // SAFETY: the test's own scratch mapping (or a range the call refuses).
+    unsafe { u.register(m2.base, m2.len, RegisterMode::MISSING) }.unwrap();
     // SAFETY: as above.
     unsafe { u.copy(m2.page(1), src.as_ptr(), PAGE_SIZE, CopyMode::NONE) }.unwrap();
     let big = vec![1u8; 3 * PAGE_SIZE];
@@ -174,7 +180,8 @@ fn zeropage_maps_zeroes() {
     }
     let u = open(&[]);
     let m = Scratch::new(2);
-    u.register(m.base, m.len, RegisterMode::MISSING).unwrap();
+    // SAFETY: the test's own scratch mapping (or a range the call refuses).
+    unsafe { u.register(m.base, m.len, RegisterMode::MISSING) }.unwrap();
     assert_eq!(u.zeropage(m.base, m.len, true).unwrap(), m.len);
     assert!(present(m.page(0)));
     assert_eq!(read_byte(m.page(1) + 100), 0);
@@ -189,7 +196,8 @@ fn move_moves_pages_and_reports_holes() {
     }
     let u = open(&[Feature::Move]);
     let m = Scratch::new(8);
-    u.register(m.base, m.len, RegisterMode::MISSING).unwrap();
+    // SAFETY: the test's own scratch mapping (or a range the call refuses).
+    unsafe { u.register(m.base, m.len, RegisterMode::MISSING) }.unwrap();
     let src = page_of(0x42);
     // Source: page 0 present, page 1 a hole.
     // SAFETY: `src` is readable for a page.
@@ -229,7 +237,8 @@ fn move_of_a_page_shared_with_a_forked_child_is_ebusy() {
     }
     let u = open(&[Feature::Move]);
     let m = Scratch::new(2);
-    u.register(m.base, m.len, RegisterMode::MISSING).unwrap();
+    // SAFETY: the test's own scratch mapping (or a range the call refuses).
+    unsafe { u.register(m.base, m.len, RegisterMode::MISSING) }.unwrap();
     let src = page_of(7);
     // SAFETY: `src` is readable for a page.
     unsafe { u.copy(m.page(0), src.as_ptr(), PAGE_SIZE, CopyMode::NONE) }.unwrap();
@@ -323,7 +332,8 @@ fn writeprotect_with_wp_async_and_pagemap_scan_track_writes() {
     // Make the pages present first (unregistered), then arm write protection.
     // SAFETY: our own mapping.
     unsafe { core::ptr::write_bytes(m.base as *mut u8, 1, m.len) };
-    u.register(m.base, m.len, RegisterMode::WP).unwrap();
+    // SAFETY: the test's own scratch mapping (or a range the call refuses).
+    unsafe { u.register(m.base, m.len, RegisterMode::WP) }.unwrap();
     u.writeprotect(m.base, m.len, true, false).unwrap();
     let scan = PagemapScanner::open(&Sys::real()).unwrap();
     let mut seen = Vec::new();
@@ -375,7 +385,8 @@ fn wake_and_poison() {
     }
     let u = open(&[Feature::Poison]);
     let m = Scratch::new(2);
-    u.register(m.base, m.len, RegisterMode::MISSING).unwrap();
+    // SAFETY: the test's own scratch mapping (or a range the call refuses).
+    unsafe { u.register(m.base, m.len, RegisterMode::MISSING) }.unwrap();
     // WAKE with nobody waiting succeeds.
     u.wake(m.base, m.len).unwrap();
     // POISON a missing page installs a marker (touching it would raise SIGBUS with a
@@ -411,7 +422,8 @@ fn closed_descriptor_is_an_error_not_ub() {
     u.close().unwrap();
     assert_eq!(u.close().unwrap_err().kind, ErrorKind::Closed);
     assert_eq!(
-        u.register(m.base, m.len, RegisterMode::MISSING)
+        // SAFETY: the test's own scratch mapping (or a range the call refuses).
+        unsafe { u.register(m.base, m.len, RegisterMode::MISSING) }
             .unwrap_err()
             .kind,
         ErrorKind::Closed
@@ -434,7 +446,8 @@ fn closed_descriptor_is_an_error_not_ub() {
         // SAFETY: deliberately closing the wrapper's descriptor to test the error path.
         unsafe { libc::close(u2.as_raw_fd()) };
         let ok = matches!(
-            u2.register(m.base, m.len, RegisterMode::MISSING),
+            // SAFETY: the test's own scratch mapping (or a range the call refuses).
+            unsafe { u2.register(m.base, m.len, RegisterMode::MISSING) },
             Err(e) if e.kind == ErrorKind::BadDescriptor
         );
         // SAFETY: ends the child at once.
@@ -466,7 +479,8 @@ fn injected_eagain_reports_the_partial_count_and_the_arena_retries() {
     let sys = Sys::new(inj.clone());
     let u = Uffd::open(&sys, UffdOptions::default()).unwrap();
     let m = Scratch::new(4);
-    u.register(m.base, m.len, RegisterMode::MISSING).unwrap();
+    // SAFETY: the test's own scratch mapping (or a range the call refuses).
+    unsafe { u.register(m.base, m.len, RegisterMode::MISSING) }.unwrap();
     let src = vec![5u8; 4 * PAGE_SIZE];
     // SAFETY: `src` is readable for four pages.
     let e = unsafe { u.copy(m.base, src.as_ptr(), 4 * PAGE_SIZE, CopyMode::NONE) }.unwrap_err();
@@ -487,7 +501,8 @@ fn injected_eagain_reports_the_partial_count_and_the_arena_retries() {
     ));
     let u0 = Uffd::open(&Sys::new(inj0), UffdOptions::default()).unwrap();
     let m0 = Scratch::new(1);
-    u0.register(m0.base, m0.len, RegisterMode::MISSING).unwrap();
+    // SAFETY: the test's own scratch mapping (or a range the call refuses).
+    unsafe { u0.register(m0.base, m0.len, RegisterMode::MISSING) }.unwrap();
     // SAFETY: as above.
     let e = unsafe { u0.copy(m0.base, src.as_ptr(), PAGE_SIZE, CopyMode::NONE) }.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Again { done: 0 });
@@ -571,7 +586,8 @@ fn handler_thread_reads_fault_messages() {
     use faultline_heap::uffd::UffdEvent;
     let u = Arc::new(open(&[Feature::ThreadId]));
     let m = Scratch::new(1);
-    u.register(m.base, m.len, RegisterMode::MISSING).unwrap();
+    // SAFETY: the test's own scratch mapping (or a range the call refuses).
+    unsafe { u.register(m.base, m.len, RegisterMode::MISSING) }.unwrap();
     let base = m.base;
     let toucher = std::thread::spawn(move || read_byte(base + 3));
     // Poll for the message (the toucher blocks in the kernel until we resolve).

@@ -15,6 +15,10 @@
 //! - `fd` holds -1 once [`Uffd::close`] ran; every operation then fails with
 //!   [`ErrorKind::Closed`] without touching the kernel. `close` must not race with other
 //!   operations on the same `Uffd` (the owner guarantees it; `Drop` trivially does);
+//! - the operations that change what a range's pages hold or do (`register`, `copy`,
+//!   `move_pages`) are `unsafe`; the others act only on ranges registered with this
+//!   descriptor (the kernel checks), so `register`'s contract (the caller owns and resolves
+//!   the range) covers them;
 //! - all operations are async-signal-safe (no allocation, no locks) when the kernel is, so the
 //!   SIGBUS handler may call them.
 
@@ -301,10 +305,19 @@ impl Uffd {
 
     /// `UFFDIO_REGISTER` `[start, start+len)` in `mode`; returns the ioctls allowed there.
     ///
-    /// Registering memory the caller does not own is refused at compile time (audit round
-    /// seven): with a range of a `Vec`'s untouched pages registered, `poison` made a safe
-    /// read of the `Vec` raise SIGBUS, and a plain MISSING registration left it blocked in the
-    /// fault forever.
+    /// # Safety
+    /// `[start, start+len)` must be memory the caller owns and manages (an arena it mapped),
+    /// not memory other code reads and writes as ordinary memory (a `Vec`'s pages, a stack,
+    /// the allocator's heap): once registered, an access to a missing page there blocks until
+    /// this descriptor resolves it, a write to a write-protected page blocks until it is
+    /// unprotected, and the safe resolving operations ([`Uffd::poison`], [`Uffd::zeropage`],
+    /// [`Uffd::writeprotect`], [`Uffd::continue_range`]) decide what later accesses see (the
+    /// kernel applies them only to ranges registered with this descriptor, so this is the one
+    /// gate). The caller must resolve every fault it lets happen there.
+    ///
+    /// Registering memory the caller does not own used to be safe (audit round seven): with a
+    /// range of a `Vec`'s untouched pages registered, `poison` made a safe read of the `Vec`
+    /// raise SIGBUS, and a plain MISSING registration left it blocked in the fault forever.
     ///
     /// ```compile_fail,E0133
     /// use faultline_heap::uffd::{RegisterMode, Uffd, UffdOptions};
@@ -313,7 +326,7 @@ impl Uffd {
     /// let base = (v.as_ptr() as usize).next_multiple_of(faultline_heap::PAGE_SIZE);
     /// let _ = u.register(base, 1 << 20, RegisterMode::MISSING);
     /// ```
-    pub fn register(
+    pub unsafe fn register(
         &self,
         start: usize,
         len: usize,
