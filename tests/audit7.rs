@@ -1,10 +1,13 @@
 //! Soundness audit, round seven (docs/soundness-audit.md): the safe API where a type's
 //! layout is built by hand (`TypeInfo`'s public fields) and read through the checked-once
-//! `Layout` / `Obj` path, and the rest of the round's probes kept as tests.
+//! `Layout` / `Obj` path, and fork while another thread's native section drops pins.
 //!
 //! Invariant: each test checks a defined outcome of safe code (a value read back, an error, or
 //! a panic naming the mistake); a case that could hang runs under a watchdog that turns the
-//! hang into a failure.
+//! hang into a failure. A test that forks takes the binary's fork guard
+//! (`common::forking::serial`): a fork stops every heap of the process, so no other test's
+//! heap may be in use by a thread that is not a mutator at that moment. `libc::fork` is the
+//! one `unsafe` call (fork is supported with live heaps).
 
 mod common;
 use common::*;
@@ -73,4 +76,57 @@ fn a_hand_built_fixed_type_with_a_partial_last_word_keeps_obj_inside_its_object(
         assert_eq!((unfix(lb.get(0)), unfix(lb.get(1))), (7, 8));
         m.verify().unwrap();
     }
+}
+
+/// Fork while another thread's mutator, inside its native section (where a `Pin` is meant to
+/// be used, and dropped), drops pins: `Pin::drop` takes the heap's pin table and global-root
+/// table locks, and *prepare* does not wait for a native mutator. A child forked while that
+/// thread held one of them inherits it locked, and the thread that would unlock it does not
+/// exist there: the child's first collection (which plans around pins and visits the global
+/// roots) waits forever.
+#[test]
+fn a_fork_while_a_native_section_drops_pins_leaves_the_childs_tables_usable() {
+    use common::forking::{serial, wait_child};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let _s = serial();
+    let heap = Heap::new(stw(8 << 20)).unwrap();
+    let t = register(&heap);
+    let stop = Arc::new(AtomicBool::new(false));
+    let dropper = {
+        let (heap, stop) = (heap.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut m = heap.attach();
+            let v = m.alloc(t.string, 64).unwrap();
+            let r = m.root(v);
+            while !stop.load(Ordering::Relaxed) {
+                let v = r.value(&m);
+                let pins: Vec<_> = (0..2000).map(|_| m.pin(v).unwrap()).collect();
+                m.native(move || drop(pins));
+            }
+        })
+    };
+    let t = register(&heap);
+    let mut m = heap.attach();
+    list(&mut m, &t, 100);
+    let head = m.pop().unwrap();
+    let root = m.root(head);
+    for _ in 0..300 {
+        // SAFETY: the child runs heap code (fork-aware) and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                m.collect().unwrap();
+                assert_eq!(read_list(&m, root.value(&m)), (0..100).collect::<Vec<_>>());
+            }))
+            .is_ok();
+            // SAFETY: ends the child without the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+        }
+        assert_eq!(wait_child(pid), 0, "the child failed");
+        m.safepoint();
+    }
+    stop.store(true, Ordering::Relaxed);
+    dropper.join().unwrap();
 }
