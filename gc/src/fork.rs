@@ -107,9 +107,66 @@ struct Held {
     /// child would inherit the lock held by a thread that does not exist there). Declared
     /// before `heap`, so it is dropped first.
     guard: Option<MutexGuard<'static, SpState>>,
+    /// The locks of `heap`'s tables that a thread with no running mutator takes (a native
+    /// section's or an unattached thread's `Pin`, `GlobalRoot` or `FinalizationQueue`), held
+    /// from *prepare* (after the fork gate closed) to *parent* / *child*: *prepare* does not
+    /// wait for such threads, and a child forked while one of them held a table's lock
+    /// inherited it held, its first collection waiting forever (audit round seven). Released
+    /// before the child's handler reads the pin table. Declared before `heap`.
+    tables: Option<Tables>,
     heap: Arc<HeapInner>,
     me: Option<(Arc<MutatorShared>, u8)>,
 }
+/// A heap's table locks held across a fork (see [`Held::tables`]).
+struct Tables {
+    pins: MutexGuard<'static, crate::pins::PinInner>,
+    globals: MutexGuard<'static, crate::roots::GlobalSlots>,
+    weak: MutexGuard<'static, crate::weak::Tables>,
+}
+
+impl Tables {
+    /// Take the table locks of `heap` (the world stopped and the fork gate closed: no pause
+    /// and no collector region holds them, so only a short critical section of a native or
+    /// unattached thread is waited for). Order: pins, globals, weak (no code path holds one
+    /// of them while taking another).
+    fn take(heap: &Arc<HeapInner>) -> Tables {
+        let pins = heap.roots.pins.lock_for_fork();
+        let globals = heap.roots.globals();
+        let weak = heap.roots.weak.lock_for_fork();
+        // SAFETY (the three transmutes): each guard borrows a table of `heap`, which lives as
+        // long as the `Arc` stored beside the `Tables` in the same `Held`; the `tables` field
+        // is declared before `heap` and is taken (or dropped) before it.
+        unsafe {
+            Tables {
+                pins: core::mem::transmute::<
+                    MutexGuard<'_, crate::pins::PinInner>,
+                    MutexGuard<'static, crate::pins::PinInner>,
+                >(pins),
+                globals: core::mem::transmute::<
+                    MutexGuard<'_, crate::roots::GlobalSlots>,
+                    MutexGuard<'static, crate::roots::GlobalSlots>,
+                >(globals),
+                weak: core::mem::transmute::<
+                    MutexGuard<'_, crate::weak::Tables>,
+                    MutexGuard<'static, crate::weak::Tables>,
+                >(weak),
+            }
+        }
+    }
+
+    /// Release them, the last taken first.
+    fn release(self) {
+        let Tables {
+            pins,
+            globals,
+            weak,
+        } = self;
+        drop(weak);
+        drop(globals);
+        drop(pins);
+    }
+}
+
 /// Set from *prepare* to *parent*/*child*: two threads forking at once would otherwise each
 /// stop some heaps and wait for the others'. An atomic, not a lock, so a child never inherits
 /// it held.
@@ -192,6 +249,7 @@ extern "C" fn prepare() {
             });
             Held {
                 guard: None,
+                tables: None,
                 heap,
                 me,
             }
@@ -214,6 +272,9 @@ extern "C" fn prepare() {
     // Every world is stopped: only the collector's own threads run. Let them reach a boundary.
     let stopped = std::time::Instant::now();
     crate::forkgate::close();
+    for h in &mut held {
+        h.tables = Some(Tables::take(&h.heap));
+    }
     // A memfd arena stays shared with the child until the child has copied it: the parent
     // keeps its worlds stopped and its gate closed until the child says so.
     let memfd = held
@@ -288,6 +349,9 @@ fn release_all(child: bool) {
             .guard
             .take()
             .expect("prepare holds every heap's safepoint lock");
+        if let Some(t) = h.tables.take() {
+            t.release();
+        }
         if child {
             end_cycle_in_child(&h.heap, &g);
             // The forking thread goes on in the child under another thread id: its mutator

@@ -88,7 +88,7 @@ impl Stranded {
 }
 
 #[derive(Debug, Default)]
-struct PinInner {
+pub(crate) struct PinInner {
     /// Pinned moving-space objects: address -> number of pins.
     pinned: BTreeMap<usize, usize>,
     /// Stranded objects, by address.
@@ -181,6 +181,13 @@ pub(crate) fn subtract(lo: usize, hi: usize, holes: &[(usize, usize)]) -> Vec<(u
 impl PinTable {
     fn lock(&self) -> MutexGuard<'_, PinInner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The table's lock, for fork's *prepare* to hold across the fork (`crate::fork`): a
+    /// `Pin` is dropped by any thread, native mutators' included, which *prepare* does not
+    /// wait for.
+    pub(crate) fn lock_for_fork(&self) -> MutexGuard<'_, PinInner> {
+        self.lock()
     }
 
     /// Pin the moving-space object at `addr` once more.

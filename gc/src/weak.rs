@@ -148,7 +148,7 @@ impl WeakStats {
 
 /// What the table holds (behind [`WeakTables`]'s mutex).
 #[derive(Default)]
-struct Tables {
+pub(crate) struct Tables {
     entries: Vec<Entry>,
     free: Vec<u32>,
     /// Registrations by token.
@@ -213,6 +213,13 @@ impl WeakTables {
             box_type: Some(box_type),
             ..WeakTables::default()
         }
+    }
+
+    /// The table's lock, for fork's *prepare* to hold across the fork (`crate::fork`): a
+    /// `FinalizationQueue` is used (and dropped) by any thread, native mutators' included,
+    /// which *prepare* does not wait for.
+    pub(crate) fn lock_for_fork(&self) -> MutexGuard<'_, Tables> {
+        lock(&self.t)
     }
 
     /// Add an entry for the box at `boxa`; returns its index (to store in the box).
