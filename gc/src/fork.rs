@@ -133,7 +133,7 @@ impl Tables {
         let pins = heap.roots.pins.lock_for_fork();
         let globals = heap.roots.globals();
         let weak = heap.roots.weak.lock_for_fork();
-        // SAFETY (the three transmutes): each guard borrows a table of `heap`, which lives as
+        // SAFETY: (the three transmutes) each guard borrows a table of `heap`, which lives as
         // long as the `Arc` stored beside the `Tables` in the same `Held`; the `tables` field
         // is declared before `heap` and is taken (or dropped) before it.
         unsafe {
