@@ -57,8 +57,11 @@
 //!   the forking thread's `HELD`;
 //! - no lock that a mutator in native code may take is held across the fork by anyone else:
 //!   the safepoint lock is held by the forking thread, the locks the collector's threads take
-//!   outside a pause are taken inside fork-gate regions, and whether a cycle is in progress
-//!   ([`crate::phase`]) is an atomic word with futex waits, no lock;
+//!   outside a pause are taken inside fork-gate regions, whether a cycle is in progress
+//!   ([`crate::phase`]) is an atomic word with futex waits, no lock, and the tables of the
+//!   handles made for threads *prepare* does not wait for (`Pin`: the pin table and the
+//!   global roots; `GlobalRoot`; `FinalizationQueue`: the weak table) are locked by the
+//!   forking thread from after the gate closed until *parent* / *child* (`Held::tables`);
 //! - the child never issues a userfaultfd ioctl and never joins a thread; it never reads a
 //!   page the parent left absent: it fills every such destination page before returning from
 //!   `fork`;
@@ -67,9 +70,11 @@
 //!   forking thread holds stopped.
 //!
 //! Limits (documented in the README): forking from inside the collector (an `on_cycle` or
-//! `mark_hook` callback) is not supported; a thread that is *not* a mutator but is inside
-//! a heap call at the moment of the fork (e.g. [`crate::Heap::verify`] from an unattached
-//! thread) may leave a lock held in the child, as with any multi-threaded fork. (A thread is
+//! `mark_hook` callback) is not supported; a thread that is *not* a running mutator (an
+//! unattached thread, or one inside its mutator's native section) but is inside a heap-level
+//! call at the moment of the fork (e.g. [`crate::Heap::verify`], or a query such as
+//! [`crate::Heap::history`]) may leave a lock held in the child, as with any multi-threaded
+//! fork (the handle tables above excepted). (A thread is
 //! attached to one heap at a time, see `crate::safepoint`, so no thread parked in one heap's
 //! pause holds up *prepare*'s stop of another.)
 
