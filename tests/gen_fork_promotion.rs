@@ -35,9 +35,18 @@ const CHILD_FAILED: i32 = 3;
 const CHILD_MISSED: i32 = 4;
 
 /// Fork; in the child (which must have ended the running cycle itself, else the fork missed
-/// `phase`) run `child` and exit with its verdict; in the parent run `meanwhile`, then wait for
-/// the child and fail if the fork missed `phase` or the child failed.
-fn fork_and_check(what: &str, phase: &str, child: impl FnOnce(), meanwhile: impl FnOnce()) {
+/// `phase`) run `child` and exit with its verdict; in the parent run `meanwhile`, wait for
+/// `heap`'s cycle to end, then wait for the child and fail if the fork missed `phase` or the
+/// child failed. (The parent's cycle ends before a failure unwinds: a heap dropped in the
+/// middle of its cycle lives on until its GC thread ends that cycle, and the next test's
+/// child would end it too and count two cycles: a miss there, whatever that test's scene.)
+fn fork_and_check(
+    heap: &Heap,
+    what: &str,
+    phase: &str,
+    child: impl FnOnce(),
+    meanwhile: impl FnOnce(),
+) {
     // SAFETY: the child only runs heap code (fork-aware) and `_exit`s.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
@@ -51,6 +60,7 @@ fn fork_and_check(what: &str, phase: &str, child: impl FnOnce(), meanwhile: impl
         unsafe { libc::_exit(if ok { CHILD_OK } else { CHILD_FAILED }) };
     }
     meanwhile();
+    heap.wait_for_compaction();
     let code = wait_child(pid);
     assert_ne!(
         code, CHILD_MISSED,
@@ -127,6 +137,7 @@ fn fork_during_promoting_compaction(kind: Generational, full: bool) {
         std::thread::yield_now();
     }
     fork_and_check(
+        &heap,
         &what,
         "the compaction",
         || {
@@ -171,6 +182,7 @@ fn fork_during_young_marking(kind: Generational) {
     m.start_collection().unwrap();
     park.wait(&mut m);
     fork_and_check(
+        &heap,
         &what,
         "marking",
         || {
