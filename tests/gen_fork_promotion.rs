@@ -23,7 +23,8 @@ use common::gen::{alloc_with_ballast, check_promoted_keeps_black, in_old, young_
 use common::park::Park;
 use common::{fix, unfix};
 use faultline::{
-    Capability, GcMode, Generational, Heap, HeapConfig, MarkPoint, Mutator, Probe, TypeId, TypeInfo,
+    Capability, GcMode, Generational, Heap, HeapConfig, MarkPoint, Mutator, Probe, Root, TypeId,
+    TypeInfo,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,21 +74,39 @@ fn fork_and_check(
 }
 
 /// After the heap's first cycle (young, promoting), large objects past the old generation's
-/// large limit (`min_trigger_bytes / 2`; garbage: only full cycles free large objects): the
-/// next cycle is full, from the old half, nothing pinned.
-fn until_a_full_cycle_is_next(heap: &Heap, m: &mut Mutator, bytes: TypeId) {
+/// large limit (`min_trigger_bytes / 2`; only full cycles free large objects): the next cycle
+/// is full, from the old half, nothing pinned. `LIVE_LARGE` bytes of them stay rooted (the
+/// roots are returned) and `DEAD_LARGE` are garbage: that full cycle sets the next large limit
+/// to twice the live ones, which covers the garbage too. A child forked during its compaction
+/// keeps the garbage (its fork handler leaves the large objects found dead at the flip to its
+/// next full cycle), and its cycles must be young (they are what the test checks): with only
+/// garbage, the limit counted from what is live is the floor, under what the child keeps.
+fn until_a_full_cycle_is_next(heap: &Heap, m: &mut Mutator, bytes: TypeId) -> Vec<Root> {
     m.collect().unwrap();
     heap.wait_for_compaction();
     heap.verify().unwrap();
     let first = heap.history().last().unwrap().clone();
     assert!(first.gen.promoted_bytes > 0, "{:?}", first.gen);
-    for _ in 0..(MIN_TRIGGER / 2 / LARGE + 8) {
+    let live: Vec<Root> = (0..LIVE_LARGE / LARGE)
+        .map(|_| {
+            let v = m.alloc(bytes, LARGE).unwrap();
+            m.root(v)
+        })
+        .collect();
+    for _ in 0..DEAD_LARGE / LARGE {
         m.alloc(bytes, LARGE).unwrap();
     }
+    live
 }
 
 const MIN_TRIGGER: usize = 4 << 20;
 const LARGE: usize = 10 << 10;
+/// The large objects kept, and the garbage: together past `MIN_TRIGGER / 2` (by 512 KiB),
+/// the garbage under the kept ones (by 512 KiB; `old_growth` is 1). Each object takes whole
+/// pages (3 of them), a fifth more of both: the margins grow.
+const LIVE_LARGE: usize = 3 << 19;
+const DEAD_LARGE: usize = 1 << 20;
+const _: () = assert!(LIVE_LARGE + DEAD_LARGE > MIN_TRIGGER / 2 && DEAD_LARGE < LIVE_LARGE);
 
 /// A concurrent generational heap of 16 MiB with checkmark, `park`'s mark hook and the given
 /// compaction delay.
@@ -116,10 +135,12 @@ fn fork_during_promoting_compaction(kind: Generational, full: bool) {
     let node = heap.register_type(TypeInfo::ref_array("node")).unwrap();
     let mut m = heap.attach();
     let (x, _xb) = alloc_with_ballast(&mut m, node, 7);
-    if full {
+    let _large = if full {
         let bytes = heap.register_type(TypeInfo::byte_array("bytes")).unwrap();
-        until_a_full_cycle_is_next(&heap, &mut m, bytes);
-    }
+        until_a_full_cycle_is_next(&heap, &mut m, bytes)
+    } else {
+        Vec::new()
+    };
     let recorded = heap.history().len();
     assert_eq!(recorded, usize::from(full), "{what}: no cycle of its own");
     let flips = heap.flips();
