@@ -18,6 +18,9 @@
 //! large object): with nothing old, an exhausted allocation's own cycle is young, and it gave
 //! up with 600 KiB of dead large objects in a 1 MiB space.
 //!
+//! And a full cycle's next large-object limit counts only the large objects it found live, in
+//! both modes (the concurrent flip counted the dead ones, released at its finish, too).
+//!
 //! Invariant: the heap verifies after the allocations.
 
 mod common;
@@ -172,4 +175,88 @@ fn young_cycles_do_not_free_large_objects_written_pages() {
     if written_pages_here("exhausted large-object space, written pages") {
         young_cycles_do_not_free_large_objects(Generational::WrittenPages);
     }
+}
+
+/// A full cycle sets the large-object bytes past which the next full cycle runs from the
+/// large objects it found live, in both modes (soundness audit, round six, finding 4): the
+/// concurrent flip counted the dead ones too (they are released at its finish), so with
+/// 2.5 MiB allocated and 128 KiB live the next full cycle was due past 3.8 MiB instead of the
+/// floor (2 MiB), and with churning large objects only exhaustion made a cycle full (a
+/// spurious `OutOfMemory` in one run of six of the audit's probe). Then 2.5 MiB of garbage
+/// again, past the floor and under the limit that counted the dead: the next cycle is full.
+fn full_cycles_count_only_live_large_objects(mode: GcMode) {
+    // No occupancy cycle below 4 MiB; large objects past 2 MiB (half of it) make a cycle full.
+    let min_trigger = 4 << 20;
+    let heap = Heap::new(HeapConfig::with_heap_size(8 << 20).with(|c| {
+        c.mode = mode;
+        c.generational = Generational::Cards;
+        c.min_trigger_bytes = min_trigger;
+        c.large_object_space_bytes = 8 << 20;
+        c.old_growth = 0.5;
+    }))
+    .unwrap();
+    let bytes = heap.register_type(TypeInfo::byte_array("bytes")).unwrap();
+    let mut m = heap.attach();
+    // 20 x 128 KiB of large objects (2.5 MiB), one of them kept: no cycle while they are
+    // allocated, and the explicit one is full.
+    let mut kept = None;
+    for i in 0..20 {
+        let v = m.alloc(bytes, 128 << 10).unwrap();
+        if i == 7 {
+            kept = Some(m.root(v));
+        }
+    }
+    assert_eq!(heap.history().len(), 0, "{mode:?}: no cycle yet");
+    m.collect().unwrap();
+    let c = heap.history().last().unwrap().clone();
+    assert_eq!(c.gen.young, Some(false), "{mode:?}: {:?}", c.gen);
+    // Live: 128 KiB, grown by half, under the floor (min_trigger_bytes / 2). Counting the
+    // dead too: 2.5 MiB grown by half, 3.75 MiB.
+    let (_, large_at) = c.gen.next_full_at;
+    assert!(
+        large_at <= min_trigger / 2 + (64 << 10),
+        "{mode:?}: the next full cycle for large objects is due past {large_at} bytes, with \
+         128 KiB of them live (the floor is {} bytes): {:?}",
+        min_trigger / 2,
+        c.gen
+    );
+    // What the limit decides: the dead ones released (the cycle's finish), 2.5 MiB of garbage
+    // again (with the kept one 2.7 MiB in pages): no cycle while they are allocated, and the
+    // explicit one is full (young with the 3.8 MiB limit: large objects would pile up until an
+    // allocation found the space exhausted).
+    heap.wait_for_compaction();
+    let cycles = heap.history().len();
+    for _ in 0..20 {
+        m.alloc(bytes, 128 << 10).unwrap();
+    }
+    assert_eq!(
+        heap.history().len(),
+        cycles,
+        "{mode:?}: no cycle of their own"
+    );
+    m.collect().unwrap();
+    let c = heap.history().last().unwrap().clone();
+    assert_eq!(
+        c.gen.young,
+        Some(false),
+        "{mode:?}: {} large bytes in use, the next full cycle due past {large_at}: {:?}",
+        c.large_before,
+        c.gen
+    );
+    heap.wait_for_compaction();
+    assert!(kept.is_some());
+    heap.verify().unwrap();
+}
+
+#[test]
+fn full_cycles_count_only_live_large_objects_stop_the_world() {
+    full_cycles_count_only_live_large_objects(GcMode::StopTheWorld);
+}
+
+#[test]
+fn full_cycles_count_only_live_large_objects_concurrent() {
+    if !common::uffd_or_skip("full_cycles_count_only_live_large_objects_concurrent") {
+        return;
+    }
+    full_cycles_count_only_live_large_objects(GcMode::Concurrent);
 }

@@ -1627,12 +1627,24 @@ fn flip(
             } else {
                 reloc_end
             };
+            // The large objects this cycle found dead are released at its finish: they are
+            // not what a full cycle leaves (its next full cycle is due past what lives).
+            let dead_large: usize = large_dead
+                .iter()
+                .chain(
+                    large_deferred
+                        .iter()
+                        .filter(|&&(s, _)| !large.marks.get(large.page_of(s))),
+                )
+                .map(|&(_, len)| len)
+                .sum();
             stats.gen = gen_at_flip(
                 inner,
                 c,
                 (to, objects_end, promote_hi, young_end),
                 &plan,
                 stats.moving_after,
+                stats.large_after.saturating_sub(dead_large),
             );
         }
         // No cycle starts before this one is finished; the finish decides the next trigger.
@@ -1824,6 +1836,7 @@ fn flip(
             (to, objects_end, promote_hi, young_end),
             &plan,
             stats.moving_after,
+            stats.large_after,
         );
         gen_finish(inner, c, types);
     }
@@ -1846,13 +1859,15 @@ fn flip(
 /// destination window's start, the compacted objects' end, the old generation's new end if
 /// they are promoted and the survivors' page-rounded end; `plan` the cycle's plan (the
 /// survivors' age bands are forwarded with it); `live` the moving space's bytes after the
-/// flip (the window and allocation point are set already).
+/// flip (the window and allocation point are set already); `large_live` the large-object bytes
+/// that stay (the dead ones not counted, released now or at the finish).
 fn gen_at_flip(
     inner: &HeapInner,
     c: &GenCycle,
     placed: (usize, usize, usize, usize),
     plan: &Plan,
     live: usize,
+    large_live: usize,
 ) -> GenStats {
     let Some(gs) = inner.gen.as_ref() else {
         return GenStats::default();
@@ -1875,7 +1890,7 @@ fn gen_at_flip(
             placed,
             inner.moving.top.load(Ordering::Relaxed),
             &fwd,
-            crate::generational::full_limit(&inner.config, live, inner.large.used()),
+            crate::generational::full_limit(&inner.config, live, large_live),
         )
         .unwrap_or_else(|e| fatal_after_flip("updating the remembered set", &e));
     let (young_cost_pm, fallback) = gs.young_cost();
@@ -1889,6 +1904,7 @@ fn gen_at_flip(
         young_cost_pm,
         fallback,
         young_slots_over: None,
+        next_full_at: gs.next_full_at(),
     }
 }
 

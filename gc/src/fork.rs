@@ -45,8 +45,11 @@
 //!    stranded pinned objects and of the old generation (a young cycle that does not promote
 //!    leaves it in the half it compacted out of), and in generational mode
 //!    the cycle's promotion is completed (`GenState::finish_in_child`); large objects found dead
-//!    at the flip are released by the child's next collection, which finds them unmarked
-//!    again. The cycle is then idle and the world is restarted.
+//!    at the flip are released by the child's next collection that frees large objects, which
+//!    finds them unmarked again (in generational mode the next full cycle: young cycles root
+//!    every large object; the large-object limit a full cycle sets counts only the live ones,
+//!    so the child's next cycle is full when they take the large objects past it). The cycle is
+//!    then idle and the world is restarted.
 //!    Mutators of threads that do not exist in the child stay parked (or native) forever:
 //!    their roots stay roots, and they never hold up a pause.
 //!

@@ -878,6 +878,12 @@ impl GenState {
         self.old().bytes()
     }
 
+    /// The old-generation and large-object bytes past which the next full cycle runs.
+    pub(crate) fn next_full_at(&self) -> (usize, usize) {
+        let old = self.old();
+        (old.limit, old.large_limit)
+    }
+
     /// How many full cycles have flipped: an allocation that saw this count unchanged since
     /// it began has had no collection that frees old or large objects (a young cycle keeps
     /// both: the old generation is live by definition, every large object is a root).

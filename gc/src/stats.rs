@@ -346,6 +346,10 @@ pub struct GenStats {
     /// young cycle) when they exceeded `HeapConfig::young_slots_max`: the next cycles are full
     /// (`None`: not over the bound, or not counted).
     pub young_slots_over: Option<usize>,
+    /// After the cycle: the old-generation bytes, and the large-object bytes, past which the
+    /// next full cycle runs (set by a full cycle from what it left live: the old generation,
+    /// and the large objects it found live; kept by a young cycle).
+    pub next_full_at: (usize, usize),
 }
 
 /// A barrier-free cycle's fallback to SATB ([`CycleStats::satb_switch`]).
