@@ -130,3 +130,69 @@ fn a_fork_while_a_native_section_drops_pins_leaves_the_childs_tables_usable() {
     stop.store(true, Ordering::Relaxed);
     dropper.join().unwrap();
 }
+
+/// Round seven's review: the type registry's lock, like the handle tables'. A thread that is
+/// not a running mutator (here an unattached one; a native section's is the same) registers
+/// types while another thread forks: *prepare* does not wait for it, and a child forked while
+/// it held the registry's write lock inherited it held; the child's next registration (and a
+/// collection, which reads the registry) waited forever. The child must register a type,
+/// collect and read its data back.
+#[test]
+fn a_fork_while_another_thread_registers_types_leaves_the_childs_registry_usable() {
+    use common::forking::{serial, wait_child};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let _s = serial();
+    let heap = Heap::new(stw(8 << 20)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let registrar = {
+        let (heap, stop) = (heap.clone(), stop.clone());
+        std::thread::spawn(move || {
+            // Every 16th attempt registers a type (up to 20 000 of them); the others are
+            // refused for their size, which the registry checks under the same write lock.
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                if n % 16 == 0 && n / 16 < 20_000 {
+                    heap.register_type(TypeInfo::fixed(&format!("reg{n}"), 8, &[]))
+                        .unwrap();
+                } else {
+                    let too_big = TypeInfo::fixed("too big", usize::MAX / 2, &[]);
+                    assert!(heap.register_type(too_big).is_err());
+                }
+                n += 1;
+            }
+            n
+        })
+    };
+    let t = register(&heap);
+    let mut m = heap.attach();
+    list(&mut m, &t, 100);
+    let head = m.pop().unwrap();
+    let root = m.root(head);
+    for i in 0..300 {
+        // SAFETY: the child runs heap code (fork-aware) and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let own = heap
+                    .register_type(TypeInfo::fixed(&format!("child{i}"), 16, &[]))
+                    .unwrap();
+                let v = m.alloc(own, 0).unwrap();
+                m.push(v);
+                m.collect().unwrap();
+                assert_eq!(read_list(&m, root.value(&m)), (0..100).collect::<Vec<_>>());
+            }))
+            .is_ok();
+            // SAFETY: ends the child without the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+        }
+        assert_eq!(wait_child(pid), 0, "the child failed");
+        m.safepoint();
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(
+        registrar.join().unwrap() > 0,
+        "the other thread registered no type"
+    );
+}

@@ -77,15 +77,16 @@
 //! unattached thread, or one inside its mutator's native section) but is inside a heap-level
 //! call at the moment of the fork (e.g. [`crate::Heap::verify`], or a query such as
 //! [`crate::Heap::history`]) may leave a lock held in the child, as with any multi-threaded
-//! fork (the handle tables above excepted). (A thread is
+//! fork (the handle tables and the type registry above excepted). (A thread is
 //! attached to one heap at a time, see `crate::safepoint`, so no thread parked in one heap's
 //! pause holds up *prepare*'s stop of another.)
 
 use core::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, RwLockReadGuard, Weak};
 
 use faultline_heap::arena::Backing;
+use faultline_heap::object::TypeRegistry;
 use faultline_heap::PAGE_SIZE;
 
 use crate::inner::HeapInner;
@@ -116,7 +117,8 @@ struct Held {
     /// before `heap`, so it is dropped first.
     guard: Option<MutexGuard<'static, SpState>>,
     /// The locks of `heap`'s tables that a thread with no running mutator takes (a native
-    /// section's or an unattached thread's `Pin`, `GlobalRoot` or `FinalizationQueue`), held
+    /// section's or an unattached thread's `Pin`, `GlobalRoot` or `FinalizationQueue`, and its
+    /// [`crate::Heap::register_type`]), held
     /// from *prepare* (after the fork gate closed) to *parent* / *child*: *prepare* does not
     /// wait for such threads, and a child forked while one of them held a table's lock
     /// inherited it held, its first collection waiting forever (audit round seven). Released
@@ -130,18 +132,23 @@ struct Tables {
     pins: MutexGuard<'static, crate::pins::PinInner>,
     globals: MutexGuard<'static, crate::roots::GlobalSlots>,
     weak: MutexGuard<'static, crate::weak::Tables>,
+    /// The type registry's lock, read: [`crate::Heap::register_type`] writes it (and the
+    /// registry's store under it) from any thread, a native section's included.
+    types: RwLockReadGuard<'static, Arc<TypeRegistry>>,
 }
 
 impl Tables {
     /// Take the table locks of `heap` (the world stopped and the fork gate closed: no pause
     /// and no collector region holds them, so only a short critical section of a native or
-    /// unattached thread is waited for). Order: pins, globals, weak (no code path holds one
-    /// of them while taking another).
+    /// unattached thread is waited for). Order: pins, globals, weak, types (no code path
+    /// holds one of them while taking another; a registration holds the types lock only
+    /// while it adds its entry, never while it waits for a cycle).
     fn take(heap: &Arc<HeapInner>) -> Tables {
         let pins = heap.roots.pins.lock_for_fork();
         let globals = heap.roots.globals();
         let weak = heap.roots.weak.lock_for_fork();
-        // SAFETY: (the three transmutes) each guard borrows a table of `heap`, which lives as
+        let types = heap.types.read().unwrap_or_else(PoisonError::into_inner);
+        // SAFETY: (the four transmutes) each guard borrows a table (or the type registry's lock) of `heap`, which lives as
         // long as the `Arc` stored beside the `Tables` in the same `Held`; the `tables` field
         // is declared before `heap` and is taken (or dropped) before it.
         unsafe {
@@ -158,6 +165,10 @@ impl Tables {
                     MutexGuard<'_, crate::weak::Tables>,
                     MutexGuard<'static, crate::weak::Tables>,
                 >(weak),
+                types: core::mem::transmute::<
+                    RwLockReadGuard<'_, Arc<TypeRegistry>>,
+                    RwLockReadGuard<'static, Arc<TypeRegistry>>,
+                >(types),
             }
         }
     }
@@ -168,7 +179,9 @@ impl Tables {
             pins,
             globals,
             weak,
+            types,
         } = self;
+        drop(types);
         drop(weak);
         drop(globals);
         drop(pins);
