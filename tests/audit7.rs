@@ -152,7 +152,7 @@ fn a_fork_while_another_thread_registers_types_leaves_the_childs_registry_usable
             // refused for their size, which the registry checks under the same write lock.
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                if n % 16 == 0 && n / 16 < 20_000 {
+                if n.is_multiple_of(16) && n / 16 < 20_000 {
                     heap.register_type(TypeInfo::fixed(&format!("reg{n}"), 8, &[]))
                         .unwrap();
                 } else {
