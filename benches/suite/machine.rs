@@ -5,8 +5,9 @@
 //! `UFFDIO_COPY` allocates a page), so the page allocation's cost sets a floor under the
 //! compaction's. On a virtual machine that cost depends on the host: with the virtio
 //! balloon's free page reporting on, memory the guest frees is handed back to the host and
-//! its next use may be a host-level fault as well (first-touch pages were seen at 3-11 µs on
-//! a 2-vCPU VM with it on, against 0.2-0.7 µs for a `memcpy` of the same page). The report states both figures
+//! its next use may be a host-level fault as well (on a 2-vCPU VM with it on: 1.5 µs a
+//! first-touch page when quiet, 2.1 µs for pages left free for 3 s first, 3-11 µs with both
+//! CPUs busy; a `memcpy` of a present page 0.18 µs quiet). The report states both figures
 //! and the flag, so that figures from two machines are not compared as if the floor were the
 //! same.
 //!
