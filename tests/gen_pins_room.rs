@@ -325,7 +325,12 @@ fn an_object_pinned_during_a_young_cycle_leaves_once_unpinned() {
             addr >= hi && !common::gen::in_old(&s.heap, addr),
             "{label}: kept above the old generation"
         );
-        assert_eq!(s.heap.pin_stats().stranded_objects, 1, "{label}: stranded");
+        let st = s.heap.pin_stats();
+        assert_eq!(st.stranded_objects, 1, "{label}: stranded");
+        assert_eq!(
+            st.young_cycles_stranded_left, 0,
+            "{label}: no young cycle let a stranded object leave yet"
+        );
         drop(pin);
         // Unpinned: it leaves at the next cycle (the old slot that holds it forwarded), and
         // the cycles that follow include a full one.
@@ -338,6 +343,14 @@ fn an_object_pinned_during_a_young_cycle_leaves_once_unpinned() {
             s.heap.history()[flips as usize].gen.young,
             Some(true),
             "{label}: it left in a young cycle (a full cycle always let it leave)"
+        );
+        assert!(
+            s.heap.history()[flips as usize].gen.stranded_leave,
+            "{label}: that cycle scanned the whole old generation to let it leave"
+        );
+        assert_eq!(
+            st.young_cycles_stranded_left, 1,
+            "{label}: counted as a young cycle that let stranded objects leave: {st:?}"
         );
         assert_ne!(held(&m).bits(), addr, "{label}: it moved");
         assert_eq!(

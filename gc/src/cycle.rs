@@ -1378,6 +1378,11 @@ fn flip(
         .roots
         .pins
         .commit(&pins, types, moving.half_base, moving.half_bytes, to_index);
+    if young && !pins.leaving.is_empty() {
+        // A young cycle that scanned the whole old generation lets them leave
+        // (`GenCycle::stranded_leave`; other young cycles keep every stranded object).
+        inner.roots.pins.note_young_left();
+    }
     // A root source's slot is forwarded only if marking found its object live (see
     // `roots::visit_source`); objects above `mark_top` were allocated during marking (black).
     let marked = Liveness {
@@ -1905,6 +1910,7 @@ fn gen_at_flip(
         fallback,
         young_slots_over: None,
         next_full_at: gs.next_full_at(),
+        stranded_leave: c.stranded_leave,
     }
 }
 

@@ -405,6 +405,10 @@ pub struct PinStats {
     pub stranded_objects: usize,
     /// Their bytes.
     pub stranded_bytes: usize,
+    /// Generational mode: young cycles whose flip let unpinned stranded objects leave
+    /// (`GenStats::stranded_leave`: they scanned the whole old generation); full cycles,
+    /// and cycles of a heap that is not generational, let them leave without being counted.
+    pub young_cycles_stranded_left: u64,
 }
 
 impl crate::heap::Heap {
@@ -416,6 +420,7 @@ impl crate::heap::Heap {
             pinned_objects: pins.pinned_objects(),
             stranded_objects: stranded.len(),
             stranded_bytes: stranded.iter().map(|s| s.1).sum(),
+            young_cycles_stranded_left: pins.young_cycles_stranded_left(),
         }
     }
 }

@@ -52,6 +52,7 @@
 //!   its window (a kept page, a stranded object's page, or such a page after its object left).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use faultline_heap::object::{TypeRegistry, WORD};
@@ -101,6 +102,9 @@ pub(crate) struct PinInner {
 #[derive(Debug, Default)]
 pub(crate) struct PinTable {
     inner: Mutex<PinInner>,
+    /// Young cycles whose flip let unpinned stranded objects leave (generational mode, see
+    /// 4.; `crate::PinStats::young_cycles_stranded_left`). Written only by flips.
+    young_left: AtomicU64,
 }
 
 /// What a flip does with pinned and stranded objects, decided before any reference changes.
@@ -204,6 +208,16 @@ impl PinTable {
                 g.pinned.remove(&addr);
             }
         }
+    }
+
+    /// A young cycle's flip let unpinned stranded objects leave (generational mode, see 4.).
+    pub(crate) fn note_young_left(&self) {
+        self.young_left.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many young cycles' flips let unpinned stranded objects leave.
+    pub(crate) fn young_cycles_stranded_left(&self) -> u64 {
+        self.young_left.load(Ordering::Relaxed)
     }
 
     /// Pins of moving-space objects in force.

@@ -350,6 +350,10 @@ pub struct GenStats {
     /// next full cycle runs (set by a full cycle from what it left live: the old generation,
     /// and the large objects it found live; kept by a young cycle).
     pub next_full_at: (usize, usize),
+    /// A young cycle that began with an unpinned stranded object (`crate::pins`): it scanned
+    /// the whole old generation, so that its flip could let such objects leave (counted in
+    /// `PinStats::young_cycles_stranded_left` when they did).
+    pub stranded_leave: bool,
 }
 
 /// A barrier-free cycle's fallback to SATB ([`CycleStats::satb_switch`]).
@@ -786,7 +790,11 @@ impl CycleStats {
                     (None, _) => String::new(),
                 } + &g.young_slots_over.map_or(String::new(), |n| format!(
                     " ({n} old-to-young slots over young_slots_max: full cycles next)"
-                )),
+                )) + if g.stranded_leave {
+                    " (whole old generation scanned: unpinned stranded objects leave)"
+                } else {
+                    ""
+                },
                 g.promoted_bytes,
                 g.dirty_cards,
                 g.old_slots,
