@@ -21,6 +21,9 @@
 //!   pinned, every collection succeeds and the stranded object is gone;
 //! - the same with the pin dropped right after the collection that kept it;
 //! - `OutOfMemory` counts the old generation among the live bytes;
+//! - (concurrent, cards) the young cycle that scans the whole old generation for an unpinned
+//!   stranded object counts old slots a young cycle never forwards (references to large
+//!   objects): that count does not make the next cycles full (`young_slots_max`);
 //! - (concurrent, both remembered sets) an object referenced only from an old one and pinned
 //!   while a young cycle from the old generation's half marks, so kept by it right above the
 //!   old generation, leaves at the first cycle after its pin is dropped (a young one: the
@@ -377,4 +380,104 @@ fn an_object_pinned_during_a_young_cycle_leaves_once_unpinned() {
         s.check_live(&m, &label);
         s.heap.verify().unwrap();
     }
+}
+
+/// The young cycle that scans the whole old generation to let an unpinned stranded object
+/// leave finds every old slot that refers to anything but an old object, those the
+/// remembered set would not name included (here 40 references to large objects, stored
+/// before their holder was promoted): they are not the old-to-young references a young cycle
+/// forwards in its pauses, so that cycle's count does not decide `young_slots_max`'s full
+/// cycles. Before, its count (41) was taken as the next young cycle's, over the bound of 16,
+/// and the next four cycles were full.
+#[test]
+fn a_whole_old_generation_scan_does_not_make_young_cycles_look_long() {
+    let test = "a_whole_old_generation_scan_does_not_make_young_cycles_look_long";
+    if !common::uffd_or_skip(test) {
+        return;
+    }
+    const MAX: usize = 16;
+    const LARGE: usize = 40;
+    let park = Arc::new(Park::default());
+    let cfg = config(GcMode::Concurrent, Generational::Cards).with(|c| {
+        c.young_slots_max = MAX;
+        c.debug.mark_hook = Some(park.hook());
+    });
+    let heap = Heap::new(cfg).unwrap();
+    let vec = heap.register_type(TypeInfo::ref_array("vector")).unwrap();
+    let bytes = heap.register_type(TypeInfo::byte_array("bytes")).unwrap();
+    let mut m = heap.attach();
+    let live = common::rooted_arrays(&mut m, vec, LIVE, 511, false);
+    // Live array 1 refers to 40 large byte arrays (8 KiB: the large-object threshold).
+    for j in 1..=LARGE {
+        let l = m.alloc(bytes, 8 << 10).unwrap();
+        m.local(live.get(&m).unwrap().get(1)).unwrap().set(j, l);
+    }
+    // The first cycle promotes what it traced: the arrays are old, their slots clean.
+    m.collect().unwrap();
+    heap.wait_for_compaction();
+    let (_, hi) = heap.old_generation_range().unwrap();
+    let holder = live.get(&m).unwrap().get(0);
+    assert!(common::gen::in_old(&heap, holder.bits()), "old holder");
+    let b = m.alloc(bytes, 1000).unwrap();
+    m.local(holder).unwrap().set(1, b);
+    let held = |m: &Mutator| m.local(live.get(m).unwrap().get(0)).unwrap().get(1);
+    // A young cycle from the old half; `b` is pinned while it marks: kept above the old
+    // generation. The next cycle (from the other half) keeps it too.
+    park.arm(MarkPoint::BeforeRemark);
+    m.start_collection().unwrap();
+    park.wait(&mut m);
+    let pin = m.pin(held(&m)).unwrap();
+    let addr = pin.value(&m).bits();
+    park.disarm();
+    m.wait_for_cycle().unwrap();
+    heap.wait_for_compaction();
+    m.collect().unwrap();
+    heap.wait_for_compaction();
+    assert!(
+        addr >= hi && !common::gen::in_old(&heap, addr),
+        "kept above the old generation"
+    );
+    assert_eq!(heap.pin_stats().stranded_objects, 1, "stranded");
+    let flips = heap.flips();
+    assert!(
+        heap.history()
+            .iter()
+            .all(|c| c.gen.young == Some(true) && c.gen.young_slots_over.is_none()),
+        "the scene: young cycles only, none over the bound: {:?}",
+        heap.history()
+            .iter()
+            .map(|c| (c.gen.young, c.gen.old_slots))
+            .collect::<Vec<_>>()
+    );
+    // Unpinned: the next cycle (young, from the old half) scans the whole old generation and
+    // lets it leave.
+    drop(pin);
+    m.collect().unwrap();
+    heap.wait_for_compaction();
+    let c = heap.history()[flips as usize].clone();
+    assert!(
+        c.gen.young == Some(true) && c.gen.stranded_leave,
+        "{:?}",
+        c.gen
+    );
+    assert_eq!(heap.pin_stats().stranded_objects, 0, "it left");
+    assert!(
+        c.gen.old_slots > LARGE,
+        "it found every old slot that refers to a large object: {:?}",
+        c.gen
+    );
+    assert_eq!(
+        c.gen.young_slots_over, None,
+        "its count is not a young cycle's pause work: {:?}",
+        c.gen
+    );
+    assert_eq!(c.gen.fallback, 0, "{:?}", c.gen);
+    // The next cycle is young, and its remembered set names few slots.
+    m.collect().unwrap();
+    heap.wait_for_compaction();
+    let n = heap.history()[flips as usize + 1].clone();
+    assert_eq!(n.gen.young, Some(true), "young cycles go on: {:?}", n.gen);
+    assert!(n.gen.old_slots <= MAX, "{:?}", n.gen);
+    assert_eq!(m.local(held(&m)).unwrap().to_bytes().len(), 1000);
+    heap.verify().unwrap();
 }
