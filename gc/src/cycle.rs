@@ -2009,9 +2009,11 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
     stats.compact = t0.elapsed();
     if let (Some(gc), Some(gs)) = (finish.gen.as_ref(), inner.gen.as_ref()) {
         gs.young_pace.end();
-        if gc.young() {
+        if gc.young() && !gc.stranded_leave {
             // Young-aware pacing: the window at the start, its survivors (kept young or
             // promoted), the marking and compaction that moved them, the whole wall time.
+            // (Not a young cycle that scanned the whole old generation for stranded objects:
+            // its marking includes that scan, which later young cycles do not make.)
             gs.young_pace.note(
                 stats.moving_before,
                 stats.moving_after + stats.gen.promoted_bytes,
@@ -2087,7 +2089,13 @@ fn pace_next(inner: &HeapInner, stats: &mut CycleStats, compacted: (usize, Durat
     let used = inner.used();
     if let Some(gs) = inner.gen.as_ref() {
         if gs.next_is_young(inner.moving.half_bytes, inner.large.used()) {
-            let last = (stats.gen.young == Some(true)).then_some(stats.gen.old_slots);
+            // A young cycle that scanned the whole old generation (`GenStats::stranded_leave`)
+            // counted every old slot that refers to anything but an old object (references to
+            // large objects, never named by the remembered set unless written, included): not
+            // the next young cycle's pause work, which is then counted as after a full cycle
+            // (the remembered set's dirty ranges, which its flip kept for the young survivors).
+            let last = (stats.gen.young == Some(true) && !stats.gen.stranded_leave)
+                .then_some(stats.gen.old_slots);
             stats.gen.young_slots_over =
                 gs.young_slots_over(last, inner.config.young_slots_max, &inner.types());
         }

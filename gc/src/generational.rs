@@ -65,7 +65,9 @@
 //!   every cycle, churn's at 1 GiB: 285-660 ms), while a full cycle moves them concurrently.
 //!   At the end of a cycle whose successor would be young, the old slots with a young
 //!   reference are counted in the remembered set's dirty ranges without clearing them (cards
-//!   only) and, after a young cycle, among those it forwarded: over the bound, the next
+//!   only) and, after a young cycle, among those it forwarded (not after one that scanned
+//!   the whole old generation for stranded objects, [`GenCycle::stranded_leave`]: its count
+//!   holds every old slot that refers to a large object too): over the bound, the next
 //!   [`FALLBACK_FULL_CYCLES`] cycles are full ([`GenState::young_slots_over`]). A full cycle
 //!   next is paced for the old generation's live bytes too ([`GenState::next_mark_bytes`]).
 //! - A **full cycle** marks and compacts everything, as a heap that is not generational does
@@ -504,7 +506,9 @@ pub(crate) struct GenCycle {
     /// Young: the unpinned stranded objects ([`crate::pins`]) leave at this cycle's flip, as
     /// at a full cycle's. Set when the cycle began with one: it then scans the whole old
     /// generation ([`RememberedSet::report_all`]), so that its flip forwards every old slot
-    /// that refers to one (see [`GenState::begin`]).
+    /// that refers to one (see [`GenState::begin`]). Its count of old slots and its marking
+    /// time (that scan) are not a young cycle's: neither feeds `young_slots_max`
+    /// ([`GenState::young_slots_over`]) nor the young cycles' rates ([`crate::youngpace`]).
     pub stranded_leave: bool,
     /// `Breakage::SkipDirtyCard` (tests): the first range the remembered set reports to this
     /// cycle is still to be dropped.
@@ -831,8 +835,8 @@ impl GenState {
     /// every old slot with a young reference in its flip pause (and rescans the cards written
     /// since its precleaning in its remark pause), so over `max` such slots
     /// (`HeapConfig::young_slots_max`) the next [`FALLBACK_FULL_CYCLES`] cycles are full.
-    /// Counted: `last`, the old slots the young cycle just ended forwarded (if it was one),
-    /// when over `max`; else those the remembered set's dirty ranges hold now, read without
+    /// Counted: `last`, the old slots the young cycle just ended forwarded (if it was one, and
+    /// did not scan the whole old generation: [`GenCycle::stranded_leave`]), when over `max`; else those the remembered set's dirty ranges hold now, read without
     /// clearing them (the card table; the count stops past `max`). Returns the count when it
     /// was over `max`.
     pub(crate) fn young_slots_over(
