@@ -1015,6 +1015,91 @@ impl crate::Heap {
 mod tests {
     use super::window_goal;
 
+    /// A full cycle requested (`GenState::request_full`, as an allocation about to fail does)
+    /// when a stranded object lies above the old generation, the old half current: that
+    /// cycle is young (a full cycle's source would hold the stranded object), and the request
+    /// must outlive it: a full cycle follows once the object has left. Before, the young
+    /// cycle took the request and no full cycle came.
+    #[test]
+    fn a_full_request_outlives_a_young_cycle_beside_a_stranded_object() {
+        use crate::{GcMode, Generational, Heap, HeapConfig, MarkPoint};
+        use faultline_heap::object::TypeInfo;
+        use std::sync::{Arc, Mutex};
+        let probe = faultline_heap::Probe::run();
+        if !probe.supports(faultline_heap::Capability::Sigbus) {
+            eprintln!("SKIPPED: no userfaultfd");
+            return;
+        }
+        // (armed at BeforeRemark, parked there)
+        let park = Arc::new(Mutex::new((false, false)));
+        let hook_park = park.clone();
+        let cfg = HeapConfig::with_heap_size(1 << 20).with(|c| {
+            c.mode = GcMode::Concurrent;
+            c.generational = Generational::Cards;
+            c.min_trigger_bytes = 1 << 20;
+            c.debug.mark_hook = Some(Arc::new(move |p| {
+                if p != MarkPoint::BeforeRemark {
+                    return;
+                }
+                let mut s = hook_park.lock().unwrap();
+                s.1 = s.0;
+                while s.0 {
+                    drop(s);
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                    s = hook_park.lock().unwrap();
+                }
+                s.1 = false;
+            }));
+        });
+        let heap = Heap::new(cfg).unwrap();
+        let vec = heap.register_type(TypeInfo::ref_array("vector")).unwrap();
+        let bytes = heap.register_type(TypeInfo::byte_array("bytes")).unwrap();
+        let mut m = heap.attach();
+        let holder = m.alloc(vec, 8).unwrap();
+        let holder = m.root(holder);
+        m.collect().unwrap();
+        heap.wait_for_compaction();
+        let (lo, hi) = heap.old_generation_range().unwrap();
+        assert!(hi > lo && (lo..hi).contains(&holder.value(&m).bits()));
+        let b = m.alloc(bytes, 1000).unwrap();
+        holder.get(&m).unwrap().set(0, b);
+        let held = |m: &crate::Mutator| holder.get(m).unwrap().get(0);
+        // Pinned while a young cycle from the old half marks: kept above the old generation.
+        park.lock().unwrap().0 = true;
+        m.start_collection().unwrap();
+        while !park.lock().unwrap().1 {
+            m.safepoint();
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        let pin = m.pin(held(&m)).unwrap();
+        park.lock().unwrap().0 = false;
+        m.wait_for_cycle().unwrap();
+        heap.wait_for_compaction();
+        // The next cycle (from the other half) keeps it: the old half is current.
+        m.collect().unwrap();
+        heap.wait_for_compaction();
+        assert_eq!(heap.pin_stats().stranded_objects, 1);
+        let flips = heap.flips();
+        assert!(heap.history().iter().all(|c| c.gen.young == Some(true)));
+        // A full cycle is requested; the cycle that takes the request is young (it lets the
+        // unpinned object leave), and a full one follows within two more.
+        heap.inner.gen.as_ref().unwrap().request_full();
+        drop(pin);
+        for _ in 0..3 {
+            m.collect().unwrap();
+            heap.wait_for_compaction();
+        }
+        let kinds: Vec<_> = heap.history()[flips as usize..]
+            .iter()
+            .map(|c| c.gen.young)
+            .collect();
+        assert_eq!(kinds[0], Some(true), "{kinds:?}");
+        assert_eq!(heap.pin_stats().stranded_objects, 0);
+        assert!(kinds.contains(&Some(false)), "a full cycle ran: {kinds:?}");
+        assert_eq!(m.local(held(&m)).unwrap().to_bytes().len(), 1000);
+        heap.verify().unwrap();
+    }
+
     const MIB: usize = 1 << 20;
 
     #[test]
