@@ -565,7 +565,8 @@ impl GenState {
         // nothing old, a young cycle traces everything anyway: while anything is pinned the
         // cycle is full (it does not promote, and its window is its destination's largest
         // gap), and an unpinned stranded object makes the next cycle full.
-        let full_due = self.full_requested.swap(false, Ordering::SeqCst)
+        let requested = self.full_requested.swap(false, Ordering::SeqCst);
+        let full_due = requested
             || old.full_pending
             || old.fallback > 0
             || bytes > old.limit
@@ -584,6 +585,14 @@ impl GenState {
             old.full_pending = true;
             CycleKind::Young
         } else {
+            // A stranded object lies above the old generation in the old half, current: a
+            // full cycle's source would hold it, so this cycle is young. A request for a full
+            // cycle stays for the next cycle (the next from this half after the object left
+            // is full, or the one from the other half promotes everything and makes it so);
+            // before, this cycle took it and no full cycle came for it.
+            if requested {
+                self.full_requested.store(true, Ordering::SeqCst);
+            }
             CycleKind::Young
         };
         // A young cycle with nothing old traces every live object, as a full cycle does
@@ -899,7 +908,8 @@ impl GenState {
     /// own exhausted one with nothing old, cycles other threads started, which satisfy its
     /// exhausted trigger): the next cycle to start, whoever starts it, is due full (one that
     /// starts in the half without the old generation promotes everything, and the next is
-    /// full; see [`GenState::begin`]).
+    /// full; one that must stay young because a stranded object lies above the old
+    /// generation leaves the request to the next; see [`GenState::begin`]).
     pub(crate) fn request_full(&self) {
         self.full_requested.store(true, Ordering::SeqCst);
     }
