@@ -118,6 +118,7 @@ mod forkgate;
 mod gcthread;
 mod generational;
 mod graypool;
+mod handover;
 mod hashes;
 mod heap;
 mod inner;

@@ -65,8 +65,11 @@
 //!   (the marker's tracer uses [`Atomic`] slot access); headers never change after allocation;
 //! - the marker marks only objects below `mark_top` in the moving space; everything between
 //!   `mark_top` and `top` is black and reaches the bitmaps only through the buffer walks;
-//! - the SATB queue, the retired buffers and the new large objects are each behind their own
-//!   mutex, taken briefly by mutators (flush, retire, large allocation) and by the marker;
+//! - the SATB queue, the retired buffers and the new large objects are lock-free queues
+//!   ([`crate::handover`]): a mutator's flush, retire or large allocation hands its item over
+//!   in O(1) (a SATB buffer whole, swapped for an empty one) and never waits for another
+//!   thread; the marker's drains see every item handed over before they begin, so the remark
+//!   (world stopped) sees every entry flushed before the stop;
 //! - a marker's references in flight (read by its steps, not yet shaded: the tracer's ring)
 //!   exist only while its local stack holds work, and a dropped marker shades them first;
 //! - the gray pool is empty outside marking (see [`crate::graypool`]); helper markers live
@@ -75,7 +78,7 @@
 //!   every mutator's buffer.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use faultline_heap::object::{TypeId, WORD};
@@ -85,6 +88,7 @@ use faultline_heap::{VolatileArena, PAGE_SIZE};
 use crate::catchup::{Catchup, CHECK_EVERY as CATCHUP_EVERY};
 use crate::debug::{DebugConfig, MarkPoint};
 use crate::graypool::{GrayLocal, GrayPool, Idle};
+use crate::handover::{BufferQueue, Handover};
 use crate::pacer::Pacer;
 use crate::safepoint::SpState;
 use crate::space::{LargeSpace, MovingSpace};
@@ -142,13 +146,13 @@ pub(crate) struct MarkingState {
     /// Where the range marked starts (the window, or a generational full cycle's old
     /// generation start): what every tracer of this cycle (mark assists too) is built with.
     pub mark_from: AtomicUsize,
-    /// Flushed SATB entries.
-    pub satb: Mutex<Vec<usize>>,
+    /// Flushed SATB buffers (handed over whole, lock-free: [`crate::handover`]).
+    pub satb: BufferQueue<SATB_BUFFER>,
     /// Allocation buffers retired during marking: `[start, end)` of black objects.
-    pub retired: Mutex<Vec<(usize, usize)>>,
+    pub retired: Handover<(usize, usize)>,
     /// Large objects allocated during marking (black). Barrier-free mode scans them: under
     /// incremental update a black object's contents must be traced too.
-    pub new_large: Mutex<Vec<usize>>,
+    pub new_large: Handover<usize>,
     /// SATB entries logged (statistics).
     pub logged: AtomicU64,
     /// The gray objects, shared by the markers and the mutators' assists.
@@ -168,21 +172,15 @@ pub(crate) struct MarkingState {
     pub wp_last_dirty: AtomicUsize,
 }
 
-fn take<T>(m: &Mutex<Vec<T>>) -> Vec<T> {
-    std::mem::take(&mut *m.lock().unwrap_or_else(PoisonError::into_inner))
-}
-
 impl MarkingState {
-    /// Move a mutator's SATB buffer to the global queue.
+    /// Move a mutator's SATB buffer to the global queue: the buffer is handed over whole and
+    /// replaced by an empty one (O(1), no lock: [`crate::handover`]).
     pub(crate) fn flush(&self, buf: &mut Vec<usize>) {
         if buf.is_empty() {
             return;
         }
         self.logged.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        self.satb
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .append(buf);
+        self.satb.hand_over(buf);
     }
 
     /// A mutator's answer to the SATB handshake (its allocation slow path, RUNNING, owning
@@ -204,19 +202,13 @@ impl MarkingState {
     /// are black, the marker walks them.
     pub(crate) fn retire(&self, start: usize, end: usize) {
         if end > start && start >= self.mark_top.load(Ordering::Relaxed) {
-            self.retired
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push((start, end));
+            self.retired.push((start, end));
         }
     }
 
     /// A large object allocated during barrier-free marking (scanned by the marker).
     pub(crate) fn note_new_large(&self, a: usize) {
-        self.new_large
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(a);
+        self.new_large.push(a);
     }
 
     /// Phase 1 (initial-mark pause): start marking `[from, mark_top)`, with `mark_top` as the
@@ -229,14 +221,8 @@ impl MarkingState {
         );
         self.mark_top.store(mark_top, Ordering::SeqCst);
         self.mark_from.store(from, Ordering::SeqCst);
-        self.satb
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        self.retired
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.satb.clear();
+        self.retired.clear();
         self.active.store(true, Ordering::SeqCst);
         self.barrier.store(satb_barrier, Ordering::SeqCst);
     }
@@ -248,15 +234,7 @@ impl MarkingState {
     }
 
     fn queues_empty(&self) -> bool {
-        self.satb
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-            && self
-                .retired
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_empty()
+        self.satb.is_empty() && self.retired.is_empty()
     }
 }
 
@@ -713,10 +691,8 @@ pub(crate) fn satb_switch<'a>(
         .store(report.switch_dirty_pages, Ordering::Relaxed);
     scan_new_large(ms, m);
     loop {
-        for v in take(&ms.satb) {
-            m.shade(v);
-        }
-        for (s, e) in take(&ms.retired) {
+        ms.satb.drain(|v| m.shade(v));
+        for (s, e) in ms.retired.take() {
             m.walk_black(s, e, true);
         }
         drain_shared(ctx, m, 0, |_| {});
@@ -749,10 +725,8 @@ pub(crate) fn satb_handshake<'a>(
     loop {
         let answered = ms.flush_acks.load(Ordering::SeqCst);
         let waited = answered >= running || t0.elapsed() >= HANDSHAKE_WAIT;
-        for v in take(&ms.satb) {
-            m.shade(v);
-        }
-        for (s, e) in take(&ms.retired) {
+        ms.satb.drain(|v| m.shade(v));
+        for (s, e) in ms.retired.take() {
             report.handshake_buffer_bytes += e - s;
             // Barrier-free marking that switched to SATB: a buffer retired after the switch
             // may hold black objects allocated before it, whose writes only the page tracking
@@ -823,21 +797,16 @@ pub(crate) fn concurrent_mark<'a>(
             }
             if m.traced - satb_at >= SATB_EVERY {
                 satb_at = m.traced;
-                for v in take(&ms.satb) {
-                    m.shade(v);
-                }
+                ms.satb.drain(|v| m.shade(v));
             }
         });
         if hooked {
             report_traced(ms);
         }
-        let satb = take(&ms.satb);
-        let retired = take(&ms.retired);
-        if satb.is_empty() && retired.is_empty() {
+        let satb = ms.satb.drain(|v| m.shade(v));
+        let retired = ms.retired.take();
+        if satb == 0 && retired.is_empty() {
             break;
-        }
-        for v in satb {
-            m.shade(v);
         }
         for (s, e) in retired {
             m.walk_black(s, e, wp);
@@ -870,7 +839,7 @@ fn preclean_round<'a>(
     let dirty = rescan_dirty(ctx, sc, m);
     report.preclean_last_dirty = dirty;
     drain_shared(ctx, m, 0, |_| {});
-    for (s, e) in take(&ms.retired) {
+    for (s, e) in ms.retired.take() {
         m.walk_black(s, e, true);
     }
     scan_new_large(ms, m);
@@ -966,12 +935,8 @@ pub(crate) fn remark(
     let mut trace = Duration::ZERO;
     loop {
         let tq = Instant::now();
-        let satb = take(&ms.satb);
-        report.remark_queue_entries += satb.len();
-        for v in satb {
-            m.shade(v);
-        }
-        for (s, e) in take(&ms.retired) {
+        report.remark_queue_entries += ms.satb.drain(|v| m.shade(v));
+        for (s, e) in ms.retired.take() {
             report.remark_buffer_bytes += e - s;
             m.walk_black(s, e, wp);
         }
@@ -1028,7 +993,7 @@ fn must<T, E: std::fmt::Display>(what: &str, mut f: impl FnMut() -> Result<T, E>
 
 /// Barrier-free mode: scan the large objects allocated (black) since the last call.
 fn scan_new_large(ms: &MarkingState, m: &mut ConcMarker<'_>) {
-    for o in take(&ms.new_large) {
+    for o in ms.new_large.take() {
         m.scan_words(o, 0, usize::MAX);
     }
 }
@@ -1284,7 +1249,9 @@ mod tests {
         ms.answer_handshake(&mut seen, &mut buf);
         ms.answer_handshake(&mut seen, &mut buf);
         assert!(buf.is_empty());
-        assert_eq!(take(&ms.satb), vec![8, 16, 24]);
+        let mut got = Vec::new();
+        ms.satb.drain(|v| got.push(v));
+        assert_eq!(got, vec![8, 16, 24]);
         assert_eq!(ms.flush_acks.load(Ordering::SeqCst), 1);
         // With the barrier off (marking over), an answer hands nothing over.
         ms.end();
