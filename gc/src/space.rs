@@ -552,6 +552,11 @@ pub struct LargeSpace {
     pub high_pages: AtomicUsize,
     /// Free list and object table.
     pub inner: Mutex<LargeInner>,
+    /// `LargeInner::used`, mirrored (written under the lock, read without it): the allocation
+    /// slow path reads the occupancy on every refill, and the lock is held across kernel calls
+    /// (a large object's population, a batch of releases), which held every refilling mutator
+    /// for milliseconds.
+    used_bytes: AtomicUsize,
 }
 
 impl LargeSpace {
@@ -567,6 +572,7 @@ impl LargeSpace {
             marks: Bitmap::new((size / PAGE_SIZE).max(1)),
             high_pages: AtomicUsize::new(0),
             inner: Mutex::new(inner),
+            used_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -608,6 +614,7 @@ impl LargeSpace {
         g.objects.insert(start, len);
         g.allocated.push((start, len));
         g.used += len;
+        self.used_bytes.store(g.used, Ordering::Relaxed);
         self.high_pages
             .fetch_max(self.page_of(start + len - 1) + 1, Ordering::Relaxed);
         Ok(Some(start))
@@ -662,12 +669,14 @@ impl LargeSpace {
             Self::insert_free(&mut g, s, l);
             freed += l;
         }
+        self.used_bytes.store(g.used, Ordering::Relaxed);
         r.map(|()| freed)
     }
 
-    /// Bytes held by objects.
+    /// Bytes held by objects (no lock: the value of the last update, which a racing
+    /// allocation or release may make stale at once, as the locked read could).
     pub fn used(&self) -> usize {
-        self.lock().used
+        self.used_bytes.load(Ordering::Relaxed)
     }
 }
 
