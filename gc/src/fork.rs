@@ -130,7 +130,7 @@ struct Held {
 /// A heap's table locks held across a fork (see [`Held::tables`]).
 struct Tables {
     pins: MutexGuard<'static, crate::pins::PinInner>,
-    globals: MutexGuard<'static, crate::roots::GlobalSlots>,
+    globals: std::sync::RwLockWriteGuard<'static, crate::roots::GlobalSlots>,
     weak: MutexGuard<'static, crate::weak::Tables>,
     /// The type registry's lock, read: [`crate::Heap::register_type`] writes it (and the
     /// registry's store under it) from any thread, a native section's included.
@@ -158,8 +158,8 @@ impl Tables {
                     MutexGuard<'static, crate::pins::PinInner>,
                 >(pins),
                 globals: core::mem::transmute::<
-                    MutexGuard<'_, crate::roots::GlobalSlots>,
-                    MutexGuard<'static, crate::roots::GlobalSlots>,
+                    std::sync::RwLockWriteGuard<'_, crate::roots::GlobalSlots>,
+                    std::sync::RwLockWriteGuard<'static, crate::roots::GlobalSlots>,
                 >(globals),
                 weak: core::mem::transmute::<
                     MutexGuard<'_, crate::weak::Tables>,

@@ -659,7 +659,7 @@ impl GlobalRoot {
     pub fn get(&self, m: &Mutator) -> Value {
         self.check_heap(m, "GlobalRoot::get");
         crate::reentry::refuse_in_root_source("GlobalRoot::get");
-        let g = self.heap.inner.roots.globals();
+        let g = self.heap.inner.roots.globals_read();
         // A root: the collector keeps the slot current.
         Value::minted(g.slots[self.index], m.era())
     }

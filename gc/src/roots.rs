@@ -18,11 +18,13 @@
 //!   current in the previous era and stamped with the new one, at every other visit if current
 //!   in the era (and stamped with it);
 //! - `LocalRoots` is touched only by its owning thread while it runs, or by the collector while
-//!   the owner is stopped (see [`crate::safepoint`]); `HeapRoots` is behind its own mutexes,
-//!   which the collector takes only while the world is stopped.
+//!   the owner is stopped (see [`crate::safepoint`]); `HeapRoots` is behind its own locks,
+//!   which the collector takes only while the world is stopped; the global table's is a
+//!   reader-writer lock, so mutators reading `GlobalRoot`s never wait for each other (a
+//!   reader switched out holding it holds up only writers).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::pins::PinTable;
 use crate::reentry::{self, Callback};
@@ -92,8 +94,8 @@ pub(crate) struct HeapRoots {
     /// The era before the current one, while the pause that started the current one visits
     /// the roots (the flip, the initial mark, the barrier switch; else 0).
     forwarding_from: AtomicU64,
-    /// `GlobalRoot` slots.
-    pub globals: Mutex<GlobalSlots>,
+    /// `GlobalRoot` slots (readers, `GlobalRoot::get` on any mutator, share the lock).
+    pub globals: RwLock<GlobalSlots>,
     /// Heap-wide root sources.
     pub sources: Mutex<Vec<Arc<dyn RootSource>>>,
     /// Weak references, ephemerons and finalization ([`crate::weak`]): only its held values
@@ -109,7 +111,7 @@ impl Default for HeapRoots {
         HeapRoots {
             era: AtomicU64::new(next_era()),
             forwarding_from: AtomicU64::new(0),
-            globals: Mutex::default(),
+            globals: RwLock::default(),
             sources: Mutex::default(),
             weak: WeakTables::default(),
             pins: PinTable::default(),
@@ -155,9 +157,16 @@ impl HeapRoots {
         }
     }
 
-    /// Lock the global table (a poisoned lock is still consistent: every update is one step).
-    pub(crate) fn globals(&self) -> std::sync::MutexGuard<'_, GlobalSlots> {
-        self.globals.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Lock the global table for writing (a poisoned lock is still consistent: every update
+    /// is one step).
+    pub(crate) fn globals(&self) -> std::sync::RwLockWriteGuard<'_, GlobalSlots> {
+        self.globals.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Lock the global table for reading: readers never wait for each other (only for a
+    /// writer: a new, set or dropped `GlobalRoot`, or a pause visiting the table).
+    pub(crate) fn globals_read(&self) -> std::sync::RwLockReadGuard<'_, GlobalSlots> {
+        self.globals.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Add a heap-wide root source.
