@@ -44,7 +44,7 @@ use std::sync::Arc;
 use common::park::Park;
 use faultline::{
     AllocError, Capability, GcMode, Generational, Heap, HeapConfig, MarkPoint, Mutator, Pin, Probe,
-    Root, TypeId, TypeInfo,
+    Root, TypeId, TypeInfo, Value,
 };
 
 const HALF: usize = 1 << 20;
@@ -311,13 +311,7 @@ fn an_object_pinned_during_a_young_cycle_leaves_once_unpinned() {
         let held = |m: &Mutator| m.local(s.live.get(m).unwrap().get(0)).unwrap().get(1);
         // A young cycle from the old half; `b` is pinned while it marks.
         let flips = s.heap.flips();
-        park.arm(MarkPoint::BeforeRemark);
-        m.start_collection().unwrap();
-        park.wait(&mut m);
-        let pin = m.pin(held(&m)).unwrap();
-        let addr = pin.value(&m).bits();
-        park.disarm();
-        m.wait_for_cycle().unwrap();
+        let (pin, addr) = pin_while_marking(&mut m, &park, held);
         s.heap.wait_for_compaction();
         let young = s.heap.history()[flips as usize..]
             .iter()
@@ -423,13 +417,7 @@ fn a_whole_old_generation_scan_does_not_make_young_cycles_look_long() {
     let held = |m: &Mutator| m.local(live.get(m).unwrap().get(0)).unwrap().get(1);
     // A young cycle from the old half; `b` is pinned while it marks: kept above the old
     // generation. The next cycle (from the other half) keeps it too.
-    park.arm(MarkPoint::BeforeRemark);
-    m.start_collection().unwrap();
-    park.wait(&mut m);
-    let pin = m.pin(held(&m)).unwrap();
-    let addr = pin.value(&m).bits();
-    park.disarm();
-    m.wait_for_cycle().unwrap();
+    let (pin, addr) = pin_while_marking(&mut m, &park, held);
     heap.wait_for_compaction();
     m.collect().unwrap();
     heap.wait_for_compaction();
@@ -480,4 +468,21 @@ fn a_whole_old_generation_scan_does_not_make_young_cycles_look_long() {
     assert!(n.gen.old_slots <= MAX, "{:?}", n.gen);
     assert_eq!(m.local(held(&m)).unwrap().to_bytes().len(), 1000);
     heap.verify().unwrap();
+}
+
+/// Start a cycle, pin `held(m)` while it marks (parked before its remark), and let the cycle
+/// end: the pin and the address pinned.
+fn pin_while_marking(
+    m: &mut Mutator,
+    park: &Park,
+    held: impl Fn(&Mutator) -> Value,
+) -> (Pin, usize) {
+    park.arm(MarkPoint::BeforeRemark);
+    m.start_collection().unwrap();
+    park.wait(m);
+    let pin = m.pin(held(m)).unwrap();
+    let addr = pin.value(m).bits();
+    park.disarm();
+    m.wait_for_cycle().unwrap();
+    (pin, addr)
 }
