@@ -63,8 +63,9 @@
 //!   outside a pause are taken inside fork-gate regions, whether a cycle is in progress
 //!   ([`crate::phase`]) is an atomic word with futex waits, no lock, and the tables of the
 //!   handles made for threads *prepare* does not wait for (`Pin`: the pin table and the
-//!   global roots; `GlobalRoot`; `FinalizationQueue`: the weak table) are locked by the
-//!   forking thread from after the gate closed until *parent* / *child* (`Held::tables`);
+//!   global roots; `GlobalRoot`; `FinalizationQueue`: the weak table) and the type registry
+//!   (`Heap::register_type`) are locked by the forking thread from after the gate closed
+//!   until *parent* / *child* (`Held::tables`);
 //! - the child never issues a userfaultfd ioctl and never joins a thread; it never reads a
 //!   page the parent left absent: it fills every such destination page before returning from
 //!   `fork`;
@@ -118,8 +119,8 @@ struct Held {
     guard: Option<MutexGuard<'static, SpState>>,
     /// The locks of `heap`'s tables that a thread with no running mutator takes (a native
     /// section's or an unattached thread's `Pin`, `GlobalRoot` or `FinalizationQueue`, and its
-    /// [`crate::Heap::register_type`]), held
-    /// from *prepare* (after the fork gate closed) to *parent* / *child*: *prepare* does not
+    /// [`crate::Heap::register_type`]), held from *prepare* (after the fork gate closed) to
+    /// *parent* / *child*: *prepare* does not
     /// wait for such threads, and a child forked while one of them held a table's lock
     /// inherited it held, its first collection waiting forever (audit round seven). Released
     /// before the child's handler reads the pin table. Declared before `heap`.
@@ -148,9 +149,10 @@ impl Tables {
         let globals = heap.roots.globals();
         let weak = heap.roots.weak.lock_for_fork();
         let types = heap.types.read().unwrap_or_else(PoisonError::into_inner);
-        // SAFETY: (the four transmutes) each guard borrows a table (or the type registry's lock) of `heap`, which lives as
-        // long as the `Arc` stored beside the `Tables` in the same `Held`; the `tables` field
-        // is declared before `heap` and is taken (or dropped) before it.
+        // SAFETY: (the four transmutes) each guard borrows a table (or the type registry's
+        // lock) of `heap`, which lives as long as the `Arc` stored beside the `Tables` in the
+        // same `Held`; the `tables` field is declared before `heap` and is taken (or dropped)
+        // before it.
         unsafe {
             Tables {
                 pins: core::mem::transmute::<
