@@ -718,6 +718,9 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     let mut gen = st.gen;
     let mut roots = st.roots;
     if let (Some(c), Some(gs)) = (gen.as_mut().filter(|c| c.young()), inner.gen.as_ref()) {
+        // The scan holds the old generation's lock, which a forked child's first collection
+        // takes: a fork waits for it (`crate::forkgate`).
+        let _r = crate::forkgate::Region::enter();
         let vals = gs
             .rescan(c, &inner.arena, &types)
             .unwrap_or_else(|e| panic!("the remembered set failed at a cycle's start: {e}"));
@@ -792,9 +795,12 @@ fn run_concurrent(inner: Arc<HeapInner>, st: MarkStart) {
     // 3c. Generational: precleaning of the remembered set (the cards dirtied during marking
     //     are scanned here, so the remark scans only those dirtied since).
     if let (Some(c), Some(gs)) = (gen.as_mut().filter(|c| c.young()), inner.gen.as_ref()) {
-        let vals = gs
-            .rescan(c, &inner.arena, &types)
-            .unwrap_or_else(|e| panic!("the remembered set failed while marking: {e}"));
+        // (In a fork-gate region, as at the cycle's start: the old generation's lock.)
+        let vals = {
+            let _r = crate::forkgate::Region::enter();
+            gs.rescan(c, &inner.arena, &types)
+                .unwrap_or_else(|e| panic!("the remembered set failed while marking: {e}"))
+        };
         marking::trace_from(&ctx, &mut m, &vals, false);
     }
     // 3c'. The large objects, examined before the pause (the pause looks only at those this
