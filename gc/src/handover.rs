@@ -33,8 +33,6 @@
 //! - fork: every mutator is stopped at a fork (see [`crate::fork`]), so no push is half done in
 //!   a child; a forked child never runs concurrent marking again, so it never pops.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use crossbeam::queue::SegQueue;
 
 /// Spare buffers kept for recycling (beyond this, emptied buffers are freed).
@@ -44,19 +42,17 @@ pub(crate) const MAX_SPARES: usize = 64;
 /// module documentation).
 pub(crate) struct BufferQueue<const CAP: usize> {
     /// Buffers handed over, not yet drained.
-    full: SegQueue<Vec<usize>>,
-    /// Emptied buffers for the next hand-overs (capacity at least `CAP`).
+    full: Handover<Vec<usize>>,
+    /// Emptied buffers for the next hand-overs (capacity at least `CAP`; at most about
+    /// [`MAX_SPARES`]: its length is read before a push, racing only with the pops).
     spare: SegQueue<Vec<usize>>,
-    /// Buffers in `spare` (approximate while pushes and pops race; only bounds `spare`).
-    spares: AtomicUsize,
 }
 
 impl<const CAP: usize> Default for BufferQueue<CAP> {
     fn default() -> Self {
         BufferQueue {
-            full: SegQueue::new(),
+            full: Handover::default(),
             spare: SegQueue::new(),
-            spares: AtomicUsize::new(0),
         }
     }
 }
@@ -64,7 +60,7 @@ impl<const CAP: usize> Default for BufferQueue<CAP> {
 impl<const CAP: usize> core::fmt::Debug for BufferQueue<CAP> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("BufferQueue")
-            .field("full", &self.full.len())
+            .field("full", &self.full.q.len())
             .field("spare", &self.spare.len())
             .finish()
     }
@@ -77,13 +73,7 @@ impl<const CAP: usize> BufferQueue<CAP> {
         if buf.is_empty() {
             return;
         }
-        let fresh = match self.spare.pop() {
-            Some(s) => {
-                self.spares.fetch_sub(1, Ordering::Relaxed);
-                s
-            }
-            None => Vec::with_capacity(CAP),
-        };
+        let fresh = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CAP));
         self.full.push(std::mem::replace(buf, fresh));
     }
 
@@ -91,17 +81,11 @@ impl<const CAP: usize> BufferQueue<CAP> {
     /// invariants), in no particular order, and recycle the buffers. Returns the entries seen.
     pub(crate) fn drain(&self, mut f: impl FnMut(usize)) -> usize {
         let mut n = 0;
-        for _ in 0..self.full.len() {
-            let Some(mut b) = self.full.pop() else {
-                break;
-            };
+        self.full.pop_each(|mut b| {
             n += b.len();
-            for &v in &b {
-                f(v);
-            }
-            b.clear();
+            b.drain(..).for_each(&mut f);
             self.recycle(b);
-        }
+        });
         n
     }
 
@@ -117,13 +101,8 @@ impl<const CAP: usize> BufferQueue<CAP> {
 
     /// Keep an emptied buffer as a spare if it has the usual capacity and there is room.
     fn recycle(&self, b: Vec<usize>) {
-        if !(CAP..=2 * CAP).contains(&b.capacity()) {
-            return;
-        }
-        if self.spares.fetch_add(1, Ordering::Relaxed) < MAX_SPARES {
+        if (CAP..=2 * CAP).contains(&b.capacity()) && self.spare.len() < MAX_SPARES {
             self.spare.push(b);
-        } else {
-            self.spares.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -153,16 +132,22 @@ impl<T> Handover<T> {
         self.q.push(t);
     }
 
-    /// The items handed over before this call (see the module invariants), oldest first.
-    pub(crate) fn take(&self) -> Vec<T> {
-        let n = self.q.len();
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
+    /// Call `f` on each item handed over before this call (see the module invariants),
+    /// oldest first: at most as many as the queue held when it began, so it returns however
+    /// fast others push.
+    fn pop_each(&self, mut f: impl FnMut(T)) {
+        for _ in 0..self.q.len() {
             match self.q.pop() {
-                Some(t) => out.push(t),
+                Some(t) => f(t),
                 None => break,
             }
         }
+    }
+
+    /// The items handed over before this call (see the module invariants), oldest first.
+    pub(crate) fn take(&self) -> Vec<T> {
+        let mut out = Vec::with_capacity(self.q.len());
+        self.pop_each(|t| out.push(t));
         out
     }
 
@@ -173,7 +158,7 @@ impl<T> Handover<T> {
 
     /// Drop every queued item.
     pub(crate) fn clear(&self) {
-        drop(self.take());
+        self.pop_each(drop);
     }
 }
 
@@ -212,8 +197,7 @@ mod tests {
             q.hand_over(&mut b);
         }
         q.clear();
-        assert!(q.spare.len() <= MAX_SPARES);
-        assert!(q.spares.load(Ordering::Relaxed) <= MAX_SPARES);
+        assert_eq!(q.spare.len(), MAX_SPARES);
     }
 
     #[test]
