@@ -184,6 +184,6 @@ fn a_fork_while_another_thread_registers_types_leaves_the_childs_registry_usable
     stop.store(true, Ordering::Relaxed);
     assert!(
         registrar.join().unwrap() > 0,
-        "the other thread registered no type"
+        "the other thread made no registration"
     );
 }

@@ -348,11 +348,17 @@ fn deferred_dead(
     deferred: &[(usize, usize)],
     dead: &mut Vec<(usize, usize)>,
 ) {
-    dead.extend(
-        deferred
-            .iter()
-            .filter(|&&(s, _)| !large.marks.get(large.page_of(s))),
-    );
+    dead.extend(deferred_unmarked(large, deferred));
+}
+
+/// The deferred large objects (see [`deferred_dead`]) that marking left unmarked: dead.
+fn deferred_unmarked<'a>(
+    large: &'a crate::space::LargeSpace,
+    deferred: &'a [(usize, usize)],
+) -> impl Iterator<Item = &'a (usize, usize)> {
+    deferred
+        .iter()
+        .filter(|&&(s, _)| !large.marks.get(large.page_of(s)))
 }
 
 /// Before the pause, concurrently: sort the large objects into [`LargePrescan`]. The space's
@@ -1642,11 +1648,7 @@ fn flip(
             // not what a full cycle leaves (its next full cycle is due past what lives).
             let dead_large: usize = large_dead
                 .iter()
-                .chain(
-                    large_deferred
-                        .iter()
-                        .filter(|&&(s, _)| !large.marks.get(large.page_of(s))),
-                )
+                .chain(deferred_unmarked(large, &large_deferred))
                 .map(|&(_, len)| len)
                 .sum();
             stats.gen = gen_at_flip(
