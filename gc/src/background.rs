@@ -520,6 +520,7 @@ impl Registry {
         let pid = unsafe { libc::getpid() };
         let window = now_ns.saturating_sub(last);
         let was = self.starving.load(Ordering::Relaxed);
+        let me = gettid() as i32;
         let mut verdict = false;
         for i in 0..SLOTS {
             let tid = self.tids[i].load(Ordering::SeqCst);
@@ -527,6 +528,16 @@ impl Registry {
                 || self.idle[i].load(Ordering::Relaxed) == 0
                 || self.pids[i].load(Ordering::Relaxed) != pid
             {
+                continue;
+            }
+            if tid == me {
+                // The checking thread is a registered one (the prefill thread): it is on a
+                // CPU, so its state reads `R` at every check it makes, and a thread that
+                // mostly parks runs little in between: it would judge itself starved at each
+                // of its checks and keep the behind latch set with nothing allocating. It is
+                // left out, its baseline dropped (the next check by another thread only
+                // takes one).
+                self.sched_tid[i].store(0, Ordering::Relaxed);
                 continue;
             }
             let (Some(run), Some(runnable)) = (schedstat(tid), runnable(tid)) else {
@@ -1207,6 +1218,38 @@ mod tests {
             t1 - t0,
             after - before
         );
+    }
+
+    #[test]
+    fn a_thread_checking_does_not_judge_itself_starved() {
+        // A registered idle thread that makes the checks itself, parked in between (the
+        // prefill thread between its wake-ups): at each check it is on a CPU (state R), and
+        // it ran next to nothing in between. It is not starved: it just ran. (On a thread of
+        // its own: registering puts it in SCHED_IDLE.)
+        static REG: Registry = Registry::new();
+        let verdicts = std::thread::spawn(|| {
+            let tid = gettid();
+            let n = nice_of(tid).unwrap();
+            let level = Level {
+                low: n,
+                high: n,
+                idle: IDLE,
+                slice_us: 0,
+            };
+            let slot = REG.register_level(tid, level).expect("a free slot");
+            let mut t = starve_clock_ns();
+            let mut verdicts = vec![REG.starving(t)];
+            for _ in 0..3 {
+                std::thread::sleep(Duration::from_millis(30));
+                t = starve_clock_ns().max(t + STARVE_CHECK.as_nanos() as u64);
+                verdicts.push(REG.starving(t));
+            }
+            REG.unregister(slot);
+            verdicts
+        })
+        .join()
+        .unwrap();
+        assert_eq!(verdicts, [false; 4]);
     }
 
     #[test]
