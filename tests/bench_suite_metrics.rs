@@ -179,6 +179,7 @@ fn sample(lat_ms: f64, rq_ms: f64, wait_ms: f64, phase: u8) -> metrics::TailSamp
         run_delay_ns: ns(rq_ms),
         wait_ns,
         phase: [0, phase],
+        ..Default::default()
     }
 }
 

@@ -339,7 +339,7 @@ pub const WAIT_CAUSES: [&str; 7] = [
 /// request, so the window starts at the end of the thread's last request before the scheduled
 /// start: it may begin a little earlier (by the thread's idle gap), and a figure in it may
 /// slightly exceed the latency.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct TailSample {
     /// Metered latency, ns.
     pub latency_ns: u64,
@@ -352,6 +352,10 @@ pub struct TailSample {
     /// The collector's phase at the window's start and end (0 idle, 1 marking, 2 remark,
     /// 3 compacting).
     pub phase: [u8; 2],
+    /// The request's end, seconds from the workload's start (as `cycle_spans_s`).
+    pub end_s: f64,
+    /// The serving thread's index.
+    pub thread: u8,
 }
 
 impl TailSample {

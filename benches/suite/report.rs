@@ -129,6 +129,8 @@ pub fn load_peers(path: &Path) -> Peers {
                     rate_hz: m.rate_hz,
                     achieved_hz: m.achieved_hz,
                     tail_split: None,
+                    tail_samples: None,
+                    start_mono_ns: None,
                 }),
                 ..RunResult::default()
             }

@@ -53,6 +53,29 @@ pub struct MeteredResult {
     /// recorded, run-queue delay, collector phase); `None` for peers.
     #[serde(default)]
     pub tail_split: Option<TailSplit>,
+    /// Diagnosis (`FAULTLINE_SUITE_TAIL_SAMPLES=1`): every kept tail sample (the slowest 1.1 %
+    /// of the requests), and the workload's start as `CLOCK_MONOTONIC` ns (to line them up
+    /// with a `perf record -k mono` trace); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail_samples: Option<Vec<TailSample>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_mono_ns: Option<u64>,
+}
+
+/// `CLOCK_MONOTONIC` ns of an `Instant` (Linux: its `Debug` form holds `tv_sec` and `tv_nsec`;
+/// `None` where it does not).
+fn mono_ns(t: Instant) -> Option<u64> {
+    let d = format!("{t:?}");
+    let num = |key: &str| -> Option<u64> {
+        let rest = &d[d.find(key)? + key.len()..];
+        let digits: String = rest
+            .trim_start_matches([':', ' '])
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    Some(num("tv_sec")? * 1_000_000_000 + num("tv_nsec")?)
 }
 
 /// The bar (ms) of a wait or a run delay that counts in [`TailSplit`] (ZGC's p99 at 64 MiB is
@@ -87,7 +110,7 @@ impl Snap {
     }
 
     /// What happened from `self` to `end`, for a request of metered latency `latency` (s).
-    fn sample(&self, end: &Snap, latency: f64) -> TailSample {
+    fn sample(&self, end: &Snap, latency: f64, thread: usize) -> TailSample {
         let mut wait_ns = [0; 7];
         for (i, w) in wait_ns.iter_mut().enumerate() {
             *w = end.waits[i].saturating_sub(self.waits[i]);
@@ -98,6 +121,8 @@ impl Snap {
             run_delay_ns: end.run_delay_ns.saturating_sub(self.run_delay_ns),
             wait_ns,
             phase: [self.phase, end.phase],
+            end_s: end.at, // from the thread's origin; the caller adds the origin's offset
+            thread: thread as u8,
         }
     }
 }
@@ -185,7 +210,10 @@ pub fn run(
         out.check = check(heap, t, &table, slots);
     }
     let latency = lat.percentiles_ms();
+    let dump = std::env::var("FAULTLINE_SUITE_TAIL_SAMPLES").is_ok_and(|v| v == "1");
     out.metered = Some(MeteredResult {
+        tail_samples: dump.then(|| slow.samples().to_vec()),
+        start_mono_ns: if dump { mono_ns(start) } else { None },
         tail_split: latency.map(|p| tail_split(&slow, p.p99, TAIL_BAR_MS)),
         latency,
         requests: served,
@@ -312,6 +340,7 @@ fn serve(
     let mut lat = Metered::default();
     let mut units = Units::new(start);
     let secs = |t: Instant| t.saturating_duration_since(origin).as_secs_f64();
+    let origin_s = origin.saturating_duration_since(start).as_secs_f64();
     // The tail split: keep the slowest 1.1 % of all threads' requests (so this thread's share
     // of the run's top 1 % fits even if every one of them is here), and the counters at the
     // end of the recent requests, to find those at a late request's scheduled start.
@@ -341,7 +370,9 @@ fn serve(
             .or(recent.front())
             .copied()
             .unwrap_or(end);
-        slow.offer(base.sample(&end, latency));
+        let mut sample = base.sample(&end, latency, id);
+        sample.end_s += origin_s;
+        slow.offer(sample);
         if recent.len() >= 4096 {
             recent.pop_front();
         }
