@@ -58,24 +58,23 @@ pub struct MeteredResult {
     /// with a `perf record -k mono` trace); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tail_samples: Option<Vec<TailSample>>,
+    /// The workload's start, `CLOCK_MONOTONIC` ns (with `tail_samples` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_mono_ns: Option<u64>,
 }
 
-/// `CLOCK_MONOTONIC` ns of an `Instant` (Linux: its `Debug` form holds `tv_sec` and `tv_nsec`;
-/// `None` where it does not).
+/// `CLOCK_MONOTONIC` ns of an `Instant` in the past: the clock read now, less the time
+/// elapsed since `t` (`Instant` is `CLOCK_MONOTONIC` on Linux; the two reads are
+/// nanoseconds apart). `None` if the clock cannot be read.
 fn mono_ns(t: Instant) -> Option<u64> {
-    let d = format!("{t:?}");
-    let num = |key: &str| -> Option<u64> {
-        let rest = &d[d.find(key)? + key.len()..];
-        let digits: String = rest
-            .trim_start_matches([':', ' '])
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits.parse().ok()
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    Some(num("tv_sec")? * 1_000_000_000 + num("tv_nsec")?)
+    // SAFETY: clock_gettime writes one timespec, which `ts` is.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } == 0;
+    let now = u64::try_from(ts.tv_sec).ok()? * 1_000_000_000 + u64::try_from(ts.tv_nsec).ok()?;
+    ok.then(|| now.saturating_sub(t.elapsed().as_nanos() as u64))
 }
 
 /// The bar (ms) of a wait or a run delay that counts in [`TailSplit`] (ZGC's p99 at 64 MiB is
