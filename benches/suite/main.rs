@@ -22,7 +22,9 @@
 //! `<workspace>/target/peers/results.json`, written by `benches/peers/run.sh`; read when it
 //! exists). Output: `DIR/report.md`, `DIR/results.json`, `DIR/*.svg`, one JSON per run under
 //! `DIR/runs/`, and `DIR/machine.json`: what fresh memory costs on this machine, measured
-//! before the runs (`machine.rs`; the report's head states it).
+//! before the runs (`machine.rs`; the report's head states it). `--help` lists the options;
+//! an unknown option, one without its value, or a bad value (an unknown workload or mode, a
+//! size or factor that is not a positive number) is refused with the usage and exit code 2.
 //!
 //! The parent re-executes this binary with `--child ...` for every (workload, size, mode) and
 //! for the bystander baseline, so each run has its own address space, its own peak RSS and no
@@ -82,14 +84,140 @@ struct Opts {
     footprints: Vec<f64>,
 }
 
-fn list_arg(args: &[String], name: &str) -> Option<Vec<String>> {
-    let i = args.iter().position(|a| a == name)?;
-    args.get(i + 1).map(|v| {
-        v.split(',')
+/// The options that take a value, and those that do not (`--bench` is what `cargo bench`
+/// passes).
+const VALUE_OPTS: [&str; 8] = [
+    "--sizes-mib",
+    "--workloads",
+    "--modes",
+    "--out",
+    "--peers-file",
+    "--heap-factor",
+    "--work-factor",
+    "--footprints",
+];
+const FLAG_OPTS: [&str; 5] = [
+    "--quick",
+    "--peers",
+    "--report-only",
+    "--no-bystander",
+    "--bench",
+];
+
+/// The usage text (`--help`, and after a bad argument).
+fn usage() -> String {
+    let modes: Vec<String> = modes::all().iter().map(|m| m.label.to_string()).collect();
+    format!(
+        "usage: cargo bench -p faultline --bench suite -- [options]\n\
+         \n\
+         --quick               4 and 16 MiB, short runs, sanity checks (also FAULTLINE_BENCH_QUICK=1)\n\
+         --sizes-mib A,B       live sizes in MiB (default 64,1024; quick 4,16)\n\
+         --workloads A,B       of: {}\n\
+         --modes A,B           of: {}\n\
+         --work-factor W       bytes allocated per live byte (> 0; default 4, quick 8)\n\
+         --heap-factor F       moving half = F x live (> 0; default 4)\n\
+         --footprints B,C      also calibrate every mode to a peak RSS <= B x live (each >= 1)\n\
+         --no-bystander        no bystander thread beside the workloads\n\
+         --peers               also run benches/peers/run.sh\n\
+         --peers-file FILE     peers' results (default <workspace>/target/peers/results.json)\n\
+         --report-only         run nothing: rebuild the report from DIR/runs/*.json\n\
+         --out DIR             output directory (default <workspace>/target/bench-suite)\n\
+         --help                this text",
+        workloads::WORKLOADS.join(", "),
+        modes.join(", ")
+    )
+}
+
+/// Every option's value by name (the last one given wins), after checking that every
+/// argument is a known option with its value: an unknown or misspelt option, or one missing
+/// its value, is an error, not silently a default run.
+fn scan_args(args: &[String]) -> Result<Vec<(&str, Option<&str>)>, String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if FLAG_OPTS.contains(&a) {
+            out.push((a, None));
+        } else if VALUE_OPTS.contains(&a) {
+            let v = args
+                .get(i + 1)
+                .filter(|v| !v.starts_with("--"))
+                .ok_or_else(|| format!("{a} needs a value"))?;
+            out.push((a, Some(v.as_str())));
+            i += 1;
+        } else {
+            return Err(format!("unknown argument {a:?}"));
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// The comma-separated list given to option `name`, if given.
+fn list_of(opts: &[(&str, Option<&str>)], name: &str) -> Option<Vec<String>> {
+    opts.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| {
+        v.unwrap_or_default()
+            .split(',')
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect()
     })
+}
+
+/// The numbers given to option `name` (a list), each satisfying `ok` (described by `want`).
+fn numbers_of<T: std::str::FromStr>(
+    opts: &[(&str, Option<&str>)],
+    name: &str,
+    want: &str,
+    ok: impl Fn(&T) -> bool,
+) -> Result<Option<Vec<T>>, String> {
+    let Some(list) = list_of(opts, name) else {
+        return Ok(None);
+    };
+    if list.is_empty() {
+        return Err(format!("{name}: empty list"));
+    }
+    list.iter()
+        .map(|s| {
+            s.parse::<T>()
+                .ok()
+                .filter(&ok)
+                .ok_or_else(|| format!("{name}: {s:?} is not {want}"))
+        })
+        .collect::<Result<Vec<T>, String>>()
+        .map(Some)
+}
+
+/// The one number given to option `name`, if given.
+fn number_of<T: std::str::FromStr>(
+    opts: &[(&str, Option<&str>)],
+    name: &str,
+    want: &str,
+    ok: impl Fn(&T) -> bool,
+) -> Result<Option<T>, String> {
+    match numbers_of(opts, name, want, ok)? {
+        Some(mut v) if v.len() == 1 => Ok(v.pop()),
+        Some(_) => Err(format!("{name} takes one value")),
+        None => Ok(None),
+    }
+}
+
+/// The names given to option `name`, each one of `known`.
+fn names_of(
+    opts: &[(&str, Option<&str>)],
+    name: &str,
+    known: &[String],
+) -> Result<Option<Vec<String>>, String> {
+    let Some(list) = list_of(opts, name) else {
+        return Ok(None);
+    };
+    if list.is_empty() {
+        return Err(format!("{name}: empty list"));
+    }
+    if let Some(bad) = list.iter().find(|n| !known.contains(n)) {
+        return Err(format!("{name}: unknown {bad:?}"));
+    }
+    Ok(Some(list))
 }
 
 fn workspace() -> PathBuf {
@@ -97,46 +225,50 @@ fn workspace() -> PathBuf {
 }
 
 impl Opts {
-    fn parse(args: &[String]) -> Opts {
-        let quick = args.iter().any(|a| a == "--quick") || quick_env();
-        let sizes = list_arg(args, "--sizes-mib")
-            .map(|v| v.iter().filter_map(|s| s.parse::<usize>().ok()).collect())
-            .unwrap_or_else(|| if quick { vec![4, 16] } else { vec![64, 1024] })
-            .into_iter()
-            .map(|m| m * MIB)
-            .collect();
-        Opts {
+    /// The options of `args` (the program's arguments after its name); an error names the
+    /// first bad one.
+    fn parse(args: &[String]) -> Result<Opts, String> {
+        let opts = scan_args(args)?;
+        let has = |name: &str| opts.iter().any(|(n, _)| *n == name);
+        let path_of = |name: &str| {
+            opts.iter()
+                .rev()
+                .find(|(n, _)| *n == name)
+                .and_then(|(_, v)| v.map(PathBuf::from))
+        };
+        let quick = has("--quick") || quick_env();
+        let sizes = numbers_of::<usize>(&opts, "--sizes-mib", "a size in MiB (> 0)", |&m| {
+            m > 0 && m <= 1 << 20
+        })?
+        .unwrap_or_else(|| if quick { vec![4, 16] } else { vec![64, 1024] })
+        .into_iter()
+        .map(|m| m * MIB)
+        .collect();
+        let all_workloads: Vec<String> =
+            workloads::WORKLOADS.iter().map(|s| s.to_string()).collect();
+        let all_modes: Vec<String> = modes::all().iter().map(|m| m.label.to_string()).collect();
+        Ok(Opts {
             quick,
-            peers: args.iter().any(|a| a == "--peers"),
-            report_only: args.iter().any(|a| a == "--report-only"),
-            bystander: !args.iter().any(|a| a == "--no-bystander"),
-            workloads: list_arg(args, "--workloads")
-                .unwrap_or_else(|| workloads::WORKLOADS.iter().map(|s| s.to_string()).collect()),
+            peers: has("--peers"),
+            report_only: has("--report-only"),
+            bystander: !has("--no-bystander"),
+            workloads: names_of(&opts, "--workloads", &all_workloads)?.unwrap_or(all_workloads),
             sizes,
-            modes: list_arg(args, "--modes")
-                .unwrap_or_else(|| modes::all().iter().map(|m| m.label.to_string()).collect()),
-            out: list_arg(args, "--out")
-                .and_then(|v| v.into_iter().next())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| workspace().join("target/bench-suite")),
-            heap_factor: list_arg(args, "--heap-factor")
-                .and_then(|v| v.first().and_then(|f| f.parse().ok())),
-            work_factor: list_arg(args, "--work-factor")
-                .and_then(|v| v.first().and_then(|f| f.parse().ok()))
-                .filter(|&f: &f64| f > 0.0),
-            footprints: list_arg(args, "--footprints")
-                .map(|v| {
-                    v.iter()
-                        .filter_map(|f| f.parse().ok())
-                        .filter(|&f: &f64| f >= 1.0)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            peers_file: list_arg(args, "--peers-file")
-                .and_then(|v| v.into_iter().next())
-                .map(PathBuf::from)
+            modes: names_of(&opts, "--modes", &all_modes)?.unwrap_or(all_modes),
+            out: path_of("--out").unwrap_or_else(|| workspace().join("target/bench-suite")),
+            heap_factor: number_of(&opts, "--heap-factor", "a factor (> 0)", |&f: &f64| {
+                f > 0.0 && f.is_finite()
+            })?,
+            work_factor: number_of(&opts, "--work-factor", "a factor (> 0)", |&f: &f64| {
+                f > 0.0 && f.is_finite()
+            })?,
+            footprints: numbers_of(&opts, "--footprints", "a bound (>= 1)", |&f: &f64| {
+                f >= 1.0 && f.is_finite()
+            })?
+            .unwrap_or_default(),
+            peers_file: path_of("--peers-file")
                 .unwrap_or_else(|| workspace().join("target/peers/results.json")),
-        }
+        })
     }
     /// Bytes allocated per byte of live data.
     fn work_factor(&self) -> f64 {
@@ -178,8 +310,17 @@ fn main() {
         child(&args[i + 1..]);
         return;
     }
-    let opts = Opts::parse(&args);
-    std::process::exit(parent(&opts));
+    if args.iter().skip(1).any(|a| a == "--help" || a == "-h") {
+        println!("{}", usage());
+        return;
+    }
+    match Opts::parse(args.get(1..).unwrap_or_default()) {
+        Ok(opts) => std::process::exit(parent(&opts)),
+        Err(e) => {
+            eprintln!("suite: {e}\n\n{}", usage());
+            std::process::exit(2);
+        }
+    }
 }
 
 /// `--child <out.json> <workload|-> <live bytes> <mode|bystander-alone> <work factor>
