@@ -608,20 +608,37 @@ impl GlobalRoot {
     /// Root `v` globally.
     ///
     /// # Panics
-    /// If `v` is a reference of another heap, or a stale one (read before a collection).
+    /// If `v` is a reference of another heap, or a stale one (read before a collection); if
+    /// `v` is a reference and the calling thread's mutator of another heap is running (outside
+    /// its `native` section: rooting it may have to wait for this heap's pause, which could
+    /// wait, through other threads, for that mutator; root it inside the section, or root
+    /// null and `set` the value with a mutator of this heap).
     pub fn new(heap: &Heap, v: Value) -> GlobalRoot {
         crate::reentry::refuse_in_root_source("GlobalRoot::new");
         // A thread with no running mutator of this heap (unattached, in a native section, or
-        // attached elsewhere) could otherwise root a value in the middle of a pause: after the
-        // pause's marking visited the roots and before its flip starts the new era, a value
-        // whose object was not marked passes the era check and the flip forwards it to
-        // another object. So it waits for any pause to end, and roots the value holding the
-        // safepoint lock (no pause starts meanwhile). A running mutator's thread needs no
-        // wait: no pause gets past its stop while that mutator runs (and the stopper's own
-        // thread must not wait for itself).
-        let running = crate::safepoint::attached_here(heap.inner.key())
+        // attached elsewhere) could otherwise root a reference in the middle of a pause:
+        // after the pause's marking visited the roots and before its flip starts the new era,
+        // a value whose object was not marked passes the era check and the flip forwards it
+        // to another object. So it waits for any pause to end, and roots the value holding
+        // the safepoint lock (no pause starts meanwhile). Null and immediates name no object
+        // and need no wait. A running mutator's thread needs no wait: no pause gets past its
+        // stop while that mutator runs (and the stopper's own thread must not wait for
+        // itself). A thread whose mutator of another heap runs must not wait (that heap's
+        // stops wait for it: two such threads rooting in each other's heap while both heaps
+        // stop deadlocked), so a reference is refused there, as `Heap::collect` is.
+        let key = heap.inner.key();
+        let running = crate::safepoint::attached_here(key)
             .is_some_and(|m| m.state.load(Ordering::SeqCst) == crate::safepoint::RUNNING);
-        let _no_pause = (!running).then(|| heap.inner.sp.wait_released(heap.inner.sp.lock()));
+        let wait = !running && v.is_ref();
+        if wait {
+            if let Some(m) = running_elsewhere(key) {
+                panic!(
+                    "GlobalRoot::new: {v:?} cannot be rooted in heap #{} from this thread, whose mutator #{} of heap #{} is running: the wait for heap #{}'s pause could deadlock (root it inside that mutator's native section, or root null and set it with a mutator of heap #{})",
+                    heap.inner.id, m.id, m.heap_id, heap.inner.id, heap.inner.id
+                );
+            }
+        }
+        let _no_pause = wait.then(|| heap.inner.sp.wait_released(heap.inner.sp.lock()));
         // Checked under the table's lock: a collection rewrites the table under it, after
         // starting its new era, so a value that passes here is updated by that collection.
         let mut g = heap.inner.roots.globals();

@@ -37,9 +37,9 @@
 //! # One heap per thread
 //!
 //! A thread is attached to at most one heap at a time ([`attached_elsewhere`]: attach refuses
-//! a second heap), and a heap-level wait on another heap (collect, verify, wait for a cycle)
-//! is refused while the thread's own mutator runs ([`running_elsewhere`]; inside
-//! `Mutator::native` it is allowed). Otherwise two threads attached to heaps A and B could each
+//! a second heap), and a heap-level wait on another heap (collect, verify, wait for a cycle,
+//! `GlobalRoot::new` of a reference) is refused while the thread's own mutator runs
+//! ([`running_elsewhere`]; inside `Mutator::native` it is allowed). Otherwise two threads attached to heaps A and B could each
 //! wait in one heap while their mutator of the other runs, each stop waiting for the other
 //! thread: a deadlock. The running mutator cannot be turned native for such a wait instead, as
 //! a `Local` of it (a raw address, valid until its next safepoint) may be live across the call.

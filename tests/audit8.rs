@@ -1,0 +1,165 @@
+//! Soundness audit, round eight (docs/soundness-audit.md): safe code across two heaps (calls
+//! on one heap from a thread whose mutator of another runs), and the other surfaces the round
+//! lists.
+//!
+//! Invariant: each test checks a defined outcome of safe code (a value read back, an error, or
+//! a panic naming the mistake); a case that could hang runs in a child process (this binary
+//! re-executed with [`CASE_VAR`] naming the test) under a watchdog that turns the hang into a
+//! failure, so a hung case leaves no stopped heap behind in the parent.
+
+mod common;
+use common::*;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use faultline::{GcMode, GlobalRoot, Heap, HeapConfig, Value};
+
+/// The environment variable naming the case a child process runs.
+const CASE_VAR: &str = "AUDIT8_CASE";
+/// A child running longer than this is killed: the case hangs.
+const WATCHDOG: Duration = Duration::from_secs(30);
+
+fn stw(bytes: usize) -> HeapConfig {
+    HeapConfig::with_heap_size(bytes).mode(GcMode::StopTheWorld)
+}
+
+/// In the child (this process runs `case`): run `body`. In the parent: run the child under
+/// the watchdog and require that it exited 0 (its assertions check the outcome).
+fn in_child(case: &str, body: impl FnOnce()) {
+    if std::env::var(CASE_VAR).as_deref() == Ok(case) {
+        body();
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([case, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CASE_VAR, case)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning the child");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("waiting for the child") {
+            break st;
+        }
+        if t0.elapsed() > WATCHDOG {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = reader.join().unwrap_or_default();
+            panic!("{case}: the child hung (killed after {WATCHDOG:?}); its stderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = reader.join().unwrap_or_default();
+    assert!(
+        status.success(),
+        "{case}: the child failed ({status}); stderr:\n{stderr}"
+    );
+}
+
+/// Two heaps A and B; thread T's mutator of A and thread W's mutator of B run (busy, not
+/// polling) while an unattached thread collects each heap, so each heap's stop waits for
+/// its running mutator. Then T roots a value in B (`GlobalRoot::new(&b, ..)`) and W one in A.
+/// `GlobalRoot::new` from a thread with no running mutator of the heap waited for that
+/// heap's pause to end, and did so while the thread's mutator of the other heap ran: T waited
+/// for B's stop, which waited for W, which waited for A's stop, which waited for T (a deadlock:
+/// the watchdog's hang). Rooting null (or an immediate) needs no wait; rooting a reference
+/// from such a thread is refused with a panic naming the mistake (as `Heap::collect` is
+/// refused there), and inside the mutator's `native` section it waits as before.
+#[test]
+fn global_roots_made_on_each_others_heap_while_both_stop_do_not_deadlock() {
+    in_child(
+        "global_roots_made_on_each_others_heap_while_both_stop_do_not_deadlock",
+        || {
+            let a = Heap::new(stw(4 << 20)).unwrap();
+            let b = Heap::new(stw(4 << 20)).unwrap();
+            let attached = Arc::new(Barrier::new(3));
+            let go = Arc::new(Barrier::new(3));
+            let side = |mine: Heap, theirs: Heap, attached: Arc<Barrier>, go: Arc<Barrier>| {
+                std::thread::spawn(move || {
+                    let t = register(&mine);
+                    let mut m = mine.attach();
+                    let v = m.alloc(t.pair, 0).unwrap();
+                    let _keep = m.root(v);
+                    attached.wait();
+                    // Busy (no poll) until the other heap's stop is under way.
+                    go.wait();
+                    let null = GlobalRoot::new(&theirs, Value::NULL);
+                    let imm = GlobalRoot::new(&theirs, fix(7));
+                    drop((null, imm));
+                    m.safepoint();
+                })
+            };
+            let t = side(a.clone(), b.clone(), attached.clone(), go.clone());
+            let w = side(b.clone(), a.clone(), attached.clone(), go.clone());
+            attached.wait();
+            let (ca, cb) = (a.clone(), b.clone());
+            let xa = std::thread::spawn(move || ca.collect().unwrap());
+            let xb = std::thread::spawn(move || cb.collect().unwrap());
+            // Both stops begin and wait for their running mutator.
+            std::thread::sleep(Duration::from_millis(300));
+            go.wait();
+            for h in [t, w, xa, xb] {
+                h.join().unwrap();
+            }
+            assert_eq!((a.cycles(), b.cycles()), (1, 1));
+        },
+    );
+}
+
+/// The refusal of the case above, with no pause in progress (so it does not depend on
+/// timing): a reference of heap B rooted from a thread whose mutator of heap A runs panics
+/// naming both heaps; inside that mutator's native section it is rooted, and reads back.
+#[test]
+fn a_reference_rooted_on_another_heap_from_a_running_mutator_is_refused() {
+    let a = Heap::new(stw(4 << 20)).unwrap();
+    let b = Heap::new(stw(4 << 20)).unwrap();
+    let tb = register(&b);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let b = b.clone();
+        std::thread::spawn(move || {
+            let mut m = b.attach();
+            let v = pair(&mut m, &tb, fix(1), fix(2));
+            let _keep = m.root(v);
+            tx.send(v).unwrap();
+            // Stays attached (no collection of B meanwhile: `v` stays current).
+            m.native(move || done_rx.recv().unwrap());
+        })
+    };
+    let v = rx.recv().unwrap();
+    let mut ma = a.attach();
+    let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        GlobalRoot::new(&b, v);
+    }))
+    .expect_err("rooting a reference of B while A's mutator runs is refused");
+    let msg = refused
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        msg.contains("is running") && msg.contains(&format!("heap #{}", a.id())),
+        "{msg}"
+    );
+    let b2 = b.clone();
+    let root = ma.native(move || GlobalRoot::new(&b2, v));
+    done_tx.send(()).unwrap();
+    holder.join().unwrap();
+    drop(ma);
+    let mut mb = b.attach();
+    mb.collect().unwrap();
+    let v = root.get(&mb);
+    let l = mb.local(v).unwrap();
+    assert_eq!((unfix(l.get(0)), unfix(l.get(1))), (1, 2));
+}
