@@ -163,3 +163,55 @@ fn a_reference_rooted_on_another_heap_from_a_running_mutator_is_refused() {
     let l = mb.local(v).unwrap();
     assert_eq!((unfix(l.get(0)), unfix(l.get(1))), (1, 2));
 }
+
+/// A fork (here std's fork path: `Command` with `PATH` set, safe code) while a thread whose
+/// mutator of heap A runs queries heap B (`mutator_count`, `pause_timeline`: they take B's
+/// safepoint lock). *prepare* stopped the heaps one after the other and kept each one's
+/// safepoint lock from its stop to the fork: holding B's (made first) while it waited for A's
+/// running mutator, whose thread waited for B's lock in the query: the forking thread and that
+/// thread waited for each other forever (the watchdog's hang). Every spawn must return, and
+/// the querying thread must go on.
+#[test]
+fn a_fork_while_a_running_mutator_queries_another_heap_does_not_deadlock() {
+    in_child(
+        "a_fork_while_a_running_mutator_queries_another_heap_does_not_deadlock",
+        || {
+            use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+            let b = Heap::new(stw(4 << 20)).unwrap();
+            let a = Heap::new(stw(4 << 20)).unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let queries = Arc::new(AtomicU64::new(0));
+            let querier = {
+                let (a, b, stop, queries) = (a.clone(), b.clone(), stop.clone(), queries.clone());
+                std::thread::spawn(move || {
+                    let mut m = a.attach();
+                    while !stop.load(Ordering::Relaxed) {
+                        // Running (no poll) for a while, querying B.
+                        for _ in 0..2000 {
+                            assert_eq!(b.mutator_count(), 0);
+                            let _ = b.pause_timeline();
+                        }
+                        queries.fetch_add(1, Ordering::Relaxed);
+                        m.safepoint();
+                    }
+                })
+            };
+            while queries.load(Ordering::Relaxed) == 0 {
+                std::thread::yield_now();
+            }
+            for _ in 0..30 {
+                let st = Command::new("true")
+                    .env("PATH", "/usr/bin:/bin")
+                    .status()
+                    .expect("spawn");
+                assert!(st.success());
+            }
+            let before = queries.load(Ordering::Relaxed);
+            while queries.load(Ordering::Relaxed) == before {
+                std::thread::yield_now();
+            }
+            stop.store(true, Ordering::Relaxed);
+            querier.join().unwrap();
+        },
+    );
+}

@@ -12,8 +12,11 @@
 //! 1. *prepare* (forking thread, before the fork): turn native in every heap the thread is
 //!    attached to (so no pause waits for it from here on); wait for any other thread's fork to
 //!    finish; then for every live heap stop the world and keep it stopped, *holding the
-//!    safepoint lock* across the fork, so no cycle phase can change (the remark + flip pause
-//!    runs with that lock held: a fork that arrives during it waits for its end), every other
+//!    safepoint lock* across the fork (taken once every world is stopped: holding one
+//!    heap's while stopping the next would wait, through a running mutator of that next heap
+//!    blocked on the first heap's lock in a query, for itself), so no cycle phase can change
+//!    (the remark + flip pause runs with that lock held: a fork that arrives during it waits
+//!    for its end), every other
 //!    mutator is parked at a safepoint or in native code while the address space is copied,
 //!    and no other thread can be inside the handshake's critical section at the fork (the
 //!    child would inherit the lock held by a thread that does not exist there); finally close
@@ -80,7 +83,8 @@
 //! [`crate::Heap::history`]) may leave a lock held in the child, as with any multi-threaded
 //! fork (the handle tables and the type registry above excepted). (A thread is
 //! attached to one heap at a time, see `crate::safepoint`, so no thread parked in one heap's
-//! pause holds up *prepare*'s stop of another.)
+//! pause holds up *prepare*'s stop of another; and no heap's safepoint lock is held by
+//! *prepare* while it waits for another heap's mutators.)
 
 use core::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -285,8 +289,19 @@ extern "C" fn prepare() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let t0 = std::time::Instant::now();
+    // Stop every world first, without keeping a stopped heap's lock while the next one
+    // stops: a running mutator of heap A may be inside a call that takes heap B's lock (a
+    // query such as `Heap::mutator_count`), and with B's lock held, A's stop waited for that
+    // mutator and the mutator for the lock (a deadlock, audit round eight). A stopped world
+    // stays stopped with its lock released (`gc_active` is ours: other stoppers and every
+    // mutator wait for our release), as it is while any stopper waits for its mutators.
+    for h in &held {
+        drop(quiesce(&h.heap, h.me.as_ref().map(|m| &m.0)));
+    }
     for h in &mut held {
-        let g = quiesce(&h.heap, h.me.as_ref().map(|m| &m.0));
+        // Only short critical sections hold it now: every world is stopped by this thread, and
+        // stays so until *parent* / *child* resume it.
+        let g = h.heap.sp.lock();
         // SAFETY: the guard borrows `h.heap.sp`, which lives as long as the `Arc` stored beside
         // it in the same `Held`; the guard field is dropped (or taken) before that `Arc`.
         let g: MutexGuard<'static, SpState> = unsafe { core::mem::transmute(g) };
