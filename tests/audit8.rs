@@ -215,3 +215,76 @@ fn a_fork_while_a_running_mutator_queries_another_heap_does_not_deadlock() {
         },
     );
 }
+
+/// Run `true` through std's fork path (`PATH` set: the atfork handlers run); whether it
+/// succeeded.
+fn spawn_by_fork() -> bool {
+    Command::new("true")
+        .env("PATH", "/usr/bin:/bin")
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A thread-local whose destructor uses the heap (a runtime flushing per-thread state at
+/// thread exit: `Heap::with_mutator`, `GlobalRoot::new`, `Heap::collect`, a fork), on a
+/// thread that touched it before it first attached, collected and forked: thread-locals are
+/// destroyed in the reverse order of their first use, so the heap's own thread-locals (the
+/// list of the thread's mutators, the pause crew, the fork handlers' list) were destroyed
+/// first, and the heap call in the later destructor panicked reaching them ("cannot access a
+/// Thread Local Storage value during or after destruction"): a panic in a thread-local
+/// destructor aborts the process. The calls must work there.
+#[test]
+fn the_heap_used_from_a_thread_local_destructor_at_thread_exit() {
+    in_child(
+        "the_heap_used_from_a_thread_local_destructor_at_thread_exit",
+        || {
+            use std::cell::RefCell;
+            use std::sync::Mutex;
+            struct Flush(Option<(Heap, Arc<Mutex<Option<GlobalRoot>>>)>);
+            impl Drop for Flush {
+                fn drop(&mut self) {
+                    let Some((heap, out)) = self.0.take() else {
+                        return;
+                    };
+                    let t = register(&heap);
+                    let kept = heap
+                        .with_mutator(|m| {
+                            let v = pair(m, &t, fix(41), fix(42));
+                            m.push(v);
+                            m.collect().unwrap();
+                            let v = m.pop().unwrap();
+                            GlobalRoot::new(m.heap(), v)
+                        })
+                        .expect("with_mutator at thread exit");
+                    heap.collect().expect("collect at thread exit");
+                    assert!(spawn_by_fork(), "a fork at thread exit");
+                    *out.lock().unwrap() = Some(kept);
+                }
+            }
+            thread_local! {
+                static FLUSH: RefCell<Flush> = const { RefCell::new(Flush(None)) };
+            }
+            for config in [stw(4 << 20), HeapConfig::with_heap_size(4 << 20)] {
+                let heap = Heap::new(config).unwrap();
+                let out = Arc::new(Mutex::new(None));
+                let (h, o) = (heap.clone(), out.clone());
+                std::thread::spawn(move || {
+                    // First use of the thread-local, before the heap's own.
+                    FLUSH.with(|f| f.borrow_mut().0 = Some((h.clone(), o)));
+                    let mut m = h.attach();
+                    list(&mut m, &register(&h), 10);
+                    m.collect().unwrap();
+                    drop(m);
+                    h.collect().unwrap();
+                    assert!(spawn_by_fork());
+                })
+                .join()
+                .expect("the thread exits");
+                let kept = out.lock().unwrap().take().expect("the destructor ran");
+                let m = heap.attach();
+                let l = m.local(kept.get(&m)).unwrap();
+                assert_eq!((unfix(l.get(0)), unfix(l.get(1))), (41, 42));
+            }
+        },
+    );
+}

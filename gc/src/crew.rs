@@ -44,6 +44,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -322,8 +323,13 @@ impl Drop for Adopted {
 }
 
 thread_local! {
-    /// The calling thread's crew, while [`with_crew`] runs.
-    static CREW: RefCell<Option<Crew>> = const { RefCell::new(None) };
+    /// The calling thread's crew, while [`with_crew`] runs (or a heap's pause crew, while
+    /// [`lend`] runs); `None` otherwise. Never destroyed (`ManuallyDrop`: no destructor is
+    /// registered), so that a collection from a later thread-local destructor at thread exit
+    /// finds it (a destroyed one panicked there, which aborts the process: audit round
+    /// eight); it is `None` at thread exit, so nothing leaks.
+    static CREW: ManuallyDrop<RefCell<Option<Crew>>> =
+        const { ManuallyDrop::new(RefCell::new(None)) };
 }
 
 /// Run `f` with a crew for the calling thread: [`fan_out`] called from it (at any depth)

@@ -87,6 +87,7 @@
 //! *prepare* while it waits for another heap's mutators.)
 
 use core::cell::RefCell;
+use core::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, RwLockReadGuard, Weak};
 
@@ -109,8 +110,12 @@ static REGISTRY: Mutex<Vec<Weak<HeapInner>>> = Mutex::new(Vec::new());
 thread_local! {
     /// The heaps *prepare* stopped, for *parent* / *child*: the three handlers run on the
     /// forking thread (in the child, that thread is the only one), so a thread-local carries
-    /// them, safepoint-lock guards included.
-    static HELD: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
+    /// them, safepoint-lock guards included. Never destroyed (`ManuallyDrop`: no destructor
+    /// is registered), so that a fork from a later thread-local destructor at thread exit
+    /// finds it (a destroyed one panicked in *prepare*, which aborts: audit round eight); it
+    /// is empty, with no buffer, outside a fork, so nothing leaks.
+    static HELD: ManuallyDrop<RefCell<Vec<Held>>> =
+        const { ManuallyDrop::new(RefCell::new(Vec::new())) };
 }
 
 /// A heap stopped by *prepare*: its safepoint lock, held across the fork, and the forking

@@ -68,6 +68,7 @@
 //!   most one thread waits on `arrivals` (the one that set `gc_active`).
 
 use core::cell::{RefCell, UnsafeCell};
+use core::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -684,21 +685,35 @@ pub(crate) fn visit_roots(
 thread_local! {
     /// The mutators attached on this thread, by heap key: lets heap-level waits from an
     /// attached thread wait in native state (so they cannot hold up a pause).
-    static ATTACHED: RefCell<Vec<(u64, Arc<MutatorShared>)>> = const { RefCell::new(Vec::new()) };
+    ///
+    /// Never destroyed (`ManuallyDrop`: no destructor is registered for it), so that it can
+    /// be read at thread exit by any later thread-local destructor: one that uses a heap
+    /// (attaches, collects, roots) found it destroyed if it had been used first after this
+    /// list, and the panic reaching it aborted the process (audit round eight). It is empty
+    /// at thread exit unless a `Mutator` was leaked on the thread (its buffer is freed when
+    /// the last entry goes: [`note_detached`]).
+    static ATTACHED: ManuallyDrop<RefCell<Vec<Attached>>> =
+        const { ManuallyDrop::new(RefCell::new(Vec::new())) };
 }
+
+/// An entry of [`ATTACHED`]: a heap's key and this thread's mutator of it.
+type Attached = (u64, Arc<MutatorShared>);
 
 /// Record that this thread attached `m` to the heap identified by `key`.
 pub(crate) fn note_attached(key: u64, m: &Arc<MutatorShared>) {
     ATTACHED.with(|a| a.borrow_mut().push((key, m.clone())));
 }
 
-/// Forget `m` (it detaches). A `Mutator` kept in another thread-local may be dropped at
-/// thread exit after this list was destroyed: then there is nothing left to forget (and a
-/// panic there, inside a thread-local destructor, would abort the process).
+/// Forget `m` (it detaches; also from a `Mutator` kept in another thread-local and dropped
+/// at thread exit: the list is never destroyed). The list's buffer is freed with its last
+/// entry, so a thread that exits with nothing attached leaks nothing.
 pub(crate) fn note_detached(key: u64, m: &Arc<MutatorShared>) {
-    let _ = ATTACHED.try_with(|a| {
-        a.borrow_mut()
-            .retain(|(k, x)| !(*k == key && Arc::ptr_eq(x, m)))
+    ATTACHED.with(|a| {
+        let mut a = a.borrow_mut();
+        a.retain(|(k, x)| !(*k == key && Arc::ptr_eq(x, m)));
+        if a.is_empty() {
+            *a = Vec::new();
+        }
     });
 }
 
