@@ -85,8 +85,8 @@ impl Region {
     /// Re-protect the pages written since the last harvest; returns how many.
     fn harvest(&self) -> usize {
         match &self.scanner {
-            Some(sc) => sc
-                .written_pages(self.base(), OLD_BYTES, true, |_, _| {})
+            // SAFETY: the bench's own arena: no one else tracks its writes.
+            Some(sc) => unsafe { sc.written_pages(self.base(), OLD_BYTES, true, |_, _| {}) }
                 .expect("PAGEMAP_SCAN"),
             None => 0,
         }

@@ -1045,9 +1045,13 @@ fn rescan_dirty(ctx: &MarkCtx<'_>, sc: &PagemapScanner, m: &mut ConcMarker<'_>) 
     let span = (top.max(from + PAGE_SIZE)).div_ceil(PAGE_SIZE) * PAGE_SIZE - from;
     must("PAGEMAP_SCAN of the moving space", || {
         pages.clear();
-        sc.written_pages(from, span, true, |s, l| {
-            pages.extend((0..l / PAGE_SIZE).map(|i| s + i * PAGE_SIZE))
-        })
+        // SAFETY: the moving space is this heap's, and its write tracking is this marking's
+        // (no one else re-protects it).
+        unsafe {
+            sc.written_pages(from, span, true, |s, l| {
+                pages.extend((0..l / PAGE_SIZE).map(|i| s + i * PAGE_SIZE))
+            })
+        }
     });
     let n = pages.len();
     for pa in pages {
@@ -1060,7 +1064,8 @@ fn rescan_dirty(ctx: &MarkCtx<'_>, sc: &PagemapScanner, m: &mut ConcMarker<'_>) 
     let mut regions = Vec::new();
     let large_dirty = must("PAGEMAP_SCAN of the large-object space", || {
         regions.clear();
-        sc.written_pages(large.base, large.size, true, |s, l| regions.push((s, l)))
+        // SAFETY: as above, for the heap's large-object space.
+        unsafe { sc.written_pages(large.base, large.size, true, |s, l| regions.push((s, l))) }
     });
     // (object, first word, end word) on the written pages.
     let mut parts = Vec::new();

@@ -437,9 +437,12 @@ impl WrittenPages {
         h.walked = (hi - lo) / PAGE_SIZE;
         let scanned = match &st.scanner {
             _ if forked => Err(String::new()),
-            Some(sc) => sc
-                .written_pages(lo, hi - lo, true, |s, l| written.add(s, s + l))
-                .map_err(|e| e.to_string()),
+            Some(sc) => {
+                // SAFETY: `[lo, hi)` is this heap's old generation, whose write tracking is
+                // this remembered set's (no one else re-protects it).
+                unsafe { sc.written_pages(lo, hi - lo, true, |s, l| written.add(s, s + l)) }
+                    .map_err(|e| e.to_string())
+            }
             None => Err("/proc/self/pagemap could not be opened".into()),
         };
         h.scan_ns = t.elapsed().as_nanos() as u64;

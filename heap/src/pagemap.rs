@@ -3,6 +3,14 @@
 //!
 //! Invariants:
 //! - the scanner owns one read-only descriptor of `/proc/self/pagemap`, closed on drop;
+//! - a scan acts on any address range of the process, whoever registered it: with
+//!   `PM_SCAN_WP_MATCHING` it write-protects again the pages written since they were last
+//!   protected, so the next scan (by whoever tracks that range: a heap's barrier-free marking
+//!   or remembered set) no longer sees those writes, and that owner loses references
+//!   (audit round eight: a reference stored into an old object, its page re-protected by a
+//!   safe call here, was missed by the next young cycle, which freed its target). So
+//!   [`PagemapScanner::scan`] and [`PagemapScanner::written_pages`] are `unsafe`: the
+//!   caller owns the write tracking of the range it scans;
 //! - results are returned as page-aligned `[start, end)` regions with their category bits; a
 //!   scan stopped early (output full or `max_pages` reached) reports `walk_end` < `end`, and
 //!   [`PagemapScanner::written_pages`] resumes from there until the range is done.
@@ -74,7 +82,21 @@ impl PagemapScanner {
     }
 
     /// One raw `PAGEMAP_SCAN` over `[start, start+len)`.
-    pub fn scan(
+    ///
+    /// # Safety
+    /// With `PM_SCAN_WP_MATCHING` in `args.flags`, the caller owns the write tracking of
+    /// `[start, start+len)`: re-protecting the pages written there hides those writes from
+    /// every later scan, so no one else (a heap of this process, in its barrier-free modes)
+    /// may rely on it. Without that flag the scan only reads.
+    ///
+    /// ```compile_fail,E0133
+    /// use faultline_heap::pagemap::{PageRegion, PagemapScanner, ScanArgs};
+    /// use faultline_heap::Sys;
+    /// let sc = PagemapScanner::open(&Sys::real()).unwrap();
+    /// let mut out = [PageRegion::default(); 4];
+    /// let _ = sc.scan(0x10000, 4096, ScanArgs { flags: 1, ..ScanArgs::default() }, &mut out);
+    /// ```
+    pub unsafe fn scan(
         &self,
         start: usize,
         len: usize,
@@ -120,7 +142,19 @@ impl PagemapScanner {
     /// calling `each(region_start, region_len)`; with `reprotect`, atomically write-protect the
     /// reported pages again (`PM_SCAN_WP_MATCHING`). Needs the range registered WP with
     /// `WP_ASYNC`. Returns the number of written pages.
-    pub fn written_pages(
+    ///
+    /// # Safety
+    /// With `reprotect`, as [`PagemapScanner::scan`] with `PM_SCAN_WP_MATCHING`: the caller
+    /// owns the write tracking of the range (a safe call here over a heap's old generation
+    /// made its next young cycle free an object an old one still referred to).
+    ///
+    /// ```compile_fail,E0133
+    /// use faultline_heap::pagemap::PagemapScanner;
+    /// use faultline_heap::Sys;
+    /// let sc = PagemapScanner::open(&Sys::real()).unwrap();
+    /// let _ = sc.written_pages(0x10000, 4096, true, |_, _| {});
+    /// ```
+    pub unsafe fn written_pages(
         &self,
         start: usize,
         len: usize,
@@ -136,17 +170,20 @@ impl PagemapScanner {
             flags |= abi::PM_SCAN_WP_MATCHING;
         }
         while at < end {
-            let out = self.scan(
-                at,
-                end - at,
-                ScanArgs {
-                    flags,
-                    category_mask: abi::PAGE_IS_WRITTEN,
-                    return_mask: abi::PAGE_IS_WRITTEN,
-                    ..ScanArgs::default()
-                },
-                &mut buf,
-            )?;
+            // SAFETY: the caller's contract (the flags re-protect only with `reprotect`).
+            let out = unsafe {
+                self.scan(
+                    at,
+                    end - at,
+                    ScanArgs {
+                        flags,
+                        category_mask: abi::PAGE_IS_WRITTEN,
+                        return_mask: abi::PAGE_IS_WRITTEN,
+                        ..ScanArgs::default()
+                    },
+                    &mut buf,
+                )
+            }?;
             for r in &buf[..out.regions] {
                 let (s, e) = (r.start as usize, r.end as usize);
                 pages += (e - s) / PAGE_SIZE;

@@ -228,15 +228,16 @@ fn check_wp_async(sys: &Sys) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let scanner = PagemapScanner::open(sys).map_err(|e| format!("PAGEMAP_SCAN: {e}"))?;
     // Clear the written state left by populating, then write one page.
-    scanner
-        .written_pages(a.base(), 4 * PAGE_SIZE, true, |_, _| {})
+    // SAFETY: the scratch arena is this probe's own: no one else tracks its writes.
+    unsafe { scanner.written_pages(a.base(), 4 * PAGE_SIZE, true, |_, _| {}) }
         .map_err(|e| e.to_string())?;
     // SAFETY: page 2 of the scratch arena is present; WP_ASYNC resolves the write in-kernel.
     unsafe { ((a.base() + 2 * PAGE_SIZE) as *mut u8).write_volatile(1) };
     let mut found = Vec::new();
-    let pages = scanner
-        .written_pages(a.base(), 4 * PAGE_SIZE, true, |s, l| found.push((s, l)))
-        .map_err(|e| e.to_string())?;
+    // SAFETY: as for the first scan.
+    let pages =
+        unsafe { scanner.written_pages(a.base(), 4 * PAGE_SIZE, true, |s, l| found.push((s, l))) }
+            .map_err(|e| e.to_string())?;
     if pages == 1 && found == [(a.base() + 2 * PAGE_SIZE, PAGE_SIZE)] {
         Ok(())
     } else {

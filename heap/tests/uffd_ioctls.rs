@@ -336,12 +336,12 @@ fn writeprotect_with_wp_async_and_pagemap_scan_track_writes() {
     unsafe { u.register(m.base, m.len, RegisterMode::WP) }.unwrap();
     u.writeprotect(m.base, m.len, true, false).unwrap();
     let scan = PagemapScanner::open(&Sys::real()).unwrap();
+    // SAFETY: (every scan below) the test's own mapping: no one else tracks its writes.
+    let harvest = |f: &mut dyn FnMut(usize, usize)| unsafe {
+        scan.written_pages(m.base, m.len, true, &mut *f)
+    };
     let mut seen = Vec::new();
-    assert_eq!(
-        scan.written_pages(m.base, m.len, true, |s, l| seen.push((s, l)))
-            .unwrap(),
-        0
-    );
+    assert_eq!(harvest(&mut |s, l| seen.push((s, l))).unwrap(), 0);
     // Writes resolve inside the kernel (no fault delivered), and are reported once.
     // SAFETY: present pages of our mapping.
     unsafe {
@@ -349,19 +349,14 @@ fn writeprotect_with_wp_async_and_pagemap_scan_track_writes() {
         (m.page(4) as *mut u8).write_volatile(9);
         (m.page(7) as *mut u8).write_volatile(9);
     }
-    let n = scan
-        .written_pages(m.base, m.len, true, |s, l| seen.push((s, l)))
-        .unwrap();
+    let n = harvest(&mut |s, l| seen.push((s, l))).unwrap();
     assert_eq!(n, 3);
     assert_eq!(
         seen,
         vec![(m.page(3), 2 * PAGE_SIZE), (m.page(7), PAGE_SIZE)]
     );
     // Re-protected by the scan: nothing written since.
-    assert_eq!(
-        scan.written_pages(m.base, m.len, true, |_, _| {}).unwrap(),
-        0
-    );
+    assert_eq!(harvest(&mut |_, _| {}).unwrap(), 0);
     // Clearing protection then writing: the write is not tracked, the scan of a range whose
     // pages are no longer WP-async armed still works.
     u.writeprotect(m.base, m.len, false, false).unwrap();
