@@ -371,13 +371,16 @@ fn release_all(child: bool) {
                     "faultline: forked child cannot detach a memfd arena from the parent: {e}"
                 );
                 if answer {
-                    faultline_heap::fork::child_ready();
+                    // SAFETY: this forked child is about to end without touching its heaps.
+                    unsafe { faultline_heap::fork::child_ready() };
                 }
                 std::process::abort();
             }
         }
         if answer {
-            faultline_heap::fork::child_ready();
+            // SAFETY: this forked child detached every memfd arena above: it no longer shares
+            // memory its parent writes.
+            unsafe { faultline_heap::fork::child_ready() };
         }
     } else {
         if answer && !faultline_heap::fork::wait_child_ready(CHILD_READY_LIMIT) {

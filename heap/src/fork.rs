@@ -35,7 +35,10 @@
 //!   own, so a grandchild never answers to its grandparent;
 //! - the word is only accessed atomically, and futex calls on it are process-shared (no
 //!   `FUTEX_PRIVATE_FLAG`); the page is never unmapped;
-//! - forks are serialised by the caller (one expected answer at a time per process).
+//! - forks are serialised by the caller (one expected answer at a time per process);
+//! - only the child answers: [`child_ready`] is `unsafe`, its contract says where it may be
+//!   called (an answer from the parent itself would let it write memory the child still
+//!   shares).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Once;
@@ -122,7 +125,18 @@ pub fn expect_child_ready() -> bool {
 
 /// In the child (its atfork handler): tell the parent that it may go on. Does nothing if the
 /// parent expected no answer.
-pub fn child_ready() {
+///
+/// # Safety
+/// Call it only in a child forked after [`expect_child_ready`], once that child no longer
+/// shares memory its parent writes (or is about to end without touching it): the parent,
+/// woken, writes its memfd heaps again, and a child still reading them would see objects
+/// change under it. (Safe until audit round eight: any thread of the parent could answer
+/// for the child, and the parent went on writing the heap its child was still copying.)
+///
+/// ```compile_fail,E0133
+/// faultline_heap::fork::child_ready();
+/// ```
+pub unsafe fn child_ready() {
     if let Some(w) = word() {
         w.store(READY, Ordering::SeqCst);
         // SAFETY: FUTEX_WAKE (process-shared) on a live, aligned word.
