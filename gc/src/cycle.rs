@@ -1134,31 +1134,37 @@ fn flip(
     // and the destination window (the largest gap between the stranded objects of the
     // destination half; generational, promoting or into the old generation's half: above
     // them and the old generation).
-    let pins = inner.roots.pins.plan_flip(
-        (from, from_top),
-        to_half_base,
-        moving.half_bytes,
-        to_index,
-        gen.as_ref().map(|c| c.old),
-        gen.as_ref().is_some_and(|c| c.promote),
-        young && !gen.as_ref().is_some_and(|c| c.stranded_leave),
-        |a| inner.tables.mark.get((a - from) / WORD),
-        types,
-    );
-    let mut pins = pins;
-    if old_range.1 > old_range.0 {
-        let old = [old_range];
-        pins.clean = pins
-            .clean
-            .iter()
-            .flat_map(|&(s, e)| crate::pins::subtract(s, e, &old))
-            .collect();
-        pins.leaving_in_window = pins
-            .leaving_in_window
-            .iter()
-            .flat_map(|&(s, e)| crate::pins::subtract(s, e, &old))
-            .collect();
-    }
+    // (`keep_unpinned`: see `PinTable::plan_flip`; the old generation is never cleaned.)
+    let reserved = gen.as_ref().map(|c| c.old);
+    let promotes = gen.as_ref().is_some_and(|c| c.promote);
+    let plan_pins = |keep_unpinned: bool| {
+        let mut pins = inner.roots.pins.plan_flip(
+            (from, from_top),
+            to_half_base,
+            moving.half_bytes,
+            to_index,
+            reserved,
+            promotes,
+            keep_unpinned,
+            |a| inner.tables.mark.get((a - from) / WORD),
+            types,
+        );
+        if old_range.1 > old_range.0 {
+            let old = [old_range];
+            pins.clean = pins
+                .clean
+                .iter()
+                .flat_map(|&(s, e)| crate::pins::subtract(s, e, &old))
+                .collect();
+            pins.leaving_in_window = pins
+                .leaving_in_window
+                .iter()
+                .flat_map(|&(s, e)| crate::pins::subtract(s, e, &old))
+                .collect();
+        }
+        pins
+    };
+    let pins = plan_pins(young && !gen.as_ref().is_some_and(|c| c.stranded_leave));
     // A stop-the-world cycle that will slide in place (see `slide` below) keeps its dense
     // prefix where it is ([`crate::dense`]): its gaps become fillers and live words, before
     // the prefix sums are computed.
