@@ -31,7 +31,12 @@
 //!   object above the old generation stayed for good once unpinned (young cycles kept every
 //!   stranded object, and no full cycle ran while it lay there: every cycle was young), and
 //!   so did the objects pinned during those young cycles: the windows of both halves
-//!   climbed above them until the heap ran out of memory with every pin dropped.
+//!   climbed above them until the heap ran out of memory with every pin dropped;
+//! - (concurrent, both remembered sets) unpinned stranded objects that do not fit beside a
+//!   pin of the destination half in the young cycle that would let them leave stay one cycle
+//!   more, and leave at the next (into their own half). Before, that cycle failed with
+//!   `NoRoomBesidePins`, and so did every collection after it while the pin was held, though
+//!   the survivors alone fit.
 //!
 //! Invariants checked: every collection succeeds, the pinned object never moves while pinned
 //! and keeps its bytes, an unpinned one keeps its bytes where it moved (through the old
@@ -485,4 +490,195 @@ fn pin_while_marking(
     park.disarm();
     m.wait_for_cycle().unwrap();
     (pin, addr)
+}
+
+/// Unpinned stranded objects that do not fit beside the pins of the destination half in the
+/// young cycle that scans the whole old generation to let them leave: that cycle keeps them
+/// in place instead of failing, and they leave at a later cycle that has the room.
+///
+/// The scene (concurrent, 2 MiB halves; deterministic: one mutator, explicit collections,
+/// and every allocation made while a cycle is parked in its marking, so that none starts an
+/// occupancy cycle), the old generation in half A: 896 KiB of arrays referenced only from an
+/// old array are allocated and pinned while a young cycle from A marks, so kept in A right
+/// above the old generation (their dead copies take as much room at the start of B); while
+/// the next cycle (from B into A, the arrays still pinned) marks, a byte array is allocated
+/// and pinned above those copies, in the middle of B, then 400 KiB of survivors: the cycle
+/// keeps the byte array there, and puts the survivors in A above the arrays. Once the arrays
+/// are unpinned, the young cycle from A (it scans the whole old generation to let them leave)
+/// would copy the survivors and the 896 KiB into the largest gap of B beside the pinned byte
+/// array (1.1 MiB): they do not fit (1.3 MiB), while the survivors alone do. Before, that
+/// cycle failed with `NoRoomBesidePins`, and so did every collection after it (3 of 3: each
+/// began with the unpinned arrays, a young cycle from A that let them leave and failed).
+#[test]
+fn stranded_objects_without_room_to_leave_stay_one_cycle_more() {
+    let test = "stranded_objects_without_room_to_leave_stay_one_cycle_more";
+    if !common::uffd_or_skip(test) {
+        return;
+    }
+    let mut kinds = vec![Generational::Cards];
+    if Probe::run().supports(Capability::WpAsync) {
+        kinds.push(Generational::WrittenPages);
+    } else {
+        eprintln!("SKIPPED: {test}: written pages (WP_ASYNC unavailable)");
+    }
+    // Halves of 2 MiB; 224 arrays of 4 KiB (896 KiB), in slots 1..=224 of live array 0
+    // (old); 100 arrays of 4 KiB of survivors (400 KiB).
+    const HALF2: usize = 2 << 20;
+    const WORDS: usize = 511;
+    const BYTES: usize = (WORDS + 1) * 8;
+    const ARRAYS: usize = 224;
+    const YOUNG: usize = 100;
+    for kind in kinds {
+        let label = format!("concurrent/{kind:?}");
+        let park = Arc::new(Park::default());
+        let cfg = HeapConfig::with_heap_size(HALF2).with(|c| {
+            c.mode = GcMode::Concurrent;
+            c.generational = kind;
+            c.min_trigger_bytes = HALF2;
+            // (Verified by the test between cycles: a concurrent cycle's own verification
+            // waits for the next cycle, which the test parks in its marking.)
+            c.debug.mark_hook = Some(park.hook());
+        });
+        let (s, mut m) = Scene::new(cfg);
+        s.heap.wait_for_compaction();
+        let (lo, hi) = s.heap.old_generation_range().unwrap();
+        assert!(hi > lo, "{label}: the first cycle promoted");
+        let holder = |m: &Mutator| s.live.get(m).unwrap().get(0);
+        assert!(
+            common::gen::in_old(&s.heap, holder(&m).bits()),
+            "{label}: old holder"
+        );
+        let held = |m: &Mutator, j: usize| m.local(holder(m)).unwrap().get(j);
+        // A young cycle from A; the arrays are allocated and pinned while it marks.
+        let flips = s.heap.flips();
+        park.arm(MarkPoint::BeforeRemark);
+        m.start_collection().unwrap();
+        park.wait(&mut m);
+        for j in 1..=ARRAYS {
+            let a = m.alloc(s.vec, WORDS).unwrap();
+            m.local(a).unwrap().set(0, common::fix(7000 + j as i64));
+            m.local(holder(&m)).unwrap().set(j, a);
+        }
+        let pins: Vec<Pin> = (1..=ARRAYS).map(|j| m.pin(held(&m, j)).unwrap()).collect();
+        let addrs: Vec<usize> = pins.iter().map(|p| p.value(&m).bits()).collect();
+        park.disarm();
+        m.wait_for_cycle().unwrap();
+        s.heap.wait_for_compaction();
+        assert_eq!(s.heap.flips(), flips + 1, "{label}: one cycle");
+        assert_eq!(s.heap.history()[flips as usize].gen.young, Some(true));
+        assert!(
+            addrs
+                .iter()
+                .all(|&a| a >= hi && !common::gen::in_old(&s.heap, a)),
+            "{label}: kept above the old generation"
+        );
+        assert_eq!(s.heap.pin_stats().stranded_objects, ARRAYS, "{label}");
+        // B is current: a young cycle from it; while it marks, 1 MiB of garbage, a byte
+        // array pinned in the middle of B, then the survivors. The cycle keeps the byte array
+        // (stranded) and the arrays.
+        let flips = s.heap.flips();
+        park.arm(MarkPoint::BeforeRemark);
+        m.start_collection().unwrap();
+        park.wait(&mut m);
+        let b = m.alloc(s.bytes, 1000).unwrap();
+        let pin_b = m.pin(b).unwrap();
+        let b_addr = pin_b.value(&m).bits();
+        let (b_start, b_end, half) = pin_b.place_in_half().unwrap();
+        let young = m.alloc(s.vec, YOUNG).unwrap();
+        let young = m.root(young);
+        for i in 0..YOUNG {
+            let a = m.alloc(s.vec, WORDS).unwrap();
+            m.local(a).unwrap().set(0, common::fix(9000 + i as i64));
+            young.get(&m).unwrap().set(i, a);
+        }
+        park.disarm();
+        m.wait_for_cycle().unwrap();
+        s.heap.wait_for_compaction();
+        assert_eq!(s.heap.flips(), flips + 1, "{label}: one cycle");
+        assert_eq!(s.heap.history()[flips as usize].gen.young, Some(true));
+        assert_eq!(
+            pin_b.value(&m).bits(),
+            b_addr,
+            "{label}: the byte array stayed"
+        );
+        assert_eq!(
+            s.heap.pin_stats().stranded_objects,
+            ARRAYS + 1,
+            "{label}: the arrays and the byte array stranded"
+        );
+        s.heap.verify().unwrap();
+        // The largest gap beside the byte array holds the survivors, not the arrays too.
+        let gap = b_start.max(half - b_end) / 4096 * 4096;
+        let survivors = YOUNG * BYTES + 4096;
+        assert!(
+            survivors + ARRAYS * BYTES > gap && survivors + 4096 < gap,
+            "{label}: the scene: byte array at {b_start}..{b_end} of {half}"
+        );
+        // Unpinned: both collections succeed; the arrays stay at the first (no room beside
+        // the byte array), and leave at the second (into A: their own pages are room there);
+        // the byte array stays. (Not more with the byte array pinned: the full cycle due
+        // next, from A, would need room for every live object, 1.4 MiB, beside it.)
+        drop(pins);
+        let flips = s.heap.flips();
+        let left0 = s.heap.pin_stats().young_cycles_stranded_left;
+        for k in 0..2u64 {
+            // (A concurrent cycle that fails reports it on stderr: `collect` returns Ok.)
+            m.collect().unwrap();
+            let done = s.heap.flips() - flips;
+            if done != k + 1 {
+                let hist: Vec<_> = s.heap.history()[flips as usize..]
+                    .iter()
+                    .map(|c| (c.trigger, c.gen.young, c.gen.stranded_leave))
+                    .collect();
+                panic!(
+                    "{label}: collection {k} after the unpin did not flip (NoRoomBesidePins, \
+                     see stderr); pins {:?}; cycles since the unpin {hist:?}",
+                    s.heap.pin_stats()
+                );
+            }
+            s.heap.wait_for_compaction();
+            assert_eq!(
+                pin_b.value(&m).bits(),
+                b_addr,
+                "{label}: the byte array stayed"
+            );
+            if k == 0 {
+                let st = s.heap.pin_stats();
+                let c = s.heap.history()[flips as usize].clone();
+                assert!(
+                    c.gen.young == Some(true) && c.gen.stranded_leave && c.gen.stranded_stayed,
+                    "{label}: the first cycle after the unpin: {:?}",
+                    c.gen
+                );
+                assert_eq!(
+                    (st.stranded_objects, st.young_cycles_stranded_left),
+                    (ARRAYS + 1, left0),
+                    "{label}: the arrays stayed one cycle more: {st:?}"
+                );
+                for (j, &a) in addrs.iter().enumerate() {
+                    assert_eq!(held(&m, j + 1).bits(), a, "{label}: array {} stayed", j + 1);
+                }
+            }
+        }
+        let st = s.heap.pin_stats();
+        assert_eq!(st.stranded_objects, 1, "{label}: the arrays left: {st:?}");
+        for j in 1..=ARRAYS {
+            let a = held(&m, j);
+            assert_ne!(a.bits(), addrs[j - 1], "{label}: array {j} moved");
+            assert_eq!(
+                common::unfix(m.local(a).unwrap().get(0)),
+                7000 + j as i64,
+                "{label}: array {j}, through its old holder"
+            );
+        }
+        for i in 0..YOUNG {
+            let a = young.get(&m).unwrap().get(i);
+            assert_eq!(common::unfix(m.local(a).unwrap().get(0)), 9000 + i as i64);
+        }
+        s.check_live(&m, &label);
+        s.heap.verify().unwrap();
+        drop(pin_b);
+        s.collect_n(&mut m, 3, None, &format!("{label}, nothing pinned"));
+        s.heap.verify().unwrap();
+    }
 }

@@ -1164,7 +1164,7 @@ fn flip(
         }
         pins
     };
-    let pins = plan_pins(young && !gen.as_ref().is_some_and(|c| c.stranded_leave));
+    let mut pins = plan_pins(young && !gen.as_ref().is_some_and(|c| c.stranded_leave));
     // A stop-the-world cycle that will slide in place (see `slide` below) keeps its dense
     // prefix where it is ([`crate::dense`]): its gaps become fillers and live words, before
     // the prefix sums are computed.
@@ -1220,6 +1220,24 @@ fn flip(
     let dense_cpu = cputime::since(dense_cpu0);
     let (live_words, chunks_redone) = inner.tables.live.finish_prefix(bitmap_words);
     let pages = (live_words * WORD).div_ceil(PAGE_SIZE);
+    // A young cycle that lets unpinned stranded objects leave (`GenCycle::stranded_leave`)
+    // places them after the compacted objects in the destination window. When they do not fit
+    // there, they stay stranded this cycle, as in any other young cycle (the old slots it
+    // found are forwarded all the same), and it fails only if the compacted objects alone do
+    // not fit; they leave at a later cycle with the room (the next into their own half, where
+    // their pages are room). Before, the cycle failed with `NoRoomBesidePins`, and so did
+    // every cycle after it while the destination's pins were held: each began with the same
+    // unpinned objects and let them leave.
+    if young && !pins.leaving.is_empty() {
+        let floor = gen.as_ref().map_or(0, |c| c.to_floor);
+        let leaving: usize = pins.leaving.iter().map(|s| s.bytes).sum();
+        if page_up(pins.to_lo.max(floor) + pages * PAGE_SIZE + leaving) > pins.to_hi {
+            pins = plan_pins(true);
+            if let Some(c) = gen.as_mut() {
+                c.stranded_stayed = true;
+            }
+        }
+    }
     let to = pins.to_lo.max(gen.as_ref().map_or(0, |c| c.to_floor));
     // Promotion extends the old generation: only when the survivors land right above it
     // (stranded objects above it push the window higher: the survivors then stay young).
@@ -1925,6 +1943,7 @@ fn gen_at_flip(
         young_slots_over: None,
         next_full_at: gs.next_full_at(),
         stranded_leave: c.stranded_leave,
+        stranded_stayed: c.stranded_stayed,
     }
 }
 

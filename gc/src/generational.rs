@@ -510,6 +510,10 @@ pub(crate) struct GenCycle {
     /// time (that scan) are not a young cycle's: neither feeds `young_slots_max`
     /// ([`GenState::young_slots_over`]) nor the young cycles' rates ([`crate::youngpace`]).
     pub stranded_leave: bool,
+    /// A `stranded_leave` cycle whose destination window had no room for the unpinned
+    /// stranded objects after the compacted ones: they stayed stranded (set at its flip; a
+    /// later cycle with the room lets them leave).
+    pub stranded_stayed: bool,
     /// `Breakage::SkipDirtyCard` (tests): the first range the remembered set reports to this
     /// cycle is still to be dropped.
     skip_one: bool,
@@ -647,6 +651,7 @@ impl GenState {
             dirty_units: 0,
             mark_top,
             stranded_leave: false,
+            stranded_stayed: false,
             skip_one: facts.skip_one,
         };
         if kind == CycleKind::Full {

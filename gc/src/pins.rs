@@ -33,13 +33,17 @@
 //!    and is an ordinary object from then on. (Generational mode: a young cycle forwards only
 //!    the old slots its remembered set names, so it lets unpinned objects leave only when it
 //!    began with one and scanned the whole old generation,
-//!    [`crate::generational::GenCycle::stranded_leave`]; other young cycles keep them.) Its old pages are garbage: cleaned later, or,
-//!    inside the destination window, released in that flip (after the copy, before any
-//!    destination page is mapped), so that unpinning gives the room back.
+//!    [`crate::generational::GenCycle::stranded_leave`]; other young cycles keep them.) Its
+//!    old pages are garbage: cleaned later, or, inside the destination window, released in
+//!    that flip (after the copy, before any destination page is mapped), so that unpinning
+//!    gives the room back.
 //! 5. **Too little room.** When the compacted objects (and the leaving ones) do not fit in
 //!    the destination window, the flip fails before anything moved
 //!    ([`crate::CollectError::NoRoomBesidePins`]; the heap is unchanged); dropping pins lets
-//!    the next cycle fit.
+//!    the next cycle fit. (Generational mode: a young cycle that would let unpinned objects
+//!    leave and has no room for them keeps them stranded instead, as other young cycles do,
+//!    and fails only if the compacted objects alone do not fit:
+//!    [`crate::generational::GenCycle::stranded_stayed`]; a full cycle has no such choice.)
 //!
 //! Invariants:
 //! - the pinned address of an object never changes while any pin of it exists: kept objects

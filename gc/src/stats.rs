@@ -354,6 +354,9 @@ pub struct GenStats {
     /// the whole old generation, so that its flip could let such objects leave (counted in
     /// `PinStats::young_cycles_stranded_left` when they did).
     pub stranded_leave: bool,
+    /// Such a young cycle had no room for them beside the compacted objects in its destination
+    /// window: they stayed stranded, and leave at a later cycle with the room.
+    pub stranded_stayed: bool,
 }
 
 /// A barrier-free cycle's fallback to SATB ([`CycleStats::satb_switch`]).
@@ -790,10 +793,10 @@ impl CycleStats {
                     (None, _) => String::new(),
                 } + &g.young_slots_over.map_or(String::new(), |n| format!(
                     " ({n} old-to-young slots over young_slots_max: full cycles next)"
-                )) + if g.stranded_leave {
-                    " (whole old generation scanned: unpinned stranded objects leave)"
-                } else {
-                    ""
+                )) + match (g.stranded_leave, g.stranded_stayed) {
+                    (true, false) => " (whole old generation scanned: unpinned stranded objects leave)",
+                    (true, true) => " (whole old generation scanned; unpinned stranded objects stay: no room beside the pins)",
+                    _ => "",
                 },
                 g.promoted_bytes,
                 g.dirty_cards,
