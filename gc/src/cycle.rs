@@ -444,10 +444,6 @@ struct Finish {
     keep: Vec<(usize, usize)>,
     /// Per-cycle choreography: the detached old-half pages, unmapped at the end.
     detached: Option<choreography::Detached>,
-    /// Large objects found dead at the flip, released when the compaction ends.
-    large_dead: Vec<(usize, usize)>,
-    /// Large objects left for the end to decide ([`LargePrescan::refless_unmarked`]).
-    large_deferred: Vec<(usize, usize)>,
     calls0: CallSnapshot,
     cycle_start: Instant,
     /// Generational mode: the cycle (its crossing map is built once compaction is done).
@@ -1696,14 +1692,15 @@ fn flip(
             duration: t0.elapsed(),
         });
         stats.pauses = pauses;
+        // The dead large objects wait in the large space for the cycle's end (also when a
+        // forked child ends it: `crate::fork`).
+        large.hold_flip_dead(large_dead, large_deferred);
         let finish = Finish {
             from,
             from_populated,
             from_end,
             keep: pins.kept_pages.clone(),
             detached,
-            large_dead,
-            large_deferred,
             calls0,
             cycle_start,
             gen,
@@ -1723,9 +1720,7 @@ fn flip(
             );
             stats.pages_recycled = end.pages;
             stats.pages_kept = end.kept;
-            let mut dead = finish.large_dead.clone();
-            deferred_dead(large, &finish.large_deferred, &mut dead);
-            large.release_dead(arena, &dead)?;
+            large.release_flip_dead(arena)?;
             if let Some(c) = finish.gen.as_ref() {
                 gen_finish(inner, c, types);
             }
@@ -1967,7 +1962,7 @@ fn gen_finish(inner: &HeapInner, c: &GenCycle, types: &TypeRegistry) {
 }
 
 /// Concurrent phases 5 (compaction) and 6 (finish), on the GC thread, holding the heap alive.
-fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: Finish) {
+fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, finish: Finish) {
     let c = &inner.compaction;
     let arena = &inner.arena;
     // 5. Compaction.
@@ -2027,9 +2022,7 @@ fn compact_and_finish(inner: Arc<HeapInner>, mut stats: CycleStats, mut finish: 
         stats.pages_kept = end.kept;
     }
     let finishing = crate::forkgate::Region::enter();
-    let mut large_dead = std::mem::take(&mut finish.large_dead);
-    deferred_dead(&inner.large, &finish.large_deferred, &mut large_dead);
-    if let Err(e) = inner.large.release_dead(arena, &large_dead) {
+    if let Err(e) = inner.large.release_flip_dead(arena) {
         eprintln!("faultline: releasing dead large objects failed: {e}");
     }
     stats.large_after = inner.large.used();

@@ -39,7 +39,10 @@
 //!   in a pause;
 //! - the large-object space hands out whole pages; each object's pages are made present when it
 //!   is allocated and released when it dies; its bookkeeping is behind one mutex (large objects
-//!   are rare), its mark bits are atomic (one bit per page, set at the object's first page).
+//!   are rare), its mark bits are atomic (one bit per page, set at the object's first page);
+//!   the objects a concurrent cycle's flip found dead (or left to its end to decide) are held
+//!   there, still allocated, from that flip until the cycle ends, and are empty between
+//!   cycles ([`LargeInner::flip_dead`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -536,6 +539,14 @@ pub struct LargeInner {
     /// Objects allocated since the collector last took this list (start, length): what a
     /// concurrent cycle's flip looks at beyond the objects it examined before its pause.
     pub allocated: Vec<(usize, usize)>,
+    /// The objects a concurrent cycle's flip found dead (unmarked), held (still allocated, so
+    /// that nothing reuses their space) until the cycle ends ([`LargeSpace::release_flip_dead`]),
+    /// whoever ends it: its finish on the GC thread, or a forked child's fork handler.
+    pub flip_dead: Vec<(usize, usize)>,
+    /// The objects that flip left to the cycle's end to decide (unmarked then, no references):
+    /// dead if still unmarked then (no large-object mark is set or cleared from a flip to its
+    /// cycle's end).
+    pub flip_deferred: Vec<(usize, usize)>,
 }
 
 /// The non-moving large-object space.
@@ -655,7 +666,40 @@ impl LargeSpace {
         arena: &VolatileArena,
         dead: &[(usize, usize)],
     ) -> Result<usize, ArenaError> {
+        self.release_locked(&mut self.lock(), arena, dead)
+    }
+
+    /// At a concurrent cycle's flip (world stopped): hold `dead` and `deferred` until the
+    /// cycle ends ([`LargeInner::flip_dead`], [`LargeInner::flip_deferred`]).
+    pub fn hold_flip_dead(&self, dead: Vec<(usize, usize)>, deferred: Vec<(usize, usize)>) {
         let mut g = self.lock();
+        debug_assert!(g.flip_dead.is_empty() && g.flip_deferred.is_empty());
+        g.flip_dead = dead;
+        g.flip_deferred = deferred;
+    }
+
+    /// The cycle that held dead objects at its flip ends: free them, and the deferred ones
+    /// still unmarked ([`LargeSpace::release_dead`]; none held: nothing to do). Returns bytes
+    /// freed.
+    pub fn release_flip_dead(&self, arena: &VolatileArena) -> Result<usize, ArenaError> {
+        let mut g = self.lock();
+        let mut dead = std::mem::take(&mut g.flip_dead);
+        let deferred = std::mem::take(&mut g.flip_deferred);
+        dead.extend(
+            deferred
+                .into_iter()
+                .filter(|&(s, _)| !self.marks.get(self.page_of(s))),
+        );
+        self.release_locked(&mut g, arena, &dead)
+    }
+
+    /// [`LargeSpace::release_dead`] under the lock `g`.
+    fn release_locked(
+        &self,
+        g: &mut LargeInner,
+        arena: &VolatileArena,
+        dead: &[(usize, usize)],
+    ) -> Result<usize, ArenaError> {
         // One batch of releases for all of them (a `madvise` each cost an IPI each). If one
         // fails, exactly the objects released before it are freed: the rest stay allocated,
         // present (the next cycle reads their headers, a young cycle scans them as roots), and
@@ -666,7 +710,7 @@ impl LargeSpace {
         for &(s, l) in &dead[..released] {
             g.objects.remove(&s);
             g.used -= l;
-            Self::insert_free(&mut g, s, l);
+            Self::insert_free(g, s, l);
             freed += l;
         }
         self.used_bytes.store(g.used, Ordering::Relaxed);
