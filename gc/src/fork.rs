@@ -47,12 +47,14 @@
 //!    released (the parent may have been releasing it at the fork) but for the pages of
 //!    stranded pinned objects and of the old generation (a young cycle that does not promote
 //!    leaves it in the half it compacted out of), and in generational mode
-//!    the cycle's promotion is completed (`GenState::finish_in_child`); large objects found dead
-//!    at the flip are released by the child's next collection that frees large objects, which
-//!    finds them unmarked again (in generational mode the next full cycle: young cycles root
-//!    every large object; the large-object limit a full cycle sets counts only the live ones,
-//!    so the child's next cycle is full when they take the large objects past it). The cycle is
-//!    then idle and the world is restarted.
+//!    the cycle's promotion is completed (`GenState::finish_in_child`); the large objects the
+//!    flip found dead are released, as the cycle's finish would have
+//!    ([`crate::space::LargeSpace::release_flip_dead`]: they wait in the large space from the
+//!    flip to the cycle's end, whoever ends it). Before, the child kept them until its next
+//!    collection that frees large objects, in generational mode its next full cycle: its
+//!    young cycles rooted them and traced their slots, which the flip had not forwarded
+//!    (stale addresses into the half it compacted out of). The cycle is then idle and the
+//!    world is restarted.
 //!    Mutators of threads that do not exist in the child stay parked (or native) forever:
 //!    their roots stay roots, and they never hold up a pause.
 //!
@@ -490,6 +492,16 @@ fn end_cycle_in_child(inner: &HeapInner, g: &SpState) {
         // crossing map for them and lost those references.
         if let Some(gs) = inner.gen.as_ref() {
             gs.finish_in_child(&inner.types());
+        }
+        // The large objects the flip found dead, as the finish releases them (none when the
+        // parent's finish did before the fork: it takes them under the large space's lock,
+        // in a fork-gate region). The lock is free here: the flip's pause and the GC
+        // thread's regions take it, mutators only outside safepoints, and every mutator is
+        // parked or native. Their slots were not forwarded at the flip; kept, they were roots
+        // of the child's young cycles until its next full cycle.
+        if let Err(e) = inner.large.release_flip_dead(&inner.arena) {
+            // The rest stay allocated: the next full cycle finds them dead again.
+            eprintln!("faultline: forked child: releasing dead large objects failed: {e}");
         }
     }
     inner.set_trigger(inner.used());
