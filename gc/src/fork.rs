@@ -62,7 +62,10 @@
 //! - between *prepare* and *parent*/*child*, every registered heap has `gc_active` set by the
 //!   forking thread and its safepoint lock held by that thread, and the fork gate is closed
 //!   (no collector thread inside a region); the list of those heaps (with the lock guards) is
-//!   the forking thread's `HELD`;
+//!   the forking thread's `HELD`; no heap joins the registry from *prepare*'s last read of
+//!   it (after every heap it read is stopped, and once no other fork runs) until *parent* /
+//!   *child* (`REGISTRY_CLOSED`: `register` waits), so every heap of the process at the fork
+//!   is one *prepare* stopped;
 //! - no lock that a mutator in native code may take is held across the fork by anyone else:
 //!   the safepoint lock is held by the forking thread, the locks the collector's threads take
 //!   outside a pause are taken inside fork-gate regions, whether a cycle is in progress
@@ -205,6 +208,10 @@ impl Tables {
 /// stop some heaps and wait for the others'. An atomic, not a lock, so a child never inherits
 /// it held.
 static FORKING: AtomicBool = AtomicBool::new(false);
+/// Set by *prepare* (under the registry's lock) once every registered heap is stopped, until
+/// *parent* / *child*: [`register`] waits meanwhile, so every heap of the process at the fork
+/// is one *prepare* stopped. An atomic: a child never inherits it held (its handler clears it).
+static REGISTRY_CLOSED: AtomicBool = AtomicBool::new(false);
 static INSTALL: Once = Once::new();
 
 /// Add a heap to the fork registry (and install the atfork handlers the first time).
@@ -223,9 +230,19 @@ pub(crate) fn register(inner: &Arc<HeapInner>) {
         };
         assert_eq!(r, 0, "pthread_atfork failed: {r}");
     });
-    let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-    reg.retain(|w| w.strong_count() > 0);
-    reg.push(Arc::downgrade(inner));
+    loop {
+        let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+        if !REGISTRY_CLOSED.load(Ordering::SeqCst) {
+            reg.retain(|w| w.strong_count() > 0);
+            reg.push(Arc::downgrade(inner));
+            return;
+        }
+        // A fork's *prepare* has stopped every registered heap: this one joins after the
+        // fork (nothing waits for this thread meanwhile: a thread whose mutator runs was
+        // stopped before the registry closed, and a stopped one makes no heap).
+        drop(reg);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// The id of the live heap whose arena holds `addr`, if any (the registry of heaps also
@@ -302,8 +319,42 @@ extern "C" fn prepare() {
     // mutator and the mutator for the lock (a deadlock, audit round eight). A stopped world
     // stays stopped with its lock released (`gc_active` is ours: other stoppers and every
     // mutator wait for our release), as it is while any stopper waits for its mutators.
-    for h in &held {
-        drop(quiesce(&h.heap, h.me.as_ref().map(|m| &m.0)));
+    //
+    // The heaps made since the list above was read (while this thread waited for another
+    // fork, or stopped the others) are found by reading the registry again after each round
+    // of stops, until a read finds none; that read closes the registry (`REGISTRY_CLOSED`,
+    // set under its lock), so no heap joins it until *parent* / *child*: a heap made in
+    // between, with a cycle running, would have been left running in the parent's stop and
+    // not ended in the child, whose collections of it would then wait forever (review of
+    // round eight). (This thread is attached to none of them: it is in this handler.)
+    let mut stopped_upto = 0;
+    loop {
+        for h in &held[stopped_upto..] {
+            drop(quiesce(&h.heap, h.me.as_ref().map(|m| &m.0)));
+        }
+        stopped_upto = held.len();
+        let reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+        let live: Vec<Arc<HeapInner>> = reg.iter().filter_map(Weak::upgrade).collect();
+        let late: Vec<Arc<HeapInner>> = live
+            .iter()
+            .filter(|x| !held.iter().any(|h| Arc::ptr_eq(&h.heap, x)))
+            .cloned()
+            .collect();
+        if late.is_empty() {
+            REGISTRY_CLOSED.store(true, Ordering::SeqCst);
+        }
+        drop(reg);
+        // (The strong references drop outside the lock: a heap may end here.)
+        drop(live);
+        if late.is_empty() {
+            break;
+        }
+        held.extend(late.into_iter().map(|heap| Held {
+            guard: None,
+            tables: None,
+            heap,
+            me: None,
+        }));
     }
     for h in &mut held {
         // Only short critical sections hold it now: every world is stopped by this thread, and
@@ -422,6 +473,7 @@ fn release_all(child: bool) {
         }
     }
     drop(held);
+    REGISTRY_CLOSED.store(false, Ordering::SeqCst);
     FORKING.store(false, Ordering::Release);
 }
 

@@ -63,6 +63,11 @@ impl Park {
         }
     }
 
+    /// Whether the marker is parked at the armed point (or was, and has not been let go).
+    pub fn parked(&self) -> bool {
+        self.state.lock().unwrap().1
+    }
+
     /// Let the parked marker go on (it disarms the point as it leaves).
     pub fn release(&self) {
         self.state.lock().unwrap().2 = true;
