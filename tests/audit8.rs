@@ -288,3 +288,29 @@ fn the_heap_used_from_a_thread_local_destructor_at_thread_exit() {
         },
     );
 }
+
+/// Review of round eight: a reference of heap B passed to `GlobalRoot::new` of heap A by a
+/// thread whose mutator of B runs is refused as a reference of another heap (what it is), not
+/// with the advice to root it inside a native section, where it would be refused all the
+/// same.
+#[test]
+fn another_heaps_reference_from_a_running_mutator_is_refused_as_foreign() {
+    let a = Heap::new(stw(4 << 20)).unwrap();
+    let b = Heap::new(stw(4 << 20)).unwrap();
+    let tb = register(&b);
+    let mut mb = b.attach();
+    let v = pair(&mut mb, &tb, fix(1), fix(2));
+    let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        GlobalRoot::new(&a, v);
+    }))
+    .expect_err("a reference of B is refused by A");
+    let msg = refused
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        msg.contains("cannot cross heaps") && !msg.contains("native section"),
+        "{msg}"
+    );
+    drop(mb);
+}

@@ -631,6 +631,14 @@ impl GlobalRoot {
             .is_some_and(|m| m.state.load(Ordering::SeqCst) == crate::safepoint::RUNNING);
         let wait = !running && v.is_ref();
         if wait {
+            if !heap.inner.arena.contains(v.bits()) {
+                // Not this heap's at all: say so (rather than suggest a native section, where
+                // it would be refused all the same).
+                panic!(
+                    "GlobalRoot::new: {v:?} cannot be rooted in heap #{}: it is not a reference of this heap: references cannot cross heaps",
+                    heap.inner.id
+                );
+            }
             if let Some(m) = running_elsewhere(key) {
                 panic!(
                     "GlobalRoot::new: {v:?} cannot be rooted in heap #{} from this thread, whose mutator #{} of heap #{} is running: the wait for heap #{}'s pause could deadlock (root it inside that mutator's native section, or root null and set it with a mutator of heap #{})",
