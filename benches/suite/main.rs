@@ -24,7 +24,16 @@
 //! `DIR/runs/`, and `DIR/machine.json`: what fresh memory costs on this machine, measured
 //! before the runs (`machine.rs`; the report's head states it). `--help` lists the options;
 //! an unknown option, one without its value, or a bad value (an unknown workload or mode, a
-//! size or factor that is not a positive number) is refused with the usage and exit code 2.
+//! size or work factor that is not a positive number, a heap factor or footprint under 1) is
+//! refused with the usage and exit code 2.
+//!
+//! Diagnosis (environment, read by the children; nothing changes without them):
+//! `FAULTLINE_SUITE_TIME_ALLOCS=1` (slow allocations of the workloads, `workloads.rs`),
+//! `FAULTLINE_SUITE_REQUEST_RATE=HZ` (the request workload's arrival rate, `request.rs`),
+//! `FAULTLINE_SUITE_TAIL_SAMPLES=1` (the request workload's slowest 1.1 % kept in its record,
+//! for `benches/suite/tail_attr.py DIR` beside a `perf record -a -k mono -e sched:sched_switch
+//! -e sched:sched_wakeup` trace; `benches/suite/sched_attr.py` splits whole runs the same
+//! way), `FAULTLINE_SUITE_REPLACE_EVERY=N` (tree-replace's replacement ratio).
 //!
 //! The parent re-executes this binary with `--child ...` for every (workload, size, mode) and
 //! for the bystander baseline, so each run has its own address space, its own peak RSS and no
@@ -115,7 +124,7 @@ fn usage() -> String {
          --workloads A,B       of: {}\n\
          --modes A,B           of: {}\n\
          --work-factor W       bytes allocated per live byte (> 0; default 4, quick 8)\n\
-         --heap-factor F       moving half = F x live (> 0; default 4)\n\
+         --heap-factor F       moving half = F x live (>= 1; default 4)\n\
          --footprints B,C      also calibrate every mode to a peak RSS <= B x live (each >= 1)\n\
          --no-bystander        no bystander thread beside the workloads\n\
          --peers               also run benches/peers/run.sh\n\
@@ -256,8 +265,9 @@ impl Opts {
             sizes,
             modes: names_of(&opts, "--modes", &all_modes)?.unwrap_or(all_modes),
             out: path_of("--out").unwrap_or_else(|| workspace().join("target/bench-suite")),
-            heap_factor: number_of(&opts, "--heap-factor", "a factor (> 0)", |&f: &f64| {
-                f > 0.0 && f.is_finite()
+            // (The children use 4 for a factor under 1: `modes::heap_factor`.)
+            heap_factor: number_of(&opts, "--heap-factor", "a factor (>= 1)", |&f: &f64| {
+                f >= 1.0 && f.is_finite()
             })?,
             work_factor: number_of(&opts, "--work-factor", "a factor (> 0)", |&f: &f64| {
                 f > 0.0 && f.is_finite()

@@ -88,11 +88,20 @@ def main(d, bar_ms=0.12):
             c = comm.get(tid, '')
             if c.startswith('request-') and v and lo - 0.05 <= v[0][0] <= lo + 0.5:
                 tids[int(c.split('-')[1])] = tid
+        if not tids:
+            print(f'{r.get("mode")}: no request thread found in the trace near the run\'s start; skipped')
+            continue
         ours = collections.Counter(tgid.get(t) for t in tids.values()).most_common(1)[0][0]
         for bar in (bar_ms, p99):
             tail = [s for s in ts if s['latency_ns'] / 1e6 > bar]
             if not tail: continue
             acc = collections.Counter(); n = len(tail)
+            missing = sum(1 for s in tail if tids.get(s['thread']) not in sttimes)
+            if missing:
+                print(f'  ({missing} of {n} samples: their thread is not in the trace; left out)')
+                tail = [s for s in tail if tids.get(s['thread']) in sttimes]
+                n = len(tail)
+                if not tail: continue
             for s in tail:
                 tid = tids.get(s['thread'])
                 e = t0 + s['end_s']; b = e - s['latency_ns'] / 1e9

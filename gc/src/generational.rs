@@ -504,7 +504,8 @@ pub(crate) struct GenCycle {
     /// during marking (black, live by construction).
     pub mark_top: usize,
     /// Young: the unpinned stranded objects ([`crate::pins`]) leave at this cycle's flip, as
-    /// at a full cycle's. Set when the cycle began with one: it then scans the whole old
+    /// at a full cycle's, if its destination window has the room for them (otherwise they stay
+    /// stranded: `stranded_stayed`). Set when the cycle began with one: it then scans the whole old
     /// generation ([`RememberedSet::report_all`]), so that its flip forwards every old slot
     /// that refers to one (see [`GenState::begin`]). Its count of old slots and its marking
     /// time (that scan) are not a young cycle's: neither feeds `young_slots_max`
@@ -666,7 +667,7 @@ impl GenState {
             return Ok(c);
         }
         // A young cycle that begins with an unpinned stranded object lets it leave at its
-        // flip. A young cycle forwards only the old slots its remembered set names, and an
+        // flip (when its destination window has the room; see `stranded_stayed`). A young cycle forwards only the old slots its remembered set names, and an
         // old slot that refers to a stranded object need not be named (a flip keeps a slot
         // dirty only while it refers to a young survivor), so this one scans the whole old
         // generation: every old slot that refers to anything but an old object (or null)

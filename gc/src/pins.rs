@@ -293,7 +293,7 @@ impl PinTable {
     /// most of the half was free. With `keep_unpinned` (a young cycle, which forwards only
     /// the old slots its remembered set names, unless it scanned the whole old generation)
     /// no stranded object leaves: unpinned ones stay stranded until a full cycle or a young
-    /// cycle that scans the whole old generation. Changes nothing (see [`PinTable::commit`]).
+    /// cycle that scans the whole old generation and has the room for them. Changes nothing (see [`PinTable::commit`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn plan_flip(
         &self,
