@@ -10,10 +10,9 @@
 mod common;
 use common::*;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use faultline::{GcMode, GlobalRoot, Heap, HeapConfig, Value};
 
@@ -33,34 +32,7 @@ fn in_child(case: &str, body: impl FnOnce()) {
         body();
         return;
     }
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([case, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CASE_VAR, case)
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning the child");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("waiting for the child") {
-            break st;
-        }
-        if t0.elapsed() > WATCHDOG {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = reader.join().unwrap_or_default();
-            panic!("{case}: the child hung (killed after {WATCHDOG:?}); its stderr:\n{stderr}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stderr = reader.join().unwrap_or_default();
+    let (status, stderr) = child::run_case(case, CASE_VAR, WATCHDOG);
     assert!(
         status.success(),
         "{case}: the child failed ({status}); stderr:\n{stderr}"

@@ -12,8 +12,6 @@
 mod common;
 use common::*;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,37 +34,8 @@ struct Child {
 
 /// Run `case` (the name of a test of this binary) in a child process under the watchdog.
 fn run_child(case: &str) -> Child {
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([case, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CASE_VAR, case)
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning the child");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("waiting for the child") {
-            break st;
-        }
-        if t0.elapsed() > WATCHDOG {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = reader.join().unwrap_or_default();
-            panic!("{case}: the child hung (killed after {WATCHDOG:?}); its stderr:\n{stderr}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Child {
-        status,
-        stderr: reader.join().unwrap_or_default(),
-    }
+    let (status, stderr) = child::run_case(case, CASE_VAR, WATCHDOG);
+    Child { status, stderr }
 }
 
 /// In the child (this process runs `case`): run `body`, say on stderr that it returned if it

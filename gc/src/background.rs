@@ -1169,15 +1169,7 @@ mod tests {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 pin();
-                let tid = gettid();
-                let n = nice_of(tid).unwrap();
-                let level = Level {
-                    low: n,
-                    high: n,
-                    idle: IDLE,
-                    slice_us: 0,
-                };
-                let slot = REG.register_level(tid, level).expect("a free slot");
+                let (tid, slot) = register_idle_here(&REG);
                 tx.send(policy_of(tid)).unwrap();
                 spin(stop);
                 REG.unregister(slot);
@@ -1220,6 +1212,20 @@ mod tests {
         );
     }
 
+    /// Register the calling thread in `reg` as an idle-mode thread at its own nice value (it
+    /// enters `SCHED_IDLE`); returns its id and slot.
+    fn register_idle_here(reg: &Registry) -> (libc::id_t, usize) {
+        let tid = gettid();
+        let n = nice_of(tid).unwrap();
+        let level = Level {
+            low: n,
+            high: n,
+            idle: IDLE,
+            slice_us: 0,
+        };
+        (tid, reg.register_level(tid, level).expect("a free slot"))
+    }
+
     #[test]
     fn a_thread_checking_does_not_judge_itself_starved() {
         // A registered idle thread that makes the checks itself, parked in between (the
@@ -1228,15 +1234,7 @@ mod tests {
         // its own: registering puts it in SCHED_IDLE.)
         static REG: Registry = Registry::new();
         let verdicts = std::thread::spawn(|| {
-            let tid = gettid();
-            let n = nice_of(tid).unwrap();
-            let level = Level {
-                low: n,
-                high: n,
-                idle: IDLE,
-                slice_us: 0,
-            };
-            let slot = REG.register_level(tid, level).expect("a free slot");
+            let (_, slot) = register_idle_here(&REG);
             let mut t = starve_clock_ns();
             let mut verdicts = vec![REG.starving(t)];
             for _ in 0..3 {

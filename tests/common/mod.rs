@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod child;
 pub mod forking;
 pub mod gate;
 pub mod gen;
