@@ -93,140 +93,83 @@ struct Opts {
     footprints: Vec<f64>,
 }
 
-/// The options that take a value, and those that do not (`--bench` is what `cargo bench`
-/// passes).
-const VALUE_OPTS: [&str; 8] = [
-    "--sizes-mib",
-    "--workloads",
-    "--modes",
-    "--out",
-    "--peers-file",
-    "--heap-factor",
-    "--work-factor",
-    "--footprints",
-];
-const FLAG_OPTS: [&str; 5] = [
-    "--quick",
-    "--peers",
-    "--report-only",
-    "--no-bystander",
-    "--bench",
-];
-
-/// The usage text (`--help`, and after a bad argument).
-fn usage() -> String {
-    let modes: Vec<String> = modes::all().iter().map(|m| m.label.to_string()).collect();
-    format!(
-        "usage: cargo bench -p faultline --bench suite -- [options]\n\
-         \n\
-         --quick               4 and 16 MiB, short runs, sanity checks (also FAULTLINE_BENCH_QUICK=1)\n\
-         --sizes-mib A,B       live sizes in MiB (default 64,1024; quick 4,16)\n\
-         --workloads A,B       of: {}\n\
-         --modes A,B           of: {}\n\
-         --work-factor W       bytes allocated per live byte (> 0; default 4, quick 8)\n\
-         --heap-factor F       moving half = F x live (>= 1; default 4)\n\
-         --footprints B,C      also calibrate every mode to a peak RSS <= B x live (each >= 1)\n\
-         --no-bystander        no bystander thread beside the workloads\n\
-         --peers               also run benches/peers/run.sh\n\
-         --peers-file FILE     peers' results (default <workspace>/target/peers/results.json)\n\
-         --report-only         run nothing: rebuild the report from DIR/runs/*.json\n\
-         --out DIR             output directory (default <workspace>/target/bench-suite)\n\
-         --help                this text",
-        workloads::WORKLOADS.join(", "),
-        modes.join(", ")
-    )
+// The command line (`cargo bench` appends `--bench`): a bad option or value is refused with
+// the usage and exit code 2 (clap's usage error), `--help` lists the options.
+/// Faultline's pause and throughput suite: workloads x live sizes x collector modes, each run
+/// in a child process; writes a report, JSON records and plots to the output directory.
+#[derive(clap::Parser)]
+#[command(
+    name = "suite",
+    override_usage = "cargo bench -p faultline --bench suite -- [OPTIONS]",
+    args_override_self = true
+)]
+struct Cli {
+    /// 4 and 16 MiB, short runs, sanity checks (also FAULTLINE_BENCH_QUICK=1)
+    #[arg(long)]
+    quick: bool,
+    /// Live sizes in MiB [default: 64,1024; quick: 4,16]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    sizes_mib: Option<Vec<u64>>,
+    /// Workloads to run [default: all]
+    #[arg(long, value_delimiter = ',', value_parser = workload_name)]
+    workloads: Option<Vec<String>>,
+    /// Modes to run (labels below) [default: all]
+    #[arg(long, value_delimiter = ',', value_parser = mode_label)]
+    modes: Option<Vec<String>>,
+    /// Bytes allocated per live byte (> 0) [default: 4; quick: 8]
+    #[arg(long, value_parser = positive)]
+    work_factor: Option<f64>,
+    /// Moving half = F x live (>= 1) [default: 4]
+    #[arg(long, value_parser = at_least_one)]
+    heap_factor: Option<f64>,
+    /// Also calibrate every mode to a peak RSS <= B x live (each >= 1)
+    #[arg(long, value_delimiter = ',', value_parser = at_least_one)]
+    footprints: Vec<f64>,
+    /// No bystander thread beside the workloads
+    #[arg(long)]
+    no_bystander: bool,
+    /// Also run benches/peers/run.sh
+    #[arg(long)]
+    peers: bool,
+    /// Peers' results [default: <workspace>/target/peers/results.json]
+    #[arg(long)]
+    peers_file: Option<PathBuf>,
+    /// Run nothing: rebuild the report from DIR/runs/*.json
+    #[arg(long)]
+    report_only: bool,
+    /// Output directory [default: <workspace>/target/bench-suite]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
-/// Every option's value by name (the last one given wins), after checking that every
-/// argument is a known option with its value: an unknown or misspelt option, or one missing
-/// its value, is an error, not silently a default run.
-fn scan_args(args: &[String]) -> Result<Vec<(&str, Option<&str>)>, String> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].as_str();
-        if FLAG_OPTS.contains(&a) {
-            out.push((a, None));
-        } else if VALUE_OPTS.contains(&a) {
-            let v = args
-                .get(i + 1)
-                .filter(|v| !v.starts_with("--"))
-                .ok_or_else(|| format!("{a} needs a value"))?;
-            out.push((a, Some(v.as_str())));
-            i += 1;
-        } else {
-            return Err(format!("unknown argument {a:?}"));
-        }
-        i += 1;
-    }
-    Ok(out)
+fn workload_name(s: &str) -> Result<String, String> {
+    workloads::WORKLOADS
+        .contains(&s)
+        .then(|| s.to_string())
+        .ok_or_else(|| format!("one of: {}", workloads::WORKLOADS.join(", ")))
 }
 
-/// The comma-separated list given to option `name`, if given.
-fn list_of(opts: &[(&str, Option<&str>)], name: &str) -> Option<Vec<String>> {
-    opts.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| {
-        v.unwrap_or_default()
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    })
+fn mode_label(s: &str) -> Result<String, String> {
+    modes::by_label(s)
+        .map(|m| m.label.to_string())
+        .ok_or_else(|| "a mode label (see --help)".to_string())
 }
 
-/// The numbers given to option `name` (a list), each satisfying `ok` (described by `want`).
-fn numbers_of<T: std::str::FromStr>(
-    opts: &[(&str, Option<&str>)],
-    name: &str,
-    want: &str,
-    ok: impl Fn(&T) -> bool,
-) -> Result<Option<Vec<T>>, String> {
-    let Some(list) = list_of(opts, name) else {
-        return Ok(None);
-    };
-    if list.is_empty() {
-        return Err(format!("{name}: empty list"));
-    }
-    list.iter()
-        .map(|s| {
-            s.parse::<T>()
-                .ok()
-                .filter(&ok)
-                .ok_or_else(|| format!("{name}: {s:?} is not {want}"))
-        })
-        .collect::<Result<Vec<T>, String>>()
-        .map(Some)
+fn positive(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| *f > 0.0 && f.is_finite())
+        .ok_or_else(|| "a number > 0".to_string())
 }
 
-/// The one number given to option `name`, if given.
-fn number_of<T: std::str::FromStr>(
-    opts: &[(&str, Option<&str>)],
-    name: &str,
-    want: &str,
-    ok: impl Fn(&T) -> bool,
-) -> Result<Option<T>, String> {
-    match numbers_of(opts, name, want, ok)? {
-        Some(mut v) if v.len() == 1 => Ok(v.pop()),
-        Some(_) => Err(format!("{name} takes one value")),
-        None => Ok(None),
-    }
-}
-
-/// The names given to option `name`, each one of `known`.
-fn names_of(
-    opts: &[(&str, Option<&str>)],
-    name: &str,
-    known: &[String],
-) -> Result<Option<Vec<String>>, String> {
-    let Some(list) = list_of(opts, name) else {
-        return Ok(None);
-    };
-    if list.is_empty() {
-        return Err(format!("{name}: empty list"));
-    }
-    if let Some(bad) = list.iter().find(|n| !known.contains(n)) {
-        return Err(format!("{name}: unknown {bad:?}"));
-    }
-    Ok(Some(list))
+fn at_least_one(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| *f >= 1.0 && f.is_finite())
+        .ok_or_else(|| "a number >= 1".to_string())
 }
 
 fn workspace() -> PathBuf {
@@ -234,51 +177,42 @@ fn workspace() -> PathBuf {
 }
 
 impl Opts {
-    /// The options of `args` (the program's arguments after its name); an error names the
-    /// first bad one.
-    fn parse(args: &[String]) -> Result<Opts, String> {
-        let opts = scan_args(args)?;
-        let has = |name: &str| opts.iter().any(|(n, _)| *n == name);
-        let path_of = |name: &str| {
-            opts.iter()
-                .rev()
-                .find(|(n, _)| *n == name)
-                .and_then(|(_, v)| v.map(PathBuf::from))
-        };
-        let quick = has("--quick") || quick_env();
-        let sizes = numbers_of::<usize>(&opts, "--sizes-mib", "a size in MiB (> 0)", |&m| {
-            m > 0 && m <= 1 << 20
-        })?
-        .unwrap_or_else(|| if quick { vec![4, 16] } else { vec![64, 1024] })
-        .into_iter()
-        .map(|m| m * MIB)
-        .collect();
-        let all_workloads: Vec<String> =
-            workloads::WORKLOADS.iter().map(|s| s.to_string()).collect();
-        let all_modes: Vec<String> = modes::all().iter().map(|m| m.label.to_string()).collect();
-        Ok(Opts {
+    /// The options of the command line `args` (the program's name first); exits with the
+    /// usage and code 2 on a bad one, with the help and 0 on `--help`.
+    fn parse(args: &[String]) -> Opts {
+        use clap::{CommandFactory, FromArgMatches};
+        let modes: Vec<String> = modes::all().iter().map(|m| m.label.to_string()).collect();
+        let cmd = Cli::command().after_help(format!("Modes: {}", modes.join(", ")));
+        let cli = cmd
+            .try_get_matches_from(args)
+            .and_then(|m| Cli::from_arg_matches(&m))
+            .unwrap_or_else(|e| e.exit());
+        let quick = cli.quick || quick_env();
+        Opts {
             quick,
-            peers: has("--peers"),
-            report_only: has("--report-only"),
-            bystander: !has("--no-bystander"),
-            workloads: names_of(&opts, "--workloads", &all_workloads)?.unwrap_or(all_workloads),
-            sizes,
-            modes: names_of(&opts, "--modes", &all_modes)?.unwrap_or(all_modes),
-            out: path_of("--out").unwrap_or_else(|| workspace().join("target/bench-suite")),
-            // (The children use 4 for a factor under 1: `modes::heap_factor`.)
-            heap_factor: number_of(&opts, "--heap-factor", "a factor (>= 1)", |&f: &f64| {
-                f >= 1.0 && f.is_finite()
-            })?,
-            work_factor: number_of(&opts, "--work-factor", "a factor (> 0)", |&f: &f64| {
-                f > 0.0 && f.is_finite()
-            })?,
-            footprints: numbers_of(&opts, "--footprints", "a bound (>= 1)", |&f: &f64| {
-                f >= 1.0 && f.is_finite()
-            })?
-            .unwrap_or_default(),
-            peers_file: path_of("--peers-file")
+            peers: cli.peers,
+            report_only: cli.report_only,
+            bystander: !cli.no_bystander,
+            workloads: cli
+                .workloads
+                .unwrap_or_else(|| workloads::WORKLOADS.iter().map(|s| s.to_string()).collect()),
+            sizes: cli
+                .sizes_mib
+                .unwrap_or_else(|| if quick { vec![4, 16] } else { vec![64, 1024] })
+                .into_iter()
+                .map(|m| m as usize * MIB)
+                .collect(),
+            modes: cli.modes.unwrap_or(modes),
+            out: cli
+                .out
+                .unwrap_or_else(|| workspace().join("target/bench-suite")),
+            heap_factor: cli.heap_factor,
+            work_factor: cli.work_factor,
+            footprints: cli.footprints,
+            peers_file: cli
+                .peers_file
                 .unwrap_or_else(|| workspace().join("target/peers/results.json")),
-        })
+        }
     }
     /// Bytes allocated per byte of live data.
     fn work_factor(&self) -> f64 {
@@ -320,17 +254,8 @@ fn main() {
         child(&args[i + 1..]);
         return;
     }
-    if args.iter().skip(1).any(|a| a == "--help" || a == "-h") {
-        println!("{}", usage());
-        return;
-    }
-    match Opts::parse(args.get(1..).unwrap_or_default()) {
-        Ok(opts) => std::process::exit(parent(&opts)),
-        Err(e) => {
-            eprintln!("suite: {e}\n\n{}", usage());
-            std::process::exit(2);
-        }
-    }
+    let opts = Opts::parse(&args);
+    std::process::exit(parent(&opts));
 }
 
 /// `--child <out.json> <workload|-> <live bytes> <mode|bystander-alone> <work factor>
