@@ -337,28 +337,9 @@ struct LargePrescan {
     /// does not know), and unmarked ones that may hold references: the pause checks each.
     undecided: Vec<(usize, usize)>,
     /// Unmarked objects without references: dead unless the remark marks them, decided
-    /// after the pause ([`deferred_dead`]).
+    /// after the pause (those still unmarked: [`crate::space::LargeSpace::unmarked`]; valid
+    /// from the flip to the cycle's end, when no large-object mark is set or cleared).
     refless_unmarked: Vec<(usize, usize)>,
-}
-
-/// Add to `dead` the objects of `deferred` ([`LargePrescan::refless_unmarked`]) still unmarked.
-/// Valid from the flip to the end of the cycle (no large-object mark is set or cleared then).
-fn deferred_dead(
-    large: &crate::space::LargeSpace,
-    deferred: &[(usize, usize)],
-    dead: &mut Vec<(usize, usize)>,
-) {
-    dead.extend(deferred_unmarked(large, deferred));
-}
-
-/// The deferred large objects (see [`deferred_dead`]) that marking left unmarked: dead.
-fn deferred_unmarked<'a>(
-    large: &'a crate::space::LargeSpace,
-    deferred: &'a [(usize, usize)],
-) -> impl Iterator<Item = &'a (usize, usize)> {
-    deferred
-        .iter()
-        .filter(|&&(s, _)| !large.marks.get(large.page_of(s)))
 }
 
 /// Before the pause, concurrently: sort the large objects into [`LargePrescan`]. The space's
@@ -1224,17 +1205,20 @@ fn flip(
     // their pages are room). Before, the cycle failed with `NoRoomBesidePins`, and so did
     // every cycle after it while the destination's pins were held: each began with the same
     // unpinned objects and let them leave.
-    if young && !pins.leaving.is_empty() {
-        let floor = gen.as_ref().map_or(0, |c| c.to_floor);
-        let leaving: usize = pins.leaving.iter().map(|s| s.bytes).sum();
-        if page_up(pins.to_lo.max(floor) + pages * PAGE_SIZE + leaving) > pins.to_hi {
-            pins = plan_pins(true);
-            if let Some(c) = gen.as_mut() {
-                c.stranded_stayed = true;
-            }
+    // (`fits`: the compacted objects' pages, then the leaving objects, end inside the
+    // window; the same test decides `NoRoomBesidePins` below.)
+    let floor = gen.as_ref().map_or(0, |c| c.to_floor);
+    let fits = |p: &crate::pins::FlipPins| {
+        let leaving: usize = p.leaving.iter().map(|s| s.bytes).sum();
+        page_up(p.to_lo.max(floor) + pages * PAGE_SIZE + leaving) <= p.to_hi
+    };
+    if young && !pins.leaving.is_empty() && !fits(&pins) {
+        pins = plan_pins(true);
+        if let Some(c) = gen.as_mut() {
+            c.stranded_stayed = true;
         }
     }
-    let to = pins.to_lo.max(gen.as_ref().map_or(0, |c| c.to_floor));
+    let to = pins.to_lo.max(floor);
     // Promotion extends the old generation: only when the survivors land right above it
     // (stranded objects above it push the window higher: the survivors then stay young).
     // A full cycle promotes only into its whole destination half, nothing pinned.
@@ -1260,7 +1244,7 @@ fn flip(
         reloc_end += s.bytes;
     }
     moved.sort_unstable();
-    if page_up(reloc_end) > pins.to_hi {
+    if !fits(&pins) {
         // The live objects do not fit in the window between the stranded pinned objects of
         // the destination half: the cycle fails before anything moved (dropping pins lets a
         // later cycle fit, see `crate::pins`). (A concurrent cycle reports it on stderr.)
@@ -1668,8 +1652,9 @@ fn flip(
             // not what a full cycle leaves (its next full cycle is due past what lives).
             let dead_large: usize = large_dead
                 .iter()
-                .chain(deferred_unmarked(large, &large_deferred))
-                .map(|&(_, len)| len)
+                .copied()
+                .chain(large.unmarked(&large_deferred))
+                .map(|(_, len)| len)
                 .sum();
             stats.gen = gen_at_flip(
                 inner,
@@ -1856,7 +1841,7 @@ fn flip(
         )
         .pages;
     }
-    deferred_dead(large, &large_deferred, &mut large_dead);
+    large_dead.extend(large.unmarked(&large_deferred));
     large.release_dead(arena, &large_dead)?;
     stats.cpu.finish = cputime::since(finish_cpu0);
     stats.moving_after = moving.used();

@@ -685,12 +685,18 @@ impl LargeSpace {
         let mut g = self.lock();
         let mut dead = std::mem::take(&mut g.flip_dead);
         let deferred = std::mem::take(&mut g.flip_deferred);
-        dead.extend(
-            deferred
-                .into_iter()
-                .filter(|&(s, _)| !self.marks.get(self.page_of(s))),
-        );
+        dead.extend(self.unmarked(&deferred));
         self.release_locked(&mut g, arena, &dead)
+    }
+
+    /// The objects of `objs` (start, length) whose mark is clear.
+    pub fn unmarked<'a>(
+        &'a self,
+        objs: &'a [(usize, usize)],
+    ) -> impl Iterator<Item = (usize, usize)> + 'a {
+        objs.iter()
+            .copied()
+            .filter(|&(s, _)| !self.marks.get(self.page_of(s)))
     }
 
     /// [`LargeSpace::release_dead`] under the lock `g`.
