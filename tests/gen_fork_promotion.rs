@@ -19,13 +19,14 @@
 
 mod common;
 use common::forking::{serial, wait_child};
-use common::gen::{alloc_with_ballast, check_promoted_keeps_black, in_old, young_cycle};
+use common::gen::{
+    alloc_with_ballast, check_promoted_keeps_black, in_old, remembered_sets, young_cycle,
+};
 use common::park::Park;
 use common::{fix, unfix};
 use faultline::testing::heap::PAGE_SIZE;
 use faultline::{
-    Capability, GcMode, Generational, Heap, HeapConfig, MarkPoint, Mutator, Probe, Root, TypeId,
-    TypeInfo,
+    GcMode, Generational, Heap, HeapConfig, MarkPoint, Mutator, Root, TypeId, TypeInfo,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -243,14 +244,7 @@ fn fork_during_full_compaction_releases_dead_large(kind: Generational) {
     // Each large object takes whole pages.
     let live_bytes = live.len() * LARGE.next_multiple_of(PAGE_SIZE);
     let recorded = heap.history().len();
-    let flips = heap.flips();
-    m.start_collection().unwrap();
-    let t0 = Instant::now();
-    while heap.flips() == flips {
-        assert!(t0.elapsed() < Duration::from_secs(20), "{what}: no flip");
-        m.safepoint();
-        std::thread::yield_now();
-    }
+    common::start_and_wait_for_flip(&heap, &mut m);
     fork_and_check(
         &heap,
         &what,
@@ -286,11 +280,8 @@ fn a_child_forked_during_a_full_cycles_compaction_releases_the_dead_large_object
         return;
     }
     let _one = serial();
-    fork_during_full_compaction_releases_dead_large(Generational::Cards);
-    if Probe::run().supports(Capability::WpAsync) {
-        fork_during_full_compaction_releases_dead_large(Generational::WrittenPages);
-    } else {
-        eprintln!("SKIPPED (written pages): WP_ASYNC write tracking unavailable here");
+    for kind in remembered_sets("fork during a full cycle's compaction, dead large objects") {
+        fork_during_full_compaction_releases_dead_large(kind);
     }
 }
 
@@ -300,13 +291,9 @@ fn a_child_forked_during_a_promoting_compaction_keeps_the_promoted_objects_refer
         return;
     }
     let _one = serial();
-    fork_during_promoting_compaction(Generational::Cards, true);
-    fork_during_promoting_compaction(Generational::Cards, false);
-    if Probe::run().supports(Capability::WpAsync) {
-        fork_during_promoting_compaction(Generational::WrittenPages, true);
-        fork_during_promoting_compaction(Generational::WrittenPages, false);
-    } else {
-        eprintln!("SKIPPED (written pages): WP_ASYNC write tracking unavailable here");
+    for kind in remembered_sets("fork during a promoting compaction") {
+        fork_during_promoting_compaction(kind, true);
+        fork_during_promoting_compaction(kind, false);
     }
 }
 
@@ -316,8 +303,7 @@ fn a_child_forked_during_a_young_cycles_marking_remembers_what_its_scan_took() {
         return;
     }
     let _one = serial();
-    fork_during_young_marking(Generational::Cards);
-    if Probe::run().supports(Capability::WpAsync) {
-        fork_during_young_marking(Generational::WrittenPages);
+    for kind in remembered_sets("fork during a young cycle's marking") {
+        fork_during_young_marking(kind);
     }
 }

@@ -280,12 +280,7 @@ fn an_object_pinned_during_a_young_cycle_leaves_once_unpinned() {
     if !common::uffd_or_skip(test) {
         return;
     }
-    let mut kinds = vec![Generational::Cards];
-    if Probe::run().supports(Capability::WpAsync) {
-        kinds.push(Generational::WrittenPages);
-    } else {
-        eprintln!("SKIPPED: {test}: written pages (WP_ASYNC unavailable)");
-    }
+    let kinds = common::gen::remembered_sets(test);
     for kind in kinds {
         let label = format!("concurrent/{kind:?}");
         let park = Arc::new(Park::default());
@@ -515,12 +510,7 @@ fn stranded_objects_without_room_to_leave_stay_one_cycle_more() {
     if !common::uffd_or_skip(test) {
         return;
     }
-    let mut kinds = vec![Generational::Cards];
-    if Probe::run().supports(Capability::WpAsync) {
-        kinds.push(Generational::WrittenPages);
-    } else {
-        eprintln!("SKIPPED: {test}: written pages (WP_ASYNC unavailable)");
-    }
+    let kinds = common::gen::remembered_sets(test);
     // Halves of 2 MiB; 224 arrays of 4 KiB (896 KiB), in slots 1..=224 of live array 0
     // (old); 100 arrays of 4 KiB of survivors (400 KiB).
     const HALF2: usize = 2 << 20;

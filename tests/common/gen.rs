@@ -125,3 +125,16 @@ pub fn promoting_cycle_keeps_black(
     let what = format!("{what} {:?}", c.gen);
     check_promoted_keeps_black(heap, m, x, tag, concurrent, &what);
 }
+
+/// The remembered sets to test: cards, and written pages where WP_ASYNC write tracking is
+/// available (otherwise a skip notice naming `test`).
+pub fn remembered_sets(test: &str) -> Vec<faultline::Generational> {
+    use faultline::{Capability, Probe};
+    let mut kinds = vec![faultline::Generational::Cards];
+    if Probe::run().supports(Capability::WpAsync) {
+        kinds.push(faultline::Generational::WrittenPages);
+    } else {
+        eprintln!("SKIPPED: {test}: written pages (WP_ASYNC unavailable)");
+    }
+    kinds
+}

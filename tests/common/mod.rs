@@ -159,11 +159,16 @@ pub fn rooted_arrays(m: &mut Mutator, node: TypeId, n: usize, len: usize, gaps: 
 }
 
 /// Start a collection and poll (safepoints, 100 µs apart) until its flip: the point from which
-/// a test exercises the compaction.
+/// a test exercises the compaction. Panics if no flip comes within 60 s.
 pub fn start_and_wait_for_flip(heap: &Heap, m: &mut Mutator) {
     let flips = heap.flips();
     m.start_collection().unwrap();
+    let t0 = std::time::Instant::now();
     while heap.flips() == flips {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "no flip within 60 s"
+        );
         m.safepoint();
         std::thread::sleep(std::time::Duration::from_micros(100));
     }
