@@ -8,7 +8,10 @@
 //! ```
 //!
 //! Options: `--quick` (or `FAULTLINE_BENCH_QUICK=1`), `--peers`, `--report-only` (run
-//! nothing: rebuild the report and plots from `DIR/runs/*.json` and the peers file),
+//! nothing: rebuild the report and plots from the earlier run's `DIR/results.json`, every
+//! row it had, the equal-memory ones too, or from `DIR/runs/*.json` without it; the sizes,
+//! workloads and modes are the records' own unless given; the peers file's rows replace the
+//! earlier peers' rows when it exists; `results.json` is rewritten with every earlier record),
 //! `--workloads a,b`, `--no-bystander` (run no bystander thread beside the workloads and no
 //! bystander baseline: the conditions of the peers, which have none; the report says so),
 //! `--footprints 2,3` (equal memory: after the main runs, every mode is
@@ -75,8 +78,11 @@ use run::RunResult;
 struct Opts {
     quick: bool,
     peers: bool,
-    /// Do not run anything: rebuild the report from `DIR/runs/*.json` (and the peers file).
+    /// Do not run anything: rebuild the report from an earlier run's records (`earlier`).
     report_only: bool,
+    /// Whether `--sizes-mib`, `--workloads`, `--modes` were given (`--report-only` keeps
+    /// every earlier record of a dimension not given, not the defaults').
+    given: [bool; 3],
     /// Run the bystander thread beside each workload and its baseline (`--no-bystander`: no).
     bystander: bool,
     workloads: Vec<String>,
@@ -134,7 +140,7 @@ struct Cli {
     /// Peers' results [default: <workspace>/target/peers/results.json]
     #[arg(long)]
     peers_file: Option<PathBuf>,
-    /// Run nothing: rebuild the report from DIR/runs/*.json
+    /// Run nothing: rebuild the report from DIR/results.json (or DIR/runs/*.json)
     #[arg(long)]
     report_only: bool,
     /// Output directory [default: <workspace>/target/bench-suite]
@@ -192,6 +198,11 @@ impl Opts {
             quick,
             peers: cli.peers,
             report_only: cli.report_only,
+            given: [
+                cli.sizes_mib.is_some(),
+                cli.workloads.is_some(),
+                cli.modes.is_some(),
+            ],
             bystander: !cli.no_bystander,
             workloads: cli
                 .workloads
@@ -426,25 +437,8 @@ fn parent(opts: &Opts) -> i32 {
         indicatif::ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .expect("a valid progress template"),
     );
-    let mut results = Vec::new();
-    if opts.report_only {
-        // The records of an earlier run, in the order a run would produce them.
-        for job in &jobs {
-            let path = runs_dir.join(format!(
-                "{}-{}MiB-{}.json",
-                job.workload,
-                job.live / MIB,
-                job.mode.replace('/', "_")
-            ));
-            match std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| serde_json::from_str::<RunResult>(&t).ok())
-            {
-                Some(r) => results.push(r),
-                None => eprintln!("suite: --report-only: no record {}", path.display()),
-            }
-        }
-    }
+    let earlier = opts.report_only.then(|| earlier(opts, &runs_dir));
+    let mut results = earlier.as_ref().map_or_else(Vec::new, |e| e.main.clone());
     for job in jobs.iter().filter(|_| !opts.report_only) {
         pb.set_message(format!(
             "{} @ {} MiB: {}",
@@ -472,12 +466,68 @@ fn parent(opts: &Opts) -> i32 {
     }
     pb.finish_and_clear();
     auto::judge(&mut results);
-    let fp_results = if opts.report_only {
-        Vec::new()
-    } else {
-        equal_memory(opts, &runs_dir)
+    let fp_results = match &earlier {
+        Some(e) => e.footprint.clone(),
+        None => equal_memory(opts, &runs_dir),
     };
-    let peers = report::load_peers(&opts.peers_file);
+    let mut peers = report::load_peers(&opts.peers_file);
+    // `--report-only` with no peers file: the peers' rows the earlier run reported.
+    if let Some(e) = earlier.as_ref().filter(|_| !opts.peers_file.exists()) {
+        if !e.peers.is_empty() {
+            peers = report::Peers {
+                rows: e.peers.clone(),
+                note: format!(
+                    "{} peer rows kept from the earlier {} (no peers file at {})",
+                    e.peers.len(),
+                    e.source,
+                    opts.peers_file.display()
+                ),
+            };
+        }
+    }
+    // What the report covers: the options', or with `--report-only` the records' own sizes,
+    // workloads and modes for each of them not given (and a bystander row if they have one).
+    let (sizes, workloads, modes, bystander) = match &earlier {
+        Some(e) => {
+            let ours: Vec<&RunResult> = e.main.iter().chain(&e.footprint).collect();
+            let uniq = |f: &dyn Fn(&RunResult) -> Option<String>| {
+                let mut v: Vec<String> = Vec::new();
+                for r in &ours {
+                    if let Some(x) = f(r).filter(|x| !v.contains(x)) {
+                        v.push(x);
+                    }
+                }
+                v
+            };
+            let mut sizes: Vec<usize> = ours.iter().map(|r| r.live_mib as usize * MIB).collect();
+            sizes.sort_unstable();
+            sizes.dedup();
+            (
+                if opts.given[0] {
+                    opts.sizes.clone()
+                } else {
+                    sizes
+                },
+                if opts.given[1] {
+                    opts.workloads.clone()
+                } else {
+                    uniq(&|r| (r.workload != "-").then(|| r.workload.clone()))
+                },
+                if opts.given[2] {
+                    opts.modes.clone()
+                } else {
+                    uniq(&|r| (r.mode != "bystander-alone").then(|| r.mode.clone()))
+                },
+                e.main.iter().any(|r| r.mode == "bystander-alone"),
+            )
+        }
+        None => (
+            opts.sizes.clone(),
+            opts.workloads.clone(),
+            opts.modes.clone(),
+            opts.bystander,
+        ),
+    };
     // `cargo bench` appends `--bench`; it is not part of the command a reader types.
     let command = std::env::args()
         .skip(1)
@@ -487,7 +537,7 @@ fn parent(opts: &Opts) -> i32 {
     let md = report::markdown(
         &results,
         &peers,
-        &opts.sizes,
+        &sizes,
         opts.quick,
         &command,
         started.elapsed(),
@@ -504,11 +554,13 @@ fn parent(opts: &Opts) -> i32 {
     let mut all = results.clone();
     all.extend(fp_results.iter().cloned());
     all.extend(peers.rows.iter().cloned());
+    let plotted = plots::write_all(&opts.out, &all, &sizes);
+    // `--report-only` rewrites the file with every earlier record, also those it left out.
+    let left_out = earlier.as_ref().map_or(&[][..], |e| &e.left_out[..]);
     let _ = std::fs::write(
         opts.out.join("results.json"),
-        serde_json::to_string_pretty(&all).unwrap_or_default(),
+        serde_json::to_string_pretty(&[&all[..], left_out].concat()).unwrap_or_default(),
     );
-    let plotted = plots::write_all(&opts.out, &all, &opts.sizes);
     println!("{md}");
     eprintln!(
         "suite: report {} ({} SVG plots), {:.0} s",
@@ -516,13 +568,7 @@ fn parent(opts: &Opts) -> i32 {
         plotted,
         started.elapsed().as_secs_f64()
     );
-    let mut problems = report::sanity(
-        &results,
-        &opts.workloads,
-        &opts.modes,
-        &opts.sizes,
-        opts.bystander,
-    );
+    let mut problems = report::sanity(&results, &workloads, &modes, &sizes, bystander);
     problems.extend(footprint::sanity(&fp_results));
     problems.extend(auto::sanity(&results));
     if let Some(m) = &machine {
@@ -536,6 +582,92 @@ fn parent(opts: &Opts) -> i32 {
         }
         // The report is written either way; the failures are in it and listed above.
         1
+    }
+}
+
+/// The records of an earlier run of the output directory, for `--report-only`.
+struct Earlier {
+    /// The main runs, in the order a run produces them.
+    main: Vec<RunResult>,
+    /// The equal-memory runs (each the calibration's chosen try).
+    footprint: Vec<RunResult>,
+    /// The peers' rows that run reported.
+    peers: Vec<RunResult>,
+    /// Its records of sizes, workloads or modes left out by the command line: not in the
+    /// report, kept in the rewritten `results.json`.
+    left_out: Vec<RunResult>,
+    /// Where they were read from (for the report's notes).
+    source: String,
+}
+
+/// `--report-only`: the earlier run's records. From `DIR/results.json` when it is there (every
+/// row that run reported: main runs, equal-memory runs, peers; rewriting it keeps them all),
+/// else from `DIR/runs/*.json` (main runs only: a calibration's file holds its last try, not
+/// the one it chose, so the equal-memory rows are left out and the report says nothing of
+/// them). Only the sizes, workloads and modes given on the command line are kept; a dimension
+/// not given keeps every record, whatever the defaults are.
+fn earlier(opts: &Opts, runs_dir: &Path) -> Earlier {
+    let keep = |r: &RunResult| {
+        (!opts.given[0] || opts.sizes.contains(&(r.live_mib as usize * MIB)))
+            && (!opts.given[1] || r.workload == "-" || opts.workloads.contains(&r.workload))
+            && (!opts.given[2] || opts.modes.contains(&r.mode) || r.mode == "bystander-alone")
+    };
+    let results_file = opts.out.join("results.json");
+    if let Some(all) = std::fs::read_to_string(&results_file)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Vec<RunResult>>(&t).ok())
+    {
+        let (peers, ours): (Vec<RunResult>, Vec<RunResult>) = all.into_iter().partition(|r| r.peer);
+        let (kept, left_out): (Vec<RunResult>, Vec<RunResult>) = ours.into_iter().partition(keep);
+        let (footprint, main): (Vec<RunResult>, Vec<RunResult>) =
+            kept.into_iter().partition(|r| r.footprint_bound.is_some());
+        return Earlier {
+            main,
+            footprint,
+            peers,
+            left_out,
+            source: results_file.display().to_string(),
+        };
+    }
+    let mut main: Vec<RunResult> = std::fs::read_dir(runs_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.ends_with(".json") && !name.contains("-fp")
+        })
+        .filter_map(|p| {
+            std::fs::read_to_string(&p)
+                .ok()
+                .and_then(|t| serde_json::from_str::<RunResult>(&t).ok())
+        })
+        .filter(|r| keep(r))
+        .collect();
+    let rank = |v: &[String], x: &str| v.iter().position(|y| y == x).unwrap_or(usize::MAX);
+    let all_modes: Vec<String> = modes::all().iter().map(|m| m.label.to_string()).collect();
+    let all_workloads: Vec<String> = workloads::WORKLOADS.iter().map(|w| w.to_string()).collect();
+    main.sort_by_key(|r| {
+        (
+            r.live_mib,
+            r.workload != "-",
+            rank(&all_workloads, &r.workload),
+            rank(&all_modes, &r.mode),
+        )
+    });
+    eprintln!(
+        "suite: --report-only: no {}; {} records from {} (equal-memory rows cannot be rebuilt from there)",
+        results_file.display(),
+        main.len(),
+        runs_dir.display()
+    );
+    Earlier {
+        main,
+        footprint: Vec::new(),
+        peers: Vec::new(),
+        left_out: Vec::new(),
+        source: runs_dir.display().to_string(),
     }
 }
 
