@@ -618,12 +618,18 @@ pub fn default_prefill_yield_us() -> u32 {
     )
 }
 
-/// The default [`HeapConfig::refill_wait_rounds`]: 64 (microseconds of spinning since session
-/// s9; 64 `sched_yield`s before). Never
-/// waiting was measured against it on the request workload at 64 MiB (46 alternated runs each,
-/// load average 12-20): no figure moved outside the runs' spread, while the refills that found
-/// their buffer present fell from 98 % to 93-97 % (BENCHMARKS.md, session s8 `pace`); to be
-/// compared again on a quiet machine before it changes.
+/// The default [`HeapConfig::refill_wait_rounds`]: 0, a refill never waits for another
+/// populator (64 microseconds of spinning from session s9 to s30, 64 `sched_yield`s before).
+/// When the prefill thread falls behind the allocation (a fresh page costing more to map than
+/// a mutator takes to fill it, after a cycle released the old half), a refill that met its
+/// chunk in flight spun its 64 µs and then made the pages present itself all the same: at
+/// 1 GiB live (one quiet alternated set of two rounds, session s30), binary-trees' and
+/// gcbench's refills spun in 6,000-8,500 refills a run, their allocation stalls fell from
+/// 447-826 and 618-689 ms to 166-313 and 385-432 ms without the wait, and the wait MMU at 100
+/// ms rose from 0.57-0.69 and 0.44-0.57 to 0.72-0.87 and 0.64-0.65; when the prefill thread
+/// keeps up, no refill meets a chunk and both settings measure the same; at 64 MiB nothing
+/// moved outside the rounds' spread (BENCHMARKS.md, s30 `mmu1g`; in s8, on a loaded machine,
+/// neither had on the request workload).
 pub const DEFAULT_REFILL_WAIT_ROUNDS: u32 = crate::space::DEFAULT_WAIT_ROUNDS as u32;
 
 /// [`DEFAULT_REFILL_WAIT_ROUNDS`], or `FAULTLINE_REFILL_WAIT_ROUNDS` from the environment if

@@ -143,10 +143,15 @@ pub struct MovingSpace {
 }
 
 /// How many microseconds a refill spins for a populator in flight unless configured otherwise
-/// ([`crate::HeapConfig::refill_wait_rounds`]; a round was a `sched_yield` before session s9:
-/// about a microsecond when no other thread wanted the CPU, a time slice or more when one did,
-/// see [`crate::spinwait`]).
-pub const DEFAULT_WAIT_ROUNDS: usize = 64;
+/// ([`crate::HeapConfig::refill_wait_rounds`]): none, the refill makes its pages present at
+/// once ([`crate::DEFAULT_REFILL_WAIT_ROUNDS`] says why; 64 from session s9 to s30; a round
+/// was a `sched_yield` before s9: about a microsecond when no other thread wanted the CPU, a
+/// time slice or more when one did, see [`crate::spinwait`]).
+pub const DEFAULT_WAIT_ROUNDS: usize = 0;
+
+/// The spinning wait the tests exercise (the default before session s30).
+#[cfg(test)]
+const SPIN_ROUNDS: usize = 64;
 
 /// A range a caller must make present: `[start, end)`, page aligned; `fresh`: it includes
 /// pages this caller claimed (a failure then leaves a gap).
@@ -983,7 +988,7 @@ pub(crate) mod tests {
     /// A refill that meets a parked claimer while another thread is runnable on its CPU (both
     /// pinned there): it keeps the CPU while it waits. A `sched_yield` wait handed the CPU
     /// to the competitor once per round (EEVDF: each yield moves the yielder's deadline a
-    /// slice later), i.e. about `DEFAULT_WAIT_ROUNDS` involuntary switches in this one
+    /// slice later), i.e. about `SPIN_ROUNDS` involuntary switches in this one
     /// refill; spinning leaves only what the scheduler's ticks take (a microseconds-long wait
     /// sees one at most, a loaded test machine a few).
     #[test]
@@ -999,6 +1004,7 @@ pub(crate) mod tests {
             return;
         }
         let cpu = cpu as usize;
+        moving.set_wait_rounds(SPIN_ROUNDS);
         let base = arena.base();
         let claim = moving
             .claim_for(base, base + PAGE_SIZE, 16 * PAGE_SIZE)
@@ -1027,17 +1033,26 @@ pub(crate) mod tests {
         });
         assert_eq!(moving.overlap_counts(), (1, 1));
         assert!(
-            switches < (DEFAULT_WAIT_ROUNDS / 4) as libc::c_long,
+            switches < (SPIN_ROUNDS / 4) as libc::c_long,
             "the waiting refill gave its CPU away {switches} times"
         );
     }
 
     #[test]
-    fn by_default_a_refill_waits_a_bounded_while_then_fills_its_own_pages() {
-        let test = "by_default_a_refill_waits_a_bounded_while_then_fills_its_own_pages";
-        let rounds = DEFAULT_WAIT_ROUNDS;
-        if let Some(counts) = refill_meets_parked_claim(test, rounds) {
-            assert_eq!(counts, (1, u64::from(rounds > 0)));
+    fn with_wait_rounds_a_refill_waits_a_bounded_while_then_fills_its_own_pages() {
+        let test = "with_wait_rounds_a_refill_waits_a_bounded_while_then_fills_its_own_pages";
+        if let Some(counts) = refill_meets_parked_claim(test, SPIN_ROUNDS) {
+            assert_eq!(counts, (1, 1));
+        }
+    }
+
+    /// By default a refill that meets a claim in flight does not wait for it (the space's
+    /// default, which is the heap's: `HeapConfig::refill_wait_rounds`).
+    #[test]
+    fn by_default_a_refill_never_waits_for_a_claim_in_flight() {
+        let test = "by_default_a_refill_never_waits_for_a_claim_in_flight";
+        if let Some(counts) = refill_meets_parked_claim(test, DEFAULT_WAIT_ROUNDS) {
+            assert_eq!(counts, (1, 0));
         }
     }
 
