@@ -150,23 +150,35 @@ struct Tables {
     /// The type registry's lock, read: [`crate::Heap::register_type`] writes it (and the
     /// registry's store under it) from any thread, a native section's included.
     types: RwLockReadGuard<'static, Arc<TypeRegistry>>,
+    /// The cycle history's lock: [`crate::Heap::history`] takes it from any thread, and the
+    /// child's first collection records its cycle there (audit round nine: a query in a
+    /// native section at the fork left the child's collections waiting forever).
+    history: MutexGuard<'static, Vec<crate::stats::CycleStats>>,
+    /// The wait registry's lock: [`crate::Heap::mutator_waits`] and
+    /// [`crate::Heap::mutator_wait_log`] take it from any thread, and every attach and detach
+    /// in the child does (round nine, as `history`).
+    waits: MutexGuard<'static, crate::waits::RegistryState>,
 }
 
 impl Tables {
     /// Take the table locks of `heap` (the world stopped and the fork gate closed: no pause
     /// and no collector region holds them, so only a short critical section of a native or
-    /// unattached thread is waited for). Order: pins, globals, weak, types (no code path
-    /// holds one of them while taking another; a registration holds the types lock only
-    /// while it adds its entry, never while it waits for a cycle).
+    /// unattached thread is waited for). Order: pins, globals, weak, types, history, waits
+    /// (no code path holds one of them while taking another; a registration holds the types
+    /// lock only while it adds its entry, never while it waits for a cycle; the history is
+    /// written inside a fork-gate region; the wait registry is taken under the safepoint lock
+    /// (a detach), which *prepare* holds already, or alone).
     fn take(heap: &Arc<HeapInner>) -> Tables {
         let pins = heap.roots.pins.lock_for_fork();
         let globals = heap.roots.globals();
         let weak = heap.roots.weak.lock_for_fork();
         let types = heap.types.read().unwrap_or_else(PoisonError::into_inner);
-        // SAFETY: (the four transmutes) each guard borrows a table (or the type registry's
-        // lock) of `heap`, which lives as long as the `Arc` stored beside the `Tables` in the
-        // same `Held`; the `tables` field is declared before `heap` and is taken (or dropped)
-        // before it.
+        let history = heap.history.lock().unwrap_or_else(PoisonError::into_inner);
+        let waits = heap.waits.lock_for_fork();
+        // SAFETY: (the six transmutes) each guard borrows a table (or the type registry's,
+        // the history's or the wait registry's lock) of `heap`, which lives as long as the
+        // `Arc` stored beside the `Tables` in the same `Held`; the `tables` field is declared
+        // before `heap` and is taken (or dropped) before it.
         unsafe {
             Tables {
                 pins: core::mem::transmute::<
@@ -185,6 +197,14 @@ impl Tables {
                     RwLockReadGuard<'_, Arc<TypeRegistry>>,
                     RwLockReadGuard<'static, Arc<TypeRegistry>>,
                 >(types),
+                history: core::mem::transmute::<
+                    MutexGuard<'_, Vec<crate::stats::CycleStats>>,
+                    MutexGuard<'static, Vec<crate::stats::CycleStats>>,
+                >(history),
+                waits: core::mem::transmute::<
+                    MutexGuard<'_, crate::waits::RegistryState>,
+                    MutexGuard<'static, crate::waits::RegistryState>,
+                >(waits),
             }
         }
     }
@@ -196,7 +216,11 @@ impl Tables {
             globals,
             weak,
             types,
+            history,
+            waits,
         } = self;
+        drop(waits);
+        drop(history);
         drop(types);
         drop(weak);
         drop(globals);

@@ -846,7 +846,7 @@ pub(crate) struct WaitRegistry {
 }
 
 #[derive(Default)]
-struct RegistryState {
+pub(crate) struct RegistryState {
     live: Vec<Arc<WaitLog>>,
     retired: VecDeque<Arc<WaitLog>>,
     /// Counters of logs no longer kept.
@@ -861,6 +861,14 @@ struct RegistryState {
 impl WaitRegistry {
     fn lock(&self) -> std::sync::MutexGuard<'_, RegistryState> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The registry's lock, for fork's *prepare* to hold across the fork (`crate::fork`): the
+    /// queries [`crate::Heap::mutator_waits`] and [`crate::Heap::mutator_wait_log`] take it
+    /// from any thread, native sections' and unattached ones' included, which *prepare* does
+    /// not wait for; a child that inherited it held could never attach or detach a mutator.
+    pub(crate) fn lock_for_fork(&self) -> std::sync::MutexGuard<'_, RegistryState> {
+        self.lock()
     }
 
     /// A new mutator `id` attaches on this thread: its log becomes the thread's current one.

@@ -1,0 +1,316 @@
+//! Soundness audit, round nine (docs/soundness-audit.md): fork against threads *prepare* does
+//! not wait for (heap-level queries in native sections, the first heap's kernel measurement,
+//! the heap crate's child-ready handshake called by safe code), the collector hooks that fork,
+//! a leaked mutator on a thread that used several heaps, type ids of no registration.
+//!
+//! Invariant: each test checks a defined outcome of safe code (a value read back, an error);
+//! a case that could hang runs in a child process (this binary re-executed with [`CASE_VAR`]
+//! naming the test) under a watchdog, or forks children that `common::forking::wait_child`
+//! kills after 60 s. A test that forks from the test process takes the binary's fork guard.
+//! `libc::fork` is the one `unsafe` call (fork is supported with live heaps).
+
+mod common;
+use common::*;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline::{GcMode, Heap, HeapConfig};
+
+const CASE_VAR: &str = "AUDIT9_CASE";
+const WATCHDOG: Duration = Duration::from_secs(30);
+
+fn stw(bytes: usize) -> HeapConfig {
+    HeapConfig::with_heap_size(bytes).mode(GcMode::StopTheWorld)
+}
+
+#[allow(dead_code)]
+fn in_child(case: &str, body: impl FnOnce()) {
+    if std::env::var(CASE_VAR).as_deref() == Ok(case) {
+        body();
+        return;
+    }
+    let (status, stderr) = child::run_case(case, CASE_VAR, WATCHDOG);
+    assert!(
+        status.success(),
+        "{case}: the child failed ({status}); stderr:\n{stderr}"
+    );
+}
+
+/// Fork `forks` times from a mutator of `heap` holding a rooted list; each child collects and
+/// reads it back, with `after` run after the collection.
+fn forks_each_checked(heap: &Heap, forks: usize, after: impl Fn(&Heap, &mut faultline::Mutator)) {
+    use common::forking::wait_child;
+    let t = register(heap);
+    let mut m = heap.attach();
+    list(&mut m, &t, 100);
+    let head = m.pop().unwrap();
+    let root = m.root(head);
+    for _ in 0..forks {
+        // SAFETY: the child runs heap code (fork-aware) and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                m.collect().unwrap();
+                assert_eq!(read_list(&m, root.value(&m)), (0..100).collect::<Vec<_>>());
+                after(heap, &mut m);
+            }))
+            .is_ok();
+            // SAFETY: ends the child without the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+        }
+        assert_eq!(wait_child(pid), 0, "the child failed");
+        m.safepoint();
+    }
+}
+
+/// A thread whose mutator of `heap` is inside its `native` section runs `query` on the heap
+/// in a loop while this thread forks 200 times; each child collects, reads its list back, runs
+/// `in_child` and must exit 0.
+fn queries_in_a_native_section_across_forks(
+    query: fn(&Heap),
+    in_child: fn(&Heap, &mut faultline::Mutator),
+) {
+    let _s = common::forking::serial();
+    let heap = Heap::new(stw(8 << 20)).unwrap();
+    // Detached mutators' wait logs (the registry keeps the last 64 whole): the wait queries
+    // then hold their lock long enough for forks to land inside.
+    for _ in 0..64 {
+        let h = heap.clone();
+        std::thread::spawn(move || h.with_mutator(|_| ()).unwrap())
+            .join()
+            .unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let querier = {
+        let (heap, stop) = (heap.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut m = heap.attach();
+            let h = heap.clone();
+            m.native(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    query(&h);
+                }
+            });
+        })
+    };
+    forks_each_checked(&heap, 200, in_child);
+    stop.store(true, Ordering::Relaxed);
+    querier.join().unwrap();
+}
+
+/// Round eight's leftover (the documented limit of `gc/src/fork.rs`): `Heap::history` from a
+/// native section, which *prepare* does not wait for, holds the history's lock while it copies
+/// the list; a child forked meanwhile inherited the lock held, and its first collection, which
+/// records its cycle there, waited forever. The child must collect twice and read the history.
+#[test]
+fn a_fork_while_a_native_section_reads_the_history_leaves_the_childs_collections_usable() {
+    queries_in_a_native_section_across_forks(
+        |h| drop(h.history()),
+        |h, _| {
+            h.collect().unwrap();
+            assert!(!h.history().is_empty());
+        },
+    );
+}
+
+/// As above for `Heap::mutator_waits` and `Heap::mutator_wait_log` (the wait registry's lock):
+/// every attach and detach takes it, so a child that inherited it held could attach no mutator.
+/// The child must attach one on a new thread, use it and detach it, and read the waits.
+#[test]
+fn a_fork_while_a_native_section_reads_the_waits_leaves_the_childs_mutators_usable() {
+    queries_in_a_native_section_across_forks(
+        |h| {
+            drop(h.mutator_waits());
+            drop(h.mutator_wait_log());
+        },
+        |h, m| {
+            let h2 = h.clone();
+            let t = std::thread::spawn(move || h2.with_mutator(|m| m.collect().unwrap()).unwrap());
+            m.native(move || t.join().unwrap());
+            assert!(h.mutator_waits().mutators >= 2);
+        },
+    );
+}
+
+/// The other heap-level queries (and `verify`) from a native section across forks: the child
+/// collects, verifies and asks them all (no lock of theirs is held across a fork by a thread
+/// the child lacks: atomics, or locks *prepare* holds).
+#[test]
+fn the_other_queries_from_a_native_section_across_forks() {
+    queries_in_a_native_section_across_forks(
+        |h| {
+            let _ = (h.fault_stats(), h.fault_breakdown(), h.prefill_stats());
+            let _ = (h.release_stats(), h.mode_info(), h.arena_stats());
+            let _ = (h.weak_stats(), h.pin_stats(), h.old_generation());
+            let _ = (h.used_bytes(), h.verify());
+        },
+        |h, _| {
+            h.collect().unwrap();
+            h.verify().unwrap();
+            let _ = (h.fault_stats(), h.fault_breakdown(), h.prefill_stats());
+            let _ = (h.release_stats(), h.mode_info(), h.arena_stats());
+            let _ = (h.weak_stats(), h.pin_stats(), h.old_generation());
+        },
+    );
+}
+
+fn spawn_by_fork() -> bool {
+    std::process::Command::new("true")
+        .env("PATH", "/usr/bin:/bin")
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn conc(bytes: usize) -> HeapConfig {
+    HeapConfig::with_heap_size(bytes).mode(GcMode::Concurrent)
+}
+
+/// std's fork path (`Command` with `PATH` set: the atfork handlers run) from inside the
+/// `on_cycle` hook, three collections: every spawn succeeds and the heap's data is intact.
+/// (The README leaves forking from inside the collector uncovered; this is what safe code can
+/// reach of it.)
+fn a_fork_from_inside_on_cycle(cfg: HeapConfig) {
+    let spawned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s2 = spawned.clone();
+    let cfg = cfg.on_cycle(Arc::new(move |_| {
+        assert!(spawn_by_fork());
+        s2.fetch_add(1, Ordering::SeqCst);
+    }));
+    let heap = Heap::new(cfg).unwrap();
+    let t = register(&heap);
+    let mut m = heap.attach();
+    list(&mut m, &t, 100);
+    for _ in 0..3 {
+        m.collect().unwrap();
+    }
+    heap.wait_for_cycle().unwrap();
+    let h = m.pop().unwrap();
+    assert_eq!(read_list(&m, h), (0..100).collect::<Vec<_>>());
+    assert_eq!(spawned.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_fork_from_inside_on_cycle_stop_the_world() {
+    in_child("a_fork_from_inside_on_cycle_stop_the_world", || {
+        a_fork_from_inside_on_cycle(stw(8 << 20))
+    });
+}
+
+#[test]
+fn a_fork_from_inside_on_cycle_concurrent() {
+    in_child("a_fork_from_inside_on_cycle_concurrent", || {
+        a_fork_from_inside_on_cycle(conc(8 << 20))
+    });
+}
+
+/// As above (concurrent: the hook runs on the GC thread) while another thread's mutator
+/// allocates without pause, so each fork's stop waits for it.
+#[test]
+fn a_fork_from_inside_on_cycle_beside_a_running_mutator() {
+    in_child(
+        "a_fork_from_inside_on_cycle_beside_a_running_mutator",
+        || {
+            let heap = Heap::new(conc(8 << 20).on_cycle(Arc::new(|_| {
+                assert!(spawn_by_fork());
+            })))
+            .unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let w = {
+                let (heap, stop) = (heap.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let t = register(&heap);
+                    let mut m = heap.attach();
+                    while !stop.load(Ordering::Relaxed) {
+                        list(&mut m, &t, 50);
+                        assert_eq!(read_list(&m, m.pop().unwrap()), (0..50).collect::<Vec<_>>());
+                    }
+                })
+            };
+            for _ in 0..5 {
+                heap.collect().unwrap();
+            }
+            stop.store(true, Ordering::SeqCst);
+            w.join().unwrap();
+        },
+    );
+}
+
+/// Round eight's leftover: a thread that attached to heaps A then B in turn, leaked B's mutator
+/// (`mem::forget`) and exited. While it lived, A refused it (one heap per thread); after it
+/// exited, collections of both heaps must not wait for it, and a new thread attaches to both.
+#[test]
+fn a_leaked_mutator_of_a_thread_that_used_several_heaps_holds_no_collection() {
+    in_child(
+        "a_leaked_mutator_of_a_thread_that_used_several_heaps_holds_no_collection",
+        || {
+            let a = Heap::new(stw(4 << 20)).unwrap();
+            let b = Heap::new(stw(4 << 20)).unwrap();
+            let (a2, b2) = (a.clone(), b.clone());
+            std::thread::spawn(move || {
+                let ta = register(&a2);
+                let mut m = a2.attach();
+                list(&mut m, &ta, 10);
+                drop(m);
+                a2.with_mutator(|m| m.collect().unwrap()).unwrap();
+                let tb = register(&b2);
+                let mut m = b2.attach();
+                list(&mut m, &tb, 10);
+                std::mem::forget(m);
+                // Another heap while B's leaked mutator stays attached: refused.
+                assert!(a2.try_attach().is_err());
+                assert!(a2.with_mutator(|_| ()).is_err());
+            })
+            .join()
+            .unwrap();
+            a.collect().unwrap();
+            b.collect().unwrap();
+            a.verify().unwrap();
+            b.verify().unwrap();
+            // A new thread attaches to both in turn.
+            let (a2, b2) = (a.clone(), b.clone());
+            std::thread::spawn(move || {
+                b2.with_mutator(|m| m.collect().unwrap()).unwrap();
+                a2.with_mutator(|m| m.collect().unwrap()).unwrap();
+            })
+            .join()
+            .unwrap();
+        },
+    );
+}
+
+/// Type ids registered in another heap only, or nowhere, at the registry's limits: every
+/// allocation path refuses them (`UnknownType`), `layout` has none, and the heap checks out.
+#[test]
+fn type_ids_of_no_registration_are_refused() {
+    use faultline::{AllocError, TypeId};
+    let a = Heap::new(stw(4 << 20)).unwrap();
+    let b = Heap::new(stw(4 << 20)).unwrap();
+    for i in 0..50 {
+        a.register_type(faultline::TypeInfo::fixed(
+            &format!("big{i}"),
+            4096,
+            &[0, 4088],
+        ))
+        .unwrap();
+    }
+    let past_b = b.types().len() as u32;
+    let last_a = a.types().len() as u32 - 1;
+    let mut m = b.attach();
+    for id in [past_b, last_a, last_a + 1, (1 << 24) - 1, 1 << 24, u32::MAX] {
+        let t = TypeId(id);
+        assert!(
+            matches!(m.alloc(t, 3), Err(AllocError::UnknownType(_))),
+            "{id}"
+        );
+        assert!(
+            matches!(m.alloc_pinned(t, 3), Err(AllocError::UnknownType(_))),
+            "{id}"
+        );
+        assert_eq!(b.layout(t), None, "{id}");
+    }
+    m.collect().unwrap();
+    b.verify().unwrap();
+}
