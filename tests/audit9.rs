@@ -281,6 +281,46 @@ fn a_leaked_mutator_of_a_thread_that_used_several_heaps_holds_no_collection() {
     );
 }
 
+/// Round eight's leftover: `faultline_heap::fork::expect_child_ready` (safe) called by another
+/// thread while this one forks with a memfd (minor strategy) heap. The call cleared the shared
+/// word the child answers on; made between the child's answer and the parent's look, it hid
+/// the answer, and the parent waited for its 60 s limit with every heap stopped, at every fork
+/// (the watchdog kills the child process). Each fork must return without that wait.
+#[test]
+fn expect_child_ready_from_another_thread_does_not_stall_forks() {
+    in_child(
+        "expect_child_ready_from_another_thread_does_not_stall_forks",
+        || {
+            if !uffd_or_skip("expect_child_ready_from_another_thread_does_not_stall_forks") {
+                return;
+            }
+            let heap = Heap::new(
+                HeapConfig::with_heap_size(8 << 20)
+                    .concurrent(faultline::Strategy::Minor, faultline::FaultMode::Thread),
+            )
+            .unwrap();
+            if heap.mode_info().strategy != Some(faultline::Strategy::Minor) {
+                eprintln!("SKIPPED: the minor strategy is unavailable here");
+                return;
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let caller = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = faultline::testing::heap::fork::expect_child_ready();
+                    }
+                })
+            };
+            for _ in 0..30 {
+                assert!(spawn_by_fork());
+            }
+            stop.store(true, Ordering::SeqCst);
+            caller.join().unwrap();
+        },
+    );
+}
+
 /// Type ids registered in another heap only, or nowhere, at the registry's limits: every
 /// allocation path refuses them (`UnknownType`), `layout` has none, and the heap checks out.
 #[test]

@@ -97,6 +97,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, RwLockReadGuard, Weak};
 
 use faultline_heap::arena::Backing;
+use faultline_heap::fork::ChildReady;
 use faultline_heap::object::TypeRegistry;
 use faultline_heap::PAGE_SIZE;
 
@@ -400,19 +401,21 @@ extern "C" fn prepare() {
     let memfd = held
         .iter()
         .any(|h| h.heap.arena.config().backing == Backing::Memfd);
-    AWAIT_CHILD.store(
-        memfd && faultline_heap::fork::expect_child_ready(),
-        Ordering::Relaxed,
-    );
+    *AWAIT_CHILD.lock().unwrap_or_else(PoisonError::into_inner) = if memfd {
+        faultline_heap::fork::expect_child_ready()
+    } else {
+        None
+    };
     let ns = |d: std::time::Duration| d.as_nanos().min(u64::MAX as u128) as u64;
     LAST_STOP_NS.store(ns(stopped - t0), Ordering::Relaxed);
     LAST_GATE_NS.store(ns(stopped.elapsed()), Ordering::Relaxed);
     HELD.with(|x| *x.borrow_mut() = held);
 }
 
-/// Set by *prepare* when the parent must wait for the child's copy of its memfd arenas (see
-/// `faultline_heap::fork`'s child-ready handshake); read (and cleared) by *parent* / *child*.
-static AWAIT_CHILD: AtomicBool = AtomicBool::new(false);
+/// Set by *prepare* when the parent must wait for the child's copy of its memfd arenas: the
+/// answer expected (see `faultline_heap::fork`'s child-ready handshake); taken by *parent* /
+/// *child*. Only the forking thread locks it (forks are serialised), never across the fork.
+static AWAIT_CHILD: Mutex<Option<ChildReady>> = Mutex::new(None);
 /// How long a parent waits for that answer at most (a child killed before it answered).
 const CHILD_READY_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -433,7 +436,10 @@ pub fn last_fork_prepare() -> (std::time::Duration, std::time::Duration) {
 /// pause that may have started in between).
 fn release_all(child: bool) {
     let mut held = HELD.with(|x| std::mem::take(&mut *x.borrow_mut()));
-    let answer = AWAIT_CHILD.swap(false, Ordering::Relaxed);
+    let answer = AWAIT_CHILD
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
     if child {
         crate::forkgate::reset_in_child();
         crate::background::reset_in_child();
@@ -447,20 +453,23 @@ fn release_all(child: bool) {
                 eprintln!(
                     "faultline: forked child cannot detach a memfd arena from the parent: {e}"
                 );
-                if answer {
+                if let Some(c) = &answer {
                     // SAFETY: this forked child is about to end without touching its heaps.
-                    unsafe { faultline_heap::fork::child_ready() };
+                    unsafe { faultline_heap::fork::child_ready(c) };
                 }
                 std::process::abort();
             }
         }
-        if answer {
+        if let Some(c) = &answer {
             // SAFETY: this forked child detached every memfd arena above: it no longer shares
             // memory its parent writes.
-            unsafe { faultline_heap::fork::child_ready() };
+            unsafe { faultline_heap::fork::child_ready(c) };
         }
     } else {
-        if answer && !faultline_heap::fork::wait_child_ready(CHILD_READY_LIMIT) {
+        if answer
+            .as_ref()
+            .is_some_and(|c| !faultline_heap::fork::wait_child_ready(c, CHILD_READY_LIMIT))
+        {
             eprintln!(
                 "faultline: a forked child did not copy its memfd heap within {CHILD_READY_LIMIT:?}; the parent goes on"
             );

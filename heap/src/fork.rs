@@ -24,10 +24,10 @@
 //! A child that still shares memory with its parent (a memfd arena before the child made its
 //! private copy) must copy it before the parent writes it again. The parent therefore can wait,
 //! in its atfork handler, until the child says it is done: [`expect_child_ready`] (before the
-//! fork) clears a word in a page mapped `MAP_SHARED` (so parent and child see the same word),
-//! [`child_ready`] (in the child) sets it and wakes the parent, [`wait_child_ready`] (in the
-//! parent) waits for it, with a deadline (a child killed before it answered must not hang the
-//! parent forever).
+//! fork) hands out a new token and names a word in a page mapped `MAP_SHARED` (so parent and
+//! child see the same word), [`child_ready`] (in the child) writes the token there and wakes the
+//! parent, [`wait_child_ready`] (in the parent) waits until the word holds it, with a deadline
+//! (a child killed before it answered must not hang the parent forever).
 //!
 //! Invariants:
 //! - the page belongs to the process that created it (its pid is recorded): a forked child
@@ -35,7 +35,11 @@
 //!   own, so a grandchild never answers to its grandparent;
 //! - the word is only accessed atomically, and futex calls on it are process-shared (no
 //!   `FUTEX_PRIVATE_FLAG`); the page is never unmapped;
-//! - forks are serialised by the caller (one expected answer at a time per process);
+//! - tokens are never reused within a process (a 32-bit counter: a repeat needs 2^32 forks
+//!   while one child has not answered), and only [`child_ready`] writes a word: so the parent
+//!   sees its own child's answer and no other, whatever else calls [`expect_child_ready`] or
+//!   [`wait_child_ready`] meanwhile (both are safe: one hands out an unused token, the other
+//!   only waits);
 //! - only the child answers: [`child_ready`] is `unsafe`, its contract says where it may be
 //!   called (an answer from the parent itself would let it write memory the child still
 //!   shares).
@@ -76,25 +80,42 @@ pub fn is_foreign(recorded: u64) -> bool {
 static SHARED: AtomicUsize = AtomicUsize::new(0);
 static SHARED_PID: AtomicU32 = AtomicU32::new(0);
 
-/// The child has not answered yet.
-const WAITING: u32 = 0;
-/// The child no longer shares memory with the parent (or gave up: it is about to abort).
-const READY: u32 = 1;
+/// The answer a word holds before any child gave one (a fresh page reads 0): never a token.
+const NO_ANSWER: u32 = 0;
 
-/// The handshake word on the shared page recorded now (`None` if none was ever created).
-fn word() -> Option<&'static AtomicU32> {
-    let a = SHARED.load(Ordering::Acquire);
-    // SAFETY: a page-aligned page mapped read-write for the life of the process (never
-    // unmapped); its first four bytes are only ever accessed as an atomic word.
-    (a != 0).then(|| unsafe { &*(a as *const AtomicU32) })
+/// The token of the next expected answer (never [`NO_ANSWER`]).
+static NEXT_TOKEN: AtomicU32 = AtomicU32::new(1);
+
+/// One fork's expected answer: the shared word the child answers on and the token it writes
+/// there. Made by [`expect_child_ready`] before the fork (the child inherits its copy), used by
+/// [`child_ready`] in the child and [`wait_child_ready`] in the parent. Each call of
+/// [`expect_child_ready`] hands out a new token and writes nothing, so a call from any other
+/// thread meanwhile cannot take back or hide a child's answer (audit round nine: the word was
+/// cleared by every call, and a call from safe code between the child's answer and the parent's
+/// look made the parent wait for its full limit with every heap stopped).
+#[derive(Debug)]
+pub struct ChildReady {
+    /// The address of the word, on a page mapped for the life of the process.
+    word: usize,
+    token: u32,
 }
 
-/// Before a fork (its *prepare* handler): arrange for the coming child to answer
-/// [`child_ready`], and clear the answer. Returns false if no shared page could be mapped
-/// (then there is nothing to wait for: the caller must not rely on the handshake).
-pub fn expect_child_ready() -> bool {
+impl ChildReady {
+    fn word(&self) -> &'static AtomicU32 {
+        // SAFETY: a page-aligned page mapped read-write for the life of the process (never
+        // unmapped, see `expect_child_ready`); its first four bytes are only ever accessed as
+        // an atomic word.
+        unsafe { &*(self.word as *const AtomicU32) }
+    }
+}
+
+/// Before a fork (its *prepare* handler): the answer the coming child is to give with
+/// [`child_ready`]. `None` if no shared page could be mapped (then there is nothing to wait for:
+/// the caller must not rely on the handshake).
+pub fn expect_child_ready() -> Option<ChildReady> {
     let pid = std::process::id();
-    if SHARED.load(Ordering::Acquire) == 0 || SHARED_PID.load(Ordering::Acquire) != pid {
+    let mut page = SHARED.load(Ordering::Acquire);
+    if page == 0 || SHARED_PID.load(Ordering::Acquire) != pid {
         // SAFETY: a fresh shared anonymous page at a kernel-chosen address replaces nothing.
         let p = unsafe {
             libc::mmap(
@@ -107,53 +128,57 @@ pub fn expect_child_ready() -> bool {
             )
         };
         if p == libc::MAP_FAILED {
-            return false;
+            return None;
         }
-        // (An inherited page stays mapped: it is the parent's.) Forks are serialised by the
-        // caller, so no other thread replaces the page meanwhile.
-        SHARED.store(p as usize, Ordering::Release);
+        // (An inherited page stays mapped: it is the parent's.) Two threads of this process
+        // mapping at once each keep their own page (one of them is remembered): an answer is
+        // given and awaited on the page its `ChildReady` names, whichever that is.
+        page = p as usize;
+        SHARED.store(page, Ordering::Release);
         SHARED_PID.store(pid, Ordering::Release);
     }
-    match word() {
-        Some(w) => {
-            w.store(WAITING, Ordering::SeqCst);
-            true
+    let token = loop {
+        let t = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+        if t != NO_ANSWER {
+            break t;
         }
-        None => false,
-    }
+    };
+    Some(ChildReady { word: page, token })
 }
 
-/// In the child (its atfork handler): tell the parent that it may go on. Does nothing if the
-/// parent expected no answer.
+/// In the child (its atfork handler): tell the parent waiting on `expected` that it may go on.
 ///
 /// # Safety
-/// Call it only in a child forked after [`expect_child_ready`], once that child no longer
-/// shares memory its parent writes (or is about to end without touching it): the parent,
-/// woken, writes its memfd heaps again, and a child still reading them would see objects
-/// change under it. (Safe until audit round eight: any thread of the parent could answer
-/// for the child, and the parent went on writing the heap its child was still copying.)
+/// Call it only in a child forked after `expected` was made by [`expect_child_ready`], once that
+/// child no longer shares memory its parent writes (or is about to end without touching it):
+/// the parent, woken, writes its memfd heaps again, and a child still reading them would see
+/// objects change under it. (Safe until audit round eight: any thread of the parent could
+/// answer for the child, and the parent went on writing the heap its child was still copying.)
 ///
 /// ```compile_fail,E0133
-/// faultline_heap::fork::child_ready();
+/// if let Some(c) = faultline_heap::fork::expect_child_ready() {
+///     faultline_heap::fork::child_ready(&c);
+/// }
 /// ```
-pub unsafe fn child_ready() {
-    if let Some(w) = word() {
-        w.store(READY, Ordering::SeqCst);
-        // SAFETY: FUTEX_WAKE (process-shared) on a live, aligned word.
-        unsafe {
-            libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
-        }
+pub unsafe fn child_ready(expected: &ChildReady) {
+    let w = expected.word();
+    w.store(expected.token, Ordering::SeqCst);
+    // SAFETY: FUTEX_WAKE (process-shared) on a live, aligned word.
+    unsafe {
+        libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
     }
 }
 
-/// In the parent (its atfork handler), after [`expect_child_ready`] returned true: wait until
-/// the child answered, at most `limit`. Returns whether it did.
-pub fn wait_child_ready(limit: Duration) -> bool {
-    let Some(w) = word() else {
-        return true;
-    };
+/// In the parent (its atfork handler): wait until the child answered `expected`, at most
+/// `limit`. Returns whether it did.
+pub fn wait_child_ready(expected: &ChildReady, limit: Duration) -> bool {
+    let w = expected.word();
     let t0 = Instant::now();
-    while w.load(Ordering::SeqCst) == WAITING {
+    loop {
+        let now = w.load(Ordering::SeqCst);
+        if now == expected.token {
+            return true;
+        }
         if t0.elapsed() >= limit {
             return false;
         }
@@ -168,10 +193,9 @@ pub fn wait_child_ready(limit: Duration) -> bool {
                 libc::SYS_futex,
                 w.as_ptr(),
                 libc::FUTEX_WAIT,
-                WAITING,
+                now,
                 &tick as *const libc::timespec,
             );
         }
     }
-    true
 }
