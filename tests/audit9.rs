@@ -354,3 +354,51 @@ fn type_ids_of_no_registration_are_refused() {
     m.collect().unwrap();
     b.verify().unwrap();
 }
+
+/// Forks (`libc::fork`, supported with live heaps) from one thread while another creates the
+/// process's first concurrent heap with `Strategy::Auto` / `FaultMode::Auto` (the defaults),
+/// which measures the kernel once per process (milliseconds) inside a `OnceLock`. A child
+/// forked during the measurement inherited the `OnceLock` running, with no thread to finish
+/// it: its first such heap waited forever (the first fork's child, killed by its alarm). Each
+/// child must make such a heap.
+#[test]
+fn a_fork_during_the_first_heaps_kernel_measurement_leaves_the_child_able_to_make_heaps() {
+    const CASE: &str =
+        "a_fork_during_the_first_heaps_kernel_measurement_leaves_the_child_able_to_make_heaps";
+    in_child(CASE, || {
+        if !uffd_or_skip(CASE) {
+            return;
+        }
+        let auto = || HeapConfig::with_heap_size(4 << 20).mode(GcMode::Concurrent);
+        let done = Arc::new(AtomicBool::new(false));
+        let d2 = done.clone();
+        let maker = std::thread::spawn(move || {
+            let h = Heap::new(auto()).unwrap();
+            d2.store(true, Ordering::SeqCst);
+            h
+        });
+        let (mut forks, mut hung) = (0, 0);
+        while !done.load(Ordering::SeqCst) {
+            // SAFETY: the child only makes a heap and `_exit`s; an alarm ends a hung one.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                unsafe { libc::alarm(10) };
+                let h = Heap::new(auto()).unwrap();
+                drop(h);
+                unsafe { libc::_exit(0) };
+            }
+            forks += 1;
+            let mut status = 0;
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            if libc::WIFSIGNALED(status) {
+                hung += 1;
+            }
+            if hung > 0 {
+                break;
+            }
+        }
+        maker.join().unwrap();
+        assert_eq!(hung, 0, "{hung} of {forks} children hung making a heap");
+    });
+}

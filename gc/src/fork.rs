@@ -239,8 +239,11 @@ static FORKING: AtomicBool = AtomicBool::new(false);
 static REGISTRY_CLOSED: AtomicBool = AtomicBool::new(false);
 static INSTALL: Once = Once::new();
 
-/// Add a heap to the fork registry (and install the atfork handlers the first time).
-pub(crate) fn register(inner: &Arc<HeapInner>) {
+/// Install the atfork handlers (once per process). [`crate::Heap::new`] calls it first thing,
+/// before it may measure the kernel (`crate::mode`'s `MEASURING`, which *prepare* waits for):
+/// installed only when the first heap registered, a fork during the first heap's measurement
+/// ran no handler, and its child inherited the measurement half done (audit round nine).
+pub(crate) fn install() {
     INSTALL.call_once(|| {
         // The arena's own child handler (the fork generation) must be in place too; asking for
         // the generation installs it.
@@ -255,6 +258,11 @@ pub(crate) fn register(inner: &Arc<HeapInner>) {
         };
         assert_eq!(r, 0, "pthread_atfork failed: {r}");
     });
+}
+
+/// Add a heap to the fork registry (and install the atfork handlers if not yet done).
+pub(crate) fn register(inner: &Arc<HeapInner>) {
+    install();
     loop {
         let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
         if !REGISTRY_CLOSED.load(Ordering::SeqCst) {
@@ -381,6 +389,9 @@ extern "C" fn prepare() {
             me: None,
         }));
     }
+    // A kernel measurement another thread runs for `Strategy::Auto` / `FaultMode::Auto`
+    // (`crate::mode`) ends first, and none starts until *parent* / *child* (round nine).
+    crate::mode::hold_for_fork();
     for h in &mut held {
         // Only short critical sections hold it now: every world is stopped by this thread, and
         // stays so until *parent* / *child* resume it.
@@ -440,6 +451,7 @@ fn release_all(child: bool) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .take();
+    crate::mode::release_after_fork();
     if child {
         crate::forkgate::reset_in_child();
         crate::background::reset_in_child();

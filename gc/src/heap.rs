@@ -62,6 +62,8 @@ impl Heap {
     /// [`Heap::fallback_reason`]).
     pub fn new(config: HeapConfig) -> Result<Heap, HeapError> {
         let config = config.validate()?;
+        // Before anything a fork must wait for (the kernel measurement of `Auto` modes).
+        crate::fork::install();
         let half = config.max_heap_bytes;
         let size = 2 * half + config.large_object_space_bytes;
         let sys = config.debug.sys.clone();

@@ -311,6 +311,10 @@ pub(crate) fn auto_strategy(cost: Result<MappingCost, String>) -> (MapStrategy, 
 /// The process's measurement of copy against move, taken once (a few milliseconds) by the
 /// first heap that needs it, through the real kernel.
 pub(crate) fn measured_mapping() -> Result<MappingCost, String> {
+    if let Some(c) = MAPPING_COST.get() {
+        return c.clone();
+    }
+    let _measuring = measuring();
     MAPPING_COST
         .get_or_init(|| {
             faultline_heap::calibrate::measure_mapping(&faultline_heap::Sys::real())
@@ -354,9 +358,48 @@ pub(crate) fn auto_delivery(cost: Result<FaultCost, String>) -> (Delivery, Strin
 static MAPPING_COST: std::sync::OnceLock<Result<MappingCost, String>> = std::sync::OnceLock::new();
 static FAULT_COST: std::sync::OnceLock<Result<FaultCost, String>> = std::sync::OnceLock::new();
 
+/// Held while a measurement runs (the initialisation of [`MAPPING_COST`] or [`FAULT_COST`]),
+/// and by fork's *prepare* across a fork ([`hold_for_fork`]): a child forked while another
+/// thread measured inherited the `OnceLock` in its running state with no thread to finish it,
+/// and its first heap that needed the measurement waited forever (audit round nine). The
+/// measuring thread may be any thread but a running mutator (a running mutator's thread inside
+/// `Heap::new` holds up *prepare*'s stop of its heap until it returns), and waits for nothing
+/// a fork holds, so *prepare* waits for at most one measurement (milliseconds).
+static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn measuring() -> std::sync::MutexGuard<'static, ()> {
+    MEASURING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+thread_local! {
+    /// [`MEASURING`], held by the forking thread from *prepare* to *parent* / *child* (the
+    /// three handlers run on that thread). Never destroyed (no destructor registered: a fork
+    /// from a thread-local destructor at thread exit finds it); empty outside a fork.
+    static HELD_FOR_FORK: core::mem::ManuallyDrop<core::cell::RefCell<Option<std::sync::MutexGuard<'static, ()>>>> =
+        const { core::mem::ManuallyDrop::new(core::cell::RefCell::new(None)) };
+}
+
+/// Fork's *prepare*: wait for a measurement in progress on another thread and keep any other
+/// from starting until [`release_after_fork`].
+pub(crate) fn hold_for_fork() {
+    let g = measuring();
+    HELD_FOR_FORK.with(|h| *h.borrow_mut() = Some(g));
+}
+
+/// Fork's *parent* / *child*: let measurements run again.
+pub(crate) fn release_after_fork() {
+    HELD_FOR_FORK.with(|h| drop(h.borrow_mut().take()));
+}
+
 /// The process's measurement of a fault's round trip by delivery, taken once (a few
 /// milliseconds) by the first heap that needs it, through the real kernel.
 pub(crate) fn measured_faults() -> Result<FaultCost, String> {
+    if let Some(c) = FAULT_COST.get() {
+        return c.clone();
+    }
+    let _measuring = measuring();
     FAULT_COST
         .get_or_init(|| {
             faultline_heap::calibrate::measure_faults(&faultline_heap::Sys::real())
