@@ -71,9 +71,12 @@
 //!   outside a pause are taken inside fork-gate regions, whether a cycle is in progress
 //!   ([`crate::phase`]) is an atomic word with futex waits, no lock, and the tables of the
 //!   handles made for threads *prepare* does not wait for (`Pin`: the pin table and the
-//!   global roots; `GlobalRoot`; `FinalizationQueue`: the weak table) and the type registry
-//!   (`Heap::register_type`) are locked by the forking thread from after the gate closed
-//!   until *parent* / *child* (`Held::tables`);
+//!   global roots; `GlobalRoot`; `FinalizationQueue`: the weak table), the type registry
+//!   (`Heap::register_type`), the cycle history and the wait registry (the queries
+//!   `Heap::history`, `Heap::mutator_waits`, `Heap::mutator_wait_log`) are locked by the
+//!   forking thread from after the gate closed until *parent* / *child* (`Held::tables`), and
+//!   so is the kernel measurement of `Auto` modes (`crate::mode`'s `MEASURING`, which every
+//!   `Heap::new` can take: the handlers are installed before it);
 //! - the child never issues a userfaultfd ioctl and never joins a thread; it never reads a
 //!   page the parent left absent: it fills every such destination page before returning from
 //!   `fork`;
@@ -83,10 +86,14 @@
 //!
 //! Limits (documented in the README): forking from inside the collector (an `on_cycle` or
 //! `mark_hook` callback) is not supported; a thread that is *not* a running mutator (an
-//! unattached thread, or one inside its mutator's native section) but is inside a heap-level
-//! call at the moment of the fork (e.g. [`crate::Heap::verify`], or a query such as
-//! [`crate::Heap::history`]) may leave a lock held in the child, as with any multi-threaded
-//! fork (the handle tables and the type registry above excepted). (A thread is
+//! unattached thread, or one inside its mutator's native section) but is inside another
+//! heap-level call at the moment of the fork may leave a lock held in the child, as with any
+//! multi-threaded fork. The heap-level queries are not such calls since audit round nine
+//! (each reads atomics, or takes a lock *prepare* holds: the safepoint lock, the tables
+//! above); nor are the handle types and type registration (round seven). What may remain
+//! (read, not probed): the once-per-process set-up of the first heap (installing these
+//! handlers and the SIGBUS handler: `Once`s held for microseconds) and the process-wide state
+//! a `Heap::new` or a heap's drop in progress touches. (A thread is
 //! attached to one heap at a time, see `crate::safepoint`, so no thread parked in one heap's
 //! pause holds up *prepare*'s stop of another; and no heap's safepoint lock is held by
 //! *prepare* while it waits for another heap's mutators.)
