@@ -10,6 +10,7 @@
 //! one `unsafe` call (fork is supported with live heaps).
 
 mod common;
+use common::forking::forks_each_checked;
 use common::*;
 use faultline::{GcMode, Heap, HeapConfig, TypeInfo, TypeKind};
 
@@ -106,38 +107,9 @@ fn a_fork_while_a_native_section_drops_pins_leaves_the_childs_tables_usable() {
             }
         })
     };
-    forks_each_checked(&heap, 300, |_, _| {});
+    forks_each_checked(&heap, 300, |_, _| {}, |_, _| {});
     stop.store(true, Ordering::Relaxed);
     dropper.join().unwrap();
-}
-
-/// Fork `forks` times from a mutator of `heap` holding a rooted list of 100 integers; each
-/// child runs `before(heap, fork index, mutator)`, collects and reads the list back, and must
-/// exit 0 (a hang is killed by `wait_child`'s watchdog and fails).
-fn forks_each_checked(heap: &Heap, forks: usize, before: impl Fn(&mut faultline::Mutator, usize)) {
-    use common::forking::wait_child;
-    let t = register(heap);
-    let mut m = heap.attach();
-    list(&mut m, &t, 100);
-    let head = m.pop().unwrap();
-    let root = m.root(head);
-    for i in 0..forks {
-        // SAFETY: the child runs heap code (fork-aware) and `_exit`s.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                before(&mut m, i);
-                m.collect().unwrap();
-                assert_eq!(read_list(&m, root.value(&m)), (0..100).collect::<Vec<_>>());
-            }))
-            .is_ok();
-            // SAFETY: ends the child without the parent's destructors.
-            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
-        }
-        assert_eq!(wait_child(pid), 0, "the child failed");
-        m.safepoint();
-    }
 }
 
 /// Round seven's review: the type registry's lock, like the handle tables'. A thread that is
@@ -173,14 +145,19 @@ fn a_fork_while_another_thread_registers_types_leaves_the_childs_registry_usable
             n
         })
     };
-    forks_each_checked(&heap, 300, |m, i| {
-        let own = m
-            .heap()
-            .register_type(TypeInfo::fixed(&format!("child{i}"), 16, &[]))
-            .unwrap();
-        let v = m.alloc(own, 0).unwrap();
-        m.push(v);
-    });
+    forks_each_checked(
+        &heap,
+        300,
+        |m, i| {
+            let own = m
+                .heap()
+                .register_type(TypeInfo::fixed(&format!("child{i}"), 16, &[]))
+                .unwrap();
+            let v = m.alloc(own, 0).unwrap();
+            m.push(v);
+        },
+        |_, _| {},
+    );
     stop.store(true, Ordering::Relaxed);
     assert!(
         registrar.join().unwrap() > 0,

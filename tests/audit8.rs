@@ -28,15 +28,7 @@ fn stw(bytes: usize) -> HeapConfig {
 /// In the child (this process runs `case`): run `body`. In the parent: run the child under
 /// the watchdog and require that it exited 0 (its assertions check the outcome).
 fn in_child(case: &str, body: impl FnOnce()) {
-    if std::env::var(CASE_VAR).as_deref() == Ok(case) {
-        body();
-        return;
-    }
-    let (status, stderr) = child::run_case(case, CASE_VAR, WATCHDOG);
-    assert!(
-        status.success(),
-        "{case}: the child failed ({status}); stderr:\n{stderr}"
-    );
+    child::in_child(case, CASE_VAR, WATCHDOG, body)
 }
 
 /// Two heaps A and B; thread T's mutator of A and thread W's mutator of B run (busy, not

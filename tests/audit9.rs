@@ -25,45 +25,9 @@ fn stw(bytes: usize) -> HeapConfig {
     HeapConfig::with_heap_size(bytes).mode(GcMode::StopTheWorld)
 }
 
-#[allow(dead_code)]
+/// Run `body` in a child process under the watchdog (see `common::child::in_child`).
 fn in_child(case: &str, body: impl FnOnce()) {
-    if std::env::var(CASE_VAR).as_deref() == Ok(case) {
-        body();
-        return;
-    }
-    let (status, stderr) = child::run_case(case, CASE_VAR, WATCHDOG);
-    assert!(
-        status.success(),
-        "{case}: the child failed ({status}); stderr:\n{stderr}"
-    );
-}
-
-/// Fork `forks` times from a mutator of `heap` holding a rooted list; each child collects and
-/// reads it back, with `after` run after the collection.
-fn forks_each_checked(heap: &Heap, forks: usize, after: impl Fn(&Heap, &mut faultline::Mutator)) {
-    use common::forking::wait_child;
-    let t = register(heap);
-    let mut m = heap.attach();
-    list(&mut m, &t, 100);
-    let head = m.pop().unwrap();
-    let root = m.root(head);
-    for _ in 0..forks {
-        // SAFETY: the child runs heap code (fork-aware) and `_exit`s.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                m.collect().unwrap();
-                assert_eq!(read_list(&m, root.value(&m)), (0..100).collect::<Vec<_>>());
-                after(heap, &mut m);
-            }))
-            .is_ok();
-            // SAFETY: ends the child without the parent's destructors.
-            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
-        }
-        assert_eq!(wait_child(pid), 0, "the child failed");
-        m.safepoint();
-    }
+    child::in_child(case, CASE_VAR, WATCHDOG, body)
 }
 
 /// A thread whose mutator of `heap` is inside its `native` section runs `query` on the heap
@@ -96,7 +60,7 @@ fn queries_in_a_native_section_across_forks(
             });
         })
     };
-    forks_each_checked(&heap, 200, in_child);
+    common::forking::forks_each_checked(&heap, 200, |_, _| {}, in_child);
     stop.store(true, Ordering::Relaxed);
     querier.join().unwrap();
 }
@@ -379,17 +343,20 @@ fn a_fork_during_the_first_heaps_kernel_measurement_leaves_the_child_able_to_mak
         });
         let (mut forks, mut hung) = (0, 0);
         while !done.load(Ordering::SeqCst) {
-            // SAFETY: the child only makes a heap and `_exit`s; an alarm ends a hung one.
+            // SAFETY: the child only makes a heap and `_exit`s.
             let pid = unsafe { libc::fork() };
             assert!(pid >= 0);
             if pid == 0 {
+                // SAFETY: a plain system call; the alarm ends a hung child.
                 unsafe { libc::alarm(10) };
                 let h = Heap::new(auto()).unwrap();
                 drop(h);
+                // SAFETY: ends the child without the parent's destructors.
                 unsafe { libc::_exit(0) };
             }
             forks += 1;
             let mut status = 0;
+            // SAFETY: waiting for our own child (its alarm bounds the wait).
             unsafe { libc::waitpid(pid, &mut status, 0) };
             if libc::WIFSIGNALED(status) {
                 hung += 1;

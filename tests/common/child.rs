@@ -42,3 +42,18 @@ pub fn run_case(case: &str, case_var: &str, watchdog: Duration) -> (ExitStatus, 
     };
     (status, reader.join().unwrap_or_default())
 }
+
+/// The body of a test that runs `body` in a child process: in the child (`case_var` names
+/// `case`) run it; in the parent run the child ([`run_case`]) and require that it exited 0
+/// (its assertions check the outcome).
+pub fn in_child(case: &str, case_var: &str, watchdog: Duration, body: impl FnOnce()) {
+    if std::env::var(case_var).as_deref() == Ok(case) {
+        body();
+        return;
+    }
+    let (status, stderr) = run_case(case, case_var, watchdog);
+    assert!(
+        status.success(),
+        "{case}: the child failed ({status}); stderr:\n{stderr}"
+    );
+}

@@ -45,3 +45,39 @@ pub fn wait_child(pid: libc::pid_t) -> i32 {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Fork `forks` times from a mutator of `heap` holding a rooted list of 100 integers; each
+/// child runs `before(mutator, fork index)`, collects, reads the list back, runs
+/// `after(heap, mutator)` and must exit 0 (a hang is killed by [`wait_child`]'s watchdog and
+/// fails).
+pub fn forks_each_checked(
+    heap: &faultline::Heap,
+    forks: usize,
+    before: impl Fn(&mut faultline::Mutator, usize),
+    after: impl Fn(&faultline::Heap, &mut faultline::Mutator),
+) {
+    let t = super::register(heap);
+    let mut m = heap.attach();
+    super::list(&mut m, &t, 100);
+    let head = m.pop().unwrap();
+    let root = m.root(head);
+    for i in 0..forks {
+        // SAFETY: the child runs heap code (fork-aware) and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                before(&mut m, i);
+                m.collect().unwrap();
+                let list = super::read_list(&m, root.value(&m));
+                assert_eq!(list, (0..100).collect::<Vec<_>>());
+                after(heap, &mut m);
+            }))
+            .is_ok();
+            // SAFETY: ends the child without the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+        }
+        assert_eq!(wait_child(pid), 0, "the child failed");
+        m.safepoint();
+    }
+}
