@@ -90,10 +90,10 @@
 //! heap-level call at the moment of the fork may leave a lock held in the child, as with any
 //! multi-threaded fork. The heap-level queries are not such calls since audit round nine
 //! (each reads atomics, or takes a lock *prepare* holds: the safepoint lock, the tables
-//! above); nor are the handle types and type registration (round seven). What may remain
-//! (read, not probed): the once-per-process set-up of the first heap (installing these
-//! handlers and the SIGBUS handler: `Once`s held for microseconds) and the process-wide state
-//! a `Heap::new` or a heap's drop in progress touches. (A thread is
+//! above); nor are the handle types and type registration (round seven), nor a `Heap::new`
+//! or a heap's drop (probed in round nine). What may remain (read, not reproduced): the
+//! once-per-process set-up of the first heap (installing these handlers and the SIGBUS
+//! handler: `Once`s held for microseconds). (A thread is
 //! attached to one heap at a time, see `crate::safepoint`, so no thread parked in one heap's
 //! pause holds up *prepare*'s stop of another; and no heap's safepoint lock is held by
 //! *prepare* while it waits for another heap's mutators.)
