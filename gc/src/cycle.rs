@@ -2095,7 +2095,8 @@ fn next_mark_bytes(inner: &HeapInner, kept: usize) -> usize {
 /// Generational: first, whether a young cycle next would forward too many old slots in its
 /// pauses ([`crate::generational::GenState::young_slots_over`]: then full cycles follow,
 /// recorded in `stats`); a full cycle next marks the old generation too
-/// ([`crate::generational::GenState::next_mark_bytes`]).
+/// ([`crate::generational::GenState::next_mark_bytes`]), and its goal counts the old
+/// generation at its estimated live bytes ([`crate::generational::GenState::full_due_goal`]).
 fn pace_next(inner: &HeapInner, stats: &mut CycleStats, compacted: (usize, Duration)) {
     let used = inner.used();
     if let Some(gs) = inner.gen.as_ref() {
@@ -2113,13 +2114,24 @@ fn pace_next(inner: &HeapInner, stats: &mut CycleStats, compacted: (usize, Durat
     }
     // (After the decision above, which may make the next cycle full.)
     let live = next_mark_bytes(inner, stats.heap_after());
-    let d = inner.pacer.finish_cycle(
-        used,
-        live,
-        inner.capacity(),
-        inner.occupancy_goal(used),
-        compacted,
-    );
+    // A full cycle next (or the young cycle that promotes everything before one): the goal
+    // counts the old generation at its estimated live bytes
+    // ([`crate::generational::GenState::full_due_goal`]).
+    let goal = inner
+        .gen
+        .as_ref()
+        .and_then(|gs| {
+            gs.full_due_goal(
+                used,
+                inner.moving.half_bytes,
+                inner.large.used(),
+                (inner.config.growth, inner.config.min_trigger_bytes),
+            )
+        })
+        .unwrap_or_else(|| inner.occupancy_goal(used));
+    let d = inner
+        .pacer
+        .finish_cycle(used, live, inner.capacity(), goal, compacted);
     let mut trigger = d.trigger;
     if let Some(gs) = inner.gen.as_ref() {
         // Generational: a young cycle next gets its own trigger, never later than the pacer's

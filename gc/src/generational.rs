@@ -99,6 +99,15 @@
 //!   window gets what the old generation leaves ([`window_goal`]). (Counting the window alone
 //!   let the heap reach the old generation plus the whole goal before a young cycle: at 1 GiB
 //!   live, 3 GiB where stop-the-world holds 2.)
+//! - **A full cycle's trigger** (and that of the young cycle that promotes everything before
+//!   one, [`GenState::full_due_goal`]): the goal counts the old generation at its *estimated*
+//!   live bytes ([`OldGen::live`]: what was promoted, at most what the last whole live set
+//!   leaves beside the young survivors each young cycle traced), not its size. A live set
+//!   replaced within about a cycle (the request's cache at 1 GiB) leaves the promoted objects
+//!   dead in the old generation; counted as live, they doubled the goal, and the heap grew to
+//!   the old generation plus twice itself (4.2 GiB where stop-the-world holds 2.2) before the
+//!   young cycle that had to promote everything ahead of the full one, its fresh pages alone
+//!   5.1 s of the prefill thread's CPU.
 //!
 //! Invariants:
 //! - [`OldGen`] changes only with the world stopped (inside a cycle's pause);
@@ -202,6 +211,12 @@ pub(crate) struct OldGen {
     /// The last flip's young cost measurement (thousandths; `None`: not measured). Changed
     /// only at flips.
     last_cost: Option<u32>,
+    /// The old generation's live bytes, estimated (at most `bytes()`): what was promoted into
+    /// it, less what young cycles show has died since, the live set being taken as steady
+    /// (a young cycle that traced `t` bytes of young survivors leaves at most `whole_live - t`
+    /// of the old generation live). What a full cycle next is paced for
+    /// ([`GenState::next_mark_bytes`], [`GenState::full_due_goal`]). Changed only at flips.
+    live: usize,
 }
 
 impl OldGen {
@@ -233,8 +248,10 @@ impl OldGen {
     /// (`fwd` and `to` as for [`OldGen::note_traced`]): its traced survivors are
     /// `[to, fwd(mark_top))`. A cycle that traced everything (full, or young with nothing old)
     /// sets the whole live set; a young cycle with an old generation measures what it traced
-    /// over it, and when that exceeds `max` the next [`FALLBACK_FULL_CYCLES`] cycles are full.
-    /// Returns the share in thousandths when measured.
+    /// over it, and when that exceeds `max` the next [`FALLBACK_FULL_CYCLES`] cycles are full;
+    /// it also bounds the old generation's estimated live bytes ([`OldGen::live`]) by what the
+    /// whole live set leaves beside its traced survivors. Returns the share in thousandths when
+    /// measured.
     fn measure_young_cost(
         &mut self,
         c: &GenCycle,
@@ -250,6 +267,7 @@ impl OldGen {
         if self.whole_live == 0 {
             return None;
         }
+        self.live = self.live.min(self.whole_live.saturating_sub(traced));
         let share = traced as f64 / self.whole_live as f64;
         if share > max {
             self.fallback = FALLBACK_FULL_CYCLES;
@@ -268,6 +286,7 @@ impl OldGen {
         self.lo = 0;
         self.hi = 0;
         self.first.clear();
+        self.live = 0;
         self.limit = limit;
         self.large_limit = large_limit;
         self.full_pending = false;
@@ -298,9 +317,11 @@ impl OldGen {
             self.lo = start;
             self.hi = start;
             self.first.clear();
+            self.live = 0;
         }
         debug_assert_eq!(start, self.hi, "promotion extends the old generation");
         self.hi = new_hi;
+        self.live += end - start;
         self.pending = Some((start, end, young_end));
     }
 
@@ -424,9 +445,10 @@ pub(crate) fn full_limit(config: &HeapConfig, live: usize, large: usize) -> (usi
 }
 
 /// The mark work of a full cycle (pure): `kept` bytes in use in the window and the large
-/// space, and the old generation's live bytes, reckoned as its size `old` but at most
-/// `whole_live`, the live bytes the last cycle that traced everything found (0: none yet; the
-/// old generation's garbage is not traced, and what it promoted since was live then).
+/// space, and the old generation's live bytes, reckoned as its estimated live bytes `old`
+/// ([`OldGen::live`], at most its size) but at most `whole_live`, the live bytes the last
+/// cycle that traced everything found (0: none yet; the old generation's garbage is not
+/// traced, and what it promoted since was live then).
 pub(crate) fn full_mark_bytes(kept: usize, old: usize, whole_live: usize) -> usize {
     let old_live = if whole_live > 0 {
         old.min(whole_live)
@@ -434,6 +456,23 @@ pub(crate) fn full_mark_bytes(kept: usize, old: usize, whole_live: usize) -> usi
         old
     };
     kept.saturating_add(old_live)
+}
+
+/// The occupancy goal of the current window when a full cycle is due next (pure; see
+/// [`GenState::full_due_goal`]): `used` bytes in use in the window, an old generation of
+/// `old` bytes of which `old_live` are estimated live. The whole heap may grow to
+/// `max(min_trigger, (used + old_live) x (1 + growth))`, as a heap that is not generational
+/// may from its live bytes; the window gets what the old generation leaves of that, at
+/// least `used`. Never above [`window_goal`] (`old_live <= old`).
+pub(crate) fn full_due_goal(
+    used: usize,
+    old: usize,
+    old_live: usize,
+    growth: f64,
+    min_trigger: usize,
+) -> usize {
+    let whole = grown(used.saturating_add(old_live.min(old)), growth).max(min_trigger);
+    whole.saturating_sub(old).max(used)
 }
 
 /// `bytes x (1 + growth)`.
@@ -842,7 +881,35 @@ impl GenState {
             return kept;
         }
         let old = self.old();
-        full_mark_bytes(kept, old.bytes(), old.whole_live)
+        full_mark_bytes(kept, old.live, old.whole_live)
+    }
+
+    /// The occupancy goal of the current window (as [`window_goal`]) when the next cycle is
+    /// not expected to be young ([`GenState::next_is_young`]; `None` otherwise), `used` bytes
+    /// being in use there: the old generation counted at its estimated live bytes
+    /// ([`OldGen::live`]), not its size, in the whole heap's goal, and the window gets what
+    /// the old generation's size leaves of it, at least `used` (a cycle due at once).
+    /// ([`full_due_goal`]: a full cycle, or the young cycle that must promote everything
+    /// before one, then starts when the heap's estimated live bytes have grown by `growth`,
+    /// not once the window has grown by the old generation's garbage too.)
+    pub(crate) fn full_due_goal(
+        &self,
+        used: usize,
+        half_bytes: usize,
+        large_used: usize,
+        (growth, min_trigger): (f64, usize),
+    ) -> Option<usize> {
+        if self.next_is_young(half_bytes, large_used) {
+            return None;
+        }
+        let old = self.old();
+        Some(full_due_goal(
+            used,
+            old.bytes(),
+            old.live,
+            growth,
+            min_trigger,
+        ))
     }
 
     /// Concurrent mode, a cycle ending (the GC thread, its compaction done) with a young cycle
@@ -1029,7 +1096,7 @@ impl crate::Heap {
 
 #[cfg(test)]
 mod tests {
-    use super::window_goal;
+    use super::{window_goal, CycleKind, GenCycle, OldGen};
 
     /// A full cycle requested (`GenState::request_full`, as an allocation about to fail does)
     /// when a stranded object lies above the old generation, the old half current: that
@@ -1131,6 +1198,87 @@ mod tests {
         // An old generation smaller than it: its size.
         assert_eq!(full_mark_bytes(10 * MIB, 500 * MIB, 1000 * MIB), 510 * MIB);
         assert_eq!(full_mark_bytes(10 * MIB, 0, 1000 * MIB), 10 * MIB);
+    }
+
+    #[test]
+    fn with_a_full_cycle_due_the_old_generation_counts_at_its_live_bytes() {
+        use super::full_due_goal;
+        // The request at 1 GiB: 1 GiB old, all of it dead, 1 GiB of young survivors: the
+        // heap may grow to 2 x 1 GiB, so a cycle is due at once (the window keeps what is in
+        // use), where the goal counting the old generation as live gives the window 3 GiB.
+        assert_eq!(
+            full_due_goal(1024 * MIB, 1024 * MIB, 0, 1.0, 4 * MIB),
+            1024 * MIB
+        );
+        assert_eq!(
+            window_goal(1024 * MIB, 1024 * MIB, 1.0, 4 * MIB),
+            3072 * MIB
+        );
+        // Half of it live: the whole heap may grow to 2 x 1.5 GiB.
+        assert_eq!(
+            full_due_goal(1024 * MIB, 1024 * MIB, 512 * MIB, 1.0, 4 * MIB),
+            2048 * MIB
+        );
+        // All of it live: the window goal.
+        assert_eq!(
+            full_due_goal(32 * MIB, 1024 * MIB, 1024 * MIB, 1.0, 2048 * MIB),
+            window_goal(32 * MIB, 1024 * MIB, 1.0, 2048 * MIB)
+        );
+        // Never above the window goal, never below what is in use.
+        for (used, old, live) in [
+            (0, 100 * MIB, 0),
+            (5 * MIB, 100 * MIB, 200 * MIB),
+            (MIB, 3 * MIB, MIB),
+        ] {
+            let g = full_due_goal(used, old, live, 1.0, 4 * MIB);
+            assert!(
+                g <= window_goal(used, old, 1.0, 4 * MIB),
+                "{used} {old} {live}: {g}"
+            );
+            assert!(g >= used, "{used} {old} {live}: {g}");
+        }
+    }
+
+    #[test]
+    fn young_cycles_bound_the_old_generations_live_bytes() {
+        // 100 MiB promoted by a cycle that traced 100 MiB.
+        let mut old = OldGen {
+            whole_live: 100 * MIB,
+            ..OldGen::default()
+        };
+        old.promote(MIB, 101 * MIB, 101 * MIB, 101 * MIB);
+        assert_eq!(old.live, 100 * MIB);
+        // A young cycle that traced 90 MiB of young survivors: at most 10 MiB old ones live.
+        let c = GenCycle {
+            kind: CycleKind::Young,
+            from: 200 * MIB,
+            old: (old.lo, old.hi),
+            old_slots: Vec::new(),
+            promote: false,
+            promote_below: 0,
+            to_floor: 0,
+            dirty_units: 0,
+            mark_top: 290 * MIB,
+            stranded_leave: false,
+            stranded_stayed: false,
+            skip_one: false,
+        };
+        let fwd = |a: usize| a - 200 * MIB + 300 * MIB;
+        old.measure_young_cost(&c, &fwd, 300 * MIB, f64::MAX);
+        assert_eq!(old.live, 10 * MIB);
+        // One that traced little does not raise it again; a promotion adds what it promoted.
+        let c = GenCycle {
+            mark_top: 201 * MIB,
+            ..c
+        };
+        old.measure_young_cost(&c, &fwd, 300 * MIB, f64::MAX);
+        assert_eq!(old.live, 10 * MIB);
+        old.pending = None;
+        old.promote(101 * MIB, 105 * MIB, 105 * MIB, 105 * MIB);
+        assert_eq!(old.live, 14 * MIB);
+        // A full cycle empties it.
+        old.clear((0, 0));
+        assert_eq!(old.live, 0);
     }
 
     #[test]
