@@ -10,9 +10,10 @@
 //!   references, over the bound: the cycle's record says so and the next cycle is full. With
 //!   the bound off, the same scenario's next cycle is young and forwards them all (what churn
 //!   at 1 GiB did: 2.0-2.6 M old slots, remark+flip pauses of 285-660 ms). When the slots are
-//!   written after the cycle's end instead, the next cycle is young (nothing was dirty then)
-//!   and forwards them all, and a full cycle follows within two cycles (the next may start in
-//!   the half without the old generation: a young cycle that promotes everything runs first).
+//!   written after the cycle's end instead, they are counted at the next cycle's start, in
+//!   the old half: it is full. Written after a young cycle that compacted into the other half,
+//!   the next cycle (from there) is young, promotes and forwards them all, and the one after
+//!   it is full.
 //! - **A full cycle is paced for the old generation too**: the record of the cycle before it
 //!   says the next cycle's marking was paced for the old generation's live bytes (here the
 //!   promoted table and objects) as well as what the window keeps. Paced for the window alone,
@@ -21,8 +22,8 @@
 //! - **The old generation counts at its estimated live bytes when a full cycle is due**: a
 //!   live set replaced within a cycle (the request workload's cache: every entry lives about
 //!   one cycle) leaves the promoted objects dead in the old generation, and the young cycle
-//!   that finds them replaced traces about the whole live set. Scenario: the third above
-//!   (every slot rewritten after the first cycle, so the second forwards them all and full
+//!   that finds them replaced traces about the whole live set. Scenario: the last above
+//!   (every slot rewritten after the second cycle, so the third forwards them all and full
 //!   cycles are due, the promoted nodes dead): its record says the next cycle was paced for
 //!   what the window keeps and the table, not for the dead nodes of the old generation as
 //!   well (before, its size: at 1 GiB the request's heap grew to the old generation plus
@@ -114,6 +115,16 @@ fn promoted_table_written_during_compaction(
     (heap, m, table, node, c1)
 }
 
+/// The next cycle, which must be full (it forwards no old slot), then every slot read back
+/// (round 1).
+fn full_cycle_then_check(heap: &Heap, m: &mut Mutator, table: &Root) {
+    let c = cycle(heap, m, |_| {});
+    assert_eq!(c.gen.young, Some(false), "{}", c.log_line());
+    assert_eq!(c.gen.old_slots, 0, "{}", c.log_line());
+    check(m, table, 1);
+    m.verify().unwrap();
+}
+
 #[test]
 fn young_cycles_with_too_many_old_to_young_references_give_way_to_full_cycles() {
     if !uffd_or_skip("young_cycles_with_too_many_old_to_young_references") {
@@ -136,11 +147,7 @@ fn young_cycles_with_too_many_old_to_young_references_give_way_to_full_cycles() 
         c1.pacing.next_mark_bytes,
         c1.log_line()
     );
-    let c2 = cycle(&heap, &mut m, |_| {});
-    assert_eq!(c2.gen.young, Some(false), "{}", c2.log_line());
-    assert_eq!(c2.gen.old_slots, 0, "{}", c2.log_line());
-    check(&m, &table, 1);
-    m.verify().unwrap();
+    full_cycle_then_check(&heap, &mut m, &table);
 }
 
 #[test]
@@ -165,44 +172,60 @@ fn without_the_bound_the_young_cycle_forwards_every_old_to_young_reference() {
 }
 
 #[test]
+fn old_to_young_references_written_since_the_last_cycle_make_the_next_cycle_full() {
+    if !uffd_or_skip("old_to_young_references_written_since_the_last_cycle") {
+        return;
+    }
+    let (heap, mut m, table, node) = heap_with_table(BOUND);
+    // Nothing written into the promoted table before the first cycle's end: young expected.
+    let c1 = cycle(&heap, &mut m, |_| {});
+    assert_eq!(c1.gen.young, Some(true), "{}", c1.log_line());
+    assert_eq!(c1.gen.young_slots_over, None, "{}", c1.log_line());
+    // Every slot rewritten since: counted at the next cycle's start (in the old half), which
+    // is full, rather than a young cycle forwarding them all.
+    rewrite(&mut m, node, &table, 1);
+    full_cycle_then_check(&heap, &mut m, &table);
+}
+
+#[test]
 fn a_young_cycle_that_forwarded_too_many_old_slots_is_followed_by_full_cycles() {
     if !uffd_or_skip("a_young_cycle_that_forwarded_too_many_old_slots") {
         return;
     }
     let (heap, mut m, table, node) = heap_with_table(BOUND);
-    // Nothing written into the promoted table before the first cycle's end: young next.
-    let c1 = cycle(&heap, &mut m, |_| {});
-    assert_eq!(c1.gen.young, Some(true), "{}", c1.log_line());
-    assert_eq!(c1.gen.young_slots_over, None, "{}", c1.log_line());
-    rewrite(&mut m, node, &table, 1);
-    let c2 = cycle(&heap, &mut m, |_| {});
-    assert_eq!(c2.gen.young, Some(true), "{}", c2.log_line());
-    assert!(c2.gen.old_slots >= SLOTS, "{}", c2.log_line());
-    assert_eq!(
-        c2.gen.young_slots_over,
-        Some(c2.gen.old_slots),
-        "{}",
-        c2.log_line()
-    );
-    // Every promoted node was replaced: full cycles due, paced for what the window keeps and
-    // the old generation's live part (the table, about a sixth of it here), not for its size
-    // (which counted the dead nodes as live).
-    assert!(
-        c2.pacing.next_mark_bytes <= c2.heap_after() + c2.gen.old_bytes / 2,
-        "paced for {} B with {} B kept and {} B old: {}",
-        c2.pacing.next_mark_bytes,
-        c2.heap_after(),
-        c2.gen.old_bytes,
-        c2.log_line()
-    );
-    // Full within two cycles: the next cycle starts in the half without the old generation
-    // (the young one compacted into it), so a young cycle promoting everything runs first.
-    let c3 = cycle(&heap, &mut m, |_| {});
-    if c3.gen.young == Some(true) {
-        assert!(c3.gen.promoted_bytes > 0, "{}", c3.log_line());
-        let c4 = cycle(&heap, &mut m, |_| {});
-        assert_eq!(c4.gen.young, Some(false), "{}", c4.log_line());
+    // Nothing written into the promoted table before the second cycle's end: that one is
+    // young and compacts into the half without the old generation.
+    for _ in 0..2 {
+        let c = cycle(&heap, &mut m, |_| {});
+        assert_eq!(c.gen.young, Some(true), "{}", c.log_line());
+        assert_eq!(c.gen.young_slots_over, None, "{}", c.log_line());
     }
+    // Every slot rewritten: the next cycle starts in that half, so it is young (it promotes)
+    // and forwards them all.
+    rewrite(&mut m, node, &table, 1);
+    let c3 = cycle(&heap, &mut m, |_| {});
+    assert_eq!(c3.gen.young, Some(true), "{}", c3.log_line());
+    assert!(c3.gen.old_slots >= SLOTS, "{}", c3.log_line());
+    assert_eq!(
+        c3.gen.young_slots_over,
+        Some(c3.gen.old_slots),
+        "{}",
+        c3.log_line()
+    );
+    // The promoted nodes were all replaced: full cycles due, paced for what the window keeps
+    // and the old generation's live part (the table, about a sixth of it here), not for its
+    // size (which counted the dead nodes as live).
+    assert!(
+        c3.pacing.next_mark_bytes <= c3.heap_after() + c3.gen.old_bytes / 2,
+        "paced for {} B with {} B kept and {} B old: {}",
+        c3.pacing.next_mark_bytes,
+        c3.heap_after(),
+        c3.gen.old_bytes,
+        c3.log_line()
+    );
+    // Full next (this cycle compacted into the old half).
+    let c4 = cycle(&heap, &mut m, |_| {});
+    assert_eq!(c4.gen.young, Some(false), "{}", c4.log_line());
     check(&m, &table, 1);
     m.verify().unwrap();
 }

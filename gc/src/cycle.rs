@@ -578,6 +578,11 @@ fn initial_mark(
     // barrier is on from this pause: see `GenState::begin`). A full cycle's source starts at
     // the old generation.
     let gen = inner.gen.as_ref().map(|gs| {
+        gs.young_slots_at_start(
+            moving.current.load(Ordering::Relaxed),
+            inner.config.young_slots_max,
+            &types,
+        );
         gs.begin(
             &inner.arena,
             moving,

@@ -68,7 +68,11 @@
 //!   only) and, after a young cycle, among those it forwarded (not after one that scanned
 //!   the whole old generation for stranded objects, [`GenCycle::stranded_leave`]: its count
 //!   holds every old slot that refers to a large object too): over the bound, the next
-//!   [`FALLBACK_FULL_CYCLES`] cycles are full ([`GenState::young_slots_over`]). A full cycle
+//!   [`FALLBACK_FULL_CYCLES`] cycles are full ([`GenState::young_slots_over`]). They are
+//!   counted again at the start of a concurrent cycle in the old half, which is then full
+//!   itself ([`GenState::young_slots_at_start`]: references written since the last cycle's
+//!   end, a live set replaced within a cycle, made that cycle young, and the full cycles it
+//!   found due came after one more young cycle from the other half). A full cycle
 //!   next is paced for the old generation's live bytes too ([`GenState::next_mark_bytes`]).
 //! - A **full cycle** marks and compacts everything, as a heap that is not generational does
 //!   every cycle; it runs when the old generation has grown by `old_growth` over its size
@@ -957,6 +961,30 @@ impl GenState {
         }
         old.fallback = FALLBACK_FULL_CYCLES;
         Some(n)
+    }
+
+    /// Concurrent mode, a cycle starting (world stopped, before [`GenState::begin`]) in the
+    /// old half with a young cycle expected: whether it would forward too many old slots
+    /// ([`GenState::young_slots_over`], counted in the remembered set's dirty ranges now);
+    /// then the next [`FALLBACK_FULL_CYCLES`] cycles are full, this one first. The count at
+    /// the previous cycle's end saw only the references written before it: a live set
+    /// replaced since (the request's cache, every entry living about one cycle) made this
+    /// cycle young, tracing about the whole live set and forwarding every replaced slot, and,
+    /// as it compacts into the other half, the full cycles it found due waited for one more
+    /// young cycle that promotes everything (at 1 GiB: a young cycle of ~1 s, then one copying
+    /// 1 GiB into the old half beside the dead one, then the full cycle). From the other half
+    /// it does nothing (a young cycle from there promotes, and a full one could not run).
+    /// Returns the count when over `max`.
+    pub(crate) fn young_slots_at_start(
+        &self,
+        cur: usize,
+        max: usize,
+        types: &TypeRegistry,
+    ) -> Option<usize> {
+        if cur != self.old().half {
+            return None;
+        }
+        self.young_slots_over(None, max, types)
     }
 
     /// Old-generation bytes now.
