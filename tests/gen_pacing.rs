@@ -226,6 +226,13 @@ fn a_young_cycle_that_forwarded_too_many_old_slots_is_followed_by_full_cycles() 
     // Full next (this cycle compacted into the old half).
     let c4 = cycle(&heap, &mut m, |_| {});
     assert_eq!(c4.gen.young, Some(false), "{}", c4.log_line());
+    // Owed for the old-to-young slots, and said so (the log said "young cycles did not pay").
+    assert!(c4.gen.fallback_old_slots, "{}", c4.log_line());
+    assert!(
+        c4.log_line().contains("too many old-to-young slots"),
+        "{}",
+        c4.log_line()
+    );
     check(&m, &table, 1);
     m.verify().unwrap();
 }

@@ -1915,7 +1915,7 @@ fn gen_at_flip(
             crate::generational::full_limit(&inner.config, live, large_live),
         )
         .unwrap_or_else(|e| fatal_after_flip("updating the remembered set", &e));
-    let (young_cost_pm, fallback) = gs.young_cost();
+    let (young_cost_pm, fallback, fallback_old_slots) = gs.young_cost();
     GenStats {
         young: Some(c.young()),
         promoted_bytes: promoted,
@@ -1925,6 +1925,7 @@ fn gen_at_flip(
         black_bytes: objects_end.saturating_sub(fwd(c.mark_top)),
         young_cost_pm,
         fallback,
+        fallback_old_slots,
         young_slots_over: None,
         next_full_at: gs.next_full_at(),
         stranded_leave: c.stranded_leave,

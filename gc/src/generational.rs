@@ -209,9 +209,13 @@ pub(crate) struct OldGen {
     /// cycle with nothing old; 0: none yet). Changed only at flips.
     whole_live: usize,
     /// Full cycles still to run because young cycles did not pay: the last measured young
-    /// cost exceeded `HeapConfig::young_cost_max` ([`OldGen::measure_young_cost`]). Set
-    /// at flips, counted down when a full cycle starts.
+    /// cost exceeded `HeapConfig::young_cost_max` ([`OldGen::measure_young_cost`]), or too
+    /// many old slots held young references ([`GenState::young_slots_over`]). Set at flips
+    /// (or by that count), counted down when a full cycle starts.
     fallback: u32,
+    /// Why `fallback` was last set: true for too many old-to-young slots, false for the
+    /// young cost (what the GC log and [`crate::GenStats::fallback_old_slots`] say).
+    fallback_old_slots: bool,
     /// The last flip's young cost measurement (thousandths; `None`: not measured). Changed
     /// only at flips.
     last_cost: Option<u32>,
@@ -275,6 +279,7 @@ impl OldGen {
         let share = traced as f64 / self.whole_live as f64;
         if share > max {
             self.fallback = FALLBACK_FULL_CYCLES;
+            self.fallback_old_slots = false;
         }
         Some((share * 1e3).round().min(f64::from(u32::MAX)) as u32)
     }
@@ -960,6 +965,7 @@ impl GenState {
             return None;
         }
         old.fallback = FALLBACK_FULL_CYCLES;
+        old.fallback_old_slots = true;
         Some(n)
     }
 
@@ -1015,11 +1021,12 @@ impl GenState {
         self.full_requested.store(true, Ordering::SeqCst);
     }
 
-    /// The last flip's young cost measurement (thousandths, if measured) and the full cycles
-    /// still owed for it.
-    pub(crate) fn young_cost(&self) -> (Option<u32>, u32) {
+    /// The last flip's young cost measurement (thousandths, if measured), the full cycles
+    /// still owed, and whether they are owed for too many old-to-young slots (else for the
+    /// young cost).
+    pub(crate) fn young_cost(&self) -> (Option<u32>, u32, bool) {
         let old = self.old();
-        (old.last_cost, old.fallback)
+        (old.last_cost, old.fallback, old.fallback_old_slots)
     }
 }
 

@@ -340,8 +340,12 @@ pub struct GenStats {
     /// nothing old).
     pub young_cost_pm: Option<u32>,
     /// Full cycles still owed after this one because a young cycle's measured cost exceeded
-    /// `HeapConfig::young_cost_max` (0: none; see also `young_slots_over`).
+    /// `HeapConfig::young_cost_max`, or because too many old slots held young references
+    /// (`young_slots_over`, `HeapConfig::young_slots_max`); 0: none.
     pub fallback: u32,
+    /// Whether the full cycles of `fallback` are owed for too many old-to-young slots (else
+    /// for the young cost).
+    pub fallback_old_slots: bool,
     /// The old slots with a young reference counted at this cycle's end (or forwarded by this
     /// young cycle) when they exceeded `HeapConfig::young_slots_max`: the next cycles are full
     /// (`None`: not over the bound, or not counted).
@@ -783,14 +787,19 @@ impl CycleStats {
             Some(young) => format!(
                 " | gen: {} cycle{}, {} B promoted, {} dirty cards, {} old slots, old {} B | window {} B at start, survivors {} B of which {} B allocated while marking; mark {:.0}ms (cpu {:.0}ms), compaction {:.0}ms (cpu {:.0}ms)",
                 if young { "young" } else { "full" },
-                match (g.young_cost_pm, g.fallback) {
-                    (Some(pm), f) => format!(
+                match (g.young_cost_pm, g.fallback, g.fallback_old_slots) {
+                    (Some(pm), f, slots) => format!(
                         " (traced {:.2}x the live set; {})",
                         f64::from(pm) / 1e3,
-                        if f > 0 { "young cycles do not pay, full cycles next" } else { "young cycles pay" }
+                        match (f > 0, slots) {
+                            (false, _) => "young cycles pay",
+                            (true, false) => "young cycles do not pay, full cycles next",
+                            (true, true) => "too many old-to-young slots, full cycles next",
+                        }
                     ),
-                    (None, f) if f > 0 => format!(" ({f} more full: young cycles did not pay)"),
-                    (None, _) => String::new(),
+                    (None, f, false) if f > 0 => format!(" ({f} more full: young cycles did not pay)"),
+                    (None, f, true) if f > 0 => format!(" ({f} more full: too many old-to-young slots)"),
+                    (None, _, _) => String::new(),
                 } + &g.young_slots_over.map_or(String::new(), |n| format!(
                     " ({n} old-to-young slots over young_slots_max: full cycles next)"
                 )) + match (g.stranded_leave, g.stranded_stayed) {
@@ -884,6 +893,42 @@ pub(crate) fn trim_history(h: &mut Vec<CycleStats>, limit: Option<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The full cycles owed say why: for too many old-to-young slots (`young_slots_max`), not
+    /// "young cycles did not pay" (`young_cost_max`, which may be off), as every owed full
+    /// cycle said before.
+    #[test]
+    fn the_gc_log_says_why_full_cycles_are_owed() {
+        let full = |f, slots| CycleStats {
+            gen: GenStats {
+                young: Some(false),
+                fallback: f,
+                fallback_old_slots: slots,
+                ..GenStats::default()
+            },
+            ..CycleStats::default()
+        };
+        assert!(full(2, true)
+            .gen_log()
+            .contains("(2 more full: too many old-to-young slots)"));
+        assert!(full(2, false)
+            .gen_log()
+            .contains("(2 more full: young cycles did not pay)"));
+        assert!(!full(0, true).gen_log().contains("more full"));
+        let young = CycleStats {
+            gen: GenStats {
+                young: Some(true),
+                young_cost_pm: Some(400),
+                fallback: 3,
+                fallback_old_slots: true,
+                ..GenStats::default()
+            },
+            ..CycleStats::default()
+        };
+        assert!(young
+            .gen_log()
+            .contains("0.40x the live set; too many old-to-young slots"));
+    }
 
     #[test]
     fn percentiles_use_nearest_rank() {
