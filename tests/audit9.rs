@@ -369,3 +369,64 @@ fn a_fork_during_the_first_heaps_kernel_measurement_leaves_the_child_able_to_mak
         assert_eq!(hung, 0, "{hung} of {forks} children hung making a heap");
     });
 }
+
+/// Review of round nine: `Heap::old_generation` from a thread *prepare* does not wait for (here
+/// an unattached one) took the old generation's lock; a child forked meanwhile inherited it
+/// held, and its next flip (which takes it) waited forever. The round's probe of the queries
+/// ran on a heap that is not generational, where the query takes no lock. Each child of a
+/// generational heap must collect twice (every child gets a 10 s alarm).
+#[test]
+fn a_fork_while_another_thread_asks_for_the_old_generation_leaves_the_childs_flips_usable() {
+    if !uffd_or_skip("a_fork_while_another_thread_asks_for_the_old_generation") {
+        return;
+    }
+    let _s = common::forking::serial();
+    let heap = Heap::new(HeapConfig::with_heap_size(16 << 20).with(|c| {
+        c.mode = GcMode::Concurrent;
+        c.generational = faultline::Generational::Cards;
+    }))
+    .unwrap();
+    {
+        let t = register(&heap);
+        let mut m = heap.attach();
+        list(&mut m, &t, 100);
+        m.collect().unwrap();
+    }
+    heap.collect().unwrap();
+    assert!(heap.old_generation().is_some());
+    let stop = Arc::new(AtomicBool::new(false));
+    let asker = {
+        let (heap, stop) = (heap.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::black_box(heap.old_generation());
+            }
+        })
+    };
+    let mut codes = Vec::new();
+    for _ in 0..40 {
+        // SAFETY: the child collects its heap (fork-aware) and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: a plain system call; the alarm ends a child hung after the fork.
+            unsafe { libc::alarm(10) };
+            let ok = heap.collect().is_ok() && heap.collect().is_ok();
+            // SAFETY: ends the child without the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+        }
+        // (A child hung inside the fork's own child handler has no alarm yet: `wait_child`
+        // kills it after 60 s.)
+        let code = std::panic::catch_unwind(|| common::forking::wait_child(pid)).unwrap_or(-1);
+        codes.push(code);
+        if code != 0 {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    asker.join().unwrap();
+    assert!(
+        codes.iter().all(|&c| c == 0),
+        "a child hung or failed collecting: {codes:?}"
+    );
+}

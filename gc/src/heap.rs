@@ -577,7 +577,12 @@ impl Heap {
     /// set's side memory in bytes; `None` when the heap is not generational.
     pub fn old_generation(&self) -> Option<(crate::Generational, usize, usize)> {
         let gs = self.inner.gen.as_ref()?;
-        Some((gs.remset.kind(), gs.old_bytes(), gs.remset.footprint()))
+        // The moving space's copy of the range (atomics, set with it at every flip), not the
+        // old generation's lock: a query from a thread fork's *prepare* does not wait for (a
+        // native section, an unattached thread) left that lock held in a forked child, whose
+        // next flip then waited for it forever (review of audit round nine).
+        let (lo, hi) = self.inner.moving.old_range();
+        Some((gs.remset.kind(), hi - lo, gs.remset.footprint()))
     }
 
     /// Number of attached mutators.
