@@ -72,8 +72,9 @@
 //!   ([`crate::phase`]) is an atomic word with futex waits, no lock, and the tables of the
 //!   handles made for threads *prepare* does not wait for (`Pin`: the pin table and the
 //!   global roots; `GlobalRoot`; `FinalizationQueue`: the weak table), the type registry
-//!   (`Heap::register_type`), the cycle history and the wait registry (the queries
-//!   `Heap::history`, `Heap::mutator_waits`, `Heap::mutator_wait_log`) are locked by the
+//!   (`Heap::register_type`), the heap structs' map (`Heap::register_struct`), the heap-wide
+//!   root sources (`Heap::add_root_source`), the cycle history and the wait registry (the
+//!   queries `Heap::history`, `Heap::mutator_waits`, `Heap::mutator_wait_log`) are locked by the
 //!   forking thread from after the gate closed until *parent* / *child* (`Held::tables`), and
 //!   so is the kernel measurement of `Auto` modes (`crate::mode`'s `MEASURING`, which every
 //!   `Heap::new` can take: the handlers are installed before it);
@@ -84,13 +85,15 @@
 //! - forks are serialised (`FORKING`): one thread's *prepare* never waits on a heap another
 //!   forking thread holds stopped.
 //!
-//! Limits (documented in the README): forking from inside the collector (an `on_cycle` or
-//! `mark_hook` callback) is not supported; a thread that is *not* a running mutator (an
+//! Limits (documented in the README): forking from inside the collector (an `on_cycle`,
+//! `mark_hook` or `RootSource::for_each_root` callback) is not supported; a thread that is *not* a running mutator (an
 //! unattached thread, or one inside its mutator's native section) but is inside another
 //! heap-level call at the moment of the fork may leave a lock held in the child, as with any
 //! multi-threaded fork. The heap-level queries are not such calls since audit round nine
 //! (each reads atomics, or takes a lock *prepare* holds: the safepoint lock, the tables
-//! above); nor are the handle types and type registration (round seven), nor a `Heap::new`
+//! above; `Heap::old_generation` took the old generation's lock until the review of round
+//! nine); nor are the handle types, type and struct registration and root sources (round
+//! seven; structs and root sources since the review of round nine), nor a `Heap::new`
 //! or a heap's drop (probed in round nine). What may remain (read, not reproduced): the
 //! once-per-process set-up of the first heap (installing these handlers and the SIGBUS
 //! handler: `Once`s held for microseconds). (A thread is
@@ -166,16 +169,31 @@ struct Tables {
     /// [`crate::Heap::mutator_wait_log`] take it from any thread, and every attach and detach
     /// in the child does (round nine, as `history`).
     waits: MutexGuard<'static, crate::waits::RegistryState>,
+    /// The heap structs' map: [`crate::Heap::register_struct`] takes it from any thread
+    /// (review of round nine: a registration in a native section at the fork left it held in
+    /// the child, whose next `register_struct` waited forever).
+    structs: MutexGuard<'static, StructMap>,
+    /// The heap-wide root sources: [`crate::Heap::add_root_source`] takes it from any thread
+    /// (as `structs`: the child's next collection waited forever); the collector reads it only
+    /// in pauses, which the stopped worlds exclude.
+    sources: MutexGuard<'static, SourceList>,
 }
+
+/// The type of [`crate::inner::HeapInner::structs`].
+type StructMap = std::collections::HashMap<core::any::TypeId, faultline_heap::object::TypeId>;
+/// The type of [`crate::roots::HeapRoots::sources`].
+type SourceList = Vec<Arc<dyn crate::roots::RootSource>>;
 
 impl Tables {
     /// Take the table locks of `heap` (the world stopped and the fork gate closed: no pause
     /// and no collector region holds them, so only a short critical section of a native or
-    /// unattached thread is waited for). Order: pins, globals, weak, types, history, waits
-    /// (no code path holds one of them while taking another; a registration holds the types
-    /// lock only while it adds its entry, never while it waits for a cycle; the history is
-    /// written inside a fork-gate region; the wait registry is taken under the safepoint lock
-    /// (a detach), which *prepare* holds already, or alone).
+    /// unattached thread is waited for). Order: pins, globals, weak, types, history, waits,
+    /// structs, sources (no code path holds one of them while taking another; a registration
+    /// holds the types lock only while it adds its entry, never while it waits for a cycle;
+    /// the history is written inside a fork-gate region; the wait registry is taken under the
+    /// safepoint lock (a detach), which *prepare* holds already, or alone; the structs' map is
+    /// taken alone, never across `register_type`; the root sources are read with the world
+    /// stopped (under a safepoint lock *prepare* holds) and added to alone).
     fn take(heap: &Arc<HeapInner>) -> Tables {
         let pins = heap.roots.pins.lock_for_fork();
         let globals = heap.roots.globals();
@@ -183,8 +201,15 @@ impl Tables {
         let types = heap.types.read().unwrap_or_else(PoisonError::into_inner);
         let history = heap.history.lock().unwrap_or_else(PoisonError::into_inner);
         let waits = heap.waits.lock_for_fork();
-        // SAFETY: (the six transmutes) each guard borrows a table (or the type registry's,
-        // the history's or the wait registry's lock) of `heap`, which lives as long as the
+        let structs = heap.structs.lock().unwrap_or_else(PoisonError::into_inner);
+        let sources = heap
+            .roots
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // SAFETY: (the eight transmutes) each guard borrows a table (or the type registry's,
+        // the history's, the wait registry's, the structs' or the root sources' lock) of
+        // `heap`, which lives as long as the
         // `Arc` stored beside the `Tables` in the same `Held`; the `tables` field is declared
         // before `heap` and is taken (or dropped) before it.
         unsafe {
@@ -213,6 +238,14 @@ impl Tables {
                     MutexGuard<'_, crate::waits::RegistryState>,
                     MutexGuard<'static, crate::waits::RegistryState>,
                 >(waits),
+                structs: core::mem::transmute::<
+                    MutexGuard<'_, StructMap>,
+                    MutexGuard<'static, StructMap>,
+                >(structs),
+                sources: core::mem::transmute::<
+                    MutexGuard<'_, SourceList>,
+                    MutexGuard<'static, SourceList>,
+                >(sources),
             }
         }
     }
@@ -226,7 +259,11 @@ impl Tables {
             types,
             history,
             waits,
+            structs,
+            sources,
         } = self;
+        drop(sources);
+        drop(structs);
         drop(waits);
         drop(history);
         drop(types);
