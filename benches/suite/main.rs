@@ -465,7 +465,12 @@ fn parent(opts: &Opts) -> i32 {
         pb.inc(1);
     }
     pb.finish_and_clear();
-    auto::judge(&mut results);
+    // The records of `--report-only` carry the verdicts judged when they were made, over every
+    // run of their set; judging again over the rows an option left would lose them (`auto`
+    // rows whose copy and move runs are left out).
+    if !opts.report_only {
+        auto::judge(&mut results);
+    }
     let fp_results = match &earlier {
         Some(e) => e.footprint.clone(),
         None => equal_memory(opts, &runs_dir),
