@@ -1925,7 +1925,8 @@ fn gen_at_flip(
         black_bytes: objects_end.saturating_sub(fwd(c.mark_top)),
         young_cost_pm,
         fallback,
-        fallback_old_slots,
+        // (Only while full cycles are owed: the flag outlives them in the old generation.)
+        fallback_old_slots: fallback > 0 && fallback_old_slots,
         young_slots_over: None,
         next_full_at: gs.next_full_at(),
         stranded_leave: c.stranded_leave,

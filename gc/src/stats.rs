@@ -344,7 +344,7 @@ pub struct GenStats {
     /// (`young_slots_over`, `HeapConfig::young_slots_max`); 0: none.
     pub fallback: u32,
     /// Whether the full cycles of `fallback` are owed for too many old-to-young slots (else
-    /// for the young cost).
+    /// for the young cost); false when `fallback` is 0.
     pub fallback_old_slots: bool,
     /// The old slots with a young reference counted at this cycle's end (or forwarded by this
     /// young cycle) when they exceeded `HeapConfig::young_slots_max`: the next cycles are full
