@@ -201,6 +201,9 @@ pub(crate) fn collect(
         // A cycle starts only when the previous one is complete (waiting counts as stopped,
         // so the running cycle's remark pause is not held up by us).
         inner.wait_idle_as(me);
+        if inner.concurrent_now() {
+            count_young_slots_at_start(inner);
+        }
         let t0 = Instant::now();
         let Some(g) = inner.sp.stop_the_world(me) else {
             // The world was stopped by another thread. If that was a collection, an implicit
@@ -555,6 +558,28 @@ fn stw_cycle(
     }
 }
 
+/// Generational, concurrent: a cycle about to start in the old half counts the old slots with
+/// a young reference and is full when they are too many
+/// ([`crate::generational::GenState::young_slots_at_start`]), before its initial-mark pause
+/// (the world running: the count walks the dirty cards' objects, 0.6 ms on a 1 GiB old
+/// generation with none dirty, 1-2 ms on the request's). Nothing is counted while a cycle
+/// runs (one started by another thread meanwhile).
+fn count_young_slots_at_start(inner: &HeapInner) {
+    if let Some(gs) = inner.gen.as_ref() {
+        // It holds the old generation's lock, which a forked child takes: a fork waits for it
+        // to be given back (`crate::forkgate`; a mutator counting also holds the fork's stop
+        // of the world up, not a thread without one).
+        let _r = crate::forkgate::Region::enter();
+        let idle = || (!inner.gate.is_busy()).then(|| inner.moving.current.load(Ordering::Relaxed));
+        gs.young_slots_at_start(
+            &idle,
+            inner.sp.requested.load(Ordering::SeqCst),
+            inner.config.young_slots_max,
+            &inner.types(),
+        );
+    }
+}
+
 /// Concurrent phase 1: the initial-mark pause. The world is stopped; O(roots).
 fn initial_mark(
     inner: &HeapInner,
@@ -578,11 +603,6 @@ fn initial_mark(
     // barrier is on from this pause: see `GenState::begin`). A full cycle's source starts at
     // the old generation.
     let gen = inner.gen.as_ref().map(|gs| {
-        gs.young_slots_at_start(
-            moving.current.load(Ordering::Relaxed),
-            inner.config.young_slots_max,
-            &types,
-        );
         gs.begin(
             &inner.arena,
             moving,
@@ -1928,6 +1948,7 @@ fn gen_at_flip(
         // (Only while full cycles are owed: the flag outlives them in the old generation.)
         fallback_old_slots: fallback > 0 && fallback_old_slots,
         young_slots_over: None,
+        young_slots_start_counts: gs.start_counts(),
         next_full_at: gs.next_full_at(),
         stranded_leave: c.stranded_leave,
         stranded_stayed: c.stranded_stayed,
