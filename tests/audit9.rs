@@ -387,7 +387,6 @@ fn a_fork_while_another_thread_asks_for_the_old_generation_leaves_the_childs_fli
     if !uffd_or_skip("a_fork_while_another_thread_asks_for_the_old_generation") {
         return;
     }
-    let _s = common::forking::serial();
     let heap = Heap::new(HeapConfig::with_heap_size(16 << 20).with(|c| {
         c.mode = GcMode::Concurrent;
         c.generational = faultline::Generational::Cards;
@@ -401,39 +400,16 @@ fn a_fork_while_another_thread_asks_for_the_old_generation_leaves_the_childs_fli
     }
     heap.collect().unwrap();
     assert!(heap.old_generation().is_some());
-    let stop = Arc::new(AtomicBool::new(false));
-    let asker = {
-        let (heap, stop) = (heap.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::hint::black_box(heap.old_generation());
-            }
-        })
-    };
-    let mut codes = Vec::new();
-    for _ in 0..40 {
-        // SAFETY: the child collects its heap (fork-aware) and `_exit`s.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            // SAFETY: a plain system call; the alarm ends a child hung after the fork.
-            unsafe { libc::alarm(10) };
-            let ok = heap.collect().is_ok() && heap.collect().is_ok();
-            // SAFETY: ends the child without the parent's destructors.
-            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
-        }
-        // (A child hung inside the fork's own child handler has no alarm yet: `wait_child`
-        // kills it after 60 s.)
-        let code = std::panic::catch_unwind(|| common::forking::wait_child(pid)).unwrap_or(-1);
-        codes.push(code);
-        if code != 0 {
-            break;
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    asker.join().unwrap();
+    let codes = forks_while_another_thread_loops(
+        &heap,
+        |h| {
+            std::hint::black_box(h.old_generation());
+            true
+        },
+        |h| h.collect().is_ok() && h.collect().is_ok(),
+    );
     assert!(
-        codes.iter().all(|&c| c == 0),
+        codes.len() == 40 && codes.iter().all(|&c| c == 0),
         "a child hung or failed collecting: {codes:?}"
     );
 }
