@@ -966,14 +966,6 @@ pub(crate) mod tests {
         Some(moving.overlap_counts())
     }
 
-    #[test]
-    fn with_no_wait_rounds_a_refill_never_waits_for_a_parked_claimer() {
-        let test = "with_no_wait_rounds_a_refill_never_waits_for_a_parked_claimer";
-        if let Some(counts) = refill_meets_parked_claim(test, 0) {
-            assert_eq!(counts, (1, 0));
-        }
-    }
-
     /// Pin the calling thread to `cpu`; false if the kernel refused.
     fn pin_to(cpu: usize) -> bool {
         // SAFETY: a zeroed cpu_set_t is an empty set; `cpu` < CPU_SETSIZE (checked by the
@@ -1046,8 +1038,9 @@ pub(crate) mod tests {
         }
     }
 
-    /// By default a refill that meets a claim in flight does not wait for it (the space's
-    /// default, which is the heap's: `HeapConfig::refill_wait_rounds`).
+    /// By default (no wait rounds: the space's default, which is the heap's,
+    /// `HeapConfig::refill_wait_rounds`) a refill that meets a claim in flight does not wait
+    /// for it. (This was also a separate test with 0 rounds, the same scenario twice.)
     #[test]
     fn by_default_a_refill_never_waits_for_a_claim_in_flight() {
         let test = "by_default_a_refill_never_waits_for_a_claim_in_flight";
