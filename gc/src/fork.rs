@@ -179,6 +179,17 @@ struct Tables {
     sources: MutexGuard<'static, SourceList>,
 }
 
+/// `guard` with its borrow of the lock's owner unbounded (a `'static` guard).
+///
+/// # Safety
+/// The caller keeps the lock's owner alive, and the guard's lock unmoved, until the returned
+/// guard is dropped.
+unsafe fn unbound<T: ?Sized>(guard: MutexGuard<'_, T>) -> MutexGuard<'static, T> {
+    // SAFETY: the two types differ in a lifetime only (the same layout); the caller keeps
+    // what it borrows alive (this function's contract).
+    unsafe { core::mem::transmute::<MutexGuard<'_, T>, MutexGuard<'static, T>>(guard) }
+}
+
 /// The type of [`crate::inner::HeapInner::structs`].
 type StructMap = std::collections::HashMap<core::any::TypeId, faultline_heap::object::TypeId>;
 /// The type of [`crate::roots::HeapRoots::sources`].
@@ -207,45 +218,27 @@ impl Tables {
             .sources
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        // SAFETY: (the eight transmutes) each guard borrows a table (or the type registry's,
+        // SAFETY: (every `unbound` below) each guard borrows a table (or the type registry's,
         // the history's, the wait registry's, the structs' or the root sources' lock) of
-        // `heap`, which lives as long as the
-        // `Arc` stored beside the `Tables` in the same `Held`; the `tables` field is declared
-        // before `heap` and is taken (or dropped) before it.
+        // `heap`, which lives as long as the `Arc` stored beside the `Tables` in the same
+        // `Held`; the `tables` field is declared before `heap` and is taken (or dropped) before
+        // it.
         unsafe {
             Tables {
-                pins: core::mem::transmute::<
-                    MutexGuard<'_, crate::pins::PinInner>,
-                    MutexGuard<'static, crate::pins::PinInner>,
-                >(pins),
+                pins: unbound(pins),
                 globals: core::mem::transmute::<
                     std::sync::RwLockWriteGuard<'_, crate::roots::GlobalSlots>,
                     std::sync::RwLockWriteGuard<'static, crate::roots::GlobalSlots>,
                 >(globals),
-                weak: core::mem::transmute::<
-                    MutexGuard<'_, crate::weak::Tables>,
-                    MutexGuard<'static, crate::weak::Tables>,
-                >(weak),
+                weak: unbound(weak),
                 types: core::mem::transmute::<
                     RwLockReadGuard<'_, Arc<TypeRegistry>>,
                     RwLockReadGuard<'static, Arc<TypeRegistry>>,
                 >(types),
-                history: core::mem::transmute::<
-                    MutexGuard<'_, Vec<crate::stats::CycleStats>>,
-                    MutexGuard<'static, Vec<crate::stats::CycleStats>>,
-                >(history),
-                waits: core::mem::transmute::<
-                    MutexGuard<'_, crate::waits::RegistryState>,
-                    MutexGuard<'static, crate::waits::RegistryState>,
-                >(waits),
-                structs: core::mem::transmute::<
-                    MutexGuard<'_, StructMap>,
-                    MutexGuard<'static, StructMap>,
-                >(structs),
-                sources: core::mem::transmute::<
-                    MutexGuard<'_, SourceList>,
-                    MutexGuard<'static, SourceList>,
-                >(sources),
+                history: unbound(history),
+                waits: unbound(waits),
+                structs: unbound(structs),
+                sources: unbound(sources),
             }
         }
     }
